@@ -1,0 +1,73 @@
+// The backend contract (../shared/DESIGN.md, "The backend contract").
+//
+// A Backend answers, per graph node, whether it can run it (supports) and how long it
+// expects to take (estimate_us); it turns a node into a Kernel (prepare: compile or
+// fetch a program, pack or upload the node's weights in their stored form) and provides
+// the memory the planner lays out (allocate). Placement asks backends only through
+// supports/estimate_us; the executor binds pointers and calls Kernel::run.
+//
+// Lifetime: a Backend outlives every Kernel and DeviceMemory it made. Kernels hold
+// whatever packed weights they need; views into a WeightSource are only read during
+// prepare unless the backend documents otherwise (the CPU backend copies/packs).
+//
+// Thread safety: prepare may be called from one thread at a time per backend; distinct
+// Kernels may run concurrently only if the backend says so (the CPU backend: no — its
+// kernels share the OpenMP team).
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "backend/program_cache.h"
+#include "core/tensor.h"
+#include "ir/graph.h"
+#include "weights/weight_source.h"
+
+namespace hyrt::backend {
+
+enum class DeviceType { kHost, kCuda };
+
+// A prepared node, ready to run on bound buffers.
+class Kernel {
+ public:
+  virtual ~Kernel() = default;
+  // inputs: one view per node input, in node order. Weight inputs carry the stored
+  // tensor (a kernel that packed its weights at prepare ignores them). output: the
+  // node's output buffer, which aliases inputs[0] when the op's traits allow in-place
+  // execution and the memory planner chose it — kernels of such ops must handle that.
+  // All views are dense, row-major, in the backend's memory.
+  virtual void run(std::span<const TensorView> inputs, const TensorView& output) = 0;
+};
+
+// Memory owned by a backend (host RAM or device memory).
+class DeviceMemory {
+ public:
+  virtual ~DeviceMemory() = default;
+  virtual void* data() = 0;
+  virtual size_t size() const = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+  virtual DeviceType device_type() const = 0;
+  // Can this backend run `node` of `graph` (op, dtypes, shapes, attributes)?
+  virtual bool supports(const ir::Graph& graph, const ir::Node& node) const = 0;
+  // Predicted run time of `node` in microseconds (roofline model, later calibrated).
+  virtual double estimate_us(const ir::Graph& graph, const ir::Node& node) const = 0;
+  // Builds the kernel for `node`. Reads the node's weights from `weights` (stored form)
+  // and may cache programs in `cache`. Throws hyrt::Error(kUnsupported) if !supports().
+  virtual std::unique_ptr<Kernel> prepare(const ir::Graph& graph, const ir::Node& node,
+                                          const weights::WeightSource& weights,
+                                          ProgramCache& cache) = 0;
+  // Allocates `bytes` of this backend's memory, 64-byte aligned (throws kOutOfMemory).
+  virtual std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) = 0;
+  // Waits for all work submitted to this backend.
+  virtual void synchronize() {}
+};
+
+}  // namespace hyrt::backend

@@ -1,0 +1,65 @@
+// TensorView: a non-owning, dense, row-major view (dtype, shape, pointer).
+// Tensor: an owning host tensor (AlignedBuffer + view), for inputs/outputs and tests.
+//
+// Layout convention (stated once, here): hyrt's internal activations are channels-last.
+// Images and feature maps are NHWC [B, H, W, C]; token sequences are [B, T, C]. Model
+// files store PyTorch layouts (NCHW activations in golden data, OIHW conv weights,
+// [out, in] linear weights); conversions happen at API and weight-loading boundaries.
+#pragma once
+
+#include <cstdint>
+
+#include "core/buffer.h"
+#include "core/dtype.h"
+#include "core/shape.h"
+
+namespace hyrt {
+
+struct TensorView {
+  void* data = nullptr;
+  DType dtype = DType::kF32;
+  Shape shape;
+
+  int64_t numel() const { return shape.numel(); }
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data);
+  }
+};
+
+class Tensor {
+ public:
+  Tensor() = default;
+  Tensor(DType dtype, Shape shape);  // uninitialised contents
+  static Tensor zeros(DType dtype, Shape shape);
+
+  TensorView view() const { return {const_cast<void*>(buf_.data()), dtype_, shape_}; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  int64_t numel() const { return shape_.numel(); }
+  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  void* data() { return buf_.data(); }
+  const void* data() const { return buf_.data(); }
+  template <class T>
+  T* as() {
+    return buf_.as<T>();
+  }
+  template <class T>
+  const T* as() const {
+    return buf_.as<T>();
+  }
+
+ private:
+  DType dtype_ = DType::kF32;
+  Shape shape_;
+  AlignedBuffer buf_;
+};
+
+// Copies a float tensor of any float dtype into a new f32 tensor.
+Tensor to_f32(const TensorView& v);
+// NCHW <-> NHWC for rank-4 f32 tensors (returns a new tensor).
+Tensor nchw_to_nhwc(const TensorView& v);
+Tensor nhwc_to_nchw(const TensorView& v);
+
+}  // namespace hyrt

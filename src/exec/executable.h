@@ -1,0 +1,80 @@
+// exec::Executable — a graph bound to a backend: prepared kernels, a memory plan and the
+// arena it lays out, ready to run repeatedly.
+//
+// Create (pack weights, build/fetch programs) is separate from run (bind pointers, call
+// kernels), so a step costs only kernel time. Shapes are static per Executable: a new
+// resolution or batch is a new Executable (cheap: programs come from the ProgramCache).
+//
+// Inputs and outputs live in the arena: write inputs through input() before every run()
+// (their contents may be consumed), read outputs through output() after it; output
+// views stay valid until the next run() or destruction.
+//
+// Lifetime: the graph is shared; the WeightSource must outlive the Executable (kernels
+// may read stored weights at run time). Thread safety: one run() at a time.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "backend/backend.h"
+#include "plan/memory.h"
+
+namespace hyrt::exec {
+
+struct ExecOptions {
+  bool profile = false;  // time each node (adds a clock read per node)
+  plan::MemoryPlanOptions memory;
+};
+
+// Accumulated run time per op kind (when ExecOptions::profile is set).
+struct OpProfile {
+  std::string op;
+  int count = 0;
+  double total_ms = 0;
+};
+
+class Executable {
+ public:
+  static std::unique_ptr<Executable> create(std::shared_ptr<const ir::Graph> graph,
+                                            backend::Backend& backend,
+                                            const weights::WeightSource& weights,
+                                            backend::ProgramCache& cache,
+                                            const ExecOptions& options = {});
+
+  // Graph input i (in Graph::inputs() order), or by name; throws kNotFound.
+  TensorView input(size_t i) const;
+  TensorView input(std::string_view name) const;
+  // Graph output i (in Graph::outputs() order).
+  TensorView output(size_t i) const;
+  size_t num_inputs() const { return graph_->inputs().size(); }
+  size_t num_outputs() const { return graph_->outputs().size(); }
+
+  void run();
+
+  const ir::Graph& graph() const { return *graph_; }
+  const plan::MemoryPlan& memory_plan() const { return plan_; }
+  size_t arena_bytes() const { return arena_ ? arena_->size() : 0; }
+  std::vector<OpProfile> profile() const;
+  double prepare_ms() const { return prepare_ms_; }
+
+ private:
+  Executable() = default;
+  TensorView value_view(ir::ValueId id) const;
+
+  std::shared_ptr<const ir::Graph> graph_;
+  backend::Backend* backend_ = nullptr;
+  ExecOptions options_;
+  std::vector<ir::NodeId> order_;
+  plan::MemoryPlan plan_;
+  std::unique_ptr<backend::DeviceMemory> arena_;
+  std::vector<std::unique_ptr<backend::Kernel>> kernels_;  // per step
+  std::vector<TensorView> views_;                          // per value, bound once
+  std::vector<std::vector<TensorView>> step_inputs_;       // per step
+  std::vector<double> op_ms_;
+  std::vector<int> op_count_;
+  double prepare_ms_ = 0;
+};
+
+}  // namespace hyrt::exec

@@ -1,0 +1,107 @@
+// ir::Graph — a computation as metadata only: values (shape, dtype, kind) and nodes (op,
+// inputs, attributes, one output each). A graph never holds data pointers: weights are
+// named constants resolved by a weights::WeightSource when a backend prepares a node.
+//
+// Nodes are kept in insertion order, and a node may only consume values that exist
+// when it is added, so insertion order is a valid execution order.
+//
+// Thread safety: a Graph is not synchronised; build it on one thread, then share it
+// read-only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "ir/op.h"
+
+namespace hyrt::ir {
+
+using ValueId = int32_t;
+using NodeId = int32_t;
+inline constexpr int32_t kNone = -1;
+
+enum class ValueKind : uint8_t {
+  kInput,         // provided by the caller at run time
+  kWeight,        // a named constant, resolved from the model's weights
+  kIntermediate,  // produced by a node
+};
+
+struct Value {
+  ValueId id = kNone;
+  ValueKind kind = ValueKind::kIntermediate;
+  DType dtype = DType::kF32;
+  Shape shape;
+  std::string name;        // inputs/weights: their key; intermediates: the producing node's name
+  NodeId producer = kNone;  // kIntermediate only
+  bool is_output = false;
+
+  size_t bytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
+};
+
+struct Node {
+  NodeId id = kNone;
+  OpKind op = OpKind::kAdd;
+  std::vector<ValueId> inputs;
+  ValueId output = kNone;
+  Attrs attrs;
+  std::string name;  // hierarchical, e.g. "unet.down_blocks.0.resnets.1.conv1"
+
+  template <class A>
+  const A& attr() const {
+    return std::get<A>(attrs);
+  }
+};
+
+class Graph {
+ public:
+  // `activation_dtype` is the dtype of outputs that do not follow an input's dtype
+  // (embedding lookups, timestep embeddings).
+  explicit Graph(DType activation_dtype = DType::kF32) : activation_dtype_(activation_dtype) {}
+
+  ValueId add_input(std::string name, DType dtype, Shape shape);
+  ValueId add_weight(std::string name, DType dtype, Shape shape);
+  // Adds a node; infers and checks the output's shape and dtype (throws hyrt::Error
+  // kInvalidArgument naming the node on a mismatch). Returns the output value.
+  ValueId add_node(OpKind op, std::vector<ValueId> inputs, Attrs attrs = {}, std::string name = {});
+  void mark_output(ValueId v);
+
+  const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }
+  const Node& node(NodeId id) const { return nodes_.at(static_cast<size_t>(id)); }
+  const std::vector<Value>& values() const { return values_; }
+  const std::vector<Node>& nodes() const { return nodes_; }
+  const std::vector<ValueId>& inputs() const { return inputs_; }
+  const std::vector<ValueId>& outputs() const { return outputs_; }
+  DType activation_dtype() const { return activation_dtype_; }
+
+  // Checks every invariant: ids in range, values defined before use, inferred shapes
+  // and dtypes match the stored ones, every intermediate consumed or an output, every
+  // weight used, at least one output. Throws hyrt::Error(kInternal) listing problems.
+  void verify() const;
+  // Human-readable listing: one line per input, weight and node.
+  std::string dump() const;
+  // Sum of weight bytes and number of weight elements.
+  size_t weight_bytes() const;
+  int64_t weight_params() const;
+
+ private:
+  DType activation_dtype_;
+  std::vector<Value> values_;
+  std::vector<Node> nodes_;
+  std::vector<ValueId> inputs_;
+  std::vector<ValueId> outputs_;
+};
+
+// Infers the output (dtype, shape) of `op` on `inputs`; throws kInvalidArgument with a
+// message naming `node_name` when inputs or attributes are inconsistent.
+struct InferredType {
+  DType dtype;
+  Shape shape;
+};
+InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>& inputs,
+                          const Attrs& attrs, std::string_view node_name);
+
+}  // namespace hyrt::ir

@@ -1,0 +1,101 @@
+// The operator set of hyrt's graph IR and each operator's attributes and contract.
+//
+// Layout: activations are channels-last (see core/tensor.h). Shapes below use
+// B = batch, T = tokens, H/W = spatial, C = channels, N = output features, K = input
+// features. Weights appear as graph values of kind kWeight, in their stored layout.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <variant>
+
+#include "core/shape.h"
+
+namespace hyrt::ir {
+
+enum class OpKind : uint8_t {
+  kLinear,        // x [..., K], w [N, K], optional bias [N]            -> [..., N]
+  kConv2d,        // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout]
+                  //   -> [B, Ho, Wo, Cout]; Conv2dAttrs (square stride and padding)
+  kGroupNorm,     // x [B, ..., C], gamma [C], beta [C] -> same; statistics over all non-batch
+                  //   positions of each group of C/groups channels; NormAttrs (+ fused SiLU)
+  kLayerNorm,     // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused)
+  kAttention,     // q [B, Tq, heads*D], k [B, Tk, heads*D], v [B, Tk, heads*Dv]
+                  //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head
+  kSoftmax,       // over the last axis
+  kGelu,          // x · Φ(x) (erf form, as torch.nn.functional.gelu)
+  kGeglu,         // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU)
+  kQuickGelu,     // x · sigmoid(1.702 x) (CLIP)
+  kSilu,          // x · sigmoid(x)
+  kAdd,           // a + b, numpy broadcasting of b onto a's shape (output shape = a's)
+  kMul,           // a · b, same broadcasting as kAdd
+  kScale,         // x · alpha + beta; ScaleAttrs
+  kConcat,        // inputs concatenated along ConcatAttrs::axis
+  kUpsample2x,    // x [B, H, W, C] -> [B, 2H, 2W, C], nearest neighbour
+  kTimestepEmbedding,  // t [B] (f32) -> [B, dim] sinusoidal; TimestepAttrs
+  kEmbedding,     // ids [...] (s32), table [V, C] -> [..., C]
+  kReshape,       // same elements, ReshapeAttrs::shape; a view: no data moves
+  kPermute,       // axes permuted by PermuteAttrs::perm (output dim i = input dim perm[i])
+};
+
+inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kPermute) + 1;
+
+std::string_view op_name(OpKind op);
+
+struct Conv2dAttrs {
+  int stride = 1;
+  int padding = 0;
+};
+
+struct NormAttrs {
+  int groups = 1;  // group norm only
+  float eps = 1e-5f;
+  bool fuse_silu = false;  // group norm only: apply SiLU to the normalised output
+};
+
+struct AttentionAttrs {
+  int heads = 1;
+  float scale = 0.0f;  // 0 means 1/sqrt(D)
+  bool causal = false;  // mask key j > query i (CLIP's text encoder)
+};
+
+struct ScaleAttrs {
+  float alpha = 1.0f;
+  float beta = 0.0f;
+};
+
+struct ConcatAttrs {
+  int axis = -1;  // negative counts from the back
+};
+
+struct TimestepAttrs {
+  int dim = 0;
+  bool flip_sin_to_cos = true;  // [cos, sin] instead of [sin, cos]
+  float downscale_freq_shift = 0.0f;
+  float max_period = 10000.0f;
+};
+
+struct ReshapeAttrs {
+  Shape shape;  // may contain one -1
+};
+
+struct PermuteAttrs {
+  Shape perm;
+};
+
+using Attrs = std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs,
+                           ConcatAttrs, TimestepAttrs, ReshapeAttrs, PermuteAttrs>;
+
+// Static properties of an op kind that the planner and backends rely on.
+struct OpTraits {
+  bool gemm_class;          // linear, conv, attention: what a GEMM-only accelerator runs
+  bool elementwise;         // output element i depends only on input element i (broadcasts aside)
+  // Output may share input 0's memory (the kernel then runs with out == in[0]). Every
+  // backend must implement these ops so that they are correct in place.
+  bool in_place_input0;
+  bool view;                // output is input 0 reinterpreted (reshape): no kernel work
+};
+
+OpTraits op_traits(OpKind op);
+
+}  // namespace hyrt::ir

@@ -1,0 +1,65 @@
+// Configurations of the three SD 1.5 components, with diffusers'/transformers' field
+// names. Read from a diffusers folder's config.json, or — for an LDM single file, which
+// carries none — SD 1.5's defaults with every size read off the tensor shapes.
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace hyrt::models::sd15 {
+
+// transformers CLIPTextConfig
+struct ClipTextConfig {
+  int vocab_size = 49408;
+  int hidden_size = 768;
+  int intermediate_size = 3072;
+  int num_hidden_layers = 12;
+  int num_attention_heads = 12;
+  int max_position_embeddings = 77;
+  std::string hidden_act = "quick_gelu";  // "quick_gelu" or "gelu"
+  float layer_norm_eps = 1e-5f;
+  int bos_token_id = 49406;
+  int eos_token_id = 49407;
+};
+
+// diffusers UNet2DConditionModel (the SD 1.5 subset)
+struct UNetConfig {
+  int in_channels = 4;
+  int out_channels = 4;
+  std::vector<int> block_out_channels = {320, 640, 1280, 1280};
+  std::vector<std::string> down_block_types = {"CrossAttnDownBlock2D", "CrossAttnDownBlock2D",
+                                               "CrossAttnDownBlock2D", "DownBlock2D"};
+  std::vector<std::string> up_block_types = {"UpBlock2D", "CrossAttnUpBlock2D",
+                                             "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"};
+  int layers_per_block = 2;
+  int cross_attention_dim = 768;
+  // Heads per attention block, one entry per down block (diffusers' SD 1.5 configs call this
+  // `attention_head_dim` = 8 but use it as the number of heads; `num_attention_heads` wins
+  // when set).
+  std::vector<int> num_attention_heads = {8, 8, 8, 8};
+  int norm_num_groups = 32;
+  float norm_eps = 1e-5f;
+  bool flip_sin_to_cos = true;
+  float freq_shift = 0.0f;
+  int downsample_padding = 1;
+  bool use_linear_projection = false;  // SD 1.5: proj_in/proj_out are 1x1 convs
+  int transformer_layers_per_block = 1;
+  int sample_size = 64;
+};
+
+// diffusers AutoencoderKL
+struct VaeConfig {
+  int in_channels = 3;
+  int out_channels = 3;
+  int latent_channels = 4;
+  std::vector<int> block_out_channels = {128, 256, 512, 512};
+  int layers_per_block = 2;
+  int norm_num_groups = 32;
+  float scaling_factor = 0.18215f;
+  bool mid_block_add_attention = true;
+  bool use_quant_conv = true;
+  bool use_post_quant_conv = true;
+  int sample_size = 512;
+};
+
+}  // namespace hyrt::models::sd15

@@ -1,0 +1,67 @@
+// Memory planning: from an execution order, value lifetimes -> one arena with a byte
+// offset per buffer. Pure functions: no allocation of the planned memory, no kernels.
+//
+// Model (XNNPACK/TFLite-style usage records):
+//  - Every graph input and intermediate value lives in the arena; weights do not.
+//  - A value's lifetime is [step that produces it, last step that reads it], inclusive;
+//    graph inputs start at step 0, graph outputs live until the end.
+//  - A reshape output is a view of its input: it shares the input's storage.
+//  - An op whose traits allow it (ir::op_traits(op).in_place_input0) writes over input 0
+//    when that input (and everything sharing its storage) is dead afterwards, is not a
+//    graph input or output, and has the same byte size. Such values share storage.
+//  - Storages whose lifetimes overlap never overlap in memory. Offsets are assigned
+//    greedily by size (largest first, best-fitting gap).
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "ir/graph.h"
+
+namespace hyrt::plan {
+
+// One buffer to place: `bytes` live during steps [first, last] inclusive.
+struct BufferUse {
+  int64_t bytes = 0;
+  int32_t first = 0;
+  int32_t last = 0;
+};
+
+struct OffsetAssignment {
+  std::vector<int64_t> offsets;  // per buffer, aligned
+  int64_t arena_bytes = 0;       // peak: max(offset + aligned bytes)
+};
+
+// Places buffers so that any two with overlapping lifetimes are disjoint.
+OffsetAssignment assign_offsets(std::span<const BufferUse> uses, int64_t alignment = 64);
+// The lower bound for any placement: the maximum over steps of the aligned bytes live then.
+int64_t live_bytes_lower_bound(std::span<const BufferUse> uses, int64_t alignment = 64);
+
+struct MemoryPlanOptions {
+  bool allow_in_place = true;
+  int64_t alignment = 64;
+};
+
+struct MemoryPlan {
+  // Per ValueId: the value whose storage it uses (itself unless it is a view or was
+  // computed in place), or ir::kNone for weights.
+  std::vector<ir::ValueId> storage_of;
+  // Per ValueId: byte offset of its data in the arena (-1 for weights).
+  std::vector<int64_t> offset;
+  // Per storage root (indexed by ValueId; unused entries are zero): lifetime used.
+  std::vector<BufferUse> storage_use;
+  int64_t arena_bytes = 0;   // the planned peak
+  int64_t lower_bound = 0;   // max over steps of live bytes
+  int64_t naive_bytes = 0;   // every input/intermediate value in its own buffer
+  int in_place_nodes = 0;    // nodes that write over their input
+  int view_nodes = 0;        // reshapes that share their input's storage
+};
+
+// `order` must list every node of `graph` once, each after the producers of its inputs.
+MemoryPlan plan_memory(const ir::Graph& graph, std::span<const ir::NodeId> order,
+                       const MemoryPlanOptions& options = {});
+// The graph's insertion order (always valid).
+std::vector<ir::NodeId> default_order(const ir::Graph& graph);
+
+}  // namespace hyrt::plan

@@ -1,0 +1,52 @@
+#include "test_util.h"
+
+#include <cmath>
+#include <cstring>
+#include <random>
+
+namespace hyrt::test {
+
+std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<float> dist(-scale, scale);
+  std::vector<float> v(n);
+  for (auto& x : v) x = dist(rng);
+  return v;
+}
+
+Tensor random_tensor(Shape shape, uint64_t seed, float scale) {
+  Tensor t(DType::kF32, shape);
+  auto v = random_floats(static_cast<size_t>(t.numel()), seed, scale);
+  std::memcpy(t.data(), v.data(), v.size() * sizeof(float));
+  return t;
+}
+
+double relative_l2(const float* a, const float* b, size_t n) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return std::numeric_limits<double>::infinity();
+    const double d = static_cast<double>(a[i]) - b[i];
+    num += d * d;
+    den += static_cast<double>(b[i]) * b[i];
+  }
+  if (den == 0) return num == 0 ? 0.0 : std::numeric_limits<double>::infinity();
+  return std::sqrt(num / den);
+}
+
+void poison(void* data, size_t bytes) { std::memset(data, 0xff, bytes); }  // 0xffffffff = NaN
+
+std::optional<std::filesystem::path> shared_dir() {
+  std::filesystem::path p = HYRT_SHARED_DIR;
+  if (std::filesystem::is_directory(p)) return p;
+  return std::nullopt;
+}
+
+std::optional<std::filesystem::path> golden_dir(const char* model) {
+  auto s = shared_dir();
+  if (!s) return std::nullopt;
+  auto p = *s / "golden" / model;
+  if (std::filesystem::is_directory(p)) return p;
+  return std::nullopt;
+}
+
+}  // namespace hyrt::test

@@ -1,0 +1,27 @@
+// Helpers shared by hyrt's tests: random tensors, relative L2 error, golden-data paths.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <optional>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace hyrt::test {
+
+// Deterministic uniform(-scale, scale) floats.
+std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
+// Fills an f32 tensor with random values.
+Tensor random_tensor(Shape shape, uint64_t seed, float scale = 1.0f);
+// ‖a − b‖₂ / ‖b‖₂ computed in double; +inf if any value of `a` is not finite.
+double relative_l2(const float* a, const float* b, size_t n);
+// Fills memory with a NaN pattern so an unwritten output cannot pass a comparison.
+void poison(void* data, size_t bytes);
+
+// ../shared (HYRT_SHARED_DIR) if it exists; tests that need it GTEST_SKIP() otherwise.
+std::optional<std::filesystem::path> shared_dir();
+std::optional<std::filesystem::path> golden_dir(const char* model = "sd15-tiny");
+
+}  // namespace hyrt::test

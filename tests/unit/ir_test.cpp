@@ -1,0 +1,87 @@
+#include <gtest/gtest.h>
+
+#include "core/error.h"
+#include "ir/graph.h"
+
+using namespace hyrt;
+using namespace hyrt::ir;
+
+TEST(Graph, InfersShapesThroughAResnetLikeChain) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kF32, {2, 16, 16, 32});
+  ValueId gamma = g.add_weight("gn.weight", DType::kF16, {32});
+  ValueId beta = g.add_weight("gn.bias", DType::kF16, {32});
+  ValueId w = g.add_weight("conv.weight", DType::kF16, {64, 32, 3, 3});
+  ValueId b = g.add_weight("conv.bias", DType::kF16, {64});
+  ValueId h = g.add_node(OpKind::kGroupNorm, {x, gamma, beta}, NormAttrs{8, 1e-5f, true}, "gn");
+  ValueId c = g.add_node(OpKind::kConv2d, {h, w, b}, Conv2dAttrs{2, 1}, "conv");
+  EXPECT_EQ(g.value(c).shape, (Shape{2, 8, 8, 64}));
+  ValueId r = g.add_node(OpKind::kReshape, {c}, ReshapeAttrs{Shape{2, -1, 64}}, "tokens");
+  EXPECT_EQ(g.value(r).shape, (Shape{2, 64, 64}));
+  ValueId p = g.add_node(OpKind::kPermute, {r}, PermuteAttrs{Shape{0, 2, 1}}, "perm");
+  EXPECT_EQ(g.value(p).shape, (Shape{2, 64, 64}));
+  ValueId q = g.add_node(OpKind::kAttention, {p, p, p}, AttentionAttrs{4}, "attn");
+  ValueId gg = g.add_node(OpKind::kGeglu, {q}, {}, "geglu");
+  EXPECT_EQ(g.value(gg).shape, (Shape{2, 64, 32}));
+  g.mark_output(gg);
+  EXPECT_NO_THROW(g.verify());
+  EXPECT_NE(g.dump().find("conv2d(%5, %3, %4) stride=2 pad=1"), std::string::npos) << g.dump();
+  EXPECT_EQ(g.weight_params(), 32 + 32 + 64 * 32 * 9 + 64);
+}
+
+TEST(Graph, RejectsInconsistentShapesWithTheNodeName) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kF32, {2, 77, 64});
+  ValueId w = g.add_weight("w", DType::kF32, {128, 65});
+  try {
+    g.add_node(OpKind::kLinear, {x, w}, {}, "text.fc1");
+    FAIL() << "expected an error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("text.fc1"), std::string::npos) << e.what();
+  }
+  ValueId y = g.add_input("y", DType::kF32, {2, 1, 5});
+  EXPECT_THROW(g.add_node(OpKind::kAdd, {y, x}), Error);  // x does not broadcast onto y
+  EXPECT_THROW(g.add_node(OpKind::kGroupNorm, {x, x, x}, NormAttrs{5}), Error);
+  EXPECT_THROW(g.add_node(OpKind::kReshape, {x}, ReshapeAttrs{Shape{-1, -1}}), Error);
+  EXPECT_THROW(g.add_node(OpKind::kPermute, {x}, PermuteAttrs{Shape{0, 0, 1}}), Error);
+  EXPECT_THROW(g.add_node(OpKind::kConv2d, {x, w}, Conv2dAttrs{}), Error);
+  EXPECT_THROW(g.add_node(OpKind::kAttention, {x, x, x}, AttentionAttrs{3}), Error);
+}
+
+TEST(Graph, VerifyReportsDanglingValuesAndUnusedWeights) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kF32, {4, 8});
+  g.add_weight("unused.weight", DType::kF32, {8});
+  ValueId a = g.add_node(OpKind::kSilu, {x}, {}, "dangling");
+  (void)a;
+  ValueId b = g.add_node(OpKind::kGelu, {x}, {}, "out");
+  g.mark_output(b);
+  try {
+    g.verify();
+    FAIL() << "expected verification to fail";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    EXPECT_NE(msg.find("dangling"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("unused.weight"), std::string::npos) << msg;
+  }
+}
+
+TEST(Graph, BroadcastsAndConcat) {
+  Graph g;
+  ValueId x = g.add_input("x", DType::kF32, {2, 8, 8, 32});
+  ValueId t = g.add_input("t", DType::kF32, {2, 1, 1, 32});
+  ValueId s = g.add_node(OpKind::kAdd, {x, t});
+  ValueId c = g.add_node(OpKind::kConcat, {s, x}, ConcatAttrs{-1});
+  EXPECT_EQ(g.value(c).shape, (Shape{2, 8, 8, 64}));
+  ValueId u = g.add_node(OpKind::kUpsample2x, {c});
+  EXPECT_EQ(g.value(u).shape, (Shape{2, 16, 16, 64}));
+  ValueId ts = g.add_input("timestep", DType::kF32, {2});
+  ValueId e = g.add_node(OpKind::kTimestepEmbedding, {ts}, TimestepAttrs{32});
+  EXPECT_EQ(g.value(e).shape, (Shape{2, 32}));
+  ValueId ids = g.add_input("ids", DType::kS32, {1, 77});
+  ValueId table = g.add_weight("tok", DType::kF16, {100, 16});
+  ValueId emb = g.add_node(OpKind::kEmbedding, {ids, table});
+  EXPECT_EQ(g.value(emb).shape, (Shape{1, 77, 16}));
+  EXPECT_EQ(g.value(emb).dtype, DType::kF32);
+}

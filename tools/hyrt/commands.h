@@ -1,0 +1,19 @@
+// The hyrt CLI's subcommands register themselves here: each tools/hyrt/cmd_*.cpp defines
+// a static CommandRegistrar whose setup function adds a CLI11 subcommand and its callback.
+// Callbacks report failure by throwing hyrt::Error; main() prints it and exits non-zero.
+#pragma once
+
+#include <functional>
+
+#include <CLI/CLI.hpp>
+
+namespace hyrt::cli {
+
+using CommandSetup = std::function<void(CLI::App& app)>;
+
+struct CommandRegistrar {
+  // `order` sorts subcommands in --help.
+  CommandRegistrar(int order, CommandSetup setup);
+};
+
+}  // namespace hyrt::cli

@@ -1,0 +1,56 @@
+// hyrt — command-line entry point. Flag parsing and printing only: the work lives in the
+// library. Subcommands are in cmd_*.cpp and register through commands.h.
+#include <algorithm>
+#include <cstdio>
+#include <utility>
+#include <vector>
+
+#include "commands.h"
+#include "core/build_info.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace hyrt::cli {
+
+static std::vector<std::pair<int, CommandSetup>>& registry() {
+  static std::vector<std::pair<int, CommandSetup>> r;
+  return r;
+}
+
+CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
+  registry().emplace_back(order, std::move(setup));
+}
+
+}  // namespace hyrt::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "hyrt " HYRT_VERSION_STRING
+      " — a diffusion-model inference runtime (Stable Diffusion 1.5).\n"
+      "Run `hyrt COMMAND --help` for a command's options."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "hyrt " HYRT_VERSION_STRING);
+  bool verbose = false;
+  app.add_flag("-v,--verbose", verbose, "Print progress details and diagnostics");
+  app.parse_complete_callback([&] {
+    if (verbose) hyrt::set_log_level(hyrt::LogLevel::kInfo);
+  });
+
+  auto& reg = hyrt::cli::registry();
+  std::stable_sort(reg.begin(), reg.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (auto& [order, setup] : reg) setup(app);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const hyrt::Error& e) {
+    std::fprintf(stderr, "hyrt: error (%s): %s\n", hyrt::error_code_name(e.code()), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "hyrt: error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
