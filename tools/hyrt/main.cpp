@@ -24,11 +24,11 @@ CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
 }  // namespace hyrt::cli
 
 int main(int argc, char** argv) {
-  CLI::App app{
-      "hyrt " HYRT_VERSION_STRING
-      " — a diffusion-model inference runtime (Stable Diffusion 1.5).\n"
-      "Run `hyrt COMMAND --help` for a command's options."};
+  CLI::App app{"hyrt " HYRT_VERSION_STRING
+               " — a diffusion-model inference runtime (Stable Diffusion 1.5).\n"
+               "Run `hyrt COMMAND --help` for a command's options."};
   app.require_subcommand(1);
+  app.fallthrough();  // `hyrt generate --verbose` as well as `hyrt --verbose generate`
   app.set_version_flag("--version", "hyrt " HYRT_VERSION_STRING);
   bool verbose = false;
   app.add_flag("-v,--verbose", verbose, "Print progress details and diagnostics");
@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   auto& reg = hyrt::cli::registry();
   std::stable_sort(reg.begin(), reg.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
-  for (auto& [order, setup] : reg) setup(app);
+  for (auto& [order, setup] : reg)
+    setup(app);
 
   try {
     app.parse(argc, argv);

@@ -1,10 +1,24 @@
 // Configurations of the three SD 1.5 components, with diffusers'/transformers' field
 // names. Read from a diffusers folder's config.json, or — for an LDM single file, which
 // carries none — SD 1.5's defaults with every size read off the tensor shapes.
+//
+// Parsing contract: parse_*_config() read diffusers/transformers config.json objects; a
+// field that is absent or null takes the SD 1.5 default below; a field of the wrong type
+// or out of range throws hyrt::Error(kInvalidModel) naming `source` (the file) and the
+// field. Pure functions: thread-safe.
 #pragma once
 
+#include <filesystem>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace hyrt::weights {
+class Checkpoint;
+}
 
 namespace hyrt::models::sd15 {
 
@@ -61,5 +75,36 @@ struct VaeConfig {
   bool use_post_quant_conv = true;
   int sample_size = 512;
 };
+
+ClipTextConfig parse_clip_text_config(const nlohmann::json& j,
+                                      std::string_view source = "text_encoder/config.json");
+// diffusers quirk: SD 1.5 configs put the head count in `attention_head_dim` and leave
+// `num_attention_heads` null; either may be an int or a list with one entry per down block.
+UNetConfig parse_unet_config(const nlohmann::json& j, std::string_view source = "unet/config.json");
+VaeConfig parse_vae_config(const nlohmann::json& j, std::string_view source = "vae/config.json");
+
+// A component's config: its config.json for a diffusers folder that has one; otherwise
+// (LDM single files) SD 1.5's defaults with every size read off the tensor shapes. What
+// shapes cannot show — head counts, norm groups, eps, activation, sample size — keeps the
+// SD 1.5 default (CLIP heads: hidden_size / 64, the CLIP convention; 12 at width 768).
+// Throws kNotFound if the checkpoint lacks the component, kInvalidModel if a tensor needed
+// to infer a size is missing.
+ClipTextConfig clip_text_config_from_checkpoint(const weights::Checkpoint& ck);
+UNetConfig unet_config_from_checkpoint(const weights::Checkpoint& ck);
+VaeConfig vae_config_from_checkpoint(const weights::Checkpoint& ck);
+
+// The configs of the components the checkpoint has (nullopt for absent ones).
+struct Sd15Configs {
+  std::optional<ClipTextConfig> text_encoder;
+  std::optional<UNetConfig> unet;
+  std::optional<VaeConfig> vae;
+};
+
+// Loads every present component's config. With `config_dir` (a diffusers-layout folder,
+// like A1111's v1-inference.yaml beside an LDM file), `<config_dir>/<component>/config.json`
+// is used where it exists, else *_config_from_checkpoint(). kNotFound if config_dir is
+// given but is not a directory.
+Sd15Configs load_configs(const weights::Checkpoint& ck,
+                         const std::optional<std::filesystem::path>& config_dir = std::nullopt);
 
 }  // namespace hyrt::models::sd15

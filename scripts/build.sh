@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs hyrt's build dependencies (Debian/Ubuntu packages; root or sudo) and builds
+# everything into ./build (or $HYRT_BUILD_DIR). Extra arguments go to CMake.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(cmake ninja-build g++ ccache pkg-config libdnnl-dev libcli11-dev nlohmann-json3-dev
+          libspng-dev libgtest-dev libbenchmark-dev)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "hyrt: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build_dir="${HYRT_BUILD_DIR:-build}"
+cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release "$@" >/dev/null
+cmake --build "$build_dir" -j"$(nproc)"
+echo "hyrt: built $build_dir/tools/hyrt"

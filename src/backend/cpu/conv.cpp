@@ -1,0 +1,105 @@
+// kConv2d: oneDNN forward-inference convolution, NHWC source and destination (hyrt's
+// activation layout, so no activation reorders), weights stored OIHW and reordered once at
+// prepare into the blocked layout oneDNN prefers for this shape (format_tag::any).
+// The primitive for a shape is shared through ProgramCache; packed weights are per node.
+#include <dnnl.hpp>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace hyrt::backend::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct ConvProgram {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+};
+
+struct ConvShape {
+  int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
+  int64_t out_height, out_width;
+  int stride, padding;
+  bool bias;
+
+  std::string key() const {
+    return str_cat("conv2d f32 nhwc b=", batch, " h=", height, " w=", width, " ci=", in_channels,
+                   " co=", out_channels, " k=", kernel_h, "x", kernel_w, " s=", stride,
+                   " p=", padding, " bias=", bias ? 1 : 0);
+  }
+};
+
+std::shared_ptr<ConvProgram> make_conv_program(const ConvShape& s) {
+  // oneDNN describes activations as logical NCHW dims with an nhwc memory layout.
+  const memory::desc src({s.batch, s.in_channels, s.height, s.width}, dt::f32, tag::nhwc);
+  const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, dt::f32,
+                             tag::any);
+  const memory::desc bias =
+      s.bias ? memory::desc({s.out_channels}, dt::f32, tag::a) : memory::desc();
+  const memory::desc dst({s.batch, s.out_channels, s.out_height, s.out_width}, dt::f32, tag::nhwc);
+  const memory::dims strides{s.stride, s.stride};
+  const memory::dims padding{s.padding, s.padding};
+  auto program = std::make_shared<ConvProgram>();
+  program->pd = dnnl::convolution_forward::primitive_desc(
+      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                      dnnl::algorithm::convolution_direct, src, weights, bias, dst,
+                                      strides, padding, padding),
+      dnnl_engine());
+  refuse_reference_impl(program->pd.impl_info_str(), s.key());
+  program->primitive = dnnl::convolution_forward(program->pd);
+  return program;
+}
+
+class Conv2dKernel final : public Kernel {
+ public:
+  explicit Conv2dKernel(const PrepareContext& ctx) {
+    const Shape& x = ctx.input(0).shape;  // [B, H, W, Cin]
+    const Shape& w = ctx.input(1).shape;  // [Cout, Cin, kh, kw]
+    const Shape& y = ctx.output().shape;  // [B, Ho, Wo, Cout]
+    const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
+    shape_ = {x[0], x[1], x[2], x[3],         w[0],          w[2],
+              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.inputs.size() == 3};
+    program_ = ctx.cache.get_or_create<ConvProgram>(shape_.key(),
+                                                    [&] { return make_conv_program(shape_); });
+
+    AlignedBuffer w_f32 = load_weight_f32(ctx, 1);
+    const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
+    packed_desc_ = program_->pd.weights_desc();
+    packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
+    memory stored_mem(stored, dnnl_engine(), w_f32.data());
+    memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
+    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
+    dnnl_stream().wait();
+    if (shape_.bias) bias_ = load_weight_f32(ctx, 2);
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    dnnl::engine& eng = dnnl_engine();
+    memory src(program_->pd.src_desc(), eng, inputs[0].data);
+    memory dst(program_->pd.dst_desc(), eng, output.data);
+    memory weights(packed_desc_, eng, packed_weights_.data());
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+    if (shape_.bias)
+      args.emplace(DNNL_ARG_BIAS, memory(program_->pd.bias_desc(), eng, bias_.data()));
+    program_->primitive.execute(dnnl_stream(), args);
+    dnnl_stream().wait();
+  }
+
+ private:
+  ConvShape shape_{};
+  std::shared_ptr<ConvProgram> program_;
+  memory::desc packed_desc_;
+  AlignedBuffer packed_weights_;
+  AlignedBuffer bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx) {
+  return std::make_unique<Conv2dKernel>(ctx);
+}
+
+}  // namespace hyrt::backend::cpu

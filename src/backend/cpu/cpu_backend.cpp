@@ -1,0 +1,223 @@
+// The CPU backend: op support, the roofline estimate, host memory, and dispatch of
+// prepare() to the per-family kernel factories (cpu_kernels.h).
+#include "backend/cpu/cpu_backend.h"
+
+#include <algorithm>
+#include <dnnl.hpp>
+#include <mutex>
+
+#include "backend/cpu/cpu_kernels.h"
+#include "core/half.h"
+#include "core/parallel.h"
+
+namespace hyrt::backend {
+namespace cpu {
+
+AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i) {
+  const ir::Value& v = ctx.input(i);
+  HYRT_ASSERT(v.kind == ir::ValueKind::kWeight, "input ", i, " of '", ctx.node.name,
+              "' is not a weight");
+  const TensorView stored = ctx.weights.get(v.name);
+  HYRT_CHECK(stored.shape == v.shape && stored.dtype == v.dtype, kInvalidModel, "weight '", v.name,
+             "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(), " but node '",
+             ctx.node.name, "' expects ", dtype_name(v.dtype), v.shape.to_string());
+  const size_t n = static_cast<size_t>(v.shape.numel());
+  AlignedBuffer out(std::max<size_t>(n, 1) * sizeof(float), v.name);
+  convert_to_f32(stored.dtype, stored.data, out.as<float>(), n);
+  return out;
+}
+
+F32Inputs::F32Inputs(const PrepareContext& ctx) {
+  converted_.resize(ctx.node.inputs.size());
+  for (size_t i = 0; i < ctx.node.inputs.size(); ++i)
+    if (ctx.input_is_weight(i)) converted_[i] = load_weight_f32(ctx, i);
+}
+
+dnnl::engine& dnnl_engine() {
+  static dnnl::engine engine(dnnl::engine::kind::cpu, 0);
+  return engine;
+}
+
+dnnl::stream& dnnl_stream(int thread_slot) {
+  // One stream per thread slot, created on first use; slots never move once created.
+  static std::mutex mu;
+  static std::vector<std::unique_ptr<dnnl::stream>> streams;
+  std::lock_guard<std::mutex> lock(mu);
+  if (static_cast<size_t>(thread_slot) >= streams.size()) streams.resize(thread_slot + 1);
+  auto& s = streams[thread_slot];
+  if (!s) s = std::make_unique<dnnl::stream>(dnnl_engine());
+  return *s;
+}
+
+void refuse_reference_impl(const std::string& impl_info, const std::string& what) {
+  HYRT_CHECK(impl_info.rfind("ref", 0) != 0, kUnsupported, what,
+             ": oneDNN only offers its reference implementation '", impl_info,
+             "' (thousands of times slower); refusing it");
+}
+
+namespace {
+
+// --- Roofline constants (documented in estimate_us) -------------------------------------
+// f32 GEMM rate: oneDNN brgemm measured 358–407 GFLOP/s on 2 Zen 5 cores
+// (../shared/notes/onednn-2.6.md); 350 / 2 = 175 GFLOP/s per thread, rounded down for
+// the less regular shapes.
+constexpr double kGemmFlopsPerThread = 175e9;
+// Memory: ~20 GB/s sustained for our streaming kernels on the 2-core machines.
+constexpr double kBytesPerSecond = 20e9;
+// Per-invocation overhead: argument binding, OpenMP fork/join, oneDNN execute.
+constexpr double kOverheadUs = 2.0;
+
+// Inputs that kernels copy to f32 at prepare when they are weights (cpu_kernels.h).
+bool converts_weight_input(ir::OpKind op, size_t i) {
+  switch (op) {
+    case ir::OpKind::kLinear:
+    case ir::OpKind::kConv2d:
+    case ir::OpKind::kGroupNorm:
+    case ir::OpKind::kLayerNorm:
+      return i >= 1;
+    case ir::OpKind::kAdd:
+    case ir::OpKind::kMul:
+    case ir::OpKind::kEmbedding:
+      return i == 1;
+    case ir::OpKind::kConcat:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool is_float_storage(DType t) {
+  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+class CpuMemory final : public DeviceMemory {
+ public:
+  CpuMemory(size_t bytes, std::string_view what) : buf_(bytes, what) {}
+  void* data() override { return buf_.data(); }
+  size_t size() const override { return buf_.size(); }
+
+ private:
+  AlignedBuffer buf_;
+};
+
+class CpuBackend final : public Backend {
+ public:
+  explicit CpuBackend(const CpuBackendOptions& options) {
+    if (options.num_threads > 0) set_num_threads(options.num_threads);
+  }
+
+  std::string_view name() const override { return "cpu"; }
+  DeviceType device_type() const override { return DeviceType::kHost; }
+
+  bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    const ir::Value& out = graph.value(node.output);
+    if (out.dtype != DType::kF32) return false;
+    for (size_t i = 0; i < node.inputs.size(); ++i) {
+      const ir::Value& in = graph.value(node.inputs[i]);
+      const bool is_ids = node.op == ir::OpKind::kEmbedding && i == 0;
+      if (is_ids) {
+        if (in.dtype != DType::kS32) return false;
+      } else if (in.kind == ir::ValueKind::kWeight) {
+        // s8 "8-bit S" weights need the int8 GEMM path (its own issue). Kernels convert
+        // f16/bf16 weights to f32 at prepare only where a weight is expected; elsewhere
+        // (a weight fed to, say, a permute) they read the bound view and need f32.
+        if (!is_float_storage(in.dtype)) return false;
+        if (!converts_weight_input(node.op, i) && in.dtype != DType::kF32) return false;
+      } else if (in.dtype != DType::kF32) {
+        return false;
+      }
+    }
+    // GEMM-class weights are packed at prepare, so they must be graph weights.
+    if (node.op == ir::OpKind::kLinear || node.op == ir::OpKind::kConv2d) {
+      for (size_t i = 1; i < node.inputs.size(); ++i)
+        if (graph.value(node.inputs[i]).kind != ir::ValueKind::kWeight) return false;
+    }
+    if (node.op == ir::OpKind::kEmbedding &&
+        graph.value(node.inputs[1]).kind != ir::ValueKind::kWeight)
+      return false;
+    return true;
+  }
+
+  // Roofline: t = flops / (175 GFLOP/s · threads) + bytes / 20 GB/s + 2 µs, where bytes
+  // counts every input and the output once (weights as f32, which is how they are kept),
+  // and flops is the GEMM work for linear/conv/attention and 0 otherwise (the other ops
+  // are memory-bound). Summing rather than taking the max errs on the slow side, which
+  // is what placement wants from a host estimate.
+  double estimate_us(const ir::Graph& graph, const ir::Node& node) const override {
+    double bytes = static_cast<double>(graph.value(node.output).shape.numel()) * 4.0;
+    for (ir::ValueId v : node.inputs)
+      bytes += static_cast<double>(graph.value(v).shape.numel()) * 4.0;
+    if (ir::op_traits(node.op).view) bytes = 0;  // reshape moves no data in place
+    const double flops = gemm_flops(graph, node);
+    const double threads = std::max(1, num_threads());
+    return 1e6 * (flops / (kGemmFlopsPerThread * threads) + bytes / kBytesPerSecond) + kOverheadUs;
+  }
+
+  std::unique_ptr<Kernel> prepare(const ir::Graph& graph, const ir::Node& node,
+                                  const weights::WeightSource& weights,
+                                  ProgramCache& cache) override {
+    HYRT_CHECK(supports(graph, node), kUnsupported, "cpu backend cannot run node '", node.name,
+               "' (", ir::op_name(node.op), ") with these dtypes");
+    const PrepareContext ctx{graph, node, weights, cache};
+    switch (node.op) {
+      case ir::OpKind::kLinear:
+        return make_linear_kernel(ctx);
+      case ir::OpKind::kConv2d:
+        return make_conv2d_kernel(ctx);
+      case ir::OpKind::kAttention:
+        return make_attention_kernel(ctx);
+      case ir::OpKind::kGroupNorm:
+      case ir::OpKind::kLayerNorm:
+        return make_norm_kernel(ctx);
+      case ir::OpKind::kSoftmax:
+      case ir::OpKind::kGelu:
+      case ir::OpKind::kGeglu:
+      case ir::OpKind::kQuickGelu:
+      case ir::OpKind::kSilu:
+      case ir::OpKind::kAdd:
+      case ir::OpKind::kMul:
+      case ir::OpKind::kScale:
+        return make_elementwise_kernel(ctx);
+      case ir::OpKind::kConcat:
+      case ir::OpKind::kUpsample2x:
+      case ir::OpKind::kTimestepEmbedding:
+      case ir::OpKind::kEmbedding:
+      case ir::OpKind::kReshape:
+      case ir::OpKind::kPermute:
+        return make_data_movement_kernel(ctx);
+    }
+    fail(ErrorCode::kUnsupported, "cpu backend: unknown op in node '", node.name, "'");
+  }
+
+  std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) override {
+    return std::make_unique<CpuMemory>(bytes, what);
+  }
+
+ private:
+  static double gemm_flops(const ir::Graph& graph, const ir::Node& node) {
+    auto shape = [&](size_t i) -> const Shape& { return graph.value(node.inputs[i]).shape; };
+    const Shape& out = graph.value(node.output).shape;
+    switch (node.op) {
+      case ir::OpKind::kLinear:  // 2·M·N·K
+        return 2.0 * static_cast<double>(out.numel()) * static_cast<double>(shape(0).dim(-1));
+      case ir::OpKind::kConv2d:  // 2·(B·Ho·Wo·Cout)·(Cin·kh·kw)
+        return 2.0 * static_cast<double>(out.numel()) *
+               static_cast<double>(shape(1).numel() / shape(1)[0]);
+      case ir::OpKind::kAttention: {  // 2·B·Tq·Tk·(H·D + H·Dv)
+        const Shape &q = shape(0), &k = shape(1), &v = shape(2);
+        return 2.0 * static_cast<double>(q[0] * q[1] * k[1]) * static_cast<double>(q[2] + v[2]);
+      }
+      default:
+        return 0.0;
+    }
+  }
+};
+
+}  // namespace
+}  // namespace cpu
+
+std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
+  return std::make_unique<cpu::CpuBackend>(options);
+}
+
+}  // namespace hyrt::backend

@@ -1,0 +1,99 @@
+// Internal to the CPU backend: what the per-family kernel files share.
+//
+// cpu_backend.cpp checks supports() and then calls one factory per op family
+// (gemm.cpp, conv.cpp, attention.cpp, norm.cpp, elementwise.cpp, data_movement.cpp).
+// Every factory receives a node the backend supports: f32 activations, weights stored
+// f32/f16/bf16.
+//
+// Weights: a kernel copies (and converts to f32, or packs) every weight it needs at
+// prepare time and ignores the weight views passed to run(), so WeightSource memory is
+// only read during prepare.
+#pragma once
+
+#include <omp.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "core/buffer.h"
+#include "core/error.h"
+
+namespace dnnl {
+struct engine;
+struct stream;
+}  // namespace dnnl
+
+namespace hyrt::backend::cpu {
+
+struct PrepareContext {
+  const ir::Graph& graph;
+  const ir::Node& node;
+  const weights::WeightSource& weights;
+  ProgramCache& cache;
+
+  const ir::Value& input(size_t i) const { return graph.value(node.inputs.at(i)); }
+  const ir::Value& output() const { return graph.value(node.output); }
+  bool input_is_weight(size_t i) const { return input(i).kind == ir::ValueKind::kWeight; }
+};
+
+// Reads weight input `i` of the node from the WeightSource and converts it to a new
+// 64-byte-aligned f32 buffer (f32/f16/bf16 stored). Throws kInvalidModel when the stored
+// tensor's shape differs from the graph's.
+AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i);
+
+// Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
+// made at prepare, other inputs at the bound activation buffers. Lets elementwise and
+// norm kernels take a parameter either as a weight (bias, gamma) or as an activation.
+class F32Inputs {
+ public:
+  // Converts every weight input of the node to f32 at prepare time.
+  explicit F32Inputs(const PrepareContext& ctx);
+  const float* get(std::span<const TensorView> inputs, size_t i) const {
+    return i < converted_.size() && !converted_[i].empty() ? converted_[i].as<float>()
+                                                           : inputs[i].as<const float>();
+  }
+
+ private:
+  std::vector<AlignedBuffer> converted_;
+};
+
+// The process-wide oneDNN CPU engine, and a stream per OpenMP thread slot (oneDNN
+// streams must not be used by two threads at once; the attention kernel runs matmuls
+// from inside a parallel region).
+dnnl::engine& dnnl_engine();
+dnnl::stream& dnnl_stream(int thread_slot = 0);
+
+// Throws kUnsupported when oneDNN picked a reference implementation: those run about
+// 5000x slower (../shared/notes/onednn-2.6.md) and would silently ruin a run.
+void refuse_reference_impl(const std::string& impl_info, const std::string& what);
+
+// Sets the OpenMP thread count for the current scope and restores it afterwards. Used
+// when creating oneDNN primitives that will run single-threaded inside our own parallel
+// region, so that they partition their work for one thread.
+class ScopedOmpThreads {
+ public:
+  explicit ScopedOmpThreads(int n) : saved_(omp_get_max_threads()) { omp_set_num_threads(n); }
+  ~ScopedOmpThreads() { omp_set_num_threads(saved_); }
+  ScopedOmpThreads(const ScopedOmpThreads&) = delete;
+  ScopedOmpThreads& operator=(const ScopedOmpThreads&) = delete;
+
+ private:
+  int saved_;
+};
+
+// Per-family factories.
+std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx);
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);
+std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx);
+std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
+std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,
+                                                                               // add/mul, scale,
+                                                                               // softmax
+std::unique_ptr<Kernel> make_data_movement_kernel(const PrepareContext& ctx);  // concat, upsample,
+                                                                               // permute, reshape,
+                                                                               // embeddings
+
+}  // namespace hyrt::backend::cpu

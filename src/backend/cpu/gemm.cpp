@@ -1,0 +1,95 @@
+// kLinear: y [M, N] = x [M, K] · wᵀ (w stored [N, K]) + bias [N], through a oneDNN matmul.
+//
+// Graphs have static shapes, so M (all leading dimensions of x folded together) is fixed
+// per node and the primitive is created with a compile-time M: a runtime M would move
+// oneDNN 2.6 from brgemm to the slower gemm:jit (notes/onednn-2.6.md). The primitive for
+// a (M, N, K, bias) is shared between nodes through ProgramCache under
+// GemmKey::to_string(); the packed weights are per node (format_tag::any lets oneDNN
+// choose the blocked layout its kernel reads fastest; we reorder into it once).
+#include <dnnl.hpp>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace hyrt::backend::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct MatmulProgram {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
+std::shared_ptr<MatmulProgram> make_matmul_program(const GemmKey& key) {
+  const bool has_bias = (key.epilogue & static_cast<uint8_t>(Epilogue::kBias)) != 0;
+  const memory::desc src({key.m, key.k}, dt::f32, tag::ab);
+  const memory::desc weights({key.k, key.n}, dt::f32, tag::any);
+  const memory::desc bias = has_bias ? memory::desc({1, key.n}, dt::f32, tag::ab) : memory::desc();
+  const memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
+  auto program = std::make_shared<MatmulProgram>();
+  program->pd =
+      dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), dnnl_engine());
+  refuse_reference_impl(program->pd.impl_info_str(), key.to_string());
+  program->primitive = dnnl::matmul(program->pd);
+  return program;
+}
+
+class LinearKernel final : public Kernel {
+ public:
+  explicit LinearKernel(const PrepareContext& ctx) {
+    const Shape& x = ctx.input(0).shape;
+    const Shape& w = ctx.input(1).shape;  // [N, K]
+    key_.n = w[0];
+    key_.k = w[1];
+    key_.m = x.numel() / key_.k;
+    key_.a_type = key_.w_type = key_.out_type = DType::kF32;
+    key_.w_transposed = true;
+    const bool has_bias = ctx.node.inputs.size() == 3;
+    key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+    program_ = ctx.cache.get_or_create<MatmulProgram>(key_.to_string(),
+                                                      [&] { return make_matmul_program(key_); });
+
+    // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+    AlignedBuffer w_f32 = load_weight_f32(ctx, 1);
+    const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
+    packed_desc_ = program_->pd.weights_desc();
+    packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
+    memory stored_mem(stored, dnnl_engine(), w_f32.data());
+    memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
+    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
+    if (has_bias) bias_ = load_weight_f32(ctx, 2);
+    dnnl_stream().wait();
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
+    dnnl::engine& eng = dnnl_engine();
+    // x: [M, K], y: [M, N]
+    memory src(program_->pd.src_desc(), eng, inputs[0].data);
+    memory dst(program_->pd.dst_desc(), eng, output.data);
+    memory weights(packed_desc_, eng, packed_weights_.data());
+    std::unordered_map<int, memory> args{
+        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
+    if (!bias_.empty())
+      args.emplace(DNNL_ARG_BIAS, memory(program_->pd.bias_desc(), eng, bias_.data()));
+    program_->primitive.execute(dnnl_stream(), args);
+    dnnl_stream().wait();
+  }
+
+ private:
+  GemmKey key_;
+  std::shared_ptr<MatmulProgram> program_;
+  memory::desc packed_desc_;
+  AlignedBuffer packed_weights_;
+  AlignedBuffer bias_;
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx) {
+  return std::make_unique<LinearKernel>(ctx);
+}
+
+}  // namespace hyrt::backend::cpu

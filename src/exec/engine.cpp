@@ -1,0 +1,22 @@
+#include "exec/engine.h"
+
+#include "backend/cpu/cpu_backend.h"
+
+namespace hyrt::exec {
+
+Engine::Engine(const EngineOptions& options) : options_(options) {
+  backend::CpuBackendOptions cpu;
+  cpu.num_threads = options.num_threads;
+  host_ = backend::make_cpu_backend(cpu);
+}
+
+Engine::~Engine() = default;
+
+std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> graph,
+                                            const weights::WeightSource& weights) {
+  ExecOptions eo;
+  eo.profile = options_.profile;
+  return Executable::create(std::move(graph), *host_, weights, cache_, eo);
+}
+
+}  // namespace hyrt::exec

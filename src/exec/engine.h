@@ -1,0 +1,43 @@
+// exec::Engine — the runtime's owner of backends and compiled programs. Layers above ask
+// it for an Executable for a graph and never learn which backend runs which node.
+//
+// Today every node runs on the host backend; placement across host and accelerator
+// (plan::place, modes host/hybrid/device/auto) plugs in here.
+//
+// Thread safety: compile() may be called from one thread at a time; Executables it
+// returns are independent, but all of them share the host's OpenMP team, so run them
+// one at a time.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.h"
+#include "exec/executable.h"
+
+namespace hyrt::exec {
+
+struct EngineOptions {
+  int num_threads = 0;  // host threads; 0 = every core the process may use
+  bool profile = false;
+};
+
+class Engine {
+ public:
+  explicit Engine(const EngineOptions& options = {});
+  ~Engine();
+
+  // Prepares `graph` (kernels, memory plan, arena). `weights` must outlive the result.
+  std::unique_ptr<Executable> compile(std::shared_ptr<const ir::Graph> graph,
+                                      const weights::WeightSource& weights);
+
+  backend::ProgramCache& program_cache() { return cache_; }
+  backend::Backend& host() { return *host_; }
+  const EngineOptions& options() const { return options_; }
+
+ private:
+  EngineOptions options_;
+  std::unique_ptr<backend::Backend> host_;
+  backend::ProgramCache cache_;
+};
+
+}  // namespace hyrt::exec

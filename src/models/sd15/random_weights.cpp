@@ -1,0 +1,74 @@
+#include "models/sd15/random_weights.h"
+
+#include <cmath>
+#include <random>
+
+#include "core/half.h"
+
+namespace hyrt::models::sd15 {
+
+namespace {
+bool ends_with(const std::string& s, const char* suffix) {
+  const size_t n = std::char_traits<char>::length(suffix);
+  return s.size() >= n && s.compare(s.size() - n, n, suffix) == 0;
+}
+}  // namespace
+
+void add_random_weights(const std::vector<ExpectedTensor>& expected, uint64_t seed, DType dtype,
+                        weights::MemoryWeights& out) {
+  std::mt19937_64 rng(seed);
+  std::vector<float> buf;
+  for (const ExpectedTensor& e : expected) {
+    const int64_t n = e.shape.numel();
+    buf.resize(static_cast<size_t>(n));
+    const bool is_norm = e.name.find("norm") != std::string::npos;
+    const bool is_embedding = e.name.find("embedding.weight") != std::string::npos &&
+                              e.name.find("time_embedding") == std::string::npos;
+    float lo = -1, hi = 1, offset = 0;
+    if (is_norm && ends_with(e.name, ".weight")) {
+      lo = -0.1f, hi = 0.1f, offset = 1.0f;
+    } else if (ends_with(e.name, ".bias")) {
+      lo = -0.02f, hi = 0.02f;
+    } else if (is_embedding) {
+      lo = -0.03f, hi = 0.03f;
+    } else {
+      const int64_t fan_in = e.shape.rank() >= 2 ? e.shape.numel(1, e.shape.rank()) : 1;
+      hi = 1.0f / std::sqrt(static_cast<float>(fan_in));
+      lo = -hi;
+    }
+    std::uniform_real_distribution<float> dist(lo, hi);
+    for (auto& x : buf)
+      x = offset + dist(rng);
+    Tensor t(dtype, e.shape);
+    convert_from_f32(buf.data(), dtype, t.data(), buf.size());
+    out.add(e.name, std::move(t));
+  }
+}
+
+ClipTextConfig tiny_clip_text_config() {
+  ClipTextConfig c;
+  c.vocab_size = 1000;
+  c.hidden_size = 64;
+  c.intermediate_size = 256;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  return c;
+}
+
+UNetConfig tiny_unet_config() {
+  UNetConfig c;
+  c.block_out_channels = {32, 64, 64, 64};
+  c.cross_attention_dim = 64;
+  c.sample_size = 16;
+  return c;
+}
+
+VaeConfig tiny_vae_config() {
+  VaeConfig c;
+  c.block_out_channels = {32, 64};
+  c.layers_per_block = 1;
+  c.sample_size = 32;
+  return c;
+}
+
+}  // namespace hyrt::models::sd15

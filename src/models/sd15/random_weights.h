@@ -1,0 +1,26 @@
+// Random weights for an SD 1.5-architecture model of any size: every tensor the config
+// needs (models/sd15/keys.h), initialised like PyTorch's defaults (uniform ±1/sqrt(fan_in)
+// for linear/conv weights, small biases, norm scales near 1) so activations stay in a
+// realistic range. Deterministic for a seed. Used by the self-check and by benchmarks of
+// real-size models without a download.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "core/dtype.h"
+#include "models/sd15/keys.h"
+#include "weights/memory_weights.h"
+
+namespace hyrt::models::sd15 {
+
+// Fills `out` with the tensors listed in `expected`, stored as `dtype` (f32, f16 or bf16).
+void add_random_weights(const std::vector<ExpectedTensor>& expected, uint64_t seed, DType dtype,
+                        weights::MemoryWeights& out);
+
+// Small configs of the SD 1.5 architecture (the sizes of ../shared/golden/sd15-tiny).
+ClipTextConfig tiny_clip_text_config();
+UNetConfig tiny_unet_config();
+VaeConfig tiny_vae_config();
+
+}  // namespace hyrt::models::sd15

@@ -1,0 +1,147 @@
+// UNet2DConditionModel — mirrors diffusers.models.unets.unet_2d_condition (forward) with
+// the SD 1.5 block types from unet_2d_blocks.
+#include "core/error.h"
+#include "models/sd15/blocks.h"
+#include "models/sd15/sd15.h"
+
+namespace hyrt::models::sd15 {
+
+namespace {
+
+bool is_cross_attn(const std::string& type) {
+  return type.rfind("CrossAttn", 0) == 0;
+}
+
+void check_config(const UNetConfig& c) {
+  const size_t n = c.block_out_channels.size();
+  HYRT_CHECK(n >= 1 && c.down_block_types.size() == n && c.up_block_types.size() == n,
+             kInvalidModel, "UNet config: ", n, " block_out_channels but ",
+             c.down_block_types.size(), " down and ", c.up_block_types.size(), " up block types");
+  HYRT_CHECK(c.num_attention_heads.size() == n, kInvalidModel,
+             "UNet config: num_attention_heads has ", c.num_attention_heads.size(),
+             " entries, expected ", n);
+  for (const auto& t : c.down_block_types)
+    HYRT_CHECK(t == "CrossAttnDownBlock2D" || t == "DownBlock2D", kUnsupported,
+               "UNet down block type '", t, "'");
+  for (const auto& t : c.up_block_types)
+    HYRT_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", kUnsupported, "UNet up block type '",
+               t, "'");
+  HYRT_CHECK(c.layers_per_block >= 1 && c.transformer_layers_per_block >= 1, kInvalidModel,
+             "UNet config: layers_per_block must be >= 1");
+}
+
+}  // namespace
+
+BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weights,
+                      const UNetShape& shape) {
+  check_config(cfg);
+  const int nblocks = static_cast<int>(cfg.block_out_channels.size());
+  const int down_factor = 1 << (nblocks - 1);
+  HYRT_CHECK(shape.batch >= 1 && shape.latent_height >= 1 && shape.latent_width >= 1 &&
+                 shape.latent_height % down_factor == 0 && shape.latent_width % down_factor == 0,
+             kInvalidArgument, "UNet: latent ", shape.latent_height, "x", shape.latent_width,
+             " must be a positive multiple of ", down_factor, " (image size a multiple of ",
+             8 * down_factor, ")");
+  auto graph = std::make_shared<ir::Graph>();
+  GraphBuilder b(*graph, weights, "unet");
+  b.enable_taps(shape.taps);
+  const int groups = cfg.norm_num_groups;
+  const float eps = cfg.norm_eps;
+  const int tlayers = cfg.transformer_layers_per_block;
+
+  const ValueId sample =
+      graph->add_input("sample", DType::kF32,
+                       {shape.batch, shape.latent_height, shape.latent_width, cfg.in_channels});
+  const ValueId timestep = graph->add_input("timestep", DType::kF32, {shape.batch});
+  const ValueId context =
+      graph->add_input("encoder_hidden_states", DType::kF32,
+                       {shape.batch, shape.context_tokens, cfg.cross_attention_dim});
+
+  // Timesteps -> sinusoidal [B, C0] -> TimestepEmbedding (linear_1, silu, linear_2).
+  ValueId temb =
+      b.op(ir::OpKind::kTimestepEmbedding, {timestep},
+           ir::TimestepAttrs{cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift});
+  {
+    GraphBuilder::Scope s(b, "time_embedding");
+    temb = b.linear(b.silu(b.linear(temb, "linear_1")), "linear_2");
+  }
+  b.tap(temb, "time_embedding");
+  // Every resnet applies SiLU to the embedding first; computing it once is the same.
+  const ValueId temb_act = b.silu(temb);
+
+  ValueId h = b.conv2d(sample, "conv_in");
+  b.tap(h, "conv_in");
+  std::vector<ValueId> skips{h};
+
+  for (int i = 0; i < nblocks; ++i) {
+    GraphBuilder::Scope s(b, "down_blocks." + std::to_string(i));
+    const bool attn = is_cross_attn(cfg.down_block_types[i]);
+    for (int j = 0; j < cfg.layers_per_block; ++j) {
+      {
+        GraphBuilder::Scope r(b, "resnets." + std::to_string(j));
+        h = resnet_block(b, h, temb_act, groups, eps);
+      }
+      if (attn) {
+        GraphBuilder::Scope a(b, "attentions." + std::to_string(j));
+        h = transformer_2d(b, h, context, cfg.num_attention_heads[i], groups,
+                           cfg.use_linear_projection, tlayers);
+      }
+      skips.push_back(h);
+    }
+    if (i + 1 < nblocks) {
+      GraphBuilder::Scope d(b, "downsamplers.0");
+      h = b.conv2d(h, "conv", /*stride=*/2, cfg.downsample_padding);
+      skips.push_back(h);
+    }
+    b.tap(h, "down_blocks." + std::to_string(i));
+  }
+
+  {
+    GraphBuilder::Scope s(b, "mid_block");
+    {
+      GraphBuilder::Scope r(b, "resnets.0");
+      h = resnet_block(b, h, temb_act, groups, eps);
+    }
+    {
+      GraphBuilder::Scope a(b, "attentions.0");
+      h = transformer_2d(b, h, context, cfg.num_attention_heads.back(), groups,
+                         cfg.use_linear_projection, tlayers);
+    }
+    {
+      GraphBuilder::Scope r(b, "resnets.1");
+      h = resnet_block(b, h, temb_act, groups, eps);
+    }
+  }
+  b.tap(h, "mid_block");
+
+  for (int i = 0; i < nblocks; ++i) {
+    GraphBuilder::Scope s(b, "up_blocks." + std::to_string(i));
+    const bool attn = is_cross_attn(cfg.up_block_types[i]);
+    const int heads = cfg.num_attention_heads[nblocks - 1 - i];
+    for (int j = 0; j <= cfg.layers_per_block; ++j) {
+      HYRT_ASSERT(!skips.empty());
+      h = b.op(ir::OpKind::kConcat, {h, skips.back()}, ir::ConcatAttrs{-1});
+      skips.pop_back();
+      {
+        GraphBuilder::Scope r(b, "resnets." + std::to_string(j));
+        h = resnet_block(b, h, temb_act, groups, eps);
+      }
+      if (attn) {
+        GraphBuilder::Scope a(b, "attentions." + std::to_string(j));
+        h = transformer_2d(b, h, context, heads, groups, cfg.use_linear_projection, tlayers);
+      }
+    }
+    if (i + 1 < nblocks) {
+      GraphBuilder::Scope u(b, "upsamplers.0");
+      h = upsample_conv(b, h);
+    }
+    b.tap(h, "up_blocks." + std::to_string(i));
+  }
+  HYRT_ASSERT(skips.empty(), "UNet skip connections left over");
+
+  h = b.conv2d(b.group_norm(h, "conv_norm_out", groups, eps, /*silu=*/true), "conv_out");
+  auto taps = b.finish(h);
+  return {graph, std::move(taps)};
+}
+
+}  // namespace hyrt::models::sd15

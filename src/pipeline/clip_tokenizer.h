@@ -1,0 +1,103 @@
+// CLIP byte-level BPE tokenizer for Stable Diffusion prompts.
+//
+// Mirrors transformers' CLIPTokenizer as SD pipelines use it (the `tokenizers`-backed
+// CLIPTokenizerFast, which is what `CLIPTokenizer` is in transformers 5):
+//   1. literal `<|startoftext|>` / `<|endoftext|>` in the prompt become their ids directly;
+//   2. normalisation: every run of Unicode white space becomes one space, then each code point
+//      is lower-cased (simple one-to-one case mapping, plus U+0130 → "i̇");
+//   3. pre-tokenisation by CLIP's regex
+//        <|startoftext|>|<|endoftext|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+
+//      (white space between pieces is dropped; so each digit is its own piece);
+//   4. each piece's UTF-8 bytes are mapped to printable characters (GPT-2's bytes_to_unicode),
+//      the last one gets the `</w>` end-of-word suffix, and BPE merges them by merges.txt rank;
+//   5. ids come from vocab.json; `<|startoftext|>` and `<|endoftext|>` ids are read from it.
+// Approximations, documented: \p{L} / \p{N} and lower-casing use tables generated from Unicode
+// 14 (unicode_tables.inc); the NFC normalisation step of the fast tokenizer is not applied, so a
+// prompt in decomposed form (e.g. "e" + U+0301) tokenises differently from its precomposed
+// form (prompts typed on common keyboards are already NFC); ftfy's text repairs and HTML-entity
+// decoding (the legacy slow path) are not done. Invalid UTF-8 bytes are read as U+FFFD.
+//
+// Ownership and thread safety: a ClipTokenizer owns its tables (a few MB) and is movable, not
+// copyable. All const methods are safe to call concurrently: the per-word BPE cache behind
+// encode() is guarded by a mutex (it is bounded and cleared when full).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+namespace hyrt::pipeline {
+
+// encode()'s result: exactly max_length ids
+//   [<|startoftext|>, content..., <|endoftext|>, <|endoftext|> padding...]
+// If the prompt had more than max_length - 2 content tokens, the tail was cut (the final
+// <|endoftext|> is kept) and what was cut is reported so the caller can warn, as diffusers'
+// StableDiffusionPipeline does ("The following part of your input was truncated ...").
+struct TokenizeResult {
+  std::vector<int32_t> ids;
+  int num_truncated_tokens = 0;  // content tokens dropped (0 when nothing was cut)
+  std::string truncated_text;    // decode() of the dropped tokens ("" when nothing was cut)
+};
+
+class ClipTokenizer {
+ public:
+  static constexpr int kDefaultMaxLength = 77;  // CLIP ViT-L/14's context length
+
+  // Loads `tokenizer_dir`/vocab.json and merges.txt (and model_max_length from
+  // tokenizer_config.json when present). A missing file throws kNotFound naming every path
+  // looked for; malformed contents throw kInvalidModel naming the file and line/key.
+  static ClipTokenizer load(const std::filesystem::path& tokenizer_dir);
+  // Same from explicit paths; `max_length` = kDefaultMaxLength.
+  static ClipTokenizer from_files(const std::filesystem::path& vocab_json,
+                                  const std::filesystem::path& merges_txt);
+
+  ClipTokenizer(ClipTokenizer&&) noexcept;
+  ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
+  ~ClipTokenizer();
+
+  // Tokenises, adds <|startoftext|>/<|endoftext|>, truncates and pads to max_length (≥ 2).
+  TokenizeResult encode(std::string_view prompt, int max_length) const;
+  TokenizeResult encode(std::string_view prompt) const { return encode(prompt, max_length_); }
+
+  // The content ids only: no start/end tokens, no truncation or padding.
+  std::vector<int32_t> tokenize(std::string_view text) const;
+
+  // Joins tokens, undoes the byte mapping, turns each `</w>` into a space and trims the ends
+  // (transformers' convert_tokens_to_string). Special tokens are kept as their text. Ids
+  // outside the vocabulary throw kInvalidArgument.
+  std::string decode(std::span<const int32_t> ids) const;
+
+  int32_t start_of_text_id() const { return bos_id_; }
+  int32_t end_of_text_id() const { return eos_id_; }  // also the padding and unknown token
+  int model_max_length() const { return max_length_; }
+  size_t vocab_size() const { return id_to_token_.size(); }
+  // The id of a vocabulary entry (byte-level form, e.g. "cat</w>"), or -1.
+  int32_t token_to_id(std::string_view token) const;
+
+ private:
+  ClipTokenizer();
+  // BPE of one pre-tokenised piece (raw UTF-8), appending ids to `out`.
+  void bpe_piece(std::string_view piece, std::vector<int32_t>& out) const;
+
+  struct Tables;
+  struct Cache;
+  std::unique_ptr<Tables> tables_;
+  std::unique_ptr<Cache> cache_;
+  std::vector<std::string> id_to_token_;
+  int32_t bos_id_ = -1;
+  int32_t eos_id_ = -1;
+  int max_length_ = kDefaultMaxLength;
+};
+
+// Code-point classes used by the pre-tokenizer (exposed for tests).
+bool is_unicode_letter(char32_t cp);      // general category L*
+bool is_unicode_number(char32_t cp);      // general category N*
+bool is_unicode_whitespace(char32_t cp);  // the White_Space property (regex \s)
+char32_t unicode_simple_lower(char32_t cp);
+
+}  // namespace hyrt::pipeline

@@ -1,0 +1,81 @@
+// Image output: float images to 8-bit pixels (as diffusers' image processor rounds them),
+// PNG files with an AUTOMATIC1111-style "parameters" text chunk (libspng), and PNG reading
+// for tests and tools.
+//
+// Layout: Image8 holds interleaved 8-bit samples, row-major [height, width, channels] with
+// channels 3 (RGB) or 4 (RGBA), no row padding — the same order as hyrt's NHWC images for one
+// batch element. Everything here is a pure function of its arguments: thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace hyrt::pipeline {
+
+struct Image8 {
+  int width = 0;
+  int height = 0;
+  int channels = 3;             // 3: RGB8, 4: RGBA8
+  std::vector<uint8_t> pixels;  // [height, width, channels]
+};
+
+// What the float samples mean: [0, 1] (diffusers' output_type "np"/"pil", golden `.image`) or
+// [-1, 1] (the raw VAE decoder output, mapped by x / 2 + 0.5 first).
+enum class FloatRange { kZeroToOne, kMinusOneToOne };
+
+// [height, width, channels] floats -> Image8, as diffusers' VaeImageProcessor does: map to
+// [0, 1] if needed, clamp, then round(x · 255) with ties to even (numpy's round); NaN becomes
+// 0. `pixels.size()` must be height · width · channels (kInvalidArgument otherwise).
+Image8 float_to_image8(std::span<const float> pixels, int height, int width, int channels = 3,
+                       FloatRange range = FloatRange::kZeroToOne);
+
+// A text chunk: keyword (1–79 Latin-1 characters) and UTF-8 text.
+using PngText = std::pair<std::string, std::string>;
+
+// Encodes a PNG in memory. Text that is pure ASCII goes in a tEXt chunk; other text in an
+// uncompressed iTXt chunk (UTF-8), as Pillow does, so readers see the right characters.
+// Throws kInvalidArgument for a malformed image or keyword, kInternal if libspng fails.
+std::vector<uint8_t> encode_png(const Image8& image, const std::vector<PngText>& text = {});
+// encode_png() written to `path` (replacing it). Failure to create or write the file throws
+// kIo naming the path.
+void write_png(const std::filesystem::path& path, const Image8& image,
+               const std::vector<PngText>& text = {});
+
+struct DecodedPng {
+  Image8 image;               // RGB8 for PNGs without alpha, else RGBA8
+  std::vector<PngText> text;  // tEXt (Latin-1, returned as UTF-8), zTXt and iTXt chunks
+};
+// Decodes a PNG of any colour type / bit depth into 8-bit RGB or RGBA. Bytes that are not a
+// valid PNG throw kInvalidArgument with libspng's reason.
+DecodedPng decode_png(std::span<const uint8_t> bytes);
+// kNotFound if the path does not exist; kIo, naming the path, if it cannot be read or decoded.
+DecodedPng read_png(const std::filesystem::path& path);
+
+// Generation settings, in the form AUTOMATIC1111's web UI stores them ("infotext"), which
+// many tools read back from the PNG's "parameters" chunk.
+struct GenerationParameters {
+  std::string prompt;
+  std::string negative_prompt;  // its line is omitted when empty
+  int steps = 0;
+  std::string sampler;  // display name, e.g. "Euler a" (sampler_display_name)
+  double cfg_scale = 7.0;
+  uint64_t seed = 0;
+  int width = 0;
+  int height = 0;
+  std::string model;       // omitted when empty
+  std::string model_hash;  // omitted when empty
+  // Further "Key: value" pairs appended in order (e.g. {"Version", "hyrt 0.1.0"}).
+  std::vector<std::pair<std::string, std::string>> extra;
+};
+
+// "prompt\nNegative prompt: ...\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 42,
+//  Size: 512x512, Model hash: ..., Model: ..., <extra>". Numbers use the shortest form
+// ("7", "7.5"); values containing ',', ':' or a newline are JSON-quoted, as A1111 does.
+std::string format_a1111_parameters(const GenerationParameters& params);
+inline constexpr const char* kParametersKeyword = "parameters";
+
+}  // namespace hyrt::pipeline

@@ -1,0 +1,258 @@
+#include "pipeline/parity.h"
+
+#include <cmath>
+#include <limits>
+#include <map>
+#include <set>
+
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "pipeline/scheduler.h"
+#include "pipeline/sd15_model.h"
+#include "pipeline/txt2img.h"
+#include "weights/safetensors.h"
+
+namespace hyrt::pipeline {
+
+namespace {
+
+// Tolerances from ../shared/golden/README.md (f32 path).
+constexpr double kTextTol = 1e-4;
+constexpr double kUNetTol = 1e-3;
+constexpr double kVaeTol = 1e-3;
+constexpr double kImageTol = 2e-3;
+constexpr double kScheduleTol = 1e-5;    // timesteps and sigmas
+constexpr double kTrajectoryTol = 1e-4;  // the end of a sampler trajectory
+
+nlohmann::json read_json(const std::filesystem::path& p) {
+  std::ifstream f(p);
+  HYRT_CHECK(f.good(), kNotFound, "cannot read ", p.string());
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorCode::kInvalidModel, p.string(), ": invalid JSON: ", e.what());
+  }
+}
+
+// Golden tensors are NCHW; hyrt is channels-last. Rank-4 golden -> NHWC copy.
+Tensor golden_nhwc(const TensorView& v) {
+  Tensor f = to_f32(v);
+  return v.shape.rank() == 4 ? nchw_to_nhwc(f.view()) : std::move(f);
+}
+
+// Indices i for which `prefix.{i}.suffix` exists, sorted.
+std::vector<int> indices(const weights::SafetensorsFile& g, const std::string& prefix,
+                         const std::string& suffix) {
+  std::set<int> out;
+  for (const auto& t : g.tensors()) {
+    if (t.name.rfind(prefix + ".", 0) != 0) continue;
+    const std::string rest = t.name.substr(prefix.size() + 1);
+    const size_t dot = rest.find('.');
+    if (dot == std::string::npos || rest.substr(dot + 1) != suffix) continue;
+    try {
+      out.insert(std::stoi(rest.substr(0, dot)));
+    } catch (...) {
+    }
+  }
+  return {out.begin(), out.end()};
+}
+
+class Reporter {
+ public:
+  Reporter(std::string form, const ParityOptions& o, std::vector<ParityItem>& items)
+      : form_(std::move(form)), o_(o), items_(items) {}
+  void add(const std::string& name, double err, double tol, bool informational = false) {
+    ParityItem it{"[" + form_ + "] " + name, err, tol, err <= tol, informational};
+    items_.push_back(it);
+    if (o_.on_item) o_.on_item(it);
+  }
+
+ private:
+  std::string form_;
+  const ParityOptions& o_;
+  std::vector<ParityItem>& items_;
+};
+
+// Tokenizer: every prompt of tokenizer_cases.json whose ids golden.safetensors holds.
+void check_tokens(Sd15Model& model, const weights::SafetensorsFile& g, const nlohmann::json& cases,
+                  Reporter& r) {
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const auto* info = g.find(str_cat("tokens.", i));
+    if (!info) continue;
+    const Tensor ref = to_f32(g.view(*info));
+    const TokenizeResult got = model.tokenizer().encode(cases[i].at("prompt").get<std::string>(),
+                                                        static_cast<int>(ref.numel()));
+    double wrong = got.ids.size() == static_cast<size_t>(ref.numel()) ? 0 : ref.numel();
+    for (size_t k = 0; k < got.ids.size() && k < static_cast<size_t>(ref.numel()); ++k)
+      wrong += got.ids[k] != std::lround(ref.as<float>()[k]);
+    r.add(str_cat("tokens.", i, " (differing ids)"), wrong, 0);
+  }
+}
+
+// Samplers on the fake model eps(x, t) = 0.3·x·cos(t/300) + 0.1·sin(x) of golden.json, from
+// x0 · init_noise_sigma, with the model input scaled as the sampler prescribes.
+void check_schedulers(const weights::SafetensorsFile& g, const SchedulerConfig& config,
+                      Reporter& r) {
+  for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"}) {
+    const SamplerKind kind = parse_sampler_kind(id);
+    for (int steps : indices(g, str_cat("sched.", id), "timesteps")) {
+      const std::string p = str_cat("sched.", id, ".", steps, ".");
+      auto sampler = make_sampler(kind, config);
+      sampler->set_timesteps(steps);
+      const Tensor ref_t = to_f32(g.view(p + "timesteps"));
+      const TensorView ours_t{const_cast<float*>(sampler->timesteps().data()), DType::kF32,
+                              Shape{static_cast<int64_t>(sampler->timesteps().size())}};
+      r.add(p + "timesteps", relative_l2(ours_t, ref_t.view()), kScheduleTol);
+      if (g.find(p + "sigmas")) {
+        const Tensor ref_s = to_f32(g.view(p + "sigmas"));
+        const TensorView ours_s{const_cast<float*>(sampler->sigmas().data()), DType::kF32,
+                                Shape{static_cast<int64_t>(sampler->sigmas().size())}};
+        r.add(p + "sigmas", relative_l2(ours_s, ref_s.view()), kScheduleTol);
+      }
+      if (!g.find(p + "x0") || !g.find(p + "final") || sampler->needs_noise()) continue;
+      Tensor x = to_f32(g.view(p + "x0"));
+      const size_t n = static_cast<size_t>(x.numel());
+      float* xs = x.as<float>();
+      for (size_t i = 0; i < n; ++i)
+        xs[i] *= sampler->init_noise_sigma();
+      std::vector<float> x_in(n), eps(n);
+      for (int i = 0; i < sampler->num_steps(); ++i) {
+        sampler->scale_model_input({xs, n}, x_in, i);
+        const float t = sampler->timesteps()[i];
+        for (size_t k = 0; k < n; ++k)
+          eps[k] = 0.3f * x_in[k] * std::cos(t / 300.0f) + 0.1f * std::sin(x_in[k]);
+        sampler->step(eps, i, {xs, n}, nullptr);
+      }
+      const Tensor ref = to_f32(g.view(p + "final"));
+      r.add(p + "final", relative_l2(x.view(), ref.view()), kTrajectoryTol);
+    }
+  }
+}
+
+// The whole txt2img pipeline from the golden initial latents.
+void check_pipelines(Sd15Model& model, const weights::SafetensorsFile& g,
+                     const nlohmann::json& settings, const SchedulerConfig& scheduler,
+                     Reporter& r) {
+  for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"}) {
+    const std::string p = str_cat("pipeline.", id, ".");
+    if (!g.find(p + "latents") || !g.find(p + "image")) continue;
+    Txt2ImgParams params;
+    params.prompt = settings.at("prompt").get<std::string>();
+    params.negative_prompt = settings.value("negative_prompt", std::string());
+    params.steps = settings.at("steps").get<int>();
+    params.cfg_scale = settings.at("guidance_scale").get<float>();
+    params.sampler = parse_sampler_kind(id);
+    Tensor latents = to_f32(g.view(p + "latents"));  // NCHW [B, C, h, w]
+    const Tensor ref = to_f32(g.view(p + "image"));  // NHWC [B, H, W, 3]
+    params.batch = static_cast<int>(latents.shape()[0]);
+    params.height = static_cast<int>(ref.shape()[1]);
+    params.width = static_cast<int>(ref.shape()[2]);
+    params.initial_latents = std::move(latents);
+    const Txt2ImgResult out = txt2img(model, model.tokenizer(), scheduler, params);
+    r.add(p + "image", relative_l2(out.images.view(), ref.view()), kImageTol);
+  }
+}
+
+void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& r, bool taps) {
+  // Text encoder: golden token ids in, last_hidden_state out.
+  for (int i : indices(g, "text_encoder", "last_hidden_state")) {
+    const Tensor ref = to_f32(g.view(str_cat("text_encoder.", i, ".last_hidden_state")));
+    const Tensor tok = to_f32(g.view(str_cat("tokens.", i)));
+    std::vector<int32_t> ids(static_cast<size_t>(tok.numel()));
+    for (size_t k = 0; k < ids.size(); ++k)
+      ids[k] = static_cast<int32_t>(std::lround(tok.as<float>()[k]));
+    const int batch = static_cast<int>(ref.shape()[0]);
+    HYRT_CHECK(ids.size() % static_cast<size_t>(batch) == 0, kInvalidModel, "tokens.", i,
+               " does not match the batch of text_encoder.", i);
+    const Tensor out = model.encode_text(ids, batch);
+    r.add(str_cat("text_encoder.", i, ".last_hidden_state"), relative_l2(out.view(), ref.view()),
+          kTextTol);
+  }
+  // UNet at each golden timestep, with block taps.
+  for (int j : indices(g, "unet", "out")) {
+    const std::string p = str_cat("unet.", j, ".");
+    const Tensor x = golden_nhwc(g.view(p + "x"));
+    const Tensor t = to_f32(g.view(p + "t"));
+    const Tensor ctx = to_f32(g.view(p + "context"));
+    const Tensor ref = golden_nhwc(g.view(p + "out"));
+    std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
+    for (size_t k = 0; k < ts.size(); ++k)
+      ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+    std::vector<std::pair<std::string, Tensor>> tap_out;
+    const Tensor out = model.predict_noise(x.view(), ts, ctx.view(), taps ? &tap_out : nullptr);
+    for (const auto& [name, value] : tap_out) {
+      const auto* info = g.find(p + "tap." + name);
+      if (!info) continue;
+      const Tensor tref = golden_nhwc(g.view(*info));
+      r.add(p + "tap." + name, relative_l2(value.view(), tref.view()), kUNetTol,
+            /*informational=*/true);
+    }
+    r.add(p + "out", relative_l2(out.view(), ref.view()), kUNetTol);
+  }
+  // VAE decoder: z -> decoded (the graph divides by the scaling factor, as the pipeline does).
+  if (g.find("vae.z") && g.find("vae.decoded")) {
+    const Tensor z = golden_nhwc(g.view("vae.z"));
+    const Tensor ref = golden_nhwc(g.view("vae.decoded"));
+    const Tensor out = model.decode_latents(z.view(), /*unscale=*/true);
+    r.add("vae.decoded", relative_l2(out.view(), ref.view()), kVaeTol);
+  }
+}
+
+}  // namespace
+
+double relative_l2(const TensorView& a, const TensorView& b) {
+  if (a.shape != b.shape || a.dtype != DType::kF32 || b.dtype != DType::kF32)
+    return std::numeric_limits<double>::infinity();
+  const float* x = a.as<float>();
+  const float* y = b.as<float>();
+  double num = 0, den = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    if (!std::isfinite(x[i])) return std::numeric_limits<double>::infinity();
+    const double d = static_cast<double>(x[i]) - y[i];
+    num += d * d;
+    den += static_cast<double>(y[i]) * y[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : (num == 0 ? 0 : std::numeric_limits<double>::infinity());
+}
+
+std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine) {
+  const auto golden_path = o.golden_dir / "golden.safetensors";
+  auto golden = weights::SafetensorsFile::open(golden_path);
+  const nlohmann::json settings = read_json(o.golden_dir / "golden.json");
+  std::vector<ParityItem> items;
+  // The scheduler settings golden.json records were used for the sampler trajectories and
+  // the pipelines (each sampler made with diffusers' from_config on them).
+  const SchedulerConfig sc = settings.contains("scheduler_config")
+                                 ? SchedulerConfig::from_json(settings["scheduler_config"].dump(),
+                                                              "golden.json scheduler_config")
+                                 : SchedulerConfig::sd15_defaults();
+  {
+    Reporter r("samplers", o, items);
+    check_schedulers(*golden, sc, r);
+  }
+  const auto folder = o.golden_dir / "model";
+  const auto cases_path = o.golden_dir / "tokenizer_cases.json";
+  {
+    auto model = Sd15Model::open(folder, engine);
+    Reporter r("diffusers folder", o, items);
+    if (std::filesystem::exists(cases_path))
+      check_tokens(*model, *golden, read_json(cases_path), r);
+    check_model(*model, *golden, r, o.taps);
+    check_pipelines(*model, *golden, settings, sc, r);
+  }
+  const auto ldm = o.golden_dir / "model-ldm.safetensors";
+  if (std::filesystem::exists(ldm)) {
+    Sd15ModelOptions mo;
+    mo.config_dir = folder;  // what tensor shapes cannot show (head counts)
+    auto model = Sd15Model::open(ldm, engine, mo);
+    Reporter r("LDM single file", o, items);
+    check_model(*model, *golden, r, o.taps);
+    check_pipelines(*model, *golden, settings, sc, r);
+  }
+  return items;
+}
+
+}  // namespace hyrt::pipeline

@@ -1,0 +1,41 @@
+// Parity with the reference implementations: recomputes every item of a golden folder
+// (../shared/golden/<model>/golden.safetensors, see its README) and reports the relative
+// L2 error of each against its tolerance.
+//
+// Everything is read from the golden file and the model configs — which items exist,
+// their shapes, batch sizes and timesteps — so folders of the same layout with other
+// sizes, non-square latents or batch 2 are checked the same way.
+#pragma once
+
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "exec/engine.h"
+
+namespace hyrt::pipeline {
+
+struct ParityItem {
+  std::string name;  // e.g. "[diffusers folder] unet.0.out"
+  double error = 0;  // relative L2 (tokens: number of differing ids)
+  double tolerance = 0;
+  bool pass = false;
+  bool informational = false;  // reported, not counted (e.g. UNet taps)
+};
+
+struct ParityOptions {
+  std::filesystem::path golden_dir;  // holds golden.safetensors, model/, model-ldm.safetensors
+  bool taps = true;                  // also report UNet block outputs
+  // Called as each item completes (for streaming output).
+  std::function<void(const ParityItem&)> on_item;
+};
+
+// Runs every item for the diffusers folder and, when present, the LDM single file (with
+// the folder's configs). Throws hyrt::Error if the golden folder is unreadable.
+std::vector<ParityItem> run_parity(const ParityOptions& options, exec::Engine& engine);
+
+// ‖a − b‖ / ‖b‖ in double; +inf if `a` has a non-finite value or shapes differ.
+double relative_l2(const TensorView& a, const TensorView& b);
+
+}  // namespace hyrt::pipeline

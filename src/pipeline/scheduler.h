@@ -1,0 +1,148 @@
+// Samplers (diffusers "schedulers") for the SD 1.5 text-to-image loop: DDIM, Euler, Euler
+// ancestral, DPM++ 2M and DPM++ 2M Karras.
+//
+// Each sampler mirrors one diffusers class and reproduces its numbers: the timestep and sigma
+// tables follow diffusers' float64 (numpy) / float32 (torch) split exactly, and `step` does the
+// same float32 operations in the same order, so trajectories agree with diffusers to float
+// rounding (see tests/unit/scheduler_test.cpp for the measured error against golden data).
+//
+//   SamplerKind::kDdim            DDIMScheduler (eta = 0)
+//   SamplerKind::kEuler           EulerDiscreteScheduler (s_churn = 0)
+//   SamplerKind::kEulerAncestral  EulerAncestralDiscreteScheduler
+//   SamplerKind::kDpmpp2m         DPMSolverMultistepScheduler (solver_order 2, dpmsolver++,
+//                                 midpoint, lower_order_final, final_sigmas_type "zero")
+//   SamplerKind::kDpmpp2mKarras   the same with use_karras_sigmas=True
+//
+// How the txt2img loop drives any sampler (x: the latents, NCHW or NHWC — samplers are
+// elementwise, so any layout works as long as model_output uses the same one):
+//
+//   sampler->set_timesteps(steps);
+//   rng.randn(x); scale x by sampler->init_noise_sigma();
+//   for (int i = 0; i < sampler->num_steps(); ++i) {
+//     sampler->scale_model_input(x, x_in, i);           // x_in = x / sqrt(σ² + 1) or x
+//     eps = unet(x_in, sampler->timesteps()[i], ...);    // then classifier-free guidance
+//     sampler->step(eps, i, x, &rng);                    // x <- x at the next step
+//   }
+//
+// Contract of `step`: call it with step_index = 0, 1, ..., num_steps() - 1 in order after one
+// set_timesteps (multistep samplers keep the previous model outputs; calling step 0 again
+// restarts). An out-of-order index throws kInvalidArgument. `model_output` is what the UNet
+// predicts (ε, v or x0 per SchedulerConfig::prediction_type) after guidance, with the same
+// element count as `sample`. `rng` is needed only where needs_noise() is true (Euler a) and
+// must be the generator the initial latents were drawn from to reproduce diffusers' images.
+//
+// Thread safety: a Sampler is mutable state for one generation; do not share one between
+// threads. Distinct Sampler objects are independent.
+#pragma once
+
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "pipeline/rng.h"
+
+namespace hyrt::pipeline {
+
+enum class BetaSchedule { kLinear, kScaledLinear };
+enum class TimestepSpacing { kLeading, kTrailing, kLinspace };
+enum class PredictionType { kEpsilon, kVPrediction, kSample };
+
+// The parts of a diffusers `scheduler_config.json` that these samplers read.
+struct SchedulerConfig {
+  int num_train_timesteps = 1000;
+  double beta_start = 0.00085;
+  double beta_end = 0.012;
+  BetaSchedule beta_schedule = BetaSchedule::kScaledLinear;
+  int steps_offset = 1;
+  // nullopt: the sampler's own diffusers default ("leading" for DDIM, "linspace" for Euler,
+  // Euler a and DPM++), which is what `XScheduler.from_config(cfg)` does when cfg lacks the key.
+  std::optional<TimestepSpacing> timestep_spacing = TimestepSpacing::kLeading;
+  PredictionType prediction_type = PredictionType::kEpsilon;
+  bool set_alpha_to_one = false;  // DDIM only: alpha_prod at the final step is 1 (else ᾱ₀)
+  bool clip_sample = false;       // DDIM only: clamp the predicted x0 to ±clip_sample_range
+  double clip_sample_range = 1.0;
+
+  // Stable Diffusion 1.5's values (scaled-linear betas 0.00085–0.012, 1000 steps, offset 1,
+  // leading spacing, epsilon prediction).
+  static SchedulerConfig sd15_defaults() { return {}; }
+  // Parses a scheduler_config.json text; keys it lacks keep the SD 1.5 defaults, except a
+  // missing timestep_spacing which becomes nullopt (the sampler's default), as in diffusers.
+  // Unknown values of known keys throw kInvalidModel (kUnsupported for e.g. a cosine schedule).
+  static SchedulerConfig from_json(std::string_view json_text, std::string_view origin = "json");
+  // Reads `model_dir/scheduler/scheduler_config.json` if it exists, else sd15_defaults().
+  static SchedulerConfig load_or_default(const std::filesystem::path& model_dir);
+};
+
+enum class SamplerKind { kDdim, kEuler, kEulerAncestral, kDpmpp2m, kDpmpp2mKarras };
+
+// "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras" (also accepts A1111's display
+// names such as "Euler a" or "DPM++ 2M Karras", case-insensitively). Throws kInvalidArgument
+// listing the accepted names.
+SamplerKind parse_sampler_kind(std::string_view name);
+// The short name above ("euler_a").
+std::string_view sampler_id(SamplerKind kind);
+// The name AUTOMATIC1111's web UI shows (and writes into PNG parameters): "Euler a".
+std::string_view sampler_display_name(SamplerKind kind);
+
+class Sampler {
+ public:
+  virtual ~Sampler() = default;
+
+  SamplerKind kind() const { return kind_; }
+  const SchedulerConfig& config() const { return config_; }
+
+  // Builds the schedule for `num_steps` denoising steps (1 ≤ num_steps ≤ num_train_timesteps)
+  // and clears any multistep history. Throws kInvalidArgument for a bad count.
+  virtual void set_timesteps(int num_steps) = 0;
+
+  int num_steps() const { return static_cast<int>(timesteps_.size()); }
+  // [num_steps]: the UNet's timestep input at each step, as diffusers' `scheduler.timesteps`
+  // (integers for DDIM/DPM++, fractional values for Euler with linspace spacing).
+  const std::vector<float>& timesteps() const { return timesteps_; }
+  // [num_steps + 1]: the noise level σ at each step, ending with 0, as diffusers'
+  // `scheduler.sigmas`; empty for DDIM, which has none.
+  const std::vector<float>& sigmas() const { return sigmas_; }
+  // The standard deviation of the initial latents: randn() · init_noise_sigma().
+  float init_noise_sigma() const { return init_noise_sigma_; }
+
+  // x_in = x / sqrt(σᵢ² + 1) for the Euler family, a copy otherwise (diffusers'
+  // scale_model_input). `out` may alias `sample`. Sizes must match.
+  void scale_model_input(std::span<const float> sample, std::span<float> out, int step_index) const;
+  // The same scaling as one multiplier, for callers that fuse it into another kernel
+  // (multiplying by it can differ from diffusers' division in the last bit).
+  float model_input_scale(int step_index) const;
+
+  // Advances `sample` in place from step `step_index` to the next one (see the header comment
+  // for the contract).
+  virtual void step(std::span<const float> model_output, int step_index, std::span<float> sample,
+                    TorchCpuRng* rng) = 0;
+
+  // True if step() draws noise (Euler ancestral).
+  virtual bool needs_noise() const { return false; }
+
+ protected:
+  Sampler(SamplerKind kind, const SchedulerConfig& config);
+  void check_step_args(std::span<const float> model_output, int step_index,
+                       std::span<float> sample) const;
+  TimestepSpacing spacing_or(TimestepSpacing sampler_default) const {
+    return config_.timestep_spacing.value_or(sampler_default);
+  }
+
+  SamplerKind kind_;
+  SchedulerConfig config_;
+  // ᾱ_t for t in [0, num_train_timesteps), float32 as diffusers holds it.
+  std::vector<float> alphas_cumprod_;
+  std::vector<float> timesteps_;
+  std::vector<float> sigmas_;
+  float init_noise_sigma_ = 1.0f;
+  bool scales_model_input_ = false;
+};
+
+// A sampler of `kind` for `config`; call set_timesteps before use.
+std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const SchedulerConfig& config);
+
+}  // namespace hyrt::pipeline

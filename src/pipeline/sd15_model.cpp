@@ -1,0 +1,195 @@
+#include "pipeline/sd15_model.h"
+
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "models/sd15/sd15.h"
+
+namespace hyrt::pipeline {
+
+using models::sd15::BuiltGraph;
+
+void copy_into(const TensorView& dst, const TensorView& src) {
+  HYRT_CHECK(dst.numel() == src.numel() && dst.dtype == src.dtype, kInvalidArgument, "input of ",
+             dtype_name(src.dtype), src.shape.to_string(), " does not fit ", dtype_name(dst.dtype),
+             dst.shape.to_string());
+  std::memcpy(dst.data, src.data, src.bytes());
+}
+
+Tensor copy_out(const TensorView& v) {
+  Tensor t(v.dtype, v.shape);
+  std::memcpy(t.data(), v.data, v.bytes());
+  return t;
+}
+
+std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, exec::Engine& engine,
+                                           const Sd15ModelOptions& options) {
+  std::unique_ptr<Sd15Model> m(new Sd15Model());
+  m->engine_ = &engine;
+  m->checkpoint_ = weights::Checkpoint::open(path);
+  for (weights::Component c : weights::kAllComponents)
+    HYRT_CHECK(m->checkpoint_->has(c), kNotFound, "model '", path.string(), "' has no ",
+               weights::component_title(c), " (looked for ",
+               m->checkpoint_->format() == weights::CheckpointFormat::kDiffusersFolder
+                   ? std::string(weights::component_name(c)) + "/ with a .safetensors file"
+                   : std::string("its tensors in the single file"),
+               ")");
+  m->configs_ = models::sd15::load_configs(*m->checkpoint_, options.config_dir);
+
+  // Where a tokenizer and a scheduler config may be: the model itself, the config folder,
+  // beside a single file.
+  std::vector<std::filesystem::path> roots;
+  if (m->checkpoint_->format() == weights::CheckpointFormat::kDiffusersFolder)
+    roots.push_back(path);
+  if (options.config_dir) roots.push_back(*options.config_dir);
+  if (m->checkpoint_->format() == weights::CheckpointFormat::kLdmSingleFile)
+    roots.push_back(path.parent_path().empty() ? "." : path.parent_path());
+  for (const auto& r : roots)
+    m->tokenizer_candidates_.push_back(r / "tokenizer");
+  m->scheduler_config_ = SchedulerConfig::sd15_defaults();
+  for (const auto& r : roots)
+    if (std::filesystem::exists(r / "scheduler" / "scheduler_config.json")) {
+      m->scheduler_config_ = SchedulerConfig::load_or_default(r);
+      break;
+    }
+  return m;
+}
+
+const ClipTokenizer& Sd15Model::tokenizer() {
+  if (tokenizer_) return *tokenizer_;
+  std::string looked;
+  for (const auto& dir : tokenizer_candidates_) {
+    if (std::filesystem::exists(dir / "vocab.json") &&
+        std::filesystem::exists(dir / "merges.txt")) {
+      tokenizer_ = std::make_unique<ClipTokenizer>(ClipTokenizer::load(dir));
+      return *tokenizer_;
+    }
+    looked += "\n  " + (dir / "vocab.json").string() + " + merges.txt";
+  }
+  fail(
+      ErrorCode::kNotFound, "no CLIP tokenizer files (vocab.json and merges.txt) found; looked in:",
+      looked.empty() ? std::string("\n  (nowhere: pass a config folder with tokenizer/)") : looked);
+}
+
+Sd15Model::~Sd15Model() = default;
+
+int Sd15Model::vae_scale_factor() const {
+  return 1 << (static_cast<int>(vae_config().block_out_channels.size()) - 1);
+}
+
+exec::Executable& Sd15Model::executable(const std::string& key,
+                                        const std::function<std::shared_ptr<ir::Graph>()>& build,
+                                        const std::string& component, const std::string& shape) {
+  auto it = compiled_.find(key);
+  if (it != compiled_.end()) return *it->second.exe;
+  Compiled c;
+  c.exe = engine_->compile(build(), *checkpoint_);
+  c.report = {component, shape, c.exe->memory_plan().arena_bytes, c.exe->memory_plan().lower_bound,
+              c.exe->prepare_ms()};
+  HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
+                  << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
+                  << c.report.prepare_ms << " ms";
+  return *compiled_.emplace(key, std::move(c)).first->second.exe;
+}
+
+Tensor Sd15Model::encode_text(std::span<const int32_t> ids, int batch) {
+  HYRT_CHECK(batch >= 1 && ids.size() % static_cast<size_t>(batch) == 0, kInvalidArgument,
+             "encode_text: ", ids.size(), " ids do not split into ", batch, " sequences");
+  const int seq = static_cast<int>(ids.size()) / batch;
+  for (int32_t id : ids)
+    HYRT_CHECK(id >= 0 && id < text_config().vocab_size, kInvalidArgument, "token id ", id,
+               " outside the vocabulary of ", text_config().vocab_size);
+  exec::Executable& exe = executable(
+      str_cat("clip b", batch, " t", seq),
+      [&] {
+        return models::sd15::build_clip_text_encoder(text_config(), *checkpoint_, batch, seq).graph;
+      },
+      "text_encoder", str_cat("b", batch, " t", seq));
+  std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
+  auto* pos = exe.input("position_ids").as<int32_t>();
+  std::iota(pos, pos + seq, 0);
+  exe.run();
+  return copy_out(exe.output(0));
+}
+
+Tensor Sd15Model::predict_noise(const TensorView& sample, std::span<const float> timesteps,
+                                const TensorView& context,
+                                std::vector<std::pair<std::string, Tensor>>* taps) {
+  HYRT_CHECK(sample.shape.rank() == 4 && context.shape.rank() == 3 &&
+                 context.shape[0] == sample.shape[0] &&
+                 timesteps.size() == static_cast<size_t>(sample.shape[0]),
+             kInvalidArgument, "predict_noise: sample ", sample.shape.to_string(), ", context ",
+             context.shape.to_string(), " and ", timesteps.size(), " timesteps do not agree");
+  models::sd15::UNetShape shape;
+  shape.batch = static_cast<int>(sample.shape[0]);
+  shape.latent_height = static_cast<int>(sample.shape[1]);
+  shape.latent_width = static_cast<int>(sample.shape[2]);
+  shape.context_tokens = static_cast<int>(context.shape[1]);
+  shape.taps = taps != nullptr;
+  const std::string dims = str_cat("b", shape.batch, " ", shape.latent_height, "x",
+                                   shape.latent_width, " t", shape.context_tokens);
+  std::vector<std::string> tap_names;
+  exec::Executable& exe = executable(
+      str_cat("unet ", dims, shape.taps ? " taps" : ""),
+      [&] { return models::sd15::build_unet(unet_config(), *checkpoint_, shape).graph; }, "unet",
+      dims);
+  copy_into(exe.input("sample"), sample);
+  std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));
+  copy_into(exe.input("encoder_hidden_states"), context);
+  exe.run();
+  if (taps) {
+    // Taps are outputs 1..n; their names are the graph values' tap names, rebuilt here
+    // in the builder's order.
+    static const char* kFixed[] = {"time_embedding", "conv_in"};
+    taps->clear();
+    const size_t nblocks = unet_config().block_out_channels.size();
+    std::vector<std::string> names(std::begin(kFixed), std::end(kFixed));
+    for (size_t i = 0; i < nblocks; ++i)
+      names.push_back("down_blocks." + std::to_string(i));
+    names.push_back("mid_block");
+    for (size_t i = 0; i < nblocks; ++i)
+      names.push_back("up_blocks." + std::to_string(i));
+    HYRT_ASSERT(exe.num_outputs() == names.size() + 1, "UNet tap count");
+    for (size_t i = 0; i < names.size(); ++i)
+      taps->emplace_back(names[i], copy_out(exe.output(i + 1)));
+  }
+  return copy_out(exe.output(0));
+}
+
+Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
+  HYRT_CHECK(latent.shape.rank() == 4, kInvalidArgument,
+             "decode: latent must be [B, h, w, C], got ", latent.shape.to_string());
+  const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
+            w = static_cast<int>(latent.shape[2]);
+  const std::string dims = str_cat("b", b, " ", h, "x", w);
+  exec::Executable& exe = executable(
+      str_cat("vae ", dims, unscale ? " unscale" : ""),
+      [&] {
+        return models::sd15::build_vae_decoder(vae_config(), *checkpoint_, b, h, w, unscale).graph;
+      },
+      "vae_decoder", dims);
+  copy_into(exe.input("latent"), latent);
+  exe.run();
+  return copy_out(exe.output(0));
+}
+
+std::vector<MemoryReport> Sd15Model::memory_report() const {
+  std::vector<MemoryReport> r;
+  for (const auto& [key, c] : compiled_)
+    r.push_back(c.report);
+  return r;
+}
+
+int64_t Sd15Model::checkpoint_weight_bytes() const {
+  int64_t total = 0;
+  for (weights::Component c : weights::kAllComponents)
+    for (const std::string& n : checkpoint_->names(c)) {
+      const auto& i = checkpoint_->info(n);
+      total += i.shape.numel() * static_cast<int64_t>(dtype_size(i.dtype));
+    }
+  return total;
+}
+
+}  // namespace hyrt::pipeline

@@ -1,0 +1,111 @@
+// Sd15Model — a loaded Stable Diffusion 1.5 checkpoint with its three components ready to
+// run: text encoder, UNet (noise prediction) and VAE decoder, each compiled by the
+// exec::Engine for the shapes asked for and cached per shape, so a second call at the
+// same resolution costs only kernel time and a new resolution costs a graph build and a
+// plan — no recompilation of programs the cache already holds.
+//
+// Tensors in and out are host f32, channels-last: latents [B, h, w, 4], images
+// [B, H, W, 3], text states [B, T, C] (core/tensor.h).
+//
+// Lifetime: owns the checkpoint (mmapped weights); the Engine must outlive it.
+// Thread safety: none — one call at a time.
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <optional>
+#include <span>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "core/tensor.h"
+#include "exec/engine.h"
+#include "models/sd15/config.h"
+#include "pipeline/clip_tokenizer.h"
+#include "pipeline/scheduler.h"
+#include "weights/checkpoint.h"
+
+namespace hyrt::pipeline {
+
+struct Sd15ModelOptions {
+  // Diffusers-layout folder whose <component>/config.json override the configs (for LDM
+  // single files, whose configs cannot all be read off tensor shapes).
+  std::optional<std::filesystem::path> config_dir;
+};
+
+// Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
+struct MemoryReport {
+  std::string component;  // "text_encoder", "unet", "vae_decoder"
+  std::string shape;      // e.g. "b2 64x64"
+  int64_t arena_bytes = 0;
+  int64_t arena_lower_bound = 0;
+  double prepare_ms = 0;
+};
+
+class Sd15Model {
+ public:
+  // Opens a diffusers folder or an LDM single file; throws hyrt::Error naming what is
+  // missing (a component, a config) or malformed.
+  static std::unique_ptr<Sd15Model> open(const std::filesystem::path& path, exec::Engine& engine,
+                                         const Sd15ModelOptions& options = {});
+  ~Sd15Model();
+
+  const weights::Checkpoint& checkpoint() const { return *checkpoint_; }
+  const models::sd15::ClipTextConfig& text_config() const { return *configs_.text_encoder; }
+  const models::sd15::UNetConfig& unet_config() const { return *configs_.unet; }
+  const models::sd15::VaeConfig& vae_config() const { return *configs_.vae; }
+  // Latent downscale factor of the VAE (8 for SD 1.5).
+  int vae_scale_factor() const;
+  // The CLIP tokenizer (loaded on first use) from the first of: the checkpoint's
+  // tokenizer/ folder, <config_dir>/tokenizer, a tokenizer/ folder beside a single file.
+  // Throws kNotFound listing every place looked in.
+  const ClipTokenizer& tokenizer();
+  // The model's scheduler/scheduler_config.json (or <config_dir>/scheduler/...), else SD 1.5's
+  // defaults.
+  const SchedulerConfig& scheduler_config() const { return scheduler_config_; }
+
+  // ids: batch × seq token ids -> last_hidden_state [batch, seq, hidden].
+  Tensor encode_text(std::span<const int32_t> ids, int batch);
+
+  // The UNet: sample [B, h, w, C], one timestep per batch item, context [B, T, Cc] ->
+  // predicted noise [B, h, w, C]. With `taps`, also returns the named block outputs
+  // (time_embedding, conv_in, down_blocks.k, mid_block, up_blocks.k) in order.
+  Tensor predict_noise(const TensorView& sample, std::span<const float> timesteps,
+                       const TensorView& context,
+                       std::vector<std::pair<std::string, Tensor>>* taps = nullptr);
+
+  // latent [B, h, w, 4] -> image [B, 8h, 8w, 3] in about [-1, 1]. `unscale` divides by the
+  // VAE scaling factor first (what the txt2img pipeline does).
+  Tensor decode_latents(const TensorView& latent, bool unscale);
+
+  std::vector<MemoryReport> memory_report() const;
+  // Bytes of weights stored by the checkpoint files (mapped, not copied).
+  int64_t checkpoint_weight_bytes() const;
+
+ private:
+  Sd15Model() = default;
+  exec::Executable& executable(const std::string& key,
+                               const std::function<std::shared_ptr<ir::Graph>()>& build,
+                               const std::string& component, const std::string& shape);
+
+  exec::Engine* engine_ = nullptr;
+  std::unique_ptr<weights::Checkpoint> checkpoint_;
+  models::sd15::Sd15Configs configs_;
+  std::vector<std::filesystem::path> tokenizer_candidates_;
+  std::unique_ptr<ClipTokenizer> tokenizer_;
+  SchedulerConfig scheduler_config_;
+  struct Compiled {
+    std::unique_ptr<exec::Executable> exe;
+    MemoryReport report;
+  };
+  std::map<std::string, Compiled> compiled_;
+};
+
+// Copies `src` into the executable input `dst` (shapes must match in element count).
+void copy_into(const TensorView& dst, const TensorView& src);
+// Copies an executable output into a new tensor.
+Tensor copy_out(const TensorView& v);
+
+}  // namespace hyrt::pipeline

@@ -1,0 +1,132 @@
+#include "pipeline/txt2img.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace hyrt::pipeline {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+constexpr int kMaxSide = 4096;
+constexpr int kMaxBatch = 64;
+constexpr int kMaxSteps = 1000;
+
+}  // namespace
+
+void validate_txt2img_params(const Txt2ImgParams& p, int m) {
+  HYRT_CHECK(p.width > 0 && p.height > 0 && p.width % m == 0 && p.height % m == 0, kInvalidArgument,
+             "width and height must be positive multiples of ", m, " (got ", p.width, "x", p.height,
+             ")");
+  HYRT_CHECK(p.width <= kMaxSide && p.height <= kMaxSide, kInvalidArgument, "image size ", p.width,
+             "x", p.height, " is larger than the supported ", kMaxSide, "x", kMaxSide);
+  HYRT_CHECK(p.steps >= 1 && p.steps <= kMaxSteps, kInvalidArgument, "steps must be in [1, ",
+             kMaxSteps, "] (got ", p.steps, ")");
+  HYRT_CHECK(p.batch >= 1 && p.batch <= kMaxBatch, kInvalidArgument, "batch must be in [1, ",
+             kMaxBatch, "] (got ", p.batch, ")");
+  HYRT_CHECK(std::isfinite(p.cfg_scale) && p.cfg_scale >= 0 && p.cfg_scale <= 100, kInvalidArgument,
+             "cfg scale must be in [0, 100] (got ", p.cfg_scale, ")");
+}
+
+Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
+                      const SchedulerConfig& scheduler_config, const Txt2ImgParams& p) {
+  const int vae_factor = model.vae_scale_factor();
+  const int unet_factor =
+      1 << (static_cast<int>(model.unet_config().block_out_channels.size()) - 1);
+  validate_txt2img_params(p, vae_factor * unet_factor);
+  Txt2ImgResult result;
+  const int b = p.batch;
+  const bool cfg = p.cfg_scale > 1.0f;
+  const int lh = p.height / vae_factor, lw = p.width / vae_factor;
+  const int lc = model.unet_config().in_channels;
+
+  // 1. Text: [negative × b, prompt × b] (diffusers' order) -> context [2b or b, T, C].
+  auto t0 = Clock::now();
+  const TokenizeResult pos = tokenizer.encode(p.prompt);
+  if (pos.num_truncated_tokens > 0)
+    result.warnings.push_back(str_cat("the prompt is longer than ", tokenizer.model_max_length(),
+                                      " tokens; ignored: \"", pos.truncated_text, "\""));
+  std::vector<int32_t> ids;
+  if (cfg) {
+    const TokenizeResult neg = tokenizer.encode(p.negative_prompt);
+    if (neg.num_truncated_tokens > 0)
+      result.warnings.push_back(
+          str_cat("the negative prompt is too long; ignored: \"", neg.truncated_text, "\""));
+    for (int i = 0; i < b; ++i)
+      ids.insert(ids.end(), neg.ids.begin(), neg.ids.end());
+  }
+  for (int i = 0; i < b; ++i)
+    ids.insert(ids.end(), pos.ids.begin(), pos.ids.end());
+  const int unet_batch = cfg ? 2 * b : b;
+  const Tensor context = model.encode_text(ids, unet_batch);
+  result.timings.text_ms = ms_since(t0);
+
+  // 2. Initial latents, NCHW [b, C, h, w].
+  t0 = Clock::now();
+  TorchCpuRng rng(p.seed);
+  Tensor latents(DType::kF32, {b, lc, lh, lw});
+  if (p.initial_latents) {
+    HYRT_CHECK(p.initial_latents->shape() == latents.shape(), kInvalidArgument,
+               "initial latents have shape ", p.initial_latents->shape().to_string(), ", expected ",
+               latents.shape().to_string());
+    std::memcpy(latents.data(), p.initial_latents->data(), latents.bytes());
+  } else {
+    rng.randn({latents.as<float>(), static_cast<size_t>(latents.numel())});
+  }
+  auto sampler = make_sampler(p.sampler, scheduler_config);
+  sampler->set_timesteps(p.steps);
+  const float sigma0 = sampler->init_noise_sigma();
+  const size_t n = static_cast<size_t>(latents.numel());
+  for (size_t i = 0; i < n; ++i)
+    latents.as<float>()[i] *= sigma0;
+
+  // 3. Denoise. The UNet input batch is [x, x] under guidance.
+  Tensor scaled(DType::kF32, latents.shape());
+  Tensor unet_in(DType::kF32, {unet_batch, lh, lw, lc});
+  Tensor guided(DType::kF32, latents.shape());
+  std::vector<float> timesteps(static_cast<size_t>(unet_batch));
+  for (int step = 0; step < sampler->num_steps(); ++step) {
+    const auto ts = Clock::now();
+    sampler->scale_model_input({latents.as<float>(), n}, {scaled.as<float>(), n}, step);
+    const Tensor x_nhwc = nchw_to_nhwc(scaled.view());
+    for (int r = 0; r < unet_batch / b; ++r)
+      std::memcpy(unet_in.as<float>() + r * n, x_nhwc.data(), n * sizeof(float));
+    std::fill(timesteps.begin(), timesteps.end(), sampler->timesteps()[step]);
+    const Tensor eps_nhwc = model.predict_noise(unet_in.view(), timesteps, context.view());
+    const Tensor eps = nhwc_to_nchw(eps_nhwc.view());  // [unet_batch, C, h, w]
+    const float* e = eps.as<float>();
+    float* g = guided.as<float>();
+    if (cfg) {
+      const float* uncond = e;
+      const float* text = e + n;
+      for (size_t i = 0; i < n; ++i)
+        g[i] = uncond[i] + p.cfg_scale * (text[i] - uncond[i]);
+    } else {
+      std::memcpy(g, e, n * sizeof(float));
+    }
+    sampler->step({g, n}, step, {latents.as<float>(), n}, &rng);
+    if (step == 0) result.timings.first_step_ms = ms_since(ts);
+    if (p.on_step) p.on_step(step + 1, sampler->num_steps());
+  }
+  result.timings.denoise_ms = ms_since(t0);
+
+  // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
+  t0 = Clock::now();
+  const Tensor lat_nhwc = nchw_to_nhwc(latents.view());
+  Tensor image = model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
+  float* px = image.as<float>();
+  for (int64_t i = 0; i < image.numel(); ++i)
+    px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
+  result.timings.decode_ms = ms_since(t0);
+  result.images = std::move(image);
+  return result;
+}
+
+}  // namespace hyrt::pipeline

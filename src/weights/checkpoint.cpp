@@ -1,0 +1,258 @@
+#include "weights/checkpoint.h"
+
+#include <algorithm>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace hyrt::weights {
+namespace fs = std::filesystem;
+
+namespace {
+
+bool is_file(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_regular_file(p, ec);
+}
+bool is_dir(const fs::path& p) {
+  std::error_code ec;
+  return fs::is_directory(p, ec);
+}
+
+nlohmann::json read_json_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  HYRT_CHECK(in, kIo, path.string(), ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return nlohmann::json::parse(ss.str());
+  } catch (const nlohmann::json::exception& e) {
+    fail(ErrorCode::kInvalidModel, path.string(), ": not valid JSON: ", e.what());
+  }
+}
+
+std::vector<fs::path> files_with_suffix(const fs::path& dir, std::string_view suffix) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file(ec) && name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+      out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+bool trailing_1x1(const Shape& s) {
+  return s.rank() == 4 && s[2] == 1 && s[3] == 1;
+}
+
+Shape squeeze_1x1(const Shape& s) {
+  return Shape{s[0], s[1]};
+}
+
+}  // namespace
+
+std::string_view checkpoint_format_name(CheckpointFormat f) {
+  return f == CheckpointFormat::kDiffusersFolder ? "diffusers folder" : "LDM single file";
+}
+
+std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
+  std::error_code ec;
+  HYRT_CHECK(fs::exists(path, ec), kNotFound, path.string(), ": no such file or directory");
+  std::unique_ptr<Checkpoint> ck(new Checkpoint());
+  ck->root_ = path;
+  if (is_dir(path)) {
+    ck->format_ = CheckpointFormat::kDiffusersFolder;
+    ck->open_diffusers();
+  } else {
+    ck->format_ = CheckpointFormat::kLdmSingleFile;
+    ck->open_ldm();
+  }
+  return ck;
+}
+
+void Checkpoint::add(const SafetensorsFile& file, const TensorInfo& t, const KeyMapping& m) {
+  switch (m.kind) {
+    case KeyMapping::Kind::kIgnored:
+      ignored_.push_back(t.name);
+      return;
+    case KeyMapping::Kind::kUnexpected:
+      unexpected_.push_back(t.name);
+      return;
+    case KeyMapping::Kind::kMapped:
+      break;
+  }
+  WeightInfo w;
+  w.name = m.canonical;
+  w.component = m.component;
+  w.dtype = t.dtype;
+  w.shape = m.squeeze_1x1 && trailing_1x1(t.shape) ? squeeze_1x1(t.shape) : t.shape;
+  w.file = &file;
+  w.tensor = &t;
+  if (auto it = by_name_.find(w.name); it != by_name_.end()) {
+    const WeightInfo& prev = weights_[it->second];
+    fail(ErrorCode::kInvalidModel, root_.string(), ": '", t.name, "' in ", file.label(), " and '",
+         prev.tensor->name, "' in ", prev.file->label(), " both map to weight '", w.name, "'");
+  }
+  by_name_.emplace(w.name, weights_.size());
+  names_[index(w.component)].push_back(w.name);
+  weights_.push_back(std::move(w));
+}
+
+void Checkpoint::open_ldm() {
+  const std::string ext = root_.extension().string();
+  HYRT_CHECK(ext != ".ckpt" && ext != ".bin" && ext != ".pt" && ext != ".pth", kUnsupported,
+             root_.string(),
+             ": pickle checkpoints are not supported (they can run code when loaded); "
+             "convert the file to .safetensors");
+  files_.push_back(SafetensorsFile::open(root_));
+  const SafetensorsFile& file = *files_.back();
+
+  std::vector<std::string> keys;
+  keys.reserve(file.tensors().size());
+  for (const auto& t : file.tensors())
+    keys.push_back(t.name);
+  LdmKeyMap map(keys);
+  for (const auto& t : file.tensors())
+    add(file, t, map.map(t.name));
+
+  if (weights_.empty())
+    fail(ErrorCode::kInvalidModel, root_.string(),
+         ": not a Stable Diffusion checkpoint: expected an LDM/CompVis single file (keys "
+         "model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*) or a "
+         "diffusers folder; this file has ",
+         file.tensors().size(), " tensors", keys.empty() ? "" : ", the first named '",
+         keys.empty() ? "" : keys.front(), keys.empty() ? "" : "'");
+  for (Component c : kAllComponents)
+    if (has(c)) component_files_[index(c)].push_back(root_);
+}
+
+void Checkpoint::load_component_files(Component c, const fs::path& dir) {
+  const std::string base = c == Component::kTextEncoder ? "model" : "diffusion_pytorch_model";
+  std::vector<fs::path> picked;
+  // Preference: full precision, then the fp16 variant, then sharded files through their
+  // index, then whatever .safetensors files the folder has.
+  for (const std::string& name : {base + ".safetensors", base + ".fp16.safetensors"}) {
+    if (is_file(dir / name)) {
+      picked.push_back(dir / name);
+      break;
+    }
+  }
+  if (picked.empty()) {
+    for (const std::string& name :
+         {base + ".safetensors.index.json", base + ".fp16.safetensors.index.json"}) {
+      const fs::path index_path = dir / name;
+      if (!is_file(index_path)) continue;
+      nlohmann::json idx = read_json_file(index_path);
+      auto wm = idx.find("weight_map");
+      HYRT_CHECK(wm != idx.end() && wm->is_object(), kInvalidModel, index_path.string(),
+                 ": missing object \"weight_map\"");
+      std::set<std::string> shards;
+      for (const auto& [k, v] : wm->items()) {
+        HYRT_CHECK(v.is_string(), kInvalidModel, index_path.string(), ": weight_map['", k,
+                   "'] is not a file name");
+        const std::string shard = v.get<std::string>();
+        HYRT_CHECK(fs::path(shard).filename() == fs::path(shard), kInvalidModel,
+                   index_path.string(), ": shard '", shard, "' is not a plain file name");
+        shards.insert(shard);
+      }
+      for (const auto& s : shards)
+        picked.push_back(dir / s);
+      break;
+    }
+  }
+  if (picked.empty()) picked = files_with_suffix(dir, ".safetensors");
+  if (picked.empty()) {
+    const auto bins = files_with_suffix(dir, ".bin");
+    notes_.push_back(str_cat(component_name(c), "/: no .safetensors weights",
+                             bins.empty()
+                                 ? ""
+                                 : str_cat(" (found ", bins.front().filename().string(),
+                                           ": pickle weights are not supported; convert to "
+                                           "safetensors)")));
+    return;
+  }
+  for (const auto& p : picked) {
+    files_.push_back(SafetensorsFile::open(p));
+    const SafetensorsFile& file = *files_.back();
+    for (const auto& t : file.tensors())
+      add(file, t, map_diffusers_key(c, t.name, t.shape.rank(), trailing_1x1(t.shape)));
+    component_files_[index(c)].push_back(p);
+  }
+}
+
+void Checkpoint::open_diffusers() {
+  const bool has_index = is_file(root_ / "model_index.json");
+  bool any_dir = false;
+  for (Component c : kAllComponents)
+    any_dir = any_dir || is_dir(root_ / component_name(c));
+  HYRT_CHECK(has_index || any_dir, kInvalidModel, root_.string(),
+             ": not a model: a diffusers folder needs model_index.json and text_encoder/, "
+             "unet/, vae/ sub-folders; an LDM checkpoint is a single .safetensors file");
+  if (has_index) read_json_file(root_ / "model_index.json");  // validate: malformed is an error
+
+  for (Component c : kAllComponents) {
+    const fs::path dir = root_ / component_name(c);
+    if (!is_dir(dir)) {
+      notes_.push_back(str_cat(component_name(c), "/: missing"));
+      continue;
+    }
+    load_component_files(c, dir);
+    if (is_file(dir / "config.json")) {
+      config_paths_[index(c)] = dir / "config.json";
+      configs_[index(c)] = read_json_file(dir / "config.json");
+      HYRT_CHECK(configs_[index(c)]->is_object(), kInvalidModel, (dir / "config.json").string(),
+                 ": not a JSON object");
+    } else if (has(c)) {
+      notes_.push_back(str_cat(component_name(c),
+                               "/config.json: missing (sizes will be read from tensor shapes)"));
+    }
+  }
+  if (is_dir(root_ / "tokenizer")) tokenizer_dir_ = root_ / "tokenizer";
+  bool any = false;
+  for (Component c : kAllComponents)
+    any = any || has(c);
+  if (!any) {
+    std::string why;
+    for (const auto& n : notes_)
+      why += "; " + n;
+    fail(ErrorCode::kInvalidModel, root_.string(),
+         ": diffusers folder without any text_encoder/, unet/ or vae/ weights", why);
+  }
+}
+
+const WeightInfo* Checkpoint::find(std::string_view name) const {
+  auto it = by_name_.find(name);
+  return it == by_name_.end() ? nullptr : &weights_[it->second];
+}
+
+const WeightInfo& Checkpoint::info(std::string_view name) const {
+  const WeightInfo* w = find(name);
+  HYRT_CHECK(w, kNotFound, root_.string(), ": no weight named '", name, "'");
+  return *w;
+}
+
+TensorView Checkpoint::get(std::string_view name) const {
+  const WeightInfo& w = info(name);
+  TensorView v = w.file->view(*w.tensor);
+  v.shape = w.shape;  // the squeezed shape, where one applies; same element count
+  return v;
+}
+
+std::optional<nlohmann::json> Checkpoint::config_json(Component c) const {
+  return configs_[index(c)];
+}
+
+std::optional<fs::path> Checkpoint::config_path(Component c) const {
+  return config_paths_[index(c)];
+}
+
+std::vector<fs::path> Checkpoint::weight_files(Component c) const {
+  return component_files_[index(c)];
+}
+
+}  // namespace hyrt::weights

@@ -1,0 +1,399 @@
+#include "weights/ldm_names.h"
+
+#include <algorithm>
+#include <charconv>
+#include <climits>
+
+#include "core/error.h"
+
+namespace hyrt::weights {
+namespace {
+
+constexpr std::string_view kUNetPrefix = "model.diffusion_model.";
+constexpr std::string_view kVaePrefix = "first_stage_model.";
+constexpr std::string_view kTextPrefix = "cond_stage_model.transformer.";
+
+// Top-level LDM buffers that are not weights of the three networks: the DDPM noise
+// schedule (registered as buffers by ldm.models.diffusion.ddpm), its loss weights and the
+// latent scale factor.
+constexpr std::string_view kScheduleBuffers[] = {
+    "betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
+    "posterior_mean_coef2",
+    "lvlb_weights",
+    "logvar",
+    "scale_factor",
+};
+
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
+bool ends_with(std::string_view s, std::string_view p) {
+  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
+
+// Parses a non-negative decimal index (no sign, no leading '+'); nullopt otherwise.
+std::optional<int> parse_index(std::string_view s) {
+  if (s.empty() || s.size() > 6) return std::nullopt;
+  int v = 0;
+  auto [p, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (ec != std::errc() || p != s.data() + s.size() || v < 0) return std::nullopt;
+  return v;
+}
+
+// Splits "a.b.rest" into the first `n` dot-separated pieces and the remainder.
+// Returns false if there are fewer than n pieces followed by a non-empty remainder.
+bool split_head(std::string_view key, int n, std::vector<std::string_view>* head,
+                std::string_view* rest) {
+  head->clear();
+  for (int i = 0; i < n; ++i) {
+    size_t dot = key.find('.');
+    if (dot == std::string_view::npos) return false;
+    head->push_back(key.substr(0, dot));
+    key.remove_prefix(dot + 1);
+  }
+  *rest = key;
+  return !key.empty();
+}
+
+// Replaces a leading `from` of `rest` with `to`; nullopt if `rest` does not start with it.
+std::optional<std::string> rename_head(std::string_view rest, std::string_view from,
+                                       std::string_view to) {
+  if (!starts_with(rest, from)) return std::nullopt;
+  return std::string(to) + std::string(rest.substr(from.size()));
+}
+
+// LDM ResBlock (openaimodel.py) parameter names -> diffusers ResnetBlock2D.
+std::optional<std::string> map_unet_resnet(std::string_view rest) {
+  static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
+      {"in_layers.0.", "norm1."},          {"in_layers.2.", "conv1."},
+      {"emb_layers.1.", "time_emb_proj."}, {"out_layers.0.", "norm2."},
+      {"out_layers.3.", "conv2."},         {"skip_connection.", "conv_shortcut."},
+  };
+  for (const auto& [from, to] : kRenames)
+    if (auto r = rename_head(rest, from, to)) return r;
+  return std::nullopt;
+}
+
+// LDM SpatialTransformer and diffusers Transformer2DModel share parameter names.
+std::optional<std::string> map_unet_attention(std::string_view rest) {
+  for (std::string_view p : {"norm.", "proj_in.", "proj_out.", "transformer_blocks."})
+    if (starts_with(rest, p)) return std::string(rest);
+  return std::nullopt;
+}
+
+// LDM VAE ResnetBlock -> diffusers ResnetBlock2D (no time embedding).
+std::optional<std::string> map_vae_resnet(std::string_view rest) {
+  for (std::string_view p : {"norm1.", "conv1.", "norm2.", "conv2."})
+    if (starts_with(rest, p)) return std::string(rest);
+  return rename_head(rest, "nin_shortcut.", "conv_shortcut.");
+}
+
+// LDM VAE AttnBlock -> diffusers Attention. `*is_projection` reports the 1x1-conv weights
+// that diffusers stores as linear layers.
+std::optional<std::string> map_vae_attention(std::string_view rest, bool* is_projection) {
+  static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
+      {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
+  *is_projection = false;
+  if (auto r = rename_head(rest, "norm.", "group_norm.")) return r;
+  for (const auto& [from, to] : kRenames)
+    if (auto r = rename_head(rest, from, to)) {
+      *is_projection = true;
+      return r;
+    }
+  return std::nullopt;
+}
+
+std::string cat(std::initializer_list<std::string_view> parts) {
+  std::string s;
+  for (auto p : parts)
+    s += p;
+  return s;
+}
+
+std::string idx(int i) {
+  return std::to_string(i);
+}
+
+}  // namespace
+
+std::string_view component_name(Component c) {
+  switch (c) {
+    case Component::kTextEncoder:
+      return "text_encoder";
+    case Component::kUNet:
+      return "unet";
+    case Component::kVae:
+      return "vae";
+  }
+  return "?";
+}
+
+std::string_view component_title(Component c) {
+  switch (c) {
+    case Component::kTextEncoder:
+      return "text encoder";
+    case Component::kUNet:
+      return "UNet";
+    case Component::kVae:
+      return "VAE";
+  }
+  return "?";
+}
+
+bool is_ignorable_buffer(std::string_view key) {
+  return key == "position_ids" || ends_with(key, ".position_ids");
+}
+
+LdmKeyMap::LdmKeyMap(const std::vector<std::string>& keys) {
+  // UNet: input_blocks are [conv_in] then per level L resnet(+attention) entries and, on
+  // all levels but the last, one downsampler entry `input_blocks.N.0.op`. The first
+  // downsampler's index is therefore 1 + L. With a single level there is no downsampler
+  // and the highest index is L.
+  int first_op = INT_MAX, max_input = 0;
+  std::vector<std::string_view> head;
+  std::string_view rest;
+  for (const auto& k : keys) {
+    std::string_view key = k;
+    if (starts_with(key, kUNetPrefix)) {
+      key.remove_prefix(kUNetPrefix.size());
+      if (!split_head(key, 3, &head, &rest) || head[0] != "input_blocks") continue;
+      auto n = parse_index(head[1]);
+      if (!n || *n == 0) continue;
+      max_input = std::max(max_input, *n);
+      if (head[2] == "0" && starts_with(rest, "op.")) first_op = std::min(first_op, *n);
+    } else if (starts_with(key, kVaePrefix)) {
+      key.remove_prefix(kVaePrefix.size());
+      if (!split_head(key, 3, &head, &rest) || head[0] != "decoder" || head[1] != "up") continue;
+      if (auto i = parse_index(head[2])) vae_max_up_ = std::max(vae_max_up_, *i);
+    }
+  }
+  if (first_op != INT_MAX)
+    unet_layers_per_block_ = first_op - 1;
+  else if (max_input > 0)
+    unet_layers_per_block_ = max_input;
+  if (unet_layers_per_block_ < 1) unet_layers_per_block_ = 1;
+}
+
+std::optional<std::string> LdmKeyMap::map_unet(std::string_view key) const {
+  if (auto r = rename_head(key, "time_embed.0.", "time_embedding.linear_1.")) return r;
+  if (auto r = rename_head(key, "time_embed.2.", "time_embedding.linear_2.")) return r;
+  if (auto r = rename_head(key, "input_blocks.0.0.", "conv_in.")) return r;
+  if (auto r = rename_head(key, "out.0.", "conv_norm_out.")) return r;
+  if (auto r = rename_head(key, "out.2.", "conv_out.")) return r;
+
+  std::vector<std::string_view> head;
+  std::string_view rest;
+  // middle_block.{0,1,2}: resnet, attention, resnet.
+  if (split_head(key, 2, &head, &rest) && head[0] == "middle_block") {
+    if (head[1] == "0") {
+      if (auto r = map_unet_resnet(rest)) return "mid_block.resnets.0." + *r;
+    } else if (head[1] == "1") {
+      if (auto r = map_unet_attention(rest)) return "mid_block.attentions.0." + *r;
+    } else if (head[1] == "2") {
+      if (auto r = map_unet_resnet(rest)) return "mid_block.resnets.1." + *r;
+    }
+    return std::nullopt;
+  }
+  if (!split_head(key, 3, &head, &rest)) return std::nullopt;
+  auto n = parse_index(head[1]);
+  auto j = parse_index(head[2]);
+  if (!n || !j) return std::nullopt;
+  const int layers = unet_layers_per_block_;
+
+  if (head[0] == "input_blocks" && *n >= 1) {
+    // Each down level holds `layers` resnet/attention entries plus one downsampler entry.
+    const int level = (*n - 1) / (layers + 1), pos = (*n - 1) % (layers + 1);
+    const std::string block = cat({"down_blocks.", idx(level), "."});
+    if (pos == layers) {
+      if (*j != 0) return std::nullopt;
+      auto r = rename_head(rest, "op.", "");
+      if (!r) return std::nullopt;
+      return cat({block, "downsamplers.0.conv.", *r});
+    }
+    if (*j == 0) {
+      auto r = map_unet_resnet(rest);
+      if (r) return cat({block, "resnets.", idx(pos), ".", *r});
+    } else if (*j == 1) {
+      auto r = map_unet_attention(rest);
+      if (r) return cat({block, "attentions.", idx(pos), ".", *r});
+    }
+    return std::nullopt;
+  }
+  if (head[0] == "output_blocks") {
+    // Each up level holds layers + 1 entries; the upsampler sits in the level's last
+    // entry after the resnet (and attention, if any).
+    const int level = *n / (layers + 1), pos = *n % (layers + 1);
+    const std::string block = cat({"up_blocks.", idx(level), "."});
+    if (*j == 0) {
+      auto r = map_unet_resnet(rest);
+      if (r) return cat({block, "resnets.", idx(pos), ".", *r});
+      return std::nullopt;
+    }
+    if (auto r = rename_head(rest, "conv.", "")) {
+      if (pos != layers) return std::nullopt;
+      return cat({block, "upsamplers.0.conv.", *r});
+    }
+    if (*j == 1) {
+      auto r = map_unet_attention(rest);
+      if (r) return cat({block, "attentions.", idx(pos), ".", *r});
+    }
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
+std::optional<std::string> LdmKeyMap::map_vae(std::string_view key, bool* squeeze) const {
+  *squeeze = false;
+  for (std::string_view same : {"encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.",
+                                "decoder.conv_out.", "quant_conv.", "post_quant_conv."})
+    if (starts_with(key, same)) return std::string(key);
+  if (auto r = rename_head(key, "encoder.norm_out.", "encoder.conv_norm_out.")) return r;
+  if (auto r = rename_head(key, "decoder.norm_out.", "decoder.conv_norm_out.")) return r;
+
+  std::vector<std::string_view> head;
+  std::string_view rest;
+  if (!split_head(key, 1, &head, &rest)) return std::nullopt;
+  const std::string_view coder = head[0];  // encoder | decoder
+  if (coder != "encoder" && coder != "decoder") return std::nullopt;
+  std::string_view body = rest;
+
+  // mid.block_1 / mid.attn_1 / mid.block_2
+  if (auto r = rename_head(body, "mid.block_1.", "")) {
+    auto m = map_vae_resnet(*r);
+    if (m) return cat({coder, ".mid_block.resnets.0.", *m});
+    return std::nullopt;
+  }
+  if (auto r = rename_head(body, "mid.block_2.", "")) {
+    auto m = map_vae_resnet(*r);
+    if (m) return cat({coder, ".mid_block.resnets.1.", *m});
+    return std::nullopt;
+  }
+  if (auto r = rename_head(body, "mid.attn_1.", "")) {
+    bool projection = false;
+    auto m = map_vae_attention(*r, &projection);
+    if (!m) return std::nullopt;
+    *squeeze = projection && ends_with(*m, ".weight");
+    return cat({coder, ".mid_block.attentions.0.", *m});
+  }
+
+  // encoder.down.{i}.block.{j} / .downsample.conv, decoder.up.{i}.block.{j} / .upsample.conv
+  if (!split_head(body, 3, &head, &rest)) return std::nullopt;
+  const bool enc = coder == "encoder";
+  if (head[0] != (enc ? "down" : "up")) return std::nullopt;
+  auto i = parse_index(head[1]);
+  if (!i) return std::nullopt;
+  int level = *i;
+  if (!enc) {
+    // LDM builds the decoder's levels from the lowest resolution up but numbers them from
+    // the highest, the reverse of diffusers' up_blocks order.
+    if (level > vae_max_up_) return std::nullopt;
+    level = vae_max_up_ - level;
+  }
+  const std::string block = cat({coder, enc ? ".down_blocks." : ".up_blocks.", idx(level), "."});
+  if (head[2] == "block") {
+    std::vector<std::string_view> h2;
+    std::string_view r2;
+    if (!split_head(rest, 1, &h2, &r2)) return std::nullopt;
+    auto j = parse_index(h2[0]);
+    auto m = j ? map_vae_resnet(r2) : std::nullopt;
+    if (m) return cat({block, "resnets.", idx(*j), ".", *m});
+    return std::nullopt;
+  }
+  if (head[2] == (enc ? "downsample" : "upsample")) {
+    auto r = rename_head(rest, "conv.", "");
+    if (r) return cat({block, enc ? "downsamplers.0.conv." : "upsamplers.0.conv.", *r});
+  }
+  return std::nullopt;
+}
+
+KeyMapping LdmKeyMap::map(std::string_view key) const {
+  KeyMapping m;
+  if (is_ignorable_buffer(key) || starts_with(key, "model_ema.")) {
+    m.kind = KeyMapping::Kind::kIgnored;
+    return m;
+  }
+  for (auto b : kScheduleBuffers)
+    if (key == b) {
+      m.kind = KeyMapping::Kind::kIgnored;
+      return m;
+    }
+  std::optional<std::string> mapped;
+  if (starts_with(key, kUNetPrefix)) {
+    m.component = Component::kUNet;
+    mapped = map_unet(key.substr(kUNetPrefix.size()));
+  } else if (starts_with(key, kVaePrefix)) {
+    m.component = Component::kVae;
+    std::string_view k = key.substr(kVaePrefix.size());
+    if (starts_with(k, "loss.")) {  // training-only discriminator / LPIPS weights
+      m.kind = KeyMapping::Kind::kIgnored;
+      return m;
+    }
+    mapped = map_vae(k, &m.squeeze_1x1);
+  } else if (starts_with(key, kTextPrefix)) {
+    m.component = Component::kTextEncoder;
+    std::string_view k = key.substr(kTextPrefix.size());
+    // Some files omit the `text_model.` level; canonical names always carry it.
+    mapped = starts_with(k, "text_model.") ? std::string(k) : "text_model." + std::string(k);
+  }
+  if (!mapped) {
+    m.squeeze_1x1 = false;
+    return m;  // kUnexpected
+  }
+  m.kind = KeyMapping::Kind::kMapped;
+  m.canonical = cat({component_name(m.component), ".", *mapped});
+  return m;
+}
+
+KeyMapping map_diffusers_key(Component component, std::string_view key, int rank,
+                             bool trailing_1x1) {
+  KeyMapping m;
+  m.component = component;
+  if (is_ignorable_buffer(key)) {
+    m.kind = KeyMapping::Kind::kIgnored;
+    return m;
+  }
+  std::string mapped(key);
+  if (component == Component::kTextEncoder) {
+    // Recent transformers save CLIPTextModel without the `text_model.` level.
+    for (std::string_view p : {"embeddings.", "encoder.", "final_layer_norm."})
+      if (starts_with(key, p)) mapped = "text_model." + mapped;
+  } else if (component == Component::kVae) {
+    // Older diffusers folders (the original SD 1.5 release included) name the VAE's
+    // attention projections query/key/value/proj_attn.
+    static constexpr std::pair<std::string_view, std::string_view> kOld[] = {
+        {".query.", ".to_q."},
+        {".key.", ".to_k."},
+        {".value.", ".to_v."},
+        {".proj_attn.", ".to_out.0."}};
+    const size_t at = mapped.find(".attentions.");
+    if (at != std::string::npos) {
+      for (const auto& [from, to] : kOld) {
+        size_t p = mapped.find(from, at);
+        if (p != std::string::npos) {
+          mapped.replace(p, from.size(), to);
+          break;
+        }
+      }
+      const bool projection = mapped.find(".to_q.", at) != std::string::npos ||
+                              mapped.find(".to_k.", at) != std::string::npos ||
+                              mapped.find(".to_v.", at) != std::string::npos ||
+                              mapped.find(".to_out.0.", at) != std::string::npos;
+      m.squeeze_1x1 = projection && rank == 4 && trailing_1x1 && ends_with(mapped, ".weight");
+    }
+  }
+  m.kind = KeyMapping::Kind::kMapped;
+  m.canonical = cat({component_name(component), ".", mapped});
+  return m;
+}
+
+}  // namespace hyrt::weights

@@ -1,0 +1,386 @@
+#include "weights/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+#include <unordered_set>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+
+namespace hyrt::weights {
+namespace {
+
+using nlohmann::json;
+
+struct DTypeName {
+  std::string_view name;
+  DType dtype;
+};
+constexpr DTypeName kDTypes[] = {
+    {"F32", DType::kF32}, {"F16", DType::kF16}, {"BF16", DType::kBF16}, {"I8", DType::kS8},
+    {"U8", DType::kU8},   {"I32", DType::kS32}, {"I64", DType::kS64},
+};
+// Valid safetensors dtypes that hyrt does not handle: reported as kUnsupported rather
+// than as a malformed file, so the user learns the file is fine but hyrt is not.
+constexpr std::string_view kKnownUnsupported[] = {"F64",     "BOOL",    "I16",     "U16",
+                                                  "U32",     "U64",     "F8_E4M3", "F8_E5M2",
+                                                  "F8_E8M0", "F6_E2M3", "F6_E3M2", "F4"};
+
+DType parse_st_dtype(const std::string& label, const std::string& tensor, const std::string& s) {
+  for (const auto& d : kDTypes)
+    if (d.name == s) return d.dtype;
+  for (auto u : kKnownUnsupported)
+    if (u == s)
+      fail(ErrorCode::kUnsupported, label, ": tensor '", tensor, "' has dtype ", s,
+           ", which hyrt does not support (supported: F32, F16, BF16, I8, U8, I32, I64)");
+  fail(ErrorCode::kInvalidModel, label, ": tensor '", tensor, "' has unknown dtype \"", s, "\"");
+}
+
+uint64_t read_le64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i)
+    v = (v << 8) | p[i];
+  return v;
+}
+
+// Reads a JSON value as a non-negative integer that fits int64 (dims) or uint64 (offsets).
+bool as_uint(const json& v, uint64_t max, uint64_t* out) {
+  if (v.is_number_unsigned()) {
+    uint64_t u = v.get<uint64_t>();
+    if (u > max) return false;
+    *out = u;
+    return true;
+  }
+  if (v.is_number_integer()) {  // a signed integer: only valid when >= 0
+    int64_t i = v.get<int64_t>();
+    if (i < 0) return false;
+    *out = static_cast<uint64_t>(i);
+    return *out <= max;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string_view safetensors_dtype_name(DType t) {
+  for (const auto& d : kDTypes)
+    if (d.dtype == t) return d.name;
+  fail(ErrorCode::kInternal, "no safetensors name for dtype ", dtype_name(t));
+}
+
+SafetensorsFile::~SafetensorsFile() {
+  if (mapping_) ::munmap(mapping_, size_);
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::path& path) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->label_ = path.string();
+  std::error_code ec;
+  auto st = std::filesystem::status(path, ec);
+  if (!std::filesystem::exists(st)) fail(ErrorCode::kNotFound, f->label_, ": no such file");
+  if (std::filesystem::is_directory(st))
+    fail(ErrorCode::kInvalidModel, f->label_, ": is a directory, not a safetensors file");
+
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) fail(ErrorCode::kIo, f->label_, ": cannot open: ", std::strerror(errno));
+  struct stat sb {};
+  if (::fstat(fd, &sb) != 0) {
+    int err = errno;
+    ::close(fd);
+    fail(ErrorCode::kIo, f->label_, ": cannot stat: ", std::strerror(err));
+  }
+  f->size_ = static_cast<size_t>(sb.st_size);
+  if (f->size_ > 0) {
+    // MAP_PRIVATE + PROT_READ: views can never write to the file. Pages load lazily, so
+    // opening a multi-GB checkpoint costs only the header read.
+    void* m = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (m == MAP_FAILED) {
+      int err = errno;
+      ::close(fd);
+      fail(ErrorCode::kIo, f->label_, ": cannot mmap ", f->size_, " bytes: ", std::strerror(err));
+    }
+    f->mapping_ = m;
+    f->base_ = static_cast<const uint8_t*>(m);
+  }
+  ::close(fd);  // the mapping keeps the file referenced
+  f->parse();
+  return f;
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::from_bytes(std::vector<uint8_t> bytes,
+                                                             std::string label) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->label_ = std::move(label);
+  f->owned_ = std::move(bytes);
+  f->base_ = f->owned_.data();
+  f->size_ = f->owned_.size();
+  f->parse();
+  return f;
+}
+
+void SafetensorsFile::parse() {
+  const std::string& L = label_;
+  HYRT_CHECK(size_ >= 8, kInvalidModel, L, ": truncated safetensors file: ", size_,
+             " bytes, shorter than the 8-byte header length");
+  const uint64_t header_len = read_le64(base_);
+  HYRT_CHECK(header_len <= kMaxHeaderBytes, kInvalidModel, L, ": header length ", header_len,
+             " bytes is absurd (limit ", kMaxHeaderBytes, "); not a safetensors file?");
+  HYRT_CHECK(header_len <= size_ - 8, kInvalidModel, L, ": header length ", header_len,
+             " runs past the end of the file (", size_, " bytes): truncated file?");
+  data_start_ = 8 + header_len;
+  const uint64_t data_size = size_ - data_start_;
+  const char* hbegin = reinterpret_cast<const char*>(base_ + 8);
+  const char* hend = hbegin + header_len;
+
+  // nlohmann keeps the last of duplicate object keys silently; a duplicated tensor name is
+  // a malformed file, so the parse callback records every top-level key as it is read.
+  std::unordered_set<std::string> seen;
+  std::string duplicate;
+  bool have_duplicate = false;
+  auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event == json::parse_event_t::key && depth == 1 && !have_duplicate) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      if (!seen.insert(key).second) {
+        duplicate = key;
+        have_duplicate = true;
+      }
+    }
+    return true;
+  };
+  json header;
+  try {
+    header = json::parse(hbegin, hend, on_event, /*allow_exceptions=*/true);
+  } catch (const json::exception& e) {
+    fail(ErrorCode::kInvalidModel, L, ": header is not valid JSON: ", e.what());
+  }
+  HYRT_CHECK(header.is_object(), kInvalidModel, L, ": header is not a JSON object (found ",
+             header.type_name(), ")");
+  HYRT_CHECK(!have_duplicate, kInvalidModel, L, ": duplicate tensor name '", duplicate,
+             "' in the header");
+
+  tensors_.reserve(header.size());
+  for (const auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      HYRT_CHECK(entry.is_object(), kInvalidModel, L, ": __metadata__ is not an object");
+      for (const auto& [k, v] : entry.items()) {
+        HYRT_CHECK(v.is_string(), kInvalidModel, L, ": __metadata__ value for '", k,
+                   "' is not a string");
+        metadata_.emplace(k, v.get<std::string>());
+      }
+      continue;
+    }
+    const std::string where = str_cat(L, ": tensor '", name, "'");
+    HYRT_CHECK(entry.is_object(), kInvalidModel, where, ": entry is not an object");
+    auto dt = entry.find("dtype");
+    auto sh = entry.find("shape");
+    auto off = entry.find("data_offsets");
+    HYRT_CHECK(dt != entry.end(), kInvalidModel, where, ": missing \"dtype\"");
+    HYRT_CHECK(sh != entry.end(), kInvalidModel, where, ": missing \"shape\"");
+    HYRT_CHECK(off != entry.end(), kInvalidModel, where, ": missing \"data_offsets\"");
+    HYRT_CHECK(dt->is_string(), kInvalidModel, where, ": \"dtype\" is not a string");
+    HYRT_CHECK(sh->is_array(), kInvalidModel, where, ": \"shape\" is not an array");
+    HYRT_CHECK(off->is_array() && off->size() == 2, kInvalidModel, where,
+               ": \"data_offsets\" is not an array [begin, end]");
+
+    TensorInfo info;
+    info.name = name;
+    info.dtype = parse_st_dtype(L, name, dt->get<std::string>());
+    HYRT_CHECK(sh->size() <= static_cast<size_t>(Shape::kMaxRank), kUnsupported, where, ": rank ",
+               sh->size(), " exceeds hyrt's maximum of ", Shape::kMaxRank);
+    // Element count with overflow checks: a hostile shape such as [2^40, 2^40] must be
+    // rejected here, not wrap around into a small byte count.
+    uint64_t numel = 1;
+    bool overflow = false;
+    for (const auto& d : *sh) {
+      uint64_t dim = 0;
+      HYRT_CHECK(as_uint(d, std::numeric_limits<int64_t>::max(), &dim), kInvalidModel, where,
+                 ": shape ", sh->dump(), " has a dimension that is not a non-negative integer");
+      info.shape.push_back(static_cast<int64_t>(dim));
+      if (__builtin_mul_overflow(numel, dim, &numel)) overflow = true;
+    }
+    uint64_t expected_bytes = 0;
+    overflow = overflow || numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+               __builtin_mul_overflow(numel, dtype_size(info.dtype), &expected_bytes);
+    HYRT_CHECK(!overflow, kInvalidModel, where, ": shape ", sh->dump(),
+               " overflows: its element count does not fit 64 bits");
+
+    uint64_t begin = 0, end = 0;
+    HYRT_CHECK(as_uint((*off)[0], std::numeric_limits<uint64_t>::max(), &begin) &&
+                   as_uint((*off)[1], std::numeric_limits<uint64_t>::max(), &end),
+               kInvalidModel, where, ": data_offsets ", off->dump(),
+               " are not non-negative integers");
+    HYRT_CHECK(begin <= end, kInvalidModel, where, ": data_offsets ", off->dump(),
+               " have begin > end");
+    HYRT_CHECK(end <= data_size, kInvalidModel, where, ": data_offsets ", off->dump(),
+               " lie outside the data section (", data_size, " bytes): truncated file?");
+    HYRT_CHECK(end - begin == expected_bytes, kInvalidModel, where, ": byte length ", end - begin,
+               " does not match ", dtype_name(info.dtype), " x ", info.shape.to_string(), " = ",
+               expected_bytes, " bytes");
+    info.offset = begin;
+    info.bytes = expected_bytes;
+    tensors_.push_back(std::move(info));
+  }
+
+  std::sort(tensors_.begin(), tensors_.end(), [](const TensorInfo& a, const TensorInfo& b) {
+    if (a.offset != b.offset) return a.offset < b.offset;
+    return a.name < b.name;
+  });
+  // After sorting by offset, two non-empty tensors overlap iff one starts before the
+  // furthest end seen so far. Zero-sized tensors occupy no bytes and may sit anywhere.
+  const TensorInfo* furthest = nullptr;
+  for (const auto& t : tensors_) {
+    if (t.bytes == 0) continue;
+    if (furthest && t.offset < furthest->offset + furthest->bytes)
+      fail(ErrorCode::kInvalidModel, L, ": tensors '", furthest->name, "' [", furthest->offset,
+           ", ", furthest->offset + furthest->bytes, ") and '", t.name, "' [", t.offset, ", ",
+           t.offset + t.bytes, ") overlap");
+    if (!furthest || t.offset + t.bytes > furthest->offset + furthest->bytes) furthest = &t;
+  }
+  index_.reserve(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    index_.emplace(tensors_[i].name, i);
+}
+
+const TensorInfo* SafetensorsFile::find(std::string_view name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+TensorView SafetensorsFile::view(std::string_view name) const {
+  const TensorInfo* info = find(name);
+  HYRT_CHECK(info, kNotFound, label_, ": no tensor named '", name, "'");
+  return view(*info);
+}
+
+TensorView SafetensorsFile::view(const TensorInfo& info) const {
+  TensorView v;
+  // const_cast: TensorView has a mutable pointer, but the memory is read-only (see header).
+  v.data = const_cast<uint8_t*>(base_ + data_start_ + info.offset);
+  v.dtype = info.dtype;
+  v.shape = info.shape;
+  return v;
+}
+
+// ---- writer ----
+
+namespace {
+
+struct Layout {
+  std::string header;             // padded JSON
+  std::vector<uint64_t> offsets;  // of each tensor, relative to the data section
+  uint64_t data_size = 0;
+};
+
+constexpr uint64_t kTensorAlign = 8;
+
+Layout plan_layout(const std::vector<std::pair<std::string, TensorView>>& tensors,
+                   const std::map<std::string, std::string>& metadata) {
+  nlohmann::ordered_json h = nlohmann::ordered_json::object();
+  if (!metadata.empty()) {
+    auto& m = h["__metadata__"];
+    m = nlohmann::ordered_json::object();
+    for (const auto& [k, v] : metadata)
+      m[k] = v;
+  }
+  Layout out;
+  std::unordered_set<std::string_view> names;
+  uint64_t offset = 0;
+  for (const auto& [name, view] : tensors) {
+    HYRT_CHECK(name != "__metadata__", kInvalidArgument,
+               "write_safetensors: '__metadata__' is reserved and cannot name a tensor");
+    HYRT_CHECK(names.insert(name).second, kInvalidArgument,
+               "write_safetensors: duplicate tensor name '", name, "'");
+    const uint64_t bytes = view.bytes();
+    HYRT_CHECK(bytes == 0 || view.data, kInvalidArgument, "write_safetensors: tensor '", name,
+               "' has no data");
+    offset = (offset + kTensorAlign - 1) / kTensorAlign * kTensorAlign;
+    auto& e = h[name];
+    e["dtype"] = std::string(safetensors_dtype_name(view.dtype));
+    e["shape"] = nlohmann::ordered_json::array();
+    for (int64_t d : view.shape.dims())
+      e["shape"].push_back(d);
+    e["data_offsets"] = {offset, offset + bytes};
+    out.offsets.push_back(offset);
+    offset += bytes;
+  }
+  out.data_size = offset;
+  out.header = h.dump();
+  // Pad so the data section (at 8 + header length) starts 8-byte aligned.
+  out.header.append((8 - out.header.size() % 8) % 8, ' ');
+  return out;
+}
+
+void append_le64(std::vector<uint8_t>& out, uint64_t v) {
+  for (int i = 0; i < 8; ++i)
+    out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+}  // namespace
+
+std::vector<uint8_t> serialize_safetensors(
+    const std::vector<std::pair<std::string, TensorView>>& tensors,
+    const std::map<std::string, std::string>& metadata) {
+  Layout layout = plan_layout(tensors, metadata);
+  std::vector<uint8_t> out;
+  out.reserve(8 + layout.header.size() + layout.data_size);
+  append_le64(out, layout.header.size());
+  out.insert(out.end(), layout.header.begin(), layout.header.end());
+  const size_t data_start = out.size();
+  out.resize(data_start + layout.data_size, 0);
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    const TensorView& v = tensors[i].second;
+    if (v.bytes()) std::memcpy(out.data() + data_start + layout.offsets[i], v.data, v.bytes());
+  }
+  return out;
+}
+
+void write_safetensors(const std::filesystem::path& path,
+                       const std::vector<std::pair<std::string, TensorView>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  Layout layout = plan_layout(tensors, metadata);
+  // Write to a sibling temporary and rename, so a crash never leaves a half-written file
+  // under the final name (a reader would otherwise see a "truncated" model).
+  std::filesystem::path tmp = path;
+  tmp += ".tmp";
+  std::FILE* f = std::fopen(tmp.c_str(), "wb");
+  HYRT_CHECK(f, kIo, path.string(), ": cannot create: ", std::strerror(errno));
+  bool ok = true;
+  auto put = [&](const void* p, size_t n) {
+    if (ok && n) ok = std::fwrite(p, 1, n, f) == n;
+  };
+  std::vector<uint8_t> len;
+  append_le64(len, layout.header.size());
+  put(len.data(), len.size());
+  put(layout.header.data(), layout.header.size());
+  static const uint8_t kZeros[kTensorAlign] = {};
+  uint64_t pos = 0;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    put(kZeros, layout.offsets[i] - pos);
+    const TensorView& v = tensors[i].second;
+    put(v.data, v.bytes());
+    pos = layout.offsets[i] + v.bytes();
+  }
+  const int err = ok ? 0 : errno;
+  if (std::fclose(f) != 0) ok = false;
+  if (!ok) {
+    std::filesystem::remove(tmp);
+    fail(ErrorCode::kIo, path.string(), ": write failed: ", std::strerror(err ? err : EIO));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  if (ec) {
+    std::filesystem::remove(tmp);
+    fail(ErrorCode::kIo, path.string(), ": cannot rename the temporary file: ", ec.message());
+  }
+}
+
+}  // namespace hyrt::weights

@@ -1,0 +1,124 @@
+// safetensors reader (mmap, zero-copy) and writer.
+//
+// File layout (https://github.com/huggingface/safetensors, format only):
+//   [u64 little-endian N] [N bytes of JSON header] [data section]
+// The header maps tensor names to {"dtype", "shape", "data_offsets": [begin, end]}, with
+// offsets relative to the start of the data section, plus an optional "__metadata__"
+// object of string -> string.
+//
+// Validation: open()/from_bytes() check the whole header before returning — sizes,
+// JSON types, dtypes, shape overflow, offsets inside the data section, byte lengths that
+// match dtype x shape, no overlapping tensors, no duplicate names. A file that passes can
+// be viewed without further bounds checks. Failures throw hyrt::Error whose message
+// starts with the file's label (path) and names the tensor and the problem:
+//   kNotFound     the path does not exist
+//   kIo           it exists but cannot be opened/mapped
+//   kInvalidModel the bytes are not a valid safetensors file
+//   kUnsupported  a valid dtype that hyrt does not handle (F64, BOOL, F8_*, ...)
+// Holes between tensors are tolerated (some writers pad); overlaps are not.
+//
+// Ownership, lifetime, thread safety: a SafetensorsFile owns its mapping (or its byte
+// copy). TensorViews returned by view() point into it and stay valid while the
+// SafetensorsFile lives; they point at read-only memory (writing through them faults —
+// the mapping is PROT_READ). After construction the object is immutable: every const
+// method is safe to call from any number of threads.
+//
+// Alignment: the data section starts at 8 + N. Writers (ours included) pad N to a
+// multiple of 8 and align each tensor to 8 bytes, but a foreign file may not, so a view's
+// data pointer is NOT guaranteed to be aligned for its element type. Readers that
+// dereference typed pointers must check alignment (e.g. reinterpret only when
+// `uintptr_t(data) % dtype_size == 0`) or copy the bytes with memcpy first.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/shape.h"
+#include "core/tensor.h"
+
+namespace hyrt::weights {
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+  uint64_t offset = 0;  // from the start of the data section
+  uint64_t bytes = 0;   // == numel * dtype_size(dtype)
+};
+
+class SafetensorsFile {
+ public:
+  // Largest header accepted; real SD checkpoints have headers of ~200 KB.
+  static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+  // Maps `path` read-only (MAP_PRIVATE) and validates it fully.
+  static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
+  // Same validation over an owned byte buffer; `label` names it in messages.
+  static std::unique_ptr<SafetensorsFile> from_bytes(std::vector<uint8_t> bytes, std::string label);
+
+  ~SafetensorsFile();
+  SafetensorsFile(const SafetensorsFile&) = delete;
+  SafetensorsFile& operator=(const SafetensorsFile&) = delete;
+
+  // All tensors, in file order (ascending data offset; ties — zero-sized tensors — by name).
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  // nullptr if absent.
+  const TensorInfo* find(std::string_view name) const;
+  // Zero-copy view; throws kNotFound naming the file and the tensor if absent.
+  TensorView view(std::string_view name) const;
+  // `info` must be one of this file's tensors().
+  TensorView view(const TensorInfo& info) const;
+  // The "__metadata__" entries (empty if the file has none).
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The path (or label) used in messages.
+  const std::string& label() const { return label_; }
+  // Size of the whole file in bytes.
+  size_t file_size() const { return size_; }
+  // Start of the data section (8 + header length).
+  uint64_t data_start() const { return data_start_; }
+
+ private:
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+
+  SafetensorsFile() = default;
+  void parse();  // validates base_/size_ and fills the tables; throws on any problem
+
+  std::string label_;
+  const uint8_t* base_ = nullptr;
+  size_t size_ = 0;
+  uint64_t data_start_ = 0;
+  void* mapping_ = nullptr;     // non-null when base_ is an mmap we must unmap
+  std::vector<uint8_t> owned_;  // the bytes, for from_bytes()
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Writes a safetensors file: 8-byte LE header length, JSON header padded with spaces to a
+// multiple of 8, then each tensor's bytes at 8-byte-aligned offsets in the given order.
+// Names must be unique and not "__metadata__" (kInvalidArgument). Throws kIo on failure.
+void write_safetensors(const std::filesystem::path& path,
+                       const std::vector<std::pair<std::string, TensorView>>& tensors,
+                       const std::map<std::string, std::string>& metadata = {});
+
+// Same, into memory (used by tests and to build fuzzing seeds).
+std::vector<uint8_t> serialize_safetensors(
+    const std::vector<std::pair<std::string, TensorView>>& tensors,
+    const std::map<std::string, std::string>& metadata = {});
+
+// safetensors dtype string ("F16", ...) for a DType.
+std::string_view safetensors_dtype_name(DType t);
+
+}  // namespace hyrt::weights

@@ -1,0 +1,78 @@
+// kAttention on the CPU backend vs a naive double reference.
+#include "op_case.h"
+
+namespace hyrt::test {
+namespace {
+
+using ir::OpKind;
+
+// q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> [B, Tq, H·Dv]
+std::vector<double> attention_reference(const std::vector<float>& q, const std::vector<float>& k,
+                                        const std::vector<float>& v, int64_t B, int64_t Tq,
+                                        int64_t Tk, int64_t H, int64_t D, int64_t Dv, double scale,
+                                        bool causal) {
+  std::vector<double> out(static_cast<size_t>(B * Tq * H * Dv));
+  std::vector<double> p(static_cast<size_t>(Tk));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < Tq; ++i) {
+        const float* qi = &q[((b * Tq + i) * H + h) * D];
+        const int64_t valid = causal ? i + 1 : Tk;
+        double m = -1e300;
+        for (int64_t j = 0; j < valid; ++j) {
+          const float* kj = &k[((b * Tk + j) * H + h) * D];
+          double s = 0;
+          for (int64_t d = 0; d < D; ++d)
+            s += static_cast<double>(qi[d]) * kj[d];
+          p[j] = s * scale;
+          m = std::max(m, p[j]);
+        }
+        double sum = 0;
+        for (int64_t j = 0; j < valid; ++j)
+          sum += p[j] = std::exp(p[j] - m);
+        double* o = &out[((b * Tq + i) * H + h) * Dv];
+        for (int64_t c = 0; c < Dv; ++c) {
+          double acc = 0;
+          for (int64_t j = 0; j < valid; ++j)
+            acc += p[j] * v[((b * Tk + j) * H + h) * Dv + c];
+          o[c] = acc / sum;
+        }
+      }
+  return out;
+}
+
+struct AttentionParams {
+  int64_t batch, tq, tk, heads, d, dv;
+  bool causal;
+  float scale;  // 0: 1/sqrt(D)
+  float input_scale;
+};
+
+class AttentionTest : public ::testing::TestWithParam<AttentionParams> {};
+
+TEST_P(AttentionTest, MatchesReference) {
+  const AttentionParams& p = GetParam();
+  OpCase c;
+  const ir::ValueId q = c.input({p.batch, p.tq, p.heads * p.d}, 1, p.input_scale);
+  const ir::ValueId k = c.input({p.batch, p.tk, p.heads * p.d}, 2, p.input_scale);
+  const ir::ValueId v = c.input({p.batch, p.tk, p.heads * p.dv}, 3);
+  c.node(OpKind::kAttention, {q, k, v},
+         ir::AttentionAttrs{static_cast<int>(p.heads), p.scale, p.causal});
+  const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
+  const auto want = attention_reference(c.values(q), c.values(k), c.values(v), p.batch, p.tq, p.tk,
+                                        p.heads, p.d, p.dv, scale, p.causal);
+  EXPECT_OP_CLOSE("attention", c.run(), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, AttentionTest,
+    ::testing::Values(AttentionParams{2, 13, 13, 3, 8, 8, false, 0, 1},        // self
+                      AttentionParams{2, 13, 13, 3, 16, 16, true, 0, 2},       // causal (CLIP)
+                      AttentionParams{1, 77, 77, 12, 7, 7, true, 0, 1},        // causal, 77 tokens
+                      AttentionParams{2, 13, 77, 3, 8, 5, false, 0, 1},        // cross, Dv != D
+                      AttentionParams{1, 300, 77, 2, 40, 40, false, 0.3f, 1},  // tail block
+                      AttentionParams{1, 100, 100, 1, 96, 96, false, 0, 1},    // VAE: one head
+                      AttentionParams{2, 1024, 1024, 8, 40, 40, false, 0, 2}));  // tiled
+
+}  // namespace
+}  // namespace hyrt::test

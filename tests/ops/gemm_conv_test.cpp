@@ -1,0 +1,127 @@
+// kLinear and kConv2d on the CPU backend vs naive double references.
+#include "op_case.h"
+
+namespace hyrt::test {
+namespace {
+
+using ir::OpKind;
+
+// y [M, N] = x [M, K] · w [N, K]ᵀ + bias
+std::vector<double> linear_reference(const std::vector<float>& x, const std::vector<float>& w,
+                                     const std::vector<float>* bias, int64_t m, int64_t n,
+                                     int64_t k) {
+  std::vector<double> y(static_cast<size_t>(m * n));
+  for (int64_t i = 0; i < m; ++i)
+    for (int64_t j = 0; j < n; ++j) {
+      double acc = bias ? (*bias)[j] : 0.0;
+      for (int64_t p = 0; p < k; ++p)
+        acc += static_cast<double>(x[i * k + p]) * w[j * k + p];
+      y[i * n + j] = acc;
+    }
+  return y;
+}
+
+struct LinearParams {
+  Shape x;
+  int64_t n;
+  DType w_type;
+  bool bias;
+};
+
+class LinearTest : public ::testing::TestWithParam<LinearParams> {};
+
+TEST_P(LinearTest, MatchesReference) {
+  const LinearParams& p = GetParam();
+  OpCase c;
+  const int64_t k = p.x.dim(-1);
+  const ir::ValueId x = c.input(p.x, 1);
+  const ir::ValueId w = c.weight({p.n, k}, p.w_type, 2, 0.2f);
+  std::vector<ir::ValueId> ins{x, w};
+  if (p.bias) ins.push_back(c.weight({p.n}, p.w_type, 3));
+  c.node(OpKind::kLinear, ins);
+  const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
+  const auto want =
+      linear_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr, p.x.numel() / k, p.n, k);
+  EXPECT_OP_CLOSE("linear", c.run(), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
+                         ::testing::Values(LinearParams{{2, 13, 77}, 35, DType::kF32, true},
+                                           LinearParams{{5, 77}, 64, DType::kF16, false},
+                                           LinearParams{{1, 3, 7, 35}, 19, DType::kBF16, true},
+                                           LinearParams{{77, 768}, 320, DType::kF16, false},
+                                           LinearParams{{3, 1280}, 13, DType::kF32, true}));
+
+TEST(Linear, SameShapeNodesShareOneProgram) {
+  OpCase c;
+  const ir::ValueId x = c.input({13, 77}, 1);
+  const ir::ValueId h = c.graph.add_node(OpKind::kLinear, {x, c.weight({35, 77}, DType::kF32, 2)});
+  const ir::ValueId y = c.graph.add_node(OpKind::kLinear, {x, c.weight({35, 77}, DType::kF16, 3)});
+  const ir::ValueId s = c.graph.add_node(OpKind::kAdd, {h, y});
+  c.graph.mark_output(s);
+  for (int i = 0; i < 2; ++i)
+    cpu_backend().prepare(c.graph, c.graph.nodes()[i], c.weights, c.cache);
+  EXPECT_EQ(c.cache.size(), 1u);
+  EXPECT_EQ(c.cache.hits(), 1u);
+}
+
+// x [B, H, W, Ci] (NHWC), w [Co, Ci, kh, kw] (OIHW) -> [B, Ho, Wo, Co]
+std::vector<double> conv_reference(const std::vector<float>& x, const std::vector<float>& w,
+                                   const std::vector<float>* bias, const Shape& xs, const Shape& ws,
+                                   int stride, int pad, const Shape& ys) {
+  const int64_t B = xs[0], H = xs[1], W = xs[2], Ci = xs[3];
+  const int64_t Co = ws[0], KH = ws[2], KW = ws[3], Ho = ys[1], Wo = ys[2];
+  std::vector<double> y(static_cast<size_t>(ys.numel()));
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t oh = 0; oh < Ho; ++oh)
+      for (int64_t ow = 0; ow < Wo; ++ow)
+        for (int64_t co = 0; co < Co; ++co) {
+          double acc = bias ? (*bias)[co] : 0.0;
+          for (int64_t kh = 0; kh < KH; ++kh)
+            for (int64_t kw = 0; kw < KW; ++kw) {
+              const int64_t ih = oh * stride - pad + kh, iw = ow * stride - pad + kw;
+              if (ih < 0 || ih >= H || iw < 0 || iw >= W) continue;
+              for (int64_t ci = 0; ci < Ci; ++ci)
+                acc += static_cast<double>(x[((b * H + ih) * W + iw) * Ci + ci]) *
+                       w[((co * Ci + ci) * KH + kh) * KW + kw];
+            }
+          y[((b * Ho + oh) * Wo + ow) * Co + co] = acc;
+        }
+  return y;
+}
+
+struct ConvParams {
+  Shape x;
+  int64_t out_channels, kernel;
+  int stride, padding;
+  DType w_type;
+  bool bias;
+};
+
+class Conv2dTest : public ::testing::TestWithParam<ConvParams> {};
+
+TEST_P(Conv2dTest, MatchesReference) {
+  const ConvParams& p = GetParam();
+  OpCase c;
+  const Shape ws{p.out_channels, p.x[3], p.kernel, p.kernel};
+  const ir::ValueId x = c.input(p.x, 1);
+  const ir::ValueId w = c.weight(ws, p.w_type, 2, 0.2f);
+  std::vector<ir::ValueId> ins{x, w};
+  if (p.bias) ins.push_back(c.weight({p.out_channels}, p.w_type, 3));
+  c.node(OpKind::kConv2d, ins, ir::Conv2dAttrs{p.stride, p.padding});
+  const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
+  const auto want = conv_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr, p.x, ws,
+                                   p.stride, p.padding, c.out_shape());
+  EXPECT_OP_CLOSE("conv2d", c.run(), want);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, Conv2dTest,
+    ::testing::Values(ConvParams{{2, 7, 7, 35}, 19, 3, 1, 1, DType::kF32, true},
+                      ConvParams{{1, 9, 9, 35}, 21, 3, 2, 1, DType::kF16, true},   // downsample
+                      ConvParams{{2, 7, 5, 35}, 48, 1, 1, 0, DType::kF16, false},  // 1x1
+                      ConvParams{{1, 8, 8, 4}, 13, 3, 1, 1, DType::kF32, true},    // conv_in-like
+                      ConvParams{{1, 11, 7, 13}, 3, 3, 2, 0, DType::kBF16, true}));
+
+}  // namespace
+}  // namespace hyrt::test

@@ -1,0 +1,172 @@
+// `hyrt generate` — text to image (pipeline/txt2img.h), with the flags people know from
+// stable-diffusion.cpp and AUTOMATIC1111.
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <random>
+
+#include "commands.h"
+#include "core/error.h"
+#include "core/log.h"
+#include "core/sysinfo.h"
+#include "pipeline/image_io.h"
+#include "pipeline/txt2img.h"
+#include "progress.h"
+
+namespace hyrt::cli {
+namespace {
+
+struct GenerateArgs {
+  std::string model;
+  std::string config_dir;
+  std::string prompt;
+  std::string negative;
+  int steps = 20;
+  float cfg_scale = 7.0f;
+  int width = 0;  // 0: the model's native size (UNet sample_size x VAE factor; 512 for SD 1.5)
+  int height = 0;
+  int64_t seed = -1;
+  std::string sampler = "euler_a";
+  int batch = 1;
+  std::string output = "output.png";
+  int threads = 0;
+};
+
+std::filesystem::path output_path(const std::filesystem::path& base, int index) {
+  if (index == 0) return base;
+  auto p = base;
+  p.replace_filename(str_cat(base.stem().string(), "_", index + 1, base.extension().string()));
+  return p;
+}
+
+// Fails before any work if the output cannot be written.
+void check_output_writable(const std::filesystem::path& out) {
+  const auto dir = out.has_parent_path() ? out.parent_path() : std::filesystem::path(".");
+  HYRT_CHECK(std::filesystem::is_directory(dir), kIo, "cannot write '", out.string(), "': folder '",
+             dir.string(), "' does not exist");
+  HYRT_CHECK(access(dir.c_str(), W_OK) == 0, kIo, "cannot write '", out.string(), "': folder '",
+             dir.string(), "' is not writable");
+  HYRT_CHECK(!std::filesystem::is_directory(out), kIo, "cannot write '", out.string(),
+             "': it is a folder");
+}
+
+void run(const GenerateArgs& a) {
+  using namespace pipeline;
+  const auto t_start = std::chrono::steady_clock::now();
+  const SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
+  Txt2ImgParams p;
+  p.prompt = a.prompt;
+  p.negative_prompt = a.negative;
+  p.steps = a.steps;
+  p.cfg_scale = a.cfg_scale;
+  p.width = a.width > 0 ? a.width : 512;  // checked again with the model's defaults below
+  p.height = a.height > 0 ? a.height : 512;
+  p.batch = a.batch;
+  p.sampler = sampler;
+  p.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}() & 0xffffffffu;
+  validate_txt2img_params(p, 8);
+  const std::filesystem::path out = a.output;
+  check_output_writable(out);
+
+  exec::EngineOptions eo;
+  eo.num_threads = a.threads;
+  exec::Engine engine(eo);
+  Sd15ModelOptions mo;
+  if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
+  auto t0 = std::chrono::steady_clock::now();
+  auto model = Sd15Model::open(a.model, engine, mo);
+  const ClipTokenizer& tokenizer = model->tokenizer();
+  const int native = model->unet_config().sample_size * model->vae_scale_factor();
+  if (a.width <= 0) p.width = native;
+  if (a.height <= 0) p.height = native;
+  const double load_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+
+  ProgressBar bar("sampling");
+  p.on_step = [&](int done, int total) { bar.update(done, total); };
+  const Txt2ImgResult r = txt2img(*model, tokenizer, model->scheduler_config(), p);
+  bar.finish();
+  for (const auto& w : r.warnings)
+    std::fprintf(stderr, "hyrt: warning: %s\n", w.c_str());
+
+  GenerationParameters gp;
+  gp.prompt = p.prompt;
+  gp.negative_prompt = p.negative_prompt;
+  gp.steps = p.steps;
+  gp.sampler = std::string(sampler_display_name(sampler));
+  gp.cfg_scale = p.cfg_scale;
+  gp.width = p.width;
+  gp.height = p.height;
+  gp.model = std::filesystem::path(a.model).filename().string();
+  gp.extra.emplace_back("Version", "hyrt");
+  const int64_t pixels = static_cast<int64_t>(p.width) * p.height * 3;
+  for (int i = 0; i < p.batch; ++i) {
+    gp.seed = p.seed;  // one seed per batch (the latents of item i follow item i-1's)
+    if (p.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
+    const Image8 img = float_to_image8(
+        {r.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, p.height, p.width);
+    const auto path = output_path(out, i);
+    write_png(path, img, {{kParametersKeyword, format_a1111_parameters(gp)}});
+    if (p.batch > 1) gp.extra.pop_back();
+    std::printf("wrote %s (%dx%d, seed %llu)\n", path.c_str(), p.width, p.height,
+                static_cast<unsigned long long>(p.seed));
+  }
+  const double total_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
+  const int steps = p.steps;
+  std::printf(
+      "timings: load %.0f ms, text encoder %.0f ms, sampling %.0f ms (%.1f ms/step; first step "
+      "%.0f ms incl. prepare), VAE decode %.0f ms, total %.0f ms\n",
+      load_ms, r.timings.text_ms, r.timings.denoise_ms, r.timings.denoise_ms / steps,
+      r.timings.first_step_ms, r.timings.decode_ms, total_ms);
+  if (log_level() <= LogLevel::kInfo) {
+    for (const auto& m : model->memory_report())
+      std::printf(
+          "memory: %-13s %-18s scratch arena %10lld bytes (%.1f MiB; lower bound %.1f MiB), "
+          "prepared in %.0f ms\n",
+          m.component.c_str(), m.shape.c_str(), static_cast<long long>(m.arena_bytes),
+          m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0, m.prepare_ms);
+    std::printf("memory: checkpoint weights %.1f MiB (mapped), peak RSS %.1f MiB\n",
+                model->checkpoint_weight_bytes() / 1048576.0, peak_rss_bytes() / 1048576.0);
+  }
+}
+
+CommandRegistrar reg(10, [](CLI::App& app) {
+  auto a = std::make_shared<GenerateArgs>();
+  auto* c = app.add_subcommand("generate", "Generate images from a text prompt (txt2img)");
+  c->add_option("-m,--model", a->model,
+                "Model: a diffusers folder or an SD 1.5 single-file .safetensors checkpoint")
+      ->required();
+  c->add_option("--config-dir", a->config_dir,
+                "Diffusers-layout folder with component configs and tokenizer/ (for single files)");
+  c->add_option("-p,--prompt", a->prompt, "What to draw")->required();
+  c->add_option("-n,--negative-prompt", a->negative,
+                "What not to draw (guidance pushes away from it)");
+  c->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
+  c->add_option("--cfg-scale", a->cfg_scale,
+                "Classifier-free guidance scale (<= 1 disables guidance)")
+      ->capture_default_str();
+  c->add_option(
+      "-W,--width", a->width,
+      "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5)");
+  c->add_option("-H,--height", a->height,
+                "Image height in pixels, a multiple of 8 (default: the model's native size)");
+  c->add_option("-s,--seed", a->seed,
+                "Random seed (-1: pick one); the same seed gives the same image")
+      ->capture_default_str();
+  c->add_option("--sampler", a->sampler,
+                "Sampler: euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras (A1111 names work too)")
+      ->capture_default_str();
+  c->add_option("-b,--batch-count", a->batch, "Images to generate in one batch")
+      ->capture_default_str();
+  c->add_option(
+       "-o,--output", a->output,
+       "Output PNG (batch: NAME_2.png, ... for the others); generation parameters are embedded")
+      ->capture_default_str();
+  c->add_option("-t,--threads", a->threads, "Host threads (default: all cores)");
+  c->callback([a] { run(*a); });
+});
+
+}  // namespace
+}  // namespace hyrt::cli
