@@ -5,6 +5,9 @@
 # Model-parity tests use ../shared/golden and skip with a message where it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Tests run in parallel, each on every core: idle OpenMP threads must sleep, not spin, or
+# oversubscribed barriers crawl.
+export OMP_WAIT_POLICY=PASSIVE
 
 if [ "${1:-}" = "--sanitize" ]; then
   HYRT_BUILD_DIR=build-asan scripts/build.sh -DCMAKE_BUILD_TYPE=Debug -DHYRT_SANITIZE=ON \

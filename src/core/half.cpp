@@ -1,5 +1,6 @@
 #include "core/half.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include "core/error.h"
@@ -38,7 +39,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t abs = u & 0x7fffffffu;
-  if (abs > 0x7f800000u) return sign | 0x7e00u;  // NaN
+  if (abs > 0x7f800000u) return sign | 0x7e00u;   // NaN
   if (abs >= 0x477ff000u) return sign | 0x7c00u;  // overflow (incl. rounding up) -> inf
   if (abs < 0x38800000u) {                        // f16 subnormal or zero
     if (abs < 0x33000000u) return sign;           // below half the smallest subnormal
@@ -57,27 +58,35 @@ uint16_t f32_to_f16(float f) {
 }
 
 __attribute__((target("avx2,f16c"))) static void f16_to_f32_avx(const uint16_t* s, float* d,
-                                                               size_t n) {
+                                                                size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
     _mm256_storeu_ps(d + i, _mm256_cvtph_ps(h));
   }
-  for (; i < n; ++i) d[i] = f16_to_f32(s[i]);
+  for (; i < n; ++i)
+    d[i] = f16_to_f32(s[i]);
 }
 
 __attribute__((target("avx2,f16c"))) static void f32_to_f16_avx(const float* s, uint16_t* d,
-                                                               size_t n) {
+                                                                size_t n) {
   size_t i = 0;
   for (; i + 8 <= n; i += 8) {
     __m128i h = _mm256_cvtps_ph(_mm256_loadu_ps(s + i), _MM_FROUND_TO_NEAREST_INT);
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), h);
   }
-  for (; i < n; ++i) d[i] = f32_to_f16(s[i]);
+  for (; i < n; ++i)
+    d[i] = f32_to_f16(s[i]);
 }
 
+// CPUID leaf 1, ECX bit 29 (F16C) and bit 28 (AVX) — asked directly because clang's
+// __builtin_cpu_supports does not know "f16c".
 static bool have_f16c() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+  static const bool ok = [] {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return false;
+    return (c & (1u << 29)) != 0 && (c & (1u << 28)) != 0 && __builtin_cpu_supports("avx2");
+  }();
   return ok;
 }
 
@@ -89,16 +98,19 @@ void convert_to_f32(DType src_type, const void* src, float* dst, size_t n) {
     case DType::kF16: {
       const auto* s = static_cast<const uint16_t*>(src);
       if (have_f16c()) return f16_to_f32_avx(s, dst, n);
-      for (size_t i = 0; i < n; ++i) dst[i] = f16_to_f32(s[i]);
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = f16_to_f32(s[i]);
       return;
     }
     case DType::kBF16: {
       const auto* s = static_cast<const uint16_t*>(src);
-      for (size_t i = 0; i < n; ++i) dst[i] = bf16_to_f32(s[i]);
+      for (size_t i = 0; i < n; ++i)
+        dst[i] = bf16_to_f32(s[i]);
       return;
     }
     default:
-      fail(ErrorCode::kUnsupported, "convert_to_f32: ", dtype_name(src_type), " is not a float type");
+      fail(ErrorCode::kUnsupported, "convert_to_f32: ", dtype_name(src_type),
+           " is not a float type");
   }
 }
 
@@ -110,16 +122,19 @@ void convert_from_f32(const float* src, DType dst_type, void* dst, size_t n) {
     case DType::kF16: {
       auto* d = static_cast<uint16_t*>(dst);
       if (have_f16c()) return f32_to_f16_avx(src, d, n);
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(src[i]);
+      for (size_t i = 0; i < n; ++i)
+        d[i] = f32_to_f16(src[i]);
       return;
     }
     case DType::kBF16: {
       auto* d = static_cast<uint16_t*>(dst);
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(src[i]);
+      for (size_t i = 0; i < n; ++i)
+        d[i] = f32_to_bf16(src[i]);
       return;
     }
     default:
-      fail(ErrorCode::kUnsupported, "convert_from_f32: ", dtype_name(dst_type), " is not a float type");
+      fail(ErrorCode::kUnsupported, "convert_from_f32: ", dtype_name(dst_type),
+           " is not a float type");
   }
 }
 

@@ -61,6 +61,37 @@ class LdmKeyMap {
   int vae_max_up_ = -1;  // LDM decoder `up.{i}` is reversed: diffusers index = max - i
 };
 
+// ---- the reverse direction: canonical names -> LDM keys (for writing LDM files) ----
+
+// What the LDM numbering depends on beyond the canonical name itself. Defaults: SD 1.5.
+struct LdmStructure {
+  // UNet resnets per down level (up levels have one more). LDM numbers input_blocks and
+  // output_blocks consecutively across levels, so the index of a block needs this.
+  int unet_layers_per_block = 2;
+  // Per diffusers up_blocks index: whether that level has cross-attention. An up level's
+  // upsampler sits after its last resnet (and attention), at `output_blocks.N.1` without
+  // attention and `output_blocks.N.2` with it.
+  std::vector<bool> unet_up_attention = {false, true, true, true};
+  // Number of VAE levels (len(block_out_channels)): LDM numbers the decoder's `up.{i}` in
+  // the reverse of diffusers' up_blocks order.
+  int vae_levels = 4;
+};
+
+// The LDM/CompVis key of a canonical weight name: the exact inverse of LdmKeyMap::map()
+// for a file holding every weight of the given structure, e.g.
+//   unet.down_blocks.1.attentions.0.proj_in.weight -> model.diffusion_model.input_blocks.4.1.proj_in.weight
+//   vae.decoder.up_blocks.0.resnets.1.conv1.bias   -> first_stage_model.decoder.up.3.block.1.conv1.bias
+//   text_encoder.text_model.final_layer_norm.weight
+//                              -> cond_stage_model.transformer.text_model.final_layer_norm.weight
+// Throws kInvalidArgument naming the weight if it has no LDM counterpart (an unknown
+// component or block, an index outside `structure`).
+std::string ldm_key_for(std::string_view canonical_name, const LdmStructure& structure = {});
+
+// True for the VAE attention projection weights (to_q/to_k/to_v/to_out.0 .weight) that
+// LDM files store as 1x1 convolutions: a writer stores their [C, C] as [C, C, 1, 1]
+// (the same bytes). The inverse of KeyMapping::squeeze_1x1.
+bool ldm_stores_as_1x1_conv(std::string_view canonical_name);
+
 // Maps a key of a diffusers component file (the component is known from the folder):
 // adds `text_model.` where recent transformers dropped it, renames the old VAE attention
 // names (query/key/value/proj_attn) and squeezes [C, C, 1, 1] VAE attention weights.

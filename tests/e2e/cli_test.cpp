@@ -1,0 +1,187 @@
+// End-to-end tests of the hyrt CLI: the real binary, run as a user would, on the golden
+// tiny model (skipped where ../shared is absent) and on bad input of every kind the
+// issues list. Each failure must be a clear message and a non-zero exit, never a crash.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "pipeline/image_io.h"
+#include "test_util.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct RunResult {
+  int exit_code = -1;
+  std::string output;  // stdout + stderr
+};
+
+RunResult run_hyrt(const std::string& args) {
+  const std::string cmd = std::string(HYRT_BINARY_DIR) + "/tools/hyrt " + args + " 2>&1";
+  RunResult r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
+    r.output.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return r;
+}
+
+bool contains(const std::string& s, const std::string& what) {
+  return s.find(what) != std::string::npos;
+}
+
+class CliTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    tmp_ = fs::temp_directory_path() /
+           ("hyrt_cli_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(tmp_);
+  }
+  void TearDown() override { fs::remove_all(tmp_); }
+  fs::path tmp_;
+};
+
+#define REQUIRE_GOLDEN(dir)                                                        \
+  auto dir##_opt = hyrt::test::golden_dir();                                       \
+  if (!dir##_opt) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped"; \
+  const fs::path dir = *dir##_opt
+
+}  // namespace
+
+TEST_F(CliTest, GenerateWritesAPngWithItsParameters) {
+  REQUIRE_GOLDEN(golden);
+  const fs::path out = tmp_ / "x.png";
+  const RunResult r =
+      run_hyrt("generate -m " + (golden / "model").string() +
+               " -p \"a red circle\" -s 7 --steps 8 --sampler dpmpp_2m -o " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto png = hyrt::pipeline::read_png(out);
+  EXPECT_EQ(png.image.width, 32);  // the tiny model's native size
+  EXPECT_EQ(png.image.height, 32);
+  std::string params;
+  for (const auto& [k, v] : png.text)
+    if (k == "parameters") params = v;
+  EXPECT_TRUE(contains(params, "a red circle")) << params;
+  EXPECT_TRUE(contains(params, "Steps: 8, Sampler: DPM++ 2M, CFG scale: 7, Seed: 7, Size: 32x32"))
+      << params;
+  // Same seed, same image.
+  const fs::path again = tmp_ / "y.png";
+  ASSERT_EQ(run_hyrt("generate -m " + (golden / "model").string() +
+                     " -p \"a red circle\" -s 7 --steps 8 --sampler dpmpp_2m -o " + again.string())
+                .exit_code,
+            0);
+  EXPECT_EQ(hyrt::pipeline::read_png(again).image.pixels, png.image.pixels);
+}
+
+TEST_F(CliTest, GenerateVerboseReportsArenasAndPeakRss) {
+  REQUIRE_GOLDEN(golden);
+  const RunResult r =
+      run_hyrt("generate --verbose -m " + (golden / "model").string() +
+               " -p cat -W 48 -H 32 --steps 2 -b 2 -o " + (tmp_ / "v.png").string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "unet")) << r.output;
+  EXPECT_TRUE(contains(r.output, "scratch arena")) << r.output;
+  EXPECT_TRUE(contains(r.output, "peak RSS")) << r.output;
+  EXPECT_TRUE(fs::exists(tmp_ / "v.png"));
+  EXPECT_TRUE(fs::exists(tmp_ / "v_2.png"));  // batch of two
+  EXPECT_EQ(hyrt::pipeline::read_png(tmp_ / "v.png").image.width, 48);
+}
+
+TEST_F(CliTest, BadSizesStepsAndSamplersAreClearErrors) {
+  REQUIRE_GOLDEN(golden);
+  const std::string m =
+      "generate -m " + (golden / "model").string() + " -p x -o " + (tmp_ / "o.png").string();
+  RunResult r = run_hyrt(m + " -W 100 -H 64");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "multiples of 8")) << r.output;
+  r = run_hyrt(m + " -W 100000 -H 64");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "larger than")) << r.output;
+  r = run_hyrt(m + " --steps 0");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "steps must be")) << r.output;
+  r = run_hyrt(m + " --steps -3");
+  EXPECT_NE(r.exit_code, 0);
+  r = run_hyrt(m + " --sampler heun");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "euler_a") && contains(r.output, "dpmpp_2m_karras")) << r.output;
+  r = run_hyrt(m + " -W abc");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(fs::exists(tmp_ / "o.png"));
+}
+
+TEST_F(CliTest, MissingTokenizerSaysWhereItLooked) {
+  REQUIRE_GOLDEN(golden);
+  // A single file alone in a folder: no tokenizer beside it, no --config-dir.
+  fs::create_symlink(golden / "model-ldm.safetensors", tmp_ / "model.safetensors");
+  const RunResult r = run_hyrt("generate -m " + (tmp_ / "model.safetensors").string() +
+                               " -p x -o " + (tmp_ / "o.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "tokenizer")) << r.output;
+  EXPECT_TRUE(contains(r.output, (tmp_ / "tokenizer" / "vocab.json").string())) << r.output;
+}
+
+TEST_F(CliTest, ModelFolderMissingAComponent) {
+  REQUIRE_GOLDEN(golden);
+  const fs::path m = tmp_ / "model";
+  fs::create_directories(m);
+  for (const char* part : {"model_index.json", "text_encoder", "vae", "tokenizer", "scheduler"})
+    fs::create_symlink(golden / "model" / part, m / part);
+  const RunResult r =
+      run_hyrt("generate -m " + m.string() + " -p x -o " + (tmp_ / "o.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "UNet")) << r.output;
+}
+
+TEST_F(CliTest, UnwritableOutputFailsBeforeWork) {
+  REQUIRE_GOLDEN(golden);
+  const RunResult r = run_hyrt("generate -m " + (golden / "model").string() +
+                               " -p x -o /nonexistent-hyrt-dir/o.png");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "/nonexistent-hyrt-dir")) << r.output;
+  EXPECT_FALSE(contains(r.output, "timings")) << r.output;
+}
+
+TEST_F(CliTest, InfoReportsBothGoldenLayoutsWithNoMissingKeys) {
+  REQUIRE_GOLDEN(golden);
+  for (const fs::path& p : {golden / "model", golden / "model-ldm.safetensors"}) {
+    const RunResult r = run_hyrt("info " + p.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_TRUE(contains(r.output, "text encoder")) << r.output;
+    EXPECT_TRUE(contains(r.output, "UNet")) << r.output;
+    EXPECT_TRUE(contains(r.output, "VAE")) << r.output;
+    EXPECT_TRUE(contains(r.output, "0 missing")) << r.output;
+  }
+}
+
+TEST_F(CliTest, InfoOnATruncatedFileNamesTheFile) {
+  REQUIRE_GOLDEN(golden);
+  const fs::path cut = tmp_ / "cut.safetensors";
+  {
+    std::ifstream in(golden / "model-ldm.safetensors", std::ios::binary);
+    std::string head(100000, '\0');
+    in.read(head.data(), static_cast<std::streamsize>(head.size()));
+    std::ofstream(cut, std::ios::binary).write(head.data(), in.gcount());
+  }
+  const RunResult r = run_hyrt("info " + cut.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_EQ(r.exit_code, 1) << "an error exit, not a crash: " << r.output;
+  EXPECT_TRUE(contains(r.output, cut.string())) << r.output;
+}
+
+TEST_F(CliTest, SelfCheckPasses) {
+  const RunResult r = run_hyrt("selfcheck");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "self-check passed")) << r.output;
+}

@@ -1,0 +1,29 @@
+// `hyrt parity` on ../shared/golden/sd15-tiny, in process: every item of golden.safetensors
+// (tokens, text encoder, UNet at each timestep, VAE, samplers, whole pipelines) from both
+// the diffusers folder and the LDM single file must be within its tolerance.
+#include <gtest/gtest.h>
+
+#include "pipeline/parity.h"
+#include "test_util.h"
+
+TEST(GoldenParity, EveryItemWithinTolerance) {
+  auto golden = hyrt::test::golden_dir();
+  if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: parity skipped";
+  hyrt::exec::Engine engine;
+  hyrt::pipeline::ParityOptions o;
+  o.golden_dir = *golden;
+  const auto items = hyrt::pipeline::run_parity(o, engine);
+  int counted = 0;
+  bool saw_ldm = false, saw_pipeline = false, saw_tokens = false, saw_sched = false;
+  for (const auto& it : items) {
+    if (it.informational) continue;
+    ++counted;
+    EXPECT_TRUE(it.pass) << it.name << ": " << it.error << " > " << it.tolerance;
+    saw_ldm |= it.name.find("[LDM single file]") != std::string::npos;
+    saw_pipeline |= it.name.find("pipeline.") != std::string::npos;
+    saw_tokens |= it.name.find("tokens.") != std::string::npos;
+    saw_sched |= it.name.find("sched.") != std::string::npos;
+  }
+  EXPECT_GE(counted, 50);
+  EXPECT_TRUE(saw_ldm && saw_pipeline && saw_tokens && saw_sched);
+}
