@@ -3,6 +3,9 @@
 #include <algorithm>
 #include <charconv>
 #include <climits>
+#include <iterator>
+#include <optional>
+#include <utility>
 
 #include "core/error.h"
 
@@ -72,14 +75,20 @@ std::optional<std::string> rename_head(std::string_view rest, std::string_view f
   return std::string(to) + std::string(rest.substr(from.size()));
 }
 
+using Rename = std::pair<std::string_view, std::string_view>;  // {LDM, diffusers}
+
 // LDM ResBlock (openaimodel.py) parameter names -> diffusers ResnetBlock2D.
+constexpr Rename kUNetResnetRenames[] = {
+    {"in_layers.0.", "norm1."},          {"in_layers.2.", "conv1."},
+    {"emb_layers.1.", "time_emb_proj."}, {"out_layers.0.", "norm2."},
+    {"out_layers.3.", "conv2."},         {"skip_connection.", "conv_shortcut."},
+};
+// LDM VAE AttnBlock -> diffusers Attention projections (1x1 convs in LDM, linear here).
+constexpr Rename kVaeAttentionProjections[] = {
+    {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
+
 std::optional<std::string> map_unet_resnet(std::string_view rest) {
-  static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
-      {"in_layers.0.", "norm1."},          {"in_layers.2.", "conv1."},
-      {"emb_layers.1.", "time_emb_proj."}, {"out_layers.0.", "norm2."},
-      {"out_layers.3.", "conv2."},         {"skip_connection.", "conv_shortcut."},
-  };
-  for (const auto& [from, to] : kRenames)
+  for (const auto& [from, to] : kUNetResnetRenames)
     if (auto r = rename_head(rest, from, to)) return r;
   return std::nullopt;
 }
@@ -101,11 +110,9 @@ std::optional<std::string> map_vae_resnet(std::string_view rest) {
 // LDM VAE AttnBlock -> diffusers Attention. `*is_projection` reports the 1x1-conv weights
 // that diffusers stores as linear layers.
 std::optional<std::string> map_vae_attention(std::string_view rest, bool* is_projection) {
-  static constexpr std::pair<std::string_view, std::string_view> kRenames[] = {
-      {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
   *is_projection = false;
   if (auto r = rename_head(rest, "norm.", "group_norm.")) return r;
-  for (const auto& [from, to] : kRenames)
+  for (const auto& [from, to] : kVaeAttentionProjections)
     if (auto r = rename_head(rest, from, to)) {
       *is_projection = true;
       return r;
@@ -394,6 +401,177 @@ KeyMapping map_diffusers_key(Component component, std::string_view key, int rank
   m.kind = KeyMapping::Kind::kMapped;
   m.canonical = cat({component_name(component), ".", mapped});
   return m;
+}
+
+// ---- canonical -> LDM ----
+
+namespace {
+
+// Consumes a leading `p` of `*s`.
+bool take(std::string_view* s, std::string_view p) {
+  if (!starts_with(*s, p)) return false;
+  s->remove_prefix(p.size());
+  return true;
+}
+
+// Consumes a leading "<index>." of `*s`; the index must lie in [0, limit).
+bool take_index(std::string_view* s, int limit, int* out) {
+  const size_t dot = s->find('.');
+  if (dot == std::string_view::npos) return false;
+  auto v = parse_index(s->substr(0, dot));
+  if (!v || *v >= limit) return false;
+  *out = *v;
+  s->remove_prefix(dot + 1);
+  return true;
+}
+
+// Applies the first table entry whose diffusers head starts `rest`, in the LDM direction.
+std::optional<std::string> unrename(std::string_view rest, const Rename* begin, const Rename* end) {
+  for (const Rename* r = begin; r != end; ++r)
+    if (auto m = rename_head(rest, r->second, r->first)) return m;
+  return std::nullopt;
+}
+
+std::optional<std::string> prefixed(std::string_view prefix, std::optional<std::string> rest) {
+  if (!rest) return std::nullopt;
+  return std::string(prefix) + *rest;
+}
+
+std::optional<std::string> unet_resnet_ldm(std::string_view rest) {
+  return unrename(rest, std::begin(kUNetResnetRenames), std::end(kUNetResnetRenames));
+}
+
+std::optional<std::string> vae_resnet_ldm(std::string_view rest) {
+  for (std::string_view p : {"norm1.", "conv1.", "norm2.", "conv2."})
+    if (starts_with(rest, p)) return std::string(rest);
+  return rename_head(rest, "conv_shortcut.", "nin_shortcut.");
+}
+
+std::optional<std::string> vae_attention_ldm(std::string_view rest) {
+  if (auto r = rename_head(rest, "group_norm.", "norm.")) return r;
+  return unrename(rest, std::begin(kVaeAttentionProjections), std::end(kVaeAttentionProjections));
+}
+
+// `k`: a canonical UNet name without "unet.".
+std::optional<std::string> unet_ldm_key(std::string_view k, const LdmStructure& s) {
+  static constexpr Rename kTop[] = {
+      {"time_embed.0.", "time_embedding.linear_1."},
+      {"time_embed.2.", "time_embedding.linear_2."},
+      {"input_blocks.0.0.", "conv_in."},
+      {"out.0.", "conv_norm_out."},
+      {"out.2.", "conv_out."},
+  };
+  if (auto r = unrename(k, std::begin(kTop), std::end(kTop))) return r;
+  if (take(&k, "mid_block.")) {
+    if (take(&k, "resnets.0.")) return prefixed("middle_block.0.", unet_resnet_ldm(k));
+    if (take(&k, "attentions.0.")) return prefixed("middle_block.1.", map_unet_attention(k));
+    if (take(&k, "resnets.1.")) return prefixed("middle_block.2.", unet_resnet_ldm(k));
+    return std::nullopt;
+  }
+  const int layers = s.unet_layers_per_block;
+  const int levels = static_cast<int>(s.unet_up_attention.size());
+  int level = 0, pos = 0;
+  if (take(&k, "down_blocks.")) {
+    // input_blocks: [conv_in], then per level `layers` resnet(+attention) entries and a
+    // downsampler entry.
+    if (!take_index(&k, levels, &level)) return std::nullopt;
+    const int base = 1 + level * (layers + 1);
+    if (take(&k, "resnets.")) {
+      if (!take_index(&k, layers, &pos)) return std::nullopt;
+      return prefixed(cat({"input_blocks.", idx(base + pos), ".0."}), unet_resnet_ldm(k));
+    }
+    if (take(&k, "attentions.")) {
+      if (!take_index(&k, layers, &pos)) return std::nullopt;
+      return prefixed(cat({"input_blocks.", idx(base + pos), ".1."}), map_unet_attention(k));
+    }
+    if (take(&k, "downsamplers.0.conv.") && !k.empty())
+      return cat({"input_blocks.", idx(base + layers), ".0.op.", k});
+    return std::nullopt;
+  }
+  if (take(&k, "up_blocks.")) {
+    // output_blocks: per level `layers + 1` entries; the last also holds the upsampler.
+    if (!take_index(&k, levels, &level)) return std::nullopt;
+    const int base = level * (layers + 1);
+    if (take(&k, "resnets.")) {
+      if (!take_index(&k, layers + 1, &pos)) return std::nullopt;
+      return prefixed(cat({"output_blocks.", idx(base + pos), ".0."}), unet_resnet_ldm(k));
+    }
+    if (take(&k, "attentions.")) {
+      if (!take_index(&k, layers + 1, &pos)) return std::nullopt;
+      return prefixed(cat({"output_blocks.", idx(base + pos), ".1."}), map_unet_attention(k));
+    }
+    if (take(&k, "upsamplers.0.conv.") && !k.empty()) {
+      const int slot = s.unet_up_attention[static_cast<size_t>(level)] ? 2 : 1;
+      return cat({"output_blocks.", idx(base + layers), ".", idx(slot), ".conv.", k});
+    }
+  }
+  return std::nullopt;
+}
+
+// `k`: a canonical VAE name without "vae.".
+std::optional<std::string> vae_ldm_key(std::string_view k, const LdmStructure& s) {
+  for (std::string_view same : {"encoder.conv_in.", "encoder.conv_out.", "decoder.conv_in.",
+                                "decoder.conv_out.", "quant_conv.", "post_quant_conv."})
+    if (starts_with(k, same)) return std::string(k);
+  if (auto r = rename_head(k, "encoder.conv_norm_out.", "encoder.norm_out.")) return r;
+  if (auto r = rename_head(k, "decoder.conv_norm_out.", "decoder.norm_out.")) return r;
+
+  const bool enc = take(&k, "encoder.");
+  if (!enc && !take(&k, "decoder.")) return std::nullopt;
+  const std::string coder = enc ? "encoder." : "decoder.";
+  if (take(&k, "mid_block.")) {
+    if (take(&k, "resnets.0.")) return prefixed(coder + "mid.block_1.", vae_resnet_ldm(k));
+    if (take(&k, "resnets.1.")) return prefixed(coder + "mid.block_2.", vae_resnet_ldm(k));
+    if (take(&k, "attentions.0.")) return prefixed(coder + "mid.attn_1.", vae_attention_ldm(k));
+    return std::nullopt;
+  }
+  int level = 0, j = 0;
+  if (!take(&k, enc ? "down_blocks." : "up_blocks.") || !take_index(&k, s.vae_levels, &level))
+    return std::nullopt;
+  // The decoder's LDM levels count from the highest resolution: the reverse of up_blocks.
+  const int ldm_level = enc ? level : s.vae_levels - 1 - level;
+  const std::string block = cat({coder, enc ? "down." : "up.", idx(ldm_level), "."});
+  if (take(&k, "resnets.")) {
+    if (!take_index(&k, INT_MAX, &j)) return std::nullopt;
+    return prefixed(cat({block, "block.", idx(j), "."}), vae_resnet_ldm(k));
+  }
+  if (take(&k, enc ? "downsamplers.0.conv." : "upsamplers.0.conv.") && !k.empty())
+    return cat({block, enc ? "downsample.conv." : "upsample.conv.", k});
+  return std::nullopt;
+}
+
+}  // namespace
+
+std::string ldm_key_for(std::string_view canonical_name, const LdmStructure& structure) {
+  HYRT_CHECK(structure.unet_layers_per_block >= 1 && !structure.unet_up_attention.empty() &&
+                 structure.vae_levels >= 1,
+             kInvalidArgument, "ldm_key_for: invalid LDM structure (",
+             structure.unet_layers_per_block, " UNet layers per block, ",
+             structure.unet_up_attention.size(), " UNet levels, ", structure.vae_levels,
+             " VAE levels)");
+  std::string_view k = canonical_name;
+  std::optional<std::string> key;
+  if (take(&k, "unet."))
+    key = prefixed(kUNetPrefix, unet_ldm_key(k, structure));
+  else if (take(&k, "vae."))
+    key = prefixed(kVaePrefix, vae_ldm_key(k, structure));
+  else if (take(&k, "text_encoder.") && starts_with(k, "text_model.") &&
+           k.size() > std::string_view("text_model.").size())
+    key = cat({kTextPrefix, k});
+  HYRT_CHECK(key, kInvalidArgument, "ldm_key_for: weight '", canonical_name,
+             "' has no LDM single-file key (unknown component, block or index)");
+  return *key;
+}
+
+bool ldm_stores_as_1x1_conv(std::string_view canonical_name) {
+  if (!starts_with(canonical_name, "vae.")) return false;
+  for (std::string_view coder : {"vae.encoder.", "vae.decoder."}) {
+    std::string_view k = canonical_name;
+    if (!take(&k, coder) || !take(&k, "mid_block.attentions.0.")) continue;
+    for (const auto& [ldm, diffusers] : kVaeAttentionProjections)
+      if (k == cat({diffusers, "weight"})) return true;
+  }
+  return false;
 }
 
 }  // namespace hyrt::weights

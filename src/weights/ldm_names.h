@@ -79,8 +79,10 @@ struct LdmStructure {
 
 // The LDM/CompVis key of a canonical weight name: the exact inverse of LdmKeyMap::map()
 // for a file holding every weight of the given structure, e.g.
-//   unet.down_blocks.1.attentions.0.proj_in.weight -> model.diffusion_model.input_blocks.4.1.proj_in.weight
-//   vae.decoder.up_blocks.0.resnets.1.conv1.bias   -> first_stage_model.decoder.up.3.block.1.conv1.bias
+//   unet.down_blocks.1.attentions.0.proj_in.weight ->
+//   model.diffusion_model.input_blocks.4.1.proj_in.weight
+//   vae.decoder.up_blocks.0.resnets.1.conv1.bias   ->
+//   first_stage_model.decoder.up.3.block.1.conv1.bias
 //   text_encoder.text_model.final_layer_norm.weight
 //                              -> cond_stage_model.transformer.text_model.final_layer_norm.weight
 // Throws kInvalidArgument naming the weight if it has no LDM counterpart (an unknown

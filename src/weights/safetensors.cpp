@@ -282,8 +282,12 @@ struct Layout {
 
 constexpr uint64_t kTensorAlign = 8;
 
-Layout plan_layout(const std::vector<std::pair<std::string, TensorView>>& tensors,
-                   const std::map<std::string, std::string>& metadata) {
+uint64_t tensor_bytes(const TensorDecl& d) {
+  return static_cast<uint64_t>(d.shape.numel()) * dtype_size(d.dtype);
+}
+
+Layout plan_layout(const std::vector<TensorDecl>& tensors,
+                   const std::map<std::string, std::string>& metadata, std::string_view who) {
   nlohmann::ordered_json h = nlohmann::ordered_json::object();
   if (!metadata.empty()) {
     auto& m = h["__metadata__"];
@@ -294,19 +298,17 @@ Layout plan_layout(const std::vector<std::pair<std::string, TensorView>>& tensor
   Layout out;
   std::unordered_set<std::string_view> names;
   uint64_t offset = 0;
-  for (const auto& [name, view] : tensors) {
-    HYRT_CHECK(name != "__metadata__", kInvalidArgument,
-               "write_safetensors: '__metadata__' is reserved and cannot name a tensor");
-    HYRT_CHECK(names.insert(name).second, kInvalidArgument,
-               "write_safetensors: duplicate tensor name '", name, "'");
-    const uint64_t bytes = view.bytes();
-    HYRT_CHECK(bytes == 0 || view.data, kInvalidArgument, "write_safetensors: tensor '", name,
-               "' has no data");
+  for (const TensorDecl& t : tensors) {
+    HYRT_CHECK(t.name != "__metadata__", kInvalidArgument, who,
+               ": '__metadata__' is reserved and cannot name a tensor");
+    HYRT_CHECK(names.insert(t.name).second, kInvalidArgument, who, ": duplicate tensor name '",
+               t.name, "'");
+    const uint64_t bytes = tensor_bytes(t);
     offset = (offset + kTensorAlign - 1) / kTensorAlign * kTensorAlign;
-    auto& e = h[name];
-    e["dtype"] = std::string(safetensors_dtype_name(view.dtype));
+    auto& e = h[t.name];
+    e["dtype"] = std::string(safetensors_dtype_name(t.dtype));
     e["shape"] = nlohmann::ordered_json::array();
-    for (int64_t d : view.shape.dims())
+    for (int64_t d : t.shape.dims())
       e["shape"].push_back(d);
     e["data_offsets"] = {offset, offset + bytes};
     out.offsets.push_back(offset);
@@ -324,12 +326,130 @@ void append_le64(std::vector<uint8_t>& out, uint64_t v) {
     out.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
 
+// Declarations of views, checking each has data.
+std::vector<TensorDecl> decls_of(const std::vector<std::pair<std::string, TensorView>>& tensors,
+                                 std::string_view who) {
+  std::vector<TensorDecl> decls;
+  decls.reserve(tensors.size());
+  for (const auto& [name, view] : tensors) {
+    HYRT_CHECK(view.bytes() == 0 || view.data, kInvalidArgument, who, ": tensor '", name,
+               "' has no data");
+    decls.push_back({name, view.dtype, view.shape});
+  }
+  return decls;
+}
+
+// pwrite() all of [p, p + n) at `offset`, retrying short writes and EINTR. 0 or errno.
+int pwrite_all(int fd, const void* p, uint64_t n, uint64_t offset) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  while (n > 0) {
+    // Linux transfers at most ~2 GiB per call; ask for 1 GiB at a time.
+    const size_t chunk = static_cast<size_t>(std::min<uint64_t>(n, 1ull << 30));
+    const ssize_t w = ::pwrite(fd, b, chunk, static_cast<off_t>(offset));
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return errno;
+    }
+    if (w == 0) return EIO;
+    b += w;
+    n -= static_cast<uint64_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return 0;
+}
+
 }  // namespace
+
+SafetensorsWriter::SafetensorsWriter(std::filesystem::path path, std::vector<TensorDecl> tensors,
+                                     const std::map<std::string, std::string>& metadata)
+    : path_(std::move(path)), tensors_(std::move(tensors)) {
+  const Layout layout = plan_layout(tensors_, metadata, "write_safetensors");
+  const uint64_t data_start = 8 + layout.header.size();
+  offsets_.reserve(tensors_.size());
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    offsets_.push_back(data_start + layout.offsets[i]);
+    index_.emplace(tensors_[i].name, i);
+  }
+  written_.assign(tensors_.size(), false);
+  file_size_ = data_start + layout.data_size;
+
+  tmp_ = path_;
+  tmp_ += ".tmp";
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  HYRT_CHECK(fd_ >= 0, kIo, path_.string(), ": cannot create: ", std::strerror(errno));
+  std::vector<uint8_t> head;
+  append_le64(head, layout.header.size());
+  head.insert(head.end(), layout.header.begin(), layout.header.end());
+  // Sizing the file first makes the alignment padding read as zeros (a hole) without
+  // writing it, and lets write() run in any order.
+  int err = ::ftruncate(fd_, static_cast<off_t>(file_size_)) == 0 ? 0 : errno;
+  if (!err) err = pwrite_all(fd_, head.data(), head.size(), 0);
+  if (err) {
+    abandon();
+    fail(ErrorCode::kIo, path_.string(), ": write failed: ", std::strerror(err));
+  }
+}
+
+SafetensorsWriter::~SafetensorsWriter() {
+  abandon();
+}
+
+void SafetensorsWriter::abandon() noexcept {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  fd_ = -1;
+  std::error_code ec;
+  std::filesystem::remove(tmp_, ec);
+}
+
+void SafetensorsWriter::write(std::string_view name, const void* data) {
+  HYRT_CHECK(fd_ >= 0, kInvalidArgument, path_.string(), ": write of '", name,
+             "' after the writer finished or failed");
+  auto it = index_.find(name);
+  HYRT_CHECK(it != index_.end(), kInvalidArgument, path_.string(), ": tensor '", name,
+             "' was not declared");
+  const size_t i = it->second;
+  HYRT_CHECK(!written_[i], kInvalidArgument, path_.string(), ": tensor '", name, "' written twice");
+  const uint64_t bytes = tensor_bytes(tensors_[i]);
+  HYRT_CHECK(bytes == 0 || data, kInvalidArgument, path_.string(), ": tensor '", name,
+             "' has no data");
+  if (const int err = bytes ? pwrite_all(fd_, data, bytes, offsets_[i]) : 0) {
+    abandon();
+    fail(ErrorCode::kIo, path_.string(), ": write of tensor '", name,
+         "' failed: ", std::strerror(err));
+  }
+  written_[i] = true;
+  bytes_written_ += bytes;
+}
+
+void SafetensorsWriter::finish() {
+  HYRT_CHECK(fd_ >= 0, kInvalidArgument, path_.string(),
+             ": finish() after the writer finished or failed");
+  for (size_t i = 0; i < tensors_.size(); ++i)
+    HYRT_CHECK(written_[i], kInvalidArgument, path_.string(), ": tensor '", tensors_[i].name,
+               "' was declared but never written");
+  const int fd = fd_;
+  fd_ = -1;
+  if (::close(fd) != 0) {
+    const int err = errno;
+    std::error_code ec;
+    std::filesystem::remove(tmp_, ec);
+    fail(ErrorCode::kIo, path_.string(), ": write failed: ", std::strerror(err));
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp_, path_, ec);
+  if (ec) {
+    std::error_code ignored;
+    std::filesystem::remove(tmp_, ignored);
+    fail(ErrorCode::kIo, path_.string(), ": cannot rename the temporary file: ", ec.message());
+  }
+}
 
 std::vector<uint8_t> serialize_safetensors(
     const std::vector<std::pair<std::string, TensorView>>& tensors,
     const std::map<std::string, std::string>& metadata) {
-  Layout layout = plan_layout(tensors, metadata);
+  Layout layout =
+      plan_layout(decls_of(tensors, "write_safetensors"), metadata, "write_safetensors");
   std::vector<uint8_t> out;
   out.reserve(8 + layout.header.size() + layout.data_size);
   append_le64(out, layout.header.size());
@@ -346,41 +466,10 @@ std::vector<uint8_t> serialize_safetensors(
 void write_safetensors(const std::filesystem::path& path,
                        const std::vector<std::pair<std::string, TensorView>>& tensors,
                        const std::map<std::string, std::string>& metadata) {
-  Layout layout = plan_layout(tensors, metadata);
-  // Write to a sibling temporary and rename, so a crash never leaves a half-written file
-  // under the final name (a reader would otherwise see a "truncated" model).
-  std::filesystem::path tmp = path;
-  tmp += ".tmp";
-  std::FILE* f = std::fopen(tmp.c_str(), "wb");
-  HYRT_CHECK(f, kIo, path.string(), ": cannot create: ", std::strerror(errno));
-  bool ok = true;
-  auto put = [&](const void* p, size_t n) {
-    if (ok && n) ok = std::fwrite(p, 1, n, f) == n;
-  };
-  std::vector<uint8_t> len;
-  append_le64(len, layout.header.size());
-  put(len.data(), len.size());
-  put(layout.header.data(), layout.header.size());
-  static const uint8_t kZeros[kTensorAlign] = {};
-  uint64_t pos = 0;
-  for (size_t i = 0; i < tensors.size(); ++i) {
-    put(kZeros, layout.offsets[i] - pos);
-    const TensorView& v = tensors[i].second;
-    put(v.data, v.bytes());
-    pos = layout.offsets[i] + v.bytes();
-  }
-  const int err = ok ? 0 : errno;
-  if (std::fclose(f) != 0) ok = false;
-  if (!ok) {
-    std::filesystem::remove(tmp);
-    fail(ErrorCode::kIo, path.string(), ": write failed: ", std::strerror(err ? err : EIO));
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::filesystem::remove(tmp);
-    fail(ErrorCode::kIo, path.string(), ": cannot rename the temporary file: ", ec.message());
-  }
+  SafetensorsWriter w(path, decls_of(tensors, "write_safetensors"), metadata);
+  for (const auto& [name, view] : tensors)
+    w.write(name, view.data);
+  w.finish();
 }
 
 }  // namespace hyrt::weights

@@ -106,6 +106,65 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
+// A tensor a writer will store: its name, dtype and shape (the bytes come later).
+struct TensorDecl {
+  std::string name;
+  DType dtype = DType::kF32;
+  Shape shape;
+};
+
+// Streams a safetensors file whose tensor list is known up front but whose data is
+// produced one tensor at a time — so writing a multi-GB checkpoint never holds more than
+// one tensor in memory. The layout is fixed at construction (same as write_safetensors:
+// JSON header padded to a multiple of 8, tensors 8-byte aligned in declaration order);
+// write() then puts each tensor's bytes at its offset.
+//
+// The bytes go to `<path>.tmp`, renamed to `path` by finish(), so a crash or an
+// exception never leaves a half-written file under the final name; a writer destroyed
+// before finish() removes the temporary.
+//
+// Errors: the constructor throws kInvalidArgument for a duplicate name or one equal to
+// "__metadata__", kIo (naming the path) if the temporary cannot be created; write() throws
+// kInvalidArgument for an unknown or already written name, kIo if the write fails;
+// finish() throws kInvalidArgument if a declared tensor was never written, kIo if closing
+// or renaming fails. After any kIo the temporary is removed and the writer is dead.
+//
+// Not thread-safe: one thread drives a writer.
+class SafetensorsWriter {
+ public:
+  SafetensorsWriter(std::filesystem::path path, std::vector<TensorDecl> tensors,
+                    const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsWriter();
+  SafetensorsWriter(const SafetensorsWriter&) = delete;
+  SafetensorsWriter& operator=(const SafetensorsWriter&) = delete;
+
+  // Copies numel x dtype_size bytes from `data` (may be null for a zero-sized tensor) to
+  // the tensor `name`'s place. Any order; each declared tensor exactly once.
+  void write(std::string_view name, const void* data);
+  // Checks every tensor was written, closes the temporary and renames it to the path.
+  void finish();
+
+  const std::filesystem::path& path() const { return path_; }
+  const std::vector<TensorDecl>& tensors() const { return tensors_; }
+  // Size of the finished file in bytes (known from construction).
+  uint64_t file_size() const { return file_size_; }
+  // Bytes of tensor data written so far (for progress reports).
+  uint64_t bytes_written() const { return bytes_written_; }
+
+ private:
+  void abandon() noexcept;  // closes and removes the temporary
+
+  std::filesystem::path path_;
+  std::filesystem::path tmp_;
+  std::vector<TensorDecl> tensors_;
+  std::vector<uint64_t> offsets_;  // absolute file offsets of each tensor's bytes
+  std::vector<bool> written_;
+  std::unordered_map<std::string_view, size_t> index_;  // views into tensors_' names
+  uint64_t file_size_ = 0;
+  uint64_t bytes_written_ = 0;
+  int fd_ = -1;
+};
+
 // Writes a safetensors file: 8-byte LE header length, JSON header padded with spaces to a
 // multiple of 8, then each tensor's bytes at 8-byte-aligned offsets in the given order.
 // Names must be unique and not "__metadata__" (kInvalidArgument). Throws kIo on failure.

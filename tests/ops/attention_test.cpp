@@ -72,7 +72,8 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionParams{2, 13, 77, 3, 8, 5, false, 0, 1},        // cross, Dv != D
                       AttentionParams{1, 300, 77, 2, 40, 40, false, 0.3f, 1},  // tail block
                       AttentionParams{1, 100, 100, 1, 96, 96, false, 0, 1},    // VAE: one head
-                      AttentionParams{2, 1024, 1024, 8, 40, 40, false, 0, 2}));  // tiled
+                      AttentionParams{2, 1024, 1024, 8, 40, 40, false, 0, 2}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });  // tiled
 
 }  // namespace
 }  // namespace hyrt::test

@@ -44,7 +44,8 @@ INSTANTIATE_TEST_SUITE_P(Ops, UnaryTest,
                                            UnaryParams{OpKind::kSilu, "silu", false},
                                            UnaryParams{OpKind::kSilu, "silu", true},
                                            UnaryParams{OpKind::kQuickGelu, "quick_gelu", false},
-                                           UnaryParams{OpKind::kQuickGelu, "quick_gelu", true}));
+                                           UnaryParams{OpKind::kQuickGelu, "quick_gelu", true}),
+                         [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(Geglu, MatchesReference) {
   OpCase c;
@@ -140,7 +141,8 @@ INSTANTIATE_TEST_SUITE_P(
                       BinaryParams{{2, 7, 7, 35}, {7, 1, 35}, false, false},    // middle broadcast
                       BinaryParams{{2, 7, 5, 3}, {2, 7, 1, 1}, false, false},   // inner scalar
                       BinaryParams{{2, 13, 35}, {1}, true, true},               // scalar
-                      BinaryParams{{1, 5, 1, 35}, {5, 1, 35}, false, false}));  // size-1 dims in a
+                      BinaryParams{{1, 5, 1, 35}, {5, 1, 35}, false, false}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });  // size-1 dims in a
 
 }  // namespace
 }  // namespace hyrt::test

@@ -50,7 +50,8 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearParams{{5, 77}, 64, DType::kF16, false},
                                            LinearParams{{1, 3, 7, 35}, 19, DType::kBF16, true},
                                            LinearParams{{77, 768}, 320, DType::kF16, false},
-                                           LinearParams{{3, 1280}, 13, DType::kF32, true}));
+                                           LinearParams{{3, 1280}, 13, DType::kF32, true}),
+                         [](const auto& info) { return "case" + std::to_string(info.index); });
 
 TEST(Linear, SameShapeNodesShareOneProgram) {
   OpCase c;
@@ -121,7 +122,8 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvParams{{1, 9, 9, 35}, 21, 3, 2, 1, DType::kF16, true},   // downsample
                       ConvParams{{2, 7, 5, 35}, 48, 1, 1, 0, DType::kF16, false},  // 1x1
                       ConvParams{{1, 8, 8, 4}, 13, 3, 1, 1, DType::kF32, true},    // conv_in-like
-                      ConvParams{{1, 11, 7, 13}, 3, 3, 2, 0, DType::kBF16, true}));
+                      ConvParams{{1, 11, 7, 13}, 3, 3, 2, 0, DType::kBF16, true}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 }  // namespace
 }  // namespace hyrt::test

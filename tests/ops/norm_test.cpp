@@ -70,7 +70,8 @@ INSTANTIATE_TEST_SUITE_P(
                       GroupNormParams{{2, 7, 7, 35}, 7, true, DType::kF16, false, 0},
                       GroupNormParams{{1, 13, 9, 64}, 32, true, DType::kF32, true, 3},
                       GroupNormParams{{2, 13, 35}, 35, false, DType::kBF16, true, -5},
-                      GroupNormParams{{1, 64, 64, 320}, 32, true, DType::kF16, false, 1}));
+                      GroupNormParams{{1, 64, 64, 320}, 32, true, DType::kF16, false, 1}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 // x [R, C], normalised over C.
 std::vector<double> layer_norm_reference(const std::vector<float>& x, const std::vector<float>& g,

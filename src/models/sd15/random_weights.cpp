@@ -14,33 +14,47 @@ bool ends_with(const std::string& s, const char* suffix) {
 }
 }  // namespace
 
+struct RandomWeightStream::State {
+  std::mt19937_64 rng;
+  std::vector<float> buf;  // f32 staging for the conversion to the stored dtype
+};
+
+RandomWeightStream::RandomWeightStream(uint64_t seed) : state_(std::make_unique<State>()) {
+  state_->rng.seed(seed);
+}
+
+RandomWeightStream::~RandomWeightStream() = default;
+
+void RandomWeightStream::next(const ExpectedTensor& e, DType dtype, void* out) {
+  std::vector<float>& buf = state_->buf;
+  buf.resize(static_cast<size_t>(e.shape.numel()));
+  const bool is_norm = e.name.find("norm") != std::string::npos;
+  const bool is_embedding = e.name.find("embedding.weight") != std::string::npos &&
+                            e.name.find("time_embedding") == std::string::npos;
+  float lo = -1, hi = 1, offset = 0;
+  if (is_norm && ends_with(e.name, ".weight")) {
+    lo = -0.1f, hi = 0.1f, offset = 1.0f;
+  } else if (ends_with(e.name, ".bias")) {
+    lo = -0.02f, hi = 0.02f;
+  } else if (is_embedding) {
+    lo = -0.03f, hi = 0.03f;
+  } else {
+    const int64_t fan_in = e.shape.rank() >= 2 ? e.shape.numel(1, e.shape.rank()) : 1;
+    hi = 1.0f / std::sqrt(static_cast<float>(fan_in));
+    lo = -hi;
+  }
+  std::uniform_real_distribution<float> dist(lo, hi);
+  for (auto& x : buf)
+    x = offset + dist(state_->rng);
+  convert_from_f32(buf.data(), dtype, out, buf.size());
+}
+
 void add_random_weights(const std::vector<ExpectedTensor>& expected, uint64_t seed, DType dtype,
                         weights::MemoryWeights& out) {
-  std::mt19937_64 rng(seed);
-  std::vector<float> buf;
+  RandomWeightStream stream(seed);
   for (const ExpectedTensor& e : expected) {
-    const int64_t n = e.shape.numel();
-    buf.resize(static_cast<size_t>(n));
-    const bool is_norm = e.name.find("norm") != std::string::npos;
-    const bool is_embedding = e.name.find("embedding.weight") != std::string::npos &&
-                              e.name.find("time_embedding") == std::string::npos;
-    float lo = -1, hi = 1, offset = 0;
-    if (is_norm && ends_with(e.name, ".weight")) {
-      lo = -0.1f, hi = 0.1f, offset = 1.0f;
-    } else if (ends_with(e.name, ".bias")) {
-      lo = -0.02f, hi = 0.02f;
-    } else if (is_embedding) {
-      lo = -0.03f, hi = 0.03f;
-    } else {
-      const int64_t fan_in = e.shape.rank() >= 2 ? e.shape.numel(1, e.shape.rank()) : 1;
-      hi = 1.0f / std::sqrt(static_cast<float>(fan_in));
-      lo = -hi;
-    }
-    std::uniform_real_distribution<float> dist(lo, hi);
-    for (auto& x : buf)
-      x = offset + dist(rng);
     Tensor t(dtype, e.shape);
-    convert_from_f32(buf.data(), dtype, t.data(), buf.size());
+    stream.next(e, dtype, t.data());
     out.add(e.name, std::move(t));
   }
 }

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "core/dtype.h"
@@ -13,6 +14,26 @@
 #include "weights/memory_weights.h"
 
 namespace hyrt::models::sd15 {
+
+// The value stream behind add_random_weights(), one tensor at a time — for writers that
+// must not hold a whole model in memory. Feeding it the same list in the same order with
+// the same seed yields exactly the tensors add_random_weights() makes.
+// Not thread-safe (it owns one RNG); cheap to construct.
+class RandomWeightStream {
+ public:
+  explicit RandomWeightStream(uint64_t seed);
+  ~RandomWeightStream();
+  RandomWeightStream(const RandomWeightStream&) = delete;
+  RandomWeightStream& operator=(const RandomWeightStream&) = delete;
+
+  // The next tensor's values (the init depends on e.name and e.shape), written to `out` as
+  // `dtype` (f32, f16 or bf16): e.shape.numel() x dtype_size(dtype) bytes.
+  void next(const ExpectedTensor& e, DType dtype, void* out);
+
+ private:
+  struct State;
+  std::unique_ptr<State> state_;
+};
 
 // Fills `out` with the tensors listed in `expected`, stored as `dtype` (f32, f16 or bf16).
 void add_random_weights(const std::vector<ExpectedTensor>& expected, uint64_t seed, DType dtype,

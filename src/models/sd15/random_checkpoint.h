@@ -1,0 +1,65 @@
+// Random-weight SD 1.5 checkpoints on disk, in the LDM/CompVis single-file layout that
+// real SD 1.5 releases use (`model.diffusion_model.*`, `first_stage_model.*`,
+// `cond_stage_model.transformer.*`) — so benchmarks and memory measurements can run a
+// model of the real size (or any SD-1.5-shaped size) without downloading one.
+//
+// The file holds every weight of the three components (the full VAE: encoder, quant_conv,
+// post_quant_conv, decoder), with LDM's storage quirks (VAE attention projections as
+// [C, C, 1, 1] convolutions, the CLIP `position_ids` buffer as I64 [1, positions]), and
+// `__metadata__` marking it random: {"random": "true", "seed", "dtype", "generator"}.
+//
+// Values come from RandomWeightStream (random_weights.h): the text encoder's tensors equal
+// add_random_weights(expected_text_encoder_tensors(clip), seed, dtype), the UNet's use
+// seed + 1, the VAE's (full, expected_vae_tensors(vae)) seed + 2. Same arguments -> the
+// same bytes.
+//
+// Memory: tensors are generated and written one at a time (weights::SafetensorsWriter);
+// peak memory is about the largest tensor in f32 plus in `dtype` (~230 MB for SD 1.5's
+// token embedding), not the ~2 GB file.
+//
+// Pure functions apart from the files they write; safe to call concurrently for
+// different output paths.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+
+#include "core/dtype.h"
+#include "models/sd15/config.h"
+#include "weights/ldm_names.h"
+
+namespace hyrt::models::sd15 {
+
+// The structure LDM key numbering needs (weights::ldm_key_for) for these configs.
+weights::LdmStructure ldm_structure(const UNetConfig& unet, const VaeConfig& vae);
+
+struct RandomCheckpointSummary {
+  int64_t text_encoder_parameters = 0;
+  int64_t unet_parameters = 0;
+  int64_t vae_parameters = 0;
+  size_t tensors = 0;       // in the file, position_ids included
+  uint64_t file_bytes = 0;  // size of the written file
+};
+
+// Called after each tensor with the tensor bytes written so far and their total.
+using ProgressFn = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+
+// Writes the checkpoint to `out` (through `<out>.tmp`, renamed when complete). `dtype`:
+// f16, f32 or bf16 (kInvalidArgument otherwise). Throws kInvalidArgument for configs the
+// SD 1.5 architecture cannot take, kIo naming the path if writing fails (no partial file
+// is left under `out`).
+RandomCheckpointSummary write_random_ldm_checkpoint(const std::filesystem::path& out,
+                                                    const ClipTextConfig& clip,
+                                                    const UNetConfig& unet, const VaeConfig& vae,
+                                                    uint64_t seed, DType dtype = DType::kF16,
+                                                    const ProgressFn& progress = {});
+
+// Copies a CLIP tokenizer (vocab.json, merges.txt, and tokenizer_config.json when present)
+// from `tokenizer_dir` into a `tokenizer/` folder beside `checkpoint_file` — where hyrt
+// looks for the tokenizer of a single-file model. Returns that folder. kNotFound naming
+// the file if vocab.json or merges.txt is missing, kIo if copying fails.
+std::filesystem::path copy_tokenizer_beside(const std::filesystem::path& tokenizer_dir,
+                                            const std::filesystem::path& checkpoint_file);
+
+}  // namespace hyrt::models::sd15
