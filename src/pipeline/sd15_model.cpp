@@ -28,23 +28,28 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
                                            const Sd15ModelOptions& options) {
   std::unique_ptr<Sd15Model> m(new Sd15Model());
   m->engine_ = &engine;
-  m->checkpoint_ = weights::Checkpoint::open(path);
+  auto checkpoint = weights::Checkpoint::open(path);
+  const weights::Checkpoint& ck = *checkpoint;
   for (weights::Component c : weights::kAllComponents)
-    HYRT_CHECK(m->checkpoint_->has(c), kNotFound, "model '", path.string(), "' has no ",
+    HYRT_CHECK(ck.has(c), kNotFound, "model '", path.string(), "' has no ",
                weights::component_title(c), " (looked for ",
-               m->checkpoint_->format() == weights::CheckpointFormat::kDiffusersFolder
+               ck.format() == weights::CheckpointFormat::kDiffusersFolder
                    ? std::string(weights::component_name(c)) + "/ with a .safetensors file"
                    : std::string("its tensors in the single file"),
                ")");
-  m->configs_ = models::sd15::load_configs(*m->checkpoint_, options.config_dir);
+  m->configs_ = models::sd15::load_configs(ck, options.config_dir);
+  for (weights::Component c : weights::kAllComponents)
+    for (const std::string& n : ck.names(c)) {
+      const auto& i = ck.info(n);
+      m->weight_bytes_ += i.shape.numel() * static_cast<int64_t>(dtype_size(i.dtype));
+    }
 
   // Where a tokenizer and a scheduler config may be: the model itself, the config folder,
   // beside a single file.
   std::vector<std::filesystem::path> roots;
-  if (m->checkpoint_->format() == weights::CheckpointFormat::kDiffusersFolder)
-    roots.push_back(path);
+  if (ck.format() == weights::CheckpointFormat::kDiffusersFolder) roots.push_back(path);
   if (options.config_dir) roots.push_back(*options.config_dir);
-  if (m->checkpoint_->format() == weights::CheckpointFormat::kLdmSingleFile)
+  if (ck.format() == weights::CheckpointFormat::kLdmSingleFile)
     roots.push_back(path.parent_path().empty() ? "." : path.parent_path());
   for (const auto& r : roots)
     m->tokenizer_candidates_.push_back(r / "tokenizer");
@@ -54,6 +59,21 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
       m->scheduler_config_ = SchedulerConfig::load_or_default(r);
       break;
     }
+  m->weights_ = std::move(checkpoint);
+  return m;
+}
+
+std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::MemoryWeights> weights,
+                                                  models::sd15::Sd15Configs configs,
+                                                  exec::Engine& engine) {
+  HYRT_CHECK(configs.text_encoder && configs.unet && configs.vae, kInvalidArgument,
+             "Sd15Model::from_memory needs all three component configs");
+  std::unique_ptr<Sd15Model> m(new Sd15Model());
+  m->engine_ = &engine;
+  m->configs_ = std::move(configs);
+  m->weight_bytes_ = static_cast<int64_t>(weights->bytes());
+  m->weights_ = std::move(weights);
+  m->scheduler_config_ = SchedulerConfig::sd15_defaults();
   return m;
 }
 
@@ -85,7 +105,7 @@ exec::Executable& Sd15Model::executable(const std::string& key,
   auto it = compiled_.find(key);
   if (it != compiled_.end()) return *it->second.exe;
   Compiled c;
-  c.exe = engine_->compile(build(), *checkpoint_);
+  c.exe = engine_->compile(build(), *weights_);
   c.report = {component, shape, c.exe->memory_plan().arena_bytes, c.exe->memory_plan().lower_bound,
               c.exe->prepare_ms()};
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
@@ -104,7 +124,7 @@ Tensor Sd15Model::encode_text(std::span<const int32_t> ids, int batch) {
   exec::Executable& exe = executable(
       str_cat("clip b", batch, " t", seq),
       [&] {
-        return models::sd15::build_clip_text_encoder(text_config(), *checkpoint_, batch, seq).graph;
+        return models::sd15::build_clip_text_encoder(text_config(), *weights_, batch, seq).graph;
       },
       "text_encoder", str_cat("b", batch, " t", seq));
   std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
@@ -133,7 +153,7 @@ Tensor Sd15Model::predict_noise(const TensorView& sample, std::span<const float>
   std::vector<std::string> tap_names;
   exec::Executable& exe = executable(
       str_cat("unet ", dims, shape.taps ? " taps" : ""),
-      [&] { return models::sd15::build_unet(unet_config(), *checkpoint_, shape).graph; }, "unet",
+      [&] { return models::sd15::build_unet(unet_config(), *weights_, shape).graph; }, "unet",
       dims);
   copy_into(exe.input("sample"), sample);
   std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));
@@ -167,7 +187,7 @@ Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
   exec::Executable& exe = executable(
       str_cat("vae ", dims, unscale ? " unscale" : ""),
       [&] {
-        return models::sd15::build_vae_decoder(vae_config(), *checkpoint_, b, h, w, unscale).graph;
+        return models::sd15::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale).graph;
       },
       "vae_decoder", dims);
   copy_into(exe.input("latent"), latent);
@@ -182,14 +202,11 @@ std::vector<MemoryReport> Sd15Model::memory_report() const {
   return r;
 }
 
-int64_t Sd15Model::checkpoint_weight_bytes() const {
-  int64_t total = 0;
-  for (weights::Component c : weights::kAllComponents)
-    for (const std::string& n : checkpoint_->names(c)) {
-      const auto& i = checkpoint_->info(n);
-      total += i.shape.numel() * static_cast<int64_t>(dtype_size(i.dtype));
-    }
-  return total;
+std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> Sd15Model::op_profiles() const {
+  std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> r;
+  for (const auto& [key, c] : compiled_)
+    r.emplace_back(key, c.exe->profile());
+  return r;
 }
 
 }  // namespace hyrt::pipeline

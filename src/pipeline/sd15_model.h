@@ -26,6 +26,7 @@
 #include "pipeline/clip_tokenizer.h"
 #include "pipeline/scheduler.h"
 #include "weights/checkpoint.h"
+#include "weights/memory_weights.h"
 
 namespace hyrt::pipeline {
 
@@ -50,9 +51,15 @@ class Sd15Model {
   // missing (a component, a config) or malformed.
   static std::unique_ptr<Sd15Model> open(const std::filesystem::path& path, exec::Engine& engine,
                                          const Sd15ModelOptions& options = {});
+  // A model whose weights are already in memory (random-weight benchmarks, tests): no
+  // tokenizer unless `tokenizer_dir` is given; SD 1.5's scheduler defaults.
+  static std::unique_ptr<Sd15Model> from_memory(std::unique_ptr<weights::MemoryWeights> weights,
+                                                models::sd15::Sd15Configs configs,
+                                                exec::Engine& engine);
   ~Sd15Model();
 
-  const weights::Checkpoint& checkpoint() const { return *checkpoint_; }
+  // The weights every component reads (a Checkpoint, or MemoryWeights).
+  const weights::WeightSource& weights() const { return *weights_; }
   const models::sd15::ClipTextConfig& text_config() const { return *configs_.text_encoder; }
   const models::sd15::UNetConfig& unet_config() const { return *configs_.unet; }
   const models::sd15::VaeConfig& vae_config() const { return *configs_.vae; }
@@ -81,8 +88,10 @@ class Sd15Model {
   Tensor decode_latents(const TensorView& latent, bool unscale);
 
   std::vector<MemoryReport> memory_report() const;
-  // Bytes of weights stored by the checkpoint files (mapped, not copied).
-  int64_t checkpoint_weight_bytes() const;
+  // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
+  std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;
+  // Bytes of the stored weights of all three components (mapped files or memory).
+  int64_t weight_bytes() const { return weight_bytes_; }
 
  private:
   Sd15Model() = default;
@@ -91,7 +100,8 @@ class Sd15Model {
                                const std::string& component, const std::string& shape);
 
   exec::Engine* engine_ = nullptr;
-  std::unique_ptr<weights::Checkpoint> checkpoint_;
+  std::unique_ptr<weights::WeightSource> weights_;
+  int64_t weight_bytes_ = 0;
   models::sd15::Sd15Configs configs_;
   std::vector<std::filesystem::path> tokenizer_candidates_;
   std::unique_ptr<ClipTokenizer> tokenizer_;

@@ -529,7 +529,8 @@ std::optional<std::string> vae_ldm_key(std::string_view k, const LdmStructure& s
   if (!take(&k, enc ? "down_blocks." : "up_blocks.") || !take_index(&k, s.vae_levels, &level))
     return std::nullopt;
   // The decoder's LDM levels count from the highest resolution: the reverse of up_blocks.
-  const int ldm_level = enc ? level : s.vae_levels - 1 - level;
+  const int top = s.vae_decoder_top_up_index < 0 ? s.vae_levels - 1 : s.vae_decoder_top_up_index;
+  const int ldm_level = enc ? level : top - level;
   const std::string block = cat({coder, enc ? "down." : "up.", idx(ldm_level), "."});
   if (take(&k, "resnets.")) {
     if (!take_index(&k, INT_MAX, &j)) return std::nullopt;
@@ -544,7 +545,9 @@ std::optional<std::string> vae_ldm_key(std::string_view k, const LdmStructure& s
 
 std::string ldm_key_for(std::string_view canonical_name, const LdmStructure& structure) {
   HYRT_CHECK(structure.unet_layers_per_block >= 1 && !structure.unet_up_attention.empty() &&
-                 structure.vae_levels >= 1,
+                 structure.vae_levels >= 1 &&
+                 (structure.vae_decoder_top_up_index < 0 ||
+                  structure.vae_decoder_top_up_index >= structure.vae_levels - 1),
              kInvalidArgument, "ldm_key_for: invalid LDM structure (",
              structure.unet_layers_per_block, " UNet layers per block, ",
              structure.unet_up_attention.size(), " UNet levels, ", structure.vae_levels,

@@ -75,6 +75,13 @@ struct LdmStructure {
   // Number of VAE levels (len(block_out_channels)): LDM numbers the decoder's `up.{i}` in
   // the reverse of diffusers' up_blocks order.
   int vae_levels = 4;
+  // The LDM index of diffusers' decoder up_blocks.0, counting down from there; -1 means
+  // vae_levels - 1, which is what LDM's own Decoder writes. diffusers'
+  // convert_diffusers_to_original_stable_diffusion.py always writes `up.{3 - k}` (it
+  // assumes SD's four levels), so a smaller VAE converted by it — the golden sd15-tiny
+  // model-ldm.safetensors — starts at 3. LdmKeyMap reads either (it takes the top index
+  // off the keys). Must be >= vae_levels - 1.
+  int vae_decoder_top_up_index = -1;
 };
 
 // The LDM/CompVis key of a canonical weight name: the exact inverse of LdmKeyMap::map()

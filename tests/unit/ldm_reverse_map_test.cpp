@@ -45,9 +45,12 @@ Component component_of(const std::string& canonical) {
 
 // canonical -> LDM -> canonical is the identity, LDM keys are distinct, and the forward
 // map infers the structure the reverse map was given.
-void expect_round_trip(const ClipTextConfig& clip, const UNetConfig& unet, const VaeConfig& vae) {
+void expect_round_trip(const ClipTextConfig& clip, const UNetConfig& unet, const VaeConfig& vae,
+                       int vae_top_up_index = -1) {
+  SCOPED_TRACE(testing::Message() << "VAE decoder top up index " << vae_top_up_index);
   const auto all = all_tensors(clip, unet, vae);
-  const auto structure = ldm_structure(unet, vae);
+  auto structure = ldm_structure(unet, vae);
+  structure.vae_decoder_top_up_index = vae_top_up_index;
   std::vector<std::string> keys;
   std::unordered_map<std::string, std::string> owner;  // LDM key -> canonical name
   for (const auto& e : all) {
@@ -58,7 +61,9 @@ void expect_round_trip(const ClipTextConfig& clip, const UNetConfig& unet, const
   }
   const weights::LdmKeyMap map(keys);
   EXPECT_EQ(map.unet_layers_per_block(), unet.layers_per_block);
-  EXPECT_EQ(map.vae_decoder_max_up_index(), static_cast<int>(vae.block_out_channels.size()) - 1);
+  EXPECT_EQ(map.vae_decoder_max_up_index(),
+            vae_top_up_index < 0 ? static_cast<int>(vae.block_out_channels.size()) - 1
+                                 : vae_top_up_index);
   int squeezed = 0;
   for (size_t i = 0; i < all.size(); ++i) {
     const KeyMapping m = map.map(keys[i]);
@@ -78,6 +83,8 @@ TEST(LdmReverseMap, FullSizeSd15IsExactInverse) {
 
 TEST(LdmReverseMap, TinyConfigsAreExactInverse) {
   expect_round_trip(tiny_clip_text_config(), tiny_unet_config(), tiny_vae_config());
+  // As diffusers' converter numbers a two-level VAE decoder: up.3, up.2.
+  expect_round_trip(tiny_clip_text_config(), tiny_unet_config(), tiny_vae_config(), 3);
 }
 
 TEST(LdmReverseMap, OddStructureIsExactInverse) {
@@ -181,6 +188,18 @@ TEST(LdmReverseMap, NamesWithoutLdmKeyThrow) {
   }
 }
 
+TEST(LdmReverseMap, InvalidStructureThrows) {
+  weights::LdmStructure s;
+  s.vae_decoder_top_up_index = 2;  // below vae_levels - 1 = 3: up indices would go negative
+  EXPECT_THROW(ldm_key_for("vae.decoder.conv_in.weight", s), Error);
+  s = {};
+  s.unet_layers_per_block = 0;
+  EXPECT_THROW(ldm_key_for("unet.conv_in.weight", s), Error);
+  s = {};
+  s.unet_up_attention.clear();
+  EXPECT_THROW(ldm_key_for("unet.conv_in.weight", s), Error);
+}
+
 TEST(LdmReverseMap, GoldenTinyLdmFileHasExactlyTheseKeys) {
   const auto golden = test::golden_dir();
   if (!golden || !std::filesystem::exists(*golden / "model-ldm.safetensors") ||
@@ -189,7 +208,10 @@ TEST(LdmReverseMap, GoldenTinyLdmFileHasExactlyTheseKeys) {
   const auto folder = weights::Checkpoint::open(*golden / "model");
   const Sd15Configs cfg = load_configs(*folder);
   ASSERT_TRUE(cfg.unet && cfg.vae && cfg.text_encoder);
-  const auto structure = ldm_structure(*cfg.unet, *cfg.vae);
+  auto structure = ldm_structure(*cfg.unet, *cfg.vae);
+  // The file was made by diffusers' convert_diffusers_to_original_stable_diffusion.py,
+  // which numbers the decoder's levels up.3, up.2, ... whatever their count.
+  structure.vae_decoder_top_up_index = 3;
 
   const auto ldm = weights::SafetensorsFile::open(*golden / "model-ldm.safetensors");
   std::vector<std::string> file_keys;

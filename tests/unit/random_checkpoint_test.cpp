@@ -242,8 +242,8 @@ TEST_F(SafetensorsWriterTest, AnyOrderMatchesWriteSafetensors) {
   for (int i = 0; i < 5; ++i)
     b.as<uint16_t>()[i] = static_cast<uint16_t>(0x3c00 + i);
   const std::map<std::string, std::string> meta = {{"k", "v"}};
-  write_safetensors(dir_ / "ref.safetensors", {{"a", a.view()}, {"b", b.view()}, {"e", e.view()}},
-                    meta);
+  weights::write_safetensors(dir_ / "ref.safetensors",
+                             {{"a", a.view()}, {"b", b.view()}, {"e", e.view()}}, meta);
   {
     weights::SafetensorsWriter w(
         dir_ / "w.safetensors",

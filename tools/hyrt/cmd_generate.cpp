@@ -127,8 +127,8 @@ void run(const GenerateArgs& a) {
           "prepared in %.0f ms\n",
           m.component.c_str(), m.shape.c_str(), static_cast<long long>(m.arena_bytes),
           m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0, m.prepare_ms);
-    std::printf("memory: checkpoint weights %.1f MiB (mapped), peak RSS %.1f MiB\n",
-                model->checkpoint_weight_bytes() / 1048576.0, peak_rss_bytes() / 1048576.0);
+    std::printf("memory: stored weights %.1f MiB (mapped), peak RSS %.1f MiB\n",
+                model->weight_bytes() / 1048576.0, peak_rss_bytes() / 1048576.0);
   }
 }
 

@@ -14,7 +14,7 @@
 // same bytes.
 //
 // Memory: tensors are generated and written one at a time (weights::SafetensorsWriter);
-// peak memory is about the largest tensor in f32 plus in `dtype` (~230 MB for SD 1.5's
+// peak memory is about one copy of the largest tensor in `dtype` (76 MB in f16 for SD 1.5's
 // token embedding), not the ~2 GB file.
 //
 // Pure functions apart from the files they write; safe to call concurrently for

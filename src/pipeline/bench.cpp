@@ -1,0 +1,157 @@
+#include "pipeline/bench.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <random>
+
+#include "backend/cpu/cpu_info.h"
+#include "core/build_info.h"
+#include "core/error.h"
+#include "core/parallel.h"
+#include "core/sysinfo.h"
+#include "models/sd15/random_weights.h"
+#include "pipeline/sd15_model.h"
+
+namespace hyrt::pipeline {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
+nlohmann::json stats(std::vector<double> ms) {
+  std::sort(ms.begin(), ms.end());
+  const size_t n = ms.size();
+  const double median = n % 2 ? ms[n / 2] : 0.5 * (ms[n / 2 - 1] + ms[n / 2]);
+  return {{"median_ms", median}, {"min_ms", ms.front()}, {"max_ms", ms.back()}, {"runs", n}};
+}
+
+// Times fn() `warmup` + `runs` times; the first call's time is reported separately (it
+// includes building and preparing the executable for this shape).
+nlohmann::json time_stage(int warmup, int runs, const std::function<void()>& fn) {
+  auto t0 = Clock::now();
+  fn();
+  const double first = ms_since(t0);
+  for (int i = 1; i < warmup; ++i)
+    fn();
+  std::vector<double> ms;
+  for (int i = 0; i < runs; ++i) {
+    t0 = Clock::now();
+    fn();
+    ms.push_back(ms_since(t0));
+  }
+  nlohmann::json j = stats(ms);
+  j["first_call_ms"] = first;
+  return j;
+}
+
+Tensor random_tensor(Shape s, uint64_t seed) {
+  Tensor t(DType::kF32, s);
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d;
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.as<float>()[i] = d(rng);
+  return t;
+}
+
+}  // namespace
+
+nlohmann::json run_bench(const BenchOptions& o) {
+  HYRT_CHECK(o.runs >= 1 && o.warmup >= 1, kInvalidArgument, "runs and warmup must be >= 1");
+  exec::EngineOptions eo;
+  eo.num_threads = o.threads;
+  eo.profile = o.profile;
+  exec::Engine engine(eo);
+  const auto host = backend::host_info();
+  nlohmann::json out;
+  out["hyrt_version"] = HYRT_VERSION_STRING;
+  out["machine"] = {{"cpu", host.cpu_model},
+                    {"logical_cores", host.logical_cores},
+                    {"threads", num_threads()},
+                    {"isa", host.isa},
+                    {"gemm_library", host.onednn}};
+  out["config"] = {{"model", o.model},           {"width", o.width},    {"height", o.height},
+                   {"unet_batch", o.unet_batch}, {"runs", o.runs},      {"warmup", o.warmup},
+                   {"backend", "cpu"},           {"activations", "f32"}};
+
+  auto t0 = Clock::now();
+  std::unique_ptr<Sd15Model> model;
+  if (o.model.rfind("random:", 0) == 0) {
+    using namespace models::sd15;
+    const std::string size = o.model.substr(7);
+    HYRT_CHECK(size == "sd15" || size == "tiny", kInvalidArgument, "unknown random model '",
+               o.model, "' (random:sd15 or random:tiny)");
+    Sd15Configs c;
+    c.text_encoder = size == "tiny" ? tiny_clip_text_config() : ClipTextConfig{};
+    c.unet = size == "tiny" ? tiny_unet_config() : UNetConfig{};
+    c.vae = size == "tiny" ? tiny_vae_config() : VaeConfig{};
+    auto w = std::make_unique<weights::MemoryWeights>();
+    add_random_weights(expected_text_encoder_tensors(*c.text_encoder), 1, DType::kF16, *w);
+    add_random_weights(expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
+    add_random_weights(expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16, *w);
+    model = Sd15Model::from_memory(std::move(w), std::move(c), engine);
+  } else {
+    Sd15ModelOptions mo;
+    if (!o.config_dir.empty()) mo.config_dir = o.config_dir;
+    model = Sd15Model::open(o.model, engine, mo);
+  }
+  out["load_ms"] = ms_since(t0);
+  out["stored_weight_bytes"] = model->weight_bytes();
+
+  const int f = model->vae_scale_factor();
+  HYRT_CHECK(o.width % f == 0 && o.height % f == 0, kInvalidArgument, "size must be a multiple of ",
+             f);
+  const int lh = o.height / f, lw = o.width / f;
+  const auto& uc = model->unet_config();
+  const auto& tc = model->text_config();
+  nlohmann::json stages;
+
+  if (o.text_encoder) {
+    std::vector<int32_t> ids(static_cast<size_t>(o.unet_batch) * tc.max_position_embeddings,
+                             tc.eos_token_id);
+    for (int b = 0; b < o.unet_batch; ++b)
+      ids[static_cast<size_t>(b) * tc.max_position_embeddings] = tc.bos_token_id;
+    stages["text_encoder"] =
+        time_stage(o.warmup, o.runs, [&] { model->encode_text(ids, o.unet_batch); });
+  }
+  if (o.unet) {
+    const Tensor x = random_tensor({o.unet_batch, lh, lw, uc.in_channels}, 1);
+    const Tensor ctx =
+        random_tensor({o.unet_batch, tc.max_position_embeddings, uc.cross_attention_dim}, 2);
+    std::vector<float> t(static_cast<size_t>(o.unet_batch), 500.0f);
+    stages["unet_step"] =
+        time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, ctx.view()); });
+  }
+  if (o.vae) {
+    const Tensor z = random_tensor({1, lh, lw, model->vae_config().latent_channels}, 3);
+    stages["vae_decode"] =
+        time_stage(o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); });
+  }
+  out["stages"] = stages;
+  nlohmann::json arenas = nlohmann::json::array();
+  for (const auto& m : model->memory_report())
+    arenas.push_back({{"component", m.component},
+                      {"shape", m.shape},
+                      {"arena_bytes", m.arena_bytes},
+                      {"arena_lower_bound_bytes", m.arena_lower_bound},
+                      {"prepare_ms", m.prepare_ms}});
+  out["scratch_arenas"] = arenas;
+  if (o.profile) {
+    nlohmann::json prof;
+    for (const auto& [exe, ops] : model->op_profiles()) {
+      nlohmann::json e;
+      for (const auto& op : ops)
+        e[op.op] = {{"calls", op.count}, {"total_ms", op.total_ms}};
+      prof[exe] = e;
+    }
+    out["op_profile_all_runs"] = prof;
+  }
+  out["peak_rss_bytes"] = peak_rss_bytes();
+  out["rss_bytes"] = current_rss_bytes();
+  return out;
+}
+
+}  // namespace hyrt::pipeline

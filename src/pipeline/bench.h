@@ -1,0 +1,32 @@
+// Stage benchmarks of a model (what `hyrt bench` prints): load, text encoder, one UNet
+// step at a given size and batch, VAE decode — each warmed up, then timed over repeated
+// runs (median, min, max) — with the machine, the configuration, scratch arena and weight
+// bytes and the peak RSS, as one JSON document.
+#pragma once
+
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace hyrt::pipeline {
+
+struct BenchOptions {
+  // A model path (diffusers folder or single file), or "random:sd15" / "random:tiny" for a
+  // random-weight model of that size built in memory (f16 weights; no download, no file).
+  std::string model;
+  std::string config_dir;
+  int width = 512;
+  int height = 512;
+  int unet_batch = 2;  // 2 = one image with classifier-free guidance
+  int runs = 5;
+  int warmup = 1;
+  bool text_encoder = true;
+  bool unet = true;
+  bool vae = true;
+  bool profile = false;  // per-op-kind time of one extra UNet run
+  int threads = 0;
+};
+
+nlohmann::json run_bench(const BenchOptions& options);
+
+}  // namespace hyrt::pipeline

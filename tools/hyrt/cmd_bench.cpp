@@ -1,0 +1,53 @@
+// `hyrt bench` — stage timings as JSON (pipeline/bench.h).
+#include <cstdio>
+#include <fstream>
+
+#include "commands.h"
+#include "core/error.h"
+#include "pipeline/bench.h"
+
+namespace hyrt::cli {
+namespace {
+
+CommandRegistrar reg(40, [](CLI::App& app) {
+  auto o = std::make_shared<pipeline::BenchOptions>();
+  auto out = std::make_shared<std::string>();
+  auto only = std::make_shared<std::string>();
+  auto* c = app.add_subcommand(
+      "bench",
+      "Time the stages of a model (load, text encoder, UNet step, VAE decode): warm-up, then the "
+      "median/min/max of repeated runs, with machine details, arena bytes and peak RSS, as JSON");
+  c->add_option("-m,--model", o->model,
+                "Model path, or random:sd15 / random:tiny for random weights built in memory")
+      ->required();
+  c->add_option("--config-dir", o->config_dir, "Config folder for single-file checkpoints");
+  c->add_option("-W,--width", o->width, "Image width")->capture_default_str();
+  c->add_option("-H,--height", o->height, "Image height")->capture_default_str();
+  c->add_option("-b,--batch", o->unet_batch, "UNet batch (2 = one image with CFG)")
+      ->capture_default_str();
+  c->add_option("--runs", o->runs, "Timed runs per stage")->capture_default_str();
+  c->add_option("--warmup", o->warmup, "Untimed runs first (the first also prepares)")
+      ->capture_default_str();
+  c->add_option("--only", *only, "Comma-separated stages: text,unet,vae");
+  c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
+  c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
+  c->add_option("--json", *out, "Also write the JSON to this file");
+  c->callback([o, out, only] {
+    if (!only->empty()) {
+      o->text_encoder = only->find("text") != std::string::npos;
+      o->unet = only->find("unet") != std::string::npos;
+      o->vae = only->find("vae") != std::string::npos;
+    }
+    const auto j = pipeline::run_bench(*o);
+    const std::string text = j.dump(2);
+    std::printf("%s\n", text.c_str());
+    if (!out->empty()) {
+      std::ofstream f(*out);
+      f << text << "\n";
+      HYRT_CHECK(f.good(), kIo, "cannot write ", *out);
+    }
+  });
+});
+
+}  // namespace
+}  // namespace hyrt::cli
