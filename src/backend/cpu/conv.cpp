@@ -76,16 +76,8 @@ class Conv2dKernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    dnnl::engine& eng = dnnl_engine();
-    memory src(program_->pd.src_desc(), eng, inputs[0].data);
-    memory dst(program_->pd.dst_desc(), eng, output.data);
-    memory weights(packed_desc_, eng, packed_weights_.data());
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-    if (shape_.bias)
-      args.emplace(DNNL_ARG_BIAS, memory(program_->pd.bias_desc(), eng, bias_.data()));
-    program_->primitive.execute(dnnl_stream(), args);
-    dnnl_stream().wait();
+    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
+                   packed_weights_.data(), bias_);
   }
 
  private:

@@ -11,20 +11,17 @@
 #pragma once
 
 #include <omp.h>
+#include <dnnl.hpp>
 
 #include <memory>
 #include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend/backend.h"
 #include "core/buffer.h"
 #include "core/error.h"
-
-namespace dnnl {
-struct engine;
-struct stream;
-}  // namespace dnnl
 
 namespace hyrt::backend::cpu {
 
@@ -69,6 +66,23 @@ dnnl::stream& dnnl_stream(int thread_slot = 0);
 // Throws kUnsupported when oneDNN picked a reference implementation: those run about
 // 5000x slower (../shared/notes/onednn-2.6.md) and would silently ruin a run.
 void refuse_reference_impl(const std::string& impl_info, const std::string& what);
+
+// Runs a weight-packed oneDNN primitive (matmul or convolution) on dense activations:
+// src -> dst with the weights in `packed_desc` layout at `packed`, plus an optional f32 bias.
+template <class PrimitiveDesc, class Primitive>
+void execute_packed(const PrimitiveDesc& pd, const Primitive& primitive, void* src, void* dst,
+                    const dnnl::memory::desc& packed_desc, void* packed,
+                    const AlignedBuffer& bias) {
+  dnnl::engine& eng = dnnl_engine();
+  std::unordered_map<int, dnnl::memory> args{
+      {DNNL_ARG_SRC, dnnl::memory(pd.src_desc(), eng, src)},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(packed_desc, eng, packed)},
+      {DNNL_ARG_DST, dnnl::memory(pd.dst_desc(), eng, dst)}};
+  if (!bias.empty())
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), eng, const_cast<void*>(bias.data())));
+  primitive.execute(dnnl_stream(), args);
+  dnnl_stream().wait();
+}
 
 // Sets the OpenMP thread count for the current scope and restores it afterwards. Used
 // when creating oneDNN primitives that will run single-threaded inside our own parallel

@@ -65,17 +65,9 @@ class LinearKernel final : public Kernel {
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
-    dnnl::engine& eng = dnnl_engine();
     // x: [M, K], y: [M, N]
-    memory src(program_->pd.src_desc(), eng, inputs[0].data);
-    memory dst(program_->pd.dst_desc(), eng, output.data);
-    memory weights(packed_desc_, eng, packed_weights_.data());
-    std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, weights}, {DNNL_ARG_DST, dst}};
-    if (!bias_.empty())
-      args.emplace(DNNL_ARG_BIAS, memory(program_->pd.bias_desc(), eng, bias_.data()));
-    program_->primitive.execute(dnnl_stream(), args);
-    dnnl_stream().wait();
+    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
+                   packed_weights_.data(), bias_);
   }
 
  private:
