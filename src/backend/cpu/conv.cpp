@@ -64,11 +64,11 @@ class Conv2dKernel final : public Kernel {
     program_ = ctx.cache.get_or_create<ConvProgram>(shape_.key(),
                                                     [&] { return make_conv_program(shape_); });
 
-    AlignedBuffer w_f32 = load_weight_f32(ctx, 1);
+    const float* w_f32 = stage_weight_f32(ctx, 1);
     const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
     packed_desc_ = program_->pd.weights_desc();
     packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
-    memory stored_mem(stored, dnnl_engine(), w_f32.data());
+    memory stored_mem(stored, dnnl_engine(), const_cast<float*>(w_f32));
     memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
     dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
     dnnl_stream().wait();

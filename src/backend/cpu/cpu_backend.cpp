@@ -27,6 +27,28 @@ AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i) {
   return out;
 }
 
+const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
+  const ir::Value& v = ctx.input(i);
+  HYRT_ASSERT(v.kind == ir::ValueKind::kWeight, "input ", i, " of '", ctx.node.name,
+              "' is not a weight");
+  const TensorView stored = ctx.weights.get(v.name);
+  HYRT_CHECK(stored.shape == v.shape && stored.dtype == v.dtype, kInvalidModel, "weight '", v.name,
+             "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(), " but node '",
+             ctx.node.name, "' expects ", dtype_name(v.dtype), v.shape.to_string());
+  const size_t n = static_cast<size_t>(v.shape.numel());
+  thread_local AlignedBuffer staging;
+  if (staging.size() < n * sizeof(float))
+    staging = AlignedBuffer(std::max<size_t>(n, 1) * sizeof(float), "weight staging");
+  float* out = staging.as<float>();
+  // Large weights: convert in parallel chunks (f16 -> f32 is memory-bound).
+  parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+    convert_to_f32(stored.dtype,
+                   static_cast<const char*>(stored.data) + b * dtype_size(stored.dtype), out + b,
+                   static_cast<size_t>(e - b));
+  });
+  return out;
+}
+
 F32Inputs::F32Inputs(const PrepareContext& ctx) {
   converted_.resize(ctx.node.inputs.size());
   for (size_t i = 0; i < ctx.node.inputs.size(); ++i)

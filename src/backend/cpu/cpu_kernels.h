@@ -40,6 +40,10 @@ struct PrepareContext {
 // 64-byte-aligned f32 buffer (f32/f16/bf16 stored). Throws kInvalidModel when the stored
 // tensor's shape differs from the graph's.
 AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i);
+// The same conversion into a staging buffer reused across prepare() calls (for weights
+// that are packed right away): no fresh pages per layer, so packing a UNet does not page-
+// fault and zero gigabytes of temporaries. Valid until the next call on this thread.
+const float* stage_weight_f32(const PrepareContext& ctx, size_t i);
 
 // Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
 // made at prepare, other inputs at the bound activation buffers. Lets elementwise and

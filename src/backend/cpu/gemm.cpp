@@ -52,11 +52,11 @@ class LinearKernel final : public Kernel {
                                                       [&] { return make_matmul_program(key_); });
 
     // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
-    AlignedBuffer w_f32 = load_weight_f32(ctx, 1);
+    const float* w_f32 = stage_weight_f32(ctx, 1);
     const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
     packed_desc_ = program_->pd.weights_desc();
     packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
-    memory stored_mem(stored, dnnl_engine(), w_f32.data());
+    memory stored_mem(stored, dnnl_engine(), const_cast<float*>(w_f32));
     memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
     dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
     if (has_bias) bias_ = load_weight_f32(ctx, 2);
