@@ -29,8 +29,9 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
   auto in = [&](size_t i) -> const Value& { return g.value(inputs[i]); };
   auto need_inputs = [&](size_t lo, size_t hi) {
     if (inputs.size() < lo || inputs.size() > hi)
-      bad(name, op, str_cat("expects ", lo, lo == hi ? "" : str_cat("-", hi), " inputs, got ",
-                            inputs.size()));
+      bad(name, op,
+          str_cat("expects ", lo, lo == hi ? "" : str_cat("-", hi), " inputs, got ",
+                  inputs.size()));
   };
   auto need_attrs = [&]<class A>(A*) -> const A& {
     if (!std::holds_alternative<A>(attrs)) bad(name, op, "missing or wrong attributes");
@@ -39,8 +40,9 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
   auto need_rank = [&](size_t i, int lo, int hi) {
     const int r = in(i).shape.rank();
     if (r < lo || r > hi)
-      bad(name, op, str_cat("input ", i, " has rank ", r, " (shape ", in(i).shape.to_string(),
-                            "), expected ", lo, lo == hi ? "" : str_cat("..", hi)));
+      bad(name, op,
+          str_cat("input ", i, " has rank ", r, " (shape ", in(i).shape.to_string(), "), expected ",
+                  lo, lo == hi ? "" : str_cat("..", hi)));
   };
   auto need_vec = [&](size_t i, int64_t n, const char* what) {
     if (in(i).shape != Shape{n})
@@ -48,8 +50,8 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
   };
   auto need_float = [&](size_t i) {
     if (!dtype_is_float(in(i).dtype))
-      bad(name, op, str_cat("input ", i, " has dtype ", dtype_name(in(i).dtype),
-                            ", expected a float type"));
+      bad(name, op,
+          str_cat("input ", i, " has dtype ", dtype_name(in(i).dtype), ", expected a float type"));
   };
 
   for (ValueId v : inputs)
@@ -64,8 +66,9 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       const Shape& x = in(0).shape;
       const Shape& w = in(1).shape;
       if (x.dim(-1) != w[1])
-        bad(name, op, str_cat("input ", x.to_string(), " does not match weight ", w.to_string(),
-                              " (weight is [out, in])"));
+        bad(name, op,
+            str_cat("input ", x.to_string(), " does not match weight ", w.to_string(),
+                    " (weight is [out, in])"));
       if (inputs.size() == 3) need_vec(2, w[0], "bias");
       Shape out = x;
       out[out.rank() - 1] = w[0];
@@ -79,12 +82,14 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       const Shape& x = in(0).shape;  // NHWC
       const Shape& w = in(1).shape;  // OIHW
       if (x[3] != w[1])
-        bad(name, op, str_cat("input channels ", x[3], " (NHWC ", x.to_string(),
-                              ") do not match weight ", w.to_string(), " (OIHW)"));
+        bad(name, op,
+            str_cat("input channels ", x[3], " (NHWC ", x.to_string(), ") do not match weight ",
+                    w.to_string(), " (OIHW)"));
       if (a.stride < 1 || a.padding < 0) bad(name, op, "stride must be >= 1 and padding >= 0");
       const int64_t ho = (x[1] + 2 * a.padding - w[2]) / a.stride + 1;
       const int64_t wo = (x[2] + 2 * a.padding - w[3]) / a.stride + 1;
-      if (ho < 1 || wo < 1) bad(name, op, str_cat("input ", x.to_string(), " too small for kernel"));
+      if (ho < 1 || wo < 1)
+        bad(name, op, str_cat("input ", x.to_string(), " too small for kernel"));
       if (inputs.size() == 3) need_vec(2, w[0], "bias");
       return {in(0).dtype, Shape{x[0], ho, wo, w[0]}};
     }
@@ -102,14 +107,17 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
     }
     case OpKind::kAttention: {
       need_inputs(3, 3);
-      for (size_t i = 0; i < 3; ++i) need_rank(i, 3, 3);
+      for (size_t i = 0; i < 3; ++i)
+        need_rank(i, 3, 3);
       const auto& a = need_attrs(static_cast<AttentionAttrs*>(nullptr));
       const Shape &q = in(0).shape, &k = in(1).shape, &v = in(2).shape;
       if (q[0] != k[0] || q[0] != v[0] || k[1] != v[1] || q[2] != k[2])
-        bad(name, op, str_cat("q ", q.to_string(), ", k ", k.to_string(), ", v ", v.to_string(),
-                              " are inconsistent"));
+        bad(name, op,
+            str_cat("q ", q.to_string(), ", k ", k.to_string(), ", v ", v.to_string(),
+                    " are inconsistent"));
       if (a.heads < 1 || q[2] % a.heads != 0 || v[2] % a.heads != 0)
-        bad(name, op, str_cat("width ", q[2], "/", v[2], " does not split into ", a.heads, " heads"));
+        bad(name, op,
+            str_cat("width ", q[2], "/", v[2], " does not split into ", a.heads, " heads"));
       if (a.causal && q[1] != k[1]) bad(name, op, "a causal mask needs as many queries as keys");
       return {in(0).dtype, Shape{q[0], q[1], v[2]}};
     }
@@ -137,11 +145,11 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
     case OpKind::kMul:
       need_inputs(2, 2);
       if (in(0).dtype != in(1).dtype)
-        bad(name, op, str_cat("dtypes differ: ", dtype_name(in(0).dtype), " and ",
-                              dtype_name(in(1).dtype)));
+        bad(name, op,
+            str_cat("dtypes differ: ", dtype_name(in(0).dtype), " and ", dtype_name(in(1).dtype)));
       if (!broadcastable(in(0).shape, in(1).shape))
-        bad(name, op, str_cat(in(1).shape.to_string(), " does not broadcast onto ",
-                              in(0).shape.to_string()));
+        bad(name, op,
+            str_cat(in(1).shape.to_string(), " does not broadcast onto ", in(0).shape.to_string()));
       return {in(0).dtype, in(0).shape};
     case OpKind::kConcat: {
       if (inputs.empty()) bad(name, op, "needs at least one input");
@@ -153,19 +161,28 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       for (size_t i = 1; i < inputs.size(); ++i) {
         const Shape& s = in(i).shape;
         bool ok = s.rank() == s0.rank() && in(i).dtype == in(0).dtype;
-        for (int d = 0; ok && d < s0.rank(); ++d) ok = d == axis || s[d] == s0[d];
+        for (int d = 0; ok && d < s0.rank(); ++d)
+          ok = d == axis || s[d] == s0[d];
         if (!ok)
-          bad(name, op, str_cat("input ", i, " ", s.to_string(), " cannot be concatenated with ",
-                                s0.to_string(), " on axis ", axis));
+          bad(name, op,
+              str_cat("input ", i, " ", s.to_string(), " cannot be concatenated with ",
+                      s0.to_string(), " on axis ", axis));
         out[axis] += s[axis];
       }
       return {in(0).dtype, out};
     }
-    case OpKind::kUpsample2x: {
+    case OpKind::kUpsampleNearest: {
       need_inputs(1, 1);
       need_rank(0, 4, 4);
       const Shape& x = in(0).shape;
-      return {in(0).dtype, Shape{x[0], 2 * x[1], 2 * x[2], x[3]}};
+      const auto* a = std::get_if<UpsampleAttrs>(&attrs);
+      if (!a && !std::holds_alternative<std::monostate>(attrs)) bad(name, op, "wrong attributes");
+      const int64_t oh = a && a->out_height ? a->out_height : 2 * x[1];
+      const int64_t ow = a && a->out_width ? a->out_width : 2 * x[2];
+      if (oh < 1 || ow < 1 || oh > 64 * x[1] || ow > 64 * x[2])
+        bad(name, op,
+            str_cat("output size ", oh, "x", ow, " out of range for input ", x.to_string()));
+      return {in(0).dtype, Shape{x[0], oh, ow, x[3]}};
     }
     case OpKind::kTimestepEmbedding: {
       need_inputs(1, 1);
@@ -200,7 +217,8 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       const int64_t n = in(0).shape.numel();
       if (infer_at >= 0) {
         if (known == 0 || n % known != 0)
-          bad(name, op, str_cat("cannot reshape ", in(0).shape.to_string(), " to ", out.to_string()));
+          bad(name, op,
+              str_cat("cannot reshape ", in(0).shape.to_string(), " to ", out.to_string()));
         out[infer_at] = n / known;
       }
       if (out.numel() != n)
@@ -330,12 +348,14 @@ std::string Graph::dump() const {
     const Value& v = values_[id];
     return str_cat("%", id, ":", dtype_name(v.dtype), v.shape.to_string());
   };
-  for (ValueId id : inputs_) os << "input  " << val(id) << " " << values_[id].name << "\n";
+  for (ValueId id : inputs_)
+    os << "input  " << val(id) << " " << values_[id].name << "\n";
   for (const Value& v : values_)
     if (v.kind == ValueKind::kWeight) os << "weight " << val(v.id) << " " << v.name << "\n";
   for (const Node& n : nodes_) {
     os << val(n.output) << " = " << op_name(n.op) << "(";
-    for (size_t i = 0; i < n.inputs.size(); ++i) os << (i ? ", " : "") << "%" << n.inputs[i];
+    for (size_t i = 0; i < n.inputs.size(); ++i)
+      os << (i ? ", " : "") << "%" << n.inputs[i];
     os << ")";
     std::visit(
         [&](const auto& a) {
@@ -352,6 +372,8 @@ std::string Graph::dump() const {
             os << " axis=" << a.axis;
           else if constexpr (std::is_same_v<A, TimestepAttrs>)
             os << " dim=" << a.dim;
+          else if constexpr (std::is_same_v<A, UpsampleAttrs>)
+            os << " size=" << a.out_height << "x" << a.out_width;
           else if constexpr (std::is_same_v<A, ReshapeAttrs>)
             os << " shape=" << a.shape.to_string();
           else if constexpr (std::is_same_v<A, PermuteAttrs>)

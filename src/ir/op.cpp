@@ -4,25 +4,44 @@ namespace hyrt::ir {
 
 std::string_view op_name(OpKind op) {
   switch (op) {
-    case OpKind::kLinear: return "linear";
-    case OpKind::kConv2d: return "conv2d";
-    case OpKind::kGroupNorm: return "group_norm";
-    case OpKind::kLayerNorm: return "layer_norm";
-    case OpKind::kAttention: return "attention";
-    case OpKind::kSoftmax: return "softmax";
-    case OpKind::kGelu: return "gelu";
-    case OpKind::kGeglu: return "geglu";
-    case OpKind::kQuickGelu: return "quick_gelu";
-    case OpKind::kSilu: return "silu";
-    case OpKind::kAdd: return "add";
-    case OpKind::kMul: return "mul";
-    case OpKind::kScale: return "scale";
-    case OpKind::kConcat: return "concat";
-    case OpKind::kUpsample2x: return "upsample2x";
-    case OpKind::kTimestepEmbedding: return "timestep_embedding";
-    case OpKind::kEmbedding: return "embedding";
-    case OpKind::kReshape: return "reshape";
-    case OpKind::kPermute: return "permute";
+    case OpKind::kLinear:
+      return "linear";
+    case OpKind::kConv2d:
+      return "conv2d";
+    case OpKind::kGroupNorm:
+      return "group_norm";
+    case OpKind::kLayerNorm:
+      return "layer_norm";
+    case OpKind::kAttention:
+      return "attention";
+    case OpKind::kSoftmax:
+      return "softmax";
+    case OpKind::kGelu:
+      return "gelu";
+    case OpKind::kGeglu:
+      return "geglu";
+    case OpKind::kQuickGelu:
+      return "quick_gelu";
+    case OpKind::kSilu:
+      return "silu";
+    case OpKind::kAdd:
+      return "add";
+    case OpKind::kMul:
+      return "mul";
+    case OpKind::kScale:
+      return "scale";
+    case OpKind::kConcat:
+      return "concat";
+    case OpKind::kUpsampleNearest:
+      return "upsample_nearest";
+    case OpKind::kTimestepEmbedding:
+      return "timestep_embedding";
+    case OpKind::kEmbedding:
+      return "embedding";
+    case OpKind::kReshape:
+      return "reshape";
+    case OpKind::kPermute:
+      return "permute";
   }
   return "?";
 }
@@ -32,25 +51,30 @@ OpTraits op_traits(OpKind op) {
   switch (op) {
     case OpKind::kLinear:
     case OpKind::kConv2d:
-    case OpKind::kAttention: return {true, false, false, false};
+    case OpKind::kAttention:
+      return {true, false, false, false};
     // Norms read a whole row/group for their statistics before writing it, so they can
     // overwrite their input; softmax likewise per row.
     case OpKind::kGroupNorm:
     case OpKind::kLayerNorm:
-    case OpKind::kSoftmax: return {false, false, true, false};
+    case OpKind::kSoftmax:
+      return {false, false, true, false};
     case OpKind::kGelu:
     case OpKind::kQuickGelu:
     case OpKind::kSilu:
     case OpKind::kScale:
     case OpKind::kAdd:
-    case OpKind::kMul: return {false, true, true, false};
-    case OpKind::kReshape: return {false, false, false, true};
+    case OpKind::kMul:
+      return {false, true, true, false};
+    case OpKind::kReshape:
+      return {false, false, false, true};
     case OpKind::kGeglu:
     case OpKind::kConcat:
-    case OpKind::kUpsample2x:
+    case OpKind::kUpsampleNearest:
     case OpKind::kTimestepEmbedding:
     case OpKind::kEmbedding:
-    case OpKind::kPermute: return {false, false, false, false};
+    case OpKind::kPermute:
+      return {false, false, false, false};
   }
   return {false, false, false, false};
 }

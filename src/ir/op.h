@@ -14,28 +14,29 @@
 namespace hyrt::ir {
 
 enum class OpKind : uint8_t {
-  kLinear,        // x [..., K], w [N, K], optional bias [N]            -> [..., N]
-  kConv2d,        // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout]
-                  //   -> [B, Ho, Wo, Cout]; Conv2dAttrs (square stride and padding)
-  kGroupNorm,     // x [B, ..., C], gamma [C], beta [C] -> same; statistics over all non-batch
-                  //   positions of each group of C/groups channels; NormAttrs (+ fused SiLU)
-  kLayerNorm,     // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused)
-  kAttention,     // q [B, Tq, heads*D], k [B, Tk, heads*D], v [B, Tk, heads*Dv]
-                  //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head
-  kSoftmax,       // over the last axis
-  kGelu,          // x · Φ(x) (erf form, as torch.nn.functional.gelu)
-  kGeglu,         // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU)
-  kQuickGelu,     // x · sigmoid(1.702 x) (CLIP)
-  kSilu,          // x · sigmoid(x)
-  kAdd,           // a + b, numpy broadcasting of b onto a's shape (output shape = a's)
-  kMul,           // a · b, same broadcasting as kAdd
-  kScale,         // x · alpha + beta; ScaleAttrs
-  kConcat,        // inputs concatenated along ConcatAttrs::axis
-  kUpsample2x,    // x [B, H, W, C] -> [B, 2H, 2W, C], nearest neighbour
+  kLinear,           // x [..., K], w [N, K], optional bias [N]            -> [..., N]
+  kConv2d,           // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout]
+                     //   -> [B, Ho, Wo, Cout]; Conv2dAttrs (square stride and padding)
+  kGroupNorm,        // x [B, ..., C], gamma [C], beta [C] -> same; statistics over all non-batch
+                     //   positions of each group of C/groups channels; NormAttrs (+ fused SiLU)
+  kLayerNorm,        // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused)
+  kAttention,        // q [B, Tq, heads*D], k [B, Tk, heads*D], v [B, Tk, heads*Dv]
+                     //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head
+  kSoftmax,          // over the last axis
+  kGelu,             // x · Φ(x) (erf form, as torch.nn.functional.gelu)
+  kGeglu,            // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU)
+  kQuickGelu,        // x · sigmoid(1.702 x) (CLIP)
+  kSilu,             // x · sigmoid(x)
+  kAdd,              // a + b, numpy broadcasting of b onto a's shape (output shape = a's)
+  kMul,              // a · b, same broadcasting as kAdd
+  kScale,            // x · alpha + beta; ScaleAttrs
+  kConcat,           // inputs concatenated along ConcatAttrs::axis
+  kUpsampleNearest,  // x [B, H, W, C] -> [B, Ho, Wo, C], nearest neighbour (PyTorch's
+                     //   "nearest": src = floor(dst · in/out)); UpsampleAttrs, default 2x
   kTimestepEmbedding,  // t [B] (f32) -> [B, dim] sinusoidal; TimestepAttrs
-  kEmbedding,     // ids [...] (s32), table [V, C] -> [..., C]
-  kReshape,       // same elements, ReshapeAttrs::shape; a view: no data moves
-  kPermute,       // axes permuted by PermuteAttrs::perm (output dim i = input dim perm[i])
+  kEmbedding,          // ids [...] (s32), table [V, C] -> [..., C]
+  kReshape,            // same elements, ReshapeAttrs::shape; a view: no data moves
+  kPermute,            // axes permuted by PermuteAttrs::perm (output dim i = input dim perm[i])
 };
 
 inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kPermute) + 1;
@@ -55,7 +56,7 @@ struct NormAttrs {
 
 struct AttentionAttrs {
   int heads = 1;
-  float scale = 0.0f;  // 0 means 1/sqrt(D)
+  float scale = 0.0f;   // 0 means 1/sqrt(D)
   bool causal = false;  // mask key j > query i (CLIP's text encoder)
 };
 
@@ -75,6 +76,11 @@ struct TimestepAttrs {
   float max_period = 10000.0f;
 };
 
+struct UpsampleAttrs {
+  int64_t out_height = 0;  // 0: twice the input
+  int64_t out_width = 0;
+};
+
 struct ReshapeAttrs {
   Shape shape;  // may contain one -1
 };
@@ -84,16 +90,16 @@ struct PermuteAttrs {
 };
 
 using Attrs = std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs,
-                           ConcatAttrs, TimestepAttrs, ReshapeAttrs, PermuteAttrs>;
+                           ConcatAttrs, TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs>;
 
 // Static properties of an op kind that the planner and backends rely on.
 struct OpTraits {
-  bool gemm_class;          // linear, conv, attention: what a GEMM-only accelerator runs
-  bool elementwise;         // output element i depends only on input element i (broadcasts aside)
+  bool gemm_class;   // linear, conv, attention: what a GEMM-only accelerator runs
+  bool elementwise;  // output element i depends only on input element i (broadcasts aside)
   // Output may share input 0's memory (the kernel then runs with out == in[0]). Every
   // backend must implement these ops so that they are correct in place.
   bool in_place_input0;
-  bool view;                // output is input 0 reinterpreted (reshape): no kernel work
+  bool view;  // output is input 0 reinterpreted (reshape): no kernel work
 };
 
 OpTraits op_traits(OpKind op);

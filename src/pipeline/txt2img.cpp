@@ -38,9 +38,9 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
 Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
                       const SchedulerConfig& scheduler_config, const Txt2ImgParams& p) {
   const int vae_factor = model.vae_scale_factor();
-  const int unet_factor =
-      1 << (static_cast<int>(model.unet_config().block_out_channels.size()) - 1);
-  validate_txt2img_params(p, vae_factor * unet_factor);
+  // Any multiple of the VAE factor: the UNet upsamples to its skip connections' sizes, as
+  // diffusers does for sizes that are not multiples of its total downsampling.
+  validate_txt2img_params(p, vae_factor);
   Txt2ImgResult result;
   const int b = p.batch;
   const bool cfg = p.cfg_scale > 1.0f;

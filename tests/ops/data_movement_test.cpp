@@ -1,5 +1,6 @@
 // Concat, upsample, permute, reshape, embeddings on the CPU backend, plus the backend's
 // error paths.
+#include <cmath>
 #include "op_case.h"
 
 namespace hyrt::test {
@@ -41,10 +42,32 @@ TEST(Concat, AlongEveryAxis) {
   }
 }
 
+// Output sizes that are not 2x (what the UNet asks for when the latent is not a multiple
+// of 8): PyTorch's nearest rule, src = floor(dst · in/out) computed in float.
+TEST(UpsampleNearest, ToAnySize) {
+  for (auto [oh, ow] : {std::pair<int64_t, int64_t>{13, 9}, {17, 11}, {7, 5}, {21, 6}}) {
+    OpCase c;
+    const ir::ValueId x = c.input({2, 7, 5, 3}, 2);
+    c.node(OpKind::kUpsampleNearest, {x}, ir::UpsampleAttrs{oh, ow});
+    const auto xs = c.values(x);
+    std::vector<double> want;
+    auto src = [](int64_t dst, int64_t in, int64_t out) {
+      const float scale = static_cast<float>(in) / static_cast<float>(out);
+      return std::min<int64_t>(static_cast<int64_t>(std::floor(dst * scale)), in - 1);
+    };
+    for (int64_t b = 0; b < 2; ++b)
+      for (int64_t i = 0; i < oh; ++i)
+        for (int64_t j = 0; j < ow; ++j)
+          for (int64_t ch = 0; ch < 3; ++ch)
+            want.push_back(xs[((b * 7 + src(i, 7, oh)) * 5 + src(j, 5, ow)) * 3 + ch]);
+    EXPECT_OP_CLOSE("upsample_nearest", c.run(), want);
+  }
+}
+
 TEST(Upsample2x, NearestNeighbour) {
   OpCase c;
   const ir::ValueId x = c.input({2, 7, 5, 35}, 1);
-  c.node(OpKind::kUpsample2x, {x});
+  c.node(OpKind::kUpsampleNearest, {x});
   const auto xs = c.values(x);
   std::vector<double> want;
   for (int64_t b = 0; b < 2; ++b)

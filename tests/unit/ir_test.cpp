@@ -74,7 +74,7 @@ TEST(Graph, BroadcastsAndConcat) {
   ValueId s = g.add_node(OpKind::kAdd, {x, t});
   ValueId c = g.add_node(OpKind::kConcat, {s, x}, ConcatAttrs{-1});
   EXPECT_EQ(g.value(c).shape, (Shape{2, 8, 8, 64}));
-  ValueId u = g.add_node(OpKind::kUpsample2x, {c});
+  ValueId u = g.add_node(OpKind::kUpsampleNearest, {c});
   EXPECT_EQ(g.value(u).shape, (Shape{2, 16, 16, 64}));
   ValueId ts = g.add_input("timestep", DType::kF32, {2});
   ValueId e = g.add_node(OpKind::kTimestepEmbedding, {ts}, TimestepAttrs{32});

@@ -201,7 +201,7 @@ class CpuBackend final : public Backend {
       case ir::OpKind::kScale:
         return make_elementwise_kernel(ctx);
       case ir::OpKind::kConcat:
-      case ir::OpKind::kUpsample2x:
+      case ir::OpKind::kUpsampleNearest:
       case ir::OpKind::kTimestepEmbedding:
       case ir::OpKind::kEmbedding:
       case ir::OpKind::kReshape:

@@ -51,31 +51,43 @@ class ConcatKernel final : public Kernel {
   std::vector<int64_t> row_elems_;
 };
 
-// x [B, H, W, C] -> y [B, 2H, 2W, C]; y[b, i, j] = x[b, i/2, j/2].
-class Upsample2xKernel final : public Kernel {
+// x [B, H, W, C] -> y [B, Ho, Wo, C]; y[b, i, j] = x[b, src(i), src(j)] with PyTorch's
+// "nearest" rule src(i) = min(floor(i · (in/out as float)), in − 1) — exactly i/2 for 2x.
+class UpsampleNearestKernel final : public Kernel {
  public:
-  explicit Upsample2xKernel(const Shape& x) : b_(x[0]), h_(x[1]), w_(x[2]), c_(x[3]) {}
+  UpsampleNearestKernel(const Shape& x, const Shape& y)
+      : b_(x[0]), h_(x[1]), w_(x[2]), c_(x[3]), oh_(y[1]), ow_(y[2]) {
+    auto table = [](int64_t in, int64_t out) {
+      std::vector<int64_t> t(static_cast<size_t>(out));
+      const float scale = static_cast<float>(in) / static_cast<float>(out);
+      for (int64_t i = 0; i < out; ++i)
+        t[i] = std::min<int64_t>(static_cast<int64_t>(std::floor(static_cast<float>(i) * scale)),
+                                 in - 1);
+      return t;
+    };
+    src_row_ = table(h_, oh_);
+    src_col_ = table(w_, ow_);
+  }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     const float* x = inputs[0].as<const float>();
     float* y = output.as<float>();
-    const int64_t out_rows = b_ * 2 * h_, w = w_, c = c_;
+    const int64_t c = c_;
     const size_t pixel_bytes = static_cast<size_t>(c) * sizeof(float);
-    parallel_for(out_rows, 1, [&](int64_t r0, int64_t r1) {
+    parallel_for(b_ * oh_, 1, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t b = r / (2 * h_), i = r % (2 * h_);
-        const float* src = x + (b * h_ + i / 2) * w * c;  // [W, C]
-        float* dst = y + r * 2 * w * c;                   // [2W, C]
-        for (int64_t j = 0; j < w; ++j) {
-          std::memcpy(dst + 2 * j * c, src + j * c, pixel_bytes);
-          std::memcpy(dst + (2 * j + 1) * c, src + j * c, pixel_bytes);
-        }
+        const int64_t b = r / oh_, i = r % oh_;
+        const float* src = x + (b * h_ + src_row_[i]) * w_ * c;  // [W, C]
+        float* dst = y + r * ow_ * c;                            // [Wo, C]
+        for (int64_t j = 0; j < ow_; ++j)
+          std::memcpy(dst + j * c, src + src_col_[j] * c, pixel_bytes);
       }
     });
   }
 
  private:
-  int64_t b_, h_, w_, c_;
+  int64_t b_, h_, w_, c_, oh_, ow_;
+  std::vector<int64_t> src_row_, src_col_;
 };
 
 // General permute (rank <= 8): output dim i is input dim perm[i]. Walks the output in
@@ -227,8 +239,8 @@ std::unique_ptr<Kernel> make_data_movement_kernel(const PrepareContext& ctx) {
   switch (ctx.node.op) {
     case ir::OpKind::kConcat:
       return std::make_unique<ConcatKernel>(ctx);
-    case ir::OpKind::kUpsample2x:
-      return std::make_unique<Upsample2xKernel>(ctx.input(0).shape);
+    case ir::OpKind::kUpsampleNearest:
+      return std::make_unique<UpsampleNearestKernel>(ctx.input(0).shape, ctx.output().shape);
     case ir::OpKind::kPermute:
       return std::make_unique<PermuteKernel>(ctx);
     case ir::OpKind::kReshape:

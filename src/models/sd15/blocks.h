@@ -22,7 +22,9 @@ ValueId transformer_2d(GraphBuilder& b, ValueId x, ValueId context, int heads, i
 // x: [B, H, W, C] -> [B, H, W, C].
 ValueId vae_attention(GraphBuilder& b, ValueId x, int groups, float eps);
 
-// diffusers Upsample2D(use_conv=True): nearest 2x, then a 3x3 conv named "conv".
-ValueId upsample_conv(GraphBuilder& b, ValueId x);
+// diffusers Upsample2D(use_conv=True): nearest upsampling — 2x, or to out_height x
+// out_width when given (diffusers' `upsample_size`, used when a latent side is not a
+// multiple of the UNet's total downsampling) — then a 3x3 conv named "conv".
+ValueId upsample_conv(GraphBuilder& b, ValueId x, int64_t out_height = 0, int64_t out_width = 0);
 
 }  // namespace hyrt::models::sd15

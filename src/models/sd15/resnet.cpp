@@ -17,8 +17,9 @@ ValueId resnet_block(GraphBuilder& b, ValueId x, ValueId temb_act, int groups, f
   return b.add(shortcut, h);
 }
 
-ValueId upsample_conv(GraphBuilder& b, ValueId x) {
-  return b.conv2d(b.op(ir::OpKind::kUpsample2x, {x}), "conv");
+ValueId upsample_conv(GraphBuilder& b, ValueId x, int64_t out_height, int64_t out_width) {
+  return b.conv2d(b.op(ir::OpKind::kUpsampleNearest, {x}, ir::UpsampleAttrs{out_height, out_width}),
+                  "conv");
 }
 
 }  // namespace hyrt::models::sd15

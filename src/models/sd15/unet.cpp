@@ -36,12 +36,9 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
                       const UNetShape& shape) {
   check_config(cfg);
   const int nblocks = static_cast<int>(cfg.block_out_channels.size());
-  const int down_factor = 1 << (nblocks - 1);
-  HYRT_CHECK(shape.batch >= 1 && shape.latent_height >= 1 && shape.latent_width >= 1 &&
-                 shape.latent_height % down_factor == 0 && shape.latent_width % down_factor == 0,
-             kInvalidArgument, "UNet: latent ", shape.latent_height, "x", shape.latent_width,
-             " must be a positive multiple of ", down_factor, " (image size a multiple of ",
-             8 * down_factor, ")");
+  HYRT_CHECK(shape.batch >= 1 && shape.latent_height >= 1 && shape.latent_width >= 1,
+             kInvalidArgument, "UNet: bad latent size ", shape.latent_height, "x",
+             shape.latent_width);
   auto graph = std::make_shared<ir::Graph>();
   GraphBuilder b(*graph, weights, "unet");
   b.enable_taps(shape.taps);
@@ -132,8 +129,11 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
       }
     }
     if (i + 1 < nblocks) {
+      // Upsample to the size of the skip connection this level concatenates next: 2x when
+      // the latent divides evenly, otherwise the odd size the downsampler produced.
       GraphBuilder::Scope u(b, "upsamplers.0");
-      h = upsample_conv(b, h);
+      const Shape& next = b.shape(skips.back());
+      h = upsample_conv(b, h, next[1], next[2]);
     }
     b.tap(h, "up_blocks." + std::to_string(i));
   }
