@@ -179,21 +179,11 @@ ClipTokenizer ClipTokenizer::load(const std::filesystem::path& dir) {
     fail(ErrorCode::kNotFound, "CLIP tokenizer files not found: ", list,
          " (a diffusers model folder has them under tokenizer/)");
   }
-  ClipTokenizer tok = from_files(vocab, merges);
   const auto config = dir / "tokenizer_config.json";
-  if (std::filesystem::is_regular_file(config, ec)) {
-    try {
-      const auto j = nlohmann::json::parse(read_text_file(config));
-      // Some configs store a huge sentinel (1e30) meaning "no limit": keep CLIP's 77 then.
-      if (j.contains("model_max_length") && j["model_max_length"].is_number()) {
-        const double v = j["model_max_length"].get<double>();
-        if (v >= 2 && v <= 1 << 20) tok.max_length_ = static_cast<int>(v);
-      }
-    } catch (const nlohmann::json::exception& e) {
-      fail(ErrorCode::kInvalidModel, config.string(), ": not valid JSON: ", e.what());
-    }
-  }
-  return tok;
+  const std::string config_text =
+      std::filesystem::is_regular_file(config, ec) ? read_text_file(config) : std::string();
+  return build(read_text_file(vocab), vocab.string(), read_text_file(merges), merges.string(),
+               config_text, config.string());
 }
 
 ClipTokenizer ClipTokenizer::from_files(const std::filesystem::path& vocab_json,
@@ -203,6 +193,21 @@ ClipTokenizer ClipTokenizer::from_files(const std::filesystem::path& vocab_json,
     HYRT_CHECK(std::filesystem::is_regular_file(p, ec), kNotFound,
                "CLIP tokenizer file not found: ", p.string());
   }
+  return build(read_text_file(vocab_json), vocab_json.string(), read_text_file(merges_txt),
+               merges_txt.string(), {}, {});
+}
+
+ClipTokenizer ClipTokenizer::from_strings(std::string_view vocab_json, std::string_view merges_txt,
+                                          std::string_view tokenizer_config_json,
+                                          std::string_view label) {
+  const std::string l(label);
+  return build(vocab_json, l + " vocab.json", merges_txt, l + " merges.txt", tokenizer_config_json,
+               l + " tokenizer_config.json");
+}
+
+ClipTokenizer ClipTokenizer::build(std::string_view vocab_text, const std::string& vocab_json,
+                                   std::string_view merges_text, const std::string& merges_txt,
+                                   std::string_view config_text, const std::string& config_label) {
   ClipTokenizer tok;
   Tables& t = *tok.tables_;
 
@@ -214,35 +219,34 @@ ClipTokenizer ClipTokenizer::from_files(const std::filesystem::path& vocab_json,
 
   // vocab.json: {"token": id, ...} with ids 0..n-1.
   try {
-    const auto j = nlohmann::json::parse(read_text_file(vocab_json));
-    HYRT_CHECK(j.is_object() && !j.empty(), kInvalidModel, vocab_json.string(),
+    const auto j = nlohmann::json::parse(vocab_text);
+    HYRT_CHECK(j.is_object() && !j.empty(), kInvalidModel, vocab_json,
                ": expected a non-empty JSON object of token -> id");
     tok.id_to_token_.assign(j.size(), std::string());
     for (const auto& [token, id_json] : j.items()) {
-      HYRT_CHECK(id_json.is_number_integer(), kInvalidModel, vocab_json.string(), ": token '",
-                 token, "' has a non-integer id");
+      HYRT_CHECK(id_json.is_number_integer(), kInvalidModel, vocab_json, ": token '", token,
+                 "' has a non-integer id");
       const int64_t id = id_json.get<int64_t>();
-      HYRT_CHECK(id >= 0 && id < static_cast<int64_t>(j.size()), kInvalidModel, vocab_json.string(),
+      HYRT_CHECK(id >= 0 && id < static_cast<int64_t>(j.size()), kInvalidModel, vocab_json,
                  ": token '", token, "' has id ", id, " outside [0, ", j.size(), ")");
-      HYRT_CHECK(tok.id_to_token_[id].empty(), kInvalidModel, vocab_json.string(), ": id ", id,
+      HYRT_CHECK(tok.id_to_token_[id].empty(), kInvalidModel, vocab_json, ": id ", id,
                  " is used twice");
       tok.id_to_token_[id] = token;
       t.token_to_id.emplace(token, static_cast<int32_t>(id));
     }
   } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, vocab_json.string(), ": not valid JSON: ", e.what());
+    fail(ErrorCode::kInvalidModel, vocab_json, ": not valid JSON: ", e.what());
   }
   const auto find_special = [&](std::string_view name) {
     const auto it = t.token_to_id.find(std::string(name));
-    HYRT_CHECK(it != t.token_to_id.end(), kInvalidModel, vocab_json.string(), ": no '", name,
-               "' token");
+    HYRT_CHECK(it != t.token_to_id.end(), kInvalidModel, vocab_json, ": no '", name, "' token");
     return it->second;
   };
   tok.bos_id_ = find_special(kStartOfText);
   tok.eos_id_ = find_special(kEndOfText);
 
   // merges.txt: an optional "#version" line, then one "left right" pair per line, best first.
-  std::istringstream lines(read_text_file(merges_txt));
+  std::istringstream lines{std::string(merges_text)};
   std::string line;
   int line_number = 0;
   int32_t rank = 0;
@@ -253,11 +257,23 @@ ClipTokenizer ClipTokenizer::from_files(const std::filesystem::path& vocab_json,
     const size_t space = line.find(' ');
     HYRT_CHECK(space != std::string::npos && space > 0 && space + 1 < line.size() &&
                    line.find(' ', space + 1) == std::string::npos,
-               kInvalidModel, merges_txt.string(), ":", line_number,
+               kInvalidModel, merges_txt, ":", line_number,
                ": expected two symbols separated by one space, got '", line, "'");
     t.merge_rank.emplace(line, rank++);  // the first occurrence of a duplicate wins
   }
-  HYRT_CHECK(rank > 0, kInvalidModel, merges_txt.string(), ": no merges");
+  HYRT_CHECK(rank > 0, kInvalidModel, merges_txt, ": no merges");
+  if (!config_text.empty()) {
+    try {
+      const auto j = nlohmann::json::parse(config_text);
+      // Some configs store a huge sentinel (1e30) meaning "no limit": keep CLIP's 77 then.
+      if (j.contains("model_max_length") && j["model_max_length"].is_number()) {
+        const double v = j["model_max_length"].get<double>();
+        if (v >= 2 && v <= 1 << 20) tok.max_length_ = static_cast<int>(v);
+      }
+    } catch (const nlohmann::json::exception& e) {
+      fail(ErrorCode::kInvalidModel, config_label, ": not valid JSON: ", e.what());
+    }
+  }
   return tok;
 }
 

@@ -55,6 +55,12 @@ class ClipTokenizer {
   // Same from explicit paths; `max_length` = kDefaultMaxLength.
   static ClipTokenizer from_files(const std::filesystem::path& vocab_json,
                                   const std::filesystem::path& merges_txt);
+  // Same from the files' contents (a hyrt model file embeds them, weights/hyrt_format.h).
+  // `tokenizer_config_json` may be empty (max length = kDefaultMaxLength); `label` names
+  // the source in messages ("<label> vocab.json: ..."). Malformed contents: kInvalidModel.
+  static ClipTokenizer from_strings(std::string_view vocab_json, std::string_view merges_txt,
+                                    std::string_view tokenizer_config_json = {},
+                                    std::string_view label = "tokenizer");
 
   ClipTokenizer(ClipTokenizer&&) noexcept;
   ClipTokenizer& operator=(ClipTokenizer&&) noexcept;
@@ -81,6 +87,11 @@ class ClipTokenizer {
 
  private:
   ClipTokenizer();
+  // The three factories' common part: texts plus the names messages give them.
+  static ClipTokenizer build(std::string_view vocab_json, const std::string& vocab_label,
+                             std::string_view merges_txt, const std::string& merges_label,
+                             std::string_view tokenizer_config_json,
+                             const std::string& config_label);
   // BPE of one pre-tokenised piece (raw UTF-8), appending ids to `out`.
   void bpe_piece(std::string_view piece, std::vector<int32_t>& out) const;
 

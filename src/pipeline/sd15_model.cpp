@@ -1,5 +1,6 @@
 #include "pipeline/sd15_model.h"
 
+#include <algorithm>
 #include <cstring>
 #include <numeric>
 
@@ -42,6 +43,7 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
     for (const std::string& n : ck.names(c)) {
       const auto& i = ck.info(n);
       m->weight_bytes_ += i.shape.numel() * static_cast<int64_t>(dtype_size(i.dtype));
+      if (i.scale) m->weight_bytes_ += static_cast<int64_t>(i.scale->bytes);  // "8-bit S" scales
     }
 
   // Where a tokenizer and a scheduler config may be: the model itself, the config folder,
@@ -49,16 +51,24 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
   std::vector<std::filesystem::path> roots;
   if (ck.format() == weights::CheckpointFormat::kDiffusersFolder) roots.push_back(path);
   if (options.config_dir) roots.push_back(*options.config_dir);
-  if (ck.format() == weights::CheckpointFormat::kLdmSingleFile)
+  if (ck.format() != weights::CheckpointFormat::kDiffusersFolder)
     roots.push_back(path.parent_path().empty() ? "." : path.parent_path());
   for (const auto& r : roots)
     m->tokenizer_candidates_.push_back(r / "tokenizer");
   m->scheduler_config_ = SchedulerConfig::sd15_defaults();
-  for (const auto& r : roots)
-    if (std::filesystem::exists(r / "scheduler" / "scheduler_config.json")) {
-      m->scheduler_config_ = SchedulerConfig::load_or_default(r);
-      break;
-    }
+  // A hyrt file carries its scheduler config (and tokenizer, see tokenizer()) inside.
+  const auto embedded_scheduler = ck.format() == weights::CheckpointFormat::kHyrtFile
+                                      ? ck.scheduler_config_text()
+                                      : std::nullopt;
+  if (embedded_scheduler)
+    m->scheduler_config_ = SchedulerConfig::from_json(
+        *embedded_scheduler, str_cat(path.string(), " (metadata 'config.scheduler')"));
+  else
+    for (const auto& r : roots)
+      if (std::filesystem::exists(r / "scheduler" / "scheduler_config.json")) {
+        m->scheduler_config_ = SchedulerConfig::load_or_default(r);
+        break;
+      }
   m->weights_ = std::move(checkpoint);
   return m;
 }
@@ -79,6 +89,15 @@ std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::Memor
 
 const ClipTokenizer& Sd15Model::tokenizer() {
   if (tokenizer_) return *tokenizer_;
+  // A hyrt file's embedded tokenizer comes first: the file is meant to be self-sufficient.
+  if (const auto* ck = dynamic_cast<const weights::Checkpoint*>(weights_.get());
+      ck && ck->format() == weights::CheckpointFormat::kHyrtFile) {
+    if (auto files = ck->tokenizer_files()) {
+      tokenizer_ = std::make_unique<ClipTokenizer>(ClipTokenizer::from_strings(
+          files->vocab_json, files->merges_txt, files->tokenizer_config_json, ck->root().string()));
+      return *tokenizer_;
+    }
+  }
   std::string looked;
   for (const auto& dir : tokenizer_candidates_) {
     if (std::filesystem::exists(dir / "vocab.json") &&
@@ -105,7 +124,20 @@ exec::Executable& Sd15Model::executable(const std::string& key,
   auto it = compiled_.find(key);
   if (it != compiled_.end()) return *it->second.exe;
   Compiled c;
-  c.exe = engine_->compile(build(), *weights_);
+  std::shared_ptr<ir::Graph> graph = build();
+  try {
+    c.exe = engine_->compile(graph, *weights_);
+  } catch (const Error& e) {
+    // A backend refusing a node says which node; for a quantized model the cause is the
+    // int8 weights as a whole, which is worth saying once, plainly.
+    const bool s8 = std::any_of(graph->values().begin(), graph->values().end(), [](const auto& v) {
+      return v.kind == ir::ValueKind::kWeight && v.dtype == DType::kS8;
+    });
+    if (e.code() != ErrorCode::kUnsupported || !s8) throw;
+    fail(ErrorCode::kUnsupported, component, ": ", e.what(),
+         ": this model has 8-bit S (int8) weights, which no backend in this build runs yet; "
+         "use the 16-bit model");
+  }
   c.report = {component, shape, c.exe->memory_plan().arena_bytes, c.exe->memory_plan().lower_bound,
               c.exe->prepare_ms()};
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "weights/hyrt_format.h"
 
 namespace hyrt::weights {
 namespace fs = std::filesystem;
@@ -54,10 +55,27 @@ Shape squeeze_1x1(const Shape& s) {
   return Shape{s[0], s[1]};
 }
 
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  HYRT_CHECK(in, kIo, path.string(), ": cannot open");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  HYRT_CHECK(!in.bad(), kIo, path.string(), ": read error");
+  return ss.str();
+}
+
 }  // namespace
 
 std::string_view checkpoint_format_name(CheckpointFormat f) {
-  return f == CheckpointFormat::kDiffusersFolder ? "diffusers folder" : "LDM single file";
+  switch (f) {
+    case CheckpointFormat::kDiffusersFolder:
+      return "diffusers folder";
+    case CheckpointFormat::kLdmSingleFile:
+      return "LDM single file";
+    case CheckpointFormat::kHyrtFile:
+      return "hyrt file";
+  }
+  return "?";
 }
 
 std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
@@ -69,8 +87,7 @@ std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
     ck->format_ = CheckpointFormat::kDiffusersFolder;
     ck->open_diffusers();
   } else {
-    ck->format_ = CheckpointFormat::kLdmSingleFile;
-    ck->open_ldm();
+    ck->open_single_file();
   }
   return ck;
 }
@@ -103,7 +120,7 @@ void Checkpoint::add(const SafetensorsFile& file, const TensorInfo& t, const Key
   weights_.push_back(std::move(w));
 }
 
-void Checkpoint::open_ldm() {
+void Checkpoint::open_single_file() {
   const std::string ext = root_.extension().string();
   HYRT_CHECK(ext != ".ckpt" && ext != ".bin" && ext != ".pt" && ext != ".pth", kUnsupported,
              root_.string(),
@@ -111,7 +128,41 @@ void Checkpoint::open_ldm() {
              "convert the file to .safetensors");
   files_.push_back(SafetensorsFile::open(root_));
   const SafetensorsFile& file = *files_.back();
+  if (is_hyrt_file(file)) {
+    format_ = CheckpointFormat::kHyrtFile;
+    open_hyrt(file);
+  } else {
+    format_ = CheckpointFormat::kLdmSingleFile;
+    open_ldm(file);
+  }
+  for (Component c : kAllComponents)
+    if (has(c)) component_files_[index(c)].push_back(root_);
+}
 
+void Checkpoint::open_hyrt(const SafetensorsFile& file) {
+  HyrtContents contents = read_hyrt_contents(file);
+  for (const HyrtWeight& w : contents.weights) {
+    KeyMapping m;
+    m.kind = KeyMapping::Kind::kMapped;
+    m.canonical = w.tensor->name;  // already canonical
+    m.component = w.component;
+    add(file, *w.tensor, m);
+    weights_.back().scale = w.scale;
+  }
+  unexpected_ = std::move(contents.unexpected);
+  for (Component c : kAllComponents) {
+    configs_[index(c)] = std::move(contents.configs[index(c)]);
+    if (configs_[index(c)]) config_paths_[index(c)] = root_;
+  }
+  embedded_scheduler_ = std::move(contents.scheduler_config);
+  embedded_tokenizer_ = std::move(contents.tokenizer);
+  if (!embedded_tokenizer_)
+    notes_.push_back("no embedded tokenizer (pass a config folder with tokenizer/)");
+  HYRT_CHECK(!weights_.empty(), kInvalidModel, root_.string(),
+             ": hyrt file without any text_encoder., unet. or vae. weights");
+}
+
+void Checkpoint::open_ldm(const SafetensorsFile& file) {
   std::vector<std::string> keys;
   keys.reserve(file.tensors().size());
   for (const auto& t : file.tensors())
@@ -127,8 +178,6 @@ void Checkpoint::open_ldm() {
          "diffusers folder; this file has ",
          file.tensors().size(), " tensors", keys.empty() ? "" : ", the first named '",
          keys.empty() ? "" : keys.front(), keys.empty() ? "" : "'");
-  for (Component c : kAllComponents)
-    if (has(c)) component_files_[index(c)].push_back(root_);
 }
 
 void Checkpoint::load_component_files(Component c, const fs::path& dir) {
@@ -241,6 +290,44 @@ TensorView Checkpoint::get(std::string_view name) const {
   TensorView v = w.file->view(*w.tensor);
   v.shape = w.shape;  // the squeezed shape, where one applies; same element count
   return v;
+}
+
+std::optional<TensorView> Checkpoint::scale(std::string_view name) const {
+  const WeightInfo& w = info(name);
+  if (!w.scale) return std::nullopt;
+  return w.file->view(*w.scale);
+}
+
+std::optional<TokenizerFiles> Checkpoint::tokenizer_files() const {
+  if (embedded_tokenizer_) return embedded_tokenizer_;
+  if (!tokenizer_dir_) return std::nullopt;
+  return read_tokenizer_files(*tokenizer_dir_);
+}
+
+std::optional<TokenizerFiles> read_tokenizer_files(const fs::path& dir) {
+  if (!is_file(dir / "vocab.json") || !is_file(dir / "merges.txt")) return std::nullopt;
+  TokenizerFiles t;
+  t.vocab_json = read_text(dir / "vocab.json");
+  t.merges_txt = read_text(dir / "merges.txt");
+  if (is_file(dir / "tokenizer_config.json"))
+    t.tokenizer_config_json = read_text(dir / "tokenizer_config.json");
+  return t;
+}
+
+std::optional<std::string> Checkpoint::scheduler_config_text() const {
+  if (format_ == CheckpointFormat::kHyrtFile) return embedded_scheduler_;
+  if (format_ == CheckpointFormat::kDiffusersFolder) {
+    const fs::path p = root_ / "scheduler" / "scheduler_config.json";
+    if (is_file(p)) return read_text(p);
+  }
+  return std::nullopt;
+}
+
+const std::map<std::string, std::string>& Checkpoint::metadata() const {
+  static const std::map<std::string, std::string> kNone;
+  return format_ == CheckpointFormat::kDiffusersFolder || files_.empty()
+             ? kNone
+             : files_.front()->metadata();
 }
 
 std::optional<nlohmann::json> Checkpoint::config_json(Component c) const {

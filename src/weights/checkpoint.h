@@ -1,5 +1,6 @@
-// Checkpoint: an SD 1.5 model on disk — a diffusers folder or an LDM/CompVis single
-// .safetensors file — seen through one set of canonical weight names.
+// Checkpoint: an SD 1.5 model on disk — a diffusers folder, an LDM/CompVis single
+// .safetensors file, or a hyrt model file (hyrt_format.h: canonical names, configs and
+// tokenizer inside, "8-bit S" int8 weights) — seen through one set of canonical weight names.
 //
 // Canonical names are `<component>.<diffusers key>` (ldm_names.h):
 //   text_encoder.text_model.encoder.layers.0.self_attn.q_proj.weight
@@ -9,6 +10,11 @@
 // names, LDM's [C, C, 1, 1] VAE attention weights (exposed as [C, C]: same bytes, only
 // the view's shape differs), text-encoder keys without `text_model.`. Each weight keeps
 // its stored dtype (checkpoints mix f32/f16/bf16); converting is the reader's job.
+//
+// Quantized weights (hyrt files only): get() returns the s8 view of the stored int8 values;
+// scale() returns the f32 [rows] per-row scales that go with it (value = scale[row] · q).
+// The `<name>.scale` tensors and the embedded tokenizer are not weights: they appear in no
+// names() list and never as unexpected keys.
 //
 // Keys that are not weights (DDPM schedule buffers, model_ema.*, position_ids) are listed
 // in ignored_keys(); keys that cannot be mapped are listed in unexpected_keys() under
@@ -38,9 +44,19 @@
 
 namespace hyrt::weights {
 
-enum class CheckpointFormat { kDiffusersFolder, kLdmSingleFile };
-// "diffusers folder", "LDM single file".
+enum class CheckpointFormat { kDiffusersFolder, kLdmSingleFile, kHyrtFile };
+// "diffusers folder", "LDM single file", "hyrt file".
 std::string_view checkpoint_format_name(CheckpointFormat f);
+
+// The CLIP tokenizer's files, by content.
+struct TokenizerFiles {
+  std::string vocab_json;
+  std::string merges_txt;
+  std::string tokenizer_config_json;  // empty when the source has none
+};
+// Reads `dir`/vocab.json, merges.txt and (if present) tokenizer_config.json; nullopt if
+// either of the first two is missing; kIo if one cannot be read.
+std::optional<TokenizerFiles> read_tokenizer_files(const std::filesystem::path& dir);
 
 struct WeightInfo {
   std::string name;  // canonical
@@ -49,15 +65,19 @@ struct WeightInfo {
   Shape shape;                            // as exposed by get() (after any 1x1 squeeze)
   const SafetensorsFile* file = nullptr;  // the file holding it (owned by the Checkpoint)
   const TensorInfo* tensor = nullptr;     // its entry there: original name, stored shape
+  // For an "8-bit S" weight (dtype s8): its `<name>.scale` entry, f32 [rows]; else nullptr.
+  const TensorInfo* scale = nullptr;
 };
 
 class Checkpoint final : public WeightSource {
  public:
   // Opens `path`: a directory is read as a diffusers folder (model_index.json and/or
-  // text_encoder/, unet/, vae/ sub-folders with *.safetensors and config.json), a file as
-  // an LDM single .safetensors file. Throws kNotFound if `path` does not exist;
-  // kInvalidModel if it is neither (naming what was expected) or a file or config.json is
-  // malformed; kUnsupported for pickle checkpoints (.ckpt/.bin/.pt).
+  // text_encoder/, unet/, vae/ sub-folders with *.safetensors and config.json); a file whose
+  // metadata says `"format": "hyrt-sd15"` as a hyrt file (validated as hyrt_format.h
+  // describes); any other file as an LDM single .safetensors file. Throws kNotFound if
+  // `path` does not exist; kInvalidModel if it is neither (naming what was expected) or a
+  // file or config.json is malformed; kUnsupported for pickle checkpoints
+  // (.ckpt/.bin/.pt) and for hyrt files of another architecture or format version.
   // A diffusers folder lacking some components opens; has() reports which are present.
   static std::unique_ptr<Checkpoint> open(const std::filesystem::path& path);
 
@@ -76,12 +96,26 @@ class Checkpoint final : public WeightSource {
   TensorView get(std::string_view name) const override;
   bool contains(std::string_view name) const override { return find(name) != nullptr; }
 
-  // The component's parsed config.json (diffusers folders only; nullopt otherwise or if the
-  // folder has none).
+  // For an "8-bit S" weight, its per-row scales: an f32 [rows] view (validated at open: the
+  // right length, finite, >= 0; 0 only for rows that are all zero). nullopt for a weight
+  // stored in a float dtype. Throws kNotFound for an unknown name.
+  std::optional<TensorView> scale(std::string_view name) const;
+
+  // The component's parsed config: a diffusers folder's config.json, or a hyrt file's
+  // `config.<component>` metadata entry; nullopt for LDM files or a folder without one.
   std::optional<nlohmann::json> config_json(Component c) const;
+  // Where config_json() came from: the config.json path, or the hyrt file itself.
   std::optional<std::filesystem::path> config_path(Component c) const;
   // `tokenizer/` of a diffusers folder (vocab.json + merges.txt), if present.
   std::optional<std::filesystem::path> tokenizer_dir() const { return tokenizer_dir_; }
+  // The tokenizer's files by content: a diffusers folder's tokenizer/ (read on each call;
+  // kIo if unreadable), or the copy embedded in a hyrt file; nullopt if there is none.
+  std::optional<TokenizerFiles> tokenizer_files() const;
+  // The scheduler config JSON text: a diffusers folder's scheduler/scheduler_config.json
+  // (read on each call) or a hyrt file's `config.scheduler`; nullopt if there is none.
+  std::optional<std::string> scheduler_config_text() const;
+  // The single file's `__metadata__` (LDM and hyrt files; empty for folders).
+  const std::map<std::string, std::string>& metadata() const;
   // The .safetensors files a component was read from.
   std::vector<std::filesystem::path> weight_files(Component c) const;
 
@@ -102,7 +136,9 @@ class Checkpoint final : public WeightSource {
 
   Checkpoint() = default;
   void open_diffusers();
-  void open_ldm();
+  void open_single_file();
+  void open_ldm(const SafetensorsFile& file);
+  void open_hyrt(const SafetensorsFile& file);
   void load_component_files(Component c, const std::filesystem::path& dir);
   void add(const SafetensorsFile& file, const TensorInfo& t, const KeyMapping& m);
 
@@ -116,6 +152,8 @@ class Checkpoint final : public WeightSource {
   std::optional<nlohmann::json> configs_[3];
   std::optional<std::filesystem::path> config_paths_[3];
   std::optional<std::filesystem::path> tokenizer_dir_;
+  std::optional<TokenizerFiles> embedded_tokenizer_;  // hyrt files
+  std::optional<std::string> embedded_scheduler_;     // hyrt files
   std::vector<std::string> unexpected_;
   std::vector<std::string> ignored_;
   std::vector<std::string> notes_;

@@ -85,8 +85,20 @@ void run_info(const InfoOptions& opt) {
   std::printf("model:      %s\n", ck->root().string().c_str());
   std::printf("format:     %s\n",
               std::string(weights::checkpoint_format_name(ck->format())).c_str());
-  std::printf("tokenizer:  %s\n",
-              ck->tokenizer_dir() ? ck->tokenizer_dir()->string().c_str() : "(none)");
+  const bool hyrt_file = ck->format() == weights::CheckpointFormat::kHyrtFile;
+  if (hyrt_file) {
+    const auto& meta = ck->metadata();
+    auto get = [&](const char* k) {
+      auto it = meta.find(k);
+      return it == meta.end() ? std::string("?") : it->second;
+    };
+    std::printf("version:    %s %s\n", get("format").c_str(), get("format_version").c_str());
+    std::printf("weights:    %s\n", get("quantization").c_str());
+    std::printf("tokenizer:  %s\n", ck->tokenizer_files() ? "embedded" : "(none)");
+  } else {
+    std::printf("tokenizer:  %s\n",
+                ck->tokenizer_dir() ? ck->tokenizer_dir()->string().c_str() : "(none)");
+  }
 
   std::optional<std::filesystem::path> config_dir;
   if (!opt.config_dir.empty()) config_dir = opt.config_dir;
@@ -105,10 +117,12 @@ void run_info(const InfoOptions& opt) {
       continue;
     }
     int64_t params = 0;
+    uint64_t bytes = 0;  // as stored (and resident once mapped): int8 values plus their scales
     std::map<std::string, int> dtypes;
     for (const auto& name : ck->names(c)) {
       const auto& w = ck->info(name);
       params += w.shape.numel();
+      bytes += w.tensor->bytes + (w.scale ? w.scale->bytes : 0);
       ++dtypes[std::string(dtype_name(w.dtype))];
     }
     std::string hist;
@@ -116,6 +130,8 @@ void run_info(const InfoOptions& opt) {
       hist += str_cat(hist.empty() ? "" : ", ", d, " x", n);
     std::printf("\n%-13s %.2f M parameters in %zu tensors (%s)\n", title.c_str(), params / 1e6,
                 ck->names(c).size(), hist.c_str());
+    std::printf("  weights:  %.2f MB (%.2f bytes/parameter)\n", bytes / 1e6,
+                params ? static_cast<double>(bytes) / params : 0.0);
     for (const auto& f : ck->weight_files(c))
       std::printf("  file:     %s\n", f.string().c_str());
     const std::string summary = config_summary(c, cfg);
@@ -128,6 +144,8 @@ void run_info(const InfoOptions& opt) {
       std::error_code ec;
       if (override_path && std::filesystem::is_regular_file(*override_path, ec))
         source = "from " + override_path->string();
+      else if (hyrt_file)
+        source = "from the file's metadata";
       else if (ck->config_path(c))
         source = "from " + ck->config_path(c)->string();
       std::printf("  config:   %s\n            (%s)\n", summary.c_str(), source.c_str());

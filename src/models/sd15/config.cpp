@@ -1,5 +1,7 @@
 #include "models/sd15/config.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 
@@ -149,6 +151,24 @@ json read_config_file(const std::filesystem::path& path) {
   }
 }
 
+// Where a checkpoint's own config came from, for messages.
+std::string config_source(const Checkpoint& ck, Component c) {
+  if (ck.format() == weights::CheckpointFormat::kHyrtFile)
+    return str_cat(ck.root().string(), " (metadata 'config.", weights::component_name(c), "')");
+  const auto p = ck.config_path(c);
+  return p ? p->string() : str_cat(weights::component_name(c), "/config.json");
+}
+
+// The shortest decimal that reads back as the same float: 1e-05, not 9.99999974737875e-06.
+double tidy(float f) {
+  char buf[32];
+  for (int digits = 6; digits < 9; ++digits) {
+    std::snprintf(buf, sizeof(buf), "%.*g", digits, static_cast<double>(f));
+    if (std::strtof(buf, nullptr) == f) return std::strtod(buf, nullptr);
+  }
+  return static_cast<double>(f);
+}
+
 void require_component(const Checkpoint& ck, Component c) {
   HYRT_CHECK(ck.has(c), kNotFound, ck.root().string(), ": the checkpoint has no ",
              weights::component_title(c));
@@ -264,10 +284,77 @@ VaeConfig parse_vae_config(const json& j, std::string_view source) {
   return c;
 }
 
+json clip_text_config_to_json(const ClipTextConfig& c) {
+  json j;
+  j["architectures"] = {"CLIPTextModel"};
+  j["model_type"] = "clip_text_model";
+  j["vocab_size"] = c.vocab_size;
+  j["hidden_size"] = c.hidden_size;
+  j["intermediate_size"] = c.intermediate_size;
+  j["num_hidden_layers"] = c.num_hidden_layers;
+  j["num_attention_heads"] = c.num_attention_heads;
+  j["max_position_embeddings"] = c.max_position_embeddings;
+  j["hidden_act"] = c.hidden_act;
+  j["layer_norm_eps"] = tidy(c.layer_norm_eps);
+  j["bos_token_id"] = c.bos_token_id;
+  j["eos_token_id"] = c.eos_token_id;
+  return j;
+}
+
+json unet_config_to_json(const UNetConfig& c) {
+  json j;
+  j["_class_name"] = "UNet2DConditionModel";
+  j["in_channels"] = c.in_channels;
+  j["out_channels"] = c.out_channels;
+  j["block_out_channels"] = c.block_out_channels;
+  j["down_block_types"] = c.down_block_types;
+  j["up_block_types"] = c.up_block_types;
+  j["layers_per_block"] = c.layers_per_block;
+  j["cross_attention_dim"] = c.cross_attention_dim;
+  j["attention_head_dim"] = c.num_attention_heads;
+  j["num_attention_heads"] = nullptr;
+  j["norm_num_groups"] = c.norm_num_groups;
+  j["norm_eps"] = tidy(c.norm_eps);
+  j["flip_sin_to_cos"] = c.flip_sin_to_cos;
+  j["freq_shift"] = tidy(c.freq_shift);
+  j["downsample_padding"] = c.downsample_padding;
+  j["use_linear_projection"] = c.use_linear_projection;
+  j["transformer_layers_per_block"] = c.transformer_layers_per_block;
+  j["sample_size"] = c.sample_size;
+  return j;
+}
+
+json vae_config_to_json(const VaeConfig& c) {
+  json j;
+  j["_class_name"] = "AutoencoderKL";
+  j["in_channels"] = c.in_channels;
+  j["out_channels"] = c.out_channels;
+  j["latent_channels"] = c.latent_channels;
+  j["block_out_channels"] = c.block_out_channels;
+  j["layers_per_block"] = c.layers_per_block;
+  j["norm_num_groups"] = c.norm_num_groups;
+  j["scaling_factor"] = tidy(c.scaling_factor);
+  j["mid_block_add_attention"] = c.mid_block_add_attention;
+  j["use_quant_conv"] = c.use_quant_conv;
+  j["use_post_quant_conv"] = c.use_post_quant_conv;
+  j["sample_size"] = c.sample_size;
+  return j;
+}
+
+std::array<std::optional<std::string>, 3> configs_to_json_texts(const Sd15Configs& configs) {
+  std::array<std::optional<std::string>, 3> out;
+  auto at = [&](Component c) -> std::optional<std::string>& { return out[static_cast<size_t>(c)]; };
+  if (configs.text_encoder)
+    at(Component::kTextEncoder) = clip_text_config_to_json(*configs.text_encoder).dump();
+  if (configs.unet) at(Component::kUNet) = unet_config_to_json(*configs.unet).dump();
+  if (configs.vae) at(Component::kVae) = vae_config_to_json(*configs.vae).dump();
+  return out;
+}
+
 ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck) {
   require_component(ck, Component::kTextEncoder);
   if (auto j = ck.config_json(Component::kTextEncoder))
-    return parse_clip_text_config(*j, ck.config_path(Component::kTextEncoder)->string());
+    return parse_clip_text_config(*j, config_source(ck, Component::kTextEncoder));
   const std::string p = "text_encoder.text_model.";
   ClipTextConfig c;
   const Shape tok = need(ck, p + "embeddings.token_embedding.weight", 2);
@@ -287,7 +374,7 @@ ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck) {
 UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
   require_component(ck, Component::kUNet);
   if (auto j = ck.config_json(Component::kUNet))
-    return parse_unet_config(*j, ck.config_path(Component::kUNet)->string());
+    return parse_unet_config(*j, config_source(ck, Component::kUNet));
   UNetConfig c;
   const Shape conv_in = need(ck, "unet.conv_in.weight", 4);
   c.in_channels = static_cast<int>(conv_in[1]);
@@ -332,7 +419,7 @@ UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
 VaeConfig vae_config_from_checkpoint(const Checkpoint& ck) {
   require_component(ck, Component::kVae);
   if (auto j = ck.config_json(Component::kVae))
-    return parse_vae_config(*j, ck.config_path(Component::kVae)->string());
+    return parse_vae_config(*j, config_source(ck, Component::kVae));
   VaeConfig c;
   c.block_out_channels.clear();
   const int enc_levels = count_indexed(ck, "vae.encoder.down_blocks.", ".resnets.0.conv2.weight");

@@ -8,6 +8,7 @@
 // field. Pure functions: thread-safe.
 #pragma once
 
+#include <array>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -83,7 +84,17 @@ ClipTextConfig parse_clip_text_config(const nlohmann::json& j,
 UNetConfig parse_unet_config(const nlohmann::json& j, std::string_view source = "unet/config.json");
 VaeConfig parse_vae_config(const nlohmann::json& j, std::string_view source = "vae/config.json");
 
-// A component's config: its config.json for a diffusers folder that has one; otherwise
+// The inverse of parse_*_config: a config object in diffusers'/transformers' field names
+// (with `_class_name` / `architectures` and `model_type` for people and diffusers), such
+// that parse_*_config(*_config_to_json(c)) == c field for field. The UNet's head counts
+// are written as diffusers' SD 1.5 configs write them: `attention_head_dim` as a list,
+// `num_attention_heads` null (diffusers rejects the latter for this model class).
+nlohmann::json clip_text_config_to_json(const ClipTextConfig& c);
+nlohmann::json unet_config_to_json(const UNetConfig& c);
+nlohmann::json vae_config_to_json(const VaeConfig& c);
+
+// A component's config: its config.json for a diffusers folder that has one (or the
+// metadata entry of a hyrt file, which always has one); otherwise
 // (LDM single files) SD 1.5's defaults with every size read off the tensor shapes. What
 // shapes cannot show — head counts, norm groups, eps, activation, sample size — keeps the
 // SD 1.5 default (CLIP heads: hidden_size / 64, the CLIP convention; 12 at width 768).
@@ -99,6 +110,10 @@ struct Sd15Configs {
   std::optional<UNetConfig> unet;
   std::optional<VaeConfig> vae;
 };
+
+// The configs present in `configs` as compact JSON text (`*_config_to_json(...).dump()`),
+// indexed by weights::Component — what a hyrt file stores (weights/hyrt_format.h).
+std::array<std::optional<std::string>, 3> configs_to_json_texts(const Sd15Configs& configs);
 
 // Loads every present component's config. With `config_dir` (a diffusers-layout folder,
 // like A1111's v1-inference.yaml beside an LDM file), `<config_dir>/<component>/config.json`
