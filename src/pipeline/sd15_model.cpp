@@ -118,13 +118,16 @@ int Sd15Model::vae_scale_factor() const {
   return 1 << (static_cast<int>(vae_config().block_out_channels.size()) - 1);
 }
 
-exec::Executable& Sd15Model::executable(const std::string& key,
-                                        const std::function<std::shared_ptr<ir::Graph>()>& build,
-                                        const std::string& component, const std::string& shape) {
+Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
+                                           const std::function<models::sd15::BuiltGraph()>& build,
+                                           const std::string& component, const std::string& shape) {
   auto it = compiled_.find(key);
-  if (it != compiled_.end()) return *it->second.exe;
+  if (it != compiled_.end()) return it->second;
   Compiled c;
-  std::shared_ptr<ir::Graph> graph = build();
+  models::sd15::BuiltGraph built = build();
+  std::shared_ptr<ir::Graph> graph = built.graph;
+  for (const auto& [name, value] : built.taps)
+    c.tap_names.push_back(name);
   try {
     c.exe = engine_->compile(graph, *weights_);
   } catch (const Error& e) {
@@ -143,7 +146,7 @@ exec::Executable& Sd15Model::executable(const std::string& key,
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
                   << c.report.prepare_ms << " ms";
-  return *compiled_.emplace(key, std::move(c)).first->second.exe;
+  return compiled_.emplace(key, std::move(c)).first->second;
 }
 
 Tensor Sd15Model::encode_text(std::span<const int32_t> ids, int batch) {
@@ -153,12 +156,14 @@ Tensor Sd15Model::encode_text(std::span<const int32_t> ids, int batch) {
   for (int32_t id : ids)
     HYRT_CHECK(id >= 0 && id < text_config().vocab_size, kInvalidArgument, "token id ", id,
                " outside the vocabulary of ", text_config().vocab_size);
-  exec::Executable& exe = executable(
-      str_cat("clip b", batch, " t", seq),
-      [&] {
-        return models::sd15::build_clip_text_encoder(text_config(), *weights_, batch, seq).graph;
-      },
-      "text_encoder", str_cat("b", batch, " t", seq));
+  exec::Executable& exe =
+      *executable(
+           str_cat("clip b", batch, " t", seq),
+           [&] {
+             return models::sd15::build_clip_text_encoder(text_config(), *weights_, batch, seq);
+           },
+           "text_encoder", str_cat("b", batch, " t", seq))
+           .exe;
   std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
   auto* pos = exe.input("position_ids").as<int32_t>();
   std::iota(pos, pos + seq, 0);
@@ -182,30 +187,18 @@ Tensor Sd15Model::predict_noise(const TensorView& sample, std::span<const float>
   shape.taps = taps != nullptr;
   const std::string dims = str_cat("b", shape.batch, " ", shape.latent_height, "x",
                                    shape.latent_width, " t", shape.context_tokens);
-  std::vector<std::string> tap_names;
-  exec::Executable& exe = executable(
+  Compiled& compiled = executable(
       str_cat("unet ", dims, shape.taps ? " taps" : ""),
-      [&] { return models::sd15::build_unet(unet_config(), *weights_, shape).graph; }, "unet",
-      dims);
+      [&] { return models::sd15::build_unet(unet_config(), *weights_, shape); }, "unet", dims);
+  exec::Executable& exe = *compiled.exe;
   copy_into(exe.input("sample"), sample);
   std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));
   copy_into(exe.input("encoder_hidden_states"), context);
   exe.run();
   if (taps) {
-    // Taps are outputs 1..n; their names are the graph values' tap names, rebuilt here
-    // in the builder's order.
-    static const char* kFixed[] = {"time_embedding", "conv_in"};
     taps->clear();
-    const size_t nblocks = unet_config().block_out_channels.size();
-    std::vector<std::string> names(std::begin(kFixed), std::end(kFixed));
-    for (size_t i = 0; i < nblocks; ++i)
-      names.push_back("down_blocks." + std::to_string(i));
-    names.push_back("mid_block");
-    for (size_t i = 0; i < nblocks; ++i)
-      names.push_back("up_blocks." + std::to_string(i));
-    HYRT_ASSERT(exe.num_outputs() == names.size() + 1, "UNet tap count");
-    for (size_t i = 0; i < names.size(); ++i)
-      taps->emplace_back(names[i], copy_out(exe.output(i + 1)));
+    for (size_t k = 0; k < compiled.tap_names.size(); ++k)
+      taps->emplace_back(compiled.tap_names[k], copy_out(exe.output(k + 1)));
   }
   return copy_out(exe.output(0));
 }
@@ -216,12 +209,14 @@ Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
   const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
             w = static_cast<int>(latent.shape[2]);
   const std::string dims = str_cat("b", b, " ", h, "x", w);
-  exec::Executable& exe = executable(
-      str_cat("vae ", dims, unscale ? " unscale" : ""),
-      [&] {
-        return models::sd15::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale).graph;
-      },
-      "vae_decoder", dims);
+  exec::Executable& exe =
+      *executable(
+           str_cat("vae ", dims, unscale ? " unscale" : ""),
+           [&] {
+             return models::sd15::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale);
+           },
+           "vae_decoder", dims)
+           .exe;
   copy_into(exe.input("latent"), latent);
   exe.run();
   return copy_out(exe.output(0));

@@ -23,6 +23,7 @@
 #include "core/tensor.h"
 #include "exec/engine.h"
 #include "models/sd15/config.h"
+#include "models/sd15/sd15.h"
 #include "pipeline/clip_tokenizer.h"
 #include "pipeline/scheduler.h"
 #include "weights/checkpoint.h"
@@ -95,9 +96,15 @@ class Sd15Model {
 
  private:
   Sd15Model() = default;
-  exec::Executable& executable(const std::string& key,
-                               const std::function<std::shared_ptr<ir::Graph>()>& build,
-                               const std::string& component, const std::string& shape);
+  struct Compiled {
+    std::unique_ptr<exec::Executable> exe;
+    MemoryReport report;
+    std::vector<std::string> tap_names;  // outputs 1..n, when the graph has taps
+  };
+  // The compiled executable for `key`, building it with build() on first use.
+  Compiled& executable(const std::string& key,
+                       const std::function<models::sd15::BuiltGraph()>& build,
+                       const std::string& component, const std::string& shape);
 
   exec::Engine* engine_ = nullptr;
   std::unique_ptr<weights::WeightSource> weights_;
@@ -106,10 +113,6 @@ class Sd15Model {
   std::vector<std::filesystem::path> tokenizer_candidates_;
   std::unique_ptr<ClipTokenizer> tokenizer_;
   SchedulerConfig scheduler_config_;
-  struct Compiled {
-    std::unique_ptr<exec::Executable> exe;
-    MemoryReport report;
-  };
   std::map<std::string, Compiled> compiled_;
 };
 
