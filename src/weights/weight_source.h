@@ -8,6 +8,7 @@
 // must be safe to call concurrently from several threads.
 #pragma once
 
+#include <optional>
 #include <string_view>
 
 #include "core/tensor.h"
@@ -20,6 +21,9 @@ class WeightSource {
   // Throws hyrt::Error(kNotFound) naming the weight and the source when absent.
   virtual TensorView get(std::string_view name) const = 0;
   virtual bool contains(std::string_view name) const = 0;
+  // For an "8-bit S" weight (dtype s8, value = scale[row] · q): its per-row scales, an f32
+  // [rows] view (rows = dim 0); nullopt for weights that are not quantized.
+  virtual std::optional<TensorView> scale(std::string_view name) const { return std::nullopt; }
 };
 
 }  // namespace hyrt::weights
