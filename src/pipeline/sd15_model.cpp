@@ -69,20 +69,39 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
         m->scheduler_config_ = SchedulerConfig::load_or_default(r);
         break;
       }
-  m->weights_ = std::move(checkpoint);
+  for (weights::Component c : weights::kAllComponents)
+    for (const std::string& n : ck.names(c))
+      m->stored_int8_ |= ck.info(n).dtype == DType::kS8;
+  m->checkpoint_ = checkpoint.get();
+  m->stored_ = std::move(checkpoint);
+  m->use_weights(options.quantize_int8);
   return m;
+}
+
+void Sd15Model::use_weights(bool quantize_int8) {
+  if (quantize_int8) {
+    quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_);
+    weights_ = quantizer_.get();
+  } else {
+    weights_ = stored_.get();
+  }
+}
+
+bool Sd15Model::int8_weights() const {
+  return stored_int8_ || quantizer_ != nullptr;
 }
 
 std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::MemoryWeights> weights,
                                                   models::sd15::Sd15Configs configs,
-                                                  exec::Engine& engine) {
+                                                  exec::Engine& engine, bool quantize_int8) {
   HYRT_CHECK(configs.text_encoder && configs.unet && configs.vae, kInvalidArgument,
              "Sd15Model::from_memory needs all three component configs");
   std::unique_ptr<Sd15Model> m(new Sd15Model());
   m->engine_ = &engine;
   m->configs_ = std::move(configs);
   m->weight_bytes_ = static_cast<int64_t>(weights->bytes());
-  m->weights_ = std::move(weights);
+  m->stored_ = std::move(weights);
+  m->use_weights(quantize_int8);
   m->scheduler_config_ = SchedulerConfig::sd15_defaults();
   return m;
 }
@@ -90,7 +109,7 @@ std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::Memor
 const ClipTokenizer& Sd15Model::tokenizer() {
   if (tokenizer_) return *tokenizer_;
   // A hyrt file's embedded tokenizer comes first: the file is meant to be self-sufficient.
-  if (const auto* ck = dynamic_cast<const weights::Checkpoint*>(weights_.get());
+  if (const weights::Checkpoint* ck = checkpoint_;
       ck && ck->format() == weights::CheckpointFormat::kHyrtFile) {
     if (auto files = ck->tokenizer_files()) {
       tokenizer_ = std::make_unique<ClipTokenizer>(ClipTokenizer::from_strings(

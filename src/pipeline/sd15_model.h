@@ -28,6 +28,7 @@
 #include "pipeline/scheduler.h"
 #include "weights/checkpoint.h"
 #include "weights/memory_weights.h"
+#include "weights/quantizing_source.h"
 
 namespace hyrt::pipeline {
 
@@ -35,6 +36,9 @@ struct Sd15ModelOptions {
   // Diffusers-layout folder whose <component>/config.json override the configs (for LDM
   // single files, whose configs cannot all be read off tensor shapes).
   std::optional<std::filesystem::path> config_dir;
+  // Quantize the 16/32-bit weights to "8-bit S" int8 as they are first used ("quantize
+  // on load"); weights already stored as int8 are used as they are.
+  bool quantize_int8 = false;
 };
 
 // Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
@@ -56,11 +60,13 @@ class Sd15Model {
   // tokenizer unless `tokenizer_dir` is given; SD 1.5's scheduler defaults.
   static std::unique_ptr<Sd15Model> from_memory(std::unique_ptr<weights::MemoryWeights> weights,
                                                 models::sd15::Sd15Configs configs,
-                                                exec::Engine& engine);
+                                                exec::Engine& engine, bool quantize_int8 = false);
   ~Sd15Model();
 
   // The weights every component reads (a Checkpoint, or MemoryWeights).
   const weights::WeightSource& weights() const { return *weights_; }
+  // True if the weights the graphs read include 8-bit S tensors (stored or quantized on load).
+  bool int8_weights() const;
   const models::sd15::ClipTextConfig& text_config() const { return *configs_.text_encoder; }
   const models::sd15::UNetConfig& unet_config() const { return *configs_.unet; }
   const models::sd15::VaeConfig& vae_config() const { return *configs_.vae; }
@@ -107,7 +113,13 @@ class Sd15Model {
                        const std::string& component, const std::string& shape);
 
   exec::Engine* engine_ = nullptr;
-  std::unique_ptr<weights::WeightSource> weights_;
+  void use_weights(bool quantize_int8);
+
+  std::unique_ptr<weights::WeightSource> stored_;     // the checkpoint (or memory)
+  const weights::Checkpoint* checkpoint_ = nullptr;   // stored_, when it is a checkpoint
+  bool stored_int8_ = false;                          // the stored weights include s8
+  std::unique_ptr<weights::WeightSource> quantizer_;  // quantize-on-load view of it, if asked
+  const weights::WeightSource* weights_ = nullptr;    // what the graphs read: one of the two
   int64_t weight_bytes_ = 0;
   models::sd15::Sd15Configs configs_;
   std::vector<std::filesystem::path> tokenizer_candidates_;
