@@ -73,9 +73,15 @@ nlohmann::json run_bench(const BenchOptions& o) {
                     {"threads", num_threads()},
                     {"isa", host.isa},
                     {"gemm_library", host.onednn}};
-  out["config"] = {{"model", o.model},           {"width", o.width},    {"height", o.height},
-                   {"unet_batch", o.unet_batch}, {"runs", o.runs},      {"warmup", o.warmup},
-                   {"backend", "cpu"},           {"activations", "f32"}};
+  out["config"] = {{"model", o.model},
+                   {"width", o.width},
+                   {"height", o.height},
+                   {"unet_batch", o.unet_batch},
+                   {"runs", o.runs},
+                   {"warmup", o.warmup},
+                   {"backend", "cpu"},
+                   {"activations", "f32"},
+                   {"weights", o.quantize_int8 ? "int8 (quantized on load)" : "as stored"}};
 
   auto t0 = Clock::now();
   std::unique_ptr<Sd15Model> model;
@@ -92,10 +98,11 @@ nlohmann::json run_bench(const BenchOptions& o) {
     add_random_weights(expected_text_encoder_tensors(*c.text_encoder), 1, DType::kF16, *w);
     add_random_weights(expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
     add_random_weights(expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16, *w);
-    model = Sd15Model::from_memory(std::move(w), std::move(c), engine);
+    model = Sd15Model::from_memory(std::move(w), std::move(c), engine, o.quantize_int8);
   } else {
     Sd15ModelOptions mo;
     if (!o.config_dir.empty()) mo.config_dir = o.config_dir;
+    mo.quantize_int8 = o.quantize_int8;
     model = Sd15Model::open(o.model, engine, mo);
   }
   out["load_ms"] = ms_since(t0);

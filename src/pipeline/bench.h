@@ -25,6 +25,7 @@ struct BenchOptions {
   bool vae = true;
   bool profile = false;  // per-op-kind time of one extra UNet run
   int threads = 0;
+  bool quantize_int8 = false;  // quantize 16-bit weights to 8-bit S on load
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

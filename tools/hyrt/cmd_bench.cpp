@@ -31,6 +31,7 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("--only", *only, "Comma-separated stages: text,unet,vae");
   c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
   c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
+  c->add_flag("--int8", o->quantize_int8, "Quantize 16-bit weights to 8-bit S (int8) on load");
   c->add_option("--json", *out, "Also write the JSON to this file");
   c->callback([o, out, only] {
     if (!only->empty()) {

@@ -31,6 +31,7 @@ struct GenerateArgs {
   int batch = 1;
   std::string output = "output.png";
   int threads = 0;
+  std::string weights = "stored";
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -74,6 +75,7 @@ void run(const GenerateArgs& a) {
   exec::Engine engine(eo);
   Sd15ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
+  mo.quantize_int8 = a.weights == "int8";
   auto t0 = std::chrono::steady_clock::now();
   auto model = Sd15Model::open(a.model, engine, mo);
   const ClipTokenizer& tokenizer = model->tokenizer();
@@ -165,6 +167,11 @@ CommandRegistrar reg(10, [](CLI::App& app) {
        "Output PNG (batch: NAME_2.png, ... for the others); generation parameters are embedded")
       ->capture_default_str();
   c->add_option("-t,--threads", a->threads, "Host threads (default: all cores)");
+  c->add_option("--weights", a->weights,
+                "stored: use the weights as the file stores them; int8: quantize 16/32-bit "
+                "weights to 8-bit S (int8, per-row scale) on load")
+      ->check(CLI::IsMember({"stored", "int8"}))
+      ->capture_default_str();
   c->callback([a] { run(*a); });
 });
 
