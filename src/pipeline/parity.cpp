@@ -60,14 +60,34 @@ std::vector<int> indices(const weights::SafetensorsFile& g, const std::string& p
   return {out.begin(), out.end()};
 }
 
+// PSNR in dB of an image in [0, 1] against its reference.
+double psnr(const TensorView& a, const TensorView& b) {
+  double se = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) {
+    const double d = static_cast<double>(a.as<float>()[i]) - b.as<float>()[i];
+    se += d * d;
+  }
+  const double mse = se / static_cast<double>(std::max<int64_t>(a.numel(), 1));
+  return mse > 0 ? 10.0 * std::log10(1.0 / mse) : 200.0;
+}
+
 class Reporter {
  public:
   Reporter(std::string form, const ParityOptions& o, std::vector<ParityItem>& items)
       : form_(std::move(form)), o_(o), items_(items) {}
-  void add(const std::string& name, double err, double tol, bool informational = false) {
-    ParityItem it{"[" + form_ + "] " + name, err, tol, err <= tol, informational};
+  void add(const std::string& name, double err, double tol, bool informational = false,
+           double psnr_db = 0) {
+    ParityItem it{"[" + form_ + "] " + name, err, tol, err <= tol, informational, psnr_db};
     items_.push_back(it);
     if (o_.on_item) o_.on_item(it);
+  }
+  // Model outputs: f32 tolerances, or with int8 weights the UNet's int8 target and the
+  // rest reported only.
+  void model_output(const std::string& name, double err, double f32_tol, bool is_unet,
+                    double psnr_db = 0) {
+    if (!o_.quantize_int8) return add(name, err, f32_tol, false, psnr_db);
+    if (is_unet) return add(name, err, o_.int8_unet_tolerance, false, psnr_db);
+    add(name, err, f32_tol, /*informational=*/true, psnr_db);
   }
 
  private:
@@ -152,7 +172,8 @@ void check_pipelines(Sd15Model& model, const weights::SafetensorsFile& g,
     params.width = static_cast<int>(ref.shape()[2]);
     params.initial_latents = std::move(latents);
     const Txt2ImgResult out = txt2img(model, model.tokenizer(), scheduler, params);
-    r.add(p + "image", relative_l2(out.images.view(), ref.view()), kImageTol);
+    r.model_output(p + "image", relative_l2(out.images.view(), ref.view()), kImageTol, false,
+                   psnr(out.images.view(), ref.view()));
   }
 }
 
@@ -168,8 +189,8 @@ void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& 
     HYRT_CHECK(ids.size() % static_cast<size_t>(batch) == 0, kInvalidModel, "tokens.", i,
                " does not match the batch of text_encoder.", i);
     const Tensor out = model.encode_text(ids, batch);
-    r.add(str_cat("text_encoder.", i, ".last_hidden_state"), relative_l2(out.view(), ref.view()),
-          kTextTol);
+    r.model_output(str_cat("text_encoder.", i, ".last_hidden_state"),
+                   relative_l2(out.view(), ref.view()), kTextTol, false);
   }
   // UNet at each golden timestep, with block taps.
   for (int j : indices(g, "unet", "out")) {
@@ -190,14 +211,14 @@ void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& 
       r.add(p + "tap." + name, relative_l2(value.view(), tref.view()), kUNetTol,
             /*informational=*/true);
     }
-    r.add(p + "out", relative_l2(out.view(), ref.view()), kUNetTol);
+    r.model_output(p + "out", relative_l2(out.view(), ref.view()), kUNetTol, true);
   }
   // VAE decoder: z -> decoded (the graph divides by the scaling factor, as the pipeline does).
   if (g.find("vae.z") && g.find("vae.decoded")) {
     const Tensor z = golden_nhwc(g.view("vae.z"));
     const Tensor ref = golden_nhwc(g.view("vae.decoded"));
     const Tensor out = model.decode_latents(z.view(), /*unscale=*/true);
-    r.add("vae.decoded", relative_l2(out.view(), ref.view()), kVaeTol);
+    r.model_output("vae.decoded", relative_l2(out.view(), ref.view()), kVaeTol, false);
   }
 }
 
@@ -235,9 +256,11 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   }
   const auto folder = o.golden_dir / "model";
   const auto cases_path = o.golden_dir / "tokenizer_cases.json";
+  Sd15ModelOptions folder_options;
+  folder_options.quantize_int8 = o.quantize_int8;
   {
-    auto model = Sd15Model::open(folder, engine);
-    Reporter r("diffusers folder", o, items);
+    auto model = Sd15Model::open(folder, engine, folder_options);
+    Reporter r(o.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);
     if (std::filesystem::exists(cases_path))
       check_tokens(*model, *golden, read_json(cases_path), r);
     check_model(*model, *golden, r, o.taps);
@@ -245,10 +268,10 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   }
   const auto ldm = o.golden_dir / "model-ldm.safetensors";
   if (std::filesystem::exists(ldm)) {
-    Sd15ModelOptions mo;
+    Sd15ModelOptions mo = folder_options;
     mo.config_dir = folder;  // what tensor shapes cannot show (head counts)
     auto model = Sd15Model::open(ldm, engine, mo);
-    Reporter r("LDM single file", o, items);
+    Reporter r(o.quantize_int8 ? "LDM single file, int8" : "LDM single file", o, items);
     check_model(*model, *golden, r, o.taps);
     check_pipelines(*model, *golden, settings, sc, r);
   }

@@ -12,6 +12,8 @@ struct ParityArgs {
   std::string golden_dir;
   int threads = 0;
   bool no_taps = false;
+  bool int8 = false;
+  double int8_tolerance = 5e-2;
 };
 
 void run(const ParityArgs& a) {
@@ -21,10 +23,14 @@ void run(const ParityArgs& a) {
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
+  o.quantize_int8 = a.int8;
+  o.int8_unet_tolerance = a.int8_tolerance;
   o.on_item = [](const pipeline::ParityItem& it) {
-    std::printf("%-4s %-62s rel_l2 %.3e  (tol %.0e)%s\n",
+    std::printf("%-4s %-62s rel_l2 %.3e  (tol %.0e)",
                 it.informational ? "info" : (it.pass ? "ok" : "FAIL"), it.name.c_str(), it.error,
-                it.tolerance, it.informational ? "" : "");
+                it.tolerance);
+    if (it.psnr_db > 0) std::printf("  PSNR %.1f dB", it.psnr_db);
+    std::printf("\n");
     std::fflush(stdout);
   };
   const auto items = pipeline::run_parity(o, engine);
@@ -51,6 +57,12 @@ CommandRegistrar reg(30, [](CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   c->add_option("-t,--threads", args->threads, "Host threads (default: all cores)");
   c->add_flag("--no-taps", args->no_taps, "Skip the per-block UNet comparisons");
+  c->add_flag("--int8", args->int8,
+              "Quantize the weights to 8-bit S on load and report the errors against the f32 "
+              "reference (the UNet output is held to --int8-tolerance)");
+  c->add_option("--int8-tolerance", args->int8_tolerance,
+                "UNet relative L2 target with --int8 (W8A8: 5e-2, W8: 2e-2)")
+      ->capture_default_str();
   c->callback([args] { run(*args); });
 });
 
