@@ -7,6 +7,7 @@ namespace hyrt::exec {
 Engine::Engine(const EngineOptions& options) : options_(options) {
   backend::CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
+  cpu.int8_mode = options.int8_mode;
   host_ = backend::make_cpu_backend(cpu);
 }
 

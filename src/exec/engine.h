@@ -12,6 +12,7 @@
 #include <memory>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "exec/executable.h"
 
 namespace hyrt::exec {
@@ -19,6 +20,8 @@ namespace hyrt::exec {
 struct EngineOptions {
   int num_threads = 0;  // host threads; 0 = every core the process may use
   bool profile = false;
+  // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/cpu/cpu_backend.h).
+  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
 };
 
 class Engine {

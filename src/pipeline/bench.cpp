@@ -64,6 +64,7 @@ nlohmann::json run_bench(const BenchOptions& o) {
   exec::EngineOptions eo;
   eo.num_threads = o.threads;
   eo.profile = o.profile;
+  eo.int8_mode = o.int8_mode;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -81,7 +82,8 @@ nlohmann::json run_bench(const BenchOptions& o) {
                    {"warmup", o.warmup},
                    {"backend", "cpu"},
                    {"activations", "f32"},
-                   {"weights", o.quantize_int8 ? "int8 (quantized on load)" : "as stored"}};
+                   {"weights", o.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
+                   {"int8_mode", backend::int8_mode_name(o.int8_mode)}};
 
   auto t0 = Clock::now();
   std::unique_ptr<Sd15Model> model;

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/cpu_backend.h"
+
 namespace hyrt::pipeline {
 
 struct BenchOptions {
@@ -26,6 +28,7 @@ struct BenchOptions {
   bool profile = false;  // per-op-kind time of one extra UNet run
   int threads = 0;
   bool quantize_int8 = false;  // quantize 16-bit weights to 8-bit S on load
+  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

@@ -258,6 +258,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   const auto cases_path = o.golden_dir / "tokenizer_cases.json";
   Sd15ModelOptions folder_options;
   folder_options.quantize_int8 = o.quantize_int8;
+  folder_options.quantize_policy = o.int8_policy;
   {
     auto model = Sd15Model::open(folder, engine, folder_options);
     Reporter r(o.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);

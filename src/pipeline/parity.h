@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "exec/engine.h"
+#include "weights/quantize.h"
 
 namespace hyrt::pipeline {
 
@@ -33,6 +34,7 @@ struct ParityOptions {
   // encoder, VAE and pipeline images are reported (images with their PSNR), not counted.
   bool quantize_int8 = false;
   double int8_unet_tolerance = 5e-2;
+  weights::QuantizePolicy int8_policy;  // which tensors stay 16/32-bit with quantize_int8
   // Called as each item completes (for streaming output).
   std::function<void(const ParityItem&)> on_item;
 };

@@ -39,6 +39,8 @@ struct Sd15ModelOptions {
   // Quantize the 16/32-bit weights to "8-bit S" int8 as they are first used ("quantize
   // on load"); weights already stored as int8 are used as they are.
   bool quantize_int8 = false;
+  // Which tensors quantize on load (its `keep` patterns stay 16/32-bit).
+  weights::QuantizePolicy quantize_policy;
 };
 
 // Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
@@ -113,7 +115,7 @@ class Sd15Model {
                        const std::string& component, const std::string& shape);
 
   exec::Engine* engine_ = nullptr;
-  void use_weights(bool quantize_int8);
+  void use_weights(bool quantize_int8, const weights::QuantizePolicy& policy = {});
 
   std::unique_ptr<weights::WeightSource> stored_;     // the checkpoint (or memory)
   const weights::Checkpoint* checkpoint_ = nullptr;   // stored_, when it is a checkpoint

@@ -195,14 +195,18 @@ TEST_F(CliTest, QuantizeWritesASelfContainedInt8File) {
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "s8")) << r.output;
   EXPECT_TRUE(contains(r.output, "0 missing")) << r.output;
-  // The file alone (configs, tokenizer and scheduler inside) is all generate needs; the
-  // result is either an image or, in a build without int8 kernels, a clear refusal.
-  r = run_hyrt("generate -m " + q.string() + " -p \"a red circle\" --steps 2 -o " +
-               (tmp_ / "q.png").string());
-  if (r.exit_code == 0)
-    EXPECT_TRUE(fs::exists(tmp_ / "q.png")) << r.output;
-  else
-    EXPECT_TRUE(contains(r.output, "8-bit S")) << r.output;
+  // The file alone (configs, tokenizer and scheduler inside) is all generate needs, in
+  // both int8 modes.
+  for (const char* mode : {"w8a8", "w8"}) {
+    const fs::path png = tmp_ / (std::string("q_") + mode + ".png");
+    r = run_hyrt("generate -m " + q.string() + " -p \"a red circle\" --steps 2 --int8-mode " +
+                 mode + " -o " + png.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    EXPECT_GT(fs::file_size(png), 100u) << r.output;
+  }
+  r = run_hyrt("generate -m " + q.string() + " -p x --int8-mode w4 -o " +
+               (tmp_ / "bad.png").string());
+  EXPECT_NE(r.exit_code, 0) << r.output;
   // Quantizing something that is not a model is a clear error.
   r = run_hyrt("quantize " + (golden / "golden.safetensors").string() + " " +
                (tmp_ / "x.safetensors").string());

@@ -187,23 +187,6 @@ TEST(TimestepEmbedding, MatchesDiffusers) {
   }
 }
 
-TEST(CpuBackend, RejectsInt8WeightsAndSaysSo) {
-  ir::Graph g;
-  const ir::ValueId x = g.add_input("x", DType::kF32, {4, 64});
-  const ir::ValueId w = g.add_weight("w", DType::kS8, {32, 64});
-  const ir::ValueId y = g.add_node(OpKind::kLinear, {x, w});
-  g.mark_output(y);
-  EXPECT_FALSE(cpu_backend().supports(g, g.nodes()[0]));
-  MapWeights weights;
-  backend::ProgramCache cache;
-  try {
-    cpu_backend().prepare(g, g.nodes()[0], weights, cache);
-    FAIL() << "prepared an s8 linear";
-  } catch (const Error& e) {
-    EXPECT_EQ(e.code(), ErrorCode::kUnsupported) << e.what();
-  }
-}
-
 TEST(CpuBackend, SupportsEveryOpWithF32Activations) {
   OpCase c;
   const ir::ValueId x = c.input({1, 4, 4, 8}, 1);

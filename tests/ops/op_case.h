@@ -10,6 +10,7 @@
 #include <limits>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,9 +34,17 @@ class MapWeights final : public weights::WeightSource {
     return it->second.view();
   }
   bool contains(std::string_view name) const override { return tensors_.count(name) > 0; }
+  // Per-row scales of an "8-bit S" weight (any dtype/shape: tests feed wrong ones too).
+  void add_scale(const std::string& name, Tensor scale) { scales_[name] = std::move(scale); }
+  std::optional<TensorView> scale(std::string_view name) const override {
+    auto it = scales_.find(name);
+    if (it == scales_.end()) return std::nullopt;
+    return it->second.view();
+  }
 
  private:
   std::map<std::string, Tensor, std::less<>> tensors_;
+  std::map<std::string, Tensor, std::less<>> scales_;
 };
 
 inline backend::Backend& cpu_backend() {
@@ -84,10 +93,12 @@ class OpCase {
   const Shape& out_shape() const { return graph.value(node_).shape; }
 
   // Prepares and runs the node. in_place: the output buffer is input 0's buffer.
-  std::vector<float> run(bool in_place = false) {
+  std::vector<float> run(bool in_place = false) { return run_on(cpu_backend(), in_place); }
+  // The same on a given backend (e.g. a CPU backend built with other options).
+  std::vector<float> run_on(backend::Backend& backend, bool in_place = false) {
     graph.verify();
     const ir::Node& n = graph.nodes().back();
-    auto kernel = cpu_backend().prepare(graph, n, weights, cache);
+    auto kernel = backend.prepare(graph, n, weights, cache);
     std::vector<TensorView> views;
     for (ir::ValueId id : n.inputs) {
       const ir::Value& v = graph.value(id);

@@ -32,6 +32,7 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
   c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
   c->add_flag("--int8", o->quantize_int8, "Quantize 16-bit weights to 8-bit S (int8) on load");
+  add_int8_mode_option(c, &o->int8_mode);
   c->add_option("--json", *out, "Also write the JSON to this file");
   c->callback([o, out, only] {
     if (!only->empty()) {

@@ -32,6 +32,7 @@ struct GenerateArgs {
   std::string output = "output.png";
   int threads = 0;
   std::string weights = "stored";
+  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -72,6 +73,7 @@ void run(const GenerateArgs& a) {
 
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
+  eo.int8_mode = a.int8_mode;
   exec::Engine engine(eo);
   Sd15ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
@@ -172,6 +174,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "weights to 8-bit S (int8, per-row scale) on load")
       ->check(CLI::IsMember({"stored", "int8"}))
       ->capture_default_str();
+  add_int8_mode_option(c, &a->int8_mode);
   c->callback([a] { run(*a); });
 });
 

@@ -1,5 +1,7 @@
 // `hyrt parity GOLDEN_DIR` — recompute a golden folder and compare (pipeline/parity.h).
 #include <cstdio>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
@@ -13,18 +15,24 @@ struct ParityArgs {
   int threads = 0;
   bool no_taps = false;
   bool int8 = false;
-  double int8_tolerance = 5e-2;
+  double int8_tolerance = 0;  // 0: the target of the int8 mode
+  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
+  std::vector<std::string> keep;
 };
 
 void run(const ParityArgs& a) {
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
+  eo.int8_mode = a.int8_mode;
   exec::Engine engine(eo);
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
   o.quantize_int8 = a.int8;
-  o.int8_unet_tolerance = a.int8_tolerance;
+  o.int8_policy.keep = a.keep;
+  o.int8_unet_tolerance = a.int8_tolerance > 0                      ? a.int8_tolerance
+                          : a.int8_mode == backend::Int8Mode::kW8A8 ? 5e-2
+                                                                    : 2e-2;
   o.on_item = [](const pipeline::ParityItem& it) {
     std::printf("%-4s %-62s rel_l2 %.3e  (tol %.0e)",
                 it.informational ? "info" : (it.pass ? "ok" : "FAIL"), it.name.c_str(), it.error,
@@ -61,8 +69,13 @@ CommandRegistrar reg(30, [](CLI::App& app) {
               "Quantize the weights to 8-bit S on load and report the errors against the f32 "
               "reference (the UNet output is held to --int8-tolerance)");
   c->add_option("--int8-tolerance", args->int8_tolerance,
-                "UNet relative L2 target with --int8 (W8A8: 5e-2, W8: 2e-2)")
-      ->capture_default_str();
+                "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
+                "w8 2e-2)");
+  add_int8_mode_option(c, &args->int8_mode);
+  c->add_option("--keep", args->keep,
+                "With --int8: keep weights whose name matches PATTERN in 16/32-bit (repeatable; "
+                "'*' and '?' wildcards, or a substring such as attn2), to measure which layers "
+                "the error comes from");
   c->callback([args] { run(*args); });
 });
 

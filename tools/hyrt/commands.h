@@ -7,6 +7,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "backend/cpu/cpu_backend.h"
+
 namespace hyrt::cli {
 
 using CommandSetup = std::function<void(CLI::App& app)>;
@@ -15,5 +17,8 @@ struct CommandRegistrar {
   // `order` sorts subcommands in --help.
   CommandRegistrar(int order, CommandSetup setup);
 };
+
+// Adds `--int8-mode w8a8|w8` (how the host runs 8-bit S weights) writing to `mode`.
+void add_int8_mode_option(CLI::App* command, backend::Int8Mode* mode);
 
 }  // namespace hyrt::cli

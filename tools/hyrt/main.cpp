@@ -2,6 +2,8 @@
 // library. Subcommands are in cmd_*.cpp and register through commands.h.
 #include <algorithm>
 #include <cstdio>
+#include <map>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -19,6 +21,18 @@ static std::vector<std::pair<int, CommandSetup>>& registry() {
 
 CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
   registry().emplace_back(order, std::move(setup));
+}
+
+void add_int8_mode_option(CLI::App* command, backend::Int8Mode* mode) {
+  const std::map<std::string, backend::Int8Mode> modes = {{"w8a8", backend::Int8Mode::kW8A8},
+                                                          {"w8", backend::Int8Mode::kW8}};
+  command
+      ->add_option("--int8-mode", *mode,
+                   "How 8-bit S (int8) weights run on the CPU: w8a8 = activations quantized per "
+                   "row too, int8 x int8 GEMMs (fastest); w8 = f32 activations, weights widened "
+                   "per layer (more accurate)")
+      ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case))
+      ->default_str("w8a8");
 }
 
 }  // namespace hyrt::cli

@@ -124,7 +124,10 @@ class CpuMemory final : public DeviceMemory {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& options) {
+  explicit CpuBackend(const CpuBackendOptions& options)
+      : int8_mode_(options.int8_mode == Int8Mode::kW8A8 && !cpu_has_int8_dot_product()
+                       ? Int8Mode::kW8
+                       : options.int8_mode) {
     if (options.num_threads > 0) set_num_threads(options.num_threads);
   }
 
@@ -140,9 +143,15 @@ class CpuBackend final : public Backend {
       if (is_ids) {
         if (in.dtype != DType::kS32) return false;
       } else if (in.kind == ir::ValueKind::kWeight) {
-        // s8 "8-bit S" weights need the int8 GEMM path (its own issue). Kernels convert
-        // f16/bf16 weights to f32 at prepare only where a weight is expected; elsewhere
-        // (a weight fed to, say, a permute) they read the bound view and need f32.
+        // s8 "8-bit S" weights: only as the GEMM operand of linear/conv2d (int8 kernels).
+        // Kernels convert f16/bf16 weights to f32 at prepare only where a weight is
+        // expected; elsewhere (a weight fed to, say, a permute) they read the bound view
+        // and need f32.
+        if (in.dtype == DType::kS8) {
+          if (i != 1 || (node.op != ir::OpKind::kLinear && node.op != ir::OpKind::kConv2d))
+            return false;
+          continue;
+        }
         if (!is_float_storage(in.dtype)) return false;
         if (!converts_weight_input(node.op, i) && in.dtype != DType::kF32) return false;
       } else if (in.dtype != DType::kF32) {
@@ -183,8 +192,10 @@ class CpuBackend final : public Backend {
     const PrepareContext ctx{graph, node, weights, cache};
     switch (node.op) {
       case ir::OpKind::kLinear:
+        if (ctx.input(1).dtype == DType::kS8) return make_linear_s8_kernel(ctx, int8_mode_);
         return make_linear_kernel(ctx);
       case ir::OpKind::kConv2d:
+        if (ctx.input(1).dtype == DType::kS8) return make_conv2d_s8_kernel(ctx, int8_mode_);
         return make_conv2d_kernel(ctx);
       case ir::OpKind::kAttention:
         return make_attention_kernel(ctx);
@@ -216,6 +227,8 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  Int8Mode int8_mode_;
+
   static double gemm_flops(const ir::Graph& graph, const ir::Node& node) {
     auto shape = [&](size_t i) -> const Shape& { return graph.value(node.inputs[i]).shape; };
     const Shape& out = graph.value(node.output).shape;
@@ -237,6 +250,20 @@ class CpuBackend final : public Backend {
 
 }  // namespace
 }  // namespace cpu
+
+bool cpu_has_int8_dot_product() {
+  // oneDNN ISA values are feature bit sets; dnnl_cpu_isa_avx512_core_vnni's extra bit over
+  // avx512_core is VNNI, and every AMX level includes it. AVX2-VNNI is left out: oneDNN
+  // 2.6's s8·s8 kernels for it are untested here.
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const unsigned vnni_bit = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_vnni) &
+                            ~static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
+  return (isa & vnni_bit) != 0;
+}
+
+const char* int8_mode_name(Int8Mode mode) {
+  return mode == Int8Mode::kW8A8 ? "w8a8" : "w8";
+}
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
   return std::make_unique<cpu::CpuBackend>(options);

@@ -3,7 +3,8 @@
 // cpu_backend.cpp checks supports() and then calls one factory per op family
 // (gemm.cpp, conv.cpp, attention.cpp, norm.cpp, elementwise.cpp, data_movement.cpp).
 // Every factory receives a node the backend supports: f32 activations, weights stored
-// f32/f16/bf16.
+// f32/f16/bf16 — except linear/conv2d weights stored s8 ("8-bit S"), which go to the
+// *_s8_kernel factories (gemm_int8.cpp, conv_int8.cpp).
 //
 // Weights: a kernel copies (and converts to f32, or packs) every weight it needs at
 // prepare time and ignores the weight views passed to run(), so WeightSource memory is
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/buffer.h"
 #include "core/error.h"
 
@@ -105,6 +107,10 @@ class ScopedOmpThreads {
 // Per-family factories.
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx);
 std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);
+// Weight input 1 stored s8 with per-row scales. Throw kInvalidModel (naming the weight)
+// when the scale is missing or not f32[rows], kUnsupported when oneDNN has only `ref`.
+std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
+std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
 std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx);
 std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,

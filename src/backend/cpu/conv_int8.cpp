@@ -1,0 +1,143 @@
+// kConv2d with an "8-bit S" weight q s8 [Co, Ci, kh, kw] (as stored, OIHW) and scales
+// s f32 [Co]; x NHWC [B, H, W, Ci] -> y NHWC [B, Ho, Wo, Co]. Modes as in gemm_int8.cpp:
+//
+// W8A8: x is quantized with one dynamic scale per sample (absmax over its H·W·Ci; the
+//   two halves of a classifier-free-guidance batch can differ in magnitude, and the
+//   per-sample scale factors out of the conv exactly because no output pixel mixes
+//   samples). Per-pixel scales would not factor out: an output pixel sums over kh·kw input pixels,
+//   each with its own scale, so Σ a[p]·x̂[p]·q cannot become a·Σ x̂·q — only an explicit
+//   im2col (a [B·Ho·Wo, kh·kw·Ci] matrix quantized per row, 9x the activation bytes for
+//   3x3) would allow it, and oneDNN's direct conv is what makes int8 worth it. Then an
+//   s8·s8 -> s32 convolution (weights packed at prepare for an s8 source, compensation
+//   included) writes int32 into the output buffer and our epilogue rewrites it in place as
+//   y = acc · (a[b] · s[co]) + bias[co]. Scratch: B·H·W·Ci bytes + 4·B.
+// W8: f32 convolution on the unscaled integers q, widened at run time from an s8 copy in
+//   oneDNN's packed f32 layout; epilogue y = acc · s[co] + bias[co].
+//   Scratch: one packed f32 layer (≈ 4·Co·Ci·kh·kw bytes).
+#include <dnnl.hpp>
+
+#include "backend/cpu/int8_common.h"
+
+namespace hyrt::backend::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct Int8ConvProgram {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+};
+
+struct Int8ConvShape {
+  int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
+  int64_t out_height, out_width;
+  int stride, padding;
+  bool w8a8;
+
+  std::string key() const {
+    return str_cat("conv2d ", w8a8 ? "w8a8 s8s8s32" : "w8 f32", " nhwc b=", batch, " h=", height,
+                   " w=", width, " ci=", in_channels, " co=", out_channels, " k=", kernel_h, "x",
+                   kernel_w, " s=", stride, " p=", padding);
+  }
+};
+
+std::shared_ptr<Int8ConvProgram> make_program(const Int8ConvShape& s, const std::string& what) {
+  const dt a = s.w8a8 ? dt::s8 : dt::f32, o = s.w8a8 ? dt::s32 : dt::f32;
+  const memory::desc src({s.batch, s.in_channels, s.height, s.width}, a, tag::nhwc);
+  const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, a, tag::any);
+  const memory::desc dst({s.batch, s.out_channels, s.out_height, s.out_width}, o, tag::nhwc);
+  const memory::dims strides{s.stride, s.stride};
+  const memory::dims padding{s.padding, s.padding};
+  auto program = std::make_shared<Int8ConvProgram>();
+  try {
+    program->pd = dnnl::convolution_forward::primitive_desc(
+        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                        dnnl::algorithm::convolution_direct, src, weights, dst,
+                                        strides, padding, padding),
+        dnnl_engine());
+  } catch (const dnnl::error& e) {
+    fail(ErrorCode::kUnsupported, what, ": oneDNN has no implementation (", e.what(), ")");
+  }
+  refuse_reference_impl(program->pd.impl_info_str(), what);
+  program->primitive = dnnl::convolution_forward(program->pd);
+  return program;
+}
+
+class Conv2dInt8Kernel final : public Kernel {
+ public:
+  Conv2dInt8Kernel(const PrepareContext& ctx, Int8Mode mode) {
+    const Shape& x = ctx.input(0).shape;   // [B, H, W, Ci]
+    const Shape& ws = ctx.input(1).shape;  // [Co, Ci, kh, kw]
+    const Shape& y = ctx.output().shape;   // [B, Ho, Wo, Co]
+    const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
+    shape_ = {x[0],  x[1], x[2], x[3],         ws[0],         ws[2],
+              ws[3], y[1], y[2], attrs.stride, attrs.padding, mode == Int8Mode::kW8A8};
+    S8Weight w = load_s8_weight(ctx, 1);
+    const std::string key = shape_.key();
+    program_ = ctx.cache.get_or_create<Int8ConvProgram>(
+        key, [&] { return make_program(shape_, ctx.node.name + " (" + key + ")"); });
+    col_scale_ = std::move(w.scale);
+
+    const memory::desc stored({ws[0], ws[1], ws[2], ws[3]}, dt::s8, tag::oihw);
+    packed_desc_ = program_->pd.weights_desc();
+    const memory::desc packed_s8 = shape_.w8a8 ? packed_desc_ : s8_twin_of(packed_desc_);
+    packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
+    packed_ = AlignedBuffer(packed_s8.get_size(), ctx.node.name + " packed s8 weights");
+    memory stored_mem(stored, dnnl_engine(), const_cast<int8_t*>(w.q));
+    memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
+    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
+    dnnl_stream().wait();
+    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    const int64_t in_elems = shape_.batch * shape_.height * shape_.width * shape_.in_channels;
+    const int64_t pixels = shape_.batch * shape_.out_height * shape_.out_width;
+    HYRT_ASSERT(inputs[0].numel() == in_elems && output.numel() == pixels * shape_.out_channels);
+    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const auto* x = inputs[0].as<const float>();
+    if (shape_.w8a8) {
+      auto* q = static_cast<int8_t*>(
+          int8_scratch(ScratchSlot::kActivations, static_cast<size_t>(in_elems)));
+      const int64_t per_sample_in = in_elems / shape_.batch, per_sample_px = pixels / shape_.batch;
+      float* a = static_cast<float*>(
+          int8_scratch(ScratchSlot::kRowScales, static_cast<size_t>(shape_.batch) * sizeof(float)));
+      for (int64_t b = 0; b < shape_.batch; ++b)
+        a[b] = quantize_tensor_s8(x + b * per_sample_in, per_sample_in, q + b * per_sample_in);
+      // acc s32 NHWC lands in the output's bytes and is rewritten there as f32.
+      execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
+                     packed_.data(), AlignedBuffer());
+      for (int64_t b = 0; b < shape_.batch; ++b)
+        dequant_epilogue<int32_t>(output.as<float>() + b * per_sample_px * shape_.out_channels,
+                                  per_sample_px, shape_.out_channels, nullptr, a[b],
+                                  col_scale_.as<float>(), bias);
+    } else {
+      auto* wf = static_cast<float*>(int8_scratch(
+          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
+      widen_s8_to_f32(packed_.as<int8_t>(), wf, packed_s8_elems_);
+      execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
+                     packed_desc_, wf, AlignedBuffer());
+      dequant_epilogue<float>(output.data, pixels, shape_.out_channels, nullptr, 1.0f,
+                              col_scale_.as<float>(), bias);
+    }
+  }
+
+ private:
+  Int8ConvShape shape_{};
+  std::shared_ptr<Int8ConvProgram> program_;
+  memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
+  int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
+  AlignedBuffer packed_;
+  AlignedBuffer col_scale_;  // f32 [Co]
+  AlignedBuffer bias_;       // f32 [Co] or empty
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
+  return std::make_unique<Conv2dInt8Kernel>(ctx, mode);
+}
+
+}  // namespace hyrt::backend::cpu

@@ -1,0 +1,138 @@
+// kLinear with an "8-bit S" weight: y [M, N] = x [M, K] · (s[n] · q[n, k])ᵀ + bias [N],
+// q s8 [N, K] as stored, s f32 [N]. Two modes (CpuBackendOptions::Int8Mode):
+//
+// W8A8: x is quantized per row (per token) at run time into s8 scratch [M, K] plus
+//   scales a[M] (int8_common.h gives the exact rule); oneDNN runs an s8·s8 -> s32 matmul
+//   whose int32 result is written straight into the f32 output buffer (same size), and our
+//   epilogue rewrites it in place as y = acc · (a[m] · s[n]) + bias[n]. Per-row activation
+//   scales cannot be oneDNN scales in 2.6 (notes/onednn-2.6.md), hence the own passes.
+//   Weights are packed once at prepare for an s8 source (on VNNI the layout carries
+//   oneDNN's s8·s8 compensation, computed by the reorder; AMX multiplies s8·s8 natively).
+//   Source s8 rather than u8: symmetric rows map to s8 directly, while u8 would need
+//   x + 128 and a −128·Σq correction per column in the epilogue — the compensation oneDNN
+//   already does for us; the bare matmuls measured within 3 % of each other on AMX
+//   (bench_cpu_int8's BM_RawInt8Matmul).
+//   Scratch: M·K bytes + 4·M bytes, reused across nodes. (Tried: running 256-row blocks
+//   end to end per thread with single-threaded matmuls, to keep each block's s8/s32 data
+//   in cache between the three steps — 0–20 % slower on 2 AMX cores, so not kept.)
+//
+// W8: x stays f32. Prepare reorders q into an s8 buffer laid out exactly like the packed
+//   f32 weights oneDNN wants (the same blocked layout with 1-byte elements), so at run time
+//   one elementwise widening s8 -> f32 yields the packed f32 operand of an ordinary f32
+//   matmul on the unscaled integers; the per-column scale and bias go to the epilogue
+//   y = acc · s[n] + bias[n] (exact: q is integer, so the GEMM sees q exactly).
+//   Resident: the packed s8 weights only. Scratch: one packed f32 layer (≈ 4·N·K bytes),
+//   reused across nodes.
+#include <dnnl.hpp>
+
+#include "backend/cpu/int8_common.h"
+
+namespace hyrt::backend::cpu {
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+using dt = memory::data_type;
+
+struct Int8MatmulProgram {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+
+// W8A8: src s8 [M, K], weights s8 [K, N] (layout oneDNN's choice), dst s32 [M, N].
+// W8: the same with f32 everywhere. No bias in either: it is added by our epilogue.
+std::shared_ptr<Int8MatmulProgram> make_program(const GemmKey& key, bool w8a8,
+                                                const std::string& what) {
+  const dt a = w8a8 ? dt::s8 : dt::f32, w = w8a8 ? dt::s8 : dt::f32, o = w8a8 ? dt::s32 : dt::f32;
+  const memory::desc src({key.m, key.k}, a, tag::ab);
+  const memory::desc weights({key.k, key.n}, w, tag::any);
+  const memory::desc dst({key.m, key.n}, o, tag::ab);
+  auto program = std::make_shared<Int8MatmulProgram>();
+  try {
+    program->pd =
+        dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), dnnl_engine());
+  } catch (const dnnl::error& e) {
+    fail(ErrorCode::kUnsupported, what, ": oneDNN has no implementation (", e.what(), ")");
+  }
+  refuse_reference_impl(program->pd.impl_info_str(), what);
+  program->primitive = dnnl::matmul(program->pd);
+  return program;
+}
+
+class LinearInt8Kernel final : public Kernel {
+ public:
+  LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode) : w8a8_(mode == Int8Mode::kW8A8) {
+    const Shape& x = ctx.input(0).shape;
+    S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
+    key_.n = w.rows;
+    key_.k = w.cols;
+    key_.m = x.numel() / key_.k;
+    key_.a_type = w8a8_ ? DType::kS8 : DType::kF32;
+    key_.w_type = w8a8_ ? DType::kS8 : DType::kF32;
+    key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
+    key_.w_transposed = true;
+    // Distinct from gemm.cpp's keys: the cached object is a different type.
+    const std::string cache_key = (w8a8_ ? "w8a8 " : "w8 ") + key_.to_string();
+    program_ = ctx.cache.get_or_create<Int8MatmulProgram>(cache_key, [&] {
+      return make_program(key_, w8a8_, ctx.node.name + " (" + cache_key + ")");
+    });
+    col_scale_ = std::move(w.scale);
+
+    // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+    const memory::desc stored({key_.k, key_.n}, dt::s8, tag::ba);
+    packed_desc_ = program_->pd.weights_desc();
+    // W8A8: the s8 layout (with compensation) the matmul reads; W8: the f32 layout's twin.
+    const memory::desc packed_s8 = w8a8_ ? packed_desc_ : s8_twin_of(packed_desc_);
+    packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
+    packed_ = AlignedBuffer(packed_s8.get_size(), ctx.node.name + " packed s8 weights");
+    memory stored_mem(stored, dnnl_engine(), const_cast<int8_t*>(w.q));
+    memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
+    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
+    dnnl_stream().wait();
+    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
+    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const auto* x = inputs[0].as<const float>();  // [M, K]
+    if (w8a8_) {
+      auto* q = static_cast<int8_t*>(
+          int8_scratch(ScratchSlot::kActivations, static_cast<size_t>(key_.m * key_.k)));
+      auto* row_scale = static_cast<float*>(
+          int8_scratch(ScratchSlot::kRowScales, static_cast<size_t>(key_.m) * sizeof(float)));
+      quantize_rows_s8(x, key_.m, key_.k, q, row_scale);
+      // acc s32 [M, N] lands in the output's bytes and is rewritten there as f32.
+      execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
+                     packed_.data(), AlignedBuffer());
+      dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
+                                col_scale_.as<float>(), bias);
+    } else {
+      auto* wf = static_cast<float*>(int8_scratch(
+          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
+      widen_s8_to_f32(packed_.as<int8_t>(), wf, packed_s8_elems_);
+      execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
+                     packed_desc_, wf, AlignedBuffer());
+      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_.as<float>(),
+                              bias);
+    }
+  }
+
+ private:
+  bool w8a8_;
+  GemmKey key_;
+  std::shared_ptr<Int8MatmulProgram> program_;
+  memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
+  int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
+  AlignedBuffer packed_;
+  AlignedBuffer col_scale_;  // f32 [N]
+  AlignedBuffer bias_;       // f32 [N] or empty
+};
+
+}  // namespace
+
+std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
+  return std::make_unique<LinearInt8Kernel>(ctx, mode);
+}
+
+}  // namespace hyrt::backend::cpu

@@ -1,0 +1,191 @@
+// Shared pieces of the "8-bit S" kernels: s8 weight loading, the AVX2 activation
+// quantizer, the dequantizing epilogue, scratch. Contracts in int8_common.h.
+#include "backend/cpu/int8_common.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "core/parallel.h"
+
+namespace hyrt::backend::cpu {
+
+S8Weight load_s8_weight(const PrepareContext& ctx, size_t i) {
+  const ir::Value& v = ctx.input(i);
+  const TensorView stored = ctx.weights.get(v.name);
+  HYRT_CHECK(stored.shape == v.shape && stored.dtype == DType::kS8 && v.dtype == DType::kS8,
+             kInvalidModel, "weight '", v.name, "' is stored as ", dtype_name(stored.dtype),
+             stored.shape.to_string(), " but node '", ctx.node.name, "' expects ",
+             dtype_name(v.dtype), v.shape.to_string());
+  S8Weight w;
+  w.q = static_cast<const int8_t*>(stored.data);
+  w.rows = v.shape[0];
+  w.cols = v.shape.numel() / w.rows;
+  const std::optional<TensorView> scale = ctx.weights.scale(v.name);
+  HYRT_CHECK(scale.has_value(), kInvalidModel, "8-bit S weight '", v.name, "' of node '",
+             ctx.node.name, "' has no per-row scale");
+  HYRT_CHECK(scale->dtype == DType::kF32 && scale->shape.rank() == 1 && scale->shape[0] == w.rows,
+             kInvalidModel, "8-bit S weight '", v.name, "' has scale ", dtype_name(scale->dtype),
+             scale->shape.to_string(), ", expected f32[", w.rows, "] (one per output row)");
+  // The view may be an unaligned file mapping: copy bytes, never dereference as float.
+  w.scale = AlignedBuffer(static_cast<size_t>(w.rows) * sizeof(float), v.name + " scale");
+  std::memcpy(w.scale.data(), scale->data, static_cast<size_t>(w.rows) * sizeof(float));
+  return w;
+}
+
+namespace {
+
+inline __m256 abs_ps(__m256 x) {
+  return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+}
+
+float absmax(const float* x, int64_t n) {
+  __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    m0 = _mm256_max_ps(m0, abs_ps(_mm256_loadu_ps(x + i)));
+    m1 = _mm256_max_ps(m1, abs_ps(_mm256_loadu_ps(x + i + 8)));
+  }
+  m0 = _mm256_max_ps(m0, m1);
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, m0);
+  float m = 0.0f;
+  for (float l : lanes)
+    m = std::max(m, l);
+  for (; i < n; ++i)
+    m = std::max(m, std::fabs(x[i]));
+  return m;
+}
+
+// q[i] = clamp(round_half_even(x[i] · inv), ±127). cvtps rounds with MXCSR's mode, which
+// is round-to-nearest-even as everywhere in hyrt; std::nearbyint does the same for tails.
+void quantize_span(const float* x, int64_t n, float inv, int8_t* q) {
+  const __m256 vinv = _mm256_set1_ps(inv);
+  const __m256 lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+  // packs_epi32 then packs_epi16 work per 128-bit lane and leave the 4-byte groups of the
+  // 32 results (a,b,c,d = the four loads) as a0 b0 c0 d0 a1 b1 c1 d1; this puts them back
+  // as a0 a1 b0 b1 c0 c1 d0 d1.
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  auto cvt = [&](const float* p) {
+    const __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_loadu_ps(p), vinv), lo), hi);
+    return _mm256_cvtps_epi32(v);
+  };
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    const __m256i ab = _mm256_packs_epi32(cvt(x + i), cvt(x + i + 8));
+    const __m256i cd = _mm256_packs_epi32(cvt(x + i + 16), cvt(x + i + 24));
+    const __m256i bytes = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(ab, cd), order);
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(q + i), bytes);
+  }
+  for (; i < n; ++i) {
+    const float v = std::clamp(x[i] * inv, -127.0f, 127.0f);
+    q[i] = static_cast<int8_t>(std::nearbyint(v));
+  }
+}
+
+}  // namespace
+
+void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales) {
+  // x: [rows, cols] -> q: [rows, cols], scales: [rows]
+  parallel_for(rows, std::max<int64_t>(1, 4096 / std::max<int64_t>(cols, 1)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t r = b; r < e; ++r) {
+                   const float* xr = x + r * cols;
+                   const float m = absmax(xr, cols);
+                   scales[r] = m > 0 ? m / 127.0f : 0.0f;
+                   quantize_span(xr, cols, m > 0 ? 127.0f / m : 0.0f, q + r * cols);
+                 }
+               });
+}
+
+float quantize_tensor_s8(const float* x, int64_t n, int8_t* q) {
+  // Two passes: a chunked max (fixed chunks, so the result never depends on the thread
+  // count), then the quantize.
+  constexpr int64_t kChunk = 1 << 14;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0f);
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c)
+      partial[c] = absmax(x + c * kChunk, std::min(kChunk, n - c * kChunk));
+  });
+  const float m = *std::max_element(partial.begin(), partial.end());
+  const float inv = m > 0 ? 127.0f / m : 0.0f;
+  parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
+    for (int64_t c = b; c < e; ++c)
+      quantize_span(x + c * kChunk, std::min(kChunk, n - c * kChunk), inv, q + c * kChunk);
+  });
+  return m > 0 ? m / 127.0f : 0.0f;
+}
+
+template <class Acc>
+void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
+                      float uniform_row_scale, const float* col_scale, const float* bias) {
+  // io: [rows, cols] of Acc in, f32 out (same bytes)
+  static_assert(sizeof(Acc) == sizeof(float));
+  parallel_for(
+      rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
+        for (int64_t r = b; r < e; ++r) {
+          Acc* in = static_cast<Acc*>(io) + r * cols;
+          float* out = static_cast<float*>(io) + r * cols;
+          const float rs = row_scales ? row_scales[r] : uniform_row_scale;
+          const __m256 vrs = _mm256_set1_ps(rs);
+          int64_t c = 0;
+          for (; c + 8 <= cols; c += 8) {
+            __m256 acc;
+            if constexpr (std::is_same_v<Acc, int32_t>)
+              acc =
+                  _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
+            else
+              acc = _mm256_loadu_ps(in + c);
+            const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
+            const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+            _mm256_storeu_ps(out + c, _mm256_fmadd_ps(acc, s, b0));
+          }
+          for (; c < cols; ++c) {
+            const float acc = static_cast<float>(in[c]);
+            out[c] = std::fma(acc, rs * col_scale[c], bias ? bias[c] : 0.0f);
+          }
+        }
+      });
+}
+
+template void dequant_epilogue<int32_t>(void*, int64_t, int64_t, const float*, float, const float*,
+                                        const float*);
+template void dequant_epilogue<float>(void*, int64_t, int64_t, const float*, float, const float*,
+                                      const float*);
+
+void* int8_scratch(ScratchSlot slot, size_t bytes) {
+  thread_local AlignedBuffer buffers[3];
+  AlignedBuffer& buf = buffers[static_cast<int>(slot)];
+  if (buf.size() < bytes) {
+    buf = AlignedBuffer();  // free first: peak memory is the new size, not old + new
+    buf = AlignedBuffer(std::max<size_t>(bytes, 64), "int8 scratch");
+  }
+  return buf.data();
+}
+
+void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n) {
+  parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    int64_t i = b;
+    for (; i + 8 <= e; i += 8) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i));
+      _mm256_storeu_ps(dst + i, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+    }
+    for (; i < e; ++i)
+      dst[i] = static_cast<float>(src[i]);
+  });
+}
+
+dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc) {
+  dnnl_memory_desc_t d = f32_desc.data;
+  HYRT_CHECK(d.data_type == dnnl_f32 && d.format_kind == dnnl_blocked && d.extra.flags == 0,
+             kUnsupported, "W8: oneDNN's packed f32 weight layout is not a plain blocked one");
+  d.data_type = dnnl_s8;
+  return dnnl::memory::desc(d);
+}
+
+}  // namespace hyrt::backend::cpu

@@ -1,0 +1,61 @@
+// Internal to the CPU backend: what the "8-bit S" linear and conv kernels
+// (gemm_int8.cpp, conv_int8.cpp) share — loading s8 weights with their per-row scales,
+// the run-time activation quantizer, the dequantizing epilogue and the reused scratch.
+//
+// Quantization rule (the op tests replicate it bit for bit, so keep them in sync):
+//   absmax = max |x| over the group (a row of x for linear, one sample [H, W, Ci] for conv);
+//   absmax == 0: scale = 0, q = 0;
+//   else: inv = 127.0f / absmax, scale = absmax / 127.0f (both f32),
+//         q = clamp(round_half_even(x · inv), -127, 127), x · inv computed in f32.
+// Non-finite activations are not detected: an Inf makes every q of its group 0 and a NaN
+// gives unspecified q (the f32 path would propagate them; the graph is broken either way).
+#pragma once
+
+#include <cstdint>
+
+#include "backend/cpu/cpu_kernels.h"
+
+namespace hyrt::backend::cpu {
+
+// An s8 weight (input 1 of the node) with its per-output-row scales, read from the
+// WeightSource at prepare. `q` points into the source (read only during prepare);
+// `scale` is an aligned copy. Throws kInvalidModel naming the weight when the stored
+// tensor differs from the graph's, or its scale is missing, not f32, or not [rows].
+struct S8Weight {
+  const int8_t* q = nullptr;
+  int64_t rows = 0, cols = 0;  // rows = dim 0 (output channels), cols = the rest
+  AlignedBuffer scale;         // f32 [rows]
+};
+S8Weight load_s8_weight(const PrepareContext& ctx, size_t i);
+
+// x [rows, cols] f32 -> q [rows, cols] s8 with one scale per row (scales [rows]).
+void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);
+// x [n] f32 -> q [n] s8 with one scale for the whole tensor; returns that scale.
+float quantize_tensor_s8(const float* x, int64_t n, int8_t* q);
+
+// In-place epilogue over a dense [rows, cols] block `io` holding accumulators of type
+// Acc (int32_t or float), rewritten as f32:
+//   io[r, c] = float(acc[r, c]) · (row_scale(r) · col_scale[c]) + bias[c]
+// row_scale(r) = row_scales[r] when row_scales is non-null, else `uniform_row_scale`.
+// bias may be null. Each element is read before it is written, so int32 -> f32 in the
+// same bytes is safe.
+template <class Acc>
+void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
+                      float uniform_row_scale, const float* col_scale, const float* bias);
+
+// Grow-only scratch owned by the calling thread, one per `slot` (kernels on one thread
+// never hold two live uses of a slot). CPU kernels do not run concurrently (backend.h),
+// so this is in practice one buffer per slot per process: at most the largest layer's
+// need, never one per node.
+enum class ScratchSlot { kActivations, kRowScales, kWeights };
+void* int8_scratch(ScratchSlot slot, size_t bytes);
+
+// Run-time expansion for W8: dst[i] = float(src[i]) over a packed buffer (parallel).
+void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n);
+
+// A copy of `f32_desc` (a packed weights layout oneDNN chose for f32) describing the same
+// element order with s8 elements, so an s8 buffer in it widens elementwise into the f32
+// packed layout. Throws kUnsupported if the layout carries extra data (compensation).
+dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc);
+
+}  // namespace hyrt::backend::cpu
