@@ -68,6 +68,9 @@ class Backend {
   virtual std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) = 0;
   // Waits for all work submitted to this backend.
   virtual void synchronize() {}
+  // True if prepare() keeps its own copy of every weight it reads (packed, converted or
+  // uploaded), so the executor may tell the WeightSource to drop the stored pages.
+  virtual bool copies_weights() const { return false; }
 };
 
 }  // namespace hyrt::backend

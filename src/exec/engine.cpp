@@ -9,6 +9,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
   cpu.num_threads = options.num_threads;
   cpu.int8_mode = options.int8_mode;
   host_ = backend::make_cpu_backend(cpu);
+  if (options.share_scratch) scratch_ = std::make_unique<SharedScratch>(*host_);
 }
 
 Engine::~Engine() = default;
@@ -17,6 +18,7 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
                                             const weights::WeightSource& weights) {
   ExecOptions eo;
   eo.profile = options_.profile;
+  eo.shared_scratch = scratch_.get();
   return Executable::create(std::move(graph), *host_, weights, cache_, eo);
 }
 

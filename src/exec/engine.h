@@ -20,6 +20,8 @@ namespace hyrt::exec {
 struct EngineOptions {
   int num_threads = 0;  // host threads; 0 = every core the process may use
   bool profile = false;
+  // Executables share one scratch arena sized to the largest (they never run at once).
+  bool share_scratch = true;
   // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/cpu/cpu_backend.h).
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
 };
@@ -41,6 +43,7 @@ class Engine {
   EngineOptions options_;
   std::unique_ptr<backend::Backend> host_;
   backend::ProgramCache cache_;
+  std::unique_ptr<SharedScratch> scratch_;  // when options_.share_scratch
 };
 
 }  // namespace hyrt::exec

@@ -230,10 +230,24 @@ Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
 }
 
 std::vector<MemoryReport> Sd15Model::memory_report() const {
-  std::vector<MemoryReport> r;
+  std::map<std::string, MemoryReport> all = released_reports_;
   for (const auto& [key, c] : compiled_)
-    r.push_back(c.report);
+    all[key] = c.report;
+  std::vector<MemoryReport> r;
+  for (const auto& [key, report] : all)
+    r.push_back(report);
   return r;
+}
+
+void Sd15Model::release(std::string_view component) {
+  for (auto it = compiled_.begin(); it != compiled_.end();) {
+    if (it->second.report.component == component) {
+      released_reports_[it->first] = it->second.report;
+      it = compiled_.erase(it);
+    } else {
+      ++it;
+    }
+  }
 }
 
 std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> Sd15Model::op_profiles() const {

@@ -97,6 +97,11 @@ class Sd15Model {
   Tensor decode_latents(const TensorView& latent, bool unscale);
 
   std::vector<MemoryReport> memory_report() const;
+  // Frees the compiled executables of `component` ("text_encoder", "unet",
+  // "vae_decoder"): their packed weights and programs. A later call recompiles (seconds
+  // at real size), so this is for one-shot jobs that are done with a stage. Reports
+  // of released executables stay in memory_report().
+  void release(std::string_view component);
   // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;
   // Bytes of the stored weights of all three components (mapped files or memory).
@@ -128,6 +133,7 @@ class Sd15Model {
   std::unique_ptr<ClipTokenizer> tokenizer_;
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
+  std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

@@ -5,6 +5,8 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/log.h"
+#include "core/sysinfo.h"
 
 namespace hyrt::pipeline {
 
@@ -67,6 +69,8 @@ Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
   const int unet_batch = cfg ? 2 * b : b;
   const Tensor context = model.encode_text(ids, unet_batch);
   result.timings.text_ms = ms_since(t0);
+  if (p.release_stages) model.release("text_encoder");
+  HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20) << " MiB";
 
   // 2. Initial latents, NCHW [b, C, h, w].
   t0 = Clock::now();
@@ -116,6 +120,8 @@ Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
     if (p.on_step) p.on_step(step + 1, sampler->num_steps());
   }
   result.timings.denoise_ms = ms_since(t0);
+  if (p.release_stages) model.release("unet");
+  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB";
 
   // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
   t0 = Clock::now();
@@ -125,6 +131,8 @@ Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
   for (int64_t i = 0; i < image.numel(); ++i)
     px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
   result.timings.decode_ms = ms_since(t0);
+  HYRT_LOG(kInfo) << "resident after the VAE decode: " << (current_rss_bytes() >> 20)
+                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
   result.images = std::move(image);
   return result;
 }

@@ -34,6 +34,10 @@ struct Txt2ImgParams {
   // Unscaled standard-normal initial latents, NCHW [batch, C, h, w] f32 (diffusers'
   // `latents=` argument); drawn from the seed when absent.
   std::optional<Tensor> initial_latents;
+  // Free each model stage (text encoder, UNet) once this call is done with it, so the
+  // peak memory is the largest stage rather than all of them (for one-shot jobs such as
+  // the CLI; a later call recompiles the stages, which costs seconds at real size).
+  bool release_stages = false;
   // Called after each denoising step with (step index + 1, steps).
   std::function<void(int, int)> on_step;
 };

@@ -298,6 +298,13 @@ std::optional<TensorView> Checkpoint::scale(std::string_view name) const {
   return w.file->view(*w.scale);
 }
 
+void Checkpoint::release_stored(std::string_view name) const {
+  const WeightInfo* w = find(name);
+  if (!w) return;
+  w->file->drop_pages(*w->tensor);
+  if (w->scale) w->file->drop_pages(*w->scale);
+}
+
 std::optional<TokenizerFiles> Checkpoint::tokenizer_files() const {
   if (embedded_tokenizer_) return embedded_tokenizer_;
   if (!tokenizer_dir_) return std::nullopt;

@@ -100,6 +100,8 @@ class Checkpoint final : public WeightSource {
   // right length, finite, >= 0; 0 only for rows that are all zero). nullopt for a weight
   // stored in a float dtype. Throws kNotFound for an unknown name.
   std::optional<TensorView> scale(std::string_view name) const override;
+  // Drops the mapped pages of the tensor (and of its scale).
+  void release_stored(std::string_view name) const override;
 
   // The component's parsed config: a diffusers folder's config.json, or a hyrt file's
   // `config.<component>` metadata entry; nullopt for LDM files or a folder without one.

@@ -26,6 +26,8 @@ class QuantizingWeights final : public WeightSource {
   TensorView get(std::string_view name) const override;
   bool contains(std::string_view name) const override { return source_.contains(name); }
   std::optional<TensorView> scale(std::string_view name) const override;
+  // Forwards to the source (the int8 copies made here are kept).
+  void release_stored(std::string_view name) const override { source_.release_stored(name); }
 
   // Bytes held by the int8 copies made so far (weights + scales).
   size_t quantized_bytes() const;

@@ -261,6 +261,19 @@ TensorView SafetensorsFile::view(std::string_view name) const {
   return view(*info);
 }
 
+size_t SafetensorsFile::drop_pages(const TensorInfo& info) const {
+  if (!mapping_ || info.bytes == 0) return 0;
+  static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + data_start_ + info.offset);
+  const uintptr_t end = begin + info.bytes;
+  // Only pages wholly inside the tensor: a neighbour's bytes stay resident.
+  const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
+  if (last <= first) return 0;
+  // Never fails on a valid mapping range; if it did, the pages simply stay resident.
+  if (::madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED) != 0) return 0;
+  return last - first;
+}
+
 TensorView SafetensorsFile::view(const TensorInfo& info) const {
   TensorView v;
   // const_cast: TensorView has a mutable pointer, but the memory is read-only (see header).

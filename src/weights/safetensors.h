@@ -77,6 +77,10 @@ class SafetensorsFile {
   TensorView view(std::string_view name) const;
   // `info` must be one of this file's tensors().
   TensorView view(const TensorInfo& info) const;
+  // Drops the resident pages lying wholly inside `info`'s bytes (madvise MADV_DONTNEED on
+  // the read-only private mapping: the next access reads them back from the file). A
+  // no-op for from_bytes() files. Returns the bytes dropped.
+  size_t drop_pages(const TensorInfo& info) const;
   // The "__metadata__" entries (empty if the file has none).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // The path (or label) used in messages.

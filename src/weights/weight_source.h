@@ -24,6 +24,11 @@ class WeightSource {
   // For an "8-bit S" weight (dtype s8, value = scale[row] · q): its per-row scales, an f32
   // [rows] view (rows = dim 0); nullopt for weights that are not quantized.
   virtual std::optional<TensorView> scale(std::string_view name) const { return std::nullopt; }
+  // Hint: the caller has its own copy of `name` (a backend packed it) and will not read
+  // the stored bytes soon. A file-mapped source may drop their pages from memory; views
+  // stay valid (the next read faults the bytes back in from the file), so calling this
+  // is always safe — only the resident set changes. Unknown names are ignored.
+  virtual void release_stored(std::string_view name) const { (void)name; }
 };
 
 }  // namespace hyrt::weights

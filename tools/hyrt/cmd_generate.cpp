@@ -89,6 +89,7 @@ void run(const GenerateArgs& a) {
 
   ProgressBar bar("sampling");
   p.on_step = [&](int done, int total) { bar.update(done, total); };
+  p.release_stages = true;  // one job per process: free each stage when it is done
   const Txt2ImgResult r = txt2img(*model, tokenizer, model->scheduler_config(), p);
   bar.finish();
   for (const auto& w : r.warnings)

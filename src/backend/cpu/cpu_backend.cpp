@@ -132,6 +132,7 @@ class CpuBackend final : public Backend {
   }
 
   std::string_view name() const override { return "cpu"; }
+  bool copies_weights() const override { return true; }
   DeviceType device_type() const override { return DeviceType::kHost; }
 
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
