@@ -1,0 +1,183 @@
+// The CUDA backend: op support, the roofline estimate (replaced by measurements once a key
+// is tuned), device memory and copies, and dispatch of prepare() to the GEMM programs.
+#include "backend/cuda/cuda_backend.h"
+
+#include <algorithm>
+#include <limits>
+#include <mutex>
+#include <unordered_map>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
+#include "core/error.h"
+
+namespace hyrt::backend::cuda {
+namespace {
+
+// --- Roofline constants (estimate_us) ------------------------------------------------------
+// Rates a UNet-sized GEMM can reach on an H100 SXM: cuBLASLt f16 ran at 862 TFLOP/s and s8 at
+// 1455 TOPS on 8192³ (../shared/notes/cublaslt-h100.md); smaller shapes fall well short,
+// which the per-program overhead below stands in for until measurements replace it.
+constexpr double kF16FlopsPerSecond = 700e12;
+constexpr double kS8OpsPerSecond = 1200e12;
+// Device memory: a device-to-device copy moved ~3.0 TB/s (read + write) on the H100s here.
+constexpr double kBytesPerSecond = 3.0e12;
+// Per program: the launches (1–3 kernels + cuBLASLt) and their tails; the smallest UNet
+// GEMMs measured 8–10 µs.
+constexpr double kOverheadUs = 6.0;
+
+bool is_float(DType t) {
+  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+class CudaMemory final : public DeviceMemory {
+ public:
+  CudaMemory(size_t bytes, std::string_view what) : buf_(bytes, what) {}
+  void* data() override { return buf_.data(); }
+  size_t size() const override { return buf_.size(); }
+
+ private:
+  DeviceBuffer buf_;
+};
+
+class CudaBackendImpl final : public CudaBackend {
+ public:
+  CudaBackendImpl(const CudaBackendOptions& options, const CudaDeviceInfo& device)
+      : options_(options), ctx_(device, options.workspace_bytes) {}
+
+  std::string_view name() const override { return "cuda"; }
+  DeviceType device_type() const override { return DeviceType::kCuda; }
+
+  // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
+  // S), f16, bf16 or f32, and an optional float bias weight.
+  bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    if (node.op != ir::OpKind::kLinear || node.inputs.size() < 2 || node.inputs.size() > 3)
+      return false;
+    const ir::Value& x = graph.value(node.inputs[0]);
+    const ir::Value& w = graph.value(node.inputs[1]);
+    const ir::Value& y = graph.value(node.output);
+    if (x.kind == ir::ValueKind::kWeight) return false;
+    if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
+    if (y.dtype != x.dtype) return false;
+    if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
+    if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
+    if (w.shape[0] <= 0 || w.shape[1] <= 0 || x.shape.numel() <= 0) return false;
+    if (node.inputs.size() == 3) {
+      const ir::Value& b = graph.value(node.inputs[2]);
+      if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype)) return false;
+    }
+    return true;
+  }
+
+  // The measured time of the candidate this backend runs for the node's GemmKey once a node
+  // of that key was prepared; before that a roofline:
+  //   t = max(flops / rate, bytes / 3.0 TB/s) + 6 µs,
+  // flops = 2·M·N·K; bytes = x + weights (as stored on the device) + output; for 8-bit S
+  // weights the lower of the f16 estimate (+ the f16 weight scratch written and read) and the
+  // W8A8 one (s8 rate; + the quantized activations and the s32 result written and read).
+  double estimate_us(const ir::Graph& graph, const ir::Node& node) const override {
+    if (!supports(graph, node)) return std::numeric_limits<double>::infinity();
+    const GemmKey key = linear_gemm_key(graph, node);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (auto it = measured_us_.find(key); it != measured_us_.end()) return it->second;
+    }
+    const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
+                 k = static_cast<double>(key.k);
+    const double a = static_cast<double>(dtype_size(key.a_type));
+    const double flops = 2.0 * m * n * k;
+    const double io = m * k * a + m * n * a;
+    auto roofline = [](double ops, double rate, double bytes) {
+      return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs;
+    };
+    if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, io + n * k * 2.0);
+    const double f16 = roofline(flops, kF16FlopsPerSecond, io + n * k * (1.0 + 2.0 * 2.0));
+    const double w8a8 = roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
+    return std::min(f16, w8a8);
+  }
+
+  std::unique_ptr<Kernel> prepare(const ir::Graph& graph, const ir::Node& node,
+                                  const weights::WeightSource& weights,
+                                  ProgramCache& cache) override {
+    HYRT_CHECK(supports(graph, node), kUnsupported, "cuda backend cannot run node '", node.name,
+               "' (", ir::op_name(node.op), "): it runs linear nodes with f16/f32 activations");
+    ctx_.make_current();
+    std::unique_ptr<CudaGemmKernel> kernel =
+        make_linear_kernel(ctx_, options_, graph, node, weights, cache);
+    const GemmTuning& t = kernel->tuning();
+    std::lock_guard<std::mutex> lock(mu_);
+    measured_us_[t.key] = t.stats(kernel->candidate()).total_us;
+    return kernel;
+  }
+
+  std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) override {
+    ctx_.make_current();
+    return std::make_unique<CudaMemory>(std::max<size_t>(bytes, 256), what);
+  }
+
+  void synchronize() override { HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream())); }
+
+  const CudaDeviceInfo& device_info() const override { return ctx_.device(); }
+  cudaStream_t stream() const override { return ctx_.stream(); }
+
+  void copy_to_device(void* device_dst, const void* host_src, size_t bytes) override {
+    if (bytes == 0) return;
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(device_dst, host_src, bytes, cudaMemcpyHostToDevice, ctx_.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  void copy_to_host(void* host_dst, const void* device_src, size_t bytes) override {
+    if (bytes == 0) return;
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(host_dst, device_src, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  void fill_bytes(void* device_dst, int value, size_t bytes) override {
+    if (bytes == 0) return;
+    HYRT_CUDA_CHECK(cudaMemsetAsync(device_dst, value, bytes, ctx_.stream()));
+  }
+
+  size_t scratch_bytes() const override { return ctx_.bytes_held(); }
+
+ private:
+  CudaBackendOptions options_;
+  CudaContext ctx_;
+  mutable std::mutex mu_;
+  std::unordered_map<GemmKey, double, GemmKeyHash> measured_us_;
+};
+
+}  // namespace
+
+std::unique_ptr<CudaBackend> make_cuda_backend(const CudaBackendOptions& options) {
+  std::string why;
+  const std::vector<CudaDeviceInfo> devices = list_devices(&why);
+  HYRT_CHECK(!devices.empty(), kUnsupported,
+             "the CUDA backend needs a CUDA device and found none (", why, "; ",
+             runtime_version_string(), ")");
+  HYRT_CHECK(options.device >= 0 && static_cast<size_t>(options.device) < devices.size(),
+             kInvalidArgument, "CUDA device ", options.device, " does not exist: ", devices.size(),
+             " device(s) present");
+  const CudaDeviceInfo& d = devices[static_cast<size_t>(options.device)];
+  HYRT_CHECK(d.compute_major >= 9, kUnsupported, "CUDA device ", d.index, " (", d.name, ", sm_",
+             d.compute_major, d.compute_minor,
+             ") is too old for this build: hyrt's CUDA kernels are compiled for sm_90 (Hopper) "
+             "and newer");
+  HYRT_CHECK(options.tune_algos >= 1 && options.tune_reps >= 1, kInvalidArgument,
+             "CUDA backend: tune_algos and tune_reps must be at least 1");
+  return std::make_unique<CudaBackendImpl>(options, d);
+}
+
+std::unique_ptr<CudaBackend> try_make_cuda_backend(const CudaBackendOptions& options,
+                                                   std::string* why_not) {
+  try {
+    return make_cuda_backend(options);
+  } catch (const Error& e) {
+    if (why_not) *why_not = e.what();
+    return nullptr;
+  }
+}
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,131 @@
+// The CUDA backend (../shared/DESIGN.md, "The backend contract"), built only where the CUDA
+// toolkit is found (HYRT_HAVE_CUDA).
+//
+// What it runs today: kLinear — y [..., N] = x [..., K] · w [N, K]ᵀ (+ bias [N]) — as a GEMM
+// program keyed by GemmKey, with two candidates measured against each other on first use
+// of a key (see GemmCandidate); every other op is unsupported (placement keeps it on the
+// host). Its memory is device memory: allocate() returns cudaMalloc memory, and every
+// TensorView a kernel receives for an activation must point into it.
+//
+// Activations. The graph's dtypes decide: a linear node whose input (and so output) is f16
+// runs with f16 activations — the device path, what DESIGN.md calls activations on CUDA —
+// and one whose input is f32 runs with f32 activations and f32 output (the hybrid mode's
+// host graph), converting x to f16 on the device for the f16 candidate. Accumulation is f32
+// (f16 candidate) or s32 (W8A8). Activation and output buffers must be 16-byte aligned (the
+// memory planner's 64-byte offsets in a cudaMalloc arena are).
+//
+// Weights are uploaded at prepare in their stored form and owned by the kernel:
+//   - "8-bit S" (s8 [N, K] + f32 [N] scales from WeightSource::scale): s8, rows and columns
+//     zero-padded to multiples of 4 (cuBLASLt's int8 GEMM needs them), and the f32 scales;
+//     no f16 copy is kept: the f16 candidate widens one layer at a time into a scratch
+//     buffer shared by all kernels of the backend;
+//   - f32 / bf16 / f16 weights: as f16 [N, K];
+//   - bias: f32, plus an f16 copy when the output is f16 (cuBLASLt's bias epilogue reads the
+//     output's type).
+//
+// Thread safety: prepare() and allocate() from one thread at a time; kernels of one backend
+// share its stream, cuBLASLt workspace and scratch, so they must not run concurrently (the
+// executor runs them in order on one thread). Kernels are enqueued asynchronously on the
+// backend's stream; synchronize() waits for them. Lifetime: the backend outlives its kernels
+// and memory.
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_device.h"
+
+namespace hyrt::backend::cuda {
+
+// The two GEMM candidates for a linear node.
+enum class GemmCandidate : uint8_t {
+  // cuBLASLt f16 x f16 -> f32 accumulate -> f16/f32 out, bias in cuBLASLt's epilogue. 8-bit S
+  // weights are first dequantized (s·q, rounded to f16) into the backend's per-layer scratch;
+  // f32 activations are converted to f16 into scratch.
+  kF16,
+  // W8A8: activations quantized per row on the device (absmax/127, the CPU backend's exact
+  // rule), cuBLASLt s8 x s8 -> s32 ("TN"), then hyrt's epilogue
+  // y = acc · (row scale · weight row scale) + bias to f16/f32. Only for 8-bit S weights.
+  kW8A8,
+};
+const char* candidate_name(GemmCandidate c);  // "f16", "w8a8"
+
+enum class GemmPolicy : uint8_t {
+  kAuto,  // the faster candidate as measured on first use of the GemmKey (the default)
+  kF16,   // always kF16
+  kW8A8,  // kW8A8 where the weights are 8-bit S, kF16 elsewhere
+};
+
+struct CudaBackendOptions {
+  int device = 0;
+  GemmPolicy gemm = GemmPolicy::kAuto;
+  // Autotuning on first use of a GemmKey: the cuBLASLt heuristic's top `tune_algos`
+  // algorithms are timed per candidate (GEMM alone), then each candidate as a whole; each
+  // measurement is the median of `tune_reps` runs (cudaEvent timing on random data).
+  int tune_algos = 8;
+  int tune_reps = 7;
+  size_t workspace_bytes = size_t{32} << 20;  // cuBLASLt workspace (32 MiB suits Hopper)
+};
+
+// Measured cost of one candidate for one GemmKey (microseconds of GPU time, median).
+struct GemmCandidateStats {
+  bool available = false;  // cuBLASLt offered a working algorithm (and, W8A8, s8 weights)
+  double total_us = NAN;   // the whole candidate: staging kernels + GEMM + epilogue
+  double gemm_us = NAN;    // the cuBLASLt call alone, with the best algorithm
+  int algos_timed = 0;     // heuristic results that ran
+};
+
+// What the ProgramCache entry of a GemmKey records: the choice and the measurements behind it.
+struct GemmTuning {
+  GemmKey key;
+  GemmCandidate chosen = GemmCandidate::kF16;
+  GemmCandidateStats f16, w8a8;
+  const GemmCandidateStats& stats(GemmCandidate c) const {
+    return c == GemmCandidate::kF16 ? f16 : w8a8;
+  }
+  // "gemm m=.. n=.. k=..: f16 12.0 us (gemm 11.1), w8a8 9.8 us (gemm 8.3) -> w8a8"
+  std::string to_string() const;
+};
+
+// The Kernel that CudaBackend::prepare returns for a linear node.
+class CudaGemmKernel : public Kernel {
+ public:
+  // The tuning record of this node's GemmKey (shared with every node of that key).
+  virtual const GemmTuning& tuning() const = 0;
+  // The candidate run() enqueues: the tuned choice, or what the backend's policy forces.
+  virtual GemmCandidate candidate() const = 0;
+  // Enqueues a given candidate (tests, benchmarks). Throws kUnsupported if unavailable.
+  virtual void run_candidate(GemmCandidate c, std::span<const TensorView> inputs,
+                             const TensorView& output) = 0;
+};
+
+class CudaBackend : public Backend {
+ public:
+  virtual const CudaDeviceInfo& device_info() const = 0;
+  // The stream every kernel of this backend is enqueued on.
+  virtual cudaStream_t stream() const = 0;
+  // Copies between host memory and this backend's device memory, ordered after the work
+  // already enqueued; they return when the copy is done. Any alignment.
+  virtual void copy_to_device(void* device_dst, const void* host_src, size_t bytes) = 0;
+  virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
+  // Sets `bytes` of device memory to the byte `value` (0xff poisons f16 and f32 with NaN).
+  virtual void fill_bytes(void* device_dst, int value, size_t bytes) = 0;
+  // Device bytes held for GEMM staging scratch and the cuBLASLt workspace.
+  virtual size_t scratch_bytes() const = 0;
+};
+
+// The backend on CUDA device `options.device`. Throws hyrt::Error with a message saying why
+// when it cannot be made: kUnsupported for no device or driver (the runtime's reason is
+// quoted) or a GPU older than sm_90 (the kernels are built for sm_90 with PTX for newer);
+// kInvalidArgument for a device index out of range.
+std::unique_ptr<CudaBackend> make_cuda_backend(const CudaBackendOptions& options = {});
+// The same, returning nullptr instead of throwing; `why_not` (if given) receives the reason.
+std::unique_ptr<CudaBackend> try_make_cuda_backend(const CudaBackendOptions& options,
+                                                   std::string* why_not);
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,93 @@
+#include "backend/cuda/cuda_context.h"
+
+#include <utility>
+
+#include "backend/cuda/cuda_check.h"
+#include "core/error.h"
+#include "core/log.h"
+
+namespace hyrt::backend::cuda {
+
+DeviceBuffer::DeviceBuffer(size_t bytes, std::string_view what) : size_(bytes) {
+  if (bytes == 0) return;
+  const cudaError_t st = cudaMalloc(&data_, bytes);
+  if (st == cudaSuccess) return;
+  data_ = nullptr;
+  cudaGetLastError();
+  if (st != cudaErrorMemoryAllocation) throw_cuda_error(st, "cudaMalloc", __FILE__, __LINE__);
+  size_t free_bytes = 0, total_bytes = 0;
+  cudaMemGetInfo(&free_bytes, &total_bytes);
+  cudaGetLastError();
+  constexpr double kMiB = 1024.0 * 1024.0;
+  fail(ErrorCode::kOutOfMemory, "out of GPU memory: cudaMalloc of ", bytes / kMiB, " MiB for ",
+       what, " failed (", free_bytes / kMiB, " MiB free of ", total_bytes / kMiB, " MiB)");
+}
+
+DeviceBuffer::~DeviceBuffer() {
+  if (data_ && cudaFree(data_) != cudaSuccess) {
+    // A destructor must not throw; the error (usually an earlier kernel fault) is reported
+    // by whichever call next touches the device.
+    HYRT_LOG(kDebug) << "cudaFree failed: " << cudaGetErrorString(cudaGetLastError());
+  }
+}
+
+DeviceBuffer::DeviceBuffer(DeviceBuffer&& o) noexcept
+    : data_(std::exchange(o.data_, nullptr)), size_(std::exchange(o.size_, 0)) {}
+
+DeviceBuffer& DeviceBuffer::operator=(DeviceBuffer&& o) noexcept {
+  if (this != &o) {
+    DeviceBuffer old(std::move(*this));  // frees our block on scope exit
+    data_ = std::exchange(o.data_, nullptr);
+    size_ = std::exchange(o.size_, 0);
+  }
+  return *this;
+}
+
+CudaContext::CudaContext(const CudaDeviceInfo& device, size_t workspace_bytes) : device_(device) {
+  make_current();
+  HYRT_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  try {
+    HYRT_CUBLAS_CHECK(cublasLtCreate(&lt_));
+    workspace_ = DeviceBuffer(workspace_bytes, "the cuBLASLt workspace");
+  } catch (...) {
+    if (lt_) cublasLtDestroy(lt_);
+    cudaStreamDestroy(stream_);
+    throw;
+  }
+}
+
+CudaContext::~CudaContext() {
+  // Work still queued may use the scratch and workspace freed after this body.
+  cudaStreamSynchronize(stream_);
+  cublasLtDestroy(lt_);
+  cudaStreamDestroy(stream_);
+  cudaGetLastError();
+}
+
+void CudaContext::make_current() const {
+  HYRT_CUDA_CHECK(cudaSetDevice(device_.index));
+}
+
+void CudaContext::reserve(Scratch s, size_t bytes) {
+  DeviceBuffer& b = scratch_[static_cast<size_t>(s)];
+  if (b.size() >= bytes) return;
+  // cudaFree waits for the device, so no queued kernel still uses the old buffer.
+  b = DeviceBuffer();
+  b = DeviceBuffer(bytes, str_cat("GEMM scratch slot ", static_cast<int>(s)));
+}
+
+void* CudaContext::scratch(Scratch s, size_t bytes) const {
+  const DeviceBuffer& b = scratch_[static_cast<size_t>(s)];
+  HYRT_ASSERT(b.size() >= bytes, "scratch slot ", static_cast<int>(s), " holds ", b.size(),
+              " bytes, ", bytes, " needed: not reserved at prepare");
+  return b.data();
+}
+
+size_t CudaContext::bytes_held() const {
+  size_t n = workspace_.size();
+  for (const DeviceBuffer& b : scratch_)
+    n += b.size();
+  return n;
+}
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,86 @@
+// Internal to the CUDA backend: device memory ownership and the state its kernels share.
+#pragma once
+
+#include <cublasLt.h>
+#include <cuda_runtime_api.h>
+
+#include <array>
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+#include "backend/cuda/cuda_device.h"
+
+namespace hyrt::backend::cuda {
+
+// An owning, move-only block of device memory from cudaMalloc (256-byte aligned). Allocation
+// failure throws hyrt::Error(kOutOfMemory) naming `what`, the size and the device's free
+// memory. Zero bytes holds no memory (data() is null).
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  DeviceBuffer(size_t bytes, std::string_view what);
+  ~DeviceBuffer();
+  DeviceBuffer(DeviceBuffer&& o) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& o) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+
+  void* data() const { return data_; }
+  size_t size() const { return size_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  size_t size_ = 0;
+};
+
+// Scratch shared by the GEMM kernels of one backend, one buffer per use. A kernel reserves
+// what it needs at prepare (the buffer only grows, and growing synchronises the device);
+// at run it only looks the pointer up, so running allocates nothing. Kernels run one at a
+// time (cuda_backend.h), so one buffer per slot is enough.
+enum class Scratch : uint8_t {
+  kWeightF16,  // one layer's 8-bit S weights widened to f16 [N, K] (f16 candidate)
+  kActF16,     // f32 activations converted to f16 [M, K] (f16 candidate)
+  kActS8,      // quantized activations s8 [M, K4] (W8A8)
+  kRowScales,  // their per-row scales f32 [M] (W8A8)
+  kAccS32,     // the int8 GEMM's s32 result [M, N4] (W8A8)
+  kCount,
+};
+
+// The device, stream, cuBLASLt handle and workspace, and scratch of one CUDA backend.
+// Owned by the backend; kernels keep a reference (the backend outlives them).
+class CudaContext {
+ public:
+  CudaContext(const CudaDeviceInfo& device, size_t workspace_bytes);
+  ~CudaContext();
+  CudaContext(const CudaContext&) = delete;
+  CudaContext& operator=(const CudaContext&) = delete;
+
+  const CudaDeviceInfo& device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  cublasLtHandle_t lt() const { return lt_; }
+  void* workspace() const { return workspace_.data(); }
+  size_t workspace_bytes() const { return workspace_.size(); }
+  // Makes this backend's device current on the calling thread.
+  void make_current() const;
+
+  // Grows slot `s` to at least `bytes` (prepare time only).
+  void reserve(Scratch s, size_t bytes);
+  // The slot's buffer; asserts that `bytes` were reserved.
+  void* scratch(Scratch s, size_t bytes) const;
+  // Scratch plus workspace bytes held.
+  size_t bytes_held() const;
+
+ private:
+  CudaDeviceInfo device_;
+  cudaStream_t stream_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
+  DeviceBuffer workspace_;
+  std::array<DeviceBuffer, static_cast<size_t>(Scratch::kCount)> scratch_;
+};
+
+}  // namespace hyrt::backend::cuda

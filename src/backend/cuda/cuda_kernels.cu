@@ -1,0 +1,336 @@
+// hyrt's CUDA kernels for the GEMM programs; contracts in cuda_kernels.h.
+//
+// All of them are memory-bound passes over a matrix. Where a row's length and the pointers
+// allow, each thread moves 16 bytes (or 8, for the narrow side of a widening/narrowing pass)
+// per access and a warp covers consecutive columns of one row, so accesses coalesce; a
+// scalar variant of the same kernel handles odd sizes. Math is f32.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cuda/cuda_kernels.h"
+
+namespace hyrt::backend::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+
+bool aligned(const void* p, uintptr_t bytes) {
+  return reinterpret_cast<uintptr_t>(p) % bytes == 0;
+}
+
+// --- element access ------------------------------------------------------------------------
+
+// Loads V consecutive elements of p as floats: one 16-byte access for (f32, 4) and (f16, 8).
+template <class T, int V>
+__device__ __forceinline__ void load_f32(const T* p, float (&out)[V]) {
+  if constexpr (V == 1) {
+    if constexpr (sizeof(T) == 2)
+      out[0] = __half2float(p[0]);
+    else
+      out[0] = p[0];
+  } else if constexpr (sizeof(T) == 4) {
+    static_assert(V == 4);
+    const float4 v = *reinterpret_cast<const float4*>(p);
+    out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+  } else {
+    static_assert(V == 8);
+    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    const __half2* h = reinterpret_cast<const __half2*>(&u);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      out[2 * i] = f.x, out[2 * i + 1] = f.y;
+    }
+  }
+}
+
+// Stores V floats at p as T (f16: round to nearest even): one access of V·sizeof(T) bytes.
+template <class T, int V>
+__device__ __forceinline__ void store_from_f32(T* p, const float (&in)[V]) {
+  if constexpr (V == 1) {
+    if constexpr (sizeof(T) == 2)
+      p[0] = __float2half_rn(in[0]);
+    else
+      p[0] = in[0];
+  } else if constexpr (sizeof(T) == 4) {
+    static_assert(V == 4);
+    *reinterpret_cast<float4*>(p) = make_float4(in[0], in[1], in[2], in[3]);
+  } else {
+    static_assert(V == 4 || V == 8);
+    // Packed in a vector-typed register so that the store is one aligned access.
+    using Packed = std::conditional_t<V == 4, uint2, uint4>;
+    Packed packed;
+    __half2* h = reinterpret_cast<__half2*>(&packed);
+#pragma unroll
+    for (int i = 0; i < V / 2; ++i)
+      h[i] = __floats2half2_rn(in[2 * i], in[2 * i + 1]);
+    *reinterpret_cast<Packed*>(p) = packed;
+  }
+}
+
+__device__ __forceinline__ uint32_t pack4(const int8_t* b) {
+  return static_cast<uint32_t>(static_cast<uint8_t>(b[0])) |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[1])) << 8 |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[2])) << 16 |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[3])) << 24;
+}
+
+// --- activation quantizer: one warp per row -----------------------------------------------------
+
+template <class T, int V>
+__global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
+                                     int64_t ld_q, int8_t* __restrict__ q,
+                                     float* __restrict__ scales) {
+  const int lane = threadIdx.x % kWarp;
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / kWarp) + threadIdx.x / kWarp;
+  if (row >= rows) return;  // the whole warp leaves together
+  const T* xr = x + row * cols;
+
+  float m = 0.0f;
+  for (int64_t k = static_cast<int64_t>(lane) * V; k < cols; k += kWarp * V) {
+    float v[V];
+    load_f32<T, V>(xr + k, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      m = fmaxf(m, fabsf(v[i]));
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+  if (lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+
+  // Second pass over the row: it is at most a few tens of KB, still in L1/L2.
+  int8_t* qr = q + row * ld_q;
+  for (int64_t k = static_cast<int64_t>(lane) * V; k < cols; k += kWarp * V) {
+    float v[V];
+    load_f32<T, V>(xr + k, v);
+    int8_t b[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(v[i] * inv, -127.0f), 127.0f)));
+    if constexpr (V == 1)
+      qr[k] = b[0];
+    else if constexpr (V == 4)
+      *reinterpret_cast<uint32_t*>(qr + k) = pack4(b);
+    else
+      *reinterpret_cast<uint2*>(qr + k) = make_uint2(pack4(b), pack4(b + 4));
+  }
+  for (int64_t k = cols + lane; k < ld_q; k += kWarp)
+    qr[k] = 0;
+}
+
+// --- 2-D passes: a warp covers 32·V consecutive columns of a row; blocks of 32 x 8 threads
+// keep per-column operands (scales, bias) in registers while striding over rows. -------------
+
+constexpr int kRowsPerBlock = 8;
+
+dim3 grid_2d(int64_t rows, int64_t cols, int vec) {
+  const int64_t col_groups = (cols + vec - 1) / vec;
+  const int64_t gx = (col_groups + kWarp - 1) / kWarp;
+  const int64_t gy = std::min<int64_t>((rows + kRowsPerBlock - 1) / kRowsPerBlock, 4096);
+  return dim3(static_cast<unsigned>(gx), static_cast<unsigned>(gy));
+}
+
+template <class T, int V>
+__global__ void rescale_kernel(const int32_t* __restrict__ acc, int64_t rows, int64_t cols,
+                               int64_t ld_acc, const float* __restrict__ row_scale,
+                               const float* __restrict__ col_scale, const float* __restrict__ bias,
+                               T* __restrict__ y) {
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (c >= cols) return;
+  float cs[V], b[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    cs[i] = col_scale[c + i];
+    b[i] = bias ? bias[c + i] : 0.0f;
+  }
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    const float rs = row_scale[r];
+    int32_t a[V];
+    if constexpr (V == 4) {
+      const int4 v = *reinterpret_cast<const int4*>(acc + r * ld_acc + c);
+      a[0] = v.x, a[1] = v.y, a[2] = v.z, a[3] = v.w;
+    } else {
+      a[0] = acc[r * ld_acc + c];
+    }
+    float out[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      out[i] = static_cast<float>(a[i]) * (rs * cs[i]) + b[i];
+    store_from_f32<T, V>(y + r * cols + c, out);
+  }
+}
+
+template <int V>
+__global__ void dequantize_rows_kernel(const int8_t* __restrict__ q, int64_t rows, int64_t cols,
+                                       int64_t ld_q, const float* __restrict__ scale,
+                                       __half* __restrict__ w) {
+  const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+  if (c >= cols) return;
+  for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
+       r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
+    const float s = scale[r];
+    uint2 packed;  // V == 8: one 8-byte load
+    const int8_t* b = reinterpret_cast<const int8_t*>(&packed);
+    if constexpr (V == 8)
+      packed = *reinterpret_cast<const uint2*>(q + r * ld_q + c);
+    else
+      b = q + r * ld_q + c;
+    float out[V];
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      out[i] = static_cast<float>(b[i]) * s;
+    store_from_f32<__half, V>(w + r * cols + c, out);
+  }
+}
+
+// --- 1-D passes --------------------------------------------------------------------------------
+
+unsigned grid_1d(int64_t groups, int threads) {
+  return static_cast<unsigned>(std::min<int64_t>((groups + threads - 1) / threads, 1 << 16));
+}
+
+template <int V>
+__global__ void f32_to_f16_kernel(const float* __restrict__ x, int64_t n, __half* __restrict__ y) {
+  for (int64_t i = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x * V) {
+    float v[V];
+    load_f32<float, V>(x + i, v);
+    store_from_f32<__half, V>(y + i, v);
+  }
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+template <class T>
+__global__ void fill_random_kernel(T* __restrict__ data, int64_t n, uint64_t seed, float scale) {
+  for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t h = splitmix64(seed ^ splitmix64(static_cast<uint64_t>(i)));
+    const float u = static_cast<float>(h >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    const float v[1] = {(2.0f * u - 1.0f) * scale};
+    store_from_f32<T, 1>(data + i, v);
+  }
+}
+
+__device__ __forceinline__ uint64_t global_timer_ns() {
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+
+__global__ void spin_kernel(uint64_t ns) {
+  const uint64_t start = global_timer_ns();
+  while (global_timer_ns() - start < ns)
+    __nanosleep(1000);
+}
+
+}  // namespace
+
+cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t rows, int64_t cols,
+                                    int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
+  if (rows <= 0 || ld_q <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const auto blocks = static_cast<unsigned>((rows + kThreads / kWarp - 1) / (kThreads / kWarp));
+  if (x_type == FloatType::kF16) {
+    const auto* xh = static_cast<const __half*>(x);
+    if (cols % 8 == 0 && ld_q == cols && aligned(x, 16) && aligned(q, 8))
+      quantize_rows_kernel<__half, 8>
+          <<<blocks, kThreads, 0, stream>>>(xh, rows, cols, ld_q, q, scales);
+    else
+      quantize_rows_kernel<__half, 1>
+          <<<blocks, kThreads, 0, stream>>>(xh, rows, cols, ld_q, q, scales);
+  } else {
+    const auto* xf = static_cast<const float*>(x);
+    if (cols % 4 == 0 && ld_q == cols && aligned(x, 16) && aligned(q, 4))
+      quantize_rows_kernel<float, 4>
+          <<<blocks, kThreads, 0, stream>>>(xf, rows, cols, ld_q, q, scales);
+    else
+      quantize_rows_kernel<float, 1>
+          <<<blocks, kThreads, 0, stream>>>(xf, rows, cols, ld_q, q, scales);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
+                               const float* row_scale, const float* col_scale, const float* bias,
+                               void* y, FloatType y_type, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const dim3 block(kWarp, kRowsPerBlock);
+  const bool vec = cols % 4 == 0 && ld_acc % 4 == 0 && aligned(acc, 16) && aligned(y, 16);
+  const dim3 grid = grid_2d(rows, cols, vec ? 4 : 1);
+  if (y_type == FloatType::kF16) {
+    auto* yh = static_cast<__half*>(y);
+    if (vec)
+      rescale_kernel<__half, 4>
+          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yh);
+    else
+      rescale_kernel<__half, 1>
+          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yh);
+  } else {
+    auto* yf = static_cast<float*>(y);
+    if (vec)
+      rescale_kernel<float, 4>
+          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yf);
+    else
+      rescale_kernel<float, 1>
+          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yf);
+  }
+  return cudaGetLastError();
+}
+
+cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                                       const float* scale, uint16_t* w, cudaStream_t stream) {
+  if (rows <= 0 || cols <= 0) return cudaSuccess;
+  const dim3 block(kWarp, kRowsPerBlock);
+  auto* wh = reinterpret_cast<__half*>(w);
+  if (cols % 8 == 0 && ld_q % 8 == 0 && aligned(q, 8) && aligned(w, 16))
+    dequantize_rows_kernel<8>
+        <<<grid_2d(rows, cols, 8), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
+  else
+    dequantize_rows_kernel<1>
+        <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  auto* yh = reinterpret_cast<__half*>(y);
+  if (n % 4 == 0 && aligned(x, 16) && aligned(y, 8))
+    f32_to_f16_kernel<4><<<grid_1d(n / 4, kThreads), kThreads, 0, stream>>>(x, n, yh);
+  else
+    f32_to_f16_kernel<1><<<grid_1d(n, kThreads), kThreads, 0, stream>>>(x, n, yh);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_fill_random(void* data, FloatType type, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  if (type == FloatType::kF16)
+    fill_random_kernel<__half>
+        <<<grid_1d(n, kThreads), kThreads, 0, stream>>>(static_cast<__half*>(data), n, seed, scale);
+  else
+    fill_random_kernel<float>
+        <<<grid_1d(n, kThreads), kThreads, 0, stream>>>(static_cast<float*>(data), n, seed, scale);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_spin(double microseconds, cudaStream_t stream) {
+  if (microseconds <= 0) return cudaSuccess;
+  spin_kernel<<<1, 1, 0, stream>>>(static_cast<uint64_t>(microseconds * 1000.0));
+  return cudaGetLastError();
+}
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,55 @@
+// hyrt's own CUDA kernels for the GEMM programs (cuda_kernels.cu): the activation quantizer,
+// the int32 rescale epilogue, the per-layer weight dequantizer, f32 -> f16 conversion, and
+// two helpers for timing (a random fill, a spin that keeps the launch queue full).
+//
+// Plain functions over device pointers, so that this header compiles as ordinary C++ and
+// the .cu file includes no hyrt header. Each launch_* enqueues on `stream` and returns
+// cudaGetLastError() right after the launch (the caller wraps it in HYRT_CUDA_CHECK, which
+// names the wrapper in the error). Zero-sized work launches nothing. f16 data is passed as
+// uint16_t (IEEE binary16 bits). Matrices are dense row-major with the given leading
+// dimension (elements between row starts).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace hyrt::backend::cuda {
+
+enum class FloatType : uint8_t { kF32, kF16 };
+
+// Per-row symmetric int8 quantization of activations, the CPU backend's rule exactly
+// (cpu/int8_common.h):
+//   absmax = max |x[r, :]|; absmax == 0: scale = 0, q = 0;
+//   else inv = 127 / absmax, scale = absmax / 127 (f32, IEEE division),
+//        q = clamp(round_half_even(x · inv), -127, 127) with x · inv in f32.
+// x [rows, cols] (ld = cols) f32 or f16 -> q s8 [rows, ld_q], columns cols..ld_q-1 set to 0
+// (the K padding the int8 GEMM needs), scales f32 [rows].
+cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t rows, int64_t cols,
+                                    int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
+
+// The W8A8 epilogue: acc s32 [rows, ld_acc] -> y [rows, cols] (ld = cols), f32 or f16:
+//   y[r, c] = float(acc[r, c]) · (row_scale[r] · col_scale[c]) + bias[c]   (bias may be null)
+cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
+                               const float* row_scale, const float* col_scale, const float* bias,
+                               void* y, FloatType y_type, cudaStream_t stream);
+
+// One layer's "8-bit S" weights widened for the f16 GEMM: q s8 [rows, ld_q] ->
+// w f16 [rows, cols] (ld = cols), w[r, c] = f16(float(q[r, c]) · scale[r]) rounded to nearest.
+cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                                       const float* scale, uint16_t* w, cudaStream_t stream);
+
+// y[i] = f16(x[i]) for n elements, rounded to nearest even.
+cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream_t stream);
+
+// data[i] = uniform value in [-scale, scale] from a hash of (seed, i): deterministic, never
+// all zeros — for timing runs, which must not run on zeros.
+cudaError_t launch_fill_random(void* data, FloatType type, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream);
+
+// A one-thread kernel that busy-waits `microseconds` of GPU time. Enqueued before a timed
+// sequence, it lets the host queue every timed launch before the GPU reaches them, so that
+// events between launches measure GPU time rather than host launch overhead.
+cudaError_t launch_spin(double microseconds, cudaStream_t stream);
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,406 @@
+// The CUDA backend's linear GEMM programs (src/backend/cuda) on a GPU, both candidates, vs
+// double-precision references on random data, outputs poisoned with NaN before each run:
+//   f16  — against x · (s·q)ᵀ + b with x as the kernel reads it (f16 or f32) and the same
+//          8-bit S weights dequantized exactly: ≤ 2e-3 relative L2 (f16 rounding of the
+//          operands and of the output);
+//   W8A8 — against the same reference, ≤ 2e-2 (what per-row activation quantization costs),
+//          and against a reference that quantizes x by the kernel's own rule (cuda_kernels.h)
+//          and accumulates q·q exactly: ≤ 2e-3 (only the output's rounding may differ).
+// Without a usable GPU these tests skip with the reason; the factory's error for a missing
+// device is itself tested wherever there is none.
+#include <gtest/gtest.h>
+
+#ifdef HYRT_HAVE_CUDA
+
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "ir/graph.h"
+#include "test_util.h"
+#include "weights/memory_weights.h"
+#include "weights/quantize.h"
+
+namespace hyrt::test {
+namespace {
+
+using backend::cuda::CudaBackend;
+using backend::cuda::CudaGemmKernel;
+using backend::cuda::GemmCandidate;
+
+constexpr double kF16Tolerance = 2e-3;
+constexpr double kW8A8Tolerance = 2e-2;
+constexpr double kW8A8ExactTolerance = 2e-3;
+
+struct Gpu {
+  std::unique_ptr<CudaBackend> backend;
+  std::string why_not;
+};
+
+Gpu& gpu() {
+  static Gpu g = [] {
+    Gpu out;
+    out.backend = backend::cuda::try_make_cuda_backend({}, &out.why_not);
+    return out;
+  }();
+  return g;
+}
+
+#define REQUIRE_GPU() \
+  if (!gpu().backend) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
+
+struct LinearSpec {
+  Shape x_shape;  // [..., K]
+  int64_t n = 0;
+  bool bias = true;
+  DType act = DType::kF16;
+  DType weight = DType::kS8;  // s8 ("8-bit S") or a float type
+  uint64_t seed = 1;
+};
+
+// A one-node graph, its weights and the host-side values the references need.
+struct LinearCase {
+  ir::Graph graph;
+  weights::MemoryWeights weights;
+  int64_t m = 0, k = 0, n = 0;
+  std::vector<float> x;        // as the kernel reads it (rounded to the activation dtype)
+  std::vector<float> w;        // the weights' values: s·q (8-bit S) or as stored
+  std::vector<float> q;        // 8-bit S only: q as floats
+  std::vector<float> w_scale;  // 8-bit S only: [N]
+  std::vector<float> bias;     // [N] or empty
+  Tensor x_stored;             // x in the activation dtype
+
+  explicit LinearCase(const LinearSpec& s) : graph(s.act) {
+    k = s.x_shape.dim(-1);
+    m = s.x_shape.numel() / k;
+    n = s.n;
+    Tensor xf = random_tensor(s.x_shape, s.seed, 1.0f);
+    x_stored = Tensor(s.act, s.x_shape);
+    convert_from_f32(xf.as<float>(), s.act, x_stored.data(), static_cast<size_t>(xf.numel()));
+    x.resize(static_cast<size_t>(xf.numel()));
+    convert_to_f32(s.act, x_stored.data(), x.data(), x.size());
+
+    Tensor wf = random_tensor(Shape{n, k}, s.seed + 1, 0.2f);
+    if (s.weight == DType::kS8) {
+      weights::QuantizedTensor qt = weights::quantize_per_row(wf.view());
+      const auto* qp = qt.q.as<int8_t>();
+      q.assign(qp, qp + qt.q.numel());
+      w_scale.assign(qt.scale.as<float>(), qt.scale.as<float>() + n);
+      w.resize(q.size());
+      for (int64_t r = 0; r < n; ++r)
+        for (int64_t c = 0; c < k; ++c)
+          w[r * k + c] = w_scale[r] * q[r * k + c];
+      weights.add_quantized("w", std::move(qt.q), std::move(qt.scale));
+    } else {
+      Tensor stored(s.weight, Shape{n, k});
+      convert_from_f32(wf.as<float>(), s.weight, stored.data(), static_cast<size_t>(wf.numel()));
+      w.resize(static_cast<size_t>(wf.numel()));
+      convert_to_f32(s.weight, stored.data(), w.data(), w.size());
+      weights.add("w", std::move(stored));
+    }
+    const ir::ValueId xi = graph.add_input("x", s.act, s.x_shape);
+    const ir::ValueId wi = graph.add_weight("w", s.weight, Shape{n, k});
+    std::vector<ir::ValueId> ins{xi, wi};
+    if (s.bias) {
+      Tensor b = random_tensor(Shape{n}, s.seed + 2, 1.0f);
+      bias.assign(b.as<float>(), b.as<float>() + n);
+      weights.add("b", std::move(b));
+      ins.push_back(graph.add_weight("b", DType::kF32, Shape{n}));
+    }
+    graph.mark_output(graph.add_node(ir::OpKind::kLinear, ins, {}, "linear"));
+    graph.verify();
+  }
+
+  const ir::Node& node() const { return graph.nodes().back(); }
+
+  // y = x · wᵀ + bias in double.
+  std::vector<float> reference(bool with_bias = true) const {
+    std::vector<float> y(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < k; ++p)
+          acc += static_cast<double>(x[i * k + p]) * w[j * k + p];
+        if (with_bias && !bias.empty()) acc += bias[j];
+        y[i * n + j] = static_cast<float>(acc);
+      }
+    return y;
+  }
+
+  // W8A8 as specified: x quantized per row by the kernels' rule, q·q accumulated exactly,
+  // scaled by row scale · weight row scale.
+  std::vector<float> reference_w8a8() const {
+    std::vector<float> qx(x.size()), row_scale(static_cast<size_t>(m));
+    for (int64_t i = 0; i < m; ++i) {
+      float amax = 0.0f;
+      for (int64_t p = 0; p < k; ++p)
+        amax = std::max(amax, std::fabs(x[i * k + p]));
+      const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+      row_scale[i] = amax > 0 ? amax / 127.0f : 0.0f;
+      for (int64_t p = 0; p < k; ++p)
+        qx[i * k + p] = std::nearbyint(std::clamp(x[i * k + p] * inv, -127.0f, 127.0f));
+    }
+    std::vector<float> y(static_cast<size_t>(m * n));
+    for (int64_t i = 0; i < m; ++i)
+      for (int64_t j = 0; j < n; ++j) {
+        double acc = 0;
+        for (int64_t p = 0; p < k; ++p)
+          acc += static_cast<double>(qx[i * k + p]) * q[j * k + p];
+        acc *= static_cast<double>(row_scale[i]) * w_scale[j];
+        if (!bias.empty()) acc += bias[j];
+        y[i * n + j] = static_cast<float>(acc);
+      }
+    return y;
+  }
+};
+
+// Device copies of a case's input and output, run through the Kernel interface.
+class DeviceRun {
+ public:
+  DeviceRun(CudaBackend& b, const LinearCase& c) : b_(b), c_(c) {
+    const ir::Value& xv = c.graph.value(c.node().inputs[0]);
+    const ir::Value& yv = c.graph.value(c.node().output);
+    x_mem_ = b.allocate(xv.bytes(), "test x");
+    y_mem_ = b.allocate(yv.bytes(), "test y");
+    b.copy_to_device(x_mem_->data(), c.x_stored.data(), xv.bytes());
+    x_ = {x_mem_->data(), xv.dtype, xv.shape};
+    y_ = {y_mem_->data(), yv.dtype, yv.shape};
+  }
+
+  // Poisons the output, runs candidate `cand` (or the kernel's own choice), returns y as f32.
+  std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
+    b_.fill_bytes(y_.data, 0xff, y_.bytes());  // NaN in f16 and f32
+    std::vector<TensorView> ins{x_};
+    for (size_t i = 1; i < c_.node().inputs.size(); ++i)
+      ins.push_back(c_.weights.get(c_.graph.value(c_.node().inputs[i]).name));
+    if (cand)
+      kernel.run_candidate(*cand, ins, y_);
+    else
+      kernel.run(ins, y_);
+    b_.synchronize();
+    std::vector<uint8_t> raw(y_.bytes());
+    b_.copy_to_host(raw.data(), y_.data, raw.size());
+    std::vector<float> y(static_cast<size_t>(y_.numel()));
+    convert_to_f32(y_.dtype, raw.data(), y.data(), y.size());
+    return y;
+  }
+
+ private:
+  CudaBackend& b_;
+  const LinearCase& c_;
+  std::unique_ptr<backend::DeviceMemory> x_mem_, y_mem_;
+  TensorView x_, y_;
+};
+
+std::unique_ptr<CudaGemmKernel> prepare(CudaBackend& b, const LinearCase& c,
+                                        backend::ProgramCache& cache) {
+  EXPECT_TRUE(b.supports(c.graph, c.node()));
+  std::unique_ptr<backend::Kernel> k = b.prepare(c.graph, c.node(), c.weights, cache);
+  auto* gk = dynamic_cast<CudaGemmKernel*>(k.get());
+  EXPECT_NE(gk, nullptr);
+  k.release();
+  return std::unique_ptr<CudaGemmKernel>(gk);
+}
+
+double rel(const std::vector<float>& a, const std::vector<float>& b) {
+  return relative_l2(a.data(), b.data(), a.size());
+}
+
+std::string describe(const LinearSpec& s) {
+  return str_cat("x ", dtype_name(s.act), s.x_shape.to_string(), " w ", dtype_name(s.weight), "[",
+                 s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "");
+}
+
+// Runs every available candidate of one case against the references.
+void check_linear(const LinearSpec& spec) {
+  SCOPED_TRACE(describe(spec));
+  CudaBackend& b = *gpu().backend;
+  const LinearCase c(spec);
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> kernel = prepare(b, c, cache);
+  ASSERT_NE(kernel, nullptr);
+  const auto& t = kernel->tuning();
+  SCOPED_TRACE(t.to_string());
+  DeviceRun run(b, c);
+  const std::vector<float> ref = c.reference();
+
+  ASSERT_TRUE(t.f16.available);
+  const std::vector<float> y16 = run.run(*kernel, GemmCandidate::kF16);
+  EXPECT_LE(rel(y16, ref), kF16Tolerance) << "f16 candidate";
+  if (!c.bias.empty()) {  // the comparison can fail: leaving the bias out is caught
+    EXPECT_GT(rel(y16, c.reference(false)), 10 * kF16Tolerance);
+  }
+
+  if (spec.weight == DType::kS8) {
+    ASSERT_TRUE(t.w8a8.available);
+    const std::vector<float> y8 = run.run(*kernel, GemmCandidate::kW8A8);
+    EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
+    EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
+        << "w8a8 candidate vs its own quantization rule";
+  } else {
+    EXPECT_FALSE(t.w8a8.available) << "W8A8 needs 8-bit S weights";
+    EXPECT_THROW(run.run(*kernel, GemmCandidate::kW8A8), Error);
+  }
+
+  // What the backend runs by itself: the tuned choice, through Kernel::run.
+  EXPECT_EQ(kernel->candidate(), t.chosen);
+  const std::vector<float> y = run.run(*kernel);
+  EXPECT_LE(rel(y, ref), t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+}
+
+TEST(CudaGemm, ClipTokensToUnetWidth) {  // M=77, K=320, N=768
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{77, 320}, .n = 768, .seed = 11});
+}
+
+TEST(CudaGemm, Latent64x64Projection) {  // M=4096, K=320, N=320
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{4096, 320}, .n = 320, .seed = 12});
+}
+
+TEST(CudaGemm, SingleRowOddN) {  // M=1, N=333
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{1, 320}, .n = 333, .seed = 13});
+}
+
+TEST(CudaGemm, OddKAndNPadded) {  // K=77 and N=9: the int8 path's zero padding, no bias
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{5, 77}, .n = 9, .bias = false, .seed = 14});
+}
+
+TEST(CudaGemm, Rank3CrossAttentionKV) {  // x [2, 77, 768] -> [2, 77, 320]
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{2, 77, 768}, .n = 320, .seed = 15});
+}
+
+TEST(CudaGemm, F32Activations) {  // the hybrid mode's f32 graph: f32 in, f32 out
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{33, 320}, .n = 640, .act = DType::kF32, .seed = 16});
+  check_linear({.x_shape = Shape{3, 75}, .n = 17, .act = DType::kF32, .seed = 17});
+}
+
+TEST(CudaGemm, FloatWeightsRunAsF16) {  // f32/f16-stored weights: uploaded as f16, f16 only
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{64, 320}, .n = 320, .weight = DType::kF32, .seed = 18});
+  check_linear(
+      {.x_shape = Shape{7, 40}, .n = 24, .bias = false, .weight = DType::kF16, .seed = 19});
+}
+
+TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  backend::ProgramCache cache;
+  const LinearCase c1({.x_shape = Shape{256, 320}, .n = 640, .seed = 21});
+  const LinearCase c2({.x_shape = Shape{256, 320}, .n = 640, .seed = 22});  // same GemmKey
+  std::unique_ptr<CudaGemmKernel> k1 = prepare(b, c1, cache);
+  ASSERT_NE(k1, nullptr);
+  EXPECT_EQ(cache.size(), 1u);
+  EXPECT_EQ(cache.misses(), 1u);
+  const auto& t = k1->tuning();
+  for (const auto* s : {&t.f16, &t.w8a8}) {
+    EXPECT_TRUE(s->available);
+    EXPECT_TRUE(std::isfinite(s->total_us) && s->total_us > 0) << t.to_string();
+    EXPECT_TRUE(std::isfinite(s->gemm_us) && s->gemm_us > 0) << t.to_string();
+    EXPECT_GE(s->algos_timed, 1);
+  }
+  const GemmCandidate faster =
+      t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8 : GemmCandidate::kF16;
+  EXPECT_EQ(t.chosen, faster) << t.to_string();
+  EXPECT_EQ(t.key.m, 256);
+  EXPECT_EQ(t.key.w_type, DType::kS8);
+  EXPECT_DOUBLE_EQ(b.estimate_us(c1.graph, c1.node()), t.stats(t.chosen).total_us);
+
+  // A second node of the same key reuses the program: no second tuning, same record.
+  std::unique_ptr<CudaGemmKernel> k2 = prepare(b, c2, cache);
+  ASSERT_NE(k2, nullptr);
+  EXPECT_EQ(cache.misses(), 1u);
+  EXPECT_EQ(cache.hits(), 1u);
+  EXPECT_EQ(&k2->tuning(), &k1->tuning());
+  DeviceRun run(b, c2);
+  EXPECT_LE(rel(run.run(*k2, GemmCandidate::kF16), c2.reference()), kF16Tolerance);
+  std::printf("[ cuda     ] %s on %s\n", t.to_string().c_str(), b.device_info().name.c_str());
+}
+
+TEST(CudaGemm, PolicyForcesCandidate) {
+  REQUIRE_GPU();
+  std::unique_ptr<CudaBackend> b = backend::cuda::make_cuda_backend(
+      {.gemm = backend::cuda::GemmPolicy::kW8A8, .tune_algos = 2, .tune_reps = 3});
+  backend::ProgramCache cache;
+  const LinearCase c({.x_shape = Shape{16, 64}, .n = 32, .seed = 31});
+  std::unique_ptr<CudaGemmKernel> k = prepare(*b, c, cache);
+  ASSERT_NE(k, nullptr);
+  EXPECT_EQ(k->candidate(), GemmCandidate::kW8A8);
+  DeviceRun run(*b, c);
+  EXPECT_LE(rel(run.run(*k), c.reference()), kW8A8Tolerance);
+}
+
+TEST(CudaGemm, SupportsLinearOnly) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  ir::Graph g(DType::kF16);
+  const ir::ValueId x = g.add_input("x", DType::kF16, Shape{4, 8});
+  const ir::ValueId w = g.add_weight("w", DType::kS8, Shape{16, 8});
+  const ir::ValueId y = g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear");
+  const ir::ValueId z = g.add_node(ir::OpKind::kSilu, {y}, {}, "silu");
+  g.mark_output(z);
+  EXPECT_TRUE(b.supports(g, g.nodes()[0]));
+  EXPECT_FALSE(b.supports(g, g.nodes()[1]));
+  EXPECT_TRUE(std::isinf(b.estimate_us(g, g.nodes()[1])));
+  EXPECT_GT(b.estimate_us(g, g.nodes()[0]), 0.0);
+  weights::MemoryWeights none;
+  backend::ProgramCache cache;
+  EXPECT_THROW(b.prepare(g, g.nodes()[1], none, cache), Error);
+}
+
+TEST(CudaGemm, MissingScaleIsAnInvalidModel) {
+  REQUIRE_GPU();
+  ir::Graph g(DType::kF16);
+  const ir::ValueId x = g.add_input("x", DType::kF16, Shape{4, 8});
+  const ir::ValueId w = g.add_weight("w", DType::kS8, Shape{16, 8});
+  g.mark_output(g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear"));
+  weights::MemoryWeights ws;
+  ws.add("w", Tensor::zeros(DType::kS8, Shape{16, 8}));  // no .scale
+  backend::ProgramCache cache;
+  try {
+    gpu().backend->prepare(g, g.nodes()[0], ws, cache);
+    ADD_FAILURE() << "prepare accepted an 8-bit S weight without scales";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidModel);
+    EXPECT_NE(std::string(e.what()).find("'w'"), std::string::npos) << e.what();
+  }
+}
+
+// Runs everywhere: with no device the factory says so clearly; with one it rejects a bad index.
+TEST(CudaBackendFactory, ClearErrorWithoutDevice) {
+  std::string why;
+  auto b = backend::cuda::try_make_cuda_backend({.device = 99}, &why);
+  EXPECT_EQ(b, nullptr);
+  EXPECT_FALSE(why.empty());
+  try {
+    backend::cuda::make_cuda_backend({.device = 99});
+    ADD_FAILURE() << "made a backend on CUDA device 99";
+  } catch (const Error& e) {
+    if (gpu().backend) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    } else {
+      EXPECT_EQ(e.code(), ErrorCode::kUnsupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find("CUDA device"), std::string::npos) << e.what();
+      std::printf("[ cuda     ] no GPU here: %s\n", e.what());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace hyrt::test
+
+#else  // !HYRT_HAVE_CUDA
+
+TEST(CudaGemm, NotBuilt) {
+  GTEST_SKIP() << "built without the CUDA toolkit (HYRT_HAVE_CUDA off)";
+}
+
+#endif
