@@ -5,6 +5,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -29,6 +30,13 @@ struct BenchOptions {
   int threads = 0;
   bool quantize_int8 = false;  // quantize 16-bit weights to 8-bit S on load
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
+  // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32":
+  // the weights as stored, "w8" / "w8a8": quantized on load and run in that int8 mode)
+  // at every size in `sizes` (square pixel sizes; empty = width x height), each with a
+  // fresh engine and model, in this one process; the JSON gains "comparison" rows and
+  // each variant's speed-up over "f32" at the same size (when "f32" is among them).
+  std::vector<std::string> variants;
+  std::vector<int> sizes;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

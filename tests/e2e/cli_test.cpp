@@ -10,6 +10,8 @@
 #include <fstream>
 #include <string>
 
+#include <nlohmann/json.hpp>
+
 #include "pipeline/image_io.h"
 #include "test_util.h"
 
@@ -211,4 +213,26 @@ TEST_F(CliTest, QuantizeWritesASelfContainedInt8File) {
   r = run_hyrt("quantize " + (golden / "golden.safetensors").string() + " " +
                (tmp_ / "x.safetensors").string());
   EXPECT_EQ(r.exit_code, 1) << r.output;
+}
+
+// `hyrt bench --compare` times f32, W8 and W8A8 side by side at each size, as JSON.
+TEST_F(CliTest, BenchComparesWeightVariantsSideBySide) {
+  const fs::path json = tmp_ / "bench.json";
+  RunResult r = run_hyrt("bench -m random:tiny --only unet --runs 1 --compare f32,w8,w8a8 " +
+                         std::string("--sizes 32,48 -t 1 --json ") + json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream f(json);
+  const nlohmann::json j = nlohmann::json::parse(f);
+  ASSERT_EQ(j.at("comparison").size(), 6u) << j.dump(1);
+  for (const auto& row : j["comparison"])
+    EXPECT_GT(row.at("stages").at("unet_step").at("median_ms").get<double>(), 0.0);
+  for (const char* size : {"32x32", "48x48"})
+    for (const char* v : {"w8", "w8a8"})
+      EXPECT_GT(j.at("unet_step_speedup_vs_f32").at(size).at(v).get<double>(), 0.0);
+  EXPECT_EQ(j["comparison"][2]["config"]["int8_mode"], "w8a8");
+  EXPECT_EQ(j["comparison"][1]["config"]["int8_mode"], "w8");
+  EXPECT_EQ(j.at("machine").at("load_average_start").size(), 3u);
+  r = run_hyrt("bench -m random:tiny --compare f32,w4 --only unet");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "w4")) << r.output;
 }
