@@ -236,3 +236,16 @@ TEST_F(CliTest, BenchComparesWeightVariantsSideBySide) {
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "w4")) << r.output;
 }
+
+// The int8 issue's targets, held by the suite: UNet output vs the f32 reference within
+// 2e-2 (W8) and 5e-2 (W8A8) relative L2, from both checkpoint layouts.
+TEST_F(CliTest, Int8ParityMeetsTheTargetsInBothModes) {
+  REQUIRE_GOLDEN(golden);
+  for (const char* mode : {"w8", "w8a8"}) {
+    const RunResult r =
+        run_hyrt("parity " + golden.string() + " --no-taps --int8 --int8-mode " + mode);
+    EXPECT_EQ(r.exit_code, 0) << mode << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, "[LDM single file, int8] unet.0.out")) << r.output;
+    EXPECT_FALSE(contains(r.output, "FAIL")) << r.output;
+  }
+}

@@ -24,7 +24,7 @@ TEST(Half, EveryF16RoundTripsThroughF32) {
 
 TEST(Half, F32ToF16RoundsToNearestEven) {
   EXPECT_EQ(f32_to_f16(65504.f), 0x7bff);
-  EXPECT_EQ(f32_to_f16(65520.f), 0x7c00);  // rounds to inf
+  EXPECT_EQ(f32_to_f16(65520.f), 0x7c00);             // rounds to inf
   EXPECT_EQ(f32_to_f16(1.0f + 1.0f / 2048), 0x3c00);  // tie -> even
   EXPECT_EQ(f32_to_f16(1.0f + 3.0f / 2048), 0x3c02);
   EXPECT_EQ(f32_to_f16(5.9604645e-08f), 0x0001);  // smallest subnormal
@@ -34,10 +34,12 @@ TEST(Half, F32ToF16RoundsToNearestEven) {
 
 TEST(Half, BulkConversionMatchesScalar) {
   std::vector<uint16_t> h(1003);
-  for (size_t i = 0; i < h.size(); ++i) h[i] = static_cast<uint16_t>(i * 65 + 7);
+  for (size_t i = 0; i < h.size(); ++i)
+    h[i] = static_cast<uint16_t>(i * 65 + 7);
   std::vector<float> f(h.size()), g(h.size());
   convert_to_f32(DType::kF16, h.data(), f.data(), h.size());
-  for (size_t i = 0; i < h.size(); ++i) g[i] = f16_to_f32(h[i]);
+  for (size_t i = 0; i < h.size(); ++i)
+    g[i] = f16_to_f32(h[i]);
   for (size_t i = 0; i < h.size(); ++i)  // NaN payloads may differ (F16C quiets them)
     ASSERT_TRUE(f[i] == g[i] || (std::isnan(f[i]) && std::isnan(g[i]))) << i;
   std::vector<uint16_t> back(h.size());
@@ -59,14 +61,17 @@ TEST(Shape, NumelOverflowIsAnError) {
 TEST(Parallel, CoversTheRangeOnce) {
   std::vector<int> hits(10007, 0);
   parallel_for(static_cast<int64_t>(hits.size()), 16, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) ++hits[i];
+    for (int64_t i = b; i < e; ++i)
+      ++hits[i];
   });
-  for (int h : hits) ASSERT_EQ(h, 1);
+  for (int h : hits)
+    ASSERT_EQ(h, 1);
 }
 
 TEST(Tensor, NchwNhwcRoundTrip) {
   Tensor t(DType::kF32, {2, 3, 4, 5});
-  for (int i = 0; i < t.numel(); ++i) t.as<float>()[i] = static_cast<float>(i);
+  for (int i = 0; i < t.numel(); ++i)
+    t.as<float>()[i] = static_cast<float>(i);
   Tensor n = nchw_to_nhwc(t.view());
   EXPECT_EQ(n.shape(), (Shape{2, 4, 5, 3}));
   EXPECT_EQ(n.as<float>()[1], 20.0f);  // (b0, h0, w0, c1) = c*20

@@ -193,7 +193,7 @@ TEST(HyrtFormat, GoldenWeightsWithinQuantizationError) {
     EXPECT_NEAR(err, r.rel_error, 1e-6) << r.name;
     EXPECT_LT(err, 2e-2) << r.name;
   }
-  EXPECT_GT(quantized, 300);
+  EXPECT_GT(quantized, 240);  // of 844 tensors: the rest are biases, norms and kept layers
   const auto& unet = g->report.components[static_cast<size_t>(Component::kUNet)];
   EXPECT_LT(unet.bytes_after, unet.bytes_before * 0.6);  // f16 -> ~1 byte/param
 }

@@ -31,8 +31,12 @@ Graph random_graph(uint64_t seed, int num_nodes) {
     const Shape s = g.value(v).shape;
     ValueId out;
     switch (pick(7)) {
-      case 0: out = g.add_node(OpKind::kSilu, {v}); break;
-      case 1: out = g.add_node(OpKind::kScale, {v}, ScaleAttrs{2.0f, 1.0f}); break;
+      case 0:
+        out = g.add_node(OpKind::kSilu, {v});
+        break;
+      case 1:
+        out = g.add_node(OpKind::kScale, {v}, ScaleAttrs{2.0f, 1.0f});
+        break;
       case 2: {
         std::vector<ValueId> same;
         for (ValueId u : pool)
@@ -52,22 +56,27 @@ Graph random_graph(uint64_t seed, int num_nodes) {
         break;
       }
       case 4:
-        out = g.add_node(OpKind::kReshape, {v}, ReshapeAttrs{s.rank() == 2 ? Shape{s.numel()} : Shape{1, s.numel()}});
+        out = g.add_node(OpKind::kReshape, {v},
+                         ReshapeAttrs{s.rank() == 2 ? Shape{s.numel()} : Shape{1, s.numel()}});
         break;
       case 5:
         out = s.rank() == 2 ? g.add_node(OpKind::kPermute, {v}, PermuteAttrs{Shape{1, 0}})
                             : g.add_node(OpKind::kSoftmax, {v});
         break;
-      default: out = g.add_node(OpKind::kGelu, {v}); break;
+      default:
+        out = g.add_node(OpKind::kGelu, {v});
+        break;
     }
     pool.push_back(out);
   }
   // Every unused value becomes an output, and so do a few random ones.
   std::vector<int> uses(g.values().size(), 0);
   for (const Node& n : g.nodes())
-    for (ValueId in : n.inputs) ++uses[in];
+    for (ValueId in : n.inputs)
+      ++uses[in];
   for (const Value& v : g.values())
-    if (v.kind == ValueKind::kIntermediate && (uses[v.id] == 0 || pick(10) == 0)) g.mark_output(v.id);
+    if (v.kind == ValueKind::kIntermediate && (uses[v.id] == 0 || pick(10) == 0))
+      g.mark_output(v.id);
   g.verify();
   return g;
 }
@@ -85,7 +94,8 @@ void check_plan(const Graph& g, const plan::MemoryPlan& p) {
       if (a.first > b.last || b.first > a.last) continue;
       const int64_t a0 = p.offset[roots[i]], a1 = a0 + a.bytes;
       const int64_t b0 = p.offset[roots[j]], b1 = b0 + b.bytes;
-      ASSERT_TRUE(a1 <= b0 || b1 <= a0) << "live storages " << roots[i] << " and " << roots[j] << " overlap";
+      ASSERT_TRUE(a1 <= b0 || b1 <= a0)
+          << "live storages " << roots[i] << " and " << roots[j] << " overlap";
     }
   for (const Value& v : g.values()) {
     if (v.kind == ValueKind::kWeight) continue;
@@ -96,7 +106,8 @@ void check_plan(const Graph& g, const plan::MemoryPlan& p) {
   // must find the data of the value it reads (views read their source's data).
   std::vector<ValueId> data_of(g.values().size(), kNone);
   std::vector<ValueId> holder(g.values().size(), kNone);
-  for (ValueId in : g.inputs()) data_of[in] = holder[p.storage_of[in]] = in;
+  for (ValueId in : g.inputs())
+    data_of[in] = holder[p.storage_of[in]] = in;
   for (int s = 0; s < steps; ++s) {
     const Node& n = g.node(order[s]);
     for (ValueId in : n.inputs) {
@@ -118,9 +129,11 @@ void check_plan(const Graph& g, const plan::MemoryPlan& p) {
     data_of[out] = holder[root] = out;
   }
   for (ValueId o : g.outputs())
-    ASSERT_EQ(holder[p.storage_of[o]], data_of[o]) << "output " << g.value(o).name << " overwritten";
+    ASSERT_EQ(holder[p.storage_of[o]], data_of[o])
+        << "output " << g.value(o).name << " overwritten";
   ASSERT_LE(p.lower_bound, p.arena_bytes);
-  ASSERT_LE(p.arena_bytes, std::max<int64_t>(p.naive_bytes + 64 * static_cast<int64_t>(g.values().size()), 64));
+  ASSERT_LE(p.arena_bytes,
+            std::max<int64_t>(p.naive_bytes + 64 * static_cast<int64_t>(g.values().size()), 64));
 }
 
 }  // namespace
@@ -157,7 +170,8 @@ TEST(MemoryPlan, ChainReusesTwoBuffers) {
   ValueId x = g.add_input("x", DType::kF32, {1024});
   ValueId w = g.add_weight("w", DType::kF32, {1024, 1024});
   ValueId h = x;
-  for (int i = 0; i < 10; ++i) h = g.add_node(OpKind::kLinear, {h, w});  // never in place
+  for (int i = 0; i < 10; ++i)
+    h = g.add_node(OpKind::kLinear, {h, w});  // never in place
   g.mark_output(h);
   const auto p = plan::plan_memory(g, plan::default_order(g));
   EXPECT_EQ(p.arena_bytes, 2 * 4096);  // ping-pong
@@ -168,10 +182,10 @@ TEST(MemoryPlan, ChainReusesTwoBuffers) {
 TEST(MemoryPlan, InPlaceNeverOverwritesAValueStillNeeded) {
   Graph g;
   ValueId x = g.add_input("x", DType::kF32, {256});
-  ValueId a = g.add_node(OpKind::kGelu, {x}, {}, "a");   // x is a graph input: not in place
-  ValueId b = g.add_node(OpKind::kSilu, {a}, {}, "b");   // a read again below: not in place
-  ValueId c = g.add_node(OpKind::kAdd, {b, a}, {}, "c"); // b dies here: in place over b
-  ValueId d = g.add_node(OpKind::kSilu, {c}, {}, "d");   // c dies: in place
+  ValueId a = g.add_node(OpKind::kGelu, {x}, {}, "a");    // x is a graph input: not in place
+  ValueId b = g.add_node(OpKind::kSilu, {a}, {}, "b");    // a read again below: not in place
+  ValueId c = g.add_node(OpKind::kAdd, {b, a}, {}, "c");  // b dies here: in place over b
+  ValueId d = g.add_node(OpKind::kSilu, {c}, {}, "d");    // c dies: in place
   g.mark_output(d);
   const auto p = plan::plan_memory(g, plan::default_order(g));
   EXPECT_NE(p.storage_of[a], p.storage_of[x]);

@@ -16,21 +16,25 @@ TEST(QuantizingWeights, QuantizesWhatThePolicySaysOnFirstUse) {
     convert_from_f32(f.as<float>(), DType::kF16, h.data(), static_cast<size_t>(f.numel()));
     return h;
   };
-  src.add("unet.down_blocks.0.attentions.0.proj_in.weight", f16({32, 48}, 1));
+  src.add("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight",
+          f16({32, 48}, 1));
   src.add("unet.down_blocks.0.attentions.0.norm.weight", f16({32}, 2));
   src.add("unet.down_blocks.0.resnets.0.conv1.bias", f16({32}, 3));
   weights::QuantizingWeights q(src);
 
-  const TensorView w = q.get("unet.down_blocks.0.attentions.0.proj_in.weight");
+  const TensorView w =
+      q.get("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight");
   EXPECT_EQ(w.dtype, DType::kS8);
   EXPECT_EQ(w.shape, (Shape{32, 48}));
-  const auto s = q.scale("unet.down_blocks.0.attentions.0.proj_in.weight");
+  const auto s = q.scale("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight");
   ASSERT_TRUE(s.has_value());
   EXPECT_EQ(s->shape, Shape{32});
-  EXPECT_EQ(q.get("unet.down_blocks.0.attentions.0.proj_in.weight").data, w.data);  // cached
+  EXPECT_EQ(q.get("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight").data,
+            w.data);  // cached
   // Dequantized weights are close to the source.
   const Tensor deq = weights::dequantize_per_row(w, *s);
-  const Tensor ref = to_f32(src.get("unet.down_blocks.0.attentions.0.proj_in.weight"));
+  const Tensor ref =
+      to_f32(src.get("unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.weight"));
   EXPECT_LT(test::relative_l2(deq.as<float>(), ref.as<float>(), 32 * 48), 1e-2);
 
   EXPECT_EQ(q.get("unet.down_blocks.0.attentions.0.norm.weight").dtype, DType::kF16);

@@ -23,9 +23,14 @@
 //   y = acc · s[n] + bias[n] (exact: q is integer, so the GEMM sees q exactly).
 //   Resident: the packed s8 weights only. Scratch: one packed f32 layer (≈ 4·N·K bytes),
 //   reused across nodes.
+#include <immintrin.h>
+
+#include <cstring>
+
 #include <dnnl.hpp>
 
 #include "backend/cpu/int8_common.h"
+#include "core/parallel.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -129,9 +134,74 @@ class LinearInt8Kernel final : public Kernel {
   AlignedBuffer bias_;       // f32 [N] or empty
 };
 
+// A linear with at most kGemvMaxRows activation rows (SD's time-embedding layers: one row
+// per sample): weight-bandwidth bound, so neither mode's machinery pays off — W8A8 would
+// add activation rounding for no speed, W8 would widen a whole layer to multiply two rows.
+// Instead each output is s[n] · Σₖ x[m, k] · q[n, k] in f32, read straight from the s8
+// rows (one pass over the weights for all rows), i.e. weight-only accuracy in both modes.
+constexpr int64_t kGemvMaxRows = 8;
+
+class LinearInt8GemvKernel final : public Kernel {
+ public:
+  explicit LinearInt8GemvKernel(const PrepareContext& ctx) {
+    S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
+    n_ = w.rows;
+    k_ = w.cols;
+    m_ = ctx.input(0).shape.numel() / k_;
+    q_ = AlignedBuffer(static_cast<size_t>(n_ * k_), ctx.node.name + " s8 weights");
+    std::memcpy(q_.data(), w.q, static_cast<size_t>(n_ * k_));
+    scale_ = std::move(w.scale);
+    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    HYRT_ASSERT(inputs[0].numel() == m_ * k_ && output.numel() == m_ * n_);
+    const auto* x = inputs[0].as<const float>();
+    auto* y = output.as<float>();
+    const auto* q = q_.as<int8_t>();
+    const float* s = scale_.as<float>();
+    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    parallel_for(n_, 16, [&](int64_t n0, int64_t n1) {
+      for (int64_t n = n0; n < n1; ++n) {
+        const int8_t* row = q + n * k_;
+        for (int64_t m = 0; m < m_; ++m) {
+          const float* xm = x + m * k_;
+          __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+          int64_t k = 0;
+          for (; k + 16 <= k_; k += 16) {
+            const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(row + k));
+            const __m256 w0 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+            const __m256 w1 = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128(b, 8)));
+            acc0 = _mm256_fmadd_ps(_mm256_loadu_ps(xm + k), w0, acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_loadu_ps(xm + k + 8), w1, acc1);
+          }
+          alignas(32) float lanes[8];
+          _mm256_store_ps(lanes, _mm256_add_ps(acc0, acc1));
+          float sum = 0.0f;
+          for (float l : lanes)
+            sum += l;
+          for (; k < k_; ++k)
+            sum += xm[k] * static_cast<float>(row[k]);
+          y[m * n_ + n] = sum * s[n] + (bias ? bias[n] : 0.0f);
+        }
+      }
+    });
+  }
+
+ private:
+  int64_t m_ = 0, n_ = 0, k_ = 0;
+  AlignedBuffer q_;      // s8 [N, K], as stored
+  AlignedBuffer scale_;  // f32 [N]
+  AlignedBuffer bias_;   // f32 [N] or empty
+};
+
 }  // namespace
 
 std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
+  const Shape& w = ctx.input(1).shape;
+  const int64_t k = w.numel() / w[0];
+  if (ctx.input(0).shape.numel() / k <= kGemvMaxRows)
+    return std::make_unique<LinearInt8GemvKernel>(ctx);
   return std::make_unique<LinearInt8Kernel>(ctx, mode);
 }
 
