@@ -4,7 +4,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "commands.h"
 #include "core/error.h"
@@ -53,8 +57,37 @@ void check_output_writable(const std::filesystem::path& out) {
              "': it is a folder");
 }
 
-void run(const GenerateArgs& a) {
+// The model hyrt ships (models/shapes-int8.safetensors: a small SD 1.5-architecture
+// model trained on procedural shapes, see train/README.md), used when no -m is given.
+// Looked for in $HYRT_MODEL, then beside the executable (an install's share/hyrt, or the
+// checkout two levels up from build/tools), then in the checkout this binary was built
+// from.
+constexpr const char* kBundledModel = "shapes-int8.safetensors";
+
+std::string find_bundled_model() {
+  if (const char* env = std::getenv("HYRT_MODEL"); env && *env) return env;
+  namespace fs = std::filesystem;
+  std::vector<fs::path> candidates;
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    candidates.push_back(exe.parent_path() / "../share/hyrt" / kBundledModel);
+    candidates.push_back(exe.parent_path() / "../../models" / kBundledModel);
+  }
+  candidates.push_back(fs::path(HYRT_SOURCE_MODELS_DIR) / kBundledModel);
+  std::string looked;
+  for (const fs::path& c : candidates) {
+    if (fs::is_regular_file(c, ec)) return fs::weakly_canonical(c, ec).string();
+    looked += "\n  " + c.lexically_normal().string();
+  }
+  fail(ErrorCode::kNotFound, "no -m/--model given and the bundled model was not found; looked in",
+       looked, "\n(set HYRT_MODEL or pass -m MODEL)");
+}
+
+void run(const GenerateArgs& a_in) {
   using namespace pipeline;
+  GenerateArgs a = a_in;
+  if (a.model.empty()) a.model = find_bundled_model();
   const auto t_start = std::chrono::steady_clock::now();
   const SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
   Txt2ImgParams p;
@@ -140,9 +173,10 @@ void run(const GenerateArgs& a) {
 CommandRegistrar reg(10, [](CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
   auto* c = app.add_subcommand("generate", "Generate images from a text prompt (txt2img)");
-  c->add_option("-m,--model", a->model,
-                "Model: a diffusers folder or an SD 1.5 single-file .safetensors checkpoint")
-      ->required();
+  c->add_option(
+      "-m,--model", a->model,
+      "Model: a diffusers folder or an SD 1.5 single-file .safetensors checkpoint "
+      "(default: the bundled shapes model, models/shapes-int8.safetensors, or $HYRT_MODEL)");
   c->add_option("--config-dir", a->config_dir,
                 "Diffusers-layout folder with component configs and tokenizer/ (for single files)");
   c->add_option("-p,--prompt", a->prompt, "What to draw")->required();
