@@ -15,11 +15,23 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
 Engine::~Engine() = default;
 
 std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> graph,
-                                            const weights::WeightSource& weights) {
+                                            const weights::WeightSource& weights,
+                                            std::optional<backend::Int8Mode> int8_mode) {
+  backend::Backend* host = host_.get();
+  if (int8_mode && *int8_mode != options_.int8_mode) {
+    auto& b = host_by_mode_[*int8_mode];
+    if (!b) {
+      backend::CpuBackendOptions cpu;
+      cpu.num_threads = options_.num_threads;
+      cpu.int8_mode = *int8_mode;
+      b = backend::make_cpu_backend(cpu);
+    }
+    host = b.get();
+  }
   ExecOptions eo;
   eo.profile = options_.profile;
   eo.shared_scratch = scratch_.get();
-  return Executable::create(std::move(graph), *host_, weights, cache_, eo);
+  return Executable::create(std::move(graph), *host, weights, cache_, eo);
 }
 
 }  // namespace hyrt::exec

@@ -9,7 +9,9 @@
 // one at a time.
 #pragma once
 
+#include <map>
 #include <memory>
+#include <optional>
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
@@ -32,8 +34,10 @@ class Engine {
   ~Engine();
 
   // Prepares `graph` (kernels, memory plan, arena). `weights` must outlive the result.
+  // `int8_mode` overrides EngineOptions::int8_mode for this graph's 8-bit S nodes.
   std::unique_ptr<Executable> compile(std::shared_ptr<const ir::Graph> graph,
-                                      const weights::WeightSource& weights);
+                                      const weights::WeightSource& weights,
+                                      std::optional<backend::Int8Mode> int8_mode = std::nullopt);
 
   backend::ProgramCache& program_cache() { return cache_; }
   backend::Backend& host() { return *host_; }
@@ -42,6 +46,8 @@ class Engine {
  private:
   EngineOptions options_;
   std::unique_ptr<backend::Backend> host_;
+  // Host backends for the other int8 mode, made on first use (same threads and memory).
+  std::map<backend::Int8Mode, std::unique_ptr<backend::Backend>> host_by_mode_;
   backend::ProgramCache cache_;
   std::unique_ptr<SharedScratch> scratch_;  // when options_.share_scratch
 };

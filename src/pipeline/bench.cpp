@@ -86,7 +86,9 @@ static nlohmann::json run_single(const BenchOptions& o) {
                    {"backend", "cpu"},
                    {"activations", "f32"},
                    {"weights", o.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
-                   {"int8_mode", backend::int8_mode_name(o.int8_mode)}};
+                   {"int8_mode", backend::int8_mode_name(o.int8_mode)},
+                   {"vae_int8_mode", o.vae_int8_mode ? backend::int8_mode_name(*o.vae_int8_mode)
+                                                     : backend::int8_mode_name(o.int8_mode)}};
 
   auto t0 = Clock::now();
   std::unique_ptr<Sd15Model> model;
@@ -104,10 +106,12 @@ static nlohmann::json run_single(const BenchOptions& o) {
     add_random_weights(expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
     add_random_weights(expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16, *w);
     model = Sd15Model::from_memory(std::move(w), std::move(c), engine, o.quantize_int8);
+    model->set_vae_int8_mode(o.vae_int8_mode);
   } else {
     Sd15ModelOptions mo;
     if (!o.config_dir.empty()) mo.config_dir = o.config_dir;
     mo.quantize_int8 = o.quantize_int8;
+    mo.vae_int8_mode = o.vae_int8_mode;
     model = Sd15Model::open(o.model, engine, mo);
   }
   out["load_ms"] = ms_since(t0);

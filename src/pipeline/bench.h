@@ -4,6 +4,7 @@
 // bytes and the peak RSS, as one JSON document.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,7 @@ struct BenchOptions {
   int threads = 0;
   bool quantize_int8 = false;  // quantize 16-bit weights to 8-bit S on load
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
+  std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;  // the VAE's
   // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32":
   // the weights as stored, "w8" / "w8a8": quantized on load and run in that int8 mode)
   // at every size in `sizes` (square pixel sizes; empty = width x height), each with a

@@ -259,6 +259,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   Sd15ModelOptions folder_options;
   folder_options.quantize_int8 = o.quantize_int8;
   folder_options.quantize_policy = o.int8_policy;
+  folder_options.vae_int8_mode = o.vae_int8_mode;
   {
     auto model = Sd15Model::open(folder, engine, folder_options);
     Reporter r(o.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,7 @@ struct ParityOptions {
   bool quantize_int8 = false;
   double int8_unet_tolerance = 5e-2;
   weights::QuantizePolicy int8_policy;  // which tensors stay 16/32-bit with quantize_int8
+  std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;  // Sd15ModelOptions
   // Called as each item completes (for streaming output).
   std::function<void(const ParityItem&)> on_item;
 };

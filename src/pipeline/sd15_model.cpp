@@ -75,6 +75,7 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
   m->checkpoint_ = checkpoint.get();
   m->stored_ = std::move(checkpoint);
   m->use_weights(options.quantize_int8, options.quantize_policy);
+  m->vae_int8_mode_ = options.vae_int8_mode;
   return m;
 }
 
@@ -139,7 +140,8 @@ int Sd15Model::vae_scale_factor() const {
 
 Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
                                            const std::function<models::sd15::BuiltGraph()>& build,
-                                           const std::string& component, const std::string& shape) {
+                                           const std::string& component, const std::string& shape,
+                                           std::optional<backend::Int8Mode> int8_mode) {
   auto it = compiled_.find(key);
   if (it != compiled_.end()) return it->second;
   Compiled c;
@@ -147,7 +149,7 @@ Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
   std::shared_ptr<ir::Graph> graph = built.graph;
   for (const auto& [name, value] : built.taps)
     c.tap_names.push_back(name);
-  c.exe = engine_->compile(graph, *weights_);
+  c.exe = engine_->compile(graph, *weights_, int8_mode);
   c.report = {component, shape, c.exe->memory_plan().arena_bytes, c.exe->memory_plan().lower_bound,
               c.exe->prepare_ms()};
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
@@ -222,7 +224,7 @@ Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
            [&] {
              return models::sd15::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale);
            },
-           "vae_decoder", dims)
+           "vae_decoder", dims, vae_int8_mode_)
            .exe;
   copy_into(exe.input("latent"), latent);
   exe.run();

@@ -41,6 +41,12 @@ struct Sd15ModelOptions {
   bool quantize_int8 = false;
   // Which tensors quantize on load (its `keep` patterns stay 16/32-bit).
   weights::QuantizePolicy quantize_policy;
+  // How the VAE decoder's 8-bit S convolutions run, whatever the engine's int8 mode.
+  // Weight-only by default: the decoder's last convolutions write almost straight into
+  // pixels, and W8A8's per-sample activation scales there show as blotchy noise on flat
+  // areas (seen on the bundled shapes model: f32/int8 checker agreement 89.7% with a
+  // W8A8 VAE, 98.7% with W8). nullopt: the engine's mode.
+  std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;
 };
 
 // Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
@@ -102,6 +108,8 @@ class Sd15Model {
   // at real size), so this is for one-shot jobs that are done with a stage. Reports
   // of released executables stay in memory_report().
   void release(std::string_view component);
+  // Sd15ModelOptions::vae_int8_mode, for models made by from_memory (before decoding).
+  void set_vae_int8_mode(std::optional<backend::Int8Mode> mode) { vae_int8_mode_ = mode; }
   // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;
   // Bytes of the stored weights of all three components (mapped files or memory).
@@ -117,7 +125,8 @@ class Sd15Model {
   // The compiled executable for `key`, building it with build() on first use.
   Compiled& executable(const std::string& key,
                        const std::function<models::sd15::BuiltGraph()>& build,
-                       const std::string& component, const std::string& shape);
+                       const std::string& component, const std::string& shape,
+                       std::optional<backend::Int8Mode> int8_mode = std::nullopt);
 
   exec::Engine* engine_ = nullptr;
   void use_weights(bool quantize_int8, const weights::QuantizePolicy& policy = {});
@@ -133,7 +142,9 @@ class Sd15Model {
   std::unique_ptr<ClipTokenizer> tokenizer_;
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
-  std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
+  std::map<std::string, MemoryReport> released_reports_;
+  std::optional<backend::Int8Mode> vae_int8_mode_ =
+      backend::Int8Mode::kW8;  // by key, after release()
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

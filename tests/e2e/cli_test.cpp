@@ -199,7 +199,7 @@ TEST_F(CliTest, QuantizeWritesASelfContainedInt8File) {
   EXPECT_TRUE(contains(r.output, "0 missing")) << r.output;
   // The file alone (configs, tokenizer and scheduler inside) is all generate needs, in
   // both int8 modes.
-  for (const char* mode : {"w8a8", "w8"}) {
+  for (const char* mode : {"w8a8", "w8", "w8a8-all"}) {
     const fs::path png = tmp_ / (std::string("q_") + mode + ".png");
     r = run_hyrt("generate -m " + q.string() + " -p \"a red circle\" --steps 2 --int8-mode " +
                  mode + " -o " + png.string());

@@ -32,7 +32,8 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
   c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
   c->add_flag("--int8", o->quantize_int8, "Quantize 16-bit weights to 8-bit S (int8) on load");
-  add_int8_mode_option(c, &o->int8_mode);
+  auto int8 = std::make_shared<Int8Choice>();
+  add_int8_mode_option(c, int8.get());
   c->add_option("--compare", o->variants,
                 "Side by side in one run: f32,w8,w8a8 (weights as stored, or quantized on load "
                 "and run as W8 / W8A8), each with a fresh model; reports speed-ups over f32")
@@ -40,7 +41,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("--sizes", o->sizes, "With --compare: square sizes to run, e.g. 256,512")
       ->delimiter(',');
   c->add_option("--json", *out, "Also write the JSON to this file");
-  c->callback([o, out, only] {
+  c->callback([o, out, only, int8] {
+    o->int8_mode = int8->mode();
+    o->vae_int8_mode = int8->vae_mode();
     if (!only->empty()) {
       o->text_encoder = only->find("text") != std::string::npos;
       o->unet = only->find("unet") != std::string::npos;

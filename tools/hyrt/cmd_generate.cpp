@@ -36,7 +36,7 @@ struct GenerateArgs {
   std::string output = "output.png";
   int threads = 0;
   std::string weights = "stored";
-  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
+  Int8Choice int8;
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -106,11 +106,12 @@ void run(const GenerateArgs& a_in) {
 
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
-  eo.int8_mode = a.int8_mode;
+  eo.int8_mode = a.int8.mode();
   exec::Engine engine(eo);
   Sd15ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
   mo.quantize_int8 = a.weights == "int8";
+  mo.vae_int8_mode = a.int8.vae_mode();
   auto t0 = std::chrono::steady_clock::now();
   auto model = Sd15Model::open(a.model, engine, mo);
   const ClipTokenizer& tokenizer = model->tokenizer();
@@ -209,7 +210,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "weights to 8-bit S (int8, per-row scale) on load")
       ->check(CLI::IsMember({"stored", "int8"}))
       ->capture_default_str();
-  add_int8_mode_option(c, &a->int8_mode);
+  add_int8_mode_option(c, &a->int8);
   c->callback([a] { run(*a); });
 });
 

@@ -16,23 +16,24 @@ struct ParityArgs {
   bool no_taps = false;
   bool int8 = false;
   double int8_tolerance = 0;  // 0: the target of the int8 mode
-  backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
+  Int8Choice int8_choice;
   std::vector<std::string> keep;
 };
 
 void run(const ParityArgs& a) {
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
-  eo.int8_mode = a.int8_mode;
+  eo.int8_mode = a.int8_choice.mode();
   exec::Engine engine(eo);
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
   o.quantize_int8 = a.int8;
   o.int8_policy.keep = a.keep;
-  o.int8_unet_tolerance = a.int8_tolerance > 0                      ? a.int8_tolerance
-                          : a.int8_mode == backend::Int8Mode::kW8A8 ? 5e-2
-                                                                    : 2e-2;
+  o.vae_int8_mode = a.int8_choice.vae_mode();
+  o.int8_unet_tolerance = a.int8_tolerance > 0                               ? a.int8_tolerance
+                          : a.int8_choice.mode() == backend::Int8Mode::kW8A8 ? 5e-2
+                                                                             : 2e-2;
   o.on_item = [](const pipeline::ParityItem& it) {
     std::printf("%-4s %-62s rel_l2 %.3e  (tol %.0e)",
                 it.informational ? "info" : (it.pass ? "ok" : "FAIL"), it.name.c_str(), it.error,
@@ -71,7 +72,7 @@ CommandRegistrar reg(30, [](CLI::App& app) {
   c->add_option("--int8-tolerance", args->int8_tolerance,
                 "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
                 "w8 2e-2)");
-  add_int8_mode_option(c, &args->int8_mode);
+  add_int8_mode_option(c, &args->int8_choice);
   c->add_option("--keep", args->keep,
                 "With --int8: keep weights whose name matches PATTERN in 16/32-bit (repeatable; "
                 "'*' and '?' wildcards, or a substring such as attn2), to measure which layers "

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 
@@ -18,7 +19,17 @@ struct CommandRegistrar {
   CommandRegistrar(int order, CommandSetup setup);
 };
 
-// Adds `--int8-mode w8a8|w8` (how the host runs 8-bit S weights) writing to `mode`.
-void add_int8_mode_option(CLI::App* command, backend::Int8Mode* mode);
+// `--int8-mode`: how the host runs 8-bit S weights.
+//   w8a8      text encoder and UNet W8A8, VAE decoder weight-only (the default)
+//   w8        everything weight-only
+//   w8a8-all  everything W8A8, the VAE decoder too (fastest decode; flat areas get
+//             visible quantization noise)
+struct Int8Choice {
+  int index = 0;  // into the list above
+  backend::Int8Mode mode() const;
+  std::optional<backend::Int8Mode> vae_mode() const;
+  const char* name() const;
+};
+void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
 
 }  // namespace hyrt::cli

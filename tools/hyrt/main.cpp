@@ -23,15 +23,32 @@ CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
   registry().emplace_back(order, std::move(setup));
 }
 
-void add_int8_mode_option(CLI::App* command, backend::Int8Mode* mode) {
-  const std::map<std::string, backend::Int8Mode> modes = {{"w8a8", backend::Int8Mode::kW8A8},
-                                                          {"w8", backend::Int8Mode::kW8}};
+namespace {
+constexpr const char* kInt8ChoiceNames[] = {"w8a8", "w8", "w8a8-all"};
+}
+
+backend::Int8Mode Int8Choice::mode() const {
+  return index == 1 ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
+}
+
+std::optional<backend::Int8Mode> Int8Choice::vae_mode() const {
+  return index == 2 ? backend::Int8Mode::kW8A8 : backend::Int8Mode::kW8;
+}
+
+const char* Int8Choice::name() const {
+  return kInt8ChoiceNames[index];
+}
+
+void add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
+  const std::map<std::string, int> names = {{"w8a8", 0}, {"w8", 1}, {"w8a8-all", 2}};
   command
-      ->add_option("--int8-mode", *mode,
-                   "How 8-bit S (int8) weights run on the CPU: w8a8 = activations quantized per "
-                   "row too, int8 x int8 GEMMs (fastest); w8 = f32 activations, weights widened "
-                   "per layer (more accurate)")
-      ->transform(CLI::CheckedTransformer(modes, CLI::ignore_case))
+      ->add_option("--int8-mode", choice->index,
+                   "How 8-bit S (int8) weights run on the CPU: w8a8 = text encoder and UNet "
+                   "quantize activations per row too (int8 x int8 GEMMs, fastest), VAE decoder "
+                   "weight-only; w8 = everything weight-only (f32 activations, most accurate); "
+                   "w8a8-all = the VAE decoder W8A8 too (fastest decode, visible noise on flat "
+                   "areas)")
+      ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
       ->default_str("w8a8");
 }
 
