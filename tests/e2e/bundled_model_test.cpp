@@ -15,28 +15,14 @@
 #include <filesystem>
 #include <string>
 
+#include "run_hyrt.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct HyrtRun {
-  int exit_code = -1;
-  std::string output;  // stdout + stderr
-};
-
-HyrtRun run_hyrt(const std::string& args) {
-  const std::string cmd = std::string(HYRT_BINARY_DIR) + "/tools/hyrt " + args + " 2>&1";
-  HyrtRun r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
-    r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using hyrt::test::HyrtRun;
+using hyrt::test::run_hyrt;
 
 std::string quoted(const std::string& s) {
   return "\"" + s + "\"";

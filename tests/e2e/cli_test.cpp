@@ -15,28 +15,14 @@
 #include "pipeline/image_io.h"
 #include "test_util.h"
 
+#include "run_hyrt.h"
+
 namespace fs = std::filesystem;
 
 namespace {
 
-struct RunResult {
-  int exit_code = -1;
-  std::string output;  // stdout + stderr
-};
-
-RunResult run_hyrt(const std::string& args) {
-  const std::string cmd = std::string(HYRT_BINARY_DIR) + "/tools/hyrt " + args + " 2>&1";
-  RunResult r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0)
-    r.output.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return r;
-}
+using hyrt::test::run_hyrt;
+using RunResult = hyrt::test::HyrtRun;
 
 bool contains(const std::string& s, const std::string& what) {
   return s.find(what) != std::string::npos;
