@@ -72,8 +72,10 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionParams{2, 13, 77, 3, 8, 5, false, 0, 1},        // cross, Dv != D
                       AttentionParams{1, 300, 77, 2, 40, 40, false, 0.3f, 1},  // tail block
                       AttentionParams{1, 100, 100, 1, 96, 96, false, 0, 1},    // VAE: one head
-                      AttentionParams{2, 1024, 1024, 8, 40, 40, false, 0, 2}),
-    [](const auto& info) { return "case" + std::to_string(info.index); });  // tiled
+                      AttentionParams{2, 1024, 1024, 8, 40, 40, false, 0, 2},  // tiled
+                      // one head, causal, two query blocks split across threads
+                      AttentionParams{1, 600, 600, 1, 16, 16, true, 0, 1}),
+    [](const auto& info) { return "case" + std::to_string(info.index); });
 
 }  // namespace
 }  // namespace hyrt::test

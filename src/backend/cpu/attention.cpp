@@ -9,11 +9,16 @@
 // bytes, block_rows chosen so that this stays near 1 MiB (inside a 2 MiB L2 together with
 // the head's K and V): Tk = 4096 -> 64 rows = 1 MiB; Tk = 77 -> 256 rows = 77 KiB.
 //
-// The two products run as oneDNN matmuls on strided views, so no head is ever copied out:
-//   scores  S [m, Tk]  = Q_blk [m, D] (row stride H·D) × K_hᵀ [D, Tk] (strides {1, H·D})
-//   output  O [m, Dv]  = P [m, Tk] × V_h [Tk, Dv] (row stride H·Dv), O row stride H·Dv
-// Tiles run in parallel on the OpenMP team, each matmul single-threaded inside its tile
-// (the primitives are created with one OpenMP thread so they partition work for one).
+// A tile is (batch, head, a run of query blocks): its thread first copies the head's keys,
+// transposed, into K_hᵀ [D, Tk] and its values into V_h [Tk, Dv] (dense, in its scratch),
+// then for each query block runs two oneDNN matmuls on dense operands:
+//   scores  S [m, Tk]  = Q_blk [m, D] (row stride H·D) × K_hᵀ [D, Tk]
+//   output  O [m, Dv]  = P [m, Tk] × V_h [Tk, Dv], O row stride H·Dv
+// (Reading K and V through strided views instead made oneDNN re-gather them for every
+// query block: measured slower.) A head's blocks are split into several tiles only when
+// there are too few heads to keep every thread busy. Tiles run in parallel on the OpenMP
+// team, each matmul single-threaded inside its tile (the primitives are created with one
+// OpenMP thread so they partition work for one).
 //
 // Softmax: the scale is applied while finding the row maximum, exp(s − max) is summed in
 // f32 (terms are in (0, 1], so the sum of ≤ 64k terms keeps ~1e-7 relative accuracy), and
@@ -138,8 +143,8 @@ class AttentionKernel final : public Kernel {
 
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
     auto make_pair = [&](int64_t rows, Products& p) {
-      p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1}, {1, ld_qk}, {tk_, 1});
-      p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1}, {ld_v, 1}, {ld_v, 1});
+      p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1}, {tk_, 1}, {tk_, 1});
+      p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1}, {dv_, 1}, {ld_v, 1});
     };
     make_pair(block_rows_, full_);
     if (tail_rows > 0) make_pair(tail_rows, tail_);
@@ -150,7 +155,8 @@ class AttentionKernel final : public Kernel {
         onednn_scratch = std::max({onednn_scratch, p->scores->pd.scratchpad_desc().get_size(),
                                    p->output->pd.scratchpad_desc().get_size()});
     scores_bytes_ = align64(static_cast<size_t>(block_rows_ * tk_) * sizeof(float));
-    scratch_per_thread_ = scores_bytes_ + align64(onednn_scratch);
+    kv_bytes_ = align64(static_cast<size_t>(tk_ * (d_ + dv_)) * sizeof(float));
+    scratch_per_thread_ = scores_bytes_ + kv_bytes_ + align64(onednn_scratch);
   }
 
   size_t scratch_bytes_per_thread() const { return scratch_per_thread_; }
@@ -165,38 +171,56 @@ class AttentionKernel final : public Kernel {
       scratch_ = AlignedBuffer(scratch_per_thread_ * threads, "attention scratch");
 
     const int64_t blocks = (tq_ + block_rows_ - 1) / block_rows_;
-    const int64_t tiles = batch_ * heads_ * blocks;
+    // Split a head's blocks into `groups` tiles only if the heads alone cannot feed ~2
+    // tiles per thread; each tile repacks its head's K and V once.
+    const int64_t heads_total = batch_ * heads_;
+    const int64_t groups =
+        std::clamp<int64_t>((2 * threads + heads_total - 1) / heads_total, 1, blocks);
+    const int64_t blocks_per_group = (blocks + groups - 1) / groups;
+    const int64_t tiles = heads_total * groups;
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
     parallel_for(tiles, 1, [&](int64_t begin, int64_t end) {
       const int slot = omp_get_thread_num();
       dnnl::stream& stream = dnnl_stream(slot);
       char* mine = scratch_.as<char>() + scratch_per_thread_ * slot;
-      float* scores = reinterpret_cast<float*>(mine);  // [rows, Tk]
-      void* onednn_scratch = mine + scores_bytes_;
+      float* scores = reinterpret_cast<float*>(mine);              // [rows, Tk]
+      float* kt = reinterpret_cast<float*>(mine + scores_bytes_);  // [D, Tk]
+      float* vc = kt + tk_ * d_;                                   // [Tk, Dv]
+      void* onednn_scratch = mine + scores_bytes_ + kv_bytes_;
       for (int64_t tile = begin; tile < end; ++tile) {
-        const int64_t b = tile / (heads_ * blocks);
-        const int64_t h = tile / blocks % heads_;
-        const int64_t q0 = tile % blocks * block_rows_;
-        const int64_t rows = std::min(block_rows_, tq_ - q0);
-        const Products& p = rows == block_rows_ ? full_ : tail_;
-        const float* q_blk = q + (b * tq_ + q0) * ld_qk + h * d_;  // [rows, D], stride H·D
-        const float* k_h = k + b * tk_ * ld_qk + h * d_;           // [Tk, D], stride H·D
-        const float* v_h = v + b * tk_ * ld_v + h * dv_;           // [Tk, Dv], stride H·Dv
-        float* o_blk = out + (b * tq_ + q0) * ld_v + h * dv_;      // [rows, Dv], stride H·Dv
-
-        run_matmul(*p.scores, stream, q_blk, k_h, scores, onednn_scratch);
-        stream.wait();
-        float inv_sum[kMaxBlockRows];
-        for (int64_t r = 0; r < rows; ++r) {
-          const int64_t valid = causal_ ? q0 + r + 1 : tk_;
-          inv_sum[r] = 1.0f / softmax_numerators(scores + r * tk_, valid, tk_, scale_);
+        const int64_t bh = tile / groups, group = tile % groups;
+        const int64_t b = bh / heads_, h = bh % heads_;
+        const float* k_h = k + b * tk_ * ld_qk + h * d_;  // [Tk, D], row stride H·D
+        const float* v_h = v + b * tk_ * ld_v + h * dv_;  // [Tk, Dv], row stride H·Dv
+        for (int64_t j = 0; j < tk_; ++j) {
+          const float* krow = k_h + j * ld_qk;
+          for (int64_t c = 0; c < d_; ++c)
+            kt[c * tk_ + j] = krow[c];
+          std::copy(v_h + j * ld_v, v_h + j * ld_v + dv_, vc + j * dv_);
         }
-        run_matmul(*p.output, stream, scores, v_h, o_blk, onednn_scratch);
-        stream.wait();
-        for (int64_t r = 0; r < rows; ++r) {
-          float* o_row = o_blk + r * ld_v;
-          for (int64_t c = 0; c < dv_; ++c)
-            o_row[c] *= inv_sum[r];
+        const int64_t first = group * blocks_per_group;
+        const int64_t last = std::min(blocks, first + blocks_per_group);
+        for (int64_t blk = first; blk < last; ++blk) {
+          const int64_t q0 = blk * block_rows_;
+          const int64_t rows = std::min(block_rows_, tq_ - q0);
+          const Products& p = rows == block_rows_ ? full_ : tail_;
+          const float* q_blk = q + (b * tq_ + q0) * ld_qk + h * d_;  // [rows, D], stride H·D
+          float* o_blk = out + (b * tq_ + q0) * ld_v + h * dv_;      // [rows, Dv], stride H·Dv
+
+          run_matmul(*p.scores, stream, q_blk, kt, scores, onednn_scratch);
+          stream.wait();
+          float inv_sum[kMaxBlockRows];
+          for (int64_t r = 0; r < rows; ++r) {
+            const int64_t valid = causal_ ? q0 + r + 1 : tk_;
+            inv_sum[r] = 1.0f / softmax_numerators(scores + r * tk_, valid, tk_, scale_);
+          }
+          run_matmul(*p.output, stream, scores, vc, o_blk, onednn_scratch);
+          stream.wait();
+          for (int64_t r = 0; r < rows; ++r) {
+            float* o_row = o_blk + r * ld_v;
+            for (int64_t c = 0; c < dv_; ++c)
+              o_row[c] *= inv_sum[r];
+          }
         }
       }
     });
@@ -213,7 +237,7 @@ class AttentionKernel final : public Kernel {
   bool causal_;
   float scale_;
   Products full_, tail_;
-  size_t scores_bytes_ = 0, scratch_per_thread_ = 0;
+  size_t scores_bytes_ = 0, kv_bytes_ = 0, scratch_per_thread_ = 0;
   AlignedBuffer scratch_;  // threads × scratch_per_thread_, grown on first run
 };
 
