@@ -116,6 +116,10 @@ static nlohmann::json run_single(const BenchOptions& o) {
   }
   out["load_ms"] = ms_since(t0);
   out["stored_weight_bytes"] = model->weight_bytes();
+  if (!model->int8_weights()) {  // the int8 modes do not apply to a 16/32-bit run
+    out["config"]["int8_mode"] = "none";
+    out["config"]["vae_int8_mode"] = "none";
+  }
 
   const int f = model->vae_scale_factor();
   HYRT_CHECK(o.width % f == 0 && o.height % f == 0, kInvalidArgument, "size must be a multiple of ",
