@@ -1,10 +1,17 @@
 #include "exec/engine.h"
 
 #include "backend/cpu/cpu_backend.h"
+#include "core/error.h"
+#include "plan/memory.h"
 
 namespace hyrt::exec {
 
 Engine::Engine(const EngineOptions& options) : options_(options) {
+  HYRT_CHECK(options.placement == plan::PlacementMode::kHost ||
+                 options.placement == plan::PlacementMode::kAuto,
+             kUnsupported, "placement '", plan::placement_mode_name(options.placement),
+             "' needs an accelerator backend in the executor, which this version does not have "
+             "yet (the CUDA GEMM programs are built and tested on their own); use host or auto");
   backend::CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
   cpu.int8_mode = options.int8_mode;
@@ -31,7 +38,13 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   ExecOptions eo;
   eo.profile = options_.profile;
   eo.shared_scratch = scratch_.get();
-  return Executable::create(std::move(graph), *host, weights, cache_, eo);
+  const backend::Backend* backends[] = {host};
+  plan::PlacementOptions po;
+  po.mode = options_.placement;
+  plan::Placement placement = plan::place(*graph, plan::default_order(*graph), backends, po);
+  auto exe = Executable::create(std::move(graph), *host, weights, cache_, eo);
+  exe->set_placement(std::move(placement));
+  return exe;
 }
 
 }  // namespace hyrt::exec

@@ -22,6 +22,9 @@ namespace hyrt::exec {
 struct EngineOptions {
   int num_threads = 0;  // host threads; 0 = every core the process may use
   bool profile = false;
+  // Where nodes run (plan/placement.h). Only the host backend is wired into the executor
+  // so far: kHost and kAuto place everything there; kHybrid/kDevice are refused.
+  plan::PlacementMode placement = plan::PlacementMode::kAuto;
   // Executables share one scratch arena sized to the largest (they never run at once).
   bool share_scratch = true;
   // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/cpu/cpu_backend.h).

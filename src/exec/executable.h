@@ -21,6 +21,7 @@
 
 #include "backend/backend.h"
 #include "plan/memory.h"
+#include "plan/placement.h"
 
 namespace hyrt::exec {
 
@@ -80,6 +81,9 @@ class Executable {
   size_t arena_bytes() const { return static_cast<size_t>(plan_.arena_bytes); }
   std::vector<OpProfile> profile() const;
   double prepare_ms() const { return prepare_ms_; }
+  // Where each node runs and what crosses between backends (set by the Engine).
+  const plan::Placement& placement() const { return placement_; }
+  void set_placement(plan::Placement p) { placement_ = std::move(p); }
 
  private:
   Executable() = default;
@@ -100,6 +104,7 @@ class Executable {
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
   double prepare_ms_ = 0;
+  plan::Placement placement_;
 };
 
 }  // namespace hyrt::exec

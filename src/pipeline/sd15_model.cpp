@@ -150,8 +150,12 @@ Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
   for (const auto& [name, value] : built.taps)
     c.tap_names.push_back(name);
   c.exe = engine_->compile(graph, *weights_, int8_mode);
-  c.report = {component, shape, c.exe->memory_plan().arena_bytes, c.exe->memory_plan().lower_bound,
-              c.exe->prepare_ms()};
+  c.report = {component,
+              shape,
+              c.exe->memory_plan().arena_bytes,
+              c.exe->memory_plan().lower_bound,
+              c.exe->prepare_ms(),
+              c.exe->placement().summary()};
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
                   << c.report.prepare_ms << " ms";

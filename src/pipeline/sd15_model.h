@@ -56,6 +56,7 @@ struct MemoryReport {
   int64_t arena_bytes = 0;
   int64_t arena_lower_bound = 0;
   double prepare_ms = 0;
+  std::string placement;  // plan::Placement::summary(): where each op kind ran, copies
 };
 
 class Sd15Model {

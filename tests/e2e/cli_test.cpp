@@ -235,3 +235,22 @@ TEST_F(CliTest, Int8ParityMeetsTheTargetsInBothModes) {
     EXPECT_FALSE(contains(r.output, "FAIL")) << r.output;
   }
 }
+
+// --verbose says where each op kind ran and what was copied; placements the executor cannot
+// run yet are refused with a reason, not silently run on the host.
+TEST_F(CliTest, GenerateReportsPlacementAndRefusesWhatItCannotPlace) {
+  REQUIRE_GOLDEN(golden);
+  const std::string base = "generate -m " + (golden / "model").string() + " -p x --steps 1 -o " +
+                           (tmp_ / "p.png").string();
+  RunResult r = run_hyrt(base + " --verbose --placement host");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "placement: unet")) << r.output;
+  EXPECT_TRUE(contains(r.output, "copies per run: 0")) << r.output;
+  for (const char* mode : {"hybrid", "device"}) {
+    r = run_hyrt(base + " --placement " + mode);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(contains(r.output, "accelerator")) << r.output;
+  }
+  r = run_hyrt(base + " --placement gpu");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+}

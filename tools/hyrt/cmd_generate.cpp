@@ -37,6 +37,7 @@ struct GenerateArgs {
   int threads = 0;
   std::string weights = "stored";
   Int8Choice int8;
+  std::string placement = "auto";
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -107,6 +108,7 @@ void run(const GenerateArgs& a_in) {
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
   eo.int8_mode = a.int8.mode();
+  eo.placement = plan::parse_placement_mode(a.placement);
   exec::Engine engine(eo);
   Sd15ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
@@ -168,6 +170,9 @@ void run(const GenerateArgs& a_in) {
           m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0, m.prepare_ms);
     std::printf("memory: stored weights %.1f MiB (mapped), peak RSS %.1f MiB\n",
                 model->weight_bytes() / 1048576.0, peak_rss_bytes() / 1048576.0);
+    for (const auto& m : model->memory_report())
+      std::printf("placement: %s %s\n%s", m.component.c_str(), m.shape.c_str(),
+                  m.placement.c_str());
   }
 }
 
@@ -211,6 +216,12 @@ CommandRegistrar reg(10, [](CLI::App& app) {
       ->check(CLI::IsMember({"stored", "int8"}))
       ->capture_default_str();
   add_int8_mode_option(c, &a->int8);
+  c->add_option("--placement", a->placement,
+                "Where nodes run: host, hybrid (GEMM-class nodes on the accelerator), device, "
+                "auto (cost model). This version runs everything on the host: hybrid and "
+                "device are refused until the CUDA backend joins the executor")
+      ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
+      ->capture_default_str();
   c->callback([a] { run(*a); });
 });
 
