@@ -50,6 +50,26 @@ class DeviceMemory {
   virtual size_t size() const = 0;
 };
 
+// How GEMM-class nodes with "8-bit S" weights (s8 + per-row f32 scales from
+// WeightSource::scale) run on a backend. Either way the int8 weights stay resident as
+// int8; no dequantized copy of a layer is kept beyond one layer's scratch. (The CPU
+// backend's realisation is described here; cpu/cpu_backend.h chooses it per backend.)
+enum class Int8Mode {
+  // Activations quantized to s8 at run time (linear: one scale per row/token, exact;
+  // conv2d: one dynamic scale per sample), s8·s8 -> s32 in oneDNN, dequantized with
+  // activation × weight scales plus bias in our epilogue. Fastest (int8 GEMM ~4x f32);
+  // adds activation rounding error (~6e-3 relative L2 on random data, op tests).
+  kW8A8,
+  // Activations stay f32; the layer's int8 weights are widened to f32 into a scratch
+  // buffer reused across layers at each run, then an f32 GEMM/conv and a per-channel
+  // scale epilogue. Only the weight quantization error; f32 speed minus the widening.
+  // Also what kW8A8 becomes where cpu_has_int8_dot_product() is false.
+  kW8,
+};
+
+// "w8a8" / "w8": the names the CLI and benchmark JSON use.
+const char* int8_mode_name(Int8Mode mode);
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -14,7 +14,6 @@
 #include <optional>
 
 #include "backend/backend.h"
-#include "backend/cpu/cpu_backend.h"
 #include "exec/executable.h"
 
 namespace hyrt::exec {
@@ -27,7 +26,7 @@ struct EngineOptions {
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
   // Executables share one scratch arena sized to the largest (they never run at once).
   bool share_scratch = true;
-  // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/cpu/cpu_backend.h).
+  // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/backend.h).
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
 };
 

@@ -35,7 +35,6 @@ class SharedScratch {
   explicit SharedScratch(backend::Backend& backend) : backend_(&backend) {}
   // A buffer of at least `bytes` (64-byte aligned); may move when it has to grow.
   uint8_t* reserve(size_t bytes);
-  size_t size() const { return memory_ ? memory_->size() : 0; }
 
  private:
   backend::Backend* backend_;
@@ -78,7 +77,6 @@ class Executable {
 
   const ir::Graph& graph() const { return *graph_; }
   const plan::MemoryPlan& memory_plan() const { return plan_; }
-  size_t arena_bytes() const { return static_cast<size_t>(plan_.arena_bytes); }
   std::vector<OpProfile> profile() const;
   double prepare_ms() const { return prepare_ms_; }
   // Where each node runs and what crosses between backends (set by the Engine).

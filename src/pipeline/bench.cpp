@@ -77,18 +77,19 @@ static nlohmann::json run_single(const BenchOptions& o) {
                     {"threads", num_threads()},
                     {"isa", host.isa},
                     {"gemm_library", host.onednn}};
-  out["config"] = {{"model", o.model},
-                   {"width", o.width},
-                   {"height", o.height},
-                   {"unet_batch", o.unet_batch},
-                   {"runs", o.runs},
-                   {"warmup", o.warmup},
-                   {"backend", "cpu"},
-                   {"activations", "f32"},
-                   {"weights", o.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
-                   {"int8_mode", backend::int8_mode_name(o.int8_mode)},
-                   {"vae_int8_mode", o.vae_int8_mode ? backend::int8_mode_name(*o.vae_int8_mode)
-                                                     : backend::int8_mode_name(o.int8_mode)}};
+  out["config"] = {
+      {"model", o.model},
+      {"width", o.width},
+      {"height", o.height},
+      {"unet_batch", o.unet_batch},
+      {"runs", o.runs},
+      {"warmup", o.warmup},
+      {"backend", "cpu"},
+      {"activations", "f32"},
+      {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
+      {"int8_mode", backend::int8_mode_name(o.int8_mode)},
+      {"vae_int8_mode",
+       backend::int8_mode_name(o.model_options.vae_int8_mode.value_or(o.int8_mode))}};
 
   auto t0 = Clock::now();
   std::unique_ptr<Sd15Model> model;
@@ -105,14 +106,9 @@ static nlohmann::json run_single(const BenchOptions& o) {
     add_random_weights(expected_text_encoder_tensors(*c.text_encoder), 1, DType::kF16, *w);
     add_random_weights(expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
     add_random_weights(expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16, *w);
-    model = Sd15Model::from_memory(std::move(w), std::move(c), engine, o.quantize_int8);
-    model->set_vae_int8_mode(o.vae_int8_mode);
+    model = Sd15Model::from_memory(std::move(w), std::move(c), engine, o.model_options);
   } else {
-    Sd15ModelOptions mo;
-    if (!o.config_dir.empty()) mo.config_dir = o.config_dir;
-    mo.quantize_int8 = o.quantize_int8;
-    mo.vae_int8_mode = o.vae_int8_mode;
-    model = Sd15Model::open(o.model, engine, mo);
+    model = Sd15Model::open(o.model, engine, o.model_options);
   }
   out["load_ms"] = ms_since(t0);
   out["stored_weight_bytes"] = model->weight_bytes();
@@ -207,7 +203,7 @@ nlohmann::json run_bench(const BenchOptions& o) {
       BenchOptions one = o;
       one.width = w;
       one.height = h;
-      one.quantize_int8 = v != "f32";
+      one.model_options.quantize_int8 = v != "f32";
       one.int8_mode = v == "w8" ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
       nlohmann::json r = run_single(one);
       if (!out.contains("machine")) {

@@ -10,7 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "backend/cpu/cpu_backend.h"
+#include "pipeline/sd15_model.h"
 
 namespace hyrt::pipeline {
 
@@ -18,7 +18,6 @@ struct BenchOptions {
   // A model path (diffusers folder or single file), or "random:sd15" / "random:tiny" for a
   // random-weight model of that size built in memory (f16 weights; no download, no file).
   std::string model;
-  std::string config_dir;
   int width = 512;
   int height = 512;
   int unet_batch = 2;  // 2 = one image with classifier-free guidance
@@ -29,9 +28,9 @@ struct BenchOptions {
   bool vae = true;
   bool profile = false;  // per-op-kind time of one extra UNet run
   int threads = 0;
-  bool quantize_int8 = false;  // quantize 16-bit weights to 8-bit S on load
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
-  std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;  // the VAE's
+  // config_dir, quantize-on-load, the VAE's int8 mode (config_dir only for files).
+  Sd15ModelOptions model_options;
   // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32":
   // the weights as stored, "w8" / "w8a8": quantized on load and run in that int8 mode)
   // at every size in `sizes` (square pixel sizes; empty = width x height), each with a

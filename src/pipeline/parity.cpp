@@ -85,7 +85,7 @@ class Reporter {
   // rest reported only.
   void model_output(const std::string& name, double err, double f32_tol, bool is_unet,
                     double psnr_db = 0) {
-    if (!o_.quantize_int8) return add(name, err, f32_tol, false, psnr_db);
+    if (!o_.model.quantize_int8) return add(name, err, f32_tol, false, psnr_db);
     if (is_unet) return add(name, err, o_.int8_unet_tolerance, false, psnr_db);
     add(name, err, f32_tol, /*informational=*/true, psnr_db);
   }
@@ -256,13 +256,11 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   }
   const auto folder = o.golden_dir / "model";
   const auto cases_path = o.golden_dir / "tokenizer_cases.json";
-  Sd15ModelOptions folder_options;
-  folder_options.quantize_int8 = o.quantize_int8;
-  folder_options.quantize_policy = o.int8_policy;
-  folder_options.vae_int8_mode = o.vae_int8_mode;
+  Sd15ModelOptions folder_options = o.model;
+  folder_options.config_dir.reset();
   {
     auto model = Sd15Model::open(folder, engine, folder_options);
-    Reporter r(o.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);
+    Reporter r(o.model.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);
     if (std::filesystem::exists(cases_path))
       check_tokens(*model, *golden, read_json(cases_path), r);
     check_model(*model, *golden, r, o.taps);
@@ -273,7 +271,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     Sd15ModelOptions mo = folder_options;
     mo.config_dir = folder;  // what tensor shapes cannot show (head counts)
     auto model = Sd15Model::open(ldm, engine, mo);
-    Reporter r(o.quantize_int8 ? "LDM single file, int8" : "LDM single file", o, items);
+    Reporter r(o.model.quantize_int8 ? "LDM single file, int8" : "LDM single file", o, items);
     check_model(*model, *golden, r, o.taps);
     check_pipelines(*model, *golden, settings, sc, r);
   }

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "exec/engine.h"
-#include "weights/quantize.h"
+#include "pipeline/sd15_model.h"
 
 namespace hyrt::pipeline {
 
@@ -30,13 +30,13 @@ struct ParityItem {
 struct ParityOptions {
   std::filesystem::path golden_dir;  // holds golden.safetensors, model/, model-ldm.safetensors
   bool taps = true;                  // also report UNet block outputs
-  // Run with the weights quantized to 8-bit S on load. The UNet output is then held to
-  // `int8_unet_tolerance` (the int8 issue's targets: W8 2e-2, W8A8 5e-2); the text
+  // How the models open. With model.quantize_int8 the weights are quantized to 8-bit S
+  // on load (model.quantize_policy, model.vae_int8_mode apply) and the UNet output is
+  // held to `int8_unet_tolerance` (the int8 issue's targets: W8 2e-2, W8A8 5e-2); the text
   // encoder, VAE and pipeline images are reported (images with their PSNR), not counted.
-  bool quantize_int8 = false;
+  // model.config_dir is ignored: the LDM file takes its configs from the folder.
+  Sd15ModelOptions model;
   double int8_unet_tolerance = 5e-2;
-  weights::QuantizePolicy int8_policy;  // which tensors stay 16/32-bit with quantize_int8
-  std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;  // Sd15ModelOptions
   // Called as each item completes (for streaming output).
   std::function<void(const ParityItem&)> on_item;
 };

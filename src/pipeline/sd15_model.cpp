@@ -74,14 +74,14 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
       m->stored_int8_ |= ck.info(n).dtype == DType::kS8;
   m->checkpoint_ = checkpoint.get();
   m->stored_ = std::move(checkpoint);
-  m->use_weights(options.quantize_int8, options.quantize_policy);
-  m->vae_int8_mode_ = options.vae_int8_mode;
+  m->use_options(options);
   return m;
 }
 
-void Sd15Model::use_weights(bool quantize_int8, const weights::QuantizePolicy& policy) {
-  if (quantize_int8) {
-    quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_, policy);
+void Sd15Model::use_options(const Sd15ModelOptions& options) {
+  vae_int8_mode_ = options.vae_int8_mode;
+  if (options.quantize_int8) {
+    quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_, options.quantize_policy);
     weights_ = quantizer_.get();
   } else {
     weights_ = stored_.get();
@@ -94,7 +94,8 @@ bool Sd15Model::int8_weights() const {
 
 std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::MemoryWeights> weights,
                                                   models::sd15::Sd15Configs configs,
-                                                  exec::Engine& engine, bool quantize_int8) {
+                                                  exec::Engine& engine,
+                                                  const Sd15ModelOptions& options) {
   HYRT_CHECK(configs.text_encoder && configs.unet && configs.vae, kInvalidArgument,
              "Sd15Model::from_memory needs all three component configs");
   std::unique_ptr<Sd15Model> m(new Sd15Model());
@@ -102,7 +103,7 @@ std::unique_ptr<Sd15Model> Sd15Model::from_memory(std::unique_ptr<weights::Memor
   m->configs_ = std::move(configs);
   m->weight_bytes_ = static_cast<int64_t>(weights->bytes());
   m->stored_ = std::move(weights);
-  m->use_weights(quantize_int8);
+  m->use_options(options);
   m->scheduler_config_ = SchedulerConfig::sd15_defaults();
   return m;
 }

@@ -66,10 +66,12 @@ class Sd15Model {
   static std::unique_ptr<Sd15Model> open(const std::filesystem::path& path, exec::Engine& engine,
                                          const Sd15ModelOptions& options = {});
   // A model whose weights are already in memory (random-weight benchmarks, tests): no
-  // tokenizer unless `tokenizer_dir` is given; SD 1.5's scheduler defaults.
+  // tokenizer unless `tokenizer_dir` is given; SD 1.5's scheduler defaults. Of `options`,
+  // the int8 ones apply (config_dir is not read: `configs` are given).
   static std::unique_ptr<Sd15Model> from_memory(std::unique_ptr<weights::MemoryWeights> weights,
                                                 models::sd15::Sd15Configs configs,
-                                                exec::Engine& engine, bool quantize_int8 = false);
+                                                exec::Engine& engine,
+                                                const Sd15ModelOptions& options = {});
   ~Sd15Model();
 
   // The weights every component reads (a Checkpoint, or MemoryWeights).
@@ -109,8 +111,6 @@ class Sd15Model {
   // at real size), so this is for one-shot jobs that are done with a stage. Reports
   // of released executables stay in memory_report().
   void release(std::string_view component);
-  // Sd15ModelOptions::vae_int8_mode, for models made by from_memory (before decoding).
-  void set_vae_int8_mode(std::optional<backend::Int8Mode> mode) { vae_int8_mode_ = mode; }
   // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;
   // Bytes of the stored weights of all three components (mapped files or memory).
@@ -130,7 +130,8 @@ class Sd15Model {
                        std::optional<backend::Int8Mode> int8_mode = std::nullopt);
 
   exec::Engine* engine_ = nullptr;
-  void use_weights(bool quantize_int8, const weights::QuantizePolicy& policy = {});
+  // Applies the int8 options (weights to use, the VAE's int8 mode) once stored_ is set.
+  void use_options(const Sd15ModelOptions& options);
 
   std::unique_ptr<weights::WeightSource> stored_;     // the checkpoint (or memory)
   const weights::Checkpoint* checkpoint_ = nullptr;   // stored_, when it is a checkpoint
@@ -143,9 +144,8 @@ class Sd15Model {
   std::unique_ptr<ClipTokenizer> tokenizer_;
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
-  std::map<std::string, MemoryReport> released_reports_;
-  std::optional<backend::Int8Mode> vae_int8_mode_ =
-      backend::Int8Mode::kW8;  // by key, after release()
+  std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
+  std::optional<backend::Int8Mode> vae_int8_mode_;        // Sd15ModelOptions::vae_int8_mode
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

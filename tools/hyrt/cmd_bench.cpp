@@ -20,7 +20,8 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("-m,--model", o->model,
                 "Model path, or random:sd15 / random:tiny for random weights built in memory")
       ->required();
-  c->add_option("--config-dir", o->config_dir, "Config folder for single-file checkpoints");
+  auto config_dir = std::make_shared<std::string>();
+  c->add_option("--config-dir", *config_dir, "Config folder for single-file checkpoints");
   c->add_option("-W,--width", o->width, "Image width")->capture_default_str();
   c->add_option("-H,--height", o->height, "Image height")->capture_default_str();
   c->add_option("-b,--batch", o->unet_batch, "UNet batch (2 = one image with CFG)")
@@ -31,7 +32,8 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("--only", *only, "Comma-separated stages: text,unet,vae");
   c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
   c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
-  c->add_flag("--int8", o->quantize_int8, "Quantize 16-bit weights to 8-bit S (int8) on load");
+  c->add_flag("--int8", o->model_options.quantize_int8,
+              "Quantize 16-bit weights to 8-bit S (int8) on load");
   auto int8 = std::make_shared<Int8Choice>();
   add_int8_mode_option(c, int8.get());
   c->add_option("--compare", o->variants,
@@ -41,9 +43,10 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("--sizes", o->sizes, "With --compare: square sizes to run, e.g. 256,512")
       ->delimiter(',');
   c->add_option("--json", *out, "Also write the JSON to this file");
-  c->callback([o, out, only, int8] {
+  c->callback([o, out, only, int8, config_dir] {
     o->int8_mode = int8->mode();
-    o->vae_int8_mode = int8->vae_mode();
+    o->model_options.vae_int8_mode = int8->vae_mode();
+    if (!config_dir->empty()) o->model_options.config_dir = *config_dir;
     if (!only->empty()) {
       o->text_encoder = only->find("text") != std::string::npos;
       o->unet = only->find("unet") != std::string::npos;

@@ -28,9 +28,9 @@ void run(const ParityArgs& a) {
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
-  o.quantize_int8 = a.int8;
-  o.int8_policy.keep = a.keep;
-  o.vae_int8_mode = a.int8_choice.vae_mode();
+  o.model.quantize_int8 = a.int8;
+  o.model.quantize_policy.keep = a.keep;
+  o.model.vae_int8_mode = a.int8_choice.vae_mode();
   o.int8_unet_tolerance = a.int8_tolerance > 0                               ? a.int8_tolerance
                           : a.int8_choice.mode() == backend::Int8Mode::kW8A8 ? 5e-2
                                                                              : 2e-2;

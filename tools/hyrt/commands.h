@@ -8,7 +8,7 @@
 
 #include <CLI/CLI.hpp>
 
-#include "backend/cpu/cpu_backend.h"
+#include "backend/backend.h"
 
 namespace hyrt::cli {
 
@@ -28,7 +28,6 @@ struct Int8Choice {
   int index = 0;  // into the list above
   backend::Int8Mode mode() const;
   std::optional<backend::Int8Mode> vae_mode() const;
-  const char* name() const;
 };
 void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
 

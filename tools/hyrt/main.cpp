@@ -23,20 +23,12 @@ CommandRegistrar::CommandRegistrar(int order, CommandSetup setup) {
   registry().emplace_back(order, std::move(setup));
 }
 
-namespace {
-constexpr const char* kInt8ChoiceNames[] = {"w8a8", "w8", "w8a8-all"};
-}
-
 backend::Int8Mode Int8Choice::mode() const {
   return index == 1 ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
 }
 
 std::optional<backend::Int8Mode> Int8Choice::vae_mode() const {
   return index == 2 ? backend::Int8Mode::kW8A8 : backend::Int8Mode::kW8;
-}
-
-const char* Int8Choice::name() const {
-  return kInt8ChoiceNames[index];
 }
 
 void add_int8_mode_option(CLI::App* command, Int8Choice* choice) {

@@ -21,7 +21,6 @@
 #include <vector>
 
 #include "backend/backend.h"
-#include "backend/cpu/cpu_backend.h"
 #include "core/buffer.h"
 #include "core/error.h"
 
