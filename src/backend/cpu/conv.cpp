@@ -13,45 +13,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-struct ConvProgram {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward primitive;
-};
-
-struct ConvShape {
-  int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
-  int64_t out_height, out_width;
-  int stride, padding;
-  bool bias;
-
-  std::string key() const {
-    return str_cat("conv2d f32 nhwc b=", batch, " h=", height, " w=", width, " ci=", in_channels,
-                   " co=", out_channels, " k=", kernel_h, "x", kernel_w, " s=", stride,
-                   " p=", padding, " bias=", bias ? 1 : 0);
-  }
-};
-
-std::shared_ptr<ConvProgram> make_conv_program(const ConvShape& s) {
-  // oneDNN describes activations as logical NCHW dims with an nhwc memory layout.
-  const memory::desc src({s.batch, s.in_channels, s.height, s.width}, dt::f32, tag::nhwc);
-  const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, dt::f32,
-                             tag::any);
-  const memory::desc bias =
-      s.bias ? memory::desc({s.out_channels}, dt::f32, tag::a) : memory::desc();
-  const memory::desc dst({s.batch, s.out_channels, s.out_height, s.out_width}, dt::f32, tag::nhwc);
-  const memory::dims strides{s.stride, s.stride};
-  const memory::dims padding{s.padding, s.padding};
-  auto program = std::make_shared<ConvProgram>();
-  program->pd = dnnl::convolution_forward::primitive_desc(
-      dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                      dnnl::algorithm::convolution_direct, src, weights, bias, dst,
-                                      strides, padding, padding),
-      dnnl_engine());
-  refuse_reference_impl(program->pd.impl_info_str(), s.key());
-  program->primitive = dnnl::convolution_forward(program->pd);
-  return program;
-}
-
 class Conv2dKernel final : public Kernel {
  public:
   explicit Conv2dKernel(const PrepareContext& ctx) {
@@ -60,9 +21,9 @@ class Conv2dKernel final : public Kernel {
     const Shape& y = ctx.output().shape;  // [B, Ho, Wo, Cout]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
     shape_ = {x[0], x[1], x[2], x[3],         w[0],          w[2],
-              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.inputs.size() == 3};
-    program_ = ctx.cache.get_or_create<ConvProgram>(shape_.key(),
-                                                    [&] { return make_conv_program(shape_); });
+              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.inputs.size() == 3,
+              false};
+    program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
     const float* w_f32 = stage_weight_f32(ctx, 1);
     const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
@@ -89,6 +50,43 @@ class Conv2dKernel final : public Kernel {
 };
 
 }  // namespace
+
+std::string ConvShape::key() const {
+  return str_cat("conv2d ", s8 ? "s8s8s32" : "f32", " nhwc b=", batch, " h=", height, " w=", width,
+                 " ci=", in_channels, " co=", out_channels, " k=", kernel_h, "x", kernel_w,
+                 " s=", stride, " p=", padding, " bias=", bias ? 1 : 0);
+}
+
+std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& s,
+                                          const std::string& what) {
+  const std::string name = s.key();
+  return cache.get_or_create<ConvProgram>(name, [&] {
+    const dt a = s.s8 ? dt::s8 : dt::f32, o = s.s8 ? dt::s32 : dt::f32;
+    // oneDNN describes activations as logical NCHW dims with an nhwc memory layout.
+    const memory::desc src({s.batch, s.in_channels, s.height, s.width}, a, tag::nhwc);
+    const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, a,
+                               tag::any);
+    const memory::desc bias =
+        s.bias ? memory::desc({s.out_channels}, dt::f32, tag::a) : memory::desc();
+    const memory::desc dst({s.batch, s.out_channels, s.out_height, s.out_width}, o, tag::nhwc);
+    const memory::dims strides{s.stride, s.stride};
+    const memory::dims padding{s.padding, s.padding};
+    auto program = std::make_shared<ConvProgram>();
+    try {
+      program->pd = dnnl::convolution_forward::primitive_desc(
+          dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
+                                          dnnl::algorithm::convolution_direct, src, weights, bias,
+                                          dst, strides, padding, padding),
+          dnnl_engine());
+    } catch (const dnnl::error& e) {
+      fail(ErrorCode::kUnsupported, what, " (", name, "): oneDNN has no implementation (", e.what(),
+           ")");
+    }
+    refuse_reference_impl(program->pd.impl_info_str(), what + " (" + name + ")");
+    program->primitive = dnnl::convolution_forward(program->pd);
+    return program;
+  });
+}
 
 std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx) {
   return std::make_unique<Conv2dKernel>(ctx);

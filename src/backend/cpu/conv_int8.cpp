@@ -25,46 +25,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-struct Int8ConvProgram {
-  dnnl::convolution_forward::primitive_desc pd;
-  dnnl::convolution_forward primitive;
-};
-
-struct Int8ConvShape {
-  int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
-  int64_t out_height, out_width;
-  int stride, padding;
-  bool w8a8;
-
-  std::string key() const {
-    return str_cat("conv2d ", w8a8 ? "w8a8 s8s8s32" : "w8 f32", " nhwc b=", batch, " h=", height,
-                   " w=", width, " ci=", in_channels, " co=", out_channels, " k=", kernel_h, "x",
-                   kernel_w, " s=", stride, " p=", padding);
-  }
-};
-
-std::shared_ptr<Int8ConvProgram> make_program(const Int8ConvShape& s, const std::string& what) {
-  const dt a = s.w8a8 ? dt::s8 : dt::f32, o = s.w8a8 ? dt::s32 : dt::f32;
-  const memory::desc src({s.batch, s.in_channels, s.height, s.width}, a, tag::nhwc);
-  const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, a, tag::any);
-  const memory::desc dst({s.batch, s.out_channels, s.out_height, s.out_width}, o, tag::nhwc);
-  const memory::dims strides{s.stride, s.stride};
-  const memory::dims padding{s.padding, s.padding};
-  auto program = std::make_shared<Int8ConvProgram>();
-  try {
-    program->pd = dnnl::convolution_forward::primitive_desc(
-        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                        dnnl::algorithm::convolution_direct, src, weights, dst,
-                                        strides, padding, padding),
-        dnnl_engine());
-  } catch (const dnnl::error& e) {
-    fail(ErrorCode::kUnsupported, what, ": oneDNN has no implementation (", e.what(), ")");
-  }
-  refuse_reference_impl(program->pd.impl_info_str(), what);
-  program->primitive = dnnl::convolution_forward(program->pd);
-  return program;
-}
-
 class Conv2dInt8Kernel final : public Kernel {
  public:
   Conv2dInt8Kernel(const PrepareContext& ctx, Int8Mode mode) {
@@ -72,17 +32,27 @@ class Conv2dInt8Kernel final : public Kernel {
     const Shape& ws = ctx.input(1).shape;  // [Co, Ci, kh, kw]
     const Shape& y = ctx.output().shape;   // [B, Ho, Wo, Co]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
-    shape_ = {x[0],  x[1], x[2], x[3],         ws[0],         ws[2],
-              ws[3], y[1], y[2], attrs.stride, attrs.padding, mode == Int8Mode::kW8A8};
+    // No bias in the primitive (our epilogue adds it); W8 shares the f32 conv's program.
+    shape_ = {x[0],
+              x[1],
+              x[2],
+              x[3],
+              ws[0],
+              ws[2],
+              ws[3],
+              y[1],
+              y[2],
+              attrs.stride,
+              attrs.padding,
+              false,
+              mode == Int8Mode::kW8A8};
     S8Weight w = load_s8_weight(ctx, 1);
-    const std::string key = shape_.key();
-    program_ = ctx.cache.get_or_create<Int8ConvProgram>(
-        key, [&] { return make_program(shape_, ctx.node.name + " (" + key + ")"); });
+    program_ = conv_program(ctx.cache, shape_, ctx.node.name);
     col_scale_ = std::move(w.scale);
 
     const memory::desc stored({ws[0], ws[1], ws[2], ws[3]}, dt::s8, tag::oihw);
     packed_desc_ = program_->pd.weights_desc();
-    const memory::desc packed_s8 = shape_.w8a8 ? packed_desc_ : s8_twin_of(packed_desc_);
+    const memory::desc packed_s8 = shape_.s8 ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
     packed_ = AlignedBuffer(packed_s8.get_size(), ctx.node.name + " packed s8 weights");
     memory stored_mem(stored, dnnl_engine(), const_cast<int8_t*>(w.q));
@@ -98,7 +68,7 @@ class Conv2dInt8Kernel final : public Kernel {
     HYRT_ASSERT(inputs[0].numel() == in_elems && output.numel() == pixels * shape_.out_channels);
     const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
     const auto* x = inputs[0].as<const float>();
-    if (shape_.w8a8) {
+    if (shape_.s8) {
       auto* q = static_cast<int8_t*>(
           int8_scratch(ScratchSlot::kActivations, static_cast<size_t>(in_elems)));
       const int64_t per_sample_in = in_elems / shape_.batch, per_sample_px = pixels / shape_.batch;
@@ -125,8 +95,8 @@ class Conv2dInt8Kernel final : public Kernel {
   }
 
  private:
-  Int8ConvShape shape_{};
-  std::shared_ptr<Int8ConvProgram> program_;
+  ConvShape shape_{};
+  std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
   AlignedBuffer packed_;

@@ -103,6 +103,35 @@ class ScopedOmpThreads {
   int saved_;
 };
 
+// oneDNN programs shared by the f32 and "8-bit S" GEMM kernels, cached in the
+// ProgramCache by what they compute. Weights use the layout oneDNN picks (tag::any); the
+// caller packs into pd.weights_desc(). Throw kUnsupported naming `what` when oneDNN has
+// no implementation or only its `ref` one.
+struct MatmulProgram {
+  dnnl::matmul::primitive_desc pd;
+  dnnl::matmul primitive;
+};
+// src [m, k] a_type × weights [k, n] w_type -> dst [m, n] out_type (f32, s8 or s32 from
+// the key), plus an f32 bias when key.epilogue has Epilogue::kBias. Key: key.to_string().
+std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey& key,
+                                              const std::string& what);
+
+struct ConvProgram {
+  dnnl::convolution_forward::primitive_desc pd;
+  dnnl::convolution_forward primitive;
+};
+// NHWC activations, OIHW logical weights, symmetric padding.
+struct ConvShape {
+  int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
+  int64_t out_height, out_width;
+  int stride, padding;
+  bool bias;  // f32 bias fused into the primitive
+  bool s8;    // s8 source and weights, s32 destination (W8A8); else f32 throughout
+  std::string key() const;
+};
+std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& shape,
+                                          const std::string& what);
+
 // Per-family factories.
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx);
 std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);

@@ -17,23 +17,15 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-struct MatmulProgram {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul primitive;
-};
-
-std::shared_ptr<MatmulProgram> make_matmul_program(const GemmKey& key) {
-  const bool has_bias = (key.epilogue & static_cast<uint8_t>(Epilogue::kBias)) != 0;
-  const memory::desc src({key.m, key.k}, dt::f32, tag::ab);
-  const memory::desc weights({key.k, key.n}, dt::f32, tag::any);
-  const memory::desc bias = has_bias ? memory::desc({1, key.n}, dt::f32, tag::ab) : memory::desc();
-  const memory::desc dst({key.m, key.n}, dt::f32, tag::ab);
-  auto program = std::make_shared<MatmulProgram>();
-  program->pd =
-      dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), dnnl_engine());
-  refuse_reference_impl(program->pd.impl_info_str(), key.to_string());
-  program->primitive = dnnl::matmul(program->pd);
-  return program;
+dt onednn_type(DType t) {
+  switch (t) {
+    case DType::kS8:
+      return dt::s8;
+    case DType::kS32:
+      return dt::s32;
+    default:
+      return dt::f32;
+  }
 }
 
 class LinearKernel final : public Kernel {
@@ -48,8 +40,7 @@ class LinearKernel final : public Kernel {
     key_.w_transposed = true;
     const bool has_bias = ctx.node.inputs.size() == 3;
     key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
-    program_ = ctx.cache.get_or_create<MatmulProgram>(key_.to_string(),
-                                                      [&] { return make_matmul_program(key_); });
+    program_ = matmul_program(ctx.cache, key_, ctx.node.name);
 
     // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
     const float* w_f32 = stage_weight_f32(ctx, 1);
@@ -79,6 +70,30 @@ class LinearKernel final : public Kernel {
 };
 
 }  // namespace
+
+std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey& key,
+                                              const std::string& what) {
+  const std::string name = key.to_string();
+  return cache.get_or_create<MatmulProgram>(name, [&] {
+    const bool has_bias = (key.epilogue & static_cast<uint8_t>(Epilogue::kBias)) != 0;
+    const memory::desc src({key.m, key.k}, onednn_type(key.a_type), tag::ab);
+    const memory::desc weights({key.k, key.n}, onednn_type(key.w_type), tag::any);
+    const memory::desc bias =
+        has_bias ? memory::desc({1, key.n}, dt::f32, tag::ab) : memory::desc();
+    const memory::desc dst({key.m, key.n}, onednn_type(key.out_type), tag::ab);
+    auto program = std::make_shared<MatmulProgram>();
+    try {
+      program->pd =
+          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), dnnl_engine());
+    } catch (const dnnl::error& e) {
+      fail(ErrorCode::kUnsupported, what, " (", name, "): oneDNN has no implementation (", e.what(),
+           ")");
+    }
+    refuse_reference_impl(program->pd.impl_info_str(), what + " (" + name + ")");
+    program->primitive = dnnl::matmul(program->pd);
+    return program;
+  });
+}
 
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx) {
   return std::make_unique<LinearKernel>(ctx);

@@ -39,31 +39,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-struct Int8MatmulProgram {
-  dnnl::matmul::primitive_desc pd;
-  dnnl::matmul primitive;
-};
-
-// W8A8: src s8 [M, K], weights s8 [K, N] (layout oneDNN's choice), dst s32 [M, N].
-// W8: the same with f32 everywhere. No bias in either: it is added by our epilogue.
-std::shared_ptr<Int8MatmulProgram> make_program(const GemmKey& key, bool w8a8,
-                                                const std::string& what) {
-  const dt a = w8a8 ? dt::s8 : dt::f32, w = w8a8 ? dt::s8 : dt::f32, o = w8a8 ? dt::s32 : dt::f32;
-  const memory::desc src({key.m, key.k}, a, tag::ab);
-  const memory::desc weights({key.k, key.n}, w, tag::any);
-  const memory::desc dst({key.m, key.n}, o, tag::ab);
-  auto program = std::make_shared<Int8MatmulProgram>();
-  try {
-    program->pd =
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, dst), dnnl_engine());
-  } catch (const dnnl::error& e) {
-    fail(ErrorCode::kUnsupported, what, ": oneDNN has no implementation (", e.what(), ")");
-  }
-  refuse_reference_impl(program->pd.impl_info_str(), what);
-  program->primitive = dnnl::matmul(program->pd);
-  return program;
-}
-
 class LinearInt8Kernel final : public Kernel {
  public:
   LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode) : w8a8_(mode == Int8Mode::kW8A8) {
@@ -76,11 +51,8 @@ class LinearInt8Kernel final : public Kernel {
     key_.w_type = w8a8_ ? DType::kS8 : DType::kF32;
     key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
     key_.w_transposed = true;
-    // Distinct from gemm.cpp's keys: the cached object is a different type.
-    const std::string cache_key = (w8a8_ ? "w8a8 " : "w8 ") + key_.to_string();
-    program_ = ctx.cache.get_or_create<Int8MatmulProgram>(cache_key, [&] {
-      return make_program(key_, w8a8_, ctx.node.name + " (" + cache_key + ")");
-    });
+    // No bias in either mode (our epilogue adds it); W8 shares the f32 linear's program.
+    program_ = matmul_program(ctx.cache, key_, ctx.node.name);
     col_scale_ = std::move(w.scale);
 
     // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
@@ -126,7 +98,7 @@ class LinearInt8Kernel final : public Kernel {
  private:
   bool w8a8_;
   GemmKey key_;
-  std::shared_ptr<Int8MatmulProgram> program_;
+  std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
   AlignedBuffer packed_;
