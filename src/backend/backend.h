@@ -88,6 +88,10 @@ class Backend {
   virtual std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) = 0;
   // Waits for all work submitted to this backend.
   virtual void synchronize() {}
+  // The dtype in which this backend holds graph value `v` (an activation or input) in its
+  // memory. The graph's dtypes describe the computation; a backend may store activations
+  // narrower (CUDA: f16). The executor sizes arenas and converts at copies by this.
+  virtual DType storage_dtype(const ir::Value& v) const { return v.dtype; }
   // True if prepare() keeps its own copy of every weight it reads (packed, converted or
   // uploaded), so the executor may tell the WeightSource to drop the stored pages.
   virtual bool copies_weights() const { return false; }

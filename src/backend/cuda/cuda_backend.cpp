@@ -51,6 +51,8 @@ class CudaBackendImpl final : public CudaBackend {
 
   // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
   // S), f16, bf16 or f32, and an optional float bias weight.
+  DType storage_dtype(const ir::Value& v) const override { return device_storage_dtype(v); }
+
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
     if (node.op != ir::OpKind::kLinear || node.inputs.size() < 2 || node.inputs.size() > 3)
       return false;
@@ -150,6 +152,11 @@ class CudaBackendImpl final : public CudaBackend {
 };
 
 }  // namespace
+
+DType device_storage_dtype(const ir::Value& v) {
+  if (!is_float(v.dtype)) return v.dtype;
+  return v.shape.rank() >= 2 ? DType::kF16 : DType::kF32;
+}
 
 std::unique_ptr<CudaBackend> make_cuda_backend(const CudaBackendOptions& options) {
   std::string why;

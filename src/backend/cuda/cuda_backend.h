@@ -119,6 +119,13 @@ class CudaBackend : public Backend {
   virtual size_t scratch_bytes() const = 0;
 };
 
+// The dtype in which the CUDA backend holds a graph value on the device (Backend::storage_dtype):
+// floating values of rank >= 2 (activations) in f16, as DESIGN.md says activations live on
+// CUDA; floating values of rank <= 1 (per-sample scalars such as the timesteps [B], which an
+// f16 would round to 0.5 near t = 1000) keep f32; integer values (token ids) keep their dtype.
+// Every CUDA kernel reads and writes its activations in this dtype.
+DType device_storage_dtype(const ir::Value& v);
+
 // The backend on CUDA device `options.device`. Throws hyrt::Error with a message saying why
 // when it cannot be made: kUnsupported for no device or driver (the runtime's reason is
 // quoted) or a GPU older than sm_90 (the kernels are built for sm_90 with PTX for newer);
