@@ -70,6 +70,15 @@ enum class Int8Mode {
 // "w8a8" / "w8": the names the CLI and benchmark JSON use.
 const char* int8_mode_name(Int8Mode mode);
 
+// Work recorded once and replayed as a unit (a CUDA graph): the kernels a backend enqueued
+// between Backend::begin_capture() and end_capture(), with the buffers bound then.
+class Replay {
+ public:
+  virtual ~Replay() = default;
+  // Enqueues the recorded work again (asynchronously, like the kernels it replaces).
+  virtual void launch() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -92,6 +101,19 @@ class Backend {
   // memory. The graph's dtypes describe the computation; a backend may store activations
   // narrower (CUDA: f16). The executor sizes arenas and converts at copies by this.
   virtual DType storage_dtype(const ir::Value& v) const { return v.dtype; }
+  // Copies value data from host memory `src` (in the host's storage dtype) into this
+  // backend's memory `dst` (in this backend's storage dtype), converting; same element
+  // count. Ordered after the work already submitted to this backend; `src` may be reused
+  // as soon as the call returns. The host backend itself does not implement it.
+  virtual void upload_value(const TensorView& src, const TensorView& dst);
+  // The reverse: this backend's `src` into host memory `dst`; returns when `dst` is
+  // written (after all work submitted before it).
+  virtual void download_value(const TensorView& src, const TensorView& dst);
+  // Capture of a run of kernels into a Replay (kernels must then not depend on anything
+  // but their bound buffers). Backends without it answer false and are never asked.
+  virtual bool supports_capture() const { return false; }
+  virtual void begin_capture();
+  virtual std::unique_ptr<Replay> end_capture();
   // True if prepare() keeps its own copy of every weight it reads (packed, converted or
   // uploaded), so the executor may tell the WeightSource to drop the stored pages.
   virtual bool copies_weights() const { return false; }

@@ -2,21 +2,56 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "plan/memory.h"
+
+#ifdef HYRT_HAVE_CUDA
+#include "backend/cuda/cuda_backend.h"
+#endif
 
 namespace hyrt::exec {
 
+namespace {
+
+// The accelerator backend for `options`, or null with `why` set.
+std::unique_ptr<backend::Backend> make_accelerator(const EngineOptions& options, std::string* why) {
+#ifdef HYRT_HAVE_CUDA
+  backend::cuda::CudaBackendOptions co;
+  co.device = options.device;
+  std::unique_ptr<backend::cuda::CudaBackend> b = backend::cuda::try_make_cuda_backend(co, why);
+  if (b) {
+    const auto& d = b->device_info();
+    *why = "cuda: " + d.name + " (sm_" + std::to_string(d.compute_major) +
+           std::to_string(d.compute_minor) + ")";
+  }
+  return b;
+#else
+  (void)options;
+  *why = "this build of hyrt has no accelerator backend (built without the CUDA toolkit)";
+  return nullptr;
+#endif
+}
+
+}  // namespace
+
 Engine::Engine(const EngineOptions& options) : options_(options) {
-  HYRT_CHECK(options.placement == plan::PlacementMode::kHost ||
-                 options.placement == plan::PlacementMode::kAuto,
-             kUnsupported, "placement '", plan::placement_mode_name(options.placement),
-             "' needs an accelerator backend in the executor, which this version does not have "
-             "yet (the CUDA GEMM programs are built and tested on their own); use host or auto");
   backend::CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
   cpu.int8_mode = options.int8_mode;
   host_ = backend::make_cpu_backend(cpu);
   if (options.share_scratch) scratch_ = std::make_unique<SharedScratch>(*host_);
+  if (options.placement == plan::PlacementMode::kHost) {
+    accel_status_ = "not used (placement host)";
+    return;
+  }
+  accel_ = make_accelerator(options, &accel_status_);
+  HYRT_CHECK(accel_ || options.placement == plan::PlacementMode::kAuto, kUnsupported, "placement '",
+             plan::placement_mode_name(options.placement),
+             "' needs an accelerator: ", accel_status_);
+  if (!accel_)
+    HYRT_LOG(kInfo) << "no accelerator (" << accel_status_ << "): running on the host";
+  else if (options.share_scratch)
+    accel_scratch_ = std::make_unique<SharedScratch>(*accel_);
 }
 
 Engine::~Engine() = default;
@@ -37,14 +72,25 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   }
   ExecOptions eo;
   eo.profile = options_.profile;
-  eo.shared_scratch = scratch_.get();
-  const backend::Backend* backends[] = {host};
+  eo.capture = options_.capture;
+  eo.shared_scratch = {scratch_.get(), accel_scratch_.get()};
+  std::vector<backend::Backend*> backends = {host};
+  if (accel_) backends.push_back(accel_.get());
+  const std::vector<const backend::Backend*> const_backends(backends.begin(), backends.end());
   plan::PlacementOptions po;
-  po.mode = options_.placement;
-  plan::Placement placement = plan::place(*graph, plan::default_order(*graph), backends, po);
-  auto exe = Executable::create(std::move(graph), *host, weights, cache_, eo);
-  exe->set_placement(std::move(placement));
-  return exe;
+  po.mode = accel_ ? options_.placement : plan::PlacementMode::kHost;
+  const std::vector<ir::NodeId> order = plan::default_order(*graph);
+  plan::Placement placement = plan::place(*graph, order, const_backends, po);
+  try {
+    return Executable::create(graph, backends, std::move(placement), weights, cache_, eo);
+  } catch (const Error& e) {
+    if (e.code() != ErrorCode::kOutOfMemory || options_.placement != plan::PlacementMode::kAuto)
+      throw;
+    HYRT_LOG(kWarning) << e.what() << " — preparing this graph on the host instead";
+  }
+  po.mode = plan::PlacementMode::kHost;
+  placement = plan::place(*graph, order, const_backends, po);
+  return Executable::create(std::move(graph), backends, std::move(placement), weights, cache_, eo);
 }
 
 }  // namespace hyrt::exec

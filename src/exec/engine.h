@@ -1,8 +1,13 @@
 // exec::Engine — the runtime's owner of backends and compiled programs. Layers above ask
 // it for an Executable for a graph and never learn which backend runs which node.
 //
-// Today every node runs on the host backend; placement across host and accelerator
-// (plan::place, modes host/hybrid/device/auto) plugs in here.
+// Backends: the host (CPU) always; the CUDA device `EngineOptions::device` when the build has
+// the CUDA backend, the placement mode is not kHost, and a usable GPU is present. Every
+// compile() places the graph over them (plan::place) and builds an Executable that follows
+// the placement. Without an accelerator, kAuto runs everything on the host (the reason is
+// kept in accelerator_status()); kHybrid and kDevice refuse with that reason. If the device
+// runs out of memory while a kAuto graph is prepared there, the graph is prepared again on
+// the host alone, so the request is not lost.
 //
 // Thread safety: compile() may be called from one thread at a time; Executables it
 // returns are independent, but all of them share the host's OpenMP team, so run them
@@ -12,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <string>
 
 #include "backend/backend.h"
 #include "exec/executable.h"
@@ -21,9 +27,10 @@ namespace hyrt::exec {
 struct EngineOptions {
   int num_threads = 0;  // host threads; 0 = every core the process may use
   bool profile = false;
-  // Where nodes run (plan/placement.h). Only the host backend is wired into the executor
-  // so far: kHost and kAuto place everything there; kHybrid/kDevice are refused.
+  // Where nodes run (plan/placement.h).
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
+  int device = 0;       // CUDA device index
+  bool capture = true;  // replay device steps as CUDA graphs (ExecOptions::capture)
   // Executables share one scratch arena sized to the largest (they never run at once).
   bool share_scratch = true;
   // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/backend.h).
@@ -43,6 +50,10 @@ class Engine {
 
   backend::ProgramCache& program_cache() { return cache_; }
   backend::Backend& host() { return *host_; }
+  // The accelerator in use, or null.
+  backend::Backend* accelerator() { return accel_.get(); }
+  // "cuda: NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)", or why there is none.
+  const std::string& accelerator_status() const { return accel_status_; }
   const EngineOptions& options() const { return options_; }
 
  private:
@@ -50,8 +61,11 @@ class Engine {
   std::unique_ptr<backend::Backend> host_;
   // Host backends for the other int8 mode, made on first use (same threads and memory).
   std::map<backend::Int8Mode, std::unique_ptr<backend::Backend>> host_by_mode_;
+  std::unique_ptr<backend::Backend> accel_;
+  std::string accel_status_;
   backend::ProgramCache cache_;
-  std::unique_ptr<SharedScratch> scratch_;  // when options_.share_scratch
+  std::unique_ptr<SharedScratch> scratch_;        // host, when options_.share_scratch
+  std::unique_ptr<SharedScratch> accel_scratch_;  // accelerator, likewise
 };
 
 }  // namespace hyrt::exec

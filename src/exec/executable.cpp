@@ -19,27 +19,71 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
                                                const weights::WeightSource& weights,
                                                backend::ProgramCache& cache,
                                                const ExecOptions& options) {
+  HYRT_CHECK(graph != nullptr, kInvalidArgument, "Executable::create: null graph");
+  HYRT_CHECK(backend.device_type() == backend::DeviceType::kHost, kInvalidArgument,
+             "Executable::create: backend '", backend.name(),
+             "' alone cannot hold the graph's inputs and outputs; place the graph across the "
+             "host and it");
+  backend::Backend* const backends[] = {&backend};
+  const backend::Backend* const const_backends[] = {&backend};
+  plan::PlacementOptions po;
+  po.mode = plan::PlacementMode::kHost;
+  plan::Placement placement = plan::place(*graph, plan::default_order(*graph), const_backends, po);
+  return create(std::move(graph), backends, std::move(placement), weights, cache, options);
+}
+
+std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> graph,
+                                               std::span<backend::Backend* const> backends,
+                                               plan::Placement placement,
+                                               const weights::WeightSource& weights,
+                                               backend::ProgramCache& cache,
+                                               const ExecOptions& options) {
   const auto t0 = Clock::now();
   HYRT_CHECK(graph != nullptr, kInvalidArgument, "Executable::create: null graph");
+  HYRT_CHECK(!backends.empty() && backends[0]->device_type() == backend::DeviceType::kHost,
+             kInvalidArgument, "Executable::create: backends[0] must be the host");
   graph->verify();
   std::unique_ptr<Executable> e(new Executable());
   e->graph_ = std::move(graph);
-  e->backend_ = &backend;
+  e->backends_.assign(backends.begin(), backends.end());
   e->options_ = options;
+  e->placement_ = std::move(placement);
   const ir::Graph& g = *e->graph_;
+  const int nb = static_cast<int>(backends.size());
 
   e->order_ = plan::default_order(g);
-  for (ir::NodeId n : e->order_)
-    HYRT_CHECK(backend.supports(g, g.node(n)), kUnsupported, "backend '", backend.name(),
+  HYRT_CHECK(e->placement_.backend_of.size() == g.nodes().size(), kInvalidArgument,
+             "Executable::create: the placement is for another graph");
+  for (ir::NodeId n : e->order_) {
+    const int b = e->placement_.backend_of[n];
+    HYRT_CHECK(b >= 0 && b < nb, kInvalidArgument, "Executable::create: node '", g.node(n).name,
+               "' placed on backend ", b, " of ", nb);
+    HYRT_CHECK(backends[b]->supports(g, g.node(n)), kUnsupported, "backend '", backends[b]->name(),
                "' cannot run node '", g.node(n).name, "' (", ir::op_name(g.node(n).op), ")");
+    e->step_backend_.push_back(b);
+  }
 
-  e->plan_ = plan::plan_memory(g, e->order_, options.memory);
-  if (!options.shared_scratch)
-    e->arena_ = backend.allocate(static_cast<size_t>(std::max<int64_t>(e->plan_.arena_bytes, 64)),
-                                 "activation arena");
+  plan::Residency residency;
+  residency.num_backends = nb;
+  residency.backend_of = e->placement_.backend_of;
+  residency.copies = e->placement_.copies;
+  residency.bytes = [&](const ir::Value& v, int b) {
+    return static_cast<int64_t>(v.shape.numel()) *
+           static_cast<int64_t>(dtype_size(backends[b]->storage_dtype(v)));
+  };
+  e->plans_ = plan::plan_placed_memory(g, e->order_, residency, options.memory);
+  e->arenas_.resize(nb);
+  for (int b = 0; b < nb; ++b) {
+    const bool shared = static_cast<size_t>(b) < options.shared_scratch.size() &&
+                        options.shared_scratch[b] != nullptr;
+    if (!shared)
+      e->arenas_[b] = backends[b]->allocate(
+          static_cast<size_t>(std::max<int64_t>(e->plans_[b].arena_bytes, 64)), "activation arena");
+  }
 
-  // Weights bind once to their stored views; activations bind into the arena (bind()).
-  e->views_.resize(g.values().size());
+  // Weights bind once to their stored views (kernels that uploaded or packed them ignore
+  // these); activations bind into the arenas (bind()).
+  e->views_.assign(nb, std::vector<TensorView>(g.values().size()));
   for (const ir::Value& v : g.values()) {
     if (v.kind != ir::ValueKind::kWeight) continue;
     TensorView view = weights.get(v.name);
@@ -48,27 +92,33 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     HYRT_CHECK(view.dtype == v.dtype, kInvalidModel, "weight '", v.name, "' is ",
                dtype_name(view.dtype), ", the graph expects ", dtype_name(v.dtype));
     view.shape = v.shape;
-    e->views_[v.id] = view;
+    for (int b = 0; b < nb; ++b)
+      e->views_[b][v.id] = view;
   }
 
   e->kernels_.reserve(e->order_.size());
-  for (ir::NodeId n : e->order_) {
-    const ir::Node& node = g.node(n);
-    e->kernels_.push_back(backend.prepare(g, node, weights, cache));
-    // The backend holds its own (packed) copy now: the node's stored pages of a mapped
-    // file need not stay resident (1 byte per int8 parameter instead of 2). Released
-    // node by node, so the file and the packed copies never both peak.
-    if (backend.copies_weights())
+  for (size_t s = 0; s < e->order_.size(); ++s) {
+    const ir::Node& node = g.node(e->order_[s]);
+    backend::Backend& b = *backends[e->step_backend_[s]];
+    e->kernels_.push_back(b.prepare(g, node, weights, cache));
+    // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
+    // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
+    // Released node by node, so the file and the copies never both peak.
+    if (b.copies_weights())
       for (ir::ValueId in : node.inputs)
         if (g.value(in).kind == ir::ValueKind::kWeight) weights.release_stored(g.value(in).name);
   }
+  e->bound_base_.assign(nb, nullptr);
+  e->find_segments();
   e->bind();
   e->op_ms_.assign(ir::kNumOpKinds, 0.0);
   e->op_count_.assign(ir::kNumOpKinds, 0);
   e->prepare_ms_ = ms_since(t0);
-  HYRT_LOG(kDebug) << "executable: " << g.nodes().size() << " nodes, arena " << e->plan_.arena_bytes
-                   << " bytes (lower bound " << e->plan_.lower_bound << ", naive "
-                   << e->plan_.naive_bytes << "), prepared in " << e->prepare_ms_ << " ms";
+  HYRT_LOG(kDebug) << "executable: " << g.nodes().size() << " nodes on " << nb
+                   << " backend(s), host arena " << e->plans_[0].arena_bytes
+                   << " bytes (lower bound " << e->plans_[0].lower_bound << ", naive "
+                   << e->plans_[0].naive_bytes << "), " << e->placement_.copies.size()
+                   << " copies per run, prepared in " << e->prepare_ms_ << " ms";
   return e;
 }
 
@@ -82,58 +132,145 @@ uint8_t* SharedScratch::reserve(size_t bytes) {
 }
 
 void Executable::bind() const {
-  uint8_t* base = options_.shared_scratch
-                      ? options_.shared_scratch->reserve(static_cast<size_t>(plan_.arena_bytes))
-                      : static_cast<uint8_t*>(arena_->data());
-  if (base == bound_base_) return;
   const ir::Graph& g = *graph_;
-  for (const ir::Value& v : g.values())
-    if (v.kind != ir::ValueKind::kWeight)
-      views_[v.id] = {base + plan_.offset[v.id], v.dtype, v.shape};
+  bool moved = false;
+  for (size_t b = 0; b < backends_.size(); ++b) {
+    SharedScratch* shared =
+        b < options_.shared_scratch.size() ? options_.shared_scratch[b] : nullptr;
+    uint8_t* base = shared ? shared->reserve(static_cast<size_t>(plans_[b].arena_bytes))
+                           : static_cast<uint8_t*>(arenas_[b]->data());
+    if (base == bound_base_[b]) continue;
+    moved = true;
+    for (const ir::Value& v : g.values())
+      if (v.kind != ir::ValueKind::kWeight && plans_[b].offset[v.id] >= 0)
+        views_[b][v.id] = {base + plans_[b].offset[v.id], backends_[b]->storage_dtype(v), v.shape};
+    bound_base_[b] = base;
+  }
+  if (!moved) return;
   step_inputs_.resize(order_.size());
   for (size_t s = 0; s < order_.size(); ++s) {
-    const ir::Node& node = g.node(order_[s]);
     step_inputs_[s].clear();
-    for (ir::ValueId in : node.inputs)
-      step_inputs_[s].push_back(views_[in]);
+    for (ir::ValueId in : g.node(order_[s]).inputs)
+      step_inputs_[s].push_back(views_[step_backend_[s]][in]);
   }
-  bound_base_ = base;
+  for (Segment& seg : segments_)
+    seg.replay.reset();
+}
+
+void Executable::find_segments() {
+  size_t c = 0;  // copies are sorted by before_step
+  const auto& copies = placement_.copies;
+  for (size_t s = 0; s < order_.size();) {
+    const int b = step_backend_[s];
+    size_t e = s + 1;
+    if (options_.capture && backends_[b]->supports_capture()) {
+      while (c < copies.size() && copies[c].before_step <= static_cast<int>(s))
+        ++c;
+      while (e < order_.size() && step_backend_[e] == b &&
+             (c >= copies.size() || copies[c].before_step > static_cast<int>(e)))
+        ++e;
+      if (e - s >= 2) segments_.push_back({s, e, b, nullptr});
+    }
+    s = e;
+  }
+}
+
+int Executable::captured_steps() const {
+  int n = 0;
+  for (const Segment& seg : segments_)
+    if (seg.replay) n += static_cast<int>(seg.end - seg.begin);
+  return n;
+}
+
+void Executable::copy_value(const plan::ValueCopy& c) const {
+  const TensorView& src = views_[c.from][c.value];
+  const TensorView& dst = views_[c.to][c.value];
+  if (c.to == 0)
+    backends_[c.from]->download_value(src, dst);
+  else if (c.from == 0)
+    backends_[c.to]->upload_value(src, dst);
+  else
+    fail(ErrorCode::kUnsupported, "copy of '", graph_->value(c.value).name,
+         "' between two accelerators (", backends_[c.from]->name(), " -> ", backends_[c.to]->name(),
+         ") is not implemented");
+}
+
+void Executable::run_steps(size_t begin, size_t end) {
+  const ir::Graph& g = *graph_;
+  for (size_t s = begin; s < end; ++s) {
+    const ir::Node& node = g.node(order_[s]);
+    const int b = step_backend_[s];
+    if (options_.profile) {
+      const auto t0 = Clock::now();
+      kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
+      backends_[b]->synchronize();  // device kernels are asynchronous
+      op_ms_[static_cast<int>(node.op)] += ms_since(t0);
+      ++op_count_[static_cast<int>(node.op)];
+    } else {
+      kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
+    }
+  }
+}
+
+void Executable::run() {
+  bind();
+  const auto& copies = placement_.copies;
+  const bool capture_now = runs_ >= 1 && !options_.profile;
+  size_t c = 0, seg = 0;
+  for (size_t s = 0; s < order_.size();) {
+    while (c < copies.size() && copies[c].before_step == static_cast<int>(s))
+      copy_value(copies[c++]);
+    while (seg < segments_.size() && segments_[seg].begin < s)
+      ++seg;
+    if (seg < segments_.size() && segments_[seg].begin == s) {
+      Segment& sg = segments_[seg];
+      if (sg.replay) {
+        sg.replay->launch();
+        s = sg.end;
+        continue;
+      }
+      if (capture_now) {
+        backend::Backend& b = *backends_[sg.backend];
+        b.begin_capture();
+        try {
+          run_steps(sg.begin, sg.end);
+        } catch (...) {
+          b.end_capture();
+          throw;
+        }
+        sg.replay = b.end_capture();
+        sg.replay->launch();
+        s = sg.end;
+        continue;
+      }
+    }
+    run_steps(s, s + 1);
+    ++s;
+  }
+  while (c < copies.size())
+    copy_value(copies[c++]);
+  for (backend::Backend* b : backends_)
+    b->synchronize();
+  ++runs_;
 }
 
 TensorView Executable::input(size_t i) const {
   bind();
   HYRT_CHECK(i < graph_->inputs().size(), kNotFound, "no graph input #", i);
-  return views_[graph_->inputs()[i]];
+  return views_[0][graph_->inputs()[i]];
 }
 
 TensorView Executable::input(std::string_view name) const {
   bind();
   for (ir::ValueId id : graph_->inputs())
-    if (graph_->value(id).name == name) return views_[id];
+    if (graph_->value(id).name == name) return views_[0][id];
   fail(ErrorCode::kNotFound, "graph has no input named '", name, "'");
 }
 
 TensorView Executable::output(size_t i) const {
   bind();
   HYRT_CHECK(i < graph_->outputs().size(), kNotFound, "no graph output #", i);
-  return views_[graph_->outputs()[i]];
-}
-
-void Executable::run() {
-  bind();
-  const ir::Graph& g = *graph_;
-  for (size_t s = 0; s < order_.size(); ++s) {
-    const ir::Node& node = g.node(order_[s]);
-    if (options_.profile) {
-      const auto t0 = Clock::now();
-      kernels_[s]->run(step_inputs_[s], views_[node.output]);
-      op_ms_[static_cast<int>(node.op)] += ms_since(t0);
-      ++op_count_[static_cast<int>(node.op)];
-    } else {
-      kernels_[s]->run(step_inputs_[s], views_[node.output]);
-    }
-  }
-  backend_->synchronize();
+  return views_[0][graph_->outputs()[i]];
 }
 
 std::vector<OpProfile> Executable::profile() const {

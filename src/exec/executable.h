@@ -1,12 +1,19 @@
-// exec::Executable — a graph bound to a backend: prepared kernels, a memory plan and the
-// arena it lays out, ready to run repeatedly.
+// exec::Executable — a graph bound to its backends: prepared kernels, one memory plan and
+// arena per backend, the copies between them, ready to run repeatedly.
 //
 // Create (pack weights, build/fetch programs) is separate from run (bind pointers, call
 // kernels), so a step costs only kernel time. Shapes are static per Executable: a new
 // resolution or batch is a new Executable (cheap: programs come from the ProgramCache).
 //
-// Inputs and outputs live in the arena: write inputs through input() before every run()
-// (their contents may be consumed), read outputs through output() after it; output
+// Placement (plan::place) decides which backend runs each node; the executable follows it:
+// a value lives in the arena of the backend that produced it, and each copy the placement
+// lists is made just before the first step that needs it, converting between the
+// backends' storage dtypes (Backend::storage_dtype). Consecutive steps on a backend that
+// supports capture, with no copy between them, are recorded on the second run and replayed
+// as one unit (a CUDA graph) from then on.
+//
+// Inputs and outputs live in the host's arena: write inputs through input() before every
+// run() (their contents may be consumed), read outputs through output() after it; output
 // views stay valid until the next run() or destruction — with a SharedScratch, until
 // another executable sharing it is used.
 //
@@ -15,6 +22,7 @@
 #pragma once
 
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -44,10 +52,13 @@ class SharedScratch {
 struct ExecOptions {
   bool profile = false;  // time each node (adds a clock read per node)
   plan::MemoryPlanOptions memory;
-  // Where the arena lives: null = the executable allocates its own; otherwise this shared
-  // buffer (which must outlive the executable, and whose other users must not run while
-  // this executable's inputs are written, it runs, or its outputs are read).
-  SharedScratch* shared_scratch = nullptr;
+  // Where each backend's arena lives, by backend index: null (or absent) = the executable
+  // allocates its own; otherwise this shared buffer (which must outlive the executable,
+  // and whose other users must not run while this executable's inputs are written, it
+  // runs, or its outputs are read).
+  std::vector<SharedScratch*> shared_scratch;
+  // Record runs of device steps into Replays (CUDA graphs) on the second run.
+  bool capture = true;
 };
 
 // Accumulated run time per op kind (when ExecOptions::profile is set).
@@ -59,8 +70,17 @@ struct OpProfile {
 
 class Executable {
  public:
+  // Every node on `backend` (which must hold host memory: inputs and outputs live there).
   static std::unique_ptr<Executable> create(std::shared_ptr<const ir::Graph> graph,
                                             backend::Backend& backend,
+                                            const weights::WeightSource& weights,
+                                            backend::ProgramCache& cache,
+                                            const ExecOptions& options = {});
+  // Nodes where `placement` says (made by plan::place over the same `backends`, in
+  // plan::default_order); backends[0] is the host. Borrowed backends outlive the result.
+  static std::unique_ptr<Executable> create(std::shared_ptr<const ir::Graph> graph,
+                                            std::span<backend::Backend* const> backends,
+                                            plan::Placement placement,
                                             const weights::WeightSource& weights,
                                             backend::ProgramCache& cache,
                                             const ExecOptions& options = {});
@@ -76,29 +96,47 @@ class Executable {
   void run();
 
   const ir::Graph& graph() const { return *graph_; }
-  const plan::MemoryPlan& memory_plan() const { return plan_; }
+  // The host's memory plan; memory_plans()[b] is backend b's.
+  const plan::MemoryPlan& memory_plan() const { return plans_[0]; }
+  const std::vector<plan::MemoryPlan>& memory_plans() const { return plans_; }
+  // Steps replayed from captured units, and how many units (0 before the second run).
+  int captured_steps() const;
+  int captured_units() const { return static_cast<int>(segments_.size()); }
   std::vector<OpProfile> profile() const;
   double prepare_ms() const { return prepare_ms_; }
-  // Where each node runs and what crosses between backends (set by the Engine).
+  // Where each node runs and what crosses between backends.
   const plan::Placement& placement() const { return placement_; }
-  void set_placement(plan::Placement p) { placement_ = std::move(p); }
 
  private:
   Executable() = default;
-  TensorView value_view(ir::ValueId id) const;
-  // Points every activation view at the current arena (the shared one may have moved).
+  // Points every activation view at the current arenas (shared ones may have moved);
+  // a move drops captured units (they hold the old addresses).
   void bind() const;
+  void copy_value(const plan::ValueCopy& c) const;
+  void run_steps(size_t begin, size_t end);
+  // The steps that can form captured units: maximal runs on one capturing backend with
+  // no copy before any step but the first.
+  void find_segments();
+
+  struct Segment {
+    size_t begin = 0, end = 0;  // steps [begin, end)
+    int backend = 0;
+    std::unique_ptr<backend::Replay> replay;  // recorded on the second run
+  };
 
   std::shared_ptr<const ir::Graph> graph_;
-  backend::Backend* backend_ = nullptr;
+  std::vector<backend::Backend*> backends_;
   ExecOptions options_;
   std::vector<ir::NodeId> order_;
-  plan::MemoryPlan plan_;
-  std::unique_ptr<backend::DeviceMemory> arena_;
-  std::vector<std::unique_ptr<backend::Kernel>> kernels_;     // per step
-  mutable std::vector<TensorView> views_;                     // per value
-  mutable std::vector<std::vector<TensorView>> step_inputs_;  // per step
-  mutable uint8_t* bound_base_ = nullptr;                     // arena base the views use
+  std::vector<int> step_backend_;                               // per step
+  std::vector<plan::MemoryPlan> plans_;                         // per backend
+  std::vector<std::unique_ptr<backend::DeviceMemory>> arenas_;  // per backend (own arenas)
+  std::vector<std::unique_ptr<backend::Kernel>> kernels_;       // per step
+  mutable std::vector<std::vector<TensorView>> views_;          // per backend, per value
+  mutable std::vector<std::vector<TensorView>> step_inputs_;    // per step
+  mutable std::vector<uint8_t*> bound_base_;                    // per backend: arena base bound
+  mutable std::vector<Segment> segments_;
+  int runs_ = 0;
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
   double prepare_ms_ = 0;

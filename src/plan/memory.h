@@ -14,10 +14,12 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <vector>
 
 #include "ir/graph.h"
+#include "plan/placement.h"
 
 namespace hyrt::plan {
 
@@ -51,16 +53,40 @@ struct MemoryPlan {
   std::vector<int64_t> offset;
   // Per storage root (indexed by ValueId; unused entries are zero): lifetime used.
   std::vector<BufferUse> storage_use;
-  int64_t arena_bytes = 0;   // the planned peak
-  int64_t lower_bound = 0;   // max over steps of live bytes
-  int64_t naive_bytes = 0;   // every input/intermediate value in its own buffer
-  int in_place_nodes = 0;    // nodes that write over their input
-  int view_nodes = 0;        // reshapes that share their input's storage
+  int64_t arena_bytes = 0;  // the planned peak
+  int64_t lower_bound = 0;  // max over steps of live bytes
+  int64_t naive_bytes = 0;  // every input/intermediate value in its own buffer
+  int in_place_nodes = 0;   // nodes that write over their input
+  int view_nodes = 0;       // reshapes that share their input's storage
 };
 
 // `order` must list every node of `graph` once, each after the producers of its inputs.
 MemoryPlan plan_memory(const ir::Graph& graph, std::span<const ir::NodeId> order,
                        const MemoryPlanOptions& options = {});
+// Where the nodes of a placed graph run (plan/placement.h), as the memory planner needs it.
+struct Residency {
+  int num_backends = 1;
+  // Per NodeId: the backend that runs it (Placement::backend_of); empty = all on backend 0.
+  std::span<const int> backend_of;
+  // The copies between backends (Placement::copies). A copy is made just before its
+  // before_step runs: its source is live until then, its destination from then on.
+  std::span<const ValueCopy> copies;
+  // Bytes value `v` takes in backend `b`'s memory (backends may store activations in a
+  // narrower dtype, Backend::storage_dtype); null = Value::bytes() everywhere.
+  std::function<int64_t(const ir::Value& v, int b)> bytes;
+};
+
+// One arena per backend for a placed graph. A value is held on its home backend (where
+// its producer runs; graph inputs on backend 0) and on each backend a copy brings it to;
+// every backend's holdings are planned as plan_memory plans one graph (views and in-place
+// within a backend; copies' destinations are private and may be overwritten in place by
+// their last reader). Result: per backend, a MemoryPlan whose offset/storage_of are -1 /
+// kNone for values that backend does not hold.
+std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
+                                           std::span<const ir::NodeId> order,
+                                           const Residency& residency,
+                                           const MemoryPlanOptions& options = {});
+
 // The graph's insertion order (always valid).
 std::vector<ir::NodeId> default_order(const ir::Graph& graph);
 

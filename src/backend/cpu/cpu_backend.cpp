@@ -262,10 +262,6 @@ bool cpu_has_int8_dot_product() {
   return (isa & vnni_bit) != 0;
 }
 
-const char* int8_mode_name(Int8Mode mode) {
-  return mode == Int8Mode::kW8A8 ? "w8a8" : "w8";
-}
-
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
   return std::make_unique<cpu::CpuBackend>(options);
 }

@@ -7,9 +7,11 @@
 #include <mutex>
 #include <unordered_map>
 
+#include "backend/cuda/convert_kernels.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/cuda_kernels.h"
 #include "core/error.h"
 
 namespace hyrt::backend::cuda {
@@ -39,6 +41,30 @@ class CudaMemory final : public DeviceMemory {
 
  private:
   DeviceBuffer buf_;
+};
+
+// A CUDA graph recorded from the backend's stream (Backend::begin_capture/end_capture).
+class CudaReplay final : public Replay {
+ public:
+  CudaReplay(cudaGraph_t graph, cudaStream_t stream) : graph_(graph), stream_(stream) {
+    HYRT_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+  }
+  ~CudaReplay() override {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    cudaGraphDestroy(graph_);
+  }
+  void launch() override { HYRT_CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+
+ private:
+  cudaGraph_t graph_ = nullptr;
+  cudaGraphExec_t exec_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+// A reshape's output aliases its input (the memory planner makes it a view): nothing to do.
+class ViewKernel final : public Kernel {
+ public:
+  void run(std::span<const TensorView>, const TensorView&) override {}
 };
 
 class CudaBackendImpl final : public CudaBackend {
@@ -120,6 +146,62 @@ class CudaBackendImpl final : public CudaBackend {
 
   void synchronize() override { HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream())); }
 
+  bool copies_weights() const override { return true; }
+
+  // Host f32 -> device f16 goes over the bus as f32 into a staging buffer and is narrowed on
+  // the device (the GPU converts at memory speed; the host would spend milliseconds).
+  void upload_value(const TensorView& src, const TensorView& dst) override {
+    HYRT_CHECK(src.shape.numel() == dst.shape.numel(), kInvalidArgument,
+               "cuda upload: ", src.shape.to_string(), " into ", dst.shape.to_string());
+    ctx_.make_current();
+    const int64_t n = src.shape.numel();
+    if (src.dtype == dst.dtype) {
+      HYRT_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyHostToDevice, ctx_.stream()));
+      return;
+    }
+    HYRT_CHECK(src.dtype == DType::kF32 && dst.dtype == DType::kF16, kUnsupported,
+               "cuda upload: ", dtype_name(src.dtype), " -> ", dtype_name(dst.dtype));
+    void* staging = staging_for(src.bytes());
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(staging, src.data, src.bytes(), cudaMemcpyHostToDevice, ctx_.stream()));
+    HYRT_CUDA_CHECK(launch_f32_to_f16(static_cast<const float*>(staging), n,
+                                      static_cast<uint16_t*>(dst.data), ctx_.stream()));
+  }
+
+  void download_value(const TensorView& src, const TensorView& dst) override {
+    HYRT_CHECK(src.shape.numel() == dst.shape.numel(), kInvalidArgument,
+               "cuda download: ", src.shape.to_string(), " into ", dst.shape.to_string());
+    ctx_.make_current();
+    const int64_t n = src.shape.numel();
+    if (src.dtype == dst.dtype) {
+      HYRT_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
+    } else {
+      HYRT_CHECK(src.dtype == DType::kF16 && dst.dtype == DType::kF32, kUnsupported,
+                 "cuda download: ", dtype_name(src.dtype), " -> ", dtype_name(dst.dtype));
+      void* staging = staging_for(dst.bytes());
+      HYRT_CUDA_CHECK(launch_f16_to_f32(static_cast<const uint16_t*>(src.data), n,
+                                        static_cast<float*>(staging), ctx_.stream()));
+      HYRT_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data, staging, dst.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
+    }
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  bool supports_capture() const override { return true; }
+
+  void begin_capture() override {
+    ctx_.make_current();
+    HYRT_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
+  }
+
+  std::unique_ptr<Replay> end_capture() override {
+    cudaGraph_t graph = nullptr;
+    HYRT_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
+    return std::make_unique<CudaReplay>(graph, ctx_.stream());
+  }
+
   const CudaDeviceInfo& device_info() const override { return ctx_.device(); }
   cudaStream_t stream() const override { return ctx_.stream(); }
 
@@ -145,8 +227,19 @@ class CudaBackendImpl final : public CudaBackend {
   size_t scratch_bytes() const override { return ctx_.bytes_held(); }
 
  private:
+  // The copy staging buffer, grown on first use by a larger copy (the first run).
+  void* staging_for(size_t bytes) {
+    if (staging_.size() < bytes) {
+      HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // in-flight copies use it
+      staging_ = DeviceBuffer();
+      staging_ = DeviceBuffer(bytes, "copy staging");
+    }
+    return staging_.data();
+  }
+
   CudaBackendOptions options_;
   CudaContext ctx_;
+  DeviceBuffer staging_;
   mutable std::mutex mu_;
   std::unordered_map<GemmKey, double, GemmKeyHash> measured_us_;
 };

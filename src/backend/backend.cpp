@@ -1,0 +1,28 @@
+// The backend-neutral parts of the contract: defaults of the optional Backend methods.
+#include "backend/backend.h"
+
+#include "core/error.h"
+
+namespace hyrt::backend {
+
+const char* int8_mode_name(Int8Mode mode) {
+  return mode == Int8Mode::kW8A8 ? "w8a8" : "w8";
+}
+
+void Backend::upload_value(const TensorView&, const TensorView&) {
+  fail(ErrorCode::kUnsupported, "backend '", name(), "' holds no memory apart from the host's");
+}
+
+void Backend::download_value(const TensorView&, const TensorView&) {
+  fail(ErrorCode::kUnsupported, "backend '", name(), "' holds no memory apart from the host's");
+}
+
+void Backend::begin_capture() {
+  fail(ErrorCode::kUnsupported, "backend '", name(), "' cannot capture kernels");
+}
+
+std::unique_ptr<Replay> Backend::end_capture() {
+  fail(ErrorCode::kUnsupported, "backend '", name(), "' cannot capture kernels");
+}
+
+}  // namespace hyrt::backend
