@@ -16,6 +16,13 @@
 // f16w is the f16 GEMM on weights stored f16 (no per-layer dequantization) for reference.
 // The autotuner's pick for the key (auto) and the time to prepare the first node of each
 // key (upload + tuning) are reported too.
+//
+// Convolutions (the "convs" array): SD 1.5's 3x3 convs at batch 2 run as this backend runs
+// them (cuda_gemm.h, make_conv2d_kernel): f16 — im2col into scratch, then the GEMM; W8A8 —
+// the fused im2col + quantize pass, the int8 GEMM, the rescale. Next to them: the GEMM alone
+// (a linear of the same M·N·K on an activation matrix already in place) and the plain im2col
+// pass alone, so the gather's share is visible. Same candidates and timing as above. The conv
+// kernels run on a CudaContext of the bench's own (its own stream).
 #ifdef HYRT_HAVE_CUDA
 
 #include <algorithm>
@@ -30,6 +37,8 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -78,11 +87,10 @@ struct Timing {
 
 // See the file comment for what the two numbers mean.
 template <class F>
-Timing time_calls(CudaBackend& b, int reps, F&& call) {
-  cudaStream_t s = b.stream();
+Timing time_calls(cudaStream_t s, int reps, F&& call) {
   for (int i = 0; i < 3; ++i)
     call();  // warm-up
-  b.synchronize();
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(s));
   std::vector<cudaEvent_t> ev(static_cast<size_t>(reps) + 1);
   for (auto& e : ev)
     HYRT_CUDA_CHECK(cudaEventCreate(&e));
@@ -92,7 +100,7 @@ Timing time_calls(CudaBackend& b, int reps, F&& call) {
     call();
     HYRT_CUDA_CHECK(cudaEventRecord(ev[static_cast<size_t>(i) + 1], s));
   }
-  b.synchronize();
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(s));
   std::vector<double> us;
   for (int i = 0; i < reps; ++i) {
     float ms = 0;
@@ -107,7 +115,7 @@ Timing time_calls(CudaBackend& b, int reps, F&& call) {
   const auto t0 = Clock::now();
   for (int i = 0; i < reps; ++i)
     call();
-  b.synchronize();
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(s));
   t.wall_us = std::chrono::duration<double, std::micro>(Clock::now() - t0).count() / reps;
   return t;
 }
@@ -182,6 +190,68 @@ double rel_l2(const std::vector<float>& a, const std::vector<float>& b) {
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
+struct ConvSpec {
+  int64_t batch, size, cin, cout;
+  int kernel, stride, padding;
+  const char* what;
+};
+
+// SD 1.5 UNet 3x3 convs at 512x512, batch 2 (CFG).
+const ConvSpec kConvShapes[] = {
+    {2, 64, 320, 320, 3, 1, 1, "resnet conv 3x3 320ch, 64x64"},
+    {2, 32, 640, 640, 3, 1, 1, "resnet conv 3x3 640ch, 32x32"},
+    {2, 16, 1280, 1280, 3, 1, 1, "resnet conv 3x3 1280ch, 16x16"},
+    {2, 8, 1280, 1280, 3, 1, 1, "resnet conv 3x3 1280ch, 8x8"},
+    {2, 64, 320, 320, 3, 2, 1, "downsampler 3x3 stride 2 320ch, 64x64 -> 32x32"},
+};
+
+struct ConvLayer {
+  ir::Graph graph{DType::kF16};
+  weights::MemoryWeights weights;
+  std::unique_ptr<CudaGemmKernel> kernel;
+  double prepare_ms = 0;
+};
+
+void build_conv(ConvLayer& l, backend::cuda::CudaContext& ctx,
+                const backend::cuda::CudaBackendOptions& options, backend::ProgramCache& cache,
+                const ConvSpec& s, DType wtype, uint64_t seed) {
+  std::mt19937 rng(static_cast<uint32_t>(seed));
+  const Shape ws{s.cout, s.cin, s.kernel, s.kernel};
+  const size_t nw = static_cast<size_t>(ws.numel());
+  if (wtype == DType::kS8) {
+    Tensor q(DType::kS8, ws), scale(DType::kF32, Shape{s.cout});
+    std::uniform_int_distribution<int> qd(-127, 127);
+    for (size_t i = 0; i < nw; ++i)
+      q.as<int8_t>()[i] = static_cast<int8_t>(qd(rng));
+    std::uniform_real_distribution<float> sd(0.5f / 127, 1.5f / 127);
+    for (int64_t i = 0; i < s.cout; ++i)
+      scale.as<float>()[i] = sd(rng) * 0.03f;
+    l.weights.add_quantized("w", std::move(q), std::move(scale));
+  } else {
+    std::vector<float> f(nw);
+    std::uniform_real_distribution<float> wd(-0.03f, 0.03f);
+    for (float& v : f)
+      v = wd(rng);
+    Tensor w(DType::kF16, ws);
+    convert_from_f32(f.data(), DType::kF16, w.data(), nw);
+    l.weights.add("w", std::move(w));
+  }
+  Tensor bias(DType::kF32, Shape{s.cout});
+  std::uniform_real_distribution<float> bd(-1.0f, 1.0f);
+  for (int64_t i = 0; i < s.cout; ++i)
+    bias.as<float>()[i] = bd(rng);
+  l.weights.add("b", std::move(bias));
+  const ir::ValueId x = l.graph.add_input("x", DType::kF16, Shape{s.batch, s.size, s.size, s.cin});
+  const ir::ValueId w = l.graph.add_weight("w", wtype, ws);
+  const ir::ValueId bv = l.graph.add_weight("b", DType::kF32, Shape{s.cout});
+  l.graph.mark_output(l.graph.add_node(ir::OpKind::kConv2d, {x, w, bv},
+                                       ir::Conv2dAttrs{s.stride, s.padding}, "conv"));
+  const auto t0 = Clock::now();
+  l.kernel = backend::cuda::make_conv2d_kernel(ctx, options, l.graph, l.graph.nodes()[0], l.weights,
+                                               cache);
+  l.prepare_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+}
+
 int run(int argc, char** argv) {
   int reps = 50;
   std::string out_path;
@@ -231,12 +301,12 @@ int run(int argc, char** argv) {
     const int r = s.m * s.n * s.k > (int64_t{1} << 34) ? std::max(5, reps / 5) : reps;
 
     const Timing t16 =
-        time_calls(*b, r, [&] { q8.kernel->run_candidate(GemmCandidate::kF16, ins, yv); });
+        time_calls(b->stream(), r, [&] { q8.kernel->run_candidate(GemmCandidate::kF16, ins, yv); });
     const std::vector<float> y16 = fetch(*b, yv);
-    const Timing t8 =
-        time_calls(*b, r, [&] { q8.kernel->run_candidate(GemmCandidate::kW8A8, ins, yv); });
+    const Timing t8 = time_calls(b->stream(), r,
+                                 [&] { q8.kernel->run_candidate(GemmCandidate::kW8A8, ins, yv); });
     const std::vector<float> y8 = fetch(*b, yv);
-    const Timing tw = time_calls(*b, r, [&] { f16w.kernel->run(ins16, yv); });
+    const Timing tw = time_calls(b->stream(), r, [&] { f16w.kernel->run(ins16, yv); });
     const double agree = rel_l2(y8, y16);
 
     const auto& tune = q8.kernel->tuning();
@@ -262,6 +332,89 @@ int run(int argc, char** argv) {
         t8.gpu_us < t16.gpu_us ? "w8a8" : "f16",
         "\", \"w8a8_speedup\": ", num(t16.gpu_us / t8.gpu_us, 2), ", \"auto_choice\": \"", chosen,
         "\", \"tuned_f16_us\": ", num(tune.f16.total_us),
+        ", \"tuned_w8a8_us\": ", num(tune.w8a8.total_us),
+        ", \"prepare_ms\": ", num(q8.prepare_ms, 1), ", \"w8a8_vs_f16_rel_l2\": ", num(agree, 5),
+        "}");
+    first = false;
+  }
+  json += "\n  ],\n  \"convs\": [\n";
+  std::fprintf(stderr,
+               "\nconv (B=2)                 M·N·K              | conv f16  w8a8  f16w | gemm f16  "
+               "w8a8  f16w | im2col us | auto\n");
+  backend::cuda::CudaBackendOptions conv_options;
+  backend::cuda::CudaContext ctx(d, conv_options.workspace_bytes);
+  backend::ProgramCache conv_cache;
+  first = true;
+  for (const ConvSpec& s : kConvShapes) {
+    ConvLayer q8, f16w;
+    build_conv(q8, ctx, conv_options, conv_cache, s, DType::kS8, seed++);
+    build_conv(f16w, ctx, conv_options, conv_cache, s, DType::kF16, seed++);
+    const backend::GemmKey& key = q8.kernel->tuning().key;
+    const int64_t out = q8.graph.value(q8.graph.nodes()[0].output).shape[1];
+    // The GEMM alone: a linear of the same M·N·K (backend stream, backend cache).
+    const ShapeSpec gs{key.m, key.n, key.k, s.what};
+    Layer g8, g16;
+    build_layer(g8, *b, cache, gs, DType::kS8, seed++);
+    build_layer(g16, *b, cache, gs, DType::kF16, seed++);
+
+    const int64_t x_elems = s.batch * s.size * s.size * s.cin;
+    backend::cuda::DeviceBuffer x(static_cast<size_t>(x_elems) * 2, "bench conv x");
+    backend::cuda::DeviceBuffer y(static_cast<size_t>(key.m * key.n) * 2, "bench conv y");
+    backend::cuda::DeviceBuffer col(static_cast<size_t>(key.m * key.k) * 2, "bench im2col");
+    HYRT_CUDA_CHECK(backend::cuda::launch_fill_random(x.data(), backend::cuda::FloatType::kF16,
+                                                      x_elems, seed++, 1.0f, ctx.stream()));
+    HYRT_CUDA_CHECK(backend::cuda::launch_fill_random(col.data(), backend::cuda::FloatType::kF16,
+                                                      key.m * key.k, seed++, 1.0f, b->stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(b->stream()));
+    const TensorView xv{x.data(), DType::kF16, Shape{s.batch, s.size, s.size, s.cin}};
+    const TensorView yv{y.data(), DType::kF16, Shape{s.batch, out, out, s.cout}};
+    const TensorView cv{col.data(), DType::kF16, Shape{key.m, key.k}};
+    const TensorView gy{y.data(), DType::kF16, Shape{key.m, key.n}};
+    const std::vector<TensorView> ins{xv}, gins{cv};
+
+    const Timing c16 = time_calls(ctx.stream(), reps,
+                                  [&] { q8.kernel->run_candidate(GemmCandidate::kF16, ins, yv); });
+    const std::vector<float> y16 = fetch(*b, yv);
+    const Timing c8 = time_calls(ctx.stream(), reps,
+                                 [&] { q8.kernel->run_candidate(GemmCandidate::kW8A8, ins, yv); });
+    const std::vector<float> y8 = fetch(*b, yv);
+    const Timing cw = time_calls(ctx.stream(), reps, [&] { f16w.kernel->run(ins, yv); });
+    const Timing g16t = time_calls(
+        b->stream(), reps, [&] { g8.kernel->run_candidate(GemmCandidate::kF16, gins, gy); });
+    const Timing g8t = time_calls(
+        b->stream(), reps, [&] { g8.kernel->run_candidate(GemmCandidate::kW8A8, gins, gy); });
+    const Timing gwt = time_calls(b->stream(), reps, [&] { g16.kernel->run(gins, gy); });
+    const Timing im = time_calls(ctx.stream(), reps, [&] {
+      HYRT_CUDA_CHECK(backend::cuda::launch_im2col_f16(
+          static_cast<const uint16_t*>(x.data()), s.batch, s.size, s.size, s.cin, s.kernel,
+          s.kernel, s.stride, s.padding, out, out, col.as<uint16_t>(), ctx.stream()));
+    });
+    // The plain im2col pass reads the input (at least once) and writes the M·K matrix.
+    const double im_bytes = 2.0 * static_cast<double>(x_elems + key.m * key.k);
+    const double agree = rel_l2(y8, y16);
+    const auto& tune = q8.kernel->tuning();
+    const char* chosen = backend::cuda::candidate_name(tune.chosen);
+    std::fprintf(
+        stderr, "%-26.26s %5lld·%4lld·%5lld | %8.1f %5.1f %5.1f | %8.1f %5.1f %5.1f | %9.1f | %s\n",
+        s.what, static_cast<long long>(key.m), static_cast<long long>(key.n),
+        static_cast<long long>(key.k), c16.gpu_us, c8.gpu_us, cw.gpu_us, g16t.gpu_us, g8t.gpu_us,
+        gwt.gpu_us, im.gpu_us, chosen);
+    auto timing = [](const Timing& t) {
+      return str_cat("{\"gpu_us\": ", num(t.gpu_us), ", \"wall_us\": ", num(t.wall_us), "}");
+    };
+    json += str_cat(
+        first ? "" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
+        ", \"h\": ", s.size, ", \"w\": ", s.size, ", \"cin\": ", s.cin, ", \"cout\": ", s.cout,
+        ", \"kernel\": ", s.kernel, ", \"stride\": ", s.stride, ", \"padding\": ", s.padding,
+        ", \"m\": ", key.m, ", \"n\": ", key.n, ", \"k\": ", key.k, ",\n",
+        "     \"conv_f16\": ", timing(c16), ", \"conv_w8a8\": ", timing(c8),
+        ", \"conv_f16w\": ", timing(cw), ",\n", "     \"gemm_alone_f16\": ", timing(g16t),
+        ", \"gemm_alone_w8a8\": ", timing(g8t), ", \"gemm_alone_f16w\": ", timing(gwt), ",\n",
+        "     \"im2col\": {\"gpu_us\": ", num(im.gpu_us),
+        ", \"gbytes_per_s\": ", num(im_bytes / (im.gpu_us * 1e-6) / 1e9, 0), "},",
+        " \"im2col_share_f16\": ", num((c16.gpu_us - g16t.gpu_us) / c16.gpu_us, 3),
+        ", \"auto_choice\": \"", chosen, "\", \"tuned_f16_us\": ", num(tune.f16.total_us),
         ", \"tuned_w8a8_us\": ", num(tune.w8a8.total_us),
         ", \"prepare_ms\": ", num(q8.prepare_ms, 1), ", \"w8a8_vs_f16_rel_l2\": ", num(agree, 5),
         "}");

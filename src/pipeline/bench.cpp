@@ -68,6 +68,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.num_threads = o.threads;
   eo.profile = o.profile;
   eo.int8_mode = o.int8_mode;
+  eo.placement = o.placement;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -84,8 +85,9 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"unet_batch", o.unet_batch},
       {"runs", o.runs},
       {"warmup", o.warmup},
-      {"backend", "cpu"},
-      {"activations", "f32"},
+      {"placement", plan::placement_mode_name(o.placement)},
+      {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
+      {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
       {"int8_mode", backend::int8_mode_name(o.int8_mode)},
       {"vae_int8_mode",
@@ -138,8 +140,22 @@ static nlohmann::json run_single(const BenchOptions& o) {
     const Tensor ctx =
         random_tensor({o.unet_batch, tc.max_position_embeddings, uc.cross_attention_dim}, 2);
     std::vector<float> t(static_cast<size_t>(o.unet_batch), 500.0f);
-    stages["unet_step"] =
-        time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, ctx.view()); });
+    if (!o.resize || o.sizes.empty())
+      stages["unet_step"] =
+          time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, ctx.view()); });
+    if (o.resize) {
+      nlohmann::json sizes = nlohmann::json::array();
+      for (int px : o.sizes) {
+        HYRT_CHECK(px % f == 0, kInvalidArgument, "size must be a multiple of ", f);
+        const Tensor xs = random_tensor({o.unet_batch, px / f, px / f, uc.in_channels}, 4);
+        nlohmann::json j =
+            time_stage(o.warmup, o.runs, [&] { model->predict_noise(xs.view(), t, ctx.view()); });
+        j["size"] = std::to_string(px) + "x" + std::to_string(px);
+        j["shape_change_ms"] = j["first_call_ms"].get<double>() - j["median_ms"].get<double>();
+        sizes.push_back(std::move(j));
+      }
+      stages["unet_step_resize"] = sizes;
+    }
   }
   if (o.vae) {
     const Tensor z = random_tensor({1, lh, lw, model->vae_config().latent_channels}, 3);
@@ -153,7 +169,11 @@ static nlohmann::json run_single(const BenchOptions& o) {
                       {"shape", m.shape},
                       {"arena_bytes", m.arena_bytes},
                       {"arena_lower_bound_bytes", m.arena_lower_bound},
-                      {"prepare_ms", m.prepare_ms}});
+                      {"device_arena_bytes", m.device_arena_bytes},
+                      {"copy_bytes_per_run", m.copy_bytes},
+                      {"captured_steps", m.captured_steps},
+                      {"prepare_ms", m.prepare_ms},
+                      {"placement", m.placement}});
   out["scratch_arenas"] = arenas;
   if (o.profile) {
     nlohmann::json prof;
@@ -181,7 +201,7 @@ static nlohmann::json load_average() {
 }
 
 nlohmann::json run_bench(const BenchOptions& o) {
-  if (o.variants.empty()) {
+  if (o.variants.empty() && o.placements.empty()) {
     nlohmann::json out = run_single(o);
     out["machine"]["load_average_end"] = load_average();
     return out;
@@ -189,6 +209,13 @@ nlohmann::json run_bench(const BenchOptions& o) {
   for (const std::string& v : o.variants)
     HYRT_CHECK(v == "f32" || v == "w8" || v == "w8a8", kInvalidArgument, "unknown variant '", v,
                "' (f32, w8 or w8a8)");
+  // "" = the weights and mode as configured; the configured placement likewise.
+  const std::vector<std::string> variants =
+      o.variants.empty() ? std::vector<std::string>{""} : o.variants;
+  std::vector<plan::PlacementMode> placements;
+  for (const std::string& p : o.placements)
+    placements.push_back(plan::parse_placement_mode(p));
+  if (placements.empty()) placements.push_back(o.placement);
   nlohmann::json out;
   const nlohmann::json load_start = load_average();
   nlohmann::json rows = nlohmann::json::array(), speedups;
@@ -199,39 +226,57 @@ nlohmann::json run_bench(const BenchOptions& o) {
   for (const auto& [w, h] : wh) {
     const std::string size = std::to_string(w) + "x" + std::to_string(h);
     std::map<std::string, double> unet_median;
-    for (const std::string& v : o.variants) {
-      BenchOptions one = o;
-      one.width = w;
-      one.height = h;
-      one.model_options.quantize_int8 = v != "f32";
-      one.int8_mode = v == "w8" ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
-      nlohmann::json r = run_single(one);
-      if (!out.contains("machine")) {
-        out["hyrt_version"] = r["hyrt_version"];
-        out["machine"] = r["machine"];
+    for (const std::string& v : variants)
+      for (plan::PlacementMode pm : placements) {
+        BenchOptions one = o;
+        one.width = w;
+        one.height = h;
+        one.placement = pm;
+        one.resize = false;
+        if (!v.empty()) {
+          one.model_options.quantize_int8 = v != "f32";
+          one.int8_mode = v == "w8" ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
+        }
+        const std::string pname(plan::placement_mode_name(pm));
+        const std::string label = v.empty() ? pname : placements.size() > 1 ? v + "/" + pname : v;
+        nlohmann::json r = run_single(one);
+        if (!out.contains("machine")) {
+          out["hyrt_version"] = r["hyrt_version"];
+          out["machine"] = r["machine"];
+        }
+        nlohmann::json row = {{"size", size},
+                              {"variant", v.empty() ? "as configured" : v},
+                              {"placement", pname},
+                              {"config", r["config"]},
+                              {"load_ms", r["load_ms"]},
+                              {"stages", r["stages"]},
+                              {"scratch_arenas", r["scratch_arenas"]},
+                              {"peak_rss_bytes", r["peak_rss_bytes"]},
+                              {"rss_bytes", r["rss_bytes"]}};
+        if (r.contains("op_profile_all_runs"))
+          row["op_profile_all_runs"] = r["op_profile_all_runs"];
+        if (r["stages"].contains("unet_step"))
+          unet_median[label] = r["stages"]["unet_step"]["median_ms"].get<double>();
+        rows.push_back(std::move(row));
+        std::fprintf(stderr, "bench: %s %s done\n", size.c_str(), label.c_str());
       }
-      nlohmann::json row = {{"size", size},
-                            {"variant", v},
-                            {"config", r["config"]},
-                            {"load_ms", r["load_ms"]},
-                            {"stages", r["stages"]},
-                            {"scratch_arenas", r["scratch_arenas"]},
-                            {"peak_rss_bytes", r["peak_rss_bytes"]},
-                            {"rss_bytes", r["rss_bytes"]}};
-      if (r.contains("op_profile_all_runs")) row["op_profile_all_runs"] = r["op_profile_all_runs"];
-      if (r["stages"].contains("unet_step"))
-        unet_median[v] = r["stages"]["unet_step"]["median_ms"].get<double>();
-      rows.push_back(std::move(row));
-      std::fprintf(stderr, "bench: %s %s done\n", size.c_str(), v.c_str());
+    // Speed-ups over the first variant (f32 when given) / placement (host when given).
+    if (!unet_median.empty()) {
+      const std::string base =
+          o.variants.empty()
+              ? (placements.size() > 1 ? std::string(plan::placement_mode_name(placements[0])) : "")
+              : (placements.size() > 1
+                     ? variants[0] + "/" + std::string(plan::placement_mode_name(placements[0]))
+                     : variants[0]);
+      if (unet_median.count(base))
+        for (const auto& [v, ms] : unet_median)
+          if (v != base) speedups[size][v + " vs " + base] = unet_median[base] / ms;
     }
-    if (unet_median.count("f32"))
-      for (const auto& [v, ms] : unet_median)
-        if (v != "f32") speedups[size][v] = unet_median["f32"] / ms;
   }
   out["machine"]["load_average_start"] = load_start;
   out["machine"]["load_average_end"] = load_average();
   out["comparison"] = rows;
-  out["unet_step_speedup_vs_f32"] = speedups;
+  out["unet_step_speedup"] = speedups;
   out["note"] =
       "peak_rss_bytes is the process's peak so far: rows after the first include earlier ones";
   return out;

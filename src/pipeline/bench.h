@@ -38,6 +38,17 @@ struct BenchOptions {
   // each variant's speed-up over "f32" at the same size (when "f32" is among them).
   std::vector<std::string> variants;
   std::vector<int> sizes;
+  // Where nodes run (plan/placement.h); the JSON names the accelerator found, if any.
+  plan::PlacementMode placement = plan::PlacementMode::kAuto;
+  // Side by side over placement modes too ("host", "hybrid", "device", "auto"): every
+  // variant (or the configured weights) runs in each mode, each with a fresh engine.
+  std::vector<std::string> placements;
+  // Resolution changes: with `sizes` and neither variants nor placements, one engine and
+  // model run the UNet step at each size in turn; each size reports its first call (graph
+  // build + placement + memory plan + program lookups + the step) and
+  // shape_change_ms = first call - median step, the cost of the new shape (in place of the
+  // single-size "unet_step" stage).
+  bool resize = false;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

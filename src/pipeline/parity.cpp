@@ -24,6 +24,9 @@ constexpr double kTextTol = 1e-4;
 constexpr double kUNetTol = 1e-3;
 constexpr double kVaeTol = 1e-3;
 constexpr double kImageTol = 2e-3;
+// With f16 activations (an accelerator in the engine): the accelerator issue's model-level
+// tolerance, for every model output.
+constexpr double kF16ModelTol = 1e-2;
 constexpr double kScheduleTol = 1e-5;    // timesteps and sigmas
 constexpr double kTrajectoryTol = 1e-4;  // the end of a sampler trajectory
 
@@ -77,6 +80,7 @@ class Reporter {
       : form_(std::move(form)), o_(o), items_(items) {}
   void add(const std::string& name, double err, double tol, bool informational = false,
            double psnr_db = 0) {
+    if (o_.f16_activations && tol >= kTextTol) tol = std::max(tol, kF16ModelTol);
     ParityItem it{"[" + form_ + "] " + name, err, tol, err <= tol, informational, psnr_db};
     items_.push_back(it);
     if (o_.on_item) o_.on_item(it);

@@ -37,6 +37,10 @@ struct ParityOptions {
   // model.config_dir is ignored: the LDM file takes its configs from the folder.
   Sd15ModelOptions model;
   double int8_unet_tolerance = 5e-2;
+  // Activations run in f16 somewhere (an accelerator is in the engine): model outputs and
+  // taps are held to 1e-2 instead of the f32 path's 1e-4 / 1e-3 (tokens, schedules and
+  // sampler trajectories keep theirs).
+  bool f16_activations = false;
   // Called as each item completes (for streaming output).
   std::function<void(const ParityItem&)> on_item;
 };

@@ -157,6 +157,9 @@ Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
               c.exe->memory_plan().lower_bound,
               c.exe->prepare_ms(),
               c.exe->placement().summary()};
+  if (c.exe->memory_plans().size() > 1)
+    c.report.device_arena_bytes = c.exe->memory_plans()[1].arena_bytes;
+  c.report.copy_bytes = static_cast<int64_t>(c.exe->placement().copy_bytes);
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
                   << c.report.prepare_ms << " ms";
@@ -238,8 +241,10 @@ Tensor Sd15Model::decode_latents(const TensorView& latent, bool unscale) {
 
 std::vector<MemoryReport> Sd15Model::memory_report() const {
   std::map<std::string, MemoryReport> all = released_reports_;
-  for (const auto& [key, c] : compiled_)
+  for (const auto& [key, c] : compiled_) {
     all[key] = c.report;
+    all[key].captured_steps = c.exe->captured_steps();
+  }
   std::vector<MemoryReport> r;
   for (const auto& [key, report] : all)
     r.push_back(report);

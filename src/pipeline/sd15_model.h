@@ -56,7 +56,10 @@ struct MemoryReport {
   int64_t arena_bytes = 0;
   int64_t arena_lower_bound = 0;
   double prepare_ms = 0;
-  std::string placement;  // plan::Placement::summary(): where each op kind ran, copies
+  std::string placement;           // plan::Placement::summary(): where each op kind ran, copies
+  int64_t device_arena_bytes = 0;  // the accelerator's arena, if any node runs there
+  int64_t copy_bytes = 0;          // bytes copied between host and accelerator per run
+  int captured_steps = 0;          // steps replayed as a captured unit (after 2 runs)
 };
 
 class Sd15Model {

@@ -203,7 +203,10 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
       if (in0 && in0->kind != ir::ValueKind::kWeight) root = plan.storage_of[in0->id];
       const int32_t out_last = last[at(b, out.id)];
 
-      if (traits.view && root != ir::kNone) {
+      // A view shares its input's storage unless the backend holds the two in different
+      // dtypes (CUDA: a rank-1 f32 value reshaped to rank 2 becomes f16) — then it is a
+      // conversion with its own buffer.
+      if (traits.view && root != ir::kNone && bytes_on(out, b) == bytes_on(*in0, b)) {
         plan.storage_of[out.id] = root;
         BufferUse& u = plan.storage_use[root];
         u.last = std::max(u.last, out_last);

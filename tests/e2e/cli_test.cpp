@@ -214,13 +214,41 @@ TEST_F(CliTest, BenchComparesWeightVariantsSideBySide) {
     EXPECT_GT(row.at("stages").at("unet_step").at("median_ms").get<double>(), 0.0);
   for (const char* size : {"32x32", "48x48"})
     for (const char* v : {"w8", "w8a8"})
-      EXPECT_GT(j.at("unet_step_speedup_vs_f32").at(size).at(v).get<double>(), 0.0);
+      EXPECT_GT(j.at("unet_step_speedup").at(size).at(std::string(v) + " vs f32").get<double>(),
+                0.0);
   EXPECT_EQ(j["comparison"][2]["config"]["int8_mode"], "w8a8");
   EXPECT_EQ(j["comparison"][1]["config"]["int8_mode"], "w8");
   EXPECT_EQ(j.at("machine").at("load_average_start").size(), 3u);
   r = run_hyrt("bench -m random:tiny --compare f32,w4 --only unet");
   EXPECT_NE(r.exit_code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "w4")) << r.output;
+}
+
+// `--placements` runs each mode side by side (here without a GPU: auto lands on the host);
+// `--resize` reports what each new size cost before its first step; a bad mode is refused.
+TEST_F(CliTest, BenchPlacementsAndResize) {
+  const fs::path json = tmp_ / "bench.json";
+  RunResult r = run_hyrt(
+      "bench -m random:tiny --only unet --runs 1 --placements host,auto "
+      "--sizes 32 -t 1 --json " +
+      json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream f(json);
+  nlohmann::json j = nlohmann::json::parse(f);
+  ASSERT_EQ(j.at("comparison").size(), 2u) << j.dump(1);
+  EXPECT_EQ(j["comparison"][1]["placement"], "auto");
+  EXPECT_GT(j.at("unet_step_speedup").at("32x32").at("auto vs host").get<double>(), 0.0);
+  r = run_hyrt("bench -m random:tiny --only unet --runs 1 --resize --sizes 32,48 -t 1 --json " +
+               json.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream f2(json);
+  j = nlohmann::json::parse(f2);
+  ASSERT_EQ(j.at("stages").at("unet_step_resize").size(), 2u) << j.dump(1);
+  EXPECT_EQ(j["stages"]["unet_step_resize"][1]["size"], "48x48");
+  EXPECT_TRUE(j["stages"]["unet_step_resize"][1].contains("shape_change_ms"));
+  r = run_hyrt("bench -m random:tiny --only unet --placements host,gpu");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "gpu")) << r.output;
 }
 
 // The int8 issue's targets, held by the suite: UNet output vs the f32 reference within

@@ -40,10 +40,23 @@ CommandRegistrar reg(40, [](CLI::App& app) {
                 "Side by side in one run: f32,w8,w8a8 (weights as stored, or quantized on load "
                 "and run as W8 / W8A8), each with a fresh model; reports speed-ups over f32")
       ->delimiter(',');
-  c->add_option("--sizes", o->sizes, "With --compare: square sizes to run, e.g. 256,512")
+  c->add_option("--sizes", o->sizes,
+                "With --compare/--placements (or --resize): square sizes, e.g. 256,512")
       ->delimiter(',');
+  auto placement = std::make_shared<std::string>("auto");
+  c->add_option("--placement", *placement,
+                "Where nodes run: host, hybrid (GEMMs on the accelerator), device (all it can), "
+                "auto (cost model)")
+      ->capture_default_str();
+  c->add_option("--placements", o->placements,
+                "Side by side in one run: e.g. host,hybrid,device,auto (fresh engine each)")
+      ->delimiter(',');
+  c->add_flag("--resize", o->resize,
+              "With --sizes: one engine runs the UNet step at each size in turn and reports "
+              "what each new shape cost before its first step (shape_change_ms)");
   c->add_option("--json", *out, "Also write the JSON to this file");
-  c->callback([o, out, only, int8, config_dir] {
+  c->callback([o, out, only, int8, config_dir, placement] {
+    o->placement = plan::parse_placement_mode(*placement);
     o->int8_mode = int8->mode();
     o->model_options.vae_int8_mode = int8->vae_mode();
     if (!config_dir->empty()) o->model_options.config_dir = *config_dir;

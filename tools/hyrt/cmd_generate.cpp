@@ -165,9 +165,11 @@ void run(const GenerateArgs& a_in) {
     for (const auto& m : model->memory_report())
       std::printf(
           "memory: %-13s %-18s scratch arena %10lld bytes (%.1f MiB; lower bound %.1f MiB), "
-          "prepared in %.0f ms\n",
+          "device arena %.1f MiB, %.1f MiB copied per run, prepared in %.0f ms\n",
           m.component.c_str(), m.shape.c_str(), static_cast<long long>(m.arena_bytes),
-          m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0, m.prepare_ms);
+          m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0,
+          m.device_arena_bytes / 1048576.0, m.copy_bytes / 1048576.0, m.prepare_ms);
+    std::printf("accelerator: %s\n", engine.accelerator_status().c_str());
     std::printf("memory: stored weights %.1f MiB (mapped), peak RSS %.1f MiB\n",
                 model->weight_bytes() / 1048576.0, peak_rss_bytes() / 1048576.0);
     for (const auto& m : model->memory_report())
@@ -217,9 +219,9 @@ CommandRegistrar reg(10, [](CLI::App& app) {
       ->capture_default_str();
   add_int8_mode_option(c, &a->int8);
   c->add_option("--placement", a->placement,
-                "Where nodes run: host, hybrid (GEMM-class nodes on the accelerator), device, "
-                "auto (cost model). This version runs everything on the host: hybrid and "
-                "device are refused until the CUDA backend joins the executor")
+                "Where nodes run: host; hybrid (linear, convolution and attention on the GPU, the "
+                "rest on the host, copies at each cut); device (everything on the GPU); auto (a "
+                "cost model picks, and falls back to the host without a usable GPU)")
       ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
       ->capture_default_str();
   c->callback([a] { run(*a); });

@@ -18,17 +18,21 @@ struct ParityArgs {
   double int8_tolerance = 0;  // 0: the target of the int8 mode
   Int8Choice int8_choice;
   std::vector<std::string> keep;
+  std::string placement = "auto";
 };
 
 void run(const ParityArgs& a) {
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
   eo.int8_mode = a.int8_choice.mode();
+  eo.placement = plan::parse_placement_mode(a.placement);
   exec::Engine engine(eo);
+  std::printf("accelerator: %s\n", engine.accelerator_status().c_str());
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
   o.model.quantize_int8 = a.int8;
+  o.f16_activations = engine.accelerator() != nullptr;
   o.model.quantize_policy.keep = a.keep;
   o.model.vae_int8_mode = a.int8_choice.vae_mode();
   o.int8_unet_tolerance = a.int8_tolerance > 0                               ? a.int8_tolerance
@@ -73,6 +77,11 @@ CommandRegistrar reg(30, [](CLI::App& app) {
                 "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
                 "w8 2e-2)");
   add_int8_mode_option(c, &args->int8_choice);
+  c->add_option("--placement", args->placement,
+                "Where nodes run: host, hybrid, device, auto (with an accelerator, model "
+                "outputs are held to f16 tolerances, 1e-2)")
+      ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
+      ->capture_default_str();
   c->add_option("--keep", args->keep,
                 "With --int8: keep weights whose name matches PATTERN in 16/32-bit (repeatable; "
                 "'*' and '?' wildcards, or a substring such as attn2), to measure which layers "

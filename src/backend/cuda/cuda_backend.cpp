@@ -8,10 +8,12 @@
 #include <unordered_map>
 
 #include "backend/cuda/convert_kernels.h"
+#include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_ops.h"
 #include "core/error.h"
 
 namespace hyrt::backend::cuda {
@@ -31,6 +33,44 @@ constexpr double kOverheadUs = 6.0;
 
 bool is_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+// Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
+// S), f16, bf16 or f32, and an optional float bias weight.
+bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
+  if (node.op != ir::OpKind::kLinear || node.inputs.size() < 2 || node.inputs.size() > 3)
+    return false;
+  const ir::Value& x = graph.value(node.inputs[0]);
+  const ir::Value& w = graph.value(node.inputs[1]);
+  const ir::Value& y = graph.value(node.output);
+  if (x.kind == ir::ValueKind::kWeight) return false;
+  if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
+  if (y.dtype != x.dtype) return false;
+  if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
+  if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
+  if (w.shape[0] <= 0 || w.shape[1] <= 0 || x.shape.numel() <= 0) return false;
+  if (node.inputs.size() == 3) {
+    const ir::Value& b = graph.value(node.inputs[2]);
+    if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype)) return false;
+  }
+  return true;
+}
+
+// The node as the device holds it, for the GEMM programs, which take their activation and
+// output types from the graph: a one-node graph whose activation input carries its storage
+// dtype (device_storage_dtype: f16 for the graph's f32 activations), with the node's weights
+// (same names), attributes and name.
+std::unique_ptr<ir::Graph> device_view(const ir::Graph& graph, const ir::Node& node) {
+  auto g = std::make_unique<ir::Graph>(DType::kF16);
+  std::vector<ir::ValueId> ins;
+  for (ir::ValueId in : node.inputs) {
+    const ir::Value& v = graph.value(in);
+    ins.push_back(v.kind == ir::ValueKind::kWeight
+                      ? g->add_weight(v.name, v.dtype, v.shape)
+                      : g->add_input(v.name, device_storage_dtype(v), v.shape));
+  }
+  g->mark_output(g->add_node(node.op, std::move(ins), node.attrs, node.name));
+  return g;
 }
 
 class CudaMemory final : public DeviceMemory {
@@ -61,12 +101,6 @@ class CudaReplay final : public Replay {
   cudaStream_t stream_ = nullptr;
 };
 
-// A reshape's output aliases its input (the memory planner makes it a view): nothing to do.
-class ViewKernel final : public Kernel {
- public:
-  void run(std::span<const TensorView>, const TensorView&) override {}
-};
-
 class CudaBackendImpl final : public CudaBackend {
  public:
   CudaBackendImpl(const CudaBackendOptions& options, const CudaDeviceInfo& device)
@@ -75,27 +109,21 @@ class CudaBackendImpl final : public CudaBackend {
   std::string_view name() const override { return "cuda"; }
   DeviceType device_type() const override { return DeviceType::kCuda; }
 
-  // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
-  // S), f16, bf16 or f32, and an optional float bias weight.
   DType storage_dtype(const ir::Value& v) const override { return device_storage_dtype(v); }
 
+  // Linear and conv2d (GEMM programs), attention (one fused kernel), and every other op the
+  // device kernels of cuda_ops.h run; reshape is a view.
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
-    if (node.op != ir::OpKind::kLinear || node.inputs.size() < 2 || node.inputs.size() > 3)
-      return false;
-    const ir::Value& x = graph.value(node.inputs[0]);
-    const ir::Value& w = graph.value(node.inputs[1]);
-    const ir::Value& y = graph.value(node.output);
-    if (x.kind == ir::ValueKind::kWeight) return false;
-    if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
-    if (y.dtype != x.dtype) return false;
-    if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
-    if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
-    if (w.shape[0] <= 0 || w.shape[1] <= 0 || x.shape.numel() <= 0) return false;
-    if (node.inputs.size() == 3) {
-      const ir::Value& b = graph.value(node.inputs[2]);
-      if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype)) return false;
+    switch (node.op) {
+      case ir::OpKind::kLinear:
+        return supports_linear(graph, node);
+      case ir::OpKind::kConv2d:
+        return supports_conv2d(graph, node);
+      case ir::OpKind::kAttention:
+        return supports_attention(graph, node);
+      default:
+        return supports_device_op(graph, node);
     }
-    return true;
   }
 
   // The measured time of the candidate this backend runs for the node's GemmKey once a node
@@ -106,7 +134,12 @@ class CudaBackendImpl final : public CudaBackend {
   // W8A8 one (s8 rate; + the quantized activations and the s32 result written and read).
   double estimate_us(const ir::Graph& graph, const ir::Node& node) const override {
     if (!supports(graph, node)) return std::numeric_limits<double>::infinity();
-    const GemmKey key = linear_gemm_key(graph, node);
+    if (node.op == ir::OpKind::kAttention) return estimate_attention_us(graph, node);
+    if (!ir::op_traits(node.op).gemm_class) return estimate_device_op_us(graph, node);
+    const std::unique_ptr<ir::Graph> dg = device_view(graph, node);
+    const ir::Node& dn = dg->nodes().back();
+    const GemmKey key =
+        node.op == ir::OpKind::kConv2d ? conv2d_gemm_key(*dg, dn) : linear_gemm_key(*dg, dn);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = measured_us_.find(key); it != measured_us_.end()) return it->second;
@@ -115,7 +148,8 @@ class CudaBackendImpl final : public CudaBackend {
                  k = static_cast<double>(key.k);
     const double a = static_cast<double>(dtype_size(key.a_type));
     const double flops = 2.0 * m * n * k;
-    const double io = m * k * a + m * n * a;
+    // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
+    const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0);
     auto roofline = [](double ops, double rate, double bytes) {
       return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs;
     };
@@ -129,10 +163,17 @@ class CudaBackendImpl final : public CudaBackend {
                                   const weights::WeightSource& weights,
                                   ProgramCache& cache) override {
     HYRT_CHECK(supports(graph, node), kUnsupported, "cuda backend cannot run node '", node.name,
-               "' (", ir::op_name(node.op), "): it runs linear nodes with f16/f32 activations");
+               "' (", ir::op_name(node.op), ") with these shapes and dtypes");
     ctx_.make_current();
+    if (node.op == ir::OpKind::kAttention) return make_attention_kernel(ctx_, graph, node);
+    if (!ir::op_traits(node.op).gemm_class)
+      return make_device_op_kernel(ctx_, graph, node, weights);
+    const std::unique_ptr<ir::Graph> dg = device_view(graph, node);
+    const ir::Node& dn = dg->nodes().back();
     std::unique_ptr<CudaGemmKernel> kernel =
-        make_linear_kernel(ctx_, options_, graph, node, weights, cache);
+        node.op == ir::OpKind::kConv2d
+            ? make_conv2d_kernel(ctx_, options_, *dg, dn, weights, cache)
+            : make_linear_kernel(ctx_, options_, *dg, dn, weights, cache);
     const GemmTuning& t = kernel->tuning();
     std::lock_guard<std::mutex> lock(mu_);
     measured_us_[t.key] = t.stats(kernel->candidate()).total_us;

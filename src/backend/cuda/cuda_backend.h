@@ -1,18 +1,23 @@
 // The CUDA backend (../shared/DESIGN.md, "The backend contract"), built only where the CUDA
 // toolkit is found (HYRT_HAVE_CUDA).
 //
-// What it runs today: kLinear — y [..., N] = x [..., K] · w [N, K]ᵀ (+ bias [N]) — as a GEMM
-// program keyed by GemmKey, with two candidates measured against each other on first use
-// of a key (see GemmCandidate); every other op is unsupported (placement keeps it on the
-// host). Its memory is device memory: allocate() returns cudaMalloc memory, and every
-// TensorView a kernel receives for an activation must point into it.
+// What it runs: every op of the IR. GEMM-class nodes as programs keyed by GemmKey —
+// kLinear (y [..., N] = x [..., K] · w [N, K]ᵀ (+ bias [N])) and kConv2d (im2col + the same
+// GEMM; 1x1 stride 1 is the linear) with two candidates measured against each other on first
+// use of a key (see GemmCandidate) — kAttention as one fused flash-style kernel
+// (cuda_attention.h), and the rest (norms, elementwise, concat, upsample, embeddings, views)
+// as the kernels of cuda_ops.h; supports() says no where a kernel's limits are exceeded
+// (placement then keeps the node on the host). Its memory is device memory: allocate()
+// returns cudaMalloc memory, and every TensorView a kernel receives for an activation must
+// point into it. upload_value/download_value convert at copies; begin/end_capture record
+// CUDA graphs of the stream.
 //
-// Activations. The graph's dtypes decide: a linear node whose input (and so output) is f16
-// runs with f16 activations — the device path, what DESIGN.md calls activations on CUDA —
-// and one whose input is f32 runs with f32 activations and f32 output (the hybrid mode's
-// host graph), converting x to f16 on the device for the f16 candidate. Accumulation is f32
-// (f16 candidate) or s32 (W8A8). Activation and output buffers must be 16-byte aligned (the
-// memory planner's 64-byte offsets in a cudaMalloc arena are).
+// Activations are held in device_storage_dtype(): f16 for the graph's f32 activations, the
+// device path DESIGN.md describes; the GEMM programs are built from the node as the device
+// holds it (f16 in, f16 out). A linear node built directly from a graph whose rank-1 input
+// is f32 still runs with f32 activations (converted to f16 for the f16 candidate).
+// Accumulation is f32 (f16 candidate) or s32 (W8A8). Activation and output buffers must be
+// 16-byte aligned (the memory planner's 64-byte offsets in a cudaMalloc arena are).
 //
 // Weights are uploaded at prepare in their stored form and owned by the kernel:
 //   - "8-bit S" (s8 [N, K] + f32 [N] scales from WeightSource::scale): s8, rows and columns

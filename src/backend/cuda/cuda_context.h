@@ -48,6 +48,7 @@ enum class Scratch : uint8_t {
   kActS8,      // quantized activations s8 [M, K4] (W8A8)
   kRowScales,  // their per-row scales f32 [M] (W8A8)
   kAccS32,     // the int8 GEMM's s32 result [M, N4] (W8A8)
+  kIm2col,     // a convolution's im2col matrix f16 [M, K] (f16 candidate)
   kCount,
 };
 

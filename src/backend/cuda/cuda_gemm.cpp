@@ -1,4 +1,7 @@
-// Linear nodes as cuBLASLt GEMM programs with two candidates (cuda_backend.h, GemmCandidate).
+// Linear and conv2d nodes as cuBLASLt GEMM programs with two candidates (cuda_backend.h,
+// GemmCandidate). One runner, GemmKernel, serves both: a node becomes a GemmSpec (key, weights
+// as [N, K], and for a conv that is not 1x1/s1/p0 the im2col geometry of its input), and
+// everything after that — upload, scratch, tuning, the candidates' stages — is shared.
 //
 // Layout. hyrt's row-major y [M, N] = x [M, K] · w [N, K]ᵀ is, read column-major, the cuBLASLt
 // problem D [N, M] = op(A) · B with A = w stored K×N (ld K) and transposed, B = x stored K×M
@@ -15,6 +18,8 @@
 // wins. Timing runs on the node's own uploaded weights and random activations (never zeros:
 // they can run faster than real data), with a spin kernel queued first so that events measure
 // GPU time, not the host's launch rate (per-call host overhead is CUDA graphs' business).
+// A conv's whole-candidate timings include its im2col pass (or, W8A8, the fused
+// im2col + quantize pass): part of what the node costs.
 #include "backend/cuda/cuda_gemm.h"
 
 #include <algorithm>
@@ -22,6 +27,8 @@
 #include <cstring>
 #include <limits>
 #include <optional>
+#include <string>
+#include <variant>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
@@ -222,17 +229,55 @@ double median_us(const CudaContext& ctx, int reps, F&& enqueue) {
 
 // --- the kernel -----------------------------------------------------------------------------
 
-class LinearKernel final : public CudaGemmKernel {
+// How a kernel's bound input becomes the GEMM's activation operand a [M, K].
+struct Im2colGeometry {
+  int64_t batch = 0, height = 0, width = 0, channels = 0;
+  int kernel_h = 0, kernel_w = 0, stride = 1, padding = 0;
+  int64_t out_h = 0, out_w = 0;
+  std::string to_string() const {
+    return str_cat("im2col b=", batch, " h=", height, " w=", width, " c=", channels,
+                   " k=", kernel_h, "x", kernel_w, " s=", stride, " p=", padding);
+  }
+};
+
+// Everything a GemmKernel is made from, in GEMM terms. The weights are [N, K] row-major in
+// their stored dtype (s8 with per-row scales, or a float type); views may be unaligned.
+struct GemmSpec {
+  std::string name;  // the node's, for messages
+  GemmKey key;
+  std::optional<Im2colGeometry> im2col;  // none: the bound input is a [M, K] itself
+  int64_t input_elems = 0;               // elements of the bound input
+  int64_t output_elems = 0;              // M · N
+  std::string w_name;
+  TensorView w;                       // [N, K]
+  std::optional<TensorView> w_scale;  // f32 [N] for s8
+  std::string bias_name;
+  std::optional<TensorView> bias;  // float [N]
+};
+
+// One GEMM program's runner: y [M, N] = a [M, K] · w [N, K]ᵀ (+ bias), a = the input or its
+// im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
+class GemmKernel final : public CudaGemmKernel {
  public:
-  LinearKernel(CudaContext& ctx, const CudaBackendOptions& options, const ir::Graph& graph,
-               const ir::Node& node, const weights::WeightSource& weights, ProgramCache& cache)
-      : ctx_(ctx), options_(options), name_(node.name), key_(linear_gemm_key(graph, node)) {
+  GemmKernel(CudaContext& ctx, const CudaBackendOptions& options, const GemmSpec& spec,
+             ProgramCache& cache)
+      : ctx_(ctx),
+        options_(options),
+        name_(spec.name),
+        key_(spec.key),
+        im2col_(spec.im2col),
+        input_elems_(spec.input_elems),
+        output_elems_(spec.output_elems) {
     m_ = key_.m, n_ = key_.n, k_ = key_.k;
     n4_ = round_up4(n_), k4_ = round_up4(k_);
     a_dtype_ = key_.a_type;
     s8_ = key_.w_type == DType::kS8;
-    upload_weights(graph, node, weights);
+    HYRT_ASSERT(!im2col_ || a_dtype_ == DType::kF16, "im2col runs on f16 activations");
+    upload_weights(spec);
 
+    // The f16 candidate's im2col matrix: M·K·2 bytes (47 MB for a 3x3 320-channel conv on a
+    // 64x64 latent, batch 2), shared by every conv of the backend.
+    if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(m_ * k_ * 2));
     if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(m_ * k_ * 2));
     if (s8_) {
       ctx_.reserve(Scratch::kWeightF16, bytes(n_ * k_ * 2));
@@ -247,9 +292,9 @@ class LinearKernel final : public CudaGemmKernel {
       s8_gemm_ = make_lt_gemm(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUDA_R_8I, CUDA_R_32I, n4_, m_, k4_,
                               nullptr);
 
-    const std::string cache_key =
-        str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
-                ctx_.device().compute_minor, " ", key_.to_string());
+    std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
+                                    ctx_.device().compute_minor, " ", key_.to_string());
+    if (im2col_) cache_key += " " + im2col_->to_string();
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] { return tune(); });
 
     switch (options_.gemm) {
@@ -278,11 +323,12 @@ class LinearKernel final : public CudaGemmKernel {
                      const TensorView& output) override {
     HYRT_CHECK(!inputs.empty(), kInvalidArgument, "node '", name_, "': no input bound");
     const TensorView& x = inputs[0];
-    HYRT_CHECK(x.dtype == a_dtype_ && x.numel() == m_ * k_ && output.dtype == a_dtype_ &&
-                   output.numel() == m_ * n_,
+    HYRT_CHECK(x.dtype == a_dtype_ && x.numel() == input_elems_ && output.dtype == a_dtype_ &&
+                   output.numel() == output_elems_,
                kInvalidArgument, "node '", name_, "': bound ", dtype_name(x.dtype),
                x.shape.to_string(), " -> ", dtype_name(output.dtype), output.shape.to_string(),
-               ", the program computes ", key_.to_string());
+               ", the program computes ", key_.to_string(),
+               im2col_ ? " on the " + im2col_->to_string() + " of its input" : "");
     HYRT_CHECK(aligned16(x.data) && aligned16(output.data), kInvalidArgument, "node '", name_,
                "': activation buffers must be 16-byte aligned device memory");
     HYRT_CHECK(program_->tuning.stats(c).available, kUnsupported, "node '", name_, "': the ",
@@ -297,61 +343,55 @@ class LinearKernel final : public CudaGemmKernel {
  private:
   static size_t bytes(int64_t n) { return static_cast<size_t>(n); }
 
-  void upload_weights(const ir::Graph& graph, const ir::Node& node,
-                      const weights::WeightSource& weights) {
-    const ir::Value& wv = graph.value(node.inputs[1]);
-    const TensorView stored = weights.get(wv.name);
-    HYRT_CHECK(stored.shape == wv.shape && stored.dtype == wv.dtype, kInvalidModel, "weight '",
-               wv.name, "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(),
-               " but node '", name_, "' expects ", dtype_name(wv.dtype), wv.shape.to_string());
+  void upload_weights(const GemmSpec& spec) {
+    const std::string& wname = spec.w_name;
     if (s8_) {
-      const std::optional<TensorView> scale = weights.scale(wv.name);
-      HYRT_CHECK(scale.has_value(), kInvalidModel, "8-bit S weight '", wv.name, "' of node '",
+      HYRT_CHECK(spec.w_scale.has_value(), kInvalidModel, "8-bit S weight '", wname, "' of node '",
                  name_, "' has no per-row scale");
-      HYRT_CHECK(scale->dtype == DType::kF32 && scale->shape.rank() == 1 && scale->shape[0] == n_,
-                 kInvalidModel, "8-bit S weight '", wv.name, "' has scale ",
-                 dtype_name(scale->dtype), scale->shape.to_string(), ", expected f32[", n_,
-                 "] (one per output row)");
+      const TensorView& scale = *spec.w_scale;
+      HYRT_CHECK(scale.dtype == DType::kF32 && scale.shape.rank() == 1 && scale.shape[0] == n_,
+                 kInvalidModel, "8-bit S weight '", wname, "' has scale ", dtype_name(scale.dtype),
+                 scale.shape.to_string(), ", expected f32[", n_, "] (one per output row)");
       // Zero-padded to [N4, K4]; the views may be unaligned file mappings: bytes only.
-      AlignedBuffer padded(bytes(n4_ * k4_), wv.name + " padded");
+      AlignedBuffer padded(bytes(n4_ * k4_), wname + " padded");
       std::memset(padded.data(), 0, padded.size());
-      const auto* q = static_cast<const uint8_t*>(stored.data);
+      const auto* q = static_cast<const uint8_t*>(spec.w.data);
       for (int64_t r = 0; r < n_; ++r)
         std::memcpy(padded.as<uint8_t>() + r * k4_, q + r * k_, bytes(k_));
-      w_ = DeviceBuffer(padded.size(), wv.name + " (s8 weights)");
+      w_ = DeviceBuffer(padded.size(), wname + " (s8 weights)");
       upload(ctx_, w_.data(), padded.data(), padded.size());
-      AlignedBuffer sc(bytes(n4_ * 4), wv.name + " scale");
+      AlignedBuffer sc(bytes(n4_ * 4), wname + " scale");
       std::memset(sc.data(), 0, sc.size());
-      std::memcpy(sc.data(), scale->data, bytes(n_ * 4));
-      w_scale_ = DeviceBuffer(sc.size(), wv.name + " (scales)");
+      std::memcpy(sc.data(), scale.data, bytes(n_ * 4));
+      w_scale_ = DeviceBuffer(sc.size(), wname + " (scales)");
       upload(ctx_, w_scale_.data(), sc.data(), sc.size());
     } else {
       const size_t count = bytes(n_ * k_);
-      w_ = DeviceBuffer(count * 2, wv.name + " (f16 weights)");
-      if (stored.dtype == DType::kF16) {
-        upload(ctx_, w_.data(), stored.data, count * 2);
+      w_ = DeviceBuffer(count * 2, wname + " (f16 weights)");
+      if (spec.w.dtype == DType::kF16) {
+        upload(ctx_, w_.data(), spec.w.data, count * 2);
       } else {
-        AlignedBuffer f32(count * 4, wv.name + " staging"), f16(count * 2, wv.name + " staging");
-        convert_to_f32(stored.dtype, stored.data, f32.as<float>(), count);
+        AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
+        convert_to_f32(spec.w.dtype, spec.w.data, f32.as<float>(), count);
         convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
         upload(ctx_, w_.data(), f16.data(), f16.size());
       }
     }
-    if (node.inputs.size() == 3) {
-      const ir::Value& bv = graph.value(node.inputs[2]);
-      const TensorView b = weights.get(bv.name);
-      HYRT_CHECK(b.shape.numel() == n_ && dtype_is_float(b.dtype), kInvalidModel, "bias '", bv.name,
+    if (spec.bias) {
+      const TensorView& b = *spec.bias;
+      const std::string& bname = spec.bias_name;
+      HYRT_CHECK(b.shape.numel() == n_ && dtype_is_float(b.dtype), kInvalidModel, "bias '", bname,
                  "' of node '", name_, "' is stored as ", dtype_name(b.dtype), b.shape.to_string(),
                  ", expected a float vector of ", n_);
-      AlignedBuffer f32(bytes(n_ * 4), bv.name + " staging");
+      AlignedBuffer f32(bytes(n_ * 4), bname + " staging");
       convert_to_f32(b.dtype, b.data, f32.as<float>(), bytes(n_));
-      bias_f32_ = DeviceBuffer(f32.size(), bv.name + " (f32 bias)");
+      bias_f32_ = DeviceBuffer(f32.size(), bname + " (f32 bias)");
       upload(ctx_, bias_f32_.data(), f32.data(), f32.size());
       bias_out_ = bias_f32_.data();
       if (a_dtype_ == DType::kF16) {
-        AlignedBuffer f16(bytes(n_ * 2), bv.name + " staging");
+        AlignedBuffer f16(bytes(n_ * 2), bname + " staging");
         convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), bytes(n_));
-        bias_f16_ = DeviceBuffer(f16.size(), bv.name + " (f16 bias)");
+        bias_f16_ = DeviceBuffer(f16.size(), bname + " (f16 bias)");
         upload(ctx_, bias_f16_.data(), f16.data(), f16.size());
         bias_out_ = bias_f16_.data();
       }
@@ -360,13 +400,25 @@ class LinearKernel final : public CudaGemmKernel {
 
   // --- the stages of the two candidates (all enqueued on the backend's stream) ---
 
+  // The GEMM's activation operand a [M, K] for input x: x itself, or its im2col matrix
+  // (enqueued here into scratch).
+  const void* operand(const void* x) const {
+    if (!im2col_) return x;
+    const Im2colGeometry& g = *im2col_;
+    auto* col = static_cast<uint16_t*>(ctx_.scratch(Scratch::kIm2col, bytes(m_ * k_ * 2)));
+    HYRT_CUDA_CHECK(launch_im2col_f16(static_cast<const uint16_t*>(x), g.batch, g.height, g.width,
+                                      g.channels, g.kernel_h, g.kernel_w, g.stride, g.padding,
+                                      g.out_h, g.out_w, col, ctx_.stream()));
+    return col;
+  }
+
   const void* f16_a() const { return s8_ ? ctx_.scratch(Scratch::kWeightF16, 0) : w_.data(); }
-  const void* f16_b(const void* x) const {
-    return a_dtype_ == DType::kF32 ? ctx_.scratch(Scratch::kActF16, 0) : x;
+  const void* f16_b(const void* a) const {
+    return a_dtype_ == DType::kF32 ? ctx_.scratch(Scratch::kActF16, 0) : a;
   }
 
   // 8-bit S weights -> f16 scratch; f32 activations -> f16 scratch.
-  void stage_f16(const void* x) const {
+  void stage_f16(const void* a) const {
     if (s8_)
       HYRT_CUDA_CHECK(launch_dequantize_rows_f16(
           w_.as<int8_t>(), n_, k_, k4_, w_scale_.as<float>(),
@@ -374,24 +426,32 @@ class LinearKernel final : public CudaGemmKernel {
           ctx_.stream()));
     if (a_dtype_ == DType::kF32)
       HYRT_CUDA_CHECK(launch_f32_to_f16(
-          static_cast<const float*>(x), m_ * k_,
+          static_cast<const float*>(a), m_ * k_,
           static_cast<uint16_t*>(ctx_.scratch(Scratch::kActF16, bytes(m_ * k_ * 2))),
           ctx_.stream()));
   }
 
-  cublasStatus_t gemm_f16(const void* x, void* y, const cublasLtMatmulAlgo_t& algo) const {
+  cublasStatus_t gemm_f16(const void* a, void* y, const cublasLtMatmulAlgo_t& algo) const {
     const float alpha = 1.0f, beta = 0.0f;
-    return cublasLtMatmul(ctx_.lt(), f16_.op.get(), &alpha, f16_a(), f16_.a.get(), f16_b(x),
+    return cublasLtMatmul(ctx_.lt(), f16_.op.get(), &alpha, f16_a(), f16_.a.get(), f16_b(a),
                           f16_.b.get(), &beta, y, f16_.d.get(), y, f16_.d.get(), &algo,
                           ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
   }
 
-  // x -> s8 [M, K4] + row scales [M] in scratch.
+  // Input x -> the operand quantized, s8 [M, K4] + row scales [M] in scratch. A conv's
+  // im2col matrix is quantized as it is gathered (never written out as f16).
   void quantize(const void* x) const {
-    HYRT_CUDA_CHECK(launch_quantize_rows_s8(
-        x, float_type(a_dtype_), m_, k_, k4_,
-        static_cast<int8_t*>(ctx_.scratch(Scratch::kActS8, bytes(m_ * k4_))),
-        static_cast<float*>(ctx_.scratch(Scratch::kRowScales, bytes(m_ * 4))), ctx_.stream()));
+    auto* q = static_cast<int8_t*>(ctx_.scratch(Scratch::kActS8, bytes(m_ * k4_)));
+    auto* scales = static_cast<float*>(ctx_.scratch(Scratch::kRowScales, bytes(m_ * 4)));
+    if (im2col_) {
+      const Im2colGeometry& g = *im2col_;
+      HYRT_CUDA_CHECK(launch_im2col_quantize_s8(
+          static_cast<const uint16_t*>(x), g.batch, g.height, g.width, g.channels, g.kernel_h,
+          g.kernel_w, g.stride, g.padding, g.out_h, g.out_w, k4_, q, scales, ctx_.stream()));
+    } else {
+      HYRT_CUDA_CHECK(
+          launch_quantize_rows_s8(x, float_type(a_dtype_), m_, k_, k4_, q, scales, ctx_.stream()));
+    }
   }
 
   cublasStatus_t gemm_s8(const cublasLtMatmulAlgo_t& algo) const {
@@ -410,10 +470,12 @@ class LinearKernel final : public CudaGemmKernel {
         w_scale_.as<float>(), bias_f32_.as<float>(), y, float_type(a_dtype_), ctx_.stream()));
   }
 
+  // The whole candidate for input x: operand gather (im2col), staging, GEMM, epilogue.
   void enqueue(GemmCandidate c, const CudaGemmProgram& p, const void* x, void* y) const {
     if (c == GemmCandidate::kF16) {
-      stage_f16(x);
-      const cublasStatus_t st = gemm_f16(x, y, p.f16_algo);
+      const void* a = operand(x);
+      stage_f16(a);
+      const cublasStatus_t st = gemm_f16(a, y, p.f16_algo);
       if (st != CUBLAS_STATUS_SUCCESS)
         throw_cublas_error(st, "cublasLtMatmul (f16 candidate)", __FILE__, __LINE__);
     } else {
@@ -453,17 +515,18 @@ class LinearKernel final : public CudaGemmKernel {
     GemmTuning& t = p->tuning;
     t.key = key_;
     const size_t a_size = dtype_size(a_dtype_);
-    DeviceBuffer x(bytes(m_ * k_) * a_size, "autotuning input");
-    DeviceBuffer y(bytes(m_ * n_) * a_size, "autotuning output");
-    HYRT_CUDA_CHECK(launch_fill_random(x.data(), float_type(a_dtype_), m_ * k_, 0x9e3779b9u, 1.0f,
-                                       ctx_.stream()));
+    DeviceBuffer x(bytes(input_elems_) * a_size, "autotuning input");
+    DeviceBuffer y(bytes(output_elems_) * a_size, "autotuning output");
+    HYRT_CUDA_CHECK(launch_fill_random(x.data(), float_type(a_dtype_), input_elems_, 0x9e3779b9u,
+                                       1.0f, ctx_.stream()));
     const int n_algos = std::max(options_.tune_algos, 1);
 
-    stage_f16(x.data());
+    // The f16 operand (a conv's im2col matrix) stays in scratch for the GEMM-alone timings.
+    const void* a = operand(x.data());
+    stage_f16(a);
     if (auto algo = pick_algo(
             heuristics(ctx_, f16_, n_algos, 16),
-            [&](const cublasLtMatmulAlgo_t& a) { return gemm_f16(x.data(), y.data(), a); },
-            t.f16)) {
+            [&](const cublasLtMatmulAlgo_t& al) { return gemm_f16(a, y.data(), al); }, t.f16)) {
       p->f16_algo = *algo;
       t.f16.available = true;
       t.f16.total_us = median_us(ctx_, options_.tune_reps,
@@ -473,7 +536,7 @@ class LinearKernel final : public CudaGemmKernel {
       quantize(x.data());
       if (auto algo = pick_algo(
               heuristics(ctx_, s8_gemm_, n_algos, 0),
-              [&](const cublasLtMatmulAlgo_t& a) { return gemm_s8(a); }, t.w8a8)) {
+              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(al); }, t.w8a8)) {
         p->s8_algo = *algo;
         t.w8a8.available = true;
         t.w8a8.total_us = median_us(ctx_, options_.tune_reps,
@@ -489,7 +552,8 @@ class LinearKernel final : public CudaGemmKernel {
                                                   : GemmCandidate::kF16;
     // The buffers above are freed on return: let the timing runs finish first.
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
-    HYRT_LOG(kDebug) << "cuda: tuned " << t.to_string();
+    HYRT_LOG(kDebug) << "cuda: tuned " << t.to_string()
+                     << (im2col_ ? " (" + im2col_->to_string() + ")" : "");
     return p;
   }
 
@@ -497,6 +561,8 @@ class LinearKernel final : public CudaGemmKernel {
   const CudaBackendOptions& options_;
   std::string name_;
   GemmKey key_;
+  std::optional<Im2colGeometry> im2col_;
+  int64_t input_elems_ = 0, output_elems_ = 0;
   int64_t m_ = 0, n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;
   DType a_dtype_ = DType::kF16;  // activations and output
   bool s8_ = false;
@@ -509,6 +575,42 @@ class LinearKernel final : public CudaGemmKernel {
   GemmCandidate candidate_ = GemmCandidate::kF16;
 };
 
+bool is_float(DType t) {
+  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+// The stored weight of a GEMM-class node, checked against the graph's declaration.
+TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
+                         const weights::WeightSource& weights) {
+  const ir::Value& wv = graph.value(node.inputs[1]);
+  const TensorView stored = weights.get(wv.name);
+  HYRT_CHECK(stored.shape == wv.shape && stored.dtype == wv.dtype, kInvalidModel, "weight '",
+             wv.name, "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(),
+             " but node '", node.name, "' expects ", dtype_name(wv.dtype), wv.shape.to_string());
+  return stored;
+}
+
+// The weight-related fields of a GemmSpec (w as stored; the caller may reorder it).
+void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
+                  const weights::WeightSource& weights) {
+  const ir::Value& wv = graph.value(node.inputs[1]);
+  spec.w_name = wv.name;
+  spec.w = stored_weight(graph, node, weights);
+  if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);
+  if (node.inputs.size() == 3) {
+    const ir::Value& bv = graph.value(node.inputs[2]);
+    spec.bias_name = bv.name;
+    spec.bias = weights.get(bv.name);
+  }
+}
+
+// True when the conv is exactly a linear over its pixels.
+bool conv_is_pointwise(const ir::Graph& graph, const ir::Node& node) {
+  const Shape& w = graph.value(node.inputs[1]).shape;
+  const auto& a = node.attr<ir::Conv2dAttrs>();
+  return w[2] == 1 && w[3] == 1 && a.stride == 1 && a.padding == 0;
+}
+
 }  // namespace
 
 std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
@@ -516,7 +618,102 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
                                                    const ir::Graph& graph, const ir::Node& node,
                                                    const weights::WeightSource& weights,
                                                    ProgramCache& cache) {
-  return std::make_unique<LinearKernel>(ctx, options, graph, node, weights, cache);
+  GemmSpec spec;
+  spec.name = node.name;
+  spec.key = linear_gemm_key(graph, node);
+  spec.input_elems = spec.key.m * spec.key.k;
+  spec.output_elems = spec.key.m * spec.key.n;
+  fill_weights(spec, graph, node, weights);
+  return std::make_unique<GemmKernel>(ctx, options, spec, cache);
+}
+
+bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
+  if (node.op != ir::OpKind::kConv2d || node.inputs.size() < 2 || node.inputs.size() > 3)
+    return false;
+  if (!std::holds_alternative<ir::Conv2dAttrs>(node.attrs)) return false;
+  const auto& a = node.attr<ir::Conv2dAttrs>();
+  const ir::Value& x = graph.value(node.inputs[0]);
+  const ir::Value& w = graph.value(node.inputs[1]);
+  const ir::Value& y = graph.value(node.output);
+  if (x.kind == ir::ValueKind::kWeight || !is_float(x.dtype) || y.dtype != x.dtype) return false;
+  if (x.shape.rank() != 4 || y.shape.rank() != 4 || device_storage_dtype(x) != DType::kF16)
+    return false;
+  if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 4) return false;
+  if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
+  if (a.stride < 1 || a.padding < 0 || w.shape[1] != x.shape[3]) return false;
+  if (x.shape.numel() <= 0 || w.shape.numel() <= 0 || y.shape.numel() <= 0) return false;
+  // The im2col kernel indexes one image and one row with 32-bit arithmetic.
+  if (x.shape[1] * x.shape[2] * x.shape[3] >= (int64_t{1} << 31) ||
+      w.shape[1] * w.shape[2] * w.shape[3] >= (int64_t{1} << 31))
+    return false;
+  if (node.inputs.size() == 3) {
+    const ir::Value& b = graph.value(node.inputs[2]);
+    if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype) || b.shape.numel() != w.shape[0])
+      return false;
+  }
+  return true;
+}
+
+GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node) {
+  const ir::Value& w = graph.value(node.inputs.at(1));
+  const ir::Value& y = graph.value(node.output);
+  GemmKey key;
+  key.m = y.shape[0] * y.shape[1] * y.shape[2];
+  key.n = w.shape[0];
+  key.k = w.shape[1] * w.shape[2] * w.shape[3];
+  key.batch = 1;
+  key.a_type = DType::kF16;
+  key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
+  key.out_type = DType::kF16;
+  key.w_transposed = true;
+  key.epilogue = node.inputs.size() == 3 ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+  if (!conv_is_pointwise(graph, node)) key.epilogue |= kIm2colOperand;
+  return key;
+}
+
+std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
+                                                   const CudaBackendOptions& options,
+                                                   const ir::Graph& graph, const ir::Node& node,
+                                                   const weights::WeightSource& weights,
+                                                   ProgramCache& cache) {
+  HYRT_CHECK(supports_conv2d(graph, node), kUnsupported, "cuda backend cannot run conv2d node '",
+             node.name, "'");
+  const Shape& xs = graph.value(node.inputs[0]).shape;  // [B, H, W, Cin]
+  const Shape& ws = graph.value(node.inputs[1]).shape;  // [Cout, Cin, kh, kw]
+  const Shape& ys = graph.value(node.output).shape;     // [B, Ho, Wo, Cout]
+  const auto& attrs = node.attr<ir::Conv2dAttrs>();
+  GemmSpec spec;
+  spec.name = node.name;
+  spec.key = conv2d_gemm_key(graph, node);
+  spec.input_elems = xs.numel();
+  spec.output_elems = ys.numel();
+  fill_weights(spec, graph, node, weights);
+
+  // OIHW -> [Cout, kh, kw, Cin], the im2col matrix's column order; bytes only (the view may
+  // be an unaligned file mapping), the stored dtype kept. A 1x1 kernel is already [Cout, Cin].
+  const int64_t co = ws[0], ci = ws[1], kh = ws[2], kw = ws[3];
+  AlignedBuffer reordered;
+  if (kh * kw > 1) {
+    const size_t es = dtype_size(spec.w.dtype);
+    reordered = AlignedBuffer(static_cast<size_t>(ws.numel()) * es, spec.w_name + " reordered");
+    const auto* src = static_cast<const uint8_t*>(spec.w.data);
+    auto* dst = reordered.as<uint8_t>();
+    for (int64_t o = 0; o < co; ++o)
+      for (int64_t c = 0; c < ci; ++c)
+        for (int64_t t = 0; t < kh * kw; ++t)  // t = i · kw + j
+          std::memcpy(dst + ((o * kh * kw + t) * ci + c) * es,
+                      src + ((o * ci + c) * kh * kw + t) * es, es);
+    spec.w = TensorView{reordered.data(), spec.w.dtype, Shape{co, kh * kw * ci}};
+  }
+  if (!conv_is_pointwise(graph, node)) {
+    Im2colGeometry g;
+    g.batch = xs[0], g.height = xs[1], g.width = xs[2], g.channels = xs[3];
+    g.kernel_h = static_cast<int>(kh), g.kernel_w = static_cast<int>(kw);
+    g.stride = attrs.stride, g.padding = attrs.padding;
+    g.out_h = ys[1], g.out_w = ys[2];
+    spec.im2col = g;
+  }
+  return std::make_unique<GemmKernel>(ctx, options, spec, cache);
 }
 
 }  // namespace hyrt::backend::cuda

@@ -1,6 +1,7 @@
 // hyrt's own CUDA kernels for the GEMM programs (cuda_kernels.cu): the activation quantizer,
 // the int32 rescale epilogue, the per-layer weight dequantizer, f32 -> f16 conversion, and
-// two helpers for timing (a random fill, a spin that keeps the launch queue full).
+// two helpers for timing (a random fill, a spin that keeps the launch queue full); and
+// im2col (plain, and fused with the quantizer) for convolutions run as GEMMs (im2col.cu).
 //
 // Plain functions over device pointers, so that this header compiles as ordinary C++ and
 // the .cu file includes no hyrt header. Each launch_* enqueues on `stream` and returns
@@ -46,6 +47,25 @@ cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream
 // all zeros — for timing runs, which must not run on zeros.
 cudaError_t launch_fill_random(void* data, FloatType type, int64_t n, uint64_t seed, float scale,
                                cudaStream_t stream);
+
+// im2col of an NHWC f16 input for a convolution run as a GEMM:
+//   x [B, H, W, C] -> col [B·Ho·Wo, kh·kw·C], row (b, oh, ow), column (i, j, c) in that order
+//   (the weights are reordered to [Cout, kh, kw, C] to match), with
+//   col[(b, oh, ow), (i, j, c)] = x[b, oh·stride − padding + i, ow·stride − padding + j, c],
+//   0 where that position falls outside the input (zero padding, the same amount on every
+//   side: oneDNN's and PyTorch's symmetric padding; Ho = (H + 2·padding − kh) / stride + 1).
+// 16-byte accesses when C % 8 == 0 and both pointers are 16-byte aligned.
+cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
+                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
+                              int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream);
+
+// The W8A8 prologue of such a convolution in one pass: the im2col matrix above, never written
+// out, quantized per row exactly as launch_quantize_rows_s8 would quantize it, into
+// q s8 [B·Ho·Wo, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [B·Ho·Wo].
+cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
 
 // A one-thread kernel that busy-waits `microseconds` of GPU time. Enqueued before a timed
 // sequence, it lets the host queue every timed launch before the GPU reaches them, so that

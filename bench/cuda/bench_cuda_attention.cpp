@@ -1,0 +1,203 @@
+// bench_cuda_attention: the CUDA backend's fused attention kernel at SD 1.5 shapes, printing
+// JSON that names the card.
+//
+//   bench_cuda_attention [--reps N] [--out FILE]
+//
+// 512x512 images, batch 2 (CFG): self attention over the latent tokens (4096 at 64x64 with
+// 8 heads of 40, 1024 at 32x32 of 80, 256 at 16x16 and 64 at 8x8 of 160), cross attention
+// of those queries over 77 text tokens, and CLIP's causal 77-token attention (12 heads of 64).
+// q, k, v, out dense f16 [B, T, H·D], random values. For each shape and warp layout
+// (16 or 32 query rows per warp, where the head dim allows both):
+//   gpu_us   median GPU time per call, events around each call, a spin kernel queued first
+//            so the host enqueues all calls before the GPU reaches them;
+//   tflops   4·B·H·Tq·Tk·D (halved for causal) / gpu_us — useful FLOPs, unpadded;
+//   est_us   estimate_attention_us (the placement cost model) for comparison.
+#ifdef HYRT_HAVE_CUDA
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/cuda_attention.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "core/error.h"
+#include "ir/graph.h"
+
+namespace {
+
+using namespace hyrt;
+using backend::cuda::CudaContext;
+using backend::cuda::DeviceBuffer;
+using backend::cuda::FlashAttentionParams;
+
+struct ShapeSpec {
+  int64_t batch, tq, tk;
+  int heads, d;
+  bool causal;
+  const char* what;
+};
+
+const ShapeSpec kShapes[] = {
+    {2, 4096, 4096, 8, 40, false, "self attention, 64x64"},
+    {2, 4096, 77, 8, 40, false, "cross attention, 64x64"},
+    {2, 1024, 1024, 8, 80, false, "self attention, 32x32"},
+    {2, 1024, 77, 8, 80, false, "cross attention, 32x32"},
+    {2, 256, 256, 8, 160, false, "self attention, 16x16"},
+    {2, 256, 77, 8, 160, false, "cross attention, 16x16"},
+    {2, 64, 64, 8, 160, false, "self attention, 8x8"},
+    {2, 77, 77, 12, 64, true, "CLIP causal self attention"},
+};
+
+double median(std::vector<double> v) {
+  std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+  return v[v.size() / 2];
+}
+
+template <class F>
+double gpu_us(const CudaContext& ctx, int reps, F&& call) {
+  cudaStream_t s = ctx.stream();
+  for (int i = 0; i < 3; ++i)
+    call();  // warm-up
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<cudaEvent_t> ev(static_cast<size_t>(reps) + 1);
+  for (auto& e : ev)
+    HYRT_CUDA_CHECK(cudaEventCreate(&e));
+  HYRT_CUDA_CHECK(backend::cuda::launch_spin(30.0 * reps, s));
+  HYRT_CUDA_CHECK(cudaEventRecord(ev[0], s));
+  for (int i = 0; i < reps; ++i) {
+    call();
+    HYRT_CUDA_CHECK(cudaEventRecord(ev[static_cast<size_t>(i) + 1], s));
+  }
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(s));
+  std::vector<double> us;
+  for (int i = 0; i < reps; ++i) {
+    float ms = 0;
+    HYRT_CUDA_CHECK(
+        cudaEventElapsedTime(&ms, ev[static_cast<size_t>(i)], ev[static_cast<size_t>(i) + 1]));
+    us.push_back(1000.0 * ms);
+  }
+  for (auto e : ev)
+    cudaEventDestroy(e);
+  return median(us);
+}
+
+std::string num(double v, int digits = 2) {
+  if (!std::isfinite(v)) return "null";
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f", digits, v);
+  return buf;
+}
+
+double estimate(const ShapeSpec& s) {
+  ir::Graph g(DType::kF32);
+  const ir::ValueId q = g.add_input("q", DType::kF32, Shape{s.batch, s.tq, s.heads * s.d});
+  const ir::ValueId k = g.add_input("k", DType::kF32, Shape{s.batch, s.tk, s.heads * s.d});
+  const ir::ValueId v = g.add_input("v", DType::kF32, Shape{s.batch, s.tk, s.heads * s.d});
+  g.mark_output(g.add_node(ir::OpKind::kAttention, {q, k, v},
+                           ir::AttentionAttrs{s.heads, 0.0f, s.causal}, "attn"));
+  return backend::cuda::estimate_attention_us(g, g.nodes().back());
+}
+
+int run(int argc, char** argv) {
+  int reps = 50;
+  std::string out_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--reps" && i + 1 < argc)
+      reps = std::max(1, std::atoi(argv[++i]));
+    else if (a == "--out" && i + 1 < argc)
+      out_path = argv[++i];
+    else {
+      std::fprintf(stderr, "usage: bench_cuda_attention [--reps N] [--out FILE]\n");
+      return 2;
+    }
+  }
+  std::string why;
+  const auto devices = backend::cuda::list_devices(&why);
+  if (devices.empty()) {
+    std::fprintf(stderr, "bench_cuda_attention: no CUDA device: %s\n", why.c_str());
+    return 1;
+  }
+  const auto& d = devices[0];
+  CudaContext ctx(d, 0);
+  std::string json = str_cat("{\n  \"bench\": \"cuda_attention\",\n  \"card\": \"", d.name,
+                             "\",\n  \"compute_capability\": \"", d.compute_major, ".",
+                             d.compute_minor, "\",\n  \"multiprocessors\": ", d.multiprocessors,
+                             ",\n  \"cuda\": \"", backend::cuda::runtime_version_string(),
+                             "\",\n  \"reps\": ", reps, ",\n  \"results\": [");
+  std::fprintf(stderr, "%-28s %5s %5s %5s %3s %4s %5s %9s %7s %7s\n", "shape", "B", "Tq", "Tk", "H",
+               "D", "rows", "gpu_us", "TFLOP/s", "est_us");
+  bool first = true;
+  for (const ShapeSpec& s : kShapes) {
+    const size_t nq = static_cast<size_t>(s.batch * s.tq * s.heads * s.d);
+    const size_t nk = static_cast<size_t>(s.batch * s.tk * s.heads * s.d);
+    DeviceBuffer q(nq * 2, "q"), k(nk * 2, "k"), v(nk * 2, "v"), out(nq * 2, "out");
+    using backend::cuda::FloatType;
+    HYRT_CUDA_CHECK(backend::cuda::launch_fill_random(
+        q.data(), FloatType::kF16, static_cast<int64_t>(nq), 1, 1.0f, ctx.stream()));
+    HYRT_CUDA_CHECK(backend::cuda::launch_fill_random(
+        k.data(), FloatType::kF16, static_cast<int64_t>(nk), 2, 1.0f, ctx.stream()));
+    HYRT_CUDA_CHECK(backend::cuda::launch_fill_random(
+        v.data(), FloatType::kF16, static_cast<int64_t>(nk), 3, 1.0f, ctx.stream()));
+    const double est = estimate(s);
+    const double flops =
+        4.0 * s.batch * s.heads * static_cast<double>(s.tq) * s.tk * s.d * (s.causal ? 0.5 : 1.0);
+    for (int rows : {16, 32}) {
+      if (rows == 32 && s.d > 64) continue;
+      FlashAttentionParams p;
+      p.q = q.as<uint16_t>(), p.k = k.as<uint16_t>(), p.v = v.as<uint16_t>();
+      p.out = out.as<uint16_t>();
+      p.batch = s.batch, p.tq = s.tq, p.tk = s.tk, p.heads = s.heads, p.d = p.dv = s.d;
+      p.ld_q = p.ld_k = p.ld_v = p.ld_out = s.heads * s.d;
+      p.scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+      p.causal = s.causal;
+      p.rows_per_warp = rows;
+      const double us = gpu_us(ctx, reps, [&] {
+        HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
+      });
+      const double tflops = flops / us * 1e-6;
+      std::fprintf(stderr, "%-28s %5lld %5lld %5lld %3d %4d %5d %9.1f %7.1f %7.1f\n", s.what,
+                   static_cast<long long>(s.batch), static_cast<long long>(s.tq),
+                   static_cast<long long>(s.tk), s.heads, s.d, rows, us, tflops, est);
+      json += str_cat(first ? "\n" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
+                      ", \"tq\": ", s.tq, ", \"tk\": ", s.tk, ", \"heads\": ", s.heads,
+                      ", \"d\": ", s.d, ", \"causal\": ", s.causal ? "true" : "false",
+                      ", \"rows_per_warp\": ", rows, ", \"gpu_us\": ", num(us),
+                      ", \"tflops\": ", num(tflops), ", \"est_us\": ", num(est), "}");
+      first = false;
+    }
+  }
+  json += "\n  ]\n}\n";
+  std::printf("%s", json.c_str());
+  if (!out_path.empty()) std::ofstream(out_path) << json;
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bench_cuda_attention: %s\n", e.what());
+    return 1;
+  }
+}
+
+#else
+
+#include <cstdio>
+
+int main() {
+  std::fprintf(stderr, "bench_cuda_attention: built without CUDA\n");
+  return 1;
+}
+
+#endif

@@ -1,0 +1,48 @@
+// hyrt's fused attention kernel for the CUDA backend (attention.cu): flash-attention style,
+// one kernel per call, no score matrix in memory.
+//
+// Plain C++ over device pointers so that this header compiles as ordinary C++ and the .cu
+// file includes no hyrt header (cuda_kernels.h states the conventions: f16 data as uint16_t
+// IEEE binary16 bits, launch_* enqueues on `stream` and returns cudaGetLastError()).
+#pragma once
+
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace hyrt::backend::cuda {
+
+// One attention call: for every batch b and head h,
+//   out[b, i, h, :] = softmax_j(q[b, i, h, :] · k[b, j, h, :] · scale [+ mask]) · v[b, j, h, :]
+// with the causal mask (when `causal`) removing keys j > i — index against index, also when
+// tq != tk. Rows are tokens, strided: head h of query row i of batch b starts at
+//   q + (b·tq + i)·ld_q + h·d        (likewise k with ld_k, v with ld_v and dv, out with ld_out)
+// so q, k and v may be distinct buffers or column views of one packed tensor (ld = 3·heads·d).
+// Storage f16; scores, softmax and accumulation f32; the probabilities enter the second
+// product rounded to f16 (as in FlashAttention). out must not overlap q, k or v.
+struct FlashAttentionParams {
+  const uint16_t* q = nullptr;  // [batch, tq, ld_q]
+  const uint16_t* k = nullptr;  // [batch, tk, ld_k]
+  const uint16_t* v = nullptr;  // [batch, tk, ld_v]
+  uint16_t* out = nullptr;      // [batch, tq, ld_out]
+  int64_t batch = 0, tq = 0, tk = 0;
+  int heads = 0;
+  int d = 0;                                         // q/k head dim, 1..kFlashAttentionMaxHeadDim
+  int dv = 0;                                        // v/out head dim, 1..kFlashAttentionMaxHeadDim
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0, ld_out = 0;  // elements between token rows
+  float scale = 0.0f;                                // applied to q·k (no default here)
+  bool causal = false;
+  // Query rows per warp: 16 or 32 (more reuse of each K/V fragment, more registers), only
+  // honoured up to head dims of 64 (16 above); 0 picks by head dim and size. For benchmarks.
+  int rows_per_warp = 0;
+};
+
+constexpr int kFlashAttentionMaxHeadDim = 256;
+
+// Any d, dv in 1..256, any tq, tk >= 1, batch·heads >= 1. Fast path: d and dv multiples of
+// 8, every ld a multiple of 8 and q, k, v 16-byte aligned (then K/V tiles stream in with
+// cp.async); anything else runs the same kernel with element-wise tile loads. Zero-sized
+// work launches nothing; invalid parameters return cudaErrorInvalidValue.
+cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t stream);
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,38 @@
+// Internal to the CUDA backend: kAttention nodes as one fused flash-attention kernel
+// (attention.cu, contract in attention_kernels.h).
+//
+// A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
+// (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
+// with every tensor in the backend's activation storage dtype, f16 (device_storage_dtype),
+// dense row-major in device memory; scores, softmax and accumulation are f32 and no score
+// matrix is ever written. Head dims 1..256 (any Tq, Tk >= 1); D and Dv multiples of 8 take
+// the fast path (cp.async tile loads), others run the same kernel with element-wise loads.
+//
+// The kernel holds no device memory and no scratch: run() only enqueues one launch on the
+// context's stream (never synchronises, never allocates: capturable into a CUDA graph).
+// Thread safety as for every kernel of the backend (cuda_backend.h): one run at a time.
+#pragma once
+
+#include <memory>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_context.h"
+
+namespace hyrt::backend::cuda {
+
+// True for a kAttention node with three rank-3 float inputs of consistent shapes (the
+// graph verifier's rules), 1 <= D, Dv <= 256 and a batch and head count a grid can hold.
+bool supports_attention(const ir::Graph& graph, const ir::Node& node);
+
+// The kernel for a supported node (throws hyrt::Error(kUnsupported) otherwise). Its run()
+// takes inputs {q, k, v} and the output as f16 TensorViews of the node's shapes, 16-byte
+// aligned for the fast path; out must not overlap the inputs.
+std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
+                                              const ir::Node& node);
+
+// Predicted microseconds on an H100-class GPU: the larger of tensor-core time (padded head
+// dims, causal halving), exponentials on the SFUs and HBM traffic (q, k, v, out once each),
+// plus a launch overhead. +inf for an unsupported node.
+double estimate_attention_us(const ir::Graph& graph, const ir::Node& node);
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,219 @@
+// im2col for convolutions run as GEMMs; contracts in cuda_kernels.h (launch_im2col_f16,
+// launch_im2col_quantize_s8).
+//
+// im2col: one thread per 16 bytes (8 channels) of the output matrix, or per element where
+// Cin % 8 != 0, over the whole [M, K] matrix: consecutive threads write consecutive columns
+// of a row, and each tap's read is Cin contiguous channels of one input pixel. A flat mapping
+// (rather than a warp per row) keeps the GPU busy when M is small and K large (the 8x8 and
+// 16x16 UNet levels: M = 128 or 512 rows of 11520). Index math is 32-bit where the matrix
+// allows.
+//
+// im2col + quantize (the W8A8 candidate's prologue): one block per row gathers the row twice
+// from the input — absmax, then quantize — instead of writing the f16 matrix and reading it
+// back twice; the input is a few MB, so the second gather hits L2. Same rule as
+// launch_quantize_rows_s8.
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "backend/cuda/cuda_kernels.h"
+
+namespace hyrt::backend::cuda {
+namespace {
+
+constexpr int kWarp = 32;
+
+struct Geometry {
+  int height, width, channels, kernel_w, stride, padding, out_h, out_w;
+  int vecs_per_tap, row_vecs;  // V-element groups per tap and per row
+};
+
+// The input element offset of group v (V channels) of im2col row `row`, or -1 where the tap
+// falls in the padding.
+template <int V, class Index>
+__device__ __forceinline__ int64_t source_offset(const Geometry& g, Index row, int v) {
+  const int ow = static_cast<int>(row % static_cast<Index>(g.out_w));
+  const Index t = row / static_cast<Index>(g.out_w);
+  const int oh = static_cast<int>(t % static_cast<Index>(g.out_h));
+  const int64_t b = static_cast<int64_t>(t / static_cast<Index>(g.out_h));
+  const int tap = v / g.vecs_per_tap;
+  const int c = (v - tap * g.vecs_per_tap) * V;
+  const int i = tap / g.kernel_w;
+  const int ih = oh * g.stride - g.padding + i;
+  const int iw = ow * g.stride - g.padding + (tap - i * g.kernel_w);
+  if (ih < 0 || ih >= g.height || iw < 0 || iw >= g.width) return -1;
+  return ((b * g.height + ih) * g.width + iw) * g.channels + c;
+}
+
+template <int V>
+using Vec = std::conditional_t<V == 8, uint4, __half>;
+
+template <int V>
+__device__ __forceinline__ Vec<V> zero_vec() {
+  if constexpr (V == 8)
+    return make_uint4(0, 0, 0, 0);
+  else
+    return __ushort_as_half(0);
+}
+
+template <int V, class Index>
+__global__ void im2col_kernel(const __half* __restrict__ x, Index total, Geometry g,
+                              __half* __restrict__ col) {
+  Vec<V>* out = reinterpret_cast<Vec<V>*>(col);
+  for (Index idx = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<Index>(gridDim.x) * blockDim.x) {
+    const Index row = idx / static_cast<Index>(g.row_vecs);
+    const int v = static_cast<int>(idx - row * static_cast<Index>(g.row_vecs));
+    const int64_t src = source_offset<V>(g, row, v);
+    out[idx] = src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>();
+  }
+}
+
+template <int V>
+__device__ __forceinline__ void to_floats(const Vec<V>& in, float (&out)[V]) {
+  if constexpr (V == 8) {
+    const __half2* h = reinterpret_cast<const __half2*>(&in);
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const float2 f = __half22float2(h[i]);
+      out[2 * i] = f.x, out[2 * i + 1] = f.y;
+    }
+  } else {
+    out[0] = __half2float(in);
+  }
+}
+
+__device__ __forceinline__ uint32_t pack4(const int8_t* b) {
+  return static_cast<uint32_t>(static_cast<uint8_t>(b[0])) |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[1])) << 8 |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[2])) << 16 |
+         static_cast<uint32_t>(static_cast<uint8_t>(b[3])) << 24;
+}
+
+constexpr int kQuantThreads = 256;
+
+template <int V>
+__global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t rows, Geometry g,
+                                       int64_t ld_q, int8_t* __restrict__ q,
+                                       float* __restrict__ scales) {
+  __shared__ float warp_max[kQuantThreads / kWarp];
+  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    float m = 0.0f;
+    for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
+      const int64_t src = source_offset<V>(g, row, v);
+      if (src < 0) continue;
+      float f[V];
+      to_floats<V>(*reinterpret_cast<const Vec<V>*>(x + src), f);
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        m = fmaxf(m, fabsf(f[i]));
+    }
+#pragma unroll
+    for (int offset = kWarp / 2; offset > 0; offset /= 2)
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+    if (threadIdx.x % kWarp == 0) warp_max[threadIdx.x / kWarp] = m;
+    __syncthreads();
+    m = 0.0f;
+    for (int w = 0; w < static_cast<int>(blockDim.x / kWarp); ++w)
+      m = fmaxf(m, warp_max[w]);
+    __syncthreads();  // warp_max is rewritten for the next row
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    if (threadIdx.x == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+
+    int8_t* qr = q + row * ld_q;
+    for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
+      const int64_t src = source_offset<V>(g, row, v);
+      float f[V];
+      to_floats<V>(src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>(), f);
+      int8_t b[V];
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(f[i] * inv, -127.0f), 127.0f)));
+      if constexpr (V == 8)
+        *reinterpret_cast<uint2*>(qr + static_cast<int64_t>(v) * V) =
+            make_uint2(pack4(b), pack4(b + 4));
+      else
+        qr[v] = b[0];
+    }
+    for (int64_t k = static_cast<int64_t>(g.row_vecs) * V + threadIdx.x; k < ld_q; k += blockDim.x)
+      qr[k] = 0;
+  }
+}
+
+Geometry make_geometry(int64_t height, int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                       int stride, int padding, int64_t out_h, int64_t out_w, int vec) {
+  Geometry g;
+  g.height = static_cast<int>(height), g.width = static_cast<int>(width);
+  g.channels = static_cast<int>(channels), g.kernel_w = kernel_w;
+  g.stride = stride, g.padding = padding;
+  g.out_h = static_cast<int>(out_h), g.out_w = static_cast<int>(out_w);
+  g.vecs_per_tap = static_cast<int>(channels / vec);
+  g.row_vecs = kernel_h * kernel_w * g.vecs_per_tap;
+  return g;
+}
+
+bool aligned16(const void* p) {
+  return reinterpret_cast<uintptr_t>(p) % 16 == 0;
+}
+
+template <int V>
+void im2col(const __half* x, int64_t rows, const Geometry& g, __half* col, cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  const int64_t total = rows * g.row_vecs;
+  const auto blocks =
+      static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 30));
+  if (total <= INT32_MAX)
+    im2col_kernel<V, uint32_t>
+        <<<blocks, kThreads, 0, stream>>>(x, static_cast<uint32_t>(total), g, col);
+  else
+    im2col_kernel<V, int64_t><<<blocks, kThreads, 0, stream>>>(x, total, g, col);
+}
+
+}  // namespace
+
+cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
+                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
+                              int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream) {
+  const int64_t rows = batch * out_h * out_w;
+  if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
+  const auto* xh = reinterpret_cast<const __half*>(x);
+  auto* ch = reinterpret_cast<__half*>(col);
+  if (channels % 8 == 0 && aligned16(x) && aligned16(col))
+    im2col<8>(xh, rows,
+              make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                            out_w, 8),
+              ch, stream);
+  else
+    im2col<1>(xh, rows,
+              make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                            out_w, 1),
+              ch, stream);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
+  const int64_t rows = batch * out_h * out_w;
+  if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
+  const auto* xh = reinterpret_cast<const __half*>(x);
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30));
+  if (channels % 8 == 0 && aligned16(x) && reinterpret_cast<uintptr_t>(q) % 8 == 0 && ld_q % 8 == 0)
+    im2col_quantize_kernel<8><<<blocks, kQuantThreads, 0, stream>>>(
+        xh, rows,
+        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
+                      8),
+        ld_q, q, scales);
+  else
+    im2col_quantize_kernel<1><<<blocks, kQuantThreads, 0, stream>>>(
+        xh, rows,
+        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
+                      1),
+        ld_q, q, scales);
+  return cudaGetLastError();
+}
+
+}  // namespace hyrt::backend::cuda

@@ -1,0 +1,432 @@
+// The CUDA backend's fused attention (cuda_attention.h, attention_kernels.h) on a GPU vs a
+// double-precision host reference, ≤ 2e-3 relative L2: q, k, v are random and rounded to f16
+// first, so the reference sees exactly what the kernel reads, and what remains is the f16
+// rounding of the probabilities and of the output. Outputs are poisoned with NaN before each
+// run (an unwritten element fails the comparison). Shapes: SD 1.5's (scaled down to 1024
+// tokens), cross attention over 77 keys, CLIP's causal 77 tokens, the tiny test model's small
+// heads, odd sizes, D != Dv, q/k/v as column views of one packed tensor, and head dims that
+// take the element-wise load path. Without a usable GPU these tests skip with the reason.
+#include <gtest/gtest.h>
+
+#ifdef HYRT_HAVE_CUDA
+
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/cuda_attention.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "ir/graph.h"
+#include "test_util.h"
+
+namespace hyrt::test {
+namespace {
+
+using backend::cuda::CudaContext;
+using backend::cuda::DeviceBuffer;
+using backend::cuda::FlashAttentionParams;
+
+constexpr double kTolerance = 2e-3;
+
+struct Gpu {
+  std::unique_ptr<CudaContext> ctx;
+  std::string why_not;
+};
+
+// A context of our own (the backend's factory is not needed to run one kernel).
+Gpu& gpu() {
+  static Gpu g = [] {
+    Gpu out;
+    try {
+      const auto devices = backend::cuda::list_devices(&out.why_not);
+      if (devices.empty()) return out;
+      if (devices[0].compute_major < 9) {
+        out.why_not = str_cat(devices[0].name, " is older than sm_90");
+        return out;
+      }
+      out.ctx = std::make_unique<CudaContext>(devices[0], 0);
+    } catch (const Error& e) {
+      out.why_not = e.what();
+    }
+    return out;
+  }();
+  return g;
+}
+
+#define REQUIRE_GPU() \
+  if (!gpu().ctx) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
+
+struct Spec {
+  int64_t batch, tq, tk;
+  int heads, d, dv;
+  bool causal = false;
+  float scale = 0.0f;        // 0: 1/sqrt(D)
+  float input_scale = 1.0f;  // of q and k: larger makes the softmax peakier
+  uint64_t seed = 1;
+  // Direct launches only: q/k/v as column views of one [B, T, H·(2D + Dv)] tensor (tq == tk).
+  bool packed = false;
+  int rows_per_warp = 0;
+};
+
+std::string describe(const Spec& s) {
+  return str_cat("B=", s.batch, " Tq=", s.tq, " Tk=", s.tk, " H=", s.heads, " D=", s.d,
+                 " Dv=", s.dv, s.causal ? " causal" : "", s.packed ? " packed" : "",
+                 s.rows_per_warp ? str_cat(" rows/warp=", s.rows_per_warp) : std::string());
+}
+
+// Random floats rounded to f16: the f16 bits and the values they hold.
+struct F16Data {
+  std::vector<uint16_t> bits;
+  std::vector<float> values;
+  F16Data(size_t n, uint64_t seed, float scale) : bits(n), values(random_floats(n, seed, scale)) {
+    convert_from_f32(values.data(), DType::kF16, bits.data(), n);
+    convert_to_f32(DType::kF16, bits.data(), values.data(), n);
+  }
+};
+
+// q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] dense -> [B, Tq, H·Dv], in double.
+std::vector<float> reference(const Spec& s, const std::vector<float>& q,
+                             const std::vector<float>& k, const std::vector<float>& v,
+                             bool causal) {
+  const double scale = s.scale != 0 ? s.scale : 1.0 / std::sqrt(static_cast<double>(s.d));
+  const int64_t H = s.heads, D = s.d, Dv = s.dv;
+  std::vector<float> out(static_cast<size_t>(s.batch * s.tq * H * Dv));
+  std::vector<double> p(static_cast<size_t>(s.tk)), acc(static_cast<size_t>(Dv));
+  for (int64_t b = 0; b < s.batch; ++b)
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < s.tq; ++i) {
+        const float* qi = &q[((b * s.tq + i) * H + h) * D];
+        const int64_t valid = causal ? std::min(i + 1, s.tk) : s.tk;
+        double m = -1e300;
+        for (int64_t j = 0; j < valid; ++j) {
+          const float* kj = &k[((b * s.tk + j) * H + h) * D];
+          double dot = 0;
+          for (int64_t c = 0; c < D; ++c)
+            dot += static_cast<double>(qi[c]) * kj[c];
+          p[j] = dot * scale;
+          m = std::max(m, p[j]);
+        }
+        double sum = 0;
+        std::fill(acc.begin(), acc.end(), 0.0);
+        for (int64_t j = 0; j < valid; ++j) {
+          const double e = std::exp(p[j] - m);
+          sum += e;
+          const float* vj = &v[((b * s.tk + j) * H + h) * Dv];
+          for (int64_t c = 0; c < Dv; ++c)
+            acc[c] += e * vj[c];
+        }
+        float* o = &out[((b * s.tq + i) * H + h) * Dv];
+        for (int64_t c = 0; c < Dv; ++c)
+          o[c] = static_cast<float>(acc[c] / sum);
+      }
+  return out;
+}
+
+// Host <-> device on the context's stream, complete on return.
+void to_device(void* dst, const void* src, size_t bytes) {
+  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, gpu().ctx->stream()));
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(gpu().ctx->stream()));
+}
+std::vector<float> f16_from_device(const void* src, size_t n) {
+  std::vector<uint16_t> bits(n);
+  HYRT_CUDA_CHECK(
+      cudaMemcpyAsync(bits.data(), src, n * 2, cudaMemcpyDeviceToHost, gpu().ctx->stream()));
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(gpu().ctx->stream()));
+  std::vector<float> out(n);
+  convert_to_f32(DType::kF16, bits.data(), out.data(), n);
+  return out;
+}
+
+struct Inputs {
+  F16Data q, k, v;
+  explicit Inputs(const Spec& s)
+      : q(static_cast<size_t>(s.batch * s.tq * s.heads * s.d), s.seed, s.input_scale),
+        k(static_cast<size_t>(s.batch * s.tk * s.heads * s.d), s.seed + 1, s.input_scale),
+        v(static_cast<size_t>(s.batch * s.tk * s.heads * s.dv), s.seed + 2, 1.0f) {}
+};
+
+// Through the Kernel interface: a one-node graph, dense f16 device tensors.
+std::vector<float> run_kernel(const Spec& s, const Inputs& in) {
+  ir::Graph g(DType::kF32);  // the graph says f32; the device holds f16 (cuda_backend.h)
+  const ir::ValueId q = g.add_input("q", DType::kF32, Shape{s.batch, s.tq, s.heads * s.d});
+  const ir::ValueId k = g.add_input("k", DType::kF32, Shape{s.batch, s.tk, s.heads * s.d});
+  const ir::ValueId v = g.add_input("v", DType::kF32, Shape{s.batch, s.tk, s.heads * s.dv});
+  g.mark_output(g.add_node(ir::OpKind::kAttention, {q, k, v},
+                           ir::AttentionAttrs{s.heads, s.scale, s.causal}, "attn"));
+  g.verify();
+  const ir::Node& node = g.nodes().back();
+  EXPECT_TRUE(backend::cuda::supports_attention(g, node));
+  const double est = backend::cuda::estimate_attention_us(g, node);
+  EXPECT_TRUE(std::isfinite(est) && est > 0) << est;
+  std::unique_ptr<backend::Kernel> kernel =
+      backend::cuda::make_attention_kernel(*gpu().ctx, g, node);
+
+  const Shape out_shape{s.batch, s.tq, s.heads * s.dv};
+  DeviceBuffer dq(in.q.bits.size() * 2, "q"), dk(in.k.bits.size() * 2, "k"),
+      dv(in.v.bits.size() * 2, "v"), dout(static_cast<size_t>(out_shape.numel()) * 2, "out");
+  to_device(dq.data(), in.q.bits.data(), dq.size());
+  to_device(dk.data(), in.k.bits.data(), dk.size());
+  to_device(dv.data(), in.v.bits.data(), dv.size());
+  HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));  // NaN
+  const std::vector<TensorView> views{{dq.data(), DType::kF16, g.value(q).shape},
+                                      {dk.data(), DType::kF16, g.value(k).shape},
+                                      {dv.data(), DType::kF16, g.value(v).shape}};
+  kernel->run(views, {dout.data(), DType::kF16, out_shape});
+  return f16_from_device(dout.data(), static_cast<size_t>(out_shape.numel()));
+}
+
+// launch_flash_attention itself, optionally on column views of one packed qkv tensor.
+std::vector<float> run_direct(const Spec& s, const Inputs& in) {
+  const int64_t H = s.heads, D = s.d, Dv = s.dv;
+  const int64_t out_n = s.batch * s.tq * H * Dv;
+  FlashAttentionParams p;
+  p.batch = s.batch, p.tq = s.tq, p.tk = s.tk;
+  p.heads = s.heads, p.d = s.d, p.dv = s.dv;
+  p.scale = s.scale != 0 ? s.scale : 1.0f / std::sqrt(static_cast<float>(s.d));
+  p.causal = s.causal;
+  p.rows_per_warp = s.rows_per_warp;
+  p.ld_out = H * Dv;
+  DeviceBuffer dout(static_cast<size_t>(out_n) * 2, "out"), dq, dk, dv, dqkv;
+  if (s.packed) {
+    // qkv [B, T, H·D | H·D | H·Dv]
+    const int64_t ld = H * (2 * D + Dv), rows = s.batch * s.tq;
+    std::vector<uint16_t> packed(static_cast<size_t>(rows * ld));
+    for (int64_t r = 0; r < rows; ++r) {
+      std::memcpy(&packed[r * ld], &in.q.bits[r * H * D], H * D * 2);
+      std::memcpy(&packed[r * ld + H * D], &in.k.bits[r * H * D], H * D * 2);
+      std::memcpy(&packed[r * ld + 2 * H * D], &in.v.bits[r * H * Dv], H * Dv * 2);
+    }
+    dqkv = DeviceBuffer(packed.size() * 2, "qkv");
+    to_device(dqkv.data(), packed.data(), dqkv.size());
+    p.q = dqkv.as<uint16_t>();
+    p.k = p.q + H * D;
+    p.v = p.q + 2 * H * D;
+    p.ld_q = p.ld_k = p.ld_v = ld;
+  } else {
+    dq = DeviceBuffer(in.q.bits.size() * 2, "q");
+    dk = DeviceBuffer(in.k.bits.size() * 2, "k");
+    dv = DeviceBuffer(in.v.bits.size() * 2, "v");
+    to_device(dq.data(), in.q.bits.data(), dq.size());
+    to_device(dk.data(), in.k.bits.data(), dk.size());
+    to_device(dv.data(), in.v.bits.data(), dv.size());
+    p.q = dq.as<uint16_t>(), p.k = dk.as<uint16_t>(), p.v = dv.as<uint16_t>();
+    p.ld_q = p.ld_k = H * D;
+    p.ld_v = H * Dv;
+  }
+  p.out = dout.as<uint16_t>();
+  HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));
+  HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()));
+  return f16_from_device(dout.data(), static_cast<size_t>(out_n));
+}
+
+double rel(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return relative_l2(a.data(), b.data(), std::min(a.size(), b.size()));
+}
+
+enum class Path { kKernel, kDirect };
+
+void check(const Spec& s, Path path = Path::kKernel) {
+  SCOPED_TRACE(describe(s));
+  const Inputs in(s);
+  const std::vector<float> got = path == Path::kKernel ? run_kernel(s, in) : run_direct(s, in);
+  const std::vector<float> want = reference(s, in.q.values, in.k.values, in.v.values, s.causal);
+  const double err = rel(got, want);
+  EXPECT_LE(err, kTolerance);
+  if (s.causal) {  // the comparison can fail: ignoring the mask is caught
+    EXPECT_GT(rel(got, reference(s, in.q.values, in.k.values, in.v.values, false)),
+              10 * kTolerance);
+  }
+  std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
+}
+
+TEST(CudaAttention, SdSelfAttentionD40) {  // 64² self attention's head dim, 1024 tokens
+  REQUIRE_GPU();
+  check({.batch = 2, .tq = 1024, .tk = 1024, .heads = 8, .d = 40, .dv = 40, .seed = 1});
+}
+
+TEST(CudaAttention, SdSelfAttentionD80) {
+  REQUIRE_GPU();
+  check({.batch = 1, .tq = 1024, .tk = 1024, .heads = 8, .d = 80, .dv = 80, .seed = 2});
+}
+
+TEST(CudaAttention, SdSelfAttentionD160) {
+  REQUIRE_GPU();
+  check({.batch = 1, .tq = 1024, .tk = 1024, .heads = 8, .d = 160, .dv = 160, .seed = 3});
+}
+
+TEST(CudaAttention, CrossAttention77Keys) {
+  REQUIRE_GPU();
+  check({.batch = 2, .tq = 1024, .tk = 77, .heads = 8, .d = 40, .dv = 40, .seed = 4});
+  check({.batch = 2, .tq = 256, .tk = 77, .heads = 8, .d = 160, .dv = 160, .seed = 5});
+}
+
+TEST(CudaAttention, ClipCausal) {  // CLIP ViT-L: 77 tokens, 12 heads of 64
+  REQUIRE_GPU();
+  check(
+      {.batch = 2, .tq = 77, .tk = 77, .heads = 12, .d = 64, .dv = 64, .causal = true, .seed = 6});
+}
+
+TEST(CudaAttention, CausalAcrossTiles) {  // the diagonal crosses several key tiles
+  REQUIRE_GPU();
+  check({.batch = 1,
+         .tq = 300,
+         .tk = 300,
+         .heads = 2,
+         .d = 32,
+         .dv = 32,
+         .causal = true,
+         .input_scale = 2.0f,
+         .seed = 7});
+  check({.batch = 1,
+         .tq = 200,
+         .tk = 200,
+         .heads = 2,
+         .d = 160,
+         .dv = 160,
+         .causal = true,
+         .seed = 8});
+}
+
+TEST(CudaAttention, OddSizes) {
+  REQUIRE_GPU();
+  check({.batch = 2, .tq = 37, .tk = 13, .heads = 3, .d = 8, .dv = 8, .seed = 9});
+  check({.batch = 1, .tq = 1, .tk = 1, .heads = 1, .d = 8, .dv = 8, .seed = 10});
+  check({.batch = 3,
+         .tq = 129,
+         .tk = 65,
+         .heads = 5,
+         .d = 24,
+         .dv = 24,
+         .scale = 0.3f,
+         .input_scale = 2.0f,
+         .seed = 11});
+}
+
+TEST(CudaAttention, TinyModelHeads) {  // sd15-tiny: 8 heads of 4 and 8 (UNet), 4 of 16 (CLIP)
+  REQUIRE_GPU();
+  check({.batch = 2, .tq = 64, .tk = 64, .heads = 8, .d = 4, .dv = 4, .seed = 12});
+  check({.batch = 2, .tq = 16, .tk = 7, .heads = 8, .d = 8, .dv = 8, .seed = 13});
+  check({.batch = 2, .tq = 7, .tk = 7, .heads = 4, .d = 16, .dv = 16, .causal = true, .seed = 14});
+}
+
+TEST(CudaAttention, ValueDimDiffers) {
+  REQUIRE_GPU();
+  check({.batch = 2, .tq = 50, .tk = 77, .heads = 3, .d = 24, .dv = 40, .seed = 15});
+  check({.batch = 1, .tq = 70, .tk = 33, .heads = 2, .d = 64, .dv = 8, .seed = 16});
+}
+
+TEST(CudaAttention, LargeAndUnalignedHeadDims) {
+  REQUIRE_GPU();
+  check({.batch = 1, .tq = 100, .tk = 90, .heads = 2, .d = 256, .dv = 256, .seed = 17});
+  check({.batch = 1, .tq = 100, .tk = 90, .heads = 2, .d = 192, .dv = 192, .seed = 18});
+  check({.batch = 1, .tq = 65, .tk = 70, .heads = 3, .d = 20, .dv = 20, .seed = 19});  // scalar
+  check({.batch = 1, .tq = 40, .tk = 41, .heads = 1, .d = 7, .dv = 5, .seed = 20});
+}
+
+TEST(CudaAttention, PackedQkvViews) {  // q, k, v as column views of one tensor, ld = H·(2D+Dv)
+  REQUIRE_GPU();
+  check(
+      {.batch = 2, .tq = 300, .tk = 300, .heads = 8, .d = 40, .dv = 40, .seed = 21, .packed = true},
+      Path::kDirect);
+  check({.batch = 1,
+         .tq = 77,
+         .tk = 77,
+         .heads = 12,
+         .d = 64,
+         .dv = 64,
+         .causal = true,
+         .seed = 22,
+         .packed = true},
+        Path::kDirect);
+  check({.batch = 1, .tq = 33, .tk = 33, .heads = 3, .d = 4, .dv = 4, .seed = 23, .packed = true},
+        Path::kDirect);
+}
+
+TEST(CudaAttention, BothWarpLayouts) {  // 16 and 32 query rows per warp agree with the reference
+  REQUIRE_GPU();
+  for (int rows : {16, 32}) {
+    check({.batch = 1,
+           .tq = 333,
+           .tk = 257,
+           .heads = 2,
+           .d = 40,
+           .dv = 40,
+           .seed = 24,
+           .rows_per_warp = rows},
+          Path::kDirect);
+    check({.batch = 1,
+           .tq = 200,
+           .tk = 200,
+           .heads = 2,
+           .d = 64,
+           .dv = 64,
+           .causal = true,
+           .seed = 25,
+           .rows_per_warp = rows},
+          Path::kDirect);
+  }
+}
+
+// Runs everywhere: what the backend claims, without touching a device.
+TEST(CudaAttentionSupport, HeadDimLimitsAndEstimates) {
+  auto make = [](int64_t width, int heads, int64_t t) {
+    auto g = std::make_unique<ir::Graph>(DType::kF32);
+    const ir::ValueId q = g->add_input("q", DType::kF32, Shape{2, t, width});
+    const ir::ValueId k = g->add_input("k", DType::kF32, Shape{2, 77, width});
+    const ir::ValueId v = g->add_input("v", DType::kF32, Shape{2, 77, width});
+    g->mark_output(g->add_node(ir::OpKind::kAttention, {q, k, v},
+                               ir::AttentionAttrs{heads, 0.0f, false}, "attn"));
+    return g;
+  };
+  const auto sd = make(320, 8, 4096), vae = make(512, 1, 4096), big = make(640, 8, 4096);
+  EXPECT_TRUE(backend::cuda::supports_attention(*sd, sd->nodes().back()));
+  EXPECT_FALSE(backend::cuda::supports_attention(*vae, vae->nodes().back()));  // D = 512
+  const double us = backend::cuda::estimate_attention_us(*sd, sd->nodes().back());
+  EXPECT_TRUE(std::isfinite(us) && us > 0) << us;
+  EXPECT_GT(backend::cuda::estimate_attention_us(*big, big->nodes().back()), us);
+  EXPECT_TRUE(std::isinf(backend::cuda::estimate_attention_us(*vae, vae->nodes().back())));
+
+  ir::Graph g(DType::kF32);
+  const ir::ValueId x = g.add_input("x", DType::kF32, Shape{2, 4});
+  g.mark_output(g.add_node(ir::OpKind::kSilu, {x}, {}, "silu"));
+  EXPECT_FALSE(backend::cuda::supports_attention(g, g.nodes().back()));
+}
+
+TEST(CudaAttention, RejectsUnsupportedAndMisbound) {
+  REQUIRE_GPU();
+  ir::Graph g(DType::kF32);
+  const ir::ValueId q = g.add_input("q", DType::kF32, Shape{1, 4, 512});
+  g.mark_output(
+      g.add_node(ir::OpKind::kAttention, {q, q, q}, ir::AttentionAttrs{1, 0.0f, false}, "vae"));
+  EXPECT_THROW(backend::cuda::make_attention_kernel(*gpu().ctx, g, g.nodes().back()), Error);
+
+  ir::Graph ok(DType::kF32);
+  const ir::ValueId x = ok.add_input("x", DType::kF32, Shape{1, 4, 16});
+  ok.mark_output(
+      ok.add_node(ir::OpKind::kAttention, {x, x, x}, ir::AttentionAttrs{2, 0.0f, false}, "a"));
+  auto kernel = backend::cuda::make_attention_kernel(*gpu().ctx, ok, ok.nodes().back());
+  DeviceBuffer buf(4 * 16 * 4, "x");
+  const TensorView f32{buf.data(), DType::kF32, Shape{1, 4, 16}};  // not the storage dtype
+  const std::vector<TensorView> ins{f32, f32, f32};
+  EXPECT_THROW(kernel->run(ins, f32), Error);
+}
+
+}  // namespace
+}  // namespace hyrt::test
+
+#else  // !HYRT_HAVE_CUDA
+
+TEST(CudaAttention, NotBuilt) {
+  GTEST_SKIP() << "built without the CUDA toolkit (HYRT_HAVE_CUDA off)";
+}
+
+#endif

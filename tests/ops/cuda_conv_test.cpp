@@ -1,0 +1,469 @@
+// The CUDA backend's conv2d GEMM programs (src/backend/cuda/cuda_gemm.h) on a GPU: im2col +
+// GEMM (and the 1x1 linear path), both candidates, vs a double-precision direct convolution
+// on random inputs rounded through f16, outputs poisoned with NaN before each run:
+//   f16  — ≤ 2e-3 relative L2 (f16 rounding of the operands and of the output);
+//   W8A8 — ≤ 2e-2 (per-row quantization of the im2col rows), and ≤ 2e-3 against a reference
+//          that quantizes the im2col rows by the kernels' rule and accumulates q·q exactly.
+// The kernels are made with make_conv2d_kernel on a CudaContext of the test's own (the
+// backend dispatches conv2d nodes to that factory). Without a usable GPU the GPU tests skip
+// with the reason; the key and support checks run everywhere the CUDA toolkit was found.
+#include <gtest/gtest.h>
+
+#ifdef HYRT_HAVE_CUDA
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
+#include "core/error.h"
+#include "core/half.h"
+#include "ir/graph.h"
+#include "test_util.h"
+#include "weights/memory_weights.h"
+#include "weights/quantize.h"
+
+namespace hyrt::test {
+namespace {
+
+using backend::cuda::CudaContext;
+using backend::cuda::CudaGemmKernel;
+using backend::cuda::DeviceBuffer;
+using backend::cuda::GemmCandidate;
+
+constexpr double kF16Tolerance = 2e-3;
+constexpr double kW8A8Tolerance = 2e-2;
+constexpr double kW8A8ExactTolerance = 2e-3;
+
+struct Gpu {
+  std::unique_ptr<CudaContext> ctx;
+  backend::cuda::CudaBackendOptions options{.tune_algos = 4, .tune_reps = 3};
+  std::string why_not;
+};
+
+Gpu& gpu() {
+  static Gpu g = [] {
+    Gpu out;
+    const std::vector<backend::cuda::CudaDeviceInfo> devices =
+        backend::cuda::list_devices(&out.why_not);
+    if (devices.empty()) return out;
+    if (devices[0].compute_major < 9) {
+      out.why_not = str_cat(devices[0].name, " is older than sm_90");
+      return out;
+    }
+    try {
+      out.ctx = std::make_unique<CudaContext>(devices[0], size_t{32} << 20);
+    } catch (const Error& e) {
+      out.why_not = e.what();
+    }
+    return out;
+  }();
+  return g;
+}
+
+#define REQUIRE_GPU() \
+  if (!gpu().ctx) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
+
+struct ConvSpec {
+  int64_t batch = 2, height = 8, width = 8, cin = 8, cout = 8;
+  int kernel = 3, stride = 1, padding = 1;
+  bool bias = true;
+  DType weight = DType::kS8;        // s8 ("8-bit S") or a float type
+  DType graph_dtype = DType::kF32;  // the graph's activation dtype (held as f16 either way)
+  uint64_t seed = 1;
+};
+
+std::string describe(const ConvSpec& s) {
+  return str_cat("x [", s.batch, ", ", s.height, ", ", s.width, ", ", s.cin, "] w ",
+                 dtype_name(s.weight), "[", s.cout, ", ", s.cin, ", ", s.kernel, ", ", s.kernel,
+                 "] s=", s.stride, " p=", s.padding, s.bias ? " +bias" : "");
+}
+
+// A one-node graph, its weights and the host-side values the reference needs.
+struct ConvCase {
+  ConvSpec s;
+  ir::Graph graph;
+  weights::MemoryWeights weights;
+  int64_t out_h = 0, out_w = 0;
+  std::vector<float> x;  // NHWC, rounded through f16 (what the kernel reads)
+  std::vector<uint16_t> x16;
+  std::vector<float> w;           // OIHW values: s·q (8-bit S) or as stored
+  std::vector<float> bias;        // [Cout] or empty
+  std::vector<float> q, w_scale;  // 8-bit S only: q (OIHW) as floats, scales [Cout]
+
+  explicit ConvCase(const ConvSpec& spec) : s(spec), graph(spec.graph_dtype) {
+    out_h = (s.height + 2 * s.padding - s.kernel) / s.stride + 1;
+    out_w = (s.width + 2 * s.padding - s.kernel) / s.stride + 1;
+    const Shape xs{s.batch, s.height, s.width, s.cin};
+    const Shape ws{s.cout, s.cin, s.kernel, s.kernel};
+    Tensor xf = random_tensor(xs, s.seed, 1.0f);
+    const size_t nx = static_cast<size_t>(xs.numel());
+    x16.resize(nx);
+    x.resize(nx);
+    convert_from_f32(xf.as<float>(), DType::kF16, x16.data(), nx);
+    convert_to_f32(DType::kF16, x16.data(), x.data(), nx);
+
+    // Weights scaled so that outputs are O(1) whatever K is.
+    const float wscale = 1.0f / std::sqrt(static_cast<float>(s.cin * s.kernel * s.kernel));
+    Tensor wf = random_tensor(ws, s.seed + 1, wscale);
+    w.resize(static_cast<size_t>(ws.numel()));
+    if (s.weight == DType::kS8) {
+      // One scale per output channel: rows of OIHW are [Cin·kh·kw].
+      weights::QuantizedTensor qt = weights::quantize_per_row(wf.view());
+      const int64_t per = ws.numel() / s.cout;
+      for (int64_t o = 0; o < s.cout; ++o)
+        for (int64_t i = 0; i < per; ++i)
+          w[o * per + i] = qt.scale.as<float>()[o] * qt.q.as<int8_t>()[o * per + i];
+      q.assign(qt.q.as<int8_t>(), qt.q.as<int8_t>() + ws.numel());
+      w_scale.assign(qt.scale.as<float>(), qt.scale.as<float>() + s.cout);
+      weights.add_quantized("w", std::move(qt.q), std::move(qt.scale));
+    } else {
+      Tensor stored(s.weight, ws);
+      convert_from_f32(wf.as<float>(), s.weight, stored.data(), w.size());
+      convert_to_f32(s.weight, stored.data(), w.data(), w.size());
+      weights.add("w", std::move(stored));
+    }
+    const ir::ValueId xi = graph.add_input("x", s.graph_dtype, xs);
+    const ir::ValueId wi = graph.add_weight("w", s.weight, ws);
+    std::vector<ir::ValueId> ins{xi, wi};
+    if (s.bias) {
+      Tensor b = random_tensor(Shape{s.cout}, s.seed + 2, 1.0f);
+      bias.assign(b.as<float>(), b.as<float>() + s.cout);
+      weights.add("b", std::move(b));
+      ins.push_back(graph.add_weight("b", DType::kF32, Shape{s.cout}));
+    }
+    graph.mark_output(
+        graph.add_node(ir::OpKind::kConv2d, ins, ir::Conv2dAttrs{s.stride, s.padding}, "conv"));
+    graph.verify();
+  }
+
+  const ir::Node& node() const { return graph.nodes().back(); }
+  int64_t out_elems() const { return s.batch * out_h * out_w * s.cout; }
+
+  // Direct convolution in double, symmetric zero padding (PyTorch / oneDNN).
+  std::vector<float> reference(bool with_bias = true) const {
+    std::vector<float> y(static_cast<size_t>(out_elems()));
+    const int64_t kk = s.kernel;
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t oh = 0; oh < out_h; ++oh)
+        for (int64_t ow = 0; ow < out_w; ++ow)
+          for (int64_t o = 0; o < s.cout; ++o) {
+            double acc = with_bias && !bias.empty() ? bias[o] : 0.0;
+            for (int64_t i = 0; i < kk; ++i) {
+              const int64_t ih = oh * s.stride - s.padding + i;
+              if (ih < 0 || ih >= s.height) continue;
+              for (int64_t j = 0; j < kk; ++j) {
+                const int64_t iw = ow * s.stride - s.padding + j;
+                if (iw < 0 || iw >= s.width) continue;
+                const float* xp = &x[((b * s.height + ih) * s.width + iw) * s.cin];
+                for (int64_t c = 0; c < s.cin; ++c)
+                  acc += static_cast<double>(xp[c]) * w[((o * s.cin + c) * kk + i) * kk + j];
+              }
+            }
+            y[((b * out_h + oh) * out_w + ow) * s.cout + o] = static_cast<float>(acc);
+          }
+    return y;
+  }
+
+  // W8A8 as specified: each im2col row (zero padding included) quantized by the kernels' rule
+  // (cuda_kernels.h, launch_quantize_rows_s8), q·q accumulated exactly, scaled by row scale ·
+  // weight scale, plus bias.
+  std::vector<float> reference_w8a8() const {
+    std::vector<float> y(static_cast<size_t>(out_elems()));
+    const int64_t kk = s.kernel, k = kk * kk * s.cin;
+    std::vector<float> row(static_cast<size_t>(k));
+    for (int64_t b = 0; b < s.batch; ++b)
+      for (int64_t oh = 0; oh < out_h; ++oh)
+        for (int64_t ow = 0; ow < out_w; ++ow) {
+          float amax = 0.0f;
+          for (int64_t i = 0; i < kk; ++i)
+            for (int64_t j = 0; j < kk; ++j)
+              for (int64_t c = 0; c < s.cin; ++c) {
+                const int64_t ih = oh * s.stride - s.padding + i;
+                const int64_t iw = ow * s.stride - s.padding + j;
+                const bool in = ih >= 0 && ih < s.height && iw >= 0 && iw < s.width;
+                const float v = in ? x[((b * s.height + ih) * s.width + iw) * s.cin + c] : 0.0f;
+                row[static_cast<size_t>((i * kk + j) * s.cin + c)] = v;
+                amax = std::max(amax, std::fabs(v));
+              }
+          const float inv = amax > 0 ? 127.0f / amax : 0.0f;
+          const float row_scale = amax > 0 ? amax / 127.0f : 0.0f;
+          for (float& v : row)
+            v = std::nearbyint(std::clamp(v * inv, -127.0f, 127.0f));
+          for (int64_t o = 0; o < s.cout; ++o) {
+            double acc = 0;
+            for (int64_t i = 0; i < kk; ++i)
+              for (int64_t j = 0; j < kk; ++j)
+                for (int64_t c = 0; c < s.cin; ++c)
+                  acc += static_cast<double>(row[static_cast<size_t>((i * kk + j) * s.cin + c)]) *
+                         q[static_cast<size_t>(((o * s.cin + c) * kk + i) * kk + j)];
+            acc *= static_cast<double>(row_scale) * w_scale[static_cast<size_t>(o)];
+            if (!bias.empty()) acc += bias[static_cast<size_t>(o)];
+            y[static_cast<size_t>(((b * out_h + oh) * out_w + ow) * s.cout + o)] =
+                static_cast<float>(acc);
+          }
+        }
+    return y;
+  }
+};
+
+// Device copies of a case's input and output; runs a candidate on the context's stream.
+class DeviceRun {
+ public:
+  explicit DeviceRun(const ConvCase& c)
+      : c_(c),
+        x_(c.x16.size() * 2, "test x"),
+        y_(static_cast<size_t>(c.out_elems()) * 2, "test y") {
+    CudaContext& ctx = *gpu().ctx;
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(x_.data(), c.x16.data(), x_.size(), cudaMemcpyHostToDevice, ctx.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+  }
+
+  std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
+    CudaContext& ctx = *gpu().ctx;
+    HYRT_CUDA_CHECK(cudaMemsetAsync(y_.data(), 0xff, y_.size(), ctx.stream()));  // NaN
+    const ConvCase& c = c_;
+    std::vector<TensorView> ins{
+        TensorView{x_.data(), DType::kF16, Shape{c.s.batch, c.s.height, c.s.width, c.s.cin}}};
+    for (size_t i = 1; i < c.node().inputs.size(); ++i)
+      ins.push_back(c.weights.get(c.graph.value(c.node().inputs[i]).name));
+    const TensorView y{y_.data(), DType::kF16, Shape{c.s.batch, c.out_h, c.out_w, c.s.cout}};
+    if (cand)
+      kernel.run_candidate(*cand, ins, y);
+    else
+      kernel.run(ins, y);
+    std::vector<uint16_t> raw(static_cast<size_t>(c.out_elems()));
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(raw.data(), y_.data(), y_.size(), cudaMemcpyDeviceToHost, ctx.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
+    std::vector<float> out(raw.size());
+    convert_to_f32(DType::kF16, raw.data(), out.data(), out.size());
+    return out;
+  }
+
+ private:
+  const ConvCase& c_;
+  DeviceBuffer x_, y_;
+};
+
+double rel(const std::vector<float>& a, const std::vector<float>& b) {
+  return relative_l2(a.data(), b.data(), a.size());
+}
+
+std::unique_ptr<CudaGemmKernel> make(const ConvCase& c, backend::ProgramCache& cache) {
+  EXPECT_TRUE(backend::cuda::supports_conv2d(c.graph, c.node()));
+  return backend::cuda::make_conv2d_kernel(*gpu().ctx, gpu().options, c.graph, c.node(), c.weights,
+                                           cache);
+}
+
+void check_conv(const ConvSpec& spec) {
+  SCOPED_TRACE(describe(spec));
+  const ConvCase c(spec);
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> kernel = make(c, cache);
+  ASSERT_NE(kernel, nullptr);
+  const auto& t = kernel->tuning();
+  SCOPED_TRACE(t.to_string());
+  DeviceRun run(c);
+  const std::vector<float> ref = c.reference();
+
+  ASSERT_TRUE(t.f16.available);
+  const std::vector<float> y16 = run.run(*kernel, GemmCandidate::kF16);
+  EXPECT_LE(rel(y16, ref), kF16Tolerance) << "f16 candidate";
+  if (!c.bias.empty()) {  // the comparison can fail: leaving the bias out is caught
+    EXPECT_GT(rel(y16, c.reference(false)), 10 * kF16Tolerance);
+  }
+  if (spec.weight == DType::kS8) {
+    ASSERT_TRUE(t.w8a8.available);
+    const std::vector<float> y8 = run.run(*kernel, GemmCandidate::kW8A8);
+    EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
+    EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
+        << "w8a8 candidate vs its own quantization rule";
+  } else {
+    EXPECT_FALSE(t.w8a8.available) << "W8A8 needs 8-bit S weights";
+    EXPECT_THROW(run.run(*kernel, GemmCandidate::kW8A8), Error);
+  }
+  EXPECT_EQ(kernel->candidate(), t.chosen);
+  EXPECT_LE(rel(run.run(*kernel), ref),
+            t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+}
+
+// --- SD 1.5 shapes (smaller latents: the reference is a direct convolution on the host) ---
+
+TEST(CudaConv,
+     Sd3x3Stride1) {  // resnet conv, 320 ch, 16x16, B=2: M=512 N=320 K=2880
+  REQUIRE_GPU();
+  check_conv({.height = 16, .width = 16, .cin = 320, .cout = 320, .seed = 11});
+}
+
+TEST(CudaConv, Sd3x3Stride2Downsampler) {  // 32x32x320 -> 16x16x320
+  REQUIRE_GPU();
+  check_conv({.height = 32, .width = 32, .cin = 320, .cout = 320, .stride = 2, .seed = 12});
+}
+
+TEST(CudaConv, Sd1x1ShortcutIsALinear) {  // 640 -> 320, 8x8
+  REQUIRE_GPU();
+  check_conv({.cin = 640, .cout = 320, .kernel = 1, .padding = 0, .seed = 13});
+}
+
+TEST(CudaConv,
+     ConvInFourChannels) {  // conv_in: 4 -> 320, K = 36 (scalar im2col)
+  REQUIRE_GPU();
+  check_conv({.height = 16, .width = 16, .cin = 4, .cout = 320, .seed = 14});
+}
+
+TEST(CudaConv,
+     VaeQuantConv1x1F16) {  // post_quant_conv: 4 -> 4, f16-stored weights
+  REQUIRE_GPU();
+  check_conv({.batch = 1,
+              .cin = 4,
+              .cout = 4,
+              .kernel = 1,
+              .padding = 0,
+              .weight = DType::kF16,
+              .graph_dtype = DType::kF16,
+              .seed = 15});
+}
+
+// --- odd sizes ---
+
+TEST(CudaConv,
+     ThreeChannelsOddSizes) {  // Cin=3 (K=27 -> K4=28), Cout=13 (N4=16), 7x9
+  REQUIRE_GPU();
+  check_conv(
+      {.batch = 1, .height = 7, .width = 9, .cin = 3, .cout = 13, .bias = false, .seed = 16});
+  check_conv({.batch = 3,
+              .height = 9,
+              .width = 7,
+              .cin = 3,
+              .cout = 5,
+              .weight = DType::kF16,
+              .seed = 17});
+}
+
+TEST(CudaConv,
+     Stride2OddInput) {  // 9x7, Cin=8 (vector im2col), pad 1 -> 5x4; f32 weights
+  REQUIRE_GPU();
+  check_conv({.height = 9,
+              .width = 7,
+              .cin = 8,
+              .cout = 16,
+              .stride = 2,
+              .weight = DType::kF32,
+              .seed = 18});
+  check_conv({.height = 9, .width = 7, .cin = 16, .cout = 24, .stride = 2, .seed = 19});
+}
+
+TEST(CudaConv,
+     NoPaddingAndStridedPointwise) {  // 3x3 p0, and a 1x1 s2 (im2col, not linear)
+  REQUIRE_GPU();
+  check_conv({.height = 6, .width = 5, .cin = 24, .cout = 8, .padding = 0, .seed = 20});
+  check_conv({.height = 7,
+              .width = 7,
+              .cin = 16,
+              .cout = 8,
+              .kernel = 1,
+              .stride = 2,
+              .padding = 0,
+              .weight = DType::kBF16,
+              .seed = 21});
+}
+
+TEST(CudaConv, ProgramsSharedPerKeyAndGeometry) {
+  REQUIRE_GPU();
+  backend::ProgramCache cache;
+  const ConvCase a({.height = 8, .width = 8, .cin = 16, .cout = 32, .seed = 31});
+  const ConvCase b({.height = 8, .width = 8, .cin = 16, .cout = 32, .seed = 32});  // same key
+  // Same M (2·4·4 = 2·8·8 / 4), N and K, another geometry: its own program.
+  const ConvCase d(
+      {.batch = 8, .height = 8, .width = 8, .cin = 16, .cout = 32, .stride = 2, .seed = 33});
+  auto ka = make(a, cache);
+  auto kb = make(b, cache);
+  EXPECT_EQ(cache.misses(), 1u);
+  EXPECT_EQ(&ka->tuning(), &kb->tuning());
+  auto kd = make(d, cache);
+  EXPECT_EQ(cache.misses(), 2u);
+  EXPECT_EQ(kd->tuning().key, ka->tuning().key);
+  DeviceRun run(d);
+  EXPECT_LE(rel(run.run(*kd, GemmCandidate::kF16), d.reference()), kF16Tolerance);
+  std::printf("[ cuda     ] %s\n", ka->tuning().to_string().c_str());
+}
+
+TEST(CudaConv, BadBindingIsRejected) {
+  REQUIRE_GPU();
+  backend::ProgramCache cache;
+  const ConvCase c({.cin = 8, .cout = 8, .seed = 41});
+  auto k = make(c, cache);
+  DeviceBuffer x(c.x16.size() * 2, "x"), y(static_cast<size_t>(c.out_elems()) * 4, "y");
+  const std::vector<TensorView> ins{TensorView{x.data(), DType::kF32, Shape{2, 8, 8, 8}}};
+  EXPECT_THROW(k->run(ins, TensorView{y.data(), DType::kF32, Shape{2, 8, 8, 8}}), Error);
+}
+
+// --- host-only: keys and support (no GPU needed) ---
+
+ir::Graph one_conv(Shape xs, Shape ws, int stride, int padding, DType x_dtype = DType::kF32,
+                   DType w_dtype = DType::kS8) {
+  ir::Graph g(x_dtype);
+  const ir::ValueId x = g.add_input("x", x_dtype, xs);
+  const ir::ValueId w = g.add_weight("w", w_dtype, ws);
+  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{stride, padding}, "c"));
+  return g;
+}
+
+TEST(CudaConvKey, PointwiseEqualsLinearIm2colDoesNot) {
+  // 1x1 s1 p0 over [2, 8, 8, 640] is the linear [128, 640] -> 320 with f16 activations.
+  const ir::Graph c1 = one_conv(Shape{2, 8, 8, 640}, Shape{320, 640, 1, 1}, 1, 0);
+  ir::Graph lin(DType::kF16);
+  const ir::ValueId x = lin.add_input("x", DType::kF16, Shape{128, 640});
+  const ir::ValueId w = lin.add_weight("w", DType::kS8, Shape{320, 640});
+  lin.mark_output(lin.add_node(ir::OpKind::kLinear, {x, w}, {}, "l"));
+  const backend::GemmKey k1 = backend::cuda::conv2d_gemm_key(c1, c1.nodes()[0]);
+  EXPECT_EQ(k1, backend::cuda::linear_gemm_key(lin, lin.nodes()[0])) << k1.to_string();
+  EXPECT_EQ(k1.a_type, DType::kF16);  // the graph says f32; the device holds f16
+
+  // 3x3 s1 p1 over [2, 16, 16, 320]: M = 512, N = 320, K = 2880, not the linear's key.
+  const ir::Graph c3 = one_conv(Shape{2, 16, 16, 320}, Shape{320, 320, 3, 3}, 1, 1);
+  const backend::GemmKey k3 = backend::cuda::conv2d_gemm_key(c3, c3.nodes()[0]);
+  EXPECT_EQ(k3.m, 512);
+  EXPECT_EQ(k3.n, 320);
+  EXPECT_EQ(k3.k, 2880);
+  backend::GemmKey as_linear = k3;
+  as_linear.epilogue = 0;
+  EXPECT_NE(k3, as_linear);
+  // Stride 2 downsampler: 64x64 -> 32x32.
+  const ir::Graph c2 = one_conv(Shape{2, 64, 64, 320}, Shape{320, 320, 3, 3}, 2, 1);
+  EXPECT_EQ(backend::cuda::conv2d_gemm_key(c2, c2.nodes()[0]).m, 2 * 32 * 32);
+}
+
+TEST(CudaConvKey, Supports) {
+  const ir::Graph ok =
+      one_conv(Shape{1, 5, 5, 3}, Shape{4, 3, 3, 3}, 2, 1, DType::kF32, DType::kBF16);
+  EXPECT_TRUE(backend::cuda::supports_conv2d(ok, ok.nodes()[0]));
+  const ir::Graph s32 =
+      one_conv(Shape{1, 5, 5, 3}, Shape{4, 3, 3, 3}, 1, 1, DType::kF32, DType::kS32);
+  EXPECT_FALSE(backend::cuda::supports_conv2d(s32, s32.nodes()[0]));
+  // A weight computed at run time (not a graph weight) is not a GEMM program's operand.
+  ir::Graph g(DType::kF32);
+  const ir::ValueId x = g.add_input("x", DType::kF32, Shape{1, 4, 4, 2});
+  const ir::ValueId w = g.add_input("w", DType::kF32, Shape{2, 2, 1, 1});
+  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{1, 0}, "c"));
+  EXPECT_FALSE(backend::cuda::supports_conv2d(g, g.nodes()[0]));
+}
+
+}  // namespace
+}  // namespace hyrt::test
+
+#else  // !HYRT_HAVE_CUDA
+
+TEST(CudaConv, NotBuilt) {
+  GTEST_SKIP() << "built without the CUDA toolkit (HYRT_HAVE_CUDA off)";
+}
+
+#endif
