@@ -267,7 +267,7 @@ int run(int argc, char** argv) {
     }
   }
   std::string why;
-  std::unique_ptr<CudaBackend> b = backend::cuda::try_make_cuda_backend({}, &why);
+  std::unique_ptr<CudaBackend> b = backend::cuda::try_make_cuda_backend({.autotune = true}, &why);
   if (!b) {
     std::fprintf(stderr, "bench_cuda_gemm: no usable CUDA device: %s\n", why.c_str());
     return 1;
@@ -342,6 +342,7 @@ int run(int argc, char** argv) {
                "\nconv (B=2)                 M·N·K              | conv f16  w8a8  f16w | gemm f16  "
                "w8a8  f16w | im2col us | auto\n");
   backend::cuda::CudaBackendOptions conv_options;
+  conv_options.autotune = true;
   backend::cuda::CudaContext ctx(d, conv_options.workspace_bytes);
   backend::ProgramCache conv_cache;
   first = true;

@@ -78,13 +78,23 @@ if [[ $what == *coldstart* ]]; then
   ls -la $ck
   export HYRT_CACHE_DIR=/tmp/hyrt-cache
   rm -rf $HYRT_CACHE_DIR
-  for i in 1 2; do
+  # Starts 1-2: no disk cache (untimed GEMM choices); then one --autotune run fills the disk
+  # cache; start 3 reads the tuned records.
+  for i in 1 2 tune 3; do
+    flags=""
+    [ "$i" = tune ] && flags="--autotune"
     t0=$(date +%s%N)
-    $hyrt bench -m $ck --only unet --runs 3 --warmup 1 --placement device \
+    $hyrt bench -m $ck --only unet --runs 5 --warmup 1 --placement device $flags \
       --json "$out/coldstart_$i.json" >/dev/null 2>"$out/coldstart_$i.err"
     t1=$(date +%s%N)
     python3 -c "
 import json; j = json.load(open('$out/coldstart_$i.json')); u = j['stages']['unet_step']
 print('start $i: process %.0f ms; load %.0f ms + first step %.0f ms = %.0f ms; median step %.2f ms' % (($t1-$t0)/1e6, j['load_ms'], u['first_call_ms'], j['load_ms'] + u['first_call_ms'], u['median_ms']))"
   done
+  ls -la $HYRT_CACHE_DIR
+  python3 -c "
+import json
+for i in ('1', '3'):
+    a = json.load(open('$out/coldstart_%s.json' % i))['scratch_arenas'][0]
+    print('start', i, 'prepare %.0f ms:' % a['prepare_ms'], ', '.join('%s %.0f' % (k, v['ms']) for k, v in a['prepare_ms_by_op'].items()))"
 fi

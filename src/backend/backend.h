@@ -114,6 +114,9 @@ class Backend {
   virtual bool supports_capture() const { return false; }
   virtual void begin_capture();
   virtual std::unique_ptr<Replay> end_capture();
+  // What the records this backend puts in a ProgramCache are valid for (device, driver and
+  // library versions), naming its on-disk store; empty = it keeps no records.
+  virtual std::string cache_signature() const { return {}; }
   // True if prepare() keeps its own copy of every weight it reads (packed, converted or
   // uploaded), so the executor may tell the WeightSource to drop the stored pages.
   virtual bool copies_weights() const { return false; }

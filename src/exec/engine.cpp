@@ -18,6 +18,7 @@ std::unique_ptr<backend::Backend> make_accelerator(const EngineOptions& options,
 #ifdef HYRT_HAVE_CUDA
   backend::cuda::CudaBackendOptions co;
   co.device = options.device;
+  co.autotune = options.autotune;
   std::unique_ptr<backend::cuda::CudaBackend> b = backend::cuda::try_make_cuda_backend(co, why);
   if (b) {
     const auto& d = b->device_info();
@@ -48,10 +49,18 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
   HYRT_CHECK(accel_ || options.placement == plan::PlacementMode::kAuto, kUnsupported, "placement '",
              plan::placement_mode_name(options.placement),
              "' needs an accelerator: ", accel_status_);
-  if (!accel_)
+  if (!accel_) {
     HYRT_LOG(kInfo) << "no accelerator (" << accel_status_ << "): running on the host";
-  else if (options.share_scratch)
-    accel_scratch_ = std::make_unique<SharedScratch>(*accel_);
+    return;
+  }
+  if (options.share_scratch) accel_scratch_ = std::make_unique<SharedScratch>(*accel_);
+  if (options.disk_cache) {
+    backend::DiskStoreOptions store;
+    store.device_signature = accel_->cache_signature();
+    const size_t loaded = cache_.open_disk_store(store);
+    HYRT_LOG(kDebug) << "program cache: " << loaded << " records from "
+                     << cache_.disk_store_path().string();
+  }
 }
 
 Engine::~Engine() = default;

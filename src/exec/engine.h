@@ -31,6 +31,13 @@ struct EngineOptions {
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
   int device = 0;       // CUDA device index
   bool capture = true;  // replay device steps as CUDA graphs (ExecOptions::capture)
+  // Time GEMM candidates on the accelerator on first use of a shape (CudaBackendOptions::
+  // autotune); results persist in the disk cache, which every engine reads.
+  bool autotune = false;
+  // The ProgramCache's on-disk store (backend/program_cache.h; default directory
+  // $HYRT_CACHE_DIR, $XDG_CACHE_HOME/hyrt or ~/.cache/hyrt), opened when an accelerator is
+  // in use; false keeps records in memory only.
+  bool disk_cache = true;
   // Executables share one scratch arena sized to the largest (they never run at once).
   bool share_scratch = true;
   // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/backend.h).

@@ -97,10 +97,15 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   }
 
   e->kernels_.reserve(e->order_.size());
+  e->prepare_op_ms_.assign(ir::kNumOpKinds, 0.0);
+  e->prepare_op_count_.assign(ir::kNumOpKinds, 0);
   for (size_t s = 0; s < e->order_.size(); ++s) {
     const ir::Node& node = g.node(e->order_[s]);
     backend::Backend& b = *backends[e->step_backend_[s]];
+    const auto tk = Clock::now();
     e->kernels_.push_back(b.prepare(g, node, weights, cache));
+    e->prepare_op_ms_[static_cast<int>(node.op)] += ms_since(tk);
+    ++e->prepare_op_count_[static_cast<int>(node.op)];
     // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
     // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
     // Released node by node, so the file and the copies never both peak.
@@ -273,12 +278,20 @@ TensorView Executable::output(size_t i) const {
   return views_[0][graph_->outputs()[i]];
 }
 
-std::vector<OpProfile> Executable::profile() const {
+static std::vector<OpProfile> by_op(const std::vector<int>& count, const std::vector<double>& ms) {
   std::vector<OpProfile> p;
   for (int i = 0; i < ir::kNumOpKinds; ++i)
-    if (op_count_[i])
-      p.push_back({std::string(ir::op_name(static_cast<ir::OpKind>(i))), op_count_[i], op_ms_[i]});
+    if (count[i])
+      p.push_back({std::string(ir::op_name(static_cast<ir::OpKind>(i))), count[i], ms[i]});
   return p;
+}
+
+std::vector<OpProfile> Executable::profile() const {
+  return by_op(op_count_, op_ms_);
+}
+
+std::vector<OpProfile> Executable::prepare_profile() const {
+  return by_op(prepare_op_count_, prepare_op_ms_);
 }
 
 }  // namespace hyrt::exec

@@ -104,6 +104,9 @@ class Executable {
   int captured_units() const { return static_cast<int>(segments_.size()); }
   std::vector<OpProfile> profile() const;
   double prepare_ms() const { return prepare_ms_; }
+  // Time create() spent preparing kernels (compile/fetch programs, upload/pack weights), per
+  // op kind.
+  std::vector<OpProfile> prepare_profile() const;
   // Where each node runs and what crosses between backends.
   const plan::Placement& placement() const { return placement_; }
 
@@ -140,6 +143,8 @@ class Executable {
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
   double prepare_ms_ = 0;
+  std::vector<double> prepare_op_ms_;
+  std::vector<int> prepare_op_count_;
   plan::Placement placement_;
 };
 

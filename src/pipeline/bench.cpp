@@ -69,6 +69,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.profile = o.profile;
   eo.int8_mode = o.int8_mode;
   eo.placement = o.placement;
+  eo.autotune = o.autotune;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -86,6 +87,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"runs", o.runs},
       {"warmup", o.warmup},
       {"placement", plan::placement_mode_name(o.placement)},
+      {"autotune", o.autotune},
       {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
@@ -164,8 +166,12 @@ static nlohmann::json run_single(const BenchOptions& o) {
   }
   out["stages"] = stages;
   nlohmann::json arenas = nlohmann::json::array();
-  for (const auto& m : model->memory_report())
+  for (const auto& m : model->memory_report()) {
+    nlohmann::json prep;
+    for (const auto& op : m.prepare_by_op)
+      prep[op.op] = {{"nodes", op.count}, {"ms", op.total_ms}};
     arenas.push_back({{"component", m.component},
+                      {"prepare_ms_by_op", prep},
                       {"shape", m.shape},
                       {"arena_bytes", m.arena_bytes},
                       {"arena_lower_bound_bytes", m.arena_lower_bound},
@@ -174,6 +180,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
                       {"captured_steps", m.captured_steps},
                       {"prepare_ms", m.prepare_ms},
                       {"placement", m.placement}});
+  }
   out["scratch_arenas"] = arenas;
   if (o.profile) {
     nlohmann::json prof;

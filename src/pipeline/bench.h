@@ -49,6 +49,8 @@ struct BenchOptions {
   // shape_change_ms = first call - median step, the cost of the new shape (in place of the
   // single-size "unet_step" stage).
   bool resize = false;
+  // Time GEMM candidates on the accelerator on first use (exec::EngineOptions::autotune).
+  bool autotune = false;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

@@ -160,6 +160,7 @@ Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
   if (c.exe->memory_plans().size() > 1)
     c.report.device_arena_bytes = c.exe->memory_plans()[1].arena_bytes;
   c.report.copy_bytes = static_cast<int64_t>(c.exe->placement().copy_bytes);
+  c.report.prepare_by_op = c.exe->prepare_profile();
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
                   << c.report.prepare_ms << " ms";

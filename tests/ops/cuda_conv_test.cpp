@@ -43,7 +43,7 @@ constexpr double kW8A8ExactTolerance = 2e-3;
 
 struct Gpu {
   std::unique_ptr<CudaContext> ctx;
-  backend::cuda::CudaBackendOptions options{.tune_algos = 4, .tune_reps = 3};
+  backend::cuda::CudaBackendOptions options{.tune_algos = 4, .tune_reps = 3, .autotune = true};
   std::string why_not;
 };
 

@@ -13,6 +13,8 @@
 #ifdef HYRT_HAVE_CUDA
 
 #include <cmath>
+#include <filesystem>
+#include <unistd.h>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -44,7 +46,7 @@ struct Gpu {
 Gpu& gpu() {
   static Gpu g = [] {
     Gpu out;
-    out.backend = backend::cuda::try_make_cuda_backend({}, &out.why_not);
+    out.backend = backend::cuda::try_make_cuda_backend({.autotune = true}, &out.why_not);
     return out;
   }();
   return g;
@@ -332,10 +334,59 @@ TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
   std::printf("[ cuda     ] %s on %s\n", t.to_string().c_str(), b.device_info().name.c_str());
 }
 
+// Untimed (the default): no GPU time, the heuristic's algorithm, the roofline's choice — and
+// the result is still right. Tuned records reach the disk store; a later untimed backend with
+// a fresh cache reads them back (measured, same choice) instead of estimating.
+TEST(CudaGemm, UntimedChoiceAndTunedRecordsOnDisk) {
+  REQUIRE_GPU();
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("hyrt_cuda_records_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  const LinearCase c({.x_shape = Shape{512, 320}, .n = 1280, .seed = 41});
+  std::unique_ptr<CudaBackend> quick = backend::cuda::make_cuda_backend({});
+  {
+    backend::ProgramCache cache;
+    std::unique_ptr<CudaGemmKernel> k = prepare(*quick, c, cache);
+    ASSERT_NE(k, nullptr);
+    const auto& t = k->tuning();
+    EXPECT_FALSE(t.f16.measured);
+    EXPECT_EQ(t.f16.algos_timed, 0);
+    EXPECT_EQ(cache.record_count(), 0u) << "estimates are not records";
+    DeviceRun run(*quick, c);
+    EXPECT_LE(rel(run.run(*k), c.reference()),
+              k->candidate() == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  }
+  backend::DiskStoreOptions store{dir, quick->cache_signature(), "programs"};
+  GemmCandidate tuned_choice;
+  {
+    backend::ProgramCache cache;
+    cache.open_disk_store(store);
+    std::unique_ptr<CudaGemmKernel> k = prepare(*gpu().backend, c, cache);  // autotunes
+    ASSERT_NE(k, nullptr);
+    EXPECT_TRUE(k->tuning().f16.measured);
+    tuned_choice = k->tuning().chosen;
+    EXPECT_EQ(cache.record_count(), 1u);
+    EXPECT_TRUE(cache.flush());
+  }
+  {
+    backend::ProgramCache cache;
+    EXPECT_EQ(cache.open_disk_store(store), 1u);
+    std::unique_ptr<CudaGemmKernel> k = prepare(*quick, c, cache);
+    ASSERT_NE(k, nullptr);
+    EXPECT_TRUE(k->tuning().f16.measured) << "the record was not used";
+    EXPECT_EQ(k->tuning().chosen, tuned_choice);
+    DeviceRun run(*quick, c);
+    EXPECT_LE(rel(run.run(*k), c.reference()),
+              k->candidate() == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  }
+  fs::remove_all(dir);
+}
+
 TEST(CudaGemm, PolicyForcesCandidate) {
   REQUIRE_GPU();
   std::unique_ptr<CudaBackend> b = backend::cuda::make_cuda_backend(
-      {.gemm = backend::cuda::GemmPolicy::kW8A8, .tune_algos = 2, .tune_reps = 3});
+      {.gemm = backend::cuda::GemmPolicy::kW8A8, .tune_algos = 2, .tune_reps = 3,
+       .autotune = true});
   backend::ProgramCache cache;
   const LinearCase c({.x_shape = Shape{16, 64}, .n = 32, .seed = 31});
   std::unique_ptr<CudaGemmKernel> k = prepare(*b, c, cache);

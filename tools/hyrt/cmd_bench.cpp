@@ -54,6 +54,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--resize", o->resize,
               "With --sizes: one engine runs the UNet step at each size in turn and reports "
               "what each new shape cost before its first step (shape_change_ms)");
+  c->add_flag("--autotune", o->autotune,
+              "Time the accelerator's GEMM candidates on first use of each shape (results kept in "
+              "the disk cache for later runs)");
   c->add_option("--json", *out, "Also write the JSON to this file");
   c->callback([o, out, only, int8, config_dir, placement] {
     o->placement = plan::parse_placement_mode(*placement);

@@ -38,6 +38,7 @@ struct GenerateArgs {
   std::string weights = "stored";
   Int8Choice int8;
   std::string placement = "auto";
+  bool autotune = false;
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -109,6 +110,7 @@ void run(const GenerateArgs& a_in) {
   eo.num_threads = a.threads;
   eo.int8_mode = a.int8.mode();
   eo.placement = plan::parse_placement_mode(a.placement);
+  eo.autotune = a.autotune;
   exec::Engine engine(eo);
   Sd15ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
@@ -224,6 +226,9 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "cost model picks, and falls back to the host without a usable GPU)")
       ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
       ->capture_default_str();
+  c->add_flag("--autotune", a->autotune,
+              "Time the GPU's GEMM candidates for each new shape (slower first step; the "
+              "choices are kept in the disk cache, $HYRT_CACHE_DIR or ~/.cache/hyrt)");
   c->callback([a] { run(*a); });
 });
 

@@ -19,18 +19,6 @@
 namespace hyrt::backend::cuda {
 namespace {
 
-// --- Roofline constants (estimate_us) ------------------------------------------------------
-// Rates a UNet-sized GEMM can reach on an H100 SXM: cuBLASLt f16 ran at 862 TFLOP/s and s8 at
-// 1455 TOPS on 8192³ (../shared/notes/cublaslt-h100.md); smaller shapes fall well short,
-// which the per-program overhead below stands in for until measurements replace it.
-constexpr double kF16FlopsPerSecond = 700e12;
-constexpr double kS8OpsPerSecond = 1200e12;
-// Device memory: a device-to-device copy moved ~3.0 TB/s (read + write) on the H100s here.
-constexpr double kBytesPerSecond = 3.0e12;
-// Per program: the launches (1–3 kernels + cuBLASLt) and their tails; the smallest UNet
-// GEMMs measured 8–10 µs.
-constexpr double kOverheadUs = 6.0;
-
 bool is_float(DType t) {
   return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
 }
@@ -126,12 +114,9 @@ class CudaBackendImpl final : public CudaBackend {
     }
   }
 
-  // The measured time of the candidate this backend runs for the node's GemmKey once a node
-  // of that key was prepared; before that a roofline:
-  //   t = max(flops / rate, bytes / 3.0 TB/s) + 6 µs,
-  // flops = 2·M·N·K; bytes = x + weights (as stored on the device) + output; for 8-bit S
-  // weights the lower of the f16 estimate (+ the f16 weight scratch written and read) and the
-  // W8A8 one (s8 rate; + the quantized activations and the s32 result written and read).
+  // The time of the candidate this backend runs for the node's GemmKey once a node of that
+  // key was prepared (measured, or estimated when untuned); before that the lower roofline
+  // of the candidates (gemm_roofline_us).
   double estimate_us(const ir::Graph& graph, const ir::Node& node) const override {
     if (!supports(graph, node)) return std::numeric_limits<double>::infinity();
     if (node.op == ir::OpKind::kAttention) return estimate_attention_us(graph, node);
@@ -144,19 +129,9 @@ class CudaBackendImpl final : public CudaBackend {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = measured_us_.find(key); it != measured_us_.end()) return it->second;
     }
-    const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
-                 k = static_cast<double>(key.k);
-    const double a = static_cast<double>(dtype_size(key.a_type));
-    const double flops = 2.0 * m * n * k;
-    // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
-    const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0);
-    auto roofline = [](double ops, double rate, double bytes) {
-      return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs;
-    };
-    if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, io + n * k * 2.0);
-    const double f16 = roofline(flops, kF16FlopsPerSecond, io + n * k * (1.0 + 2.0 * 2.0));
-    const double w8a8 = roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
-    return std::min(f16, w8a8);
+    const double f16 = gemm_roofline_us(key, GemmCandidate::kF16);
+    if (key.w_type != DType::kS8) return f16;
+    return std::min(f16, gemm_roofline_us(key, GemmCandidate::kW8A8));
   }
 
   std::unique_ptr<Kernel> prepare(const ir::Graph& graph, const ir::Node& node,
@@ -266,6 +241,12 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   size_t scratch_bytes() const override { return ctx_.bytes_held(); }
+
+  std::string cache_signature() const override {
+    int lt = static_cast<int>(cublasLtGetVersion());
+    return str_cat(ctx_.device().name, " sm", ctx_.device().compute_major,
+                   ctx_.device().compute_minor, " ", runtime_version_string(), " cublasLt ", lt);
+  }
 
  private:
   // The copy staging buffer, grown on first use by a larger copy (the first run).

@@ -74,12 +74,19 @@ struct CudaBackendOptions {
   // measurement is the median of `tune_reps` runs (cudaEvent timing on random data).
   int tune_algos = 8;
   int tune_reps = 7;
+  // Time candidates on first use of a GemmKey (above). Off, a new key costs no GPU time: each
+  // candidate takes the cuBLASLt heuristic's first algorithm and the roofline estimate
+  // (gemm_roofline_us) picks between them — what keeps a first start and a new resolution
+  // fast. Tuned records go to the ProgramCache's disk store, and any later process (tuning
+  // or not) uses them.
+  bool autotune = false;
   size_t workspace_bytes = size_t{32} << 20;  // cuBLASLt workspace (32 MiB suits Hopper)
 };
 
 // Measured cost of one candidate for one GemmKey (microseconds of GPU time, median).
 struct GemmCandidateStats {
   bool available = false;  // cuBLASLt offered a working algorithm (and, W8A8, s8 weights)
+  bool measured = false;   // total_us was timed (false: the roofline estimate)
   double total_us = NAN;   // the whole candidate: staging kernels + GEMM + epilogue
   double gemm_us = NAN;    // the cuBLASLt call alone, with the best algorithm
   int algos_timed = 0;     // heuristic results that ran
@@ -108,6 +115,14 @@ class CudaGemmKernel : public Kernel {
   virtual void run_candidate(GemmCandidate c, std::span<const TensorView> inputs,
                              const TensorView& output) = 0;
 };
+
+// The roofline estimate of one candidate for `key` in microseconds (the backend's estimate_us
+// before measurements, and the untimed choice between candidates):
+//   t = max(flops / rate, bytes / 3.0 TB/s) + 6 µs, flops = 2·M·N·K, rate 700 TFLOP/s (f16)
+//   or 1200 TOPS (s8); bytes = activations in and out (+ a conv's im2col matrix written) +
+//   weights as stored, + for f16 with s8 weights the f16 copy written and read, + for W8A8
+//   the quantized activations and the s32 result written and read.
+double gemm_roofline_us(const GemmKey& key, GemmCandidate c);
 
 class CudaBackend : public Backend {
  public:

@@ -90,4 +90,26 @@ size_t CudaContext::bytes_held() const {
   return n;
 }
 
+std::shared_ptr<const DeviceBuffer> CudaContext::resident(
+    const void* source, const std::string& name, const std::string& form,
+    const std::function<DeviceBuffer()>& make) {
+  std::string key = std::to_string(reinterpret_cast<uintptr_t>(source));
+  key += '|';
+  key += name;
+  key += '|';
+  key += form;
+  if (auto it = resident_.find(key); it != resident_.end())
+    if (std::shared_ptr<const DeviceBuffer> held = it->second.lock()) return held;
+  auto made = std::make_shared<const DeviceBuffer>(make());
+  resident_[key] = made;
+  return made;
+}
+
+size_t CudaContext::resident_bytes() const {
+  size_t total = 0;
+  for (const auto& [key, weak] : resident_)
+    if (auto held = weak.lock()) total += held->size();
+  return total;
+}
+
 }  // namespace hyrt::backend::cuda

@@ -6,8 +6,11 @@
 
 #include <array>
 #include <cstddef>
+#include <functional>
+#include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "backend/cuda/cuda_device.h"
 
@@ -76,12 +79,24 @@ class CudaContext {
   // Scratch plus workspace bytes held.
   size_t bytes_held() const;
 
+  // A weight resident on the device in one form, shared by every kernel of this backend that
+  // uses it — the backend contract's upload(): once, not once per executable, so a new
+  // resolution or batch uploads nothing. Keyed by the WeightSource (`source`, its address:
+  // kernels never outlive their source), the weight's name and `form` (e.g. "s8 [1280, 320]
+  // padded"); make() builds the buffer on a miss. The entry lives while a kernel holds it.
+  std::shared_ptr<const DeviceBuffer> resident(const void* source, const std::string& name,
+                                               const std::string& form,
+                                               const std::function<DeviceBuffer()>& make);
+  // Device bytes of the resident weights alive now.
+  size_t resident_bytes() const;
+
  private:
   CudaDeviceInfo device_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
   DeviceBuffer workspace_;
   std::array<DeviceBuffer, static_cast<size_t>(Scratch::kCount)> scratch_;
+  std::unordered_map<std::string, std::weak_ptr<const DeviceBuffer>> resident_;
 };
 
 }  // namespace hyrt::backend::cuda

@@ -44,9 +44,38 @@ const char* candidate_name(GemmCandidate c) {
   return c == GemmCandidate::kF16 ? "f16" : "w8a8";
 }
 
+// --- Roofline constants (gemm_roofline_us) ------------------------------------------------------
+// Rates a UNet-sized GEMM can reach on an H100 SXM: cuBLASLt f16 ran at 862 TFLOP/s and s8 at
+// 1455 TOPS on 8192³ (../shared/notes/cublaslt-h100.md); smaller shapes fall well short,
+// which the per-program overhead below stands in for until measurements replace it.
+constexpr double kF16FlopsPerSecond = 700e12;
+constexpr double kS8OpsPerSecond = 1200e12;
+// Device memory: a device-to-device copy moved ~3.0 TB/s (read + write) on the H100s here.
+constexpr double kBytesPerSecond = 3.0e12;
+// Per program: the launches (1–3 kernels + cuBLASLt) and their tails; the smallest UNet
+// GEMMs measured 8–10 µs.
+constexpr double kOverheadUs = 6.0;
+
+double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
+  const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
+               k = static_cast<double>(key.k);
+  const double a = static_cast<double>(dtype_size(key.a_type));
+  const double flops = 2.0 * m * n * k;
+  // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
+  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0);
+  auto roofline = [](double ops, double rate, double bytes) {
+    return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs;
+  };
+  if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, io + n * k * 2.0);
+  if (c == GemmCandidate::kF16)
+    return roofline(flops, kF16FlopsPerSecond, io + n * k * (1.0 + 2.0 * 2.0));
+  return roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
+}
+
 std::string GemmTuning::to_string() const {
   auto one = [](const char* name, const GemmCandidateStats& s) {
     if (!s.available) return str_cat(name, " n/a");
+    if (!s.measured) return str_cat(name, " ", s.total_us, " us (estimated)");
     return str_cat(name, " ", s.total_us, " us (gemm ", s.gemm_us, " us, ", s.algos_timed,
                    " algos)");
   };
@@ -71,6 +100,67 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
 }
 
 namespace {
+
+// --- tuning records (ProgramCache::put_record / find_record) -------------------------------
+// A tuned program as bytes, field by field: version, chosen candidate, per candidate
+// (available, total_us, gemm_us, algos_timed, the cuBLASLt algorithm's 8 opaque words).
+constexpr uint32_t kRecordVersion = 1;
+
+template <class T>
+void put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+template <class T>
+bool take(std::string_view& in, T& v) {
+  if (in.size() < sizeof(T)) return false;
+  std::memcpy(&v, in.data(), sizeof(T));
+  in.remove_prefix(sizeof(T));
+  return true;
+}
+
+std::string encode_program(const CudaGemmProgram& p) {
+  std::string out;
+  put(out, kRecordVersion);
+  put(out, static_cast<uint8_t>(p.tuning.chosen));
+  auto one = [&](const GemmCandidateStats& st, const cublasLtMatmulAlgo_t& algo) {
+    put(out, static_cast<uint8_t>(st.available));
+    put(out, st.total_us);
+    put(out, st.gemm_us);
+    put(out, static_cast<int32_t>(st.algos_timed));
+    for (uint64_t w : algo.data)
+      put(out, w);
+  };
+  one(p.tuning.f16, p.f16_algo);
+  one(p.tuning.w8a8, p.s8_algo);
+  return out;
+}
+
+// Null when the record is malformed or of another version (it is then rebuilt).
+std::shared_ptr<CudaGemmProgram> decode_program(std::string_view in, const GemmKey& key) {
+  auto p = std::make_shared<CudaGemmProgram>();
+  p->tuning.key = key;
+  uint32_t version = 0;
+  uint8_t chosen = 0;
+  if (!take(in, version) || version != kRecordVersion || !take(in, chosen) || chosen > 1)
+    return nullptr;
+  p->tuning.chosen = static_cast<GemmCandidate>(chosen);
+  auto one = [&](GemmCandidateStats& st, cublasLtMatmulAlgo_t& algo) {
+    uint8_t avail = 0;
+    int32_t timed = 0;
+    if (!take(in, avail) || !take(in, st.total_us) || !take(in, st.gemm_us) || !take(in, timed))
+      return false;
+    for (uint64_t& w : algo.data)
+      if (!take(in, w)) return false;
+    st.available = avail != 0;
+    st.measured = st.available;
+    st.algos_timed = timed;
+    return avail <= 1 && (!st.available || std::isfinite(st.total_us));
+  };
+  if (!one(p->tuning.f16, p->f16_algo) || !one(p->tuning.w8a8, p->s8_algo) || !in.empty())
+    return nullptr;
+  if (!p->tuning.stats(p->tuning.chosen).available) return nullptr;
+  return p;
+}
 
 int64_t round_up4(int64_t v) {
   return (v + 3) / 4 * 4;
@@ -248,12 +338,42 @@ struct GemmSpec {
   std::optional<Im2colGeometry> im2col;  // none: the bound input is a [M, K] itself
   int64_t input_elems = 0;               // elements of the bound input
   int64_t output_elems = 0;              // M · N
+  const void* source = nullptr;          // the WeightSource (identity of the resident weights)
   std::string w_name;
-  TensorView w;                       // [N, K]
+  TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
+  int64_t conv_taps = 0, conv_cin = 0;  // kh·kw and Cin of a conv whose weight needs reordering
   std::optional<TensorView> w_scale;  // f32 [N] for s8
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
 };
+
+// The weight as [N, K] in its stored dtype: the view itself, or a conv's OIHW weight reordered
+// to [Cout, kh, kw, Cin] into `tmp` (bytes only: the view may be an unaligned file mapping).
+const void* weight_rows(const GemmSpec& spec, AlignedBuffer& tmp) {
+  if (spec.conv_taps <= 1) return spec.w.data;
+  const int64_t co = spec.w.shape[0], ci = spec.conv_cin, taps = spec.conv_taps;
+  const size_t es = dtype_size(spec.w.dtype);
+  tmp = AlignedBuffer(static_cast<size_t>(co * ci * taps) * es, spec.w_name + " reordered");
+  auto reorder = [&](auto tag) {
+    using T = decltype(tag);
+    const auto* src = static_cast<const uint8_t*>(spec.w.data);
+    T* dst = tmp.as<T>();
+    for (int64_t o = 0; o < co; ++o)
+      for (int64_t c = 0; c < ci; ++c)
+        for (int64_t t = 0; t < taps; ++t) {
+          T v;
+          std::memcpy(&v, src + ((o * ci + c) * taps + t) * sizeof(T), sizeof(T));
+          dst[(o * taps + t) * ci + c] = v;
+        }
+  };
+  if (es == 1)
+    reorder(uint8_t{});
+  else if (es == 2)
+    reorder(uint16_t{});
+  else
+    reorder(uint32_t{});
+  return tmp.data();
+}
 
 // One GEMM program's runner: y [M, N] = a [M, K] · w [N, K]ᵀ (+ bias), a = the input or its
 // im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
@@ -295,7 +415,17 @@ class GemmKernel final : public CudaGemmKernel {
     std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
                                     ctx_.device().compute_minor, " ", key_.to_string());
     if (im2col_) cache_key += " " + im2col_->to_string();
-    program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] { return tune(); });
+    program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
+      // A tuned record (this process's or the disk store's) wins if its algorithms still
+      // check out on this cuBLASLt; then tuning, or the untimed choice.
+      if (std::optional<std::string> rec = cache.find_record(cache_key))
+        if (std::shared_ptr<CudaGemmProgram> p = decode_program(*rec, key_); p && still_valid(*p))
+          return p;
+      if (!options_.autotune) return untimed();
+      std::shared_ptr<CudaGemmProgram> p = tune();
+      cache.put_record(cache_key, encode_program(*p));
+      return p;
+    });
 
     switch (options_.gemm) {
       case GemmPolicy::kAuto:
@@ -353,29 +483,40 @@ class GemmKernel final : public CudaGemmKernel {
                  kInvalidModel, "8-bit S weight '", wname, "' has scale ", dtype_name(scale.dtype),
                  scale.shape.to_string(), ", expected f32[", n_, "] (one per output row)");
       // Zero-padded to [N4, K4]; the views may be unaligned file mappings: bytes only.
-      AlignedBuffer padded(bytes(n4_ * k4_), wname + " padded");
-      std::memset(padded.data(), 0, padded.size());
-      const auto* q = static_cast<const uint8_t*>(spec.w.data);
-      for (int64_t r = 0; r < n_; ++r)
-        std::memcpy(padded.as<uint8_t>() + r * k4_, q + r * k_, bytes(k_));
-      w_ = DeviceBuffer(padded.size(), wname + " (s8 weights)");
-      upload(ctx_, w_.data(), padded.data(), padded.size());
-      AlignedBuffer sc(bytes(n4_ * 4), wname + " scale");
-      std::memset(sc.data(), 0, sc.size());
-      std::memcpy(sc.data(), scale.data, bytes(n_ * 4));
-      w_scale_ = DeviceBuffer(sc.size(), wname + " (scales)");
-      upload(ctx_, w_scale_.data(), sc.data(), sc.size());
+      w_ = ctx_.resident(spec.source, wname, str_cat("s8 ", n4_, "x", k4_), [&] {
+        AlignedBuffer padded(bytes(n4_ * k4_), wname + " padded"), tmp;
+        std::memset(padded.data(), 0, padded.size());
+        const auto* q = static_cast<const uint8_t*>(weight_rows(spec, tmp));
+        for (int64_t r = 0; r < n_; ++r)
+          std::memcpy(padded.as<uint8_t>() + r * k4_, q + r * k_, bytes(k_));
+        DeviceBuffer d(padded.size(), wname + " (s8 weights)");
+        upload(ctx_, d.data(), padded.data(), padded.size());
+        return d;
+      });
+      w_scale_ = ctx_.resident(spec.source, wname, str_cat("scale ", n4_), [&] {
+        AlignedBuffer sc(bytes(n4_ * 4), wname + " scale");
+        std::memset(sc.data(), 0, sc.size());
+        std::memcpy(sc.data(), scale.data, bytes(n_ * 4));
+        DeviceBuffer d(sc.size(), wname + " (scales)");
+        upload(ctx_, d.data(), sc.data(), sc.size());
+        return d;
+      });
     } else {
       const size_t count = bytes(n_ * k_);
-      w_ = DeviceBuffer(count * 2, wname + " (f16 weights)");
-      if (spec.w.dtype == DType::kF16) {
-        upload(ctx_, w_.data(), spec.w.data, count * 2);
-      } else {
-        AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
-        convert_to_f32(spec.w.dtype, spec.w.data, f32.as<float>(), count);
-        convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-        upload(ctx_, w_.data(), f16.data(), f16.size());
-      }
+      w_ = ctx_.resident(spec.source, wname, str_cat("f16 ", n_, "x", k_), [&] {
+        DeviceBuffer d(count * 2, wname + " (f16 weights)");
+        AlignedBuffer tmp;
+        const void* rows = weight_rows(spec, tmp);
+        if (spec.w.dtype == DType::kF16) {
+          upload(ctx_, d.data(), rows, count * 2);
+        } else {
+          AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
+          convert_to_f32(spec.w.dtype, rows, f32.as<float>(), count);
+          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
+          upload(ctx_, d.data(), f16.data(), f16.size());
+        }
+        return d;
+      });
     }
     if (spec.bias) {
       const TensorView& b = *spec.bias;
@@ -385,15 +526,21 @@ class GemmKernel final : public CudaGemmKernel {
                  ", expected a float vector of ", n_);
       AlignedBuffer f32(bytes(n_ * 4), bname + " staging");
       convert_to_f32(b.dtype, b.data, f32.as<float>(), bytes(n_));
-      bias_f32_ = DeviceBuffer(f32.size(), bname + " (f32 bias)");
-      upload(ctx_, bias_f32_.data(), f32.data(), f32.size());
-      bias_out_ = bias_f32_.data();
+      bias_f32_ = ctx_.resident(spec.source, bname, "f32", [&] {
+        DeviceBuffer d(f32.size(), bname + " (f32 bias)");
+        upload(ctx_, d.data(), f32.data(), f32.size());
+        return d;
+      });
+      bias_out_ = bias_f32_->data();
       if (a_dtype_ == DType::kF16) {
-        AlignedBuffer f16(bytes(n_ * 2), bname + " staging");
-        convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), bytes(n_));
-        bias_f16_ = DeviceBuffer(f16.size(), bname + " (f16 bias)");
-        upload(ctx_, bias_f16_.data(), f16.data(), f16.size());
-        bias_out_ = bias_f16_.data();
+        bias_f16_ = ctx_.resident(spec.source, bname, "f16", [&] {
+          AlignedBuffer f16(bytes(n_ * 2), bname + " staging");
+          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), bytes(n_));
+          DeviceBuffer d(f16.size(), bname + " (f16 bias)");
+          upload(ctx_, d.data(), f16.data(), f16.size());
+          return d;
+        });
+        bias_out_ = bias_f16_->data();
       }
     }
   }
@@ -412,7 +559,7 @@ class GemmKernel final : public CudaGemmKernel {
     return col;
   }
 
-  const void* f16_a() const { return s8_ ? ctx_.scratch(Scratch::kWeightF16, 0) : w_.data(); }
+  const void* f16_a() const { return s8_ ? ctx_.scratch(Scratch::kWeightF16, 0) : w_->data(); }
   const void* f16_b(const void* a) const {
     return a_dtype_ == DType::kF32 ? ctx_.scratch(Scratch::kActF16, 0) : a;
   }
@@ -421,7 +568,7 @@ class GemmKernel final : public CudaGemmKernel {
   void stage_f16(const void* a) const {
     if (s8_)
       HYRT_CUDA_CHECK(launch_dequantize_rows_f16(
-          w_.as<int8_t>(), n_, k_, k4_, w_scale_.as<float>(),
+          w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
           static_cast<uint16_t*>(ctx_.scratch(Scratch::kWeightF16, bytes(n_ * k_ * 2))),
           ctx_.stream()));
     if (a_dtype_ == DType::kF32)
@@ -457,7 +604,7 @@ class GemmKernel final : public CudaGemmKernel {
   cublasStatus_t gemm_s8(const cublasLtMatmulAlgo_t& algo) const {
     const int32_t alpha = 1, beta = 0;
     void* acc = ctx_.scratch(Scratch::kAccS32, bytes(m_ * n4_ * 4));
-    return cublasLtMatmul(ctx_.lt(), s8_gemm_.op.get(), &alpha, w_.data(), s8_gemm_.a.get(),
+    return cublasLtMatmul(ctx_.lt(), s8_gemm_.op.get(), &alpha, w_->data(), s8_gemm_.a.get(),
                           ctx_.scratch(Scratch::kActS8, bytes(m_ * k4_)), s8_gemm_.b.get(), &beta,
                           acc, s8_gemm_.d.get(), acc, s8_gemm_.d.get(), &algo, ctx_.workspace(),
                           ctx_.workspace_bytes(), ctx_.stream());
@@ -467,7 +614,8 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CUDA_CHECK(launch_rescale_s32(
         static_cast<const int32_t*>(ctx_.scratch(Scratch::kAccS32, bytes(m_ * n4_ * 4))), m_, n_,
         n4_, static_cast<const float*>(ctx_.scratch(Scratch::kRowScales, bytes(m_ * 4))),
-        w_scale_.as<float>(), bias_f32_.as<float>(), y, float_type(a_dtype_), ctx_.stream()));
+        w_scale_->as<float>(), (bias_f32_ ? bias_f32_->as<float>() : nullptr), y,
+        float_type(a_dtype_), ctx_.stream()));
   }
 
   // The whole candidate for input x: operand gather (im2col), staging, GEMM, epilogue.
@@ -510,6 +658,45 @@ class GemmKernel final : public CudaGemmKernel {
     return best;
   }
 
+  // cuBLASLt accepts a recorded algorithm for this program's GEMMs.
+  bool still_valid(const CudaGemmProgram& p) const {
+    auto ok = [&](const LtGemm& g, const cublasLtMatmulAlgo_t& algo) {
+      cublasLtMatmulHeuristicResult_t r{};
+      return cublasLtMatmulAlgoCheck(ctx_.lt(), g.op.get(), g.a.get(), g.b.get(), g.d.get(),
+                                     g.d.get(), &algo, &r) == CUBLAS_STATUS_SUCCESS &&
+             r.workspaceSize <= ctx_.workspace_bytes();
+    };
+    if (p.tuning.f16.available && !ok(f16_, p.f16_algo)) return false;
+    if (p.tuning.w8a8.available && (!s8_ || !ok(s8_gemm_, p.s8_algo))) return false;
+    return true;
+  }
+
+  // No GPU time: the heuristic's first algorithm per candidate, the roofline picks.
+  std::shared_ptr<CudaGemmProgram> untimed() const {
+    auto p = std::make_shared<CudaGemmProgram>();
+    GemmTuning& t = p->tuning;
+    t.key = key_;
+    if (auto f = heuristics(ctx_, f16_, 1, 16); !f.empty()) {
+      p->f16_algo = f[0].algo;
+      t.f16.available = true;
+      t.f16.total_us = gemm_roofline_us(key_, GemmCandidate::kF16);
+    }
+    if (s8_)
+      if (auto q = heuristics(ctx_, s8_gemm_, 1, 0); !q.empty()) {
+        p->s8_algo = q[0].algo;
+        t.w8a8.available = true;
+        t.w8a8.total_us = gemm_roofline_us(key_, GemmCandidate::kW8A8);
+      }
+    HYRT_CHECK(t.f16.available || t.w8a8.available, kUnsupported, "node '", name_,
+               "': cuBLASLt offers no algorithm for ", key_.to_string(), " on ",
+               ctx_.device().name);
+    t.chosen = !t.w8a8.available                  ? GemmCandidate::kF16
+               : !t.f16.available                 ? GemmCandidate::kW8A8
+               : t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8
+                                                  : GemmCandidate::kF16;
+    return p;
+  }
+
   std::shared_ptr<CudaGemmProgram> tune() const {
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
@@ -529,6 +716,7 @@ class GemmKernel final : public CudaGemmKernel {
             [&](const cublasLtMatmulAlgo_t& al) { return gemm_f16(a, y.data(), al); }, t.f16)) {
       p->f16_algo = *algo;
       t.f16.available = true;
+      t.f16.measured = true;
       t.f16.total_us = median_us(ctx_, options_.tune_reps,
                                  [&] { enqueue(GemmCandidate::kF16, *p, x.data(), y.data()); });
     }
@@ -539,6 +727,7 @@ class GemmKernel final : public CudaGemmKernel {
               [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(al); }, t.w8a8)) {
         p->s8_algo = *algo;
         t.w8a8.available = true;
+        t.w8a8.measured = true;
         t.w8a8.total_us = median_us(ctx_, options_.tune_reps,
                                     [&] { enqueue(GemmCandidate::kW8A8, *p, x.data(), y.data()); });
       }
@@ -566,9 +755,10 @@ class GemmKernel final : public CudaGemmKernel {
   int64_t m_ = 0, n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;
   DType a_dtype_ = DType::kF16;  // activations and output
   bool s8_ = false;
-  DeviceBuffer w_;        // s8 [N4, K4] zero-padded, or f16 [N, K]
-  DeviceBuffer w_scale_;  // f32 [N4] (s8 only; padded rows 0)
-  DeviceBuffer bias_f32_, bias_f16_;
+  // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
+  std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or f16 [N, K]
+  std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)
+  std::shared_ptr<const DeviceBuffer> bias_f32_, bias_f16_;
   const void* bias_out_ = nullptr;  // the bias in the output's dtype, for cuBLASLt's epilogue
   LtGemm f16_, s8_gemm_;
   std::shared_ptr<CudaGemmProgram> program_;
@@ -594,6 +784,7 @@ TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
 void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
                   const weights::WeightSource& weights) {
   const ir::Value& wv = graph.value(node.inputs[1]);
+  spec.source = &weights;
   spec.w_name = wv.name;
   spec.w = stored_weight(graph, node, weights);
   if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);
@@ -689,21 +880,12 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
   spec.output_elems = ys.numel();
   fill_weights(spec, graph, node, weights);
 
-  // OIHW -> [Cout, kh, kw, Cin], the im2col matrix's column order; bytes only (the view may
-  // be an unaligned file mapping), the stored dtype kept. A 1x1 kernel is already [Cout, Cin].
-  const int64_t co = ws[0], ci = ws[1], kh = ws[2], kw = ws[3];
-  AlignedBuffer reordered;
+  // OIHW -> [Cout, kh, kw, Cin] (the im2col matrix's column order) happens at upload, only
+  // when the weight is not resident yet (GemmSpec::conv_taps). A 1x1 kernel is [Cout, Cin].
+  const int64_t kh = ws[2], kw = ws[3];
   if (kh * kw > 1) {
-    const size_t es = dtype_size(spec.w.dtype);
-    reordered = AlignedBuffer(static_cast<size_t>(ws.numel()) * es, spec.w_name + " reordered");
-    const auto* src = static_cast<const uint8_t*>(spec.w.data);
-    auto* dst = reordered.as<uint8_t>();
-    for (int64_t o = 0; o < co; ++o)
-      for (int64_t c = 0; c < ci; ++c)
-        for (int64_t t = 0; t < kh * kw; ++t)  // t = i · kw + j
-          std::memcpy(dst + ((o * kh * kw + t) * ci + c) * es,
-                      src + ((o * ci + c) * kh * kw + t) * es, es);
-    spec.w = TensorView{reordered.data(), spec.w.dtype, Shape{co, kh * kw * ci}};
+    spec.conv_taps = kh * kw;
+    spec.conv_cin = ws[1];
   }
   if (!conv_is_pointwise(graph, node)) {
     Im2colGeometry g;

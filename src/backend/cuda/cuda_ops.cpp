@@ -189,7 +189,10 @@ class OpKernel : public Kernel {
       in.storage = input_storage(graph, node, i);
       in.numel = v.shape.numel();
       in.weight = v.kind == ir::ValueKind::kWeight;
-      if (in.weight) in.uploaded = upload_weight(ctx, weights, v, in.storage, name_);
+      if (in.weight)
+        in.uploaded = ctx.resident(&weights, v.name, std::string(dtype_name(in.storage)), [&] {
+          return upload_weight(ctx, weights, v, in.storage, name_);
+        });
       inputs_.push_back(std::move(in));
     }
     const ir::Value& out = graph.value(node.output);
@@ -202,7 +205,7 @@ class OpKernel : public Kernel {
     DType storage = DType::kF16;
     int64_t numel = 0;
     bool weight = false;
-    DeviceBuffer uploaded;  // weights only
+    std::shared_ptr<const DeviceBuffer> uploaded;  // weights only (resident, shared)
   };
 
   // Checks what run() received against what prepare planned.
@@ -231,7 +234,7 @@ class OpKernel : public Kernel {
 
   // Input i as the kernel reads it.
   const void* in(std::span<const TensorView> views, size_t i) const {
-    return inputs_[i].weight ? inputs_[i].uploaded.data() : views[i].data;
+    return inputs_[i].weight ? inputs_[i].uploaded->data() : views[i].data;
   }
   const float* in_f32(std::span<const TensorView> views, size_t i) const {
     HYRT_ASSERT(inputs_[i].storage == DType::kF32, "input ", i, " of '", name_, "' is not f32");
