@@ -13,40 +13,44 @@ out="${1:-/tmp/hyrt-gpu-out}"
 shift || true
 what="${*:-tests parity bench resize coldstart}"
 mkdir -p "$out"
+# Logs stay on the machine (LOG_DIR); OUT_DIR gets only the result JSONs and a summary.
+logs="${LOG_DIR:-/tmp/hyrt-gpu-logs}"
+mkdir -p "$logs"
+runs="${BENCH_RUNS:-10}"
 prefix=/tmp/hyrt-prefix
 if [ ! -d "$prefix/usr" ]; then
   for f in .deps/*.deb .deps/cuda/*.deb; do dpkg -x "$f" "$prefix"; done
   sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
 fi
 export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$logs/gpu.txt"
 t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
   -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
   -DHYRT_BUILD_CUDA_BENCH=ON -DHYRT_BUILD_TESTS=ON -DHYRT_SHARED_DIR="$PWD/.gl" \
-  >"$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target hyrt hyrt_ops_tests >"$out/build.log" 2>&1 ||
-  { grep -B2 -A12 -m3 "error" "$out/build.log"; exit 1; }
+  >"$logs/configure.log" 2>&1 || { tail -n 40 "$logs/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target hyrt hyrt_ops_tests >"$logs/build.log" 2>&1 ||
+  { grep -B2 -A12 -m3 "error" "$logs/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
 if [[ $what == *tests* ]]; then
-  build-gpu/tests/hyrt_ops_tests --gtest_filter='Cuda*' >"$out/tests.log" 2>&1
+  build-gpu/tests/hyrt_ops_tests --gtest_filter='Cuda*' >"$logs/tests.log" 2>&1
   echo "cuda op tests rc=$?"
-  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is" "$out/tests.log" | head -n 40
+  grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is" "$logs/tests.log" | head -n 40
 fi
 if [[ $what == *parity* ]]; then
   for p in hybrid device; do
-    $hyrt parity .gl/golden/sd15-tiny --placement $p >"$out/parity_$p.log" 2>&1
-    echo "parity $p rc=$?: $(tail -n 1 "$out/parity_$p.log")"
-    grep -E "^FAIL|accelerator" "$out/parity_$p.log" | head -n 12
+    $hyrt parity .gl/golden/sd15-tiny --placement $p >"$logs/parity_$p.log" 2>&1
+    echo "parity $p rc=$?: $(tail -n 1 "$logs/parity_$p.log")"
+    grep -E "^FAIL|accelerator" "$logs/parity_$p.log" | head -n 12
   done
 fi
 if [[ $what == *bench* ]]; then
-  $hyrt bench -m random:sd15 --int8 --only unet --runs 10 --warmup 2 \
+  $hyrt bench -m random:sd15 --int8 --only unet --runs $runs --warmup 2 \
     --placements host,hybrid,device,auto --sizes ${BENCH_SIZES:-512,1024} \
     --json "$out/unet_placements.json" \
-    >/dev/null 2>"$out/bench.err"
-  echo "bench rc=$?"; tail -n 5 "$out/bench.err"
+    >/dev/null 2>"$logs/bench.err"
+  echo "bench rc=$?"; tail -n 5 "$logs/bench.err"
   python3 - "$out/unet_placements.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
@@ -55,13 +59,14 @@ for r in j["comparison"]:
     a = a[0] if a else {}
     print(f'{r["size"]} {r["placement"]:7s} median {u["median_ms"]:9.2f} ms  first {u["first_call_ms"]:9.1f} ms  '
           f'host arena {a.get("arena_bytes",0)/2**20:7.1f} MiB  device arena {a.get("device_arena_bytes",0)/2**20:7.1f} MiB  '
-          f'copied {a.get("copy_bytes_per_run",0)/2**20:7.1f} MiB/run  captured {a.get("captured_steps",0)}')
+          f'copied {a.get("copy_bytes_per_run",0)/2**20:7.1f} MiB/run  captured {a.get("captured_steps",0)}  '
+          f'accel {r.get("accelerator_memory")}')
 print(json.dumps(j.get("unet_step_speedup", {})))
 PY
 fi
 if [[ $what == *resize* ]]; then
   $hyrt bench -m random:sd15 --int8 --only unet --runs 5 --warmup 2 --placement device \
-    --resize --sizes 512,768,1024,512 --json "$out/unet_resize.json" >/dev/null 2>"$out/resize.err"
+    --resize --sizes 512,768,1024,512 --json "$out/unet_resize.json" >/dev/null 2>"$logs/resize.err"
   echo "resize rc=$?"
   python3 -c "
 import json; j = json.load(open('$out/unet_resize.json'))
@@ -72,8 +77,8 @@ if [[ $what == *coldstart* ]]; then
   ck=/tmp/hyrt-sd15-random-int8.safetensors
   if [ ! -f $ck ]; then
     $hyrt make-random-checkpoint /tmp/hyrt-sd15-random.safetensors >/dev/null 2>&1
-    $hyrt quantize /tmp/hyrt-sd15-random.safetensors $ck >"$out/quantize.log" 2>&1 ||
-      tail -n 3 "$out/quantize.log"
+    $hyrt quantize /tmp/hyrt-sd15-random.safetensors $ck >"$logs/quantize.log" 2>&1 ||
+      tail -n 3 "$logs/quantize.log"
   fi
   ls -la $ck
   export HYRT_CACHE_DIR=/tmp/hyrt-cache
@@ -85,7 +90,7 @@ if [[ $what == *coldstart* ]]; then
     [ "$i" = tune ] && flags="--autotune"
     t0=$(date +%s%N)
     $hyrt bench -m $ck --only unet --runs 5 --warmup 1 --placement device $flags \
-      --json "$out/coldstart_$i.json" >/dev/null 2>"$out/coldstart_$i.err"
+      --json "$out/coldstart_$i.json" >/dev/null 2>"$logs/coldstart_$i.err"
     t1=$(date +%s%N)
     python3 -c "
 import json; j = json.load(open('$out/coldstart_$i.json')); u = j['stages']['unet_step']

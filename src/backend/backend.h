@@ -114,6 +114,10 @@ class Backend {
   virtual bool supports_capture() const { return false; }
   virtual void begin_capture();
   virtual std::unique_ptr<Replay> end_capture();
+  // Memory this backend holds outside the executors' arenas: kernel scratch and library
+  // workspaces, and weights kept resident in its memory (0 where nothing is kept apart).
+  virtual size_t scratch_bytes() const { return 0; }
+  virtual size_t resident_weight_bytes() const { return 0; }
   // What the records this backend puts in a ProgramCache are valid for (device, driver and
   // library versions), naming its on-disk store; empty = it keeps no records.
   virtual std::string cache_signature() const { return {}; }

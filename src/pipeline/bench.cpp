@@ -192,6 +192,9 @@ static nlohmann::json run_single(const BenchOptions& o) {
     }
     out["op_profile_all_runs"] = prof;
   }
+  if (backend::Backend* a = engine.accelerator())
+    out["accelerator_memory"] = {{"scratch_bytes", a->scratch_bytes()},
+                                 {"resident_weight_bytes", a->resident_weight_bytes()}};
   out["peak_rss_bytes"] = peak_rss_bytes();
   out["rss_bytes"] = current_rss_bytes();
   return out;
@@ -258,6 +261,7 @@ nlohmann::json run_bench(const BenchOptions& o) {
                               {"load_ms", r["load_ms"]},
                               {"stages", r["stages"]},
                               {"scratch_arenas", r["scratch_arenas"]},
+                            {"accelerator_memory", r.value("accelerator_memory", nlohmann::json())},
                               {"peak_rss_bytes", r["peak_rss_bytes"]},
                               {"rss_bytes", r["rss_bytes"]}};
         if (r.contains("op_profile_all_runs"))

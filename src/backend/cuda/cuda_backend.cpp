@@ -241,6 +241,7 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   size_t scratch_bytes() const override { return ctx_.bytes_held(); }
+  size_t resident_weight_bytes() const override { return ctx_.resident_bytes(); }
 
   std::string cache_signature() const override {
     int lt = static_cast<int>(cublasLtGetVersion());

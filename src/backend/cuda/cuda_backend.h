@@ -135,8 +135,8 @@ class CudaBackend : public Backend {
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   // Sets `bytes` of device memory to the byte `value` (0xff poisons f16 and f32 with NaN).
   virtual void fill_bytes(void* device_dst, int value, size_t bytes) = 0;
-  // Device bytes held for GEMM staging scratch and the cuBLASLt workspace.
-  virtual size_t scratch_bytes() const = 0;
+  // scratch_bytes(): device bytes held for GEMM staging scratch (im2col, f16 weights of one
+  // layer, W8A8 operands) and the cuBLASLt workspace; resident_weight_bytes(): the weights.
 };
 
 // The dtype in which the CUDA backend holds a graph value on the device (Backend::storage_dtype):
