@@ -118,6 +118,9 @@ class Backend {
   // workspaces, and weights kept resident in its memory (0 where nothing is kept apart).
   virtual size_t scratch_bytes() const { return 0; }
   virtual size_t resident_weight_bytes() const { return 0; }
+  // How kernels prepared from now on run GEMM-class nodes with 8-bit S weights (kernels
+  // already prepared keep theirs). Backends without int8 choices ignore it.
+  virtual void set_int8_mode(Int8Mode mode) {}
   // What the records this backend puts in a ProgramCache are valid for (device, driver and
   // library versions), naming its on-disk store; empty = it keeps no records.
   virtual std::string cache_signature() const { return {}; }

@@ -68,17 +68,19 @@ Engine::~Engine() = default;
 std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> graph,
                                             const weights::WeightSource& weights,
                                             std::optional<backend::Int8Mode> int8_mode) {
-  backend::Backend* host = host_.get();
-  if (int8_mode && *int8_mode != options_.int8_mode) {
-    auto& b = host_by_mode_[*int8_mode];
-    if (!b) {
-      backend::CpuBackendOptions cpu;
-      cpu.num_threads = options_.num_threads;
-      cpu.int8_mode = *int8_mode;
-      b = backend::make_cpu_backend(cpu);
+  // This graph's int8 mode, on every backend, for its prepare only.
+  struct Int8Scope {
+    std::vector<backend::Backend*> backends;
+    backend::Int8Mode restore;
+    ~Int8Scope() {
+      for (backend::Backend* b : backends)
+        b->set_int8_mode(restore);
     }
-    host = b.get();
-  }
+  } scope{{host_.get()}, options_.int8_mode};
+  if (accel_) scope.backends.push_back(accel_.get());
+  for (backend::Backend* b : scope.backends)
+    b->set_int8_mode(int8_mode.value_or(options_.int8_mode));
+  backend::Backend* host = host_.get();
   ExecOptions eo;
   eo.profile = options_.profile;
   eo.capture = options_.capture;

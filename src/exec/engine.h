@@ -66,8 +66,6 @@ class Engine {
  private:
   EngineOptions options_;
   std::unique_ptr<backend::Backend> host_;
-  // Host backends for the other int8 mode, made on first use (same threads and memory).
-  std::map<backend::Int8Mode, std::unique_ptr<backend::Backend>> host_by_mode_;
   std::unique_ptr<backend::Backend> accel_;
   std::string accel_status_;
   backend::ProgramCache cache_;

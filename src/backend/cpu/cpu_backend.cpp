@@ -124,14 +124,12 @@ class CpuMemory final : public DeviceMemory {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& options)
-      : int8_mode_(options.int8_mode == Int8Mode::kW8A8 && !cpu_has_int8_dot_product()
-                       ? Int8Mode::kW8
-                       : options.int8_mode) {
+  explicit CpuBackend(const CpuBackendOptions& options) : int8_mode_(usable(options.int8_mode)) {
     if (options.num_threads > 0) set_num_threads(options.num_threads);
   }
 
   std::string_view name() const override { return "cpu"; }
+  void set_int8_mode(Int8Mode mode) override { int8_mode_ = usable(mode); }
   bool copies_weights() const override { return true; }
   DeviceType device_type() const override { return DeviceType::kHost; }
 
@@ -228,6 +226,11 @@ class CpuBackend final : public Backend {
   }
 
  private:
+  // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.
+  static Int8Mode usable(Int8Mode mode) {
+    return mode == Int8Mode::kW8A8 && !cpu_has_int8_dot_product() ? Int8Mode::kW8 : mode;
+  }
+
   Int8Mode int8_mode_;
 
   static double gemm_flops(const ir::Graph& graph, const ir::Node& node) {

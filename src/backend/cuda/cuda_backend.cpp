@@ -92,7 +92,13 @@ class CudaReplay final : public Replay {
 class CudaBackendImpl final : public CudaBackend {
  public:
   CudaBackendImpl(const CudaBackendOptions& options, const CudaDeviceInfo& device)
-      : options_(options), ctx_(device, options.workspace_bytes) {}
+      : options_(options), policy_(options.gemm), ctx_(device, options.workspace_bytes) {}
+
+  // W8: 8-bit S weights widened to f16 per layer, f16 activations (the f16 candidate: only
+  // the weights' rounding); W8A8: the configured policy (default: the faster candidate).
+  void set_int8_mode(Int8Mode mode) override {
+    options_.gemm = mode == Int8Mode::kW8 ? GemmPolicy::kF16 : policy_;
+  }
 
   std::string_view name() const override { return "cuda"; }
   DeviceType device_type() const override { return DeviceType::kCuda; }
@@ -260,7 +266,8 @@ class CudaBackendImpl final : public CudaBackend {
     return staging_.data();
   }
 
-  CudaBackendOptions options_;
+  CudaBackendOptions options_;  // read by kernels while they are prepared
+  GemmPolicy policy_;           // options.gemm as given
   CudaContext ctx_;
   DeviceBuffer staging_;
   mutable std::mutex mu_;
