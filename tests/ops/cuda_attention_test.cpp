@@ -24,6 +24,7 @@
 #include "backend/cuda/cuda_context.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "cuda_test_gpu.h"
 #include "ir/graph.h"
 #include "test_util.h"
 
@@ -35,34 +36,6 @@ using backend::cuda::DeviceBuffer;
 using backend::cuda::FlashAttentionParams;
 
 constexpr double kTolerance = 2e-3;
-
-struct Gpu {
-  std::unique_ptr<CudaContext> ctx;
-  std::string why_not;
-};
-
-// A context of our own (the backend's factory is not needed to run one kernel).
-Gpu& gpu() {
-  static Gpu g = [] {
-    Gpu out;
-    try {
-      const auto devices = backend::cuda::list_devices(&out.why_not);
-      if (devices.empty()) return out;
-      if (devices[0].compute_major < 9) {
-        out.why_not = str_cat(devices[0].name, " is older than sm_90");
-        return out;
-      }
-      out.ctx = std::make_unique<CudaContext>(devices[0], 0);
-    } catch (const Error& e) {
-      out.why_not = e.what();
-    }
-    return out;
-  }();
-  return g;
-}
-
-#define REQUIRE_GPU() \
-  if (!gpu().ctx) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
 
 struct Spec {
   int64_t batch, tq, tk;

@@ -24,6 +24,7 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "cuda_test_gpu.h"
 #include "ir/graph.h"
 #include "test_util.h"
 #include "weights/memory_weights.h"
@@ -31,6 +32,10 @@
 
 namespace hyrt::test {
 namespace {
+
+// The GEMM programs under test are tuned (few algorithms, few reps: speed of the test).
+const backend::cuda::CudaBackendOptions kConvOptions{
+    .tune_algos = 4, .tune_reps = 3, .autotune = true};
 
 using backend::cuda::CudaContext;
 using backend::cuda::CudaGemmKernel;
@@ -40,35 +45,6 @@ using backend::cuda::GemmCandidate;
 constexpr double kF16Tolerance = 2e-3;
 constexpr double kW8A8Tolerance = 2e-2;
 constexpr double kW8A8ExactTolerance = 2e-3;
-
-struct Gpu {
-  std::unique_ptr<CudaContext> ctx;
-  backend::cuda::CudaBackendOptions options{.tune_algos = 4, .tune_reps = 3, .autotune = true};
-  std::string why_not;
-};
-
-Gpu& gpu() {
-  static Gpu g = [] {
-    Gpu out;
-    const std::vector<backend::cuda::CudaDeviceInfo> devices =
-        backend::cuda::list_devices(&out.why_not);
-    if (devices.empty()) return out;
-    if (devices[0].compute_major < 9) {
-      out.why_not = str_cat(devices[0].name, " is older than sm_90");
-      return out;
-    }
-    try {
-      out.ctx = std::make_unique<CudaContext>(devices[0], size_t{32} << 20);
-    } catch (const Error& e) {
-      out.why_not = e.what();
-    }
-    return out;
-  }();
-  return g;
-}
-
-#define REQUIRE_GPU() \
-  if (!gpu().ctx) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
 
 struct ConvSpec {
   int64_t batch = 2, height = 8, width = 8, cin = 8, cout = 8;
@@ -259,7 +235,7 @@ double rel(const std::vector<float>& a, const std::vector<float>& b) {
 
 std::unique_ptr<CudaGemmKernel> make(const ConvCase& c, backend::ProgramCache& cache) {
   EXPECT_TRUE(backend::cuda::supports_conv2d(c.graph, c.node()));
-  return backend::cuda::make_conv2d_kernel(*gpu().ctx, gpu().options, c.graph, c.node(), c.weights,
+  return backend::cuda::make_conv2d_kernel(*gpu().ctx, kConvOptions, c.graph, c.node(), c.weights,
                                            cache);
 }
 

@@ -12,10 +12,10 @@
 
 #ifdef HYRT_HAVE_CUDA
 
-#include <cmath>
-#include <filesystem>
 #include <unistd.h>
+#include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -340,7 +340,8 @@ TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
 TEST(CudaGemm, UntimedChoiceAndTunedRecordsOnDisk) {
   REQUIRE_GPU();
   namespace fs = std::filesystem;
-  const fs::path dir = fs::temp_directory_path() / ("hyrt_cuda_records_" + std::to_string(getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("hyrt_cuda_records_" + std::to_string(getpid()));
   fs::remove_all(dir);
   const LinearCase c({.x_shape = Shape{512, 320}, .n = 1280, .seed = 41});
   std::unique_ptr<CudaBackend> quick = backend::cuda::make_cuda_backend({});
@@ -384,9 +385,11 @@ TEST(CudaGemm, UntimedChoiceAndTunedRecordsOnDisk) {
 
 TEST(CudaGemm, PolicyForcesCandidate) {
   REQUIRE_GPU();
-  std::unique_ptr<CudaBackend> b = backend::cuda::make_cuda_backend(
-      {.gemm = backend::cuda::GemmPolicy::kW8A8, .tune_algos = 2, .tune_reps = 3,
-       .autotune = true});
+  std::unique_ptr<CudaBackend> b =
+      backend::cuda::make_cuda_backend({.gemm = backend::cuda::GemmPolicy::kW8A8,
+                                        .tune_algos = 2,
+                                        .tune_reps = 3,
+                                        .autotune = true});
   backend::ProgramCache cache;
   const LinearCase c({.x_shape = Shape{16, 64}, .n = 32, .seed = 31});
   std::unique_ptr<CudaGemmKernel> k = prepare(*b, c, cache);

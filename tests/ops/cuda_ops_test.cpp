@@ -25,6 +25,7 @@
 #include "backend/cuda/cuda_device.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/half.h"
+#include "cuda_test_gpu.h"
 #include "op_case.h"
 #include "weights/memory_weights.h"
 
@@ -37,31 +38,6 @@ using backend::cuda::DeviceBuffer;
 using ir::OpKind;
 
 constexpr double kF16Tolerance = 2e-3;
-
-// A context of our own on device 0 (no CudaBackend needed): its stream runs the kernels.
-struct Gpu {
-  std::unique_ptr<CudaContext> ctx;
-  std::string why_not;
-};
-
-Gpu& gpu() {
-  static Gpu g = [] {
-    Gpu out;
-    const std::vector<backend::cuda::CudaDeviceInfo> devices =
-        backend::cuda::list_devices(&out.why_not);
-    if (devices.empty()) return out;
-    if (devices[0].compute_major < 9) {
-      out.why_not = str_cat(devices[0].name, " is older than sm_90");
-      return out;
-    }
-    out.ctx = std::make_unique<CudaContext>(devices[0], 0);
-    return out;
-  }();
-  return g;
-}
-
-#define REQUIRE_GPU() \
-  if (!gpu().ctx) GTEST_SKIP() << "no usable CUDA device: " << gpu().why_not
 
 std::vector<float> round_to(DType storage, std::vector<float> v) {
   if (storage == DType::kF16)
