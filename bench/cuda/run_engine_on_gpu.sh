@@ -34,7 +34,7 @@ cmake --build build-gpu -j"$(nproc)" --target hyrt hyrt_ops_tests >"$logs/build.
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
 if [[ $what == *tests* ]]; then
-  build-gpu/tests/hyrt_ops_tests --gtest_filter='Cuda*' >"$logs/tests.log" 2>&1
+  build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$logs/tests.log" 2>&1
   echo "cuda op tests rc=$?"
   grep -E "^\[  (FAILED|PASSED) |Failure|Expected|Which is" "$logs/tests.log" | head -n 40
 fi

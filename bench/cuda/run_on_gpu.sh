@@ -31,7 +31,7 @@ t0=$(date +%s)
 cmake --build build-gpu -j"$(nproc)" --target hyrt_ops_tests >"$out/build_tests.log" 2>&1 ||
   { grep -B2 -A10 -m3 "error" "$out/build_tests.log"; exit 1; }
 echo "tests build: $(($(date +%s) - t0)) s"
-build-gpu/tests/hyrt_ops_tests --gtest_filter='Cuda*' >"$out/tests.log" 2>&1
+build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$out/tests.log" 2>&1
 echo "tests rc=$?"
 grep -E "^\[ +(OK|FAILED|SKIPPED|PASSED|cuda) |Failure|Expected|Which is|error|tolerance" "$out/tests.log" | head -n 80
 tail -n 3 "$out/tests.log"
