@@ -86,6 +86,26 @@ TEST_F(CliTest, GenerateVerboseReportsArenasAndPeakRss) {
   EXPECT_EQ(hyrt::pipeline::read_png(tmp_ / "v.png").image.width, 48);
 }
 
+// Without a usable GPU, `auto` runs on the host and says so under --verbose, while asking
+// for `device` or `hybrid` is a clear error naming why (not a crash, not a silent host run).
+// Where a GPU is present, both requests succeed and the test only checks the verbose line.
+TEST_F(CliTest, PlacementWithoutAnAcceleratorIsClear) {
+  REQUIRE_GOLDEN(golden);
+  const std::string base = "generate -m " + (golden / "model").string() +
+                           " -p cat -W 32 -H 32 --steps 1 -o " + (tmp_ / "p.png").string();
+  RunResult r = run_hyrt(base + " --verbose --placement auto");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "accelerator: ")) << r.output;
+  if (contains(r.output, "accelerator: cuda")) GTEST_SKIP() << "a GPU is present";
+  for (const char* mode : {"device", "hybrid"}) {
+    r = run_hyrt(base + " --placement " + mode);
+    EXPECT_EQ(r.exit_code, 1) << r.output;
+    EXPECT_TRUE(contains(r.output, "needs an accelerator")) << r.output;
+  }
+  r = run_hyrt(base + " --placement gpu");
+  EXPECT_NE(r.exit_code, 0) << r.output;
+}
+
 TEST_F(CliTest, BadSizesStepsAndSamplersAreClearErrors) {
   REQUIRE_GOLDEN(golden);
   const std::string m =
