@@ -21,10 +21,6 @@ using namespace device;
 
 constexpr int kThreads = 256;
 
-bool fits_32bit(int64_t n) {
-  return n < (int64_t{1} << 31) - 64;
-}
-
 // The widest word (16, 8, 4, 2, 1 bytes) dividing `bytes`.
 int word_bytes(int64_t bytes) {
   for (int w = 16; w > 1; w /= 2)

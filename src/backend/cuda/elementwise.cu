@@ -23,10 +23,6 @@ using namespace device;
 
 constexpr int kThreads = 256;
 
-bool fits_32bit(int64_t n) {
-  return n < (int64_t{1} << 31) - 64;
-}
-
 // --- unary ---------------------------------------------------------------------------------------
 
 template <UnaryOp kOp>

@@ -17,6 +17,9 @@ inline bool aligned(const void* p, uintptr_t bytes) {
   return reinterpret_cast<uintptr_t>(p) % bytes == 0;
 }
 
+// Index arithmetic in 32 bits when every index (plus a little slack) fits: faster kernels.
+inline bool fits_32bit(int64_t n) { return n < (int64_t{1} << 31) - 64; }
+
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
