@@ -305,6 +305,16 @@ TEST(CudaAttention, LargeAndUnalignedHeadDims) {
   check({.batch = 1, .tq = 40, .tk = 41, .heads = 1, .d = 7, .dv = 5, .seed = 20});
 }
 
+// Heads wider than the fused kernel's 256 (the VAE's one head of 512): query-row chunks
+// through cuBLAS and the softmax kernel; one chunk, then several (Tk = 16384 gives 512 rows
+// per 16 MiB chunk, so 600 query rows take two).
+TEST(CudaAttention, WideHeadsThroughChunks) {
+  REQUIRE_GPU();
+  check({.batch = 1, .tq = 256, .tk = 256, .heads = 1, .d = 512, .dv = 512, .seed = 61});
+  check({.batch = 2, .tq = 37, .tk = 53, .heads = 2, .d = 264, .dv = 272, .seed = 62});
+  check({.batch = 1, .tq = 600, .tk = 16384, .heads = 1, .d = 264, .dv = 264, .seed = 63});
+}
+
 TEST(CudaAttention, PackedQkvViews) {  // q, k, v as column views of one tensor, ld = H·(2D+Dv)
   REQUIRE_GPU();
   check(
@@ -360,13 +370,17 @@ TEST(CudaAttentionSupport, HeadDimLimitsAndEstimates) {
                                ir::AttentionAttrs{heads, 0.0f, false}, "attn"));
     return g;
   };
-  const auto sd = make(320, 8, 4096), vae = make(512, 1, 4096), big = make(640, 8, 4096);
+  const auto sd = make(320, 8, 4096), vae = make(512, 1, 4096), big = make(640, 8, 4096),
+             huge = make(8192, 1, 64), odd = make(514, 1, 64);
   EXPECT_TRUE(backend::cuda::supports_attention(*sd, sd->nodes().back()));
-  EXPECT_FALSE(backend::cuda::supports_attention(*vae, vae->nodes().back()));  // D = 512
+  EXPECT_TRUE(backend::cuda::supports_attention(*vae, vae->nodes().back()));     // wide path
+  EXPECT_FALSE(backend::cuda::supports_attention(*huge, huge->nodes().back()));  // D > 4096
+  EXPECT_FALSE(backend::cuda::supports_attention(*odd, odd->nodes().back()));    // wide, D % 8
   const double us = backend::cuda::estimate_attention_us(*sd, sd->nodes().back());
   EXPECT_TRUE(std::isfinite(us) && us > 0) << us;
   EXPECT_GT(backend::cuda::estimate_attention_us(*big, big->nodes().back()), us);
-  EXPECT_TRUE(std::isinf(backend::cuda::estimate_attention_us(*vae, vae->nodes().back())));
+  EXPECT_TRUE(std::isfinite(backend::cuda::estimate_attention_us(*vae, vae->nodes().back())));
+  EXPECT_TRUE(std::isinf(backend::cuda::estimate_attention_us(*huge, huge->nodes().back())));
 
   ir::Graph g(DType::kF32);
   const ir::ValueId x = g.add_input("x", DType::kF32, Shape{2, 4});
@@ -378,8 +392,8 @@ TEST(CudaAttention, RejectsUnsupportedAndMisbound) {
   REQUIRE_GPU();
   ir::Graph g(DType::kF32);
   const ir::ValueId q = g.add_input("q", DType::kF32, Shape{1, 4, 512});
-  g.mark_output(
-      g.add_node(ir::OpKind::kAttention, {q, q, q}, ir::AttentionAttrs{1, 0.0f, false}, "vae"));
+  g.mark_output(  // a wide head with a causal mask: neither path runs it
+      g.add_node(ir::OpKind::kAttention, {q, q, q}, ir::AttentionAttrs{1, 0.0f, true}, "wide"));
   EXPECT_THROW(backend::cuda::make_attention_kernel(*gpu().ctx, g, g.nodes().back()), Error);
 
   ir::Graph ok(DType::kF32);

@@ -399,8 +399,9 @@ TEST(CudaGemm, PolicyForcesCandidate) {
   EXPECT_LE(rel(run.run(*k), c.reference()), kW8A8Tolerance);
 }
 
-// The backend runs every op within its kernels' limits and refuses beyond them: attention
-// with a 512-wide head (the VAE's) exceeds the fused kernel's 256.
+// The backend runs every op within its kernels' limits and refuses beyond them: a causal
+// attention with a 512-wide head fits neither the fused kernel (≤ 256) nor the wide path
+// (non-causal only).
 TEST(CudaGemm, SupportsOpsWithinKernelLimits) {
   REQUIRE_GPU();
   CudaBackend& b = *gpu().backend;
@@ -410,7 +411,7 @@ TEST(CudaGemm, SupportsOpsWithinKernelLimits) {
   const ir::ValueId y = g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear");
   const ir::ValueId z = g.add_node(ir::OpKind::kSilu, {y}, {}, "silu");
   const ir::ValueId a =
-      g.add_node(ir::OpKind::kAttention, {z, z, z}, ir::AttentionAttrs{1, 0.0f, false}, "attn");
+      g.add_node(ir::OpKind::kAttention, {z, z, z}, ir::AttentionAttrs{1, 0.0f, true}, "attn");
   g.mark_output(a);
   EXPECT_TRUE(b.supports(g, g.nodes()[0]));
   EXPECT_TRUE(b.supports(g, g.nodes()[1]));

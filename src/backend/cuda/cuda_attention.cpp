@@ -9,6 +9,7 @@
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/op_kernels.h"
 #include "core/error.h"
 
 namespace hyrt::backend::cuda {
@@ -20,7 +21,14 @@ struct AttentionShape {
   int heads = 0, d = 0, dv = 0;
   float scale = 0.0f;  // resolved: never 0
   bool causal = false;
+  // A head wider than the fused kernel's registers hold (the VAE's 1 × 512): query-row
+  // chunks through two cuBLAS GEMMs and the softmax kernel instead (no causal mask there).
+  bool wide = false;
 };
+
+// Wide heads: up to this head dim, and scores of at most this many bytes per chunk.
+constexpr int64_t kWideMaxHeadDim = 4096;
+constexpr int64_t kWideScoreBytes = int64_t{16} << 20;
 
 bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s) {
   if (node.op != ir::OpKind::kAttention || node.inputs.size() != 3) return false;
@@ -39,8 +47,9 @@ bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s)
   s.tk = k.shape[1];
   s.heads = a.heads;
   const int64_t d = q.shape[2] / a.heads, dv = v.shape[2] / a.heads;
-  if (d < 1 || dv < 1 || d > kFlashAttentionMaxHeadDim || dv > kFlashAttentionMaxHeadDim)
-    return false;
+  if (d < 1 || dv < 1 || d > kWideMaxHeadDim || dv > kWideMaxHeadDim) return false;
+  s.wide = d > kFlashAttentionMaxHeadDim || dv > kFlashAttentionMaxHeadDim;
+  if (s.wide && (a.causal || d % 8 != 0 || dv % 8 != 0)) return false;
   s.d = static_cast<int>(d);
   s.dv = static_cast<int>(dv);
   s.scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
@@ -61,7 +70,12 @@ class AttentionKernel final : public Kernel {
     HYRT_CHECK(read_shape(graph, node, s_), kUnsupported, "node '", node.name,
                "': the CUDA backend cannot run this attention node (needs rank-3 float q, k, v "
                "of consistent shapes and head dims 1..",
-               kFlashAttentionMaxHeadDim, ")");
+               kFlashAttentionMaxHeadDim, ", or non-causal multiples of 8 up to ", kWideMaxHeadDim,
+               ")");
+    if (s_.wide) {
+      chunk_rows_ = std::clamp<int64_t>(kWideScoreBytes / (s_.tk * 2), 1, s_.tq);
+      ctx_.reserve(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
+    }
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
@@ -78,6 +92,7 @@ class AttentionKernel final : public Kernel {
                  i < 3 ? std::to_string(i) : std::string(), " bound as ",
                  dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected f16 with ",
                  want[i], " elements");
+    if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
     p.k = inputs[1].as<const uint16_t>();
@@ -93,9 +108,46 @@ class AttentionKernel final : public Kernel {
   }
 
  private:
+  // Per (batch, head) and chunk of R query rows, row-major thinking, column-major calls:
+  //   S [R, Tk] = scale · Q [R, D] · K [Tk, D]ᵀ   (cuBLAS: Sᵀ = Kᵀᵀ · Qᵀ, op T/N)
+  //   P = softmax(S) by rows, in place             (f32 math, f16 storage)
+  //   O [R, Dv] = P [R, Tk] · V [Tk, Dv]           (cuBLAS: Oᵀ = Vᵀ · Pᵀ, op N/N)
+  // f16 operands, f32 accumulation, as the fused kernel.
+  void run_wide(std::span<const TensorView> inputs, const TensorView& output, int64_t qk_width,
+                int64_t v_width) {
+    void* scores = ctx_.scratch(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
+    const auto* q = inputs[0].as<const uint16_t>();
+    const auto* k = inputs[1].as<const uint16_t>();
+    const auto* v = inputs[2].as<const uint16_t>();
+    auto* out = output.as<uint16_t>();
+    const float zero = 0.0f, one = 1.0f;
+    for (int64_t b = 0; b < s_.batch; ++b)
+      for (int h = 0; h < s_.heads; ++h)
+        for (int64_t r0 = 0; r0 < s_.tq; r0 += chunk_rows_) {
+          const int64_t rows = std::min(chunk_rows_, s_.tq - r0);
+          const uint16_t* qc = q + (b * s_.tq + r0) * qk_width + int64_t{h} * s_.d;
+          const uint16_t* kc = k + b * s_.tk * qk_width + int64_t{h} * s_.d;
+          const uint16_t* vc = v + b * s_.tk * v_width + int64_t{h} * s_.dv;
+          uint16_t* oc = out + (b * s_.tq + r0) * v_width + int64_t{h} * s_.dv;
+          HYRT_CUBLAS_CHECK(cublasGemmEx(
+              ctx_.blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(s_.tk),
+              static_cast<int>(rows), s_.d, &s_.scale, kc, CUDA_R_16F, static_cast<int>(qk_width),
+              qc, CUDA_R_16F, static_cast<int>(qk_width), &zero, scores, CUDA_R_16F,
+              static_cast<int>(s_.tk), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          HYRT_CUDA_CHECK(
+              launch_softmax(scores, scores, FloatType::kF16, rows, s_.tk, ctx_.stream()));
+          HYRT_CUBLAS_CHECK(
+              cublasGemmEx(ctx_.blas(), CUBLAS_OP_N, CUBLAS_OP_N, s_.dv, static_cast<int>(rows),
+                           static_cast<int>(s_.tk), &one, vc, CUDA_R_16F, static_cast<int>(v_width),
+                           scores, CUDA_R_16F, static_cast<int>(s_.tk), &zero, oc, CUDA_R_16F,
+                           static_cast<int>(v_width), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+        }
+  }
+
   CudaContext& ctx_;
   std::string name_;
   AttentionShape s_;
+  int64_t chunk_rows_ = 0;  // wide heads: query rows per chunk
 };
 
 }  // namespace

@@ -49,7 +49,12 @@ CudaContext::CudaContext(const CudaDeviceInfo& device, size_t workspace_bytes) :
   try {
     HYRT_CUBLAS_CHECK(cublasLtCreate(&lt_));
     workspace_ = DeviceBuffer(workspace_bytes, "the cuBLASLt workspace");
+    HYRT_CUBLAS_CHECK(cublasCreate(&blas_));
+    HYRT_CUBLAS_CHECK(cublasSetStream(blas_, stream_));
+    // Our own workspace: no allocation inside a call, so calls can be captured.
+    HYRT_CUBLAS_CHECK(cublasSetWorkspace(blas_, workspace_.data(), workspace_.size()));
   } catch (...) {
+    if (blas_) cublasDestroy(blas_);
     if (lt_) cublasLtDestroy(lt_);
     cudaStreamDestroy(stream_);
     throw;
@@ -59,6 +64,7 @@ CudaContext::CudaContext(const CudaDeviceInfo& device, size_t workspace_bytes) :
 CudaContext::~CudaContext() {
   // Work still queued may use the scratch and workspace freed after this body.
   cudaStreamSynchronize(stream_);
+  cublasDestroy(blas_);
   cublasLtDestroy(lt_);
   cudaStreamDestroy(stream_);
   cudaGetLastError();

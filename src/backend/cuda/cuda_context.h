@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cublasLt.h>
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <array>
@@ -46,12 +47,13 @@ class DeviceBuffer {
 // at run it only looks the pointer up, so running allocates nothing. Kernels run one at a
 // time (cuda_backend.h), so one buffer per slot is enough.
 enum class Scratch : uint8_t {
-  kWeightF16,  // one layer's 8-bit S weights widened to f16 [N, K] (f16 candidate)
-  kActF16,     // f32 activations converted to f16 [M, K] (f16 candidate)
-  kActS8,      // quantized activations s8 [M, K4] (W8A8)
-  kRowScales,  // their per-row scales f32 [M] (W8A8)
-  kAccS32,     // the int8 GEMM's s32 result [M, N4] (W8A8)
-  kIm2col,     // a convolution's im2col matrix f16 [M, K] (f16 candidate)
+  kWeightF16,   // one layer's 8-bit S weights widened to f16 [N, K] (f16 candidate)
+  kActF16,      // f32 activations converted to f16 [M, K] (f16 candidate)
+  kActS8,       // quantized activations s8 [M, K4] (W8A8)
+  kRowScales,   // their per-row scales f32 [M] (W8A8)
+  kAccS32,      // the int8 GEMM's s32 result [M, N4] (W8A8)
+  kIm2col,      // a convolution's im2col matrix f16 [M, K] (f16 candidate)
+  kAttnScores,  // a chunk of query rows' attention probabilities f16 [rows, Tk] (heads > 256)
   kCount,
 };
 
@@ -67,6 +69,9 @@ class CudaContext {
   const CudaDeviceInfo& device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   cublasLtHandle_t lt() const { return lt_; }
+  // A cuBLAS handle on the same stream, sharing the cuBLASLt workspace (kernels run one at
+  // a time, so the two never use it at once).
+  cublasHandle_t blas() const { return blas_; }
   void* workspace() const { return workspace_.data(); }
   size_t workspace_bytes() const { return workspace_.size(); }
   // Makes this backend's device current on the calling thread.
@@ -94,6 +99,7 @@ class CudaContext {
   CudaDeviceInfo device_;
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
+  cublasHandle_t blas_ = nullptr;
   DeviceBuffer workspace_;
   std::array<DeviceBuffer, static_cast<size_t>(Scratch::kCount)> scratch_;
   std::unordered_map<std::string, std::weak_ptr<const DeviceBuffer>> resident_;
