@@ -395,17 +395,6 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_ASSERT(!im2col_ || a_dtype_ == DType::kF16, "im2col runs on f16 activations");
     upload_weights(spec);
 
-    // The f16 candidate's im2col matrix: M·K·2 bytes (47 MB for a 3x3 320-channel conv on a
-    // 64x64 latent, batch 2), shared by every conv of the backend.
-    if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(m_ * k_ * 2));
-    if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(m_ * k_ * 2));
-    if (s8_) {
-      ctx_.reserve(Scratch::kWeightF16, bytes(n_ * k_ * 2));
-      ctx_.reserve(Scratch::kActS8, bytes(m_ * k4_));
-      ctx_.reserve(Scratch::kRowScales, bytes(m_ * 4));
-      ctx_.reserve(Scratch::kAccS32, bytes(m_ * n4_ * 4));
-    }
-
     f16_ = make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, cuda_float_type(a_dtype_), n_,
                         m_, k_, bias_out_);
     if (s8_)
@@ -438,6 +427,7 @@ class GemmKernel final : public CudaGemmKernel {
         candidate_ = s8_ ? GemmCandidate::kW8A8 : GemmCandidate::kF16;
         break;
     }
+    reserve_for(candidate_);
     HYRT_CHECK(program_->tuning.stats(candidate_).available, kUnsupported, "node '", name_,
                "': the ", candidate_name(candidate_),
                " GEMM candidate that the CUDA backend's "
@@ -464,6 +454,7 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CHECK(program_->tuning.stats(c).available, kUnsupported, "node '", name_, "': the ",
                candidate_name(c), " candidate is not available (", program_->tuning.to_string(),
                ")");
+    if (c != candidate_) reserve_for(c);  // tests and benchmarks only: may allocate
     enqueue(c, *program_, x.data, output.data);
   }
 
@@ -472,6 +463,21 @@ class GemmKernel final : public CudaGemmKernel {
 
  private:
   static size_t bytes(int64_t n) { return static_cast<size_t>(n); }
+
+  // The shared scratch candidate `c` stages through, grown to this node's needs: only the
+  // candidate that runs (the other's buffers would be dead weight: e.g. the f16 candidate's
+  // im2col matrix is M·K·2 bytes, 141 MB for a 960-channel 3x3 conv at 64x64, batch 2).
+  void reserve_for(GemmCandidate c) const {
+    if (c == GemmCandidate::kF16) {
+      if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(m_ * k_ * 2));
+      if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(m_ * k_ * 2));
+      if (s8_) ctx_.reserve(Scratch::kWeightF16, bytes(n_ * k_ * 2));
+    } else if (s8_) {
+      ctx_.reserve(Scratch::kActS8, bytes(m_ * k4_));
+      ctx_.reserve(Scratch::kRowScales, bytes(m_ * 4));
+      ctx_.reserve(Scratch::kAccS32, bytes(m_ * n4_ * 4));
+    }
+  }
 
   void upload_weights(const GemmSpec& spec) {
     const std::string& wname = spec.w_name;
@@ -698,6 +704,8 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   std::shared_ptr<CudaGemmProgram> tune() const {
+    reserve_for(GemmCandidate::kF16);  // both candidates run while timing
+    reserve_for(GemmCandidate::kW8A8);
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
     t.key = key_;
