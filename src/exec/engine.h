@@ -14,7 +14,6 @@
 // one at a time.
 #pragma once
 
-#include <map>
 #include <memory>
 #include <optional>
 #include <string>
