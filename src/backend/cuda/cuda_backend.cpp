@@ -19,10 +19,6 @@
 namespace hyrt::backend::cuda {
 namespace {
 
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
-}
-
 // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
 // S), f16, bf16 or f32, and an optional float bias weight.
 bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
@@ -35,30 +31,13 @@ bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
   if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
   if (y.dtype != x.dtype) return false;
   if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
-  if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
+  if (w.dtype != DType::kS8 && !dtype_is_float(w.dtype)) return false;
   if (w.shape[0] <= 0 || w.shape[1] <= 0 || x.shape.numel() <= 0) return false;
   if (node.inputs.size() == 3) {
     const ir::Value& b = graph.value(node.inputs[2]);
-    if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype)) return false;
+    if (b.kind != ir::ValueKind::kWeight || !dtype_is_float(b.dtype)) return false;
   }
   return true;
-}
-
-// The node as the device holds it, for the GEMM programs, which take their activation and
-// output types from the graph: a one-node graph whose activation input carries its storage
-// dtype (device_storage_dtype: f16 for the graph's f32 activations), with the node's weights
-// (same names), attributes and name.
-std::unique_ptr<ir::Graph> device_view(const ir::Graph& graph, const ir::Node& node) {
-  auto g = std::make_unique<ir::Graph>(DType::kF16);
-  std::vector<ir::ValueId> ins;
-  for (ir::ValueId in : node.inputs) {
-    const ir::Value& v = graph.value(in);
-    ins.push_back(v.kind == ir::ValueKind::kWeight
-                      ? g->add_weight(v.name, v.dtype, v.shape)
-                      : g->add_input(v.name, device_storage_dtype(v), v.shape));
-  }
-  g->mark_output(g->add_node(node.op, std::move(ins), node.attrs, node.name));
-  return g;
 }
 
 class CudaMemory final : public DeviceMemory {
@@ -127,10 +106,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (!supports(graph, node)) return std::numeric_limits<double>::infinity();
     if (node.op == ir::OpKind::kAttention) return estimate_attention_us(graph, node);
     if (!ir::op_traits(node.op).gemm_class) return estimate_device_op_us(graph, node);
-    const std::unique_ptr<ir::Graph> dg = device_view(graph, node);
-    const ir::Node& dn = dg->nodes().back();
-    const GemmKey key =
-        node.op == ir::OpKind::kConv2d ? conv2d_gemm_key(*dg, dn) : linear_gemm_key(*dg, dn);
+    const GemmKey key = node.op == ir::OpKind::kConv2d ? conv2d_gemm_key(graph, node)
+                                                       : linear_gemm_key(graph, node);
     {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = measured_us_.find(key); it != measured_us_.end()) return it->second;
@@ -149,12 +126,10 @@ class CudaBackendImpl final : public CudaBackend {
     if (node.op == ir::OpKind::kAttention) return make_attention_kernel(ctx_, graph, node);
     if (!ir::op_traits(node.op).gemm_class)
       return make_device_op_kernel(ctx_, graph, node, weights);
-    const std::unique_ptr<ir::Graph> dg = device_view(graph, node);
-    const ir::Node& dn = dg->nodes().back();
     std::unique_ptr<CudaGemmKernel> kernel =
         node.op == ir::OpKind::kConv2d
-            ? make_conv2d_kernel(ctx_, options_, *dg, dn, weights, cache)
-            : make_linear_kernel(ctx_, options_, *dg, dn, weights, cache);
+            ? make_conv2d_kernel(ctx_, options_, graph, node, weights, cache)
+            : make_linear_kernel(ctx_, options_, graph, node, weights, cache);
     const GemmTuning& t = kernel->tuning();
     std::lock_guard<std::mutex> lock(mu_);
     measured_us_[t.key] = t.stats(kernel->candidate()).total_us;
@@ -277,7 +252,7 @@ class CudaBackendImpl final : public CudaBackend {
 }  // namespace
 
 DType device_storage_dtype(const ir::Value& v) {
-  if (!is_float(v.dtype)) return v.dtype;
+  if (!dtype_is_float(v.dtype)) return v.dtype;
   return v.shape.rank() >= 2 ? DType::kF16 : DType::kF32;
 }
 

@@ -74,6 +74,12 @@ void CudaContext::make_current() const {
   HYRT_CUDA_CHECK(cudaSetDevice(device_.index));
 }
 
+void CudaContext::upload(void* dst, const void* src, size_t bytes) const {
+  if (bytes == 0) return;
+  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_));
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(stream_));
+}
+
 void CudaContext::reserve(Scratch s, size_t bytes) {
   DeviceBuffer& b = scratch_[static_cast<size_t>(s)];
   if (b.size() >= bytes) return;

@@ -76,6 +76,10 @@ class CudaContext {
   size_t workspace_bytes() const { return workspace_.size(); }
   // Makes this backend's device current on the calling thread.
   void make_current() const;
+  // Host -> device, complete on return (prepare time: weights). On this context's stream — a
+  // non-blocking stream does not wait for the legacy default stream a plain cudaMemcpy
+  // uses — then synchronised.
+  void upload(void* dst, const void* src, size_t bytes) const;
 
   // Grows slot `s` to at least `bytes` (prepare time only).
   void reserve(Scratch s, size_t bytes);

@@ -178,14 +178,6 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-// Host -> device, complete on return. On the backend's own stream (a non-blocking stream does
-// not wait for the legacy default stream that a plain cudaMemcpy uses), then synchronised.
-void upload(const CudaContext& ctx, void* dst, const void* src, size_t bytes) {
-  if (bytes == 0) return;
-  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.stream()));
-  HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
-}
-
 // --- cuBLASLt objects ------------------------------------------------------------------------
 
 struct MatmulDescDeleter {
@@ -342,7 +334,7 @@ struct GemmSpec {
   std::string w_name;
   TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
   int64_t conv_taps = 0, conv_cin = 0;  // kh·kw and Cin of a conv whose weight needs reordering
-  std::optional<TensorView> w_scale;  // f32 [N] for s8
+  std::optional<TensorView> w_scale;    // f32 [N] for s8
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
 };
@@ -496,7 +488,7 @@ class GemmKernel final : public CudaGemmKernel {
         for (int64_t r = 0; r < n_; ++r)
           std::memcpy(padded.as<uint8_t>() + r * k4_, q + r * k_, bytes(k_));
         DeviceBuffer d(padded.size(), wname + " (s8 weights)");
-        upload(ctx_, d.data(), padded.data(), padded.size());
+        ctx_.upload(d.data(), padded.data(), padded.size());
         return d;
       });
       w_scale_ = ctx_.resident(spec.source, wname, str_cat("scale ", n4_), [&] {
@@ -504,7 +496,7 @@ class GemmKernel final : public CudaGemmKernel {
         std::memset(sc.data(), 0, sc.size());
         std::memcpy(sc.data(), scale.data, bytes(n_ * 4));
         DeviceBuffer d(sc.size(), wname + " (scales)");
-        upload(ctx_, d.data(), sc.data(), sc.size());
+        ctx_.upload(d.data(), sc.data(), sc.size());
         return d;
       });
     } else {
@@ -514,12 +506,12 @@ class GemmKernel final : public CudaGemmKernel {
         AlignedBuffer tmp;
         const void* rows = weight_rows(spec, tmp);
         if (spec.w.dtype == DType::kF16) {
-          upload(ctx_, d.data(), rows, count * 2);
+          ctx_.upload(d.data(), rows, count * 2);
         } else {
           AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
           convert_to_f32(spec.w.dtype, rows, f32.as<float>(), count);
           convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-          upload(ctx_, d.data(), f16.data(), f16.size());
+          ctx_.upload(d.data(), f16.data(), f16.size());
         }
         return d;
       });
@@ -534,7 +526,7 @@ class GemmKernel final : public CudaGemmKernel {
       convert_to_f32(b.dtype, b.data, f32.as<float>(), bytes(n_));
       bias_f32_ = ctx_.resident(spec.source, bname, "f32", [&] {
         DeviceBuffer d(f32.size(), bname + " (f32 bias)");
-        upload(ctx_, d.data(), f32.data(), f32.size());
+        ctx_.upload(d.data(), f32.data(), f32.size());
         return d;
       });
       bias_out_ = bias_f32_->data();
@@ -543,7 +535,7 @@ class GemmKernel final : public CudaGemmKernel {
           AlignedBuffer f16(bytes(n_ * 2), bname + " staging");
           convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), bytes(n_));
           DeviceBuffer d(f16.size(), bname + " (f16 bias)");
-          upload(ctx_, d.data(), f16.data(), f16.size());
+          ctx_.upload(d.data(), f16.data(), f16.size());
           return d;
         });
         bias_out_ = bias_f16_->data();
@@ -773,10 +765,6 @@ class GemmKernel final : public CudaGemmKernel {
   GemmCandidate candidate_ = GemmCandidate::kF16;
 };
 
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
-}
-
 // The stored weight of a GEMM-class node, checked against the graph's declaration.
 TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
                          const weights::WeightSource& weights) {
@@ -834,11 +822,12 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
   const ir::Value& x = graph.value(node.inputs[0]);
   const ir::Value& w = graph.value(node.inputs[1]);
   const ir::Value& y = graph.value(node.output);
-  if (x.kind == ir::ValueKind::kWeight || !is_float(x.dtype) || y.dtype != x.dtype) return false;
+  if (x.kind == ir::ValueKind::kWeight || !dtype_is_float(x.dtype) || y.dtype != x.dtype)
+    return false;
   if (x.shape.rank() != 4 || y.shape.rank() != 4 || device_storage_dtype(x) != DType::kF16)
     return false;
   if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 4) return false;
-  if (w.dtype != DType::kS8 && !is_float(w.dtype)) return false;
+  if (w.dtype != DType::kS8 && !dtype_is_float(w.dtype)) return false;
   if (a.stride < 1 || a.padding < 0 || w.shape[1] != x.shape[3]) return false;
   if (x.shape.numel() <= 0 || w.shape.numel() <= 0 || y.shape.numel() <= 0) return false;
   // The im2col kernel indexes one image and one row with 32-bit arithmetic.
@@ -847,7 +836,8 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
     return false;
   if (node.inputs.size() == 3) {
     const ir::Value& b = graph.value(node.inputs[2]);
-    if (b.kind != ir::ValueKind::kWeight || !is_float(b.dtype) || b.shape.numel() != w.shape[0])
+    if (b.kind != ir::ValueKind::kWeight || !dtype_is_float(b.dtype) ||
+        b.shape.numel() != w.shape[0])
       return false;
   }
   return true;

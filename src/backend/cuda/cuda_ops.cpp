@@ -26,10 +26,6 @@ using ir::OpKind;
 constexpr double kBytesPerSecond = 2.5e12;
 constexpr double kLaunchUs = 3.0;
 
-bool is_float(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
-}
-
 FloatType float_type(DType t) {
   return t == DType::kF16 ? FloatType::kF16 : FloatType::kF32;
 }
@@ -62,14 +58,14 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
       break;
   }
   const ir::Value& out = graph.value(node.output);
-  if (!is_float(out.dtype))
+  if (!dtype_is_float(out.dtype))
     return str_cat("output dtype ", dtype_name(out.dtype), " (float outputs only)");
   for (size_t i = 0; i < node.inputs.size(); ++i) {
     const ir::Value& v = graph.value(node.inputs[i]);
     const bool ids = node.op == OpKind::kEmbedding && i == 0;
     if (ids) {
       if (v.dtype != DType::kS32) return str_cat("ids are ", dtype_name(v.dtype), ", not s32");
-    } else if (!is_float(v.dtype)) {
+    } else if (!dtype_is_float(v.dtype)) {
       return str_cat(
           "input ", i, " ('", v.name, "') is ", dtype_name(v.dtype),
           v.dtype == DType::kS8 ? " (8-bit S weights only feed GEMMs)" : " (float inputs only)");
@@ -136,13 +132,6 @@ double estimate_device_op_us(const ir::Graph& graph, const ir::Node& node) {
 
 namespace {
 
-// Host -> device on the context's stream, complete on return.
-void upload(const CudaContext& ctx, void* dst, const void* src, size_t bytes) {
-  if (bytes == 0) return;
-  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, ctx.stream()));
-  HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
-}
-
 // Reads weight `v` from the source and uploads it as `storage` (f16/f32 from any float dtype,
 // s32 as is).
 DeviceBuffer upload_weight(const CudaContext& ctx, const weights::WeightSource& weights,
@@ -158,19 +147,19 @@ DeviceBuffer upload_weight(const CudaContext& ctx, const weights::WeightSource& 
     // The view may be an unaligned file mapping: stage through aligned host memory.
     AlignedBuffer staging(std::max<size_t>(bytes, 16), v.name + " staging");
     std::memcpy(staging.data(), stored.data, bytes);
-    upload(ctx, buf.data(), staging.data(), bytes);
+    ctx.upload(buf.data(), staging.data(), bytes);
   } else {
-    HYRT_CHECK(is_float(stored.dtype) && is_float(storage), kUnsupported, "weight '", v.name,
-               "' of node '", node_name, "' is ", dtype_name(stored.dtype), ": cannot hold it as ",
-               dtype_name(storage));
+    HYRT_CHECK(dtype_is_float(stored.dtype) && dtype_is_float(storage), kUnsupported, "weight '",
+               v.name, "' of node '", node_name, "' is ", dtype_name(stored.dtype),
+               ": cannot hold it as ", dtype_name(storage));
     AlignedBuffer f32(std::max<size_t>(n, 4) * 4, v.name + " staging");
     convert_to_f32(stored.dtype, stored.data, f32.as<float>(), n);
     if (storage == DType::kF32) {
-      upload(ctx, buf.data(), f32.data(), bytes);
+      ctx.upload(buf.data(), f32.data(), bytes);
     } else {
       AlignedBuffer narrow(std::max<size_t>(bytes, 16), v.name + " staging");
       convert_from_f32(f32.as<float>(), storage, narrow.data(), n);
-      upload(ctx, buf.data(), narrow.data(), bytes);
+      ctx.upload(buf.data(), narrow.data(), bytes);
     }
   }
   return buf;
@@ -591,7 +580,7 @@ class TimestepKernel final : public OpKernel {
       freqs[i] = static_cast<float>(std::exp(static_cast<double>(exponent)));
     }
     freqs_ = DeviceBuffer(freqs.size() * sizeof(float), str_cat(name_, " (frequencies)"));
-    upload(ctx, freqs_.data(), freqs.data(), freqs.size() * sizeof(float));
+    ctx.upload(freqs_.data(), freqs.data(), freqs.size() * sizeof(float));
   }
 
   void run(std::span<const TensorView> views, const TensorView& output) override {
