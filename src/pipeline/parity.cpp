@@ -80,18 +80,21 @@ class Reporter {
       : form_(std::move(form)), o_(o), items_(items) {}
   void add(const std::string& name, double err, double tol, bool informational = false,
            double psnr_db = 0) {
-    if (o_.f16_activations && tol >= kTextTol) tol = std::max(tol, kF16ModelTol);
     ParityItem it{"[" + form_ + "] " + name, err, tol, err <= tol, informational, psnr_db};
     items_.push_back(it);
     if (o_.on_item) o_.on_item(it);
   }
-  // Model outputs: f32 tolerances, or with int8 weights the UNet's int8 target and the
-  // rest reported only.
+  // A model output's tolerance: the f32 path's, or with f16 activations 1e-2 (never less).
+  double model_tol(double f32_tol) const {
+    return o_.f16_activations ? std::max(f32_tol, kF16ModelTol) : f32_tol;
+  }
+  // Model outputs: model_tol, or with int8 weights the UNet's int8 target and the rest
+  // reported only.
   void model_output(const std::string& name, double err, double f32_tol, bool is_unet,
                     double psnr_db = 0) {
-    if (!o_.model.quantize_int8) return add(name, err, f32_tol, false, psnr_db);
+    if (!o_.model.quantize_int8) return add(name, err, model_tol(f32_tol), false, psnr_db);
     if (is_unet) return add(name, err, o_.int8_unet_tolerance, false, psnr_db);
-    add(name, err, f32_tol, /*informational=*/true, psnr_db);
+    add(name, err, model_tol(f32_tol), /*informational=*/true, psnr_db);
   }
 
  private:
@@ -212,7 +215,7 @@ void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& 
       const auto* info = g.find(p + "tap." + name);
       if (!info) continue;
       const Tensor tref = golden_nhwc(g.view(*info));
-      r.add(p + "tap." + name, relative_l2(value.view(), tref.view()), kUNetTol,
+      r.add(p + "tap." + name, relative_l2(value.view(), tref.view()), r.model_tol(kUNetTol),
             /*informational=*/true);
     }
     r.model_output(p + "out", relative_l2(out.view(), ref.view()), kUNetTol, true);
