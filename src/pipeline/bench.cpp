@@ -233,6 +233,12 @@ nlohmann::json run_bench(const BenchOptions& o) {
   for (int s : o.sizes)
     wh.emplace_back(s, s);
   if (wh.empty()) wh.emplace_back(o.width, o.height);
+  // A row's name in the speed-ups: the variant, the placement, or both when both vary.
+  auto label_of = [&](const std::string& v, plan::PlacementMode pm) {
+    const std::string pname(plan::placement_mode_name(pm));
+    if (v.empty()) return pname;
+    return placements.size() > 1 ? v + "/" + pname : v;
+  };
   for (const auto& [w, h] : wh) {
     const std::string size = std::to_string(w) + "x" + std::to_string(h);
     std::map<std::string, double> unet_median;
@@ -248,22 +254,23 @@ nlohmann::json run_bench(const BenchOptions& o) {
           one.int8_mode = v == "w8" ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
         }
         const std::string pname(plan::placement_mode_name(pm));
-        const std::string label = v.empty() ? pname : placements.size() > 1 ? v + "/" + pname : v;
+        const std::string label = label_of(v, pm);
         nlohmann::json r = run_single(one);
         if (!out.contains("machine")) {
           out["hyrt_version"] = r["hyrt_version"];
           out["machine"] = r["machine"];
         }
-        nlohmann::json row = {{"size", size},
-                              {"variant", v.empty() ? "as configured" : v},
-                              {"placement", pname},
-                              {"config", r["config"]},
-                              {"load_ms", r["load_ms"]},
-                              {"stages", r["stages"]},
-                              {"scratch_arenas", r["scratch_arenas"]},
-                            {"accelerator_memory", r.value("accelerator_memory", nlohmann::json())},
-                              {"peak_rss_bytes", r["peak_rss_bytes"]},
-                              {"rss_bytes", r["rss_bytes"]}};
+        nlohmann::json row = {
+            {"size", size},
+            {"variant", v.empty() ? "as configured" : v},
+            {"placement", pname},
+            {"config", r["config"]},
+            {"load_ms", r["load_ms"]},
+            {"stages", r["stages"]},
+            {"scratch_arenas", r["scratch_arenas"]},
+            {"accelerator_memory", r.value("accelerator_memory", nlohmann::json())},
+            {"peak_rss_bytes", r["peak_rss_bytes"]},
+            {"rss_bytes", r["rss_bytes"]}};
         if (r.contains("op_profile_all_runs"))
           row["op_profile_all_runs"] = r["op_profile_all_runs"];
         if (r["stages"].contains("unet_step"))
@@ -272,17 +279,10 @@ nlohmann::json run_bench(const BenchOptions& o) {
         std::fprintf(stderr, "bench: %s %s done\n", size.c_str(), label.c_str());
       }
     // Speed-ups over the first variant (f32 when given) / placement (host when given).
-    if (!unet_median.empty()) {
-      const std::string base =
-          o.variants.empty()
-              ? (placements.size() > 1 ? std::string(plan::placement_mode_name(placements[0])) : "")
-              : (placements.size() > 1
-                     ? variants[0] + "/" + std::string(plan::placement_mode_name(placements[0]))
-                     : variants[0]);
-      if (unet_median.count(base))
-        for (const auto& [v, ms] : unet_median)
-          if (v != base) speedups[size][v + " vs " + base] = unet_median[base] / ms;
-    }
+    const std::string base = label_of(variants[0], placements[0]);
+    if (unet_median.count(base))
+      for (const auto& [v, ms] : unet_median)
+        if (v != base) speedups[size][v + " vs " + base] = unet_median[base] / ms;
   }
   out["machine"]["load_average_start"] = load_start;
   out["machine"]["load_average_end"] = load_average();
