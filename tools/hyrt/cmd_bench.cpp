@@ -44,10 +44,7 @@ CommandRegistrar reg(40, [](CLI::App& app) {
                 "With --compare/--placements (or --resize): square sizes, e.g. 256,512")
       ->delimiter(',');
   auto placement = std::make_shared<std::string>("auto");
-  c->add_option("--placement", *placement,
-                "Where nodes run: host, hybrid (GEMMs on the accelerator), device (all it can), "
-                "auto (cost model)")
-      ->capture_default_str();
+  add_placement_option(c, placement.get());
   c->add_option("--placements", o->placements,
                 "Side by side in one run: e.g. host,hybrid,device,auto (fresh engine each)")
       ->delimiter(',');

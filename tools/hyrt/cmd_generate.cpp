@@ -220,12 +220,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
       ->check(CLI::IsMember({"stored", "int8"}))
       ->capture_default_str();
   add_int8_mode_option(c, &a->int8);
-  c->add_option("--placement", a->placement,
-                "Where nodes run: host; hybrid (linear, convolution and attention on the GPU, the "
-                "rest on the host, copies at each cut); device (everything on the GPU); auto (a "
-                "cost model picks, and falls back to the host without a usable GPU)")
-      ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
-      ->capture_default_str();
+  add_placement_option(c, &a->placement);
   c->add_flag("--autotune", a->autotune,
               "Time the GPU's GEMM candidates for each new shape (slower first step; the "
               "choices are kept in the disk cache, $HYRT_CACHE_DIR or ~/.cache/hyrt)");

@@ -77,11 +77,7 @@ CommandRegistrar reg(30, [](CLI::App& app) {
                 "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
                 "w8 2e-2)");
   add_int8_mode_option(c, &args->int8_choice);
-  c->add_option("--placement", args->placement,
-                "Where nodes run: host, hybrid, device, auto (with an accelerator, model "
-                "outputs are held to f16 tolerances, 1e-2)")
-      ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
-      ->capture_default_str();
+  add_placement_option(c, &args->placement);  // with a GPU: f16 tolerances (1e-2)
   c->add_option("--keep", args->keep,
                 "With --int8: keep weights whose name matches PATTERN in 16/32-bit (repeatable; "
                 "'*' and '?' wildcards, or a substring such as attn2), to measure which layers "

@@ -5,6 +5,7 @@
 
 #include <functional>
 #include <optional>
+#include <string>
 
 #include <CLI/CLI.hpp>
 
@@ -30,5 +31,9 @@ struct Int8Choice {
   std::optional<backend::Int8Mode> vae_mode() const;
 };
 void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
+
+// `--placement host|hybrid|device|auto` (default auto) into `*placement`, for
+// plan::parse_placement_mode.
+void add_placement_option(CLI::App* command, std::string* placement);
 
 }  // namespace hyrt::cli

@@ -44,6 +44,16 @@ void add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
       ->default_str("w8a8");
 }
 
+void add_placement_option(CLI::App* command, std::string* placement) {
+  command
+      ->add_option("--placement", *placement,
+                   "Where nodes run: host; hybrid (linear, convolution and attention on the GPU, "
+                   "the rest on the host, copies at each cut); device (everything on the GPU); "
+                   "auto (a cost model picks, and falls back to the host without a usable GPU)")
+      ->check(CLI::IsMember({"host", "hybrid", "device", "auto"}))
+      ->default_str("auto");
+}
+
 }  // namespace hyrt::cli
 
 int main(int argc, char** argv) {
