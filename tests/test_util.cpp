@@ -10,7 +10,8 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {
   std::mt19937_64 rng(seed);
   std::uniform_real_distribution<float> dist(-scale, scale);
   std::vector<float> v(n);
-  for (auto& x : v) x = dist(rng);
+  for (auto& x : v)
+    x = dist(rng);
   return v;
 }
 
@@ -19,6 +20,16 @@ Tensor random_tensor(Shape shape, uint64_t seed, float scale) {
   auto v = random_floats(static_cast<size_t>(t.numel()), seed, scale);
   std::memcpy(t.data(), v.data(), v.size() * sizeof(float));
   return t;
+}
+
+void mark_random_outputs(ir::Graph& g, const std::function<int(int)>& pick, int one_in) {
+  std::vector<int> uses(g.values().size(), 0);
+  for (const ir::Node& n : g.nodes())
+    for (ir::ValueId in : n.inputs)
+      ++uses[in];
+  for (const ir::Value& v : g.values())
+    if (v.kind == ir::ValueKind::kIntermediate && (uses[v.id] == 0 || pick(one_in) == 0))
+      g.mark_output(v.id);
 }
 
 double relative_l2(const float* a, const float* b, size_t n) {
@@ -33,7 +44,9 @@ double relative_l2(const float* a, const float* b, size_t n) {
   return std::sqrt(num / den);
 }
 
-void poison(void* data, size_t bytes) { std::memset(data, 0xff, bytes); }  // 0xffffffff = NaN
+void poison(void* data, size_t bytes) {
+  std::memset(data, 0xff, bytes);
+}  // 0xffffffff = NaN
 
 std::optional<std::filesystem::path> shared_dir() {
   std::filesystem::path p = HYRT_SHARED_DIR;

@@ -3,11 +3,13 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <limits>
 #include <optional>
 #include <vector>
 
 #include "core/tensor.h"
+#include "ir/graph.h"
 
 namespace hyrt::test {
 
@@ -17,6 +19,10 @@ std::vector<float> random_floats(size_t n, uint64_t seed, float scale = 1.0f);
 Tensor random_tensor(Shape shape, uint64_t seed, float scale = 1.0f);
 // ‖a − b‖₂ / ‖b‖₂ computed in double; +inf if any value of `a` is not finite.
 double relative_l2(const float* a, const float* b, size_t n);
+
+// The end of a random graph for the planner tests: every unused intermediate value becomes
+// a graph output, and each used one too where pick(one_in) == 0 (asked only for used values).
+void mark_random_outputs(ir::Graph& g, const std::function<int(int)>& pick, int one_in);
 // Fills memory with a NaN pattern so an unwritten output cannot pass a comparison.
 void poison(void* data, size_t bytes);
 

@@ -8,6 +8,7 @@
 
 #include "ir/graph.h"
 #include "plan/memory.h"
+#include "test_util.h"
 
 using namespace hyrt;
 using namespace hyrt::ir;
@@ -69,14 +70,7 @@ Graph random_graph(uint64_t seed, int num_nodes) {
     }
     pool.push_back(out);
   }
-  // Every unused value becomes an output, and so do a few random ones.
-  std::vector<int> uses(g.values().size(), 0);
-  for (const Node& n : g.nodes())
-    for (ValueId in : n.inputs)
-      ++uses[in];
-  for (const Value& v : g.values())
-    if (v.kind == ValueKind::kIntermediate && (uses[v.id] == 0 || pick(10) == 0))
-      g.mark_output(v.id);
+  hyrt::test::mark_random_outputs(g, pick, 10);
   g.verify();
   return g;
 }

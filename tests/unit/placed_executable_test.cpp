@@ -18,6 +18,7 @@
 #include "ir/graph.h"
 #include "plan/memory.h"
 #include "plan/placement.h"
+#include "test_util.h"
 #include "weights/memory_weights.h"
 
 using namespace hyrt;
@@ -201,13 +202,7 @@ std::shared_ptr<Graph> random_graph(uint64_t seed, int num_nodes) {
     }
     pool.push_back(out);
   }
-  std::vector<int> uses(g->values().size(), 0);
-  for (const Node& n : g->nodes())
-    for (ValueId in : n.inputs)
-      ++uses[in];
-  for (const Value& v : g->values())
-    if (v.kind == ValueKind::kIntermediate && (uses[v.id] == 0 || pick(8) == 0))
-      g->mark_output(v.id);
+  hyrt::test::mark_random_outputs(*g, pick, 8);
   g->verify();
   return g;
 }

@@ -14,6 +14,7 @@
 #include "ir/graph.h"
 #include "plan/memory.h"
 #include "plan/placement.h"
+#include "test_util.h"
 
 using namespace hyrt;
 using namespace hyrt::ir;
@@ -382,13 +383,7 @@ Graph random_graph(std::mt19937_64& rng, int num_nodes) {
     }
     pool.push_back(out);
   }
-  std::vector<int> uses(g.values().size(), 0);
-  for (const Node& n : g.nodes())
-    for (ValueId in : n.inputs)
-      ++uses[in];
-  for (const Value& v : g.values())
-    if (v.kind == ValueKind::kIntermediate && (uses[v.id] == 0 || pick(8) == 0))
-      g.mark_output(v.id);
+  hyrt::test::mark_random_outputs(g, pick, 8);
   g.verify();
   return g;
 }
