@@ -24,6 +24,7 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "cuda_gemm_check.h"
 #include "cuda_test_gpu.h"
 #include "ir/graph.h"
 #include "test_util.h"
@@ -41,10 +42,6 @@ using backend::cuda::CudaContext;
 using backend::cuda::CudaGemmKernel;
 using backend::cuda::DeviceBuffer;
 using backend::cuda::GemmCandidate;
-
-constexpr double kF16Tolerance = 2e-3;
-constexpr double kW8A8Tolerance = 2e-2;
-constexpr double kW8A8ExactTolerance = 2e-3;
 
 struct ConvSpec {
   int64_t batch = 2, height = 8, width = 8, cin = 8, cout = 8;
@@ -229,10 +226,6 @@ class DeviceRun {
   DeviceBuffer x_, y_;
 };
 
-double rel(const std::vector<float>& a, const std::vector<float>& b) {
-  return relative_l2(a.data(), b.data(), a.size());
-}
-
 std::unique_ptr<CudaGemmKernel> make(const ConvCase& c, backend::ProgramCache& cache) {
   EXPECT_TRUE(backend::cuda::supports_conv2d(c.graph, c.node()));
   return backend::cuda::make_conv2d_kernel(*gpu().ctx, kConvOptions, c.graph, c.node(), c.weights,
@@ -245,30 +238,8 @@ void check_conv(const ConvSpec& spec) {
   backend::ProgramCache cache;
   std::unique_ptr<CudaGemmKernel> kernel = make(c, cache);
   ASSERT_NE(kernel, nullptr);
-  const auto& t = kernel->tuning();
-  SCOPED_TRACE(t.to_string());
   DeviceRun run(c);
-  const std::vector<float> ref = c.reference();
-
-  ASSERT_TRUE(t.f16.available);
-  const std::vector<float> y16 = run.run(*kernel, GemmCandidate::kF16);
-  EXPECT_LE(rel(y16, ref), kF16Tolerance) << "f16 candidate";
-  if (!c.bias.empty()) {  // the comparison can fail: leaving the bias out is caught
-    EXPECT_GT(rel(y16, c.reference(false)), 10 * kF16Tolerance);
-  }
-  if (spec.weight == DType::kS8) {
-    ASSERT_TRUE(t.w8a8.available);
-    const std::vector<float> y8 = run.run(*kernel, GemmCandidate::kW8A8);
-    EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
-    EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
-        << "w8a8 candidate vs its own quantization rule";
-  } else {
-    EXPECT_FALSE(t.w8a8.available) << "W8A8 needs 8-bit S weights";
-    EXPECT_THROW(run.run(*kernel, GemmCandidate::kW8A8), Error);
-  }
-  EXPECT_EQ(kernel->candidate(), t.chosen);
-  EXPECT_LE(rel(run.run(*kernel), ref),
-            t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  check_gemm_candidates(*kernel, run, c, spec.weight == DType::kS8);
 }
 
 // --- SD 1.5 shapes (smaller latents: the reference is a direct convolution on the host) ---

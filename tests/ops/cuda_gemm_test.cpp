@@ -22,6 +22,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "core/error.h"
 #include "core/half.h"
+#include "cuda_gemm_check.h"
 #include "ir/graph.h"
 #include "test_util.h"
 #include "weights/memory_weights.h"
@@ -33,10 +34,6 @@ namespace {
 using backend::cuda::CudaBackend;
 using backend::cuda::CudaGemmKernel;
 using backend::cuda::GemmCandidate;
-
-constexpr double kF16Tolerance = 2e-3;
-constexpr double kW8A8Tolerance = 2e-2;
-constexpr double kW8A8ExactTolerance = 2e-3;
 
 struct Gpu {
   std::unique_ptr<CudaBackend> backend;
@@ -215,10 +212,6 @@ std::unique_ptr<CudaGemmKernel> prepare(CudaBackend& b, const LinearCase& c,
   return std::unique_ptr<CudaGemmKernel>(gk);
 }
 
-double rel(const std::vector<float>& a, const std::vector<float>& b) {
-  return relative_l2(a.data(), b.data(), a.size());
-}
-
 std::string describe(const LinearSpec& s) {
   return str_cat("x ", dtype_name(s.act), s.x_shape.to_string(), " w ", dtype_name(s.weight), "[",
                  s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "");
@@ -232,33 +225,8 @@ void check_linear(const LinearSpec& spec) {
   backend::ProgramCache cache;
   std::unique_ptr<CudaGemmKernel> kernel = prepare(b, c, cache);
   ASSERT_NE(kernel, nullptr);
-  const auto& t = kernel->tuning();
-  SCOPED_TRACE(t.to_string());
   DeviceRun run(b, c);
-  const std::vector<float> ref = c.reference();
-
-  ASSERT_TRUE(t.f16.available);
-  const std::vector<float> y16 = run.run(*kernel, GemmCandidate::kF16);
-  EXPECT_LE(rel(y16, ref), kF16Tolerance) << "f16 candidate";
-  if (!c.bias.empty()) {  // the comparison can fail: leaving the bias out is caught
-    EXPECT_GT(rel(y16, c.reference(false)), 10 * kF16Tolerance);
-  }
-
-  if (spec.weight == DType::kS8) {
-    ASSERT_TRUE(t.w8a8.available);
-    const std::vector<float> y8 = run.run(*kernel, GemmCandidate::kW8A8);
-    EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
-    EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
-        << "w8a8 candidate vs its own quantization rule";
-  } else {
-    EXPECT_FALSE(t.w8a8.available) << "W8A8 needs 8-bit S weights";
-    EXPECT_THROW(run.run(*kernel, GemmCandidate::kW8A8), Error);
-  }
-
-  // What the backend runs by itself: the tuned choice, through Kernel::run.
-  EXPECT_EQ(kernel->candidate(), t.chosen);
-  const std::vector<float> y = run.run(*kernel);
-  EXPECT_LE(rel(y, ref), t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  check_gemm_candidates(*kernel, run, c, spec.weight == DType::kS8);
 }
 
 TEST(CudaGemm, ClipTokensToUnetWidth) {  // M=77, K=320, N=768
