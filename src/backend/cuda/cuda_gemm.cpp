@@ -91,9 +91,9 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.k = w.shape[1];
   key.m = key.k > 0 ? x.shape.numel() / key.k : 0;
   key.batch = 1;
-  key.a_type = x.dtype;
+  key.a_type = device_storage_dtype(x);  // as the device holds it: f16 for activations
   key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
-  key.out_type = x.dtype;
+  key.out_type = key.a_type;
   key.w_transposed = true;
   key.epilogue = node.inputs.size() == 3 ? static_cast<uint8_t>(Epilogue::kBias) : 0;
   return key;
