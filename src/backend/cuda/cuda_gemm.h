@@ -46,8 +46,8 @@ struct CudaGemmProgram {
 inline constexpr uint8_t kIm2colOperand = 1u << 7;
 
 // The GemmKey of a linear node as this backend runs it: M = rows of x, N, K from the weight,
-// a_type = out_type = x as the device holds it (device_storage_dtype), w_type = s8 for 8-bit S weights and f16 otherwise (the
-// uploaded form), epilogue = kBias when there is a bias.
+// a_type = out_type = x as the device holds it (device_storage_dtype), w_type = s8 for 8-bit S
+// weights and f16 otherwise (the uploaded form), epilogue = kBias when there is a bias.
 GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights, fetches or tunes its program, reserves its scratch.

@@ -18,7 +18,9 @@ inline bool aligned(const void* p, uintptr_t bytes) {
 }
 
 // Index arithmetic in 32 bits when every index (plus a little slack) fits: faster kernels.
-inline bool fits_32bit(int64_t n) { return n < (int64_t{1} << 31) - 64; }
+inline bool fits_32bit(int64_t n) {
+  return n < (int64_t{1} << 31) - 64;
+}
 
 inline int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
