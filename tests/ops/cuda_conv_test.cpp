@@ -7,6 +7,10 @@
 // The kernels are made with make_conv2d_kernel on a CudaContext of the test's own (the
 // backend dispatches conv2d nodes to that factory). Without a usable GPU the GPU tests skip
 // with the reason; the key and support checks run everywhere the CUDA toolkit was found.
+// Row chunks (cuda_gemm.h, gemm_chunking): under a small staging budget the same checks hold
+// with M in several chunks and a shorter last one (chunks crossing image boundaries), W8A8 in
+// chunks equals W8A8 in one piece bit for bit, and a large conv's scratch stays within the
+// default budget.
 #include <gtest/gtest.h>
 
 #ifdef HYRT_HAVE_CUDA
@@ -42,6 +46,7 @@ using backend::cuda::CudaContext;
 using backend::cuda::CudaGemmKernel;
 using backend::cuda::DeviceBuffer;
 using backend::cuda::GemmCandidate;
+using backend::cuda::GemmChunking;
 
 struct ConvSpec {
   int64_t batch = 2, height = 8, width = 8, cin = 8, cout = 8;
@@ -351,6 +356,138 @@ TEST(CudaConv, BadBindingIsRejected) {
   DeviceBuffer x(c.x16.size() * 2, "x"), y(static_cast<size_t>(c.out_elems()) * 4, "y");
   const std::vector<TensorView> ins{TensorView{x.data(), DType::kF32, Shape{2, 8, 8, 8}}};
   EXPECT_THROW(k->run(ins, TensorView{y.data(), DType::kF32, Shape{2, 8, 8, 8}}), Error);
+}
+
+// --- row chunks ---
+
+GemmChunking chunks_of(const ConvCase& c, GemmCandidate cand) {
+  return backend::cuda::gemm_chunking(backend::cuda::conv2d_gemm_key(c.graph, c.node()), cand,
+                                      backend::cuda::gemm_staging_budget());
+}
+
+// check_conv on a kernel made under `budget`, which must split M into at least
+// `min_full_chunks` full chunks and a shorter last one for each candidate that stages rows;
+// with 8-bit S weights, W8A8 in chunks must also equal W8A8 in one piece (a kernel made under
+// the default budget, which these sizes fit) bit for bit: integer GEMM, per-row quantization.
+void check_conv_in_chunks(const ConvSpec& spec, size_t budget, int64_t min_full_chunks) {
+  SCOPED_TRACE(describe(spec));
+  const ConvCase c(spec);
+  const bool s8 = spec.weight == DType::kS8;
+  const backend::GemmKey key = backend::cuda::conv2d_gemm_key(c.graph, c.node());
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> whole = make(c, cache);
+  ASSERT_NE(whole, nullptr);
+  EXPECT_FALSE(chunks_of(c, GemmCandidate::kF16).chunked());
+  EXPECT_FALSE(chunks_of(c, GemmCandidate::kW8A8).chunked());
+  std::unique_ptr<CudaGemmKernel> chunked;
+  {
+    const ScopedGemmStagingBudget scoped(budget);
+    int chunked_candidates = 0;
+    for (GemmCandidate cand : {GemmCandidate::kF16, GemmCandidate::kW8A8}) {
+      if (backend::cuda::gemm_staging_bytes_per_row(key, cand) == 0) continue;
+      const GemmChunking ch = chunks_of(c, cand);
+      EXPECT_GE(ch.count - 1, min_full_chunks) << backend::cuda::candidate_name(cand);
+      EXPECT_LT(ch.tail_rows, ch.rows) << backend::cuda::candidate_name(cand);
+      ++chunked_candidates;
+    }
+    EXPECT_GE(chunked_candidates, 1);
+    chunked = make(c, cache);
+  }
+  ASSERT_NE(chunked, nullptr);
+  EXPECT_EQ(cache.misses(), 2u) << "a chunked program is an entry of its own";
+  DeviceRun run(c);
+  check_gemm_candidates(*chunked, run, c, s8);
+  if (s8) {
+    EXPECT_EQ(run.run(*chunked, GemmCandidate::kW8A8), run.run(*whole, GemmCandidate::kW8A8))
+        << "W8A8 in chunks differs from W8A8 in one piece";
+  }
+}
+
+// 3x3 stride 1, 320 channels, 15x15, B=2: M = 450 (K = 2880). A budget of 128 im2col rows:
+// f16 (5760 bytes a row) and W8A8 (4164) both run 3 x 128 rows + 66.
+TEST(CudaConv, RowChunks3x3Stride1) {
+  REQUIRE_GPU();
+  check_conv_in_chunks({.height = 15, .width = 15, .cin = 320, .cout = 320, .seed = 61},
+                       size_t{128} * 2880 * 2, 3);
+}
+
+// Stride 2 with padding 1, one-block chunks (64 rows: the budget is 1 byte).
+TEST(CudaConv, RowChunksStride2Padded) {
+  REQUIRE_GPU();
+  // 29x29x64 -> 15x15x96, B=2: M = 450 = 7 x 64 + 2.
+  check_conv_in_chunks({.height = 29, .width = 29, .cin = 64, .cout = 96, .stride = 2, .seed = 62},
+                       1, 7);
+  // Cin = 3 (scalar im2col, K = 27 -> K4 = 28), Cout = 13 (N4 = 16), 21x19 -> 11x10, B=3:
+  // M = 330 = 5 x 64 + 10, chunks crossing the images' boundaries (110 rows each).
+  check_conv_in_chunks(
+      {.batch = 3, .height = 21, .width = 19, .cin = 3, .cout = 13, .stride = 2, .seed = 63}, 1, 5);
+  // f32-stored weights (f16 candidate only): 17x17x8 -> 9x9x16, B=4: M = 324 = 5 x 64 + 4.
+  check_conv_in_chunks({.batch = 4,
+                        .height = 17,
+                        .width = 17,
+                        .cin = 8,
+                        .cout = 16,
+                        .stride = 2,
+                        .weight = DType::kF32,
+                        .seed = 64},
+                       1, 5);
+}
+
+// A 1x1 conv is the linear: W8A8 chunks its quantized rows (f16 reads x in place).
+TEST(CudaConv, RowChunksPointwiseW8A8) {
+  REQUIRE_GPU();
+  // 10x10x640 -> 320, B=3: M = 300 = 4 x 64 + 44.
+  check_conv_in_chunks({.batch = 3,
+                        .height = 10,
+                        .width = 10,
+                        .cin = 640,
+                        .cout = 320,
+                        .kernel = 1,
+                        .padding = 0,
+                        .seed = 65},
+                       1, 4);
+}
+
+// The scratch a large conv leaves held (scratch_bytes: staging + the cuBLASLt workspace) is
+// bounded by the default staging budget, not by M: a 960-channel 3x3 conv at a 64x64 latent,
+// batch 2 (M = 8192, K = 8640, N = 320), prepared for each candidate on a backend of its own.
+// Untimed: preparing needs shapes and weights only; nothing runs.
+TEST(CudaConv, LargeConvScratchStaysWithinBudget) {
+  REQUIRE_GPU();
+  using backend::cuda::GemmPolicy;
+  ASSERT_EQ(backend::cuda::gemm_staging_budget(), backend::cuda::kGemmStagingBudget);
+  const ConvCase c({.height = 64, .width = 64, .cin = 960, .cout = 320, .seed = 71});
+  const backend::GemmKey key = backend::cuda::conv2d_gemm_key(c.graph, c.node());
+  ASSERT_EQ(key.m, 8192);
+  ASSERT_EQ(key.k, 8640);
+  const size_t workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
+  const size_t weight_f16 = static_cast<size_t>(key.n * key.k * 2);  // kWeightF16
+  for (GemmPolicy policy : {GemmPolicy::kF16, GemmPolicy::kW8A8}) {
+    const GemmCandidate cand =
+        policy == GemmPolicy::kF16 ? GemmCandidate::kF16 : GemmCandidate::kW8A8;
+    SCOPED_TRACE(backend::cuda::candidate_name(cand));
+    std::unique_ptr<backend::cuda::CudaBackend> b =
+        backend::cuda::make_cuda_backend({.gemm = policy});
+    backend::ProgramCache cache;
+    ASSERT_TRUE(b->supports(c.graph, c.node()));
+    std::unique_ptr<backend::Kernel> k = b->prepare(c.graph, c.node(), c.weights, cache);
+    ASSERT_NE(k, nullptr);
+    const size_t held = b->scratch_bytes();
+    const size_t per_row = backend::cuda::gemm_staging_bytes_per_row(key, cand);
+    const size_t whole = static_cast<size_t>(key.m) * per_row;  // M rows staged at once
+    const size_t weights = cand == GemmCandidate::kF16 ? weight_f16 : 0;
+    EXPECT_LE(held, backend::cuda::kGemmStagingBudget + workspace + weights);
+    EXPECT_LT(held, whole + workspace + weights);
+    const GemmChunking ch = chunks_of(c, cand);
+    EXPECT_GT(ch.count, 1);
+    EXPECT_EQ(held, ch.staging_bytes + workspace + weights);
+    std::printf(
+        "[ cuda     ] %s: scratch %.1f MiB held (%lld chunks of %lld rows) vs %.1f MiB in one "
+        "piece\n",
+        backend::cuda::candidate_name(cand), static_cast<double>(held) / (1 << 20),
+        static_cast<long long>(ch.count), static_cast<long long>(ch.rows),
+        static_cast<double>(whole + workspace + weights) / (1 << 20));
+  }
 }
 
 // --- host-only: keys and support (no GPU needed) ---

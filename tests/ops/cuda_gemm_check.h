@@ -6,13 +6,16 @@
 //          must miss by 10x that, so the comparison can fail;
 //   W8A8 — ≤ 2e-2 against the reference (per-row activation quantization), and ≤ 2e-3
 //          against a reference that quantizes by the kernel's own rule.
+// Also ScopedGemmStagingBudget, which makes small GEMMs run in row chunks.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <cstddef>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "core/error.h"
 #include "test_util.h"
 
@@ -21,6 +24,20 @@ namespace hyrt::test {
 inline constexpr double kF16Tolerance = 2e-3;
 inline constexpr double kW8A8Tolerance = 2e-2;
 inline constexpr double kW8A8ExactTolerance = 2e-3;
+
+// The GEMM staging budget (cuda_gemm.h, gemm_chunking) set to `bytes` while in scope: kernels
+// made meanwhile run M in row chunks wherever their staging exceeds it.
+class ScopedGemmStagingBudget {
+ public:
+  explicit ScopedGemmStagingBudget(size_t bytes)
+      : previous_(backend::cuda::set_gemm_staging_budget(bytes)) {}
+  ~ScopedGemmStagingBudget() { backend::cuda::set_gemm_staging_budget(previous_); }
+  ScopedGemmStagingBudget(const ScopedGemmStagingBudget&) = delete;
+  ScopedGemmStagingBudget& operator=(const ScopedGemmStagingBudget&) = delete;
+
+ private:
+  size_t previous_;
+};
 
 inline double rel(const std::vector<float>& a, const std::vector<float>& b) {
   return relative_l2(a.data(), b.data(), a.size());

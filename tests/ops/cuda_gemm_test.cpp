@@ -6,6 +6,9 @@
 //   W8A8 — against the same reference, ≤ 2e-2 (what per-row activation quantization costs),
 //          and against a reference that quantizes x by the kernel's own rule (cuda_kernels.h)
 //          and accumulates q·q exactly: ≤ 2e-3 (only the output's rounding may differ).
+// Row chunks (cuda_gemm.h, gemm_chunking): with a small staging budget the same checks hold
+// for programs that run M in several chunks and a shorter last one, and W8A8 in chunks equals
+// W8A8 in one piece bit for bit (integer GEMM, per-row quantization and epilogue).
 // Without a usable GPU these tests skip with the reason; the factory's error for a missing
 // device is itself tested wherever there is none.
 #include <gtest/gtest.h>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "cuda_gemm_check.h"
@@ -34,6 +38,7 @@ namespace {
 using backend::cuda::CudaBackend;
 using backend::cuda::CudaGemmKernel;
 using backend::cuda::GemmCandidate;
+using backend::cuda::GemmChunking;
 
 struct Gpu {
   std::unique_ptr<CudaBackend> backend;
@@ -217,16 +222,39 @@ std::string describe(const LinearSpec& s) {
                  s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "");
 }
 
-// Runs every available candidate of one case against the references.
-void check_linear(const LinearSpec& spec) {
+// Runs every available candidate of one case against the references, on backend `on`
+// (default: the tuning one).
+void check_linear(const LinearSpec& spec, CudaBackend* on = nullptr) {
   SCOPED_TRACE(describe(spec));
-  CudaBackend& b = *gpu().backend;
+  CudaBackend& b = on ? *on : *gpu().backend;
   const LinearCase c(spec);
   backend::ProgramCache cache;
   std::unique_ptr<CudaGemmKernel> kernel = prepare(b, c, cache);
   ASSERT_NE(kernel, nullptr);
   DeviceRun run(b, c);
   check_gemm_candidates(*kernel, run, c, spec.weight == DType::kS8);
+}
+
+// The row chunks of candidate `cand` for a linear of this spec under the budget now.
+GemmChunking chunks_of(const LinearSpec& spec, GemmCandidate cand) {
+  ir::Graph g(spec.act);
+  const ir::ValueId x = g.add_input("x", spec.act, spec.x_shape);
+  const ir::ValueId w = g.add_weight("w", spec.weight, Shape{spec.n, spec.x_shape.dim(-1)});
+  g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear");
+  return backend::cuda::gemm_chunking(backend::cuda::linear_gemm_key(g, g.nodes()[0]), cand,
+                                      backend::cuda::gemm_staging_budget());
+}
+
+// W8A8 staging bytes of `rows` rows of a linear of this spec.
+size_t w8a8_staging_bytes(const LinearSpec& spec, int64_t rows) {
+  const int64_t k4 = (spec.x_shape.dim(-1) + 3) / 4 * 4, n4 = (spec.n + 3) / 4 * 4;
+  return static_cast<size_t>(rows * (k4 + 4 + n4 * 4));
+}
+
+void expect_chunks(const GemmChunking& ch, int64_t rows, int64_t count, int64_t tail_rows) {
+  EXPECT_EQ(ch.rows, rows);
+  EXPECT_EQ(ch.count, count);
+  EXPECT_EQ(ch.tail_rows, tail_rows);
 }
 
 TEST(CudaGemm, ClipTokensToUnetWidth) {  // M=77, K=320, N=768
@@ -265,6 +293,63 @@ TEST(CudaGemm, FloatWeightsRunAsF16) {  // f32/f16-stored weights: uploaded as f
   check_linear({.x_shape = Shape{64, 320}, .n = 320, .weight = DType::kF32, .seed = 18});
   check_linear(
       {.x_shape = Shape{7, 40}, .n = 24, .bias = false, .weight = DType::kF16, .seed = 19});
+}
+
+// W8A8 stages the quantized rows, their scales and the s32 result, so a small budget runs it in
+// row chunks: several full ones and a shorter last one (its own cuBLASLt layouts). The f16
+// candidate on f16 activations stages nothing that grows with M: one piece whatever the budget.
+TEST(CudaGemm, W8A8InRowChunks) {
+  REQUIRE_GPU();
+  {  // M = 1000 in 256-row chunks: 3 full ones and 232 rows
+    const LinearSpec spec{.x_shape = Shape{1000, 320}, .n = 768, .seed = 51};
+    const ScopedGemmStagingBudget budget(w8a8_staging_bytes(spec, 256));
+    expect_chunks(chunks_of(spec, GemmCandidate::kW8A8), 256, 4, 232);
+    expect_chunks(chunks_of(spec, GemmCandidate::kF16), 1000, 1, 1000);
+    check_linear(spec);
+    // Untimed (heuristic algorithms, the last chunk's derived the same way).
+    std::unique_ptr<CudaBackend> quick = backend::cuda::make_cuda_backend({});
+    check_linear(spec, quick.get());
+  }
+  {  // K = 77, N = 9 (zero-padded to 80 and 12), no bias; the one-block minimum of 64 rows
+    const LinearSpec spec{.x_shape = Shape{300, 77}, .n = 9, .bias = false, .seed = 52};
+    const ScopedGemmStagingBudget budget(1);
+    expect_chunks(chunks_of(spec, GemmCandidate::kW8A8), 64, 5, 44);
+    check_linear(spec);
+  }
+  {  // rank 3: M = 2·333 = 666 rows, chunks across the batch boundary, 26 rows last
+    const LinearSpec spec{.x_shape = Shape{2, 333, 320}, .n = 320, .seed = 53};
+    const ScopedGemmStagingBudget budget(1);
+    expect_chunks(chunks_of(spec, GemmCandidate::kW8A8), 64, 11, 26);
+    check_linear(spec);
+  }
+}
+
+// A chunked program is its own cache entry (its algorithms are a chunk's), and W8A8 in chunks
+// computes exactly what W8A8 in one piece does.
+TEST(CudaGemm, ChunkedProgramIsItsOwnEntryAndExact) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  backend::ProgramCache cache;
+  const LinearSpec spec{.x_shape = Shape{600, 320}, .n = 640, .seed = 54};
+  const LinearCase c(spec);
+  std::unique_ptr<CudaGemmKernel> whole = prepare(b, c, cache);
+  ASSERT_NE(whole, nullptr);
+  std::unique_ptr<CudaGemmKernel> chunked;
+  {
+    const ScopedGemmStagingBudget budget(w8a8_staging_bytes(spec, 200));  // 3 x 192 + 24
+    expect_chunks(chunks_of(spec, GemmCandidate::kW8A8), 192, 4, 24);
+    chunked = prepare(b, c, cache);
+  }
+  ASSERT_NE(chunked, nullptr);
+  EXPECT_EQ(cache.misses(), 2u);
+  EXPECT_NE(&whole->tuning(), &chunked->tuning());
+  EXPECT_EQ(whole->tuning().key, chunked->tuning().key);
+  DeviceRun run(b, c);
+  const std::vector<float> y_whole = run.run(*whole, GemmCandidate::kW8A8);
+  const std::vector<float> y_chunked = run.run(*chunked, GemmCandidate::kW8A8);
+  EXPECT_LE(rel(y_chunked, c.reference()), kW8A8Tolerance);
+  EXPECT_EQ(y_chunked, y_whole) << "W8A8 in chunks differs from W8A8 in one piece";
+  std::printf("[ cuda     ] chunked: %s\n", chunked->tuning().to_string().c_str());
 }
 
 TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
@@ -407,6 +492,71 @@ TEST(CudaGemm, MissingScaleIsAnInvalidModel) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidModel);
     EXPECT_NE(std::string(e.what()).find("'w'"), std::string::npos) << e.what();
   }
+}
+
+// --- host-only: the chunking rule and the roofline (no GPU needed) ---
+
+backend::GemmKey gemm_key(int64_t m, int64_t n, int64_t k, bool im2col) {
+  backend::GemmKey key;
+  key.m = m, key.n = n, key.k = k;
+  key.a_type = key.out_type = DType::kF16;
+  key.w_type = DType::kS8;
+  key.epilogue = static_cast<uint8_t>(backend::Epilogue::kBias);
+  if (im2col) key.epilogue |= backend::cuda::kIm2colOperand;
+  return key;
+}
+
+TEST(CudaGemmChunking, Rule) {
+  using backend::cuda::gemm_chunking;
+  using backend::cuda::kGemmStagingBudget;
+  // What fits the budget runs in one piece: a 64x64-latent projection (M=4096, K=N=320).
+  const backend::GemmKey small = gemm_key(4096, 320, 320, false);
+  expect_chunks(gemm_chunking(small, GemmCandidate::kF16, kGemmStagingBudget), 4096, 1, 4096);
+  expect_chunks(gemm_chunking(small, GemmCandidate::kW8A8, kGemmStagingBudget), 4096, 1, 4096);
+  EXPECT_EQ(gemm_chunking(small, GemmCandidate::kF16, kGemmStagingBudget).staging_bytes, 0u);
+
+  // A 960-channel 3x3 conv at a 64x64 latent, batch 2: M = 8192, K = 8640, N = 320.
+  const backend::GemmKey conv = gemm_key(8192, 320, 8640, true);
+  // f16: im2col rows of 17280 bytes; at most 1920 rows, balanced over 5 chunks: 4 x 1664 + 1536.
+  const GemmChunking f16 = gemm_chunking(conv, GemmCandidate::kF16, kGemmStagingBudget);
+  expect_chunks(f16, 1664, 5, 1536);
+  EXPECT_EQ(f16.staging_bytes, 1664u * 17280u);
+  EXPECT_LE(f16.staging_bytes, kGemmStagingBudget);
+  // W8A8: 8640 + 4 + 1280 = 9924 bytes a row; at most 3328 rows: 2 x 2752 + 2688.
+  const GemmChunking w8 = gemm_chunking(conv, GemmCandidate::kW8A8, kGemmStagingBudget);
+  expect_chunks(w8, 2752, 3, 2688);
+  EXPECT_EQ(w8.staging_bytes, 2752u * 9924u);
+  EXPECT_LE(w8.staging_bytes, kGemmStagingBudget);
+
+  // Whatever the budget, one block of 64 rows at least; M within one block stays whole.
+  expect_chunks(gemm_chunking(conv, GemmCandidate::kF16, 1), 64, 128, 64);
+  expect_chunks(gemm_chunking(gemm_key(50, 320, 8640, true), GemmCandidate::kF16, 1), 50, 1, 50);
+  // A budget of 200 im2col rows (K = 2880): up to 200 rows in one piece; beyond, chunks of at
+  // most 192 rows, every one but the last full, covering M.
+  const size_t budget = size_t{200} * 2880 * 2;
+  for (int64_t m : {1, 65, 200})
+    EXPECT_EQ(gemm_chunking(gemm_key(m, 320, 2880, true), GemmCandidate::kF16, budget).count, 1);
+  for (int64_t m : {201, 250, 385, 1000, 4097, 8191}) {
+    const GemmChunking ch =
+        gemm_chunking(gemm_key(m, 320, 2880, true), GemmCandidate::kF16, budget);
+    EXPECT_GE(ch.count, 2) << m;
+    EXPECT_EQ(ch.rows % backend::cuda::kGemmChunkRowAlign, 0) << m;
+    EXPECT_LE(ch.rows, 192) << m;
+    EXPECT_EQ((ch.count - 1) * ch.rows + ch.tail_rows, m) << m;
+    EXPECT_GE(ch.tail_rows, 1) << m;
+    EXPECT_LE(ch.tail_rows, ch.rows) << m;
+  }
+}
+
+// A chunked run's estimate counts the launches its further chunks add.
+TEST(CudaGemmChunking, RooflineCountsChunkLaunches) {
+  const backend::GemmKey key = gemm_key(1000, 768, 320, false);
+  const double f16_whole = backend::cuda::gemm_roofline_us(key, GemmCandidate::kF16);
+  const double w8_whole = backend::cuda::gemm_roofline_us(key, GemmCandidate::kW8A8);
+  const ScopedGemmStagingBudget budget(1);  // W8A8 in 16 chunks of 64 rows (or fewer)
+  EXPECT_GT(backend::cuda::gemm_roofline_us(key, GemmCandidate::kW8A8), w8_whole);
+  // f16 on f16 activations stages nothing per row: one piece, the same estimate.
+  EXPECT_DOUBLE_EQ(backend::cuda::gemm_roofline_us(key, GemmCandidate::kF16), f16_whole);
 }
 
 // Runs everywhere: with no device the factory says so clearly; with one it rejects a bad index.

@@ -20,9 +20,24 @@
 // GPU time, not the host's launch rate (per-call host overhead is CUDA graphs' business).
 // A conv's whole-candidate timings include its im2col pass (or, W8A8, the fused
 // im2col + quantize pass): part of what the node costs.
+//
+// Row chunks (cuda_gemm.h, gemm_chunking). A candidate whose staging for all M rows exceeds
+// the budget runs chunk by chunk; chunk i covers GEMM rows [m0, m0 + rows), m0 = i · R (R the
+// rows of a full chunk, the last chunk's rows the remainder). In row-major terms:
+//   input  x [M, K] (a linear): the chunk's rows start at x + m0·K elements;
+//          a conv's input stays whole: im2col gathers matrix rows [m0, m0 + rows);
+//   output y [M, N]: the chunk's rows start at y + m0·N elements;
+//   scratch (im2col / converted / quantized operand, row scales, s32 result): chunk-local,
+//          its row 0 is GEMM row m0, so every chunk reuses the same buffers from their start.
+// Column-major for cuBLASLt: B = the operand, K×rows (ld K); D = y + m0·N, N×rows (ld N): only
+// the column count (rows) changes, so a full chunk and the shorter last one each have their
+// layouts. cuBLASLt's bias epilogue adds bias[N] down each column and the W8A8 epilogue reads
+// chunk-local row scales: neither needs the offset. With R a multiple of 64, offsets of m0
+// rows keep 16-byte alignment (64 · 2 bytes per element at least).
 #include "backend/cuda/cuda_gemm.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -55,6 +70,69 @@ constexpr double kBytesPerSecond = 3.0e12;
 // Per program: the launches (1–3 kernels + cuBLASLt) and their tails; the smallest UNet
 // GEMMs measured 8–10 µs.
 constexpr double kOverheadUs = 6.0;
+// Per launch that a chunked run adds (each further chunk repeats its staging, the matmul and,
+// W8A8, the epilogue): the launch, and the gap and tail between dependent kernels.
+constexpr double kChunkLaunchUs = 2.0;
+
+namespace {
+
+std::atomic<size_t> g_staging_budget{kGemmStagingBudget};
+
+int64_t round_up(int64_t v, int64_t multiple) {
+  return (v + multiple - 1) / multiple * multiple;
+}
+
+int64_t round_up4(int64_t v) {
+  return round_up(v, 4);
+}
+
+int64_t ceil_div(int64_t a, int64_t b) {
+  return (a + b - 1) / b;
+}
+
+}  // namespace
+
+size_t gemm_staging_budget() {
+  return g_staging_budget.load(std::memory_order_relaxed);
+}
+
+size_t set_gemm_staging_budget(size_t bytes) {
+  return g_staging_budget.exchange(bytes, std::memory_order_relaxed);
+}
+
+size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c) {
+  // What GemmKernel::reserve_for reserves per row, slot by slot.
+  int64_t bytes = 0;
+  if (c == GemmCandidate::kF16) {
+    if (key.epilogue & kIm2colOperand) bytes += key.k * 2;  // kIm2col
+    if (key.a_type == DType::kF32) bytes += key.k * 2;      // kActF16
+  } else if (key.w_type == DType::kS8) {
+    bytes = round_up4(key.k) + 4 + round_up4(key.n) * 4;  // kActS8, kRowScales, kAccS32
+  }
+  return static_cast<size_t>(bytes);
+}
+
+GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget) {
+  GemmChunking ch;
+  const int64_t m = key.m;
+  const size_t per_row = gemm_staging_bytes_per_row(key, c);
+  ch.rows = ch.tail_rows = m;
+  ch.count = 1;
+  ch.staging_bytes = static_cast<size_t>(m) * per_row;
+  if (per_row == 0 || ch.staging_bytes <= budget) return ch;
+  const auto fit = static_cast<int64_t>(budget / per_row);
+  const int64_t max_rows =
+      std::max(kGemmChunkRowAlign, fit / kGemmChunkRowAlign * kGemmChunkRowAlign);
+  if (m <= max_rows) return ch;  // the one-block minimum covers M: over budget, one chunk
+  // Balanced: as many chunks as max_rows needs, each about M / count rows (fewer rows of
+  // scratch, and no short last GEMM of a few rows where M allows).
+  const int64_t count = ceil_div(m, max_rows);
+  ch.rows = round_up(ceil_div(m, count), kGemmChunkRowAlign);  // <= max_rows
+  ch.count = ceil_div(m, ch.rows);                             // >= 2: rows <= max_rows < M
+  ch.tail_rows = m - (ch.count - 1) * ch.rows;                 // 1..rows
+  ch.staging_bytes = static_cast<size_t>(ch.rows) * per_row;
+  return ch;
+}
 
 double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
@@ -63,8 +141,17 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   const double flops = 2.0 * m * n * k;
   // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
   const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0);
-  auto roofline = [](double ops, double rate, double bytes) {
-    return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs;
+  // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its
+  // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
+  // matmul, rescale.
+  const GemmCandidate runs = key.w_type == DType::kS8 ? c : GemmCandidate::kF16;
+  const GemmChunking chunks = gemm_chunking(key, runs, gemm_staging_budget());
+  const int64_t launches_per_chunk =
+      runs == GemmCandidate::kW8A8 ? 3 : (gemm_staging_bytes_per_row(key, runs) > 0 ? 2 : 1);
+  const double chunk_us =
+      static_cast<double>((chunks.count - 1) * launches_per_chunk) * kChunkLaunchUs;
+  auto roofline = [&](double ops, double rate, double bytes) {
+    return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs + chunk_us;
   };
   if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, io + n * k * 2.0);
   if (c == GemmCandidate::kF16)
@@ -162,10 +249,6 @@ std::shared_ptr<CudaGemmProgram> decode_program(std::string_view in, const GemmK
   return p;
 }
 
-int64_t round_up4(int64_t v) {
-  return (v + 3) / 4 * 4;
-}
-
 FloatType float_type(DType t) {
   return t == DType::kF16 ? FloatType::kF16 : FloatType::kF32;
 }
@@ -236,6 +319,32 @@ LtGemm make_lt_gemm(cublasComputeType_t compute, cudaDataType_t scale_type, cuda
   g.d = make_layout(d_type, m, n);
   return g;
 }
+
+// One candidate's cuBLASLt configurations over its row chunks: `full` for chunks of
+// chunking.rows GEMM rows (cuBLASLt's n), `tail` for a shorter last chunk (unset without one).
+struct ChunkedGemm {
+  GemmChunking chunking;
+  LtGemm full, tail;
+  bool has_tail() const { return chunking.tail_rows != chunking.rows; }
+  const LtGemm& for_rows(int64_t rows) const { return rows == chunking.rows ? full : tail; }
+};
+
+// `make(rows)` makes the LtGemm of a chunk of `rows` rows.
+template <class Make>
+ChunkedGemm make_chunked_gemm(const GemmChunking& chunking, Make&& make) {
+  ChunkedGemm g;
+  g.chunking = chunking;
+  g.full = make(chunking.rows);
+  if (g.has_tail()) g.tail = make(chunking.tail_rows);
+  return g;
+}
+
+// The pointer alignment the GEMMs promise cuBLASLt for B, C and D (heuristics):
+// f16 — activations and output are 16-byte aligned (cuda_backend.h), and so is every chunk's
+// offset into them; W8A8 — B and D are scratch buffers, used from their start: cuBLASLt's
+// default (256).
+constexpr uint32_t kF16MinAlign = 16;
+constexpr uint32_t kS8MinAlign = 0;
 
 // The heuristic's top `count` algorithms for `g` that fit the workspace. `min_align_bcd`:
 // the pointer alignment promised for B, C and D (the rest stay at cuBLASLt's default 256).
@@ -333,39 +442,12 @@ struct GemmSpec {
   const void* source = nullptr;          // the WeightSource (identity of the resident weights)
   std::string w_name;
   TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
-  int64_t conv_taps = 0, conv_cin = 0;  // kh·kw and Cin of a conv whose weight needs reordering
-  std::optional<TensorView> w_scale;    // f32 [N] for s8
+  // kh·kw and Cin of a conv whose weight needs reordering (on the device, at upload).
+  int64_t conv_taps = 0, conv_cin = 0;
+  std::optional<TensorView> w_scale;  // f32 [N] for s8
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
 };
-
-// The weight as [N, K] in its stored dtype: the view itself, or a conv's OIHW weight reordered
-// to [Cout, kh, kw, Cin] into `tmp` (bytes only: the view may be an unaligned file mapping).
-const void* weight_rows(const GemmSpec& spec, AlignedBuffer& tmp) {
-  if (spec.conv_taps <= 1) return spec.w.data;
-  const int64_t co = spec.w.shape[0], ci = spec.conv_cin, taps = spec.conv_taps;
-  const size_t es = dtype_size(spec.w.dtype);
-  tmp = AlignedBuffer(static_cast<size_t>(co * ci * taps) * es, spec.w_name + " reordered");
-  auto reorder = [&](auto tag) {
-    using T = decltype(tag);
-    const auto* src = static_cast<const uint8_t*>(spec.w.data);
-    T* dst = tmp.as<T>();
-    for (int64_t o = 0; o < co; ++o)
-      for (int64_t c = 0; c < ci; ++c)
-        for (int64_t t = 0; t < taps; ++t) {
-          T v;
-          std::memcpy(&v, src + ((o * ci + c) * taps + t) * sizeof(T), sizeof(T));
-          dst[(o * taps + t) * ci + c] = v;
-        }
-  };
-  if (es == 1)
-    reorder(uint8_t{});
-  else if (es == 2)
-    reorder(uint16_t{});
-  else
-    reorder(uint32_t{});
-  return tmp.data();
-}
 
 // One GEMM program's runner: y [M, N] = a [M, K] · w [N, K]ᵀ (+ bias), a = the input or its
 // im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
@@ -380,27 +462,38 @@ class GemmKernel final : public CudaGemmKernel {
         im2col_(spec.im2col),
         input_elems_(spec.input_elems),
         output_elems_(spec.output_elems) {
-    m_ = key_.m, n_ = key_.n, k_ = key_.k;
+    n_ = key_.n, k_ = key_.k;
     n4_ = round_up4(n_), k4_ = round_up4(k_);
     a_dtype_ = key_.a_type;
     s8_ = key_.w_type == DType::kS8;
     HYRT_ASSERT(!im2col_ || a_dtype_ == DType::kF16, "im2col runs on f16 activations");
     upload_weights(spec);
 
-    f16_ = make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, cuda_float_type(a_dtype_), n_,
-                        m_, k_, bias_out_);
+    // Row chunks under the budget as it is now (cuda_gemm.h), and each chunk size's layouts.
+    const size_t budget = gemm_staging_budget();
+    f16_ = make_chunked_gemm(gemm_chunking(key_, GemmCandidate::kF16, budget), [&](int64_t rows) {
+      return make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, cuda_float_type(a_dtype_), n_,
+                          rows, k_, bias_out_);
+    });
     if (s8_)
-      s8_gemm_ = make_lt_gemm(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUDA_R_8I, CUDA_R_32I, n4_, m_, k4_,
-                              nullptr);
+      s8_gemm_ =
+          make_chunked_gemm(gemm_chunking(key_, GemmCandidate::kW8A8, budget), [&](int64_t rows) {
+            return make_lt_gemm(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUDA_R_8I, CUDA_R_32I, n4_, rows,
+                                k4_, nullptr);
+          });
 
     std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
                                     ctx_.device().compute_minor, " ", key_.to_string());
     if (im2col_) cache_key += " " + im2col_->to_string();
+    // A chunked program's algorithms and timings are those of its chunk size (CudaGemmProgram);
+    // unchunked keys stay as they were.
+    cache_key += chunks_note();
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
       if (std::optional<std::string> rec = cache.find_record(cache_key))
-        if (std::shared_ptr<CudaGemmProgram> p = decode_program(*rec, key_); p && still_valid(*p))
+        if (std::shared_ptr<CudaGemmProgram> p = decode_program(*rec, key_);
+            p && still_valid(*p) && derive_tail_algos(*p))
           return p;
       if (!options_.autotune) return untimed();
       std::shared_ptr<CudaGemmProgram> p = tune();
@@ -456,18 +549,28 @@ class GemmKernel final : public CudaGemmKernel {
  private:
   static size_t bytes(int64_t n) { return static_cast<size_t>(n); }
 
+  // " rows/chunk f16 R w8a8 R" for a program that runs a candidate in chunks, else "".
+  std::string chunks_note() const {
+    if (!f16_.chunking.chunked() && !s8_gemm_.chunking.chunked()) return "";
+    return str_cat(" rows/chunk f16 ", f16_.chunking.rows, " w8a8 ",
+                   s8_ ? s8_gemm_.chunking.rows : 0);
+  }
+
   // The shared scratch candidate `c` stages through, grown to this node's needs: only the
-  // candidate that runs (the other's buffers would be dead weight: e.g. the f16 candidate's
-  // im2col matrix is M·K·2 bytes, 141 MB for a 960-channel 3x3 conv at 64x64, batch 2).
+  // candidate that runs (the other's buffers would be dead weight), and for one chunk of rows
+  // (unchunked, the f16 candidate's im2col matrix would be M·K·2 bytes: 141 MB for a
+  // 960-channel 3x3 conv at 64x64, batch 2). gemm_staging_bytes_per_row counts the same.
   void reserve_for(GemmCandidate c) const {
     if (c == GemmCandidate::kF16) {
-      if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(m_ * k_ * 2));
-      if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(m_ * k_ * 2));
+      const int64_t rows = f16_.chunking.rows;
+      if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(rows * k_ * 2));
+      if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(rows * k_ * 2));
       if (s8_) ctx_.reserve(Scratch::kWeightF16, bytes(n_ * k_ * 2));
     } else if (s8_) {
-      ctx_.reserve(Scratch::kActS8, bytes(m_ * k4_));
-      ctx_.reserve(Scratch::kRowScales, bytes(m_ * 4));
-      ctx_.reserve(Scratch::kAccS32, bytes(m_ * n4_ * 4));
+      const int64_t rows = s8_gemm_.chunking.rows;
+      ctx_.reserve(Scratch::kActS8, bytes(rows * k4_));
+      ctx_.reserve(Scratch::kRowScales, bytes(rows * 4));
+      ctx_.reserve(Scratch::kAccS32, bytes(rows * n4_ * 4));
     }
   }
 
@@ -480,15 +583,10 @@ class GemmKernel final : public CudaGemmKernel {
       HYRT_CHECK(scale.dtype == DType::kF32 && scale.shape.rank() == 1 && scale.shape[0] == n_,
                  kInvalidModel, "8-bit S weight '", wname, "' has scale ", dtype_name(scale.dtype),
                  scale.shape.to_string(), ", expected f32[", n_, "] (one per output row)");
-      // Zero-padded to [N4, K4]; the views may be unaligned file mappings: bytes only.
+      // Zero-padded to [N4, K4].
       w_ = ctx_.resident(spec.source, wname, str_cat("s8 ", n4_, "x", k4_), [&] {
-        AlignedBuffer padded(bytes(n4_ * k4_), wname + " padded"), tmp;
-        std::memset(padded.data(), 0, padded.size());
-        const auto* q = static_cast<const uint8_t*>(weight_rows(spec, tmp));
-        for (int64_t r = 0; r < n_; ++r)
-          std::memcpy(padded.as<uint8_t>() + r * k4_, q + r * k_, bytes(k_));
-        DeviceBuffer d(padded.size(), wname + " (s8 weights)");
-        ctx_.upload(d.data(), padded.data(), padded.size());
+        DeviceBuffer d(bytes(n4_ * k4_), wname + " (s8 weights)");
+        upload_weight_rows(spec, spec.w.data, 1, n4_, k4_, d);
         return d;
       });
       w_scale_ = ctx_.resident(spec.source, wname, str_cat("scale ", n4_), [&] {
@@ -503,15 +601,14 @@ class GemmKernel final : public CudaGemmKernel {
       const size_t count = bytes(n_ * k_);
       w_ = ctx_.resident(spec.source, wname, str_cat("f16 ", n_, "x", k_), [&] {
         DeviceBuffer d(count * 2, wname + " (f16 weights)");
-        AlignedBuffer tmp;
-        const void* rows = weight_rows(spec, tmp);
         if (spec.w.dtype == DType::kF16) {
-          ctx_.upload(d.data(), rows, count * 2);
+          upload_weight_rows(spec, spec.w.data, 2, n_, k_, d);
         } else {
+          // Element by element, so in the stored order as well as in any other.
           AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
-          convert_to_f32(spec.w.dtype, rows, f32.as<float>(), count);
+          convert_to_f32(spec.w.dtype, spec.w.data, f32.as<float>(), count);
           convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-          ctx_.upload(d.data(), f16.data(), f16.size());
+          upload_weight_rows(spec, f16.data(), 2, n_, k_, d);
         }
         return d;
       });
@@ -543,93 +640,154 @@ class GemmKernel final : public CudaGemmKernel {
     }
   }
 
-  // --- the stages of the two candidates (all enqueued on the backend's stream) ---
+  // Weight rows as stored (`rows`: N·K elements of elem_bytes, [N, K] or a conv's OIHW
+  // [N, Cin, taps]; may be an unaligned file mapping) -> `dst` as [dst_rows, ld] in the im2col
+  // column order [N, taps, Cin], zero-padded (launch_reorder_weight_rows): uploaded straight
+  // into `dst` when there is nothing to reorder or pad, else as stored into a device copy
+  // that the reorder reads.
+  void upload_weight_rows(const GemmSpec& spec, const void* rows, int elem_bytes, int64_t dst_rows,
+                          int64_t ld, DeviceBuffer& dst) const {
+    const size_t stored = bytes(n_ * k_) * static_cast<size_t>(elem_bytes);
+    const bool reorder = spec.conv_taps > 1;
+    if (!reorder && dst_rows == n_ && ld == k_) {
+      ctx_.upload(dst.data(), rows, stored);
+      return;
+    }
+    DeviceBuffer as_stored(stored, spec.w_name + " (as stored)");
+    ctx_.upload(as_stored.data(), rows, stored);
+    HYRT_CUDA_CHECK(launch_reorder_weight_rows(
+        as_stored.data(), elem_bytes, n_, reorder ? spec.conv_cin : k_,
+        reorder ? spec.conv_taps : 1, dst_rows, ld, dst.data(), ctx_.stream()));
+    // `as_stored` is freed on return: let the reorder finish reading it.
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
 
-  // The GEMM's activation operand a [M, K] for input x: x itself, or its im2col matrix
-  // (enqueued here into scratch).
-  const void* operand(const void* x) const {
-    if (!im2col_) return x;
-    const Im2colGeometry& g = *im2col_;
-    auto* col = static_cast<uint16_t*>(ctx_.scratch(Scratch::kIm2col, bytes(m_ * k_ * 2)));
-    HYRT_CUDA_CHECK(launch_im2col_f16(static_cast<const uint16_t*>(x), g.batch, g.height, g.width,
-                                      g.channels, g.kernel_h, g.kernel_w, g.stride, g.padding,
-                                      g.out_h, g.out_w, col, ctx_.stream()));
-    return col;
+  // --- the stages of the two candidates (all enqueued on the backend's stream) ---
+  // Each stage that depends on M takes a chunk: GEMM rows [m0, m0 + rows) (the row-offset
+  // rules at the top of this file).
+
+  size_t act_size() const { return dtype_size(a_dtype_); }
+  // Row m0 of a dense [M, cols] activation matrix in the activation dtype.
+  const void* act_row(const void* base, int64_t m0, int64_t cols) const {
+    return static_cast<const uint8_t*>(base) + bytes(m0 * cols) * act_size();
+  }
+  void* act_row(void* base, int64_t m0, int64_t cols) const {
+    return static_cast<uint8_t*>(base) + bytes(m0 * cols) * act_size();
   }
 
   const void* f16_a() const { return s8_ ? ctx_.scratch(Scratch::kWeightF16, 0) : w_->data(); }
-  const void* f16_b(const void* a) const {
-    return a_dtype_ == DType::kF32 ? ctx_.scratch(Scratch::kActF16, 0) : a;
-  }
 
-  // 8-bit S weights -> f16 scratch; f32 activations -> f16 scratch.
-  void stage_f16(const void* a) const {
+  // 8-bit S weights -> f16 scratch (once per run: the weights do not depend on M).
+  void stage_f16_weights() const {
     if (s8_)
       HYRT_CUDA_CHECK(launch_dequantize_rows_f16(
           w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
           static_cast<uint16_t*>(ctx_.scratch(Scratch::kWeightF16, bytes(n_ * k_ * 2))),
           ctx_.stream()));
-    if (a_dtype_ == DType::kF32)
-      HYRT_CUDA_CHECK(launch_f32_to_f16(
-          static_cast<const float*>(a), m_ * k_,
-          static_cast<uint16_t*>(ctx_.scratch(Scratch::kActF16, bytes(m_ * k_ * 2))),
-          ctx_.stream()));
   }
 
-  cublasStatus_t gemm_f16(const void* a, void* y, const cublasLtMatmulAlgo_t& algo) const {
-    const float alpha = 1.0f, beta = 0.0f;
-    return cublasLtMatmul(ctx_.lt(), f16_.op.get(), &alpha, f16_a(), f16_.a.get(), f16_b(a),
-                          f16_.b.get(), &beta, y, f16_.d.get(), y, f16_.d.get(), &algo,
-                          ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
-  }
-
-  // Input x -> the operand quantized, s8 [M, K4] + row scales [M] in scratch. A conv's
-  // im2col matrix is quantized as it is gathered (never written out as f16).
-  void quantize(const void* x) const {
-    auto* q = static_cast<int8_t*>(ctx_.scratch(Scratch::kActS8, bytes(m_ * k4_)));
-    auto* scales = static_cast<float*>(ctx_.scratch(Scratch::kRowScales, bytes(m_ * 4)));
+  // The f16 GEMM's activation operand for GEMM rows [m0, m0 + rows) of input x, f16 [rows, K]:
+  // a conv's im2col rows (gathered into scratch), f32 activations' rows converted into
+  // scratch, or f16 activations' rows in place.
+  const void* f16_operand(const void* x, int64_t m0, int64_t rows) const {
     if (im2col_) {
       const Im2colGeometry& g = *im2col_;
-      HYRT_CUDA_CHECK(launch_im2col_quantize_s8(
-          static_cast<const uint16_t*>(x), g.batch, g.height, g.width, g.channels, g.kernel_h,
-          g.kernel_w, g.stride, g.padding, g.out_h, g.out_w, k4_, q, scales, ctx_.stream()));
-    } else {
-      HYRT_CUDA_CHECK(
-          launch_quantize_rows_s8(x, float_type(a_dtype_), m_, k_, k4_, q, scales, ctx_.stream()));
+      auto* col = static_cast<uint16_t*>(ctx_.scratch(Scratch::kIm2col, bytes(rows * k_ * 2)));
+      HYRT_CUDA_CHECK(launch_im2col_f16(static_cast<const uint16_t*>(x), g.batch, g.height, g.width,
+                                        g.channels, g.kernel_h, g.kernel_w, g.stride, g.padding,
+                                        g.out_h, g.out_w, m0, rows, col, ctx_.stream()));
+      return col;
     }
+    const void* rows_in = act_row(x, m0, k_);
+    if (a_dtype_ != DType::kF32) return rows_in;
+    auto* converted = static_cast<uint16_t*>(ctx_.scratch(Scratch::kActF16, bytes(rows * k_ * 2)));
+    HYRT_CUDA_CHECK(
+        launch_f32_to_f16(static_cast<const float*>(rows_in), rows * k_, converted, ctx_.stream()));
+    return converted;
   }
 
-  cublasStatus_t gemm_s8(const cublasLtMatmulAlgo_t& algo) const {
-    const int32_t alpha = 1, beta = 0;
-    void* acc = ctx_.scratch(Scratch::kAccS32, bytes(m_ * n4_ * 4));
-    return cublasLtMatmul(ctx_.lt(), s8_gemm_.op.get(), &alpha, w_->data(), s8_gemm_.a.get(),
-                          ctx_.scratch(Scratch::kActS8, bytes(m_ * k4_)), s8_gemm_.b.get(), &beta,
-                          acc, s8_gemm_.d.get(), acc, s8_gemm_.d.get(), &algo, ctx_.workspace(),
+  // y rows [m0, m0 + rows) (at y_rows) = operand b [rows, K] · wᵀ (+ bias).
+  cublasStatus_t gemm_f16(const void* b, void* y_rows, int64_t rows,
+                          const cublasLtMatmulAlgo_t& algo) const {
+    const LtGemm& g = f16_.for_rows(rows);
+    const float alpha = 1.0f, beta = 0.0f;
+    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, f16_a(), g.a.get(), b, g.b.get(), &beta,
+                          y_rows, g.d.get(), y_rows, g.d.get(), &algo, ctx_.workspace(),
                           ctx_.workspace_bytes(), ctx_.stream());
   }
 
-  void rescale(void* y) const {
+  // GEMM rows [m0, m0 + rows) of input x -> the operand quantized, s8 [rows, K4] + row scales
+  // [rows] in scratch. A conv's im2col rows are quantized as they are gathered (never written
+  // out as f16).
+  void quantize(const void* x, int64_t m0, int64_t rows) const {
+    auto* q = static_cast<int8_t*>(ctx_.scratch(Scratch::kActS8, bytes(rows * k4_)));
+    auto* scales = static_cast<float*>(ctx_.scratch(Scratch::kRowScales, bytes(rows * 4)));
+    if (im2col_) {
+      const Im2colGeometry& g = *im2col_;
+      HYRT_CUDA_CHECK(launch_im2col_quantize_s8(static_cast<const uint16_t*>(x), g.batch, g.height,
+                                                g.width, g.channels, g.kernel_h, g.kernel_w,
+                                                g.stride, g.padding, g.out_h, g.out_w, m0, rows,
+                                                k4_, q, scales, ctx_.stream()));
+    } else {
+      HYRT_CUDA_CHECK(launch_quantize_rows_s8(act_row(x, m0, k_), float_type(a_dtype_), rows, k_,
+                                              k4_, q, scales, ctx_.stream()));
+    }
+  }
+
+  // The quantized chunk of `rows` rows in scratch -> its s32 result [rows, N4] in scratch.
+  cublasStatus_t gemm_s8(int64_t rows, const cublasLtMatmulAlgo_t& algo) const {
+    const LtGemm& g = s8_gemm_.for_rows(rows);
+    const int32_t alpha = 1, beta = 0;
+    void* acc = ctx_.scratch(Scratch::kAccS32, bytes(rows * n4_ * 4));
+    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, w_->data(), g.a.get(),
+                          ctx_.scratch(Scratch::kActS8, bytes(rows * k4_)), g.b.get(), &beta, acc,
+                          g.d.get(), acc, g.d.get(), &algo, ctx_.workspace(),
+                          ctx_.workspace_bytes(), ctx_.stream());
+  }
+
+  // The chunk's s32 result -> y rows [m0, m0 + rows), scaled, + bias.
+  void rescale(void* y, int64_t m0, int64_t rows) const {
     HYRT_CUDA_CHECK(launch_rescale_s32(
-        static_cast<const int32_t*>(ctx_.scratch(Scratch::kAccS32, bytes(m_ * n4_ * 4))), m_, n_,
-        n4_, static_cast<const float*>(ctx_.scratch(Scratch::kRowScales, bytes(m_ * 4))),
-        w_scale_->as<float>(), (bias_f32_ ? bias_f32_->as<float>() : nullptr), y,
+        static_cast<const int32_t*>(ctx_.scratch(Scratch::kAccS32, bytes(rows * n4_ * 4))), rows,
+        n_, n4_, static_cast<const float*>(ctx_.scratch(Scratch::kRowScales, bytes(rows * 4))),
+        w_scale_->as<float>(), (bias_f32_ ? bias_f32_->as<float>() : nullptr), act_row(y, m0, n_),
         float_type(a_dtype_), ctx_.stream()));
   }
 
-  // The whole candidate for input x: operand gather (im2col), staging, GEMM, epilogue.
+  // Calls f(m0, rows, algo) for each chunk of `g` in order, with the chunk's algorithm.
+  template <class F>
+  static void for_each_chunk(const ChunkedGemm& g, const cublasLtMatmulAlgo_t& full_algo,
+                             const cublasLtMatmulAlgo_t& tail_algo, F&& f) {
+    const GemmChunking& ch = g.chunking;
+    for (int64_t i = 0; i < ch.count; ++i) {
+      const bool last = i == ch.count - 1;
+      f(i * ch.rows, last ? ch.tail_rows : ch.rows, last && g.has_tail() ? tail_algo : full_algo);
+    }
+  }
+
+  // The whole candidate for input x, chunk by chunk: operand gather (im2col) or staging, GEMM,
+  // epilogue.
   void enqueue(GemmCandidate c, const CudaGemmProgram& p, const void* x, void* y) const {
     if (c == GemmCandidate::kF16) {
-      const void* a = operand(x);
-      stage_f16(a);
-      const cublasStatus_t st = gemm_f16(a, y, p.f16_algo);
-      if (st != CUBLAS_STATUS_SUCCESS)
-        throw_cublas_error(st, "cublasLtMatmul (f16 candidate)", __FILE__, __LINE__);
+      stage_f16_weights();
+      for_each_chunk(f16_, p.f16_algo, p.f16_tail_algo,
+                     [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
+                       const cublasStatus_t st =
+                           gemm_f16(f16_operand(x, m0, rows), act_row(y, m0, n_), rows, algo);
+                       if (st != CUBLAS_STATUS_SUCCESS)
+                         throw_cublas_error(st, "cublasLtMatmul (f16 candidate)", __FILE__,
+                                            __LINE__);
+                     });
     } else {
-      quantize(x);
-      const cublasStatus_t st = gemm_s8(p.s8_algo);
-      if (st != CUBLAS_STATUS_SUCCESS)
-        throw_cublas_error(st, "cublasLtMatmul (s8 candidate)", __FILE__, __LINE__);
-      rescale(y);
+      for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
+                     [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
+                       quantize(x, m0, rows);
+                       const cublasStatus_t st = gemm_s8(rows, algo);
+                       if (st != CUBLAS_STATUS_SUCCESS)
+                         throw_cublas_error(st, "cublasLtMatmul (s8 candidate)", __FILE__,
+                                            __LINE__);
+                       rescale(y, m0, rows);
+                     });
     }
   }
 
@@ -656,35 +814,72 @@ class GemmKernel final : public CudaGemmKernel {
     return best;
   }
 
-  // cuBLASLt accepts a recorded algorithm for this program's GEMMs.
+  // cuBLASLt accepts `algo` for `g`'s layouts, within the workspace.
+  bool algo_fits(const LtGemm& g, const cublasLtMatmulAlgo_t& algo) const {
+    cublasLtMatmulHeuristicResult_t r{};
+    return cublasLtMatmulAlgoCheck(ctx_.lt(), g.op.get(), g.a.get(), g.b.get(), g.d.get(),
+                                   g.d.get(), &algo, &r) == CUBLAS_STATUS_SUCCESS &&
+           r.workspaceSize <= ctx_.workspace_bytes();
+  }
+
+  // cuBLASLt accepts a recorded algorithm for this program's GEMMs (a full chunk's).
   bool still_valid(const CudaGemmProgram& p) const {
-    auto ok = [&](const LtGemm& g, const cublasLtMatmulAlgo_t& algo) {
-      cublasLtMatmulHeuristicResult_t r{};
-      return cublasLtMatmulAlgoCheck(ctx_.lt(), g.op.get(), g.a.get(), g.b.get(), g.d.get(),
-                                     g.d.get(), &algo, &r) == CUBLAS_STATUS_SUCCESS &&
-             r.workspaceSize <= ctx_.workspace_bytes();
-    };
-    if (p.tuning.f16.available && !ok(f16_, p.f16_algo)) return false;
-    if (p.tuning.w8a8.available && (!s8_ || !ok(s8_gemm_, p.s8_algo))) return false;
+    if (p.tuning.f16.available && !algo_fits(f16_.full, p.f16_algo)) return false;
+    if (p.tuning.w8a8.available && (!s8_ || !algo_fits(s8_gemm_.full, p.s8_algo))) return false;
     return true;
   }
 
-  // No GPU time: the heuristic's first algorithm per candidate, the roofline picks.
+  // The algorithm for the last chunk of `g` when it is shorter than the full ones, which run
+  // `full_algo`: that one where cuBLASLt accepts it for the shorter layouts (an algorithm is
+  // a kernel configuration, not tied to the problem size; AlgoCheck says whether it covers
+  // this one), else the heuristic's first for them with the same alignment promise; none
+  // when neither works. `full_algo` itself without a shorter last chunk.
+  std::optional<cublasLtMatmulAlgo_t> tail_algo(const ChunkedGemm& g,
+                                                const cublasLtMatmulAlgo_t& full_algo,
+                                                uint32_t min_align_bcd) const {
+    if (!g.has_tail() || algo_fits(g.tail, full_algo)) return full_algo;
+    const auto found = heuristics(ctx_, g.tail, 1, min_align_bcd);
+    if (found.empty()) return std::nullopt;
+    return found[0].algo;
+  }
+
+  // Fills the last-chunk algorithms of p's available candidates (not recorded: derived here
+  // for a decoded record); false when one has none.
+  bool derive_tail_algos(CudaGemmProgram& p) const {
+    if (p.tuning.f16.available) {
+      const auto tail = tail_algo(f16_, p.f16_algo, kF16MinAlign);
+      if (!tail) return false;
+      p.f16_tail_algo = *tail;
+    }
+    if (p.tuning.w8a8.available) {
+      const auto tail = tail_algo(s8_gemm_, p.s8_algo, kS8MinAlign);
+      if (!tail) return false;
+      p.s8_tail_algo = *tail;
+    }
+    return true;
+  }
+
+  // No GPU time: the heuristic's first algorithm per candidate (and its last chunk's), the
+  // roofline picks.
   std::shared_ptr<CudaGemmProgram> untimed() const {
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
     t.key = key_;
-    if (auto f = heuristics(ctx_, f16_, 1, 16); !f.empty()) {
-      p->f16_algo = f[0].algo;
-      t.f16.available = true;
-      t.f16.total_us = gemm_roofline_us(key_, GemmCandidate::kF16);
-    }
-    if (s8_)
-      if (auto q = heuristics(ctx_, s8_gemm_, 1, 0); !q.empty()) {
-        p->s8_algo = q[0].algo;
-        t.w8a8.available = true;
-        t.w8a8.total_us = gemm_roofline_us(key_, GemmCandidate::kW8A8);
+    if (auto f = heuristics(ctx_, f16_.full, 1, kF16MinAlign); !f.empty())
+      if (auto tail = tail_algo(f16_, f[0].algo, kF16MinAlign)) {
+        p->f16_algo = f[0].algo;
+        p->f16_tail_algo = *tail;
+        t.f16.available = true;
+        t.f16.total_us = gemm_roofline_us(key_, GemmCandidate::kF16);
       }
+    if (s8_)
+      if (auto q = heuristics(ctx_, s8_gemm_.full, 1, kS8MinAlign); !q.empty())
+        if (auto tail = tail_algo(s8_gemm_, q[0].algo, kS8MinAlign)) {
+          p->s8_algo = q[0].algo;
+          p->s8_tail_algo = *tail;
+          t.w8a8.available = true;
+          t.w8a8.total_us = gemm_roofline_us(key_, GemmCandidate::kW8A8);
+        }
     HYRT_CHECK(t.f16.available || t.w8a8.available, kUnsupported, "node '", name_,
                "': cuBLASLt offers no algorithm for ", key_.to_string(), " on ",
                ctx_.device().name);
@@ -693,6 +888,22 @@ class GemmKernel final : public CudaGemmKernel {
                : t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8
                                                   : GemmCandidate::kF16;
     return p;
+  }
+
+  // Median microseconds of the cuBLASLt calls of all of `g`'s chunks, gemm(m0, rows, algo)
+  // each, back to back on operands already staged (the first chunk's: a shorter last chunk
+  // reads their first rows).
+  template <class Gemm>
+  double all_chunks_gemm_us(const ChunkedGemm& g, const cublasLtMatmulAlgo_t& full_algo,
+                            const cublasLtMatmulAlgo_t& tail_algo, Gemm&& gemm) const {
+    return median_us(ctx_, options_.tune_reps, [&] {
+      for_each_chunk(g, full_algo, tail_algo,
+                     [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
+                       const cublasStatus_t st = gemm(m0, rows, algo);
+                       if (st != CUBLAS_STATUS_SUCCESS)
+                         throw_cublas_error(st, "cublasLtMatmul (autotuning)", __FILE__, __LINE__);
+                     });
+    });
   }
 
   std::shared_ptr<CudaGemmProgram> tune() const {
@@ -708,29 +919,48 @@ class GemmKernel final : public CudaGemmKernel {
                                        1.0f, ctx_.stream()));
     const int n_algos = std::max(options_.tune_algos, 1);
 
-    // The f16 operand (a conv's im2col matrix) stays in scratch for the GEMM-alone timings.
-    const void* a = operand(x.data());
-    stage_f16(a);
+    // Algorithms are picked on a full chunk (all of M when unchunked): its f16 operand (a
+    // conv's im2col rows) stays in scratch for the GEMM-alone timings.
+    const int64_t f16_rows = f16_.chunking.rows;
+    const void* a = f16_operand(x.data(), 0, f16_rows);
+    stage_f16_weights();
     if (auto algo = pick_algo(
-            heuristics(ctx_, f16_, n_algos, 16),
-            [&](const cublasLtMatmulAlgo_t& al) { return gemm_f16(a, y.data(), al); }, t.f16)) {
-      p->f16_algo = *algo;
-      t.f16.available = true;
-      t.f16.measured = true;
-      t.f16.total_us = median_us(ctx_, options_.tune_reps,
-                                 [&] { enqueue(GemmCandidate::kF16, *p, x.data(), y.data()); });
-    }
-    if (s8_) {
-      quantize(x.data());
-      if (auto algo = pick_algo(
-              heuristics(ctx_, s8_gemm_, n_algos, 0),
-              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(al); }, t.w8a8)) {
-        p->s8_algo = *algo;
-        t.w8a8.available = true;
-        t.w8a8.measured = true;
-        t.w8a8.total_us = median_us(ctx_, options_.tune_reps,
-                                    [&] { enqueue(GemmCandidate::kW8A8, *p, x.data(), y.data()); });
+            heuristics(ctx_, f16_.full, n_algos, kF16MinAlign),
+            [&](const cublasLtMatmulAlgo_t& al) { return gemm_f16(a, y.data(), f16_rows, al); },
+            t.f16))
+      if (auto tail = tail_algo(f16_, *algo, kF16MinAlign)) {
+        p->f16_algo = *algo;
+        p->f16_tail_algo = *tail;
+        t.f16.available = true;
+        t.f16.measured = true;
+        if (f16_.chunking.chunked())
+          t.f16.gemm_us = all_chunks_gemm_us(
+              f16_, *algo, *tail, [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
+                return gemm_f16(a, act_row(y.data(), m0, n_), rows, al);
+              });
+        t.f16.total_us = median_us(ctx_, options_.tune_reps,
+                                   [&] { enqueue(GemmCandidate::kF16, *p, x.data(), y.data()); });
       }
+    if (s8_) {
+      const int64_t s8_rows = s8_gemm_.chunking.rows;
+      quantize(x.data(), 0, s8_rows);
+      if (auto algo = pick_algo(
+              heuristics(ctx_, s8_gemm_.full, n_algos, kS8MinAlign),
+              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(s8_rows, al); }, t.w8a8))
+        if (auto tail = tail_algo(s8_gemm_, *algo, kS8MinAlign)) {
+          p->s8_algo = *algo;
+          p->s8_tail_algo = *tail;
+          t.w8a8.available = true;
+          t.w8a8.measured = true;
+          if (s8_gemm_.chunking.chunked())
+            t.w8a8.gemm_us = all_chunks_gemm_us(
+                s8_gemm_, *algo, *tail, [&](int64_t, int64_t rows, const cublasLtMatmulAlgo_t& al) {
+                  return gemm_s8(rows, al);
+                });
+          t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
+            enqueue(GemmCandidate::kW8A8, *p, x.data(), y.data());
+          });
+        }
     }
     HYRT_CHECK(t.f16.available || t.w8a8.available, kUnsupported, "node '", name_,
                "': cuBLASLt offers no working algorithm for ", key_.to_string(), " on ",
@@ -742,7 +972,7 @@ class GemmKernel final : public CudaGemmKernel {
     // The buffers above are freed on return: let the timing runs finish first.
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     HYRT_LOG(kDebug) << "cuda: tuned " << t.to_string()
-                     << (im2col_ ? " (" + im2col_->to_string() + ")" : "");
+                     << (im2col_ ? " (" + im2col_->to_string() + ")" : "") << chunks_note();
     return p;
   }
 
@@ -752,15 +982,15 @@ class GemmKernel final : public CudaGemmKernel {
   GemmKey key_;
   std::optional<Im2colGeometry> im2col_;
   int64_t input_elems_ = 0, output_elems_ = 0;
-  int64_t m_ = 0, n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;
-  DType a_dtype_ = DType::kF16;  // activations and output
+  int64_t n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;  // M: key_.m, covered in chunks (f16_, s8_gemm_)
+  DType a_dtype_ = DType::kF16;              // activations and output
   bool s8_ = false;
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
   std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or f16 [N, K]
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)
   std::shared_ptr<const DeviceBuffer> bias_f32_, bias_f16_;
   const void* bias_out_ = nullptr;  // the bias in the output's dtype, for cuBLASLt's epilogue
-  LtGemm f16_, s8_gemm_;
+  ChunkedGemm f16_, s8_gemm_;       // s8_gemm_: only with 8-bit S weights
   std::shared_ptr<CudaGemmProgram> program_;
   GemmCandidate candidate_ = GemmCandidate::kF16;
 };
@@ -776,7 +1006,7 @@ TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
   return stored;
 }
 
-// The weight-related fields of a GemmSpec (w as stored; the caller may reorder it).
+// The weight-related fields of a GemmSpec (w as stored; a conv's is reordered at upload).
 void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
                   const weights::WeightSource& weights) {
   const ir::Value& wv = graph.value(node.inputs[1]);

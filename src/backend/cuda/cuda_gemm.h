@@ -13,19 +13,32 @@
 //   - 1x1, stride 1, padding 0: exactly the linear y [B·H·W, Cout] = x [B·H·W, Cin] · wᵀ, with
 //     the linear program of that key (shared with a linear node of the same key);
 //   - otherwise: the GEMM with M = B·Ho·Wo, N = Cout, K = kh·kw·Cin on the im2col matrix of x
-//     (cuda_kernels.h) and weights reordered once at upload to [Cout, kh, kw, Cin] (8-bit S
-//     weights stay s8 with their per-output-channel scales). The f16 candidate writes the
-//     im2col matrix into a backend scratch (launch_im2col_f16); W8A8 quantizes its rows as it
-//     gathers them (launch_im2col_quantize_s8). The program's timings include that pass, so
-//     its key carries kIm2colOperand and its cache entry the geometry.
+//     (cuda_kernels.h) and weights reordered once at upload, on the device, to
+//     [Cout, kh, kw, Cin] (8-bit S weights stay s8 with their per-output-channel scales). The
+//     f16 candidate writes the im2col matrix into a backend scratch (launch_im2col_f16); W8A8
+//     quantizes its rows as it gathers them (launch_im2col_quantize_s8). The program's timings
+//     include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
 // Padding is symmetric (the same on every side), the CPU backend's (oneDNN's) and PyTorch's
 // semantics: Ho = (H + 2·padding − kh) / stride + 1.
 // Conv activations are f16 on the device (device_storage_dtype) whatever the graph's float
 // dtype says; linear nodes keep the graph's dtype (f32 or f16, cuda_backend.h).
+//
+// Row chunks (bounded staging). A candidate stages operands that grow with M through the
+// backend's scratch (cuda_context.h, Scratch): f16 — a conv's im2col matrix, or f32
+// activations converted, f16 [rows, K]; W8A8 — the quantized activations s8 [rows, K4], their
+// scales f32 [rows] and the s32 result [rows, N4]. So that this scratch does not scale with
+// the resolution, a candidate whose staging for all M rows exceeds the staging budget
+// (gemm_staging_budget) runs M in chunks of rows (gemm_chunking): per chunk its staging
+// kernels, the cuBLASLt matmul and the epilogue, each chunk writing its rows of the output.
+// A candidate whose whole M fits runs as one chunk: the layouts, algorithm and launches of an
+// unchunked program. (kWeightF16, one layer's widened weights, does not depend on M.)
+// gemm_roofline_us counts the launches that further chunks add.
 #pragma once
 
 #include <cublasLt.h>
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "backend/cuda/cuda_backend.h"
@@ -33,11 +46,54 @@
 
 namespace hyrt::backend::cuda {
 
+// The program of one cache entry. For a chunked candidate (gemm_chunking) the recorded
+// algorithm is the one for a full chunk's layouts (GemmChunking::rows rows), gemm_us the
+// cuBLASLt calls of all chunks together and total_us the whole candidate over all chunks; the
+// cache key then names the rows per chunk (the budget decides them: another budget, another
+// program). The last chunk, when shorter, has an algorithm of its own that is not recorded
+// but derived whenever the program is made: the recorded one where cublasLtMatmulAlgoCheck
+// accepts it for the shorter layouts, else the heuristic's first for them.
 struct CudaGemmProgram {
   GemmTuning tuning;
-  cublasLtMatmulAlgo_t f16_algo{};  // valid when tuning.f16.available
-  cublasLtMatmulAlgo_t s8_algo{};   // valid when tuning.w8a8.available
+  cublasLtMatmulAlgo_t f16_algo{};       // valid when tuning.f16.available
+  cublasLtMatmulAlgo_t s8_algo{};        // valid when tuning.w8a8.available
+  cublasLtMatmulAlgo_t f16_tail_algo{};  // the last chunk's (f16_algo when unchunked or even)
+  cublasLtMatmulAlgo_t s8_tail_algo{};   // the last chunk's (s8_algo when unchunked or even)
 };
+
+// The default budget for one candidate's M-dependent staging, all its buffers together.
+inline constexpr size_t kGemmStagingBudget = size_t{32} << 20;
+// Rows per chunk are a multiple of this (one chunk at least, whatever the budget).
+inline constexpr int64_t kGemmChunkRowAlign = 64;
+
+// The budget kernels run their chunks under, read when a kernel is made (prepare) and by
+// gemm_roofline_us: kGemmStagingBudget unless set. set_gemm_staging_budget replaces it
+// process-wide and returns the previous value — for tests and benchmarks that make small
+// shapes run in chunks; kernels made before keep their chunks.
+size_t gemm_staging_budget();
+size_t set_gemm_staging_budget(size_t bytes);
+
+// How one candidate of a GEMM covers its M rows.
+struct GemmChunking {
+  int64_t rows = 0;          // rows of every chunk but the last (M when unchunked)
+  int64_t count = 1;         // chunks
+  int64_t tail_rows = 0;     // rows of the last chunk, 1..rows (M when unchunked)
+  size_t staging_bytes = 0;  // the candidate's M-dependent scratch, for `rows` rows
+  bool chunked() const { return count > 1; }
+};
+
+// Bytes of candidate c's M-dependent staging per GEMM row (0: it stages none, e.g. f16 on f16
+// activations of a linear, or W8A8 without 8-bit S weights): f16 — K·2 for a conv's im2col
+// matrix (kIm2colOperand) and K·2 for f32 activations; W8A8 — K4 + 4 + N4·4.
+size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c);
+
+// The chunks of candidate c for `key` under `budget`:
+//   - one chunk of M rows when M · bytes_per_row <= budget (or nothing is staged);
+//   - else at most R = max(64, ⌊budget / bytes_per_row / 64⌋ · 64) rows per chunk, balanced:
+//     count = ⌈M / R⌉, rows = ⌈⌈M / count⌉ / 64⌉ · 64 (<= R), count = ⌈M / rows⌉ (>= 2),
+//     tail_rows = M − (count − 1) · rows.
+// Chunk i covers GEMM rows [i · rows, i · rows + (i < count − 1 ? rows : tail_rows)).
+GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget);
 
 // A GemmKey::epilogue bit beyond program_cache.h's Epilogue values: the program's activation
 // operand is gathered by im2col from an NHWC input (a conv other than 1x1/stride 1/padding 0),
@@ -69,7 +125,8 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node);
 GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights (reordered to [Cout, kh, kw, Cin]), fetches or tunes its
-// program, reserves its scratch (the im2col matrix: M·K·2 bytes). The kernel's run() takes
+// program, reserves its scratch (the f16 candidate's im2col matrix: rows·K·2 bytes for the
+// rows of a chunk, gemm_chunking). The kernel's run() takes
 // x f16 [B, H, W, Cin] and writes y f16 [B, Ho, Wo, Cout], both 16-byte aligned device
 // memory; bound weight views are ignored (the kernel owns its uploaded copies).
 std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,

@@ -1,7 +1,8 @@
 // hyrt's own CUDA kernels for the GEMM programs (cuda_kernels.cu): the activation quantizer,
 // the int32 rescale epilogue, the per-layer weight dequantizer, f32 -> f16 conversion, and
 // two helpers for timing (a random fill, a spin that keeps the launch queue full); and
-// im2col (plain, and fused with the quantizer) for convolutions run as GEMMs (im2col.cu).
+// im2col (plain, and fused with the quantizer) for convolutions run as GEMMs, with the weight
+// reorder that matches its column order (im2col.cu).
 //
 // Plain functions over device pointers, so that this header compiles as ordinary C++ and
 // the .cu file includes no hyrt header. Each launch_* enqueues on `stream` and returns
@@ -58,6 +59,15 @@ cudaError_t launch_fill_random(void* data, FloatType type, int64_t n, uint64_t s
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream);
+// The same for rows [row_begin, row_begin + rows) of that matrix only (what a GEMM run in row
+// chunks gathers per chunk): col [rows, kh·kw·C] holds them from its first row, i.e.
+//   col[r, (i, j, c)] = the whole matrix's [row_begin + r, (i, j, c)],
+// where row m = (b·Ho + oh)·Wo + ow counts over the whole batch (a chunk may span images).
+// cudaErrorInvalidValue unless 0 <= row_begin and row_begin + rows <= B·Ho·Wo.
+cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
+                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
+                              int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
+                              uint16_t* col, cudaStream_t stream);
 
 // The W8A8 prologue of such a convolution in one pass: the im2col matrix above, never written
 // out, quantized per row exactly as launch_quantize_rows_s8 would quantize it, into
@@ -66,6 +76,27 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,
                                       int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
+// The same for rows [row_begin, row_begin + rows) only, as the row-range launch_im2col_f16:
+// q [rows, ld_q] and scales [rows] hold them from their first row (q[r, :] and scales[r] are
+// matrix row row_begin + r). cudaErrorInvalidValue unless 0 <= row_begin and
+// row_begin + rows <= B·Ho·Wo.
+cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
+                                      float* scales, cudaStream_t stream);
+
+// A GEMM's weights rearranged into the im2col column order and zero-padded, on the device
+// (uploaded as stored, so the host does no per-element work):
+//   src [rows, groups·taps] dense, row r holding element (c, t) at c·taps + t — a conv's OIHW
+//   weight, row o = [Cin][kh·kw] — -> dst [dst_rows, ld_dst] with
+//   dst[r, t·groups + c] = src[r, c·taps + t] for r < rows, c < groups, t < taps,
+//   and 0 in columns groups·taps..ld_dst-1 and rows rows..dst_rows-1.
+// taps = 1 only pads. Elements of elem_bytes 1 (s8) or 2 (f16), copied as bits.
+// cudaErrorInvalidValue for another size, taps < 1, dst_rows < rows or ld_dst < groups·taps.
+cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,
+                                       int64_t groups, int64_t taps, int64_t dst_rows,
+                                       int64_t ld_dst, void* dst, cudaStream_t stream);
 
 // A one-thread kernel that busy-waits `microseconds` of GPU time. Enqueued before a timed
 // sequence, it lets the host queue every timed launch before the GPU reaches them, so that

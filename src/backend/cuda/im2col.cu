@@ -8,10 +8,20 @@
 // 16x16 UNet levels: M = 128 or 512 rows of 11520). Index math is 32-bit where the matrix
 // allows.
 //
+// Row ranges: both kernels can produce rows [row_begin, row_begin + rows) of the matrix (a GEMM
+// run in row chunks, cuda_gemm.cpp). A thread's local row r (counted from the range's start,
+// and from the output's first row) reads as matrix row row_begin + r: only the source index
+// moves, the output is dense from its start.
+//
 // im2col + quantize (the W8A8 candidate's prologue): one block per row gathers the row twice
 // from the input — absmax, then quantize — instead of writing the f16 matrix and reading it
 // back twice; the input is a few MB, so the second gather hits L2. Same rule as
 // launch_quantize_rows_s8.
+//
+// The weight reorder to the im2col column order (launch_reorder_weight_rows) runs here too, on
+// weights uploaded as stored: once per weight at prepare, a permutation the host would spend
+// a nanosecond per element on (a transpose of [Cin, kh·kw] per output channel, no contiguous
+// runs to copy).
 #include <cuda_fp16.h>
 
 #include <algorithm>
@@ -58,15 +68,16 @@ __device__ __forceinline__ Vec<V> zero_vec() {
     return __ushort_as_half(0);
 }
 
+// total = rows · row_vecs groups of the output; Index holds row_begin + rows too.
 template <int V, class Index>
-__global__ void im2col_kernel(const __half* __restrict__ x, Index total, Geometry g,
-                              __half* __restrict__ col) {
+__global__ void im2col_kernel(const __half* __restrict__ x, Index row_begin, Index total,
+                              Geometry g, __half* __restrict__ col) {
   Vec<V>* out = reinterpret_cast<Vec<V>*>(col);
   for (Index idx = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += static_cast<Index>(gridDim.x) * blockDim.x) {
-    const Index row = idx / static_cast<Index>(g.row_vecs);
-    const int v = static_cast<int>(idx - row * static_cast<Index>(g.row_vecs));
-    const int64_t src = source_offset<V>(g, row, v);
+    const Index local_row = idx / static_cast<Index>(g.row_vecs);
+    const int v = static_cast<int>(idx - local_row * static_cast<Index>(g.row_vecs));
+    const int64_t src = source_offset<V>(g, row_begin + local_row, v);
     out[idx] = src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>();
   }
 }
@@ -94,15 +105,17 @@ __device__ __forceinline__ uint32_t pack4(const int8_t* b) {
 
 constexpr int kQuantThreads = 256;
 
+// Local row `row` of q and scales is matrix row row_begin + row.
 template <int V>
-__global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t rows, Geometry g,
-                                       int64_t ld_q, int8_t* __restrict__ q,
-                                       float* __restrict__ scales) {
+__global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row_begin,
+                                       int64_t rows, Geometry g, int64_t ld_q,
+                                       int8_t* __restrict__ q, float* __restrict__ scales) {
   __shared__ float warp_max[kQuantThreads / kWarp];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
+    const int64_t matrix_row = row_begin + row;
     float m = 0.0f;
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
-      const int64_t src = source_offset<V>(g, row, v);
+      const int64_t src = source_offset<V>(g, matrix_row, v);
       if (src < 0) continue;
       float f[V];
       to_floats<V>(*reinterpret_cast<const Vec<V>*>(x + src), f);
@@ -124,7 +137,7 @@ __global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row
 
     int8_t* qr = q + row * ld_q;
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
-      const int64_t src = source_offset<V>(g, row, v);
+      const int64_t src = source_offset<V>(g, matrix_row, v);
       float f[V];
       to_floats<V>(src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>(), f);
       int8_t b[V];
@@ -159,16 +172,40 @@ bool aligned16(const void* p) {
 }
 
 template <int V>
-void im2col(const __half* x, int64_t rows, const Geometry& g, __half* col, cudaStream_t stream) {
+void im2col(const __half* x, int64_t row_begin, int64_t rows, const Geometry& g, __half* col,
+            cudaStream_t stream) {
   constexpr int kThreads = 256;
   const int64_t total = rows * g.row_vecs;
   const auto blocks =
       static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 30));
-  if (total <= INT32_MAX)
-    im2col_kernel<V, uint32_t>
-        <<<blocks, kThreads, 0, stream>>>(x, static_cast<uint32_t>(total), g, col);
+  // 32-bit indices when both the output's groups and the matrix rows fit.
+  if (total <= INT32_MAX && row_begin + rows <= INT32_MAX)
+    im2col_kernel<V, uint32_t><<<blocks, kThreads, 0, stream>>>(
+        x, static_cast<uint32_t>(row_begin), static_cast<uint32_t>(total), g, col);
   else
-    im2col_kernel<V, int64_t><<<blocks, kThreads, 0, stream>>>(x, total, g, col);
+    im2col_kernel<V, int64_t><<<blocks, kThreads, 0, stream>>>(x, row_begin, total, g, col);
+}
+
+// One thread per element of dst (launch_reorder_weight_rows); T holds the element's bits.
+template <class T>
+__global__ void reorder_weight_rows_kernel(const T* __restrict__ src, int64_t rows, int64_t groups,
+                                           int64_t taps, int64_t dst_rows, int64_t ld_dst,
+                                           T* __restrict__ dst) {
+  const int64_t cols = groups * taps, total = dst_rows * ld_dst;
+  for (int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
+       idx += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = idx / ld_dst, j = idx - r * ld_dst;  // dst[r, j], j = t·groups + c
+    T v = 0;
+    if (r < rows && j < cols) {
+      const int64_t t = j / groups, c = j - t * groups;
+      v = src[r * cols + c * taps + t];
+    }
+    dst[idx] = v;
+  }
+}
+
+bool valid_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows) {
+  return row_begin >= 0 && rows >= 0 && row_begin + rows <= batch * out_h * out_w;
 }
 
 }  // namespace
@@ -176,17 +213,25 @@ void im2col(const __half* x, int64_t rows, const Geometry& g, __half* col, cudaS
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream) {
-  const int64_t rows = batch * out_h * out_w;
+  return launch_im2col_f16(x, batch, height, width, channels, kernel_h, kernel_w, stride, padding,
+                           out_h, out_w, 0, batch * out_h * out_w, col, stream);
+}
+
+cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
+                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
+                              int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
+                              uint16_t* col, cudaStream_t stream) {
+  if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
   if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
   const auto* xh = reinterpret_cast<const __half*>(x);
   auto* ch = reinterpret_cast<__half*>(col);
   if (channels % 8 == 0 && aligned16(x) && aligned16(col))
-    im2col<8>(xh, rows,
+    im2col<8>(xh, row_begin, rows,
               make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
                             out_w, 8),
               ch, stream);
   else
-    im2col<1>(xh, rows,
+    im2col<1>(xh, row_begin, rows,
               make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
                             out_w, 1),
               ch, stream);
@@ -197,22 +242,54 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,
                                       int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
-  const int64_t rows = batch * out_h * out_w;
+  return launch_im2col_quantize_s8(x, batch, height, width, channels, kernel_h, kernel_w, stride,
+                                   padding, out_h, out_w, 0, batch * out_h * out_w, ld_q, q, scales,
+                                   stream);
+}
+
+cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
+                                      float* scales, cudaStream_t stream) {
+  if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
   if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
   const auto* xh = reinterpret_cast<const __half*>(x);
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30));
   if (channels % 8 == 0 && aligned16(x) && reinterpret_cast<uintptr_t>(q) % 8 == 0 && ld_q % 8 == 0)
     im2col_quantize_kernel<8><<<blocks, kQuantThreads, 0, stream>>>(
-        xh, rows,
+        xh, row_begin, rows,
         make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
                       8),
         ld_q, q, scales);
   else
     im2col_quantize_kernel<1><<<blocks, kQuantThreads, 0, stream>>>(
-        xh, rows,
+        xh, row_begin, rows,
         make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
                       1),
         ld_q, q, scales);
+  return cudaGetLastError();
+}
+
+cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,
+                                       int64_t groups, int64_t taps, int64_t dst_rows,
+                                       int64_t ld_dst, void* dst, cudaStream_t stream) {
+  if ((elem_bytes != 1 && elem_bytes != 2) || rows < 0 || groups < 0 || taps < 1 ||
+      dst_rows < rows || ld_dst < groups * taps)
+    return cudaErrorInvalidValue;
+  const int64_t total = dst_rows * ld_dst;
+  if (total <= 0) return cudaSuccess;
+  constexpr int kThreads = 256;
+  const auto blocks =
+      static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 20));
+  if (elem_bytes == 1)
+    reorder_weight_rows_kernel<uint8_t>
+        <<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src), rows, groups, taps,
+                                          dst_rows, ld_dst, static_cast<uint8_t*>(dst));
+  else
+    reorder_weight_rows_kernel<uint16_t>
+        <<<blocks, kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), rows, groups, taps,
+                                          dst_rows, ld_dst, static_cast<uint16_t*>(dst));
   return cudaGetLastError();
 }
 
