@@ -171,6 +171,20 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       }
       return {in(0).dtype, out};
     }
+    case OpKind::kSlice: {
+      need_inputs(1, 1);
+      const auto& a = need_attrs(static_cast<SliceAttrs*>(nullptr));
+      const Shape& s = in(0).shape;
+      const int axis = a.axis < 0 ? a.axis + s.rank() : a.axis;
+      if (axis < 0 || axis >= s.rank()) bad(name, op, str_cat("axis ", a.axis, " out of range"));
+      if (a.start < 0 || a.length < 1 || a.start + a.length > s[axis])
+        bad(name, op,
+            str_cat("[", a.start, ", ", a.start + a.length, ") is not within axis ", axis, " of ",
+                    s.to_string()));
+      Shape out = s;
+      out[axis] = a.length;
+      return {in(0).dtype, out};
+    }
     case OpKind::kUpsampleNearest: {
       need_inputs(1, 1);
       need_rank(0, 4, 4);
@@ -378,6 +392,8 @@ std::string Graph::dump() const {
             os << " shape=" << a.shape.to_string();
           else if constexpr (std::is_same_v<A, PermuteAttrs>)
             os << " perm=" << a.perm.to_string();
+          else if constexpr (std::is_same_v<A, SliceAttrs>)
+            os << " axis=" << a.axis << " start=" << a.start << " length=" << a.length;
         },
         n.attrs);
     os << "  # " << n.name << (values_[n.output].is_output ? " [output]" : "") << "\n";

@@ -42,6 +42,8 @@ std::string_view op_name(OpKind op) {
       return "reshape";
     case OpKind::kPermute:
       return "permute";
+    case OpKind::kSlice:
+      return "slice";
   }
   return "?";
 }
@@ -74,6 +76,7 @@ OpTraits op_traits(OpKind op) {
     case OpKind::kTimestepEmbedding:
     case OpKind::kEmbedding:
     case OpKind::kPermute:
+    case OpKind::kSlice:
       return {false, false, false, false};
   }
   return {false, false, false, false};

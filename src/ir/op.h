@@ -37,9 +37,10 @@ enum class OpKind : uint8_t {
   kEmbedding,          // ids [...] (s32), table [V, C] -> [..., C]
   kReshape,            // same elements, ReshapeAttrs::shape; a view: no data moves
   kPermute,            // axes permuted by PermuteAttrs::perm (output dim i = input dim perm[i])
+  kSlice,              // x[..., start : start + length, ...] along SliceAttrs::axis (a copy)
 };
 
-inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kPermute) + 1;
+inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kSlice) + 1;  // the last kind
 
 std::string_view op_name(OpKind op);
 
@@ -69,6 +70,12 @@ struct ConcatAttrs {
   int axis = -1;  // negative counts from the back
 };
 
+struct SliceAttrs {
+  int axis = 0;  // negative counts from the back
+  int64_t start = 0;
+  int64_t length = 0;
+};
+
 struct TimestepAttrs {
   int dim = 0;
   bool flip_sin_to_cos = true;  // [cos, sin] instead of [sin, cos]
@@ -89,8 +96,9 @@ struct PermuteAttrs {
   Shape perm;
 };
 
-using Attrs = std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs,
-                           ConcatAttrs, TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs>;
+using Attrs =
+    std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs, ConcatAttrs,
+                 TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs, SliceAttrs>;
 
 // Static properties of an op kind that the planner and backends rely on.
 struct OpTraits {

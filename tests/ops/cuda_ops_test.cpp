@@ -433,6 +433,29 @@ TEST(CudaOpsConcat, MatchesCpu) {
   }
 }
 
+TEST(CudaOpsSlice, MatchesCpu) {
+  REQUIRE_GPU();
+  struct Case {
+    Shape x;
+    ir::SliceAttrs a;
+  };
+  for (const Case& k : {
+           Case{{2, 64, 64, 4}, {0, 1, 1}},  // one CFG half of the latents
+           Case{{2, 77, 768}, {0, 0, 1}},    // of the text embeddings
+           Case{{2}, {0, 1, 1}},             // of the timesteps (f32 storage)
+           Case{{3, 5, 7}, {1, 1, 3}},       // strided rows
+           Case{{3, 5, 7}, {-1, 2, 5}},
+           Case{{2, 3, 9, 4}, {2, 4, 5}},
+       }) {
+    SCOPED_TRACE(
+        str_cat(k.x.to_string(), " axis ", k.a.axis, " [", k.a.start, ", +", k.a.length, ")"));
+    DeviceOpCase c;
+    const ir::ValueId x = c.input(k.x, 31);
+    c.node(OpKind::kSlice, {x}, k.a);
+    check_vs_cpu(c, "slice");
+  }
+}
+
 TEST(CudaOpsUpsample, MatchesCpu) {
   REQUIRE_GPU();
   struct Case {

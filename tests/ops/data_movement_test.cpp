@@ -1,4 +1,4 @@
-// Concat, upsample, permute, reshape, embeddings on the CPU backend, plus the backend's
+// Concat, slice, upsample, permute, reshape, embeddings on the CPU backend, plus the backend's
 // error paths.
 #include <cmath>
 #include "op_case.h"
@@ -40,6 +40,37 @@ TEST(Concat, AlongEveryAxis) {
     }
     EXPECT_OP_CLOSE("concat", c.run(), want);
   }
+}
+
+TEST(Slice, AlongEveryAxis) {
+  const Shape base{3, 4, 5, 6};
+  for (int axis = -4; axis < 4; ++axis) {
+    const int ax = axis < 0 ? axis + 4 : axis;
+    for (auto [start, length] : {std::pair<int64_t, int64_t>{0, 1}, {1, 2}, {2, base[ax] - 2}}) {
+      OpCase c;
+      const ir::ValueId x = c.input(base, 7);
+      c.node(OpKind::kSlice, {x}, ir::SliceAttrs{axis, start, length});
+      const auto xs = c.values(x);
+      const int64_t outer = base.numel(0, ax), inner = base.numel(ax + 1, 4);
+      std::vector<double> want;
+      for (int64_t o = 0; o < outer; ++o)
+        for (int64_t j = start * inner; j < (start + length) * inner; ++j)
+          want.push_back(xs[o * base[ax] * inner + j]);
+      EXPECT_OP_CLOSE("slice", c.run(), want);
+    }
+  }
+}
+
+TEST(Slice, RejectsRangesOutsideTheAxis) {
+  for (auto [start, length] : {std::pair<int64_t, int64_t>{-1, 1}, {0, 0}, {2, 2}, {3, 1}}) {
+    ir::Graph g;
+    const ir::ValueId x = g.add_input("x", DType::kF32, {3, 2});
+    EXPECT_THROW(g.add_node(OpKind::kSlice, {x}, ir::SliceAttrs{0, start, length}), Error)
+        << start << "+" << length;
+  }
+  ir::Graph g;
+  const ir::ValueId x = g.add_input("x", DType::kF32, {3, 2});
+  EXPECT_THROW(g.add_node(OpKind::kSlice, {x}, ir::SliceAttrs{2, 0, 1}), Error);
 }
 
 // Output sizes that are not 2x (what the UNet asks for when the latent is not a multiple

@@ -216,6 +216,7 @@ class CpuBackend final : public Backend {
       case ir::OpKind::kEmbedding:
       case ir::OpKind::kReshape:
       case ir::OpKind::kPermute:
+      case ir::OpKind::kSlice:
         return make_data_movement_kernel(ctx);
     }
     fail(ErrorCode::kUnsupported, "cpu backend: unknown op in node '", node.name, "'");

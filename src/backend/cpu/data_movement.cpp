@@ -1,4 +1,4 @@
-// Ops that move or generate data without arithmetic worth the name: concat, nearest 2x
+// Ops that move or generate data without arithmetic worth the name: concat, slice, nearest 2x
 // upsample, permute, reshape, embedding lookup and the sinusoidal timestep embedding.
 #include <algorithm>
 #include <cmath>
@@ -49,6 +49,37 @@ class ConcatKernel final : public Kernel {
   F32Inputs inputs_;  // a concat input may be a weight (e.g. a learned token)
   int64_t outer_, out_row_elems_;
   std::vector<int64_t> row_elems_;
+};
+
+// Slice along `axis`: x is [outer, extent · inner], y [outer, length · inner]; output row r
+// is input row r from element start · inner on.
+class SliceKernel final : public Kernel {
+ public:
+  explicit SliceKernel(const PrepareContext& ctx) {
+    const Shape& x = ctx.input(0).shape;
+    const auto& a = ctx.node.attr<ir::SliceAttrs>();
+    const int axis = a.axis < 0 ? a.axis + x.rank() : a.axis;
+    const int64_t inner = x.numel(axis + 1, x.rank());
+    outer_ = x.numel(0, axis);
+    in_row_elems_ = x[axis] * inner;
+    offset_elems_ = a.start * inner;
+    out_row_elems_ = a.length * inner;
+  }
+
+  void run(std::span<const TensorView> inputs, const TensorView& output) override {
+    const float* x = inputs[0].as<float>();
+    float* y = output.as<float>();
+    const int64_t grain =
+        std::max<int64_t>(1, kGrainBytes / 4 / std::max<int64_t>(1, out_row_elems_));
+    parallel_for(outer_, grain, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r)
+        std::memcpy(y + r * out_row_elems_, x + r * in_row_elems_ + offset_elems_,
+                    out_row_elems_ * sizeof(float));
+    });
+  }
+
+ private:
+  int64_t outer_, in_row_elems_, offset_elems_, out_row_elems_;
 };
 
 // x [B, H, W, C] -> y [B, Ho, Wo, C]; y[b, i, j] = x[b, src(i), src(j)] with PyTorch's
@@ -243,6 +274,8 @@ std::unique_ptr<Kernel> make_data_movement_kernel(const PrepareContext& ctx) {
       return std::make_unique<UpsampleNearestKernel>(ctx.input(0).shape, ctx.output().shape);
     case ir::OpKind::kPermute:
       return std::make_unique<PermuteKernel>(ctx);
+    case ir::OpKind::kSlice:
+      return std::make_unique<SliceKernel>(ctx);
     case ir::OpKind::kReshape:
       return std::make_unique<ReshapeKernel>();
     case ir::OpKind::kEmbedding:

@@ -544,6 +544,40 @@ class PermuteKernel final : public OpKernel {
   PermuteDims dims_;
 };
 
+// A strided copy: rows of the input ([outer, extent · inner]) from `start · inner` on, one
+// cudaMemcpy2D (the copy engine's own striding; no kernel needed).
+class SliceKernel final : public OpKernel {
+ public:
+  SliceKernel(CudaContext& ctx, const ir::Graph& graph, const ir::Node& node,
+              const weights::WeightSource& weights)
+      : OpKernel(ctx, graph, node, weights) {
+    const Shape& x = graph.value(node.inputs[0]).shape;
+    const auto& a = node.attr<ir::SliceAttrs>();
+    const int axis = normalized_axis(a.axis, x.rank());
+    const auto elem = static_cast<int64_t>(dtype_size(out_storage_));
+    HYRT_ASSERT(inputs_[0].storage == out_storage_, "slice input of '", name_,
+                "' is stored differently from the output");
+    const int64_t inner = x.numel(axis + 1, x.rank());
+    rows_ = x.numel(0, axis);
+    in_row_bytes_ = x[axis] * inner * elem;
+    offset_bytes_ = a.start * inner * elem;
+    out_row_bytes_ = a.length * inner * elem;
+  }
+
+  void run(std::span<const TensorView> views, const TensorView& output) override {
+    check(views, output);
+    checked(
+        cudaMemcpy2DAsync(output.data, static_cast<size_t>(out_row_bytes_),
+                          static_cast<const uint8_t*>(in(views, 0)) + offset_bytes_,
+                          static_cast<size_t>(in_row_bytes_), static_cast<size_t>(out_row_bytes_),
+                          static_cast<size_t>(rows_), cudaMemcpyDeviceToDevice, stream()),
+        "cudaMemcpy2DAsync (slice)");
+  }
+
+ private:
+  int64_t rows_ = 0, in_row_bytes_ = 0, offset_bytes_ = 0, out_row_bytes_ = 0;
+};
+
 // A view where the storage dtypes agree (the planner aliases it: nothing to do; a copy if it did
 // not); a conversion where a rank ≤ 1 value meets a rank ≥ 2 one (f32 <-> f16 storage).
 class ReshapeKernel final : public OpKernel {
@@ -650,6 +684,8 @@ std::unique_ptr<Kernel> make_device_op_kernel(CudaContext& ctx, const ir::Graph&
       return std::make_unique<UpsampleKernel>(ctx, graph, node, weights);
     case OpKind::kPermute:
       return std::make_unique<PermuteKernel>(ctx, graph, node, weights);
+    case OpKind::kSlice:
+      return std::make_unique<SliceKernel>(ctx, graph, node, weights);
     case OpKind::kReshape:
       return std::make_unique<ReshapeKernel>(ctx, graph, node, weights);
     case OpKind::kTimestepEmbedding:
