@@ -5,7 +5,8 @@
 # Needs, carried along: `.deps` (scripts/gpu/fetch_deps.sh, plus libgtest-dev under .deps/cuda)
 # and `.gl/golden` (a copy of ../shared/golden).
 # Usage there: bench/cuda/run_engine_on_gpu.sh OUT_DIR [what...]
-#   what: tests parity bench (placements side by side at 512 and 1024) resize (512 -> 768 ->
+#   what: tests parity bench (placements side by side at 512 and 1024) overlap (hybrid with
+#   and without host/device overlap) resize (512 -> 768 ->
 #   1024 in one process) coldstart (a full-size int8 file: load + first step, twice)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -63,6 +64,23 @@ for r in j["comparison"]:
           f'accel {r.get("accelerator_memory")}')
 print(json.dumps(j.get("unet_step_speedup", {})))
 PY
+fi
+if [[ $what == *overlap* ]]; then
+  # Hybrid with and without host/device overlap (asynchronous copies from page-locked
+  # arenas, per-sample UNet chains, overlap schedule), in one process each, same machine.
+  for ov in on off; do
+    flags=""
+    [ $ov = off ] && flags="--no-overlap"
+    $hyrt bench -m random:sd15 --int8 --only unet --runs $runs --warmup 2 --placement hybrid \
+      --sizes ${BENCH_SIZES:-512,1024} --placements hybrid $flags \
+      --json "$out/unet_hybrid_overlap_$ov.json" >/dev/null 2>"$logs/overlap_$ov.err"
+    echo "overlap $ov rc=$?"; tail -n 3 "$logs/overlap_$ov.err"
+    python3 -c "
+import json; j = json.load(open('$out/unet_hybrid_overlap_$ov.json'))
+for r in j['comparison']:
+    u = r['stages']['unet_step']; a = [x for x in r['scratch_arenas'] if x['component'] == 'unet'][0]
+    print('$ov', r['size'], 'median %.2f ms first %.1f ms host arena %.1f MiB copied %.1f MiB/run' % (u['median_ms'], u['first_call_ms'], a['arena_bytes']/2**20, a.get('copy_bytes_per_run', 0)/2**20))"
+  done
 fi
 if [[ $what == *resize* ]]; then
   $hyrt bench -m random:sd15 --int8 --only unet --runs 5 --warmup 2 --placement device \

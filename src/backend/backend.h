@@ -79,6 +79,15 @@ class Replay {
   virtual void launch() = 0;
 };
 
+// The completion of a backend's asynchronous copy (Backend::download_value_async). Made once
+// per copy (Backend::make_fence) and signalled again by each use.
+class Fence {
+ public:
+  virtual ~Fence() = default;
+  // Returns once the work the fence was last given to has finished (at once if none).
+  virtual void wait() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -109,6 +118,28 @@ class Backend {
   // The reverse: this backend's `src` into host memory `dst`; returns when `dst` is
   // written (after all work submitted before it).
   virtual void download_value(const TensorView& src, const TensorView& dst);
+  // Asynchronous copies, for executors that keep the host working while this backend runs
+  // its queue (exec::ExecOptions::overlap). This backend runs its kernels and these copies
+  // in the order they were submitted. The defaults are the synchronous copies above (and a
+  // fence that never waits), which satisfy the same contract.
+  //  - upload_value_async: like upload_value, but `src` must stay unchanged until the copy
+  //    has run — known once a fence of a download_value_async submitted after it has been
+  //    waited on, or synchronize() has returned.
+  //  - download_value_async: like download_value, but returns at once; `dst` is written
+  //    (and may be read) once `done.wait()` returns; until then the host must not touch it.
+  virtual void upload_value_async(const TensorView& src, const TensorView& dst) {
+    upload_value(src, dst);
+  }
+  virtual void download_value_async(const TensorView& src, const TensorView& dst, Fence& /*done*/) {
+    download_value(src, dst);
+  }
+  virtual std::unique_ptr<Fence> make_fence();
+  // Host memory that this backend's copies read and write directly, so they run
+  // asynchronously and at full speed (CUDA: page-locked memory); null if plain host memory
+  // serves as well (the default).
+  virtual std::unique_ptr<DeviceMemory> allocate_host(size_t /*bytes*/, std::string_view /*what*/) {
+    return nullptr;
+  }
   // Capture of a run of kernels into a Replay (kernels must then not depend on anything
   // but their bound buffers). Backends without it answer false and are never asked.
   virtual bool supports_capture() const { return false; }

@@ -4,6 +4,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "plan/memory.h"
+#include "plan/schedule.h"
 
 #ifdef HYRT_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -53,7 +54,11 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
     HYRT_LOG(kInfo) << "no accelerator (" << accel_status_ << "): running on the host";
     return;
   }
-  if (options.share_scratch) accel_scratch_ = std::make_unique<SharedScratch>(*accel_);
+  if (options.share_scratch) {
+    accel_scratch_ = std::make_unique<SharedScratch>(*accel_);
+    // Host arenas in memory the accelerator copies directly (no staging through the driver).
+    if (options.overlap) scratch_ = std::make_unique<SharedScratch>(*host_, accel_.get());
+  }
   if (options.disk_cache) {
     backend::DiskStoreOptions store;
     store.device_signature = accel_->cache_signature();
@@ -84,6 +89,7 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   ExecOptions eo;
   eo.profile = options_.profile;
   eo.capture = options_.capture;
+  eo.overlap = options_.overlap;
   eo.shared_scratch = {scratch_.get(), accel_scratch_.get()};
   std::vector<backend::Backend*> backends = {host};
   if (accel_) backends.push_back(accel_.get());
@@ -92,6 +98,8 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   po.mode = accel_ ? options_.placement : plan::PlacementMode::kHost;
   const std::vector<ir::NodeId> order = plan::default_order(*graph);
   plan::Placement placement = plan::place(*graph, order, const_backends, po);
+  if (options_.overlap)
+    placement = plan::overlap_schedule(*graph, placement, const_backends, po.copy);
   try {
     return Executable::create(graph, backends, std::move(placement), weights, cache_, eo);
   } catch (const Error& e) {

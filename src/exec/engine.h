@@ -30,6 +30,10 @@ struct EngineOptions {
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
   int device = 0;       // CUDA device index
   bool capture = true;  // replay device steps as CUDA graphs (ExecOptions::capture)
+  // Host and accelerator work at the same time where the graph allows: asynchronous copies
+  // (ExecOptions::overlap), page-locked host arenas, and an execution order chosen for it
+  // (plan::overlap_schedule) whenever a graph is placed across both.
+  bool overlap = true;
   // Time GEMM candidates on the accelerator on first use of a shape (CudaBackendOptions::
   // autotune); results persist in the disk cache, which every engine reads.
   bool autotune = false;

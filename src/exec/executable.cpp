@@ -51,9 +51,10 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   const ir::Graph& g = *e->graph_;
   const int nb = static_cast<int>(backends.size());
 
-  e->order_ = plan::default_order(g);
-  HYRT_CHECK(e->placement_.backend_of.size() == g.nodes().size(), kInvalidArgument,
-             "Executable::create: the placement is for another graph");
+  e->order_ = e->placement_.order.empty() ? plan::default_order(g) : e->placement_.order;
+  HYRT_CHECK(
+      e->placement_.backend_of.size() == g.nodes().size() && e->order_.size() == g.nodes().size(),
+      kInvalidArgument, "Executable::create: the placement is for another graph");
   for (ir::NodeId n : e->order_) {
     const int b = e->placement_.backend_of[n];
     HYRT_CHECK(b >= 0 && b < nb, kInvalidArgument, "Executable::create: node '", g.node(n).name,
@@ -63,10 +64,13 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     e->step_backend_.push_back(b);
   }
 
+  e->async_ = options.overlap && nb > 1 && !e->placement_.copies.empty();
+  e->plan_copy_windows();
   plan::Residency residency;
   residency.num_backends = nb;
   residency.backend_of = e->placement_.backend_of;
   residency.copies = e->placement_.copies;
+  residency.windows = e->windows_;
   residency.bytes = [&](const ir::Value& v, int b) {
     return static_cast<int64_t>(v.shape.numel()) *
            static_cast<int64_t>(dtype_size(backends[b]->storage_dtype(v)));
@@ -76,10 +80,16 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   for (int b = 0; b < nb; ++b) {
     const bool shared = static_cast<size_t>(b) < options.shared_scratch.size() &&
                         options.shared_scratch[b] != nullptr;
-    if (!shared)
-      e->arenas_[b] = backends[b]->allocate(
-          static_cast<size_t>(std::max<int64_t>(e->plans_[b].arena_bytes, 64)), "activation arena");
+    if (shared) continue;
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(e->plans_[b].arena_bytes, 64));
+    // The host's arena in memory the accelerators copy directly, when copies are async.
+    for (int a = 1; b == 0 && e->async_ && a < nb && !e->arenas_[0]; ++a)
+      e->arenas_[0] = backends[a]->allocate_host(bytes, "activation arena");
+    if (!e->arenas_[b]) e->arenas_[b] = backends[b]->allocate(bytes, "activation arena");
   }
+  if (e->async_)
+    for (const plan::ValueCopy& c : e->placement_.copies)
+      e->fences_.push_back(c.to == 0 ? backends[c.from]->make_fence() : nullptr);
 
   // Weights bind once to their stored views (kernels that uploaded or packed them ignore
   // these); activations bind into the arenas (bind()).
@@ -131,7 +141,8 @@ uint8_t* SharedScratch::reserve(size_t bytes) {
   bytes = std::max<size_t>(bytes, 64);
   if (!memory_ || memory_->size() < bytes) {
     memory_.reset();  // free first: the peak is the new size, not old + new
-    memory_ = backend_->allocate(bytes, "shared activation arena");
+    if (host_memory_of_) memory_ = host_memory_of_->allocate_host(bytes, "shared activation arena");
+    if (!memory_) memory_ = backend_->allocate(bytes, "shared activation arena");
   }
   return static_cast<uint8_t*>(memory_->data());
 }
@@ -162,17 +173,50 @@ void Executable::bind() const {
     seg.replay.reset();
 }
 
-void Executable::find_segments() {
-  size_t c = 0;  // copies are sorted by before_step
+void Executable::plan_copy_windows() {
   const auto& copies = placement_.copies;
+  const int steps = static_cast<int>(order_.size());
+  issue_order_.resize(copies.size());
+  for (size_t k = 0; k < copies.size(); ++k)
+    issue_order_[k] = k;
+  if (!async_) return;  // issued and done at before_step, in `copies` order
+  windows_.resize(copies.size());
+  for (size_t k = 0; k < copies.size(); ++k)
+    windows_[k].issue_step = copies[k].after_step + 1;
+  std::stable_sort(issue_order_.begin(), issue_order_.end(), [&](size_t a, size_t b) {
+    return windows_[a].issue_step < windows_[b].issue_step;
+  });
+  for (size_t k = 0; k < copies.size(); ++k) {
+    const plan::ValueCopy& c = copies[k];
+    plan::CopyWindow& w = windows_[k];
+    if (c.from != 0) {
+      // A download reads device memory in queue order: later device work cannot overtake it.
+      w.source_until = w.issue_step;
+      continue;
+    }
+    // An upload may read the host's buffer until the accelerator's queue reaches it, which
+    // the host knows once it has waited for a later download from that queue (before that
+    // download's before_step) or at the end of the run.
+    w.source_until = steps;
+    for (size_t d = 0; d < copies.size(); ++d)
+      if (copies[d].to == 0 && copies[d].from == c.to && windows_[d].issue_step > w.issue_step)
+        w.source_until =
+            std::min(w.source_until, std::max(w.issue_step, copies[d].before_step - 1));
+  }
+}
+
+void Executable::find_segments() {
+  // Steps before which a copy is issued or awaited end a unit.
+  std::vector<char> boundary(order_.size() + 1, 0);
+  for (size_t k = 0; k < placement_.copies.size(); ++k) {
+    boundary[placement_.copies[k].before_step] = 1;
+    if (async_) boundary[windows_[k].issue_step] = 1;
+  }
   for (size_t s = 0; s < order_.size();) {
     const int b = step_backend_[s];
     size_t e = s + 1;
     if (options_.capture && backends_[b]->supports_capture()) {
-      while (c < copies.size() && copies[c].before_step <= static_cast<int>(s))
-        ++c;
-      while (e < order_.size() && step_backend_[e] == b &&
-             (c >= copies.size() || copies[c].before_step > static_cast<int>(e)))
+      while (e < order_.size() && step_backend_[e] == b && !boundary[e])
         ++e;
       if (e - s >= 2) segments_.push_back({s, e, b, nullptr});
     }
@@ -187,17 +231,28 @@ int Executable::captured_steps() const {
   return n;
 }
 
-void Executable::copy_value(const plan::ValueCopy& c) const {
+void Executable::issue_copy(size_t k) const {
+  const plan::ValueCopy& c = placement_.copies[k];
   const TensorView& src = views_[c.from][c.value];
   const TensorView& dst = views_[c.to][c.value];
-  if (c.to == 0)
-    backends_[c.from]->download_value(src, dst);
-  else if (c.from == 0)
-    backends_[c.to]->upload_value(src, dst);
-  else
+  if (c.from != 0 && c.to != 0)
     fail(ErrorCode::kUnsupported, "copy of '", graph_->value(c.value).name,
          "' between two accelerators (", backends_[c.from]->name(), " -> ", backends_[c.to]->name(),
          ") is not implemented");
+  if (!async_) {
+    if (c.to == 0)
+      backends_[c.from]->download_value(src, dst);
+    else
+      backends_[c.to]->upload_value(src, dst);
+  } else if (c.to == 0) {
+    backends_[c.from]->download_value_async(src, dst, *fences_[k]);
+  } else {
+    backends_[c.to]->upload_value_async(src, dst);
+  }
+}
+
+void Executable::wait_copy(size_t k) const {
+  if (async_ && placement_.copies[k].to == 0) fences_[k]->wait();
 }
 
 void Executable::run_steps(size_t begin, size_t end) {
@@ -221,10 +276,20 @@ void Executable::run() {
   bind();
   const auto& copies = placement_.copies;
   const bool capture_now = runs_ >= 1 && !options_.profile;
-  size_t c = 0, seg = 0;
+  auto issue_step = [&](size_t k) {
+    return async_ ? windows_[k].issue_step : copies[k].before_step;
+  };
+  // Before step s: issue the copies due (in issue order), then wait for those step s needs
+  // (`copies` is sorted by before_step).
+  size_t issued = 0, awaited = 0, seg = 0;
+  auto copies_before = [&](size_t s) {
+    while (issued < issue_order_.size() && issue_step(issue_order_[issued]) <= static_cast<int>(s))
+      issue_copy(issue_order_[issued++]);
+    while (awaited < copies.size() && copies[awaited].before_step <= static_cast<int>(s))
+      wait_copy(awaited++);
+  };
   for (size_t s = 0; s < order_.size();) {
-    while (c < copies.size() && copies[c].before_step == static_cast<int>(s))
-      copy_value(copies[c++]);
+    copies_before(s);
     while (seg < segments_.size() && segments_[seg].begin < s)
       ++seg;
     if (seg < segments_.size() && segments_[seg].begin == s) {
@@ -252,8 +317,7 @@ void Executable::run() {
     run_steps(s, s + 1);
     ++s;
   }
-  while (c < copies.size())
-    copy_value(copies[c++]);
+  copies_before(order_.size());
   for (backend::Backend* b : backends_)
     b->synchronize();
   ++runs_;

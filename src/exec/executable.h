@@ -5,12 +5,17 @@
 // kernels), so a step costs only kernel time. Shapes are static per Executable: a new
 // resolution or batch is a new Executable (cheap: programs come from the ProgramCache).
 //
-// Placement (plan::place) decides which backend runs each node; the executable follows it:
-// a value lives in the arena of the backend that produced it, and each copy the placement
-// lists is made just before the first step that needs it, converting between the
-// backends' storage dtypes (Backend::storage_dtype). Consecutive steps on a backend that
-// supports capture, with no copy between them, are recorded on the second run and replayed
-// as one unit (a CUDA graph) from then on.
+// Placement (plan::place) decides which backend runs each node, and in which order (the
+// placement's `order`); the executable follows it: a value lives in the arena of the
+// backend that produced it, and each copy the placement lists brings it to another
+// backend, converting between the backends' storage dtypes (Backend::storage_dtype).
+// Copies are synchronous (made just before the first step that needs them) unless
+// ExecOptions::overlap is set: then each is issued right after its source is produced and
+// the host waits only before a host step that reads a downloaded value, so host steps run
+// while accelerators work through their queues (plan/schedule.h orders the steps for
+// that; the memory plans keep both ends of a copy intact while it may be in flight).
+// Consecutive steps on a backend that supports capture, with no copy issued or awaited
+// between them, are recorded on the second run and replayed as one unit (a CUDA graph).
 //
 // Inputs and outputs live in the host's arena: write inputs through input() before every
 // run() (their contents may be consumed), read outputs through output() after it; output
@@ -40,12 +45,16 @@ namespace hyrt::exec {
 // Thread safety: none; used from the thread that runs the executables.
 class SharedScratch {
  public:
-  explicit SharedScratch(backend::Backend& backend) : backend_(&backend) {}
+  // Memory of `backend`; host memory from `host_memory_of`->allocate_host() where that
+  // backend offers it (page-locked, for an accelerator's asynchronous copies).
+  explicit SharedScratch(backend::Backend& backend, backend::Backend* host_memory_of = nullptr)
+      : backend_(&backend), host_memory_of_(host_memory_of) {}
   // A buffer of at least `bytes` (64-byte aligned); may move when it has to grow.
   uint8_t* reserve(size_t bytes);
 
  private:
   backend::Backend* backend_;
+  backend::Backend* host_memory_of_;
   std::unique_ptr<backend::DeviceMemory> memory_;
 };
 
@@ -59,6 +68,9 @@ struct ExecOptions {
   std::vector<SharedScratch*> shared_scratch;
   // Record runs of device steps into Replays (CUDA graphs) on the second run.
   bool capture = true;
+  // Asynchronous copies between backends (see the top of this file), and a host arena in
+  // memory the accelerator copies directly (Backend::allocate_host) where one is offered.
+  bool overlap = true;
 };
 
 // Accumulated run time per op kind (when ExecOptions::profile is set).
@@ -76,8 +88,9 @@ class Executable {
                                             const weights::WeightSource& weights,
                                             backend::ProgramCache& cache,
                                             const ExecOptions& options = {});
-  // Nodes where `placement` says (made by plan::place over the same `backends`, in
-  // plan::default_order); backends[0] is the host. Borrowed backends outlive the result.
+  // Nodes where `placement` says (made by plan::place over the same `backends`), in its
+  // order (plan::default_order if it has none); backends[0] is the host. Borrowed backends
+  // outlive the result.
   static std::unique_ptr<Executable> create(std::shared_ptr<const ir::Graph> graph,
                                             std::span<backend::Backend* const> backends,
                                             plan::Placement placement,
@@ -115,10 +128,16 @@ class Executable {
   // Points every activation view at the current arenas (shared ones may have moved);
   // a move drops captured units (they hold the old addresses).
   void bind() const;
-  void copy_value(const plan::ValueCopy& c) const;
+  // Issues copy k (synchronously unless async_); wait_copy waits for an asynchronous
+  // download's fence.
+  void issue_copy(size_t k) const;
+  void wait_copy(size_t k) const;
   void run_steps(size_t begin, size_t end);
+  // Per copy: when it is issued and how long its source must stay intact (async_), and
+  // the issue order.
+  void plan_copy_windows();
   // The steps that can form captured units: maximal runs on one capturing backend with
-  // no copy before any step but the first.
+  // no copy issued or awaited before any step but the first.
   void find_segments();
 
   struct Segment {
@@ -139,6 +158,10 @@ class Executable {
   mutable std::vector<std::vector<TensorView>> step_inputs_;    // per step
   mutable std::vector<uint8_t*> bound_base_;                    // per backend: arena base bound
   mutable std::vector<Segment> segments_;
+  bool async_ = false;                     // ExecOptions::overlap, with copies to make
+  std::vector<plan::CopyWindow> windows_;  // per copy (empty unless async_)
+  std::vector<size_t> issue_order_;        // copy indices by issue step
+  std::vector<std::unique_ptr<backend::Fence>> fences_;  // per copy (async downloads)
   int runs_ = 0;
   std::vector<double> op_ms_;
   std::vector<int> op_count_;

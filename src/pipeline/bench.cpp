@@ -70,6 +70,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.int8_mode = o.int8_mode;
   eo.placement = o.placement;
   eo.autotune = o.autotune;
+  eo.overlap = o.overlap;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -88,6 +89,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"warmup", o.warmup},
       {"placement", plan::placement_mode_name(o.placement)},
       {"autotune", o.autotune},
+      {"overlap", o.overlap},
       {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},

@@ -51,6 +51,9 @@ struct BenchOptions {
   bool resize = false;
   // Time GEMM candidates on the accelerator on first use (exec::EngineOptions::autotune).
   bool autotune = false;
+  // Host and accelerator work at once where the placement allows (exec::EngineOptions::
+  // overlap); false = the serial executor, for comparison.
+  bool overlap = true;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

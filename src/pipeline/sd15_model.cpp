@@ -80,6 +80,7 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
 
 void Sd15Model::use_options(const Sd15ModelOptions& options) {
   vae_int8_mode_ = options.vae_int8_mode;
+  unet_per_sample_ = options.unet_per_sample;
   if (options.quantize_int8) {
     quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_, options.quantize_policy);
     weights_ = quantizer_.get();
@@ -203,10 +204,16 @@ Tensor Sd15Model::predict_noise(const TensorView& sample, std::span<const float>
   shape.latent_width = static_cast<int>(sample.shape[2]);
   shape.context_tokens = static_cast<int>(context.shape[1]);
   shape.taps = taps != nullptr;
+  const exec::EngineOptions& eo = engine_->options();
+  shape.independent_samples =
+      !shape.taps && shape.batch > 1 &&
+      unet_per_sample_.value_or(engine_->accelerator() != nullptr &&
+                                eo.placement == plan::PlacementMode::kHybrid && eo.overlap);
   const std::string dims = str_cat("b", shape.batch, " ", shape.latent_height, "x",
                                    shape.latent_width, " t", shape.context_tokens);
   Compiled& compiled = executable(
-      str_cat("unet ", dims, shape.taps ? " taps" : ""),
+      str_cat("unet ", dims, shape.taps ? " taps" : "",
+              shape.independent_samples ? " per-sample" : ""),
       [&] { return models::sd15::build_unet(unet_config(), *weights_, shape); }, "unet", dims);
   exec::Executable& exe = *compiled.exe;
   copy_into(exe.input("sample"), sample);

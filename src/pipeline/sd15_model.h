@@ -47,6 +47,11 @@ struct Sd15ModelOptions {
   // areas (seen on the bundled shapes model: f32/int8 checker agreement 89.7% with a
   // W8A8 VAE, 98.7% with W8). nullopt: the engine's mode.
   std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;
+  // Build a batched UNet as one chain of nodes per sample (models::sd15::UNetShape::
+  // independent_samples), so the host and the accelerator can each work on one CFG half at
+  // a time. nullopt: when the engine places GEMMs on an accelerator and the rest on the
+  // host (placement hybrid, overlap on) — one batched chain is faster everywhere else.
+  std::optional<bool> unet_per_sample;
 };
 
 // Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
@@ -150,6 +155,7 @@ class Sd15Model {
   std::map<std::string, Compiled> compiled_;
   std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
   std::optional<backend::Int8Mode> vae_int8_mode_;        // Sd15ModelOptions::vae_int8_mode
+  std::optional<bool> unet_per_sample_;                   // Sd15ModelOptions::unet_per_sample
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

@@ -133,7 +133,13 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
     held[i] = 1;
     if (v.kind == ir::ValueKind::kIntermediate) first[i] = last[i] = step_of[v.producer];
   }
-  for (const ValueCopy& c : residency.copies) {
+  HYRT_CHECK(residency.windows.empty() || residency.windows.size() == residency.copies.size(),
+             kInvalidArgument, "memory plan: ", residency.windows.size(), " copy windows for ",
+             residency.copies.size(), " copies");
+  for (size_t k = 0; k < residency.copies.size(); ++k) {
+    const ValueCopy& c = residency.copies[k];
+    const CopyWindow w =
+        residency.windows.empty() ? CopyWindow{c.before_step, c.before_step} : residency.windows[k];
     HYRT_CHECK(c.from >= 0 && c.from < nb && c.to >= 0 && c.to < nb && c.from != c.to &&
                    c.value >= 0 && static_cast<size_t>(c.value) < nv && c.before_step >= 0 &&
                    c.before_step <= steps,
@@ -141,9 +147,14 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
     const size_t src = at(c.from, c.value), dst = at(c.to, c.value);
     HYRT_CHECK(held[src], kInvalidArgument, "memory plan: copy of '", graph.value(c.value).name,
                "' from backend ", c.from, ", which does not hold it");
-    last[src] = std::max(last[src], c.before_step);
-    if (!held[dst]) first[dst] = last[dst] = c.before_step;
-    first[dst] = std::min(first[dst], c.before_step);
+    HYRT_CHECK(w.issue_step > c.after_step && w.issue_step <= c.before_step &&
+                   w.source_until >= w.issue_step,
+               kInvalidArgument, "memory plan: copy of '", graph.value(c.value).name,
+               "' issued before step ", w.issue_step, " (source until ", w.source_until,
+               ") outside its window (after ", c.after_step, ", before ", c.before_step, ")");
+    last[src] = std::max(last[src], std::min<int32_t>(w.source_until, steps));
+    if (!held[dst]) first[dst] = last[dst] = w.issue_step;
+    first[dst] = std::min(first[dst], w.issue_step);
     held[dst] = 1;
   }
   // Graph outputs are read by the caller after the run, on backend 0 (the placement

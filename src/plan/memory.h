@@ -63,6 +63,12 @@ struct MemoryPlan {
 // `order` must list every node of `graph` once, each after the producers of its inputs.
 MemoryPlan plan_memory(const ir::Graph& graph, std::span<const ir::NodeId> order,
                        const MemoryPlanOptions& options = {});
+// When an asynchronous copy uses its two buffers (Residency::windows).
+struct CopyWindow {
+  int32_t issue_step = 0;    // ValueCopy::after_step + 1 <= issue_step <= before_step
+  int32_t source_until = 0;  // >= issue_step
+};
+
 // Where the nodes of a placed graph run (plan/placement.h), as the memory planner needs it.
 struct Residency {
   int num_backends = 1;
@@ -74,6 +80,11 @@ struct Residency {
   // Bytes value `v` takes in backend `b`'s memory (backends may store activations in a
   // narrower dtype, Backend::storage_dtype); null = Value::bytes() everywhere.
   std::function<int64_t(const ir::Value& v, int b)> bytes;
+  // Asynchronous copies (exec/executable.h, ExecOptions::overlap): per copy, parallel to
+  // `copies`, the step before which it is issued (its destination is live from then on)
+  // and the last step during which its source must stay intact (the copy may still be
+  // reading it). Empty = copies made synchronously just before their before_step.
+  std::span<const CopyWindow> windows;
 };
 
 // One arena per backend for a placed graph. A value is held on its home backend (where

@@ -94,6 +94,7 @@ Placement evaluate(const Tables& t, std::vector<int> backend_of, const CopyCostM
   for (const Backend* b : t.backends)
     p.backend_names.emplace_back(b->name());
   p.backend_of = std::move(backend_of);
+  p.order.assign(t.order.begin(), t.order.end());
   p.reason.assign(g.nodes().size(), {});
   p.resident_weight_bytes.assign(nb, 0);
 

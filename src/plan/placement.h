@@ -96,6 +96,9 @@ struct OpKindPlacement {
 struct Placement {
   PlacementMode mode = PlacementMode::kAuto;
   std::vector<std::string> backend_names;  // backends[b]->name(), for printing
+  // The execution order the copies' steps index (place/evaluate_assignment's `order`;
+  // plan::overlap_schedule may choose another).
+  std::vector<ir::NodeId> order;
   // Per NodeId: the chosen backend index. Nodes absent from `order` keep -1.
   std::vector<int> backend_of;
   // Per NodeId: empty, or why the node is not where the mode asked for it

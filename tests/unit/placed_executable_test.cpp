@@ -18,6 +18,7 @@
 #include "ir/graph.h"
 #include "plan/memory.h"
 #include "plan/placement.h"
+#include "plan/schedule.h"
 #include "test_util.h"
 #include "weights/memory_weights.h"
 
@@ -52,14 +53,30 @@ class FakeKernel final : public backend::Kernel {
 
 class FakeReplay final : public backend::Replay {
  public:
-  explicit FakeReplay(std::vector<std::function<void()>> work) : work_(std::move(work)) {}
+  FakeReplay(std::vector<std::function<void()>> work, std::vector<std::function<void()>>* queue)
+      : work_(std::move(work)), queue_(queue) {}
   void launch() override {
     for (auto& w : work_)
-      w();
+      if (queue_)
+        queue_->push_back(w);
+      else
+        w();
   }
 
  private:
   std::vector<std::function<void()>> work_;
+  std::vector<std::function<void()>>* queue_;  // the lazy device's queue, or null
+};
+
+// A fence of the lazy fake device: waiting runs the device's queue up to the work it marks.
+class FakeFence final : public backend::Fence {
+ public:
+  explicit FakeFence(FakeDevice& dev) : dev_(dev) {}
+  void wait() override;
+  size_t ticket = 0;  // queue entries to have run
+
+ private:
+  FakeDevice& dev_;
 };
 
 class FakeDevice final : public backend::Backend {
@@ -92,14 +109,53 @@ class FakeDevice final : public backend::Backend {
   std::unique_ptr<backend::DeviceMemory> allocate(size_t bytes, std::string_view) override {
     return std::make_unique<HostBytes>(bytes);
   }
+  // Lazy mode: kernels and asynchronous copies only queue their work, which runs when a
+  // fence or synchronize() asks for it — as late as the backend contract allows, so an
+  // executor that reads a download early, or reuses an upload's source too soon, computes
+  // garbage. (The synchronous copies run the queue first.)
+  bool lazy = false;
+  std::vector<std::function<void()>> queue;
+  size_t ran = 0;
+  void run_queue(size_t until) {
+    for (; ran < until; ++ran)
+      queue[ran]();
+  }
+  void synchronize() override { run_queue(queue.size()); }
+  void upload_value_async(const TensorView& src, const TensorView& dst) override {
+    if (!lazy) return upload_value(src, dst);
+    queue.push_back([this, src, dst] { copy_up(src, dst); });
+  }
+  void download_value_async(const TensorView& src, const TensorView& dst,
+                            backend::Fence& done) override {
+    if (!lazy) return download_value(src, dst);
+    queue.push_back([this, src, dst] { copy_down(src, dst); });
+    static_cast<FakeFence&>(done).ticket = queue.size();
+  }
+  std::unique_ptr<backend::Fence> make_fence() override {
+    return std::make_unique<FakeFence>(*this);
+  }
+  std::unique_ptr<backend::DeviceMemory> allocate_host(size_t bytes, std::string_view) override {
+    ++host_allocations;
+    return std::make_unique<HostBytes>(bytes);
+  }
+  int host_allocations = 0;
+
   void upload_value(const TensorView& src, const TensorView& dst) override {
+    synchronize();
+    copy_up(src, dst);
+  }
+  void download_value(const TensorView& src, const TensorView& dst) override {
+    synchronize();
+    copy_down(src, dst);
+  }
+  void copy_up(const TensorView& src, const TensorView& dst) {
     ASSERT_EQ(src.dtype, DType::kF32);
     ASSERT_EQ(dst.dtype, DType::kF16);
     convert_from_f32(static_cast<const float*>(src.data), DType::kF16, dst.data,
                      static_cast<size_t>(src.shape.numel()));
     ++uploads;
   }
-  void download_value(const TensorView& src, const TensorView& dst) override {
+  void copy_down(const TensorView& src, const TensorView& dst) {
     ASSERT_EQ(src.dtype, DType::kF16);
     ASSERT_EQ(dst.dtype, DType::kF32);
     convert_to_f32(DType::kF16, src.data, static_cast<float*>(dst.data),
@@ -113,7 +169,7 @@ class FakeDevice final : public backend::Backend {
   }
   std::unique_ptr<backend::Replay> end_capture() override {
     capturing = false;
-    return std::make_unique<FakeReplay>(std::move(recorded));
+    return std::make_unique<FakeReplay>(std::move(recorded), lazy ? &queue : nullptr);
   }
 
   bool capturing = false;
@@ -121,10 +177,16 @@ class FakeDevice final : public backend::Backend {
   int uploads = 0, downloads = 0;
 };
 
+void FakeFence::wait() {
+  dev_.run_queue(ticket);
+}
+
 void FakeKernel::run(std::span<const TensorView> in, const TensorView& out) {
   std::vector<TensorView> inputs(in.begin(), in.end());
   if (dev_.capturing)
     dev_.recorded.push_back([this, inputs, out] { compute(inputs, out); });
+  else if (dev_.lazy)
+    dev_.queue.push_back([this, inputs, out] { compute(inputs, out); });
   else
     compute(inputs, out);
 }
@@ -241,11 +303,23 @@ double max_rel_l2(const std::vector<std::vector<float>>& a,
   return worst;
 }
 
-TEST(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
+// Every mode, with synchronous copies (overlap off: the device runs each kernel as it is
+// issued) and with asynchronous ones on the lazy device, in the placement's order and in
+// the overlap schedule's.
+class PlacedExecutable : public testing::TestWithParam<bool> {};
+INSTANTIATE_TEST_SUITE_P(Copies, PlacedExecutable, testing::Values(false, true),
+                         [](const auto& info) { return info.param ? "Async" : "Sync"; });
+
+TEST_P(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
+  const bool async = GetParam();
   backend::CpuBackendOptions co;
   co.num_threads = 1;
   auto cpu = backend::make_cpu_backend(co);
   FakeDevice dev;
+  dev.lazy = async;
+  exec::ExecOptions eo;
+  eo.overlap = async;
+  int reordered = 0;
   backend::Backend* const backends[] = {cpu.get(), &dev};
   const backend::Backend* const const_backends[] = {cpu.get(), &dev};
   weights::MemoryWeights no_weights;
@@ -260,8 +334,13 @@ TEST(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
       plan::PlacementOptions po;
       po.mode = mode;
       plan::Placement p = plan::place(*g, plan::default_order(*g), const_backends, po);
+      if (async) {
+        plan::Placement o = plan::overlap_schedule(*g, p, const_backends);
+        reordered += o.order != p.order;
+        p = std::move(o);
+      }
       copies += static_cast<int>(p.copies.size());
-      auto e = exec::Executable::create(g, backends, std::move(p), no_weights, cache);
+      auto e = exec::Executable::create(g, backends, std::move(p), no_weights, cache, eo);
       for (int run = 0; run < 3; ++run) {
         const double err = max_rel_l2(run_once(*e, seed), want);
         ASSERT_LT(err, 5e-3) << "seed " << seed << " mode " << plan::placement_mode_name(mode)
@@ -274,6 +353,10 @@ TEST(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
   EXPECT_GT(copies, 0);
   EXPECT_GT(dev.uploads, 0);
   EXPECT_GT(dev.downloads, 0);
+  if (async) {
+    EXPECT_GT(reordered, 0) << "the overlap schedule never changed an order";
+    EXPECT_GT(dev.host_allocations, 0) << "host arenas were not taken from allocate_host";
+  }
 }
 
 // Per-backend plans: a value copied to the device lives there only from the copy on, in

@@ -14,6 +14,7 @@
 #include "ir/graph.h"
 #include "plan/memory.h"
 #include "plan/placement.h"
+#include "plan/schedule.h"
 #include "test_util.h"
 
 using namespace hyrt;
@@ -114,7 +115,11 @@ Graph attention_block() {
 // output ends on the host. Also: no duplicate (value, to), no copy to where the value
 // already is, and every copy is read (by a consumer there, or as an output on the host).
 void check_invariants(const Graph& g, const plan::Placement& p) {
-  const auto order = plan::default_order(g);
+  // The placement's own order: a permutation of the nodes (each input's presence below
+  // checks that producers come first).
+  const std::vector<NodeId>& order = p.order;
+  ASSERT_EQ(order.size(), g.nodes().size());
+  ASSERT_EQ(std::set<NodeId>(order.begin(), order.end()).size(), order.size());
   const int steps = static_cast<int>(order.size());
   const int nb = static_cast<int>(p.backend_names.size());
   std::vector<std::set<int>> on(g.values().size());
@@ -427,6 +432,20 @@ TEST(Placement, RandomGraphInvariants) {
         ASSERT_TRUE(ps[m].backend_of[n.id] == 0 || rc.device_ok[n.id]) << "unsupported node placed";
     }
     EXPECT_TRUE(ps[PlacementMode::kHost].copies.empty());
+    // An order for overlap keeps the assignment and every invariant, and is never
+    // estimated slower than the order it replaces.
+    for (auto m : {PlacementMode::kHybrid, PlacementMode::kAuto}) {
+      const std::vector<const backend::Backend*> bs{&h, &d};
+      const plan::Placement o = plan::overlap_schedule(g, ps[m], bs, copy);
+      check_invariants(g, o);
+      if (HasFatalFailure()) return;
+      EXPECT_EQ(o.backend_of, ps[m].backend_of);
+      EXPECT_EQ(o.mode, ps[m].mode);
+      EXPECT_LE(plan::simulate_overlapped_us(g, o, bs, copy),
+                plan::simulate_overlapped_us(g, ps[m], bs, copy) * (1 + 1e-9));
+      EXPECT_LE(plan::simulate_overlapped_us(g, o, bs, copy), o.total_us() * (1 + 1e-9))
+          << "overlap is estimated slower than running everything in series";
+    }
     const double auto_us = ps[PlacementMode::kAuto].total_us();
     const double tol = 1e-9 * (1 + auto_us);
     EXPECT_LE(auto_us, ps[PlacementMode::kHost].total_us() + tol);
@@ -450,6 +469,47 @@ TEST(Placement, RandomGraphInvariants) {
       EXPECT_NEAR(auto_us, best, 1e-6 * (1 + best));
     }
   }
+}
+
+// Two independent chains (the CFG halves of a UNet built per sample), each alternating
+// host normalisations and device GEMMs: in the given order (one chain, then the other) the
+// host waits for every GEMM; the overlap order interleaves the chains so the host runs one
+// chain's step while the device runs the other's, nearly halving the estimated time.
+TEST(OverlapSchedule, InterleavesIndependentChains) {
+  Graph g;
+  ValueId out[2];
+  for (int c = 0; c < 2; ++c) {
+    ValueId h = g.add_input("x" + std::to_string(c), DType::kF32, {1, 64, 32});
+    for (int i = 0; i < 6; ++i) {
+      const std::string p = "c" + std::to_string(c) + "." + std::to_string(i);
+      h = g.add_node(OpKind::kGelu, {h}, {}, p + ".act");
+      h = g.add_node(OpKind::kLinear, {h, g.add_weight(p + ".w", DType::kS8, {32, 32})}, {},
+                     p + ".fc");
+    }
+    out[c] = h;
+  }
+  g.mark_output(g.add_node(OpKind::kConcat, {out[0], out[1]}, ConcatAttrs{0}, "cat"));
+  g.verify();
+  const FakeBackend h = host(by_class(1000, 100));
+  const FakeBackend d = device(gemm_only, by_class(100, 100));
+  const std::vector<const backend::Backend*> bs{&h, &d};
+  const plan::Placement serial = place(g, bs, PlacementMode::kHybrid);
+  const plan::Placement o = plan::overlap_schedule(g, serial, bs);
+  check_invariants(g, o);
+  EXPECT_EQ(o.backend_of, serial.backend_of);
+  EXPECT_EQ(o.copies.size(), serial.copies.size());
+  const double before = plan::simulate_overlapped_us(g, serial, bs);
+  const double after = plan::simulate_overlapped_us(g, o, bs);
+  EXPECT_GT(before, 0.95 * serial.total_us()) << "one chain after the other: little overlaps";
+  EXPECT_LT(after, 0.65 * before);
+  // The two chains alternate in the new order.
+  int switches = 0;
+  for (size_t s = 1; s < o.order.size(); ++s)
+    switches += g.node(o.order[s]).name[1] != g.node(o.order[s - 1]).name[1];
+  EXPECT_GE(switches, 10);
+  // Everything on one backend: nothing to overlap, the placement comes back as it was.
+  const plan::Placement on_host = place(g, bs, PlacementMode::kHost);
+  EXPECT_EQ(plan::overlap_schedule(g, on_host, bs).order, on_host.order);
 }
 
 TEST(Placement, TwoAcceleratorsAutoBeatsEveryMode) {

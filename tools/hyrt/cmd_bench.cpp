@@ -54,6 +54,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--autotune", o->autotune,
               "Time the accelerator's GEMM candidates on first use of each shape (results kept in "
               "the disk cache for later runs)");
+  c->add_flag("!--no-overlap", o->overlap,
+              "Run host and accelerator work one after another (no asynchronous copies, no "
+              "per-sample UNet chains in hybrid placement): the baseline for what overlap gains");
   c->add_option("--json", *out, "Also write the JSON to this file");
   c->callback([o, out, only, int8, config_dir, placement] {
     o->placement = plan::parse_placement_mode(*placement);

@@ -15,6 +15,7 @@
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_ops.h"
 #include "core/error.h"
+#include "core/log.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -48,6 +49,38 @@ class CudaMemory final : public DeviceMemory {
 
  private:
   DeviceBuffer buf_;
+};
+
+// Page-locked host memory (Backend::allocate_host): copies to and from it are DMA transfers
+// that run asynchronously, without the driver staging them through its own buffer.
+class PinnedHostMemory final : public DeviceMemory {
+ public:
+  PinnedHostMemory(void* data, size_t bytes) : data_(data), size_(bytes) {}
+  ~PinnedHostMemory() override { cudaFreeHost(data_); }
+  void* data() override { return data_; }
+  size_t size() const override { return size_; }
+
+ private:
+  void* data_;
+  size_t size_;
+};
+
+// An event recorded on the backend's stream after an asynchronous download.
+class CudaFence final : public Fence {
+ public:
+  CudaFence() { HYRT_CUDA_CHECK(cudaEventCreateWithFlags(&event_, cudaEventDisableTiming)); }
+  ~CudaFence() override { cudaEventDestroy(event_); }
+  void record(cudaStream_t stream) {
+    HYRT_CUDA_CHECK(cudaEventRecord(event_, stream));
+    recorded_ = true;
+  }
+  void wait() override {
+    if (recorded_) HYRT_CUDA_CHECK(cudaEventSynchronize(event_));
+  }
+
+ private:
+  cudaEvent_t event_ = nullptr;
+  bool recorded_ = false;
 };
 
 // A CUDA graph recorded from the backend's stream (Backend::begin_capture/end_capture).
@@ -146,8 +179,16 @@ class CudaBackendImpl final : public CudaBackend {
   bool copies_weights() const override { return true; }
 
   // Host f32 -> device f16 goes over the bus as f32 into a staging buffer and is narrowed on
-  // the device (the GPU converts at memory speed; the host would spend milliseconds).
+  // the device (the GPU converts at memory speed; the host would spend milliseconds). The
+  // staging buffer is shared by every copy: they run in stream order, one after another.
   void upload_value(const TensorView& src, const TensorView& dst) override {
+    upload_value_async(src, dst);
+    // From page-locked memory the transfer may run after the call returns; the synchronous
+    // contract lets the caller reuse `src` at once.
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  void upload_value_async(const TensorView& src, const TensorView& dst) override {
     HYRT_CHECK(src.shape.numel() == dst.shape.numel(), kInvalidArgument,
                "cuda upload: ", src.shape.to_string(), " into ", dst.shape.to_string());
     ctx_.make_current();
@@ -167,23 +208,31 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   void download_value(const TensorView& src, const TensorView& dst) override {
-    HYRT_CHECK(src.shape.numel() == dst.shape.numel(), kInvalidArgument,
-               "cuda download: ", src.shape.to_string(), " into ", dst.shape.to_string());
-    ctx_.make_current();
-    const int64_t n = src.shape.numel();
-    if (src.dtype == dst.dtype) {
-      HYRT_CUDA_CHECK(
-          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
-    } else {
-      HYRT_CHECK(src.dtype == DType::kF16 && dst.dtype == DType::kF32, kUnsupported,
-                 "cuda download: ", dtype_name(src.dtype), " -> ", dtype_name(dst.dtype));
-      void* staging = staging_for(dst.bytes());
-      HYRT_CUDA_CHECK(launch_f16_to_f32(static_cast<const uint16_t*>(src.data), n,
-                                        static_cast<float*>(staging), ctx_.stream()));
-      HYRT_CUDA_CHECK(
-          cudaMemcpyAsync(dst.data, staging, dst.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
-    }
+    enqueue_download(src, dst);
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+  }
+
+  void download_value_async(const TensorView& src, const TensorView& dst, Fence& done) override {
+    enqueue_download(src, dst);
+    static_cast<CudaFence&>(done).record(ctx_.stream());
+  }
+
+  std::unique_ptr<Fence> make_fence() override {
+    ctx_.make_current();
+    return std::make_unique<CudaFence>();
+  }
+
+  std::unique_ptr<DeviceMemory> allocate_host(size_t bytes, std::string_view what) override {
+    ctx_.make_current();
+    void* p = nullptr;
+    const cudaError_t err = cudaHostAlloc(&p, std::max<size_t>(bytes, 64), cudaHostAllocPortable);
+    if (err != cudaSuccess) {
+      cudaGetLastError();  // not sticky; plain host memory serves instead
+      HYRT_LOG(kWarning) << "could not page-lock " << bytes << " bytes for " << what << " ("
+                         << cudaGetErrorString(err) << "); copies of it will be synchronous";
+      return nullptr;
+    }
+    return std::make_unique<PinnedHostMemory>(p, std::max<size_t>(bytes, 64));
   }
 
   bool supports_capture() const override { return true; }
@@ -231,6 +280,25 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
  private:
+  void enqueue_download(const TensorView& src, const TensorView& dst) {
+    HYRT_CHECK(src.shape.numel() == dst.shape.numel(), kInvalidArgument,
+               "cuda download: ", src.shape.to_string(), " into ", dst.shape.to_string());
+    ctx_.make_current();
+    const int64_t n = src.shape.numel();
+    if (src.dtype == dst.dtype) {
+      HYRT_CUDA_CHECK(
+          cudaMemcpyAsync(dst.data, src.data, src.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
+      return;
+    }
+    HYRT_CHECK(src.dtype == DType::kF16 && dst.dtype == DType::kF32, kUnsupported,
+               "cuda download: ", dtype_name(src.dtype), " -> ", dtype_name(dst.dtype));
+    void* staging = staging_for(dst.bytes());
+    HYRT_CUDA_CHECK(launch_f16_to_f32(static_cast<const uint16_t*>(src.data), n,
+                                      static_cast<float*>(staging), ctx_.stream()));
+    HYRT_CUDA_CHECK(
+        cudaMemcpyAsync(dst.data, staging, dst.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
+  }
+
   // The copy staging buffer, grown on first use by a larger copy (the first run).
   void* staging_for(size_t bytes) {
     if (staging_.size() < bytes) {

@@ -36,6 +36,11 @@ struct UNetShape {
   int latent_width = 64;
   int context_tokens = 77;
   bool taps = false;  // time_embedding, conv_in, down_blocks.k, mid_block, up_blocks.k
+  // One independent chain of nodes per sample (inputs sliced, outputs concatenated), the
+  // same computation: lets a host and an accelerator work on the two CFG halves at once
+  // (plan/schedule.h). One batched chain runs faster where a single backend runs it all.
+  // Not with taps.
+  bool independent_samples = false;
 };
 
 // diffusers UNet2DConditionModel (SD 1.5 blocks: CrossAttnDownBlock2D, DownBlock2D,

@@ -30,29 +30,13 @@ void check_config(const UNetConfig& c) {
              "UNet config: layers_per_block must be >= 1");
 }
 
-}  // namespace
-
-BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weights,
-                      const UNetShape& shape) {
-  check_config(cfg);
+// The UNet's forward from (sample, timestep, context) to the predicted noise, any batch.
+ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, ValueId timestep,
+                     ValueId context) {
   const int nblocks = static_cast<int>(cfg.block_out_channels.size());
-  HYRT_CHECK(shape.batch >= 1 && shape.latent_height >= 1 && shape.latent_width >= 1,
-             kInvalidArgument, "UNet: bad latent size ", shape.latent_height, "x",
-             shape.latent_width);
-  auto graph = std::make_shared<ir::Graph>();
-  GraphBuilder b(*graph, weights, "unet");
-  b.enable_taps(shape.taps);
   const int groups = cfg.norm_num_groups;
   const float eps = cfg.norm_eps;
   const int tlayers = cfg.transformer_layers_per_block;
-
-  const ValueId sample =
-      graph->add_input("sample", DType::kF32,
-                       {shape.batch, shape.latent_height, shape.latent_width, cfg.in_channels});
-  const ValueId timestep = graph->add_input("timestep", DType::kF32, {shape.batch});
-  const ValueId context =
-      graph->add_input("encoder_hidden_states", DType::kF32,
-                       {shape.batch, shape.context_tokens, cfg.cross_attention_dim});
 
   // Timesteps -> sinusoidal [B, C0] -> TimestepEmbedding (linear_1, silu, linear_2).
   ValueId temb =
@@ -139,8 +123,41 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
   }
   HYRT_ASSERT(skips.empty(), "UNet skip connections left over");
 
-  h = b.conv2d(b.group_norm(h, "conv_norm_out", groups, eps, /*silu=*/true), "conv_out");
-  auto taps = b.finish(h);
+  return b.conv2d(b.group_norm(h, "conv_norm_out", groups, eps, /*silu=*/true), "conv_out");
+}
+
+}  // namespace
+
+BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weights,
+                      const UNetShape& shape) {
+  check_config(cfg);
+  HYRT_CHECK(shape.batch >= 1 && shape.latent_height >= 1 && shape.latent_width >= 1,
+             kInvalidArgument, "UNet: bad latent size ", shape.latent_height, "x",
+             shape.latent_width);
+  HYRT_CHECK(
+      !(shape.taps && shape.independent_samples && shape.batch > 1), kInvalidArgument,
+      "UNet: taps name one chain of nodes; they cannot be combined with independent_samples");
+  auto graph = std::make_shared<ir::Graph>();
+  GraphBuilder b(*graph, weights, "unet");
+  b.enable_taps(shape.taps);
+  const ValueId sample =
+      graph->add_input("sample", DType::kF32,
+                       {shape.batch, shape.latent_height, shape.latent_width, cfg.in_channels});
+  const ValueId timestep = graph->add_input("timestep", DType::kF32, {shape.batch});
+  const ValueId context =
+      graph->add_input("encoder_hidden_states", DType::kF32,
+                       {shape.batch, shape.context_tokens, cfg.cross_attention_dim});
+  if (!shape.independent_samples || shape.batch == 1) {
+    auto taps = b.finish(unet_forward(b, cfg, sample, timestep, context));
+    return {graph, std::move(taps)};
+  }
+  // One chain of nodes per sample (the same weights), joined at the end.
+  std::vector<ValueId> outs;
+  for (int i = 0; i < shape.batch; ++i) {
+    auto one = [&](ValueId v) { return b.op(ir::OpKind::kSlice, {v}, ir::SliceAttrs{0, i, 1}); };
+    outs.push_back(unet_forward(b, cfg, one(sample), one(timestep), one(context)));
+  }
+  auto taps = b.finish(b.op(ir::OpKind::kConcat, outs, ir::ConcatAttrs{0}));
   return {graph, std::move(taps)};
 }
 
