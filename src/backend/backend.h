@@ -40,6 +40,14 @@ class Kernel {
   // execution and the memory planner chose it — kernels of such ops must handle that.
   // All views are dense, row-major, in the backend's memory.
   virtual void run(std::span<const TensorView> inputs, const TensorView& output) = 0;
+  // Scratch the kernel needs while it runs (staging buffers, partial results), in its
+  // backend's memory. The executor plans it into that backend's arena, live during this
+  // kernel's step only (so kernels of other steps reuse the bytes), and calls
+  // bind_workspace with a 64-byte-aligned pointer to workspace_bytes() bytes before the
+  // first run() and again whenever the arena moves. A kernel run without a bound workspace
+  // (tests, benchmarks) falls back to scratch of its own. 0 = none needed.
+  virtual size_t workspace_bytes() const { return 0; }
+  virtual void bind_workspace(void* /*workspace*/) {}
 };
 
 // Memory owned by a backend (host RAM or device memory).

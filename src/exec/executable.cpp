@@ -64,33 +64,6 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     e->step_backend_.push_back(b);
   }
 
-  e->async_ = options.overlap && nb > 1 && !e->placement_.copies.empty();
-  e->plan_copy_windows();
-  plan::Residency residency;
-  residency.num_backends = nb;
-  residency.backend_of = e->placement_.backend_of;
-  residency.copies = e->placement_.copies;
-  residency.windows = e->windows_;
-  residency.bytes = [&](const ir::Value& v, int b) {
-    return static_cast<int64_t>(v.shape.numel()) *
-           static_cast<int64_t>(dtype_size(backends[b]->storage_dtype(v)));
-  };
-  e->plans_ = plan::plan_placed_memory(g, e->order_, residency, options.memory);
-  e->arenas_.resize(nb);
-  for (int b = 0; b < nb; ++b) {
-    const bool shared = static_cast<size_t>(b) < options.shared_scratch.size() &&
-                        options.shared_scratch[b] != nullptr;
-    if (shared) continue;
-    const size_t bytes = static_cast<size_t>(std::max<int64_t>(e->plans_[b].arena_bytes, 64));
-    // The host's arena in memory the accelerators copy directly, when copies are async.
-    for (int a = 1; b == 0 && e->async_ && a < nb && !e->arenas_[0]; ++a)
-      e->arenas_[0] = backends[a]->allocate_host(bytes, "activation arena");
-    if (!e->arenas_[b]) e->arenas_[b] = backends[b]->allocate(bytes, "activation arena");
-  }
-  if (e->async_)
-    for (const plan::ValueCopy& c : e->placement_.copies)
-      e->fences_.push_back(c.to == 0 ? backends[c.from]->make_fence() : nullptr);
-
   // Weights bind once to their stored views (kernels that uploaded or packed them ignore
   // these); activations bind into the arenas (bind()).
   e->views_.assign(nb, std::vector<TensorView>(g.values().size()));
@@ -123,6 +96,38 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
       for (ir::ValueId in : node.inputs)
         if (g.value(in).kind == ir::ValueKind::kWeight) weights.release_stored(g.value(in).name);
   }
+  e->async_ = options.overlap && nb > 1 && !e->placement_.copies.empty();
+  e->plan_copy_windows();
+  plan::Residency residency;
+  residency.num_backends = nb;
+  residency.backend_of = e->placement_.backend_of;
+  residency.copies = e->placement_.copies;
+  residency.windows = e->windows_;
+  // Kernels' scratch (GEMM staging and the like) is planned with the activations.
+  std::vector<int64_t> step_workspace(e->order_.size());
+  for (size_t s = 0; s < e->order_.size(); ++s)
+    step_workspace[s] = static_cast<int64_t>(e->kernels_[s]->workspace_bytes());
+  residency.step_workspace = step_workspace;
+  residency.bytes = [&](const ir::Value& v, int b) {
+    return static_cast<int64_t>(v.shape.numel()) *
+           static_cast<int64_t>(dtype_size(backends[b]->storage_dtype(v)));
+  };
+  e->plans_ = plan::plan_placed_memory(g, e->order_, residency, options.memory);
+  e->arenas_.resize(nb);
+  for (int b = 0; b < nb; ++b) {
+    const bool shared = static_cast<size_t>(b) < options.shared_scratch.size() &&
+                        options.shared_scratch[b] != nullptr;
+    if (shared) continue;
+    const size_t bytes = static_cast<size_t>(std::max<int64_t>(e->plans_[b].arena_bytes, 64));
+    // The host's arena in memory the accelerators copy directly, when copies are async.
+    for (int a = 1; b == 0 && e->async_ && a < nb && !e->arenas_[0]; ++a)
+      e->arenas_[0] = backends[a]->allocate_host(bytes, "activation arena");
+    if (!e->arenas_[b]) e->arenas_[b] = backends[b]->allocate(bytes, "activation arena");
+  }
+  if (e->async_)
+    for (const plan::ValueCopy& c : e->placement_.copies)
+      e->fences_.push_back(c.to == 0 ? backends[c.from]->make_fence() : nullptr);
+
   e->bound_base_.assign(nb, nullptr);
   e->find_segments();
   e->bind();
@@ -160,6 +165,9 @@ void Executable::bind() const {
     for (const ir::Value& v : g.values())
       if (v.kind != ir::ValueKind::kWeight && plans_[b].offset[v.id] >= 0)
         views_[b][v.id] = {base + plans_[b].offset[v.id], backends_[b]->storage_dtype(v), v.shape};
+    for (size_t s = 0; s < order_.size(); ++s)
+      if (plans_[b].workspace_offset[s] >= 0)
+        kernels_[s]->bind_workspace(base + plans_[b].workspace_offset[s]);
     bound_base_[b] = base;
   }
   if (!moved) return;

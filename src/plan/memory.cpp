@@ -133,6 +133,10 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
     held[i] = 1;
     if (v.kind == ir::ValueKind::kIntermediate) first[i] = last[i] = step_of[v.producer];
   }
+  HYRT_CHECK(residency.step_workspace.empty() ||
+                 residency.step_workspace.size() == static_cast<size_t>(steps),
+             kInvalidArgument, "memory plan: ", residency.step_workspace.size(),
+             " step workspaces for ", steps, " steps");
   HYRT_CHECK(residency.windows.empty() || residency.windows.size() == residency.copies.size(),
              kInvalidArgument, "memory plan: ", residency.windows.size(), " copy windows for ",
              residency.copies.size(), " copies");
@@ -240,7 +244,7 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
       new_root(out);
     }
 
-    // Place the storage roots.
+    // Place the storage roots, then the steps' workspaces (live during their step only).
     std::vector<ir::ValueId> roots;
     std::vector<BufferUse> uses;
     for (size_t v = 0; v < nv; ++v)
@@ -248,9 +252,19 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
         roots.push_back(static_cast<ir::ValueId>(v));
         uses.push_back(plan.storage_use[v]);
       }
+    std::vector<int32_t> workspace_steps;
+    for (int32_t s = 0; s < static_cast<int32_t>(residency.step_workspace.size()); ++s)
+      if (residency.step_workspace[s] > 0 && backend_of(order[s]) == b) {
+        workspace_steps.push_back(s);
+        uses.push_back({residency.step_workspace[s], s, s});
+        plan.naive_bytes += residency.step_workspace[s];
+      }
     const OffsetAssignment a = assign_offsets(uses, options.alignment);
     for (size_t i = 0; i < roots.size(); ++i)
       plan.offset[roots[i]] = a.offsets[i];
+    plan.workspace_offset.assign(static_cast<size_t>(steps), -1);
+    for (size_t i = 0; i < workspace_steps.size(); ++i)
+      plan.workspace_offset[workspace_steps[i]] = a.offsets[roots.size() + i];
     for (size_t v = 0; v < nv; ++v)
       if (plan.storage_of[v] != ir::kNone) plan.offset[v] = plan.offset[plan.storage_of[v]];
     plan.arena_bytes = a.arena_bytes;

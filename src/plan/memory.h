@@ -56,8 +56,10 @@ struct MemoryPlan {
   int64_t arena_bytes = 0;  // the planned peak
   int64_t lower_bound = 0;  // max over steps of live bytes
   int64_t naive_bytes = 0;  // every input/intermediate value in its own buffer
-  int in_place_nodes = 0;   // nodes that write over their input
-  int view_nodes = 0;       // reshapes that share their input's storage
+  // Per step: offset of the step's kernel workspace in this arena, -1 if none here.
+  std::vector<int64_t> workspace_offset;
+  int in_place_nodes = 0;  // nodes that write over their input
+  int view_nodes = 0;      // reshapes that share their input's storage
 };
 
 // `order` must list every node of `graph` once, each after the producers of its inputs.
@@ -85,6 +87,10 @@ struct Residency {
   // and the last step during which its source must stay intact (the copy may still be
   // reading it). Empty = copies made synchronously just before their before_step.
   std::span<const CopyWindow> windows;
+  // Per step (in `order`), bytes of scratch the step's kernel uses while it runs
+  // (backend::Kernel::workspace_bytes), on the step's backend; live during that step only.
+  // Empty = none.
+  std::span<const int64_t> step_workspace;
 };
 
 // One arena per backend for a placed graph. A value is held on its home backend (where

@@ -415,10 +415,15 @@ Placement place(const ir::Graph& graph, std::span<const ir::NodeId> order,
 
 std::string Placement::summary() const {
   const int nb = static_cast<int>(backend_names.size());
-  std::string out = str_cat("placement ", placement_mode_name(mode), ": estimated ",
-                            static_cast<int64_t>(std::llround(total_us())), " us per run (nodes ",
-                            static_cast<int64_t>(std::llround(node_us)), " + copies ",
-                            static_cast<int64_t>(std::llround(copy_us)), ")\n");
+  std::string out =
+      str_cat("placement ", placement_mode_name(mode), ": estimated ",
+              static_cast<int64_t>(std::llround(total_us())), " us per run (nodes ",
+              static_cast<int64_t>(std::llround(node_us)), " + copies ",
+              static_cast<int64_t>(std::llround(copy_us)), ")",
+              overlapped_us > 0 ? str_cat("; ordered for host/device overlap: estimated ",
+                                          static_cast<int64_t>(std::llround(overlapped_us)), " us")
+                                : std::string(),
+              "\n");
   char buf[64];
   std::snprintf(buf, sizeof buf, "  %-20s", "op");
   out += buf;

@@ -111,6 +111,9 @@ struct Placement {
   double node_us = 0;     // sum of the chosen backends' estimates
   double copy_us = 0;     // sum of the copy cost model over `copies`
   double total_us() const { return node_us + copy_us; }
+  // plan::overlap_schedule's estimate of a run in `order` with host and accelerator work
+  // overlapping (0: the order was not chosen for overlap).
+  double overlapped_us = 0;
   // Per backend: bytes of weights that must be resident there (each weight counted once
   // per backend that runs one of its consumers).
   std::vector<size_t> resident_weight_bytes;

@@ -196,6 +196,7 @@ Placement overlap_schedule(const ir::Graph& graph, const Placement& placement,
   p.mode = placement.mode;
   p.reason = placement.reason;
   p.fallback_nodes = placement.fallback_nodes;
+  p.overlapped_us = sim.makespan();
   return p;
 }
 

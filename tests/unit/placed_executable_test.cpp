@@ -42,11 +42,18 @@ class FakeDevice;
 // Runs `op` elementwise on f16 views (f32 math), or records itself while capturing.
 class FakeKernel final : public backend::Kernel {
  public:
-  FakeKernel(FakeDevice& dev, const Node& node) : dev_(dev), node_(node) {}
+  FakeKernel(FakeDevice& dev, const Node& node, int64_t out_elems)
+      : dev_(dev), node_(node), out_elems_(out_elems) {}
   void run(std::span<const TensorView> in, const TensorView& out) override;
-  void compute(std::vector<TensorView> in, TensorView out) const;
+  void compute(std::vector<TensorView> in, TensorView out, void* workspace) const;
+  // Results go through a planned workspace first (the output's f16 bytes), so a workspace
+  // that overlapped a live value, or was not bound, would show.
+  size_t workspace_bytes() const override;
+  void bind_workspace(void* workspace) override { workspace_ = workspace; }
 
  private:
+  void* workspace_ = nullptr;
+  int64_t out_elems_;
   FakeDevice& dev_;
   Node node_;
 };
@@ -101,10 +108,10 @@ class FakeDevice final : public backend::Backend {
   double estimate_us(const Graph&, const Node& n) const override {
     return n.op == OpKind::kReshape ? 0.0 : 1.0;
   }
-  std::unique_ptr<backend::Kernel> prepare(const Graph&, const Node& n,
+  std::unique_ptr<backend::Kernel> prepare(const Graph& g, const Node& n,
                                            const weights::WeightSource&,
                                            backend::ProgramCache&) override {
-    return std::make_unique<FakeKernel>(*this, n);
+    return std::make_unique<FakeKernel>(*this, n, g.value(n.output).shape.numel());
   }
   std::unique_ptr<backend::DeviceMemory> allocate(size_t bytes, std::string_view) override {
     return std::make_unique<HostBytes>(bytes);
@@ -181,17 +188,24 @@ void FakeFence::wait() {
   dev_.run_queue(ticket);
 }
 
-void FakeKernel::run(std::span<const TensorView> in, const TensorView& out) {
-  std::vector<TensorView> inputs(in.begin(), in.end());
-  if (dev_.capturing)
-    dev_.recorded.push_back([this, inputs, out] { compute(inputs, out); });
-  else if (dev_.lazy)
-    dev_.queue.push_back([this, inputs, out] { compute(inputs, out); });
-  else
-    compute(inputs, out);
+size_t FakeKernel::workspace_bytes() const {
+  return node_.op == OpKind::kReshape ? 0
+                                      : static_cast<size_t>(out_elems_ * 2 + (node_.id % 3) * 64);
 }
 
-void FakeKernel::compute(std::vector<TensorView> in, TensorView out) const {
+void FakeKernel::run(std::span<const TensorView> in, const TensorView& out) {
+  std::vector<TensorView> inputs(in.begin(), in.end());
+  void* ws = workspace_;
+  if (workspace_bytes() > 0) ASSERT_NE(ws, nullptr) << node_.name << ": no workspace bound";
+  if (dev_.capturing)
+    dev_.recorded.push_back([this, inputs, out, ws] { compute(inputs, out, ws); });
+  else if (dev_.lazy)
+    dev_.queue.push_back([this, inputs, out, ws] { compute(inputs, out, ws); });
+  else
+    compute(inputs, out, ws);
+}
+
+void FakeKernel::compute(std::vector<TensorView> in, TensorView out, void* workspace) const {
   if (node_.op == OpKind::kReshape) {
     ASSERT_EQ(in[0].data, out.data) << "a reshape must be a view";
     return;
@@ -217,7 +231,11 @@ void FakeKernel::compute(std::vector<TensorView> in, TensorView out) const {
         break;
     }
   }
-  convert_from_f32(y.data(), DType::kF16, out.data, n);
+  // Through the workspace: the f16 result, and poison in the rest of it.
+  ASSERT_LE(n * 2, workspace_bytes());
+  std::memset(workspace, 0xff, workspace_bytes());
+  convert_from_f32(y.data(), DType::kF16, workspace, n);
+  std::memcpy(out.data, workspace, n * 2);
 }
 
 // Chains of silu/scale/add/reshape (the fake device runs them) mixed with gelu and concat

@@ -502,6 +502,8 @@ TEST(OverlapSchedule, InterleavesIndependentChains) {
   const double after = plan::simulate_overlapped_us(g, o, bs);
   EXPECT_GT(before, 0.95 * serial.total_us()) << "one chain after the other: little overlaps";
   EXPECT_LT(after, 0.65 * before);
+  EXPECT_NEAR(o.overlapped_us, after, 1e-6 * after);
+  EXPECT_NE(o.summary().find("overlap"), std::string::npos);
   // The two chains alternate in the new order.
   int switches = 0;
   for (size_t s = 1; s < o.order.size(); ++s)
