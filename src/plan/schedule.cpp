@@ -129,13 +129,16 @@ double simulate_overlapped_us(const ir::Graph& graph, const Placement& placement
 Placement overlap_schedule(const ir::Graph& graph, const Placement& placement,
                            std::span<const backend::Backend* const> backends,
                            const CopyCostModel& copy) {
-  const std::vector<double> est = node_estimates(graph, placement, backends);
-  const int nb = static_cast<int>(backends.size());
-  const size_t num_nodes = graph.nodes().size();
+  HYRT_CHECK(placement.backend_of.size() == graph.nodes().size() &&
+                 placement.order.size() == graph.nodes().size(),
+             kInvalidArgument, "overlap schedule: the placement is for another graph");
   bool mixed = false;
   for (ir::NodeId id : placement.order)
     mixed = mixed || placement.backend_of[id] != placement.backend_of[placement.order[0]];
-  if (!mixed) return placement;
+  if (!mixed) return placement;  // before asking for estimates: a new shape pays nothing
+  const std::vector<double> est = node_estimates(graph, placement, backends);
+  const int nb = static_cast<int>(backends.size());
+  const size_t num_nodes = graph.nodes().size();
 
   // Dependencies (one count per input occurrence, so repeated inputs balance out) and the
   // longest estimated path from each node to the end, over the given (valid) order.

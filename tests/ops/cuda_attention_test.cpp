@@ -5,14 +5,18 @@
 // run (an unwritten element fails the comparison). Shapes: SD 1.5's (scaled down to 1024
 // tokens), cross attention over 77 keys, CLIP's causal 77 tokens, the tiny test model's small
 // heads, odd sizes, D != Dv, q/k/v as column views of one packed tensor, and head dims that
-// take the element-wise load path. Without a usable GPU these tests skip with the reason.
+// take the element-wise load path. Heads wider than 256 take the chunked cuBLAS path, also with
+// its workspace bound the executor's way (Kernel::bind_workspace). Without a usable GPU these
+// tests skip with the reason.
 #include <gtest/gtest.h>
 
 #ifdef HYRT_HAVE_CUDA
 
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -103,16 +107,22 @@ std::vector<float> reference(const Spec& s, const std::vector<float>& q,
   return out;
 }
 
-// Host <-> device on the context's stream, complete on return.
-void to_device(void* dst, const void* src, size_t bytes) {
-  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, gpu().ctx->stream()));
-  HYRT_CUDA_CHECK(cudaStreamSynchronize(gpu().ctx->stream()));
+// Host <-> device on a stream (by default the test context's), complete on return.
+void to_device(void* dst, const void* src, size_t bytes,
+               cudaStream_t stream = gpu().ctx->stream()) {
+  HYRT_CUDA_CHECK(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream));
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(stream));
 }
-std::vector<float> f16_from_device(const void* src, size_t n) {
-  std::vector<uint16_t> bits(n);
-  HYRT_CUDA_CHECK(
-      cudaMemcpyAsync(bits.data(), src, n * 2, cudaMemcpyDeviceToHost, gpu().ctx->stream()));
-  HYRT_CUDA_CHECK(cudaStreamSynchronize(gpu().ctx->stream()));
+std::vector<uint8_t> bytes_from_device(const void* src, size_t bytes,
+                                       cudaStream_t stream = gpu().ctx->stream()) {
+  std::vector<uint8_t> out(bytes);
+  HYRT_CUDA_CHECK(cudaMemcpyAsync(out.data(), src, bytes, cudaMemcpyDeviceToHost, stream));
+  HYRT_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return out;
+}
+std::vector<float> f16_from_device(const void* src, size_t n,
+                                   cudaStream_t stream = gpu().ctx->stream()) {
+  const std::vector<uint8_t> bits = bytes_from_device(src, n * 2, stream);
   std::vector<float> out(n);
   convert_to_f32(DType::kF16, bits.data(), out.data(), n);
   return out;
@@ -126,34 +136,63 @@ struct Inputs {
         v(static_cast<size_t>(s.batch * s.tk * s.heads * s.dv), s.seed + 2, 1.0f) {}
 };
 
+// A one-node attention graph for `s`: the graph says f32; the device holds f16 (cuda_backend.h).
+struct AttentionGraph {
+  ir::Graph g{DType::kF32};
+  ir::ValueId q = 0, k = 0, v = 0;
+  Shape out_shape;
+  explicit AttentionGraph(const Spec& s) : out_shape{s.batch, s.tq, s.heads * s.dv} {
+    q = g.add_input("q", DType::kF32, Shape{s.batch, s.tq, s.heads * s.d});
+    k = g.add_input("k", DType::kF32, Shape{s.batch, s.tk, s.heads * s.d});
+    v = g.add_input("v", DType::kF32, Shape{s.batch, s.tk, s.heads * s.dv});
+    g.mark_output(g.add_node(ir::OpKind::kAttention, {q, k, v},
+                             ir::AttentionAttrs{s.heads, s.scale, s.causal}, "attn"));
+    g.verify();
+  }
+  const ir::Node& node() const { return g.nodes().back(); }
+};
+
+// Dense f16 device copies of q, k, v and an output, on the stream of `ctx` (the context the
+// kernel was made on). run() poisons the output with NaN, runs the kernel, returns the output.
+class AttentionRun {
+ public:
+  AttentionRun(const AttentionGraph& ag, const Inputs& in, CudaContext& ctx)
+      : ag_(ag),
+        stream_(ctx.stream()),
+        dq_(in.q.bits.size() * 2, "q"),
+        dk_(in.k.bits.size() * 2, "k"),
+        dv_(in.v.bits.size() * 2, "v"),
+        dout_(static_cast<size_t>(ag.out_shape.numel()) * 2, "out") {
+    to_device(dq_.data(), in.q.bits.data(), dq_.size(), stream_);
+    to_device(dk_.data(), in.k.bits.data(), dk_.size(), stream_);
+    to_device(dv_.data(), in.v.bits.data(), dv_.size(), stream_);
+  }
+
+  std::vector<float> run(backend::Kernel& kernel) {
+    HYRT_CUDA_CHECK(cudaMemsetAsync(dout_.data(), 0xff, dout_.size(), stream_));  // NaN
+    const std::vector<TensorView> views{{dq_.data(), DType::kF16, ag_.g.value(ag_.q).shape},
+                                        {dk_.data(), DType::kF16, ag_.g.value(ag_.k).shape},
+                                        {dv_.data(), DType::kF16, ag_.g.value(ag_.v).shape}};
+    kernel.run(views, {dout_.data(), DType::kF16, ag_.out_shape});
+    return f16_from_device(dout_.data(), static_cast<size_t>(ag_.out_shape.numel()), stream_);
+  }
+
+ private:
+  const AttentionGraph& ag_;
+  cudaStream_t stream_;
+  DeviceBuffer dq_, dk_, dv_, dout_;
+};
+
 // Through the Kernel interface: a one-node graph, dense f16 device tensors.
 std::vector<float> run_kernel(const Spec& s, const Inputs& in) {
-  ir::Graph g(DType::kF32);  // the graph says f32; the device holds f16 (cuda_backend.h)
-  const ir::ValueId q = g.add_input("q", DType::kF32, Shape{s.batch, s.tq, s.heads * s.d});
-  const ir::ValueId k = g.add_input("k", DType::kF32, Shape{s.batch, s.tk, s.heads * s.d});
-  const ir::ValueId v = g.add_input("v", DType::kF32, Shape{s.batch, s.tk, s.heads * s.dv});
-  g.mark_output(g.add_node(ir::OpKind::kAttention, {q, k, v},
-                           ir::AttentionAttrs{s.heads, s.scale, s.causal}, "attn"));
-  g.verify();
-  const ir::Node& node = g.nodes().back();
-  EXPECT_TRUE(backend::cuda::supports_attention(g, node));
-  const double est = backend::cuda::estimate_attention_us(g, node);
+  const AttentionGraph ag(s);
+  EXPECT_TRUE(backend::cuda::supports_attention(ag.g, ag.node()));
+  const double est = backend::cuda::estimate_attention_us(ag.g, ag.node());
   EXPECT_TRUE(std::isfinite(est) && est > 0) << est;
   std::unique_ptr<backend::Kernel> kernel =
-      backend::cuda::make_attention_kernel(*gpu().ctx, g, node);
-
-  const Shape out_shape{s.batch, s.tq, s.heads * s.dv};
-  DeviceBuffer dq(in.q.bits.size() * 2, "q"), dk(in.k.bits.size() * 2, "k"),
-      dv(in.v.bits.size() * 2, "v"), dout(static_cast<size_t>(out_shape.numel()) * 2, "out");
-  to_device(dq.data(), in.q.bits.data(), dq.size());
-  to_device(dk.data(), in.k.bits.data(), dk.size());
-  to_device(dv.data(), in.v.bits.data(), dv.size());
-  HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));  // NaN
-  const std::vector<TensorView> views{{dq.data(), DType::kF16, g.value(q).shape},
-                                      {dk.data(), DType::kF16, g.value(k).shape},
-                                      {dv.data(), DType::kF16, g.value(v).shape}};
-  kernel->run(views, {dout.data(), DType::kF16, out_shape});
-  return f16_from_device(dout.data(), static_cast<size_t>(out_shape.numel()));
+      backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node());
+  AttentionRun run(ag, in, *gpu().ctx);
+  return run.run(*kernel);
 }
 
 // launch_flash_attention itself, optionally on column views of one packed qkv tensor.
@@ -313,6 +352,81 @@ TEST(CudaAttention, WideHeadsThroughChunks) {
   check({.batch = 1, .tq = 256, .tk = 256, .heads = 1, .d = 512, .dv = 512, .seed = 61});
   check({.batch = 2, .tq = 37, .tk = 53, .heads = 2, .d = 264, .dv = 272, .seed = 62});
   check({.batch = 1, .tq = 600, .tk = 16384, .heads = 1, .d = 264, .dv = 264, .seed = 63});
+}
+
+// The wide path's workspace (cuda_attention.h): one chunk's scores f16 [rows, Tk], rows =
+// 16 MiB / (Tk·2) clamped to 1..Tq, rounded up to 256 bytes, + 192 bytes of slack. Each case
+// runs on a context of its own, whose scratch is its cuBLAS workspace alone until an unbound
+// run grows it: making the kernel reserves nothing; bound at offset 64 and then 192 of
+// buffers poisoned with 0xff (64- but not 256-byte aligned; the second a rebinding, with the
+// first buffer re-poisoned and required to stay so), the result matches the reference, no byte
+// outside the workspace is written, some inside is, and the context's scratch does not grow;
+// unbound, the first run grows it. The fused path needs no workspace.
+TEST(CudaAttention, WideHeadsInABoundWorkspace) {
+  REQUIRE_GPU();
+  const Spec specs[] = {
+      // One chunk of 37 rows (3922 bytes of scores: not a whole number of 256-byte blocks).
+      {.batch = 2, .tq = 37, .tk = 53, .heads = 2, .d = 264, .dv = 272, .seed = 64},
+      // Two chunks: 512 rows of 16384 keys (16 MiB), then 88.
+      {.batch = 1, .tq = 600, .tk = 16384, .heads = 1, .d = 264, .dv = 264, .seed = 65},
+  };
+  constexpr size_t kGuard = 256;
+  const auto poisoned = [](uint8_t b) { return b == 0xff; };
+  for (const Spec& s : specs) {
+    SCOPED_TRACE(describe(s));
+    CudaContext ctx(gpu().ctx->device(), size_t{32} << 20);
+    const Inputs in(s);
+    const std::vector<float> want = reference(s, in.q.values, in.k.values, in.v.values, false);
+    const AttentionGraph ag(s);
+    std::unique_ptr<backend::Kernel> kernel =
+        backend::cuda::make_attention_kernel(ctx, ag.g, ag.node());
+    EXPECT_EQ(ctx.bytes_held(), ctx.workspace_bytes()) << "making the kernel reserved scratch";
+    const int64_t rows = std::clamp<int64_t>((int64_t{16} << 20) / (s.tk * 2), 1, s.tq);
+    const size_t ws = kernel->workspace_bytes();
+    EXPECT_EQ(ws, (static_cast<size_t>(rows * s.tk * 2) + 255) / 256 * 256 + 192);
+    AttentionRun run(ag, in, ctx);
+    std::vector<DeviceBuffer> buffers;
+    for (size_t offset : {size_t{64}, size_t{192}}) {
+      SCOPED_TRACE(str_cat("workspace of ", ws, " bytes at offset ", offset));
+      const size_t total = offset + ws + kGuard;
+      if (!buffers.empty())  // the previous workspace, which the kernel must no longer use
+        HYRT_CUDA_CHECK(
+            cudaMemsetAsync(buffers.back().data(), 0xff, buffers.back().size(), ctx.stream()));
+      buffers.emplace_back(total, "test workspace");
+      auto* base = buffers.back().as<uint8_t>();
+      HYRT_CUDA_CHECK(cudaMemsetAsync(base, 0xff, total, ctx.stream()));
+      kernel->bind_workspace(base + offset);
+      const double err = rel(run.run(*kernel), want);
+      EXPECT_LE(err, kTolerance);
+      EXPECT_EQ(ctx.bytes_held(), ctx.workspace_bytes())
+          << "a run with a bound workspace grew the context's scratch";
+      const std::vector<uint8_t> bytes = bytes_from_device(base, total, ctx.stream());
+      EXPECT_TRUE(std::all_of(bytes.begin(), bytes.begin() + offset, poisoned))
+          << "written before the workspace";
+      EXPECT_TRUE(std::all_of(bytes.begin() + offset + ws, bytes.end(), poisoned))
+          << "written after the workspace";
+      EXPECT_FALSE(std::all_of(bytes.begin() + offset, bytes.begin() + offset + ws, poisoned))
+          << "the workspace was not used";
+      if (buffers.size() > 1) {
+        const DeviceBuffer& old = buffers[buffers.size() - 2];
+        const std::vector<uint8_t> prev = bytes_from_device(old.data(), old.size(), ctx.stream());
+        EXPECT_TRUE(std::all_of(prev.begin(), prev.end(), poisoned))
+            << "the workspace bound before was written after rebinding";
+      }
+      std::printf("[ cuda     ] attention %s, bound workspace at +%zu: rel L2 %.2e\n",
+                  describe(s).c_str(), offset, err);
+    }
+    // Unbound (tests, benchmarks): the first run grows the context's slot.
+    kernel->bind_workspace(nullptr);
+    EXPECT_LE(rel(run.run(*kernel), want), kTolerance);
+    EXPECT_GT(ctx.bytes_held(), ctx.workspace_bytes());
+  }
+
+  const AttentionGraph fused(
+      {.batch = 1, .tq = 64, .tk = 64, .heads = 2, .d = 256, .dv = 256, .seed = 66});
+  EXPECT_EQ(
+      backend::cuda::make_attention_kernel(*gpu().ctx, fused.g, fused.node())->workspace_bytes(),
+      0u);
 }
 
 TEST(CudaAttention, PackedQkvViews) {  // q, k, v as column views of one tensor, ld = H·(2D+Dv)

@@ -9,8 +9,12 @@
 // with the reason; the key and support checks run everywhere the CUDA toolkit was found.
 // Row chunks (cuda_gemm.h, gemm_chunking): under a small staging budget the same checks hold
 // with M in several chunks and a shorter last one (chunks crossing image boundaries), W8A8 in
-// chunks equals W8A8 in one piece bit for bit, and a large conv's scratch stays within the
+// chunks equals W8A8 in one piece bit for bit, and a large conv's workspace stays within the
 // default budget.
+// Workspace (Kernel::workspace_bytes/bind_workspace): preparing reserves no scratch; each
+// candidate, chunked or not, stages in a bound workspace of the documented size (cuda_gemm.h)
+// at 64-byte (not 256-byte) aligned addresses, rebinding works, and a bound run grows no
+// scratch of the context; an unbound run then grows the context's slots instead.
 #include <gtest/gtest.h>
 
 #ifdef HYRT_HAVE_CUDA
@@ -47,6 +51,7 @@ using backend::cuda::CudaGemmKernel;
 using backend::cuda::DeviceBuffer;
 using backend::cuda::GemmCandidate;
 using backend::cuda::GemmChunking;
+using backend::cuda::GemmPolicy;
 
 struct ConvSpec {
   int64_t batch = 2, height = 8, width = 8, cin = 8, cout = 8;
@@ -191,21 +196,22 @@ struct ConvCase {
   }
 };
 
-// Device copies of a case's input and output; runs a candidate on the context's stream.
+// Device copies of a case's input and output; runs a candidate on the stream of `ctx`, the
+// context the kernel was made on.
 class DeviceRun {
  public:
-  explicit DeviceRun(const ConvCase& c)
+  explicit DeviceRun(const ConvCase& c, CudaContext& ctx = *gpu().ctx)
       : c_(c),
+        ctx_(ctx),
         x_(c.x16.size() * 2, "test x"),
         y_(static_cast<size_t>(c.out_elems()) * 2, "test y") {
-    CudaContext& ctx = *gpu().ctx;
     HYRT_CUDA_CHECK(
         cudaMemcpyAsync(x_.data(), c.x16.data(), x_.size(), cudaMemcpyHostToDevice, ctx.stream()));
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
   }
 
   std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
-    CudaContext& ctx = *gpu().ctx;
+    CudaContext& ctx = ctx_;
     HYRT_CUDA_CHECK(cudaMemsetAsync(y_.data(), 0xff, y_.size(), ctx.stream()));  // NaN
     const ConvCase& c = c_;
     std::vector<TensorView> ins{
@@ -228,13 +234,40 @@ class DeviceRun {
 
  private:
   const ConvCase& c_;
+  CudaContext& ctx_;
   DeviceBuffer x_, y_;
 };
 
-std::unique_ptr<CudaGemmKernel> make(const ConvCase& c, backend::ProgramCache& cache) {
+// Device memory of a context for check_bound_workspace (cuda_gemm_check.h), on its stream.
+class ContextMemory {
+ public:
+  explicit ContextMemory(CudaContext& ctx) : ctx_(ctx) {}
+  void* allocate(size_t bytes) {
+    held_.emplace_back(bytes, "test workspace");
+    return held_.back().data();
+  }
+  void fill(void* p, int value, size_t bytes) {
+    HYRT_CUDA_CHECK(cudaMemsetAsync(p, value, bytes, ctx_.stream()));
+  }
+  std::vector<uint8_t> download(const void* p, size_t bytes) {
+    std::vector<uint8_t> out(bytes);
+    HYRT_CUDA_CHECK(cudaMemcpyAsync(out.data(), p, bytes, cudaMemcpyDeviceToHost, ctx_.stream()));
+    HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
+    return out;
+  }
+  size_t held() const { return ctx_.bytes_held(); }
+
+ private:
+  CudaContext& ctx_;
+  std::vector<DeviceBuffer> held_;
+};
+
+// `options` must outlive the kernel (it keeps a reference).
+std::unique_ptr<CudaGemmKernel> make(
+    const ConvCase& c, backend::ProgramCache& cache, CudaContext& ctx = *gpu().ctx,
+    const backend::cuda::CudaBackendOptions& options = kConvOptions) {
   EXPECT_TRUE(backend::cuda::supports_conv2d(c.graph, c.node()));
-  return backend::cuda::make_conv2d_kernel(*gpu().ctx, kConvOptions, c.graph, c.node(), c.weights,
-                                           cache);
+  return backend::cuda::make_conv2d_kernel(ctx, options, c.graph, c.node(), c.weights, cache);
 }
 
 void check_conv(const ConvSpec& spec) {
@@ -448,20 +481,21 @@ TEST(CudaConv, RowChunksPointwiseW8A8) {
                        1, 4);
 }
 
-// The scratch a large conv leaves held (scratch_bytes: staging + the cuBLASLt workspace) is
-// bounded by the default staging budget, not by M: a 960-channel 3x3 conv at a 64x64 latent,
-// batch 2 (M = 8192, K = 8640, N = 320), prepared for each candidate on a backend of its own.
-// Untimed: preparing needs shapes and weights only; nothing runs.
+// The workspace a large conv asks for (Kernel::workspace_bytes: its chosen candidate's staging
+// of one chunk) is bounded by the default staging budget, not by M: a 960-channel 3x3 conv at a
+// 64x64 latent, batch 2 (M = 8192, K = 8640, N = 320), prepared for each candidate on a backend
+// of its own. Preparing reserves nothing: the backend's scratch is its cuBLASLt workspace
+// alone. Untimed: preparing needs shapes and weights only; nothing runs.
 TEST(CudaConv, LargeConvScratchStaysWithinBudget) {
   REQUIRE_GPU();
-  using backend::cuda::GemmPolicy;
   ASSERT_EQ(backend::cuda::gemm_staging_budget(), backend::cuda::kGemmStagingBudget);
   const ConvCase c({.height = 64, .width = 64, .cin = 960, .cout = 320, .seed = 71});
   const backend::GemmKey key = backend::cuda::conv2d_gemm_key(c.graph, c.node());
   ASSERT_EQ(key.m, 8192);
   ASSERT_EQ(key.k, 8640);
-  const size_t workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
+  const size_t lt_workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
   const size_t weight_f16 = static_cast<size_t>(key.n * key.k * 2);  // kWeightF16
+  const size_t slack = backend::cuda::kWorkspaceSlack;               // 192
   for (GemmPolicy policy : {GemmPolicy::kF16, GemmPolicy::kW8A8}) {
     const GemmCandidate cand =
         policy == GemmPolicy::kF16 ? GemmCandidate::kF16 : GemmCandidate::kW8A8;
@@ -472,22 +506,102 @@ TEST(CudaConv, LargeConvScratchStaysWithinBudget) {
     ASSERT_TRUE(b->supports(c.graph, c.node()));
     std::unique_ptr<backend::Kernel> k = b->prepare(c.graph, c.node(), c.weights, cache);
     ASSERT_NE(k, nullptr);
-    const size_t held = b->scratch_bytes();
+    EXPECT_EQ(b->scratch_bytes(), lt_workspace) << "preparing reserved scratch";
+    const size_t ws = k->workspace_bytes();
     const size_t per_row = backend::cuda::gemm_staging_bytes_per_row(key, cand);
     const size_t whole = static_cast<size_t>(key.m) * per_row;  // M rows staged at once
     const size_t weights = cand == GemmCandidate::kF16 ? weight_f16 : 0;
-    EXPECT_LE(held, backend::cuda::kGemmStagingBudget + workspace + weights);
-    EXPECT_LT(held, whole + workspace + weights);
+    EXPECT_LE(ws, backend::cuda::kGemmStagingBudget + weights + slack);
+    EXPECT_LT(ws, whole + weights);
     const GemmChunking ch = chunks_of(c, cand);
     EXPECT_GT(ch.count, 1);
-    EXPECT_EQ(held, ch.staging_bytes + workspace + weights);
+    // Rows per chunk are a multiple of 64 and K, N multiples of 4 here, so every buffer is a
+    // whole number of 256-byte blocks: no rounding between them, only the slack.
+    EXPECT_EQ(ws, ch.staging_bytes + weights + slack);
+    EXPECT_EQ(ws, documented_workspace_bytes(key, cand, ch));
     std::printf(
-        "[ cuda     ] %s: scratch %.1f MiB held (%lld chunks of %lld rows) vs %.1f MiB in one "
+        "[ cuda     ] %s: workspace %.1f MiB (%lld chunks of %lld rows) vs %.1f MiB in one "
         "piece\n",
-        backend::cuda::candidate_name(cand), static_cast<double>(held) / (1 << 20),
+        backend::cuda::candidate_name(cand), static_cast<double>(ws) / (1 << 20),
         static_cast<long long>(ch.count), static_cast<long long>(ch.rows),
-        static_cast<double>(whole + workspace + weights) / (1 << 20));
+        static_cast<double>(whole + weights) / (1 << 20));
   }
+}
+
+// --- a bound workspace (Kernel::bind_workspace) ---
+
+// The conv of `spec` prepared with candidate `cand` forced (under staging budget `budget` when
+// given: row chunks) on a context of its own, so that its scratch is exactly the cuBLASLt
+// workspace until a run without a workspace grows it: preparing must reserve nothing,
+// workspace_bytes() must be the documented layout's, check_bound_workspace must hold, and
+// then an unbound run falls back to (and grows) the context's slots with the same result.
+void check_conv_workspace(const ConvSpec& spec, GemmCandidate cand,
+                          std::optional<size_t> budget = {}) {
+  SCOPED_TRACE(describe(spec) + " " + backend::cuda::candidate_name(cand) +
+               (budget ? str_cat(" budget ", *budget) : std::string()));
+  const ConvCase c(spec);
+  const backend::GemmKey key = backend::cuda::conv2d_gemm_key(c.graph, c.node());
+  CudaContext ctx(gpu().ctx->device(), backend::cuda::CudaBackendOptions{}.workspace_bytes);
+  backend::cuda::CudaBackendOptions options = kConvOptions;
+  options.gemm = cand == GemmCandidate::kF16 ? GemmPolicy::kF16 : GemmPolicy::kW8A8;
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> kernel;
+  GemmChunking ch;
+  {
+    std::optional<ScopedGemmStagingBudget> scoped;
+    if (budget) scoped.emplace(*budget);
+    kernel = make(c, cache, ctx, options);  // tuned: both candidates run at prepare
+    ch = chunks_of(c, cand);
+  }
+  ASSERT_NE(kernel, nullptr);
+  ASSERT_EQ(kernel->candidate(), cand);
+  if (budget) {
+    EXPECT_TRUE(ch.chunked());
+    EXPECT_LT(ch.tail_rows, ch.rows);
+  }
+  EXPECT_EQ(ctx.bytes_held(), ctx.workspace_bytes()) << "preparing reserved scratch";
+  EXPECT_EQ(kernel->workspace_bytes(), documented_workspace_bytes(key, cand, ch));
+
+  DeviceRun run(c, ctx);
+  ContextMemory mem(ctx);
+  check_bound_workspace(*kernel, run, c, mem);
+  EXPECT_EQ(ctx.bytes_held(), ctx.workspace_bytes());
+
+  // Unbound (tests, benchmarks): the first run grows the context's slots.
+  EXPECT_LE(rel(run.run(*kernel), c.reference()),
+            cand == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  EXPECT_GT(ctx.bytes_held(), ctx.workspace_bytes());
+}
+
+// 3x3, M = 512 in one chunk: f16 stages the widened weights and the im2col matrix, W8A8 its
+// three buffers.
+TEST(CudaConv, BoundWorkspace3x3) {
+  REQUIRE_GPU();
+  const ConvSpec spec{.height = 16, .width = 16, .cin = 64, .cout = 96, .seed = 81};
+  check_conv_workspace(spec, GemmCandidate::kF16);
+  check_conv_workspace(spec, GemmCandidate::kW8A8);
+}
+
+// Buffers that are not whole 256-byte blocks (M = 63, K = 27 -> K4 = 28, N = 13 -> N4 = 16):
+// every offset after the first is rounded up. f32-stored weights: f16 stages the im2col
+// matrix alone.
+TEST(CudaConv, BoundWorkspaceOddSizes) {
+  REQUIRE_GPU();
+  const ConvSpec spec{.batch = 1, .height = 7, .width = 9, .cin = 3, .cout = 13, .seed = 82};
+  check_conv_workspace(spec, GemmCandidate::kF16);
+  check_conv_workspace(spec, GemmCandidate::kW8A8);
+  check_conv_workspace(
+      {.height = 9, .width = 7, .cin = 8, .cout = 16, .weight = DType::kF32, .seed = 83},
+      GemmCandidate::kF16);
+}
+
+// Row chunks: 15x15x32 -> 48, B = 2, M = 450 = 7 x 64 + 2 under a 1-byte budget; every chunk
+// reuses the one chunk's buffers in the workspace.
+TEST(CudaConv, BoundWorkspaceInRowChunks) {
+  REQUIRE_GPU();
+  const ConvSpec spec{.height = 15, .width = 15, .cin = 32, .cout = 48, .seed = 84};
+  check_conv_workspace(spec, GemmCandidate::kF16, 1);
+  check_conv_workspace(spec, GemmCandidate::kW8A8, 1);
 }
 
 // --- host-only: keys and support (no GPU needed) ---

@@ -6,12 +6,18 @@
 //          must miss by 10x that, so the comparison can fail;
 //   W8A8 — ≤ 2e-2 against the reference (per-row activation quantization), and ≤ 2e-3
 //          against a reference that quantizes by the kernel's own rule.
-// Also ScopedGemmStagingBudget, which makes small GEMMs run in row chunks.
+// Also ScopedGemmStagingBudget, which makes small GEMMs run in row chunks, and
+// check_bound_workspace: the kernel's chosen candidate staging in a workspace bound the
+// executor's way (Kernel::bind_workspace) — right results, nothing written outside the
+// workspace, the backend's own scratch not grown.
 #pragma once
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
@@ -75,6 +81,88 @@ void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
   EXPECT_EQ(kernel.candidate(), t.chosen);
   EXPECT_LE(rel(run.run(kernel), ref),
             t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+}
+
+// Kernel::workspace_bytes() of a GEMM kernel whose chosen candidate is `c`, from the layout
+// cuda_gemm.h documents ("Staging"), worked out independently of the kernel: the buffers of
+// one chunk of `ch.rows` rows, each rounded up to 256 bytes, plus 192 bytes of slack for
+// aligning a 64-byte-aligned workspace up to 256; 0 when nothing is staged.
+inline size_t documented_workspace_bytes(const backend::GemmKey& key,
+                                         backend::cuda::GemmCandidate c,
+                                         const backend::cuda::GemmChunking& ch) {
+  const auto a256 = [](int64_t bytes) { return (static_cast<size_t>(bytes) + 255) / 256 * 256; };
+  const int64_t rows = ch.rows, k4 = (key.k + 3) / 4 * 4, n4 = (key.n + 3) / 4 * 4;
+  const bool s8 = key.w_type == DType::kS8;
+  size_t n = 0;
+  if (c == backend::cuda::GemmCandidate::kF16) {
+    if (s8) n += a256(key.n * key.k * 2);                                           // kWeightF16
+    if (key.a_type == DType::kF32) n += a256(rows * key.k * 2);                     // kActF16
+    if (key.epilogue & backend::cuda::kIm2colOperand) n += a256(rows * key.k * 2);  // kIm2col
+  } else if (s8) {
+    n += a256(rows * k4) + a256(rows * 4) + a256(rows * n4 * 4);  // kActS8, kRowScales, kAccS32
+  }
+  return n ? n + 192 : 0;
+}
+
+// Runs `kernel`'s chosen candidate through Kernel::run with a workspace bound as the executor
+// binds one, twice, in two different buffers (rebinding): each buffer is
+// [guard | workspace_bytes() | 256-byte guard] with the workspace at offset 64 and then 192 —
+// 64-byte aligned but not 256 (the kernel must align up within its slack) — and the whole
+// buffer poisoned with 0xff first (NaN in every staging buffer: the kernel must write before
+// it reads). Each run must match the same references as check_gemm_candidates, leave both
+// guards untouched, write into the workspace (it stages there, not elsewhere) and leave
+// `mem.held()` (the context's scratch bytes) as it was; the second must leave the first
+// buffer (poisoned again before it) alone. Unbinds on return.
+// Memory (on the kernel's stream, or synchronising): void* allocate(size_t) — 256-byte
+// aligned, alive while `mem` is; void fill(void*, int value, size_t);
+// std::vector<uint8_t> download(const void*, size_t); size_t held().
+template <class Case, class Run, class Memory>
+void check_bound_workspace(backend::cuda::CudaGemmKernel& kernel, Run& run, const Case& c,
+                           Memory& mem) {
+  using backend::cuda::GemmCandidate;
+  const bool f16 = kernel.candidate() == GemmCandidate::kF16;
+  SCOPED_TRACE(str_cat(backend::cuda::candidate_name(kernel.candidate()), " candidate, ",
+                       kernel.tuning().to_string()));
+  const size_t ws = kernel.workspace_bytes();
+  ASSERT_GT(ws, 0u);
+  const std::vector<float> ref = c.reference();
+  const std::optional<std::vector<float>> ref_w8a8 =
+      f16 ? std::nullopt : std::optional(c.reference_w8a8());
+  const size_t held = mem.held();
+  constexpr size_t kGuard = 256;
+  const auto poisoned = [](uint8_t b) { return b == 0xff; };
+  uint8_t* previous = nullptr;  // the buffer bound before, and its size
+  size_t previous_total = 0;
+  for (size_t offset : {size_t{64}, size_t{192}}) {
+    SCOPED_TRACE(str_cat("workspace of ", ws, " bytes at offset ", offset));
+    const size_t total = offset + ws + kGuard;
+    auto* base = static_cast<uint8_t*>(mem.allocate(total));
+    ASSERT_EQ(reinterpret_cast<uintptr_t>(base) % 256, 0u);
+    if (previous) mem.fill(previous, 0xff, previous_total);
+    mem.fill(base, 0xff, total);
+    kernel.bind_workspace(base + offset);
+    const std::vector<float> y = run.run(kernel);
+    EXPECT_LE(rel(y, ref), f16 ? kF16Tolerance : kW8A8Tolerance);
+    if (ref_w8a8) {
+      EXPECT_LE(rel(y, *ref_w8a8), kW8A8ExactTolerance) << "vs its own quantization rule";
+    }
+    EXPECT_EQ(mem.held(), held) << "a run with a bound workspace grew the context's scratch";
+    const std::vector<uint8_t> bytes = mem.download(base, total);
+    EXPECT_TRUE(std::all_of(bytes.begin(), bytes.begin() + offset, poisoned))
+        << "written before the workspace";
+    EXPECT_TRUE(std::all_of(bytes.begin() + offset + ws, bytes.end(), poisoned))
+        << "written after the workspace";
+    EXPECT_FALSE(std::all_of(bytes.begin() + offset, bytes.begin() + offset + ws, poisoned))
+        << "the workspace was not used";
+    if (previous) {
+      const std::vector<uint8_t> old = mem.download(previous, previous_total);
+      EXPECT_TRUE(std::all_of(old.begin(), old.end(), poisoned))
+          << "the workspace bound before was written after rebinding";
+    }
+    previous = base;
+    previous_total = total;
+  }
+  kernel.bind_workspace(nullptr);
 }
 
 }  // namespace hyrt::test

@@ -9,6 +9,11 @@
 // Row chunks (cuda_gemm.h, gemm_chunking): with a small staging budget the same checks hold
 // for programs that run M in several chunks and a shorter last one, and W8A8 in chunks equals
 // W8A8 in one piece bit for bit (integer GEMM, per-row quantization and epilogue).
+// Workspace (Kernel::workspace_bytes/bind_workspace): preparing reserves no scratch; the chosen
+// candidate (f16 or W8A8, on f16 or f32 activations, whole or in row chunks) stages in a bound
+// workspace of the documented size (cuda_gemm.h) at 64-byte (not 256-byte) aligned addresses,
+// rebinding works, and a bound run grows none of the backend's scratch; an unbound run then
+// grows it. StagingLayout's arithmetic is checked on the host.
 // Without a usable GPU these tests skip with the reason; the factory's error for a missing
 // device is itself tested wherever there is none.
 #include <gtest/gtest.h>
@@ -17,8 +22,11 @@
 
 #include <unistd.h>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,6 +47,7 @@ using backend::cuda::CudaBackend;
 using backend::cuda::CudaGemmKernel;
 using backend::cuda::GemmCandidate;
 using backend::cuda::GemmChunking;
+using backend::cuda::GemmPolicy;
 
 struct Gpu {
   std::unique_ptr<CudaBackend> backend;
@@ -494,7 +503,155 @@ TEST(CudaGemm, MissingScaleIsAnInvalidModel) {
   }
 }
 
-// --- host-only: the chunking rule and the roofline (no GPU needed) ---
+// --- a bound workspace (Kernel::bind_workspace) ---
+
+// A backend's device memory for check_bound_workspace (cuda_gemm_check.h).
+class BackendMemory {
+ public:
+  explicit BackendMemory(CudaBackend& b) : b_(b) {}
+  void* allocate(size_t bytes) {
+    held_.push_back(b_.allocate(bytes, "test workspace"));
+    return held_.back()->data();
+  }
+  void fill(void* p, int value, size_t bytes) { b_.fill_bytes(p, value, bytes); }
+  std::vector<uint8_t> download(const void* p, size_t bytes) {
+    std::vector<uint8_t> out(bytes);
+    b_.copy_to_host(out.data(), p, bytes);
+    return out;
+  }
+  size_t held() const { return b_.scratch_bytes(); }
+
+ private:
+  CudaBackend& b_;
+  std::vector<std::unique_ptr<backend::DeviceMemory>> held_;
+};
+
+// The linear of `spec` prepared with candidate `cand` forced (under staging budget `budget`
+// when given: row chunks) on a backend of its own, so that its scratch_bytes() is exactly the
+// cuBLASLt workspace until a run without a workspace grows it: preparing (tuning included)
+// must reserve nothing, workspace_bytes() must be the documented layout's,
+// check_bound_workspace must hold, and then an unbound run falls back to (and grows) the
+// backend's scratch with the same result.
+void check_linear_workspace(const LinearSpec& spec, GemmCandidate cand,
+                            std::optional<size_t> budget = {}) {
+  SCOPED_TRACE(describe(spec) + " " + backend::cuda::candidate_name(cand) +
+               (budget ? str_cat(" budget ", *budget) : std::string()));
+  const LinearCase c(spec);
+  std::unique_ptr<CudaBackend> b = backend::cuda::make_cuda_backend(
+      {.gemm = cand == GemmCandidate::kF16 ? GemmPolicy::kF16 : GemmPolicy::kW8A8,
+       .tune_algos = 2,
+       .tune_reps = 3,
+       .autotune = true});
+  const size_t lt_workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> kernel;
+  GemmChunking ch;
+  {
+    std::optional<ScopedGemmStagingBudget> scoped;
+    if (budget) scoped.emplace(*budget);
+    kernel = prepare(*b, c, cache);
+    ch = chunks_of(spec, cand);
+  }
+  ASSERT_NE(kernel, nullptr);
+  ASSERT_EQ(kernel->candidate(), cand);
+  if (budget) {
+    EXPECT_TRUE(ch.chunked());
+  }
+  EXPECT_EQ(b->scratch_bytes(), lt_workspace) << "preparing reserved scratch";
+  EXPECT_EQ(
+      kernel->workspace_bytes(),
+      documented_workspace_bytes(backend::cuda::linear_gemm_key(c.graph, c.node()), cand, ch));
+
+  DeviceRun run(*b, c);
+  BackendMemory mem(*b);
+  check_bound_workspace(*kernel, run, c, mem);
+  EXPECT_EQ(b->scratch_bytes(), lt_workspace);
+
+  // Unbound (tests, benchmarks): the first run grows the backend's scratch.
+  EXPECT_LE(rel(run.run(*kernel), c.reference()),
+            cand == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
+  EXPECT_GT(b->scratch_bytes(), lt_workspace);
+}
+
+// f16 activations, 8-bit S weights: f16 stages the widened weights, W8A8 its three buffers
+// (77 rows: not whole 256-byte blocks, so offsets are rounded up). f32 activations (a rank-1
+// input keeps f32 on the device): f16 also stages them converted.
+TEST(CudaGemm, BoundWorkspace) {
+  REQUIRE_GPU();
+  const LinearSpec f16_act{.x_shape = Shape{77, 320}, .n = 768, .seed = 71};
+  check_linear_workspace(f16_act, GemmCandidate::kF16);
+  check_linear_workspace(f16_act, GemmCandidate::kW8A8);
+  const LinearSpec f32_act{.x_shape = Shape{320}, .n = 640, .act = DType::kF32, .seed = 72};
+  check_linear_workspace(f32_act, GemmCandidate::kF16);
+  check_linear_workspace(f32_act, GemmCandidate::kW8A8);
+}
+
+// W8A8 in row chunks (every chunk reuses the one chunk's buffers in the workspace): M = 1000
+// in 3 x 256 rows + 232, and rank 3, M = 666 in 10 x 64 rows + 26 (K = 77, N = 9 padded).
+TEST(CudaGemm, BoundWorkspaceInRowChunks) {
+  REQUIRE_GPU();
+  const LinearSpec spec{.x_shape = Shape{1000, 320}, .n = 768, .seed = 73};
+  check_linear_workspace(spec, GemmCandidate::kW8A8, w8a8_staging_bytes(spec, 256));
+  check_linear_workspace({.x_shape = Shape{2, 333, 77}, .n = 9, .bias = false, .seed = 74},
+                         GemmCandidate::kW8A8, 1);
+}
+
+// f16 on f16 activations with float weights stages nothing: no workspace; binding one (or
+// none) changes nothing.
+TEST(CudaGemm, NothingStagedNoWorkspace) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  const LinearCase c({.x_shape = Shape{7, 40}, .n = 24, .weight = DType::kF16, .seed = 75});
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> kernel = prepare(b, c, cache);
+  ASSERT_NE(kernel, nullptr);
+  EXPECT_EQ(kernel->workspace_bytes(), 0u);
+  DeviceRun run(b, c);
+  kernel->bind_workspace(nullptr);
+  EXPECT_LE(rel(run.run(*kernel), c.reference()), kF16Tolerance);
+}
+
+// --- host-only: the chunking rule, the roofline, the staging layout (no GPU needed) ---
+
+// StagingLayout (cuda_context.h) lays its buffers out in Scratch order, each at a 256-byte
+// aligned address inside [workspace, workspace + workspace_bytes()) whatever 64-byte aligned
+// address the workspace starts at. Only addresses are computed: host memory stands in.
+TEST(CudaStagingLayout, CarvesAlignedBuffersWithinTheWorkspace) {
+  using backend::cuda::Scratch;
+  using backend::cuda::Staging;
+  using backend::cuda::StagingLayout;
+  StagingLayout none;
+  EXPECT_TRUE(none.empty());
+  EXPECT_EQ(none.workspace_bytes(), 0u);
+
+  StagingLayout l;
+  l.add(Scratch::kAccS32, 1000);
+  l.add(Scratch::kActS8, 300);
+  l.add(Scratch::kRowScales, 4);
+  EXPECT_FALSE(l.empty());
+  EXPECT_EQ(l.bytes(Scratch::kActS8), 300u);
+  const size_t ws = l.workspace_bytes();
+  EXPECT_EQ(ws, 512u + 256u + 1024u + 192u);
+  alignas(256) static uint8_t arena[4096];
+  for (size_t offset : {0, 64, 128, 192, 256}) {
+    SCOPED_TRACE(offset);
+    uint8_t* w = arena + offset;
+    const Staging st = l.carve(w);
+    const auto* q = static_cast<uint8_t*>(st[Scratch::kActS8]);
+    const auto* scales = static_cast<uint8_t*>(st[Scratch::kRowScales]);
+    const auto* acc = static_cast<uint8_t*>(st[Scratch::kAccS32]);
+    for (const uint8_t* p : {q, scales, acc})
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 256, 0u);
+    EXPECT_GE(q, w);
+    EXPECT_LT(q, w + 256);  // the base aligned up: never beyond the slack
+    EXPECT_EQ(scales, q + 512);
+    EXPECT_EQ(acc, scales + 256);
+    EXPECT_LE(acc + 1000, w + ws);
+    EXPECT_EQ(st[Scratch::kWeightF16], nullptr);
+    EXPECT_EQ(st[Scratch::kIm2col], nullptr);
+  }
+  EXPECT_THROW(l.carve(arena + 32), Error);  // not 64-byte aligned
+}
 
 backend::GemmKey gemm_key(int64_t m, int64_t n, int64_t k, bool im2col) {
   backend::GemmKey key;

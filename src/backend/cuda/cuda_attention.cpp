@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 #include <string>
 
 #include "backend/cuda/attention_kernels.h"
@@ -74,8 +75,18 @@ class AttentionKernel final : public Kernel {
                ")");
     if (s_.wide) {
       chunk_rows_ = std::clamp<int64_t>(kWideScoreBytes / (s_.tk * 2), 1, s_.tq);
-      ctx_.reserve(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
+      // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
+      layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
     }
+  }
+
+  // Wide heads: one chunk's scores (cuda_attention.h); the fused kernel needs none.
+  size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
+
+  // Null unbinds (runs fall back to the context's slot again).
+  void bind_workspace(void* workspace) override {
+    bound_.reset();
+    if (workspace && !layout_.empty()) bound_ = layout_.carve(workspace);
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
@@ -115,7 +126,8 @@ class AttentionKernel final : public Kernel {
   // f16 operands, f32 accumulation, as the fused kernel.
   void run_wide(std::span<const TensorView> inputs, const TensorView& output, int64_t qk_width,
                 int64_t v_width) {
-    void* scores = ctx_.scratch(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
+    // The bound workspace, else the context's shared slot, grown by the first such run.
+    void* scores = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kAttnScores];
     const auto* q = inputs[0].as<const uint16_t>();
     const auto* k = inputs[1].as<const uint16_t>();
     const auto* v = inputs[2].as<const uint16_t>();
@@ -147,7 +159,9 @@ class AttentionKernel final : public Kernel {
   CudaContext& ctx_;
   std::string name_;
   AttentionShape s_;
-  int64_t chunk_rows_ = 0;  // wide heads: query rows per chunk
+  int64_t chunk_rows_ = 0;        // wide heads: query rows per chunk
+  StagingLayout layout_;          // wide heads: the scores of one chunk; else empty
+  std::optional<Staging> bound_;  // the scores in the bound workspace, if one is bound
 };
 
 }  // namespace

@@ -8,8 +8,17 @@
 // matrix is ever written. Head dims 1..256 (any Tq, Tk >= 1); D and Dv multiples of 8 take
 // the fast path (cp.async tile loads), others run the same kernel with element-wise loads.
 //
-// The kernel holds no device memory and no scratch: run() only enqueues one launch on the
-// context's stream (never synchronises, never allocates: capturable into a CUDA graph).
+// The fused kernel holds no device memory and no scratch: run() only enqueues one launch on the
+// context's stream (never synchronises, never allocates: capturable into a CUDA graph), and
+// workspace_bytes() is 0.
+// Heads wider than the fused kernel's (> kFlashAttentionMaxHeadDim, up to 4096, non-causal,
+// multiples of 8) run per (batch, head) in chunks of query rows through two cuBLAS GEMMs and
+// the softmax kernel, staging one chunk's probabilities f16 [rows, Tk] (rows = 16 MiB / (Tk·2)
+// clamped to 1..Tq). That buffer is the kernel's workspace (Kernel::workspace_bytes: its bytes
+// rounded up to 256, + 192 bytes of slack for aligning the bound pointer up to 256; layout as
+// cuda_context.h, StagingLayout): with one bound, run() stages there and allocates nothing;
+// without one (tests, benchmarks), the first run grows the context's shared kAttnScores slot
+// (allocates and synchronises), later runs reuse it.
 // Thread safety as for every kernel of the backend (cuda_backend.h): one run at a time.
 #pragma once
 

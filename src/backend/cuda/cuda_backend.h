@@ -22,14 +22,16 @@
 // Weights are uploaded at prepare in their stored form and owned by the kernel:
 //   - "8-bit S" (s8 [N, K] + f32 [N] scales from WeightSource::scale): s8, rows and columns
 //     zero-padded to multiples of 4 (cuBLASLt's int8 GEMM needs them), and the f32 scales;
-//     no f16 copy is kept: the f16 candidate widens one layer at a time into a scratch
-//     buffer shared by all kernels of the backend;
+//     no f16 copy is kept: the f16 candidate widens one layer at a time into the kernel's
+//     staging (its workspace in the executor's arena, live for that step only; cuda_gemm.h,
+//     "Staging");
 //   - f32 / bf16 / f16 weights: as f16 [N, K];
 //   - bias: f32, plus an f16 copy when the output is f16 (cuBLASLt's bias epilogue reads the
 //     output's type).
 //
 // Thread safety: prepare() and allocate() from one thread at a time; kernels of one backend
-// share its stream, cuBLASLt workspace and scratch, so they must not run concurrently (the
+// share its stream, cuBLASLt workspace and (run without a bound workspace) its fallback
+// staging slots, so they must not run concurrently (the
 // executor runs them in order on one thread). Kernels are enqueued asynchronously on the
 // backend's stream; synchronize() waits for them. Lifetime: the backend outlives its kernels
 // and memory.
@@ -50,8 +52,8 @@ namespace hyrt::backend::cuda {
 // The two GEMM candidates for a linear node.
 enum class GemmCandidate : uint8_t {
   // cuBLASLt f16 x f16 -> f32 accumulate -> f16/f32 out, bias in cuBLASLt's epilogue. 8-bit S
-  // weights are first dequantized (s·q, rounded to f16) into the backend's per-layer scratch;
-  // f32 activations are converted to f16 into scratch.
+  // weights are first dequantized (s·q, rounded to f16) into the kernel's staging
+  // (cuda_gemm.h); f32 activations are converted to f16 there too.
   kF16,
   // W8A8: activations quantized per row on the device (absmax/127, the CPU backend's exact
   // rule), cuBLASLt s8 x s8 -> s32 ("TN"), then hyrt's epilogue
@@ -135,8 +137,11 @@ class CudaBackend : public Backend {
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes) = 0;
   // Sets `bytes` of device memory to the byte `value` (0xff poisons f16 and f32 with NaN).
   virtual void fill_bytes(void* device_dst, int value, size_t bytes) = 0;
-  // scratch_bytes(): device bytes held for GEMM staging scratch (im2col, f16 weights of one
-  // layer, W8A8 operands) and the cuBLASLt workspace; resident_weight_bytes(): the weights.
+  // scratch_bytes(): device bytes held outside the executors' arenas: the cuBLASLt workspace,
+  // plus the fallback staging slots (cuda_context.h, Scratch) that kernels run without a
+  // bound workspace grow (tests, benchmarks). Under an executor that is just the cuBLASLt
+  // workspace: each kernel's staging is its workspace in the arena. resident_weight_bytes():
+  // the weights.
 };
 
 // The dtype in which the CUDA backend holds a graph value on the device (Backend::storage_dtype):

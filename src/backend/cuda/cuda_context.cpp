@@ -1,5 +1,6 @@
 #include "backend/cuda/cuda_context.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "backend/cuda/cuda_check.h"
@@ -91,7 +92,7 @@ void CudaContext::reserve(Scratch s, size_t bytes) {
 void* CudaContext::scratch(Scratch s, size_t bytes) const {
   const DeviceBuffer& b = scratch_[static_cast<size_t>(s)];
   HYRT_ASSERT(b.size() >= bytes, "scratch slot ", static_cast<int>(s), " holds ", b.size(),
-              " bytes, ", bytes, " needed: not reserved at prepare");
+              " bytes, ", bytes, " needed: not reserved");
   return b.data();
 }
 
@@ -100,6 +101,62 @@ size_t CudaContext::bytes_held() const {
   for (const DeviceBuffer& b : scratch_)
     n += b.size();
   return n;
+}
+
+namespace {
+
+size_t align_up(size_t v, size_t a) {
+  return (v + a - 1) / a * a;
+}
+
+}  // namespace
+
+void StagingLayout::add(Scratch s, size_t bytes) {
+  size_t& b = bytes_[static_cast<size_t>(s)];
+  HYRT_ASSERT(b == 0, "staging buffer ", static_cast<int>(s), " added twice");
+  b = bytes;
+}
+
+bool StagingLayout::empty() const {
+  for (size_t b : bytes_)
+    if (b) return false;
+  return true;
+}
+
+size_t StagingLayout::workspace_bytes() const {
+  size_t n = 0;
+  for (size_t b : bytes_)
+    n += align_up(b, kStagingAlign);
+  return n ? n + kWorkspaceSlack : 0;
+}
+
+Staging StagingLayout::carve(void* workspace) const {
+  Staging st;
+  if (empty()) return st;
+  const auto base = reinterpret_cast<uintptr_t>(workspace);
+  HYRT_CHECK(base != 0 && base % kWorkspaceBaseAlign == 0, kInvalidArgument,
+             "a kernel's workspace must be ", kWorkspaceBaseAlign,
+             "-byte aligned device memory, got ", workspace);
+  // The slack covers this: an address that is a multiple of 64 is at most 192 below a
+  // multiple of 256.
+  uintptr_t at = align_up(base, kStagingAlign);
+  for (size_t i = 0; i < bytes_.size(); ++i) {
+    if (bytes_[i] == 0) continue;
+    st.at[i] = reinterpret_cast<void*>(at);
+    at += align_up(bytes_[i], kStagingAlign);
+  }
+  return st;
+}
+
+Staging StagingLayout::reserve_in(CudaContext& ctx) const {
+  Staging st;
+  for (size_t i = 0; i < bytes_.size(); ++i) {
+    if (bytes_[i] == 0) continue;
+    const auto s = static_cast<Scratch>(i);
+    ctx.reserve(s, bytes_[i]);
+    st.at[i] = ctx.scratch(s, bytes_[i]);
+  }
+  return st;
 }
 
 std::shared_ptr<const DeviceBuffer> CudaContext::resident(

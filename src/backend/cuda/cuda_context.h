@@ -42,10 +42,18 @@ class DeviceBuffer {
   size_t size_ = 0;
 };
 
-// Scratch shared by the GEMM kernels of one backend, one buffer per use. A kernel reserves
-// what it needs at prepare (the buffer only grows, and growing synchronises the device);
-// at run it only looks the pointer up, so running allocates nothing. Kernels run one at a
-// time (cuda_backend.h), so one buffer per slot is enough.
+// The staging buffers of the GEMM and attention kernels, one kind per use. A kernel's
+// staging lives in one of two places (StagingLayout below):
+//   - the workspace the executor binds (Kernel::workspace_bytes/bind_workspace): the kernel's
+//     buffers, laid out one after another, in the backend's planned activation arena, live
+//     during that kernel's step only — how an Executable runs kernels;
+//   - else these slots of the CudaContext, one buffer per kind shared by every kernel of the
+//     backend, grown on first use by a run without a bound workspace (tests and benchmarks
+//     that call run() directly, and run_candidate of a candidate the kernel did not choose).
+//     Growing allocates and synchronises the device, so such a first run is not capturable;
+//     later runs only look the pointer up. Kernels run one at a time (cuda_backend.h), so one
+//     buffer per slot is enough.
+// Nothing is reserved at prepare: with an executor, the slots stay empty.
 enum class Scratch : uint8_t {
   kWeightF16,   // one layer's 8-bit S weights widened to f16 [N, K] (f16 candidate)
   kActF16,      // f32 activations converted to f16 [M, K] (f16 candidate)
@@ -57,7 +65,46 @@ enum class Scratch : uint8_t {
   kCount,
 };
 
-// The device, stream, cuBLASLt handle and workspace, and scratch of one CUDA backend.
+// Where one run of a kernel finds its staging buffers, by kind (null: not used).
+struct Staging {
+  std::array<void*, static_cast<size_t>(Scratch::kCount)> at{};
+  void* operator[](Scratch s) const { return at[static_cast<size_t>(s)]; }
+};
+
+// Alignment of every staging buffer inside a workspace: cuBLASLt's default pointer alignment
+// promise (the W8A8 GEMM's operands and result are staging buffers), and cudaMalloc's.
+inline constexpr size_t kStagingAlign = 256;
+// The alignment the executor guarantees for a bound workspace (backend.h), and the slack a
+// workspace adds so that its start can be aligned up to kStagingAlign: at most 192 bytes.
+inline constexpr size_t kWorkspaceBaseAlign = 64;
+inline constexpr size_t kWorkspaceSlack = kStagingAlign - kWorkspaceBaseAlign;
+
+class CudaContext;
+
+// The staging buffers one kernel uses in one run (the bytes of each kind it uses) and their
+// layout in a workspace: the workspace's start aligned up to kStagingAlign, then each buffer
+// in Scratch order at an offset rounded up to kStagingAlign.
+class StagingLayout {
+ public:
+  // Adds a buffer of `bytes` of kind `s` (each kind at most once; 0 bytes adds nothing).
+  void add(Scratch s, size_t bytes);
+  size_t bytes(Scratch s) const { return bytes_[static_cast<size_t>(s)]; }
+  bool empty() const;
+  // What Kernel::workspace_bytes() reports for this layout: every buffer, each rounded up to
+  // kStagingAlign, plus kWorkspaceSlack; 0 when empty.
+  size_t workspace_bytes() const;
+  // The buffers inside `workspace` (kWorkspaceBaseAlign-aligned, workspace_bytes() long).
+  Staging carve(void* workspace) const;
+  // The buffers in ctx's shared slots, grown first where smaller (may allocate and
+  // synchronise the device: runs without a bound workspace only).
+  Staging reserve_in(CudaContext& ctx) const;
+
+ private:
+  std::array<size_t, static_cast<size_t>(Scratch::kCount)> bytes_{};
+};
+
+// The device, stream, cuBLASLt handle and workspace, and the fallback staging slots (Scratch)
+// of one CUDA backend.
 // Owned by the backend; kernels keep a reference (the backend outlives them).
 class CudaContext {
  public:
@@ -81,11 +128,13 @@ class CudaContext {
   // uses — then synchronised.
   void upload(void* dst, const void* src, size_t bytes) const;
 
-  // Grows slot `s` to at least `bytes` (prepare time only).
+  // Grows slot `s` to at least `bytes`: frees the old buffer (cudaFree waits for the device)
+  // and allocates, so never while capturing. Runs without a bound workspace only (Scratch).
   void reserve(Scratch s, size_t bytes);
   // The slot's buffer; asserts that `bytes` were reserved.
   void* scratch(Scratch s, size_t bytes) const;
-  // Scratch plus workspace bytes held.
+  // The slots' bytes plus the cuBLASLt workspace's (CudaBackend::scratch_bytes): with an
+  // executor binding kernels' workspaces, just the cuBLASLt workspace.
   size_t bytes_held() const;
 
   // A weight resident on the device in one form, shared by every kernel of this backend that

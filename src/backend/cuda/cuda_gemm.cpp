@@ -1,7 +1,7 @@
 // Linear and conv2d nodes as cuBLASLt GEMM programs with two candidates (cuda_backend.h,
 // GemmCandidate). One runner, GemmKernel, serves both: a node becomes a GemmSpec (key, weights
 // as [N, K], and for a conv that is not 1x1/s1/p0 the im2col geometry of its input), and
-// everything after that — upload, scratch, tuning, the candidates' stages — is shared.
+// everything after that — upload, staging, tuning, the candidates' stages — is shared.
 //
 // Layout. hyrt's row-major y [M, N] = x [M, K] · w [N, K]ᵀ is, read column-major, the cuBLASLt
 // problem D [N, M] = op(A) · B with A = w stored K×N (ld K) and transposed, B = x stored K×M
@@ -9,7 +9,7 @@
 // the one layout cuBLASLt's int8 kernels accept. They also want m (here N) and k to be
 // multiples of 4, and so the leading dimensions: the s8 weights are uploaded zero-padded to
 // [N4, K4], the activation quantizer writes rows of K4 with zeros after K, and the s32 result
-// goes to a [M, N4] scratch that the epilogue reads back into the dense [M, N] output. The
+// goes to a [M, N4] staging buffer that the epilogue reads back into the dense [M, N] output. The
 // padding adds exact zeros to every dot product.
 //
 // Tuning (first use of a key). For each candidate: its staging kernels run once, then each of
@@ -27,7 +27,7 @@
 //   input  x [M, K] (a linear): the chunk's rows start at x + m0·K elements;
 //          a conv's input stays whole: im2col gathers matrix rows [m0, m0 + rows);
 //   output y [M, N]: the chunk's rows start at y + m0·N elements;
-//   scratch (im2col / converted / quantized operand, row scales, s32 result): chunk-local,
+//   staging (im2col / converted / quantized operand, row scales, s32 result): chunk-local,
 //          its row 0 is GEMM row m0, so every chunk reuses the same buffers from their start.
 // Column-major for cuBLASLt: B = the operand, K×rows (ld K); D = y + m0·N, N×rows (ld N): only
 // the column count (rows) changes, so a full chunk and the shorter last one each have their
@@ -101,7 +101,7 @@ size_t set_gemm_staging_budget(size_t bytes) {
 }
 
 size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c) {
-  // What GemmKernel::reserve_for reserves per row, slot by slot.
+  // What GemmKernel::staging_layout stages per row, buffer by buffer.
   int64_t bytes = 0;
   if (c == GemmCandidate::kF16) {
     if (key.epilogue & kIm2colOperand) bytes += key.k * 2;  // kIm2col
@@ -341,8 +341,8 @@ ChunkedGemm make_chunked_gemm(const GemmChunking& chunking, Make&& make) {
 
 // The pointer alignment the GEMMs promise cuBLASLt for B, C and D (heuristics):
 // f16 — activations and output are 16-byte aligned (cuda_backend.h), and so is every chunk's
-// offset into them; W8A8 — B and D are scratch buffers, used from their start: cuBLASLt's
-// default (256).
+// offset into them; W8A8 — B and D are staging buffers, used from their start: cuBLASLt's
+// default (256), which StagingLayout keeps for every buffer in a bound workspace.
 constexpr uint32_t kF16MinAlign = 16;
 constexpr uint32_t kS8MinAlign = 0;
 
@@ -512,7 +512,8 @@ class GemmKernel final : public CudaGemmKernel {
         candidate_ = s8_ ? GemmCandidate::kW8A8 : GemmCandidate::kF16;
         break;
     }
-    reserve_for(candidate_);
+    // Only the chosen candidate's buffers: nothing is reserved here (cuda_context.h, Scratch).
+    layout_ = staging_layout(candidate_);
     HYRT_CHECK(program_->tuning.stats(candidate_).available, kUnsupported, "node '", name_,
                "': the ", candidate_name(candidate_),
                " GEMM candidate that the CUDA backend's "
@@ -539,12 +540,20 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CHECK(program_->tuning.stats(c).available, kUnsupported, "node '", name_, "': the ",
                candidate_name(c), " candidate is not available (", program_->tuning.to_string(),
                ")");
-    if (c != candidate_) reserve_for(c);  // tests and benchmarks only: may allocate
-    enqueue(c, *program_, x.data, output.data);
+    enqueue(c, *program_, staging_for(c), x.data, output.data);
   }
 
   const GemmTuning& tuning() const override { return program_->tuning; }
   GemmCandidate candidate() const override { return candidate_; }
+
+  // The chosen candidate's staging for one chunk (staging_layout): 0 when it stages nothing.
+  size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
+
+  // Null unbinds (runs fall back to the context's slots again).
+  void bind_workspace(void* workspace) override {
+    bound_.reset();
+    if (workspace && !layout_.empty()) bound_ = layout_.carve(workspace);
+  }
 
  private:
   static size_t bytes(int64_t n) { return static_cast<size_t>(n); }
@@ -556,22 +565,34 @@ class GemmKernel final : public CudaGemmKernel {
                    s8_ ? s8_gemm_.chunking.rows : 0);
   }
 
-  // The shared scratch candidate `c` stages through, grown to this node's needs: only the
-  // candidate that runs (the other's buffers would be dead weight), and for one chunk of rows
-  // (unchunked, the f16 candidate's im2col matrix would be M·K·2 bytes: 141 MB for a
-  // 960-channel 3x3 conv at 64x64, batch 2). gemm_staging_bytes_per_row counts the same.
-  void reserve_for(GemmCandidate c) const {
+  // The staging buffers candidate `c` uses in one run, for one chunk of rows (unchunked, the
+  // f16 candidate's im2col matrix would be M·K·2 bytes: 141 MB for a 960-channel 3x3 conv at
+  // 64x64, batch 2); gemm_staging_bytes_per_row counts the same per row. f16: the im2col
+  // matrix or the converted activations f16 [rows, K] (never both: im2col runs on f16
+  // activations) and, for 8-bit S weights, the layer widened to f16 [N, K]; W8A8: the
+  // quantized rows s8 [rows, K4], their scales f32 [rows] and the s32 result [rows, N4].
+  StagingLayout staging_layout(GemmCandidate c) const {
+    StagingLayout l;
     if (c == GemmCandidate::kF16) {
       const int64_t rows = f16_.chunking.rows;
-      if (im2col_) ctx_.reserve(Scratch::kIm2col, bytes(rows * k_ * 2));
-      if (a_dtype_ == DType::kF32) ctx_.reserve(Scratch::kActF16, bytes(rows * k_ * 2));
-      if (s8_) ctx_.reserve(Scratch::kWeightF16, bytes(n_ * k_ * 2));
+      if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_ * 2));
+      if (a_dtype_ == DType::kF32) l.add(Scratch::kActF16, bytes(rows * k_ * 2));
+      if (s8_) l.add(Scratch::kWeightF16, bytes(n_ * k_ * 2));
     } else if (s8_) {
       const int64_t rows = s8_gemm_.chunking.rows;
-      ctx_.reserve(Scratch::kActS8, bytes(rows * k4_));
-      ctx_.reserve(Scratch::kRowScales, bytes(rows * 4));
-      ctx_.reserve(Scratch::kAccS32, bytes(rows * n4_ * 4));
+      l.add(Scratch::kActS8, bytes(rows * k4_));
+      l.add(Scratch::kRowScales, bytes(rows * 4));
+      l.add(Scratch::kAccS32, bytes(rows * n4_ * 4));
     }
+    return l;
+  }
+
+  // Where a run of candidate `c` stages: the bound workspace for the chosen candidate, else
+  // (no workspace bound, or another candidate: tests and benchmarks) the context's shared
+  // slots, grown on first use — that run may allocate and synchronise.
+  Staging staging_for(GemmCandidate c) const {
+    if (c == candidate_) return bound_ ? *bound_ : layout_.reserve_in(ctx_);
+    return staging_layout(c).reserve_in(ctx_);
   }
 
   void upload_weights(const GemmSpec& spec) {
@@ -675,24 +696,24 @@ class GemmKernel final : public CudaGemmKernel {
     return static_cast<uint8_t*>(base) + bytes(m0 * cols) * act_size();
   }
 
-  const void* f16_a() const { return s8_ ? ctx_.scratch(Scratch::kWeightF16, 0) : w_->data(); }
+  // The f16 GEMM's weight operand: the widened layer in staging, or the resident f16 weights.
+  const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightF16] : w_->data(); }
 
-  // 8-bit S weights -> f16 scratch (once per run: the weights do not depend on M).
-  void stage_f16_weights() const {
+  // 8-bit S weights -> f16 staging (once per run: the weights do not depend on M).
+  void stage_f16_weights(const Staging& st) const {
     if (s8_)
       HYRT_CUDA_CHECK(launch_dequantize_rows_f16(
           w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
-          static_cast<uint16_t*>(ctx_.scratch(Scratch::kWeightF16, bytes(n_ * k_ * 2))),
-          ctx_.stream()));
+          static_cast<uint16_t*>(st[Scratch::kWeightF16]), ctx_.stream()));
   }
 
   // The f16 GEMM's activation operand for GEMM rows [m0, m0 + rows) of input x, f16 [rows, K]:
-  // a conv's im2col rows (gathered into scratch), f32 activations' rows converted into
-  // scratch, or f16 activations' rows in place.
-  const void* f16_operand(const void* x, int64_t m0, int64_t rows) const {
+  // a conv's im2col rows (gathered into staging), f32 activations' rows converted into
+  // staging, or f16 activations' rows in place.
+  const void* f16_operand(const Staging& st, const void* x, int64_t m0, int64_t rows) const {
     if (im2col_) {
       const Im2colGeometry& g = *im2col_;
-      auto* col = static_cast<uint16_t*>(ctx_.scratch(Scratch::kIm2col, bytes(rows * k_ * 2)));
+      auto* col = static_cast<uint16_t*>(st[Scratch::kIm2col]);
       HYRT_CUDA_CHECK(launch_im2col_f16(static_cast<const uint16_t*>(x), g.batch, g.height, g.width,
                                         g.channels, g.kernel_h, g.kernel_w, g.stride, g.padding,
                                         g.out_h, g.out_w, m0, rows, col, ctx_.stream()));
@@ -700,28 +721,28 @@ class GemmKernel final : public CudaGemmKernel {
     }
     const void* rows_in = act_row(x, m0, k_);
     if (a_dtype_ != DType::kF32) return rows_in;
-    auto* converted = static_cast<uint16_t*>(ctx_.scratch(Scratch::kActF16, bytes(rows * k_ * 2)));
+    auto* converted = static_cast<uint16_t*>(st[Scratch::kActF16]);
     HYRT_CUDA_CHECK(
         launch_f32_to_f16(static_cast<const float*>(rows_in), rows * k_, converted, ctx_.stream()));
     return converted;
   }
 
   // y rows [m0, m0 + rows) (at y_rows) = operand b [rows, K] · wᵀ (+ bias).
-  cublasStatus_t gemm_f16(const void* b, void* y_rows, int64_t rows,
+  cublasStatus_t gemm_f16(const Staging& st, const void* b, void* y_rows, int64_t rows,
                           const cublasLtMatmulAlgo_t& algo) const {
     const LtGemm& g = f16_.for_rows(rows);
     const float alpha = 1.0f, beta = 0.0f;
-    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, f16_a(), g.a.get(), b, g.b.get(), &beta,
+    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, f16_a(st), g.a.get(), b, g.b.get(), &beta,
                           y_rows, g.d.get(), y_rows, g.d.get(), &algo, ctx_.workspace(),
                           ctx_.workspace_bytes(), ctx_.stream());
   }
 
   // GEMM rows [m0, m0 + rows) of input x -> the operand quantized, s8 [rows, K4] + row scales
-  // [rows] in scratch. A conv's im2col rows are quantized as they are gathered (never written
+  // [rows] in staging. A conv's im2col rows are quantized as they are gathered (never written
   // out as f16).
-  void quantize(const void* x, int64_t m0, int64_t rows) const {
-    auto* q = static_cast<int8_t*>(ctx_.scratch(Scratch::kActS8, bytes(rows * k4_)));
-    auto* scales = static_cast<float*>(ctx_.scratch(Scratch::kRowScales, bytes(rows * 4)));
+  void quantize(const Staging& st, const void* x, int64_t m0, int64_t rows) const {
+    auto* q = static_cast<int8_t*>(st[Scratch::kActS8]);
+    auto* scales = static_cast<float*>(st[Scratch::kRowScales]);
     if (im2col_) {
       const Im2colGeometry& g = *im2col_;
       HYRT_CUDA_CHECK(launch_im2col_quantize_s8(static_cast<const uint16_t*>(x), g.batch, g.height,
@@ -734,24 +755,23 @@ class GemmKernel final : public CudaGemmKernel {
     }
   }
 
-  // The quantized chunk of `rows` rows in scratch -> its s32 result [rows, N4] in scratch.
-  cublasStatus_t gemm_s8(int64_t rows, const cublasLtMatmulAlgo_t& algo) const {
+  // The quantized chunk of `rows` rows in staging -> its s32 result [rows, N4] in staging.
+  cublasStatus_t gemm_s8(const Staging& st, int64_t rows, const cublasLtMatmulAlgo_t& algo) const {
     const LtGemm& g = s8_gemm_.for_rows(rows);
     const int32_t alpha = 1, beta = 0;
-    void* acc = ctx_.scratch(Scratch::kAccS32, bytes(rows * n4_ * 4));
-    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, w_->data(), g.a.get(),
-                          ctx_.scratch(Scratch::kActS8, bytes(rows * k4_)), g.b.get(), &beta, acc,
-                          g.d.get(), acc, g.d.get(), &algo, ctx_.workspace(),
+    void* acc = st[Scratch::kAccS32];
+    return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, w_->data(), g.a.get(), st[Scratch::kActS8],
+                          g.b.get(), &beta, acc, g.d.get(), acc, g.d.get(), &algo, ctx_.workspace(),
                           ctx_.workspace_bytes(), ctx_.stream());
   }
 
   // The chunk's s32 result -> y rows [m0, m0 + rows), scaled, + bias.
-  void rescale(void* y, int64_t m0, int64_t rows) const {
-    HYRT_CUDA_CHECK(launch_rescale_s32(
-        static_cast<const int32_t*>(ctx_.scratch(Scratch::kAccS32, bytes(rows * n4_ * 4))), rows,
-        n_, n4_, static_cast<const float*>(ctx_.scratch(Scratch::kRowScales, bytes(rows * 4))),
-        w_scale_->as<float>(), (bias_f32_ ? bias_f32_->as<float>() : nullptr), act_row(y, m0, n_),
-        float_type(a_dtype_), ctx_.stream()));
+  void rescale(const Staging& st, void* y, int64_t m0, int64_t rows) const {
+    HYRT_CUDA_CHECK(launch_rescale_s32(static_cast<const int32_t*>(st[Scratch::kAccS32]), rows, n_,
+                                       n4_, static_cast<const float*>(st[Scratch::kRowScales]),
+                                       w_scale_->as<float>(),
+                                       (bias_f32_ ? bias_f32_->as<float>() : nullptr),
+                                       act_row(y, m0, n_), float_type(a_dtype_), ctx_.stream()));
   }
 
   // Calls f(m0, rows, algo) for each chunk of `g` in order, with the chunk's algorithm.
@@ -766,27 +786,28 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   // The whole candidate for input x, chunk by chunk: operand gather (im2col) or staging, GEMM,
-  // epilogue.
-  void enqueue(GemmCandidate c, const CudaGemmProgram& p, const void* x, void* y) const {
+  // epilogue; its buffers at `st` (staging_layout(c)'s).
+  void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x,
+               void* y) const {
     if (c == GemmCandidate::kF16) {
-      stage_f16_weights();
-      for_each_chunk(f16_, p.f16_algo, p.f16_tail_algo,
-                     [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
-                       const cublasStatus_t st =
-                           gemm_f16(f16_operand(x, m0, rows), act_row(y, m0, n_), rows, algo);
-                       if (st != CUBLAS_STATUS_SUCCESS)
-                         throw_cublas_error(st, "cublasLtMatmul (f16 candidate)", __FILE__,
-                                            __LINE__);
-                     });
+      stage_f16_weights(st);
+      for_each_chunk(
+          f16_, p.f16_algo, p.f16_tail_algo,
+          [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
+            const cublasStatus_t status =
+                gemm_f16(st, f16_operand(st, x, m0, rows), act_row(y, m0, n_), rows, algo);
+            if (status != CUBLAS_STATUS_SUCCESS)
+              throw_cublas_error(status, "cublasLtMatmul (f16 candidate)", __FILE__, __LINE__);
+          });
     } else {
       for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
                      [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
-                       quantize(x, m0, rows);
-                       const cublasStatus_t st = gemm_s8(rows, algo);
-                       if (st != CUBLAS_STATUS_SUCCESS)
-                         throw_cublas_error(st, "cublasLtMatmul (s8 candidate)", __FILE__,
+                       quantize(st, x, m0, rows);
+                       const cublasStatus_t status = gemm_s8(st, rows, algo);
+                       if (status != CUBLAS_STATUS_SUCCESS)
+                         throw_cublas_error(status, "cublasLtMatmul (s8 candidate)", __FILE__,
                                             __LINE__);
-                       rescale(y, m0, rows);
+                       rescale(st, y, m0, rows);
                      });
     }
   }
@@ -907,8 +928,15 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   std::shared_ptr<CudaGemmProgram> tune() const {
-    reserve_for(GemmCandidate::kF16);  // both candidates run while timing
-    reserve_for(GemmCandidate::kW8A8);
+    // Both candidates run while timing, one after the other on the stream, so their staging
+    // shares one buffer of this call's own (freed on return, like the autotuning input and
+    // output): tuning at prepare leaves nothing held (cuda_context.h, Scratch).
+    const StagingLayout f16_layout = staging_layout(GemmCandidate::kF16);
+    const StagingLayout s8_layout = staging_layout(GemmCandidate::kW8A8);
+    DeviceBuffer staging(std::max(f16_layout.workspace_bytes(), s8_layout.workspace_bytes()),
+                         "autotuning staging");
+    const Staging f16_st = f16_layout.carve(staging.data());
+    const Staging s8_st = s8_layout.carve(staging.data());
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
     t.key = key_;
@@ -920,13 +948,15 @@ class GemmKernel final : public CudaGemmKernel {
     const int n_algos = std::max(options_.tune_algos, 1);
 
     // Algorithms are picked on a full chunk (all of M when unchunked): its f16 operand (a
-    // conv's im2col rows) stays in scratch for the GEMM-alone timings.
+    // conv's im2col rows) stays in staging for the GEMM-alone timings.
     const int64_t f16_rows = f16_.chunking.rows;
-    const void* a = f16_operand(x.data(), 0, f16_rows);
-    stage_f16_weights();
+    const void* a = f16_operand(f16_st, x.data(), 0, f16_rows);
+    stage_f16_weights(f16_st);
     if (auto algo = pick_algo(
             heuristics(ctx_, f16_.full, n_algos, kF16MinAlign),
-            [&](const cublasLtMatmulAlgo_t& al) { return gemm_f16(a, y.data(), f16_rows, al); },
+            [&](const cublasLtMatmulAlgo_t& al) {
+              return gemm_f16(f16_st, a, y.data(), f16_rows, al);
+            },
             t.f16))
       if (auto tail = tail_algo(f16_, *algo, kF16MinAlign)) {
         p->f16_algo = *algo;
@@ -936,17 +966,18 @@ class GemmKernel final : public CudaGemmKernel {
         if (f16_.chunking.chunked())
           t.f16.gemm_us = all_chunks_gemm_us(
               f16_, *algo, *tail, [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
-                return gemm_f16(a, act_row(y.data(), m0, n_), rows, al);
+                return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
               });
-        t.f16.total_us = median_us(ctx_, options_.tune_reps,
-                                   [&] { enqueue(GemmCandidate::kF16, *p, x.data(), y.data()); });
+        t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
+          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data());
+        });
       }
     if (s8_) {
       const int64_t s8_rows = s8_gemm_.chunking.rows;
-      quantize(x.data(), 0, s8_rows);
+      quantize(s8_st, x.data(), 0, s8_rows);
       if (auto algo = pick_algo(
               heuristics(ctx_, s8_gemm_.full, n_algos, kS8MinAlign),
-              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(s8_rows, al); }, t.w8a8))
+              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(s8_st, s8_rows, al); }, t.w8a8))
         if (auto tail = tail_algo(s8_gemm_, *algo, kS8MinAlign)) {
           p->s8_algo = *algo;
           p->s8_tail_algo = *tail;
@@ -955,10 +986,10 @@ class GemmKernel final : public CudaGemmKernel {
           if (s8_gemm_.chunking.chunked())
             t.w8a8.gemm_us = all_chunks_gemm_us(
                 s8_gemm_, *algo, *tail, [&](int64_t, int64_t rows, const cublasLtMatmulAlgo_t& al) {
-                  return gemm_s8(rows, al);
+                  return gemm_s8(s8_st, rows, al);
                 });
           t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, x.data(), y.data());
+            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data());
           });
         }
     }
@@ -993,6 +1024,8 @@ class GemmKernel final : public CudaGemmKernel {
   ChunkedGemm f16_, s8_gemm_;       // s8_gemm_: only with 8-bit S weights
   std::shared_ptr<CudaGemmProgram> program_;
   GemmCandidate candidate_ = GemmCandidate::kF16;
+  StagingLayout layout_;          // candidate_'s staging (workspace_bytes)
+  std::optional<Staging> bound_;  // its buffers in the bound workspace, if one is bound
 };
 
 // The stored weight of a GEMM-class node, checked against the graph's declaration.

@@ -15,7 +15,7 @@
 //   - otherwise: the GEMM with M = B·Ho·Wo, N = Cout, K = kh·kw·Cin on the im2col matrix of x
 //     (cuda_kernels.h) and weights reordered once at upload, on the device, to
 //     [Cout, kh, kw, Cin] (8-bit S weights stay s8 with their per-output-channel scales). The
-//     f16 candidate writes the im2col matrix into a backend scratch (launch_im2col_f16); W8A8
+//     f16 candidate writes the im2col matrix into its staging (launch_im2col_f16); W8A8
 //     quantizes its rows as it gathers them (launch_im2col_quantize_s8). The program's timings
 //     include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
 // Padding is symmetric (the same on every side), the CPU backend's (oneDNN's) and PyTorch's
@@ -23,16 +23,30 @@
 // Conv activations are f16 on the device (device_storage_dtype) whatever the graph's float
 // dtype says; linear nodes keep the graph's dtype (f32 or f16, cuda_backend.h).
 //
-// Row chunks (bounded staging). A candidate stages operands that grow with M through the
-// backend's scratch (cuda_context.h, Scratch): f16 — a conv's im2col matrix, or f32
-// activations converted, f16 [rows, K]; W8A8 — the quantized activations s8 [rows, K4], their
-// scales f32 [rows] and the s32 result [rows, N4]. So that this scratch does not scale with
-// the resolution, a candidate whose staging for all M rows exceeds the staging budget
-// (gemm_staging_budget) runs M in chunks of rows (gemm_chunking): per chunk its staging
-// kernels, the cuBLASLt matmul and the epilogue, each chunk writing its rows of the output.
-// A candidate whose whole M fits runs as one chunk: the layouts, algorithm and launches of an
-// unchunked program. (kWeightF16, one layer's widened weights, does not depend on M.)
+// Row chunks (bounded staging). A candidate stages operands that grow with M through staging
+// buffers (below): f16 — a conv's im2col matrix, or f32 activations converted, f16 [rows, K];
+// W8A8 — the quantized activations s8 [rows, K4], their scales f32 [rows] and the s32 result
+// [rows, N4]. So that this staging does not scale with the resolution, a candidate whose
+// staging for all M rows exceeds the staging budget (gemm_staging_budget) runs M in chunks of
+// rows (gemm_chunking): per chunk its staging kernels, the cuBLASLt matmul and the epilogue,
+// each chunk writing its rows of the output. A candidate whose whole M fits runs as one chunk:
+// the layouts, algorithm and launches of an unchunked program. (kWeightF16, one layer's
+// widened weights, does not depend on M.)
 // gemm_roofline_us counts the launches that further chunks add.
+//
+// Staging (the kernel's Kernel::workspace_bytes/bind_workspace). The buffers one run of the
+// kernel's chosen candidate (CudaGemmKernel::candidate, fixed at prepare) uses, for one chunk,
+// laid out by StagingLayout (cuda_context.h: the workspace's start aligned up to 256 bytes, then
+// each buffer at a 256-byte-aligned offset, in Scratch order):
+//   f16:  kWeightF16 f16 [N, K] for 8-bit S weights, then kActF16 f16 [rows, K] for f32
+//         activations or kIm2col f16 [rows, K] for a conv that gathers its operand (never both);
+//   W8A8: kActS8 s8 [rows, K4], kRowScales f32 [rows], kAccS32 s32 [rows, N4];
+// workspace_bytes() = their sizes, each rounded up to 256, + 192 bytes of slack for the
+// alignment (kWorkspaceSlack); 0 when the candidate stages nothing (f16 on f16 activations of a
+// linear with float weights). With a workspace bound, run() stages there; without one (tests,
+// benchmarks), and always for run_candidate of the other candidate, it stages in the context's
+// shared slots, grown by that first run (cuda_context.h, Scratch). Preparing reserves nothing
+// (tuning stages in a buffer of its own, freed before prepare returns).
 #pragma once
 
 #include <cublasLt.h>
@@ -78,7 +92,7 @@ struct GemmChunking {
   int64_t rows = 0;          // rows of every chunk but the last (M when unchunked)
   int64_t count = 1;         // chunks
   int64_t tail_rows = 0;     // rows of the last chunk, 1..rows (M when unchunked)
-  size_t staging_bytes = 0;  // the candidate's M-dependent scratch, for `rows` rows
+  size_t staging_bytes = 0;  // the candidate's M-dependent staging, for `rows` rows
   bool chunked() const { return count > 1; }
 };
 
@@ -106,7 +120,7 @@ inline constexpr uint8_t kIm2colOperand = 1u << 7;
 // weights and f16 otherwise (the uploaded form), epilogue = kBias when there is a bias.
 GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
-// Uploads the node's weights, fetches or tunes its program, reserves its scratch.
+// Uploads the node's weights, fetches or tunes its program, lays out its staging (above).
 std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
                                                    const CudaBackendOptions& options,
                                                    const ir::Graph& graph, const ir::Node& node,
@@ -125,7 +139,7 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node);
 GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights (reordered to [Cout, kh, kw, Cin]), fetches or tunes its
-// program, reserves its scratch (the f16 candidate's im2col matrix: rows·K·2 bytes for the
+// program, lays out its staging (the f16 candidate's im2col matrix: rows·K·2 bytes for the
 // rows of a chunk, gemm_chunking). The kernel's run() takes
 // x f16 [B, H, W, Cin] and writes y f16 [B, Ho, Wo, Cout], both 16-byte aligned device
 // memory; bound weight views are ignored (the kernel owns its uploaded copies).
