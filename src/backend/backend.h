@@ -142,6 +142,10 @@ class Backend {
     download_value(src, dst);
   }
   virtual std::unique_ptr<Fence> make_fence();
+  // The largest value copy (host-side bytes) this backend will be asked to make: a backend
+  // that stages copies (CUDA converts f32 <-> f16 through a device buffer) allocates that
+  // now, at prepare, rather than during the first run. May be called again with more.
+  virtual void reserve_copy_staging(size_t /*host_bytes*/) {}
   // Host memory that this backend's copies read and write directly, so they run
   // asynchronously and at full speed (CUDA: page-locked memory); null if plain host memory
   // serves as well (the default).

@@ -127,6 +127,13 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   if (e->async_)
     for (const plan::ValueCopy& c : e->placement_.copies)
       e->fences_.push_back(c.to == 0 ? backends[c.from]->make_fence() : nullptr);
+  // Copy staging is allocated now, not by the first run.
+  for (const plan::ValueCopy& c : e->placement_.copies) {
+    const ir::Value& v = g.value(c.value);
+    const size_t host_bytes =
+        static_cast<size_t>(v.shape.numel()) * dtype_size(backends[0]->storage_dtype(v));
+    backends[c.from == 0 ? c.to : c.from]->reserve_copy_staging(host_bytes);
+  }
 
   e->bound_base_.assign(nb, nullptr);
   e->find_segments();

@@ -217,6 +217,11 @@ class CudaBackendImpl final : public CudaBackend {
     static_cast<CudaFence&>(done).record(ctx_.stream());
   }
 
+  void reserve_copy_staging(size_t host_bytes) override {
+    ctx_.make_current();
+    staging_for(host_bytes);
+  }
+
   std::unique_ptr<Fence> make_fence() override {
     ctx_.make_current();
     return std::make_unique<CudaFence>();
@@ -299,7 +304,8 @@ class CudaBackendImpl final : public CudaBackend {
         cudaMemcpyAsync(dst.data, staging, dst.bytes(), cudaMemcpyDeviceToHost, ctx_.stream()));
   }
 
-  // The copy staging buffer, grown on first use by a larger copy (the first run).
+  // The copy staging buffer: sized at prepare (reserve_copy_staging), grown by a larger copy
+  // only if no executor announced it (tests).
   void* staging_for(size_t bytes) {
     if (staging_.size() < bytes) {
       HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));  // in-flight copies use it
