@@ -1,5 +1,8 @@
 #include "test_util.h"
 
+#include <gtest/gtest.h>
+
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -60,6 +63,16 @@ std::optional<std::filesystem::path> golden_dir(const char* model) {
   auto p = *s / "golden" / model;
   if (std::filesystem::is_directory(p)) return p;
   return std::nullopt;
+}
+
+void expect_only_range_written(const std::vector<uint8_t>& bytes, size_t offset, size_t size) {
+  const auto poisoned = [](uint8_t b) { return b == 0xff; };
+  EXPECT_TRUE(std::all_of(bytes.begin(), bytes.begin() + offset, poisoned))
+      << "written before the workspace";
+  EXPECT_TRUE(std::all_of(bytes.begin() + offset + size, bytes.end(), poisoned))
+      << "written after the workspace";
+  EXPECT_FALSE(std::all_of(bytes.begin() + offset, bytes.begin() + offset + size, poisoned))
+      << "the workspace was not used";
 }
 
 }  // namespace hyrt::test

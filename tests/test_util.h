@@ -25,6 +25,9 @@ double relative_l2(const float* a, const float* b, size_t n);
 void mark_random_outputs(ir::Graph& g, const std::function<int(int)>& pick, int one_in);
 // Fills memory with a NaN pattern so an unwritten output cannot pass a comparison.
 void poison(void* data, size_t bytes);
+// `bytes` (a buffer filled with 0xff, read back after a run) were written only inside
+// [offset, offset + size) — a kernel's workspace — and something was written there.
+void expect_only_range_written(const std::vector<uint8_t>& bytes, size_t offset, size_t size);
 
 // ../shared (HYRT_SHARED_DIR) if it exists; tests that need it GTEST_SKIP() otherwise.
 std::optional<std::filesystem::path> shared_dir();

@@ -147,13 +147,7 @@ void check_bound_workspace(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
       EXPECT_LE(rel(y, *ref_w8a8), kW8A8ExactTolerance) << "vs its own quantization rule";
     }
     EXPECT_EQ(mem.held(), held) << "a run with a bound workspace grew the context's scratch";
-    const std::vector<uint8_t> bytes = mem.download(base, total);
-    EXPECT_TRUE(std::all_of(bytes.begin(), bytes.begin() + offset, poisoned))
-        << "written before the workspace";
-    EXPECT_TRUE(std::all_of(bytes.begin() + offset + ws, bytes.end(), poisoned))
-        << "written after the workspace";
-    EXPECT_FALSE(std::all_of(bytes.begin() + offset, bytes.begin() + offset + ws, poisoned))
-        << "the workspace was not used";
+    expect_only_range_written(mem.download(base, total), offset, ws);
     if (previous) {
       const std::vector<uint8_t> old = mem.download(previous, previous_total);
       EXPECT_TRUE(std::all_of(old.begin(), old.end(), poisoned))

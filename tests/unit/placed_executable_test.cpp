@@ -53,9 +53,9 @@ class FakeKernel final : public backend::Kernel {
 
  private:
   void* workspace_ = nullptr;
-  int64_t out_elems_;
   FakeDevice& dev_;
   Node node_;
+  int64_t out_elems_;
 };
 
 class FakeReplay final : public backend::Replay {
@@ -196,7 +196,9 @@ size_t FakeKernel::workspace_bytes() const {
 void FakeKernel::run(std::span<const TensorView> in, const TensorView& out) {
   std::vector<TensorView> inputs(in.begin(), in.end());
   void* ws = workspace_;
-  if (workspace_bytes() > 0) ASSERT_NE(ws, nullptr) << node_.name << ": no workspace bound";
+  if (workspace_bytes() > 0) {
+    ASSERT_NE(ws, nullptr) << node_.name << ": no workspace bound";
+  }
   if (dev_.capturing)
     dev_.recorded.push_back([this, inputs, out, ws] { compute(inputs, out, ws); });
   else if (dev_.lazy)
