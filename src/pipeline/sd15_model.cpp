@@ -152,12 +152,13 @@ Sd15Model::Compiled& Sd15Model::executable(const std::string& key,
   for (const auto& [name, value] : built.taps)
     c.tap_names.push_back(name);
   c.exe = engine_->compile(graph, *weights_, int8_mode);
-  c.report = {component,
-              shape,
-              c.exe->memory_plan().arena_bytes,
-              c.exe->memory_plan().lower_bound,
-              c.exe->prepare_ms(),
-              c.exe->placement().summary()};
+  c.report = MemoryReport{};
+  c.report.component = component;
+  c.report.shape = shape;
+  c.report.arena_bytes = c.exe->memory_plan().arena_bytes;
+  c.report.arena_lower_bound = c.exe->memory_plan().lower_bound;
+  c.report.prepare_ms = c.exe->prepare_ms();
+  c.report.placement = c.exe->placement().summary();
   if (c.exe->memory_plans().size() > 1)
     c.report.device_arena_bytes = c.exe->memory_plans()[1].arena_bytes;
   c.report.copy_bytes = static_cast<int64_t>(c.exe->placement().copy_bytes);

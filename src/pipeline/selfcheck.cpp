@@ -41,7 +41,8 @@ void fill_random(const TensorView& v, uint64_t seed) {
 SelfCheckStep check_component(const std::string& name, exec::Engine& engine,
                               std::shared_ptr<ir::Graph> graph, const weights::WeightSource& w,
                               const std::function<void(exec::Executable&, uint64_t)>& set_inputs) {
-  SelfCheckStep step{name};
+  SelfCheckStep step;
+  step.name = name;
   const auto t0 = Clock::now();
   auto exe = engine.compile(std::move(graph), w);
   set_inputs(*exe, 1);
