@@ -901,14 +901,20 @@ class GemmKernel final : public CudaGemmKernel {
           t.w8a8.available = true;
           t.w8a8.total_us = gemm_roofline_us(key_, GemmCandidate::kW8A8);
         }
+    choose(t);
+    return p;
+  }
+
+  // The faster available candidate by t's totals (estimated or measured); throws when
+  // cuBLASLt offers neither.
+  void choose(GemmTuning& t) const {
     HYRT_CHECK(t.f16.available || t.w8a8.available, kUnsupported, "node '", name_,
-               "': cuBLASLt offers no algorithm for ", key_.to_string(), " on ",
+               "': cuBLASLt offers no working algorithm for ", key_.to_string(), " on ",
                ctx_.device().name);
     t.chosen = !t.w8a8.available                  ? GemmCandidate::kF16
                : !t.f16.available                 ? GemmCandidate::kW8A8
                : t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8
                                                   : GemmCandidate::kF16;
-    return p;
   }
 
   // Median microseconds of the cuBLASLt calls of all of `g`'s chunks, gemm(m0, rows, algo)
@@ -993,13 +999,7 @@ class GemmKernel final : public CudaGemmKernel {
           });
         }
     }
-    HYRT_CHECK(t.f16.available || t.w8a8.available, kUnsupported, "node '", name_,
-               "': cuBLASLt offers no working algorithm for ", key_.to_string(), " on ",
-               ctx_.device().name);
-    t.chosen = !t.w8a8.available                  ? GemmCandidate::kF16
-               : !t.f16.available                 ? GemmCandidate::kW8A8
-               : t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8
-                                                  : GemmCandidate::kF16;
+    choose(t);
     // The buffers above are freed on return: let the timing runs finish first.
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
     HYRT_LOG(kDebug) << "cuda: tuned " << t.to_string()
