@@ -51,9 +51,7 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--resize", o->resize,
               "With --sizes: one engine runs the UNet step at each size in turn and reports "
               "what each new shape cost before its first step (shape_change_ms)");
-  c->add_flag("--autotune", o->autotune,
-              "Time the accelerator's GEMM candidates on first use of each shape (results kept in "
-              "the disk cache for later runs)");
+  add_autotune_option(c, &o->autotune);
   c->add_flag("!--no-overlap", o->overlap,
               "Run host and accelerator work one after another (no asynchronous copies, no "
               "per-sample UNet chains in hybrid placement): the baseline for what overlap gains");

@@ -221,9 +221,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
       ->capture_default_str();
   add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
-  c->add_flag("--autotune", a->autotune,
-              "Time the GPU's GEMM candidates for each new shape (slower first step; the "
-              "choices are kept in the disk cache, $HYRT_CACHE_DIR or ~/.cache/hyrt)");
+  add_autotune_option(c, &a->autotune);
   c->callback([a] { run(*a); });
 });
 

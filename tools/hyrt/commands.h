@@ -35,5 +35,7 @@ void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
 // `--placement host|hybrid|device|auto` (default auto) into `*placement`, for
 // plan::parse_placement_mode.
 void add_placement_option(CLI::App* command, std::string* placement);
+// --autotune (exec::EngineOptions::autotune), shared by generate and bench.
+void add_autotune_option(CLI::App* command, bool* autotune);
 
 }  // namespace hyrt::cli

@@ -54,6 +54,12 @@ void add_placement_option(CLI::App* command, std::string* placement) {
       ->default_str("auto");
 }
 
+void add_autotune_option(CLI::App* command, bool* autotune) {
+  command->add_flag("--autotune", *autotune,
+                    "Time the GPU's GEMM candidates for each new shape (slower first step; the "
+                    "choices are kept in the disk cache, $HYRT_CACHE_DIR or ~/.cache/hyrt)");
+}
+
 }  // namespace hyrt::cli
 
 int main(int argc, char** argv) {
