@@ -6,7 +6,7 @@
 # and `.gl/golden` (a copy of ../shared/golden).
 # Usage there: bench/cuda/run_engine_on_gpu.sh OUT_DIR [what...]
 #   what: tests parity bench (placements side by side at 512 and 1024) overlap (hybrid with
-#   and without host/device overlap) resize (512 -> 768 ->
+#   and without host/device overlap) fusion (fused GEMM epilogues on and off) resize (512 -> 768 ->
 #   1024 in one process) coldstart (a full-size int8 file: load + first step, twice)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -80,6 +80,35 @@ import json; j = json.load(open('$out/unet_hybrid_overlap_$ov.json'))
 for r in j['comparison']:
     u = r['stages']['unet_step']; a = [x for x in r['scratch_arenas'] if x['component'] == 'unet'][0]
     print('$ov', r['size'], 'median %.2f ms first %.1f ms host arena %.1f MiB copied %.1f MiB/run' % (u['median_ms'], u['first_call_ms'], a['arena_bytes']/2**20, a.get('copy_bytes_per_run', 0)/2**20))"
+  done
+fi
+if [[ $what == *fusion* ]]; then
+  # Fused GEMM epilogues (residual adds, activations) vs the same graph as separate nodes:
+  # device at 512 and 1024, host at 512; alternating on/off processes on the same machine.
+  for rep in 1 2; do
+    for fu in on off; do
+      flags=""
+      [ $fu = off ] && flags="--no-fusion"
+      $hyrt bench -m random:sd15 --int8 --only unet --runs $runs --warmup 2 \
+        --sizes ${BENCH_SIZES:-512,1024} --placements device $flags \
+        --json "$out/unet_fusion_device_${fu}_$rep.json" >/dev/null 2>"$logs/fusion_${fu}_$rep.err"
+      echo "fusion device $fu rep $rep rc=$?"; tail -n 2 "$logs/fusion_${fu}_$rep.err"
+      python3 -c "
+import json; j = json.load(open('$out/unet_fusion_device_${fu}_$rep.json'))
+for r in j['comparison']:
+    u = r['stages']['unet_step']; a = [x for x in r['scratch_arenas'] if x['component'] == 'unet'][0]
+    print('device fusion $fu', r['size'], 'median %.3f ms min %.3f ms device arena %.1f MiB' % (u['median_ms'], u.get('min_ms', 0), a.get('device_arena_bytes', 0)/2**20))"
+    done
+  done
+  for fu in on off; do
+    flags=""
+    [ $fu = off ] && flags="--no-fusion"
+    $hyrt bench -m random:sd15 --int8 --only unet --runs 5 --warmup 1 --placement host $flags \
+      --json "$out/unet_fusion_host_$fu.json" >/dev/null 2>"$logs/fusion_host_$fu.err"
+    echo "fusion host $fu rc=$?"
+    python3 -c "
+import json; j = json.load(open('$out/unet_fusion_host_$fu.json'))
+u = j['stages']['unet_step']; print('host fusion $fu 512 median %.1f ms' % u['median_ms'])"
   done
 fi
 if [[ $what == *resize* ]]; then

@@ -56,6 +56,7 @@ enum class Epilogue : uint8_t {
   kSilu = 1 << 1,
   kGelu = 1 << 2,
   kResidualAdd = 1 << 3,
+  kQuickGelu = 1 << 4,
 };
 
 struct GemmKey {

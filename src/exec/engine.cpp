@@ -3,6 +3,7 @@
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "plan/fuse.h"
 #include "plan/memory.h"
 #include "plan/schedule.h"
 
@@ -96,19 +97,34 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   const std::vector<const backend::Backend*> const_backends(backends.begin(), backends.end());
   plan::PlacementOptions po;
   po.mode = accel_ ? options_.placement : plan::PlacementMode::kHost;
-  const std::vector<ir::NodeId> order = plan::default_order(*graph);
-  plan::Placement placement = plan::place(*graph, order, const_backends, po);
-  if (options_.overlap)
-    placement = plan::overlap_schedule(*graph, placement, const_backends, po.copy);
+  // Placement on the graph as built, then epilogue fusion where it landed, then the order.
+  auto plan_graph = [&](std::shared_ptr<const ir::Graph>& g) {
+    plan::Placement placement = plan::place(*g, plan::default_order(*g), const_backends, po);
+    if (options_.fuse_epilogues) {
+      plan::EpilogueFusion fused = plan::fuse_epilogues(g, placement, const_backends, po.copy);
+      if (fused.fused() > 0) {
+        HYRT_LOG(kInfo) << "fused " << fused.residual_adds << " residual adds and "
+                        << fused.activations << " activations into GEMMs";
+      }
+      g = std::move(fused.graph);
+      placement = std::move(fused.placement);
+    }
+    if (options_.overlap)
+      placement = plan::overlap_schedule(*g, placement, const_backends, po.copy);
+    return placement;
+  };
+  std::shared_ptr<const ir::Graph> placed = graph;
   try {
-    return Executable::create(graph, backends, std::move(placement), weights, cache_, eo);
+    plan::Placement placement = plan_graph(placed);
+    return Executable::create(std::move(placed), backends, std::move(placement), weights, cache_,
+                              eo);
   } catch (const Error& e) {
     if (e.code() != ErrorCode::kOutOfMemory || options_.placement != plan::PlacementMode::kAuto)
       throw;
     HYRT_LOG(kWarning) << e.what() << " — preparing this graph on the host instead";
   }
   po.mode = plan::PlacementMode::kHost;
-  placement = plan::place(*graph, order, const_backends, po);
+  plan::Placement placement = plan_graph(graph);
   return Executable::create(std::move(graph), backends, std::move(placement), weights, cache_, eo);
 }
 

@@ -34,6 +34,10 @@ struct EngineOptions {
   // (ExecOptions::overlap), page-locked host arenas, and an execution order chosen for it
   // (plan::overlap_schedule) whenever a graph is placed across both.
   bool overlap = true;
+  // Fold the activation or residual add after a linear/conv2d into the GEMM where the
+  // backend that runs both has a fused kernel (plan::fuse_epilogues); false runs them as
+  // separate nodes, for comparison.
+  bool fuse_epilogues = true;
   // Time GEMM candidates on the accelerator on first use of a shape (CudaBackendOptions::
   // autotune); results persist in the disk cache, which every engine reads.
   bool autotune = false;

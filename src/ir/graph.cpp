@@ -54,13 +54,28 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
           str_cat("input ", i, " has dtype ", dtype_name(in(i).dtype), ", expected a float type"));
   };
 
+  // A fused epilogue's residual (the last input) has exactly the output's shape and dtype.
+  auto need_residual = [&](const GemmEpilogue& e, const Shape& out, DType dtype) {
+    if (!e.residual) return;
+    const Value& r = in(inputs.size() - 1);
+    if (r.shape != out || r.dtype != dtype)
+      bad(name, op,
+          str_cat("residual ", dtype_name(r.dtype), r.shape.to_string(), " does not match output ",
+                  dtype_name(dtype), out.to_string()));
+  };
+
   for (ValueId v : inputs)
     if (v < 0 || static_cast<size_t>(v) >= g.values().size())
       bad(name, op, str_cat("input value id ", v, " does not exist"));
 
   switch (op) {
     case OpKind::kLinear: {
-      need_inputs(2, 3);
+      if (!std::holds_alternative<std::monostate>(attrs) &&
+          !std::holds_alternative<LinearAttrs>(attrs))
+        bad(name, op, "wrong attributes");
+      const GemmEpilogue e = gemm_epilogue(attrs);
+      const size_t gemm_inputs = inputs.size() - (e.residual ? 1 : 0);
+      need_inputs(e.residual ? 3 : 2, e.residual ? 4 : 3);
       need_rank(0, 1, Shape::kMaxRank);
       need_rank(1, 2, 2);
       const Shape& x = in(0).shape;
@@ -69,16 +84,18 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
         bad(name, op,
             str_cat("input ", x.to_string(), " does not match weight ", w.to_string(),
                     " (weight is [out, in])"));
-      if (inputs.size() == 3) need_vec(2, w[0], "bias");
+      if (gemm_inputs == 3) need_vec(2, w[0], "bias");
       Shape out = x;
       out[out.rank() - 1] = w[0];
+      need_residual(e, out, in(0).dtype);
       return {in(0).dtype, out};
     }
     case OpKind::kConv2d: {
-      need_inputs(2, 3);
+      const auto& a = need_attrs(static_cast<Conv2dAttrs*>(nullptr));
+      const size_t gemm_inputs = inputs.size() - (a.epilogue.residual ? 1 : 0);
+      need_inputs(a.epilogue.residual ? 3 : 2, a.epilogue.residual ? 4 : 3);
       need_rank(0, 4, 4);
       need_rank(1, 4, 4);
-      const auto& a = need_attrs(static_cast<Conv2dAttrs*>(nullptr));
       const Shape& x = in(0).shape;  // NHWC
       const Shape& w = in(1).shape;  // OIHW
       if (x[3] != w[1])
@@ -90,8 +107,10 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       const int64_t wo = (x[2] + 2 * a.padding - w[3]) / a.stride + 1;
       if (ho < 1 || wo < 1)
         bad(name, op, str_cat("input ", x.to_string(), " too small for kernel"));
-      if (inputs.size() == 3) need_vec(2, w[0], "bias");
-      return {in(0).dtype, Shape{x[0], ho, wo, w[0]}};
+      if (gemm_inputs == 3) need_vec(2, w[0], "bias");
+      const Shape out{x[0], ho, wo, w[0]};
+      need_residual(a.epilogue, out, in(0).dtype);
+      return {in(0).dtype, out};
     }
     case OpKind::kGroupNorm:
     case OpKind::kLayerNorm: {
@@ -374,9 +393,17 @@ std::string Graph::dump() const {
     std::visit(
         [&](const auto& a) {
           using A = std::decay_t<decltype(a)>;
-          if constexpr (std::is_same_v<A, Conv2dAttrs>)
+          auto epilogue = [&](const GemmEpilogue& e) {
+            if (e.activation != Activation::kNone) os << " +" << activation_name(e.activation);
+            if (e.residual) os << " +residual";
+          };
+          if constexpr (std::is_same_v<A, Conv2dAttrs>) {
             os << " stride=" << a.stride << " pad=" << a.padding;
-          else if constexpr (std::is_same_v<A, NormAttrs>)
+            epilogue(a.epilogue);
+          } else if constexpr (std::is_same_v<A, LinearAttrs>) {
+            epilogue(a.epilogue);
+          }
+          if constexpr (std::is_same_v<A, NormAttrs>)
             os << " groups=" << a.groups << " eps=" << a.eps << (a.fuse_silu ? " +silu" : "");
           else if constexpr (std::is_same_v<A, AttentionAttrs>)
             os << " heads=" << a.heads << (a.causal ? " causal" : "");

@@ -35,7 +35,7 @@ struct Value {
   ValueKind kind = ValueKind::kIntermediate;
   DType dtype = DType::kF32;
   Shape shape;
-  std::string name;        // inputs/weights: their key; intermediates: the producing node's name
+  std::string name;         // inputs/weights: their key; intermediates: the producing node's name
   NodeId producer = kNone;  // kIntermediate only
   bool is_output = false;
 
@@ -54,6 +54,14 @@ struct Node {
   const A& attr() const {
     return std::get<A>(attrs);
   }
+
+  // Linear and conv2d (see ir::GemmEpilogue): the fused epilogue, the bias input (kNone
+  // without one) and the residual input (kNone without one).
+  GemmEpilogue epilogue() const { return gemm_epilogue(attrs); }
+  ValueId gemm_bias() const {
+    return inputs.size() - (epilogue().residual ? 1 : 0) == 3 ? inputs[2] : kNone;
+  }
+  ValueId gemm_residual() const { return epilogue().residual ? inputs.back() : kNone; }
 };
 
 class Graph {

@@ -48,6 +48,26 @@ std::string_view op_name(OpKind op) {
   return "?";
 }
 
+std::string_view activation_name(Activation a) {
+  switch (a) {
+    case Activation::kNone:
+      return "none";
+    case Activation::kSilu:
+      return "silu";
+    case Activation::kGelu:
+      return "gelu";
+    case Activation::kQuickGelu:
+      return "quick_gelu";
+  }
+  return "?";
+}
+
+GemmEpilogue gemm_epilogue(const Attrs& attrs) {
+  if (const auto* l = std::get_if<LinearAttrs>(&attrs)) return l->epilogue;
+  if (const auto* c = std::get_if<Conv2dAttrs>(&attrs)) return c->epilogue;
+  return {};
+}
+
 OpTraits op_traits(OpKind op) {
   //                  gemm   elementwise in_place view
   switch (op) {

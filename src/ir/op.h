@@ -14,9 +14,11 @@
 namespace hyrt::ir {
 
 enum class OpKind : uint8_t {
-  kLinear,           // x [..., K], w [N, K], optional bias [N]            -> [..., N]
-  kConv2d,           // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout]
-                     //   -> [B, Ho, Wo, Cout]; Conv2dAttrs (square stride and padding)
+  kLinear,           // x [..., K], w [N, K], optional bias [N], optional residual [..., N]
+                     //   -> [..., N]; optional LinearAttrs (a fused GemmEpilogue)
+  kConv2d,           // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout],
+                     //   optional residual [B, Ho, Wo, Cout] -> [B, Ho, Wo, Cout]; Conv2dAttrs
+                     //   (square stride and padding, a fused GemmEpilogue)
   kGroupNorm,        // x [B, ..., C], gamma [C], beta [C] -> same; statistics over all non-batch
                      //   positions of each group of C/groups channels; NormAttrs (+ fused SiLU)
   kLayerNorm,        // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused)
@@ -44,9 +46,32 @@ inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kSlice) + 1;  // the
 
 std::string_view op_name(OpKind op);
 
+// What a linear or conv2d node does to its GEMM result before writing it, in this order:
+//   y = activation(x · wᵀ + bias) + residual
+// The residual, when present, is the node's last input, with the output's shape and dtype
+// (no broadcasting); the bias, when present, is input 2. Graph builders write the plain
+// ops (linear, then silu, then add); plan::fuse_epilogues folds them into the GEMM node
+// where the backend that runs both says it can (it saves the output's round trip through
+// memory).
+enum class Activation : uint8_t { kNone, kSilu, kGelu, kQuickGelu };
+
+// "none", "silu", "gelu", "quick_gelu".
+std::string_view activation_name(Activation a);
+
+struct GemmEpilogue {
+  Activation activation = Activation::kNone;
+  bool residual = false;
+  bool empty() const { return activation == Activation::kNone && !residual; }
+};
+
+struct LinearAttrs {
+  GemmEpilogue epilogue{};
+};
+
 struct Conv2dAttrs {
   int stride = 1;
   int padding = 0;
+  GemmEpilogue epilogue{};
 };
 
 struct NormAttrs {
@@ -98,7 +123,11 @@ struct PermuteAttrs {
 
 using Attrs =
     std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs, ConcatAttrs,
-                 TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs, SliceAttrs>;
+                 TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs, SliceAttrs, LinearAttrs>;
+
+// The fused epilogue of a linear or conv2d node's attributes (empty for any other attrs:
+// a linear without LinearAttrs has none).
+GemmEpilogue gemm_epilogue(const Attrs& attrs);
 
 // Static properties of an op kind that the planner and backends rely on.
 struct OpTraits {

@@ -71,6 +71,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.placement = o.placement;
   eo.autotune = o.autotune;
   eo.overlap = o.overlap;
+  eo.fuse_epilogues = o.fuse_epilogues;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -90,6 +91,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"placement", plan::placement_mode_name(o.placement)},
       {"autotune", o.autotune},
       {"overlap", o.overlap},
+      {"fuse_epilogues", o.fuse_epilogues},
       {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},

@@ -54,6 +54,8 @@ struct BenchOptions {
   // Host and accelerator work at once where the placement allows (exec::EngineOptions::
   // overlap); false = the serial executor, for comparison.
   bool overlap = true;
+  // Fused GEMM epilogues (exec::EngineOptions::fuse_epilogues); false = separate nodes.
+  bool fuse_epilogues = true;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

@@ -15,6 +15,16 @@
 // candidate, chunked or not, stages in a bound workspace of the documented size (cuda_gemm.h)
 // at 64-byte (not 256-byte) aligned addresses, rebinding works, and a bound run grows no
 // scratch of the context; an unbound run then grows the context's slots instead.
+// Fused epilogues (ir::GemmEpilogue: y = act(conv + bias) + residual, the residual
+// [B, Ho, Wo, Cout] an activation bound as the last input): the references apply the
+// activation in double and add the residual as the kernel reads it (rounded through f16); both
+// candidates must match them for a 3x3 conv + residual (the resnet conv2 pattern), a 1x1 conv
+// + residual (proj_out), activations with and without a residual, and in row chunks (both
+// candidates chunked: each chunk adds its own residual rows, W8A8 bit for bit as in one piece,
+// also in a bound workspace). Each part must show (references without it, and the same conv
+// unfused, are missed by 10x the tolerance); a residual bound wrongly is refused with
+// kInvalidArgument. On the host: the epilogue's key bits (a fused 1x1 conv keeps the fused
+// linear's key) and which residuals supports_conv2d accepts.
 #include <gtest/gtest.h>
 
 #ifdef HYRT_HAVE_CUDA
@@ -59,28 +69,36 @@ struct ConvSpec {
   bool bias = true;
   DType weight = DType::kS8;        // s8 ("8-bit S") or a float type
   DType graph_dtype = DType::kF32;  // the graph's activation dtype (held as f16 either way)
+  ir::GemmEpilogue epilogue{};      // fused activation / residual (none by default)
   uint64_t seed = 1;
 };
 
 std::string describe(const ConvSpec& s) {
   return str_cat("x [", s.batch, ", ", s.height, ", ", s.width, ", ", s.cin, "] w ",
                  dtype_name(s.weight), "[", s.cout, ", ", s.cin, ", ", s.kernel, ", ", s.kernel,
-                 "] s=", s.stride, " p=", s.padding, s.bias ? " +bias" : "");
+                 "] s=", s.stride, " p=", s.padding, s.bias ? " +bias" : "",
+                 epilogue_note(s.epilogue));
 }
 
-// A one-node graph, its weights and the host-side values the reference needs.
+// A one-node graph, its weights and the host-side values the reference needs. With a fused
+// epilogue the node is conv2d(x, w[, b], r), r a graph input "r" [B, Ho, Wo, Cout] of the
+// graph's dtype (held as f16 on the device, like x).
 struct ConvCase {
   ConvSpec s;
   ir::Graph graph;
   weights::MemoryWeights weights;
+  ir::GemmEpilogue epilogue;
   int64_t out_h = 0, out_w = 0;
   std::vector<float> x;  // NHWC, rounded through f16 (what the kernel reads)
   std::vector<uint16_t> x16;
   std::vector<float> w;           // OIHW values: s·q (8-bit S) or as stored
   std::vector<float> bias;        // [Cout] or empty
   std::vector<float> q, w_scale;  // 8-bit S only: q (OIHW) as floats, scales [Cout]
+  std::vector<float> residual;    // [B, Ho, Wo, Cout] rounded through f16, or empty
+  std::vector<uint16_t> r16;
 
-  explicit ConvCase(const ConvSpec& spec) : s(spec), graph(spec.graph_dtype) {
+  explicit ConvCase(const ConvSpec& spec)
+      : s(spec), graph(spec.graph_dtype), epilogue(spec.epilogue) {
     out_h = (s.height + 2 * s.padding - s.kernel) / s.stride + 1;
     out_w = (s.width + 2 * s.padding - s.kernel) / s.stride + 1;
     const Shape xs{s.batch, s.height, s.width, s.cin};
@@ -121,23 +139,43 @@ struct ConvCase {
       weights.add("b", std::move(b));
       ins.push_back(graph.add_weight("b", DType::kF32, Shape{s.cout}));
     }
-    graph.mark_output(
-        graph.add_node(ir::OpKind::kConv2d, ins, ir::Conv2dAttrs{s.stride, s.padding}, "conv"));
+    if (epilogue.residual) {
+      const Shape rs{s.batch, out_h, out_w, s.cout};
+      Tensor rf = random_tensor(rs, s.seed + 3, 1.0f);
+      const size_t nr = static_cast<size_t>(rs.numel());
+      r16.resize(nr);
+      residual.resize(nr);
+      convert_from_f32(rf.as<float>(), DType::kF16, r16.data(), nr);
+      convert_to_f32(DType::kF16, r16.data(), residual.data(), nr);
+      ins.push_back(graph.add_input("r", s.graph_dtype, rs));
+    }
+    graph.mark_output(graph.add_node(ir::OpKind::kConv2d, ins,
+                                     ir::Conv2dAttrs{s.stride, s.padding, epilogue}, "conv"));
     graph.verify();
   }
 
   const ir::Node& node() const { return graph.nodes().back(); }
   int64_t out_elems() const { return s.batch * out_h * out_w * s.cout; }
 
-  // Direct convolution in double, symmetric zero padding (PyTorch / oneDNN).
-  std::vector<float> reference(bool with_bias = true) const {
+  // Output element e (channel o) from its GEMM result acc (bias not yet added), in double:
+  // + bias, the activation, + the residual — each unless `omit` names it.
+  float finish(double acc, int64_t e, int64_t o, Omit omit) const {
+    if (omit != Omit::kBias && !bias.empty()) acc += bias[static_cast<size_t>(o)];
+    if (omit != Omit::kActivation) acc = activation_ref(acc, epilogue.activation);
+    if (omit != Omit::kResidual && epilogue.residual) acc += residual[static_cast<size_t>(e)];
+    return static_cast<float>(acc);
+  }
+
+  // Direct convolution in double, symmetric zero padding (PyTorch / oneDNN), then bias and the
+  // fused epilogue (without the part `omit` names).
+  std::vector<float> reference(Omit omit = Omit::kNothing) const {
     std::vector<float> y(static_cast<size_t>(out_elems()));
     const int64_t kk = s.kernel;
     for (int64_t b = 0; b < s.batch; ++b)
       for (int64_t oh = 0; oh < out_h; ++oh)
         for (int64_t ow = 0; ow < out_w; ++ow)
           for (int64_t o = 0; o < s.cout; ++o) {
-            double acc = with_bias && !bias.empty() ? bias[o] : 0.0;
+            double acc = 0.0;
             for (int64_t i = 0; i < kk; ++i) {
               const int64_t ih = oh * s.stride - s.padding + i;
               if (ih < 0 || ih >= s.height) continue;
@@ -149,15 +187,16 @@ struct ConvCase {
                   acc += static_cast<double>(xp[c]) * w[((o * s.cin + c) * kk + i) * kk + j];
               }
             }
-            y[((b * out_h + oh) * out_w + ow) * s.cout + o] = static_cast<float>(acc);
+            const int64_t e = ((b * out_h + oh) * out_w + ow) * s.cout + o;
+            y[static_cast<size_t>(e)] = finish(acc, e, o, omit);
           }
     return y;
   }
 
   // W8A8 as specified: each im2col row (zero padding included) quantized by the kernels' rule
   // (cuda_kernels.h, launch_quantize_rows_s8), q·q accumulated exactly, scaled by row scale ·
-  // weight scale, plus bias.
-  std::vector<float> reference_w8a8() const {
+  // weight scale, then bias and the epilogue as reference().
+  std::vector<float> reference_w8a8(Omit omit = Omit::kNothing) const {
     std::vector<float> y(static_cast<size_t>(out_elems()));
     const int64_t kk = s.kernel, k = kk * kk * s.cin;
     std::vector<float> row(static_cast<size_t>(k));
@@ -187,17 +226,16 @@ struct ConvCase {
                   acc += static_cast<double>(row[static_cast<size_t>((i * kk + j) * s.cin + c)]) *
                          q[static_cast<size_t>(((o * s.cin + c) * kk + i) * kk + j)];
             acc *= static_cast<double>(row_scale) * w_scale[static_cast<size_t>(o)];
-            if (!bias.empty()) acc += bias[static_cast<size_t>(o)];
-            y[static_cast<size_t>(((b * out_h + oh) * out_w + ow) * s.cout + o)] =
-                static_cast<float>(acc);
+            const int64_t e = ((b * out_h + oh) * out_w + ow) * s.cout + o;
+            y[static_cast<size_t>(e)] = finish(acc, e, o, omit);
           }
         }
     return y;
   }
 };
 
-// Device copies of a case's input and output; runs a candidate on the stream of `ctx`, the
-// context the kernel was made on.
+// Device copies of a case's input, fused residual and output; runs a candidate on the stream
+// of `ctx`, the context the kernel was made on.
 class DeviceRun {
  public:
   explicit DeviceRun(const ConvCase& c, CudaContext& ctx = *gpu().ctx)
@@ -207,17 +245,44 @@ class DeviceRun {
         y_(static_cast<size_t>(c.out_elems()) * 2, "test y") {
     HYRT_CUDA_CHECK(
         cudaMemcpyAsync(x_.data(), c.x16.data(), x_.size(), cudaMemcpyHostToDevice, ctx.stream()));
+    if (!c.r16.empty()) {
+      r_ = DeviceBuffer(c.r16.size() * 2, "test residual");
+      HYRT_CUDA_CHECK(cudaMemcpyAsync(r_.data(), c.r16.data(), r_.size(), cudaMemcpyHostToDevice,
+                                      ctx.stream()));
+    }
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
   }
 
+  // The node's inputs bound as the executor binds them: x and the residual (activations,
+  // f16) from device memory, the weights as the source's views (the kernel uses its uploaded
+  // copies).
+  std::vector<TensorView> inputs() const {
+    const ConvCase& c = c_;
+    const ir::Node& node = c.node();
+    std::vector<TensorView> ins{
+        TensorView{x_.data(), DType::kF16, Shape{c.s.batch, c.s.height, c.s.width, c.s.cin}}};
+    for (size_t i = 1; i < node.inputs.size(); ++i)
+      ins.push_back(node.inputs[i] == node.gemm_residual()
+                        ? residual()
+                        : c.weights.get(c.graph.value(node.inputs[i]).name));
+    return ins;
+  }
+  // The residual's device copy (data null without a fused residual).
+  TensorView residual() const {
+    return TensorView{r_.data(), DType::kF16, Shape{c_.s.batch, c_.out_h, c_.out_w, c_.s.cout}};
+  }
+
   std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
+    return run_with(kernel, inputs(), cand);
+  }
+
+  // Poisons the output, runs candidate `cand` (or the kernel's own choice) with the inputs
+  // bound as given, returns y as f32.
+  std::vector<float> run_with(CudaGemmKernel& kernel, const std::vector<TensorView>& ins,
+                              std::optional<GemmCandidate> cand = {}) {
     CudaContext& ctx = ctx_;
     HYRT_CUDA_CHECK(cudaMemsetAsync(y_.data(), 0xff, y_.size(), ctx.stream()));  // NaN
     const ConvCase& c = c_;
-    std::vector<TensorView> ins{
-        TensorView{x_.data(), DType::kF16, Shape{c.s.batch, c.s.height, c.s.width, c.s.cin}}};
-    for (size_t i = 1; i < c.node().inputs.size(); ++i)
-      ins.push_back(c.weights.get(c.graph.value(c.node().inputs[i]).name));
     const TensorView y{y_.data(), DType::kF16, Shape{c.s.batch, c.out_h, c.out_w, c.s.cout}};
     if (cand)
       kernel.run_candidate(*cand, ins, y);
@@ -235,7 +300,7 @@ class DeviceRun {
  private:
   const ConvCase& c_;
   CudaContext& ctx_;
-  DeviceBuffer x_, y_;
+  DeviceBuffer x_, y_, r_;
 };
 
 // Device memory of a context for check_bound_workspace (cuda_gemm_check.h), on its stream.
@@ -604,6 +669,184 @@ TEST(CudaConv, BoundWorkspaceInRowChunks) {
   check_conv_workspace(spec, GemmCandidate::kW8A8, 1);
 }
 
+// --- fused epilogues (ir::GemmEpilogue: y = act(conv(x, w) + bias) + residual) ---
+
+constexpr ir::GemmEpilogue kResidual{.residual = true};
+constexpr ir::Activation kSilu = ir::Activation::kSilu;
+constexpr ir::Activation kGelu = ir::Activation::kGelu;
+constexpr ir::Activation kQuickGelu = ir::Activation::kQuickGelu;
+
+// A resnet block's conv2 + its skip connection: 3x3, 64 -> 64 channels, 16x16, B = 2 (M = 512,
+// K = 576), bias and residual; the same with f16-stored weights (the f16 candidate only) in an
+// f16 graph.
+TEST(CudaConv, FusedResidual3x3) {
+  REQUIRE_GPU();
+  check_conv({.height = 16, .width = 16, .cin = 64, .cout = 64, .epilogue = kResidual, .seed = 91});
+  check_conv({.height = 16,
+              .width = 16,
+              .cin = 64,
+              .cout = 64,
+              .weight = DType::kF16,
+              .graph_dtype = DType::kF16,
+              .epilogue = kResidual,
+              .seed = 92});
+}
+
+// Transformer2D's proj_out as a 1x1 conv (the linear path, no im2col) + the block's input:
+// 320 -> 320, 16x16, B = 2; and Cout = 13 without a bias (W8A8's unvectorised epilogue,
+// cuBLASLt's beta·C on an odd N).
+TEST(CudaConv, FusedResidualPointwise) {
+  REQUIRE_GPU();
+  check_conv({.height = 16,
+              .width = 16,
+              .cin = 320,
+              .cout = 320,
+              .kernel = 1,
+              .padding = 0,
+              .epilogue = kResidual,
+              .seed = 93});
+  check_conv({.batch = 1,
+              .height = 7,
+              .width = 9,
+              .cin = 24,
+              .cout = 13,
+              .kernel = 1,
+              .padding = 0,
+              .bias = false,
+              .epilogue = kResidual,
+              .seed = 94});
+}
+
+// Activations: SiLU after a 3x3 conv (the im2col path), GELU + residual after a stride-2 conv,
+// QuickGELU + residual after a 1x1 conv with Cout = 13 (the f16 epilogue pass's tail).
+TEST(CudaConv, FusedActivation) {
+  REQUIRE_GPU();
+  check_conv({.height = 8,
+              .width = 8,
+              .cin = 32,
+              .cout = 48,
+              .epilogue = {.activation = kSilu},
+              .seed = 95});
+  check_conv({.height = 9,
+              .width = 7,
+              .cin = 16,
+              .cout = 24,
+              .stride = 2,
+              .epilogue = {.activation = kGelu, .residual = true},
+              .seed = 96});
+  check_conv({.batch = 1,
+              .height = 7,
+              .width = 9,
+              .cin = 24,
+              .cout = 13,
+              .kernel = 1,
+              .padding = 0,
+              .epilogue = {.activation = kQuickGelu, .residual = true},
+              .seed = 97});
+}
+
+// Row chunks with a fused epilogue, each chunk adding its own rows of the residual: a 3x3 conv
+// chunks both candidates (f16 its im2col rows, W8A8 its quantized rows). 15x15x32 -> 48,
+// B = 2: M = 450 = 7 x 64 + 2 under a 1-byte budget, the residual alone (cuBLASLt's beta·C per
+// chunk) and after SiLU (the f16 candidate's epilogue pass per chunk); Cin = 3 -> Cout = 13
+// stride 2 with GELU + residual, B = 3: M = 330 = 5 x 64 + 10, chunks crossing the images;
+// a 1x1 conv, where only W8A8 chunks. W8A8 in chunks equals W8A8 in one piece bit for bit
+// (check_conv_in_chunks), and both candidates, chunked, stage in a bound workspace.
+TEST(CudaConv, RowChunksFusedResidual) {
+  REQUIRE_GPU();
+  check_conv_in_chunks(
+      {.height = 15, .width = 15, .cin = 32, .cout = 48, .epilogue = kResidual, .seed = 98}, 1, 7);
+  const ConvSpec silu{.height = 15,
+                      .width = 15,
+                      .cin = 32,
+                      .cout = 48,
+                      .epilogue = {.activation = kSilu, .residual = true},
+                      .seed = 99};
+  check_conv_in_chunks(silu, 1, 7);
+  check_conv_in_chunks({.batch = 3,
+                        .height = 21,
+                        .width = 19,
+                        .cin = 3,
+                        .cout = 13,
+                        .stride = 2,
+                        .epilogue = {.activation = kGelu, .residual = true},
+                        .seed = 100},
+                       1, 5);
+  check_conv_in_chunks({.batch = 3,
+                        .height = 10,
+                        .width = 10,
+                        .cin = 64,
+                        .cout = 32,
+                        .kernel = 1,
+                        .padding = 0,
+                        .epilogue = kResidual,
+                        .seed = 101},
+                       1, 4);
+  check_conv_workspace(silu, GemmCandidate::kF16, 1);
+  check_conv_workspace(silu, GemmCandidate::kW8A8, 1);
+}
+
+// The fused checks can fail: the same conv unfused (what a kernel that dropped its epilogue
+// computes) misses the fused references by more than 10x the tolerance, for either candidate,
+// as do the references without the residual or the activation. A residual bound wrongly is
+// refused before anything runs (kInvalidArgument): not bound, one pixel short, f32.
+TEST(CudaConv, FusedEpilogueIsChecked) {
+  REQUIRE_GPU();
+  const ConvSpec spec{
+      .cin = 16, .cout = 16, .epilogue = {.activation = kSilu, .residual = true}, .seed = 102};
+  ConvSpec plain_spec = spec;
+  plain_spec.epilogue = {};
+  const ConvCase c(spec), plain(plain_spec);
+  ASSERT_EQ(c.x, plain.x);
+  ASSERT_EQ(c.w, plain.w);
+  ASSERT_EQ(c.bias, plain.bias);
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> fused = make(c, cache);
+  std::unique_ptr<CudaGemmKernel> unfused = make(plain, cache);
+  ASSERT_NE(fused, nullptr);
+  ASSERT_NE(unfused, nullptr);
+  EXPECT_EQ(cache.misses(), 2u) << "a fused program must not share the plain one's entry";
+  DeviceRun run(c), plain_run(plain);
+  const std::vector<TensorView> good = run.inputs();
+  ASSERT_EQ(good.size(), 4u);  // x, w, b, r
+  const TensorView r = run.residual();
+  ASSERT_NE(r.data, nullptr);
+
+  for (GemmCandidate cand : {GemmCandidate::kF16, GemmCandidate::kW8A8}) {
+    SCOPED_TRACE(backend::cuda::candidate_name(cand));
+    const bool f16 = cand == GemmCandidate::kF16;
+    const double tol = f16 ? kF16Tolerance : kW8A8ExactTolerance;
+    const auto ref = [&](const ConvCase& cc, Omit omit) {
+      return f16 ? cc.reference(omit) : cc.reference_w8a8(omit);
+    };
+    const std::vector<float> full = ref(c, Omit::kNothing);
+    const std::vector<float> y = run.run(*fused, cand);
+    EXPECT_LE(rel(y, full), tol);
+    EXPECT_GT(rel(y, ref(c, Omit::kResidual)), 10 * tol) << "the residual does not show";
+    EXPECT_GT(rel(y, ref(c, Omit::kActivation)), 10 * tol) << "the activation does not show";
+    const std::vector<float> y_plain = plain_run.run(*unfused, cand);
+    EXPECT_LE(rel(y_plain, ref(plain, Omit::kNothing)), tol);
+    EXPECT_GT(rel(y_plain, full), 10 * tol) << "a kernel without its epilogue would pass";
+
+    const auto expect_rejected = [&](const std::vector<TensorView>& ins, const char* what) {
+      SCOPED_TRACE(what);
+      try {
+        run.run_with(*fused, ins, cand);
+        ADD_FAILURE() << "the kernel ran with its residual bound wrongly";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+      }
+    };
+    expect_rejected({good[0], good[1], good[2]}, "x, w, b: the residual not bound");
+    std::vector<TensorView> bad = good;
+    bad.back() = TensorView{r.data, r.dtype, Shape{r.numel() - c.s.cout}};
+    expect_rejected(bad, "one pixel short");
+    bad.back() = TensorView{r.data, DType::kF32, r.shape};
+    expect_rejected(bad, "f32, the device holds f16");
+    EXPECT_LE(rel(run.run(*fused, cand), full), tol) << "after the rejected bindings";
+  }
+}
+
 // --- host-only: keys and support (no GPU needed) ---
 
 ir::Graph one_conv(Shape xs, Shape ws, int stride, int padding, DType x_dtype = DType::kF32,
@@ -611,7 +854,7 @@ ir::Graph one_conv(Shape xs, Shape ws, int stride, int padding, DType x_dtype = 
   ir::Graph g(x_dtype);
   const ir::ValueId x = g.add_input("x", x_dtype, xs);
   const ir::ValueId w = g.add_weight("w", w_dtype, ws);
-  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{stride, padding}, "c"));
+  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{stride, padding, {}}, "c"));
   return g;
 }
 
@@ -651,8 +894,99 @@ TEST(CudaConvKey, Supports) {
   ir::Graph g(DType::kF32);
   const ir::ValueId x = g.add_input("x", DType::kF32, Shape{1, 4, 4, 2});
   const ir::ValueId w = g.add_input("w", DType::kF32, Shape{2, 2, 1, 1});
-  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{1, 0}, "c"));
+  g.mark_output(g.add_node(ir::OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{1, 0, {}}, "c"));
   EXPECT_FALSE(backend::cuda::supports_conv2d(g, g.nodes()[0]));
+}
+
+// conv2d(x [2, 8, 8, Cin], w [Cout, Cin, k, k] (8-bit S)[, b], r) with `epilogue` in an f32
+// graph, stride 1 and "same" padding; the residual [2, 8, 8, Cout] a graph input — or a graph
+// weight (residual_weight).
+ir::Graph fused_conv(int64_t cin, int64_t cout, int k, ir::GemmEpilogue epilogue, bool bias,
+                     bool residual_weight = false) {
+  ir::Graph g(DType::kF32);
+  const ir::ValueId x = g.add_input("x", DType::kF32, Shape{2, 8, 8, cin});
+  std::vector<ir::ValueId> ins{x, g.add_weight("w", DType::kS8, Shape{cout, cin, k, k})};
+  if (bias) ins.push_back(g.add_weight("b", DType::kF32, Shape{cout}));
+  const Shape rs{2, 8, 8, cout};
+  if (epilogue.residual)
+    ins.push_back(residual_weight ? g.add_weight("r", DType::kF32, rs)
+                                  : g.add_input("r", DType::kF32, rs));
+  g.mark_output(g.add_node(ir::OpKind::kConv2d, ins, ir::Conv2dAttrs{1, k / 2, epilogue}, "conv"));
+  return g;
+}
+
+// A fused conv's key carries the epilogue bits next to kBias and kIm2colOperand (its own
+// cache entry); a fused 1x1 conv still equals the linear of the same epilogue (one program).
+TEST(CudaConvKey, FusedEpilogueBits) {
+  using backend::Epilogue;
+  const auto bit = [](Epilogue e) { return static_cast<uint8_t>(e); };
+  const ir::GemmEpilogue silu_residual{.activation = kSilu, .residual = true};
+  const ir::Graph plain3 = fused_conv(64, 64, 3, {}, true);
+  const ir::Graph fused3 = fused_conv(64, 64, 3, silu_residual, true);
+  const backend::GemmKey k_plain = backend::cuda::conv2d_gemm_key(plain3, plain3.nodes()[0]);
+  const backend::GemmKey k_fused = backend::cuda::conv2d_gemm_key(fused3, fused3.nodes()[0]);
+  EXPECT_EQ(k_fused.epilogue, bit(Epilogue::kBias) | bit(Epilogue::kSilu) |
+                                  bit(Epilogue::kResidualAdd) | backend::cuda::kIm2colOperand);
+  EXPECT_NE(k_fused, k_plain);
+  EXPECT_NE(k_fused.to_string(), k_plain.to_string());
+  const ir::Graph gelu3 = fused_conv(64, 64, 3, {.activation = kGelu}, false);
+  EXPECT_EQ(backend::cuda::conv2d_gemm_key(gelu3, gelu3.nodes()[0]).epilogue,
+            bit(Epilogue::kGelu) | backend::cuda::kIm2colOperand);
+  const ir::Graph quick3 = fused_conv(64, 64, 3, {.activation = kQuickGelu}, false);
+  EXPECT_EQ(backend::cuda::conv2d_gemm_key(quick3, quick3.nodes()[0]).epilogue,
+            bit(Epilogue::kQuickGelu) | backend::cuda::kIm2colOperand);
+
+  // 1x1 over [2, 8, 8, 640] -> 320 + residual = the linear [128, 640] -> 320 + residual.
+  const ir::Graph c1 = fused_conv(640, 320, 1, silu_residual, false);
+  ir::Graph lin(DType::kF16);
+  const ir::ValueId x = lin.add_input("x", DType::kF16, Shape{128, 640});
+  const ir::ValueId w = lin.add_weight("w", DType::kS8, Shape{320, 640});
+  const ir::ValueId r = lin.add_input("r", DType::kF16, Shape{128, 320});
+  lin.mark_output(
+      lin.add_node(ir::OpKind::kLinear, {x, w, r}, ir::LinearAttrs{silu_residual}, "l"));
+  const backend::GemmKey k1 = backend::cuda::conv2d_gemm_key(c1, c1.nodes()[0]);
+  EXPECT_EQ(k1, backend::cuda::linear_gemm_key(lin, lin.nodes()[0])) << k1.to_string();
+  EXPECT_EQ(k1.epilogue, bit(Epilogue::kSilu) | bit(Epilogue::kResidualAdd));
+}
+
+// supports_conv2d with a fused epilogue: a residual graph input of the output's shape and
+// dtype (with or without bias, with an activation) is supported; a residual that is a weight,
+// or (an edited copy of the node: the graph refuses to build one) of another shape or dtype,
+// or a residual flag without a residual input, is not.
+TEST(CudaConvKey, SupportsFusedResidual) {
+  for (bool bias : {false, true})
+    for (int k : {1, 3}) {
+      SCOPED_TRACE(str_cat(k, "x", k, bias ? " bias" : ""));
+      const ir::Graph g = fused_conv(16, 32, k, kResidual, bias);
+      EXPECT_TRUE(backend::cuda::supports_conv2d(g, g.nodes()[0]));
+      const ir::Graph a = fused_conv(16, 32, k, {.activation = kGelu, .residual = true}, bias);
+      EXPECT_TRUE(backend::cuda::supports_conv2d(a, a.nodes()[0]));
+    }
+  const ir::Graph weight = fused_conv(16, 32, 3, kResidual, true, true);
+  EXPECT_FALSE(backend::cuda::supports_conv2d(weight, weight.nodes()[0]));
+
+  ir::Graph g(DType::kF32);
+  const ir::ValueId x = g.add_input("x", DType::kF32, Shape{2, 8, 8, 16});
+  const ir::ValueId w = g.add_weight("w", DType::kS8, Shape{32, 16, 3, 3});
+  const ir::ValueId r = g.add_input("r", DType::kF32, Shape{2, 8, 8, 32});
+  const ir::ValueId other_shape = g.add_input("r_t", DType::kF32, Shape{2, 8, 32, 8});
+  const ir::ValueId f16 = g.add_input("r_f16", DType::kF16, Shape{2, 8, 8, 32});
+  g.mark_output(
+      g.add_node(ir::OpKind::kConv2d, {x, w, r}, ir::Conv2dAttrs{1, 1, kResidual}, "conv"));
+  const ir::Node& ok = g.nodes()[0];
+  EXPECT_TRUE(backend::cuda::supports_conv2d(g, ok));
+  const auto edited = [&](std::vector<ir::ValueId> inputs) {
+    ir::Node n = ok;
+    n.inputs = std::move(inputs);
+    return n;
+  };
+  EXPECT_FALSE(backend::cuda::supports_conv2d(g, edited({x, w, other_shape})));
+  EXPECT_FALSE(backend::cuda::supports_conv2d(g, edited({x, w, f16})))
+      << "an f16 residual for an f32 output (both held as f16 on the device)";
+  EXPECT_FALSE(backend::cuda::supports_conv2d(g, edited({x, w}))) << "no residual input";
+  EXPECT_THROW(
+      g.add_node(ir::OpKind::kConv2d, {x, w, other_shape}, ir::Conv2dAttrs{1, 1, kResidual}, "c"),
+      Error);
 }
 
 }  // namespace

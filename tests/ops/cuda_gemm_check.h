@@ -6,6 +6,11 @@
 //          must miss by 10x that, so the comparison can fail;
 //   W8A8 — ≤ 2e-2 against the reference (per-row activation quantization), and ≤ 2e-3
 //          against a reference that quantizes by the kernel's own rule.
+// The references compute the whole node, its fused epilogue included (ir::GemmEpilogue:
+// y = activation(x · wᵀ + bias) + residual, activation_ref below). For a fused node each part
+// of the epilogue must show in both candidates' outputs: a reference that leaves the
+// activation or the residual out (Omit) must miss by 10x the tolerance (f16, and W8A8 against
+// its exact reference), so a kernel that drops a part cannot pass.
 // Also ScopedGemmStagingBudget, which makes small GEMMs run in row chunks, and
 // check_bound_workspace: the kernel's chosen candidate staging in a workspace bound the
 // executor's way (Kernel::bind_workspace) — right results, nothing written outside the
@@ -15,14 +20,17 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_gemm.h"
 #include "core/error.h"
+#include "ir/op.h"
 #include "test_util.h"
 
 namespace hyrt::test {
@@ -49,7 +57,58 @@ inline double rel(const std::vector<float>& a, const std::vector<float>& b) {
   return relative_l2(a.data(), b.data(), a.size());
 }
 
-// Case: reference(bool with_bias = true), reference_w8a8(), bias (empty without one).
+// A fused activation (ir::Activation) in double, as op.h defines it: silu x·σ(x), gelu
+// x·Φ(x) (the erf form), quick_gelu x·σ(1.702·x).
+inline double activation_ref(double x, ir::Activation a) {
+  switch (a) {
+    case ir::Activation::kSilu:
+      return x / (1.0 + std::exp(-x));
+    case ir::Activation::kGelu:
+      return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
+    case ir::Activation::kQuickGelu:
+      return x / (1.0 + std::exp(-1.702 * x));
+    case ir::Activation::kNone:
+      break;
+  }
+  return x;
+}
+
+// " +silu +residual" and the like ("" without an epilogue), for traces.
+inline std::string epilogue_note(const ir::GemmEpilogue& e) {
+  std::string out;
+  if (e.activation != ir::Activation::kNone)
+    out += str_cat(" +", ir::activation_name(e.activation));
+  if (e.residual) out += " +residual";
+  return out;
+}
+
+// A part of the node a reference leaves out: a kernel's output must miss such a reference.
+enum class Omit : uint8_t { kNothing, kBias, kActivation, kResidual };
+
+inline const char* omit_name(Omit o) {
+  switch (o) {
+    case Omit::kBias:
+      return "bias";
+    case Omit::kActivation:
+      return "activation";
+    case Omit::kResidual:
+      return "residual";
+    case Omit::kNothing:
+      break;
+  }
+  return "nothing";
+}
+
+// The fused-epilogue parts of a case (what its references can leave out beyond the bias).
+inline std::vector<Omit> epilogue_parts(const ir::GemmEpilogue& e) {
+  std::vector<Omit> parts;
+  if (e.activation != ir::Activation::kNone) parts.push_back(Omit::kActivation);
+  if (e.residual) parts.push_back(Omit::kResidual);
+  return parts;
+}
+
+// Case: reference(Omit = kNothing) and reference_w8a8(Omit = kNothing) — the node's output
+// with every part (or all but one), bias (empty without one), epilogue (ir::GemmEpilogue).
 // Run: run(kernel, std::optional<GemmCandidate>) -> the output as f32.
 template <class Case, class Run>
 void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, const Case& c,
@@ -58,12 +117,17 @@ void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
   const auto& t = kernel.tuning();
   SCOPED_TRACE(t.to_string());
   const std::vector<float> ref = c.reference();
+  const std::vector<Omit> parts = epilogue_parts(c.epilogue);
 
   ASSERT_TRUE(t.f16.available);
   const std::vector<float> y16 = run.run(kernel, GemmCandidate::kF16);
   EXPECT_LE(rel(y16, ref), kF16Tolerance) << "f16 candidate";
   if (!c.bias.empty()) {
-    EXPECT_GT(rel(y16, c.reference(false)), 10 * kF16Tolerance);
+    EXPECT_GT(rel(y16, c.reference(Omit::kBias)), 10 * kF16Tolerance);
+  }
+  for (Omit part : parts) {
+    EXPECT_GT(rel(y16, c.reference(part)), 10 * kF16Tolerance)
+        << "the f16 candidate also matches a reference without the " << omit_name(part);
   }
 
   if (s8_weights) {
@@ -72,6 +136,10 @@ void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
     EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
     EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
         << "w8a8 candidate vs its own quantization rule";
+    for (Omit part : parts) {
+      EXPECT_GT(rel(y8, c.reference_w8a8(part)), 10 * kW8A8ExactTolerance)
+          << "the w8a8 candidate also matches its exact reference without the " << omit_name(part);
+    }
   } else {
     EXPECT_FALSE(t.w8a8.available) << "W8A8 needs 8-bit S weights";
     EXPECT_THROW(run.run(kernel, GemmCandidate::kW8A8), Error);

@@ -14,6 +14,16 @@
 // workspace of the documented size (cuda_gemm.h) at 64-byte (not 256-byte) aligned addresses,
 // rebinding works, and a bound run grows none of the backend's scratch; an unbound run then
 // grows it. StagingLayout's arithmetic is checked on the host.
+// Fused epilogues (ir::GemmEpilogue, y = act(x · wᵀ + bias) + residual with the residual an
+// activation bound as the node's last input): the references apply the activation in double
+// and add the residual as the kernel reads it; both candidates must match them (SiLU, GELU,
+// QuickGELU, each alone and before a residual; residuals with and without a bias, on f16 and f32
+// activations, odd N), each part of the epilogue must show (references without it, and the
+// same node unfused, are missed by 10x the tolerance), W8A8 in row chunks must add each chunk's
+// own residual rows (bit for bit what one piece computes), and a residual bound wrongly (not
+// bound, wrong size, dtype or alignment) is refused with kInvalidArgument. On the host: the
+// epilogue's GemmKey bits (a fused program is a cache entry of its own) and which residuals
+// gemm_inputs_supported accepts (an activation of exactly the output's shape and dtype).
 // Without a usable GPU these tests skip with the reason; the factory's error for a missing
 // device is itself tested wherever there is none.
 #include <gtest/gtest.h>
@@ -21,6 +31,7 @@
 #ifdef HYRT_HAVE_CUDA
 
 #include <unistd.h>
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -71,36 +82,50 @@ struct LinearSpec {
   int64_t n = 0;
   bool bias = true;
   DType act = DType::kF16;
-  DType weight = DType::kS8;  // s8 ("8-bit S") or a float type
+  DType weight = DType::kS8;    // s8 ("8-bit S") or a float type
+  ir::GemmEpilogue epilogue{};  // fused activation / residual (none by default)
   uint64_t seed = 1;
 };
 
-// A one-node graph, its weights and the host-side values the references need.
+// Random values (seed, scale) for an activation of the graph's dtype `dtype` and `shape`, in
+// the dtype the device holds it in (device_storage_dtype: f16 for rank >= 2, whatever the
+// graph says): the stored tensor, and its values as f32 (what a kernel reads).
+Tensor stored_activation(DType dtype, const Shape& shape, uint64_t seed, float scale,
+                         std::vector<float>& values) {
+  Tensor f = random_tensor(shape, seed, scale);
+  ir::Value v;
+  v.dtype = dtype;
+  v.shape = shape;
+  const DType store = backend::cuda::device_storage_dtype(v);
+  Tensor stored(store, shape);
+  convert_from_f32(f.as<float>(), store, stored.data(), static_cast<size_t>(f.numel()));
+  values.resize(static_cast<size_t>(f.numel()));
+  convert_to_f32(store, stored.data(), values.data(), values.size());
+  return stored;
+}
+
+// A one-node graph, its weights and the host-side values the references need. With a fused
+// epilogue the node is linear(x, w[, b], r) with LinearAttrs, r a graph input "r" of the
+// output's shape and x's dtype.
 struct LinearCase {
   ir::Graph graph;
   weights::MemoryWeights weights;
   int64_t m = 0, k = 0, n = 0;
-  std::vector<float> x;        // as the kernel reads it (rounded to the activation dtype)
-  std::vector<float> w;        // the weights' values: s·q (8-bit S) or as stored
-  std::vector<float> q;        // 8-bit S only: q as floats
-  std::vector<float> w_scale;  // 8-bit S only: [N]
-  std::vector<float> bias;     // [N] or empty
-  Tensor x_stored;             // x in the activation dtype
+  ir::GemmEpilogue epilogue;
+  std::vector<float> x;         // as the kernel reads it (rounded to the activation dtype)
+  std::vector<float> w;         // the weights' values: s·q (8-bit S) or as stored
+  std::vector<float> q;         // 8-bit S only: q as floats
+  std::vector<float> w_scale;   // 8-bit S only: [N]
+  std::vector<float> bias;      // [N] or empty
+  std::vector<float> residual;  // [M, N] as the kernel reads it, or empty
+  Tensor x_stored;              // x in the activation dtype
+  Tensor r_stored;              // the residual in the activation dtype (fused residual only)
 
-  explicit LinearCase(const LinearSpec& s) : graph(s.act) {
+  explicit LinearCase(const LinearSpec& s) : graph(s.act), epilogue(s.epilogue) {
     k = s.x_shape.dim(-1);
     m = s.x_shape.numel() / k;
     n = s.n;
-    Tensor xf = random_tensor(s.x_shape, s.seed, 1.0f);
-    // The device holds activations in its storage dtype whatever the graph says (f16).
-    ir::Value xv;
-    xv.dtype = s.act;
-    xv.shape = s.x_shape;
-    const DType store = backend::cuda::device_storage_dtype(xv);
-    x_stored = Tensor(store, s.x_shape);
-    convert_from_f32(xf.as<float>(), store, x_stored.data(), static_cast<size_t>(xf.numel()));
-    x.resize(static_cast<size_t>(xf.numel()));
-    convert_to_f32(store, x_stored.data(), x.data(), x.size());
+    x_stored = stored_activation(s.act, s.x_shape, s.seed, 1.0f, x);
 
     Tensor wf = random_tensor(Shape{n, k}, s.seed + 1, 0.2f);
     if (s.weight == DType::kS8) {
@@ -129,29 +154,44 @@ struct LinearCase {
       weights.add("b", std::move(b));
       ins.push_back(graph.add_weight("b", DType::kF32, Shape{n}));
     }
-    graph.mark_output(graph.add_node(ir::OpKind::kLinear, ins, {}, "linear"));
+    if (epilogue.residual) {
+      Shape ys = s.x_shape;
+      ys[ys.rank() - 1] = n;
+      r_stored = stored_activation(s.act, ys, s.seed + 3, 1.0f, residual);
+      ins.push_back(graph.add_input("r", s.act, ys));
+    }
+    const ir::Attrs attrs = epilogue.empty() ? ir::Attrs{} : ir::Attrs{ir::LinearAttrs{epilogue}};
+    graph.mark_output(graph.add_node(ir::OpKind::kLinear, ins, attrs, "linear"));
     graph.verify();
   }
 
   const ir::Node& node() const { return graph.nodes().back(); }
 
-  // y = x · wᵀ + bias in double.
-  std::vector<float> reference(bool with_bias = true) const {
+  // Output element (i, j) from its GEMM result acc (bias not yet added), in double: + bias,
+  // the activation, + the residual — each unless `omit` names it.
+  float finish(double acc, int64_t i, int64_t j, Omit omit) const {
+    if (omit != Omit::kBias && !bias.empty()) acc += bias[j];
+    if (omit != Omit::kActivation) acc = activation_ref(acc, epilogue.activation);
+    if (omit != Omit::kResidual && epilogue.residual) acc += residual[i * n + j];
+    return static_cast<float>(acc);
+  }
+
+  // y = act(x · wᵀ + bias) + residual in double (without the part `omit` names).
+  std::vector<float> reference(Omit omit = Omit::kNothing) const {
     std::vector<float> y(static_cast<size_t>(m * n));
     for (int64_t i = 0; i < m; ++i)
       for (int64_t j = 0; j < n; ++j) {
         double acc = 0;
         for (int64_t p = 0; p < k; ++p)
           acc += static_cast<double>(x[i * k + p]) * w[j * k + p];
-        if (with_bias && !bias.empty()) acc += bias[j];
-        y[i * n + j] = static_cast<float>(acc);
+        y[i * n + j] = finish(acc, i, j, omit);
       }
     return y;
   }
 
   // W8A8 as specified: x quantized per row by the kernels' rule, q·q accumulated exactly,
-  // scaled by row scale · weight row scale.
-  std::vector<float> reference_w8a8() const {
+  // scaled by row scale · weight row scale, then bias and the epilogue as reference().
+  std::vector<float> reference_w8a8(Omit omit = Omit::kNothing) const {
     std::vector<float> qx(x.size()), row_scale(static_cast<size_t>(m));
     for (int64_t i = 0; i < m; ++i) {
       float amax = 0.0f;
@@ -169,14 +209,14 @@ struct LinearCase {
         for (int64_t p = 0; p < k; ++p)
           acc += static_cast<double>(qx[i * k + p]) * q[j * k + p];
         acc *= static_cast<double>(row_scale[i]) * w_scale[j];
-        if (!bias.empty()) acc += bias[j];
-        y[i * n + j] = static_cast<float>(acc);
+        y[i * n + j] = finish(acc, i, j, omit);
       }
     return y;
   }
 };
 
-// Device copies of a case's input and output, run through the Kernel interface.
+// Device copies of a case's input, fused residual and output, run through the Kernel
+// interface.
 class DeviceRun {
  public:
   DeviceRun(CudaBackend& b, const LinearCase& c) : b_(b), c_(c) {
@@ -189,14 +229,38 @@ class DeviceRun {
     x_.data = x_mem_->data();
     y_.data = y_mem_->data();
     b.copy_to_device(x_mem_->data(), c.x_stored.data(), x_.bytes());
+    if (const ir::ValueId r = c.node().gemm_residual(); r != ir::kNone) {
+      const ir::Value& rv = c.graph.value(r);
+      r_ = {nullptr, b.storage_dtype(rv), rv.shape};
+      EXPECT_EQ(r_.dtype, c.r_stored.dtype());
+      r_mem_ = b.allocate(r_.bytes(), "test residual");
+      r_.data = r_mem_->data();
+      b.copy_to_device(r_mem_->data(), c.r_stored.data(), r_.bytes());
+    }
   }
+
+  // The node's inputs bound as the executor binds them: x and the residual (activations) from
+  // device memory, the weights as the source's views (the kernel uses its uploaded copies).
+  std::vector<TensorView> inputs() const {
+    const ir::Node& node = c_.node();
+    std::vector<TensorView> ins{x_};
+    for (size_t i = 1; i < node.inputs.size(); ++i)
+      ins.push_back(node.inputs[i] == node.gemm_residual()
+                        ? r_
+                        : c_.weights.get(c_.graph.value(node.inputs[i]).name));
+    return ins;
+  }
+  const TensorView& residual() const { return r_; }  // data null without a fused residual
 
   // Poisons the output, runs candidate `cand` (or the kernel's own choice), returns y as f32.
   std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
+    return run_with(kernel, inputs(), cand);
+  }
+
+  // The same with the inputs bound as given.
+  std::vector<float> run_with(CudaGemmKernel& kernel, const std::vector<TensorView>& ins,
+                              std::optional<GemmCandidate> cand = {}) {
     b_.fill_bytes(y_.data, 0xff, y_.bytes());  // NaN in f16 and f32
-    std::vector<TensorView> ins{x_};
-    for (size_t i = 1; i < c_.node().inputs.size(); ++i)
-      ins.push_back(c_.weights.get(c_.graph.value(c_.node().inputs[i]).name));
     if (cand)
       kernel.run_candidate(*cand, ins, y_);
     else
@@ -212,8 +276,8 @@ class DeviceRun {
  private:
   CudaBackend& b_;
   const LinearCase& c_;
-  std::unique_ptr<backend::DeviceMemory> x_mem_, y_mem_;
-  TensorView x_, y_;
+  std::unique_ptr<backend::DeviceMemory> x_mem_, y_mem_, r_mem_;
+  TensorView x_, y_, r_;
 };
 
 std::unique_ptr<CudaGemmKernel> prepare(CudaBackend& b, const LinearCase& c,
@@ -228,7 +292,8 @@ std::unique_ptr<CudaGemmKernel> prepare(CudaBackend& b, const LinearCase& c,
 
 std::string describe(const LinearSpec& s) {
   return str_cat("x ", dtype_name(s.act), s.x_shape.to_string(), " w ", dtype_name(s.weight), "[",
-                 s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "");
+                 s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "",
+                 epilogue_note(s.epilogue));
 }
 
 // Runs every available candidate of one case against the references, on backend `on`
@@ -251,6 +316,12 @@ GemmChunking chunks_of(const LinearSpec& spec, GemmCandidate cand) {
   const ir::ValueId w = g.add_weight("w", spec.weight, Shape{spec.n, spec.x_shape.dim(-1)});
   g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear");
   return backend::cuda::gemm_chunking(backend::cuda::linear_gemm_key(g, g.nodes()[0]), cand,
+                                      backend::cuda::gemm_staging_budget());
+}
+
+// The same for the case's own node (its epilogue included).
+GemmChunking chunks_of(const LinearCase& c, GemmCandidate cand) {
+  return backend::cuda::gemm_chunking(backend::cuda::linear_gemm_key(c.graph, c.node()), cand,
                                       backend::cuda::gemm_staging_budget());
 }
 
@@ -611,6 +682,175 @@ TEST(CudaGemm, NothingStagedNoWorkspace) {
   EXPECT_LE(rel(run.run(*kernel), c.reference()), kF16Tolerance);
 }
 
+// --- fused epilogues (ir::GemmEpilogue: y = act(x · wᵀ + bias) + residual) ---
+
+constexpr ir::GemmEpilogue kResidual{.residual = true};
+constexpr ir::Activation kSilu = ir::Activation::kSilu;
+constexpr ir::Activation kGelu = ir::Activation::kGelu;
+constexpr ir::Activation kQuickGelu = ir::Activation::kQuickGelu;
+
+// The SD attention out-projection (to_out.0: 320 -> 320 with bias) + the block's residual; a
+// residual without a bias at K = 77, N = 9 (W8A8's padded, unvectorised epilogue; cuBLASLt's
+// beta·C on an odd N); float weights (the f16 candidate only).
+TEST(CudaGemm, FusedResidualAdd) {
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{2, 256, 320}, .n = 320, .epilogue = kResidual, .seed = 91});
+  check_linear({.x_shape = Shape{5, 77}, .n = 9, .bias = false, .epilogue = kResidual, .seed = 92});
+  check_linear({.x_shape = Shape{64, 320},
+                .n = 320,
+                .weight = DType::kF16,
+                .epilogue = kResidual,
+                .seed = 93});
+}
+
+// Each activation, alone and then + a residual, at x [2, 77, 320] -> 1280 (W8A8 applies them in
+// its rescale pass, f16 in a pass after the GEMM). f32 graph activations: rank 3 is held as
+// f16 on the device like the rest; rank 1 keeps f32 there (an f32 epilogue and residual, with
+// and without an activation). K = 77, N = 9: the f16 epilogue pass's unvectorised tail.
+TEST(CudaGemm, FusedActivations) {
+  REQUIRE_GPU();
+  uint64_t seed = 100;
+  for (ir::Activation a : {kSilu, kGelu, kQuickGelu})
+    for (bool residual : {false, true})
+      check_linear({.x_shape = Shape{2, 77, 320},
+                    .n = 1280,
+                    .epilogue = {.activation = a, .residual = residual},
+                    .seed = ++seed});
+  check_linear({.x_shape = Shape{2, 77, 320},
+                .n = 320,
+                .act = DType::kF32,
+                .epilogue = {.activation = kGelu, .residual = true},
+                .seed = 111});
+  check_linear({.x_shape = Shape{320},
+                .n = 640,
+                .act = DType::kF32,
+                .epilogue = {.activation = kSilu, .residual = true},
+                .seed = 112});
+  check_linear(
+      {.x_shape = Shape{320}, .n = 640, .act = DType::kF32, .epilogue = kResidual, .seed = 113});
+  check_linear({.x_shape = Shape{5, 77},
+                .n = 9,
+                .bias = false,
+                .epilogue = {.activation = kQuickGelu, .residual = true},
+                .seed = 114});
+}
+
+// A fused epilogue in row chunks: each chunk must add its own rows of the residual. Only W8A8
+// chunks a linear here (on f16 activations the f16 candidate stages nothing per row and runs
+// in one piece; the conv tests chunk both candidates). M = 2·333 = 666 in 10 x 64 rows + 26
+// (budget 1 byte, chunks across the batch boundary); M = 1000 in 3 x 256 + 232 with SiLU
+// before the residual. W8A8 in chunks must equal W8A8 in one piece bit for bit (a residual
+// read at another chunk's rows would not), and a chunked fused program stages in a bound
+// workspace like any other.
+TEST(CudaGemm, FusedResidualInRowChunks) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  struct Chunked {
+    LinearSpec spec;
+    size_t budget;
+    int64_t rows, count, tail;
+  };
+  const LinearSpec batched{
+      .x_shape = Shape{2, 333, 320}, .n = 320, .epilogue = kResidual, .seed = 121};
+  const LinearSpec silu{.x_shape = Shape{1000, 320},
+                        .n = 768,
+                        .epilogue = {.activation = kSilu, .residual = true},
+                        .seed = 122};
+  for (const Chunked& t : {Chunked{batched, 1, 64, 11, 26},
+                           Chunked{silu, w8a8_staging_bytes(silu, 256), 256, 4, 232}}) {
+    SCOPED_TRACE(describe(t.spec));
+    const LinearCase c(t.spec);
+    backend::ProgramCache cache;
+    std::unique_ptr<CudaGemmKernel> whole = prepare(b, c, cache);
+    ASSERT_NE(whole, nullptr);
+    EXPECT_FALSE(chunks_of(c, GemmCandidate::kW8A8).chunked());
+    std::unique_ptr<CudaGemmKernel> chunked;
+    {
+      const ScopedGemmStagingBudget budget(t.budget);
+      expect_chunks(chunks_of(c, GemmCandidate::kW8A8), t.rows, t.count, t.tail);
+      expect_chunks(chunks_of(c, GemmCandidate::kF16), c.m, 1, c.m);
+      chunked = prepare(b, c, cache);
+    }
+    ASSERT_NE(chunked, nullptr);
+    EXPECT_EQ(cache.misses(), 2u) << "a chunked program is an entry of its own";
+    DeviceRun run(b, c);
+    check_gemm_candidates(*chunked, run, c, true);
+    EXPECT_EQ(run.run(*chunked, GemmCandidate::kW8A8), run.run(*whole, GemmCandidate::kW8A8))
+        << "fused W8A8 in chunks differs from fused W8A8 in one piece";
+  }
+  check_linear_workspace(batched, GemmCandidate::kW8A8, 1);
+}
+
+// The fused checks can fail. A kernel that dropped its epilogue would compute what the same
+// node without one computes (same x, w, bias): that misses the fused references by more than
+// 10x the tolerance, for either candidate, as do the references without the residual or
+// without the activation. A residual bound wrongly is refused before anything runs
+// (kInvalidArgument): not bound, one row short, f32 instead of the f16 the device holds, not
+// 16-byte aligned; a right binding then still gives the right result.
+TEST(CudaGemm, FusedEpilogueIsChecked) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  const LinearSpec spec{.x_shape = Shape{64, 320},
+                        .n = 320,
+                        .epilogue = {.activation = kGelu, .residual = true},
+                        .seed = 131};
+  LinearSpec plain_spec = spec;
+  plain_spec.epilogue = {};
+  const LinearCase c(spec), plain(plain_spec);
+  ASSERT_EQ(c.x, plain.x);
+  ASSERT_EQ(c.w, plain.w);
+  ASSERT_EQ(c.bias, plain.bias);
+  backend::ProgramCache cache;
+  std::unique_ptr<CudaGemmKernel> fused = prepare(b, c, cache);
+  std::unique_ptr<CudaGemmKernel> unfused = prepare(b, plain, cache);
+  ASSERT_NE(fused, nullptr);
+  ASSERT_NE(unfused, nullptr);
+  EXPECT_EQ(cache.misses(), 2u) << "a fused program must not share the plain one's entry";
+  DeviceRun run(b, c), plain_run(b, plain);
+  const std::vector<TensorView> good = run.inputs();
+  ASSERT_EQ(good.size(), 4u);  // x, w, b, r
+  const TensorView r = run.residual();
+  ASSERT_NE(r.data, nullptr);
+  ASSERT_EQ(r.dtype, DType::kF16);
+
+  for (GemmCandidate cand : {GemmCandidate::kF16, GemmCandidate::kW8A8}) {
+    SCOPED_TRACE(backend::cuda::candidate_name(cand));
+    const bool f16 = cand == GemmCandidate::kF16;
+    const double tol = f16 ? kF16Tolerance : kW8A8ExactTolerance;
+    const auto ref = [&](const LinearCase& lc, Omit omit) {
+      return f16 ? lc.reference(omit) : lc.reference_w8a8(omit);
+    };
+    const std::vector<float> full = ref(c, Omit::kNothing);
+    const std::vector<float> y = run.run(*fused, cand);
+    EXPECT_LE(rel(y, full), tol);
+    EXPECT_GT(rel(y, ref(c, Omit::kResidual)), 10 * tol) << "the residual does not show";
+    EXPECT_GT(rel(y, ref(c, Omit::kActivation)), 10 * tol) << "the activation does not show";
+    const std::vector<float> y_plain = plain_run.run(*unfused, cand);
+    EXPECT_LE(rel(y_plain, ref(plain, Omit::kNothing)), tol);
+    EXPECT_GT(rel(y_plain, full), 10 * tol) << "a kernel without its epilogue would pass";
+
+    const auto expect_rejected = [&](const std::vector<TensorView>& ins, const char* what) {
+      SCOPED_TRACE(what);
+      try {
+        run.run_with(*fused, ins, cand);
+        ADD_FAILURE() << "the kernel ran with its residual bound wrongly";
+      } catch (const Error& e) {
+        EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+      }
+    };
+    expect_rejected({good[0], good[1], good[2]}, "x, w, b: the residual not bound");
+    expect_rejected({good[0], good[1]}, "x, w: the residual not bound");
+    std::vector<TensorView> bad = good;
+    bad.back() = TensorView{r.data, r.dtype, Shape{c.m - 1, c.n}};
+    expect_rejected(bad, "one row short");
+    bad.back() = TensorView{r.data, DType::kF32, r.shape};
+    expect_rejected(bad, "f32, the device holds f16");
+    bad.back() = TensorView{static_cast<uint8_t*>(r.data) + 2, r.dtype, r.shape};
+    expect_rejected(bad, "not 16-byte aligned");
+    EXPECT_LE(rel(run.run(*fused, cand), full), tol) << "after the rejected bindings";
+  }
+}
+
 // --- host-only: the chunking rule, the roofline, the staging layout (no GPU needed) ---
 
 // StagingLayout (cuda_context.h) lays its buffers out in Scratch order, each at a 256-byte
@@ -714,6 +954,137 @@ TEST(CudaGemmChunking, RooflineCountsChunkLaunches) {
   EXPECT_GT(backend::cuda::gemm_roofline_us(key, GemmCandidate::kW8A8), w8_whole);
   // f16 on f16 activations stages nothing per row: one piece, the same estimate.
   EXPECT_DOUBLE_EQ(backend::cuda::gemm_roofline_us(key, GemmCandidate::kF16), f16_whole);
+}
+
+// --- host-only: fused epilogues' keys and support (no GPU needed) ---
+
+// linear(x [4, 8], w [16, 8] (8-bit S)[, b], [r]) with `epilogue` in a graph of `dtype`, the
+// residual r [4, 16] a graph input of that dtype — or a graph weight (residual_weight).
+ir::Graph fused_linear(ir::GemmEpilogue epilogue, bool bias = true, DType dtype = DType::kF16,
+                       bool residual_weight = false) {
+  ir::Graph g(dtype);
+  const ir::ValueId x = g.add_input("x", dtype, Shape{4, 8});
+  std::vector<ir::ValueId> ins{x, g.add_weight("w", DType::kS8, Shape{16, 8})};
+  if (bias) ins.push_back(g.add_weight("b", DType::kF32, Shape{16}));
+  if (epilogue.residual)
+    ins.push_back(residual_weight ? g.add_weight("r", dtype, Shape{4, 16})
+                                  : g.add_input("r", dtype, Shape{4, 16}));
+  const ir::Attrs attrs = epilogue.empty() ? ir::Attrs{} : ir::Attrs{ir::LinearAttrs{epilogue}};
+  g.mark_output(g.add_node(ir::OpKind::kLinear, ins, attrs, "linear"));
+  return g;
+}
+
+// A fused program is a cache entry of its own: GemmKey::epilogue (and so the key's text, the
+// cache key) carries the activation and residual bits next to the bias bit; the shape and
+// types stay the plain node's.
+TEST(CudaGemmFused, KeyCarriesEpilogueBits) {
+  using backend::Epilogue;
+  const auto bit = [](Epilogue e) { return static_cast<uint8_t>(e); };
+  const ir::Graph plain = fused_linear({});
+  const backend::GemmKey plain_key = backend::cuda::linear_gemm_key(plain, plain.nodes()[0]);
+  EXPECT_EQ(plain_key.epilogue, bit(Epilogue::kBias));
+  struct Case {
+    ir::GemmEpilogue epilogue;
+    bool bias;
+    uint8_t bits;
+  };
+  const std::vector<Case> cases{
+      {{.activation = kSilu}, true, uint8_t(bit(Epilogue::kBias) | bit(Epilogue::kSilu))},
+      {{.activation = kGelu}, true, uint8_t(bit(Epilogue::kBias) | bit(Epilogue::kGelu))},
+      {{.activation = kQuickGelu}, true, uint8_t(bit(Epilogue::kBias) | bit(Epilogue::kQuickGelu))},
+      {kResidual, true, uint8_t(bit(Epilogue::kBias) | bit(Epilogue::kResidualAdd))},
+      {kResidual, false, bit(Epilogue::kResidualAdd)},
+      {{.activation = kSilu, .residual = true},
+       true,
+       uint8_t(bit(Epilogue::kBias) | bit(Epilogue::kSilu) | bit(Epilogue::kResidualAdd))},
+      {{.activation = kQuickGelu, .residual = true},
+       false,
+       uint8_t(bit(Epilogue::kQuickGelu) | bit(Epilogue::kResidualAdd))},
+  };
+  std::vector<std::string> texts{plain_key.to_string()};
+  for (const Case& t : cases) {
+    const ir::Graph g = fused_linear(t.epilogue, t.bias);
+    const backend::GemmKey key = backend::cuda::linear_gemm_key(g, g.nodes()[0]);
+    SCOPED_TRACE(key.to_string());
+    EXPECT_EQ(key.epilogue, t.bits);
+    EXPECT_NE(key, plain_key);
+    backend::GemmKey shape_only = key;
+    shape_only.epilogue = plain_key.epilogue;
+    EXPECT_EQ(shape_only, plain_key) << "the epilogue changed more than the key's epilogue bits";
+    texts.push_back(key.to_string());
+  }
+  std::sort(texts.begin(), texts.end());
+  EXPECT_EQ(std::unique(texts.begin(), texts.end()), texts.end()) << "two epilogues, one entry";
+}
+
+// gemm_inputs_supported: a residual is an activation (a graph input or a node's output) of
+// exactly the output's shape and dtype, the last input; a weight, another shape or another
+// dtype, or an input list that does not fit {x, w[, b], r}, is not. The graph itself refuses
+// to build a residual of another shape or dtype, so those nodes are edited copies. With a GPU
+// the backend's supports() says the same.
+TEST(CudaGemmFused, InputsSupported) {
+  using backend::cuda::gemm_inputs_supported;
+  CudaBackend* b = gpu().backend.get();
+  const auto expect_supported = [&](const ir::Graph& g, const ir::Node& n, bool yes) {
+    EXPECT_EQ(gemm_inputs_supported(g, n), yes);
+    if (b) {
+      EXPECT_EQ(b->supports(g, n), yes);
+    }
+  };
+  for (bool bias : {false, true})
+    for (ir::GemmEpilogue e : {kResidual, ir::GemmEpilogue{.activation = kGelu},
+                               ir::GemmEpilogue{.activation = kSilu, .residual = true}}) {
+      SCOPED_TRACE(str_cat(bias ? "bias" : "no bias", epilogue_note(e)));
+      const ir::Graph g = fused_linear(e, bias);
+      expect_supported(g, g.nodes()[0], true);
+    }
+  {  // f32 graph activations (held as f16, the residual too)
+    const ir::Graph g = fused_linear(kResidual, true, DType::kF32);
+    expect_supported(g, g.nodes()[0], true);
+  }
+  {  // the residual a node's output (the residual stream)
+    ir::Graph g(DType::kF16);
+    const ir::ValueId x = g.add_input("x", DType::kF16, Shape{4, 8});
+    const ir::ValueId w = g.add_weight("w", DType::kS8, Shape{16, 8});
+    const ir::ValueId h = g.add_input("h", DType::kF16, Shape{4, 16});
+    const ir::ValueId r = g.add_node(ir::OpKind::kSilu, {h}, {}, "silu");
+    g.mark_output(g.add_node(ir::OpKind::kLinear, {x, w, r}, ir::LinearAttrs{kResidual}, "linear"));
+    expect_supported(g, g.nodes()[1], true);
+  }
+  {  // a weight of the right shape and dtype is no residual
+    const ir::Graph g = fused_linear(kResidual, true, DType::kF16, true);
+    expect_supported(g, g.nodes()[0], false);
+  }
+
+  // Edited copies of a supported node, in a graph that holds the values they refer to.
+  ir::Graph g(DType::kF16);
+  const ir::ValueId x = g.add_input("x", DType::kF16, Shape{4, 8});
+  const ir::ValueId w = g.add_weight("w", DType::kS8, Shape{16, 8});
+  const ir::ValueId bias = g.add_weight("b", DType::kF32, Shape{16});
+  const ir::ValueId r = g.add_input("r", DType::kF16, Shape{4, 16});
+  const ir::ValueId transposed = g.add_input("r_t", DType::kF16, Shape{16, 4});
+  const ir::ValueId wide = g.add_input("r_f32", DType::kF32, Shape{4, 16});
+  const ir::ValueId row = g.add_input("r_row", DType::kF16, Shape{16});
+  g.mark_output(
+      g.add_node(ir::OpKind::kLinear, {x, w, bias, r}, ir::LinearAttrs{kResidual}, "linear"));
+  const ir::Node& ok = g.nodes()[0];
+  expect_supported(g, ok, true);
+  const auto edited = [&](std::vector<ir::ValueId> inputs) {
+    ir::Node n = ok;
+    n.inputs = std::move(inputs);
+    return n;
+  };
+  EXPECT_FALSE(gemm_inputs_supported(g, edited({x, w, bias, transposed})))
+      << "same numel, another shape";
+  EXPECT_FALSE(gemm_inputs_supported(g, edited({x, w, bias, wide}))) << "f32, the output f16";
+  EXPECT_FALSE(gemm_inputs_supported(g, edited({x, w, bias, row}))) << "a row to broadcast";
+  EXPECT_FALSE(gemm_inputs_supported(g, edited({x, w}))) << "no residual input";
+  EXPECT_FALSE(gemm_inputs_supported(g, edited({x, w, bias, r, r}))) << "an input too many";
+  EXPECT_THROW(
+      g.add_node(ir::OpKind::kLinear, {x, w, bias, transposed}, ir::LinearAttrs{kResidual}, "l"),
+      Error);
+  EXPECT_THROW(g.add_node(ir::OpKind::kLinear, {x, w, bias, wide}, ir::LinearAttrs{kResidual}, "l"),
+               Error);
 }
 
 // Runs everywhere: with no device the factory says so clearly; with one it rejects a bad index.

@@ -11,6 +11,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "fake_backend.h"
 #include "ir/graph.h"
 #include "plan/memory.h"
 #include "plan/placement.h"
@@ -20,54 +21,9 @@
 using namespace hyrt;
 using namespace hyrt::ir;
 using hyrt::plan::PlacementMode;
+using namespace hyrt::test;
 
 namespace {
-
-// A backend that only answers supports()/estimate_us() from the functions it was given.
-class FakeBackend : public backend::Backend {
- public:
-  using Supports = std::function<bool(const Graph&, const Node&)>;
-  using Estimate = std::function<double(const Graph&, const Node&)>;
-  FakeBackend(std::string name, backend::DeviceType type, Supports supports, Estimate estimate)
-      : name_(std::move(name)),
-        type_(type),
-        supports_(std::move(supports)),
-        estimate_(std::move(estimate)) {}
-  std::string_view name() const override { return name_; }
-  backend::DeviceType device_type() const override { return type_; }
-  bool supports(const Graph& g, const Node& n) const override { return supports_(g, n); }
-  double estimate_us(const Graph& g, const Node& n) const override { return estimate_(g, n); }
-  std::unique_ptr<backend::Kernel> prepare(const Graph&, const Node&, const weights::WeightSource&,
-                                           backend::ProgramCache&) override {
-    fail(ErrorCode::kUnsupported, "fake backend");
-  }
-  std::unique_ptr<backend::DeviceMemory> allocate(size_t, std::string_view) override {
-    fail(ErrorCode::kUnsupported, "fake backend");
-  }
-
- private:
-  std::string name_;
-  backend::DeviceType type_;
-  Supports supports_;
-  Estimate estimate_;
-};
-
-auto all_ops = [](const Graph&, const Node&) { return true; };
-auto gemm_only = [](const Graph&, const Node& n) { return op_traits(n.op).gemm_class; };
-auto constant(double us) {
-  return [us](const Graph&, const Node&) { return us; };
-}
-// GEMMs cost `gemm`, everything else `other`.
-auto by_class(double gemm, double other) {
-  return [=](const Graph&, const Node& n) { return op_traits(n.op).gemm_class ? gemm : other; };
-}
-
-FakeBackend host(FakeBackend::Estimate e = by_class(100, 10)) {
-  return FakeBackend("cpu", backend::DeviceType::kHost, all_ops, std::move(e));
-}
-FakeBackend device(FakeBackend::Supports s = all_ops, FakeBackend::Estimate e = by_class(5, 2)) {
-  return FakeBackend("gpu", backend::DeviceType::kCuda, std::move(s), std::move(e));
-}
 
 plan::Placement place(const Graph& g, std::vector<const backend::Backend*> backends,
                       PlacementMode mode, plan::CopyCostModel copy = {}) {

@@ -55,6 +55,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("!--no-overlap", o->overlap,
               "Run host and accelerator work one after another (no asynchronous copies, no "
               "per-sample UNet chains in hybrid placement): the baseline for what overlap gains");
+  c->add_flag("!--no-fusion", o->fuse_epilogues,
+              "Run the activation and residual add after each linear/conv as separate nodes "
+              "instead of fused into the GEMM: the baseline for what fusion gains");
   c->add_option("--json", *out, "Also write the JSON to this file");
   c->callback([o, out, only, int8, config_dir, placement] {
     o->placement = plan::parse_placement_mode(*placement);

@@ -21,7 +21,7 @@ class Conv2dKernel final : public Kernel {
     const Shape& y = ctx.output().shape;  // [B, Ho, Wo, Cout]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
     shape_ = {x[0], x[1], x[2], x[3],         w[0],          w[2],
-              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.inputs.size() == 3,
+              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.gemm_bias() != ir::kNone,
               false};
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
@@ -34,15 +34,20 @@ class Conv2dKernel final : public Kernel {
     dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
     dnnl_stream().wait();
     if (shape_.bias) bias_ = load_weight_f32(ctx, 2);
+    epilogue_ = attrs.epilogue;
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
                    packed_weights_.data(), bias_);
+    if (!epilogue_.empty())
+      apply_gemm_epilogue(output.as<float>(), output.numel(),
+                          GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
  private:
   ConvShape shape_{};
+  ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;
   AlignedBuffer packed_weights_;

@@ -59,7 +59,8 @@ class Conv2dInt8Kernel final : public Kernel {
     memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
     dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
     dnnl_stream().wait();
-    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    epilogue_ = attrs.epilogue;
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
@@ -67,6 +68,7 @@ class Conv2dInt8Kernel final : public Kernel {
     const int64_t pixels = shape_.batch * shape_.out_height * shape_.out_width;
     HYRT_ASSERT(inputs[0].numel() == in_elems && output.numel() == pixels * shape_.out_channels);
     const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();
     if (shape_.s8) {
       auto* q = static_cast<int8_t*>(
@@ -79,10 +81,14 @@ class Conv2dInt8Kernel final : public Kernel {
       // acc s32 NHWC lands in the output's bytes and is rewritten there as f32.
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
                      packed_.data(), AlignedBuffer());
-      for (int64_t b = 0; b < shape_.batch; ++b)
-        dequant_epilogue<int32_t>(output.as<float>() + b * per_sample_px * shape_.out_channels,
-                                  per_sample_px, shape_.out_channels, nullptr, a[b],
-                                  col_scale_.as<float>(), bias);
+      const int64_t per_sample_out = per_sample_px * shape_.out_channels;
+      for (int64_t b = 0; b < shape_.batch; ++b) {
+        GemmEpilogueArgs sample = epilogue;
+        if (sample.residual) sample.residual += b * per_sample_out;
+        dequant_epilogue<int32_t>(output.as<float>() + b * per_sample_out, per_sample_px,
+                                  shape_.out_channels, nullptr, a[b], col_scale_.as<float>(), bias,
+                                  sample);
+      }
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
@@ -90,12 +96,13 @@ class Conv2dInt8Kernel final : public Kernel {
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
                      packed_desc_, wf, AlignedBuffer());
       dequant_epilogue<float>(output.data, pixels, shape_.out_channels, nullptr, 1.0f,
-                              col_scale_.as<float>(), bias);
+                              col_scale_.as<float>(), bias, epilogue);
     }
   }
 
  private:
   ConvShape shape_{};
+  ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout

@@ -158,9 +158,13 @@ class CpuBackend final : public Backend {
       }
     }
     // GEMM-class weights are packed at prepare, so they must be graph weights.
+    // A fused residual is an f32 activation (read as bound).
     if (node.op == ir::OpKind::kLinear || node.op == ir::OpKind::kConv2d) {
+      const ir::ValueId residual = node.gemm_residual();
       for (size_t i = 1; i < node.inputs.size(); ++i)
-        if (graph.value(node.inputs[i]).kind != ir::ValueKind::kWeight) return false;
+        if ((graph.value(node.inputs[i]).kind == ir::ValueKind::kWeight) !=
+            (node.inputs[i] != residual))
+          return false;
     }
     if (node.op == ir::OpKind::kEmbedding &&
         graph.value(node.inputs[1]).kind != ir::ValueKind::kWeight)

@@ -133,6 +133,21 @@ std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& 
                                           const std::string& what);
 
 // Per-family factories.
+// A linear/conv2d node's fused epilogue (ir::GemmEpilogue) as a kernel applies it at run
+// time: the activation, and the residual's data (f32, the output's shape; null without one).
+struct GemmEpilogueArgs {
+  ir::Activation activation = ir::Activation::kNone;
+  const float* residual = nullptr;
+  // The node's epilogue with the residual taken from the bound inputs (its last one).
+  static GemmEpilogueArgs of(const ir::GemmEpilogue& e, std::span<const TensorView> inputs) {
+    return {e.activation, e.residual ? inputs.back().as<const float>() : nullptr};
+  }
+};
+
+// y [n] = act(y) + residual, in place — for kernels whose GEMM (oneDNN f32) ends without a
+// pass of our own to fold the epilogue into.
+void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue);
+
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx);
 std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);
 // Weight input 1 stored s8 with per-row scales. Throw kInvalidModel (naming the weight)

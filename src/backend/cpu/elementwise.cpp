@@ -16,29 +16,6 @@ constexpr int64_t kGrain = 16 * 1024;  // elements per task: amortises the fork/
 
 // --- Unary activations ----------------------------------------------------------------
 
-struct Gelu {  // x · Φ(x) = x · ½ (1 + erf(x / √2))
-  static __m256 vec(__m256 x) {
-    const __m256 half = _mm256_set1_ps(0.5f);
-    const __m256 e = erf_avx2(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
-    return _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-  }
-  static float one(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
-};
-
-template <int kNumerator, int kDenominator>  // x · sigmoid(k·x), k = kNumerator/kDenominator
-struct SigmoidGate {
-  static __m256 vec(__m256 x) {
-    const __m256 k = _mm256_set1_ps(static_cast<float>(kNumerator) / kDenominator);
-    const __m256 e = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), k), x));
-    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
-  }
-  static float one(float x) {
-    return x / (1.0f + std::exp(-static_cast<float>(kNumerator) / kDenominator * x));
-  }
-};
-using Silu = SigmoidGate<1, 1>;
-using QuickGelu = SigmoidGate<1702, 1000>;  // CLIP: x · sigmoid(1.702 x)
-
 template <class F>
 void apply_unary(const float* x, float* y, int64_t n) {
   parallel_for(n, kGrain, [&](int64_t begin, int64_t end) {

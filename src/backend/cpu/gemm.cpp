@@ -38,7 +38,8 @@ class LinearKernel final : public Kernel {
     key_.m = x.numel() / key_.k;
     key_.a_type = key_.w_type = key_.out_type = DType::kF32;
     key_.w_transposed = true;
-    const bool has_bias = ctx.node.inputs.size() == 3;
+    const bool has_bias = ctx.node.gemm_bias() != ir::kNone;
+    epilogue_ = ctx.node.epilogue();
     key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
     program_ = matmul_program(ctx.cache, key_, ctx.node.name);
 
@@ -59,10 +60,14 @@ class LinearKernel final : public Kernel {
     // x: [M, K], y: [M, N]
     execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
                    packed_weights_.data(), bias_);
+    if (!epilogue_.empty())
+      apply_gemm_epilogue(output.as<float>(), output.numel(),
+                          GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
  private:
   GemmKey key_;
+  ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
   AlignedBuffer packed_weights_;

@@ -30,6 +30,7 @@
 #include <dnnl.hpp>
 
 #include "backend/cpu/int8_common.h"
+#include "backend/cpu/vec_math.h"
 #include "core/parallel.h"
 
 namespace hyrt::backend::cpu {
@@ -66,12 +67,14 @@ class LinearInt8Kernel final : public Kernel {
     memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
     dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
     dnnl_stream().wait();
-    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    epilogue_ = ctx.node.epilogue();
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();  // [M, K]
     if (w8a8_) {
       auto* q = static_cast<int8_t*>(
@@ -83,7 +86,7 @@ class LinearInt8Kernel final : public Kernel {
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
                      packed_.data(), AlignedBuffer());
       dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
-                                col_scale_.as<float>(), bias);
+                                col_scale_.as<float>(), bias, epilogue);
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
@@ -91,12 +94,13 @@ class LinearInt8Kernel final : public Kernel {
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
                      packed_desc_, wf, AlignedBuffer());
       dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_.as<float>(),
-                              bias);
+                              bias, epilogue);
     }
   }
 
  private:
   bool w8a8_;
+  ir::GemmEpilogue epilogue_;
   GemmKey key_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
@@ -123,7 +127,8 @@ class LinearInt8GemvKernel final : public Kernel {
     q_ = AlignedBuffer(static_cast<size_t>(n_ * k_), ctx.node.name + " s8 weights");
     std::memcpy(q_.data(), w.q, static_cast<size_t>(n_ * k_));
     scale_ = std::move(w.scale);
-    if (ctx.node.inputs.size() == 3) bias_ = load_weight_f32(ctx, 2);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    epilogue_ = ctx.node.epilogue();
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
@@ -133,6 +138,15 @@ class LinearInt8GemvKernel final : public Kernel {
     const auto* q = q_.as<int8_t>();
     const float* s = scale_.as<float>();
     const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+    with_activation(epilogue.activation,
+                    [&]<class Act>(Act) { run_rows<Act>(x, y, q, s, bias, epilogue.residual); });
+  }
+
+ private:
+  template <class Act>
+  void run_rows(const float* x, float* y, const int8_t* q, const float* s, const float* bias,
+                const float* residual) const {
     parallel_for(n_, 16, [&](int64_t n0, int64_t n1) {
       for (int64_t n = n0; n < n1; ++n) {
         const int8_t* row = q + n * k_;
@@ -154,14 +168,15 @@ class LinearInt8GemvKernel final : public Kernel {
             sum += l;
           for (; k < k_; ++k)
             sum += xm[k] * static_cast<float>(row[k]);
-          y[m * n_ + n] = sum * s[n] + (bias ? bias[n] : 0.0f);
+          const float v = Act::one(sum * s[n] + (bias ? bias[n] : 0.0f));
+          y[m * n_ + n] = residual ? v + residual[m * n_ + n] : v;
         }
       }
     });
   }
 
- private:
   int64_t m_ = 0, n_ = 0, k_ = 0;
+  ir::GemmEpilogue epilogue_;
   AlignedBuffer q_;      // s8 [N, K], as stored
   AlignedBuffer scale_;  // f32 [N]
   AlignedBuffer bias_;   // f32 [N] or empty

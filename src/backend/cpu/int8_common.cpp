@@ -2,6 +2,8 @@
 // quantizer, the dequantizing epilogue, scratch. Contracts in int8_common.h.
 #include "backend/cpu/int8_common.h"
 
+#include "backend/cpu/vec_math.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -123,40 +125,65 @@ float quantize_tensor_s8(const float* x, int64_t n, int8_t* q) {
 
 template <class Acc>
 void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
-                      float uniform_row_scale, const float* col_scale, const float* bias) {
-  // io: [rows, cols] of Acc in, f32 out (same bytes)
+                      float uniform_row_scale, const float* col_scale, const float* bias,
+                      const GemmEpilogueArgs& epilogue) {
+  // io: [rows, cols] of Acc in, f32 out (same bytes); residual: [rows, cols] f32
   static_assert(sizeof(Acc) == sizeof(float));
-  parallel_for(
-      rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)), [&](int64_t b, int64_t e) {
-        for (int64_t r = b; r < e; ++r) {
-          Acc* in = static_cast<Acc*>(io) + r * cols;
-          float* out = static_cast<float*>(io) + r * cols;
-          const float rs = row_scales ? row_scales[r] : uniform_row_scale;
-          const __m256 vrs = _mm256_set1_ps(rs);
-          int64_t c = 0;
-          for (; c + 8 <= cols; c += 8) {
-            __m256 acc;
-            if constexpr (std::is_same_v<Acc, int32_t>)
-              acc =
-                  _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
-            else
-              acc = _mm256_loadu_ps(in + c);
-            const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
-            const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
-            _mm256_storeu_ps(out + c, _mm256_fmadd_ps(acc, s, b0));
-          }
-          for (; c < cols; ++c) {
-            const float acc = static_cast<float>(in[c]);
-            out[c] = std::fma(acc, rs * col_scale[c], bias ? bias[c] : 0.0f);
-          }
-        }
-      });
+  const float* residual = epilogue.residual;
+  with_activation(epilogue.activation, [&]<class Act>(Act) {
+    parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
+                 [&](int64_t b, int64_t e) {
+                   for (int64_t r = b; r < e; ++r) {
+                     Acc* in = static_cast<Acc*>(io) + r * cols;
+                     float* out = static_cast<float*>(io) + r * cols;
+                     const float* res = residual ? residual + r * cols : nullptr;
+                     const float rs = row_scales ? row_scales[r] : uniform_row_scale;
+                     const __m256 vrs = _mm256_set1_ps(rs);
+                     int64_t c = 0;
+                     for (; c + 8 <= cols; c += 8) {
+                       __m256 acc;
+                       if constexpr (std::is_same_v<Acc, int32_t>)
+                         acc = _mm256_cvtepi32_ps(
+                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
+                       else
+                         acc = _mm256_loadu_ps(in + c);
+                       const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
+                       const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+                       __m256 y = Act::vec(_mm256_fmadd_ps(acc, s, b0));
+                       if (res) y = _mm256_add_ps(y, _mm256_loadu_ps(res + c));
+                       _mm256_storeu_ps(out + c, y);
+                     }
+                     for (; c < cols; ++c) {
+                       const float acc = static_cast<float>(in[c]);
+                       float y = Act::one(std::fma(acc, rs * col_scale[c], bias ? bias[c] : 0.0f));
+                       if (res) y += res[c];
+                       out[c] = y;
+                     }
+                   }
+                 });
+  });
 }
 
 template void dequant_epilogue<int32_t>(void*, int64_t, int64_t, const float*, float, const float*,
-                                        const float*);
+                                        const float*, const GemmEpilogueArgs&);
 template void dequant_epilogue<float>(void*, int64_t, int64_t, const float*, float, const float*,
-                                      const float*);
+                                      const float*, const GemmEpilogueArgs&);
+
+void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {
+  const float* residual = epilogue.residual;
+  with_activation(epilogue.activation, [&]<class Act>(Act) {
+    parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
+      int64_t i = b;
+      for (; i + 8 <= e; i += 8) {
+        __m256 v = Act::vec(_mm256_loadu_ps(y + i));
+        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
+        _mm256_storeu_ps(y + i, v);
+      }
+      for (; i < e; ++i)
+        y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
+    });
+  });
+}
 
 void* int8_scratch(ScratchSlot slot, size_t bytes) {
   thread_local AlignedBuffer buffers[3];

@@ -35,13 +35,15 @@ float quantize_tensor_s8(const float* x, int64_t n, int8_t* q);
 
 // In-place epilogue over a dense [rows, cols] block `io` holding accumulators of type
 // Acc (int32_t or float), rewritten as f32:
-//   io[r, c] = float(acc[r, c]) · (row_scale(r) · col_scale[c]) + bias[c]
+//   io[r, c] = act(float(acc[r, c]) · (row_scale(r) · col_scale[c]) + bias[c]) + res[r, c]
 // row_scale(r) = row_scales[r] when row_scales is non-null, else `uniform_row_scale`.
-// bias may be null. Each element is read before it is written, so int32 -> f32 in the
-// same bytes is safe.
+// bias may be null; act and res are the node's fused epilogue (GemmEpilogueArgs, res
+// dense [rows, cols] from epilogue.residual, which may be null). Each element is read
+// before it is written, so int32 -> f32 in the same bytes is safe.
 template <class Acc>
 void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
-                      float uniform_row_scale, const float* col_scale, const float* bias);
+                      float uniform_row_scale, const float* col_scale, const float* bias,
+                      const GemmEpilogueArgs& epilogue = {});
 
 // Grow-only scratch owned by the calling thread, one per `slot` (kernels on one thread
 // never hold two live uses of a slot). CPU kernels do not run concurrently (backend.h),

@@ -13,6 +13,8 @@
 
 #include <cmath>
 
+#include "ir/op.h"
+
 namespace hyrt::backend::cpu {
 
 inline __m256 exp_avx2(__m256 x) {
@@ -74,6 +76,53 @@ inline __m256 erf_avx2(__m256 x) {
 
 inline float erf_scalar(float x) {
   return std::erf(x);
+}
+
+// --- Activations: vec() 8 lanes, one() the scalar twin ---------------------------------
+
+struct Gelu {  // x · Φ(x) = x · ½ (1 + erf(x / √2))
+  static __m256 vec(__m256 x) {
+    const __m256 half = _mm256_set1_ps(0.5f);
+    const __m256 e = erf_avx2(_mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f)));
+    return _mm256_mul_ps(_mm256_mul_ps(half, x), _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+  }
+  static float one(float x) { return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f)); }
+};
+
+template <int kNumerator, int kDenominator>  // x · sigmoid(k·x), k = kNumerator/kDenominator
+struct SigmoidGate {
+  static __m256 vec(__m256 x) {
+    const __m256 k = _mm256_set1_ps(static_cast<float>(kNumerator) / kDenominator);
+    const __m256 e = exp_avx2(_mm256_mul_ps(_mm256_sub_ps(_mm256_setzero_ps(), k), x));
+    return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+  }
+  static float one(float x) {
+    return x / (1.0f + std::exp(-static_cast<float>(kNumerator) / kDenominator * x));
+  }
+};
+using Silu = SigmoidGate<1, 1>;
+using QuickGelu = SigmoidGate<1702, 1000>;  // CLIP: x · sigmoid(1.702 x)
+
+struct Identity {
+  static __m256 vec(__m256 x) { return x; }
+  static float one(float x) { return x; }
+};
+
+// Calls f(F{}) with the functor of `a` (a fused GEMM epilogue's activation), so a loop
+// templated on F is compiled once per activation and the choice is made outside it.
+template <class Fn>
+decltype(auto) with_activation(ir::Activation a, Fn&& f) {
+  switch (a) {
+    case ir::Activation::kSilu:
+      return f(Silu{});
+    case ir::Activation::kGelu:
+      return f(Gelu{});
+    case ir::Activation::kQuickGelu:
+      return f(QuickGelu{});
+    case ir::Activation::kNone:
+      break;
+  }
+  return f(Identity{});
 }
 
 // Horizontal reductions of one register.

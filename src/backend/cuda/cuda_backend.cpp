@@ -21,10 +21,10 @@ namespace hyrt::backend::cuda {
 namespace {
 
 // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
-// S), f16, bf16 or f32, and an optional float bias weight.
+// S), f16, bf16 or f32, an optional float bias weight and any fused epilogue
+// (gemm_inputs_supported).
 bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
-  if (node.op != ir::OpKind::kLinear || node.inputs.size() < 2 || node.inputs.size() > 3)
-    return false;
+  if (node.op != ir::OpKind::kLinear || !gemm_inputs_supported(graph, node)) return false;
   const ir::Value& x = graph.value(node.inputs[0]);
   const ir::Value& w = graph.value(node.inputs[1]);
   const ir::Value& y = graph.value(node.output);
@@ -33,12 +33,7 @@ bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
   if (y.dtype != x.dtype) return false;
   if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
   if (w.dtype != DType::kS8 && !dtype_is_float(w.dtype)) return false;
-  if (w.shape[0] <= 0 || w.shape[1] <= 0 || x.shape.numel() <= 0) return false;
-  if (node.inputs.size() == 3) {
-    const ir::Value& b = graph.value(node.inputs[2]);
-    if (b.kind != ir::ValueKind::kWeight || !dtype_is_float(b.dtype)) return false;
-  }
-  return true;
+  return w.shape[0] > 0 && w.shape[1] > 0 && x.shape.numel() > 0;
 }
 
 class CudaMemory final : public DeviceMemory {

@@ -90,7 +90,45 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+// The GemmKey epilogue bits of a linear/conv2d node: bias, its fused activation and residual.
+uint8_t epilogue_bits(const ir::Node& node) {
+  uint8_t bits = node.gemm_bias() != ir::kNone ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+  const ir::GemmEpilogue e = node.epilogue();
+  switch (e.activation) {
+    case ir::Activation::kSilu:
+      bits |= static_cast<uint8_t>(Epilogue::kSilu);
+      break;
+    case ir::Activation::kGelu:
+      bits |= static_cast<uint8_t>(Epilogue::kGelu);
+      break;
+    case ir::Activation::kQuickGelu:
+      bits |= static_cast<uint8_t>(Epilogue::kQuickGelu);
+      break;
+    case ir::Activation::kNone:
+      break;
+  }
+  if (e.residual) bits |= static_cast<uint8_t>(Epilogue::kResidualAdd);
+  return bits;
+}
+
 }  // namespace
+
+bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node) {
+  const ir::GemmEpilogue e = node.epilogue();
+  const size_t gemm_inputs = node.inputs.size() - (e.residual ? 1 : 0);
+  if (gemm_inputs < 2 || gemm_inputs > 3) return false;
+  if (const ir::ValueId b = node.gemm_bias(); b != ir::kNone) {
+    const ir::Value& bv = graph.value(b);
+    if (bv.kind != ir::ValueKind::kWeight || !dtype_is_float(bv.dtype)) return false;
+  }
+  if (const ir::ValueId r = node.gemm_residual(); r != ir::kNone) {
+    const ir::Value &rv = graph.value(r), &y = graph.value(node.output);
+    if (rv.kind == ir::ValueKind::kWeight || rv.dtype != y.dtype || rv.shape != y.shape ||
+        device_storage_dtype(rv) != device_storage_dtype(y))
+      return false;
+  }
+  return true;
+}
 
 size_t gemm_staging_budget() {
   return g_staging_budget.load(std::memory_order_relaxed);
@@ -140,22 +178,35 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   const double a = static_cast<double>(dtype_size(key.a_type));
   const double flops = 2.0 * m * n * k;
   // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
-  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0);
+  // A fused residual is read once more.
+  const double io =
+      m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0) +
+      ((key.epilogue & static_cast<uint8_t>(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
   // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its
   // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
   // matmul, rescale.
   const GemmCandidate runs = key.w_type == DType::kS8 ? c : GemmCandidate::kF16;
   const GemmChunking chunks = gemm_chunking(key, runs, gemm_staging_budget());
+  // A fused activation costs the f16 candidate a pass of its own over y per chunk (W8A8
+  // applies it in its rescale).
+  const uint8_t activation_bits = static_cast<uint8_t>(Epilogue::kSilu) |
+                                  static_cast<uint8_t>(Epilogue::kGelu) |
+                                  static_cast<uint8_t>(Epilogue::kQuickGelu);
+  const bool activation_pass = runs == GemmCandidate::kF16 && (key.epilogue & activation_bits);
   const int64_t launches_per_chunk =
-      runs == GemmCandidate::kW8A8 ? 3 : (gemm_staging_bytes_per_row(key, runs) > 0 ? 2 : 1);
+      runs == GemmCandidate::kW8A8
+          ? 3
+          : (gemm_staging_bytes_per_row(key, runs) > 0 ? 2 : 1) + (activation_pass ? 1 : 0);
   const double chunk_us =
-      static_cast<double>((chunks.count - 1) * launches_per_chunk) * kChunkLaunchUs;
+      static_cast<double>((chunks.count - 1) * launches_per_chunk + (activation_pass ? 1 : 0)) *
+      kChunkLaunchUs;
+  const double f16_io = io + (activation_pass ? 2.0 * m * n * a : 0.0);
   auto roofline = [&](double ops, double rate, double bytes) {
     return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs + chunk_us;
   };
-  if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, io + n * k * 2.0);
+  if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, f16_io + n * k * 2.0);
   if (c == GemmCandidate::kF16)
-    return roofline(flops, kF16FlopsPerSecond, io + n * k * (1.0 + 2.0 * 2.0));
+    return roofline(flops, kF16FlopsPerSecond, f16_io + n * k * (1.0 + 2.0 * 2.0));
   return roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
 }
 
@@ -182,7 +233,7 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
   key.out_type = key.a_type;
   key.w_transposed = true;
-  key.epilogue = node.inputs.size() == 3 ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+  key.epilogue = epilogue_bits(node);
   return key;
 }
 
@@ -447,10 +498,11 @@ struct GemmSpec {
   std::optional<TensorView> w_scale;  // f32 [N] for s8
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
+  ir::GemmEpilogue epilogue;       // fused activation / residual (the residual is the last input)
 };
 
-// One GEMM program's runner: y [M, N] = a [M, K] · w [N, K]ᵀ (+ bias), a = the input or its
-// im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
+// One GEMM program's runner: y [M, N] = act(a [M, K] · w [N, K]ᵀ (+ bias)) (+ residual), a = the
+// input or its im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
 class GemmKernel final : public CudaGemmKernel {
  public:
   GemmKernel(CudaContext& ctx, const CudaBackendOptions& options, const GemmSpec& spec,
@@ -461,7 +513,12 @@ class GemmKernel final : public CudaGemmKernel {
         key_(spec.key),
         im2col_(spec.im2col),
         input_elems_(spec.input_elems),
-        output_elems_(spec.output_elems) {
+        output_elems_(spec.output_elems),
+        residual_(spec.epilogue.residual),
+        has_bias_(spec.bias.has_value()),
+        activation_(static_cast<EpilogueActivation>(spec.epilogue.activation)) {
+    static_assert(static_cast<int>(EpilogueActivation::kQuickGelu) ==
+                  static_cast<int>(ir::Activation::kQuickGelu));
     n_ = key_.n, k_ = key_.k;
     n4_ = round_up4(n_), k4_ = round_up4(k_);
     a_dtype_ = key_.a_type;
@@ -540,7 +597,23 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CHECK(program_->tuning.stats(c).available, kUnsupported, "node '", name_, "': the ",
                candidate_name(c), " candidate is not available (", program_->tuning.to_string(),
                ")");
-    enqueue(c, *program_, staging_for(c), x.data, output.data);
+    const void* residual = nullptr;
+    if (residual_) {
+      // x, w, [bias], residual: exactly the node's inputs, so that a missing residual is never
+      // taken from the bias's view. (Without a residual only x is read: the weights are the
+      // kernel's own uploaded copies.)
+      const size_t want_inputs = 3 + (has_bias_ ? 1 : 0);
+      HYRT_CHECK(inputs.size() == want_inputs, kInvalidArgument, "node '", name_,
+                 "': ", inputs.size(), " inputs bound, the node has ", want_inputs,
+                 " (its fused residual last)");
+      const TensorView& r = inputs.back();
+      HYRT_CHECK(r.dtype == a_dtype_ && r.numel() == output_elems_ && aligned16(r.data),
+                 kInvalidArgument, "node '", name_, "': bound residual ", dtype_name(r.dtype),
+                 r.shape.to_string(), " does not match the output (", dtype_name(a_dtype_), ", ",
+                 output_elems_, " elements, 16-byte aligned device memory)");
+      residual = r.data;
+    }
+    enqueue(c, *program_, staging_for(c), x.data, output.data, residual);
   }
 
   const GemmTuning& tuning() const override { return program_->tuning; }
@@ -699,6 +772,12 @@ class GemmKernel final : public CudaGemmKernel {
   // The f16 GEMM's weight operand: the widened layer in staging, or the resident f16 weights.
   const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightF16] : w_->data(); }
 
+  // Timing a program with a fused residual reads one: the output itself (C = D, which both
+  // cuBLASLt and the rescale pass allow), so that its cost is in the measurement.
+  const void* tuning_residual(const DeviceBuffer& y) const {
+    return residual_ ? y.data() : nullptr;
+  }
+
   // 8-bit S weights -> f16 staging (once per run: the weights do not depend on M).
   void stage_f16_weights(const Staging& st) const {
     if (s8_)
@@ -727,14 +806,15 @@ class GemmKernel final : public CudaGemmKernel {
     return converted;
   }
 
-  // y rows [m0, m0 + rows) (at y_rows) = operand b [rows, K] · wᵀ (+ bias).
+  // y rows [m0, m0 + rows) (at y_rows) = operand b [rows, K] · wᵀ (+ bias) (+ c_rows, the
+  // residual's rows, as cuBLASLt's beta·C when not null).
   cublasStatus_t gemm_f16(const Staging& st, const void* b, void* y_rows, int64_t rows,
-                          const cublasLtMatmulAlgo_t& algo) const {
+                          const cublasLtMatmulAlgo_t& algo, const void* c_rows = nullptr) const {
     const LtGemm& g = f16_.for_rows(rows);
-    const float alpha = 1.0f, beta = 0.0f;
+    const float alpha = 1.0f, beta = c_rows ? 1.0f : 0.0f;
     return cublasLtMatmul(ctx_.lt(), g.op.get(), &alpha, f16_a(st), g.a.get(), b, g.b.get(), &beta,
-                          y_rows, g.d.get(), y_rows, g.d.get(), &algo, ctx_.workspace(),
-                          ctx_.workspace_bytes(), ctx_.stream());
+                          c_rows ? c_rows : y_rows, g.d.get(), y_rows, g.d.get(), &algo,
+                          ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
   }
 
   // GEMM rows [m0, m0 + rows) of input x -> the operand quantized, s8 [rows, K4] + row scales
@@ -765,12 +845,14 @@ class GemmKernel final : public CudaGemmKernel {
                           ctx_.workspace_bytes(), ctx_.stream());
   }
 
-  // The chunk's s32 result -> y rows [m0, m0 + rows), scaled, + bias.
-  void rescale(const Staging& st, void* y, int64_t m0, int64_t rows) const {
+  // The chunk's s32 result -> y rows [m0, m0 + rows), scaled, + bias, activated, + the
+  // residual's rows (residual: the whole [M, N] residual or null).
+  void rescale(const Staging& st, void* y, const void* residual, int64_t m0, int64_t rows) const {
     HYRT_CUDA_CHECK(launch_rescale_s32(static_cast<const int32_t*>(st[Scratch::kAccS32]), rows, n_,
                                        n4_, static_cast<const float*>(st[Scratch::kRowScales]),
                                        w_scale_->as<float>(),
-                                       (bias_f32_ ? bias_f32_->as<float>() : nullptr),
+                                       (bias_f32_ ? bias_f32_->as<float>() : nullptr), activation_,
+                                       residual ? act_row(residual, m0, n_) : nullptr,
                                        act_row(y, m0, n_), float_type(a_dtype_), ctx_.stream()));
   }
 
@@ -786,18 +868,27 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   // The whole candidate for input x, chunk by chunk: operand gather (im2col) or staging, GEMM,
-  // epilogue; its buffers at `st` (staging_layout(c)'s).
-  void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x,
-               void* y) const {
+  // epilogue; its buffers at `st` (staging_layout(c)'s). residual: the fused residual [M, N]
+  // (null without one).
+  void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x, void* y,
+               const void* residual) const {
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
+      // Without an activation the residual is cuBLASLt's beta·C; with one (applied before the
+      // residual) a pass of ours over the chunk's rows adds both.
+      const bool separate_pass = activation_ != EpilogueActivation::kNone;
       for_each_chunk(
           f16_, p.f16_algo, p.f16_tail_algo,
           [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
-            const cublasStatus_t status =
-                gemm_f16(st, f16_operand(st, x, m0, rows), act_row(y, m0, n_), rows, algo);
+            void* y_rows = act_row(y, m0, n_);
+            const void* r_rows = residual ? act_row(residual, m0, n_) : nullptr;
+            const cublasStatus_t status = gemm_f16(st, f16_operand(st, x, m0, rows), y_rows, rows,
+                                                   algo, separate_pass ? nullptr : r_rows);
             if (status != CUBLAS_STATUS_SUCCESS)
               throw_cublas_error(status, "cublasLtMatmul (f16 candidate)", __FILE__, __LINE__);
+            if (separate_pass)
+              HYRT_CUDA_CHECK(launch_activation_epilogue(y_rows, r_rows, rows * n_, activation_,
+                                                         float_type(a_dtype_), ctx_.stream()));
           });
     } else {
       for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
@@ -807,7 +898,7 @@ class GemmKernel final : public CudaGemmKernel {
                        if (status != CUBLAS_STATUS_SUCCESS)
                          throw_cublas_error(status, "cublasLtMatmul (s8 candidate)", __FILE__,
                                             __LINE__);
-                       rescale(st, y, m0, rows);
+                       rescale(st, y, residual, m0, rows);
                      });
     }
   }
@@ -975,7 +1066,7 @@ class GemmKernel final : public CudaGemmKernel {
                 return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
               });
         t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
-          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data());
+          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), tuning_residual(y));
         });
       }
     if (s8_) {
@@ -995,7 +1086,7 @@ class GemmKernel final : public CudaGemmKernel {
                   return gemm_s8(s8_st, rows, al);
                 });
           t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data());
+            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), tuning_residual(y));
           });
         }
     }
@@ -1013,6 +1104,9 @@ class GemmKernel final : public CudaGemmKernel {
   GemmKey key_;
   std::optional<Im2colGeometry> im2col_;
   int64_t input_elems_ = 0, output_elems_ = 0;
+  bool residual_ = false;                    // a fused residual, the last bound input
+  bool has_bias_ = false;                    // the node has a bias input (input 2)
+  EpilogueActivation activation_;            // a fused activation (before the residual)
   int64_t n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;  // M: key_.m, covered in chunks (f16_, s8_gemm_)
   DType a_dtype_ = DType::kF16;              // activations and output
   bool s8_ = false;
@@ -1047,11 +1141,12 @@ void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
   spec.w_name = wv.name;
   spec.w = stored_weight(graph, node, weights);
   if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);
-  if (node.inputs.size() == 3) {
-    const ir::Value& bv = graph.value(node.inputs[2]);
+  if (const ir::ValueId b = node.gemm_bias(); b != ir::kNone) {
+    const ir::Value& bv = graph.value(b);
     spec.bias_name = bv.name;
     spec.bias = weights.get(bv.name);
   }
+  spec.epilogue = node.epilogue();
 }
 
 // True when the conv is exactly a linear over its pixels.
@@ -1078,9 +1173,9 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
 }
 
 bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
-  if (node.op != ir::OpKind::kConv2d || node.inputs.size() < 2 || node.inputs.size() > 3)
+  if (node.op != ir::OpKind::kConv2d || !std::holds_alternative<ir::Conv2dAttrs>(node.attrs))
     return false;
-  if (!std::holds_alternative<ir::Conv2dAttrs>(node.attrs)) return false;
+  if (!gemm_inputs_supported(graph, node)) return false;
   const auto& a = node.attr<ir::Conv2dAttrs>();
   const ir::Value& x = graph.value(node.inputs[0]);
   const ir::Value& w = graph.value(node.inputs[1]);
@@ -1097,12 +1192,9 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
   if (x.shape[1] * x.shape[2] * x.shape[3] >= (int64_t{1} << 31) ||
       w.shape[1] * w.shape[2] * w.shape[3] >= (int64_t{1} << 31))
     return false;
-  if (node.inputs.size() == 3) {
-    const ir::Value& b = graph.value(node.inputs[2]);
-    if (b.kind != ir::ValueKind::kWeight || !dtype_is_float(b.dtype) ||
-        b.shape.numel() != w.shape[0])
-      return false;
-  }
+  if (const ir::ValueId b = node.gemm_bias();
+      b != ir::kNone && graph.value(b).shape.numel() != w.shape[0])
+    return false;
   return true;
 }
 
@@ -1118,7 +1210,7 @@ GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
   key.out_type = DType::kF16;
   key.w_transposed = true;
-  key.epilogue = node.inputs.size() == 3 ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+  key.epilogue = epilogue_bits(node);
   if (!conv_is_pointwise(graph, node)) key.epilogue |= kIm2colOperand;
   return key;
 }

@@ -127,6 +127,14 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
                                                    const weights::WeightSource& weights,
                                                    ProgramCache& cache);
 
+// The bias and fused-epilogue inputs of a linear/conv2d node as this backend takes them: an
+// optional float bias weight, and for a fused residual (ir::GemmEpilogue) an activation of the
+// output's shape and dtype (held like the output on the device, read as bound). Any activation
+// is supported: W8A8 applies it in its rescale pass; the f16 candidate in one pass after the
+// GEMM (cuBLASLt has no SiLU or QuickGELU epilogue), where a residual without an activation is
+// cuBLASLt's own beta·C.
+bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node);
+
 // Conv2d nodes this backend runs: x a float activation of rank 4 (held as f16 on the device),
 // y of x's dtype, w a graph weight [Cout, Cin, kh, kw] stored s8 (8-bit S), f32, f16 or bf16,
 // an optional float bias weight [Cout], Conv2dAttrs with stride >= 1 and padding >= 0.

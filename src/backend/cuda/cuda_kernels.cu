@@ -11,6 +11,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/op_device.cuh"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -36,14 +37,28 @@ __device__ __forceinline__ void load_f32(const T* p, float (&out)[V]) {
     const float4 v = *reinterpret_cast<const float4*>(p);
     out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
   } else {
-    static_assert(V == 8);
-    const uint4 u = *reinterpret_cast<const uint4*>(p);
+    static_assert(V == 4 || V == 8);
+    using Packed = std::conditional_t<V == 4, uint2, uint4>;
+    const Packed u = *reinterpret_cast<const Packed*>(p);
     const __half2* h = reinterpret_cast<const __half2*>(&u);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < V / 2; ++i) {
       const float2 f = __half22float2(h[i]);
       out[2 * i] = f.x, out[2 * i + 1] = f.y;
     }
+  }
+}
+
+__device__ __forceinline__ float activate(float x, EpilogueActivation act) {
+  switch (act) {
+    case EpilogueActivation::kSilu:
+      return device::sigmoid_gate(x, 1.0f);
+    case EpilogueActivation::kGelu:
+      return device::gelu(x);
+    case EpilogueActivation::kQuickGelu:
+      return device::sigmoid_gate(x, 1.702f);
+    default:
+      return x;
   }
 }
 
@@ -139,7 +154,7 @@ template <class T, int V>
 __global__ void rescale_kernel(const int32_t* __restrict__ acc, int64_t rows, int64_t cols,
                                int64_t ld_acc, const float* __restrict__ row_scale,
                                const float* __restrict__ col_scale, const float* __restrict__ bias,
-                               T* __restrict__ y) {
+                               EpilogueActivation act, const T* residual, T* y) {
   const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
   if (c >= cols) return;
   float cs[V], b[V];
@@ -161,7 +176,14 @@ __global__ void rescale_kernel(const int32_t* __restrict__ acc, int64_t rows, in
     float out[V];
 #pragma unroll
     for (int i = 0; i < V; ++i)
-      out[i] = static_cast<float>(a[i]) * (rs * cs[i]) + b[i];
+      out[i] = activate(static_cast<float>(a[i]) * (rs * cs[i]) + b[i], act);
+    if (residual) {
+      float res[V];
+      load_f32<T, V>(residual + r * cols + c, res);
+#pragma unroll
+      for (int i = 0; i < V; ++i)
+        out[i] += res[i];
+    }
     store_from_f32<T, V>(y + r * cols + c, out);
   }
 }
@@ -262,30 +284,87 @@ cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t row
   return cudaGetLastError();
 }
 
+template <class T>
+void rescale_launch(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
+                    const float* row_scale, const float* col_scale, const float* bias,
+                    EpilogueActivation act, const void* residual, void* y, cudaStream_t stream) {
+  const dim3 block(kWarp, kRowsPerBlock);
+  const bool vec = cols % 4 == 0 && ld_acc % 4 == 0 && aligned(acc, 16) && aligned(y, 16) &&
+                   (!residual || aligned(residual, 16));
+  const dim3 grid = grid_2d(rows, cols, vec ? 4 : 1);
+  auto* yt = static_cast<T*>(y);
+  const auto* rt = static_cast<const T*>(residual);
+  if (vec)
+    rescale_kernel<T, 4><<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale,
+                                                     bias, act, rt, yt);
+  else
+    rescale_kernel<T, 1><<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale,
+                                                     bias, act, rt, yt);
+}
+
 cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
                                const float* row_scale, const float* col_scale, const float* bias,
-                               void* y, FloatType y_type, cudaStream_t stream) {
+                               EpilogueActivation act, const void* residual, void* y,
+                               FloatType y_type, cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  const dim3 block(kWarp, kRowsPerBlock);
-  const bool vec = cols % 4 == 0 && ld_acc % 4 == 0 && aligned(acc, 16) && aligned(y, 16);
-  const dim3 grid = grid_2d(rows, cols, vec ? 4 : 1);
-  if (y_type == FloatType::kF16) {
-    auto* yh = static_cast<__half*>(y);
-    if (vec)
-      rescale_kernel<__half, 4>
-          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yh);
-    else
-      rescale_kernel<__half, 1>
-          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yh);
-  } else {
-    auto* yf = static_cast<float*>(y);
-    if (vec)
-      rescale_kernel<float, 4>
-          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yf);
-    else
-      rescale_kernel<float, 1>
-          <<<grid, block, 0, stream>>>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, yf);
+  if (y_type == FloatType::kF16)
+    rescale_launch<__half>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, act, residual, y,
+                           stream);
+  else
+    rescale_launch<float>(acc, rows, cols, ld_acc, row_scale, col_scale, bias, act, residual, y,
+                          stream);
+  return cudaGetLastError();
+}
+
+// Item i < n / V: elements [i·V, i·V + V) in one 16-byte access each way; item n / V: the tail.
+template <class T, int V>
+__global__ void activation_epilogue_kernel(T* y, const T* residual, int64_t n,
+                                           EpilogueActivation act) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nvec = n / V;
+  if (i < nvec) {
+    float v[V], r[V];
+    load_f32<T, V>(y + i * V, v);
+    if (residual) load_f32<T, V>(residual + i * V, r);
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      v[k] = activate(v[k], act) + (residual ? r[k] : 0.0f);
+    store_from_f32<T, V>(y + i * V, v);
+  } else if (i == nvec) {
+    for (int64_t k = nvec * V; k < n; ++k) {
+      float v[1], r[1] = {0.0f};
+      load_f32<T, 1>(y + k, v);
+      if (residual) load_f32<T, 1>(residual + k, r);
+      v[0] = activate(v[0], act) + r[0];
+      store_from_f32<T, 1>(y + k, v);
+    }
   }
+}
+
+template <class T>
+void activation_epilogue_launch(void* y, const void* residual, int64_t n, EpilogueActivation act,
+                                cudaStream_t stream) {
+  constexpr int kThreads = 256;
+  constexpr int V = 16 / sizeof(T);
+  auto* yt = static_cast<T*>(y);
+  const auto* rt = static_cast<const T*>(residual);
+  if (aligned(y, 16) && (!residual || aligned(residual, 16))) {
+    const auto blocks = static_cast<unsigned>((n / V + 1 + kThreads - 1) / kThreads);
+    activation_epilogue_kernel<T, V><<<blocks, kThreads, 0, stream>>>(yt, rt, n, act);
+  } else {
+    const auto blocks = static_cast<unsigned>((n + 1 + kThreads - 1) / kThreads);
+    activation_epilogue_kernel<T, 1><<<blocks, kThreads, 0, stream>>>(yt, rt, n, act);
+  }
+}
+
+cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
+                                       EpilogueActivation act, FloatType type,
+                                       cudaStream_t stream) {
+  if (n <= 0) return cudaSuccess;
+  if (type == FloatType::kF16)
+    activation_epilogue_launch<__half>(y, residual, n, act, stream);
+  else
+    activation_epilogue_launch<float>(y, residual, n, act, stream);
   return cudaGetLastError();
 }
 

@@ -30,11 +30,23 @@ enum class FloatType : uint8_t { kF32, kF16 };
 cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t rows, int64_t cols,
                                     int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
 
+// A GEMM node's fused activation (ir::Activation, same order): SiLU and QuickGELU with the
+// hardware exponential, GELU with erff — the device elementwise kernels' math (op_device.cuh).
+enum class EpilogueActivation : uint8_t { kNone, kSilu, kGelu, kQuickGelu };
+
 // The W8A8 epilogue: acc s32 [rows, ld_acc] -> y [rows, cols] (ld = cols), f32 or f16:
-//   y[r, c] = float(acc[r, c]) · (row_scale[r] · col_scale[c]) + bias[c]   (bias may be null)
+//   y[r, c] = act(float(acc[r, c]) · (row_scale[r] · col_scale[c]) + bias[c]) + residual[r, c]
+// bias (f32 [cols]) and residual ([rows, cols], ld = cols, y's type) may be null; residual may
+// be y itself (each element is read before it is written).
 cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
                                const float* row_scale, const float* col_scale, const float* bias,
-                               void* y, FloatType y_type, cudaStream_t stream);
+                               EpilogueActivation act, const void* residual, void* y,
+                               FloatType y_type, cudaStream_t stream);
+
+// In place over n elements of y (f32 or f16): y[i] = act(y[i]) + residual[i] (residual of y's
+// type, may be null) — the f16 GEMM's activation epilogue, which cuBLASLt has no form of.
+cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
+                                       EpilogueActivation act, FloatType type, cudaStream_t stream);
 
 // One layer's "8-bit S" weights widened for the f16 GEMM: q s8 [rows, ld_q] ->
 // w f16 [rows, cols] (ld = cols), w[r, c] = f16(float(q[r, c]) · scale[r]) rounded to nearest.

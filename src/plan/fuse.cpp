@@ -1,0 +1,241 @@
+#include "plan/fuse.h"
+
+#include <algorithm>
+#include <optional>
+#include <set>
+
+#include "core/error.h"
+#include "plan/memory.h"
+
+namespace hyrt::plan {
+namespace {
+
+using ir::Graph;
+using ir::Node;
+using ir::NodeId;
+using ir::OpKind;
+using ir::ValueId;
+
+std::optional<ir::Activation> activation_of(OpKind op) {
+  switch (op) {
+    case OpKind::kSilu:
+      return ir::Activation::kSilu;
+    case OpKind::kGelu:
+      return ir::Activation::kGelu;
+    case OpKind::kQuickGelu:
+      return ir::Activation::kQuickGelu;
+    default:
+      return std::nullopt;
+  }
+}
+
+// One GEMM's fusion: the nodes it absorbs, in chain order, and what it becomes.
+struct Chain {
+  NodeId gemm = ir::kNone;
+  ir::GemmEpilogue epilogue;        // the fused node's (the GEMM's own plus what it absorbs)
+  std::vector<NodeId> absorbed;     // activation, reshape, add — the last is the anchor
+  ValueId residual = ir::kNone;     // old graph's value added (the add's other input)
+  const Node* reshape = nullptr;    // the view between GEMM (or activation) and add
+  ValueId final_value = ir::kNone;  // old graph's value the fused chain produces
+  NodeId anchor() const { return absorbed.back(); }
+};
+
+class Fuser {
+ public:
+  Fuser(const Graph& g, const Placement& p) : g_(g), p_(p), consumers_(g.values().size()) {
+    for (const Node& n : g.nodes())
+      for (ValueId v : n.inputs)
+        consumers_[v].push_back(n.id);
+  }
+
+  // Chains for every GEMM not in `rejected`, by GEMM node id. An add of two GEMM outputs
+  // (a resnet's conv2 and conv_shortcut) goes to the first GEMM's chain.
+  std::vector<Chain> find_chains(const std::set<NodeId>& rejected) const {
+    std::vector<Chain> chains;
+    std::vector<bool> taken(g_.nodes().size(), false);
+    for (const Node& n : g_.nodes()) {
+      if (n.op != OpKind::kLinear && n.op != OpKind::kConv2d) continue;
+      if (rejected.count(n.id) || p_.backend_of[n.id] < 0) continue;
+      if (std::optional<Chain> c = chain_from(n, taken)) {
+        for (NodeId a : c->absorbed)
+          taken[a] = true;
+        chains.push_back(std::move(*c));
+      }
+    }
+    return chains;
+  }
+
+ private:
+  // The only consumer of v on the GEMM's backend, when v has exactly one and is no output.
+  // Nodes already in another chain (`taken`) do not count.
+  const Node* sole_consumer(ValueId v, int backend, const std::vector<bool>& taken) const {
+    if (g_.value(v).is_output || consumers_[v].size() != 1) return nullptr;
+    const Node& c = g_.node(consumers_[v][0]);
+    if (taken[c.id]) return nullptr;
+    // A node reading v twice (add(v, v)) lists it twice.
+    if (std::count(c.inputs.begin(), c.inputs.end(), v) != 1) return nullptr;
+    return p_.backend_of[c.id] == backend ? &c : nullptr;
+  }
+
+  std::optional<Chain> chain_from(const Node& gemm, const std::vector<bool>& taken) const {
+    const int backend = p_.backend_of[gemm.id];
+    Chain c;
+    c.gemm = gemm.id;
+    c.epilogue = gemm.epilogue();
+    ValueId cur = gemm.output;
+    if (c.epilogue.empty()) {
+      if (const Node* a = sole_consumer(cur, backend, taken)) {
+        if (std::optional<ir::Activation> act = activation_of(a->op)) {
+          c.epilogue.activation = *act;
+          c.absorbed.push_back(a->id);
+          cur = a->output;
+        }
+      }
+    }
+    if (!c.epilogue.residual) {
+      const Node* next = sole_consumer(cur, backend, taken);
+      const Node* reshape = nullptr;
+      if (next && next->op == OpKind::kReshape) {
+        reshape = next;
+        next = sole_consumer(next->output, backend, taken);
+      }
+      if (next && next->op == OpKind::kAdd) {
+        const ValueId chain_value = reshape ? reshape->output : cur;
+        const ValueId other = next->inputs[0] == chain_value ? next->inputs[1] : next->inputs[0];
+        const ir::Value &a = g_.value(next->inputs[0]), &b = g_.value(next->inputs[1]);
+        if (a.shape == b.shape && a.dtype == b.dtype) {
+          c.epilogue.residual = true;
+          c.residual = other;
+          c.reshape = reshape;
+          if (reshape) c.absorbed.push_back(reshape->id);
+          c.absorbed.push_back(next->id);
+          cur = next->output;
+        }
+      }
+    }
+    if (c.absorbed.empty()) return std::nullopt;
+    c.final_value = cur;
+    return c;
+  }
+
+  const Graph& g_;
+  const Placement& p_;
+  std::vector<std::vector<NodeId>> consumers_;
+};
+
+struct Rewrite {
+  std::shared_ptr<Graph> graph;
+  std::vector<int> backend_of;  // per new node
+  std::vector<std::string> reason;
+  std::vector<std::pair<NodeId, NodeId>> fused_nodes;  // (new node, old GEMM)
+};
+
+Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& chains) {
+  Rewrite r;
+  r.graph = std::make_shared<Graph>(g.activation_dtype());
+  Graph& out = *r.graph;
+  std::vector<ValueId> map(g.values().size(), ir::kNone);
+  for (const ir::Value& v : g.values()) {
+    if (v.kind == ir::ValueKind::kInput) map[v.id] = out.add_input(v.name, v.dtype, v.shape);
+    if (v.kind == ir::ValueKind::kWeight) map[v.id] = out.add_weight(v.name, v.dtype, v.shape);
+  }
+  // What each old node is to the rewrite: absorbed (skipped), a chain's GEMM (skipped, emitted
+  // at the anchor), an anchor (emits the chain), or kept.
+  std::vector<const Chain*> gemm_chain(g.nodes().size(), nullptr), anchor_chain = gemm_chain;
+  std::vector<bool> absorbed(g.nodes().size(), false);
+  for (const Chain& c : chains) {
+    gemm_chain[c.gemm] = &c;
+    anchor_chain[c.anchor()] = &c;
+    for (NodeId n : c.absorbed)
+      absorbed[n] = true;
+  }
+  auto emit = [&](OpKind op, std::vector<ValueId> inputs, ir::Attrs attrs, std::string name,
+                  NodeId from) {
+    const ValueId v = out.add_node(op, std::move(inputs), std::move(attrs), std::move(name));
+    r.backend_of.push_back(p.backend_of[from]);
+    r.reason.push_back(p.reason.empty() ? std::string() : p.reason[from]);
+    return v;
+  };
+  auto mapped = [&](const std::vector<ValueId>& in) {
+    std::vector<ValueId> m;
+    for (ValueId v : in)
+      m.push_back(map[v]);
+    return m;
+  };
+  for (const Node& n : g.nodes()) {
+    if (const Chain* c = anchor_chain[n.id]) {
+      const Node& gemm = g.node(c->gemm);
+      std::vector<ValueId> inputs = mapped(gemm.inputs);
+      const ir::Value& gemm_out = g.value(gemm.output);
+      if (c->residual != ir::kNone) {
+        ValueId residual = map[c->residual];
+        if (c->reshape)  // view the residual in the GEMM's output shape
+          residual = emit(OpKind::kReshape, {residual}, ir::ReshapeAttrs{gemm_out.shape},
+                          gemm.name + ".residual", c->gemm);
+        inputs.push_back(residual);
+      }
+      ir::Attrs attrs = gemm.attrs;
+      if (gemm.op == OpKind::kConv2d)
+        std::get<ir::Conv2dAttrs>(attrs).epilogue = c->epilogue;
+      else
+        attrs = ir::LinearAttrs{c->epilogue};
+      ValueId v = emit(gemm.op, std::move(inputs), std::move(attrs), gemm.name, c->gemm);
+      r.fused_nodes.emplace_back(out.nodes().back().id, c->gemm);
+      if (c->reshape)  // the fused result in the add's shape
+        v = emit(OpKind::kReshape, {v}, ir::ReshapeAttrs{g.value(c->final_value).shape},
+                 g.node(c->anchor()).name, c->gemm);
+      map[c->final_value] = v;
+      continue;
+    }
+    if (absorbed[n.id] || gemm_chain[n.id]) continue;
+    map[n.output] = emit(n.op, mapped(n.inputs), n.attrs, n.name, n.id);
+  }
+  for (ValueId v : g.outputs())
+    out.mark_output(map[v]);
+  return r;
+}
+
+}  // namespace
+
+EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Placement& placement,
+                              std::span<const backend::Backend* const> backends,
+                              const CopyCostModel& copy) {
+  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
+             "fuse_epilogues: the placement is not of this graph");
+  EpilogueFusion result;
+  const Fuser fuser(*graph, placement);
+  std::set<NodeId> rejected;
+  for (;;) {
+    const std::vector<Chain> chains = fuser.find_chains(rejected);
+    if (chains.empty()) break;
+    Rewrite rw = rewrite(*graph, placement, chains);
+    // Every fused node must be one its backend runs; a refused chain is left unfused and the
+    // rewrite redone (each round rejects at least one chain, so this ends).
+    size_t before = rejected.size();
+    for (const auto& [node, gemm] : rw.fused_nodes) {
+      const int b = rw.backend_of[node];
+      if (!backends[b]->supports(*rw.graph, rw.graph->node(node))) rejected.insert(gemm);
+    }
+    if (rejected.size() != before) continue;
+    for (const Chain& c : chains) {
+      if (c.epilogue.activation != graph->node(c.gemm).epilogue().activation) ++result.activations;
+      if (c.residual != ir::kNone) ++result.residual_adds;
+    }
+    rw.graph->verify();
+    const std::vector<ir::NodeId> order = default_order(*rw.graph);
+    result.placement =
+        evaluate_assignment(*rw.graph, order, backends, std::move(rw.backend_of), copy);
+    result.placement.mode = placement.mode;
+    result.placement.reason = std::move(rw.reason);
+    result.placement.fallback_nodes = static_cast<int>(
+        std::count_if(result.placement.reason.begin(), result.placement.reason.end(),
+                      [](const std::string& s) { return !s.empty(); }));
+    result.graph = std::move(rw.graph);
+    return result;
+  }
+  result.graph = std::move(graph);
+  result.placement = placement;
+  return result;
+}
+
+}  // namespace hyrt::plan

@@ -1,0 +1,191 @@
+// Fused GEMM epilogues (ir::GemmEpilogue: y = act(x·wᵀ + bias) + residual) on the CPU backend:
+// every linear/conv2d kernel — f32 (oneDNN, then our pass), 8-bit S weights in W8A8 and in W8
+// (folded into the dequantizing epilogue), the few-row GEMV, the per-sample-scaled 3x3 conv and
+// the 1x1 conv that runs as a linear — against the same computation as separate nodes
+// (GEMM, activation, add) run by the same backend. They do the same f32 arithmetic in the same
+// order, so the two agree to rounding (≤ 1e-6 relative L2); a fused node whose residual or
+// activation were dropped misses by orders of magnitude more, which the test also checks.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_backend.h"
+#include "exec/executable.h"
+#include "op_case.h"
+#include "weights/quantize.h"
+
+namespace hyrt::test {
+namespace {
+
+using ir::Activation;
+using ir::OpKind;
+
+struct GemmShape {
+  bool conv = false;
+  Shape x;                     // linear: [..., K]; conv: [B, H, W, Cin]
+  int64_t n = 0;               // output features / channels
+  int kernel = 1;              // conv only
+  int stride = 1;              // conv only
+  int padding = 0;             // conv only
+  DType weight = DType::kF32;  // kF32 or kS8 (8-bit S)
+  bool bias = true;
+};
+
+std::string describe(const GemmShape& s) {
+  return str_cat(s.conv ? "conv " : "linear ", s.x.to_string(), " -> ", s.n, " ",
+                 dtype_name(s.weight), s.conv ? str_cat(" k", s.kernel, " s", s.stride) : "",
+                 s.bias ? " +bias" : "");
+}
+
+// The GEMM's weights, shared by the fused and the unfused graph.
+MapWeights make_weights(const GemmShape& s) {
+  MapWeights w;
+  const int64_t cin = s.x.dim(-1);
+  const Shape ws = s.conv ? Shape{s.n, cin, s.kernel, s.kernel} : Shape{s.n, cin};
+  Tensor f = random_tensor(ws, 11, 0.2f);
+  if (s.weight == DType::kS8) {
+    weights::QuantizedTensor qt = weights::quantize_per_row(f.view());
+    w.add("w", std::move(qt.q));
+    w.add_scale("w", std::move(qt.scale));
+  } else {
+    w.add("w", std::move(f));
+  }
+  if (s.bias) w.add("b", random_tensor(Shape{s.n}, 12, 1.0f));
+  return w;
+}
+
+// x -> GEMM -> [activation] -> [+ residual], as separate nodes or as one fused node.
+std::shared_ptr<ir::Graph> make_graph(const GemmShape& s, ir::GemmEpilogue e, bool fused) {
+  auto g = std::make_shared<ir::Graph>();
+  const int64_t cin = s.x.dim(-1);
+  const ir::ValueId x = g->add_input("x", DType::kF32, s.x);
+  const Shape ws = s.conv ? Shape{s.n, cin, s.kernel, s.kernel} : Shape{s.n, cin};
+  std::vector<ir::ValueId> ins{x, g->add_weight("w", s.weight, ws)};
+  if (s.bias) ins.push_back(g->add_weight("b", DType::kF32, {s.n}));
+  ir::Conv2dAttrs conv{s.stride, s.padding, {}};
+  const Shape out = ir::infer_output(*g, s.conv ? OpKind::kConv2d : OpKind::kLinear, ins,
+                                     s.conv ? ir::Attrs(conv) : ir::Attrs(), "probe")
+                        .shape;
+  const ir::ValueId r = e.residual ? g->add_input("r", DType::kF32, out) : ir::kNone;
+  ir::ValueId y;
+  if (fused) {
+    if (e.residual) ins.push_back(r);
+    conv.epilogue = e;
+    y = g->add_node(s.conv ? OpKind::kConv2d : OpKind::kLinear, ins,
+                    s.conv ? ir::Attrs(conv) : ir::Attrs(ir::LinearAttrs{e}), "gemm");
+  } else {
+    y = g->add_node(s.conv ? OpKind::kConv2d : OpKind::kLinear, ins,
+                    s.conv ? ir::Attrs(conv) : ir::Attrs(), "gemm");
+    const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
+    if (e.activation != Activation::kNone)
+      y = g->add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
+    if (e.residual) y = g->add_node(OpKind::kAdd, {y, r}, {}, "add");
+  }
+  g->mark_output(y);
+  g->verify();
+  return g;
+}
+
+// Runs a graph on `backend` with x and r from fixed seeds; returns the output.
+std::vector<float> run(const std::shared_ptr<ir::Graph>& g, const MapWeights& w,
+                       backend::Backend& backend) {
+  backend::ProgramCache cache;
+  auto exe = exec::Executable::create(g, backend, w, cache);
+  for (size_t i = 0; i < exe->num_inputs(); ++i) {
+    const TensorView in = exe->input(i);
+    const Tensor data = random_tensor(in.shape, 100 + i, 1.0f);
+    std::memcpy(in.data, data.data(), in.bytes());
+  }
+  exe->run();
+  const TensorView y = exe->output(0);
+  return std::vector<float>(y.as<const float>(), y.as<const float>() + y.numel());
+}
+
+backend::Backend& backend_for(backend::Int8Mode mode) {
+  static std::unique_ptr<backend::Backend> w8a8 =
+      backend::make_cpu_backend({.num_threads = 0, .int8_mode = backend::Int8Mode::kW8A8});
+  static std::unique_ptr<backend::Backend> w8 =
+      backend::make_cpu_backend({.num_threads = 0, .int8_mode = backend::Int8Mode::kW8});
+  return mode == backend::Int8Mode::kW8A8 ? *w8a8 : *w8;
+}
+
+void check_fusion(const GemmShape& s) {
+  SCOPED_TRACE(describe(s));
+  const MapWeights w = make_weights(s);
+  for (backend::Int8Mode mode : {backend::Int8Mode::kW8A8, backend::Int8Mode::kW8}) {
+    if (s.weight != DType::kS8 && mode == backend::Int8Mode::kW8) continue;
+    backend::Backend& b = backend_for(mode);
+    for (Activation act :
+         {Activation::kNone, Activation::kSilu, Activation::kGelu, Activation::kQuickGelu})
+      for (bool residual : {false, true}) {
+        const ir::GemmEpilogue e{act, residual};
+        if (e.empty()) continue;
+        SCOPED_TRACE(str_cat(backend::int8_mode_name(mode), " ", ir::activation_name(act),
+                             residual ? " +residual" : ""));
+        const auto fused_graph = make_graph(s, e, true);
+        EXPECT_TRUE(b.supports(*fused_graph, fused_graph->nodes().back()));
+        const std::vector<float> fused = run(fused_graph, w, b);
+        const std::vector<float> separate = run(make_graph(s, e, false), w, b);
+        ASSERT_EQ(fused.size(), separate.size());
+        EXPECT_LE(relative_l2(fused.data(), separate.data(), fused.size()), 1e-6);
+        // The comparison can fail: the same graph without its epilogue is far off.
+        const std::vector<float> plain = run(make_graph(s, {}, false), w, b);
+        EXPECT_GT(relative_l2(fused.data(), plain.data(), fused.size()), 1e-2);
+      }
+  }
+}
+
+TEST(FusedEpilogue, LinearF32) {
+  check_fusion({.x = {2, 13, 77}, .n = 35});
+}
+TEST(FusedEpilogue, LinearF32NoBias) {
+  check_fusion({.x = {9, 40}, .n = 24, .bias = false});
+}
+TEST(FusedEpilogue, LinearInt8) {  // W8A8 and W8 through the dequantizing epilogue
+  check_fusion({.x = {2, 64, 96}, .n = 40, .weight = DType::kS8});
+}
+TEST(FusedEpilogue, LinearInt8FewRows) {  // the GEMV kernel (time embedding: a row per sample)
+  check_fusion({.x = {2, 320}, .n = 72, .weight = DType::kS8});
+}
+TEST(FusedEpilogue, Conv3x3F32) {
+  check_fusion({.conv = true, .x = {2, 9, 7, 16}, .n = 24, .kernel = 3, .padding = 1});
+}
+TEST(FusedEpilogue, Conv3x3Int8PerSample) {
+  check_fusion({.conv = true,
+                .x = {2, 8, 8, 16},
+                .n = 32,
+                .kernel = 3,
+                .stride = 2,
+                .padding = 1,
+                .weight = DType::kS8});
+}
+TEST(FusedEpilogue, Conv1x1Int8RunsAsLinear) {
+  check_fusion({.conv = true, .x = {2, 6, 5, 24}, .n = 16, .weight = DType::kS8, .bias = false});
+}
+
+TEST(FusedEpilogue, ResidualMustMatchTheOutput) {
+  ir::Graph g;
+  const ir::ValueId x = g.add_input("x", DType::kF32, {4, 8});
+  const ir::ValueId w = g.add_weight("w", DType::kF32, {6, 8});
+  const ir::ValueId wrong = g.add_input("r", DType::kF32, {4, 8});
+  const ir::ValueId good = g.add_input("r2", DType::kF32, {4, 6});
+  const ir::LinearAttrs fused{{Activation::kNone, true}};
+  EXPECT_THROW(g.add_node(OpKind::kLinear, {x, w, wrong}, fused), Error);
+  EXPECT_THROW(g.add_node(OpKind::kLinear, {x, w}, fused), Error);  // residual missing
+  const ir::ValueId y = g.add_node(OpKind::kLinear, {x, w, good}, fused);
+  const ir::Node& n = g.nodes().back();
+  EXPECT_EQ(n.gemm_residual(), good);
+  EXPECT_EQ(n.gemm_bias(), ir::kNone);
+  EXPECT_EQ(g.value(y).shape, (Shape{4, 6}));
+  EXPECT_NE(g.dump().find("+residual"), std::string::npos);
+  // The CPU backend takes a residual activation, never a weight in its place.
+  const ir::ValueId rw = g.add_weight("rw", DType::kF32, {4, 6});
+  g.add_node(OpKind::kLinear, {x, w, rw}, fused);
+  EXPECT_FALSE(cpu_backend().supports(g, g.nodes().back()));
+  EXPECT_TRUE(cpu_backend().supports(g, g.node(0)));
+}
+
+}  // namespace
+}  // namespace hyrt::test
