@@ -807,44 +807,8 @@ TEST(CudaConv, FusedEpilogueIsChecked) {
   ASSERT_NE(unfused, nullptr);
   EXPECT_EQ(cache.misses(), 2u) << "a fused program must not share the plain one's entry";
   DeviceRun run(c), plain_run(plain);
-  const std::vector<TensorView> good = run.inputs();
-  ASSERT_EQ(good.size(), 4u);  // x, w, b, r
-  const TensorView r = run.residual();
-  ASSERT_NE(r.data, nullptr);
-
-  for (GemmCandidate cand : {GemmCandidate::kF16, GemmCandidate::kW8A8}) {
-    SCOPED_TRACE(backend::cuda::candidate_name(cand));
-    const bool f16 = cand == GemmCandidate::kF16;
-    const double tol = f16 ? kF16Tolerance : kW8A8ExactTolerance;
-    const auto ref = [&](const ConvCase& cc, Omit omit) {
-      return f16 ? cc.reference(omit) : cc.reference_w8a8(omit);
-    };
-    const std::vector<float> full = ref(c, Omit::kNothing);
-    const std::vector<float> y = run.run(*fused, cand);
-    EXPECT_LE(rel(y, full), tol);
-    EXPECT_GT(rel(y, ref(c, Omit::kResidual)), 10 * tol) << "the residual does not show";
-    EXPECT_GT(rel(y, ref(c, Omit::kActivation)), 10 * tol) << "the activation does not show";
-    const std::vector<float> y_plain = plain_run.run(*unfused, cand);
-    EXPECT_LE(rel(y_plain, ref(plain, Omit::kNothing)), tol);
-    EXPECT_GT(rel(y_plain, full), 10 * tol) << "a kernel without its epilogue would pass";
-
-    const auto expect_rejected = [&](const std::vector<TensorView>& ins, const char* what) {
-      SCOPED_TRACE(what);
-      try {
-        run.run_with(*fused, ins, cand);
-        ADD_FAILURE() << "the kernel ran with its residual bound wrongly";
-      } catch (const Error& e) {
-        EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
-      }
-    };
-    expect_rejected({good[0], good[1], good[2]}, "x, w, b: the residual not bound");
-    std::vector<TensorView> bad = good;
-    bad.back() = TensorView{r.data, r.dtype, Shape{r.numel() - c.s.cout}};
-    expect_rejected(bad, "one pixel short");
-    bad.back() = TensorView{r.data, DType::kF32, r.shape};
-    expect_rejected(bad, "f32, the device holds f16");
-    EXPECT_LE(rel(run.run(*fused, cand), full), tol) << "after the rejected bindings";
-  }
+  for (GemmCandidate cand : {GemmCandidate::kF16, GemmCandidate::kW8A8})
+    check_epilogue_shows(*fused, run, c, *unfused, plain_run, plain, cand, c.s.cout);
 }
 
 // --- host-only: keys and support (no GPU needed) ---

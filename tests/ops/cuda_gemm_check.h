@@ -151,6 +151,57 @@ void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
             t.chosen == GemmCandidate::kF16 ? kF16Tolerance : kW8A8Tolerance);
 }
 
+// That a fused kernel's epilogue shows and that its binding is checked, for candidate `cand`:
+// the fused output matches the full reference and misses the references without the residual
+// or the activation by 10x the tolerance; the plain kernel of the same node without epilogue
+// matches its own reference and misses the fused one; binding the residual wrongly (left out,
+// `row` elements short, f32, unaligned) throws kInvalidArgument and a good run follows.
+// Case: reference(Omit) and reference_w8a8(Omit); Run: inputs(), residual(), run(kernel,
+// cand), run_with(kernel, inputs, cand).
+template <class Case, class Run>
+void check_epilogue_shows(backend::cuda::CudaGemmKernel& fused, Run& run, const Case& c,
+                          backend::cuda::CudaGemmKernel& unfused, Run& plain_run, const Case& plain,
+                          backend::cuda::GemmCandidate cand, int64_t row) {
+  SCOPED_TRACE(backend::cuda::candidate_name(cand));
+  const bool f16 = cand == backend::cuda::GemmCandidate::kF16;
+  const double tol = f16 ? kF16Tolerance : kW8A8ExactTolerance;
+  const auto ref = [&](const Case& cc, Omit omit) {
+    return f16 ? cc.reference(omit) : cc.reference_w8a8(omit);
+  };
+  const std::vector<float> full = ref(c, Omit::kNothing);
+  const std::vector<float> y = run.run(fused, cand);
+  EXPECT_LE(rel(y, full), tol);
+  EXPECT_GT(rel(y, ref(c, Omit::kResidual)), 10 * tol) << "the residual does not show";
+  EXPECT_GT(rel(y, ref(c, Omit::kActivation)), 10 * tol) << "the activation does not show";
+  const std::vector<float> y_plain = plain_run.run(unfused, cand);
+  EXPECT_LE(rel(y_plain, ref(plain, Omit::kNothing)), tol);
+  EXPECT_GT(rel(y_plain, full), 10 * tol) << "a kernel without its epilogue would pass";
+
+  const std::vector<TensorView> good = run.inputs();
+  ASSERT_EQ(good.size(), 4u);  // x, w, b, r
+  const TensorView r = run.residual();
+  ASSERT_NE(r.data, nullptr);
+  const auto expect_rejected = [&](const std::vector<TensorView>& ins, const char* what) {
+    SCOPED_TRACE(what);
+    try {
+      run.run_with(fused, ins, cand);
+      ADD_FAILURE() << "the kernel ran with its residual bound wrongly";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+    }
+  };
+  expect_rejected({good[0], good[1], good[2]}, "x, w, b: the residual not bound");
+  expect_rejected({good[0], good[1]}, "x, w: the residual not bound");
+  std::vector<TensorView> bad = good;
+  bad.back() = TensorView{r.data, r.dtype, Shape{r.numel() - row}};
+  expect_rejected(bad, "one row short");
+  bad.back() = TensorView{r.data, DType::kF32, r.shape};
+  expect_rejected(bad, "f32, the device holds f16");
+  bad.back() = TensorView{static_cast<uint8_t*>(r.data) + 2, r.dtype, r.shape};
+  expect_rejected(bad, "not 16-byte aligned");
+  EXPECT_LE(rel(run.run(fused, cand), full), tol) << "after the rejected bindings";
+}
+
 // Kernel::workspace_bytes() of a GEMM kernel whose chosen candidate is `c`, from the layout
 // cuda_gemm.h documents ("Staging"), worked out independently of the kernel: the buffers of
 // one chunk of `ch.rows` rows, each rounded up to 256 bytes, plus 192 bytes of slack for
