@@ -1,5 +1,7 @@
 #include "exec/engine.h"
 
+#include <chrono>
+
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/log.h"
@@ -12,6 +14,16 @@
 #endif
 
 namespace hyrt::exec {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+}  // namespace
 
 namespace {
 
@@ -99,7 +111,9 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   po.mode = accel_ ? options_.placement : plan::PlacementMode::kHost;
   // Placement on the graph as built, then epilogue fusion where it landed, then the order.
   auto plan_graph = [&](std::shared_ptr<const ir::Graph>& g) {
+    const auto t0 = Clock::now();
     plan::Placement placement = plan::place(*g, plan::default_order(*g), const_backends, po);
+    const auto t1 = Clock::now();
     if (options_.fuse_epilogues) {
       plan::EpilogueFusion fused = plan::fuse_epilogues(g, placement, const_backends, po.copy);
       if (fused.fused() > 0) {
@@ -109,8 +123,13 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
       g = std::move(fused.graph);
       placement = std::move(fused.placement);
     }
+    const auto t2 = Clock::now();
     if (options_.overlap)
       placement = plan::overlap_schedule(*g, placement, const_backends, po.copy);
+    HYRT_LOG(kInfo) << "planned " << g->nodes().size() << " nodes in "
+                    << ms_between(t0, Clock::now()) << " ms (placement " << ms_between(t0, t1)
+                    << ", fusion " << ms_between(t1, t2) << ", order "
+                    << ms_between(t2, Clock::now()) << ")";
     return placement;
   };
   std::shared_ptr<const ir::Graph> placed = graph;

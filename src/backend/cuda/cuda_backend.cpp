@@ -138,7 +138,9 @@ class CudaBackendImpl final : public CudaBackend {
                                                        : linear_gemm_key(graph, node);
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (auto it = measured_us_.find(key); it != measured_us_.end()) return it->second;
+      // Programs are shared across fused epilogues (gemm_program_key).
+      if (auto it = measured_us_.find(gemm_program_key(key)); it != measured_us_.end())
+        return it->second;
     }
     const double f16 = gemm_roofline_us(key, GemmCandidate::kF16);
     if (key.w_type != DType::kS8) return f16;

@@ -113,6 +113,14 @@ uint8_t epilogue_bits(const ir::Node& node) {
 
 }  // namespace
 
+GemmKey gemm_program_key(const GemmKey& key) {
+  GemmKey k = key;
+  k.epilogue &= static_cast<uint8_t>(
+      ~(static_cast<uint8_t>(Epilogue::kSilu) | static_cast<uint8_t>(Epilogue::kGelu) |
+        static_cast<uint8_t>(Epilogue::kQuickGelu) | static_cast<uint8_t>(Epilogue::kResidualAdd)));
+  return k;
+}
+
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node) {
   const ir::GemmEpilogue e = node.epilogue();
   const size_t gemm_inputs = node.inputs.size() - (e.residual ? 1 : 0);
@@ -511,6 +519,7 @@ class GemmKernel final : public CudaGemmKernel {
         options_(options),
         name_(spec.name),
         key_(spec.key),
+        program_key_(gemm_program_key(spec.key)),
         im2col_(spec.im2col),
         input_elems_(spec.input_elems),
         output_elems_(spec.output_elems),
@@ -540,7 +549,7 @@ class GemmKernel final : public CudaGemmKernel {
           });
 
     std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
-                                    ctx_.device().compute_minor, " ", key_.to_string());
+                                    ctx_.device().compute_minor, " ", program_key_.to_string());
     if (im2col_) cache_key += " " + im2col_->to_string();
     // A chunked program's algorithms and timings are those of its chunk size (CudaGemmProgram);
     // unchunked keys stay as they were.
@@ -549,7 +558,7 @@ class GemmKernel final : public CudaGemmKernel {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
       if (std::optional<std::string> rec = cache.find_record(cache_key))
-        if (std::shared_ptr<CudaGemmProgram> p = decode_program(*rec, key_);
+        if (std::shared_ptr<CudaGemmProgram> p = decode_program(*rec, program_key_);
             p && still_valid(*p) && derive_tail_algos(*p))
           return p;
       if (!options_.autotune) return untimed();
@@ -772,12 +781,6 @@ class GemmKernel final : public CudaGemmKernel {
   // The f16 GEMM's weight operand: the widened layer in staging, or the resident f16 weights.
   const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightF16] : w_->data(); }
 
-  // Timing a program with a fused residual reads one: the output itself (C = D, which both
-  // cuBLASLt and the rescale pass allow), so that its cost is in the measurement.
-  const void* tuning_residual(const DeviceBuffer& y) const {
-    return residual_ ? y.data() : nullptr;
-  }
-
   // 8-bit S weights -> f16 staging (once per run: the weights do not depend on M).
   void stage_f16_weights(const Staging& st) const {
     if (s8_)
@@ -976,13 +979,13 @@ class GemmKernel final : public CudaGemmKernel {
   std::shared_ptr<CudaGemmProgram> untimed() const {
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
-    t.key = key_;
+    t.key = program_key_;
     if (auto f = heuristics(ctx_, f16_.full, 1, kF16MinAlign); !f.empty())
       if (auto tail = tail_algo(f16_, f[0].algo, kF16MinAlign)) {
         p->f16_algo = f[0].algo;
         p->f16_tail_algo = *tail;
         t.f16.available = true;
-        t.f16.total_us = gemm_roofline_us(key_, GemmCandidate::kF16);
+        t.f16.total_us = gemm_roofline_us(program_key_, GemmCandidate::kF16);
       }
     if (s8_)
       if (auto q = heuristics(ctx_, s8_gemm_.full, 1, kS8MinAlign); !q.empty())
@@ -990,7 +993,7 @@ class GemmKernel final : public CudaGemmKernel {
           p->s8_algo = q[0].algo;
           p->s8_tail_algo = *tail;
           t.w8a8.available = true;
-          t.w8a8.total_us = gemm_roofline_us(key_, GemmCandidate::kW8A8);
+          t.w8a8.total_us = gemm_roofline_us(program_key_, GemmCandidate::kW8A8);
         }
     choose(t);
     return p;
@@ -1036,7 +1039,7 @@ class GemmKernel final : public CudaGemmKernel {
     const Staging s8_st = s8_layout.carve(staging.data());
     auto p = std::make_shared<CudaGemmProgram>();
     GemmTuning& t = p->tuning;
-    t.key = key_;
+    t.key = program_key_;
     const size_t a_size = dtype_size(a_dtype_);
     DeviceBuffer x(bytes(input_elems_) * a_size, "autotuning input");
     DeviceBuffer y(bytes(output_elems_) * a_size, "autotuning output");
@@ -1066,7 +1069,7 @@ class GemmKernel final : public CudaGemmKernel {
                 return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
               });
         t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
-          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), tuning_residual(y));
+          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), nullptr);
         });
       }
     if (s8_) {
@@ -1086,7 +1089,7 @@ class GemmKernel final : public CudaGemmKernel {
                   return gemm_s8(s8_st, rows, al);
                 });
           t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), tuning_residual(y));
+            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), nullptr);
           });
         }
     }
@@ -1102,6 +1105,7 @@ class GemmKernel final : public CudaGemmKernel {
   const CudaBackendOptions& options_;
   std::string name_;
   GemmKey key_;
+  GemmKey program_key_;  // key_ without the fused-epilogue bits: what the program is cached under
   std::optional<Im2colGeometry> im2col_;
   int64_t input_elems_ = 0, output_elems_ = 0;
   bool residual_ = false;                    // a fused residual, the last bound input

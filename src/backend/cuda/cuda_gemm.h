@@ -1,7 +1,9 @@
 // Internal to the CUDA backend: GEMM programs for linear and conv2d nodes (cuda_gemm.cpp).
 //
 // A program is keyed by GemmKey (what it computes) and lives in the ProgramCache under
-// "cuda <device name> sm<cc> <GemmKey::to_string()>" (plus the im2col geometry for a conv
+// "cuda <device name> sm<cc> <gemm_program_key(key).to_string()>" — the key without fused
+// activation/residual bits, which only change our passes around the matmul — (plus the im2col
+// geometry for a conv
 // that gathers its operand, below): the cuBLASLt algorithm chosen for each candidate and the
 // GemmTuning record (which candidate runs, measured microseconds). It is made on first use of
 // the key by timing both candidates on that node's own uploaded weights and random
@@ -126,6 +128,13 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
                                                    const ir::Graph& graph, const ir::Node& node,
                                                    const weights::WeightSource& weights,
                                                    ProgramCache& cache);
+
+// The key a GEMM program is cached, tuned and recorded under: the node's GemmKey without its
+// fused activation and residual bits. Those change only our own passes around the cuBLASLt
+// call (beta·C, the rescale, the activation pass), not the matmul whose algorithms the program
+// holds, so a fused node shares the program (and the candidate choice) of the plain GEMM of
+// its shape: no extra heuristic queries or tuning per epilogue at a new resolution.
+GemmKey gemm_program_key(const GemmKey& key);
 
 // The bias and fused-epilogue inputs of a linear/conv2d node as this backend takes them: an
 // optional float bias weight, and for a fused residual (ir::GemmEpilogue) an activation of the
