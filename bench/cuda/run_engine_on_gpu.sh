@@ -85,10 +85,13 @@ fi
 if [[ $what == *fusion* ]]; then
   # Fused GEMM epilogues (residual adds, activations) vs the same graph as separate nodes:
   # device at 512 and 1024, host at 512; alternating on/off processes on the same machine.
+  # on: the default (activations folded on the GPU); residual: also residual adds on the GPU
+  # (--device-residual-fusion); off: --no-fusion.
   for rep in 1 2; do
-    for fu in on off; do
+    for fu in on residual off; do
       flags=""
       [ $fu = off ] && flags="--no-fusion"
+      [ $fu = residual ] && flags="--device-residual-fusion"
       $hyrt bench -m random:sd15 --int8 --only unet --runs $runs --warmup 2 \
         --sizes ${BENCH_SIZES:-512,1024} --placements device $flags \
         --json "$out/unet_fusion_device_${fu}_$rep.json" >/dev/null 2>"$logs/fusion_${fu}_$rep.err"

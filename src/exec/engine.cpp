@@ -33,6 +33,7 @@ std::unique_ptr<backend::Backend> make_accelerator(const EngineOptions& options,
   backend::cuda::CudaBackendOptions co;
   co.device = options.device;
   co.autotune = options.autotune;
+  co.fuse_residual = options.fuse_epilogues && options.device_residual_fusion;
   std::unique_ptr<backend::cuda::CudaBackend> b = backend::cuda::try_make_cuda_backend(co, why);
   if (b) {
     const auto& d = b->device_info();

@@ -38,6 +38,9 @@ struct EngineOptions {
   // backend that runs both has a fused kernel (plan::fuse_epilogues); false runs them as
   // separate nodes, for comparison.
   bool fuse_epilogues = true;
+  // Also fold residual adds into the accelerator's GEMMs (CudaBackendOptions::fuse_residual:
+  // off by default, it slows the first step at a new resolution); the host always folds them.
+  bool device_residual_fusion = false;
   // Time GEMM candidates on the accelerator on first use of a shape (CudaBackendOptions::
   // autotune); results persist in the disk cache, which every engine reads.
   bool autotune = false;

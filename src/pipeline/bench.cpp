@@ -72,6 +72,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.autotune = o.autotune;
   eo.overlap = o.overlap;
   eo.fuse_epilogues = o.fuse_epilogues;
+  eo.device_residual_fusion = o.device_residual_fusion;
   exec::Engine engine(eo);
   const auto host = backend::host_info();
   nlohmann::json out;
@@ -92,6 +93,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"autotune", o.autotune},
       {"overlap", o.overlap},
       {"fuse_epilogues", o.fuse_epilogues},
+      {"device_residual_fusion", o.device_residual_fusion},
       {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},

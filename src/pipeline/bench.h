@@ -56,6 +56,8 @@ struct BenchOptions {
   bool overlap = true;
   // Fused GEMM epilogues (exec::EngineOptions::fuse_epilogues); false = separate nodes.
   bool fuse_epilogues = true;
+  // exec::EngineOptions::device_residual_fusion.
+  bool device_residual_fusion = false;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

@@ -68,7 +68,8 @@ struct Gpu {
 Gpu& gpu() {
   static Gpu g = [] {
     Gpu out;
-    out.backend = backend::cuda::try_make_cuda_backend({.autotune = true}, &out.why_not);
+    out.backend = backend::cuda::try_make_cuda_backend({.autotune = true, .fuse_residual = true},
+                                                       &out.why_not);
     return out;
   }();
   return g;
@@ -935,9 +936,9 @@ ir::Graph fused_linear(ir::GemmEpilogue epilogue, bool bias = true, DType dtype 
   return g;
 }
 
-// A fused program is a cache entry of its own: GemmKey::epilogue (and so the key's text, the
-// cache key) carries the activation and residual bits next to the bias bit; the shape and
-// types stay the plain node's.
+// GemmKey::epilogue (and so the key's text) carries the activation and residual bits next to
+// the bias bit; the shape and types stay the plain node's, and the program key
+// (gemm_program_key, what the ProgramCache entry is named by) drops them again.
 TEST(CudaGemmFused, KeyCarriesEpilogueBits) {
   using backend::Epilogue;
   const auto bit = [](Epilogue e) { return static_cast<uint8_t>(e); };
@@ -981,6 +982,21 @@ TEST(CudaGemmFused, KeyCarriesEpilogueBits) {
   }
   std::sort(texts.begin(), texts.end());
   EXPECT_EQ(std::unique(texts.begin(), texts.end()), texts.end()) << "two epilogues, one entry";
+}
+
+// Residual fusion on the GPU is opt-in (CudaBackendOptions::fuse_residual): a default backend
+// refuses a linear with a fused residual (plan::fuse_epilogues then leaves the add alone) and
+// takes one with only an activation.
+TEST(CudaGemm, ResidualFusionIsOptIn) {
+  REQUIRE_GPU();
+  std::string why;
+  auto plain = backend::cuda::try_make_cuda_backend({}, &why);
+  ASSERT_NE(plain, nullptr) << why;
+  const ir::Graph residual = fused_linear(kResidual);
+  const ir::Graph activation = fused_linear({.activation = kSilu});
+  EXPECT_FALSE(plain->supports(residual, residual.nodes().back()));
+  EXPECT_TRUE(plain->supports(activation, activation.nodes().back()));
+  EXPECT_TRUE(gpu().backend->supports(residual, residual.nodes().back()));
 }
 
 // gemm_inputs_supported: a residual is an activation (a graph input or a node's output) of

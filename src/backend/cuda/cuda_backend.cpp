@@ -115,6 +115,7 @@ class CudaBackendImpl final : public CudaBackend {
   // Linear and conv2d (GEMM programs), attention (one fused kernel), and every other op the
   // device kernels of cuda_ops.h run; reshape is a view.
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    if (node.epilogue().residual && !options_.fuse_residual) return false;
     switch (node.op) {
       case ir::OpKind::kLinear:
         return supports_linear(graph, node);

@@ -82,6 +82,13 @@ struct CudaBackendOptions {
   // fast. Tuned records go to the ProgramCache's disk store, and any later process (tuning
   // or not) uses them.
   bool autotune = false;
+  // Accept linear/conv2d nodes with a fused residual add (ir::GemmEpilogue; plan::
+  // fuse_epilogues then folds them). Off by default: on an H100 the fused UNet step at 512²
+  // was 1 % faster and its arena 4 % smaller, but the first step at each new resolution took
+  // 20–80 ms longer (cuBLASLt's first calls with beta·C on new layouts; not module loading —
+  // CUDA_MODULE_LOADING=EAGER changed nothing), which put 512 -> 768 over its 100 ms budget
+  // (bench/results/README.md, fused epilogues). Fused activations are always accepted.
+  bool fuse_residual = false;
   size_t workspace_bytes = size_t{32} << 20;  // cuBLASLt workspace (32 MiB suits Hopper)
 };
 
