@@ -613,7 +613,8 @@ void check_linear_workspace(const LinearSpec& spec, GemmCandidate cand,
       {.gemm = cand == GemmCandidate::kF16 ? GemmPolicy::kF16 : GemmPolicy::kW8A8,
        .tune_algos = 2,
        .tune_reps = 3,
-       .autotune = true});
+       .autotune = true,
+       .fuse_residual = true});
   const size_t lt_workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
   backend::ProgramCache cache;
   std::unique_ptr<CudaGemmKernel> kernel;
