@@ -1,8 +1,7 @@
 #include "exec/engine.h"
 
-#include <chrono>
-
 #include "backend/cpu/cpu_backend.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "plan/fuse.h"
@@ -14,16 +13,6 @@
 #endif
 
 namespace hyrt::exec {
-
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-double ms_between(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double, std::milli>(b - a).count();
-}
-
-}  // namespace
 
 namespace {
 

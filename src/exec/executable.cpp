@@ -1,18 +1,12 @@
 #include "exec/executable.h"
 
 #include <algorithm>
-#include <chrono>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 
 namespace hyrt::exec {
-
-using Clock = std::chrono::steady_clock;
-
-static double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> graph,
                                                backend::Backend& backend,

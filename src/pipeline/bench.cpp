@@ -1,7 +1,6 @@
 #include "pipeline/bench.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -9,6 +8,7 @@
 
 #include "backend/cpu/cpu_info.h"
 #include "core/build_info.h"
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "core/sysinfo.h"
@@ -18,11 +18,6 @@
 namespace hyrt::pipeline {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 nlohmann::json stats(std::vector<double> ms) {
   std::sort(ms.begin(), ms.end());

@@ -1,10 +1,10 @@
 #include "pipeline/selfcheck.h"
 
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <random>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "models/sd15/random_weights.h"
 #include "models/sd15/sd15.h"
@@ -13,8 +13,6 @@
 namespace hyrt::pipeline {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
 
 bool all_finite(const TensorView& v) {
   const float* p = v.as<float>();
@@ -54,7 +52,7 @@ SelfCheckStep check_component(const std::string& name, exec::Engine& engine,
   set_inputs(*exe, 2);
   exe->run();
   const double input_diff = max_abs_diff(first.view(), exe->output(0));
-  step.ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+  step.ms = ms_since(t0);
   const bool finite = all_finite(first.view());
   step.ok = finite && repeat_diff == 0 && input_diff > 0;
   step.detail = str_cat("output ", first.shape().to_string(), finite ? ", finite" : ", NOT FINITE",

@@ -1,9 +1,9 @@
 #include "pipeline/txt2img.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 
+#include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
@@ -11,11 +11,6 @@
 namespace hyrt::pipeline {
 
 namespace {
-
-using Clock = std::chrono::steady_clock;
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
 
 constexpr int kMaxSide = 4096;
 constexpr int kMaxBatch = 64;
