@@ -1,7 +1,7 @@
-// Activations (gelu, geglu, quick_gelu, silu), add/mul with broadcasting, scale, and
-// softmax over the last axis. All AVX2 with scalar tails, parallel over contiguous chunks
-// or rows; every op whose traits allow in-place execution reads element i before writing
-// element i only, so out == in[0] is safe.
+// Activations (gelu, geglu, quick_gelu, silu), add/mul with broadcasting, scale, softmax over
+// the last axis, and the f32 GEMMs' fused-epilogue pass. All AVX2 with scalar tails, parallel
+// over contiguous chunks or rows; every op whose traits allow in-place execution reads element i
+// before writing element i only, so out == in[0] is safe.
 #include <algorithm>
 #include <cmath>
 
@@ -246,6 +246,24 @@ class BinaryKernel final : public Kernel {
 };
 
 }  // namespace
+
+// A fused GEMM epilogue's pass after an f32 matmul (cpu_kernels.h): the activations above,
+// then the residual, one read and one write of y.
+void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {
+  const float* residual = epilogue.residual;
+  with_activation(epilogue.activation, [&]<class Act>(Act) {
+    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+      int64_t i = b;
+      for (; i + 8 <= e; i += 8) {
+        __m256 v = Act::vec(_mm256_loadu_ps(y + i));
+        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
+        _mm256_storeu_ps(y + i, v);
+      }
+      for (; i < e; ++i)
+        y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
+    });
+  });
+}
 
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx) {
   const Shape& x = ctx.input(0).shape;

@@ -169,22 +169,6 @@ template void dequant_epilogue<int32_t>(void*, int64_t, int64_t, const float*, f
 template void dequant_epilogue<float>(void*, int64_t, int64_t, const float*, float, const float*,
                                       const float*, const GemmEpilogueArgs&);
 
-void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {
-  const float* residual = epilogue.residual;
-  with_activation(epilogue.activation, [&]<class Act>(Act) {
-    parallel_for(n, 1 << 14, [&](int64_t b, int64_t e) {
-      int64_t i = b;
-      for (; i + 8 <= e; i += 8) {
-        __m256 v = Act::vec(_mm256_loadu_ps(y + i));
-        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
-        _mm256_storeu_ps(y + i, v);
-      }
-      for (; i < e; ++i)
-        y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
-    });
-  });
-}
-
 void* int8_scratch(ScratchSlot slot, size_t bytes) {
   thread_local AlignedBuffer buffers[3];
   AlignedBuffer& buf = buffers[static_cast<int>(slot)];
