@@ -90,24 +90,33 @@ int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+constexpr uint8_t bit(Epilogue e) {
+  return static_cast<uint8_t>(e);
+}
+// GemmKey epilogue bits of a fused activation, and of everything our own passes around the
+// matmul do (what gemm_program_key drops).
+constexpr uint8_t kActivationBits =
+    bit(Epilogue::kSilu) | bit(Epilogue::kGelu) | bit(Epilogue::kQuickGelu);
+constexpr uint8_t kFusedEpilogueBits = kActivationBits | bit(Epilogue::kResidualAdd);
+
 // The GemmKey epilogue bits of a linear/conv2d node: bias, its fused activation and residual.
 uint8_t epilogue_bits(const ir::Node& node) {
-  uint8_t bits = node.gemm_bias() != ir::kNone ? static_cast<uint8_t>(Epilogue::kBias) : 0;
+  uint8_t bits = node.gemm_bias() != ir::kNone ? bit(Epilogue::kBias) : 0;
   const ir::GemmEpilogue e = node.epilogue();
   switch (e.activation) {
     case ir::Activation::kSilu:
-      bits |= static_cast<uint8_t>(Epilogue::kSilu);
+      bits |= bit(Epilogue::kSilu);
       break;
     case ir::Activation::kGelu:
-      bits |= static_cast<uint8_t>(Epilogue::kGelu);
+      bits |= bit(Epilogue::kGelu);
       break;
     case ir::Activation::kQuickGelu:
-      bits |= static_cast<uint8_t>(Epilogue::kQuickGelu);
+      bits |= bit(Epilogue::kQuickGelu);
       break;
     case ir::Activation::kNone:
       break;
   }
-  if (e.residual) bits |= static_cast<uint8_t>(Epilogue::kResidualAdd);
+  if (e.residual) bits |= bit(Epilogue::kResidualAdd);
   return bits;
 }
 
@@ -115,9 +124,7 @@ uint8_t epilogue_bits(const ir::Node& node) {
 
 GemmKey gemm_program_key(const GemmKey& key) {
   GemmKey k = key;
-  k.epilogue &= static_cast<uint8_t>(
-      ~(static_cast<uint8_t>(Epilogue::kSilu) | static_cast<uint8_t>(Epilogue::kGelu) |
-        static_cast<uint8_t>(Epilogue::kQuickGelu) | static_cast<uint8_t>(Epilogue::kResidualAdd)));
+  k.epilogue &= static_cast<uint8_t>(~kFusedEpilogueBits);
   return k;
 }
 
@@ -187,9 +194,8 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   const double flops = 2.0 * m * n * k;
   // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
   // A fused residual is read once more.
-  const double io =
-      m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0) +
-      ((key.epilogue & static_cast<uint8_t>(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
+  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0) +
+                    ((key.epilogue & bit(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
   // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its
   // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
   // matmul, rescale.
@@ -197,10 +203,7 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   const GemmChunking chunks = gemm_chunking(key, runs, gemm_staging_budget());
   // A fused activation costs the f16 candidate a pass of its own over y per chunk (W8A8
   // applies it in its rescale).
-  const uint8_t activation_bits = static_cast<uint8_t>(Epilogue::kSilu) |
-                                  static_cast<uint8_t>(Epilogue::kGelu) |
-                                  static_cast<uint8_t>(Epilogue::kQuickGelu);
-  const bool activation_pass = runs == GemmCandidate::kF16 && (key.epilogue & activation_bits);
+  const bool activation_pass = runs == GemmCandidate::kF16 && (key.epilogue & kActivationBits);
   const int64_t launches_per_chunk =
       runs == GemmCandidate::kW8A8
           ? 3
@@ -622,7 +625,7 @@ class GemmKernel final : public CudaGemmKernel {
                  output_elems_, " elements, 16-byte aligned device memory)");
       residual = r.data;
     }
-    enqueue(c, *program_, staging_for(c), x.data, output.data, residual);
+    enqueue(c, *program_, staging_for(c), x.data, output.data, {activation_, residual});
   }
 
   const GemmTuning& tuning() const override { return program_->tuning; }
@@ -848,14 +851,22 @@ class GemmKernel final : public CudaGemmKernel {
                           ctx_.workspace_bytes(), ctx_.stream());
   }
 
+  // What one run applies after the matmul: the node's fused activation and its bound residual
+  // [M, N] (null without one). Tuning times the plain GEMM (both empty): the program is shared
+  // with every epilogue of its shape (gemm_program_key).
+  struct RunEpilogue {
+    EpilogueActivation activation = EpilogueActivation::kNone;
+    const void* residual = nullptr;
+  };
+
   // The chunk's s32 result -> y rows [m0, m0 + rows), scaled, + bias, activated, + the
-  // residual's rows (residual: the whole [M, N] residual or null).
-  void rescale(const Staging& st, void* y, const void* residual, int64_t m0, int64_t rows) const {
+  // residual's rows.
+  void rescale(const Staging& st, void* y, const RunEpilogue& e, int64_t m0, int64_t rows) const {
     HYRT_CUDA_CHECK(launch_rescale_s32(static_cast<const int32_t*>(st[Scratch::kAccS32]), rows, n_,
                                        n4_, static_cast<const float*>(st[Scratch::kRowScales]),
                                        w_scale_->as<float>(),
-                                       (bias_f32_ ? bias_f32_->as<float>() : nullptr), activation_,
-                                       residual ? act_row(residual, m0, n_) : nullptr,
+                                       (bias_f32_ ? bias_f32_->as<float>() : nullptr), e.activation,
+                                       e.residual ? act_row(e.residual, m0, n_) : nullptr,
                                        act_row(y, m0, n_), float_type(a_dtype_), ctx_.stream()));
   }
 
@@ -871,26 +882,25 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   // The whole candidate for input x, chunk by chunk: operand gather (im2col) or staging, GEMM,
-  // epilogue; its buffers at `st` (staging_layout(c)'s). residual: the fused residual [M, N]
-  // (null without one).
+  // epilogue `e`; its buffers at `st` (staging_layout(c)'s).
   void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x, void* y,
-               const void* residual) const {
+               const RunEpilogue& e) const {
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
       // Without an activation the residual is cuBLASLt's beta·C; with one (applied before the
       // residual) a pass of ours over the chunk's rows adds both.
-      const bool separate_pass = activation_ != EpilogueActivation::kNone;
+      const bool separate_pass = e.activation != EpilogueActivation::kNone;
       for_each_chunk(
           f16_, p.f16_algo, p.f16_tail_algo,
           [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
             void* y_rows = act_row(y, m0, n_);
-            const void* r_rows = residual ? act_row(residual, m0, n_) : nullptr;
+            const void* r_rows = e.residual ? act_row(e.residual, m0, n_) : nullptr;
             const cublasStatus_t status = gemm_f16(st, f16_operand(st, x, m0, rows), y_rows, rows,
                                                    algo, separate_pass ? nullptr : r_rows);
             if (status != CUBLAS_STATUS_SUCCESS)
               throw_cublas_error(status, "cublasLtMatmul (f16 candidate)", __FILE__, __LINE__);
             if (separate_pass)
-              HYRT_CUDA_CHECK(launch_activation_epilogue(y_rows, r_rows, rows * n_, activation_,
+              HYRT_CUDA_CHECK(launch_activation_epilogue(y_rows, r_rows, rows * n_, e.activation,
                                                          float_type(a_dtype_), ctx_.stream()));
           });
     } else {
@@ -901,7 +911,7 @@ class GemmKernel final : public CudaGemmKernel {
                        if (status != CUBLAS_STATUS_SUCCESS)
                          throw_cublas_error(status, "cublasLtMatmul (s8 candidate)", __FILE__,
                                             __LINE__);
-                       rescale(st, y, residual, m0, rows);
+                       rescale(st, y, e, m0, rows);
                      });
     }
   }
@@ -1069,7 +1079,7 @@ class GemmKernel final : public CudaGemmKernel {
                 return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
               });
         t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
-          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), nullptr);
+          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
         });
       }
     if (s8_) {
@@ -1089,7 +1099,7 @@ class GemmKernel final : public CudaGemmKernel {
                   return gemm_s8(s8_st, rows, al);
                 });
           t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), nullptr);
+            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {});
           });
         }
     }

@@ -257,6 +257,31 @@ __global__ void spin_kernel(uint64_t ns) {
     __nanosleep(1000);
 }
 
+// Item i < n / V: elements [i·V, i·V + V) in one 16-byte access each way; item n / V: the tail.
+template <class T, int V>
+__global__ void activation_epilogue_kernel(T* y, const T* residual, int64_t n,
+                                           EpilogueActivation act) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const int64_t nvec = n / V;
+  if (i < nvec) {
+    float v[V], r[V];
+    load_f32<T, V>(y + i * V, v);
+    if (residual) load_f32<T, V>(residual + i * V, r);
+#pragma unroll
+    for (int k = 0; k < V; ++k)
+      v[k] = activate(v[k], act) + (residual ? r[k] : 0.0f);
+    store_from_f32<T, V>(y + i * V, v);
+  } else if (i == nvec) {
+    for (int64_t k = nvec * V; k < n; ++k) {
+      float v[1], r[1] = {0.0f};
+      load_f32<T, 1>(y + k, v);
+      if (residual) load_f32<T, 1>(residual + k, r);
+      v[0] = activate(v[0], act) + r[0];
+      store_from_f32<T, 1>(y + k, v);
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t rows, int64_t cols,
@@ -284,6 +309,8 @@ cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t row
   return cudaGetLastError();
 }
 
+namespace {
+
 template <class T>
 void rescale_launch(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
                     const float* row_scale, const float* col_scale, const float* bias,
@@ -302,6 +329,8 @@ void rescale_launch(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_a
                                                      bias, act, rt, yt);
 }
 
+}  // namespace
+
 cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
                                const float* row_scale, const float* col_scale, const float* bias,
                                EpilogueActivation act, const void* residual, void* y,
@@ -316,30 +345,7 @@ cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, i
   return cudaGetLastError();
 }
 
-// Item i < n / V: elements [i·V, i·V + V) in one 16-byte access each way; item n / V: the tail.
-template <class T, int V>
-__global__ void activation_epilogue_kernel(T* y, const T* residual, int64_t n,
-                                           EpilogueActivation act) {
-  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t nvec = n / V;
-  if (i < nvec) {
-    float v[V], r[V];
-    load_f32<T, V>(y + i * V, v);
-    if (residual) load_f32<T, V>(residual + i * V, r);
-#pragma unroll
-    for (int k = 0; k < V; ++k)
-      v[k] = activate(v[k], act) + (residual ? r[k] : 0.0f);
-    store_from_f32<T, V>(y + i * V, v);
-  } else if (i == nvec) {
-    for (int64_t k = nvec * V; k < n; ++k) {
-      float v[1], r[1] = {0.0f};
-      load_f32<T, 1>(y + k, v);
-      if (residual) load_f32<T, 1>(residual + k, r);
-      v[0] = activate(v[0], act) + r[0];
-      store_from_f32<T, 1>(y + k, v);
-    }
-  }
-}
+namespace {
 
 template <class T>
 void activation_epilogue_launch(void* y, const void* residual, int64_t n, EpilogueActivation act,
@@ -356,6 +362,8 @@ void activation_epilogue_launch(void* y, const void* residual, int64_t n, Epilog
     activation_epilogue_kernel<T, 1><<<blocks, kThreads, 0, stream>>>(yt, rt, n, act);
   }
 }
+
+}  // namespace
 
 cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
                                        EpilogueActivation act, FloatType type,
