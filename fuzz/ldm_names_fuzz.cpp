@@ -1,13 +1,16 @@
 // libFuzzer target for the checkpoint key maps: the input is a newline-separated list of
-// tensor names. LdmKeyMap derives block counts from them and maps each; nothing may crash
-// or hit undefined behaviour (index arithmetic on hostile numbers included), and a mapped
-// key must get a canonical, component-prefixed name.
+// tensor names (LDM, SGM or diffusers). LdmKeyMap derives block counts from them and maps
+// each; nothing may crash or hit undefined behaviour (index arithmetic on hostile numbers
+// included), and a mapped key must get canonical, component-prefixed names — one, or
+// exactly three for a stacked q/k/v tensor. Each mapped name is fed back through
+// ldm_key_for / sgm_key_for, which may only throw hyrt::Error.
 #include <cstddef>
 #include <cstdint>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "core/error.h"
 #include "weights/ldm_names.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -21,11 +24,33 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   hyrt::weights::LdmKeyMap map(keys);
   using hyrt::weights::KeyMapping;
+  const hyrt::weights::LdmStructure structure;
+  auto reverse = [&](const std::string& canonical) {
+    try {
+      (void)hyrt::weights::ldm_key_for(canonical, structure);
+    } catch (const hyrt::Error&) {
+    }
+    try {
+      (void)hyrt::weights::sgm_key_for(canonical, structure);
+    } catch (const hyrt::Error&) {
+    }
+  };
   for (const auto& k : keys) {
     KeyMapping m = map.map(k);
-    if (m.kind == KeyMapping::Kind::kMapped &&
-        m.canonical.rfind(std::string(hyrt::weights::component_name(m.component)) + ".", 0) != 0)
-      __builtin_trap();
+    const std::string prefix = std::string(hyrt::weights::component_name(m.component)) + ".";
+    if (m.kind == KeyMapping::Kind::kMapped) {
+      if (m.split_rows.empty()) {
+        if (m.canonical.rfind(prefix, 0) != 0) __builtin_trap();
+        reverse(m.canonical);
+      } else {
+        if (m.split_rows.size() != 3 || !m.canonical.empty()) __builtin_trap();
+        for (const auto& n : m.split_rows) {
+          if (n.rfind(prefix, 0) != 0) __builtin_trap();
+          reverse(n);
+        }
+      }
+    }
+    reverse(k);
     for (auto c : hyrt::weights::kAllComponents) {
       KeyMapping d = hyrt::weights::map_diffusers_key(c, k, 4, true);
       if (d.kind == KeyMapping::Kind::kMapped && d.canonical.empty()) __builtin_trap();

@@ -31,7 +31,8 @@ std::unique_ptr<Sd15Model> Sd15Model::open(const std::filesystem::path& path, ex
   m->engine_ = &engine;
   auto checkpoint = weights::Checkpoint::open(path);
   const weights::Checkpoint& ck = *checkpoint;
-  for (weights::Component c : weights::kAllComponents)
+  for (weights::Component c :
+       {weights::Component::kTextEncoder, weights::Component::kUNet, weights::Component::kVae})
     HYRT_CHECK(ck.has(c), kNotFound, "model '", path.string(), "' has no ",
                weights::component_title(c), " (looked for ",
                ck.format() == weights::CheckpointFormat::kDiffusersFolder

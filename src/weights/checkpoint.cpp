@@ -1,6 +1,7 @@
 #include "weights/checkpoint.h"
 
 #include <algorithm>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -74,8 +75,23 @@ std::string_view checkpoint_format_name(CheckpointFormat f) {
       return "LDM single file";
     case CheckpointFormat::kHyrtFile:
       return "hyrt file";
+    case CheckpointFormat::kSgmSingleFile:
+      return "SGM single file";
   }
   return "?";
+}
+
+std::string_view tokenizer_folder_name(Component c) {
+  switch (c) {
+    case Component::kTextEncoder:
+      return "tokenizer";
+    case Component::kTextEncoder2:
+      return "tokenizer_2";
+    case Component::kUNet:
+    case Component::kVae:
+      break;
+  }
+  return "";
 }
 
 std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
@@ -110,10 +126,53 @@ void Checkpoint::add(const SafetensorsFile& file, const TensorInfo& t, const Key
   w.shape = m.squeeze_1x1 && trailing_1x1(t.shape) ? squeeze_1x1(t.shape) : t.shape;
   w.file = &file;
   w.tensor = &t;
+  if (!m.split_rows.empty()) {
+    // q, k, v stacked along dim 0: three views of consecutive row ranges.
+    const bool bias = m.split_rows.front().ends_with(".bias");
+    const int rank = bias ? 1 : 2;
+    HYRT_CHECK(m.split_rows.size() == 3 && t.shape.rank() == rank && t.shape[0] % 3 == 0,
+               kInvalidModel, root_.string(), ": '", t.name, "' in ", file.label(), " has shape ",
+               t.shape.to_string(), "; it holds q, k and v stacked along dim 0, so it must be ",
+               bias ? "[3C]" : "[3C, C]", " (rank ", rank, ", dim 0 a multiple of 3)");
+    Shape part = t.shape;
+    part[0] = t.shape[0] / 3;
+    const uint64_t part_bytes = static_cast<uint64_t>(part.numel()) * dtype_size(t.dtype);
+    for (size_t i = 0; i < 3; ++i) {
+      WeightInfo p = w;
+      p.name = m.split_rows[i];
+      p.shape = part;
+      p.byte_offset = i * part_bytes;
+      add_weight(std::move(p));
+    }
+    return;
+  }
+  if (m.transpose) {
+    // Stored [in, out]; exposed as the Linear weight [out, in]: a transposed copy, element
+    // by element with memcpy (the stored bytes may be unaligned; the tensor is small).
+    HYRT_CHECK(t.shape.rank() == 2, kInvalidModel, root_.string(), ": '", t.name, "' in ",
+               file.label(), " has shape ", t.shape.to_string(),
+               "; a projection stored transposed must be rank 2 [in, out]");
+    const int64_t rows = t.shape[0], cols = t.shape[1];
+    const size_t es = dtype_size(t.dtype);
+    auto copy = std::make_unique<Tensor>(t.dtype, Shape{cols, rows});
+    const auto* src = static_cast<const uint8_t*>(file.view(t).data);
+    auto* dst = static_cast<uint8_t*>(copy->data());
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        std::memcpy(dst + (c * rows + r) * es, src + (r * cols + c) * es, es);
+    w.shape = copy->shape();
+    w.materialized = copy.get();
+    owned_.push_back(std::move(copy));
+  }
+  add_weight(std::move(w));
+}
+
+void Checkpoint::add_weight(WeightInfo w) {
   if (auto it = by_name_.find(w.name); it != by_name_.end()) {
     const WeightInfo& prev = weights_[it->second];
-    fail(ErrorCode::kInvalidModel, root_.string(), ": '", t.name, "' in ", file.label(), " and '",
-         prev.tensor->name, "' in ", prev.file->label(), " both map to weight '", w.name, "'");
+    fail(ErrorCode::kInvalidModel, root_.string(), ": '", w.tensor->name, "' in ", w.file->label(),
+         " and '", prev.tensor->name, "' in ", prev.file->label(), " both map to weight '", w.name,
+         "'");
   }
   by_name_.emplace(w.name, weights_.size());
   names_[index(w.component)].push_back(w.name);
@@ -132,8 +191,7 @@ void Checkpoint::open_single_file() {
     format_ = CheckpointFormat::kHyrtFile;
     open_hyrt(file);
   } else {
-    format_ = CheckpointFormat::kLdmSingleFile;
-    open_ldm(file);
+    open_ldm(file);  // sets kLdmSingleFile or kSgmSingleFile
   }
   for (Component c : kAllComponents)
     if (has(c)) component_files_[index(c)].push_back(root_);
@@ -153,13 +211,16 @@ void Checkpoint::open_hyrt(const SafetensorsFile& file) {
   for (Component c : kAllComponents) {
     configs_[index(c)] = std::move(contents.configs[index(c)]);
     if (configs_[index(c)]) config_paths_[index(c)] = root_;
+    embedded_tokenizers_[index(c)] = std::move(contents.tokenizers[index(c)]);
   }
   embedded_scheduler_ = std::move(contents.scheduler_config);
-  embedded_tokenizer_ = std::move(contents.tokenizer);
-  if (!embedded_tokenizer_)
+  model_index_ = std::move(contents.model_index);
+  if (!embedded_tokenizers_[index(Component::kTextEncoder)])
     notes_.push_back("no embedded tokenizer (pass a config folder with tokenizer/)");
+  if (has(Component::kTextEncoder2) && !embedded_tokenizers_[index(Component::kTextEncoder2)])
+    notes_.push_back("no embedded second tokenizer (pass a config folder with tokenizer_2/)");
   HYRT_CHECK(!weights_.empty(), kInvalidModel, root_.string(),
-             ": hyrt file without any text_encoder., unet. or vae. weights");
+             ": hyrt file without any text_encoder., text_encoder_2., unet. or vae. weights");
 }
 
 void Checkpoint::open_ldm(const SafetensorsFile& file) {
@@ -168,20 +229,21 @@ void Checkpoint::open_ldm(const SafetensorsFile& file) {
   for (const auto& t : file.tensors())
     keys.push_back(t.name);
   LdmKeyMap map(keys);
+  format_ = map.is_sgm() ? CheckpointFormat::kSgmSingleFile : CheckpointFormat::kLdmSingleFile;
   for (const auto& t : file.tensors())
     add(file, t, map.map(t.name));
 
   if (weights_.empty())
     fail(ErrorCode::kInvalidModel, root_.string(),
-         ": not a Stable Diffusion checkpoint: expected an LDM/CompVis single file (keys "
-         "model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.*) or a "
-         "diffusers folder; this file has ",
+         ": not a Stable Diffusion checkpoint: expected an LDM/CompVis or SGM single file (keys "
+         "model.diffusion_model.*, first_stage_model.*, cond_stage_model.transformer.* or "
+         "conditioner.embedders.*) or a diffusers folder; this file has ",
          file.tensors().size(), " tensors", keys.empty() ? "" : ", the first named '",
          keys.empty() ? "" : keys.front(), keys.empty() ? "" : "'");
 }
 
 void Checkpoint::load_component_files(Component c, const fs::path& dir) {
-  const std::string base = c == Component::kTextEncoder ? "model" : "diffusion_pytorch_model";
+  const std::string base = is_text_encoder(c) ? "model" : "diffusion_pytorch_model";
   std::vector<fs::path> picked;
   // Preference: full precision, then the fp16 variant, then sharded files through their
   // index, then whatever .safetensors files the folder has.
@@ -242,12 +304,17 @@ void Checkpoint::open_diffusers() {
   HYRT_CHECK(has_index || any_dir, kInvalidModel, root_.string(),
              ": not a model: a diffusers folder needs model_index.json and text_encoder/, "
              "unet/, vae/ sub-folders; an LDM checkpoint is a single .safetensors file");
-  if (has_index) read_json_file(root_ / "model_index.json");  // validate: malformed is an error
+  if (has_index) {
+    const fs::path p = root_ / "model_index.json";
+    model_index_ = read_json_file(p);  // malformed is an error
+    HYRT_CHECK(model_index_->is_object(), kInvalidModel, p.string(), ": not a JSON object");
+  }
 
   for (Component c : kAllComponents) {
     const fs::path dir = root_ / component_name(c);
     if (!is_dir(dir)) {
-      notes_.push_back(str_cat(component_name(c), "/: missing"));
+      // SD 1.5 has no second text encoder: not worth a note.
+      if (c != Component::kTextEncoder2) notes_.push_back(str_cat(component_name(c), "/: missing"));
       continue;
     }
     load_component_files(c, dir);
@@ -261,7 +328,9 @@ void Checkpoint::open_diffusers() {
                                "/config.json: missing (sizes will be read from tensor shapes)"));
     }
   }
-  if (is_dir(root_ / "tokenizer")) tokenizer_dir_ = root_ / "tokenizer";
+  for (Component c : kAllComponents)
+    if (is_text_encoder(c) && is_dir(root_ / tokenizer_folder_name(c)))
+      tokenizer_dirs_[index(c)] = root_ / tokenizer_folder_name(c);
   bool any = false;
   for (Component c : kAllComponents)
     any = any || has(c);
@@ -287,8 +356,11 @@ const WeightInfo& Checkpoint::info(std::string_view name) const {
 
 TensorView Checkpoint::get(std::string_view name) const {
   const WeightInfo& w = info(name);
+  if (w.materialized) return w.materialized->view();
   TensorView v = w.file->view(*w.tensor);
-  v.shape = w.shape;  // the squeezed shape, where one applies; same element count
+  // The squeezed or split shape, where one applies; a split starts at its own rows.
+  v.data = static_cast<uint8_t*>(v.data) + w.byte_offset;
+  v.shape = w.shape;
   return v;
 }
 
@@ -300,15 +372,15 @@ std::optional<TensorView> Checkpoint::scale(std::string_view name) const {
 
 void Checkpoint::release_stored(std::string_view name) const {
   const WeightInfo* w = find(name);
-  if (!w) return;
-  w->file->drop_pages(*w->tensor);
+  if (!w || w->materialized) return;  // a materialised copy has no file pages
+  w->file->drop_pages(*w->tensor, w->byte_offset, w->bytes());
   if (w->scale) w->file->drop_pages(*w->scale);
 }
 
-std::optional<TokenizerFiles> Checkpoint::tokenizer_files() const {
-  if (embedded_tokenizer_) return embedded_tokenizer_;
-  if (!tokenizer_dir_) return std::nullopt;
-  return read_tokenizer_files(*tokenizer_dir_);
+std::optional<TokenizerFiles> Checkpoint::tokenizer_files(Component c) const {
+  if (embedded_tokenizers_[index(c)]) return embedded_tokenizers_[index(c)];
+  if (!tokenizer_dirs_[index(c)]) return std::nullopt;
+  return read_tokenizer_files(*tokenizer_dirs_[index(c)]);
 }
 
 std::optional<TokenizerFiles> read_tokenizer_files(const fs::path& dir) {

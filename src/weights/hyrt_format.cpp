@@ -73,6 +73,19 @@ std::string hyrt_config_key(Component c) {
   return str_cat("config.", component_name(c));
 }
 
+std::string_view hyrt_tokenizer_prefix(Component c) {
+  switch (c) {
+    case Component::kTextEncoder:
+      return kTokenizerPrefix;
+    case Component::kTextEncoder2:
+      return kTokenizer2Prefix;
+    case Component::kUNet:
+    case Component::kVae:
+      break;
+  }
+  return "";
+}
+
 bool is_hyrt_file(const SafetensorsFile& file) {
   auto it = file.metadata().find(std::string(kMetaFormat));
   return it != file.metadata().end() && it->second.starts_with("hyrt-");
@@ -86,9 +99,9 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
     return it == meta.end() ? nullptr : &it->second;
   };
   const std::string* format = meta_get(kMetaFormat);
-  HYRT_CHECK(format && *format == kHyrtFormat, kUnsupported, f, ": a hyrt file of format '",
-             format ? *format : "", "'; this build reads '", kHyrtFormat,
-             "' (Stable Diffusion 1.5)");
+  HYRT_CHECK(format && (*format == kHyrtFormat || *format == kHyrtFormatSdxl), kUnsupported, f,
+             ": a hyrt file of format '", format ? *format : "", "'; this build reads '",
+             kHyrtFormat, "' (Stable Diffusion 1.5) and '", kHyrtFormatSdxl, "' (SDXL)");
   const std::string* version = meta_get(kMetaFormatVersion);
   HYRT_CHECK(version, kInvalidModel, f, ": hyrt file without a '", kMetaFormatVersion,
              "' metadata entry");
@@ -97,12 +110,18 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
              " (re-create the file with this build's `hyrt quantize`)");
 
   HyrtContents out;
-  const TensorInfo* tokenizer[3] = {nullptr, nullptr, nullptr};    // vocab, merges, config
+  // By Component: vocab, merges, config.
+  const TensorInfo* tokenizer[kNumComponents][3] = {};
   std::unordered_map<std::string_view, const TensorInfo*> scales;  // keyed by the weight's name
+  auto tokenizer_of = [](std::string_view name) -> std::optional<Component> {
+    for (Component c : {Component::kTextEncoder, Component::kTextEncoder2})
+      if (name.starts_with(hyrt_tokenizer_prefix(c))) return c;
+    return std::nullopt;
+  };
   for (const TensorInfo& t : file.tensors()) {
     const std::string_view name = t.name;
-    if (name.starts_with(kTokenizerPrefix)) {
-      const std::string_view which = name.substr(kTokenizerPrefix.size());
+    if (const auto tc = tokenizer_of(name)) {
+      const std::string_view which = name.substr(hyrt_tokenizer_prefix(*tc).size());
       const int slot = which == kVocabFile             ? 0
                        : which == kMergesFile          ? 1
                        : which == kTokenizerConfigFile ? 2
@@ -114,7 +133,7 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
       HYRT_CHECK(t.dtype == DType::kU8 && t.shape.rank() == 1, kInvalidModel, f,
                  ": tokenizer tensor '", t.name, "' is ", dtype_name(t.dtype), t.shape.to_string(),
                  "; expected U8 [bytes]");
-      tokenizer[slot] = &t;
+      tokenizer[static_cast<size_t>(*tc)][slot] = &t;
       continue;
     }
     if (name.ends_with(kScaleSuffix)) {
@@ -147,9 +166,13 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
     w.scale = it->second;
   }
 
-  bool has[3] = {false, false, false};
+  bool has[kNumComponents] = {};
   for (const HyrtWeight& w : out.weights)
     has[static_cast<size_t>(w.component)] = true;
+  const bool sdxl = *format == kHyrtFormatSdxl;
+  HYRT_CHECK(has[static_cast<size_t>(Component::kTextEncoder2)] == sdxl, kInvalidModel, f, ": a '",
+             *format, "' file ", sdxl ? "without" : "with", " text_encoder_2 weights (",
+             kHyrtFormatSdxl, " is exactly the format of files that have them)");
   for (Component c : kAllComponents) {
     const std::string key = hyrt_config_key(c);
     const std::string* text = meta_get(key);
@@ -161,16 +184,20 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
     parse_json_object(file, kMetaSchedulerConfig, *s);
     out.scheduler_config = *s;
   }
-  HYRT_CHECK(!tokenizer[0] == !tokenizer[1], kInvalidModel, f, ": the embedded tokenizer has ",
-             tokenizer[0] ? kVocabFile : kMergesFile, " but no ",
-             tokenizer[0] ? kMergesFile : kVocabFile, " (tensor '", kTokenizerPrefix,
-             tokenizer[0] ? kMergesFile : kVocabFile, "')");
-  if (tokenizer[0]) {
+  if (const std::string* s = meta_get(kMetaModelIndex))
+    out.model_index = parse_json_object(file, kMetaModelIndex, *s);
+  for (Component c : {Component::kTextEncoder, Component::kTextEncoder2}) {
+    const TensorInfo* const* tok = tokenizer[static_cast<size_t>(c)];
+    const std::string_view prefix = hyrt_tokenizer_prefix(c);
+    HYRT_CHECK(!tok[0] == !tok[1], kInvalidModel, f, ": the embedded tokenizer '", prefix, "' has ",
+               tok[0] ? kVocabFile : kMergesFile, " but no ", tok[0] ? kMergesFile : kVocabFile,
+               " (tensor '", prefix, tok[0] ? kMergesFile : kVocabFile, "')");
+    if (!tok[0]) continue;
     TokenizerFiles tf;
-    tf.vocab_json = tensor_text(file, *tokenizer[0]);
-    tf.merges_txt = tensor_text(file, *tokenizer[1]);
-    if (tokenizer[2]) tf.tokenizer_config_json = tensor_text(file, *tokenizer[2]);
-    out.tokenizer = std::move(tf);
+    tf.vocab_json = tensor_text(file, *tok[0]);
+    tf.merges_txt = tensor_text(file, *tok[1]);
+    if (tok[2]) tf.tokenizer_config_json = tensor_text(file, *tok[2]);
+    out.tokenizers[static_cast<size_t>(c)] = std::move(tf);
   }
   return out;
 }
@@ -186,14 +213,26 @@ HyrtWriteReport write_hyrt_file(
     HYRT_CHECK(!fs::equivalent(source.root(), out, ec), kInvalidArgument, out.string(),
                ": the output would overwrite the model being read");
   }
+  const bool sdxl = source.has(Component::kTextEncoder2);
+  HYRT_CHECK(!options.tokenizer_2 || sdxl, kInvalidArgument,
+             "write_hyrt_file: a second tokenizer for a model without a second text encoder");
 
   std::map<std::string, std::string> meta;
-  meta[std::string(kMetaFormat)] = kHyrtFormat;
+  meta[std::string(kMetaFormat)] = sdxl ? kHyrtFormatSdxl : kHyrtFormat;
   meta[std::string(kMetaFormatVersion)] = kHyrtFormatVersion;
   meta[std::string(kMetaQuantization)] = kHyrtQuantization;
   for (Component c : kAllComponents)
     if (const auto& cfg = options.configs[static_cast<size_t>(c)]) meta[hyrt_config_key(c)] = *cfg;
   if (options.scheduler_config) meta[std::string(kMetaSchedulerConfig)] = *options.scheduler_config;
+  if (options.model_index) {
+    bool object = false;
+    try {
+      object = nlohmann::json::parse(*options.model_index).is_object();
+    } catch (const nlohmann::json::exception&) {
+    }
+    HYRT_CHECK(object, kInvalidArgument, "write_hyrt_file: model_index is not a JSON object");
+    meta[std::string(kMetaModelIndex)] = *options.model_index;
+  }
 
   // The plan: what each weight becomes. Decided from names and shapes alone, so the file's
   // layout is fixed before any tensor is quantized (the writer streams).
@@ -220,17 +259,17 @@ HyrtWriteReport write_hyrt_file(
       report.tensors.push_back(std::move(r));
     }
   std::vector<std::pair<std::string, std::string_view>> tok_blobs;
-  if (options.tokenizer) {
-    tok_blobs.emplace_back(std::string(kTokenizerPrefix) + std::string(kVocabFile),
-                           options.tokenizer->vocab_json);
-    tok_blobs.emplace_back(std::string(kTokenizerPrefix) + std::string(kMergesFile),
-                           options.tokenizer->merges_txt);
-    if (!options.tokenizer->tokenizer_config_json.empty())
-      tok_blobs.emplace_back(std::string(kTokenizerPrefix) + std::string(kTokenizerConfigFile),
-                             options.tokenizer->tokenizer_config_json);
-    for (const auto& [name, blob] : tok_blobs)
-      decls.push_back({name, DType::kU8, Shape{static_cast<int64_t>(blob.size())}});
+  for (const auto& [prefix, tok] : {std::pair(kTokenizerPrefix, &options.tokenizer),
+                                    std::pair(kTokenizer2Prefix, &options.tokenizer_2)}) {
+    if (!*tok) continue;
+    const std::string p(prefix);
+    tok_blobs.emplace_back(p + std::string(kVocabFile), (*tok)->vocab_json);
+    tok_blobs.emplace_back(p + std::string(kMergesFile), (*tok)->merges_txt);
+    if (!(*tok)->tokenizer_config_json.empty())
+      tok_blobs.emplace_back(p + std::string(kTokenizerConfigFile), (*tok)->tokenizer_config_json);
   }
+  for (const auto& [name, blob] : tok_blobs)
+    decls.push_back({name, DType::kU8, Shape{static_cast<int64_t>(blob.size())}});
 
   SafetensorsWriter writer(out, std::move(decls), meta);
   for (size_t i = 0; i < report.tensors.size(); ++i) {

@@ -15,6 +15,10 @@ namespace {
 constexpr std::string_view kUNetPrefix = "model.diffusion_model.";
 constexpr std::string_view kVaePrefix = "first_stage_model.";
 constexpr std::string_view kTextPrefix = "cond_stage_model.transformer.";
+constexpr std::string_view kSgmEmbedders = "conditioner.embedders.";
+// The SGM keys sgm_key_for writes (SDXL base numbering).
+constexpr std::string_view kSgmClipPrefix = "conditioner.embedders.0.transformer.";
+constexpr std::string_view kSgmOpenClipPrefix = "conditioner.embedders.1.model.";
 
 // Top-level LDM buffers that are not weights of the three networks: the DDPM noise
 // schedule (registered as buffers by ldm.models.diffusion.ddpm), its loss weights and the
@@ -87,6 +91,18 @@ constexpr Rename kUNetResnetRenames[] = {
 constexpr Rename kVaeAttentionProjections[] = {
     {"q.", "to_q."}, {"k.", "to_k."}, {"v.", "to_v."}, {"proj_out.", "to_out.0."}};
 
+// UNet parameters outside the blocks. `label_emb.0` is SDXL's `text_time` addition
+// embedding (a Sequential of Linear, SiLU, Linear): diffusers' add_embedding.
+constexpr Rename kUNetTopRenames[] = {
+    {"time_embed.0.", "time_embedding.linear_1."},
+    {"time_embed.2.", "time_embedding.linear_2."},
+    {"label_emb.0.0.", "add_embedding.linear_1."},
+    {"label_emb.0.2.", "add_embedding.linear_2."},
+    {"input_blocks.0.0.", "conv_in."},
+    {"out.0.", "conv_norm_out."},
+    {"out.2.", "conv_out."},
+};
+
 std::optional<std::string> map_unet_resnet(std::string_view rest) {
   for (const auto& [from, to] : kUNetResnetRenames)
     if (auto r = rename_head(rest, from, to)) return r;
@@ -131,12 +147,95 @@ std::string idx(int i) {
   return std::to_string(i);
 }
 
+// OpenCLIP's text tower (open_clip TextTransformer, SDXL's conditioner.embedders.1.model)
+// -> transformers' CLIPTextModelWithProjection, as diffusers' convert_open_clip_checkpoint.
+constexpr Rename kOpenClipTop[] = {
+    {"token_embedding.", "text_model.embeddings.token_embedding."},
+    {"ln_final.", "text_model.final_layer_norm."},
+};
+constexpr Rename kOpenClipLayer[] = {
+    {"ln_1.", "layer_norm1."},
+    {"ln_2.", "layer_norm2."},
+    {"attn.out_proj.", "self_attn.out_proj."},
+    {"mlp.c_fc.", "mlp.fc1."},
+    {"mlp.c_proj.", "mlp.fc2."},
+};
+constexpr std::string_view kOpenClipLayers = "transformer.resblocks.";
+constexpr std::string_view kCanonicalLayers = "text_model.encoder.layers.";
+constexpr std::string_view kOpenClipPositional = "positional_embedding";
+constexpr std::string_view kCanonicalPositional = "text_model.embeddings.position_embedding.weight";
+constexpr std::string_view kOpenClipProjection = "text_projection";
+constexpr std::string_view kCanonicalProjection = "text_projection.weight";
+constexpr std::string_view kInProj[] = {"attn.in_proj_weight", "attn.in_proj_bias"};
+constexpr std::string_view kQkv[] = {"q_proj.", "k_proj.", "v_proj."};
+
+// Applies the first table entry whose source head starts `rest` (and is followed by a
+// parameter name), in the diffusers direction.
+std::optional<std::string> unrename_to_diffusers(std::string_view rest, const Rename* begin,
+                                                 const Rename* end) {
+  for (const Rename* r = begin; r != end; ++r)
+    if (starts_with(rest, r->first)) {
+      if (rest.size() == r->first.size()) return std::nullopt;
+      return rename_head(rest, r->first, r->second);
+    }
+  return std::nullopt;
+}
+
+// `k`: an OpenCLIP text-tower key without the `conditioner.embedders.{i}.model.` prefix.
+KeyMapping map_open_clip(std::string_view k) {
+  KeyMapping m;
+  m.component = Component::kTextEncoder2;
+  const std::string prefix = std::string(component_name(m.component)) + ".";
+  // logit_scale: CLIP's contrastive temperature (no part of text conditioning); attn_mask:
+  // the causal mask, a buffer.
+  if (k == "logit_scale" || k == "attn_mask") {
+    m.kind = KeyMapping::Kind::kIgnored;
+    return m;
+  }
+  std::optional<std::string> mapped;
+  if (k == kOpenClipPositional) {
+    mapped = std::string(kCanonicalPositional);
+  } else if (k == kOpenClipProjection) {
+    mapped = std::string(kCanonicalProjection);
+    m.transpose = true;
+  } else if (auto r = unrename_to_diffusers(k, std::begin(kOpenClipTop), std::end(kOpenClipTop))) {
+    mapped = r;
+  } else if (starts_with(k, kOpenClipLayers)) {
+    std::string_view rest = k.substr(kOpenClipLayers.size());
+    const size_t dot = rest.find('.');
+    const auto n = dot == std::string_view::npos ? std::nullopt : parse_index(rest.substr(0, dot));
+    if (n) {
+      rest.remove_prefix(dot + 1);
+      const std::string layer = cat({prefix, kCanonicalLayers, idx(*n), "."});
+      for (size_t w = 0; w < 2; ++w)
+        if (rest == kInProj[w]) {
+          m.kind = KeyMapping::Kind::kMapped;
+          for (std::string_view part : kQkv)
+            m.split_rows.push_back(cat({layer, "self_attn.", part, w == 0 ? "weight" : "bias"}));
+          return m;
+        }
+      if (auto r =
+              unrename_to_diffusers(rest, std::begin(kOpenClipLayer), std::end(kOpenClipLayer)))
+        mapped = cat({kCanonicalLayers, idx(*n), ".", *r});
+    }
+  }
+  if (!mapped) {
+    m.transpose = false;
+    return m;  // kUnexpected
+  }
+  m.kind = KeyMapping::Kind::kMapped;
+  m.canonical = prefix + *mapped;
+  return m;
+}
+
 }  // namespace
 
 std::string_view component_name(Component c) {
   switch (c) {
     case Component::kTextEncoder:
       return "text_encoder";
+    case Component::kTextEncoder2:
+      return "text_encoder_2";
     case Component::kUNet:
       return "unet";
     case Component::kVae:
@@ -149,6 +248,8 @@ std::string_view component_title(Component c) {
   switch (c) {
     case Component::kTextEncoder:
       return "text encoder";
+    case Component::kTextEncoder2:
+      return "second text encoder";
     case Component::kUNet:
       return "UNet";
     case Component::kVae:
@@ -156,6 +257,14 @@ std::string_view component_title(Component c) {
   }
   return "?";
 }
+
+namespace {
+// A HF CLIPTextModel key (after the single file's prefix) as a canonical name's rest: some
+// files omit the `text_model.` level; canonical names always carry it.
+std::string clip_text_model_name(std::string_view k) {
+  return starts_with(k, "text_model.") ? std::string(k) : "text_model." + std::string(k);
+}
+}  // namespace
 
 bool is_ignorable_buffer(std::string_view key) {
   return key == "position_ids" || ends_with(key, ".position_ids");
@@ -171,6 +280,7 @@ LdmKeyMap::LdmKeyMap(const std::vector<std::string>& keys) {
   std::string_view rest;
   for (const auto& k : keys) {
     std::string_view key = k;
+    if (starts_with(key, kSgmEmbedders)) sgm_ = true;
     if (starts_with(key, kUNetPrefix)) {
       key.remove_prefix(kUNetPrefix.size());
       if (!split_head(key, 3, &head, &rest) || head[0] != "input_blocks") continue;
@@ -192,11 +302,8 @@ LdmKeyMap::LdmKeyMap(const std::vector<std::string>& keys) {
 }
 
 std::optional<std::string> LdmKeyMap::map_unet(std::string_view key) const {
-  if (auto r = rename_head(key, "time_embed.0.", "time_embedding.linear_1.")) return r;
-  if (auto r = rename_head(key, "time_embed.2.", "time_embedding.linear_2.")) return r;
-  if (auto r = rename_head(key, "input_blocks.0.0.", "conv_in.")) return r;
-  if (auto r = rename_head(key, "out.0.", "conv_norm_out.")) return r;
-  if (auto r = rename_head(key, "out.2.", "conv_out.")) return r;
+  for (const auto& [ldm, diffusers] : kUNetTopRenames)
+    if (auto r = rename_head(key, ldm, diffusers)) return r;
 
   std::vector<std::string_view> head;
   std::string_view rest;
@@ -348,9 +455,20 @@ KeyMapping LdmKeyMap::map(std::string_view key) const {
     mapped = map_vae(k, &m.squeeze_1x1);
   } else if (starts_with(key, kTextPrefix)) {
     m.component = Component::kTextEncoder;
-    std::string_view k = key.substr(kTextPrefix.size());
-    // Some files omit the `text_model.` level; canonical names always carry it.
-    mapped = starts_with(k, "text_model.") ? std::string(k) : "text_model." + std::string(k);
+    mapped = clip_text_model_name(key.substr(kTextPrefix.size()));
+  } else if (starts_with(key, kSgmEmbedders)) {
+    // conditioner.embedders.{i}.transformer.* (HF CLIP) or .model.* (OpenCLIP): by kind.
+    std::string_view k = key.substr(kSgmEmbedders.size());
+    const size_t dot = k.find('.');
+    if (dot != std::string_view::npos && parse_index(k.substr(0, dot))) {
+      k.remove_prefix(dot + 1);
+      if (starts_with(k, "transformer.") && k.size() > std::string_view("transformer.").size()) {
+        m.component = Component::kTextEncoder;
+        mapped = clip_text_model_name(k.substr(std::string_view("transformer.").size()));
+      } else if (starts_with(k, "model.")) {
+        return map_open_clip(k.substr(std::string_view("model.").size()));
+      }
+    }
   }
   if (!mapped) {
     m.squeeze_1x1 = false;
@@ -370,8 +488,9 @@ KeyMapping map_diffusers_key(Component component, std::string_view key, int rank
     return m;
   }
   std::string mapped(key);
-  if (component == Component::kTextEncoder) {
+  if (is_text_encoder(component)) {
     // Recent transformers save CLIPTextModel without the `text_model.` level.
+    // (CLIPTextModelWithProjection's `text_projection.weight` sits outside it: unchanged.)
     for (std::string_view p : {"embeddings.", "encoder.", "final_layer_norm."})
       if (starts_with(key, p)) mapped = "text_model." + mapped;
   } else if (component == Component::kVae) {
@@ -454,14 +573,7 @@ std::optional<std::string> vae_attention_ldm(std::string_view rest) {
 
 // `k`: a canonical UNet name without "unet.".
 std::optional<std::string> unet_ldm_key(std::string_view k, const LdmStructure& s) {
-  static constexpr Rename kTop[] = {
-      {"time_embed.0.", "time_embedding.linear_1."},
-      {"time_embed.2.", "time_embedding.linear_2."},
-      {"input_blocks.0.0.", "conv_in."},
-      {"out.0.", "conv_norm_out."},
-      {"out.2.", "conv_out."},
-  };
-  if (auto r = unrename(k, std::begin(kTop), std::end(kTop))) return r;
+  if (auto r = unrename(k, std::begin(kUNetTopRenames), std::end(kUNetTopRenames))) return r;
   if (take(&k, "mid_block.")) {
     if (take(&k, "resnets.0.")) return prefixed("middle_block.0.", unet_resnet_ldm(k));
     if (take(&k, "attentions.0.")) return prefixed("middle_block.1.", map_unet_attention(k));
@@ -563,6 +675,66 @@ std::string ldm_key_for(std::string_view canonical_name, const LdmStructure& str
     key = cat({kTextPrefix, k});
   HYRT_CHECK(key, kInvalidArgument, "ldm_key_for: weight '", canonical_name,
              "' has no LDM single-file key (unknown component, block or index)");
+  return *key;
+}
+
+namespace {
+
+// `k`: a canonical text_encoder_2 name without "text_encoder_2."; the inverse of
+// map_open_clip (without the prefix).
+std::optional<SgmKey> open_clip_sgm_key(std::string_view k) {
+  SgmKey out;
+  if (k == kCanonicalPositional) {
+    out.key = kOpenClipPositional;
+    return out;
+  }
+  if (k == kCanonicalProjection) {
+    out.key = kOpenClipProjection;
+    out.transposed = true;
+    return out;
+  }
+  if (auto r = unrename(k, std::begin(kOpenClipTop), std::end(kOpenClipTop))) {
+    if (ends_with(*r, ".")) return std::nullopt;
+    out.key = *r;
+    return out;
+  }
+  int n = 0;
+  if (!take(&k, kCanonicalLayers) || !take_index(&k, INT_MAX, &n)) return std::nullopt;
+  const std::string layer = cat({kOpenClipLayers, idx(n), "."});
+  for (int part = 0; part < 3; ++part) {
+    std::string_view rest = k;
+    if (!take(&rest, "self_attn.") || !take(&rest, kQkv[part])) continue;
+    if (rest != "weight" && rest != "bias") return std::nullopt;
+    out.key = cat({layer, kInProj[rest == "weight" ? 0 : 1]});
+    out.stacked_part = part;
+    return out;
+  }
+  auto r = unrename(k, std::begin(kOpenClipLayer), std::end(kOpenClipLayer));
+  if (!r || ends_with(*r, ".")) return std::nullopt;
+  out.key = layer + *r;
+  return out;
+}
+
+}  // namespace
+
+SgmKey sgm_key_for(std::string_view canonical_name, const LdmStructure& structure) {
+  std::string_view k = canonical_name;
+  std::optional<SgmKey> key;
+  if (take(&k, "text_encoder_2.")) {
+    key = open_clip_sgm_key(k);
+    if (key) key->key = cat({kSgmOpenClipPrefix, key->key});
+  } else if (take(&k, "text_encoder.")) {
+    if (starts_with(k, "text_model.") && k.size() > std::string_view("text_model.").size())
+      key = SgmKey{cat({kSgmClipPrefix, k})};
+  } else {
+    // UNet and VAE: as in LDM files (ldm_key_for names the weight when it has no key).
+    SgmKey out;
+    out.key = ldm_key_for(canonical_name, structure);
+    out.as_1x1_conv = ldm_stores_as_1x1_conv(canonical_name);
+    return out;
+  }
+  HYRT_CHECK(key, kInvalidArgument, "sgm_key_for: weight '", canonical_name,
+             "' has no SGM single-file key (unknown name or index)");
   return *key;
 }
 

@@ -262,10 +262,16 @@ TensorView SafetensorsFile::view(std::string_view name) const {
 }
 
 size_t SafetensorsFile::drop_pages(const TensorInfo& info) const {
-  if (!mapping_ || info.bytes == 0) return 0;
+  return drop_pages(info, 0, info.bytes);
+}
+
+size_t SafetensorsFile::drop_pages(const TensorInfo& info, uint64_t offset, uint64_t bytes) const {
+  offset = std::min(offset, info.bytes);
+  bytes = std::min(bytes, info.bytes - offset);
+  if (!mapping_ || bytes == 0) return 0;
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + data_start_ + info.offset);
-  const uintptr_t end = begin + info.bytes;
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + data_start_ + info.offset + offset);
+  const uintptr_t end = begin + bytes;
   // Only pages wholly inside the tensor: a neighbour's bytes stay resident.
   const uintptr_t first = (begin + page - 1) / page * page, last = end / page * page;
   if (last <= first) return 0;

@@ -81,6 +81,9 @@ class SafetensorsFile {
   // the read-only private mapping: the next access reads them back from the file). A
   // no-op for from_bytes() files. Returns the bytes dropped.
   size_t drop_pages(const TensorInfo& info) const;
+  // The same for the bytes [offset, offset + bytes) of `info`'s (clamped to them): a part of
+  // a tensor, e.g. one of the row ranges a split weight views.
+  size_t drop_pages(const TensorInfo& info, uint64_t offset, uint64_t bytes) const;
   // The "__metadata__" entries (empty if the file has none).
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // The path (or label) used in messages.
