@@ -4,10 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(cmake ninja-build g++ ccache pkg-config libdnnl-dev libcli11-dev nlohmann-json3-dev
-          libspng-dev libgtest-dev libbenchmark-dev)
+source scripts/packages.sh
 missing=()
-for p in "${packages[@]}"; do
+for p in "${hyrt_build_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

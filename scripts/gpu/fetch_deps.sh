@@ -3,7 +3,11 @@
 # (git-ignored), to be carried there: `carry: [".deps"]`, then scripts/gpu/build_on_device.sh.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+source scripts/packages.sh
 mkdir -p .deps
 cd .deps
-apt-get download libdnnl2 libdnnl-dev ocl-icd-libopencl1 libcli11-dev nlohmann-json3-dev \
-  libspng0 libspng-dev
+# The CUDA toolkit there brings OpenCL's headers and libOpenCL, so ocl-icd-opencl-dev is not
+# carried (its headers would shadow the toolkit's).
+libs=()
+for p in "${hyrt_library_packages[@]}"; do [ "$p" = ocl-icd-opencl-dev ] || libs+=("$p"); done
+apt-get download "${hyrt_runtime_packages[@]}" "${libs[@]}"

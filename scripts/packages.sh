@@ -1,0 +1,20 @@
+# hyrt's Debian/Ubuntu packages, in one place. Sourced (not run) by scripts/build.sh, which
+# installs them, by scripts/gpu/fetch_deps.sh, which downloads the libraries for the GPU
+# machine, and by .ci/run's fresh-root check.
+#
+# Installed with --no-install-recommends, so everything a build step reads must be named here
+# even when another package only *recommends* it: libdnnl-dev's CMake config calls
+# find_package(OpenCL), and Debian's libdnnl-dev merely recommends ocl-icd-opencl-dev.
+
+# Compilers and build tools.
+hyrt_tool_packages=(cmake ninja-build g++ ccache pkg-config)
+# Libraries the library and CLI link against (headers + .so links).
+hyrt_library_packages=(libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev libspng-dev)
+# Test and benchmark frameworks.
+hyrt_test_packages=(libgtest-dev libbenchmark-dev)
+# The shared libraries behind hyrt_library_packages, for a machine that unpacks .debs into
+# a private prefix instead of installing them (the GPU machine: scripts/gpu/).
+hyrt_runtime_packages=(libdnnl2 ocl-icd-libopencl1 libspng0)
+
+hyrt_build_packages=("${hyrt_tool_packages[@]}" "${hyrt_library_packages[@]}"
+                     "${hyrt_test_packages[@]}")
