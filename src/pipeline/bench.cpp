@@ -13,7 +13,8 @@
 #include "core/parallel.h"
 #include "core/sysinfo.h"
 #include "models/sd15/random_weights.h"
-#include "pipeline/sd15_model.h"
+#include "models/sdxl/configs.h"
+#include "pipeline/diffusion_model.h"
 
 namespace hyrt::pipeline {
 
@@ -97,23 +98,36 @@ static nlohmann::json run_single(const BenchOptions& o) {
        backend::int8_mode_name(o.model_options.vae_int8_mode.value_or(o.int8_mode))}};
 
   auto t0 = Clock::now();
-  std::unique_ptr<Sd15Model> model;
+  std::unique_ptr<DiffusionModel> model;
   if (o.model.rfind("random:", 0) == 0) {
-    using namespace models::sd15;
     const std::string size = o.model.substr(7);
-    HYRT_CHECK(size == "sd15" || size == "tiny", kInvalidArgument, "unknown random model '",
-               o.model, "' (random:sd15 or random:tiny)");
-    Sd15Configs c;
-    c.text_encoder = size == "tiny" ? tiny_clip_text_config() : ClipTextConfig{};
-    c.unet = size == "tiny" ? tiny_unet_config() : UNetConfig{};
-    c.vae = size == "tiny" ? tiny_vae_config() : VaeConfig{};
+    HYRT_CHECK(size == "sd15" || size == "tiny" || size == "sdxl" || size == "sdxl-tiny",
+               kInvalidArgument, "unknown random model '", o.model,
+               "' (random:sd15, random:tiny, random:sdxl or random:sdxl-tiny)");
+    models::ModelConfigs c;
+    if (size == "sdxl") {
+      c = models::sdxl::base_configs();
+    } else if (size == "sdxl-tiny") {
+      c = models::sdxl::tiny_configs();
+    } else {
+      using namespace models::sd15;
+      c.text_encoder = size == "tiny" ? tiny_clip_text_config() : models::ClipTextConfig{};
+      c.unet = size == "tiny" ? tiny_unet_config() : models::UNetConfig{};
+      c.vae = size == "tiny" ? tiny_vae_config() : models::VaeConfig{};
+    }
     auto w = std::make_unique<weights::MemoryWeights>();
-    add_random_weights(expected_text_encoder_tensors(*c.text_encoder), 1, DType::kF16, *w);
-    add_random_weights(expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
-    add_random_weights(expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16, *w);
-    model = Sd15Model::from_memory(std::move(w), std::move(c), engine, o.model_options);
+    using models::sd15::add_random_weights;
+    add_random_weights(models::expected_text_encoder_tensors(*c.text_encoder), 1, DType::kF16, *w);
+    if (c.text_encoder_2)
+      add_random_weights(models::expected_text_encoder_tensors(*c.text_encoder_2,
+                                                               weights::Component::kTextEncoder2),
+                         4, DType::kF16, *w);
+    add_random_weights(models::expected_unet_tensors(*c.unet), 2, DType::kF16, *w);
+    add_random_weights(models::expected_vae_tensors(*c.vae, /*decoder_only=*/true), 3, DType::kF16,
+                       *w);
+    model = DiffusionModel::from_memory(std::move(w), std::move(c), engine, o.model_options);
   } else {
-    model = Sd15Model::open(o.model, engine, o.model_options);
+    model = DiffusionModel::open(o.model, engine, o.model_options);
   }
   out["load_ms"] = ms_since(t0);
   out["stored_weight_bytes"] = model->weight_bytes();
@@ -135,25 +149,49 @@ static nlohmann::json run_single(const BenchOptions& o) {
                              tc.eos_token_id);
     for (int b = 0; b < o.unet_batch; ++b)
       ids[static_cast<size_t>(b) * tc.max_position_embeddings] = tc.bos_token_id;
-    stages["text_encoder"] =
-        time_stage(o.warmup, o.runs, [&] { model->encode_text(ids, o.unet_batch); });
+    // Every text encoder the model has (SDXL: both, and the second's pooled projection).
+    stages["text_encoder"] = time_stage(o.warmup, o.runs, [&] {
+      for (int e = 0; e < model->num_text_encoders(); ++e)
+        model->encode_tokens(e, ids, o.unet_batch);
+    });
   }
   if (o.unet) {
     const Tensor x = random_tensor({o.unet_batch, lh, lw, uc.in_channels}, 1);
     const Tensor ctx =
         random_tensor({o.unet_batch, tc.max_position_embeddings, uc.cross_attention_dim}, 2);
     std::vector<float> t(static_cast<size_t>(o.unet_batch), 500.0f);
+    // SDXL's added conditioning: a pooled embedding and the default size micro-conditioning.
+    UNetConditioning cond{ctx.view(), {}, {}};
+    Tensor pooled;
+    std::vector<float> time_ids;
+    if (uc.text_time_embedding()) {
+      pooled = random_tensor({o.unet_batch, uc.pooled_text_dim()}, 5);
+      for (int b = 0; b < o.unet_batch; ++b)
+        for (int v : {o.height, o.width, 0, 0, o.height, o.width})
+          time_ids.push_back(static_cast<float>(v));
+      cond.text_embeds = pooled.view();
+      cond.time_ids = time_ids;
+    }
     if (!o.resize || o.sizes.empty())
       stages["unet_step"] =
-          time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, ctx.view()); });
+          time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); });
     if (o.resize) {
       nlohmann::json sizes = nlohmann::json::array();
-      for (int px : o.sizes) {
-        HYRT_CHECK(px % f == 0, kInvalidArgument, "size must be a multiple of ", f);
-        const Tensor xs = random_tensor({o.unet_batch, px / f, px / f, uc.in_channels}, 4);
+      for (const auto& [sw, sh] : o.sizes) {
+        HYRT_CHECK(sw % f == 0 && sh % f == 0, kInvalidArgument, "size must be a multiple of ", f);
+        const Tensor xs = random_tensor({o.unet_batch, sh / f, sw / f, uc.in_channels}, 4);
+        // The size conditioning follows the resolution, as a pipeline's would.
+        std::vector<float> size_ids;
+        UNetConditioning scond = cond;
+        if (uc.text_time_embedding()) {
+          for (int b = 0; b < o.unet_batch; ++b)
+            for (int v : {sh, sw, 0, 0, sh, sw})
+              size_ids.push_back(static_cast<float>(v));
+          scond.time_ids = size_ids;
+        }
         nlohmann::json j =
-            time_stage(o.warmup, o.runs, [&] { model->predict_noise(xs.view(), t, ctx.view()); });
-        j["size"] = std::to_string(px) + "x" + std::to_string(px);
+            time_stage(o.warmup, o.runs, [&] { model->predict_noise(xs.view(), t, scond); });
+        j["size"] = std::to_string(sw) + "x" + std::to_string(sh);
         j["shape_change_ms"] = j["first_call_ms"].get<double>() - j["median_ms"].get<double>();
         sizes.push_back(std::move(j));
       }
@@ -231,8 +269,8 @@ nlohmann::json run_bench(const BenchOptions& o) {
   const nlohmann::json load_start = load_average();
   nlohmann::json rows = nlohmann::json::array(), speedups;
   std::vector<std::pair<int, int>> wh;
-  for (int s : o.sizes)
-    wh.emplace_back(s, s);
+  for (const auto& s : o.sizes)
+    wh.emplace_back(s[0], s[1]);
   if (wh.empty()) wh.emplace_back(o.width, o.height);
   // A row's name in the speed-ups: the variant, the placement, or both when both vary.
   auto label_of = [&](const std::string& v, plan::PlacementMode pm) {

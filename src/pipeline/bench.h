@@ -4,13 +4,14 @@
 // bytes and the peak RSS, as one JSON document.
 #pragma once
 
+#include <array>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
-#include "pipeline/sd15_model.h"
+#include "pipeline/diffusion_model.h"
 
 namespace hyrt::pipeline {
 
@@ -30,14 +31,14 @@ struct BenchOptions {
   int threads = 0;
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
   // config_dir, quantize-on-load, the VAE's int8 mode (config_dir only for files).
-  Sd15ModelOptions model_options;
+  ModelOptions model_options;
   // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32":
   // the weights as stored, "w8" / "w8a8": quantized on load and run in that int8 mode)
-  // at every size in `sizes` (square pixel sizes; empty = width x height), each with a
+  // at every size in `sizes` (WIDTHxHEIGHT pixels; empty = width x height), each with a
   // fresh engine and model, in this one process; the JSON gains "comparison" rows and
   // each variant's speed-up over "f32" at the same size (when "f32" is among them).
   std::vector<std::string> variants;
-  std::vector<int> sizes;
+  std::vector<std::array<int, 2>> sizes;  // {width, height}
   // Where nodes run (plan/placement.h); the JSON names the accelerator found, if any.
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
   // Side by side over placement modes too ("host", "hybrid", "device", "auto"): every

@@ -270,6 +270,23 @@ ClipTokenizer ClipTokenizer::build(std::string_view vocab_text, const std::strin
         const double v = j["model_max_length"].get<double>();
         if (v >= 2 && v <= 1 << 20) tok.max_length_ = static_cast<int>(v);
       }
+      // The padding token: SD 1.5's tokenizer pads with <|endoftext|>, SDXL's second with
+      // "!" (id 0). transformers writes it as a string or as {"content": ...}.
+      if (j.contains("pad_token") && !j["pad_token"].is_null()) {
+        const auto& pt = j["pad_token"];
+        const auto* content = pt.is_object() && pt.contains("content") ? &pt["content"] : &pt;
+        HYRT_CHECK(content->is_string(), kInvalidModel, config_label,
+                   ": field `pad_token` must be a string, found ", pt.dump());
+        const std::string name = content->get<std::string>();
+        const auto it = t.token_to_id.find(name);
+        HYRT_CHECK(it != t.token_to_id.end(), kInvalidModel, config_label, ": `pad_token` '", name,
+                   "' is not in ", vocab_json);
+        tok.pad_id_ = it->second;
+        // A pad token that is not one of CLIP's own specials is an "added token" to
+        // transformers: its text is split out of a prompt before BPE (SDXL's "!!" becomes
+        // two "!" ids, not the merged "!!</w>").
+        if (name != kStartOfText && name != kEndOfText) tok.added_token_ = name;
+      }
     } catch (const nlohmann::json::exception& e) {
       fail(ErrorCode::kInvalidModel, config_label, ": not valid JSON: ", e.what());
     }
@@ -350,7 +367,8 @@ std::vector<int32_t> ClipTokenizer::tokenize(std::string_view text) const {
   while (pos <= text.size()) {
     size_t next = std::string_view::npos;
     std::string_view special;
-    for (std::string_view s : {kStartOfText, kEndOfText}) {
+    for (std::string_view s : {kStartOfText, kEndOfText, std::string_view(added_token_)}) {
+      if (s.empty()) continue;
       const size_t at = text.find(s, pos);
       if (at < next) next = at, special = s;
     }
@@ -420,7 +438,7 @@ std::vector<int32_t> ClipTokenizer::tokenize(std::string_view text) const {
     }
 
     if (next == std::string_view::npos) break;
-    ids.push_back(special == kStartOfText ? bos_id_ : eos_id_);
+    ids.push_back(special == kStartOfText ? bos_id_ : special == kEndOfText ? eos_id_ : pad_id_);
     pos = next + special.size();
   }
   return ids;
@@ -437,7 +455,7 @@ TokenizeResult ClipTokenizer::encode(std::string_view prompt, int max_length) co
   const size_t kept = std::min(content.size(), room);
   result.ids.insert(result.ids.end(), content.begin(), content.begin() + kept);
   result.ids.push_back(eos_id_);
-  result.ids.resize(max_length, eos_id_);
+  result.ids.resize(max_length, pad_id_ >= 0 ? pad_id_ : eos_id_);
   if (content.size() > room) {
     result.num_truncated_tokens = static_cast<int>(content.size() - room);
     result.truncated_text = decode(std::span(content).subspan(room));

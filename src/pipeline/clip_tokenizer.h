@@ -34,7 +34,7 @@
 namespace hyrt::pipeline {
 
 // encode()'s result: exactly max_length ids
-//   [<|startoftext|>, content..., <|endoftext|>, <|endoftext|> padding...]
+//   [<|startoftext|>, content..., <|endoftext|>, padding...] (padding: pad_id())
 // If the prompt had more than max_length - 2 content tokens, the tail was cut (the final
 // <|endoftext|> is kept) and what was cut is reported so the caller can warn, as diffusers'
 // StableDiffusionPipeline does ("The following part of your input was truncated ...").
@@ -79,7 +79,10 @@ class ClipTokenizer {
   std::string decode(std::span<const int32_t> ids) const;
 
   int32_t start_of_text_id() const { return bos_id_; }
-  int32_t end_of_text_id() const { return eos_id_; }  // also the padding and unknown token
+  int32_t end_of_text_id() const { return eos_id_; }  // also the unknown token
+  // The padding token: tokenizer_config.json's `pad_token` ("!" = id 0 in SDXL's second
+  // tokenizer), else <|endoftext|>.
+  int32_t pad_id() const { return pad_id_ >= 0 ? pad_id_ : eos_id_; }
   int model_max_length() const { return max_length_; }
   size_t vocab_size() const { return id_to_token_.size(); }
   // The id of a vocabulary entry (byte-level form, e.g. "cat</w>"), or -1.
@@ -102,6 +105,8 @@ class ClipTokenizer {
   std::vector<std::string> id_to_token_;
   int32_t bos_id_ = -1;
   int32_t eos_id_ = -1;
+  int32_t pad_id_ = -1;      // -1: pad with eos_id_
+  std::string added_token_;  // the pad token's text when it is not a CLIP special, else ""
   int max_length_ = kDefaultMaxLength;
 };
 

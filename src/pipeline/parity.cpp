@@ -1,6 +1,8 @@
 #include "pipeline/parity.h"
 
+#include <array>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <map>
 #include <set>
@@ -10,8 +12,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "pipeline/diffusion_model.h"
 #include "pipeline/scheduler.h"
-#include "pipeline/sd15_model.h"
 #include "pipeline/txt2img.h"
 #include "weights/safetensors.h"
 
@@ -104,19 +106,32 @@ class Reporter {
 };
 
 // Tokenizer: every prompt of tokenizer_cases.json whose ids golden.safetensors holds.
-void check_tokens(Sd15Model& model, const weights::SafetensorsFile& g, const nlohmann::json& cases,
-                  Reporter& r) {
-  for (size_t i = 0; i < cases.size(); ++i) {
-    const auto* info = g.find(str_cat("tokens.", i));
-    if (!info) continue;
-    const Tensor ref = to_f32(g.view(*info));
-    const TokenizeResult got = model.tokenizer().encode(cases[i].at("prompt").get<std::string>(),
-                                                        static_cast<int>(ref.numel()));
-    double wrong = got.ids.size() == static_cast<size_t>(ref.numel()) ? 0 : ref.numel();
-    for (size_t k = 0; k < got.ids.size() && k < static_cast<size_t>(ref.numel()); ++k)
-      wrong += got.ids[k] != std::lround(ref.as<float>()[k]);
-    r.add(str_cat("tokens.", i, " (differing ids)"), wrong, 0);
+// (tokens.{i} for the first tokenizer, tokens_2.{i} for SDXL's second.)
+void check_tokens(DiffusionModel& model, const weights::SafetensorsFile& g,
+                  const nlohmann::json& cases, Reporter& r) {
+  for (int e = 0; e < model.num_text_encoders(); ++e) {
+    const std::string prefix = e == 0 ? "tokens." : "tokens_2.";
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const auto* info = g.find(str_cat(prefix, i));
+      if (!info) continue;
+      const Tensor ref = to_f32(g.view(*info));
+      const TokenizeResult got = model.tokenizer(e).encode(cases[i].at("prompt").get<std::string>(),
+                                                           static_cast<int>(ref.numel()));
+      double wrong = got.ids.size() == static_cast<size_t>(ref.numel()) ? 0 : ref.numel();
+      for (size_t k = 0; k < got.ids.size() && k < static_cast<size_t>(ref.numel()); ++k)
+        wrong += got.ids[k] != std::lround(ref.as<float>()[k]);
+      r.add(str_cat(prefix, i, " (differing ids)"), wrong, 0);
+    }
   }
+}
+
+// Golden token ids (stored as floats) back to ids.
+std::vector<int32_t> golden_ids(const weights::SafetensorsFile& g, const std::string& name) {
+  const Tensor tok = to_f32(g.view(name));
+  std::vector<int32_t> ids(static_cast<size_t>(tok.numel()));
+  for (size_t k = 0; k < ids.size(); ++k)
+    ids[k] = static_cast<int32_t>(std::lround(tok.as<float>()[k]));
+  return ids;
 }
 
 // Samplers on the fake model eps(x, t) = 0.3·x·cos(t/300) + 0.1·sin(x) of golden.json, from
@@ -159,32 +174,110 @@ void check_schedulers(const weights::SafetensorsFile& g, const SchedulerConfig& 
   }
 }
 
-// The whole txt2img pipeline from the golden initial latents.
-void check_pipelines(Sd15Model& model, const weights::SafetensorsFile& g,
+// The whole txt2img pipeline from the golden initial latents: pipeline.<name>.{latents,image}
+// for each sampler name, and for each entry of golden.json's "pipelines" (SDXL: "euler.cond"
+// with its own negative prompt and size conditioning, "euler.noneg" without a negative prompt),
+// whose first dotted part names the sampler.
+void check_pipelines(DiffusionModel& model, const weights::SafetensorsFile& g,
                      const nlohmann::json& settings, const SchedulerConfig& scheduler,
                      Reporter& r) {
-  for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"}) {
-    const std::string p = str_cat("pipeline.", id, ".");
+  std::vector<std::pair<std::string, nlohmann::json>> runs;
+  if (settings.contains("pipelines") && settings["pipelines"].is_object()) {
+    for (const auto& [name, overrides] : settings["pipelines"].items())
+      runs.emplace_back(name, overrides);
+  } else {
+    for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"})
+      runs.emplace_back(id, nlohmann::json::object());
+  }
+  auto size_pair = [](const nlohmann::json& j) {
+    return std::array<int, 2>{j.at(0).get<int>(), j.at(1).get<int>()};
+  };
+  for (const auto& [name, o] : runs) {
+    const std::string p = str_cat("pipeline.", name, ".");
     if (!g.find(p + "latents") || !g.find(p + "image")) continue;
     Txt2ImgParams params;
-    params.prompt = settings.at("prompt").get<std::string>();
-    params.negative_prompt = settings.value("negative_prompt", std::string());
-    params.steps = settings.at("steps").get<int>();
-    params.cfg_scale = settings.at("guidance_scale").get<float>();
-    params.sampler = parse_sampler_kind(id);
+    params.prompt = o.value("prompt", settings.at("prompt").get<std::string>());
+    // A negative prompt: the run's own (null = none at all), else the top-level setting,
+    // else "" (what the SD 1.5 golden pipelines used).
+    const nlohmann::json neg = o.contains("negative_prompt")
+                                   ? o["negative_prompt"]
+                                   : settings.value("negative_prompt", nlohmann::json(""));
+    if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
+    params.steps = o.value("steps", settings.at("steps").get<int>());
+    params.cfg_scale = o.value("guidance_scale", settings.at("guidance_scale").get<float>());
+    params.sampler = parse_sampler_kind(name.substr(0, name.find('.')));
+    if (o.contains("original_size")) params.original_size = size_pair(o["original_size"]);
+    if (o.contains("crops_coords_top_left"))
+      params.crop_top_left = size_pair(o["crops_coords_top_left"]);
+    if (o.contains("target_size")) params.target_size = size_pair(o["target_size"]);
     Tensor latents = to_f32(g.view(p + "latents"));  // NCHW [B, C, h, w]
     const Tensor ref = to_f32(g.view(p + "image"));  // NHWC [B, H, W, 3]
     params.batch = static_cast<int>(latents.shape()[0]);
     params.height = static_cast<int>(ref.shape()[1]);
     params.width = static_cast<int>(ref.shape()[2]);
     params.initial_latents = std::move(latents);
-    const Txt2ImgResult out = txt2img(model, model.tokenizer(), scheduler, params);
+    const Txt2ImgResult out = txt2img(model, scheduler, params);
     r.model_output(p + "image", relative_l2(out.images.view(), ref.view()), kImageTol, false,
                    psnr(out.images.view(), ref.view()));
   }
 }
 
-void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& r, bool taps) {
+// SDXL's text side: each encoder's penultimate state (and the second's pooled output) from the
+// golden ids, and encode_prompt's conditioning for each tokenizer case with the negative "".
+void check_sdxl_text(DiffusionModel& model, const weights::SafetensorsFile& g,
+                     const nlohmann::json* cases, Reporter& r) {
+  for (int e = 0; e < model.num_text_encoders(); ++e) {
+    const std::string enc = e == 0 ? "text_encoder" : "text_encoder_2";
+    for (int i : indices(g, enc, "penultimate")) {
+      const Tensor ref = to_f32(g.view(str_cat(enc, ".", i, ".penultimate")));
+      const auto ids = golden_ids(g, str_cat(e == 0 ? "tokens." : "tokens_2.", i));
+      const int batch = static_cast<int>(ref.shape()[0]);
+      const TextEncoderOutput out = model.encode_tokens(e, ids, batch);
+      r.model_output(str_cat(enc, ".", i, ".penultimate"),
+                     relative_l2(out.hidden.view(), ref.view()), kTextTol, false);
+      const auto* pooled_ref = g.find(str_cat(enc, ".", i, ".text_embeds"));
+      if (pooled_ref) {
+        const Tensor pref = to_f32(g.view(*pooled_ref));
+        r.model_output(str_cat(enc, ".", i, ".text_embeds"),
+                       out.pooled ? relative_l2(out.pooled->view(), pref.view())
+                                  : std::numeric_limits<double>::infinity(),
+                       kTextTol, false);
+      }
+    }
+  }
+  if (!cases) return;
+  for (int i : indices(g, "encode_prompt", "prompt_embeds")) {
+    if (i >= static_cast<int>(cases->size())) continue;
+    const std::string prompt = (*cases)[i].at("prompt").get<std::string>();
+    const std::string p = str_cat("encode_prompt.", i, ".");
+    const std::vector<std::string> prompts{prompt, ""};
+    const PromptConditioning c = model.encode_prompts(prompts);
+    const int64_t ctx_row = c.context.shape()[1] * c.context.shape()[2];
+    auto row = [](const Tensor& t, int64_t width, int index, const Shape& shape) {
+      Tensor out(DType::kF32, shape);
+      std::memcpy(out.data(), t.as<float>() + index * width, static_cast<size_t>(width) * 4);
+      return out;
+    };
+    for (int k = 0; k < 2; ++k) {
+      const std::string name = k == 0 ? "prompt_embeds" : "negative_prompt_embeds";
+      const std::string pname = k == 0 ? "pooled" : "negative_pooled";
+      if (g.find(p + name)) {
+        const Tensor ref = to_f32(g.view(p + name));
+        const Tensor got = row(c.context, ctx_row, k, ref.shape());
+        r.model_output(p + name, relative_l2(got.view(), ref.view()), kTextTol, false);
+      }
+      if (g.find(p + pname) && c.pooled) {
+        const Tensor ref = to_f32(g.view(p + pname));
+        const Tensor got = row(*c.pooled, c.pooled->shape()[1], k, ref.shape());
+        r.model_output(p + pname, relative_l2(got.view(), ref.view()), kTextTol, false);
+      }
+    }
+  }
+}
+
+void check_model(DiffusionModel& model, const weights::SafetensorsFile& g, Reporter& r, bool taps,
+                 const nlohmann::json* cases) {
+  check_sdxl_text(model, g, cases, r);
   // Text encoder: golden token ids in, last_hidden_state out.
   for (int i : indices(g, "text_encoder", "last_hidden_state")) {
     const Tensor ref = to_f32(g.view(str_cat("text_encoder.", i, ".last_hidden_state")));
@@ -209,8 +302,16 @@ void check_model(Sd15Model& model, const weights::SafetensorsFile& g, Reporter& 
     std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
     for (size_t k = 0; k < ts.size(); ++k)
       ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+    UNetConditioning cond{ctx.view(), {}, {}};
+    Tensor text_embeds, time_ids;
+    if (g.find(p + "text_embeds") && g.find(p + "time_ids")) {
+      text_embeds = to_f32(g.view(p + "text_embeds"));
+      time_ids = to_f32(g.view(p + "time_ids"));
+      cond.text_embeds = text_embeds.view();
+      cond.time_ids = {time_ids.as<float>(), static_cast<size_t>(time_ids.numel())};
+    }
     std::vector<std::pair<std::string, Tensor>> tap_out;
-    const Tensor out = model.predict_noise(x.view(), ts, ctx.view(), taps ? &tap_out : nullptr);
+    const Tensor out = model.predict_noise(x.view(), ts, cond, taps ? &tap_out : nullptr);
     for (const auto& [name, value] : tap_out) {
       const auto* info = g.find(p + "tap." + name);
       if (!info) continue;
@@ -263,23 +364,28 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   }
   const auto folder = o.golden_dir / "model";
   const auto cases_path = o.golden_dir / "tokenizer_cases.json";
-  Sd15ModelOptions folder_options = o.model;
+  std::optional<nlohmann::json> cases;
+  if (std::filesystem::exists(cases_path)) cases = read_json(cases_path);
+  ModelOptions folder_options = o.model;
   folder_options.config_dir.reset();
   {
-    auto model = Sd15Model::open(folder, engine, folder_options);
+    auto model = DiffusionModel::open(folder, engine, folder_options);
     Reporter r(o.model.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);
-    if (std::filesystem::exists(cases_path))
-      check_tokens(*model, *golden, read_json(cases_path), r);
-    check_model(*model, *golden, r, o.taps);
+    if (cases) check_tokens(*model, *golden, *cases, r);
+    check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
   }
-  const auto ldm = o.golden_dir / "model-ldm.safetensors";
-  if (std::filesystem::exists(ldm)) {
-    Sd15ModelOptions mo = folder_options;
+  // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
+  for (const char* file : {"model-ldm.safetensors", "model-sgm.safetensors"}) {
+    const auto single = o.golden_dir / file;
+    if (!std::filesystem::exists(single)) continue;
+    ModelOptions mo = folder_options;
     mo.config_dir = folder;  // what tensor shapes cannot show (head counts)
-    auto model = Sd15Model::open(ldm, engine, mo);
-    Reporter r(o.model.quantize_int8 ? "LDM single file, int8" : "LDM single file", o, items);
-    check_model(*model, *golden, r, o.taps);
+    auto model = DiffusionModel::open(single, engine, mo);
+    const std::string form =
+        std::string(file) == "model-ldm.safetensors" ? "LDM single file" : "SGM single file";
+    Reporter r(o.model.quantize_int8 ? form + ", int8" : form, o, items);
+    check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
   }
   return items;

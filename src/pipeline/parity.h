@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "exec/engine.h"
-#include "pipeline/sd15_model.h"
+#include "pipeline/diffusion_model.h"
 
 namespace hyrt::pipeline {
 
@@ -35,7 +35,7 @@ struct ParityOptions {
   // held to `int8_unet_tolerance` (the int8 issue's targets: W8 2e-2, W8A8 5e-2); the text
   // encoder, VAE and pipeline images are reported (images with their PSNR), not counted.
   // model.config_dir is ignored: the LDM file takes its configs from the folder.
-  Sd15ModelOptions model;
+  ModelOptions model;
   double int8_unet_tolerance = 5e-2;
   // Activations run in f16 somewhere (an accelerator is in the engine): model outputs and
   // taps are held to 1e-2 instead of the f32 path's 1e-4 / 1e-3 (tokens, schedules and

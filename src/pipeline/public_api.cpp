@@ -1,5 +1,5 @@
 // The public API (include/hyrt/hyrt.h) as a thin facade over exec::Engine,
-// pipeline::Sd15Model and pipeline::txt2img.
+// pipeline::DiffusionModel and pipeline::txt2img.
 #include <filesystem>
 
 #include "core/error.h"
@@ -16,7 +16,7 @@ struct Runtime::Impl {
 
 struct Model::Impl {
   std::shared_ptr<Runtime::Impl> runtime;  // keeps the engine alive
-  std::unique_ptr<pipeline::Sd15Model> model;
+  std::unique_ptr<pipeline::DiffusionModel> model;
   std::string name;
 };
 
@@ -32,9 +32,9 @@ Runtime& Runtime::operator=(Runtime&&) noexcept = default;
 Model Runtime::load(const std::string& path, const LoadOptions& options) {
   auto impl = std::make_unique<Model::Impl>();
   impl->runtime = impl_;
-  pipeline::Sd15ModelOptions mo;
+  pipeline::ModelOptions mo;
   if (!options.config_dir.empty()) mo.config_dir = options.config_dir;
-  impl->model = pipeline::Sd15Model::open(path, impl_->engine, mo);
+  impl->model = pipeline::DiffusionModel::open(path, impl_->engine, mo);
   impl->name = std::filesystem::path(path).filename().string();
   return Model(std::move(impl));
 }
@@ -45,7 +45,7 @@ Model::Model(Model&&) noexcept = default;
 Model& Model::operator=(Model&&) noexcept = default;
 
 std::vector<Image> Model::generate(const GenerateOptions& o) {
-  pipeline::Sd15Model& m = *impl_->model;
+  pipeline::DiffusionModel& m = *impl_->model;
   const int native = m.unet_config().sample_size * m.vae_scale_factor();
   pipeline::Txt2ImgParams p;
   p.prompt = o.prompt;
@@ -58,11 +58,11 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
   p.on_step = o.on_step;
-  const pipeline::Txt2ImgResult r = pipeline::txt2img(m, m.tokenizer(), m.scheduler_config(), p);
+  const pipeline::Txt2ImgResult r = pipeline::txt2img(m, m.scheduler_config(), p);
 
   pipeline::GenerationParameters gp;
   gp.prompt = p.prompt;
-  gp.negative_prompt = p.negative_prompt;
+  gp.negative_prompt = p.negative_prompt.value_or("");
   gp.steps = p.steps;
   gp.sampler = std::string(pipeline::sampler_display_name(p.sampler));
   gp.cfg_scale = p.cfg_scale;

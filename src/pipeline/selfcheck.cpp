@@ -6,9 +6,9 @@
 
 #include "core/clock.h"
 #include "core/error.h"
+#include "models/components.h"
 #include "models/sd15/random_weights.h"
-#include "models/sd15/sd15.h"
-#include "pipeline/sd15_model.h"
+#include "pipeline/diffusion_model.h"
 
 namespace hyrt::pipeline {
 
@@ -65,6 +65,7 @@ SelfCheckStep check_component(const std::string& name, exec::Engine& engine,
 }  // namespace
 
 std::vector<SelfCheckStep> run_selfcheck(exec::Engine& engine) {
+  using namespace models;
   using namespace models::sd15;
   std::vector<SelfCheckStep> steps;
   const ClipTextConfig clip = tiny_clip_text_config();
@@ -75,16 +76,17 @@ std::vector<SelfCheckStep> run_selfcheck(exec::Engine& engine) {
   add_random_weights(expected_unet_tensors(unet), 2, DType::kF16, w);
   add_random_weights(expected_vae_tensors(vae, /*decoder_only=*/true), 3, DType::kF16, w);
 
-  steps.push_back(check_component(
-      "text encoder (CLIP, causal attention)", engine, build_clip_text_encoder(clip, w, 2).graph, w,
-      [&](exec::Executable& e, uint64_t seed) {
-        auto* ids = e.input("input_ids").as<int32_t>();
-        for (int i = 0; i < 2 * 77; ++i)
-          ids[i] = static_cast<int32_t>((i * 37 + seed * 11) % clip.vocab_size);
-        auto* pos = e.input("position_ids").as<int32_t>();
-        for (int i = 0; i < 77; ++i)
-          pos[i] = i;
-      }));
+  steps.push_back(check_component("text encoder (CLIP, causal attention)", engine,
+                                  build_clip_text_encoder(clip, w, TextEncoderShape{2}).graph, w,
+                                  [&](exec::Executable& e, uint64_t seed) {
+                                    auto* ids = e.input("input_ids").as<int32_t>();
+                                    for (int i = 0; i < 2 * 77; ++i)
+                                      ids[i] = static_cast<int32_t>((i * 37 + seed * 11) %
+                                                                    clip.vocab_size);
+                                    auto* pos = e.input("position_ids").as<int32_t>();
+                                    for (int i = 0; i < 77; ++i)
+                                      pos[i] = i;
+                                  }));
   UNetShape shape;
   shape.batch = 2;
   shape.latent_height = 16;

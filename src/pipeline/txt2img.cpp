@@ -1,6 +1,7 @@
 #include "pipeline/txt2img.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "core/clock.h"
@@ -30,10 +31,19 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
              kMaxBatch, "] (got ", p.batch, ")");
   HYRT_CHECK(std::isfinite(p.cfg_scale) && p.cfg_scale >= 0 && p.cfg_scale <= 100, kInvalidArgument,
              "cfg scale must be in [0, 100] (got ", p.cfg_scale, ")");
+  for (const auto* size : {&p.original_size, &p.target_size})
+    if (*size)
+      HYRT_CHECK((**size)[0] > 0 && (**size)[1] > 0 && (**size)[0] <= 16384 && (**size)[1] <= 16384,
+                 kInvalidArgument, "size conditioning must be in [1, 16384] (got ", (**size)[0],
+                 "x", (**size)[1], ")");
+  HYRT_CHECK(p.crop_top_left[0] >= 0 && p.crop_top_left[1] >= 0 && p.crop_top_left[0] <= 16384 &&
+                 p.crop_top_left[1] <= 16384,
+             kInvalidArgument, "crop coordinates must be in [0, 16384] (got ", p.crop_top_left[0],
+             ",", p.crop_top_left[1], ")");
 }
 
-Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
-                      const SchedulerConfig& scheduler_config, const Txt2ImgParams& p) {
+Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_config,
+                      const Txt2ImgParams& p) {
   const int vae_factor = model.vae_scale_factor();
   // Any multiple of the VAE factor: the UNet upsamples to its skip connections' sizes, as
   // diffusers does for sizes that are not multiples of its total downsampling.
@@ -44,27 +54,60 @@ Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
   const int lh = p.height / vae_factor, lw = p.width / vae_factor;
   const int lc = model.unet_config().in_channels;
 
-  // 1. Text: [negative × b, prompt × b] (diffusers' order) -> context [2b or b, T, C].
+  // 1. Text: [negative × b, prompt × b] (diffusers' order) -> context [2b or b, T, C]
+  //    (+ pooled [2b or b, P] for SDXL).
   auto t0 = Clock::now();
-  const TokenizeResult pos = tokenizer.encode(p.prompt);
-  if (pos.num_truncated_tokens > 0)
-    result.warnings.push_back(str_cat("the prompt is longer than ", tokenizer.model_max_length(),
-                                      " tokens; ignored: \"", pos.truncated_text, "\""));
-  std::vector<int32_t> ids;
-  if (cfg) {
-    const TokenizeResult neg = tokenizer.encode(p.negative_prompt);
-    if (neg.num_truncated_tokens > 0)
-      result.warnings.push_back(
-          str_cat("the negative prompt is too long; ignored: \"", neg.truncated_text, "\""));
-    for (int i = 0; i < b; ++i)
-      ids.insert(ids.end(), neg.ids.begin(), neg.ids.end());
-  }
-  for (int i = 0; i < b; ++i)
-    ids.insert(ids.end(), pos.ids.begin(), pos.ids.end());
+  const bool sdxl = model.family() == models::ModelFamily::kSdxl;
+  const bool zero_negative =
+      cfg && sdxl && !p.negative_prompt.has_value() && model.force_zeros_for_empty_prompt();
+  std::vector<std::string> prompts;
+  if (cfg && !zero_negative) prompts.push_back(p.negative_prompt.value_or(""));
+  prompts.push_back(p.prompt);
+  PromptConditioning enc = model.encode_prompts(prompts);
+  for (auto& w : enc.warnings)
+    result.warnings.push_back(std::move(w));
   const int unet_batch = cfg ? 2 * b : b;
-  const Tensor context = model.encode_text(ids, unet_batch);
+  // Rows of `enc` for [negative, positive] (an absent row is zeros).
+  const int64_t ctx_row = enc.context.shape()[1] * enc.context.shape()[2];
+  const int64_t pool_row = enc.pooled ? enc.pooled->shape()[1] : 0;
+  Tensor context(DType::kF32, {unet_batch, enc.context.shape()[1], enc.context.shape()[2]});
+  Tensor pooled(DType::kF32, {unet_batch, std::max<int64_t>(pool_row, 1)});
+  std::memset(context.data(), 0, context.bytes());
+  std::memset(pooled.data(), 0, pooled.bytes());
+  const int positive_row = static_cast<int>(prompts.size()) - 1;
+  for (int r = 0; r < unet_batch; ++r) {
+    const bool negative = cfg && r < b;
+    if (negative && zero_negative) continue;
+    const int src = negative ? 0 : positive_row;
+    std::memcpy(context.as<float>() + r * ctx_row, enc.context.as<float>() + src * ctx_row,
+                static_cast<size_t>(ctx_row) * sizeof(float));
+    if (enc.pooled)
+      std::memcpy(pooled.as<float>() + r * pool_row, enc.pooled->as<float>() + src * pool_row,
+                  static_cast<size_t>(pool_row) * sizeof(float));
+  }
+  // SDXL's add_time_ids: original size, crop top-left, target size, the same for every row.
+  std::vector<float> time_ids;
+  if (sdxl) {
+    const std::array<int, 2> image{p.height, p.width};
+    const auto original = p.original_size.value_or(image);
+    const auto target = p.target_size.value_or(image);
+    for (int r = 0; r < unet_batch; ++r)
+      for (int v :
+           {original[0], original[1], p.crop_top_left[0], p.crop_top_left[1], target[0], target[1]})
+        time_ids.push_back(static_cast<float>(v));
+  }
+  UNetConditioning conditioning{context.view(), {}, {}};
+  if (sdxl) {
+    HYRT_CHECK(enc.pooled, kInvalidModel,
+               "the SDXL model's second text encoder gave no pooled output");
+    conditioning.text_embeds = pooled.view();
+    conditioning.time_ids = time_ids;
+  }
   result.timings.text_ms = ms_since(t0);
-  if (p.release_stages) model.release("text_encoder");
+  if (p.release_stages) {
+    model.release("text_encoder");
+    model.release("text_encoder_2");
+  }
   HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20) << " MiB";
 
   // 2. Initial latents, NCHW [b, C, h, w].
@@ -98,7 +141,7 @@ Txt2ImgResult txt2img(Sd15Model& model, const ClipTokenizer& tokenizer,
     for (int r = 0; r < unet_batch / b; ++r)
       std::memcpy(unet_in.as<float>() + r * n, x_nhwc.data(), n * sizeof(float));
     std::fill(timesteps.begin(), timesteps.end(), sampler->timesteps()[step]);
-    const Tensor eps_nhwc = model.predict_noise(unet_in.view(), timesteps, context.view());
+    const Tensor eps_nhwc = model.predict_noise(unet_in.view(), timesteps, conditioning);
     const Tensor eps = nhwc_to_nchw(eps_nhwc.view());  // [unet_batch, C, h, w]
     const float* e = eps.as<float>();
     float* g = guided.as<float>();

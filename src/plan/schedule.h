@@ -4,7 +4,7 @@
 // without waiting, and the host thread waits only where a host step reads a value the
 // accelerator produced (exec/executable.h, ExecOptions::overlap). What the two can do at
 // once then depends only on the execution order: in a graph with independent chains — the
-// two classifier-free-guidance halves of a UNet built per sample (models/sd15/sd15.h,
+// two classifier-free-guidance halves of a UNet built per sample (models/components.h,
 // UNetShape::independent_samples) — the host can run one chain's normalisations while the
 // device runs the other chain's GEMMs and copies, if the order interleaves them.
 //

@@ -9,16 +9,16 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 
 namespace hyrt {
 namespace {
 
-using models::sd15::check_checkpoint_keys;
-using models::sd15::load_configs;
+using models::check_checkpoint_keys;
+using models::load_configs;
 using weights::Checkpoint;
 using weights::Component;
 

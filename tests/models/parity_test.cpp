@@ -27,3 +27,32 @@ TEST(GoldenParity, EveryItemWithinTolerance) {
   EXPECT_GE(counted, 50);
   EXPECT_TRUE(saw_ldm && saw_pipeline && saw_tokens && saw_sched);
 }
+
+// The same for ../shared/golden/sdxl-tiny: both text encoders (penultimate states, pooled
+// projection), encode_prompt, the UNet with the text_time embedding, the VAE, the "leading"
+// samplers and the pipelines (with and without a negative prompt, with size conditioning),
+// from the diffusers folder and the SGM single file.
+TEST(GoldenParity, SdxlEveryItemWithinTolerance) {
+  auto golden = hyrt::test::golden_dir("sdxl-tiny");
+  if (!golden) GTEST_SKIP() << "../shared/golden/sdxl-tiny not found: parity skipped";
+  hyrt::exec::Engine engine;
+  hyrt::pipeline::ParityOptions o;
+  o.golden_dir = *golden;
+  const auto items = hyrt::pipeline::run_parity(o, engine);
+  int counted = 0;
+  bool saw_sgm = false, saw_noneg = false, saw_cond = false, saw_tokens2 = false,
+       saw_pooled = false, saw_encode = false;
+  for (const auto& it : items) {
+    if (it.informational) continue;
+    ++counted;
+    EXPECT_TRUE(it.pass) << it.name << ": " << it.error << " > " << it.tolerance;
+    saw_sgm |= it.name.find("[SGM single file]") != std::string::npos;
+    saw_noneg |= it.name.find("pipeline.euler.noneg.image") != std::string::npos;
+    saw_cond |= it.name.find("pipeline.euler.cond.image") != std::string::npos;
+    saw_tokens2 |= it.name.find("tokens_2.") != std::string::npos;
+    saw_pooled |= it.name.find("text_encoder_2.0.text_embeds") != std::string::npos;
+    saw_encode |= it.name.find("encode_prompt.0.negative_pooled") != std::string::npos;
+  }
+  EXPECT_GE(counted, 80);
+  EXPECT_TRUE(saw_sgm && saw_noneg && saw_cond && saw_tokens2 && saw_pooled && saw_encode);
+}

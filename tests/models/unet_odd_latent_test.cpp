@@ -3,8 +3,8 @@
 // (tests/data/unet_odd_latent.safetensors, made by tests/data/make_unet_odd_latent.py).
 #include <gtest/gtest.h>
 
+#include "pipeline/diffusion_model.h"
 #include "pipeline/parity.h"
-#include "pipeline/sd15_model.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
 
@@ -15,7 +15,7 @@ TEST(UNetOddLatent, MatchesDiffusersWhenUpsamplingToSkipSizes) {
   auto data = weights::SafetensorsFile::open(std::string(HYRT_SOURCE_DIR) +
                                              "/tests/data/unet_odd_latent.safetensors");
   exec::Engine engine;
-  auto model = pipeline::Sd15Model::open(*golden / "model", engine);
+  auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
   for (int i = 0; i < 2; ++i) {
     const std::string p = "case" + std::to_string(i) + ".";
     const Tensor x = nchw_to_nhwc(data->view(p + "x"));

@@ -6,8 +6,8 @@
 #include <cmath>
 #include <random>
 
+#include "pipeline/diffusion_model.h"
 #include "pipeline/parity.h"
-#include "pipeline/sd15_model.h"
 #include "test_util.h"
 
 TEST(UNetPerSample, MatchesTheBatchedUNet) {
@@ -15,11 +15,11 @@ TEST(UNetPerSample, MatchesTheBatchedUNet) {
   if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped";
   using namespace hyrt;
   exec::Engine engine;
-  pipeline::Sd15ModelOptions batched_options, per_sample_options;
+  pipeline::ModelOptions batched_options, per_sample_options;
   batched_options.unet_per_sample = false;
   per_sample_options.unet_per_sample = true;
-  auto batched = pipeline::Sd15Model::open(*golden / "model", engine, batched_options);
-  auto per_sample = pipeline::Sd15Model::open(*golden / "model", engine, per_sample_options);
+  auto batched = pipeline::DiffusionModel::open(*golden / "model", engine, batched_options);
+  auto per_sample = pipeline::DiffusionModel::open(*golden / "model", engine, per_sample_options);
   const auto& cfg = batched->unet_config();
   std::mt19937 rng(7);
   std::normal_distribution<float> n01;

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "weights/ldm_names.h"
 
 namespace hyrt::weights {
@@ -88,14 +88,14 @@ TEST_F(CheckpointTest, DiffusersFolderMissingUNetIsReported) {
   ASSERT_TRUE(ck->config_json(Component::kTextEncoder));
   ASSERT_TRUE(ck->config_json(Component::kVae));
   EXPECT_FALSE(ck->config_json(Component::kUNet));
-  EXPECT_EQ(models::sd15::clip_text_config_from_checkpoint(*ck).num_attention_heads, 2);
+  EXPECT_EQ(models::clip_text_config_from_checkpoint(*ck).num_attention_heads, 2);
   try {
-    models::sd15::unet_config_from_checkpoint(*ck);
+    models::unet_config_from_checkpoint(*ck);
     ADD_FAILURE();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kNotFound);
   }
-  auto cfgs = models::sd15::load_configs(*ck);
+  auto cfgs = models::load_configs(*ck);
   EXPECT_TRUE(cfgs.text_encoder);
   EXPECT_FALSE(cfgs.unet);
   ASSERT_TRUE(cfgs.vae);

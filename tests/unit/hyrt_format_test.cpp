@@ -19,11 +19,11 @@
 
 #include "core/error.h"
 #include "exec/engine.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
-#include "models/sd15/sd15.h"
+#include "models/components.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "pipeline/clip_tokenizer.h"
-#include "pipeline/sd15_model.h"
+#include "pipeline/diffusion_model.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/quantize.h"
@@ -31,7 +31,7 @@
 namespace hyrt::weights {
 namespace {
 namespace fs = std::filesystem;
-using models::sd15::Sd15Configs;
+using models::ModelConfigs;
 
 // One folder per test process, removed at exit.
 fs::path temp_dir() {
@@ -47,10 +47,10 @@ fs::path temp_dir() {
   return dir.path;
 }
 
-HyrtWriteOptions options_for(const Checkpoint& ck, const Sd15Configs& configs,
+HyrtWriteOptions options_for(const Checkpoint& ck, const ModelConfigs& configs,
                              std::optional<TokenizerFiles> tokenizer) {
   HyrtWriteOptions o;
-  const auto texts = models::sd15::configs_to_json_texts(configs);
+  const auto texts = models::configs_to_json_texts(configs);
   for (size_t i = 0; i < texts.size(); ++i)
     o.configs[i] = texts[i];
   o.scheduler_config = ck.scheduler_config_text();
@@ -63,7 +63,7 @@ HyrtWriteOptions options_for(const Checkpoint& ck, const Sd15Configs& configs,
 struct Golden {
   fs::path dir;
   std::unique_ptr<Checkpoint> source;  // the folder
-  Sd15Configs source_configs;
+  ModelConfigs source_configs;
   fs::path from_folder, from_ldm;
   HyrtWriteReport report;
 };
@@ -75,13 +75,13 @@ const Golden* golden() {
     auto g = std::make_unique<Golden>();
     g->dir = *dir;
     g->source = Checkpoint::open(*dir / "model");
-    g->source_configs = models::sd15::load_configs(*g->source);
+    g->source_configs = models::load_configs(*g->source);
     g->from_folder = temp_dir() / "golden-folder.hyrt.safetensors";
     g->report =
         write_hyrt_file(*g->source, g->from_folder,
                         options_for(*g->source, g->source_configs, g->source->tokenizer_files()));
     const auto ldm = Checkpoint::open(*dir / "model-ldm.safetensors");
-    const auto ldm_configs = models::sd15::load_configs(*ldm, *dir / "model");
+    const auto ldm_configs = models::load_configs(*ldm, *dir / "model");
     g->from_ldm = temp_dir() / "golden-ldm.hyrt.safetensors";
     HyrtWriteOptions o =
         options_for(*ldm, ldm_configs, read_tokenizer_files(*dir / "model" / "tokenizer"));
@@ -111,8 +111,8 @@ TEST(HyrtFormat, GoldenSameNamesAndKeysAsSource) {
     }
     EXPECT_TRUE(q->unexpected_keys().empty());
     EXPECT_TRUE(q->ignored_keys().empty());
-    const auto configs = models::sd15::load_configs(*q);
-    const auto report = models::sd15::check_checkpoint_keys(*q, configs);
+    const auto configs = models::load_configs(*q);
+    const auto report = models::check_checkpoint_keys(*q, configs);
     EXPECT_TRUE(report.ok()) << report.missing.size() << " missing, "
                              << report.shape_mismatch.size() << " mismatched, "
                              << report.unexpected.size() << " unexpected";
@@ -130,13 +130,13 @@ TEST(HyrtFormat, GoldenSameNamesAndKeysAsSource) {
 
 TEST(HyrtFormat, GoldenConfigsRoundTrip) {
   REQUIRE_GOLDEN();
-  using namespace models::sd15;
-  const Sd15Configs& want = g->source_configs;
+  using namespace models;
+  const ModelConfigs& want = g->source_configs;
   for (const fs::path& file : {g->from_folder, g->from_ldm}) {
     const auto q = Checkpoint::open(file);
     for (Component c : kAllComponents)
       ASSERT_EQ(q->config_json(c).has_value(), q->has(c)) << component_name(c);
-    const Sd15Configs got = load_configs(*q);
+    const ModelConfigs got = load_configs(*q);
     EXPECT_EQ(clip_text_config_to_json(*got.text_encoder),
               clip_text_config_to_json(*want.text_encoder));
     EXPECT_EQ(unet_config_to_json(*got.unet), unet_config_to_json(*want.unet));
@@ -218,7 +218,7 @@ TEST(HyrtFormat, RequantizingAHyrtFileCopiesIt) {
   REQUIRE_GOLDEN();
   const auto q = Checkpoint::open(g->from_folder);
   const fs::path again = temp_dir() / "again.safetensors";
-  write_hyrt_file(*q, again, options_for(*q, models::sd15::load_configs(*q), q->tokenizer_files()));
+  write_hyrt_file(*q, again, options_for(*q, models::load_configs(*q), q->tokenizer_files()));
   const auto a = SafetensorsFile::open(g->from_folder);
   const auto b = SafetensorsFile::open(again);
   ASSERT_EQ(a->tensors().size(), b->tensors().size());
@@ -229,7 +229,7 @@ TEST(HyrtFormat, RequantizingAHyrtFileCopiesIt) {
   }
 }
 
-// Sd15Model reads everything from the one file: configs, scheduler, embedded tokenizer,
+// DiffusionModel reads everything from the one file: configs, scheduler, embedded tokenizer,
 // and its UNet runs on the int8 kernels close to the f32 model it was quantized from.
 TEST(HyrtFormat, Sd15ModelOpensTheFileAloneAndRunsInt8) {
   REQUIRE_GOLDEN();
@@ -237,7 +237,7 @@ TEST(HyrtFormat, Sd15ModelOpensTheFileAloneAndRunsInt8) {
   fs::create_directories(alone);  // no tokenizer/ or scheduler/ beside the file
   fs::copy_file(g->from_folder, alone / "model.safetensors", fs::copy_options::overwrite_existing);
   exec::Engine engine;
-  auto m = pipeline::Sd15Model::open(alone / "model.safetensors", engine);
+  auto m = pipeline::DiffusionModel::open(alone / "model.safetensors", engine);
   EXPECT_EQ(m->text_config().num_attention_heads, 4);
   EXPECT_EQ(m->tokenizer().encode("a red circle on a blue background").ids.at(2), 736);
   const auto folder = pipeline::SchedulerConfig::load_or_default(g->dir / "model");
@@ -245,7 +245,7 @@ TEST(HyrtFormat, Sd15ModelOpensTheFileAloneAndRunsInt8) {
   EXPECT_EQ(m->scheduler_config().beta_end, folder.beta_end);
   EXPECT_LT(m->weight_bytes(), 12'500'000);  // vs 14.4 MB of f16
 
-  auto reference = pipeline::Sd15Model::open(g->dir / "model", engine);
+  auto reference = pipeline::DiffusionModel::open(g->dir / "model", engine);
   const Tensor sample = test::random_tensor({1, 8, 8, 4}, 11);
   const Tensor context = test::random_tensor({1, 77, 64}, 12);
   const float t = 500;

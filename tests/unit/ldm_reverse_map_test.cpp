@@ -10,8 +10,8 @@
 #include <vector>
 
 #include "core/error.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "models/sd15/random_checkpoint.h"
 #include "models/sd15/random_weights.h"
 #include "test_util.h"
@@ -95,6 +95,7 @@ TEST(LdmReverseMap, OddStructureIsExactInverse) {
   unet.down_block_types = {"CrossAttnDownBlock2D", "DownBlock2D", "DownBlock2D"};
   unet.up_block_types = {"UpBlock2D", "UpBlock2D", "CrossAttnUpBlock2D"};
   unet.num_attention_heads = {8, 8, 8};
+  unet.transformer_layers_per_block = {1, 1, 1};
   unet.layers_per_block = 1;
   VaeConfig vae = tiny_vae_config();
   vae.block_out_channels = {32, 32, 64};
@@ -206,7 +207,7 @@ TEST(LdmReverseMap, GoldenTinyLdmFileHasExactlyTheseKeys) {
       !std::filesystem::is_directory(*golden / "model"))
     GTEST_SKIP() << "golden sd15-tiny (model/ and model-ldm.safetensors) not found";
   const auto folder = weights::Checkpoint::open(*golden / "model");
-  const Sd15Configs cfg = load_configs(*folder);
+  const ModelConfigs cfg = load_configs(*folder);
   ASSERT_TRUE(cfg.unet && cfg.vae && cfg.text_encoder);
   auto structure = ldm_structure(*cfg.unet, *cfg.vae);
   // The file was made by diffusers' convert_diffusers_to_original_stable_diffusion.py,

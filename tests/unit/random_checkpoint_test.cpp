@@ -15,8 +15,8 @@
 
 #include "core/error.h"
 #include "core/half.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "models/sd15/random_weights.h"
 #include "weights/checkpoint.h"
 #include "weights/memory_weights.h"
@@ -84,7 +84,7 @@ TEST_F(RandomCheckpointTest, TinyOpensAsCompleteLdmCheckpoint) {
                 ck->names(Component::kVae).size() + 1,
             summary.tensors);
 
-  const Sd15Configs cfg = load_configs(*ck);
+  const ModelConfigs cfg = load_configs(*ck);
   ASSERT_TRUE(cfg.text_encoder && cfg.unet && cfg.vae);
   // Sizes come back from the shapes (head counts are invisible in an LDM file).
   EXPECT_EQ(cfg.text_encoder->vocab_size, clip.vocab_size);

@@ -40,9 +40,23 @@ CommandRegistrar reg(40, [](CLI::App& app) {
                 "Side by side in one run: f32,w8,w8a8 (weights as stored, or quantized on load "
                 "and run as W8 / W8A8), each with a fresh model; reports speed-ups over f32")
       ->delimiter(',');
-  c->add_option("--sizes", o->sizes,
-                "With --compare/--placements (or --resize): square sizes, e.g. 256,512")
-      ->delimiter(',');
+  auto sizes = std::make_shared<std::vector<std::string>>();
+  c->add_option("--sizes", *sizes,
+                "With --compare/--placements (or --resize): sizes in pixels, square (512) or "
+                "WIDTHxHEIGHT (832x1216), e.g. 512,768,832x1216")
+      ->delimiter(',')
+      ->each([o, sizes](const std::string& v) {  // `sizes` must outlive parsing
+        const size_t x = v.find('x');
+        try {
+          size_t used = 0;
+          const int w = std::stoi(v.substr(0, x), &used);
+          const int h = x == std::string::npos ? w : std::stoi(v.substr(x + 1));
+          if (w <= 0 || h <= 0 || w > 8192 || h > 8192) throw std::out_of_range(v);
+          o->sizes.push_back({w, h});
+        } catch (const std::exception&) {
+          throw CLI::ValidationError("--sizes", "expected N or WIDTHxHEIGHT, got '" + v + "'");
+        }
+      });
   auto placement = std::make_shared<std::string>("auto");
   add_placement_option(c, placement.get());
   c->add_option("--placements", o->placements,

@@ -2,6 +2,7 @@
 // stable-diffusion.cpp and AUTOMATIC1111.
 #include <unistd.h>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -26,6 +27,7 @@ struct GenerateArgs {
   std::string config_dir;
   std::string prompt;
   std::string negative;
+  bool has_negative = false;  // -n given (even as ""): SDXL's zero negative needs none given
   int steps = 20;
   float cfg_scale = 7.0f;
   int width = 0;  // 0: the model's native size (UNet sample_size x VAE factor; 512 for SD 1.5)
@@ -39,6 +41,9 @@ struct GenerateArgs {
   Int8Choice int8;
   std::string placement = "auto";
   bool autotune = false;
+  std::vector<int> original_size;  // SDXL micro-conditioning: HEIGHT,WIDTH
+  std::vector<int> crop_top_left;  // TOP,LEFT
+  std::vector<int> target_size;    // HEIGHT,WIDTH
 };
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
@@ -94,7 +99,10 @@ void run(const GenerateArgs& a_in) {
   const SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
   Txt2ImgParams p;
   p.prompt = a.prompt;
-  p.negative_prompt = a.negative;
+  if (a.has_negative) p.negative_prompt = a.negative;
+  if (!a.original_size.empty()) p.original_size = {a.original_size[0], a.original_size[1]};
+  if (!a.crop_top_left.empty()) p.crop_top_left = {a.crop_top_left[0], a.crop_top_left[1]};
+  if (!a.target_size.empty()) p.target_size = {a.target_size[0], a.target_size[1]};
   p.steps = a.steps;
   p.cfg_scale = a.cfg_scale;
   p.width = a.width > 0 ? a.width : 512;  // checked again with the model's defaults below
@@ -112,14 +120,15 @@ void run(const GenerateArgs& a_in) {
   eo.placement = plan::parse_placement_mode(a.placement);
   eo.autotune = a.autotune;
   exec::Engine engine(eo);
-  Sd15ModelOptions mo;
+  ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
   mo.quantize_int8 = a.weights == "int8";
   mo.vae_int8_mode = a.int8.vae_mode();
   auto t0 = std::chrono::steady_clock::now();
-  auto model = Sd15Model::open(a.model, engine, mo);
-  const ClipTokenizer& tokenizer = model->tokenizer();
-  const int native = model->unet_config().sample_size * model->vae_scale_factor();
+  auto model = DiffusionModel::open(a.model, engine, mo);
+  for (int i = 0; i < model->num_text_encoders(); ++i)
+    model->tokenizer(i);  // fail before any work if a tokenizer is missing
+  const int native = model->default_image_size();
   if (a.width <= 0) p.width = native;
   if (a.height <= 0) p.height = native;
   const double load_ms =
@@ -128,20 +137,31 @@ void run(const GenerateArgs& a_in) {
   ProgressBar bar("sampling");
   p.on_step = [&](int done, int total) { bar.update(done, total); };
   p.release_stages = true;  // one job per process: free each stage when it is done
-  const Txt2ImgResult r = txt2img(*model, tokenizer, model->scheduler_config(), p);
+  validate_txt2img_params(p, model->vae_scale_factor());
+  const Txt2ImgResult r = txt2img(*model, model->scheduler_config(), p);
   bar.finish();
   for (const auto& w : r.warnings)
     std::fprintf(stderr, "hyrt: warning: %s\n", w.c_str());
 
   GenerationParameters gp;
   gp.prompt = p.prompt;
-  gp.negative_prompt = p.negative_prompt;
+  gp.negative_prompt = p.negative_prompt.value_or("");
   gp.steps = p.steps;
   gp.sampler = std::string(sampler_display_name(sampler));
   gp.cfg_scale = p.cfg_scale;
   gp.width = p.width;
   gp.height = p.height;
   gp.model = std::filesystem::path(a.model).filename().string();
+  if (model->family() == models::ModelFamily::kSdxl) {
+    // What A1111 records for SDXL's size conditioning when it differs from the defaults.
+    if (p.original_size)
+      gp.extra.emplace_back("Original size",
+                            str_cat((*p.original_size)[1], "x", (*p.original_size)[0]));
+    if (p.crop_top_left != std::array<int, 2>{0, 0})
+      gp.extra.emplace_back("Crop", str_cat(p.crop_top_left[0], ",", p.crop_top_left[1]));
+    if (p.target_size)
+      gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
+  }
   gp.extra.emplace_back("Version", "hyrt");
   const int64_t pixels = static_cast<int64_t>(p.width) * p.height * 3;
   for (int i = 0; i < p.batch; ++i) {
@@ -185,20 +205,25 @@ CommandRegistrar reg(10, [](CLI::App& app) {
   auto* c = app.add_subcommand("generate", "Generate images from a text prompt (txt2img)");
   c->add_option(
       "-m,--model", a->model,
-      "Model: a diffusers folder or an SD 1.5 single-file .safetensors checkpoint "
-      "(default: the bundled shapes model, models/shapes-int8.safetensors, or $HYRT_MODEL)");
+      "Model: an SD 1.5 or SDXL diffusers folder, single-file .safetensors checkpoint (LDM / "
+      "SGM layout) or hyrt int8 file (default: the bundled shapes model, "
+      "models/shapes-int8.safetensors, or $HYRT_MODEL)");
   c->add_option("--config-dir", a->config_dir,
                 "Diffusers-layout folder with component configs and tokenizer/ (for single files)");
   c->add_option("-p,--prompt", a->prompt, "What to draw")->required();
   c->add_option("-n,--negative-prompt", a->negative,
-                "What not to draw (guidance pushes away from it)");
+                "What not to draw (guidance pushes away from it). Not given: SD 1.5 uses \"\"; "
+                "SDXL models (force_zeros_for_empty_prompt) use zero negative conditioning, "
+                "which differs from -n \"\"")
+      ->each([a](const std::string&) { a->has_negative = true; });
   c->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
   c->add_option("--cfg-scale", a->cfg_scale,
                 "Classifier-free guidance scale (<= 1 disables guidance)")
       ->capture_default_str();
   c->add_option(
       "-W,--width", a->width,
-      "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5)");
+      "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5, "
+      "1024 for SDXL)");
   c->add_option("-H,--height", a->height,
                 "Image height in pixels, a multiple of 8 (default: the model's native size)");
   c->add_option("-s,--seed", a->seed,
@@ -219,6 +244,22 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "weights to 8-bit S (int8, per-row scale) on load")
       ->check(CLI::IsMember({"stored", "int8"}))
       ->capture_default_str();
+  c->add_option("--original-size", a->original_size,
+                "SDXL size conditioning: HEIGHT,WIDTH of the 'original' picture (default: the "
+                "image size)")
+      ->expected(2)
+      ->delimiter(',')
+      ->check(CLI::Range(1, 16384));
+  c->add_option("--crop-top-left", a->crop_top_left,
+                "SDXL crop conditioning: TOP,LEFT in pixels (default 0,0)")
+      ->expected(2)
+      ->delimiter(',')
+      ->check(CLI::Range(0, 16384));
+  c->add_option("--target-size", a->target_size,
+                "SDXL size conditioning: HEIGHT,WIDTH of the target (default: the image size)")
+      ->expected(2)
+      ->delimiter(',')
+      ->check(CLI::Range(1, 16384));
   add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
   add_autotune_option(c, &a->autotune);

@@ -12,14 +12,14 @@
 
 #include "commands.h"
 #include "core/error.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "weights/checkpoint.h"
 
 namespace hyrt::cli {
 namespace {
 
-using models::sd15::Sd15Configs;
+using models::ModelConfigs;
 using weights::Checkpoint;
 using weights::Component;
 
@@ -37,14 +37,17 @@ std::string list(const std::vector<T>& v) {
   return s + "]";
 }
 
-std::string config_summary(Component c, const Sd15Configs& cfg) {
+std::string config_summary(Component c, const ModelConfigs& cfg) {
   switch (c) {
-    case Component::kTextEncoder: {
-      if (!cfg.text_encoder) return "";
-      const auto& t = *cfg.text_encoder;
+    case Component::kTextEncoder:
+    case Component::kTextEncoder2: {
+      const auto& opt = c == Component::kTextEncoder ? cfg.text_encoder : cfg.text_encoder_2;
+      if (!opt) return "";
+      const auto& t = *opt;
       return str_cat("CLIP width ", t.hidden_size, ", ", t.num_hidden_layers, " layers, ",
                      t.num_attention_heads, " heads, MLP ", t.intermediate_size, ", vocab ",
-                     t.vocab_size, ", ", t.max_position_embeddings, " positions, ", t.hidden_act);
+                     t.vocab_size, ", ", t.max_position_embeddings, " positions, ", t.hidden_act,
+                     t.projection_dim > 0 ? str_cat(", projection ", t.projection_dim) : "");
     }
     case Component::kUNet: {
       if (!cfg.unet) return "";
@@ -52,19 +55,23 @@ std::string config_summary(Component c, const Sd15Configs& cfg) {
       int cross = 0;
       for (const auto& t : u.down_block_types)
         cross += t == "CrossAttnDownBlock2D";
-      return str_cat("channels ", list(u.block_out_channels), ", ", u.layers_per_block,
-                     " layers/block, ", cross, " of ", u.down_block_types.size(),
-                     " levels with cross-attention, heads ", list(u.num_attention_heads),
-                     ", context ", u.cross_attention_dim, ", in/out ", u.in_channels, "/",
-                     u.out_channels, ", groups ", u.norm_num_groups,
-                     u.use_linear_projection ? ", linear proj" : "");
+      return str_cat(
+          "channels ", list(u.block_out_channels), ", ", u.layers_per_block, " layers/block, ",
+          cross, " of ", u.down_block_types.size(), " levels with cross-attention, heads ",
+          list(u.num_attention_heads), ", context ", u.cross_attention_dim, ", in/out ",
+          u.in_channels, "/", u.out_channels, ", groups ", u.norm_num_groups,
+          u.use_linear_projection ? ", linear proj" : "", ", transformer depth ",
+          list(u.transformer_layers_per_block),
+          u.text_time_embedding() ? str_cat(", text_time embedding (pooled ", u.pooled_text_dim(),
+                                            ", time ids 6 x ", u.addition_time_embed_dim, ")")
+                                  : "");
     }
     case Component::kVae: {
       if (!cfg.vae) return "";
       const auto& v = *cfg.vae;
       return str_cat("channels ", list(v.block_out_channels), ", ", v.layers_per_block,
                      " layers/block, latent ", v.latent_channels, ", scaling ", v.scaling_factor,
-                     ", groups ", v.norm_num_groups);
+                     ", groups ", v.norm_num_groups, v.force_upcast ? ", force_upcast" : "");
     }
   }
   return "";
@@ -95,24 +102,39 @@ void run_info(const InfoOptions& opt) {
     std::printf("version:    %s %s\n", get("format").c_str(), get("format_version").c_str());
     std::printf("weights:    %s\n", get("quantization").c_str());
     std::printf("tokenizer:  %s\n", ck->tokenizer_files() ? "embedded" : "(none)");
+    if (ck->has(Component::kTextEncoder2))
+      std::printf("tokenizer_2: %s\n",
+                  ck->tokenizer_files(Component::kTextEncoder2) ? "embedded" : "(none)");
   } else {
     std::printf("tokenizer:  %s\n",
                 ck->tokenizer_dir() ? ck->tokenizer_dir()->string().c_str() : "(none)");
+    if (ck->has(Component::kTextEncoder2))
+      std::printf("tokenizer_2: %s\n",
+                  ck->tokenizer_dir(Component::kTextEncoder2)
+                      ? ck->tokenizer_dir(Component::kTextEncoder2)->string().c_str()
+                      : "(none)");
   }
 
   std::optional<std::filesystem::path> config_dir;
   if (!opt.config_dir.empty()) config_dir = opt.config_dir;
-  Sd15Configs cfg;
+  ModelConfigs cfg;
   std::string config_error;
   try {
-    cfg = models::sd15::load_configs(*ck, config_dir);
+    cfg = models::load_configs(*ck, config_dir);
   } catch (const Error& e) {
     config_error = e.what();
   }
 
+  if (config_error.empty() && (cfg.unet || cfg.text_encoder_2)) {
+    std::string why;
+    const models::ModelFamily family = models::model_family(cfg, &why);
+    std::printf("family:     %s (%s)\n", std::string(models::model_family_name(family)).c_str(),
+                why.c_str());
+  }
   for (Component c : weights::kAllComponents) {
     const std::string title(weights::component_title(c));
     if (!ck->has(c)) {
+      if (c == Component::kTextEncoder2) continue;  // only SDXL-family models have one
       std::printf("\n%-13s not found\n", title.c_str());
       continue;
     }
@@ -122,7 +144,7 @@ void run_info(const InfoOptions& opt) {
     for (const auto& name : ck->names(c)) {
       const auto& w = ck->info(name);
       params += w.shape.numel();
-      bytes += w.tensor->bytes + (w.scale ? w.scale->bytes : 0);
+      bytes += w.bytes() + (w.scale ? w.scale->bytes : 0);
       ++dtypes[std::string(dtype_name(w.dtype))];
     }
     std::string hist;
@@ -136,8 +158,9 @@ void run_info(const InfoOptions& opt) {
       std::printf("  file:     %s\n", f.string().c_str());
     const std::string summary = config_summary(c, cfg);
     if (!summary.empty()) {
-      std::string source =
-          "sizes: tensor shapes; heads, groups, eps: SD 1.5 defaults; --config-dir overrides";
+      std::string source = str_cat(
+          "sizes: tensor shapes; heads, groups, eps: ", cfg.text_encoder_2 ? "SDXL" : "SD 1.5",
+          " defaults; --config-dir overrides");
       auto override_path =
           config_dir ? std::optional(*config_dir / weights::component_name(c) / "config.json")
                      : std::nullopt;
@@ -165,7 +188,7 @@ void run_info(const InfoOptions& opt) {
                 ck->unexpected_keys().size(), ck->ignored_keys().size());
     print_names("unexpected", ck->unexpected_keys(), opt.keys);
   } else {
-    const auto report = models::sd15::check_checkpoint_keys(*ck, cfg);
+    const auto report = models::check_checkpoint_keys(*ck, cfg);
     std::printf("keys:       %zu missing, %zu shape-mismatched, %zu unexpected, %zu ignored\n",
                 report.missing.size(), report.shape_mismatch.size(), report.unexpected.size(),
                 ck->ignored_keys().size());

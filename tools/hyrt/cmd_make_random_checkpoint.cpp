@@ -26,6 +26,7 @@ struct MakeRandomOptions {
 };
 
 void run_make_random(const MakeRandomOptions& opt) {
+  using namespace models;
   using namespace models::sd15;
   const auto dtype = parse_dtype(opt.dtype);
   HYRT_CHECK(dtype && dtype_is_float(*dtype), kInvalidArgument,

@@ -17,8 +17,8 @@
 
 #include "commands.h"
 #include "core/error.h"
-#include "models/sd15/config.h"
-#include "models/sd15/keys.h"
+#include "models/config.h"
+#include "models/keys.h"
 #include "weights/checkpoint.h"
 #include "weights/hyrt_format.h"
 
@@ -37,7 +37,7 @@ struct QuantizeOptions {
   bool verbose = false;
 };
 
-// Places a tokenizer or scheduler config may be, as Sd15Model looks: the model itself (its
+// Places a tokenizer or scheduler config may be, as DiffusionModel looks: the model itself (its
 // own copy, via the Checkpoint), the config folder, beside a single file.
 std::vector<fs::path> side_roots(const weights::Checkpoint& ck, const QuantizeOptions& opt) {
   std::vector<fs::path> roots;
@@ -59,8 +59,8 @@ void run_quantize(const QuantizeOptions& opt) {
   const auto ck = weights::Checkpoint::open(opt.in);
   std::optional<fs::path> config_dir;
   if (!opt.config_dir.empty()) config_dir = opt.config_dir;
-  const models::sd15::Sd15Configs configs = models::sd15::load_configs(*ck, config_dir);
-  const auto keys = models::sd15::check_checkpoint_keys(*ck, configs);
+  const models::ModelConfigs configs = models::load_configs(*ck, config_dir);
+  const auto keys = models::check_checkpoint_keys(*ck, configs);
   if (!keys.ok())
     std::fprintf(stderr,
                  "warning: %s: %zu missing, %zu shape-mismatched, %zu unexpected keys "
@@ -71,13 +71,20 @@ void run_quantize(const QuantizeOptions& opt) {
   weights::HyrtWriteOptions w;
   w.refit_iterations = opt.refit_iterations;
   w.policy.keep = opt.keep;
-  const auto texts = models::sd15::configs_to_json_texts(configs);
+  const auto texts = models::configs_to_json_texts(configs);
   for (size_t i = 0; i < texts.size(); ++i)
     w.configs[i] = texts[i];
 
   std::string tokenizer_from =
       ck->tokenizer_dir() ? ck->tokenizer_dir()->string() : opt.in + " (embedded)";
   w.tokenizer = ck->tokenizer_files();
+  const bool sdxl = ck->has(weights::Component::kTextEncoder2);
+  std::string tokenizer_2_from =
+      ck->tokenizer_dir(weights::Component::kTextEncoder2)
+          ? ck->tokenizer_dir(weights::Component::kTextEncoder2)->string()
+          : opt.in + " (embedded)";
+  if (sdxl) w.tokenizer_2 = ck->tokenizer_files(weights::Component::kTextEncoder2);
+  if (auto index = ck->model_index()) w.model_index = index->dump();
   w.scheduler_config = ck->scheduler_config_text();
   std::string scheduler_from = ck->format() == weights::CheckpointFormat::kDiffusersFolder
                                    ? (fs::path(opt.in) / "scheduler").string()
@@ -85,6 +92,9 @@ void run_quantize(const QuantizeOptions& opt) {
   for (const fs::path& r : side_roots(*ck, opt)) {
     if (!w.tokenizer && (w.tokenizer = weights::read_tokenizer_files(r / "tokenizer")))
       tokenizer_from = (r / "tokenizer").string();
+    if (sdxl && !w.tokenizer_2 &&
+        (w.tokenizer_2 = weights::read_tokenizer_files(r / "tokenizer_2")))
+      tokenizer_2_from = (r / "tokenizer_2").string();
     const fs::path sched = r / "scheduler" / "scheduler_config.json";
     std::error_code ec;
     if (!w.scheduler_config && fs::is_regular_file(sched, ec)) {
@@ -99,13 +109,20 @@ void run_quantize(const QuantizeOptions& opt) {
               std::string(weights::checkpoint_format_name(ck->format())).c_str(), opt.out.c_str());
   std::printf("  8-bit S: int8 per output row, least-squares refit (up to %d iterations)%s\n",
               opt.refit_iterations, opt.keep.empty() ? "" : "; keeping --keep matches in 16-bit");
-  if (ck->format() == weights::CheckpointFormat::kLdmSingleFile && !config_dir)
+  if ((ck->format() == weights::CheckpointFormat::kLdmSingleFile ||
+       ck->format() == weights::CheckpointFormat::kSgmSingleFile) &&
+      !config_dir)
     std::printf(
-        "  configs: sizes from tensor shapes, the rest SD 1.5 defaults (pass --config-dir for "
-        "a model that is not SD 1.5-shaped)\n");
+        "  configs: sizes from tensor shapes, the rest %s defaults (pass --config-dir for "
+        "a model that is not shaped like the base model)\n",
+        sdxl ? "SDXL" : "SD 1.5");
   std::printf("  tokenizer: %s\n", w.tokenizer ? tokenizer_from.c_str()
                                                : "NOT FOUND: generate will need --config-dir "
                                                  "with tokenizer/");
+  if (sdxl)
+    std::printf("  tokenizer_2: %s\n", w.tokenizer_2 ? tokenizer_2_from.c_str()
+                                                     : "NOT FOUND: generate will need "
+                                                       "--config-dir with tokenizer_2/");
   std::printf("  scheduler: %s\n",
               w.scheduler_config ? scheduler_from.c_str() : "none (SD 1.5 defaults)");
   std::fflush(stdout);

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "models/sd15/keys.h"
+#include "models/keys.h"
 #include "models/sd15/random_weights.h"
 #include "weights/safetensors.h"
 

@@ -26,7 +26,7 @@
 #include <functional>
 
 #include "core/dtype.h"
-#include "models/sd15/config.h"
+#include "models/config.h"
 #include "weights/ldm_names.h"
 
 namespace hyrt::models::sd15 {

@@ -1,5 +1,5 @@
 // Random weights for an SD 1.5-architecture model of any size: every tensor the config
-// needs (models/sd15/keys.h), initialised like PyTorch's defaults (uniform ±1/sqrt(fan_in)
+// needs (models/keys.h), initialised like PyTorch's defaults (uniform ±1/sqrt(fan_in)
 // for linear/conv weights, small biases, norm scales near 1) so activations stay in a
 // realistic range. Deterministic for a seed. Used by the self-check and by benchmarks of
 // real-size models without a download.
@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/dtype.h"
-#include "models/sd15/keys.h"
+#include "models/keys.h"
 #include "weights/memory_weights.h"
 
 namespace hyrt::models::sd15 {

@@ -1,7 +1,7 @@
 // ResnetBlock2D and Upsample2D — mirror diffusers.models.resnet.
-#include "models/sd15/blocks.h"
+#include "models/blocks/blocks.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 ValueId resnet_block(GraphBuilder& b, ValueId x, ValueId temb_act, int groups, float eps) {
   ValueId h = b.conv2d(b.group_norm(x, "norm1", groups, eps, /*silu=*/true), "conv1");
@@ -22,4 +22,4 @@ ValueId upsample_conv(GraphBuilder& b, ValueId x, int64_t out_height, int64_t ou
                   "conv");
 }
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

@@ -1,10 +1,10 @@
 // AutoencoderKL decoder — mirrors diffusers.models.autoencoders.vae.Decoder (with
 // UNetMidBlock2D and UpDecoderBlock2D) preceded by AutoencoderKL's post_quant_conv.
 #include "core/error.h"
-#include "models/sd15/blocks.h"
-#include "models/sd15/sd15.h"
+#include "models/blocks/blocks.h"
+#include "models/components.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 BuiltGraph build_vae_decoder(const VaeConfig& cfg, const weights::WeightSource& weights, int batch,
                              int latent_height, int latent_width, bool unscale) {
@@ -55,4 +55,4 @@ BuiltGraph build_vae_decoder(const VaeConfig& cfg, const weights::WeightSource& 
   return {graph, b.finish(h)};
 }
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

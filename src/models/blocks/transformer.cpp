@@ -1,8 +1,8 @@
 // Transformer2DModel / BasicTransformerBlock (UNet) and the VAE's single-head attention —
 // mirror diffusers.models.transformers.transformer_2d and diffusers.models.attention.
-#include "models/sd15/blocks.h"
+#include "models/blocks/blocks.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 namespace {
 
@@ -73,4 +73,4 @@ ValueId vae_attention(GraphBuilder& b, ValueId x, int groups, float eps) {
   return b.add(h, x);
 }
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

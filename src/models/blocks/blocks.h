@@ -1,10 +1,12 @@
-// Block families shared by the SD 1.5 graph builders (internal to models/sd15).
-// Each function emits the block in the builder's current weight scope.
+// Block families shared by every model family's graph builders (internal to src/models).
+// Each function emits the block in the builder's current weight scope; each mirrors the
+// diffusers class named beside it, parametrised by its arguments — a new family reuses these
+// rather than copying them.
 #pragma once
 
 #include "models/graph_builder.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 // diffusers ResnetBlock2D (resnet_time_scale_shift "default", output_scale_factor 1):
 //   h = conv1(silu(norm1(x))) [+ time_emb_proj(temb_act)[:, None, None, :]]
@@ -27,4 +29,4 @@ ValueId vae_attention(GraphBuilder& b, ValueId x, int groups, float eps);
 // multiple of the UNet's total downsampling) — then a 3x3 conv named "conv".
 ValueId upsample_conv(GraphBuilder& b, ValueId x, int64_t out_height = 0, int64_t out_width = 0);
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

@@ -1,11 +1,11 @@
-#include "models/sd15/keys.h"
+#include "models/keys.h"
 
 #include <algorithm>
 #include <unordered_set>
 
 #include "core/error.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 namespace {
 
 // Accumulates expected tensors under a running prefix.
@@ -50,7 +50,7 @@ void resnet(Expect& e, const std::string& p, int64_t in, int64_t out, int64_t te
 
 // diffusers Transformer2DModel (SD 1.5: GroupNorm, proj_in/out as 1x1 conv or linear,
 // BasicTransformerBlock with self-attn, cross-attn and a GEGLU feed-forward).
-void transformer(Expect& e, const std::string& p, int64_t c, const UNetConfig& cfg) {
+void transformer(Expect& e, const std::string& p, int64_t c, const UNetConfig& cfg, int depth) {
   e.norm(p + ".norm", c);
   if (cfg.use_linear_projection) {
     e.linear(p + ".proj_in", c, c);
@@ -60,7 +60,7 @@ void transformer(Expect& e, const std::string& p, int64_t c, const UNetConfig& c
     e.conv(p + ".proj_out", c, c, 1);
   }
   const int64_t ctx = cfg.cross_attention_dim;
-  for (int t = 0; t < cfg.transformer_layers_per_block; ++t) {
+  for (int t = 0; t < depth; ++t) {
     const std::string b = at(p + ".transformer_blocks", t);
     e.norm(b + ".norm1", c);
     e.linear(b + ".attn1.to_q", c, c, false);
@@ -89,10 +89,12 @@ void vae_attention(Expect& e, const std::string& p, int64_t c) {
 
 }  // namespace
 
-std::vector<ExpectedTensor> expected_text_encoder_tensors(const ClipTextConfig& c) {
+std::vector<ExpectedTensor> expected_text_encoder_tensors(const ClipTextConfig& c,
+                                                          weights::Component which) {
   std::vector<ExpectedTensor> out;
   Expect e(&out);
-  const std::string p = "text_encoder.text_model";
+  const std::string root(weights::component_name(which));
+  const std::string p = root + ".text_model";
   const int64_t h = c.hidden_size;
   e.tensor(p + ".embeddings.token_embedding.weight", {c.vocab_size, h});
   e.tensor(p + ".embeddings.position_embedding.weight", {c.max_position_embeddings, h});
@@ -106,6 +108,7 @@ std::vector<ExpectedTensor> expected_text_encoder_tensors(const ClipTextConfig& 
     e.linear(l + ".mlp.fc2", c.intermediate_size, h);
   }
   e.norm(p + ".final_layer_norm", h);
+  if (c.projection_dim > 0) e.linear(root + ".text_projection", h, c.projection_dim, false);
   return out;
 }
 
@@ -120,9 +123,17 @@ std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c) {
              kInvalidArgument, "UNet config: block lists differ in length");
   const int64_t temb = 4 * ch[0];  // TimestepEmbedding width: 4 x the first block's width
   const int layers = c.layers_per_block;
+  const std::vector<int>& depth = c.transformer_layers_per_block;
+  HYRT_CHECK(static_cast<int>(depth.size()) == nb, kInvalidArgument,
+             "UNet config: transformer_layers_per_block has ", depth.size(), " entries for ", nb,
+             " levels");
 
   e.linear(p + ".time_embedding.linear_1", ch[0], temb);
   e.linear(p + ".time_embedding.linear_2", temb, temb);
+  if (c.text_time_embedding()) {
+    e.linear(p + ".add_embedding.linear_1", c.projection_class_embeddings_input_dim, temb);
+    e.linear(p + ".add_embedding.linear_2", temb, temb);
+  }
   e.conv(p + ".conv_in", c.in_channels, ch[0], 3);
 
   int64_t prev = ch[0];
@@ -131,7 +142,7 @@ std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c) {
     const bool attn = c.down_block_types[i] == "CrossAttnDownBlock2D";
     for (int l = 0; l < layers; ++l) {
       resnet(e, at(b + ".resnets", l), l == 0 ? prev : ch[i], ch[i], temb);
-      if (attn) transformer(e, at(b + ".attentions", l), ch[i], c);
+      if (attn) transformer(e, at(b + ".attentions", l), ch[i], c, depth[i]);
     }
     if (i != nb - 1) e.conv(b + ".downsamplers.0.conv", ch[i], ch[i], 3);
     prev = ch[i];
@@ -139,7 +150,7 @@ std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c) {
 
   const int64_t mid = ch[nb - 1];
   resnet(e, p + ".mid_block.resnets.0", mid, mid, temb);
-  transformer(e, p + ".mid_block.attentions.0", mid, c);
+  transformer(e, p + ".mid_block.attentions.0", mid, c, depth.back());
   resnet(e, p + ".mid_block.resnets.1", mid, mid, temb);
 
   // Up path: level i works at reversed width rc[i]; each of its layers + 1 resnets takes
@@ -155,7 +166,7 @@ std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c) {
       const int64_t skip = l == layers ? in_ch : out_ch;
       const int64_t res_in = l == 0 ? prev_out : out_ch;
       resnet(e, at(b + ".resnets", l), res_in + skip, out_ch, temb);
-      if (attn) transformer(e, at(b + ".attentions", l), out_ch, c);
+      if (attn) transformer(e, at(b + ".attentions", l), out_ch, c, depth[nb - 1 - i]);
     }
     if (i != nb - 1) e.conv(b + ".upsamplers.0.conv", out_ch, out_ch, 3);
     prev_out = out_ch;
@@ -234,7 +245,7 @@ KeyReport check_keys(const std::vector<ExpectedTensor>& expected, const weights:
   return r;
 }
 
-KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const Sd15Configs& configs) {
+KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const ModelConfigs& configs) {
   KeyReport all;
   auto merge = [&](KeyReport r) {
     for (auto v : {&KeyReport::missing, &KeyReport::shape_mismatch, &KeyReport::unexpected})
@@ -244,6 +255,10 @@ KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const Sd15Configs
   if (configs.text_encoder)
     merge(check_keys(expected_text_encoder_tensors(*configs.text_encoder), ck,
                      Component::kTextEncoder));
+  if (configs.text_encoder_2)
+    merge(
+        check_keys(expected_text_encoder_tensors(*configs.text_encoder_2, Component::kTextEncoder2),
+                   ck, Component::kTextEncoder2));
   if (configs.unet) merge(check_keys(expected_unet_tensors(*configs.unet), ck, Component::kUNet));
   if (configs.vae) {
     // A decoder-only VAE (no encoder weights at all) is complete for text-to-image.
@@ -255,4 +270,4 @@ KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const Sd15Configs
   return all;
 }
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

@@ -1,7 +1,8 @@
-// The weights SD 1.5's architecture needs, by canonical name (weights/ldm_names.h) and
-// shape, derived from a config — and a comparison of that list against a checkpoint.
+// The weights an SD 1.5- or SDXL-family model needs, by canonical name (weights/ldm_names.h)
+// and shape, derived from its configs — and a comparison of that list against a checkpoint.
 //
-// Naming mirrors diffusers/transformers: CLIPTextModel (text_model.*),
+// Naming mirrors diffusers/transformers: CLIPTextModel (text_model.*; WithProjection adds
+// text_projection.weight),
 // UNet2DConditionModel (CrossAttnDownBlock2D / DownBlock2D / UNetMidBlock2DCrossAttn /
 // UpBlock2D / CrossAttnUpBlock2D; Transformer2DModel; ResnetBlock2D), AutoencoderKL
 // (Encoder, Decoder, quant_conv, post_quant_conv). Shapes are PyTorch's: conv weights
@@ -14,17 +15,18 @@
 #include <vector>
 
 #include "core/shape.h"
-#include "models/sd15/config.h"
+#include "models/config.h"
 #include "weights/checkpoint.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 struct ExpectedTensor {
   std::string name;  // canonical, component-prefixed
   Shape shape;
 };
 
-std::vector<ExpectedTensor> expected_text_encoder_tensors(const ClipTextConfig& c);
+std::vector<ExpectedTensor> expected_text_encoder_tensors(
+    const ClipTextConfig& c, weights::Component which = weights::Component::kTextEncoder);
 std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c);
 // decoder_only: only what decoding latents needs (post_quant_conv + decoder).
 std::vector<ExpectedTensor> expected_vae_tensors(const VaeConfig& c, bool decoder_only = false);
@@ -43,6 +45,6 @@ KeyReport check_keys(const std::vector<ExpectedTensor>& expected, const weights:
 
 // All components that have a config in `configs`, plus the checkpoint's unmappable keys
 // (Checkpoint::unexpected_keys()) as unexpected. Ignored keys are not reported.
-KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const Sd15Configs& configs);
+KeyReport check_checkpoint_keys(const weights::Checkpoint& ck, const ModelConfigs& configs);
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

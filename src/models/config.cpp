@@ -1,5 +1,6 @@
-#include "models/sd15/config.h"
+#include "models/config.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -10,7 +11,7 @@
 #include "core/error.h"
 #include "weights/checkpoint.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 namespace {
 
 using nlohmann::json;
@@ -189,6 +190,18 @@ ClipTextConfig parse_clip_text_config(const json& j, std::string_view source) {
   c.layer_norm_eps = f.number("layer_norm_eps", c.layer_norm_eps);
   c.bos_token_id = f.integer("bos_token_id", c.bos_token_id);
   c.eos_token_id = f.integer("eos_token_id", c.eos_token_id);
+  c.projection_dim = f.integer("projection_dim", c.projection_dim, 0);
+  // A CLIPTextConfig with `projection_dim` describes a plain CLIPTextModel too (transformers
+  // writes the field for both): only the WithProjection architecture has the projection.
+  if (const json* arch = f.get("architectures")) {
+    bool with_projection = false;
+    if (arch->is_array())
+      for (const auto& a : *arch)
+        with_projection |= a.is_string() && a.get<std::string>() == "CLIPTextModelWithProjection";
+    if (!with_projection) c.projection_dim = 0;
+  } else if (!f.get("projection_dim")) {
+    c.projection_dim = 0;
+  }
   HYRT_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", kUnsupported, f.source(),
              ": field `hidden_act` = \"", c.hidden_act, "\" (supported: quick_gelu, gelu)");
   HYRT_CHECK(c.hidden_size % c.num_attention_heads == 0, kInvalidModel, f.source(),
@@ -241,17 +254,33 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
   c.freq_shift = f.number("freq_shift", c.freq_shift);
   c.downsample_padding = f.integer("downsample_padding", c.downsample_padding, 0);
   c.use_linear_projection = f.boolean("use_linear_projection", c.use_linear_projection);
-  const json* tl = f.get("transformer_layers_per_block");
-  if (tl && tl->is_array()) {
-    auto v = f.int_or_list("transformer_layers_per_block", {}, nb);
-    for (int x : v)
-      HYRT_CHECK(x == v[0], kUnsupported, f.source(),
-                 ": per-block `transformer_layers_per_block` values differ");
-    c.transformer_layers_per_block = v[0];
-  } else {
-    c.transformer_layers_per_block =
-        f.integer("transformer_layers_per_block", c.transformer_layers_per_block, 1);
+  c.transformer_layers_per_block =
+      f.int_or_list("transformer_layers_per_block", std::vector<int>(nb, 1), nb);
+  // diffusers' per-layer list for the up blocks (a list of lists); absent in SD 1.5 and SDXL
+  // configs, which use the reversed per-level list.
+  HYRT_CHECK(!f.get("reverse_transformer_layers_per_block"), kUnsupported, f.source(),
+             ": field `reverse_transformer_layers_per_block` is not supported");
+  c.addition_embed_type = f.string("addition_embed_type", "");
+  HYRT_CHECK(c.addition_embed_type.empty() || c.text_time_embedding(), kUnsupported, f.source(),
+             ": field `addition_embed_type` = \"", c.addition_embed_type,
+             "\" (supported: none, text_time)");
+  if (c.text_time_embedding()) {
+    c.addition_time_embed_dim = f.integer("addition_time_embed_dim", 256, 2);
+    c.projection_class_embeddings_input_dim =
+        f.integer("projection_class_embeddings_input_dim", 2816, 1);
+    HYRT_CHECK(c.addition_time_embed_dim % 2 == 0 && c.pooled_text_dim() >= 1, kInvalidModel,
+               f.source(), ": `projection_class_embeddings_input_dim` ",
+               c.projection_class_embeddings_input_dim,
+               " leaves no room for a pooled text embedding ",
+               "beside 6 x `addition_time_embed_dim` ", c.addition_time_embed_dim);
   }
+  for (const char* unsupported_field :
+       {"class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds"})
+    HYRT_CHECK(!f.get(unsupported_field), kUnsupported, f.source(), ": field `", unsupported_field,
+               "` is not supported");
+  const std::string mid = f.string("mid_block_type", "UNetMidBlock2DCrossAttn");
+  HYRT_CHECK(mid == "UNetMidBlock2DCrossAttn", kUnsupported, f.source(),
+             ": field `mid_block_type` = \"", mid, "\"");
   c.sample_size = f.integer("sample_size", c.sample_size, 1);
   for (size_t i = 0; i < nb; ++i) {
     HYRT_CHECK(c.block_out_channels[i] % c.norm_num_groups == 0, kInvalidModel, f.source(),
@@ -274,6 +303,9 @@ VaeConfig parse_vae_config(const json& j, std::string_view source) {
   c.layers_per_block = f.integer("layers_per_block", c.layers_per_block, 1);
   c.norm_num_groups = f.integer("norm_num_groups", c.norm_num_groups, 1);
   c.scaling_factor = f.number("scaling_factor", c.scaling_factor);
+  HYRT_CHECK(std::isfinite(c.scaling_factor) && c.scaling_factor > 0, kInvalidModel, f.source(),
+             ": field `scaling_factor` must be a positive number");
+  c.force_upcast = f.boolean("force_upcast", c.force_upcast);
   c.mid_block_add_attention = f.boolean("mid_block_add_attention", c.mid_block_add_attention);
   c.use_quant_conv = f.boolean("use_quant_conv", c.use_quant_conv);
   c.use_post_quant_conv = f.boolean("use_post_quant_conv", c.use_post_quant_conv);
@@ -286,7 +318,7 @@ VaeConfig parse_vae_config(const json& j, std::string_view source) {
 
 json clip_text_config_to_json(const ClipTextConfig& c) {
   json j;
-  j["architectures"] = {"CLIPTextModel"};
+  j["architectures"] = {c.projection_dim > 0 ? "CLIPTextModelWithProjection" : "CLIPTextModel"};
   j["model_type"] = "clip_text_model";
   j["vocab_size"] = c.vocab_size;
   j["hidden_size"] = c.hidden_size;
@@ -298,6 +330,7 @@ json clip_text_config_to_json(const ClipTextConfig& c) {
   j["layer_norm_eps"] = tidy(c.layer_norm_eps);
   j["bos_token_id"] = c.bos_token_id;
   j["eos_token_id"] = c.eos_token_id;
+  if (c.projection_dim > 0) j["projection_dim"] = c.projection_dim;
   return j;
 }
 
@@ -320,6 +353,11 @@ json unet_config_to_json(const UNetConfig& c) {
   j["downsample_padding"] = c.downsample_padding;
   j["use_linear_projection"] = c.use_linear_projection;
   j["transformer_layers_per_block"] = c.transformer_layers_per_block;
+  if (c.text_time_embedding()) {
+    j["addition_embed_type"] = c.addition_embed_type;
+    j["addition_time_embed_dim"] = c.addition_time_embed_dim;
+    j["projection_class_embeddings_input_dim"] = c.projection_class_embeddings_input_dim;
+  }
   j["sample_size"] = c.sample_size;
   return j;
 }
@@ -334,6 +372,7 @@ json vae_config_to_json(const VaeConfig& c) {
   j["layers_per_block"] = c.layers_per_block;
   j["norm_num_groups"] = c.norm_num_groups;
   j["scaling_factor"] = tidy(c.scaling_factor);
+  j["force_upcast"] = c.force_upcast;
   j["mid_block_add_attention"] = c.mid_block_add_attention;
   j["use_quant_conv"] = c.use_quant_conv;
   j["use_post_quant_conv"] = c.use_post_quant_conv;
@@ -341,21 +380,26 @@ json vae_config_to_json(const VaeConfig& c) {
   return j;
 }
 
-std::array<std::optional<std::string>, 3> configs_to_json_texts(const Sd15Configs& configs) {
-  std::array<std::optional<std::string>, 3> out;
+std::array<std::optional<std::string>, weights::kNumComponents> configs_to_json_texts(
+    const ModelConfigs& configs) {
+  std::array<std::optional<std::string>, weights::kNumComponents> out;
   auto at = [&](Component c) -> std::optional<std::string>& { return out[static_cast<size_t>(c)]; };
   if (configs.text_encoder)
     at(Component::kTextEncoder) = clip_text_config_to_json(*configs.text_encoder).dump();
+  if (configs.text_encoder_2)
+    at(Component::kTextEncoder2) = clip_text_config_to_json(*configs.text_encoder_2).dump();
   if (configs.unet) at(Component::kUNet) = unet_config_to_json(*configs.unet).dump();
   if (configs.vae) at(Component::kVae) = vae_config_to_json(*configs.vae).dump();
   return out;
 }
 
-ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck) {
-  require_component(ck, Component::kTextEncoder);
-  if (auto j = ck.config_json(Component::kTextEncoder))
-    return parse_clip_text_config(*j, config_source(ck, Component::kTextEncoder));
-  const std::string p = "text_encoder.text_model.";
+ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck, Component which) {
+  HYRT_CHECK(which == Component::kTextEncoder || which == Component::kTextEncoder2,
+             kInvalidArgument, "clip_text_config_from_checkpoint: not a text encoder");
+  require_component(ck, which);
+  if (auto j = ck.config_json(which)) return parse_clip_text_config(*j, config_source(ck, which));
+  const std::string root = str_cat(weights::component_name(which), ".");
+  const std::string p = root + "text_model.";
   ClipTextConfig c;
   const Shape tok = need(ck, p + "embeddings.token_embedding.weight", 2);
   c.vocab_size = static_cast<int>(tok[0]);
@@ -363,11 +407,19 @@ ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck) {
   c.max_position_embeddings =
       static_cast<int>(need(ck, p + "embeddings.position_embedding.weight", 2)[0]);
   c.num_hidden_layers = count_indexed(ck, p + "encoder.layers.", ".layer_norm1.weight");
-  HYRT_CHECK(c.num_hidden_layers > 0, kInvalidModel, ck.root().string(),
-             ": the text encoder has no encoder layers");
+  HYRT_CHECK(c.num_hidden_layers > 0, kInvalidModel, ck.root().string(), ": the ",
+             weights::component_title(which), " has no encoder layers");
   c.intermediate_size = static_cast<int>(need(ck, p + "encoder.layers.0.mlp.fc1.weight", 2)[0]);
   // Head count is invisible in the shapes; CLIP uses 64-wide heads (12 at width 768).
   c.num_attention_heads = c.hidden_size % 64 == 0 ? c.hidden_size / 64 : 1;
+  if (which == Component::kTextEncoder2) c.hidden_act = "gelu";  // OpenCLIP ViT-bigG
+  if (ck.contains(root + "text_projection.weight")) {
+    const Shape proj = need(ck, root + "text_projection.weight", 2);
+    HYRT_CHECK(proj[1] == c.hidden_size, kInvalidModel, ck.root().string(), ": ", root,
+               "text_projection.weight has shape ", proj.to_string(), ", expected [*, ",
+               c.hidden_size, "]");
+    c.projection_dim = static_cast<int>(proj[0]);
+  }
   return c;
 }
 
@@ -396,11 +448,25 @@ UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
   HYRT_CHECK(!c.block_out_channels.empty(), kInvalidModel, ck.root().string(),
              ": cannot infer the UNet config: no unet.down_blocks.0.resnets.0.conv2.weight");
   c.layers_per_block = count_indexed(ck, "unet.down_blocks.0.resnets.", ".conv1.weight");
-  c.num_attention_heads.assign(c.block_out_channels.size(), 8);  // SD 1.5: 8 heads everywhere
-  // The first transformer found tells the cross-attention width, the projection kind and
-  // the transformer depth (uniform in SD 1.5).
+  const size_t nb = c.block_out_channels.size();
+  const bool sdxl = ck.contains("unet.add_embedding.linear_1.weight");
+  // Heads: SD 1.5 has 8 per level; SDXL 64-wide heads (5, 10, 20 in the base model).
+  c.num_attention_heads.assign(nb, 8);
+  if (sdxl)
+    for (size_t i = 0; i < nb; ++i)
+      c.num_attention_heads[i] =
+          c.block_out_channels[i] % 64 == 0 ? c.block_out_channels[i] / 64 : 1;
+  // Transformers per level: the cross-attention width, the projection kind and the depth of
+  // each level (the mid block's depth is the last level's).
+  c.transformer_layers_per_block.assign(nb, 1);
+  for (size_t i = 0; i < nb; ++i) {
+    if (c.down_block_types[i] != "CrossAttnDownBlock2D") continue;
+    const std::string attn = "unet.down_blocks." + std::to_string(i) + ".attentions.0.";
+    c.transformer_layers_per_block[i] =
+        std::max(1, count_indexed(ck, attn + "transformer_blocks.", ".norm1.weight"));
+  }
   std::string attn;
-  for (size_t i = 0; i < c.block_out_channels.size() && attn.empty(); ++i)
+  for (size_t i = 0; i < nb && attn.empty(); ++i)
     if (c.down_block_types[i] == "CrossAttnDownBlock2D")
       attn = "unet.down_blocks." + std::to_string(i) + ".attentions.0.";
   if (attn.empty() && ck.contains("unet.mid_block.attentions.0.norm.weight"))
@@ -410,8 +476,18 @@ UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
         static_cast<int>(need(ck, attn + "transformer_blocks.0.attn2.to_k.weight", 2)[1]);
     auto proj = shape_of(ck, attn + "proj_in.weight");
     c.use_linear_projection = proj && proj->rank() == 2;
-    c.transformer_layers_per_block =
-        count_indexed(ck, attn + "transformer_blocks.", ".norm1.weight");
+  }
+  if (sdxl) {
+    c.addition_embed_type = "text_time";
+    c.projection_class_embeddings_input_dim =
+        static_cast<int>(need(ck, "unet.add_embedding.linear_1.weight", 2)[1]);
+    // The pooled width is the second text encoder's projection; the rest is 6 embeddings.
+    int pooled = 1280;  // SDXL base
+    if (auto tp = shape_of(ck, "text_encoder_2.text_projection.weight"); tp && tp->rank() == 2)
+      pooled = static_cast<int>((*tp)[0]);
+    const int rest = c.projection_class_embeddings_input_dim - pooled;
+    c.addition_time_embed_dim = rest > 0 && rest % 12 == 0 ? rest / 6 : 256;
+    c.sample_size = 128;
   }
   return c;
 }
@@ -450,11 +526,16 @@ VaeConfig vae_config_from_checkpoint(const Checkpoint& ck) {
   c.use_post_quant_conv = ck.contains("vae.post_quant_conv.weight");
   c.mid_block_add_attention = ck.contains("vae.decoder.mid_block.attentions.0.to_q.weight") ||
                               ck.contains("vae.encoder.mid_block.attentions.0.to_q.weight");
+  // An SDXL file (a second text encoder or an added embedding) carries SDXL's VAE.
+  if (ck.has(Component::kTextEncoder2) || ck.contains("unet.add_embedding.linear_1.weight")) {
+    c.scaling_factor = 0.13025f;
+    c.sample_size = 1024;
+  }
   return c;
 }
 
-Sd15Configs load_configs(const Checkpoint& ck,
-                         const std::optional<std::filesystem::path>& config_dir) {
+ModelConfigs load_configs(const Checkpoint& ck,
+                          const std::optional<std::filesystem::path>& config_dir) {
   if (config_dir) {
     std::error_code ec;
     HYRT_CHECK(std::filesystem::is_directory(*config_dir, ec), kNotFound, config_dir->string(),
@@ -468,11 +549,13 @@ Sd15Configs load_configs(const Checkpoint& ck,
     if (!std::filesystem::is_regular_file(p, ec)) return std::nullopt;
     return p;
   };
-  Sd15Configs out;
-  if (ck.has(Component::kTextEncoder)) {
-    auto p = override_file(Component::kTextEncoder);
-    out.text_encoder = p ? parse_clip_text_config(read_config_file(*p), p->string())
-                         : clip_text_config_from_checkpoint(ck);
+  ModelConfigs out;
+  for (Component c : {Component::kTextEncoder, Component::kTextEncoder2}) {
+    if (!ck.has(c)) continue;
+    auto p = override_file(c);
+    (c == Component::kTextEncoder ? out.text_encoder : out.text_encoder_2) =
+        p ? parse_clip_text_config(read_config_file(*p), p->string())
+          : clip_text_config_from_checkpoint(ck, c);
   }
   if (ck.has(Component::kUNet)) {
     auto p = override_file(Component::kUNet);
@@ -484,7 +567,51 @@ Sd15Configs load_configs(const Checkpoint& ck,
     out.vae =
         p ? parse_vae_config(read_config_file(*p), p->string()) : vae_config_from_checkpoint(ck);
   }
+  if (out.unet || out.text_encoder_2) {
+    try {
+      model_family(out);
+    } catch (const Error& e) {
+      fail(e.code(), ck.root().string(), ": ", e.what());
+    }
+  }
   return out;
 }
 
-}  // namespace hyrt::models::sd15
+std::string_view model_family_name(ModelFamily f) {
+  return f == ModelFamily::kSdxl ? "SDXL" : "SD 1.5";
+}
+
+ModelFamily model_family(const ModelConfigs& c, std::string* why) {
+  const bool text_time = c.unet && c.unet->text_time_embedding();
+  const bool second = c.text_encoder_2.has_value();
+  if (!text_time && !second) {
+    if (why) *why = "one text encoder and a UNet without an added embedding";
+    return ModelFamily::kSd15;
+  }
+  if (c.unet && second) {
+    HYRT_CHECK(text_time, kInvalidModel,
+               "a second text encoder, but the UNet has no text_time added embedding");
+    HYRT_CHECK(c.text_encoder_2->projection_dim == c.unet->pooled_text_dim(), kInvalidModel,
+               "the second text encoder projects to ", c.text_encoder_2->projection_dim,
+               " but the UNet's added embedding expects a pooled width of ",
+               c.unet->pooled_text_dim());
+    const int width =
+        c.text_encoder_2->hidden_size + (c.text_encoder ? c.text_encoder->hidden_size : 0);
+    HYRT_CHECK(width == c.unet->cross_attention_dim, kInvalidModel,
+               "the text encoders' widths add up to ", width,
+               " but the UNet's cross_attention_dim is ", c.unet->cross_attention_dim);
+  }
+  // A UNet alone (a folder holding only unet/) is fine; beside a first text encoder it needs
+  // the second.
+  HYRT_CHECK(second || !c.text_encoder, kInvalidModel,
+             "the UNet has a text_time added embedding (SDXL) but there is no second text "
+             "encoder");
+  if (why)
+    *why = second ? str_cat("a second text encoder (with a ", c.text_encoder_2->projection_dim,
+                            "-wide projection)",
+                            text_time ? " and a UNet with the text_time added embedding" : "")
+                  : "a UNet with the text_time added embedding";
+  return ModelFamily::kSdxl;
+}
+
+}  // namespace hyrt::models

@@ -1,11 +1,16 @@
-// Sd15Model — a loaded Stable Diffusion 1.5 checkpoint with its three components ready to
-// run: text encoder, UNet (noise prediction) and VAE decoder, each compiled by the
+// DiffusionModel — a loaded SD 1.5- or SDXL-family checkpoint with its components ready to
+// run: text encoder(s), UNet (noise prediction) and VAE decoder, each compiled by the
 // exec::Engine for the shapes asked for and cached per shape, so a second call at the
 // same resolution costs only kernel time and a new resolution costs a graph build and a
 // plan — no recompilation of programs the cache already holds.
 //
 // Tensors in and out are host f32, channels-last: latents [B, h, w, 4], images
 // [B, H, W, 3], text states [B, T, C] (core/tensor.h).
+//
+// The family (models::model_family) decides how a prompt becomes conditioning
+// (encode_prompts): SD 1.5 conditions on the text encoder's last_hidden_state; SDXL on both
+// encoders' penultimate states concatenated along channels, plus the second encoder's pooled,
+// projected output and six micro-conditioning values (UNetConditioning).
 //
 // Lifetime: owns the checkpoint (mmapped weights); the Engine must outlive it.
 // Thread safety: none — one call at a time.
@@ -22,8 +27,8 @@
 
 #include "core/tensor.h"
 #include "exec/engine.h"
-#include "models/sd15/config.h"
-#include "models/sd15/sd15.h"
+#include "models/components.h"
+#include "models/config.h"
 #include "pipeline/clip_tokenizer.h"
 #include "pipeline/scheduler.h"
 #include "weights/checkpoint.h"
@@ -32,7 +37,7 @@
 
 namespace hyrt::pipeline {
 
-struct Sd15ModelOptions {
+struct ModelOptions {
   // Diffusers-layout folder whose <component>/config.json override the configs (for LDM
   // single files, whose configs cannot all be read off tensor shapes).
   std::optional<std::filesystem::path> config_dir;
@@ -47,16 +52,38 @@ struct Sd15ModelOptions {
   // areas (seen on the bundled shapes model: f32/int8 checker agreement 89.7% with a
   // W8A8 VAE, 98.7% with W8). nullopt: the engine's mode.
   std::optional<backend::Int8Mode> vae_int8_mode = backend::Int8Mode::kW8;
-  // Build a batched UNet as one chain of nodes per sample (models::sd15::UNetShape::
+  // Build a batched UNet as one chain of nodes per sample (models::UNetShape::
   // independent_samples), so the host and the accelerator can each work on one CFG half at
   // a time. nullopt: when the engine places GEMMs on an accelerator and the rest on the
   // host (placement hybrid, overlap on) — one batched chain is faster everywhere else.
   std::optional<bool> unet_per_sample;
 };
 
+// What the UNet is conditioned on, for B rows (under CFG the negative rows come first).
+struct UNetConditioning {
+  TensorView context;      // [B, T, cross_attention_dim]
+  TensorView text_embeds;  // SDXL: pooled text embedding [B, pooled_text_dim]; else empty
+  // SDXL: B × 6 values (original h, w; crop top, left; target h, w); else empty.
+  std::span<const float> time_ids;
+};
+
+// Prompts encoded for the UNet (host tensors).
+struct PromptConditioning {
+  Tensor context;                     // [N, T, cross_attention_dim]
+  std::optional<Tensor> pooled;       // SDXL: [N, pooled_text_dim]
+  std::vector<std::string> warnings;  // e.g. a prompt longer than the tokenizer's window
+};
+
+// One text encoder's outputs for a batch of token sequences.
+struct TextEncoderOutput {
+  // What the family conditions on: SD 1.5 last_hidden_state; SDXL the penultimate state.
+  Tensor hidden;                 // [N, T, C]
+  std::optional<Tensor> pooled;  // the projected pooled output, for an encoder with one [N, P]
+};
+
 // Scratch and weight memory of the compiled executables (for --verbose and benchmarks).
 struct MemoryReport {
-  std::string component;  // "text_encoder", "unet", "vae_decoder"
+  std::string component;  // "text_encoder", "text_encoder_2", "unet", "vae_decoder"
   std::string shape;      // e.g. "b2 64x64"
   int64_t arena_bytes = 0;
   int64_t arena_lower_bound = 0;
@@ -68,54 +95,85 @@ struct MemoryReport {
   std::vector<exec::OpProfile> prepare_by_op;  // where prepare_ms went
 };
 
-class Sd15Model {
+class DiffusionModel {
  public:
   // Opens a diffusers folder or an LDM single file; throws hyrt::Error naming what is
   // missing (a component, a config) or malformed.
-  static std::unique_ptr<Sd15Model> open(const std::filesystem::path& path, exec::Engine& engine,
-                                         const Sd15ModelOptions& options = {});
+  static std::unique_ptr<DiffusionModel> open(const std::filesystem::path& path,
+                                              exec::Engine& engine,
+                                              const ModelOptions& options = {});
   // A model whose weights are already in memory (random-weight benchmarks, tests): no
   // tokenizer unless `tokenizer_dir` is given; SD 1.5's scheduler defaults. Of `options`,
   // the int8 ones apply (config_dir is not read: `configs` are given).
-  static std::unique_ptr<Sd15Model> from_memory(std::unique_ptr<weights::MemoryWeights> weights,
-                                                models::sd15::Sd15Configs configs,
-                                                exec::Engine& engine,
-                                                const Sd15ModelOptions& options = {});
-  ~Sd15Model();
+  static std::unique_ptr<DiffusionModel> from_memory(
+      std::unique_ptr<weights::MemoryWeights> weights, models::ModelConfigs configs,
+      exec::Engine& engine, const ModelOptions& options = {});
+  ~DiffusionModel();
 
   // The weights every component reads (a Checkpoint, or MemoryWeights).
   const weights::WeightSource& weights() const { return *weights_; }
   // True if the weights the graphs read include 8-bit S tensors (stored or quantized on load).
   bool int8_weights() const;
-  const models::sd15::ClipTextConfig& text_config() const { return *configs_.text_encoder; }
-  const models::sd15::UNetConfig& unet_config() const { return *configs_.unet; }
-  const models::sd15::VaeConfig& vae_config() const { return *configs_.vae; }
-  // Latent downscale factor of the VAE (8 for SD 1.5).
+  // SD 1.5 or SDXL (from the configs; see models::model_family).
+  models::ModelFamily family() const { return family_; }
+  const models::ModelConfigs& configs() const { return configs_; }
+  const models::ClipTextConfig& text_config() const { return *configs_.text_encoder; }
+  // Number of text encoders (1 for SD 1.5, 2 for SDXL) and the config of encoder `index`.
+  int num_text_encoders() const { return configs_.text_encoder_2 ? 2 : 1; }
+  const models::ClipTextConfig& text_config(int index) const;
+  const models::UNetConfig& unet_config() const { return *configs_.unet; }
+  const models::VaeConfig& vae_config() const { return *configs_.vae; }
+  // Latent downscale factor of the VAE (8 for SD 1.5 and SDXL).
   int vae_scale_factor() const;
+  // The image side the model was trained at: the UNet's sample_size × the VAE factor (512
+  // for SD 1.5, 1024 for SDXL base) — the default width and height of a picture.
+  int default_image_size() const;
+  // diffusers' `force_zeros_for_empty_prompt` (model_index.json; SDXL's default, true, for
+  // files without one; false for SD 1.5): with no negative prompt at all, the negative
+  // conditioning is zeros instead of the encoding of "".
+  bool force_zeros_for_empty_prompt() const;
   // The CLIP tokenizer (loaded on first use) from the first of: the checkpoint's
   // tokenizer/ folder, <config_dir>/tokenizer, a tokenizer/ folder beside a single file.
   // Throws kNotFound listing every place looked in.
-  const ClipTokenizer& tokenizer();
+  const ClipTokenizer& tokenizer() { return tokenizer(0); }
+  // The tokenizer of text encoder `index` (SDXL's second: tokenizer_2/, which pads with "!").
+  const ClipTokenizer& tokenizer(int index);
   // The model's scheduler/scheduler_config.json (or <config_dir>/scheduler/...), else SD 1.5's
   // defaults.
   const SchedulerConfig& scheduler_config() const { return scheduler_config_; }
 
-  // ids: batch × seq token ids -> last_hidden_state [batch, seq, hidden].
-  Tensor encode_text(std::span<const int32_t> ids, int batch);
+  // ids: batch × seq token ids -> text encoder 0's hidden states [batch, seq, hidden] (the
+  // state the family conditions on: SD 1.5 last_hidden_state, SDXL the penultimate).
+  Tensor encode_text(std::span<const int32_t> ids, int batch) {
+    return encode_tokens(0, ids, batch).hidden;
+  }
+  // Text encoder `index` on batch × seq token ids: the conditioning state and, for an encoder
+  // with a projection, the pooled output (taken at each sequence's first end-of-text token, as
+  // transformers does).
+  TextEncoderOutput encode_tokens(int index, std::span<const int32_t> ids, int batch);
+  // Tokenizes and encodes `prompts` (one row each) as the family conditions on them.
+  // Throws kNotFound without a tokenizer.
+  PromptConditioning encode_prompts(std::span<const std::string> prompts);
 
-  // The UNet: sample [B, h, w, C], one timestep per batch item, context [B, T, Cc] ->
+  // The UNet: sample [B, h, w, C], one timestep per batch item, conditioning for B rows ->
   // predicted noise [B, h, w, C]. With `taps`, also returns the named block outputs
-  // (time_embedding, conv_in, down_blocks.k, mid_block, up_blocks.k) in order.
+  // (time_embedding, add_embedding, conv_in, down_blocks.k, mid_block, up_blocks.k) in order.
+  // kInvalidArgument if an SDXL UNet lacks text_embeds / time_ids (or SD 1.5 gets them).
+  Tensor predict_noise(const TensorView& sample, std::span<const float> timesteps,
+                       const UNetConditioning& conditioning,
+                       std::vector<std::pair<std::string, Tensor>>* taps = nullptr);
   Tensor predict_noise(const TensorView& sample, std::span<const float> timesteps,
                        const TensorView& context,
-                       std::vector<std::pair<std::string, Tensor>>* taps = nullptr);
+                       std::vector<std::pair<std::string, Tensor>>* taps = nullptr) {
+    return predict_noise(sample, timesteps, UNetConditioning{context, {}, {}}, taps);
+  }
 
   // latent [B, h, w, 4] -> image [B, 8h, 8w, 3] in about [-1, 1]. `unscale` divides by the
   // VAE scaling factor first (what the txt2img pipeline does).
   Tensor decode_latents(const TensorView& latent, bool unscale);
 
   std::vector<MemoryReport> memory_report() const;
-  // Frees the compiled executables of `component` ("text_encoder", "unet",
+  // Frees the compiled executables of `component` ("text_encoder", "text_encoder_2", "unet",
   // "vae_decoder"): their packed weights and programs. A later call recompiles (seconds
   // at real size), so this is for one-shot jobs that are done with a stage. Reports
   // of released executables stay in memory_report().
@@ -126,21 +184,20 @@ class Sd15Model {
   int64_t weight_bytes() const { return weight_bytes_; }
 
  private:
-  Sd15Model() = default;
+  DiffusionModel() = default;
   struct Compiled {
     std::unique_ptr<exec::Executable> exe;
     MemoryReport report;
     std::vector<std::string> tap_names;  // outputs 1..n, when the graph has taps
   };
   // The compiled executable for `key`, building it with build() on first use.
-  Compiled& executable(const std::string& key,
-                       const std::function<models::sd15::BuiltGraph()>& build,
+  Compiled& executable(const std::string& key, const std::function<models::BuiltGraph()>& build,
                        const std::string& component, const std::string& shape,
                        std::optional<backend::Int8Mode> int8_mode = std::nullopt);
 
   exec::Engine* engine_ = nullptr;
   // Applies the int8 options (weights to use, the VAE's int8 mode) once stored_ is set.
-  void use_options(const Sd15ModelOptions& options);
+  void use_options(const ModelOptions& options);
 
   std::unique_ptr<weights::WeightSource> stored_;     // the checkpoint (or memory)
   const weights::Checkpoint* checkpoint_ = nullptr;   // stored_, when it is a checkpoint
@@ -148,14 +205,18 @@ class Sd15Model {
   std::unique_ptr<weights::WeightSource> quantizer_;  // quantize-on-load view of it, if asked
   const weights::WeightSource* weights_ = nullptr;    // what the graphs read: one of the two
   int64_t weight_bytes_ = 0;
-  models::sd15::Sd15Configs configs_;
-  std::vector<std::filesystem::path> tokenizer_candidates_;
-  std::unique_ptr<ClipTokenizer> tokenizer_;
+  models::ModelConfigs configs_;
+  models::ModelFamily family_ = models::ModelFamily::kSd15;
+  std::optional<bool> force_zeros_;  // model_index.json's, when there is one
+  // Folders that may hold tokenizer/ and tokenizer_2/ (the model, the config folder, beside a
+  // single file).
+  std::vector<std::filesystem::path> tokenizer_roots_;
+  std::unique_ptr<ClipTokenizer> tokenizers_[2];
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
   std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
-  std::optional<backend::Int8Mode> vae_int8_mode_;        // Sd15ModelOptions::vae_int8_mode
-  std::optional<bool> unet_per_sample_;                   // Sd15ModelOptions::unet_per_sample
+  std::optional<backend::Int8Mode> vae_int8_mode_;        // ModelOptions::vae_int8_mode
+  std::optional<bool> unet_per_sample_;                   // ModelOptions::unet_per_sample
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

@@ -1,10 +1,11 @@
 // UNet2DConditionModel — mirrors diffusers.models.unets.unet_2d_condition (forward) with
-// the SD 1.5 block types from unet_2d_blocks.
+// the block types of unet_2d_blocks that SD 1.5 and SDXL use, and SDXL's "text_time" added
+// embedding (diffusers' TextTimeEmbedding path: add_time_proj + add_embedding).
 #include "core/error.h"
-#include "models/sd15/blocks.h"
-#include "models/sd15/sd15.h"
+#include "models/blocks/blocks.h"
+#include "models/components.h"
 
-namespace hyrt::models::sd15 {
+namespace hyrt::models {
 
 namespace {
 
@@ -26,17 +27,52 @@ void check_config(const UNetConfig& c) {
   for (const auto& t : c.up_block_types)
     HYRT_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", kUnsupported, "UNet up block type '",
                t, "'");
-  HYRT_CHECK(c.layers_per_block >= 1 && c.transformer_layers_per_block >= 1, kInvalidModel,
-             "UNet config: layers_per_block must be >= 1");
+  HYRT_CHECK(c.layers_per_block >= 1, kInvalidModel, "UNet config: layers_per_block must be >= 1");
+  HYRT_CHECK(c.transformer_layers_per_block.size() == n, kInvalidModel,
+             "UNet config: transformer_layers_per_block has ",
+             c.transformer_layers_per_block.size(), " entries, expected ", n);
+  for (int d : c.transformer_layers_per_block)
+    HYRT_CHECK(d >= 1, kInvalidModel, "UNet config: transformer_layers_per_block must be >= 1");
+  HYRT_CHECK(c.addition_embed_type.empty() || c.text_time_embedding(), kUnsupported,
+             "UNet addition_embed_type '", c.addition_embed_type, "'");
+  HYRT_CHECK(
+      !c.text_time_embedding() || (c.addition_time_embed_dim >= 2 && c.pooled_text_dim() >= 1),
+      kInvalidModel, "UNet config: bad text_time sizes (addition_time_embed_dim ",
+      c.addition_time_embed_dim, ", projection_class_embeddings_input_dim ",
+      c.projection_class_embeddings_input_dim, ")");
+}
+
+// The micro-conditioning values time_ids hold per sample (diffusers' add_time_ids).
+constexpr int kTimeIds = 6;
+
+// SDXL's added embedding: time_ids [B, 6] -> sinusoidal [B·6, d] -> [B, 6d]; concatenated
+// after text_embeds [B, P]; add_embedding (linear_1, silu, linear_2) -> [B, Ct].
+ValueId text_time_embedding(GraphBuilder& b, const UNetConfig& cfg, ValueId text_embeds,
+                            ValueId time_ids) {
+  const int64_t batch = b.shape(time_ids)[0];
+  const int d = cfg.addition_time_embed_dim;
+  ValueId t = b.reshape(time_ids, {batch * kTimeIds});
+  t = b.op(ir::OpKind::kTimestepEmbedding, {t},
+           ir::TimestepAttrs{d, cfg.flip_sin_to_cos, cfg.freq_shift});
+  t = b.reshape(t, {batch, kTimeIds * d});
+  ValueId aug = b.op(ir::OpKind::kConcat, {text_embeds, t}, ir::ConcatAttrs{-1});
+  GraphBuilder::Scope s(b, "add_embedding");
+  return b.linear(b.silu(b.linear(aug, "linear_1")), "linear_2");
 }
 
 // The UNet's forward from (sample, timestep, context) to the predicted noise, any batch.
+// The extra inputs of the text_time embedding (kNone without it).
+struct AddedConditioning {
+  ValueId text_embeds = ir::kNone;
+  ValueId time_ids = ir::kNone;
+};
+
 ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, ValueId timestep,
-                     ValueId context) {
+                     ValueId context, const AddedConditioning& added) {
   const int nblocks = static_cast<int>(cfg.block_out_channels.size());
   const int groups = cfg.norm_num_groups;
   const float eps = cfg.norm_eps;
-  const int tlayers = cfg.transformer_layers_per_block;
+  const std::vector<int>& depth = cfg.transformer_layers_per_block;
 
   // Timesteps -> sinusoidal [B, C0] -> TimestepEmbedding (linear_1, silu, linear_2).
   ValueId temb =
@@ -47,6 +83,11 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
     temb = b.linear(b.silu(b.linear(temb, "linear_1")), "linear_2");
   }
   b.tap(temb, "time_embedding");
+  if (cfg.text_time_embedding()) {
+    const ValueId aug = text_time_embedding(b, cfg, added.text_embeds, added.time_ids);
+    b.tap(aug, "add_embedding");
+    temb = b.add(temb, aug);
+  }
   // Every resnet applies SiLU to the embedding first; computing it once is the same.
   const ValueId temb_act = b.silu(temb);
 
@@ -65,7 +106,7 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
       if (attn) {
         GraphBuilder::Scope a(b, "attentions." + std::to_string(j));
         h = transformer_2d(b, h, context, cfg.num_attention_heads[i], groups,
-                           cfg.use_linear_projection, tlayers);
+                           cfg.use_linear_projection, depth[i]);
       }
       skips.push_back(h);
     }
@@ -86,7 +127,7 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
     {
       GraphBuilder::Scope a(b, "attentions.0");
       h = transformer_2d(b, h, context, cfg.num_attention_heads.back(), groups,
-                         cfg.use_linear_projection, tlayers);
+                         cfg.use_linear_projection, depth.back());
     }
     {
       GraphBuilder::Scope r(b, "resnets.1");
@@ -99,6 +140,7 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
     GraphBuilder::Scope s(b, "up_blocks." + std::to_string(i));
     const bool attn = is_cross_attn(cfg.up_block_types[i]);
     const int heads = cfg.num_attention_heads[nblocks - 1 - i];
+    const int up_depth = depth[nblocks - 1 - i];
     for (int j = 0; j <= cfg.layers_per_block; ++j) {
       HYRT_ASSERT(!skips.empty());
       h = b.op(ir::OpKind::kConcat, {h, skips.back()}, ir::ConcatAttrs{-1});
@@ -109,7 +151,7 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
       }
       if (attn) {
         GraphBuilder::Scope a(b, "attentions." + std::to_string(j));
-        h = transformer_2d(b, h, context, heads, groups, cfg.use_linear_projection, tlayers);
+        h = transformer_2d(b, h, context, heads, groups, cfg.use_linear_projection, up_depth);
       }
     }
     if (i + 1 < nblocks) {
@@ -147,18 +189,27 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
   const ValueId context =
       graph->add_input("encoder_hidden_states", DType::kF32,
                        {shape.batch, shape.context_tokens, cfg.cross_attention_dim});
+  AddedConditioning added;
+  if (cfg.text_time_embedding()) {
+    added.text_embeds =
+        graph->add_input("text_embeds", DType::kF32, {shape.batch, cfg.pooled_text_dim()});
+    added.time_ids = graph->add_input("time_ids", DType::kF32, {shape.batch, kTimeIds});
+  }
   if (!shape.independent_samples || shape.batch == 1) {
-    auto taps = b.finish(unet_forward(b, cfg, sample, timestep, context));
+    auto taps = b.finish(unet_forward(b, cfg, sample, timestep, context, added));
     return {graph, std::move(taps)};
   }
   // One chain of nodes per sample (the same weights), joined at the end.
   std::vector<ValueId> outs;
   for (int i = 0; i < shape.batch; ++i) {
-    auto one = [&](ValueId v) { return b.op(ir::OpKind::kSlice, {v}, ir::SliceAttrs{0, i, 1}); };
-    outs.push_back(unet_forward(b, cfg, one(sample), one(timestep), one(context)));
+    auto one = [&](ValueId v) {
+      return v == ir::kNone ? v : b.op(ir::OpKind::kSlice, {v}, ir::SliceAttrs{0, i, 1});
+    };
+    outs.push_back(unet_forward(b, cfg, one(sample), one(timestep), one(context),
+                                {one(added.text_embeds), one(added.time_ids)}));
   }
   auto taps = b.finish(b.op(ir::OpKind::kConcat, outs, ir::ConcatAttrs{0}));
   return {graph, std::move(taps)};
 }
 
-}  // namespace hyrt::models::sd15
+}  // namespace hyrt::models

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# SDXL on the lent GPU machine, in one go: builds hyrt (Release), runs SDXL golden parity in
+# hybrid and device placement, hyrt's SDXL UNet step (random real-size weights, int8, device
+# placement) at 1024² then 768² and 832x1216 in one process (each new shape's first-call cost),
+# the VAE decode, and the PyTorch eager anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
+# Needs, carried: .deps (scripts/gpu/fetch_deps.sh), .gl/golden/sdxl-tiny (a copy of
+# ../shared/golden/sdxl-tiny: at least model/ and golden.*), and .whl with diffusers for the
+# anchor (the device README says how).
+# Usage there: bench/cuda/run_sdxl_on_gpu.sh OUT_DIR [what...]   what: parity bench torch
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-/tmp/hyrt-gpu-out}"
+shift || true
+what="${*:-parity bench torch}"
+mkdir -p "$out"
+logs="${LOG_DIR:-/tmp/hyrt-gpu-logs}"
+mkdir -p "$logs"
+prefix=/tmp/hyrt-prefix
+if [ ! -d "$prefix/usr" ]; then
+  for f in .deps/*.deb; do dpkg -x "$f" "$prefix"; done
+  sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
+fi
+export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
+  -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
+  -DHYRT_BUILD_TESTS=OFF >"$logs/configure.log" 2>&1 || { tail -n 40 "$logs/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target hyrt >"$logs/build.log" 2>&1 ||
+  { grep -B2 -A12 -m3 "error" "$logs/build.log"; exit 1; }
+echo "build: $(($(date +%s) - t0)) s"
+hyrt=build-gpu/tools/hyrt
+if [[ $what == *parity* ]]; then
+  for p in hybrid device; do
+    timeout 300 $hyrt parity .gl/golden/sdxl-tiny --placement $p >"$out/parity_sdxl_$p.log" 2>&1
+    echo "parity $p rc=$?: $(tail -n 1 "$out/parity_sdxl_$p.log")"
+    grep -E "^FAIL|accelerator" "$out/parity_sdxl_$p.log" | head -n 12
+  done
+fi
+if [[ $what == *bench* ]]; then
+  t1=$(date +%s)
+  timeout 420 $hyrt bench -m random:sdxl --int8 --only unet,vae --placement device --resize \
+    --sizes 1024,768,832x1216 --runs 10 --warmup 2 --json "$out/sdxl_unet_device_h200.json" \
+    >/dev/null 2>"$logs/bench.err"
+  echo "bench rc=$? in $(($(date +%s) - t1)) s"; tail -n 3 "$logs/bench.err"
+  python3 - "$out/sdxl_unet_device_h200.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for r in j["stages"].get("unet_step_resize", []):
+    print("unet", r["size"], "median", round(r["median_ms"], 2), "ms, shape change",
+          round(r["shape_change_ms"], 1), "ms")
+v = j["stages"].get("vae_decode")
+if v: print("vae decode median", round(v["median_ms"], 2), "ms")
+for a in j["scratch_arenas"]:
+    print(a["component"], a["shape"], "device arena", round(a["device_arena_bytes"] / 2**20, 1), "MiB")
+print("accelerator memory", j.get("accelerator_memory"), "load_ms", j.get("load_ms"))
+PY
+fi
+if [[ $what == *torch* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+  timeout 300 python3 bench/cuda/torch_sdxl_eager.py 1024x1024,768x768,832x1216 \
+    >"$out/torch_sdxl_eager_h200.json" 2>"$logs/torch.err"
+  echo "torch rc=$?"; tail -n 3 "$logs/torch.err"; cat "$out/torch_sdxl_eager_h200.json"
+fi

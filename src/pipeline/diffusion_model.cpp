@@ -1,0 +1,420 @@
+#include "pipeline/diffusion_model.h"
+
+#include <algorithm>
+#include <cstring>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "models/components.h"
+
+namespace hyrt::pipeline {
+
+using models::BuiltGraph;
+
+void copy_into(const TensorView& dst, const TensorView& src) {
+  HYRT_CHECK(dst.numel() == src.numel() && dst.dtype == src.dtype, kInvalidArgument, "input of ",
+             dtype_name(src.dtype), src.shape.to_string(), " does not fit ", dtype_name(dst.dtype),
+             dst.shape.to_string());
+  std::memcpy(dst.data, src.data, src.bytes());
+}
+
+Tensor copy_out(const TensorView& v) {
+  Tensor t(v.dtype, v.shape);
+  std::memcpy(t.data(), v.data, v.bytes());
+  return t;
+}
+
+std::unique_ptr<DiffusionModel> DiffusionModel::open(const std::filesystem::path& path,
+                                                     exec::Engine& engine,
+                                                     const ModelOptions& options) {
+  std::unique_ptr<DiffusionModel> m(new DiffusionModel());
+  m->engine_ = &engine;
+  auto checkpoint = weights::Checkpoint::open(path);
+  const weights::Checkpoint& ck = *checkpoint;
+  // Every family has these three; SDXL also a second text encoder (checked below, once the
+  // configs say which family this is).
+  auto require = [&](weights::Component c) {
+    HYRT_CHECK(ck.has(c), kNotFound, "model '", path.string(), "' has no ",
+               weights::component_title(c), " (looked for ",
+               ck.format() == weights::CheckpointFormat::kDiffusersFolder
+                   ? std::string(weights::component_name(c)) + "/ with a .safetensors file"
+                   : std::string("its tensors in the single file"),
+               ")");
+  };
+  for (weights::Component c :
+       {weights::Component::kTextEncoder, weights::Component::kUNet, weights::Component::kVae})
+    require(c);
+  m->configs_ = models::load_configs(ck, options.config_dir);
+  m->family_ = models::model_family(m->configs_);
+  if (m->family_ == models::ModelFamily::kSdxl) require(weights::Component::kTextEncoder2);
+  if (auto index = ck.model_index(); index && index->is_object()) {
+    auto it = index->find("force_zeros_for_empty_prompt");
+    if (it != index->end() && it->is_boolean()) m->force_zeros_ = it->get<bool>();
+  }
+  for (weights::Component c : weights::kAllComponents)
+    for (const std::string& n : ck.names(c)) {
+      const auto& i = ck.info(n);
+      m->weight_bytes_ += i.shape.numel() * static_cast<int64_t>(dtype_size(i.dtype));
+      if (i.scale) m->weight_bytes_ += static_cast<int64_t>(i.scale->bytes);  // "8-bit S" scales
+    }
+
+  // Where a tokenizer and a scheduler config may be: the model itself, the config folder,
+  // beside a single file.
+  std::vector<std::filesystem::path> roots;
+  if (ck.format() == weights::CheckpointFormat::kDiffusersFolder) roots.push_back(path);
+  if (options.config_dir) roots.push_back(*options.config_dir);
+  if (ck.format() != weights::CheckpointFormat::kDiffusersFolder)
+    roots.push_back(path.parent_path().empty() ? "." : path.parent_path());
+  m->tokenizer_roots_ = roots;
+  m->scheduler_config_ = SchedulerConfig::sd15_defaults();
+  // A hyrt file carries its scheduler config (and tokenizer, see tokenizer()) inside.
+  const auto embedded_scheduler = ck.format() == weights::CheckpointFormat::kHyrtFile
+                                      ? ck.scheduler_config_text()
+                                      : std::nullopt;
+  if (embedded_scheduler)
+    m->scheduler_config_ = SchedulerConfig::from_json(
+        *embedded_scheduler, str_cat(path.string(), " (metadata 'config.scheduler')"));
+  else
+    for (const auto& r : roots)
+      if (std::filesystem::exists(r / "scheduler" / "scheduler_config.json")) {
+        m->scheduler_config_ = SchedulerConfig::load_or_default(r);
+        break;
+      }
+  for (weights::Component c : weights::kAllComponents)
+    for (const std::string& n : ck.names(c))
+      m->stored_int8_ |= ck.info(n).dtype == DType::kS8;
+  m->checkpoint_ = checkpoint.get();
+  m->stored_ = std::move(checkpoint);
+  m->use_options(options);
+  return m;
+}
+
+void DiffusionModel::use_options(const ModelOptions& options) {
+  vae_int8_mode_ = options.vae_int8_mode;
+  unet_per_sample_ = options.unet_per_sample;
+  if (options.quantize_int8) {
+    quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_, options.quantize_policy);
+    weights_ = quantizer_.get();
+  } else {
+    weights_ = stored_.get();
+  }
+}
+
+bool DiffusionModel::int8_weights() const {
+  return stored_int8_ || quantizer_ != nullptr;
+}
+
+std::unique_ptr<DiffusionModel> DiffusionModel::from_memory(
+    std::unique_ptr<weights::MemoryWeights> weights, models::ModelConfigs configs,
+    exec::Engine& engine, const ModelOptions& options) {
+  HYRT_CHECK(configs.text_encoder && configs.unet && configs.vae, kInvalidArgument,
+             "DiffusionModel::from_memory needs all three component configs");
+  std::unique_ptr<DiffusionModel> m(new DiffusionModel());
+  m->engine_ = &engine;
+  m->family_ = models::model_family(configs);
+  HYRT_CHECK(m->family_ == models::ModelFamily::kSd15 || configs.text_encoder_2, kInvalidArgument,
+             "DiffusionModel::from_memory: an SDXL model needs the second text encoder's config");
+  m->configs_ = std::move(configs);
+  m->weight_bytes_ = static_cast<int64_t>(weights->bytes());
+  m->stored_ = std::move(weights);
+  m->use_options(options);
+  m->scheduler_config_ = SchedulerConfig::sd15_defaults();
+  return m;
+}
+
+const models::ClipTextConfig& DiffusionModel::text_config(int index) const {
+  HYRT_CHECK(index >= 0 && index < num_text_encoders(), kInvalidArgument, "text encoder ", index,
+             " of ", num_text_encoders());
+  return index == 0 ? *configs_.text_encoder : *configs_.text_encoder_2;
+}
+
+const ClipTokenizer& DiffusionModel::tokenizer(int index) {
+  HYRT_CHECK(index >= 0 && index < num_text_encoders(), kInvalidArgument, "tokenizer ", index,
+             " of ", num_text_encoders());
+  if (tokenizers_[index]) return *tokenizers_[index];
+  const weights::Component which =
+      index == 0 ? weights::Component::kTextEncoder : weights::Component::kTextEncoder2;
+  const std::string folder = index == 0 ? "tokenizer" : "tokenizer_2";
+  // A hyrt file's embedded tokenizer comes first: the file is meant to be self-sufficient.
+  if (const weights::Checkpoint* ck = checkpoint_;
+      ck && ck->format() == weights::CheckpointFormat::kHyrtFile) {
+    if (auto files = ck->tokenizer_files(which)) {
+      tokenizers_[index] = std::make_unique<ClipTokenizer>(ClipTokenizer::from_strings(
+          files->vocab_json, files->merges_txt, files->tokenizer_config_json, ck->root().string()));
+      return *tokenizers_[index];
+    }
+  }
+  std::string looked;
+  for (const auto& root : tokenizer_roots_) {
+    const auto dir = root / folder;
+    if (std::filesystem::exists(dir / "vocab.json") &&
+        std::filesystem::exists(dir / "merges.txt")) {
+      tokenizers_[index] = std::make_unique<ClipTokenizer>(ClipTokenizer::load(dir));
+      return *tokenizers_[index];
+    }
+    looked += "\n  " + (dir / "vocab.json").string() + " + merges.txt";
+  }
+  fail(ErrorCode::kNotFound, "no CLIP tokenizer files (vocab.json and merges.txt) found for the ",
+       weights::component_title(which), "; looked in:",
+       looked.empty() ? str_cat("\n  (nowhere: pass a config folder with ", folder, "/)") : looked);
+}
+
+int DiffusionModel::default_image_size() const {
+  return unet_config().sample_size * vae_scale_factor();
+}
+
+bool DiffusionModel::force_zeros_for_empty_prompt() const {
+  return force_zeros_.value_or(family_ == models::ModelFamily::kSdxl);
+}
+
+DiffusionModel::~DiffusionModel() = default;
+
+int DiffusionModel::vae_scale_factor() const {
+  return 1 << (static_cast<int>(vae_config().block_out_channels.size()) - 1);
+}
+
+DiffusionModel::Compiled& DiffusionModel::executable(
+    const std::string& key, const std::function<models::BuiltGraph()>& build,
+    const std::string& component, const std::string& shape,
+    std::optional<backend::Int8Mode> int8_mode) {
+  auto it = compiled_.find(key);
+  if (it != compiled_.end()) return it->second;
+  Compiled c;
+  models::BuiltGraph built = build();
+  std::shared_ptr<ir::Graph> graph = built.graph;
+  for (const auto& [name, value] : built.taps)
+    c.tap_names.push_back(name);
+  c.exe = engine_->compile(graph, *weights_, int8_mode);
+  c.report = MemoryReport{};
+  c.report.component = component;
+  c.report.shape = shape;
+  c.report.arena_bytes = c.exe->memory_plan().arena_bytes;
+  c.report.arena_lower_bound = c.exe->memory_plan().lower_bound;
+  c.report.prepare_ms = c.exe->prepare_ms();
+  c.report.placement = c.exe->placement().summary();
+  if (c.exe->memory_plans().size() > 1)
+    c.report.device_arena_bytes = c.exe->memory_plans()[1].arena_bytes;
+  c.report.copy_bytes = static_cast<int64_t>(c.exe->placement().copy_bytes);
+  c.report.prepare_by_op = c.exe->prepare_profile();
+  HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
+                  << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
+                  << c.report.prepare_ms << " ms";
+  return compiled_.emplace(key, std::move(c)).first->second;
+}
+
+TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32_t> ids,
+                                                int batch) {
+  const models::ClipTextConfig& cfg = text_config(index);
+  HYRT_CHECK(batch >= 1 && ids.size() % static_cast<size_t>(batch) == 0, kInvalidArgument,
+             "encode_text: ", ids.size(), " ids do not split into ", batch, " sequences");
+  const int seq = static_cast<int>(ids.size()) / batch;
+  for (int32_t id : ids)
+    HYRT_CHECK(id >= 0 && id < cfg.vocab_size, kInvalidArgument, "token id ", id,
+               " outside the vocabulary of ", cfg.vocab_size);
+  const weights::Component which =
+      index == 0 ? weights::Component::kTextEncoder : weights::Component::kTextEncoder2;
+  const std::string component(weights::component_name(which));
+  models::TextEncoderShape shape;
+  shape.batch = batch;
+  shape.seq = seq;
+  // SDXL conditions on hidden_states[-2] (diffusers' StableDiffusionXLPipeline.encode_prompt).
+  shape.skip_layers = family_ == models::ModelFamily::kSdxl ? 1 : 0;
+  shape.last_hidden = cfg.projection_dim > 0;
+  exec::Executable& exe =
+      *executable(
+           str_cat(component, " b", batch, " t", seq),
+           [&] { return models::build_clip_text_encoder(cfg, *weights_, shape, which); }, component,
+           str_cat("b", batch, " t", seq))
+           .exe;
+  std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
+  auto* pos = exe.input("position_ids").as<int32_t>();
+  std::iota(pos, pos + seq, 0);
+  exe.run();
+  TextEncoderOutput out;
+  out.hidden = copy_out(exe.output(0));
+  if (!shape.last_hidden) return out;
+
+  // Pooled: the last layer's state at each sequence's end-of-text token — transformers takes
+  // the first position holding eos_token_id (the argmax of the ids for configs whose
+  // eos_token_id is the legacy 2) — then final_layer_norm and text_projection.
+  const TensorView last = exe.output(1);  // [B, T, C]
+  const int64_t width = cfg.hidden_size;
+  Tensor gathered(DType::kF32, {batch, width});
+  for (int b = 0; b < batch; ++b) {
+    const std::span<const int32_t> row = ids.subspan(static_cast<size_t>(b) * seq, seq);
+    int pos_eos = 0;
+    if (cfg.eos_token_id == 2) {
+      pos_eos = static_cast<int>(std::max_element(row.begin(), row.end()) - row.begin());
+    } else {
+      const auto it = std::find(row.begin(), row.end(), cfg.eos_token_id);
+      pos_eos = it == row.end() ? 0 : static_cast<int>(it - row.begin());
+    }
+    std::memcpy(gathered.as<float>() + b * width,
+                last.as<float>() + (static_cast<int64_t>(b) * seq + pos_eos) * width,
+                static_cast<size_t>(width) * sizeof(float));
+  }
+  exec::Executable& proj =
+      *executable(
+           str_cat(component, " projection b", batch),
+           [&] { return models::build_text_pooled_projection(cfg, *weights_, batch, which); },
+           component, str_cat("b", batch, " pooled"))
+           .exe;
+  copy_into(proj.input("hidden"), gathered.view());
+  proj.run();
+  out.pooled = copy_out(proj.output(0));
+  return out;
+}
+
+PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> prompts) {
+  HYRT_CHECK(!prompts.empty(), kInvalidArgument, "encode_prompts: no prompts");
+  const int n = static_cast<int>(prompts.size());
+  PromptConditioning out;
+  std::vector<Tensor> hidden;
+  for (int e = 0; e < num_text_encoders(); ++e) {
+    const ClipTokenizer& tok = tokenizer(e);
+    std::vector<int32_t> ids;
+    for (const std::string& p : prompts) {
+      const TokenizeResult r = tok.encode(p);
+      // Both tokenizers split a prompt alike; report a truncation once.
+      if (r.num_truncated_tokens > 0 && e == 0)
+        out.warnings.push_back(str_cat("the prompt \"", p.substr(0, 40), p.size() > 40 ? "..." : "",
+                                       "\" is longer than ", tok.model_max_length(),
+                                       " tokens; ignored: \"", r.truncated_text, "\""));
+      ids.insert(ids.end(), r.ids.begin(), r.ids.end());
+    }
+    TextEncoderOutput enc = encode_tokens(e, ids, n);
+    hidden.push_back(std::move(enc.hidden));
+    if (enc.pooled) out.pooled = std::move(enc.pooled);
+  }
+  if (hidden.size() == 1) {
+    out.context = std::move(hidden[0]);
+    return out;
+  }
+  // SDXL: the encoders' states concatenated along channels, [N, T, C1 + C2].
+  const Shape& s0 = hidden[0].shape();
+  int64_t channels = 0;
+  for (const Tensor& h : hidden) {
+    HYRT_CHECK(h.shape()[0] == s0[0] && h.shape()[1] == s0[1], kInvalidModel,
+               "the text encoders' outputs ", s0.to_string(), " and ", h.shape().to_string(),
+               " do not line up");
+    channels += h.shape()[2];
+  }
+  out.context = Tensor(DType::kF32, {s0[0], s0[1], channels});
+  float* dst = out.context.as<float>();
+  for (int64_t row = 0; row < s0[0] * s0[1]; ++row)
+    for (const Tensor& h : hidden) {
+      const int64_t c = h.shape()[2];
+      std::memcpy(dst, h.as<float>() + row * c, static_cast<size_t>(c) * sizeof(float));
+      dst += c;
+    }
+  return out;
+}
+
+Tensor DiffusionModel::predict_noise(const TensorView& sample, std::span<const float> timesteps,
+                                     const UNetConditioning& cond,
+                                     std::vector<std::pair<std::string, Tensor>>* taps) {
+  const TensorView& context = cond.context;
+  HYRT_CHECK(sample.shape.rank() == 4 && context.shape.rank() == 3 &&
+                 context.shape[0] == sample.shape[0] &&
+                 timesteps.size() == static_cast<size_t>(sample.shape[0]),
+             kInvalidArgument, "predict_noise: sample ", sample.shape.to_string(), ", context ",
+             context.shape.to_string(), " and ", timesteps.size(), " timesteps do not agree");
+  const models::UNetConfig& ucfg = unet_config();
+  const int64_t batch = sample.shape[0];
+  if (ucfg.text_time_embedding()) {
+    HYRT_CHECK(cond.text_embeds.data &&
+                   cond.text_embeds.shape == Shape({batch, ucfg.pooled_text_dim()}) &&
+                   cond.time_ids.size() == static_cast<size_t>(batch) * 6,
+               kInvalidArgument, "predict_noise: this UNet (SDXL) needs text_embeds [", batch, ", ",
+               ucfg.pooled_text_dim(), "] and ", batch, " x 6 time_ids; got text_embeds ",
+               cond.text_embeds.data ? cond.text_embeds.shape.to_string() : std::string("none"),
+               " and ", cond.time_ids.size(), " time_ids");
+  } else {
+    HYRT_CHECK(!cond.text_embeds.data && cond.time_ids.empty(), kInvalidArgument,
+               "predict_noise: this UNet takes no text_embeds or time_ids");
+  }
+  models::UNetShape shape;
+  shape.batch = static_cast<int>(batch);
+  shape.latent_height = static_cast<int>(sample.shape[1]);
+  shape.latent_width = static_cast<int>(sample.shape[2]);
+  shape.context_tokens = static_cast<int>(context.shape[1]);
+  shape.taps = taps != nullptr;
+  const exec::EngineOptions& eo = engine_->options();
+  shape.independent_samples =
+      !shape.taps && shape.batch > 1 &&
+      unet_per_sample_.value_or(engine_->accelerator() != nullptr &&
+                                eo.placement == plan::PlacementMode::kHybrid && eo.overlap);
+  const std::string dims = str_cat("b", shape.batch, " ", shape.latent_height, "x",
+                                   shape.latent_width, " t", shape.context_tokens);
+  Compiled& compiled = executable(
+      str_cat("unet ", dims, shape.taps ? " taps" : "",
+              shape.independent_samples ? " per-sample" : ""),
+      [&] { return models::build_unet(ucfg, *weights_, shape); }, "unet", dims);
+  exec::Executable& exe = *compiled.exe;
+  copy_into(exe.input("sample"), sample);
+  std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));
+  copy_into(exe.input("encoder_hidden_states"), context);
+  if (ucfg.text_time_embedding()) {
+    copy_into(exe.input("text_embeds"), cond.text_embeds);
+    std::memcpy(exe.input("time_ids").data, cond.time_ids.data(),
+                cond.time_ids.size() * sizeof(float));
+  }
+  exe.run();
+  if (taps) {
+    taps->clear();
+    for (size_t k = 0; k < compiled.tap_names.size(); ++k)
+      taps->emplace_back(compiled.tap_names[k], copy_out(exe.output(k + 1)));
+  }
+  return copy_out(exe.output(0));
+}
+
+Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
+  HYRT_CHECK(latent.shape.rank() == 4, kInvalidArgument,
+             "decode: latent must be [B, h, w, C], got ", latent.shape.to_string());
+  const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
+            w = static_cast<int>(latent.shape[2]);
+  const std::string dims = str_cat("b", b, " ", h, "x", w);
+  exec::Executable& exe =
+      *executable(
+           str_cat("vae ", dims, unscale ? " unscale" : ""),
+           [&] { return models::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale); },
+           "vae_decoder", dims, vae_int8_mode_)
+           .exe;
+  copy_into(exe.input("latent"), latent);
+  exe.run();
+  return copy_out(exe.output(0));
+}
+
+std::vector<MemoryReport> DiffusionModel::memory_report() const {
+  std::map<std::string, MemoryReport> all = released_reports_;
+  for (const auto& [key, c] : compiled_) {
+    all[key] = c.report;
+    all[key].captured_steps = c.exe->captured_steps();
+  }
+  std::vector<MemoryReport> r;
+  for (const auto& [key, report] : all)
+    r.push_back(report);
+  return r;
+}
+
+void DiffusionModel::release(std::string_view component) {
+  for (auto it = compiled_.begin(); it != compiled_.end();) {
+    if (it->second.report.component == component) {
+      released_reports_[it->first] = it->second.report;
+      it = compiled_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> DiffusionModel::op_profiles()
+    const {
+  std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> r;
+  for (const auto& [key, c] : compiled_)
+    r.emplace_back(key, c.exe->profile());
+  return r;
+}
+
+}  // namespace hyrt::pipeline
