@@ -39,7 +39,7 @@ ModelConfigs tiny_configs() {
   l.hidden_size = 32;
   l.intermediate_size = 128;
   l.num_hidden_layers = 3;
-  l.num_attention_heads = 2;
+  l.num_attention_heads = 4;
   c.text_encoder = l;
   ClipTextConfig g;
   g.hidden_size = 64;
@@ -63,7 +63,7 @@ ModelConfigs tiny_configs() {
   u.sample_size = 16;
   c.unet = u;
   VaeConfig v;
-  v.block_out_channels = {32, 64, 64, 64};
+  v.block_out_channels = {32, 32, 64, 64};
   v.layers_per_block = 1;
   v.scaling_factor = 0.13025f;
   v.sample_size = 128;
