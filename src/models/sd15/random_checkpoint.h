@@ -13,9 +13,9 @@
 // seed + 1, the VAE's (full, expected_vae_tensors(vae)) seed + 2. Same arguments -> the
 // same bytes.
 //
-// Memory: tensors are generated and written one at a time (weights::SafetensorsWriter);
-// peak memory is about one copy of the largest tensor in `dtype` (76 MB in f16 for SD 1.5's
-// token embedding), not the ~2 GB file.
+// Memory: tensors are generated and written one at a time (models::write_random_checkpoint,
+// which this is a layout for); peak memory is about two copies of the largest tensor in
+// `dtype` (76 MB in f16 for SD 1.5's token embedding), not the ~2 GB file.
 //
 // Pure functions apart from the files they write; safe to call concurrently for
 // different output paths.
@@ -27,23 +27,17 @@
 
 #include "core/dtype.h"
 #include "models/config.h"
+#include "models/random_checkpoint.h"
 #include "weights/ldm_names.h"
 
 namespace hyrt::models::sd15 {
 
-// The structure LDM key numbering needs (weights::ldm_key_for) for these configs.
-weights::LdmStructure ldm_structure(const UNetConfig& unet, const VaeConfig& vae);
-
-struct RandomCheckpointSummary {
-  int64_t text_encoder_parameters = 0;
-  int64_t unet_parameters = 0;
-  int64_t vae_parameters = 0;
-  size_t tensors = 0;       // in the file, position_ids included
-  uint64_t file_bytes = 0;  // size of the written file
-};
-
-// Called after each tensor with the tensor bytes written so far and their total.
-using ProgressFn = std::function<void(uint64_t done_bytes, uint64_t total_bytes)>;
+// The family-neutral pieces (models/random_checkpoint.h), under their SD 1.5 names.
+// text_encoder_2_parameters is 0 here.
+using models::copy_tokenizer_beside;
+using models::ldm_structure;
+using models::ProgressFn;
+using models::RandomCheckpointSummary;
 
 // Writes the checkpoint to `out` (through `<out>.tmp`, renamed when complete). `dtype`:
 // f16, f32 or bf16 (kInvalidArgument otherwise). Throws kInvalidArgument for configs the
@@ -54,12 +48,5 @@ RandomCheckpointSummary write_random_ldm_checkpoint(const std::filesystem::path&
                                                     const UNetConfig& unet, const VaeConfig& vae,
                                                     uint64_t seed, DType dtype = DType::kF16,
                                                     const ProgressFn& progress = {});
-
-// Copies a CLIP tokenizer (vocab.json, merges.txt, and tokenizer_config.json when present)
-// from `tokenizer_dir` into a `tokenizer/` folder beside `checkpoint_file` — where hyrt
-// looks for the tokenizer of a single-file model. Returns that folder. kNotFound naming
-// the file if vocab.json or merges.txt is missing, kIo if copying fails.
-std::filesystem::path copy_tokenizer_beside(const std::filesystem::path& tokenizer_dir,
-                                            const std::filesystem::path& checkpoint_file);
 
 }  // namespace hyrt::models::sd15
