@@ -325,6 +325,12 @@ ValueId Graph::add_node(OpKind op, std::vector<ValueId> inputs, Attrs attrs, std
   return values_.back().id;
 }
 
+void Graph::set_wide_range(ValueId v, bool wide) {
+  HYRT_CHECK(v >= 0 && static_cast<size_t>(v) < values_.size(), kInvalidArgument,
+             "set_wide_range: no value ", v);
+  values_[static_cast<size_t>(v)].wide_range = wide;
+}
+
 void Graph::mark_output(ValueId v) {
   HYRT_CHECK(v >= 0 && static_cast<size_t>(v) < values_.size(), kInvalidArgument,
              "mark_output: no value ", v);

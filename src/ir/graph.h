@@ -38,6 +38,11 @@ struct Value {
   std::string name;         // inputs/weights: their key; intermediates: the producing node's name
   NodeId producer = kNone;  // kIntermediate only
   bool is_output = false;
+  // Range policy: the value may exceed f16's range (±65504), so every backend that holds it
+  // must store it in f32 or bf16 (Backend::storage_dtype). plan::place runs a node only on a
+  // backend that holds all of its wide-range activations so; weights are not affected (they
+  // are stored as given). The real SDXL VAE decoder's activations are (VaeConfig::force_upcast).
+  bool wide_range = false;
 
   size_t bytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
 };
@@ -76,6 +81,8 @@ class Graph {
   // kInvalidArgument naming the node on a mismatch). Returns the output value.
   ValueId add_node(OpKind op, std::vector<ValueId> inputs, Attrs attrs = {}, std::string name = {});
   void mark_output(ValueId v);
+  // Marks `v` as a wide-range value (Value::wide_range).
+  void set_wide_range(ValueId v, bool wide = true);
 
   const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }
   const Node& node(NodeId id) const { return nodes_.at(static_cast<size_t>(id)); }

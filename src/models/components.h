@@ -86,7 +86,10 @@ BuiltGraph build_unet(const UNetConfig& config, const weights::WeightSource& wei
 // Input: "latent" [B, h, w, latent_channels]; when `unscale` is set the graph first
 // multiplies by 1/scaling_factor (what StableDiffusionPipeline does before decode).
 // Output 0: the image [B, 8h, 8w, out_channels] in about [-1, 1] (for 4 blocks).
+// With `wide_range` every value of the graph is wide-range (ir::Value::wide_range): what a
+// pipeline asks for when the VAE's activations overflow f16 (SDXL's force_upcast).
 BuiltGraph build_vae_decoder(const VaeConfig& config, const weights::WeightSource& weights,
-                             int batch, int latent_height, int latent_width, bool unscale);
+                             int batch, int latent_height, int latent_width, bool unscale,
+                             bool wide_range = false);
 
 }  // namespace hyrt::models

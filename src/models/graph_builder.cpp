@@ -42,7 +42,9 @@ ValueId GraphBuilder::op(ir::OpKind kind, std::vector<ValueId> inputs, ir::Attrs
   std::string base = prefix_ + std::string(ir::op_name(kind));
   const int n = op_counts_[base]++;
   if (n) base += "#" + std::to_string(n);
-  return graph_.add_node(kind, std::move(inputs), std::move(attrs), std::move(base));
+  const ValueId out = graph_.add_node(kind, std::move(inputs), std::move(attrs), std::move(base));
+  if (wide_range_) graph_.set_wide_range(out);
+  return out;
 }
 
 ValueId GraphBuilder::linear(ValueId x, const std::string& leaf, bool bias) {

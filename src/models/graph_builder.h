@@ -62,6 +62,9 @@ class GraphBuilder {
   // Records `v` as a tap (an extra graph output named `tap_name`) if taps are enabled.
   void tap(ValueId v, const std::string& tap_name);
   void enable_taps(bool on) { taps_enabled_ = on; }
+  // While on, every op output is marked wide-range (ir::Value::wide_range): activations that
+  // may exceed f16's range, held in f32/bf16 by whichever backend runs them.
+  void set_wide_range(bool on) { wide_range_ = on; }
   // Marks `main_output` as graph output 0 and the taps as outputs 1..n; returns the taps.
   std::vector<std::pair<std::string, ValueId>> finish(ValueId main_output);
 
@@ -74,6 +77,7 @@ class GraphBuilder {
   std::unordered_map<std::string, ValueId> weight_ids_;
   std::unordered_map<std::string, int> op_counts_;
   bool taps_enabled_ = false;
+  bool wide_range_ = false;
   std::vector<std::pair<std::string, ValueId>> taps_;
 };
 

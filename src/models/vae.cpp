@@ -7,7 +7,7 @@
 namespace hyrt::models {
 
 BuiltGraph build_vae_decoder(const VaeConfig& cfg, const weights::WeightSource& weights, int batch,
-                             int latent_height, int latent_width, bool unscale) {
+                             int latent_height, int latent_width, bool unscale, bool wide_range) {
   HYRT_CHECK(batch >= 1 && latent_height >= 1 && latent_width >= 1, kInvalidArgument,
              "VAE decoder: bad latent size ", latent_height, "x", latent_width);
   HYRT_CHECK(!cfg.block_out_channels.empty() && cfg.layers_per_block >= 1, kInvalidModel,
@@ -20,6 +20,12 @@ BuiltGraph build_vae_decoder(const VaeConfig& cfg, const weights::WeightSource& 
 
   ValueId h = graph->add_input("latent", DType::kF32,
                                {batch, latent_height, latent_width, cfg.latent_channels});
+  // The decoder's activations may overflow f16 (the real SDXL VAE: force_upcast), so every
+  // value is wide-range and placement keeps it off backends that would hold it in f16.
+  if (wide_range) {
+    graph->set_wide_range(h);
+    b.set_wide_range(true);
+  }
   if (unscale) h = b.op(ir::OpKind::kScale, {h}, ir::ScaleAttrs{1.0f / cfg.scaling_factor, 0.0f});
   if (cfg.use_post_quant_conv) h = b.conv2d(h, "post_quant_conv");
 

@@ -164,6 +164,11 @@ int DiffusionModel::default_image_size() const {
   return unet_config().sample_size * vae_scale_factor();
 }
 
+bool DiffusionModel::vae_wide_range() const {
+  // As diffusers: only the SDXL pipeline reads force_upcast (SD 1.5's VAE runs in f16 there).
+  return family_ == models::ModelFamily::kSdxl && vae_config().force_upcast;
+}
+
 bool DiffusionModel::force_zeros_for_empty_prompt() const {
   return force_zeros_.value_or(family_ == models::ModelFamily::kSdxl);
 }
@@ -375,12 +380,14 @@ Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
   const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
             w = static_cast<int>(latent.shape[2]);
   const std::string dims = str_cat("b", b, " ", h, "x", w);
-  exec::Executable& exe =
-      *executable(
-           str_cat("vae ", dims, unscale ? " unscale" : ""),
-           [&] { return models::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale); },
-           "vae_decoder", dims, vae_int8_mode_)
-           .exe;
+  exec::Executable& exe = *executable(
+                               str_cat("vae ", dims, unscale ? " unscale" : ""),
+                               [&] {
+                                 return models::build_vae_decoder(vae_config(), *weights_, b, h, w,
+                                                                  unscale, vae_wide_range());
+                               },
+                               "vae_decoder", dims, vae_int8_mode_)
+                               .exe;
   copy_into(exe.input("latent"), latent);
   exe.run();
   return copy_out(exe.output(0));

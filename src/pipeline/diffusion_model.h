@@ -132,6 +132,11 @@ class DiffusionModel {
   // files without one; false for SD 1.5): with no negative prompt at all, the negative
   // conditioning is zeros instead of the encoding of "".
   bool force_zeros_for_empty_prompt() const;
+  // The VAE decoder's activations must not be held in f16 (SDXL with the config's
+  // force_upcast, as diffusers' SDXL pipeline upcasts): its graph is built wide-range, so
+  // placement runs it only where activations are f32/bf16 — today the host when the
+  // accelerator holds f16 (ir::Value::wide_range).
+  bool vae_wide_range() const;
   // The CLIP tokenizer (loaded on first use) from the first of: the checkpoint's
   // tokenizer/ folder, <config_dir>/tokenizer, a tokenizer/ folder beside a single file.
   // Throws kNotFound listing every place looked in.

@@ -138,6 +138,7 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
   for (const ir::Value& v : g.values()) {
     if (v.kind == ir::ValueKind::kInput) map[v.id] = out.add_input(v.name, v.dtype, v.shape);
     if (v.kind == ir::ValueKind::kWeight) map[v.id] = out.add_weight(v.name, v.dtype, v.shape);
+    if (map[v.id] != ir::kNone && v.wide_range) out.set_wide_range(map[v.id]);
   }
   // What each old node is to the rewrite: absorbed (skipped), a chain's GEMM (skipped, emitted
   // at the anchor), an anchor (emits the chain), or kept.
@@ -152,6 +153,7 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
   auto emit = [&](OpKind op, std::vector<ValueId> inputs, ir::Attrs attrs, std::string name,
                   NodeId from) {
     const ValueId v = out.add_node(op, std::move(inputs), std::move(attrs), std::move(name));
+    if (g.value(g.node(from).output).wide_range) out.set_wide_range(v);  // the range policy stays
     r.backend_of.push_back(p.backend_of[from]);
     r.reason.push_back(p.reason.empty() ? std::string() : p.reason[from]);
     return v;
@@ -214,7 +216,9 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
     size_t before = rejected.size();
     for (const auto& [node, gemm] : rw.fused_nodes) {
       const int b = rw.backend_of[node];
-      if (!backends[b]->supports(*rw.graph, rw.graph->node(node))) rejected.insert(gemm);
+      if (!backends[b]->supports(*rw.graph, rw.graph->node(node)) ||
+          !holds_wide_range(*rw.graph, rw.graph->node(node), *backends[b]))
+        rejected.insert(gemm);
     }
     if (rejected.size() != before) continue;
     for (const Chain& c : chains) {

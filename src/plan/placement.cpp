@@ -11,6 +11,20 @@
 #include "core/error.h"
 
 namespace hyrt::plan {
+
+bool holds_wide_range(const ir::Graph& g, const ir::Node& n, const backend::Backend& b) {
+  auto held = [&](ir::ValueId id) {
+    const ir::Value& v = g.value(id);
+    if (!v.wide_range || v.kind == ir::ValueKind::kWeight || !dtype_is_float(v.dtype)) return true;
+    const DType s = b.storage_dtype(v);
+    return s == DType::kF32 || s == DType::kBF16;
+  };
+  if (!held(n.output)) return false;
+  for (ir::ValueId in : n.inputs)
+    if (!held(in)) return false;
+  return true;
+}
+
 namespace {
 
 using backend::Backend;
@@ -73,7 +87,7 @@ Tables build_tables(const ir::Graph& g, std::span<const ir::NodeId> order,
   for (const ir::Node& n : g.nodes()) {
     bool any = false;
     for (int b = 0; b < nb; ++b) {
-      if (!backends[b]->supports(g, n)) continue;
+      if (!backends[b]->supports(g, n) || !holds_wide_range(g, n, *backends[b])) continue;
       const double us = backends[b]->estimate_us(g, n);
       HYRT_CHECK(std::isfinite(us) && us >= 0, kInvalidArgument, "placement: backend '",
                  backends[b]->name(), "' estimates ", us, " us for ", describe(g, n));

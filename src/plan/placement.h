@@ -125,6 +125,12 @@ struct Placement {
   std::string summary() const;
 };
 
+// True when `backend` holds every wide-range activation of `node` (its non-weight float
+// inputs and its output with ir::Value::wide_range) in f32 or bf16 (Backend::storage_dtype).
+// place() and fuse_epilogues() run a node only on a backend for which this and supports() hold.
+bool holds_wide_range(const ir::Graph& graph, const ir::Node& node,
+                      const backend::Backend& backend);
+
 // Places every node listed in `order` (which must list each node of `graph` once, after
 // the producers of its inputs). `backends` is non-empty, backends[0] the host (its
 // device_type() must be kHost); pointers are borrowed for the call only.

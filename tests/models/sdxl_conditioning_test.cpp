@@ -8,6 +8,7 @@
 
 #include "core/error.h"
 #include "exec/engine.h"
+#include "models/components.h"
 #include "pipeline/diffusion_model.h"
 #include "pipeline/parity.h"
 #include "pipeline/txt2img.h"
@@ -58,6 +59,31 @@ TEST(SdxlConditioning, EveryInputMattersAndMissingOnesAreRefused) {
   p.negative_prompt = "";
   const Tensor empty = pipeline::txt2img(*model, model->scheduler_config(), p).images;
   EXPECT_GT(pipeline::relative_l2(none.view(), empty.view()), 1e-4);
+}
+
+}  // namespace
+}  // namespace hyrt
+
+namespace hyrt {
+namespace {
+
+// SDXL's force_upcast makes the VAE decoder's graph wide-range (so no backend holds it in
+// f16); SD 1.5's VAE, whose config also says force_upcast (diffusers' default), is not, as in
+// diffusers, where only the SDXL pipeline upcasts.
+TEST(SdxlConditioning, ForceUpcastMakesTheVaeWideRange) {
+  auto sdxl = test::golden_dir("sdxl-tiny");
+  auto sd15 = test::golden_dir("sd15-tiny");
+  if (!sdxl || !sd15) GTEST_SKIP() << "../shared/golden not found: skipped";
+  exec::Engine engine;
+  auto xl = pipeline::DiffusionModel::open(*sdxl / "model", engine);
+  auto v15 = pipeline::DiffusionModel::open(*sd15 / "model", engine);
+  EXPECT_TRUE(xl->vae_config().force_upcast);
+  EXPECT_TRUE(xl->vae_wide_range());
+  EXPECT_FALSE(v15->vae_wide_range());
+  const auto g = models::build_vae_decoder(xl->vae_config(), xl->weights(), 1, 8, 8, true,
+                                           xl->vae_wide_range());
+  for (const ir::Value& v : g.graph->values())
+    EXPECT_EQ(v.wide_range, v.kind != ir::ValueKind::kWeight) << v.name;
 }
 
 }  // namespace

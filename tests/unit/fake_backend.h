@@ -29,6 +29,12 @@ class FakeBackend : public backend::Backend {
   double estimate_us(const ir::Graph& g, const ir::Node& n) const override {
     return estimate_(g, n);
   }
+  // Holds float activations of rank >= 2 as `activation_storage` (f32 unless set: a fake f16
+  // device mirrors CUDA's device_storage_dtype).
+  DType storage_dtype(const ir::Value& v) const override {
+    return dtype_is_float(v.dtype) && v.shape.rank() >= 2 ? activation_storage : v.dtype;
+  }
+  DType activation_storage = DType::kF32;
   std::unique_ptr<backend::Kernel> prepare(const ir::Graph&, const ir::Node&,
                                            const weights::WeightSource&,
                                            backend::ProgramCache&) override {

@@ -183,6 +183,33 @@ TEST(Placement, DeviceModeCopiesOnlyAtTheEdges) {
   check_invariants(g, p);
 }
 
+// Wide-range values (ir::Value::wide_range, the SDXL VAE's) never sit on a backend that
+// holds activations in f16: in device mode the whole graph stays on the host, and only the
+// unmarked part of a partly marked graph moves to the device. A device holding f32 takes all.
+TEST(Placement, WideRangeValuesStayOffF16Backends) {
+  Graph g = mlp();
+  for (const Value& v : g.values())
+    if (v.kind != ValueKind::kWeight) g.set_wide_range(v.id);
+  const auto h = host();
+  auto d = device();
+  d.activation_storage = DType::kF16;
+  auto p = place(g, {&h, &d}, PlacementMode::kDevice);
+  EXPECT_EQ(p.backend_of, (std::vector<int>{0, 0, 0}));
+  check_invariants(g, p);
+  p = place(g, {&h, &d}, PlacementMode::kAuto);
+  EXPECT_EQ(p.backend_of, (std::vector<int>{0, 0, 0}));
+  // Only fc2's output wide: fc1 and the activation may run on the device, fc2 may not.
+  Graph partly = mlp();
+  partly.set_wide_range(partly.outputs()[0]);
+  p = place(partly, {&h, &d}, PlacementMode::kDevice);
+  EXPECT_EQ(p.backend_of, (std::vector<int>{1, 1, 0}));
+  check_invariants(partly, p);
+  // An f32 device holds them: everything runs there.
+  d.activation_storage = DType::kF32;
+  p = place(g, {&h, &d}, PlacementMode::kDevice);
+  EXPECT_EQ(p.backend_of, (std::vector<int>{1, 1, 1}));
+}
+
 TEST(Placement, AutoFollowsTheCostModel) {
   const Graph g = mlp();
   const auto h = host();
