@@ -186,7 +186,7 @@ void run(const GenerateArgs& a_in) {
   if (log_level() <= LogLevel::kInfo) {
     for (const auto& m : model->memory_report())
       std::printf(
-          "memory: %-13s %-18s scratch arena %10lld bytes (%.1f MiB; lower bound %.1f MiB), "
+          "memory: %-14s %-18s scratch arena %10lld bytes (%.1f MiB; lower bound %.1f MiB), "
           "device arena %.1f MiB, %.1f MiB copied per run, prepared in %.0f ms\n",
           m.component.c_str(), m.shape.c_str(), static_cast<long long>(m.arena_bytes),
           m.arena_bytes / 1048576.0, m.arena_lower_bound / 1048576.0,

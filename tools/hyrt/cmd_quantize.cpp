@@ -145,7 +145,7 @@ void run_quantize(const QuantizeOptions& opt) {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   if (tty && !opt.verbose) std::fputc('\n', stderr);
 
-  std::printf("\n%-13s %9s %6s %12s %12s  %s\n", "component", "quantized", "kept", "before",
+  std::printf("\n%-19s %9s %6s %12s %12s  %s\n", "component", "quantized", "kept", "before",
               "after", "rel. error: median / worst (tensor)");
   for (Component c : weights::kAllComponents) {
     if (!ck->has(c)) continue;
@@ -160,7 +160,7 @@ void run_quantize(const QuantizeOptions& opt) {
       std::snprintf(buf, sizeof(buf), "%.5f / %.5f ", errs[errs.size() / 2], cr.worst_rel_error);
       err = buf + cr.worst_tensor;
     }
-    std::printf("%-13s %9d %6d %12s %12s  %s\n", std::string(weights::component_title(c)).c_str(),
+    std::printf("%-19s %9d %6d %12s %12s  %s\n", std::string(weights::component_title(c)).c_str(),
                 cr.quantized, cr.kept, megabytes(cr.bytes_before).c_str(),
                 megabytes(cr.bytes_after).c_str(), err.c_str());
   }
