@@ -10,6 +10,9 @@ namespace hyrt {
 class AlignedBuffer {
  public:
   static constexpr size_t kAlignment = 64;
+  // Buffers of at least this many bytes are anonymous memory mappings (page-aligned, so
+  // kAlignment holds), returned to the system when freed; smaller ones come from malloc.
+  static constexpr size_t kMapThreshold = size_t{1} << 20;
 
   AlignedBuffer() = default;
   // Allocates `bytes` (rounded up to the alignment). `what` names the buffer in errors.
@@ -34,8 +37,11 @@ class AlignedBuffer {
   bool empty() const { return size_ == 0; }
 
  private:
+  void release() noexcept;
+
   void* data_ = nullptr;
   size_t size_ = 0;
+  size_t mapped_bytes_ = 0;  // > 0: data_ is an mmap of this many bytes
 };
 
 }  // namespace hyrt

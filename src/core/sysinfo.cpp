@@ -1,6 +1,9 @@
 #include "core/sysinfo.h"
 
 #include <sys/resource.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <unistd.h>
 
 #include <fstream>
@@ -18,6 +21,12 @@ int64_t current_rss_bytes() {
   int64_t size = 0, resident = 0;
   if (!(f >> size >> resident)) return 0;
   return resident * sysconf(_SC_PAGESIZE);
+}
+
+void return_free_heap_to_system() {
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
 }
 
 }  // namespace hyrt

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sysinfo.h"
 #include "models/components.h"
 
 namespace hyrt::pipeline {
@@ -414,6 +415,7 @@ void DiffusionModel::release(std::string_view component) {
       ++it;
     }
   }
+  return_free_heap_to_system();  // what the stage's kernels took from malloc (oneDNN's too)
 }
 
 std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> DiffusionModel::op_profiles()

@@ -3,10 +3,12 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/parallel.h"
 #include "core/shape.h"
+#include "core/sysinfo.h"
 #include "core/tensor.h"
 
 using namespace hyrt;
@@ -77,4 +79,25 @@ TEST(Tensor, NchwNhwcRoundTrip) {
   EXPECT_EQ(n.as<float>()[1], 20.0f);  // (b0, h0, w0, c1) = c*20
   Tensor back = nhwc_to_nchw(n.view());
   EXPECT_EQ(std::memcmp(back.data(), t.data(), t.bytes()), 0);
+}
+
+// Large buffers are their own mappings: aligned, usable, movable, and their pages leave the
+// resident set when freed (a released model stage must not stay resident).
+TEST(AlignedBufferTest, LargeBuffersReturnTheirPagesWhenFreed) {
+  using hyrt::AlignedBuffer;
+  AlignedBuffer small(1000, "small");
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(small.data()) % AlignedBuffer::kAlignment, 0u);
+  constexpr size_t kBytes = size_t{256} << 20;
+  const int64_t before = hyrt::current_rss_bytes();
+  {
+    AlignedBuffer big(kBytes, "big");
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(big.data()) % AlignedBuffer::kAlignment, 0u);
+    std::memset(big.data(), 1, kBytes);
+    AlignedBuffer moved = std::move(big);
+    EXPECT_EQ(big.data(), nullptr);
+    EXPECT_EQ(moved.size(), kBytes);
+    EXPECT_EQ(moved.as<uint8_t>()[kBytes - 1], 1);
+    EXPECT_GT(hyrt::current_rss_bytes(), before + static_cast<int64_t>(kBytes / 2));
+  }
+  EXPECT_LT(hyrt::current_rss_bytes(), before + static_cast<int64_t>(kBytes / 4));
 }
