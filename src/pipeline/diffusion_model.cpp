@@ -1,6 +1,7 @@
 #include "pipeline/diffusion_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 
@@ -392,6 +393,47 @@ Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
   copy_into(exe.input("latent"), latent);
   exe.run();
   return copy_out(exe.output(0));
+}
+
+Tensor LatentDistribution::std() const {
+  Tensor out(DType::kF32, logvar.shape());
+  const float* lv = logvar.as<float>();
+  float* o = out.as<float>();
+  for (int64_t i = 0; i < out.numel(); ++i)
+    o[i] = std::exp(0.5f * lv[i]);
+  return out;
+}
+
+LatentDistribution DiffusionModel::encode_image(const TensorView& image) {
+  HYRT_CHECK(image.shape.rank() == 4 && image.shape[3] == vae_config().in_channels,
+             kInvalidArgument, "encode: image must be [B, H, W, ", vae_config().in_channels,
+             "], got ", image.shape.to_string());
+  const int b = static_cast<int>(image.shape[0]), h = static_cast<int>(image.shape[1]),
+            w = static_cast<int>(image.shape[2]);
+  const int f = vae_scale_factor();
+  HYRT_CHECK(h % f == 0 && w % f == 0 && h > 0 && w > 0, kInvalidArgument, "encode: image size ", h,
+             "x", w, " is not a multiple of ", f);
+  const std::string dims = str_cat("b", b, " ", h, "x", w);
+  exec::Executable& exe =
+      *executable(
+           str_cat("vae_encoder ", dims),
+           [&] { return models::build_vae_encoder(vae_config(), *weights_, b, h, w); },
+           "vae_encoder", dims, vae_int8_mode_)
+           .exe;
+  copy_into(exe.input("image"), image);
+  exe.run();
+  const Tensor moments = copy_out(exe.output(0));  // [B, h, w, 2C]
+  const int64_t c2 = moments.shape()[3], c = c2 / 2;
+  const Shape half{moments.shape()[0], moments.shape()[1], moments.shape()[2], c};
+  LatentDistribution d{Tensor(DType::kF32, half), Tensor(DType::kF32, half)};
+  const int64_t pixels = half.numel() / c;
+  const float* m = moments.as<float>();
+  for (int64_t p = 0; p < pixels; ++p)
+    for (int64_t k = 0; k < c; ++k) {
+      d.mean.as<float>()[p * c + k] = m[p * c2 + k];
+      d.logvar.as<float>()[p * c + k] = std::clamp(m[p * c2 + c + k], -30.0f, 20.0f);
+    }
+  return d;
 }
 
 std::vector<MemoryReport> DiffusionModel::memory_report() const {

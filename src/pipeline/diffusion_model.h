@@ -95,6 +95,14 @@ struct MemoryReport {
   std::vector<exec::OpProfile> prepare_by_op;  // where prepare_ms went
 };
 
+// diffusers DiagonalGaussianDistribution, the VAE encoder's output (host, channels-last).
+struct LatentDistribution {
+  Tensor mean;    // [B, h, w, latent_channels]
+  Tensor logvar;  // same shape, clamped to [-30, 20] as diffusers does
+  // exp(0.5 · logvar), in f32 as diffusers computes it.
+  Tensor std() const;
+};
+
 class DiffusionModel {
  public:
   // Opens a diffusers folder or an LDM single file; throws hyrt::Error naming what is
@@ -177,11 +185,16 @@ class DiffusionModel {
   // VAE scaling factor first (what the txt2img pipeline does).
   Tensor decode_latents(const TensorView& latent, bool unscale);
 
+  // The VAE encoder (AutoencoderKL.encode): image [B, H, W, 3] in [-1, 1], H and W multiples
+  // of the VAE factor -> the latent distribution at [B, H/8, W/8, 4] (before the scaling
+  // factor). Compiled per shape as "vae_encoder".
+  LatentDistribution encode_image(const TensorView& image);
+
   std::vector<MemoryReport> memory_report() const;
   // Frees the compiled executables of `component` ("text_encoder", "text_encoder_2", "unet",
-  // "vae_decoder"): their packed weights and programs. A later call recompiles (seconds
-  // at real size), so this is for one-shot jobs that are done with a stage. Reports
-  // of released executables stay in memory_report().
+  // "vae_encoder", "vae_decoder"): their packed weights and programs. A later call recompiles
+  // (seconds at real size), so this is for one-shot jobs that are done with a stage. Reports of
+  // released executables stay in memory_report().
   void release(std::string_view component);
   // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;

@@ -330,6 +330,32 @@ void check_model(DiffusionModel& model, const weights::SafetensorsFile& g, Repor
   }
 }
 
+// NCHW [B, C, H, W] pictures in [0, 1] (the golden inputs) -> NHWC in [-1, 1], as diffusers'
+// VaeImageProcessor normalises them before the encoder.
+Tensor golden_picture(const TensorView& v) {
+  Tensor t = golden_nhwc(v);
+  for (int64_t i = 0; i < t.numel(); ++i)
+    t.as<float>()[i] = 2.0f * t.as<float>()[i] - 1.0f;
+  return t;
+}
+
+// features.safetensors (README "Beyond txt2img"): the VAE encoder's latent distribution.
+void check_features(DiffusionModel& model, const weights::SafetensorsFile& f, Reporter& r) {
+  if (f.find("vae_encoder.image") && f.find("vae_encoder.mean")) {
+    const Tensor image = golden_picture(f.view("vae_encoder.image"));
+    const LatentDistribution d = model.encode_image(image.view());
+    const Tensor std_dev = d.std();
+    const std::pair<const char*, const Tensor*> outs[] = {
+        {"mean", &d.mean}, {"logvar", &d.logvar}, {"std", &std_dev}};
+    for (const auto& [name, got] : outs) {
+      const std::string key = str_cat("vae_encoder.", name);
+      if (!f.find(key)) continue;
+      const Tensor ref = golden_nhwc(f.view(key));
+      r.model_output(key, relative_l2(got->view(), ref.view()), kVaeTol, false);
+    }
+  }
+}
+
 }  // namespace
 
 double relative_l2(const TensorView& a, const TensorView& b) {
@@ -366,6 +392,14 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   const auto cases_path = o.golden_dir / "tokenizer_cases.json";
   std::optional<nlohmann::json> cases;
   if (std::filesystem::exists(cases_path)) cases = read_json(cases_path);
+  // The "Beyond txt2img" items, when the folder has them.
+  std::unique_ptr<weights::SafetensorsFile> features;
+  nlohmann::json feature_settings = nlohmann::json::object();
+  if (std::filesystem::exists(o.golden_dir / "features.safetensors")) {
+    features = weights::SafetensorsFile::open(o.golden_dir / "features.safetensors");
+    if (std::filesystem::exists(o.golden_dir / "features.json"))
+      feature_settings = read_json(o.golden_dir / "features.json");
+  }
   ModelOptions folder_options = o.model;
   folder_options.config_dir.reset();
   {
@@ -374,6 +408,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     if (cases) check_tokens(*model, *golden, *cases, r);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
+    if (features) check_features(*model, *features, r);
   }
   // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
   for (const char* file : {"model-ldm.safetensors", "model-sgm.safetensors"}) {
@@ -387,6 +422,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     Reporter r(o.model.quantize_int8 ? form + ", int8" : form, o, items);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
+    if (features) check_features(*model, *features, r);
   }
   return items;
 }

@@ -3,6 +3,9 @@
 // the diffusers folder and the LDM single file must be within its tolerance.
 #include <gtest/gtest.h>
 
+#include <map>
+#include <string>
+
 #include "pipeline/parity.h"
 #include "test_util.h"
 
@@ -26,6 +29,29 @@ TEST(GoldenParity, EveryItemWithinTolerance) {
   }
   EXPECT_GE(counted, 50);
   EXPECT_TRUE(saw_ldm && saw_pipeline && saw_tokens && saw_sched);
+}
+
+// The "Beyond txt2img" items of sd15-tiny/features.safetensors (README of the golden data):
+// each must be reported, from the diffusers folder and the LDM file, and pass.
+TEST(GoldenParity, FeatureItemsSeenAndPass) {
+  auto golden = hyrt::test::golden_dir();
+  if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: parity skipped";
+  hyrt::exec::Engine engine;
+  hyrt::pipeline::ParityOptions o;
+  o.golden_dir = *golden;
+  o.taps = false;
+  const auto items = hyrt::pipeline::run_parity(o, engine);
+  std::map<std::string, int> seen;
+  for (const auto& it : items) {
+    if (it.informational) continue;
+    const size_t end = it.name.find("] ");
+    if (end == std::string::npos) continue;
+    const std::string bare = it.name.substr(end + 2);
+    ++seen[bare];
+    EXPECT_TRUE(it.pass) << it.name << ": " << it.error << " > " << it.tolerance;
+  }
+  for (const char* name : {"vae_encoder.mean", "vae_encoder.logvar", "vae_encoder.std"})
+    EXPECT_EQ(seen[name], 2) << name << " not checked from both the folder and the LDM file";
 }
 
 // The same for ../shared/golden/sdxl-tiny: both text encoders (penultimate states, pooled
