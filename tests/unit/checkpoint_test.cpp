@@ -13,23 +13,15 @@
 #include "core/error.h"
 #include "models/config.h"
 #include "models/keys.h"
+#include "temp_dir_test.h"
 #include "weights/ldm_names.h"
 
 namespace hyrt::weights {
 namespace {
 namespace fs = std::filesystem;
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ =
-        fs::temp_directory_path() /
-        (std::string("hyrt_ck_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // Writes tensors of the given shapes (f16 zeros) to `path`.
   void write(const fs::path& path, const std::vector<std::pair<std::string, Shape>>& specs,
              DType dtype = DType::kF16) {
@@ -47,8 +39,6 @@ class CheckpointTest : public ::testing::Test {
     fs::create_directories(path.parent_path());
     std::ofstream(path) << text;
   }
-
-  fs::path dir_;
 };
 
 bool contains(const std::vector<std::string>& v, const std::string& s) {

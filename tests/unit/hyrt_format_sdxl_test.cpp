@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "temp_dir_test.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/hyrt_format.h"
@@ -23,17 +24,8 @@ namespace hyrt::weights {
 namespace {
 namespace fs = std::filesystem;
 
-class HyrtSdxlTest : public ::testing::Test {
+class HyrtSdxlTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("hyrt_sdxl_") + std::to_string(::getpid()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   void write(const fs::path& path, const std::vector<std::pair<std::string, Shape>>& specs,
              uint64_t seed) {
     fs::create_directories(path.parent_path());
@@ -94,8 +86,6 @@ class HyrtSdxlTest : public ::testing::Test {
     if (auto mi = ck.model_index()) o.model_index = mi->dump();
     return o;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(HyrtSdxlTest, FourComponentsRoundTrip) {

@@ -18,6 +18,7 @@
 #include "models/config.h"
 #include "models/keys.h"
 #include "models/sd15/random_weights.h"
+#include "temp_dir_test.h"
 #include "weights/checkpoint.h"
 #include "weights/memory_weights.h"
 #include "weights/safetensors.h"
@@ -28,24 +29,13 @@ namespace fs = std::filesystem;
 using weights::Checkpoint;
 using weights::Component;
 
-class RandomCheckpointTest : public ::testing::Test {
+class RandomCheckpointTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("hyrt_randck_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   RandomCheckpointSummary write_tiny(const fs::path& path, uint64_t seed,
                                      DType dtype = DType::kF16) {
     return write_random_ldm_checkpoint(path, tiny_clip_text_config(), tiny_unet_config(),
                                        tiny_vae_config(), seed, dtype);
   }
-
-  fs::path dir_;
 };
 
 std::vector<char> read_bytes(const fs::path& p) {

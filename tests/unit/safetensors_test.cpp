@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "temp_dir_test.h"
 
 namespace hyrt::weights {
 namespace {
@@ -248,17 +249,7 @@ TEST(SafetensorsTest, PaddedHeaderAndHoles) {
   EXPECT_EQ(f->view("x").shape.rank(), 0);
 }
 
-class SafetensorsFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    dir_ = std::filesystem::temp_directory_path() /
-           ("hyrt_st_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-  std::filesystem::path dir_;
-};
+class SafetensorsFileTest : public test::TempDirTest {};
 
 TEST_F(SafetensorsFileTest, RoundTrip) {
   Tensor a(DType::kF32, {2, 3});

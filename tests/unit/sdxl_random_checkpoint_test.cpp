@@ -18,6 +18,7 @@
 #include "models/keys.h"
 #include "models/sd15/random_weights.h"
 #include "models/sdxl/configs.h"
+#include "temp_dir_test.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/memory_weights.h"
@@ -29,17 +30,8 @@ namespace fs = std::filesystem;
 using weights::Checkpoint;
 using weights::Component;
 
-class SdxlRandomCheckpointTest : public ::testing::Test {
+class SdxlRandomCheckpointTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("hyrt_sdxl_randck_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-  fs::path dir_;
 };
 
 std::vector<char> read_bytes(const fs::path& p) {

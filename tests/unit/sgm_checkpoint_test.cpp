@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "temp_dir_test.h"
 #include "test_util.h"
 #include "weights/checkpoint.h"
 #include "weights/ldm_names.h"
@@ -33,17 +34,8 @@ std::string s(std::string_view a, std::string_view b) {
   return std::string(a) + std::string(b);
 }
 
-class SgmTest : public ::testing::Test {
+class SgmTest : public test::TempDirTest {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() /
-           (std::string("hyrt_sgm_") +
-            ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // f32 tensors whose element i holds `base + i`.
   static Tensor iota(const Shape& shape, float base = 0) {
     Tensor t(DType::kF32, shape);
@@ -82,8 +74,6 @@ class SgmTest : public ::testing::Test {
     write(p, t);
     return p;
   }
-
-  fs::path dir_;
 };
 
 // ---- key map ----
