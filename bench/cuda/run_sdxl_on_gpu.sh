@@ -6,7 +6,11 @@
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh), .gl/golden/sdxl-tiny (a copy of
 # ../shared/golden/sdxl-tiny: at least model/ and golden.*), and .whl with diffusers for the
 # anchor (the device README says how).
-# Usage there: bench/cuda/run_sdxl_on_gpu.sh OUT_DIR [what...]   what: parity bench torch
+# Usage there: bench/cuda/run_sdxl_on_gpu.sh OUT_DIR [what...]
+#   what: parity (hybrid and device), torch (the anchor), file (a real-size random SDXL file and
+#   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
+#   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
+#   txt2img), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -30,6 +34,15 @@ cmake --build build-gpu -j"$(nproc)" --target hyrt >"$logs/build.log" 2>&1 ||
   { grep -B2 -A12 -m3 "error" "$logs/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
+tok=.gl/golden/sdxl-tiny/model
+if [[ $what == *file* ]]; then
+  ( t1=$(date +%s)
+    $hyrt make-random-checkpoint --arch sdxl /tmp/sdxl.safetensors --tokenizer $tok/tokenizer \
+      --tokenizer-2 $tok/tokenizer_2 >"$logs/make.log" 2>&1 &&
+      $hyrt quantize /tmp/sdxl.safetensors /tmp/sdxl-int8.safetensors >"$logs/quantize.log" 2>&1
+    echo "file rc=$? in $(($(date +%s) - t1)) s" >"$logs/file.done" ) &
+  file_job=$!
+fi
 if [[ $what == *parity* ]]; then
   for p in hybrid device; do
     timeout 300 $hyrt parity .gl/golden/sdxl-tiny --placement $p >"$out/parity_sdxl_$p.log" 2>&1
@@ -39,9 +52,9 @@ if [[ $what == *parity* ]]; then
 fi
 if [[ $what == *bench* ]]; then
   t1=$(date +%s)
-  timeout 420 $hyrt bench -m random:sdxl --int8 --only unet,vae --placement device --resize \
-    --sizes 1024,768,832x1216 --runs 10 --warmup 2 --json "$out/sdxl_unet_device_h200.json" \
-    >/dev/null 2>"$logs/bench.err"
+  timeout 300 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet,vae --placement device \
+    --resize --sizes 1024,768,832x1216 --runs 10 --warmup 2 \
+    --json "$out/sdxl_unet_device_h200.json" >/dev/null 2>"$logs/bench.err"
   echo "bench rc=$? in $(($(date +%s) - t1)) s"; tail -n 3 "$logs/bench.err"
   python3 - "$out/sdxl_unet_device_h200.json" <<'PY'
 import json, sys
@@ -56,10 +69,21 @@ for a in j["scratch_arenas"]:
 print("accelerator memory", j.get("accelerator_memory"), "load_ms", j.get("load_ms"))
 PY
 fi
+if [[ $what == *generate* ]]; then
+  t1=$(date +%s.%N)
+  $hyrt generate -m /tmp/sdxl-int8.safetensors -p "a lighthouse on a cliff" --steps 20 -s 1 \
+    -o /tmp/sdxl.png -v >"$out/generate_1024.log" 2>&1
+  echo "generate rc=$? wall $(python3 -c "import time; print(round(time.time() - $t1, 2))") s"
+  grep -E "^timings|peak RSS|accelerator:" "$out/generate_1024.log" | head -n 6
+fi
 if [[ $what == *torch* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
   timeout 300 python3 bench/cuda/torch_sdxl_eager.py 1024x1024,768x768,832x1216 \
     >"$out/torch_sdxl_eager_h200.json" 2>"$logs/torch.err"
   echo "torch rc=$?"; tail -n 3 "$logs/torch.err"; cat "$out/torch_sdxl_eager_h200.json"
+fi
+if [[ -n "${file_job:-}" ]]; then
+  wait "$file_job"; cat "$logs/file.done"; tail -n 3 "$logs/make.log" "$logs/quantize.log"
+  ls -la /tmp/sdxl-int8.safetensors
 fi
