@@ -339,8 +339,76 @@ Tensor golden_picture(const TensorView& v) {
   return t;
 }
 
-// features.safetensors (README "Beyond txt2img"): the VAE encoder's latent distribution.
-void check_features(DiffusionModel& model, const weights::SafetensorsFile& f, Reporter& r) {
+// One img2img / inpainting run from features.json's `run` settings against `<prefix>.image`
+// and, reported only, `<prefix>.step_latents` (the largest error over the steps).
+void check_image_run(DiffusionModel& model, const weights::SafetensorsFile& f,
+                     const nlohmann::json& run, const std::string& prefix, SamplerKind sampler,
+                     const std::string& image_key, const char* mask_key, double strength,
+                     const SchedulerConfig& scheduler, Reporter& r) {
+  if (!f.find(prefix + ".image") || !f.find(image_key)) return;
+  const Tensor ref = to_f32(f.view(prefix + ".image"));  // NHWC [B, H, W, 3]
+  Txt2ImgParams params;
+  params.prompt = run.at("prompt").get<std::string>();
+  const nlohmann::json neg = run.value("negative_prompt", nlohmann::json(""));
+  if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
+  params.steps = run.at("steps").get<int>();
+  params.cfg_scale = run.at("guidance_scale").get<float>();
+  params.seed = run.at("seed").get<uint64_t>();
+  params.sampler = sampler;
+  params.batch = static_cast<int>(ref.shape()[0]);
+  params.height = static_cast<int>(ref.shape()[1]);
+  params.width = static_cast<int>(ref.shape()[2]);
+  InitImage init;
+  init.image = golden_nhwc(f.view(image_key));
+  init.strength = strength;
+  if (mask_key) init.mask = golden_nhwc(f.view(mask_key));
+  params.init = std::move(init);
+  std::vector<Tensor> steps;
+  params.on_latents = [&](const Tensor& x) { steps.push_back(to_f32(x.view())); };
+  const Txt2ImgResult out = txt2img(model, scheduler, params);
+  if (const auto* info = f.find(prefix + ".step_latents")) {
+    const Tensor ref_steps = to_f32(f.view(*info));  // [steps, B, C, h, w]
+    double worst = steps.size() == static_cast<size_t>(ref_steps.shape()[0])
+                       ? 0
+                       : std::numeric_limits<double>::infinity();
+    const int64_t per = ref_steps.numel() / std::max<int64_t>(ref_steps.shape()[0], 1);
+    for (size_t i = 0; i < steps.size() && std::isfinite(worst); ++i) {
+      if (steps[i].numel() != per) {
+        worst = std::numeric_limits<double>::infinity();
+        break;
+      }
+      const TensorView one{const_cast<float*>(ref_steps.as<float>()) + i * per, DType::kF32,
+                           steps[i].shape()};
+      worst = std::max(worst, relative_l2(steps[i].view(), one));
+    }
+    r.add(prefix + ".step_latents (worst step)", worst, r.model_tol(kImageTol),
+          /*informational=*/true);
+  }
+  r.model_output(prefix + ".image", relative_l2(out.images.view(), ref.view()), kImageTol, false,
+                 psnr(out.images.view(), ref.view()));
+}
+
+// features.safetensors (README "Beyond txt2img"): the VAE encoder's latent distribution,
+// img2img with each sampler of features.json, inpainting with the 4-channel model.
+// `scheduler` is the model's own scheduler config: these pipelines made each sampler with
+// from_config on it ("leading" spacing for Euler too), not on golden.json's settings.
+void check_features(DiffusionModel& model, const weights::SafetensorsFile& f,
+                    const nlohmann::json& settings, const SchedulerConfig& scheduler, Reporter& r) {
+  if (settings.contains("img2img")) {
+    const nlohmann::json& run = settings["img2img"];
+    for (const auto& id : run.value("samplers", nlohmann::json::array())) {
+      const std::string name = id.get<std::string>();
+      check_image_run(model, f, run, "img2img." + name, parse_sampler_kind(name),
+                      "img2img.init_image", nullptr, run.at("strength").get<double>(), scheduler,
+                      r);
+    }
+  }
+  if (settings.contains("inpaint4")) {
+    const nlohmann::json& run = settings["inpaint4"];
+    check_image_run(model, f, run, "inpaint4",
+                    parse_sampler_kind(run.value("sampler", std::string("ddim"))),
+                    "inpaint.init_image", "inpaint.mask", run.value("strength", 1.0), scheduler, r);
+  }
   if (f.find("vae_encoder.image") && f.find("vae_encoder.mean")) {
     const Tensor image = golden_picture(f.view("vae_encoder.image"));
     const LatentDistribution d = model.encode_image(image.view());
@@ -408,7 +476,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     if (cases) check_tokens(*model, *golden, *cases, r);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
-    if (features) check_features(*model, *features, r);
+    if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
   }
   // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
   for (const char* file : {"model-ldm.safetensors", "model-sgm.safetensors"}) {
@@ -422,7 +490,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     Reporter r(o.model.quantize_int8 ? form + ", int8" : form, o, items);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
-    if (features) check_features(*model, *features, r);
+    if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
   }
   return items;
 }

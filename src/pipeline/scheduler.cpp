@@ -180,6 +180,7 @@ class DdimSampler final : public Sampler {
   }
 
   void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
     check_step_count(num_steps, config_);
     const auto t = spaced_timesteps(spacing_or(TimestepSpacing::kLeading),
                                     config_.num_train_timesteps, num_steps, config_.steps_offset,
@@ -267,7 +268,10 @@ class EulerSampler final : public EulerFamilySampler {
  public:
   explicit EulerSampler(const SchedulerConfig& c) : EulerFamilySampler(SamplerKind::kEuler, c) {}
 
-  void set_timesteps(int num_steps) override { build_schedule(num_steps); }
+  void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
+    build_schedule(num_steps);
+  }
 
   void step(std::span<const float> model_output, int step_index, std::span<float> sample,
             TorchCpuRng* /*rng*/) override {
@@ -289,7 +293,10 @@ class EulerAncestralSampler final : public EulerFamilySampler {
   explicit EulerAncestralSampler(const SchedulerConfig& c)
       : EulerFamilySampler(SamplerKind::kEulerAncestral, c) {}
 
-  void set_timesteps(int num_steps) override { build_schedule(num_steps); }
+  void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
+    build_schedule(num_steps);
+  }
   bool needs_noise() const override { return true; }
 
   void step(std::span<const float> model_output, int step_index, std::span<float> sample,
@@ -330,6 +337,7 @@ class DpmppSampler final : public Sampler {
       : Sampler(karras ? SamplerKind::kDpmpp2mKarras : SamplerKind::kDpmpp2m, c), karras_(karras) {}
 
   void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
     check_step_count(num_steps, config_);
     const int train = config_.num_train_timesteps;
     // lambda_min_clipped = -inf clips nothing: the last usable timestep is train_steps.
@@ -391,9 +399,9 @@ class DpmppSampler final : public Sampler {
   void step(std::span<const float> model_output, int step_index, std::span<float> sample,
             TorchCpuRng* /*rng*/) override {
     check_step_args(model_output, step_index, sample);
-    if (step_index == 0) {
+    if (step_index == begin_index_) {
       previous_x0_.clear();
-      next_step_ = 0;
+      next_step_ = begin_index_;
     }
     HYRT_CHECK(step_index == next_step_, kInvalidArgument, sampler_display_name(kind_),
                " is a multistep sampler: step ", step_index, " called after step ", next_step_ - 1,
@@ -499,6 +507,47 @@ void Sampler::check_step_args(std::span<const float> model_output, int step_inde
   HYRT_CHECK(model_output.size() == sample.size(), kInvalidArgument, sampler_display_name(kind_),
              ": model output has ", model_output.size(), " elements but the sample has ",
              sample.size());
+}
+
+void Sampler::set_begin_index(int step_index) {
+  HYRT_CHECK(step_index >= 0 && step_index < num_steps(), kInvalidArgument,
+             sampler_display_name(kind_), ": begin index ", step_index, " outside [0, ",
+             num_steps(), ")");
+  begin_index_ = step_index;
+}
+
+void Sampler::add_noise(std::span<const float> original, std::span<const float> noise,
+                        int step_index, std::span<float> out) const {
+  HYRT_CHECK(original.size() == noise.size() && original.size() == out.size(), kInvalidArgument,
+             "add_noise: sizes differ (", original.size(), ", ", noise.size(), ", ", out.size(),
+             ")");
+  HYRT_CHECK(step_index >= 0 && step_index < num_steps(), kInvalidArgument,
+             "add_noise: step index ", step_index, " outside [0, ", num_steps(), ")");
+  float a, b;
+  if (kind_ == SamplerKind::kDdim) {
+    const float alpha_prod = alphas_cumprod_[static_cast<size_t>(timesteps_[step_index])];
+    a = std::sqrt(alpha_prod);
+    b = std::sqrt(1.0f - alpha_prod);
+  } else if (kind_ == SamplerKind::kEuler || kind_ == SamplerKind::kEulerAncestral) {
+    a = 1.0f;
+    b = sigmas_[step_index];
+  } else {  // DPM++: _sigma_to_alpha_sigma_t
+    const float sigma = sigmas_[step_index];
+    a = 1.0f / std::sqrt(sigma * sigma + 1.0f);
+    b = sigma * a;
+  }
+  for (size_t i = 0; i < out.size(); ++i)
+    out[i] = a * original[i] + b * noise[i];
+}
+
+int first_img2img_step(int steps, double strength) {
+  HYRT_CHECK(strength > 0 && strength <= 1, kInvalidArgument, "strength must be in (0, 1] (got ",
+             strength, ")");
+  // Python's int(): truncation of the float64 product, as diffusers computes it.
+  const int init = std::min(static_cast<int>(steps * strength), steps);
+  HYRT_CHECK(init >= 1, kInvalidArgument, "strength ", strength, " with ", steps,
+             " steps leaves no step to run (need steps * strength >= 1)");
+  return steps - init;
 }
 
 void Sampler::scale_model_input(std::span<const float> sample, std::span<float> out,

@@ -124,6 +124,19 @@ class Sampler {
   // True if step() draws noise (Euler ancestral).
   virtual bool needs_noise() const { return false; }
 
+  // diffusers' set_begin_index: the first step() of this schedule will be `step_index`
+  // (img2img starts part-way, see first_img2img_step). Multistep samplers start their
+  // history there; the others need nothing. Cleared by set_timesteps.
+  virtual void set_begin_index(int step_index);
+  int begin_index() const { return begin_index_; }
+
+  // diffusers' add_noise: `original` noised to the level of step `step_index`'s timestep,
+  // written to `out` (which may alias either input; sizes must match):
+  //   DDIM: sqrt(ᾱ_t)·x + sqrt(1 − ᾱ_t)·n;  Euler, Euler a: x + σ·n;
+  //   DPM++: α_σ·x + σ_σ·n with α_σ = 1/sqrt(σ² + 1), σ_σ = σ·α_σ.
+  void add_noise(std::span<const float> original, std::span<const float> noise, int step_index,
+                 std::span<float> out) const;
+
  protected:
   Sampler(SamplerKind kind, const SchedulerConfig& config);
   void check_step_args(std::span<const float> model_output, int step_index,
@@ -140,7 +153,14 @@ class Sampler {
   std::vector<float> sigmas_;
   float init_noise_sigma_ = 1.0f;
   bool scales_model_input_ = false;
+  int begin_index_ = 0;
 };
+
+// diffusers' StableDiffusionImg2ImgPipeline.get_timesteps: with `steps` scheduled and
+// `strength` in (0, 1], the first step that runs, steps - min(int(steps · strength), steps)
+// (all four samplers here have order 1). Throws kInvalidArgument when no step would run or
+// strength is outside (0, 1].
+int first_img2img_step(int steps, double strength);
 
 // A sampler of `kind` for `config`; call set_timesteps before use.
 std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const SchedulerConfig& config);

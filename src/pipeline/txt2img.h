@@ -8,6 +8,14 @@
 // Txt2ImgParams); with no negative prompt at all (nullopt, not "") and the model's
 // force_zeros_for_empty_prompt, the negative conditioning is zeros.
 //
+// img2img and inpainting (Txt2ImgParams::init, the same loop) mirror diffusers'
+// StableDiffusionImg2ImgPipeline and StableDiffusionInpaintPipeline: the picture is encoded
+// by the VAE, noised to the timestep where the shortened schedule starts (strength), and
+// denoised from there. With a mask and an ordinary (4-channel) UNet, after every step the
+// latents outside the mask are replaced by the picture's latents noised to the next timestep;
+// an inpainting UNet (in_channels = 2·latent + 1) instead sees the mask and the masked
+// picture's latents beside the latents at every step.
+//
 // Noise: TorchCpuRng (rng.h) seeded with `seed` draws the initial latents as
 // torch.randn([B, 4, h, w]) in NCHW order — so a seed gives diffusers' latents for a CPU
 // generator — and Euler a draws its per-step noise from the same generator. The loop keeps
@@ -26,6 +34,21 @@
 #include "pipeline/scheduler.h"
 
 namespace hyrt::pipeline {
+
+// The picture img2img and inpainting start from.
+struct InitImage {
+  // NHWC [1 or batch, height, width, 3] f32 in [0, 1], at the params' width and height (the
+  // caller resizes, as diffusers' VaeImageProcessor does); normalised to [-1, 1] here.
+  Tensor image;
+  // How much of the schedule runs, in (0, 1]: steps · strength of them (diffusers'
+  // get_timesteps). 1 starts from pure noise (for a 4-channel model still anchored outside
+  // the mask).
+  double strength = 0.8;
+  // Inpainting: NHWC [1, height, width, 1] in [0, 1], 1 = repaint; binarised at 0.5 and
+  // resized to the latent size by nearest neighbour (diffusers' mask processor and
+  // prepare_mask_latents). Absent: img2img.
+  std::optional<Tensor> mask;
+};
 
 struct Txt2ImgParams {
   std::string prompt;
@@ -48,12 +71,19 @@ struct Txt2ImgParams {
   // Unscaled standard-normal initial latents, NCHW [batch, C, h, w] f32 (diffusers'
   // `latents=` argument); drawn from the seed when absent.
   std::optional<Tensor> initial_latents;
+  // img2img / inpainting; absent: txt2img. Not with initial_latents. Draws from the seeded
+  // generator in diffusers' order: the picture's latent sample (mean + std·randn; skipped by
+  // an inpainting UNet at strength 1, which does not use it), the noise, then with a mask the
+  // masked picture's latent sample.
+  std::optional<InitImage> init;
   // Free each model stage (text encoder, UNet) once this call is done with it, so the
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).
   bool release_stages = false;
-  // Called after each denoising step with (step index + 1, steps).
+  // Called after each denoising step with (steps run so far, steps that will run).
   std::function<void(int, int)> on_step;
+  // Called after each denoising step with the latents, NCHW [batch, C, h, w] (parity checks).
+  std::function<void(const Tensor&)> on_latents;
 };
 
 struct Txt2ImgTimings {

@@ -50,7 +50,8 @@ TEST(GoldenParity, FeatureItemsSeenAndPass) {
     ++seen[bare];
     EXPECT_TRUE(it.pass) << it.name << ": " << it.error << " > " << it.tolerance;
   }
-  for (const char* name : {"vae_encoder.mean", "vae_encoder.logvar", "vae_encoder.std"})
+  for (const char* name : {"vae_encoder.mean", "vae_encoder.logvar", "vae_encoder.std",
+                           "img2img.ddim.image", "img2img.euler.image", "inpaint4.image"})
     EXPECT_EQ(seen[name], 2) << name << " not checked from both the folder and the LDM file";
 }
 

@@ -346,3 +346,43 @@ TEST(Scheduler, ScaleModelInput) {
 
 }  // namespace
 }  // namespace hyrt::pipeline
+
+// diffusers' get_timesteps: init = min(int(steps · strength), steps) in float64, start at
+// steps - init; no step left is an error.
+TEST(Scheduler, Img2ImgFirstStep) {
+  using hyrt::pipeline::first_img2img_step;
+  EXPECT_EQ(first_img2img_step(10, 0.6), 4);
+  EXPECT_EQ(first_img2img_step(10, 0.7), 3);  // 0.7 · 10 = 7.000000000000001 in float64
+  EXPECT_EQ(first_img2img_step(10, 1.0), 0);
+  EXPECT_EQ(first_img2img_step(8, 0.75), 2);
+  EXPECT_THROW(first_img2img_step(10, 0.05), hyrt::Error);
+  EXPECT_THROW(first_img2img_step(10, 0.0), hyrt::Error);
+  EXPECT_THROW(first_img2img_step(10, 1.5), hyrt::Error);
+}
+
+// add_noise: DDIM sqrt(ᾱ)x + sqrt(1-ᾱ)n at the step's timestep; Euler x + σn at the step's σ;
+// a multistep sampler may begin part-way after set_begin_index.
+TEST(Scheduler, AddNoiseAndBeginIndex) {
+  using namespace hyrt::pipeline;
+  const SchedulerConfig c = SchedulerConfig::sd15_defaults();
+  const std::vector<float> x{1.0f, -2.0f}, n{0.5f, 3.0f};
+  std::vector<float> out(2);
+  auto euler = make_sampler(SamplerKind::kEuler, c);
+  euler->set_timesteps(10);
+  euler->add_noise(x, n, 4, out);
+  EXPECT_FLOAT_EQ(out[1], x[1] + euler->sigmas()[4] * n[1]);
+  auto ddim = make_sampler(SamplerKind::kDdim, c);
+  ddim->set_timesteps(10);
+  ddim->add_noise(x, n, 0, out);
+  // Step 0 is t = 901: ᾱ_901 = 0.0140049 for SD 1.5's scaled-linear betas.
+  const float a = 0.0140049f;
+  EXPECT_NEAR(out[0], std::sqrt(a) * 1.0f + std::sqrt(1 - a) * 0.5f, 1e-5);
+  EXPECT_THROW(ddim->add_noise(x, n, 10, out), hyrt::Error);
+  auto dpm = make_sampler(SamplerKind::kDpmpp2m, c);
+  dpm->set_timesteps(10);
+  dpm->set_begin_index(4);
+  std::vector<float> sample{0.1f, 0.2f}, eps{0.0f, 0.1f};
+  EXPECT_NO_THROW(dpm->step(eps, 4, sample, nullptr));
+  EXPECT_NO_THROW(dpm->step(eps, 5, sample, nullptr));
+  EXPECT_THROW(dpm->step(eps, 7, sample, nullptr), hyrt::Error);
+}
