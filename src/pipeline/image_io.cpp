@@ -253,4 +253,116 @@ std::string format_a1111_parameters(const GenerationParameters& p) {
   return out;
 }
 
+namespace {
+
+double lanczos3(double x) {
+  auto sinc = [](double v) {
+    if (v == 0.0) return 1.0;
+    v *= M_PI;
+    return std::sin(v) / v;
+  };
+  return (x > -3.0 && x < 3.0) ? sinc(x) * sinc(x / 3.0) : 0.0;
+}
+
+// Pillow's precompute_coeffs (Resample.c) for one axis: per output index, the first input
+// index and its fixed-point weights.
+struct AxisCoeffs {
+  std::vector<int> first;
+  std::vector<std::vector<int32_t>> weights;
+};
+
+constexpr int kPrecisionBits = 32 - 8 - 2;
+
+AxisCoeffs axis_coeffs(int in_size, int out_size) {
+  const double scale = static_cast<double>(in_size) / out_size;
+  const double filterscale = std::max(scale, 1.0);
+  const double support = 3.0 * filterscale;
+  AxisCoeffs c;
+  c.first.resize(static_cast<size_t>(out_size));
+  c.weights.resize(static_cast<size_t>(out_size));
+  for (int xx = 0; xx < out_size; ++xx) {
+    const double center = (xx + 0.5) * scale;
+    const double ss = 1.0 / filterscale;
+    const int xmin = std::max(static_cast<int>(center - support + 0.5), 0);
+    const int xmax = std::min(static_cast<int>(center + support + 0.5), in_size) - xmin;
+    std::vector<double> k(static_cast<size_t>(std::max(xmax, 0)));
+    double ww = 0;
+    for (int x = 0; x < xmax; ++x) {
+      k[x] = lanczos3((x + xmin - center + 0.5) * ss);
+      ww += k[x];
+    }
+    auto& w = c.weights[xx];
+    for (double v : k) {
+      const double kn = ww != 0.0 ? v / ww : 0.0;
+      w.push_back(static_cast<int32_t>(kn * (1 << kPrecisionBits) + (kn < 0 ? -0.5 : 0.5)));
+    }
+    c.first[xx] = xmin;
+  }
+  return c;
+}
+
+uint8_t clip8(int64_t v) {
+  v >>= kPrecisionBits;
+  return static_cast<uint8_t>(std::clamp<int64_t>(v, 0, 255));
+}
+
+}  // namespace
+
+Image8 resize_lanczos(const Image8& image, int width, int height) {
+  HYRT_CHECK(width > 0 && height > 0, kInvalidArgument, "resize: bad size ", width, "x", height);
+  HYRT_CHECK(
+      image.width > 0 && image.height > 0 && image.channels > 0 &&
+          image.pixels.size() == static_cast<size_t>(image.width) * image.height * image.channels,
+      kInvalidArgument, "resize: malformed image");
+  const int ch = image.channels;
+  Image8 cur = image;
+  if (cur.width != width) {  // horizontal pass
+    const AxisCoeffs c = axis_coeffs(cur.width, width);
+    Image8 out{width, cur.height, ch,
+               std::vector<uint8_t>(static_cast<size_t>(width) * cur.height * ch)};
+    for (int y = 0; y < cur.height; ++y)
+      for (int x = 0; x < width; ++x)
+        for (int k = 0; k < ch; ++k) {
+          int64_t ss = int64_t{1} << (kPrecisionBits - 1);
+          const auto& w = c.weights[x];
+          for (size_t i = 0; i < w.size(); ++i)
+            ss += static_cast<int64_t>(
+                      cur.pixels[(static_cast<size_t>(y) * cur.width + c.first[x] + i) * ch + k]) *
+                  w[i];
+          out.pixels[(static_cast<size_t>(y) * width + x) * ch + k] = clip8(ss);
+        }
+    cur = std::move(out);
+  }
+  if (cur.height != height) {  // vertical pass
+    const AxisCoeffs c = axis_coeffs(cur.height, height);
+    Image8 out{cur.width, height, ch,
+               std::vector<uint8_t>(static_cast<size_t>(cur.width) * height * ch)};
+    for (int y = 0; y < height; ++y)
+      for (int x = 0; x < cur.width; ++x)
+        for (int k = 0; k < ch; ++k) {
+          int64_t ss = int64_t{1} << (kPrecisionBits - 1);
+          const auto& w = c.weights[y];
+          for (size_t i = 0; i < w.size(); ++i)
+            ss += static_cast<int64_t>(cur.pixels[((c.first[y] + i) * cur.width + x) * ch + k]) *
+                  w[i];
+          out.pixels[(static_cast<size_t>(y) * cur.width + x) * ch + k] = clip8(ss);
+        }
+    cur = std::move(out);
+  }
+  return cur;
+}
+
+Image8 to_grayscale(const Image8& image) {
+  if (image.channels == 1) return image;
+  HYRT_CHECK(image.channels >= 3, kInvalidArgument, "to_grayscale: ", image.channels, " channels");
+  Image8 out{image.width, image.height, 1,
+             std::vector<uint8_t>(static_cast<size_t>(image.width) * image.height)};
+  for (size_t i = 0; i < out.pixels.size(); ++i) {
+    const uint8_t* p = &image.pixels[i * image.channels];
+    out.pixels[i] =
+        static_cast<uint8_t>((19595u * p[0] + 38470u * p[1] + 7471u * p[2] + 0x8000u) >> 16);
+  }
+  return out;
+}
+
 }  // namespace hyrt::pipeline

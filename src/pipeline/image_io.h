@@ -55,6 +55,16 @@ DecodedPng decode_png(std::span<const uint8_t> bytes);
 // kNotFound if the path does not exist; kIo, naming the path, if it cannot be read or decoded.
 DecodedPng read_png(const std::filesystem::path& path);
 
+// Pillow's Image.resize(size, Image.LANCZOS) on 8-bit images — what diffusers'
+// VaeImageProcessor does to a PIL picture or mask before encoding it (resample "lanczos"):
+// a separable Lanczos-3 filter widened by the scale factor when shrinking, horizontal pass
+// then vertical, with Pillow's 22-bit fixed-point coefficients and clamping between passes.
+// Any channel count; the same size returns a copy. kInvalidArgument for a non-positive size.
+Image8 resize_lanczos(const Image8& image, int width, int height);
+// Pillow's convert("L"): one channel, L = (19595 R + 38470 G + 7471 B + 2^15) >> 16 (alpha
+// ignored); a one-channel image is returned as it is.
+Image8 to_grayscale(const Image8& image);
+
 // Generation settings, in the form AUTOMATIC1111's web UI stores them ("infotext"), which
 // many tools read back from the PNG's "parameters" chunk.
 struct GenerationParameters {

@@ -302,3 +302,56 @@ TEST_F(CliTest, GenerateReportsPlacementAndRefusesWhatItCannotPlace) {
   r = run_hyrt(base + " --placement gpu");
   EXPECT_NE(r.exit_code, 0) << r.output;
 }
+
+// img2img and inpainting from the CLI: pictures of another size are resized (to -W/-H, or
+// the picture's own size rounded down to the VAE factor), the strength is recorded, bad files are
+// clear errors that name the flag and the file.
+TEST_F(CliTest, Img2ImgAndInpaintingFromPngs) {
+  REQUIRE_GOLDEN(golden);
+  hyrt::pipeline::Image8 pic{45, 37, 3, {}};
+  hyrt::pipeline::Image8 mask{20, 20, 3, {}};
+  for (int i = 0; i < 45 * 37; ++i)
+    pic.pixels.insert(pic.pixels.end(), {static_cast<uint8_t>(i % 251), 40, 200});
+  for (int i = 0; i < 400; ++i)
+    mask.pixels.insert(mask.pixels.end(), 3, static_cast<uint8_t>(i % 20 < 10 ? 255 : 0));
+  hyrt::pipeline::write_png(tmp_ / "pic.png", pic);
+  hyrt::pipeline::write_png(tmp_ / "mask.png", mask);
+  std::ofstream(tmp_ / "bad.png") << "not a png";
+  const std::string base = "generate -m " + (golden / "model").string() +
+                           " -p \"a red circle\" -s 7 --steps 4 --sampler ddim ";
+  const fs::path out = tmp_ / "i2i.png";
+  RunResult r = run_hyrt(base + "--init-image " + (tmp_ / "pic.png").string() +
+                         " --strength 0.5 -o " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto png = hyrt::pipeline::read_png(out);
+  // Rounded down to a multiple of the VAE factor (2 for the tiny model's two-level VAE).
+  EXPECT_EQ(png.image.width, 44);
+  EXPECT_EQ(png.image.height, 36);
+  std::string params;
+  for (const auto& [k, v] : png.text)
+    if (k == "parameters") params = v;
+  EXPECT_TRUE(contains(params, "Denoising strength: 0.5")) << params;
+  const fs::path inp = tmp_ / "inp.png";
+  r = run_hyrt(base + "-W 32 -H 32 --init-image " + (tmp_ / "pic.png").string() + " --mask " +
+               (tmp_ / "mask.png").string() + " --strength 1 -o " + inp.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(hyrt::pipeline::read_png(inp).image.width, 32);
+
+  r = run_hyrt(base + "--init-image " + (tmp_ / "bad.png").string() + " -o " + out.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "--init-image") && contains(r.output, "bad.png")) << r.output;
+  r = run_hyrt(base + "--init-image " + (tmp_ / "none.png").string() + " -o " + out.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "none.png")) << r.output;
+  r = run_hyrt(base + "--init-image " + (tmp_ / "pic.png").string() + " --mask " +
+               (tmp_ / "bad.png").string() + " -o " + out.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "--mask")) << r.output;
+  r = run_hyrt(base + "--mask " + (tmp_ / "mask.png").string() + " -o " + out.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "--mask needs --init-image")) << r.output;
+  r = run_hyrt(base + "--init-image " + (tmp_ / "pic.png").string() + " --strength 1.5 -o " +
+               out.string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "strength")) << r.output;
+}

@@ -144,3 +144,38 @@ TEST(ImageIo, Errors) {
 
 }  // namespace
 }  // namespace hyrt::pipeline
+
+// resize_lanczos / to_grayscale against Pillow 13's Image.resize(..., LANCZOS) and
+// convert("L") on the same synthetic pictures (values printed by Pillow).
+TEST(ImageResize, MatchesPillowLanczos) {
+  using hyrt::pipeline::Image8;
+  Image8 rgb{40, 48, 3, {}};
+  Image8 mask{40, 48, 3, {}};
+  for (int y = 0; y < 48; ++y)
+    for (int x = 0; x < 40; ++x) {
+      rgb.pixels.insert(rgb.pixels.end(), {static_cast<uint8_t>(x * 6 % 256),
+                                           static_cast<uint8_t>(y * 5 % 256), 128});
+      const uint8_t m = (y >= 10 && y < 30 && x >= 5 && x < 25) ? 255 : 0;
+      mask.pixels.insert(mask.pixels.end(), {m, m, m});
+    }
+  const Image8 down = hyrt::pipeline::resize_lanczos(rgb, 32, 32);
+  const std::vector<int> first{1,  1, 128, 8,  1, 128, 16, 1, 128,
+                               23, 1, 128, 31, 1, 128, 38, 1, 128};
+  for (size_t i = 0; i < first.size(); ++i)
+    EXPECT_EQ(down.pixels[i], first[i]) << i;
+  const std::vector<int> at500{151, 114, 128, 158, 114, 128, 166, 114, 128};
+  for (size_t i = 0; i < at500.size(); ++i)
+    EXPECT_EQ(down.pixels[500 * 3 + i], at500[i]) << i;
+  const Image8 up = hyrt::pipeline::resize_lanczos(rgb, 64, 80);
+  const std::vector<int> at1000{149, 44, 128, 153, 44, 128, 156, 44, 128};
+  for (size_t i = 0; i < at1000.size(); ++i)
+    EXPECT_EQ(up.pixels[1000 * 3 + i], at1000[i]) << i;
+  const Image8 m = hyrt::pipeline::resize_lanczos(hyrt::pipeline::to_grayscale(mask), 32, 32);
+  ASSERT_EQ(m.channels, 1);
+  const std::vector<int> row8{0,   0,   0,   7,   243, 250, 250, 250, 250, 250, 250,
+                              250, 250, 250, 250, 250, 250, 250, 250, 243, 7,   0,
+                              0,   0,   0,   0,   0,   0,   0,   0,   0,   0};
+  for (int x = 0; x < 32; ++x)
+    EXPECT_EQ(m.pixels[8 * 32 + x], row8[x]) << x;
+  EXPECT_THROW(hyrt::pipeline::resize_lanczos(rgb, 0, 4), hyrt::Error);
+}

@@ -1,5 +1,5 @@
-// `hyrt generate` — text to image (pipeline/txt2img.h), with the flags people know from
-// stable-diffusion.cpp and AUTOMATIC1111.
+// `hyrt generate` — text to image, img2img (--init-image, --strength) and inpainting (--mask)
+// (pipeline/txt2img.h), with the flags people know from stable-diffusion.cpp and AUTOMATIC1111.
 #include <unistd.h>
 
 #include <array>
@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -44,7 +45,47 @@ struct GenerateArgs {
   std::vector<int> original_size;  // SDXL micro-conditioning: HEIGHT,WIDTH
   std::vector<int> crop_top_left;  // TOP,LEFT
   std::vector<int> target_size;    // HEIGHT,WIDTH
+  std::string init_image;          // img2img / inpainting picture (PNG)
+  std::string mask;                // inpainting mask (PNG, white = repaint)
+  double strength = 0.8;           // diffusers' default
+  bool has_strength = false;
 };
+
+// A PNG read for --init-image / --mask, with the flag named in any error.
+pipeline::Image8 read_input_png(const std::string& path, const char* flag) {
+  try {
+    return pipeline::read_png(path).image;
+  } catch (const Error& e) {
+    fail(e.code(), flag, " '", path, "': ", e.what());
+  }
+}
+
+// The picture as diffusers' VaeImageProcessor.preprocess takes a PIL image: RGB (alpha
+// dropped), Lanczos-resized to the output size, /255 -> NHWC [1, H, W, 3] in [0, 1].
+Tensor picture_tensor(const pipeline::Image8& png, int width, int height) {
+  pipeline::Image8 rgb = png;
+  if (rgb.channels == 4) {
+    rgb.channels = 3;
+    rgb.pixels.clear();
+    for (size_t i = 0; i < png.pixels.size(); i += 4)
+      rgb.pixels.insert(rgb.pixels.end(), png.pixels.begin() + i, png.pixels.begin() + i + 3);
+  }
+  const pipeline::Image8 r = pipeline::resize_lanczos(rgb, width, height);
+  Tensor t(DType::kF32, {1, height, width, 3});
+  for (size_t i = 0; i < r.pixels.size(); ++i)
+    t.as<float>()[i] = r.pixels[i] / 255.0f;
+  return t;
+}
+
+// The mask as diffusers' mask processor takes it: grayscale ("L"), resized, /255 ->
+// [1, H, W, 1] (binarised at 0.5 by the pipeline).
+Tensor mask_tensor(const pipeline::Image8& png, int width, int height) {
+  const pipeline::Image8 r = pipeline::resize_lanczos(pipeline::to_grayscale(png), width, height);
+  Tensor t(DType::kF32, {1, height, width, 1});
+  for (size_t i = 0; i < r.pixels.size(); ++i)
+    t.as<float>()[i] = r.pixels[i] / 255.0f;
+  return t;
+}
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
   if (index == 0) return base;
@@ -111,6 +152,17 @@ void run(const GenerateArgs& a_in) {
   p.sampler = sampler;
   p.seed = a.seed >= 0 ? static_cast<uint64_t>(a.seed) : std::random_device{}() & 0xffffffffu;
   validate_txt2img_params(p, 8);
+  HYRT_CHECK(a.mask.empty() || !a.init_image.empty(), kInvalidArgument,
+             "--mask needs --init-image (the picture to repaint)");
+  HYRT_CHECK(!a.has_strength || !a.init_image.empty(), kInvalidArgument,
+             "--strength needs --init-image");
+  // Read the pictures before loading the model, so a bad file fails at once.
+  std::optional<Image8> init_png, mask_png;
+  if (!a.init_image.empty()) {
+    init_png = read_input_png(a.init_image, "--init-image");
+    (void)first_img2img_step(p.steps, a.strength);  // strength and steps leave a step to run
+  }
+  if (!a.mask.empty()) mask_png = read_input_png(a.mask, "--mask");
   const std::filesystem::path out = a.output;
   check_output_writable(out);
 
@@ -129,8 +181,18 @@ void run(const GenerateArgs& a_in) {
   for (int i = 0; i < model->num_text_encoders(); ++i)
     model->tokenizer(i);  // fail before any work if a tokenizer is missing
   const int native = model->default_image_size();
-  if (a.width <= 0) p.width = native;
-  if (a.height <= 0) p.height = native;
+  const int f = model->vae_scale_factor();
+  // img2img without -W/-H: the picture's size rounded down to the VAE factor (diffusers'
+  // get_default_height_width); else the model's native size.
+  if (a.width <= 0) p.width = init_png ? std::max(f, init_png->width / f * f) : native;
+  if (a.height <= 0) p.height = init_png ? std::max(f, init_png->height / f * f) : native;
+  if (init_png) {
+    InitImage init;
+    init.image = picture_tensor(*init_png, p.width, p.height);
+    init.strength = a.strength;
+    if (mask_png) init.mask = mask_tensor(*mask_png, p.width, p.height);
+    p.init = std::move(init);
+  }
   const double load_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 
@@ -162,6 +224,7 @@ void run(const GenerateArgs& a_in) {
     if (p.target_size)
       gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
   }
+  if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
   gp.extra.emplace_back("Version", "hyrt");
   const int64_t pixels = static_cast<int64_t>(p.width) * p.height * 3;
   for (int i = 0; i < p.batch; ++i) {
@@ -177,7 +240,7 @@ void run(const GenerateArgs& a_in) {
   }
   const double total_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_start).count();
-  const int steps = p.steps;
+  const int steps = p.init ? p.steps - first_img2img_step(p.steps, p.init->strength) : p.steps;
   std::printf(
       "timings: load %.0f ms, text encoder %.0f ms, sampling %.0f ms (%.1f ms/step; first step "
       "%.0f ms incl. prepare), VAE decode %.0f ms, total %.0f ms\n",
@@ -202,7 +265,10 @@ void run(const GenerateArgs& a_in) {
 
 CommandRegistrar reg(10, [](CLI::App& app) {
   auto a = std::make_shared<GenerateArgs>();
-  auto* c = app.add_subcommand("generate", "Generate images from a text prompt (txt2img)");
+  auto* c = app.add_subcommand(
+      "generate",
+      "Generate images from a text prompt (txt2img), a picture (img2img) or repaint "
+      "part of one (inpainting)");
   c->add_option(
       "-m,--model", a->model,
       "Model: an SD 1.5 or SDXL diffusers folder, single-file .safetensors checkpoint (LDM / "
@@ -260,6 +326,16 @@ CommandRegistrar reg(10, [](CLI::App& app) {
       ->expected(2)
       ->delimiter(',')
       ->check(CLI::Range(1, 16384));
+  c->add_option("--init-image", a->init_image,
+                "img2img: start from this PNG, resized to -W/-H (default: its own size rounded "
+                "down to a multiple of the VAE factor, 8)");
+  c->add_option("--strength", a->strength,
+                "img2img: how much of the picture is repainted, (0, 1]; steps x strength of the "
+                "steps run (default 0.8)")
+      ->each([a](const std::string&) { a->has_strength = true; });
+  c->add_option("--mask", a->mask,
+                "Inpainting: PNG mask, white = repaint, resized like --init-image (any model; "
+                "an inpainting model also sees the mask)");
   add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
   add_autotune_option(c, &a->autotune);
