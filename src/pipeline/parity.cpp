@@ -321,6 +321,19 @@ void check_model(DiffusionModel& model, const weights::SafetensorsFile& g, Repor
     }
     r.model_output(p + "out", relative_l2(out.view(), ref.view()), kUNetTol, true);
   }
+  // A single UNet forward without an index (sd15-tiny-inpaint: unet.{x,t,context,out}, the
+  // 9-channel input of an inpainting model).
+  if (g.find("unet.x") && g.find("unet.out") && g.find("unet.t") && g.find("unet.context")) {
+    const Tensor x = golden_nhwc(g.view("unet.x"));
+    const Tensor t = to_f32(g.view("unet.t"));
+    const Tensor ctx = to_f32(g.view("unet.context"));
+    const Tensor ref = golden_nhwc(g.view("unet.out"));
+    std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
+    for (size_t k = 0; k < ts.size(); ++k)
+      ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+    const Tensor out = model.predict_noise(x.view(), ts, ctx.view());
+    r.model_output("unet.out", relative_l2(out.view(), ref.view()), kUNetTol, true);
+  }
   // VAE decoder: z -> decoded (the graph divides by the scaling factor, as the pipeline does).
   if (g.find("vae.z") && g.find("vae.decoded")) {
     const Tensor z = golden_nhwc(g.view("vae.z"));
@@ -389,7 +402,8 @@ void check_image_run(DiffusionModel& model, const weights::SafetensorsFile& f,
 }
 
 // features.safetensors (README "Beyond txt2img"): the VAE encoder's latent distribution,
-// img2img with each sampler of features.json, inpainting with the 4-channel model.
+// img2img with each sampler of features.json, inpainting with the 4-channel model; for an
+// inpainting model (9-channel UNet) its golden file's inpaint9 runs.
 // `scheduler` is the model's own scheduler config: these pipelines made each sampler with
 // from_config on it ("leading" spacing for Euler too), not on golden.json's settings.
 void check_features(DiffusionModel& model, const weights::SafetensorsFile& f,
@@ -401,6 +415,19 @@ void check_features(DiffusionModel& model, const weights::SafetensorsFile& f,
       check_image_run(model, f, run, "img2img." + name, parse_sampler_kind(name),
                       "img2img.init_image", nullptr, run.at("strength").get<double>(), scheduler,
                       r);
+    }
+  }
+  // An inpainting model's runs (sd15-tiny-inpaint's golden.json): one per strength, named as
+  // Python prints the float ("1.0", "0.75").
+  if (settings.contains("inpaint9")) {
+    const nlohmann::json& run = settings["inpaint9"];
+    for (const auto& st : run.value("strengths", nlohmann::json::array())) {
+      const double strength = st.get<double>();
+      std::string label = st.dump();
+      if (label.find('.') == std::string::npos) label += ".0";
+      check_image_run(model, f, run, "inpaint9." + label,
+                      parse_sampler_kind(run.value("sampler", std::string("ddim"))),
+                      "inpaint.init_image", "inpaint.mask", strength, scheduler, r);
     }
   }
   if (settings.contains("inpaint4")) {
@@ -476,6 +503,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     if (cases) check_tokens(*model, *golden, *cases, r);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
+    check_features(*model, *golden, settings, model->scheduler_config(), r);
     if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
   }
   // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
@@ -490,6 +518,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     Reporter r(o.model.quantize_int8 ? form + ", int8" : form, o, items);
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
+    check_features(*model, *golden, settings, model->scheduler_config(), r);
     if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
   }
   return items;

@@ -55,6 +55,27 @@ TEST(GoldenParity, FeatureItemsSeenAndPass) {
     EXPECT_EQ(seen[name], 2) << name << " not checked from both the folder and the LDM file";
 }
 
+// ../shared/golden/sd15-tiny-inpaint: an inpainting model (9-channel UNet) recognised from
+// the checkpoint in both layouts, its UNet forward and the inpainting pipeline at strengths
+// 1.0 and 0.75.
+TEST(GoldenParity, InpaintingModelFromBothLayouts) {
+  const auto dir = hyrt::test::golden_dir("sd15-tiny-inpaint");
+  if (!dir) GTEST_SKIP() << "../shared/golden/sd15-tiny-inpaint not found: parity skipped";
+  hyrt::exec::Engine engine;
+  hyrt::pipeline::ParityOptions o;
+  o.golden_dir = *dir;
+  const auto items = hyrt::pipeline::run_parity(o, engine);
+  std::map<std::string, int> seen;
+  for (const auto& it : items) {
+    if (it.informational) continue;
+    EXPECT_TRUE(it.pass) << it.name << ": " << it.error << " > " << it.tolerance;
+    const size_t end = it.name.find("] ");
+    if (end != std::string::npos) ++seen[it.name.substr(end + 2)];
+  }
+  for (const char* name : {"unet.out", "inpaint9.1.0.image", "inpaint9.0.75.image"})
+    EXPECT_EQ(seen[name], 2) << name << " not checked from both the folder and the LDM file";
+}
+
 // The same for ../shared/golden/sdxl-tiny: both text encoders (penultimate states, pooled
 // projection), encode_prompt, the UNet with the text_time embedding, the VAE, the "leading"
 // samplers and the pipelines (with and without a negative prompt, with size conditioning),
