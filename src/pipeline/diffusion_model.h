@@ -1,11 +1,13 @@
 // DiffusionModel — a loaded SD 1.5- or SDXL-family checkpoint with its components ready to
-// run: text encoder(s), UNet (noise prediction) and VAE decoder, each compiled by the
-// exec::Engine for the shapes asked for and cached per shape, so a second call at the
-// same resolution costs only kernel time and a new resolution costs a graph build and a
-// plan — no recompilation of programs the cache already holds.
+// run: text encoder(s), UNet (noise prediction), VAE encoder (img2img, inpainting) and VAE
+// decoder, each compiled by the exec::Engine for the shapes asked for and cached per shape,
+// so a second call at the same resolution costs only kernel time and a new resolution costs a graph
+// build and a plan — no recompilation of programs the cache already holds.
 //
 // Tensors in and out are host f32, channels-last: latents [B, h, w, 4], images
-// [B, H, W, 3], text states [B, T, C] (core/tensor.h).
+// [B, H, W, 3], text states [B, T, C] (core/tensor.h). An inpainting UNet (in_channels
+// 2·latent + 1: latents, mask, masked-picture latents) is recognised from its config / its
+// conv_in weight like any other; predict_noise then takes [B, h, w, 9].
 //
 // The family (models::model_family) decides how a prompt becomes conditioning
 // (encode_prompts): SD 1.5 conditions on the text encoder's last_hidden_state; SDXL on both
