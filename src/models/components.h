@@ -96,8 +96,8 @@ BuiltGraph build_vae_decoder(const VaeConfig& config, const weights::WeightSourc
 // Input: "image" [B, H, W, in_channels] in [-1, 1], H and W multiples of 2^(blocks - 1).
 // Output 0: the latent distribution's moments [B, H/f, W/f, 2 * latent_channels]: channels
 // [0, latent_channels) the mean, the rest the log-variance before DiagonalGaussianDistribution
-// clamps it to [-30, 20] (the caller does that).
+// clamps it to [-30, 20] (the caller does that). `wide_range` as for the decoder.
 BuiltGraph build_vae_encoder(const VaeConfig& config, const weights::WeightSource& weights,
-                             int batch, int height, int width);
+                             int batch, int height, int width, bool wide_range = false);
 
 }  // namespace hyrt::models

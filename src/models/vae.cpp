@@ -41,7 +41,7 @@ ValueId pad_end_with_zero(GraphBuilder& b, ValueId x, int axis) {
 }  // namespace
 
 BuiltGraph build_vae_encoder(const VaeConfig& cfg, const weights::WeightSource& weights, int batch,
-                             int height, int width) {
+                             int height, int width, bool wide_range) {
   const int nblocks = static_cast<int>(cfg.block_out_channels.size());
   HYRT_CHECK(!cfg.block_out_channels.empty() && cfg.layers_per_block >= 1, kInvalidModel,
              "VAE config: empty block_out_channels or layers_per_block < 1");
@@ -54,6 +54,10 @@ BuiltGraph build_vae_encoder(const VaeConfig& cfg, const weights::WeightSource& 
   GraphBuilder b(*graph, weights, "vae");
   const int groups = cfg.norm_num_groups;
   ValueId h = graph->add_input("image", DType::kF32, {batch, height, width, cfg.in_channels});
+  if (wide_range) {  // as the decoder: diffusers upcasts the whole VAE under force_upcast
+    graph->set_wide_range(h);
+    b.set_wide_range(true);
+  }
   {
     GraphBuilder::Scope enc(b, "encoder");
     h = b.conv2d(h, "conv_in");

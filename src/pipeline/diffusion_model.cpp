@@ -417,7 +417,9 @@ LatentDistribution DiffusionModel::encode_image(const TensorView& image) {
   exec::Executable& exe =
       *executable(
            str_cat("vae_encoder ", dims),
-           [&] { return models::build_vae_encoder(vae_config(), *weights_, b, h, w); },
+           [&] {
+             return models::build_vae_encoder(vae_config(), *weights_, b, h, w, vae_wide_range());
+           },
            "vae_encoder", dims, vae_int8_mode_)
            .exe;
   copy_into(exe.input("image"), image);

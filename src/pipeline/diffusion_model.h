@@ -189,7 +189,8 @@ class DiffusionModel {
 
   // The VAE encoder (AutoencoderKL.encode): image [B, H, W, 3] in [-1, 1], H and W multiples
   // of the VAE factor -> the latent distribution at [B, H/8, W/8, 4] (before the scaling
-  // factor). Compiled per shape as "vae_encoder".
+  // factor). Compiled per shape as "vae_encoder"; wide-range as the decoder is
+  // (vae_wide_range), since diffusers upcasts the whole VAE.
   LatentDistribution encode_image(const TensorView& image);
 
   std::vector<MemoryReport> memory_report() const;
