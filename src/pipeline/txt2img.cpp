@@ -217,6 +217,7 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
     first_step = first_img2img_step(p.steps, p.init->strength);
     sampler->set_begin_index(first_step);
     init = prepare_image_latents(model, *p.init, b, uc, rng);
+    if (p.release_stages) model.release("vae_encoder");
     if (init.image.numel() > 0 && p.init->strength < 1.0) {
       // StableDiffusionImg2ImgPipeline.prepare_latents: the picture noised to the first
       // timestep that runs.

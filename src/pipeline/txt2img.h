@@ -76,7 +76,7 @@ struct Txt2ImgParams {
   // an inpainting UNet at strength 1, which does not use it), the noise, then with a mask the
   // masked picture's latent sample.
   std::optional<InitImage> init;
-  // Free each model stage (text encoder, UNet) once this call is done with it, so the
+  // Free each model stage (text encoder, VAE encoder, UNet) once this call is done with it, so the
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).
   bool release_stages = false;
