@@ -31,6 +31,7 @@
 #include <cmath>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/onednn_compat.h"
 #include "backend/cpu/vec_math.h"
 #include "core/parallel.h"
 
@@ -63,11 +64,9 @@ std::shared_ptr<StridedMatmul> strided_matmul(ProgramCache& cache, int64_t m, in
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     auto program = std::make_shared<StridedMatmul>();
-    program->pd =
-        dnnl::matmul::primitive_desc(dnnl::matmul::desc(memory::desc({m, k}, dt::f32, a_strides),
-                                                        memory::desc({k, n}, dt::f32, b_strides),
-                                                        memory::desc({m, n}, dt::f32, c_strides)),
-                                     attr, dnnl_engine());
+    program->pd = make_matmul_pd(dnnl_engine(), memory::desc({m, k}, dt::f32, a_strides),
+                                 memory::desc({k, n}, dt::f32, b_strides), memory::desc(),
+                                 memory::desc({m, n}, dt::f32, c_strides), attr);
     refuse_reference_impl(program->pd.impl_info_str(), key);
     program->primitive = dnnl::matmul(program->pd);
     return program;

@@ -5,6 +5,7 @@
 #include <dnnl.hpp>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/onednn_compat.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -78,11 +79,7 @@ std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& 
     const memory::dims padding{s.padding, s.padding};
     auto program = std::make_shared<ConvProgram>();
     try {
-      program->pd = dnnl::convolution_forward::primitive_desc(
-          dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference,
-                                          dnnl::algorithm::convolution_direct, src, weights, bias,
-                                          dst, strides, padding, padding),
-          dnnl_engine());
+      program->pd = make_conv_pd(dnnl_engine(), src, weights, bias, dst, strides, padding, padding);
     } catch (const dnnl::error& e) {
       fail(ErrorCode::kUnsupported, what, " (", name, "): oneDNN has no implementation (", e.what(),
            ")");

@@ -9,6 +9,7 @@
 #include <dnnl.hpp>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/onednn_compat.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -88,8 +89,7 @@ std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey
     const memory::desc dst({key.m, key.n}, onednn_type(key.out_type), tag::ab);
     auto program = std::make_shared<MatmulProgram>();
     try {
-      program->pd =
-          dnnl::matmul::primitive_desc(dnnl::matmul::desc(src, weights, bias, dst), dnnl_engine());
+      program->pd = make_matmul_pd(dnnl_engine(), src, weights, bias, dst);
     } catch (const dnnl::error& e) {
       fail(ErrorCode::kUnsupported, what, " (", name, "): oneDNN has no implementation (", e.what(),
            ")");

@@ -2,6 +2,7 @@
 // quantizer, the dequantizing epilogue, scratch. Contracts in int8_common.h.
 #include "backend/cpu/int8_common.h"
 
+#include "backend/cpu/onednn_compat.h"
 #include "backend/cpu/vec_math.h"
 
 #include <immintrin.h>
@@ -191,12 +192,19 @@ void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n) {
   });
 }
 
+// W8 keeps weights resident as s8 but multiplies in f32: prepare reorders the stored s8
+// weights into this twin, and run() widens it element by element (widen_s8_to_f32) into a
+// buffer that the f32 primitive reads as its packed weights. That only works when the twin
+// has the f32 layout's exact element order, padding included, with nothing after the
+// elements — so anything but a plain or blocked layout is refused. The layout is matched by
+// format tag (same_layout_as, onednn_compat.h): the same public calls on oneDNN 2 and 3.
 dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc) {
-  dnnl_memory_desc_t d = f32_desc.data;
-  HYRT_CHECK(d.data_type == dnnl_f32 && d.format_kind == dnnl_blocked && d.extra.flags == 0,
-             kUnsupported, "W8: oneDNN's packed f32 weight layout is not a plain blocked one");
-  d.data_type = dnnl_s8;
-  return dnnl::memory::desc(d);
+  const dnnl::memory::desc twin = same_layout_as(f32_desc, dnnl::memory::data_type::s8);
+  HYRT_CHECK(!twin.is_zero() && twin.get_size() * sizeof(float) == f32_desc.get_size(),
+             kUnsupported,
+             "W8: oneDNN's packed f32 weight layout is not a plain blocked one (no format tag "
+             "describes it)");
+  return twin;
 }
 
 }  // namespace hyrt::backend::cpu

@@ -57,7 +57,8 @@ void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n);
 
 // A copy of `f32_desc` (a packed weights layout oneDNN chose for f32) describing the same
 // element order with s8 elements, so an s8 buffer in it widens elementwise into the f32
-// packed layout. Throws kUnsupported if the layout carries extra data (compensation).
+// packed layout. Throws kUnsupported if the layout is not plain/blocked (no oneDNN format
+// tag describes it) or carries extra data (compensation).
 dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc);
 
 }  // namespace hyrt::backend::cpu
