@@ -497,7 +497,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   }
   ModelOptions folder_options = o.model;
   folder_options.config_dir.reset();
-  {
+  if (o.diffusers_folder) {
     auto model = DiffusionModel::open(folder, engine, folder_options);
     Reporter r(o.model.quantize_int8 ? "diffusers folder, int8" : "diffusers folder", o, items);
     if (cases) check_tokens(*model, *golden, *cases, r);
@@ -509,7 +509,7 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
   // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
   for (const char* file : {"model-ldm.safetensors", "model-sgm.safetensors"}) {
     const auto single = o.golden_dir / file;
-    if (!std::filesystem::exists(single)) continue;
+    if (!o.single_file || !std::filesystem::exists(single)) continue;
     ModelOptions mo = folder_options;
     mo.config_dir = folder;  // what tensor shapes cannot show (head counts)
     auto model = DiffusionModel::open(single, engine, mo);

@@ -41,6 +41,11 @@ struct ParityOptions {
   // taps are held to 1e-2 instead of the f32 path's 1e-4 / 1e-3 (tokens, schedules and
   // sampler trajectories keep theirs).
   bool f16_activations = false;
+  // Which layouts to check: the diffusers folder (model/) and the single file beside it
+  // (model-ldm / model-sgm.safetensors; it still reads model/'s configs and tokenizers, not
+  // its weights). Both by default.
+  bool diffusers_folder = true;
+  bool single_file = true;
   // Called as each item completes (for streaming output).
   std::function<void(const ParityItem&)> on_item;
 };

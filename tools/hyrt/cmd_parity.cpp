@@ -1,4 +1,5 @@
 // `hyrt parity GOLDEN_DIR` — recompute a golden folder and compare (pipeline/parity.h).
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -19,6 +20,7 @@ struct ParityArgs {
   Int8Choice int8_choice;
   std::vector<std::string> keep;
   std::string placement = "auto";
+  std::vector<std::string> layouts = {"folder", "single"};
 };
 
 void run(const ParityArgs& a) {
@@ -31,6 +33,8 @@ void run(const ParityArgs& a) {
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
+  o.diffusers_folder = std::find(a.layouts.begin(), a.layouts.end(), "folder") != a.layouts.end();
+  o.single_file = std::find(a.layouts.begin(), a.layouts.end(), "single") != a.layouts.end();
   o.model.quantize_int8 = a.int8;
   o.f16_activations = engine.accelerator() != nullptr;
   o.model.quantize_policy.keep = a.keep;
@@ -70,6 +74,11 @@ CommandRegistrar reg(30, [](CLI::App& app) {
       ->check(CLI::ExistingDirectory);
   c->add_option("-t,--threads", args->threads, "Host threads (default: all cores)");
   c->add_flag("--no-taps", args->no_taps, "Skip the per-block UNet comparisons");
+  c->add_option("--layouts", args->layouts,
+                "Which checkpoint layouts to check: folder (model/), single (the LDM/SGM file "
+                "beside it, with model/'s configs and tokenizers); default both")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"folder", "single"}));
   c->add_flag("--int8", args->int8,
               "Quantize the weights to 8-bit S on load and report the errors against the f32 "
               "reference (the UNet output is held to --int8-tolerance)");
