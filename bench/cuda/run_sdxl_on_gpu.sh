@@ -45,15 +45,19 @@ if [[ $what == *file* ]]; then
 fi
 if [[ $what == *parity* ]]; then
   for p in hybrid device; do
-    timeout 300 $hyrt parity .gl/golden/sdxl-tiny --placement $p >"$out/parity_sdxl_$p.log" 2>&1
+    # PARITY_ARGS: e.g. "--layouts single" when .gl holds model-sgm.safetensors but not model/'s
+    # weights (the copy limit of a device call).
+    timeout 300 $hyrt parity .gl/golden/sdxl-tiny --placement $p ${PARITY_ARGS:-} \
+      >"$out/parity_sdxl_$p.log" 2>&1
     echo "parity $p rc=$?: $(tail -n 1 "$out/parity_sdxl_$p.log")"
     grep -E "^FAIL|accelerator" "$out/parity_sdxl_$p.log" | head -n 12
   done
 fi
 if [[ $what == *bench* ]]; then
+  [[ -n "${file_job:-}" ]] && wait "$file_job"  # the int8 file must be complete
   t1=$(date +%s)
   timeout 300 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet,vae --placement device \
-    --resize --sizes 1024,768,832x1216 --runs 10 --warmup 2 \
+    --resize --sizes ${BENCH_SIZES:-1024,832x1216,768} --runs 10 --warmup 2 \
     --json "$out/sdxl_unet_device_h200.json" >/dev/null 2>"$logs/bench.err"
   echo "bench rc=$? in $(($(date +%s) - t1)) s"; tail -n 3 "$logs/bench.err"
   python3 - "$out/sdxl_unet_device_h200.json" <<'PY'
