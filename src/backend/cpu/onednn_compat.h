@@ -80,8 +80,15 @@ inline dnnl::memory::desc same_layout_as(const dnnl::memory::desc& layout,
 #endif
   for (int t = static_cast<int>(dnnl_a); t < static_cast<int>(dnnl_format_tag_last); ++t) {
     const auto tag = static_cast<memory::format_tag>(t);
+    // allow_empty: a tag that does not fit the dims gives, instead of an exception, an
+    // empty handle on oneDNN 3 and the zero descriptor on oneDNN 2.
     const memory::desc candidate(dims, layout_type, tag, /*allow_empty=*/true);
-    if (!candidate.is_zero() && candidate == layout) return memory::desc(dims, type, tag);
+#if DNNL_VERSION_MAJOR >= 3
+    const bool made = static_cast<bool>(candidate);
+#else
+    const bool made = !candidate.is_zero();
+#endif
+    if (made && candidate == layout) return memory::desc(dims, type, tag);
   }
   return memory::desc();
 }
