@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/onednn_compat.h"
 #include "core/error.h"
 #include "core/parallel.h"
 #include "ir/graph.h"
@@ -194,7 +195,8 @@ void BM_RawInt8Matmul(benchmark::State& state) {
   const memory::desc src({m, k}, src_type, memory::format_tag::ab);
   const memory::desc wei({k, n}, memory::data_type::s8, memory::format_tag::any);
   const memory::desc dst({m, n}, memory::data_type::s32, memory::format_tag::ab);
-  const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), eng);
+  const dnnl::matmul::primitive_desc pd =
+      hyrt::backend::cpu::make_matmul_pd(eng, src, wei, memory::desc(), dst);
   const dnnl::matmul matmul(pd);
   memory src_mem(src, eng), dst_mem(dst, eng), packed(pd.weights_desc(), eng);
   memory plain({{k, n}, memory::data_type::s8, memory::format_tag::ba}, eng);

@@ -46,8 +46,11 @@ TEST(Half, BulkConversionMatchesScalar) {
     ASSERT_TRUE(f[i] == g[i] || (std::isnan(f[i]) && std::isnan(g[i]))) << i;
   std::vector<uint16_t> back(h.size());
   convert_from_f32(f.data(), DType::kF16, back.data(), f.size());
-  for (size_t i = 0; i < h.size(); ++i)
-    if (!std::isnan(f[i])) ASSERT_EQ(back[i], h[i]);
+  for (size_t i = 0; i < h.size(); ++i) {
+    if (!std::isnan(f[i])) {
+      ASSERT_EQ(back[i], h[i]);
+    }
+  }
   EXPECT_EQ(f32_to_bf16(1.0f), 0x3f80);
   EXPECT_EQ(bf16_to_f32(0x4049), 3.140625f);
 }

@@ -659,9 +659,11 @@ TEST(SgmGolden, ReverseMapGivesTheFilesKeys) {
         EXPECT_EQ(std::memcmp(stored, w.data, w.bytes()), 0) << name;
       }
     }
-  for (const auto& k : file_keys)
-    if (forward.map(k).kind != KeyMapping::Kind::kIgnored)
+  for (const auto& k : file_keys) {
+    if (forward.map(k).kind != KeyMapping::Kind::kIgnored) {
       EXPECT_TRUE(produced.count(k)) << k << ": no canonical weight maps to it";
+    }
+  }
 }
 
 TEST(SgmGolden, FolderModelIndexAndTokenizers) {

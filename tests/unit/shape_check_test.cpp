@@ -54,8 +54,9 @@ const std::vector<Sample>& samples() {
 }
 
 bool recovered(const ShapeVerdict& v, const nlohmann::json& labels) {
-  return v.background == labels["background"] && v.colour == labels["colour"] &&
-         v.shape == labels["shape"] && v.count == labels["count"];
+  return v.background == labels["background"].get<std::string>() &&
+         v.colour == labels["colour"].get<std::string>() &&
+         v.shape == labels["shape"].get<std::string>() && v.count == labels["count"].get<int>();
 }
 
 std::string describe(const ShapeVerdict& v) {
@@ -182,16 +183,16 @@ TEST(ShapeCheck, RgbaAndBlankImages) {
 TEST(ShapeCheck, ParsesEveryGeneratedCaption) {
   for (const auto& s : samples()) {
     const auto spec = parse_caption(s.caption, palette());
-    EXPECT_EQ(spec.shape, s.labels["shape"]) << s.caption;
-    EXPECT_EQ(spec.colour, s.labels["colour"]) << s.caption;
-    EXPECT_EQ(spec.background, s.labels["background"]) << s.caption;
+    EXPECT_EQ(spec.shape, s.labels["shape"].get<std::string>()) << s.caption;
+    EXPECT_EQ(spec.colour, s.labels["colour"].get<std::string>()) << s.caption;
+    EXPECT_EQ(spec.background, s.labels["background"].get<std::string>()) << s.caption;
     ASSERT_TRUE(spec.count) << s.caption;
-    EXPECT_EQ(*spec.count, s.labels["count"]) << s.caption;
+    EXPECT_EQ(*spec.count, s.labels["count"].get<int>()) << s.caption;
     if (!spec.size.empty()) {
-      EXPECT_EQ(spec.size, s.labels["size"]) << s.caption;
+      EXPECT_EQ(spec.size, s.labels["size"].get<std::string>()) << s.caption;
     }
     if (!spec.position.empty()) {
-      EXPECT_EQ(spec.position, s.labels["positions"][0]) << s.caption;
+      EXPECT_EQ(spec.position, s.labels["positions"][0].get<std::string>()) << s.caption;
     }
   }
 }
