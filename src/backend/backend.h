@@ -101,6 +101,9 @@ class Backend {
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
   virtual DeviceType device_type() const = 0;
+  // The compute library behind the kernels and its version, for reports and benchmark JSON
+  // ("oneDNN 2.6.3 (OpenMP)"); empty if none worth naming.
+  virtual std::string library() const { return {}; }
   // Can this backend run `node` of `graph` (op, dtypes, shapes, attributes)?
   virtual bool supports(const ir::Graph& graph, const ir::Node& node) const = 0;
   // Predicted run time of `node` in microseconds (roofline model, later calibrated).

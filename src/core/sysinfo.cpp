@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <utility>
+
+#include "core/parallel.h"
 
 namespace hyrt {
 
@@ -27,6 +30,31 @@ void return_free_heap_to_system() {
 #if defined(__GLIBC__)
   malloc_trim(0);
 #endif
+}
+
+HostCpu host_cpu() {
+  HostCpu h;
+  std::ifstream f("/proc/cpuinfo");
+  for (std::string line; std::getline(f, line);) {
+    if (line.rfind("model name", 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) h.model = line.substr(colon + 2);
+      break;
+    }
+  }
+  h.logical_cores = hardware_threads();
+  __builtin_cpu_init();
+  const std::pair<const char*, bool> features[] = {
+      {"avx2", __builtin_cpu_supports("avx2") != 0},
+      {"fma", __builtin_cpu_supports("fma") != 0},
+      {"avx512f", __builtin_cpu_supports("avx512f") != 0},
+      {"avx512bw", __builtin_cpu_supports("avx512bw") != 0},
+      {"avx512_vnni", __builtin_cpu_supports("avx512vnni") != 0},
+      {"avx512_bf16", __builtin_cpu_supports("avx512bf16") != 0},
+  };
+  for (const auto& [name, on] : features)
+    if (on) h.isa += (h.isa.empty() ? "" : " ") + std::string(name);
+  return h;
 }
 
 }  // namespace hyrt

@@ -1,7 +1,8 @@
-// Process resource figures for reports and benchmarks (Linux).
+// Process resource figures and what the host is, for reports and benchmarks (Linux).
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 namespace hyrt {
 
@@ -13,5 +14,14 @@ int64_t current_rss_bytes();
 // after a large part of the process is freed (a model stage), so the resident set falls with
 // it instead of staying at its high-water mark.
 void return_free_heap_to_system();
+
+// What the host CPU is, for reports and benchmark JSON (the compute library each backend uses
+// is Backend::library()).
+struct HostCpu {
+  std::string model;      // /proc/cpuinfo "model name"
+  int logical_cores = 0;  // usable by this process
+  std::string isa;        // "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"
+};
+HostCpu host_cpu();
 
 }  // namespace hyrt

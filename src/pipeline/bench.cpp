@@ -6,7 +6,6 @@
 #include <map>
 #include <random>
 
-#include "backend/cpu/cpu_info.h"
 #include "core/build_info.h"
 #include "core/clock.h"
 #include "core/error.h"
@@ -70,14 +69,14 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.fuse_epilogues = o.fuse_epilogues;
   eo.device_residual_fusion = o.device_residual_fusion;
   exec::Engine engine(eo);
-  const auto host = backend::host_info();
+  const HostCpu host = host_cpu();
   nlohmann::json out;
   out["hyrt_version"] = HYRT_VERSION_STRING;
-  out["machine"] = {{"cpu", host.cpu_model},
+  out["machine"] = {{"cpu", host.model},
                     {"logical_cores", host.logical_cores},
                     {"threads", num_threads()},
                     {"isa", host.isa},
-                    {"gemm_library", host.onednn}};
+                    {"gemm_library", engine.host().library()}};
   out["config"] = {
       {"model", o.model},
       {"width", o.width},

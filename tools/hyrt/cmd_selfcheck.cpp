@@ -2,11 +2,11 @@
 // of the SD 1.5 architecture (pipeline/selfcheck.h). Needs no model file.
 #include <cstdio>
 
-#include "backend/cpu/cpu_info.h"
 #include "commands.h"
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/parallel.h"
+#include "core/sysinfo.h"
 #include "pipeline/selfcheck.h"
 #ifdef HYRT_HAVE_CUDA
 #include "backend/cuda/cuda_device.h"
@@ -19,11 +19,11 @@ void run(int threads) {
   exec::EngineOptions eo;
   eo.num_threads = threads;
   exec::Engine engine(eo);
-  const auto host = backend::host_info();
+  const HostCpu host = host_cpu();
   std::printf("hyrt %s self-check\n", HYRT_VERSION_STRING);
-  std::printf("  host    %s, %d logical cores, %d threads used\n", host.cpu_model.c_str(),
+  std::printf("  host    %s, %d logical cores, %d threads used\n", host.model.c_str(),
               host.logical_cores, num_threads());
-  std::printf("  isa     %s\n  gemm    %s\n", host.isa.c_str(), host.onednn.c_str());
+  std::printf("  isa     %s\n  gemm    %s\n", host.isa.c_str(), engine.host().library().c_str());
 #ifdef HYRT_HAVE_CUDA
   std::string why;
   const auto devices = backend::cuda::list_devices(&why);

@@ -129,6 +129,11 @@ class CpuBackend final : public Backend {
   }
 
   std::string_view name() const override { return "cpu"; }
+  std::string library() const override {
+    const dnnl_version_t* v = dnnl_version();
+    const char* runtime = v->cpu_runtime == DNNL_RUNTIME_OMP ? "OpenMP" : "other";
+    return str_cat("oneDNN ", v->major, ".", v->minor, ".", v->patch, " (", runtime, ")");
+  }
   void set_int8_mode(Int8Mode mode) override { int8_mode_ = usable(mode); }
   bool copies_weights() const override { return true; }
   DeviceType device_type() const override { return DeviceType::kHost; }
