@@ -9,13 +9,14 @@
 # Compilers and build tools.
 hyrt_tool_packages=(cmake ninja-build g++ ccache pkg-config)
 # Libraries the library and CLI link against (headers + .so links).
-hyrt_library_packages=(libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev libspng-dev)
+hyrt_library_packages=(libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev libspng-dev
+                        libcpp-httplib-dev)
 # Test and benchmark frameworks.
 hyrt_test_packages=(libgtest-dev libbenchmark-dev)
 # The shared libraries behind hyrt_library_packages, for a machine that unpacks .debs into
 # a private prefix instead of installing them (the GPU machine: scripts/gpu/). Debian 12's
 # names: the runtime packages carry the library's soname (Debian 13's oneDNN is libdnnl3.6).
-hyrt_runtime_packages=(libdnnl2 ocl-icd-libopencl1 libspng0)
+hyrt_runtime_packages=(libdnnl2 ocl-icd-libopencl1 libspng0 libcpp-httplib0.11)
 
 hyrt_build_packages=("${hyrt_tool_packages[@]}" "${hyrt_library_packages[@]}"
                      "${hyrt_test_packages[@]}")
