@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::eval {
 namespace {
@@ -293,12 +294,8 @@ std::vector<std::string> words(std::string_view text) {
 }  // namespace
 
 Palette parse_palette(std::string_view json_text) {
-  nlohmann::ordered_json j;
-  try {
-    j = nlohmann::ordered_json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidArgument, "palette: ", e.what());
-  }
+  const nlohmann::ordered_json j = weights::parse_json_bounded<nlohmann::ordered_json>(
+      json_text, "palette", ErrorCode::kInvalidArgument);
   HYRT_CHECK(j.is_object() && j.contains("colours") && j["colours"].is_object(), kInvalidArgument,
              "palette: expected {\"colours\": {name: [r, g, b], ...}}");
   Palette p;

@@ -3,13 +3,12 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "weights/checkpoint.h"
+#include "weights/json_text.h"
 
 namespace hyrt::models {
 namespace {
@@ -17,6 +16,16 @@ namespace {
 using nlohmann::json;
 using weights::Checkpoint;
 using weights::Component;
+
+// Ranges of config fields (see config.h): far beyond every published model, small enough that
+// nothing sized from them overflows or asks for terabytes.
+constexpr int kMaxSize = 1 << 16;       // channels, widths, hidden sizes
+constexpr int kMaxChannels = 64;        // image and latent channels
+constexpr int kMaxHeads = 1024;         // attention heads
+constexpr int kMaxLayers = 256;         // layers per block, encoder layers
+constexpr size_t kMaxListEntries = 16;  // levels of a UNet or VAE
+constexpr int kMaxVocab = 1 << 20;      // CLIP has 49,408 tokens
+constexpr int kMaxPositions = 1 << 14;  // CLIP has 77
 
 // Typed field readers: absent or null -> `fallback`; wrong type -> kInvalidModel naming
 // the file and the field.
@@ -31,25 +40,31 @@ class Fields {
     return it == j_.end() || it->is_null() ? nullptr : &*it;
   }
 
-  int integer(const char* key, int fallback, int min_value = 0) const {
+  int integer(const char* key, int fallback, int min_value = 0, int max_value = kMaxSize) const {
     const json* v = get(key);
     if (!v) return fallback;
-    return as_int(*v, key, min_value);
+    return as_int(*v, key, min_value, max_value);
   }
 
-  float number(const char* key, float fallback) const {
+  // A finite number in [lo, hi], or in (lo, hi] with `open_low` (for eps and scales, where 0
+  // is as wrong as a negative).
+  float number(const char* key, float fallback, double lo, double hi, bool open_low = false) const {
     const json* v = get(key);
     if (!v) return fallback;
     HYRT_CHECK(v->is_number(), kInvalidModel, source_, ": field `", key,
-               "` must be a number, found ", v->dump());
-    return v->get<float>();
+               "` must be a number, found ", weights::json_excerpt(*v));
+    const double d = v->get<double>();
+    HYRT_CHECK(std::isfinite(d) && (open_low ? d > lo : d >= lo) && d <= hi, kInvalidModel, source_,
+               ": field `", key, "` = ", d, " is out of range ", open_low ? "(" : "[", lo, ", ", hi,
+               "]");
+    return static_cast<float>(d);
   }
 
   bool boolean(const char* key, bool fallback) const {
     const json* v = get(key);
     if (!v) return fallback;
     HYRT_CHECK(v->is_boolean(), kInvalidModel, source_, ": field `", key,
-               "` must be true or false, found ", v->dump());
+               "` must be true or false, found ", weights::json_excerpt(*v));
     return v->get<bool>();
   }
 
@@ -57,33 +72,36 @@ class Fields {
     const json* v = get(key);
     if (!v) return fallback;
     HYRT_CHECK(v->is_string(), kInvalidModel, source_, ": field `", key,
-               "` must be a string, found ", v->dump());
+               "` must be a string, found ", weights::json_excerpt(*v));
     return v->get<std::string>();
   }
 
-  std::vector<int> int_list(const char* key, const std::vector<int>& fallback,
-                            int min_value = 1) const {
+  std::vector<int> int_list(const char* key, const std::vector<int>& fallback, int min_value = 1,
+                            int max_value = kMaxSize, size_t max_entries = kMaxListEntries) const {
     const json* v = get(key);
     if (!v) return fallback;
     HYRT_CHECK(v->is_array() && !v->empty(), kInvalidModel, source_, ": field `", key,
-               "` must be a non-empty list of integers, found ", v->dump());
+               "` must be a non-empty list of integers, found ", weights::json_excerpt(*v));
+    HYRT_CHECK(v->size() <= max_entries, kInvalidModel, source_, ": field `", key, "` has ",
+               v->size(), " entries, at most ", max_entries, " are accepted");
     std::vector<int> out;
     for (const auto& e : *v)
-      out.push_back(as_int(e, key, min_value));
+      out.push_back(as_int(e, key, min_value, max_value));
     return out;
   }
 
   // An int applied to every block, or a list with one entry per block.
-  std::vector<int> int_or_list(const char* key, const std::vector<int>& fallback, size_t n) const {
+  std::vector<int> int_or_list(const char* key, const std::vector<int>& fallback, size_t n,
+                               int max_value = kMaxSize) const {
     const json* v = get(key);
     if (!v) return fallback;
     if (v->is_array()) {
-      auto out = int_list(key, fallback);
+      auto out = int_list(key, fallback, 1, max_value);
       HYRT_CHECK(out.size() == n, kInvalidModel, source_, ": field `", key, "` has ", out.size(),
                  " entries for ", n, " blocks");
       return out;
     }
-    return std::vector<int>(n, as_int(*v, key, 1));
+    return std::vector<int>(n, as_int(*v, key, 1, max_value));
   }
 
   std::vector<std::string> string_list(const char* key,
@@ -91,12 +109,14 @@ class Fields {
     const json* v = get(key);
     if (!v) return fallback;
     HYRT_CHECK(v->is_array() && !v->empty(), kInvalidModel, source_, ": field `", key,
-               "` must be a non-empty list of strings, found ", v->dump());
+               "` must be a non-empty list of strings, found ", weights::json_excerpt(*v));
+    HYRT_CHECK(v->size() <= kMaxListEntries, kInvalidModel, source_, ": field `", key, "` has ",
+               v->size(), " entries, at most ", kMaxListEntries, " are accepted");
     std::vector<std::string> out;
     for (const auto& e : *v) {
       HYRT_CHECK(e.is_string(), kInvalidModel, source_, ": field `", key,
-                 "` must contain strings, found ", e.dump());
-      out.push_back(e.get<std::string>());
+                 "` must contain strings, found ", weights::json_excerpt(e));
+      out.push_back(weights::excerpt(e.get<std::string>()));
     }
     return out;
   }
@@ -104,12 +124,15 @@ class Fields {
   const std::string& source() const { return source_; }
 
  private:
-  int as_int(const json& v, const char* key, int min_value) const {
+  int as_int(const json& v, const char* key, int min_value, int max_value) const {
     HYRT_CHECK(v.is_number_integer(), kInvalidModel, source_, ": field `", key,
-               "` must be an integer, found ", v.dump());
-    const int64_t i = v.get<int64_t>();
-    HYRT_CHECK(i >= min_value && i <= (1 << 24), kInvalidModel, source_, ": field `", key,
-               "` = ", i, " is out of range");
+               "` must be an integer, found ", weights::json_excerpt(v));
+    // Unsigned values past int64 would wrap in get<int64_t>().
+    const bool fits = !v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t{1} << 62;
+    const int64_t i = fits ? v.get<int64_t>() : int64_t{1} << 62;
+    HYRT_CHECK(i >= min_value && i <= max_value, kInvalidModel, source_, ": field `", key,
+               "` = ", weights::json_excerpt(v), " is out of range [", min_value, ", ", max_value,
+               "]");
     return static_cast<int>(i);
   }
 
@@ -141,15 +164,7 @@ int count_indexed(const Checkpoint& ck, const std::string& prefix, const std::st
 }
 
 json read_config_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  HYRT_CHECK(in, kIo, path.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail(ErrorCode::kInvalidModel, path.string(), ": not valid JSON: ", e.what());
-  }
+  return weights::read_json_file_bounded(path);
 }
 
 // Where a checkpoint's own config came from, for messages.
@@ -180,16 +195,17 @@ void require_component(const Checkpoint& ck, Component c) {
 ClipTextConfig parse_clip_text_config(const json& j, std::string_view source) {
   Fields f(j, source);
   ClipTextConfig c;
-  c.vocab_size = f.integer("vocab_size", c.vocab_size, 1);
+  c.vocab_size = f.integer("vocab_size", c.vocab_size, 1, kMaxVocab);
   c.hidden_size = f.integer("hidden_size", c.hidden_size, 1);
   c.intermediate_size = f.integer("intermediate_size", c.intermediate_size, 1);
-  c.num_hidden_layers = f.integer("num_hidden_layers", c.num_hidden_layers, 1);
-  c.num_attention_heads = f.integer("num_attention_heads", c.num_attention_heads, 1);
-  c.max_position_embeddings = f.integer("max_position_embeddings", c.max_position_embeddings, 1);
+  c.num_hidden_layers = f.integer("num_hidden_layers", c.num_hidden_layers, 1, kMaxLayers);
+  c.num_attention_heads = f.integer("num_attention_heads", c.num_attention_heads, 1, kMaxHeads);
+  c.max_position_embeddings =
+      f.integer("max_position_embeddings", c.max_position_embeddings, 1, kMaxPositions);
   c.hidden_act = f.string("hidden_act", c.hidden_act);
-  c.layer_norm_eps = f.number("layer_norm_eps", c.layer_norm_eps);
-  c.bos_token_id = f.integer("bos_token_id", c.bos_token_id);
-  c.eos_token_id = f.integer("eos_token_id", c.eos_token_id);
+  c.layer_norm_eps = f.number("layer_norm_eps", c.layer_norm_eps, 0, 1, /*open_low=*/true);
+  c.bos_token_id = f.integer("bos_token_id", c.bos_token_id, 0, kMaxVocab - 1);
+  c.eos_token_id = f.integer("eos_token_id", c.eos_token_id, 0, kMaxVocab - 1);
   c.projection_dim = f.integer("projection_dim", c.projection_dim, 0);
   // A CLIPTextConfig with `projection_dim` describes a plain CLIPTextModel too (transformers
   // writes the field for both): only the WithProjection architecture has the projection.
@@ -204,6 +220,9 @@ ClipTextConfig parse_clip_text_config(const json& j, std::string_view source) {
   }
   HYRT_CHECK(c.hidden_act == "quick_gelu" || c.hidden_act == "gelu", kUnsupported, f.source(),
              ": field `hidden_act` = \"", c.hidden_act, "\" (supported: quick_gelu, gelu)");
+  HYRT_CHECK(c.bos_token_id < c.vocab_size && c.eos_token_id < c.vocab_size, kInvalidModel,
+             f.source(), ": `bos_token_id` ", c.bos_token_id, " or `eos_token_id` ", c.eos_token_id,
+             " is not below `vocab_size` ", c.vocab_size);
   HYRT_CHECK(c.hidden_size % c.num_attention_heads == 0, kInvalidModel, f.source(),
              ": `hidden_size` ", c.hidden_size, " is not divisible by `num_attention_heads` ",
              c.num_attention_heads);
@@ -213,8 +232,8 @@ ClipTextConfig parse_clip_text_config(const json& j, std::string_view source) {
 UNetConfig parse_unet_config(const json& j, std::string_view source) {
   Fields f(j, source);
   UNetConfig c;
-  c.in_channels = f.integer("in_channels", c.in_channels, 1);
-  c.out_channels = f.integer("out_channels", c.out_channels, 1);
+  c.in_channels = f.integer("in_channels", c.in_channels, 1, kMaxChannels);
+  c.out_channels = f.integer("out_channels", c.out_channels, 1, kMaxChannels);
   c.block_out_channels = f.int_list("block_out_channels", c.block_out_channels);
   const size_t nb = c.block_out_channels.size();
   c.down_block_types = f.string_list("down_block_types", c.down_block_types);
@@ -229,7 +248,7 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
   for (const auto& t : c.up_block_types)
     HYRT_CHECK(t == "CrossAttnUpBlock2D" || t == "UpBlock2D", kUnsupported, f.source(),
                ": field `up_block_types` has \"", t, "\"");
-  c.layers_per_block = f.integer("layers_per_block", c.layers_per_block, 1);
+  c.layers_per_block = f.integer("layers_per_block", c.layers_per_block, 1, kMaxLayers);
   // SD 1.5 passes a single int; SDXL-style per-block lists must agree (SD 1.5 subset).
   const json* cad = f.get("cross_attention_dim");
   if (cad && cad->is_array()) {
@@ -245,17 +264,17 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
   // `num_attention_heads` is set it is the real head count and wins.
   std::vector<int> defaults(nb, c.num_attention_heads.empty() ? 8 : c.num_attention_heads[0]);
   if (f.get("num_attention_heads"))
-    c.num_attention_heads = f.int_or_list("num_attention_heads", defaults, nb);
+    c.num_attention_heads = f.int_or_list("num_attention_heads", defaults, nb, kMaxHeads);
   else
-    c.num_attention_heads = f.int_or_list("attention_head_dim", defaults, nb);
-  c.norm_num_groups = f.integer("norm_num_groups", c.norm_num_groups, 1);
-  c.norm_eps = f.number("norm_eps", c.norm_eps);
+    c.num_attention_heads = f.int_or_list("attention_head_dim", defaults, nb, kMaxHeads);
+  c.norm_num_groups = f.integer("norm_num_groups", c.norm_num_groups, 1, kMaxHeads);
+  c.norm_eps = f.number("norm_eps", c.norm_eps, 0, 1, /*open_low=*/true);
   c.flip_sin_to_cos = f.boolean("flip_sin_to_cos", c.flip_sin_to_cos);
-  c.freq_shift = f.number("freq_shift", c.freq_shift);
-  c.downsample_padding = f.integer("downsample_padding", c.downsample_padding, 0);
+  c.freq_shift = f.number("freq_shift", c.freq_shift, 0, 16);
+  c.downsample_padding = f.integer("downsample_padding", c.downsample_padding, 0, 1);
   c.use_linear_projection = f.boolean("use_linear_projection", c.use_linear_projection);
   c.transformer_layers_per_block =
-      f.int_or_list("transformer_layers_per_block", std::vector<int>(nb, 1), nb);
+      f.int_or_list("transformer_layers_per_block", std::vector<int>(nb, 1), nb, kMaxLayers);
   // diffusers' per-layer list for the up blocks (a list of lists); absent in SD 1.5 and SDXL
   // configs, which use the reversed per-level list.
   HYRT_CHECK(!f.get("reverse_transformer_layers_per_block"), kUnsupported, f.source(),
@@ -281,7 +300,7 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
   const std::string mid = f.string("mid_block_type", "UNetMidBlock2DCrossAttn");
   HYRT_CHECK(mid == "UNetMidBlock2DCrossAttn", kUnsupported, f.source(),
              ": field `mid_block_type` = \"", mid, "\"");
-  c.sample_size = f.integer("sample_size", c.sample_size, 1);
+  c.sample_size = f.integer("sample_size", c.sample_size, 1, kMaxPositions);
   for (size_t i = 0; i < nb; ++i) {
     HYRT_CHECK(c.block_out_channels[i] % c.norm_num_groups == 0, kInvalidModel, f.source(),
                ": `block_out_channels` ", c.block_out_channels[i],
@@ -296,20 +315,20 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
 VaeConfig parse_vae_config(const json& j, std::string_view source) {
   Fields f(j, source);
   VaeConfig c;
-  c.in_channels = f.integer("in_channels", c.in_channels, 1);
-  c.out_channels = f.integer("out_channels", c.out_channels, 1);
-  c.latent_channels = f.integer("latent_channels", c.latent_channels, 1);
+  c.in_channels = f.integer("in_channels", c.in_channels, 1, kMaxChannels);
+  c.out_channels = f.integer("out_channels", c.out_channels, 1, kMaxChannels);
+  c.latent_channels = f.integer("latent_channels", c.latent_channels, 1, kMaxChannels);
   c.block_out_channels = f.int_list("block_out_channels", c.block_out_channels);
-  c.layers_per_block = f.integer("layers_per_block", c.layers_per_block, 1);
-  c.norm_num_groups = f.integer("norm_num_groups", c.norm_num_groups, 1);
-  c.scaling_factor = f.number("scaling_factor", c.scaling_factor);
+  c.layers_per_block = f.integer("layers_per_block", c.layers_per_block, 1, kMaxLayers);
+  c.norm_num_groups = f.integer("norm_num_groups", c.norm_num_groups, 1, kMaxHeads);
+  c.scaling_factor = f.number("scaling_factor", c.scaling_factor, 0, 100, /*open_low=*/true);
   HYRT_CHECK(std::isfinite(c.scaling_factor) && c.scaling_factor > 0, kInvalidModel, f.source(),
              ": field `scaling_factor` must be a positive number");
   c.force_upcast = f.boolean("force_upcast", c.force_upcast);
   c.mid_block_add_attention = f.boolean("mid_block_add_attention", c.mid_block_add_attention);
   c.use_quant_conv = f.boolean("use_quant_conv", c.use_quant_conv);
   c.use_post_quant_conv = f.boolean("use_post_quant_conv", c.use_post_quant_conv);
-  c.sample_size = f.integer("sample_size", c.sample_size, 1);
+  c.sample_size = f.integer("sample_size", c.sample_size, 1, kMaxPositions);
   for (int ch : c.block_out_channels)
     HYRT_CHECK(ch % c.norm_num_groups == 0, kInvalidModel, f.source(), ": `block_out_channels` ",
                ch, " is not divisible by `norm_num_groups` ", c.norm_num_groups);
@@ -393,11 +412,11 @@ std::array<std::optional<std::string>, weights::kNumComponents> configs_to_json_
   return out;
 }
 
-ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck, Component which) {
-  HYRT_CHECK(which == Component::kTextEncoder || which == Component::kTextEncoder2,
-             kInvalidArgument, "clip_text_config_from_checkpoint: not a text encoder");
-  require_component(ck, which);
-  if (auto j = ck.config_json(which)) return parse_clip_text_config(*j, config_source(ck, which));
+namespace {
+
+// The sizes the tensors show, whatever the config says (heads, eps and the like come from
+// SD's defaults: shapes cannot show them).
+ClipTextConfig infer_clip_text_config(const Checkpoint& ck, Component which) {
   const std::string root = str_cat(weights::component_name(which), ".");
   const std::string p = root + "text_model.";
   ClipTextConfig c;
@@ -423,10 +442,7 @@ ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck, Component 
   return c;
 }
 
-UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
-  require_component(ck, Component::kUNet);
-  if (auto j = ck.config_json(Component::kUNet))
-    return parse_unet_config(*j, config_source(ck, Component::kUNet));
+UNetConfig infer_unet_config(const Checkpoint& ck) {
   UNetConfig c;
   const Shape conv_in = need(ck, "unet.conv_in.weight", 4);
   c.in_channels = static_cast<int>(conv_in[1]);
@@ -492,10 +508,7 @@ UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
   return c;
 }
 
-VaeConfig vae_config_from_checkpoint(const Checkpoint& ck) {
-  require_component(ck, Component::kVae);
-  if (auto j = ck.config_json(Component::kVae))
-    return parse_vae_config(*j, config_source(ck, Component::kVae));
+VaeConfig infer_vae_config(const Checkpoint& ck) {
   VaeConfig c;
   c.block_out_channels.clear();
   const int enc_levels = count_indexed(ck, "vae.encoder.down_blocks.", ".resnets.0.conv2.weight");
@@ -534,6 +547,136 @@ VaeConfig vae_config_from_checkpoint(const Checkpoint& ck) {
   return c;
 }
 
+std::string list_str(const std::vector<int>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i)
+    s += str_cat(i ? ", " : "", v[i]);
+  return s + "]";
+}
+
+// A config field that the tensors contradict: the field, both values and a tensor that shows
+// the size, with its shape.
+class WeightCheck {
+ public:
+  WeightCheck(const Checkpoint& ck, std::string source) : ck_(ck), source_(std::move(source)) {}
+
+  template <class T>
+  void field(const char* name, const T& config_value, const T& weights_value,
+             const std::string& tensor) const {
+    if (config_value == weights_value) return;
+    std::string shown;
+    if (const auto* w = ck_.find(tensor))
+      shown = str_cat(" (tensor '", tensor, "' has shape ", w->shape.to_string(), ")");
+    fail(ErrorCode::kInvalidModel, source_, ": field `", name, "` is ", str(config_value),
+         " but the weights have ", str(weights_value), shown,
+         ": the config does not belong to these weights");
+  }
+
+ private:
+  static std::string str(int v) { return std::to_string(v); }
+  static std::string str(bool v) { return v ? "true" : "false"; }
+  static std::string str(const std::vector<int>& v) { return list_str(v); }
+  static std::string str(const std::vector<std::string>& v) {
+    std::string s = "[";
+    for (size_t i = 0; i < v.size(); ++i)
+      s += str_cat(i ? ", " : "", v[i]);
+    return s + "]";
+  }
+  const Checkpoint& ck_;
+  std::string source_;
+};
+
+void check_clip_against_weights(const Checkpoint& ck, Component which, const ClipTextConfig& c,
+                                const std::string& source) {
+  const ClipTextConfig w = infer_clip_text_config(ck, which);
+  const std::string p = str_cat(weights::component_name(which), ".text_model.");
+  const WeightCheck check(ck, source);
+  check.field("vocab_size", c.vocab_size, w.vocab_size, p + "embeddings.token_embedding.weight");
+  check.field("hidden_size", c.hidden_size, w.hidden_size, p + "embeddings.token_embedding.weight");
+  check.field("max_position_embeddings", c.max_position_embeddings, w.max_position_embeddings,
+              p + "embeddings.position_embedding.weight");
+  check.field("num_hidden_layers", c.num_hidden_layers, w.num_hidden_layers,
+              str_cat(p, "encoder.layers.", w.num_hidden_layers - 1, ".layer_norm1.weight"));
+  check.field("intermediate_size", c.intermediate_size, w.intermediate_size,
+              p + "encoder.layers.0.mlp.fc1.weight");
+  if (w.projection_dim > 0 && c.projection_dim > 0)
+    check.field("projection_dim", c.projection_dim, w.projection_dim,
+                str_cat(weights::component_name(which), ".text_projection.weight"));
+}
+
+void check_unet_against_weights(const Checkpoint& ck, const UNetConfig& c,
+                                const std::string& source) {
+  const UNetConfig w = infer_unet_config(ck);
+  const WeightCheck check(ck, source);
+  check.field("in_channels", c.in_channels, w.in_channels, "unet.conv_in.weight");
+  check.field("out_channels", c.out_channels, w.out_channels, "unet.conv_out.weight");
+  check.field(
+      "block_out_channels", c.block_out_channels, w.block_out_channels,
+      str_cat("unet.down_blocks.", w.block_out_channels.size() - 1, ".resnets.0.conv2.weight"));
+  check.field("down_block_types", c.down_block_types, w.down_block_types,
+              "unet.down_blocks.0.attentions.0.norm.weight");
+  check.field("up_block_types", c.up_block_types, w.up_block_types,
+              "unet.up_blocks.0.attentions.0.norm.weight");
+  check.field("layers_per_block", c.layers_per_block, w.layers_per_block,
+              str_cat("unet.down_blocks.0.resnets.", w.layers_per_block - 1, ".conv1.weight"));
+  bool any_attention = false;
+  for (const auto& t : w.down_block_types)
+    any_attention |= t == "CrossAttnDownBlock2D";
+  if (any_attention) {
+    check.field("cross_attention_dim", c.cross_attention_dim, w.cross_attention_dim,
+                "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight");
+    check.field("use_linear_projection", c.use_linear_projection, w.use_linear_projection,
+                "unet.down_blocks.0.attentions.0.proj_in.weight");
+    for (size_t i = 0; i < w.down_block_types.size(); ++i)
+      if (w.down_block_types[i] == "CrossAttnDownBlock2D")
+        check.field(
+            "transformer_layers_per_block", c.transformer_layers_per_block[i],
+            w.transformer_layers_per_block[i],
+            str_cat("unet.down_blocks.", i, ".attentions.0.transformer_blocks.0.norm1.weight"));
+  }
+}
+
+void check_vae_against_weights(const Checkpoint& ck, const VaeConfig& c,
+                               const std::string& source) {
+  const VaeConfig w = infer_vae_config(ck);
+  const WeightCheck check(ck, source);
+  check.field("block_out_channels", c.block_out_channels, w.block_out_channels,
+              "vae.decoder.up_blocks.0.resnets.0.conv2.weight");
+  check.field("layers_per_block", c.layers_per_block, w.layers_per_block,
+              "vae.decoder.up_blocks.0.resnets.0.conv1.weight");
+  if (ck.contains("vae.encoder.conv_in.weight"))
+    check.field("in_channels", c.in_channels, w.in_channels, "vae.encoder.conv_in.weight");
+  if (ck.contains("vae.decoder.conv_out.weight"))
+    check.field("out_channels", c.out_channels, w.out_channels, "vae.decoder.conv_out.weight");
+  if (ck.contains("vae.decoder.conv_in.weight"))
+    check.field("latent_channels", c.latent_channels, w.latent_channels,
+                "vae.decoder.conv_in.weight");
+}
+
+}  // namespace
+
+ClipTextConfig clip_text_config_from_checkpoint(const Checkpoint& ck, Component which) {
+  HYRT_CHECK(which == Component::kTextEncoder || which == Component::kTextEncoder2,
+             kInvalidArgument, "clip_text_config_from_checkpoint: not a text encoder");
+  require_component(ck, which);
+  if (auto j = ck.config_json(which)) return parse_clip_text_config(*j, config_source(ck, which));
+  return infer_clip_text_config(ck, which);
+}
+
+UNetConfig unet_config_from_checkpoint(const Checkpoint& ck) {
+  require_component(ck, Component::kUNet);
+  if (auto j = ck.config_json(Component::kUNet))
+    return parse_unet_config(*j, config_source(ck, Component::kUNet));
+  return infer_unet_config(ck);
+}
+
+VaeConfig vae_config_from_checkpoint(const Checkpoint& ck) {
+  require_component(ck, Component::kVae);
+  if (auto j = ck.config_json(Component::kVae))
+    return parse_vae_config(*j, config_source(ck, Component::kVae));
+  return infer_vae_config(ck);
+}
+
 ModelConfigs load_configs(const Checkpoint& ck,
                           const std::optional<std::filesystem::path>& config_dir) {
   if (config_dir) {
@@ -549,32 +692,59 @@ ModelConfigs load_configs(const Checkpoint& ck,
     if (!std::filesystem::is_regular_file(p, ec)) return std::nullopt;
     return p;
   };
+  // Where a component's config came from, or nullopt when it was read from the tensors.
+  auto written_config = [&](Component c) -> std::optional<std::string> {
+    if (auto p = override_file(c)) return p->string();
+    if (ck.config_json(c)) return config_source(ck, c);
+    return std::nullopt;
+  };
   ModelConfigs out;
   for (Component c : {Component::kTextEncoder, Component::kTextEncoder2}) {
     if (!ck.has(c)) continue;
     auto p = override_file(c);
-    (c == Component::kTextEncoder ? out.text_encoder : out.text_encoder_2) =
-        p ? parse_clip_text_config(read_config_file(*p), p->string())
-          : clip_text_config_from_checkpoint(ck, c);
+    auto& cfg = c == Component::kTextEncoder ? out.text_encoder : out.text_encoder_2;
+    cfg = p ? parse_clip_text_config(read_config_file(*p), p->string())
+            : clip_text_config_from_checkpoint(ck, c);
+    if (auto src = written_config(c)) check_clip_against_weights(ck, c, *cfg, *src);
   }
   if (ck.has(Component::kUNet)) {
     auto p = override_file(Component::kUNet);
     out.unet =
         p ? parse_unet_config(read_config_file(*p), p->string()) : unet_config_from_checkpoint(ck);
+    if (auto src = written_config(Component::kUNet))
+      check_unet_against_weights(ck, *out.unet, *src);
   }
   if (ck.has(Component::kVae)) {
     auto p = override_file(Component::kVae);
     out.vae =
         p ? parse_vae_config(read_config_file(*p), p->string()) : vae_config_from_checkpoint(ck);
+    if (auto src = written_config(Component::kVae)) check_vae_against_weights(ck, *out.vae, *src);
   }
-  if (out.unet || out.text_encoder_2) {
-    try {
-      model_family(out);
-    } catch (const Error& e) {
-      fail(e.code(), ck.root().string(), ": ", e.what());
-    }
+  try {
+    if (out.unet || out.text_encoder_2) model_family(out);
+    check_config_consistency(out);
+  } catch (const Error& e) {
+    fail(e.code(), ck.root().string(), ": ", e.what());
   }
   return out;
+}
+
+void check_config_consistency(const ModelConfigs& c) {
+  if (c.unet && c.text_encoder && !c.text_encoder_2 && !c.unet->text_time_embedding())
+    HYRT_CHECK(c.text_encoder->hidden_size == c.unet->cross_attention_dim, kInvalidModel,
+               "the text encoder's hidden_size is ", c.text_encoder->hidden_size,
+               " but the UNet's cross_attention_dim is ", c.unet->cross_attention_dim,
+               ": the two configs belong to different models");
+  if (c.unet && c.vae) {
+    const int latent = c.vae->latent_channels;
+    HYRT_CHECK(c.unet->out_channels == latent, kInvalidModel, "the UNet's out_channels is ",
+               c.unet->out_channels, " but the VAE's latent_channels is ", latent,
+               ": the two configs belong to different models");
+    HYRT_CHECK(c.unet->in_channels == latent || c.unet->in_channels == 2 * latent + 1,
+               kInvalidModel, "the UNet's in_channels is ", c.unet->in_channels,
+               " but the VAE's latent_channels is ", latent, " (expected ", latent, ", or ",
+               2 * latent + 1, " for inpainting)");
+  }
 }
 
 std::string_view model_family_name(ModelFamily f) {

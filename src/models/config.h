@@ -110,6 +110,13 @@ struct VaeConfig {
   int sample_size = 512;
 };
 
+// The parse_*_config functions check every number against a range and fail with
+// kInvalidModel naming the source, the field, its value and the range. The ranges lie far
+// beyond every published model but keep all sizes computed from them small enough not to
+// overflow or exhaust memory: channels and widths [1, 65536], image/latent channels [1, 64],
+// head counts and norm groups [1, 1024], layers [1, 256], levels at most 16, CLIP vocabulary
+// [1, 2^20] and positions [1, 16384], eps in (0, 1], VAE scaling_factor in (0, 100],
+// freq_shift in [0, 16], downsample_padding in {0, 1}, sample_size [1, 16384].
 ClipTextConfig parse_clip_text_config(const nlohmann::json& j,
                                       std::string_view source = "text_encoder/config.json");
 // diffusers quirk: SD 1.5 configs put the head count in `attention_head_dim` and leave
@@ -164,8 +171,14 @@ ModelFamily model_family(const ModelConfigs& configs, std::string* why = nullptr
 std::array<std::optional<std::string>, weights::kNumComponents> configs_to_json_texts(
     const ModelConfigs& configs);
 
+// Configs that contradict each other, refused with kInvalidModel naming both values: an SD 1.5
+// UNet's cross_attention_dim must equal the text encoder's hidden_size (SDXL: the sum of
+// both, in model_family()), and the UNet's out_channels must equal the VAE's latent_channels,
+// its in_channels too (or 2 x latent + 1 for an inpainting UNet).
+void check_config_consistency(const ModelConfigs& configs);
+
 // Loads every present component's config and checks that they form one model
-// (model_family()). With `config_dir` (a diffusers-layout folder,
+// (model_family(), and check_config_consistency()). With `config_dir` (a diffusers-layout folder,
 // like A1111's v1-inference.yaml beside an LDM file), `<config_dir>/<component>/config.json`
 // is used where it exists, else *_config_from_checkpoint(). kNotFound if config_dir is
 // given but is not a directory.

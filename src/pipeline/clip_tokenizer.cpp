@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::pipeline {
 namespace {
@@ -219,7 +220,7 @@ ClipTokenizer ClipTokenizer::build(std::string_view vocab_text, const std::strin
 
   // vocab.json: {"token": id, ...} with ids 0..n-1.
   try {
-    const auto j = nlohmann::json::parse(vocab_text);
+    const auto j = weights::parse_json_bounded(vocab_text, vocab_json);
     HYRT_CHECK(j.is_object() && !j.empty(), kInvalidModel, vocab_json,
                ": expected a non-empty JSON object of token -> id");
     tok.id_to_token_.assign(j.size(), std::string());
@@ -264,7 +265,7 @@ ClipTokenizer ClipTokenizer::build(std::string_view vocab_text, const std::strin
   HYRT_CHECK(rank > 0, kInvalidModel, merges_txt, ": no merges");
   if (!config_text.empty()) {
     try {
-      const auto j = nlohmann::json::parse(config_text);
+      const auto j = weights::parse_json_bounded(config_text, config_label);
       // Some configs store a huge sentinel (1e30) meaning "no limit": keep CLIP's 77 then.
       if (j.contains("model_max_length") && j["model_max_length"].is_number()) {
         const double v = j["model_max_length"].get<double>();
@@ -276,7 +277,7 @@ ClipTokenizer ClipTokenizer::build(std::string_view vocab_text, const std::strin
         const auto& pt = j["pad_token"];
         const auto* content = pt.is_object() && pt.contains("content") ? &pt["content"] : &pt;
         HYRT_CHECK(content->is_string(), kInvalidModel, config_label,
-                   ": field `pad_token` must be a string, found ", pt.dump());
+                   ": field `pad_token` must be a string, found ", weights::json_excerpt(pt));
         const std::string name = content->get<std::string>();
         const auto it = t.token_to_id.find(name);
         HYRT_CHECK(it != t.token_to_id.end(), kInvalidModel, config_label, ": `pad_token` '", name,

@@ -14,6 +14,7 @@
 #include <memory>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::pipeline {
 namespace {
@@ -178,11 +179,22 @@ void write_png(const std::filesystem::path& path, const Image8& image,
 DecodedPng decode_png(std::span<const uint8_t> bytes) {
   SpngContext ctx(spng_ctx_new(0));
   HYRT_CHECK(ctx, kOutOfMemory, "libspng: cannot create a decoder");
-  int err = spng_set_png_buffer(ctx.get(), bytes.data(), bytes.size());
+  // libspng's defaults allow 2^31-1 pixels a side and chunks of any size.
+  int err = spng_set_image_limits(ctx.get(), kMaxPngSide, kMaxPngSide);
+  if (err == 0) err = spng_set_chunk_limits(ctx.get(), kMaxPngChunkBytes, kMaxPngAncillaryBytes);
+  HYRT_CHECK(err == 0, kInternal, "libspng: cannot set limits: ", spng_strerror(err));
+  err = spng_set_png_buffer(ctx.get(), bytes.data(), bytes.size());
   HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_strerror(err));
   spng_ihdr ihdr{};
   err = spng_get_ihdr(ctx.get(), &ihdr);
+  if (err == SPNG_EUSER_WIDTH || err == SPNG_EUSER_HEIGHT || err == SPNG_EWIDTH ||
+      err == SPNG_EHEIGHT)
+    fail(ErrorCode::kInvalidArgument, "PNG: image too large (", spng_strerror(err),
+         "; hyrt reads at most ", kMaxPngSide, " pixels a side)");
   HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_strerror(err));
+  HYRT_CHECK(static_cast<uint64_t>(ihdr.width) * ihdr.height <= kMaxPngPixels, kInvalidArgument,
+             "PNG: image of ", ihdr.width, "x", ihdr.height,
+             " pixels is too large (hyrt reads at most ", kMaxPngPixels, " pixels)");
 
   const bool has_alpha = ihdr.color_type == SPNG_COLOR_TYPE_TRUECOLOR_ALPHA ||
                          ihdr.color_type == SPNG_COLOR_TYPE_GRAYSCALE_ALPHA;
@@ -220,6 +232,12 @@ DecodedPng decode_png(std::span<const uint8_t> bytes) {
 DecodedPng read_png(const std::filesystem::path& path) {
   std::error_code ec;
   HYRT_CHECK(std::filesystem::exists(path, ec), kNotFound, "PNG file not found: ", path.string());
+  weights::require_regular_file(path);  // a FIFO would block, /dev/zero never end
+  const uint64_t file_bytes = std::filesystem::file_size(path, ec);
+  HYRT_CHECK(
+      !ec && file_bytes <= kMaxPngFileBytes, kInvalidArgument, path.string(), ": ",
+      ec ? ec.message()
+         : str_cat(file_bytes, " bytes is too large for a PNG (limit ", kMaxPngFileBytes, ")"));
   std::ifstream in(path, std::ios::binary);
   HYRT_CHECK(in, kIo, "cannot open PNG file ", path.string());
   const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),

@@ -49,10 +49,21 @@ struct DecodedPng {
   Image8 image;               // RGB8 for PNGs without alpha, else RGBA8
   std::vector<PngText> text;  // tEXt (Latin-1, returned as UTF-8), zTXt and iTXt chunks
 };
+// Limits checked from the header before anything is decoded or allocated: a PNG of a few
+// bytes can declare 65535 x 65535 pixels (16 GiB as RGBA), and ancillary chunks can inflate
+// without bound. Far above any picture a diffusion model takes or makes.
+inline constexpr uint32_t kMaxPngSide = 16384;
+inline constexpr uint64_t kMaxPngPixels = 64ull << 20;          // 64 Mpixel: 256 MiB as RGBA8
+inline constexpr uint64_t kMaxPngChunkBytes = 64ull << 20;      // one chunk, as stored
+inline constexpr uint64_t kMaxPngAncillaryBytes = 64ull << 20;  // text etc. kept in memory
+inline constexpr uint64_t kMaxPngFileBytes = 512ull << 20;
+
 // Decodes a PNG of any colour type / bit depth into 8-bit RGB or RGBA. Bytes that are not a
-// valid PNG throw kInvalidArgument with libspng's reason.
+// valid PNG, or a PNG past the limits above, throw kInvalidArgument with the reason.
 DecodedPng decode_png(std::span<const uint8_t> bytes);
-// kNotFound if the path does not exist; kIo, naming the path, if it cannot be read or decoded.
+// kNotFound if the path does not exist; kInvalidArgument if it is not a regular file (a FIFO,
+// a device) or is larger than kMaxPngFileBytes; kIo, naming the path, if it cannot be read or
+// decoded.
 DecodedPng read_png(const std::filesystem::path& path);
 
 // Pillow's Image.resize(size, Image.LANCZOS) on 8-bit images — what diffusers'

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::pipeline {
 namespace {
@@ -489,8 +490,9 @@ std::string lower_ascii(std::string_view s) {
 // ---------------------------------------------------------------------------------------------
 
 Sampler::Sampler(SamplerKind kind, const SchedulerConfig& config) : kind_(kind), config_(config) {
-  HYRT_CHECK(config.num_train_timesteps >= 2, kInvalidArgument,
-             "num_train_timesteps must be at least 2, got ", config.num_train_timesteps);
+  HYRT_CHECK(config.num_train_timesteps >= 2 && config.num_train_timesteps <= kMaxTrainTimesteps,
+             kInvalidArgument, "num_train_timesteps must be in [2, ", kMaxTrainTimesteps, "], got ",
+             config.num_train_timesteps);
   HYRT_CHECK(config.beta_start > 0 && config.beta_end > 0 && config.beta_end < 1, kInvalidArgument,
              "beta_start/beta_end must be in (0, 1), got ", config.beta_start, ", ",
              config.beta_end);
@@ -636,26 +638,48 @@ std::string_view sampler_display_name(SamplerKind kind) {
 // ---------------------------------------------------------------------------------------------
 
 SchedulerConfig SchedulerConfig::from_json(std::string_view json_text, std::string_view origin) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(json_text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, origin, ": not valid JSON: ", e.what());
-  }
+  const nlohmann::json j = weights::parse_json_bounded(json_text, origin);
   HYRT_CHECK(j.is_object(), kInvalidModel, origin, ": expected a JSON object");
   SchedulerConfig c;
   c.timestep_spacing.reset();
   try {
-    auto number = [&](const char* key, auto& field) {
-      if (j.contains(key) && !j[key].is_null()) field = j[key].get<std::decay_t<decltype(field)>>();
+    // Numbers are range-checked as read, before any conversion can wrap (2^32 + 1000 read as
+    // an int is 1000) and before anything is sized from them (one entry per train step).
+    auto integer = [&](const char* key, int& field, int64_t lo, int64_t hi) {
+      if (!j.contains(key) || j[key].is_null()) return;
+      const auto& v = j[key];
+      HYRT_CHECK(v.is_number_integer(), kInvalidModel, origin, ": field `", key,
+                 "` must be an integer, found ", weights::json_excerpt(v));
+      const bool in_range = v.is_number_unsigned()
+                                ? v.get<uint64_t>() <= static_cast<uint64_t>(hi)
+                                : v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+      HYRT_CHECK(in_range && v.get<int64_t>() >= lo, kInvalidModel, origin, ": field `", key,
+                 "` = ", weights::json_excerpt(v), " is out of range [", lo, ", ", hi, "]");
+      field = static_cast<int>(v.get<int64_t>());
     };
-    number("num_train_timesteps", c.num_train_timesteps);
-    number("beta_start", c.beta_start);
-    number("beta_end", c.beta_end);
-    number("steps_offset", c.steps_offset);
-    number("set_alpha_to_one", c.set_alpha_to_one);
-    number("clip_sample", c.clip_sample);
-    number("clip_sample_range", c.clip_sample_range);
+    // (lo, hi) open interval.
+    auto real = [&](const char* key, double& field, double lo, double hi) {
+      if (!j.contains(key) || j[key].is_null()) return;
+      const auto& v = j[key];
+      HYRT_CHECK(v.is_number(), kInvalidModel, origin, ": field `", key,
+                 "` must be a number, found ", weights::json_excerpt(v));
+      const double d = v.get<double>();
+      HYRT_CHECK(std::isfinite(d) && d > lo && d < hi, kInvalidModel, origin, ": field `", key,
+                 "` = ", d, " is out of range (", lo, ", ", hi, ")");
+      field = d;
+    };
+    auto flag = [&](const char* key, bool& field) {
+      if (j.contains(key) && !j[key].is_null()) field = j[key].get<bool>();
+    };
+    integer("num_train_timesteps", c.num_train_timesteps, 2, kMaxTrainTimesteps);
+    real("beta_start", c.beta_start, 0, 1);
+    real("beta_end", c.beta_end, 0, 1);
+    HYRT_CHECK(c.beta_start <= c.beta_end, kInvalidModel, origin, ": `beta_start` ", c.beta_start,
+               " is larger than `beta_end` ", c.beta_end);
+    integer("steps_offset", c.steps_offset, 0, c.num_train_timesteps - 1);
+    flag("set_alpha_to_one", c.set_alpha_to_one);
+    flag("clip_sample", c.clip_sample);
+    real("clip_sample_range", c.clip_sample_range, 0, 1e6);
     if (j.contains("beta_schedule")) {
       const auto s = j["beta_schedule"].get<std::string>();
       if (s == "scaled_linear") {
@@ -699,7 +723,8 @@ SchedulerConfig SchedulerConfig::from_json(std::string_view json_text, std::stri
       }
     }
   } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, origin, ": a scheduler setting has the wrong type: ", e.what());
+    fail(ErrorCode::kInvalidModel, origin,
+         ": a scheduler setting has the wrong type: ", weights::excerpt(e.what(), 200));
   }
   return c;
 }
@@ -708,11 +733,7 @@ SchedulerConfig SchedulerConfig::load_or_default(const std::filesystem::path& mo
   const auto path = model_dir / "scheduler" / "scheduler_config.json";
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) return sd15_defaults();
-  std::ifstream in(path, std::ios::binary);
-  HYRT_CHECK(in, kIo, "cannot open ", path.string());
-  std::ostringstream text;
-  text << in.rdbuf();
-  return from_json(text.str(), path.string());
+  return from_json(weights::read_small_file(path), path.string());
 }
 
 }  // namespace hyrt::pipeline

@@ -52,6 +52,9 @@ enum class TimestepSpacing { kLeading, kTrailing, kLinspace };
 enum class PredictionType { kEpsilon, kVPrediction, kSample };
 
 // The parts of a diffusers `scheduler_config.json` that these samplers read.
+// Largest num_train_timesteps accepted (SD uses 1000; tables are sized from it).
+inline constexpr int kMaxTrainTimesteps = 100000;
+
 struct SchedulerConfig {
   int num_train_timesteps = 1000;
   double beta_start = 0.00085;
@@ -72,6 +75,9 @@ struct SchedulerConfig {
   // Parses a scheduler_config.json text; keys it lacks keep the SD 1.5 defaults, except a
   // missing timestep_spacing which becomes nullopt (the sampler's default), as in diffusers.
   // Unknown values of known keys throw kInvalidModel (kUnsupported for e.g. a cosine schedule).
+  // Ranges, checked with the field, value and range in the message: num_train_timesteps in
+  // [2, kMaxTrainTimesteps], beta_start <= beta_end both in (0, 1), steps_offset in
+  // [0, num_train_timesteps), clip_sample_range in (0, 1e6).
   static SchedulerConfig from_json(std::string_view json_text, std::string_view origin = "json");
   // Reads `model_dir/scheduler/scheduler_config.json` if it exists, else sd15_defaults().
   static SchedulerConfig load_or_default(const std::filesystem::path& model_dir);

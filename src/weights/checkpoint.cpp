@@ -2,12 +2,11 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <set>
-#include <sstream>
 
 #include "core/error.h"
 #include "weights/hyrt_format.h"
+#include "weights/json_text.h"
 
 namespace hyrt::weights {
 namespace fs = std::filesystem;
@@ -24,15 +23,7 @@ bool is_dir(const fs::path& p) {
 }
 
 nlohmann::json read_json_file(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  HYRT_CHECK(in, kIo, path.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return nlohmann::json::parse(ss.str());
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, path.string(), ": not valid JSON: ", e.what());
-  }
+  return read_json_file_bounded(path);
 }
 
 std::vector<fs::path> files_with_suffix(const fs::path& dir, std::string_view suffix) {
@@ -57,12 +48,7 @@ Shape squeeze_1x1(const Shape& s) {
 }
 
 std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  HYRT_CHECK(in, kIo, path.string(), ": cannot open");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  HYRT_CHECK(!in.bad(), kIo, path.string(), ": read error");
-  return ss.str();
+  return read_small_file(path);
 }
 
 }  // namespace
@@ -97,6 +83,8 @@ std::string_view tokenizer_folder_name(Component c) {
 std::unique_ptr<Checkpoint> Checkpoint::open(const fs::path& path) {
   std::error_code ec;
   HYRT_CHECK(fs::exists(path, ec), kNotFound, path.string(), ": no such file or directory");
+  // Before anything is opened: a FIFO would block forever, /dev/zero never ends.
+  require_regular_file(path, /*allow_dir=*/true);
   std::unique_ptr<Checkpoint> ck(new Checkpoint());
   ck->root_ = path;
   if (is_dir(path)) {
@@ -264,11 +252,11 @@ void Checkpoint::load_component_files(Component c, const fs::path& dir) {
                  ": missing object \"weight_map\"");
       std::set<std::string> shards;
       for (const auto& [k, v] : wm->items()) {
-        HYRT_CHECK(v.is_string(), kInvalidModel, index_path.string(), ": weight_map['", k,
+        HYRT_CHECK(v.is_string(), kInvalidModel, index_path.string(), ": weight_map['", excerpt(k),
                    "'] is not a file name");
         const std::string shard = v.get<std::string>();
         HYRT_CHECK(fs::path(shard).filename() == fs::path(shard), kInvalidModel,
-                   index_path.string(), ": shard '", shard, "' is not a plain file name");
+                   index_path.string(), ": shard '", excerpt(shard), "' is not a plain file name");
         shards.insert(shard);
       }
       for (const auto& s : shards)

@@ -6,6 +6,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::weights {
 namespace fs = std::filesystem;
@@ -51,13 +52,8 @@ void check_scales(const SafetensorsFile& file, const TensorInfo& weight, const T
 
 nlohmann::json parse_json_object(const SafetensorsFile& file, std::string_view key,
                                  const std::string& text) {
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(text);
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, file.label(), ": metadata '", key,
-         "' is not valid JSON: ", e.what());
-  }
+  const nlohmann::json j =
+      parse_json_bounded(text, str_cat(file.label(), ": metadata '", excerpt(key), "'"));
   HYRT_CHECK(j.is_object(), kInvalidModel, file.label(), ": metadata '", key,
              "' is not a JSON object");
   return j;
@@ -227,8 +223,8 @@ HyrtWriteReport write_hyrt_file(
   if (options.model_index) {
     bool object = false;
     try {
-      object = nlohmann::json::parse(*options.model_index).is_object();
-    } catch (const nlohmann::json::exception&) {
+      object = parse_json_bounded(*options.model_index, "model_index").is_object();
+    } catch (const Error&) {
     }
     HYRT_CHECK(object, kInvalidArgument, "write_hyrt_file: model_index is not a JSON object");
     meta[std::string(kMetaModelIndex)] = *options.model_index;

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "weights/json_text.h"
 
 namespace hyrt::weights {
 namespace {
@@ -89,6 +90,9 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
   if (!std::filesystem::exists(st)) fail(ErrorCode::kNotFound, f->label_, ": no such file");
   if (std::filesystem::is_directory(st))
     fail(ErrorCode::kInvalidModel, f->label_, ": is a directory, not a safetensors file");
+  // A FIFO would block in open() and a device such as /dev/zero never ends: only regular
+  // files are mapped.
+  require_regular_file(path);
 
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail(ErrorCode::kIo, f->label_, ": cannot open: ", std::strerror(errno));
@@ -141,44 +145,53 @@ void SafetensorsFile::parse() {
   const char* hbegin = reinterpret_cast<const char*>(base_ + 8);
   const char* hend = hbegin + header_len;
 
-  // nlohmann keeps the last of duplicate object keys silently; a duplicated tensor name is
-  // a malformed file, so the parse callback records every top-level key as it is read.
-  std::unordered_set<std::string> seen;
-  std::string duplicate;
-  bool have_duplicate = false;
-  auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
-    if (event == json::parse_event_t::key && depth == 1 && !have_duplicate) {
-      const auto& key = parsed.get_ref<const std::string&>();
-      if (!seen.insert(key).second) {
-        duplicate = key;
-        have_duplicate = true;
-      }
-    }
-    return true;
-  };
+  // One iterative pass bounds the nesting depth (nlohmann recurses per level) and counts
+  // the top-level keys: nlohmann keeps the last of duplicate keys silently, and a
+  // duplicated tensor name is a malformed file. (A parse callback could see each key, but
+  // nlohmann's callback parser rescans the parent object at every closing brace: quadratic
+  // in the number of tensors.)
+  const JsonScan scan = scan_json(std::string_view(hbegin, header_len));
+  HYRT_CHECK(!scan.depth_exceeded, kInvalidModel, L, ": header JSON is nested deeper than ",
+             kMaxJsonDepth, " levels (at byte ", 8 + scan.stop_offset,
+             "); not a safetensors file?");
+  HYRT_CHECK(scan.top_level_keys <= kMaxTensors, kInvalidModel, L, ": header has ",
+             scan.top_level_keys, " entries, more than the ", kMaxTensors,
+             " hyrt accepts; not a model checkpoint?");
   json header;
   try {
-    header = json::parse(hbegin, hend, on_event, /*allow_exceptions=*/true);
+    header = json::parse(hbegin, hend);
   } catch (const json::exception& e) {
-    fail(ErrorCode::kInvalidModel, L, ": header is not valid JSON: ", e.what());
+    fail(ErrorCode::kInvalidModel, L, ": header is not valid JSON: ", excerpt(e.what(), 200));
   }
   HYRT_CHECK(header.is_object(), kInvalidModel, L, ": header is not a JSON object (found ",
              header.type_name(), ")");
-  HYRT_CHECK(!have_duplicate, kInvalidModel, L, ": duplicate tensor name '", duplicate,
-             "' in the header");
+  if (scan.top_level_keys != header.size()) {
+    // Rare and already an error: find which name repeats by reading the keys in order.
+    std::unordered_set<std::string> seen;
+    std::string duplicate = "?";
+    auto on_event = [&](int depth, json::parse_event_t event, json& parsed) {
+      if (event == json::parse_event_t::key && depth == 1 && duplicate == "?" &&
+          !seen.insert(parsed.get<std::string>()).second)
+        duplicate = parsed.get<std::string>();
+      return depth == 0;  // keep nothing below the top: no rescans, nothing built
+    };
+    (void)json::parse(hbegin, hend, on_event, /*allow_exceptions=*/false);
+    fail(ErrorCode::kInvalidModel, L, ": duplicate tensor name '", excerpt(duplicate),
+         "' in the header");
+  }
 
   tensors_.reserve(header.size());
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       HYRT_CHECK(entry.is_object(), kInvalidModel, L, ": __metadata__ is not an object");
       for (const auto& [k, v] : entry.items()) {
-        HYRT_CHECK(v.is_string(), kInvalidModel, L, ": __metadata__ value for '", k,
+        HYRT_CHECK(v.is_string(), kInvalidModel, L, ": __metadata__ value for '", excerpt(k),
                    "' is not a string");
         metadata_.emplace(k, v.get<std::string>());
       }
       continue;
     }
-    const std::string where = str_cat(L, ": tensor '", name, "'");
+    const std::string where = str_cat(L, ": tensor '", excerpt(name), "'");
     HYRT_CHECK(entry.is_object(), kInvalidModel, where, ": entry is not an object");
     auto dt = entry.find("dtype");
     auto sh = entry.find("shape");
@@ -193,7 +206,7 @@ void SafetensorsFile::parse() {
 
     TensorInfo info;
     info.name = name;
-    info.dtype = parse_st_dtype(L, name, dt->get<std::string>());
+    info.dtype = parse_st_dtype(L, excerpt(name), excerpt(dt->get<std::string>()));
     HYRT_CHECK(sh->size() <= static_cast<size_t>(Shape::kMaxRank), kUnsupported, where, ": rank ",
                sh->size(), " exceeds hyrt's maximum of ", Shape::kMaxRank);
     // Element count with overflow checks: a hostile shape such as [2^40, 2^40] must be
@@ -203,24 +216,25 @@ void SafetensorsFile::parse() {
     for (const auto& d : *sh) {
       uint64_t dim = 0;
       HYRT_CHECK(as_uint(d, std::numeric_limits<int64_t>::max(), &dim), kInvalidModel, where,
-                 ": shape ", sh->dump(), " has a dimension that is not a non-negative integer");
+                 ": shape ", json_excerpt(*sh),
+                 " has a dimension that is not a non-negative integer");
       info.shape.push_back(static_cast<int64_t>(dim));
       if (__builtin_mul_overflow(numel, dim, &numel)) overflow = true;
     }
     uint64_t expected_bytes = 0;
     overflow = overflow || numel > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
                __builtin_mul_overflow(numel, dtype_size(info.dtype), &expected_bytes);
-    HYRT_CHECK(!overflow, kInvalidModel, where, ": shape ", sh->dump(),
+    HYRT_CHECK(!overflow, kInvalidModel, where, ": shape ", json_excerpt(*sh),
                " overflows: its element count does not fit 64 bits");
 
     uint64_t begin = 0, end = 0;
     HYRT_CHECK(as_uint((*off)[0], std::numeric_limits<uint64_t>::max(), &begin) &&
                    as_uint((*off)[1], std::numeric_limits<uint64_t>::max(), &end),
-               kInvalidModel, where, ": data_offsets ", off->dump(),
+               kInvalidModel, where, ": data_offsets ", json_excerpt(*off),
                " are not non-negative integers");
-    HYRT_CHECK(begin <= end, kInvalidModel, where, ": data_offsets ", off->dump(),
+    HYRT_CHECK(begin <= end, kInvalidModel, where, ": data_offsets ", json_excerpt(*off),
                " have begin > end");
-    HYRT_CHECK(end <= data_size, kInvalidModel, where, ": data_offsets ", off->dump(),
+    HYRT_CHECK(end <= data_size, kInvalidModel, where, ": data_offsets ", json_excerpt(*off),
                " lie outside the data section (", data_size, " bytes): truncated file?");
     HYRT_CHECK(end - begin == expected_bytes, kInvalidModel, where, ": byte length ", end - begin,
                " does not match ", dtype_name(info.dtype), " x ", info.shape.to_string(), " = ",

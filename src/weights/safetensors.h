@@ -59,8 +59,12 @@ class SafetensorsFile {
  public:
   // Largest header accepted; real SD checkpoints have headers of ~200 KB.
   static constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+  // Most entries (tensors + __metadata__) accepted; SDXL with int8 scales has ~5,000.
+  static constexpr size_t kMaxTensors = 100000;
 
-  // Maps `path` read-only (MAP_PRIVATE) and validates it fully.
+  // Maps `path` read-only (MAP_PRIVATE) and validates it fully, in time linear in the
+  // header's size; a path that is not a regular file (a FIFO, /dev/zero) is refused before
+  // it is opened.
   static std::unique_ptr<SafetensorsFile> open(const std::filesystem::path& path);
   // Same validation over an owned byte buffer; `label` names it in messages.
   static std::unique_ptr<SafetensorsFile> from_bytes(std::vector<uint8_t> bytes, std::string label);
