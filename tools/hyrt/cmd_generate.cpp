@@ -4,9 +4,11 @@
 
 #include <array>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <limits>
 #include <optional>
 #include <random>
 #include <string>
@@ -50,6 +52,19 @@ struct GenerateArgs {
   double strength = 0.8;           // diffusers' default
   bool has_strength = false;
 };
+
+// A number in [lo, hi] that is not NaN (CLI::Range lets NaN through: it fails no comparison).
+CLI::Validator finite_range(double lo, double hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        char* end = nullptr;
+        const double v = std::strtod(s.c_str(), &end);
+        if (end == s.c_str() || *end != '\0' || !std::isfinite(v) || v < lo || v > hi)
+          return str_cat("value ", s, " not in range [", lo, " - ", hi, "]");
+        return "";
+      },
+      str_cat("FLOAT in [", lo, " - ", hi, "]"));
+}
 
 // A PNG read for --init-image / --mask, with the flag named in any error.
 pipeline::Image8 read_input_png(const std::string& path, const char* flag) {
@@ -105,6 +120,8 @@ void check_output_writable(const std::filesystem::path& out) {
              "': it is a folder");
 }
 
+}  // namespace
+
 // The model hyrt ships (models/shapes-int8.safetensors: a small SD 1.5-architecture
 // model trained on procedural shapes, see train/README.md), used when no -m is given.
 // Looked for in $HYRT_MODEL, then beside the executable (an install's share/hyrt, or the
@@ -131,6 +148,8 @@ std::string find_bundled_model() {
   fail(ErrorCode::kNotFound, "no -m/--model given and the bundled model was not found; looked in",
        looked, "\n(set HYRT_MODEL or pass -m MODEL)");
 }
+
+namespace {
 
 void run(const GenerateArgs& a_in) {
   using namespace pipeline;
@@ -282,29 +301,38 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "SDXL models (force_zeros_for_empty_prompt) use zero negative conditioning, "
                 "which differs from -n \"\"")
       ->each([a](const std::string&) { a->has_negative = true; });
-  c->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
+  c->add_option("--steps", a->steps, "Denoising steps, 1 to 1000")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
   c->add_option("--cfg-scale", a->cfg_scale,
-                "Classifier-free guidance scale (<= 1 disables guidance)")
+                "Classifier-free guidance scale, -100 to 100 (<= 1 disables guidance)")
+      ->check(finite_range(-100.0, 100.0))
       ->capture_default_str();
   c->add_option(
-      "-W,--width", a->width,
-      "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5, "
-      "1024 for SDXL)");
+       "-W,--width", a->width,
+       "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5, "
+       "1024 for SDXL)")
+      ->check(CLI::Range(0, 16384));
   c->add_option("-H,--height", a->height,
-                "Image height in pixels, a multiple of 8 (default: the model's native size)");
+                "Image height in pixels, a multiple of 8 (default: the model's native size)")
+      ->check(CLI::Range(0, 16384));
   c->add_option("-s,--seed", a->seed,
-                "Random seed (-1: pick one); the same seed gives the same image")
+                "Random seed, 0 to 2^63-1 (-1: pick one); the same seed gives the same image")
+      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()))
       ->capture_default_str();
   c->add_option("--sampler", a->sampler,
                 "Sampler: euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras (A1111 names work too)")
       ->capture_default_str();
-  c->add_option("-b,--batch-count", a->batch, "Images to generate in one batch")
+  c->add_option("-b,--batch-count", a->batch, "Images to generate in one batch, 1 to 64")
+      ->check(CLI::Range(1, 64))
       ->capture_default_str();
   c->add_option(
        "-o,--output", a->output,
        "Output PNG (batch: NAME_2.png, ... for the others); generation parameters are embedded")
       ->capture_default_str();
-  c->add_option("-t,--threads", a->threads, "Host threads (default: all cores)");
+  c->add_option("-t,--threads", a->threads,
+                "Host threads (default and 0: all cores; more than the machine has is capped)")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_option("--weights", a->weights,
                 "stored: use the weights as the file stores them; int8: quantize 16/32-bit "
                 "weights to 8-bit S (int8, per-row scale) on load")
@@ -332,6 +360,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
   c->add_option("--strength", a->strength,
                 "img2img: how much of the picture is repainted, (0, 1]; steps x strength of the "
                 "steps run (default 0.8)")
+      ->check(finite_range(0.0, 1.0))
       ->each([a](const std::string&) { a->has_strength = true; });
   c->add_option("--mask", a->mask,
                 "Inpainting: PNG mask, white = repaint, resized like --init-image (any model; "

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <new>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -11,6 +13,7 @@
 #include "core/build_info.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/sysinfo.h"
 
 namespace hyrt::cli {
 
@@ -84,9 +87,25 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; a bad flag or value is a usage error: 2, as other tools.
+    return app.exit(e) == 0 ? 0 : 2;
   } catch (const hyrt::Error& e) {
     std::fprintf(stderr, "hyrt: error (%s): %s\n", hyrt::error_code_name(e.code()), e.what());
+    if (e.code() == hyrt::ErrorCode::kOutOfMemory)
+      std::fprintf(stderr, "hyrt: try a smaller image (-W/-H), fewer images (-b) or "
+                           "--weights int8, or free memory\n");
+    return 1;
+  } catch (const std::bad_alloc& e) {
+    // Allocations hyrt sizes itself (arenas, tensors, buffers) fail as hyrt::Error naming
+    // what and how much; this is one inside a library or a container.
+    std::fprintf(stderr,
+                 "hyrt: error (out of memory): an allocation failed (%s); peak memory use was "
+                 "%.0f MiB. Try a smaller image (-W/-H), fewer images (-b) or --weights int8, "
+                 "or free memory\n",
+                 e.what(), hyrt::peak_rss_bytes() / 1048576.0);
+    return 1;
+  } catch (const std::length_error& e) {
+    std::fprintf(stderr, "hyrt: error (out of memory): a size is too large (%s)\n", e.what());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "hyrt: error: %s\n", e.what());
