@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -64,6 +65,21 @@ CLI::Validator finite_range(double lo, double hi) {
         return "";
       },
       str_cat("FLOAT in [", lo, " - ", hi, "]"));
+}
+
+// An integer in [lo, hi] written as such: CLI11 clamps a number past 64 bits to the largest
+// int64 instead of refusing it.
+CLI::Validator int64_in_range(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        errno = 0;
+        char* end = nullptr;
+        const long long v = std::strtoll(s.c_str(), &end, 10);
+        if (end == s.c_str() || *end != '\0' || errno == ERANGE || v < lo || v > hi)
+          return str_cat("value ", s, " not in range [", lo, " - ", hi, "]");
+        return "";
+      },
+      str_cat("INT in [", lo, " - ", hi, "]"));
 }
 
 // A PNG read for --init-image / --mask, with the flag named in any error.
@@ -301,9 +317,8 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "SDXL models (force_zeros_for_empty_prompt) use zero negative conditioning, "
                 "which differs from -n \"\"")
       ->each([a](const std::string&) { a->has_negative = true; });
-  c->add_option("--steps", a->steps, "Denoising steps, 1 to 1000")
-      ->check(CLI::Range(1, 1000))
-      ->capture_default_str();
+  // Steps and the upper bound of -W/-H are checked with the model (validate_txt2img_params).
+  c->add_option("--steps", a->steps, "Denoising steps")->capture_default_str();
   c->add_option("--cfg-scale", a->cfg_scale,
                 "Classifier-free guidance scale, -100 to 100 (<= 1 disables guidance)")
       ->check(finite_range(-100.0, 100.0))
@@ -312,13 +327,13 @@ CommandRegistrar reg(10, [](CLI::App& app) {
        "-W,--width", a->width,
        "Image width in pixels, a multiple of 8 (default: the model's native size, 512 for SD 1.5, "
        "1024 for SDXL)")
-      ->check(CLI::Range(0, 16384));
+      ->check(int64_in_range(0, std::numeric_limits<int>::max()));
   c->add_option("-H,--height", a->height,
                 "Image height in pixels, a multiple of 8 (default: the model's native size)")
-      ->check(CLI::Range(0, 16384));
+      ->check(int64_in_range(0, std::numeric_limits<int>::max()));
   c->add_option("-s,--seed", a->seed,
                 "Random seed, 0 to 2^63-1 (-1: pick one); the same seed gives the same image")
-      ->check(CLI::Range(int64_t{-1}, std::numeric_limits<int64_t>::max()))
+      ->check(int64_in_range(-1, std::numeric_limits<int64_t>::max()))
       ->capture_default_str();
   c->add_option("--sampler", a->sampler,
                 "Sampler: euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras (A1111 names work too)")
