@@ -1,5 +1,7 @@
 #include "weights/hyrt_format.h"
 
+#include <sys/stat.h>
+
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -198,17 +200,56 @@ HyrtContents read_hyrt_contents(const SafetensorsFile& file) {
   return out;
 }
 
+namespace {
+
+// Every file a checkpoint reads, for refuse_overwriting_inputs().
+std::vector<fs::path> input_files(const Checkpoint& ck) {
+  std::vector<fs::path> files{ck.root()};
+  for (Component c : kAllComponents) {
+    for (const auto& f : ck.weight_files(c))
+      files.push_back(f);
+    if (auto p = ck.config_path(c)) files.push_back(*p);
+    if (auto d = ck.tokenizer_dir(c))
+      for (const char* name : {"vocab.json", "merges.txt", "tokenizer_config.json"})
+        files.push_back(*d / name);
+  }
+  if (ck.format() == CheckpointFormat::kDiffusersFolder) {
+    files.push_back(ck.root() / "model_index.json");
+    files.push_back(ck.root() / "scheduler" / "scheduler_config.json");
+  }
+  return files;
+}
+
+}  // namespace
+
+void refuse_overwriting_inputs(const Checkpoint& source, const fs::path& out) {
+  // Device and inode, not names: a symlink, a hard link or "./a/../model.safetensors" is the
+  // same file under another name.
+  // The writer's temporary file is unlinked first (SafetensorsWriter): it must not be an
+  // input either.
+  fs::path tmp = out;
+  tmp += ".tmp";
+  for (const fs::path& target : {out, tmp}) {
+    struct stat out_st {};
+    if (::stat(target.c_str(), &out_st) != 0) continue;  // a new file overwrites nothing
+    for (const fs::path& in : input_files(source)) {
+      struct stat in_st {};
+      if (::stat(in.c_str(), &in_st) != 0) continue;
+      HYRT_CHECK(in_st.st_dev != out_st.st_dev || in_st.st_ino != out_st.st_ino, kInvalidArgument,
+                 "output ", target.string(), " would overwrite ",
+                 in == source.root() ? "the model itself" : in.string(),
+                 ", an input of this command: choose another output file");
+    }
+  }
+}
+
 HyrtWriteReport write_hyrt_file(
     const Checkpoint& source, const fs::path& out, const HyrtWriteOptions& options,
     const std::function<void(const HyrtTensorReport&, size_t, size_t)>& progress) {
   for (Component c : kAllComponents)
     HYRT_CHECK(!source.has(c) || options.configs[static_cast<size_t>(c)], kInvalidArgument,
                "write_hyrt_file: no config given for the ", component_title(c));
-  {
-    std::error_code ec;
-    HYRT_CHECK(!fs::equivalent(source.root(), out, ec), kInvalidArgument, out.string(),
-               ": the output would overwrite the model being read");
-  }
+  refuse_overwriting_inputs(source, out);
   const bool sdxl = source.has(Component::kTextEncoder2);
   HYRT_CHECK(!options.tokenizer_2 || sdxl, kInvalidArgument,
              "write_hyrt_file: a second tokenizer for a model without a second text encoder");

@@ -164,9 +164,14 @@ struct HyrtWriteReport {
 // memory at a time, `<out>.tmp` renamed on success (no half-written file under `out`).
 // `progress` (optional) is called after each weight. Throws kInvalidArgument if a config is
 // missing for a component the source has, options.model_index is not a JSON object,
-// options.tokenizer_2 is given for a source without a second text encoder, or `out` is the
-// source itself, kIo on write failure, and what quantize_per_row throws (a non-finite weight,
-// named).
+// options.tokenizer_2 is given for a source without a second text encoder, or `out` is any
+// file the source reads (refuse_overwriting_inputs), kIo on write failure, and what
+// quantize_per_row throws (a non-finite weight, named).
+// Throws kInvalidArgument, naming both, if `out` exists and is (by device and inode, so
+// through links too) the single file, a weight file, config, tokenizer file, model_index or
+// scheduler config that `source` reads.
+void refuse_overwriting_inputs(const Checkpoint& source, const std::filesystem::path& out);
+
 HyrtWriteReport write_hyrt_file(
     const Checkpoint& source, const std::filesystem::path& out, const HyrtWriteOptions& options,
     const std::function<void(const HyrtTensorReport&, size_t done, size_t total)>& progress = {});

@@ -408,7 +408,11 @@ SafetensorsWriter::SafetensorsWriter(std::filesystem::path path, std::vector<Ten
 
   tmp_ = path_;
   tmp_ += ".tmp";
-  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // Never write into an existing file: a stale temporary (or a link someone made under that
+  // name) is unlinked, which leaves any other name of its data intact, and the new one is
+  // created exclusively.
+  ::unlink(tmp_.c_str());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   HYRT_CHECK(fd_ >= 0, kIo, path_.string(), ": cannot create: ", std::strerror(errno));
   std::vector<uint8_t> head;
   append_le64(head, layout.header.size());

@@ -130,9 +130,11 @@ struct TensorDecl {
 // JSON header padded to a multiple of 8, tensors 8-byte aligned in declaration order);
 // write() then puts each tensor's bytes at its offset.
 //
-// The bytes go to `<path>.tmp`, renamed to `path` by finish(), so a crash or an
-// exception never leaves a half-written file under the final name; a writer destroyed
-// before finish() removes the temporary.
+// The bytes go to `<path>.tmp` (in the target folder, so the rename is atomic; an existing
+// file of that name is unlinked and a new one created exclusively, so no existing file is
+// ever written into), renamed to `path` by finish(), so a crash or an exception never leaves
+// a half-written file under the final name; a writer destroyed before finish() removes the
+// temporary.
 //
 // Errors: the constructor throws kInvalidArgument for a duplicate name or one equal to
 // "__metadata__", kIo (naming the path) if the temporary cannot be created; write() throws
