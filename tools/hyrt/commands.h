@@ -32,6 +32,11 @@ struct Int8Choice {
 };
 void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
 
+// The bundled model (models/shapes-int8.safetensors) for commands run without -m: looked
+// for in $HYRT_MODEL, beside the executable, then in the source checkout (cmd_generate.cpp).
+// Throws kNotFound listing where it looked.
+std::string find_bundled_model();
+
 // `--placement host|hybrid|device|auto` (default auto) into `*placement`, for
 // plan::parse_placement_mode.
 void add_placement_option(CLI::App* command, std::string* placement);
