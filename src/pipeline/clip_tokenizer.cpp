@@ -459,7 +459,11 @@ TokenizeResult ClipTokenizer::encode(std::string_view prompt, int max_length) co
   result.ids.resize(max_length, pad_id_ >= 0 ? pad_id_ : eos_id_);
   if (content.size() > room) {
     result.num_truncated_tokens = static_cast<int>(content.size() - room);
-    result.truncated_text = decode(std::span(content).subspan(room));
+    // Only what a warning can show: a pasted essay must not come back whole in a message.
+    const auto dropped = std::span(content).subspan(room);
+    result.truncated_text = weights::excerpt(
+        decode(dropped.first(std::min<size_t>(dropped.size(), kMaxTruncatedTokensShown))), 200);
+    if (dropped.size() > kMaxTruncatedTokensShown) result.truncated_text += " ...";
   }
   return result;
 }

@@ -38,10 +38,14 @@ namespace hyrt::pipeline {
 // If the prompt had more than max_length - 2 content tokens, the tail was cut (the final
 // <|endoftext|> is kept) and what was cut is reported so the caller can warn, as diffusers'
 // StableDiffusionPipeline does ("The following part of your input was truncated ...").
+inline constexpr size_t kMaxTruncatedTokensShown = 64;
+
 struct TokenizeResult {
   std::vector<int32_t> ids;
   int num_truncated_tokens = 0;  // content tokens dropped (0 when nothing was cut)
-  std::string truncated_text;    // decode() of the dropped tokens ("" when nothing was cut)
+  // decode() of the dropped tokens ("" when nothing was cut), at most its first
+  // kMaxTruncatedTokensShown tokens and 200 characters (then marked with "...").
+  std::string truncated_text;
 };
 
 class ClipTokenizer {
