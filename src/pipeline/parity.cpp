@@ -15,6 +15,7 @@
 #include "pipeline/diffusion_model.h"
 #include "pipeline/scheduler.h"
 #include "pipeline/txt2img.h"
+#include "weights/json_text.h"
 #include "weights/safetensors.h"
 
 namespace hyrt::pipeline {
@@ -33,13 +34,9 @@ constexpr double kScheduleTol = 1e-5;    // timesteps and sigmas
 constexpr double kTrajectoryTol = 1e-4;  // the end of a sampler trajectory
 
 nlohmann::json read_json(const std::filesystem::path& p) {
-  std::ifstream f(p);
-  HYRT_CHECK(f.good(), kNotFound, "cannot read ", p.string());
-  try {
-    return nlohmann::json::parse(f);
-  } catch (const nlohmann::json::exception& e) {
-    fail(ErrorCode::kInvalidModel, p.string(), ": invalid JSON: ", e.what());
-  }
+  std::error_code ec;
+  HYRT_CHECK(std::filesystem::exists(p, ec), kNotFound, "cannot read ", p.string());
+  return weights::read_json_file_bounded(p);  // a regular file, depth-checked
 }
 
 // Golden tensors are NCHW; hyrt is channels-last. Rank-4 golden -> NHWC copy.

@@ -22,16 +22,25 @@ CommandRegistrar reg(40, [](CLI::App& app) {
       ->required();
   auto config_dir = std::make_shared<std::string>();
   c->add_option("--config-dir", *config_dir, "Config folder for single-file checkpoints");
-  c->add_option("-W,--width", o->width, "Image width")->capture_default_str();
-  c->add_option("-H,--height", o->height, "Image height")->capture_default_str();
-  c->add_option("-b,--batch", o->unet_batch, "UNet batch (2 = one image with CFG)")
+  c->add_option("-W,--width", o->width, "Image width")
+      ->check(CLI::Range(8, 16384))
       ->capture_default_str();
-  c->add_option("--runs", o->runs, "Timed runs per stage")->capture_default_str();
+  c->add_option("-H,--height", o->height, "Image height")
+      ->check(CLI::Range(8, 16384))
+      ->capture_default_str();
+  c->add_option("-b,--batch", o->unet_batch, "UNet batch (2 = one image with CFG)")
+      ->check(CLI::Range(1, 128))
+      ->capture_default_str();
+  c->add_option("--runs", o->runs, "Timed runs per stage")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
   c->add_option("--warmup", o->warmup, "Untimed runs first (the first also prepares)")
+      ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   c->add_option("--only", *only, "Comma-separated stages: text,unet,vae");
   c->add_flag("--profile", o->profile, "Add per-op-kind times (summed over all runs) to the JSON");
-  c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)");
+  c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_flag("--int8", o->model_options.quantize_int8,
               "Quantize 16-bit weights to 8-bit S (int8) on load");
   auto int8 = std::make_shared<Int8Choice>();

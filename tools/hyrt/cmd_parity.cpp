@@ -72,7 +72,8 @@ CommandRegistrar reg(30, [](CLI::App& app) {
                 "Folder with golden.safetensors, model/ and optionally model-ldm.safetensors")
       ->required()
       ->check(CLI::ExistingDirectory);
-  c->add_option("-t,--threads", args->threads, "Host threads (default: all cores)");
+  c->add_option("-t,--threads", args->threads, "Host threads (default: all cores)")
+      ->check(CLI::Range(0, 1 << 20));
   c->add_flag("--no-taps", args->no_taps, "Skip the per-block UNet comparisons");
   c->add_option("--layouts", args->layouts,
                 "Which checkpoint layouts to check: folder (model/), single (the LDM/SGM file "

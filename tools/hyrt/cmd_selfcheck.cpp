@@ -51,7 +51,8 @@ CommandRegistrar reg(90, [](CLI::App& app) {
       "selfcheck",
       "Report the host (CPU, ISA, GEMM library, CUDA devices) and run a small random-weight "
       "SD 1.5-architecture model end to end; needs no model file");
-  c->add_option("-t,--threads", *threads, "Host threads (default: all cores)");
+  c->add_option("-t,--threads", *threads, "Host threads (default: all cores)")
+      ->check(CLI::Range(0, 1 << 20));
   c->callback([threads] { run(*threads); });
 });
 
