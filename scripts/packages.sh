@@ -9,8 +9,10 @@
 # Compilers and build tools.
 hyrt_tool_packages=(cmake ninja-build g++ ccache pkg-config)
 # Libraries the library and CLI link against (headers + .so links).
+# libbrotli-dev comes with libcpp-httplib-dev anyway (httplib.h includes its headers); it is
+# named so that the GPU machine's carried prefix has those headers too (its Ubuntu lacks them).
 hyrt_library_packages=(libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json3-dev libspng-dev
-                        libcpp-httplib-dev)
+                        libcpp-httplib-dev libbrotli-dev)
 # Test and benchmark frameworks.
 hyrt_test_packages=(libgtest-dev libbenchmark-dev)
 # The shared libraries behind hyrt_library_packages, for a machine that unpacks .debs into
