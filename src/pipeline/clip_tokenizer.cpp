@@ -448,6 +448,18 @@ std::vector<int32_t> ClipTokenizer::tokenize(std::string_view text) const {
 TokenizeResult ClipTokenizer::encode(std::string_view prompt, int max_length) const {
   HYRT_CHECK(max_length >= 2, kInvalidArgument, "tokenizer max_length must be at least 2, got ",
              max_length);
+  // Work bounded by construction: BPE is quadratic in the length of one word, and a prompt
+  // of megabytes would be tokenised whole only to keep its first max_length tokens. Every
+  // CLIP token is at most a few dozen bytes, so the first kMaxEncodedPromptBytes hold every
+  // token that can be kept (cut on a UTF-8 boundary; the cut can only change tokens far past
+  // the kept ones), and what lies beyond is reported as truncated all the same.
+  const size_t limit = std::max<size_t>(kMaxEncodedPromptBytes, 64u * max_length);
+  if (prompt.size() > limit) {
+    size_t cut = limit;
+    while (cut > 0 && (static_cast<uint8_t>(prompt[cut]) & 0xC0) == 0x80)
+      --cut;
+    prompt = prompt.substr(0, cut);
+  }
   const std::vector<int32_t> content = tokenize(prompt);
   const size_t room = static_cast<size_t>(max_length - 2);
   TokenizeResult result;

@@ -39,6 +39,9 @@ namespace hyrt::pipeline {
 // <|endoftext|> is kept) and what was cut is reported so the caller can warn, as diffusers'
 // StableDiffusionPipeline does ("The following part of your input was truncated ...").
 inline constexpr size_t kMaxTruncatedTokensShown = 64;
+// encode() reads at most this many bytes of a prompt (or 64 per token of max_length, if more):
+// far past anything that fits, so the ids are the same, and the work stays bounded.
+inline constexpr size_t kMaxEncodedPromptBytes = 64 * 1024;
 
 struct TokenizeResult {
   std::vector<int32_t> ids;
@@ -71,6 +74,8 @@ class ClipTokenizer {
   ~ClipTokenizer();
 
   // Tokenises, adds <|startoftext|>/<|endoftext|>, truncates and pads to max_length (≥ 2).
+  // Reads at most kMaxEncodedPromptBytes of the prompt (num_truncated_tokens then counts the
+  // dropped tokens of that part only).
   TokenizeResult encode(std::string_view prompt, int max_length) const;
   TokenizeResult encode(std::string_view prompt) const { return encode(prompt, max_length_); }
 

@@ -434,6 +434,24 @@ TEST_F(Hostile, BadCliNumbers) {
   refuse(generate(m, {"-W", "100000", "-H", "64"}), "larger than");
 }
 
+TEST_F(Hostile, LongPromptIsBoundedInWorkAndNotEchoed) {
+  // Near the kernel's 128 KiB limit for one argument: one endless word (quadratic BPE), then
+  // many words. Both draw (the tail is truncated) with a short warning, within seconds.
+  std::string words;
+  for (int i = 0; words.size() < 120000; ++i)
+    words += "word" + std::to_string(i) + " ";
+  for (const std::string& prompt : {std::string(120000, 'x'), words}) {
+    const Outcome o =
+        run_limited({"generate", "-m", (golden_ / "model").string(), "-p", prompt, "--steps", "1",
+                     "--placement", "host", "-o", (dir_ / "p.png").string()},
+                    dir_ / "log.txt", 30);
+    EXPECT_EQ(o.exit_code, 0) << o.output.substr(0, 2000);
+    EXPECT_LT(o.seconds, 20.0);
+    EXPECT_NE(o.output.find("ignored"), std::string::npos) << o.output.substr(0, 2000);
+    EXPECT_LT(o.output.size(), 4096u) << "the warning should not echo the whole prompt";
+  }
+}
+
 TEST_F(Hostile, ThreadCountIsCappedToTheMachine) {
   const Outcome o =
       run_limited({"-v", "generate", "-m", (golden_ / "model").string(), "-p", "x", "--steps", "1",
