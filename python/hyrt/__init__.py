@@ -1,0 +1,137 @@
+"""hyrt: Stable Diffusion 1.5 and SDXL inference on the CPU and NVIDIA GPUs.
+
+    import hyrt
+    pipe = hyrt.Pipeline()                      # the bundled shapes model, or a path
+    image = pipe("a red circle on a blue background", num_inference_steps=12)[0]
+    hyrt.save_png(image, "red_circle.png")      # PNG with the A1111 parameters embedded
+
+A Pipeline is one loaded model with its own runtime (host threads, accelerator stream,
+caches). Any number of Python threads may call it at once: hyrt releases the GIL while it
+works and runs the calls one after another in arrival order; each returns exactly what it
+would return alone. Errors are ``hyrt.Error`` subclasses (``hyrt.InvalidArgument`` is also
+a ``ValueError``, ``hyrt.NotFound`` a ``FileNotFoundError``; ``hyrt.Cancelled``).
+"""
+
+import os
+import random
+
+from PIL import Image
+
+from . import _hyrt
+from ._errors import (Cancelled, Error, InternalError, InvalidArgument, InvalidModel, IoError,
+                      NotFound, OutOfMemory, Unsupported)
+
+__all__ = ["Pipeline", "CancelToken", "save_png", "bundled_model", "Error", "Cancelled",
+           "InvalidArgument", "InvalidModel", "NotFound", "Unsupported", "OutOfMemory",
+           "IoError", "InternalError"]
+__version__ = "0.1.0"
+
+CancelToken = _hyrt.CancelToken
+
+_BUNDLED = os.path.join(os.path.dirname(__file__), "models", "shapes-int8.safetensors")
+_SEED_LIMIT = 2**64
+
+
+def bundled_model():
+    """The model used when Pipeline() gets no path: $HYRT_MODEL, else the copy of the
+    repository's models/shapes-int8.safetensors installed with this package (a small SD
+    1.5-architecture model trained on coloured shapes; 64x64 native)."""
+    env = os.environ.get("HYRT_MODEL")
+    if env:
+        return env
+    if os.path.isfile(_BUNDLED):
+        return _BUNDLED
+    raise NotFound(f"no model path given, $HYRT_MODEL is unset and the bundled model is "
+                   f"missing ({_BUNDLED}); pass a path to hyrt.Pipeline")
+
+
+class Pipeline:
+    """A text-to-image pipeline over one model (a diffusers folder, an LDM/SGM single
+    .safetensors file or a hyrt int8 file).
+
+    placement: "auto" (an accelerator if one is usable, else the host), "host", "hybrid"
+    (GEMMs on the accelerator) or "device". threads: host threads, 0 for every core.
+    device: CUDA device index. cache_bytes: budget of per-size compiled state (0: default).
+    config_dir: a diffusers folder with configs and tokenizers, for single-file checkpoints.
+    quantize_int8: quantize 16/32-bit weights to int8 as they load.
+    """
+
+    def __init__(self, model=None, placement="auto", threads=0, *, device=0, cache_bytes=0,
+                 config_dir=None, quantize_int8=False):
+        path = os.fspath(model) if model is not None else bundled_model()
+        self.model_path = path
+        self._model = _hyrt.Model(path, placement, threads, device, cache_bytes,
+                                  os.fspath(config_dir) if config_dir is not None else "",
+                                  bool(quantize_int8))
+
+    @property
+    def family(self):
+        """"sd15" or "sdxl"."""
+        return self._model.family
+
+    @property
+    def native_size(self):
+        """The default image side in pixels (width=0/height=0 mean this)."""
+        return self._model.native_size
+
+    @property
+    def accelerator(self):
+        """The accelerator in use ("cuda: ..."), or why none is."""
+        return self._model.accelerator
+
+    @property
+    def cached_bytes(self):
+        """Bytes of compiled per-size state held now."""
+        return self._model.cached_bytes
+
+    def __call__(self, prompt, negative_prompt=None, width=0, height=0, num_inference_steps=20,
+                 guidance_scale=7.0, seed=None, sampler="euler_a", batch_size=1, callback=None,
+                 cancel=None):
+        """Generates ``batch_size`` images; returns a list of RGB ``PIL.Image``s.
+
+        negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
+        diffusers does); "" is encoded like any prompt. width/height: multiples of 8, 0 for
+        the model's native size. sampler: euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras
+        (or A1111's names). seed: 0 <= seed < 2**64; None draws one (as the CLI without -s).
+        callback(step, total) runs after each denoising step on the calling thread; an
+        exception it raises ends the call and reaches the caller. cancel: a CancelToken.
+
+        Each image's ``info["parameters"]`` holds the AUTOMATIC1111 parameters text and
+        ``info["seed"]`` the seed; ``hyrt.save_png`` writes both into the PNG.
+        """
+        if seed is None:
+            seed = random.SystemRandom().getrandbits(32)
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
+            raise InvalidArgument(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        if callback is not None and not callable(callback):
+            raise InvalidArgument("callback must be callable as callback(step, total)")
+        if cancel is not None and not isinstance(cancel, CancelToken):
+            raise InvalidArgument("cancel must be a hyrt.CancelToken")
+        results = self._model.generate(prompt, negative_prompt, width, height,
+                                       num_inference_steps, guidance_scale, seed, sampler,
+                                       batch_size, callback, cancel)
+        images = []
+        for w, h, rgb, parameters, image_seed in results:
+            image = Image.frombytes("RGB", (w, h), rgb)
+            image.info["parameters"] = parameters
+            image.info["seed"] = image_seed
+            images.append(image)
+        return images
+
+    def close(self):
+        """Frees the model's memory now rather than when the Pipeline is collected."""
+        self._model.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def save_png(image, path):
+    """Writes ``image`` as a PNG with its ``info["parameters"]`` embedded, through hyrt's
+    own writer: the file's bytes equal what ``hyrt generate -o`` writes for that image."""
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    _hyrt.save_png(rgb.width, rgb.height, rgb.tobytes(), image.info.get("parameters", ""),
+                   os.fspath(path))
