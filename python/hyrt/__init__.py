@@ -103,6 +103,11 @@ class Pipeline:
             seed = random.SystemRandom().getrandbits(32)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < _SEED_LIMIT:
             raise InvalidArgument(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        for name, value in (("width", width), ("height", height)):
+            # The C++ API reads any value <= 0 as the native size; only 0 means that here.
+            if isinstance(value, int) and value < 0:
+                raise InvalidArgument(f"{name} must be a multiple of 8, or 0 for the model's "
+                                      f"native size; got {value}")
         if callback is not None and not callable(callback):
             raise InvalidArgument("callback must be callable as callback(step, total)")
         if cancel is not None and not isinstance(cancel, CancelToken):

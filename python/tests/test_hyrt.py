@@ -1,0 +1,208 @@
+"""Tests of the hyrt Python package (pip install . first; run with pytest python/tests).
+
+They use the bundled shapes model at 32-64 px with 2-4 steps, so the suite takes seconds.
+The CLI parity test needs the CLI built from the same checkout: set HYRT_CLI to its path
+(e.g. build/tools/hyrt); without it that test is skipped with a message.
+"""
+
+import os
+import subprocess
+import threading
+import time
+
+import pytest
+from PIL import Image
+
+import hyrt
+
+PROMPT = "a red circle on a blue background"
+FAST = dict(width=64, height=64, num_inference_steps=4, guidance_scale=5.0, seed=1,
+            sampler="ddim")
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    with hyrt.Pipeline() as p:
+        yield p
+
+
+@pytest.fixture(scope="module")
+def reference(pipe):
+    """The FAST picture as one lone call makes it."""
+    return pipe(PROMPT, **FAST)[0].tobytes()
+
+
+def test_generate(pipe, reference):
+    images = pipe(PROMPT, **FAST)
+    assert len(images) == 1
+    image = images[0]
+    assert isinstance(image, Image.Image)
+    assert image.mode == "RGB" and image.size == (64, 64)
+    assert image.tobytes() == reference  # deterministic for a seed
+    params = image.info["parameters"]
+    assert params.startswith(PROMPT + "\n")
+    assert "Steps: 4, Sampler: DDIM, CFG scale: 5, Seed: 1, Size: 64x64" in params
+    assert image.info["seed"] == 1
+    assert pipe.family == "sd15" and pipe.native_size == 64
+
+
+def test_native_size_batch_and_sizes(pipe):
+    images = pipe(PROMPT, width=0, height=0, num_inference_steps=2, seed=3, batch_size=2)
+    assert [im.size for im in images] == [(64, 64), (64, 64)]
+    assert images[0].tobytes() != images[1].tobytes()
+    assert "Batch index: 1" in images[1].info["parameters"]
+    wide = pipe(PROMPT, width=48, height=32, num_inference_steps=2, seed=3)[0]
+    assert wide.size == (48, 32)
+
+
+def test_negative_prompt_none_and_text(pipe):
+    plain = pipe(PROMPT, negative_prompt=None, **FAST)[0]
+    other = pipe(PROMPT, negative_prompt="a green square", **FAST)[0]
+    assert plain.tobytes() != other.tobytes()
+    assert "Negative prompt: a green square" in other.info["parameters"]
+
+
+def test_callback_count(pipe):
+    calls = []
+    pipe(PROMPT, **dict(FAST, num_inference_steps=3), callback=lambda s, t: calls.append((s, t)))
+    assert len(calls) == 3
+    assert all(t == 3 for _, t in calls)
+    assert calls[-1][0] == 3
+
+
+class Boom(Exception):
+    pass
+
+
+def test_callback_exception_propagates_and_model_stays_healthy(pipe, reference):
+    def callback(step, total):
+        if step == 2:
+            raise Boom("stop at 2")
+
+    with pytest.raises(Boom, match="stop at 2"):
+        pipe(PROMPT, **FAST, callback=callback)
+    assert pipe(PROMPT, **FAST)[0].tobytes() == reference
+
+
+def test_cancel(pipe, reference):
+    token = hyrt.CancelToken()
+    assert not token.cancelled
+
+    def cancel_at_first_step(step, total):
+        token.cancel()
+
+    with pytest.raises(hyrt.Cancelled) as info:
+        pipe(PROMPT, **FAST, cancel=token, callback=cancel_at_first_step)
+    assert isinstance(info.value, hyrt.Error)
+    assert token.cancelled
+    with pytest.raises(hyrt.Cancelled):  # a token stays cancelled
+        pipe(PROMPT, **FAST, cancel=token)
+    assert pipe(PROMPT, **FAST, cancel=hyrt.CancelToken())[0].tobytes() == reference
+
+
+def test_cancel_from_another_thread(pipe):
+    token = hyrt.CancelToken()
+    started = threading.Event()
+
+    def callback(step, total):
+        started.set()
+        time.sleep(0.05)  # leave the other thread time to cancel mid-run
+
+    timer = threading.Thread(target=lambda: (started.wait(10), token.cancel()))
+    timer.start()
+    with pytest.raises(hyrt.Cancelled):
+        pipe(PROMPT, **dict(FAST, num_inference_steps=50), cancel=token, callback=callback)
+    timer.join()
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(width=63),
+    dict(height=-8),
+    dict(num_inference_steps=0),
+    dict(batch_size=0),
+    dict(sampler="no such sampler"),
+    dict(seed=-1),
+    dict(seed=2**64),
+])
+def test_bad_arguments_raise_value_error(pipe, kwargs):
+    with pytest.raises(hyrt.InvalidArgument) as info:
+        pipe(PROMPT, **dict(FAST, **kwargs))
+    assert isinstance(info.value, ValueError)
+    assert isinstance(info.value, hyrt.Error)
+    assert str(info.value)
+
+
+def test_missing_model_raises_hyrt_error(tmp_path):
+    with pytest.raises(hyrt.Error) as info:
+        hyrt.Pipeline(tmp_path / "no-such-model.safetensors")
+    assert isinstance(info.value, OSError)  # hyrt.NotFound is a FileNotFoundError
+
+
+def test_bad_placement_raises_value_error():
+    with pytest.raises(ValueError):
+        hyrt.Pipeline(placement="nowhere")
+
+
+def test_threads_match_serial_calls(pipe):
+    seeds = [11, 12, 13, 14]
+    serial = [pipe(PROMPT, **dict(FAST, seed=s, num_inference_steps=3))[0].tobytes()
+              for s in seeds]
+    results = {}
+    errors = []
+
+    def work(seed):
+        try:
+            # A callback on each thread: the GIL is taken and given back at every step.
+            img = pipe(PROMPT, **dict(FAST, seed=seed, num_inference_steps=3),
+                       callback=lambda s, t: None)[0]
+            results[seed] = img.tobytes()
+        except Exception as e:  # reported below, with the thread's seed
+            errors.append((seed, e))
+
+    threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    assert [results[s] for s in seeds] == serial
+
+
+def test_gil_released_while_generating(pipe):
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (pipe(PROMPT, **dict(FAST, num_inference_steps=8)), done.set()))
+    worker.start()
+    ticks = 0
+    while not done.is_set():
+        sum(range(1000))  # pure Python work: runs only while hyrt does not hold the GIL
+        ticks += 1
+    worker.join()
+    assert ticks >= 50
+
+
+def test_save_png_keeps_parameters(pipe, tmp_path):
+    image = pipe(PROMPT, **FAST)[0]
+    path = tmp_path / "x.png"
+    hyrt.save_png(image, path)
+    with Image.open(path) as back:
+        assert back.info["parameters"] == image.info["parameters"]
+        assert back.convert("RGB").tobytes() == image.tobytes()
+
+
+def test_parity_with_cli(pipe, tmp_path):
+    cli = os.environ.get("HYRT_CLI")
+    if not cli:
+        pytest.skip("HYRT_CLI is not set (the path of the hyrt CLI built from this checkout)")
+    cli_png = tmp_path / "cli.png"
+    subprocess.run([cli, "generate", "-m", pipe.model_path, "-p", PROMPT, "-W", "64", "-H", "64",
+                    "--steps", "4", "--sampler", "ddim", "--cfg-scale", "5", "-s", "1",
+                    "-o", str(cli_png)], check=True, capture_output=True)
+    image = pipe(PROMPT, **FAST)[0]
+    with Image.open(cli_png) as from_cli:
+        assert from_cli.mode == "RGB" and from_cli.size == image.size
+        assert from_cli.tobytes() == image.tobytes()
+        assert from_cli.info["parameters"] == image.info["parameters"]
+    py_png = tmp_path / "python.png"
+    hyrt.save_png(image, py_png)
+    assert py_png.read_bytes() == cli_png.read_bytes()
