@@ -18,18 +18,24 @@ enum class ErrorCode {
   kOutOfMemory,      // an allocation failed
   kIo,               // reading or writing a file failed
   kInternal,         // a broken invariant inside hyrt: a bug
+  kCancelled,        // the caller cancelled the call (hyrt::CancelToken)
 };
 
 const char* error_code_name(ErrorCode code);
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
   ErrorCode code() const { return code_; }
 
  private:
   ErrorCode code_;
+};
+
+// A call stopped by its CancelToken (code kCancelled).
+class Cancelled : public Error {
+ public:
+  explicit Cancelled(const std::string& message) : Error(ErrorCode::kCancelled, message) {}
 };
 
 }  // namespace hyrt

@@ -1,19 +1,34 @@
-// hyrt public API: load a Stable Diffusion 1.5 model and generate images.
+// hyrt public API: load a Stable Diffusion 1.5 or SDXL model and generate images.
 //
-//   hyrt::Runtime rt;                                   // host threads, program cache
+//   hyrt::Runtime rt;                                   // host threads, accelerator, caches
 //   hyrt::Model model = rt.load("v1-5.safetensors");    // diffusers folder or single file
 //   hyrt::GenerateOptions o;
 //   o.prompt = "a red circle on a blue background";
 //   hyrt::Image img = model.generate(o).front();       // RGB8, o.width x o.height
 //
-// Errors are thrown as hyrt::Error (hyrt/error.h). Ownership: a Model keeps its Runtime's
-// internals alive; both are movable, not copyable. Thread safety: one call at a time per
-// Model (they share the Runtime's host threads).
+// Errors are thrown as hyrt::Error (hyrt/error.h); a cancelled call throws hyrt::Cancelled.
+//
+// Ownership and lifetime: a Model keeps its Runtime's internals alive (a Model may outlive
+// the Runtime object it came from); both are movable, not copyable. Destroying a Model
+// returns its host and accelerator memory (weights, compiled executables, packed weights).
+//
+// Thread safety: any number of threads may call generate() on one Model or on different
+// Models of one Runtime, and load or destroy Models, at the same time. The calls of one
+// Runtime share its executor (host threads, accelerator stream, scratch arenas), so they
+// run one after another in arrival order (first come, first served); each returns exactly
+// what it would return if it were the only call. Runtimes are independent of each other.
+// A moved-from Runtime or Model may only be destroyed or assigned to.
+//
+// Failure: an exception from any stage of generate() (a bad option, out of memory at a new
+// size, a throwing on_step callback, a cancel) leaves the Model healthy — the next call
+// returns what a fresh process would.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -22,26 +37,57 @@
 namespace hyrt {
 
 struct RuntimeOptions {
-  int num_threads = 0;  // 0: every core the process may use
+  int num_threads = 0;  // host threads; 0: every core the process may use
+  // Where the model's work runs: "auto" (an accelerator if one is usable, else the host),
+  // "host", "hybrid" (GEMMs on the accelerator, the rest on the host) or "device".
+  std::string placement = "auto";
+  int device = 0;  // CUDA device index
+  // Byte budget of each Model's per-shape compiled state (executables with their packed
+  // weights and programs): beyond it the least recently used shapes are dropped and rebuilt
+  // when asked for again (from the program cache: no recompilation). 0: a quarter of the
+  // machine's memory, at least 4 GiB. The shape in use is never dropped.
+  int64_t cache_bytes = 0;
 };
 
 struct LoadOptions {
   // For single-file checkpoints: a diffusers-layout folder with component configs and
   // tokenizer/ (what tensor shapes cannot tell).
   std::string config_dir;
+  // Quantize 16/32-bit weights to "8-bit S" int8 as they are loaded (int8 files are used
+  // as stored either way).
+  bool quantize_int8 = false;
+};
+
+// Stops a generate() call from any thread. Copies share one flag: keep a copy, pass one in
+// GenerateOptions, call cancel() — the call ends at its next step boundary (before each
+// denoising step, before the VAE) by throwing hyrt::Cancelled. A token stays cancelled.
+class CancelToken {
+ public:
+  CancelToken() : flag_(std::make_shared<std::atomic<bool>>(false)) {}
+  void cancel() const noexcept { flag_->store(true, std::memory_order_relaxed); }
+  bool cancelled() const noexcept { return flag_->load(std::memory_order_relaxed); }
+
+ private:
+  std::shared_ptr<std::atomic<bool>> flag_;
 };
 
 struct GenerateOptions {
   std::string prompt;
-  std::string negative_prompt;
-  int width = 0;  // 0: the model's native size (512 for SD 1.5)
+  // nullopt: no negative prompt (SDXL models then use zero negative conditioning, as
+  // diffusers does); "" is encoded like any prompt.
+  std::optional<std::string> negative_prompt;
+  int width = 0;  // 0: the model's native size (512 for SD 1.5, 1024 for SDXL base)
   int height = 0;
   int steps = 20;
   float cfg_scale = 7.0f;
   uint64_t seed = 0;
-  std::string sampler = "euler_a";  // euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras
+  // euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras (or A1111's names: "Euler a", ...)
+  std::string sampler = "euler_a";
   int batch = 1;
-  std::function<void(int step, int total)> on_step;  // progress callback
+  // Called after each denoising step, on the calling thread. An exception it throws ends
+  // the call and reaches the caller unchanged.
+  std::function<void(int step, int total)> on_step;
+  CancelToken cancel;  // a fresh token: never cancelled unless someone holds a copy
 };
 
 struct Image {
@@ -50,6 +96,7 @@ struct Image {
   std::vector<uint8_t> rgb;  // height * width * 3, row-major
   // The generation parameters in AUTOMATIC1111's text format (what PNGs embed).
   std::string parameters;
+  uint64_t seed = 0;  // the seed this image was drawn with
 };
 
 class Model;
@@ -62,6 +109,8 @@ class Runtime {
   Runtime& operator=(Runtime&&) noexcept;
 
   Model load(const std::string& path, const LoadOptions& options = {});
+  // "cuda: NVIDIA H200 (...)", or why no accelerator is in use.
+  std::string accelerator() const;
 
   struct Impl;
 
@@ -76,6 +125,12 @@ class Model {
   Model& operator=(Model&&) noexcept;
 
   std::vector<Image> generate(const GenerateOptions& options);
+  // "sd15" or "sdxl".
+  std::string family() const;
+  // The default image side (512 for SD 1.5, 1024 for SDXL base).
+  int native_size() const;
+  // Bytes of compiled per-shape state this Model holds now (see RuntimeOptions::cache_bytes).
+  int64_t cached_bytes() const;
   // Writes `image` as a PNG with its parameters embedded.
   static void save_png(const Image& image, const std::string& path);
 

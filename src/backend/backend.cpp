@@ -36,4 +36,11 @@ std::unique_ptr<Replay> Backend::end_capture() {
   fail(ErrorCode::kUnsupported, "backend '", name(), "' cannot capture kernels");
 }
 
+void Backend::abort_capture() noexcept {
+  try {
+    end_capture();
+  } catch (...) {  // the recording is discarded either way
+  }
+}
+
 }  // namespace hyrt::backend

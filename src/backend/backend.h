@@ -48,6 +48,10 @@ class Kernel {
   // (tests, benchmarks) falls back to scratch of its own. 0 = none needed.
   virtual size_t workspace_bytes() const { return 0; }
   virtual void bind_workspace(void* /*workspace*/) {}
+  // Bytes of host memory this kernel holds for its lifetime (packed weights, tables, its
+  // own scratch), for the per-shape cache budget. Memory shared between kernels (a
+  // backend's resident weights, the arenas) is not counted here.
+  virtual size_t held_bytes() const { return 0; }
 };
 
 // Memory owned by a backend (host RAM or device memory).
@@ -117,6 +121,9 @@ class Backend {
   virtual std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) = 0;
   // Waits for all work submitted to this backend.
   virtual void synchronize() {}
+  // Makes this backend usable from the calling thread (CUDA: its device current there).
+  // Executables call it at the start of every run, since runs may come from any thread.
+  virtual void attach_thread() {}
   // The dtype in which this backend holds graph value `v` (an activation or input) in its
   // memory. The graph's dtypes describe the computation; a backend may store activations
   // narrower (CUDA: f16). The executor sizes arenas and converts at copies by this.
@@ -160,6 +167,9 @@ class Backend {
   virtual bool supports_capture() const { return false; }
   virtual void begin_capture();
   virtual std::unique_ptr<Replay> end_capture();
+  // Ends a capture after a failure inside it: whatever was recorded is discarded, the queue
+  // leaves capture mode, and no error escapes (the caller is already unwinding one).
+  virtual void abort_capture() noexcept;
   // Memory this backend holds outside the executors' arenas: kernel scratch and library
   // workspaces, and weights kept resident in its memory (0 where nothing is kept apart).
   virtual size_t scratch_bytes() const { return 0; }

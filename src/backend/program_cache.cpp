@@ -48,6 +48,40 @@ size_t GemmKeyHash::operator()(const GemmKey& k) const {
   return h;
 }
 
+void ProgramCache::drop_idle_locked() {
+  std::vector<std::pair<uint64_t, std::string>> idle;
+  for (const auto& [key, e] : programs_)
+    if (e.program.use_count() == 1) idle.emplace_back(e.last_used, key);
+  const size_t in_use = programs_.size() - idle.size();
+  if (idle.size() > max_idle_) {
+    std::sort(idle.begin(), idle.end());
+    for (size_t i = 0; i < idle.size() - max_idle_; ++i)
+      programs_.erase(idle[i].second);
+  }
+  // The next scan comes after max_idle_ more insertions beyond what is in use now: each
+  // scan is O(programs), so insertions stay amortised O(1).
+  programs_at_trim_ = in_use;
+}
+
+void ProgramCache::drop_idle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  const size_t keep = max_idle_;
+  max_idle_ = 0;
+  drop_idle_locked();
+  max_idle_ = keep;
+}
+
+void ProgramCache::set_max_idle_programs(size_t n) {
+  std::lock_guard<std::mutex> lock(mu_);
+  max_idle_ = n;
+  drop_idle_locked();
+}
+
+size_t ProgramCache::max_idle_programs() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return max_idle_;
+}
+
 size_t ProgramCache::size() const {
   std::lock_guard<std::mutex> lock(mu_);
   return programs_.size();

@@ -97,6 +97,10 @@ class ProgramCache {
 
   // Returns the program stored under `key`, creating it with make() on a miss.
   // make() runs without the lock held; if two threads race, the first stored wins.
+  // Bounded memory: programs no kernel holds any more ("idle": only the cache refers to
+  // them) are kept up to max_idle_programs(), the least recently asked for dropped first,
+  // so a process that visits many shapes keeps the recent ones warm without growing for
+  // ever. Programs in use are never dropped.
   template <class T>
   std::shared_ptr<T> get_or_create(const std::string& key,
                                    const std::function<std::shared_ptr<T>()>& make) {
@@ -104,15 +108,22 @@ class ProgramCache {
       std::lock_guard<std::mutex> lock(mu_);
       if (auto it = programs_.find(key); it != programs_.end()) {
         ++hits_;
-        return std::static_pointer_cast<T>(it->second);
+        it->second.last_used = ++clock_;
+        return std::static_pointer_cast<T>(it->second.program);
       }
     }
     std::shared_ptr<T> made = make();
     std::lock_guard<std::mutex> lock(mu_);
     ++misses_;
-    auto [it, inserted] = programs_.emplace(key, made);
-    return std::static_pointer_cast<T>(it->second);
+    auto [it, inserted] = programs_.emplace(key, Entry{made, ++clock_});
+    if (inserted && programs_.size() > max_idle_ + programs_at_trim_) drop_idle_locked();
+    return std::static_pointer_cast<T>(it->second.program);
   }
+  // Drops every idle program now (when a model is unloaded).
+  void drop_idle();
+  // How many idle programs are kept (default 1024); smaller values drop idle ones now.
+  void set_max_idle_programs(size_t n);
+  size_t max_idle_programs() const;
 
   // Programs: count, lookups, and clear() (which leaves records alone).
   size_t size() const;
@@ -143,7 +154,16 @@ class ProgramCache {
 
  private:
   mutable std::mutex mu_;
-  std::unordered_map<std::string, std::shared_ptr<void>> programs_;
+  struct Entry {
+    std::shared_ptr<void> program;
+    uint64_t last_used = 0;  // clock_ at the last lookup
+  };
+  // Drops the least recently used idle programs beyond max_idle_ (mu_ held).
+  void drop_idle_locked();
+  std::unordered_map<std::string, Entry> programs_;
+  uint64_t clock_ = 0;
+  size_t max_idle_ = 1024;
+  size_t programs_at_trim_ = 0;  // programs in use at the last drop_idle_locked()
   uint64_t hits_ = 0, misses_ = 0;
 
   // Guards everything below; never held together with mu_.

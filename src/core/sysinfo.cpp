@@ -26,6 +26,11 @@ int64_t current_rss_bytes() {
   return resident * sysconf(_SC_PAGESIZE);
 }
 
+int64_t physical_memory_bytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : 0;
+}
+
 void return_free_heap_to_system() {
 #if defined(__GLIBC__)
   malloc_trim(0);

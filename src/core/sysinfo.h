@@ -10,6 +10,8 @@ namespace hyrt {
 int64_t peak_rss_bytes();
 // Current resident set size, in bytes (/proc/self/statm); 0 if unavailable.
 int64_t current_rss_bytes();
+// Physical memory of the machine, in bytes (sysconf); 0 if unavailable.
+int64_t physical_memory_bytes();
 // Hands the C heap's free pages back to the system (glibc malloc_trim; a no-op elsewhere):
 // after a large part of the process is freed (a model stage), so the resident set falls with
 // it instead of staying at its high-water mark.

@@ -73,6 +73,12 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
 
 Engine::~Engine() = default;
 
+void Engine::trim() {
+  if (scratch_) scratch_->release();
+  if (accel_scratch_) accel_scratch_->release();
+  cache_.drop_idle();
+}
+
 std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> graph,
                                             const weights::WeightSource& weights,
                                             std::optional<backend::Int8Mode> int8_mode) {

@@ -66,6 +66,11 @@ class Engine {
                                       std::optional<backend::Int8Mode> int8_mode = std::nullopt);
 
   backend::ProgramCache& program_cache() { return cache_; }
+  // Returns what no executable holds: frees the shared scratch arenas (host and
+  // accelerator; the next run allocates them again at its size) and drops the programs no
+  // kernel uses any more. For when a model is unloaded: the arenas were sized for the
+  // largest shape it ran, the idle programs were its. No executable may be running.
+  void trim();
   backend::Backend& host() { return *host_; }
   // The accelerator in use, or null.
   backend::Backend* accelerator() { return accel_.get(); }

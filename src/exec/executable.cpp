@@ -282,6 +282,34 @@ void Executable::run_steps(size_t begin, size_t end) {
 }
 
 void Executable::run() {
+  try {
+    run_once();
+  } catch (...) {
+    // Copies and kernels already queued still read and write the arenas: let every
+    // backend drain before the exception leaves, so the next run (or the next executable
+    // sharing the scratch) starts from a quiet machine. Their own errors are secondary.
+    for (backend::Backend* b : backends_) {
+      try {
+        b->synchronize();
+      } catch (...) {
+      }
+    }
+    throw;
+  }
+}
+
+size_t Executable::held_bytes() const {
+  size_t total = 0;
+  for (const auto& k : kernels_)
+    total += k->held_bytes();
+  for (const auto& a : arenas_)
+    if (a) total += a->size();
+  return total;
+}
+
+void Executable::run_once() {
+  for (backend::Backend* b : backends_)
+    b->attach_thread();
   bind();
   const auto& copies = placement_.copies;
   const bool capture_now = runs_ >= 1 && !options_.profile;
@@ -314,7 +342,7 @@ void Executable::run() {
         try {
           run_steps(sg.begin, sg.end);
         } catch (...) {
-          b.end_capture();
+          b.abort_capture();
           throw;
         }
         sg.replay = b.end_capture();

@@ -51,6 +51,9 @@ class SharedScratch {
       : backend_(&backend), host_memory_of_(host_memory_of) {}
   // A buffer of at least `bytes` (64-byte aligned); may move when it has to grow.
   uint8_t* reserve(size_t bytes);
+  // Frees the buffer (the next reserve allocates again; executables rebind then).
+  void release() { memory_.reset(); }
+  size_t bytes() const { return memory_ ? memory_->size() : 0; }
 
  private:
   backend::Backend* backend_;
@@ -106,6 +109,9 @@ class Executable {
   size_t num_inputs() const { return graph_->inputs().size(); }
   size_t num_outputs() const { return graph_->outputs().size(); }
 
+  // Runs the graph once. If it throws, the work already queued on every backend is
+  // finished (or abandoned) and any capture in progress ended before the exception leaves,
+  // so the executable — and the backends — can run again.
   void run();
 
   const ir::Graph& graph() const { return *graph_; }
@@ -117,6 +123,9 @@ class Executable {
   int captured_units() const { return static_cast<int>(segments_.size()); }
   std::vector<OpProfile> profile() const;
   double prepare_ms() const { return prepare_ms_; }
+  // Bytes this executable holds for its lifetime: its kernels' (Kernel::held_bytes) and its
+  // own arenas (not shared scratch, not backends' resident weights).
+  size_t held_bytes() const;
   // Time create() spent preparing kernels (compile/fetch programs, upload/pack weights), per
   // op kind.
   std::vector<OpProfile> prepare_profile() const;
@@ -133,6 +142,7 @@ class Executable {
   void issue_copy(size_t k) const;
   void wait_copy(size_t k) const;
   void run_steps(size_t begin, size_t end);
+  void run_once();  // run() without the cleanup after a failure
   // Per copy: when it is issued and how long its source must stay intact (async_), and
   // the issue order.
   void plan_copy_windows();

@@ -95,6 +95,7 @@ std::unique_ptr<DiffusionModel> DiffusionModel::open(const std::filesystem::path
 void DiffusionModel::use_options(const ModelOptions& options) {
   vae_int8_mode_ = options.vae_int8_mode;
   unet_per_sample_ = options.unet_per_sample;
+  cache_bytes_ = options.cache_bytes;
   if (options.quantize_int8) {
     quantizer_ = std::make_unique<weights::QuantizingWeights>(*stored_, options.quantize_policy);
     weights_ = quantizer_.get();
@@ -186,7 +187,10 @@ DiffusionModel::Compiled& DiffusionModel::executable(
     const std::string& component, const std::string& shape,
     std::optional<backend::Int8Mode> int8_mode) {
   auto it = compiled_.find(key);
-  if (it != compiled_.end()) return it->second;
+  if (it != compiled_.end()) {
+    it->second.last_used = ++use_clock_;
+    return it->second;
+  }
   Compiled c;
   models::BuiltGraph built = build();
   std::shared_ptr<ir::Graph> graph = built.graph;
@@ -207,7 +211,37 @@ DiffusionModel::Compiled& DiffusionModel::executable(
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
                   << c.report.prepare_ms << " ms";
-  return compiled_.emplace(key, std::move(c)).first->second;
+  c.held_bytes = static_cast<int64_t>(c.exe->held_bytes());
+  c.last_used = ++use_clock_;
+  Compiled& made = compiled_.emplace(key, std::move(c)).first->second;
+  evict_beyond_budget(key);
+  return made;
+}
+
+void DiffusionModel::evict_beyond_budget(const std::string& keep) {
+  if (cache_bytes_ <= 0) return;
+  bool evicted = false;
+  while (cached_bytes() > cache_bytes_) {
+    auto victim = compiled_.end();
+    for (auto it = compiled_.begin(); it != compiled_.end(); ++it)
+      if (it->first != keep &&
+          (victim == compiled_.end() || it->second.last_used < victim->second.last_used))
+        victim = it;
+    if (victim == compiled_.end()) break;  // only the newest is left
+    HYRT_LOG(kInfo) << "cache budget " << (cache_bytes_ >> 20) << " MiB: dropping " << victim->first
+                    << " (" << (victim->second.held_bytes >> 20) << " MiB)";
+    released_reports_[victim->first] = victim->second.report;
+    compiled_.erase(victim);
+    evicted = true;
+  }
+  if (evicted) return_free_heap_to_system();
+}
+
+int64_t DiffusionModel::cached_bytes() const {
+  int64_t total = 0;
+  for (const auto& [key, c] : compiled_)
+    total += c.held_bytes;
+  return total;
 }
 
 TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32_t> ids,

@@ -59,6 +59,11 @@ struct ModelOptions {
   // a time. nullopt: when the engine places GEMMs on an accelerator and the rest on the
   // host (placement hybrid, overlap on) — one batched chain is faster everywhere else.
   std::optional<bool> unet_per_sample;
+  // Byte budget of the compiled per-shape executables (their kernels' packed weights and
+  // tables, Executable::held_bytes): after compiling a new one, the least recently used
+  // others are dropped until the total fits (the newest is always kept). A dropped shape is
+  // rebuilt when asked for again. 0: unbounded.
+  int64_t cache_bytes = 0;
 };
 
 // What the UNet is conditioned on, for B rows (under CFG the negative rows come first).
@@ -194,6 +199,8 @@ class DiffusionModel {
   LatentDistribution encode_image(const TensorView& image);
 
   std::vector<MemoryReport> memory_report() const;
+  // Bytes the compiled executables hold now (what ModelOptions::cache_bytes bounds).
+  int64_t cached_bytes() const;
   // Frees the compiled executables of `component` ("text_encoder", "text_encoder_2", "unet",
   // "vae_encoder", "vae_decoder"): their packed weights and programs. A later call recompiles
   // (seconds at real size), so this is for one-shot jobs that are done with a stage. Reports of
@@ -210,7 +217,11 @@ class DiffusionModel {
     std::unique_ptr<exec::Executable> exe;
     MemoryReport report;
     std::vector<std::string> tap_names;  // outputs 1..n, when the graph has taps
+    int64_t held_bytes = 0;              // exe->held_bytes() after create
+    uint64_t last_used = 0;              // use_clock_ at the last lookup
   };
+  // Drops least recently used executables other than `keep` until the cache fits its budget.
+  void evict_beyond_budget(const std::string& keep);
   // The compiled executable for `key`, building it with build() on first use.
   Compiled& executable(const std::string& key, const std::function<models::BuiltGraph()>& build,
                        const std::string& component, const std::string& shape,
@@ -238,6 +249,8 @@ class DiffusionModel {
   std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
   std::optional<backend::Int8Mode> vae_int8_mode_;        // ModelOptions::vae_int8_mode
   std::optional<bool> unet_per_sample_;                   // ModelOptions::unet_per_sample
+  int64_t cache_bytes_ = 0;                               // ModelOptions::cache_bytes
+  uint64_t use_clock_ = 0;                                // ticks once per executable lookup
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

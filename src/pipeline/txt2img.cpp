@@ -148,6 +148,11 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
              "the UNet takes ", uc, " input channels for ", lc,
              "-channel latents: an inpainting model, which needs a picture and a mask");
 
+  auto stop_if_cancelled = [&](const char* where) {
+    if (p.cancelled && p.cancelled()) throw Cancelled(str_cat("cancelled ", where));
+  };
+  stop_if_cancelled("before the text encoders");
+
   // 1. Text: [negative × b, prompt × b] (diffusers' order) -> context [2b or b, T, C]
   //    (+ pooled [2b or b, P] for SDXL).
   auto t0 = Clock::now();
@@ -258,6 +263,8 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
   std::vector<float> timesteps(static_cast<size_t>(unet_batch));
   const int steps_run = sampler->num_steps() - first_step;
   for (int step = first_step; step < sampler->num_steps(); ++step) {
+    if (p.cancelled && p.cancelled())
+      throw Cancelled(str_cat("cancelled before step ", step - first_step + 1, " of ", steps_run));
     const auto ts = Clock::now();
     sampler->scale_model_input({latents.as<float>(), n}, {scaled.as<float>(), n}, step);
     const float* x_in = scaled.as<float>();
@@ -314,6 +321,7 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
   HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB";
 
   // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
+  stop_if_cancelled("before the VAE decode");
   t0 = Clock::now();
   const Tensor lat_nhwc = nchw_to_nhwc(latents.view());
   Tensor image = model.decode_latents(lat_nhwc.view(), /*unscale=*/true);

@@ -80,8 +80,12 @@ struct Txt2ImgParams {
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).
   bool release_stages = false;
-  // Called after each denoising step with (steps run so far, steps that will run).
+  // Called after each denoising step with (steps run so far, steps that will run). An
+  // exception it throws propagates out of txt2img; the model stays usable.
   std::function<void(int, int)> on_step;
+  // Polled before the text encoders, before each denoising step and before the VAE decode:
+  // true stops the call with hyrt::Cancelled (the model stays usable).
+  std::function<bool()> cancelled;
   // Called after each denoising step with the latents, NCHW [batch, C, h, w] (parity checks).
   std::function<void(const Tensor&)> on_latents;
 };

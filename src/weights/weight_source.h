@@ -8,6 +8,8 @@
 // must be safe to call concurrently from several threads.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <optional>
 #include <string_view>
 
@@ -17,7 +19,18 @@ namespace hyrt::weights {
 
 class WeightSource {
  public:
+  WeightSource() : generation_(next_generation()) {}
+  // A copy (or a moved-to source) is another source: it gets its own generation.
+  WeightSource(const WeightSource&) : generation_(next_generation()) {}
+  WeightSource& operator=(const WeightSource&) {
+    generation_ = next_generation();
+    return *this;
+  }
   virtual ~WeightSource() = default;
+  // This source's identity for caches that outlive a lookup (an accelerator's resident
+  // weights): unique within the process and never reused — unlike the source's address,
+  // which a source loaded after this one is freed may be given.
+  uint64_t generation() const { return generation_; }
   // Throws hyrt::Error(kNotFound) naming the weight and the source when absent.
   virtual TensorView get(std::string_view name) const = 0;
   virtual bool contains(std::string_view name) const = 0;
@@ -29,6 +42,13 @@ class WeightSource {
   // stay valid (the next read faults the bytes back in from the file), so calling this
   // is always safe — only the resident set changes. Unknown names are ignored.
   virtual void release_stored(std::string_view name) const { (void)name; }
+
+ private:
+  static uint64_t next_generation() {
+    static std::atomic<uint64_t> counter{0};
+    return ++counter;
+  }
+  uint64_t generation_;
 };
 
 }  // namespace hyrt::weights

@@ -227,6 +227,8 @@ class AttentionKernel final : public Kernel {
     });
   }
 
+  size_t held_bytes() const override { return scratch_.size(); }
+
  private:
   struct Products {
     std::shared_ptr<StridedMatmul> scores, output;

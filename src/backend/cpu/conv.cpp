@@ -46,6 +46,8 @@ class Conv2dKernel final : public Kernel {
                           GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
+  size_t held_bytes() const override { return packed_weights_.size() + bias_.size(); }
+
  private:
   ConvShape shape_{};
   ir::GemmEpilogue epilogue_;

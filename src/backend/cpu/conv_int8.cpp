@@ -100,6 +100,8 @@ class Conv2dInt8Kernel final : public Kernel {
     }
   }
 
+  size_t held_bytes() const override { return packed_.size() + col_scale_.size() + bias_.size(); }
+
  private:
   ConvShape shape_{};
   ir::GemmEpilogue epilogue_;

@@ -2,6 +2,8 @@
 // prepare() to the per-family kernel factories (cpu_kernels.h).
 #include "backend/cpu/cpu_backend.h"
 
+#include <cstdlib>
+
 #include <algorithm>
 #include <dnnl.hpp>
 #include <mutex>
@@ -124,8 +126,19 @@ class CpuMemory final : public DeviceMemory {
 
 class CpuBackend final : public Backend {
  public:
-  explicit CpuBackend(const CpuBackendOptions& options) : int8_mode_(usable(options.int8_mode)) {
-    if (options.num_threads > 0) set_num_threads(options.num_threads);
+  explicit CpuBackend(const CpuBackendOptions& options)
+      : int8_mode_(usable(options.int8_mode)), num_threads_(options.num_threads) {
+    if (num_threads_ > 0) set_num_threads(num_threads_);
+    // oneDNN keeps its own cache of every primitive created (1024 by default, process-wide,
+    // never shrinking): hyrt's ProgramCache already keeps the programs it reuses, so oneDNN's
+    // need only cover weight reorders made while preparing. Bounded, a process that visits
+    // many shapes does not grow without end. The user's ONEDNN_PRIMITIVE_CACHE_CAPACITY wins.
+    if (!std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")) dnnl::set_primitive_cache_capacity(64);
+  }
+  // OpenMP's thread count is a per-thread setting: a run from another thread than the one
+  // that made this backend must ask for this backend's count again.
+  void attach_thread() override {
+    if (num_threads_ > 0) set_num_threads(num_threads_);
   }
 
   std::string_view name() const override { return "cpu"; }
@@ -242,6 +255,7 @@ class CpuBackend final : public Backend {
   }
 
   Int8Mode int8_mode_;
+  int num_threads_ = 0;  // CpuBackendOptions::num_threads
 
   static double gemm_flops(const ir::Graph& graph, const ir::Node& node) {
     auto shape = [&](size_t i) -> const Shape& { return graph.value(node.inputs[i]).shape; };

@@ -216,6 +216,8 @@ class EmbeddingKernel final : public Kernel {
     });
   }
 
+  size_t held_bytes() const override { return table_.size(); }
+
  private:
   AlignedBuffer table_;  // [V, C] f32
   int64_t vocab_, width_;

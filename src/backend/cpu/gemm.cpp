@@ -66,6 +66,8 @@ class LinearKernel final : public Kernel {
                           GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
+  size_t held_bytes() const override { return packed_weights_.size() + bias_.size(); }
+
  private:
   GemmKey key_;
   ir::GemmEpilogue epilogue_;

@@ -98,6 +98,8 @@ class LinearInt8Kernel final : public Kernel {
     }
   }
 
+  size_t held_bytes() const override { return packed_.size() + col_scale_.size() + bias_.size(); }
+
  private:
   bool w8a8_;
   ir::GemmEpilogue epilogue_;
@@ -142,6 +144,8 @@ class LinearInt8GemvKernel final : public Kernel {
     with_activation(epilogue.activation,
                     [&]<class Act>(Act) { run_rows<Act>(x, y, q, s, bias, epilogue.residual); });
   }
+
+  size_t held_bytes() const override { return q_.size() + scale_.size() + bias_.size(); }
 
  private:
   template <class Act>

@@ -81,8 +81,13 @@ class CudaFence final : public Fence {
 // A CUDA graph recorded from the backend's stream (Backend::begin_capture/end_capture).
 class CudaReplay final : public Replay {
  public:
+  // Takes ownership of `graph`, also when instantiating it fails.
   CudaReplay(cudaGraph_t graph, cudaStream_t stream) : graph_(graph), stream_(stream) {
-    HYRT_CUDA_CHECK(cudaGraphInstantiate(&exec_, graph_, 0));
+    const cudaError_t status = cudaGraphInstantiate(&exec_, graph_, 0);
+    if (status != cudaSuccess) {
+      cudaGraphDestroy(graph_);
+      HYRT_CUDA_CHECK(status);
+    }
   }
   ~CudaReplay() override {
     if (exec_) cudaGraphExecDestroy(exec_);
@@ -249,6 +254,15 @@ class CudaBackendImpl final : public CudaBackend {
     cudaGraph_t graph = nullptr;
     HYRT_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
     return std::make_unique<CudaReplay>(graph, ctx_.stream());
+  }
+
+  void attach_thread() override { ctx_.make_current(); }
+
+  void abort_capture() noexcept override {
+    cudaGraph_t graph = nullptr;
+    if (cudaStreamEndCapture(ctx_.stream(), &graph) == cudaSuccess && graph)
+      cudaGraphDestroy(graph);
+    (void)cudaGetLastError();  // an invalidated capture's error is not sticky: clear it
   }
 
   const CudaDeviceInfo& device_info() const override { return ctx_.device(); }

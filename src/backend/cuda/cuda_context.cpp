@@ -160,9 +160,9 @@ Staging StagingLayout::reserve_in(CudaContext& ctx) const {
 }
 
 std::shared_ptr<const DeviceBuffer> CudaContext::resident(
-    const void* source, const std::string& name, const std::string& form,
+    uint64_t source, const std::string& name, const std::string& form,
     const std::function<DeviceBuffer()>& make) {
-  std::string key = std::to_string(reinterpret_cast<uintptr_t>(source));
+  std::string key = std::to_string(source);
   key += '|';
   key += name;
   key += '|';
@@ -170,6 +170,10 @@ std::shared_ptr<const DeviceBuffer> CudaContext::resident(
   if (auto it = resident_.find(key); it != resident_.end())
     if (std::shared_ptr<const DeviceBuffer> held = it->second.lock()) return held;
   auto made = std::make_shared<const DeviceBuffer>(make());
+  if (resident_.size() >= 2 * pruned_at_ + 64) {  // amortised: the map stays O(live entries)
+    std::erase_if(resident_, [](const auto& entry) { return entry.second.expired(); });
+    pruned_at_ = resident_.size();
+  }
   resident_[key] = made;
   return made;
 }

@@ -139,10 +139,12 @@ class CudaContext {
 
   // A weight resident on the device in one form, shared by every kernel of this backend that
   // uses it — the backend contract's upload(): once, not once per executable, so a new
-  // resolution or batch uploads nothing. Keyed by the WeightSource (`source`, its address:
-  // kernels never outlive their source), the weight's name and `form` (e.g. "s8 [1280, 320]
-  // padded"); make() builds the buffer on a miss. The entry lives while a kernel holds it.
-  std::shared_ptr<const DeviceBuffer> resident(const void* source, const std::string& name,
+  // resolution or batch uploads nothing. Keyed by the WeightSource's generation (never its
+  // address: a model loaded where a freed one lived must not be served the old weights), the
+  // weight's name and `form` (e.g. "s8 [1280, 320] padded"); make() builds the buffer on a
+  // miss. The entry lives while a kernel holds it; expired entries are pruned as new ones
+  // are added.
+  std::shared_ptr<const DeviceBuffer> resident(uint64_t source, const std::string& name,
                                                const std::string& form,
                                                const std::function<DeviceBuffer()>& make);
   // Device bytes of the resident weights alive now.
@@ -156,6 +158,7 @@ class CudaContext {
   DeviceBuffer workspace_;
   std::array<DeviceBuffer, static_cast<size_t>(Scratch::kCount)> scratch_;
   std::unordered_map<std::string, std::weak_ptr<const DeviceBuffer>> resident_;
+  size_t pruned_at_ = 0;  // resident_.size() after the last pruning
 };
 
 }  // namespace hyrt::backend::cuda

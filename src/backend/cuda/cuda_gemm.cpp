@@ -501,7 +501,7 @@ struct GemmSpec {
   std::optional<Im2colGeometry> im2col;  // none: the bound input is a [M, K] itself
   int64_t input_elems = 0;               // elements of the bound input
   int64_t output_elems = 0;              // M · N
-  const void* source = nullptr;          // the WeightSource (identity of the resident weights)
+  uint64_t source = 0;  // WeightSource::generation() (identity of the resident weights)
   std::string w_name;
   TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
   // kh·kw and Cin of a conv whose weight needs reordering (on the device, at upload).
@@ -1151,7 +1151,7 @@ TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
 void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
                   const weights::WeightSource& weights) {
   const ir::Value& wv = graph.value(node.inputs[1]);
-  spec.source = &weights;
+  spec.source = weights.generation();
   spec.w_name = wv.name;
   spec.w = stored_weight(graph, node, weights);
   if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);

@@ -1,0 +1,300 @@
+// The C API (include/hyrt/hyrt_c.h) over the C++ one (include/hyrt/hyrt.h): handles own
+// the C++ objects, every entry point catches everything and turns it into a status and a
+// thread-local message.
+#include <cstddef>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "core/build_info.h"
+#include "hyrt/hyrt.h"
+#include "hyrt/hyrt_c.h"
+
+struct hyrt_runtime {
+  hyrt::Runtime runtime;
+  std::string accelerator;  // what hyrt_runtime_accelerator returns
+};
+
+struct hyrt_model {
+  hyrt::Model model;
+};
+
+struct hyrt_cancel {
+  hyrt::CancelToken token;
+};
+
+namespace {
+
+thread_local std::string last_error;
+
+hyrt_status status_of(hyrt::ErrorCode code) {
+  switch (code) {
+    case hyrt::ErrorCode::kInvalidArgument:
+      return HYRT_INVALID_ARGUMENT;
+    case hyrt::ErrorCode::kInvalidModel:
+      return HYRT_INVALID_MODEL;
+    case hyrt::ErrorCode::kNotFound:
+      return HYRT_NOT_FOUND;
+    case hyrt::ErrorCode::kUnsupported:
+      return HYRT_UNSUPPORTED;
+    case hyrt::ErrorCode::kOutOfMemory:
+      return HYRT_OUT_OF_MEMORY;
+    case hyrt::ErrorCode::kIo:
+      return HYRT_IO;
+    case hyrt::ErrorCode::kInternal:
+      return HYRT_INTERNAL;
+    case hyrt::ErrorCode::kCancelled:
+      return HYRT_CANCELLED;
+  }
+  return HYRT_INTERNAL;
+}
+
+hyrt_status fail(hyrt_status status, std::string message) {
+  last_error = std::move(message);
+  return status;
+}
+
+// Runs `body`, mapping every exception to a status and this thread's message.
+template <class F>
+hyrt_status guarded(F&& body) {
+  try {
+    last_error.clear();
+    body();
+    return HYRT_OK;
+  } catch (const hyrt::Error& e) {
+    return fail(status_of(e.code()), e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(HYRT_OUT_OF_MEMORY, "out of memory");
+  } catch (const std::exception& e) {
+    return fail(HYRT_INTERNAL, e.what());
+  } catch (...) {
+    return fail(HYRT_INTERNAL, "unknown exception");
+  }
+}
+
+// Whether a caller-sized struct includes `member` (fields are only ever appended).
+#define HYRT_HAS_FIELD(ptr, member) \
+  ((ptr)->struct_size >=            \
+   offsetof(std::remove_pointer_t<decltype(ptr)>, member) + sizeof((ptr)->member))
+
+// The progress callback asked to stop: distinct from an error, reported as HYRT_CANCELLED.
+struct StopRequested {};
+
+}  // namespace
+
+extern "C" {
+
+const char* hyrt_status_name(hyrt_status status) {
+  switch (status) {
+    case HYRT_OK:
+      return "ok";
+    case HYRT_INVALID_ARGUMENT:
+      return "invalid argument";
+    case HYRT_INVALID_MODEL:
+      return "invalid model";
+    case HYRT_NOT_FOUND:
+      return "not found";
+    case HYRT_UNSUPPORTED:
+      return "unsupported";
+    case HYRT_OUT_OF_MEMORY:
+      return "out of memory";
+    case HYRT_IO:
+      return "i/o error";
+    case HYRT_INTERNAL:
+      return "internal error";
+    case HYRT_CANCELLED:
+      return "cancelled";
+  }
+  return "unknown status";
+}
+
+const char* hyrt_last_error(void) {
+  return last_error.c_str();
+}
+
+const char* hyrt_version(void) {
+  return HYRT_VERSION_STRING;
+}
+
+void hyrt_runtime_options_init(hyrt_runtime_options* options) {
+  if (!options) return;
+  *options = {};
+  options->struct_size = sizeof(*options);
+  options->placement = "auto";
+}
+
+hyrt_status hyrt_runtime_create(const hyrt_runtime_options* options, hyrt_runtime** out) {
+  if (!out) return fail(HYRT_INVALID_ARGUMENT, "hyrt_runtime_create: out is NULL");
+  *out = nullptr;
+  return guarded([&] {
+    hyrt::RuntimeOptions ro;
+    if (options) {
+      if (HYRT_HAS_FIELD(options, num_threads)) ro.num_threads = options->num_threads;
+      if (HYRT_HAS_FIELD(options, placement) && options->placement)
+        ro.placement = options->placement;
+      if (HYRT_HAS_FIELD(options, device)) ro.device = options->device;
+      if (HYRT_HAS_FIELD(options, cache_bytes)) ro.cache_bytes = options->cache_bytes;
+    }
+    auto r = std::make_unique<hyrt_runtime>(hyrt_runtime{hyrt::Runtime(ro), {}});
+    r->accelerator = r->runtime.accelerator();
+    *out = r.release();
+  });
+}
+
+void hyrt_runtime_destroy(hyrt_runtime* runtime) {
+  delete runtime;
+}
+
+const char* hyrt_runtime_accelerator(hyrt_runtime* runtime) {
+  return runtime ? runtime->accelerator.c_str() : "";
+}
+
+hyrt_status hyrt_model_load(hyrt_runtime* runtime, const char* path, const char* config_dir,
+                            hyrt_model** out) {
+  if (!out) return fail(HYRT_INVALID_ARGUMENT, "hyrt_model_load: out is NULL");
+  *out = nullptr;
+  if (!runtime || !path)
+    return fail(HYRT_INVALID_ARGUMENT, "hyrt_model_load: runtime or path is NULL");
+  return guarded([&] {
+    hyrt::LoadOptions lo;
+    if (config_dir) lo.config_dir = config_dir;
+    *out = new hyrt_model{runtime->runtime.load(path, lo)};
+  });
+}
+
+void hyrt_model_destroy(hyrt_model* model) {
+  delete model;
+}
+
+const char* hyrt_model_family(const hyrt_model* model) {
+  if (!model) return "";
+  return model->model.family() == "sdxl" ? "sdxl" : "sd15";
+}
+
+int hyrt_model_native_size(const hyrt_model* model) {
+  return model ? model->model.native_size() : 0;
+}
+
+hyrt_status hyrt_cancel_create(hyrt_cancel** out) {
+  if (!out) return fail(HYRT_INVALID_ARGUMENT, "hyrt_cancel_create: out is NULL");
+  return guarded([&] { *out = new hyrt_cancel{}; });
+}
+
+void hyrt_cancel_trigger(hyrt_cancel* cancel) {
+  if (cancel) cancel->token.cancel();
+}
+
+int hyrt_cancel_is_set(const hyrt_cancel* cancel) {
+  return cancel && cancel->token.cancelled();
+}
+
+void hyrt_cancel_destroy(hyrt_cancel* cancel) {
+  delete cancel;
+}
+
+void hyrt_generate_options_init(hyrt_generate_options* options) {
+  if (!options) return;
+  *options = {};
+  options->struct_size = sizeof(*options);
+  options->steps = 20;
+  options->cfg_scale = 7.0f;
+  options->sampler = "euler_a";
+  options->batch = 1;
+}
+
+hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* options,
+                          hyrt_image** images, int* count) {
+  if (!images || !count)
+    return fail(HYRT_INVALID_ARGUMENT, "hyrt_generate: images or count is NULL");
+  *images = nullptr;
+  *count = 0;
+  if (!model || !options)
+    return fail(HYRT_INVALID_ARGUMENT, "hyrt_generate: model or options is NULL");
+  if (options->struct_size < offsetof(hyrt_generate_options, cancel) + sizeof(options->cancel))
+    return fail(HYRT_INVALID_ARGUMENT,
+                "hyrt_generate: options were not initialised with hyrt_generate_options_init");
+  if (!options->prompt) return fail(HYRT_INVALID_ARGUMENT, "hyrt_generate: prompt is NULL");
+  bool stopped_by_callback = false;
+  const hyrt_status status = guarded([&] {
+    hyrt::GenerateOptions o;
+    o.prompt = options->prompt;
+    if (options->negative_prompt) o.negative_prompt = std::string(options->negative_prompt);
+    o.width = options->width;
+    o.height = options->height;
+    o.steps = options->steps;
+    o.cfg_scale = options->cfg_scale;
+    o.seed = options->seed;
+    if (options->sampler) o.sampler = options->sampler;
+    o.batch = options->batch;
+    if (options->cancel) o.cancel = options->cancel->token;
+    if (options->on_step) {
+      const hyrt_progress_fn fn = options->on_step;
+      void* user = options->user_data;
+      o.on_step = [fn, user](int step, int total) {
+        if (fn(user, step, total) != 0) throw StopRequested{};
+      };
+    }
+    std::vector<hyrt::Image> made;
+    try {
+      made = model->model.generate(o);
+    } catch (const StopRequested&) {
+      stopped_by_callback = true;
+      return;
+    }
+    auto* out = static_cast<hyrt_image*>(std::calloc(made.size(), sizeof(hyrt_image)));
+    if (!out) throw std::bad_alloc();
+    int filled = 0;
+    try {
+      for (const hyrt::Image& im : made) {
+        hyrt_image& c = out[filled];
+        c.width = im.width;
+        c.height = im.height;
+        c.seed = im.seed;
+        c.rgb = static_cast<uint8_t*>(std::malloc(im.rgb.size()));
+        c.parameters = static_cast<char*>(std::malloc(im.parameters.size() + 1));
+        ++filled;
+        if (!c.rgb || !c.parameters) throw std::bad_alloc();
+        std::memcpy(c.rgb, im.rgb.data(), im.rgb.size());
+        std::memcpy(c.parameters, im.parameters.c_str(), im.parameters.size() + 1);
+      }
+    } catch (...) {
+      hyrt_images_free(out, filled);
+      throw;
+    }
+    *images = out;
+    *count = filled;
+  });
+  if (stopped_by_callback) return fail(HYRT_CANCELLED, "stopped by the progress callback");
+  return status;
+}
+
+void hyrt_images_free(hyrt_image* images, int count) {
+  if (!images) return;
+  for (int i = 0; i < count; ++i) {
+    std::free(images[i].rgb);
+    std::free(images[i].parameters);
+  }
+  std::free(images);
+}
+
+hyrt_status hyrt_image_save_png(const hyrt_image* image, const char* path) {
+  if (!image || !path || !image->rgb)
+    return fail(HYRT_INVALID_ARGUMENT, "hyrt_image_save_png: image, its pixels or path is NULL");
+  return guarded([&] {
+    hyrt::Image im;
+    im.width = image->width;
+    im.height = image->height;
+    if (im.width <= 0 || im.height <= 0 || im.width > 65535 || im.height > 65535)
+      throw hyrt::Error(hyrt::ErrorCode::kInvalidArgument, "hyrt_image_save_png: bad image size");
+    im.rgb.assign(image->rgb, image->rgb + static_cast<size_t>(im.width) * im.height * 3);
+    if (image->parameters) im.parameters = image->parameters;
+    im.seed = image->seed;
+    hyrt::Model::save_png(im, path);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,322 @@
+// The public API as a library that runs for days (include/hyrt/hyrt.h's contracts):
+// concurrent calls from many threads on two Models of one Runtime equal the same calls made
+// one after another; cancel and a throwing callback end a call and leave the Model healthy;
+// out of memory at a new size (under an address-space limit, in a child process) leaves it
+// healthy; memory stays flat over many calls cycling through sizes and models, and unloading
+// returns it.
+//
+// Runs on the bundled shapes model (models/), so it needs no ../shared. HYRT_TEST_THREADS
+// sets the host threads (the ThreadSanitizer run uses 1: GNU OpenMP's barriers are invisible
+// to TSan, and the contract under test is hyrt's own locking, not OpenMP's).
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "hyrt/hyrt.h"
+
+namespace {
+
+std::string bundled(const char* name) {
+  return (std::filesystem::path(HYRT_SOURCE_DIR) / "models" / name).string();
+}
+
+hyrt::RuntimeOptions runtime_options() {
+  hyrt::RuntimeOptions o;
+  if (const char* t = std::getenv("HYRT_TEST_THREADS")) o.num_threads = std::atoi(t);
+  o.placement = "host";
+  return o;
+}
+
+struct Job {
+  int model;  // 0: shapes (f16 folder), 1: shapes-int8 file
+  int width, height;
+  const char* sampler;
+  uint64_t seed;
+  int steps;
+  const char* prompt;
+};
+
+hyrt::GenerateOptions options_of(const Job& j) {
+  hyrt::GenerateOptions o;
+  o.prompt = j.prompt;
+  o.width = j.width;
+  o.height = j.height;
+  o.sampler = j.sampler;
+  o.seed = j.seed;
+  o.steps = j.steps;
+  o.cfg_scale = 5.0f;
+  return o;
+}
+
+const std::vector<Job>& mixed_jobs() {
+  static const std::vector<Job> jobs = {
+      {0, 32, 32, "euler_a", 1, 3, "a red circle"},
+      {1, 48, 32, "ddim", 2, 3, "a blue square"},
+      {0, 40, 40, "dpmpp_2m", 3, 2, "a green triangle"},
+      {1, 32, 48, "euler", 4, 3, "a red circle on a blue background"},
+      {1, 32, 32, "dpmpp_2m_karras", 5, 2, "a yellow star"},
+      {0, 48, 48, "ddim", 6, 2, "two circles"},
+      {1, 40, 40, "euler_a", 7, 3, "a square"},
+      {0, 32, 40, "euler", 8, 2, "a purple circle"},
+  };
+  return jobs;
+}
+
+class Library : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    runtime_ = new hyrt::Runtime(runtime_options());
+    models_ = new std::vector<hyrt::Model>();
+    models_->push_back(runtime_->load(bundled("shapes")));
+    models_->push_back(runtime_->load(bundled("shapes-int8.safetensors")));
+    // The reference: each job alone, one after another.
+    serial_ = new std::vector<std::vector<uint8_t>>();
+    for (const Job& j : mixed_jobs())
+      serial_->push_back((*models_)[j.model].generate(options_of(j)).front().rgb);
+  }
+  static void TearDownTestSuite() {
+    delete serial_;
+    delete models_;
+    delete runtime_;
+  }
+  static hyrt::Model& model(int i) { return (*models_)[i]; }
+  static const std::vector<uint8_t>& serial(size_t job) { return (*serial_)[job]; }
+
+  static hyrt::Runtime* runtime_;
+  static std::vector<hyrt::Model>* models_;
+  static std::vector<std::vector<uint8_t>>* serial_;
+};
+hyrt::Runtime* Library::runtime_ = nullptr;
+std::vector<hyrt::Model>* Library::models_ = nullptr;
+std::vector<std::vector<uint8_t>>* Library::serial_ = nullptr;
+
+TEST_F(Library, ConcurrentCallsEqualSerialCalls) {
+  constexpr int kThreads = 8;
+  const auto& jobs = mixed_jobs();
+  std::vector<std::thread> threads;
+  std::atomic<int> mismatches{0}, failures{0};
+  std::mutex log;
+  std::vector<std::string> messages;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      // Each thread runs two jobs, starting at a different one: every job runs twice, on
+      // both models at once, with sizes and samplers interleaved.
+      for (int k = 0; k < 2; ++k) {
+        const size_t i = (t + k * 3) % jobs.size();
+        try {
+          const auto img = model(jobs[i].model).generate(options_of(jobs[i])).front();
+          if (img.rgb != serial(i)) {
+            ++mismatches;
+            std::lock_guard<std::mutex> g(log);
+            messages.push_back("job " + std::to_string(i) + " differs from its serial result");
+          }
+        } catch (const std::exception& e) {
+          ++failures;
+          std::lock_guard<std::mutex> g(log);
+          messages.push_back(e.what());
+        }
+      }
+    });
+  }
+  for (auto& th : threads)
+    th.join();
+  for (const auto& m : messages)
+    ADD_FAILURE() << m;
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_EQ(failures.load(), 0);
+}
+
+TEST_F(Library, CancelFromAnotherThreadStopsWithinOneStep) {
+  Job j = mixed_jobs()[0];
+  j.steps = 8;
+  hyrt::GenerateOptions o = options_of(j);
+  std::mutex m;
+  std::condition_variable cv;
+  int reached = 0;
+  int steps_after_cancel = 0;
+  std::atomic<bool> cancelled{false};
+  o.on_step = [&](int step, int) {
+    if (cancelled) ++steps_after_cancel;
+    std::unique_lock<std::mutex> g(m);
+    reached = step;
+    cv.notify_all();
+    if (step == 2) cv.wait(g, [&] { return cancelled.load(); });
+  };
+  std::thread canceller([&] {
+    std::unique_lock<std::mutex> g(m);
+    cv.wait(g, [&] { return reached >= 2; });
+    o.cancel.cancel();
+    cancelled = true;
+    cv.notify_all();
+  });
+  try {
+    model(0).generate(o);
+    ADD_FAILURE() << "a cancelled call returned";
+  } catch (const hyrt::Cancelled& e) {
+    EXPECT_EQ(e.code(), hyrt::ErrorCode::kCancelled);
+    EXPECT_NE(std::string(e.what()).find("step 3 of 8"), std::string::npos) << e.what();
+  }
+  canceller.join();
+  EXPECT_EQ(steps_after_cancel, 0);  // no step ran after the one that saw the cancel
+  // The model is healthy: the next call equals the serial one.
+  EXPECT_EQ(model(0).generate(options_of(mixed_jobs()[0])).front().rgb, serial(0));
+}
+
+TEST_F(Library, CancelledTokenStopsBeforeAnyWork) {
+  hyrt::GenerateOptions o = options_of(mixed_jobs()[1]);
+  int steps = 0;
+  o.on_step = [&](int, int) { ++steps; };
+  o.cancel.cancel();
+  EXPECT_THROW(model(1).generate(o), hyrt::Cancelled);
+  EXPECT_EQ(steps, 0);
+  EXPECT_EQ(model(1).generate(options_of(mixed_jobs()[1])).front().rgb, serial(1));
+}
+
+TEST_F(Library, ThrowingCallbackEndsTheCallAndLeavesTheModelHealthy) {
+  for (int k : {1, 2}) {
+    hyrt::GenerateOptions o = options_of(mixed_jobs()[3]);
+    o.on_step = [k](int step, int) {
+      if (step == k) throw std::runtime_error("callback failed at step " + std::to_string(k));
+    };
+    try {
+      model(1).generate(o);
+      ADD_FAILURE() << "the callback's exception did not reach the caller";
+    } catch (const std::runtime_error& e) {
+      EXPECT_EQ(std::string(e.what()), "callback failed at step " + std::to_string(k));
+    }
+    EXPECT_EQ(model(1).generate(options_of(mixed_jobs()[3])).front().rgb, serial(3));
+  }
+}
+
+TEST_F(Library, BadOptionsAreRefusedWithoutDisturbingOthers) {
+  hyrt::GenerateOptions o = options_of(mixed_jobs()[0]);
+  o.width = 33;
+  EXPECT_THROW(model(0).generate(o), hyrt::Error);
+  o = options_of(mixed_jobs()[0]);
+  o.sampler = "no such sampler";
+  EXPECT_THROW(model(0).generate(o), hyrt::Error);
+  EXPECT_EQ(model(0).generate(options_of(mixed_jobs()[0])).front().rgb, serial(0));
+}
+
+// ---- Out of memory at a new size, in a child process under an address-space limit.
+
+int64_t address_space_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t pages = 0;
+  f >> pages;
+  return pages * sysconf(_SC_PAGESIZE);
+}
+
+// The child: runs only when re-executed by the parent test below.
+TEST(LibraryChild, OutOfMemoryAtNewSize) {
+  if (!std::getenv("HYRT_LIBRARY_OOM_CHILD"))
+    GTEST_SKIP() << "run by OutOfMemoryAtNewSizeLeavesModelHealthy";
+  hyrt::Runtime rt(runtime_options());
+  hyrt::Model m = rt.load(bundled("shapes"));
+  const Job small = mixed_jobs()[0];
+  const auto reference = m.generate(options_of(small)).front().rgb;
+  // Leave 256 MiB of address space: a 2048² picture needs far more (its VAE arena alone).
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_AS, &old), 0);
+  rlimit tight = old;
+  tight.rlim_cur = static_cast<rlim_t>(address_space_bytes() + (int64_t{256} << 20));
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &tight), 0);
+  Job big = small;
+  big.width = big.height = 2048;
+  big.steps = 1;
+  try {
+    m.generate(options_of(big));
+    ADD_FAILURE() << "2048² fitted in 256 MiB of address space";
+  } catch (const hyrt::Error& e) {
+    EXPECT_EQ(e.code(), hyrt::ErrorCode::kOutOfMemory) << e.what();
+    std::printf("refused as expected: %s\n", e.what());
+  }
+  // Under the limit still: the next call at the old size equals the one before the failure.
+  EXPECT_EQ(m.generate(options_of(small)).front().rgb, reference);
+  ASSERT_EQ(setrlimit(RLIMIT_AS, &old), 0);
+  EXPECT_EQ(m.generate(options_of(small)).front().rgb, reference);
+}
+
+TEST(LibraryFailure, OutOfMemoryAtNewSizeLeavesModelHealthy) {
+  const std::string self = std::filesystem::read_symlink("/proc/self/exe").string();
+  const std::string cmd = "HYRT_LIBRARY_OOM_CHILD=1 '" + self +
+                          "' --gtest_filter=LibraryChild.OutOfMemoryAtNewSize 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0)
+    out.append(buf, n);
+  const int status = pclose(p);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << out;
+  EXPECT_NE(out.find("refused as expected"), std::string::npos) << out;
+}
+
+// ---- Memory over many calls.
+
+int64_t rss_bytes() {
+  std::ifstream f("/proc/self/statm");
+  int64_t size = 0, resident = 0;
+  f >> size >> resident;
+  return resident * sysconf(_SC_PAGESIZE);
+}
+
+TEST(LibraryMemory, FlatOverCyclesAndReturnedOnUnload) {
+  hyrt::RuntimeOptions ro = runtime_options();
+  // A budget below the ten sizes' executables, so the cycle also exercises eviction.
+  ro.cache_bytes = int64_t{24} << 20;
+  hyrt::Runtime rt(ro);
+  {  // warm the process (thread pools, oneDNN's first-use state) so `start` is steady
+    hyrt::Model warm = rt.load(bundled("shapes"));
+    warm.generate(options_of(mixed_jobs()[0]));
+  }
+  const int64_t start = rss_bytes();
+  std::vector<hyrt::Model> models;
+  models.push_back(rt.load(bundled("shapes")));
+  models.push_back(rt.load(bundled("shapes-int8.safetensors")));
+  constexpr int kSizes = 10, kCycles = 10;
+  int64_t after_first = 0;
+  int64_t most_cached = 0;
+  for (int cycle = 0; cycle < kCycles; ++cycle) {
+    for (int s = 0; s < kSizes; ++s) {
+      for (int mi = 0; mi < 2; ++mi) {
+        Job j = mixed_jobs()[static_cast<size_t>(s + mi) % mixed_jobs().size()];
+        j.width = 32 + 8 * s;
+        j.height = 32 + 8 * ((s * 3) % kSizes);
+        j.steps = 1;
+        models[mi].generate(options_of(j));
+        most_cached = std::max(most_cached, models[mi].cached_bytes());
+      }
+    }
+    if (cycle == 0) after_first = rss_bytes();
+  }
+  const int64_t after_last = rss_bytes();
+  std::printf(
+      "rss: start %.1f MiB, after cycle 1 %.1f MiB, after cycle %d %.1f MiB, most cached %.1f "
+      "MiB\n",
+      start / 1048576.0, after_first / 1048576.0, kCycles, after_last / 1048576.0,
+      most_cached / 1048576.0);
+  EXPECT_LE(after_last, after_first * 11 / 10);
+  EXPECT_LE(most_cached, ro.cache_bytes + (int64_t{16} << 20));  // the newest may overshoot
+  models.clear();
+  const int64_t unloaded = rss_bytes();
+  std::printf("rss after unloading both: %.1f MiB\n", unloaded / 1048576.0);
+  EXPECT_LE(unloaded, start * 11 / 10);
+}
+
+}  // namespace
