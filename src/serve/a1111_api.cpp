@@ -1,0 +1,380 @@
+#include "serve/a1111_api.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <ctime>
+#include <limits>
+
+#include "core/build_info.h"
+#include "pipeline/image_io.h"
+
+namespace hyrt::serve {
+
+using nlohmann::json;
+
+namespace {
+
+const char* reason_phrase(int status) {
+  switch (status) {
+    case 400:
+      return "Bad Request";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 413:
+      return "Payload Too Large";
+    case 422:
+      return "Unprocessable Entity";
+    case 503:
+      return "Service Unavailable";
+    default:
+      return status >= 500 ? "Internal Server Error" : "Error";
+  }
+}
+
+std::string lower(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::tolower(c); });
+  return s;
+}
+
+// Field readers: absent or null keeps the default, as pydantic's Optional fields do. Types
+// are strict (no "20" for 20): a client that sends a string for a number has a bug worth
+// reporting, and A1111's own clients send proper JSON types.
+const json* field(const json& body, const char* name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+std::string read_string(const json& body, const char* name, std::string fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_string()) throw ApiError(422, name, std::string(name) + " must be a string");
+  return v->get<std::string>();
+}
+
+// An integer: a JSON integer, or a number with an integral value (20.0), in [lo, hi].
+int64_t read_int(const json& body, const char* name, int64_t fallback, int64_t lo, int64_t hi) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  int64_t x = 0;
+  if (v->is_number_integer()) {
+    if (v->is_number_unsigned() &&
+        v->get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      x = std::numeric_limits<int64_t>::max();
+    else
+      x = v->get<int64_t>();
+  } else if (v->is_number_float()) {
+    const double d = v->get<double>();
+    if (d != std::floor(d) || !(std::abs(d) < 9.0e18))
+      throw ApiError(422, name, std::string(name) + " must be an integer");
+    x = static_cast<int64_t>(d);
+  } else {
+    throw ApiError(422, name, std::string(name) + " must be an integer");
+  }
+  if (x < lo || x > hi)
+    throw ApiError(422, name,
+                   std::string(name) + " must be in [" + std::to_string(lo) + ", " +
+                       std::to_string(hi) + "], got " + std::to_string(x));
+  return x;
+}
+
+double read_number(const json& body, const char* name, double fallback, double lo, double hi) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_number()) throw ApiError(422, name, std::string(name) + " must be a number");
+  const double x = v->get<double>();
+  if (!(x >= lo && x <= hi))
+    throw ApiError(422, name,
+                   std::string(name) + " must be in [" + json(lo).dump() + ", " + json(hi).dump() +
+                       "], got " + json(x).dump());
+  return x;
+}
+
+bool read_bool(const json& body, const char* name, bool fallback) {
+  const json* v = field(body, name);
+  if (!v) return fallback;
+  if (!v->is_boolean()) throw ApiError(422, name, std::string(name) + " must be true or false");
+  return v->get<bool>();
+}
+
+// Fields of A1111's txt2img that ask for a feature hyrt does not have. A client sending the
+// default (false, "", [], {}, 0) is fine; anything else is refused by name.
+void refuse_unsupported(const json& body) {
+  auto refuse = [](const char* name, const std::string& what) {
+    throw ApiError(422, name,
+                   std::string("hyrt serve does not support ") + what + " (" + name + ")");
+  };
+  if (read_bool(body, "enable_hr", false)) refuse("enable_hr", "hires fix");
+  if (read_bool(body, "restore_faces", false)) refuse("restore_faces", "face restoration");
+  if (read_bool(body, "tiling", false)) refuse("tiling", "tiling");
+  if (!read_string(body, "script_name", "").empty()) refuse("script_name", "scripts");
+  if (const json* v = field(body, "alwayson_scripts"); v && !v->empty())
+    refuse("alwayson_scripts", "extension scripts");
+  if (const json* v = field(body, "styles"); v && !v->empty()) refuse("styles", "saved styles");
+  if (read_number(body, "subseed_strength", 0.0, 0.0, 1.0) != 0.0)
+    refuse("subseed_strength", "variation seeds");
+  if (!read_string(body, "refiner_checkpoint", "").empty())
+    refuse("refiner_checkpoint", "a refiner model");
+  if (const json* v = field(body, "init_images"); v && !v->empty())
+    refuse("init_images", "img2img through txt2img");
+}
+
+// A1111's sampler plus its newer separate `scheduler` field ("Automatic", "Karras", ...).
+// Returns {display name, hyrt name}.
+std::pair<std::string, std::string> resolve_sampler(const json& body) {
+  std::string name = read_string(body, "sampler_name", "");
+  const char* name_field = "sampler_name";
+  if (name.empty()) {
+    name = read_string(body, "sampler_index", "Euler a");  // the pre-1.0 field
+    name_field = "sampler_index";
+  }
+  const SamplerName* found = nullptr;
+  for (const SamplerName& s : samplers()) {
+    if (lower(name) == lower(s.a1111) || lower(name) == s.hyrt) found = &s;
+    for (const std::string& a : s.aliases)
+      if (lower(name) == lower(a)) found = &s;
+  }
+  if (!found) {
+    std::string valid;
+    for (const SamplerName& s : samplers())
+      valid += std::string(valid.empty() ? "" : ", ") + '"' + s.a1111 + '"';
+    throw ApiError(422, name_field, "unknown sampler \"" + name + "\"; hyrt has " + valid);
+  }
+  const std::string scheduler = lower(read_string(body, "scheduler", "automatic"));
+  if (scheduler == "karras") {
+    if (std::string(found->hyrt) == "dpmpp_2m" || std::string(found->hyrt) == "dpmpp_2m_karras")
+      return {"DPM++ 2M Karras", "dpmpp_2m_karras"};
+    throw ApiError(422, "scheduler",
+                   std::string("the Karras schedule is available with \"DPM++ 2M\" only, not \"") +
+                       found->a1111 + "\"");
+  }
+  if (scheduler != "automatic" && scheduler != "uniform" && scheduler != "normal")
+    throw ApiError(422, "scheduler",
+                   "unknown scheduler \"" + read_string(body, "scheduler", "") +
+                       "\"; hyrt has \"Automatic\" and \"Karras\"");
+  return {found->a1111, found->hyrt};
+}
+
+int64_t unix_millis() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+json error_json(int status, const std::string& field, const std::string& message) {
+  return {{"error", reason_phrase(status)}, {"detail", message}, {"field", field}};
+}
+
+const std::vector<SamplerName>& samplers() {
+  static const std::vector<SamplerName> list = {
+      {"Euler a", "euler_a", {"k_euler_a", "k_euler_ancestral"}},
+      {"Euler", "euler", {"k_euler"}},
+      {"DDIM", "ddim", {}},
+      {"DPM++ 2M", "dpmpp_2m", {"k_dpmpp_2m"}},
+      {"DPM++ 2M Karras", "dpmpp_2m_karras", {"k_dpmpp_2m_ka"}},
+  };
+  return list;
+}
+
+json samplers_json() {
+  json out = json::array();
+  for (const SamplerName& s : samplers()) {
+    json options = json::object();
+    if (std::string(s.hyrt) == "dpmpp_2m_karras") options["scheduler"] = "karras";
+    out.push_back({{"name", s.a1111}, {"aliases", s.aliases}, {"options", options}});
+  }
+  return out;
+}
+
+Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
+                             const ResolveModel& resolve_model) {
+  json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded()) throw ApiError(400, "", "the request body is not valid JSON");
+  if (!body.is_object()) throw ApiError(400, "", "the request body must be a JSON object");
+  refuse_unsupported(body);
+
+  Txt2ImgRequest r;
+  r.prompt = read_string(body, "prompt", "");
+  r.negative_prompt = read_string(body, "negative_prompt", "");
+  r.steps = static_cast<int>(read_int(body, "steps", r.steps, 1, limits.max_steps));
+  r.cfg_scale = static_cast<float>(read_number(body, "cfg_scale", r.cfg_scale, 0.0, 100.0));
+  r.width = static_cast<int>(read_int(body, "width", 0, 0, limits.max_side));
+  r.height = static_cast<int>(read_int(body, "height", 0, 0, limits.max_side));
+  for (const char* name : {"width", "height"}) {
+    const int v = name[0] == 'w' ? r.width : r.height;
+    if (v != 0 && (v < 8 || v % 8 != 0))
+      throw ApiError(
+          422, name,
+          std::string(name) + " must be a positive multiple of 8, got " + std::to_string(v));
+  }
+  if (int64_t(r.width) * r.height > limits.max_pixels)
+    throw ApiError(
+        422, "width",
+        "width x height must be at most " + std::to_string(limits.max_pixels) + " pixels");
+  r.seed = read_int(body, "seed", -1, -1, std::numeric_limits<int64_t>::max());
+  std::tie(r.sampler_a1111, r.sampler) = resolve_sampler(body);
+  r.batch_size = static_cast<int>(read_int(body, "batch_size", 1, 1, limits.max_batch_size));
+  r.n_iter = static_cast<int>(read_int(body, "n_iter", 1, 1, limits.max_images));
+  if (r.batch_size * r.n_iter > limits.max_images)
+    throw ApiError(422, "n_iter",
+                   "batch_size x n_iter must be at most " + std::to_string(limits.max_images));
+  r.send_images = read_bool(body, "send_images", true);
+
+  if (const json* o = field(body, "override_settings")) {
+    if (!o->is_object())
+      throw ApiError(422, "override_settings", "override_settings must be an object");
+    const std::string ckpt = read_string(*o, "sd_model_checkpoint", "");
+    if (!ckpt.empty()) {
+      const auto name = resolve_model(ckpt);
+      if (!name)
+        throw ApiError(422, "override_settings.sd_model_checkpoint",
+                       "unknown model \"" + ckpt + "\" (GET /sdapi/v1/sd-models lists them)");
+      r.model = *name;
+    }
+  }
+
+  // The echo: what was sent, with the values this request runs with filled in (A1111
+  // echoes the whole request model, defaults included).
+  r.parameters = body;
+  r.parameters["prompt"] = r.prompt;
+  r.parameters["negative_prompt"] = r.negative_prompt;
+  r.parameters["steps"] = r.steps;
+  r.parameters["cfg_scale"] = r.cfg_scale;
+  r.parameters["seed"] = r.seed;
+  r.parameters["sampler_name"] = r.sampler_a1111;
+  r.parameters["batch_size"] = r.batch_size;
+  r.parameters["n_iter"] = r.n_iter;
+  return r;
+}
+
+uint64_t iteration_seed(uint64_t seed, int batch_size, int iter) {
+  return seed + static_cast<uint64_t>(batch_size) * static_cast<uint64_t>(iter);
+}
+
+std::string base64_encode(const std::vector<uint8_t>& bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  out.reserve((bytes.size() + 2) / 3 * 4);
+  size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const uint32_t v = bytes[i] << 16 | bytes[i + 1] << 8 | bytes[i + 2];
+    for (int s = 18; s >= 0; s -= 6)
+      out += kAlphabet[v >> s & 63];
+  }
+  if (const size_t rest = bytes.size() - i; rest > 0) {
+    const uint32_t v = bytes[i] << 16 | (rest == 2 ? bytes[i + 1] << 8 : 0);
+    out += kAlphabet[v >> 18 & 63];
+    out += kAlphabet[v >> 12 & 63];
+    out += rest == 2 ? kAlphabet[v >> 6 & 63] : '=';
+    out += '=';
+  }
+  return out;
+}
+
+std::vector<uint8_t> base64_decode(std::string_view text) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z') return c - 'A';
+    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+    if (c >= '0' && c <= '9') return c - '0' + 52;
+    if (c == '+') return 62;
+    if (c == '/') return 63;
+    return -1;
+  };
+  if (text.size() % 4 != 0) throw std::invalid_argument("base64: length not a multiple of 4");
+  std::vector<uint8_t> out;
+  for (size_t i = 0; i < text.size(); i += 4) {
+    uint32_t v = 0;
+    int pad = 0;
+    for (int k = 0; k < 4; ++k) {
+      const char c = text[i + k];
+      if (c == '=' && i + 4 == text.size() && k >= 2) {
+        ++pad;
+        v <<= 6;
+        continue;
+      }
+      const int d = value(c);
+      if (d < 0 || pad) throw std::invalid_argument("base64: bad character");
+      v = v << 6 | d;
+    }
+    out.push_back(v >> 16 & 255);
+    if (pad < 2) out.push_back(v >> 8 & 255);
+    if (pad < 1) out.push_back(v & 255);
+  }
+  return out;
+}
+
+std::string encode_png_base64(const Image& image) {
+  // TODO(public API): hyrt.h has Model::save_png (a file) but no in-memory encoder; the
+  // pipeline's encode_png is the same code save_png uses, without the file.
+  const pipeline::Image8 img{image.width, image.height, 3, image.rgb};
+  return base64_encode(
+      pipeline::encode_png(img, {{pipeline::kParametersKeyword, image.parameters}}));
+}
+
+json txt2img_response(const Txt2ImgRequest& r, uint64_t seed, const std::vector<Image>& images,
+                      const std::string& model_name, bool interrupted) {
+  json out;
+  out["images"] = json::array();
+  if (r.send_images)
+    for (const Image& img : images)
+      out["images"].push_back(encode_png_base64(img));
+  out["parameters"] = r.parameters;
+
+  json all_seeds = json::array(), infotexts = json::array(), prompts = json::array(),
+       negatives = json::array(), subseeds = json::array();
+  for (const Image& img : images) {
+    all_seeds.push_back(img.seed);
+    subseeds.push_back(-1);
+    infotexts.push_back(img.parameters);
+    prompts.push_back(r.prompt);
+    negatives.push_back(r.negative_prompt);
+  }
+  char stamp[32] = "";
+  const std::time_t now = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&now, &tm);
+  std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+  const json info = {
+      {"prompt", r.prompt},
+      {"all_prompts", prompts},
+      {"negative_prompt", r.negative_prompt},
+      {"all_negative_prompts", negatives},
+      {"seed", seed},
+      {"all_seeds", all_seeds},
+      {"subseed", -1},
+      {"all_subseeds", subseeds},
+      {"subseed_strength", 0},
+      {"width", images.empty() ? r.width : images.front().width},
+      {"height", images.empty() ? r.height : images.front().height},
+      {"sampler_name", r.sampler_a1111},
+      {"cfg_scale", r.cfg_scale},
+      {"steps", r.steps},
+      {"batch_size", r.batch_size},
+      {"restore_faces", false},
+      {"face_restoration_model", nullptr},
+      {"sd_model_name", model_name},
+      {"sd_model_hash", nullptr},
+      {"seed_resize_from_w", -1},
+      {"seed_resize_from_h", -1},
+      {"denoising_strength", nullptr},
+      {"extra_generation_params", json::object()},
+      {"index_of_first_image", 0},
+      {"infotexts", infotexts},
+      {"styles", json::array()},
+      {"job_timestamp", stamp},
+      {"clip_skip", 1},
+      {"is_using_inpainting_conditioning", false},
+      {"version", "hyrt " HYRT_VERSION_STRING},
+      {"interrupted", interrupted},  // hyrt's: the images before an interrupt
+      {"job_unix_ms", unix_millis()},
+  };
+  out["info"] = info.dump();
+  return out;
+}
+
+}  // namespace hyrt::serve

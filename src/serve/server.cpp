@@ -1,0 +1,580 @@
+#include "serve/server.h"
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <random>
+#include <thread>
+
+#include <httplib.h>
+
+#include "core/build_info.h"
+#include "serve/job_queue.h"
+#include "serve/metrics.h"
+
+namespace hyrt::serve {
+
+using nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+// Whether the client of `req` has closed its connection while we work on its answer.
+// cpp-httplib 0.14 and later (Debian 13 has 0.18) say so through
+// Request::is_connection_closed. Debian 12's 0.11 gives a handler no way to reach its
+// socket, so we find it among the process's descriptors by its two port numbers and peek at
+// it: a peer that closed reads as end of file. When the socket cannot be found the client
+// counts as present: a wrong "gone" would cancel someone's picture.
+template <class Request>
+bool connection_closed(const Request& req) {
+  if constexpr (requires { req.is_connection_closed(); }) {
+    return req.is_connection_closed();
+  } else {
+    DIR* dir = opendir("/proc/self/fd");
+    if (!dir) return false;
+    bool closed = false;
+    while (dirent* e = readdir(dir)) {
+      if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+      const int fd = std::atoi(e->d_name);
+      sockaddr_storage local{}, peer{};
+      socklen_t local_len = sizeof local, peer_len = sizeof peer;
+      if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0 ||
+          getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0)
+        continue;
+      auto port_of = [](const sockaddr_storage& a) -> int {
+        if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+        if (a.ss_family == AF_INET6)
+          return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+        return -1;
+      };
+      if (port_of(local) != req.local_port || port_of(peer) != req.remote_port) continue;
+      char byte;
+      const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+      closed = n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
+      break;
+    }
+    closedir(dir);
+    return closed;
+  }
+}
+
+// A model the server offers: its A1111 names and where it is.
+struct ModelEntry {
+  std::string name;      // model_name: the file name without .safetensors, or the folder's
+  std::string filename;  // the path as given
+  std::string title;     // what A1111 shows and clients send back: the file or folder name
+};
+
+ModelEntry make_entry(const std::string& path) {
+  namespace fs = std::filesystem;
+  const fs::path p = fs::path(path).lexically_normal();
+  std::string title = (p.has_filename() ? p : p.parent_path()).filename().string();
+  std::string name = title;
+  if (fs::path(title).extension() == ".safetensors") name = fs::path(title).stem().string();
+  return {name, path, title};
+}
+
+// The job being run, for GET /sdapi/v1/progress.
+struct Progress {
+  bool active = false;
+  int step = 0;  // steps done in the current iteration
+  int steps = 0;
+  int iteration = 0;  // 0-based
+  int iterations = 0;
+  bool interrupted = false;  // the last (or current) job was interrupted; as A1111 keeps it
+  Clock::time_point started;
+  std::string timestamp = "0";
+};
+
+}  // namespace
+
+struct Server::Impl {
+  ServerOptions opt;
+  Runtime runtime;
+  Metrics metrics;
+  httplib::Server http;
+  std::thread listener;
+  std::atomic<bool> stopped{false};
+  int bound_port = 0;
+  Clock::time_point started_at = Clock::now();
+
+  std::mutex models_mu;  // guards the fields below
+  std::vector<ModelEntry> catalogue;
+  std::map<std::string, Model> loaded;  // by name; generate() is called by the worker only
+  std::string default_model;
+
+  std::mutex progress_mu;
+  Progress progress;
+
+  std::mutex rng_mu;
+  std::mt19937_64 rng{std::random_device{}()};
+
+  std::unique_ptr<JobQueue> queue;  // last: its worker uses everything above
+
+  explicit Impl(ServerOptions o) : opt(std::move(o)), runtime(opt.runtime) {
+    check_options();
+    refresh_catalogue();
+    default_model = catalogue.front().name;
+    model(default_model);  // load now: a bad model fails the start, not the first request
+    queue = std::make_unique<JobQueue>(opt.queue_capacity, [this](Job& job) { run(job); });
+    routes();
+  }
+
+  void check_options() {
+    if (opt.models.empty() && opt.models_dir.empty())
+      throw Error(ErrorCode::kInvalidArgument, "hyrt serve: no model given");
+  }
+
+  // The models named on the command line, then those in models_dir (sorted, names not
+  // already taken).
+  void refresh_catalogue() {
+    std::vector<ModelEntry> list;
+    auto add = [&](const std::string& path) {
+      ModelEntry e = make_entry(path);
+      for (const ModelEntry& x : list)
+        if (x.name == e.name) return;
+      list.push_back(std::move(e));
+    };
+    for (const std::string& m : opt.models)
+      add(m);
+    if (!opt.models_dir.empty()) {
+      namespace fs = std::filesystem;
+      std::error_code ec;
+      std::vector<std::string> found;
+      for (const auto& e : fs::directory_iterator(opt.models_dir, ec)) {
+        if ((e.is_regular_file() && e.path().extension() == ".safetensors") ||
+            (e.is_directory() && fs::exists(e.path() / "model_index.json")))
+          found.push_back(e.path().string());
+      }
+      if (ec)
+        throw Error(ErrorCode::kNotFound, "--models-dir '" + opt.models_dir + "': " + ec.message());
+      std::sort(found.begin(), found.end());
+      for (const std::string& f : found)
+        add(f);
+    }
+    if (list.empty())
+      throw Error(ErrorCode::kNotFound, "no models in --models-dir '" + opt.models_dir + "'");
+    std::lock_guard<std::mutex> lock(models_mu);
+    catalogue = std::move(list);
+  }
+
+  // A checkpoint name as clients send it: title, name, the path, or A1111's "title [hash]".
+  std::optional<std::string> resolve(std::string s) {
+    if (auto bracket = s.find(" ["); bracket != std::string::npos) s.resize(bracket);
+    std::lock_guard<std::mutex> lock(models_mu);
+    for (const ModelEntry& e : catalogue)
+      if (s == e.name || s == e.title || s == e.filename) return e.name;
+    return std::nullopt;
+  }
+
+  // The loaded model called `name`, loading it first if needed.
+  Model& model(const std::string& name) {
+    std::string path;
+    {
+      std::lock_guard<std::mutex> lock(models_mu);
+      if (auto it = loaded.find(name); it != loaded.end()) return it->second;
+      for (const ModelEntry& e : catalogue)
+        if (e.name == name) path = e.filename;
+    }
+    if (path.empty()) throw ApiError(422, "sd_model_checkpoint", "unknown model \"" + name + "\"");
+    const auto t0 = Clock::now();
+    Model m = runtime.load(path, opt.load);
+    metrics.count("hyrt_model_loads_total");
+    log_line("loaded model " + name + " (" + path + ") in " +
+             std::to_string(static_cast<int>(seconds_since(t0) * 1000)) + " ms");
+    std::lock_guard<std::mutex> lock(models_mu);
+    return loaded.emplace(name, std::move(m)).first->second;
+  }
+
+  void log_line(const std::string& line) {
+    if (opt.log)
+      opt.log(line);
+    else
+      std::fprintf(stderr, "hyrt serve: %s\n", line.c_str());
+  }
+
+  // The worker: runs one job's iterations, keeping the images done before an interrupt.
+  void run(Job& job) {
+    const Txt2ImgRequest& r = job.request;
+    Model& m = model(job.model);
+    GenerateOptions o;
+    o.prompt = r.prompt;
+    o.negative_prompt = r.negative_prompt;
+    o.width = r.width > 0 ? r.width : m.native_size();
+    o.height = r.height > 0 ? r.height : m.native_size();
+    o.steps = r.steps;
+    o.cfg_scale = r.cfg_scale;
+    o.sampler = r.sampler;
+    o.batch = r.batch_size;
+    o.cancel = job.cancel;
+    Clock::time_point step_start;
+    o.on_step = [&](int step, int total) {
+      metrics.step_seconds().observe(seconds_since(step_start));
+      step_start = Clock::now();
+      std::lock_guard<std::mutex> lock(progress_mu);
+      progress.step = step;
+      progress.steps = total;
+    };
+    metrics.queue_wait_seconds().observe(seconds_since(job.submitted));
+    {
+      std::lock_guard<std::mutex> lock(progress_mu);
+      progress = Progress{};
+      progress.active = true;
+      progress.steps = r.steps;
+      progress.iterations = r.n_iter;
+      progress.started = Clock::now();
+      char stamp[32];
+      const std::time_t now = std::time(nullptr);
+      std::tm tm{};
+      gmtime_r(&now, &tm);
+      std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
+      progress.timestamp = stamp;
+    }
+    struct Idle {  // the progress reads idle again however the job ends
+      Impl* s;
+      ~Idle() {
+        std::lock_guard<std::mutex> lock(s->progress_mu);
+        s->progress.active = false;
+      }
+    } idle{this};
+    for (int iter = 0; iter < r.n_iter; ++iter) {
+      {
+        std::lock_guard<std::mutex> lock(progress_mu);
+        progress.iteration = iter;
+        progress.step = 0;
+      }
+      o.seed = iteration_seed(job.seed, r.batch_size, iter);
+      step_start = Clock::now();
+      try {
+        for (Image& img : m.generate(o))
+          job.images.push_back(std::move(img));
+      } catch (const Cancelled&) {
+        job.interrupted = true;
+        break;
+      }
+      metrics.count("hyrt_images_generated_total", r.batch_size);
+    }
+  }
+
+  json progress_json() {
+    std::lock_guard<std::mutex> lock(progress_mu);
+    const Progress& p = progress;
+    const size_t waiting = queue->waiting();
+    double fraction = 0, eta = 0;
+    if (p.active && p.steps > 0 && p.iterations > 0) {
+      fraction = (p.iteration * p.steps + p.step) / double(p.iterations * p.steps);
+      const double elapsed = seconds_since(p.started);
+      if (fraction > 0) eta = elapsed / fraction - elapsed;
+    }
+    return {
+        {"progress", fraction},
+        {"eta_relative", eta},
+        {"state",
+         {{"skipped", false},
+          {"interrupted", p.interrupted},
+          {"stopping_generation", false},
+          {"job", p.active ? "txt2img" : ""},
+          {"job_count", (p.active ? 1 : 0) + waiting},
+          {"job_timestamp", p.timestamp},
+          {"job_no", p.iteration},
+          {"sampling_step", p.active ? p.step : 0},
+          {"sampling_steps", p.active ? p.steps : 0},
+          {"queue_length", waiting}}},
+        {"current_image", nullptr},
+        {"textinfo", nullptr},
+        {"current_task", nullptr},
+    };
+  }
+
+  json models_json() {
+    std::lock_guard<std::mutex> lock(models_mu);
+    json out = json::array();
+    for (const ModelEntry& e : catalogue)
+      out.push_back({{"title", e.title},
+                     {"model_name", e.name},
+                     {"hash", nullptr},
+                     {"sha256", nullptr},
+                     {"filename", e.filename},
+                     {"config", nullptr}});
+    return out;
+  }
+
+  json options_json() {
+    std::lock_guard<std::mutex> lock(models_mu);
+    std::string title = default_model;
+    for (const ModelEntry& e : catalogue)
+      if (e.name == default_model) title = e.title;
+    return {{"sd_model_checkpoint", title},
+            {"samples_format", "png"},
+            {"sd_checkpoints_limit", catalogue.size()},
+            {"enable_pnginfo", true}};
+  }
+
+  static void reply(httplib::Response& res, int status, const json& body) {
+    res.status = status;
+    res.set_content(body.dump(), "application/json");
+  }
+  static void reply_error(httplib::Response& res, int status, const std::string& field,
+                          const std::string& message) {
+    reply(res, status, error_json(status, field, message));
+  }
+
+  // Parses a JSON object body for the small endpoints.
+  static json object_body(const httplib::Request& req) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) throw ApiError(400, "", "the request body is not valid JSON");
+    if (!body.is_object()) throw ApiError(400, "", "the request body must be a JSON object");
+    return body;
+  }
+
+  void txt2img(const httplib::Request& req, httplib::Response& res) {
+    const auto t0 = Clock::now();
+    auto job = std::make_shared<Job>();
+    job->request =
+        parse_txt2img(req.body, opt.limits, [this](const std::string& s) { return resolve(s); });
+    {
+      std::lock_guard<std::mutex> lock(models_mu);
+      job->model = job->request.model.empty() ? default_model : job->request.model;
+    }
+    if (job->request.seed >= 0) {
+      job->seed = static_cast<uint64_t>(job->request.seed);
+    } else {
+      std::lock_guard<std::mutex> lock(rng_mu);
+      job->seed = rng() & 0xffffffffu;  // A1111 draws 32-bit seeds
+    }
+    if (!queue->submit(job)) {
+      metrics.count("hyrt_queue_rejected_total");
+      // A guess at when a place frees up: the mean job time so far (at least a second).
+      const uint64_t n = metrics.request_seconds().count();
+      const double mean = n ? metrics.request_seconds().sum() / n : 1.0;
+      res.set_header("Retry-After", std::to_string(std::max(1, int(std::ceil(mean)))));
+      reply_error(res, 503, "",
+                  "the queue is full (" + std::to_string(queue->capacity()) +
+                      " jobs waiting); retry later");
+      return;
+    }
+    while (!queue->wait(*job, std::chrono::milliseconds(100))) {
+      if (connection_closed(req)) {
+        queue->withdraw(job);
+        metrics.count("hyrt_jobs_abandoned_total");
+        queue->wait(*job, std::chrono::hours(1));  // a running job stops at its next step
+        res.status = 499;                          // nginx's "client closed request", for the log
+        return;
+      }
+    }
+    if (stopped) {
+      reply_error(res, 503, "", "the server is shutting down");
+      return;
+    }
+    if (job->error_status) {
+      metrics.count("hyrt_jobs_failed_total");
+      reply_error(res, job->error_status, job->error_field, job->error_message);
+      return;
+    }
+    metrics.count(job->interrupted ? "hyrt_jobs_interrupted_total" : "hyrt_jobs_completed_total");
+    reply(res, 200,
+          txt2img_response(job->request, job->seed, job->images, job->model, job->interrupted));
+    metrics.request_seconds().observe(seconds_since(t0));
+  }
+
+  std::string metrics_text() {
+    std::map<std::string, std::pair<std::string, double>> gauges;
+    gauges["hyrt_queue_length"] = {"txt2img jobs waiting", double(queue->waiting())};
+    gauges["hyrt_queue_capacity"] = {"txt2img jobs that may wait", double(queue->capacity())};
+    gauges["hyrt_jobs_running"] = {"txt2img jobs running (0 or 1)", queue->busy() ? 1.0 : 0.0};
+    {
+      std::lock_guard<std::mutex> lock(models_mu);
+      gauges["hyrt_models_loaded"] = {"Models resident in memory", double(loaded.size())};
+    }
+    gauges["process_resident_memory_bytes"] = {"Resident memory of the process",
+                                               double(resident_bytes())};
+    gauges["hyrt_uptime_seconds"] = {"Seconds since the server started", seconds_since(started_at)};
+    return metrics.render(gauges);
+  }
+
+  // Wraps a handler: ApiError and other exceptions become JSON errors.
+  template <class F>
+  httplib::Server::Handler handler(F f) {
+    return [this, f](const httplib::Request& req, httplib::Response& res) {
+      try {
+        f(req, res);
+      } catch (const ApiError& e) {
+        reply_error(res, e.status(), e.field(), e.what());
+      } catch (const Error& e) {
+        const bool caller = e.code() == ErrorCode::kInvalidArgument;
+        reply_error(res, caller ? 422 : 500, "", e.what());
+      } catch (const std::exception& e) {
+        reply_error(res, 500, "", e.what());
+      }
+    };
+  }
+
+  void routes() {
+    http.Get("/", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(web_page(), "text/html; charset=utf-8");
+    });
+    http.Get("/healthz", handler([this](const httplib::Request&, httplib::Response& res) {
+               reply(res, stopped ? 503 : 200,
+                     {{"status", stopped ? "stopping" : "ok"}, {"version", HYRT_VERSION_STRING}});
+             }));
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics_text(), "text/plain; version=0.0.4");
+    });
+    http.Post("/sdapi/v1/txt2img",
+              handler([this](const auto& req, auto& res) { txt2img(req, res); }));
+    http.Post("/sdapi/v1/img2img", handler([](const auto&, auto& res) {
+                reply_error(res, 422, "",
+                            "hyrt serve does not support img2img yet; use /sdapi/v1/txt2img");
+              }));
+    http.Get("/sdapi/v1/progress",
+             handler([this](const auto&, auto& res) { reply(res, 200, progress_json()); }));
+    http.Post("/sdapi/v1/interrupt", handler([this](const auto&, auto& res) {
+                if (queue->interrupt()) {
+                  std::lock_guard<std::mutex> lock(progress_mu);
+                  progress.interrupted = true;
+                }
+                reply(res, 200, json::object());
+              }));
+    http.Get("/sdapi/v1/sd-models",
+             handler([this](const auto&, auto& res) { reply(res, 200, models_json()); }));
+    http.Post("/sdapi/v1/refresh-checkpoints", handler([this](const auto&, auto& res) {
+                refresh_catalogue();
+                reply(res, 200, json::object());
+              }));
+    http.Get("/sdapi/v1/samplers",
+             handler([](const auto&, auto& res) { reply(res, 200, samplers_json()); }));
+    http.Get(
+        "/sdapi/v1/schedulers", handler([](const auto&, auto& res) {
+          reply(res, 200,
+                json::array({{{"name", "automatic"}, {"label", "Automatic"}, {"aliases", nullptr}},
+                             {{"name", "karras"}, {"label", "Karras"}, {"aliases", nullptr}}}));
+        }));
+    http.Get("/sdapi/v1/options",
+             handler([this](const auto&, auto& res) { reply(res, 200, options_json()); }));
+    http.Post(
+        "/sdapi/v1/options", handler([this](const httplib::Request& req, auto& res) {
+          const json body = object_body(req);
+          if (auto it = body.find("sd_model_checkpoint"); it != body.end() && !it->is_null()) {
+            if (!it->is_string())
+              throw ApiError(422, "sd_model_checkpoint", "sd_model_checkpoint must be a string");
+            const auto name = resolve(it->get<std::string>());
+            if (!name)
+              throw ApiError(422, "sd_model_checkpoint",
+                             "unknown model \"" + it->get<std::string>() +
+                                 "\" (GET /sdapi/v1/sd-models lists them)");
+            std::lock_guard<std::mutex> lock(models_mu);
+            default_model = *name;
+          }
+          reply(res, 200, json::object());  // other options are accepted and ignored
+        }));
+
+    // Errors httplib answers itself (no route: 404, a body over the limit: 413) get a JSON
+    // body like ours; ours already have one.
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      if (res.status == 413)
+        reply_error(res, 413, "body", "the request body is larger than the server accepts");
+      else if (res.status == 404)
+        reply_error(res, 404, "", "no endpoint " + req.method + " " + req.path);
+      else
+        reply_error(res, res.status, "", "request refused");
+    });
+    http.set_exception_handler(
+        [](const httplib::Request&, httplib::Response& res, std::exception_ptr) {
+          reply_error(res, 500, "", "internal error");
+        });
+    http.set_payload_max_length(opt.max_body_bytes);
+    // Waiting txt2img requests each hold a pool thread, so the pool has room for a full queue
+    // plus the running job, and more for progress, interrupt and the rest to stay answered.
+    const size_t threads = opt.queue_capacity + 1 + 8;
+    http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
+
+    static thread_local Clock::time_point request_start;
+    http.set_pre_routing_handler([](const httplib::Request&, httplib::Response&) {
+      request_start = Clock::now();
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+    http.set_logger([this](const httplib::Request& req, const httplib::Response& res) {
+      const double ms =
+          std::chrono::duration<double, std::milli>(Clock::now() - request_start).count();
+      std::string route = "other";
+      static const char* kRoutes[] = {"/",
+                                      "/healthz",
+                                      "/metrics",
+                                      "/sdapi/v1/txt2img",
+                                      "/sdapi/v1/img2img",
+                                      "/sdapi/v1/progress",
+                                      "/sdapi/v1/interrupt",
+                                      "/sdapi/v1/sd-models",
+                                      "/sdapi/v1/samplers",
+                                      "/sdapi/v1/schedulers",
+                                      "/sdapi/v1/options",
+                                      "/sdapi/v1/refresh-checkpoints"};
+      for (const char* r : kRoutes)
+        if (req.path == r) route = r;
+      metrics.count_request(route, res.status);
+      // Progress polling (twice a second per open page) would drown the log.
+      if (route == "/sdapi/v1/progress" && res.status == 200) return;
+      char line[512];
+      std::snprintf(line, sizeof line, "%s %s %d %.0f ms %zu bytes %s", req.method.c_str(),
+                    req.path.c_str(), res.status, ms, res.body.size(), req.remote_addr.c_str());
+      log_line(line);
+    });
+  }
+};
+
+Server::Server(ServerOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Server::~Server() {
+  stop();
+}
+
+void Server::start() {
+  Impl& s = *impl_;
+  if (s.opt.port == 0) {
+    s.bound_port = s.http.bind_to_any_port(s.opt.host);
+  } else {
+    s.bound_port = s.http.bind_to_port(s.opt.host, s.opt.port) ? s.opt.port : -1;
+  }
+  if (s.bound_port <= 0)
+    throw Error(ErrorCode::kIo, "cannot listen on " + s.opt.host + ":" +
+                                    std::to_string(s.opt.port) +
+                                    " (in use, or not an address of this machine)");
+  // bind_to_port already listens: connections made from here on wait in the backlog until
+  // the thread below accepts them.
+  s.listener = std::thread([&s] { s.http.listen_after_bind(); });
+  // httplib's stop() does nothing until the listener runs (and it would then accept
+  // forever): return only once it does.
+  while (!s.http.is_running())
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+}
+
+void Server::stop() {
+  Impl& s = *impl_;
+  if (s.stopped.exchange(true)) return;
+  s.queue->shutdown();  // waiting handlers return first, so the pool can drain
+  s.http.stop();
+  if (s.listener.joinable()) s.listener.join();
+}
+
+int Server::port() const {
+  return impl_->bound_port;
+}
+
+}  // namespace hyrt::serve

@@ -1,0 +1,418 @@
+// `hyrt serve` over real HTTP: a Server on an ephemeral port with the bundled model, spoken
+// to with cpp-httplib's client as an A1111 client would. Small pictures (64x64) and few steps
+// keep each test well under a second of generation on two cores.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include "pipeline/image_io.h"
+#include "serve/a1111_api.h"
+#include "serve/server.h"
+
+namespace {
+
+using nlohmann::json;
+using namespace std::chrono_literals;
+
+const std::string kModelFile = HYRT_SOURCE_DIR "/models/shapes-int8.safetensors";
+const std::string kModelFolder = HYRT_SOURCE_DIR "/models/shapes";
+
+// An answer, kept past its httplib::Result (which cannot be default-constructed).
+struct Reply {
+  int status = 0;
+  std::string body;
+  httplib::Headers headers;
+  bool has_header(const std::string& k) const { return headers.count(k) > 0; }
+  std::string get_header_value(const std::string& k) const {
+    auto it = headers.find(k);
+    return it == headers.end() ? "" : it->second;
+  }
+};
+std::optional<Reply> keep(const httplib::Result& r) {
+  if (!r) return std::nullopt;
+  return Reply{r->status, r->body, r->headers};
+}
+
+class ServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override { start({}); }
+
+  void start(size_t queue_capacity) {
+    hyrt::serve::ServerOptions o;
+    o.models = {kModelFile, kModelFolder};
+    o.port = 0;
+    o.runtime.num_threads = 2;
+    o.queue_capacity = queue_capacity ? queue_capacity : 4;
+    o.max_body_bytes = 64 * 1024;
+    o.limits.max_side = 512;
+    o.limits.max_pixels = 512 * 512;
+    o.log = [this](const std::string& line) {
+      log_lines_++;
+      (void)line;
+    };
+    server_ = std::make_unique<hyrt::serve::Server>(o);
+    server_->start();
+  }
+
+  httplib::Client client() {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+
+  std::optional<Reply> post(const std::string& path, const json& body) {
+    return keep(client().Post(path.c_str(), body.dump(), "application/json"));
+  }
+  std::optional<Reply> post_raw(const std::string& path, const std::string& body) {
+    return keep(client().Post(path.c_str(), body, "application/json"));
+  }
+  json get_json(const std::string& path) {
+    auto r = client().Get(path.c_str());
+    EXPECT_TRUE(r) << path;
+    if (!r) return nullptr;
+    EXPECT_EQ(r->status, 200) << path << ": " << r->body;
+    return json::parse(r->body);
+  }
+
+  // Waits until the running job has done a step (a long job is under way).
+  void wait_for_sampling() {
+    for (int i = 0; i < 3000; ++i) {  // up to a minute: sanitizer builds are slow
+      const json p = get_json("/sdapi/v1/progress");
+      if (p["state"]["sampling_step"].get<int>() > 0) return;
+      std::this_thread::sleep_for(20ms);
+    }
+    FAIL() << "the job never started sampling";
+  }
+
+  // A request that draws for seconds: many steps at the native size.
+  static json long_job() { return {{"prompt", "a long job"}, {"steps", 150}, {"n_iter", 4}}; }
+  static json small_job() {
+    return {{"prompt", "a red circle on a blue background"},
+            {"steps", 3},
+            {"width", 64},
+            {"height", 64},
+            {"seed", 7}};
+  }
+
+  std::unique_ptr<hyrt::serve::Server> server_;
+  std::atomic<int> log_lines_{0};
+};
+
+TEST_F(ServeTest, Txt2ImgReturnsPngsCarryingTheirParameters) {
+  json req = {{"prompt", "a red circle on a blue background"},
+              {"negative_prompt", "green"},
+              {"steps", 4},
+              {"cfg_scale", 5.5},
+              {"width", 64},
+              {"height", 48},
+              {"seed", 42},
+              {"sampler_name", "DPM++ 2M"},
+              {"scheduler", "Karras"},
+              {"batch_size", 2},
+              {"n_iter", 2},
+              // What A1111 clients send with their defaults, and a field A1111 lacks.
+              {"enable_hr", false},
+              {"styles", json::array()},
+              {"alwayson_scripts", json::object()},
+              {"script_name", nullptr},
+              {"some_future_field", {1, 2}}};
+  auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json out = json::parse(r->body);
+  ASSERT_EQ(out["images"].size(), 4u);
+  const json info = json::parse(out["info"].get<std::string>());
+  EXPECT_EQ(info["seed"], 42);
+  EXPECT_EQ(info["all_seeds"], json({42, 42, 44, 44}));  // per iteration: seed + batch_size
+  EXPECT_EQ(info["sampler_name"], "DPM++ 2M Karras");
+  EXPECT_EQ(info["sd_model_name"], "shapes-int8");
+  EXPECT_EQ(info["width"], 64);
+  EXPECT_EQ(info["height"], 48);
+  EXPECT_EQ(out["parameters"]["prompt"], req["prompt"]);
+  EXPECT_EQ(out["parameters"]["some_future_field"], req["some_future_field"]);
+  for (size_t i = 0; i < 4; ++i) {
+    const auto bytes = hyrt::serve::base64_decode(out["images"][i].get<std::string>());
+    const auto png = hyrt::pipeline::decode_png(bytes);
+    EXPECT_EQ(png.image.width, 64);
+    EXPECT_EQ(png.image.height, 48);
+    ASSERT_EQ(png.text.size(), 1u);
+    EXPECT_EQ(png.text[0].first, "parameters");
+    const std::string params = png.text[0].second;
+    EXPECT_EQ(params, info["infotexts"][i].get<std::string>());
+    EXPECT_EQ(params.rfind("a red circle on a blue background\nNegative prompt: green\n", 0), 0u)
+        << params;
+    EXPECT_NE(params.find("Steps: 4, Sampler: DPM++ 2M Karras, CFG scale: 5.5, Seed: " +
+                          std::to_string(i < 2 ? 42 : 44) + ", Size: 64x48"),
+              std::string::npos)
+        << params;
+  }
+  // The same seed draws the same picture.
+  auto again = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(json::parse(again->body)["images"], out["images"]);
+}
+
+TEST_F(ServeTest, RandomSeedAndDefaults) {
+  auto r = post("/sdapi/v1/txt2img", {{"prompt", "a blue square"}, {"steps", 2}, {"seed", -1}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  const json out = json::parse(r->body);
+  const json info = json::parse(out["info"].get<std::string>());
+  EXPECT_GE(info["seed"].get<int64_t>(), 0);
+  hyrt::Runtime rt;
+  EXPECT_EQ(info["width"], rt.load(kModelFile).native_size());  // the default size
+  EXPECT_EQ(info["sampler_name"], "Euler a");
+  EXPECT_EQ(out["parameters"]["seed"], -1);  // echoed as sent, as A1111 does
+}
+
+TEST_F(ServeTest, ModelsSamplersOptionsAndOverride) {
+  const json models = get_json("/sdapi/v1/sd-models");
+  ASSERT_EQ(models.size(), 2u);
+  EXPECT_EQ(models[0]["model_name"], "shapes-int8");
+  EXPECT_EQ(models[0]["title"], "shapes-int8.safetensors");
+  EXPECT_EQ(models[1]["model_name"], "shapes");
+
+  const json samplers = get_json("/sdapi/v1/samplers");
+  std::vector<std::string> names;
+  for (const json& s : samplers)
+    names.push_back(s["name"]);
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"Euler a", "Euler", "DDIM", "DPM++ 2M", "DPM++ 2M Karras"}));
+
+  EXPECT_EQ(get_json("/sdapi/v1/options")["sd_model_checkpoint"], "shapes-int8.safetensors");
+  auto r = post("/sdapi/v1/options",
+                {{"sd_model_checkpoint", "shapes"}, {"CLIP_stop_at_last_layers", 1}});
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(get_json("/sdapi/v1/options")["sd_model_checkpoint"], "shapes");
+  r = post("/sdapi/v1/txt2img", small_job());
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(json::parse(r->body)["info"].get<std::string>())["sd_model_name"],
+            "shapes");
+
+  // override_settings picks a model for one request, by A1111's "title [hash]" too.
+  json req = small_job();
+  req["override_settings"] = {{"sd_model_checkpoint", "shapes-int8.safetensors [0123456789]"}};
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body;
+  EXPECT_EQ(json::parse(json::parse(r->body)["info"].get<std::string>())["sd_model_name"],
+            "shapes-int8");
+  EXPECT_EQ(get_json("/sdapi/v1/options")["sd_model_checkpoint"], "shapes");
+}
+
+TEST_F(ServeTest, ProgressAndInterrupt) {
+  const json idle = get_json("/sdapi/v1/progress");
+  EXPECT_EQ(idle["progress"], 0.0);
+  EXPECT_EQ(idle["state"]["job_count"], 0);
+  EXPECT_TRUE(idle["current_image"].is_null());
+
+  std::optional<Reply> result;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::thread t([&] { result = post("/sdapi/v1/txt2img", long_job()); });
+  wait_for_sampling();
+  const json busy = get_json("/sdapi/v1/progress");
+  EXPECT_EQ(busy["state"]["job_count"], 1);
+  EXPECT_EQ(busy["state"]["sampling_steps"], 150);
+  EXPECT_GT(busy["progress"].get<double>(), 0.0);
+  EXPECT_LT(busy["progress"].get<double>(), 1.0);
+  auto r = keep(client().Post("/sdapi/v1/interrupt"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  t.join();
+  ASSERT_TRUE(result);
+  ASSERT_EQ(result->status, 200) << result->body;
+  const json info = json::parse(json::parse(result->body)["info"].get<std::string>());
+  EXPECT_TRUE(info["interrupted"].get<bool>());
+  // Stopped at a step boundary, long before 4 x 150 steps.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 60s);
+  EXPECT_TRUE(get_json("/sdapi/v1/progress")["state"]["interrupted"].get<bool>());
+  // The next job runs as usual.
+  r = post("/sdapi/v1/txt2img", small_job());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+// Each class of bad input gets its 4xx with a JSON error naming the field; the server keeps
+// serving.
+TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
+  struct Case {
+    std::string path;
+    std::string body;
+    int status;
+    std::string field;
+  };
+  auto with = [](json j, const std::string& key, json v) {
+    j[key] = std::move(v);
+    return j.dump();
+  };
+  const json ok = small_job();
+  const std::vector<Case> cases = {
+      {"/sdapi/v1/txt2img", "{\"prompt\": ", 400, ""},
+      {"/sdapi/v1/txt2img", "[1, 2]", 400, ""},
+      {"/sdapi/v1/txt2img", with(ok, "steps", "20"), 422, "steps"},
+      {"/sdapi/v1/txt2img", with(ok, "prompt", 5), 422, "prompt"},
+      {"/sdapi/v1/txt2img", with(ok, "cfg_scale", "high"), 422, "cfg_scale"},
+      {"/sdapi/v1/txt2img", with(ok, "width", 65), 422, "width"},
+      {"/sdapi/v1/txt2img", with(ok, "height", 1024), 422, "height"},
+      {"/sdapi/v1/txt2img", with(ok, "width", -64), 422, "width"},
+      {"/sdapi/v1/txt2img", with(ok, "steps", 0), 422, "steps"},
+      {"/sdapi/v1/txt2img", with(ok, "steps", 100000), 422, "steps"},
+      {"/sdapi/v1/txt2img", with(ok, "steps", 2.5), 422, "steps"},
+      {"/sdapi/v1/txt2img", with(ok, "batch_size", 100), 422, "batch_size"},
+      {"/sdapi/v1/txt2img", with(ok, "seed", -2), 422, "seed"},
+      {"/sdapi/v1/txt2img", with(ok, "sampler_name", "UniPC"), 422, "sampler_name"},
+      {"/sdapi/v1/txt2img", with(ok, "scheduler", "Exponential"), 422, "scheduler"},
+      {"/sdapi/v1/txt2img", with(ok, "override_settings", {{"sd_model_checkpoint", "sdxl"}}), 422,
+       "override_settings.sd_model_checkpoint"},
+      {"/sdapi/v1/txt2img", with(ok, "enable_hr", true), 422, "enable_hr"},
+      {"/sdapi/v1/txt2img", with(ok, "styles", {"cinematic"}), 422, "styles"},
+      {"/sdapi/v1/txt2img", with(ok, "prompt", std::string(70 * 1024, 'a')), 413, "body"},
+      {"/sdapi/v1/img2img", ok.dump(), 422, ""},
+      {"/sdapi/v1/options", "{\"sd_model_checkpoint\": \"nope\"}", 422, "sd_model_checkpoint"},
+      {"/sdapi/v1/options", "nope", 400, ""},
+  };
+  for (const Case& c : cases) {
+    auto r = post_raw(c.path, c.body);
+    ASSERT_TRUE(r) << c.body.substr(0, 80);
+    EXPECT_EQ(r->status, c.status) << c.body.substr(0, 80) << " -> " << r->body;
+    const json err = json::parse(r->body, nullptr, false);
+    ASSERT_TRUE(err.is_object()) << r->body;
+    EXPECT_EQ(err["field"], c.field) << c.body.substr(0, 80);
+    EXPECT_FALSE(err["detail"].get<std::string>().empty());
+  }
+  auto r = keep(client().Get("/sdapi/v1/no-such-thing"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);
+  EXPECT_TRUE(json::parse(r->body).is_object());
+
+  // Still serving.
+  EXPECT_EQ(get_json("/healthz")["status"], "ok");
+  r = post("/sdapi/v1/txt2img", small_job());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+}
+
+TEST_F(ServeTest, FullQueueGets503WithRetryAfter) {
+  server_.reset();
+  start(1);  // one job may wait
+  std::vector<std::optional<Reply>> results(2);
+  std::thread running([&] { results[0] = post("/sdapi/v1/txt2img", long_job()); });
+  wait_for_sampling();
+  std::thread waiting([&] { results[1] = post("/sdapi/v1/txt2img", small_job()); });
+  for (int i = 0; i < 500 && get_json("/sdapi/v1/progress")["state"]["job_count"] != 2; ++i)
+    std::this_thread::sleep_for(10ms);
+  auto r = post("/sdapi/v1/txt2img", small_job());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503) << r->body;
+  EXPECT_TRUE(r->has_header("Retry-After"));
+  EXPECT_GE(std::stoi(r->get_header_value("Retry-After")), 1);
+  // Interrupting the long job lets the waiting one run.
+  client().Post("/sdapi/v1/interrupt");
+  running.join();
+  waiting.join();
+  ASSERT_TRUE(results[0] && results[1]);
+  EXPECT_EQ(results[0]->status, 200);
+  EXPECT_EQ(results[1]->status, 200);
+  EXPECT_EQ(json::parse(results[1]->body)["images"].size(), 1u);
+  const std::string metrics = client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("hyrt_queue_rejected_total 1\n"), std::string::npos) << metrics;
+}
+
+// A client that gives up has its job cancelled at the next step (or dropped while waiting).
+TEST_F(ServeTest, DisconnectedClientsJobIsCancelled) {
+  {
+    httplib::Client impatient("127.0.0.1", server_->port());
+    impatient.set_read_timeout(0, 300 * 1000);
+    auto r = impatient.Post("/sdapi/v1/txt2img", long_job().dump(), "application/json");
+    EXPECT_FALSE(r);  // timed out
+  }                   // the connection closes here
+  bool idle = false;
+  for (int i = 0; i < 1500 && !idle; ++i) {
+    idle = get_json("/sdapi/v1/progress")["state"]["job_count"] == 0;
+    if (!idle) std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(idle) << "the abandoned job kept running";
+  const std::string metrics = client().Get("/metrics")->body;
+  EXPECT_NE(metrics.find("hyrt_jobs_abandoned_total 1\n"), std::string::npos) << metrics;
+}
+
+TEST_F(ServeTest, HealthMetricsAndWebPage) {
+  EXPECT_EQ(get_json("/healthz")["status"], "ok");
+  ASSERT_TRUE(post("/sdapi/v1/txt2img", small_job()));
+  // Requests are counted when httplib logs them, just after the answer went out.
+  std::optional<Reply> r;
+  for (int i = 0; i < 250; ++i) {
+    r = keep(client().Get("/metrics"));
+    ASSERT_TRUE(r);
+    if (r->body.find("route=\"/sdapi/v1/txt2img\"") != std::string::npos) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(r->status, 200);
+  for (const char* name : {"hyrt_http_requests_total{route=\"/sdapi/v1/txt2img\",code=\"200\"} 1",
+                           "hyrt_images_generated_total 1", "hyrt_queue_length 0",
+                           "hyrt_txt2img_request_seconds_count 1",
+                           "hyrt_denoise_step_seconds_count 3", "process_resident_memory_bytes"})
+    EXPECT_NE(r->body.find(name), std::string::npos) << name << "\n" << r->body;
+  r = keep(client().Get("/"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("/sdapi/v1/txt2img"), std::string::npos);
+  EXPECT_GT(log_lines_.load(), 0);
+}
+
+TEST(ServeApi, ParsesA1111FieldsAsA1111Does) {
+  const hyrt::serve::Limits limits;
+  auto resolve = [](const std::string& s) -> std::optional<std::string> {
+    if (s == "m") return "m";
+    return std::nullopt;
+  };
+  // null means the default; sampler names match case-insensitively, aliases and hyrt's own.
+  auto r = hyrt::serve::parse_txt2img(
+      R"({"prompt": null, "steps": 12.0, "seed": null, "sampler_name": "k_euler_a",
+          "override_settings": {"sd_model_checkpoint": "m"}})",
+      limits, resolve);
+  EXPECT_EQ(r.prompt, "");
+  EXPECT_EQ(r.steps, 12);
+  EXPECT_EQ(r.seed, -1);
+  EXPECT_EQ(r.sampler, "euler_a");
+  EXPECT_EQ(r.model, "m");
+  r = hyrt::serve::parse_txt2img(R"({"sampler_index": "ddim"})", limits, resolve);
+  EXPECT_EQ(r.sampler, "ddim");
+  EXPECT_EQ(r.sampler_a1111, "DDIM");
+  r = hyrt::serve::parse_txt2img(R"({"sampler_name": "DPM++ 2M", "scheduler": "karras"})", limits,
+                                 resolve);
+  EXPECT_EQ(r.sampler, "dpmpp_2m_karras");
+  try {
+    hyrt::serve::parse_txt2img(R"({"sampler_name": "Euler", "scheduler": "Karras"})", limits,
+                               resolve);
+    FAIL() << "Karras with Euler was accepted";
+  } catch (const hyrt::serve::ApiError& e) {
+    EXPECT_EQ(e.status(), 422);
+    EXPECT_EQ(e.field(), "scheduler");
+  }
+  EXPECT_EQ(hyrt::serve::iteration_seed(10, 4, 2), 18u);
+}
+
+TEST(ServeApi, Base64RoundTrips) {
+  for (size_t n = 0; n < 10; ++n) {
+    std::vector<uint8_t> bytes(n);
+    for (size_t i = 0; i < n; ++i)
+      bytes[i] = static_cast<uint8_t>(i * 37 + 200);
+    EXPECT_EQ(hyrt::serve::base64_decode(hyrt::serve::base64_encode(bytes)), bytes);
+  }
+  EXPECT_EQ(hyrt::serve::base64_encode({'M', 'a'}), "TWE=");
+}
+
+}  // namespace

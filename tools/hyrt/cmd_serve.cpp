@@ -1,0 +1,104 @@
+// `hyrt serve` — the AUTOMATIC1111 web API, a web page, /healthz and /metrics
+// (serve/server.h). Runs until SIGINT or SIGTERM.
+#include <pthread.h>
+#include <signal.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "commands.h"
+#include "serve/server.h"
+
+namespace hyrt::cli {
+namespace {
+
+struct ServeArgs {
+  std::vector<std::string> models;
+  std::string models_dir;
+  std::string config_dir;
+  std::string host = "127.0.0.1";
+  int port = 7860;
+  int threads = 0;
+  std::string placement = "auto";
+  int device = 0;
+  size_t queue = 16;
+  size_t max_body_kib = 1024;
+  int max_side = 2048;
+  int max_steps = 150;
+};
+
+void run(const ServeArgs& a) {
+  serve::ServerOptions o;
+  o.models = a.models;
+  o.models_dir = a.models_dir;
+  if (o.models.empty() && o.models_dir.empty()) o.models.push_back(find_bundled_model());
+  o.host = a.host;
+  o.port = a.port;
+  o.runtime.num_threads = a.threads;
+  o.runtime.placement = a.placement;
+  o.runtime.device = a.device;
+  o.load.config_dir = a.config_dir;
+  o.queue_capacity = a.queue;
+  o.max_body_bytes = a.max_body_kib * 1024;
+  o.limits.max_side = a.max_side;
+  o.limits.max_pixels = a.max_side * a.max_side;
+  o.limits.max_steps = a.max_steps;
+
+  // SIGINT/SIGTERM are taken by sigwait below, so every thread the server starts must have
+  // them blocked: block them here, before any thread exists, and the threads inherit that.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  serve::Server server(o);
+  server.start();
+  std::fprintf(stderr, "hyrt serve: listening on http://%s:%d/ (A1111 API at /sdapi/v1/)\n",
+               a.host.c_str(), server.port());
+  int sig = 0;
+  sigwait(&stop_signals, &sig);
+  std::fprintf(stderr, "hyrt serve: %s, stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+  server.stop();
+}
+
+CommandRegistrar reg(15, [](CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  auto* c = app.add_subcommand(
+      "serve",
+      "Serve the AUTOMATIC1111 web API (/sdapi/v1/txt2img, progress, interrupt, models, "
+      "samplers, options), a web page at /, /healthz and /metrics; models stay loaded");
+  c->add_option("-m,--model", a->models,
+                "A model to serve (repeat for more; the first is the default). Default: the "
+                "bundled shapes model, or $HYRT_MODEL");
+  c->add_option("--models-dir", a->models_dir,
+                "Also offer every *.safetensors file and diffusers folder in this folder "
+                "(loaded on first use)");
+  c->add_option("--config-dir", a->config_dir,
+                "Diffusers-layout folder with component configs and tokenizer/ (for single files)");
+  c->add_option("--host", a->host, "Address to listen on (0.0.0.0: every interface)")
+      ->capture_default_str();
+  c->add_option("--port", a->port, "TCP port (0: any free port)")
+      ->check(CLI::Range(0, 65535))
+      ->capture_default_str();
+  c->add_option("-t,--threads", a->threads, "Host threads (default: all cores)");
+  add_placement_option(c, &a->placement);
+  c->add_option("--device", a->device, "CUDA device index")->capture_default_str();
+  c->add_option("--queue", a->queue,
+                "txt2img requests that may wait while one runs; more get 503 + Retry-After")
+      ->check(CLI::Range(1, 4096))
+      ->capture_default_str();
+  c->add_option("--max-body-kib", a->max_body_kib, "Largest request body accepted (KiB)")
+      ->capture_default_str();
+  c->add_option("--max-size", a->max_side, "Largest width or height a request may ask for")
+      ->check(CLI::Range(8, 16384))
+      ->capture_default_str();
+  c->add_option("--max-steps", a->max_steps, "Most denoising steps a request may ask for")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  c->callback([a] { run(*a); });
+});
+
+}  // namespace
+}  // namespace hyrt::cli
