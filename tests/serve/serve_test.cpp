@@ -311,7 +311,7 @@ TEST_F(ServeTest, FullQueueGets503WithRetryAfter) {
   std::thread running([&] { results[0] = post("/sdapi/v1/txt2img", long_job()); });
   wait_for_sampling();
   std::thread waiting([&] { results[1] = post("/sdapi/v1/txt2img", small_job()); });
-  for (int i = 0; i < 500 && get_json("/sdapi/v1/progress")["state"]["job_count"] != 2; ++i)
+  for (int i = 0; i < 3000 && get_json("/sdapi/v1/progress")["state"]["job_count"] != 2; ++i)
     std::this_thread::sleep_for(10ms);
   auto r = post("/sdapi/v1/txt2img", small_job());
   ASSERT_TRUE(r);
