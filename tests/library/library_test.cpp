@@ -5,9 +5,11 @@
 // healthy; memory stays flat over many calls cycling through sizes and models, and unloading
 // returns it.
 //
-// Runs on the bundled shapes model (models/), so it needs no ../shared. HYRT_TEST_THREADS
-// sets the host threads (the ThreadSanitizer run uses 1: GNU OpenMP's barriers are invisible
-// to TSan, and the contract under test is hyrt's own locking, not OpenMP's).
+// Runs on the bundled shapes model (models/), so it needs no ../shared. HYRT_TEST_PLACEMENT
+// sets the placement (default host; the GPU machine runs device and hybrid:
+// scripts/gpu/run_library_on_gpu.sh). HYRT_TEST_THREADS sets the host threads (the
+// ThreadSanitizer run uses 1: GNU OpenMP's barriers are invisible to TSan, and the contract
+// under test is hyrt's own locking, not OpenMP's).
 #include <gtest/gtest.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -37,7 +39,9 @@ std::string bundled(const char* name) {
 hyrt::RuntimeOptions runtime_options() {
   hyrt::RuntimeOptions o;
   if (const char* t = std::getenv("HYRT_TEST_THREADS")) o.num_threads = std::atoi(t);
-  o.placement = "host";
+  // HYRT_TEST_PLACEMENT=device / hybrid runs the same contract on the GPU machine.
+  const char* placement = std::getenv("HYRT_TEST_PLACEMENT");
+  o.placement = placement ? placement : "host";
   return o;
 }
 

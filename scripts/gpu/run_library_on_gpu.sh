@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The library contract (issue 20) on the lent GPU machine, in one call: builds the library
+# and CUDA op tests from the Debian packages carried in .deps/ (scripts/gpu/fetch_deps.sh,
+# plus GoogleTest in .deps/cuda: `mkdir -p .deps/cuda && (cd .deps/cuda && apt-get download
+# libgtest-dev libgmock-dev googletest)`), runs the CUDA op tests, then tests/library's
+# stress, cancel, failure and memory tests with placement device and hybrid.
+# (LibraryFailure's address-space limit is left out there: a CUDA context reserves more
+# virtual memory than any such limit allows.)
+#   scripts/gpu/run_library_on_gpu.sh OUT_DIR
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+out="${1:-/tmp/hyrt-gpu-out}"
+mkdir -p "$out"
+prefix=/tmp/hyrt-prefix
+if [ ! -d "$prefix/usr" ]; then
+  for f in .deps/*.deb .deps/cuda/*.deb; do dpkg -x "$f" "$prefix"; done
+  sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
+fi
+export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia_smi.txt"
+t0=$(date +%s)
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
+  -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
+  -DHYRT_BUILD_TESTS=ON >"$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
+cmake --build build-gpu -j"$(nproc)" --target hyrt_library_tests hyrt_ops_tests hyrt \
+  >"$out/build.log" 2>&1 || { grep -B2 -A10 -m3 "error" "$out/build.log"; exit 1; }
+echo "configure + build: $(($(date +%s) - t0)) s"
+build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$out/cuda_ops.log" 2>&1
+echo "cuda op tests rc=$?"; grep -E "Failure|FAILED" "$out/cuda_ops.log" | head -20; tail -n 3 "$out/cuda_ops.log"
+for placement in device hybrid; do
+  HYRT_TEST_PLACEMENT=$placement build-gpu/tests/hyrt_library_tests \
+    --gtest_filter='Library.*:LibraryMemory.*' >"$out/library_$placement.log" 2>&1
+  echo "library tests, placement $placement: rc=$?"
+  grep -E "^\[ +(OK|FAILED) |rss|Failure|Expected|actual" "$out/library_$placement.log" | head -20
+done
