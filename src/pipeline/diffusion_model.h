@@ -217,9 +217,13 @@ class DiffusionModel {
     std::unique_ptr<exec::Executable> exe;
     MemoryReport report;
     std::vector<std::string> tap_names;  // outputs 1..n, when the graph has taps
-    int64_t held_bytes = 0;              // exe->held_bytes() after create
-    uint64_t last_used = 0;              // use_clock_ at the last lookup
+    // exe->held_bytes() after create, plus the resident-set growth of its second (capture) run.
+    int64_t held_bytes = 0;
+    uint64_t last_used = 0;  // use_clock_ at the last lookup
+    int runs = 0;
   };
+  // Runs `c`, adding what its capture run adds to memory to its held_bytes.
+  void run(Compiled& c);
   // Drops least recently used executables other than `keep` until the cache fits its budget.
   void evict_beyond_budget(const std::string& keep);
   // The compiled executable for `key`, building it with build() on first use.
