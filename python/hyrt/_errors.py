@@ -60,8 +60,11 @@ class Cancelled(Error):
     code = "cancelled"
 
 
-_BY_CODE = {c.code: c for c in (InvalidArgument, InvalidModel, NotFound, Unsupported,
-                                OutOfMemory, IoError, InternalError, Cancelled)}
+_ALL = (Error, InvalidArgument, InvalidModel, NotFound, Unsupported, OutOfMemory, IoError,
+        InternalError, Cancelled)
+for _c in _ALL:
+    _c.__module__ = "hyrt"  # tracebacks say hyrt.InvalidArgument, where users catch it
+_BY_CODE = {c.code: c for c in _ALL[1:]}
 
 
 def class_for(code):
