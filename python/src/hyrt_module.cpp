@@ -37,8 +37,8 @@ struct CallbackRaised : std::exception {
 // The Python exception class for each hyrt::ErrorCode (by error_code_name), looked up in
 // hyrt._errors: pure Python, so the classes can also derive from ValueError and the like.
 void raise_hyrt_error(const hyrt::Error& e) {
-  nb::object cls = nb::module_::import_("hyrt._errors").attr("class_for")(
-      hyrt::error_code_name(e.code()));
+  nb::object cls =
+      nb::module_::import_("hyrt._errors").attr("class_for")(hyrt::error_code_name(e.code()));
   PyErr_SetString(cls.ptr(), e.what());
 }
 
@@ -115,10 +115,10 @@ class PyModel {
     }
     nb::list out;
     for (const hyrt::Image& im : images)
-      out.append(nb::make_tuple(
-          im.width, im.height,
-          nb::bytes(reinterpret_cast<const char*>(im.rgb.data()), im.rgb.size()),
-          im.parameters, im.seed));
+      out.append(
+          nb::make_tuple(im.width, im.height,
+                         nb::bytes(reinterpret_cast<const char*>(im.rgb.data()), im.rgb.size()),
+                         im.parameters, im.seed));
     return out;
   }
 
@@ -143,7 +143,8 @@ NB_MODULE(_hyrt, m) {
   nb::class_<hyrt::CancelToken>(m, "CancelToken",
                                 "Stops a generation from any thread at its next step boundary.")
       .def(nb::init<>())
-      .def("cancel", &hyrt::CancelToken::cancel, "Ends the call(s) using this token; it stays cancelled.")
+      .def("cancel", &hyrt::CancelToken::cancel,
+           "Ends the call(s) using this token; it stays cancelled.")
       .def_prop_ro("cancelled", &hyrt::CancelToken::cancelled);
 
   nb::class_<PyModel>(m, "Model")
