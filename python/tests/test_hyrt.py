@@ -190,19 +190,28 @@ def test_save_png_keeps_parameters(pipe, tmp_path):
         assert back.convert("RGB").tobytes() == image.tobytes()
 
 
-def test_parity_with_cli(pipe, tmp_path):
+@pytest.mark.parametrize("cli_args, kwargs", [
+    (["-W", "64", "-H", "64", "--steps", "4", "--sampler", "ddim", "--cfg-scale", "5", "-s", "1"],
+     {}),
+    (["-n", "", "--sampler", "euler_a", "-W", "48", "-H", "32", "-b", "2", "-s", "7",
+      "--steps", "4", "--cfg-scale", "5"],
+     dict(negative_prompt="", sampler="euler_a", width=48, height=32, batch_size=2, seed=7)),
+], ids=["ddim", "euler_a-negative-batch2"])
+def test_parity_with_cli(pipe, tmp_path, cli_args, kwargs):
+    """Python and `hyrt generate` give the same pixels, parameters and PNG bytes."""
     cli = os.environ.get("HYRT_CLI")
     if not cli:
         pytest.skip("HYRT_CLI is not set (the path of the hyrt CLI built from this checkout)")
     cli_png = tmp_path / "cli.png"
-    subprocess.run([cli, "generate", "-m", pipe.model_path, "-p", PROMPT, "-W", "64", "-H", "64",
-                    "--steps", "4", "--sampler", "ddim", "--cfg-scale", "5", "-s", "1",
+    subprocess.run([cli, "generate", "-m", pipe.model_path, "-p", PROMPT, *cli_args,
                     "-o", str(cli_png)], check=True, capture_output=True)
-    image = pipe(PROMPT, **FAST)[0]
-    with Image.open(cli_png) as from_cli:
-        assert from_cli.mode == "RGB" and from_cli.size == image.size
-        assert from_cli.tobytes() == image.tobytes()
-        assert from_cli.info["parameters"] == image.info["parameters"]
-    py_png = tmp_path / "python.png"
-    hyrt.save_png(image, py_png)
-    assert py_png.read_bytes() == cli_png.read_bytes()
+    images = pipe(PROMPT, **dict(FAST, **kwargs))
+    for i, image in enumerate(images):
+        path = cli_png if i == 0 else tmp_path / f"cli_{i + 1}.png"
+        with Image.open(path) as from_cli:
+            assert from_cli.mode == "RGB" and from_cli.size == image.size
+            assert from_cli.tobytes() == image.tobytes()
+            assert from_cli.info["parameters"] == image.info["parameters"]
+        py_png = tmp_path / f"python_{i}.png"
+        hyrt.save_png(image, py_png)
+        assert py_png.read_bytes() == path.read_bytes()
