@@ -12,7 +12,9 @@
 #
 # Environment: HYRT_FRESH_ROOT (where to build the root; default a new temporary folder,
 # removed at exit), HYRT_FRESH_CCACHE (a host folder kept between runs and mounted as the
-# root's ccache, so repeated CI runs compile only what changed; default none: a cold build).
+# root's ccache, so repeated CI runs compile only what changed; default none: a cold build),
+# HYRT_FRESH_PYTHON=1 (then also the Python package there: scripts/ci/python.sh makes a fresh
+# venv with Debian's python3, runs `pip install .` and its pytest suite; needs PyPI).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 suite="${1:-bookworm}"
@@ -58,3 +60,11 @@ chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/u
   scripts/test.sh
 '
 echo "fresh_root: the README's two commands passed on a fresh Debian ($suite) root"
+if [ -n "${HYRT_FRESH_PYTHON:-}" ]; then
+  chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 CCACHE_DIR=/root/.cache/ccache /bin/bash -euo pipefail -c '
+    cd /work/hyrt
+    scripts/ci/python.sh
+  '
+  echo "fresh_root: pip install . and the Python tests passed on a fresh Debian ($suite) root"
+fi
