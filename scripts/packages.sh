@@ -15,9 +15,9 @@ hyrt_library_packages=(libdnnl-dev ocl-icd-opencl-dev libcli11-dev nlohmann-json
                         libcpp-httplib-dev libbrotli-dev)
 # Test and benchmark frameworks.
 hyrt_test_packages=(libgtest-dev libbenchmark-dev)
-# The Python package (pip install ., scripts/ci/python.sh): Debian's python3 needs these for
-# a venv and for compiling an extension. Not part of the C++ build, so not in the lists below.
-hyrt_python_packages=(python3-venv python3-dev)
+# The Python package (pip install ., scripts/ci/python.sh): Debian's python3 with what a venv
+# and compiling an extension need. Not part of the C++ build, so not in the lists below.
+hyrt_python_packages=(python3 python3-venv python3-dev)
 # The shared libraries behind hyrt_library_packages, for a machine that unpacks .debs into
 # a private prefix instead of installing them (the GPU machine: scripts/gpu/). Debian 12's
 # names: the runtime packages carry the library's soname (Debian 13's oneDNN is libdnnl3.6).

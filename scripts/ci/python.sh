@@ -12,9 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/packages.sh
 
-# A venv needs python3-venv and an extension Python.h (python3-dev) — unless python3 is
-# not Debian's (pyenv, a conda env), which brings both.
-if [ "$(command -v python3)" = /usr/bin/python3 ]; then
+# A venv needs python3-venv and an extension Python.h (python3-dev); a minimal Debian has no
+# python3 at all. Another python3 first on PATH (pyenv, a conda env) brings all three.
+python="$(command -v python3 || true)"
+if [ -z "$python" ] || [ "$python" = /usr/bin/python3 ]; then
   missing=()
   for p in "${hyrt_python_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
