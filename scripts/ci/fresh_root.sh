@@ -14,7 +14,10 @@
 # removed at exit), HYRT_FRESH_CCACHE (a host folder kept between runs and mounted as the
 # root's ccache, so repeated CI runs compile only what changed; default none: a cold build),
 # HYRT_FRESH_PYTHON=1 (then also the Python package there: scripts/ci/python.sh makes a fresh
-# venv with Debian's python3, runs `pip install .` and its pytest suite; needs PyPI).
+# venv with Debian's python3, runs `pip install .` and its pytest suite; needs PyPI), or
+# HYRT_FRESH_PYTHON=host-wheels (the same, with the wheels pip needs downloaded by this host's
+# pip for the root's Python and given to the root's pip with --no-index: for a host whose
+# PyPI access the root does not share).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 suite="${1:-bookworm}"
@@ -61,8 +64,22 @@ chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/u
 '
 echo "fresh_root: the README's two commands passed on a fresh Debian ($suite) root"
 if [ -n "${HYRT_FRESH_PYTHON:-}" ]; then
+  pip_env=()
+  if [ "$HYRT_FRESH_PYTHON" = host-wheels ]; then
+    source scripts/packages.sh
+    chroot "$root" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin DEBIAN_FRONTEND=noninteractive \
+      apt-get install -y -qq --no-install-recommends "${hyrt_python_packages[@]}" >/dev/null
+    pyver="$(chroot "$root" /usr/bin/python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    mkdir -p "$root/work/wheels"
+    python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))' \
+      > "$root/work/wheels/build-requires.txt"
+    python3 -m pip download -q -d "$root/work/wheels" --only-binary=:all: --python-version "$pyver" \
+      --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
+      -r "$root/work/wheels/build-requires.txt" pip pillow pytest
+    pip_env=(PIP_NO_INDEX=1 PIP_FIND_LINKS=/work/wheels)
+  fi
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 CCACHE_DIR=/root/.cache/ccache /bin/bash -euo pipefail -c '
+    LANG=C.UTF-8 CCACHE_DIR=/root/.cache/ccache "${pip_env[@]}" /bin/bash -euo pipefail -c '
     cd /work/hyrt
     scripts/ci/python.sh
   '
