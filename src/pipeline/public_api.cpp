@@ -104,6 +104,9 @@ int64_t Model::cached_bytes() const {
 
 std::vector<Image> Model::generate(const GenerateOptions& o) {
   pipeline::DiffusionModel& m = *impl_->model;
+  HYRT_CHECK(o.width >= 0 && o.height >= 0, kInvalidArgument,
+             "width and height must be >= 0 (0: the model's native size), got ", o.width, "x",
+             o.height);
   pipeline::Txt2ImgParams p;
   p.prompt = o.prompt;
   p.negative_prompt = o.negative_prompt;

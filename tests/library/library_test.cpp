@@ -210,6 +210,8 @@ TEST_F(Library, BadOptionsAreRefusedWithoutDisturbingOthers) {
   hyrt::GenerateOptions o = options_of(mixed_jobs()[0]);
   o.width = 33;
   EXPECT_THROW(model(0).generate(o), hyrt::Error);
+  o.width = -64;  // not "native": only 0 means that
+  EXPECT_THROW(model(0).generate(o), hyrt::Error);
   o = options_of(mixed_jobs()[0]);
   o.sampler = "no such sampler";
   EXPECT_THROW(model(0).generate(o), hyrt::Error);
