@@ -31,26 +31,12 @@ namespace {
 
 thread_local std::string last_error;
 
+// hyrt_status is ErrorCode shifted by one (HYRT_OK = 0): one table of names serves both.
+static_assert(HYRT_INVALID_ARGUMENT == static_cast<int>(hyrt::ErrorCode::kInvalidArgument) + 1 &&
+              HYRT_INTERNAL == static_cast<int>(hyrt::ErrorCode::kInternal) + 1 &&
+              HYRT_CANCELLED == static_cast<int>(hyrt::ErrorCode::kCancelled) + 1);
 hyrt_status status_of(hyrt::ErrorCode code) {
-  switch (code) {
-    case hyrt::ErrorCode::kInvalidArgument:
-      return HYRT_INVALID_ARGUMENT;
-    case hyrt::ErrorCode::kInvalidModel:
-      return HYRT_INVALID_MODEL;
-    case hyrt::ErrorCode::kNotFound:
-      return HYRT_NOT_FOUND;
-    case hyrt::ErrorCode::kUnsupported:
-      return HYRT_UNSUPPORTED;
-    case hyrt::ErrorCode::kOutOfMemory:
-      return HYRT_OUT_OF_MEMORY;
-    case hyrt::ErrorCode::kIo:
-      return HYRT_IO;
-    case hyrt::ErrorCode::kInternal:
-      return HYRT_INTERNAL;
-    case hyrt::ErrorCode::kCancelled:
-      return HYRT_CANCELLED;
-  }
-  return HYRT_INTERNAL;
+  return static_cast<hyrt_status>(static_cast<int>(code) + 1);
 }
 
 hyrt_status fail(hyrt_status status, std::string message) {
@@ -89,27 +75,9 @@ struct StopRequested {};
 extern "C" {
 
 const char* hyrt_status_name(hyrt_status status) {
-  switch (status) {
-    case HYRT_OK:
-      return "ok";
-    case HYRT_INVALID_ARGUMENT:
-      return "invalid argument";
-    case HYRT_INVALID_MODEL:
-      return "invalid model";
-    case HYRT_NOT_FOUND:
-      return "not found";
-    case HYRT_UNSUPPORTED:
-      return "unsupported";
-    case HYRT_OUT_OF_MEMORY:
-      return "out of memory";
-    case HYRT_IO:
-      return "i/o error";
-    case HYRT_INTERNAL:
-      return "internal error";
-    case HYRT_CANCELLED:
-      return "cancelled";
-  }
-  return "unknown status";
+  if (status == HYRT_OK) return "ok";
+  if (status < HYRT_OK || status > HYRT_CANCELLED) return "unknown status";
+  return hyrt::error_code_name(static_cast<hyrt::ErrorCode>(status - 1));
 }
 
 const char* hyrt_last_error(void) {

@@ -148,8 +148,8 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
              "the UNet takes ", uc, " input channels for ", lc,
              "-channel latents: an inpainting model, which needs a picture and a mask");
 
-  auto stop_if_cancelled = [&](const char* where) {
-    if (p.cancelled && p.cancelled()) throw Cancelled(str_cat("cancelled ", where));
+  auto stop_if_cancelled = [&](const auto&... where) {
+    if (p.cancelled && p.cancelled()) throw Cancelled(str_cat("cancelled ", where...));
   };
   stop_if_cancelled("before the text encoders");
 
@@ -263,8 +263,7 @@ Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_co
   std::vector<float> timesteps(static_cast<size_t>(unet_batch));
   const int steps_run = sampler->num_steps() - first_step;
   for (int step = first_step; step < sampler->num_steps(); ++step) {
-    if (p.cancelled && p.cancelled())
-      throw Cancelled(str_cat("cancelled before step ", step - first_step + 1, " of ", steps_run));
+    stop_if_cancelled("before step ", step - first_step + 1, " of ", steps_run);
     const auto ts = Clock::now();
     sampler->scale_model_input({latents.as<float>(), n}, {scaled.as<float>(), n}, step);
     const float* x_in = scaled.as<float>();
