@@ -213,6 +213,7 @@ DiffusionModel::Compiled& DiffusionModel::executable(
                   << c.report.prepare_ms << " ms";
   c.held_bytes = static_cast<int64_t>(c.exe->held_bytes());
   c.last_used = ++use_clock_;
+  c.key = key;
   Compiled& made = compiled_.emplace(key, std::move(c)).first->second;
   evict_beyond_budget(key);
   return made;
@@ -234,11 +235,7 @@ void DiffusionModel::run(Compiled& c) {
   const int64_t grown = current_rss_bytes() - before;
   if (grown > 0) {
     c.held_bytes += grown;
-    for (const auto& [key, entry] : compiled_)
-      if (&entry == &c) {
-        evict_beyond_budget(key);
-        break;
-      }
+    evict_beyond_budget(c.key);
   }
 }
 

@@ -221,6 +221,7 @@ class DiffusionModel {
     int64_t held_bytes = 0;
     uint64_t last_used = 0;  // use_clock_ at the last lookup
     int runs = 0;
+    std::string key;  // its key in compiled_
   };
   // Runs `c`, adding what its capture run adds to memory to its held_bytes.
   void run(Compiled& c);
