@@ -144,6 +144,22 @@ TEST_F(Library, ConcurrentCallsEqualSerialCalls) {
   EXPECT_EQ(failures.load(), 0);
 }
 
+// What request batching stands on: a picture does not depend on the batch it is computed
+// in. With DDIM (no per-step noise), image 0 of a batch of 4 from seed s has image 0's
+// latents of a lone call from seed s, so the two must be equal byte for byte.
+TEST_F(Library, FirstImageOfABatchEqualsALoneCall) {
+  for (int m = 0; m < 2; ++m) {
+    Job j{m, 32, 40, "ddim", 11, 3, "a red circle on a blue background"};
+    hyrt::GenerateOptions o = options_of(j);
+    const auto lone = model(m).generate(o).front().rgb;
+    o.batch = 4;
+    const auto batch = model(m).generate(o);
+    ASSERT_EQ(batch.size(), 4u);
+    EXPECT_TRUE(batch.front().rgb == lone) << "model " << m << ": batch row 0 differs";
+    EXPECT_FALSE(batch[1].rgb == lone) << "model " << m << ": rows 0 and 1 drew the same noise";
+  }
+}
+
 TEST_F(Library, CancelFromAnotherThreadStopsWithinOneStep) {
   Job j = mixed_jobs()[0];
   j.steps = 8;
