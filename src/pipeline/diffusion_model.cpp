@@ -9,6 +9,8 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "models/components.h"
+#include "pipeline/prompt_syntax.h"
+#include "weights/json_text.h"
 
 namespace hyrt::pipeline {
 
@@ -329,23 +331,60 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
 PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> prompts) {
   HYRT_CHECK(!prompts.empty(), kInvalidArgument, "encode_prompts: no prompts");
   const int n = static_cast<int>(prompts.size());
+  const int encoders = num_text_encoders();
   PromptConditioning out;
-  std::vector<Tensor> hidden;
-  for (int e = 0; e < num_text_encoders(); ++e) {
-    const ClipTokenizer& tok = tokenizer(e);
-    std::vector<int32_t> ids;
+  // A1111's syntax and chunks of 75 tokens (prompt_syntax.h), per tokenizer; every prompt, and
+  // every encoder, is padded with empty chunks to the longest, so all rows share one length.
+  std::vector<std::vector<PromptChunks>> chunked(encoders);
+  int num_chunks = 1;
+  for (int e = 0; e < encoders; ++e) {
     for (const std::string& p : prompts) {
-      const TokenizeResult r = tok.encode(p);
+      PromptChunks c = chunk_prompt(tokenizer(e), p);
       // Both tokenizers split a prompt alike; report a truncation once.
-      if (r.num_truncated_tokens > 0 && e == 0)
-        out.warnings.push_back(str_cat("the prompt \"", p.substr(0, 40), p.size() > 40 ? "..." : "",
-                                       "\" is longer than ", tok.model_max_length(),
-                                       " tokens; ignored: \"", r.truncated_text, "\""));
-      ids.insert(ids.end(), r.ids.begin(), r.ids.end());
+      if (e == 0 && (c.num_truncated_tokens != 0 || !c.truncated_text.empty()))
+        out.warnings.push_back(str_cat(
+            "the prompt \"", weights::excerpt(p, 40), "\" is longer than ", kMaxPromptChunks,
+            " chunks of ", c.chunk_length - 2, " tokens; ignored: \"", c.truncated_text, "\""));
+      num_chunks = std::max(num_chunks, c.num_chunks);
+      chunked[e].push_back(std::move(c));
     }
-    TextEncoderOutput enc = encode_tokens(e, ids, n);
-    hidden.push_back(std::move(enc.hidden));
-    if (enc.pooled) out.pooled = std::move(enc.pooled);
+  }
+  std::vector<Tensor> hidden;
+  for (int e = 0; e < encoders; ++e) {
+    const ClipTokenizer& tok = tokenizer(e);
+    const int length = tok.model_max_length();
+    for (PromptChunks& c : chunked[e])
+      pad_prompt_chunks(c, tok, num_chunks);
+    // One chunk at a time, all prompts as a batch: the executable of a 77-token batch serves
+    // every prompt length, and a prompt of one chunk is encoded exactly as before.
+    Tensor states;
+    for (int k = 0; k < num_chunks; ++k) {
+      std::vector<int32_t> ids;
+      ids.reserve(static_cast<size_t>(n) * length);
+      for (const PromptChunks& c : chunked[e])
+        ids.insert(ids.end(), c.ids.begin() + static_cast<ptrdiff_t>(k) * length,
+                   c.ids.begin() + static_cast<ptrdiff_t>(k + 1) * length);
+      TextEncoderOutput enc = encode_tokens(e, ids, n);
+      if (k == 0 && enc.pooled) out.pooled = std::move(enc.pooled);  // SDXL: the first chunk's
+      const int64_t width = enc.hidden.shape()[2];
+      if (num_chunks == 1 && std::none_of(chunked[e].begin(), chunked[e].end(),
+                                          [](const PromptChunks& c) { return c.weighted(); })) {
+        states = std::move(enc.hidden);
+        break;
+      }
+      if (k == 0) states = Tensor(DType::kF32, {n, int64_t{num_chunks} * length, width});
+      const int64_t chunk_values = int64_t{length} * width;
+      for (int p = 0; p < n; ++p) {
+        float* dst = states.as<float>() + (int64_t{p} * num_chunks + k) * chunk_values;
+        std::memcpy(dst, enc.hidden.as<float>() + p * chunk_values,
+                    static_cast<size_t>(chunk_values) * sizeof(float));
+        apply_emphasis(std::span<float>(dst, static_cast<size_t>(chunk_values)),
+                       std::span<const float>(chunked[e][p].weights)
+                           .subspan(static_cast<size_t>(k) * length, length),
+                       width);
+      }
+    }
+    hidden.push_back(std::move(states));
   }
   if (hidden.size() == 1) {
     out.context = std::move(hidden[0]);

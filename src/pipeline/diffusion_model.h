@@ -76,9 +76,9 @@ struct UNetConditioning {
 
 // Prompts encoded for the UNet (host tensors).
 struct PromptConditioning {
-  Tensor context;                     // [N, T, cross_attention_dim]
+  Tensor context;                     // [N, T, cross_attention_dim], T = 77 · chunks
   std::optional<Tensor> pooled;       // SDXL: [N, pooled_text_dim]
-  std::vector<std::string> warnings;  // e.g. a prompt longer than the tokenizer's window
+  std::vector<std::string> warnings;  // e.g. a prompt longer than kMaxPromptChunks chunks
 };
 
 // One text encoder's outputs for a batch of token sequences.
@@ -171,8 +171,15 @@ class DiffusionModel {
   // with a projection, the pooled output (taken at each sequence's first end-of-text token, as
   // transformers does).
   TextEncoderOutput encode_tokens(int index, std::span<const int32_t> ids, int batch);
-  // Tokenizes and encodes `prompts` (one row each) as the family conditions on them.
-  // Throws kNotFound without a tokenizer.
+  // Tokenizes and encodes `prompts` (one row each) as the family conditions on them, reading
+  // A1111's prompt syntax (pipeline/prompt_syntax.h): emphasis weights, applied to each
+  // encoder's states with A1111's mean-restoring rescale, BREAK, and prompts of more than 75
+  // tokens as chunks of 77 encoded separately and concatenated along the sequence. Every row
+  // gets the chunk count of the longest prompt (the others padded with the encoding of ""), so
+  // context is [N, 77·chunks, C]; SDXL's pooled output is the first chunk's. A prompt of at most
+  // 75 tokens without syntax is encoded exactly as before (T = 77). Throws kNotFound without a
+  // tokenizer, kInvalidArgument for a syntax error (a malformed weight); text past
+  // kMaxPromptChunks chunks is dropped with a warning.
   PromptConditioning encode_prompts(std::span<const std::string> prompts);
 
   // The UNet: sample [B, h, w, C], one timestep per batch item, conditioning for B rows ->
