@@ -2,7 +2,8 @@
 // generate() on one Model at once, beside one thread calling it alone, in one process:
 //
 //   serial       one thread, one image per call, `images` calls one after another
-//   threads      `threads` threads, one image per call, `images` calls in all
+//   threads      `threads` threads, one image per call, `images` calls in all, batched by the
+//                runtime up to --max-batch images (RuntimeOptions::max_batch, default 8)
 //   one_call     one thread, calls of batch `threads` (the same seed's rows; what request
 //                batching can at best reach: one UNet batch of every waiting call)
 //
@@ -10,7 +11,7 @@
 // the median images/s of each, the machine and the accelerator.
 //
 //   library_throughput --model M [--placement auto] [--size 512] [--steps 20]
-//                      [--threads 4] [--images 8] [--runs 3] [--json FILE]
+//                      [--threads 4] [--images 8] [--runs 3] [--max-batch 8] [--json FILE]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -35,6 +36,7 @@ struct Args {
   int threads = 4;
   int images = 8;
   int runs = 3;
+  int max_batch = 8;  // RuntimeOptions::max_batch for the threads mode's runtime
   std::string json;
 };
 
@@ -124,6 +126,7 @@ int main(int argc, char** argv) try {
   const Args a = parse(argc, argv);
   hyrt::RuntimeOptions ro;
   ro.placement = a.placement;
+  ro.max_batch = a.max_batch;  // the serial and one_call modes never have two calls waiting
   hyrt::Runtime rt(ro);
   const auto t_load = std::chrono::steady_clock::now();
   hyrt::Model model = rt.load(a.model);
@@ -151,6 +154,7 @@ int main(int argc, char** argv) try {
   out += "  \"accelerator\": \"" + rt.accelerator() + "\",\n";
   out += "  \"model\": \"" + a.model + "\",\n";
   out += "  \"placement\": \"" + a.placement + "\",\n";
+  out += "  \"max_batch\": " + std::to_string(a.max_batch) + ",\n";
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "  \"size\": %d, \"steps\": %d, \"sampler\": \"ddim\", \"cfg_scale\": 7,\n"

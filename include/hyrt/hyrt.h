@@ -14,9 +14,11 @@
 //
 // Thread safety: any number of threads may call generate() on one Model or on different
 // Models of one Runtime, and load or destroy Models, at the same time. The calls of one
-// Runtime share its executor (host threads, accelerator stream, scratch arenas), so they
-// run one after another in arrival order (first come, first served); each returns exactly
-// what it would return if it were the only call. Runtimes are independent of each other.
+// Runtime share its executor (host threads, accelerator stream, scratch arenas): one worker
+// thread per Runtime runs them in arrival order (first come, first served), and calls that
+// queued together and are compatible may run as one batch (RuntimeOptions::max_batch); each
+// returns what it would return if it were the only call (bit for bit, but for max_batch > 1
+// on CUDA: see there). Runtimes are independent.
 // A moved-from Runtime or Model may only be destroyed or assigned to.
 //
 // Failure: an exception from any stage of generate() (a bad option, out of memory at a new
@@ -47,6 +49,25 @@ struct RuntimeOptions {
   // when asked for again (from the program cache: no recompilation). 0: a quarter of the
   // machine's memory, at least 4 GiB. The shape in use is never dropped.
   int64_t cache_bytes = 0;
+  // Request batching: generate() calls on one Model that wait for the executor together and
+  // agree on size, steps, sampler and guidance on/off run as one UNet batch of up to this many
+  // images, each call still with its own prompts, seed, scale, callbacks and cancel. 1: every
+  // call runs alone. On the host a batched call returns exactly what it returns alone (tested);
+  // on CUDA the GEMM algorithms are chosen per batch size, so batched pictures may differ from
+  // lone ones in the last bits — hence off by default. What batching gains is measured in
+  // bench/results/library_throughput_*.json.
+  int max_batch = 1;
+  // How long a batch that still has room waits for more calls before it starts, in ms. 0: no
+  // added latency; batches form from the calls that queued while the previous one ran.
+  int batch_wait_ms = 0;
+};
+
+// What a Runtime's executor has done so far (for monitoring, e.g. hyrt serve's /metrics).
+struct RuntimeStats {
+  int64_t calls = 0;      // generate() calls finished (succeeded or failed)
+  int64_t batches = 0;    // denoising loops run (a lone call is a batch of one)
+  int largest_batch = 0;  // most calls that shared one batch
+  int waiting = 0;        // calls queued now, not yet running
 };
 
 struct LoadOptions {
@@ -84,8 +105,9 @@ struct GenerateOptions {
   // euler_a, euler, ddim, dpmpp_2m, dpmpp_2m_karras (or A1111's names: "Euler a", ...)
   std::string sampler = "euler_a";
   int batch = 1;
-  // Called after each denoising step, on the calling thread. An exception it throws ends
-  // the call and reaches the caller unchanged.
+  // Called after each denoising step, on the calling thread (while the runtime's worker may
+  // already run the next step). An exception it throws ends the call at once and reaches the
+  // caller unchanged.
   std::function<void(int step, int total)> on_step;
   CancelToken cancel;  // a fresh token: never cancelled unless someone holds a copy
 };
@@ -111,6 +133,7 @@ class Runtime {
   Model load(const std::string& path, const LoadOptions& options = {});
   // "cuda: NVIDIA H200 (...)", or why no accelerator is in use.
   std::string accelerator() const;
+  RuntimeStats stats() const;
 
   struct Impl;
 

@@ -1,14 +1,21 @@
 // The public API (include/hyrt/hyrt.h) as a thin facade over exec::Engine,
-// pipeline::DiffusionModel and pipeline::txt2img.
+// pipeline::DiffusionModel and pipeline::txt2img_batch.
 //
 // Concurrency: a Runtime is one executor (host thread team, accelerator stream, shared
-// scratch arenas, program cache), so everything that touches its engine — loading, every
-// generate() of every Model, destroying a Model — holds the Runtime's FifoMutex. Calls
-// therefore run one at a time in arrival order, and each sees the engine exactly as a
-// lone call would: results equal those of the same calls made one after another.
+// scratch arenas, program cache). generate() queues a Call and waits; one worker thread per
+// Runtime takes the oldest waiting call together with the waiting calls that can share its
+// denoising loop (same Model, pipeline::can_batch_together, up to max_batch images) and runs
+// them as one pipeline::txt2img_batch, holding the Runtime's FifoMutex — which loading and
+// destroying a Model take too. Every row of a batch is computed independently of the others,
+// so each call gets exactly what it would get alone, as if the calls ran one after another.
+// Progress goes back to the calling thread, which runs the user's on_step there.
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "core/error.h"
 #include "core/fifo_mutex.h"
@@ -19,11 +26,121 @@
 
 namespace hyrt {
 
+namespace {
+
+// One generate() call, from the moment it is queued until its caller has the outcome. Shared
+// by the caller and the worker; `params`' callbacks point back at it.
+struct Call {
+  Model::Impl* model = nullptr;  // alive: its caller waits in generate(), or ~Model waits for
+                                 // the executor the worker holds
+  pipeline::Txt2ImgParams params;
+  std::atomic<bool> abandoned{false};  // the caller has left (its on_step threw)
+
+  std::mutex mutex;
+  std::condition_variable changed;
+  int steps_done = 0;  // guarded by mutex
+  int steps_total = 0;
+  bool done = false;
+  pipeline::Txt2ImgOutcome outcome;
+};
+
+bool is_out_of_memory(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& err) {
+    return err.code() == ErrorCode::kOutOfMemory;
+  } catch (const std::bad_alloc&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace
+
 struct Runtime::Impl {
   exec::Engine engine;
   int64_t cache_bytes = 0;
-  FifoMutex executor;  // held by every call that uses `engine`
+  int max_batch = 1;  // images per batch of calls
+  std::chrono::milliseconds batch_wait{0};
+  FifoMutex executor;  // held by every use of `engine`: a batch, load, unload
+
+  std::mutex queue_mutex;
+  std::condition_variable queue_changed;
+  std::deque<std::shared_ptr<Call>> queue;  // guarded by queue_mutex
+  RuntimeStats stats;                       // guarded by queue_mutex
+  bool stopping = false;                    // guarded by queue_mutex
+  std::thread worker;                       // started by the first generate()
+
   explicit Impl(const exec::EngineOptions& o) : engine(o) {}
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex);
+      stopping = true;
+    }
+    queue_changed.notify_all();
+    if (worker.joinable()) worker.join();
+  }
+
+  void submit(const std::shared_ptr<Call>& call) {
+    {
+      std::lock_guard<std::mutex> lock(queue_mutex);
+      if (!worker.joinable()) worker = std::thread([this] { work(); });
+      queue.push_back(call);
+    }
+    queue_changed.notify_all();
+  }
+
+  // Takes `call` out of the queue if it has not started; false once the worker has it.
+  bool withdraw(const std::shared_ptr<Call>& call) {
+    std::lock_guard<std::mutex> lock(queue_mutex);
+    const auto it = std::find(queue.begin(), queue.end(), call);
+    if (it == queue.end()) return false;
+    queue.erase(it);
+    return true;
+  }
+
+ private:
+  // The oldest call and the queued calls that can join it (queue_mutex held), oldest first.
+  void take_compatible(std::vector<std::shared_ptr<Call>>& batch, int& images) {
+    const Call& head = *batch.front();
+    for (auto it = queue.begin(); it != queue.end();) {
+      Call& c = **it;
+      if (c.model == head.model && images + c.params.batch <= max_batch &&
+          pipeline::can_batch_together(head.params, c.params)) {
+        images += c.params.batch;
+        batch.push_back(*it);
+        it = queue.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
+  void work() {
+    std::unique_lock<std::mutex> lock(queue_mutex);
+    for (;;) {
+      queue_changed.wait(lock, [&] { return stopping || !queue.empty(); });
+      if (queue.empty()) return;  // stopping: no caller is left
+      std::vector<std::shared_ptr<Call>> batch{queue.front()};
+      queue.pop_front();
+      int images = batch.front()->params.batch;
+      take_compatible(batch, images);
+      if (batch_wait.count() > 0 && images < max_batch) {
+        const auto until = std::chrono::steady_clock::now() + batch_wait;
+        while (images < max_batch && !stopping &&
+               queue_changed.wait_until(lock, until) != std::cv_status::timeout)
+          take_compatible(batch, images);
+        take_compatible(batch, images);
+      }
+      lock.unlock();
+      run(batch);
+      lock.lock();
+    }
+  }
+
+  // Runs one batch of calls and hands each its outcome.
+  void run(const std::vector<std::shared_ptr<Call>>& batch);
 };
 
 struct Model::Impl {
@@ -40,6 +157,46 @@ struct Model::Impl {
   }
 };
 
+void Runtime::Impl::run(const std::vector<std::shared_ptr<Call>>& batch) {
+  std::vector<const pipeline::Txt2ImgParams*> params;
+  for (const auto& c : batch)
+    params.push_back(&c->params);
+  std::vector<pipeline::Txt2ImgOutcome> outcomes(batch.size());
+  {
+    std::lock_guard<FifoMutex> lock(executor);
+    pipeline::DiffusionModel& model = *batch.front()->model->model;
+    try {
+      outcomes = pipeline::txt2img_batch(model, model.scheduler_config(), params);
+    } catch (...) {
+      for (auto& o : outcomes)
+        o.error = std::current_exception();
+    }
+    // A batch too big for memory at this size: each call alone may still fit.
+    const bool all_oom = std::all_of(outcomes.begin(), outcomes.end(), [](const auto& o) {
+      return o.error && is_out_of_memory(o.error);
+    });
+    if (batch.size() > 1 && all_oom)
+      for (size_t i = 0; i < batch.size(); ++i)
+        outcomes[i] =
+            std::move(pipeline::txt2img_batch(model, model.scheduler_config(), {&params[i], 1})[0]);
+  }
+  {
+    std::lock_guard<std::mutex> lock(queue_mutex);
+    stats.calls += static_cast<int64_t>(batch.size());
+    stats.batches += 1;
+    stats.largest_batch = std::max(stats.largest_batch, static_cast<int>(batch.size()));
+  }
+  for (size_t i = 0; i < batch.size(); ++i) {
+    Call& c = *batch[i];
+    {
+      std::lock_guard<std::mutex> lock(c.mutex);
+      c.outcome = std::move(outcomes[i]);
+      c.done = true;
+    }
+    c.changed.notify_all();
+  }
+}
+
 namespace {
 
 // A quarter of the machine's memory, at least 4 GiB.
@@ -54,12 +211,18 @@ Runtime::Runtime(const RuntimeOptions& options) {
              "RuntimeOptions::num_threads must be >= 0, got ", options.num_threads);
   HYRT_CHECK(options.cache_bytes >= 0, kInvalidArgument,
              "RuntimeOptions::cache_bytes must be >= 0, got ", options.cache_bytes);
+  HYRT_CHECK(options.max_batch >= 1 && options.max_batch <= 256, kInvalidArgument,
+             "RuntimeOptions::max_batch must be in [1, 256], got ", options.max_batch);
+  HYRT_CHECK(options.batch_wait_ms >= 0 && options.batch_wait_ms <= 60000, kInvalidArgument,
+             "RuntimeOptions::batch_wait_ms must be in [0, 60000], got ", options.batch_wait_ms);
   exec::EngineOptions eo;
   eo.num_threads = options.num_threads;
   eo.placement = plan::parse_placement_mode(options.placement);
   eo.device = options.device;
   impl_ = std::make_shared<Impl>(eo);
   impl_->cache_bytes = options.cache_bytes > 0 ? options.cache_bytes : default_cache_bytes();
+  impl_->max_batch = options.max_batch;
+  impl_->batch_wait = std::chrono::milliseconds(options.batch_wait_ms);
 }
 Runtime::~Runtime() = default;
 Runtime::Runtime(Runtime&&) noexcept = default;
@@ -67,6 +230,13 @@ Runtime& Runtime::operator=(Runtime&&) noexcept = default;
 
 std::string Runtime::accelerator() const {
   return impl_->engine.accelerator_status();
+}
+
+RuntimeStats Runtime::stats() const {
+  std::lock_guard<std::mutex> lock(impl_->queue_mutex);
+  RuntimeStats s = impl_->stats;
+  s.waiting = static_cast<int>(impl_->queue.size());
+  return s;
 }
 
 Model Runtime::load(const std::string& path, const LoadOptions& options) {
@@ -117,37 +287,73 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.seed = o.seed;
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
-  p.on_step = o.on_step;
   const CancelToken cancel = o.cancel;
-  p.cancelled = [cancel] { return cancel.cancelled(); };
   pipeline::validate_txt2img_params(p, m.vae_scale_factor());  // before waiting for the executor
 
-  pipeline::Txt2ImgResult r;
-  {
-    std::lock_guard<FifoMutex> lock(impl_->runtime->executor);
-    r = pipeline::txt2img(m, m.scheduler_config(), p);
+  auto call = std::make_shared<Call>();
+  call->model = impl_.get();
+  Call* c = call.get();  // the worker holds `call` while params' callbacks can run
+  p.on_step = [c](int step, int total) {
+    {
+      std::lock_guard<std::mutex> lock(c->mutex);
+      c->steps_done = step;
+      c->steps_total = total;
+    }
+    c->changed.notify_all();
+  };
+  p.cancelled = [c, cancel] { return cancel.cancelled() || c->abandoned.load(); };
+  call->params = std::move(p);
+  Runtime::Impl& runtime = *impl_->runtime;
+  runtime.submit(call);
+
+  // Wait, running the user's on_step here for every step the worker reports. A cancel while
+  // still queued withdraws the call at once; once running, the worker stops it at its next
+  // step boundary.
+  int reported = 0;
+  std::unique_lock<std::mutex> lock(call->mutex);
+  for (;;) {
+    call->changed.wait_for(lock, std::chrono::milliseconds(20),
+                           [&] { return call->done || call->steps_done > reported; });
+    while (reported < call->steps_done && !(call->done && call->outcome.error)) {
+      const int step = ++reported, total = call->steps_total;
+      lock.unlock();
+      try {
+        if (o.on_step) o.on_step(step, total);
+      } catch (...) {
+        call->abandoned = true;
+        throw;
+      }
+      lock.lock();
+    }
+    if (call->done) break;
+    if (cancel.cancelled() && runtime.withdraw(call))
+      throw Cancelled("cancelled before it started (it was waiting for the executor)");
   }
+  lock.unlock();
+  if (call->outcome.error) std::rethrow_exception(call->outcome.error);
+  const pipeline::Txt2ImgParams& q = call->params;
+  const pipeline::Txt2ImgResult& r = call->outcome.result;
 
   pipeline::GenerationParameters gp;
-  gp.prompt = p.prompt;
-  gp.negative_prompt = p.negative_prompt.value_or("");
-  gp.steps = p.steps;
-  gp.sampler = std::string(pipeline::sampler_display_name(p.sampler));
-  gp.cfg_scale = p.cfg_scale;
-  gp.seed = p.seed;
-  gp.width = p.width;
-  gp.height = p.height;
+  gp.prompt = q.prompt;
+  gp.negative_prompt = q.negative_prompt.value_or("");
+  gp.steps = q.steps;
+  gp.sampler = std::string(pipeline::sampler_display_name(q.sampler));
+  gp.cfg_scale = q.cfg_scale;
+  gp.seed = q.seed;
+  gp.width = q.width;
+  gp.height = q.height;
   gp.model = impl_->name;
   gp.extra.emplace_back("Version", "hyrt");
-  const size_t pixels = static_cast<size_t>(p.width) * p.height * 3;
+  const size_t pixels = static_cast<size_t>(q.width) * q.height * 3;
   std::vector<Image> out;
-  for (int i = 0; i < p.batch; ++i) {
+  for (int i = 0; i < q.batch; ++i) {
     // One seed per batch: the latents of item i follow item i-1's in the generator.
-    if (p.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
+    if (q.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
     const pipeline::Image8 img =
-        pipeline::float_to_image8({r.images.as<float>() + i * pixels, pixels}, p.height, p.width);
-    out.push_back({p.width, p.height, img.pixels, pipeline::format_a1111_parameters(gp), p.seed});
-    if (p.batch > 1) gp.extra.pop_back();
+        pipeline::float_to_image8({r.images.as<float>() + i * pixels, pixels}, q.height, q.width);
+    out.push_back({q.width, q.height, img.pixels, pipeline::format_a1111_parameters(gp), q.seed});
+    if (q.batch > 1) gp.extra.pop_back();
   }
   return out;
 }

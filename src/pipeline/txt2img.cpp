@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <exception>
+#include <memory>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -132,206 +134,393 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
   (void)first_img2img_step(p.steps, p.init->strength);  // at least one step runs
 }
 
-Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_config,
-                      const Txt2ImgParams& p) {
-  const int vae_factor = model.vae_scale_factor();
-  // Any multiple of the VAE factor: the UNet upsamples to its skip connections' sizes, as
-  // diffusers does for sizes that are not multiples of its total downsampling.
-  validate_txt2img_params(p, vae_factor);
+bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b) {
+  // One loop runs every lane: the same latent shape, the same timesteps, guidance for all or
+  // none. img2img / inpainting and release_stages stay lone calls.
+  return a.width == b.width && a.height == b.height && a.steps == b.steps &&
+         a.sampler == b.sampler && (a.cfg_scale > 1.0f) == (b.cfg_scale > 1.0f) && !a.init &&
+         !b.init && !a.release_stages && !b.release_stages;
+}
+
+namespace {
+
+// One request of a batch: its conditioning, generator, sampler and latents, and how it ended.
+struct Lane {
+  const Txt2ImgParams* p = nullptr;
+  std::exception_ptr error;  // set: the lane has stopped (its rows still ride along)
   Txt2ImgResult result;
-  const int b = p.batch;
+  PromptConditioning enc;
+  bool zero_negative = false;  // SDXL with no negative prompt: zero negative conditioning
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<TorchCpuRng> rng;
+  Tensor latents;     // NCHW [b, C, h, w]
+  ImageLatents init;  // img2img / inpainting only
+  int first_step = 0;
+  int64_t row = 0;  // its first row within each half of the UNet batch
+  bool alive() const { return !error; }
+  void fail() { error = std::current_exception(); }
+};
+
+[[noreturn]] void throw_cancelled(const auto&... where) {
+  throw Cancelled(str_cat("cancelled ", where...));
+}
+
+// Stops the lane if its caller cancelled it.
+void poll_cancel(Lane& lane, const auto&... where) {
+  if (!lane.alive() || !lane.p->cancelled || !lane.p->cancelled()) return;
+  try {
+    throw_cancelled(where...);
+  } catch (...) {
+    lane.fail();
+  }
+}
+
+bool any_alive(const std::vector<Lane*>& lanes) {
+  return std::any_of(lanes.begin(), lanes.end(), [](const Lane* l) { return l->alive(); });
+}
+
+// 1. Text for one lane: [negative, prompt] (diffusers' order; the negative left out when it
+// is zeros or guidance is off).
+void encode_lane(DiffusionModel& model, Lane& lane) {
+  const Txt2ImgParams& p = *lane.p;
   const bool cfg = p.cfg_scale > 1.0f;
-  const int lh = p.height / vae_factor, lw = p.width / vae_factor;
-  const int lc = model.vae_config().latent_channels;  // the latents
-  const int uc = model.unet_config().in_channels;     // the UNet's input (2·lc + 1 inpainting)
-  HYRT_CHECK(uc == lc || (p.init && p.init->mask && uc == 2 * lc + 1), kInvalidArgument,
-             "the UNet takes ", uc, " input channels for ", lc,
-             "-channel latents: an inpainting model, which needs a picture and a mask");
-
-  auto stop_if_cancelled = [&](const auto&... where) {
-    if (p.cancelled && p.cancelled()) throw Cancelled(str_cat("cancelled ", where...));
-  };
-  stop_if_cancelled("before the text encoders");
-
-  // 1. Text: [negative × b, prompt × b] (diffusers' order) -> context [2b or b, T, C]
-  //    (+ pooled [2b or b, P] for SDXL).
-  auto t0 = Clock::now();
   const bool sdxl = model.family() == models::ModelFamily::kSdxl;
-  const bool zero_negative =
+  lane.zero_negative =
       cfg && sdxl && !p.negative_prompt.has_value() && model.force_zeros_for_empty_prompt();
   std::vector<std::string> prompts;
-  if (cfg && !zero_negative) prompts.push_back(p.negative_prompt.value_or(""));
+  if (cfg && !lane.zero_negative) prompts.push_back(p.negative_prompt.value_or(""));
   prompts.push_back(p.prompt);
-  PromptConditioning enc = model.encode_prompts(prompts);
-  for (auto& w : enc.warnings)
-    result.warnings.push_back(std::move(w));
-  const int unet_batch = cfg ? 2 * b : b;
-  // Rows of `enc` for [negative, positive] (an absent row is zeros).
-  const int64_t ctx_row = enc.context.shape()[1] * enc.context.shape()[2];
-  const int64_t pool_row = enc.pooled ? enc.pooled->shape()[1] : 0;
-  Tensor context(DType::kF32, {unet_batch, enc.context.shape()[1], enc.context.shape()[2]});
+  lane.enc = model.encode_prompts(prompts);
+  HYRT_CHECK(!sdxl || lane.enc.pooled, kInvalidModel,
+             "the SDXL model's second text encoder gave no pooled output");
+  for (auto& w : lane.enc.warnings)
+    lane.result.warnings.push_back(std::move(w));
+}
+
+// 2. A lane's initial latents, NCHW [b, C, h, w], drawn from its own generator.
+void start_lane(DiffusionModel& model, const SchedulerConfig& scheduler_config, Lane& lane) {
+  const Txt2ImgParams& p = *lane.p;
+  const int vae_factor = model.vae_scale_factor();
+  const int lh = p.height / vae_factor, lw = p.width / vae_factor, b = p.batch;
+  const int lc = model.vae_config().latent_channels;
+  const int uc = model.unet_config().in_channels;
+  lane.rng = std::make_unique<TorchCpuRng>(p.seed);
+  TorchCpuRng& rng = *lane.rng;
+  lane.latents = Tensor(DType::kF32, {b, lc, lh, lw});
+  Tensor& latents = lane.latents;
+  const size_t n = static_cast<size_t>(latents.numel());
+  lane.sampler = make_sampler(p.sampler, scheduler_config);
+  Sampler& sampler = *lane.sampler;
+  sampler.set_timesteps(p.steps);
+  if (p.init) {
+    lane.first_step = first_img2img_step(p.steps, p.init->strength);
+    sampler.set_begin_index(lane.first_step);
+    lane.init = prepare_image_latents(model, *p.init, b, uc, rng);
+    if (p.release_stages) model.release("vae_encoder");
+    ImageLatents& init = lane.init;
+    if (init.image.numel() > 0 && p.init->strength < 1.0) {
+      // StableDiffusionImg2ImgPipeline.prepare_latents: the picture noised to the first
+      // timestep that runs.
+      sampler.add_noise({init.image.as<float>(), n}, {init.noise.as<float>(), n}, lane.first_step,
+                        {latents.as<float>(), n});
+    } else {
+      // StableDiffusionInpaintPipeline at strength 1: pure noise.
+      const float sigma0 = sampler.init_noise_sigma();
+      for (size_t i = 0; i < n; ++i)
+        latents.as<float>()[i] = init.noise.as<float>()[i] * sigma0;
+    }
+    return;
+  }
+  if (p.initial_latents) {
+    HYRT_CHECK(p.initial_latents->shape() == latents.shape(), kInvalidArgument,
+               "initial latents have shape ", p.initial_latents->shape().to_string(), ", expected ",
+               latents.shape().to_string());
+    std::memcpy(latents.data(), p.initial_latents->data(), latents.bytes());
+  } else {
+    rng.randn({latents.as<float>(), n});
+  }
+  const float sigma0 = sampler.init_noise_sigma();
+  for (size_t i = 0; i < n; ++i)
+    latents.as<float>()[i] *= sigma0;
+}
+
+// 3 and 4 for lanes of one latent shape and one conditioning length: every step runs all of
+// them as one UNet batch — under guidance [negative rows of every lane, positive rows of every
+// lane], so one lane gives diffusers' [x, x] — then each lane's own guidance and sampler step;
+// the VAE decodes the lanes still running together. A lane that stops (cancelled, a throwing
+// callback) keeps its rows in the batch, frozen, so the others keep their compiled shape.
+void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) {
+  const Txt2ImgParams& p0 = *lanes.front()->p;
+  const int vae_factor = model.vae_scale_factor();
+  const int lh = p0.height / vae_factor, lw = p0.width / vae_factor;
+  const int lc = model.vae_config().latent_channels;
+  const int uc = model.unet_config().in_channels;
+  const bool cfg = p0.cfg_scale > 1.0f;
+  const bool sdxl = model.family() == models::ModelFamily::kSdxl;
+  const bool lone = lanes.size() == 1;
+  int64_t rows = 0;  // B: rows per half
+  for (Lane* l : lanes) {
+    l->row = rows;
+    rows += l->p->batch;
+  }
+  const int64_t unet_batch = cfg ? 2 * rows : rows;
+  const Shape& cs = lanes.front()->enc.context.shape();
+  const int64_t ctx_row = cs[1] * cs[2];
+  const int64_t pool_row = lanes.front()->enc.pooled ? lanes.front()->enc.pooled->shape()[1] : 0;
+  Tensor context(DType::kF32, {unet_batch, cs[1], cs[2]});
   Tensor pooled(DType::kF32, {unet_batch, std::max<int64_t>(pool_row, 1)});
   std::memset(context.data(), 0, context.bytes());
   std::memset(pooled.data(), 0, pooled.bytes());
-  const int positive_row = static_cast<int>(prompts.size()) - 1;
-  for (int r = 0; r < unet_batch; ++r) {
-    const bool negative = cfg && r < b;
-    if (negative && zero_negative) continue;
-    const int src = negative ? 0 : positive_row;
-    std::memcpy(context.as<float>() + r * ctx_row, enc.context.as<float>() + src * ctx_row,
-                static_cast<size_t>(ctx_row) * sizeof(float));
-    if (enc.pooled)
-      std::memcpy(pooled.as<float>() + r * pool_row, enc.pooled->as<float>() + src * pool_row,
-                  static_cast<size_t>(pool_row) * sizeof(float));
-  }
-  // SDXL's add_time_ids: original size, crop top-left, target size, the same for every row.
-  std::vector<float> time_ids;
-  if (sdxl) {
+  std::vector<float> time_ids(sdxl ? static_cast<size_t>(unet_batch) * 6 : 0);
+  for (Lane* l : lanes) {
+    const Txt2ImgParams& p = *l->p;
+    const int positive_row = static_cast<int>(l->enc.context.shape()[0]) - 1;
+    // SDXL's add_time_ids: original size, crop top-left, target size.
     const std::array<int, 2> image{p.height, p.width};
     const auto original = p.original_size.value_or(image);
     const auto target = p.target_size.value_or(image);
-    for (int r = 0; r < unet_batch; ++r)
-      for (int v :
-           {original[0], original[1], p.crop_top_left[0], p.crop_top_left[1], target[0], target[1]})
-        time_ids.push_back(static_cast<float>(v));
+    const std::array<int, 6> ids{original[0],        original[1], p.crop_top_left[0],
+                                 p.crop_top_left[1], target[0],   target[1]};
+    for (int half = 0; half < (cfg ? 2 : 1); ++half)
+      for (int i = 0; i < p.batch; ++i) {
+        const int64_t r = half * rows + l->row + i;
+        const bool negative = cfg && half == 0;
+        for (int k = 0; k < (sdxl ? 6 : 0); ++k)
+          time_ids[static_cast<size_t>(r * 6 + k)] =
+              static_cast<float>(ids[static_cast<size_t>(k)]);
+        if (negative && l->zero_negative) continue;
+        const int src = negative ? 0 : positive_row;
+        std::memcpy(context.as<float>() + r * ctx_row, l->enc.context.as<float>() + src * ctx_row,
+                    static_cast<size_t>(ctx_row) * sizeof(float));
+        if (l->enc.pooled)
+          std::memcpy(pooled.as<float>() + r * pool_row,
+                      l->enc.pooled->as<float>() + src * pool_row,
+                      static_cast<size_t>(pool_row) * sizeof(float));
+      }
   }
   UNetConditioning conditioning{context.view(), {}, {}};
   if (sdxl) {
-    HYRT_CHECK(enc.pooled, kInvalidModel,
-               "the SDXL model's second text encoder gave no pooled output");
     conditioning.text_embeds = pooled.view();
     conditioning.time_ids = time_ids;
   }
-  result.timings.text_ms = ms_since(t0);
-  if (p.release_stages) {
+
+  // 3. Denoise. Rows of stopped lanes keep their last input (zeros before the first step).
+  const size_t plane = static_cast<size_t>(lh) * lw;
+  const size_t in_row = static_cast<size_t>(uc) * plane;  // one UNet input row (NCHW/NHWC)
+  Tensor unet_in(DType::kF32, {unet_batch, lh, lw, uc});
+  std::memset(unet_in.data(), 0, unet_in.bytes());
+  std::vector<float> timesteps(static_cast<size_t>(unet_batch));
+  Sampler& schedule = *lanes.front()->sampler;  // every lane's timesteps are the same
+  const int first_step = lanes.front()->first_step;
+  const int steps_run = schedule.num_steps() - first_step;
+  auto t0 = Clock::now();
+  for (int step = first_step; step < schedule.num_steps(); ++step) {
+    for (Lane* l : lanes)
+      poll_cancel(*l, "before step ", step - first_step + 1, " of ", steps_run);
+    if (!any_alive(lanes)) return;
+    const auto ts = Clock::now();
+    for (Lane* l : lanes) {
+      if (!l->alive()) continue;
+      const Txt2ImgParams& p = *l->p;
+      const size_t n = static_cast<size_t>(l->latents.numel());
+      Tensor scaled(DType::kF32, l->latents.shape());
+      l->sampler->scale_model_input({l->latents.as<float>(), n}, {scaled.as<float>(), n}, step);
+      Tensor unet_x(DType::kF32, {p.batch, uc, lh, lw});  // NCHW, the lane's rows of one half
+      const float* x_in = scaled.as<float>();
+      if (uc != lc) {
+        // torch.cat([latent_model_input, mask, masked_image_latents], dim=1)
+        for (int i = 0; i < p.batch; ++i) {
+          float* dst = unet_x.as<float>() + static_cast<size_t>(i) * in_row;
+          std::memcpy(dst, x_in + i * lc * plane, lc * plane * sizeof(float));
+          std::memcpy(dst + lc * plane, l->init.mask.as<float>() + i * plane,
+                      plane * sizeof(float));
+          std::memcpy(dst + (lc + 1) * plane, l->init.masked.as<float>() + i * lc * plane,
+                      lc * plane * sizeof(float));
+        }
+      } else {
+        std::memcpy(unet_x.data(), x_in, n * sizeof(float));
+      }
+      const Tensor x_nhwc = nchw_to_nhwc(unet_x.view());
+      for (int half = 0; half < (cfg ? 2 : 1); ++half)
+        std::memcpy(unet_in.as<float>() + (half * rows + l->row) * in_row, x_nhwc.data(),
+                    x_nhwc.bytes());
+    }
+    std::fill(timesteps.begin(), timesteps.end(), schedule.timesteps()[step]);
+    const Tensor eps_nhwc = model.predict_noise(unet_in.view(), timesteps, conditioning);
+    const Tensor eps = nhwc_to_nchw(eps_nhwc.view());  // [unet_batch, C, h, w]
+    const size_t out_row = static_cast<size_t>(lc) * plane;
+    for (Lane* l : lanes) {
+      if (!l->alive()) continue;
+      const Txt2ImgParams& p = *l->p;
+      const size_t n = static_cast<size_t>(l->latents.numel());
+      Tensor guided(DType::kF32, l->latents.shape());
+      float* g = guided.as<float>();
+      const float* uncond = eps.as<float>() + l->row * out_row;
+      if (cfg) {
+        const float* text = eps.as<float>() + (rows + l->row) * out_row;
+        for (size_t i = 0; i < n; ++i)
+          g[i] = uncond[i] + p.cfg_scale * (text[i] - uncond[i]);
+      } else {
+        std::memcpy(g, uncond, n * sizeof(float));
+      }
+      l->sampler->step({g, n}, step, {l->latents.as<float>(), n}, l->rng.get());
+      if (p.init && p.init->mask && uc == lc) {
+        // StableDiffusionInpaintPipeline (4-channel UNet): the picture's latents noised to the
+        // next timestep (un-noised after the last step) outside the mask.
+        const float* keep = l->init.image.as<float>();
+        Tensor proper(DType::kF32, l->latents.shape());
+        if (step + 1 < l->sampler->num_steps()) {
+          l->sampler->add_noise({l->init.image.as<float>(), n}, {l->init.noise.as<float>(), n},
+                                step + 1, {proper.as<float>(), n});
+          keep = proper.as<float>();
+        }
+        float* x = l->latents.as<float>();
+        for (size_t i = 0; i < n; ++i) {
+          const float m = l->init.mask.as<float>()[(i / (lc * plane)) * plane + i % plane];
+          x[i] = (1.0f - m) * keep[i] + m * x[i];
+        }
+      }
+      if (step == first_step) l->result.timings.first_step_ms = ms_since(ts);
+      try {
+        if (p.on_step) p.on_step(step - first_step + 1, steps_run);
+        if (p.on_latents) p.on_latents(l->latents);
+      } catch (...) {
+        l->fail();
+      }
+    }
+  }
+  const double denoise_ms = ms_since(t0);
+  if (lone && p0.release_stages) model.release("unet");
+  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB";
+
+  // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
+  for (Lane* l : lanes)
+    poll_cancel(*l, "before the VAE decode");
+  std::vector<Lane*> decoding;
+  for (Lane* l : lanes)
+    if (l->alive()) decoding.push_back(l);
+  if (decoding.empty()) return;
+  t0 = Clock::now();
+  int64_t decode_rows = 0;
+  for (Lane* l : decoding)
+    decode_rows += l->p->batch;
+  Tensor all(DType::kF32, {decode_rows, lc, lh, lw});
+  int64_t at = 0;
+  for (Lane* l : decoding) {
+    std::memcpy(all.as<float>() + at, l->latents.data(), l->latents.bytes());
+    at += l->latents.numel();
+  }
+  const Tensor lat_nhwc = nchw_to_nhwc(all.view());
+  Tensor image = model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
+  float* px = image.as<float>();
+  for (int64_t i = 0; i < image.numel(); ++i)
+    px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
+  const double decode_ms = ms_since(t0);
+  HYRT_LOG(kInfo) << "resident after the VAE decode: " << (current_rss_bytes() >> 20)
+                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
+  const int64_t pixels = static_cast<int64_t>(p0.height) * p0.width * 3;
+  at = 0;
+  for (Lane* l : decoding) {
+    Tensor own(DType::kF32, {l->p->batch, p0.height, p0.width, 3});
+    std::memcpy(own.data(), px + at, own.bytes());
+    at += l->p->batch * pixels;
+    l->result.images = std::move(own);
+    l->result.timings.denoise_ms = denoise_ms;
+    l->result.timings.decode_ms = decode_ms;
+  }
+}
+
+}  // namespace
+
+std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
+                                          const SchedulerConfig& scheduler_config,
+                                          std::span<const Txt2ImgParams* const> requests) {
+  HYRT_CHECK(!requests.empty(), kInvalidArgument, "txt2img_batch: no requests");
+  const int vae_factor = model.vae_scale_factor();
+  const int lc = model.vae_config().latent_channels;  // the latents
+  const int uc = model.unet_config().in_channels;     // the UNet's input (2·lc + 1 inpainting)
+  std::vector<Lane> lanes(requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    Lane& l = lanes[i];
+    l.p = requests[i];
+    try {
+      const Txt2ImgParams& p = *l.p;
+      // Any multiple of the VAE factor: the UNet upsamples to its skip connections' sizes, as
+      // diffusers does for sizes that are not multiples of its total downsampling.
+      validate_txt2img_params(p, vae_factor);
+      HYRT_CHECK(i == 0 || can_batch_together(*requests[0], p), kInvalidArgument,
+                 "txt2img_batch: request ", i, " cannot share the first one's UNet batch");
+      HYRT_CHECK(uc == lc || (p.init && p.init->mask && uc == 2 * lc + 1), kInvalidArgument,
+                 "the UNet takes ", uc, " input channels for ", lc,
+                 "-channel latents: an inpainting model, which needs a picture and a mask");
+    } catch (...) {
+      l.fail();
+    }
+  }
+
+  // 1. Text, one lane at a time (each encodes exactly what a lone call encodes).
+  auto t0 = Clock::now();
+  for (Lane& l : lanes) {
+    poll_cancel(l, "before the text encoders");
+    if (!l.alive()) continue;
+    try {
+      encode_lane(model, l);
+    } catch (...) {
+      l.fail();
+    }
+  }
+  const double text_ms = ms_since(t0);
+  if (requests.size() == 1 && requests[0]->release_stages) {
     model.release("text_encoder");
     model.release("text_encoder_2");
   }
   HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20) << " MiB";
 
-  // 2. Initial latents, NCHW [b, C, h, w].
-  t0 = Clock::now();
-  TorchCpuRng rng(p.seed);
-  Tensor latents(DType::kF32, {b, lc, lh, lw});
-  const size_t n = static_cast<size_t>(latents.numel());
-  auto sampler = make_sampler(p.sampler, scheduler_config);
-  sampler->set_timesteps(p.steps);
-  int first_step = 0;
-  ImageLatents init;  // img2img / inpainting only
-  if (p.init) {
-    first_step = first_img2img_step(p.steps, p.init->strength);
-    sampler->set_begin_index(first_step);
-    init = prepare_image_latents(model, *p.init, b, uc, rng);
-    if (p.release_stages) model.release("vae_encoder");
-    if (init.image.numel() > 0 && p.init->strength < 1.0) {
-      // StableDiffusionImg2ImgPipeline.prepare_latents: the picture noised to the first
-      // timestep that runs.
-      sampler->add_noise({init.image.as<float>(), n}, {init.noise.as<float>(), n}, first_step,
-                         {latents.as<float>(), n});
-    } else {
-      // StableDiffusionInpaintPipeline at strength 1: pure noise.
-      const float sigma0 = sampler->init_noise_sigma();
-      for (size_t i = 0; i < n; ++i)
-        latents.as<float>()[i] = init.noise.as<float>()[i] * sigma0;
+  // 2. Initial latents, each lane from its own seed.
+  for (Lane& l : lanes) {
+    if (!l.alive()) continue;
+    l.result.timings.text_ms = text_ms;
+    try {
+      start_lane(model, scheduler_config, l);
+    } catch (...) {
+      l.fail();
     }
-  } else {
-    if (p.initial_latents) {
-      HYRT_CHECK(p.initial_latents->shape() == latents.shape(), kInvalidArgument,
-                 "initial latents have shape ", p.initial_latents->shape().to_string(),
-                 ", expected ", latents.shape().to_string());
-      std::memcpy(latents.data(), p.initial_latents->data(), latents.bytes());
-    } else {
-      rng.randn({latents.as<float>(), n});
-    }
-    const float sigma0 = sampler->init_noise_sigma();
-    for (size_t i = 0; i < n; ++i)
-      latents.as<float>()[i] *= sigma0;
   }
-  // An inpainting UNet's extra input channels: [mask, masked picture latents] per sample.
-  const bool extra_channels = uc != lc;
-  // A 4-channel model with a mask: latents outside it are reset after every step.
-  const bool blend = p.init && p.init->mask && !extra_channels;
 
-  // 3. Denoise. The UNet input batch is [x, x] under guidance.
-  Tensor scaled(DType::kF32, latents.shape());
-  Tensor unet_x(DType::kF32, {b, uc, lh, lw});  // NCHW, what the UNet sees for one half
-  const size_t n_in = static_cast<size_t>(unet_x.numel());
-  const size_t plane = static_cast<size_t>(lh) * lw;
-  Tensor unet_in(DType::kF32, {unet_batch, lh, lw, uc});
-  Tensor guided(DType::kF32, latents.shape());
-  Tensor proper(DType::kF32, latents.shape());
-  std::vector<float> timesteps(static_cast<size_t>(unet_batch));
-  const int steps_run = sampler->num_steps() - first_step;
-  for (int step = first_step; step < sampler->num_steps(); ++step) {
-    stop_if_cancelled("before step ", step - first_step + 1, " of ", steps_run);
-    const auto ts = Clock::now();
-    sampler->scale_model_input({latents.as<float>(), n}, {scaled.as<float>(), n}, step);
-    const float* x_in = scaled.as<float>();
-    if (extra_channels) {
-      // torch.cat([latent_model_input, mask, masked_image_latents], dim=1)
-      for (int i = 0; i < b; ++i) {
-        float* dst = unet_x.as<float>() + static_cast<size_t>(i) * uc * plane;
-        std::memcpy(dst, x_in + i * lc * plane, lc * plane * sizeof(float));
-        std::memcpy(dst + lc * plane, init.mask.as<float>() + i * plane, plane * sizeof(float));
-        std::memcpy(dst + (lc + 1) * plane, init.masked.as<float>() + i * lc * plane,
-                    lc * plane * sizeof(float));
+  // 3 and 4, per conditioning length (prompts of different lengths cannot share a UNet
+  // batch); an error there stops every lane of that group.
+  std::vector<bool> done(lanes.size(), false);
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    if (done[i] || !lanes[i].alive()) continue;
+    std::vector<Lane*> group;
+    for (size_t j = i; j < lanes.size(); ++j)
+      if (!done[j] && lanes[j].alive() &&
+          lanes[j].enc.context.shape() == lanes[i].enc.context.shape()) {
+        group.push_back(&lanes[j]);
+        done[j] = true;
       }
-    } else {
-      std::memcpy(unet_x.data(), x_in, n * sizeof(float));
+    try {
+      denoise_and_decode(model, group);
+    } catch (...) {
+      for (Lane* l : group)
+        if (l->alive()) l->fail();
     }
-    const Tensor x_nhwc = nchw_to_nhwc(unet_x.view());
-    for (int r = 0; r < unet_batch / b; ++r)
-      std::memcpy(unet_in.as<float>() + r * n_in, x_nhwc.data(), n_in * sizeof(float));
-    std::fill(timesteps.begin(), timesteps.end(), sampler->timesteps()[step]);
-    const Tensor eps_nhwc = model.predict_noise(unet_in.view(), timesteps, conditioning);
-    const Tensor eps = nhwc_to_nchw(eps_nhwc.view());  // [unet_batch, C, h, w]
-    const float* e = eps.as<float>();
-    float* g = guided.as<float>();
-    if (cfg) {
-      const float* uncond = e;
-      const float* text = e + n;
-      for (size_t i = 0; i < n; ++i)
-        g[i] = uncond[i] + p.cfg_scale * (text[i] - uncond[i]);
-    } else {
-      std::memcpy(g, e, n * sizeof(float));
-    }
-    sampler->step({g, n}, step, {latents.as<float>(), n}, &rng);
-    if (blend) {
-      // StableDiffusionInpaintPipeline (4-channel UNet): the picture's latents noised to the
-      // next timestep (un-noised after the last step) outside the mask.
-      const float* keep = init.image.as<float>();
-      if (step + 1 < sampler->num_steps()) {
-        sampler->add_noise({init.image.as<float>(), n}, {init.noise.as<float>(), n}, step + 1,
-                           {proper.as<float>(), n});
-        keep = proper.as<float>();
-      }
-      float* x = latents.as<float>();
-      for (size_t i = 0; i < n; ++i) {
-        const float m = init.mask.as<float>()[(i / (lc * plane)) * plane + i % plane];
-        x[i] = (1.0f - m) * keep[i] + m * x[i];
-      }
-    }
-    if (step == first_step) result.timings.first_step_ms = ms_since(ts);
-    if (p.on_step) p.on_step(step - first_step + 1, steps_run);
-    if (p.on_latents) p.on_latents(latents);
   }
-  result.timings.denoise_ms = ms_since(t0);
-  if (p.release_stages) model.release("unet");
-  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB";
 
-  // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
-  stop_if_cancelled("before the VAE decode");
-  t0 = Clock::now();
-  const Tensor lat_nhwc = nchw_to_nhwc(latents.view());
-  Tensor image = model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
-  float* px = image.as<float>();
-  for (int64_t i = 0; i < image.numel(); ++i)
-    px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
-  result.timings.decode_ms = ms_since(t0);
-  HYRT_LOG(kInfo) << "resident after the VAE decode: " << (current_rss_bytes() >> 20)
-                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
-  result.images = std::move(image);
-  return result;
+  std::vector<Txt2ImgOutcome> out(lanes.size());
+  for (size_t i = 0; i < lanes.size(); ++i) {
+    out[i].error = lanes[i].error;
+    if (!out[i].error) out[i].result = std::move(lanes[i].result);
+  }
+  return out;
+}
+
+Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_config,
+                      const Txt2ImgParams& p) {
+  const Txt2ImgParams* one[] = {&p};
+  std::vector<Txt2ImgOutcome> out = txt2img_batch(model, scheduler_config, one);
+  if (out[0].error) std::rethrow_exception(out[0].error);
+  return std::move(out[0].result);
 }
 
 }  // namespace hyrt::pipeline

@@ -23,8 +23,10 @@
 #pragma once
 
 #include <array>
+#include <exception>
 #include <functional>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -106,6 +108,33 @@ struct Txt2ImgResult {
 // Validates `params` (sizes, steps, batch) with clear errors, then generates.
 Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler,
                       const Txt2ImgParams& params);
+
+// Request batching: several independent requests in one denoising loop, each step one UNet
+// batch of all of them (under guidance [negative rows of every request, positive rows of every
+// request]); each request keeps its own prompts, seed (its generator draws exactly what a lone
+// call's draws), sampler state, guidance scale, callbacks and cancel. The kernels compute
+// every row independently of the others (per-row/per-sample activation scales, per-sample
+// norms and attention), so each request's images equal those of txt2img alone with its params
+// — tests/library checks that on the host and the GPU.
+//
+// Requests must be compatible (can_batch_together with the first; else that one fails with
+// kInvalidArgument). One that fails — bad params, cancelled, its on_step throwing — ends
+// alone: its outcome holds the exception, and its rows ride along frozen so the others keep
+// their compiled shape. An error of the shared work (the UNet, the VAE: out of memory at a new
+// batch) fails every request still running. Requests whose conditioning lengths differ (long
+// prompts in chunks) run as separate loops, one after another.
+struct Txt2ImgOutcome {
+  Txt2ImgResult result;      // when `error` is empty
+  std::exception_ptr error;  // what ended the request
+};
+
+// True when the two can share one denoising loop: the same size, steps, sampler, guidance on
+// or off; txt2img (no init image) and not release_stages.
+bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b);
+
+// One outcome per request, in order. Throws only for an empty `requests`.
+std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model, const SchedulerConfig& scheduler,
+                                          std::span<const Txt2ImgParams* const> requests);
 
 // The checks txt2img runs first, available to CLIs that want to fail before loading.
 void validate_txt2img_params(const Txt2ImgParams& params, int size_multiple);

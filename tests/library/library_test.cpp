@@ -42,6 +42,10 @@ hyrt::RuntimeOptions runtime_options() {
   // HYRT_TEST_PLACEMENT=device / hybrid runs the same contract on the GPU machine.
   const char* placement = std::getenv("HYRT_TEST_PLACEMENT");
   o.placement = placement ? placement : "host";
+  // Request batching on, on the host too, so every test here also runs through the batcher;
+  // a short wait lets the concurrent tests' calls meet in batches.
+  o.max_batch = 8;
+  o.batch_wait_ms = 20;
   return o;
 }
 
@@ -160,6 +164,102 @@ TEST_F(Library, FirstImageOfABatchEqualsALoneCall) {
   }
 }
 
+// Calls that wait together run as one batch (the runtime's stats say they did), and each
+// still equals its lone call: different prompts, seeds, guidance scales, batch sizes and the
+// ancestral sampler's per-step noise. One member's throwing callback and another's cancel end
+// only those two.
+TEST_F(Library, BatchedCallsEqualLoneCalls) {
+  struct Member {
+    const char* prompt;
+    uint64_t seed;
+    float cfg;
+    int batch;
+    int fail;  // 0: runs through; 1: its callback throws at step 2; 2: cancelled at step 2
+  };
+  const std::vector<Member> members = {
+      {"a red circle", 21, 5.0f, 1, 0},     {"a blue square", 22, 7.5f, 2, 0},
+      {"a green triangle", 23, 3.0f, 1, 1}, {"two circles", 24, 5.0f, 1, 0},
+      {"a yellow star", 25, 9.0f, 1, 2},    {"a purple circle", 26, 5.0f, 1, 0},
+  };
+  auto options = [](const Member& m) {
+    Job j{0, 40, 32, "euler_a", m.seed, 3, m.prompt};
+    hyrt::GenerateOptions o = options_of(j);
+    o.cfg_scale = m.cfg;
+    o.batch = m.batch;
+    return o;
+  };
+  std::vector<std::vector<hyrt::Image>> lone;
+  for (const Member& m : members)
+    lone.push_back(model(0).generate(options(m)));
+
+  hyrt::RuntimeOptions ro = runtime_options();
+  ro.batch_wait_ms = 2000;  // the batch starts once it is full (8 images) or after 2 s
+  hyrt::Runtime rt(ro);
+  hyrt::Model shapes = rt.load(bundled("shapes"));
+  std::vector<std::thread> threads;
+  std::mutex log;
+  std::vector<std::string> messages;
+  for (size_t i = 0; i < members.size(); ++i)
+    threads.emplace_back([&, i] {
+      const Member& m = members[i];
+      hyrt::GenerateOptions o = options(m);
+      hyrt::CancelToken token = o.cancel;
+      o.on_step = [&m, token](int step, int) {
+        if (m.fail == 1 && step == 2) throw std::runtime_error("member callback failed");
+        if (m.fail == 2 && step == 2) token.cancel();
+      };
+      std::string problem;
+      try {
+        const auto images = shapes.generate(o);
+        if (m.fail == 1) problem = "the throwing member returned images";
+        bool same = images.size() == lone[i].size();
+        for (size_t k = 0; same && k < images.size(); ++k)
+          same = images[k].rgb == lone[i][k].rgb && images[k].parameters == lone[i][k].parameters;
+        if (!same && m.fail != 2) problem = "differs from its lone call";
+      } catch (const hyrt::Cancelled&) {
+        if (m.fail != 2) problem = "cancelled unexpectedly";
+      } catch (const std::runtime_error& e) {
+        if (m.fail != 1) problem = e.what();
+      }
+      if (!problem.empty()) {
+        std::lock_guard<std::mutex> g(log);
+        messages.push_back("member " + std::to_string(i) + ": " + problem);
+      }
+    });
+  for (auto& th : threads)
+    th.join();
+  for (const auto& m : messages)
+    ADD_FAILURE() << m;
+  const hyrt::RuntimeStats stats = rt.stats();
+  EXPECT_EQ(stats.calls, static_cast<int64_t>(members.size()));
+  EXPECT_GE(stats.largest_batch, 2) << "no calls were batched";
+  EXPECT_LT(stats.batches, static_cast<int64_t>(members.size()));
+  EXPECT_EQ(stats.waiting, 0);
+  // The Model is healthy after the batch lost two members.
+  EXPECT_EQ(shapes.generate(options(members[0])).front().rgb, lone[0].front().rgb);
+}
+
+TEST_F(Library, CancelWhileQueuedReturnsAtOnce) {
+  hyrt::RuntimeOptions ro = runtime_options();
+  ro.max_batch = 1;  // the second call waits behind the first
+  hyrt::Runtime rt(ro);
+  hyrt::Model shapes = rt.load(bundled("shapes"));
+  std::atomic<bool> first_started{false};
+  std::thread first([&] {
+    hyrt::GenerateOptions o = options_of(mixed_jobs()[5]);
+    o.steps = 12;
+    o.on_step = [&](int, int) { first_started = true; };
+    shapes.generate(o);
+  });
+  while (!first_started)
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  hyrt::GenerateOptions o = options_of(mixed_jobs()[0]);
+  o.cancel.cancel();
+  EXPECT_THROW(shapes.generate(o), hyrt::Cancelled);  // while the first call still runs
+  first.join();
+  EXPECT_EQ(rt.stats().waiting, 0);
+}
+
 TEST_F(Library, CancelFromAnotherThreadStopsWithinOneStep) {
   Job j = mixed_jobs()[0];
   j.steps = 8;
@@ -188,10 +288,15 @@ TEST_F(Library, CancelFromAnotherThreadStopsWithinOneStep) {
     ADD_FAILURE() << "a cancelled call returned";
   } catch (const hyrt::Cancelled& e) {
     EXPECT_EQ(e.code(), hyrt::ErrorCode::kCancelled);
-    EXPECT_NE(std::string(e.what()).find("step 3 of 8"), std::string::npos) << e.what();
+    // on_step runs on this thread while the runtime's worker goes on: the worker may have
+    // begun step 3 when the callback of step 2 cancelled, never step 4.
+    const std::string what = e.what();
+    EXPECT_TRUE(what.find("step 3 of 8") != std::string::npos ||
+                what.find("step 4 of 8") != std::string::npos)
+        << what;
   }
   canceller.join();
-  EXPECT_EQ(steps_after_cancel, 0);  // no step ran after the one that saw the cancel
+  EXPECT_LE(steps_after_cancel, 1);  // at most the step already running when it cancelled
   // The model is healthy: the next call equals the serial one.
   EXPECT_EQ(model(0).generate(options_of(mixed_jobs()[0])).front().rgb, serial(0));
 }

@@ -24,6 +24,7 @@
 //   Resident: the packed s8 weights only. Scratch: one packed f32 layer (≈ 4·N·K bytes),
 //   reused across nodes.
 #include <immintrin.h>
+#include <algorithm>
 
 #include <cstring>
 
@@ -112,12 +113,25 @@ class LinearInt8Kernel final : public Kernel {
   AlignedBuffer bias_;       // f32 [N] or empty
 };
 
-// A linear with at most kGemvMaxRows activation rows (SD's time-embedding layers: one row
-// per sample): weight-bandwidth bound, so neither mode's machinery pays off — W8A8 would
-// add activation rounding for no speed, W8 would widen a whole layer to multiply two rows.
-// Instead each output is s[n] · Σₖ x[m, k] · q[n, k] in f32, read straight from the s8
-// rows (one pass over the weights for all rows), i.e. weight-only accuracy in both modes.
-constexpr int64_t kGemvMaxRows = 8;
+// A linear with at most kGemvMaxRowsPerSample activation rows per sample (SD's
+// time-embedding layers: one row per sample; the lowest UNet level at tiny sizes): weight-
+// bandwidth bound, so neither mode's machinery pays off — W8A8 would add activation rounding
+// for no speed, W8 would widen a whole layer to multiply two rows. Instead each output is
+// s[n] · Σₖ x[m, k] · q[n, k] in f32, read straight from the s8 rows (one pass over the
+// weights for all rows), i.e. weight-only accuracy in both modes.
+// The choice never depends on the batch (x's first dimension), so a sample computes the same
+// numbers alone or batched with others (request batching, pipeline/txt2img.h): x [samples, K]
+// (one row per sample) runs as the GEMV up to kGemvMaxVectorRows rows; x [B, ..., K] when it
+// has at most kGemvMaxRowsPerSample rows per sample (4: what 8 rows were for the usual batch of
+// 2 under guidance).
+constexpr int64_t kGemvMaxRowsPerSample = 4;
+constexpr int64_t kGemvMaxVectorRows = 256;
+
+bool runs_as_gemv(const Shape& x, int64_t k) {
+  const int64_t rows = x.numel() / k;
+  if (x.rank() <= 2) return rows <= kGemvMaxVectorRows;
+  return rows / std::max<int64_t>(x[0], 1) <= kGemvMaxRowsPerSample;
+}
 
 class LinearInt8GemvKernel final : public Kernel {
  public:
@@ -191,8 +205,7 @@ class LinearInt8GemvKernel final : public Kernel {
 std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
   const Shape& w = ctx.input(1).shape;
   const int64_t k = w.numel() / w[0];
-  if (ctx.input(0).shape.numel() / k <= kGemvMaxRows)
-    return std::make_unique<LinearInt8GemvKernel>(ctx);
+  if (runs_as_gemv(ctx.input(0).shape, k)) return std::make_unique<LinearInt8GemvKernel>(ctx);
   return std::make_unique<LinearInt8Kernel>(ctx, mode);
 }
 
