@@ -68,6 +68,9 @@ struct RuntimeStats {
   int64_t batches = 0;    // denoising loops run (a lone call is a batch of one)
   int largest_batch = 0;  // most calls that shared one batch
   int waiting = 0;        // calls queued now, not yet running
+  // Accelerator memory held after the last batch, load or unload (resident weights, shared
+  // scratch arena, workspaces); 0 without an accelerator.
+  int64_t accelerator_bytes = 0;
 };
 
 struct LoadOptions {

@@ -143,4 +143,10 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   return Executable::create(std::move(graph), backends, std::move(placement), weights, cache_, eo);
 }
 
+size_t Engine::accelerator_bytes() const {
+  if (!accel_) return 0;
+  return (accel_scratch_ ? accel_scratch_->bytes() : 0) + accel_->scratch_bytes() +
+         accel_->resident_weight_bytes();
+}
+
 }  // namespace hyrt::exec

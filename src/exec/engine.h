@@ -74,6 +74,10 @@ class Engine {
   backend::Backend& host() { return *host_; }
   // The accelerator in use, or null.
   backend::Backend* accelerator() { return accel_.get(); }
+  // Accelerator memory hyrt holds now: the shared scratch arena, kernel scratch and library
+  // workspaces, resident weights (0 without an accelerator). Executables' own arenas, when
+  // EngineOptions::share_scratch is off, are not counted.
+  size_t accelerator_bytes() const;
   // "cuda: NVIDIA H100 80GB HBM3 (sm_90, 79.1 GiB)", or why there is none.
   const std::string& accelerator_status() const { return accel_status_; }
   const EngineOptions& options() const { return options_; }

@@ -91,6 +91,14 @@ struct Runtime::Impl {
     queue_changed.notify_all();
   }
 
+  // Records the engine's accelerator memory for stats() (executor held: sizes change only
+  // under it, and stats() must not wait a whole batch for the lock).
+  void note_accelerator_bytes() {
+    const auto bytes = static_cast<int64_t>(engine.accelerator_bytes());
+    std::lock_guard<std::mutex> lock(queue_mutex);
+    stats.accelerator_bytes = bytes;
+  }
+
   // Takes `call` out of the queue if it has not started; false once the worker has it.
   bool withdraw(const std::shared_ptr<Call>& call) {
     std::lock_guard<std::mutex> lock(queue_mutex);
@@ -153,6 +161,7 @@ struct Model::Impl {
     std::lock_guard<FifoMutex> lock(runtime->executor);
     model.reset();
     runtime->engine.trim();  // scratch sized for its shapes, its now idle programs
+    runtime->note_accelerator_bytes();
     return_free_heap_to_system();
   }
 };
@@ -179,6 +188,7 @@ void Runtime::Impl::run(const std::vector<std::shared_ptr<Call>>& batch) {
       for (size_t i = 0; i < batch.size(); ++i)
         outcomes[i] =
             std::move(pipeline::txt2img_batch(model, model.scheduler_config(), {&params[i], 1})[0]);
+    note_accelerator_bytes();
   }
   {
     std::lock_guard<std::mutex> lock(queue_mutex);
@@ -249,6 +259,7 @@ Model Runtime::load(const std::string& path, const LoadOptions& options) {
   {
     std::lock_guard<FifoMutex> lock(impl_->executor);
     impl->model = pipeline::DiffusionModel::open(path, impl_->engine, mo);
+    impl_->note_accelerator_bytes();
   }
   impl->name = std::filesystem::path(path).filename().string();
   return Model(std::move(impl));

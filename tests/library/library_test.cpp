@@ -235,6 +235,10 @@ TEST_F(Library, BatchedCallsEqualLoneCalls) {
   EXPECT_GE(stats.largest_batch, 2) << "no calls were batched";
   EXPECT_LT(stats.batches, static_cast<int64_t>(members.size()));
   EXPECT_EQ(stats.waiting, 0);
+  if (ro.placement == "host")
+    EXPECT_EQ(stats.accelerator_bytes, 0);
+  else
+    EXPECT_GT(stats.accelerator_bytes, 0) << "resident weights and arena on the accelerator";
   // The Model is healthy after the batch lost two members.
   EXPECT_EQ(shapes.generate(options(members[0])).front().rgb, lone[0].front().rgb);
 }

@@ -501,6 +501,9 @@ struct GemmSpec {
   std::optional<Im2colGeometry> im2col;  // none: the bound input is a [M, K] itself
   int64_t input_elems = 0;               // elements of the bound input
   int64_t output_elems = 0;              // M · N
+  // GEMM rows per sample: M / the input's first dimension (1 for a [samples, K] linear input).
+  // The untimed candidate choice depends on it, never on the batch (GemmKernel::choice_key).
+  int64_t rows_per_sample = 1;
   uint64_t source = 0;  // WeightSource::generation() (identity of the resident weights)
   std::string w_name;
   TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
@@ -511,6 +514,11 @@ struct GemmSpec {
   std::optional<TensorView> bias;  // float [N]
   ir::GemmEpilogue epilogue;       // fused activation / residual (the residual is the last input)
 };
+
+GemmKey choice_key(GemmKey key, int64_t rows_per_sample) {
+  key.m = 2 * std::max<int64_t>(rows_per_sample, 1);
+  return key;
+}
 
 // One GEMM program's runner: y [M, N] = act(a [M, K] · w [N, K]ᵀ (+ bias)) (+ residual), a = the
 // input or its im2col matrix. Linear and conv2d nodes differ only in their GemmSpec.
@@ -523,6 +531,7 @@ class GemmKernel final : public CudaGemmKernel {
         name_(spec.name),
         key_(spec.key),
         program_key_(gemm_program_key(spec.key)),
+        choice_key_(choice_key(program_key_, spec.rows_per_sample)),
         im2col_(spec.im2col),
         input_elems_(spec.input_elems),
         output_elems_(spec.output_elems),
@@ -554,6 +563,8 @@ class GemmKernel final : public CudaGemmKernel {
     std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
                                     ctx_.device().compute_minor, " ", program_key_.to_string());
     if (im2col_) cache_key += " " + im2col_->to_string();
+    // The untimed choice follows the rows per sample: keys of one M but other samples differ.
+    if (choice_key_.m != program_key_.m) cache_key += str_cat(" choice-m", choice_key_.m);
     // A chunked program's algorithms and timings are those of its chunk size (CudaGemmProgram);
     // unchunked keys stay as they were.
     cache_key += chunks_note();
@@ -995,7 +1006,7 @@ class GemmKernel final : public CudaGemmKernel {
         p->f16_algo = f[0].algo;
         p->f16_tail_algo = *tail;
         t.f16.available = true;
-        t.f16.total_us = gemm_roofline_us(program_key_, GemmCandidate::kF16);
+        t.f16.total_us = gemm_roofline_us(choice_key_, GemmCandidate::kF16);
       }
     if (s8_)
       if (auto q = heuristics(ctx_, s8_gemm_.full, 1, kS8MinAlign); !q.empty())
@@ -1003,7 +1014,7 @@ class GemmKernel final : public CudaGemmKernel {
           p->s8_algo = q[0].algo;
           p->s8_tail_algo = *tail;
           t.w8a8.available = true;
-          t.w8a8.total_us = gemm_roofline_us(program_key_, GemmCandidate::kW8A8);
+          t.w8a8.total_us = gemm_roofline_us(choice_key_, GemmCandidate::kW8A8);
         }
     choose(t);
     return p;
@@ -1116,6 +1127,11 @@ class GemmKernel final : public CudaGemmKernel {
   std::string name_;
   GemmKey key_;
   GemmKey program_key_;  // key_ without the fused-epilogue bits: what the program is cached under
+  // program_key_ at the M of two samples (one picture under guidance, the usual batch): what
+  // the untimed choice between the candidates is estimated at. A sample then runs the same
+  // candidate alone or in any batch — W8A8's integer GEMM is exact whatever the algorithm, so
+  // with 8-bit S weights a picture is computed bit for bit the same (request batching).
+  GemmKey choice_key_;
   std::optional<Im2colGeometry> im2col_;
   int64_t input_elems_ = 0, output_elems_ = 0;
   bool residual_ = false;                    // a fused residual, the last bound input
@@ -1182,6 +1198,8 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
   spec.key = linear_gemm_key(graph, node);
   spec.input_elems = spec.key.m * spec.key.k;
   spec.output_elems = spec.key.m * spec.key.n;
+  const Shape& xs = graph.value(node.inputs[0]).shape;
+  spec.rows_per_sample = xs.rank() >= 3 ? spec.key.m / std::max<int64_t>(xs[0], 1) : 1;
   fill_weights(spec, graph, node, weights);
   return std::make_unique<GemmKernel>(ctx, options, spec, cache);
 }
@@ -1245,6 +1263,7 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
   spec.key = conv2d_gemm_key(graph, node);
   spec.input_elems = xs.numel();
   spec.output_elems = ys.numel();
+  spec.rows_per_sample = ys[1] * ys[2];
   fill_weights(spec, graph, node, weights);
 
   // OIHW -> [Cout, kh, kw, Cin] (the im2col matrix's column order) happens at upload, only
