@@ -4,7 +4,9 @@
 # run_library_on_gpu.sh), writes a random SD 1.5-size checkpoint (int8), then
 #   - the batch-invariance test (a batch's row 0 equals a lone call) with placement device;
 #   - the UNet step at 512² for UNet batches 2, 4 and 8 (1, 2 and 4 images with CFG);
-#   - library_throughput: 1 thread vs 4 threads vs one call of batch 4, 20 DDIM steps at 512².
+#   - library_throughput: 1 thread vs 4 threads (batched up to 4 images) vs one call of batch 4,
+#     20 DDIM steps at 512².
+# Also the CUDA op tests, and the library tests with placement hybrid (HYRT_MEASURE_PLACEMENTS).
 #   scripts/gpu/measure_throughput.sh OUT_DIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -21,10 +23,12 @@ t0=$(date +%s)
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
   -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
   -DHYRT_BUILD_TESTS=ON >"$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target hyrt_library_tests hyrt library_throughput \
+cmake --build build-gpu -j"$(nproc)" --target hyrt_library_tests hyrt_ops_tests hyrt library_throughput \
   >"$out/build.log" 2>&1 || { grep -B2 -A10 -m3 "error" "$out/build.log"; exit 1; }
 echo "configure + build: $(($(date +%s) - t0)) s"
-for placement in device ${HYRT_MEASURE_PLACEMENTS:-}; do
+build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$out/cuda_ops.log" 2>&1
+echo "cuda op tests rc=$?"; grep -E "Failure|FAILED" "$out/cuda_ops.log" | head -10; tail -n 2 "$out/cuda_ops.log"
+for placement in device ${HYRT_MEASURE_PLACEMENTS:-hybrid}; do
   HYRT_TEST_PLACEMENT=$placement build-gpu/tests/hyrt_library_tests \
     --gtest_filter="${HYRT_MEASURE_TESTS:-Library.*}" >"$out/library_$placement.log" 2>&1
   echo "library tests, placement $placement: rc=$?"
@@ -36,12 +40,12 @@ $hyrt make-random-checkpoint --tokenizer models/shapes/tokenizer "$ckpt" >"$out/
   $hyrt quantize "$ckpt" /tmp/sd15-int8.safetensors >>"$out/ckpt.log" 2>&1 ||
   { tail -n 20 "$out/ckpt.log"; exit 1; }
 ls -la /tmp/sd15-int8.safetensors /tmp/tokenizer 2>&1 | head -3
-for b in 2 4 8; do
+for b in ${HYRT_MEASURE_UNET_BATCHES:-2 4 8}; do
   $hyrt bench -m /tmp/sd15-int8.safetensors --placement device --only unet -b $b --runs 10 \
     --warmup 2 --json "$out/unet_b$b.json" >"$out/unet_b$b.log" 2>&1
   echo "unet b$b rc=$?: $(grep -o '"median_ms": [0-9.]*' "$out/unet_b$b.json" | head -1)"
 done
 build-gpu/bench/library_throughput --model /tmp/sd15-int8.safetensors --placement device \
-  --size 512 --steps 20 --threads 4 --images 8 --runs 3 --json "$out/throughput.json" \
+  --size 512 --steps 20 --threads 4 --images 8 --runs 3 --max-batch 4 --json "$out/throughput.json" \
   2>"$out/throughput.err" | tail -n 8
 tail -n 5 "$out/throughput.err"
