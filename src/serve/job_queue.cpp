@@ -4,12 +4,16 @@
 
 namespace hyrt::serve {
 
-JobQueue::JobQueue(size_t capacity, Run run)
-    : capacity_(capacity), run_(std::move(run)), worker_([this] { loop(); }) {}
+JobQueue::JobQueue(size_t capacity, Run run, size_t workers)
+    : capacity_(capacity), run_(std::move(run)) {
+  for (size_t i = 0; i < std::max<size_t>(1, workers); ++i)
+    workers_.emplace_back([this] { loop(); });
+}
 
 JobQueue::~JobQueue() {
   shutdown();
-  worker_.join();
+  for (std::thread& t : workers_)
+    t.join();
 }
 
 bool JobQueue::submit(std::shared_ptr<Job> job) {
@@ -35,22 +39,23 @@ void JobQueue::withdraw(const std::shared_ptr<Job>& job) {
     job->interrupted = true;
     job->done_ = true;
     done_cv_.notify_all();
-  } else if (running_ == job) {
+  } else if (std::find(running_.begin(), running_.end(), job) != running_.end()) {
     job->cancel.cancel();
   }
 }
 
 bool JobQueue::interrupt() {
   std::lock_guard<std::mutex> lock(mu_);
-  if (!running_) return false;
-  running_->cancel.cancel();
-  return true;
+  for (auto& job : running_)
+    job->cancel.cancel();
+  return !running_.empty();
 }
 
 void JobQueue::shutdown() {
   std::lock_guard<std::mutex> lock(mu_);
   stopping_ = true;
-  if (running_) running_->cancel.cancel();
+  for (auto& job : running_)
+    job->cancel.cancel();
   for (auto& job : waiting_) {
     job->interrupted = true;
     job->done_ = true;
@@ -65,9 +70,9 @@ size_t JobQueue::waiting() const {
   return waiting_.size();
 }
 
-bool JobQueue::busy() const {
+size_t JobQueue::running() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return running_ != nullptr;
+  return running_.size();
 }
 
 void JobQueue::loop() {
@@ -79,7 +84,7 @@ void JobQueue::loop() {
       if (stopping_) return;  // shutdown() finished the waiting jobs
       job = waiting_.front();
       waiting_.pop_front();
-      running_ = job;
+      running_.push_back(job);
     }
     // A token cancelled while the job waited (withdraw raced with the pop) ends the run at
     // its first step: nothing special to do here.
@@ -100,14 +105,14 @@ void JobQueue::loop() {
       job->error_status = 500;
       job->error_message = e.what();
     }
-    finish(*job);
+    finish(job);
   }
 }
 
-void JobQueue::finish(Job& job) {
+void JobQueue::finish(const std::shared_ptr<Job>& job) {
   std::lock_guard<std::mutex> lock(mu_);
-  job.done_ = true;
-  running_.reset();
+  job->done_ = true;
+  running_.erase(std::find(running_.begin(), running_.end(), job));
   done_cv_.notify_all();
 }
 

@@ -1,9 +1,11 @@
-// A bounded first-in-first-out queue of txt2img jobs with one worker thread.
+// A bounded first-in-first-out queue of txt2img jobs with `workers` worker threads.
 //
-// One worker per hyrt::Runtime: the Runtime runs its generate() calls one after another
-// anyway (hyrt.h), so a single thread that owns the models and takes jobs in arrival order is
-// the whole scheduler. The bound keeps a burst from piling up unbounded memory and latency:
-// submit() refuses when `capacity` jobs already wait (the HTTP layer answers 503).
+// The Runtime runs its generate() calls in arrival order (hyrt.h), and calls that wait
+// together may run as one UNet batch (RuntimeOptions::max_batch). With one worker, jobs run
+// one after another; with N workers up to N jobs call generate() at once, so the Runtime can
+// batch them. Either way jobs start in arrival order. The bound keeps a burst from piling up
+// unbounded memory and latency: submit() refuses when `capacity` jobs already wait (the HTTP
+// layer answers 503).
 //
 // Thread safety: every member function may be called from any thread.
 #pragma once
@@ -49,8 +51,9 @@ class JobQueue {
   // keeps its status, hyrt::Error with kInvalidArgument/kUnsupported becomes 422, anything else
   // 500; hyrt::Cancelled marks it interrupted.
   using Run = std::function<void(Job&)>;
-  JobQueue(size_t capacity, Run run);
-  // shutdown(), then joins the worker.
+  // `workers` (at least 1) threads each run one job at a time.
+  JobQueue(size_t capacity, Run run, size_t workers = 1);
+  // shutdown(), then joins the workers.
   ~JobQueue();
   JobQueue(const JobQueue&) = delete;
   JobQueue& operator=(const JobQueue&) = delete;
@@ -63,19 +66,22 @@ class JobQueue {
   // The caller no longer wants `job` (its client went away): a waiting job is dropped
   // (marked interrupted and done), a running one is cancelled at its next step.
   void withdraw(const std::shared_ptr<Job>& job);
-  // Cancels the running job, if any (A1111's interrupt); true if there was one.
+  // Cancels every running job, if any (A1111's interrupt); true if there was one. Waiting
+  // jobs stay queued.
   bool interrupt();
-  // Cancels the running job and drops the waiting ones (all finish as interrupted); later
+  // Cancels the running jobs and drops the waiting ones (all finish as interrupted); later
   // submits are refused.
   void shutdown();
 
   size_t waiting() const;
-  bool busy() const;  // a job is running
+  size_t running() const;
+  bool busy() const { return running() > 0; }  // a job is running
   size_t capacity() const { return capacity_; }
+  size_t workers() const { return workers_.size(); }
 
  private:
   void loop();
-  void finish(Job& job);
+  void finish(const std::shared_ptr<Job>& job);
 
   const size_t capacity_;
   const Run run_;
@@ -83,9 +89,9 @@ class JobQueue {
   std::condition_variable work_cv_;  // the worker waits for jobs
   std::condition_variable done_cv_;  // callers wait for their job
   std::deque<std::shared_ptr<Job>> waiting_;
-  std::shared_ptr<Job> running_;
+  std::vector<std::shared_ptr<Job>> running_;  // in the order they started
   bool stopping_ = false;
-  std::thread worker_;
+  std::vector<std::thread> workers_;
 };
 
 }  // namespace hyrt::serve

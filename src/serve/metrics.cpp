@@ -107,8 +107,7 @@ uint64_t Metrics::counter(const std::string& name) const {
   return it == counters_.end() ? 0 : it->second;
 }
 
-std::string Metrics::render(
-    const std::map<std::string, std::pair<std::string, double>>& gauges) const {
+std::string Metrics::render(const Values& gauges, const Values& counters) const {
   std::ostringstream os;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -128,6 +127,9 @@ std::string Metrics::render(
   os << queue_wait_seconds_.render("hyrt_txt2img_queue_wait_seconds",
                                    "Time a txt2img job waited in the queue before it ran");
   os << step_seconds_.render("hyrt_denoise_step_seconds", "Duration of one denoising step");
+  for (const auto& [name, c] : counters)
+    os << "# HELP " << name << " " << c.first << "\n# TYPE " << name << " counter\n"
+       << name << " " << number(c.second) << "\n";
   for (const auto& [name, g] : gauges)
     os << "# HELP " << name << " " << g.first << "\n# TYPE " << name << " gauge\n"
        << name << " " << number(g.second) << "\n";

@@ -45,8 +45,9 @@ class Metrics {
   Histogram& step_seconds() { return step_seconds_; }
   uint64_t counter(const std::string& name) const;
 
-  // Everything, plus the gauges passed in (name -> {help, value}).
-  std::string render(const std::map<std::string, std::pair<std::string, double>>& gauges) const;
+  // Everything, plus the gauges and counters kept elsewhere passed in (name -> {help, value}).
+  using Values = std::map<std::string, std::pair<std::string, double>>;
+  std::string render(const Values& gauges, const Values& counters = {}) const;
 
  private:
   mutable std::mutex mu_;

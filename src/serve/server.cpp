@@ -90,16 +90,13 @@ ModelEntry make_entry(const std::string& path) {
   return {name, path, title};
 }
 
-// The job being run, for GET /sdapi/v1/progress.
+// Where a running job is, for GET /sdapi/v1/progress.
 struct Progress {
-  bool active = false;
   int step = 0;  // steps done in the current iteration
   int steps = 0;
   int iteration = 0;  // 0-based
   int iterations = 0;
-  bool interrupted = false;  // the last (or current) job was interrupted; as A1111 keeps it
   Clock::time_point started;
-  std::string timestamp = "0";
 };
 
 }  // namespace
@@ -119,8 +116,14 @@ struct Server::Impl {
   std::map<std::string, Model> loaded;  // by name; generate() is called by the worker only
   std::string default_model;
 
-  std::mutex progress_mu;
-  Progress progress;
+  std::mutex load_mu;  // one model load at a time: two workers never load the same model twice
+
+  std::mutex progress_mu;  // guards the fields below
+  // The running jobs by start order (begin(): the oldest, which /progress reports).
+  std::map<uint64_t, Progress> running;
+  uint64_t started_jobs = 0;
+  bool interrupted = false;     // the last job to start was interrupted since; as A1111 keeps it
+  std::string timestamp = "0";  // when the last job started (A1111's job_timestamp)
 
   std::mutex rng_mu;
   std::mt19937_64 rng{std::random_device{}()};
@@ -132,7 +135,11 @@ struct Server::Impl {
     refresh_catalogue();
     default_model = catalogue.front().name;
     model(default_model);  // load now: a bad model fails the start, not the first request
-    queue = std::make_unique<JobQueue>(opt.queue_capacity, [this](Job& job) { run(job); });
+    // max_batch counts images, and most requests are one image: as many workers as a batch
+    // holds lets the Runtime fill it.
+    queue = std::make_unique<JobQueue>(
+        opt.queue_capacity, [this](Job& job) { run(job); },
+        size_t(std::max(1, opt.runtime.max_batch)));
     routes();
   }
 
@@ -185,10 +192,17 @@ struct Server::Impl {
 
   // The loaded model called `name`, loading it first if needed.
   Model& model(const std::string& name) {
+    auto find = [&]() -> Model* {
+      std::lock_guard<std::mutex> lock(models_mu);
+      auto it = loaded.find(name);
+      return it == loaded.end() ? nullptr : &it->second;
+    };
+    if (Model* m = find()) return *m;
+    std::lock_guard<std::mutex> load_lock(load_mu);
+    if (Model* m = find()) return *m;  // another worker loaded it meanwhile
     std::string path;
     {
       std::lock_guard<std::mutex> lock(models_mu);
-      if (auto it = loaded.find(name); it != loaded.end()) return it->second;
       for (const ModelEntry& e : catalogue)
         if (e.name == name) path = e.filename;
     }
@@ -209,7 +223,7 @@ struct Server::Impl {
       std::fprintf(stderr, "hyrt serve: %s\n", line.c_str());
   }
 
-  // The worker: runs one job's iterations, keeping the images done before an interrupt.
+  // A worker: runs one job's iterations, keeping the images done before an interrupt.
   void run(Job& job) {
     const Txt2ImgRequest& r = job.request;
     Model& m = model(job.model);
@@ -223,41 +237,47 @@ struct Server::Impl {
     o.sampler = r.sampler;
     o.batch = r.batch_size;
     o.cancel = job.cancel;
-    Clock::time_point step_start;
-    o.on_step = [&](int step, int total) {
-      metrics.step_seconds().observe(seconds_since(step_start));
-      step_start = Clock::now();
-      std::lock_guard<std::mutex> lock(progress_mu);
-      progress.step = step;
-      progress.steps = total;
-    };
     metrics.queue_wait_seconds().observe(seconds_since(job.submitted));
+    uint64_t id = 0;
     {
       std::lock_guard<std::mutex> lock(progress_mu);
-      progress = Progress{};
-      progress.active = true;
-      progress.steps = r.steps;
-      progress.iterations = r.n_iter;
-      progress.started = Clock::now();
+      id = started_jobs++;
+      Progress& p = running[id];
+      p.steps = r.steps;
+      p.iterations = r.n_iter;
+      p.started = Clock::now();
+      interrupted = false;
       char stamp[32];
       const std::time_t now = std::time(nullptr);
       std::tm tm{};
       gmtime_r(&now, &tm);
       std::strftime(stamp, sizeof stamp, "%Y%m%d%H%M%S", &tm);
-      progress.timestamp = stamp;
+      timestamp = stamp;
     }
-    struct Idle {  // the progress reads idle again however the job ends
+    struct Done {  // the job leaves the progress however it ends
       Impl* s;
-      ~Idle() {
+      uint64_t id;
+      ~Done() {
         std::lock_guard<std::mutex> lock(s->progress_mu);
-        s->progress.active = false;
+        s->running.erase(id);
       }
-    } idle{this};
+    } done{this, id};
+    // on_step runs on this thread (hyrt.h), also when the Runtime batches this call.
+    Clock::time_point step_start;
+    o.on_step = [&](int step, int total) {
+      metrics.step_seconds().observe(seconds_since(step_start));
+      step_start = Clock::now();
+      std::lock_guard<std::mutex> lock(progress_mu);
+      Progress& p = running[id];
+      p.step = step;
+      p.steps = total;
+    };
     for (int iter = 0; iter < r.n_iter; ++iter) {
       {
         std::lock_guard<std::mutex> lock(progress_mu);
-        progress.iteration = iter;
-        progress.step = 0;
+        Progress& p = running[id];
+        p.iteration = iter;
+        p.step = 0;
       }
       o.seed = iteration_seed(job.seed, r.batch_size, iter);
       step_start = Clock::now();
@@ -272,12 +292,14 @@ struct Server::Impl {
     }
   }
 
+  // The oldest running job's progress; job_count counts the running and the waiting jobs.
   json progress_json() {
     std::lock_guard<std::mutex> lock(progress_mu);
-    const Progress& p = progress;
+    const bool active = !running.empty();
+    const Progress p = active ? running.begin()->second : Progress{};
     const size_t waiting = queue->waiting();
     double fraction = 0, eta = 0;
-    if (p.active && p.steps > 0 && p.iterations > 0) {
+    if (active && p.steps > 0 && p.iterations > 0) {
       fraction = (p.iteration * p.steps + p.step) / double(p.iterations * p.steps);
       const double elapsed = seconds_since(p.started);
       if (fraction > 0) eta = elapsed / fraction - elapsed;
@@ -287,14 +309,14 @@ struct Server::Impl {
         {"eta_relative", eta},
         {"state",
          {{"skipped", false},
-          {"interrupted", p.interrupted},
+          {"interrupted", interrupted},
           {"stopping_generation", false},
-          {"job", p.active ? "txt2img" : ""},
-          {"job_count", (p.active ? 1 : 0) + waiting},
-          {"job_timestamp", p.timestamp},
+          {"job", active ? "txt2img" : ""},
+          {"job_count", running.size() + waiting},
+          {"job_timestamp", timestamp},
           {"job_no", p.iteration},
-          {"sampling_step", p.active ? p.step : 0},
-          {"sampling_steps", p.active ? p.steps : 0},
+          {"sampling_step", active ? p.step : 0},
+          {"sampling_steps", active ? p.steps : 0},
           {"queue_length", waiting}}},
         {"current_image", nullptr},
         {"textinfo", nullptr},
@@ -397,15 +419,33 @@ struct Server::Impl {
     std::map<std::string, std::pair<std::string, double>> gauges;
     gauges["hyrt_queue_length"] = {"txt2img jobs waiting", double(queue->waiting())};
     gauges["hyrt_queue_capacity"] = {"txt2img jobs that may wait", double(queue->capacity())};
-    gauges["hyrt_jobs_running"] = {"txt2img jobs running (0 or 1)", queue->busy() ? 1.0 : 0.0};
+    gauges["hyrt_jobs_running"] = {"txt2img jobs running (at most hyrt_workers)",
+                                   double(queue->running())};
+    gauges["hyrt_workers"] = {"txt2img jobs that may run at once (--max-batch)",
+                              double(queue->workers())};
+    const RuntimeStats rs = runtime.stats();
+    gauges["hyrt_batch_size_max"] = {
+        "Most generate() calls that ran as one UNet batch (largest batch so far)",
+        double(rs.largest_batch)};
+    gauges["hyrt_runtime_waiting_calls"] = {"generate() calls queued in the runtime, not running",
+                                            double(rs.waiting)};
+    std::map<std::string, std::pair<std::string, double>> counters;
+    counters["hyrt_batches_total"] = {"Denoising loops run (a lone call is a batch of one)",
+                                      double(rs.batches)};
+    counters["hyrt_batched_calls_total"] = {
+        "generate() calls finished (hyrt_batched_calls_total / hyrt_batches_total: mean batch)",
+        double(rs.calls)};
     {
       std::lock_guard<std::mutex> lock(models_mu);
       gauges["hyrt_models_loaded"] = {"Models resident in memory", double(loaded.size())};
     }
-    gauges["process_resident_memory_bytes"] = {"Resident memory of the process",
-                                               double(resident_bytes())};
+    const double rss = double(resident_bytes());
+    gauges["process_resident_memory_bytes"] = {"Resident memory of the process", rss};
+    gauges["hyrt_resident_memory_bytes"] = {
+        "Resident host memory of the process (/proc/self/statm; accelerator memory not included)",
+        rss};
     gauges["hyrt_uptime_seconds"] = {"Seconds since the server started", seconds_since(started_at)};
-    return metrics.render(gauges);
+    return metrics.render(gauges, counters);
   }
 
   // Wraps a handler: ApiError and other exceptions become JSON errors.
@@ -445,9 +485,9 @@ struct Server::Impl {
     http.Get("/sdapi/v1/progress",
              handler([this](const auto&, auto& res) { reply(res, 200, progress_json()); }));
     http.Post("/sdapi/v1/interrupt", handler([this](const auto&, auto& res) {
-                if (queue->interrupt()) {
+                if (queue->interrupt()) {  // every running job
                   std::lock_guard<std::mutex> lock(progress_mu);
-                  progress.interrupted = true;
+                  interrupted = true;
                 }
                 reply(res, 200, json::object());
               }));
@@ -501,8 +541,8 @@ struct Server::Impl {
         });
     http.set_payload_max_length(opt.max_body_bytes);
     // Waiting txt2img requests each hold a pool thread, so the pool has room for a full queue
-    // plus the running job, and more for progress, interrupt and the rest to stay answered.
-    const size_t threads = opt.queue_capacity + 1 + 8;
+    // plus the running jobs, and more for progress, interrupt and the rest to stay answered.
+    const size_t threads = opt.queue_capacity + queue->workers() + 8;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 
     static thread_local Clock::time_point request_start;

@@ -1,10 +1,11 @@
 // `hyrt serve`: an HTTP server speaking the AUTOMATIC1111 web API (/sdapi/v1/...) over hyrt's
 // public API, with a small web page at `/`, GET /healthz and GET /metrics.
 //
-// Shape: one hyrt::Runtime and one JobQueue (a bounded FIFO with one worker thread, which
-// alone touches the loaded Models); HTTP requests are served by cpp-httplib's thread pool,
-// whose txt2img handlers queue a job and wait for it. Models load once and stay resident:
-// the default model when the Server is constructed, the others on first use.
+// Shape: one hyrt::Runtime and one JobQueue (a bounded FIFO with max(1,
+// runtime.max_batch) worker threads, which alone call generate() on the loaded Models, so
+// that the Runtime can batch the jobs that run at once); HTTP requests are served by
+// cpp-httplib's thread pool, whose txt2img handlers queue a job and wait for it. Models load once
+// and stay resident: the default model when the Server is constructed, the others on first use.
 //
 // Thread safety: start(), stop() and port() may be called from any thread; the destructor
 // stops the server.

@@ -47,11 +47,14 @@ class ServeTest : public ::testing::Test {
  protected:
   void SetUp() override { start({}); }
 
-  void start(size_t queue_capacity) {
+  // max_batch > 1: that many jobs run at once and the Runtime may batch them.
+  void start(size_t queue_capacity, int max_batch = 1, int batch_wait_ms = 0) {
     hyrt::serve::ServerOptions o;
     o.models = {kModelFile, kModelFolder};
     o.port = 0;
     o.runtime.num_threads = 2;
+    o.runtime.max_batch = max_batch;
+    o.runtime.batch_wait_ms = batch_wait_ms;
     o.queue_capacity = queue_capacity ? queue_capacity : 4;
     o.max_body_bytes = 64 * 1024;
     o.limits.max_side = 512;
@@ -102,6 +105,14 @@ class ServeTest : public ::testing::Test {
             {"width", 64},
             {"height", 64},
             {"seed", 7}};
+  }
+
+  // A Prometheus sample's value ("name value" on a line of its own); -1 when absent.
+  double metric(const std::string& name) {
+    const std::string text = client().Get("/metrics")->body;
+    const std::string key = "\n" + name + " ";
+    const size_t at = text.find(key);
+    return at == std::string::npos ? -1 : std::stod(text.substr(at + key.size()));
   }
 
   std::unique_ptr<hyrt::serve::Server> server_;
@@ -370,6 +381,95 @@ TEST_F(ServeTest, HealthMetricsAndWebPage) {
   EXPECT_EQ(r->status, 200);
   EXPECT_NE(r->body.find("/sdapi/v1/txt2img"), std::string::npos);
   EXPECT_GT(log_lines_.load(), 0);
+}
+
+// --max-batch 4: concurrent requests that agree on size, steps and sampler run as one UNet
+// batch, and each gets the pictures it gets alone (on the host, bit for bit: same PNG bytes).
+TEST_F(ServeTest, BatchedRequestsEqualLoneOnes) {
+  server_.reset();
+  start(8, /*max_batch=*/4, /*batch_wait_ms=*/400);
+  std::vector<json> requests;
+  for (int i = 0; i < 4; ++i) {
+    json r = small_job();
+    r["seed"] = 100 + 7 * i;
+    r["prompt"] = std::vector<std::string>{"a red circle on a blue background", "a green square",
+                                           "a yellow triangle on black", "two blue circles"}[i];
+    r["cfg_scale"] = 4.0 + i;
+    requests.push_back(r);
+  }
+  auto images = [](const std::optional<Reply>& r) {
+    EXPECT_TRUE(r);
+    if (!r) return json();
+    EXPECT_EQ(r->status, 200) << r->body;
+    return json::parse(r->body)["images"];
+  };
+  std::vector<json> alone;
+  for (const json& r : requests)
+    alone.push_back(images(post("/sdapi/v1/txt2img", r)));
+  EXPECT_EQ(metric("hyrt_batch_size_max"), 1);
+
+  std::vector<std::optional<Reply>> results(requests.size());
+  std::vector<std::thread> clients;
+  for (size_t i = 0; i < requests.size(); ++i)
+    clients.emplace_back([&, i] { results[i] = post("/sdapi/v1/txt2img", requests[i]); });
+  for (std::thread& t : clients)
+    t.join();
+  for (size_t i = 0; i < requests.size(); ++i) {
+    const json together = images(results[i]);
+    ASSERT_EQ(together.size(), 1u);
+    ASSERT_EQ(alone[i].size(), 1u);
+    EXPECT_EQ(together[0], alone[i][0]) << "request " << i << " differs when batched";
+  }
+  EXPECT_NE(alone[0][0], alone[1][0]);  // different seeds and prompts: different pictures
+  EXPECT_GT(metric("hyrt_batch_size_max"), 1);
+  EXPECT_EQ(metric("hyrt_batched_calls_total"), 8);
+  EXPECT_LT(metric("hyrt_batches_total"), 8);
+  EXPECT_EQ(metric("hyrt_workers"), 4);
+  EXPECT_GT(metric("hyrt_resident_memory_bytes"), 0);
+}
+
+// With several jobs running at once, /progress counts them all and reports the oldest, and
+// one interrupt stops every one of them.
+TEST_F(ServeTest, InterruptStopsEveryRunningJob) {
+  server_.reset();
+  start(8, /*max_batch=*/4, /*batch_wait_ms=*/300);
+  constexpr int kJobs = 3;
+  std::vector<std::optional<Reply>> results(kJobs);
+  std::vector<std::thread> clients;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < kJobs; ++i)
+    clients.emplace_back([&, i] {
+      json j = long_job();
+      j["seed"] = i;
+      results[i] = post("/sdapi/v1/txt2img", j);
+    });
+  for (int i = 0; i < 3000 && metric("hyrt_jobs_running") != kJobs; ++i)
+    std::this_thread::sleep_for(10ms);
+  EXPECT_EQ(metric("hyrt_jobs_running"), kJobs);
+  wait_for_sampling();
+  const json busy = get_json("/sdapi/v1/progress");
+  EXPECT_EQ(busy["state"]["job_count"], kJobs);
+  EXPECT_EQ(busy["state"]["queue_length"], 0);
+  EXPECT_EQ(busy["state"]["sampling_steps"], 150);
+  auto r = keep(client().Post("/sdapi/v1/interrupt"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  for (std::thread& t : clients)
+    t.join();
+  for (int i = 0; i < kJobs; ++i) {
+    ASSERT_TRUE(results[i]) << i;
+    ASSERT_EQ(results[i]->status, 200) << results[i]->body;
+    const json info = json::parse(json::parse(results[i]->body)["info"].get<std::string>());
+    EXPECT_TRUE(info["interrupted"].get<bool>()) << i;
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 60s);
+  EXPECT_EQ(metric("hyrt_jobs_interrupted_total"), kJobs);
+  EXPECT_EQ(metric("hyrt_jobs_running"), 0);
+  EXPECT_EQ(get_json("/sdapi/v1/progress")["state"]["job_count"], 0);
+  // The server keeps serving.
+  r = post("/sdapi/v1/txt2img", small_job());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
 }
 
 TEST(ServeApi, ParsesA1111FieldsAsA1111Does) {

@@ -26,6 +26,8 @@ struct ServeArgs {
   size_t max_body_kib = 1024;
   int max_side = 2048;
   int max_steps = 150;
+  int max_batch = 1;
+  int batch_wait_ms = 0;
 };
 
 void run(const ServeArgs& a) {
@@ -38,6 +40,8 @@ void run(const ServeArgs& a) {
   o.runtime.num_threads = a.threads;
   o.runtime.placement = a.placement;
   o.runtime.device = a.device;
+  o.runtime.max_batch = a.max_batch;
+  o.runtime.batch_wait_ms = a.batch_wait_ms;
   o.load.config_dir = a.config_dir;
   o.queue_capacity = a.queue;
   o.max_body_bytes = a.max_body_kib * 1024;
@@ -86,7 +90,7 @@ CommandRegistrar reg(15, [](CLI::App& app) {
   add_placement_option(c, &a->placement);
   c->add_option("--device", a->device, "CUDA device index")->capture_default_str();
   c->add_option("--queue", a->queue,
-                "txt2img requests that may wait while one runs; more get 503 + Retry-After")
+                "txt2img requests that may wait while others run; more get 503 + Retry-After")
       ->check(CLI::Range(1, 4096))
       ->capture_default_str();
   c->add_option("--max-body-kib", a->max_body_kib, "Largest request body accepted (KiB)")
@@ -96,6 +100,18 @@ CommandRegistrar reg(15, [](CLI::App& app) {
       ->capture_default_str();
   c->add_option("--max-steps", a->max_steps, "Most denoising steps a request may ask for")
       ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  c->add_option("--max-batch", a->max_batch,
+                "Run up to this many txt2img jobs at once and let requests that wait together "
+                "(same model, size, steps, sampler, guidance on/off) share one UNet batch of up "
+                "to this many images. 1: one job at a time. On the host batched pictures equal "
+                "lone ones; on CUDA they may differ in the last bits")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  c->add_option("--batch-wait-ms", a->batch_wait_ms,
+                "How long a batch with room waits for more requests before it starts (ms; 0: "
+                "batches form only from requests that queued while the previous one ran)")
+      ->check(CLI::Range(0, 60000))
       ->capture_default_str();
   c->callback([a] { run(*a); });
 });
