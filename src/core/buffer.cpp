@@ -5,29 +5,27 @@
 #include <cstdlib>
 #include <utility>
 
-#include "core/error.h"
+#include "core/alloc.h"
 
 namespace hyrt {
 
 AlignedBuffer::AlignedBuffer(size_t bytes, std::string_view what) : size_(bytes) {
   if (bytes == 0) return;
   const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  HYRT_CHECK(rounded >= bytes, kOutOfMemory, "cannot allocate ", bytes, " bytes for ", what);
+  if (rounded < bytes) fail_out_of_memory(what, bytes);
   if (rounded >= kMapThreshold) {
     // Large buffers (packed weights, arenas) are their own mappings, so freeing one returns
     // its pages to the system at once. From malloc they would come from the heap once glibc's
     // dynamic mmap threshold has risen past their size (it follows the largest freed mapping,
     // up to 32 MiB), and a freed stage's gigabytes of packed weights would stay resident.
     void* p = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    HYRT_CHECK(p != MAP_FAILED, kOutOfMemory, "out of memory allocating ", bytes, " bytes for ",
-               what);
+    if (p == MAP_FAILED) fail_out_of_memory(what, bytes);
     data_ = p;
     mapped_bytes_ = rounded;
     return;
   }
   data_ = std::aligned_alloc(kAlignment, rounded);
-  HYRT_CHECK(data_ != nullptr, kOutOfMemory, "out of memory allocating ", bytes, " bytes for ",
-             what);
+  if (data_ == nullptr) fail_out_of_memory(what, bytes);
 }
 
 void AlignedBuffer::release() noexcept {

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string_view>
 
 #include "core/buffer.h"
 #include "core/dtype.h"
@@ -31,8 +32,10 @@ struct TensorView {
 class Tensor {
  public:
   Tensor() = default;
-  Tensor(DType dtype, Shape shape);  // uninitialised contents
-  static Tensor zeros(DType dtype, Shape shape);
+  // Uninitialised contents. `what` names the tensor in the kOutOfMemory error a failed
+  // allocation throws (with its size in bytes).
+  Tensor(DType dtype, Shape shape, std::string_view what = "a tensor");
+  static Tensor zeros(DType dtype, Shape shape, std::string_view what = "a tensor");
 
   TensorView view() const { return {const_cast<void*>(buf_.data()), dtype_, shape_}; }
   DType dtype() const { return dtype_; }

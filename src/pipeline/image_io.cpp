@@ -13,6 +13,7 @@
 #include <fstream>
 #include <memory>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "weights/json_text.h"
 
@@ -99,7 +100,7 @@ Image8 float_to_image8(std::span<const float> pixels, int height, int width, int
   const size_t count = static_cast<size_t>(height) * static_cast<size_t>(width) * channels;
   HYRT_CHECK(pixels.size() == count, kInvalidArgument, "float_to_image8: [", height, ", ", width,
              ", ", channels, "] needs ", count, " values, got ", pixels.size());
-  Image8 image{width, height, channels, std::vector<uint8_t>(count)};
+  Image8 image{width, height, channels, checked_vector<uint8_t>(count, "the output picture")};
   for (size_t i = 0; i < count; ++i) {
     float v = pixels[i];
     // diffusers: (x / 2 + 0.5).clamp(0, 1) for [-1, 1] data, then (x * 255).round() in float32.
@@ -176,6 +177,17 @@ void write_png(const std::filesystem::path& path, const Image8& image,
   HYRT_CHECK(!out.fail(), kIo, "error writing PNG file ", path.string());
 }
 
+namespace {
+
+// libspng's message, with what "end of stream" means to a user.
+std::string spng_message(int err) {
+  std::string m = spng_strerror(err);
+  if (err == SPNG_EOF) m += " (the file ends early: truncated or incompletely downloaded?)";
+  return m;
+}
+
+}  // namespace
+
 DecodedPng decode_png(std::span<const uint8_t> bytes) {
   SpngContext ctx(spng_ctx_new(0));
   HYRT_CHECK(ctx, kOutOfMemory, "libspng: cannot create a decoder");
@@ -184,14 +196,14 @@ DecodedPng decode_png(std::span<const uint8_t> bytes) {
   if (err == 0) err = spng_set_chunk_limits(ctx.get(), kMaxPngChunkBytes, kMaxPngAncillaryBytes);
   HYRT_CHECK(err == 0, kInternal, "libspng: cannot set limits: ", spng_strerror(err));
   err = spng_set_png_buffer(ctx.get(), bytes.data(), bytes.size());
-  HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_strerror(err));
+  HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_message(err));
   spng_ihdr ihdr{};
   err = spng_get_ihdr(ctx.get(), &ihdr);
   if (err == SPNG_EUSER_WIDTH || err == SPNG_EUSER_HEIGHT || err == SPNG_EWIDTH ||
       err == SPNG_EHEIGHT)
     fail(ErrorCode::kInvalidArgument, "PNG: image too large (", spng_strerror(err),
          "; hyrt reads at most ", kMaxPngSide, " pixels a side)");
-  HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_strerror(err));
+  HYRT_CHECK(err == 0, kInvalidArgument, "not a PNG: ", spng_message(err));
   HYRT_CHECK(static_cast<uint64_t>(ihdr.width) * ihdr.height <= kMaxPngPixels, kInvalidArgument,
              "PNG: image of ", ihdr.width, "x", ihdr.height,
              " pixels is too large (hyrt reads at most ", kMaxPngPixels, " pixels)");
@@ -204,16 +216,17 @@ DecodedPng decode_png(std::span<const uint8_t> bytes) {
   const int fmt = (has_alpha || has_trns) ? SPNG_FMT_RGBA8 : SPNG_FMT_RGB8;
   size_t size = 0;
   err = spng_decoded_image_size(ctx.get(), fmt, &size);
-  HYRT_CHECK(err == 0, kInvalidArgument, "PNG: ", spng_strerror(err));
+  HYRT_CHECK(err == 0, kInvalidArgument, "PNG: ", spng_message(err));
 
   DecodedPng out;
   out.image.width = static_cast<int>(ihdr.width);
   out.image.height = static_cast<int>(ihdr.height);
   out.image.channels = fmt == SPNG_FMT_RGBA8 ? 4 : 3;
-  out.image.pixels.resize(size);
+  checked_resize(out.image.pixels, size,
+                 str_cat("a decoded ", ihdr.width, "x", ihdr.height, " PNG"));
   err = spng_decode_image(ctx.get(), out.image.pixels.data(), size, fmt,
                           (has_alpha || has_trns) ? SPNG_DECODE_TRNS : 0);
-  HYRT_CHECK(err == 0, kInvalidArgument, "PNG: ", spng_strerror(err));
+  HYRT_CHECK(err == 0, kInvalidArgument, "PNG: ", spng_message(err));
 
   uint32_t n_text = 0;
   if (spng_get_text(ctx.get(), nullptr, &n_text) == 0 && n_text > 0) {
@@ -240,8 +253,10 @@ DecodedPng read_png(const std::filesystem::path& path) {
          : str_cat(file_bytes, " bytes is too large for a PNG (limit ", kMaxPngFileBytes, ")"));
   std::ifstream in(path, std::ios::binary);
   HYRT_CHECK(in, kIo, "cannot open PNG file ", path.string());
-  const std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                                   std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes =
+      checked_vector<uint8_t>(static_cast<size_t>(file_bytes), "the PNG file's contents");
+  in.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<size_t>(in.gcount()));  // a file that shrank since the size check
   HYRT_CHECK(!in.bad(), kIo, "error reading PNG file ", path.string());
   try {
     return decode_png(bytes);
@@ -333,11 +348,13 @@ Image8 resize_lanczos(const Image8& image, int width, int height) {
           image.pixels.size() == static_cast<size_t>(image.width) * image.height * image.channels,
       kInvalidArgument, "resize: malformed image");
   const int ch = image.channels;
-  Image8 cur = image;
+  Image8 cur =
+      checked_alloc("a copy of the picture to resize", image.pixels.size(), [&] { return image; });
   if (cur.width != width) {  // horizontal pass
     const AxisCoeffs c = axis_coeffs(cur.width, width);
     Image8 out{width, cur.height, ch,
-               std::vector<uint8_t>(static_cast<size_t>(width) * cur.height * ch)};
+               checked_vector<uint8_t>(static_cast<size_t>(width) * cur.height * ch,
+                                       "the resized picture")};
     for (int y = 0; y < cur.height; ++y)
       for (int x = 0; x < width; ++x)
         for (int k = 0; k < ch; ++k) {
@@ -354,7 +371,8 @@ Image8 resize_lanczos(const Image8& image, int width, int height) {
   if (cur.height != height) {  // vertical pass
     const AxisCoeffs c = axis_coeffs(cur.height, height);
     Image8 out{cur.width, height, ch,
-               std::vector<uint8_t>(static_cast<size_t>(cur.width) * height * ch)};
+               checked_vector<uint8_t>(static_cast<size_t>(cur.width) * height * ch,
+                                       "the resized picture")};
     for (int y = 0; y < height; ++y)
       for (int x = 0; x < cur.width; ++x)
         for (int k = 0; k < ch; ++k) {
@@ -374,7 +392,8 @@ Image8 to_grayscale(const Image8& image) {
   if (image.channels == 1) return image;
   HYRT_CHECK(image.channels >= 3, kInvalidArgument, "to_grayscale: ", image.channels, " channels");
   Image8 out{image.width, image.height, 1,
-             std::vector<uint8_t>(static_cast<size_t>(image.width) * image.height)};
+             checked_vector<uint8_t>(static_cast<size_t>(image.width) * image.height,
+                                     "the grayscale mask")};
   for (size_t i = 0; i < out.pixels.size(); ++i) {
     const uint8_t* p = &image.pixels[i * image.channels];
     out.pixels[i] =

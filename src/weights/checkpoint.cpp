@@ -4,6 +4,7 @@
 #include <cstring>
 #include <set>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "weights/hyrt_format.h"
 #include "weights/json_text.h"
@@ -142,7 +143,8 @@ void Checkpoint::add(const SafetensorsFile& file, const TensorInfo& t, const Key
                "; a projection stored transposed must be rank 2 [in, out]");
     const int64_t rows = t.shape[0], cols = t.shape[1];
     const size_t es = dtype_size(t.dtype);
-    auto copy = std::make_unique<Tensor>(t.dtype, Shape{cols, rows});
+    auto copy = std::make_unique<Tensor>(t.dtype, Shape{cols, rows},
+                                         str_cat("a transposed copy of '", t.name, "'"));
     const auto* src = static_cast<const uint8_t*>(file.view(t).data);
     auto* dst = static_cast<uint8_t*>(copy->data());
     for (int64_t r = 0; r < rows; ++r)

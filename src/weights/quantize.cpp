@@ -13,6 +13,7 @@
 #define HYRT_QUANTIZE_AVX2 1
 #endif
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/parallel.h"
@@ -180,13 +181,14 @@ QuantizedTensor quantize_per_row(const TensorView& w, int refit_iterations) {
   const int64_t rows = w.shape[0];
   const int64_t cols = w.shape.numel() / std::max<int64_t>(rows, 1);
   QuantizedTensor out;
-  out.q = Tensor(DType::kS8, w.shape);
-  out.scale = Tensor(DType::kF32, Shape{rows});
+  out.q = Tensor(DType::kS8, w.shape, "its int8 copy");
+  out.scale = Tensor(DType::kF32, Shape{rows}, "its per-row scales");
   if (rows == 0 || cols == 0) {
     if (rows) std::memset(out.scale.data(), 0, out.scale.bytes());
     return out;
   }
-  std::vector<RowResult> results(static_cast<size_t>(rows));
+  std::vector<RowResult> results =
+      checked_vector<RowResult>(static_cast<size_t>(rows), "its per-row quantization errors");
   const size_t elem = dtype_size(w.dtype);
   const auto* src = static_cast<const uint8_t*>(w.data);
   auto* q = out.q.as<int8_t>();
@@ -198,9 +200,9 @@ QuantizedTensor quantize_per_row(const TensorView& w, int refit_iterations) {
   // 64K elements so small tensors do not pay for a thread team.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / cols);
   parallel_for(rows, grain, [&](int64_t begin, int64_t end) {
-    std::vector<float> row_f32(static_cast<size_t>(cols));
+    std::vector<float> row_f32 = checked_vector<float>(static_cast<size_t>(cols), "a row in f32");
     std::vector<uint16_t> row_u16;
-    std::vector<int8_t> q_tmp(static_cast<size_t>(cols));
+    std::vector<int8_t> q_tmp = checked_vector<int8_t>(static_cast<size_t>(cols), "a row in int8");
     for (int64_t r = begin; r < end; ++r) {
       const uint8_t* p = src + static_cast<size_t>(r * cols) * elem;
       const float* row = row_f32.data();
@@ -213,7 +215,7 @@ QuantizedTensor quantize_per_row(const TensorView& w, int refit_iterations) {
       } else if (reinterpret_cast<uintptr_t>(p) % alignof(uint16_t) == 0) {
         convert_to_f32(w.dtype, p, row_f32.data(), static_cast<size_t>(cols));
       } else {
-        row_u16.resize(static_cast<size_t>(cols));
+        checked_resize(row_u16, static_cast<size_t>(cols), "an aligned copy of a row");
         std::memcpy(row_u16.data(), p, static_cast<size_t>(cols) * 2);
         convert_to_f32(w.dtype, row_u16.data(), row_f32.data(), static_cast<size_t>(cols));
       }
@@ -261,7 +263,7 @@ Tensor dequantize_per_row(const TensorView& q, const TensorView& scale) {
   HYRT_CHECK(scale.dtype == DType::kF32 && scale.shape == Shape{rows}, kInvalidArgument,
              "dequantize_per_row: scale must be f32 [", rows, "], got ", dtype_name(scale.dtype),
              scale.shape.to_string());
-  Tensor out(DType::kF32, q.shape);
+  Tensor out(DType::kF32, q.shape, "a dequantized (f32) weight");
   const int64_t cols = rows ? q.shape.numel() / rows : 0;
   const auto* qs = static_cast<const int8_t*>(q.data);
   auto* o = out.as<float>();

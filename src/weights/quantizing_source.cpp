@@ -1,5 +1,7 @@
 #include "weights/quantizing_source.h"
 
+#include "core/error.h"
+
 namespace hyrt::weights {
 
 QuantizingWeights::QuantizingWeights(const WeightSource& source, QuantizePolicy policy,
@@ -14,7 +16,14 @@ const QuantizedTensor* QuantizingWeights::quantized(std::string_view name) const
     Entry e;
     e.quantized = dtype_is_float(stored.dtype) && !source_.scale(name) &&
                   policy_.quantize(name, stored.shape);
-    if (e.quantized) e.q = quantize_per_row(stored, refit_iterations_);
+    if (e.quantized) {
+      try {
+        e.q = quantize_per_row(stored, refit_iterations_);
+      } catch (const Error& err) {
+        fail(err.code(), "quantizing weight '", name, "' ", dtype_name(stored.dtype),
+             stored.shape.to_string(), ": ", err.what());
+      }
+    }
     it = cache_.emplace(std::string(name), std::move(e)).first;
   }
   return it->second.quantized ? &it->second.q : nullptr;

@@ -14,6 +14,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/alloc.h"
 #include "core/error.h"
 #include "weights/json_text.h"
 
@@ -110,6 +111,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::filesystem::pa
     if (m == MAP_FAILED) {
       int err = errno;
       ::close(fd);
+      // ENOMEM: the address space (ulimit -v) or the kernel's map count ran out.
+      if (err == ENOMEM) fail_out_of_memory(str_cat("mapping ", f->label_), f->size_);
       fail(ErrorCode::kIo, f->label_, ": cannot mmap ", f->size_, " bytes: ", std::strerror(err));
     }
     f->mapping_ = m;
@@ -488,7 +491,7 @@ std::vector<uint8_t> serialize_safetensors(
   Layout layout =
       plan_layout(decls_of(tensors, "write_safetensors"), metadata, "write_safetensors");
   std::vector<uint8_t> out;
-  out.reserve(8 + layout.header.size() + layout.data_size);
+  checked_reserve(out, 8 + layout.header.size() + layout.data_size, "a safetensors file in memory");
   append_le64(out, layout.header.size());
   out.insert(out.end(), layout.header.begin(), layout.header.end());
   const size_t data_start = out.size();

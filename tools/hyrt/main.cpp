@@ -92,17 +92,19 @@ int main(int argc, char** argv) {
   } catch (const hyrt::Error& e) {
     std::fprintf(stderr, "hyrt: error (%s): %s\n", hyrt::error_code_name(e.code()), e.what());
     if (e.code() == hyrt::ErrorCode::kOutOfMemory)
-      std::fprintf(stderr, "hyrt: try a smaller image (-W/-H), fewer images (-b) or "
-                           "--weights int8, or free memory\n");
+      std::fprintf(stderr,
+                   "hyrt: try a smaller image (-W/-H), fewer images (-b) or "
+                   "--weights int8, or free memory\n");
     return 1;
-  } catch (const std::bad_alloc& e) {
-    // Allocations hyrt sizes itself (arenas, tensors, buffers) fail as hyrt::Error naming
-    // what and how much; this is one inside a library or a container.
+  } catch (const std::bad_alloc&) {
+    // Allocations hyrt sizes itself (arenas, tensors, weights, pictures) fail as hyrt::Error
+    // naming what and how much; this is a small one inside a library or a container, so the
+    // process was already at its limit.
     std::fprintf(stderr,
-                 "hyrt: error (out of memory): an allocation failed (%s); peak memory use was "
-                 "%.0f MiB. Try a smaller image (-W/-H), fewer images (-b) or --weights int8, "
-                 "or free memory\n",
-                 e.what(), hyrt::peak_rss_bytes() / 1048576.0);
+                 "hyrt: error (out of memory): the system refused a memory allocation (peak "
+                 "memory use was %.0f MiB; check `ulimit -v` and free memory). Try a smaller "
+                 "image (-W/-H), fewer images (-b) or --weights int8\n",
+                 hyrt::peak_rss_bytes() / 1048576.0);
     return 1;
   } catch (const std::length_error& e) {
     std::fprintf(stderr, "hyrt: error (out of memory): a size is too large (%s)\n", e.what());

@@ -24,7 +24,8 @@ AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i) {
              "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(), " but node '",
              ctx.node.name, "' expects ", dtype_name(v.dtype), v.shape.to_string());
   const size_t n = static_cast<size_t>(v.shape.numel());
-  AlignedBuffer out(std::max<size_t>(n, 1) * sizeof(float), v.name);
+  AlignedBuffer out(std::max<size_t>(n, 1) * sizeof(float),
+                    str_cat("an f32 copy of weight '", v.name, "'"));
   convert_to_f32(stored.dtype, stored.data, out.as<float>(), n);
   return out;
 }
@@ -40,7 +41,8 @@ const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
   const size_t n = static_cast<size_t>(v.shape.numel());
   thread_local AlignedBuffer staging;
   if (staging.size() < n * sizeof(float))
-    staging = AlignedBuffer(std::max<size_t>(n, 1) * sizeof(float), "weight staging");
+    staging = AlignedBuffer(std::max<size_t>(n, 1) * sizeof(float),
+                            str_cat("an f32 staging copy of weight '", v.name, "'"));
   float* out = staging.as<float>();
   // Large weights: convert in parallel chunks (f16 -> f32 is memory-bound).
   parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
