@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "models/keys.h"
 #include "weights/checkpoint.h"
 #include "weights/json_text.h"
 
@@ -160,6 +161,12 @@ int count_indexed(const Checkpoint& ck, const std::string& prefix, const std::st
   int n = 0;
   while (ck.contains(prefix + std::to_string(n) + suffix))
     ++n;
+  // An index present past a gap is a damaged or mixed-up file, not a smaller model.
+  for (int k = n + 1; k <= n + 64; ++k)
+    if (const auto* w = ck.find(str_cat(prefix, k, suffix)))
+      fail(ErrorCode::kInvalidModel, ck.root().string(), ": weight '", prefix, n, suffix,
+           "' is missing but '", prefix, k, suffix, "' is present ('", w->tensor->name, "' in ",
+           w->file->label(), "): a damaged or incomplete file?");
   return n;
 }
 
@@ -742,7 +749,31 @@ ModelConfigs load_configs(const Checkpoint& ck,
     if (out.unet || out.text_encoder_2) model_family(out);
     check_config_consistency(out);
   } catch (const Error& e) {
-    fail(e.code(), ck.root().string(), ": ", e.what());
+    // A component folder without weights reads as a missing component: say which.
+    std::string hint;
+    std::error_code ec;
+    for (Component c : weights::kAllComponents)
+      if (!ck.has(c) && std::filesystem::is_directory(ck.root() / weights::component_name(c), ec))
+        hint += str_cat(hint.empty() ? " (" : "; ", weights::component_name(c),
+                        "/ holds no weights: an incomplete download?");
+    fail(e.code(), ck.root().string(), ": ", e.what(), hint.empty() ? "" : hint + ")");
+  }
+  // Every tensor's shape against what the configs imply, before anything is allocated: a
+  // tensor of the wrong size (a damaged file, a stacked q/k/v of the wrong width) is named
+  // here with its name in the file, not found later inside a graph node.
+  const KeyReport keys = check_checkpoint_keys(ck, out);
+  if (!keys.shape_mismatch.empty()) {
+    const std::string& first = keys.shape_mismatch.front();  // "name: expected [..], found [..]"
+    const std::string name = first.substr(0, first.find(": "));
+    std::string stored;
+    if (const auto* w = ck.find(name); w && w->tensor && w->tensor->name != name)
+      stored = str_cat(" (stored as '", w->tensor->name, "' in ", w->file->label(), ")");
+    const size_t more = keys.shape_mismatch.size() - 1;
+    fail(ErrorCode::kInvalidModel, ck.root().string(), ": weight ", first, stored,
+         more ? str_cat("; ", more, " more tensor", more > 1 ? "s have" : " has",
+                        " the wrong shape (`hyrt info --keys` lists them)")
+              : "",
+         ": the file is damaged or its tensors do not match its configs");
   }
   return out;
 }

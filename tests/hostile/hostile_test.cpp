@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -27,6 +28,7 @@
 
 #include "core/error.h"
 #include "models/config.h"
+#include "pipeline/image_io.h"
 #include "temp_dir_test.h"
 #include "test_util.h"
 
@@ -56,15 +58,17 @@ struct Outcome {
   std::string output;  // stdout + stderr
 };
 
-// Runs build/tools/hyrt with `args` (no shell) under RLIMIT_AS = 4 GiB and `timeout_s`.
-Outcome run_limited(const std::vector<std::string>& args, const fs::path& log, int timeout_s = 20) {
+// Runs build/tools/hyrt with `args` (no shell) under RLIMIT_AS = `as_limit` (4 GiB; not under
+// ASan, whose shadow memory reserves terabytes of address space) and `timeout_s`.
+Outcome run_limited(const std::vector<std::string>& args, const fs::path& log, int timeout_s = 20,
+                    uint64_t as_limit = 4ull << 30) {
   const std::string exe = std::string(HYRT_BINARY_DIR) + "/tools/hyrt";
   const auto t0 = std::chrono::steady_clock::now();
   const pid_t pid = ::fork();
   if (pid == 0) {
     if (!kSanitized) {
       rlimit as{};
-      as.rlim_cur = as.rlim_max = 4ull << 30;
+      as.rlim_cur = as.rlim_max = as_limit;
       ::setrlimit(RLIMIT_AS, &as);
     }
     const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
@@ -145,6 +149,89 @@ std::string png_chunk(const std::string& type, const std::string& data) {
   return be32(static_cast<uint32_t>(data.size())) + type + data + be32(crc32(type + data));
 }
 
+// Bytes per element of a safetensors dtype name.
+size_t dtype_bytes(const std::string& d) {
+  if (d == "F64" || d == "I64") return 8;
+  if (d == "F32" || d == "I32") return 4;
+  if (d == "F16" || d == "BF16" || d == "I16") return 2;
+  return 1;
+}
+
+// Rewrites a safetensors file: `edit` may erase entries of the header or change their dtype
+// or shape; each kept tensor's bytes are copied (cut, or padded with zeros, to its new
+// size). `sparse_tail`: the data section is written as a hole past the copied bytes, so a
+// tensor declared gigabytes large costs no disk space (the file still maps and reads).
+void rewrite_safetensors(const fs::path& in, const fs::path& out,
+                         const std::function<void(json&)>& edit) {
+  const std::string bytes = read_bytes(in);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i)
+    n = (n << 8) | static_cast<unsigned char>(bytes[i]);
+  json header = json::parse(bytes.substr(8, n));
+  const std::string data = bytes.substr(8 + n);
+  std::map<std::string, std::string> old;
+  for (auto& [k, v] : header.items())
+    if (k != "__metadata__")
+      old[k] = data.substr(v["data_offsets"][0].get<size_t>(),
+                           v["data_offsets"][1].get<size_t>() - v["data_offsets"][0].get<size_t>());
+  edit(header);
+  json out_header = json::object();
+  std::vector<std::pair<uint64_t, std::string>> blobs;  // offset, bytes to write there
+  uint64_t offset = 0;
+  for (auto& [k, v] : header.items()) {
+    if (k == "__metadata__") {
+      out_header[k] = v;
+      continue;
+    }
+    uint64_t size = dtype_bytes(v["dtype"]);
+    for (const auto& d : v["shape"])
+      size *= d.get<uint64_t>();
+    std::string b = old.count(k) ? old[k] : "";
+    b.resize(std::min<uint64_t>(b.size(), size));
+    out_header[k] = {
+        {"dtype", v["dtype"]}, {"shape", v["shape"]}, {"data_offsets", {offset, offset + size}}};
+    blobs.emplace_back(offset, b);
+    offset += size;
+  }
+  std::string h = out_header.dump();
+  h.append((8 - h.size() % 8) % 8, ' ');
+  const fs::path tmp = out.string() + ".part";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    f.write(le64(h.size()).data(), 8);
+    f.write(h.data(), static_cast<std::streamsize>(h.size()));
+    const uint64_t base = 8 + h.size();
+    for (const auto& [o, b] : blobs) {
+      f.seekp(static_cast<std::streamoff>(base + o));
+      f.write(b.data(), static_cast<std::streamsize>(b.size()));
+    }
+  }
+  fs::resize_file(tmp, 8 + h.size() + offset);  // the rest is a hole: zeros, no disk blocks
+  fs::rename(tmp, out);
+}
+
+// Erases every header entry whose name starts with `prefix`.
+std::function<void(json&)> drop(const std::string& prefix) {
+  return [prefix](json& h) {
+    std::vector<std::string> names;
+    for (auto& [k, v] : h.items())
+      if (k.rfind(prefix, 0) == 0) names.push_back(k);
+    for (const auto& k : names)
+      h.erase(k);
+  };
+}
+
+std::function<void(json&)> reshape(const std::string& name, const std::vector<int64_t>& shape) {
+  return [name, shape](json& h) { h[name]["shape"] = shape; };
+}
+
+// A PNG of `w` x `h` RGB pixels, every sample `value`.
+std::string make_png(int w, int h, uint8_t value = 128) {
+  pipeline::Image8 image{w, h, 3, std::vector<uint8_t>(static_cast<size_t>(w) * h * 3, value)};
+  const std::vector<uint8_t> bytes = pipeline::encode_png(image);
+  return {bytes.begin(), bytes.end()};
+}
+
 class Hostile : public TempDirTest {
  protected:
   void SetUp() override {
@@ -171,8 +258,8 @@ class Hostile : public TempDirTest {
   // Runs and checks the contract: exit 1 or 2, no signal, no timeout, the message present,
   // short output (no dumped values).
   Outcome refuse(const std::vector<std::string>& args, const std::string& expect,
-                 int timeout_s = 20) {
-    const Outcome o = run_limited(args, dir_ / "log.txt", timeout_s);
+                 int timeout_s = 20, uint64_t as_limit = 4ull << 30) {
+    const Outcome o = run_limited(args, dir_ / "log.txt", timeout_s, as_limit);
     std::string cmd;
     for (const auto& a : args)
       cmd += a.substr(0, 80) + " ";
@@ -460,6 +547,247 @@ TEST_F(Hostile, ThreadCountIsCappedToTheMachine) {
   EXPECT_EQ(o.signal, 0) << o.output.substr(0, 2000);
   EXPECT_EQ(o.exit_code, 0) << o.output.substr(0, 2000);
   EXPECT_NE(o.output.find("65536 asked for"), std::string::npos) << o.output.substr(0, 2000);
+}
+
+// ---- info: a model it cannot fully read is an error, after what it could read ----
+
+TEST_F(Hostile, InfoExitsNonZeroOnABrokenModel) {
+  const fs::path m = model_copy();
+  set_field(m / "unet/config.json", "norm_eps", "-1");
+  Outcome o = refuse({"info", m.string()}, "`norm_eps` = -1 is out of range");
+  EXPECT_NE(o.output.find("format:"), std::string::npos) << "what could be read is printed first";
+  const fs::path t = model_copy("tok");
+  write_bytes(t / "tokenizer/vocab.json", "{\"a\": 1, ");
+  o = refuse({"info", t.string()}, "vocab.json");
+  EXPECT_NE(o.output.find("cannot be read"), std::string::npos) << o.output;
+}
+
+// ---- SDXL: SGM single files (conditioner.embedders.*) and diffusers folders ----
+
+class HostileSdxl : public Hostile {
+ protected:
+  void SetUp() override {
+    Hostile::SetUp();
+    if (IsSkipped()) return;
+    auto xl = golden_dir("sdxl-tiny");
+    if (!xl) GTEST_SKIP() << "../shared/golden/sdxl-tiny is absent";
+    xl_ = *xl;
+  }
+  fs::path xl_copy(const std::string& name) {
+    const fs::path m = dir_ / name;
+    fs::copy(xl_ / "model", m, fs::copy_options::recursive);
+    return m;
+  }
+  std::vector<std::string> generate_xl(const fs::path& model) {
+    return generate(model, {"-W", "64", "-H", "64"});
+  }
+  fs::path xl_;
+};
+
+TEST_F(HostileSdxl, SgmSingleFiles) {
+  // The tokenizers an SGM file finds beside it.
+  fs::copy(xl_ / "model/tokenizer", dir_ / "tokenizer", fs::copy_options::recursive);
+  fs::copy(xl_ / "model/tokenizer_2", dir_ / "tokenizer_2", fs::copy_options::recursive);
+  const std::string te2 = "conditioner.embedders.1.model.";
+  const std::string in_proj = te2 + "transformer.resblocks.0.attn.in_proj_weight";
+  struct Case {
+    const char* name;
+    std::function<void(json&)> edit;
+    std::string expect;
+  };
+  const Case cases[] = {
+      {"no_te2", drop("conditioner.embedders.1."), "there is no second text encoder"},
+      {"no_te1", drop("conditioner.embedders.0."), "has no text encoder"},
+      {"no_unet", drop("model.diffusion_model."), "has no UNet"},
+      {"no_vae", drop("first_stage_model."), "has no VAE"},
+      {"no_in_proj", drop(in_proj), "self_attn.q_proj.weight"},
+      {"in_proj_191", reshape(in_proj, {191, 64}), "has shape [191, 64]; it holds q, k and v"},
+      {"in_proj_rank1", reshape(in_proj, {12288}), "must be [3C, C]"},
+      {"in_proj_96", reshape(in_proj, {96, 64}),
+       "expected [64, 64], found [32, 64] (stored as '" + in_proj + "'"},
+      {"in_proj_384", reshape(in_proj, {384, 64}), "expected [64, 64], found [128, 64]"},
+      {"in_proj_bias", reshape(te2 + "transformer.resblocks.0.attn.in_proj_bias", {191}),
+       "must be [3C]"},
+      {"projection", reshape(te2 + "text_projection", {48, 64}), "text_projection"},
+      {"projection_rank3", reshape(te2 + "text_projection", {64, 48, 1}), "must be rank 2"},
+      {"positions", reshape(te2 + "positional_embedding", {77}), "expected rank 2"},
+      {"layer_gap", drop(te2 + "transformer.resblocks.1."), "is missing but"},
+      {"te1_width",
+       reshape("conditioner.embedders.0.transformer.embeddings.token_embedding.weight",
+               {49408, 48}),
+       "cross_attention_dim"},
+  };
+  for (const Case& c : cases) {
+    const fs::path f = dir_ / (std::string(c.name) + ".safetensors");
+    rewrite_safetensors(xl_ / "model-sgm.safetensors", f, c.edit);
+    refuse(generate_xl(f), c.expect);
+  }
+  // info reads the same file: a wrong shape or a missing tensor is an error there too.
+  refuse({"info", (dir_ / "in_proj_96.safetensors").string()}, "expected [64, 64], found [32, 64]");
+  refuse({"info", (dir_ / "no_in_proj.safetensors").string()}, "weights are missing");
+}
+
+TEST_F(HostileSdxl, FoldersWithABrokenSecondEncoderOrTokenizer) {
+  struct Case {
+    const char* name;
+    std::function<void(const fs::path&)> damage;
+    const char* expect;
+  };
+  const std::string te2 = "text_encoder_2/model.safetensors";
+  const Case cases[] = {
+      {"no_te2", [](const fs::path& m) { fs::remove_all(m / "text_encoder_2"); },
+       "there is no second text encoder"},
+      {"no_te2_weights", [&](const fs::path& m) { fs::remove(m / te2); },
+       "text_encoder_2/ holds no weights"},
+      {"te2_truncated",
+       [&](const fs::path& m) {
+         const std::string b = read_bytes(m / te2);
+         write_bytes(m / te2, b.substr(0, b.size() / 2));
+       },
+       "truncated file?"},
+      {"te2_config_json",
+       [](const fs::path& m) {
+         write_bytes(m / "text_encoder_2/config.json", "{\"hidden_size\": ");
+       },
+       "text_encoder_2/config.json: not valid JSON"},
+      {"te2_config_width",
+       [](const fs::path& m) { set_field(m / "text_encoder_2/config.json", "hidden_size", "128"); },
+       "`hidden_size` is 128 but the weights have 64"},
+      {"te2_no_projection",
+       [&](const fs::path& m) {
+         rewrite_safetensors(xl_ / "model" / te2, m / te2, drop("text_projection"));
+       },
+       "text_projection"},
+      {"te2_fc1",
+       [&](const fs::path& m) {
+         rewrite_safetensors(xl_ / "model" / te2, m / te2,
+                             reshape("text_model.encoder.layers.1.mlp.fc1.weight", {100, 64}));
+       },
+       "layers.1.mlp.fc1.weight: expected [256, 64], found [100, 64]"},
+      {"no_tokenizer_2", [](const fs::path& m) { fs::remove_all(m / "tokenizer_2"); },
+       "tokenizer_2/vocab.json"},
+      {"no_merges_2", [](const fs::path& m) { fs::remove(m / "tokenizer_2/merges.txt"); },
+       "tokenizer_2/vocab.json + merges.txt"},
+      {"vocab_2_json",
+       [](const fs::path& m) { write_bytes(m / "tokenizer_2/vocab.json", "{\"a\": 1, "); },
+       "tokenizer_2/vocab.json: not valid JSON"},
+      {"vocab_2_list",
+       [](const fs::path& m) { write_bytes(m / "tokenizer_2/vocab.json", "[1, 2, 3]"); },
+       "tokenizer_2/vocab.json: expected a non-empty JSON object"},
+      {"merges_2",
+       [](const fs::path& m) {
+         write_bytes(m / "tokenizer_2/merges.txt", std::string("#version\nzz qq\n\x01 x y z\n"));
+       },
+       "tokenizer_2/merges.txt:3"},
+      {"tokenizer_2_config",
+       [](const fs::path& m) {
+         write_bytes(m / "tokenizer_2/tokenizer_config.json", "{\"pad_token\": 7}");
+       },
+       "`pad_token` must be a string"},
+  };
+  for (const Case& c : cases) {
+    const fs::path m = xl_copy(c.name);
+    c.damage(m);
+    refuse(generate_xl(m), c.expect);
+  }
+  // info reads the second tokenizer too.
+  refuse({"info", (dir_ / "vocab_2_json").string()}, "tokenizer_2/vocab.json: not valid JSON");
+}
+
+// ---- img2img and inpainting: pictures, masks and strengths ----
+
+TEST_F(Hostile, InitImagesAndMasks) {
+  const fs::path m = golden_ / "model";
+  const std::string pic = make_png(32, 32);
+  write_bytes(dir_ / "pic.png", pic);
+  write_bytes(dir_ / "mask.png", make_png(32, 32, 255));
+  write_bytes(dir_ / "truncated.png", pic.substr(0, pic.size() / 2));
+  write_bytes(dir_ / "header_only.png", pic.substr(0, 33));
+  write_bytes(dir_ / "text.png", "not a picture\n");
+  write_bytes(dir_ / "empty.png", "");
+  std::string bad_crc = pic;
+  bad_crc[bad_crc.size() - 20] ^= 0x5a;  // inside the last IDAT
+  write_bytes(dir_ / "bad_crc.png", bad_crc);
+  const std::string p = (dir_ / "pic.png").string();
+  for (const char* flag : {"--init-image", "--mask"}) {
+    auto args = [&](const std::string& file) {
+      return std::string(flag) == "--mask"
+                 ? generate(m, {"--steps", "2", "--init-image", p, "--mask", file})
+                 : generate(m, {"--steps", "2", "--init-image", file});
+    };
+    refuse(args((dir_ / "truncated.png").string()), "truncated");
+    refuse(args((dir_ / "header_only.png").string()), flag);
+    refuse(args((dir_ / "text.png").string()), "not a PNG");
+    refuse(args((dir_ / "empty.png").string()), "not a PNG");
+    refuse(args((dir_ / "bad_crc.png").string()), flag);
+    refuse(args((dir_ / "none.png").string()), "not found");
+    refuse(args(dir_.string()), "is a folder");
+  }
+  // Strengths: out of range, or leaving no step to run; flags that need --init-image.
+  refuse(generate(m, {"--steps", "2", "--init-image", p, "--strength", "0"}),
+         "strength must be in (0, 1]");
+  refuse(generate(m, {"--steps", "2", "--init-image", p, "--strength", "-0.5"}), "--strength");
+  refuse(generate(m, {"--steps", "2", "--init-image", p, "--strength", "1.5"}), "--strength");
+  refuse(generate(m, {"--steps", "2", "--init-image", p, "--strength", "nan"}), "--strength");
+  refuse(generate(m, {"--init-image", p, "--strength", "0.01", "--steps", "4"}),
+         "leaves no step to run");
+  refuse(generate(m, {"--steps", "2", "--strength", "0.5"}), "--strength needs --init-image");
+  refuse(generate(m, {"--steps", "2", "--mask", (dir_ / "mask.png").string()}),
+         "--mask needs --init-image");
+  // A mask of another shape than the picture: drawn (both are resized to the output, as
+  // diffusers does), with a warning that says so.
+  write_bytes(dir_ / "wide_mask.png", make_png(64, 16, 255));
+  const Outcome o = run_limited(
+      generate(m, {"--steps", "2", "--init-image", p, "--mask", (dir_ / "wide_mask.png").string()}),
+      dir_ / "log.txt", 30);
+  EXPECT_EQ(o.exit_code, 0) << o.output.substr(0, 2000);
+  EXPECT_NE(o.output.find("--mask is 64x16 but --init-image is 32x32"), std::string::npos)
+      << o.output.substr(0, 2000);
+  EXPECT_NE(o.output.find("stretched differently"), std::string::npos) << o.output.substr(0, 2000);
+
+  // A 9-channel inpainting UNet needs a picture and a mask.
+  if (auto inpaint = golden_dir("sd15-tiny-inpaint")) {
+    const fs::path im = *inpaint / "model";
+    refuse(generate(im), "needs a picture and a mask");
+    refuse(generate(im, {"--steps", "2", "--init-image", p}), "needs a picture and a mask");
+    refuse(generate(im, {"--steps", "2", "--init-image", p, "--mask",
+                         (dir_ / "truncated.png").string()}),
+           "--mask");
+  }
+}
+
+// ---- out of memory: named, with its size, never a bare std::bad_alloc ----
+
+TEST_F(Hostile, OutOfMemoryNamesTheAllocation) {
+  if (kSanitized) GTEST_SKIP() << "no address-space limit under ASan: nothing runs out";
+  // An SGM file's OpenCLIP text_projection is stored [in, out] and copied transposed when
+  // the file is opened. Declared 64 x 20,000,000 f16 (2.4 GiB, a hole on disk), the copy
+  // does not fit beside the file's mapping under 4 GiB.
+  if (auto xl = golden_dir("sdxl-tiny")) {
+    const fs::path f = dir_ / "huge_projection.safetensors";
+    rewrite_safetensors(*xl / "model-sgm.safetensors", f,
+                        reshape("conditioner.embedders.1.model.text_projection", {64, 20000000}));
+    for (const auto& args :
+         {std::vector<std::string>{"info", f.string()},
+          std::vector<std::string>{"quantize", f.string(), (dir_ / "q.safetensors").string()}}) {
+      const Outcome o =
+          refuse(args,
+                 "out of memory allocating 2.4 GiB (2560000000 bytes) for a transposed copy of "
+                 "'conditioner.embedders.1.model.text_projection'");
+      EXPECT_EQ(o.output.find("bad_alloc"), std::string::npos) << o.output;
+    }
+  }
+  // A text encoder whose vocabulary is declared 20,000,000 tokens (an LDM file carries no
+  // config: the sizes come from the tensors): its f32 copy for the CPU does not fit.
+  const fs::path ldm = dir_ / "big_vocab.safetensors";
+  rewrite_safetensors(
+      golden_ / "model-ldm.safetensors", ldm,
+      reshape("cond_stage_model.transformer.text_model.embeddings.token_embedding.weight",
+              {20000000, 64}));
+  fs::copy(golden_ / "model/tokenizer", dir_ / "tokenizer", fs::copy_options::recursive);
+  const Outcome o = refuse(generate(ldm), "out of memory allocating");
+  EXPECT_NE(o.output.find("token_embedding.weight"), std::string::npos) << o.output;
+  EXPECT_EQ(o.output.find("bad_alloc"), std::string::npos) << o.output;
 }
 
 }  // namespace

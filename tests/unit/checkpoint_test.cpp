@@ -51,7 +51,8 @@ TEST_F(CheckpointTest, DiffusersFolderMissingUNetIsReported) {
   write(dir_ / "text_encoder" / "model.safetensors",
         {{"embeddings.token_embedding.weight", {10, 8}}, {"final_layer_norm.weight", {8}}});
   write_text(dir_ / "text_encoder" / "config.json",
-             R"({"hidden_size": 8, "num_attention_heads": 2})");
+             R"({"hidden_size": 8, "num_attention_heads": 2, "vocab_size": 10,
+                  "bos_token_id": 0, "eos_token_id": 1})");
   write(dir_ / "vae" / "diffusion_pytorch_model.fp16.safetensors",
         {{"decoder.mid_block.attentions.0.query.weight", {4, 4}},
          {"decoder.mid_block.attentions.0.proj_attn.weight", {4, 4, 1, 1}},

@@ -198,6 +198,19 @@ void run(const GenerateArgs& a_in) {
     (void)first_img2img_step(p.steps, a.strength);  // strength and steps leave a step to run
   }
   if (!a.mask.empty()) mask_png = read_input_png(a.mask, "--mask");
+  if (mask_png && (mask_png->width != init_png->width || mask_png->height != init_png->height)) {
+    // Both are resized to the output size, as diffusers does; a mask of another shape is
+    // stretched differently from the picture, which is rarely what was meant.
+    const double picture_aspect = static_cast<double>(init_png->width) / init_png->height;
+    const double mask_aspect = static_cast<double>(mask_png->width) / mask_png->height;
+    std::fprintf(stderr,
+                 "hyrt: warning: --mask is %dx%d but --init-image is %dx%d; both are resized to "
+                 "the output size%s\n",
+                 mask_png->width, mask_png->height, init_png->width, init_png->height,
+                 std::abs(mask_aspect / picture_aspect - 1.0) > 0.01
+                     ? ", so the mask is stretched differently from the picture"
+                     : "");
+  }
   const std::filesystem::path out = a.output;
   check_output_writable(out);
 

@@ -14,6 +14,7 @@
 #include "core/error.h"
 #include "models/config.h"
 #include "models/keys.h"
+#include "pipeline/clip_tokenizer.h"
 #include "weights/checkpoint.h"
 
 namespace hyrt::cli {
@@ -89,6 +90,9 @@ void print_names(const char* title, const std::vector<std::string>& names, bool 
 
 void run_info(const InfoOptions& opt) {
   auto ck = Checkpoint::open(opt.model);
+  // The first problem found (a config or tokenizer that cannot be read): reported, with exit
+  // status 1, after everything that could be read is printed.
+  std::optional<Error> first_error;
   std::printf("model:      %s\n", ck->root().string().c_str());
   std::printf("format:     %s\n",
               std::string(weights::checkpoint_format_name(ck->format())).c_str());
@@ -106,13 +110,22 @@ void run_info(const InfoOptions& opt) {
       std::printf("tokenizer_2: %s\n",
                   ck->tokenizer_files(Component::kTextEncoder2) ? "embedded" : "(none)");
   } else {
-    std::printf("tokenizer:  %s\n",
-                ck->tokenizer_dir() ? ck->tokenizer_dir()->string().c_str() : "(none)");
-    if (ck->has(Component::kTextEncoder2))
-      std::printf("tokenizer_2: %s\n",
-                  ck->tokenizer_dir(Component::kTextEncoder2)
-                      ? ck->tokenizer_dir(Component::kTextEncoder2)->string().c_str()
-                      : "(none)");
+    // A tokenizer folder is read as generate would read it: a damaged one is an error.
+    for (Component c : {Component::kTextEncoder, Component::kTextEncoder2}) {
+      if (c == Component::kTextEncoder2 && !ck->has(c)) continue;
+      const auto dir = ck->tokenizer_dir(c);
+      std::string state;
+      if (dir) {
+        try {
+          (void)pipeline::ClipTokenizer::load(*dir);
+        } catch (const Error& e) {
+          if (!first_error) first_error = e;
+          state = " (cannot be read: the error follows)";
+        }
+      }
+      std::printf("%-11s %s%s\n", c == Component::kTextEncoder ? "tokenizer:" : "tokenizer_2:",
+                  dir ? dir->string().c_str() : "(none)", state.c_str());
+    }
   }
 
   std::optional<std::filesystem::path> config_dir;
@@ -123,6 +136,7 @@ void run_info(const InfoOptions& opt) {
     cfg = models::load_configs(*ck, config_dir);
   } catch (const Error& e) {
     config_error = e.what();
+    if (!first_error) first_error = e;
   }
 
   if (config_error.empty() && (cfg.unet || cfg.text_encoder_2)) {
@@ -183,7 +197,7 @@ void run_info(const InfoOptions& opt) {
 
   std::printf("\n");
   if (!config_error.empty()) {
-    std::printf("configs:    cannot determine: %s\n", config_error.c_str());
+    std::printf("configs:    cannot be read (the error follows)\n");
     std::printf("keys:       %zu unexpected, %zu ignored (architecture check skipped)\n",
                 ck->unexpected_keys().size(), ck->ignored_keys().size());
     print_names("unexpected", ck->unexpected_keys(), opt.keys);
@@ -194,6 +208,12 @@ void run_info(const InfoOptions& opt) {
                 ck->ignored_keys().size());
     print_names("missing", report.missing, opt.keys);
     print_names("shape-mismatched", report.shape_mismatch, opt.keys);
+    if (!first_error && !report.missing.empty())
+      first_error =
+          Error(ErrorCode::kInvalidModel,
+                str_cat(ck->root().string(), ": ", report.missing.size(), " weight",
+                        report.missing.size() > 1 ? "s are" : " is", " missing (the first: '",
+                        report.missing.front(), "'): an incomplete or damaged model"));
     print_names("unexpected", report.unexpected, opt.keys);
   }
   print_names("ignored", ck->ignored_keys(), opt.keys);
@@ -201,6 +221,10 @@ void run_info(const InfoOptions& opt) {
     std::printf("notes:\n");
     for (const auto& n : ck->notes())
       std::printf("  %s\n", n.c_str());
+  }
+  if (first_error) {
+    std::fflush(stdout);
+    throw *first_error;
   }
 }
 
