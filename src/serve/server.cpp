@@ -444,6 +444,10 @@ struct Server::Impl {
     gauges["hyrt_resident_memory_bytes"] = {
         "Resident host memory of the process (/proc/self/statm; accelerator memory not included)",
         rss};
+    gauges["hyrt_accelerator_memory_bytes"] = {
+        "Accelerator memory the runtime held after its last batch, load or unload (0 without "
+        "one)",
+        double(rs.accelerator_bytes)};
     gauges["hyrt_uptime_seconds"] = {"Seconds since the server started", seconds_since(started_at)};
     return metrics.render(gauges, counters);
   }

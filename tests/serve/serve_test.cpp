@@ -426,6 +426,7 @@ TEST_F(ServeTest, BatchedRequestsEqualLoneOnes) {
   EXPECT_LT(metric("hyrt_batches_total"), 8);
   EXPECT_EQ(metric("hyrt_workers"), 4);
   EXPECT_GT(metric("hyrt_resident_memory_bytes"), 0);
+  EXPECT_GE(metric("hyrt_accelerator_memory_bytes"), 0);  // 0 on the host
 }
 
 // With several jobs running at once, /progress counts them all and reports the oldest, and
