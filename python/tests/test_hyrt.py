@@ -168,6 +168,30 @@ def test_threads_match_serial_calls(pipe):
     assert [results[s] for s in seeds] == serial
 
 
+def test_batched_threads_match_serial_calls(pipe):
+    """Request batching: calls from threads that wait together run as one UNet batch, and
+    each still equals its lone call."""
+    seeds = [21, 22, 23]
+    serial = [pipe(PROMPT, **dict(FAST, seed=s, num_inference_steps=3))[0].tobytes()
+              for s in seeds]
+    results, errors = {}, []
+    with hyrt.Pipeline(max_batch=4, batch_wait_ms=1000) as batched:
+        def work(seed):
+            try:
+                img = batched(PROMPT, **dict(FAST, seed=seed, num_inference_steps=3))[0]
+                results[seed] = img.tobytes()
+            except Exception as e:
+                errors.append((seed, e))
+
+        threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    assert not errors
+    assert [results[s] for s in seeds] == serial
+
+
 def test_gil_released_while_generating(pipe):
     done = threading.Event()
     worker = threading.Thread(

@@ -93,6 +93,7 @@ void hyrt_runtime_options_init(hyrt_runtime_options* options) {
   *options = {};
   options->struct_size = sizeof(*options);
   options->placement = "auto";
+  options->max_batch = 1;
 }
 
 hyrt_status hyrt_runtime_create(const hyrt_runtime_options* options, hyrt_runtime** out) {
@@ -106,6 +107,9 @@ hyrt_status hyrt_runtime_create(const hyrt_runtime_options* options, hyrt_runtim
         ro.placement = options->placement;
       if (HYRT_HAS_FIELD(options, device)) ro.device = options->device;
       if (HYRT_HAS_FIELD(options, cache_bytes)) ro.cache_bytes = options->cache_bytes;
+      if (HYRT_HAS_FIELD(options, max_batch) && options->max_batch != 0)
+        ro.max_batch = options->max_batch;
+      if (HYRT_HAS_FIELD(options, batch_wait_ms)) ro.batch_wait_ms = options->batch_wait_ms;
     }
     auto r = std::make_unique<hyrt_runtime>(hyrt_runtime{hyrt::Runtime(ro), {}});
     r->accelerator = r->runtime.accelerator();
