@@ -67,6 +67,8 @@ Args parse(int argc, char** argv) {
       a.runs = std::atoi(value().c_str());
     else if (k == "--json")
       a.json = value();
+    else if (k == "--max-batch")
+      a.max_batch = std::atoi(value().c_str());
     else {
       std::fprintf(stderr, "unknown argument %s\n", k.c_str());
       std::exit(2);
