@@ -17,8 +17,8 @@
 // Runtime share its executor (host threads, accelerator stream, scratch arenas): one worker
 // thread per Runtime runs them in arrival order (first come, first served), and calls that
 // queued together and are compatible may run as one batch (RuntimeOptions::max_batch); each
-// returns what it would return if it were the only call (bit for bit, but for max_batch > 1
-// on CUDA: see there). Runtimes are independent.
+// returns what it would return if it were the only call, bit for bit (for the one caveat of
+// batching on CUDA see RuntimeOptions::max_batch). Runtimes are independent.
 // A moved-from Runtime or Model may only be destroyed or assigned to.
 //
 // Failure: an exception from any stage of generate() (a bad option, out of memory at a new
@@ -52,10 +52,13 @@ struct RuntimeOptions {
   // Request batching: generate() calls on one Model that wait for the executor together and
   // agree on size, steps, sampler and guidance on/off run as one UNet batch of up to this many
   // images, each call still with its own prompts, seed, scale, callbacks and cancel. 1: every
-  // call runs alone. On the host a batched call returns exactly what it returns alone (tested);
-  // on CUDA the GEMM algorithms are chosen per batch size, so batched pictures may differ from
-  // lone ones in the last bits — hence off by default. What batching gains is measured in
-  // bench/results/library_throughput_*.json.
+  // call runs alone (the default: batching trades the first call's latency for throughput,
+  // which pays on an accelerator, little on the host). A batched call returns exactly what it
+  // returns alone: every kernel computes a sample independently of the others, and the GEMM
+  // choices follow the rows per sample, not the batch (tests/library, on the host and in CUDA
+  // device and hybrid placement). One exception on CUDA: cuBLASLt picks its f16 algorithm per
+  // GEMM size, so a 16-bit (not 8-bit S) model could differ in the last bits batched — not
+  // seen in our tests, not excluded. Gains: bench/results/library_throughput_h200.json.
   int max_batch = 1;
   // How long a batch that still has room waits for more calls before it starts, in ms. 0: no
   // added latency; batches form from the calls that queued while the previous one ran.
