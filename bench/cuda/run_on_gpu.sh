@@ -8,21 +8,12 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
 mkdir -p "$out"
-prefix=/tmp/hyrt-prefix
-if [ ! -d "$prefix/usr" ]; then
-  for f in .deps/*.deb .deps/cuda/*.deb; do dpkg -x "$f" "$prefix"; done
-  sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
-fi
-export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
+source scripts/gpu/common.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,temperature.gpu \
   --format=csv 2>&1 | tee "$out/nvidia_smi.txt"
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
-  -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
-  -DHYRT_BUILD_CUDA_BENCH=ON -DHYRT_BUILD_TESTS=ON >"$out/configure.log" 2>&1 ||
-  { tail -n 40 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target bench_cuda_gemm >"$out/build_bench.log" 2>&1 ||
-  { grep -B2 -A10 -m3 "error" "$out/build_bench.log"; exit 1; }
+gpu_configure -DHYRT_BUILD_CUDA_BENCH=ON -DHYRT_BUILD_TESTS=ON
+gpu_build build_bench.log bench_cuda_gemm
 echo "configure + bench build: $(($(date +%s) - t0)) s"
 build-gpu/bench/bench_cuda_gemm --out "$out/cuda_gemm.json" >/dev/null 2>"$out/bench_table.txt"
 echo "bench rc=$?"

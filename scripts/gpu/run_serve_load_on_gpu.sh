@@ -10,19 +10,11 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
 mkdir -p "$out"
-prefix=/tmp/hyrt-prefix
-if [ ! -d "$prefix/usr" ]; then
-  for f in .deps/*.deb .deps/cuda/*.deb; do dpkg -x "$f" "$prefix"; done
-  sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
-fi
-export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
+source scripts/gpu/common.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia_smi.txt"
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
-  -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
-  -DHYRT_BUILD_TESTS=OFF >"$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target hyrt \
-  >"$out/build.log" 2>&1 || { grep -B2 -A10 -m3 "error" "$out/build.log"; exit 1; }
+gpu_configure -DHYRT_BUILD_TESTS=OFF
+gpu_build build.log hyrt
 echo "configure + build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
 ckpt=/tmp/sd15.safetensors
