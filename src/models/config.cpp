@@ -58,7 +58,13 @@ class Fields {
     HYRT_CHECK(std::isfinite(d) && (open_low ? d > lo : d >= lo) && d <= hi, kInvalidModel, source_,
                ": field `", key, "` = ", d, " is out of range ", open_low ? "(" : "[", lo, ", ", hi,
                "]");
-    return static_cast<float>(d);
+    // Checked again as the float it is kept as: 1e-85 is above 0 but rounds to 0 (found by
+    // config_json_fuzz), and an eps of 0 divides by zero.
+    const float f = static_cast<float>(d);
+    HYRT_CHECK(open_low ? f > lo : f >= lo, kInvalidModel, source_, ": field `", key, "` = ", d,
+               " is out of range ", open_low ? "(" : "[", lo, ", ", hi, "] as a 32-bit float (", f,
+               ")");
+    return f;
   }
 
   bool boolean(const char* key, bool fallback) const {

@@ -390,6 +390,9 @@ TEST_F(Hostile, ConfigValuesOutOfRange) {
       {"unet/config.json", "downsample_padding", "100",
        "`downsample_padding` = 100 is out of range"},
       {"unet/config.json", "norm_eps", "-1", "`norm_eps` = -1 is out of range"},
+      // Above 0 as a double, 0 as the float it is kept in (config_json_fuzz, 2026-12-03).
+      {"text_encoder/config.json", "layer_norm_eps", "1e-85",
+       "`layer_norm_eps` = 1e-85 is out of range (0, 1] as a 32-bit float"},
       {"unet/config.json", "block_out_channels", "[32, 64, 64, 99999999]", "out of range"},
       {"unet/config.json", "layers_per_block", "4294967297", "out of range"},
       {"vae/config.json", "scaling_factor", "0", "`scaling_factor` = 0 is out of range"},
