@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs hyrt's test suite (unit, op, model-parity and end-to-end tests) with CTest.
 #   scripts/test.sh              the normal build in ./build (built first if needed)
-#   scripts/test.sh --sanitize   an ASan+UBSan build in ./build-asan, unit, op and serve tests
+#   scripts/test.sh --sanitize   an ASan+UBSan build in ./build-asan: unit, op, serve and hostile
+#                                tests (hostile: the CLI on damaged inputs, without its 4 GiB
+#                                address-space limit, which ASan's shadow memory cannot live in)
 # Model-parity tests use ../shared/golden and skip with a message where it is absent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +16,7 @@ if [ "${1:-}" = "--sanitize" ]; then
     -DHYRT_BUILD_BENCH=OFF -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g"
   export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
   export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
-  ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -L 'unit|ops|serve'
+  ctest --test-dir build-asan --output-on-failure -j"$(nproc)" -L 'unit|ops|serve|hostile'
 else
   scripts/build.sh
   ctest --test-dir build --output-on-failure -j"$(nproc)"
