@@ -2,8 +2,8 @@
 # `hyrt serve` with request batching on the lent GPU (issue 15), in one call: builds hyrt from
 # the Debian packages carried in .deps/ (as measure_throughput.sh), writes a random SD 1.5-size
 # checkpoint (int8), then runs bench/serve_load.py against `hyrt serve --placement device`
-# with it: 4 concurrent clients x 6 txt2img requests, 512x512, 20 steps, Euler a, once with
-# --max-batch 1 and once with --max-batch 4 (one server each, everything else the same).
+# with it: 8 concurrent clients x 25 txt2img requests (the 2-core test), 512x512, 20 steps, Euler a, with
+# --max-batch 1, 4 and 8 (one server each, everything else the same).
 #   scripts/gpu/run_serve_load_on_gpu.sh OUT_DIR
 # Writes OUT_DIR/serve_load_gpu.json (both runs) and the logs beside it.
 set -uo pipefail
@@ -26,7 +26,7 @@ if [ ! -f "$model" ]; then
 fi
 ls -la "$model" /tmp/tokenizer 2>&1 | head -3
 python3 bench/serve_load.py --hyrt "$hyrt" --model "$model" --placement device \
-  --size 512 --steps 20 --clients 4 --requests 6 --max-batch 1 4 \
+  --size 512 --steps 20 --clients 8 --requests 25 --max-batch 1 4 8 \
   --out "$out/serve_load_gpu.json" >"$out/serve_load.log" 2>&1
 echo "serve_load rc=$?"
 tail -n 5 "$out/serve_load.log"
