@@ -100,11 +100,12 @@ def run_once(args, max_batch):
         t0 = time.time()
         post(base, "/sdapi/v1/txt2img", body)  # warm-up: prepares this shape
         warmup_s = time.time() - t0
-        if max_batch > 1:
-            # Batches of every size the run may form prepare their shapes here, not in the
-            # measured part (as a long-running server would have done long before).
+        # One concurrent round of every client (at least max_batch requests): the server's
+        # connection threads and their heaps, and batches of every size the run may form, are
+        # made here, not in the measured part (as a long-running server would have long before).
+        for _ in range(2):
             warm = [threading.Thread(target=post, args=(base, "/sdapi/v1/txt2img", body))
-                    for _ in range(max_batch)]
+                    for _ in range(max(max_batch, args.clients))]
             for t in warm:
                 t.start()
             for t in warm:
@@ -180,7 +181,10 @@ def run_once(args, max_batch):
         },
         "warmup_request_s": round(warmup_s, 3),
         "rss_bytes": {"after_warmup": rss_warm, "end": rss_end,
-                      "max_during": max(rss_samples) if rss_samples else None},
+                      "max_during": max(rss_samples) if rss_samples else None,
+                      # sampled every 0.5 s: at a quarter, half and three quarters of the run
+                      "at_quarters": [rss_samples[len(rss_samples) * q // 4]
+                                      for q in (1, 2, 3)] if rss_samples else None},
         "load_average_1m": {"before": round(load_before[0], 2),
                             "after": round(load_after[0], 2)},
         "server_metrics": {
