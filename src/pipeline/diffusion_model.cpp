@@ -303,7 +303,7 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
   // eos_token_id is the legacy 2) — then final_layer_norm and text_projection.
   const TensorView last = exe.output(1);  // [B, T, C]
   const int64_t width = cfg.hidden_size;
-  Tensor gathered(DType::kF32, {batch, width});
+  Tensor gathered(DType::kF32, {batch, width}, "the pooled text embeddings");
   for (int b = 0; b < batch; ++b) {
     const std::span<const int32_t> row = ids.subspan(static_cast<size_t>(b) * seq, seq);
     int pos_eos = 0;
@@ -372,7 +372,9 @@ PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> p
         states = std::move(enc.hidden);
         break;
       }
-      if (k == 0) states = Tensor(DType::kF32, {n, int64_t{num_chunks} * length, width});
+      if (k == 0)
+        states = Tensor(DType::kF32, {n, int64_t{num_chunks} * length, width},
+                        "the prompts' hidden states");
       const int64_t chunk_values = int64_t{length} * width;
       for (int p = 0; p < n; ++p) {
         float* dst = states.as<float>() + (int64_t{p} * num_chunks + k) * chunk_values;
@@ -399,7 +401,7 @@ PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> p
                " do not line up");
     channels += h.shape()[2];
   }
-  out.context = Tensor(DType::kF32, {s0[0], s0[1], channels});
+  out.context = Tensor(DType::kF32, {s0[0], s0[1], channels}, "the text conditioning");
   float* dst = out.context.as<float>();
   for (int64_t row = 0; row < s0[0] * s0[1]; ++row)
     for (const Tensor& h : hidden) {
@@ -488,7 +490,7 @@ Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
 }
 
 Tensor LatentDistribution::std() const {
-  Tensor out(DType::kF32, logvar.shape());
+  Tensor out(DType::kF32, logvar.shape(), "the latent distribution's std");
   const float* lv = logvar.as<float>();
   float* o = out.as<float>();
   for (int64_t i = 0; i < out.numel(); ++i)
@@ -516,7 +518,8 @@ LatentDistribution DiffusionModel::encode_image(const TensorView& image) {
   const Tensor moments = copy_out(exe.output(0));  // [B, h, w, 2C]
   const int64_t c2 = moments.shape()[3], c = c2 / 2;
   const Shape half{moments.shape()[0], moments.shape()[1], moments.shape()[2], c};
-  LatentDistribution d{Tensor(DType::kF32, half), Tensor(DType::kF32, half)};
+  LatentDistribution d{Tensor(DType::kF32, half, "the latent mean"),
+                       Tensor(DType::kF32, half, "the latent log-variance")};
   const int64_t pixels = half.numel() / c;
   const float* m = moments.as<float>();
   for (int64_t p = 0; p < pixels; ++p)

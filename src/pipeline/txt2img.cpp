@@ -35,7 +35,7 @@ Tensor encode_sample(DiffusionModel& model, const Tensor& x, int b, TorchCpuRng&
   const Tensor mean = nhwc_to_nchw(d.mean.view());
   const Tensor std_nhwc = d.std();
   const Tensor sd = nhwc_to_nchw(std_nhwc.view());
-  Tensor draw(DType::kF32, mean.shape());
+  Tensor draw(DType::kF32, mean.shape(), "the picture's latent sample");
   const size_t rows_n = static_cast<size_t>(mean.numel());
   rng.randn({draw.as<float>(), rows_n});
   const float scale = model.vae_config().scaling_factor;
@@ -45,7 +45,7 @@ Tensor encode_sample(DiffusionModel& model, const Tensor& x, int b, TorchCpuRng&
   }
   Shape shape = mean.shape();
   shape[0] = b;
-  Tensor out(DType::kF32, shape);
+  Tensor out(DType::kF32, shape, "the picture's latents for the batch");
   for (int64_t i = 0; i < out.numel(); ++i)
     out.as<float>()[i] = draw.as<float>()[static_cast<size_t>(i) % rows_n];
   return out;
@@ -59,20 +59,20 @@ ImageLatents prepare_image_latents(DiffusionModel& model, const InitImage& init,
   const int64_t height = is[1], width = is[2], lh = height / f, lw = width / f;
   ImageLatents out;
   // [0, 1] -> [-1, 1] (VaeImageProcessor.normalize).
-  Tensor picture(DType::kF32, is);
+  Tensor picture(DType::kF32, is, "the init picture in [-1, 1]");
   for (int64_t i = 0; i < picture.numel(); ++i)
     picture.as<float>()[i] = 2.0f * init.image.as<float>()[i] - 1.0f;
   const bool inpaint_unet = uc != lc;
   // The inpainting pipeline encodes the picture for a 4-channel UNet (its latents anchor the
   // unmasked area) or when strength < 1 (they are noised to the first timestep).
   if (!inpaint_unet || init.strength < 1.0) out.image = encode_sample(model, picture, b, rng);
-  out.noise = Tensor(DType::kF32, {b, lc, lh, lw});
+  out.noise = Tensor(DType::kF32, {b, lc, lh, lw}, "the img2img noise");
   rng.randn({out.noise.as<float>(), static_cast<size_t>(out.noise.numel())});
   if (!init.mask) return out;
   // Mask processor: binarise at 0.5; prepare_mask_latents: nearest resize to the latent
   // size (torch interpolate "nearest": src = floor(dst · in / out)).
   const float* m = init.mask->as<float>();
-  out.mask = Tensor(DType::kF32, {b, 1, lh, lw});
+  out.mask = Tensor(DType::kF32, {b, 1, lh, lw}, "the mask at the latent size");
   for (int r = 0; r < b; ++r)
     for (int64_t y = 0; y < lh; ++y)
       for (int64_t x = 0; x < lw; ++x) {
@@ -206,7 +206,7 @@ void start_lane(DiffusionModel& model, const SchedulerConfig& scheduler_config, 
   const int uc = model.unet_config().in_channels;
   lane.rng = std::make_unique<TorchCpuRng>(p.seed);
   TorchCpuRng& rng = *lane.rng;
-  lane.latents = Tensor(DType::kF32, {b, lc, lh, lw});
+  lane.latents = Tensor(DType::kF32, {b, lc, lh, lw}, "the latents");
   Tensor& latents = lane.latents;
   const size_t n = static_cast<size_t>(latents.numel());
   lane.sampler = make_sampler(p.sampler, scheduler_config);
@@ -267,8 +267,9 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   const Shape& cs = lanes.front()->enc.context.shape();
   const int64_t ctx_row = cs[1] * cs[2];
   const int64_t pool_row = lanes.front()->enc.pooled ? lanes.front()->enc.pooled->shape()[1] : 0;
-  Tensor context(DType::kF32, {unet_batch, cs[1], cs[2]});
-  Tensor pooled(DType::kF32, {unet_batch, std::max<int64_t>(pool_row, 1)});
+  Tensor context(DType::kF32, {unet_batch, cs[1], cs[2]}, "the UNet's text conditioning");
+  Tensor pooled(DType::kF32, {unet_batch, std::max<int64_t>(pool_row, 1)},
+                "the UNet's pooled text embedding");
   std::memset(context.data(), 0, context.bytes());
   std::memset(pooled.data(), 0, pooled.bytes());
   std::vector<float> time_ids(sdxl ? static_cast<size_t>(unet_batch) * 6 : 0);
@@ -307,7 +308,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   // 3. Denoise. Rows of stopped lanes keep their last input (zeros before the first step).
   const size_t plane = static_cast<size_t>(lh) * lw;
   const size_t in_row = static_cast<size_t>(uc) * plane;  // one UNet input row (NCHW/NHWC)
-  Tensor unet_in(DType::kF32, {unet_batch, lh, lw, uc});
+  Tensor unet_in(DType::kF32, {unet_batch, lh, lw, uc}, "the UNet input batch");
   std::memset(unet_in.data(), 0, unet_in.bytes());
   std::vector<float> timesteps(static_cast<size_t>(unet_batch));
   Sampler& schedule = *lanes.front()->sampler;  // every lane's timesteps are the same
@@ -323,9 +324,10 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
       if (!l->alive()) continue;
       const Txt2ImgParams& p = *l->p;
       const size_t n = static_cast<size_t>(l->latents.numel());
-      Tensor scaled(DType::kF32, l->latents.shape());
+      Tensor scaled(DType::kF32, l->latents.shape(), "the scaled latents");
       l->sampler->scale_model_input({l->latents.as<float>(), n}, {scaled.as<float>(), n}, step);
-      Tensor unet_x(DType::kF32, {p.batch, uc, lh, lw});  // NCHW, the lane's rows of one half
+      Tensor unet_x(DType::kF32, {p.batch, uc, lh, lw},
+                    "a request's UNet input");  // NCHW, the lane's rows of one half
       const float* x_in = scaled.as<float>();
       if (uc != lc) {
         // torch.cat([latent_model_input, mask, masked_image_latents], dim=1)
@@ -353,7 +355,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
       if (!l->alive()) continue;
       const Txt2ImgParams& p = *l->p;
       const size_t n = static_cast<size_t>(l->latents.numel());
-      Tensor guided(DType::kF32, l->latents.shape());
+      Tensor guided(DType::kF32, l->latents.shape(), "the guided noise prediction");
       float* g = guided.as<float>();
       const float* uncond = eps.as<float>() + l->row * out_row;
       if (cfg) {
@@ -368,7 +370,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
         // StableDiffusionInpaintPipeline (4-channel UNet): the picture's latents noised to the
         // next timestep (un-noised after the last step) outside the mask.
         const float* keep = l->init.image.as<float>();
-        Tensor proper(DType::kF32, l->latents.shape());
+        Tensor proper(DType::kF32, l->latents.shape(), "the re-noised picture latents");
         if (step + 1 < l->sampler->num_steps()) {
           l->sampler->add_noise({l->init.image.as<float>(), n}, {l->init.noise.as<float>(), n},
                                 step + 1, {proper.as<float>(), n});
@@ -404,7 +406,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   int64_t decode_rows = 0;
   for (Lane* l : decoding)
     decode_rows += l->p->batch;
-  Tensor all(DType::kF32, {decode_rows, lc, lh, lw});
+  Tensor all(DType::kF32, {decode_rows, lc, lh, lw}, "the latents to decode");
   int64_t at = 0;
   for (Lane* l : decoding) {
     std::memcpy(all.as<float>() + at, l->latents.data(), l->latents.bytes());
@@ -421,7 +423,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   const int64_t pixels = static_cast<int64_t>(p0.height) * p0.width * 3;
   at = 0;
   for (Lane* l : decoding) {
-    Tensor own(DType::kF32, {l->p->batch, p0.height, p0.width, 3});
+    Tensor own(DType::kF32, {l->p->batch, p0.height, p0.width, 3}, "a request's pictures");
     std::memcpy(own.data(), px + at, own.bytes());
     at += l->p->batch * pixels;
     l->result.images = std::move(own);
