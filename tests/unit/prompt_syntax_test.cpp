@@ -5,6 +5,7 @@
 // punctuation character of a word is one token, so token counts are easy to read.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -155,15 +156,21 @@ const ClipTokenizer& letters(bool pad_with_bang = false) {
   static const auto make = [](bool bang) {
     std::string vocab = "{";
     int id = 0;
+    // One id per entry, in order (each increment its own statement: the operands of one
+    // expression are unsequenced).
+    auto entry = [&](const std::string& key) {
+      vocab += "\"" + key + "\":" + std::to_string(id++) + ",";
+    };
     for (char c = '!'; c <= '~'; ++c) {
       std::string s(1, c);
       if (c == '"' || c == '\\') s = "\\" + s;
-      vocab += "\"" + s + "\":" + std::to_string(id++) + ",\"" + s +
-               "</w>\":" + std::to_string(id++) + ",";
+      entry(s);
+      entry(s + "</w>");
     }
-    vocab += "\"qz\":" + std::to_string(id++) + ",\"qz</w>\":" + std::to_string(id++) + ",";
-    vocab += "\"<|startoftext|>\":" + std::to_string(id++) +
-             ",\"<|endoftext|>\":" + std::to_string(id++) + "}";
+    entry("qz");
+    entry("qz</w>");
+    entry("<|startoftext|>");
+    vocab += "\"<|endoftext|>\":" + std::to_string(id) + "}";
     return ClipTokenizer::from_strings(vocab, "#version: 0.2\nq z\n",
                                        bang ? R"({"pad_token": "!"})" : "");
   };
@@ -244,7 +251,9 @@ TEST(PromptChunks, CommaPaddingBacktrack) {
     const bool moved = 75 - i <= kCommaPaddingBacktrack;
     SCOPED_TRACE(i);
     ASSERT_EQ(first.size(), moved ? static_cast<size_t>(i + 1) : 75u);
-    if (moved) EXPECT_EQ(first.back(), comma);
+    if (moved) {
+      EXPECT_EQ(first.back(), comma);
+    }
     ASSERT_EQ(c.num_chunks, 2);
     EXPECT_EQ(content(c, tok, 1).size(), 101 - first.size());
   }
