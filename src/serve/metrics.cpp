@@ -1,11 +1,9 @@
 #include "serve/metrics.h"
 
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
 #include <sstream>
 
 namespace hyrt::serve {
@@ -134,13 +132,6 @@ std::string Metrics::render(const Values& gauges, const Values& counters) const 
     os << "# HELP " << name << " " << g.first << "\n# TYPE " << name << " gauge\n"
        << name << " " << number(g.second) << "\n";
   return os.str();
-}
-
-int64_t resident_bytes() {
-  std::ifstream f("/proc/self/statm");
-  int64_t size = 0, resident = 0;
-  if (!(f >> size >> resident)) return 0;
-  return resident * sysconf(_SC_PAGESIZE);
 }
 
 }  // namespace hyrt::serve

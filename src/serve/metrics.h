@@ -58,7 +58,4 @@ class Metrics {
   Histogram step_seconds_;
 };
 
-// The process's resident set size in bytes (/proc/self/statm); 0 where unknown.
-int64_t resident_bytes();
-
 }  // namespace hyrt::serve

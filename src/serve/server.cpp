@@ -21,6 +21,7 @@
 #include <httplib.h>
 
 #include "core/build_info.h"
+#include "core/sysinfo.h"
 #include "serve/job_queue.h"
 #include "serve/metrics.h"
 
@@ -439,11 +440,10 @@ struct Server::Impl {
       std::lock_guard<std::mutex> lock(models_mu);
       gauges["hyrt_models_loaded"] = {"Models resident in memory", double(loaded.size())};
     }
-    const double rss = double(resident_bytes());
+    const double rss = double(current_rss_bytes());
     gauges["process_resident_memory_bytes"] = {"Resident memory of the process", rss};
     gauges["hyrt_resident_memory_bytes"] = {
-        "Resident host memory of the process (/proc/self/statm; accelerator memory not included)",
-        rss};
+        "Resident host memory of the process (accelerator memory not included)", rss};
     gauges["hyrt_accelerator_memory_bytes"] = {
         "Accelerator memory the runtime held after its last batch, load or unload (0 without "
         "one)",
