@@ -1,6 +1,5 @@
 #include "serve/metrics.h"
 
-
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
