@@ -143,20 +143,15 @@ def test_bad_placement_raises_value_error():
         hyrt.Pipeline(placement="nowhere")
 
 
-def test_threads_match_serial_calls(pipe):
-    seeds = [11, 12, 13, 14]
-    serial = [pipe(PROMPT, **dict(FAST, seed=s, num_inference_steps=3))[0].tobytes()
-              for s in seeds]
-    results = {}
-    errors = []
+def _calls_from_threads(pipe, seeds, **kwargs):
+    """One call per seed, each on its own thread; {seed: image bytes} and the errors."""
+    results, errors = {}, []
 
     def work(seed):
         try:
-            # A callback on each thread: the GIL is taken and given back at every step.
-            img = pipe(PROMPT, **dict(FAST, seed=seed, num_inference_steps=3),
-                       callback=lambda s, t: None)[0]
+            img = pipe(PROMPT, **dict(FAST, seed=seed, num_inference_steps=3), **kwargs)[0]
             results[seed] = img.tobytes()
-        except Exception as e:  # reported below, with the thread's seed
+        except Exception as e:  # reported by the caller, with the thread's seed
             errors.append((seed, e))
 
     threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
@@ -164,6 +159,19 @@ def test_threads_match_serial_calls(pipe):
         t.start()
     for t in threads:
         t.join(120)
+    return results, errors
+
+
+def _serial(pipe, seeds):
+    return [pipe(PROMPT, **dict(FAST, seed=s, num_inference_steps=3))[0].tobytes()
+            for s in seeds]
+
+
+def test_threads_match_serial_calls(pipe):
+    seeds = [11, 12, 13, 14]
+    serial = _serial(pipe, seeds)
+    # A callback on each thread: the GIL is taken and given back at every step.
+    results, errors = _calls_from_threads(pipe, seeds, callback=lambda s, t: None)
     assert not errors
     assert [results[s] for s in seeds] == serial
 
@@ -172,22 +180,9 @@ def test_batched_threads_match_serial_calls(pipe):
     """Request batching: calls from threads that wait together run as one UNet batch, and
     each still equals its lone call."""
     seeds = [21, 22, 23]
-    serial = [pipe(PROMPT, **dict(FAST, seed=s, num_inference_steps=3))[0].tobytes()
-              for s in seeds]
-    results, errors = {}, []
+    serial = _serial(pipe, seeds)
     with hyrt.Pipeline(max_batch=4, batch_wait_ms=1000) as batched:
-        def work(seed):
-            try:
-                img = batched(PROMPT, **dict(FAST, seed=seed, num_inference_steps=3))[0]
-                results[seed] = img.tobytes()
-            except Exception as e:
-                errors.append((seed, e))
-
-        threads = [threading.Thread(target=work, args=(s,)) for s in seeds]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(120)
+        results, errors = _calls_from_threads(batched, seeds)
     assert not errors
     assert [results[s] for s in seeds] == serial
 
