@@ -1,9 +1,17 @@
 # Sourced by the scripts that run on the lent GPU machine (it has the CUDA toolkit and a
 # compiler but none of hyrt's Debian libraries): the packages carried in .deps/ (see
 # fetch_deps.sh; GoogleTest in .deps/cuda/) are unpacked into a prefix and the build uses it.
-# The caller has cd'ed to the repository root and set `out` (its output folder).
+# The caller has cd'ed to the repository root and calls gpu_start first.
 
 prefix=/tmp/hyrt-prefix
+
+# gpu_start [OUT]: sets $out (default /tmp/hyrt-gpu-out), makes it, and records the card there.
+gpu_start() {
+  out="${1:-/tmp/hyrt-gpu-out}"
+  mkdir -p "$out"
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 |
+    tee "$out/nvidia_smi.txt"
+}
 
 # Unpacks .deps/*.deb and .deps/cuda/*.deb into $prefix once, and points pkg-config there.
 gpu_prefix() {

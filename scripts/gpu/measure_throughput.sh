@@ -10,10 +10,8 @@
 #   scripts/gpu/measure_throughput.sh OUT_DIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out="${1:-/tmp/hyrt-gpu-out}"
-mkdir -p "$out"
 source scripts/gpu/common.sh
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | tee "$out/nvidia_smi.txt"
+gpu_start "${1:-}"
 t0=$(date +%s)
 gpu_configure -DHYRT_BUILD_TESTS=ON
 gpu_build build.log hyrt_library_tests hyrt_ops_tests hyrt library_throughput
