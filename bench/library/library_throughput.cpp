@@ -23,6 +23,8 @@
 #include <thread>
 #include <vector>
 
+#include <CLI/CLI.hpp>
+
 #include "core/sysinfo.h"
 #include "hyrt/hyrt.h"
 
@@ -40,46 +42,35 @@ struct Args {
   std::string json;
 };
 
+// CLI11, as the hyrt tool: ranges checked, --help generated; exits on a bad command line.
 Args parse(int argc, char** argv) {
   Args a;
-  for (int i = 1; i < argc; ++i) {
-    const std::string k = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s needs a value\n", k.c_str());
-        std::exit(2);
-      }
-      return argv[++i];
-    };
-    if (k == "--model")
-      a.model = value();
-    else if (k == "--placement")
-      a.placement = value();
-    else if (k == "--size")
-      a.size = std::atoi(value().c_str());
-    else if (k == "--steps")
-      a.steps = std::atoi(value().c_str());
-    else if (k == "--threads")
-      a.threads = std::atoi(value().c_str());
-    else if (k == "--images")
-      a.images = std::atoi(value().c_str());
-    else if (k == "--runs")
-      a.runs = std::atoi(value().c_str());
-    else if (k == "--json")
-      a.json = value();
-    else if (k == "--max-batch")
-      a.max_batch = std::atoi(value().c_str());
-    else {
-      std::fprintf(stderr, "unknown argument %s\n", k.c_str());
-      std::exit(2);
-    }
-  }
-  if (a.model.empty() || a.size <= 0 || a.steps <= 0 || a.threads <= 0 || a.images <= 0 ||
-      a.runs <= 0) {
-    std::fprintf(stderr,
-                 "usage: library_throughput --model M [--placement P] [--size S] "
-                 "[--steps N] [--threads T] [--images I] [--runs R] [--json FILE]\n");
-    std::exit(2);
+  CLI::App app{"Images per second of threads calling hyrt's public API at once beside one thread"};
+  app.add_option("--model", a.model, "Model path")->required();
+  app.add_option("--placement", a.placement, "host, hybrid, device or auto")->capture_default_str();
+  app.add_option("--size", a.size, "Square image side")
+      ->check(CLI::Range(8, 4096))
+      ->capture_default_str();
+  app.add_option("--steps", a.steps, "DDIM steps")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--threads", a.threads, "Threads of the threads mode, batch of one_call")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_option("--images", a.images, "Images per timed run")
+      ->check(CLI::Range(1, 10000))
+      ->capture_default_str();
+  app.add_option("--runs", a.runs, "Timed runs per mode")
+      ->check(CLI::Range(1, 1000))
+      ->capture_default_str();
+  app.add_option("--max-batch", a.max_batch, "RuntimeOptions::max_batch")
+      ->check(CLI::Range(1, 256))
+      ->capture_default_str();
+  app.add_option("--json", a.json, "Also write the JSON to this file");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    std::exit(app.exit(e));
   }
   return a;
 }
