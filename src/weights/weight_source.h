@@ -31,6 +31,16 @@ class WeightSource {
   // weights): unique within the process and never reused — unlike the source's address,
   // which a source loaded after this one is freed may be given.
   uint64_t generation() const { return generation_; }
+  // The identity of the bytes behind `name`: the generation of the source that stores them.
+  // A source that forwards some names to another (an overlay adding LoRA tensors to a model)
+  // returns that source's generation for them, so caches keyed by (generation_of(name), name)
+  // — packed host weights, an accelerator's resident weights — are shared between the two
+  // instead of holding a second copy. Two names with the same (generation_of, name) must have
+  // the same contents (and scales).
+  virtual uint64_t generation_of(std::string_view name) const {
+    (void)name;
+    return generation_;
+  }
   // Throws hyrt::Error(kNotFound) naming the weight and the source when absent.
   virtual TensorView get(std::string_view name) const = 0;
   virtual bool contains(std::string_view name) const = 0;

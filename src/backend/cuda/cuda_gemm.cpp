@@ -1167,7 +1167,7 @@ TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
 void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
                   const weights::WeightSource& weights) {
   const ir::Value& wv = graph.value(node.inputs[1]);
-  spec.source = weights.generation();
+  spec.source = weights.generation_of(wv.name);
   spec.w_name = wv.name;
   spec.w = stored_weight(graph, node, weights);
   if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);
