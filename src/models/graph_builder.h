@@ -46,6 +46,10 @@ class GraphBuilder {
   bool has_weight(const std::string& leaf) const;
 
   // Ops. `leaf` names the module whose weights are used ("to_q" -> to_q.weight/.bias).
+  // linear and conv2d add a LoRA side path when the weights hold adapters for the module
+  // (`<module>.lora_side.down` / `.up`, weights::LoraWeights): y = layer(x) + up(down(x)),
+  // the down a linear (or a convolution with the layer's stride), the up a linear (1x1
+  // convolution); scales are folded into up.
   ValueId linear(ValueId x, const std::string& leaf, bool bias = true);
   ValueId conv2d(ValueId x, const std::string& leaf, int stride = 1, int padding = -1);  // -1: k/2
   ValueId group_norm(ValueId x, const std::string& leaf, int groups, float eps, bool silu);
@@ -70,6 +74,9 @@ class GraphBuilder {
 
  private:
   std::string scoped(const std::string& leaf) const;
+  // `y` (the layer's output for input `x`, in the layer's scope) plus its LoRA side path, if
+  // the weights hold one; `conv` is the layer's attributes when it is a convolution.
+  ValueId with_lora(ValueId x, ValueId y, const ir::Conv2dAttrs* conv);
 
   ir::Graph& graph_;
   const weights::WeightSource& weights_;

@@ -1,16 +1,21 @@
 #include "pipeline/bench.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <map>
 #include <random>
+#include <tuple>
 
 #include "core/build_info.h"
 #include "core/clock.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "core/parallel.h"
 #include "core/sysinfo.h"
+#include "models/keys.h"
 #include "models/sd15/random_weights.h"
 #include "models/sdxl/configs.h"
 #include "pipeline/diffusion_model.h"
@@ -57,6 +62,77 @@ Tensor random_tensor(Shape s, uint64_t seed) {
 }  // namespace
 
 // One model, one size, one weight variant.
+// A random LoRA of `rank` on every attention projection and feed-forward linear of the UNet
+// (kohya names), f16 as LoRAs ship, small values.
+std::shared_ptr<const weights::LoraFile> random_unet_lora(const models::UNetConfig& unet, int rank,
+                                                          uint64_t seed) {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const models::ExpectedTensor& e : models::expected_unet_tensors(unet)) {
+    const std::string& n = e.name;
+    const bool attn =
+        n.find(".attn1.to_") != std::string::npos || n.find(".attn2.to_") != std::string::npos;
+    const bool ff =
+        n.find(".ff.net.0.proj.") != std::string::npos || n.find(".ff.net.2.") != std::string::npos;
+    if (!(attn || ff) || e.shape.rank() != 2 || n.substr(n.size() - 7) != ".weight") continue;
+    std::string key = "lora_unet_" + n.substr(5, n.size() - 5 - 7);
+    std::replace(key.begin(), key.end(), '.', '_');
+    const int64_t out = e.shape[0], in = e.shape[1];
+    for (auto [suffix, shape, scale] :
+         {std::tuple{".lora_down.weight", Shape{rank, in}, 1.0f / std::sqrt(float(in))},
+          std::tuple{".lora_up.weight", Shape{out, rank}, 0.01f}}) {
+      const Tensor r = random_tensor(shape, seed++);
+      Tensor h(DType::kF16, shape, "a random LoRA");
+      for (int64_t i = 0; i < r.numel(); ++i)
+        h.as<uint16_t>()[i] = f32_to_f16(r.as<float>()[i] * scale);
+      tensors.emplace_back(key + suffix, std::move(h));
+    }
+  }
+  std::vector<std::pair<std::string, TensorView>> views;
+  for (const auto& [n, t] : tensors)
+    views.emplace_back(n, t.view());
+  return weights::LoraFile::from_file(
+      weights::SafetensorsFile::from_bytes(weights::serialize_safetensors(views), "random LoRA"),
+      str_cat("random rank-", rank, " LoRA"));
+}
+
+// issue 17's LoRA figures (BenchOptions::lora_rank); `step` runs one UNet step, `plain` is the
+// step without LoRAs measured just before.
+nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
+                          const std::function<void()>& step, const nlohmann::json& plain) {
+  const auto a = random_unet_lora(model.unet_config(), o.lora_rank, 100);
+  const auto b = random_unet_lora(model.unet_config(), o.lora_rank, 200);
+  const int64_t rss_before = current_rss_bytes();
+  auto timed = [&](const std::shared_ptr<const weights::LoraFile>& f, float mult) {
+    const weights::LoraUse use{f, mult};
+    const auto t0 = Clock::now();
+    model.set_loras(std::span<const weights::LoraUse>(&use, 1));
+    const double set_ms = ms_since(t0);
+    nlohmann::json j = time_stage(o.warmup, o.runs, step);
+    j["set_loras_ms"] = set_ms;
+    // What the change cost before its first step: setting the LoRAs, then the first call's
+    // extra over a steady step (the adapted UNet's compile, with base weights from the caches).
+    j["switch_ms"] = set_ms + j["first_call_ms"].get<double>() - j["median_ms"].get<double>();
+    return j;
+  };
+  nlohmann::json out = timed(a, 1.0f);
+  out["rank"] = o.lora_rank;
+  out["layers"] = a->modules().size();
+  out["lora_file_bytes"] = a->bytes();
+  out["adapter_bytes"] = model.lora_bytes();
+  out["rss_growth_bytes"] = current_rss_bytes() - rss_before;
+  if (plain.contains("median_ms"))
+    out["ratio_to_plain_step"] = out["median_ms"].get<double>() / plain["median_ms"].get<double>();
+  const nlohmann::json mult = timed(a, 0.5f);
+  out["multiplier_switch_ms"] = mult["switch_ms"];
+  out["multiplier_switch"] = mult;
+  const nlohmann::json other = timed(b, 1.0f);
+  out["lora_switch_ms"] = other["switch_ms"];
+  out["lora_switch"] = other;
+  out["rss_growth_after_switches_bytes"] = current_rss_bytes() - rss_before;
+  model.set_loras({});
+  return out;
+}
+
 static nlohmann::json run_single(const BenchOptions& o) {
   HYRT_CHECK(o.runs >= 1 && o.warmup >= 1, kInvalidArgument, "runs and warmup must be >= 1");
   exec::EngineOptions eo;
@@ -174,6 +250,9 @@ static nlohmann::json run_single(const BenchOptions& o) {
     if (!o.resize || o.sizes.empty())
       stages["unet_step"] =
           time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); });
+    if (o.lora_rank > 0)
+      stages["unet_step_lora"] = bench_lora(
+          *model, o, [&] { model->predict_noise(x.view(), t, cond); }, stages["unet_step"]);
     if (o.resize) {
       nlohmann::json sizes = nlohmann::json::array();
       for (const auto& [sw, sh] : o.sizes) {

@@ -9,6 +9,7 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "models/components.h"
+#include "models/random_checkpoint.h"
 #include "pipeline/prompt_syntax.h"
 #include "weights/json_text.h"
 
@@ -106,6 +107,60 @@ void DiffusionModel::use_options(const ModelOptions& options) {
   }
 }
 
+const weights::WeightSource& DiffusionModel::weights_for(std::string_view component) const {
+  const bool adaptable = component.substr(0, 12) == "text_encoder" || component == "unet";
+  return lora_ && adaptable ? *lora_ : *weights_;
+}
+
+const weights::LoraTargetIndex& DiffusionModel::lora_targets() {
+  if (lora_targets_) return *lora_targets_;
+  std::vector<weights::LoraTarget> targets;
+  auto add = [&](const std::string& name, const Shape& shape) {
+    // Linear and convolution weights of the adaptable components; not the text encoders'
+    // embedding tables (rank 2 too, but lookups, not GEMMs).
+    constexpr std::string_view suffix = ".weight";
+    if (shape.rank() != 2 && shape.rank() != 4) return;
+    if (name.size() <= suffix.size() || name.compare(name.size() - 7, 7, suffix) != 0) return;
+    if (name.find(".embeddings.") != std::string::npos) return;
+    for (weights::Component c : {weights::Component::kTextEncoder,
+                                 weights::Component::kTextEncoder2, weights::Component::kUNet}) {
+      const std::string prefix = str_cat(weights::component_name(c), ".");
+      if (name.compare(0, prefix.size(), prefix) == 0) {
+        targets.push_back({name.substr(0, name.size() - suffix.size()), c, shape});
+        return;
+      }
+    }
+  };
+  if (checkpoint_) {
+    for (weights::Component c : weights::kAllComponents)
+      for (const std::string& n : checkpoint_->names(c))
+        add(n, checkpoint_->info(n).shape);
+  } else if (const auto* mem = dynamic_cast<const weights::MemoryWeights*>(stored_.get())) {
+    for (const auto& [n, t] : mem->tensors())
+      add(n, t.shape());
+  }
+  lora_targets_ = std::make_unique<weights::LoraTargetIndex>(
+      std::move(targets), models::ldm_structure(unet_config(), vae_config()),
+      num_text_encoders() == 2);
+  return *lora_targets_;
+}
+
+void DiffusionModel::set_loras(std::span<const weights::LoraUse> loras) {
+  const bool same = loras.size() == lora_uses_.size() &&
+                    std::equal(loras.begin(), loras.end(), lora_uses_.begin(),
+                               [](const weights::LoraUse& a, const weights::LoraUse& b) {
+                                 return a.file == b.file && a.multiplier == b.multiplier;
+                               });
+  if (same) return;
+  std::shared_ptr<const weights::LoraWeights> overlay;
+  if (!loras.empty()) {
+    auto w = std::make_shared<weights::LoraWeights>(*weights_, loras, lora_targets());
+    if (w->adapted_modules() > 0) overlay = std::move(w);  // all multipliers 0: no adapters
+  }
+  lora_uses_.assign(loras.begin(), loras.end());
+  lora_ = std::move(overlay);
+}
+
 bool DiffusionModel::int8_weights() const {
   return stored_int8_ || quantizer_ != nullptr;
 }
@@ -188,7 +243,11 @@ DiffusionModel::Compiled& DiffusionModel::executable(
     const std::string& key, const std::function<models::BuiltGraph()>& build,
     const std::string& component, const std::string& shape,
     std::optional<backend::Int8Mode> int8_mode) {
-  auto it = compiled_.find(key);
+  // With LoRAs, the adapted components' executables are per LoRA set (the overlay's
+  // generation tags the key).
+  const bool adapted = lora_ && &weights_for(component) == lora_.get();
+  const std::string tagged = adapted ? str_cat(key, " lora#", lora_->generation()) : key;
+  auto it = compiled_.find(tagged);
   if (it != compiled_.end()) {
     it->second.last_used = ++use_clock_;
     return it->second;
@@ -198,7 +257,9 @@ DiffusionModel::Compiled& DiffusionModel::executable(
   std::shared_ptr<ir::Graph> graph = built.graph;
   for (const auto& [name, value] : built.taps)
     c.tap_names.push_back(name);
-  c.exe = engine_->compile(graph, *weights_, int8_mode);
+  c.exe = engine_->compile(graph, weights_for(component), int8_mode);
+  if (adapted) c.lora_weights = lora_;
+  c.base_key = key;
   c.report = MemoryReport{};
   c.report.component = component;
   c.report.shape = shape;
@@ -215,9 +276,16 @@ DiffusionModel::Compiled& DiffusionModel::executable(
                   << c.report.prepare_ms << " ms";
   c.held_bytes = static_cast<int64_t>(c.exe->held_bytes());
   c.last_used = ++use_clock_;
-  c.key = key;
-  Compiled& made = compiled_.emplace(key, std::move(c)).first->second;
-  evict_beyond_budget(key);
+  c.key = tagged;
+  // The same shape compiled for an earlier LoRA set is not run again until that set comes
+  // back: drop it (it was made before this one, so the base weights' packs stay shared).
+  for (auto e = compiled_.begin(); e != compiled_.end();)
+    if (e->second.base_key == key && e->second.lora_weights && e->second.lora_weights != lora_)
+      e = compiled_.erase(e);
+    else
+      ++e;
+  Compiled& made = compiled_.emplace(tagged, std::move(c)).first->second;
+  evict_beyond_budget(tagged);
   return made;
 }
 
@@ -287,8 +355,8 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
   shape.last_hidden = cfg.projection_dim > 0;
   Compiled& encoder = executable(
       str_cat(component, " b", batch, " t", seq),
-      [&] { return models::build_clip_text_encoder(cfg, *weights_, shape, which); }, component,
-      str_cat("b", batch, " t", seq));
+      [&] { return models::build_clip_text_encoder(cfg, weights_for(component), shape, which); },
+      component, str_cat("b", batch, " t", seq));
   exec::Executable& exe = *encoder.exe;
   std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
   auto* pos = exe.input("position_ids").as<int32_t>();
@@ -319,8 +387,10 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
   }
   Compiled& projection = executable(
       str_cat(component, " projection b", batch),
-      [&] { return models::build_text_pooled_projection(cfg, *weights_, batch, which); }, component,
-      str_cat("b", batch, " pooled"));
+      [&] {
+        return models::build_text_pooled_projection(cfg, weights_for(component), batch, which);
+      },
+      component, str_cat("b", batch, " pooled"));
   exec::Executable& proj = *projection.exe;
   copy_into(proj.input("hidden"), gathered.view());
   run(projection);
@@ -451,7 +521,7 @@ Tensor DiffusionModel::predict_noise(const TensorView& sample, std::span<const f
   Compiled& compiled = executable(
       str_cat("unet ", dims, shape.taps ? " taps" : "",
               shape.independent_samples ? " per-sample" : ""),
-      [&] { return models::build_unet(ucfg, *weights_, shape); }, "unet", dims);
+      [&] { return models::build_unet(ucfg, weights_for("unet"), shape); }, "unet", dims);
   exec::Executable& exe = *compiled.exe;
   copy_into(exe.input("sample"), sample);
   std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));

@@ -34,6 +34,7 @@
 #include "pipeline/clip_tokenizer.h"
 #include "pipeline/scheduler.h"
 #include "weights/checkpoint.h"
+#include "weights/lora.h"
 #include "weights/memory_weights.h"
 #include "weights/quantizing_source.h"
 
@@ -205,6 +206,21 @@ class DiffusionModel {
   // (vae_wide_range), since diffusers upcasts the whole VAE.
   LatentDistribution encode_image(const TensorView& image);
 
+  // LoRAs (weights/lora.h) applied from the next call on, to the text encoder(s) and the UNet:
+  // each adapted layer gets a low-rank side path beside its GEMM, the stored weights stay as
+  // they are (an int8 model stays int8) and are shared with the model without LoRAs. An empty
+  // list removes them. Setting the same files and multipliers again changes nothing; another
+  // set compiles the adapted components again at their next use (programs and packed or
+  // resident base weights come from the caches: only the adapters are new), and drops the
+  // executables compiled for the set before (those without LoRAs stay). Throws
+  // kInvalidArgument for a LoRA that does not fit the model (weights::LoraWeights), leaving the
+  // LoRAs in use as they were.
+  void set_loras(std::span<const weights::LoraUse> loras);
+  // The LoRAs in use (as last set).
+  const std::vector<weights::LoraUse>& loras() const { return lora_uses_; }
+  // Adapter bytes the LoRAs in use add (f32 copies of the files' tensors, scaled).
+  size_t lora_bytes() const { return lora_ ? lora_->bytes() : 0; }
+
   std::vector<MemoryReport> memory_report() const;
   // Bytes the compiled executables hold now (what ModelOptions::cache_bytes bounds).
   int64_t cached_bytes() const;
@@ -229,7 +245,15 @@ class DiffusionModel {
     uint64_t last_used = 0;  // use_clock_ at the last lookup
     int runs = 0;
     std::string key;  // its key in compiled_
+    // With LoRAs: the overlay its graph was built from and bound to (kept alive while the
+    // executable is), and the key without the LoRA tag.
+    std::shared_ptr<const weights::WeightSource> lora_weights;
+    std::string base_key;
   };
+  // The weights a component's graph reads: the LoRA overlay for the text encoders and the UNet
+  // while LoRAs are set, else weights_.
+  const weights::WeightSource& weights_for(std::string_view component) const;
+  const weights::LoraTargetIndex& lora_targets();
   // Runs `c`, adding what its capture run adds to memory to its held_bytes.
   void run(Compiled& c);
   // Drops least recently used executables other than `keep` until the cache fits its budget.
@@ -258,11 +282,14 @@ class DiffusionModel {
   std::unique_ptr<ClipTokenizer> tokenizers_[2];
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
-  std::map<std::string, MemoryReport> released_reports_;  // by key, after release()
-  std::optional<backend::Int8Mode> vae_int8_mode_;        // ModelOptions::vae_int8_mode
-  std::optional<bool> unet_per_sample_;                   // ModelOptions::unet_per_sample
-  int64_t cache_bytes_ = 0;                               // ModelOptions::cache_bytes
-  uint64_t use_clock_ = 0;                                // ticks once per executable lookup
+  std::vector<weights::LoraUse> lora_uses_;
+  std::shared_ptr<const weights::LoraWeights> lora_;        // null without adapters
+  std::unique_ptr<weights::LoraTargetIndex> lora_targets_;  // built on first set_loras
+  std::map<std::string, MemoryReport> released_reports_;    // by key, after release()
+  std::optional<backend::Int8Mode> vae_int8_mode_;          // ModelOptions::vae_int8_mode
+  std::optional<bool> unet_per_sample_;                     // ModelOptions::unet_per_sample
+  int64_t cache_bytes_ = 0;                                 // ModelOptions::cache_bytes
+  uint64_t use_clock_ = 0;                                  // ticks once per executable lookup
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).

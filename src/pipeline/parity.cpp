@@ -448,6 +448,74 @@ void check_features(DiffusionModel& model, const weights::SafetensorsFile& f,
   }
 }
 
+// The LoRA items of features.safetensors (README "Beyond txt2img"): the UNet and the text
+// encoder with features.json's LoRA file at multipliers 0 (none), 1 and 0.5, and a txt2img
+// with it at the pipeline multiplier. The model's LoRAs are removed again afterwards.
+void check_lora(DiffusionModel& model, const weights::SafetensorsFile& f,
+                const nlohmann::json& settings, const std::filesystem::path& golden_dir,
+                const SchedulerConfig& scheduler, Reporter& r) {
+  if (!settings.contains("lora") || !f.find("lora.unet.x")) return;
+  const nlohmann::json& lora = settings["lora"];
+  const auto file = weights::LoraFile::open(golden_dir / lora.at("file").get<std::string>());
+  struct Restore {
+    DiffusionModel& m;
+    ~Restore() { m.set_loras({}); }
+  } restore{model};
+  const Tensor x = golden_nhwc(f.view("lora.unet.x"));
+  const Tensor t = to_f32(f.view("lora.unet.t"));
+  const Tensor ctx = to_f32(f.view("lora.unet.context"));
+  std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
+  for (size_t k = 0; k < ts.size(); ++k)
+    ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+  std::vector<int32_t> ids;
+  if (f.find("lora.te.ids")) {
+    const Tensor tok = to_f32(f.view("lora.te.ids"));
+    for (int64_t k = 0; k < tok.numel(); ++k)
+      ids.push_back(static_cast<int32_t>(std::lround(tok.as<float>()[k])));
+  }
+  // Multipliers as the golden keys spell them ("0.0", "1.0", "0.5").
+  for (const char* m : {"0.0", "1.0", "0.5"}) {
+    const float mult = std::stof(m);
+    const weights::LoraUse use{file, mult};
+    model.set_loras(mult == 0.0f ? std::span<const weights::LoraUse>{}
+                                 : std::span<const weights::LoraUse>(&use, 1));
+    const std::string p = str_cat("lora.", m, ".");
+    if (f.find(p + "unet.out")) {
+      const Tensor out = model.predict_noise(x.view(), ts, ctx.view());
+      const Tensor ref = golden_nhwc(f.view(p + "unet.out"));
+      r.model_output(p + "unet.out", relative_l2(out.view(), ref.view()), kUNetTol, true);
+    }
+    if (!ids.empty() && f.find(p + "text_encoder.last_hidden_state")) {
+      const Tensor ref = to_f32(f.view(p + "text_encoder.last_hidden_state"));
+      const Tensor out = model.encode_text(ids, static_cast<int>(ref.shape()[0]));
+      r.model_output(p + "text_encoder.last_hidden_state", relative_l2(out.view(), ref.view()),
+                     kTextTol, false);
+    }
+  }
+  if (f.find("lora.pipeline.image") && f.find("lora.pipeline.latents") &&
+      lora.contains("pipeline")) {
+    const nlohmann::json& run = lora["pipeline"];
+    const weights::LoraUse use{file, lora.value("pipeline_multiplier", 1.0f)};
+    model.set_loras(std::span<const weights::LoraUse>(&use, 1));
+    Txt2ImgParams params;
+    params.prompt = run.at("prompt").get<std::string>();
+    const nlohmann::json neg = run.value("negative_prompt", nlohmann::json(""));
+    if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
+    params.steps = run.at("steps").get<int>();
+    params.cfg_scale = run.at("guidance_scale").get<float>();
+    params.sampler = parse_sampler_kind(run.value("sampler", std::string("ddim")));
+    Tensor latents = to_f32(f.view("lora.pipeline.latents"));  // NCHW [B, C, h, w]
+    const Tensor ref = to_f32(f.view("lora.pipeline.image"));  // NHWC [B, H, W, 3]
+    params.batch = static_cast<int>(latents.shape()[0]);
+    params.height = static_cast<int>(ref.shape()[1]);
+    params.width = static_cast<int>(ref.shape()[2]);
+    params.initial_latents = std::move(latents);
+    const Txt2ImgResult out = txt2img(model, scheduler, params);
+    r.model_output("lora.pipeline.image", relative_l2(out.images.view(), ref.view()), kImageTol,
+                   false, psnr(out.images.view(), ref.view()));
+  }
+}
+
 }  // namespace
 
 double relative_l2(const TensorView& a, const TensorView& b) {
@@ -501,7 +569,10 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
     check_features(*model, *golden, settings, model->scheduler_config(), r);
-    if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
+    if (features) {
+      check_features(*model, *features, feature_settings, model->scheduler_config(), r);
+      check_lora(*model, *features, feature_settings, o.golden_dir, model->scheduler_config(), r);
+    }
   }
   // The single file: LDM layout (SD 1.5) or SGM layout (SDXL).
   for (const char* file : {"model-ldm.safetensors", "model-sgm.safetensors"}) {
@@ -516,7 +587,10 @@ std::vector<ParityItem> run_parity(const ParityOptions& o, exec::Engine& engine)
     check_model(*model, *golden, r, o.taps, cases ? &*cases : nullptr);
     check_pipelines(*model, *golden, settings, sc, r);
     check_features(*model, *golden, settings, model->scheduler_config(), r);
-    if (features) check_features(*model, *features, feature_settings, model->scheduler_config(), r);
+    if (features) {
+      check_features(*model, *features, feature_settings, model->scheduler_config(), r);
+      check_lora(*model, *features, feature_settings, o.golden_dir, model->scheduler_config(), r);
+    }
   }
   return items;
 }

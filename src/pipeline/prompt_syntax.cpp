@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <system_error>
@@ -407,6 +408,49 @@ void apply_emphasis(std::span<float> hidden, std::span<const float> weights, int
   const auto r = static_cast<float>(ratio);
   for (float& x : hidden)
     x *= r;
+}
+
+PromptLoras extract_lora_tags(std::string_view prompt) {
+  PromptLoras out;
+  size_t pos = 0;
+  while (pos < prompt.size()) {
+    size_t open = std::string_view::npos;
+    size_t skip = 0;
+    for (std::string_view tag : {"<lora:", "<lyco:"}) {
+      const size_t at = prompt.find(tag, pos);
+      if (at < open) open = at, skip = tag.size();
+    }
+    if (open == std::string_view::npos) break;
+    const size_t close = prompt.find('>', open);
+    HYRT_CHECK(close != std::string_view::npos, kInvalidArgument, "the LoRA tag '",
+               prompt.substr(open, 40), "' has no closing '>'");
+    const std::string_view tag = prompt.substr(open, close + 1 - open);
+    const std::string_view body = prompt.substr(open + skip, close - open - skip);
+    LoraTag t;
+    const size_t colon = body.find(':');
+    t.name = std::string(body.substr(0, colon));
+    while (!t.name.empty() && t.name.back() == ' ')
+      t.name.pop_back();
+    HYRT_CHECK(!t.name.empty(), kInvalidArgument, "the LoRA tag '", tag, "' names no LoRA");
+    if (colon != std::string_view::npos) {
+      const std::string number(body.substr(colon + 1));
+      HYRT_CHECK(number.find(':') == std::string::npos, kInvalidArgument, "the LoRA tag '", tag,
+                 "' has more than a name and a multiplier (hyrt reads <lora:NAME:MULTIPLIER>)");
+      char* end = nullptr;
+      const double v = std::strtod(number.c_str(), &end);
+      while (end && *end == ' ')
+        ++end;
+      HYRT_CHECK(!number.empty() && end && *end == '\0' && std::isfinite(v) && std::abs(v) < 1e6,
+                 kInvalidArgument, "the LoRA tag '", tag, "': '", number,
+                 "' is not a multiplier (a number such as 0.8)");
+      t.multiplier = static_cast<float>(v);
+    }
+    out.prompt += prompt.substr(pos, open - pos);
+    out.loras.push_back(std::move(t));
+    pos = close + 1;
+  }
+  out.prompt += prompt.substr(std::min(pos, prompt.size()));
+  return out;
 }
 
 }  // namespace hyrt::pipeline

@@ -104,4 +104,20 @@ void pad_prompt_chunks(PromptChunks& chunks, const ClipTokenizer& tokenizer, int
 // the rescale is skipped where the new mean is 0 or the ratio not finite.
 void apply_emphasis(std::span<float> hidden, std::span<const float> weights, int64_t channels);
 
+// A1111's extra-network tags for LoRAs: `<lora:NAME>` or `<lora:NAME:MULTIPLIER>` anywhere in a
+// prompt (NAME: any text without `:` or `>`, looked up as a file by the caller; MULTIPLIER: a
+// number, default 1). `<lyco:...>` (the LyCORIS extension's spelling) reads the same.
+struct LoraTag {
+  std::string name;
+  float multiplier = 1.0f;
+};
+struct PromptLoras {
+  std::string prompt;          // the prompt with the tags removed (what is encoded)
+  std::vector<LoraTag> loras;  // in the order written
+};
+// Removes the LoRA tags from `prompt`. Other `<...>` text is left as it is (A1111 tokenizes
+// it). Throws kInvalidArgument, quoting the tag, for an empty name, a multiplier that is not a
+// finite number, or more than two fields.
+PromptLoras extract_lora_tags(std::string_view prompt);
+
 }  // namespace hyrt::pipeline

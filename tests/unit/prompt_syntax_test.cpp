@@ -349,5 +349,26 @@ TEST(PromptEmphasis, WeightsTokensAndRestoresTheMean) {
   EXPECT_THROW(apply_emphasis(h, std::vector<float>(3, 1.0f), kChannels), Error);
 }
 
+// A1111's extra-network tags: removed from the text, read in order, default multiplier 1.
+TEST(PromptSyntax, LoraTags) {
+  const PromptLoras a = extract_lora_tags("a cat <lora:pixel_art:0.8>, sitting<lora:ink>");
+  EXPECT_EQ(a.prompt, "a cat , sitting");
+  ASSERT_EQ(a.loras.size(), 2u);
+  EXPECT_EQ(a.loras[0].name, "pixel_art");
+  EXPECT_FLOAT_EQ(a.loras[0].multiplier, 0.8f);
+  EXPECT_EQ(a.loras[1].name, "ink");
+  EXPECT_FLOAT_EQ(a.loras[1].multiplier, 1.0f);
+  const PromptLoras b = extract_lora_tags("<lyco:my style:-0.5> (red:1.2) <other:x>");
+  EXPECT_EQ(b.prompt, " (red:1.2) <other:x>");
+  ASSERT_EQ(b.loras.size(), 1u);
+  EXPECT_EQ(b.loras[0].name, "my style");
+  EXPECT_FLOAT_EQ(b.loras[0].multiplier, -0.5f);
+  EXPECT_EQ(extract_lora_tags("no tags").prompt, "no tags");
+  EXPECT_TRUE(extract_lora_tags("").loras.empty());
+  for (const char* bad : {"<lora:x:abc>", "<lora::1>", "<lora:x:1:2>", "<lora:x:nan>",
+                          "<lora:x:1e99>", "a <lora:x", "<lora:x:>"})
+    EXPECT_THROW(extract_lora_tags(bad), Error) << bad;
+}
+
 }  // namespace
 }  // namespace hyrt::pipeline

@@ -71,6 +71,11 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_option("--placements", o->placements,
                 "Side by side in one run: e.g. host,hybrid,device,auto (fresh engine each)")
       ->delimiter(',');
+  c->add_option("--lora-rank", o->lora_rank,
+                "Also time the UNet step with a random LoRA of this rank on every attention and "
+                "feed-forward layer (beside the plain step, in the same run), and what switching "
+                "to another multiplier or another LoRA costs before the next step")
+      ->check(CLI::Range(0, 1024));
   c->add_flag("--resize", o->resize,
               "With --sizes: one engine runs the UNet step at each size in turn and reports "
               "what each new shape cost before its first step (shape_change_ms)");

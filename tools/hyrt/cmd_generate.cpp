@@ -20,8 +20,10 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "pipeline/image_io.h"
+#include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
 #include "progress.h"
+#include "weights/lora.h"
 
 namespace hyrt::cli {
 namespace {
@@ -52,7 +54,58 @@ struct GenerateArgs {
   std::string mask;                // inpainting mask (PNG, white = repaint)
   double strength = 0.8;           // diffusers' default
   bool has_strength = false;
+  std::vector<std::string> loras;  // --lora FILE[:MULT]
+  std::string lora_dir;            // where <lora:NAME:MULT> prompt tags are looked up
 };
+
+// The LoRAs of --lora FILE[:MULT] and of the prompt's <lora:NAME:MULT> tags (looked up in
+// --lora-dir as NAME.safetensors), opened; `prompt` loses its tags. `labels` gets
+// "name:multiplier" per --lora flag, for the PNG parameters.
+std::vector<weights::LoraUse> open_loras(const GenerateArgs& a, std::string& prompt,
+                                         std::vector<std::string>& labels) {
+  namespace fs = std::filesystem;
+  std::vector<weights::LoraUse> uses;
+  for (const std::string& arg : a.loras) {
+    std::string file = arg;
+    float mult = 1.0f;
+    // FILE:MULT, unless the whole argument names a file (a path may hold a colon).
+    const size_t colon = arg.rfind(':');
+    if (!fs::exists(arg) && colon != std::string::npos) {
+      const std::string number = arg.substr(colon + 1);
+      char* end = nullptr;
+      const double v = std::strtod(number.c_str(), &end);
+      HYRT_CHECK(!number.empty() && *end == '\0' && std::isfinite(v) && std::abs(v) < 1e6,
+                 kInvalidArgument, "--lora '", arg, "': '", number,
+                 "' is not a multiplier (write FILE or FILE:MULT, e.g. style.safetensors:0.8)");
+      file = arg.substr(0, colon);
+      mult = static_cast<float>(v);
+    }
+    if (!fs::exists(file) && !a.lora_dir.empty()) {
+      for (const fs::path& c :
+           {fs::path(a.lora_dir) / file, fs::path(a.lora_dir) / (file + ".safetensors")})
+        if (fs::exists(c)) {
+          file = c.string();
+          break;
+        }
+    }
+    uses.push_back({weights::LoraFile::open(file), mult});
+    labels.push_back(str_cat(fs::path(file).stem().string(), ":", mult));
+  }
+  pipeline::PromptLoras tags = pipeline::extract_lora_tags(prompt);
+  for (const pipeline::LoraTag& t : tags.loras) {
+    HYRT_CHECK(!a.lora_dir.empty(), kInvalidArgument, "the prompt names the LoRA '", t.name,
+               "' (<lora:", t.name,
+               ":...>) but no --lora-dir (or $HYRT_LORA_DIR) says where "
+               "LoRAs are");
+    fs::path file = fs::path(a.lora_dir) / t.name;
+    if (file.extension() != ".safetensors") file += ".safetensors";
+    HYRT_CHECK(fs::is_regular_file(file), kNotFound, "the prompt names the LoRA '", t.name,
+               "', but there is no ", file.string());
+    uses.push_back({weights::LoraFile::open(file), t.multiplier});
+  }
+  prompt = std::move(tags.prompt);
+  return uses;
+}
 
 // A number in [lo, hi] that is not NaN (CLI::Range lets NaN through: it fails no comparison).
 CLI::Validator finite_range(double lo, double hi) {
@@ -175,6 +228,10 @@ void run(const GenerateArgs& a_in) {
   const SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
   Txt2ImgParams p;
   p.prompt = a.prompt;
+  // LoRAs are opened (and the prompt's tags removed) before the model loads: a bad file or tag
+  // fails at once.
+  std::vector<std::string> lora_labels;
+  const std::vector<weights::LoraUse> loras = open_loras(a, p.prompt, lora_labels);
   if (a.has_negative) p.negative_prompt = a.negative;
   if (!a.original_size.empty()) p.original_size = {a.original_size[0], a.original_size[1]};
   if (!a.crop_top_left.empty()) p.crop_top_left = {a.crop_top_left[0], a.crop_top_left[1]};
@@ -227,7 +284,8 @@ void run(const GenerateArgs& a_in) {
   auto t0 = std::chrono::steady_clock::now();
   auto model = DiffusionModel::open(a.model, engine, mo);
   for (int i = 0; i < model->num_text_encoders(); ++i)
-    model->tokenizer(i);  // fail before any work if a tokenizer is missing
+    model->tokenizer(i);    // fail before any work if a tokenizer is missing
+  model->set_loras(loras);  // refuses a LoRA that does not fit the model
   const int native = model->default_image_size();
   const int f = model->vae_scale_factor();
   // img2img without -W/-H: the picture's size rounded down to the VAE factor (diffusers'
@@ -254,7 +312,7 @@ void run(const GenerateArgs& a_in) {
     std::fprintf(stderr, "hyrt: warning: %s\n", w.c_str());
 
   GenerationParameters gp;
-  gp.prompt = p.prompt;
+  gp.prompt = a.prompt;  // verbatim, <lora:...> tags included (as A1111 records it)
   gp.negative_prompt = p.negative_prompt.value_or("");
   gp.steps = p.steps;
   gp.sampler = std::string(sampler_display_name(sampler));
@@ -273,6 +331,12 @@ void run(const GenerateArgs& a_in) {
       gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
   }
   if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
+  if (!lora_labels.empty()) {
+    std::string list;
+    for (const std::string& l : lora_labels)
+      list += (list.empty() ? "" : ", ") + l;
+    gp.extra.emplace_back("LoRA", list);  // the --lora flags (prompt tags stay in the prompt)
+  }
   gp.extra.emplace_back("Version", "hyrt");
   const int64_t pixels = static_cast<int64_t>(p.width) * p.height * 3;
   for (int i = 0; i < p.batch; ++i) {
@@ -393,6 +457,14 @@ CommandRegistrar reg(10, [](CLI::App& app) {
   c->add_option("--mask", a->mask,
                 "Inpainting: PNG mask, white = repaint, resized like --init-image (any model; "
                 "an inpainting model also sees the mask)");
+  c->add_option("--lora", a->loras,
+                "LoRA file (kohya/A1111 or diffusers/PEFT .safetensors) with an optional "
+                "multiplier, FILE or FILE:MULT (default 1); repeatable. Applied at run time "
+                "beside the model's weights, which stay as stored (int8 stays int8)");
+  c->add_option("--lora-dir", a->lora_dir,
+                "Folder where the prompt's <lora:NAME:MULT> tags find NAME.safetensors (default "
+                "$HYRT_LORA_DIR); --lora also looks there")
+      ->envname("HYRT_LORA_DIR");
   add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
   add_autotune_option(c, &a->autotune);

@@ -1,0 +1,334 @@
+#include "weights/lora.h"
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <set>
+
+#include "core/error.h"
+#include "core/half.h"
+
+namespace hyrt::weights {
+
+namespace {
+
+bool ends_with(std::string_view s, std::string_view p) {
+  return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
+}
+bool starts_with(std::string_view s, std::string_view p) {
+  return s.substr(0, p.size()) == p;
+}
+
+std::string underscored(std::string_view dotted) {
+  std::string s(dotted);
+  std::replace(s.begin(), s.end(), '.', '_');
+  return s;
+}
+
+std::string shape_text(const Shape& s) {
+  return s.to_string();
+}
+
+// What one key of a LoRA file is.
+enum class Part { kDown, kUp, kAlpha };
+struct KeyPart {
+  std::string module;
+  Part part;
+};
+
+// Adapter kinds hyrt does not run, by a marker in their keys.
+std::optional<std::string_view> unsupported_kind(std::string_view key) {
+  static const std::pair<std::string_view, std::string_view> kinds[] = {
+      {"hada_w", "LoHa (hada_*)"},
+      {"lokr_w", "LoKr (lokr_*)"},
+      {"dora_scale", "DoRA (dora_scale)"},
+      {"lora_mid", "LoCon with a Tucker mid (lora_mid)"}};
+  for (const auto& [marker, name] : kinds)
+    if (key.find(marker) != std::string_view::npos) return name;
+  if (ends_with(key, ".diff") || ends_with(key, ".diff_b"))
+    return "a full weight difference (.diff)";
+  return std::nullopt;
+}
+
+std::optional<KeyPart> parse_key(std::string_view key) {
+  static const std::pair<std::string_view, Part> suffixes[] = {{".lora_down.weight", Part::kDown},
+                                                               {".lora_up.weight", Part::kUp},
+                                                               {".lora_A.weight", Part::kDown},
+                                                               {".lora_B.weight", Part::kUp},
+                                                               {".lora.down.weight", Part::kDown},
+                                                               {".lora.up.weight", Part::kUp},
+                                                               {".alpha", Part::kAlpha}};
+  for (const auto& [suffix, part] : suffixes) {
+    if (!ends_with(key, suffix)) continue;
+    std::string module(key.substr(0, key.size() - suffix.size()));
+    // diffusers' attention-processor names: "<attn>.processor.to_q_lora" -> "<attn>.to_q",
+    // "to_out_lora" -> "to_out.0".
+    if (const size_t p = module.find(".processor."); p != std::string::npos) {
+      std::string proj = module.substr(p + 11);
+      if (!ends_with(proj, "_lora")) return std::nullopt;
+      proj.resize(proj.size() - 5);
+      if (proj == "to_out") proj = "to_out.0";
+      module = module.substr(0, p) + "." + proj;
+    }
+    return KeyPart{std::move(module), part};
+  }
+  return std::nullopt;
+}
+
+float scalar_value(const TensorView& v, const std::string& what) {
+  HYRT_CHECK(v.shape.numel() == 1, kInvalidModel, what, " should be a scalar but is ",
+             shape_text(v.shape));
+  float out = 0;
+  convert_to_f32(v.dtype, v.data, &out, 1);
+  return out;
+}
+
+bool is_float(DType t) {
+  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16;
+}
+
+}  // namespace
+
+// ---- LoraFile ----
+
+std::shared_ptr<const LoraFile> LoraFile::open(const std::filesystem::path& path) {
+  HYRT_CHECK(std::filesystem::is_regular_file(path), kIo, "cannot read the LoRA file '",
+             path.string(), "': ", std::filesystem::exists(path) ? "not a file" : "no such file");
+  return from_file(SafetensorsFile::open(path), path.string());
+}
+
+std::shared_ptr<const LoraFile> LoraFile::from_file(std::unique_ptr<SafetensorsFile> file,
+                                                    std::string label) {
+  std::shared_ptr<LoraFile> lora(new LoraFile());
+  lora->label_ = std::move(label);
+  const std::string& name = lora->label_;
+  struct Parts {
+    std::optional<TensorView> down, up;
+    std::optional<float> alpha;
+  };
+  std::map<std::string, Parts> parts;
+  bool kohya = false, peft = false;
+  for (const TensorInfo& t : file->tensors()) {
+    if (auto kind = unsupported_kind(t.name))
+      fail(ErrorCode::kInvalidModel, "the LoRA file '", name, "' is ", *kind,
+           ", an adapter kind hyrt does not run (key '", t.name, "')");
+    std::optional<KeyPart> kp = parse_key(t.name);
+    HYRT_CHECK(kp, kInvalidModel, "'", name, "' is not a LoRA file hyrt reads: key '", t.name,
+               "' is none of .lora_down/.lora_up/.alpha (kohya), .lora_A/.lora_B (PEFT) or "
+               ".lora.down/.lora.up (diffusers)");
+    kohya |= starts_with(t.name, "lora_");
+    peft |= t.name.find(".lora_A.") != std::string::npos ||
+            t.name.find(".lora_B.") != std::string::npos;
+    const TensorView v = file->view(t);
+    HYRT_CHECK(is_float(v.dtype), kInvalidModel, "LoRA '", name, "': tensor '", t.name, "' is ",
+               dtype_name(v.dtype), ", not a float type");
+    Parts& p = parts[kp->module];
+    switch (kp->part) {
+      case Part::kDown:
+        p.down = v;
+        break;
+      case Part::kUp:
+        p.up = v;
+        break;
+      case Part::kAlpha:
+        p.alpha = scalar_value(v, str_cat("LoRA '", name, "': '", t.name, "'"));
+        break;
+    }
+  }
+  HYRT_CHECK(!parts.empty(), kInvalidModel, "the LoRA file '", name, "' holds no tensors");
+  for (auto& [module, p] : parts) {
+    HYRT_CHECK(p.down && p.up, kInvalidModel, "LoRA '", name, "': module '", module, "' has ",
+               p.down ? "a down but no up" : (p.up ? "an up but no down" : "only an alpha"),
+               " weight");
+    const Shape &d = p.down->shape, &u = p.up->shape;
+    HYRT_CHECK((d.rank() == 2 || d.rank() == 4) && (u.rank() == 2 || u.rank() == 4) && d[0] > 0 &&
+                   u[1] == d[0] && (u.rank() == 2 || (u[2] == 1 && u[3] == 1)),
+               kInvalidModel, "LoRA '", name, "': module '", module, "' has down ", shape_text(d),
+               " and up ", shape_text(u),
+               ": expected down [rank, in(, kh, kw)] and up [out, rank(, 1, 1)]");
+    if (p.alpha)
+      HYRT_CHECK(std::isfinite(*p.alpha), kInvalidModel, "LoRA '", name, "': module '", module,
+                 "' has a non-finite alpha");
+    lora->modules_.push_back(LoraModule{module, *p.down, *p.up, p.alpha});
+  }
+  lora->format_ = kohya ? "kohya" : (peft ? "peft" : "diffusers");
+  lora->file_ = std::move(file);
+  return lora;
+}
+
+size_t LoraFile::bytes() const {
+  size_t n = 0;
+  for (const LoraModule& m : modules_)
+    n += m.down.bytes() + m.up.bytes();
+  return n;
+}
+
+// ---- LoraTargetIndex ----
+
+LoraTargetIndex::LoraTargetIndex(std::vector<LoraTarget> targets, const LdmStructure& structure,
+                                 bool sdxl_naming)
+    : targets_(std::move(targets)) {
+  for (size_t i = 0; i < targets_.size(); ++i) {
+    const LoraTarget& t = targets_[i];
+    const std::string comp(component_name(t.component));
+    const std::string rest = t.module.substr(comp.size() + 1);
+    by_alias_.emplace(t.module, i);  // PEFT / diffusers: the canonical module name
+    switch (t.component) {
+      case Component::kUNet: {
+        by_alias_.emplace("lora_unet_" + underscored(rest), i);
+        // kohya's SGM-named UNet (SDXL): the LDM key of the weight.
+        try {
+          std::string k = ldm_key_for(t.module + ".weight", structure);
+          const std::string_view prefix = "model.diffusion_model.", suffix = ".weight";
+          if (starts_with(k, prefix) && ends_with(k, suffix))
+            by_alias_.emplace(
+                "lora_unet_" + underscored(std::string_view(k).substr(
+                                   prefix.size(), k.size() - prefix.size() - suffix.size())),
+                i);
+        } catch (const Error&) {
+          // no LDM counterpart: only the diffusers name applies
+        }
+        break;
+      }
+      case Component::kTextEncoder:
+        by_alias_.emplace((sdxl_naming ? "lora_te1_" : "lora_te_") + underscored(rest), i);
+        break;
+      case Component::kTextEncoder2:
+        by_alias_.emplace("lora_te2_" + underscored(rest), i);
+        break;
+      case Component::kVae:
+        break;
+    }
+  }
+}
+
+const LoraTarget* LoraTargetIndex::find(std::string_view key) const {
+  auto it = by_alias_.find(key);
+  return it == by_alias_.end() ? nullptr : &targets_[it->second];
+}
+
+// ---- LoraWeights ----
+
+std::string lora_down_name(std::string_view module) {
+  return std::string(module) + ".lora_side.down";
+}
+std::string lora_up_name(std::string_view module) {
+  return std::string(module) + ".lora_side.up";
+}
+
+LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
+                         const LoraTargetIndex& targets)
+    : base_(base) {
+  // Per target module: the (down, up, scale) of each LoRA on it, in the order given.
+  struct Piece {
+    const LoraModule* m;
+    float scale;
+    const LoraFile* file;
+  };
+  std::map<std::string, std::pair<const LoraTarget*, std::vector<Piece>>> by_module;
+  for (const LoraUse& use : loras) {
+    HYRT_CHECK(use.file, kInvalidArgument, "a LoRA in use has no file");
+    HYRT_CHECK(std::isfinite(use.multiplier), kInvalidArgument, "LoRA '", use.file->label(),
+               "': the multiplier is not a finite number");
+    files_.push_back(use.file);
+    const LoraFile& f = *use.file;
+    std::vector<std::string> unmatched;
+    for (const LoraModule& m : f.modules()) {
+      const LoraTarget* t = targets.find(m.key);
+      if (!t) {
+        unmatched.push_back(m.key);
+        continue;
+      }
+      const Shape& w = t->weight_shape;
+      const Shape &d = m.down.shape, &u = m.up.shape;
+      const bool conv = w.rank() == 4;
+      const int64_t dk_h = d.rank() == 4 ? d[2] : 1, dk_w = d.rank() == 4 ? d[3] : 1;
+      const bool kernel_ok = conv ? ((dk_h == 1 && dk_w == 1) || (dk_h == w[2] && dk_w == w[3]))
+                                  : (dk_h == 1 && dk_w == 1);
+      HYRT_CHECK(d[1] == w[1] && u[0] == w[0] && kernel_ok, kInvalidArgument, "LoRA '", f.label(),
+                 "': module '", m.key, "' (layer ", t->module, ") has down ", shape_text(d),
+                 " and up ", shape_text(u), ", which do not fit the layer's weight ", shape_text(w),
+                 " (a LoRA for another model architecture?)");
+      if (use.multiplier == 0.0f) continue;
+      const float alpha = m.alpha.value_or(static_cast<float>(m.rank()));
+      auto& entry = by_module[t->module];
+      entry.first = t;
+      entry.second.push_back(Piece{&m, use.multiplier * alpha / static_cast<float>(m.rank()), &f});
+    }
+    if (!unmatched.empty()) {
+      std::string some;
+      for (size_t i = 0; i < unmatched.size() && i < 4; ++i)
+        some += (i ? ", '" : "'") + unmatched[i] + "'";
+      if (unmatched.size() > 4) some += ", …";
+      HYRT_CHECK(unmatched.size() != f.modules().size(), kInvalidArgument, "the LoRA '", f.label(),
+                 "' matches no layer of this model (its modules are named ", some,
+                 "): it is for another model architecture, or in a naming hyrt does not read");
+      fail(ErrorCode::kInvalidArgument, "the LoRA '", f.label(), "': ", unmatched.size(), " of ",
+           f.modules().size(), " modules match no layer of this model: ", some,
+           " (a LoRA for another model architecture?)");
+    }
+  }
+  for (auto& [module, entry] : by_module) {
+    const LoraTarget& t = *entry.first;
+    const std::vector<Piece>& pieces = entry.second;
+    const bool conv = t.weight_shape.rank() == 4;
+    const Shape& d0 = pieces.front().m->down.shape;
+    const int64_t kh = d0.rank() == 4 ? d0[2] : 1, kw = d0.rank() == 4 ? d0[3] : 1;
+    int64_t rank = 0;
+    for (const Piece& p : pieces) {
+      const Shape& d = p.m->down.shape;
+      HYRT_CHECK((d.rank() == 4 ? d[2] : 1) == kh && (d.rank() == 4 ? d[3] : 1) == kw,
+                 kInvalidArgument, "LoRAs '", pieces.front().file->label(), "' and '",
+                 p.file->label(), "' adapt layer ", module,
+                 " with different down kernels; hyrt stacks LoRAs on one layer only when they "
+                 "agree");
+      rank += p.m->rank();
+    }
+    const int64_t in = t.weight_shape[1], out = t.weight_shape[0];
+    const int64_t per_rank = in * kh * kw;  // down elements per rank row
+    Tensor down(DType::kF32, conv ? Shape{rank, in, kh, kw} : Shape{rank, in},
+                "a LoRA down weight");
+    Tensor up(DType::kF32, conv ? Shape{out, rank, 1, 1} : Shape{out, rank}, "a LoRA up weight");
+    int64_t r0 = 0;
+    for (const Piece& p : pieces) {
+      const int64_t r = p.m->rank();
+      // down rows r0..r0+r: the file's down, as stored (same element order).
+      convert_to_f32(p.m->down.dtype, p.m->down.data, down.as<float>() + r0 * per_rank,
+                     static_cast<size_t>(r * per_rank));
+      // up columns r0..r0+r, scaled.
+      std::vector<float> u(static_cast<size_t>(out * r));
+      convert_to_f32(p.m->up.dtype, p.m->up.data, u.data(), u.size());
+      for (int64_t o = 0; o < out; ++o)
+        for (int64_t j = 0; j < r; ++j)
+          up.as<float>()[o * rank + r0 + j] = u[static_cast<size_t>(o * r + j)] * p.scale;
+      r0 += r;
+    }
+    for (const Tensor* x : {&down, &up}) {
+      const float* v = x->as<float>();
+      for (int64_t i = 0; i < x->numel(); ++i)
+        HYRT_CHECK(std::isfinite(v[i]), kInvalidArgument, "a LoRA on layer ", module,
+                   " holds a non-finite value (NaN or infinity)");
+    }
+    signature_ += str_cat(module, ":", rank, "x", kh, "x", kw, ";");
+    adapters_.emplace(lora_down_name(module), std::move(down));
+    adapters_.emplace(lora_up_name(module), std::move(up));
+  }
+}
+
+TensorView LoraWeights::get(std::string_view name) const {
+  if (auto it = adapters_.find(name); it != adapters_.end()) return it->second.view();
+  return base_.get(name);
+}
+
+bool LoraWeights::contains(std::string_view name) const {
+  return adapters_.count(name) || base_.contains(name);
+}
+
+size_t LoraWeights::bytes() const {
+  size_t n = 0;
+  for (const auto& [name, t] : adapters_)
+    n += t.bytes();
+  return n;
+}
+
+}  // namespace hyrt::weights
