@@ -5,18 +5,22 @@
 # placement (step with a rank-32 LoRA on every attention and feed-forward layer beside the plain
 # step, switch times, memory).
 # Needs, carried along: `.deps` (scripts/gpu/fetch_deps.sh) and `.gl/golden` with sd15-tiny and
-# sd15-tiny-inpaint (the diffusers folders are enough: single files are not checked here).
-# Usage there: scripts/gpu/run_features_on_gpu.sh OUT_DIR
+# sd15-tiny-inpaint (the diffusers folders are enough: single files are not checked here);
+# the folders present are checked (with the 64 MiB carry limit, one call may carry one of them).
+# Usage there: scripts/gpu/run_features_on_gpu.sh OUT_DIR [parity] [bench]  (default both)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 source scripts/gpu/common.sh
 gpu_start "${1:-}"
+shift || true
+what="${*:-parity bench}"
 t0=$(date +%s)
 gpu_configure
 gpu_build build.log hyrt
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
 for model in sd15-tiny sd15-tiny-inpaint; do
+  [[ $what == *parity* && -d .gl/golden/$model ]] || continue
   for p in hybrid device; do
     for w in f32 int8; do
       flags=""
@@ -28,7 +32,8 @@ for model in sd15-tiny sd15-tiny-inpaint; do
     done
   done
 done
-grep -hE "lora|img2img|inpaint|vae_encoder" "$out"/parity_sd15-tiny_device_f32.log | head -n 20
+grep -hE "lora|img2img|inpaint|vae_encoder" "$out"/parity_sd15-tiny*_device_f32.log | head -n 20
+[[ $what == *bench* ]] || exit 0
 $hyrt bench -m random:sd15 --int8 --only unet --placement device --runs ${BENCH_RUNS:-10} \
   --warmup 2 --lora-rank 32 --json "$out/lora_device_512.json" >/dev/null 2>"$out/lora_bench.err"
 echo "lora bench rc=$?"
