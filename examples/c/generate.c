@@ -1,5 +1,6 @@
 /* The C API (include/hyrt/hyrt_c.h) end to end: load a model, draw a picture with a
- * progress callback, save it as a PNG, and show that a cancel token stops a call.
+ * progress callback, save it as a PNG, redraw it with img2img and inpainting, and show that
+ * a cancel token stops a call.
  *
  *   hyrt_c_example MODEL OUT.png [PROMPT]
  *
@@ -7,6 +8,7 @@
  * bundled model. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "hyrt/hyrt_c.h"
 
@@ -61,6 +63,51 @@ int main(int argc, char** argv) {
   if ((status = hyrt_image_save_png(&images[0], argv[2])) != HYRT_OK) return fail("save", status);
   printf("wrote %s (%dx%d, seed %llu)\n%s\n", argv[2], images[0].width, images[0].height,
          (unsigned long long)images[0].seed, images[0].parameters);
+
+  /* img2img from that picture, then inpainting its left half (white = repaint). */
+  {
+    hyrt_generate_options i2i = options;
+    hyrt_image* redrawn = NULL;
+    hyrt_image mask = images[0];
+    int n = 0, x, y, pass;
+    mask.rgb = (uint8_t*)malloc((size_t)mask.width * mask.height * 3);
+    if (!mask.rgb) return 1;
+    for (y = 0; y < mask.height; ++y)
+      for (x = 0; x < mask.width; ++x)
+        memset(mask.rgb + ((size_t)y * mask.width + x) * 3, x < mask.width / 2 ? 255 : 0, 3);
+    i2i.on_step = NULL;
+    i2i.prompt = "a green square";
+    i2i.init_image = &images[0];
+    i2i.strength = 0.5;
+    for (pass = 0; pass < 2; ++pass) {
+      i2i.mask = pass ? &mask : NULL;
+      if ((status = hyrt_generate(model, &i2i, &redrawn, &n)) != HYRT_OK)
+        return fail(pass ? "inpainting" : "img2img", status);
+      if (n != 1 || redrawn[0].width != images[0].width ||
+          !strstr(redrawn[0].parameters, "Denoising strength: 0.5")) {
+        fprintf(stderr, "%s: unexpected result\n%s\n", pass ? "inpainting" : "img2img",
+                n ? redrawn[0].parameters : "");
+        return 1;
+      }
+      printf("%s: %dx%d\n", pass ? "inpainting" : "img2img", redrawn[0].width, redrawn[0].height);
+      hyrt_images_free(redrawn, n);
+    }
+    /* A mask needs a picture; a strength must be in (0, 1]. */
+    i2i.init_image = NULL;
+    if ((status = hyrt_generate(model, &i2i, &redrawn, &n)) != HYRT_INVALID_ARGUMENT) {
+      fprintf(stderr, "a mask without a picture gave %s\n", hyrt_status_name(status));
+      return 1;
+    }
+    printf("refused as expected: %s\n", hyrt_last_error());
+    i2i.init_image = &images[0];
+    i2i.strength = 1.5;
+    if ((status = hyrt_generate(model, &i2i, &redrawn, &n)) != HYRT_INVALID_ARGUMENT) {
+      fprintf(stderr, "strength 1.5 gave %s\n", hyrt_status_name(status));
+      return 1;
+    }
+    printf("refused as expected: %s\n", hyrt_last_error());
+    free(mask.rgb);
+  }
   hyrt_images_free(images, count);
 
   /* A cancelled token stops the next call before any work, with its own status. */

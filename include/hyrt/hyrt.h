@@ -51,14 +51,15 @@ struct RuntimeOptions {
   int64_t cache_bytes = 0;
   // Request batching: generate() calls on one Model that wait for the executor together and
   // agree on size, steps, sampler and guidance on/off run as one UNet batch of up to this many
-  // images, each call still with its own prompts, seed, scale, callbacks and cancel. 1: every
-  // call runs alone (the default: batching trades the first call's latency for throughput,
-  // which pays on an accelerator, little on the host). A batched call returns exactly what it
-  // returns alone: every kernel computes a sample independently of the others, and the GEMM
-  // choices follow the rows per sample, not the batch (tests/library, on the host and in CUDA
-  // device and hybrid placement). One exception on CUDA: cuBLASLt picks its f16 algorithm per
-  // GEMM size, so a 16-bit (not 8-bit S) model could differ in the last bits batched — not
-  // seen in our tests, not excluded. Gains: bench/results/library_throughput_h200.json.
+  // images, each call still with its own prompts, seed, scale, callbacks and cancel (a call
+  // with an init image runs alone). 1: every call runs alone (the default: batching trades the
+  // first call's latency for throughput, which pays on an accelerator, little on the host). A
+  // batched call returns exactly what it returns alone: every kernel computes a sample
+  // independently of the others, and the GEMM choices follow the rows per sample, not the batch
+  // (tests/library, on the host and in CUDA device and hybrid placement). One exception on CUDA:
+  // cuBLASLt picks its f16 algorithm per GEMM size, so a 16-bit (not 8-bit S) model could differ in
+  // the last bits batched — not seen in our tests, not excluded. Gains:
+  // bench/results/library_throughput_h200.json.
   int max_batch = 1;
   // How long a batch that still has room waits for more calls before it starts, in ms. 0: no
   // added latency; batches form from the calls that queued while the previous one ran.
@@ -98,6 +99,16 @@ class CancelToken {
   std::shared_ptr<std::atomic<bool>> flag_;
 };
 
+struct Image {
+  int width = 0;
+  int height = 0;
+  std::vector<uint8_t> rgb;  // height * width * 3, row-major
+  // The generation parameters in AUTOMATIC1111's text format (what PNGs embed); img2img adds
+  // "Denoising strength: S" as A1111 does.
+  std::string parameters;
+  uint64_t seed = 0;  // the seed this image was drawn with
+};
+
 struct GenerateOptions {
   std::string prompt;
   // nullopt: no negative prompt (SDXL models then use zero negative conditioning, as
@@ -116,15 +127,28 @@ struct GenerateOptions {
   // caller unchanged.
   std::function<void(int step, int total)> on_step;
   CancelToken cancel;  // a fresh token: never cancelled unless someone holds a copy
-};
 
-struct Image {
-  int width = 0;
-  int height = 0;
-  std::vector<uint8_t> rgb;  // height * width * 3, row-major
-  // The generation parameters in AUTOMATIC1111's text format (what PNGs embed).
-  std::string parameters;
-  uint64_t seed = 0;  // the seed this image was drawn with
+  // img2img and inpainting (diffusers' StableDiffusionImg2ImgPipeline and
+  // StableDiffusionInpaintPipeline; what `hyrt generate --init-image --strength --mask` does).
+  // The picture to start from (RGB8: width, height and rgb are read, the rest is ignored).
+  // It is resized to width x height as Pillow's LANCZOS resize does (diffusers' image
+  // processor; the CLI resizes the same way); with width/height 0 the size is the picture's
+  // own, rounded down to a multiple of the VAE factor (8 for SD 1.5 and SDXL). Every image of
+  // `batch` starts from it. Absent: text to image.
+  std::optional<Image> init_image;
+  // Inpainting: what to repaint, white = repaint, black = keep (RGB8, read as grayscale,
+  // resized like the picture and binarised at 0.5). Needs init_image. An inpainting model
+  // (UNet with 9 input channels) needs a mask; any other model keeps the picture's latents
+  // outside it after every step.
+  std::optional<Image> mask;
+  // How much of the picture is repainted, in (0, 1]: steps x strength of the denoising steps
+  // run (diffusers' `strength`, A1111's denoising_strength), so steps x strength must be at
+  // least 1. 1 starts from noise. Only read with init_image.
+  double strength = 0.8;
+  // Errors (hyrt::Error, kInvalidArgument): a mask without init_image, a strength outside
+  // (0, 1] or leaving no step to run, an image whose rgb size is not width x height x 3, a
+  // picture over 16384 pixels a side or 64 Mpixel. Calls with an init image always run
+  // alone, never in a batch with other calls (RuntimeOptions::max_batch).
 };
 
 class Model;

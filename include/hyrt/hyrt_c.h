@@ -102,6 +102,13 @@ void hyrt_cancel_destroy(hyrt_cancel* cancel); /* NULL is ignored; not while a c
  * stop the call (it then returns HYRT_CANCELLED). */
 typedef int (*hyrt_progress_fn)(void* user_data, int step, int total);
 
+typedef struct hyrt_image {
+  int width, height;
+  uint8_t* rgb;     /* height * width * 3 bytes, row-major */
+  char* parameters; /* AUTOMATIC1111 parameters text, NUL-terminated */
+  uint64_t seed;
+} hyrt_image;
+
 typedef struct hyrt_generate_options {
   size_t struct_size;
   const char* prompt;          /* required */
@@ -115,14 +122,15 @@ typedef struct hyrt_generate_options {
   hyrt_progress_fn on_step; /* may be NULL */
   void* user_data;          /* passed to on_step */
   hyrt_cancel* cancel;      /* may be NULL */
+  /* img2img and inpainting (GenerateOptions in hyrt.h): the picture to start from, NULL for
+   * text to image. Only width, height and rgb are read (an image hyrt_generate returned
+   * will do); it is copied. Resized to width x height (0: the picture's size rounded down
+   * to a multiple of the VAE factor, 8 for SD 1.5 and SDXL). At most 16384 a side and 64
+   * Mpixel. */
+  const hyrt_image* init_image;
+  const hyrt_image* mask; /* inpainting, white = repaint; NULL: none; needs init_image */
+  double strength;        /* (0, 1]: the part of the steps run; default 0.8 */
 } hyrt_generate_options;
-
-typedef struct hyrt_image {
-  int width, height;
-  uint8_t* rgb;     /* height * width * 3 bytes, row-major */
-  char* parameters; /* AUTOMATIC1111 parameters text, NUL-terminated */
-  uint64_t seed;
-} hyrt_image;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);
 /* On HYRT_OK, *images holds *count images (free with hyrt_images_free). */

@@ -67,6 +67,25 @@ hyrt_status guarded(F&& body) {
   ((ptr)->struct_size >=            \
    offsetof(std::remove_pointer_t<decltype(ptr)>, member) + sizeof((ptr)->member))
 
+// A caller's picture as the C++ API takes it (`name` for errors).
+hyrt::Image image_of(const hyrt_image& image, const char* name) {
+  if (!image.rgb)
+    throw hyrt::Error(hyrt::ErrorCode::kInvalidArgument,
+                      std::string("hyrt_generate: ") + name + "->rgb is NULL");
+  // hyrt.h's limits, checked before the copy.
+  if (image.width <= 0 || image.height <= 0 || image.width > 16384 || image.height > 16384 ||
+      static_cast<int64_t>(image.width) * image.height > int64_t{64} << 20)
+    throw hyrt::Error(hyrt::ErrorCode::kInvalidArgument,
+                      std::string("hyrt_generate: ") + name + " is " + std::to_string(image.width) +
+                          "x" + std::to_string(image.height) +
+                          ": each side must be in [1, 16384] and the picture at most 64 Mpixel");
+  hyrt::Image im;
+  im.width = image.width;
+  im.height = image.height;
+  im.rgb.assign(image.rgb, image.rgb + static_cast<size_t>(im.width) * im.height * 3);
+  return im;
+}
+
 // The progress callback asked to stop: distinct from an error, reported as HYRT_CANCELLED.
 struct StopRequested {};
 
@@ -176,6 +195,7 @@ void hyrt_generate_options_init(hyrt_generate_options* options) {
   options->cfg_scale = 7.0f;
   options->sampler = "euler_a";
   options->batch = 1;
+  options->strength = 0.8;
 }
 
 hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* options,
@@ -203,6 +223,10 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
     if (options->sampler) o.sampler = options->sampler;
     o.batch = options->batch;
     if (options->cancel) o.cancel = options->cancel->token;
+    if (HYRT_HAS_FIELD(options, init_image) && options->init_image)
+      o.init_image = image_of(*options->init_image, "init_image");
+    if (HYRT_HAS_FIELD(options, mask) && options->mask) o.mask = image_of(*options->mask, "mask");
+    if (HYRT_HAS_FIELD(options, strength)) o.strength = options->strength;
     if (options->on_step) {
       const hyrt_progress_fn fn = options->on_step;
       void* user = options->user_data;

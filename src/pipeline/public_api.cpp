@@ -22,6 +22,7 @@
 #include "core/sysinfo.h"
 #include "hyrt/hyrt.h"
 #include "pipeline/image_io.h"
+#include "pipeline/init_image.h"
 #include "pipeline/txt2img.h"
 
 namespace hyrt {
@@ -43,6 +44,19 @@ struct Call {
   bool done = false;
   pipeline::Txt2ImgOutcome outcome;
 };
+
+// An RGB8 Image as the pipeline's 8-bit image, its size checked (what `name` is, for errors).
+pipeline::Image8 image8_of(const Image& image, const char* name) {
+  HYRT_CHECK(image.width > 0 && image.height > 0 && image.width <= 16384 && image.height <= 16384 &&
+                 static_cast<int64_t>(image.width) * image.height <= int64_t{64} << 20,
+             kInvalidArgument, name, " is ", image.width, "x", image.height,
+             ": each side must be in [1, 16384] and the picture at most 64 Mpixel");
+  HYRT_CHECK(image.rgb.size() == static_cast<size_t>(image.width) * image.height * 3,
+             kInvalidArgument, name, " has ", image.rgb.size(), " bytes of rgb, but ", image.width,
+             "x", image.height, " RGB8 takes ",
+             static_cast<size_t>(image.width) * image.height * 3);
+  return {image.width, image.height, 3, image.rgb};
+}
 
 bool is_out_of_memory(const std::exception_ptr& e) {
   try {
@@ -288,18 +302,37 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   HYRT_CHECK(o.width >= 0 && o.height >= 0, kInvalidArgument,
              "width and height must be >= 0 (0: the model's native size), got ", o.width, "x",
              o.height);
+  HYRT_CHECK(!o.mask || o.init_image, kInvalidArgument,
+             "a mask needs an init_image (the picture to repaint)");
   pipeline::Txt2ImgParams p;
   p.prompt = o.prompt;
   p.negative_prompt = o.negative_prompt;
-  p.width = o.width > 0 ? o.width : m.default_image_size();
-  p.height = o.height > 0 ? o.height : m.default_image_size();
+  // img2img without a size: the picture's, rounded down to the VAE factor (diffusers'
+  // get_default_height_width, as `hyrt generate --init-image` does).
+  const int f = m.vae_scale_factor();
+  const int native = m.default_image_size();
+  std::optional<pipeline::Image8> picture;
+  if (o.init_image) picture = image8_of(*o.init_image, "init_image");
+  p.width = o.width > 0 ? o.width : picture ? std::max(f, picture->width / f * f) : native;
+  p.height = o.height > 0 ? o.height : picture ? std::max(f, picture->height / f * f) : native;
   p.steps = o.steps;
   p.cfg_scale = o.cfg_scale;
   p.seed = o.seed;
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
   const CancelToken cancel = o.cancel;
-  pipeline::validate_txt2img_params(p, m.vae_scale_factor());  // before waiting for the executor
+  pipeline::validate_txt2img_params(p, f);  // sizes first: the resize below allocates by them
+  if (picture) {
+    // Resized here, on the calling thread, not on the executor's.
+    pipeline::InitImage init;
+    init.strength = o.strength;
+    (void)pipeline::first_img2img_step(p.steps, o.strength);  // a clear error before the resize
+    init.image = pipeline::picture_tensor(*picture, p.width, p.height);
+    picture.reset();
+    if (o.mask) init.mask = pipeline::mask_tensor(image8_of(*o.mask, "mask"), p.width, p.height);
+    p.init = std::move(init);
+    pipeline::validate_txt2img_params(p, f);
+  }
 
   auto call = std::make_shared<Call>();
   call->model = impl_.get();
@@ -355,6 +388,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   gp.width = q.width;
   gp.height = q.height;
   gp.model = impl_->name;
+  if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
   gp.extra.emplace_back("Version", "hyrt");
   const size_t pixels = static_cast<size_t>(q.width) * q.height * 3;
   std::vector<Image> out;

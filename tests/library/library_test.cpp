@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdlib>
 #include <filesystem>
@@ -29,6 +30,8 @@
 #include <vector>
 
 #include "hyrt/hyrt.h"
+#include "pipeline/image_io.h"
+#include "pipeline/txt2img.h"
 
 namespace {
 
@@ -340,6 +343,179 @@ TEST_F(Library, BadOptionsAreRefusedWithoutDisturbingOthers) {
   o = options_of(mixed_jobs()[0]);
   o.sampler = "no such sampler";
   EXPECT_THROW(model(0).generate(o), hyrt::Error);
+  EXPECT_EQ(model(0).generate(options_of(mixed_jobs()[0])).front().rgb, serial(0));
+}
+
+// ---- img2img and inpainting (GenerateOptions::init_image, mask, strength).
+
+// A picture of `w` x `h` with some structure (gradients and a bright block).
+hyrt::Image test_picture(int w, int h) {
+  hyrt::Image im;
+  im.width = w;
+  im.height = h;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const bool block = x > w / 3 && x < 2 * w / 3 && y > h / 4 && y < h / 2;
+      im.rgb.insert(im.rgb.end(), {static_cast<uint8_t>(block ? 250 : x * 255 / w),
+                                   static_cast<uint8_t>(block ? 30 : 60),
+                                   static_cast<uint8_t>(block ? 20 : y * 255 / h)});
+    }
+  return im;
+}
+
+// A mask of `w` x `h`: white (repaint) on the left half.
+hyrt::Image test_mask(int w, int h) {
+  hyrt::Image im;
+  im.width = w;
+  im.height = h;
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      im.rgb.insert(im.rgb.end(), 3, static_cast<uint8_t>(x < w / 2 ? 255 : 0));
+  return im;
+}
+
+// The public API's img2img and inpainting give what the pipeline gives for the same picture
+// prepared as diffusers (and `hyrt generate --init-image`) prepare it: Lanczos-resized, / 255;
+// the mask grayscale, resized. Without width/height the size is the picture's, rounded down
+// to the VAE factor (4 for the shapes model).
+TEST_F(Library, Img2ImgAndInpaintingEqualThePipeline) {
+  using namespace hyrt::pipeline;
+  const hyrt::RuntimeOptions ro = runtime_options();
+  hyrt::exec::EngineOptions eo;
+  eo.num_threads = ro.num_threads;
+  eo.placement = hyrt::plan::parse_placement_mode(ro.placement);
+  hyrt::exec::Engine engine(eo);
+  auto reference = DiffusionModel::open(bundled("shapes-int8.safetensors"), engine, {});
+
+  const hyrt::Image picture = test_picture(46, 39);
+  const hyrt::Image mask = test_mask(20, 20);
+  for (const bool inpaint : {false, true}) {
+    hyrt::GenerateOptions o = options_of({1, 0, 0, "ddim", 31, 6, "a red circle"});
+    o.init_image = picture;
+    o.strength = 0.5;
+    if (inpaint) {
+      o.mask = mask;
+      o.width = o.height = 32;
+    }
+    const std::vector<hyrt::Image> got = model(1).generate(o);
+    ASSERT_EQ(got.size(), 1u);
+    const int w = inpaint ? 32 : 44, h = inpaint ? 32 : 36;
+    EXPECT_EQ(got[0].width, w);
+    EXPECT_EQ(got[0].height, h);
+    EXPECT_NE(got[0].parameters.find("Denoising strength: 0.5, Version: hyrt"), std::string::npos)
+        << got[0].parameters;
+
+    Txt2ImgParams p;
+    p.prompt = o.prompt;
+    p.width = w;
+    p.height = h;
+    p.steps = o.steps;
+    p.cfg_scale = o.cfg_scale;
+    p.seed = o.seed;
+    p.sampler = parse_sampler_kind(o.sampler);
+    InitImage init;
+    init.strength = 0.5;
+    const Image8 resized = resize_lanczos({picture.width, picture.height, 3, picture.rgb}, w, h);
+    init.image = hyrt::Tensor(hyrt::DType::kF32, {1, h, w, 3});
+    for (size_t i = 0; i < resized.pixels.size(); ++i)
+      init.image.as<float>()[i] = resized.pixels[i] / 255.0f;
+    if (inpaint) {
+      const Image8 m = resize_lanczos(to_grayscale({mask.width, mask.height, 3, mask.rgb}), w, h);
+      init.mask = hyrt::Tensor(hyrt::DType::kF32, {1, h, w, 1});
+      for (size_t i = 0; i < m.pixels.size(); ++i)
+        init.mask->as<float>()[i] = m.pixels[i] / 255.0f;
+    }
+    p.init = std::move(init);
+    const Txt2ImgResult r = txt2img(*reference, reference->scheduler_config(), p);
+    const Image8 want = float_to_image8({r.images.as<float>(), size_t(w) * h * 3}, h, w);
+    EXPECT_TRUE(got[0].rgb == want.pixels)
+        << (inpaint ? "inpainting" : "img2img") << " differs from the pipeline's";
+    // And it is not simply text to image: the picture shows through.
+    hyrt::GenerateOptions plain = o;
+    plain.init_image.reset();
+    plain.mask.reset();
+    plain.width = w;
+    plain.height = h;
+    EXPECT_FALSE(model(1).generate(plain).front().rgb == got[0].rgb);
+  }
+}
+
+// An img2img call never joins another call's batch; calls around it still batch and each
+// equals its lone call.
+TEST_F(Library, Img2ImgCallsRunAloneBesideBatchedOnes) {
+  hyrt::RuntimeOptions ro = runtime_options();
+  ro.batch_wait_ms = 300;
+  hyrt::Runtime rt(ro);
+  hyrt::Model shapes = rt.load(bundled("shapes-int8.safetensors"));
+  std::vector<hyrt::GenerateOptions> calls;
+  for (int i = 0; i < 3; ++i) {
+    hyrt::GenerateOptions o = options_of({1, 32, 32, "ddim", uint64_t(40 + i), 4, "a circle"});
+    if (i == 1) {
+      o.init_image = test_picture(32, 32);
+      o.strength = 0.75;
+    }
+    calls.push_back(o);
+  }
+  std::vector<std::vector<uint8_t>> lone, together(calls.size());
+  for (const auto& o : calls)
+    lone.push_back(model(1).generate(o).front().rgb);
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (size_t i = 0; i < calls.size(); ++i)
+    threads.emplace_back([&, i] {
+      try {
+        together[i] = shapes.generate(calls[i]).front().rgb;
+      } catch (const std::exception& e) {
+        ++failures;
+        ADD_FAILURE() << "call " << i << ": " << e.what();
+      }
+    });
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(failures.load(), 0);
+  for (size_t i = 0; i < calls.size(); ++i)
+    EXPECT_TRUE(together[i] == lone[i]) << "call " << i << " differs from its lone call";
+  const hyrt::RuntimeStats stats = rt.stats();
+  EXPECT_EQ(stats.calls, 3);
+  EXPECT_GE(stats.batches, 2);  // the img2img call alone
+}
+
+TEST_F(Library, BadInitImagesAreRefused) {
+  hyrt::GenerateOptions ok = options_of({1, 32, 32, "ddim", 5, 4, "a circle"});
+  ok.init_image = test_picture(32, 32);
+  ok.strength = 0.5;
+  auto refused = [&](hyrt::GenerateOptions o, const std::string& message) {
+    try {
+      model(1).generate(o);
+      ADD_FAILURE() << "accepted; expected: " << message;
+    } catch (const hyrt::Error& e) {
+      EXPECT_EQ(e.code(), hyrt::ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(message), std::string::npos) << e.what();
+    }
+  };
+  hyrt::GenerateOptions o = ok;
+  o.init_image.reset();
+  o.mask = test_mask(32, 32);
+  refused(o, "a mask needs an init_image");
+  for (double s : {0.0, -0.5, 1.5, std::nan("")}) {
+    o = ok;
+    o.strength = s;
+    refused(o, "strength must be in (0, 1]");
+  }
+  o = ok;
+  o.strength = 0.2;  // 4 x 0.2 < 1
+  refused(o, "leaves no step to run");
+  o = ok;
+  o.init_image->rgb.pop_back();
+  refused(o, "init_image has 3071 bytes of rgb");
+  o = ok;
+  o.mask = test_mask(8, 8);
+  o.mask->width = 0;
+  refused(o, "mask is 0x8");
+  o = ok;
+  o.init_image->width = 20000;
+  refused(o, "init_image is 20000x32");
+  // Still healthy.
   EXPECT_EQ(model(0).generate(options_of(mixed_jobs()[0])).front().rgb, serial(0));
 }
 
