@@ -31,6 +31,7 @@
 #include "pipeline/image_io.h"
 #include "temp_dir_test.h"
 #include "test_util.h"
+#include "weights/safetensors.h"
 
 namespace hyrt::test {
 namespace {
@@ -757,6 +758,63 @@ TEST_F(Hostile, InitImagesAndMasks) {
                          (dir_ / "truncated.png").string()}),
            "--mask");
   }
+}
+
+// ---- LoRAs: files that are not LoRAs, LoRAs for another model, bad tags ----
+
+TEST_F(Hostile, LorasThatDoNotFit) {
+  const fs::path m = golden_ / "model";
+  const fs::path lora = golden_ / "lora" / "tiny-lora.safetensors";
+  if (!fs::exists(lora)) GTEST_SKIP() << lora << " is absent";
+  const std::string bytes = read_bytes(lora);
+  write_bytes(dir_ / "truncated.safetensors", bytes.substr(0, bytes.size() / 2));
+  write_bytes(dir_ / "text.safetensors", "not a LoRA\n");
+  auto lora_file = [&](const std::string& name,
+                       const std::vector<std::pair<std::string, TensorView>>& tensors) {
+    weights::write_safetensors(dir_ / name, tensors);
+    return (dir_ / name).string();
+  };
+  const Tensor down_1280 = Tensor::zeros(DType::kF16, {4, 1280}),
+               up_1280 = Tensor::zeros(DType::kF16, {1280, 4}),
+               down_768 = Tensor::zeros(DType::kF16, {4, 768}),
+               up_768 = Tensor::zeros(DType::kF16, {768, 4}),
+               square = Tensor::zeros(DType::kF16, {4, 4});
+  // Keys of another architecture (SDXL's kohya names on the SD 1.5 model): named, a few.
+  const std::string other =
+      lora_file("sdxl.safetensors",
+                {{"lora_unet_input_blocks_7_1_transformer_blocks_9_attn1_to_q.lora_down.weight",
+                  down_1280.view()},
+                 {"lora_unet_input_blocks_7_1_transformer_blocks_9_attn1_to_q.lora_up.weight",
+                  up_1280.view()}});
+  // A matching name with the shapes of a wider layer.
+  const std::string wide = lora_file(
+      "wide.safetensors",
+      {{"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight", down_768.view()},
+       {"lora_te_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight", up_768.view()}});
+  const std::string loha =
+      lora_file("loha.safetensors", {{"lora_unet_conv_in.hada_w1_a", square.view()}});
+  refuse(generate(m, {"--lora", other}), "matches no layer");
+  refuse(generate(m, {"--lora", other}),
+         "lora_unet_input_blocks_7_1_transformer_blocks_9_attn1_to_q");
+  refuse(generate(m, {"--lora", wide}), "do not fit the layer's weight");
+  refuse(generate(m, {"--lora", loha}), "LoHa");
+  refuse(generate(m, {"--lora", (dir_ / "truncated.safetensors").string()}), "truncated");
+  refuse(generate(m, {"--lora", (dir_ / "text.safetensors").string()}), "not a safetensors");
+  refuse(generate(m, {"--lora", (dir_ / "none.safetensors").string()}), "no such file");
+  refuse(generate(m, {"--lora", lora.string() + ":abc"}), "is not a multiplier");
+  refuse(generate(m, {"--lora", lora.string() + ":nan"}), "is not a multiplier");
+  // Prompt tags: no folder to look in, a name not there, a malformed multiplier.
+  auto tagged = [&](const std::string& prompt, std::vector<std::string> extra) {
+    std::vector<std::string> a = generate(m, std::move(extra));
+    *std::find(a.begin(), a.end(), "x") = prompt;
+    return a;
+  };
+  refuse(tagged("a cat <lora:tiny-lora:0.5>", {}), "no --lora-dir");
+  refuse(tagged("a cat <lora:absent>", {"--lora-dir", (golden_ / "lora").string()}),
+         "absent.safetensors");
+  refuse(tagged("a cat <lora:tiny-lora:x>", {"--lora-dir", (golden_ / "lora").string()}),
+         "is not a multiplier");
+  refuse(tagged("a cat (word:abc)", {}), "(word:abc)");
 }
 
 // ---- out of memory: named, with its size, never a bare std::bad_alloc ----
