@@ -99,13 +99,13 @@ bool read_bool(const json& body, const char* name, bool fallback) {
   return v->get<bool>();
 }
 
-// Fields of A1111's txt2img that ask for a feature hyrt does not have. A client sending the
-// default (false, "", [], {}, 0) is fine; anything else is refused by name.
+[[noreturn]] void refuse(const char* name, const std::string& what) {
+  throw ApiError(422, name, std::string("hyrt serve does not support ") + what + " (" + name + ")");
+}
+
+// Fields of A1111's txt2img and img2img that ask for a feature hyrt does not have. A client
+// sending the default (false, "", [], {}, 0) is fine; anything else is refused by name.
 void refuse_unsupported(const json& body) {
-  auto refuse = [](const char* name, const std::string& what) {
-    throw ApiError(422, name,
-                   std::string("hyrt serve does not support ") + what + " (" + name + ")");
-  };
   if (read_bool(body, "enable_hr", false)) refuse("enable_hr", "hires fix");
   if (read_bool(body, "restore_faces", false)) refuse("restore_faces", "face restoration");
   if (read_bool(body, "tiling", false)) refuse("tiling", "tiling");
@@ -117,8 +117,6 @@ void refuse_unsupported(const json& body) {
     refuse("subseed_strength", "variation seeds");
   if (!read_string(body, "refiner_checkpoint", "").empty())
     refuse("refiner_checkpoint", "a refiner model");
-  if (const json* v = field(body, "init_images"); v && !v->empty())
-    refuse("init_images", "img2img through txt2img");
 }
 
 // A1111's sampler plus its newer separate `scheduler` field ("Automatic", "Karras", ...).
@@ -190,13 +188,27 @@ json samplers_json() {
   return out;
 }
 
-Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
-                             const ResolveModel& resolve_model) {
+namespace {
+
+json parse_object(std::string_view text) {
   json body = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (body.is_discarded()) throw ApiError(400, "", "the request body is not valid JSON");
   if (!body.is_object()) throw ApiError(400, "", "the request body must be a JSON object");
-  refuse_unsupported(body);
+  return body;
+}
 
+void check_pixels(int width, int height, const Limits& limits, const char* field,
+                  const std::string& hint) {
+  if (int64_t(width) * height > limits.max_pixels)
+    throw ApiError(
+        422, field,
+        "width x height must be at most " + std::to_string(limits.max_pixels) + " pixels" + hint);
+}
+
+// The fields txt2img and img2img share (A1111's StableDiffusionProcessing), read from a body
+// refuse_unsupported accepted. width/height 0 stay 0 (the caller's default).
+Txt2ImgRequest parse_common(const json& body, const Limits& limits,
+                            const ResolveModel& resolve_model) {
   Txt2ImgRequest r;
   r.prompt = read_string(body, "prompt", "");
   r.negative_prompt = read_string(body, "negative_prompt", "");
@@ -211,10 +223,7 @@ Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
           422, name,
           std::string(name) + " must be a positive multiple of 8, got " + std::to_string(v));
   }
-  if (int64_t(r.width) * r.height > limits.max_pixels)
-    throw ApiError(
-        422, "width",
-        "width x height must be at most " + std::to_string(limits.max_pixels) + " pixels");
+  check_pixels(r.width, r.height, limits, "width", "");
   r.seed = read_int(body, "seed", -1, -1, std::numeric_limits<int64_t>::max());
   std::tie(r.sampler_a1111, r.sampler) = resolve_sampler(body);
   r.batch_size = static_cast<int>(read_int(body, "batch_size", 1, 1, limits.max_batch_size));
@@ -248,6 +257,171 @@ Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
   r.parameters["sampler_name"] = r.sampler_a1111;
   r.parameters["batch_size"] = r.batch_size;
   r.parameters["n_iter"] = r.n_iter;
+  return r;
+}
+
+// A picture field of img2img (`name`: "init_images" or "mask"): base64 of a PNG, perhaps as a
+// data URL, decoded.
+pipeline::Image8 decode_picture(const json& v, const char* name) {
+  if (!v.is_string())
+    throw ApiError(422, name, std::string(name) + " must hold base64-encoded PNG pictures");
+  std::string_view text = v.get_ref<const std::string&>();
+  if (text.rfind("http://", 0) == 0 || text.rfind("https://", 0) == 0)
+    throw ApiError(422, name,
+                   std::string(name) +
+                       ": hyrt serve does not fetch pictures from URLs; send the PNG itself, "
+                       "base64-encoded");
+  if (text.rfind("data:", 0) == 0) {  // "data:image/png;base64,...."
+    const size_t comma = text.find(',');
+    if (comma == std::string_view::npos ||
+        text.substr(0, comma).find(";base64") == std::string_view::npos)
+      throw ApiError(422, name,
+                     std::string(name) + ": a data URL must be \"data:image/png;base64,...\"");
+    text.remove_prefix(comma + 1);
+  }
+  // Python's b64decode, which A1111 uses, skips line breaks and spaces; so do we.
+  std::string b64;
+  b64.reserve(text.size() + 3);
+  for (char c : text)
+    if (c != '\n' && c != '\r' && c != ' ' && c != '\t') b64 += c;
+  if (b64.empty()) throw ApiError(422, name, std::string(name) + ": the picture is empty");
+  if (b64.size() % 4 == 2 || b64.size() % 4 == 3) b64.append(4 - b64.size() % 4, '=');
+  std::vector<uint8_t> bytes;
+  try {
+    bytes = base64_decode(b64);
+  } catch (const std::invalid_argument& e) {
+    throw ApiError(422, name, std::string(name) + " is not valid base64 (" + e.what() + ")");
+  }
+  auto starts = [&](std::string_view magic, size_t at = 0) {
+    return bytes.size() >= at + magic.size() &&
+           std::equal(magic.begin(), magic.end(), bytes.begin() + at);
+  };
+  const char* other = starts("\xff\xd8\xff")                ? "a JPEG"
+                      : starts("RIFF") && starts("WEBP", 8) ? "a WebP"
+                      : starts("GIF8")                      ? "a GIF"
+                                                            : nullptr;
+  if (other)
+    throw ApiError(422, name,
+                   std::string(name) + " is " + other +
+                       " picture; hyrt reads PNG only: convert it to PNG first");
+  try {
+    return pipeline::decode_png(bytes).image;
+  } catch (const Error& e) {
+    throw ApiError(422, name, std::string(name) + " is not a readable PNG: " + e.what());
+  }
+}
+
+// An RGB8 or RGBA8 picture as the public API's RGB8 Image (alpha dropped).
+Image rgb_image(const pipeline::Image8& in) {
+  Image out;
+  out.width = in.width;
+  out.height = in.height;
+  if (in.channels == 3) {
+    out.rgb = in.pixels;
+    return out;
+  }
+  out.rgb.resize(size_t(in.width) * in.height * 3);
+  for (size_t i = 0, j = 0; j < out.rgb.size(); i += in.channels, j += 3)
+    for (int c = 0; c < 3; ++c)
+      out.rgb[j + c] = in.pixels[i + c];
+  return out;
+}
+
+// A1111's create_binary_mask: a mask whose alpha channel is not all opaque is its alpha
+// (> 128: repaint); else its colours (read as grayscale by the pipeline).
+Image mask_image(const pipeline::Image8& in) {
+  if (in.channels != 4) return rgb_image(in);
+  bool opaque = true;
+  for (size_t i = 3; i < in.pixels.size() && opaque; i += 4)
+    opaque = in.pixels[i] == 255;
+  if (opaque) return rgb_image(in);
+  Image out;
+  out.width = in.width;
+  out.height = in.height;
+  out.rgb.resize(size_t(in.width) * in.height * 3);
+  for (size_t i = 0; i < size_t(in.width) * in.height; ++i)
+    std::fill_n(out.rgb.begin() + i * 3, 3, in.pixels[i * 4 + 3] > 128 ? 255 : 0);
+  return out;
+}
+
+}  // namespace
+
+Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
+                             const ResolveModel& resolve_model) {
+  const json body = parse_object(text);
+  refuse_unsupported(body);
+  if (const json* v = field(body, "init_images"); v && !v->empty())
+    throw ApiError(422, "init_images",
+                   "txt2img takes no init_images: POST them to /sdapi/v1/img2img");
+  return parse_common(body, limits, resolve_model);
+}
+
+Txt2ImgRequest parse_img2img(std::string_view text, const Limits& limits,
+                             const ResolveModel& resolve_model) {
+  const json body = parse_object(text);
+  refuse_unsupported(body);
+  if (read_int(body, "resize_mode", 0, 0, 3) != 0)
+    refuse("resize_mode", "resize modes other than 0 (just resize)");
+  if (read_number(body, "initial_noise_multiplier", 1.0, 0.0, 1e6) != 1.0)
+    refuse("initial_noise_multiplier", "an initial noise multiplier other than 1");
+  if (const json* v = field(body, "latent_mask"); v && !(v->is_string() && v->empty()))
+    refuse("latent_mask", "a separate latent mask");
+  Txt2ImgRequest r = parse_common(body, limits, resolve_model);
+
+  InitPictures in;
+  const json* pictures = field(body, "init_images");
+  if (!pictures || (pictures->is_array() && pictures->empty()))
+    throw ApiError(422, "init_images",
+                   "img2img needs init_images: a list holding one base64-encoded PNG");
+  if (!pictures->is_array())
+    throw ApiError(422, "init_images", "init_images must be a list of base64-encoded PNGs");
+  if (pictures->size() > 1)
+    throw ApiError(
+        422, "init_images",
+        "hyrt serve takes one picture in init_images, got " + std::to_string(pictures->size()));
+  const pipeline::Image8 picture = decode_picture(pictures->front(), "init_images");
+  in.picture = rgb_image(picture);
+
+  in.denoising_strength = read_number(body, "denoising_strength", 0.75, 0.0, 1.0);
+  if (in.denoising_strength <= 0)
+    throw ApiError(422, "denoising_strength", "denoising_strength must be in (0, 1], got 0");
+  // diffusers' get_timesteps (pipeline::first_img2img_step): int(steps x strength) steps run.
+  if (static_cast<int>(r.steps * in.denoising_strength) < 1)
+    throw ApiError(422, "denoising_strength",
+                   "denoising_strength " + json(in.denoising_strength).dump() + " with " +
+                       std::to_string(r.steps) +
+                       " steps leaves no step to run (steps x denoising_strength must be >= 1)");
+
+  const bool invert = read_int(body, "inpainting_mask_invert", 0, 0, 1) == 1;
+  if (!read_string(body, "mask", "").empty()) {
+    in.mask = mask_image(decode_picture(*field(body, "mask"), "mask"));
+    if (invert)
+      for (uint8_t& v : in.mask->rgb)
+        v = static_cast<uint8_t>(255 - v);
+  }
+
+  // No size: the picture's, rounded down to a multiple of 8.
+  const std::string hint = " (the init image is " + std::to_string(picture.width) + "x" +
+                           std::to_string(picture.height) +
+                           "; pass a smaller width and height to scale it down)";
+  for (const char* name : {"width", "height"}) {
+    int& v = name[0] == 'w' ? r.width : r.height;
+    if (v != 0) continue;
+    v = std::max(8, (name[0] == 'w' ? picture.width : picture.height) / 8 * 8);
+    if (v > limits.max_side)
+      throw ApiError(
+          422, "init_images",
+          std::string(name) + " must be at most " + std::to_string(limits.max_side) + hint);
+  }
+  check_pixels(r.width, r.height, limits, "init_images", hint);
+
+  const bool include = read_bool(body, "include_init_images", false);
+  r.parameters["denoising_strength"] = in.denoising_strength;
+  if (!include) {
+    r.parameters["init_images"] = nullptr;
+    r.parameters["mask"] = nullptr;
+  }
+  r.img2img = std::move(in);
   return r;
 }
 
@@ -361,7 +535,7 @@ json txt2img_response(const Txt2ImgRequest& r, uint64_t seed, const std::vector<
       {"sd_model_hash", nullptr},
       {"seed_resize_from_w", -1},
       {"seed_resize_from_h", -1},
-      {"denoising_strength", nullptr},
+      {"denoising_strength", r.img2img ? json(r.img2img->denoising_strength) : json(nullptr)},
       {"extra_generation_params", json::object()},
       {"index_of_first_image", 0},
       {"infotexts", infotexts},

@@ -60,7 +60,15 @@ const std::vector<SamplerName>& samplers();
 // The /sdapi/v1/samplers body: [{"name", "aliases", "options"}].
 nlohmann::json samplers_json();
 
-// A parsed and validated POST /sdapi/v1/txt2img.
+// The pictures of an img2img request, decoded and checked.
+struct InitPictures {
+  Image picture;                     // the first of init_images, RGB8 (an alpha channel dropped)
+  std::optional<Image> mask;         // inpainting: RGB8, white = repaint; inverted already when
+                                     // inpainting_mask_invert is 1
+  double denoising_strength = 0.75;  // (0, 1]; steps x strength >= 1
+};
+
+// A parsed and validated POST /sdapi/v1/txt2img or /sdapi/v1/img2img.
 struct Txt2ImgRequest {
   std::string prompt;
   std::string negative_prompt;
@@ -73,9 +81,10 @@ struct Txt2ImgRequest {
   std::string sampler = "euler_a";        // hyrt's name
   int batch_size = 1;
   int n_iter = 1;
-  std::string model;          // a name resolve_model returned; "" = the server's default
-  bool send_images = true;    // false: the response's `images` is empty
-  nlohmann::json parameters;  // the request as sent, with defaults filled: echoed back
+  std::string model;                    // a name resolve_model returned; "" = the server's default
+  bool send_images = true;              // false: the response's `images` is empty
+  nlohmann::json parameters;            // the request as sent, with defaults filled: echoed back
+  std::optional<InitPictures> img2img;  // img2img: the pictures; absent for txt2img
 };
 
 // Maps a checkpoint name as a client sends it (title, model name or file name) to the
@@ -90,6 +99,31 @@ using ResolveModel = std::function<std::optional<std::string>(const std::string&
 Txt2ImgRequest parse_txt2img(std::string_view body, const Limits& limits,
                              const ResolveModel& resolve_model);
 
+// Parses an img2img body (A1111's StableDiffusionImg2ImgProcessingAPI): the txt2img fields as
+// parse_txt2img reads them, plus
+// - init_images: a list of one base64 PNG (a "data:image/png;base64," prefix and line breaks
+//   allowed; hyrt reads PNG only); more than one picture, a URL, JPEG or WebP is refused.
+//   width/height absent or 0: the picture's size rounded down to a multiple of 8 (A1111
+//   itself defaults to 512x512; the picture's size is what diffusers and `hyrt generate`
+//   use); the picture is then resized to width x height (resize_mode 0, "Just resize", with
+//   Lanczos as A1111 does; the other resize modes are refused).
+// - mask: a base64 PNG, white = repaint; a mask with a (not fully opaque) alpha channel is
+//   read from its alpha, as A1111 does; a mask of another size than the picture is resized
+//   to width x height like the picture (as A1111 and `hyrt generate --mask` do).
+//   inpainting_mask_invert 1 swaps repaint and keep.
+// - denoising_strength: (0, 1], default 0.75 (A1111's); steps x strength must be >= 1.
+// - include_init_images: echo the pictures in `parameters` (else init_images and mask are
+//   null there, as A1111 does).
+// Accepted and ignored (hyrt inpaints the whole picture from its own content under the
+// mask, with the mask binarised rather than blurred): mask_blur, mask_blur_x, mask_blur_y,
+// mask_round, inpainting_fill, inpaint_full_res, inpaint_full_res_padding, image_cfg_scale
+// (instruct-pix2pix only). Refused when not their default: initial_noise_multiplier (1),
+// latent_mask. Errors are ApiErrors as in parse_txt2img, 422 naming the field: no picture,
+// not base64, not a PNG, a picture whose own size exceeds `limits` without width/height, a
+// strength out of range.
+Txt2ImgRequest parse_img2img(std::string_view body, const Limits& limits,
+                             const ResolveModel& resolve_model);
+
 // The `seed` of iteration `iter` (0-based) of a request whose first seed is `seed`: A1111
 // advances by batch_size per iteration.
 uint64_t iteration_seed(uint64_t seed, int batch_size, int iter);
@@ -101,7 +135,8 @@ std::string base64_encode(const std::vector<uint8_t>& bytes);
 // Inverse of base64_encode; throws std::invalid_argument on a malformed string (tests).
 std::vector<uint8_t> base64_decode(std::string_view text);
 
-// The txt2img response body: {"images": [...], "parameters": {...}, "info": "<json>"}.
+// The txt2img and img2img response body: {"images": [...], "parameters": {...},
+// "info": "<json>"}.
 // `seed` is the request's first seed after -1 was resolved; `images` are in order (batch
 // within iteration); `model_name` is the checkpoint that drew them.
 nlohmann::json txt2img_response(const Txt2ImgRequest& request, uint64_t seed,

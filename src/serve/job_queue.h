@@ -1,4 +1,4 @@
-// A bounded first-in-first-out queue of txt2img jobs with `workers` worker threads.
+// A bounded first-in-first-out queue of txt2img and img2img jobs with `workers` worker threads.
 //
 // The Runtime runs its generate() calls in arrival order (hyrt.h), and calls that wait
 // together may run as one UNet batch (RuntimeOptions::max_batch). With one worker, jobs run

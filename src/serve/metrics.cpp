@@ -14,12 +14,13 @@ namespace {
 const std::map<std::string, std::string>& counter_help() {
   static const std::map<std::string, std::string> help = {
       {"hyrt_images_generated_total", "Images generated"},
-      {"hyrt_jobs_completed_total", "txt2img jobs that ran to the end"},
-      {"hyrt_jobs_interrupted_total", "txt2img jobs stopped by /sdapi/v1/interrupt"},
-      {"hyrt_jobs_failed_total", "txt2img jobs that failed while running"},
+      {"hyrt_jobs_completed_total", "txt2img and img2img jobs that ran to the end"},
+      {"hyrt_jobs_interrupted_total", "txt2img and img2img jobs stopped by /sdapi/v1/interrupt"},
+      {"hyrt_jobs_failed_total", "txt2img and img2img jobs that failed while running"},
       {"hyrt_jobs_abandoned_total",
-       "txt2img jobs dropped or cancelled because their client disconnected"},
-      {"hyrt_queue_rejected_total", "txt2img requests refused with 503 because the queue was full"},
+       "txt2img and img2img jobs dropped or cancelled because their client disconnected"},
+      {"hyrt_queue_rejected_total",
+       "txt2img and img2img requests refused with 503 because the queue was full"},
       {"hyrt_model_loads_total", "Models loaded"},
   };
   return help;
@@ -120,9 +121,10 @@ std::string Metrics::render(const Values& gauges, const Values& counters) const 
     }
   }
   os << request_seconds_.render("hyrt_txt2img_request_seconds",
-                                "txt2img latency from request to response");
-  os << queue_wait_seconds_.render("hyrt_txt2img_queue_wait_seconds",
-                                   "Time a txt2img job waited in the queue before it ran");
+                                "txt2img and img2img latency from request to response");
+  os << queue_wait_seconds_.render(
+      "hyrt_txt2img_queue_wait_seconds",
+      "Time a txt2img or img2img job waited in the queue before it ran");
   os << step_seconds_.render("hyrt_denoise_step_seconds", "Duration of one denoising step");
   for (const auto& [name, c] : counters)
     os << "# HELP " << name << " " << c.first << "\n# TYPE " << name << " counter\n"

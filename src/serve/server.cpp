@@ -98,6 +98,7 @@ struct Progress {
   int iteration = 0;  // 0-based
   int iterations = 0;
   Clock::time_point started;
+  const char* job = "txt2img";  // or "img2img", as A1111's state.job says
 };
 
 }  // namespace
@@ -238,6 +239,11 @@ struct Server::Impl {
     o.sampler = r.sampler;
     o.batch = r.batch_size;
     o.cancel = job.cancel;
+    if (r.img2img) {
+      o.init_image = r.img2img->picture;
+      o.mask = r.img2img->mask;
+      o.strength = r.img2img->denoising_strength;
+    }
     metrics.queue_wait_seconds().observe(seconds_since(job.submitted));
     uint64_t id = 0;
     {
@@ -247,6 +253,7 @@ struct Server::Impl {
       p.steps = r.steps;
       p.iterations = r.n_iter;
       p.started = Clock::now();
+      p.job = r.img2img ? "img2img" : "txt2img";
       interrupted = false;
       char stamp[32];
       const std::time_t now = std::time(nullptr);
@@ -312,7 +319,7 @@ struct Server::Impl {
          {{"skipped", false},
           {"interrupted", interrupted},
           {"stopping_generation", false},
-          {"job", active ? "txt2img" : ""},
+          {"job", active ? p.job : ""},
           {"job_count", running.size() + waiting},
           {"job_timestamp", timestamp},
           {"job_no", p.iteration},
@@ -366,11 +373,13 @@ struct Server::Impl {
     return body;
   }
 
-  void txt2img(const httplib::Request& req, httplib::Response& res) {
+  // POST /sdapi/v1/txt2img and /sdapi/v1/img2img: one job, queued and waited for.
+  void generate(const httplib::Request& req, httplib::Response& res, bool img2img) {
     const auto t0 = Clock::now();
     auto job = std::make_shared<Job>();
-    job->request =
-        parse_txt2img(req.body, opt.limits, [this](const std::string& s) { return resolve(s); });
+    const auto resolve_model = [this](const std::string& s) { return resolve(s); };
+    job->request = img2img ? parse_img2img(req.body, opt.limits, resolve_model)
+                           : parse_txt2img(req.body, opt.limits, resolve_model);
     {
       std::lock_guard<std::mutex> lock(models_mu);
       job->model = job->request.model.empty() ? default_model : job->request.model;
@@ -418,11 +427,12 @@ struct Server::Impl {
 
   std::string metrics_text() {
     std::map<std::string, std::pair<std::string, double>> gauges;
-    gauges["hyrt_queue_length"] = {"txt2img jobs waiting", double(queue->waiting())};
-    gauges["hyrt_queue_capacity"] = {"txt2img jobs that may wait", double(queue->capacity())};
-    gauges["hyrt_jobs_running"] = {"txt2img jobs running (at most hyrt_workers)",
+    gauges["hyrt_queue_length"] = {"txt2img and img2img jobs waiting", double(queue->waiting())};
+    gauges["hyrt_queue_capacity"] = {"txt2img and img2img jobs that may wait",
+                                     double(queue->capacity())};
+    gauges["hyrt_jobs_running"] = {"txt2img and img2img jobs running (at most hyrt_workers)",
                                    double(queue->running())};
-    gauges["hyrt_workers"] = {"txt2img jobs that may run at once (--max-batch)",
+    gauges["hyrt_workers"] = {"txt2img and img2img jobs that may run at once (--max-batch)",
                               double(queue->workers())};
     const RuntimeStats rs = runtime.stats();
     gauges["hyrt_batch_size_max"] = {
@@ -481,11 +491,9 @@ struct Server::Impl {
       res.set_content(metrics_text(), "text/plain; version=0.0.4");
     });
     http.Post("/sdapi/v1/txt2img",
-              handler([this](const auto& req, auto& res) { txt2img(req, res); }));
-    http.Post("/sdapi/v1/img2img", handler([](const auto&, auto& res) {
-                reply_error(res, 422, "",
-                            "hyrt serve does not support img2img yet; use /sdapi/v1/txt2img");
-              }));
+              handler([this](const auto& req, auto& res) { generate(req, res, false); }));
+    http.Post("/sdapi/v1/img2img",
+              handler([this](const auto& req, auto& res) { generate(req, res, true); }));
     http.Get("/sdapi/v1/progress",
              handler([this](const auto&, auto& res) { reply(res, 200, progress_json()); }));
     http.Post("/sdapi/v1/interrupt", handler([this](const auto&, auto& res) {
@@ -544,8 +552,8 @@ struct Server::Impl {
           reply_error(res, 500, "", "internal error");
         });
     http.set_payload_max_length(opt.max_body_bytes);
-    // Waiting txt2img requests each hold a pool thread, so the pool has room for a full queue
-    // plus the running jobs, and more for progress, interrupt and the rest to stay answered.
+    // Waiting txt2img and img2img requests each hold a pool thread, so the pool has room for a full
+    // queue plus the running jobs, and more for progress, interrupt and the rest to stay answered.
     const size_t threads = opt.queue_capacity + queue->workers() + 8;
     http.new_task_queue = [threads] { return new httplib::ThreadPool(threads); };
 

@@ -4,8 +4,9 @@
 // Shape: one hyrt::Runtime and one JobQueue (a bounded FIFO with max(1,
 // runtime.max_batch) worker threads, which alone call generate() on the loaded Models, so
 // that the Runtime can batch the jobs that run at once); HTTP requests are served by
-// cpp-httplib's thread pool, whose txt2img handlers queue a job and wait for it. Models load once
-// and stay resident: the default model when the Server is constructed, the others on first use.
+// cpp-httplib's thread pool, whose txt2img and img2img handlers queue a job and wait for it.
+// Models load once and stay resident: the default model when the Server is constructed, the
+// others on first use.
 //
 // Thread safety: start(), stop() and port() may be called from any thread; the destructor
 // stops the server.
@@ -33,7 +34,7 @@ struct ServerOptions {
   int port = 7860;  // 0: any free port (see port())
   RuntimeOptions runtime;
   LoadOptions load;
-  size_t queue_capacity = 16;        // txt2img jobs that may wait; more get 503
+  size_t queue_capacity = 16;        // txt2img and img2img jobs that may wait; more get 503
   size_t max_body_bytes = 1u << 20;  // larger request bodies get 413
   Limits limits;
   // One line per request (method, path, status, milliseconds, bytes, client); default: stderr.

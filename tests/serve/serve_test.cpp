@@ -13,8 +13,11 @@
 #include <vector>
 
 #include <httplib.h>
+#include <unistd.h>
+
 #include <nlohmann/json.hpp>
 
+#include "e2e/run_hyrt.h"
 #include "pipeline/image_io.h"
 #include "serve/a1111_api.h"
 #include "serve/server.h"
@@ -117,6 +120,40 @@ class ServeTest : public ::testing::Test {
 
   std::unique_ptr<hyrt::serve::Server> server_;
   std::atomic<int> log_lines_{0};
+};
+
+// Pictures for img2img: a pattern with a block, and a mask white (repaint) on the left.
+hyrt::pipeline::Image8 test_picture(int w, int h) {
+  hyrt::pipeline::Image8 im{w, h, 3, {}};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x) {
+      const bool block = x > w / 3 && x < 2 * w / 3 && y > h / 4 && y < h / 2;
+      im.pixels.insert(im.pixels.end(), {static_cast<uint8_t>(block ? 240 : x * 255 / w),
+                                         static_cast<uint8_t>(block ? 40 : 90),
+                                         static_cast<uint8_t>(block ? 30 : y * 255 / h)});
+    }
+  return im;
+}
+hyrt::pipeline::Image8 test_mask(int w, int h, bool invert = false) {
+  hyrt::pipeline::Image8 im{w, h, 3, {}};
+  for (int y = 0; y < h; ++y)
+    for (int x = 0; x < w; ++x)
+      im.pixels.insert(im.pixels.end(), 3, static_cast<uint8_t>((x < w / 2) != invert ? 255 : 0));
+  return im;
+}
+std::string png_base64(const hyrt::pipeline::Image8& im) {
+  return hyrt::serve::base64_encode(hyrt::pipeline::encode_png(im));
+}
+
+// A folder of its own for one test, removed after it.
+struct TempDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("hyrt_serve_test_" + std::to_string(::getpid()));
+  TempDir() { std::filesystem::create_directories(path); }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
 };
 
 TEST_F(ServeTest, Txt2ImgReturnsPngsCarryingTheirParameters) {
@@ -255,6 +292,114 @@ TEST_F(ServeTest, ProgressAndInterrupt) {
   EXPECT_EQ(r->status, 200);
 }
 
+// POST /sdapi/v1/img2img draws what `hyrt generate --init-image --strength [--mask]` draws for
+// the same picture, seed and settings: the same pixels and the same parameters text. The
+// A1111 inpainting fields hyrt ignores are accepted; a mask read from its alpha channel and an
+// inverted mask with inpainting_mask_invert give the same picture as the plain mask.
+TEST_F(ServeTest, Img2ImgAndInpaintingEqualTheCli) {
+  using hyrt::pipeline::Image8;
+  TempDir tmp;
+  const Image8 picture = test_picture(80, 72);  // no width/height: 80x72, its own size
+  const Image8 mask = test_mask(40, 36);        // resized to the output size
+  hyrt::pipeline::write_png(tmp.path / "pic.png", picture);
+  hyrt::pipeline::write_png(tmp.path / "mask.png", mask);
+  const std::string prompt = "a red circle on a blue background";
+  const json base = {
+      {"prompt", prompt},       {"steps", 4},
+      {"cfg_scale", 5},         {"seed", 7},
+      {"sampler_name", "DDIM"}, {"init_images", {"data:image/png;base64," + png_base64(picture)}}};
+  const std::string cli = "generate -m " + kModelFile + " -p \"" + prompt +
+                          "\" -t 2 -s 7 --steps 4 --cfg-scale 5 --sampler ddim --init-image " +
+                          (tmp.path / "pic.png").string();
+
+  // The server's first picture, decoded; `info` is filled in.
+  auto first_picture = [&](const json& req, json* info = nullptr) {
+    auto r = post("/sdapi/v1/img2img", req);
+    EXPECT_TRUE(r);
+    if (!r) return hyrt::pipeline::DecodedPng{};
+    EXPECT_EQ(r->status, 200) << r->body.substr(0, 300);
+    const json out = json::parse(r->body);
+    EXPECT_EQ(out["images"].size(), 1u);
+    EXPECT_TRUE(out["parameters"]["init_images"].is_null());  // not echoed, as A1111
+    if (info) *info = json::parse(out["info"].get<std::string>());
+    return hyrt::pipeline::decode_png(
+        hyrt::serve::base64_decode(out["images"][0].get<std::string>()));
+  };
+  auto cli_picture = [&](const std::string& args) {
+    const std::filesystem::path out = tmp.path / "cli.png";
+    const auto run = hyrt::test::run_hyrt(cli + " " + args + " -o " + out.string());
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    return hyrt::pipeline::read_png(out);
+  };
+
+  // img2img.
+  json req = base;
+  req["denoising_strength"] = 0.5;
+  json info;
+  const auto served = first_picture(req, &info);
+  const auto wrote = cli_picture("--strength 0.5");
+  EXPECT_EQ(served.image.width, 80);
+  EXPECT_EQ(served.image.height, 72);
+  EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "img2img differs from the CLI's";
+  EXPECT_EQ(served.text, wrote.text);  // the same parameters text, strength included
+  ASSERT_EQ(served.text.size(), 1u);
+  EXPECT_NE(served.text[0].second.find("Denoising strength: 0.5"), std::string::npos);
+  EXPECT_EQ(info["denoising_strength"], 0.5);
+  EXPECT_EQ(info["width"], 80);
+
+  // Inpainting at a given size, with the fields A1111 clients send and hyrt ignores.
+  req = base;
+  req["denoising_strength"] = 0.75;
+  req["mask"] = png_base64(mask);
+  req["width"] = 64;
+  req["height"] = 64;
+  req["mask_blur"] = 4;
+  req["inpainting_fill"] = 1;
+  req["inpaint_full_res"] = false;
+  req["inpaint_full_res_padding"] = 32;
+  req["resize_mode"] = 0;
+  const auto inpainted = first_picture(req);
+  const auto inpainted_cli =
+      cli_picture("--strength 0.75 -W 64 -H 64 --mask " + (tmp.path / "mask.png").string());
+  EXPECT_EQ(inpainted.image.width, 64);
+  EXPECT_TRUE(inpainted.image.pixels == inpainted_cli.image.pixels)
+      << "inpainting differs from the CLI's";
+  EXPECT_FALSE(inpainted.image.pixels == served.image.pixels);
+
+  // The same mask as an alpha channel (opaque = repaint; the colours say nothing), and
+  // inverted with inpainting_mask_invert.
+  Image8 alpha{mask.width, mask.height, 4, {}};
+  for (size_t i = 0; i < mask.pixels.size(); i += 3)
+    alpha.pixels.insert(alpha.pixels.end(), {0, 0, 0, mask.pixels[i]});
+  req["mask"] = png_base64(alpha);
+  EXPECT_TRUE(first_picture(req).image.pixels == inpainted.image.pixels) << "alpha mask";
+  req["mask"] = png_base64(test_mask(40, 36, /*invert=*/true));
+  req["inpainting_mask_invert"] = 1;
+  EXPECT_TRUE(first_picture(req).image.pixels == inpainted.image.pixels) << "inverted mask";
+}
+
+TEST_F(ServeTest, Img2ImgBatchAndEcho) {
+  json req = {{"prompt", "a blue square"},
+              {"steps", 4},
+              {"seed", 3},
+              {"batch_size", 2},
+              {"n_iter", 2},
+              {"denoising_strength", 0.5},
+              {"include_init_images", true},
+              {"init_images", {png_base64(test_picture(64, 64))}}};
+  auto r = post("/sdapi/v1/img2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json out = json::parse(r->body);
+  ASSERT_EQ(out["images"].size(), 4u);
+  EXPECT_EQ(out["parameters"]["init_images"], req["init_images"]);  // include_init_images
+  EXPECT_EQ(out["parameters"]["denoising_strength"], 0.5);
+  const json info = json::parse(out["info"].get<std::string>());
+  EXPECT_EQ(info["all_seeds"], json({3, 3, 5, 5}));
+  EXPECT_NE(out["images"][0], out["images"][1]);
+  EXPECT_EQ(get_json("/sdapi/v1/progress")["state"]["job_count"], 0);
+}
+
 // Each class of bad input gets its 4xx with a JSON error naming the field; the server keeps
 // serving.
 TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
@@ -268,7 +413,14 @@ TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
     j[key] = std::move(v);
     return j.dump();
   };
-  const json ok = small_job();
+  const json ok = small_job();  // steps 3
+  const std::string picture = png_base64(test_picture(64, 64));
+  json i2i = ok;
+  i2i["init_images"] = {picture};
+  i2i["mask"] = "data:image/png;base64," + png_base64(test_mask(64, 64));
+  json unsized = i2i;  // the picture's size: over the server's 512 a side
+  unsized.erase("width");
+  unsized.erase("height");
   const std::vector<Case> cases = {
       {"/sdapi/v1/txt2img", "{\"prompt\": ", 400, ""},
       {"/sdapi/v1/txt2img", "[1, 2]", 400, ""},
@@ -290,7 +442,35 @@ TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
       {"/sdapi/v1/txt2img", with(ok, "enable_hr", true), 422, "enable_hr"},
       {"/sdapi/v1/txt2img", with(ok, "styles", {"cinematic"}), 422, "styles"},
       {"/sdapi/v1/txt2img", with(ok, "prompt", std::string(70 * 1024, 'a')), 413, "body"},
-      {"/sdapi/v1/img2img", ok.dump(), 422, ""},
+      {"/sdapi/v1/txt2img", with(ok, "init_images", {png_base64(test_picture(8, 8))}), 422,
+       "init_images"},
+      {"/sdapi/v1/img2img", ok.dump(), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", json::array()), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", picture), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {5}), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {"not base64!"}), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {"data:image/png,abc"}), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {"https://example.com/a.png"}), 422,
+       "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {hyrt::serve::base64_encode({'n', 'o'})}), 422,
+       "init_images"},
+      {"/sdapi/v1/img2img",
+       with(ok, "init_images", {hyrt::serve::base64_encode({0xff, 0xd8, 0xff, 0xe0, 0, 16})}), 422,
+       "init_images"},
+      {"/sdapi/v1/img2img", with(ok, "init_images", {picture, picture}), 422, "init_images"},
+      {"/sdapi/v1/img2img", with(unsized, "init_images", {png_base64(test_picture(600, 8))}), 422,
+       "init_images"},
+      {"/sdapi/v1/img2img", with(i2i, "mask", "%%%%"), 422, "mask"},
+      {"/sdapi/v1/img2img", with(i2i, "mask", 7), 422, "mask"},
+      {"/sdapi/v1/img2img", with(i2i, "denoising_strength", 0), 422, "denoising_strength"},
+      {"/sdapi/v1/img2img", with(i2i, "denoising_strength", 1.5), 422, "denoising_strength"},
+      {"/sdapi/v1/img2img", with(i2i, "denoising_strength", 0.2), 422, "denoising_strength"},
+      {"/sdapi/v1/img2img", with(i2i, "resize_mode", 1), 422, "resize_mode"},
+      {"/sdapi/v1/img2img", with(i2i, "latent_mask", "abcd"), 422, "latent_mask"},
+      {"/sdapi/v1/img2img", with(i2i, "initial_noise_multiplier", 0.5), 422,
+       "initial_noise_multiplier"},
+      {"/sdapi/v1/img2img", with(i2i, "inpainting_mask_invert", 2), 422, "inpainting_mask_invert"},
+      {"/sdapi/v1/img2img", with(i2i, "enable_hr", true), 422, "enable_hr"},
       {"/sdapi/v1/options", "{\"sd_model_checkpoint\": \"nope\"}", 422, "sd_model_checkpoint"},
       {"/sdapi/v1/options", "nope", 400, ""},
   };
@@ -313,6 +493,9 @@ TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
   r = post("/sdapi/v1/txt2img", small_job());
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 200);
+  r = post("/sdapi/v1/img2img", i2i);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200) << r->body;
 }
 
 TEST_F(ServeTest, FullQueueGets503WithRetryAfter) {
