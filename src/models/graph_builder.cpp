@@ -49,45 +49,43 @@ ValueId GraphBuilder::op(ir::OpKind kind, std::vector<ValueId> inputs, ir::Attrs
 
 ValueId GraphBuilder::linear(ValueId x, const std::string& leaf, bool bias) {
   Scope s(*this, leaf);
+  const ValueId side = lora_side(x, nullptr);
   std::vector<ValueId> in{x, weight("weight")};
   if (bias) in.push_back(weight("bias"));
   const ValueId y = op(ir::OpKind::kLinear, std::move(in));
-  return with_lora(x, y, nullptr);
+  return side == ir::kNone ? y : add(y, side);
 }
 
 ValueId GraphBuilder::conv2d(ValueId x, const std::string& leaf, int stride, int padding) {
   Scope s(*this, leaf);
   const ValueId w = weight("weight");
   if (padding < 0) padding = static_cast<int>(graph_.value(w).shape[2] / 2);
+  const ir::Conv2dAttrs attrs{stride, padding};
+  const ValueId side = lora_side(x, &attrs);
   std::vector<ValueId> in{x, w};
   if (has_weight("bias")) in.push_back(weight("bias"));
-  const ir::Conv2dAttrs attrs{stride, padding};
   const ValueId y = op(ir::OpKind::kConv2d, std::move(in), attrs);
-  return with_lora(x, y, &attrs);
+  return side == ir::kNone ? y : add(y, side);
 }
 
-ValueId GraphBuilder::with_lora(ValueId x, ValueId y, const ir::Conv2dAttrs* conv) {
+ValueId GraphBuilder::lora_side(ValueId x, const ir::Conv2dAttrs* conv) {
   // The names weights::LoraWeights gives a module's adapters (lora_down_name/lora_up_name).
-  if (!has_weight("lora_side.down")) return y;
+  if (!has_weight("lora_side.down")) return ir::kNone;
+  const Shape layer_w = graph_.value(weight("weight")).shape;
   Scope s(*this, "lora_side");
   const ValueId down = weight("down"), up = weight("up");
-  ValueId u;
-  if (conv) {
-    // down keeps its kernel (1x1 or the layer's): centred on the same input positions as the
-    // layer's own kernel, so its padding is the layer's less the half-size difference.
-    const Shape& layer_w = graph_.value(graph_.node(graph_.value(y).producer).inputs[1]).shape;
-    const int64_t kd = shape(down)[2];
-    const int pad = conv->padding - static_cast<int>((layer_w[2] - kd) / 2);
-    HYRT_CHECK(pad >= 0, kInvalidArgument, "a LoRA's ", kd, "x", kd, " down kernel does not fit ",
-               name("down"));
-    const ValueId d = op(ir::OpKind::kConv2d, {x, down}, ir::Conv2dAttrs{conv->stride, pad});
-    u = op(ir::OpKind::kConv2d, {d, up}, ir::Conv2dAttrs{1, 0});
-  } else {
-    u = op(ir::OpKind::kLinear, {op(ir::OpKind::kLinear, {x, down}), up});
-  }
-  // Emitted after the layer's GEMM, so epilogue fusion folds this add into that GEMM (the
-  // side path's result as its residual) rather than into the up projection.
-  return add(y, u);
+  // Emitted before the layer's GEMM, so epilogue fusion folds the add that joins the two into
+  // the up projection (the layer's output as its residual): a GEMM with K = rank, where the
+  // extra read costs least.
+  if (!conv) return op(ir::OpKind::kLinear, {op(ir::OpKind::kLinear, {x, down}), up});
+  // down keeps its kernel (1x1 or the layer's): centred on the same input positions as the
+  // layer's own kernel, so its padding is the layer's less the half-size difference.
+  const int64_t kd = shape(down)[2];
+  const int pad = conv->padding - static_cast<int>((layer_w[2] - kd) / 2);
+  HYRT_CHECK(pad >= 0, kInvalidArgument, "a LoRA's ", kd, "x", kd, " down kernel does not fit ",
+             name("down"));
+  const ValueId d = op(ir::OpKind::kConv2d, {x, down}, ir::Conv2dAttrs{conv->stride, pad});
+  return op(ir::OpKind::kConv2d, {d, up}, ir::Conv2dAttrs{1, 0});
 }
 
 ValueId GraphBuilder::group_norm(ValueId x, const std::string& leaf, int groups, float eps,

@@ -74,9 +74,9 @@ class GraphBuilder {
 
  private:
   std::string scoped(const std::string& leaf) const;
-  // `y` (the layer's output for input `x`, in the layer's scope) plus its LoRA side path, if
-  // the weights hold one; `conv` is the layer's attributes when it is a convolution.
-  ValueId with_lora(ValueId x, ValueId y, const ir::Conv2dAttrs* conv);
+  // The LoRA side path up(down(x)) of the layer in scope, if the weights hold adapters for it
+  // (else ir::kNone); `conv` is the layer's attributes when it is a convolution.
+  ValueId lora_side(ValueId x, const ir::Conv2dAttrs* conv);
 
   ir::Graph& graph_;
   const weights::WeightSource& weights_;

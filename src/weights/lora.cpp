@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "core/half.h"
+#include "core/parallel.h"
 
 namespace hyrt::weights {
 
@@ -215,6 +216,9 @@ std::string lora_down_name(std::string_view module) {
 std::string lora_up_name(std::string_view module) {
   return std::string(module) + ".lora_side.up";
 }
+bool is_lora_up_name(std::string_view weight_name) {
+  return ends_with(weight_name, ".lora_side.up");
+}
 
 LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
                          const LoraTargetIndex& targets)
@@ -268,50 +272,76 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
            " (a LoRA for another model architecture?)");
     }
   }
+  // The stacked adapters, one module per task (a rank-32 LoRA on SD 1.5 is ~12 M values to
+  // convert and scale: a switch between LoRAs should cost milliseconds).
+  struct Built {
+    const std::string* module = nullptr;
+    const std::vector<Piece>* pieces = nullptr;
+    const LoraTarget* target = nullptr;
+    Tensor down, up;
+    int64_t rank = 0, kh = 1, kw = 1;
+    bool finite = true;
+  };
+  std::vector<Built> built;
   for (auto& [module, entry] : by_module) {
-    const LoraTarget& t = *entry.first;
-    const std::vector<Piece>& pieces = entry.second;
-    const bool conv = t.weight_shape.rank() == 4;
-    const Shape& d0 = pieces.front().m->down.shape;
-    const int64_t kh = d0.rank() == 4 ? d0[2] : 1, kw = d0.rank() == 4 ? d0[3] : 1;
-    int64_t rank = 0;
-    for (const Piece& p : pieces) {
+    Built b;
+    b.module = &module;
+    b.target = entry.first;
+    b.pieces = &entry.second;
+    const Shape& d0 = entry.second.front().m->down.shape;
+    b.kh = d0.rank() == 4 ? d0[2] : 1;
+    b.kw = d0.rank() == 4 ? d0[3] : 1;
+    for (const Piece& p : entry.second) {
       const Shape& d = p.m->down.shape;
-      HYRT_CHECK((d.rank() == 4 ? d[2] : 1) == kh && (d.rank() == 4 ? d[3] : 1) == kw,
-                 kInvalidArgument, "LoRAs '", pieces.front().file->label(), "' and '",
+      HYRT_CHECK((d.rank() == 4 ? d[2] : 1) == b.kh && (d.rank() == 4 ? d[3] : 1) == b.kw,
+                 kInvalidArgument, "LoRAs '", entry.second.front().file->label(), "' and '",
                  p.file->label(), "' adapt layer ", module,
                  " with different down kernels; hyrt stacks LoRAs on one layer only when they "
                  "agree");
-      rank += p.m->rank();
+      b.rank += p.m->rank();
     }
-    const int64_t in = t.weight_shape[1], out = t.weight_shape[0];
-    const int64_t per_rank = in * kh * kw;  // down elements per rank row
-    Tensor down(DType::kF32, conv ? Shape{rank, in, kh, kw} : Shape{rank, in},
-                "a LoRA down weight");
-    Tensor up(DType::kF32, conv ? Shape{out, rank, 1, 1} : Shape{out, rank}, "a LoRA up weight");
-    int64_t r0 = 0;
-    for (const Piece& p : pieces) {
-      const int64_t r = p.m->rank();
-      // down rows r0..r0+r: the file's down, as stored (same element order).
-      convert_to_f32(p.m->down.dtype, p.m->down.data, down.as<float>() + r0 * per_rank,
-                     static_cast<size_t>(r * per_rank));
-      // up columns r0..r0+r, scaled.
-      std::vector<float> u(static_cast<size_t>(out * r));
-      convert_to_f32(p.m->up.dtype, p.m->up.data, u.data(), u.size());
-      for (int64_t o = 0; o < out; ++o)
-        for (int64_t j = 0; j < r; ++j)
-          up.as<float>()[o * rank + r0 + j] = u[static_cast<size_t>(o * r + j)] * p.scale;
-      r0 += r;
+    const bool conv = b.target->weight_shape.rank() == 4;
+    const int64_t in = b.target->weight_shape[1], out = b.target->weight_shape[0];
+    b.down = Tensor(DType::kF32, conv ? Shape{b.rank, in, b.kh, b.kw} : Shape{b.rank, in},
+                    "a LoRA down weight");
+    b.up = Tensor(DType::kF32, conv ? Shape{out, b.rank, 1, 1} : Shape{out, b.rank},
+                  "a LoRA up weight");
+    built.push_back(std::move(b));
+  }
+  parallel_for(static_cast<int64_t>(built.size()), 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> u;
+    for (int64_t i = begin; i < end; ++i) {
+      Built& b = built[static_cast<size_t>(i)];
+      const int64_t out = b.target->weight_shape[0];
+      const int64_t per_rank = b.target->weight_shape[1] * b.kh * b.kw;  // down values per row
+      int64_t r0 = 0;
+      for (const Piece& p : *b.pieces) {
+        const int64_t r = p.m->rank();
+        // down rows r0..r0+r: the file's down, as stored (same element order).
+        float* d = b.down.as<float>() + r0 * per_rank;
+        convert_to_f32(p.m->down.dtype, p.m->down.data, d, static_cast<size_t>(r * per_rank));
+        for (int64_t k = 0; k < r * per_rank; ++k)
+          b.finite &= std::isfinite(d[k]);
+        // up columns r0..r0+r, scaled.
+        u.resize(static_cast<size_t>(out * r));
+        convert_to_f32(p.m->up.dtype, p.m->up.data, u.data(), u.size());
+        float* up = b.up.as<float>();
+        for (int64_t o = 0; o < out; ++o)
+          for (int64_t j = 0; j < r; ++j) {
+            const float v = u[static_cast<size_t>(o * r + j)] * p.scale;
+            b.finite &= std::isfinite(v);
+            up[o * b.rank + r0 + j] = v;
+          }
+        r0 += r;
+      }
     }
-    for (const Tensor* x : {&down, &up}) {
-      const float* v = x->as<float>();
-      for (int64_t i = 0; i < x->numel(); ++i)
-        HYRT_CHECK(std::isfinite(v[i]), kInvalidArgument, "a LoRA on layer ", module,
-                   " holds a non-finite value (NaN or infinity)");
-    }
-    signature_ += str_cat(module, ":", rank, "x", kh, "x", kw, ";");
-    adapters_.emplace(lora_down_name(module), std::move(down));
-    adapters_.emplace(lora_up_name(module), std::move(up));
+  });
+  for (Built& b : built) {
+    HYRT_CHECK(b.finite, kInvalidArgument, "a LoRA on layer ", *b.module,
+               " holds a non-finite value (NaN or infinity), or its multiplier makes one");
+    signature_ += str_cat(*b.module, ":", b.rank, "x", b.kh, "x", b.kw, ";");
+    adapters_.emplace(lora_down_name(*b.module), std::move(b.down));
+    adapters_.emplace(lora_up_name(*b.module), std::move(b.up));
   }
 }
 

@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "weights/lora.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -120,7 +121,11 @@ class CudaBackendImpl final : public CudaBackend {
   // Linear and conv2d (GEMM programs), attention (one fused kernel), and every other op the
   // device kernels of cuda_ops.h run; reshape is a view.
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
-    if (node.epilogue().residual && !options_.fuse_residual) return false;
+    // A LoRA's up projection (K = rank) always takes the residual: the add it saves would cost
+    // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs.
+    if (node.epilogue().residual && !options_.fuse_residual &&
+        !(node.inputs.size() > 1 && weights::is_lora_up_name(graph.value(node.inputs[1]).name)))
+      return false;
     switch (node.op) {
       case ir::OpKind::kLinear:
         return supports_linear(graph, node);
