@@ -1,7 +1,8 @@
 // libFuzzer target for A1111's prompt syntax (pipeline/prompt_syntax.h): arbitrary prompts are
 // parsed and laid out in chunks with a small built-in vocabulary (every printable ASCII symbol,
 // alone and word-final). Only hyrt::Error may escape; every chunk must be [start, tokens, end,
-// padding] inside the vocabulary, with a finite weight per id and at most the chunk limit.
+// padding] inside the vocabulary, with a finite weight per id and at most the chunk limit; LoRA
+// tags (extract_lora_tags) are named, with finite multipliers.
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -52,6 +53,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     for (size_t k = 0; k < 5; ++k)
       if (c.ids[k * length] != tok.start_of_text_id()) __builtin_trap();
+  } catch (const hyrt::Error&) {
+  }
+  // LoRA tags: removed text only, named, finite multipliers.
+  try {
+    const auto tags = hyrt::pipeline::extract_lora_tags(prompt);
+    if (tags.prompt.size() > prompt.size()) __builtin_trap();
+    for (const auto& t : tags.loras)
+      if (t.name.empty() || !std::isfinite(t.multiplier)) __builtin_trap();
   } catch (const hyrt::Error&) {
   }
   return 0;
