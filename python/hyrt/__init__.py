@@ -12,6 +12,7 @@ would return alone. Errors are ``hyrt.Error`` subclasses (``hyrt.InvalidArgument
 a ``ValueError``, ``hyrt.NotFound`` a ``FileNotFoundError``; ``hyrt.Cancelled``).
 """
 
+import io
 import os
 import random
 
@@ -89,7 +90,7 @@ class Pipeline:
 
     def __call__(self, prompt, negative_prompt=None, width=0, height=0, num_inference_steps=20,
                  guidance_scale=7.0, seed=None, sampler="euler_a", batch_size=1, callback=None,
-                 cancel=None):
+                 cancel=None, *, image=None, mask_image=None, strength=0.8):
         """Generates ``batch_size`` images; returns a list of RGB ``PIL.Image``s.
 
         negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
@@ -98,6 +99,17 @@ class Pipeline:
         (or A1111's names). seed: 0 <= seed < 2**64; None draws one (as the CLI without -s).
         callback(step, total) runs after each denoising step on the calling thread; an
         exception it raises ends the call and reaches the caller. cancel: a CancelToken.
+
+        img2img and inpainting, with diffusers' names (StableDiffusionImg2ImgPipeline,
+        StableDiffusionInpaintPipeline): ``image`` is the picture to start from — a
+        ``PIL.Image``, the bytes of an image file (PNG, JPEG, ... as Pillow reads them), a
+        path, or a uint8 array of shape (H, W), (H, W, 3) or (H, W, 4); alpha is dropped. It
+        is resized to width x height (Lanczos, as diffusers and ``hyrt generate
+        --init-image`` do); width/height 0 take the picture's size rounded down to a multiple
+        of the VAE factor. ``mask_image`` (same kinds; white = repaint, read as grayscale)
+        turns it into inpainting. ``strength`` in (0, 1]: the part of the steps that runs
+        (num_inference_steps x strength must be >= 1); the parameters text records it as
+        "Denoising strength".
 
         Each image's ``info["parameters"]`` holds the AUTOMATIC1111 parameters text and
         ``info["seed"]`` the seed; ``hyrt.save_png`` writes both into the PNG.
@@ -115,9 +127,15 @@ class Pipeline:
             raise InvalidArgument("callback must be callable as callback(step, total)")
         if cancel is not None and not isinstance(cancel, CancelToken):
             raise InvalidArgument("cancel must be a hyrt.CancelToken")
+        if mask_image is not None and image is None:
+            raise InvalidArgument("mask_image needs image (the picture to repaint)")
+        if isinstance(strength, bool) or not isinstance(strength, (int, float)):
+            raise InvalidArgument(f"strength must be a number in (0, 1], got {strength!r}")
         results = self._model.generate(prompt, negative_prompt, width, height,
                                        num_inference_steps, guidance_scale, seed, sampler,
-                                       batch_size, callback, cancel)
+                                       batch_size, callback, cancel,
+                                       _rgb8(image, "image"), _rgb8(mask_image, "mask_image"),
+                                       float(strength))
         images = []
         for w, h, rgb, parameters, image_seed in results:
             image = Image.frombytes("RGB", (w, h), rgb)
@@ -135,6 +153,34 @@ class Pipeline:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _rgb8(picture, name):
+    """None, or ``picture`` (PIL image, image file bytes, path, uint8 array) as the
+    (width, height, RGB8 bytes) the extension takes."""
+    if picture is None:
+        return None
+    if isinstance(picture, (bytes, bytearray, memoryview)):
+        try:
+            with Image.open(io.BytesIO(bytes(picture))) as f:
+                picture = f.convert("RGB")
+        except OSError as e:
+            raise InvalidArgument(f"{name}: the bytes are not an image Pillow can read ({e})")
+    elif isinstance(picture, (str, os.PathLike)):
+        with Image.open(picture) as f:
+            picture = f.convert("RGB")
+    elif hasattr(picture, "__array_interface__") and not isinstance(picture, Image.Image):
+        dtype, shape = str(getattr(picture, "dtype", "")), getattr(picture, "shape", ())
+        if dtype != "uint8" or len(shape) not in (2, 3) or (len(shape) == 3 and
+                                                            shape[2] not in (3, 4)):
+            raise InvalidArgument(f"{name}: an array must be uint8 of shape (H, W), (H, W, 3) "
+                                  f"or (H, W, 4); got {dtype} {tuple(shape)}")
+        picture = Image.fromarray(picture)
+    if not isinstance(picture, Image.Image):
+        raise InvalidArgument(f"{name} must be a PIL.Image, image file bytes, a path or a uint8 "
+                              f"array; got {type(picture).__name__}")
+    rgb = picture if picture.mode == "RGB" else picture.convert("RGB")
+    return rgb.width, rgb.height, rgb.tobytes()
 
 
 def save_png(image, path):

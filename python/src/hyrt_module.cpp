@@ -42,6 +42,19 @@ void raise_hyrt_error(const hyrt::Error& e) {
   PyErr_SetString(cls.ptr(), e.what());
 }
 
+// None, or a (width, height, rgb bytes) tuple as an RGB8 Image (copied).
+std::optional<hyrt::Image> image_of(const nb::object& o) {
+  if (o.is_none()) return std::nullopt;
+  const auto t = nb::cast<nb::tuple>(o);
+  hyrt::Image im;
+  im.width = nb::cast<int>(t[0]);
+  im.height = nb::cast<int>(t[1]);
+  const auto rgb = nb::cast<nb::bytes>(t[2]);
+  const auto* p = static_cast<const uint8_t*>(rgb.data());
+  im.rgb.assign(p, p + rgb.size());
+  return im;
+}
+
 // A Model plus the Runtime it came from. The Model keeps the Runtime's internals alive on
 // its own; the Runtime is kept for accelerator().
 class PyModel {
@@ -75,13 +88,18 @@ class PyModel {
     return runtime_->accelerator();
   }
 
-  // Returns a list of (width, height, rgb bytes, parameters, seed) tuples.
+  // Returns a list of (width, height, rgb bytes, parameters, seed) tuples. `image` and `mask`
+  // are None or (width, height, RGB8 bytes) tuples (img2img, inpainting).
   nb::list generate(const std::string& prompt, std::optional<std::string> negative_prompt,
                     int width, int height, int steps, float cfg_scale, uint64_t seed,
                     const std::string& sampler, int batch, nb::object callback,
-                    std::optional<hyrt::CancelToken> cancel) {
+                    std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
+                    double strength) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
+    o.init_image = image_of(image);
+    o.mask = image_of(mask);
+    o.strength = strength;
     o.prompt = prompt;
     o.negative_prompt = std::move(negative_prompt);
     o.width = width;
@@ -171,7 +189,8 @@ NB_MODULE(_hyrt, m) {
       .def("generate", &PyModel::generate, nb::arg("prompt"), nb::arg("negative_prompt").none(),
            nb::arg("width"), nb::arg("height"), nb::arg("steps"), nb::arg("cfg_scale"),
            nb::arg("seed"), nb::arg("sampler"), nb::arg("batch"), nb::arg("callback").none(),
-           nb::arg("cancel").none())
+           nb::arg("cancel").none(), nb::arg("image").none() = nb::none(),
+           nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8)
       .def("close", &PyModel::close)
       .def_prop_ro("family", [](PyModel& s) { return s.model().family(); })
       .def_prop_ro("native_size", [](PyModel& s) { return s.model().native_size(); })

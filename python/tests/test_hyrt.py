@@ -5,6 +5,7 @@ The CLI parity test needs the CLI built from the same checkout: set HYRT_CLI to 
 (e.g. build/tools/hyrt); without it that test is skipped with a message.
 """
 
+import io
 import os
 import subprocess
 import threading
@@ -234,3 +235,87 @@ def test_parity_with_cli(pipe, tmp_path, cli_args, kwargs):
         py_png = tmp_path / f"python_{i}.png"
         hyrt.save_png(image, py_png)
         assert py_png.read_bytes() == path.read_bytes()
+
+
+def _picture(w=64, h=64):
+    """A picture with gradients and a red block."""
+    image = Image.new("RGB", (w, h))
+    image.putdata([(250, 30, 20) if w // 3 < x < 2 * w // 3 and h // 4 < y < h // 2
+                   else (x * 255 // w, 60, y * 255 // h) for y in range(h) for x in range(w)])
+    return image
+
+
+def _mask(w=64, h=64):
+    """White (repaint) on the left half."""
+    mask = Image.new("L", (w, h))
+    mask.putdata([255 if x < w // 2 else 0 for y in range(h) for x in range(w)])
+    return mask
+
+
+def test_img2img_and_inpainting(pipe, tmp_path):
+    picture = _picture(72, 60)
+    i2i = dict(FAST, width=0, height=0, strength=0.5)
+    image = pipe(PROMPT, image=picture, **i2i)[0]
+    assert image.size == (72, 60)  # the picture's size (a multiple of the VAE factor)
+    assert "Denoising strength: 0.5" in image.info["parameters"]
+    assert image.tobytes() != pipe(PROMPT, **dict(FAST, width=72, height=60))[0].tobytes()
+    # The same picture as PNG bytes, as a path and with an alpha channel: the same result.
+    buf = io.BytesIO()
+    picture.save(buf, format="PNG")
+    assert pipe(PROMPT, image=buf.getvalue(), **i2i)[0].tobytes() == image.tobytes()
+    picture.save(tmp_path / "pic.png")
+    assert pipe(PROMPT, image=tmp_path / "pic.png", **i2i)[0].tobytes() == image.tobytes()
+    rgba = picture.convert("RGBA")
+    rgba.putalpha(7)
+    assert pipe(PROMPT, image=rgba, **i2i)[0].tobytes() == image.tobytes()
+    inpainted = pipe(PROMPT, image=picture, mask_image=_mask(), **dict(FAST, strength=0.75))[0]
+    assert inpainted.size == (64, 64)
+    assert inpainted.tobytes() != image.tobytes()
+
+
+def test_img2img_from_arrays(pipe):
+    np = pytest.importorskip("numpy")
+    picture = _picture()
+    from_pil = pipe(PROMPT, image=picture, mask_image=_mask(), **dict(FAST, strength=0.75))[0]
+    from_arrays = pipe(PROMPT, image=np.asarray(picture), mask_image=np.asarray(_mask()),
+                       **dict(FAST, strength=0.75))[0]
+    assert from_arrays.tobytes() == from_pil.tobytes()
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, image=np.zeros((8, 8, 3), dtype=np.float32), **FAST)
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(mask_image=_mask()),
+    dict(image=_picture(), strength=0.0),
+    dict(image=_picture(), strength=1.5),
+    dict(image=_picture(), strength=0.1),  # 4 steps x 0.1 leaves no step
+    dict(image=_picture(), strength="high"),
+    dict(image=b"not an image"),
+    dict(image=42),
+])
+def test_bad_img2img_arguments_raise_value_error(pipe, kwargs):
+    with pytest.raises(hyrt.InvalidArgument) as info:
+        pipe(PROMPT, **dict(FAST, **kwargs))
+    assert isinstance(info.value, ValueError)
+    assert str(info.value)
+
+
+@pytest.mark.parametrize("masked", [False, True], ids=["img2img", "inpainting"])
+def test_img2img_parity_with_cli(pipe, tmp_path, masked):
+    """`hyrt generate --init-image --strength [--mask]` and Python give the same PNG."""
+    cli = os.environ.get("HYRT_CLI")
+    if not cli:
+        pytest.skip("HYRT_CLI is not set (the path of the hyrt CLI built from this checkout)")
+    _picture(80, 72).save(tmp_path / "pic.png")
+    _mask(40, 36).save(tmp_path / "mask.png")
+    args = ["--init-image", str(tmp_path / "pic.png"), "--strength", "0.5", "--steps", "4",
+            "--sampler", "ddim", "--cfg-scale", "5", "-s", "1"]
+    kwargs = dict(FAST, width=0, height=0, image=tmp_path / "pic.png", strength=0.5)
+    if masked:
+        args += ["--mask", str(tmp_path / "mask.png")]
+        kwargs["mask_image"] = tmp_path / "mask.png"
+    subprocess.run([cli, "generate", "-m", pipe.model_path, "-p", PROMPT, *args,
+                    "-o", str(tmp_path / "cli.png")], check=True, capture_output=True)
+    image = pipe(PROMPT, **kwargs)[0]
+    hyrt.save_png(image, tmp_path / "python.png")
+    assert (tmp_path / "python.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
