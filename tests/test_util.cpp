@@ -7,6 +7,10 @@
 #include <cstring>
 #include <random>
 
+#include "core/error.h"
+#include "weights/checkpoint.h"
+#include "weights/safetensors.h"
+
 namespace hyrt::test {
 
 std::vector<float> random_floats(size_t n, uint64_t seed, float scale) {
@@ -73,6 +77,33 @@ void expect_only_range_written(const std::vector<uint8_t>& bytes, size_t offset,
       << "written after the workspace";
   EXPECT_FALSE(std::all_of(bytes.begin() + offset, bytes.begin() + offset + size, poisoned))
       << "the workspace was not used";
+}
+
+void write_test_lora(const std::filesystem::path& model, const std::filesystem::path& out) {
+  auto ck = weights::Checkpoint::open(model);
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  uint64_t seed = 12345;
+  for (weights::Component c : {weights::Component::kUNet, weights::Component::kTextEncoder}) {
+    for (const std::string& n : ck->names(c)) {
+      const bool attn = n.find(".to_q.weight") != std::string::npos ||
+                        n.find(".to_v.weight") != std::string::npos ||
+                        n.find(".q_proj.weight") != std::string::npos;
+      if (!attn) continue;
+      const Shape s = ck->info(n).shape;
+      const std::string module = n.substr(0, n.size() - 7);  // no ".weight"
+      const std::string comp(weights::component_name(c));
+      std::string key = (c == weights::Component::kUNet ? "lora_unet_" : "lora_te_") +
+                        module.substr(comp.size() + 1);
+      std::replace(key.begin(), key.end(), '.', '_');
+      tensors.emplace_back(key + ".lora_down.weight", random_tensor({2, s[1]}, seed++, 0.5f));
+      tensors.emplace_back(key + ".lora_up.weight", random_tensor({s[0], 2}, seed++, 0.5f));
+    }
+  }
+  std::vector<std::pair<std::string, TensorView>> views;
+  for (const auto& [n, t] : tensors)
+    views.emplace_back(n, t.view());
+  HYRT_CHECK(!views.empty(), kInvalidArgument, model.string(), " has no attention projections");
+  weights::write_safetensors(out, views);
 }
 
 }  // namespace hyrt::test

@@ -29,6 +29,10 @@ void poison(void* data, size_t bytes);
 // [offset, offset + size) — a kernel's workspace — and something was written there.
 void expect_only_range_written(const std::vector<uint8_t>& bytes, size_t offset, size_t size);
 
+// Writes a random kohya LoRA (rank 2, values in ±0.5) on every to_q, to_v (UNet) and q_proj
+// (text encoder) of the checkpoint `model` to `out`: enough to change its pictures visibly.
+void write_test_lora(const std::filesystem::path& model, const std::filesystem::path& out);
+
 // ../shared (HYRT_SHARED_DIR) if it exists; tests that need it GTEST_SKIP() otherwise.
 std::optional<std::filesystem::path> shared_dir();
 std::optional<std::filesystem::path> golden_dir(const char* model = "sd15-tiny");

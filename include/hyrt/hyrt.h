@@ -64,6 +64,9 @@ struct RuntimeOptions {
   // How long a batch that still has room waits for more calls before it starts, in ms. 0: no
   // added latency; batches form from the calls that queued while the previous one ran.
   int batch_wait_ms = 0;
+  // Where the prompt's LoRA tags, <lora:NAME:MULT>, find NAME.safetensors (empty: tags are
+  // refused).
+  std::string lora_dir;
 };
 
 // What a Runtime's executor has done so far (for monitoring, e.g. hyrt serve's /metrics).
@@ -127,6 +130,19 @@ struct GenerateOptions {
   // caller unchanged.
   std::function<void(int step, int total)> on_step;
   CancelToken cancel;  // a fresh token: never cancelled unless someone holds a copy
+
+  // LoRAs for this call: .safetensors files in the kohya / A1111 or diffusers / PEFT format,
+  // each with its multiplier, applied at run time beside the model's weights (which stay as
+  // stored: an int8 model stays int8). The prompt's A1111 tags <lora:NAME:MULT> (MULT default
+  // 1) add RuntimeOptions::lora_dir/NAME.safetensors; the tags are not encoded but stay in
+  // Image::parameters. Files are read once and kept while the Runtime lives (a changed file is
+  // read again). A LoRA that does not fit the model (another architecture) throws
+  // InvalidArgument naming it. Calls batch together only with the same LoRAs.
+  struct Lora {
+    std::string path;
+    float multiplier = 1.0f;
+  };
+  std::vector<Lora> loras;
 
   // img2img and inpainting (diffusers' StableDiffusionImg2ImgPipeline and
   // StableDiffusionInpaintPipeline; what `hyrt generate --init-image --strength --mask` does).

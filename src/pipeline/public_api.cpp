@@ -11,9 +11,11 @@
 // Progress goes back to the calling thread, which runs the user's on_step there.
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <thread>
 
@@ -23,6 +25,7 @@
 #include "hyrt/hyrt.h"
 #include "pipeline/image_io.h"
 #include "pipeline/init_image.h"
+#include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
 
 namespace hyrt {
@@ -35,6 +38,8 @@ struct Call {
   Model::Impl* model = nullptr;  // alive: its caller waits in generate(), or ~Model waits for
                                  // the executor the worker holds
   pipeline::Txt2ImgParams params;
+  std::string prompt;                  // as given, LoRA tags included (for the parameters)
+  std::vector<std::string> lora_list;  // "name:multiplier" of GenerateOptions::loras
   std::atomic<bool> abandoned{false};  // the caller has left (its on_step threw)
 
   std::mutex mutex;
@@ -85,6 +90,30 @@ struct Runtime::Impl {
   RuntimeStats stats;                       // guarded by queue_mutex
   bool stopping = false;                    // guarded by queue_mutex
   std::thread worker;                       // started by the first generate()
+
+  // LoRA files read so far, by path, with the size and time they had then (a changed file is
+  // read again). Guarded by lora_mutex.
+  std::string lora_dir;
+  struct LoraEntry {
+    std::shared_ptr<const weights::LoraFile> file;
+    std::uintmax_t size = 0;
+    std::filesystem::file_time_type mtime;
+  };
+  std::mutex lora_mutex;
+  std::map<std::string, LoraEntry> loras;
+
+  std::shared_ptr<const weights::LoraFile> lora_file(const std::string& path) {
+    std::error_code ec;
+    const auto size = std::filesystem::file_size(path, ec);
+    const auto mtime = std::filesystem::last_write_time(path, ec);
+    std::lock_guard<std::mutex> lock(lora_mutex);
+    auto it = loras.find(path);
+    if (!ec && it != loras.end() && it->second.size == size && it->second.mtime == mtime)
+      return it->second.file;
+    auto file = weights::LoraFile::open(path);
+    if (!ec) loras[path] = {file, size, mtime};
+    return file;
+  }
 
   explicit Impl(const exec::EngineOptions& o) : engine(o) {}
   ~Impl() {
@@ -247,6 +276,7 @@ Runtime::Runtime(const RuntimeOptions& options) {
   impl_->cache_bytes = options.cache_bytes > 0 ? options.cache_bytes : default_cache_bytes();
   impl_->max_batch = options.max_batch;
   impl_->batch_wait = std::chrono::milliseconds(options.batch_wait_ms);
+  impl_->lora_dir = options.lora_dir;
 }
 Runtime::~Runtime() = default;
 Runtime::Runtime(Runtime&&) noexcept = default;
@@ -305,7 +335,30 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   HYRT_CHECK(!o.mask || o.init_image, kInvalidArgument,
              "a mask needs an init_image (the picture to repaint)");
   pipeline::Txt2ImgParams p;
-  p.prompt = o.prompt;
+  // LoRAs: the options' and the prompt's tags (read here, on the calling thread).
+  pipeline::PromptLoras tags = pipeline::extract_lora_tags(o.prompt);
+  p.prompt = std::move(tags.prompt);
+  std::vector<weights::LoraUse> loras;
+  std::vector<std::string> lora_list;
+  for (const GenerateOptions::Lora& l : o.loras) {
+    HYRT_CHECK(std::isfinite(l.multiplier), kInvalidArgument, "LoRA '", l.path,
+               "': the multiplier is not a finite number");
+    HYRT_CHECK(std::filesystem::is_regular_file(l.path), kInvalidArgument, "LoRA '", l.path,
+               "': no such file");
+    loras.push_back({impl_->runtime->lora_file(l.path), l.multiplier});
+    lora_list.push_back(str_cat(std::filesystem::path(l.path).stem().string(), ":", l.multiplier));
+  }
+  for (const pipeline::LoraTag& t : tags.loras) {
+    const std::string& dir = impl_->runtime->lora_dir;
+    HYRT_CHECK(!dir.empty(), kInvalidArgument, "the prompt names the LoRA '", t.name,
+               "' but RuntimeOptions::lora_dir is not set");
+    std::filesystem::path file = std::filesystem::path(dir) / t.name;
+    if (file.extension() != ".safetensors") file += ".safetensors";
+    HYRT_CHECK(std::filesystem::is_regular_file(file), kInvalidArgument,
+               "the prompt names the LoRA '", t.name, "', but there is no ", file.string());
+    loras.push_back({impl_->runtime->lora_file(file.string()), t.multiplier});
+  }
+  p.loras = std::move(loras);
   p.negative_prompt = o.negative_prompt;
   // img2img without a size: the picture's, rounded down to the VAE factor (diffusers'
   // get_default_height_width, as `hyrt generate --init-image` does).
@@ -336,6 +389,8 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
 
   auto call = std::make_shared<Call>();
   call->model = impl_.get();
+  call->prompt = o.prompt;
+  call->lora_list = std::move(lora_list);
   Call* c = call.get();  // the worker holds `call` while params' callbacks can run
   p.on_step = [c](int step, int total) {
     {
@@ -379,7 +434,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   const pipeline::Txt2ImgResult& r = call->outcome.result;
 
   pipeline::GenerationParameters gp;
-  gp.prompt = q.prompt;
+  gp.prompt = call->prompt;  // verbatim, LoRA tags included (as A1111 records it)
   gp.negative_prompt = q.negative_prompt.value_or("");
   gp.steps = q.steps;
   gp.sampler = std::string(pipeline::sampler_display_name(q.sampler));
@@ -389,6 +444,12 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   gp.height = q.height;
   gp.model = impl_->name;
   if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
+  if (!call->lora_list.empty()) {
+    std::string list;
+    for (const std::string& l : call->lora_list)
+      list += (list.empty() ? "" : ", ") + l;
+    gp.extra.emplace_back("LoRA", list);  // GenerateOptions::loras (tags stay in the prompt)
+  }
   gp.extra.emplace_back("Version", "hyrt");
   const size_t pixels = static_cast<size_t>(q.width) * q.height * 3;
   std::vector<Image> out;

@@ -137,9 +137,18 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
 bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b) {
   // One loop runs every lane: the same latent shape, the same timesteps, guidance for all or
   // none. img2img / inpainting and release_stages stay lone calls.
+  // The same LoRAs (the UNet's adapters are per model, not per row).
+  auto same_loras = [](const std::optional<std::vector<weights::LoraUse>>& x,
+                       const std::optional<std::vector<weights::LoraUse>>& y) {
+    if (!x || !y) return !x && !y;
+    return std::equal(x->begin(), x->end(), y->begin(), y->end(),
+                      [](const weights::LoraUse& u, const weights::LoraUse& v) {
+                        return u.file == v.file && u.multiplier == v.multiplier;
+                      });
+  };
   return a.width == b.width && a.height == b.height && a.steps == b.steps &&
          a.sampler == b.sampler && (a.cfg_scale > 1.0f) == (b.cfg_scale > 1.0f) && !a.init &&
-         !b.init && !a.release_stages && !b.release_stages;
+         !b.init && !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras);
 }
 
 namespace {
@@ -457,6 +466,17 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
                  "-channel latents: an inpainting model, which needs a picture and a mask");
     } catch (...) {
       l.fail();
+    }
+  }
+
+  // The LoRAs every lane shares (can_batch_together): a LoRA that does not fit the model fails
+  // them all.
+  if (requests[0]->loras) {
+    try {
+      model.set_loras(*requests[0]->loras);
+    } catch (...) {
+      for (Lane& l : lanes)
+        if (l.alive()) l.fail();
     }
   }
 

@@ -78,6 +78,10 @@ struct Txt2ImgParams {
   // an inpainting UNet at strength 1, which does not use it), the noise, then with a mask the
   // masked picture's latent sample.
   std::optional<InitImage> init;
+  // LoRAs for this call (DiffusionModel::set_loras before the text encoders; an empty list
+  // removes them); nullopt leaves the model's LoRAs as they are. Calls batch together only with
+  // the same LoRAs.
+  std::optional<std::vector<weights::LoraUse>> loras;
   // Free each model stage (text encoder, VAE encoder, UNet) once this call is done with it, so the
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).

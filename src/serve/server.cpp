@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -509,6 +510,26 @@ struct Server::Impl {
                 refresh_catalogue();
                 reply(res, 200, json::object());
               }));
+    // A1111's Lora extension: the LoRAs prompts may name (<lora:NAME:MULT>).
+    http.Get("/sdapi/v1/loras", handler([this](const auto&, auto& res) {
+               json list = json::array();
+               const std::string& dir = opt.runtime.lora_dir;
+               std::error_code ec;
+               if (!dir.empty() && std::filesystem::is_directory(dir, ec)) {
+                 std::vector<std::filesystem::path> files;
+                 for (const auto& e : std::filesystem::directory_iterator(dir, ec))
+                   if (e.path().extension() == ".safetensors") files.push_back(e.path());
+                 std::sort(files.begin(), files.end());
+                 for (const auto& f : files)
+                   list.push_back({{"name", f.stem().string()},
+                                   {"alias", f.stem().string()},
+                                   {"path", f.string()},
+                                   {"metadata", json::object()}});
+               }
+               reply(res, 200, list);
+             }));
+    http.Post("/sdapi/v1/refresh-loras",
+              handler([](const auto&, auto& res) { reply(res, 200, json::object()); }));
     http.Get("/sdapi/v1/samplers",
              handler([](const auto&, auto& res) { reply(res, 200, samplers_json()); }));
     http.Get(

@@ -15,6 +15,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -32,6 +33,7 @@
 #include "hyrt/hyrt.h"
 #include "pipeline/image_io.h"
 #include "pipeline/txt2img.h"
+#include "test_util.h"
 
 namespace {
 
@@ -478,6 +480,56 @@ TEST_F(Library, Img2ImgCallsRunAloneBesideBatchedOnes) {
   const hyrt::RuntimeStats stats = rt.stats();
   EXPECT_EQ(stats.calls, 3);
   EXPECT_GE(stats.batches, 2);  // the img2img call alone
+}
+
+// LoRAs through GenerateOptions::loras and the prompt's <lora:NAME:MULT> tags give the same
+// picture, change it, and are gone again in a call without them; the tag stays in the
+// parameters; one that does not fit the model is refused.
+TEST_F(Library, LorasFromOptionsAndPromptTags) {
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("hyrt_lora_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  hyrt::test::write_test_lora(bundled("shapes-int8.safetensors"), dir / "style.safetensors");
+  hyrt::RuntimeOptions ro = runtime_options();
+  ro.lora_dir = dir.string();
+  hyrt::Runtime rt(ro);
+  hyrt::Model shapes = rt.load(bundled("shapes-int8.safetensors"));
+  const hyrt::GenerateOptions plain = options_of({1, 32, 32, "ddim", 9, 3, "a red circle"});
+  const hyrt::Image a = shapes.generate(plain).front();
+  hyrt::GenerateOptions with = plain;
+  with.loras = {{(dir / "style.safetensors").string(), 0.8f}};
+  const hyrt::Image b = shapes.generate(with).front();
+  EXPECT_FALSE(a.rgb == b.rgb) << "the LoRA changed nothing";
+  EXPECT_NE(b.parameters.find("style:0.8"), std::string::npos) << b.parameters;
+  hyrt::GenerateOptions tagged = plain;
+  tagged.prompt = "a red circle <lora:style:0.8>";
+  const hyrt::Image c = shapes.generate(tagged).front();
+  EXPECT_TRUE(c.rgb == b.rgb) << "a prompt tag differs from GenerateOptions::loras";
+  EXPECT_NE(c.parameters.find("a red circle <lora:style:0.8>\n"), std::string::npos)
+      << c.parameters;
+  EXPECT_TRUE(shapes.generate(plain).front().rgb == a.rgb) << "the LoRA stayed applied";
+
+  hyrt::GenerateOptions bad = plain;
+  bad.prompt = "x <lora:absent>";
+  EXPECT_THROW(shapes.generate(bad), hyrt::Error);
+  bad.prompt = "x <lora:style:abc>";
+  EXPECT_THROW(shapes.generate(bad), hyrt::Error);
+  bad = plain;
+  bad.loras = {{(dir / "none.safetensors").string(), 1.0f}};
+  EXPECT_THROW(shapes.generate(bad), hyrt::Error);
+  // The bundled model's LoRA on the golden model, whose layers are of other sizes.
+  if (std::filesystem::exists(std::filesystem::path(HYRT_SHARED_DIR) / "golden/sd15-tiny/model")) {
+    hyrt::Model other =
+        rt.load((std::filesystem::path(HYRT_SHARED_DIR) / "golden/sd15-tiny/model").string());
+    try {
+      other.generate(with);
+      ADD_FAILURE() << "a LoRA for another model was accepted";
+    } catch (const hyrt::Error& e) {
+      EXPECT_NE(std::string(e.what()).find("do not fit"), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_TRUE(shapes.generate(with).front().rgb == b.rgb) << "a refused LoRA disturbed the next";
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(Library, BadInitImagesAreRefused) {

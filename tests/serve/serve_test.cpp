@@ -21,6 +21,7 @@
 #include "pipeline/image_io.h"
 #include "serve/a1111_api.h"
 #include "serve/server.h"
+#include "test_util.h"
 
 namespace {
 
@@ -402,6 +403,56 @@ TEST_F(ServeTest, Img2ImgBatchAndEcho) {
 
 // Each class of bad input gets its 4xx with a JSON error naming the field; the server keeps
 // serving.
+// LoRAs named in prompts (<lora:NAME:MULT>, found in --lora-dir): listed by /sdapi/v1/loras,
+// drawn as the CLI draws them, refused with a 4xx when absent.
+TEST_F(ServeTest, LorasInPromptsEqualTheCli) {
+  TempDir tmp;
+  hyrt::test::write_test_lora(kModelFile, tmp.path / "style.safetensors");
+  server_.reset();
+  hyrt::serve::ServerOptions o;
+  o.models = {kModelFile};
+  o.port = 0;
+  o.runtime.num_threads = 2;
+  o.runtime.lora_dir = tmp.path.string();
+  o.queue_capacity = 4;
+  server_ = std::make_unique<hyrt::serve::Server>(o);
+  server_->start();
+
+  const json loras = get_json("/sdapi/v1/loras");
+  ASSERT_EQ(loras.size(), 1u) << loras.dump();
+  EXPECT_EQ(loras[0]["name"], "style");
+  const std::string prompt = "a red circle <lora:style:0.7>";
+  json req = small_job();
+  req["prompt"] = prompt;
+  req["sampler_name"] = "DDIM";
+  auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const auto served = hyrt::pipeline::decode_png(
+      hyrt::serve::base64_decode(json::parse(r->body)["images"][0].get<std::string>()));
+  const std::filesystem::path out = tmp.path / "cli.png";
+  const auto run = hyrt::test::run_hyrt("generate -m " + kModelFile + " -p \"" + prompt +
+                                        "\" -t 2 -s 7 --steps 3 -W 64 -H 64 --sampler ddim "
+                                        "--lora-dir " +
+                                        tmp.path.string() + " -o " + out.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto wrote = hyrt::pipeline::read_png(out);
+  EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "the server's LoRA picture differs";
+  EXPECT_EQ(served.text, wrote.text);
+  req["prompt"] = "a red circle";
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  const auto plain = hyrt::pipeline::decode_png(
+      hyrt::serve::base64_decode(json::parse(r->body)["images"][0].get<std::string>()));
+  EXPECT_FALSE(plain.image.pixels == served.image.pixels) << "the LoRA changed nothing";
+  req["prompt"] = "a red circle <lora:absent:1>";
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  EXPECT_GE(r->status, 400);
+  EXPECT_LT(r->status, 500);
+  EXPECT_NE(r->body.find("absent"), std::string::npos) << r->body;
+}
+
 TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
   struct Case {
     std::string path;

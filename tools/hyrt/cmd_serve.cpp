@@ -28,6 +28,7 @@ struct ServeArgs {
   int max_steps = 150;
   int max_batch = 1;
   int batch_wait_ms = 0;
+  std::string lora_dir;
 };
 
 void run(const ServeArgs& a) {
@@ -42,6 +43,7 @@ void run(const ServeArgs& a) {
   o.runtime.device = a.device;
   o.runtime.max_batch = a.max_batch;
   o.runtime.batch_wait_ms = a.batch_wait_ms;
+  o.runtime.lora_dir = a.lora_dir;
   o.load.config_dir = a.config_dir;
   o.queue_capacity = a.queue;
   o.max_body_bytes = a.max_body_kib * 1024;
@@ -101,6 +103,10 @@ CommandRegistrar reg(15, [](CLI::App& app) {
   c->add_option("--max-steps", a->max_steps, "Most denoising steps a request may ask for")
       ->check(CLI::Range(1, 10000))
       ->capture_default_str();
+  c->add_option("--lora-dir", a->lora_dir,
+                "Folder of LoRA .safetensors files that prompts name as <lora:NAME:MULT> (A1111's "
+                "syntax); GET /sdapi/v1/loras lists them (default $HYRT_LORA_DIR)")
+      ->envname("HYRT_LORA_DIR");
   c->add_option("--max-batch", a->max_batch,
                 "Run up to this many txt2img jobs at once and let requests that wait together "
                 "(same model, size, steps, sampler, guidance on/off) share one UNet batch of up "
