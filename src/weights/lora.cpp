@@ -221,8 +221,10 @@ bool is_lora_up_name(std::string_view weight_name) {
 }
 
 LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
-                         const LoraTargetIndex& targets)
+                         const LoraTargetIndex& targets, DType adapter_dtype)
     : base_(base) {
+  HYRT_CHECK(adapter_dtype == DType::kF32 || adapter_dtype == DType::kF16, kInvalidArgument,
+             "LoRA adapters are kept in f32 or f16, not ", dtype_name(adapter_dtype));
   // Per target module: the (down, up, scale) of each LoRA on it, in the order given.
   struct Piece {
     const LoraModule* m;
@@ -333,6 +335,16 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
             up[o * b.rank + r0 + j] = v;
           }
         r0 += r;
+      }
+      if (adapter_dtype == DType::kF16) {
+        for (Tensor* t : {&b.down, &b.up}) {
+          const float* v = t->as<float>();
+          for (int64_t k = 0; k < t->numel(); ++k)
+            b.finite &= std::abs(v[k]) <= 65504.0f;  // else infinite in f16
+          Tensor h(DType::kF16, t->shape(), "a LoRA adapter");
+          convert_from_f32(v, DType::kF16, h.data(), static_cast<size_t>(t->numel()));
+          *t = std::move(h);
+        }
       }
     }
   });

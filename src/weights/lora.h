@@ -115,9 +115,9 @@ bool is_lora_up_name(std::string_view weight_name);
 // (same view, same scales, same generation_of — so packed and resident copies are shared
 // with the plain model), plus per adapted module an f32 down and up tensor: the LoRAs on that
 // module stacked along the rank (down rows, up columns), each up scaled by its multiplier ·
-// alpha / rank. Shapes follow the target: a linear's down [R, in] and up [out, R]; a
-// convolution's down [R, in, kh, kw] (the LoRA's kernel: 1×1 or the layer's own) and up
-// [out, R, 1, 1]. A module whose LoRAs all have multiplier 0 is left out.
+// alpha / rank, in `adapter_dtype`. Shapes follow the target: a linear's down [R, in] and up [out,
+// R]; a convolution's down [R, in, kh, kw] (the LoRA's kernel: 1×1 or the layer's own) and up [out,
+// R, 1, 1]. A module whose LoRAs all have multiplier 0 is left out.
 //
 // Throws kInvalidArgument when a LoRA's keys match no layer of the model (naming a few),
 // when some do not match (naming them: a LoRA for another architecture), or when a matched
@@ -126,8 +126,11 @@ bool is_lora_up_name(std::string_view weight_name);
 // Lifetime: `base` and the LoraFiles' mappings (kept alive by the shared_ptrs) must outlive it.
 class LoraWeights final : public WeightSource {
  public:
+  // `adapter_dtype` (f32 or f16) is what the adapters are kept in: f32 for a model that runs in
+  // f32 (exact), f16 for a 16-bit or int8 one (half the memory, ~ the file's size; the rounding
+  // is far below the model's own).
   LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
-              const LoraTargetIndex& targets);
+              const LoraTargetIndex& targets, DType adapter_dtype = DType::kF32);
 
   TensorView get(std::string_view name) const override;
   bool contains(std::string_view name) const override;

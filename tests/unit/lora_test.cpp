@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "core/half.h"
 #include "test_util.h"
 #include "weights/memory_weights.h"
 
@@ -110,6 +111,14 @@ TEST(Lora, StacksAndScalesAsTheRuleSays) {
   EXPECT_EQ(lw.generation_of(lora_up_name(kToQ)), lw.generation());
   EXPECT_NE(lw.generation(), m.w.generation());
   EXPECT_FALSE(lw.signature().empty());
+
+  // f16 adapters (a 16-bit or int8 model): the same values, rounded.
+  LoraWeights half_precision(m.w, uses, *m.index, DType::kF16);
+  const TensorView up16 = half_precision.get(lora_up_name(kToQ));
+  ASSERT_EQ(up16.dtype, DType::kF16);
+  for (int64_t i = 0; i < up16.numel(); ++i)
+    EXPECT_NEAR(f16_to_f32(up16.as<uint16_t>()[i]), up.as<float>()[i],
+                1e-3f * std::abs(up.as<float>()[i]) + 1e-7f);
 
   // Multiplier 0 leaves a module out; another multiplier keeps the signature.
   const LoraUse half[] = {{kohya, 0.25f}, {peft, 1.0f}};
