@@ -1,7 +1,8 @@
 // kConv2d: oneDNN forward-inference convolution, NHWC source and destination (hyrt's
 // activation layout, so no activation reorders), weights stored OIHW and reordered once at
 // prepare into the blocked layout oneDNN prefers for this shape (format_tag::any).
-// The primitive for a shape is shared through ProgramCache; packed weights are per node.
+// The primitive for a shape is shared through ProgramCache; the packed weights and the bias
+// through the backend's WeightCache (one copy per weight and layout, weight_cache.h).
 #include <dnnl.hpp>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -26,35 +27,39 @@ class Conv2dKernel final : public Kernel {
               false};
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
-    const float* w_f32 = stage_weight_f32(ctx, 1);
-    const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
     packed_desc_ = program_->pd.weights_desc();
-    packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
-    memory stored_mem(stored, dnnl_engine(), const_cast<float*>(w_f32));
-    memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
-    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
-    dnnl_stream().wait();
-    if (shape_.bias) bias_ = load_weight_f32(ctx, 2);
+    packed_weights_ = shared_weight(
+        ctx, 1, "f32 packed", packed_desc_,
+        [&] {
+          const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
+          return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
+                              ctx.node.name + " packed weights");
+        },
+        &held_bytes_);
+    if (shape_.bias) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = attrs.epilogue;
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
-                   packed_weights_.data(), bias_);
+                   packed_weights_->data(), bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
                           GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
-  size_t held_bytes() const override { return packed_weights_.size() + bias_.size(); }
+  // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
+  // it made in a layout for this shape (weight_cache.h, Accounting).
+  size_t held_bytes() const override { return held_bytes_; }
 
  private:
   ConvShape shape_{};
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;
-  AlignedBuffer packed_weights_;
-  AlignedBuffer bias_;
+  SharedBuffer packed_weights_;  // in packed_desc_
+  SharedBuffer bias_;            // f32 [Cout] or null
+  size_t held_bytes_ = 0;
 };
 
 }  // namespace

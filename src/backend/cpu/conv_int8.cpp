@@ -14,6 +14,8 @@
 // W8: f32 convolution on the unscaled integers q, widened at run time from an s8 copy in
 //   oneDNN's packed f32 layout; epilogue y = acc · s[co] + bias[co].
 //   Scratch: one packed f32 layer (≈ 4·Co·Ci·kh·kw bytes).
+// The packed weights, scales and bias are shared through the backend's WeightCache, keyed
+// as in gemm_int8.cpp (weight_cache.h).
 #include <dnnl.hpp>
 
 #include "backend/cpu/int8_common.h"
@@ -50,16 +52,17 @@ class Conv2dInt8Kernel final : public Kernel {
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
     col_scale_ = std::move(w.scale);
 
-    const memory::desc stored({ws[0], ws[1], ws[2], ws[3]}, dt::s8, tag::oihw);
     packed_desc_ = program_->pd.weights_desc();
     const memory::desc packed_s8 = shape_.s8 ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
-    packed_ = AlignedBuffer(packed_s8.get_size(), ctx.node.name + " packed s8 weights");
-    memory stored_mem(stored, dnnl_engine(), const_cast<int8_t*>(w.q));
-    memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
-    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
-    dnnl_stream().wait();
-    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    packed_ = shared_weight(
+        ctx, 1, shape_.s8 ? "s8 packed for w8a8" : "s8 twin for w8", packed_s8,
+        [&] {
+          const memory::desc stored({ws[0], ws[1], ws[2], ws[3]}, dt::s8, tag::oihw);
+          return pack_weights(stored, w.q, packed_s8, ctx.node.name + " packed s8 weights");
+        },
+        &held_bytes_);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = attrs.epilogue;
   }
 
@@ -67,7 +70,7 @@ class Conv2dInt8Kernel final : public Kernel {
     const int64_t in_elems = shape_.batch * shape_.height * shape_.width * shape_.in_channels;
     const int64_t pixels = shape_.batch * shape_.out_height * shape_.out_width;
     HYRT_ASSERT(inputs[0].numel() == in_elems && output.numel() == pixels * shape_.out_channels);
-    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const float* bias = bias_ ? bias_->as<float>() : nullptr;
     const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();
     if (shape_.s8) {
@@ -80,27 +83,29 @@ class Conv2dInt8Kernel final : public Kernel {
         a[b] = quantize_tensor_s8(x + b * per_sample_in, per_sample_in, q + b * per_sample_in);
       // acc s32 NHWC lands in the output's bytes and is rewritten there as f32.
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
-                     packed_.data(), AlignedBuffer());
+                     packed_->data(), nullptr);
       const int64_t per_sample_out = per_sample_px * shape_.out_channels;
       for (int64_t b = 0; b < shape_.batch; ++b) {
         GemmEpilogueArgs sample = epilogue;
         if (sample.residual) sample.residual += b * per_sample_out;
         dequant_epilogue<int32_t>(output.as<float>() + b * per_sample_out, per_sample_px,
-                                  shape_.out_channels, nullptr, a[b], col_scale_.as<float>(), bias,
+                                  shape_.out_channels, nullptr, a[b], col_scale_->as<float>(), bias,
                                   sample);
       }
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
-      widen_s8_to_f32(packed_.as<int8_t>(), wf, packed_s8_elems_);
+      widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
-                     packed_desc_, wf, AlignedBuffer());
+                     packed_desc_, wf, nullptr);
       dequant_epilogue<float>(output.data, pixels, shape_.out_channels, nullptr, 1.0f,
-                              col_scale_.as<float>(), bias, epilogue);
+                              col_scale_->as<float>(), bias, epilogue);
     }
   }
 
-  size_t held_bytes() const override { return packed_.size() + col_scale_.size() + bias_.size(); }
+  // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
+  // it made in a layout for this shape (weight_cache.h, Accounting).
+  size_t held_bytes() const override { return held_bytes_; }
 
  private:
   ConvShape shape_{};
@@ -108,9 +113,10 @@ class Conv2dInt8Kernel final : public Kernel {
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
-  AlignedBuffer packed_;
-  AlignedBuffer col_scale_;  // f32 [Co]
-  AlignedBuffer bias_;       // f32 [Co] or empty
+  SharedBuffer packed_;          // W8A8: in packed_desc_; W8: in its s8 twin
+  SharedBuffer col_scale_;       // f32 [Co]
+  SharedBuffer bias_;            // f32 [Co] or null
+  size_t held_bytes_ = 0;
 };
 
 }  // namespace

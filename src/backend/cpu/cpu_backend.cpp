@@ -15,7 +15,10 @@
 namespace hyrt::backend {
 namespace cpu {
 
-AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i) {
+namespace {
+
+// The stored tensor of weight input `i`, checked against the graph's value.
+TensorView stored_weight(const PrepareContext& ctx, size_t i) {
   const ir::Value& v = ctx.input(i);
   HYRT_ASSERT(v.kind == ir::ValueKind::kWeight, "input ", i, " of '", ctx.node.name,
               "' is not a weight");
@@ -23,21 +26,61 @@ AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i) {
   HYRT_CHECK(stored.shape == v.shape && stored.dtype == v.dtype, kInvalidModel, "weight '", v.name,
              "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(), " but node '",
              ctx.node.name, "' expects ", dtype_name(v.dtype), v.shape.to_string());
-  const size_t n = static_cast<size_t>(v.shape.numel());
-  AlignedBuffer out(std::max<size_t>(n, 1) * sizeof(float),
-                    str_cat("an f32 copy of weight '", v.name, "'"));
-  convert_to_f32(stored.dtype, stored.data, out.as<float>(), n);
+  return stored;
+}
+
+SharedBuffer cached(const PrepareContext& ctx, std::string_view name, const TensorView& stored,
+                    std::string_view form, const dnnl::memory::desc& layout,
+                    const std::function<AlignedBuffer()>& make, size_t* held_bytes = nullptr) {
+  // The form names the stored bytes too (weight_cache.h: a guard against a replaced tensor).
+  const std::string what = str_cat(form, " of ", dtype_name(stored.dtype), stored.shape.to_string(),
+                                   " at ", reinterpret_cast<uintptr_t>(stored.data));
+  WeightCache::Lookup got =
+      ctx.weight_cache.get_or_make({ctx.weights.generation_of(name), name, what, layout}, make);
+  if (got.extra_layout && held_bytes) *held_bytes += got.buffer->size();
+  return std::move(got.buffer);
+}
+
+}  // namespace
+
+SharedBuffer shared_weight(const PrepareContext& ctx, size_t i, std::string_view form,
+                           const dnnl::memory::desc& layout,
+                           const std::function<AlignedBuffer()>& make, size_t* held_bytes) {
+  const TensorView stored = stored_weight(ctx, i);
+  return cached(ctx, ctx.input(i).name, stored, form, layout, make, held_bytes);
+}
+
+SharedBuffer shared_weight_data(const PrepareContext& ctx, std::string_view name,
+                                const TensorView& stored, std::string_view form,
+                                const std::function<AlignedBuffer()>& make) {
+  return cached(ctx, name, stored, form, dnnl::memory::desc(), make);
+}
+
+SharedBuffer shared_weight_f32(const PrepareContext& ctx, size_t i) {
+  const TensorView stored = stored_weight(ctx, i);
+  const std::string& name = ctx.input(i).name;
+  return cached(ctx, name, stored, "f32 copy", dnnl::memory::desc(), [&] {
+    const size_t n = static_cast<size_t>(stored.shape.numel());
+    AlignedBuffer out(std::max<size_t>(n, 1) * sizeof(float),
+                      str_cat("an f32 copy of weight '", name, "'"));
+    convert_to_f32(stored.dtype, stored.data, out.as<float>(), n);
+    return out;
+  });
+}
+
+AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
+                           const dnnl::memory::desc& packed, std::string_view what) {
+  AlignedBuffer out(packed.get_size(), what);
+  dnnl::memory stored_mem(stored, dnnl_engine(), const_cast<void*>(data));
+  dnnl::memory packed_mem(packed, dnnl_engine(), out.data());
+  dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
+  dnnl_stream().wait();
   return out;
 }
 
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
   const ir::Value& v = ctx.input(i);
-  HYRT_ASSERT(v.kind == ir::ValueKind::kWeight, "input ", i, " of '", ctx.node.name,
-              "' is not a weight");
-  const TensorView stored = ctx.weights.get(v.name);
-  HYRT_CHECK(stored.shape == v.shape && stored.dtype == v.dtype, kInvalidModel, "weight '", v.name,
-             "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(), " but node '",
-             ctx.node.name, "' expects ", dtype_name(v.dtype), v.shape.to_string());
+  const TensorView stored = stored_weight(ctx, i);
   const size_t n = static_cast<size_t>(v.shape.numel());
   thread_local AlignedBuffer staging;
   if (staging.size() < n * sizeof(float))
@@ -56,7 +99,7 @@ const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
 F32Inputs::F32Inputs(const PrepareContext& ctx) {
   converted_.resize(ctx.node.inputs.size());
   for (size_t i = 0; i < ctx.node.inputs.size(); ++i)
-    if (ctx.input_is_weight(i)) converted_[i] = load_weight_f32(ctx, i);
+    if (ctx.input_is_weight(i)) converted_[i] = shared_weight_f32(ctx, i);
 }
 
 dnnl::engine& dnnl_engine() {
@@ -212,7 +255,7 @@ class CpuBackend final : public Backend {
                                   ProgramCache& cache) override {
     HYRT_CHECK(supports(graph, node), kUnsupported, "cpu backend cannot run node '", node.name,
                "' (", ir::op_name(node.op), ") with these dtypes");
-    const PrepareContext ctx{graph, node, weights, cache};
+    const PrepareContext ctx{graph, node, weights, cache, weight_cache_};
     switch (node.op) {
       case ir::OpKind::kLinear:
         if (ctx.input(1).dtype == DType::kS8) return make_linear_s8_kernel(ctx, int8_mode_);
@@ -250,6 +293,11 @@ class CpuBackend final : public Backend {
     return std::make_unique<CpuMemory>(bytes, what);
   }
 
+  // The weights its kernels keep packed or converted, each counted once (weight_cache.h; the
+  // kernels' held_bytes() count their shape's extra layouts among these too).
+  size_t resident_weight_bytes() const override { return weight_cache_.live_bytes(); }
+  const WeightCache& weight_cache() const { return weight_cache_; }
+
  private:
   // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.
   static Int8Mode usable(Int8Mode mode) {
@@ -258,6 +306,9 @@ class CpuBackend final : public Backend {
 
   Int8Mode int8_mode_;
   int num_threads_ = 0;  // CpuBackendOptions::num_threads
+  // Kernels' packed/converted weights, shared between them (and so between executables).
+  // Outlives every kernel (a Backend outlives its kernels); kernels own the buffers anyway.
+  WeightCache weight_cache_;
 
   static double gemm_flops(const ir::Graph& graph, const ir::Node& node) {
     auto shape = [&](size_t i) -> const Shape& { return graph.value(node.inputs[i]).shape; };
@@ -293,6 +344,14 @@ bool cpu_has_int8_dot_product() {
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options) {
   return std::make_unique<cpu::CpuBackend>(options);
+}
+
+CpuWeightCacheStats cpu_weight_cache_stats(const Backend& backend) {
+  const auto* cpu = dynamic_cast<const cpu::CpuBackend*>(&backend);
+  HYRT_CHECK(cpu != nullptr, kInvalidArgument, "cpu_weight_cache_stats: backend '", backend.name(),
+             "' is not the CPU backend");
+  const cpu::WeightCache::Stats s = cpu->weight_cache().stats();
+  return {s.hits, s.misses, s.extra_layouts, s.entries, s.bytes};
 }
 
 }  // namespace hyrt::backend

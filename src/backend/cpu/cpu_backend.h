@@ -1,8 +1,16 @@
 // The host backend: every IR op on the CPU. GEMM-class ops go through oneDNN (f32 weights,
 // or "8-bit S" s8 weights for linear/conv2d, see Int8Mode); the rest are hyrt's own
 // vectorised, OpenMP-parallel kernels, one file per op family in this folder.
+//
+// Weights: kernels keep the weights they need packed (GEMMs) or converted to f32, in buffers
+// shared by every kernel of the backend that needs the same weight in the same form
+// (cpu/weight_cache.h) — so a second executable of a model (another resolution or batch)
+// packs nothing it already has. Those buffers are counted once, by resident_weight_bytes();
+// a kernel's held_bytes() counts only a pack it made in a further layout for its own shape.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 
 #include "backend/backend.h"
@@ -22,5 +30,20 @@ struct CpuBackendOptions {
 bool cpu_has_int8_dot_product();
 
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
+
+// The CPU backend's shared weights (cpu/weight_cache.h), for tests and reports: how many
+// kernel weight lookups found a buffer already held in the form they needed (hits) or made
+// one (misses, since the backend was made; extra_layouts of them packed a weight in a second
+// layout for a new shape, the bytes kernels count in held_bytes()), and the buffers alive now
+// (bytes = resident_weight_bytes()). Throws kInvalidArgument when `backend` is not a CPU
+// backend.
+struct CpuWeightCacheStats {
+  uint64_t hits = 0;
+  uint64_t misses = 0;
+  uint64_t extra_layouts = 0;
+  size_t entries = 0;
+  size_t bytes = 0;
+};
+CpuWeightCacheStats cpu_weight_cache_stats(const Backend& backend);
 
 }  // namespace hyrt::backend

@@ -8,12 +8,15 @@
 //
 // Weights: a kernel copies (and converts to f32, or packs) every weight it needs at
 // prepare time and ignores the weight views passed to run(), so WeightSource memory is
-// only read during prepare.
+// only read during prepare. Those copies are shared between kernels through the backend's
+// WeightCache (weight_cache.h): a kernel whose weight is already held in the form it needs
+// (by a kernel of this or an earlier executable) takes that buffer and reads nothing.
 #pragma once
 
 #include <omp.h>
 #include <dnnl.hpp>
 
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backend/cpu/weight_cache.h"
 #include "core/buffer.h"
 #include "core/error.h"
 
@@ -31,19 +35,39 @@ struct PrepareContext {
   const ir::Node& node;
   const weights::WeightSource& weights;
   ProgramCache& cache;
+  WeightCache& weight_cache;  // the backend's
 
   const ir::Value& input(size_t i) const { return graph.value(node.inputs.at(i)); }
   const ir::Value& output() const { return graph.value(node.output); }
   bool input_is_weight(size_t i) const { return input(i).kind == ir::ValueKind::kWeight; }
 };
 
-// Reads weight input `i` of the node from the WeightSource and converts it to a new
-// 64-byte-aligned f32 buffer (f32/f16/bf16 stored). Throws kInvalidModel when the stored
-// tensor's shape differs from the graph's.
-AlignedBuffer load_weight_f32(const PrepareContext& ctx, size_t i);
-// The same conversion into a staging buffer reused across prepare() calls (for weights
-// that are packed right away): no fresh pages per layer, so packing a UNet does not page-
-// fault and zero gigabytes of temporaries. Valid until the next call on this thread.
+// Weight input `i` of the node in `form` (packed into `layout`, or the zero descriptor for a
+// plain form), shared through the backend's WeightCache: the live buffer another kernel made
+// for the same weight, form and layout, else what make() returns (make() may read the stored
+// bytes; a hit reads none). When make() packed a layout other than the one(s) already held for
+// this weight and form — a copy for this shape — its bytes are added to *held_bytes (if not
+// null), for the kernel's held_bytes() (weight_cache.h, Accounting). Throws kInvalidModel when
+// the stored tensor's shape or dtype differs from the graph's, hit or miss.
+SharedBuffer shared_weight(const PrepareContext& ctx, size_t i, std::string_view form,
+                           const dnnl::memory::desc& layout,
+                           const std::function<AlignedBuffer()>& make,
+                           size_t* held_bytes = nullptr);
+// The same for a buffer made from `stored`, a tensor the source keeps for weight `name` (its
+// per-row scales): keyed by the name, `form` and the view's address, dtype and shape.
+SharedBuffer shared_weight_data(const PrepareContext& ctx, std::string_view name,
+                                const TensorView& stored, std::string_view form,
+                                const std::function<AlignedBuffer()>& make);
+// Weight input `i` converted to f32 (f32/f16/bf16 stored), 64-byte aligned, shared.
+SharedBuffer shared_weight_f32(const PrepareContext& ctx, size_t i);
+// A new buffer holding `data` (laid out as `stored`) reordered into the `packed` layout, by
+// oneDNN (which also computes whatever extras `packed` asks for, e.g. s8·s8 compensation).
+AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
+                           const dnnl::memory::desc& packed, std::string_view what);
+// Weight input `i` converted to f32 as by shared_weight_f32, but into a staging buffer
+// reused across prepare() calls (for weights that are packed right away): no fresh pages
+// per layer, so packing a UNet does not page-fault and zero gigabytes of temporaries.
+// Valid until the next call on this thread.
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i);
 
 // Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
@@ -54,12 +78,12 @@ class F32Inputs {
   // Converts every weight input of the node to f32 at prepare time.
   explicit F32Inputs(const PrepareContext& ctx);
   const float* get(std::span<const TensorView> inputs, size_t i) const {
-    return i < converted_.size() && !converted_[i].empty() ? converted_[i].as<float>()
-                                                           : inputs[i].as<const float>();
+    return i < converted_.size() && converted_[i] ? converted_[i]->as<float>()
+                                                  : inputs[i].as<const float>();
   }
 
  private:
-  std::vector<AlignedBuffer> converted_;
+  std::vector<SharedBuffer> converted_;  // shared_weight_f32 of each weight input
 };
 
 // The process-wide oneDNN CPU engine, and a stream per OpenMP thread slot (oneDNN
@@ -73,18 +97,18 @@ dnnl::stream& dnnl_stream(int thread_slot = 0);
 void refuse_reference_impl(const std::string& impl_info, const std::string& what);
 
 // Runs a weight-packed oneDNN primitive (matmul or convolution) on dense activations:
-// src -> dst with the weights in `packed_desc` layout at `packed`, plus an optional f32 bias.
+// src -> dst with the weights in `packed_desc` layout at `packed`, plus an optional f32 bias
+// (null: none). oneDNN only reads the weights and bias.
 template <class PrimitiveDesc, class Primitive>
 void execute_packed(const PrimitiveDesc& pd, const Primitive& primitive, void* src, void* dst,
-                    const dnnl::memory::desc& packed_desc, void* packed,
-                    const AlignedBuffer& bias) {
+                    const dnnl::memory::desc& packed_desc, const void* packed, const float* bias) {
   dnnl::engine& eng = dnnl_engine();
   std::unordered_map<int, dnnl::memory> args{
       {DNNL_ARG_SRC, dnnl::memory(pd.src_desc(), eng, src)},
-      {DNNL_ARG_WEIGHTS, dnnl::memory(packed_desc, eng, packed)},
+      {DNNL_ARG_WEIGHTS, dnnl::memory(packed_desc, eng, const_cast<void*>(packed))},
       {DNNL_ARG_DST, dnnl::memory(pd.dst_desc(), eng, dst)}};
-  if (!bias.empty())
-    args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), eng, const_cast<void*>(bias.data())));
+  if (bias)
+    args.emplace(DNNL_ARG_BIAS, dnnl::memory(pd.bias_desc(), eng, const_cast<float*>(bias)));
   primitive.execute(dnnl_stream(), args);
   dnnl_stream().wait();
 }

@@ -196,7 +196,7 @@ class ReshapeKernel final : public Kernel {
 class EmbeddingKernel final : public Kernel {
  public:
   explicit EmbeddingKernel(const PrepareContext& ctx)
-      : table_(load_weight_f32(ctx, 1)),
+      : table_(shared_weight_f32(ctx, 1)),
         vocab_(ctx.input(1).shape[0]),
         width_(ctx.input(1).shape[1]),
         name_(ctx.node.name) {}
@@ -207,7 +207,7 @@ class EmbeddingKernel final : public Kernel {
     for (int64_t i = 0; i < n; ++i)
       HYRT_CHECK(ids[i] >= 0 && ids[i] < vocab_, kInvalidArgument, "node '", name_, "': id ",
                  ids[i], " at position ", i, " is outside the table of ", vocab_, " rows");
-    const float* table = table_.as<float>();
+    const float* table = table_->as<float>();
     float* y = output.as<float>();
     const int64_t c = width_;
     parallel_for(n, std::max<int64_t>(1, kGrainBytes / 4 / c), [&](int64_t i0, int64_t i1) {
@@ -216,10 +216,10 @@ class EmbeddingKernel final : public Kernel {
     });
   }
 
-  size_t held_bytes() const override { return table_.size(); }
+  // held_bytes(): 0 — the table is the WeightCache's (shared with other shapes' kernels).
 
  private:
-  AlignedBuffer table_;  // [V, C] f32
+  SharedBuffer table_;  // [V, C] f32
   int64_t vocab_, width_;
   std::string name_;
 };

@@ -4,8 +4,10 @@
 // per node and the primitive is created with a compile-time M: a runtime M would move
 // oneDNN 2.6 from brgemm to the slower gemm:jit (notes/onednn-2.6.md). The primitive for
 // a (M, N, K, bias) is shared between nodes through ProgramCache under
-// GemmKey::to_string(); the packed weights are per node (format_tag::any lets oneDNN
-// choose the blocked layout its kernel reads fastest; we reorder into it once).
+// GemmKey::to_string(). The packed weights (format_tag::any lets oneDNN choose the blocked
+// layout its kernel reads fastest; we reorder into it once) and the f32 bias are shared
+// through the backend's WeightCache: every node, in any executable, that wants this weight in
+// this layout uses one copy (weight_cache.h).
 #include <dnnl.hpp>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -44,37 +46,41 @@ class LinearKernel final : public Kernel {
     key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
     program_ = matmul_program(ctx.cache, key_, ctx.node.name);
 
-    // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
-    const float* w_f32 = stage_weight_f32(ctx, 1);
-    const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
     packed_desc_ = program_->pd.weights_desc();
-    packed_weights_ = AlignedBuffer(packed_desc_.get_size(), ctx.node.name + " packed weights");
-    memory stored_mem(stored, dnnl_engine(), const_cast<float*>(w_f32));
-    memory packed_mem(packed_desc_, dnnl_engine(), packed_weights_.data());
-    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
-    if (has_bias) bias_ = load_weight_f32(ctx, 2);
-    dnnl_stream().wait();
+    packed_weights_ = shared_weight(
+        ctx, 1, "f32 packed", packed_desc_,
+        [&] {
+          // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+          const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
+          return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
+                              ctx.node.name + " packed weights");
+        },
+        &held_bytes_);
+    if (has_bias) bias_ = shared_weight_f32(ctx, 2);
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
     execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
-                   packed_weights_.data(), bias_);
+                   packed_weights_->data(), bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
                           GemmEpilogueArgs::of(epilogue_, inputs));
   }
 
-  size_t held_bytes() const override { return packed_weights_.size() + bias_.size(); }
+  // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
+  // it made in a layout for this shape (weight_cache.h, Accounting).
+  size_t held_bytes() const override { return held_bytes_; }
 
  private:
   GemmKey key_;
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
-  AlignedBuffer packed_weights_;
-  AlignedBuffer bias_;
+  SharedBuffer packed_weights_;  // in packed_desc_
+  SharedBuffer bias_;            // f32 [N] or null
+  size_t held_bytes_ = 0;
 };
 
 }  // namespace

@@ -23,6 +23,12 @@
 //   y = acc · s[n] + bias[n] (exact: q is integer, so the GEMM sees q exactly).
 //   Resident: the packed s8 weights only. Scratch: one packed f32 layer (≈ 4·N·K bytes),
 //   reused across nodes.
+//
+// Both modes keep their packed weights, scales and bias in the backend's WeightCache
+// (weight_cache.h), shared with every other node and executable that wants the same weight
+// in the same form and layout; the forms say the mode ("s8 packed for w8a8" carries the
+// compensation its layout asks for, "s8 twin for w8" is the f32 layout's s8 twin), and the
+// layout is compared exactly, so a shape whose primitive wants another layout packs anew.
 #include <immintrin.h>
 #include <algorithm>
 
@@ -57,24 +63,25 @@ class LinearInt8Kernel final : public Kernel {
     program_ = matmul_program(ctx.cache, key_, ctx.node.name);
     col_scale_ = std::move(w.scale);
 
-    // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
-    const memory::desc stored({key_.k, key_.n}, dt::s8, tag::ba);
     packed_desc_ = program_->pd.weights_desc();
     // W8A8: the s8 layout (with compensation) the matmul reads; W8: the f32 layout's twin.
     const memory::desc packed_s8 = w8a8_ ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
-    packed_ = AlignedBuffer(packed_s8.get_size(), ctx.node.name + " packed s8 weights");
-    memory stored_mem(stored, dnnl_engine(), const_cast<int8_t*>(w.q));
-    memory packed_mem(packed_s8, dnnl_engine(), packed_.data());
-    dnnl::reorder(stored_mem, packed_mem).execute(dnnl_stream(), stored_mem, packed_mem);
-    dnnl_stream().wait();
-    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    packed_ = shared_weight(
+        ctx, 1, w8a8_ ? "s8 packed for w8a8" : "s8 twin for w8", packed_s8,
+        [&] {
+          // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+          const memory::desc stored({key_.k, key_.n}, dt::s8, tag::ba);
+          return pack_weights(stored, w.q, packed_s8, ctx.node.name + " packed s8 weights");
+        },
+        &held_bytes_);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = ctx.node.epilogue();
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
-    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const float* bias = bias_ ? bias_->as<float>() : nullptr;
     const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();  // [M, K]
     if (w8a8_) {
@@ -85,21 +92,23 @@ class LinearInt8Kernel final : public Kernel {
       quantize_rows_s8(x, key_.m, key_.k, q, row_scale);
       // acc s32 [M, N] lands in the output's bytes and is rewritten there as f32.
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
-                     packed_.data(), AlignedBuffer());
+                     packed_->data(), nullptr);
       dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
-                                col_scale_.as<float>(), bias, epilogue);
+                                col_scale_->as<float>(), bias, epilogue);
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
-      widen_s8_to_f32(packed_.as<int8_t>(), wf, packed_s8_elems_);
+      widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
-                     packed_desc_, wf, AlignedBuffer());
-      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_.as<float>(),
+                     packed_desc_, wf, nullptr);
+      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
                               bias, epilogue);
     }
   }
 
-  size_t held_bytes() const override { return packed_.size() + col_scale_.size() + bias_.size(); }
+  // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
+  // it made in a layout for this shape (weight_cache.h, Accounting).
+  size_t held_bytes() const override { return held_bytes_; }
 
  private:
   bool w8a8_;
@@ -108,9 +117,10 @@ class LinearInt8Kernel final : public Kernel {
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
-  AlignedBuffer packed_;
-  AlignedBuffer col_scale_;  // f32 [N]
-  AlignedBuffer bias_;       // f32 [N] or empty
+  SharedBuffer packed_;          // W8A8: in packed_desc_; W8: in its s8 twin
+  SharedBuffer col_scale_;       // f32 [N]
+  SharedBuffer bias_;            // f32 [N] or null
+  size_t held_bytes_ = 0;
 };
 
 // A linear with at most kGemvMaxRowsPerSample activation rows per sample (SD's
@@ -140,10 +150,13 @@ class LinearInt8GemvKernel final : public Kernel {
     n_ = w.rows;
     k_ = w.cols;
     m_ = ctx.input(0).shape.numel() / k_;
-    q_ = AlignedBuffer(static_cast<size_t>(n_ * k_), ctx.node.name + " s8 weights");
-    std::memcpy(q_.data(), w.q, static_cast<size_t>(n_ * k_));
+    q_ = shared_weight(ctx, 1, "s8 copy", memory::desc(), [&] {
+      AlignedBuffer q(static_cast<size_t>(n_ * k_), ctx.node.name + " s8 weights");
+      std::memcpy(q.data(), w.q, static_cast<size_t>(n_ * k_));
+      return q;
+    });
     scale_ = std::move(w.scale);
-    if (ctx.node.gemm_bias() != ir::kNone) bias_ = load_weight_f32(ctx, 2);
+    if (ctx.node.gemm_bias() != ir::kNone) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = ctx.node.epilogue();
   }
 
@@ -151,15 +164,15 @@ class LinearInt8GemvKernel final : public Kernel {
     HYRT_ASSERT(inputs[0].numel() == m_ * k_ && output.numel() == m_ * n_);
     const auto* x = inputs[0].as<const float>();
     auto* y = output.as<float>();
-    const auto* q = q_.as<int8_t>();
-    const float* s = scale_.as<float>();
-    const float* bias = bias_.empty() ? nullptr : bias_.as<float>();
+    const auto* q = q_->as<int8_t>();
+    const float* s = scale_->as<float>();
+    const float* bias = bias_ ? bias_->as<float>() : nullptr;
     const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     with_activation(epilogue.activation,
                     [&]<class Act>(Act) { run_rows<Act>(x, y, q, s, bias, epilogue.residual); });
   }
 
-  size_t held_bytes() const override { return q_.size() + scale_.size() + bias_.size(); }
+  // held_bytes(): 0 — the weights, scales and bias are the WeightCache's (shared).
 
  private:
   template <class Act>
@@ -195,9 +208,9 @@ class LinearInt8GemvKernel final : public Kernel {
 
   int64_t m_ = 0, n_ = 0, k_ = 0;
   ir::GemmEpilogue epilogue_;
-  AlignedBuffer q_;      // s8 [N, K], as stored
-  AlignedBuffer scale_;  // f32 [N]
-  AlignedBuffer bias_;   // f32 [N] or empty
+  SharedBuffer q_;      // s8 [N, K], as stored
+  SharedBuffer scale_;  // f32 [N]
+  SharedBuffer bias_;   // f32 [N] or null
 };
 
 }  // namespace

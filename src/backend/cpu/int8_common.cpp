@@ -35,8 +35,11 @@ S8Weight load_s8_weight(const PrepareContext& ctx, size_t i) {
              kInvalidModel, "8-bit S weight '", v.name, "' has scale ", dtype_name(scale->dtype),
              scale->shape.to_string(), ", expected f32[", w.rows, "] (one per output row)");
   // The view may be an unaligned file mapping: copy bytes, never dereference as float.
-  w.scale = AlignedBuffer(static_cast<size_t>(w.rows) * sizeof(float), v.name + " scale");
-  std::memcpy(w.scale.data(), scale->data, static_cast<size_t>(w.rows) * sizeof(float));
+  w.scale = shared_weight_data(ctx, v.name, *scale, "f32 scale", [&] {
+    AlignedBuffer copy(static_cast<size_t>(w.rows) * sizeof(float), v.name + " scale");
+    std::memcpy(copy.data(), scale->data, static_cast<size_t>(w.rows) * sizeof(float));
+    return copy;
+  });
   return w;
 }
 

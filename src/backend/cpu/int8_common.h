@@ -18,13 +18,14 @@
 namespace hyrt::backend::cpu {
 
 // An s8 weight (input 1 of the node) with its per-output-row scales, read from the
-// WeightSource at prepare. `q` points into the source (read only during prepare);
-// `scale` is an aligned copy. Throws kInvalidModel naming the weight when the stored
-// tensor differs from the graph's, or its scale is missing, not f32, or not [rows].
+// WeightSource at prepare. `q` points into the source (read only during prepare, and only
+// when a kernel packs it: a WeightCache hit reads nothing); `scale` is an aligned f32 copy
+// shared through the backend's WeightCache. Throws kInvalidModel naming the weight when the
+// stored tensor differs from the graph's, or its scale is missing, not f32, or not [rows].
 struct S8Weight {
   const int8_t* q = nullptr;
   int64_t rows = 0, cols = 0;  // rows = dim 0 (output channels), cols = the rest
-  AlignedBuffer scale;         // f32 [rows]
+  SharedBuffer scale;          // f32 [rows]
 };
 S8Weight load_s8_weight(const PrepareContext& ctx, size_t i);
 
