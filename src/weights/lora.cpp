@@ -274,13 +274,17 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
            " (a LoRA for another model architecture?)");
     }
   }
-  // The stacked adapters, one module per task (a rank-32 LoRA on SD 1.5 is ~12 M values to
-  // convert and scale: a switch between LoRAs should cost milliseconds).
+  // The stacked adapters, one module per task (a rank-32 LoRA on SD 1.5 is ~12 M values: a
+  // switch between LoRAs should cost milliseconds). A module with one LoRA whose down is stored
+  // in f16 or f32 uses the file's down as it is (a view: exact, no copy, no conversion); ups are
+  // always scaled into memory of their own, in adapter_dtype.
   struct Built {
     const std::string* module = nullptr;
     const std::vector<Piece>* pieces = nullptr;
     const LoraTarget* target = nullptr;
     Tensor down, up;
+    TensorView down_view;  // what get() returns for the down (into `down` or the file)
+    bool down_is_file = false;
     int64_t rank = 0, kh = 1, kw = 1;
     bool finite = true;
   };
@@ -304,47 +308,67 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     }
     const bool conv = b.target->weight_shape.rank() == 4;
     const int64_t in = b.target->weight_shape[1], out = b.target->weight_shape[0];
-    b.down = Tensor(DType::kF32, conv ? Shape{b.rank, in, b.kh, b.kw} : Shape{b.rank, in},
-                    "a LoRA down weight");
-    b.up = Tensor(DType::kF32, conv ? Shape{out, b.rank, 1, 1} : Shape{out, b.rank},
+    const Shape down_shape = conv ? Shape{b.rank, in, b.kh, b.kw} : Shape{b.rank, in};
+    const TensorView& file_down = entry.second.front().m->down;
+    if (entry.second.size() == 1 &&
+        (file_down.dtype == DType::kF16 || file_down.dtype == DType::kF32)) {
+      b.down_view = TensorView{file_down.data, file_down.dtype, down_shape};  // same bytes
+      b.down_is_file = true;
+    } else {
+      b.down = Tensor(adapter_dtype, down_shape, "a LoRA down weight");
+      b.down_view = b.down.view();
+    }
+    b.up = Tensor(adapter_dtype, conv ? Shape{out, b.rank, 1, 1} : Shape{out, b.rank},
                   "a LoRA up weight");
     built.push_back(std::move(b));
   }
+  const size_t elem = dtype_size(adapter_dtype);
   parallel_for(static_cast<int64_t>(built.size()), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> u;
+    std::vector<float> f;
     for (int64_t i = begin; i < end; ++i) {
       Built& b = built[static_cast<size_t>(i)];
       const int64_t out = b.target->weight_shape[0];
       const int64_t per_rank = b.target->weight_shape[1] * b.kh * b.kw;  // down values per row
+      // Stores n f32 values at dst (adapter_dtype), noting any that is not finite there.
+      auto store = [&](const float* v, int64_t n, void* dst) {
+        const float limit = adapter_dtype == DType::kF16 ? 65504.0f : 3.4e38f;
+        for (int64_t k = 0; k < n; ++k)
+          b.finite &= std::abs(v[k]) <= limit;  // false for NaN too
+        convert_from_f32(v, adapter_dtype, dst, static_cast<size_t>(n));
+      };
       int64_t r0 = 0;
       for (const Piece& p : *b.pieces) {
-        const int64_t r = p.m->rank();
-        // down rows r0..r0+r: the file's down, as stored (same element order).
-        float* d = b.down.as<float>() + r0 * per_rank;
-        convert_to_f32(p.m->down.dtype, p.m->down.data, d, static_cast<size_t>(r * per_rank));
-        for (int64_t k = 0; k < r * per_rank; ++k)
-          b.finite &= std::isfinite(d[k]);
-        // up columns r0..r0+r, scaled.
-        u.resize(static_cast<size_t>(out * r));
-        convert_to_f32(p.m->up.dtype, p.m->up.data, u.data(), u.size());
-        float* up = b.up.as<float>();
-        for (int64_t o = 0; o < out; ++o)
-          for (int64_t j = 0; j < r; ++j) {
-            const float v = u[static_cast<size_t>(o * r + j)] * p.scale;
-            b.finite &= std::isfinite(v);
-            up[o * b.rank + r0 + j] = v;
+        const int64_t r = p.m->rank(), n_down = r * per_rank;
+        if (b.down_is_file) {
+          // The file's own down (f16: checked for inf/NaN bit patterns; f32 as floats).
+          if (b.down_view.dtype == DType::kF16) {
+            const auto* h = static_cast<const uint16_t*>(b.down_view.data);
+            for (int64_t k = 0; k < n_down; ++k)
+              b.finite &= (h[k] & 0x7c00) != 0x7c00;
+          } else {
+            const auto* v = static_cast<const float*>(b.down_view.data);
+            for (int64_t k = 0; k < n_down; ++k)
+              b.finite &= std::isfinite(v[k]);
           }
-        r0 += r;
-      }
-      if (adapter_dtype == DType::kF16) {
-        for (Tensor* t : {&b.down, &b.up}) {
-          const float* v = t->as<float>();
-          for (int64_t k = 0; k < t->numel(); ++k)
-            b.finite &= std::abs(v[k]) <= 65504.0f;  // else infinite in f16
-          Tensor h(DType::kF16, t->shape(), "a LoRA adapter");
-          convert_from_f32(v, DType::kF16, h.data(), static_cast<size_t>(t->numel()));
-          *t = std::move(h);
+        } else {
+          // down rows r0..r0+r: the file's down, as stored (same element order).
+          f.resize(static_cast<size_t>(n_down));
+          convert_to_f32(p.m->down.dtype, p.m->down.data, f.data(), f.size());
+          store(f.data(), n_down, static_cast<uint8_t*>(b.down.data()) + r0 * per_rank * elem);
         }
+        // up columns r0..r0+r, scaled, row by row.
+        f.resize(static_cast<size_t>(out * r));
+        convert_to_f32(p.m->up.dtype, p.m->up.data, f.data(), f.size());
+        for (float& v : f)
+          v *= p.scale;
+        auto* up = static_cast<uint8_t*>(b.up.data());
+        if (r == b.rank) {
+          store(f.data(), out * r, up);
+        } else {
+          for (int64_t o = 0; o < out; ++o)
+            store(f.data() + o * r, r, up + (o * b.rank + r0) * elem);
+        }
+        r0 += r;
       }
     }
   });
@@ -352,13 +376,16 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     HYRT_CHECK(b.finite, kInvalidArgument, "a LoRA on layer ", *b.module,
                " holds a non-finite value (NaN or infinity), or its multiplier makes one");
     signature_ += str_cat(*b.module, ":", b.rank, "x", b.kh, "x", b.kw, ";");
-    adapters_.emplace(lora_down_name(*b.module), std::move(b.down));
-    adapters_.emplace(lora_up_name(*b.module), std::move(b.up));
+    owned_bytes_ += (b.down_is_file ? 0 : b.down.bytes()) + b.up.bytes();
+    adapters_.emplace(lora_down_name(*b.module), b.down_view);
+    adapters_.emplace(lora_up_name(*b.module), b.up.view());
+    if (!b.down_is_file) owned_.push_back(std::move(b.down));
+    owned_.push_back(std::move(b.up));
   }
 }
 
 TensorView LoraWeights::get(std::string_view name) const {
-  if (auto it = adapters_.find(name); it != adapters_.end()) return it->second.view();
+  if (auto it = adapters_.find(name); it != adapters_.end()) return it->second;
   return base_.get(name);
 }
 
@@ -367,10 +394,7 @@ bool LoraWeights::contains(std::string_view name) const {
 }
 
 size_t LoraWeights::bytes() const {
-  size_t n = 0;
-  for (const auto& [name, t] : adapters_)
-    n += t.bytes();
-  return n;
+  return owned_bytes_;
 }
 
 }  // namespace hyrt::weights

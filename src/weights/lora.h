@@ -115,7 +115,7 @@ bool is_lora_up_name(std::string_view weight_name);
 // (same view, same scales, same generation_of — so packed and resident copies are shared
 // with the plain model), plus per adapted module an f32 down and up tensor: the LoRAs on that
 // module stacked along the rank (down rows, up columns), each up scaled by its multiplier ·
-// alpha / rank, in `adapter_dtype`. Shapes follow the target: a linear's down [R, in] and up [out,
+// alpha / rank. Shapes follow the target: a linear's down [R, in] and up [out,
 // R]; a convolution's down [R, in, kh, kw] (the LoRA's kernel: 1×1 or the layer's own) and up [out,
 // R, 1, 1]. A module whose LoRAs all have multiplier 0 is left out.
 //
@@ -126,9 +126,10 @@ bool is_lora_up_name(std::string_view weight_name);
 // Lifetime: `base` and the LoraFiles' mappings (kept alive by the shared_ptrs) must outlive it.
 class LoraWeights final : public WeightSource {
  public:
-  // `adapter_dtype` (f32 or f16) is what the adapters are kept in: f32 for a model that runs in
-  // f32 (exact), f16 for a 16-bit or int8 one (half the memory, ~ the file's size; the rounding
-  // is far below the model's own).
+  // `adapter_dtype` (f32 or f16) is what scaled ups and stacked or converted downs are kept in:
+  // f32 is exact; f16 (for an int8 model) halves their memory, its rounding far below the
+  // model's own. A down used as the file stores it (one LoRA on the layer, f16 or f32) keeps
+  // the file's dtype.
   LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
               const LoraTargetIndex& targets, DType adapter_dtype = DType::kF32);
 
@@ -148,12 +149,16 @@ class LoraWeights final : public WeightSource {
   // the same (only the adapter values differ). "" without adapters.
   const std::string& signature() const { return signature_; }
   size_t adapted_modules() const { return adapters_.size() / 2; }
-  size_t bytes() const;  // the f32 adapter tensors held
+  // Bytes of the adapters held in memory (scaled ups, stacked or converted downs); a down used
+  // as the file stores it is a view into the file's mapping and not counted.
+  size_t bytes() const;
 
  private:
   const WeightSource& base_;
-  std::vector<std::shared_ptr<const LoraFile>> files_;  // kept alive (their views)
-  std::map<std::string, Tensor, std::less<>> adapters_;
+  std::vector<std::shared_ptr<const LoraFile>> files_;       // kept alive (their views)
+  std::map<std::string, TensorView, std::less<>> adapters_;  // into owned_ or a file
+  std::vector<Tensor> owned_;
+  size_t owned_bytes_ = 0;
   std::string signature_;
 };
 
