@@ -43,11 +43,15 @@ import json, sys
 j = json.load(open(sys.argv[1]))
 s = j["stages"]
 p, l = s["unet_step"], s["unet_step_lora"]
-print("plain step median %.2f ms; with rank-%d LoRA on %d layers %.2f ms (x%.3f)" %
-      (p["median_ms"], l["rank"], l["layers"], l["median_ms"], l["ratio_to_plain_step"]))
-print("switch: first LoRA %.1f ms, multiplier %.1f ms, other LoRA %.1f ms" %
-      (l["switch_ms"], l["multiplier_switch_ms"], l["lora_switch_ms"]))
-print("LoRA file %.1f MiB, adapters %.1f MiB, RSS growth %.1f MiB (after switches %.1f MiB), accel %s" %
+a = l["alternating"]
+print("plain step median %.2f ms; with a rank-%d LoRA on %d layers %.2f ms (x%.3f); alternating: "
+      "plain %.2f, LoRA %.2f, ratio median %.3f" %
+      (p["median_ms"], l["rank"], l["layers"], l["step"]["median_ms"], l["ratio_to_plain_step"],
+       a["plain"]["median_ms"], a["lora"]["median_ms"], a["ratio"]["median"]))
+for name, sw in (("first LoRA", l), ("multiplier", l["multiplier_switch"]), ("other LoRA", l["lora_switch"])):
+    print("switch to %s: set %.1f ms + compile %.1f ms = %.1f ms; first step %.1f ms vs steady %.1f ms" %
+          (name, sw["set_loras_ms"], sw["compile_ms"], sw["switch_ms"], sw["first_step_ms"], sw["steady_step_ms"]))
+print("LoRA file %.1f MiB, adapters held %.1f MiB, RSS growth %.1f MiB (after switches %.1f MiB), accel %s" %
       (l["lora_file_bytes"] / 2**20, l["adapter_bytes"] / 2**20, l["rss_growth_bytes"] / 2**20,
        l["rss_growth_after_switches_bytes"] / 2**20, j.get("accelerator_memory")))
 PY

@@ -96,22 +96,34 @@ std::shared_ptr<const weights::LoraFile> random_unet_lora(const models::UNetConf
 }
 
 // issue 17's LoRA figures (BenchOptions::lora_rank); `step` runs one UNet step, `plain` is the
-// step without LoRAs measured just before.
+// step without LoRAs measured just before. The step with and without the LoRA is also timed in
+// alternation (a steady step after each switch), so a noisy machine affects both alike.
 nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
                           const std::function<void()>& step, const nlohmann::json& plain) {
   const auto a = random_unet_lora(model.unet_config(), o.lora_rank, 100);
   const auto b = random_unet_lora(model.unet_config(), o.lora_rank, 200);
   const int64_t rss_before = current_rss_bytes();
+  // A switch: set the LoRAs, run the first step (compiling the adapted UNet, base weights from
+  // the caches), then a steady one. switch_ms = setting + the compile; first_step_extra_ms =
+  // first step - steady step (the compile and the first run's one-time work, e.g. uploads).
   auto timed = [&](const std::shared_ptr<const weights::LoraFile>& f, float mult) {
     const weights::LoraUse use{f, mult};
-    const auto t0 = Clock::now();
-    model.set_loras(std::span<const weights::LoraUse>(&use, 1));
-    const double set_ms = ms_since(t0);
-    nlohmann::json j = time_stage(o.warmup, o.runs, step);
-    j["set_loras_ms"] = set_ms;
-    // What the change cost before its first step: setting the LoRAs, then the first call's
-    // extra over a steady step (the adapted UNet's compile, with base weights from the caches).
-    j["switch_ms"] = set_ms + j["first_call_ms"].get<double>() - j["median_ms"].get<double>();
+    nlohmann::json j;
+    auto t0 = Clock::now();
+    model.set_loras(f ? std::span<const weights::LoraUse>(&use, 1)
+                      : std::span<const weights::LoraUse>{});
+    j["set_loras_ms"] = ms_since(t0);
+    t0 = Clock::now();
+    step();
+    const double first = ms_since(t0);
+    j["compile_ms"] = model.last_compile_ms();
+    t0 = Clock::now();
+    step();
+    const double steady = ms_since(t0);
+    j["first_step_ms"] = first;
+    j["steady_step_ms"] = steady;
+    j["first_step_extra_ms"] = first - steady;
+    j["switch_ms"] = j["set_loras_ms"].get<double>() + model.last_compile_ms();
     return j;
   };
   nlohmann::json out = timed(a, 1.0f);
@@ -120,15 +132,27 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
   out["lora_file_bytes"] = a->bytes();
   out["adapter_bytes"] = model.lora_bytes();
   out["rss_growth_bytes"] = current_rss_bytes() - rss_before;
+  const nlohmann::json steady = time_stage(o.warmup, o.runs, step);
+  out["step"] = steady;
   if (plain.contains("median_ms"))
-    out["ratio_to_plain_step"] = out["median_ms"].get<double>() / plain["median_ms"].get<double>();
-  const nlohmann::json mult = timed(a, 0.5f);
-  out["multiplier_switch_ms"] = mult["switch_ms"];
-  out["multiplier_switch"] = mult;
-  const nlohmann::json other = timed(b, 1.0f);
-  out["lora_switch_ms"] = other["switch_ms"];
-  out["lora_switch"] = other;
+    out["ratio_to_plain_step"] =
+        steady["median_ms"].get<double>() / plain["median_ms"].get<double>();
+  out["multiplier_switch"] = timed(a, 0.5f);
+  out["lora_switch"] = timed(b, 1.0f);
   out["rss_growth_after_switches_bytes"] = current_rss_bytes() - rss_before;
+  // Alternation: plain, LoRA, plain, LoRA... (each a steady step after its switch).
+  std::vector<double> with, without, ratios;
+  for (int i = 0; i < std::max(3, o.runs); ++i) {
+    without.push_back(timed(nullptr, 0.0f)["steady_step_ms"].get<double>());
+    with.push_back(timed(a, 1.0f)["steady_step_ms"].get<double>());
+    ratios.push_back(with.back() / without.back());
+  }
+  nlohmann::json ratio = stats(ratios);
+  for (const char* k : {"median_ms", "min_ms", "max_ms"}) {  // ratios, not milliseconds
+    ratio[std::string(k).substr(0, std::string(k).size() - 3)] = ratio[k];
+    ratio.erase(k);
+  }
+  out["alternating"] = {{"plain", stats(without)}, {"lora", stats(with)}, {"ratio", ratio}};
   model.set_loras({});
   return out;
 }

@@ -61,10 +61,10 @@ struct BenchOptions {
   bool device_residual_fusion = false;
   // LoRA cost (issue 17): > 0 adds, after the plain UNet step, the step with a random LoRA of
   // this rank on every attention projection (to_q/k/v/out) and feed-forward linear of the UNet
-  // ("unet_step_lora": its first call, median and ratio over the plain step measured in the same
-  // run), then the cost of switching to the same LoRA at another multiplier and to another
-  // LoRA of that rank (first call - median step), and the LoRA's bytes beside the resident-set
-  // growth.
+  // ("unet_step_lora": its steady step and ratio over the plain step measured in the same run,
+  // and both timed in alternation), what switching costs before the next step (to it, to
+  // another multiplier, to another LoRA of that rank: setting the LoRAs + compiling the adapted
+  // UNet, and the first step's extra), and the LoRA's bytes beside the resident-set growth.
   int lora_rank = 0;
 };
 

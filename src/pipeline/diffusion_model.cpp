@@ -1,6 +1,7 @@
 #include "pipeline/diffusion_model.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <numeric>
@@ -257,6 +258,7 @@ DiffusionModel::Compiled& DiffusionModel::executable(
     return it->second;
   }
   Compiled c;
+  const auto t_compile = std::chrono::steady_clock::now();
   models::BuiltGraph built = build();
   std::shared_ptr<ir::Graph> graph = built.graph;
   for (const auto& [name, value] : built.taps)
@@ -264,6 +266,9 @@ DiffusionModel::Compiled& DiffusionModel::executable(
   c.exe = engine_->compile(graph, weights_for(component), int8_mode);
   if (adapted) c.lora_weights = lora_;
   c.base_key = key;
+  last_compile_ms_ =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t_compile)
+          .count();
   c.report = MemoryReport{};
   c.report.component = component;
   c.report.shape = shape;

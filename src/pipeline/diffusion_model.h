@@ -218,7 +218,10 @@ class DiffusionModel {
   void set_loras(std::span<const weights::LoraUse> loras);
   // The LoRAs in use (as last set).
   const std::vector<weights::LoraUse>& loras() const { return lora_uses_; }
-  // Adapter bytes the LoRAs in use add (f32 copies of the files' tensors, scaled).
+  // Milliseconds the last compile of an executable took (graph build, placement, memory plan,
+  // kernel preparation): what a new shape or a new LoRA set costs before its first run.
+  double last_compile_ms() const { return last_compile_ms_; }
+  // Bytes of memory the LoRAs in use add (weights::LoraWeights::bytes).
   size_t lora_bytes() const { return lora_ ? lora_->bytes() : 0; }
 
   std::vector<MemoryReport> memory_report() const;
@@ -290,6 +293,7 @@ class DiffusionModel {
   std::optional<bool> unet_per_sample_;                     // ModelOptions::unet_per_sample
   int64_t cache_bytes_ = 0;                                 // ModelOptions::cache_bytes
   uint64_t use_clock_ = 0;                                  // ticks once per executable lookup
+  double last_compile_ms_ = 0;
 };
 
 // Copies `src` into the executable input `dst` (shapes must match in element count).
