@@ -131,6 +131,16 @@ std::vector<int32_t> golden_ids(const weights::SafetensorsFile& g, const std::st
   return ids;
 }
 
+// A golden timestep tensor ([1] or [batch]) as one timestep per batch item.
+std::vector<float> golden_timesteps(const weights::SafetensorsFile& g, const std::string& name,
+                                    int64_t batch) {
+  const Tensor t = to_f32(g.view(name));
+  std::vector<float> ts(static_cast<size_t>(batch));
+  for (size_t k = 0; k < ts.size(); ++k)
+    ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+  return ts;
+}
+
 // Samplers on the fake model eps(x, t) = 0.3·x·cos(t/300) + 0.1·sin(x) of golden.json, from
 // x0 · init_noise_sigma, with the model input scaled as the sampler prescribes.
 void check_schedulers(const weights::SafetensorsFile& g, const SchedulerConfig& config,
@@ -322,12 +332,9 @@ void check_model(DiffusionModel& model, const weights::SafetensorsFile& g, Repor
   // 9-channel input of an inpainting model).
   if (g.find("unet.x") && g.find("unet.out") && g.find("unet.t") && g.find("unet.context")) {
     const Tensor x = golden_nhwc(g.view("unet.x"));
-    const Tensor t = to_f32(g.view("unet.t"));
     const Tensor ctx = to_f32(g.view("unet.context"));
     const Tensor ref = golden_nhwc(g.view("unet.out"));
-    std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
-    for (size_t k = 0; k < ts.size(); ++k)
-      ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
+    const std::vector<float> ts = golden_timesteps(g, "unet.t", x.shape()[0]);
     const Tensor out = model.predict_noise(x.view(), ts, ctx.view());
     r.model_output("unet.out", relative_l2(out.view(), ref.view()), kUNetTol, true);
   }
@@ -462,17 +469,10 @@ void check_lora(DiffusionModel& model, const weights::SafetensorsFile& f,
     ~Restore() { m.set_loras({}); }
   } restore{model};
   const Tensor x = golden_nhwc(f.view("lora.unet.x"));
-  const Tensor t = to_f32(f.view("lora.unet.t"));
   const Tensor ctx = to_f32(f.view("lora.unet.context"));
-  std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
-  for (size_t k = 0; k < ts.size(); ++k)
-    ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
-  std::vector<int32_t> ids;
-  if (f.find("lora.te.ids")) {
-    const Tensor tok = to_f32(f.view("lora.te.ids"));
-    for (int64_t k = 0; k < tok.numel(); ++k)
-      ids.push_back(static_cast<int32_t>(std::lround(tok.as<float>()[k])));
-  }
+  const std::vector<float> ts = golden_timesteps(f, "lora.unet.t", x.shape()[0]);
+  const std::vector<int32_t> ids =
+      f.find("lora.te.ids") ? golden_ids(f, "lora.te.ids") : std::vector<int32_t>{};
   // Multipliers as the golden keys spell them ("0.0", "1.0", "0.5").
   for (const char* m : {"0.0", "1.0", "0.5"}) {
     const float mult = std::stof(m);
