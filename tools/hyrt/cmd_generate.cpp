@@ -20,6 +20,7 @@
 #include "core/log.h"
 #include "core/sysinfo.h"
 #include "pipeline/image_io.h"
+#include "pipeline/init_image.h"
 #include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
 #include "progress.h"
@@ -142,33 +143,6 @@ pipeline::Image8 read_input_png(const std::string& path, const char* flag) {
   } catch (const Error& e) {
     fail(e.code(), flag, " '", path, "': ", e.what());
   }
-}
-
-// The picture as diffusers' VaeImageProcessor.preprocess takes a PIL image: RGB (alpha
-// dropped), Lanczos-resized to the output size, /255 -> NHWC [1, H, W, 3] in [0, 1].
-Tensor picture_tensor(const pipeline::Image8& png, int width, int height) {
-  pipeline::Image8 rgb = png;
-  if (rgb.channels == 4) {
-    rgb.channels = 3;
-    rgb.pixels.clear();
-    for (size_t i = 0; i < png.pixels.size(); i += 4)
-      rgb.pixels.insert(rgb.pixels.end(), png.pixels.begin() + i, png.pixels.begin() + i + 3);
-  }
-  const pipeline::Image8 r = pipeline::resize_lanczos(rgb, width, height);
-  Tensor t(DType::kF32, {1, height, width, 3});
-  for (size_t i = 0; i < r.pixels.size(); ++i)
-    t.as<float>()[i] = r.pixels[i] / 255.0f;
-  return t;
-}
-
-// The mask as diffusers' mask processor takes it: grayscale ("L"), resized, /255 ->
-// [1, H, W, 1] (binarised at 0.5 by the pipeline).
-Tensor mask_tensor(const pipeline::Image8& png, int width, int height) {
-  const pipeline::Image8 r = pipeline::resize_lanczos(pipeline::to_grayscale(png), width, height);
-  Tensor t(DType::kF32, {1, height, width, 1});
-  for (size_t i = 0; i < r.pixels.size(); ++i)
-    t.as<float>()[i] = r.pixels[i] / 255.0f;
-  return t;
 }
 
 std::filesystem::path output_path(const std::filesystem::path& base, int index) {
