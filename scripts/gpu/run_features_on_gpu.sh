@@ -49,8 +49,9 @@ print("plain step median %.2f ms; with a rank-%d LoRA on %d layers %.2f ms (x%.3
       (p["median_ms"], l["rank"], l["layers"], l["step"]["median_ms"], l["ratio_to_plain_step"],
        a["plain"]["median_ms"], a["lora"]["median_ms"], a["ratio"]["median"]))
 for name, sw in (("first LoRA", l), ("multiplier", l["multiplier_switch"]), ("other LoRA", l["lora_switch"])):
-    print("switch to %s: set %.1f ms + compile %.1f ms = %.1f ms; first step %.1f ms vs steady %.1f ms" %
-          (name, sw["set_loras_ms"], sw["compile_ms"], sw["switch_ms"], sw["first_step_ms"], sw["steady_step_ms"]))
+    print("switch to %s: set %.1f ms + compile %.1f ms = %.1f ms; steps after it %.1f, %.1f, %.1f ms" %
+          (name, sw["set_loras_ms"], sw["compile_ms"], sw["switch_ms"], sw["first_step_ms"],
+           sw["second_step_ms"], sw["steady_step_ms"]))
 print("LoRA file %.1f MiB, adapters held %.1f MiB, RSS growth %.1f MiB (after switches %.1f MiB), accel %s" %
       (l["lora_file_bytes"] / 2**20, l["adapter_bytes"] / 2**20, l["rss_growth_bytes"] / 2**20,
        l["rss_growth_after_switches_bytes"] / 2**20, j.get("accelerator_memory")))
