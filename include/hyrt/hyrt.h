@@ -44,10 +44,12 @@ struct RuntimeOptions {
   // "host", "hybrid" (GEMMs on the accelerator, the rest on the host) or "device".
   std::string placement = "auto";
   int device = 0;  // CUDA device index
-  // Byte budget of each Model's per-shape compiled state (executables with their packed
-  // weights and programs): beyond it the least recently used shapes are dropped and rebuilt
-  // when asked for again (from the program cache: no recompilation). 0: a quarter of the
-  // machine's memory, at least 4 GiB. The shape in use is never dropped.
+  // Byte budget of each Model's per-shape compiled state (executables: their kernels' tables,
+  // weights packed in a layout only that shape uses, recorded CUDA graphs; weights packed or
+  // uploaded once are shared by every shape and not counted): beyond it the least recently used
+  // shapes are dropped and rebuilt when asked for again (from the program cache: no
+  // recompilation). 0: a quarter of the machine's memory, at least 4 GiB. The shape in use is
+  // never dropped.
   int64_t cache_bytes = 0;
   // Request batching: generate() calls on one Model that wait for the executor together and
   // agree on size, steps, sampler and guidance on/off run as one UNet batch of up to this many
