@@ -5,7 +5,8 @@
 # placement (step with a rank-32 LoRA on every attention and feed-forward layer beside the plain
 # step, switch times, memory).
 # Needs, carried along: `.deps` (scripts/gpu/fetch_deps.sh) and `.gl/golden` with sd15-tiny and
-# sd15-tiny-inpaint (the diffusers folders are enough: single files are not checked here);
+# sd15-tiny-inpaint (the diffusers folders; LAYOUTS=single checks the LDM files instead, for which
+# model/ needs only its configs and tokenizer);
 # the folders present are checked (with the 64 MiB carry limit, one call may carry one of them).
 # Usage there: scripts/gpu/run_features_on_gpu.sh OUT_DIR [parity] [bench]  (default both)
 set -uo pipefail
@@ -26,7 +27,7 @@ for model in sd15-tiny sd15-tiny-inpaint; do
       flags=""
       [ $w = int8 ] && flags="--int8"
       log="$out/parity_${model}_${p}_$w.log"
-      $hyrt parity .gl/golden/$model --layouts folder --placement $p $flags >"$log" 2>&1
+      $hyrt parity .gl/golden/$model --layouts ${LAYOUTS:-folder} --placement $p $flags >"$log" 2>&1
       echo "parity $model $p $w rc=$?: $(tail -n 1 "$log")"
       grep -E "^FAIL" "$log" | head -n 8
     done
