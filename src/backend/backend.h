@@ -121,6 +121,9 @@ class Backend {
   virtual std::unique_ptr<DeviceMemory> allocate(size_t bytes, std::string_view what) = 0;
   // Waits for all work submitted to this backend.
   virtual void synchronize() {}
+  // Forgets what its caches keep for weights no kernel holds any more (a model was unloaded):
+  // bookkeeping that would otherwise stay until the next pruning. No kernel may be preparing.
+  virtual void drop_idle() {}
   // Makes this backend usable from the calling thread (CUDA: its device current there).
   // Executables call it at the start of every run, since runs may come from any thread.
   virtual void attach_thread() {}

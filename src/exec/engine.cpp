@@ -77,6 +77,8 @@ void Engine::trim() {
   if (scratch_) scratch_->release();
   if (accel_scratch_) accel_scratch_->release();
   cache_.drop_idle();
+  host_->drop_idle();
+  if (accel_) accel_->drop_idle();
 }
 
 std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> graph,

@@ -297,6 +297,7 @@ class CpuBackend final : public Backend {
   // kernels' held_bytes() count their shape's extra layouts among these too).
   size_t resident_weight_bytes() const override { return weight_cache_.live_bytes(); }
   const WeightCache& weight_cache() const { return weight_cache_; }
+  void drop_idle() override { weight_cache_.prune(); }
 
  private:
   // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.

@@ -42,14 +42,22 @@ WeightCache::Lookup WeightCache::get_or_make(const Key& key,
   const bool extra_layout = !bucket.empty();
   extra_layouts_ += extra_layout ? 1 : 0;
   bucket.push_back({key.layout, made});
-  if (entries_.size() >= 2 * pruned_at_ + 64) {  // amortised: the map stays O(live entries)
-    for (auto it = entries_.begin(); it != entries_.end();) {
-      std::erase_if(it->second, [](const Entry& e) { return e.buffer.expired(); });
-      it = it->second.empty() ? entries_.erase(it) : std::next(it);
-    }
-    pruned_at_ = entries_.size();
-  }
+  if (entries_.size() >= 2 * pruned_at_ + 64) prune_locked();  // the map stays O(live entries)
   return {std::move(made), extra_layout};
+}
+
+void WeightCache::prune_locked() {
+  for (auto it = entries_.begin(); it != entries_.end();) {
+    std::erase_if(it->second, [](const Entry& e) { return e.buffer.expired(); });
+    it = it->second.empty() ? entries_.erase(it) : std::next(it);
+  }
+  pruned_at_ = entries_.size();
+}
+
+void WeightCache::prune() {
+  std::lock_guard<std::mutex> lock(mu_);
+  prune_locked();
+  if (entries_.empty()) decltype(entries_)().swap(entries_);  // its buckets' memory too
 }
 
 WeightCache::Stats WeightCache::stats() const {

@@ -101,6 +101,9 @@ class WeightCache {
   Lookup get_or_make(const Key& key, const std::function<AlignedBuffer()>& make);
 
   Stats stats() const;
+  // Removes the entries whose buffers are gone (their keys and layouts stay otherwise until the
+  // map has grown enough to prune itself: megabytes after a large model is unloaded).
+  void prune();
   size_t live_bytes() const { return stats().bytes; }
 
  private:
@@ -110,6 +113,7 @@ class WeightCache {
   };
   // Under mu_: the live entry of `bucket` with `layout`, or null.
   static SharedBuffer find(const std::vector<Entry>& bucket, const dnnl::memory::desc& layout);
+  void prune_locked();  // prune() with mu_ held
 
   mutable std::mutex mu_;
   // By generation, name and form; the layouts that share them in a short list.
