@@ -179,9 +179,9 @@ class OpKernel : public Kernel {
       in.numel = v.shape.numel();
       in.weight = v.kind == ir::ValueKind::kWeight;
       if (in.weight)
-        in.uploaded = ctx.resident(weights.generation_of(v.name), v.name, std::string(dtype_name(in.storage)), [&] {
-          return upload_weight(ctx, weights, v, in.storage, name_);
-        });
+        in.uploaded =
+            ctx.resident(weights.generation_of(v.name), v.name, std::string(dtype_name(in.storage)),
+                         [&] { return upload_weight(ctx, weights, v, in.storage, name_); });
       inputs_.push_back(std::move(in));
     }
     const ir::Value& out = graph.value(node.output);
