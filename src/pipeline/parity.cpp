@@ -356,6 +356,18 @@ Tensor golden_picture(const TensorView& v) {
   return t;
 }
 
+// The prompt, negative prompt ("" when absent, none when null), steps and guidance of a
+// features.json run.
+Txt2ImgParams params_of_run(const nlohmann::json& run) {
+  Txt2ImgParams params;
+  params.prompt = run.at("prompt").get<std::string>();
+  const nlohmann::json neg = run.value("negative_prompt", nlohmann::json(""));
+  if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
+  params.steps = run.at("steps").get<int>();
+  params.cfg_scale = run.at("guidance_scale").get<float>();
+  return params;
+}
+
 // One img2img / inpainting run from features.json's `run` settings against `<prefix>.image`
 // and, reported only, `<prefix>.step_latents` (the largest error over the steps).
 void check_image_run(DiffusionModel& model, const weights::SafetensorsFile& f,
@@ -364,12 +376,7 @@ void check_image_run(DiffusionModel& model, const weights::SafetensorsFile& f,
                      const SchedulerConfig& scheduler, Reporter& r) {
   if (!f.find(prefix + ".image") || !f.find(image_key)) return;
   const Tensor ref = to_f32(f.view(prefix + ".image"));  // NHWC [B, H, W, 3]
-  Txt2ImgParams params;
-  params.prompt = run.at("prompt").get<std::string>();
-  const nlohmann::json neg = run.value("negative_prompt", nlohmann::json(""));
-  if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
-  params.steps = run.at("steps").get<int>();
-  params.cfg_scale = run.at("guidance_scale").get<float>();
+  Txt2ImgParams params = params_of_run(run);
   params.seed = run.at("seed").get<uint64_t>();
   params.sampler = sampler;
   params.batch = static_cast<int>(ref.shape()[0]);
@@ -499,12 +506,7 @@ void check_lora(DiffusionModel& model, const weights::SafetensorsFile& f,
     const nlohmann::json& run = lora["pipeline"];
     const weights::LoraUse use{file, lora.value("pipeline_multiplier", 1.0f)};
     model.set_loras(std::span<const weights::LoraUse>(&use, 1));
-    Txt2ImgParams params;
-    params.prompt = run.at("prompt").get<std::string>();
-    const nlohmann::json neg = run.value("negative_prompt", nlohmann::json(""));
-    if (!neg.is_null()) params.negative_prompt = neg.get<std::string>();
-    params.steps = run.at("steps").get<int>();
-    params.cfg_scale = run.at("guidance_scale").get<float>();
+    Txt2ImgParams params = params_of_run(run);
     params.sampler = parse_sampler_kind(run.value("sampler", std::string("ddim")));
     Tensor latents = to_f32(f.view("lora.pipeline.latents"));  // NCHW [B, C, h, w]
     const Tensor ref = to_f32(f.view("lora.pipeline.image"));  // NHWC [B, H, W, 3]

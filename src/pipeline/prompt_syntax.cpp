@@ -453,4 +453,15 @@ PromptLoras extract_lora_tags(std::string_view prompt) {
   return out;
 }
 
+std::filesystem::path lora_tag_file(const std::string& lora_dir, const LoraTag& tag,
+                                    std::string_view setting) {
+  HYRT_CHECK(!lora_dir.empty(), kInvalidArgument, "the prompt names the LoRA '", tag.name,
+             "' (<lora:", tag.name, ":...>) but no ", setting, " says where LoRAs are");
+  std::filesystem::path file = std::filesystem::path(lora_dir) / tag.name;
+  if (file.extension() != ".safetensors") file += ".safetensors";
+  HYRT_CHECK(std::filesystem::is_regular_file(file), kInvalidArgument,
+             "the prompt names the LoRA '", tag.name, "', but there is no ", file.string());
+  return file;
+}
+
 }  // namespace hyrt::pipeline

@@ -44,6 +44,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <filesystem>
 #include <span>
 #include <string>
 #include <string_view>
@@ -119,5 +120,11 @@ struct PromptLoras {
 // it). Throws kInvalidArgument, quoting the tag, for an empty name, a multiplier that is not a
 // finite number, or more than two fields.
 PromptLoras extract_lora_tags(std::string_view prompt);
+
+// The file a tag names: `lora_dir`/NAME.safetensors (NAME as written when it already ends so).
+// Throws kInvalidArgument when `lora_dir` is empty (`setting` says how a user sets it, e.g.
+// "--lora-dir") or the file is not there.
+std::filesystem::path lora_tag_file(const std::string& lora_dir, const LoraTag& tag,
+                                    std::string_view setting);
 
 }  // namespace hyrt::pipeline

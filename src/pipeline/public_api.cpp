@@ -349,13 +349,8 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
     lora_list.push_back(str_cat(std::filesystem::path(l.path).stem().string(), ":", l.multiplier));
   }
   for (const pipeline::LoraTag& t : tags.loras) {
-    const std::string& dir = impl_->runtime->lora_dir;
-    HYRT_CHECK(!dir.empty(), kInvalidArgument, "the prompt names the LoRA '", t.name,
-               "' but RuntimeOptions::lora_dir is not set");
-    std::filesystem::path file = std::filesystem::path(dir) / t.name;
-    if (file.extension() != ".safetensors") file += ".safetensors";
-    HYRT_CHECK(std::filesystem::is_regular_file(file), kInvalidArgument,
-               "the prompt names the LoRA '", t.name, "', but there is no ", file.string());
+    const std::filesystem::path file =
+        pipeline::lora_tag_file(impl_->runtime->lora_dir, t, "RuntimeOptions::lora_dir");
     loras.push_back({impl_->runtime->lora_file(file.string()), t.multiplier});
   }
   p.loras = std::move(loras);

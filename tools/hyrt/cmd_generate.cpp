@@ -94,14 +94,7 @@ std::vector<weights::LoraUse> open_loras(const GenerateArgs& a, std::string& pro
   }
   pipeline::PromptLoras tags = pipeline::extract_lora_tags(prompt);
   for (const pipeline::LoraTag& t : tags.loras) {
-    HYRT_CHECK(!a.lora_dir.empty(), kInvalidArgument, "the prompt names the LoRA '", t.name,
-               "' (<lora:", t.name,
-               ":...>) but no --lora-dir (or $HYRT_LORA_DIR) says where "
-               "LoRAs are");
-    fs::path file = fs::path(a.lora_dir) / t.name;
-    if (file.extension() != ".safetensors") file += ".safetensors";
-    HYRT_CHECK(fs::is_regular_file(file), kNotFound, "the prompt names the LoRA '", t.name,
-               "', but there is no ", file.string());
+    const fs::path file = pipeline::lora_tag_file(a.lora_dir, t, "--lora-dir (or $HYRT_LORA_DIR)");
     uses.push_back({weights::LoraFile::open(file), t.multiplier});
   }
   prompt = std::move(tags.prompt);
