@@ -7,7 +7,8 @@
 # ../shared/golden/sdxl-tiny: at least model/ and golden.*), and .whl with diffusers for the
 # anchor (the device README says how).
 # Usage there: bench/cuda/run_sdxl_on_gpu.sh OUT_DIR [what...]
-#   what: parity (hybrid and device), torch (the anchor), file (a real-size random SDXL file and
+#   what: tests (the CUDA kernel tests, GoogleTest carried in .deps/cuda), parity (hybrid and
+#   device), torch (the anchor), file (a real-size random SDXL file and
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
 #   txt2img), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
@@ -19,20 +20,24 @@ what="${*:-parity bench torch}"
 mkdir -p "$out"
 logs="${LOG_DIR:-/tmp/hyrt-gpu-logs}"
 mkdir -p "$logs"
-prefix=/tmp/hyrt-prefix
-if [ ! -d "$prefix/usr" ]; then
-  for f in .deps/*.deb; do dpkg -x "$f" "$prefix"; done
-  sed -i "s|^prefix=/usr|prefix=$prefix/usr|" "$prefix"/usr/lib/x86_64-linux-gnu/pkgconfig/*.pc
-fi
-export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
+source scripts/gpu/common.sh
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 t0=$(date +%s)
-cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
-  -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
-  -DHYRT_BUILD_TESTS=OFF >"$logs/configure.log" 2>&1 || { tail -n 40 "$logs/configure.log"; exit 1; }
-cmake --build build-gpu -j"$(nproc)" --target hyrt >"$logs/build.log" 2>&1 ||
+# Tests on in every call, so that a later call's configure finds the same cache.
+gpu_configure -DHYRT_BUILD_TESTS=ON
+targets=(hyrt)
+[[ $what == *tests* ]] && targets+=(hyrt_ops_tests)
+cmake --build build-gpu -j"$(nproc)" --target "${targets[@]}" >"$logs/build.log" 2>&1 ||
   { grep -B2 -A12 -m3 "error" "$logs/build.log"; exit 1; }
 echo "build: $(($(date +%s) - t0)) s"
+if [[ $what == *tests* ]]; then
+  # The CUDA kernel tests (GEMMs, convolutions, attention, the other ops), f16 and wide-range f32.
+  build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$out/cuda_tests.log" 2>&1
+  echo "cuda tests rc=$?"
+  grep -E "^\[ +(FAILED|PASSED) |Failure|Expected|Which is|wide-range" "$out/cuda_tests.log" |
+    head -n 60
+  tail -n 3 "$out/cuda_tests.log"
+fi
 hyrt=build-gpu/tools/hyrt
 tok=.gl/golden/sdxl-tiny/model
 if [[ $what == *file* ]]; then

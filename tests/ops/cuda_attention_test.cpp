@@ -354,6 +354,74 @@ TEST(CudaAttention, WideHeadsThroughChunks) {
   check({.batch = 1, .tq = 600, .tk = 16384, .heads = 1, .d = 264, .dv = 264, .seed = 63});
 }
 
+// Wide-range q, k, v (ir::Value::wide_range: the SDXL VAE's mid-block attention under
+// force_upcast) are f32 on the device and run the chunked GEMM path on TF32 operands at any
+// head dim that is a multiple of 8 (sdxl-tiny's VAE: 1 head of 64; the real one: 1 of 512),
+// values beyond f16's range included (v scaled by 4e5; q·k large enough to be peaky).
+TEST(CudaAttention, WideRangeRunsInF32) {
+  REQUIRE_GPU();
+  const Spec specs[] = {
+      {.batch = 1,
+       .tq = 256,
+       .tk = 256,
+       .heads = 1,
+       .d = 64,
+       .dv = 64,
+       .input_scale = 3.0f,
+       .seed = 67},
+      {.batch = 2, .tq = 100, .tk = 100, .heads = 1, .d = 512, .dv = 512, .seed = 68},
+      // Three chunks: 256 rows of 16384 f32 scores (16 MiB), twice, then 88.
+      {.batch = 1, .tq = 600, .tk = 16384, .heads = 1, .d = 64, .dv = 64, .seed = 69},
+  };
+  constexpr float kValueScale = 4e5f;
+  for (const Spec& s : specs) {
+    SCOPED_TRACE(describe(s));
+    const size_t nq = static_cast<size_t>(s.batch * s.tq * s.heads * s.d);
+    const size_t nk = static_cast<size_t>(s.batch * s.tk * s.heads * s.d);
+    const size_t nv = static_cast<size_t>(s.batch * s.tk * s.heads * s.dv);
+    const std::vector<float> q = random_floats(nq, s.seed, s.input_scale);
+    const std::vector<float> k = random_floats(nk, s.seed + 1, s.input_scale);
+    const std::vector<float> v = random_floats(nv, s.seed + 2, kValueScale);
+    const std::vector<float> want = reference(s, q, k, v, false);
+
+    AttentionGraph ag(s);
+    for (ir::ValueId id : {ag.q, ag.k, ag.v, ag.g.nodes().back().output})
+      ag.g.set_wide_range(id);
+    ASSERT_TRUE(backend::cuda::supports_attention(ag.g, ag.node()));
+    std::unique_ptr<backend::Kernel> kernel =
+        backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node());
+    const int64_t rows = std::clamp<int64_t>((int64_t{16} << 20) / (s.tk * 4), 1, s.tq);
+    EXPECT_EQ(kernel->workspace_bytes(),
+              (static_cast<size_t>(rows * s.tk * 4) + 255) / 256 * 256 + 192);
+    DeviceBuffer dq(nq * 4, "q"), dk(nk * 4, "k"), dv(nv * 4, "v"),
+        dout(static_cast<size_t>(ag.out_shape.numel()) * 4, "out");
+    to_device(dq.data(), q.data(), dq.size());
+    to_device(dk.data(), k.data(), dk.size());
+    to_device(dv.data(), v.data(), dv.size());
+    HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));
+    const std::vector<TensorView> views{{dq.data(), DType::kF32, ag.g.value(ag.q).shape},
+                                        {dk.data(), DType::kF32, ag.g.value(ag.k).shape},
+                                        {dv.data(), DType::kF32, ag.g.value(ag.v).shape}};
+    // f16 views of wide-range values are refused.
+    const std::vector<TensorView> as_f16{
+        {dq.data(), DType::kF16, ag.g.value(ag.q).shape}, views[1], views[2]};
+    EXPECT_THROW(kernel->run(as_f16, {dout.data(), DType::kF32, ag.out_shape}), Error);
+    kernel->run(views, {dout.data(), DType::kF32, ag.out_shape});
+    const std::vector<uint8_t> raw = bytes_from_device(dout.data(), dout.size());
+    std::vector<float> got(static_cast<size_t>(ag.out_shape.numel()));
+    std::memcpy(got.data(), raw.data(), raw.size());
+    const double err = rel(got, want);
+    EXPECT_LE(err, kTolerance);
+    // The comparison can fail: a result without the softmax's peaks (uniform weights) misses.
+    Spec flat = s;
+    flat.input_scale = 0.0f;
+    EXPECT_GT(rel(got, reference(flat, std::vector<float>(nq, 0.0f), k, v, false)),
+              10 * kTolerance);
+    std::printf("[ cuda     ] attention %s wide-range f32: rel L2 %.2e\n", describe(s).c_str(),
+                err);
+  }
+}
+
 // The wide path's workspace (cuda_attention.h): one chunk's scores f16 [rows, Tk], rows =
 // 16 MiB / (Tk·2) clamped to 1..Tq, rounded up to 256 bytes, + 192 bytes of slack. Each case
 // runs on a context of its own, whose scratch is its cuBLAS workspace alone until an unbound

@@ -71,10 +71,15 @@ struct ConvSpec {
   DType graph_dtype = DType::kF32;  // the graph's activation dtype (held as f16 either way)
   ir::GemmEpilogue epilogue{};      // fused activation / residual (none by default)
   uint64_t seed = 1;
+  // Wide range (ir::Value::wide_range on x, the residual and y: held as f32 on the device, run
+  // on TF32 operands), and a factor on x, the bias and the residual.
+  bool wide = false;
+  float scale = 1.0f;
 };
 
 std::string describe(const ConvSpec& s) {
-  return str_cat("x [", s.batch, ", ", s.height, ", ", s.width, ", ", s.cin, "] w ",
+  return str_cat("x [", s.batch, ", ", s.height, ", ", s.width, ", ", s.cin, "]",
+                 s.wide ? str_cat(" wide-range x", s.scale) : std::string(), " w ",
                  dtype_name(s.weight), "[", s.cout, ", ", s.cin, ", ", s.kernel, ", ", s.kernel,
                  "] s=", s.stride, " p=", s.padding, s.bias ? " +bias" : "",
                  epilogue_note(s.epilogue));
@@ -89,7 +94,8 @@ struct ConvCase {
   weights::MemoryWeights weights;
   ir::GemmEpilogue epilogue;
   int64_t out_h = 0, out_w = 0;
-  std::vector<float> x;  // NHWC, rounded through f16 (what the kernel reads)
+  DType held = DType::kF16;  // x, the residual and y on the device: f16, or f32 when wide
+  std::vector<float> x;      // NHWC, rounded through f16 unless wide (what the kernel reads)
   std::vector<uint16_t> x16;
   std::vector<float> w;           // OIHW values: s·q (8-bit S) or as stored
   std::vector<float> bias;        // [Cout] or empty
@@ -103,12 +109,17 @@ struct ConvCase {
     out_w = (s.width + 2 * s.padding - s.kernel) / s.stride + 1;
     const Shape xs{s.batch, s.height, s.width, s.cin};
     const Shape ws{s.cout, s.cin, s.kernel, s.kernel};
-    Tensor xf = random_tensor(xs, s.seed, 1.0f);
+    held = s.wide ? DType::kF32 : DType::kF16;
+    Tensor xf = random_tensor(xs, s.seed, s.scale);
     const size_t nx = static_cast<size_t>(xs.numel());
-    x16.resize(nx);
     x.resize(nx);
-    convert_from_f32(xf.as<float>(), DType::kF16, x16.data(), nx);
-    convert_to_f32(DType::kF16, x16.data(), x.data(), nx);
+    if (s.wide) {
+      x.assign(xf.as<float>(), xf.as<float>() + nx);
+    } else {
+      x16.resize(nx);
+      convert_from_f32(xf.as<float>(), DType::kF16, x16.data(), nx);
+      convert_to_f32(DType::kF16, x16.data(), x.data(), nx);
+    }
 
     // Weights scaled so that outputs are O(1) whatever K is.
     const float wscale = 1.0f / std::sqrt(static_cast<float>(s.cin * s.kernel * s.kernel));
@@ -134,23 +145,31 @@ struct ConvCase {
     const ir::ValueId wi = graph.add_weight("w", s.weight, ws);
     std::vector<ir::ValueId> ins{xi, wi};
     if (s.bias) {
-      Tensor b = random_tensor(Shape{s.cout}, s.seed + 2, 1.0f);
+      Tensor b = random_tensor(Shape{s.cout}, s.seed + 2, s.scale);
       bias.assign(b.as<float>(), b.as<float>() + s.cout);
       weights.add("b", std::move(b));
       ins.push_back(graph.add_weight("b", DType::kF32, Shape{s.cout}));
     }
     if (epilogue.residual) {
       const Shape rs{s.batch, out_h, out_w, s.cout};
-      Tensor rf = random_tensor(rs, s.seed + 3, 1.0f);
+      Tensor rf = random_tensor(rs, s.seed + 3, s.scale);
       const size_t nr = static_cast<size_t>(rs.numel());
-      r16.resize(nr);
       residual.resize(nr);
-      convert_from_f32(rf.as<float>(), DType::kF16, r16.data(), nr);
-      convert_to_f32(DType::kF16, r16.data(), residual.data(), nr);
+      if (s.wide) {
+        residual.assign(rf.as<float>(), rf.as<float>() + nr);
+      } else {
+        r16.resize(nr);
+        convert_from_f32(rf.as<float>(), DType::kF16, r16.data(), nr);
+        convert_to_f32(DType::kF16, r16.data(), residual.data(), nr);
+      }
       ins.push_back(graph.add_input("r", s.graph_dtype, rs));
+      if (s.wide) graph.set_wide_range(ins.back());
     }
-    graph.mark_output(graph.add_node(ir::OpKind::kConv2d, ins,
-                                     ir::Conv2dAttrs{s.stride, s.padding, epilogue}, "conv"));
+    if (s.wide) graph.set_wide_range(xi);
+    const ir::ValueId y = graph.add_node(ir::OpKind::kConv2d, ins,
+                                         ir::Conv2dAttrs{s.stride, s.padding, epilogue}, "conv");
+    if (s.wide) graph.set_wide_range(y);
+    graph.mark_output(y);
     graph.verify();
   }
 
@@ -241,14 +260,17 @@ class DeviceRun {
   explicit DeviceRun(const ConvCase& c, CudaContext& ctx = *gpu().ctx)
       : c_(c),
         ctx_(ctx),
-        x_(c.x16.size() * 2, "test x"),
-        y_(static_cast<size_t>(c.out_elems()) * 2, "test y") {
+        x_(c.x.size() * dtype_size(c.held), "test x"),
+        y_(static_cast<size_t>(c.out_elems()) * dtype_size(c.held), "test y") {
+    const bool f32 = c.held == DType::kF32;
+    const void* x_host = f32 ? static_cast<const void*>(c.x.data()) : c.x16.data();
     HYRT_CUDA_CHECK(
-        cudaMemcpyAsync(x_.data(), c.x16.data(), x_.size(), cudaMemcpyHostToDevice, ctx.stream()));
-    if (!c.r16.empty()) {
-      r_ = DeviceBuffer(c.r16.size() * 2, "test residual");
-      HYRT_CUDA_CHECK(cudaMemcpyAsync(r_.data(), c.r16.data(), r_.size(), cudaMemcpyHostToDevice,
-                                      ctx.stream()));
+        cudaMemcpyAsync(x_.data(), x_host, x_.size(), cudaMemcpyHostToDevice, ctx.stream()));
+    if (!c.residual.empty()) {
+      const void* r_host = f32 ? static_cast<const void*>(c.residual.data()) : c.r16.data();
+      r_ = DeviceBuffer(c.residual.size() * dtype_size(c.held), "test residual");
+      HYRT_CUDA_CHECK(
+          cudaMemcpyAsync(r_.data(), r_host, r_.size(), cudaMemcpyHostToDevice, ctx.stream()));
     }
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
   }
@@ -260,7 +282,7 @@ class DeviceRun {
     const ConvCase& c = c_;
     const ir::Node& node = c.node();
     std::vector<TensorView> ins{
-        TensorView{x_.data(), DType::kF16, Shape{c.s.batch, c.s.height, c.s.width, c.s.cin}}};
+        TensorView{x_.data(), c.held, Shape{c.s.batch, c.s.height, c.s.width, c.s.cin}}};
     for (size_t i = 1; i < node.inputs.size(); ++i)
       ins.push_back(node.inputs[i] == node.gemm_residual()
                         ? residual()
@@ -269,7 +291,7 @@ class DeviceRun {
   }
   // The residual's device copy (data null without a fused residual).
   TensorView residual() const {
-    return TensorView{r_.data(), DType::kF16, Shape{c_.s.batch, c_.out_h, c_.out_w, c_.s.cout}};
+    return TensorView{r_.data(), c_.held, Shape{c_.s.batch, c_.out_h, c_.out_w, c_.s.cout}};
   }
 
   std::vector<float> run(CudaGemmKernel& kernel, std::optional<GemmCandidate> cand = {}) {
@@ -283,17 +305,17 @@ class DeviceRun {
     CudaContext& ctx = ctx_;
     HYRT_CUDA_CHECK(cudaMemsetAsync(y_.data(), 0xff, y_.size(), ctx.stream()));  // NaN
     const ConvCase& c = c_;
-    const TensorView y{y_.data(), DType::kF16, Shape{c.s.batch, c.out_h, c.out_w, c.s.cout}};
+    const TensorView y{y_.data(), c.held, Shape{c.s.batch, c.out_h, c.out_w, c.s.cout}};
     if (cand)
       kernel.run_candidate(*cand, ins, y);
     else
       kernel.run(ins, y);
-    std::vector<uint16_t> raw(static_cast<size_t>(c.out_elems()));
+    std::vector<uint8_t> raw(y_.size());
     HYRT_CUDA_CHECK(
         cudaMemcpyAsync(raw.data(), y_.data(), y_.size(), cudaMemcpyDeviceToHost, ctx.stream()));
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
-    std::vector<float> out(raw.size());
-    convert_to_f32(DType::kF16, raw.data(), out.data(), out.size());
+    std::vector<float> out(static_cast<size_t>(c.out_elems()));
+    convert_to_f32(c.held, raw.data(), out.data(), out.size());
     return out;
   }
 
@@ -559,7 +581,7 @@ TEST(CudaConv, LargeConvScratchStaysWithinBudget) {
   ASSERT_EQ(key.m, 8192);
   ASSERT_EQ(key.k, 8640);
   const size_t lt_workspace = backend::cuda::CudaBackendOptions{}.workspace_bytes;
-  const size_t weight_f16 = static_cast<size_t>(key.n * key.k * 2);  // kWeightF16
+  const size_t weight_f16 = static_cast<size_t>(key.n * key.k * 2);  // kWeightWide
   const size_t slack = backend::cuda::kWorkspaceSlack;               // 192
   for (GemmPolicy policy : {GemmPolicy::kF16, GemmPolicy::kW8A8}) {
     const GemmCandidate cand =
@@ -666,6 +688,66 @@ TEST(CudaConv, BoundWorkspaceInRowChunks) {
   REQUIRE_GPU();
   const ConvSpec spec{.height = 15, .width = 15, .cin = 32, .cout = 48, .seed = 84};
   check_conv_workspace(spec, GemmCandidate::kF16, 1);
+  check_conv_workspace(spec, GemmCandidate::kW8A8, 1);
+}
+
+// --- wide-range activations: f32 on the device, TF32 operands (the SDXL VAE's) ---
+
+// Values far beyond f16's ±65504 (x, bias and residual scaled by 4e5): both candidates right,
+// the vector and scalar im2col paths (Cin 64 / 3), stride 2, f16-stored weights, row chunks,
+// a bound workspace and a fused residual with SiLU.
+constexpr float kBeyondF16 = 4e5f;
+
+TEST(CudaConv, WideRangeRunsInF32) {
+  REQUIRE_GPU();
+  check_conv({.height = 16,
+              .width = 16,
+              .cin = 64,
+              .cout = 32,
+              .seed = 91,
+              .wide = true,
+              .scale = kBeyondF16});
+  check_conv({.batch = 1,
+              .height = 9,
+              .width = 7,
+              .cin = 3,
+              .cout = 13,
+              .stride = 2,
+              .seed = 92,
+              .wide = true,
+              .scale = kBeyondF16});
+  check_conv({.height = 8,
+              .width = 8,
+              .cin = 32,
+              .cout = 16,
+              .kernel = 1,
+              .padding = 0,
+              .weight = DType::kF16,
+              .seed = 93,
+              .wide = true,
+              .scale = kBeyondF16});
+  check_conv({.height = 8,
+              .width = 8,
+              .cin = 16,
+              .cout = 16,
+              .weight = DType::kF32,
+              .epilogue = {ir::Activation::kSilu, true},
+              .seed = 94,
+              .wide = true,
+              .scale = kBeyondF16});
+}
+
+TEST(CudaConv, WideRangeInRowChunksAndBoundWorkspace) {
+  REQUIRE_GPU();
+  const ConvSpec spec{.height = 15,
+                      .width = 15,
+                      .cin = 32,
+                      .cout = 48,
+                      .seed = 95,
+                      .wide = true,
+                      .scale = kBeyondF16};
+  check_conv_in_chunks(spec, 1, 7);
+  check_conv_workspace(spec, GemmCandidate::kF16);
   check_conv_workspace(spec, GemmCandidate::kW8A8, 1);
 }
 

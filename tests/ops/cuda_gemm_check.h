@@ -214,9 +214,10 @@ inline size_t documented_workspace_bytes(const backend::GemmKey& key,
   const bool s8 = key.w_type == DType::kS8;
   size_t n = 0;
   if (c == backend::cuda::GemmCandidate::kF16) {
-    if (s8) n += a256(key.n * key.k * 2);                                           // kWeightF16
-    if (key.a_type == DType::kF32) n += a256(rows * key.k * 2);                     // kActF16
-    if (key.epilogue & backend::cuda::kIm2colOperand) n += a256(rows * key.k * 2);  // kIm2col
+    // The float candidate's operands: f16, or f32 (TF32) on f32 activations.
+    const int64_t op = key.a_type == DType::kF32 ? 4 : 2;
+    if (s8) n += a256(key.n * key.k * op);                                           // kWeightWide
+    if (key.epilogue & backend::cuda::kIm2colOperand) n += a256(rows * key.k * op);  // kIm2col
   } else if (s8) {
     n += a256(rows * k4) + a256(rows * 4) + a256(rows * n4 * 4);  // kActS8, kRowScales, kAccS32
   }

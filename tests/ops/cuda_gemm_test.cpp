@@ -86,17 +86,22 @@ struct LinearSpec {
   DType weight = DType::kS8;    // s8 ("8-bit S") or a float type
   ir::GemmEpilogue epilogue{};  // fused activation / residual (none by default)
   uint64_t seed = 1;
+  // Wide range (ir::Value::wide_range on x, the residual and y: held as f32, TF32 operands),
+  // and a factor on x, the bias and the residual (values beyond f16's range when large).
+  bool wide = false;
+  float scale = 1.0f;
 };
 
 // Random values (seed, scale) for an activation of the graph's dtype `dtype` and `shape`, in
 // the dtype the device holds it in (device_storage_dtype: f16 for rank >= 2, whatever the
-// graph says): the stored tensor, and its values as f32 (what a kernel reads).
+// graph says, f32 when `wide`): the stored tensor, and its values as f32 (what a kernel reads).
 Tensor stored_activation(DType dtype, const Shape& shape, uint64_t seed, float scale,
-                         std::vector<float>& values) {
+                         std::vector<float>& values, bool wide = false) {
   Tensor f = random_tensor(shape, seed, scale);
   ir::Value v;
   v.dtype = dtype;
   v.shape = shape;
+  v.wide_range = wide;
   const DType store = backend::cuda::device_storage_dtype(v);
   Tensor stored(store, shape);
   convert_from_f32(f.as<float>(), store, stored.data(), static_cast<size_t>(f.numel()));
@@ -126,7 +131,7 @@ struct LinearCase {
     k = s.x_shape.dim(-1);
     m = s.x_shape.numel() / k;
     n = s.n;
-    x_stored = stored_activation(s.act, s.x_shape, s.seed, 1.0f, x);
+    x_stored = stored_activation(s.act, s.x_shape, s.seed, s.scale, x, s.wide);
 
     Tensor wf = random_tensor(Shape{n, k}, s.seed + 1, 0.2f);
     if (s.weight == DType::kS8) {
@@ -150,7 +155,7 @@ struct LinearCase {
     const ir::ValueId wi = graph.add_weight("w", s.weight, Shape{n, k});
     std::vector<ir::ValueId> ins{xi, wi};
     if (s.bias) {
-      Tensor b = random_tensor(Shape{n}, s.seed + 2, 1.0f);
+      Tensor b = random_tensor(Shape{n}, s.seed + 2, s.scale);
       bias.assign(b.as<float>(), b.as<float>() + n);
       weights.add("b", std::move(b));
       ins.push_back(graph.add_weight("b", DType::kF32, Shape{n}));
@@ -158,11 +163,15 @@ struct LinearCase {
     if (epilogue.residual) {
       Shape ys = s.x_shape;
       ys[ys.rank() - 1] = n;
-      r_stored = stored_activation(s.act, ys, s.seed + 3, 1.0f, residual);
+      r_stored = stored_activation(s.act, ys, s.seed + 3, s.scale, residual, s.wide);
       ins.push_back(graph.add_input("r", s.act, ys));
+      if (s.wide) graph.set_wide_range(ins.back());
     }
+    if (s.wide) graph.set_wide_range(xi);
     const ir::Attrs attrs = epilogue.empty() ? ir::Attrs{} : ir::Attrs{ir::LinearAttrs{epilogue}};
-    graph.mark_output(graph.add_node(ir::OpKind::kLinear, ins, attrs, "linear"));
+    const ir::ValueId y = graph.add_node(ir::OpKind::kLinear, ins, attrs, "linear");
+    if (s.wide) graph.set_wide_range(y);
+    graph.mark_output(y);
     graph.verify();
   }
 
@@ -292,9 +301,10 @@ std::unique_ptr<CudaGemmKernel> prepare(CudaBackend& b, const LinearCase& c,
 }
 
 std::string describe(const LinearSpec& s) {
-  return str_cat("x ", dtype_name(s.act), s.x_shape.to_string(), " w ", dtype_name(s.weight), "[",
-                 s.n, ", ", s.x_shape.dim(-1), "]", s.bias ? " +bias" : "",
-                 epilogue_note(s.epilogue));
+  return str_cat("x ", dtype_name(s.act), s.x_shape.to_string(), s.wide ? " wide-range" : "",
+                 s.scale != 1.0f ? str_cat(" x", s.scale) : std::string(), " w ",
+                 dtype_name(s.weight), "[", s.n, ", ", s.x_shape.dim(-1), "]",
+                 s.bias ? " +bias" : "", epilogue_note(s.epilogue));
 }
 
 // Runs every available candidate of one case against the references, on backend `on`
@@ -367,6 +377,34 @@ TEST(CudaGemm, F32GraphRunsInF16) {  // an f32 graph's activations are f16 on th
   REQUIRE_GPU();
   check_linear({.x_shape = Shape{33, 320}, .n = 640, .act = DType::kF32, .seed = 16});
   check_linear({.x_shape = Shape{3, 75}, .n = 17, .act = DType::kF32, .seed = 17});
+}
+
+// Wide-range activations (the SDXL VAE's under force_upcast) are f32 on the device and run on
+// TF32 operands: values far beyond f16's ±65504 come out right in both candidates (W8A8
+// quantizes from f32), with 8-bit S and float weights, a fused residual and activation too.
+TEST(CudaGemm, WideRangeActivationsRunInF32) {
+  REQUIRE_GPU();
+  constexpr float kBeyondF16 = 4e5f;
+  check_linear({.x_shape = Shape{2, 64, 64},
+                .n = 96,
+                .act = DType::kF32,
+                .seed = 19,
+                .wide = true,
+                .scale = kBeyondF16});
+  check_linear({.x_shape = Shape{33, 40},
+                .n = 24,
+                .act = DType::kF32,
+                .weight = DType::kF16,
+                .seed = 20,
+                .wide = true,
+                .scale = kBeyondF16});
+  check_linear({.x_shape = Shape{2, 16, 64},
+                .n = 64,
+                .act = DType::kF32,
+                .epilogue = {ir::Activation::kSilu, true},
+                .seed = 21,
+                .wide = true,
+                .scale = kBeyondF16});
 }
 
 TEST(CudaGemm, FloatWeightsRunAsF16) {  // f32/f16-stored weights: uploaded as f16, f16 only
@@ -850,7 +888,7 @@ TEST(CudaStagingLayout, CarvesAlignedBuffersWithinTheWorkspace) {
     EXPECT_EQ(scales, q + 512);
     EXPECT_EQ(acc, scales + 256);
     EXPECT_LE(acc + 1000, w + ws);
-    EXPECT_EQ(st[Scratch::kWeightF16], nullptr);
+    EXPECT_EQ(st[Scratch::kWeightWide], nullptr);
     EXPECT_EQ(st[Scratch::kIm2col], nullptr);
   }
   EXPECT_THROW(l.carve(arena + 32), Error);  // not 64-byte aligned

@@ -22,9 +22,11 @@ struct AttentionShape {
   int heads = 0, d = 0, dv = 0;
   float scale = 0.0f;  // resolved: never 0
   bool causal = false;
-  // A head wider than the fused kernel's registers hold (the VAE's 1 × 512): query-row
-  // chunks through two cuBLAS GEMMs and the softmax kernel instead (no causal mask there).
+  // A head wider than the fused kernel's registers hold (the VAE's 1 × 512), or f32 storage
+  // (wide-range values, which the f16 fused kernel cannot hold): query-row chunks through two
+  // cuBLAS GEMMs and the softmax kernel instead (no causal mask there).
   bool wide = false;
+  DType storage = DType::kF16;  // q, k, v and out as the device holds them: f16 or f32
 };
 
 // Wide heads: up to this head dim, and scores of at most this many bytes per chunk.
@@ -39,6 +41,11 @@ bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s)
                   &v = graph.value(node.inputs[2]), &out = graph.value(node.output);
   for (const ir::Value* x : {&q, &k, &v, &out})
     if (x->shape.rank() != 3 || !dtype_is_float(x->dtype)) return false;
+  // One storage dtype for all four: f16, or f32 where the graph asks for wide range.
+  s.storage = device_storage_dtype(out);
+  for (const ir::Value* x : {&q, &k, &v})
+    if (device_storage_dtype(*x) != s.storage) return false;
+  if (s.storage != DType::kF16 && s.storage != DType::kF32) return false;
   if (a.heads < 1 || q.shape[0] != k.shape[0] || q.shape[0] != v.shape[0] ||
       k.shape[1] != v.shape[1] || q.shape[2] != k.shape[2] || q.shape[2] % a.heads != 0 ||
       v.shape[2] % a.heads != 0)
@@ -49,7 +56,8 @@ bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s)
   s.heads = a.heads;
   const int64_t d = q.shape[2] / a.heads, dv = v.shape[2] / a.heads;
   if (d < 1 || dv < 1 || d > kWideMaxHeadDim || dv > kWideMaxHeadDim) return false;
-  s.wide = d > kFlashAttentionMaxHeadDim || dv > kFlashAttentionMaxHeadDim;
+  s.wide =
+      d > kFlashAttentionMaxHeadDim || dv > kFlashAttentionMaxHeadDim || s.storage == DType::kF32;
   if (s.wide && (a.causal || d % 8 != 0 || dv % 8 != 0)) return false;
   s.d = static_cast<int>(d);
   s.dv = static_cast<int>(dv);
@@ -74,9 +82,10 @@ class AttentionKernel final : public Kernel {
                kFlashAttentionMaxHeadDim, ", or non-causal multiples of 8 up to ", kWideMaxHeadDim,
                ")");
     if (s_.wide) {
-      chunk_rows_ = std::clamp<int64_t>(kWideScoreBytes / (s_.tk * 2), 1, s_.tq);
+      const int64_t elem = static_cast<int64_t>(dtype_size(s_.storage));
+      chunk_rows_ = std::clamp<int64_t>(kWideScoreBytes / (s_.tk * elem), 1, s_.tq);
       // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
-      layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * 2));
+      layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * elem));
     }
   }
 
@@ -97,12 +106,12 @@ class AttentionKernel final : public Kernel {
                              s_.batch * s_.tk * v_width, s_.batch * s_.tq * v_width};
     const TensorView* views[4] = {&inputs[0], &inputs[1], &inputs[2], &output};
     for (int i = 0; i < 4; ++i)
-      HYRT_CHECK(views[i]->dtype == DType::kF16 && views[i]->numel() == want[i] &&
+      HYRT_CHECK(views[i]->dtype == s_.storage && views[i]->numel() == want[i] &&
                      views[i]->data != nullptr,
                  kInvalidArgument, "node '", name_, "': ", i < 3 ? "input " : "output ",
                  i < 3 ? std::to_string(i) : std::string(), " bound as ",
-                 dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected f16 with ",
-                 want[i], " elements");
+                 dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
+                 dtype_name(s_.storage), " with ", want[i], " elements");
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
@@ -121,38 +130,44 @@ class AttentionKernel final : public Kernel {
  private:
   // Per (batch, head) and chunk of R query rows, row-major thinking, column-major calls:
   //   S [R, Tk] = scale · Q [R, D] · K [Tk, D]ᵀ   (cuBLAS: Sᵀ = Kᵀᵀ · Qᵀ, op T/N)
-  //   P = softmax(S) by rows, in place             (f32 math, f16 storage)
+  //   P = softmax(S) by rows, in place             (f32 math, storage as the tensors)
   //   O [R, Dv] = P [R, Tk] · V [Tk, Dv]           (cuBLAS: Oᵀ = Vᵀ · Pᵀ, op N/N)
-  // f16 operands, f32 accumulation, as the fused kernel.
+  // f16 operands with f32 accumulation, as the fused kernel; f32 storage (wide range) runs
+  // TF32 operands (f16's mantissa, f32's range) with f32 scores and accumulation.
   void run_wide(std::span<const TensorView> inputs, const TensorView& output, int64_t qk_width,
                 int64_t v_width) {
     // The bound workspace, else the context's shared slot, grown by the first such run.
     void* scores = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kAttnScores];
-    const auto* q = inputs[0].as<const uint16_t>();
-    const auto* k = inputs[1].as<const uint16_t>();
-    const auto* v = inputs[2].as<const uint16_t>();
-    auto* out = output.as<uint16_t>();
+    const bool f32 = s_.storage == DType::kF32;
+    const size_t elem = dtype_size(s_.storage);
+    const cudaDataType_t type = f32 ? CUDA_R_32F : CUDA_R_16F;
+    const cublasComputeType_t compute = f32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    const auto* q = static_cast<const uint8_t*>(inputs[0].data);
+    const auto* k = static_cast<const uint8_t*>(inputs[1].data);
+    const auto* v = static_cast<const uint8_t*>(inputs[2].data);
+    auto* out = static_cast<uint8_t*>(output.data);
+    const auto at = [elem](int64_t elements) { return static_cast<size_t>(elements) * elem; };
     const float zero = 0.0f, one = 1.0f;
     for (int64_t b = 0; b < s_.batch; ++b)
       for (int h = 0; h < s_.heads; ++h)
         for (int64_t r0 = 0; r0 < s_.tq; r0 += chunk_rows_) {
           const int64_t rows = std::min(chunk_rows_, s_.tq - r0);
-          const uint16_t* qc = q + (b * s_.tq + r0) * qk_width + int64_t{h} * s_.d;
-          const uint16_t* kc = k + b * s_.tk * qk_width + int64_t{h} * s_.d;
-          const uint16_t* vc = v + b * s_.tk * v_width + int64_t{h} * s_.dv;
-          uint16_t* oc = out + (b * s_.tq + r0) * v_width + int64_t{h} * s_.dv;
-          HYRT_CUBLAS_CHECK(cublasGemmEx(
-              ctx_.blas(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(s_.tk),
-              static_cast<int>(rows), s_.d, &s_.scale, kc, CUDA_R_16F, static_cast<int>(qk_width),
-              qc, CUDA_R_16F, static_cast<int>(qk_width), &zero, scores, CUDA_R_16F,
-              static_cast<int>(s_.tk), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-          HYRT_CUDA_CHECK(
-              launch_softmax(scores, scores, FloatType::kF16, rows, s_.tk, ctx_.stream()));
-          HYRT_CUBLAS_CHECK(
-              cublasGemmEx(ctx_.blas(), CUBLAS_OP_N, CUBLAS_OP_N, s_.dv, static_cast<int>(rows),
-                           static_cast<int>(s_.tk), &one, vc, CUDA_R_16F, static_cast<int>(v_width),
-                           scores, CUDA_R_16F, static_cast<int>(s_.tk), &zero, oc, CUDA_R_16F,
-                           static_cast<int>(v_width), CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+          const uint8_t* qc = q + at((b * s_.tq + r0) * qk_width + int64_t{h} * s_.d);
+          const uint8_t* kc = k + at(b * s_.tk * qk_width + int64_t{h} * s_.d);
+          const uint8_t* vc = v + at(b * s_.tk * v_width + int64_t{h} * s_.dv);
+          uint8_t* oc = out + at((b * s_.tq + r0) * v_width + int64_t{h} * s_.dv);
+          HYRT_CUBLAS_CHECK(cublasGemmEx(ctx_.blas(), CUBLAS_OP_T, CUBLAS_OP_N,
+                                         static_cast<int>(s_.tk), static_cast<int>(rows), s_.d,
+                                         &s_.scale, kc, type, static_cast<int>(qk_width), qc, type,
+                                         static_cast<int>(qk_width), &zero, scores, type,
+                                         static_cast<int>(s_.tk), compute, CUBLAS_GEMM_DEFAULT));
+          HYRT_CUDA_CHECK(launch_softmax(scores, scores, f32 ? FloatType::kF32 : FloatType::kF16,
+                                         rows, s_.tk, ctx_.stream()));
+          HYRT_CUBLAS_CHECK(cublasGemmEx(ctx_.blas(), CUBLAS_OP_N, CUBLAS_OP_N, s_.dv,
+                                         static_cast<int>(rows), static_cast<int>(s_.tk), &one, vc,
+                                         type, static_cast<int>(v_width), scores, type,
+                                         static_cast<int>(s_.tk), &zero, oc, type,
+                                         static_cast<int>(v_width), compute, CUBLAS_GEMM_DEFAULT));
         }
   }
 

@@ -5,21 +5,23 @@
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
 // with every tensor in the backend's activation storage dtype, f16 (device_storage_dtype),
 // dense row-major in device memory; scores, softmax and accumulation are f32 and no score
-// matrix is ever written. Head dims 1..256 (any Tq, Tk >= 1); D and Dv multiples of 8 take
-// the fast path (cp.async tile loads), others run the same kernel with element-wise loads.
+// matrix is ever written. Wide-range nodes (f32 storage, non-causal, head dims multiples of 8)
+// run the chunked GEMM path below in f32 on TF32 operands. Head dims 1..256 (any Tq, Tk >= 1); D
+// and Dv multiples of 8 take the fast path (cp.async tile loads), others run the same kernel with
+// element-wise loads.
 //
 // The fused kernel holds no device memory and no scratch: run() only enqueues one launch on the
 // context's stream (never synchronises, never allocates: capturable into a CUDA graph), and
 // workspace_bytes() is 0.
 // Heads wider than the fused kernel's (> kFlashAttentionMaxHeadDim, up to 4096, non-causal,
 // multiples of 8) run per (batch, head) in chunks of query rows through two cuBLAS GEMMs and
-// the softmax kernel, staging one chunk's probabilities f16 [rows, Tk] (rows = 16 MiB / (Tk·2)
-// clamped to 1..Tq). That buffer is the kernel's workspace (Kernel::workspace_bytes: its bytes
-// rounded up to 256, + 192 bytes of slack for aligning the bound pointer up to 256; layout as
-// cuda_context.h, StagingLayout): with one bound, run() stages there and allocates nothing;
-// without one (tests, benchmarks), the first run grows the context's shared kAttnScores slot
-// (allocates and synchronises), later runs reuse it.
-// Thread safety as for every kernel of the backend (cuda_backend.h): one run at a time.
+// the softmax kernel, staging one chunk's probabilities [rows, Tk] in the storage dtype (rows =
+// 16 MiB / (Tk · its size) clamped to 1..Tq). That buffer is the kernel's workspace
+// (Kernel::workspace_bytes: its bytes rounded up to 256, + 192 bytes of slack for aligning the
+// bound pointer up to 256; layout as cuda_context.h, StagingLayout): with one bound, run() stages
+// there and allocates nothing; without one (tests, benchmarks), the first run grows the context's
+// shared kAttnScores slot (allocates and synchronises), later runs reuse it. Thread safety as for
+// every kernel of the backend (cuda_backend.h): one run at a time.
 #pragma once
 
 #include <memory>
@@ -34,7 +36,8 @@ namespace hyrt::backend::cuda {
 bool supports_attention(const ir::Graph& graph, const ir::Node& node);
 
 // The kernel for a supported node (throws hyrt::Error(kUnsupported) otherwise). Its run()
-// takes inputs {q, k, v} and the output as f16 TensorViews of the node's shapes, 16-byte
+// takes inputs {q, k, v} and the output as TensorViews of the node's shapes in its storage
+// dtype (f16, or f32 for wide-range values), 16-byte
 // aligned for the fast path; out must not overlap the inputs.
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node);

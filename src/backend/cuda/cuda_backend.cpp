@@ -344,6 +344,7 @@ class CudaBackendImpl final : public CudaBackend {
 
 DType device_storage_dtype(const ir::Value& v) {
   if (!dtype_is_float(v.dtype)) return v.dtype;
+  if (v.wide_range && v.kind != ir::ValueKind::kWeight) return DType::kF32;
   return v.shape.rank() >= 2 ? DType::kF16 : DType::kF32;
 }
 

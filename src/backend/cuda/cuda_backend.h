@@ -13,10 +13,10 @@
 // CUDA graphs of the stream.
 //
 // Activations are held in device_storage_dtype(): f16 for the graph's f32 activations, the
-// device path DESIGN.md describes; the GEMM programs are built from the node as the device
-// holds it (f16 in, f16 out). A linear node built directly from a graph whose rank-1 input
-// is f32 still runs with f32 activations (converted to f16 for the f16 candidate).
-// Accumulation is f32 (f16 candidate) or s32 (W8A8). Activation and output buffers must be
+// device path DESIGN.md describes, and f32 for wide-range ones; the GEMM programs are built
+// from the node as the device holds it (f16 in, f16 out; f32 in, f32 out on TF32 operands —
+// also a linear node whose rank-1 input is f32). Accumulation is f32 (float candidate) or s32
+// (W8A8). Activation and output buffers must be
 // 16-byte aligned (the memory planner's 64-byte offsets in a cudaMalloc arena are).
 //
 // Weights are uploaded at prepare in their stored form and owned by the kernel:
@@ -25,7 +25,7 @@
 //     no f16 copy is kept: the f16 candidate widens one layer at a time into the kernel's
 //     staging (its workspace in the executor's arena, live for that step only; cuda_gemm.h,
 //     "Staging");
-//   - f32 / bf16 / f16 weights: as f16 [N, K];
+//   - f32 / bf16 / f16 weights: as f16 [N, K] (as f32 for f32 activations);
 //   - bias: f32, plus an f16 copy when the output is f16 (cuBLASLt's bias epilogue reads the
 //     output's type).
 //
@@ -51,9 +51,10 @@ namespace hyrt::backend::cuda {
 
 // The two GEMM candidates for a linear node.
 enum class GemmCandidate : uint8_t {
-  // cuBLASLt f16 x f16 -> f32 accumulate -> f16/f32 out, bias in cuBLASLt's epilogue. 8-bit S
-  // weights are first dequantized (s·q, rounded to f16) into the kernel's staging
-  // (cuda_gemm.h); f32 activations are converted to f16 there too.
+  // The float candidate (named "f16" after its usual operands): cuBLASLt f16 x f16 -> f32
+  // accumulate -> f16 out, bias in cuBLASLt's epilogue; on f32 activations (wide range) the
+  // operands are f32 on TF32 tensor cores and the output f32. 8-bit S weights are first
+  // dequantized (s·q, rounded to the operand type) into the kernel's staging (cuda_gemm.h).
   kF16,
   // W8A8: activations quantized per row on the device (absmax/127, the CPU backend's exact
   // rule), cuBLASLt s8 x s8 -> s32 ("TN"), then hyrt's epilogue
@@ -155,6 +156,9 @@ class CudaBackend : public Backend {
 // floating values of rank >= 2 (activations) in f16, as DESIGN.md says activations live on
 // CUDA; floating values of rank <= 1 (per-sample scalars such as the timesteps [B], which an
 // f16 would round to 0.5 near t = 1000) keep f32; integer values (token ids) keep their dtype.
+// Wide-range activations (ir::Value::wide_range: the SDXL VAE's under force_upcast) are f32 at
+// any rank: the GEMMs then run TF32 operands (f16's mantissa, f32's range) and the other
+// kernels their f32 forms, so that placement may run those graphs here (plan::holds_wide_range).
 // Every CUDA kernel reads and writes its activations in this dtype.
 DType device_storage_dtype(const ir::Value& v);
 

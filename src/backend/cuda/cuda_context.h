@@ -55,13 +55,12 @@ class DeviceBuffer {
 //     buffer per slot is enough.
 // Nothing is reserved at prepare: with an executor, the slots stay empty.
 enum class Scratch : uint8_t {
-  kWeightF16,   // one layer's 8-bit S weights widened to f16 [N, K] (f16 candidate)
-  kActF16,      // f32 activations converted to f16 [M, K] (f16 candidate)
+  kWeightWide,  // one layer's 8-bit S weights widened to the operand type [N, K] (float candidate)
   kActS8,       // quantized activations s8 [M, K4] (W8A8)
   kRowScales,   // their per-row scales f32 [M] (W8A8)
   kAccS32,      // the int8 GEMM's s32 result [M, N4] (W8A8)
-  kIm2col,      // a convolution's im2col matrix f16 [M, K] (f16 candidate)
-  kAttnScores,  // a chunk of query rows' attention probabilities f16 [rows, Tk] (heads > 256)
+  kIm2col,      // a convolution's im2col matrix [M, K], the operand type (float candidate)
+  kAttnScores,  // a chunk of query rows' attention probabilities [rows, Tk] (GEMM attention)
   kCount,
 };
 

@@ -64,6 +64,8 @@ const char* candidate_name(GemmCandidate c) {
 // 1455 TOPS on 8192³ (../shared/notes/cublaslt-h100.md); smaller shapes fall well short,
 // which the per-program overhead below stands in for until measurements replace it.
 constexpr double kF16FlopsPerSecond = 700e12;
+// TF32 (the float candidate on f32 activations): half the f16 tensor-core rate.
+constexpr double kTf32FlopsPerSecond = 350e12;
 constexpr double kS8OpsPerSecond = 1200e12;
 // Device memory: a device-to-device copy moved ~3.0 TB/s (read + write) on the H100s here.
 constexpr double kBytesPerSecond = 3.0e12;
@@ -77,6 +79,18 @@ constexpr double kChunkLaunchUs = 2.0;
 namespace {
 
 std::atomic<size_t> g_staging_budget{kGemmStagingBudget};
+
+// The float candidate's operand type for activations held as `a_type`: f16, or f32 (TF32
+// tensor cores) for f32 activations — wide-range values, whose range f16 would not hold.
+DType float_operand(DType a_type) {
+  return a_type == DType::kF32 ? DType::kF32 : DType::kF16;
+}
+
+// GemmKey::w_type of a weight stored as `w` (its uploaded form): s8 for 8-bit S, else the
+// float operand type.
+DType float_operand_type(DType w, DType a_type) {
+  return w == DType::kS8 ? DType::kS8 : float_operand(a_type);
+}
 
 int64_t round_up(int64_t v, int64_t multiple) {
   return (v + multiple - 1) / multiple * multiple;
@@ -157,8 +171,9 @@ size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c) {
   // What GemmKernel::staging_layout stages per row, buffer by buffer.
   int64_t bytes = 0;
   if (c == GemmCandidate::kF16) {
-    if (key.epilogue & kIm2colOperand) bytes += key.k * 2;  // kIm2col
-    if (key.a_type == DType::kF32) bytes += key.k * 2;      // kActF16
+    // kIm2col, in the operand type (f16, or f32 on f32 activations)
+    if (key.epilogue & kIm2colOperand)
+      bytes += key.k * static_cast<int64_t>(dtype_size(key.a_type));
   } else if (key.w_type == DType::kS8) {
     bytes = round_up4(key.k) + 4 + round_up4(key.n) * 4;  // kActS8, kRowScales, kAccS32
   }
@@ -192,9 +207,11 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
                k = static_cast<double>(key.k);
   const double a = static_cast<double>(dtype_size(key.a_type));
   const double flops = 2.0 * m * n * k;
+  // The float candidate's operands: f16, or f32 (TF32) on f32 activations.
+  const double float_rate = key.a_type == DType::kF32 ? kTf32FlopsPerSecond : kF16FlopsPerSecond;
   // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
   // A fused residual is read once more.
-  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * 2.0 : 0.0) +
+  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * a : 0.0) +
                     ((key.epilogue & bit(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
   // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its
   // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
@@ -215,9 +232,9 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   auto roofline = [&](double ops, double rate, double bytes) {
     return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs + chunk_us;
   };
-  if (key.w_type != DType::kS8) return roofline(flops, kF16FlopsPerSecond, f16_io + n * k * 2.0);
+  if (key.w_type != DType::kS8) return roofline(flops, float_rate, f16_io + n * k * a);
   if (c == GemmCandidate::kF16)
-    return roofline(flops, kF16FlopsPerSecond, f16_io + n * k * (1.0 + 2.0 * 2.0));
+    return roofline(flops, float_rate, f16_io + n * k * (1.0 + 2.0 * a));
   return roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
 }
 
@@ -240,8 +257,8 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.k = w.shape[1];
   key.m = key.k > 0 ? x.shape.numel() / key.k : 0;
   key.batch = 1;
-  key.a_type = device_storage_dtype(x);  // as the device holds it: f16 for activations
-  key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
+  key.a_type = device_storage_dtype(x);  // as the device holds it: f16, f32 for wide range
+  key.w_type = float_operand_type(w.dtype, key.a_type);
   key.out_type = key.a_type;
   key.w_transposed = true;
   key.epilogue = epilogue_bits(node);
@@ -543,15 +560,21 @@ class GemmKernel final : public CudaGemmKernel {
     n_ = key_.n, k_ = key_.k;
     n4_ = round_up4(n_), k4_ = round_up4(k_);
     a_dtype_ = key_.a_type;
+    op_dtype_ = float_operand(a_dtype_);
     s8_ = key_.w_type == DType::kS8;
-    HYRT_ASSERT(!im2col_ || a_dtype_ == DType::kF16, "im2col runs on f16 activations");
+    HYRT_ASSERT(a_dtype_ == DType::kF16 || a_dtype_ == DType::kF32,
+                "GEMM activations are f16 or f32 on the device");
     upload_weights(spec);
 
     // Row chunks under the budget as it is now (cuda_gemm.h), and each chunk size's layouts.
     const size_t budget = gemm_staging_budget();
+    // f16 operands accumulate in f32; f32 operands run on TF32 tensor cores (f16's mantissa,
+    // f32's range), accumulating in f32.
+    const cublasComputeType_t float_compute =
+        op_dtype_ == DType::kF32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
     f16_ = make_chunked_gemm(gemm_chunking(key_, GemmCandidate::kF16, budget), [&](int64_t rows) {
-      return make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, cuda_float_type(a_dtype_), n_,
-                          rows, k_, bias_out_);
+      return make_lt_gemm(float_compute, CUDA_R_32F, cuda_float_type(op_dtype_),
+                          cuda_float_type(a_dtype_), n_, rows, k_, bias_out_);
     });
     if (s8_)
       s8_gemm_ =
@@ -663,17 +686,16 @@ class GemmKernel final : public CudaGemmKernel {
 
   // The staging buffers candidate `c` uses in one run, for one chunk of rows (unchunked, the
   // f16 candidate's im2col matrix would be M·K·2 bytes: 141 MB for a 960-channel 3x3 conv at
-  // 64x64, batch 2); gemm_staging_bytes_per_row counts the same per row. f16: the im2col
-  // matrix or the converted activations f16 [rows, K] (never both: im2col runs on f16
-  // activations) and, for 8-bit S weights, the layer widened to f16 [N, K]; W8A8: the
-  // quantized rows s8 [rows, K4], their scales f32 [rows] and the s32 result [rows, N4].
+  // 64x64, batch 2); gemm_staging_bytes_per_row counts the same per row. Float: a conv's
+  // im2col matrix [rows, K] and, for 8-bit S weights, the layer widened [N, K], both in the
+  // operand type (f16, or f32 on f32 activations); W8A8: the quantized rows s8 [rows, K4],
+  // their scales f32 [rows] and the s32 result [rows, N4].
   StagingLayout staging_layout(GemmCandidate c) const {
     StagingLayout l;
     if (c == GemmCandidate::kF16) {
       const int64_t rows = f16_.chunking.rows;
-      if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_ * 2));
-      if (a_dtype_ == DType::kF32) l.add(Scratch::kActF16, bytes(rows * k_ * 2));
-      if (s8_) l.add(Scratch::kWeightF16, bytes(n_ * k_ * 2));
+      if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_) * op_size());
+      if (s8_) l.add(Scratch::kWeightWide, bytes(n_ * k_) * op_size());
     } else if (s8_) {
       const int64_t rows = s8_gemm_.chunking.rows;
       l.add(Scratch::kActS8, bytes(rows * k4_));
@@ -715,17 +737,21 @@ class GemmKernel final : public CudaGemmKernel {
         return d;
       });
     } else {
+      // Float weights in the operand type: f16 [N, K], or f32 for f32 activations.
       const size_t count = bytes(n_ * k_);
-      w_ = ctx_.resident(spec.source, wname, str_cat("f16 ", n_, "x", k_), [&] {
-        DeviceBuffer d(count * 2, wname + " (f16 weights)");
-        if (spec.w.dtype == DType::kF16) {
-          upload_weight_rows(spec, spec.w.data, 2, n_, k_, d);
+      const int elem = static_cast<int>(op_size());
+      const std::string_view type = dtype_name(op_dtype_);
+      w_ = ctx_.resident(spec.source, wname, str_cat(type, " ", n_, "x", k_), [&] {
+        DeviceBuffer d(count * op_size(), str_cat(wname, " (", type, " weights)"));
+        if (spec.w.dtype == op_dtype_) {
+          upload_weight_rows(spec, spec.w.data, elem, n_, k_, d);
         } else {
           // Element by element, so in the stored order as well as in any other.
-          AlignedBuffer f32(count * 4, wname + " staging"), f16(count * 2, wname + " staging");
+          AlignedBuffer f32(count * 4, wname + " staging"),
+              out(count * op_size(), wname + " staging");
           convert_to_f32(spec.w.dtype, spec.w.data, f32.as<float>(), count);
-          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-          upload_weight_rows(spec, f16.data(), 2, n_, k_, d);
+          convert_from_f32(f32.as<float>(), op_dtype_, out.data(), count);
+          upload_weight_rows(spec, out.data(), elem, n_, k_, d);
         }
         return d;
       });
@@ -784,6 +810,7 @@ class GemmKernel final : public CudaGemmKernel {
   // rules at the top of this file).
 
   size_t act_size() const { return dtype_size(a_dtype_); }
+  size_t op_size() const { return dtype_size(op_dtype_); }
   // Row m0 of a dense [M, cols] activation matrix in the activation dtype.
   const void* act_row(const void* base, int64_t m0, int64_t cols) const {
     return static_cast<const uint8_t*>(base) + bytes(m0 * cols) * act_size();
@@ -792,35 +819,30 @@ class GemmKernel final : public CudaGemmKernel {
     return static_cast<uint8_t*>(base) + bytes(m0 * cols) * act_size();
   }
 
-  // The f16 GEMM's weight operand: the widened layer in staging, or the resident f16 weights.
-  const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightF16] : w_->data(); }
+  // The float GEMM's weight operand: the widened layer in staging, or the resident weights.
+  const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightWide] : w_->data(); }
 
-  // 8-bit S weights -> f16 staging (once per run: the weights do not depend on M).
+  // 8-bit S weights -> the operand type in staging (once per run: they do not depend on M).
   void stage_f16_weights(const Staging& st) const {
     if (s8_)
-      HYRT_CUDA_CHECK(launch_dequantize_rows_f16(
-          w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
-          static_cast<uint16_t*>(st[Scratch::kWeightF16]), ctx_.stream()));
+      HYRT_CUDA_CHECK(launch_dequantize_rows(w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
+                                             st[Scratch::kWeightWide], float_type(op_dtype_),
+                                             ctx_.stream()));
   }
 
-  // The f16 GEMM's activation operand for GEMM rows [m0, m0 + rows) of input x, f16 [rows, K]:
-  // a conv's im2col rows (gathered into staging), f32 activations' rows converted into
-  // staging, or f16 activations' rows in place.
+  // The float GEMM's activation operand for GEMM rows [m0, m0 + rows) of input x, [rows, K] in
+  // the activations' own type (the operand type): a conv's im2col rows (gathered into
+  // staging), or the activations' rows in place.
   const void* f16_operand(const Staging& st, const void* x, int64_t m0, int64_t rows) const {
     if (im2col_) {
       const Im2colGeometry& g = *im2col_;
-      auto* col = static_cast<uint16_t*>(st[Scratch::kIm2col]);
-      HYRT_CUDA_CHECK(launch_im2col_f16(static_cast<const uint16_t*>(x), g.batch, g.height, g.width,
-                                        g.channels, g.kernel_h, g.kernel_w, g.stride, g.padding,
-                                        g.out_h, g.out_w, m0, rows, col, ctx_.stream()));
+      void* col = st[Scratch::kIm2col];
+      HYRT_CUDA_CHECK(launch_im2col(x, float_type(a_dtype_), g.batch, g.height, g.width, g.channels,
+                                    g.kernel_h, g.kernel_w, g.stride, g.padding, g.out_h, g.out_w,
+                                    m0, rows, col, ctx_.stream()));
       return col;
     }
-    const void* rows_in = act_row(x, m0, k_);
-    if (a_dtype_ != DType::kF32) return rows_in;
-    auto* converted = static_cast<uint16_t*>(st[Scratch::kActF16]);
-    HYRT_CUDA_CHECK(
-        launch_f32_to_f16(static_cast<const float*>(rows_in), rows * k_, converted, ctx_.stream()));
-    return converted;
+    return act_row(x, m0, k_);
   }
 
   // y rows [m0, m0 + rows) (at y_rows) = operand b [rows, K] · wᵀ (+ bias) (+ c_rows, the
@@ -842,10 +864,9 @@ class GemmKernel final : public CudaGemmKernel {
     auto* scales = static_cast<float*>(st[Scratch::kRowScales]);
     if (im2col_) {
       const Im2colGeometry& g = *im2col_;
-      HYRT_CUDA_CHECK(launch_im2col_quantize_s8(static_cast<const uint16_t*>(x), g.batch, g.height,
-                                                g.width, g.channels, g.kernel_h, g.kernel_w,
-                                                g.stride, g.padding, g.out_h, g.out_w, m0, rows,
-                                                k4_, q, scales, ctx_.stream()));
+      HYRT_CUDA_CHECK(launch_im2col_quantize_s8(
+          x, float_type(a_dtype_), g.batch, g.height, g.width, g.channels, g.kernel_h, g.kernel_w,
+          g.stride, g.padding, g.out_h, g.out_w, m0, rows, k4_, q, scales, ctx_.stream()));
     } else {
       HYRT_CUDA_CHECK(launch_quantize_rows_s8(act_row(x, m0, k_), float_type(a_dtype_), rows, k_,
                                               k4_, q, scales, ctx_.stream()));
@@ -1138,10 +1159,11 @@ class GemmKernel final : public CudaGemmKernel {
   bool has_bias_ = false;                    // the node has a bias input (input 2)
   EpilogueActivation activation_;            // a fused activation (before the residual)
   int64_t n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;  // M: key_.m, covered in chunks (f16_, s8_gemm_)
-  DType a_dtype_ = DType::kF16;              // activations and output
+  DType a_dtype_ = DType::kF16;              // activations and output: f16, or f32 (wide range)
+  DType op_dtype_ = DType::kF16;             // the float candidate's operands (float_operand)
   bool s8_ = false;
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
-  std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or f16 [N, K]
+  std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or [N, K] in op_dtype_
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)
   std::shared_ptr<const DeviceBuffer> bias_f32_, bias_f16_;
   const void* bias_out_ = nullptr;  // the bias in the output's dtype, for cuBLASLt's epilogue
@@ -1214,7 +1236,10 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
   const ir::Value& y = graph.value(node.output);
   if (x.kind == ir::ValueKind::kWeight || !dtype_is_float(x.dtype) || y.dtype != x.dtype)
     return false;
-  if (x.shape.rank() != 4 || y.shape.rank() != 4 || device_storage_dtype(x) != DType::kF16)
+  // Held as f16, or f32 for wide-range values (device_storage_dtype); y as x.
+  const DType held = device_storage_dtype(x);
+  if (x.shape.rank() != 4 || y.shape.rank() != 4 || (held != DType::kF16 && held != DType::kF32) ||
+      device_storage_dtype(y) != held)
     return false;
   if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 4) return false;
   if (w.dtype != DType::kS8 && !dtype_is_float(w.dtype)) return false;
@@ -1238,9 +1263,9 @@ GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.n = w.shape[0];
   key.k = w.shape[1] * w.shape[2] * w.shape[3];
   key.batch = 1;
-  key.a_type = DType::kF16;
-  key.w_type = w.dtype == DType::kS8 ? DType::kS8 : DType::kF16;
-  key.out_type = DType::kF16;
+  key.a_type = device_storage_dtype(graph.value(node.inputs.at(0)));  // f16, f32 for wide range
+  key.w_type = float_operand_type(w.dtype, key.a_type);
+  key.out_type = key.a_type;
   key.w_transposed = true;
   key.epilogue = epilogue_bits(node);
   if (!conv_is_pointwise(graph, node)) key.epilogue |= kIm2colOperand;

@@ -17,22 +17,24 @@
 //   - otherwise: the GEMM with M = B·Ho·Wo, N = Cout, K = kh·kw·Cin on the im2col matrix of x
 //     (cuda_kernels.h) and weights reordered once at upload, on the device, to
 //     [Cout, kh, kw, Cin] (8-bit S weights stay s8 with their per-output-channel scales). The
-//     f16 candidate writes the im2col matrix into its staging (launch_im2col_f16); W8A8
+//     f16 candidate writes the im2col matrix into its staging (launch_im2col); W8A8
 //     quantizes its rows as it gathers them (launch_im2col_quantize_s8). The program's timings
 //     include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
 // Padding is symmetric (the same on every side), the CPU backend's (oneDNN's) and PyTorch's
 // semantics: Ho = (H + 2·padding − kh) / stride + 1.
-// Conv activations are f16 on the device (device_storage_dtype) whatever the graph's float
-// dtype says; linear nodes keep the graph's dtype (f32 or f16, cuda_backend.h).
+// Activations are as the device holds them (device_storage_dtype): f16 whatever the graph's
+// float dtype says, f32 for wide-range values (and a linear's rank-1 f32 input). On f32
+// activations the float ("f16") candidate's operands are f32 on TF32 tensor cores — weights
+// widened or uploaded as f32, a conv's im2col matrix f32 — and W8A8 quantizes from f32.
 //
 // Row chunks (bounded staging). A candidate stages operands that grow with M through staging
-// buffers (below): f16 — a conv's im2col matrix, or f32 activations converted, f16 [rows, K];
+// buffers (below): f16 — a conv's im2col matrix [rows, K] in the operand type;
 // W8A8 — the quantized activations s8 [rows, K4], their scales f32 [rows] and the s32 result
 // [rows, N4]. So that this staging does not scale with the resolution, a candidate whose
 // staging for all M rows exceeds the staging budget (gemm_staging_budget) runs M in chunks of
 // rows (gemm_chunking): per chunk its staging kernels, the cuBLASLt matmul and the epilogue,
 // each chunk writing its rows of the output. A candidate whose whole M fits runs as one chunk:
-// the layouts, algorithm and launches of an unchunked program. (kWeightF16, one layer's
+// the layouts, algorithm and launches of an unchunked program. (kWeightWide, one layer's
 // widened weights, does not depend on M.)
 // gemm_roofline_us counts the launches that further chunks add.
 //
@@ -40,8 +42,8 @@
 // kernel's chosen candidate (CudaGemmKernel::candidate, fixed at prepare) uses, for one chunk,
 // laid out by StagingLayout (cuda_context.h: the workspace's start aligned up to 256 bytes, then
 // each buffer at a 256-byte-aligned offset, in Scratch order):
-//   f16:  kWeightF16 f16 [N, K] for 8-bit S weights, then kActF16 f16 [rows, K] for f32
-//         activations or kIm2col f16 [rows, K] for a conv that gathers its operand (never both);
+//   f16:  kWeightWide [N, K] for 8-bit S weights, then kIm2col [rows, K] for a conv that
+//         gathers its operand, both in the operand type (f16, or f32 on f32 activations);
 //   W8A8: kActS8 s8 [rows, K4], kRowScales f32 [rows], kAccS32 s32 [rows, N4];
 // workspace_bytes() = their sizes, each rounded up to 256, + 192 bytes of slack for the
 // alignment (kWorkspaceSlack); 0 when the candidate stages nothing (f16 on f16 activations of a
@@ -99,8 +101,9 @@ struct GemmChunking {
 };
 
 // Bytes of candidate c's M-dependent staging per GEMM row (0: it stages none, e.g. f16 on f16
-// activations of a linear, or W8A8 without 8-bit S weights): f16 — K·2 for a conv's im2col
-// matrix (kIm2colOperand) and K·2 for f32 activations; W8A8 — K4 + 4 + N4·4.
+// activations of a linear, or W8A8 without 8-bit S weights): f16 — K times the operand size
+// (2, or 4 on f32 activations) for a conv's im2col matrix (kIm2colOperand); W8A8 —
+// K4 + 4 + N4·4.
 size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c);
 
 // The chunks of candidate c for `key` under `budget`:
@@ -119,7 +122,8 @@ inline constexpr uint8_t kIm2colOperand = 1u << 7;
 
 // The GemmKey of a linear node as this backend runs it: M = rows of x, N, K from the weight,
 // a_type = out_type = x as the device holds it (device_storage_dtype), w_type = s8 for 8-bit S
-// weights and f16 otherwise (the uploaded form), epilogue = kBias when there is a bias.
+// weights and the operand type otherwise (the uploaded form: f16, f32 on f32 activations), epilogue
+// = kBias when there is a bias.
 GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights, fetches or tunes its program, lays out its staging (above).
@@ -144,21 +148,24 @@ GemmKey gemm_program_key(const GemmKey& key);
 // cuBLASLt's own beta·C.
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node);
 
-// Conv2d nodes this backend runs: x a float activation of rank 4 (held as f16 on the device),
-// y of x's dtype, w a graph weight [Cout, Cin, kh, kw] stored s8 (8-bit S), f32, f16 or bf16,
-// an optional float bias weight [Cout], Conv2dAttrs with stride >= 1 and padding >= 0.
+// Conv2d nodes this backend runs: x a float activation of rank 4 (held as f16 on the device,
+// or f32 when wide-range), y of x's dtype and storage, w a graph weight [Cout, Cin, kh, kw] stored
+// s8 (8-bit S), f32, f16 or bf16, an optional float bias weight [Cout], Conv2dAttrs with stride >=
+// 1 and padding >= 0.
 bool supports_conv2d(const ir::Graph& graph, const ir::Node& node);
 
 // The GemmKey of a supported conv2d node: M = B·Ho·Wo, N = Cout, K = kh·kw·Cin, a_type =
-// out_type = f16, w_type = s8 (8-bit S) or f16, epilogue = kBias when there is a bias, plus
+// out_type = x's storage (f16, f32 when wide-range), w_type = s8 (8-bit S) or the operand type
+// (f16, or f32 beside f32 activations), epilogue = kBias when there is a bias, plus
 // kIm2colOperand unless the conv is 1x1 / stride 1 / padding 0 (then it equals the key of the
-// linear over [B·H·W, Cin] with f16 activations).
+// linear over [B·H·W, Cin] with the same activations).
 GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights (reordered to [Cout, kh, kw, Cin]), fetches or tunes its
-// program, lays out its staging (the f16 candidate's im2col matrix: rows·K·2 bytes for the
-// rows of a chunk, gemm_chunking). The kernel's run() takes
-// x f16 [B, H, W, Cin] and writes y f16 [B, Ho, Wo, Cout], both 16-byte aligned device
+// program, lays out its staging (the f16 candidate's im2col matrix: rows·K·2 bytes — ·4 on f32
+// activations — for the rows of a chunk, gemm_chunking). The kernel's run() takes
+// x [B, H, W, Cin] and writes y [B, Ho, Wo, Cout] as the device holds them (f16, or f32 when
+// wide-range), both 16-byte aligned device
 // memory; bound weight views are ignored (the kernel owns its uploaded copies).
 std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
                                                    const CudaBackendOptions& options,

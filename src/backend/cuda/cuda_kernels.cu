@@ -188,26 +188,29 @@ __global__ void rescale_kernel(const int32_t* __restrict__ acc, int64_t rows, in
   }
 }
 
-template <int V>
+// T: the widened type, __half or float. V == 8 for f16 (one 16-byte store), V == 4 for f32.
+template <class T, int V>
 __global__ void dequantize_rows_kernel(const int8_t* __restrict__ q, int64_t rows, int64_t cols,
                                        int64_t ld_q, const float* __restrict__ scale,
-                                       __half* __restrict__ w) {
+                                       T* __restrict__ w) {
   const int64_t c = (static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
   if (c >= cols) return;
   for (int64_t r = static_cast<int64_t>(blockIdx.y) * blockDim.y + threadIdx.y; r < rows;
        r += static_cast<int64_t>(gridDim.y) * blockDim.y) {
     const float s = scale[r];
-    uint2 packed;  // V == 8: one 8-byte load
+    uint2 packed;  // V == 8: one 8-byte load; V == 4: one 4-byte load
     const int8_t* b = reinterpret_cast<const int8_t*>(&packed);
     if constexpr (V == 8)
       packed = *reinterpret_cast<const uint2*>(q + r * ld_q + c);
+    else if constexpr (V == 4)
+      packed.x = *reinterpret_cast<const uint32_t*>(q + r * ld_q + c);
     else
       b = q + r * ld_q + c;
     float out[V];
 #pragma unroll
     for (int i = 0; i < V; ++i)
       out[i] = static_cast<float>(b[i]) * s;
-    store_from_f32<__half, V>(w + r * cols + c, out);
+    store_from_f32<T, V>(w + r * cols + c, out);
   }
 }
 
@@ -376,18 +379,34 @@ cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
   return cudaGetLastError();
 }
 
-cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
-                                       const float* scale, uint16_t* w, cudaStream_t stream) {
+cudaError_t launch_dequantize_rows(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                                   const float* scale, void* w, FloatType w_type,
+                                   cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
   const dim3 block(kWarp, kRowsPerBlock);
-  auto* wh = reinterpret_cast<__half*>(w);
-  if (cols % 8 == 0 && ld_q % 8 == 0 && aligned(q, 8) && aligned(w, 16))
-    dequantize_rows_kernel<8>
-        <<<grid_2d(rows, cols, 8), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
-  else
-    dequantize_rows_kernel<1>
-        <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
+  if (w_type == FloatType::kF16) {
+    auto* wh = static_cast<__half*>(w);
+    if (cols % 8 == 0 && ld_q % 8 == 0 && aligned(q, 8) && aligned(w, 16))
+      dequantize_rows_kernel<__half, 8>
+          <<<grid_2d(rows, cols, 8), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
+    else
+      dequantize_rows_kernel<__half, 1>
+          <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
+  } else {
+    auto* wf = static_cast<float*>(w);
+    if (cols % 4 == 0 && ld_q % 4 == 0 && aligned(q, 4) && aligned(w, 16))
+      dequantize_rows_kernel<float, 4>
+          <<<grid_2d(rows, cols, 4), block, 0, stream>>>(q, rows, cols, ld_q, scale, wf);
+    else
+      dequantize_rows_kernel<float, 1>
+          <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wf);
+  }
   return cudaGetLastError();
+}
+
+cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                                       const float* scale, uint16_t* w, cudaStream_t stream) {
+  return launch_dequantize_rows(q, rows, cols, ld_q, scale, w, FloatType::kF16, stream);
 }
 
 cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream_t stream) {

@@ -48,8 +48,12 @@ cudaError_t launch_rescale_s32(const int32_t* acc, int64_t rows, int64_t cols, i
 cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
                                        EpilogueActivation act, FloatType type, cudaStream_t stream);
 
-// One layer's "8-bit S" weights widened for the f16 GEMM: q s8 [rows, ld_q] ->
-// w f16 [rows, cols] (ld = cols), w[r, c] = f16(float(q[r, c]) · scale[r]) rounded to nearest.
+// One layer's "8-bit S" weights widened for the float GEMM: q s8 [rows, ld_q] ->
+// w [rows, cols] (ld = cols) of w_type, w[r, c] = float(q[r, c]) · scale[r] (an f32 product,
+// rounded to nearest even for f16). launch_dequantize_rows_f16 is the f16 form.
+cudaError_t launch_dequantize_rows(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                                   const float* scale, void* w, FloatType w_type,
+                                   cudaStream_t stream);
 cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
                                        const float* scale, uint16_t* w, cudaStream_t stream);
 
@@ -61,21 +65,28 @@ cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream
 cudaError_t launch_fill_random(void* data, FloatType type, int64_t n, uint64_t seed, float scale,
                                cudaStream_t stream);
 
-// im2col of an NHWC f16 input for a convolution run as a GEMM:
+// im2col of an NHWC input for a convolution run as a GEMM, for rows [row_begin, row_begin + rows)
+// of the matrix (all of them: row_begin 0, rows B·Ho·Wo):
 //   x [B, H, W, C] -> col [B·Ho·Wo, kh·kw·C], row (b, oh, ow), column (i, j, c) in that order
 //   (the weights are reordered to [Cout, kh, kw, C] to match), with
 //   col[(b, oh, ow), (i, j, c)] = x[b, oh·stride − padding + i, ow·stride − padding + j, c],
 //   0 where that position falls outside the input (zero padding, the same amount on every
 //   side: oneDNN's and PyTorch's symmetric padding; Ho = (H + 2·padding − kh) / stride + 1).
-// 16-byte accesses when C % 8 == 0 and both pointers are 16-byte aligned.
+// A GEMM run in row chunks gathers one chunk per launch: col [rows, kh·kw·C] holds them from its
+// first row, i.e.
+//   col[r, (i, j, c)] = the whole matrix's [row_begin + r, (i, j, c)],
+// where row m = (b·Ho + oh)·Wo + ow counts over the whole batch (a chunk may span images).
+// x and col are of `type` (f16, or f32 for wide-range activations); 16-byte accesses when
+// 16 bytes of channels divide C and both pointers are 16-byte aligned.
+// cudaErrorInvalidValue unless 0 <= row_begin and row_begin + rows <= B·Ho·Wo.
+cudaError_t launch_im2col(const void* x, FloatType type, int64_t batch, int64_t height,
+                          int64_t width, int64_t channels, int kernel_h, int kernel_w, int stride,
+                          int padding, int64_t out_h, int64_t out_w, int64_t row_begin,
+                          int64_t rows, void* col, cudaStream_t stream);
+// The f16 forms, the whole matrix or a row range.
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream);
-// The same for rows [row_begin, row_begin + rows) of that matrix only (what a GEMM run in row
-// chunks gathers per chunk): col [rows, kh·kw·C] holds them from its first row, i.e.
-//   col[r, (i, j, c)] = the whole matrix's [row_begin + r, (i, j, c)],
-// where row m = (b·Ho + oh)·Wo + ow counts over the whole batch (a chunk may span images).
-// cudaErrorInvalidValue unless 0 <= row_begin and row_begin + rows <= B·Ho·Wo.
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
@@ -83,7 +94,8 @@ cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, 
 
 // The W8A8 prologue of such a convolution in one pass: the im2col matrix above, never written
 // out, quantized per row exactly as launch_quantize_rows_s8 would quantize it, into
-// q s8 [B·Ho·Wo, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [B·Ho·Wo].
+// q s8 [B·Ho·Wo, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [B·Ho·Wo];
+// x f16 (these two forms) or of `type` (the typed form below).
 cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,
@@ -97,6 +109,11 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
                                       int stride, int padding, int64_t out_h, int64_t out_w,
                                       int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
                                       float* scales, cudaStream_t stream);
+cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
+                                      float* scales, cudaStream_t stream);
 
 // A GEMM's weights rearranged into the im2col column order and zero-padded, on the device
 // (uploaded as stored, so the host does no per-element work):
@@ -104,7 +121,7 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
 //   weight, row o = [Cin][kh·kw] — -> dst [dst_rows, ld_dst] with
 //   dst[r, t·groups + c] = src[r, c·taps + t] for r < rows, c < groups, t < taps,
 //   and 0 in columns groups·taps..ld_dst-1 and rows rows..dst_rows-1.
-// taps = 1 only pads. Elements of elem_bytes 1 (s8) or 2 (f16), copied as bits.
+// taps = 1 only pads. Elements of elem_bytes 1 (s8), 2 (f16) or 4 (f32), copied as bits.
 // cudaErrorInvalidValue for another size, taps < 1, dst_rows < rows or ld_dst < groups·taps.
 cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,
                                        int64_t groups, int64_t taps, int64_t dst_rows,

@@ -1,12 +1,13 @@
-// im2col for convolutions run as GEMMs; contracts in cuda_kernels.h (launch_im2col_f16,
-// launch_im2col_quantize_s8).
+// im2col for convolutions run as GEMMs; contracts in cuda_kernels.h (launch_im2col,
+// launch_im2col_quantize_s8). Every kernel is templated on the element type T, __half or float
+// (the f32 activations of wide-range values): a 16-byte group is 8 halves or 4 floats.
 //
-// im2col: one thread per 16 bytes (8 channels) of the output matrix, or per element where
-// Cin % 8 != 0, over the whole [M, K] matrix: consecutive threads write consecutive columns
-// of a row, and each tap's read is Cin contiguous channels of one input pixel. A flat mapping
-// (rather than a warp per row) keeps the GPU busy when M is small and K large (the 8x8 and
-// 16x16 UNet levels: M = 128 or 512 rows of 11520). Index math is 32-bit where the matrix
-// allows.
+// im2col: one thread per 16 bytes (8 f16 or 4 f32 channels) of the output matrix, or per
+// element where Cin is not a multiple of that, over the whole [M, K] matrix: consecutive threads
+// write consecutive columns of a row, and each tap's read is Cin contiguous channels of one input
+// pixel. A flat mapping (rather than a warp per row) keeps the GPU busy when M is small and K large
+// (the 8x8 and 16x16 UNet levels: M = 128 or 512 rows of 11520). Index math is 32-bit where the
+// matrix allows.
 //
 // Row ranges: both kernels can produce rows [row_begin, row_begin + rows) of the matrix (a GEMM
 // run in row chunks, cuda_gemm.cpp). A thread's local row r (counted from the range's start,
@@ -57,42 +58,57 @@ __device__ __forceinline__ int64_t source_offset(const Geometry& g, Index row, i
   return ((b * g.height + ih) * g.width + iw) * g.channels + c;
 }
 
-template <int V>
-using Vec = std::conditional_t<V == 8, uint4, __half>;
+// V elements of T: one 16-byte word, or a single element (V == 1).
+template <class T, int V>
+using Vec = std::conditional_t<V == 1, T, uint4>;
 
-template <int V>
-__device__ __forceinline__ Vec<V> zero_vec() {
-  if constexpr (V == 8)
+// The widest group of T: 16 bytes.
+template <class T>
+constexpr int kWide = static_cast<int>(16 / sizeof(T));
+
+template <class T, int V>
+__device__ __forceinline__ Vec<T, V> zero_vec() {
+  if constexpr (V != 1)
     return make_uint4(0, 0, 0, 0);
-  else
+  else if constexpr (sizeof(T) == 2)
     return __ushort_as_half(0);
+  else
+    return 0.0f;
 }
 
 // total = rows · row_vecs groups of the output; Index holds row_begin + rows too.
-template <int V, class Index>
-__global__ void im2col_kernel(const __half* __restrict__ x, Index row_begin, Index total,
-                              Geometry g, __half* __restrict__ col) {
-  Vec<V>* out = reinterpret_cast<Vec<V>*>(col);
+template <class T, int V, class Index>
+__global__ void im2col_kernel(const T* __restrict__ x, Index row_begin, Index total, Geometry g,
+                              T* __restrict__ col) {
+  Vec<T, V>* out = reinterpret_cast<Vec<T, V>*>(col);
   for (Index idx = static_cast<Index>(blockIdx.x) * blockDim.x + threadIdx.x; idx < total;
        idx += static_cast<Index>(gridDim.x) * blockDim.x) {
     const Index local_row = idx / static_cast<Index>(g.row_vecs);
     const int v = static_cast<int>(idx - local_row * static_cast<Index>(g.row_vecs));
     const int64_t src = source_offset<V>(g, row_begin + local_row, v);
-    out[idx] = src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>();
+    out[idx] = src >= 0 ? *reinterpret_cast<const Vec<T, V>*>(x + src) : zero_vec<T, V>();
   }
 }
 
-template <int V>
-__device__ __forceinline__ void to_floats(const Vec<V>& in, float (&out)[V]) {
-  if constexpr (V == 8) {
+template <class T, int V>
+__device__ __forceinline__ void to_floats(const Vec<T, V>& in, float (&out)[V]) {
+  if constexpr (V == 1) {
+    if constexpr (sizeof(T) == 2)
+      out[0] = __half2float(in);
+    else
+      out[0] = in;
+  } else if constexpr (sizeof(T) == 4) {
+    const float* f = reinterpret_cast<const float*>(&in);
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      out[i] = f[i];
+  } else {
     const __half2* h = reinterpret_cast<const __half2*>(&in);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
+    for (int i = 0; i < V / 2; ++i) {
       const float2 f = __half22float2(h[i]);
       out[2 * i] = f.x, out[2 * i + 1] = f.y;
     }
-  } else {
-    out[0] = __half2float(in);
   }
 }
 
@@ -106,10 +122,10 @@ __device__ __forceinline__ uint32_t pack4(const int8_t* b) {
 constexpr int kQuantThreads = 256;
 
 // Local row `row` of q and scales is matrix row row_begin + row.
-template <int V>
-__global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row_begin,
-                                       int64_t rows, Geometry g, int64_t ld_q,
-                                       int8_t* __restrict__ q, float* __restrict__ scales) {
+template <class T, int V>
+__global__ void im2col_quantize_kernel(const T* __restrict__ x, int64_t row_begin, int64_t rows,
+                                       Geometry g, int64_t ld_q, int8_t* __restrict__ q,
+                                       float* __restrict__ scales) {
   __shared__ float warp_max[kQuantThreads / kWarp];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const int64_t matrix_row = row_begin + row;
@@ -118,7 +134,7 @@ __global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row
       const int64_t src = source_offset<V>(g, matrix_row, v);
       if (src < 0) continue;
       float f[V];
-      to_floats<V>(*reinterpret_cast<const Vec<V>*>(x + src), f);
+      to_floats<T, V>(*reinterpret_cast<const Vec<T, V>*>(x + src), f);
 #pragma unroll
       for (int i = 0; i < V; ++i)
         m = fmaxf(m, fabsf(f[i]));
@@ -139,7 +155,8 @@ __global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
       const int64_t src = source_offset<V>(g, matrix_row, v);
       float f[V];
-      to_floats<V>(src >= 0 ? *reinterpret_cast<const Vec<V>*>(x + src) : zero_vec<V>(), f);
+      to_floats<T, V>(src >= 0 ? *reinterpret_cast<const Vec<T, V>*>(x + src) : zero_vec<T, V>(),
+                      f);
       int8_t b[V];
 #pragma unroll
       for (int i = 0; i < V; ++i)
@@ -147,6 +164,8 @@ __global__ void im2col_quantize_kernel(const __half* __restrict__ x, int64_t row
       if constexpr (V == 8)
         *reinterpret_cast<uint2*>(qr + static_cast<int64_t>(v) * V) =
             make_uint2(pack4(b), pack4(b + 4));
+      else if constexpr (V == 4)
+        *reinterpret_cast<uint32_t*>(qr + static_cast<int64_t>(v) * V) = pack4(b);
       else
         qr[v] = b[0];
     }
@@ -171,8 +190,8 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
-template <int V>
-void im2col(const __half* x, int64_t row_begin, int64_t rows, const Geometry& g, __half* col,
+template <class T, int V>
+void im2col(const T* x, int64_t row_begin, int64_t rows, const Geometry& g, T* col,
             cudaStream_t stream) {
   constexpr int kThreads = 256;
   const int64_t total = rows * g.row_vecs;
@@ -180,10 +199,52 @@ void im2col(const __half* x, int64_t row_begin, int64_t rows, const Geometry& g,
       static_cast<unsigned>(std::min<int64_t>((total + kThreads - 1) / kThreads, 1 << 30));
   // 32-bit indices when both the output's groups and the matrix rows fit.
   if (total <= INT32_MAX && row_begin + rows <= INT32_MAX)
-    im2col_kernel<V, uint32_t><<<blocks, kThreads, 0, stream>>>(
+    im2col_kernel<T, V, uint32_t><<<blocks, kThreads, 0, stream>>>(
         x, static_cast<uint32_t>(row_begin), static_cast<uint32_t>(total), g, col);
   else
-    im2col_kernel<V, int64_t><<<blocks, kThreads, 0, stream>>>(x, row_begin, total, g, col);
+    im2col_kernel<T, V, int64_t><<<blocks, kThreads, 0, stream>>>(x, row_begin, total, g, col);
+}
+
+template <class T>
+void im2col_typed(const void* x, int64_t height, int64_t width, int64_t channels, int kernel_h,
+                  int kernel_w, int stride, int padding, int64_t out_h, int64_t out_w,
+                  int64_t row_begin, int64_t rows, void* col, cudaStream_t stream) {
+  constexpr int kV = kWide<T>;
+  const auto* xt = static_cast<const T*>(x);
+  auto* ct = static_cast<T*>(col);
+  if (channels % kV == 0 && aligned16(x) && aligned16(col))
+    im2col<T, kV>(xt, row_begin, rows,
+                  make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                                out_w, kV),
+                  ct, stream);
+  else
+    im2col<T, 1>(xt, row_begin, rows,
+                 make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                               out_w, 1),
+                 ct, stream);
+}
+
+template <class T>
+void im2col_quantize_typed(const void* x, int64_t height, int64_t width, int64_t channels,
+                           int kernel_h, int kernel_w, int stride, int padding, int64_t out_h,
+                           int64_t out_w, int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
+                           float* scales, cudaStream_t stream) {
+  constexpr int kV = kWide<T>;
+  const auto* xt = static_cast<const T*>(x);
+  const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30));
+  if (channels % kV == 0 && aligned16(x) && reinterpret_cast<uintptr_t>(q) % kV == 0 &&
+      ld_q % kV == 0)
+    im2col_quantize_kernel<T, kV><<<blocks, kQuantThreads, 0, stream>>>(
+        xt, row_begin, rows,
+        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
+                      kV),
+        ld_q, q, scales);
+  else
+    im2col_quantize_kernel<T, 1><<<blocks, kQuantThreads, 0, stream>>>(
+        xt, row_begin, rows,
+        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
+                      1),
+        ld_q, q, scales);
 }
 
 // One thread per element of dst (launch_reorder_weight_rows); T holds the element's bits.
@@ -210,31 +271,49 @@ bool valid_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t row_begin, 
 
 }  // namespace
 
+cudaError_t launch_im2col(const void* x, FloatType type, int64_t batch, int64_t height,
+                          int64_t width, int64_t channels, int kernel_h, int kernel_w, int stride,
+                          int padding, int64_t out_h, int64_t out_w, int64_t row_begin,
+                          int64_t rows, void* col, cudaStream_t stream) {
+  if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
+  if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
+  if (type == FloatType::kF16)
+    im2col_typed<__half>(x, height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                         out_w, row_begin, rows, col, stream);
+  else
+    im2col_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
+                        out_w, row_begin, rows, col, stream);
+  return cudaGetLastError();
+}
+
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream) {
-  return launch_im2col_f16(x, batch, height, width, channels, kernel_h, kernel_w, stride, padding,
-                           out_h, out_w, 0, batch * out_h * out_w, col, stream);
+  return launch_im2col(x, FloatType::kF16, batch, height, width, channels, kernel_h, kernel_w,
+                       stride, padding, out_h, out_w, 0, batch * out_h * out_w, col, stream);
 }
 
 cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
                               int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
                               int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
                               uint16_t* col, cudaStream_t stream) {
+  return launch_im2col(x, FloatType::kF16, batch, height, width, channels, kernel_h, kernel_w,
+                       stride, padding, out_h, out_w, row_begin, rows, col, stream);
+}
+
+cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t batch, int64_t height,
+                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                                      int stride, int padding, int64_t out_h, int64_t out_w,
+                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
+                                      float* scales, cudaStream_t stream) {
   if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
   if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
-  const auto* xh = reinterpret_cast<const __half*>(x);
-  auto* ch = reinterpret_cast<__half*>(col);
-  if (channels % 8 == 0 && aligned16(x) && aligned16(col))
-    im2col<8>(xh, row_begin, rows,
-              make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
-                            out_w, 8),
-              ch, stream);
+  if (type == FloatType::kF16)
+    im2col_quantize_typed<__half>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
+                                  out_h, out_w, row_begin, rows, ld_q, q, scales, stream);
   else
-    im2col<1>(xh, row_begin, rows,
-              make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h,
-                            out_w, 1),
-              ch, stream);
+    im2col_quantize_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
+                                 out_h, out_w, row_begin, rows, ld_q, q, scales, stream);
   return cudaGetLastError();
 }
 
@@ -242,9 +321,9 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,
                                       int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
-  return launch_im2col_quantize_s8(x, batch, height, width, channels, kernel_h, kernel_w, stride,
-                                   padding, out_h, out_w, 0, batch * out_h * out_w, ld_q, q, scales,
-                                   stream);
+  return launch_im2col_quantize_s8(x, FloatType::kF16, batch, height, width, channels, kernel_h,
+                                   kernel_w, stride, padding, out_h, out_w, 0,
+                                   batch * out_h * out_w, ld_q, q, scales, stream);
 }
 
 cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
@@ -252,30 +331,16 @@ cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t 
                                       int stride, int padding, int64_t out_h, int64_t out_w,
                                       int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
                                       float* scales, cudaStream_t stream) {
-  if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
-  if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
-  const auto* xh = reinterpret_cast<const __half*>(x);
-  const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30));
-  if (channels % 8 == 0 && aligned16(x) && reinterpret_cast<uintptr_t>(q) % 8 == 0 && ld_q % 8 == 0)
-    im2col_quantize_kernel<8><<<blocks, kQuantThreads, 0, stream>>>(
-        xh, row_begin, rows,
-        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
-                      8),
-        ld_q, q, scales);
-  else
-    im2col_quantize_kernel<1><<<blocks, kQuantThreads, 0, stream>>>(
-        xh, row_begin, rows,
-        make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
-                      1),
-        ld_q, q, scales);
-  return cudaGetLastError();
+  return launch_im2col_quantize_s8(x, FloatType::kF16, batch, height, width, channels, kernel_h,
+                                   kernel_w, stride, padding, out_h, out_w, row_begin, rows, ld_q,
+                                   q, scales, stream);
 }
 
 cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,
                                        int64_t groups, int64_t taps, int64_t dst_rows,
                                        int64_t ld_dst, void* dst, cudaStream_t stream) {
-  if ((elem_bytes != 1 && elem_bytes != 2) || rows < 0 || groups < 0 || taps < 1 ||
-      dst_rows < rows || ld_dst < groups * taps)
+  if ((elem_bytes != 1 && elem_bytes != 2 && elem_bytes != 4) || rows < 0 || groups < 0 ||
+      taps < 1 || dst_rows < rows || ld_dst < groups * taps)
     return cudaErrorInvalidValue;
   const int64_t total = dst_rows * ld_dst;
   if (total <= 0) return cudaSuccess;
@@ -286,10 +351,14 @@ cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t 
     reorder_weight_rows_kernel<uint8_t>
         <<<blocks, kThreads, 0, stream>>>(static_cast<const uint8_t*>(src), rows, groups, taps,
                                           dst_rows, ld_dst, static_cast<uint8_t*>(dst));
-  else
+  else if (elem_bytes == 2)
     reorder_weight_rows_kernel<uint16_t>
         <<<blocks, kThreads, 0, stream>>>(static_cast<const uint16_t*>(src), rows, groups, taps,
                                           dst_rows, ld_dst, static_cast<uint16_t*>(dst));
+  else
+    reorder_weight_rows_kernel<uint32_t>
+        <<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), rows, groups, taps,
+                                          dst_rows, ld_dst, static_cast<uint32_t*>(dst));
   return cudaGetLastError();
 }
 
