@@ -11,7 +11,7 @@
 #   device), torch (the anchor), file (a real-size random SDXL file and
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
-#   txt2img), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
+#   txt2img), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -61,8 +61,9 @@ fi
 if [[ $what == *bench* ]]; then
   [[ -n "${file_job:-}" ]] && wait "$file_job"  # the int8 file must be complete
   t1=$(date +%s)
+  # The UNet at each of --sizes in turn; the VAE decodes at -W/-H (1024², the model's size).
   timeout 300 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet,vae --placement device \
-    --resize --sizes ${BENCH_SIZES:-1024,832x1216,768} --runs 10 --warmup 2 \
+    --resize --sizes ${BENCH_SIZES:-1024,832x1216,768} -W 1024 -H 1024 --runs 10 --warmup 2 \
     --json "$out/sdxl_unet_device_h200.json" >/dev/null 2>"$logs/bench.err"
   echo "bench rc=$? in $(($(date +%s) - t1)) s"; tail -n 3 "$logs/bench.err"
   python3 - "$out/sdxl_unet_device_h200.json" <<'PY'
@@ -72,10 +73,26 @@ for r in j["stages"].get("unet_step_resize", []):
     print("unet", r["size"], "median", round(r["median_ms"], 2), "ms, shape change",
           round(r["shape_change_ms"], 1), "ms")
 v = j["stages"].get("vae_decode")
-if v: print("vae decode median", round(v["median_ms"], 2), "ms")
+if v: print("vae decode 1024x1024 median", round(v["median_ms"], 2), "ms, first call",
+           round(v["first_call_ms"], 1), "ms")
 for a in j["scratch_arenas"]:
     print(a["component"], a["shape"], "device arena", round(a["device_arena_bytes"] / 2**20, 1), "MiB")
 print("accelerator memory", j.get("accelerator_memory"), "load_ms", j.get("load_ms"))
+PY
+fi
+if [[ $what == *profile* ]]; then
+  # Per op kind at 1024² (one sync per op: attribution, not speed).
+  timeout 200 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet --placement device \
+    -W 1024 -H 1024 --runs 3 --profile --json "$out/sdxl_unet_profile_h200.json" >/dev/null \
+    2>"$logs/profile.err"
+  echo "profile rc=$?"
+  python3 - "$out/sdxl_unet_profile_h200.json" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+for row in j.get("op_profile_all_runs", {}).values():
+    ops = sorted(row.items(), key=lambda kv: -kv[1]["total_ms"]) if isinstance(row, dict) else []
+    total = sum(v["total_ms"] for _, v in ops) or 1
+    print(" ".join(f"{k} {100 * v['total_ms'] / total:.0f}%" for k, v in ops[:8]))
 PY
 fi
 if [[ $what == *generate* ]]; then
