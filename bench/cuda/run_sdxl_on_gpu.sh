@@ -11,7 +11,8 @@
 #   device), torch (the anchor), file (a real-size random SDXL file and
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
-#   txt2img), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
+#   txt2img), variants (the 1024² UNet step under GEMM options: autotuning, device residual
+#   fusion, staging budgets), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -79,6 +80,32 @@ for a in j["scratch_arenas"]:
     print(a["component"], a["shape"], "device arena", round(a["device_arena_bytes"] / 2**20, 1), "MiB")
 print("accelerator memory", j.get("accelerator_memory"), "load_ms", j.get("load_ms"))
 PY
+fi
+if [[ $what == *variants* ]]; then
+  # The 1024² UNet step under the GEMM options, one process each: the default, autotuned
+  # candidates and algorithms, residual adds fused on the device, other staging budgets.
+  run_variant() {
+    local name=$1
+    shift
+    env "$@" timeout 200 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet --placement device \
+      -W 1024 -H 1024 --runs 10 --warmup 2 ${VARIANT_ARGS[@]+"${VARIANT_ARGS[@]}"} \
+      --json "$out/variant_$name.json" >/dev/null 2>"$logs/variant_$name.err"
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \
+print(sys.argv[2], 'median', round(s['median_ms'], 2), 'ms, first', round(s['first_call_ms'])) " \
+      "$out/variant_$name.json" "$name" || tail -n 3 "$logs/variant_$name.err"
+  }
+  [[ -n "${file_job:-}" ]] && wait "$file_job"  # the int8 file must be complete
+  VARIANT_ARGS=()
+  run_variant default HYRT_X=1
+  for mb in 8 16 64 256; do run_variant "staging_${mb}mb" HYRT_CUDA_GEMM_STAGING_MB=$mb; done
+  VARIANT_ARGS=(--device-residual-fusion)
+  run_variant residual_fusion HYRT_X=1
+  export HYRT_CACHE_DIR=/tmp/hyrt-tune-cache
+  VARIANT_ARGS=(--autotune)
+  run_variant autotune HYRT_X=1
+  run_variant autotune_cached HYRT_X=1
+  VARIANT_ARGS=(--autotune --device-residual-fusion)
+  run_variant autotune_residual HYRT_X=1
 fi
 if [[ $what == *profile* ]]; then
   # Per op kind at 1024² (one sync per op: attribution, not speed).

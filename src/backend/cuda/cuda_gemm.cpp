@@ -39,6 +39,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <optional>
@@ -78,7 +79,20 @@ constexpr double kChunkLaunchUs = 2.0;
 
 namespace {
 
-std::atomic<size_t> g_staging_budget{kGemmStagingBudget};
+// The budget at start-up: kGemmStagingBudget, or $HYRT_CUDA_GEMM_STAGING_MB megabytes when set
+// to a whole number in 1..65535 (a knob for measuring what the chunk size costs).
+size_t initial_staging_budget() {
+  if (const char* v = std::getenv("HYRT_CUDA_GEMM_STAGING_MB")) {
+    char* end = nullptr;
+    const long mb = std::strtol(v, &end, 10);
+    if (end != v && *end == '\0' && mb >= 1 && mb <= 65535) return static_cast<size_t>(mb) << 20;
+    HYRT_LOG(kWarning) << "HYRT_CUDA_GEMM_STAGING_MB='" << v
+                       << "' is not a whole number of megabytes in 1..65535; ignored";
+  }
+  return kGemmStagingBudget;
+}
+
+std::atomic<size_t> g_staging_budget{initial_staging_budget()};
 
 // The float candidate's operand type for activations held as `a_type`: f16, or f32 (TF32
 // tensor cores) for f32 activations — wide-range values, whose range f16 would not hold.
