@@ -85,9 +85,9 @@ inline constexpr size_t kGemmStagingBudget = size_t{32} << 20;
 inline constexpr int64_t kGemmChunkRowAlign = 64;
 
 // The budget kernels run their chunks under, read when a kernel is made (prepare) and by
-// gemm_roofline_us: kGemmStagingBudget unless set (or, at start-up, $HYRT_CUDA_GEMM_STAGING_MB). set_gemm_staging_budget replaces it
-// process-wide and returns the previous value — for tests and benchmarks that make small
-// shapes run in chunks; kernels made before keep their chunks.
+// gemm_roofline_us: kGemmStagingBudget unless set (or, at start-up, $HYRT_CUDA_GEMM_STAGING_MB).
+// set_gemm_staging_budget replaces it process-wide and returns the previous value — for tests and
+// benchmarks that make small shapes run in chunks; kernels made before keep their chunks.
 size_t gemm_staging_budget();
 size_t set_gemm_staging_budget(size_t bytes);
 
