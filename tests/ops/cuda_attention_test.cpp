@@ -281,6 +281,15 @@ TEST(CudaAttention, CrossAttention77Keys) {
   check({.batch = 2, .tq = 256, .tk = 77, .heads = 8, .d = 160, .dv = 160, .seed = 5});
 }
 
+// SDXL's heads (64 wide): 10 at the 64² level of a 1024² picture (4096 keys; 512 of its queries,
+// the reference being a host loop), 20 at the 32² level, and cross attention to 77 tokens.
+TEST(CudaAttention, SdxlHeadsOf64) {
+  REQUIRE_GPU();
+  check({.batch = 1, .tq = 512, .tk = 4096, .heads = 10, .d = 64, .dv = 64, .seed = 8});
+  check({.batch = 2, .tq = 1024, .tk = 1024, .heads = 20, .d = 64, .dv = 64, .seed = 9});
+  check({.batch = 2, .tq = 1024, .tk = 77, .heads = 20, .d = 64, .dv = 64, .seed = 10});
+}
+
 TEST(CudaAttention, ClipCausal) {  // CLIP ViT-L: 77 tokens, 12 heads of 64
   REQUIRE_GPU();
   check(

@@ -375,6 +375,12 @@ TEST(CudaConv,
   check_conv({.height = 16, .width = 16, .cin = 320, .cout = 320, .seed = 11});
 }
 
+// SDXL's deepest resnet conv: 1280 channels, 3x3 (K = 11520), at 8x8, B=2.
+TEST(CudaConv, Sdxl3x3At1280Channels) {
+  REQUIRE_GPU();
+  check_conv({.height = 8, .width = 8, .cin = 1280, .cout = 1280, .seed = 13});
+}
+
 TEST(CudaConv, Sd3x3Stride2Downsampler) {  // 32x32x320 -> 16x16x320
   REQUIRE_GPU();
   check_conv({.height = 32, .width = 32, .cin = 320, .cout = 320, .stride = 2, .seed = 12});

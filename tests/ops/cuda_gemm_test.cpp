@@ -358,6 +358,19 @@ TEST(CudaGemm, Latent64x64Projection) {  // M=4096, K=320, N=320
   check_linear({.x_shape = Shape{4096, 320}, .n = 320, .seed = 12});
 }
 
+// SDXL's widths (fewer rows than a 1024² picture has: the reference is a host loop): the
+// 1280-wide transformer projections, GEGLU's 1280 -> 10240 and the feed-forward's 5120 -> 1280,
+// cross-attention keys/values from the 2048-wide context, and the added embedding's 2816 inputs
+// (pooled text + six size embeddings).
+TEST(CudaGemm, SdxlWidths) {
+  REQUIRE_GPU();
+  check_linear({.x_shape = Shape{256, 1280}, .n = 1280, .seed = 21});
+  check_linear({.x_shape = Shape{128, 1280}, .n = 10240, .seed = 22});
+  check_linear({.x_shape = Shape{128, 5120}, .n = 1280, .seed = 23});
+  check_linear({.x_shape = Shape{2, 77, 2048}, .n = 1280, .bias = false, .seed = 24});
+  check_linear({.x_shape = Shape{2, 2816}, .n = 1280, .seed = 25});
+}
+
 TEST(CudaGemm, SingleRowOddN) {  // M=1, N=333
   REQUIRE_GPU();
   check_linear({.x_shape = Shape{1, 320}, .n = 333, .seed = 13});

@@ -50,8 +50,61 @@ INSTANTIATE_TEST_SUITE_P(Shapes, LinearTest,
                                            LinearParams{{5, 77}, 64, DType::kF16, false},
                                            LinearParams{{1, 3, 7, 35}, 19, DType::kBF16, true},
                                            LinearParams{{77, 768}, 320, DType::kF16, false},
-                                           LinearParams{{3, 1280}, 13, DType::kF32, true}),
+                                           LinearParams{{3, 1280}, 13, DType::kF32, true},
+                                           // A LoRA's rank-32 down and up projections.
+                                           LinearParams{{2, 64, 1280}, 32, DType::kF16, false},
+                                           LinearParams{{2, 64, 32}, 1280, DType::kF16, false},
+                                           LinearParams{{2, 64, 32}, 1280, DType::kF32, false}),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
+
+// A weight with a rank-sized side (gemm.cpp: a LoRA's projections) is read from the bound view
+// at every run, not packed at prepare: an f32 one in place (no workspace), a 16-bit one widened
+// into the workspace the executor binds. Changing the bound weight's bytes changes the next
+// result; the kernel's own scratch serves when nothing is bound.
+TEST(Linear, RankSizedWeightsAreReadAtRun) {
+  for (DType w_type : {DType::kF32, DType::kF16}) {
+    SCOPED_TRACE(dtype_name(w_type));
+    OpCase c;
+    const ir::ValueId x = c.input({96, 320}, 1);
+    const ir::ValueId w = c.weight({32, 320}, w_type, 2, 0.2f);
+    c.node(OpKind::kLinear, {x, w});
+    const ir::Node& n = c.graph.nodes().back();
+    auto kernel = cpu_backend().prepare(c.graph, n, c.weights, c.cache);
+    EXPECT_EQ(kernel->workspace_bytes(), w_type == DType::kF32 ? 0u : 32u * 320u * 4u);
+    AlignedBuffer ws(32 * 320 * 4 + 64, "test workspace");
+    std::memset(ws.data(), 0xff, ws.size());
+    kernel->bind_workspace(ws.data());
+    std::vector<float> xv = c.values(x);
+    Tensor xt(DType::kF32, Shape{96, 320});
+    std::memcpy(xt.data(), xv.data(), xt.bytes());
+    // The bound weight: a copy the test may change between runs.
+    const TensorView stored = c.weights.get(c.graph.value(w).name);
+    Tensor wt(w_type, stored.shape);
+    std::memcpy(wt.data(), stored.data, wt.bytes());
+    Tensor y(DType::kF32, Shape{96, 32});
+    auto run = [&] {
+      poison(y.data(), y.bytes());
+      const std::vector<TensorView> views{xt.view(), wt.view()};
+      kernel->run(views, y.view());
+      return std::vector<float>(y.as<float>(), y.as<float>() + y.numel());
+    };
+    auto weights_now = [&] {
+      std::vector<float> f(static_cast<size_t>(wt.numel()));
+      convert_to_f32(w_type, wt.data(), f.data(), f.size());
+      return f;
+    };
+    EXPECT_OP_CLOSE("linear", run(), linear_reference(xv, weights_now(), nullptr, 96, 32, 320));
+    // Halve every weight (a LoRA multiplier change in the bytes bound): the result follows.
+    std::vector<float> half = weights_now();
+    for (float& v : half)
+      v *= 0.5f;
+    convert_from_f32(half.data(), w_type, wt.data(), half.size());
+    EXPECT_OP_CLOSE("linear", run(), linear_reference(xv, weights_now(), nullptr, 96, 32, 320));
+    // Unbound: the kernel's own scratch.
+    kernel->bind_workspace(nullptr);
+    EXPECT_OP_CLOSE("linear", run(), linear_reference(xv, weights_now(), nullptr, 96, 32, 320));
+  }
+}
 
 TEST(Linear, SameShapeNodesShareOneProgram) {
   OpCase c;

@@ -28,7 +28,9 @@ using backend::CpuWeightCacheStats;
 using backend::Int8Mode;
 using ir::OpKind;
 
-constexpr int64_t kCin = 16, kC = 24;  // conv: kCin -> kC channels; the linear: kC -> kC
+// conv: kCin -> kC channels; the linear: kC -> kC (wider than 64 on both sides, so that it
+// packs its weight: gemm.cpp keeps rank-sized weights plain, outside the cache)
+constexpr int64_t kCin = 16, kC = 72;
 
 // The model's weights as the kernels see them (dequantized for int8), for the reference.
 struct Model {

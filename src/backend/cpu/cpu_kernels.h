@@ -136,9 +136,11 @@ struct MatmulProgram {
   dnnl::matmul primitive;
 };
 // src [m, k] a_type × weights [k, n] w_type -> dst [m, n] out_type (f32, s8 or s32 from
-// the key), plus an f32 bias when key.epilogue has Epilogue::kBias. Key: key.to_string().
+// the key), plus an f32 bias when key.epilogue has Epilogue::kBias. Key: key.to_string(), and
+// " plain-weights" with `plain_weights`: the weights then in their stored [n, k] row-major
+// order (oneDNN's `ba` for [k, n]) instead of the blocked layout oneDNN picks (tag::any).
 std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey& key,
-                                              const std::string& what);
+                                              const std::string& what, bool plain_weights = false);
 
 struct ConvProgram {
   dnnl::convolution_forward::primitive_desc pd;

@@ -8,10 +8,22 @@
 // layout its kernel reads fastest; we reorder into it once) and the f32 bias are shared
 // through the backend's WeightCache: every node, in any executable, that wants this weight in
 // this layout uses one copy (weight_cache.h).
+//
+// A weight with a rank-sized side (N or K ≤ kPlainWeightMaxSide: a LoRA's down and up
+// projections) is not packed: the primitive reads it in its stored [N, K] order — in place
+// when it is stored in f32, else widened to f32 in the kernel's workspace at each run (f16
+// LoRA adapters). Such a weight is small, so its layout changes little at run time, and
+// preparing it without a reorder or a copy is what keeps a LoRA switch (hundreds of such nodes
+// prepared anew) short and its memory the adapters' own: on 2 cores the reorders and the fresh
+// f32 copies cost ~0.2 ms a node, most of a switch.
 #include <dnnl.hpp>
+
+#include <algorithm>
+#include <optional>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/onednn_compat.h"
+#include "core/half.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -31,6 +43,8 @@ dt onednn_type(DType t) {
   }
 }
 
+constexpr int64_t kPlainWeightMaxSide = 64;
+
 class LinearKernel final : public Kernel {
  public:
   explicit LinearKernel(const PrepareContext& ctx) {
@@ -44,26 +58,55 @@ class LinearKernel final : public Kernel {
     const bool has_bias = ctx.node.gemm_bias() != ir::kNone;
     epilogue_ = ctx.node.epilogue();
     key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
-    program_ = matmul_program(ctx.cache, key_, ctx.node.name);
+    const bool plain = std::min(key_.n, key_.k) <= kPlainWeightMaxSide;
+    program_ = matmul_program(ctx.cache, key_, ctx.node.name, plain);
 
     packed_desc_ = program_->pd.weights_desc();
-    packed_weights_ = shared_weight(
-        ctx, 1, "f32 packed", packed_desc_,
-        [&] {
-          // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
-          const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
-          return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
-                              ctx.node.name + " packed weights");
-        },
-        &held_bytes_);
+    if (plain) {
+      // Read from the bound view ([N, K] = wᵀ in `ba` order, as the pd says; stored views stay
+      // valid for the executable's life, weight_source.h): in place when f32, else widened to
+      // f32 in the workspace at each run (a LoRA's f16 projections: milliseconds per UNet step
+      // on 2 cores, against a resident f32 copy of every adapter and the time to make it).
+      plain_dtype_ = ctx.input(1).dtype;
+      if (plain_dtype_ != DType::kF32)
+        workspace_bytes_ = static_cast<size_t>(key_.n * key_.k) * sizeof(float);
+    } else {
+      packed_weights_ = shared_weight(
+          ctx, 1, "f32 packed", packed_desc_,
+          [&] {
+            // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+            const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
+            return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
+                                ctx.node.name + " packed weights");
+          },
+          &held_bytes_);
+    }
     if (has_bias) bias_ = shared_weight_f32(ctx, 2);
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
-    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
-                   packed_weights_->data(), bias_ ? bias_->as<float>() : nullptr);
+    const void* w = packed_weights_ ? packed_weights_->data() : nullptr;
+    if (plain_dtype_) {
+      HYRT_CHECK(inputs.size() > 1 && inputs[1].dtype == *plain_dtype_ &&
+                     inputs[1].numel() == key_.n * key_.k && inputs[1].data != nullptr,
+                 kInvalidArgument, "linear: the weight is not bound as ", dtype_name(*plain_dtype_),
+                 " [", key_.n, ", ", key_.k, "]");
+      w = inputs[1].data;
+      if (*plain_dtype_ != DType::kF32) {
+        if (!workspace_) {  // unbound (tests): scratch of its own, made once
+          if (own_workspace_.size() < workspace_bytes_)
+            own_workspace_ = AlignedBuffer(workspace_bytes_, "linear weight staging");
+          workspace_ = own_workspace_.data();
+        }
+        convert_to_f32(*plain_dtype_, inputs[1].data, static_cast<float*>(workspace_),
+                       static_cast<size_t>(key_.n * key_.k));
+        w = workspace_;
+      }
+    }
+    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_, w,
+                   bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
                           GemmEpilogueArgs::of(epilogue_, inputs));
@@ -73,12 +116,25 @@ class LinearKernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
+  // A plain 16-bit weight widened per run (0 otherwise).
+  size_t workspace_bytes() const override { return workspace_bytes_; }
+  void bind_workspace(void* workspace) override {
+    workspace_ = workspace;
+    if (workspace) own_workspace_ = AlignedBuffer();
+  }
+
  private:
   GemmKey key_;
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
-  SharedBuffer packed_weights_;  // in packed_desc_
+  SharedBuffer packed_weights_;  // in packed_desc_ (null for a plain weight)
+  // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place
+  // when f32, else widened into the workspace (workspace_bytes_: f32 [N, K]) at each run.
+  std::optional<DType> plain_dtype_;
+  size_t workspace_bytes_ = 0;
+  void* workspace_ = nullptr;    // bound (the arena) or own_workspace_
+  AlignedBuffer own_workspace_;  // without a bound workspace
   SharedBuffer bias_;            // f32 [N] or null
   size_t held_bytes_ = 0;
 };
@@ -86,12 +142,13 @@ class LinearKernel final : public Kernel {
 }  // namespace
 
 std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey& key,
-                                              const std::string& what) {
-  const std::string name = key.to_string();
+                                              const std::string& what, bool plain_weights) {
+  const std::string name = key.to_string() + (plain_weights ? " plain-weights" : "");
   return cache.get_or_create<MatmulProgram>(name, [&] {
     const bool has_bias = (key.epilogue & static_cast<uint8_t>(Epilogue::kBias)) != 0;
     const memory::desc src({key.m, key.k}, onednn_type(key.a_type), tag::ab);
-    const memory::desc weights({key.k, key.n}, onednn_type(key.w_type), tag::any);
+    const memory::desc weights({key.k, key.n}, onednn_type(key.w_type),
+                               plain_weights ? tag::ba : tag::any);
     const memory::desc bias =
         has_bias ? memory::desc({1, key.n}, dt::f32, tag::ab) : memory::desc();
     const memory::desc dst({key.m, key.n}, onednn_type(key.out_type), tag::ab);
