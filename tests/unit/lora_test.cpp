@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
+
 #include "core/error.h"
 #include "core/half.h"
 #include "test_util.h"
@@ -125,6 +127,46 @@ TEST(Lora, StacksAndScalesAsTheRuleSays) {
   EXPECT_EQ(LoraWeights(m.w, half, *m.index).signature(), lw.signature());
   const LoraUse off[] = {{kohya, 0.0f}};
   EXPECT_EQ(LoraWeights(m.w, off, *m.index).adapted_modules(), 0u);
+}
+
+// A file whose tensors sit at odd addresses (its header one byte longer, as a hostile or
+// careless writer may make it: safetensors does not require aligned data) reads the same
+// values, and its adapters are aligned for their types (the down is then a copy, not a view).
+TEST(Lora, MisalignedTensorsReadTheSame) {
+  Model m;
+  const Tensor kd = filled({2, 6}, 20), ku = filled({8, 2}, 21), alpha = scalar(1.5f);
+  Tensor kd16(DType::kF16, Shape{2, 6});
+  convert_from_f32(kd.as<float>(), DType::kF16, kd16.data(), 12);
+  const std::vector<std::pair<std::string, TensorView>> views{
+      {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight", kd16.view()},
+      {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight", ku.view()},
+      {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.alpha", alpha.view()}};
+  const std::vector<uint8_t> bytes = serialize_safetensors(views);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  ASSERT_EQ(n % 2, 0u);
+  std::vector<uint8_t> odd(bytes.begin(), bytes.begin() + 8 + static_cast<int64_t>(n));
+  odd.push_back(' ');  // JSON allows trailing spaces: the data now starts one byte later
+  odd.insert(odd.end(), bytes.begin() + 8 + static_cast<int64_t>(n), bytes.end());
+  const uint64_t n1 = n + 1;
+  std::memcpy(odd.data(), &n1, 8);
+  auto aligned = lora_of(views);
+  auto shifted = LoraFile::from_file(SafetensorsFile::from_bytes(odd, "odd"), "odd.safetensors");
+  const LoraUse a{aligned, 1.0f}, s{shifted, 1.0f};
+  const LoraWeights la(m.w, std::span<const LoraUse>(&a, 1), *m.index);
+  const LoraWeights ls(m.w, std::span<const LoraUse>(&s, 1), *m.index);
+  for (const std::string& name : {lora_down_name(kToQ), lora_up_name(kToQ)}) {
+    SCOPED_TRACE(name);
+    const TensorView x = la.get(name), y = ls.get(name);
+    ASSERT_EQ(x.shape, y.shape);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(y.data) % dtype_size(y.dtype), 0u);
+    // The aligned file's f16 down is a view of it; the shifted one's a copy in f32: the same
+    // values either way.
+    std::vector<float> fx(static_cast<size_t>(x.numel())), fy(fx.size());
+    convert_to_f32(x.dtype, x.data, fx.data(), fx.size());
+    convert_to_f32(y.dtype, y.data, fy.data(), fy.size());
+    EXPECT_EQ(fx, fy);
+  }
 }
 
 void expect_error(const std::function<void()>& f, const std::string& part) {
