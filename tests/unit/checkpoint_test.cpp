@@ -5,8 +5,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 
 #include <nlohmann/json.hpp>
 
@@ -14,6 +16,7 @@
 #include "models/config.h"
 #include "models/keys.h"
 #include "temp_dir_test.h"
+#include "test_util.h"
 #include "weights/ldm_names.h"
 
 namespace hyrt::weights {
@@ -98,6 +101,48 @@ TEST_F(CheckpointTest, DiffusersFolderMissingUNetIsReported) {
     EXPECT_EQ(e.code(), ErrorCode::kNotFound);
     EXPECT_NE(std::string(e.what()).find("unet.conv_in.weight"), std::string::npos);
   }
+}
+
+// A file whose data starts one byte later (its header padded by one more space: legal JSON,
+// and safetensors does not require aligned data) loads the same weights, each served at an
+// address aligned for its type (a copy where the file's is not).
+TEST_F(CheckpointTest, MisalignedTensorsAreServedAligned) {
+  const auto golden = test::golden_dir();
+  if (!golden) GTEST_SKIP() << "no ../shared/golden/sd15-tiny";
+  const fs::path original = *golden / "model-ldm.safetensors";
+  std::ifstream in(original, std::ios::binary);
+  std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_GT(bytes.size(), 8u);
+  uint64_t n = 0;
+  std::memcpy(&n, bytes.data(), 8);
+  bytes.insert(bytes.begin() + 8 + static_cast<int64_t>(n), ' ');
+  ++n;
+  std::memcpy(bytes.data(), &n, 8);
+  const fs::path shifted = dir_ / "shifted.safetensors";
+  std::ofstream(shifted, std::ios::binary)
+      .write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+
+  const auto a = Checkpoint::open(original);
+  const auto b = Checkpoint::open(shifted);
+  size_t compared = 0, were_misaligned = 0;
+  for (Component c : kAllComponents) {
+    ASSERT_EQ(a->names(c), b->names(c));
+    for (const std::string& name : a->names(c)) {
+      const TensorView x = a->get(name), y = b->get(name);
+      ASSERT_EQ(x.dtype, y.dtype) << name;
+      ASSERT_EQ(x.shape, y.shape) << name;
+      EXPECT_EQ(reinterpret_cast<uintptr_t>(y.data) % dtype_size(y.dtype), 0u) << name;
+      EXPECT_EQ(std::memcmp(x.data, y.data, x.bytes()), 0) << name;
+      if (reinterpret_cast<uintptr_t>(x.data) % 2 == 0 && dtype_size(x.dtype) > 1) {
+        ++were_misaligned;        // one byte later in the file: the shifted one needed a copy
+        b->release_stored(name);  // a copy has no file pages: a no-op, and the view stays
+        EXPECT_EQ(std::memcmp(x.data, b->get(name).data, x.bytes()), 0) << name;
+      }
+      ++compared;
+    }
+  }
+  EXPECT_GT(compared, 100u);
+  EXPECT_GT(were_misaligned, 100u);
 }
 
 TEST_F(CheckpointTest, FolderThatIsNeitherIsAClearError) {
