@@ -387,9 +387,10 @@ int run(int argc, char** argv) {
         b->stream(), reps, [&] { g8.kernel->run_candidate(GemmCandidate::kW8A8, gins, gy); });
     const Timing gwt = time_calls(b->stream(), reps, [&] { g16.kernel->run(gins, gy); });
     const Timing im = time_calls(ctx.stream(), reps, [&] {
-      HYRT_CUDA_CHECK(backend::cuda::launch_im2col_f16(
-          static_cast<const uint16_t*>(x.data()), s.batch, s.size, s.size, s.cin, s.kernel,
-          s.kernel, s.stride, s.padding, out, out, col.as<uint16_t>(), ctx.stream()));
+      HYRT_CUDA_CHECK(backend::cuda::launch_im2col(x.data(), backend::cuda::FloatType::kF16,
+                                                   s.batch, s.size, s.size, s.cin, s.kernel,
+                                                   s.kernel, s.stride, s.padding, out, out, 0,
+                                                   s.batch * out * out, col.data(), ctx.stream()));
     });
     // The plain im2col pass reads the input (at least once) and writes the M·K matrix.
     const double im_bytes = 2.0 * static_cast<double>(x_elems + key.m * key.k);

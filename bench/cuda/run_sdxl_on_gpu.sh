@@ -84,6 +84,7 @@ fi
 if [[ $what == *variants* ]]; then
   # The 1024² UNet step under the GEMM options, one process each: the default, autotuned
   # candidates and algorithms, residual adds fused on the device, other staging budgets.
+  # run_variant NAME [VAR=VALUE...]: one bench process with that environment and VARIANT_ARGS.
   run_variant() {
     local name=$1
     shift
@@ -96,16 +97,16 @@ print(sys.argv[2], 'median', round(s['median_ms'], 2), 'ms, first', round(s['fir
   }
   [[ -n "${file_job:-}" ]] && wait "$file_job"  # the int8 file must be complete
   VARIANT_ARGS=()
-  run_variant default HYRT_X=1
+  run_variant default
   for mb in 8 16 64 256; do run_variant "staging_${mb}mb" HYRT_CUDA_GEMM_STAGING_MB=$mb; done
   VARIANT_ARGS=(--device-residual-fusion)
-  run_variant residual_fusion HYRT_X=1
+  run_variant residual_fusion
   export HYRT_CACHE_DIR=/tmp/hyrt-tune-cache
   VARIANT_ARGS=(--autotune)
-  run_variant autotune HYRT_X=1
-  run_variant autotune_cached HYRT_X=1
+  run_variant autotune
+  run_variant autotune_cached
   VARIANT_ARGS=(--autotune --device-residual-fusion)
-  run_variant autotune_residual HYRT_X=1
+  run_variant autotune_residual
 fi
 if [[ $what == *profile* ]]; then
   # Per op kind at 1024² (one sync per op: attribution, not speed).

@@ -379,34 +379,33 @@ cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
   return cudaGetLastError();
 }
 
+namespace {
+
+template <class T>
+void dequantize_rows_typed(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
+                           const float* scale, void* w, cudaStream_t stream) {
+  constexpr int kV = static_cast<int>(16 / sizeof(T));  // one 16-byte store of T
+  const dim3 block(kWarp, kRowsPerBlock);
+  auto* wt = static_cast<T*>(w);
+  if (cols % kV == 0 && ld_q % kV == 0 && aligned(q, kV) && aligned(w, 16))
+    dequantize_rows_kernel<T, kV>
+        <<<grid_2d(rows, cols, kV), block, 0, stream>>>(q, rows, cols, ld_q, scale, wt);
+  else
+    dequantize_rows_kernel<T, 1>
+        <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wt);
+}
+
+}  // namespace
+
 cudaError_t launch_dequantize_rows(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
                                    const float* scale, void* w, FloatType w_type,
                                    cudaStream_t stream) {
   if (rows <= 0 || cols <= 0) return cudaSuccess;
-  const dim3 block(kWarp, kRowsPerBlock);
-  if (w_type == FloatType::kF16) {
-    auto* wh = static_cast<__half*>(w);
-    if (cols % 8 == 0 && ld_q % 8 == 0 && aligned(q, 8) && aligned(w, 16))
-      dequantize_rows_kernel<__half, 8>
-          <<<grid_2d(rows, cols, 8), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
-    else
-      dequantize_rows_kernel<__half, 1>
-          <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wh);
-  } else {
-    auto* wf = static_cast<float*>(w);
-    if (cols % 4 == 0 && ld_q % 4 == 0 && aligned(q, 4) && aligned(w, 16))
-      dequantize_rows_kernel<float, 4>
-          <<<grid_2d(rows, cols, 4), block, 0, stream>>>(q, rows, cols, ld_q, scale, wf);
-    else
-      dequantize_rows_kernel<float, 1>
-          <<<grid_2d(rows, cols, 1), block, 0, stream>>>(q, rows, cols, ld_q, scale, wf);
-  }
+  if (w_type == FloatType::kF16)
+    dequantize_rows_typed<__half>(q, rows, cols, ld_q, scale, w, stream);
+  else
+    dequantize_rows_typed<float>(q, rows, cols, ld_q, scale, w, stream);
   return cudaGetLastError();
-}
-
-cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
-                                       const float* scale, uint16_t* w, cudaStream_t stream) {
-  return launch_dequantize_rows(q, rows, cols, ld_q, scale, w, FloatType::kF16, stream);
 }
 
 cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream_t stream) {

@@ -50,12 +50,10 @@ cudaError_t launch_activation_epilogue(void* y, const void* residual, int64_t n,
 
 // One layer's "8-bit S" weights widened for the float GEMM: q s8 [rows, ld_q] ->
 // w [rows, cols] (ld = cols) of w_type, w[r, c] = float(q[r, c]) · scale[r] (an f32 product,
-// rounded to nearest even for f16). launch_dequantize_rows_f16 is the f16 form.
+// rounded to nearest even for f16).
 cudaError_t launch_dequantize_rows(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
                                    const float* scale, void* w, FloatType w_type,
                                    cudaStream_t stream);
-cudaError_t launch_dequantize_rows_f16(const int8_t* q, int64_t rows, int64_t cols, int64_t ld_q,
-                                       const float* scale, uint16_t* w, cudaStream_t stream);
 
 // y[i] = f16(x[i]) for n elements, rounded to nearest even.
 cudaError_t launch_f32_to_f16(const float* x, int64_t n, uint16_t* y, cudaStream_t stream);
@@ -83,32 +81,13 @@ cudaError_t launch_im2col(const void* x, FloatType type, int64_t batch, int64_t 
                           int64_t width, int64_t channels, int kernel_h, int kernel_w, int stride,
                           int padding, int64_t out_h, int64_t out_w, int64_t row_begin,
                           int64_t rows, void* col, cudaStream_t stream);
-// The f16 forms, the whole matrix or a row range.
-cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
-                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
-                              int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream);
-cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
-                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
-                              int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
-                              uint16_t* col, cudaStream_t stream);
 
 // The W8A8 prologue of such a convolution in one pass: the im2col matrix above, never written
 // out, quantized per row exactly as launch_quantize_rows_s8 would quantize it, into
-// q s8 [B·Ho·Wo, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [B·Ho·Wo];
-// x f16 (these two forms) or of `type` (the typed form below).
-cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
-                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
-                                      int stride, int padding, int64_t out_h, int64_t out_w,
-                                      int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
-// The same for rows [row_begin, row_begin + rows) only, as the row-range launch_im2col_f16:
-// q [rows, ld_q] and scales [rows] hold them from their first row (q[r, :] and scales[r] are
-// matrix row row_begin + r). cudaErrorInvalidValue unless 0 <= row_begin and
+// q s8 [rows, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [rows], for the rows
+// [row_begin, row_begin + rows) of the matrix as launch_im2col takes them (q[r, :] and scales[r]
+// are matrix row row_begin + r); x of `type`. cudaErrorInvalidValue unless 0 <= row_begin and
 // row_begin + rows <= B·Ho·Wo.
-cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
-                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
-                                      int stride, int padding, int64_t out_h, int64_t out_w,
-                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
-                                      float* scales, cudaStream_t stream);
 cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t batch, int64_t height,
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,

@@ -286,21 +286,6 @@ cudaError_t launch_im2col(const void* x, FloatType type, int64_t batch, int64_t 
   return cudaGetLastError();
 }
 
-cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
-                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
-                              int64_t out_h, int64_t out_w, uint16_t* col, cudaStream_t stream) {
-  return launch_im2col(x, FloatType::kF16, batch, height, width, channels, kernel_h, kernel_w,
-                       stride, padding, out_h, out_w, 0, batch * out_h * out_w, col, stream);
-}
-
-cudaError_t launch_im2col_f16(const uint16_t* x, int64_t batch, int64_t height, int64_t width,
-                              int64_t channels, int kernel_h, int kernel_w, int stride, int padding,
-                              int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
-                              uint16_t* col, cudaStream_t stream) {
-  return launch_im2col(x, FloatType::kF16, batch, height, width, channels, kernel_h, kernel_w,
-                       stride, padding, out_h, out_w, row_begin, rows, col, stream);
-}
-
 cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t batch, int64_t height,
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,
@@ -315,25 +300,6 @@ cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t bat
     im2col_quantize_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
                                  out_h, out_w, row_begin, rows, ld_q, q, scales, stream);
   return cudaGetLastError();
-}
-
-cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
-                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
-                                      int stride, int padding, int64_t out_h, int64_t out_w,
-                                      int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
-  return launch_im2col_quantize_s8(x, FloatType::kF16, batch, height, width, channels, kernel_h,
-                                   kernel_w, stride, padding, out_h, out_w, 0,
-                                   batch * out_h * out_w, ld_q, q, scales, stream);
-}
-
-cudaError_t launch_im2col_quantize_s8(const uint16_t* x, int64_t batch, int64_t height,
-                                      int64_t width, int64_t channels, int kernel_h, int kernel_w,
-                                      int stride, int padding, int64_t out_h, int64_t out_w,
-                                      int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
-                                      float* scales, cudaStream_t stream) {
-  return launch_im2col_quantize_s8(x, FloatType::kF16, batch, height, width, channels, kernel_h,
-                                   kernel_w, stride, padding, out_h, out_w, row_begin, rows, ld_q,
-                                   q, scales, stream);
 }
 
 cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,
