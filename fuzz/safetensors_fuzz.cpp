@@ -1,5 +1,6 @@
 // libFuzzer target for the safetensors reader: any byte string must either parse into
-// tensors whose views lie inside the buffer, or throw hyrt::Error — never crash, leak,
+// tensors whose views lie inside the buffer (or in its aligned copies of misaligned tensors) and
+// are aligned for their types, or throw hyrt::Error — never crash, leak,
 // read out of bounds or hit undefined behaviour (the build adds ASan + UBSan).
 #include <cstddef>
 #include <cstdint>
@@ -18,6 +19,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     for (const auto& info : file->tensors()) {
       hyrt::TensorView v = file->view(info);
       if (v.bytes() != info.bytes) __builtin_trap();
+      // Views are aligned for their type, whatever the file's offsets (safetensors.h).
+      if (v.bytes() && reinterpret_cast<uintptr_t>(v.data) % hyrt::dtype_size(v.dtype) != 0)
+        __builtin_trap();
       const auto* p = static_cast<const uint8_t*>(v.data);
       for (size_t i = 0; i < v.bytes(); ++i)
         checksum ^= p[i];

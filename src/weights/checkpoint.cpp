@@ -6,7 +6,6 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
-#include "core/log.h"
 #include "weights/hyrt_format.h"
 #include "weights/json_text.h"
 
@@ -167,32 +166,7 @@ void Checkpoint::add_weight(WeightInfo w) {
   }
   by_name_.emplace(w.name, weights_.size());
   names_[index(w.component)].push_back(w.name);
-  if (!w.materialized) {
-    const auto* at = static_cast<const uint8_t*>(w.file->view(*w.tensor).data) + w.byte_offset;
-    w.materialized = aligned_copy(at, w.dtype, w.shape, w.tensor->name, *w.file);
-  }
   weights_.push_back(std::move(w));
-}
-
-// Safetensors does not require aligned data, and a careless or hostile writer's tensors may sit
-// at addresses their element type cannot be read from (real writers align them). Every reader
-// of a weight view (conversions, quantization, the backends' in-place reads) uses typed loads,
-// so such a tensor is copied once, here, and served from the copy. Null when `at` is aligned.
-const Tensor* Checkpoint::aligned_copy(const uint8_t* at, DType dtype, const Shape& shape,
-                                       const std::string& stored_name,
-                                       const SafetensorsFile& file) {
-  if (reinterpret_cast<uintptr_t>(at) % dtype_size(dtype) == 0) return nullptr;
-  if (!warned_misaligned_) {  // once per checkpoint: such a file has many
-    warned_misaligned_ = true;
-    HYRT_LOG(kWarning) << file.label() << ": '" << stored_name
-                       << "' (and maybe more tensors) is not aligned for its type in the file; "
-                          "hyrt reads copies of such tensors";
-  }
-  auto copy =
-      std::make_unique<Tensor>(dtype, shape, str_cat("an aligned copy of '", stored_name, "'"));
-  std::memcpy(copy->data(), at, copy->bytes());
-  owned_.push_back(std::move(copy));
-  return owned_.back().get();
 }
 
 void Checkpoint::open_single_file() {
@@ -222,11 +196,6 @@ void Checkpoint::open_hyrt(const SafetensorsFile& file) {
     m.component = w.component;
     add(file, *w.tensor, m);
     weights_.back().scale = w.scale;
-    if (w.scale) {
-      const TensorView sv = file.view(*w.scale);
-      weights_.back().materialized_scale = aligned_copy(static_cast<const uint8_t*>(sv.data),
-                                                        sv.dtype, sv.shape, w.scale->name, file);
-    }
   }
   unexpected_ = std::move(contents.unexpected);
   for (Component c : kAllComponents) {
@@ -388,7 +357,6 @@ TensorView Checkpoint::get(std::string_view name) const {
 std::optional<TensorView> Checkpoint::scale(std::string_view name) const {
   const WeightInfo& w = info(name);
   if (!w.scale) return std::nullopt;
-  if (w.materialized_scale) return w.materialized_scale->view();
   return w.file->view(*w.scale);
 }
 
@@ -396,7 +364,7 @@ void Checkpoint::release_stored(std::string_view name) const {
   const WeightInfo* w = find(name);
   if (!w || w->materialized) return;  // a materialised copy has no file pages
   w->file->drop_pages(*w->tensor, w->byte_offset, w->bytes());
-  if (w->scale && !w->materialized_scale) w->file->drop_pages(*w->scale);
+  if (w->scale) w->file->drop_pages(*w->scale);
 }
 
 std::optional<TokenizerFiles> Checkpoint::tokenizer_files(Component c) const {

@@ -29,7 +29,7 @@
 //
 // Ownership and lifetime: the Checkpoint owns its mapped files and its few materialised
 // weights; every TensorView from get() points into them (zero-copy, read-only memory,
-// possibly unaligned — see safetensors.h) and is valid while the Checkpoint lives. Thread safety:
+// aligned for its type — see safetensors.h) and is valid while the Checkpoint lives. Thread safety:
 // immutable after open(); all const methods may be called concurrently.
 #pragma once
 
@@ -84,16 +84,12 @@ struct WeightInfo {
   // Where get()'s bytes start inside `tensor`'s: 0, or for the k and v rows of a stacked
   // tensor the rows before them. The view covers bytes() bytes from there.
   uint64_t byte_offset = 0;
-  // Non-null for a weight materialised at open (SGM's transposed text_projection, or a tensor
-  // the file stores at an address its type cannot be read from): get() returns this
-  // Checkpoint-owned copy (dtype/shape as above); `tensor` still names the stored original,
-  // which get() does not read. Such a weight has no file pages to release.
+  // Non-null for a weight materialised at open (SGM's transposed text_projection): get()
+  // returns this Checkpoint-owned copy (dtype/shape as above); `tensor` still names the
+  // stored original, which get() does not read. Such a weight has no file pages to release.
   const Tensor* materialized = nullptr;
   // For an "8-bit S" weight (dtype s8): its `<name>.scale` entry, f32 [rows]; else nullptr.
   const TensorInfo* scale = nullptr;
-  // Non-null when that entry is not 4-byte aligned in the file: scale() returns this
-  // Checkpoint-owned copy instead (see Checkpoint::align).
-  const Tensor* materialized_scale = nullptr;
 
   // Bytes of the weight as exposed (shape × dtype), scales excluded.
   uint64_t bytes() const { return static_cast<uint64_t>(shape.numel()) * dtype_size(dtype); }
@@ -189,10 +185,6 @@ class Checkpoint final : public WeightSource {
   // one view); records ignored and unexpected keys.
   void add(const SafetensorsFile& file, const TensorInfo& t, const KeyMapping& m);
   void add_weight(WeightInfo w);
-  // A Checkpoint-owned copy of the tensor at `at` when that address is not aligned for
-  // `dtype` (null when it is); checkpoint.cpp says why.
-  const Tensor* aligned_copy(const uint8_t* at, DType dtype, const Shape& shape,
-                             const std::string& stored_name, const SafetensorsFile& file);
 
   CheckpointFormat format_ = CheckpointFormat::kDiffusersFolder;
   std::filesystem::path root_;
@@ -201,7 +193,6 @@ class Checkpoint final : public WeightSource {
   std::vector<WeightInfo> weights_;
   // Materialised weights (WeightInfo::materialized points at them; unique_ptr: stable).
   std::vector<std::unique_ptr<Tensor>> owned_;
-  bool warned_misaligned_ = false;  // aligned_copy has said so once
   std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> by_name_;
   std::vector<std::string> names_[kNumComponents];
   std::optional<nlohmann::json> configs_[kNumComponents];

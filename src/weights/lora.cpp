@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstring>
 #include <functional>
 #include <set>
 
@@ -77,25 +76,11 @@ std::optional<KeyPart> parse_key(std::string_view key) {
   return std::nullopt;
 }
 
-// True when a file's tensor sits at an address its element type may be read from. Safetensors
-// data offsets need not be multiples of the element size (a hostile file's are not).
-bool aligned_for(const TensorView& v) {
-  return reinterpret_cast<uintptr_t>(v.data) % dtype_size(v.dtype) == 0;
-}
-
-// n values of a file's float tensor as f32; a misaligned one is copied bytewise first.
-void read_f32(const TensorView& v, float* dst, size_t n) {
-  if (aligned_for(v)) return convert_to_f32(v.dtype, v.data, dst, n);
-  std::vector<uint8_t> bytes(n * dtype_size(v.dtype));
-  std::memcpy(bytes.data(), v.data, bytes.size());
-  convert_to_f32(v.dtype, bytes.data(), dst, n);
-}
-
 float scalar_value(const TensorView& v, const std::string& what) {
   HYRT_CHECK(v.shape.numel() == 1, kInvalidModel, what, " should be a scalar but is ",
              shape_text(v.shape));
   float out = 0;
-  read_f32(v, &out, 1);
+  convert_to_f32(v.dtype, v.data, &out, 1);
   return out;
 }
 
@@ -325,10 +310,8 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     const int64_t in = b.target->weight_shape[1], out = b.target->weight_shape[0];
     const Shape down_shape = conv ? Shape{b.rank, in, b.kh, b.kw} : Shape{b.rank, in};
     const TensorView& file_down = entry.second.front().m->down;
-    // One LoRA's f16/f32 down, aligned for its type (as files from real tools are): a view.
     if (entry.second.size() == 1 &&
-        (file_down.dtype == DType::kF16 || file_down.dtype == DType::kF32) &&
-        aligned_for(file_down)) {
+        (file_down.dtype == DType::kF16 || file_down.dtype == DType::kF32)) {
       b.down_view = TensorView{file_down.data, file_down.dtype, down_shape};  // same bytes
       b.down_is_file = true;
     } else {
@@ -370,12 +353,12 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
         } else {
           // down rows r0..r0+r: the file's down, as stored (same element order).
           f.resize(static_cast<size_t>(n_down));
-          read_f32(p.m->down, f.data(), f.size());
+          convert_to_f32(p.m->down.dtype, p.m->down.data, f.data(), f.size());
           store(f.data(), n_down, static_cast<uint8_t*>(b.down.data()) + r0 * per_rank * elem);
         }
         // up columns r0..r0+r, scaled, row by row.
         f.resize(static_cast<size_t>(out * r));
-        read_f32(p.m->up, f.data(), f.size());
+        convert_to_f32(p.m->up.dtype, p.m->up.data, f.data(), f.size());
         for (float& v : f)
           v *= p.scale;
         auto* up = static_cast<uint8_t*>(b.up.data());

@@ -16,6 +16,7 @@
 
 #include "core/alloc.h"
 #include "core/error.h"
+#include "core/log.h"
 #include "weights/json_text.h"
 
 namespace hyrt::weights {
@@ -265,6 +266,24 @@ void SafetensorsFile::parse() {
   index_.reserve(tensors_.size());
   for (size_t i = 0; i < tensors_.size(); ++i)
     index_.emplace(tensors_[i].name, i);
+
+  // Views are aligned for their element type (see the header): a tensor the file stores at an
+  // address its type cannot be read from is copied once, here.
+  size_t copied_bytes = 0;
+  for (size_t i = 0; i < tensors_.size(); ++i) {
+    const TensorInfo& t = tensors_[i];
+    const uint8_t* at = base_ + data_start_ + t.offset;
+    if (t.bytes == 0 || reinterpret_cast<uintptr_t>(at) % dtype_size(t.dtype) == 0) continue;
+    AlignedBuffer copy(t.bytes, str_cat(L, ": an aligned copy of '", t.name, "'"));
+    std::memcpy(copy.data(), at, t.bytes);
+    aligned_copies_.emplace(i, std::move(copy));
+    copied_bytes += t.bytes;
+  }
+  if (!aligned_copies_.empty())
+    HYRT_LOG(kInfo) << L << ": " << aligned_copies_.size()
+                    << " tensors are not aligned for their types in the file; reading copies "
+                       "of them ("
+                    << copied_bytes << " bytes)";
 }
 
 const TensorInfo* SafetensorsFile::find(std::string_view name) const {
@@ -285,7 +304,7 @@ size_t SafetensorsFile::drop_pages(const TensorInfo& info) const {
 size_t SafetensorsFile::drop_pages(const TensorInfo& info, uint64_t offset, uint64_t bytes) const {
   offset = std::min(offset, info.bytes);
   bytes = std::min(bytes, info.bytes - offset);
-  if (!mapping_ || bytes == 0) return 0;
+  if (!mapping_ || bytes == 0 || aligned_copies_.count(index_of(info))) return 0;
   static const uintptr_t page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = reinterpret_cast<uintptr_t>(base_ + data_start_ + info.offset + offset);
   const uintptr_t end = begin + bytes;
@@ -300,7 +319,10 @@ size_t SafetensorsFile::drop_pages(const TensorInfo& info, uint64_t offset, uint
 TensorView SafetensorsFile::view(const TensorInfo& info) const {
   TensorView v;
   // const_cast: TensorView has a mutable pointer, but the memory is read-only (see header).
-  v.data = const_cast<uint8_t*>(base_ + data_start_ + info.offset);
+  auto copy = aligned_copies_.find(index_of(info));
+  v.data = copy != aligned_copies_.end()
+               ? const_cast<void*>(static_cast<const void*>(copy->second.data()))
+               : const_cast<uint8_t*>(base_ + data_start_ + info.offset);
   v.dtype = info.dtype;
   v.shape = info.shape;
   return v;

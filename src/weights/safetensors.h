@@ -24,10 +24,11 @@
 // method is safe to call from any number of threads.
 //
 // Alignment: the data section starts at 8 + N. Writers (ours included) pad N to a
-// multiple of 8 and align each tensor to 8 bytes, but a foreign file may not, so a view's
-// data pointer is NOT guaranteed to be aligned for its element type. Readers that
-// dereference typed pointers must check alignment (e.g. reinterpret only when
-// `uintptr_t(data) % dtype_size == 0`) or copy the bytes with memcpy first.
+// multiple of 8 and align each tensor to 8 bytes, but a foreign (careless or hostile) file
+// may not. A view's data pointer IS aligned for its element type: a tensor the file stores
+// at an address that is not is copied once at open into memory the SafetensorsFile owns
+// (logged once, at info level, with the count), and view() returns the copy; drop_pages() leaves
+// such a copy alone. Readers may dereference typed pointers.
 #pragma once
 
 #include <cstddef>
@@ -41,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/buffer.h"
 #include "core/dtype.h"
 #include "core/shape.h"
 #include "core/tensor.h"
@@ -115,6 +117,11 @@ class SafetensorsFile {
   std::vector<TensorInfo> tensors_;
   std::unordered_map<std::string, size_t, StringHash, std::equal_to<>> index_;
   std::map<std::string, std::string> metadata_;
+  // By index into tensors_: aligned copies of the tensors stored misaligned (see the header).
+  std::unordered_map<size_t, AlignedBuffer> aligned_copies_;
+  size_t index_of(const TensorInfo& info) const {
+    return static_cast<size_t>(&info - tensors_.data());
+  }
 };
 
 // A tensor a writer will store: its name, dtype and shape (the bytes come later).

@@ -3,8 +3,8 @@
 //
 // Contract for implementations: get() returns a view whose memory stays valid and
 // unchanged for the lifetime of the source; the memory is read-only (it may be a
-// PROT_READ file mapping — never write through the view); the data pointer may be
-// unaligned for the element type (safetensors.h explains). Both methods are const and
+// PROT_READ file mapping — never write through the view); the data pointer is aligned for
+// the element type (safetensors.h copies what a file stores misaligned). Both methods are const and
 // must be safe to call concurrently from several threads.
 #pragma once
 

@@ -131,7 +131,7 @@ TEST(Lora, StacksAndScalesAsTheRuleSays) {
 
 // A file whose tensors sit at odd addresses (its header one byte longer, as a hostile or
 // careless writer may make it: safetensors does not require aligned data) reads the same
-// values, and its adapters are aligned for their types (the down is then a copy, not a view).
+// values, and its adapters are aligned for their types (the file serves aligned copies).
 TEST(Lora, MisalignedTensorsReadTheSame) {
   Model m;
   const Tensor kd = filled({2, 6}, 20), ku = filled({8, 2}, 21), alpha = scalar(1.5f);
@@ -160,8 +160,7 @@ TEST(Lora, MisalignedTensorsReadTheSame) {
     const TensorView x = la.get(name), y = ls.get(name);
     ASSERT_EQ(x.shape, y.shape);
     EXPECT_EQ(reinterpret_cast<uintptr_t>(y.data) % dtype_size(y.dtype), 0u);
-    // The aligned file's f16 down is a view of it; the shifted one's a copy in f32: the same
-    // values either way.
+    // Compared as values: however each is held, they must agree.
     std::vector<float> fx(static_cast<size_t>(x.numel())), fy(fx.size());
     convert_to_f32(x.dtype, x.data, fx.data(), fx.size());
     convert_to_f32(y.dtype, y.data, fy.data(), fy.size());
