@@ -12,7 +12,7 @@
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
 #   txt2img), variants (the 1024² UNet step under GEMM options: autotuning, device residual
-#   fusion, staging budgets), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
+#   fusion, staging budgets), fused (the fused W8A8 GEMM on and off, SDXL and SD 1.5), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -81,20 +81,77 @@ for a in j["scratch_arenas"]:
 print("accelerator memory", j.get("accelerator_memory"), "load_ms", j.get("load_ms"))
 PY
 fi
+# run_variant NAME [VAR=VALUE...]: the SDXL 1024² UNet step (int8 file, device placement) in
+# one bench process with that environment and VARIANT_ARGS.
+run_variant() {
+  local name=$1
+  shift
+  env "$@" timeout 200 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet --placement device \
+    -W 1024 -H 1024 --runs 10 --warmup 2 ${VARIANT_ARGS[@]+"${VARIANT_ARGS[@]}"} \
+    --json "$out/variant_$name.json" >/dev/null 2>"$logs/variant_$name.err"
+  python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \
+print(sys.argv[2], 'median', round(s['median_ms'], 2), 'ms, first', round(s['first_call_ms'])) " \
+    "$out/variant_$name.json" "$name" || tail -n 3 "$logs/variant_$name.err"
+}
+if [[ $what == *fused* ]]; then
+  # The fused W8A8 GEMM (gemm_s8_fused.h) against cuBLASLt s8 + the rescale pass
+  # ($HYRT_CUDA_FUSED_S8=0): the SDXL UNet step at 1024², then SD 1.5's at 512² and 1024².
+  [[ -n "${file_job:-}" ]] && wait "$file_job"
+  VARIANT_ARGS=()
+  run_variant fused_on
+  run_variant fused_off HYRT_CUDA_FUSED_S8=0
+  VARIANT_ARGS=(--autotune)
+  run_variant fused_on_autotune
+  VARIANT_ARGS=()
+  for f in 1 0; do
+    HYRT_CUDA_FUSED_S8=$f timeout 200 $hyrt bench -m random:sd15 --int8 --only unet \
+      --placement device --resize --sizes 512,1024 --runs 10 --warmup 2 \
+      --json "$out/sd15_fused$f.json" >/dev/null 2>"$logs/sd15_fused$f.err"
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+[print('sd15 fused', sys.argv[2], r['size'], 'median', round(r['median_ms'], 2), 'ms') \
+ for r in j['stages'].get('unet_step_resize', [])]" "$out/sd15_fused$f.json" "$f" ||
+      tail -n 3 "$logs/sd15_fused$f.err"
+  done
+fi
+if [[ $what == *tunelog* ]]; then
+  # Every GEMM program of the SDXL 1024² UNet step timed by autotuning (-vv logs each one), the
+  # fused W8A8 kernel on and off: one line per key, both W8A8 forms beside the f16 candidate.
+  # TUNELOG_MODEL (default: the SDXL int8 file) and TUNELOG_SIZE (default 1024) pick another
+  # model, e.g. TUNELOG_MODEL="random:sd15 --int8" TUNELOG_SIZE=512.
+  [[ -n "${file_job:-}" ]] && wait "$file_job"
+  read -r -a tl_model <<<"${TUNELOG_MODEL:-/tmp/sdxl-int8.safetensors}"
+  tl_size=${TUNELOG_SIZE:-1024}
+  # A fresh program store per run (tuned records persist; a cached one is not timed again),
+  # the fused kernel with the tile rule, then forced to each tile, then cuBLASLt + rescale.
+  for v in auto large small off; do
+    f=1; [[ $v == off ]] && f=0
+    HYRT_CACHE_DIR=/tmp/hyrt-tunelog-$v HYRT_CUDA_FUSED_S8=$f HYRT_CUDA_FUSED_S8_TILE=$v \
+      timeout 300 $hyrt -vv bench -m "${tl_model[@]}" --only unet \
+      --placement device -W $tl_size -H $tl_size --runs 5 --warmup 1 --autotune \
+      --json "$logs/tunelog_$v.json" >/dev/null 2>"$logs/tunelog_$v.err"
+    echo "tunelog $v rc=$? step $(python3 -c "import json,sys; \
+print(round(json.load(open(sys.argv[1]))['stages']['unet_step']['median_ms'], 2))" \
+      "$logs/tunelog_$v.json") ms"
+  done
+  python3 - "$logs"/tunelog_{auto,large,small,off}.err <<'PY'
+import re, sys
+pat = re.compile(r"cuda: tuned gemm m=(\d+) n=(\d+) k=(\d+) .*?e=(\d+): f16 ([\d.]+) us.*?w8a8 ([\d.na/]+)")
+def table(path):
+    t = {}
+    for line in open(path):
+        m = pat.search(line)
+        if m: t[m.group(1, 2, 3, 4)] = (m.group(5), m.group(6))
+    return t
+ts = [table(p) for p in sys.argv[1:]]
+print("m n k e: f16 us | w8a8 fused (rule) | fused 128x128 | fused 64x128 | cublas+rescale us")
+for key in sorted(set().union(*ts), key=lambda k: (int(k[0]), int(k[1]), int(k[2]))):
+    r = [t.get(key, ("-", "-")) for t in ts]
+    print(" ".join(key), ":", r[3][0], "|", " | ".join(x[1] for x in r))
+PY
+fi
 if [[ $what == *variants* ]]; then
   # The 1024² UNet step under the GEMM options, one process each: the default, autotuned
   # candidates and algorithms, residual adds fused on the device, other staging budgets.
-  # run_variant NAME [VAR=VALUE...]: one bench process with that environment and VARIANT_ARGS.
-  run_variant() {
-    local name=$1
-    shift
-    env "$@" timeout 200 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet --placement device \
-      -W 1024 -H 1024 --runs 10 --warmup 2 ${VARIANT_ARGS[@]+"${VARIANT_ARGS[@]}"} \
-      --json "$out/variant_$name.json" >/dev/null 2>"$logs/variant_$name.err"
-    python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \
-print(sys.argv[2], 'median', round(s['median_ms'], 2), 'ms, first', round(s['first_call_ms'])) " \
-      "$out/variant_$name.json" "$name" || tail -n 3 "$logs/variant_$name.err"
-  }
   [[ -n "${file_job:-}" ]] && wait "$file_job"  # the int8 file must be complete
   VARIANT_ARGS=()
   run_variant default

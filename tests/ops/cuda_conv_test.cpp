@@ -487,8 +487,9 @@ TEST(CudaConv, BadBindingIsRejected) {
 // --- row chunks ---
 
 GemmChunking chunks_of(const ConvCase& c, GemmCandidate cand) {
-  return backend::cuda::gemm_chunking(backend::cuda::conv2d_gemm_key(c.graph, c.node()), cand,
-                                      backend::cuda::gemm_staging_budget());
+  const backend::GemmKey key = backend::cuda::conv2d_gemm_key(c.graph, c.node());
+  return backend::cuda::gemm_chunking(key, cand, backend::cuda::gemm_staging_budget(),
+                                      fused_s8_here(key));
 }
 
 // check_conv on a kernel made under `budget`, which must split M into at least
@@ -533,8 +534,10 @@ void check_conv_in_chunks(const ConvSpec& spec, size_t budget, int64_t min_full_
 // f16 (5760 bytes a row) and W8A8 (4164) both run 3 x 128 rows + 66.
 TEST(CudaConv, RowChunks3x3Stride1) {
   REQUIRE_GPU();
+  // M = 450, K = 2880: the f16 im2col (5760 bytes a row) and W8A8 unfused (4164) run in 64-row
+  // chunks, W8A8 fused (2884: no s32 result) in 128-row ones — each at least 3 full chunks.
   check_conv_in_chunks({.height = 15, .width = 15, .cin = 320, .cout = 320, .seed = 61},
-                       size_t{128} * 2880 * 2, 3);
+                       size_t{500000}, 3);
 }
 
 // Stride 2 with padding 1, one-block chunks (64 rows: the budget is 1 byte).
@@ -601,7 +604,7 @@ TEST(CudaConv, LargeConvScratchStaysWithinBudget) {
     ASSERT_NE(k, nullptr);
     EXPECT_EQ(b->scratch_bytes(), lt_workspace) << "preparing reserved scratch";
     const size_t ws = k->workspace_bytes();
-    const size_t per_row = backend::cuda::gemm_staging_bytes_per_row(key, cand);
+    const size_t per_row = backend::cuda::gemm_staging_bytes_per_row(key, cand, fused_s8_here(key));
     const size_t whole = static_cast<size_t>(key.m) * per_row;  // M rows staged at once
     const size_t weights = cand == GemmCandidate::kF16 ? weight_f16 : 0;
     EXPECT_LE(ws, backend::cuda::kGemmStagingBudget + weights + slack);

@@ -136,6 +136,10 @@ void check_gemm_candidates(backend::cuda::CudaGemmKernel& kernel, Run& run, cons
     EXPECT_LE(rel(y8, ref), kW8A8Tolerance) << "w8a8 candidate vs the f64 reference";
     EXPECT_LE(rel(y8, c.reference_w8a8()), kW8A8ExactTolerance)
         << "w8a8 candidate vs its own quantization rule";
+    if (!c.bias.empty()) {
+      EXPECT_GT(rel(y8, c.reference_w8a8(Omit::kBias)), 10 * kW8A8ExactTolerance)
+          << "the w8a8 candidate also matches its exact reference without the bias";
+    }
     for (Omit part : parts) {
       EXPECT_GT(rel(y8, c.reference_w8a8(part)), 10 * kW8A8ExactTolerance)
           << "the w8a8 candidate also matches its exact reference without the " << omit_name(part);
@@ -206,6 +210,15 @@ void check_epilogue_shows(backend::cuda::CudaGemmKernel& fused, Run& run, const 
 // cuda_gemm.h documents ("Staging"), worked out independently of the kernel: the buffers of
 // one chunk of `ch.rows` rows, each rounded up to 256 bytes, plus 192 bytes of slack for
 // aligning a 64-byte-aligned workspace up to 256; 0 when nothing is staged.
+// Whether the fused W8A8 kernel (cuda_gemm.h, fused_s8_applies) runs `key`'s W8A8 candidate on
+// the test device under the default options: then no s32 result is staged.
+inline bool fused_s8_here(const backend::GemmKey& key) {
+  static const std::vector<backend::cuda::CudaDeviceInfo> devices = backend::cuda::list_devices();
+  return !devices.empty() &&
+         backend::cuda::fused_s8_applies(key, devices[0],
+                                         backend::cuda::CudaBackendOptions{}.fused_s8_gemm);
+}
+
 inline size_t documented_workspace_bytes(const backend::GemmKey& key,
                                          backend::cuda::GemmCandidate c,
                                          const backend::cuda::GemmChunking& ch) {
@@ -219,7 +232,8 @@ inline size_t documented_workspace_bytes(const backend::GemmKey& key,
     if (s8) n += a256(key.n * key.k * op);                                           // kWeightWide
     if (key.epilogue & backend::cuda::kIm2colOperand) n += a256(rows * key.k * op);  // kIm2col
   } else if (s8) {
-    n += a256(rows * k4) + a256(rows * 4) + a256(rows * n4 * 4);  // kActS8, kRowScales, kAccS32
+    n += a256(rows * k4) + a256(rows * 4);              // kActS8, kRowScales
+    if (!fused_s8_here(key)) n += a256(rows * n4 * 4);  // kAccS32
   }
   return n ? n + 192 : 0;
 }

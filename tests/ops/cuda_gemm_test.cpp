@@ -43,6 +43,7 @@
 
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/gemm_s8_fused.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "cuda_gemm_check.h"
@@ -326,20 +327,25 @@ GemmChunking chunks_of(const LinearSpec& spec, GemmCandidate cand) {
   const ir::ValueId x = g.add_input("x", spec.act, spec.x_shape);
   const ir::ValueId w = g.add_weight("w", spec.weight, Shape{spec.n, spec.x_shape.dim(-1)});
   g.add_node(ir::OpKind::kLinear, {x, w}, {}, "linear");
-  return backend::cuda::gemm_chunking(backend::cuda::linear_gemm_key(g, g.nodes()[0]), cand,
-                                      backend::cuda::gemm_staging_budget());
+  const backend::GemmKey key = backend::cuda::linear_gemm_key(g, g.nodes()[0]);
+  return backend::cuda::gemm_chunking(key, cand, backend::cuda::gemm_staging_budget(),
+                                      fused_s8_here(key));
 }
 
 // The same for the case's own node (its epilogue included).
 GemmChunking chunks_of(const LinearCase& c, GemmCandidate cand) {
-  return backend::cuda::gemm_chunking(backend::cuda::linear_gemm_key(c.graph, c.node()), cand,
-                                      backend::cuda::gemm_staging_budget());
+  const backend::GemmKey key = backend::cuda::linear_gemm_key(c.graph, c.node());
+  return backend::cuda::gemm_chunking(key, cand, backend::cuda::gemm_staging_budget(),
+                                      fused_s8_here(key));
 }
 
-// W8A8 staging bytes of `rows` rows of a linear of this spec.
+// W8A8 staging bytes of `rows` rows of a linear of this spec (without the s32 result where the
+// fused kernel runs it).
 size_t w8a8_staging_bytes(const LinearSpec& spec, int64_t rows) {
   const int64_t k4 = (spec.x_shape.dim(-1) + 3) / 4 * 4, n4 = (spec.n + 3) / 4 * 4;
-  return static_cast<size_t>(rows * (k4 + 4 + n4 * 4));
+  const LinearCase c(spec);  // its node with the spec's epilogue (which decides the fusion)
+  const bool fused = fused_s8_here(backend::cuda::linear_gemm_key(c.graph, c.node()));
+  return static_cast<size_t>(rows * (k4 + 4 + (fused ? 0 : n4 * 4)));
 }
 
 void expect_chunks(const GemmChunking& ch, int64_t rows, int64_t count, int64_t tail_rows) {
@@ -484,6 +490,53 @@ TEST(CudaGemm, ChunkedProgramIsItsOwnEntryAndExact) {
   std::printf("[ cuda     ] chunked: %s\n", chunked->tuning().to_string().c_str());
 }
 
+// The fused W8A8 kernel (gemm_s8_fused.h: an sm_90 device and a build with CUTLASS). Where it
+// applies, the W8A8 candidate runs it; it must compute what cuBLASLt's s8 GEMM and the rescale
+// pass compute — the same integer sums, scales, bias and f16 rounding (up to the order of the
+// float operations) — and pass the references. Cases: SDXL's widths; M not a multiple of the
+// 64/128-row tiles; both tile shapes (a problem large enough for the 128 x 128 tile is compared
+// with the unfused path only: its host reference would take minutes); no bias; row chunks
+// (each chunk its own launch at a row offset).
+TEST(CudaGemm, FusedS8MatchesCublasltAndRescale) {
+  REQUIRE_GPU();
+  const std::vector<backend::cuda::CudaDeviceInfo> devices = backend::cuda::list_devices();
+  ASSERT_FALSE(devices.empty());
+  const backend::cuda::CudaDeviceInfo& dev = devices[0];
+  if (!backend::cuda::fused_s8_gemm_available(dev.compute_major, dev.compute_minor))
+    GTEST_SKIP() << "the fused W8A8 kernel is not built or " << dev.name << " (sm_"
+                 << dev.compute_major << dev.compute_minor << ") cannot run it";
+  CudaBackend& fused = *gpu().backend;
+  std::unique_ptr<CudaBackend> plain =
+      backend::cuda::make_cuda_backend({.autotune = true, .fused_s8_gemm = false});
+  auto compare = [&](const LinearSpec& spec, bool with_reference) {
+    SCOPED_TRACE(describe(spec));
+    const LinearCase c(spec);
+    backend::ProgramCache cache_f, cache_p;
+    std::unique_ptr<CudaGemmKernel> kf = prepare(fused, c, cache_f);
+    std::unique_ptr<CudaGemmKernel> kp = prepare(*plain, c, cache_p);
+    ASSERT_TRUE(kf && kp);
+    EXPECT_TRUE(kf->fused_s8());
+    EXPECT_FALSE(kp->fused_s8());
+    DeviceRun run_f(fused, c), run_p(*plain, c);
+    const std::vector<float> yf = run_f.run(*kf, GemmCandidate::kW8A8);
+    const std::vector<float> yp = run_p.run(*kp, GemmCandidate::kW8A8);
+    EXPECT_LE(rel(yf, yp), 1e-3) << "fused W8A8 differs from cuBLASLt s8 + rescale";
+    EXPECT_TRUE(std::all_of(yf.begin(), yf.end(), [](float v) { return std::isfinite(v); }));
+    if (with_reference) check_gemm_candidates(*kf, run_f, c, true);
+    std::printf("[ cuda     ] fused %s: %s\n", describe(spec).c_str(),
+                kf->tuning().to_string().c_str());
+  };
+  compare({.x_shape = Shape{300, 1280}, .n = 1280, .seed = 61}, true);
+  compare({.x_shape = Shape{2, 77, 2048}, .n = 1280, .bias = false, .seed = 62}, true);
+  compare({.x_shape = Shape{130, 1280}, .n = 10240, .seed = 63}, true);
+  compare({.x_shape = Shape{1000, 640}, .n = 5120, .seed = 64}, false);  // 128 x 128 tiles
+  {
+    const LinearSpec spec{.x_shape = Shape{333, 640}, .n = 320, .seed = 65};
+    const ScopedGemmStagingBudget budget(1);  // 64-row chunks: 5 full ones and 13 rows
+    compare(spec, true);
+  }
+}
+
 TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
   REQUIRE_GPU();
   CudaBackend& b = *gpu().backend;
@@ -499,7 +552,8 @@ TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
     EXPECT_TRUE(s->available);
     EXPECT_TRUE(std::isfinite(s->total_us) && s->total_us > 0) << t.to_string();
     EXPECT_TRUE(std::isfinite(s->gemm_us) && s->gemm_us > 0) << t.to_string();
-    EXPECT_GE(s->algos_timed, 1);
+    // The fused W8A8 kernel has no cuBLASLt algorithms to time (the candidate is timed whole).
+    if (s != &t.w8a8 || !k1->fused_s8()) EXPECT_GE(s->algos_timed, 1);
   }
   const GemmCandidate faster =
       t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8 : GemmCandidate::kF16;
@@ -915,6 +969,45 @@ backend::GemmKey gemm_key(int64_t m, int64_t n, int64_t k, bool im2col) {
   key.epilogue = static_cast<uint8_t>(backend::Epilogue::kBias);
   if (im2col) key.epilogue |= backend::cuda::kIm2colOperand;
   return key;
+}
+
+// Which GEMMs the fused kernel takes (none where it is not built or the device is not sm_90).
+TEST(CudaGemmFused, S8AppliesRule) {
+  backend::cuda::CudaDeviceInfo hopper, ada;
+  hopper.compute_major = 9, hopper.compute_minor = 0;
+  ada.compute_major = 8, ada.compute_minor = 9;
+  const bool built = backend::cuda::fused_s8_gemm_available(9, 0);
+  const backend::GemmKey plain = gemm_key(4096, 1280, 1280, false);
+  EXPECT_EQ(backend::cuda::fused_s8_applies(plain, hopper, true), built);
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(plain, hopper, false));  // turned off
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(plain, ada, true));
+  EXPECT_EQ(backend::cuda::fused_s8_applies(gemm_key(77, 2880, 2880, true), hopper, true), built);
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(77, 1280, 36, true), hopper, true));   // K
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(77, 333, 640, false), hopper, true));  // N
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(8192, 320, 320, false), hopper, true));
+  EXPECT_EQ(backend::cuda::fused_s8_applies(gemm_key(8192, 320, 640, false), hopper, true), built);
+  backend::GemmKey wide = plain;
+  wide.a_type = wide.out_type = DType::kF32;
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(wide, hopper, true));
+  backend::GemmKey f16w = plain;
+  f16w.w_type = DType::kF16;
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(f16w, hopper, true));
+  backend::GemmKey act = plain;
+  act.epilogue |= static_cast<uint8_t>(backend::Epilogue::kResidualAdd);
+  EXPECT_FALSE(backend::cuda::fused_s8_applies(act, hopper, true));
+  if (built) {  // the measured tile rule (gemm_s8_fused.h)
+    using backend::cuda::fused_s8_auto_tile;
+    using backend::cuda::FusedS8Tile;
+    EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 17280, 132), FusedS8Tile::kLarge);  // 3x3 conv
+    EXPECT_EQ(fused_s8_auto_tile(8192, 5120, 640, 132), FusedS8Tile::kLarge);    // many tiles
+    EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 1280, 132), FusedS8Tile::kSmall);
+    EXPECT_EQ(fused_s8_auto_tile(154, 640, 2048, 132), FusedS8Tile::kSmall);
+  }
+  // Without the s32 result the W8A8 staging per row is K4 + 4, and the roofline drops its bytes.
+  EXPECT_EQ(backend::cuda::gemm_staging_bytes_per_row(plain, GemmCandidate::kW8A8, true),
+            1280u + 4u);
+  EXPECT_LT(backend::cuda::gemm_roofline_us(plain, GemmCandidate::kW8A8, true),
+            backend::cuda::gemm_roofline_us(plain, GemmCandidate::kW8A8, false));
 }
 
 TEST(CudaGemmChunking, Rule) {

@@ -67,15 +67,20 @@ void add_autotune_option(CLI::App* command, bool* autotune) {
 
 int main(int argc, char** argv) {
   CLI::App app{"hyrt " HYRT_VERSION_STRING
-               " — a diffusion-model inference runtime (Stable Diffusion 1.5).\n"
+               " — a diffusion-model inference runtime (Stable Diffusion 1.5 and SDXL).\n"
                "Run `hyrt COMMAND --help` for a command's options."};
   app.require_subcommand(1);
   app.fallthrough();  // `hyrt generate --verbose` as well as `hyrt --verbose generate`
   app.set_version_flag("--version", "hyrt " HYRT_VERSION_STRING);
-  bool verbose = false;
-  app.add_flag("-v,--verbose", verbose, "Print progress details and diagnostics");
+  int verbose = 0;  // how many times -v was given
+  app.add_flag("-v,--verbose", verbose,
+               "Print progress details and diagnostics (-vv: also debug details, e.g. each "
+               "GEMM program's measured candidates)");
   app.parse_complete_callback([&] {
-    if (verbose) hyrt::set_log_level(hyrt::LogLevel::kInfo);
+    if (verbose >= 2)
+      hyrt::set_log_level(hyrt::LogLevel::kDebug);
+    else if (verbose == 1)
+      hyrt::set_log_level(hyrt::LogLevel::kInfo);
   });
 
   auto& reg = hyrt::cli::registry();

@@ -155,7 +155,9 @@ class CudaBackendImpl final : public CudaBackend {
     }
     const double f16 = gemm_roofline_us(key, GemmCandidate::kF16);
     if (key.w_type != DType::kS8) return f16;
-    return std::min(f16, gemm_roofline_us(key, GemmCandidate::kW8A8));
+    return std::min(f16,
+                    gemm_roofline_us(key, GemmCandidate::kW8A8,
+                                     fused_s8_applies(key, ctx_.device(), options_.fused_s8_gemm)));
   }
 
   std::unique_ptr<Kernel> prepare(const ir::Graph& graph, const ir::Node& node,

@@ -69,6 +69,9 @@ enum class GemmPolicy : uint8_t {
   kW8A8,  // kW8A8 where the weights are 8-bit S, kF16 elsewhere
 };
 
+// CudaBackendOptions::fused_s8_gemm's default: true unless $HYRT_CUDA_FUSED_S8 is "0".
+bool default_fused_s8_gemm();
+
 struct CudaBackendOptions {
   int device = 0;
   GemmPolicy gemm = GemmPolicy::kAuto;
@@ -91,6 +94,10 @@ struct CudaBackendOptions {
   // (bench/results/README.md, fused epilogues). Fused activations are always accepted.
   bool fuse_residual = false;
   size_t workspace_bytes = size_t{32} << 20;  // cuBLASLt workspace (32 MiB suits Hopper)
+  // W8A8 on Hopper as one fused kernel where it applies (cuda_gemm.h, fused_s8_applies): the
+  // s32 result never leaves the GEMM. On by default; $HYRT_CUDA_FUSED_S8=0 turns the default
+  // off (a knob for measuring what the fusion gains).
+  bool fused_s8_gemm = default_fused_s8_gemm();
 };
 
 // Measured cost of one candidate for one GemmKey (microseconds of GPU time, median).
@@ -121,6 +128,9 @@ class CudaGemmKernel : public Kernel {
   virtual const GemmTuning& tuning() const = 0;
   // The candidate run() enqueues: the tuned choice, or what the backend's policy forces.
   virtual GemmCandidate candidate() const = 0;
+  // Whether the W8A8 candidate runs as the fused Hopper kernel (cuda_gemm.h, fused_s8_applies)
+  // rather than cuBLASLt's s8 GEMM and hyrt's rescale pass.
+  virtual bool fused_s8() const = 0;
   // Enqueues a given candidate (tests, benchmarks). Throws kUnsupported if unavailable.
   virtual void run_candidate(GemmCandidate c, std::span<const TensorView> inputs,
                              const TensorView& output) = 0;
@@ -132,7 +142,9 @@ class CudaGemmKernel : public Kernel {
 //   or 1200 TOPS (s8); bytes = activations in and out (+ a conv's im2col matrix written) +
 //   weights as stored, + for f16 with s8 weights the f16 copy written and read, + for W8A8
 //   the quantized activations and the s32 result written and read.
-double gemm_roofline_us(const GemmKey& key, GemmCandidate c);
+// W8A8 run by the fused kernel (fused_s8: cuda_gemm.h, fused_s8_applies) writes and reads no
+// s32 result and launches two kernels, not three.
+double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8 = false);
 
 class CudaBackend : public Backend {
  public:

@@ -44,11 +44,13 @@
 #include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <variant>
 #include <vector>
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/gemm_s8_fused.h"
 #include "core/buffer.h"
 #include "core/error.h"
 #include "core/half.h"
@@ -76,6 +78,13 @@ constexpr double kOverheadUs = 6.0;
 // Per launch that a chunked run adds (each further chunk repeats its staging, the matmul and,
 // W8A8, the epilogue): the launch, and the gap and tail between dependent kernels.
 constexpr double kChunkLaunchUs = 2.0;
+
+// The smallest K the fused W8A8 kernel takes. Measured on an H200 (bench/results/README.md,
+// fused W8A8) down to K = 640, where it beat cuBLASLt's s8 GEMM + the rescale pass at every SDXL
+// shape (8192·640·640: 21 against 37 µs). SD 1.5's 512² step, whose GEMMs include K = 320 ones
+// (the 64x64 level's projections and GEGLU input: a 128-deep K tile then runs 2.5 steps), was
+// 4.7 % slower with it on at every K: below 640 W8A8 stays cuBLASLt's until measured.
+constexpr int64_t kFusedS8MinK = 640;
 
 namespace {
 
@@ -181,7 +190,43 @@ size_t set_gemm_staging_budget(size_t bytes) {
   return g_staging_budget.exchange(bytes, std::memory_order_relaxed);
 }
 
-size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c) {
+#ifndef HYRT_HAVE_CUTLASS
+// Built without CUTLASS: no fused kernels (gemm_s8_fused.h); W8A8 keeps cuBLASLt + rescale.
+bool fused_s8_gemm_available(int, int) {
+  return false;
+}
+bool fused_s8_gemm_shape_ok(int64_t, int64_t, int64_t, int64_t, int64_t) {
+  return false;
+}
+FusedS8Tile fused_s8_auto_tile(int64_t, int64_t, int64_t, int) {
+  return FusedS8Tile::kLarge;
+}
+cudaError_t launch_fused_s8_gemm(const int8_t*, int64_t, const int8_t*, int64_t, const float*,
+                                 const float*, const float*, __half*, int64_t, int64_t, int64_t,
+                                 FusedS8Tile, int, cudaStream_t) {
+  return cudaErrorInvalidValue;
+}
+cudaError_t fused_s8_gemm_prime() {
+  return cudaSuccess;
+}
+#endif
+
+bool default_fused_s8_gemm() {
+  static const bool on = [] {
+    const char* v = std::getenv("HYRT_CUDA_FUSED_S8");
+    return !(v && std::string_view(v) == "0");
+  }();
+  return on;
+}
+
+bool fused_s8_applies(const GemmKey& key, const CudaDeviceInfo& device, bool enabled) {
+  return enabled && fused_s8_gemm_available(device.compute_major, device.compute_minor) &&
+         key.w_type == DType::kS8 && key.a_type == DType::kF16 && key.out_type == DType::kF16 &&
+         (key.epilogue & kFusedEpilogueBits) == 0 && key.k >= kFusedS8MinK &&
+         fused_s8_gemm_shape_ok(key.m, key.n, key.k, round_up4(key.k), round_up4(key.k));
+}
+
+size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   // What GemmKernel::staging_layout stages per row, buffer by buffer.
   int64_t bytes = 0;
   if (c == GemmCandidate::kF16) {
@@ -189,15 +234,16 @@ size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c) {
     if (key.epilogue & kIm2colOperand)
       bytes += key.k * static_cast<int64_t>(dtype_size(key.a_type));
   } else if (key.w_type == DType::kS8) {
-    bytes = round_up4(key.k) + 4 + round_up4(key.n) * 4;  // kActS8, kRowScales, kAccS32
+    bytes = round_up4(key.k) + 4;                  // kActS8, kRowScales
+    if (!fused_s8) bytes += round_up4(key.n) * 4;  // kAccS32
   }
   return static_cast<size_t>(bytes);
 }
 
-GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget) {
+GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget, bool fused_s8) {
   GemmChunking ch;
   const int64_t m = key.m;
-  const size_t per_row = gemm_staging_bytes_per_row(key, c);
+  const size_t per_row = gemm_staging_bytes_per_row(key, c, fused_s8);
   ch.rows = ch.tail_rows = m;
   ch.count = 1;
   ch.staging_bytes = static_cast<size_t>(m) * per_row;
@@ -216,7 +262,7 @@ GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget) {
   return ch;
 }
 
-double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
+double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
                k = static_cast<double>(key.k);
   const double a = static_cast<double>(dtype_size(key.a_type));
@@ -231,13 +277,14 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
   // matmul, rescale.
   const GemmCandidate runs = key.w_type == DType::kS8 ? c : GemmCandidate::kF16;
-  const GemmChunking chunks = gemm_chunking(key, runs, gemm_staging_budget());
+  fused_s8 = fused_s8 && runs == GemmCandidate::kW8A8;
+  const GemmChunking chunks = gemm_chunking(key, runs, gemm_staging_budget(), fused_s8);
   // A fused activation costs the f16 candidate a pass of its own over y per chunk (W8A8
   // applies it in its rescale).
   const bool activation_pass = runs == GemmCandidate::kF16 && (key.epilogue & kActivationBits);
   const int64_t launches_per_chunk =
       runs == GemmCandidate::kW8A8
-          ? 3
+          ? (fused_s8 ? 2 : 3)
           : (gemm_staging_bytes_per_row(key, runs) > 0 ? 2 : 1) + (activation_pass ? 1 : 0);
   const double chunk_us =
       static_cast<double>((chunks.count - 1) * launches_per_chunk + (activation_pass ? 1 : 0)) *
@@ -249,7 +296,8 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c) {
   if (key.w_type != DType::kS8) return roofline(flops, float_rate, f16_io + n * k * a);
   if (c == GemmCandidate::kF16)
     return roofline(flops, float_rate, f16_io + n * k * (1.0 + 2.0 * a));
-  return roofline(flops, kS8OpsPerSecond, io + n * k + m * k * 2.0 + m * n * 8.0);
+  return roofline(flops, kS8OpsPerSecond,
+                  io + n * k + m * k * 2.0 + (fused_s8 ? 0.0 : m * n * 8.0));
 }
 
 std::string GemmTuning::to_string() const {
@@ -579,6 +627,14 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_ASSERT(a_dtype_ == DType::kF16 || a_dtype_ == DType::kF32,
                 "GEMM activations are f16 or f32 on the device");
     upload_weights(spec);
+    fused_s8_ = s8_ && fused_s8_applies(key_, ctx_.device(), options_.fused_s8_gemm);
+    // The program's form: a node with a fused activation or residual shares the plain GEMM's
+    // program (gemm_program_key), whose W8A8 timings are the fused kernel's where that applies
+    // to the plain GEMM; the node itself then runs W8A8 unfused with the program's choice.
+    program_fused_s8_ =
+        s8_ && fused_s8_applies(program_key_, ctx_.device(), options_.fused_s8_gemm);
+    // The kernels' shared-memory attributes, set here rather than inside a graph capture.
+    if (program_fused_s8_) HYRT_CUDA_CHECK(fused_s8_gemm_prime());
 
     // Row chunks under the budget as it is now (cuda_gemm.h), and each chunk size's layouts.
     const size_t budget = gemm_staging_budget();
@@ -591,11 +647,11 @@ class GemmKernel final : public CudaGemmKernel {
                           cuda_float_type(a_dtype_), n_, rows, k_, bias_out_);
     });
     if (s8_)
-      s8_gemm_ =
-          make_chunked_gemm(gemm_chunking(key_, GemmCandidate::kW8A8, budget), [&](int64_t rows) {
-            return make_lt_gemm(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUDA_R_8I, CUDA_R_32I, n4_, rows,
-                                k4_, nullptr);
-          });
+      s8_gemm_ = make_chunked_gemm(gemm_chunking(key_, GemmCandidate::kW8A8, budget, fused_s8_),
+                                   [&](int64_t rows) {
+                                     return make_lt_gemm(CUBLAS_COMPUTE_32I, CUDA_R_32I, CUDA_R_8I,
+                                                         CUDA_R_32I, n4_, rows, k4_, nullptr);
+                                   });
 
     std::string cache_key = str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
                                     ctx_.device().compute_minor, " ", program_key_.to_string());
@@ -605,6 +661,8 @@ class GemmKernel final : public CudaGemmKernel {
     // A chunked program's algorithms and timings are those of its chunk size (CudaGemmProgram);
     // unchunked keys stay as they were.
     cache_key += chunks_note();
+    // Its W8A8 timings are the fused kernel's (records of the two forms must not mix).
+    if (program_fused_s8_) cache_key += " fused-s8";
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
@@ -678,6 +736,7 @@ class GemmKernel final : public CudaGemmKernel {
 
   const GemmTuning& tuning() const override { return program_->tuning; }
   GemmCandidate candidate() const override { return candidate_; }
+  bool fused_s8() const override { return fused_s8_; }
 
   // The chosen candidate's staging for one chunk (staging_layout): 0 when it stages nothing.
   size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
@@ -714,7 +773,7 @@ class GemmKernel final : public CudaGemmKernel {
       const int64_t rows = s8_gemm_.chunking.rows;
       l.add(Scratch::kActS8, bytes(rows * k4_));
       l.add(Scratch::kRowScales, bytes(rows * 4));
-      l.add(Scratch::kAccS32, bytes(rows * n4_ * 4));
+      if (!fused_s8_) l.add(Scratch::kAccS32, bytes(rows * n4_ * 4));
     }
     return l;
   }
@@ -929,8 +988,13 @@ class GemmKernel final : public CudaGemmKernel {
 
   // The whole candidate for input x, chunk by chunk: operand gather (im2col) or staging, GEMM,
   // epilogue `e`; its buffers at `st` (staging_layout(c)'s).
+  // `fused`: W8A8 as the fused kernel (this node's form unless tuning times the program's).
   void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x, void* y,
                const RunEpilogue& e) const {
+    enqueue(c, p, st, x, y, e, fused_s8_);
+  }
+  void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x, void* y,
+               const RunEpilogue& e, bool fused) const {
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
       // Without an activation the residual is cuBLASLt's beta·C; with one (applied before the
@@ -950,6 +1014,23 @@ class GemmKernel final : public CudaGemmKernel {
                                                          float_type(a_dtype_), ctx_.stream()));
           });
     } else {
+      if (fused) {
+        // The same chunks (staging) without the s32 result: quantize, then the fused GEMM
+        // writes the chunk's f16 rows (no activation, no residual: fused_s8_applies).
+        HYRT_ASSERT(e.activation == EpilogueActivation::kNone && e.residual == nullptr,
+                    "the fused W8A8 kernel has no activation or residual epilogue");
+        for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
+                       [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t&) {
+                         quantize(st, x, m0, rows);
+                         HYRT_CUDA_CHECK(launch_fused_s8_gemm(
+                             static_cast<const int8_t*>(st[Scratch::kActS8]), k4_, w_->as<int8_t>(),
+                             k4_, static_cast<const float*>(st[Scratch::kRowScales]),
+                             w_scale_->as<float>(), bias_f32_ ? bias_f32_->as<float>() : nullptr,
+                             static_cast<__half*>(act_row(y, m0, n_)), rows, n_, k_,
+                             FusedS8Tile::kAuto, ctx_.device().multiprocessors, ctx_.stream()));
+                       });
+        return;
+      }
       for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
                      [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
                        quantize(st, x, m0, rows);
@@ -1049,7 +1130,7 @@ class GemmKernel final : public CudaGemmKernel {
           p->s8_algo = q[0].algo;
           p->s8_tail_algo = *tail;
           t.w8a8.available = true;
-          t.w8a8.total_us = gemm_roofline_us(choice_key_, GemmCandidate::kW8A8);
+          t.w8a8.total_us = gemm_roofline_us(choice_key_, GemmCandidate::kW8A8, program_fused_s8_);
         }
     choose(t);
     return p;
@@ -1128,7 +1209,21 @@ class GemmKernel final : public CudaGemmKernel {
           enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
         });
       }
-    if (s8_) {
+    if (s8_ && program_fused_s8_) {
+      // The fused kernel has no cuBLASLt algorithm to pick: the heuristic's first stays in the
+      // record (so that it checks out like any other), and the candidate is timed whole.
+      if (auto q = heuristics(ctx_, s8_gemm_.full, 1, kS8MinAlign); !q.empty())
+        if (auto tail = tail_algo(s8_gemm_, q[0].algo, kS8MinAlign)) {
+          p->s8_algo = q[0].algo;
+          p->s8_tail_algo = *tail;
+          t.w8a8.available = true;
+          t.w8a8.measured = true;
+          t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
+            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {}, true);
+          });
+          t.w8a8.gemm_us = t.w8a8.total_us;  // quantize + the fused GEMM: no separate matmul
+        }
+    } else if (s8_) {
       const int64_t s8_rows = s8_gemm_.chunking.rows;
       quantize(s8_st, x.data(), 0, s8_rows);
       if (auto algo = pick_algo(
@@ -1176,6 +1271,8 @@ class GemmKernel final : public CudaGemmKernel {
   DType a_dtype_ = DType::kF16;              // activations and output: f16, or f32 (wide range)
   DType op_dtype_ = DType::kF16;             // the float candidate's operands (float_operand)
   bool s8_ = false;
+  bool fused_s8_ = false;  // this node's W8A8 runs as the fused Hopper kernel (fused_s8_applies)
+  bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
   std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or [N, K] in op_dtype_
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)

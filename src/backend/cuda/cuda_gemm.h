@@ -106,8 +106,8 @@ struct GemmChunking {
 // Bytes of candidate c's M-dependent staging per GEMM row (0: it stages none, e.g. f16 on f16
 // activations of a linear, or W8A8 without 8-bit S weights): f16 — K times the operand size
 // (2, or 4 on f32 activations) for a conv's im2col matrix (kIm2colOperand); W8A8 —
-// K4 + 4 + N4·4.
-size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c);
+// K4 + 4 + N4·4, or K4 + 4 when the fused kernel runs it (fused_s8: no s32 result staged).
+size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c, bool fused_s8 = false);
 
 // The chunks of candidate c for `key` under `budget`:
 //   - one chunk of M rows when M · bytes_per_row <= budget (or nothing is staged);
@@ -115,7 +115,17 @@ size_t gemm_staging_bytes_per_row(const GemmKey& key, GemmCandidate c);
 //     count = ⌈M / R⌉, rows = ⌈⌈M / count⌉ / 64⌉ · 64 (<= R), count = ⌈M / rows⌉ (>= 2),
 //     tail_rows = M − (count − 1) · rows.
 // Chunk i covers GEMM rows [i · rows, i · rows + (i < count − 1 ? rows : tail_rows)).
-GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget);
+// fused_s8: W8A8 runs as the fused kernel (fused_s8_applies).
+GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget,
+                           bool fused_s8 = false);
+
+// Whether the W8A8 candidate of `key` runs as the fused Hopper kernel (gemm_s8_fused.h) on
+// `device` — quantize, then one GEMM whose epilogue rescales to f16 — rather than cuBLASLt's
+// s8 GEMM and the rescale pass: `enabled` (CudaBackendOptions::fused_s8_gemm), a build with the
+// kernels on an sm_90 device, 8-bit S weights on f16 activations, no fused activation or
+// residual, and a shape the kernel takes (K a multiple of 16, N of 8) with K >= 640 (where it
+// was measured to win; cuda_gemm.cpp, kFusedS8MinK).
+bool fused_s8_applies(const GemmKey& key, const CudaDeviceInfo& device, bool enabled);
 
 // A GemmKey::epilogue bit beyond program_cache.h's Epilogue values: the program's activation
 // operand is gathered by im2col from an NHWC input (a conv other than 1x1/stride 1/padding 0),
