@@ -984,8 +984,7 @@ TEST(CudaGemmFused, S8AppliesRule) {
   EXPECT_EQ(backend::cuda::fused_s8_applies(gemm_key(77, 2880, 2880, true), hopper, true), built);
   EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(77, 1280, 36, true), hopper, true));   // K
   EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(77, 333, 640, false), hopper, true));  // N
-  EXPECT_FALSE(backend::cuda::fused_s8_applies(gemm_key(8192, 320, 320, false), hopper, true));
-  EXPECT_EQ(backend::cuda::fused_s8_applies(gemm_key(8192, 320, 640, false), hopper, true), built);
+  EXPECT_EQ(backend::cuda::fused_s8_applies(gemm_key(8192, 320, 320, false), hopper, true), built);
   backend::GemmKey wide = plain;
   wide.a_type = wide.out_type = DType::kF32;
   EXPECT_FALSE(backend::cuda::fused_s8_applies(wide, hopper, true));
@@ -1002,6 +1001,8 @@ TEST(CudaGemmFused, S8AppliesRule) {
     EXPECT_EQ(fused_s8_auto_tile(8192, 5120, 640, 132), FusedS8Tile::kLarge);    // many tiles
     EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 1280, 132), FusedS8Tile::kSmall);
     EXPECT_EQ(fused_s8_auto_tile(154, 640, 2048, 132), FusedS8Tile::kSmall);
+    // Deep K but too few 128 x 128 tiles to fill the device (SD 1.5's 16x16 level at 512²).
+    EXPECT_EQ(fused_s8_auto_tile(512, 1280, 11520, 132), FusedS8Tile::kSmall);
   }
   // Without the s32 result the W8A8 staging per row is K4 + 4, and the roofline drops its bytes.
   EXPECT_EQ(backend::cuda::gemm_staging_bytes_per_row(plain, GemmCandidate::kW8A8, true),

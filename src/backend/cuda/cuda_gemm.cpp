@@ -79,13 +79,6 @@ constexpr double kOverheadUs = 6.0;
 // W8A8, the epilogue): the launch, and the gap and tail between dependent kernels.
 constexpr double kChunkLaunchUs = 2.0;
 
-// The smallest K the fused W8A8 kernel takes. Measured on an H200 (bench/results/README.md,
-// fused W8A8) down to K = 640, where it beat cuBLASLt's s8 GEMM + the rescale pass at every SDXL
-// shape (8192·640·640: 21 against 37 µs). SD 1.5's 512² step, whose GEMMs include K = 320 ones
-// (the 64x64 level's projections and GEGLU input: a 128-deep K tile then runs 2.5 steps), was
-// 4.7 % slower with it on at every K: below 640 W8A8 stays cuBLASLt's until measured.
-constexpr int64_t kFusedS8MinK = 640;
-
 namespace {
 
 // The budget at start-up: kGemmStagingBudget, or $HYRT_CUDA_GEMM_STAGING_MB megabytes when set
@@ -222,7 +215,7 @@ bool default_fused_s8_gemm() {
 bool fused_s8_applies(const GemmKey& key, const CudaDeviceInfo& device, bool enabled) {
   return enabled && fused_s8_gemm_available(device.compute_major, device.compute_minor) &&
          key.w_type == DType::kS8 && key.a_type == DType::kF16 && key.out_type == DType::kF16 &&
-         (key.epilogue & kFusedEpilogueBits) == 0 && key.k >= kFusedS8MinK &&
+         (key.epilogue & kFusedEpilogueBits) == 0 &&
          fused_s8_gemm_shape_ok(key.m, key.n, key.k, round_up4(key.k), round_up4(key.k));
 }
 

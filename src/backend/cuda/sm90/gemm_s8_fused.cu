@@ -139,10 +139,15 @@ FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocess
   // Measured on an H200 at the SDXL UNet's GEMMs (bench/results/README.md, fused W8A8): the
   // 128 x 128 tile won wherever K >= 2880 (3x3 convolutions: 2048·1280·17280 took 143 µs
   // against 171) and where its tiles fill the device many times over (8192·5120·640: 84 against
-  // 97 µs); the 64 x 128 tile elsewhere (2048·1280·1280: 18.0 against 19.6 µs; few rows).
+  // 97 µs); the 64 x 128 tile elsewhere (2048·1280·1280: 18.0 against 19.6 µs; few rows). A deep
+  // K with fewer 128 x 128 tiles than SMs (SD 1.5's 512·1280·11520: 40 tiles on 132 SMs) keeps
+  // the small tile, which at least doubles the SMs at work: with the K rule alone SD 1.5's 512²
+  // step took 8.31 ms (7.94 unfused, and 7.94 fused under an earlier rule that kept such shapes
+  // on the small tile) — the likely cause, not yet measured apart.
   const int64_t large_tiles = ((m + 127) / 128) * ((n + 127) / 128);
   const int64_t sms = std::max(multiprocessors, 1);
-  return k >= 2880 || large_tiles >= 8 * sms ? FusedS8Tile::kLarge : FusedS8Tile::kSmall;
+  const bool deep_k_fills_device = k >= 2880 && large_tiles >= sms;
+  return deep_k_fills_device || large_tiles >= 8 * sms ? FusedS8Tile::kLarge : FusedS8Tile::kSmall;
 }
 
 cudaError_t launch_fused_s8_gemm(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw,
