@@ -77,5 +77,55 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionParams{1, 600, 600, 1, 16, 16, true, 0, 1}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// bf16 operands (attention.cpp): the CPU backend runs attention in bf16 under W8A8 on a graph
+// holding 8-bit S weights (a quantized model's), for Tq·Tk >= 256², where the CPU has bf16 dot
+// products. Then the result is within 1e-2 of the reference and differs from the f32 kernel's
+// (the bf16 rounding shows: the path ran); in W8 mode, or without bf16 instructions, it is the
+// f32 kernel (1e-5).
+TEST(AttentionBf16, WithinBf16OfTheReferenceOnQuantizedGraphs) {
+  const AttentionParams cases[] = {
+      {2, 256, 256, 8, 40, 40, false, 0, 2},   // SD 1.5's 64² level, fewer tokens
+      {1, 300, 600, 2, 64, 64, false, 0, 1},   // SDXL's head dim, a tail block
+      {2, 1024, 77, 8, 40, 40, false, 0, 1},   // cross attention to 77 text tokens
+      {1, 520, 520, 1, 16, 24, true, 0.3f, 1}  // causal, Dv != D, one head split over threads
+  };
+  std::unique_ptr<backend::Backend> w8a8 =
+      backend::make_cpu_backend({.int8_mode = backend::Int8Mode::kW8A8});
+  std::unique_ptr<backend::Backend> w8 =
+      backend::make_cpu_backend({.int8_mode = backend::Int8Mode::kW8});
+  const bool bf16 = backend::cpu_has_bf16_dot_product();
+  for (const AttentionParams& p : cases) {
+    SCOPED_TRACE(str_cat("B=", p.batch, " Tq=", p.tq, " Tk=", p.tk, " H=", p.heads, " D=", p.d,
+                         " Dv=", p.dv, p.causal ? " causal" : ""));
+    OpCase c;
+    const ir::ValueId q = c.input({p.batch, p.tq, p.heads * p.d}, 11, p.input_scale);
+    const ir::ValueId k = c.input({p.batch, p.tk, p.heads * p.d}, 12, p.input_scale);
+    const ir::ValueId v = c.input({p.batch, p.tk, p.heads * p.dv}, 13);
+    // A linear node on an 8-bit S weight in the graph (not run): what makes it a quantized
+    // model's.
+    c.weights.add("quantized", Tensor(DType::kS8, Shape{4, 4}));
+    c.node(OpKind::kLinear,
+           {c.input({1, 4}, 14), c.graph.add_weight("quantized", DType::kS8, Shape{4, 4})});
+    c.node(OpKind::kAttention, {q, k, v},
+           ir::AttentionAttrs{static_cast<int>(p.heads), p.scale, p.causal});
+    const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
+    const auto want = attention_reference(c.values(q), c.values(k), c.values(v), p.batch, p.tq,
+                                          p.tk, p.heads, p.d, p.dv, scale, p.causal);
+    const std::vector<float> f32 = c.run_on(*w8);
+    EXPECT_OP_CLOSE("attention", f32, want);
+    const std::vector<float> got = c.run_on(*w8a8);
+    const double err = rel_error(got, want);
+    if (bf16) {
+      double& worst = worst_errors()["attention bf16"];
+      worst = std::max(worst, err);
+      EXPECT_LE(err, 1e-2) << "bf16 attention rel L2 " << err;
+      EXPECT_GT(rel_error(got, std::vector<double>(f32.begin(), f32.end())), 1e-5)
+          << "the W8A8 backend's attention equals the f32 kernel's: bf16 did not run";
+    } else {
+      EXPECT_LE(err, kTolerance) << "no bf16 dot products here: f32 attention expected";
+    }
+  }
+}
+
 }  // namespace
 }  // namespace hyrt::test

@@ -25,6 +25,15 @@
 // Softmax: the scale is applied while finding the row maximum, exp(s − max) is summed in
 // f32 (terms are in (0, 1], so the sum of ≤ 64k terms keeps ~1e-7 relative accuracy), and
 // the 1/sum normalisation is applied to the Dv-wide output row instead of the Tk-wide P.
+// Where the CPU has AVX-512 (and scale > 0) a row takes two passes: the raw scores' maximum
+// (read only), then exp(scale·s − scale·max) and its sum, 16 at a time.
+//
+// bf16 operands (make_attention_kernel's `bf16`, where the CPU has bf16 dot products — AMX or
+// AVX-512 BF16): the same tiles, but Q_blk, K_hᵀ and V_h are rounded to bf16 as they are
+// copied (Q_blk into a dense [m, D] block of its own), the scores are still f32 (bf16 × bf16 →
+// f32 accumulation in oneDNN), the softmax runs in f32 and writes P rounded to bf16 into a
+// buffer of its own [m, Tk] for the P × V product (f32 result). Rounding the operands to bf16
+// (8 significant bits) costs ~3e-3 relative error (attention_test.cpp).
 #include <dnnl.hpp>
 
 #include <algorithm>
@@ -33,6 +42,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/onednn_compat.h"
 #include "backend/cpu/vec_math.h"
+#include "core/half.h"
 #include "core/parallel.h"
 
 namespace hyrt::backend::cpu {
@@ -51,21 +61,23 @@ struct StridedMatmul {
   dnnl::matmul primitive;
 };
 
-// A single-threaded matmul C [m, n] = A [m, k] × B [k, n] on strided 2D views.
+// A single-threaded matmul C [m, n] = A [m, k] × B [k, n] on strided 2D views; A and B of
+// `operand` type (f32 or bf16), C f32.
 std::shared_ptr<StridedMatmul> strided_matmul(ProgramCache& cache, int64_t m, int64_t n, int64_t k,
                                               const memory::dims& a_strides,
                                               const memory::dims& b_strides,
-                                              const memory::dims& c_strides) {
-  const std::string key = str_cat("matmul f32 1thread m=", m, " n=", n, " k=", k,
-                                  " sa=", a_strides[0], ",", a_strides[1], " sb=", b_strides[0],
-                                  ",", b_strides[1], " sc=", c_strides[0], ",", c_strides[1]);
+                                              const memory::dims& c_strides, dt operand = dt::f32) {
+  const std::string key =
+      str_cat("matmul ", operand == dt::bf16 ? "bf16" : "f32", " 1thread m=", m, " n=", n, " k=", k,
+              " sa=", a_strides[0], ",", a_strides[1], " sb=", b_strides[0], ",", b_strides[1],
+              " sc=", c_strides[0], ",", c_strides[1]);
   return cache.get_or_create<StridedMatmul>(key, [&] {
     ScopedOmpThreads one_thread(1);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     auto program = std::make_shared<StridedMatmul>();
-    program->pd = make_matmul_pd(dnnl_engine(), memory::desc({m, k}, dt::f32, a_strides),
-                                 memory::desc({k, n}, dt::f32, b_strides), memory::desc(),
+    program->pd = make_matmul_pd(dnnl_engine(), memory::desc({m, k}, operand, a_strides),
+                                 memory::desc({k, n}, operand, b_strides), memory::desc(),
                                  memory::desc({m, n}, dt::f32, c_strides), attr);
     refuse_reference_impl(program->pd.impl_info_str(), key);
     program->primitive = dnnl::matmul(program->pd);
@@ -73,12 +85,12 @@ std::shared_ptr<StridedMatmul> strided_matmul(ProgramCache& cache, int64_t m, in
   });
 }
 
-// Runs one strided matmul with user scratchpad `scratch`.
-void run_matmul(const StridedMatmul& mm, dnnl::stream& stream, const float* a, const float* b,
+// Runs one strided matmul with user scratchpad `scratch` (a, b of the program's operand type).
+void run_matmul(const StridedMatmul& mm, dnnl::stream& stream, const void* a, const void* b,
                 float* c, void* scratch) {
   const dnnl::engine& eng = dnnl_engine();
-  memory a_mem(mm.pd.src_desc(), eng, const_cast<float*>(a));
-  memory b_mem(mm.pd.weights_desc(), eng, const_cast<float*>(b));
+  memory a_mem(mm.pd.src_desc(), eng, const_cast<void*>(a));
+  memory b_mem(mm.pd.weights_desc(), eng, const_cast<void*>(b));
   memory c_mem(mm.pd.dst_desc(), eng, c);
   memory scratch_mem(mm.pd.scratchpad_desc(), eng, scratch);
   mm.primitive.execute(stream, {{DNNL_ARG_SRC, a_mem},
@@ -120,9 +132,75 @@ float softmax_numerators(float* scores, int64_t valid, int64_t total, float scal
   return sum;
 }
 
+// The AVX-512 softmax numerators of one row, in two passes instead of three: the row maximum
+// of the raw scores (read only), then e = exp(scale·s − scale·max) written as f32 in place
+// (softmax_numerators_avx512) or as bf16 into p16 (softmax_numerators_bf16: the scores
+// untouched), with their sum; entries past `valid` are 0. For scale > 0 only (max of the raw
+// scores is then the max of the scaled ones). On the 2-core Xeon the softmax was most of the
+// attention's time.
+__attribute__((target("avx512f"))) float max_avx512(const float* s, int64_t n) {
+  __m512 vmax = _mm512_set1_ps(-INFINITY);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16)
+    vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
+  float m = _mm512_reduce_max_ps(vmax);
+  for (; j < n; ++j)
+    m = std::max(m, s[j]);
+  return m;
+}
+
+__attribute__((target("avx512f"))) float softmax_numerators_avx512(float* scores, int64_t valid,
+                                                                   int64_t total, float scale) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512 vneg_max = _mm512_set1_ps(-scale * max_avx512(scores, valid));
+  __m512 vsum = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= valid; j += 16) {
+    const __m512 e = exp_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(scores + j), vscale, vneg_max));
+    _mm512_storeu_ps(scores + j, e);
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  if (j < valid) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (valid - j)) - 1u);
+    const __m512 e =
+        exp_avx512(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scores + j), vscale, vneg_max));
+    _mm512_mask_storeu_ps(scores + j, m, e);
+    vsum = _mm512_add_ps(vsum, _mm512_maskz_mov_ps(m, e));
+  }
+  std::fill(scores + valid, scores + total, 0.0f);
+  return _mm512_reduce_add_ps(vsum);
+}
+
+__attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_numerators_bf16(
+    const float* scores, int64_t valid, int64_t total, float scale, uint16_t* p16) {
+  const __m512 vscale = _mm512_set1_ps(scale);
+  const __m512 vneg_max = _mm512_set1_ps(-scale * max_avx512(scores, valid));
+  __m512 vsum = _mm512_setzero_ps();
+  int64_t j = 0;
+  for (; j + 16 <= valid; j += 16) {
+    const __m512 e = exp_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(scores + j), vscale, vneg_max));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(p16 + j), (__m256i)_mm512_cvtneps_pbh(e));
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  if (j < valid) {
+    const __mmask16 m = static_cast<__mmask16>((1u << (valid - j)) - 1u);
+    const __m512 e = _mm512_maskz_mov_ps(
+        m, exp_avx512(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scores + j), vscale, vneg_max)));
+    _mm256_mask_storeu_epi16(p16 + j, m, (__m256i)_mm512_cvtneps_pbh(e));
+    vsum = _mm512_add_ps(vsum, e);
+  }
+  std::fill(p16 + valid, p16 + total, uint16_t{0});
+  return _mm512_reduce_add_ps(vsum);
+}
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  return has;
+}
+
 class AttentionKernel final : public Kernel {
  public:
-  explicit AttentionKernel(const PrepareContext& ctx) {
+  AttentionKernel(const PrepareContext& ctx, bool bf16) : bf16_(bf16) {
     const auto& attrs = ctx.node.attr<ir::AttentionAttrs>();
     const Shape& q = ctx.input(0).shape;  // [B, Tq, H·D]
     const Shape& k = ctx.input(1).shape;  // [B, Tk, H·D]
@@ -143,9 +221,12 @@ class AttentionKernel final : public Kernel {
     const int64_t tail_rows = tq_ % block_rows_;
 
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
+    // bf16: Q_blk is a dense copy [m, D]; f32: read in place with row stride H·D.
+    const dt operand = bf16_ ? dt::bf16 : dt::f32;
+    const int64_t ld_q = bf16_ ? d_ : ld_qk;
     auto make_pair = [&](int64_t rows, Products& p) {
-      p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1}, {tk_, 1}, {tk_, 1});
-      p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1}, {dv_, 1}, {ld_v, 1});
+      p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_q, 1}, {tk_, 1}, {tk_, 1}, operand);
+      p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1}, {dv_, 1}, {ld_v, 1}, operand);
     };
     make_pair(block_rows_, full_);
     if (tail_rows > 0) make_pair(tail_rows, tail_);
@@ -156,8 +237,13 @@ class AttentionKernel final : public Kernel {
         onednn_scratch = std::max({onednn_scratch, p->scores->pd.scratchpad_desc().get_size(),
                                    p->output->pd.scratchpad_desc().get_size()});
     scores_bytes_ = align64(static_cast<size_t>(block_rows_ * tk_) * sizeof(float));
-    kv_bytes_ = align64(static_cast<size_t>(tk_ * (d_ + dv_)) * sizeof(float));
-    scratch_per_thread_ = scores_bytes_ + kv_bytes_ + align64(onednn_scratch);
+    const size_t operand_size = bf16_ ? 2 : 4;
+    kv_bytes_ = align64(static_cast<size_t>(tk_ * (d_ + dv_)) * operand_size);
+    // bf16: P [rows, Tk] and Q_blk [rows, D], both bf16.
+    bf16_bytes_ = bf16_ ? align64(static_cast<size_t>(block_rows_ * tk_) * 2) +
+                              align64(static_cast<size_t>(block_rows_ * d_) * 2)
+                        : 0;
+    scratch_per_thread_ = scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
   }
 
   size_t scratch_bytes_per_thread() const { return scratch_per_thread_; }
@@ -184,21 +270,24 @@ class AttentionKernel final : public Kernel {
       const int slot = omp_get_thread_num();
       dnnl::stream& stream = dnnl_stream(slot);
       char* mine = scratch_.as<char>() + scratch_per_thread_ * slot;
-      float* scores = reinterpret_cast<float*>(mine);              // [rows, Tk]
-      float* kt = reinterpret_cast<float*>(mine + scores_bytes_);  // [D, Tk]
-      float* vc = kt + tk_ * d_;                                   // [Tk, Dv]
-      void* onednn_scratch = mine + scores_bytes_ + kv_bytes_;
+      float* scores = reinterpret_cast<float*>(mine);  // [rows, Tk]
+      // K_hᵀ [D, Tk] then V_h [Tk, Dv], f32 or bf16.
+      void* kt = mine + scores_bytes_;
+      void* vc = static_cast<char*>(kt) + static_cast<size_t>(tk_ * d_) * (bf16_ ? 2 : 4);
+      uint16_t* p_bf16 = reinterpret_cast<uint16_t*>(mine + scores_bytes_ + kv_bytes_);
+      uint16_t* q_bf16 = p_bf16 + align64(static_cast<size_t>(block_rows_ * tk_) * 2) / 2;
+      void* onednn_scratch = mine + scores_bytes_ + kv_bytes_ + bf16_bytes_;
       for (int64_t tile = begin; tile < end; ++tile) {
         const int64_t bh = tile / groups, group = tile % groups;
         const int64_t b = bh / heads_, h = bh % heads_;
         const float* k_h = k + b * tk_ * ld_qk + h * d_;  // [Tk, D], row stride H·D
         const float* v_h = v + b * tk_ * ld_v + h * dv_;  // [Tk, Dv], row stride H·Dv
-        for (int64_t j = 0; j < tk_; ++j) {
-          const float* krow = k_h + j * ld_qk;
-          for (int64_t c = 0; c < d_; ++c)
-            kt[c * tk_ + j] = krow[c];
-          std::copy(v_h + j * ld_v, v_h + j * ld_v + dv_, vc + j * dv_);
-        }
+        if (bf16_)
+          pack_kv(k_h, v_h, ld_qk, ld_v, static_cast<uint16_t*>(kt), static_cast<uint16_t*>(vc),
+                  f32_to_bf16);
+        else
+          pack_kv(k_h, v_h, ld_qk, ld_v, static_cast<float*>(kt), static_cast<float*>(vc),
+                  [](float x) { return x; });
         const int64_t first = group * blocks_per_group;
         const int64_t last = std::min(blocks, first + blocks_per_group);
         for (int64_t blk = first; blk < last; ++blk) {
@@ -208,14 +297,31 @@ class AttentionKernel final : public Kernel {
           const float* q_blk = q + (b * tq_ + q0) * ld_qk + h * d_;  // [rows, D], stride H·D
           float* o_blk = out + (b * tq_ + q0) * ld_v + h * dv_;      // [rows, Dv], stride H·Dv
 
-          run_matmul(*p.scores, stream, q_blk, kt, scores, onednn_scratch);
+          if (bf16_)
+            for (int64_t r = 0; r < rows; ++r)
+              convert_from_f32(q_blk + r * ld_qk, DType::kBF16, q_bf16 + r * d_,
+                               static_cast<size_t>(d_));
+          run_matmul(*p.scores, stream, bf16_ ? static_cast<const void*>(q_bf16) : q_blk, kt,
+                     scores, onednn_scratch);
           stream.wait();
           float inv_sum[kMaxBlockRows];
           for (int64_t r = 0; r < rows; ++r) {
             const int64_t valid = causal_ ? q0 + r + 1 : tk_;
-            inv_sum[r] = 1.0f / softmax_numerators(scores + r * tk_, valid, tk_, scale_);
+            float* s_row = scores + r * tk_;
+            float sum;
+            if (bf16_ && scale_ > 0) {  // bf16_ implies AVX-512 BF16 (cpu_has_bf16_dot_product)
+              sum = softmax_numerators_bf16(s_row, valid, tk_, scale_, p_bf16 + r * tk_);
+            } else if (cpu_has_avx512() && scale_ > 0) {
+              sum = softmax_numerators_avx512(s_row, valid, tk_, scale_);
+            } else {
+              sum = softmax_numerators(s_row, valid, tk_, scale_);
+            }
+            if (bf16_ && !(scale_ > 0))
+              convert_from_f32(s_row, DType::kBF16, p_bf16 + r * tk_, static_cast<size_t>(tk_));
+            inv_sum[r] = 1.0f / sum;
           }
-          run_matmul(*p.output, stream, scores, vc, o_blk, onednn_scratch);
+          run_matmul(*p.output, stream, bf16_ ? static_cast<const void*>(p_bf16) : scores, vc,
+                     o_blk, onednn_scratch);
           stream.wait();
           for (int64_t r = 0; r < rows; ++r) {
             float* o_row = o_blk + r * ld_v;
@@ -236,18 +342,34 @@ class AttentionKernel final : public Kernel {
 
   static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
+  // The head's keys transposed, K_hᵀ [D, Tk], and values V_h [Tk, Dv], dense, each element
+  // through `cvt` (to the operand type).
+  template <class T, class Cvt>
+  void pack_kv(const float* k_h, const float* v_h, int64_t ld_qk, int64_t ld_v, T* kt, T* vc,
+               Cvt cvt) const {
+    for (int64_t j = 0; j < tk_; ++j) {
+      const float* krow = k_h + j * ld_qk;
+      for (int64_t c = 0; c < d_; ++c)
+        kt[c * tk_ + j] = cvt(krow[c]);
+      const float* vrow = v_h + j * ld_v;
+      for (int64_t c = 0; c < dv_; ++c)
+        vc[j * dv_ + c] = cvt(vrow[c]);
+    }
+  }
+
+  bool bf16_ = false;  // bf16 operands (header comment)
   int64_t batch_, tq_, tk_, heads_, d_, dv_, block_rows_;
   bool causal_;
   float scale_;
   Products full_, tail_;
-  size_t scores_bytes_ = 0, kv_bytes_ = 0, scratch_per_thread_ = 0;
+  size_t scores_bytes_ = 0, kv_bytes_ = 0, bf16_bytes_ = 0, scratch_per_thread_ = 0;
   AlignedBuffer scratch_;  // threads × scratch_per_thread_, grown on first run
 };
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx) {
-  return std::make_unique<AttentionKernel>(ctx);
+std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16) {
+  return std::make_unique<AttentionKernel>(ctx, bf16);
 }
 
 }  // namespace hyrt::backend::cpu

@@ -29,6 +29,10 @@ struct CpuBackendOptions {
 // Honours DNNL_MAX_CPU_ISA.
 bool cpu_has_int8_dot_product();
 
+// Whether oneDNN's bf16 products on this CPU use bf16 dot-product instructions (AVX-512 BF16 or
+// AMX-BF16) rather than emulating them. Honours DNNL_MAX_CPU_ISA.
+bool cpu_has_bf16_dot_product();
+
 std::unique_ptr<Backend> make_cpu_backend(const CpuBackendOptions& options = {});
 
 // The CPU backend's shared weights (cpu/weight_cache.h), for tests and reports: how many

@@ -180,7 +180,9 @@ std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);
 // when the scale is missing or not f32[rows], kUnsupported when oneDNN has only `ref`.
 std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
 std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
-std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx);
+// bf16: Q, K, V and the probabilities rounded to bf16 for the two products (f32 scores,
+// softmax and accumulation; attention.cpp). Only where the CPU has bf16 dot products.
+std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16);
 std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,
                                                                                // add/mul, scale,

@@ -53,6 +53,31 @@ inline __m256 exp_avx2(__m256 x) {
   return _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY), overflow);
 }
 
+// exp_avx2's algorithm 16 floats at a time, for functions built for AVX-512 (callers carry
+// the target attribute and check the CPU at run time). 2^n by vscalefps, which needs no split.
+__attribute__((target("avx512f"))) inline __m512 exp_avx512(__m512 x) {
+  const __m512 lo = _mm512_set1_ps(-87.3f);
+  const __m512 hi = _mm512_set1_ps(88.7f);
+  const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
+  const __mmask16 overflow = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
+  x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  const __m512 r2 = _mm512_mul_ps(r, r);
+  __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  y = _mm512_scalef_ps(y, n);
+  y = _mm512_maskz_mov_ps(static_cast<__mmask16>(~underflow), y);
+  return _mm512_mask_mov_ps(y, overflow, _mm512_set1_ps(INFINITY));
+}
+
 inline float exp_scalar(float x) {
   return std::exp(x);
 }
