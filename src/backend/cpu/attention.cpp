@@ -26,14 +26,18 @@
 // f32 (terms are in (0, 1], so the sum of ≤ 64k terms keeps ~1e-7 relative accuracy), and
 // the 1/sum normalisation is applied to the Dv-wide output row instead of the Tk-wide P.
 // Where the CPU has AVX-512 (and scale > 0) a row takes two passes: the raw scores' maximum
-// (read only), then exp(scale·s − scale·max) and its sum, 16 at a time.
+// (read only), then exp(scale·s − scale·max) and its sum, 16 at a time (on the 2-core Xeon the
+// softmax was most of the attention's time; the UNet step at 512² went 2.30 -> 1.99 s).
 //
 // bf16 operands (make_attention_kernel's `bf16`, where the CPU has bf16 dot products — AMX or
 // AVX-512 BF16): the same tiles, but Q_blk, K_hᵀ and V_h are rounded to bf16 as they are
-// copied (Q_blk into a dense [m, D] block of its own), the scores are still f32 (bf16 × bf16 →
-// f32 accumulation in oneDNN), the softmax runs in f32 and writes P rounded to bf16 into a
-// buffer of its own [m, Tk] for the P × V product (f32 result). Rounding the operands to bf16
-// (8 significant bits) costs ~3e-3 relative error (attention_test.cpp).
+// copied (Q_blk into a dense [m, Dk] block of its own), the score product's depth padded with
+// zeros to Dk = D rounded up to 32, K_hᵀ and V_h reordered once per head into oneDNN's packed
+// layouts (the constructor says why); the scores are still f32 (bf16 × bf16 → f32
+// accumulation), the softmax runs in f32 and writes P rounded to bf16 into a buffer of its own
+// [m, Tk] for the P × V product (f32 result). Rounding the operands to bf16 (8 significant bits)
+// costs ~3e-3 relative error (attention_test.cpp); the W8A8 UNet step at 512² on the 2-core
+// Xeon went 1.99 -> 1.73 s.
 #include <dnnl.hpp>
 
 #include <algorithm>
@@ -61,24 +65,23 @@ struct StridedMatmul {
   dnnl::matmul primitive;
 };
 
-// A single-threaded matmul C [m, n] = A [m, k] × B [k, n] on strided 2D views; A and B of
-// `operand` type (f32 or bf16), C f32.
+// A single-threaded matmul C [m, n] = A [m, k] × B [k, n]: A a strided 2D view, B in layout
+// `b` (strided, or oneDNN's packed layout: format `any`, or another program's weights_desc),
+// named in the cache key by `b_note`; A and B of `operand` type (f32 or bf16), C f32, strided.
 std::shared_ptr<StridedMatmul> strided_matmul(ProgramCache& cache, int64_t m, int64_t n, int64_t k,
-                                              const memory::dims& a_strides,
-                                              const memory::dims& b_strides,
+                                              const memory::dims& a_strides, const memory::desc& b,
+                                              const std::string& b_note,
                                               const memory::dims& c_strides, dt operand = dt::f32) {
-  const std::string key =
-      str_cat("matmul ", operand == dt::bf16 ? "bf16" : "f32", " 1thread m=", m, " n=", n, " k=", k,
-              " sa=", a_strides[0], ",", a_strides[1], " sb=", b_strides[0], ",", b_strides[1],
-              " sc=", c_strides[0], ",", c_strides[1]);
+  const std::string key = str_cat("matmul ", operand == dt::bf16 ? "bf16" : "f32", " 1thread m=", m,
+                                  " n=", n, " k=", k, " sa=", a_strides[0], ",", a_strides[1],
+                                  " b=", b_note, " sc=", c_strides[0], ",", c_strides[1]);
   return cache.get_or_create<StridedMatmul>(key, [&] {
     ScopedOmpThreads one_thread(1);
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     auto program = std::make_shared<StridedMatmul>();
-    program->pd = make_matmul_pd(dnnl_engine(), memory::desc({m, k}, operand, a_strides),
-                                 memory::desc({k, n}, operand, b_strides), memory::desc(),
-                                 memory::desc({m, n}, dt::f32, c_strides), attr);
+    program->pd = make_matmul_pd(dnnl_engine(), memory::desc({m, k}, operand, a_strides), b,
+                                 memory::desc(), memory::desc({m, n}, dt::f32, c_strides), attr);
     refuse_reference_impl(program->pd.impl_info_str(), key);
     program->primitive = dnnl::matmul(program->pd);
     return program;
@@ -193,8 +196,13 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
   return _mm512_reduce_add_ps(vsum);
 }
 
+// AVX-512 for our own loops too where the CPU has it and oneDNN may use it (so that
+// DNNL_MAX_CPU_ISA=AVX2 also runs the AVX2 softmax: tests/CMakeLists.txt caps the ISA).
 bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") != 0;
+  static const bool has = __builtin_cpu_supports("avx512f") != 0 &&
+                          (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) &
+                           static_cast<unsigned>(dnnl_cpu_isa_avx512_core)) ==
+                              static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
   return has;
 }
 
@@ -221,15 +229,47 @@ class AttentionKernel final : public Kernel {
     const int64_t tail_rows = tq_ % block_rows_;
 
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
-    // bf16: Q_blk is a dense copy [m, D]; f32: read in place with row stride H·D.
-    const dt operand = bf16_ ? dt::bf16 : dt::f32;
-    const int64_t ld_q = bf16_ ? d_ : ld_qk;
-    auto make_pair = [&](int64_t rows, Products& p) {
-      p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_q, 1}, {tk_, 1}, {tk_, 1}, operand);
-      p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1}, {dv_, 1}, {ld_v, 1}, operand);
-    };
-    make_pair(block_rows_, full_);
-    if (tail_rows > 0) make_pair(tail_rows, tail_);
+    if (!bf16_) {
+      // f32: Q_blk read in place (row stride H·D), K_hᵀ and V_h dense.
+      auto make_pair = [&](int64_t rows, Products& p) {
+        p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1},
+                                  memory::desc({d_, tk_}, dt::f32, memory::dims{tk_, 1}),
+                                  str_cat(tk_, ",1"), {tk_, 1});
+        p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1},
+                                  memory::desc({tk_, dv_}, dt::f32, memory::dims{dv_, 1}),
+                                  str_cat(dv_, ",1"), {ld_v, 1});
+      };
+      make_pair(block_rows_, full_);
+      if (tail_rows > 0) make_pair(tail_rows, tail_);
+    } else {
+      // bf16: the score product's depth padded to a multiple of 32 with zeros (oneDNN's AMX
+      // kernels have no fast path for other depths: at Tk = 4096, 128 queries, D = 40 took
+      // 192 µs, D = 64 88–120 µs, D = 80 45 µs and D = 96 18 µs on the 2-core Xeon), and the
+      // B operands (K_hᵀ, V_h) in oneDNN's packed layout, packed once per head by a reorder
+      // instead of by each query block's matmul (P × V at Tk = 4096: 53 → 30 µs).
+      dk_ = (d_ + 31) / 32 * 32;
+      const memory::desc any_k({dk_, tk_}, dt::bf16, memory::format_tag::any);
+      const memory::desc any_v({tk_, dv_}, dt::bf16, memory::format_tag::any);
+      full_.scores = strided_matmul(ctx.cache, block_rows_, tk_, dk_, {dk_, 1}, any_k, "any",
+                                    {tk_, 1}, dt::bf16);
+      full_.output = strided_matmul(ctx.cache, block_rows_, dv_, tk_, {tk_, 1}, any_v, "any",
+                                    {ld_v, 1}, dt::bf16);
+      k_packed_ = full_.scores->pd.weights_desc();
+      v_packed_ = full_.output->pd.weights_desc();
+      if (tail_rows > 0) {
+        const std::string note = str_cat("as m=", block_rows_);
+        tail_.scores = strided_matmul(ctx.cache, tail_rows, tk_, dk_, {dk_, 1}, k_packed_, note,
+                                      {tk_, 1}, dt::bf16);
+        tail_.output = strided_matmul(ctx.cache, tail_rows, dv_, tk_, {tk_, 1}, v_packed_, note,
+                                      {ld_v, 1}, dt::bf16);
+      }
+      k_plain_ = memory::desc({dk_, tk_}, dt::bf16, memory::dims{tk_, 1});
+      v_plain_ = memory::desc({tk_, dv_}, dt::bf16, memory::dims{dv_, 1});
+      k_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), k_plain_, dnnl_engine(), k_packed_));
+      v_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), v_plain_, dnnl_engine(), v_packed_));
+    }
 
     size_t onednn_scratch = 0;
     for (const Products* p : {&full_, &tail_})
@@ -237,11 +277,14 @@ class AttentionKernel final : public Kernel {
         onednn_scratch = std::max({onednn_scratch, p->scores->pd.scratchpad_desc().get_size(),
                                    p->output->pd.scratchpad_desc().get_size()});
     scores_bytes_ = align64(static_cast<size_t>(block_rows_ * tk_) * sizeof(float));
+    // K_hᵀ [Dk, Tk] and V_h [Tk, Dv] dense (f32, or bf16 with Dk = D rounded up to 32).
     const size_t operand_size = bf16_ ? 2 : 4;
-    kv_bytes_ = align64(static_cast<size_t>(tk_ * (d_ + dv_)) * operand_size);
-    // bf16: P [rows, Tk] and Q_blk [rows, D], both bf16.
+    kv_bytes_ = align64(static_cast<size_t>(tk_ * dk()) * operand_size) +
+                align64(static_cast<size_t>(tk_ * dv_) * operand_size);
+    // bf16: P [rows, Tk] and Q_blk [rows, Dk], then the packed K_hᵀ and V_h.
     bf16_bytes_ = bf16_ ? align64(static_cast<size_t>(block_rows_ * tk_) * 2) +
-                              align64(static_cast<size_t>(block_rows_ * d_) * 2)
+                              align64(static_cast<size_t>(block_rows_ * dk_) * 2) +
+                              align64(k_packed_.get_size()) + align64(v_packed_.get_size())
                         : 0;
     scratch_per_thread_ = scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
   }
@@ -271,21 +314,36 @@ class AttentionKernel final : public Kernel {
       dnnl::stream& stream = dnnl_stream(slot);
       char* mine = scratch_.as<char>() + scratch_per_thread_ * slot;
       float* scores = reinterpret_cast<float*>(mine);  // [rows, Tk]
-      // K_hᵀ [D, Tk] then V_h [Tk, Dv], f32 or bf16.
-      void* kt = mine + scores_bytes_;
-      void* vc = static_cast<char*>(kt) + static_cast<size_t>(tk_ * d_) * (bf16_ ? 2 : 4);
-      uint16_t* p_bf16 = reinterpret_cast<uint16_t*>(mine + scores_bytes_ + kv_bytes_);
-      uint16_t* q_bf16 = p_bf16 + align64(static_cast<size_t>(block_rows_ * tk_) * 2) / 2;
+      // K_hᵀ [Dk, Tk] then V_h [Tk, Dv], f32 or bf16 (layout: the constructor).
+      char* kv = mine + scores_bytes_;
+      void* kt = kv;
+      void* vc = kv + align64(static_cast<size_t>(tk_ * dk()) * (bf16_ ? 2 : 4));
+      char* b16 = kv + kv_bytes_;
+      uint16_t* p_bf16 = reinterpret_cast<uint16_t*>(b16);
+      b16 += align64(static_cast<size_t>(block_rows_ * tk_) * 2);
+      uint16_t* q_bf16 = reinterpret_cast<uint16_t*>(b16);
+      b16 += align64(static_cast<size_t>(block_rows_ * dk_) * 2);
+      void* kt_packed = b16;
+      void* vc_packed = b16 + align64(k_packed_.get_size());
       void* onednn_scratch = mine + scores_bytes_ + kv_bytes_ + bf16_bytes_;
       for (int64_t tile = begin; tile < end; ++tile) {
         const int64_t bh = tile / groups, group = tile % groups;
         const int64_t b = bh / heads_, h = bh % heads_;
         const float* k_h = k + b * tk_ * ld_qk + h * d_;  // [Tk, D], row stride H·D
         const float* v_h = v + b * tk_ * ld_v + h * dv_;  // [Tk, Dv], row stride H·Dv
-        if (bf16_)
+        if (bf16_) {
           pack_kv(k_h, v_h, ld_qk, ld_v, static_cast<uint16_t*>(kt), static_cast<uint16_t*>(vc),
                   f32_to_bf16);
-        else
+          // The zero rows that pad the depth to Dk, then both operands into oneDNN's layout.
+          std::fill(static_cast<uint16_t*>(kt) + d_ * tk_, static_cast<uint16_t*>(kt) + dk_ * tk_,
+                    uint16_t{0});
+          const dnnl::engine& eng = dnnl_engine();
+          memory k_from(k_plain_, eng, kt), k_to(k_packed_, eng, kt_packed);
+          memory v_from(v_plain_, eng, vc), v_to(v_packed_, eng, vc_packed);
+          k_reorder_.execute(stream, {{DNNL_ARG_FROM, k_from}, {DNNL_ARG_TO, k_to}});
+          v_reorder_.execute(stream, {{DNNL_ARG_FROM, v_from}, {DNNL_ARG_TO, v_to}});
+          stream.wait();
+        } else
           pack_kv(k_h, v_h, ld_qk, ld_v, static_cast<float*>(kt), static_cast<float*>(vc),
                   [](float x) { return x; });
         const int64_t first = group * blocks_per_group;
@@ -298,11 +356,13 @@ class AttentionKernel final : public Kernel {
           float* o_blk = out + (b * tq_ + q0) * ld_v + h * dv_;      // [rows, Dv], stride H·Dv
 
           if (bf16_)
-            for (int64_t r = 0; r < rows; ++r)
-              convert_from_f32(q_blk + r * ld_qk, DType::kBF16, q_bf16 + r * d_,
+            for (int64_t r = 0; r < rows; ++r) {
+              convert_from_f32(q_blk + r * ld_qk, DType::kBF16, q_bf16 + r * dk_,
                                static_cast<size_t>(d_));
-          run_matmul(*p.scores, stream, bf16_ ? static_cast<const void*>(q_bf16) : q_blk, kt,
-                     scores, onednn_scratch);
+              std::fill(q_bf16 + r * dk_ + d_, q_bf16 + (r + 1) * dk_, uint16_t{0});
+            }
+          run_matmul(*p.scores, stream, bf16_ ? static_cast<const void*>(q_bf16) : q_blk,
+                     bf16_ ? kt_packed : kt, scores, onednn_scratch);
           stream.wait();
           float inv_sum[kMaxBlockRows];
           for (int64_t r = 0; r < rows; ++r) {
@@ -320,8 +380,8 @@ class AttentionKernel final : public Kernel {
               convert_from_f32(s_row, DType::kBF16, p_bf16 + r * tk_, static_cast<size_t>(tk_));
             inv_sum[r] = 1.0f / sum;
           }
-          run_matmul(*p.output, stream, bf16_ ? static_cast<const void*>(p_bf16) : scores, vc,
-                     o_blk, onednn_scratch);
+          run_matmul(*p.output, stream, bf16_ ? static_cast<const void*>(p_bf16) : scores,
+                     bf16_ ? vc_packed : vc, o_blk, onednn_scratch);
           stream.wait();
           for (int64_t r = 0; r < rows; ++r) {
             float* o_row = o_blk + r * ld_v;
@@ -357,7 +417,14 @@ class AttentionKernel final : public Kernel {
     }
   }
 
+  // The score product's depth: D, or with bf16 operands D rounded up to 32 (dk_).
+  int64_t dk() const { return bf16_ ? dk_ : d_; }
+
   bool bf16_ = false;  // bf16 operands (header comment)
+  int64_t dk_ = 0;
+  // bf16: K_hᵀ and V_h dense (plain) and in the products' packed layouts, and the reorders.
+  memory::desc k_plain_, v_plain_, k_packed_, v_packed_;
+  dnnl::reorder k_reorder_, v_reorder_;
   int64_t batch_, tq_, tk_, heads_, d_, dv_, block_rows_;
   bool causal_;
   float scale_;
