@@ -206,10 +206,6 @@ void check_epilogue_shows(backend::cuda::CudaGemmKernel& fused, Run& run, const 
   EXPECT_LE(rel(run.run(fused, cand), full), tol) << "after the rejected bindings";
 }
 
-// Kernel::workspace_bytes() of a GEMM kernel whose chosen candidate is `c`, from the layout
-// cuda_gemm.h documents ("Staging"), worked out independently of the kernel: the buffers of
-// one chunk of `ch.rows` rows, each rounded up to 256 bytes, plus 192 bytes of slack for
-// aligning a 64-byte-aligned workspace up to 256; 0 when nothing is staged.
 // Whether the fused W8A8 kernel (cuda_gemm.h, fused_s8_applies) runs `key`'s W8A8 candidate on
 // the test device under the default options: then no s32 result is staged.
 inline bool fused_s8_here(const backend::GemmKey& key) {
@@ -219,6 +215,10 @@ inline bool fused_s8_here(const backend::GemmKey& key) {
                                          backend::cuda::CudaBackendOptions{}.fused_s8_gemm);
 }
 
+// Kernel::workspace_bytes() of a GEMM kernel whose chosen candidate is `c`, from the layout
+// cuda_gemm.h documents ("Staging"), worked out independently of the kernel: the buffers of
+// one chunk of `ch.rows` rows, each rounded up to 256 bytes, plus 192 bytes of slack for
+// aligning a 64-byte-aligned workspace up to 256; 0 when nothing is staged.
 inline size_t documented_workspace_bytes(const backend::GemmKey& key,
                                          backend::cuda::GemmCandidate c,
                                          const backend::cuda::GemmChunking& ch) {

@@ -553,7 +553,9 @@ TEST(CudaGemm, CacheRecordsChoiceAndMicroseconds) {
     EXPECT_TRUE(std::isfinite(s->total_us) && s->total_us > 0) << t.to_string();
     EXPECT_TRUE(std::isfinite(s->gemm_us) && s->gemm_us > 0) << t.to_string();
     // The fused W8A8 kernel has no cuBLASLt algorithms to time (the candidate is timed whole).
-    if (s != &t.w8a8 || !k1->fused_s8()) EXPECT_GE(s->algos_timed, 1);
+    if (s != &t.w8a8 || !k1->fused_s8()) {
+      EXPECT_GE(s->algos_timed, 1);
+    }
   }
   const GemmCandidate faster =
       t.w8a8.total_us < t.f16.total_us ? GemmCandidate::kW8A8 : GemmCandidate::kF16;

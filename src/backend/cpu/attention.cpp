@@ -141,6 +141,13 @@ float softmax_numerators(float* scores, int64_t valid, int64_t total, float scal
 // untouched), with their sum; entries past `valid` are 0. For scale > 0 only (max of the raw
 // scores is then the max of the scaled ones). On the 2-core Xeon the softmax was most of the
 // attention's time.
+// GCC 12's AVX-512 intrinsics start from _mm512_undefined_*() and, once inlined, warn that it is
+// uninitialised (GCC bug 105593): silenced for these functions only.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 __attribute__((target("avx512f"))) float max_avx512(const float* s, int64_t n) {
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   int64_t j = 0;
@@ -195,6 +202,10 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
   std::fill(p16 + valid, p16 + total, uint16_t{0});
   return _mm512_reduce_add_ps(vsum);
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // AVX-512 for our own loops too where the CPU has it and oneDNN may use it (so that
 // DNNL_MAX_CPU_ISA=AVX2 also runs the AVX2 softmax: tests/CMakeLists.txt caps the ISA).

@@ -301,7 +301,6 @@ class CpuBackend final : public Backend {
   void drop_idle() override { weight_cache_.prune(); }
 
  private:
-  // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.
   // Attention in bf16 (attention.cpp) where it is within the precision the graph already
   // runs at: W8A8 on a graph with 8-bit S weights (W8A8's own error vs f32, 4.2e-2 relative L2
   // on the golden model, dwarfs bf16's ~3e-3), a CPU with bf16 dot products, and attention big
@@ -321,6 +320,7 @@ class CpuBackend final : public Backend {
     return false;
   }
 
+  // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.
   static Int8Mode usable(Int8Mode mode) {
     return mode == Int8Mode::kW8A8 && !cpu_has_int8_dot_product() ? Int8Mode::kW8 : mode;
   }

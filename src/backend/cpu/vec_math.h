@@ -17,12 +17,20 @@
 
 namespace hyrt::backend::cpu {
 
+// The exp algorithm's constants, shared by its AVX2 and AVX-512 forms: the input clamp, the
+// Cody–Waite split of ln 2, and p's coefficients (Cephes expf minimax fit), highest first.
+inline constexpr float kExpLo = -87.3f, kExpHi = 88.7f;
+inline constexpr float kExpLog2e = 1.44269504088896341f;
+inline constexpr float kExpLn2Hi = 0.693359375f, kExpLn2Lo = -2.12194440e-4f;
+inline constexpr float kExpPoly[] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f,
+                                     4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 inline __m256 exp_avx2(__m256 x) {
-  const __m256 kLog2e = _mm256_set1_ps(1.44269504088896341f);
-  const __m256 kLn2Hi = _mm256_set1_ps(0.693359375f);
-  const __m256 kLn2Lo = _mm256_set1_ps(-2.12194440e-4f);
-  const __m256 lo = _mm256_set1_ps(-87.3f);
-  const __m256 hi = _mm256_set1_ps(88.7f);
+  const __m256 kLog2e = _mm256_set1_ps(kExpLog2e);
+  const __m256 kLn2Hi = _mm256_set1_ps(kExpLn2Hi);
+  const __m256 kLn2Lo = _mm256_set1_ps(kExpLn2Lo);
+  const __m256 lo = _mm256_set1_ps(kExpLo);
+  const __m256 hi = _mm256_set1_ps(kExpHi);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
   const __m256 overflow = _mm256_cmp_ps(x, hi, _CMP_GT_OQ);
   x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
@@ -30,13 +38,10 @@ inline __m256 exp_avx2(__m256 x) {
       _mm256_round_ps(_mm256_mul_ps(x, kLog2e), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m256 r = _mm256_fnmadd_ps(n, kLn2Hi, x);
   r = _mm256_fnmadd_ps(n, kLn2Lo, r);
-  // e^r ≈ 1 + r + r²·p(r), p from the Cephes expf minimax fit.
-  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  // e^r ≈ 1 + r + r²·p(r), p by Horner.
+  __m256 p = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i)
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpPoly[i]));
   const __m256 r2 = _mm256_mul_ps(r, r);
   __m256 y = _mm256_fmadd_ps(p, r2, _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
   // 2^n: n is in [-126, 128]; split into two factors so n = 128 does not overflow the
@@ -56,21 +61,18 @@ inline __m256 exp_avx2(__m256 x) {
 // exp_avx2's algorithm 16 floats at a time, for functions built for AVX-512 (callers carry
 // the target attribute and check the CPU at run time). 2^n by vscalefps, which needs no split.
 __attribute__((target("avx512f"))) inline __m512 exp_avx512(__m512 x) {
-  const __m512 lo = _mm512_set1_ps(-87.3f);
-  const __m512 hi = _mm512_set1_ps(88.7f);
+  const __m512 lo = _mm512_set1_ps(kExpLo);
+  const __m512 hi = _mm512_set1_ps(kExpHi);
   const __mmask16 underflow = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
   const __mmask16 overflow = _mm512_cmp_ps_mask(x, hi, _CMP_GT_OQ);
   x = _mm512_min_ps(_mm512_max_ps(x, lo), hi);
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kExpLog2e)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Hi), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kExpLn2Lo), r);
+  __m512 p = _mm512_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i)
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPoly[i]));
   const __m512 r2 = _mm512_mul_ps(r, r);
   __m512 y = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
   y = _mm512_scalef_ps(y, n);

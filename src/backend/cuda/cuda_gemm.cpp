@@ -183,27 +183,6 @@ size_t set_gemm_staging_budget(size_t bytes) {
   return g_staging_budget.exchange(bytes, std::memory_order_relaxed);
 }
 
-#ifndef HYRT_HAVE_CUTLASS
-// Built without CUTLASS: no fused kernels (gemm_s8_fused.h); W8A8 keeps cuBLASLt + rescale.
-bool fused_s8_gemm_available(int, int) {
-  return false;
-}
-bool fused_s8_gemm_shape_ok(int64_t, int64_t, int64_t, int64_t, int64_t) {
-  return false;
-}
-FusedS8Tile fused_s8_auto_tile(int64_t, int64_t, int64_t, int) {
-  return FusedS8Tile::kLarge;
-}
-cudaError_t launch_fused_s8_gemm(const int8_t*, int64_t, const int8_t*, int64_t, const float*,
-                                 const float*, const float*, __half*, int64_t, int64_t, int64_t,
-                                 FusedS8Tile, int, cudaStream_t) {
-  return cudaErrorInvalidValue;
-}
-cudaError_t fused_s8_gemm_prime() {
-  return cudaSuccess;
-}
-#endif
-
 bool default_fused_s8_gemm() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_FUSED_S8");
