@@ -9,6 +9,10 @@ const char* int8_mode_name(Int8Mode mode) {
   return mode == Int8Mode::kW8A8 ? "w8a8" : "w8";
 }
 
+const char* float_precision_name(FloatPrecision precision) {
+  return precision == FloatPrecision::kBF16 ? "bf16" : "f32";
+}
+
 void Backend::upload_value(const TensorView&, const TensorView&) {
   fail(ErrorCode::kUnsupported, "backend '", name(), "' holds no memory apart from the host's");
 }

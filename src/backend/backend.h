@@ -82,6 +82,23 @@ enum class Int8Mode {
 // "w8a8" / "w8": the names the CLI and benchmark JSON use.
 const char* int8_mode_name(Int8Mode mode);
 
+// The arithmetic of GEMM-class nodes (linear, conv2d, attention) on float operands: nodes with
+// 16/32-bit weights, attention, and the 8-bit S nodes that Int8Mode::kW8 runs on float
+// activations. Values between nodes keep their storage dtype (Backend::storage_dtype) either
+// way; this is only what the products round their operands to.
+enum class FloatPrecision {
+  // Operands as stored (f32 on the host): the reference arithmetic.
+  kF32,
+  // Operands rounded to bf16 (8 significant bits, f32's range), products accumulated and
+  // written in f32. Where the hardware multiplies bf16 natively (the host: AVX-512 BF16 or AMX)
+  // about twice to several times f32's speed, for ~3e-3 relative error per product. A backend
+  // without bf16 products runs kF32 instead (CpuBackend: cpu_has_bf16_dot_product()).
+  kBF16,
+};
+
+// "f32" / "bf16".
+const char* float_precision_name(FloatPrecision precision);
+
 // Work recorded once and replayed as a unit (a CUDA graph): the kernels a backend enqueued
 // between Backend::begin_capture() and end_capture(), with the buffers bound then.
 class Replay {
@@ -180,6 +197,13 @@ class Backend {
   // How kernels prepared from now on run GEMM-class nodes with 8-bit S weights (kernels
   // already prepared keep theirs). Backends without int8 choices ignore it.
   virtual void set_int8_mode(Int8Mode mode) {}
+  // How kernels prepared from now on multiply float operands (FloatPrecision; kernels already
+  // prepared keep theirs). Backends whose float GEMMs have one arithmetic only ignore it (CUDA:
+  // f16 operands with f32 accumulation, or f32 where a value holds a wide range).
+  virtual void set_float_precision(FloatPrecision precision) {}
+  // The precision its kernels prepared from now on use (after any fallback; kF32 where
+  // set_float_precision is ignored), for reports.
+  virtual FloatPrecision float_precision() const { return FloatPrecision::kF32; }
   // What the records this backend puts in a ProgramCache are valid for (device, driver and
   // library versions), naming its on-disk store; empty = it keeps no records.
   virtual std::string cache_signature() const { return {}; }

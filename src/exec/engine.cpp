@@ -43,6 +43,7 @@ Engine::Engine(const EngineOptions& options) : options_(options) {
   backend::CpuBackendOptions cpu;
   cpu.num_threads = options.num_threads;
   cpu.int8_mode = options.int8_mode;
+  cpu.float_precision = options.float_precision;
   host_ = backend::make_cpu_backend(cpu);
   if (options.share_scratch) scratch_ = std::make_unique<SharedScratch>(*host_);
   if (options.placement == plan::PlacementMode::kHost) {

@@ -52,6 +52,9 @@ struct EngineOptions {
   bool share_scratch = true;
   // How the host runs linear/conv2d nodes with "8-bit S" weights (backend/backend.h).
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;
+  // How the host multiplies float operands (backend/backend.h; CpuBackendOptions): every graph
+  // this engine compiles. kBF16 on a CPU without bf16 products runs kF32.
+  backend::FloatPrecision float_precision = backend::FloatPrecision::kF32;
 };
 
 class Engine {

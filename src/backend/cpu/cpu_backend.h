@@ -20,6 +20,10 @@ namespace hyrt::backend {
 struct CpuBackendOptions {
   int num_threads = 0;  // 0: all cores the process may use
   Int8Mode int8_mode = Int8Mode::kW8A8;
+  // kBF16: linear and conv2d with float weights, W8's widened 8-bit S weights, and attention
+  // over 256² scores or more multiply bf16 operands (AMX or AVX-512 BF16), accumulating in f32;
+  // activations stay f32 between nodes. Where cpu_has_bf16_dot_product() is false, kF32.
+  FloatPrecision float_precision = FloatPrecision::kF32;
 };
 
 // Whether oneDNN's int8 GEMMs on this CPU use an int8 dot-product ISA (AVX-512 VNNI, or
