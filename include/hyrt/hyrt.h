@@ -44,6 +44,12 @@ struct RuntimeOptions {
   // "host", "hybrid" (GEMMs on the accelerator, the rest on the host) or "device".
   std::string placement = "auto";
   int device = 0;  // CUDA device index
+  // Arithmetic (what `hyrt generate --precision` takes): "f32" (the reference; int8 weights run
+  // weight-only), "bf16" (host products on bf16 operands with f32 accumulation, where the CPU
+  // has AVX-512 BF16 or AMX), "int8" (every Model loaded quantized to 8-bit S, int8 x int8 GEMMs
+  // in the text encoders and UNet, the rest as bf16) or "auto" (int8 files as int8, float ones
+  // as bf16, nothing quantized on load). The GPU keeps its f16 arithmetic under f32 and bf16.
+  std::string precision = "auto";
   // Byte budget of each Model's per-shape compiled state (executables: their kernels' tables,
   // weights packed in a layout only that shape uses, recorded CUDA graphs; weights packed or
   // uploaded once are shared by every shape and not counted): beyond it the least recently used
@@ -87,7 +93,7 @@ struct LoadOptions {
   // tokenizer/ (what tensor shapes cannot tell).
   std::string config_dir;
   // Quantize 16/32-bit weights to "8-bit S" int8 as they are loaded (int8 files are used
-  // as stored either way).
+  // as stored either way). RuntimeOptions::precision "int8" quantizes every load.
   bool quantize_int8 = false;
 };
 

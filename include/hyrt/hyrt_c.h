@@ -75,6 +75,7 @@ typedef struct hyrt_runtime_options {
   int64_t cache_bytes;   /* per-model budget of compiled per-shape state; 0: default */
   int max_batch;         /* request batching: images per batch of waiting calls; 0 or 1: off */
   int batch_wait_ms;     /* how long a batch with room waits for more calls; 0: never */
+  const char* precision; /* "auto" (default), "f32", "bf16", "int8" (hyrt.h's RuntimeOptions) */
 } hyrt_runtime_options;
 
 void hyrt_runtime_options_init(hyrt_runtime_options* options);

@@ -55,18 +55,23 @@ class Pipeline:
     device: CUDA device index. cache_bytes: budget of per-size compiled state (0: default).
     config_dir: a diffusers folder with configs and tokenizers, for single-file checkpoints.
     quantize_int8: quantize 16/32-bit weights to int8 as they load.
+    precision: "auto" (int8 files as int8, float ones in bf16 where the CPU has bf16 products),
+    "f32", "bf16" or "int8" (quantize on load, int8 x int8 GEMMs); see hyrt.h's
+    RuntimeOptions::precision.
     max_batch: calls from several Python threads that wait together and agree on size, steps,
     sampler and guidance run as one UNet batch of up to this many images (1: off; see
     hyrt.h's RuntimeOptions::max_batch); batch_wait_ms: how long a batch waits for more calls.
     """
 
     def __init__(self, model=None, placement="auto", threads=0, *, device=0, cache_bytes=0,
-                 config_dir=None, quantize_int8=False, max_batch=1, batch_wait_ms=0):
+                 config_dir=None, quantize_int8=False, max_batch=1, batch_wait_ms=0,
+                 precision="auto"):
         path = os.fspath(model) if model is not None else bundled_model()
         self.model_path = path
         self._model = _hyrt.Model(path, placement, threads, device, cache_bytes,
                                   os.fspath(config_dir) if config_dir is not None else "",
-                                  bool(quantize_int8), int(max_batch), int(batch_wait_ms))
+                                  bool(quantize_int8), int(max_batch), int(batch_wait_ms),
+                                  str(precision))
 
     @property
     def family(self):

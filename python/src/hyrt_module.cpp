@@ -170,8 +170,9 @@ NB_MODULE(_hyrt, m) {
           "__init__",
           [](PyModel* self, const std::string& path, const std::string& placement, int threads,
              int device, int64_t cache_bytes, const std::string& config_dir, bool quantize_int8,
-             int max_batch, int batch_wait_ms) {
+             int max_batch, int batch_wait_ms, const std::string& precision) {
             hyrt::RuntimeOptions ro;
+            ro.precision = precision;
             ro.max_batch = max_batch;
             ro.batch_wait_ms = batch_wait_ms;
             ro.placement = placement;
@@ -185,7 +186,7 @@ NB_MODULE(_hyrt, m) {
           },
           nb::arg("path"), nb::arg("placement"), nb::arg("threads"), nb::arg("device"),
           nb::arg("cache_bytes"), nb::arg("config_dir"), nb::arg("quantize_int8"),
-          nb::arg("max_batch") = 1, nb::arg("batch_wait_ms") = 0)
+          nb::arg("max_batch") = 1, nb::arg("batch_wait_ms") = 0, nb::arg("precision") = "auto")
       .def("generate", &PyModel::generate, nb::arg("prompt"), nb::arg("negative_prompt").none(),
            nb::arg("width"), nb::arg("height"), nb::arg("steps"), nb::arg("cfg_scale"),
            nb::arg("seed"), nb::arg("sampler"), nb::arg("batch"), nb::arg("callback").none(),

@@ -167,6 +167,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.num_threads = o.threads;
   eo.profile = o.profile;
   eo.int8_mode = o.int8_mode;
+  eo.float_precision = o.float_precision;
   eo.placement = o.placement;
   eo.autotune = o.autotune;
   eo.overlap = o.overlap;
@@ -197,6 +198,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
       {"int8_mode", backend::int8_mode_name(o.int8_mode)},
+      {"host_float_precision", backend::float_precision_name(engine.host().float_precision())},
       {"vae_int8_mode",
        backend::int8_mode_name(o.model_options.vae_int8_mode.value_or(o.int8_mode))}};
 
@@ -362,8 +364,8 @@ nlohmann::json run_bench(const BenchOptions& o) {
     return out;
   }
   for (const std::string& v : o.variants)
-    HYRT_CHECK(v == "f32" || v == "w8" || v == "w8a8", kInvalidArgument, "unknown variant '", v,
-               "' (f32, w8 or w8a8)");
+    HYRT_CHECK(v == "f32" || v == "bf16" || v == "w8" || v == "w8a8", kInvalidArgument,
+               "unknown variant '", v, "' (f32, bf16, w8 or w8a8)");
   // "" = the weights and mode as configured; the configured placement likewise.
   const std::vector<std::string> variants =
       o.variants.empty() ? std::vector<std::string>{""} : o.variants;
@@ -395,8 +397,10 @@ nlohmann::json run_bench(const BenchOptions& o) {
         one.placement = pm;
         one.resize = false;
         if (!v.empty()) {
-          one.model_options.quantize_int8 = v != "f32";
+          one.model_options.quantize_int8 = v == "w8" || v == "w8a8";
           one.int8_mode = v == "w8" ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
+          if (v == "f32") one.float_precision = backend::FloatPrecision::kF32;
+          if (v == "bf16") one.float_precision = backend::FloatPrecision::kBF16;
         }
         const std::string pname(plan::placement_mode_name(pm));
         const std::string label = label_of(v, pm);

@@ -30,10 +30,13 @@ struct BenchOptions {
   bool profile = false;  // per-op-kind time of one extra UNet run
   int threads = 0;
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
+  // How the host multiplies float operands (exec::EngineOptions::float_precision).
+  backend::FloatPrecision float_precision = backend::FloatPrecision::kF32;
   // config_dir, quantize-on-load, the VAE's int8 mode (config_dir only for files).
   ModelOptions model_options;
-  // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32":
-  // the weights as stored, "w8" / "w8a8": quantized on load and run in that int8 mode)
+  // Side-by-side mode: when non-empty, the selected stages run for every variant ("f32" /
+  // "bf16": the weights as stored, products in that precision; "w8" / "w8a8": quantized on
+  // load and run in that int8 mode, float products in `float_precision`)
   // at every size in `sizes` (WIDTHxHEIGHT pixels; empty = width x height), each with a
   // fresh engine and model, in this one process; the JSON gains "comparison" rows and
   // each variant's speed-up over "f32" at the same size (when "f32" is among them).

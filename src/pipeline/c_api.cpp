@@ -113,6 +113,7 @@ void hyrt_runtime_options_init(hyrt_runtime_options* options) {
   options->struct_size = sizeof(*options);
   options->placement = "auto";
   options->max_batch = 1;
+  options->precision = "auto";
 }
 
 hyrt_status hyrt_runtime_create(const hyrt_runtime_options* options, hyrt_runtime** out) {
@@ -129,6 +130,8 @@ hyrt_status hyrt_runtime_create(const hyrt_runtime_options* options, hyrt_runtim
       if (HYRT_HAS_FIELD(options, max_batch) && options->max_batch != 0)
         ro.max_batch = options->max_batch;
       if (HYRT_HAS_FIELD(options, batch_wait_ms)) ro.batch_wait_ms = options->batch_wait_ms;
+      if (HYRT_HAS_FIELD(options, precision) && options->precision)
+        ro.precision = options->precision;
     }
     auto r = std::make_unique<hyrt_runtime>(hyrt_runtime{hyrt::Runtime(ro), {}});
     r->accelerator = r->runtime.accelerator();

@@ -85,7 +85,7 @@ class Reporter {
   }
   // A model output's tolerance: the f32 path's, or with f16 activations 1e-2 (never less).
   double model_tol(double f32_tol) const {
-    return o_.f16_activations ? std::max(f32_tol, kF16ModelTol) : f32_tol;
+    return o_.reduced_precision ? std::max(f32_tol, kF16ModelTol) : f32_tol;
   }
   // Model outputs: model_tol, or with int8 weights the UNet's int8 target and the rest
   // reported only.

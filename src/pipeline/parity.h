@@ -37,10 +37,11 @@ struct ParityOptions {
   // model.config_dir is ignored: the LDM file takes its configs from the folder.
   ModelOptions model;
   double int8_unet_tolerance = 5e-2;
-  // Activations run in f16 somewhere (an accelerator is in the engine): model outputs and
-  // taps are held to 1e-2 instead of the f32 path's 1e-4 / 1e-3 (tokens, schedules and
-  // sampler trajectories keep theirs).
-  bool f16_activations = false;
+  // Some arithmetic runs in 16 bits (an accelerator's f16 activations, or the host's bf16
+  // products, exec::EngineOptions::float_precision): model outputs and taps are held to 1e-2
+  // instead of the f32 path's 1e-4 / 1e-3 (tokens, schedules and sampler trajectories keep
+  // theirs).
+  bool reduced_precision = false;
   // Which layouts to check: the diffusers folder (model/) and the single file beside it
   // (model-ldm / model-sgm.safetensors; it still reads model/'s configs and tokenizers, not
   // its weights). Both by default.

@@ -25,6 +25,7 @@
 #include "hyrt/hyrt.h"
 #include "pipeline/image_io.h"
 #include "pipeline/init_image.h"
+#include "pipeline/precision.h"
 #include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
 
@@ -80,7 +81,8 @@ bool is_out_of_memory(const std::exception_ptr& e) {
 struct Runtime::Impl {
   exec::Engine engine;
   int64_t cache_bytes = 0;
-  int max_batch = 1;  // images per batch of calls
+  bool quantize_on_load = false;  // RuntimeOptions::precision "int8"
+  int max_batch = 1;              // images per batch of calls
   std::chrono::milliseconds batch_wait{0};
   FifoMutex executor;  // held by every use of `engine`: a batch, load, unload
 
@@ -268,11 +270,16 @@ Runtime::Runtime(const RuntimeOptions& options) {
              "RuntimeOptions::max_batch must be in [1, 256], got ", options.max_batch);
   HYRT_CHECK(options.batch_wait_ms >= 0 && options.batch_wait_ms <= 60000, kInvalidArgument,
              "RuntimeOptions::batch_wait_ms must be in [0, 60000], got ", options.batch_wait_ms);
+  const pipeline::PrecisionSettings ps =
+      pipeline::precision_settings(pipeline::parse_precision(options.precision));
   exec::EngineOptions eo;
   eo.num_threads = options.num_threads;
   eo.placement = plan::parse_placement_mode(options.placement);
   eo.device = options.device;
+  eo.int8_mode = ps.int8_mode;
+  eo.float_precision = ps.float_precision;
   impl_ = std::make_shared<Impl>(eo);
+  impl_->quantize_on_load = ps.quantize_int8;
   impl_->cache_bytes = options.cache_bytes > 0 ? options.cache_bytes : default_cache_bytes();
   impl_->max_batch = options.max_batch;
   impl_->batch_wait = std::chrono::milliseconds(options.batch_wait_ms);
@@ -298,7 +305,7 @@ Model Runtime::load(const std::string& path, const LoadOptions& options) {
   impl->runtime = impl_;
   pipeline::ModelOptions mo;
   if (!options.config_dir.empty()) mo.config_dir = options.config_dir;
-  mo.quantize_int8 = options.quantize_int8;
+  mo.quantize_int8 = options.quantize_int8 || impl_->quantize_on_load;
   mo.cache_bytes = impl_->cache_bytes;
   {
     std::lock_guard<FifoMutex> lock(impl_->executor);

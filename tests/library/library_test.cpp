@@ -32,6 +32,7 @@
 
 #include "hyrt/hyrt.h"
 #include "pipeline/image_io.h"
+#include "pipeline/precision.h"
 #include "pipeline/txt2img.h"
 #include "test_util.h"
 
@@ -386,6 +387,9 @@ TEST_F(Library, Img2ImgAndInpaintingEqualThePipeline) {
   hyrt::exec::EngineOptions eo;
   eo.num_threads = ro.num_threads;
   eo.placement = hyrt::plan::parse_placement_mode(ro.placement);
+  const PrecisionSettings precision = precision_settings(parse_precision(ro.precision));
+  eo.int8_mode = precision.int8_mode;
+  eo.float_precision = precision.float_precision;
   hyrt::exec::Engine engine(eo);
   auto reference = DiffusionModel::open(bundled("shapes-int8.safetensors"), engine, {});
 

@@ -127,5 +127,27 @@ TEST(AttentionBf16, WithinBf16OfTheReferenceOnQuantizedGraphs) {
   }
 }
 
+// Under FloatPrecision::kBF16 attention takes the bf16 path on any graph (no 8-bit S weights
+// needed) from Tq·Tk >= 256²; below that (the text encoders' 77 tokens) it stays f32.
+TEST(AttentionBf16, UnderBf16PrecisionOnFloatGraphs) {
+  for (const AttentionParams& p : {AttentionParams{2, 256, 256, 8, 40, 40, false, 0, 2},
+                                   AttentionParams{1, 77, 77, 4, 16, 16, true, 0, 1}}) {
+    SCOPED_TRACE(str_cat("Tq=", p.tq, " Tk=", p.tk));
+    OpCase c;
+    const ir::ValueId q = c.input({p.batch, p.tq, p.heads * p.d}, 11);
+    const ir::ValueId k = c.input({p.batch, p.tk, p.heads * p.d}, 12);
+    const ir::ValueId v = c.input({p.batch, p.tk, p.heads * p.dv}, 13);
+    c.node(OpKind::kAttention, {q, k, v},
+           ir::AttentionAttrs{static_cast<int>(p.heads), 0, p.causal});
+    const auto want =
+        attention_reference(c.values(q), c.values(k), c.values(v), p.batch, p.tq, p.tk, p.heads,
+                            p.d, p.dv, 1.0 / std::sqrt(static_cast<double>(p.d)), p.causal);
+    const std::vector<float> f32 = c.run();
+    EXPECT_OP_CLOSE("attention", f32, want);
+    EXPECT_BF16_CLOSE("attention bf16", p.tq * p.tk >= 256 * 256, c.run_on(bf16_backend()), want,
+                      f32);
+  }
+}
+
 }  // namespace
 }  // namespace hyrt::test

@@ -119,6 +119,35 @@ TEST(Linear, SameShapeNodesShareOneProgram) {
   EXPECT_EQ(c.cache.hits(), 1u);
 }
 
+// FloatPrecision::kBF16 (gemm.cpp): layers with 16 rows per sample or more whose weights have
+// no rank-sized side multiply bf16 operands — weights packed as bf16, x rounded at each run —
+// within bf16's tolerance of the reference; the others (a LoRA's projections, the time
+// embedding's one row per sample) stay f32.
+TEST(LinearBf16, WithinBf16OfTheReference) {
+  const LinearParams cases[] = {
+      {{2, 77, 768}, 320, DType::kF16, true},    {{1, 300, 96}, 72, DType::kF32, false},
+      {{2, 40, 1280}, 1280, DType::kBF16, true}, {{2, 64, 320}, 1280, DType::kF16, true},
+      {{2, 1280}, 1280, DType::kF16, true},      // 2 rows: f32
+      {{2, 64, 1280}, 32, DType::kF16, false}};  // rank-sized: f32
+  for (const LinearParams& p : cases) {
+    SCOPED_TRACE(str_cat(p.x.to_string(), " n=", p.n, " ", dtype_name(p.w_type)));
+    OpCase c;
+    const int64_t k = p.x.dim(-1);
+    const ir::ValueId x = c.input(p.x, 1);
+    const ir::ValueId w = c.weight({p.n, k}, p.w_type, 2, 0.2f);
+    std::vector<ir::ValueId> ins{x, w};
+    if (p.bias) ins.push_back(c.weight({p.n}, p.w_type, 3));
+    c.node(OpKind::kLinear, ins);
+    const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
+    const auto want = linear_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr,
+                                       p.x.numel() / k, p.n, k);
+    const std::vector<float> f32 = c.run();
+    EXPECT_OP_CLOSE("linear", f32, want);
+    const bool bf16 = p.x.rank() > 2 && p.x.numel() / k / p.x[0] >= 16 && std::min(p.n, k) > 64;
+    EXPECT_BF16_CLOSE("linear bf16", bf16, c.run_on(bf16_backend()), want, f32);
+  }
+}
+
 // x [B, H, W, Ci] (NHWC), w [Co, Ci, kh, kw] (OIHW) -> [B, Ho, Wo, Co]
 std::vector<double> conv_reference(const std::vector<float>& x, const std::vector<float>& w,
                                    const std::vector<float>* bias, const Shape& xs, const Shape& ws,
@@ -166,7 +195,12 @@ TEST_P(Conv2dTest, MatchesReference) {
   const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
   const auto want = conv_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr, p.x, ws,
                                    p.stride, p.padding, c.out_shape());
-  EXPECT_OP_CLOSE("conv2d", c.run(), want);
+  const std::vector<float> f32 = c.run();
+  EXPECT_OP_CLOSE("conv2d", f32, want);
+  // FloatPrecision::kBF16 (conv.cpp): bf16 operands where the kernel is wider than 1x1 and both
+  // channel counts are 16 or more; f32 otherwise.
+  const bool bf16 = p.kernel > 1 && p.x[3] >= 16 && p.out_channels >= 16;
+  EXPECT_BF16_CLOSE("conv2d bf16", bf16, c.run_on(bf16_backend()), want, f32);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -175,7 +209,10 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvParams{{1, 9, 9, 35}, 21, 3, 2, 1, DType::kF16, true},   // downsample
                       ConvParams{{2, 7, 5, 35}, 48, 1, 1, 0, DType::kF16, false},  // 1x1
                       ConvParams{{1, 8, 8, 4}, 13, 3, 1, 1, DType::kF32, true},    // conv_in-like
-                      ConvParams{{1, 11, 7, 13}, 3, 3, 2, 0, DType::kBF16, true}),
+                      ConvParams{{1, 11, 7, 13}, 3, 3, 2, 0, DType::kBF16, true},
+                      ConvParams{{2, 9, 9, 80}, 96, 3, 1, 1, DType::kF16, true},    // wider
+                      ConvParams{{1, 16, 16, 128}, 3, 3, 1, 1, DType::kF32, true},  // conv_out
+                      ConvParams{{1, 6, 6, 64}, 96, 1, 1, 0, DType::kF16, true}),   // 1x1
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
 }  // namespace

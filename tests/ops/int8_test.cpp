@@ -144,7 +144,8 @@ TEST_P(Int8LinearTest, BothModesMatchReferences) {
   const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
   const std::vector<float>* b = p.bias ? &bias : nullptr;
 
-  EXPECT_OP_CLOSE("linear s8 W8", c.run_on(w8_backend()),
+  const std::vector<float> w8 = c.run_on(w8_backend());
+  EXPECT_OP_CLOSE("linear s8 W8", w8,
                   linear_ref(xv, w.dequantized, b, nullptr, nullptr, m, p.n, k));
 
   // The kernel's rule (gemm_int8.cpp), which never depends on the batch: [samples, K] inputs
@@ -156,6 +157,11 @@ TEST_P(Int8LinearTest, BothModesMatchReferences) {
                     linear_ref(xv, w.dequantized, b, nullptr, nullptr, m, p.n, k));
     return;
   }
+  // W8 under FloatPrecision::kBF16: the widened weights (exact in bf16) times x rounded to bf16.
+  EXPECT_BF16_CLOSE("linear s8 W8 bf16",
+                    p.x.rank() > 2 && m / p.x[0] >= 16 && std::min(p.n, k) > 64,
+                    c.run_on(bf16_backend(Int8Mode::kW8)),
+                    linear_ref(xv, w.dequantized, b, nullptr, nullptr, m, p.n, k), w8);
   if (!backend::cpu_has_int8_dot_product())
     GTEST_SKIP() << "W8A8 runs as W8 on this CPU (no int8 dot-product ISA); W8 checked";
   std::vector<float> xq(xv.size()), xs(static_cast<size_t>(m));
@@ -207,8 +213,12 @@ TEST_P(Int8Conv2dTest, BothModesMatchReferences) {
   const std::vector<float>* b = p.bias ? &bias : nullptr;
   const Shape ys = c.out_shape();
 
-  EXPECT_OP_CLOSE("conv2d s8 W8", c.run_on(w8_backend()),
-                  conv_ref(xv, w.dequantized, b, 1.0, nullptr, p.x, ws, p.stride, p.padding, ys));
+  const auto want_w8 =
+      conv_ref(xv, w.dequantized, b, 1.0, nullptr, p.x, ws, p.stride, p.padding, ys);
+  const std::vector<float> w8 = c.run_on(w8_backend());
+  EXPECT_OP_CLOSE("conv2d s8 W8", w8, want_w8);
+  const bool bf16 = p.kernel > 1 && p.x[3] >= 16 && p.out_channels >= 16;
+  EXPECT_BF16_CLOSE("conv2d s8 W8 bf16", bf16, c.run_on(bf16_backend(Int8Mode::kW8)), want_w8, w8);
 
   if (!backend::cpu_has_int8_dot_product())
     GTEST_SKIP() << "W8A8 runs as W8 on this CPU (no int8 dot-product ISA); W8 checked";

@@ -156,4 +156,40 @@ inline std::map<std::string, double>& worst_errors() {
     EXPECT_LE(err_, ::hyrt::test::kTolerance) << (family) << " rel L2 " << err_; \
   } while (0)
 
+// A CPU backend multiplying float operands in bf16 (FloatPrecision::kBF16), in `mode`.
+inline backend::Backend& bf16_backend(backend::Int8Mode mode = backend::Int8Mode::kW8A8) {
+  static std::unique_ptr<backend::Backend> w8a8 = backend::make_cpu_backend(
+      {.int8_mode = backend::Int8Mode::kW8A8, .float_precision = backend::FloatPrecision::kBF16});
+  static std::unique_ptr<backend::Backend> w8 = backend::make_cpu_backend(
+      {.int8_mode = backend::Int8Mode::kW8, .float_precision = backend::FloatPrecision::kBF16});
+  return mode == backend::Int8Mode::kW8 ? *w8 : *w8a8;
+}
+
+// Tolerance of a product on bf16 operands (8 significant bits each, f32 accumulation) against
+// the double reference: rounding both operands costs ~3e-3 relative L2 on random data.
+inline constexpr double kBf16Tolerance = 1e-2;
+
+// `got` ran on bf16_backend(): where the node runs bf16 (`runs_bf16`: the kernels' rule) and
+// the CPU has bf16 dot products, within kBf16Tolerance of `want` and measurably different from
+// `f32` (the same op on the f32 backend), so the bf16 path did run; elsewhere the node runs
+// f32 and `got` must meet kTolerance.
+#define EXPECT_BF16_CLOSE(family, runs_bf16, got, want, f32)                                  \
+  do {                                                                                        \
+    const std::vector<float> got_ = (got);                                                    \
+    const double err_ = ::hyrt::test::rel_error(got_, want);                                  \
+    const bool bf16_ = (runs_bf16) && ::hyrt::backend::cpu_has_bf16_dot_product();            \
+    double& worst_ = ::hyrt::test::worst_errors()[bf16_ ? family : "f32 under bf16"];         \
+    worst_ = std::max(worst_, err_);                                                          \
+    if (bf16_) {                                                                              \
+      EXPECT_LE(err_, ::hyrt::test::kBf16Tolerance) << (family) << " rel L2 " << err_;        \
+      const std::vector<float>& f32_ = (f32);                                                 \
+      EXPECT_GT(::hyrt::test::rel_error(got_, std::vector<double>(f32_.begin(), f32_.end())), \
+                1e-6)                                                                         \
+          << (family) << ": equals the f32 kernel's result, so bf16 did not run";             \
+    } else {                                                                                  \
+      EXPECT_LE(err_, ::hyrt::test::kTolerance)                                               \
+          << (family) << ": runs f32 here (rule or CPU); rel L2 " << err_;                    \
+    }                                                                                         \
+  } while (0)
+
 }  // namespace hyrt::test

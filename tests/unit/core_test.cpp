@@ -55,6 +55,29 @@ TEST(Half, BulkConversionMatchesScalar) {
   EXPECT_EQ(bf16_to_f32(0x4049), 3.140625f);
 }
 
+// The bulk f32 -> bf16 conversion (vectorised where the CPU has AVX-512) gives the scalar
+// f32_to_bf16's bits for every input: ties to even, subnormals kept, infinities, quiet NaNs,
+// and a tail shorter than a vector.
+TEST(Half, BulkBf16MatchesTheScalarConversion) {
+  std::vector<uint32_t> bits = {0x3f808000u, 0x3f818000u, 0x3f807fffu, 0x00000001u, 0x80000001u,
+                                0x007fffffu, 0x7f800000u, 0xff800000u, 0x7fc00001u, 0x7f800001u,
+                                0xff800001u, 0x7f7fffffu, 0x00000000u, 0x80000000u};
+  uint32_t state = 12345;
+  for (int i = 0; i < 4099; ++i) {
+    state = state * 1664525u + 1013904223u;
+    bits.push_back(state);
+  }
+  std::vector<float> f(bits.size());
+  std::memcpy(f.data(), bits.data(), bits.size() * 4);
+  std::vector<uint16_t> got(f.size());
+  convert_from_f32(f.data(), DType::kBF16, got.data(), f.size());
+  for (size_t i = 0; i < f.size(); ++i)
+    ASSERT_EQ(got[i], f32_to_bf16(f[i])) << std::hex << "input 0x" << bits[i];
+  EXPECT_EQ(got[0], 0x3f80);           // 1 + 2^-8 is a tie: to even
+  EXPECT_EQ(got[1], 0x3f82);           // 1 + 3·2^-8: a tie, up to even
+  EXPECT_EQ(got[9] & 0x7fc0, 0x7fc0);  // a signalling NaN comes out quiet
+}
+
 TEST(Shape, NumelOverflowIsAnError) {
   Shape s{1ll << 40, 1ll << 40};
   EXPECT_THROW(s.numel(), Error);

@@ -21,6 +21,7 @@
 #include "core/sysinfo.h"
 #include "pipeline/image_io.h"
 #include "pipeline/init_image.h"
+#include "pipeline/precision.h"
 #include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
 #include "progress.h"
@@ -45,7 +46,9 @@ struct GenerateArgs {
   std::string output = "output.png";
   int threads = 0;
   std::string weights = "stored";
+  std::string precision = "auto";
   Int8Choice int8;
+  CLI::Option* int8_mode = nullptr;  // given explicitly: overrides what --precision implies
   std::string placement = "auto";
   bool autotune = false;
   std::vector<int> original_size;  // SDXL micro-conditioning: HEIGHT,WIDTH
@@ -238,16 +241,23 @@ void run(const GenerateArgs& a_in) {
   const std::filesystem::path out = a.output;
   check_output_writable(out);
 
+  const PrecisionSettings ps = precision_settings(parse_precision(a.precision));
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
-  eo.int8_mode = a.int8.mode();
+  eo.int8_mode = a.int8_mode->count() > 0 ? a.int8.mode() : ps.int8_mode;
+  eo.float_precision = ps.float_precision;
   eo.placement = plan::parse_placement_mode(a.placement);
   eo.autotune = a.autotune;
   exec::Engine engine(eo);
   ModelOptions mo;
   if (!a.config_dir.empty()) mo.config_dir = a.config_dir;
-  mo.quantize_int8 = a.weights == "int8";
+  mo.quantize_int8 = a.weights == "int8" || ps.quantize_int8;
   mo.vae_int8_mode = a.int8.vae_mode();
+  HYRT_LOG(kInfo) << "precision " << precision_name(parse_precision(a.precision))
+                  << ": host products "
+                  << backend::float_precision_name(engine.host().float_precision())
+                  << ", int8 weights " << backend::int8_mode_name(eo.int8_mode)
+                  << (mo.quantize_int8 ? ", quantized on load" : "");
   auto t0 = std::chrono::steady_clock::now();
   auto model = DiffusionModel::open(a.model, engine, mo);
   for (int i = 0; i < model->num_text_encoders(); ++i)
@@ -432,7 +442,8 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "Folder where the prompt's <lora:NAME:MULT> tags find NAME.safetensors (default "
                 "$HYRT_LORA_DIR); --lora also looks there")
       ->envname("HYRT_LORA_DIR");
-  add_int8_mode_option(c, &a->int8);
+  add_precision_option(c, &a->precision);
+  a->int8_mode = add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
   add_autotune_option(c, &a->autotune);
   c->callback([a] { run(*a); });

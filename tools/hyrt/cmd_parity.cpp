@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "core/error.h"
 #include "pipeline/parity.h"
+#include "pipeline/precision.h"
 
 namespace hyrt::cli {
 namespace {
@@ -18,30 +19,43 @@ struct ParityArgs {
   bool int8 = false;
   double int8_tolerance = 0;  // 0: the target of the int8 mode
   Int8Choice int8_choice;
+  CLI::Option* int8_mode = nullptr;  // given explicitly: overrides what --precision implies
+  std::string precision = "f32";
   std::vector<std::string> keep;
   std::string placement = "auto";
   std::vector<std::string> layouts = {"folder", "single"};
 };
 
 void run(const ParityArgs& a) {
+  const pipeline::PrecisionSettings ps =
+      pipeline::precision_settings(pipeline::parse_precision(a.precision));
+  const bool int8 = a.int8 || ps.quantize_int8;
+  // --int8 means W8A8 unless --int8-mode says otherwise (as before --precision existed).
+  const backend::Int8Mode int8_mode = a.int8_mode->count() > 0 ? a.int8_choice.mode()
+                                      : a.int8                 ? backend::Int8Mode::kW8A8
+                                                               : ps.int8_mode;
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
-  eo.int8_mode = a.int8_choice.mode();
+  eo.int8_mode = int8_mode;
+  eo.float_precision = ps.float_precision;
   eo.placement = plan::parse_placement_mode(a.placement);
   exec::Engine engine(eo);
+  std::printf("host products: %s\n",
+              backend::float_precision_name(engine.host().float_precision()));
   std::printf("accelerator: %s\n", engine.accelerator_status().c_str());
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
   o.taps = !a.no_taps;
   o.diffusers_folder = std::find(a.layouts.begin(), a.layouts.end(), "folder") != a.layouts.end();
   o.single_file = std::find(a.layouts.begin(), a.layouts.end(), "single") != a.layouts.end();
-  o.model.quantize_int8 = a.int8;
-  o.f16_activations = engine.accelerator() != nullptr;
+  o.model.quantize_int8 = int8;
+  o.reduced_precision = engine.accelerator() != nullptr ||
+                        engine.host().float_precision() == backend::FloatPrecision::kBF16;
   o.model.quantize_policy.keep = a.keep;
   o.model.vae_int8_mode = a.int8_choice.vae_mode();
-  o.int8_unet_tolerance = a.int8_tolerance > 0                               ? a.int8_tolerance
-                          : a.int8_choice.mode() == backend::Int8Mode::kW8A8 ? 5e-2
-                                                                             : 2e-2;
+  o.int8_unet_tolerance = a.int8_tolerance > 0                    ? a.int8_tolerance
+                          : int8_mode == backend::Int8Mode::kW8A8 ? 5e-2
+                                                                  : 2e-2;
   o.on_item = [](const pipeline::ParityItem& it) {
     std::printf("%-4s %-62s rel_l2 %.3e  (tol %.0e)",
                 it.informational ? "info" : (it.pass ? "ok" : "FAIL"), it.name.c_str(), it.error,
@@ -86,7 +100,13 @@ CommandRegistrar reg(30, [](CLI::App& app) {
   c->add_option("--int8-tolerance", args->int8_tolerance,
                 "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
                 "w8 2e-2)");
-  add_int8_mode_option(c, &args->int8_choice);
+  args->int8_mode = add_int8_mode_option(c, &args->int8_choice);
+  c->add_option("--precision", args->precision,
+                "Arithmetic to check (pipeline/precision.h): f32 (default; the 1e-4 / 1e-3 "
+                "tolerances), bf16 (host products on bf16 operands; model outputs held to 1e-2), "
+                "int8 (as --int8, float products in bf16), auto")
+      ->transform(CLI::IsMember({"auto", "f32", "bf16", "int8"}, CLI::ignore_case))
+      ->capture_default_str();
   add_placement_option(c, &args->placement);  // with a GPU: f16 tolerances (1e-2)
   c->add_option("--keep", args->keep,
                 "With --int8: keep weights whose name matches PATTERN in 16/32-bit (repeatable; "

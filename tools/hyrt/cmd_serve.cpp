@@ -21,6 +21,7 @@ struct ServeArgs {
   int port = 7860;
   int threads = 0;
   std::string placement = "auto";
+  std::string precision = "auto";
   int device = 0;
   size_t queue = 16;
   size_t max_body_kib = 1024;
@@ -40,6 +41,7 @@ void run(const ServeArgs& a) {
   o.port = a.port;
   o.runtime.num_threads = a.threads;
   o.runtime.placement = a.placement;
+  o.runtime.precision = a.precision;
   o.runtime.device = a.device;
   o.runtime.max_batch = a.max_batch;
   o.runtime.batch_wait_ms = a.batch_wait_ms;
@@ -91,6 +93,7 @@ CommandRegistrar reg(15, [](CLI::App& app) {
   c->add_option("-t,--threads", a->threads, "Host threads (default: all cores)");
   add_placement_option(c, &a->placement);
   c->add_option("--device", a->device, "CUDA device index")->capture_default_str();
+  add_precision_option(c, &a->precision);
   c->add_option("--queue", a->queue,
                 "txt2img requests that may wait while others run; more get 503 + Retry-After")
       ->check(CLI::Range(1, 4096))

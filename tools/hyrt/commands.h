@@ -30,7 +30,13 @@ struct Int8Choice {
   backend::Int8Mode mode() const;
   std::optional<backend::Int8Mode> vae_mode() const;
 };
-void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
+// Returns the option, so a caller can tell whether it was given (it then overrides what
+// --precision implies for int8 weights).
+CLI::Option* add_int8_mode_option(CLI::App* command, Int8Choice* choice);
+
+// `--precision auto|f32|bf16|int8` (default auto) into `*precision`, for
+// pipeline::parse_precision (pipeline/precision.h says what each means).
+void add_precision_option(CLI::App* command, std::string* precision);
 
 // The bundled model (models/shapes-int8.safetensors) for commands run without -m: looked
 // for in $HYRT_MODEL, beside the executable, then in the source checkout (cmd_generate.cpp).

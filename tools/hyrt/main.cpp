@@ -34,17 +34,30 @@ std::optional<backend::Int8Mode> Int8Choice::vae_mode() const {
   return index == 2 ? backend::Int8Mode::kW8A8 : backend::Int8Mode::kW8;
 }
 
-void add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
+CLI::Option* add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
   const std::map<std::string, int> names = {{"w8a8", 0}, {"w8", 1}, {"w8a8-all", 2}};
-  command
+  return command
       ->add_option("--int8-mode", choice->index,
-                   "How 8-bit S (int8) weights run on the CPU: w8a8 = text encoder and UNet "
-                   "quantize activations per row too (int8 x int8 GEMMs, fastest), VAE decoder "
-                   "weight-only; w8 = everything weight-only (f32 activations, most accurate); "
-                   "w8a8-all = the VAE decoder W8A8 too (fastest decode, visible noise on flat "
-                   "areas)")
+                   "How 8-bit S (int8) weights run on the CPU, overriding what --precision "
+                   "implies: w8a8 = text encoder and UNet quantize activations per row too (int8 "
+                   "x int8 GEMMs, fastest), VAE decoder weight-only; w8 = everything weight-only "
+                   "(float activations, most accurate); w8a8-all = the VAE decoder W8A8 too "
+                   "(fastest decode, visible noise on flat areas)")
       ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
-      ->default_str("w8a8");
+      ->default_str("w8a8 (f32, bf16: w8)");
+}
+
+void add_precision_option(CLI::App* command, std::string* precision) {
+  command
+      ->add_option("--precision", *precision,
+                   "Arithmetic: f32 (the reference; int8 weights weight-only); bf16 (products on "
+                   "bf16 operands, f32 accumulation, where the CPU has AVX-512 BF16 or AMX); "
+                   "int8 (16/32-bit weights quantized to 8-bit S on load, int8 x int8 GEMMs in "
+                   "the text encoder and UNet, the rest as bf16); auto (int8 files as int8, "
+                   "float ones as bf16, nothing quantized on load). The GPU keeps f16 under f32 "
+                   "and bf16.")
+      ->transform(CLI::IsMember({"auto", "f32", "bf16", "int8"}, CLI::ignore_case))
+      ->default_str("auto");
 }
 
 void add_placement_option(CLI::App* command, std::string* placement) {

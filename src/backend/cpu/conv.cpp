@@ -3,6 +3,10 @@
 // prepare into the blocked layout oneDNN prefers for this shape (format_tag::any).
 // The primitive for a shape is shared through ProgramCache; the packed weights and the bias
 // through the backend's WeightCache (one copy per weight and layout, weight_cache.h).
+//
+// bf16 (FloatPrecision::kBF16): weights packed as bf16 at prepare, the NHWC source rounded to
+// bf16 into the kernel's workspace at each run (B·H·W·Cin · 2 bytes), bf16 × bf16 -> f32
+// convolution (AMX or AVX-512 BF16) with the f32 bias.
 #include <dnnl.hpp>
 
 #include "backend/cpu/cpu_kernels.h"
@@ -17,19 +21,24 @@ using dt = memory::data_type;
 
 class Conv2dKernel final : public Kernel {
  public:
-  explicit Conv2dKernel(const PrepareContext& ctx) {
+  Conv2dKernel(const PrepareContext& ctx, FloatPrecision precision) {
     const Shape& x = ctx.input(0).shape;  // [B, H, W, Cin]
     const Shape& w = ctx.input(1).shape;  // [Cout, Cin, kh, kw]
     const Shape& y = ctx.output().shape;  // [B, Ho, Wo, Cout]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
-    shape_ = {x[0], x[1], x[2], x[3],         w[0],          w[2],
-              w[3], y[1], y[2], attrs.stride, attrs.padding, ctx.node.gemm_bias() != ir::kNone,
-              false};
+    shape_ = {x[0],          x[1],
+              x[2],          x[3],
+              w[0],          w[2],
+              w[3],          y[1],
+              y[2],          attrs.stride,
+              attrs.padding, ctx.node.gemm_bias() != ir::kNone,
+              false,         precision == FloatPrecision::kBF16 && conv_runs_bf16(w)};
+    if (shape_.bf16) workspace_bytes_ = static_cast<size_t>(ctx.input(0).shape.numel()) * 2;
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
     packed_desc_ = program_->pd.weights_desc();
     packed_weights_ = shared_weight(
-        ctx, 1, "f32 packed", packed_desc_,
+        ctx, 1, shape_.bf16 ? "bf16 packed" : "f32 packed", packed_desc_,
         [&] {
           const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
           return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
@@ -41,7 +50,17 @@ class Conv2dKernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_,
+    void* x = inputs[0].data;
+    if (shape_.bf16) {
+      if (!workspace_) {  // unbound (tests): scratch of its own, made once
+        own_workspace_ = AlignedBuffer(workspace_bytes_, "conv2d bf16 source");
+        workspace_ = own_workspace_.data();
+      }
+      round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(workspace_),
+                    inputs[0].numel());
+      x = workspace_;
+    }
+    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_,
                    packed_weights_->data(), bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
@@ -52,8 +71,18 @@ class Conv2dKernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
+  // bf16: the source rounded at each run.
+  size_t workspace_bytes() const override { return workspace_bytes_; }
+  void bind_workspace(void* workspace) override {
+    workspace_ = workspace;
+    if (workspace) own_workspace_ = AlignedBuffer();
+  }
+
  private:
   ConvShape shape_{};
+  size_t workspace_bytes_ = 0;
+  void* workspace_ = nullptr;    // bound (the arena) or own_workspace_
+  AlignedBuffer own_workspace_;  // without a bound workspace
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;
@@ -64,17 +93,34 @@ class Conv2dKernel final : public Kernel {
 
 }  // namespace
 
+// Staying f32 under bf16:
+//  - fewer than kBf16MinChannels input or output channels: the models' conv_in (4 latent
+//    channels in) and conv_out (4 or 3 out), a sliver of the work, where rounding reaches the
+//    result most directly (the UNet's prediction, the decoded pixels);
+//  - 1x1 kernels: SD's residual shortcuts and transformer proj_in/proj_out, which mix the
+//    channels of the un-normalised residual stream, so rounding their input rounds the stream
+//    itself. On the golden SD 1.5 model they were half of the UNet's bf16 error (1.1e-2 -> 5.4e-3
+//    relative L2 with them in f32) for ~3 % of the UNet's FLOPs (+5 % step time at 512²).
+bool conv_runs_bf16(const Shape& w) {
+  constexpr int64_t kBf16MinChannels = 16;
+  return w[0] >= kBf16MinChannels && w[1] >= kBf16MinChannels && w[2] * w[3] > 1;
+}
+
 std::string ConvShape::key() const {
-  return str_cat("conv2d ", s8 ? "s8s8s32" : "f32", " nhwc b=", batch, " h=", height, " w=", width,
-                 " ci=", in_channels, " co=", out_channels, " k=", kernel_h, "x", kernel_w,
-                 " s=", stride, " p=", padding, " bias=", bias ? 1 : 0);
+  return str_cat("conv2d ",
+                 s8     ? "s8s8s32"
+                 : bf16 ? "bf16bf16f32"
+                        : "f32",
+                 " nhwc b=", batch, " h=", height, " w=", width, " ci=", in_channels,
+                 " co=", out_channels, " k=", kernel_h, "x", kernel_w, " s=", stride,
+                 " p=", padding, " bias=", bias ? 1 : 0);
 }
 
 std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& s,
                                           const std::string& what) {
   const std::string name = s.key();
   return cache.get_or_create<ConvProgram>(name, [&] {
-    const dt a = s.s8 ? dt::s8 : dt::f32, o = s.s8 ? dt::s32 : dt::f32;
+    const dt a = s.s8 ? dt::s8 : s.bf16 ? dt::bf16 : dt::f32, o = s.s8 ? dt::s32 : dt::f32;
     // oneDNN describes activations as logical NCHW dims with an nhwc memory layout.
     const memory::desc src({s.batch, s.in_channels, s.height, s.width}, a, tag::nhwc);
     const memory::desc weights({s.out_channels, s.in_channels, s.kernel_h, s.kernel_w}, a,
@@ -97,8 +143,8 @@ std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& 
   });
 }
 
-std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx) {
-  return std::make_unique<Conv2dKernel>(ctx);
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision) {
+  return std::make_unique<Conv2dKernel>(ctx, precision);
 }
 
 }  // namespace hyrt::backend::cpu

@@ -13,7 +13,9 @@
 //   y = acc · (a[b] · s[co]) + bias[co]. Scratch: B·H·W·Ci bytes + 4·B.
 // W8: f32 convolution on the unscaled integers q, widened at run time from an s8 copy in
 //   oneDNN's packed f32 layout; epilogue y = acc · s[co] + bias[co].
-//   Scratch: one packed f32 layer (≈ 4·Co·Ci·kh·kw bytes).
+//   Scratch: one packed f32 layer (≈ 4·Co·Ci·kh·kw bytes). Under FloatPrecision::kBF16 a
+//   bf16 convolution instead: the bf16 packed layout's twin widened exactly, x rounded to bf16
+//   into scratch (B·H·W·Ci·2 bytes); scratch ≈ 2·Co·Ci·kh·kw bytes for the layer.
 // The packed weights, scales and bias are shared through the backend's WeightCache, keyed
 // as in gemm_int8.cpp (weight_cache.h).
 #include <dnnl.hpp>
@@ -29,7 +31,7 @@ using dt = memory::data_type;
 
 class Conv2dInt8Kernel final : public Kernel {
  public:
-  Conv2dInt8Kernel(const PrepareContext& ctx, Int8Mode mode) {
+  Conv2dInt8Kernel(const PrepareContext& ctx, Int8Mode mode, FloatPrecision precision) {
     const Shape& x = ctx.input(0).shape;   // [B, H, W, Ci]
     const Shape& ws = ctx.input(1).shape;  // [Co, Ci, kh, kw]
     const Shape& y = ctx.output().shape;   // [B, Ho, Wo, Co]
@@ -47,7 +49,8 @@ class Conv2dInt8Kernel final : public Kernel {
               attrs.stride,
               attrs.padding,
               false,
-              mode == Int8Mode::kW8A8};
+              mode == Int8Mode::kW8A8,
+              mode == Int8Mode::kW8 && precision == FloatPrecision::kBF16};
     S8Weight w = load_s8_weight(ctx, 1);
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
     col_scale_ = std::move(w.scale);
@@ -56,7 +59,11 @@ class Conv2dInt8Kernel final : public Kernel {
     const memory::desc packed_s8 = shape_.s8 ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
     packed_ = shared_weight(
-        ctx, 1, shape_.s8 ? "s8 packed for w8a8" : "s8 twin for w8", packed_s8,
+        ctx, 1,
+        shape_.s8     ? "s8 packed for w8a8"
+        : shape_.bf16 ? "s8 twin for w8 bf16"
+                      : "s8 twin for w8",
+        packed_s8,
         [&] {
           const memory::desc stored({ws[0], ws[1], ws[2], ws[3]}, dt::s8, tag::oihw);
           return pack_weights(stored, w.q, packed_s8, ctx.node.name + " packed s8 weights");
@@ -92,6 +99,16 @@ class Conv2dInt8Kernel final : public Kernel {
                                   shape_.out_channels, nullptr, a[b], col_scale_->as<float>(), bias,
                                   sample);
       }
+    } else if (shape_.bf16) {
+      auto* wb = static_cast<uint16_t*>(int8_scratch(
+          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(uint16_t)));
+      widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
+      auto* xb = static_cast<uint16_t*>(int8_scratch(
+          ScratchSlot::kActivations, static_cast<size_t>(in_elems) * sizeof(uint16_t)));
+      round_to_bf16(x, xb, in_elems);
+      execute_packed(program_->pd, program_->primitive, xb, output.data, packed_desc_, wb, nullptr);
+      dequant_epilogue<float>(output.data, pixels, shape_.out_channels, nullptr, 1.0f,
+                              col_scale_->as<float>(), bias, epilogue);
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
@@ -121,7 +138,8 @@ class Conv2dInt8Kernel final : public Kernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
+std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
+                                              FloatPrecision precision) {
   // A 1x1, stride-1, unpadded convolution on NHWC data is a linear layer over channels,
   // [B·H·W, Ci] · [Co, Ci]ᵀ. Run as one, W8A8 gets a quantization scale per pixel rather
   // than per sample: these are SD's residual shortcuts and transformer proj_in/proj_out,
@@ -129,9 +147,10 @@ std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mod
   // UNet ~1.5e-2 of relative L2 error on the golden model (parity --keep conv_shortcut).
   const Shape& w = ctx.input(1).shape;
   const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
+  if (!conv_runs_bf16(w)) precision = FloatPrecision::kF32;  // as for float weights (conv.cpp)
   if (w.rank() == 4 && w[2] == 1 && w[3] == 1 && attrs.stride == 1 && attrs.padding == 0)
-    return make_linear_s8_kernel(ctx, mode);
-  return std::make_unique<Conv2dInt8Kernel>(ctx, mode);
+    return make_linear_s8_kernel(ctx, mode, precision);
+  return std::make_unique<Conv2dInt8Kernel>(ctx, mode, precision);
 }
 
 }  // namespace hyrt::backend::cpu

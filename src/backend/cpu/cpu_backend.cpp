@@ -173,13 +173,18 @@ class CpuMemory final : public DeviceMemory {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const CpuBackendOptions& options)
-      : int8_mode_(usable(options.int8_mode)), num_threads_(options.num_threads) {
+      : int8_mode_(usable(options.int8_mode)),
+        float_precision_(usable(options.float_precision)),
+        num_threads_(options.num_threads) {
     if (num_threads_ > 0) set_num_threads(num_threads_);
     // oneDNN keeps its own cache of every primitive created (1024 by default, process-wide,
     // never shrinking): hyrt's ProgramCache already keeps the programs it reuses, so oneDNN's
     // need only cover weight reorders made while preparing. Bounded, a process that visits
-    // many shapes does not grow without end. The user's ONEDNN_PRIMITIVE_CACHE_CAPACITY wins.
-    if (!std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")) dnnl::set_primitive_cache_capacity(64);
+    // many shapes does not grow without end, and what it keeps after a model is unloaded stays
+    // small: bf16 AMX primitives hold ~0.5 MiB of JIT code each, so 64 of them kept 32 MiB
+    // (tests/library's unload check), 16 keep 16 MiB. The user's ONEDNN_PRIMITIVE_CACHE_CAPACITY
+    // wins.
+    if (!std::getenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")) dnnl::set_primitive_cache_capacity(16);
   }
   // OpenMP's thread count is a per-thread setting: a run from another thread than the one
   // that made this backend must ask for this backend's count again.
@@ -194,6 +199,10 @@ class CpuBackend final : public Backend {
     return str_cat("oneDNN ", v->major, ".", v->minor, ".", v->patch, " (", runtime, ")");
   }
   void set_int8_mode(Int8Mode mode) override { int8_mode_ = usable(mode); }
+  void set_float_precision(FloatPrecision precision) override {
+    float_precision_ = usable(precision);
+  }
+  FloatPrecision float_precision() const override { return float_precision_; }
   bool copies_weights() const override { return true; }
   DeviceType device_type() const override { return DeviceType::kHost; }
 
@@ -259,11 +268,13 @@ class CpuBackend final : public Backend {
     const PrepareContext ctx{graph, node, weights, cache, weight_cache_};
     switch (node.op) {
       case ir::OpKind::kLinear:
-        if (ctx.input(1).dtype == DType::kS8) return make_linear_s8_kernel(ctx, int8_mode_);
-        return make_linear_kernel(ctx);
+        if (ctx.input(1).dtype == DType::kS8)
+          return make_linear_s8_kernel(ctx, int8_mode_, float_precision_);
+        return make_linear_kernel(ctx, float_precision_);
       case ir::OpKind::kConv2d:
-        if (ctx.input(1).dtype == DType::kS8) return make_conv2d_s8_kernel(ctx, int8_mode_);
-        return make_conv2d_kernel(ctx);
+        if (ctx.input(1).dtype == DType::kS8)
+          return make_conv2d_s8_kernel(ctx, int8_mode_, float_precision_);
+        return make_conv2d_kernel(ctx, float_precision_);
       case ir::OpKind::kAttention:
         return make_attention_kernel(ctx, bf16_attention(graph, node));
       case ir::OpKind::kGroupNorm:
@@ -302,30 +313,39 @@ class CpuBackend final : public Backend {
 
  private:
   // Attention in bf16 (attention.cpp) where it is within the precision the graph already
-  // runs at: W8A8 on a graph with 8-bit S weights (W8A8's own error vs f32, 4.2e-2 relative L2
-  // on the golden model, dwarfs bf16's ~3e-3), a CPU with bf16 dot products, and attention big
-  // enough to matter (Tq·Tk >= 256², not the text encoders' 77 tokens). Otherwise f32.
-  // $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere (a knob for measuring).
+  // runs at — under FloatPrecision::kBF16, or W8A8 on a graph with 8-bit S weights (W8A8's own
+  // error vs f32, 4.2e-2 relative L2 on the golden model, dwarfs bf16's ~3e-3) — on a CPU with
+  // bf16 dot products, for attention big enough to matter (Tq·Tk >= 256², not the text
+  // encoders' 77 tokens). Otherwise f32. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere (a knob
+  // for measuring).
   bool bf16_attention(const ir::Graph& graph, const ir::Node& node) const {
     static const bool forced_f32 = [] {
       const char* v = std::getenv("HYRT_CPU_ATTENTION");
       return v && std::string_view(v) == "f32";
     }();
-    if (forced_f32 || int8_mode_ != Int8Mode::kW8A8 || !cpu_has_bf16_dot_product()) return false;
+    if (forced_f32 || !cpu_has_bf16_dot_product()) return false;
     const Shape& q = graph.value(node.inputs[0]).shape;
     const Shape& k = graph.value(node.inputs[1]).shape;
     if (q.rank() != 3 || k.rank() != 3 || q[1] * k[1] < 256 * 256) return false;
+    if (float_precision_ == FloatPrecision::kBF16) return true;
+    if (int8_mode_ != Int8Mode::kW8A8) return false;
     for (const ir::Value& v : graph.values())
       if (v.kind == ir::ValueKind::kWeight && v.dtype == DType::kS8) return true;
     return false;
   }
 
-  // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere.
+  // W8A8 needs int8 dot products (VNNI or AMX); W8 runs anywhere. bf16 products need bf16
+  // dot-product instructions: oneDNN 2.6 emulates them elsewhere, slower than f32.
   static Int8Mode usable(Int8Mode mode) {
     return mode == Int8Mode::kW8A8 && !cpu_has_int8_dot_product() ? Int8Mode::kW8 : mode;
   }
+  static FloatPrecision usable(FloatPrecision precision) {
+    return precision == FloatPrecision::kBF16 && !cpu_has_bf16_dot_product() ? FloatPrecision::kF32
+                                                                             : precision;
+  }
 
   Int8Mode int8_mode_;
+  FloatPrecision float_precision_;
   int num_threads_ = 0;  // CpuBackendOptions::num_threads
   // Kernels' packed/converted weights, shared between them (and so between executables).
   // Outlives every kernel (a Backend outlives its kernels); kernels own the buffers anyway.

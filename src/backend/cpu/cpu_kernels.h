@@ -151,8 +151,9 @@ struct ConvShape {
   int64_t batch, height, width, in_channels, out_channels, kernel_h, kernel_w;
   int64_t out_height, out_width;
   int stride, padding;
-  bool bias;  // f32 bias fused into the primitive
-  bool s8;    // s8 source and weights, s32 destination (W8A8); else f32 throughout
+  bool bias;          // f32 bias fused into the primitive
+  bool s8;            // s8 source and weights, s32 destination (W8A8)
+  bool bf16 = false;  // bf16 source and weights, f32 destination; neither: f32 throughout
   std::string key() const;
 };
 std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& shape,
@@ -174,12 +175,24 @@ struct GemmEpilogueArgs {
 // pass of our own to fold the epilogue into.
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue);
 
-std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx);
-std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx);
+// kBF16: bf16 operands (packed bf16 weights, x rounded at each run), f32 accumulation and
+// result. Callers pass kBF16 only where cpu_has_bf16_dot_product().
+std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx, FloatPrecision precision);
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision);
+// Whether a linear x [..., k] · w [n, k]ᵀ / a convolution with weights w [Cout, Cin, kh, kw]
+// multiplies in bf16 under FloatPrecision::kBF16, float or W8 weights alike (the others stay f32
+// where bf16 does not pay for its rounding: gemm.cpp and conv.cpp say which and why).
+bool linear_runs_bf16(const Shape& x, int64_t n, int64_t k);
+bool conv_runs_bf16(const Shape& w);
+// y [n] = bf16(x [n]) (round to nearest even, core/half.h's f32_to_bf16), on the OpenMP team.
+void round_to_bf16(const float* x, uint16_t* y, int64_t n);
 // Weight input 1 stored s8 with per-row scales. Throw kInvalidModel (naming the weight)
 // when the scale is missing or not f32[rows], kUnsupported when oneDNN has only `ref`.
-std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
-std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode);
+// `precision` applies to kW8 (its widened weights and float activations); kW8A8 ignores it.
+std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
+                                              FloatPrecision precision);
+std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
+                                              FloatPrecision precision);
 // bf16: Q, K, V and the probabilities rounded to bf16 for the two products (f32 scores,
 // softmax and accumulation; attention.cpp). Only where the CPU has bf16 dot products.
 std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16);

@@ -16,6 +16,11 @@
 // preparing it without a reorder or a copy is what keeps a LoRA switch (hundreds of such nodes
 // prepared anew) short and its memory the adapters' own: on 2 cores the reorders and the fresh
 // f32 copies cost ~0.2 ms a node, most of a switch.
+//
+// bf16 (FloatPrecision::kBF16, where the CPU has bf16 dot products): the weights are packed as
+// bf16 (rounded once, at prepare) and x is rounded to bf16 into the kernel's workspace at each
+// run ([M, K] bf16), for a bf16 × bf16 -> f32 matmul (AMX or AVX-512 BF16) with the f32 bias.
+// A rank-sized weight stays f32 (small products; the LoRA path above is unchanged).
 #include <dnnl.hpp>
 
 #include <algorithm>
@@ -24,6 +29,7 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/onednn_compat.h"
 #include "core/half.h"
+#include "core/parallel.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -38,6 +44,8 @@ dt onednn_type(DType t) {
       return dt::s8;
     case DType::kS32:
       return dt::s32;
+    case DType::kBF16:
+      return dt::bf16;
     default:
       return dt::f32;
   }
@@ -47,7 +55,7 @@ constexpr int64_t kPlainWeightMaxSide = 64;
 
 class LinearKernel final : public Kernel {
  public:
-  explicit LinearKernel(const PrepareContext& ctx) {
+  LinearKernel(const PrepareContext& ctx, FloatPrecision precision) {
     const Shape& x = ctx.input(0).shape;
     const Shape& w = ctx.input(1).shape;  // [N, K]
     key_.n = w[0];
@@ -59,6 +67,11 @@ class LinearKernel final : public Kernel {
     epilogue_ = ctx.node.epilogue();
     key_.epilogue = has_bias ? static_cast<uint8_t>(Epilogue::kBias) : 0;
     const bool plain = std::min(key_.n, key_.k) <= kPlainWeightMaxSide;
+    bf16_ = precision == FloatPrecision::kBF16 && linear_runs_bf16(x, key_.n, key_.k);
+    if (bf16_) {
+      key_.a_type = key_.w_type = DType::kBF16;
+      workspace_bytes_ = static_cast<size_t>(key_.m * key_.k) * 2;
+    }
     program_ = matmul_program(ctx.cache, key_, ctx.node.name, plain);
 
     packed_desc_ = program_->pd.weights_desc();
@@ -72,7 +85,7 @@ class LinearKernel final : public Kernel {
         workspace_bytes_ = static_cast<size_t>(key_.n * key_.k) * sizeof(float);
     } else {
       packed_weights_ = shared_weight(
-          ctx, 1, "f32 packed", packed_desc_,
+          ctx, 1, bf16_ ? "bf16 packed" : "f32 packed", packed_desc_,
           [&] {
             // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
             const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
@@ -88,6 +101,11 @@ class LinearKernel final : public Kernel {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
     const void* w = packed_weights_ ? packed_weights_->data() : nullptr;
+    void* x = inputs[0].data;
+    if (bf16_) {
+      x = workspace();
+      round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(x), key_.m * key_.k);
+    }
     if (plain_dtype_) {
       HYRT_CHECK(inputs.size() > 1 && inputs[1].dtype == *plain_dtype_ &&
                      inputs[1].numel() == key_.n * key_.k && inputs[1].data != nullptr,
@@ -95,17 +113,12 @@ class LinearKernel final : public Kernel {
                  " [", key_.n, ", ", key_.k, "]");
       w = inputs[1].data;
       if (*plain_dtype_ != DType::kF32) {
-        if (!workspace_) {  // unbound (tests): scratch of its own, made once
-          if (own_workspace_.size() < workspace_bytes_)
-            own_workspace_ = AlignedBuffer(workspace_bytes_, "linear weight staging");
-          workspace_ = own_workspace_.data();
-        }
-        convert_to_f32(*plain_dtype_, inputs[1].data, static_cast<float*>(workspace_),
+        convert_to_f32(*plain_dtype_, inputs[1].data, static_cast<float*>(workspace()),
                        static_cast<size_t>(key_.n * key_.k));
         w = workspace_;
       }
     }
-    execute_packed(program_->pd, program_->primitive, inputs[0].data, output.data, packed_desc_, w,
+    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
                    bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
@@ -116,7 +129,7 @@ class LinearKernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
-  // A plain 16-bit weight widened per run (0 otherwise).
+  // A plain 16-bit weight widened per run, or bf16's rounded x (0 otherwise).
   size_t workspace_bytes() const override { return workspace_bytes_; }
   void bind_workspace(void* workspace) override {
     workspace_ = workspace;
@@ -124,7 +137,17 @@ class LinearKernel final : public Kernel {
   }
 
  private:
+  void* workspace() {
+    if (!workspace_) {  // unbound (tests): scratch of its own, made once
+      if (own_workspace_.size() < workspace_bytes_)
+        own_workspace_ = AlignedBuffer(workspace_bytes_, "linear workspace");
+      workspace_ = own_workspace_.data();
+    }
+    return workspace_;
+  }
+
   GemmKey key_;
+  bool bf16_ = false;  // bf16 operands (x rounded into the workspace at each run)
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
@@ -165,8 +188,25 @@ std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey
   });
 }
 
-std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx) {
-  return std::make_unique<LinearKernel>(ctx);
+// Staying f32 under bf16: a rank-sized weight (kPlainWeightMaxSide, read as stored), and x with
+// fewer than 16 rows per sample — weight-bandwidth bound (SD's time embedding: x [samples, K],
+// one row each), where bf16 would only add its rounding. Rows per sample, not rows: a sample
+// must compute the same numbers alone or batched with others (request batching).
+bool linear_runs_bf16(const Shape& x, int64_t n, int64_t k) {
+  constexpr int64_t kBf16MinRowsPerSample = 16;
+  const int64_t rows_per_sample = x.rank() <= 2 ? 1 : x.numel() / k / std::max<int64_t>(x[0], 1);
+  return rows_per_sample >= kBf16MinRowsPerSample && std::min(n, k) > kPlainWeightMaxSide;
+}
+
+std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx, FloatPrecision precision) {
+  return std::make_unique<LinearKernel>(ctx, precision);
+}
+
+void round_to_bf16(const float* x, uint16_t* y, int64_t n) {
+  // Memory-bound: split only where each thread gets enough to beat the fork.
+  parallel_for(n, 1 << 16, [&](int64_t begin, int64_t end) {
+    convert_from_f32(x + begin, DType::kBF16, y + begin, static_cast<size_t>(end - begin));
+  });
 }
 
 }  // namespace hyrt::backend::cpu

@@ -23,6 +23,9 @@
 //   y = acc · s[n] + bias[n] (exact: q is integer, so the GEMM sees q exactly).
 //   Resident: the packed s8 weights only. Scratch: one packed f32 layer (≈ 4·N·K bytes),
 //   reused across nodes.
+//   Under FloatPrecision::kBF16 the wide operand is bf16 instead (the twin of oneDNN's packed
+//   bf16 layout, widened exactly) and x is rounded to bf16 into scratch (M·K·2 bytes): a
+//   bf16 × bf16 -> f32 matmul, the epilogue as above. Scratch: ≈ 2·N·K bytes.
 //
 // Both modes keep their packed weights, scales and bias in the backend's WeightCache
 // (weight_cache.h), shared with every other node and executable that wants the same weight
@@ -49,26 +52,34 @@ using dt = memory::data_type;
 
 class LinearInt8Kernel final : public Kernel {
  public:
-  LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode) : w8a8_(mode == Int8Mode::kW8A8) {
+  LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode, FloatPrecision precision)
+      : w8a8_(mode == Int8Mode::kW8A8) {
     const Shape& x = ctx.input(0).shape;
     S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
     key_.n = w.rows;
     key_.k = w.cols;
     key_.m = x.numel() / key_.k;
-    key_.a_type = w8a8_ ? DType::kS8 : DType::kF32;
-    key_.w_type = w8a8_ ? DType::kS8 : DType::kF32;
+    bf16_ = mode == Int8Mode::kW8 && precision == FloatPrecision::kBF16 &&
+            linear_runs_bf16(x, key_.n, key_.k);
+    const DType wide = bf16_ ? DType::kBF16 : DType::kF32;
+    key_.a_type = w8a8_ ? DType::kS8 : wide;
+    key_.w_type = w8a8_ ? DType::kS8 : wide;
     key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
     key_.w_transposed = true;
-    // No bias in either mode (our epilogue adds it); W8 shares the f32 linear's program.
+    // No bias in either mode (our epilogue adds it); W8 shares the f32 (bf16) linear's program.
     program_ = matmul_program(ctx.cache, key_, ctx.node.name);
     col_scale_ = std::move(w.scale);
 
     packed_desc_ = program_->pd.weights_desc();
-    // W8A8: the s8 layout (with compensation) the matmul reads; W8: the f32 layout's twin.
+    // W8A8: the s8 layout (with compensation) the matmul reads; W8: the wide layout's twin.
     const memory::desc packed_s8 = w8a8_ ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
     packed_ = shared_weight(
-        ctx, 1, w8a8_ ? "s8 packed for w8a8" : "s8 twin for w8", packed_s8,
+        ctx, 1,
+        w8a8_   ? "s8 packed for w8a8"
+        : bf16_ ? "s8 twin for w8 bf16"
+                : "s8 twin for w8",
+        packed_s8,
         [&] {
           // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
           const memory::desc stored({key_.k, key_.n}, dt::s8, tag::ba);
@@ -95,6 +106,16 @@ class LinearInt8Kernel final : public Kernel {
                      packed_->data(), nullptr);
       dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
                                 col_scale_->as<float>(), bias, epilogue);
+    } else if (bf16_) {
+      auto* wb = static_cast<uint16_t*>(int8_scratch(
+          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(uint16_t)));
+      widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
+      auto* xb = static_cast<uint16_t*>(int8_scratch(
+          ScratchSlot::kActivations, static_cast<size_t>(key_.m * key_.k) * sizeof(uint16_t)));
+      round_to_bf16(x, xb, key_.m * key_.k);
+      execute_packed(program_->pd, program_->primitive, xb, output.data, packed_desc_, wb, nullptr);
+      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
+                              bias, epilogue);
     } else {
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
@@ -112,11 +133,12 @@ class LinearInt8Kernel final : public Kernel {
 
  private:
   bool w8a8_;
+  bool bf16_ = false;  // W8 on bf16 operands
   ir::GemmEpilogue epilogue_;
   GemmKey key_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
-  int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the f32 packed layout
+  int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the wide packed layout
   SharedBuffer packed_;          // W8A8: in packed_desc_; W8: in its s8 twin
   SharedBuffer col_scale_;       // f32 [N]
   SharedBuffer bias_;            // f32 [N] or null
@@ -215,11 +237,12 @@ class LinearInt8GemvKernel final : public Kernel {
 
 }  // namespace
 
-std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode) {
+std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
+                                              FloatPrecision precision) {
   const Shape& w = ctx.input(1).shape;
   const int64_t k = w.numel() / w[0];
   if (runs_as_gemv(ctx.input(0).shape, k)) return std::make_unique<LinearInt8GemvKernel>(ctx);
-  return std::make_unique<LinearInt8Kernel>(ctx, mode);
+  return std::make_unique<LinearInt8Kernel>(ctx, mode, precision);
 }
 
 }  // namespace hyrt::backend::cpu

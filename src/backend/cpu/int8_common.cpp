@@ -13,6 +13,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "core/half.h"
 #include "core/parallel.h"
 
 namespace hyrt::backend::cpu {
@@ -201,13 +202,36 @@ void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n) {
 // has the f32 layout's exact element order, padding included, with nothing after the
 // elements — so anything but a plain or blocked layout is refused. The layout is matched by
 // format tag (same_layout_as, onednn_compat.h): the same public calls on oneDNN 2 and 3.
-dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc) {
-  const dnnl::memory::desc twin = same_layout_as(f32_desc, dnnl::memory::data_type::s8);
-  HYRT_CHECK(!twin.is_zero() && twin.get_size() * sizeof(float) == f32_desc.get_size(),
-             kUnsupported,
-             "W8: oneDNN's packed f32 weight layout is not a plain blocked one (no format tag "
-             "describes it)");
+dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& wide_desc) {
+  const dnnl::memory::desc twin = same_layout_as(wide_desc, dnnl::memory::data_type::s8);
+#if DNNL_VERSION_MAJOR >= 3
+  const bool bf16 = wide_desc.get_data_type() == dnnl::memory::data_type::bf16;
+#else
+  const bool bf16 = wide_desc.data_type() == dnnl::memory::data_type::bf16;
+#endif
+  const size_t wide_size = bf16 ? 2 : 4;
+  HYRT_CHECK(!twin.is_zero() && twin.get_size() * wide_size == wide_desc.get_size(), kUnsupported,
+             "W8: oneDNN's packed ", bf16 ? "bf16" : "f32",
+             " weight layout is not a plain blocked one (no format tag describes it)");
   return twin;
+}
+
+void widen_s8_to_bf16(const int8_t* src, uint16_t* dst, int64_t n) {
+  // |q| <= 127 needs 7 significant bits: bf16 (8) holds it exactly, and the f32 of a small
+  // integer has its low 16 bits zero, so its top half is the bf16.
+  parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {
+    int64_t i = b;
+    for (; i + 8 <= e; i += 8) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(src + i));
+      const __m256i f = _mm256_castps_si256(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)));
+      const __m256i hi = _mm256_srli_epi32(f, 16);  // 8 × u16 in 32-bit lanes
+      const __m128i packed =
+          _mm_packus_epi32(_mm256_castsi256_si128(hi), _mm256_extracti128_si256(hi, 1));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), packed);
+    }
+    for (; i < e; ++i)
+      dst[i] = f32_to_bf16(static_cast<float>(src[i]));
+  });
 }
 
 }  // namespace hyrt::backend::cpu

@@ -53,13 +53,15 @@ void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_sca
 enum class ScratchSlot { kActivations, kRowScales, kWeights };
 void* int8_scratch(ScratchSlot slot, size_t bytes);
 
-// Run-time expansion for W8: dst[i] = float(src[i]) over a packed buffer (parallel).
+// Run-time expansion for W8: dst[i] = float(src[i]) over a packed buffer (parallel); the bf16
+// form (FloatPrecision::kBF16) is exact too (|q| <= 127 fits bf16's 8 significant bits).
 void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n);
+void widen_s8_to_bf16(const int8_t* src, uint16_t* dst, int64_t n);
 
-// A copy of `f32_desc` (a packed weights layout oneDNN chose for f32) describing the same
-// element order with s8 elements, so an s8 buffer in it widens elementwise into the f32
+// A copy of `wide_desc` (a packed weights layout oneDNN chose for f32 or bf16) describing the
+// same element order with s8 elements, so an s8 buffer in it widens elementwise into the wide
 // packed layout. Throws kUnsupported if the layout is not plain/blocked (no oneDNN format
 // tag describes it) or carries extra data (compensation).
-dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& f32_desc);
+dnnl::memory::desc s8_twin_of(const dnnl::memory::desc& wide_desc);
 
 }  // namespace hyrt::backend::cpu
