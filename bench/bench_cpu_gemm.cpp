@@ -54,9 +54,13 @@ Tensor filled(Shape shape, float value_step) {
   return t;
 }
 
-hyrt::backend::Backend& backend() {
-  static std::unique_ptr<hyrt::backend::Backend> b = hyrt::backend::make_cpu_backend();
-  return *b;
+// bf16: FloatPrecision::kBF16 (bf16 operands, f32 accumulation; f32 where the CPU lacks bf16
+// dot products).
+hyrt::backend::Backend& backend(bool bf16 = false) {
+  static std::unique_ptr<hyrt::backend::Backend> f32 = hyrt::backend::make_cpu_backend();
+  static std::unique_ptr<hyrt::backend::Backend> b16 =
+      hyrt::backend::make_cpu_backend({.float_precision = hyrt::backend::FloatPrecision::kBF16});
+  return bf16 ? *b16 : *f32;
 }
 
 // A one-node graph prepared through the Backend interface, with bound buffers.
@@ -68,6 +72,7 @@ struct PreparedNode {
   std::vector<TensorView> views;
   Tensor output;
   std::unique_ptr<hyrt::backend::Kernel> kernel;
+  bool bf16 = false;  // prepare on backend(true)
 
   ir::ValueId input(Shape shape) {
     activations.push_back(filled(shape, 0.01f));
@@ -82,7 +87,7 @@ struct PreparedNode {
     const ir::ValueId out = graph.add_node(op, inputs, std::move(attrs), "node");
     graph.mark_output(out);
     const ir::Node& n = graph.nodes().back();
-    kernel = backend().prepare(graph, n, weights, cache);
+    kernel = backend(bf16).prepare(graph, n, weights, cache);
     size_t next_activation = 0;
     for (ir::ValueId id : n.inputs) {
       const ir::Value& v = graph.value(id);
@@ -156,10 +161,12 @@ BENCHMARK(BM_Conv3x3)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// 8 heads of 40 (SD 1.5's first UNet level), batch 1, Tq queries over Tk keys.
+// 8 heads of 40 (SD 1.5's first UNet level), batch 1, Tq queries over Tk keys; bf16: under
+// FloatPrecision::kBF16.
 void BM_Attention(benchmark::State& state) {
   const int64_t tq = state.range(0), tk = state.range(1), heads = 8, d = 40;
   PreparedNode p;
+  p.bf16 = state.range(2) != 0;
   const ir::ValueId q = p.input({1, tq, heads * d});
   const ir::ValueId k = p.input({1, tk, heads * d});
   const ir::ValueId v = p.input({1, tk, heads * d});
@@ -170,9 +177,10 @@ void BM_Attention(benchmark::State& state) {
   report(state, 2.0 * tq * tk * heads * (d + d), cpu_start);
 }
 BENCHMARK(BM_Attention)
-    ->ArgNames({"Tq", "Tk"})
-    ->Args({4096, 4096})
-    ->Args({4096, 77})
+    ->ArgNames({"Tq", "Tk", "bf16"})
+    ->Args({4096, 4096, 0})
+    ->Args({4096, 77, 0})
+    ->Args({4096, 4096, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -188,14 +188,16 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
   __m512 vsum = _mm512_setzero_ps();
   int64_t j = 0;
   for (; j + 16 <= valid; j += 16) {
-    const __m512 e = exp_avx512(_mm512_fmadd_ps(_mm512_loadu_ps(scores + j), vscale, vneg_max));
+    const __m512 e = exp_nonpositive_for_bf16_avx512(
+        _mm512_fmadd_ps(_mm512_loadu_ps(scores + j), vscale, vneg_max));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(p16 + j), (__m256i)_mm512_cvtneps_pbh(e));
     vsum = _mm512_add_ps(vsum, e);
   }
   if (j < valid) {
     const __mmask16 m = static_cast<__mmask16>((1u << (valid - j)) - 1u);
-    const __m512 e = _mm512_maskz_mov_ps(
-        m, exp_avx512(_mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, scores + j), vscale, vneg_max)));
+    const __m512 e =
+        _mm512_maskz_mov_ps(m, exp_nonpositive_for_bf16_avx512(_mm512_fmadd_ps(
+                                   _mm512_maskz_loadu_ps(m, scores + j), vscale, vneg_max)));
     _mm256_mask_storeu_epi16(p16 + j, m, (__m256i)_mm512_cvtneps_pbh(e));
     vsum = _mm512_add_ps(vsum, e);
   }

@@ -80,6 +80,23 @@ __attribute__((target("avx512f"))) inline __m512 exp_avx512(__m512 x) {
   return _mm512_mask_mov_ps(y, overflow, _mm512_set1_ps(INFINITY));
 }
 
+// e^x for x <= 0 whose results are rounded to bf16 next (the bf16 attention's probabilities):
+// the same reduction with one ln 2 constant and a degree-3 minimax polynomial, relative error
+// about 1e-4 (bf16's half ulp is 2e-3), 8 vector operations where exp_avx512 takes 17. Inputs
+// below kExpLo give e^kExpLo (~1e-38), not 0; x > 0 is not handled.
+inline constexpr float kExpBf16Poly[] = {0.16517895460128784f, 0.5041295886039734f,
+                                         1.000195860862732f};
+__attribute__((target("avx512f"))) inline __m512 exp_nonpositive_for_bf16_avx512(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(kExpLo));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kExpLog2e)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExpBf16Poly[0]), r, _mm512_set1_ps(kExpBf16Poly[1]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpBf16Poly[2]));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  return _mm512_scalef_ps(p, n);
+}
+
 inline float exp_scalar(float x) {
   return std::exp(x);
 }
