@@ -209,16 +209,6 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
 #pragma GCC diagnostic pop
 #endif
 
-// AVX-512 for our own loops too where the CPU has it and oneDNN may use it (so that
-// DNNL_MAX_CPU_ISA=AVX2 also runs the AVX2 softmax: tests/CMakeLists.txt caps the ISA).
-bool cpu_has_avx512() {
-  static const bool has = __builtin_cpu_supports("avx512f") != 0 &&
-                          (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) &
-                           static_cast<unsigned>(dnnl_cpu_isa_avx512_core)) ==
-                              static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
-  return has;
-}
-
 class AttentionKernel final : public Kernel {
  public:
   AttentionKernel(const PrepareContext& ctx, bool bf16) : bf16_(bf16) {

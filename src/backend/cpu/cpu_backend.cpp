@@ -371,6 +371,15 @@ class CpuBackend final : public Backend {
 };
 
 }  // namespace
+
+bool cpu_has_avx512() {
+  static const bool has = __builtin_cpu_supports("avx512f") != 0 &&
+                          (static_cast<unsigned>(dnnl::get_effective_cpu_isa()) &
+                           static_cast<unsigned>(dnnl_cpu_isa_avx512_core)) ==
+                              static_cast<unsigned>(dnnl_cpu_isa_avx512_core);
+  return has;
+}
+
 }  // namespace cpu
 
 bool cpu_has_bf16_dot_product() {

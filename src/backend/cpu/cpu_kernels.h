@@ -92,6 +92,11 @@ class F32Inputs {
 dnnl::engine& dnnl_engine();
 dnnl::stream& dnnl_stream(int thread_slot = 0);
 
+// Whether hyrt's own loops may take their AVX-512 forms: the CPU has AVX-512 and oneDNN may use
+// it too, so DNNL_MAX_CPU_ISA=AVX2 also runs our AVX2 forms (tests/CMakeLists.txt caps the ISA
+// to test the lower paths).
+bool cpu_has_avx512();
+
 // Throws kUnsupported when oneDNN picked a reference implementation: those run about
 // 5000x slower (../shared/notes/onednn-2.6.md) and would silently ruin a run.
 void refuse_reference_impl(const std::string& impl_info, const std::string& what);

@@ -3,12 +3,16 @@
 // Group norm, x [B, P, C] (P = all positions between batch and channels), G groups of
 // C/G channels: statistics over P · C/G values per (b, g). In NHWC a group is a short
 // run of channels in every pixel, so instead of walking groups we stream pixels and keep
-// per-channel sums (Σx, Σx²) in double — threads take disjoint pixel ranges and merge —
-// and fold channels into groups at the end. In double, E[x²] − E[x]² loses nothing that
-// matters for activations (|mean| ≲ 10³·std), which keeps the 1e-5 golden tolerance. The
-// second pass applies y = x·a_c + b_c with a_c = γ_c·rstd_g, b_c = β_c − mean_g·a_c (and
-// SiLU when fused). Both passes read the whole input before any output is written for a
-// batch, so running in place (out == x) is correct.
+// per-channel sums (Σx, Σx²) — threads take disjoint pixel ranges and merge — and fold
+// channels into groups at the end. The sums are of x − k_c, k_c the channel's value at the
+// first pixel (a shift near the data, so the squares do not dwarf the variance), accumulated
+// in f32 over runs of kStatsRun pixels (vectorised; ~4e-6 relative error per run) and added
+// up in double, where E[x²] − E[x]² loses nothing that matters for activations (|mean| ≲
+// 10³·std): the 1e-5 golden tolerance holds. (Per element in double it took twice as long:
+// the VAE decoder's group norms were ~20 % of its time.) The second pass applies
+// y = x·a_c + b_c with a_c = γ_c·rstd_g, b_c = β_c − mean_g·a_c (and SiLU when fused), 16 at a
+// time where the CPU has AVX-512. Both passes read the whole input before any output is
+// written for a batch, so running in place (out == x) is correct.
 //
 // Layer norm, x [R, C]: one row per task, mean then Σ(x − mean)² in double, both over the
 // row before writing it (in-place safe).
@@ -23,9 +27,43 @@
 namespace hyrt::backend::cpu {
 namespace {
 
+constexpr int64_t kStatsRun = 64;
+
+#if defined(__GNUC__) && !defined(__clang__)  // GCC bug 105593, as in attention.cpp
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+// scale_shift_row's AVX-512 form: SiLU as t / (1 + e^-t) with exp_avx512 (inf for t < -88.7,
+// so y = t / inf = -0 as the scalar form gives).
+__attribute__((target("avx512f"))) void scale_shift_row_avx512(const float* x, const float* a,
+                                                               const float* b, float* y, int64_t c,
+                                                               bool silu) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  int64_t i = 0;
+  for (; i < c; i += 16) {
+    const __mmask16 m =
+        c - i >= 16 ? static_cast<__mmask16>(0xffff) : static_cast<__mmask16>((1u << (c - i)) - 1u);
+    const __m512 t =
+        _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, a + i),
+                        _mm512_maskz_loadu_ps(m, b + i));
+    __m512 v = t;
+    if (silu) {
+      const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), t));
+      v = _mm512_div_ps(t, _mm512_add_ps(one, e));
+    }
+    _mm512_mask_storeu_ps(y + i, m, v);
+  }
+}
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
+
 // y = x·a + b for one row of C channels, optionally followed by SiLU.
 void scale_shift_row(const float* x, const float* a, const float* b, float* y, int64_t c,
                      bool silu) {
+  static const bool avx512 = cpu_has_avx512();
+  if (avx512) return scale_shift_row_avx512(x, a, b, y, c, silu);
   int64_t i = 0;
   if (silu) {
     const __m256 one = _mm256_set1_ps(1.0f);
@@ -72,14 +110,24 @@ class GroupNormKernel final : public Kernel {
       float* yb = y + n * positions_ * c;
       std::fill(sum.begin(), sum.end(), 0.0);
       std::fill(sum_sq.begin(), sum_sq.end(), 0.0);
-      parallel_for(positions_, 64, [&](int64_t p0, int64_t p1) {
+      const float* shift = xb;  // k_c: the first pixel
+      parallel_for(positions_, kStatsRun, [&](int64_t p0, int64_t p1) {
         std::vector<double> s(c, 0.0), s2(c, 0.0);
-        for (int64_t p = p0; p < p1; ++p) {
-          const float* row = xb + p * c;
+        std::vector<float> r(c), r2(c);
+        for (int64_t run = p0; run < p1; run += kStatsRun) {
+          std::fill(r.begin(), r.end(), 0.0f);
+          std::fill(r2.begin(), r2.end(), 0.0f);
+          for (int64_t p = run; p < std::min(p1, run + kStatsRun); ++p) {
+            const float* row = xb + p * c;
+            for (int64_t i = 0; i < c; ++i) {
+              const float v = row[i] - shift[i];
+              r[i] += v;
+              r2[i] += v * v;
+            }
+          }
           for (int64_t i = 0; i < c; ++i) {
-            const double v = row[i];
-            s[i] += v;
-            s2[i] += v * v;
+            s[i] += r[i];
+            s2[i] += r2[i];
           }
         }
         std::lock_guard<std::mutex> lock(merge);
@@ -88,6 +136,13 @@ class GroupNormKernel final : public Kernel {
           sum_sq[i] += s2[i];
         }
       });
+      // Undo the shift per channel: Σx = S1 + P·k, Σx² = S2 + 2k·S1 + P·k².
+      const double pixels = static_cast<double>(positions_);
+      for (int64_t i = 0; i < c; ++i) {
+        const double k = shift[i];
+        sum_sq[i] += 2.0 * k * sum[i] + pixels * k * k;
+        sum[i] += pixels * k;
+      }
       const double count = static_cast<double>(positions_ * per_group);
       for (int64_t g = 0; g < groups_; ++g) {
         double gs = 0, gs2 = 0;
