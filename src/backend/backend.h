@@ -99,6 +99,19 @@ enum class FloatPrecision {
 // "f32" / "bf16".
 const char* float_precision_name(FloatPrecision precision);
 
+// Timestamps taken in a backend's queue, for profiling asynchronous kernels without waiting
+// for each one (Backend::make_timeline): mark() enqueues a timestamp after the work submitted
+// so far and returns its index; once the backend has been synchronized, elapsed_ms(a, b) is
+// the time between marks a and b as the device saw it. clear() forgets the marks (the
+// timestamps are reused). Not for use while the backend is capturing.
+class Timeline {
+ public:
+  virtual ~Timeline() = default;
+  virtual size_t mark() = 0;
+  virtual double elapsed_ms(size_t a, size_t b) = 0;
+  virtual void clear() = 0;
+};
+
 // Work recorded once and replayed as a unit (a CUDA graph): the kernels a backend enqueued
 // between Backend::begin_capture() and end_capture(), with the buffers bound then.
 class Replay {
@@ -172,6 +185,9 @@ class Backend {
     download_value(src, dst);
   }
   virtual std::unique_ptr<Fence> make_fence();
+  // Timestamps in this backend's queue (Timeline), or null where its kernels are synchronous
+  // (the host: a clock read around run() serves) or it has none.
+  virtual std::unique_ptr<Timeline> make_timeline() { return nullptr; }
   // The largest value copy (host-side bytes) this backend will be asked to make: a backend
   // that stages copies (CUDA converts f32 <-> f16 through a device buffer) allocates that
   // now, at prepare, rather than during the first run. May be called again with more.
