@@ -12,7 +12,7 @@
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
 #   txt2img), variants (the 1024² UNet step under GEMM options: autotuning, device residual
-#   fusion, staging budgets), fused (the fused W8A8 GEMM on and off, SDXL and SD 1.5), profile (the UNet's time per op kind at 1024², one sync per op), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
+#   fusion, staging budgets), fused (the fused W8A8 GEMM on and off, SDXL and SD 1.5), profile (the UNet's time per op kind by CUDA events, fused W8A8 off and on: SD 1.5 512² and 1024², SDXL 1024² with `file`), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -166,18 +166,41 @@ if [[ $what == *variants* ]]; then
   run_variant autotune_residual
 fi
 if [[ $what == *profile* ]]; then
-  # Per op kind at 1024² (one sync per op: attribution, not speed).
-  timeout 200 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet --placement device \
-    -W 1024 -H 1024 --runs 3 --profile --json "$out/sdxl_unet_profile_h200.json" >/dev/null \
-    2>"$logs/profile.err"
-  echo "profile rc=$?"
-  python3 - "$out/sdxl_unet_profile_h200.json" <<'PY'
-import json, sys
-j = json.load(open(sys.argv[1]))
-for row in j.get("op_profile_all_runs", {}).values():
-    ops = sorted(row.items(), key=lambda kv: -kv[1]["total_ms"]) if isinstance(row, dict) else []
-    total = sum(v["total_ms"] for _, v in ops) or 1
-    print(" ".join(f"{k} {100 * v['total_ms'] / total:.0f}%" for k, v in ops[:8]))
+  # Per op kind, timed by CUDA events in the stream (no sync per op), before and after the fused
+  # W8A8 GEMM ($HYRT_CUDA_FUSED_S8=0 / 1): SD 1.5 at 512² and 1024², and SDXL at 1024² when
+  # `file` made its int8 file. One JSON with every case: $out/unet_profile_events_h200.json.
+  [[ -n "${file_job:-}" ]] && wait "$file_job"
+  cases=("sd15 512 random:sd15 --int8" "sd15 1024 random:sd15 --int8")
+  [[ -f /tmp/sdxl-int8.safetensors ]] && cases+=("sdxl 1024 /tmp/sdxl-int8.safetensors")
+  for c in "${cases[@]}"; do
+    read -r fam size model extra <<<"$c"
+    for f in 0 1; do
+      HYRT_CUDA_FUSED_S8=$f timeout 200 $hyrt bench -m "$model" $extra --only unet \
+        --placement device -W "$size" -H "$size" --runs 5 --warmup 2 --profile \
+        --json "$logs/profile_${fam}_${size}_f$f.json" >/dev/null 2>"$logs/profile_${fam}_${size}_f$f.err" ||
+        tail -n 3 "$logs/profile_${fam}_${size}_f$f.err"
+    done
+  done
+  python3 - "$logs" "$out/unet_profile_events_h200.json" <<'PY'
+import glob, json, os, sys
+logs, dest = sys.argv[1:3]
+out = {}
+for path in sorted(glob.glob(f"{logs}/profile_*_f[01].json")):
+    name = os.path.basename(path)[len("profile_"):-len(".json")]
+    j = json.load(open(path))
+    runs = j["config"]["runs"] + j["config"]["warmup"]
+    ops = {}
+    for row in j.get("op_profile_all_runs", {}).values():
+        for k, v in row.items():
+            ops[k] = ops.get(k, 0) + v["total_ms"] / runs
+    step = j["stages"]["unet_step"]["median_ms"]
+    out[name] = {"step_median_ms_profiled": step, "op_ms_per_run": ops,
+                 "sum_of_ops_ms": sum(ops.values()), "method": j.get("op_profile_method"),
+                 "machine": j["machine"], "config": j["config"]}
+    top = sorted(ops.items(), key=lambda kv: -kv[1])[:7]
+    print(f"{name}: step {step:.2f} ms, ops {sum(ops.values()):.2f} ms: " +
+          ", ".join(f"{k} {v:.2f}" for k, v in top))
+json.dump(out, open(dest, "w"), indent=2)
 PY
 fi
 if [[ $what == *generate* ]]; then

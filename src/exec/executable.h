@@ -62,7 +62,10 @@ class SharedScratch {
 };
 
 struct ExecOptions {
-  bool profile = false;  // time each node (adds a clock read per node)
+  // Time each node: host kernels by a clock read around each, kernels of a backend with a
+  // Timeline (CUDA) by timestamps in its queue, read at the end of the run — no wait per node,
+  // so the device runs as it would unprofiled, less CUDA-graph replay.
+  bool profile = false;
   plan::MemoryPlanOptions memory;
   // Where each backend's arena lives, by backend index: null (or absent) = the executable
   // allocates its own; otherwise this shared buffer (which must outlive the executable,
@@ -175,6 +178,14 @@ class Executable {
   int runs_ = 0;
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
+  // Profiling: per backend, its timestamps (null: time by the clock), and this run's marks.
+  std::vector<std::unique_ptr<backend::Timeline>> timelines_;
+  struct Mark {
+    int op;
+    int backend;
+    size_t begin, end;
+  };
+  std::vector<Mark> marks_;
   double prepare_ms_ = 0;
   std::vector<double> prepare_op_ms_;
   std::vector<int> prepare_op_count_;

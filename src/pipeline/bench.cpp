@@ -338,6 +338,10 @@ static nlohmann::json run_single(const BenchOptions& o) {
       prof[exe] = e;
     }
     out["op_profile_all_runs"] = prof;
+    out["op_profile_method"] =
+        "host ops: a clock read around each (synchronous kernels); device ops: timestamps in the "
+        "device's queue around each (CUDA events), read after the run: no wait per op, no "
+        "CUDA-graph replay while profiling";
   }
   if (backend::Backend* a = engine.accelerator())
     out["accelerator_memory"] = {{"scratch_bytes", a->scratch_bytes()},

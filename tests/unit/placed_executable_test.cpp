@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <random>
 
 #include "backend/cpu/cpu_backend.h"
@@ -127,7 +128,10 @@ class FakeDevice final : public backend::Backend {
     for (; ran < until; ++ran)
       queue[ran]();
   }
-  void synchronize() override { run_queue(queue.size()); }
+  void synchronize() override {
+    ++syncs;
+    run_queue(queue.size());
+  }
   void upload_value_async(const TensorView& src, const TensorView& dst) override {
     if (!lazy) return upload_value(src, dst);
     queue.push_back([this, src, dst] { copy_up(src, dst); });
@@ -182,7 +186,44 @@ class FakeDevice final : public backend::Backend {
   bool capturing = false;
   std::vector<std::function<void()>> recorded;
   int uploads = 0, downloads = 0;
+
+  // Timestamps (Backend::make_timeline) on a fake clock: each kernel the device runs advances
+  // it by `node id + 1` ms, so a node's true time is known; marks are queue entries too.
+  bool timeline = false;
+  double clock_ms = 0;
+  int syncs = 0;
+  std::unique_ptr<backend::Timeline> make_timeline() override;
 };
+
+class FakeTimeline final : public backend::Timeline {
+ public:
+  explicit FakeTimeline(FakeDevice& dev) : dev_(dev) {}
+  size_t mark() override {
+    const size_t i = stamps_.size();
+    stamps_.push_back(-1);
+    auto stamp = [this, i] { stamps_[i] = dev_.clock_ms; };
+    if (dev_.lazy)
+      dev_.queue.push_back(stamp);
+    else
+      stamp();
+    return i;
+  }
+  double elapsed_ms(size_t a, size_t b) override {
+    EXPECT_GE(stamps_.at(a), 0) << "read before the device reached the mark";
+    EXPECT_GE(stamps_.at(b), 0) << "read before the device reached the mark";
+    return stamps_.at(b) - stamps_.at(a);
+  }
+  void clear() override { stamps_.clear(); }
+
+ private:
+  FakeDevice& dev_;
+  std::vector<double> stamps_;
+};
+
+std::unique_ptr<backend::Timeline> FakeDevice::make_timeline() {
+  if (!timeline) return nullptr;
+  return std::make_unique<FakeTimeline>(*this);
+}
 
 void FakeFence::wait() {
   dev_.run_queue(ticket);
@@ -238,6 +279,7 @@ void FakeKernel::compute(std::vector<TensorView> in, TensorView out, void* works
   std::memset(workspace, 0xff, workspace_bytes());
   convert_from_f32(y.data(), DType::kF16, workspace, n);
   std::memcpy(out.data, workspace, n * 2);
+  dev_.clock_ms += static_cast<double>(node_.id + 1);
 }
 
 // Chains of silu/scale/add/reshape (the fake device runs them) mixed with gelu and concat
@@ -377,6 +419,54 @@ TEST_P(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
     EXPECT_GT(reordered, 0) << "the overlap schedule never changed an order";
     EXPECT_GT(dev.host_allocations, 0) << "host arenas were not taken from allocate_host";
   }
+}
+
+// Profiling a device with timestamps (Backend::make_timeline): the device's nodes are timed by
+// marks in its queue, read after the run — the executor never waits per node (one synchronize
+// per run), and each op kind's time is exactly what the device spent (the fake clock); the
+// results are those of an unprofiled run.
+TEST(PlacedExecutable, ProfilesDeviceNodesByQueueTimestamps) {
+  backend::CpuBackendOptions co;
+  co.num_threads = 1;
+  auto cpu = backend::make_cpu_backend(co);
+  FakeDevice dev;
+  dev.lazy = true;
+  dev.timeline = true;
+  backend::Backend* const backends[] = {cpu.get(), &dev};
+  const backend::Backend* const const_backends[] = {cpu.get(), &dev};
+  weights::MemoryWeights no_weights;
+  backend::ProgramCache cache;
+  auto g = random_graph(7, 24);
+  auto host = exec::Executable::create(g, *cpu, no_weights, cache);
+  const auto want = run_once(*host, 7);
+  plan::PlacementOptions po;
+  po.mode = plan::PlacementMode::kDevice;
+  plan::Placement p = plan::place(*g, plan::default_order(*g), const_backends, po);
+  std::map<int, double> expected;  // op kind -> ms per run, from the fake clock
+  for (size_t s = 0; s < p.order.size(); ++s) {
+    const Node& n = g->node(p.order[s]);
+    if (p.backend_of[n.id] == 1 && n.op != OpKind::kReshape)
+      expected[static_cast<int>(n.op)] += static_cast<double>(n.id + 1);
+  }
+  ASSERT_FALSE(expected.empty());
+  exec::ExecOptions eo;
+  eo.profile = true;
+  auto e = exec::Executable::create(g, backends, std::move(p), no_weights, cache, eo);
+  constexpr int kRuns = 3;
+  for (int run = 0; run < kRuns; ++run) {
+    const int syncs = dev.syncs;
+    ASSERT_LT(max_rel_l2(run_once(*e, 7), want), 5e-3);
+    EXPECT_LE(dev.syncs - syncs, 3) << "the executor waited on the device per node";
+  }
+  for (const exec::OpProfile& op : e->profile()) {
+    for (int k = 0; k < ir::kNumOpKinds; ++k)
+      if (op.op == ir::op_name(static_cast<OpKind>(k)) && expected.count(k)) {
+        // (host nodes of the same kind add their clock-read microseconds)
+        EXPECT_NEAR(op.total_ms, kRuns * expected[k], 0.5) << op.op;
+        expected.erase(k);
+      }
+  }
+  EXPECT_TRUE(expected.empty()) << "a device op kind is missing from the profile";
 }
 
 // Per-backend plans: a value copied to the device lives there only from the copy on, in

@@ -79,6 +79,38 @@ class CudaFence final : public Fence {
   bool recorded_ = false;
 };
 
+// Timestamps on the backend's stream (Backend::make_timeline): one timing event per mark,
+// created on first use and reused after clear().
+class CudaTimeline final : public Timeline {
+ public:
+  explicit CudaTimeline(cudaStream_t stream) : stream_(stream) {}
+  ~CudaTimeline() override {
+    for (cudaEvent_t e : events_)
+      cudaEventDestroy(e);
+  }
+  size_t mark() override {
+    if (used_ == events_.size()) {
+      cudaEvent_t e = nullptr;
+      HYRT_CUDA_CHECK(cudaEventCreate(&e));
+      events_.push_back(e);
+    }
+    HYRT_CUDA_CHECK(cudaEventRecord(events_[used_], stream_));
+    return used_++;
+  }
+  double elapsed_ms(size_t a, size_t b) override {
+    HYRT_CHECK(a < used_ && b < used_, kInvalidArgument, "timeline: no mark ", std::max(a, b));
+    float ms = 0;
+    HYRT_CUDA_CHECK(cudaEventElapsedTime(&ms, events_[a], events_[b]));
+    return ms;
+  }
+  void clear() override { used_ = 0; }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<cudaEvent_t> events_;
+  size_t used_ = 0;  // marks recorded since the last clear()
+};
+
 // A CUDA graph recorded from the backend's stream (Backend::begin_capture/end_capture).
 class CudaReplay final : public Replay {
  public:
@@ -235,6 +267,11 @@ class CudaBackendImpl final : public CudaBackend {
   std::unique_ptr<Fence> make_fence() override {
     ctx_.make_current();
     return std::make_unique<CudaFence>();
+  }
+
+  std::unique_ptr<Timeline> make_timeline() override {
+    ctx_.make_current();
+    return std::make_unique<CudaTimeline>(ctx_.stream());
   }
 
   std::unique_ptr<DeviceMemory> allocate_host(size_t bytes, std::string_view what) override {
