@@ -28,11 +28,8 @@ struct LinearParams {
   bool bias;
 };
 
-class LinearTest : public ::testing::TestWithParam<LinearParams> {};
-
-TEST_P(LinearTest, MatchesReference) {
-  const LinearParams& p = GetParam();
-  OpCase c;
+// Builds the linear node of `p` in `c` (random x, weights and bias); returns the reference.
+std::vector<double> build_linear(OpCase& c, const LinearParams& p) {
   const int64_t k = p.x.dim(-1);
   const ir::ValueId x = c.input(p.x, 1);
   const ir::ValueId w = c.weight({p.n, k}, p.w_type, 2, 0.2f);
@@ -40,8 +37,15 @@ TEST_P(LinearTest, MatchesReference) {
   if (p.bias) ins.push_back(c.weight({p.n}, p.w_type, 3));
   c.node(OpKind::kLinear, ins);
   const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
-  const auto want =
-      linear_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr, p.x.numel() / k, p.n, k);
+  return linear_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr, p.x.numel() / k, p.n,
+                          k);
+}
+
+class LinearTest : public ::testing::TestWithParam<LinearParams> {};
+
+TEST_P(LinearTest, MatchesReference) {
+  OpCase c;
+  const auto want = build_linear(c, GetParam());
   EXPECT_OP_CLOSE("linear", c.run(), want);
 }
 
@@ -127,20 +131,14 @@ TEST(LinearBf16, WithinBf16OfTheReference) {
   const LinearParams cases[] = {
       {{2, 77, 768}, 320, DType::kF16, true},    {{1, 300, 96}, 72, DType::kF32, false},
       {{2, 40, 1280}, 1280, DType::kBF16, true}, {{2, 64, 320}, 1280, DType::kF16, true},
-      {{2, 1280}, 1280, DType::kF16, true},      // 2 rows: f32
+      {{2, 1280}, 1280, DType::kF16, true},      // [samples, K]: f32
+      {{8, 8, 1280}, 1280, DType::kF16, true},   // 8 rows per sample: f32
       {{2, 64, 1280}, 32, DType::kF16, false}};  // rank-sized: f32
   for (const LinearParams& p : cases) {
     SCOPED_TRACE(str_cat(p.x.to_string(), " n=", p.n, " ", dtype_name(p.w_type)));
     OpCase c;
     const int64_t k = p.x.dim(-1);
-    const ir::ValueId x = c.input(p.x, 1);
-    const ir::ValueId w = c.weight({p.n, k}, p.w_type, 2, 0.2f);
-    std::vector<ir::ValueId> ins{x, w};
-    if (p.bias) ins.push_back(c.weight({p.n}, p.w_type, 3));
-    c.node(OpKind::kLinear, ins);
-    const auto bias = p.bias ? c.values(ins[2]) : std::vector<float>{};
-    const auto want = linear_reference(c.values(x), c.values(w), p.bias ? &bias : nullptr,
-                                       p.x.numel() / k, p.n, k);
+    const auto want = build_linear(c, p);
     const std::vector<float> f32 = c.run();
     EXPECT_OP_CLOSE("linear", f32, want);
     const bool bf16 = p.x.rank() > 2 && p.x.numel() / k / p.x[0] >= 16 && std::min(p.n, k) > 64;
