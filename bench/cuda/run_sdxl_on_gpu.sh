@@ -188,11 +188,10 @@ out = {}
 for path in sorted(glob.glob(f"{logs}/profile_*_f[01].json")):
     name = os.path.basename(path)[len("profile_"):-len(".json")]
     j = json.load(open(path))
-    runs = j["config"]["runs"] + j["config"]["warmup"]
     ops = {}
-    for row in j.get("op_profile_all_runs", {}).values():
+    for row in j.get("op_profile_per_timed_run", {}).values():
         for k, v in row.items():
-            ops[k] = ops.get(k, 0) + v["total_ms"] / runs
+            ops[k] = ops.get(k, 0) + v["ms"]
     step = j["stages"]["unet_step"]["median_ms"]
     out[name] = {"step_median_ms_profiled": step, "op_ms_per_run": ops,
                  "sum_of_ops_ms": sum(ops.values()), "method": j.get("op_profile_method"),

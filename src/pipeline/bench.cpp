@@ -33,18 +33,22 @@ nlohmann::json stats(std::vector<double> ms) {
 
 // Times fn() `warmup` + `runs` times; the first call's time is reported separately (it
 // includes building and preparing the executable for this shape).
-nlohmann::json time_stage(int warmup, int runs, const std::function<void()>& fn) {
+// `timed` (optional) is called with true before the timed runs and false after them.
+nlohmann::json time_stage(int warmup, int runs, const std::function<void()>& fn,
+                          const std::function<void(bool)>& timed = nullptr) {
   auto t0 = Clock::now();
   fn();
   const double first = ms_since(t0);
   for (int i = 1; i < warmup; ++i)
     fn();
+  if (timed) timed(true);
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
     t0 = Clock::now();
     fn();
     ms.push_back(ms_since(t0));
   }
+  if (timed) timed(false);
   nlohmann::json j = stats(ms);
   j["first_call_ms"] = first;
   return j;
@@ -248,6 +252,32 @@ static nlohmann::json run_single(const BenchOptions& o) {
   const auto& uc = model->unet_config();
   const auto& tc = model->text_config();
   nlohmann::json stages;
+  // --profile: each executable's op times over a stage's timed runs only, per run (the
+  // warm-up's first call also times one-time work: first launches, lazily made programs).
+  nlohmann::json per_run_profile = nlohmann::json::object();
+  std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> before_timed;
+  auto profile_window = [&](bool starting) {
+    if (!o.profile) return;
+    if (starting) {
+      before_timed = model->op_profiles();
+      return;
+    }
+    for (const auto& [exe, ops] : model->op_profiles())
+      for (const exec::OpProfile& op : ops) {
+        int calls = op.count;
+        double ms = op.total_ms;
+        for (const auto& [exe0, ops0] : before_timed)
+          if (exe0 == exe)
+            for (const exec::OpProfile& op0 : ops0)
+              if (op0.op == op.op) {
+                calls -= op0.count;
+                ms -= op0.total_ms;
+              }
+        if (calls > 0)
+          per_run_profile[exe][op.op] = {{"calls", static_cast<double>(calls) / o.runs},
+                                         {"ms", ms / o.runs}};
+      }
+  };
 
   if (o.text_encoder) {
     std::vector<int32_t> ids(static_cast<size_t>(o.unet_batch) * tc.max_position_embeddings,
@@ -255,10 +285,13 @@ static nlohmann::json run_single(const BenchOptions& o) {
     for (int b = 0; b < o.unet_batch; ++b)
       ids[static_cast<size_t>(b) * tc.max_position_embeddings] = tc.bos_token_id;
     // Every text encoder the model has (SDXL: both, and the second's pooled projection).
-    stages["text_encoder"] = time_stage(o.warmup, o.runs, [&] {
-      for (int e = 0; e < model->num_text_encoders(); ++e)
-        model->encode_tokens(e, ids, o.unet_batch);
-    });
+    stages["text_encoder"] = time_stage(
+        o.warmup, o.runs,
+        [&] {
+          for (int e = 0; e < model->num_text_encoders(); ++e)
+            model->encode_tokens(e, ids, o.unet_batch);
+        },
+        profile_window);
   }
   if (o.unet) {
     const Tensor x = random_tensor({o.unet_batch, lh, lw, uc.in_channels}, 1);
@@ -278,8 +311,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
       cond.time_ids = time_ids;
     }
     if (!o.resize || o.sizes.empty())
-      stages["unet_step"] =
-          time_stage(o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); });
+      stages["unet_step"] = time_stage(
+          o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); }, profile_window);
     if (o.lora_rank > 0)
       stages["unet_step_lora"] = bench_lora(
           *model, o, [&] { model->predict_noise(x.view(), t, cond); }, stages["unet_step"]);
@@ -308,8 +341,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
   }
   if (o.vae) {
     const Tensor z = random_tensor({1, lh, lw, model->vae_config().latent_channels}, 3);
-    stages["vae_decode"] =
-        time_stage(o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); });
+    stages["vae_decode"] = time_stage(
+        o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); }, profile_window);
   }
   out["stages"] = stages;
   nlohmann::json arenas = nlohmann::json::array();
@@ -338,6 +371,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       prof[exe] = e;
     }
     out["op_profile_all_runs"] = prof;
+    out["op_profile_per_timed_run"] = per_run_profile;
     out["op_profile_method"] =
         "host ops: a clock read around each (synchronous kernels); device ops: timestamps in the "
         "device's queue around each (CUDA events), read after the run: no wait per op, no "

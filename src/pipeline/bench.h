@@ -27,7 +27,10 @@ struct BenchOptions {
   bool text_encoder = true;
   bool unet = true;
   bool vae = true;
-  bool profile = false;  // per-op-kind time of one extra UNet run
+  // Per-op-kind times: "op_profile_all_runs" (every run, the warm-up's included) and
+  // "op_profile_per_timed_run" (the timed runs of the text encoder, UNet and VAE stages only,
+  // per run). Device steps are not replayed as CUDA graphs while profiling.
+  bool profile = false;
   int threads = 0;
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
   // How the host multiplies float operands (exec::EngineOptions::float_precision).
