@@ -8,10 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/cpu_backend.h"
 #include "pipeline/image_io.h"
 #include "test_util.h"
 
@@ -70,6 +73,34 @@ TEST_F(CliTest, GenerateWritesAPngWithItsParameters) {
                 .exit_code,
             0);
   EXPECT_EQ(hyrt::pipeline::read_png(again).image.pixels, png.image.pixels);
+}
+
+// --precision picks the host's arithmetic: bf16 (where the CPU multiplies bf16) draws nearly
+// the f32 picture but not bit for bit, -v says which ran, and an unknown name is refused.
+TEST_F(CliTest, PrecisionPicksTheArithmetic) {
+  REQUIRE_GOLDEN(golden);
+  const std::string base = "generate -v -m " + (golden / "model").string() +
+                           " -p \"a red circle\" -s 3 --steps 4 --placement host";
+  std::map<std::string, std::vector<uint8_t>> pixels;
+  for (const char* precision : {"f32", "bf16"}) {
+    const fs::path out = tmp_ / (std::string(precision) + ".png");
+    const RunResult r = run_hyrt(base + " --precision " + precision + " -o " + out.string());
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    const bool bf16 = std::string(precision) == "bf16" && hyrt::backend::cpu_has_bf16_dot_product();
+    EXPECT_TRUE(contains(r.output, std::string("host products ") + (bf16 ? "bf16" : "f32")))
+        << r.output;
+    pixels[precision] = hyrt::pipeline::read_png(out).image.pixels;
+  }
+  ASSERT_EQ(pixels["f32"].size(), pixels["bf16"].size());
+  double diff = 0;
+  for (size_t i = 0; i < pixels["f32"].size(); ++i)
+    diff += std::abs(int{pixels["f32"][i]} - int{pixels["bf16"][i]});
+  diff /= static_cast<double>(pixels["f32"].size());
+  EXPECT_LT(diff, 3.0) << "bf16 drew another picture (mean |difference| " << diff << " levels)";
+  if (hyrt::backend::cpu_has_bf16_dot_product()) EXPECT_GT(diff, 0.0) << "bf16 did not run";
+  const RunResult bad = run_hyrt(base + " --precision fp64 -o " + (tmp_ / "bad.png").string());
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_TRUE(contains(bad.output, "--precision")) << bad.output;
 }
 
 TEST_F(CliTest, GenerateVerboseReportsArenasAndPeakRss) {

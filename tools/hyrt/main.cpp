@@ -44,7 +44,7 @@ CLI::Option* add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
                    "(float activations, most accurate); w8a8-all = the VAE decoder W8A8 too "
                    "(fastest decode, visible noise on flat areas)")
       ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
-      ->default_str("w8a8 (f32, bf16: w8)");
+      ->default_str("w8a8; w8 under --precision f32 or bf16");
 }
 
 void add_precision_option(CLI::App* command, std::string* precision) {
