@@ -116,5 +116,23 @@ TEST(LayerNorm, MatchesReferenceOutOfPlaceAndInPlace) {
                   layer_norm_reference(c.values(x), c.values(gamma), c.values(beta), 768, 1e-5));
 }
 
+// Rows whose mean is 50 standard deviations (norm.cpp sums f32 lanes shifted by the row's first
+// value), at SD's width 320 and a width that leaves a tail after the 16 lanes.
+TEST(LayerNorm, LargeMeanRows) {
+  for (int64_t width : {320, 77}) {
+    OpCase c;
+    Tensor xt = random_tensor({64, width}, 7);
+    for (int64_t i = 0; i < xt.numel(); ++i)
+      xt.as<float>()[i] += 50.0f;
+    const ir::ValueId x = c.input_tensor(std::move(xt));
+    const ir::ValueId gamma = c.weight({width}, DType::kF32, 8);
+    const ir::ValueId beta = c.weight({width}, DType::kF32, 9);
+    c.node(OpKind::kLayerNorm, {x, gamma, beta}, ir::NormAttrs{1, 1e-5f, false});
+    EXPECT_OP_CLOSE(
+        "layer_norm", c.run(),
+        layer_norm_reference(c.values(x), c.values(gamma), c.values(beta), width, 1e-5));
+  }
+}
+
 }  // namespace
 }  // namespace hyrt::test
