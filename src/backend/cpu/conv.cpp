@@ -33,7 +33,9 @@ class Conv2dKernel final : public Kernel {
               y[2],          attrs.stride,
               attrs.padding, ctx.node.gemm_bias() != ir::kNone,
               false,         precision == FloatPrecision::kBF16 && conv_runs_bf16(w)};
-    if (shape_.bf16) workspace_bytes_ = static_cast<size_t>(ctx.input(0).shape.numel()) * 2;
+    if (shape_.bf16)
+      workspace_ = KernelWorkspace(static_cast<size_t>(ctx.input(0).shape.numel()) * 2,
+                                   "conv2d bf16 source");
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
     packed_desc_ = program_->pd.weights_desc();
@@ -52,13 +54,8 @@ class Conv2dKernel final : public Kernel {
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     void* x = inputs[0].data;
     if (shape_.bf16) {
-      if (!workspace_) {  // unbound (tests): scratch of its own, made once
-        own_workspace_ = AlignedBuffer(workspace_bytes_, "conv2d bf16 source");
-        workspace_ = own_workspace_.data();
-      }
-      round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(workspace_),
-                    inputs[0].numel());
-      x = workspace_;
+      x = workspace_.get();
+      round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(x), inputs[0].numel());
     }
     execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_,
                    packed_weights_->data(), bias_ ? bias_->as<float>() : nullptr);
@@ -72,17 +69,12 @@ class Conv2dKernel final : public Kernel {
   size_t held_bytes() const override { return held_bytes_; }
 
   // bf16: the source rounded at each run.
-  size_t workspace_bytes() const override { return workspace_bytes_; }
-  void bind_workspace(void* workspace) override {
-    workspace_ = workspace;
-    if (workspace) own_workspace_ = AlignedBuffer();
-  }
+  size_t workspace_bytes() const override { return workspace_.bytes(); }
+  void bind_workspace(void* workspace) override { workspace_.bind(workspace); }
 
  private:
   ConvShape shape_{};
-  size_t workspace_bytes_ = 0;
-  void* workspace_ = nullptr;    // bound (the arena) or own_workspace_
-  AlignedBuffer own_workspace_;  // without a bound workspace
+  KernelWorkspace workspace_{0, ""};  // bf16: the source [B, H, W, Cin]
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;

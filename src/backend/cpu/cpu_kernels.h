@@ -118,6 +118,29 @@ void execute_packed(const PrimitiveDesc& pd, const Primitive& primitive, void* s
   dnnl_stream().wait();
 }
 
+// A kernel's Kernel::workspace_bytes() scratch: the buffer the executor binds (its arena), or,
+// when nothing is bound (tests, benchmarks), one of its own made on first use.
+class KernelWorkspace {
+ public:
+  KernelWorkspace(size_t bytes, std::string what) : bytes_(bytes), what_(std::move(what)) {}
+  size_t bytes() const { return bytes_; }
+  void bind(void* workspace) {
+    bound_ = workspace;
+    if (workspace) own_ = AlignedBuffer();
+  }
+  void* get() {
+    if (bound_) return bound_;
+    if (own_.size() < bytes_) own_ = AlignedBuffer(bytes_, what_);
+    return own_.data();
+  }
+
+ private:
+  size_t bytes_;
+  std::string what_;
+  void* bound_ = nullptr;
+  AlignedBuffer own_;
+};
+
 // Sets the OpenMP thread count for the current scope and restores it afterwards. Used
 // when creating oneDNN primitives that will run single-threaded inside our own parallel
 // region, so that they partition their work for one thread.

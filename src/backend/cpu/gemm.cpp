@@ -70,7 +70,7 @@ class LinearKernel final : public Kernel {
     bf16_ = precision == FloatPrecision::kBF16 && linear_runs_bf16(x, key_.n, key_.k);
     if (bf16_) {
       key_.a_type = key_.w_type = DType::kBF16;
-      workspace_bytes_ = static_cast<size_t>(key_.m * key_.k) * 2;
+      workspace_ = KernelWorkspace(static_cast<size_t>(key_.m * key_.k) * 2, "linear bf16 source");
     }
     program_ = matmul_program(ctx.cache, key_, ctx.node.name, plain);
 
@@ -82,7 +82,8 @@ class LinearKernel final : public Kernel {
       // on 2 cores, against a resident f32 copy of every adapter and the time to make it).
       plain_dtype_ = ctx.input(1).dtype;
       if (plain_dtype_ != DType::kF32)
-        workspace_bytes_ = static_cast<size_t>(key_.n * key_.k) * sizeof(float);
+        workspace_ = KernelWorkspace(static_cast<size_t>(key_.n * key_.k) * sizeof(float),
+                                     "linear weight staging");
     } else {
       packed_weights_ = shared_weight(
           ctx, 1, bf16_ ? "bf16 packed" : "f32 packed", packed_desc_,
@@ -103,7 +104,7 @@ class LinearKernel final : public Kernel {
     const void* w = packed_weights_ ? packed_weights_->data() : nullptr;
     void* x = inputs[0].data;
     if (bf16_) {
-      x = workspace();
+      x = workspace_.get();
       round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(x), key_.m * key_.k);
     }
     if (plain_dtype_) {
@@ -113,9 +114,9 @@ class LinearKernel final : public Kernel {
                  " [", key_.n, ", ", key_.k, "]");
       w = inputs[1].data;
       if (*plain_dtype_ != DType::kF32) {
-        convert_to_f32(*plain_dtype_, inputs[1].data, static_cast<float*>(workspace()),
+        w = workspace_.get();
+        convert_to_f32(*plain_dtype_, inputs[1].data, static_cast<float*>(workspace_.get()),
                        static_cast<size_t>(key_.n * key_.k));
-        w = workspace_;
       }
     }
     execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
@@ -130,22 +131,10 @@ class LinearKernel final : public Kernel {
   size_t held_bytes() const override { return held_bytes_; }
 
   // A plain 16-bit weight widened per run, or bf16's rounded x (0 otherwise).
-  size_t workspace_bytes() const override { return workspace_bytes_; }
-  void bind_workspace(void* workspace) override {
-    workspace_ = workspace;
-    if (workspace) own_workspace_ = AlignedBuffer();
-  }
+  size_t workspace_bytes() const override { return workspace_.bytes(); }
+  void bind_workspace(void* workspace) override { workspace_.bind(workspace); }
 
  private:
-  void* workspace() {
-    if (!workspace_) {  // unbound (tests): scratch of its own, made once
-      if (own_workspace_.size() < workspace_bytes_)
-        own_workspace_ = AlignedBuffer(workspace_bytes_, "linear workspace");
-      workspace_ = own_workspace_.data();
-    }
-    return workspace_;
-  }
-
   GemmKey key_;
   bool bf16_ = false;  // bf16 operands (x rounded into the workspace at each run)
   ir::GemmEpilogue epilogue_;
@@ -153,12 +142,10 @@ class LinearKernel final : public Kernel {
   memory::desc packed_desc_;
   SharedBuffer packed_weights_;  // in packed_desc_ (null for a plain weight)
   // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place
-  // when f32, else widened into the workspace (workspace_bytes_: f32 [N, K]) at each run.
+  // when f32, else widened into the workspace (f32 [N, K]) at each run.
   std::optional<DType> plain_dtype_;
-  size_t workspace_bytes_ = 0;
-  void* workspace_ = nullptr;    // bound (the arena) or own_workspace_
-  AlignedBuffer own_workspace_;  // without a bound workspace
-  SharedBuffer bias_;            // f32 [N] or null
+  KernelWorkspace workspace_{0, ""};  // plain 16-bit weights: f32 [N, K]; bf16: x [M, K]
+  SharedBuffer bias_;                 // f32 [N] or null
   size_t held_bytes_ = 0;
 };
 
