@@ -75,6 +75,9 @@ class Engine {
   // largest shape it ran, the idle programs were its. No executable may be running.
   void trim();
   backend::Backend& host() { return *host_; }
+  // How the host multiplies float operands: EngineOptions::float_precision after the CPU's
+  // fallback (kF32 without bf16 products), for reports.
+  backend::FloatPrecision host_float_precision() const { return host_->float_precision(); }
   // The accelerator in use, or null.
   backend::Backend* accelerator() { return accel_.get(); }
   // Accelerator memory hyrt holds now: the shared scratch arena, kernel scratch and library

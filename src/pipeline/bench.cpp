@@ -202,7 +202,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"activations", engine.accelerator() ? "f32 host, f16 device" : "f32"},
       {"weights", o.model_options.quantize_int8 ? "int8 (quantized on load)" : "as stored"},
       {"int8_mode", backend::int8_mode_name(o.int8_mode)},
-      {"host_float_precision", backend::float_precision_name(engine.host().float_precision())},
+      {"host_float_precision", backend::float_precision_name(engine.host_float_precision())},
       {"vae_int8_mode",
        backend::int8_mode_name(o.model_options.vae_int8_mode.value_or(o.int8_mode))}};
 
