@@ -49,7 +49,7 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--int8", o->model_options.quantize_int8,
               "Quantize 16-bit weights to 8-bit S (int8) on load");
   auto int8 = std::make_shared<Int8Choice>();
-  CLI::Option* int8_mode = add_int8_mode_option(c, int8.get());
+  add_int8_mode_option(c, int8.get());
   c->add_option("--compare", o->variants,
                 "Side by side in one run: f32,bf16,w8,w8a8 (weights as stored in f32 or bf16 "
                 "arithmetic, or quantized on load and run as W8 / W8A8), each with a fresh model; "
@@ -96,13 +96,13 @@ CommandRegistrar reg(40, [](CLI::App& app) {
               "Also fold residual adds into the GPU's GEMMs (cuBLASLt beta·C): ~1 % faster steps "
               "and a smaller arena, but a slower first step at each new resolution");
   c->add_option("--json", *out, "Also write the JSON to this file");
-  c->callback([o, out, only, int8, int8_mode, config_dir, placement, precision] {
+  c->callback([o, out, only, int8, config_dir, placement, precision] {
     o->placement = plan::parse_placement_mode(*placement);
     const pipeline::PrecisionSettings ps =
         pipeline::precision_settings(pipeline::parse_precision(*precision));
     o->float_precision = ps.float_precision;
     o->model_options.quantize_int8 |= ps.quantize_int8;
-    o->int8_mode = int8_mode->count() > 0 ? int8->mode() : ps.int8_mode;
+    o->int8_mode = int8->mode_or(ps.int8_mode);
     o->model_options.vae_int8_mode = int8->vae_mode();
     if (!config_dir->empty()) o->model_options.config_dir = *config_dir;
     if (!only->empty()) {

@@ -48,7 +48,6 @@ struct GenerateArgs {
   std::string weights = "stored";
   std::string precision = "auto";
   Int8Choice int8;
-  CLI::Option* int8_mode = nullptr;  // given explicitly: overrides what --precision implies
   std::string placement = "auto";
   bool autotune = false;
   std::vector<int> original_size;  // SDXL micro-conditioning: HEIGHT,WIDTH
@@ -244,7 +243,7 @@ void run(const GenerateArgs& a_in) {
   const PrecisionSettings ps = precision_settings(parse_precision(a.precision));
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
-  eo.int8_mode = a.int8_mode->count() > 0 ? a.int8.mode() : ps.int8_mode;
+  eo.int8_mode = a.int8.mode_or(ps.int8_mode);
   eo.float_precision = ps.float_precision;
   eo.placement = plan::parse_placement_mode(a.placement);
   eo.autotune = a.autotune;
@@ -255,7 +254,7 @@ void run(const GenerateArgs& a_in) {
   mo.vae_int8_mode = a.int8.vae_mode();
   HYRT_LOG(kInfo) << "precision " << precision_name(parse_precision(a.precision))
                   << ": host products "
-                  << backend::float_precision_name(engine.host().float_precision())
+                  << backend::float_precision_name(engine.host_float_precision())
                   << ", int8 weights " << backend::int8_mode_name(eo.int8_mode)
                   << (mo.quantize_int8 ? ", quantized on load" : "");
   auto t0 = std::chrono::steady_clock::now();
@@ -443,7 +442,7 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "$HYRT_LORA_DIR); --lora also looks there")
       ->envname("HYRT_LORA_DIR");
   add_precision_option(c, &a->precision);
-  a->int8_mode = add_int8_mode_option(c, &a->int8);
+  add_int8_mode_option(c, &a->int8);
   add_placement_option(c, &a->placement);
   add_autotune_option(c, &a->autotune);
   c->callback([a] { run(*a); });

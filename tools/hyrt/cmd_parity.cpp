@@ -19,7 +19,6 @@ struct ParityArgs {
   bool int8 = false;
   double int8_tolerance = 0;  // 0: the target of the int8 mode
   Int8Choice int8_choice;
-  CLI::Option* int8_mode = nullptr;  // given explicitly: overrides what --precision implies
   std::string precision = "f32";
   std::vector<std::string> keep;
   std::string placement = "auto";
@@ -31,17 +30,15 @@ void run(const ParityArgs& a) {
       pipeline::precision_settings(pipeline::parse_precision(a.precision));
   const bool int8 = a.int8 || ps.quantize_int8;
   // --int8 means W8A8 unless --int8-mode says otherwise (as before --precision existed).
-  const backend::Int8Mode int8_mode = a.int8_mode->count() > 0 ? a.int8_choice.mode()
-                                      : a.int8                 ? backend::Int8Mode::kW8A8
-                                                               : ps.int8_mode;
+  const backend::Int8Mode int8_mode =
+      a.int8_choice.mode_or(a.int8 ? backend::Int8Mode::kW8A8 : ps.int8_mode);
   exec::EngineOptions eo;
   eo.num_threads = a.threads;
   eo.int8_mode = int8_mode;
   eo.float_precision = ps.float_precision;
   eo.placement = plan::parse_placement_mode(a.placement);
   exec::Engine engine(eo);
-  std::printf("host products: %s\n",
-              backend::float_precision_name(engine.host().float_precision()));
+  std::printf("host products: %s\n", backend::float_precision_name(engine.host_float_precision()));
   std::printf("accelerator: %s\n", engine.accelerator_status().c_str());
   pipeline::ParityOptions o;
   o.golden_dir = a.golden_dir;
@@ -50,7 +47,7 @@ void run(const ParityArgs& a) {
   o.single_file = std::find(a.layouts.begin(), a.layouts.end(), "single") != a.layouts.end();
   o.model.quantize_int8 = int8;
   o.reduced_precision = engine.accelerator() != nullptr ||
-                        engine.host().float_precision() == backend::FloatPrecision::kBF16;
+                        engine.host_float_precision() == backend::FloatPrecision::kBF16;
   o.model.quantize_policy.keep = a.keep;
   o.model.vae_int8_mode = a.int8_choice.vae_mode();
   o.int8_unet_tolerance = a.int8_tolerance > 0                    ? a.int8_tolerance
@@ -100,7 +97,7 @@ CommandRegistrar reg(30, [](CLI::App& app) {
   c->add_option("--int8-tolerance", args->int8_tolerance,
                 "UNet relative L2 target with --int8 (default: the mode's target, w8a8 5e-2, "
                 "w8 2e-2)");
-  args->int8_mode = add_int8_mode_option(c, &args->int8_choice);
+  add_int8_mode_option(c, &args->int8_choice);
   c->add_option("--precision", args->precision,
                 "Arithmetic to check (pipeline/precision.h): f32 (default; the 1e-4 / 1e-3 "
                 "tolerances), bf16 (host products on bf16 operands; model outputs held to 1e-2), "

@@ -26,13 +26,14 @@ struct CommandRegistrar {
 //   w8a8-all  everything W8A8, the VAE decoder too (fastest decode; flat areas get
 //             visible quantization noise)
 struct Int8Choice {
-  int index = 0;  // into the list above
+  int index = 0;                  // into the list above
+  CLI::Option* option = nullptr;  // set by add_int8_mode_option
   backend::Int8Mode mode() const;
+  // The mode given with --int8-mode, else `implied` (what --precision implies).
+  backend::Int8Mode mode_or(backend::Int8Mode implied) const;
   std::optional<backend::Int8Mode> vae_mode() const;
 };
-// Returns the option, so a caller can tell whether it was given (it then overrides what
-// --precision implies for int8 weights).
-CLI::Option* add_int8_mode_option(CLI::App* command, Int8Choice* choice);
+void add_int8_mode_option(CLI::App* command, Int8Choice* choice);
 
 // `--precision auto|f32|bf16|int8` (default auto) into `*precision`, for
 // pipeline::parse_precision (pipeline/precision.h says what each means).

@@ -30,21 +30,27 @@ backend::Int8Mode Int8Choice::mode() const {
   return index == 1 ? backend::Int8Mode::kW8 : backend::Int8Mode::kW8A8;
 }
 
+backend::Int8Mode Int8Choice::mode_or(backend::Int8Mode implied) const {
+  return option && option->count() > 0 ? mode() : implied;
+}
+
 std::optional<backend::Int8Mode> Int8Choice::vae_mode() const {
   return index == 2 ? backend::Int8Mode::kW8A8 : backend::Int8Mode::kW8;
 }
 
-CLI::Option* add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
+void add_int8_mode_option(CLI::App* command, Int8Choice* choice) {
   const std::map<std::string, int> names = {{"w8a8", 0}, {"w8", 1}, {"w8a8-all", 2}};
-  return command
-      ->add_option("--int8-mode", choice->index,
-                   "How 8-bit S (int8) weights run on the CPU, overriding what --precision "
-                   "implies: w8a8 = text encoder and UNet quantize activations per row too (int8 "
-                   "x int8 GEMMs, fastest), VAE decoder weight-only; w8 = everything weight-only "
-                   "(float activations, most accurate); w8a8-all = the VAE decoder W8A8 too "
-                   "(fastest decode, visible noise on flat areas)")
-      ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
-      ->default_str("w8a8; w8 under --precision f32 or bf16");
+  choice->option =
+      command
+          ->add_option(
+              "--int8-mode", choice->index,
+              "How 8-bit S (int8) weights run on the CPU, overriding what --precision "
+              "implies: w8a8 = text encoder and UNet quantize activations per row too (int8 "
+              "x int8 GEMMs, fastest), VAE decoder weight-only; w8 = everything weight-only "
+              "(float activations, most accurate); w8a8-all = the VAE decoder W8A8 too "
+              "(fastest decode, visible noise on flat areas)")
+          ->transform(CLI::CheckedTransformer(names, CLI::ignore_case))
+          ->default_str("w8a8; w8 under --precision f32 or bf16");
 }
 
 void add_precision_option(CLI::App* command, std::string* precision) {
