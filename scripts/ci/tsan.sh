@@ -12,5 +12,10 @@ cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_D
   -DHYRT_TSAN=ON -DHYRT_WITH_CUDA=OFF -DHYRT_BUILD_BENCH=OFF >/dev/null
 cmake --build "$build_dir" -j"$(nproc)" --target hyrt_library_tests
 export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1"
+# oneDNN's AMX kernels are left out of sanitizer runs: under TSan (and once under ASan) their
+# JIT crashed inside libdnnl while creating a bf16 convolution, intermittently (one CI run of
+# two at the same code). AVX512_CORE_BF16 still runs the bf16 and int8 (VNNI) paths; what is
+# under test here is hyrt's own locking, not oneDNN's AMX code.
+export DNNL_MAX_CPU_ISA="${DNNL_MAX_CPU_ISA:-AVX512_CORE_BF16}"
 HYRT_TEST_THREADS=1 "$build_dir/tests/hyrt_library_tests" --gtest_filter='Library.*'
 echo "hyrt: ThreadSanitizer run of the library tests passed"
