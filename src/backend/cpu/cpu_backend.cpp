@@ -309,7 +309,15 @@ class CpuBackend final : public Backend {
   // kernels' held_bytes() count their shape's extra layouts among these too).
   size_t resident_weight_bytes() const override { return weight_cache_.live_bytes(); }
   const WeightCache& weight_cache() const { return weight_cache_; }
-  void drop_idle() override { weight_cache_.prune(); }
+  void drop_idle() override {
+    weight_cache_.prune();
+    // oneDNN's own primitive cache too (the constructor bounds it): our programs hold their
+    // primitives themselves, so what it keeps after an unload is only JIT code — up to 16 MiB
+    // of bf16 AMX kernels, enough to fail the library's unload check on a minimal root.
+    const int capacity = dnnl::get_primitive_cache_capacity();
+    dnnl::set_primitive_cache_capacity(0);
+    dnnl::set_primitive_cache_capacity(capacity);
+  }
 
  private:
   // Attention in bf16 (attention.cpp) where it is within the precision the graph already
