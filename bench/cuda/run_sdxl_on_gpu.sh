@@ -12,7 +12,7 @@
 #   its int8 quantization in /tmp, in the background while the rest runs), bench (from that
 #   file: load + first step, 1024² -> 768² -> 832x1216, VAE), generate (a whole 1024² 20-step
 #   txt2img), variants (the 1024² UNet step under GEMM options: autotuning, device residual
-#   fusion, staging budgets), fused (the fused W8A8 GEMM on and off, SDXL and SD 1.5), profile (the UNet's time per op kind by CUDA events, fused W8A8 off and on: SD 1.5 512² and 1024², SDXL 1024² with `file`), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
+#   fusion, staging budgets), fused (the fused W8A8 GEMM on and off, SDXL and SD 1.5), profile (the UNet's time per op kind by CUDA events, fused W8A8 off and on: SD 1.5 512² and 1024², SDXL 1024² with `file`), lora (issue 17's LoRA step against the plain one, then profiled), parity-sgm (parity again, when .gl holds model-sgm.safetensors too)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 out="${1:-/tmp/hyrt-gpu-out}"
@@ -200,6 +200,33 @@ for path in sorted(glob.glob(f"{logs}/profile_*_f[01].json")):
     print(f"{name}: step {step:.2f} ms, ops {sum(ops.values()):.2f} ms: " +
           ", ".join(f"{k} {v:.2f}" for k, v in top))
 json.dump(out, open(dest, "w"), indent=2)
+PY
+fi
+if [[ $what == *lora* ]]; then
+  # Issue 17's LoRA step: SD 1.5 512² b2 int8 with a rank-32 LoRA on every attention and
+  # feed-forward layer against the plain step, then the same with --profile: the side path's
+  # GEMMs by CUDA events apart from the model's own ("lora_down", "lora_up"). LORA_ARGS adds
+  # options to both (e.g. --autotune).
+  read -r -a lora_args <<<"${LORA_ARGS:-}"
+  for p in plain profile; do
+    extra=(); [[ $p == profile ]] && extra=(--profile)
+    timeout 240 $hyrt bench -m random:sd15 --int8 --only unet --placement device --lora-rank 32 \
+      --runs 20 --warmup 3 ${lora_args[@]+"${lora_args[@]}"} ${extra[@]+"${extra[@]}"} \
+      --json "$out/lora_$p.json" >/dev/null 2>"$logs/lora_$p.err" || tail -n 3 "$logs/lora_$p.err"
+  done
+  python3 - "$out" <<'PY'
+import json, sys
+out = sys.argv[1]
+j = json.load(open(f"{out}/lora_plain.json"))
+l = j["stages"]["unet_step_lora"]
+print("lora: plain", round(l["alternating"]["plain"]["median_ms"], 3), "ms, lora",
+      round(l["alternating"]["lora"]["median_ms"], 3), "ms, ratio",
+      round(l["alternating"]["ratio"]["median"], 4), ", switch", round(l["switch_ms"], 1), "ms")
+p = json.load(open(f"{out}/lora_profile.json"))
+for exe, ops in p.get("op_profile_all_runs", {}).items():
+    calls = max(v["calls"] for v in ops.values())
+    top = sorted(ops.items(), key=lambda kv: -kv[1]["total_ms"])
+    print(exe, "; ".join(f"{k} {v['calls']} calls {v['total_ms']:.1f} ms" for k, v in top))
 PY
 fi
 if [[ $what == *generate* ]]; then

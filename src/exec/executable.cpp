@@ -5,8 +5,34 @@
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "weights/lora.h"
 
 namespace hyrt::exec {
+
+namespace {
+
+// Profile classes: the op kinds, then a LoRA's side GEMMs apart from the model's own (so a
+// profile shows what an adapter costs): kLoraDown, kLoraUp.
+constexpr int kLoraDownClass = ir::kNumOpKinds;
+constexpr int kLoraUpClass = ir::kNumOpKinds + 1;
+constexpr int kNumProfileClasses = ir::kNumOpKinds + 2;
+
+int profile_class(const ir::Graph& g, const ir::Node& node) {
+  if (ir::op_traits(node.op).gemm_class && node.inputs.size() > 1) {
+    const std::string& w = g.value(node.inputs[1]).name;
+    if (weights::is_lora_up_name(w)) return kLoraUpClass;
+    if (weights::is_lora_down_name(w)) return kLoraDownClass;
+  }
+  return static_cast<int>(node.op);
+}
+
+std::string_view profile_class_name(int c) {
+  if (c == kLoraDownClass) return "lora_down";
+  if (c == kLoraUpClass) return "lora_up";
+  return ir::op_name(static_cast<ir::OpKind>(c));
+}
+
+}  // namespace
 
 std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> graph,
                                                backend::Backend& backend,
@@ -74,15 +100,15 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   }
 
   e->kernels_.reserve(e->order_.size());
-  e->prepare_op_ms_.assign(ir::kNumOpKinds, 0.0);
-  e->prepare_op_count_.assign(ir::kNumOpKinds, 0);
+  e->prepare_op_ms_.assign(kNumProfileClasses, 0.0);
+  e->prepare_op_count_.assign(kNumProfileClasses, 0);
   for (size_t s = 0; s < e->order_.size(); ++s) {
     const ir::Node& node = g.node(e->order_[s]);
     backend::Backend& b = *backends[e->step_backend_[s]];
     const auto tk = Clock::now();
     e->kernels_.push_back(b.prepare(g, node, weights, cache));
-    e->prepare_op_ms_[static_cast<int>(node.op)] += ms_since(tk);
-    ++e->prepare_op_count_[static_cast<int>(node.op)];
+    e->prepare_op_ms_[profile_class(g, node)] += ms_since(tk);
+    ++e->prepare_op_count_[profile_class(g, node)];
     // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
     // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
     // Released node by node, so the file and the copies never both peak.
@@ -132,8 +158,8 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   e->bound_base_.assign(nb, nullptr);
   e->find_segments();
   e->bind();
-  e->op_ms_.assign(ir::kNumOpKinds, 0.0);
-  e->op_count_.assign(ir::kNumOpKinds, 0);
+  e->op_ms_.assign(kNumProfileClasses, 0.0);
+  e->op_count_.assign(kNumProfileClasses, 0);
   if (e->options_.profile) {
     e->timelines_.resize(nb);
     for (size_t b = 0; b < nb; ++b)
@@ -280,13 +306,13 @@ void Executable::run_steps(size_t begin, size_t end) {
       backend::Timeline& t = *timelines_[b];
       const size_t begin = t.mark();
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
-      marks_.push_back({static_cast<int>(node.op), b, begin, t.mark()});
+      marks_.push_back({profile_class(g, node), b, begin, t.mark()});
     } else if (options_.profile) {
       const auto t0 = Clock::now();
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
       backends_[b]->synchronize();  // a backend without timestamps: wait for the kernel
-      op_ms_[static_cast<int>(node.op)] += ms_since(t0);
-      ++op_count_[static_cast<int>(node.op)];
+      op_ms_[profile_class(g, node)] += ms_since(t0);
+      ++op_count_[profile_class(g, node)];
     } else {
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
     }
@@ -403,9 +429,8 @@ TensorView Executable::output(size_t i) const {
 
 static std::vector<OpProfile> by_op(const std::vector<int>& count, const std::vector<double>& ms) {
   std::vector<OpProfile> p;
-  for (int i = 0; i < ir::kNumOpKinds; ++i)
-    if (count[i])
-      p.push_back({std::string(ir::op_name(static_cast<ir::OpKind>(i))), count[i], ms[i]});
+  for (int i = 0; i < kNumProfileClasses; ++i)
+    if (count[i]) p.push_back({std::string(profile_class_name(i)), count[i], ms[i]});
   return p;
 }
 

@@ -79,7 +79,8 @@ struct ExecOptions {
   bool overlap = true;
 };
 
-// Accumulated run time per op kind (when ExecOptions::profile is set).
+// Accumulated run time per op kind (when ExecOptions::profile is set); the GEMMs of a LoRA's
+// side path are counted apart, as "lora_down" and "lora_up".
 struct OpProfile {
   std::string op;
   int count = 0;

@@ -219,6 +219,9 @@ std::string lora_up_name(std::string_view module) {
 bool is_lora_up_name(std::string_view weight_name) {
   return ends_with(weight_name, ".lora_side.up");
 }
+bool is_lora_down_name(std::string_view weight_name) {
+  return ends_with(weight_name, ".lora_side.down");
+}
 
 LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
                          const LoraTargetIndex& targets, DType adapter_dtype)

@@ -110,6 +110,8 @@ std::string lora_up_name(std::string_view module);
 // True for a weight name lora_up_name made: the up projection of a LoRA side path (a GEMM with
 // K = rank, whose output is added to the layer's).
 bool is_lora_up_name(std::string_view weight_name);
+// True for a weight name lora_down_name made.
+bool is_lora_down_name(std::string_view weight_name);
 
 // The model's weights with the LoRAs in use laid over them: every name of `base` as it is
 // (same view, same scales, same generation_of — so packed and resident copies are shared
