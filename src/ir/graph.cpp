@@ -74,8 +74,9 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
           !std::holds_alternative<LinearAttrs>(attrs))
         bad(name, op, "wrong attributes");
       const GemmEpilogue e = gemm_epilogue(attrs);
-      const size_t gemm_inputs = inputs.size() - (e.residual ? 1 : 0);
-      need_inputs(e.residual ? 3 : 2, e.residual ? 4 : 3);
+      const size_t extra = (e.residual ? 1 : 0) + (e.low_rank ? 2 : 0);
+      const size_t gemm_inputs = inputs.size() - extra;
+      need_inputs(2 + extra, 3 + extra);
       need_rank(0, 1, Shape::kMaxRank);
       need_rank(1, 2, 2);
       const Shape& x = in(0).shape;
@@ -87,11 +88,21 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       if (gemm_inputs == 3) need_vec(2, w[0], "bias");
       Shape out = x;
       out[out.rank() - 1] = w[0];
+      if (e.low_rank) {  // down [R, K], up [N, R]
+        const Value& down = in(gemm_inputs);
+        const Value& up = in(gemm_inputs + 1);
+        if (down.shape.rank() != 2 || up.shape.rank() != 2 || down.shape[1] != w[1] ||
+            up.shape[0] != w[0] || up.shape[1] != down.shape[0])
+          bad(name, op,
+              str_cat("low-rank term down ", down.shape.to_string(), ", up ", up.shape.to_string(),
+                      " does not fit weight ", w.to_string()));
+      }
       need_residual(e, out, in(0).dtype);
       return {in(0).dtype, out};
     }
     case OpKind::kConv2d: {
       const auto& a = need_attrs(static_cast<Conv2dAttrs*>(nullptr));
+      if (a.epilogue.low_rank) bad(name, op, "a low-rank epilogue is for linear only");
       const size_t gemm_inputs = inputs.size() - (a.epilogue.residual ? 1 : 0);
       need_inputs(a.epilogue.residual ? 3 : 2, a.epilogue.residual ? 4 : 3);
       need_rank(0, 4, 4);
@@ -401,6 +412,7 @@ std::string Graph::dump() const {
           using A = std::decay_t<decltype(a)>;
           auto epilogue = [&](const GemmEpilogue& e) {
             if (e.activation != Activation::kNone) os << " +" << activation_name(e.activation);
+            if (e.low_rank) os << " +low_rank";
             if (e.residual) os << " +residual";
           };
           if constexpr (std::is_same_v<A, Conv2dAttrs>) {

@@ -61,12 +61,23 @@ struct Node {
   }
 
   // Linear and conv2d (see ir::GemmEpilogue): the fused epilogue, the bias input (kNone
-  // without one) and the residual input (kNone without one).
+  // without one), the low-rank term's down and up weights (kNone without one) and the residual
+  // input (kNone without one). Inputs: x, w, [bias], [down, up], [residual].
   GemmEpilogue epilogue() const { return gemm_epilogue(attrs); }
   ValueId gemm_bias() const {
-    return inputs.size() - (epilogue().residual ? 1 : 0) == 3 ? inputs[2] : kNone;
+    const GemmEpilogue e = epilogue();
+    return inputs.size() - (e.residual ? 1 : 0) - (e.low_rank ? 2 : 0) == 3 ? inputs[2] : kNone;
   }
+  ValueId gemm_low_rank_down() const { return low_rank_input(0); }
+  ValueId gemm_low_rank_up() const { return low_rank_input(1); }
   ValueId gemm_residual() const { return epilogue().residual ? inputs.back() : kNone; }
+
+ private:
+  ValueId low_rank_input(size_t i) const {
+    const GemmEpilogue e = epilogue();
+    if (!e.low_rank) return kNone;
+    return inputs[inputs.size() - (e.residual ? 1 : 0) - 2 + i];
+  }
 };
 
 class Graph {

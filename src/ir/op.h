@@ -48,6 +48,7 @@ std::string_view op_name(OpKind op);
 
 // What a linear or conv2d node does to its GEMM result before writing it, in this order:
 //   y = activation(x · wᵀ + bias) + residual
+// (and for linear, optionally a low-rank term before the activation: GemmEpilogue::low_rank)
 // The residual, when present, is the node's last input, with the output's shape and dtype
 // (no broadcasting); the bias, when present, is input 2. Graph builders write the plain
 // ops (linear, then silu, then add); plan::fuse_epilogues folds them into the GEMM node
@@ -58,10 +59,16 @@ enum class Activation : uint8_t { kNone, kSilu, kGelu, kQuickGelu };
 // "none", "silu", "gelu", "quick_gelu".
 std::string_view activation_name(Activation a);
 
+// Linear only, a low-rank term inside the activation (a LoRA's side path folded into the
+// layer it adapts):
+//   y = activation(x · wᵀ + bias + (x · downᵀ) · upᵀ) + residual
+// with down [R, K] and up [N, R] weights, as inputs after the bias and before the residual. It
+// saves the side path's two products' round trips through memory and their launches.
 struct GemmEpilogue {
   Activation activation = Activation::kNone;
   bool residual = false;
-  bool empty() const { return activation == Activation::kNone && !residual; }
+  bool low_rank = false;
+  bool empty() const { return activation == Activation::kNone && !residual && !low_rank; }
 };
 
 struct LinearAttrs {

@@ -32,36 +32,46 @@ std::optional<ir::Activation> activation_of(OpKind op) {
 // One GEMM's fusion: the nodes it absorbs, in chain order, and what it becomes.
 struct Chain {
   NodeId gemm = ir::kNone;
-  ir::GemmEpilogue epilogue;        // the fused node's (the GEMM's own plus what it absorbs)
-  std::vector<NodeId> absorbed;     // activation, reshape, add — the last is the anchor
-  ValueId residual = ir::kNone;     // old graph's value added (the add's other input)
-  const Node* reshape = nullptr;    // the view between GEMM (or activation) and add
-  ValueId final_value = ir::kNone;  // old graph's value the fused chain produces
+  ir::GemmEpilogue epilogue;          // the fused node's (the GEMM's own plus what it absorbs)
+  std::vector<NodeId> absorbed;       // activation, reshape, add — the last is the anchor
+  ValueId residual = ir::kNone;       // old graph's value added (the add's other input)
+  ValueId low_rank_down = ir::kNone;  // old graph's low-rank term: the down weight
+  ValueId low_rank_up = ir::kNone;    // and the up weight
+  const Node* reshape = nullptr;      // the view between GEMM (or activation) and add
+  ValueId final_value = ir::kNone;    // old graph's value the fused chain produces
   NodeId anchor() const { return absorbed.back(); }
 };
 
 class Fuser {
  public:
-  Fuser(const Graph& g, const Placement& p) : g_(g), p_(p), consumers_(g.values().size()) {
-    for (const Node& n : g.nodes())
+  Fuser(const Graph& g, const Placement& p)
+      : g_(g), p_(p), consumers_(g.values().size()), producer_(g.values().size(), ir::kNone) {
+    for (const Node& n : g.nodes()) {
       for (ValueId v : n.inputs)
         consumers_[v].push_back(n.id);
+      producer_[n.output] = n.id;
+    }
   }
 
-  // Chains for every GEMM not in `rejected`, by GEMM node id. An add of two GEMM outputs
-  // (a resnet's conv2 and conv_shortcut) goes to the first GEMM's chain.
+  // Chains for every GEMM not in `rejected`, by GEMM node id. Low-rank chains (a LoRA's side
+  // path) are found first, since their up projection comes before the layer in the order. An
+  // add of two GEMM outputs (a resnet's conv2 and conv_shortcut) goes to the first GEMM's chain.
   std::vector<Chain> find_chains(const std::set<NodeId>& rejected) const {
     std::vector<Chain> chains;
-    std::vector<bool> taken(g_.nodes().size(), false);
-    for (const Node& n : g_.nodes()) {
-      if (n.op != OpKind::kLinear && n.op != OpKind::kConv2d) continue;
-      if (rejected.count(n.id) || p_.backend_of[n.id] < 0) continue;
-      if (std::optional<Chain> c = chain_from(n, taken)) {
-        for (NodeId a : c->absorbed)
-          taken[a] = true;
-        chains.push_back(std::move(*c));
+    std::vector<bool> taken(g_.nodes().size(), false), has_chain = taken;
+    auto keep = [&](Chain&& c) {
+      for (NodeId a : c.absorbed)
+        taken[a] = true;
+      has_chain[c.gemm] = true;
+      chains.push_back(std::move(c));
+    };
+    for (bool low_rank : {true, false})
+      for (const Node& n : g_.nodes()) {
+        if (n.op != OpKind::kLinear && n.op != OpKind::kConv2d) continue;
+        if (rejected.count(n.id) || p_.backend_of[n.id] < 0 || taken[n.id] || has_chain[n.id])
+          continue;
+        if (std::optional<Chain> c = chain_from(n, taken, low_rank)) keep(std::move(*c));
       }
-    }
     return chains;
   }
 
@@ -77,13 +87,50 @@ class Fuser {
     return p_.backend_of[c.id] == backend ? &c : nullptr;
   }
 
-  std::optional<Chain> chain_from(const Node& gemm, const std::vector<bool>& taken) const {
+  // A plain linear (two inputs, the second a graph weight, no epilogue) on `backend` whose
+  // output only `consumer` reads.
+  const Node* plain_linear_producing(ValueId v, int backend, NodeId consumer,
+                                     const std::vector<bool>& taken) const {
+    const NodeId p = producer_[v];
+    if (p == ir::kNone || taken[p] || p_.backend_of[p] != backend) return nullptr;
+    const Node& n = g_.node(p);
+    if (n.op != OpKind::kLinear || n.inputs.size() != 2 || !n.epilogue().empty() ||
+        g_.value(n.inputs[1]).kind != ir::ValueKind::kWeight)
+      return nullptr;
+    if (g_.value(v).is_output || consumers_[v].size() != 1 || consumers_[v][0] != consumer)
+      return nullptr;
+    return &n;
+  }
+
+  // low_rank: only chains that start with a low-rank term: the linear `gemm` (x · wᵀ [+ bias])
+  // added to up(down(x)) — two plain linears on gemm's backend with graph weights, the down
+  // reading gemm's own x (graph_builder's LoRA side path). The down, the up and the add are
+  // absorbed; their weights become the term's.
+  std::optional<Chain> chain_from(const Node& gemm, const std::vector<bool>& taken,
+                                  bool low_rank) const {
     const int backend = p_.backend_of[gemm.id];
     Chain c;
     c.gemm = gemm.id;
     c.epilogue = gemm.epilogue();
     ValueId cur = gemm.output;
-    if (c.epilogue.empty()) {
+    if (low_rank) {
+      if (gemm.op != OpKind::kLinear || !c.epilogue.empty()) return std::nullopt;
+      const Node* add = sole_consumer(cur, backend, taken);
+      if (!add || add->op != OpKind::kAdd) return std::nullopt;
+      const ValueId side = add->inputs[0] == cur ? add->inputs[1] : add->inputs[0];
+      const Node* up = plain_linear_producing(side, backend, add->id, taken);
+      if (!up) return std::nullopt;
+      const Node* down = plain_linear_producing(up->inputs[0], backend, up->id, taken);
+      if (!down || down->inputs[0] != gemm.inputs[0]) return std::nullopt;
+      const ir::Value &a = g_.value(add->inputs[0]), &b = g_.value(add->inputs[1]);
+      if (a.shape != b.shape || a.dtype != b.dtype) return std::nullopt;
+      c.epilogue.low_rank = true;
+      c.low_rank_down = down->inputs[1];
+      c.low_rank_up = up->inputs[1];
+      c.absorbed = {down->id, up->id, add->id};
+      cur = add->output;
+    }
+    if (c.epilogue.activation == ir::Activation::kNone && !c.epilogue.residual) {
       if (const Node* a = sole_consumer(cur, backend, taken)) {
         if (std::optional<ir::Activation> act = activation_of(a->op)) {
           c.epilogue.activation = *act;
@@ -121,6 +168,7 @@ class Fuser {
   const Graph& g_;
   const Placement& p_;
   std::vector<std::vector<NodeId>> consumers_;
+  std::vector<NodeId> producer_;  // per value: the node writing it (kNone: input or weight)
 };
 
 struct Rewrite {
@@ -168,6 +216,10 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
     if (const Chain* c = anchor_chain[n.id]) {
       const Node& gemm = g.node(c->gemm);
       std::vector<ValueId> inputs = mapped(gemm.inputs);
+      if (c->low_rank_down != ir::kNone) {
+        inputs.push_back(map[c->low_rank_down]);
+        inputs.push_back(map[c->low_rank_up]);
+      }
       const ir::Value& gemm_out = g.value(gemm.output);
       if (c->residual != ir::kNone) {
         ValueId residual = map[c->residual];
@@ -224,6 +276,7 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
     for (const Chain& c : chains) {
       if (c.epilogue.activation != graph->node(c.gemm).epilogue().activation) ++result.activations;
       if (c.residual != ir::kNone) ++result.residual_adds;
+      if (c.low_rank_down != ir::kNone) ++result.low_rank_terms;
     }
     rw.graph->verify();
     const std::vector<ir::NodeId> order = default_order(*rw.graph);

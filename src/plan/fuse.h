@@ -12,6 +12,11 @@
 //    value of the chain has no other consumer and is not a graph output. Through a reshape
 //    (a view: Transformer2D's linear proj_out, the VAE attention's to_out) the residual is
 //    viewed in the GEMM's output shape and the fused result viewed back in the add's.
+//  - low-rank term (first, since a LoRA's side path comes before its layer in the order):
+//    linear g (no epilogue) → add(g's output, up(down(x))) where x is g's own input and up and
+//    down are plain linears (no bias) of graph weights; the down, the up and the add are
+//    absorbed (GemmEpilogue::low_rank with their weights). Then the activation and residual
+//    rules go on from the add's output;
 //  - every node of a chain runs on the same backend, and that backend's supports() accepts
 //    the fused node (a backend answers no where it has no fused kernel for it: then nothing
 //    of that chain is fused).
@@ -33,10 +38,11 @@ namespace hyrt::plan {
 
 struct EpilogueFusion {
   std::shared_ptr<const ir::Graph> graph;  // the rewritten graph (the input one if none fused)
-  Placement placement;    // over `graph`: the input placement's choices, re-evaluated
-  int activations = 0;    // activation nodes folded into a GEMM
-  int residual_adds = 0;  // add nodes folded into a GEMM
-  int fused() const { return activations + residual_adds; }
+  Placement placement;     // over `graph`: the input placement's choices, re-evaluated
+  int activations = 0;     // activation nodes folded into a GEMM
+  int residual_adds = 0;   // add nodes folded into a GEMM
+  int low_rank_terms = 0;  // LoRA side paths folded into the layer they adapt
+  int fused() const { return activations + residual_adds + low_rank_terms; }
 };
 
 // `placement` was made by plan::place (or evaluate_assignment) for `graph` over `backends`.

@@ -219,6 +219,72 @@ TEST(EpilogueFusion, ThroughAReshape) {  // Transformer2D's linear proj_out, the
 // Random chains of linear, activations, reshapes and adds on [1, 8, 8] values, nodes placed
 // by random per-name costs: fusion keeps each surviving node's backend, the graph's outputs
 // (count, shapes) and every placement invariant the executor relies on.
+// A LoRA's side path as graph_builder writes it: x [2, 8, 16] -> up(down(x)) (rank 4), then the
+// layer "layer" (+bias), their sum, then the block's residual add of x.
+std::shared_ptr<Graph> lora_block() {
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {2, 8, 16});
+  const ValueId h =
+      g->add_node(OpKind::kLinear, {x, g->add_weight("d", DType::kF32, {4, 16})}, {}, "down");
+  const ValueId side =
+      g->add_node(OpKind::kLinear, {h, g->add_weight("u", DType::kF32, {16, 4})}, {}, "up");
+  const ValueId y = g->add_node(
+      OpKind::kLinear,
+      {x, g->add_weight("w", DType::kS8, {16, 16}), g->add_weight("b", DType::kF32, {16})}, {},
+      "layer");
+  const ValueId sum = g->add_node(OpKind::kAdd, {y, side}, {}, "sum");
+  g->mark_output(g->add_node(OpKind::kAdd, {sum, x}, {}, "residual"));
+  g->verify();
+  return g;
+}
+
+TEST(EpilogueFusion, LowRankTermFoldsIntoTheLayer) {
+  const auto h = host();
+  const auto d = device();
+  const Fused f = fuse(lora_block(), {&h, &d}, PlacementMode::kDevice);
+  EXPECT_EQ(f.result.low_rank_terms, 1);
+  EXPECT_EQ(f.result.residual_adds, 1);
+  const Node& layer = f.node("layer");
+  EXPECT_TRUE(layer.epilogue().low_rank);
+  EXPECT_TRUE(layer.epilogue().residual);
+  // x, w, bias, down, up, residual
+  ASSERT_EQ(layer.inputs.size(), 6u);
+  EXPECT_EQ(f.graph().value(layer.gemm_bias()).name, "b");
+  EXPECT_EQ(f.graph().value(layer.gemm_low_rank_down()).name, "d");
+  EXPECT_EQ(f.graph().value(layer.gemm_low_rank_up()).name, "u");
+  EXPECT_EQ(f.graph().value(layer.gemm_residual()).name, "x");
+  EXPECT_EQ(f.count(OpKind::kLinear), 1);  // the down and the up are absorbed
+  EXPECT_EQ(f.count(OpKind::kAdd), 0);
+  EXPECT_NE(f.graph().dump().find("+low_rank"), std::string::npos);
+}
+
+TEST(EpilogueFusion, RefusedLowRankKeepsTheUpWithTheResidual) {
+  // A backend without a low-rank epilogue (CUDA): the up projection takes the layer's output
+  // as its residual, as before the rule existed.
+  const auto h = host();
+  const auto no_low_rank =
+      device([](const Graph&, const Node& n) { return !n.epilogue().low_rank; });
+  const Fused f = fuse(lora_block(), {&h, &no_low_rank}, PlacementMode::kDevice);
+  EXPECT_EQ(f.result.low_rank_terms, 0);
+  EXPECT_EQ(f.count(OpKind::kLinear), 3);
+  EXPECT_TRUE(f.node("up").epilogue().residual);
+  EXPECT_FALSE(f.node("layer").epilogue().low_rank);
+  // A down that reads another value than the layer's x is no LoRA of that layer.
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {4, 16});
+  const ValueId other = g->add_input("other", DType::kF32, {4, 16});
+  const ValueId hh =
+      g->add_node(OpKind::kLinear, {other, g->add_weight("d", DType::kF32, {4, 16})}, {}, "down");
+  const ValueId side =
+      g->add_node(OpKind::kLinear, {hh, g->add_weight("u", DType::kF32, {16, 4})}, {}, "up");
+  const ValueId y =
+      g->add_node(OpKind::kLinear, {x, g->add_weight("w", DType::kF32, {16, 16})}, {}, "layer");
+  g->mark_output(g->add_node(OpKind::kAdd, {y, side}, {}, "sum"));
+  g->verify();
+  const auto d = device();
+  EXPECT_EQ(fuse(g, {&h, &d}, PlacementMode::kDevice).result.low_rank_terms, 0);
+}
+
 TEST(EpilogueFusion, RandomGraphs) {
   std::mt19937_64 rng(77);
   auto pick = [&](int n) { return static_cast<int>(rng() % static_cast<uint64_t>(n)); };

@@ -207,6 +207,8 @@ class CpuBackend final : public Backend {
   DeviceType device_type() const override { return DeviceType::kHost; }
 
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    // No kernel here adds a low-rank term yet: a LoRA runs as its side path.
+    if (node.epilogue().low_rank) return false;
     const ir::Value& out = graph.value(node.output);
     if (out.dtype != DType::kF32) return false;
     for (size_t i = 0; i < node.inputs.size(); ++i) {

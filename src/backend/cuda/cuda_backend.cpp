@@ -153,6 +153,11 @@ class CudaBackendImpl final : public CudaBackend {
   // Linear and conv2d (GEMM programs), attention (one fused kernel), and every other op the
   // device kernels of cuda_ops.h run; reshape is a view.
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    // No GEMM program here adds a low-rank term: cuBLASLt and the fused W8A8 kernel have no
+    // place for it, and a kernel of its own after the layer's GEMM (down and up in one launch)
+    // measured far slower than the two side GEMMs (bench/results/README.md). A LoRA runs as its
+    // two GEMMs.
+    if (node.epilogue().low_rank) return false;
     // A LoRA's up projection (K = rank) always takes the residual: the add it saves would cost
     // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs.
     if (node.epilogue().residual && !options_.fuse_residual &&
