@@ -165,6 +165,105 @@ TEST(FusedEpilogue, Conv1x1Int8RunsAsLinear) {
   check_fusion({.conv = true, .x = {2, 6, 5, 24}, .n = 16, .weight = DType::kS8, .bias = false});
 }
 
+// The low-rank term (a LoRA folded into its layer): linear(x, w, [b], down, up), against
+// up(down(x)) + layer(x) as separate nodes, with every
+// activation and residual; ragged rows (not a multiple of the 8-row group) and columns (not of
+// the 16-lane vector), on each linear kernel.
+std::shared_ptr<ir::Graph> make_low_rank_graph(const GemmShape& s, int64_t rank, ir::GemmEpilogue e,
+                                               bool fused) {
+  auto g = std::make_shared<ir::Graph>();
+  const int64_t k = s.x.dim(-1);
+  const ir::ValueId x = g->add_input("x", DType::kF32, s.x);
+  std::vector<ir::ValueId> ins{x, g->add_weight("w", s.weight, {s.n, k})};
+  if (s.bias) ins.push_back(g->add_weight("b", DType::kF32, {s.n}));
+  Shape out = s.x;
+  out[out.rank() - 1] = s.n;
+  const ir::ValueId r = e.residual ? g->add_input("r", DType::kF32, out) : ir::kNone;
+  const ir::ValueId down = g->add_weight("d", DType::kF32, {rank, k});
+  const ir::ValueId up = g->add_weight("u", DType::kF32, {s.n, rank});
+  ir::ValueId y;
+  if (fused) {
+    ins.push_back(down);
+    ins.push_back(up);
+    if (e.residual) ins.push_back(r);
+    e.low_rank = true;
+    y = g->add_node(OpKind::kLinear, ins, ir::LinearAttrs{e}, "gemm");
+  } else {
+    const ir::ValueId h = g->add_node(OpKind::kLinear, {x, down}, {}, "down");
+    y = g->add_node(OpKind::kAdd,
+                    {g->add_node(OpKind::kLinear, ins, {}, "gemm"),
+                     g->add_node(OpKind::kLinear, {h, up}, {}, "up")},
+                    {}, "sum");
+    const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
+    if (e.activation != Activation::kNone)
+      y = g->add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
+    if (e.residual) y = g->add_node(OpKind::kAdd, {y, r}, {}, "add");
+  }
+  g->mark_output(y);
+  g->verify();
+  return g;
+}
+
+// bf16_term: the kernel takes bf16 products under bf16 (all but the f32 GEMV's).
+void check_low_rank(const GemmShape& s, int64_t rank, bool bf16_term = true) {
+  SCOPED_TRACE(str_cat(describe(s), " rank ", rank));
+  MapWeights w = make_weights(s);
+  w.add("d", random_tensor(Shape{rank, s.x.dim(-1)}, 13, 0.3f));
+  w.add("u", random_tensor(Shape{s.n, rank}, 14, 0.5f));
+  for (backend::Int8Mode mode : {backend::Int8Mode::kW8A8, backend::Int8Mode::kW8}) {
+    if (s.weight != DType::kS8 && mode == backend::Int8Mode::kW8) continue;
+    backend::Backend& b = backend_for(mode);
+    for (Activation act : {Activation::kNone, Activation::kGelu})
+      for (bool residual : {false, true}) {
+        const ir::GemmEpilogue e{act, residual};
+        SCOPED_TRACE(str_cat(backend::int8_mode_name(mode), " ", ir::activation_name(act),
+                             residual ? " +residual" : ""));
+        const auto fused_graph = make_low_rank_graph(s, rank, e, true);
+        EXPECT_TRUE(b.supports(*fused_graph, fused_graph->nodes().back()));
+        const std::vector<float> fused = run(fused_graph, w, b);
+        const std::vector<float> separate = run(make_low_rank_graph(s, rank, e, false), w, b);
+        ASSERT_EQ(fused.size(), separate.size());
+        // W8A8 (but its GEMV; where the CPU has int8 dot products, else it runs W8) computes h
+        // from its quantized x with the down quantized per row (an s8 product): int8's
+        // rounding of the term; every other kernel the same f32 products as the separate down.
+        const bool s8_down = s.weight == DType::kS8 && mode == backend::Int8Mode::kW8A8 &&
+                             bf16_term && backend::cpu_has_int8_dot_product();
+        const double tolerance = s8_down ? 2e-2 : 1e-6;
+        const double err0 = relative_l2(fused.data(), separate.data(), fused.size());
+        EXPECT_LE(err0, tolerance);
+        if (s8_down) EXPECT_GT(err0, 1e-7) << "the s8 down did not run";
+        // The comparison can fail: without the term the result is far off.
+        const std::vector<float> plain = run(make_graph(s, e, !e.empty()), w, b);
+        EXPECT_GT(relative_l2(fused.data(), plain.data(), fused.size()), 10 * tolerance);
+        // Under bf16 the term's products are bf16 (AVX512_BF16 pairs), the separate up
+        // projection's f32 (rank-sized weights stay f32): within bf16's rounding, not equal.
+        if (mode != backend::Int8Mode::kW8A8) continue;
+        const std::vector<float> fused_bf16 = run(fused_graph, w, bf16_backend());
+        const std::vector<float> separate_bf16 =
+            run(make_low_rank_graph(s, rank, e, false), w, bf16_backend());
+        const double err = relative_l2(fused_bf16.data(), separate_bf16.data(), fused.size());
+        if (bf16_term && backend::cpu_has_bf16_dot_product()) {
+          EXPECT_LE(err, s8_down ? 3e-2 : 1e-2);
+          EXPECT_GT(err, 1e-7) << "the bf16 term did not run";
+        } else {
+          EXPECT_LE(err, tolerance);
+        }
+      }
+  }
+}
+
+TEST(FusedEpilogue, LowRankLinearF32) {
+  check_low_rank({.x = {2, 13, 77}, .n = 35}, 5);
+  check_low_rank({.x = {3, 40}, .n = 48, .bias = false}, 16);
+}
+TEST(FusedEpilogue, LowRankLinearInt8) {  // W8A8 and W8: inside the dequantizing epilogue
+  check_low_rank({.x = {2, 21, 96}, .n = 40, .weight = DType::kS8}, 32);
+  check_low_rank({.x = {1, 19, 64}, .n = 50, .weight = DType::kS8}, 7);  // an odd rank
+}
+TEST(FusedEpilogue, LowRankLinearInt8FewRows) {  // the GEMV kernel, then the epilogue pass
+  check_low_rank({.x = {2, 320}, .n = 72, .weight = DType::kS8}, 8, /*bf16_term=*/false);
+}
+
 TEST(FusedEpilogue, ResidualMustMatchTheOutput) {
   ir::Graph g;
   const ir::ValueId x = g.add_input("x", DType::kF32, {4, 8});

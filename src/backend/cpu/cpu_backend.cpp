@@ -207,8 +207,6 @@ class CpuBackend final : public Backend {
   DeviceType device_type() const override { return DeviceType::kHost; }
 
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
-    // No kernel here adds a low-rank term yet: a LoRA runs as its side path.
-    if (node.epilogue().low_rank) return false;
     const ir::Value& out = graph.value(node.output);
     if (out.dtype != DType::kF32) return false;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
@@ -232,8 +230,9 @@ class CpuBackend final : public Backend {
         return false;
       }
     }
-    // GEMM-class weights are packed at prepare, so they must be graph weights.
-    // A fused residual is an f32 activation (read as bound).
+    // GEMM-class weights (a low-rank term's down and up too) are read at prepare or from their
+    // stored views, so they must be graph weights. A fused residual is an f32 activation (read
+    // as bound).
     if (node.op == ir::OpKind::kLinear || node.op == ir::OpKind::kConv2d) {
       const ir::ValueId residual = node.gemm_residual();
       for (size_t i = 1; i < node.inputs.size(); ++i)

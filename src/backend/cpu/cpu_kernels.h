@@ -118,6 +118,11 @@ void execute_packed(const PrimitiveDesc& pd, const Primitive& primitive, void* s
   dnnl_stream().wait();
 }
 
+// n rounded up to a multiple of 64: where a second workspace starts inside one binding.
+inline size_t align_up(size_t n) {
+  return (n + 63) / 64 * 64;
+}
+
 // A kernel's Kernel::workspace_bytes() scratch: the buffer the executor binds (its arena), or,
 // when nothing is bound (tests, benchmarks), one of its own made on first use.
 class KernelWorkspace {
@@ -188,20 +193,80 @@ std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& 
                                           const std::string& what);
 
 // Per-family factories.
+// A linear's low-rank epilogue term (ir::GemmEpilogue::low_rank) as the kernels read it:
+// y[r, c] += Σₖ h[r, k] · up_t[k, c], h = x · downᵀ computed by the kernel (LowRankStage).
+// Under FloatPrecision::kBF16 the products are bf16 × bf16 -> f32 (AVX512_BF16 dot products of
+// pairs along the rank): up_pairs instead of up_t, and h rounded to bf16 as it is read.
+struct LowRankTerm {
+  const float* h = nullptr;     // [rows, rank]
+  const float* up_t = nullptr;  // [rank, cols]: the up weight [cols, rank] transposed, f32
+  // bf16: [ceil(rank / 2), cols] pairs (up[c, 2p] low half, up[c, 2p + 1] high half; 0 past
+  // the rank); up_t is then null.
+  const uint32_t* up_pairs = nullptr;
+  int64_t rank = 0;
+};
+
 // A linear/conv2d node's fused epilogue (ir::GemmEpilogue) as a kernel applies it at run
-// time: the activation, and the residual's data (f32, the output's shape; null without one).
+// time: the low-rank term (null h without one), the activation, and the residual's data (f32,
+// the output's shape; null without one).
 struct GemmEpilogueArgs {
   ir::Activation activation = ir::Activation::kNone;
   const float* residual = nullptr;
-  // The node's epilogue with the residual taken from the bound inputs (its last one).
+  LowRankTerm low_rank;
+  // The node's epilogue with the residual taken from the bound inputs (its last one); the
+  // low-rank term is the kernel's to fill (LowRankStage).
   static GemmEpilogueArgs of(const ir::GemmEpilogue& e, std::span<const TensorView> inputs) {
-    return {e.activation, e.residual ? inputs.back().as<const float>() : nullptr};
+    return {e.activation, e.residual ? inputs.back().as<const float>() : nullptr, {}};
   }
 };
 
 // y [n] = act(y) + residual, in place — for kernels whose GEMM (oneDNN f32) ends without a
-// pass of our own to fold the epilogue into.
+// pass of our own to fold the epilogue into. No low-rank term (apply_gemm_epilogue_rows).
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue);
+// y [rows, cols] = act(y + low-rank term) + residual, in place, the whole epilogue: row group
+// by row group, so each group's rows stay in cache between the term and the rest.
+void apply_gemm_epilogue_rows(float* y, int64_t rows, int64_t cols,
+                              const GemmEpilogueArgs& epilogue);
+// Rows [r0, r1) of y [*, cols]: y += the low-rank term, then act and residual (the epilogue's
+// last steps), single-threaded — for passes that already split rows among threads.
+void finish_low_rank_rows(float* y, int64_t r0, int64_t r1, int64_t cols,
+                          const GemmEpilogueArgs& epilogue);
+// Rows per group of the low-rank passes (a multiple of what finish_low_rank_rows does at once).
+inline constexpr int64_t kLowRankRowGroup = 8;
+
+// A linear kernel's side of a low-rank epilogue: h = x · downᵀ (a oneDNN f32 matmul reading
+// the down weight in its stored order, as the separate down linear did: the same numbers) and
+// the up weight laid out for the epilogue, both in a workspace at each run — LoRA adapters
+// change between executables, and resident copies would double their memory. Inactive for a
+// node without a low-rank term.
+class LowRankStage {
+ public:
+  // kBF16 (which the backend passes only where the CPU has bf16 dot products): the term's
+  // products in bf16. s8_down: h from the kernel's W8A8-quantized x (prepare_run's xq) and the
+  // down quantized per row at each run, by an s8 · s8 product (the down's FMAs were a rank-32
+  // LoRA's largest cost left on 2 cores once the up was in the epilogue; x's quantization
+  // exists already).
+  LowRankStage(const PrepareContext& ctx, FloatPrecision precision, bool s8_down = false);
+  bool active() const { return down_index_ >= 0; }
+  size_t workspace_bytes() const { return workspace_.bytes(); }
+  void bind_workspace(void* workspace) { workspace_.bind(workspace); }
+  // Computes h and fills epilogue->low_rank: from x (inputs[0], f32 [M, K]), or with s8_down
+  // from xq (s8 [M, K]) with its per-row scales.
+  void prepare_run(std::span<const TensorView> inputs, GemmEpilogueArgs* epilogue,
+                   const int8_t* xq = nullptr, const float* x_row_scales = nullptr);
+
+ private:
+  int down_index_ = -1, up_index_ = -1;
+  int64_t m_ = 0, k_ = 0, rank_ = 0, cols_ = 0;
+  bool bf16_ = false, s8_down_ = false;
+  std::shared_ptr<MatmulProgram> down_program_;
+  dnnl::reorder pack_down_;  // s8_down: the quantized down [R, K] into the program's layout
+  // h f32 [M, R]; up laid out (f32 [R, cols] or bf16 pairs); the down widened to f32 [R, K]
+  // when stored 16-bit; s8_down: the down quantized s8 [R, K], its scales f32 [R] and packed.
+  // Offsets 64-byte aligned.
+  size_t up_at_ = 0, down_at_ = 0, down_s8_at_ = 0, down_scale_at_ = 0, down_packed_at_ = 0;
+  KernelWorkspace workspace_{0, ""};
+};
 
 // kBF16: bf16 operands (packed bf16 weights, x rounded at each run), f32 accumulation and
 // result. Callers pass kBF16 only where cpu_has_bf16_dot_product().

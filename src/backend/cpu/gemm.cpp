@@ -55,7 +55,7 @@ constexpr int64_t kPlainWeightMaxSide = 64;
 
 class LinearKernel final : public Kernel {
  public:
-  LinearKernel(const PrepareContext& ctx, FloatPrecision precision) {
+  LinearKernel(const PrepareContext& ctx, FloatPrecision precision) : low_rank_(ctx, precision) {
     const Shape& x = ctx.input(0).shape;
     const Shape& w = ctx.input(1).shape;  // [N, K]
     key_.n = w[0];
@@ -121,18 +121,27 @@ class LinearKernel final : public Kernel {
     }
     execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
                    bias_ ? bias_->as<float>() : nullptr);
-    if (!epilogue_.empty())
-      apply_gemm_epilogue(output.as<float>(), output.numel(),
-                          GemmEpilogueArgs::of(epilogue_, inputs));
+    if (!epilogue_.empty()) {
+      GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+      low_rank_.prepare_run(inputs, &epilogue);
+      apply_gemm_epilogue_rows(output.as<float>(), key_.m, key_.n, epilogue);
+    }
   }
 
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
-  // A plain 16-bit weight widened per run, or bf16's rounded x (0 otherwise).
-  size_t workspace_bytes() const override { return workspace_.bytes(); }
-  void bind_workspace(void* workspace) override { workspace_.bind(workspace); }
+  // A plain 16-bit weight widened per run, or bf16's rounded x (0 otherwise); then the
+  // low-rank term's transposed up.
+  size_t workspace_bytes() const override {
+    return align_up(workspace_.bytes()) + low_rank_.workspace_bytes();
+  }
+  void bind_workspace(void* workspace) override {
+    workspace_.bind(workspace);
+    low_rank_.bind_workspace(
+        workspace ? static_cast<uint8_t*>(workspace) + align_up(workspace_.bytes()) : nullptr);
+  }
 
  private:
   GemmKey key_;
@@ -145,7 +154,8 @@ class LinearKernel final : public Kernel {
   // when f32, else widened into the workspace (f32 [N, K]) at each run.
   std::optional<DType> plain_dtype_;
   KernelWorkspace workspace_{0, ""};  // plain 16-bit weights: f32 [N, K]; bf16: x [M, K]
-  SharedBuffer bias_;                 // f32 [N] or null
+  LowRankStage low_rank_;
+  SharedBuffer bias_;  // f32 [N] or null
   size_t held_bytes_ = 0;
 };
 

@@ -53,7 +53,8 @@ using dt = memory::data_type;
 class LinearInt8Kernel final : public Kernel {
  public:
   LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode, FloatPrecision precision)
-      : w8a8_(mode == Int8Mode::kW8A8) {
+      : w8a8_(mode == Int8Mode::kW8A8),
+        low_rank_(ctx, precision, /*s8_down=*/mode == Int8Mode::kW8A8) {
     const Shape& x = ctx.input(0).shape;
     S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
     key_.n = w.rows;
@@ -93,7 +94,7 @@ class LinearInt8Kernel final : public Kernel {
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
-    const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+    GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();  // [M, K]
     if (w8a8_) {
       auto* q = static_cast<int8_t*>(
@@ -101,12 +102,14 @@ class LinearInt8Kernel final : public Kernel {
       auto* row_scale = static_cast<float*>(
           int8_scratch(ScratchSlot::kRowScales, static_cast<size_t>(key_.m) * sizeof(float)));
       quantize_rows_s8(x, key_.m, key_.k, q, row_scale);
+      low_rank_.prepare_run(inputs, &epilogue, q, row_scale);  // h from the same q
       // acc s32 [M, N] lands in the output's bytes and is rewritten there as f32.
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
                      packed_->data(), nullptr);
       dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
                                 col_scale_->as<float>(), bias, epilogue);
     } else if (bf16_) {
+      low_rank_.prepare_run(inputs, &epilogue);
       auto* wb = static_cast<uint16_t*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(uint16_t)));
       widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
@@ -117,6 +120,7 @@ class LinearInt8Kernel final : public Kernel {
       dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
                               bias, epilogue);
     } else {
+      low_rank_.prepare_run(inputs, &epilogue);
       auto* wf = static_cast<float*>(int8_scratch(
           ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
       widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
@@ -130,9 +134,13 @@ class LinearInt8Kernel final : public Kernel {
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
+  // The low-rank term's transposed up (0 without one); the rest is int8_scratch.
+  size_t workspace_bytes() const override { return low_rank_.workspace_bytes(); }
+  void bind_workspace(void* workspace) override { low_rank_.bind_workspace(workspace); }
 
  private:
   bool w8a8_;
+  LowRankStage low_rank_;
   bool bf16_ = false;  // W8 on bf16 operands
   ir::GemmEpilogue epilogue_;
   GemmKey key_;
@@ -167,7 +175,7 @@ bool runs_as_gemv(const Shape& x, int64_t k) {
 
 class LinearInt8GemvKernel final : public Kernel {
  public:
-  explicit LinearInt8GemvKernel(const PrepareContext& ctx) {
+  explicit LinearInt8GemvKernel(const PrepareContext& ctx) : low_rank_(ctx, FloatPrecision::kF32) {
     S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
     n_ = w.rows;
     k_ = w.cols;
@@ -189,12 +197,20 @@ class LinearInt8GemvKernel final : public Kernel {
     const auto* q = q_->as<int8_t>();
     const float* s = scale_->as<float>();
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
-    const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+    GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+    if (low_rank_.active()) {  // the rows plain, then the whole epilogue over them
+      low_rank_.prepare_run(inputs, &epilogue);
+      run_rows<Identity>(x, y, q, s, bias, nullptr);
+      apply_gemm_epilogue_rows(y, m_, n_, epilogue);
+      return;
+    }
     with_activation(epilogue.activation,
                     [&]<class Act>(Act) { run_rows<Act>(x, y, q, s, bias, epilogue.residual); });
   }
 
   // held_bytes(): 0 — the weights, scales and bias are the WeightCache's (shared).
+  size_t workspace_bytes() const override { return low_rank_.workspace_bytes(); }
+  void bind_workspace(void* workspace) override { low_rank_.bind_workspace(workspace); }
 
  private:
   template <class Act>
@@ -230,6 +246,7 @@ class LinearInt8GemvKernel final : public Kernel {
 
   int64_t m_ = 0, n_ = 0, k_ = 0;
   ir::GemmEpilogue epilogue_;
+  LowRankStage low_rank_;
   SharedBuffer q_;      // s8 [N, K], as stored
   SharedBuffer scale_;  // f32 [N]
   SharedBuffer bias_;   // f32 [N] or null

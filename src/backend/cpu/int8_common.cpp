@@ -128,43 +128,65 @@ float quantize_tensor_s8(const float* x, int64_t n, int8_t* q) {
   return m > 0 ? m / 127.0f : 0.0f;
 }
 
+// Rows [r0, r1) of dequant_epilogue (below), with Act and the residual `residual` (null: none).
+template <class Acc, class Act>
+void dequant_epilogue_rows(void* io, int64_t r0, int64_t r1, int64_t cols, const float* row_scales,
+                           float uniform_row_scale, const float* col_scale, const float* bias,
+                           const float* residual) {
+  for (int64_t r = r0; r < r1; ++r) {
+    Acc* in = static_cast<Acc*>(io) + r * cols;
+    float* out = static_cast<float*>(io) + r * cols;
+    const float* res = residual ? residual + r * cols : nullptr;
+    const float rs = row_scales ? row_scales[r] : uniform_row_scale;
+    const __m256 vrs = _mm256_set1_ps(rs);
+    int64_t c = 0;
+    for (; c + 8 <= cols; c += 8) {
+      __m256 acc;
+      if constexpr (std::is_same_v<Acc, int32_t>)
+        acc = _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
+      else
+        acc = _mm256_loadu_ps(in + c);
+      const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
+      const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+      __m256 y = Act::vec(_mm256_fmadd_ps(acc, s, b0));
+      if (res) y = _mm256_add_ps(y, _mm256_loadu_ps(res + c));
+      _mm256_storeu_ps(out + c, y);
+    }
+    for (; c < cols; ++c) {
+      const float acc = static_cast<float>(in[c]);
+      float y = Act::one(std::fma(acc, rs * col_scale[c], bias ? bias[c] : 0.0f));
+      if (res) y += res[c];
+      out[c] = y;
+    }
+  }
+}
+
 template <class Acc>
 void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
                       float uniform_row_scale, const float* col_scale, const float* bias,
                       const GemmEpilogueArgs& epilogue) {
   // io: [rows, cols] of Acc in, f32 out (same bytes); residual: [rows, cols] f32
   static_assert(sizeof(Acc) == sizeof(float));
-  const float* residual = epilogue.residual;
+  if (epilogue.low_rank.h) {
+    // Row groups: each group's rows dequantized plainly, then the low-rank term, activation
+    // and residual while they are in cache (low_rank.cpp).
+    const int64_t groups = (rows + kLowRankRowGroup - 1) / kLowRankRowGroup;
+    parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
+      const int64_t r0 = g0 * kLowRankRowGroup, r1 = std::min(rows, g1 * kLowRankRowGroup);
+      for (int64_t r = r0; r < r1; r += kLowRankRowGroup) {
+        const int64_t re = std::min(r1, r + kLowRankRowGroup);
+        dequant_epilogue_rows<Acc, Identity>(io, r, re, cols, row_scales, uniform_row_scale,
+                                             col_scale, bias, nullptr);
+        finish_low_rank_rows(static_cast<float*>(io), r, re, cols, epilogue);
+      }
+    });
+    return;
+  }
   with_activation(epilogue.activation, [&]<class Act>(Act) {
     parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
                  [&](int64_t b, int64_t e) {
-                   for (int64_t r = b; r < e; ++r) {
-                     Acc* in = static_cast<Acc*>(io) + r * cols;
-                     float* out = static_cast<float*>(io) + r * cols;
-                     const float* res = residual ? residual + r * cols : nullptr;
-                     const float rs = row_scales ? row_scales[r] : uniform_row_scale;
-                     const __m256 vrs = _mm256_set1_ps(rs);
-                     int64_t c = 0;
-                     for (; c + 8 <= cols; c += 8) {
-                       __m256 acc;
-                       if constexpr (std::is_same_v<Acc, int32_t>)
-                         acc = _mm256_cvtepi32_ps(
-                             _mm256_loadu_si256(reinterpret_cast<const __m256i*>(in + c)));
-                       else
-                         acc = _mm256_loadu_ps(in + c);
-                       const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
-                       const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
-                       __m256 y = Act::vec(_mm256_fmadd_ps(acc, s, b0));
-                       if (res) y = _mm256_add_ps(y, _mm256_loadu_ps(res + c));
-                       _mm256_storeu_ps(out + c, y);
-                     }
-                     for (; c < cols; ++c) {
-                       const float acc = static_cast<float>(in[c]);
-                       float y = Act::one(std::fma(acc, rs * col_scale[c], bias ? bias[c] : 0.0f));
-                       if (res) y += res[c];
-                       out[c] = y;
-                     }
-                   }
+                   dequant_epilogue_rows<Acc, Act>(io, b, e, cols, row_scales, uniform_row_scale,
+                                                   col_scale, bias, epilogue.residual);
                  });
   });
 }
