@@ -56,6 +56,15 @@ MapWeights make_weights(const GemmShape& s) {
   return w;
 }
 
+// y -> [activation] -> [+ r]: the epilogue `e` as separate nodes.
+ir::ValueId append_epilogue(ir::Graph& g, ir::ValueId y, const ir::GemmEpilogue& e, ir::ValueId r) {
+  const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
+  if (e.activation != Activation::kNone)
+    y = g.add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
+  if (e.residual) y = g.add_node(OpKind::kAdd, {y, r}, {}, "add");
+  return y;
+}
+
 // x -> GEMM -> [activation] -> [+ residual], as separate nodes or as one fused node.
 std::shared_ptr<ir::Graph> make_graph(const GemmShape& s, ir::GemmEpilogue e, bool fused) {
   auto g = std::make_shared<ir::Graph>();
@@ -78,10 +87,7 @@ std::shared_ptr<ir::Graph> make_graph(const GemmShape& s, ir::GemmEpilogue e, bo
   } else {
     y = g->add_node(s.conv ? OpKind::kConv2d : OpKind::kLinear, ins,
                     s.conv ? ir::Attrs(conv) : ir::Attrs(), "gemm");
-    const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
-    if (e.activation != Activation::kNone)
-      y = g->add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
-    if (e.residual) y = g->add_node(OpKind::kAdd, {y, r}, {}, "add");
+    y = append_epilogue(*g, y, e, r);
   }
   g->mark_output(y);
   g->verify();
@@ -194,10 +200,7 @@ std::shared_ptr<ir::Graph> make_low_rank_graph(const GemmShape& s, int64_t rank,
                     {g->add_node(OpKind::kLinear, ins, {}, "gemm"),
                      g->add_node(OpKind::kLinear, {h, up}, {}, "up")},
                     {}, "sum");
-    const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
-    if (e.activation != Activation::kNone)
-      y = g->add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
-    if (e.residual) y = g->add_node(OpKind::kAdd, {y, r}, {}, "add");
+    y = append_epilogue(*g, y, e, r);
   }
   g->mark_output(y);
   g->verify();

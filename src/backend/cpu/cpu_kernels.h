@@ -223,6 +223,8 @@ struct GemmEpilogueArgs {
 // y [n] = act(y) + residual, in place — for kernels whose GEMM (oneDNN f32) ends without a
 // pass of our own to fold the epilogue into. No low-rank term (apply_gemm_epilogue_rows).
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue);
+// The same over one span, single-threaded (residual may be null).
+void activate_and_add(float* y, const float* residual, int64_t n, ir::Activation activation);
 // y [rows, cols] = act(y + low-rank term) + residual, in place, the whole epilogue: row group
 // by row group, so each group's rows stay in cache between the term and the rest.
 void apply_gemm_epilogue_rows(float* y, int64_t rows, int64_t cols,

@@ -249,19 +249,23 @@ class BinaryKernel final : public Kernel {
 
 // A fused GEMM epilogue's pass after an f32 matmul (cpu_kernels.h): the activations above,
 // then the residual, one read and one write of y.
+void activate_and_add(float* y, const float* residual, int64_t n, ir::Activation activation) {
+  with_activation(activation, [&]<class Act>(Act) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      __m256 v = Act::vec(_mm256_loadu_ps(y + i));
+      if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
+      _mm256_storeu_ps(y + i, v);
+    }
+    for (; i < n; ++i)
+      y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
+  });
+}
+
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {
-  const float* residual = epilogue.residual;
-  with_activation(epilogue.activation, [&]<class Act>(Act) {
-    parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
-      int64_t i = b;
-      for (; i + 8 <= e; i += 8) {
-        __m256 v = Act::vec(_mm256_loadu_ps(y + i));
-        if (residual) v = _mm256_add_ps(v, _mm256_loadu_ps(residual + i));
-        _mm256_storeu_ps(y + i, v);
-      }
-      for (; i < e; ++i)
-        y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
-    });
+  parallel_for(n, kGrain, [&](int64_t b, int64_t e) {
+    activate_and_add(y + b, epilogue.residual ? epilogue.residual + b : nullptr, e - b,
+                     epilogue.activation);
   });
 }
 

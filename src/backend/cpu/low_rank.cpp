@@ -32,6 +32,18 @@ __mmask16 tail_mask(int64_t left) {
   return left >= 16 ? 0xffff : left <= 0 ? 0 : static_cast<__mmask16>((1u << left) - 1);
 }
 
+// y's rows [0, nr) (ld cols), 32 columns from y: += a0 (the first 16, mask m0), a1 (m1).
+__attribute__((target("avx512f"))) inline void add_to_rows(float* y, int nr, int64_t cols,
+                                                           __mmask16 m0, __mmask16 m1,
+                                                           const __m512* a0, const __m512* a1) {
+  for (int i = 0; i < nr; ++i) {
+    float* yr = y + i * cols;
+    _mm512_mask_storeu_ps(yr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, yr), a0[i]));
+    if (m1)
+      _mm512_mask_storeu_ps(yr + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, yr + 16), a1[i]));
+  }
+}
+
 __attribute__((target("avx512f"))) void add_term_avx512(float* y, int64_t r0, int nr, int64_t cols,
                                                         const LowRankTerm& t) {
   const float* h[kRows];
@@ -52,13 +64,7 @@ __attribute__((target("avx512f"))) void add_term_avx512(float* y, int64_t r0, in
         a1[i] = _mm512_fmadd_ps(hk, u1, a1[i]);
       }
     }
-    for (int i = 0; i < nr; ++i) {
-      float* yr = y + (r0 + i) * cols + c;
-      _mm512_mask_storeu_ps(yr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, yr), a0[i]));
-      if (m1)
-        _mm512_mask_storeu_ps(yr + 16, m1,
-                              _mm512_add_ps(_mm512_maskz_loadu_ps(m1, yr + 16), a1[i]));
-    }
+    add_to_rows(y + r0 * cols + c, nr, cols, m0, m1, a0, a1);
   }
 }
 
@@ -94,13 +100,7 @@ __attribute__((target("avx512f,avx512bf16"))) void add_term_bf16(float* y, int64
         a1[i] = _mm512_dpbf16_ps(a1[i], hk, u1);
       }
     }
-    for (int i = 0; i < nr; ++i) {
-      float* yr = y + (r0 + i) * cols + c;
-      _mm512_mask_storeu_ps(yr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, yr), a0[i]));
-      if (m1)
-        _mm512_mask_storeu_ps(yr + 16, m1,
-                              _mm512_add_ps(_mm512_maskz_loadu_ps(m1, yr + 16), a1[i]));
-    }
+    add_to_rows(y + r0 * cols + c, nr, cols, m0, m1, a0, a1);
   }
 }
 
@@ -148,19 +148,8 @@ void finish_low_rank_rows(float* y, int64_t r0, int64_t r1, int64_t cols,
         add_term_avx2(y, r, nr, cols, epilogue.low_rank);
     }
     if (epilogue.activation == ir::Activation::kNone && !epilogue.residual) continue;
-    const float* res = epilogue.residual ? epilogue.residual + r * cols : nullptr;
-    float* yr = y + r * cols;
-    const int64_t n = nr * cols;
-    with_activation(epilogue.activation, [&]<class Act>(Act) {
-      int64_t i = 0;
-      for (; i + 8 <= n; i += 8) {
-        __m256 v = Act::vec(_mm256_loadu_ps(yr + i));
-        if (res) v = _mm256_add_ps(v, _mm256_loadu_ps(res + i));
-        _mm256_storeu_ps(yr + i, v);
-      }
-      for (; i < n; ++i)
-        yr[i] = Act::one(yr[i]) + (res ? res[i] : 0.0f);
-    });
+    activate_and_add(y + r * cols, epilogue.residual ? epilogue.residual + r * cols : nullptr,
+                     nr * cols, epilogue.activation);
   }
 }
 
