@@ -82,6 +82,7 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     HYRT_CHECK(backends[b]->supports(g, g.node(n)), kUnsupported, "backend '", backends[b]->name(),
                "' cannot run node '", g.node(n).name, "' (", ir::op_name(g.node(n).op), ")");
     e->step_backend_.push_back(b);
+    e->step_class_.push_back(profile_class(g, g.node(n)));
   }
 
   // Weights bind once to their stored views (kernels that uploaded or packed them ignore
@@ -107,8 +108,8 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     backend::Backend& b = *backends[e->step_backend_[s]];
     const auto tk = Clock::now();
     e->kernels_.push_back(b.prepare(g, node, weights, cache));
-    e->prepare_op_ms_[profile_class(g, node)] += ms_since(tk);
-    ++e->prepare_op_count_[profile_class(g, node)];
+    e->prepare_op_ms_[e->step_class_[s]] += ms_since(tk);
+    ++e->prepare_op_count_[e->step_class_[s]];
     // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
     // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
     // Released node by node, so the file and the copies never both peak.
@@ -306,13 +307,13 @@ void Executable::run_steps(size_t begin, size_t end) {
       backend::Timeline& t = *timelines_[b];
       const size_t begin = t.mark();
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
-      marks_.push_back({profile_class(g, node), b, begin, t.mark()});
+      marks_.push_back({step_class_[s], b, begin, t.mark()});
     } else if (options_.profile) {
       const auto t0 = Clock::now();
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
       backends_[b]->synchronize();  // a backend without timestamps: wait for the kernel
-      op_ms_[profile_class(g, node)] += ms_since(t0);
-      ++op_count_[profile_class(g, node)];
+      op_ms_[step_class_[s]] += ms_since(t0);
+      ++op_count_[step_class_[s]];
     } else {
       kernels_[s]->run(step_inputs_[s], views_[b][node.output]);
     }

@@ -164,7 +164,8 @@ class Executable {
   std::vector<backend::Backend*> backends_;
   ExecOptions options_;
   std::vector<ir::NodeId> order_;
-  std::vector<int> step_backend_;                               // per step
+  std::vector<int> step_backend_;  // per step
+  std::vector<int> step_class_;    // per step: its profile class (op kind, or a LoRA side GEMM)
   std::vector<plan::MemoryPlan> plans_;                         // per backend
   std::vector<std::unique_ptr<backend::DeviceMemory>> arenas_;  // per backend (own arenas)
   std::vector<std::unique_ptr<backend::Kernel>> kernels_;       // per step

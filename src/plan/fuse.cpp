@@ -33,7 +33,8 @@ std::optional<ir::Activation> activation_of(OpKind op) {
 struct Chain {
   NodeId gemm = ir::kNone;
   ir::GemmEpilogue epilogue;          // the fused node's (the GEMM's own plus what it absorbs)
-  std::vector<NodeId> absorbed;       // activation, reshape, add — the last is the anchor
+  std::vector<NodeId> absorbed;       // [down, up, add,] activation, reshape, add — the last
+                                      // is the anchor
   ValueId residual = ir::kNone;       // old graph's value added (the add's other input)
   ValueId low_rank_down = ir::kNone;  // old graph's low-rank term: the down weight
   ValueId low_rank_up = ir::kNone;    // and the up weight
