@@ -280,10 +280,10 @@ DiffusionModel::Compiled& DiffusionModel::executable(
     c.report.device_arena_bytes = c.exe->memory_plans()[1].arena_bytes;
   c.report.copy_bytes = static_cast<int64_t>(c.exe->placement().copy_bytes);
   c.report.prepare_by_op = c.exe->prepare_profile();
-  HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
-                  << " nodes, scratch arena " << c.report.arena_bytes << " bytes, prepared in "
-                  << c.report.prepare_ms << " ms";
   c.held_bytes = static_cast<int64_t>(c.exe->held_bytes());
+  HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
+                  << " nodes, scratch arena " << c.report.arena_bytes << " bytes, kernels hold "
+                  << (c.held_bytes >> 20) << " MiB, prepared in " << c.report.prepare_ms << " ms";
   c.last_used = ++use_clock_;
   c.key = tagged;
   // The same shape compiled for an earlier LoRA set is not run again until that set comes

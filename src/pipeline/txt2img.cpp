@@ -402,7 +402,8 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   }
   const double denoise_ms = ms_since(t0);
   if (lone && p0.release_stages) model.release("unet");
-  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB";
+  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB (peak "
+                  << (peak_rss_bytes() >> 20) << " MiB)";
 
   // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
   for (Lane* l : lanes)
@@ -496,7 +497,8 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
     model.release("text_encoder");
     model.release("text_encoder_2");
   }
-  HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20) << " MiB";
+  HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20)
+                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
 
   // 2. Initial latents, each lane from its own seed.
   for (Lane& l : lanes) {
