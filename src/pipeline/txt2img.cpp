@@ -15,6 +15,12 @@ namespace hyrt::pipeline {
 
 namespace {
 
+// `hyrt generate -v`'s memory trail: the resident set after a stage, and the peak so far.
+void log_resident_after(const char* stage) {
+  HYRT_LOG(kInfo) << "resident after " << stage << ": " << (current_rss_bytes() >> 20)
+                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
+}
+
 constexpr int kMaxSide = 4096;
 constexpr int kMaxBatch = 64;
 constexpr int kMaxSteps = 1000;
@@ -402,8 +408,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   }
   const double denoise_ms = ms_since(t0);
   if (lone && p0.release_stages) model.release("unet");
-  HYRT_LOG(kInfo) << "resident after sampling: " << (current_rss_bytes() >> 20) << " MiB (peak "
-                  << (peak_rss_bytes() >> 20) << " MiB)";
+  log_resident_after("sampling");
 
   // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
   for (Lane* l : lanes)
@@ -428,8 +433,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   for (int64_t i = 0; i < image.numel(); ++i)
     px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
   const double decode_ms = ms_since(t0);
-  HYRT_LOG(kInfo) << "resident after the VAE decode: " << (current_rss_bytes() >> 20)
-                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
+  log_resident_after("the VAE decode");
   const int64_t pixels = static_cast<int64_t>(p0.height) * p0.width * 3;
   at = 0;
   for (Lane* l : decoding) {
@@ -497,8 +501,7 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
     model.release("text_encoder");
     model.release("text_encoder_2");
   }
-  HYRT_LOG(kInfo) << "resident after the text encoder: " << (current_rss_bytes() >> 20)
-                  << " MiB (peak " << (peak_rss_bytes() >> 20) << " MiB)";
+  log_resident_after("the text encoder");
 
   // 2. Initial latents, each lane from its own seed.
   for (Lane& l : lanes) {
