@@ -1,17 +1,18 @@
-// bench_cuda_attention: the CUDA backend's fused attention kernel at SD 1.5 shapes, printing
-// JSON that names the card.
+// bench_cuda_attention: the CUDA backend's fused attention kernel at SD 1.5 and SDXL shapes,
+// printing JSON that names the card.
 //
 //   bench_cuda_attention [--reps N] [--out FILE]
 //
-// 512x512 images, batch 2 (CFG): self attention over the latent tokens (4096 at 64x64 with
-// 8 heads of 40, 1024 at 32x32 of 80, 256 at 16x16 and 64 at 8x8 of 160), cross attention
-// of those queries over 77 text tokens, and CLIP's causal 77-token attention (12 heads of 64).
-// q, k, v, out dense f16 [B, T, H·D], random values. For each shape and warp layout
-// (16 or 32 query rows per warp, where the head dim allows both):
+// 512x512 SD 1.5 images, batch 2 (CFG): self attention over the latent tokens (4096 at 64x64
+// with 8 heads of 40, 1024 at 32x32 of 80, 256 at 16x16 and 64 at 8x8 of 160), cross
+// attention of those queries over 77 text tokens, and CLIP's causal 77-token attention (12
+// heads of 64); SD 1.5 at 1024² (16384 tokens of 8 x 40) and SDXL's 1024² levels (heads of 64).
+// q, k, v, out dense f16 [B, T, H·D], random values. For each shape and form of the kernel:
 //   gpu_us   median GPU time per call, events around each call, a spin kernel queued first
 //            so the host enqueues all calls before the GPU reaches them;
 //   tflops   4·B·H·Tq·Tk·D (halved for causal) / gpu_us — useful FLOPs, unpadded;
-//   est_us   estimate_attention_us (the placement cost model) for comparison.
+//   est_us   estimate_attention_us (the placement cost model) for comparison;
+//   rel_l2   relative L2 distance of the output from the first form's.
 #ifdef HYRT_HAVE_CUDA
 
 #include <algorithm>
@@ -28,6 +29,7 @@
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "core/error.h"
+#include "core/half.h"
 #include "ir/graph.h"
 
 namespace {
@@ -53,6 +55,28 @@ const ShapeSpec kShapes[] = {
     {2, 256, 77, 8, 160, false, "cross attention, 16x16"},
     {2, 64, 64, 8, 160, false, "self attention, 8x8"},
     {2, 77, 77, 12, 64, true, "CLIP causal self attention"},
+    {2, 16384, 16384, 8, 40, false, "SD 1.5 1024²: self, 128x128"},
+    {2, 4096, 4096, 8, 80, false, "SD 1.5 1024²: self, 64x64"},
+    {2, 4096, 4096, 10, 64, false, "SDXL 1024²: self, 64x64"},
+    {2, 1024, 1024, 20, 64, false, "SDXL 1024²: self, 32x32"},
+    {2, 4096, 77, 10, 64, false, "SDXL 1024²: cross, 64x64"},
+};
+
+// Forms of the kernel (FlashAttentionParams' rows_per_warp, rescale_slack, uncapped_registers);
+// the first is the kernel as it was before the register cap, and the reference the others'
+// outputs are compared with.
+struct Form {
+  const char* name;
+  int rows_per_warp;
+  float rescale_slack;
+  bool uncapped_registers;
+};
+const Form kForms[] = {
+    {"before: uncapped, rescale at every growth", 0, 0.0f, true},
+    {"capped, rescale at every growth", 0, 0.0f, false},
+    {"capped, 16 rows/warp", 16, -1.0f, false},
+    {"capped, 32 rows/warp", 32, -1.0f, false},
+    {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
 };
 
 double median(std::vector<double> v) {
@@ -132,8 +156,8 @@ int run(int argc, char** argv) {
                              d.compute_minor, "\",\n  \"multiprocessors\": ", d.multiprocessors,
                              ",\n  \"cuda\": \"", backend::cuda::runtime_version_string(),
                              "\",\n  \"reps\": ", reps, ",\n  \"results\": [");
-  std::fprintf(stderr, "%-28s %5s %5s %5s %3s %4s %5s %9s %7s %7s\n", "shape", "B", "Tq", "Tk", "H",
-               "D", "rows", "gpu_us", "TFLOP/s", "est_us");
+  std::fprintf(stderr, "%-28s %5s %5s %5s %3s %4s %9s %7s %7s %7s  %s\n", "shape", "B", "Tq", "Tk",
+               "H", "D", "gpu_us", "TFLOP/s", "est_us", "rel_l2", "form");
   bool first = true;
   for (const ShapeSpec& s : kShapes) {
     const size_t nq = static_cast<size_t>(s.batch * s.tq * s.heads * s.d);
@@ -149,8 +173,8 @@ int run(int argc, char** argv) {
     const double est = estimate(s);
     const double flops =
         4.0 * s.batch * s.heads * static_cast<double>(s.tq) * s.tk * s.d * (s.causal ? 0.5 : 1.0);
-    for (int rows : {16, 32}) {
-      if (rows == 32 && s.d > 64) continue;
+    std::vector<float> ref;
+    for (const Form& f : kForms) {
       FlashAttentionParams p;
       p.q = q.as<uint16_t>(), p.k = k.as<uint16_t>(), p.v = v.as<uint16_t>();
       p.out = out.as<uint16_t>();
@@ -158,19 +182,38 @@ int run(int argc, char** argv) {
       p.ld_q = p.ld_k = p.ld_v = p.ld_out = s.heads * s.d;
       p.scale = 1.0f / std::sqrt(static_cast<float>(s.d));
       p.causal = s.causal;
-      p.rows_per_warp = rows;
+      p.rows_per_warp = f.rows_per_warp, p.rescale_slack = f.rescale_slack;
+      p.uncapped_registers = f.uncapped_registers;
+      p.multiprocessors = d.multiprocessors;
       const double us = gpu_us(ctx, reps, [&] {
         HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
       });
+      // The output against the first form's (the run above left it in `out`).
+      std::vector<uint16_t> bits(nq);
+      HYRT_CUDA_CHECK(cudaMemcpy(bits.data(), out.data(), nq * 2, cudaMemcpyDeviceToHost));
+      std::vector<float> got(nq);
+      convert_to_f32(DType::kF16, bits.data(), got.data(), nq);
+      double err = 0;
+      if (ref.empty()) {
+        ref = got;
+      } else {
+        double num = 0, den = 0;
+        for (size_t i = 0; i < nq; ++i) {
+          num += (static_cast<double>(got[i]) - ref[i]) * (static_cast<double>(got[i]) - ref[i]);
+          den += static_cast<double>(ref[i]) * ref[i];
+        }
+        err = den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+      }
       const double tflops = flops / us * 1e-6;
-      std::fprintf(stderr, "%-28s %5lld %5lld %5lld %3d %4d %5d %9.1f %7.1f %7.1f\n", s.what,
+      std::fprintf(stderr, "%-28s %5lld %5lld %5lld %3d %4d %9.1f %7.1f %7.1f %.1e  %s\n", s.what,
                    static_cast<long long>(s.batch), static_cast<long long>(s.tq),
-                   static_cast<long long>(s.tk), s.heads, s.d, rows, us, tflops, est);
-      json += str_cat(first ? "\n" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
-                      ", \"tq\": ", s.tq, ", \"tk\": ", s.tk, ", \"heads\": ", s.heads,
-                      ", \"d\": ", s.d, ", \"causal\": ", s.causal ? "true" : "false",
-                      ", \"rows_per_warp\": ", rows, ", \"gpu_us\": ", num(us),
-                      ", \"tflops\": ", num(tflops), ", \"est_us\": ", num(est), "}");
+                   static_cast<long long>(s.tk), s.heads, s.d, us, tflops, est, err, f.name);
+      json +=
+          str_cat(first ? "\n" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
+                  ", \"tq\": ", s.tq, ", \"tk\": ", s.tk, ", \"heads\": ", s.heads,
+                  ", \"d\": ", s.d, ", \"causal\": ", s.causal ? "true" : "false", ", \"form\": \"",
+                  f.name, "\", \"gpu_us\": ", num(us), ", \"tflops\": ", num(tflops),
+                  ", \"est_us\": ", num(est), ", \"rel_l2_vs_first_form\": ", num(err, 6), "}");
       first = false;
     }
   }

@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -51,12 +52,20 @@ struct Spec {
   // Direct launches only: q/k/v as column views of one [B, T, H·(2D + Dv)] tensor (tq == tk).
   bool packed = false;
   int rows_per_warp = 0;
+  // Direct launches only: FlashAttentionParams' rescale_slack and uncapped_registers.
+  float rescale_slack = -1.0f;
+  bool uncapped_registers = false;
+  // Key j's values grow by 1 + key_ramp·j/tk: each row's maximum keeps rising across the key
+  // tiles, so the running softmax must rescale again and again.
+  float key_ramp = 0.0f;
 };
 
 std::string describe(const Spec& s) {
   return str_cat("B=", s.batch, " Tq=", s.tq, " Tk=", s.tk, " H=", s.heads, " D=", s.d,
                  " Dv=", s.dv, s.causal ? " causal" : "", s.packed ? " packed" : "",
-                 s.rows_per_warp ? str_cat(" rows/warp=", s.rows_per_warp) : std::string());
+                 s.rows_per_warp ? str_cat(" rows/warp=", s.rows_per_warp) : std::string(),
+                 " slack=", s.rescale_slack, s.uncapped_registers ? " uncapped" : "",
+                 s.key_ramp != 0 ? str_cat(" ramp=", s.key_ramp) : "");
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -133,7 +142,15 @@ struct Inputs {
   explicit Inputs(const Spec& s)
       : q(static_cast<size_t>(s.batch * s.tq * s.heads * s.d), s.seed, s.input_scale),
         k(static_cast<size_t>(s.batch * s.tk * s.heads * s.d), s.seed + 1, s.input_scale),
-        v(static_cast<size_t>(s.batch * s.tk * s.heads * s.dv), s.seed + 2, 1.0f) {}
+        v(static_cast<size_t>(s.batch * s.tk * s.heads * s.dv), s.seed + 2, 1.0f) {
+    if (s.key_ramp == 0) return;
+    const int64_t row = int64_t{s.heads} * s.d;
+    for (int64_t r = 0; r < s.batch * s.tk; ++r)
+      for (int64_t c = 0; c < row; ++c)
+        k.values[r * row + c] *= 1.0f + s.key_ramp * static_cast<float>(r % s.tk) / s.tk;
+    convert_from_f32(k.values.data(), DType::kF16, k.bits.data(), k.values.size());
+    convert_to_f32(DType::kF16, k.bits.data(), k.values.data(), k.values.size());
+  }
 };
 
 // A one-node attention graph for `s`: the graph says f32; the device holds f16 (cuda_backend.h).
@@ -205,6 +222,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
   p.scale = s.scale != 0 ? s.scale : 1.0f / std::sqrt(static_cast<float>(s.d));
   p.causal = s.causal;
   p.rows_per_warp = s.rows_per_warp;
+  p.rescale_slack = s.rescale_slack, p.uncapped_registers = s.uncapped_registers;
   p.ld_out = H * Dv;
   DeviceBuffer dout(static_cast<size_t>(out_n) * 2, "out"), dq, dk, dv, dqkv;
   if (s.packed) {
@@ -544,6 +562,62 @@ TEST(CudaAttention, BothWarpLayouts) {  // 16 and 32 query rows per warp agree w
   }
 }
 
+// Every form of the kernel agrees with the reference: 16 and 32 rows per warp with registers
+// capped or not, vectorised and element-wise tile loads, a rescale at every growth of a row's
+// maximum or only past the slack (with maxima that keep growing across key tiles), and a
+// negative scale under a causal mask (scaled before the maximum is taken).
+TEST(CudaAttention, KernelForms) {
+  REQUIRE_GPU();
+  struct Form {
+    int rows;
+    float slack;
+    bool uncapped;
+  };
+  const Form forms[] = {{0, -1.0f, false}, {16, 0.0f, false}, {32, 8.0f, false},
+                        {16, 12.0f, true}, {32, 0.0f, true},  {0, 0.0f, true}};
+  for (const Form& f : forms) {
+    const auto with = [&](Spec s) {
+      s.rows_per_warp = f.rows, s.rescale_slack = f.slack, s.uncapped_registers = f.uncapped;
+      return s;
+    };
+    check(with({.batch = 2, .tq = 333, .tk = 257, .heads = 2, .d = 40, .dv = 40, .seed = 31}),
+          Path::kDirect);
+    check(with({.batch = 1, .tq = 200, .tk = 300, .heads = 2, .d = 36, .dv = 36, .seed = 32}),
+          Path::kDirect);  // element-wise loads
+    check(with({.batch = 1,
+                .tq = 130,
+                .tk = 700,
+                .heads = 3,
+                .d = 40,
+                .dv = 40,
+                .input_scale = 2.0f,
+                .seed = 33,
+                .key_ramp = 6.0f}),
+          Path::kDirect);
+    check(with({.batch = 1,
+                .tq = 256,
+                .tk = 1024,
+                .heads = 2,
+                .d = 64,
+                .dv = 64,
+                .input_scale = 2.0f,
+                .seed = 34,
+                .key_ramp = 6.0f}),
+          Path::kDirect);
+    check(with({.batch = 1,
+                .tq = 150,
+                .tk = 150,
+                .heads = 2,
+                .d = 24,
+                .dv = 8,
+                .causal = true,
+                .scale = -0.2f,
+                .input_scale = 2.0f,
+                .seed = 35}),
+          Path::kDirect);
+  }
+}
+
 // Runs everywhere: what the backend claims, without touching a device.
 TEST(CudaAttentionSupport, HeadDimLimitsAndEstimates) {
   auto make = [](int64_t width, int heads, int64_t t) {
@@ -590,6 +664,25 @@ TEST(CudaAttention, RejectsUnsupportedAndMisbound) {
   const TensorView f32{buf.data(), DType::kF32, Shape{1, 4, 16}};  // not the storage dtype
   const std::vector<TensorView> ins{f32, f32, f32};
   EXPECT_THROW(kernel->run(ins, f32), Error);
+
+  // Direct launches with a knob out of range are refused before anything is queued.
+  FlashAttentionParams p;
+  p.q = p.k = p.v = buf.as<uint16_t>();
+  p.out = buf.as<uint16_t>() + 64;
+  p.batch = 1, p.tq = p.tk = 4, p.heads = 1, p.d = p.dv = 16;
+  p.ld_q = p.ld_k = p.ld_v = p.ld_out = 16;
+  p.scale = 0.25f;
+  for (float slack : {-0.5f, 12.5f, std::numeric_limits<float>::quiet_NaN()}) {
+    p.rescale_slack = slack;
+    EXPECT_EQ(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()), cudaErrorInvalidValue)
+        << slack;
+  }
+  p.rescale_slack = -1.0f;
+  p.multiprocessors = -1;
+  EXPECT_EQ(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()), cudaErrorInvalidValue);
+  p.multiprocessors = 0;
+  p.rows_per_warp = 8;
+  EXPECT_EQ(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()), cudaErrorInvalidValue);
 }
 
 }  // namespace

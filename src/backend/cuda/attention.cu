@@ -25,6 +25,8 @@ namespace hyrt::backend::cuda {
 namespace {
 
 constexpr int kWarps = 4;
+// FlashAttentionParams::rescale_slack's default (log2 units: probabilities up to 256).
+constexpr float kDefaultRescaleSlack = 8.0f;
 constexpr int kThreads = kWarps * 32;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
@@ -106,10 +108,12 @@ __device__ __forceinline__ void load_tile(__half* dst, const __half* src, int64_
 
 // DP: padded head dim (multiple of 16); MT: m16 tiles per warp; BN: keys per tile;
 // Q_REGS: keep the warp's Q fragments in registers for the whole key loop (else re-read
-// them from shared memory each tile, saving registers at large DP).
-template <int DP, int MT, int BN, bool Q_REGS>
-__global__ void __launch_bounds__(kThreads)
-    flash_attention_kernel(FlashAttentionParams p, float scale_log2, bool vec) {
+// them from shared memory each tile, saving registers at large DP); MIN_BLOCKS: resident
+// blocks per SM the registers must allow (launch(): the cap); slack:
+// FlashAttentionParams::rescale_slack.
+template <int DP, int MT, int BN, bool Q_REGS, int MIN_BLOCKS>
+__global__ void __launch_bounds__(kThreads, MIN_BLOCKS)
+    flash_attention_kernel(FlashAttentionParams p, float scale_log2, bool vec, float slack) {
   constexpr int BM = kWarps * 16 * MT;
   constexpr int LDS = DP + 8;
   constexpr int KT = DP / 16;  // k-steps of S = Q·Kᵀ; also 16-column groups of O
@@ -136,11 +140,13 @@ __global__ void __launch_bounds__(kThreads)
 
   load_tile<BM, DP, LDS>(sQ, q, p.ld_q, tq - m0, p.d, vec);
   load_tile<BN, DP, LDS>(sK, k, p.ld_k, tk, p.d, vec);
+  const bool pos_scale = scale_log2 > 0.0f;
   load_tile<BN, DP, LDS>(sV, v, p.ld_v, tk, p.dv, vec);
   cp_async_commit();
 
   float o[MT][DP / 8][4];
-  float row_max[MT][2], row_sum[MT][2];  // log2 domain max; this thread's partial sum
+  // The value subtracted before exponentiation (log2 domain); this thread's partial sum.
+  float row_max[MT][2], row_sum[MT][2];
 #pragma unroll
   for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
@@ -221,60 +227,87 @@ __global__ void __launch_bounds__(kThreads)
 
     // Masks: keys past tk (last tile), keys after the query (causal, near the diagonal).
     const bool mask = n0 + BN > tk || (p.causal && n0 + BN - 1 > m0);
+    // Probabilities as f16 pairs, the A fragments of O += P·V: pf[mt][j][half] holds keys
+    // n0 + 8j + 2t, +1 of row g + 8·half.
+    uint32_t pf[MT][BN / 8][2];
+    float alpha[MT][2];
+    bool rescale = false;
 #pragma unroll
     for (int mt = 0; mt < MT; ++mt) {
 #pragma unroll
       for (int half = 0; half < 2; ++half) {  // rows g and g + 8 of the m16 tile
         const int64_t qi = m0 + warp * 16 * MT + mt * 16 + g + half * 8;
         const int64_t key_limit = p.causal ? min(tk, qi + 1) : tk;  // keys < limit are valid
-        // Scores to the log2 domain first, then mask (a mask before a negative scale
-        // would flip sign).
+        // With a positive scale the maximum is taken on the raw scores and scaled once;
+        // otherwise each score is scaled first (a mask before a negative scale would flip).
+        if (!pos_scale) {
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+              s[mt][j][half * 2 + c] *= scale_log2;
+        }
+        if (mask) {
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j)
+#pragma unroll
+            for (int c = 0; c < 2; ++c)
+              if (n0 + j * 8 + 2 * t + c >= key_limit) s[mt][j][half * 2 + c] = -INFINITY;
+        }
         float mx = -INFINITY;
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            float& x = s[mt][j][half * 2 + c];
-            x *= scale_log2;
-            if (mask && n0 + j * 8 + 2 * t + c >= key_limit) x = -INFINITY;
-            mx = fmaxf(mx, x);
-          }
+          mx = fmaxf(mx, fmaxf(s[mt][j][half * 2], s[mt][j][half * 2 + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        const float new_max = fmaxf(row_max[mt][half], mx);
-        // A row with every key so far masked keeps max -inf: subtract 0 instead (its
+        const float tile_max = pos_scale ? mx * scale_log2 : mx;  // log2 domain
+        // row_max is the value subtracted so far; it moves (and O, the sums rescale) only
+        // when this tile's maximum passes it by more than the slack. -inf: nothing seen yet.
+        float& base = row_max[mt][half];
+        alpha[mt][half] = 1.0f;
+        if (tile_max > base + slack) {
+          alpha[mt][half] = ex2(base - tile_max);  // base -inf: 0
+          base = tile_max;
+          rescale = true;
+        }
+        // A row with every key so far masked keeps -inf: subtract 0 instead (its
         // probabilities are all 0), never -inf - -inf.
-        const float base = new_max == -INFINITY ? 0.0f : new_max;
-        const float alpha = ex2(row_max[mt][half] - base);
-        row_max[mt][half] = new_max;
+        const float sub = base == -INFINITY ? 0.0f : base;
+        const float mul = pos_scale ? scale_log2 : 1.0f;
         float sum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j)
-#pragma unroll
-          for (int c = 0; c < 2; ++c) {
-            float& x = s[mt][j][half * 2 + c];
-            x = ex2(x - base);
-            sum += x;
-          }
-        row_sum[mt][half] = row_sum[mt][half] * alpha + sum;
-#pragma unroll
-        for (int j = 0; j < DP / 8; ++j) {
-          o[mt][j][half * 2] *= alpha;
-          o[mt][j][half * 2 + 1] *= alpha;
+        for (int j = 0; j < BN / 8; ++j) {
+          const float e0 = ex2(fmaf(s[mt][j][half * 2], mul, -sub));
+          const float e1 = ex2(fmaf(s[mt][j][half * 2 + 1], mul, -sub));
+          pf[mt][j][half] = pack_half2(e0, e1);
+          sum += e0 + e1;
         }
+        row_sum[mt][half] = row_sum[mt][half] * alpha[mt][half] + sum;
       }
     }
+    // O rescales where any row of the warp moved (the others multiply by 1).
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int j = 0; j < DP / 8; ++j) {
+          o[mt][j][0] *= alpha[mt][0];
+          o[mt][j][1] *= alpha[mt][0];
+          o[mt][j][2] *= alpha[mt][1];
+          o[mt][j][3] *= alpha[mt][1];
+        }
+    }
 
-    // O += P·V: P's accumulators for keys 16kk..16kk+15 are the A fragment of k-step kk.
+    // O += P·V: the probabilities of keys 16kk..16kk+15 are the A fragment of k-step kk.
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       uint32_t pa[MT][4];
 #pragma unroll
       for (int mt = 0; mt < MT; ++mt) {
-        pa[mt][0] = pack_half2(s[mt][2 * kk][0], s[mt][2 * kk][1]);
-        pa[mt][1] = pack_half2(s[mt][2 * kk][2], s[mt][2 * kk][3]);
-        pa[mt][2] = pack_half2(s[mt][2 * kk + 1][0], s[mt][2 * kk + 1][1]);
-        pa[mt][3] = pack_half2(s[mt][2 * kk + 1][2], s[mt][2 * kk + 1][3]);
+        pa[mt][0] = pf[mt][2 * kk][0];
+        pa[mt][1] = pf[mt][2 * kk][1];
+        pa[mt][2] = pf[mt][2 * kk + 1][0];
+        pa[mt][3] = pf[mt][2 * kk + 1][1];
       }
 #pragma unroll
       for (int dd = 0; dd < KT; ++dd) {
@@ -320,11 +353,26 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// Resident blocks per SM that a kernel's registers leave room for, where capped: with heads
+// up to 64 (DP <= 64), 3 blocks of 32-row warps (168 registers) or 4 of 16-row warps (128).
+// Uncapped, 32-row warps at DP = 48 and 64 take 204-230 registers: 2 blocks (8 warps) share
+// an SM and the kernel waits on latency. Capped (bench_cuda_attention on H200s, two machines):
+// SDXL's 1024 tokens of 20 x 64 take 62-71 instead of 73-106 µs, its 4096 of 10 x 64 389-457
+// instead of 402-561, SD 1.5's 16384 of 8 x 40 3.64-4.10 instead of 4.05-4.79 ms; at DP = 64
+// the cap spills ~180 bytes a thread, and is still faster.
+constexpr int kCappedBlocks32 = 3, kCappedBlocks16 = 4, kUncappedBlocks32 = 2;
+// A whole wave of capped 32-row blocks takes ~1.2x an uncapped one (SD 1.5's 16384 tokens:
+// 6 waves in 3.64 ms against 8 in 4.05).
+constexpr double kCappedWaveCost = 1.2;
+
 template <int DP, int MT, int BN, bool Q_REGS>
-cudaError_t launch(const FlashAttentionParams& p, float scale_log2, bool vec, cudaStream_t stream) {
+cudaError_t launch(const FlashAttentionParams& p, float scale_log2, bool vec, bool capped,
+                   float slack, cudaStream_t stream) {
   constexpr int BM = kWarps * 16 * MT;
   constexpr size_t kSmem = static_cast<size_t>(BM + 4 * BN) * (DP + 8) * sizeof(__half);
-  auto* kernel = flash_attention_kernel<DP, MT, BN, Q_REGS>;
+  constexpr int kCap = DP > 64 ? 1 : MT == 2 ? kCappedBlocks32 : kCappedBlocks16;
+  auto* kernel = capped ? flash_attention_kernel<DP, MT, BN, Q_REGS, kCap>
+                        : flash_attention_kernel<DP, MT, BN, Q_REGS, 1>;
   // Above 48 KiB a kernel must opt in to dynamic shared memory. Per device, so at every
   // launch (a host-side attribute, not a stream operation: launches stay capturable).
   if constexpr (kSmem > 48 * 1024) {
@@ -334,8 +382,31 @@ cudaError_t launch(const FlashAttentionParams& p, float scale_log2, bool vec, cu
   }
   const dim3 grid(static_cast<unsigned>((p.tq + BM - 1) / BM), static_cast<unsigned>(p.heads),
                   static_cast<unsigned>(p.batch));
-  kernel<<<grid, kThreads, kSmem, stream>>>(p, scale_log2, vec);
+  kernel<<<grid, kThreads, kSmem, stream>>>(p, scale_log2, vec, slack);
   return cudaGetLastError();
+}
+
+// How a call with heads up to 64 runs when FlashAttentionParams::rows_per_warp leaves it free.
+struct Layout {
+  bool two;     // 32 query rows per warp (else 16)
+  bool capped;  // registers capped (kCappedBlocks32 / kCappedBlocks16)
+};
+
+// Few rows (CLIP: 10 vs 7.4 µs) or few keys (cross attention over 77 tokens: SDXL's 4096
+// queries of 10 x 64 in 25-28 vs 27-35 µs) favour 16-row blocks, which keep more warps on
+// each SM. Past that, 32-row blocks run in waves of (blocks per SM) x SMs, a last partial
+// wave costing about a whole one, and the cap is taken where its waves cost less: SD 1.5's
+// 4096 tokens of 8 x 40 (512 blocks: 2 uncapped waves of 264 against 2 capped of 396) stay
+// uncapped, 264 vs 272 µs.
+Layout choose_layout(const FlashAttentionParams& p) {
+  const int64_t heads = p.batch * p.heads;
+  if (heads * p.tq < 16384 || p.tk <= 128) return {false, true};
+  const int64_t sms = p.multiprocessors > 0 ? p.multiprocessors : 132;
+  const int64_t blocks = (p.tq + kWarps * 32 - 1) / (kWarps * 32) * heads;
+  const auto waves = [&](int64_t per_sm) {
+    return static_cast<double>((blocks + per_sm * sms - 1) / (per_sm * sms));
+  };
+  return {true, kCappedWaveCost * waves(kCappedBlocks32) < waves(kUncappedBlocks32)};
 }
 
 bool aligned16(const void* ptr) {
@@ -355,21 +426,25 @@ cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s
     return cudaErrorInvalidValue;
   if (p.rows_per_warp != 0 && p.rows_per_warp != 16 && p.rows_per_warp != 32)
     return cudaErrorInvalidValue;
+  if (!(p.rescale_slack == -1.0f || (p.rescale_slack >= 0.0f && p.rescale_slack <= 12.0f)) ||
+      p.multiprocessors < 0)
+    return cudaErrorInvalidValue;
+  const float slack = p.rescale_slack == -1.0f ? kDefaultRescaleSlack : p.rescale_slack;
   const bool vec = p.d % 8 == 0 && p.dv % 8 == 0 && p.ld_q % 8 == 0 && p.ld_k % 8 == 0 &&
                    p.ld_v % 8 == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
   const float scale_log2 = p.scale * 1.4426950408889634f;
   const int dmax = p.d > p.dv ? p.d : p.dv;
-  // Two m16 tiles per warp halve the shared-memory reads per multiply (measured on an H200:
-  // 271 vs 314 µs at B=2, T=4096, 8 heads of 40); past DP = 64 their registers spill, and
-  // for few rows (CLIP: 10 vs 7.4 µs) the larger blocks leave SMs idle. Asking for 3 or 4
-  // resident blocks per SM through __launch_bounds__ was slower (spills).
-  const bool two = p.rows_per_warp == 32 ||
-                   (p.rows_per_warp == 0 && dmax <= 64 && p.batch * p.heads * p.tq >= 16384);
-#define HYRT_FA_CASE(DP)                                                   \
-  if (dmax <= DP) {                                                        \
-    if constexpr (DP <= 64)                                                \
-      if (two) return launch<DP, 2, 64, true>(p, scale_log2, vec, stream); \
-    return launch<DP, 1, 64, true>(p, scale_log2, vec, stream);            \
+  // Two m16 tiles per warp halve the shared-memory reads per multiply; past DP = 64 their
+  // registers spill. Uncapped: the rule the kernel had before the cap (for comparisons).
+  Layout layout{p.batch * p.heads * p.tq >= 16384, false};
+  if (!p.uncapped_registers) layout = choose_layout(p);
+  if (p.rows_per_warp != 0) layout.two = p.rows_per_warp == 32;
+  const bool two = dmax <= 64 && layout.two, capped = layout.capped;
+#define HYRT_FA_CASE(DP)                                                                  \
+  if (dmax <= DP) {                                                                       \
+    if constexpr (DP <= 64)                                                               \
+      if (two) return launch<DP, 2, 64, true>(p, scale_log2, vec, capped, slack, stream); \
+    return launch<DP, 1, 64, true>(p, scale_log2, vec, capped, slack, stream);            \
   }
   HYRT_FA_CASE(16)
   HYRT_FA_CASE(32)
@@ -381,9 +456,9 @@ cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s
 #undef HYRT_FA_CASE
   // Large heads: one m16 tile per warp, 32-key tiles, Q re-read from shared memory, to stay
   // within 255 registers (O is DP/2 floats per thread).
-  if (dmax <= 160) return launch<160, 1, 32, false>(p, scale_log2, vec, stream);
-  if (dmax <= 192) return launch<192, 1, 32, false>(p, scale_log2, vec, stream);
-  return launch<256, 1, 32, false>(p, scale_log2, vec, stream);
+  if (dmax <= 160) return launch<160, 1, 32, false>(p, scale_log2, vec, capped, slack, stream);
+  if (dmax <= 192) return launch<192, 1, 32, false>(p, scale_log2, vec, capped, slack, stream);
+  return launch<256, 1, 32, false>(p, scale_log2, vec, capped, slack, stream);
 }
 
 }  // namespace hyrt::backend::cuda

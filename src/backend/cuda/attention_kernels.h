@@ -35,6 +35,17 @@ struct FlashAttentionParams {
   // Query rows per warp: 16 or 32 (more reuse of each K/V fragment, more registers), only
   // honoured up to head dims of 64 (16 above); 0 picks by head dim and size. For benchmarks.
   int rows_per_warp = 0;
+  // The output is rescaled only when a row's running maximum grows by more than this (log2
+  // units; until then the old maximum is subtracted, so probabilities reach at most 2^slack
+  // before normalisation, which f16 and the f32 sums hold as well); 0 rescales at every
+  // growth; -1 picks the default, 8. For tests and benchmarks.
+  float rescale_slack = -1.0f;
+  // The device's multiprocessor count, for the block-size choice (0: assume an H100/H200's 132).
+  int multiprocessors = 0;
+  // Heads up to 64 run with registers capped so that 3 (32 rows per warp) or 4 (16) blocks
+  // fit on an SM, and pick the rows per warp by waves (attention.cu); true runs the kernel as
+  // it was before that: uncapped, 2 blocks. For benchmarks.
+  bool uncapped_registers = false;
 };
 
 constexpr int kFlashAttentionMaxHeadDim = 256;

@@ -3,9 +3,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <limits>
 #include <optional>
 #include <string>
+#include <string_view>
 
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_backend.h"
@@ -72,6 +74,16 @@ bool aligned16(const void* p) {
   return reinterpret_cast<uintptr_t>(p) % 16 == 0;
 }
 
+// HYRT_CUDA_ATTENTION_LEGACY=1 runs the fused kernel in its earlier form (uncapped registers,
+// a rescale at every growth of a row's maximum) for A/B runs of whole models. Read once.
+bool legacy_attention_form() {
+  static const bool on = [] {
+    const char* v = std::getenv("HYRT_CUDA_ATTENTION_LEGACY");
+    return v && std::string_view(v) == "1";
+  }();
+  return on;
+}
+
 class AttentionKernel final : public Kernel {
  public:
   AttentionKernel(CudaContext& ctx, const ir::Graph& graph, const ir::Node& node)
@@ -124,6 +136,8 @@ class AttentionKernel final : public Kernel {
     p.ld_v = p.ld_out = v_width;
     p.scale = s_.scale;
     p.causal = s_.causal;
+    p.multiprocessors = ctx_.device().multiprocessors;
+    if (legacy_attention_form()) p.uncapped_registers = true, p.rescale_slack = 0.0f;
     HYRT_CUDA_CHECK(launch_flash_attention(p, ctx_.stream()));
   }
 

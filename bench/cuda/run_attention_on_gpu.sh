@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# The fused attention kernel on the lent GPU machine, in one go: builds hyrt, the CUDA op
+# tests and bench_cuda_attention (Release); runs the attention kernel tests, the kernel
+# benchmark over its forms (bench_cuda_attention: SD 1.5 and SDXL shapes), golden parity in
+# device placement where .gl holds the folders, and the UNet step (random weights, int8,
+# device placement: SD 1.5 at 512² and 1024² in one process, SDXL at 1024²) with the kernel's
+# earlier form (HYRT_CUDA_ATTENTION_LEGACY=1: uncapped registers, rescale at every growth)
+# against the default, alternating, in the same call. With .whl holding a diffusers wheel,
+# also the PyTorch eager SDXL anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
+# Needs, carried: .deps (scripts/gpu/fetch_deps.sh, GoogleTest in .deps/cuda); optionally
+# .gl/golden/sd15-tiny (a copy of ../shared/golden/sd15-tiny without model-ldm.safetensors)
+# and .whl. Usage there: bench/cuda/run_attention_on_gpu.sh OUT_DIR [what...]
+#   what: tests, kernel, parity, sd15, sdxl, torch (default: all but torch). Everything lands
+#   in OUT_DIR/attention_run.tar.gz plus a summary on stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+source scripts/gpu/common.sh
+gpu_start "${1:-/tmp/hyrt-gpu-out}"
+shift || true
+what="${*:-tests kernel parity sd15 sdxl}"
+res=/tmp/hyrt-attention-run
+mkdir -p $res
+t0=$(date +%s)
+gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
+gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention
+echo "build: $(($(date +%s) - t0)) s"
+if [[ $what == *tests* ]]; then
+  build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' >$res/attention_tests.log 2>&1
+  echo "attention tests rc=$?"
+  grep -E "^\[ +(FAILED|PASSED) |Failure|Expected|Which is" $res/attention_tests.log | head -n 40
+  echo "largest rel L2 of the tests: $(grep -E "rel L2" $res/attention_tests.log |
+    awk '{print $NF}' | sort -g | tail -n 1)"
+fi
+if [[ $what == *kernel* ]]; then
+  build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms_h200.json >/dev/null \
+    2>$res/attention_forms.txt
+  echo "attention bench rc=$?"
+  cat $res/attention_forms.txt
+fi
+hyrt=build-gpu/tools/hyrt
+if [[ $what == *parity* ]]; then
+  for g in sd15-tiny sdxl-tiny; do
+    [ -d .gl/golden/$g ] || continue
+    for int8 in "" --int8; do
+      timeout 200 $hyrt parity .gl/golden/$g --layouts folder --placement device $int8 \
+        >$res/parity_${g}_device$int8.log 2>&1
+      echo "parity $g device $int8 rc=$?: $(tail -n 1 $res/parity_${g}_device$int8.log)"
+      grep -E "^FAIL" $res/parity_${g}_device$int8.log | head -n 8
+    done
+  done
+fi
+# form: legacy (HYRT_CUDA_ATTENTION_LEGACY=1) or default.
+if [[ $what == *sd15* ]]; then
+  for round in 1 2; do
+    for form in legacy default; do
+      env_form=()
+      [ $form = legacy ] && env_form=(HYRT_CUDA_ATTENTION_LEGACY=1)
+      env "${env_form[@]}" timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
+        --placement device --resize --sizes 512,1024 --runs 10 --warmup 2 \
+        --json $res/sd15_unet_${form}_$round.json >/dev/null 2>$res/sd15_unet_${form}_$round.err
+      python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+[print('sd15 unet', sys.argv[2], r['size'], 'median', round(r['median_ms'], 2), 'ms') \
+ for r in j['stages'].get('unet_step_resize', [])]" $res/sd15_unet_${form}_$round.json \
+        $form || tail -n 3 $res/sd15_unet_${form}_$round.err
+    done
+  done
+fi
+if [[ $what == *sdxl* ]]; then
+  for form in legacy default; do
+    env_form=()
+    [ $form = legacy ] && env_form=(HYRT_CUDA_ATTENTION_LEGACY=1)
+    env "${env_form[@]}" timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \
+      --placement device -W 1024 -H 1024 --runs 10 --warmup 2 \
+      --json $res/sdxl_unet_$form.json >/dev/null 2>$res/sdxl_unet_$form.err
+    python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \
+print('sdxl unet 1024', sys.argv[2], 'median', round(s['median_ms'], 2), 'ms')" \
+      $res/sdxl_unet_$form.json $form || tail -n 3 $res/sdxl_unet_$form.err
+  done
+fi
+if [[ $what == *torch* ]]; then
+  pip install --no-deps --target /tmp/pydeps .whl/*.whl >$res/pip.log 2>&1 || tail -n 3 $res/pip.log
+  PYTHONPATH=/tmp/pydeps timeout 240 python3 bench/cuda/torch_sdxl_eager.py 1024x1024 \
+    >$res/torch_sdxl.json 2>$res/torch_sdxl.err
+  echo "torch rc=$?"; cat $res/torch_sdxl.json; tail -n 3 $res/torch_sdxl.err
+fi
+tar -C $res -czf "$out/attention_run.tar.gz" .
+echo "total: $(($(date +%s) - t0)) s"
