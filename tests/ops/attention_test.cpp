@@ -77,6 +77,40 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionParams{1, 600, 600, 1, 16, 16, true, 0, 1}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// The tiles' scratch is a workspace the executor plans into the arena (attention.cpp): the kernel
+// asks for one, computes in the one bound (poisoned here first) exactly what it computes in scratch
+// of its own when nothing is bound, and holds nothing of its own while bound.
+TEST(Attention, ScratchIsTheBoundWorkspace) {
+  OpCase c;
+  const ir::ValueId q = c.input({2, 1024, 8 * 40}, 1);
+  const ir::ValueId k = c.input({2, 1024, 8 * 40}, 2);
+  const ir::ValueId v = c.input({2, 1024, 8 * 40}, 3);
+  c.node(OpKind::kAttention, {q, k, v}, ir::AttentionAttrs{8, 0.0f, false});
+  auto kernel = cpu_backend().prepare(c.graph, c.graph.nodes().back(), c.weights, c.cache);
+  ASSERT_GT(kernel->workspace_bytes(), 0u);
+  Tensor qt(DType::kF32, Shape{2, 1024, 320}), kt(DType::kF32, Shape{2, 1024, 320}),
+      vt(DType::kF32, Shape{2, 1024, 320});
+  for (auto [t, id] : {std::pair{&qt, q}, {&kt, k}, {&vt, v}}) {
+    const std::vector<float> values = c.values(id);
+    std::memcpy(t->data(), values.data(), t->bytes());
+  }
+  Tensor y(DType::kF32, Shape{2, 1024, 320});
+  auto run = [&] {
+    poison(y.data(), y.bytes());
+    const std::vector<TensorView> views{qt.view(), kt.view(), vt.view()};
+    kernel->run(views, y.view());
+    return std::vector<float>(y.as<float>(), y.as<float>() + y.numel());
+  };
+  const std::vector<float> own = run();
+  EXPECT_GT(kernel->held_bytes(), 0u);
+  AlignedBuffer ws(kernel->workspace_bytes(), "test workspace");
+  std::memset(ws.data(), 0xff, ws.size());
+  kernel->bind_workspace(ws.data());
+  EXPECT_EQ(kernel->held_bytes(), 0u);
+  EXPECT_EQ(run(), own);
+  EXPECT_EQ(kernel->held_bytes(), 0u);
+}
+
 // bf16 operands (attention.cpp): the CPU backend runs attention in bf16 under W8A8 on a graph
 // holding 8-bit S weights (a quantized model's), for Tq·Tk >= 256², where the CPU has bf16 dot
 // products. Then the result is within 1e-2 of the reference and differs from the f32 kernel's

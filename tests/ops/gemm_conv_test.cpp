@@ -146,6 +146,33 @@ TEST(LinearBf16, WithinBf16OfTheReference) {
   }
 }
 
+// Layers kept f32 under bf16 (a 1x1 convolution, a linear with one row per sample) whose weights
+// are stored 16-bit hold their f32 pack in those 16 bits and widen it at each run (cpu_kernels.h):
+// the backend holds 2 bytes per weight instead of 4, and the result is bit-identical to the f32
+// backend's. (Without bf16 dot products the bf16 backend is the f32 one: 4 bytes.)
+TEST(F32UnderBf16, SixteenBitWeightsStaySixteenBitAndExact) {
+  for (int which = 0; which < 2; ++which) {
+    SCOPED_TRACE(which == 0 ? "conv2d 1x1" : "linear, one row per sample");
+    OpCase c;
+    if (which == 0) {
+      const ir::ValueId x = c.input({2, 8, 8, 128}, 1);
+      c.node(OpKind::kConv2d, {x, c.weight({128, 128, 1, 1}, DType::kF16, 2, 0.2f)},
+             ir::Conv2dAttrs{1, 0});
+    } else {
+      const ir::ValueId x = c.input({2, 128}, 1);
+      c.node(OpKind::kLinear, {x, c.weight({128, 128}, DType::kF16, 2, 0.2f)});
+    }
+    const std::vector<float> f32 = c.run();
+    backend::Backend& b = bf16_backend();
+    const size_t before = b.resident_weight_bytes();
+    auto kernel = b.prepare(c.graph, c.graph.nodes().back(), c.weights, c.cache);
+    const size_t per_weight = backend::cpu_has_bf16_dot_product() ? 2 : 4;
+    EXPECT_EQ(b.resident_weight_bytes() - before, 128u * 128u * per_weight);
+    kernel.reset();
+    EXPECT_EQ(c.run_on(b), f32);
+  }
+}
+
 // x [B, H, W, Ci] (NHWC), w [Co, Ci, kh, kw] (OIHW) -> [B, Ho, Wo, Co]
 std::vector<double> conv_reference(const std::vector<float>& x, const std::vector<float>& w,
                                    const std::vector<float>* bias, const Shape& xs, const Shape& ws,

@@ -295,9 +295,20 @@ class AttentionKernel final : public Kernel {
                               align64(k_packed_.get_size()) + align64(v_packed_.get_size())
                         : 0;
     scratch_per_thread_ = scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
+    planned_threads_ = std::max(1, num_threads());
   }
 
   size_t scratch_bytes_per_thread() const { return scratch_per_thread_; }
+
+  // The tiles' scratch is planned into the arena with the other kernels' workspaces: kernels
+  // never run at once, so a UNet's 32 attentions share those bytes instead of each keeping
+  // ~2 MiB per thread of its own for the executable's life (61 MiB at 512² on 2 threads,
+  // outside the arena and resident through the whole UNet loop).
+  size_t workspace_bytes() const override { return scratch_per_thread_ * planned_threads_; }
+  void bind_workspace(void* workspace) override {
+    bound_ = static_cast<char*>(workspace);
+    if (bound_) scratch_ = AlignedBuffer();
+  }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     const float* q = inputs[0].as<const float>();
@@ -305,8 +316,13 @@ class AttentionKernel final : public Kernel {
     const float* v = inputs[2].as<const float>();
     float* out = output.as<float>();
     const int threads = std::max(1, num_threads());
-    if (scratch_.size() < scratch_per_thread_ * threads)
-      scratch_ = AlignedBuffer(scratch_per_thread_ * threads, "attention scratch");
+    // Scratch of its own only when run unbound (tests) or on more threads than planned for.
+    char* scratch = bound_;
+    if (!scratch || threads > planned_threads_) {
+      if (scratch_.size() < scratch_per_thread_ * threads)
+        scratch_ = AlignedBuffer(scratch_per_thread_ * threads, "attention scratch");
+      scratch = scratch_.as<char>();
+    }
 
     const int64_t blocks = (tq_ + block_rows_ - 1) / block_rows_;
     // Split a head's blocks into `groups` tiles only if the heads alone cannot feed ~2
@@ -320,7 +336,7 @@ class AttentionKernel final : public Kernel {
     parallel_for(tiles, 1, [&](int64_t begin, int64_t end) {
       const int slot = omp_get_thread_num();
       dnnl::stream& stream = dnnl_stream(slot);
-      char* mine = scratch_.as<char>() + scratch_per_thread_ * slot;
+      char* mine = scratch + scratch_per_thread_ * slot;
       float* scores = reinterpret_cast<float*>(mine);  // [rows, Tk]
       // K_hᵀ [Dk, Tk] then V_h [Tk, Dv], f32 or bf16 (layout: the constructor).
       char* kv = mine + scores_bytes_;
@@ -438,7 +454,9 @@ class AttentionKernel final : public Kernel {
   float scale_;
   Products full_, tail_;
   size_t scores_bytes_ = 0, kv_bytes_ = 0, bf16_bytes_ = 0, scratch_per_thread_ = 0;
-  AlignedBuffer scratch_;  // threads × scratch_per_thread_, grown on first run
+  int planned_threads_ = 1;  // threads the workspace is sized for (num_threads() at prepare)
+  char* bound_ = nullptr;    // the workspace in the arena, once bound
+  AlignedBuffer scratch_;    // threads × scratch_per_thread_ when unbound, grown on first run
 };
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <string_view>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/int8_common.h"
 #include "core/half.h"
 #include "core/parallel.h"
 
@@ -93,6 +94,36 @@ const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
     convert_to_f32(stored.dtype,
                    static_cast<const char*>(stored.data) + b * dtype_size(stored.dtype), out + b,
                    static_cast<size_t>(e - b));
+  });
+  return out;
+}
+
+std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
+                                        FloatPrecision precision, bool runs_bf16) {
+  const DType stored = ctx.input(i).dtype;
+  if (precision != FloatPrecision::kBF16 || runs_bf16) return std::nullopt;
+  if (stored != DType::kF16 && stored != DType::kBF16) return std::nullopt;
+  return stored;
+}
+
+AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
+                                std::string_view what) {
+  const size_t n = packed_f32.size() / sizeof(float);
+  AlignedBuffer out(std::max<size_t>(n, 1) * dtype_size(dtype), what);
+  parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+    convert_from_f32(packed_f32.as<float>() + b, dtype,
+                     static_cast<char*>(out.data()) + b * dtype_size(dtype),
+                     static_cast<size_t>(e - b));
+  });
+  return out;
+}
+
+const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype) {
+  const size_t n = packed_16bit.size() / dtype_size(dtype);
+  float* out = static_cast<float*>(int8_scratch(ScratchSlot::kWeights, n * sizeof(float)));
+  parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+    convert_to_f32(dtype, static_cast<const char*>(packed_16bit.data()) + b * dtype_size(dtype),
+                   out + b, static_cast<size_t>(e - b));
   });
   return out;
 }

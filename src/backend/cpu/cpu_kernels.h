@@ -70,6 +70,25 @@ AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
 // Valid until the next call on this thread.
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i);
 
+// A layer kept f32 under FloatPrecision::kBF16 for accuracy (1x1 convolutions, one-row-per-
+// sample linears: conv.cpp, gemm.cpp) reads weights stored 16-bit, but its primitive wants
+// them packed as f32: twice the stored bytes, resident for the executable's life (~140 MiB of
+// an int8 SD 1.5 UNet's f16 weights). Such a layer keeps its packed f32 layout element for
+// element in the stored dtype instead, and widens it at each run into per-thread scratch
+// (int8_common.h, ScratchSlot::kWeights) — exact, since every value (padding's zeros too) came
+// from that dtype, so the results are bit-identical. These layers are ~3 % of a UNet's work,
+// so the widening (memory-bound, ~2 B read and 4 B written per weight) costs well under 1 % of
+// a step; under kF32 precision every layer would pay it, so there the f32 pack stays.
+// The stored dtype (kF16 or kBF16) to keep a layer's packed weights in, or nullopt.
+std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
+                                        FloatPrecision precision, bool runs_bf16);
+// pack_weights' f32 result held in `dtype` (see above).
+AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
+                                std::string_view what);
+// The f32 packed weights again, in this thread's weight scratch (valid until the next use of
+// that slot on this thread, i.e. for this run()).
+const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype);
+
 // Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
 // made at prepare, other inputs at the bound activation buffers. Lets elementwise and
 // norm kernels take a parameter either as a weight (bias, gamma) or as an activation.

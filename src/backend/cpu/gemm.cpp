@@ -85,13 +85,23 @@ class LinearKernel final : public Kernel {
         workspace_ = KernelWorkspace(static_cast<size_t>(key_.n * key_.k) * sizeof(float),
                                      "linear weight staging");
     } else {
+      // A layer kept f32 under bf16 holds its f32 pack in the stored 16 bits (cpu_kernels.h).
+      packed_16bit_ = packed_16bit_dtype(ctx, 1, precision, bf16_);
       packed_weights_ = shared_weight(
-          ctx, 1, bf16_ ? "bf16 packed" : "f32 packed", packed_desc_,
+          ctx, 1,
+          bf16_ ? "bf16 packed"
+          : packed_16bit_
+              ? (*packed_16bit_ == DType::kF16 ? "f32 packed, held f16" : "f32 packed, held bf16")
+              : "f32 packed",
+          packed_desc_,
           [&] {
             // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
             const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
-            return pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
-                                ctx.node.name + " packed weights");
+            AlignedBuffer packed = pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
+                                                ctx.node.name + " packed weights");
+            if (!packed_16bit_) return packed;
+            return narrow_packed_f32(packed, *packed_16bit_,
+                                     ctx.node.name + " packed weights (16-bit)");
           },
           &held_bytes_);
     }
@@ -101,7 +111,9 @@ class LinearKernel final : public Kernel {
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
-    const void* w = packed_weights_ ? packed_weights_->data() : nullptr;
+    const void* w = !packed_weights_ ? nullptr
+                    : packed_16bit_  ? widen_packed(*packed_weights_, *packed_16bit_)
+                                     : packed_weights_->data();
     void* x = inputs[0].data;
     if (bf16_) {
       x = workspace_.get();
@@ -149,7 +161,8 @@ class LinearKernel final : public Kernel {
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
-  SharedBuffer packed_weights_;  // in packed_desc_ (null for a plain weight)
+  SharedBuffer packed_weights_;        // in packed_desc_ (null for a plain weight)
+  std::optional<DType> packed_16bit_;  // its elements' f16/bf16: widened to f32 at each run
   // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place
   // when f32, else widened into the workspace (f32 [N, K]) at each run.
   std::optional<DType> plain_dtype_;
