@@ -67,8 +67,12 @@ AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
 // Weight input `i` converted to f32 as by shared_weight_f32, but into a staging buffer
 // reused across prepare() calls (for weights that are packed right away): no fresh pages
 // per layer, so packing a UNet does not page-fault and zero gigabytes of temporaries.
-// Valid until the next call on this thread.
+// Valid until the next call on this thread. The buffer stays (the largest such weight yet)
+// until release_weight_staging(), which CpuBackend::end_prepare() calls (backend.h).
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i);
+void release_weight_staging();
+// The bytes this thread's staging buffer holds now (0 once released).
+size_t weight_staging_bytes();
 
 // A layer kept f32 under FloatPrecision::kBF16 for accuracy (1x1 convolutions, one-row-per-
 // sample linears: conv.cpp, gemm.cpp) reads weights stored 16-bit, but its primitive wants
