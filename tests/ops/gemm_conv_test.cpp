@@ -171,6 +171,11 @@ TEST(F32UnderBf16, SixteenBitWeightsStaySixteenBitAndExact) {
     EXPECT_EQ(b.resident_weight_bytes() - before, 128u * 128u * per_weight);
     kernel.reset();
     EXPECT_EQ(c.run_on(b), f32);
+    // The widened pack is the kernel's workspace (the executor plans it into the arena), not
+    // scratch of its own kept after the run: the same bits in a bound (poisoned) workspace.
+    size_t workspace = 0;
+    EXPECT_EQ(c.run_bound(b, &workspace), f32);
+    if (per_weight == 2) EXPECT_GE(workspace, 128u * 128u * sizeof(float));
   }
 }
 

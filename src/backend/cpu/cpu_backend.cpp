@@ -134,9 +134,13 @@ AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
   return out;
 }
 
-const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype) {
+size_t widened_bytes(const AlignedBuffer& packed_16bit, DType dtype) {
+  return packed_16bit.size() / dtype_size(dtype) * sizeof(float);
+}
+
+const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype, void* workspace) {
   const size_t n = packed_16bit.size() / dtype_size(dtype);
-  float* out = static_cast<float*>(int8_scratch(ScratchSlot::kWeights, n * sizeof(float)));
+  auto* out = static_cast<float*>(workspace);
   parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
     convert_to_f32(dtype, static_cast<const char*>(packed_16bit.data()) + b * dtype_size(dtype),
                    out + b, static_cast<size_t>(e - b));
