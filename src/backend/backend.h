@@ -154,6 +154,12 @@ class Backend {
   // Forgets what its caches keep for weights no kernel holds any more (a model was unloaded):
   // bookkeeping that would otherwise stay until the next pruning. No kernel may be preparing.
   virtual void drop_idle() {}
+  // Called by Executable::create on the thread that prepared its kernels, once all of them
+  // are prepared (or one prepare() threw): a backend may let go of what it keeps only to make
+  // a run of prepare() calls cheap (the CPU backend: its f32 staging of 16-bit weights being
+  // packed, ~13 MiB for SD 1.5, else resident through every later run). Prepared kernels
+  // must not depend on it; a later prepare() may allocate it again.
+  virtual void end_prepare() {}
   // Makes this backend usable from the calling thread (CUDA: its device current there).
   // Executables call it at the start of every run, since runs may come from any thread.
   virtual void attach_thread() {}

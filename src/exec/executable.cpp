@@ -100,22 +100,33 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
       e->views_[b][v.id] = view;
   }
 
+  // However preparing ends, each backend then drops what only made preparing cheap.
+  struct EndPrepare {
+    std::span<backend::Backend* const> backends;
+    ~EndPrepare() {
+      for (backend::Backend* b : backends)
+        b->end_prepare();
+    }
+  };
   e->kernels_.reserve(e->order_.size());
   e->prepare_op_ms_.assign(kNumProfileClasses, 0.0);
   e->prepare_op_count_.assign(kNumProfileClasses, 0);
-  for (size_t s = 0; s < e->order_.size(); ++s) {
-    const ir::Node& node = g.node(e->order_[s]);
-    backend::Backend& b = *backends[e->step_backend_[s]];
-    const auto tk = Clock::now();
-    e->kernels_.push_back(b.prepare(g, node, weights, cache));
-    e->prepare_op_ms_[e->step_class_[s]] += ms_since(tk);
-    ++e->prepare_op_count_[e->step_class_[s]];
-    // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
-    // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
-    // Released node by node, so the file and the copies never both peak.
-    if (b.copies_weights())
-      for (ir::ValueId in : node.inputs)
-        if (g.value(in).kind == ir::ValueKind::kWeight) weights.release_stored(g.value(in).name);
+  {
+    const EndPrepare end_prepare{backends};
+    for (size_t s = 0; s < e->order_.size(); ++s) {
+      const ir::Node& node = g.node(e->order_[s]);
+      backend::Backend& b = *backends[e->step_backend_[s]];
+      const auto tk = Clock::now();
+      e->kernels_.push_back(b.prepare(g, node, weights, cache));
+      e->prepare_op_ms_[e->step_class_[s]] += ms_since(tk);
+      ++e->prepare_op_count_[e->step_class_[s]];
+      // The backend holds its own (packed or uploaded) copy now: the node's stored pages of
+      // a mapped file need not stay resident (1 byte per int8 parameter instead of 2).
+      // Released node by node, so the file and the copies never both peak.
+      if (b.copies_weights())
+        for (ir::ValueId in : node.inputs)
+          if (g.value(in).kind == ir::ValueKind::kWeight) weights.release_stored(g.value(in).name);
+    }
   }
   e->async_ = options.overlap && nb > 1 && !e->placement_.copies.empty();
   e->plan_copy_windows();

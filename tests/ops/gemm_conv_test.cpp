@@ -1,4 +1,5 @@
 // kLinear and kConv2d on the CPU backend vs naive double references.
+#include "backend/cpu/cpu_kernels.h"
 #include "op_case.h"
 
 namespace hyrt::test {
@@ -170,7 +171,28 @@ TEST(F32UnderBf16, SixteenBitWeightsStaySixteenBitAndExact) {
     EXPECT_EQ(b.resident_weight_bytes() - before, 128u * 128u * per_weight);
     kernel.reset();
     EXPECT_EQ(c.run_on(b), f32);
+    // The widened pack is the kernel's workspace (the executor plans it into the arena), not
+    // scratch of its own kept after the run: the same bits in a bound (poisoned) workspace.
+    size_t workspace = 0;
+    EXPECT_EQ(c.run_bound(b, &workspace), f32);
+    if (per_weight == 2) EXPECT_GE(workspace, 128u * 128u * sizeof(float));
   }
+}
+
+// Packing converts a weight to f32 in a staging buffer reused across prepare() calls
+// (stage_weight_f32); the backend keeps it until end_prepare() (backend.h), then holds none.
+// (Every executable's kernels run after it: Executable::create calls it.)
+TEST(WeightStaging, KeptThroughPreparingReleasedAtItsEnd) {
+  OpCase c;
+  const ir::ValueId x = c.input({4, 128}, 1);
+  c.node(OpKind::kLinear, {x, c.weight({96, 128}, DType::kF16, 2, 0.2f)});
+  backend::Backend& b = cpu_backend();
+  b.end_prepare();
+  ASSERT_EQ(backend::cpu::weight_staging_bytes(), 0u);
+  auto kernel = b.prepare(c.graph, c.graph.nodes().back(), c.weights, c.cache);
+  EXPECT_GE(backend::cpu::weight_staging_bytes(), 96u * 128u * sizeof(float));
+  b.end_prepare();
+  EXPECT_EQ(backend::cpu::weight_staging_bytes(), 0u);
 }
 
 // x [B, H, W, Ci] (NHWC), w [Co, Ci, kh, kw] (OIHW) -> [B, Ho, Wo, Co]

@@ -255,6 +255,39 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Int8Conv2dTest,
                                            ConvParams{{1, 16, 16, 320}, 320, 3, 1, 1, true}),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// The run-time scratch (quantized or bf16-rounded activations, row scales, W8's widened
+// weights) is the kernel's workspace, planned into the arena by the executor, not buffers kept
+// per thread after the run (int8_common.h): sized for the node, and the same results in a bound
+// (poisoned) workspace as in the kernel's own.
+TEST(Int8Scratch, IsTheBoundWorkspace) {
+  for (const bool conv : {false, true}) {
+    OpCase c;
+    const Shape xs = conv ? Shape{2, 8, 8, 96} : Shape{2, 64, 96};
+    const ir::ValueId x = c.input(xs, 1);
+    const S8Weight w = add_s8_weight(c, "w", conv ? Shape{80, 96, 3, 3} : Shape{80, 96}, 2);
+    if (conv)
+      c.node(OpKind::kConv2d, {x, w.id}, ir::Conv2dAttrs{1, 1});
+    else
+      c.node(OpKind::kLinear, {x, w.id});
+    const size_t x_elems = static_cast<size_t>(xs.numel());
+    const size_t w_elems = static_cast<size_t>(w.q.size());  // at most the packed twin's
+    struct Case {
+      const char* name;
+      backend::Backend* b;
+      size_t at_least;
+    };
+    for (const Case& k : {Case{"W8", &w8_backend(), w_elems * sizeof(float)},
+                          Case{"W8 bf16", &bf16_backend(Int8Mode::kW8), w_elems * 2},
+                          Case{"W8A8", &w8a8_backend(), x_elems}}) {
+      SCOPED_TRACE(std::string(conv ? "conv2d " : "linear ") + k.name);
+      const std::vector<float> own = c.run_on(*k.b);
+      size_t workspace = 0;
+      EXPECT_EQ(c.run_bound(*k.b, &workspace), own);
+      EXPECT_GE(workspace, k.at_least);
+    }
+  }
+}
+
 // A one-node graph (linear or 3x3 conv, 6 output rows) whose s8 weight has no scale
 // (scale_shape empty) or a zero scale of the given dtype and shape: prepare must refuse it.
 void expect_scale_rejected(OpKind op, DType scale_dtype = DType::kF32, Shape scale_shape = {}) {

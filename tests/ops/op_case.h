@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -16,6 +17,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/cpu_backend.h"
+#include "core/buffer.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "ir/graph.h"
@@ -96,9 +98,26 @@ class OpCase {
   std::vector<float> run(bool in_place = false) { return run_on(cpu_backend(), in_place); }
   // The same on a given backend (e.g. a CPU backend built with other options).
   std::vector<float> run_on(backend::Backend& backend, bool in_place = false) {
+    return run_on(backend, in_place, nullptr);
+  }
+  // The same with the kernel's workspace bound to a buffer poisoned first, as the executor
+  // binds one from its arena; `workspace_bytes` gets the size the kernel asked for.
+  std::vector<float> run_bound(backend::Backend& backend, size_t* workspace_bytes) {
+    return run_on(backend, false, workspace_bytes);
+  }
+
+ private:
+  std::vector<float> run_on(backend::Backend& backend, bool in_place, size_t* workspace_bytes) {
     graph.verify();
     const ir::Node& n = graph.nodes().back();
     auto kernel = backend.prepare(graph, n, weights, cache);
+    AlignedBuffer workspace;
+    if (workspace_bytes) {
+      *workspace_bytes = kernel->workspace_bytes();
+      workspace = AlignedBuffer(std::max<size_t>(*workspace_bytes, 64), "test workspace");
+      std::memset(workspace.data(), 0xff, workspace.size());
+      kernel->bind_workspace(workspace.data());
+    }
     std::vector<TensorView> views;
     for (ir::ValueId id : n.inputs) {
       const ir::Value& v = graph.value(id);
@@ -120,7 +139,6 @@ class OpCase {
     return y;
   }
 
- private:
   std::map<ir::ValueId, Tensor> activations_;
   ir::ValueId node_ = ir::kNone;
   int next_ = 0;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/weight_cache.h"
 #include "core/error.h"
 #include "exec/executable.h"
@@ -195,6 +196,8 @@ TEST_P(CpuWeightCache, ExecutablesOfTwoShapesShareOnePackOfEachWeight) {
   const std::vector<float> x1 = input(s1), x2 = input(s2);
 
   auto e1 = exec::Executable::create(graph(s1.b, s1.h, s1.w, mode.int8), *cpu, m.source, programs);
+  // Packing staged the f32 weights; create() ended preparing, which let the staging go.
+  EXPECT_EQ(backend::cpu::weight_staging_bytes(), 0u);
   const CpuWeightCacheStats after1 = backend::cpu_weight_cache_stats(*cpu);
   // Every buffer was made once; the second linear found the first one's.
   EXPECT_EQ(after1.misses, after1.entries);

@@ -57,6 +57,9 @@ class Conv2dKernel final : public Kernel {
                                    ctx.node.name + " packed weights (16-bit)");
         },
         &held_bytes_);
+    if (packed_16bit_)  // never bf16, so the workspace is free for the widened pack
+      workspace_ = KernelWorkspace(widened_bytes(*packed_weights_, *packed_16bit_),
+                                   "conv2d f32 pack widened");
     if (shape_.bias) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = attrs.epilogue;
   }
@@ -67,8 +70,8 @@ class Conv2dKernel final : public Kernel {
       x = workspace_.get();
       round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(x), inputs[0].numel());
     }
-    const void* w =
-        packed_16bit_ ? widen_packed(*packed_weights_, *packed_16bit_) : packed_weights_->data();
+    const void* w = packed_16bit_ ? widen_packed(*packed_weights_, *packed_16bit_, workspace_.get())
+                                  : packed_weights_->data();
     execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
                    bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
@@ -80,13 +83,13 @@ class Conv2dKernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
-  // bf16: the source rounded at each run.
+  // bf16: the source rounded at each run; a 16-bit-held f32 pack: that pack widened.
   size_t workspace_bytes() const override { return workspace_.bytes(); }
   void bind_workspace(void* workspace) override { workspace_.bind(workspace); }
 
  private:
   ConvShape shape_{};
-  KernelWorkspace workspace_{0, ""};  // bf16: the source [B, H, W, Cin]
+  KernelWorkspace workspace_{0, ""};  // bf16: the source [B, H, W, Cin]; or the widened pack
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;

@@ -58,6 +58,12 @@ class Conv2dInt8Kernel final : public Kernel {
     packed_desc_ = program_->pd.weights_desc();
     const memory::desc packed_s8 = shape_.s8 ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
+    const auto in_elems = static_cast<size_t>(x.numel());
+    const auto elems = static_cast<size_t>(packed_s8_elems_);
+    scratch_ =
+        shape_.s8 ? Int8RunScratch(in_elems, static_cast<size_t>(shape_.batch) * sizeof(float), 0)
+        : shape_.bf16 ? Int8RunScratch(in_elems * sizeof(uint16_t), 0, elems * sizeof(uint16_t))
+                      : Int8RunScratch(0, 0, elems * sizeof(float));
     packed_ = shared_weight(
         ctx, 1,
         shape_.s8     ? "s8 packed for w8a8"
@@ -81,11 +87,9 @@ class Conv2dInt8Kernel final : public Kernel {
     const GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();
     if (shape_.s8) {
-      auto* q = static_cast<int8_t*>(
-          int8_scratch(ScratchSlot::kActivations, static_cast<size_t>(in_elems)));
+      auto* q = static_cast<int8_t*>(scratch_.activations());
       const int64_t per_sample_in = in_elems / shape_.batch, per_sample_px = pixels / shape_.batch;
-      float* a = static_cast<float*>(
-          int8_scratch(ScratchSlot::kRowScales, static_cast<size_t>(shape_.batch) * sizeof(float)));
+      float* a = scratch_.row_scales();
       for (int64_t b = 0; b < shape_.batch; ++b)
         a[b] = quantize_tensor_s8(x + b * per_sample_in, per_sample_in, q + b * per_sample_in);
       // acc s32 NHWC lands in the output's bytes and is rewritten there as f32.
@@ -100,18 +104,15 @@ class Conv2dInt8Kernel final : public Kernel {
                                   sample);
       }
     } else if (shape_.bf16) {
-      auto* wb = static_cast<uint16_t*>(int8_scratch(
-          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(uint16_t)));
+      auto* wb = static_cast<uint16_t*>(scratch_.weights());
       widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
-      auto* xb = static_cast<uint16_t*>(int8_scratch(
-          ScratchSlot::kActivations, static_cast<size_t>(in_elems) * sizeof(uint16_t)));
+      auto* xb = static_cast<uint16_t*>(scratch_.activations());
       round_to_bf16(x, xb, in_elems);
       execute_packed(program_->pd, program_->primitive, xb, output.data, packed_desc_, wb, nullptr);
       dequant_epilogue<float>(output.data, pixels, shape_.out_channels, nullptr, 1.0f,
                               col_scale_->as<float>(), bias, epilogue);
     } else {
-      auto* wf = static_cast<float*>(int8_scratch(
-          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
+      auto* wf = static_cast<float*>(scratch_.weights());
       widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
                      packed_desc_, wf, nullptr);
@@ -124,7 +125,12 @@ class Conv2dInt8Kernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
+  // The run-time scratch (int8_common.h).
+  size_t workspace_bytes() const override { return scratch_.bytes(); }
+  void bind_workspace(void* workspace) override { scratch_.bind(workspace); }
+
  private:
+  Int8RunScratch scratch_{0, 0, 0};
   ConvShape shape_{};
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;

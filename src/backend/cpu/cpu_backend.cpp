@@ -80,11 +80,19 @@ AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
   return out;
 }
 
+namespace {
+// stage_weight_f32's buffer: reused by every prepare() on this thread until end_prepare().
+AlignedBuffer& weight_staging() {
+  thread_local AlignedBuffer staging;
+  return staging;
+}
+}  // namespace
+
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
   const ir::Value& v = ctx.input(i);
   const TensorView stored = stored_weight(ctx, i);
   const size_t n = static_cast<size_t>(v.shape.numel());
-  thread_local AlignedBuffer staging;
+  AlignedBuffer& staging = weight_staging();
   if (staging.size() < n * sizeof(float))
     staging = AlignedBuffer(std::max<size_t>(n, 1) * sizeof(float),
                             str_cat("an f32 staging copy of weight '", v.name, "'"));
@@ -96,6 +104,14 @@ const float* stage_weight_f32(const PrepareContext& ctx, size_t i) {
                    static_cast<size_t>(e - b));
   });
   return out;
+}
+
+void release_weight_staging() {
+  weight_staging() = AlignedBuffer();
+}
+
+size_t weight_staging_bytes() {
+  return weight_staging().size();
 }
 
 std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
@@ -118,9 +134,13 @@ AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
   return out;
 }
 
-const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype) {
+size_t widened_bytes(const AlignedBuffer& packed_16bit, DType dtype) {
+  return packed_16bit.size() / dtype_size(dtype) * sizeof(float);
+}
+
+const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype, void* workspace) {
   const size_t n = packed_16bit.size() / dtype_size(dtype);
-  float* out = static_cast<float*>(int8_scratch(ScratchSlot::kWeights, n * sizeof(float)));
+  auto* out = static_cast<float*>(workspace);
   parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
     convert_to_f32(dtype, static_cast<const char*>(packed_16bit.data()) + b * dtype_size(dtype),
                    out + b, static_cast<size_t>(e - b));
@@ -341,6 +361,8 @@ class CpuBackend final : public Backend {
   // kernels' held_bytes() count their shape's extra layouts among these too).
   size_t resident_weight_bytes() const override { return weight_cache_.live_bytes(); }
   const WeightCache& weight_cache() const { return weight_cache_; }
+  void end_prepare() override { release_weight_staging(); }
+
   void drop_idle() override {
     weight_cache_.prune();
     // oneDNN's own primitive cache too (the constructor bounds it): our programs hold their

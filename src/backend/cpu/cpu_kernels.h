@@ -67,16 +67,20 @@ AlignedBuffer pack_weights(const dnnl::memory::desc& stored, const void* data,
 // Weight input `i` converted to f32 as by shared_weight_f32, but into a staging buffer
 // reused across prepare() calls (for weights that are packed right away): no fresh pages
 // per layer, so packing a UNet does not page-fault and zero gigabytes of temporaries.
-// Valid until the next call on this thread.
+// Valid until the next call on this thread. The buffer stays (the largest such weight yet)
+// until release_weight_staging(), which CpuBackend::end_prepare() calls (backend.h).
 const float* stage_weight_f32(const PrepareContext& ctx, size_t i);
+void release_weight_staging();
+// The bytes this thread's staging buffer holds now (0 once released).
+size_t weight_staging_bytes();
 
 // A layer kept f32 under FloatPrecision::kBF16 for accuracy (1x1 convolutions, one-row-per-
 // sample linears: conv.cpp, gemm.cpp) reads weights stored 16-bit, but its primitive wants
 // them packed as f32: twice the stored bytes, resident for the executable's life (~140 MiB of
 // an int8 SD 1.5 UNet's f16 weights). Such a layer keeps its packed f32 layout element for
-// element in the stored dtype instead, and widens it at each run into per-thread scratch
-// (int8_common.h, ScratchSlot::kWeights) — exact, since every value (padding's zeros too) came
-// from that dtype, so the results are bit-identical. These layers are ~3 % of a UNet's work,
+// element in the stored dtype instead, and widens it at each run into the kernel's workspace
+// (planned into the arena with the activations) — exact, since every value (padding's zeros too)
+// came from that dtype, so the results are bit-identical. These layers are ~3 % of a UNet's work,
 // so the widening (memory-bound, ~2 B read and 4 B written per weight) costs well under 1 % of
 // a step; under kF32 precision every layer would pay it, so there the f32 pack stays.
 // The stored dtype (kF16 or kBF16) to keep a layer's packed weights in, or nullopt.
@@ -85,9 +89,9 @@ std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
 // pack_weights' f32 result held in `dtype` (see above).
 AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
                                 std::string_view what);
-// The f32 packed weights again, in this thread's weight scratch (valid until the next use of
-// that slot on this thread, i.e. for this run()).
-const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype);
+// The f32 packed weights again, written to `workspace` (widened_bytes() of them), returned.
+size_t widened_bytes(const AlignedBuffer& packed_16bit, DType dtype);
+const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype, void* workspace);
 
 // Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
 // made at prepare, other inputs at the bound activation buffers. Lets elementwise and

@@ -104,6 +104,9 @@ class LinearKernel final : public Kernel {
                                      ctx.node.name + " packed weights (16-bit)");
           },
           &held_bytes_);
+      if (packed_16bit_)  // never bf16_, so the workspace is free for the widened pack
+        workspace_ = KernelWorkspace(widened_bytes(*packed_weights_, *packed_16bit_),
+                                     "linear f32 pack widened");
     }
     if (has_bias) bias_ = shared_weight_f32(ctx, 2);
   }
@@ -112,8 +115,9 @@ class LinearKernel final : public Kernel {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
     const void* w = !packed_weights_ ? nullptr
-                    : packed_16bit_  ? widen_packed(*packed_weights_, *packed_16bit_)
-                                     : packed_weights_->data();
+                    : packed_16bit_
+                        ? widen_packed(*packed_weights_, *packed_16bit_, workspace_.get())
+                        : packed_weights_->data();
     void* x = inputs[0].data;
     if (bf16_) {
       x = workspace_.get();
@@ -144,8 +148,8 @@ class LinearKernel final : public Kernel {
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
 
-  // A plain 16-bit weight widened per run, or bf16's rounded x (0 otherwise); then the
-  // low-rank term's transposed up.
+  // A plain 16-bit weight or a 16-bit-held f32 pack widened per run, or bf16's rounded x (0
+  // otherwise); then the low-rank term's transposed up.
   size_t workspace_bytes() const override {
     return align_up(workspace_.bytes()) + low_rank_.workspace_bytes();
   }
@@ -166,7 +170,8 @@ class LinearKernel final : public Kernel {
   // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place
   // when f32, else widened into the workspace (f32 [N, K]) at each run.
   std::optional<DType> plain_dtype_;
-  KernelWorkspace workspace_{0, ""};  // plain 16-bit weights: f32 [N, K]; bf16: x [M, K]
+  // Plain 16-bit weights: f32 [N, K]; packed_16bit_: the f32 pack; bf16: x [M, K].
+  KernelWorkspace workspace_{0, ""};
   LowRankStage low_rank_;
   SharedBuffer bias_;  // f32 [N] or null
   size_t held_bytes_ = 0;

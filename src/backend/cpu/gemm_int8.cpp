@@ -75,6 +75,11 @@ class LinearInt8Kernel final : public Kernel {
     // W8A8: the s8 layout (with compensation) the matmul reads; W8: the wide layout's twin.
     const memory::desc packed_s8 = w8a8_ ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
+    const auto mk = static_cast<size_t>(key_.m * key_.k);
+    const auto elems = static_cast<size_t>(packed_s8_elems_);
+    scratch_ = w8a8_   ? Int8RunScratch(mk, static_cast<size_t>(key_.m) * sizeof(float), 0)
+               : bf16_ ? Int8RunScratch(mk * sizeof(uint16_t), 0, elems * sizeof(uint16_t))
+                       : Int8RunScratch(0, 0, elems * sizeof(float));
     packed_ = shared_weight(
         ctx, 1,
         w8a8_   ? "s8 packed for w8a8"
@@ -97,10 +102,8 @@ class LinearInt8Kernel final : public Kernel {
     GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();  // [M, K]
     if (w8a8_) {
-      auto* q = static_cast<int8_t*>(
-          int8_scratch(ScratchSlot::kActivations, static_cast<size_t>(key_.m * key_.k)));
-      auto* row_scale = static_cast<float*>(
-          int8_scratch(ScratchSlot::kRowScales, static_cast<size_t>(key_.m) * sizeof(float)));
+      auto* q = static_cast<int8_t*>(scratch_.activations());
+      float* row_scale = scratch_.row_scales();
       quantize_rows_s8(x, key_.m, key_.k, q, row_scale);
       low_rank_.prepare_run(inputs, &epilogue, q, row_scale);  // h from the same q
       // acc s32 [M, N] lands in the output's bytes and is rewritten there as f32.
@@ -110,19 +113,16 @@ class LinearInt8Kernel final : public Kernel {
                                 col_scale_->as<float>(), bias, epilogue);
     } else if (bf16_) {
       low_rank_.prepare_run(inputs, &epilogue);
-      auto* wb = static_cast<uint16_t*>(int8_scratch(
-          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(uint16_t)));
+      auto* wb = static_cast<uint16_t*>(scratch_.weights());
       widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
-      auto* xb = static_cast<uint16_t*>(int8_scratch(
-          ScratchSlot::kActivations, static_cast<size_t>(key_.m * key_.k) * sizeof(uint16_t)));
+      auto* xb = static_cast<uint16_t*>(scratch_.activations());
       round_to_bf16(x, xb, key_.m * key_.k);
       execute_packed(program_->pd, program_->primitive, xb, output.data, packed_desc_, wb, nullptr);
       dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
                               bias, epilogue);
     } else {
       low_rank_.prepare_run(inputs, &epilogue);
-      auto* wf = static_cast<float*>(int8_scratch(
-          ScratchSlot::kWeights, static_cast<size_t>(packed_s8_elems_) * sizeof(float)));
+      auto* wf = static_cast<float*>(scratch_.weights());
       widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
       execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
                      packed_desc_, wf, nullptr);
@@ -134,9 +134,15 @@ class LinearInt8Kernel final : public Kernel {
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
   // it made in a layout for this shape (weight_cache.h, Accounting).
   size_t held_bytes() const override { return held_bytes_; }
-  // The low-rank term's transposed up (0 without one); the rest is int8_scratch.
-  size_t workspace_bytes() const override { return low_rank_.workspace_bytes(); }
-  void bind_workspace(void* workspace) override { low_rank_.bind_workspace(workspace); }
+  // The run-time scratch (int8_common.h), then the low-rank term's transposed up (0 without).
+  size_t workspace_bytes() const override {
+    return align_up(scratch_.bytes()) + low_rank_.workspace_bytes();
+  }
+  void bind_workspace(void* workspace) override {
+    scratch_.bind(workspace);
+    low_rank_.bind_workspace(
+        workspace ? static_cast<uint8_t*>(workspace) + align_up(scratch_.bytes()) : nullptr);
+  }
 
  private:
   bool w8a8_;
@@ -147,9 +153,10 @@ class LinearInt8Kernel final : public Kernel {
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the wide packed layout
-  SharedBuffer packed_;          // W8A8: in packed_desc_; W8: in its s8 twin
-  SharedBuffer col_scale_;       // f32 [N]
-  SharedBuffer bias_;            // f32 [N] or null
+  Int8RunScratch scratch_{0, 0, 0};
+  SharedBuffer packed_;     // W8A8: in packed_desc_; W8: in its s8 twin
+  SharedBuffer col_scale_;  // f32 [N]
+  SharedBuffer bias_;       // f32 [N] or null
   size_t held_bytes_ = 0;
 };
 

@@ -1,5 +1,5 @@
 // Shared pieces of the "8-bit S" kernels: s8 weight loading, the AVX2 activation
-// quantizer, the dequantizing epilogue, scratch. Contracts in int8_common.h.
+// quantizer, the dequantizing epilogue. Contracts in int8_common.h.
 #include "backend/cpu/int8_common.h"
 
 #include "backend/cpu/onednn_compat.h"
@@ -195,16 +195,6 @@ template void dequant_epilogue<int32_t>(void*, int64_t, int64_t, const float*, f
                                         const float*, const GemmEpilogueArgs&);
 template void dequant_epilogue<float>(void*, int64_t, int64_t, const float*, float, const float*,
                                       const float*, const GemmEpilogueArgs&);
-
-void* int8_scratch(ScratchSlot slot, size_t bytes) {
-  thread_local AlignedBuffer buffers[3];
-  AlignedBuffer& buf = buffers[static_cast<int>(slot)];
-  if (buf.size() < bytes) {
-    buf = AlignedBuffer();  // free first: peak memory is the new size, not old + new
-    buf = AlignedBuffer(std::max<size_t>(bytes, 64), "int8 scratch");
-  }
-  return buf.data();
-}
 
 void widen_s8_to_f32(const int8_t* src, float* dst, int64_t n) {
   parallel_for(n, 1 << 15, [&](int64_t b, int64_t e) {

@@ -1,6 +1,6 @@
 // Internal to the CPU backend: what the "8-bit S" linear and conv kernels
 // (gemm_int8.cpp, conv_int8.cpp) share — loading s8 weights with their per-row scales,
-// the run-time activation quantizer, the dequantizing epilogue and the reused scratch.
+// the run-time activation quantizer, the dequantizing epilogue and the run-time scratch.
 //
 // Quantization rule (the op tests replicate it bit for bit, so keep them in sync):
 //   absmax = max |x| over the group (a row of x for linear, one sample [H, W, Ci] for conv);
@@ -46,12 +46,28 @@ void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_sca
                       float uniform_row_scale, const float* col_scale, const float* bias,
                       const GemmEpilogueArgs& epilogue = {});
 
-// Grow-only scratch owned by the calling thread, one per `slot` (kernels on one thread
-// never hold two live uses of a slot). CPU kernels do not run concurrently (backend.h),
-// so this is in practice one buffer per slot per process: at most the largest layer's
-// need, never one per node.
-enum class ScratchSlot { kActivations, kRowScales, kWeights };
-void* int8_scratch(ScratchSlot slot, size_t bytes);
+// An int8 kernel's run-time scratch: the quantized or bf16-rounded activations, their row
+// scales, W8's widened weights — each sized for this node, at 64-byte-aligned offsets of one
+// workspace that the executor plans into the arena (Kernel::workspace_bytes), so it costs
+// only where the activations leave room, rather than the largest layer's need resident
+// through the whole process (~10 MiB for an int8 SD 1.5 UNet's W8A8 activations).
+class Int8RunScratch {
+ public:
+  Int8RunScratch(size_t activation_bytes, size_t row_scale_bytes, size_t weight_bytes)
+      : scales_at_(align_up(activation_bytes)),
+        weights_at_(scales_at_ + align_up(row_scale_bytes)),
+        workspace_(weights_at_ + align_up(weight_bytes), "int8 run scratch") {}
+  size_t bytes() const { return workspace_.bytes(); }
+  void bind(void* workspace) { workspace_.bind(workspace); }
+  void* activations() { return workspace_.get(); }
+  float* row_scales() { return reinterpret_cast<float*>(base() + scales_at_); }
+  void* weights() { return base() + weights_at_; }
+
+ private:
+  uint8_t* base() { return static_cast<uint8_t*>(workspace_.get()); }
+  size_t scales_at_, weights_at_;
+  KernelWorkspace workspace_;
+};
 
 // Run-time expansion for W8: dst[i] = float(src[i]) over a packed buffer (parallel); the bf16
 // form (FloatPrecision::kBF16) is exact too (|q| <= 127 fits bf16's 8 significant bits).
