@@ -10,7 +10,14 @@
 //   3x3) would allow it, and oneDNN's direct conv is what makes int8 worth it. Then an
 //   s8·s8 -> s32 convolution (weights packed at prepare for an s8 source, compensation
 //   included) writes int32 into the output buffer and our epilogue rewrites it in place as
-//   y = acc · (a[b] · s[co]) + bias[co]. Scratch: B·H·W·Ci bytes + 4·B.
+//   y = acc · (a[b] · s[co]) + bias[co]. The quantized x is written with its zero padding
+//   around it (x̂ = 0 there, as for the padding oneDNN would read) and the convolution runs
+//   unpadded on it. oneDNN 2.6.3's brgconv on an s8 source with padding (its comp_with_vpads
+//   path: the s8·s8 compensation computed per run into its scratchpad, jit_brgemm_conv.cpp's
+//   cal_compensation) gets some shapes wrong, and reads scratchpad it never wrote: e.g. SD 1.5's
+//   up_blocks.2.resnets.0.conv1 at 512² (Ci 1920, Co 640, 32x32, on AVX512-VNNI without AMX)
+//   had every output off by a multiple of 128 and different on each run. Unpadded, the
+//   compensation is packed with the weights. Scratch: B·(H+2p)·(W+2p)·Ci bytes + 4·B.
 // W8: f32 convolution on the unscaled integers q, widened at run time from an s8 copy in
 //   oneDNN's packed f32 layout; epilogue y = acc · s[co] + bias[co].
 //   Scratch: one packed f32 layer (≈ 4·Co·Ci·kh·kw bytes). Under FloatPrecision::kBF16 a
@@ -36,10 +43,12 @@ class Conv2dInt8Kernel final : public Kernel {
     const Shape& ws = ctx.input(1).shape;  // [Co, Ci, kh, kw]
     const Shape& y = ctx.output().shape;   // [B, Ho, Wo, Co]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
+    // W8A8 pads x itself (above): the primitive sees the padded x and no padding.
+    pre_pad_ = mode == Int8Mode::kW8A8 ? attrs.padding : 0;
     // No bias in the primitive (our epilogue adds it); W8 shares the f32 conv's program.
     shape_ = {x[0],
-              x[1],
-              x[2],
+              x[1] + 2 * pre_pad_,
+              x[2] + 2 * pre_pad_,
               x[3],
               ws[0],
               ws[2],
@@ -47,7 +56,7 @@ class Conv2dInt8Kernel final : public Kernel {
               y[1],
               y[2],
               attrs.stride,
-              attrs.padding,
+              attrs.padding - static_cast<int>(pre_pad_),
               false,
               mode == Int8Mode::kW8A8,
               mode == Int8Mode::kW8 && precision == FloatPrecision::kBF16};
@@ -59,9 +68,12 @@ class Conv2dInt8Kernel final : public Kernel {
     const memory::desc packed_s8 = shape_.s8 ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
     const auto in_elems = static_cast<size_t>(x.numel());
+    const auto padded_elems =
+        static_cast<size_t>(shape_.batch * shape_.height * shape_.width * shape_.in_channels);
     const auto elems = static_cast<size_t>(packed_s8_elems_);
     scratch_ =
-        shape_.s8 ? Int8RunScratch(in_elems, static_cast<size_t>(shape_.batch) * sizeof(float), 0)
+        shape_.s8
+            ? Int8RunScratch(padded_elems, static_cast<size_t>(shape_.batch) * sizeof(float), 0)
         : shape_.bf16 ? Int8RunScratch(in_elems * sizeof(uint16_t), 0, elems * sizeof(uint16_t))
                       : Int8RunScratch(0, 0, elems * sizeof(float));
     packed_ = shared_weight(
@@ -80,7 +92,8 @@ class Conv2dInt8Kernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    const int64_t in_elems = shape_.batch * shape_.height * shape_.width * shape_.in_channels;
+    const int64_t height = shape_.height - 2 * pre_pad_, width = shape_.width - 2 * pre_pad_;
+    const int64_t in_elems = shape_.batch * height * width * shape_.in_channels;
     const int64_t pixels = shape_.batch * shape_.out_height * shape_.out_width;
     HYRT_ASSERT(inputs[0].numel() == in_elems && output.numel() == pixels * shape_.out_channels);
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
@@ -89,9 +102,11 @@ class Conv2dInt8Kernel final : public Kernel {
     if (shape_.s8) {
       auto* q = static_cast<int8_t*>(scratch_.activations());
       const int64_t per_sample_in = in_elems / shape_.batch, per_sample_px = pixels / shape_.batch;
+      const int64_t per_sample_q = shape_.height * shape_.width * shape_.in_channels;
       float* a = scratch_.row_scales();
       for (int64_t b = 0; b < shape_.batch; ++b)
-        a[b] = quantize_tensor_s8(x + b * per_sample_in, per_sample_in, q + b * per_sample_in);
+        a[b] = quantize_image_s8_padded(x + b * per_sample_in, height, width, shape_.in_channels,
+                                        pre_pad_, q + b * per_sample_q);
       // acc s32 NHWC lands in the output's bytes and is rewritten there as f32.
       execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
                      packed_->data(), nullptr);
@@ -131,7 +146,8 @@ class Conv2dInt8Kernel final : public Kernel {
 
  private:
   Int8RunScratch scratch_{0, 0, 0};
-  ConvShape shape_{};
+  ConvShape shape_{};    // the primitive's: W8A8's x padded by pre_pad_ on each side
+  int64_t pre_pad_ = 0;  // W8A8: the conv's padding, written into the quantized x
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)

@@ -109,22 +109,53 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
                });
 }
 
-float quantize_tensor_s8(const float* x, int64_t n, int8_t* q) {
-  // Two passes: a chunked max (fixed chunks, so the result never depends on the thread
-  // count), then the quantize.
-  constexpr int64_t kChunk = 1 << 14;
+namespace {
+
+constexpr int64_t kChunk = 1 << 14;
+
+// max |x| over x [n], as a chunked max (fixed chunks, so the result never depends on the
+// thread count).
+float tensor_absmax(const float* x, int64_t n) {
   const int64_t chunks = (n + kChunk - 1) / kChunk;
   std::vector<float> partial(static_cast<size_t>(std::max<int64_t>(chunks, 1)), 0.0f);
   parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c)
       partial[c] = absmax(x + c * kChunk, std::min(kChunk, n - c * kChunk));
   });
-  const float m = *std::max_element(partial.begin(), partial.end());
+  return *std::max_element(partial.begin(), partial.end());
+}
+
+}  // namespace
+
+float quantize_tensor_s8(const float* x, int64_t n, int8_t* q) {
+  // Two passes: the max, then the quantize.
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  const float m = tensor_absmax(x, n);
   const float inv = m > 0 ? 127.0f / m : 0.0f;
   parallel_for(chunks, 1, [&](int64_t b, int64_t e) {
     for (int64_t c = b; c < e; ++c)
       quantize_span(x + c * kChunk, std::min(kChunk, n - c * kChunk), inv, q + c * kChunk);
   });
+  return m > 0 ? m / 127.0f : 0.0f;
+}
+
+float quantize_image_s8_padded(const float* x, int64_t h, int64_t w, int64_t c, int64_t pad,
+                               int8_t* q) {
+  if (pad == 0) return quantize_tensor_s8(x, h * w * c, q);
+  const float m = tensor_absmax(x, h * w * c);
+  const float inv = m > 0 ? 127.0f / m : 0.0f;
+  const int64_t row = w * c, padded_row = (w + 2 * pad) * c, side = pad * c;
+  std::memset(q, 0, static_cast<size_t>(pad * padded_row));                           // top border
+  std::memset(q + (h + pad) * padded_row, 0, static_cast<size_t>(pad * padded_row));  // bottom
+  parallel_for(h, std::max<int64_t>(1, 4096 / std::max<int64_t>(row, 1)),
+               [&](int64_t b, int64_t e) {
+                 for (int64_t r = b; r < e; ++r) {
+                   int8_t* qr = q + (r + pad) * padded_row;
+                   std::memset(qr, 0, static_cast<size_t>(side));
+                   quantize_span(x + r * row, row, inv, qr + side);
+                   std::memset(qr + side + row, 0, static_cast<size_t>(side));
+                 }
+               });
   return m > 0 ? m / 127.0f : 0.0f;
 }
 

@@ -33,6 +33,11 @@ S8Weight load_s8_weight(const PrepareContext& ctx, size_t i);
 void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);
 // x [n] f32 -> q [n] s8 with one scale for the whole tensor; returns that scale.
 float quantize_tensor_s8(const float* x, int64_t n, int8_t* q);
+// x [h, w, c] f32 -> q [h + 2·pad, w + 2·pad, c] s8: x quantized as by quantize_tensor_s8 (one
+// scale for the whole of x, the same q) inside a border of `pad` zeros on every side, which
+// this writes too; returns the scale.
+float quantize_image_s8_padded(const float* x, int64_t h, int64_t w, int64_t c, int64_t pad,
+                               int8_t* q);
 
 // In-place epilogue over a dense [rows, cols] block `io` holding accumulators of type
 // Acc (int32_t or float), rewritten as f32:
