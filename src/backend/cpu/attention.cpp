@@ -42,6 +42,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/onednn_compat.h"
@@ -296,6 +297,7 @@ class AttentionKernel final : public Kernel {
                         : 0;
     scratch_per_thread_ = scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
     planned_threads_ = std::max(1, num_threads());
+    workspace_ = KernelWorkspace(scratch_per_thread_ * planned_threads_, "attention scratch");
   }
 
   size_t scratch_bytes_per_thread() const { return scratch_per_thread_; }
@@ -304,25 +306,19 @@ class AttentionKernel final : public Kernel {
   // never run at once, so a UNet's 32 attentions share those bytes instead of each keeping
   // ~2 MiB per thread of its own for the executable's life (61 MiB at 512² on 2 threads,
   // outside the arena and resident through the whole UNet loop).
-  size_t workspace_bytes() const override { return scratch_per_thread_ * planned_threads_; }
-  void bind_workspace(void* workspace) override {
-    bound_ = static_cast<char*>(workspace);
-    if (bound_) scratch_ = AlignedBuffer();
-  }
+  size_t workspace_bytes() const override { return workspace_.bytes(); }
+  void bind_workspace(void* workspace) override { workspace_.bind(workspace); }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     const float* q = inputs[0].as<const float>();
     const float* k = inputs[1].as<const float>();
     const float* v = inputs[2].as<const float>();
     float* out = output.as<float>();
+    // The workspace has a slot per thread counted at prepare: no more threads than that.
+    std::optional<ScopedOmpThreads> cap;
+    if (num_threads() > planned_threads_) cap.emplace(planned_threads_);
     const int threads = std::max(1, num_threads());
-    // Scratch of its own only when run unbound (tests) or on more threads than planned for.
-    char* scratch = bound_;
-    if (!scratch || threads > planned_threads_) {
-      if (scratch_.size() < scratch_per_thread_ * threads)
-        scratch_ = AlignedBuffer(scratch_per_thread_ * threads, "attention scratch");
-      scratch = scratch_.as<char>();
-    }
+    char* scratch = static_cast<char*>(workspace_.get());
 
     const int64_t blocks = (tq_ + block_rows_ - 1) / block_rows_;
     // Split a head's blocks into `groups` tiles only if the heads alone cannot feed ~2
@@ -417,7 +413,7 @@ class AttentionKernel final : public Kernel {
     });
   }
 
-  size_t held_bytes() const override { return scratch_.size(); }
+  size_t held_bytes() const override { return workspace_.own_bytes(); }
 
  private:
   struct Products {
@@ -454,9 +450,8 @@ class AttentionKernel final : public Kernel {
   float scale_;
   Products full_, tail_;
   size_t scores_bytes_ = 0, kv_bytes_ = 0, bf16_bytes_ = 0, scratch_per_thread_ = 0;
-  int planned_threads_ = 1;  // threads the workspace is sized for (num_threads() at prepare)
-  char* bound_ = nullptr;    // the workspace in the arena, once bound
-  AlignedBuffer scratch_;    // threads × scratch_per_thread_ when unbound, grown on first run
+  int planned_threads_ = 1;           // threads the workspace has slots for (at prepare)
+  KernelWorkspace workspace_{0, ""};  // planned_threads_ × scratch_per_thread_
 };
 
 }  // namespace

@@ -39,27 +39,12 @@ class Conv2dKernel final : public Kernel {
     program_ = conv_program(ctx.cache, shape_, ctx.node.name);
 
     packed_desc_ = program_->pd.weights_desc();
-    // A layer kept f32 under bf16 holds its f32 pack in the stored 16 bits (cpu_kernels.h).
-    packed_16bit_ = packed_16bit_dtype(ctx, 1, precision, shape_.bf16);
-    packed_weights_ = shared_weight(
-        ctx, 1,
-        shape_.bf16 ? "bf16 packed"
-        : packed_16bit_
-            ? (*packed_16bit_ == DType::kF16 ? "f32 packed, held f16" : "f32 packed, held bf16")
-            : "f32 packed",
-        packed_desc_,
-        [&] {
-          const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
-          AlignedBuffer packed = pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
-                                              ctx.node.name + " packed weights");
-          if (!packed_16bit_) return packed;
-          return narrow_packed_f32(packed, *packed_16bit_,
-                                   ctx.node.name + " packed weights (16-bit)");
-        },
-        &held_bytes_);
-    if (packed_16bit_)  // never bf16, so the workspace is free for the widened pack
-      workspace_ = KernelWorkspace(widened_bytes(*packed_weights_, *packed_16bit_),
-                                   "conv2d f32 pack widened");
+    const memory::desc stored({w[0], w[1], w[2], w[3]}, dt::f32, tag::oihw);
+    packed_weights_ =
+        PackedFloatWeight(ctx, 1, stored, packed_desc_, precision, shape_.bf16, &held_bytes_);
+    // Never with bf16 (which rounds the source into the workspace): the widened pack's.
+    if (const size_t widened = packed_weights_.workspace_bytes())
+      workspace_ = KernelWorkspace(widened, "conv2d f32 pack widened");
     if (shape_.bias) bias_ = shared_weight_f32(ctx, 2);
     epilogue_ = attrs.epilogue;
   }
@@ -70,10 +55,8 @@ class Conv2dKernel final : public Kernel {
       x = workspace_.get();
       round_to_bf16(inputs[0].as<const float>(), static_cast<uint16_t*>(x), inputs[0].numel());
     }
-    const void* w = packed_16bit_ ? widen_packed(*packed_weights_, *packed_16bit_, workspace_.get())
-                                  : packed_weights_->data();
-    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
-                   bias_ ? bias_->as<float>() : nullptr);
+    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_,
+                   packed_weights_.data(workspace_.get()), bias_ ? bias_->as<float>() : nullptr);
     if (!epilogue_.empty())
       apply_gemm_epilogue(output.as<float>(), output.numel(),
                           GemmEpilogueArgs::of(epilogue_, inputs));
@@ -93,9 +76,8 @@ class Conv2dKernel final : public Kernel {
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<ConvProgram> program_;
   memory::desc packed_desc_;
-  SharedBuffer packed_weights_;        // in packed_desc_ (its elements in packed_16bit_ if set)
-  std::optional<DType> packed_16bit_;  // f16/bf16: widened to f32 at each run
-  SharedBuffer bias_;                  // f32 [Cout] or null
+  PackedFloatWeight packed_weights_;  // in packed_desc_
+  SharedBuffer bias_;                 // f32 [Cout] or null
   size_t held_bytes_ = 0;
 };
 

@@ -114,36 +114,47 @@ size_t weight_staging_bytes() {
   return weight_staging().size();
 }
 
-std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
-                                        FloatPrecision precision, bool runs_bf16) {
+PackedFloatWeight::PackedFloatWeight(const PrepareContext& ctx, size_t i,
+                                     const dnnl::memory::desc& stored_f32,
+                                     const dnnl::memory::desc& packed, FloatPrecision precision,
+                                     bool runs_bf16, size_t* held_bytes) {
   const DType stored = ctx.input(i).dtype;
-  if (precision != FloatPrecision::kBF16 || runs_bf16) return std::nullopt;
-  if (stored != DType::kF16 && stored != DType::kBF16) return std::nullopt;
-  return stored;
+  if (precision == FloatPrecision::kBF16 && !runs_bf16 &&
+      (stored == DType::kF16 || stored == DType::kBF16))
+    held_16bit_ = stored;
+  const std::string_view form = runs_bf16               ? "bf16 packed"
+                                : !held_16bit_          ? "f32 packed"
+                                : stored == DType::kF16 ? "f32 packed, held f16"
+                                                        : "f32 packed, held bf16";
+  buffer_ = shared_weight(
+      ctx, i, form, packed,
+      [&] {
+        AlignedBuffer f32 = pack_weights(stored_f32, stage_weight_f32(ctx, i), packed,
+                                         ctx.node.name + " packed weights");
+        if (!held_16bit_) return f32;
+        const size_t n = f32.size() / sizeof(float), size = dtype_size(*held_16bit_);
+        AlignedBuffer out(std::max<size_t>(n, 1) * size,
+                          ctx.node.name + " packed weights (16-bit)");
+        parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
+          convert_from_f32(f32.as<float>() + b, *held_16bit_, out.as<char>() + b * size,
+                           static_cast<size_t>(e - b));
+        });
+        return out;
+      },
+      held_bytes);
 }
 
-AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
-                                std::string_view what) {
-  const size_t n = packed_f32.size() / sizeof(float);
-  AlignedBuffer out(std::max<size_t>(n, 1) * dtype_size(dtype), what);
-  parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
-    convert_from_f32(packed_f32.as<float>() + b, dtype,
-                     static_cast<char*>(out.data()) + b * dtype_size(dtype),
-                     static_cast<size_t>(e - b));
-  });
-  return out;
+size_t PackedFloatWeight::workspace_bytes() const {
+  return held_16bit_ ? buffer_->size() / dtype_size(*held_16bit_) * sizeof(float) : 0;
 }
 
-size_t widened_bytes(const AlignedBuffer& packed_16bit, DType dtype) {
-  return packed_16bit.size() / dtype_size(dtype) * sizeof(float);
-}
-
-const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype, void* workspace) {
-  const size_t n = packed_16bit.size() / dtype_size(dtype);
+const void* PackedFloatWeight::data(void* workspace) const {
+  if (!held_16bit_) return buffer_->data();
+  const size_t size = dtype_size(*held_16bit_), n = buffer_->size() / size;
   auto* out = static_cast<float*>(workspace);
   parallel_for(static_cast<int64_t>(n), 1 << 16, [&](int64_t b, int64_t e) {
-    convert_to_f32(dtype, static_cast<const char*>(packed_16bit.data()) + b * dtype_size(dtype),
-                   out + b, static_cast<size_t>(e - b));
+    convert_to_f32(*held_16bit_, buffer_->as<char>() + b * size, out + b,
+                   static_cast<size_t>(e - b));
   });
   return out;
 }

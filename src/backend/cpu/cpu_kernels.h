@@ -74,24 +74,33 @@ void release_weight_staging();
 // The bytes this thread's staging buffer holds now (0 once released).
 size_t weight_staging_bytes();
 
+// Weight input `i` packed for a float primitive (f32, or bf16 where the layer runs bf16) from its
+// f32 view in `stored_f32` order, shared through the WeightCache as by shared_weight.
 // A layer kept f32 under FloatPrecision::kBF16 for accuracy (1x1 convolutions, one-row-per-
-// sample linears: conv.cpp, gemm.cpp) reads weights stored 16-bit, but its primitive wants
-// them packed as f32: twice the stored bytes, resident for the executable's life (~140 MiB of
-// an int8 SD 1.5 UNet's f16 weights). Such a layer keeps its packed f32 layout element for
-// element in the stored dtype instead, and widens it at each run into the kernel's workspace
-// (planned into the arena with the activations) — exact, since every value (padding's zeros too)
-// came from that dtype, so the results are bit-identical. These layers are ~3 % of a UNet's work,
-// so the widening (memory-bound, ~2 B read and 4 B written per weight) costs well under 1 % of
-// a step; under kF32 precision every layer would pay it, so there the f32 pack stays.
-// The stored dtype (kF16 or kBF16) to keep a layer's packed weights in, or nullopt.
-std::optional<DType> packed_16bit_dtype(const PrepareContext& ctx, size_t i,
-                                        FloatPrecision precision, bool runs_bf16);
-// pack_weights' f32 result held in `dtype` (see above).
-AlignedBuffer narrow_packed_f32(const AlignedBuffer& packed_f32, DType dtype,
-                                std::string_view what);
-// The f32 packed weights again, written to `workspace` (widened_bytes() of them), returned.
-size_t widened_bytes(const AlignedBuffer& packed_16bit, DType dtype);
-const float* widen_packed(const AlignedBuffer& packed_16bit, DType dtype, void* workspace);
+// sample linears: conv.cpp, gemm.cpp) whose weights are stored 16-bit would otherwise hold its
+// f32 pack at twice the stored bytes for the executable's life (~140 MiB of an int8 SD 1.5
+// UNet's f16 weights). It keeps the packed f32 layout element for element in the stored dtype
+// instead, and widens it at each run into the kernel's workspace (planned into the arena with
+// the activations) — exact, since every value (padding's zeros too) came from that dtype, so
+// the results are bit-identical. These layers are ~3 % of a UNet's work, so the widening
+// (memory-bound, ~2 B read and 4 B written per weight) costs well under 1 % of a step; under
+// kF32 precision every layer would pay it, so there the f32 pack stays.
+class PackedFloatWeight {
+ public:
+  PackedFloatWeight() = default;
+  PackedFloatWeight(const PrepareContext& ctx, size_t i, const dnnl::memory::desc& stored_f32,
+                    const dnnl::memory::desc& packed, FloatPrecision precision, bool runs_bf16,
+                    size_t* held_bytes);
+  explicit operator bool() const { return buffer_ != nullptr; }
+  // Workspace bytes data() needs: the widened pack of a 16-bit-held one, else 0.
+  size_t workspace_bytes() const;
+  // The pack as the primitive reads it: held 16-bit, widened into `workspace` first.
+  const void* data(void* workspace) const;
+
+ private:
+  SharedBuffer buffer_;
+  std::optional<DType> held_16bit_;  // the stored f16/bf16 its f32 elements are held in
+};
 
 // Node inputs resolved to f32 pointers at run time: weight inputs point at the f32 copy
 // made at prepare, other inputs at the bound activation buffers. Lets elementwise and
@@ -152,6 +161,8 @@ class KernelWorkspace {
  public:
   KernelWorkspace(size_t bytes, std::string what) : bytes_(bytes), what_(std::move(what)) {}
   size_t bytes() const { return bytes_; }
+  // What it holds of its own: a buffer made by get() while unbound (tests), 0 once bound.
+  size_t own_bytes() const { return own_.size(); }
   void bind(void* workspace) {
     bound_ = workspace;
     if (workspace) own_ = AlignedBuffer();

@@ -85,28 +85,13 @@ class LinearKernel final : public Kernel {
         workspace_ = KernelWorkspace(static_cast<size_t>(key_.n * key_.k) * sizeof(float),
                                      "linear weight staging");
     } else {
-      // A layer kept f32 under bf16 holds its f32 pack in the stored 16 bits (cpu_kernels.h).
-      packed_16bit_ = packed_16bit_dtype(ctx, 1, precision, bf16_);
-      packed_weights_ = shared_weight(
-          ctx, 1,
-          bf16_ ? "bf16 packed"
-          : packed_16bit_
-              ? (*packed_16bit_ == DType::kF16 ? "f32 packed, held f16" : "f32 packed, held bf16")
-              : "f32 packed",
-          packed_desc_,
-          [&] {
-            // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
-            const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
-            AlignedBuffer packed = pack_weights(stored, stage_weight_f32(ctx, 1), packed_desc_,
-                                                ctx.node.name + " packed weights");
-            if (!packed_16bit_) return packed;
-            return narrow_packed_f32(packed, *packed_16bit_,
-                                     ctx.node.name + " packed weights (16-bit)");
-          },
-          &held_bytes_);
-      if (packed_16bit_)  // never bf16_, so the workspace is free for the widened pack
-        workspace_ = KernelWorkspace(widened_bytes(*packed_weights_, *packed_16bit_),
-                                     "linear f32 pack widened");
+      // w [N, K] row-major is wᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+      const memory::desc stored({key_.k, key_.n}, dt::f32, tag::ba);
+      packed_weights_ =
+          PackedFloatWeight(ctx, 1, stored, packed_desc_, precision, bf16_, &held_bytes_);
+      // Never with bf16_ (which rounds x into the workspace): the widened pack's.
+      if (const size_t widened = packed_weights_.workspace_bytes())
+        workspace_ = KernelWorkspace(widened, "linear f32 pack widened");
     }
     if (has_bias) bias_ = shared_weight_f32(ctx, 2);
   }
@@ -114,10 +99,7 @@ class LinearKernel final : public Kernel {
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
     // x: [M, K], y: [M, N]
-    const void* w = !packed_weights_ ? nullptr
-                    : packed_16bit_
-                        ? widen_packed(*packed_weights_, *packed_16bit_, workspace_.get())
-                        : packed_weights_->data();
+    const void* w = packed_weights_ ? packed_weights_.data(workspace_.get()) : nullptr;
     void* x = inputs[0].data;
     if (bf16_) {
       x = workspace_.get();
@@ -165,12 +147,11 @@ class LinearKernel final : public Kernel {
   ir::GemmEpilogue epilogue_;
   std::shared_ptr<MatmulProgram> program_;
   memory::desc packed_desc_;
-  SharedBuffer packed_weights_;        // in packed_desc_ (null for a plain weight)
-  std::optional<DType> packed_16bit_;  // its elements' f16/bf16: widened to f32 at each run
+  PackedFloatWeight packed_weights_;  // in packed_desc_ (empty for a plain weight)
   // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place
   // when f32, else widened into the workspace (f32 [N, K]) at each run.
   std::optional<DType> plain_dtype_;
-  // Plain 16-bit weights: f32 [N, K]; packed_16bit_: the f32 pack; bf16: x [M, K].
+  // Plain 16-bit weights: f32 [N, K]; a 16-bit-held pack: it widened; bf16: x [M, K].
   KernelWorkspace workspace_{0, ""};
   LowRankStage low_rank_;
   SharedBuffer bias_;  // f32 [N] or null
