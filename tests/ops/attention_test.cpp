@@ -1,4 +1,5 @@
 // kAttention on the CPU backend vs a naive double reference.
+#include "backend/cpu/attention_bf16.h"
 #include "op_case.h"
 
 namespace hyrt::test {
@@ -180,6 +181,61 @@ TEST(AttentionBf16, UnderBf16PrecisionOnFloatGraphs) {
     EXPECT_OP_CLOSE("attention", f32, want);
     EXPECT_BF16_CLOSE("attention bf16", p.tq * p.tk >= 256 * 256, c.run_on(bf16_backend()), want,
                       f32);
+  }
+}
+
+// The fused bf16 kernel itself (attention_bf16.h), called directly so that it is tested on any CPU
+// with AVX-512 BF16, whichever path the backend picks there (oneDNN's where the CPU has AMX):
+// every output column count 16..256 it packs in 16s (1..16 vectors: each register blocking of
+// O), odd head dims (a zero half pair), key counts off the 16-key vectors and the key tiles,
+// causal masks across tiles, a negative scale, and each head's rows in two calls split off the
+// 16-row blocks. Rows outside a call's range stay as poisoned; the result is within bf16 of f64.
+TEST(FlashAttentionBf16, MatchesTheReference) {
+  using backend::cpu::FlashAttentionBf16;
+  if (!FlashAttentionBf16::supports(40, 40)) GTEST_SKIP() << "no AVX-512 BF16 here (or capped)";
+  const AttentionParams cases[] = {
+      {2, 300, 300, 3, 40, 40, false, 0, 2},    // SD 1.5's heads, tails of every tile
+      {1, 77, 77, 2, 64, 64, true, 0, 1},       // causal inside one tile
+      {1, 530, 530, 1, 16, 24, true, 0.3f, 1},  // causal across tiles, Dv != D
+      {2, 200, 77, 2, 80, 80, false, 0, 1},     // cross attention to 77 tokens
+      {1, 100, 261, 2, 7, 5, false, -0.4f, 2},  // odd D, negative scale
+      {1, 33, 129, 1, 160, 160, false, 0, 1},   // SD 1.5's deepest heads
+      {1, 40, 300, 1, 33, 256, false, 0, 1},    // the widest Dv
+      {1, 20, 50, 2, 24, 120, false, 0, 1},     // 8 vectors of output
+      {1, 20, 50, 1, 12, 200, false, 0, 1},     // 13 vectors
+  };
+  for (const AttentionParams& p : cases) {
+    SCOPED_TRACE(str_cat("B=", p.batch, " Tq=", p.tq, " Tk=", p.tk, " H=", p.heads, " D=", p.d,
+                         " Dv=", p.dv, p.causal ? " causal" : "", " scale=", p.scale));
+    const int64_t ld_qk = p.heads * p.d, ld_v = p.heads * p.dv;
+    const std::vector<float> q =
+        random_floats(static_cast<size_t>(p.batch * p.tq * ld_qk), 21, p.input_scale);
+    const std::vector<float> k =
+        random_floats(static_cast<size_t>(p.batch * p.tk * ld_qk), 22, p.input_scale);
+    const std::vector<float> v = random_floats(static_cast<size_t>(p.batch * p.tk * ld_v), 23);
+    const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
+    const auto want =
+        attention_reference(q, k, v, p.batch, p.tq, p.tk, p.heads, p.d, p.dv, scale, p.causal);
+    const FlashAttentionBf16 kernel(p.tq, p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
+    AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
+    std::vector<float> out(static_cast<size_t>(p.batch * p.tq * ld_v),
+                           std::numeric_limits<float>::quiet_NaN());
+    const int64_t split = std::min<int64_t>(p.tq, 21);  // off the 16-row blocks
+    for (int64_t b = 0; b < p.batch; ++b)
+      for (int64_t h = 0; h < p.heads; ++h) {
+        kernel.pack_head(k.data() + b * p.tk * ld_qk + h * p.d, ld_qk,
+                         v.data() + b * p.tk * ld_v + h * p.dv, ld_v, scratch.data());
+        const float* q_h = q.data() + b * p.tq * ld_qk + h * p.d;
+        float* out_h = out.data() + b * p.tq * ld_v + h * p.dv;
+        kernel.run_rows(q_h, ld_qk, split, p.tq - split, out_h, ld_v, scratch.data());
+        if (b == 0 && h == 0 && split > 0)  // rows before `split` are still unwritten
+          EXPECT_TRUE(std::isnan(out_h[0])) << "run_rows wrote outside its rows";
+        kernel.run_rows(q_h, ld_qk, 0, split, out_h, ld_v, scratch.data());
+      }
+    const double err = rel_error(out, want);
+    double& worst = worst_errors()["attention bf16 fused"];
+    worst = std::max(worst, err);
+    EXPECT_LE(err, 1e-2) << "fused bf16 attention rel L2 " << err;
   }
 }
 

@@ -38,12 +38,18 @@
 // [m, Tk] for the P × V product (f32 result). Rounding the operands to bf16 (8 significant bits)
 // costs ~3e-3 relative error (attention_test.cpp); the W8A8 UNet step at 512² on the 2-core
 // Xeon went 1.99 -> 1.73 s.
+//
+// On CPUs with AVX-512 BF16 but no AMX the bf16 tiles run hyrt's fused kernel instead
+// (attention_bf16.h, flash_bf16_wanted below): same tiles and threads, no oneDNN products.
 #include <dnnl.hpp>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <optional>
+#include <string_view>
 
+#include "backend/cpu/attention_bf16.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/onednn_compat.h"
 #include "backend/cpu/vec_math.h"
@@ -214,6 +220,22 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
 #pragma GCC diagnostic pop
 #endif
 
+// bf16 attention through FlashAttentionBf16 (attention_bf16.h) where the CPU has AVX-512 BF16
+// but no AMX: on a 2-core AMD EPYC (Zen 4; SD 1.5's 4096 tokens of 8 x 40, bench_cpu_gemm) it
+// takes 70.5 ms against oneDNN's 103 ms. With AMX, oneDNN's tile kernels stay (48 ms there; not
+// measured against the fused kernel). For A/B runs $HYRT_CPU_ATTENTION=onednn keeps oneDNN's
+// products, =fused takes the fused kernel wherever it runs at all.
+bool flash_bf16_wanted(int64_t d, int64_t dv) {
+  static const int forced = [] {
+    const char* v = std::getenv("HYRT_CPU_ATTENTION");
+    if (v && std::string_view(v) == "onednn") return -1;
+    if (v && std::string_view(v) == "fused") return 1;
+    return 0;
+  }();
+  if (forced < 0 || !FlashAttentionBf16::supports(d, dv)) return false;
+  return forced > 0 || !cpu_has_amx();
+}
+
 class AttentionKernel final : public Kernel {
  public:
   AttentionKernel(const PrepareContext& ctx, bool bf16) : bf16_(bf16) {
@@ -236,6 +258,16 @@ class AttentionKernel final : public Kernel {
                                       kMaxBlockRows);
     block_rows_ = std::min(block_rows_, tq_);
     const int64_t tail_rows = tq_ % block_rows_;
+
+    if (bf16_ && flash_bf16_wanted(d_, dv_)) {
+      // The fused kernel (attention_bf16.h): block_rows_ only groups its rows into tiles.
+      flash_.emplace(tq_, tk_, d_, dv_, scale_, causal_);
+      block_rows_ = std::min<int64_t>(tq_, 4 * FlashAttentionBf16::kRows);
+      scratch_per_thread_ = align64(flash_->scratch_bytes());
+      planned_threads_ = std::max(1, num_threads());
+      workspace_ = KernelWorkspace(scratch_per_thread_ * planned_threads_, "attention scratch");
+      return;
+    }
 
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
     if (!bf16_) {
@@ -329,6 +361,23 @@ class AttentionKernel final : public Kernel {
     const int64_t blocks_per_group = (blocks + groups - 1) / groups;
     const int64_t tiles = heads_total * groups;
     const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
+    if (flash_) {
+      parallel_for(tiles, 1, [&](int64_t begin, int64_t end) {
+        void* mine = scratch + scratch_per_thread_ * omp_get_thread_num();
+        for (int64_t tile = begin; tile < end; ++tile) {
+          const int64_t bh = tile / groups, group = tile % groups;
+          const int64_t b = bh / heads_, h = bh % heads_;
+          flash_->pack_head(k + b * tk_ * ld_qk + h * d_, ld_qk, v + b * tk_ * ld_v + h * dv_, ld_v,
+                            mine);
+          const int64_t row0 = std::min(tq_, group * blocks_per_group * block_rows_);
+          const int64_t row_end = std::min(tq_, (group + 1) * blocks_per_group * block_rows_);
+          if (row_end > row0)
+            flash_->run_rows(q + b * tq_ * ld_qk + h * d_, ld_qk, row0, row_end - row0,
+                             out + b * tq_ * ld_v + h * dv_, ld_v, mine);
+        }
+      });
+      return;
+    }
     parallel_for(tiles, 1, [&](int64_t begin, int64_t end) {
       const int slot = omp_get_thread_num();
       dnnl::stream& stream = dnnl_stream(slot);
@@ -441,6 +490,8 @@ class AttentionKernel final : public Kernel {
   int64_t dk() const { return bf16_ ? dk_ : d_; }
 
   bool bf16_ = false;  // bf16 operands (header comment)
+  // bf16 through the fused kernel (flash_bf16_wanted); then none of the oneDNN state is made.
+  std::optional<FlashAttentionBf16> flash_;
   int64_t dk_ = 0;
   // bf16: K_hᵀ and V_h dense (plain) and in the products' packed layouts, and the reorders.
   memory::desc k_plain_, v_plain_, k_packed_, v_packed_;

@@ -453,6 +453,14 @@ bool cpu_has_avx512() {
   return has;
 }
 
+bool cpu_has_amx() {
+  // dnnl_cpu_isa_avx512_core_amx's bits over avx512_core_bf16: the AMX tile ISA.
+  const auto isa = static_cast<unsigned>(dnnl::get_effective_cpu_isa());
+  const unsigned amx_bits = static_cast<unsigned>(dnnl_cpu_isa_avx512_core_amx) &
+                            ~static_cast<unsigned>(dnnl_cpu_isa_avx512_core_bf16);
+  return (isa & amx_bits) != 0;
+}
+
 }  // namespace cpu
 
 bool cpu_has_bf16_dot_product() {

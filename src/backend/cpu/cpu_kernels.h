@@ -129,6 +129,9 @@ dnnl::stream& dnnl_stream(int thread_slot = 0);
 // to test the lower paths).
 bool cpu_has_avx512();
 
+// Whether oneDNN may use AMX tiles here (the CPU has them and DNNL_MAX_CPU_ISA allows them).
+bool cpu_has_amx();
+
 // Throws kUnsupported when oneDNN picked a reference implementation: those run about
 // 5000x slower (../shared/notes/onednn-2.6.md) and would silently ruin a run.
 void refuse_reference_impl(const std::string& impl_info, const std::string& what);
