@@ -222,7 +222,7 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
 
 // bf16 attention through FlashAttentionBf16 (attention_bf16.h) where the CPU has AVX-512 BF16
 // but no AMX: on a 2-core AMD EPYC (Zen 4; SD 1.5's 4096 tokens of 8 x 40, bench_cpu_gemm) it
-// takes 70.5 ms against oneDNN's 103 ms. With AMX, oneDNN's tile kernels stay (48 ms there; not
+// takes 64 ms against oneDNN's 103 ms. With AMX, oneDNN's tile kernels stay (48 ms there; not
 // measured against the fused kernel). For A/B runs $HYRT_CPU_ATTENTION=onednn keeps oneDNN's
 // products, =fused takes the fused kernel wherever it runs at all.
 bool flash_bf16_wanted(int64_t d, int64_t dv) {

@@ -99,54 +99,71 @@ HYRT_BF16_TARGET void scores_block(const uint32_t* q, int64_t q_stride, const ui
 }
 
 // o[r][16n + i] += Σ_pp p[r][pp] · vp[pp][16n + i], r < RB, n < NV: RB rows of probabilities
-// (pair words p_stride apart) times `pairs` key pairs of V (rows vp_stride words apart).
-template <int NV, int RB>
+// (pair words p_stride apart) times `pairs` key pairs of V (rows vp_stride words apart). HALF:
+// the last vector's upper 8 columns are padding, and it runs as a 256-bit product (two of them
+// issue per clock on Zen 4, against one 512-bit: SD 1.5's Dv = 40 costs 2.5 vectors, not 3).
+template <int NV, int RB, bool HALF>
 HYRT_BF16_TARGET void output_block(const uint32_t* p, int64_t p_stride, const uint32_t* vp,
                                    int64_t vp_stride, int64_t pairs, float* o, int64_t o_stride) {
-  __m512 acc[RB][NV];
+  constexpr int NF = HALF ? NV - 1 : NV;  // full 512-bit vectors
+  __m512 acc[RB][NF > 0 ? NF : 1];
+  __m256 acc_half[RB];
 #pragma GCC unroll 8
-  for (int r = 0; r < RB; ++r)
+  for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 16
-    for (int n = 0; n < NV; ++n)
+    for (int n = 0; n < NF; ++n)
       acc[r][n] = _mm512_loadu_ps(o + r * o_stride + 16 * n);
+    if constexpr (HALF) acc_half[r] = _mm256_loadu_ps(o + r * o_stride + 16 * NF);
+  }
   for (int64_t pp = 0; pp < pairs; ++pp) {
-    __m512bh vv[NV];
+    __m512bh vv[NF > 0 ? NF : 1];
 #pragma GCC unroll 16
-    for (int n = 0; n < NV; ++n)
+    for (int n = 0; n < NF; ++n)
       vv[n] = load_pairs(vp + pp * vp_stride + 16 * n);
+    __m256bh vh;
+    if constexpr (HALF)
+      vh = (__m256bh)_mm256_loadu_si256(
+          reinterpret_cast<const __m256i*>(vp + pp * vp_stride + 16 * NF));
 #pragma GCC unroll 8
     for (int r = 0; r < RB; ++r) {
       const __m512bh pb = broadcast_pair(p + r * p_stride + pp);
 #pragma GCC unroll 16
-      for (int n = 0; n < NV; ++n)
+      for (int n = 0; n < NF; ++n)
         acc[r][n] = _mm512_dpbf16_ps(acc[r][n], pb, vv[n]);
+      if constexpr (HALF)
+        acc_half[r] =
+            _mm256_dpbf16_ps(acc_half[r], (__m256bh)_mm512_castsi512_si256((__m512i)pb), vh);
     }
   }
 #pragma GCC unroll 8
-  for (int r = 0; r < RB; ++r)
+  for (int r = 0; r < RB; ++r) {
 #pragma GCC unroll 16
-    for (int n = 0; n < NV; ++n)
+    for (int n = 0; n < NF; ++n)
       _mm512_storeu_ps(o + r * o_stride + 16 * n, acc[r][n]);
+    if constexpr (HALF) _mm256_storeu_ps(o + r * o_stride + 16 * NF, acc_half[r]);
+  }
 }
 
-// kRows rows of O += P·V over `pairs` key pairs, for NV 16-column vectors: row blocks that keep
-// at most 24 accumulators (kRows = 16 is a multiple of each RB).
-template <int NV>
+// kRows rows of O += P·V over `pairs` key pairs, for NV 16-column vectors (HALF: the last one
+// 8 columns): row blocks that keep at most 24 accumulators (kRows is a multiple of each RB).
+template <int NV, bool HALF>
 HYRT_BF16_TARGET void output_rows(const uint32_t* p, int64_t p_stride, const uint32_t* vp,
                                   int64_t pairs, float* o, int64_t o_stride) {
   constexpr int RB = NV <= 3 ? 8 : NV <= 6 ? 4 : NV <= 12 ? 2 : 1;
   static_assert(FlashAttentionBf16::kRows % RB == 0);
   for (int64_t r = 0; r < FlashAttentionBf16::kRows; r += RB)
-    output_block<NV, RB>(p + r * p_stride, p_stride, vp, 16 * NV, pairs, o + r * o_stride,
-                         o_stride);
+    output_block<NV, RB, HALF>(p + r * p_stride, p_stride, vp, 16 * NV, pairs, o + r * o_stride,
+                               o_stride);
 }
 
 using OutputRowsFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t);
 
+// output_rows for nv vectors (1..16), the last one half where `half`.
 template <int... NV>
-constexpr OutputRowsFn output_rows_for(int nv, std::integer_sequence<int, NV...>) {
-  OutputRowsFn fns[] = {nullptr, &output_rows<NV + 1>...};
-  return fns[nv];
+OutputRowsFn output_rows_for(int nv, bool half, std::integer_sequence<int, NV...>) {
+  static constexpr OutputRowsFn full[] = {nullptr, &output_rows<NV + 1, false>...};
+  static constexpr OutputRowsFn halves[] = {nullptr, &output_rows<NV + 1, true>...};
+  return half ? halves[nv] : full[nv];
 }
 
 constexpr int kScoreRows = 4, kScoreVectors = 4;
@@ -287,8 +304,8 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
   auto* s = reinterpret_cast<float*>(block + q_bytes_);                        // [kRows][kKeys]
   auto* p = reinterpret_cast<uint16_t*>(block + q_bytes_ + s_bytes_);          // [kRows][kKeys]
   auto* o = reinterpret_cast<float*>(block + q_bytes_ + s_bytes_ + p_bytes_);  // [kRows][dv_pad]
-  const OutputRowsFn output =
-      output_rows_for(static_cast<int>(dv_pad_ / 16), std::make_integer_sequence<int, 16>());
+  const OutputRowsFn output = output_rows_for(static_cast<int>(dv_pad_ / 16), dv_pad_ - dv_ >= 8,
+                                              std::make_integer_sequence<int, 16>());
   float m[kRows], l[kRows];
 
   for (int64_t r0 = q0; r0 < q0 + rows; r0 += kRows) {
