@@ -262,5 +262,26 @@ INSTANTIATE_TEST_SUITE_P(
                       ConvParams{{1, 6, 6, 64}, 96, 1, 1, 0, DType::kF16, true}),   // 1x1
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// Under W8A8 on a quantized model's graph (8-bit S weights in it) the 16-bit 1x1 convolutions of
+// the residual stream multiply in bf16 too (cpu_backend.cpp, w8a8_on_quantized): within bf16 of
+// the reference and not the f32 result; under W8 on the same graph, and under W8A8 on a float
+// graph (F32UnderBf16 above), they stay f32, bit for bit.
+TEST(F32UnderBf16, ResidualStreamConvRoundsUnderW8A8OnQuantizedGraphs) {
+  OpCase c;
+  // A linear node on an 8-bit S weight in the graph (not run): what makes it a quantized model's.
+  c.weights.add("quantized", Tensor(DType::kS8, Shape{4, 4}));
+  c.node(OpKind::kLinear,
+         {c.input({1, 4}, 14), c.graph.add_weight("quantized", DType::kS8, Shape{4, 4})});
+  const Shape xs{2, 8, 8, 64}, ws{96, 64, 1, 1};
+  const ir::ValueId x = c.input(xs, 1);
+  const ir::ValueId w = c.weight(ws, DType::kF16, 2, 0.2f);
+  c.node(OpKind::kConv2d, {x, w}, ir::Conv2dAttrs{1, 0});
+  const auto want = conv_reference(c.values(x), c.values(w), nullptr, xs, ws, 1, 0, c.out_shape());
+  const std::vector<float> f32 = c.run();
+  EXPECT_OP_CLOSE("conv2d", f32, want);
+  EXPECT_BF16_CLOSE("conv2d bf16", true, c.run_on(bf16_backend()), want, f32);
+  EXPECT_EQ(c.run_on(bf16_backend(backend::Int8Mode::kW8)), f32);
+}
+
 }  // namespace
 }  // namespace hyrt::test

@@ -21,18 +21,25 @@ using dt = memory::data_type;
 
 class Conv2dKernel final : public Kernel {
  public:
-  Conv2dKernel(const PrepareContext& ctx, FloatPrecision precision) {
+  Conv2dKernel(const PrepareContext& ctx, FloatPrecision precision, bool residual_stream_bf16) {
     const Shape& x = ctx.input(0).shape;  // [B, H, W, Cin]
     const Shape& w = ctx.input(1).shape;  // [Cout, Cin, kh, kw]
     const Shape& y = ctx.output().shape;  // [B, Ho, Wo, Cout]
     const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
-    shape_ = {x[0],          x[1],
-              x[2],          x[3],
-              w[0],          w[2],
-              w[3],          y[1],
-              y[2],          attrs.stride,
-              attrs.padding, ctx.node.gemm_bias() != ir::kNone,
-              false,         precision == FloatPrecision::kBF16 && conv_runs_bf16(w)};
+    shape_ = {x[0],
+              x[1],
+              x[2],
+              x[3],
+              w[0],
+              w[2],
+              w[3],
+              y[1],
+              y[2],
+              attrs.stride,
+              attrs.padding,
+              ctx.node.gemm_bias() != ir::kNone,
+              false,
+              precision == FloatPrecision::kBF16 && conv_runs_bf16(w, residual_stream_bf16)};
     if (shape_.bf16)
       workspace_ = KernelWorkspace(static_cast<size_t>(ctx.input(0).shape.numel()) * 2,
                                    "conv2d bf16 source");
@@ -91,9 +98,11 @@ class Conv2dKernel final : public Kernel {
 //    channels of the un-normalised residual stream, so rounding their input rounds the stream
 //    itself. On the golden SD 1.5 model they were half of the UNet's bf16 error (1.1e-2 -> 5.4e-3
 //    relative L2 with them in f32) for ~3 % of the UNet's FLOPs (+5 % step time at 512²).
-bool conv_runs_bf16(const Shape& w) {
+//    Unless `residual_stream_bf16`: beside W8A8's own error they are noise (cpu_backend.cpp).
+bool conv_runs_bf16(const Shape& w, bool residual_stream_bf16) {
   constexpr int64_t kBf16MinChannels = 16;
-  return w[0] >= kBf16MinChannels && w[1] >= kBf16MinChannels && w[2] * w[3] > 1;
+  return w[0] >= kBf16MinChannels && w[1] >= kBf16MinChannels &&
+         (residual_stream_bf16 || w[2] * w[3] > 1);
 }
 
 std::string ConvShape::key() const {
@@ -133,8 +142,9 @@ std::shared_ptr<ConvProgram> conv_program(ProgramCache& cache, const ConvShape& 
   });
 }
 
-std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision) {
-  return std::make_unique<Conv2dKernel>(ctx, precision);
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision,
+                                           bool residual_stream_bf16) {
+  return std::make_unique<Conv2dKernel>(ctx, precision, residual_stream_bf16);
 }
 
 }  // namespace hyrt::backend::cpu

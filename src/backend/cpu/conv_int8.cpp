@@ -169,7 +169,8 @@ std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mod
   // UNet ~1.5e-2 of relative L2 error on the golden model (parity --keep conv_shortcut).
   const Shape& w = ctx.input(1).shape;
   const auto& attrs = ctx.node.attr<ir::Conv2dAttrs>();
-  if (!conv_runs_bf16(w)) precision = FloatPrecision::kF32;  // as for float weights (conv.cpp)
+  if (!conv_runs_bf16(w, false))
+    precision = FloatPrecision::kF32;  // as for float weights (conv.cpp)
   if (w.rank() == 4 && w[2] == 1 && w[3] == 1 && attrs.stride == 1 && attrs.padding == 0)
     return make_linear_s8_kernel(ctx, mode, precision);
   return std::make_unique<Conv2dInt8Kernel>(ctx, mode, precision);

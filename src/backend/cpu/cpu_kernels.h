@@ -310,12 +310,15 @@ class LowRankStage {
 // kBF16: bf16 operands (packed bf16 weights, x rounded at each run), f32 accumulation and
 // result. Callers pass kBF16 only where cpu_has_bf16_dot_product().
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx, FloatPrecision precision);
-std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision);
+// residual_stream_bf16: 1x1 convolutions (the residual stream's) multiply in bf16 under kBF16
+// too (conv.cpp: they stay f32 otherwise).
+std::unique_ptr<Kernel> make_conv2d_kernel(const PrepareContext& ctx, FloatPrecision precision,
+                                           bool residual_stream_bf16);
 // Whether a linear x [..., k] · w [n, k]ᵀ / a convolution with weights w [Cout, Cin, kh, kw]
 // multiplies in bf16 under FloatPrecision::kBF16, float or W8 weights alike (the others stay f32
 // where bf16 does not pay for its rounding: gemm.cpp and conv.cpp say which and why).
 bool linear_runs_bf16(const Shape& x, int64_t n, int64_t k);
-bool conv_runs_bf16(const Shape& w);
+bool conv_runs_bf16(const Shape& w, bool residual_stream_bf16);
 // y [n] = bf16(x [n]) (round to nearest even, core/half.h's f32_to_bf16), on the OpenMP team.
 void round_to_bf16(const float* x, uint16_t* y, int64_t n);
 // Weight input 1 stored s8 with per-row scales. Throw kInvalidModel (naming the weight)
