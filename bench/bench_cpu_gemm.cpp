@@ -181,6 +181,7 @@ BENCHMARK(BM_Attention)
     ->Args({4096, 4096, 0})
     ->Args({4096, 77, 0})
     ->Args({4096, 4096, 1})
+    ->Args({4096, 77, 1})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
