@@ -2,8 +2,9 @@
 //
 // vdpbf16ps acc, a, b: acc[i] += a[2i]·b[2i] + a[2i+1]·b[2i+1] (16 f32 lanes, bf16 pairs).
 // Both products put 16 output columns in the lanes and a pair of the reduction in each lane:
-//   S [rows, keys]: lanes = 16 keys; pairs over the head dim. K packed as 32-bit words
-//     kp[p][j] = (k[j][2p], k[j][2p+1]); a query row's pair p is one broadcast word.
+//   S [rows, keys]: lanes = 16 keys; pairs over the head dim. K packed as 32-bit words, each
+//     16-key vector's pairs together: kp[j / 16][p][j % 16] = (k[j][2p], k[j][2p+1]) (a score
+//     block then reads a few contiguous runs); a query row's pair p is one broadcast word.
 //   O [rows, Dv]:   lanes = 16 output columns; pairs over keys. V packed as
 //     vp[pp][c] = (v[2pp][c], v[2pp+1][c]); P is stored row-major in bf16, so a row's keys
 //     2pp, 2pp+1 are one broadcast word.
@@ -48,7 +49,7 @@ HYRT_BF16_TARGET inline __m512bh load_pairs(const uint32_t* words) {
   return (__m512bh)_mm512_loadu_si512(words);
 }
 
-// n floats -> bf16 (RNE) at dst, then zeros up to n_pad.
+// n floats times `scale` -> bf16 (RNE) at dst, then zeros up to n_pad.
 HYRT_BF16_TARGET void round_row_bf16(const float* src, int64_t n, float scale, uint16_t* dst,
                                      int64_t n_pad) {
   const __m512 vs = _mm512_set1_ps(scale);
