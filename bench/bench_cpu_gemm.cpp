@@ -161,10 +161,12 @@ BENCHMARK(BM_Conv3x3)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// 8 heads of 40 (SD 1.5's first UNet level), batch 1, Tq queries over Tk keys; bf16: under
-// FloatPrecision::kBF16.
+// Attention, batch 1, Tq queries over Tk keys, `heads` heads of D; bf16: under
+// FloatPrecision::kBF16. Shapes: SD 1.5's levels (8 heads of 40, 80, 160) and SDXL's at 1024²
+// (10 and 20 heads of 64), self and cross (77 keys).
 void BM_Attention(benchmark::State& state) {
-  const int64_t tq = state.range(0), tk = state.range(1), heads = 8, d = 40;
+  const int64_t tq = state.range(0), tk = state.range(1), heads = state.range(3),
+                d = state.range(4);
   PreparedNode p;
   p.bf16 = state.range(2) != 0;
   const ir::ValueId q = p.input({1, tq, heads * d});
@@ -177,11 +179,16 @@ void BM_Attention(benchmark::State& state) {
   report(state, 2.0 * tq * tk * heads * (d + d), cpu_start);
 }
 BENCHMARK(BM_Attention)
-    ->ArgNames({"Tq", "Tk", "bf16"})
-    ->Args({4096, 4096, 0})
-    ->Args({4096, 77, 0})
-    ->Args({4096, 4096, 1})
-    ->Args({4096, 77, 1})
+    ->ArgNames({"Tq", "Tk", "bf16", "H", "D"})
+    ->Args({4096, 4096, 0, 8, 40})
+    ->Args({4096, 77, 0, 8, 40})
+    ->Args({4096, 4096, 1, 8, 40})
+    ->Args({4096, 77, 1, 8, 40})
+    ->Args({1024, 1024, 1, 8, 80})
+    ->Args({256, 256, 1, 8, 160})
+    ->Args({4096, 4096, 1, 10, 64})
+    ->Args({1024, 1024, 1, 20, 64})
+    ->Args({4096, 77, 1, 10, 64})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
