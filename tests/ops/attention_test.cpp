@@ -216,7 +216,7 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
     const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
     const auto want =
         attention_reference(q, k, v, p.batch, p.tq, p.tk, p.heads, p.d, p.dv, scale, p.causal);
-    const FlashAttentionBf16 kernel(p.tq, p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
+    const FlashAttentionBf16 kernel(p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
     AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
     std::vector<float> out(static_cast<size_t>(p.batch * p.tq * ld_v),
                            std::numeric_limits<float>::quiet_NaN());
@@ -228,8 +228,9 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
         const float* q_h = q.data() + b * p.tq * ld_qk + h * p.d;
         float* out_h = out.data() + b * p.tq * ld_v + h * p.dv;
         kernel.run_rows(q_h, ld_qk, split, p.tq - split, out_h, ld_v, scratch.data());
-        if (b == 0 && h == 0 && split > 0)  // rows before `split` are still unwritten
+        if (b == 0 && h == 0 && split > 0) {  // rows before `split` are still unwritten
           EXPECT_TRUE(std::isnan(out_h[0])) << "run_rows wrote outside its rows";
+        }
         kernel.run_rows(q_h, ld_qk, 0, split, out_h, ld_v, scratch.data());
       }
     const double err = rel_error(out, want);

@@ -175,7 +175,9 @@ TEST(F32UnderBf16, SixteenBitWeightsStaySixteenBitAndExact) {
     // scratch of its own kept after the run: the same bits in a bound (poisoned) workspace.
     size_t workspace = 0;
     EXPECT_EQ(c.run_bound(b, &workspace), f32);
-    if (per_weight == 2) EXPECT_GE(workspace, 128u * 128u * sizeof(float));
+    if (per_weight == 2) {
+      EXPECT_GE(workspace, 128u * 128u * sizeof(float));
+    }
   }
 }
 

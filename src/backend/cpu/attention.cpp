@@ -223,17 +223,11 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
 // bf16 attention through FlashAttentionBf16 (attention_bf16.h) where the CPU has AVX-512 BF16
 // but no AMX: on a 2-core AMD EPYC (Zen 4; SD 1.5's 4096 tokens of 8 x 40, bench_cpu_gemm) it
 // takes 64 ms against oneDNN's 103 ms. With AMX, oneDNN's tile kernels stay (48 ms there; not
-// measured against the fused kernel). For A/B runs $HYRT_CPU_ATTENTION=onednn keeps oneDNN's
-// products, =fused takes the fused kernel wherever it runs at all.
+// measured against the fused kernel). attention_override() forces either for A/B runs.
 bool flash_bf16_wanted(int64_t d, int64_t dv) {
-  static const int forced = [] {
-    const char* v = std::getenv("HYRT_CPU_ATTENTION");
-    if (v && std::string_view(v) == "onednn") return -1;
-    if (v && std::string_view(v) == "fused") return 1;
-    return 0;
-  }();
-  if (forced < 0 || !FlashAttentionBf16::supports(d, dv)) return false;
-  return forced > 0 || !cpu_has_amx();
+  const AttentionOverride forced = attention_override();
+  if (forced == AttentionOverride::kOneDnn || !FlashAttentionBf16::supports(d, dv)) return false;
+  return forced == AttentionOverride::kFused || !cpu_has_amx();
 }
 
 class AttentionKernel final : public Kernel {
@@ -257,77 +251,8 @@ class AttentionKernel final : public Kernel {
     block_rows_ = std::clamp<int64_t>(block_rows_ / kMinBlockRows * kMinBlockRows, kMinBlockRows,
                                       kMaxBlockRows);
     block_rows_ = std::min(block_rows_, tq_);
-    const int64_t tail_rows = tq_ % block_rows_;
-
-    if (bf16_ && flash_bf16_wanted(d_, dv_)) {
-      // The fused kernel (attention_bf16.h): block_rows_ only groups its rows into tiles.
-      flash_.emplace(tq_, tk_, d_, dv_, scale_, causal_);
-      block_rows_ = std::min<int64_t>(tq_, 4 * FlashAttentionBf16::kRows);
-      scratch_per_thread_ = align64(flash_->scratch_bytes());
-      planned_threads_ = std::max(1, num_threads());
-      workspace_ = KernelWorkspace(scratch_per_thread_ * planned_threads_, "attention scratch");
-      return;
-    }
-
-    const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
-    if (!bf16_) {
-      // f32: Q_blk read in place (row stride H·D), K_hᵀ and V_h dense.
-      auto make_pair = [&](int64_t rows, Products& p) {
-        p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1},
-                                  memory::desc({d_, tk_}, dt::f32, memory::dims{tk_, 1}),
-                                  str_cat(tk_, ",1"), {tk_, 1});
-        p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1},
-                                  memory::desc({tk_, dv_}, dt::f32, memory::dims{dv_, 1}),
-                                  str_cat(dv_, ",1"), {ld_v, 1});
-      };
-      make_pair(block_rows_, full_);
-      if (tail_rows > 0) make_pair(tail_rows, tail_);
-    } else {
-      // bf16: the score product's depth padded to a multiple of 32 with zeros (oneDNN's AMX
-      // kernels have no fast path for other depths: at Tk = 4096, 128 queries, D = 40 took
-      // 192 µs, D = 64 88–120 µs, D = 80 45 µs and D = 96 18 µs on the 2-core Xeon), and the
-      // B operands (K_hᵀ, V_h) in oneDNN's packed layout, packed once per head by a reorder
-      // instead of by each query block's matmul (P × V at Tk = 4096: 53 → 30 µs).
-      dk_ = (d_ + 31) / 32 * 32;
-      const memory::desc any_k({dk_, tk_}, dt::bf16, memory::format_tag::any);
-      const memory::desc any_v({tk_, dv_}, dt::bf16, memory::format_tag::any);
-      full_.scores = strided_matmul(ctx.cache, block_rows_, tk_, dk_, {dk_, 1}, any_k, "any",
-                                    {tk_, 1}, dt::bf16);
-      full_.output = strided_matmul(ctx.cache, block_rows_, dv_, tk_, {tk_, 1}, any_v, "any",
-                                    {ld_v, 1}, dt::bf16);
-      k_packed_ = full_.scores->pd.weights_desc();
-      v_packed_ = full_.output->pd.weights_desc();
-      if (tail_rows > 0) {
-        const std::string note = str_cat("as m=", block_rows_);
-        tail_.scores = strided_matmul(ctx.cache, tail_rows, tk_, dk_, {dk_, 1}, k_packed_, note,
-                                      {tk_, 1}, dt::bf16);
-        tail_.output = strided_matmul(ctx.cache, tail_rows, dv_, tk_, {tk_, 1}, v_packed_, note,
-                                      {ld_v, 1}, dt::bf16);
-      }
-      k_plain_ = memory::desc({dk_, tk_}, dt::bf16, memory::dims{tk_, 1});
-      v_plain_ = memory::desc({tk_, dv_}, dt::bf16, memory::dims{dv_, 1});
-      k_reorder_ = dnnl::reorder(
-          dnnl::reorder::primitive_desc(dnnl_engine(), k_plain_, dnnl_engine(), k_packed_));
-      v_reorder_ = dnnl::reorder(
-          dnnl::reorder::primitive_desc(dnnl_engine(), v_plain_, dnnl_engine(), v_packed_));
-    }
-
-    size_t onednn_scratch = 0;
-    for (const Products* p : {&full_, &tail_})
-      if (p->scores)
-        onednn_scratch = std::max({onednn_scratch, p->scores->pd.scratchpad_desc().get_size(),
-                                   p->output->pd.scratchpad_desc().get_size()});
-    scores_bytes_ = align64(static_cast<size_t>(block_rows_ * tk_) * sizeof(float));
-    // K_hᵀ [Dk, Tk] and V_h [Tk, Dv] dense (f32, or bf16 with Dk = D rounded up to 32).
-    const size_t operand_size = bf16_ ? 2 : 4;
-    kv_bytes_ = align64(static_cast<size_t>(tk_ * dk()) * operand_size) +
-                align64(static_cast<size_t>(tk_ * dv_) * operand_size);
-    // bf16: P [rows, Tk] and Q_blk [rows, Dk], then the packed K_hᵀ and V_h.
-    bf16_bytes_ = bf16_ ? align64(static_cast<size_t>(block_rows_ * tk_) * 2) +
-                              align64(static_cast<size_t>(block_rows_ * dk_) * 2) +
-                              align64(k_packed_.get_size()) + align64(v_packed_.get_size())
-                        : 0;
-    scratch_per_thread_ = scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
+    scratch_per_thread_ =
+        bf16_ && flash_bf16_wanted(d_, dv_) ? prepare_fused() : prepare_products(ctx);
     planned_threads_ = std::max(1, num_threads());
     workspace_ = KernelWorkspace(scratch_per_thread_ * planned_threads_, "attention scratch");
   }
@@ -469,6 +394,80 @@ class AttentionKernel final : public Kernel {
     std::shared_ptr<StridedMatmul> scores, output;
   };
 
+  // The fused kernel (attention_bf16.h): block_rows_ now only groups its rows into tiles.
+  // Returns the scratch bytes per thread.
+  size_t prepare_fused() {
+    flash_.emplace(tk_, d_, dv_, scale_, causal_);
+    block_rows_ = std::min<int64_t>(tq_, 4 * FlashAttentionBf16::kRows);
+    return align64(flash_->scratch_bytes());
+  }
+
+  // oneDNN's two products per block of block_rows_ queries (the header comment), f32 or bf16.
+  // Returns the scratch bytes per thread.
+  size_t prepare_products(const PrepareContext& ctx) {
+    const int64_t tail_rows = tq_ % block_rows_;
+
+    const int64_t ld_qk = heads_ * d_, ld_v = heads_ * dv_;
+    if (!bf16_) {
+      // f32: Q_blk read in place (row stride H·D), K_hᵀ and V_h dense.
+      auto make_pair = [&](int64_t rows, Products& p) {
+        p.scores = strided_matmul(ctx.cache, rows, tk_, d_, {ld_qk, 1},
+                                  memory::desc({d_, tk_}, dt::f32, memory::dims{tk_, 1}),
+                                  str_cat(tk_, ",1"), {tk_, 1});
+        p.output = strided_matmul(ctx.cache, rows, dv_, tk_, {tk_, 1},
+                                  memory::desc({tk_, dv_}, dt::f32, memory::dims{dv_, 1}),
+                                  str_cat(dv_, ",1"), {ld_v, 1});
+      };
+      make_pair(block_rows_, full_);
+      if (tail_rows > 0) make_pair(tail_rows, tail_);
+    } else {
+      // bf16: the score product's depth padded to a multiple of 32 with zeros (oneDNN's AMX
+      // kernels have no fast path for other depths: at Tk = 4096, 128 queries, D = 40 took
+      // 192 µs, D = 64 88–120 µs, D = 80 45 µs and D = 96 18 µs on the 2-core Xeon), and the
+      // B operands (K_hᵀ, V_h) in oneDNN's packed layout, packed once per head by a reorder
+      // instead of by each query block's matmul (P × V at Tk = 4096: 53 → 30 µs).
+      dk_ = (d_ + 31) / 32 * 32;
+      const memory::desc any_k({dk_, tk_}, dt::bf16, memory::format_tag::any);
+      const memory::desc any_v({tk_, dv_}, dt::bf16, memory::format_tag::any);
+      full_.scores = strided_matmul(ctx.cache, block_rows_, tk_, dk_, {dk_, 1}, any_k, "any",
+                                    {tk_, 1}, dt::bf16);
+      full_.output = strided_matmul(ctx.cache, block_rows_, dv_, tk_, {tk_, 1}, any_v, "any",
+                                    {ld_v, 1}, dt::bf16);
+      k_packed_ = full_.scores->pd.weights_desc();
+      v_packed_ = full_.output->pd.weights_desc();
+      if (tail_rows > 0) {
+        const std::string note = str_cat("as m=", block_rows_);
+        tail_.scores = strided_matmul(ctx.cache, tail_rows, tk_, dk_, {dk_, 1}, k_packed_, note,
+                                      {tk_, 1}, dt::bf16);
+        tail_.output = strided_matmul(ctx.cache, tail_rows, dv_, tk_, {tk_, 1}, v_packed_, note,
+                                      {ld_v, 1}, dt::bf16);
+      }
+      k_plain_ = memory::desc({dk_, tk_}, dt::bf16, memory::dims{tk_, 1});
+      v_plain_ = memory::desc({tk_, dv_}, dt::bf16, memory::dims{dv_, 1});
+      k_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), k_plain_, dnnl_engine(), k_packed_));
+      v_reorder_ = dnnl::reorder(
+          dnnl::reorder::primitive_desc(dnnl_engine(), v_plain_, dnnl_engine(), v_packed_));
+    }
+
+    size_t onednn_scratch = 0;
+    for (const Products* p : {&full_, &tail_})
+      if (p->scores)
+        onednn_scratch = std::max({onednn_scratch, p->scores->pd.scratchpad_desc().get_size(),
+                                   p->output->pd.scratchpad_desc().get_size()});
+    scores_bytes_ = align64(static_cast<size_t>(block_rows_ * tk_) * sizeof(float));
+    // K_hᵀ [Dk, Tk] and V_h [Tk, Dv] dense (f32, or bf16 with Dk = D rounded up to 32).
+    const size_t operand_size = bf16_ ? 2 : 4;
+    kv_bytes_ = align64(static_cast<size_t>(tk_ * dk()) * operand_size) +
+                align64(static_cast<size_t>(tk_ * dv_) * operand_size);
+    // bf16: P [rows, Tk] and Q_blk [rows, Dk], then the packed K_hᵀ and V_h.
+    bf16_bytes_ = bf16_ ? align64(static_cast<size_t>(block_rows_ * tk_) * 2) +
+                              align64(static_cast<size_t>(block_rows_ * dk_) * 2) +
+                              align64(k_packed_.get_size()) + align64(v_packed_.get_size())
+                        : 0;
+    return scores_bytes_ + kv_bytes_ + bf16_bytes_ + align64(onednn_scratch);
+  }
+
   static size_t align64(size_t n) { return (n + 63) / 64 * 64; }
 
   // The head's keys transposed, K_hᵀ [D, Tk], and values V_h [Tk, Dv], dense, each element
@@ -506,6 +505,18 @@ class AttentionKernel final : public Kernel {
 };
 
 }  // namespace
+
+AttentionOverride attention_override() {
+  static const AttentionOverride forced = [] {
+    const char* v = std::getenv("HYRT_CPU_ATTENTION");
+    const std::string_view name = v ? v : "";
+    return name == "f32"      ? AttentionOverride::kF32
+           : name == "onednn" ? AttentionOverride::kOneDnn
+           : name == "fused"  ? AttentionOverride::kFused
+                              : AttentionOverride::kNone;
+  }();
+  return forced;
+}
 
 std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16) {
   return std::make_unique<AttentionKernel>(ctx, bf16);

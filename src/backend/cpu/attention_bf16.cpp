@@ -18,7 +18,6 @@
 #include <cmath>
 #include <cstring>
 #include <utility>
-#include <vector>
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_kernels.h"
@@ -37,10 +36,6 @@ namespace {
 
 #define HYRT_BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
 
-constexpr size_t align64(size_t n) {
-  return (n + 63) / 64 * 64;
-}
-
 HYRT_BF16_TARGET inline __m512bh broadcast_pair(const uint32_t* word) {
   return (__m512bh)_mm512_set1_epi32(static_cast<int>(*word));
 }
@@ -49,9 +44,10 @@ HYRT_BF16_TARGET inline __m512bh load_pairs(const uint32_t* words) {
   return (__m512bh)_mm512_loadu_si512(words);
 }
 
-// n floats times `scale` -> bf16 (RNE) at dst, then zeros up to n_pad.
-HYRT_BF16_TARGET void round_row_bf16(const float* src, int64_t n, float scale, uint16_t* dst,
-                                     int64_t n_pad) {
+// n floats times `scale` -> bf16 (RNE) at dst, then zeros up to n_pad: a query row with the
+// softmax's scale folded in (unscaled rows go through core/half.h's convert_from_f32).
+HYRT_BF16_TARGET void scaled_row_to_bf16(const float* src, int64_t n, float scale, uint16_t* dst,
+                                         int64_t n_pad) {
   const __m512 vs = _mm512_set1_ps(scale);
   int64_t i = 0;
   for (; i + 16 <= n; i += 16)
@@ -239,55 +235,49 @@ bool FlashAttentionBf16::supports(int64_t d, int64_t dv) {
   return isa && d >= 1 && dv >= 1 && dv <= kMaxDv;
 }
 
-FlashAttentionBf16::FlashAttentionBf16(int64_t tq, int64_t tk, int64_t d, int64_t dv, float scale,
-                                       bool causal)
-    : tq_(tq), tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
+FlashAttentionBf16::FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal)
+    : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
   pairs_d_ = (d + 1) / 2;
   keys_pad_ = (tk + 15) / 16 * 16;
   dv_pad_ = (dv + 15) / 16 * 16;
-  k_bytes_ = align64(static_cast<size_t>(pairs_d_ * keys_pad_) * 4);
-  v_bytes_ = align64(static_cast<size_t>(keys_pad_ / 2 * dv_pad_) * 4);
-  q_bytes_ = align64(static_cast<size_t>(kRows * pairs_d_) * 4);
-  s_bytes_ = align64(static_cast<size_t>(kRows * kKeys) * 4);
-  p_bytes_ = align64(static_cast<size_t>(kRows * kKeys) * 2);
-  o_bytes_ = align64(static_cast<size_t>(kRows * dv_pad_) * 4);
-  scratch_bytes_ = k_bytes_ + v_bytes_ + q_bytes_ + s_bytes_ + p_bytes_ + o_bytes_;
+  k_bytes_ = align_up(static_cast<size_t>(pairs_d_ * keys_pad_) * 4);
+  v_bytes_ = align_up(static_cast<size_t>(keys_pad_ / 2 * dv_pad_) * 4);
+  // pack_head's bf16 rows: one key row in pairs, or two value rows.
+  row_bytes_ = align_up(static_cast<size_t>(std::max(2 * pairs_d_, 2 * dv_pad_)) * 2);
+  q_bytes_ = align_up(static_cast<size_t>(kRows * pairs_d_) * 4);
+  s_bytes_ = align_up(static_cast<size_t>(kRows * kKeys) * 4);
+  p_bytes_ = align_up(static_cast<size_t>(kRows * kKeys) * 2);
+  o_bytes_ = align_up(static_cast<size_t>(kRows * dv_pad_) * 4);
+  scratch_bytes_ = k_bytes_ + v_bytes_ + row_bytes_ + q_bytes_ + s_bytes_ + p_bytes_ + o_bytes_;
 }
 
 HYRT_BF16_TARGET void FlashAttentionBf16::pack_head(const float* k_h, int64_t ld_k,
                                                     const float* v_h, int64_t ld_v,
                                                     void* scratch) const {
-  auto* kp = static_cast<uint32_t*>(scratch);  // [keys_pad / 16][pairs_d][16]
-  auto* vp =
-      reinterpret_cast<uint32_t*>(static_cast<char*>(scratch) + k_bytes_);  // [keys/2][dv_pad]
-  // A key row in bf16 pairs, then its words scattered into its vector's columns; padded keys 0.
-  uint32_t row[kMaxDv / 2 + 1];
-  std::vector<uint32_t> wide;  // heads deeper than kMaxDv
-  uint32_t* words = row;
-  if (pairs_d_ > kMaxDv / 2 + 1) {
-    wide.resize(static_cast<size_t>(pairs_d_));
-    words = wide.data();
-  }
+  char* base = static_cast<char*>(scratch);
+  auto* kp = reinterpret_cast<uint32_t*>(base);             // [keys_pad / 16][pairs_d][16]
+  auto* vp = reinterpret_cast<uint32_t*>(base + k_bytes_);  // [keys_pad / 2][dv_pad]
+  auto* row = reinterpret_cast<uint16_t*>(base + k_bytes_ + v_bytes_);  // row_bytes_
+  // Row j of `src` (n of them, `ld` apart) in bf16 at dst, zeros up to n_pad; past the tk rows
+  // all zeros (padding keys).
+  const auto bf16_row = [&](const float* src, int64_t ld, int64_t j, int64_t n, int64_t n_pad,
+                            uint16_t* dst) {
+    const int64_t valid = j < tk_ ? n : 0;
+    if (valid > 0) convert_from_f32(src + j * ld, DType::kBF16, dst, static_cast<size_t>(n));
+    std::fill(dst + valid, dst + n_pad, uint16_t{0});
+  };
+  // A key row in bf16 pairs, then its words scattered into its vector's columns.
+  const auto* words = reinterpret_cast<const uint32_t*>(row);
   for (int64_t j = 0; j < keys_pad_; ++j) {
-    if (j < tk_)
-      round_row_bf16(k_h + j * ld_k, d_, 1.0f, reinterpret_cast<uint16_t*>(words), 2 * pairs_d_);
-    else
-      std::fill(words, words + pairs_d_, 0u);
+    bf16_row(k_h, ld_k, j, d_, 2 * pairs_d_, row);
     for (int64_t p = 0; p < pairs_d_; ++p)
       kp[(j / 16 * pairs_d_ + p) * 16 + j % 16] = words[p];
   }
   // Two value rows at a time, interleaved column by column.
-  uint16_t a[kMaxDv], b[kMaxDv];
+  uint16_t *a = row, *b = row + dv_pad_;
   for (int64_t pp = 0; pp < keys_pad_ / 2; ++pp) {
-    const int64_t j = 2 * pp;
-    if (j < tk_)
-      round_row_bf16(v_h + j * ld_v, dv_, 1.0f, a, dv_pad_);
-    else
-      std::fill(a, a + dv_pad_, uint16_t{0});
-    if (j + 1 < tk_)
-      round_row_bf16(v_h + (j + 1) * ld_v, dv_, 1.0f, b, dv_pad_);
-    else
-      std::fill(b, b + dv_pad_, uint16_t{0});
+    bf16_row(v_h, ld_v, 2 * pp, dv_, dv_pad_, a);
+    bf16_row(v_h, ld_v, 2 * pp + 1, dv_, dv_pad_, b);
     uint32_t* dst = vp + pp * dv_pad_;
     for (int64_t c = 0; c < dv_pad_; ++c)
       dst[c] = static_cast<uint32_t>(a[c]) | static_cast<uint32_t>(b[c]) << 16;
@@ -300,7 +290,7 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
   char* base = static_cast<char*>(scratch);
   const auto* kp = reinterpret_cast<const uint32_t*>(base);
   const auto* vp = reinterpret_cast<const uint32_t*>(base + k_bytes_);
-  char* block = base + k_bytes_ + v_bytes_;
+  char* block = base + k_bytes_ + v_bytes_ + row_bytes_;
   auto* qb = reinterpret_cast<uint32_t*>(block);                               // [kRows][pairs_d]
   auto* s = reinterpret_cast<float*>(block + q_bytes_);                        // [kRows][kKeys]
   auto* p = reinterpret_cast<uint16_t*>(block + q_bytes_ + s_bytes_);          // [kRows][kKeys]
@@ -315,7 +305,7 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
     for (int64_t r = 0; r < kRows; ++r) {
       auto* dst = reinterpret_cast<uint16_t*>(qb + r * pairs_d_);
       if (r < n_rows)
-        round_row_bf16(q_h + (r0 + r) * ld_q, d_, scale_, dst, 2 * pairs_d_);
+        scaled_row_to_bf16(q_h + (r0 + r) * ld_q, d_, scale_, dst, 2 * pairs_d_);
       else
         std::fill(dst, dst + 2 * pairs_d_, uint16_t{0});
       m[r] = -INFINITY;

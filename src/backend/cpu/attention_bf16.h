@@ -34,8 +34,9 @@ class FlashAttentionBf16 {
   // BF16, not capped below it by DNNL_MAX_CPU_ISA).
   static bool supports(int64_t d, int64_t dv);
 
-  // scale: applied to q·k (any sign); causal: query i sees keys 0..i only.
-  FlashAttentionBf16(int64_t tq, int64_t tk, int64_t d, int64_t dv, float scale, bool causal);
+  // Heads of tk keys, head dims d (q, k) and dv (v); scale: applied to q·k (any sign); causal:
+  // query i sees keys 0..i only. Any number of queries (run_rows takes them in ranges).
+  FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal);
 
   // Scratch one thread needs (64-byte aligned): the packed K and V, and one block's buffers.
   size_t scratch_bytes() const { return scratch_bytes_; }
@@ -52,13 +53,13 @@ class FlashAttentionBf16 {
                 int64_t ld_out, void* scratch) const;
 
  private:
-  int64_t tq_, tk_, d_, dv_;
+  int64_t tk_, d_, dv_;
   float scale_;
   bool causal_;
   int64_t pairs_d_;   // ceil(D / 2): depth of the score product in bf16 pairs
   int64_t keys_pad_;  // Tk rounded up to 16 (zero keys past Tk, masked)
   int64_t dv_pad_;    // Dv rounded up to 16 (zero columns past Dv, never stored)
-  size_t k_bytes_, v_bytes_, q_bytes_, s_bytes_, p_bytes_, o_bytes_, scratch_bytes_;
+  size_t k_bytes_, v_bytes_, row_bytes_, q_bytes_, s_bytes_, p_bytes_, o_bytes_, scratch_bytes_;
 };
 
 }  // namespace hyrt::backend::cpu

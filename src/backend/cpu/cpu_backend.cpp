@@ -337,7 +337,10 @@ class CpuBackend final : public Backend {
       case ir::OpKind::kConv2d:
         if (ctx.input(1).dtype == DType::kS8)
           return make_conv2d_s8_kernel(ctx, int8_mode_, float_precision_);
-        return make_conv2d_kernel(ctx, float_precision_, w8a8_on_quantized(graph));
+        // (The graph scan only where the flag can matter: under kBF16.)
+        return make_conv2d_kernel(
+            ctx, float_precision_,
+            float_precision_ == FloatPrecision::kBF16 && w8a8_on_quantized(graph));
       case ir::OpKind::kAttention:
         return make_attention_kernel(ctx, bf16_attention(graph, node));
       case ir::OpKind::kGroupNorm:
@@ -389,14 +392,11 @@ class CpuBackend final : public Backend {
   // runs at — under FloatPrecision::kBF16, or W8A8 on a graph with 8-bit S weights (W8A8's own
   // error vs f32, 4.2e-2 relative L2 on the golden model, dwarfs bf16's ~3e-3) — on a CPU with
   // bf16 dot products, for attention big enough to matter (Tq·Tk >= 256², not the text
-  // encoders' 77 tokens). Otherwise f32. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere (a knob
-  // for measuring).
+  // encoders' 77 tokens). Otherwise f32. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere
+  // (attention_override()).
   bool bf16_attention(const ir::Graph& graph, const ir::Node& node) const {
-    static const bool forced_f32 = [] {
-      const char* v = std::getenv("HYRT_CPU_ATTENTION");
-      return v && std::string_view(v) == "f32";
-    }();
-    if (forced_f32 || !cpu_has_bf16_dot_product()) return false;
+    if (attention_override() == AttentionOverride::kF32 || !cpu_has_bf16_dot_product())
+      return false;
     const Shape& q = graph.value(node.inputs[0]).shape;
     const Shape& k = graph.value(node.inputs[1]).shape;
     if (q.rank() != 3 || k.rank() != 3 || q[1] * k[1] < 256 * 256) return false;

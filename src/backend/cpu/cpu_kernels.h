@@ -289,6 +289,12 @@ class LowRankStage {
   bool active() const { return down_index_ >= 0; }
   size_t workspace_bytes() const { return workspace_.bytes(); }
   void bind_workspace(void* workspace) { workspace_.bind(workspace); }
+  // Its workspace placed in one binding after `own` bytes of the kernel's (at a 64-byte
+  // boundary): the kernel's workspace_bytes() and bind_workspace() with this stage in them.
+  size_t workspace_bytes_after(size_t own) const { return align_up(own) + workspace_bytes(); }
+  void bind_workspace_after(void* workspace, size_t own) {
+    bind_workspace(workspace ? static_cast<uint8_t*>(workspace) + align_up(own) : nullptr);
+  }
   // Computes h and fills epilogue->low_rank: from x (inputs[0], f32 [M, K]), or with s8_down
   // from xq (s8 [M, K]) with its per-row scales.
   void prepare_run(std::span<const TensorView> inputs, GemmEpilogueArgs* epilogue,
@@ -331,6 +337,11 @@ std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mod
 // bf16: Q, K, V and the probabilities rounded to bf16 for the two products (f32 scores,
 // softmax and accumulation; attention.cpp). Only where the CPU has bf16 dot products.
 std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16);
+// $HYRT_CPU_ATTENTION, a knob for measuring, read once: f32 keeps every attention f32 (the
+// backend's choice); onednn / fused runs bf16 attention as oneDNN's products / hyrt's fused
+// kernel wherever that runs at all (attention.cpp); unset or anything else: the defaults.
+enum class AttentionOverride { kNone, kF32, kOneDnn, kFused };
+AttentionOverride attention_override();
 std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,
                                                                                // add/mul, scale,

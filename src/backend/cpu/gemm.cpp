@@ -133,12 +133,11 @@ class LinearKernel final : public Kernel {
   // A plain 16-bit weight or a 16-bit-held f32 pack widened per run, or bf16's rounded x (0
   // otherwise); then the low-rank term's transposed up.
   size_t workspace_bytes() const override {
-    return align_up(workspace_.bytes()) + low_rank_.workspace_bytes();
+    return low_rank_.workspace_bytes_after(workspace_.bytes());
   }
   void bind_workspace(void* workspace) override {
     workspace_.bind(workspace);
-    low_rank_.bind_workspace(
-        workspace ? static_cast<uint8_t*>(workspace) + align_up(workspace_.bytes()) : nullptr);
+    low_rank_.bind_workspace_after(workspace, workspace_.bytes());
   }
 
  private:

@@ -136,12 +136,11 @@ class LinearInt8Kernel final : public Kernel {
   size_t held_bytes() const override { return held_bytes_; }
   // The run-time scratch (int8_common.h), then the low-rank term's transposed up (0 without).
   size_t workspace_bytes() const override {
-    return align_up(scratch_.bytes()) + low_rank_.workspace_bytes();
+    return low_rank_.workspace_bytes_after(scratch_.bytes());
   }
   void bind_workspace(void* workspace) override {
     scratch_.bind(workspace);
-    low_rank_.bind_workspace(
-        workspace ? static_cast<uint8_t*>(workspace) + align_up(scratch_.bytes()) : nullptr);
+    low_rank_.bind_workspace_after(workspace, scratch_.bytes());
   }
 
  private:
