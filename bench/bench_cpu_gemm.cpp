@@ -73,6 +73,9 @@ struct PreparedNode {
   Tensor output;
   std::unique_ptr<hyrt::backend::Kernel> kernel;
   bool bf16 = false;  // prepare on backend(true)
+  // W8A8 on a quantized model's graph (an unused 8-bit S weight in it): what makes the backend
+  // take int8 attention (cpu_backend.cpp), on the default backend (W8A8, f32 elsewhere).
+  bool quantized_graph = false;
 
   ir::ValueId input(Shape shape) {
     activations.push_back(filled(shape, 0.01f));
@@ -86,6 +89,10 @@ struct PreparedNode {
   void finish(ir::OpKind op, std::vector<ir::ValueId> inputs, ir::Attrs attrs = {}) {
     const ir::ValueId out = graph.add_node(op, inputs, std::move(attrs), "node");
     graph.mark_output(out);
+    if (quantized_graph) {
+      weights.add("quantized", Tensor(DType::kS8, Shape{4, 4}));
+      graph.add_weight("quantized", DType::kS8, Shape{4, 4});
+    }
     const ir::Node& n = graph.nodes().back();
     kernel = backend(bf16).prepare(graph, n, weights, cache);
     size_t next_activation = 0;
@@ -161,14 +168,16 @@ BENCHMARK(BM_Conv3x3)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 
-// Attention, batch 1, Tq queries over Tk keys, `heads` heads of D; bf16: under
-// FloatPrecision::kBF16. Shapes: SD 1.5's levels (8 heads of 40, 80, 160) and SDXL's at 1024²
-// (10 and 20 heads of 64), self and cross (77 keys).
+// Attention, batch 1, Tq queries over Tk keys, `heads` heads of D; prec: 0 f32, 1 under
+// FloatPrecision::kBF16, 2 under W8A8 on a quantized model's graph (int8 where the fused int8
+// kernel runs, else bf16: attention.cpp). Shapes: SD 1.5's levels (8 heads of 40, 80, 160) and
+// SDXL's at 1024² (10 and 20 heads of 64), self and cross (77 keys).
 void BM_Attention(benchmark::State& state) {
   const int64_t tq = state.range(0), tk = state.range(1), heads = state.range(3),
                 d = state.range(4);
   PreparedNode p;
-  p.bf16 = state.range(2) != 0;
+  p.bf16 = state.range(2) == 1;
+  p.quantized_graph = state.range(2) == 2;
   const ir::ValueId q = p.input({1, tq, heads * d});
   const ir::ValueId k = p.input({1, tk, heads * d});
   const ir::ValueId v = p.input({1, tk, heads * d});
@@ -178,17 +187,20 @@ void BM_Attention(benchmark::State& state) {
     p.run();
   report(state, 2.0 * tq * tk * heads * (d + d), cpu_start);
 }
+void attention_shapes(benchmark::internal::Benchmark* b) {
+  b->Args({4096, 4096, 0, 8, 40})->Args({4096, 77, 0, 8, 40});
+  for (int64_t prec : {1, 2})
+    b->Args({4096, 4096, prec, 8, 40})
+        ->Args({4096, 77, prec, 8, 40})
+        ->Args({1024, 1024, prec, 8, 80})
+        ->Args({256, 256, prec, 8, 160})
+        ->Args({4096, 4096, prec, 10, 64})
+        ->Args({1024, 1024, prec, 20, 64})
+        ->Args({4096, 77, prec, 10, 64});
+}
 BENCHMARK(BM_Attention)
-    ->ArgNames({"Tq", "Tk", "bf16", "H", "D"})
-    ->Args({4096, 4096, 0, 8, 40})
-    ->Args({4096, 77, 0, 8, 40})
-    ->Args({4096, 4096, 1, 8, 40})
-    ->Args({4096, 77, 1, 8, 40})
-    ->Args({1024, 1024, 1, 8, 80})
-    ->Args({256, 256, 1, 8, 160})
-    ->Args({4096, 4096, 1, 10, 64})
-    ->Args({1024, 1024, 1, 20, 64})
-    ->Args({4096, 77, 1, 10, 64})
+    ->ArgNames({"Tq", "Tk", "prec", "H", "D"})
+    ->Apply(attention_shapes)
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

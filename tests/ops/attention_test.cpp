@@ -1,5 +1,7 @@
 // kAttention on the CPU backend vs a naive double reference.
 #include "backend/cpu/attention_bf16.h"
+#include "backend/cpu/attention_int8.h"
+#include "backend/cpu/cpu_kernels.h"
 #include "op_case.h"
 
 namespace hyrt::test {
@@ -112,12 +114,14 @@ TEST(Attention, ScratchIsTheBoundWorkspace) {
   EXPECT_EQ(kernel->held_bytes(), 0u);
 }
 
-// bf16 operands (attention.cpp): the CPU backend runs attention in bf16 under W8A8 on a graph
-// holding 8-bit S weights (a quantized model's), for Tq·Tk >= 256², where the CPU has bf16 dot
-// products. Then the result is within 1e-2 of the reference and differs from the f32 kernel's
-// (the bf16 rounding shows: the path ran); in W8 mode, or without bf16 instructions, it is the
-// f32 kernel (1e-5).
-TEST(AttentionBf16, WithinBf16OfTheReferenceOnQuantizedGraphs) {
+// Reduced precision under W8A8 (attention.cpp): the CPU backend runs attention in int8 (where the
+// fused int8 kernel runs: AVX-512 VNNI, no AMX) or else bf16 on a graph holding 8-bit S weights (a
+// quantized model's), for Tq·Tk >= 256², where the CPU has bf16 or int8 dot products. Then the
+// result is within 1e-2 (bf16) or 3e-2 (int8) of the reference and differs from the f32 kernel's
+// (the rounding shows: the path ran); in W8 mode, or without those instructions, it is the f32
+// kernel (1e-5).
+TEST(AttentionBf16, WithinItsPrecisionOfTheReferenceOnQuantizedGraphs) {
+  using backend::cpu::AttentionPrecision;
   const AttentionParams cases[] = {
       {2, 256, 256, 8, 40, 40, false, 0, 2},   // SD 1.5's 64² level, fewer tokens
       {1, 300, 600, 2, 64, 64, false, 0, 1},   // SDXL's head dim, a tail block
@@ -128,7 +132,6 @@ TEST(AttentionBf16, WithinBf16OfTheReferenceOnQuantizedGraphs) {
       backend::make_cpu_backend({.int8_mode = backend::Int8Mode::kW8A8});
   std::unique_ptr<backend::Backend> w8 =
       backend::make_cpu_backend({.int8_mode = backend::Int8Mode::kW8});
-  const bool bf16 = backend::cpu_has_bf16_dot_product();
   for (const AttentionParams& p : cases) {
     SCOPED_TRACE(str_cat("B=", p.batch, " Tq=", p.tq, " Tk=", p.tk, " H=", p.heads, " D=", p.d,
                          " Dv=", p.dv, p.causal ? " causal" : ""));
@@ -150,15 +153,23 @@ TEST(AttentionBf16, WithinBf16OfTheReferenceOnQuantizedGraphs) {
     EXPECT_OP_CLOSE("attention", f32, want);
     const std::vector<float> got = c.run_on(*w8a8);
     const double err = rel_error(got, want);
-    if (bf16) {
-      double& worst = worst_errors()["attention bf16"];
-      worst = std::max(worst, err);
-      EXPECT_LE(err, 1e-2) << "bf16 attention rel L2 " << err;
-      EXPECT_GT(rel_error(got, std::vector<double>(f32.begin(), f32.end())), 1e-5)
-          << "the W8A8 backend's attention equals the f32 kernel's: bf16 did not run";
-    } else {
-      EXPECT_LE(err, kTolerance) << "no bf16 dot products here: f32 attention expected";
+    // What the backend asks for under W8A8 unless $HYRT_CPU_ATTENTION says otherwise.
+    const backend::cpu::AttentionOverride forced = backend::cpu::attention_override();
+    const bool int8_asked = forced == backend::cpu::AttentionOverride::kNone ||
+                            forced == backend::cpu::AttentionOverride::kInt8;
+    const AttentionPrecision runs = backend::cpu::attention_precision_run(
+        int8_asked ? AttentionPrecision::kInt8 : AttentionPrecision::kBF16, p.d, p.dv);
+    if (runs == AttentionPrecision::kF32) {
+      EXPECT_LE(err, kTolerance) << "no bf16 or int8 attention here: f32 expected";
+      continue;
     }
+    const bool int8 = runs == AttentionPrecision::kInt8;
+    double& worst = worst_errors()[int8 ? "attention int8" : "attention bf16"];
+    worst = std::max(worst, err);
+    EXPECT_LE(err, int8 ? 3e-2 : 1e-2) << (int8 ? "int8" : "bf16") << " attention rel L2 " << err;
+    EXPECT_GT(rel_error(got, std::vector<double>(f32.begin(), f32.end())), 1e-5)
+        << "the W8A8 backend's attention equals the f32 kernel's: the reduced precision did not "
+           "run";
   }
 }
 
@@ -184,15 +195,16 @@ TEST(AttentionBf16, UnderBf16PrecisionOnFloatGraphs) {
   }
 }
 
-// The fused bf16 kernel itself (attention_bf16.h), called directly so that it is tested on any CPU
-// with AVX-512 BF16, whichever path the backend picks there (oneDNN's where the CPU has AMX):
-// every output column count 16..256 it packs in 16s (1..16 vectors: each register blocking of
-// O), odd head dims (a zero half pair), key counts off the 16-key vectors and the key tiles,
-// causal masks across tiles, a negative scale, and each head's rows in two calls split off the
-// 16-row blocks. Rows outside a call's range stay as poisoned; the result is within bf16 of f64.
-TEST(FlashAttentionBf16, MatchesTheReference) {
-  using backend::cpu::FlashAttentionBf16;
-  if (!FlashAttentionBf16::supports(40, 40)) GTEST_SKIP() << "no AVX-512 BF16 here (or capped)";
+// A fused kernel (attention_bf16.h, attention_int8.h) called directly, so that it is tested on any
+// CPU that has its instructions whichever path the backend picks there, against the f64
+// reference: every output register blocking (Dv 5..256 in 16s: 1..16 vectors, half and full last
+// ones), odd head dims, key counts off the 16-key vectors and the key tiles, causal masks across
+// tiles, a negative scale, and each head's rows in two calls split off the 16-row blocks (rows
+// outside a call stay poisoned). k_offset adds a constant
+// per channel to the keys (a biased K, as real layers' keys are: int8's smoothing must take it
+// out). Returns the worst relative L2 error over the cases.
+template <class Flash>
+double worst_fused_error(float k_offset) {
   const AttentionParams cases[] = {
       {2, 300, 300, 3, 40, 40, false, 0, 2},    // SD 1.5's heads, tails of every tile
       {1, 77, 77, 2, 64, 64, true, 0, 1},       // causal inside one tile
@@ -203,20 +215,25 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
       {1, 40, 300, 1, 33, 256, false, 0, 1},    // the widest Dv
       {1, 20, 50, 2, 24, 120, false, 0, 1},     // 8 vectors of output
       {1, 20, 50, 1, 12, 200, false, 0, 1},     // 13 vectors
+      {1, 64, 600, 1, 40, 40, false, 0, 4},     // peaked rows (few keys carry the weight)
   };
+  double worst = 0;
   for (const AttentionParams& p : cases) {
     SCOPED_TRACE(str_cat("B=", p.batch, " Tq=", p.tq, " Tk=", p.tk, " H=", p.heads, " D=", p.d,
                          " Dv=", p.dv, p.causal ? " causal" : "", " scale=", p.scale));
     const int64_t ld_qk = p.heads * p.d, ld_v = p.heads * p.dv;
     const std::vector<float> q =
         random_floats(static_cast<size_t>(p.batch * p.tq * ld_qk), 21, p.input_scale);
-    const std::vector<float> k =
+    std::vector<float> k =
         random_floats(static_cast<size_t>(p.batch * p.tk * ld_qk), 22, p.input_scale);
+    for (size_t i = 0; i < k.size(); ++i)
+      k[i] +=
+          k_offset * static_cast<float>(static_cast<int64_t>(i % static_cast<size_t>(p.d)) % 3 - 1);
     const std::vector<float> v = random_floats(static_cast<size_t>(p.batch * p.tk * ld_v), 23);
     const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
     const auto want =
         attention_reference(q, k, v, p.batch, p.tq, p.tk, p.heads, p.d, p.dv, scale, p.causal);
-    const FlashAttentionBf16 kernel(p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
+    const Flash kernel(p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
     AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
     std::vector<float> out(static_cast<size_t>(p.batch * p.tq * ld_v),
                            std::numeric_limits<float>::quiet_NaN());
@@ -234,9 +251,32 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
         kernel.run_rows(q_h, ld_qk, 0, split, out_h, ld_v, scratch.data());
       }
     const double err = rel_error(out, want);
-    double& worst = worst_errors()["attention bf16 fused"];
+    EXPECT_TRUE(std::isfinite(err)) << "rows left unwritten or not finite";
     worst = std::max(worst, err);
-    EXPECT_LE(err, 1e-2) << "fused bf16 attention rel L2 " << err;
+  }
+  return worst;
+}
+
+TEST(FlashAttentionBf16, MatchesTheReference) {
+  using backend::cpu::FlashAttentionBf16;
+  if (!FlashAttentionBf16::supports(40, 40)) GTEST_SKIP() << "no AVX-512 BF16 here (or capped)";
+  const double err = worst_fused_error<FlashAttentionBf16>(0.0f);
+  double& worst = worst_errors()["attention bf16 fused"];
+  worst = std::max(worst, err);
+  EXPECT_LE(err, 1e-2) << "fused bf16 attention rel L2 " << err;
+}
+
+// int8 operands (u8 Q and P, s8 K and V): per-row, per-key and per-channel scales keep the error
+// near W8A8's per-row activation rounding (~1e-2), with and without a bias on K's channels.
+TEST(FlashAttentionInt8, MatchesTheReference) {
+  using backend::cpu::FlashAttentionInt8;
+  if (!FlashAttentionInt8::supports(40, 40)) GTEST_SKIP() << "no AVX-512 VNNI here (or capped)";
+  for (const float offset : {0.0f, 4.0f}) {
+    SCOPED_TRACE(str_cat("k offset ", offset));
+    const double err = worst_fused_error<FlashAttentionInt8>(offset);
+    double& worst = worst_errors()["attention int8 fused"];
+    worst = std::max(worst, err);
+    EXPECT_LE(err, 3e-2) << "fused int8 attention rel L2 " << err;
   }
 }
 

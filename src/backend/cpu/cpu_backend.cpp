@@ -342,7 +342,7 @@ class CpuBackend final : public Backend {
             ctx, float_precision_,
             float_precision_ == FloatPrecision::kBF16 && w8a8_on_quantized(graph));
       case ir::OpKind::kAttention:
-        return make_attention_kernel(ctx, bf16_attention(graph, node));
+        return make_attention_kernel(ctx, attention_precision(graph, node));
       case ir::OpKind::kGroupNorm:
       case ir::OpKind::kLayerNorm:
         return make_norm_kernel(ctx);
@@ -392,15 +392,23 @@ class CpuBackend final : public Backend {
   // runs at — under FloatPrecision::kBF16, or W8A8 on a graph with 8-bit S weights (W8A8's own
   // error vs f32, 4.2e-2 relative L2 on the golden model, dwarfs bf16's ~3e-3) — on a CPU with
   // bf16 dot products, for attention big enough to matter (Tq·Tk >= 256², not the text
-  // encoders' 77 tokens). Otherwise f32. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere
-  // (attention_override()).
-  bool bf16_attention(const ir::Graph& graph, const ir::Node& node) const {
-    if (attention_override() == AttentionOverride::kF32 || !cpu_has_bf16_dot_product())
-      return false;
+  // encoders' 77 tokens). Otherwise f32. W8A8 asks for int8 products (attention_int8.h: every
+  // other GEMM of that mode already rounds its activations to 8 bits), which the kernel takes
+  // where the CPU has AVX-512 VNNI without AMX. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere,
+  // onednn / fused keep int8 out (attention_override()).
+  AttentionPrecision attention_precision(const ir::Graph& graph, const ir::Node& node) const {
+    const AttentionOverride forced = attention_override();
+    if (forced == AttentionOverride::kF32) return AttentionPrecision::kF32;
     const Shape& q = graph.value(node.inputs[0]).shape;
     const Shape& k = graph.value(node.inputs[1]).shape;
-    if (q.rank() != 3 || k.rank() != 3 || q[1] * k[1] < 256 * 256) return false;
-    return float_precision_ == FloatPrecision::kBF16 || w8a8_on_quantized(graph);
+    if (q.rank() != 3 || k.rank() != 3 || q[1] * k[1] < 256 * 256) return AttentionPrecision::kF32;
+    const bool w8a8 = w8a8_on_quantized(graph);
+    if (!w8a8 && float_precision_ != FloatPrecision::kBF16) return AttentionPrecision::kF32;
+    // make_attention_kernel falls back from kInt8 to kBF16 (and that to kF32) where the CPU
+    // lacks what it needs.
+    if (forced == AttentionOverride::kInt8 || (w8a8 && forced == AttentionOverride::kNone))
+      return AttentionPrecision::kInt8;
+    return cpu_has_bf16_dot_product() ? AttentionPrecision::kBF16 : AttentionPrecision::kF32;
   }
 
   // W8A8 on a graph with 8-bit S weights (a quantized model's): its own error against f32

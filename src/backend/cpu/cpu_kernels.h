@@ -334,13 +334,21 @@ std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mod
                                               FloatPrecision precision);
 std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
                                               FloatPrecision precision);
-// bf16: Q, K, V and the probabilities rounded to bf16 for the two products (f32 scores,
-// softmax and accumulation; attention.cpp). Only where the CPU has bf16 dot products.
-std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx, bool bf16);
+// The products' operands (attention.cpp): kF32; kBF16: Q, K, V and the probabilities rounded
+// to bf16 (f32 scores, softmax and accumulation), only where the CPU has bf16 dot products;
+// kInt8: the fused int8 kernel (attention_int8.h) where the CPU has AVX-512 VNNI and no AMX,
+// else as kBF16.
+enum class AttentionPrecision { kF32, kBF16, kInt8 };
+std::unique_ptr<Kernel> make_attention_kernel(const PrepareContext& ctx,
+                                              AttentionPrecision precision);
+// What make_attention_kernel runs when asked for `requested` with head dims d, dv on this CPU
+// (kInt8 -> kBF16 -> kF32 as the CPU lacks what each needs).
+AttentionPrecision attention_precision_run(AttentionPrecision requested, int64_t d, int64_t dv);
 // $HYRT_CPU_ATTENTION, a knob for measuring, read once: f32 keeps every attention f32 (the
-// backend's choice); onednn / fused runs bf16 attention as oneDNN's products / hyrt's fused
-// kernel wherever that runs at all (attention.cpp); unset or anything else: the defaults.
-enum class AttentionOverride { kNone, kF32, kOneDnn, kFused };
+// backend's choice); onednn / fused runs bf16 attention as oneDNN's products / hyrt's fused bf16
+// kernel wherever a reduced precision runs at all, int8 as the fused int8 kernel (where the CPU
+// has VNNI, AMX or not; attention.cpp); unset or anything else: the defaults.
+enum class AttentionOverride { kNone, kF32, kOneDnn, kFused, kInt8 };
 AttentionOverride attention_override();
 std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,
