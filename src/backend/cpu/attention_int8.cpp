@@ -23,7 +23,6 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/cpu_kernels.h"
-#include "backend/cpu/vec_math.h"
 
 namespace hyrt::backend::cpu {
 namespace {
@@ -209,24 +208,22 @@ HYRT_VNNI_TARGET void scores_tile(const uint32_t* q, int64_t quads, const uint32
   }
 }
 
-// 255 · e^x for x <= 0 (exp_nonpositive_for_bf16_avx512 with 255 folded into its polynomial):
-// the u8 probabilities' scale at no extra operation. ~1e-4 relative error against u8's 2e-3.
-HYRT_VNNI_TARGET inline __m512 exp255_nonpositive(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(kExpLo));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kExpLog2e)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  const __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693147180559945f), x);
-  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(255.0f * kExpBf16Poly[0]), r,
-                             _mm512_set1_ps(255.0f * kExpBf16Poly[1]));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(255.0f * kExpBf16Poly[2]));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(255.0f));
-  return _mm512_scalef_ps(p, n);
+// 255 · 2^t for t <= 0 in 6 vector operations with the caller's FMA: f = t − ⌊t⌋ by vreduceps,
+// 255 · 2^f by a degree-3 polynomial on [0, 1) (relative error 7.5e-5 against u8's 2e-3), then
+// vscalefps multiplies by 2^⌊t⌋ itself. No clamp: a very negative t gives f = 0 and 2^⌊t⌋ = 0.
+inline constexpr float kExp2U8Poly[] = {19.896128f, 57.647102f, 177.43767f, 254.98091f};
+HYRT_VNNI_TARGET inline __m512 exp2_times_255(__m512 t) {
+  const __m512 f = _mm512_reduce_ps(t, _MM_FROUND_TO_NEG_INF);
+  __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(kExp2U8Poly[0]), f, _mm512_set1_ps(kExp2U8Poly[1]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2U8Poly[2]));
+  p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(kExp2U8Poly[3]));
+  return _mm512_scalef_ps(p, t);
 }
 
-// 16 keys' round(255 · e^(s · vq + vneg)) as u8 at p (lanes outside `mk` 0); returns sum + them.
+// 16 keys' round(255 · 2^(s · vq + vneg)) as u8 at p (lanes outside `mk` 0); returns sum + them.
 HYRT_VNNI_TARGET inline __m512i probabilities_u8(const float* s, __m512 vq, __m512 vneg,
                                                  __mmask16 mk, uint8_t* p, __m512i sum) {
-  const __m512 e = exp255_nonpositive(_mm512_fmadd_ps(_mm512_loadu_ps(s), vq, vneg));
+  const __m512 e = exp2_times_255(_mm512_fmadd_ps(_mm512_loadu_ps(s), vq, vneg));
   const __m512i q = _mm512_maskz_cvtps_epi32(mk, e);
   _mm_storeu_si128(reinterpret_cast<__m128i*>(p), _mm512_cvtusepi32_epi8(q));
   return _mm512_add_epi32(sum, q);
@@ -259,7 +256,9 @@ HYRT_VNNI_TARGET void softmax_tile_row(const float* s, float qscale, int64_t key
     l *= alpha;
     m = tile_max;
   }
-  const __m512 vneg = _mm512_set1_ps(-m), vq = _mm512_set1_ps(qscale);
+  // e^(qscale·s − m) as 2^(qscale·log2e·s − m·log2e): one FMA.
+  constexpr float kLog2e = 1.4426950408889634f;
+  const __m512 vneg = _mm512_set1_ps(-m * kLog2e), vq = _mm512_set1_ps(qscale * kLog2e);
   __m512i vsum = _mm512_setzero_si512();
   int64_t j = 0;
   for (; j + 16 <= valid; j += 16)
