@@ -116,8 +116,9 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
     if (options_.fuse_epilogues) {
       plan::EpilogueFusion fused = plan::fuse_epilogues(g, placement, const_backends, po.copy);
       if (fused.fused() > 0) {
-        HYRT_LOG(kInfo) << "fused " << fused.residual_adds << " residual adds and "
-                        << fused.activations << " activations into GEMMs";
+        HYRT_LOG(kInfo) << "fused " << fused.residual_adds << " residual adds, "
+                        << fused.activations << " activations and " << fused.geglus
+                        << " GEGLUs into GEMMs";
       }
       g = std::move(fused.graph);
       placement = std::move(fused.placement);

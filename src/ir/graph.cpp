@@ -88,6 +88,13 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       if (gemm_inputs == 3) need_vec(2, w[0], "bias");
       Shape out = x;
       out[out.rank() - 1] = w[0];
+      if (e.geglu) {
+        if (e.activation != Activation::kNone || e.low_rank || e.residual)
+          bad(name, op, "a GEGLU epilogue takes no activation, low-rank term or residual");
+        if (w[0] % 2 != 0)
+          bad(name, op, str_cat("a GEGLU epilogue needs an even output width, not ", w[0]));
+        out[out.rank() - 1] = w[0] / 2;
+      }
       if (e.low_rank) {  // down [R, K], up [N, R]
         const Value& down = in(gemm_inputs);
         const Value& up = in(gemm_inputs + 1);
@@ -102,7 +109,8 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
     }
     case OpKind::kConv2d: {
       const auto& a = need_attrs(static_cast<Conv2dAttrs*>(nullptr));
-      if (a.epilogue.low_rank) bad(name, op, "a low-rank epilogue is for linear only");
+      if (a.epilogue.low_rank || a.epilogue.geglu)
+        bad(name, op, "low-rank and GEGLU epilogues are for linear only");
       const size_t gemm_inputs = inputs.size() - (a.epilogue.residual ? 1 : 0);
       need_inputs(a.epilogue.residual ? 3 : 2, a.epilogue.residual ? 4 : 3);
       need_rank(0, 4, 4);
@@ -413,6 +421,7 @@ std::string Graph::dump() const {
           auto epilogue = [&](const GemmEpilogue& e) {
             if (e.activation != Activation::kNone) os << " +" << activation_name(e.activation);
             if (e.low_rank) os << " +low_rank";
+            if (e.geglu) os << " +geglu";
             if (e.residual) os << " +residual";
           };
           if constexpr (std::is_same_v<A, Conv2dAttrs>) {

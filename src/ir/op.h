@@ -64,11 +64,18 @@ std::string_view activation_name(Activation a);
 //   y = activation(x · wᵀ + bias + (x · downᵀ) · upᵀ) + residual
 // with down [R, K] and up [N, R] weights, as inputs after the bias and before the residual. It
 // saves the side path's two products' round trips through memory and their launches.
+//
+// Linear only, a gated output (diffusers' GEGLU folded into the projection before it): the GEMM
+// result r = x · wᵀ + bias [..., 2N] is split into halves and the node writes
+//   y = r[..., :N] · gelu(r[..., N:])   -> [..., N]
+// (kGeglu's formula), with no activation, low-rank term or residual beside it. It saves the
+// 2N-wide result's round trip through memory.
 struct GemmEpilogue {
   Activation activation = Activation::kNone;
   bool residual = false;
   bool low_rank = false;
-  bool empty() const { return activation == Activation::kNone && !residual && !low_rank; }
+  bool geglu = false;
+  bool empty() const { return activation == Activation::kNone && !residual && !low_rank && !geglu; }
 };
 
 struct LinearAttrs {

@@ -33,8 +33,8 @@ std::optional<ir::Activation> activation_of(OpKind op) {
 struct Chain {
   NodeId gemm = ir::kNone;
   ir::GemmEpilogue epilogue;          // the fused node's (the GEMM's own plus what it absorbs)
-  std::vector<NodeId> absorbed;       // [down, up, add,] activation, reshape, add — the last
-                                      // is the anchor
+  std::vector<NodeId> absorbed;       // [down, up, add,] activation, reshape, add — or a
+                                      // GEGLU alone; the last is the anchor
   ValueId residual = ir::kNone;       // old graph's value added (the add's other input)
   ValueId low_rank_down = ir::kNone;  // old graph's low-rank term: the down weight
   ValueId low_rank_up = ir::kNone;    // and the up weight
@@ -130,6 +130,17 @@ class Fuser {
       c.low_rank_up = up->inputs[1];
       c.absorbed = {down->id, up->id, add->id};
       cur = add->output;
+    }
+    // A GEGLU right after a plain linear gates its output (ir::GemmEpilogue::geglu); nothing
+    // else joins that chain.
+    if (gemm.op == OpKind::kLinear && c.epilogue.empty()) {
+      const Node* a = sole_consumer(cur, backend, taken);
+      if (a && a->op == OpKind::kGeglu) {
+        c.epilogue.geglu = true;
+        c.absorbed.push_back(a->id);
+        c.final_value = a->output;
+        return c;
+      }
     }
     if (c.epilogue.activation == ir::Activation::kNone && !c.epilogue.residual) {
       if (const Node* a = sole_consumer(cur, backend, taken)) {
@@ -278,6 +289,7 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
       if (c.epilogue.activation != graph->node(c.gemm).epilogue().activation) ++result.activations;
       if (c.residual != ir::kNone) ++result.residual_adds;
       if (c.low_rank_down != ir::kNone) ++result.low_rank_terms;
+      if (c.epilogue.geglu) ++result.geglus;
     }
     rw.graph->verify();
     const std::vector<ir::NodeId> order = default_order(*rw.graph);

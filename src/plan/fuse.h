@@ -42,7 +42,8 @@ struct EpilogueFusion {
   int activations = 0;     // activation nodes folded into a GEMM
   int residual_adds = 0;   // add nodes folded into a GEMM
   int low_rank_terms = 0;  // LoRA side paths folded into the layer they adapt
-  int fused() const { return activations + residual_adds + low_rank_terms; }
+  int geglus = 0;          // GEGLU nodes folded into the projection before them
+  int fused() const { return activations + residual_adds + low_rank_terms + geglus; }
 };
 
 // `placement` was made by plan::place (or evaluate_assignment) for `graph` over `backends`.

@@ -289,5 +289,97 @@ TEST(FusedEpilogue, ResidualMustMatchTheOutput) {
   EXPECT_TRUE(cpu_backend().supports(g, g.node(0)));
 }
 
+// A GEGLU folded into the linear before it (ir::GemmEpilogue::geglu: x · wᵀ + b [..., 2N] gated
+// into [..., N]) against the linear and a kGeglu node: every CPU linear kernel (f32 and bf16
+// oneDNN, W8A8 and W8 through the dequantizing epilogue, the GEMV) computes the same values in
+// the same order, so the two agree exactly; a gate dropped or its halves swapped would not.
+std::shared_ptr<ir::Graph> make_geglu_graph(const GemmShape& s, bool fused) {
+  auto g = std::make_shared<ir::Graph>();
+  const ir::ValueId x = g->add_input("x", DType::kF32, s.x);
+  std::vector<ir::ValueId> ins{x, g->add_weight("w", s.weight, {s.n, s.x.dim(-1)})};
+  if (s.bias) ins.push_back(g->add_weight("b", DType::kF32, {s.n}));
+  ir::GemmEpilogue e;
+  e.geglu = true;
+  const ir::ValueId y =
+      fused ? g->add_node(OpKind::kLinear, ins, ir::LinearAttrs{e}, "gemm")
+            : g->add_node(OpKind::kGeglu, {g->add_node(OpKind::kLinear, ins, {}, "gemm")}, {},
+                          "geglu");
+  g->mark_output(y);
+  g->verify();
+  return g;
+}
+
+void check_geglu(const GemmShape& s) {
+  SCOPED_TRACE(describe(s));
+  const MapWeights w = make_weights(s);
+  std::vector<std::pair<std::string, backend::Backend*>> backends{
+      {"w8a8", &backend_for(backend::Int8Mode::kW8A8)}, {"bf16", &bf16_backend()}};
+  if (s.weight == DType::kS8) {
+    backends.emplace_back("w8", &backend_for(backend::Int8Mode::kW8));
+    backends.emplace_back("w8 bf16", &bf16_backend(backend::Int8Mode::kW8));
+  }
+  for (const auto& [name, b] : backends) {
+    SCOPED_TRACE(name);
+    const auto fused_graph = make_geglu_graph(s, true);
+    ASSERT_TRUE(b->supports(*fused_graph, fused_graph->nodes().back()));
+    const std::vector<float> fused = run(fused_graph, w, *b);
+    const std::vector<float> separate = run(make_geglu_graph(s, false), w, *b);
+    ASSERT_EQ(fused.size(), static_cast<size_t>(s.x.numel() / s.x.dim(-1) * s.n / 2));
+    EXPECT_EQ(fused, separate);
+    // A result over 8 MiB runs in chunks: the kernel's workspace holds less than all of it.
+    const int64_t result_bytes = s.x.numel() / s.x.dim(-1) * s.n * 4;
+    if (result_bytes > (8 << 20)) {
+      backend::ProgramCache cache;
+      const auto kernel = b->prepare(*fused_graph, fused_graph->nodes().back(), w, cache);
+      EXPECT_LT(kernel->workspace_bytes(), static_cast<size_t>(result_bytes) / 2);
+    }
+    // The comparison can fail: the linear's first half alone (no gate) is far off.
+    auto g = std::make_shared<ir::Graph>();
+    const ir::ValueId x = g->add_input("x", DType::kF32, s.x);
+    std::vector<ir::ValueId> ins{x, g->add_weight("w", s.weight, {s.n, s.x.dim(-1)})};
+    if (s.bias) ins.push_back(g->add_weight("b", DType::kF32, {s.n}));
+    Shape half = s.x;
+    half[half.rank() - 1] = s.n / 2;
+    g->mark_output(g->add_node(OpKind::kSlice, {g->add_node(OpKind::kLinear, ins, {}, "gemm")},
+                               ir::SliceAttrs{static_cast<int>(s.x.rank()) - 1, 0, s.n / 2},
+                               "hidden"));
+    const std::vector<float> hidden = run(g, w, *b);
+    EXPECT_GT(relative_l2(fused.data(), hidden.data(), fused.size()), 1e-2);
+  }
+}
+
+TEST(FusedEpilogue, GegluLinearF32) {  // oneDNN f32 and bf16 products, then the gate
+  check_geglu({.x = {2, 40, 64}, .n = 96});
+  check_geglu({.x = {3, 24}, .n = 20, .bias = false});  // 10 columns: a scalar tail
+}
+TEST(FusedEpilogue, GegluLinearInt8) {  // W8A8 and W8: gated in the dequantizing epilogue
+  check_geglu({.x = {2, 64, 96}, .n = 80, .weight = DType::kS8});
+  check_geglu({.x = {2, 33, 40}, .n = 36, .weight = DType::kS8, .bias = false});
+  // A result over the 8 MiB chunk (gemm_int8.cpp): three chunks of rows, the last one shorter.
+  check_geglu({.x = {2, 1100, 32}, .n = 2048, .weight = DType::kS8});
+}
+TEST(FusedEpilogue, GegluLinearInt8FewRows) {  // the GEMV kernel, then the gate
+  check_geglu({.x = {2, 320}, .n = 64, .weight = DType::kS8});
+}
+
+// A GEGLU epilogue takes nothing beside it, and an even width; the output is half the GEMM's.
+TEST(FusedEpilogue, GegluShapesAndExclusions) {
+  ir::Graph g;
+  const ir::ValueId x = g.add_input("x", DType::kF32, {4, 8});
+  const ir::ValueId w = g.add_weight("w", DType::kF32, {6, 8});
+  ir::GemmEpilogue e;
+  e.geglu = true;
+  EXPECT_EQ(g.value(g.add_node(OpKind::kLinear, {x, w}, ir::LinearAttrs{e}, "ok")).shape,
+            (Shape{4, 3}));
+  ir::GemmEpilogue with_act = e;
+  with_act.activation = Activation::kSilu;
+  EXPECT_THROW(g.add_node(OpKind::kLinear, {x, w}, ir::LinearAttrs{with_act}, "act"), Error);
+  const ir::ValueId odd = g.add_weight("odd", DType::kF32, {5, 8});
+  EXPECT_THROW(g.add_node(OpKind::kLinear, {x, odd}, ir::LinearAttrs{e}, "odd"), Error);
+  const ir::ValueId img = g.add_input("img", DType::kF32, {1, 4, 4, 8});
+  const ir::ValueId cw = g.add_weight("cw", DType::kF32, {6, 8, 1, 1});
+  EXPECT_THROW(g.add_node(OpKind::kConv2d, {img, cw}, ir::Conv2dAttrs{1, 0, e}, "conv"), Error);
+}
+
 }  // namespace
 }  // namespace hyrt::test

@@ -238,6 +238,35 @@ std::shared_ptr<Graph> lora_block() {
   return g;
 }
 
+// A feed-forward's input projection and GEGLU (ir::GemmEpilogue::geglu) fold into one linear of
+// half the width where the backend takes it; nothing else joins that chain, and a backend that
+// refuses gated linears keeps the GEGLU node.
+TEST(EpilogueFusion, GegluFoldsIntoTheProjection) {
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {2, 8, 16});
+  ValueId y = g->add_node(OpKind::kLinear,
+                          {x, g->add_weight("proj.w", DType::kS8, {64, 16}),
+                           g->add_weight("proj.b", DType::kF32, {64})},
+                          {}, "proj");
+  y = g->add_node(OpKind::kGeglu, {y}, {}, "geglu");
+  y = g->add_node(OpKind::kLinear, {y, g->add_weight("out.w", DType::kS8, {16, 32})}, {}, "out");
+  g->mark_output(g->add_node(OpKind::kAdd, {y, x}, {}, "residual"));
+  g->verify();
+  const auto h = host();
+  const Fused f = fuse(g, {&h}, PlacementMode::kHost);
+  EXPECT_EQ(f.result.geglus, 1);
+  EXPECT_EQ(f.result.residual_adds, 1);
+  EXPECT_EQ(f.count(OpKind::kGeglu), 0);
+  EXPECT_TRUE(f.node("proj").epilogue().geglu);
+  EXPECT_EQ(f.graph().value(f.node("proj").output).shape, (Shape{2, 8, 32}));
+  EXPECT_TRUE(f.node("out").epilogue().residual);
+  const auto no_geglu = device([](const Graph&, const Node& n) { return !n.epilogue().geglu; });
+  const Fused d = fuse(g, {&h, &no_geglu}, PlacementMode::kDevice);
+  EXPECT_EQ(d.result.geglus, 0);
+  EXPECT_EQ(d.count(OpKind::kGeglu), 1);
+  EXPECT_EQ(d.result.residual_adds, 1);
+}
+
 TEST(EpilogueFusion, LowRankTermFoldsIntoTheLayer) {
   const auto h = host();
   const auto d = device();

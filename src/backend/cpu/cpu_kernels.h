@@ -250,11 +250,37 @@ struct GemmEpilogueArgs {
   ir::Activation activation = ir::Activation::kNone;
   const float* residual = nullptr;
   LowRankTerm low_rank;
+  // A GEGLU epilogue (ir::GemmEpilogue::geglu): the gated rows [rows, cols / 2] go here (the
+  // node's output) instead of over the GEMM result; nothing else is set beside it.
+  float* geglu_out = nullptr;
   // The node's epilogue with the residual taken from the bound inputs (its last one); the
-  // low-rank term is the kernel's to fill (LowRankStage).
+  // low-rank term is the kernel's to fill (LowRankStage), geglu_out GegluStage's.
   static GemmEpilogueArgs of(const ir::GemmEpilogue& e, std::span<const TensorView> inputs) {
-    return {e.activation, e.residual ? inputs.back().as<const float>() : nullptr, {}};
+    return {e.activation, e.residual ? inputs.back().as<const float>() : nullptr, {}, nullptr};
   }
+};
+
+// y [rows, n] = x[:, :n] · gelu(x[:, n:]) for x [rows, 2n] (kGeglu, and the GEGLU epilogue of
+// kernels whose GEMM ends in a oneDNN primitive), over the OpenMP team.
+void geglu_rows(const float* x, int64_t rows, int64_t n, float* y);
+
+// A linear kernel's side of a GEGLU epilogue (ir::GemmEpilogue::geglu): its GEMM writes the
+// full result [rows, cols] into this workspace, and the epilogue gates it into the node's output
+// [rows, cols / 2]. Inactive (0 bytes; the GEMM writes the output) without one.
+class GegluStage {
+ public:
+  GegluStage(const ir::GemmEpilogue& e, int64_t rows, int64_t cols)
+      : buffer_(e.geglu ? static_cast<size_t>(rows * cols) * sizeof(float) : 0,
+                "GEGLU epilogue's GEMM result") {}
+  bool active() const { return buffer_.bytes() > 0; }
+  size_t bytes() const { return buffer_.bytes(); }
+  void bind(void* workspace) { buffer_.bind(workspace); }
+  size_t own_bytes() const { return buffer_.own_bytes(); }
+  // Where the GEMM writes: the stage's buffer when active, else the node's output.
+  void* gemm_out(void* output) { return active() ? buffer_.get() : output; }
+
+ private:
+  KernelWorkspace buffer_;
 };
 
 // y [n] = act(y) + residual, in place — for kernels whose GEMM (oneDNN f32) ends without a

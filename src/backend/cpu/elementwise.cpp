@@ -55,22 +55,7 @@ class GegluKernel final : public Kernel {
  public:
   GegluKernel(int64_t rows, int64_t n) : rows_(rows), n_(n) {}
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    const float* x = inputs[0].as<const float>();
-    float* y = output.as<float>();
-    const int64_t n = n_;
-    parallel_for(rows_, std::max<int64_t>(1, kGrain / n), [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const float* hidden = x + r * 2 * n;
-        const float* gate = hidden + n;
-        float* out = y + r * n;
-        int64_t i = 0;
-        for (; i + 8 <= n; i += 8)
-          _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(hidden + i),
-                                                  Gelu::vec(_mm256_loadu_ps(gate + i))));
-        for (; i < n; ++i)
-          out[i] = hidden[i] * Gelu::one(gate[i]);
-      }
-    });
+    geglu_rows(inputs[0].as<const float>(), rows_, n_, output.as<float>());
   }
 
  private:
@@ -260,6 +245,23 @@ void activate_and_add(float* y, const float* residual, int64_t n, ir::Activation
     for (; i < n; ++i)
       y[i] = Act::one(y[i]) + (residual ? residual[i] : 0.0f);
   });
+}
+
+void geglu_rows(const float* x, int64_t rows, int64_t n, float* y) {
+  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)),
+               [&](int64_t r0, int64_t r1) {
+                 for (int64_t r = r0; r < r1; ++r) {
+                   const float* hidden = x + r * 2 * n;
+                   const float* gate = hidden + n;
+                   float* out = y + r * n;
+                   int64_t i = 0;
+                   for (; i + 8 <= n; i += 8)
+                     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(hidden + i),
+                                                             Gelu::vec(_mm256_loadu_ps(gate + i))));
+                   for (; i < n; ++i)
+                     out[i] = hidden[i] * Gelu::one(gate[i]);
+                 }
+               });
 }
 
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {

@@ -55,7 +55,10 @@ constexpr int64_t kPlainWeightMaxSide = 64;
 
 class LinearKernel final : public Kernel {
  public:
-  LinearKernel(const PrepareContext& ctx, FloatPrecision precision) : low_rank_(ctx, precision) {
+  LinearKernel(const PrepareContext& ctx, FloatPrecision precision)
+      : low_rank_(ctx, precision),
+        geglu_(ctx.node.epilogue(), ctx.input(0).shape.numel() / ctx.input(1).shape[1],
+               ctx.input(1).shape[0]) {
     const Shape& x = ctx.input(0).shape;
     const Shape& w = ctx.input(1).shape;  // [N, K]
     key_.n = w[0];
@@ -97,8 +100,9 @@ class LinearKernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
-    // x: [M, K], y: [M, N]
+    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k &&
+                output.numel() == key_.m * key_.n / (geglu_.active() ? 2 : 1));
+    // x: [M, K], y: [M, N] (with a GEGLU epilogue into the stage's buffer, then gated)
     const void* w = packed_weights_ ? packed_weights_.data(workspace_.get()) : nullptr;
     void* x = inputs[0].data;
     if (bf16_) {
@@ -117,9 +121,12 @@ class LinearKernel final : public Kernel {
                        static_cast<size_t>(key_.n * key_.k));
       }
     }
-    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w,
+    void* y = geglu_.gemm_out(output.data);
+    execute_packed(program_->pd, program_->primitive, x, y, packed_desc_, w,
                    bias_ ? bias_->as<float>() : nullptr);
-    if (!epilogue_.empty()) {
+    if (geglu_.active()) {
+      geglu_rows(static_cast<const float*>(y), key_.m, key_.n / 2, output.as<float>());
+    } else if (!epilogue_.empty()) {
       GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
       low_rank_.prepare_run(inputs, &epilogue);
       apply_gemm_epilogue_rows(output.as<float>(), key_.m, key_.n, epilogue);
@@ -128,16 +135,18 @@ class LinearKernel final : public Kernel {
 
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
   // it made in a layout for this shape (weight_cache.h, Accounting).
-  size_t held_bytes() const override { return held_bytes_; }
+  size_t held_bytes() const override { return held_bytes_ + geglu_.own_bytes(); }
 
   // A plain 16-bit weight or a 16-bit-held f32 pack widened per run, or bf16's rounded x (0
-  // otherwise); then the low-rank term's transposed up.
+  // otherwise); then a GEGLU epilogue's GEMM result; then the low-rank term's transposed up.
   size_t workspace_bytes() const override {
-    return low_rank_.workspace_bytes_after(workspace_.bytes());
+    return low_rank_.workspace_bytes_after(own_workspace_bytes());
   }
   void bind_workspace(void* workspace) override {
     workspace_.bind(workspace);
-    low_rank_.bind_workspace_after(workspace, workspace_.bytes());
+    geglu_.bind(workspace ? static_cast<uint8_t*>(workspace) + align_up(workspace_.bytes())
+                          : nullptr);
+    low_rank_.bind_workspace_after(workspace, own_workspace_bytes());
   }
 
  private:
@@ -153,6 +162,8 @@ class LinearKernel final : public Kernel {
   // Plain 16-bit weights: f32 [N, K]; a 16-bit-held pack: it widened; bf16: x [M, K].
   KernelWorkspace workspace_{0, ""};
   LowRankStage low_rank_;
+  GegluStage geglu_;
+  size_t own_workspace_bytes() const { return align_up(workspace_.bytes()) + geglu_.bytes(); }
   SharedBuffer bias_;  // f32 [N] or null
   size_t held_bytes_ = 0;
 };

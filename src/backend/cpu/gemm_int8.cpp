@@ -50,11 +50,29 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
+// A GEGLU epilogue's GEMM runs in chunks of rows whose result stays under kGegluChunkBytes: each
+// chunk is gated while it is in cache, and the stage's buffer holds one chunk rather than the
+// whole [M, 2N] (84 MB at SD 1.5's 64² level, more than the unfused graph's peak there). At
+// least kGegluMinChunkRows rows, as each chunk reads all the weights again (13 MB at the 16²
+// level's 1280 -> 10240). SD 1.5's 512² W8A8 step on 2 Zen 4 cores (three interleaved runs
+// each): linear + geglu 688 -> 676 ms (within the machine's noise), peak RSS 1.162e9 -> 1.110e9
+// bytes; chunks of 2 MiB were slower (704 ms), 4 and 16 MiB the same as 8 within the noise.
+constexpr int64_t kGegluChunkBytes = 8 << 20;
+constexpr int64_t kGegluMinChunkRows = 256;
+
+int64_t geglu_chunk_rows(const ir::GemmEpilogue& e, int64_t m, int64_t n) {
+  if (!e.geglu) return m;
+  const int64_t bytes = m * n * static_cast<int64_t>(sizeof(float));
+  const int64_t chunks = std::max<int64_t>(1, (bytes + kGegluChunkBytes - 1) / kGegluChunkBytes);
+  return std::min(m, std::max(kGegluMinChunkRows, (m + chunks - 1) / chunks));
+}
+
 class LinearInt8Kernel final : public Kernel {
  public:
   LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode, FloatPrecision precision)
       : w8a8_(mode == Int8Mode::kW8A8),
-        low_rank_(ctx, precision, /*s8_down=*/mode == Int8Mode::kW8A8) {
+        low_rank_(ctx, precision, /*s8_down=*/mode == Int8Mode::kW8A8),
+        geglu_(ctx.node.epilogue(), 0, 0) {
     const Shape& x = ctx.input(0).shape;
     S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
     key_.n = w.rows;
@@ -68,7 +86,22 @@ class LinearInt8Kernel final : public Kernel {
     key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
     key_.w_transposed = true;
     // No bias in either mode (our epilogue adds it); W8 shares the f32 (bf16) linear's program.
-    program_ = matmul_program(ctx.cache, key_, ctx.node.name);
+    // A GEGLU epilogue's chunks (geglu_chunk_rows) have a program for their rows and one for the
+    // last chunk's, which must read the same packed layout (else one chunk of all rows).
+    chunk_rows_ = geglu_chunk_rows(ctx.node.epilogue(), key_.m, key_.n);
+    GemmKey chunk = key_;
+    chunk.m = chunk_rows_;
+    program_ = matmul_program(ctx.cache, chunk, ctx.node.name);
+    if (const int64_t last = key_.m % chunk_rows_; last != 0) {
+      chunk.m = last;
+      last_program_ = matmul_program(ctx.cache, chunk, ctx.node.name);
+      if (last_program_->pd.weights_desc() != program_->pd.weights_desc()) {
+        chunk_rows_ = key_.m;
+        program_ = matmul_program(ctx.cache, key_, ctx.node.name);
+        last_program_.reset();
+      }
+    }
+    geglu_ = GegluStage(ctx.node.epilogue(), chunk_rows_, key_.n);
     col_scale_ = std::move(w.scale);
 
     packed_desc_ = program_->pd.weights_desc();
@@ -97,59 +130,94 @@ class LinearInt8Kernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k && output.numel() == key_.m * key_.n);
+    HYRT_ASSERT(inputs[0].numel() == key_.m * key_.k &&
+                output.numel() == key_.m * key_.n / (geglu_.active() ? 2 : 1));
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
     GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     const auto* x = inputs[0].as<const float>();  // [M, K]
+    // The product's source (s8, bf16 or f32 rows of K), its element size, and per run the
+    // weights it reads.
+    const void* src = x;
+    size_t src_size = sizeof(float);
+    const void* weights = packed_->data();
+    const float* row_scale = nullptr;
     if (w8a8_) {
       auto* q = static_cast<int8_t*>(scratch_.activations());
-      float* row_scale = scratch_.row_scales();
-      quantize_rows_s8(x, key_.m, key_.k, q, row_scale);
-      low_rank_.prepare_run(inputs, &epilogue, q, row_scale);  // h from the same q
-      // acc s32 [M, N] lands in the output's bytes and is rewritten there as f32.
-      execute_packed(program_->pd, program_->primitive, q, output.data, packed_desc_,
-                     packed_->data(), nullptr);
-      dequant_epilogue<int32_t>(output.data, key_.m, key_.n, row_scale, 0.0f,
-                                col_scale_->as<float>(), bias, epilogue);
+      float* scales = scratch_.row_scales();
+      quantize_rows_s8(x, key_.m, key_.k, q, scales);
+      low_rank_.prepare_run(inputs, &epilogue, q, scales);  // h from the same q
+      src = q;
+      src_size = 1;
+      row_scale = scales;
     } else if (bf16_) {
       low_rank_.prepare_run(inputs, &epilogue);
       auto* wb = static_cast<uint16_t*>(scratch_.weights());
       widen_s8_to_bf16(packed_->as<int8_t>(), wb, packed_s8_elems_);
       auto* xb = static_cast<uint16_t*>(scratch_.activations());
       round_to_bf16(x, xb, key_.m * key_.k);
-      execute_packed(program_->pd, program_->primitive, xb, output.data, packed_desc_, wb, nullptr);
-      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
-                              bias, epilogue);
+      src = xb;
+      src_size = sizeof(uint16_t);
+      weights = wb;
     } else {
       low_rank_.prepare_run(inputs, &epilogue);
       auto* wf = static_cast<float*>(scratch_.weights());
       widen_s8_to_f32(packed_->as<int8_t>(), wf, packed_s8_elems_);
-      execute_packed(program_->pd, program_->primitive, const_cast<float*>(x), output.data,
-                     packed_desc_, wf, nullptr);
-      dequant_epilogue<float>(output.data, key_.m, key_.n, nullptr, 1.0f, col_scale_->as<float>(),
-                              bias, epilogue);
+      weights = wf;
+    }
+    // Rows [r0, r0 + rows) through `program` into `acc`, then the epilogue over them.
+    const auto product = [&](const MatmulProgram& program, int64_t r0, int64_t rows, void* acc,
+                             const GemmEpilogueArgs& e) {
+      void* a = const_cast<char*>(static_cast<const char*>(src)) +
+                static_cast<size_t>(r0 * key_.k) * src_size;
+      execute_packed(program.pd, program.primitive, a, acc, packed_desc_, weights, nullptr);
+      if (w8a8_)
+        dequant_epilogue<int32_t>(acc, rows, key_.n, row_scale + r0, 0.0f, col_scale_->as<float>(),
+                                  bias, e);
+      else
+        dequant_epilogue<float>(acc, rows, key_.n, nullptr, 1.0f, col_scale_->as<float>(), bias, e);
+    };
+    if (!geglu_.active()) {
+      // acc [M, N] (s32 or f32) lands in the output's bytes and is rewritten there as f32.
+      product(*program_, 0, key_.m, output.data, epilogue);
+      return;
+    }
+    // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output.
+    for (int64_t r0 = 0; r0 < key_.m; r0 += chunk_rows_) {
+      const int64_t rows = std::min(chunk_rows_, key_.m - r0);
+      epilogue.geglu_out = output.as<float>() + r0 * (key_.n / 2);
+      product(rows == chunk_rows_ ? *program_ : *last_program_, r0, rows, geglu_.gemm_out(nullptr),
+              epilogue);
     }
   }
 
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
   // it made in a layout for this shape (weight_cache.h, Accounting).
-  size_t held_bytes() const override { return held_bytes_; }
-  // The run-time scratch (int8_common.h), then the low-rank term's transposed up (0 without).
+  size_t held_bytes() const override { return held_bytes_ + geglu_.own_bytes(); }
+  // The run-time scratch (int8_common.h), then a GEGLU epilogue's GEMM result, then the
+  // low-rank term's transposed up (each 0 without).
   size_t workspace_bytes() const override {
-    return low_rank_.workspace_bytes_after(scratch_.bytes());
+    return low_rank_.workspace_bytes_after(own_workspace_bytes());
   }
   void bind_workspace(void* workspace) override {
     scratch_.bind(workspace);
-    low_rank_.bind_workspace_after(workspace, scratch_.bytes());
+    geglu_.bind(workspace ? static_cast<uint8_t*>(workspace) + align_up(scratch_.bytes())
+                          : nullptr);
+    low_rank_.bind_workspace_after(workspace, own_workspace_bytes());
   }
 
  private:
+  size_t own_workspace_bytes() const { return align_up(scratch_.bytes()) + geglu_.bytes(); }
+
   bool w8a8_;
   LowRankStage low_rank_;
+  GegluStage geglu_;
   bool bf16_ = false;  // W8 on bf16 operands
   ir::GemmEpilogue epilogue_;
-  GemmKey key_;
-  std::shared_ptr<MatmulProgram> program_;
+  GemmKey key_;  // all M rows
+  // The matmul for chunk_rows_ rows (all M but under a GEGLU epilogue), and for the last chunk's
+  // when it has fewer (geglu_chunk_rows).
+  int64_t chunk_rows_ = 0;
+  std::shared_ptr<MatmulProgram> program_, last_program_;
   memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the wide packed layout
   Int8RunScratch scratch_{0, 0, 0};
@@ -181,7 +249,10 @@ bool runs_as_gemv(const Shape& x, int64_t k) {
 
 class LinearInt8GemvKernel final : public Kernel {
  public:
-  explicit LinearInt8GemvKernel(const PrepareContext& ctx) : low_rank_(ctx, FloatPrecision::kF32) {
+  explicit LinearInt8GemvKernel(const PrepareContext& ctx)
+      : low_rank_(ctx, FloatPrecision::kF32),
+        geglu_(ctx.node.epilogue(), ctx.input(0).shape.numel() / ctx.input(1).shape[1],
+               ctx.input(1).shape[0]) {
     S8Weight w = load_s8_weight(ctx, 1);  // q [N, K], scale [N]
     n_ = w.rows;
     k_ = w.cols;
@@ -197,12 +268,19 @@ class LinearInt8GemvKernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    HYRT_ASSERT(inputs[0].numel() == m_ * k_ && output.numel() == m_ * n_);
+    HYRT_ASSERT(inputs[0].numel() == m_ * k_ &&
+                output.numel() == m_ * n_ / (geglu_.active() ? 2 : 1));
     const auto* x = inputs[0].as<const float>();
-    auto* y = output.as<float>();
     const auto* q = q_->as<int8_t>();
     const float* s = scale_->as<float>();
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
+    if (geglu_.active()) {  // the rows plain into the stage's buffer, then gated
+      auto* full = static_cast<float*>(geglu_.gemm_out(nullptr));
+      run_rows<Identity>(x, full, q, s, bias, nullptr);
+      geglu_rows(full, m_, n_ / 2, output.as<float>());
+      return;
+    }
+    auto* y = output.as<float>();
     GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     if (low_rank_.active()) {  // the rows plain, then the whole epilogue over them
       low_rank_.prepare_run(inputs, &epilogue);
@@ -214,9 +292,17 @@ class LinearInt8GemvKernel final : public Kernel {
                     [&]<class Act>(Act) { run_rows<Act>(x, y, q, s, bias, epilogue.residual); });
   }
 
-  // held_bytes(): 0 — the weights, scales and bias are the WeightCache's (shared).
-  size_t workspace_bytes() const override { return low_rank_.workspace_bytes(); }
-  void bind_workspace(void* workspace) override { low_rank_.bind_workspace(workspace); }
+  // held_bytes(): 0 — the weights, scales and bias are the WeightCache's (shared), but a GEGLU
+  // stage's buffer made while unbound (tests). Workspace: a GEGLU epilogue's GEMM result, then
+  // the low-rank term's (each 0 without).
+  size_t held_bytes() const override { return geglu_.own_bytes(); }
+  size_t workspace_bytes() const override {
+    return low_rank_.workspace_bytes_after(geglu_.bytes());
+  }
+  void bind_workspace(void* workspace) override {
+    geglu_.bind(workspace);
+    low_rank_.bind_workspace_after(workspace, geglu_.bytes());
+  }
 
  private:
   template <class Act>
@@ -253,6 +339,7 @@ class LinearInt8GemvKernel final : public Kernel {
   int64_t m_ = 0, n_ = 0, k_ = 0;
   ir::GemmEpilogue epilogue_;
   LowRankStage low_rank_;
+  GegluStage geglu_;
   SharedBuffer q_;      // s8 [N, K], as stored
   SharedBuffer scale_;  // f32 [N]
   SharedBuffer bias_;   // f32 [N] or null

@@ -192,12 +192,58 @@ void dequant_epilogue_rows(void* io, int64_t r0, int64_t r1, int64_t cols, const
   }
 }
 
+// Rows [r0, r1) of a GEGLU epilogue: in [*, 2n] of Acc, out [*, n] f32 = a · gelu(g) with a, g
+// the two halves dequantized as dequant_epilogue_rows would write them (the same operations,
+// so the result is the unfused dequant-then-GEGLU's, bit for bit).
+template <class Acc>
+void dequant_geglu_rows(const void* in, int64_t r0, int64_t r1, int64_t n, const float* row_scales,
+                        float uniform_row_scale, const float* col_scale, const float* bias,
+                        float* out) {
+  const auto load = [](const Acc* p) {
+    if constexpr (std::is_same_v<Acc, int32_t>)
+      return _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    else
+      return _mm256_loadu_ps(p);
+  };
+  for (int64_t r = r0; r < r1; ++r) {
+    const Acc* a = static_cast<const Acc*>(in) + r * 2 * n;
+    const Acc* g = a + n;
+    float* y = out + r * n;
+    const float rs = row_scales ? row_scales[r] : uniform_row_scale;
+    const __m256 vrs = _mm256_set1_ps(rs);
+    const auto value = [&](const Acc* p, int64_t c) {  // column c of the full row
+      const __m256 s = _mm256_mul_ps(vrs, _mm256_loadu_ps(col_scale + c));
+      const __m256 b0 = bias ? _mm256_loadu_ps(bias + c) : _mm256_setzero_ps();
+      return _mm256_fmadd_ps(load(p), s, b0);
+    };
+    int64_t c = 0;
+    for (; c + 8 <= n; c += 8)
+      _mm256_storeu_ps(y + c, _mm256_mul_ps(value(a + c, c), Gelu::vec(value(g + c, n + c))));
+    for (; c < n; ++c) {
+      const float hidden =
+          std::fma(static_cast<float>(a[c]), rs * col_scale[c], bias ? bias[c] : 0.0f);
+      const float gate =
+          std::fma(static_cast<float>(g[c]), rs * col_scale[n + c], bias ? bias[n + c] : 0.0f);
+      y[c] = hidden * Gelu::one(gate);
+    }
+  }
+}
+
 template <class Acc>
 void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
                       float uniform_row_scale, const float* col_scale, const float* bias,
                       const GemmEpilogueArgs& epilogue) {
   // io: [rows, cols] of Acc in, f32 out (same bytes); residual: [rows, cols] f32
   static_assert(sizeof(Acc) == sizeof(float));
+  if (epilogue.geglu_out) {  // out: [rows, cols / 2] elsewhere
+    const int64_t n = cols / 2;
+    parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
+                 [&](int64_t b, int64_t e) {
+                   dequant_geglu_rows<Acc>(io, b, e, n, row_scales, uniform_row_scale, col_scale,
+                                           bias, epilogue.geglu_out);
+                 });
+    return;
+  }
   if (epilogue.low_rank.h) {
     // Row groups: each group's rows dequantized plainly, then the low-rank term, activation
     // and residual while they are in cache (low_rank.cpp).

@@ -45,7 +45,9 @@ float quantize_image_s8_padded(const float* x, int64_t h, int64_t w, int64_t c, 
 // row_scale(r) = row_scales[r] when row_scales is non-null, else `uniform_row_scale`.
 // bias may be null; act and res are the node's fused epilogue (GemmEpilogueArgs, res
 // dense [rows, cols] from epilogue.residual, which may be null). Each element is read
-// before it is written, so int32 -> f32 in the same bytes is safe.
+// before it is written, so int32 -> f32 in the same bytes is safe. With epilogue.geglu_out
+// the rows are gated instead (ir::GemmEpilogue::geglu): geglu_out [rows, cols / 2] =
+// y[:, :cols/2] · gelu(y[:, cols/2:]) of the values above (io is only read).
 template <class Acc>
 void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_scales,
                       float uniform_row_scale, const float* col_scale, const float* bias,

@@ -156,8 +156,8 @@ class CudaBackendImpl final : public CudaBackend {
     // No GEMM program here adds a low-rank term: cuBLASLt and the fused W8A8 kernel have no
     // place for it, and a kernel of its own after the layer's GEMM (down and up in one launch)
     // measured far slower than the two side GEMMs (bench/results/README.md). A LoRA runs as its
-    // two GEMMs.
-    if (node.epilogue().low_rank) return false;
+    // two GEMMs. Nor gates a GEGLU (ir::GemmEpilogue::geglu): that stays its own kernel here.
+    if (node.epilogue().low_rank || node.epilogue().geglu) return false;
     // A LoRA's up projection (K = rank) always takes the residual: the add it saves would cost
     // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs.
     if (node.epilogue().residual && !options_.fuse_residual &&
