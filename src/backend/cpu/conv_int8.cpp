@@ -50,11 +50,17 @@ AlignedBuffer pack_oihw_s8(const int8_t* w, const Shape& ws, const memory::desc&
   const int64_t ci = ws[1], taps = ws[2] * ws[3];
   AlignedBuffer ohwi(static_cast<size_t>(ws.numel()), "an OHWI copy of an s8 convolution weight");
   auto* dst = static_cast<int8_t*>(ohwi.data());
+  // Writes in order, reads strided within one output channel's ci·taps bytes (at most 23 KB in
+  // SD: in L1/L2). The other nesting (reads in order, each write ci bytes from the last) took
+  // ~0.45 s of the UNet's prepare on 2 Zen 4 cores.
   parallel_for(ws[0], 1, [&](int64_t begin, int64_t end) {
-    for (int64_t o = begin; o < end; ++o)
-      for (int64_t i = 0; i < ci; ++i)
-        for (int64_t t = 0; t < taps; ++t)
-          dst[(o * taps + t) * ci + i] = w[(o * ci + i) * taps + t];
+    for (int64_t o = begin; o < end; ++o) {
+      const int8_t* src = w + o * ci * taps;
+      int8_t* out = dst + o * taps * ci;
+      for (int64_t t = 0; t < taps; ++t)
+        for (int64_t i = 0; i < ci; ++i)
+          out[t * ci + i] = src[i * taps + t];
+    }
   });
   return pack_weights(memory::desc(dims, dt::s8, tag::ohwi), dst, packed, what);
 }
