@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/int8_common.h"
 #include "op_case.h"
 #include "weights/quantize.h"
 
@@ -322,6 +324,44 @@ void expect_scale_rejected(OpKind op, DType scale_dtype = DType::kF32, Shape sca
       EXPECT_NE(std::string(e.what()).find("layer.weight"), std::string::npos) << e.what();
     }
   }
+}
+
+// The W8A8 linears' weights packed by hand (int8_common.h) are oneDNN's own reorder's bytes,
+// compensation included, at SD's shapes and at sizes off the 64 x 64 blocks and the 4-deep groups.
+TEST(Int8Packing, ByHandEqualsOneDnnsReorder) {
+  if (!backend::cpu_has_int8_dot_product()) GTEST_SKIP() << "no int8 dot products here";
+  int handled = 0;
+  for (const auto [n, k] : std::initializer_list<std::pair<int64_t, int64_t>>{
+           {320, 320}, {2560, 320}, {320, 1280}, {100, 77}, {64, 64}, {65, 3}, {1, 130}}) {
+    SCOPED_TRACE(str_cat("n=", n, " k=", k));
+    backend::ProgramCache cache;
+    backend::GemmKey key;
+    key.m = 96;
+    key.n = n;
+    key.k = k;
+    key.a_type = key.w_type = DType::kS8;
+    key.out_type = DType::kS32;
+    const auto program = backend::cpu::matmul_program(cache, key, "test");
+    const dnnl::memory::desc packed = program->pd.weights_desc();
+    std::vector<int8_t> q(static_cast<size_t>(n * k));
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = static_cast<int8_t>(static_cast<int>((i * 37 + 11) % 255) - 127);
+    std::optional<AlignedBuffer> mine =
+        backend::cpu::pack_s8_matmul_weights_by_hand(q.data(), n, k, packed, "test");
+    if (!mine) continue;  // another layout here (AMX, oneDNN 3): oneDNN packs it
+    ++handled;
+    const dnnl::memory::desc stored({k, n}, dnnl::memory::data_type::s8,
+                                    dnnl::memory::format_tag::ba);
+    const AlignedBuffer theirs = backend::cpu::pack_weights(stored, q.data(), packed, "test");
+    ASSERT_EQ(mine->size(), theirs.size());
+    // The elements and one int32 per (padded) column; oneDNN's buffer has slack after those
+    // that its reorder leaves unwritten.
+    const int64_t kp = (k + 63) / 64 * 64, np = (n + 63) / 64 * 64;
+    const auto compared = static_cast<size_t>(kp * np + 4 * np);
+    ASSERT_LE(compared, theirs.size());
+    EXPECT_EQ(std::memcmp(mine->data(), theirs.data(), compared), 0);
+  }
+  if (handled == 0) GTEST_SKIP() << "oneDNN's layout here is not the one packed by hand";
 }
 
 TEST(Int8Errors, MissingScaleIsInvalidModel) {

@@ -120,6 +120,9 @@ class LinearInt8Kernel final : public Kernel {
                 : "s8 twin for w8",
         packed_s8,
         [&] {
+          if (w8a8_)
+            return pack_s8_matmul_weights(w.q, key_.n, key_.k, packed_s8,
+                                          ctx.node.name + " packed s8 weights");
           // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
           const memory::desc stored({key_.k, key_.n}, dt::s8, tag::ba);
           return pack_weights(stored, w.q, packed_s8, ctx.node.name + " packed s8 weights");

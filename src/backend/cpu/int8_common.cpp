@@ -109,6 +109,57 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
                });
 }
 
+std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int64_t n, int64_t k,
+                                                            const dnnl::memory::desc& packed,
+                                                            std::string_view what) {
+  if (!is_vnni_s8_matmul_weights(packed, k, n)) return std::nullopt;
+  constexpr int64_t kBlock = 64;
+  const int64_t kb_count = (k + kBlock - 1) / kBlock, nb_count = (n + kBlock - 1) / kBlock;
+  AlignedBuffer out(packed.get_size(), what);
+  auto* data = static_cast<int8_t*>(out.data());
+  std::memset(data, 0, out.size());  // padding rows and columns, and the compensation's slack
+  // Block (nb, kb) at (nb · kb_count + kb) · 64², its element (kk, nn) at
+  // (kk / 4) · 256 + nn · 4 + kk % 4: four consecutive k of a column are one 32-bit word.
+  parallel_for(nb_count, 1, [&](int64_t nb0, int64_t nb1) {
+    for (int64_t nb = nb0; nb < nb1; ++nb)
+      for (int64_t kb = 0; kb < kb_count; ++kb) {
+        int8_t* block = data + (nb * kb_count + kb) * kBlock * kBlock;
+        const int64_t k0 = kb * kBlock, k_valid = std::min(kBlock, k - k0);
+        for (int64_t nn = 0; nn < std::min(kBlock, n - nb * kBlock); ++nn) {
+          const int8_t* row = q + (nb * kBlock + nn) * k + k0;
+          if (k_valid == kBlock) {
+            for (int64_t w = 0; w < kBlock / 4; ++w)
+              std::memcpy(block + w * 256 + nn * 4, row + 4 * w, 4);
+          } else {
+            for (int64_t kk = 0; kk < k_valid; ++kk)
+              block[kk / 4 * 256 + nn * 4 + kk % 4] = row[kk];
+          }
+        }
+      }
+  });
+  // The s8·s8 compensation after the elements: −128 · Σₖ q[n, k] per column (0 for padding).
+  auto* comp = reinterpret_cast<int32_t*>(data + kb_count * nb_count * kBlock * kBlock);
+  parallel_for(n, 64, [&](int64_t n0, int64_t n1) {
+    for (int64_t c = n0; c < n1; ++c) {
+      int32_t sum = 0;
+      for (int64_t i = 0; i < k; ++i)
+        sum += q[c * k + i];
+      comp[c] = -128 * sum;
+    }
+  });
+  return out;
+}
+
+AlignedBuffer pack_s8_matmul_weights(const int8_t* q, int64_t n, int64_t k,
+                                     const dnnl::memory::desc& packed, std::string_view what) {
+  if (std::optional<AlignedBuffer> by_hand = pack_s8_matmul_weights_by_hand(q, n, k, packed, what))
+    return std::move(*by_hand);
+  // q [N, K] row-major is qᵀ [K, N] with strides {1, K}: oneDNN's `ba` tag.
+  const dnnl::memory::desc stored({k, n}, dnnl::memory::data_type::s8,
+                                  dnnl::memory::format_tag::ba);
+  return pack_weights(stored, q, packed, what);
+}
+
 namespace {
 
 constexpr int64_t kChunk = 1 << 14;

@@ -12,6 +12,8 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 #include "backend/cpu/cpu_kernels.h"
 
@@ -31,6 +33,19 @@ S8Weight load_s8_weight(const PrepareContext& ctx, size_t i);
 
 // x [rows, cols] f32 -> q [rows, cols] s8 with one scale per row (scales [rows]).
 void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, float* scales);
+
+// A linear's stored 8-bit S weight q [n, k] (row-major, PyTorch's [out, in]) in `packed`, the
+// layout its s8-source matmul reads (pd.weights_desc() of [k, n]): by hand where that is oneDNN
+// 2's VNNI layout (is_vnni_s8_matmul_weights: every SD layer on AVX-512 VNNI), else by a oneDNN
+// reorder. Why by hand: oneDNN 2.6 has only its `simple:any` reorder into that layout with the
+// compensation, single-threaded, ~3 ms per SD 1.5 layer on 2 Zen 4 cores (0.5 s of the UNet's
+// prepare). pack_s8_matmul_weights_by_hand is that path alone (nullopt where it does not apply),
+// for tests to compare byte for byte with oneDNN's.
+AlignedBuffer pack_s8_matmul_weights(const int8_t* q, int64_t n, int64_t k,
+                                     const dnnl::memory::desc& packed, std::string_view what);
+std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int64_t n, int64_t k,
+                                                            const dnnl::memory::desc& packed,
+                                                            std::string_view what);
 // x [n] f32 -> q [n] s8 with one scale for the whole tensor; returns that scale.
 float quantize_tensor_s8(const float* x, int64_t n, int8_t* q);
 // x [h, w, c] f32 -> q [h + 2·pad, w + 2·pad, c] s8: x quantized as by quantize_tensor_s8 (one

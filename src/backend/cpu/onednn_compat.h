@@ -93,4 +93,32 @@ inline dnnl::memory::desc same_layout_as(const dnnl::memory::desc& layout,
   return memory::desc();
 }
 
+// Whether `packed` is oneDNN 2's VNNI layout of s8 matmul weights [k, n] for an s8 source, the
+// one int8_common.h's pack_s8_matmul_weights writes by hand: BA16a64b4a — [k, n] padded to 64s,
+// 64 x 64 blocks with the K blocks inner, each block [16][64][4] (four consecutive k of one n
+// together) — then the s8·s8 compensation, one int32 per column (mask 2). Anything else (other
+// ISAs' layouts, oneDNN 3, whose descriptors do not show the compensation) is false.
+inline bool is_vnni_s8_matmul_weights(const dnnl::memory::desc& packed, int64_t k, int64_t n) {
+#if DNNL_VERSION_MAJOR >= 3
+  (void)packed, (void)k, (void)n;
+  return false;
+#else
+  const dnnl_memory_desc_t& d = packed.data;
+  if (d.ndims != 2 || d.data_type != dnnl_s8 || d.format_kind != dnnl_blocked || d.offset0 != 0)
+    return false;
+  const int64_t kp = (k + 63) / 64 * 64, np = (n + 63) / 64 * 64;
+  if (d.dims[0] != k || d.dims[1] != n || d.padded_dims[0] != kp || d.padded_dims[1] != np)
+    return false;
+  const dnnl_blocking_desc_t& b = d.format_desc.blocking;
+  if (b.inner_nblks != 3 || b.inner_blks[0] != 16 || b.inner_idxs[0] != 0 ||
+      b.inner_blks[1] != 64 || b.inner_idxs[1] != 1 || b.inner_blks[2] != 4 ||
+      b.inner_idxs[2] != 0 || b.strides[0] != 64 * 64 || b.strides[1] != kp * 64)
+    return false;
+  if (d.extra.flags != dnnl_memory_extra_flag_compensation_conv_s8s8 ||
+      d.extra.compensation_mask != 2)
+    return false;
+  return packed.get_size() >= static_cast<size_t>(kp * np + 4 * np);
+#endif
+}
+
 }  // namespace hyrt::backend::cpu
