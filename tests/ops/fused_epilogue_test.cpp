@@ -351,11 +351,13 @@ void check_geglu(const GemmShape& s) {
 TEST(FusedEpilogue, GegluLinearF32) {  // oneDNN f32 and bf16 products, then the gate
   check_geglu({.x = {2, 40, 64}, .n = 96});
   check_geglu({.x = {3, 24}, .n = 20, .bias = false});  // 10 columns: a scalar tail
+  // A result over the 8 MiB chunk (gemm.cpp): three chunks of rows, the last one shorter.
+  check_geglu({.x = {2, 1100, 32}, .n = 2048});
 }
 TEST(FusedEpilogue, GegluLinearInt8) {  // W8A8 and W8: gated in the dequantizing epilogue
   check_geglu({.x = {2, 64, 96}, .n = 80, .weight = DType::kS8});
   check_geglu({.x = {2, 33, 40}, .n = 36, .weight = DType::kS8, .bias = false});
-  // A result over the 8 MiB chunk (gemm_int8.cpp): three chunks of rows, the last one shorter.
+  // A result over the 8 MiB chunk (gemm.cpp): three chunks of rows, the last one shorter.
   check_geglu({.x = {2, 1100, 32}, .n = 2048, .weight = DType::kS8});
 }
 TEST(FusedEpilogue, GegluLinearInt8FewRows) {  // the GEMV kernel, then the gate

@@ -264,9 +264,22 @@ struct GemmEpilogueArgs {
 // kernels whose GEMM ends in a oneDNN primitive), over the OpenMP team.
 void geglu_rows(const float* x, int64_t rows, int64_t n, float* y);
 
+// A linear's matmul programs in chunks of rows: `rows` per chunk (all key.m but under a GEGLU
+// epilogue: gemm.cpp says why), `chunk` for them and `last` for the last chunk's rows when there
+// are fewer (null otherwise). Both read one weights layout (chunk->pd.weights_desc()); where
+// oneDNN would want two, one chunk of all rows.
+struct ChunkedMatmul {
+  int64_t rows = 0;
+  std::shared_ptr<MatmulProgram> chunk, last;
+  const MatmulProgram& for_rows(int64_t n) const { return n == rows ? *chunk : *last; }
+};
+ChunkedMatmul chunked_matmul(ProgramCache& cache, const GemmKey& key, const ir::GemmEpilogue& e,
+                             const std::string& what, bool plain_weights = false);
+
 // A linear kernel's side of a GEGLU epilogue (ir::GemmEpilogue::geglu): its GEMM writes the
-// full result [rows, cols] into this workspace, and the epilogue gates it into the node's output
-// [rows, cols / 2]. Inactive (0 bytes; the GEMM writes the output) without one.
+// full result of a chunk of rows [rows, cols] into this workspace, and the epilogue gates it
+// into the node's output [rows, cols / 2]. Inactive (0 bytes; the GEMM writes the output)
+// without one.
 class GegluStage {
  public:
   GegluStage(const ir::GemmEpilogue& e, int64_t rows, int64_t cols)

@@ -50,23 +50,6 @@ using dnnl::memory;
 using tag = memory::format_tag;
 using dt = memory::data_type;
 
-// A GEGLU epilogue's GEMM runs in chunks of rows whose result stays under kGegluChunkBytes: each
-// chunk is gated while it is in cache, and the stage's buffer holds one chunk rather than the
-// whole [M, 2N] (84 MB at SD 1.5's 64² level, more than the unfused graph's peak there). At
-// least kGegluMinChunkRows rows, as each chunk reads all the weights again (13 MB at the 16²
-// level's 1280 -> 10240). SD 1.5's 512² W8A8 step on 2 Zen 4 cores (three interleaved runs
-// each): linear + geglu 688 -> 676 ms (within the machine's noise), peak RSS 1.162e9 -> 1.110e9
-// bytes; chunks of 2 MiB were slower (704 ms), 4 and 16 MiB the same as 8 within the noise.
-constexpr int64_t kGegluChunkBytes = 8 << 20;
-constexpr int64_t kGegluMinChunkRows = 256;
-
-int64_t geglu_chunk_rows(const ir::GemmEpilogue& e, int64_t m, int64_t n) {
-  if (!e.geglu) return m;
-  const int64_t bytes = m * n * static_cast<int64_t>(sizeof(float));
-  const int64_t chunks = std::max<int64_t>(1, (bytes + kGegluChunkBytes - 1) / kGegluChunkBytes);
-  return std::min(m, std::max(kGegluMinChunkRows, (m + chunks - 1) / chunks));
-}
-
 class LinearInt8Kernel final : public Kernel {
  public:
   LinearInt8Kernel(const PrepareContext& ctx, Int8Mode mode, FloatPrecision precision)
@@ -86,22 +69,9 @@ class LinearInt8Kernel final : public Kernel {
     key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
     key_.w_transposed = true;
     // No bias in either mode (our epilogue adds it); W8 shares the f32 (bf16) linear's program.
-    // A GEGLU epilogue's chunks (geglu_chunk_rows) have a program for their rows and one for the
-    // last chunk's, which must read the same packed layout (else one chunk of all rows).
-    chunk_rows_ = geglu_chunk_rows(ctx.node.epilogue(), key_.m, key_.n);
-    GemmKey chunk = key_;
-    chunk.m = chunk_rows_;
-    program_ = matmul_program(ctx.cache, chunk, ctx.node.name);
-    if (const int64_t last = key_.m % chunk_rows_; last != 0) {
-      chunk.m = last;
-      last_program_ = matmul_program(ctx.cache, chunk, ctx.node.name);
-      if (last_program_->pd.weights_desc() != program_->pd.weights_desc()) {
-        chunk_rows_ = key_.m;
-        program_ = matmul_program(ctx.cache, key_, ctx.node.name);
-        last_program_.reset();
-      }
-    }
-    geglu_ = GegluStage(ctx.node.epilogue(), chunk_rows_, key_.n);
+    matmul_ = chunked_matmul(ctx.cache, key_, ctx.node.epilogue(), ctx.node.name);
+    program_ = matmul_.chunk;
+    geglu_ = GegluStage(ctx.node.epilogue(), matmul_.rows, key_.n);
     col_scale_ = std::move(w.scale);
 
     packed_desc_ = program_->pd.weights_desc();
@@ -185,11 +155,10 @@ class LinearInt8Kernel final : public Kernel {
       return;
     }
     // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output.
-    for (int64_t r0 = 0; r0 < key_.m; r0 += chunk_rows_) {
-      const int64_t rows = std::min(chunk_rows_, key_.m - r0);
+    for (int64_t r0 = 0; r0 < key_.m; r0 += matmul_.rows) {
+      const int64_t rows = std::min(matmul_.rows, key_.m - r0);
       epilogue.geglu_out = output.as<float>() + r0 * (key_.n / 2);
-      product(rows == chunk_rows_ ? *program_ : *last_program_, r0, rows, geglu_.gemm_out(nullptr),
-              epilogue);
+      product(matmul_.for_rows(rows), r0, rows, geglu_.gemm_out(nullptr), epilogue);
     }
   }
 
@@ -216,12 +185,10 @@ class LinearInt8Kernel final : public Kernel {
   GegluStage geglu_;
   bool bf16_ = false;  // W8 on bf16 operands
   ir::GemmEpilogue epilogue_;
-  GemmKey key_;  // all M rows
-  // The matmul for chunk_rows_ rows (all M but under a GEGLU epilogue), and for the last chunk's
-  // when it has fewer (geglu_chunk_rows).
-  int64_t chunk_rows_ = 0;
-  std::shared_ptr<MatmulProgram> program_, last_program_;
-  memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
+  GemmKey key_;                             // all M rows
+  ChunkedMatmul matmul_;                    // one chunk of all M rows but under a GEGLU epilogue
+  std::shared_ptr<MatmulProgram> program_;  // matmul_.chunk
+  memory::desc packed_desc_;                // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the wide packed layout
   Int8RunScratch scratch_{0, 0, 0};
   SharedBuffer packed_;     // W8A8: in packed_desc_; W8: in its s8 twin
