@@ -12,6 +12,8 @@
 // accumulators (SD 1.5's Dv = 40 -> 48: 8 rows x 3 vectors).
 #include "backend/cpu/attention_bf16.h"
 
+#include "backend/cpu/attention_fused.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -186,9 +188,9 @@ HYRT_BF16_TARGET void scores_tile(const uint32_t* q, int64_t pairs_d, const uint
 }
 
 // The online softmax of one row's tile: scores s[0, keys) of which the first `valid` count
-// (valid <= 0: none); m, l: the row's running max and sum; o: its output accumulator (dv_pad
-// floats), rescaled when the max grows; writes the tile's probabilities as bf16 to p (keys
-// entries; masked ones 0).
+// (valid <= 0: none); m, l: the row's running max and sum, o its output (dv_pad floats), rescaled
+// when the max grows (fused_attention::raise_running_max); writes the tile's probabilities as
+// bf16 to p (keys entries; masked ones 0).
 HYRT_BF16_TARGET void softmax_tile_row(const float* s, int64_t keys, int64_t valid, float& m,
                                        float& l, float* o, int64_t dv_pad, uint16_t* p) {
   valid = std::min(valid, keys);
@@ -196,27 +198,10 @@ HYRT_BF16_TARGET void softmax_tile_row(const float* s, int64_t keys, int64_t val
     std::memset(p, 0, static_cast<size_t>(keys) * sizeof(uint16_t));
     return;
   }
-  __m512 vmax = _mm512_set1_ps(-INFINITY);
-  int64_t j = 0;
-  for (; j + 16 <= valid; j += 16)
-    vmax = _mm512_max_ps(vmax, _mm512_loadu_ps(s + j));
-  if (j < valid) {
-    const __mmask16 mk = static_cast<__mmask16>((1u << (valid - j)) - 1u);
-    vmax = _mm512_mask_max_ps(vmax, mk, vmax, _mm512_maskz_loadu_ps(mk, s + j));
-  }
-  const float tile_max = _mm512_reduce_max_ps(vmax);
-  if (tile_max > m) {
-    // -inf before the first tile: nothing accumulated yet, alpha 0.
-    const float alpha = m == -INFINITY ? 0.0f : std::exp(m - tile_max);
-    const __m512 va = _mm512_set1_ps(alpha);
-    for (int64_t c = 0; c < dv_pad; c += 16)
-      _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), va));
-    l *= alpha;
-    m = tile_max;
-  }
+  fused_attention::raise_running_max(s, valid, 1.0f, m, l, o, dv_pad);
   const __m512 vneg = _mm512_set1_ps(-m);
   __m512 vsum = _mm512_setzero_ps();
-  for (j = 0; j + 16 <= keys; j += 16) {
+  for (int64_t j = 0; j + 16 <= keys; j += 16) {
     __m512 e = exp_nonpositive_for_bf16_avx512(_mm512_add_ps(_mm512_loadu_ps(s + j), vneg));
     if (j + 16 > valid)
       e = _mm512_maskz_mov_ps(static_cast<__mmask16>(j >= valid ? 0u : (1u << (valid - j)) - 1u),
@@ -299,40 +284,32 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
                                               std::make_integer_sequence<int, 16>());
   float m[kRows], l[kRows];
 
-  for (int64_t r0 = q0; r0 < q0 + rows; r0 += kRows) {
-    const int64_t n_rows = std::min(kRows, q0 + rows - r0);
-    // q·scale in bf16 pairs; rows past the block's end are zero (their output is not stored).
-    for (int64_t r = 0; r < kRows; ++r) {
-      auto* dst = reinterpret_cast<uint16_t*>(qb + r * pairs_d_);
-      if (r < n_rows)
-        scaled_row_to_bf16(q_h + (r0 + r) * ld_q, d_, scale_, dst, 2 * pairs_d_);
-      else
-        std::fill(dst, dst + 2 * pairs_d_, uint16_t{0});
-      m[r] = -INFINITY;
-      l[r] = 0.0f;
-    }
-    std::fill(o, o + kRows * dv_pad_, 0.0f);
-    // Causal: no row of this block sees keys past its last row.
-    const int64_t key_end = causal_ ? std::min(tk_, r0 + n_rows) : tk_;
-    for (int64_t n0 = 0; n0 < key_end; n0 += kKeys) {
-      const int64_t keys = std::min(kKeys, keys_pad_ - n0);  // a multiple of 16
-      scores_tile(qb, pairs_d_, kp, n0, keys, s);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const int64_t valid = (causal_ ? std::min(tk_, r0 + r + 1) : tk_) - n0;
-        softmax_tile_row(s + r * kKeys, keys, valid, m[r], l[r], o + r * dv_pad_, dv_pad_,
-                         p + r * kKeys);
-      }
-      output(reinterpret_cast<const uint32_t*>(p), kKeys / 2, vp + n0 / 2 * dv_pad_, keys / 2, o,
-             dv_pad_);
-    }
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-      const float* orow = o + r * dv_pad_;
-      float* dst = out_h + (r0 + r) * ld_out;
-      for (int64_t c = 0; c < dv_; ++c)
-        dst[c] = orow[c] * inv;
-    }
-  }
+  fused_attention::walk(
+      q0, rows, kRows, kKeys, tk_, keys_pad_, causal_,
+      [&](int64_t r0, int64_t n_rows) {
+        // q·scale in bf16 pairs; rows past the block's end are zero (their output is not stored).
+        for (int64_t r = 0; r < kRows; ++r) {
+          auto* dst = reinterpret_cast<uint16_t*>(qb + r * pairs_d_);
+          if (r < n_rows)
+            scaled_row_to_bf16(q_h + (r0 + r) * ld_q, d_, scale_, dst, 2 * pairs_d_);
+          else
+            std::fill(dst, dst + 2 * pairs_d_, uint16_t{0});
+          m[r] = -INFINITY;
+          l[r] = 0.0f;
+        }
+        std::fill(o, o + kRows * dv_pad_, 0.0f);
+      },
+      [&](int64_t n0, int64_t keys, const auto& valid) {
+        scores_tile(qb, pairs_d_, kp, n0, keys, s);
+        for (int64_t r = 0; r < kRows; ++r)
+          softmax_tile_row(s + r * kKeys, keys, valid(r), m[r], l[r], o + r * dv_pad_, dv_pad_,
+                           p + r * kKeys);
+        output(reinterpret_cast<const uint32_t*>(p), kKeys / 2, vp + n0 / 2 * dv_pad_, keys / 2, o,
+               dv_pad_);
+      },
+      [&](int64_t r0, int64_t n_rows) {
+        fused_attention::store_normalized(o, dv_pad_, l, n_rows, dv_, out_h + r0 * ld_out, ld_out);
+      });
 }
 
 #if defined(__GNUC__) && !defined(__clang__)

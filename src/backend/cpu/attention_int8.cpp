@@ -14,6 +14,8 @@
 // f32 O with the per-channel scale at the tile's end.
 #include "backend/cpu/attention_int8.h"
 
+#include "backend/cpu/attention_fused.h"
+
 #include <immintrin.h>
 
 #include <algorithm>
@@ -241,21 +243,7 @@ HYRT_VNNI_TARGET void softmax_tile_row(const float* s, float qscale, int64_t key
     std::memset(p, 0, static_cast<size_t>(keys));
     return;
   }
-  __m512 vmax = _mm512_set1_ps(-INFINITY);
-  for (int64_t j = 0; j < valid; j += 16) {
-    const __mmask16 mk = first_lanes(valid - j);
-    vmax = _mm512_mask_max_ps(vmax, mk, vmax, _mm512_maskz_loadu_ps(mk, s + j));
-  }
-  const float tile_max = qscale * _mm512_reduce_max_ps(vmax);  // qscale >= 0 keeps the order
-  if (tile_max > m) {
-    // -inf before the first tile: nothing accumulated yet, alpha 0.
-    const float alpha = m == -INFINITY ? 0.0f : std::exp(m - tile_max);
-    const __m512 va = _mm512_set1_ps(alpha);
-    for (int64_t c = 0; c < dv_pad; c += 16)
-      _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), va));
-    l *= alpha;
-    m = tile_max;
-  }
+  fused_attention::raise_running_max(s, valid, qscale, m, l, o, dv_pad);
   // e^(qscale·s − m) as 2^(qscale·log2e·s − m·log2e): one FMA.
   constexpr float kLog2e = 1.4426950408889634f;
   const __m512 vneg = _mm512_set1_ps(-m * kLog2e), vq = _mm512_set1_ps(qscale * kLog2e);
@@ -406,42 +394,35 @@ HYRT_VNNI_TARGET void FlashAttentionInt8::run_rows(const float* q_h, int64_t ld_
                                               std::make_integer_sequence<int, 16>());
   float m[kRows], l[kRows];
 
-  for (int64_t r0 = q0; r0 < q0 + rows; r0 += kRows) {
-    const int64_t n_rows = std::min(kRows, q0 + rows - r0);
-    // Rows past the block's end are zero (scale 0; their output is not stored).
-    for (int64_t r = 0; r < kRows; ++r) {
-      auto* dst = reinterpret_cast<uint8_t*>(qb + r * quads_d_);
-      if (r < n_rows) {
-        qscale[r] = quantize_query_row(q_h + (r0 + r) * ld_q, d_, scale_, dst, 4 * quads_d_);
-      } else {
-        std::fill(dst, dst + 4 * quads_d_, uint8_t{128});
-        qscale[r] = 0.0f;
-      }
-      m[r] = -INFINITY;
-      l[r] = 0.0f;
-    }
-    std::fill(o, o + kRows * dv_pad_, 0.0f);
-    const int64_t key_end = causal_ ? std::min(tk_, r0 + n_rows) : tk_;
-    for (int64_t n0 = 0; n0 < key_end; n0 += kKeys) {
-      const int64_t keys = std::min(kKeys, keys_pad_ - n0);  // a multiple of 16
-      scores_tile(qb, quads_d_, kp, kscale, kcomp, n0, keys, s);
-      for (int64_t r = 0; r < kRows; ++r) {
-        const int64_t valid = (causal_ ? std::min(tk_, r0 + r + 1) : tk_) - n0;
-        softmax_tile_row(s + r * kKeys, qscale[r], keys, valid, m[r], l[r], o + r * dv_pad_,
-                         dv_pad_, p + r * kKeys);
-      }
-      // A tile's keys are a multiple of 16, so whole quads; padding keys have P = 0, V = 0.
-      output(reinterpret_cast<const uint32_t*>(p), kKeys / 4, vp + n0 / 4 * dv_pad_, keys / 4,
-             vscale, o, dv_pad_);
-    }
-    for (int64_t r = 0; r < n_rows; ++r) {
-      const float inv = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
-      const float* orow = o + r * dv_pad_;
-      float* dst = out_h + (r0 + r) * ld_out;
-      for (int64_t c = 0; c < dv_; ++c)
-        dst[c] = orow[c] * inv;
-    }
-  }
+  fused_attention::walk(
+      q0, rows, kRows, kKeys, tk_, keys_pad_, causal_,
+      [&](int64_t r0, int64_t n_rows) {
+        // Rows past the block's end are zero (scale 0; their output is not stored).
+        for (int64_t r = 0; r < kRows; ++r) {
+          auto* dst = reinterpret_cast<uint8_t*>(qb + r * quads_d_);
+          if (r < n_rows) {
+            qscale[r] = quantize_query_row(q_h + (r0 + r) * ld_q, d_, scale_, dst, 4 * quads_d_);
+          } else {
+            std::fill(dst, dst + 4 * quads_d_, uint8_t{128});
+            qscale[r] = 0.0f;
+          }
+          m[r] = -INFINITY;
+          l[r] = 0.0f;
+        }
+        std::fill(o, o + kRows * dv_pad_, 0.0f);
+      },
+      [&](int64_t n0, int64_t keys, const auto& valid) {
+        scores_tile(qb, quads_d_, kp, kscale, kcomp, n0, keys, s);
+        for (int64_t r = 0; r < kRows; ++r)
+          softmax_tile_row(s + r * kKeys, qscale[r], keys, valid(r), m[r], l[r], o + r * dv_pad_,
+                           dv_pad_, p + r * kKeys);
+        // A tile's keys are a multiple of 16, so whole quads; padding keys have P = 0, V = 0.
+        output(reinterpret_cast<const uint32_t*>(p), kKeys / 4, vp + n0 / 4 * dv_pad_, keys / 4,
+               vscale, o, dv_pad_);
+      },
+      [&](int64_t r0, int64_t n_rows) {
+        fused_attention::store_normalized(o, dv_pad_, l, n_rows, dv_, out_h + r0 * ld_out, ld_out);
+      });
 }
 
 #if defined(__GNUC__) && !defined(__clang__)
