@@ -6,11 +6,13 @@
 //          round half to even) and accumulates q·q exactly; and, loosely, against the
 //          plain f32 op on the original weights (the end-to-end quantization error).
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/int8_common.h"
+#include "backend/cpu/onednn_compat.h"
 #include "op_case.h"
 #include "weights/quantize.h"
 
@@ -359,6 +361,57 @@ TEST(Int8Packing, ByHandEqualsOneDnnsReorder) {
     const int64_t kp = (k + 63) / 64 * 64, np = (n + 63) / 64 * 64;
     const auto compared = static_cast<size_t>(kp * np + 4 * np);
     ASSERT_LE(compared, theirs.size());
+    EXPECT_EQ(std::memcmp(mine->data(), theirs.data(), compared), 0);
+  }
+  if (handled == 0) GTEST_SKIP() << "oneDNN's layout here is not the one packed by hand";
+}
+
+// The same for W8A8's convolution weights, packed by hand straight from OIHW.
+TEST(Int8Packing, ConvByHandEqualsOneDnnsReorder) {
+  if (!backend::cpu_has_int8_dot_product()) GTEST_SKIP() << "no int8 dot products here";
+  using dnnl::memory;
+  int handled = 0;
+  for (const auto& d : std::initializer_list<std::array<int64_t, 4>>{{320, 320, 3, 3},
+                                                                     {640, 1920, 3, 3},
+                                                                     {1280, 640, 3, 3},
+                                                                     {100, 6, 3, 3},
+                                                                     {24, 16, 3, 3},
+                                                                     {33, 5, 1, 1},
+                                                                     {70, 130, 3, 3}}) {
+    SCOPED_TRACE(str_cat("o=", d[0], " i=", d[1], " k=", d[2]));
+    const memory::desc src({2, d[1], 10, 10}, memory::data_type::s8, memory::format_tag::nhwc);
+    const memory::desc any({d[0], d[1], d[2], d[3]}, memory::data_type::s8,
+                           memory::format_tag::any);
+    const memory::desc dst({2, d[0], 11 - d[2], 11 - d[3]}, memory::data_type::s32,
+                           memory::format_tag::nhwc);
+    const auto pd = backend::cpu::make_conv_pd(backend::cpu::dnnl_engine(), src, any,
+                                               memory::desc(), dst, {1, 1}, {0, 0}, {0, 0});
+    const memory::desc packed = pd.weights_desc();
+    std::vector<int8_t> q(static_cast<size_t>(d[0] * d[1] * d[2] * d[3]));
+    for (size_t i = 0; i < q.size(); ++i)
+      q[i] = static_cast<int8_t>(static_cast<int>((i * 41 + 7) % 255) - 127);
+    const int64_t dims[4] = {d[0], d[1], d[2], d[3]};
+    std::optional<AlignedBuffer> mine =
+        backend::cpu::pack_s8_conv_weights_by_hand(q.data(), dims, packed, "test");
+    if (!mine) continue;  // another layout here (AMX, oneDNN 3): oneDNN packs it
+    ++handled;
+    const memory::desc stored({d[0], d[1], d[2], d[3]}, memory::data_type::s8,
+                              memory::format_tag::oihw);
+    const AlignedBuffer theirs = backend::cpu::pack_weights(stored, q.data(), packed, "test");
+    // The elements (padded o x padded i x taps bytes; the output-channel block found from the
+    // size, whose extra is 12 bytes per padded o) and one int32 per padded output channel.
+    const int64_t padded_o = [&] {
+      for (int64_t bo : {16, 32, 64}) {
+        const int64_t p = (d[0] + bo - 1) / bo * bo;
+        if (p * ((d[1] + 3) / 4 * 4) * d[2] * d[3] + 12 * p ==
+            static_cast<int64_t>(packed.get_size()))
+          return p;
+      }
+      return int64_t{0};
+    }();
+    ASSERT_GT(padded_o, 0) << "unexpected packed size " << packed.get_size();
+    const auto compared =
+        static_cast<size_t>(padded_o * ((d[1] + 3) / 4 * 4) * d[2] * d[3] + 4 * padded_o);
     EXPECT_EQ(std::memcmp(mine->data(), theirs.data(), compared), 0);
   }
   if (handled == 0) GTEST_SKIP() << "oneDNN's layout here is not the one packed by hand";

@@ -150,6 +150,46 @@ std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int
   return out;
 }
 
+std::optional<AlignedBuffer> pack_s8_conv_weights_by_hand(const int8_t* q, const int64_t (&dims)[4],
+                                                          const dnnl::memory::desc& packed,
+                                                          std::string_view what) {
+  int64_t bo = 0, st[4] = {};
+  if (!is_vnni_s8_conv_weights(packed, dims, &bo, st)) return std::nullopt;
+  const int64_t o_count = dims[0], i_count = dims[1], kh = dims[2], kw = dims[3];
+  const int64_t taps = kh * kw, op = (o_count + bo - 1) / bo * bo, ip = (i_count + 3) / 4 * 4;
+  AlignedBuffer out(packed.get_size(), what);
+  auto* data = static_cast<int8_t*>(out.data());
+  std::memset(data, 0, out.size());  // padding channels, and the compensation's slack
+  // Element (o, i, h, w) at (o / bo)·st0 + (i / 4)·st1 + h·st2 + w·st3 + (o % bo)·4 + i % 4: the
+  // destination walked block by block, each block's 4 input channels of bo output channels
+  // gathered from bo rows of the OIHW source (one output block's rows: bo · i · taps bytes).
+  parallel_for(op / bo, 1, [&](int64_t b0, int64_t b1) {
+    for (int64_t ob = b0; ob < b1; ++ob)
+      for (int64_t h = 0; h < kh; ++h)
+        for (int64_t w = 0; w < kw; ++w)
+          for (int64_t ib = 0; ib < ip / 4; ++ib) {
+            int8_t* dst = data + ob * st[0] + ib * st[1] + h * st[2] + w * st[3];
+            for (int64_t oo = 0; oo < std::min(bo, o_count - ob * bo); ++oo) {
+              const int8_t* row = q + (ob * bo + oo) * i_count * taps + h * kw + w;
+              for (int64_t ii = 0; ii < std::min<int64_t>(4, i_count - ib * 4); ++ii)
+                dst[oo * 4 + ii] = row[(ib * 4 + ii) * taps];
+            }
+          }
+  });
+  // The s8·s8 compensation after the elements: −128 · Σ q[o, ...] per output channel.
+  auto* comp = reinterpret_cast<int32_t*>(data + op * ip * taps);
+  const int64_t per_o = i_count * taps;
+  parallel_for(o_count, 16, [&](int64_t o0, int64_t o1) {
+    for (int64_t o = o0; o < o1; ++o) {
+      int32_t sum = 0;
+      for (int64_t j = 0; j < per_o; ++j)
+        sum += q[o * per_o + j];
+      comp[o] = -128 * sum;
+    }
+  });
+  return out;
+}
+
 AlignedBuffer pack_s8_matmul_weights(const int8_t* q, int64_t n, int64_t k,
                                      const dnnl::memory::desc& packed, std::string_view what) {
   if (std::optional<AlignedBuffer> by_hand = pack_s8_matmul_weights_by_hand(q, n, k, packed, what))

@@ -43,6 +43,12 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
 // for tests to compare byte for byte with oneDNN's.
 AlignedBuffer pack_s8_matmul_weights(const int8_t* q, int64_t n, int64_t k,
                                      const dnnl::memory::desc& packed, std::string_view what);
+// The same for a convolution's stored q [o, i, kh, kw] (OIHW) in the layout its s8-source
+// convolution reads, where that is oneDNN 2's VNNI one (is_vnni_s8_conv_weights; SD's 3x3 convs on
+// AVX-512 VNNI); nullopt elsewhere (the caller reorders through oneDNN).
+std::optional<AlignedBuffer> pack_s8_conv_weights_by_hand(const int8_t* q, const int64_t (&dims)[4],
+                                                          const dnnl::memory::desc& packed,
+                                                          std::string_view what);
 std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int64_t n, int64_t k,
                                                             const dnnl::memory::desc& packed,
                                                             std::string_view what);

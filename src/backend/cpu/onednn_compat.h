@@ -121,4 +121,39 @@ inline bool is_vnni_s8_matmul_weights(const dnnl::memory::desc& packed, int64_t 
 #endif
 }
 
+// Whether `packed` is oneDNN 2's VNNI layout of s8 convolution weights [o, i, kh, kw] for an s8
+// source, the one int8_common.h's pack_s8_conv_weights writes by hand: blocks of `*block_o`
+// output channels by 4 input channels ([block_o][4], four consecutive input channels of one output
+// together), o padded to block_o and i to 4, the outer dims at the strides `strides` (elements),
+// then the s8·s8 compensation, one int32 per (padded) output channel (mask 1). oneDNN 3: false.
+inline bool is_vnni_s8_conv_weights(const dnnl::memory::desc& packed, const int64_t (&dims)[4],
+                                    int64_t* block_o, int64_t (&strides)[4]) {
+#if DNNL_VERSION_MAJOR >= 3
+  (void)packed, (void)dims, (void)block_o, (void)strides;
+  return false;
+#else
+  const dnnl_memory_desc_t& d = packed.data;
+  if (d.ndims != 4 || d.data_type != dnnl_s8 || d.format_kind != dnnl_blocked || d.offset0 != 0)
+    return false;
+  const dnnl_blocking_desc_t& b = d.format_desc.blocking;
+  if (b.inner_nblks != 2 || b.inner_idxs[0] != 0 || b.inner_blks[1] != 4 || b.inner_idxs[1] != 1)
+    return false;
+  const int64_t bo = b.inner_blks[0];
+  if (bo != 16 && bo != 32 && bo != 64) return false;
+  const int64_t op = (dims[0] + bo - 1) / bo * bo, ip = (dims[1] + 3) / 4 * 4;
+  if (d.dims[0] != dims[0] || d.dims[1] != dims[1] || d.dims[2] != dims[2] ||
+      d.dims[3] != dims[3] || d.padded_dims[0] != op || d.padded_dims[1] != ip ||
+      d.padded_dims[2] != dims[2] || d.padded_dims[3] != dims[3])
+    return false;
+  if (d.extra.flags != dnnl_memory_extra_flag_compensation_conv_s8s8 ||
+      d.extra.compensation_mask != 1)
+    return false;
+  if (packed.get_size() < static_cast<size_t>(op * ip * dims[2] * dims[3] + 4 * op)) return false;
+  *block_o = bo;
+  for (int k = 0; k < 4; ++k)
+    strides[k] = b.strides[k];
+  return true;
+#endif
+}
+
 }  // namespace hyrt::backend::cpu
