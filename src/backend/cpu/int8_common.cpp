@@ -109,6 +109,23 @@ void quantize_rows_s8(const float* x, int64_t rows, int64_t cols, int8_t* q, flo
                });
 }
 
+namespace {
+
+// oneDNN's s8·s8 compensation for weights q [rows, cols] (rows = output columns or channels):
+// comp[r] = −128 · Σ_c q[r, c], the term an s8 source shifted to u8 (+128) adds to each output.
+void write_s8s8_compensation(const int8_t* q, int64_t rows, int64_t cols, int32_t* comp) {
+  parallel_for(rows, 16, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      int32_t sum = 0;
+      for (int64_t c = 0; c < cols; ++c)
+        sum += q[r * cols + c];
+      comp[r] = -128 * sum;
+    }
+  });
+}
+
+}  // namespace
+
 std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int64_t n, int64_t k,
                                                             const dnnl::memory::desc& packed,
                                                             std::string_view what) {
@@ -137,16 +154,9 @@ std::optional<AlignedBuffer> pack_s8_matmul_weights_by_hand(const int8_t* q, int
         }
       }
   });
-  // The s8·s8 compensation after the elements: −128 · Σₖ q[n, k] per column (0 for padding).
-  auto* comp = reinterpret_cast<int32_t*>(data + kb_count * nb_count * kBlock * kBlock);
-  parallel_for(n, 64, [&](int64_t n0, int64_t n1) {
-    for (int64_t c = n0; c < n1; ++c) {
-      int32_t sum = 0;
-      for (int64_t i = 0; i < k; ++i)
-        sum += q[c * k + i];
-      comp[c] = -128 * sum;
-    }
-  });
+  // The s8·s8 compensation after the elements, per column (0 for padding).
+  write_s8s8_compensation(q, n, k,
+                          reinterpret_cast<int32_t*>(data + kb_count * nb_count * kBlock * kBlock));
   return out;
 }
 
@@ -176,17 +186,9 @@ std::optional<AlignedBuffer> pack_s8_conv_weights_by_hand(const int8_t* q, const
             }
           }
   });
-  // The s8·s8 compensation after the elements: −128 · Σ q[o, ...] per output channel.
-  auto* comp = reinterpret_cast<int32_t*>(data + op * ip * taps);
-  const int64_t per_o = i_count * taps;
-  parallel_for(o_count, 16, [&](int64_t o0, int64_t o1) {
-    for (int64_t o = o0; o < o1; ++o) {
-      int32_t sum = 0;
-      for (int64_t j = 0; j < per_o; ++j)
-        sum += q[o * per_o + j];
-      comp[o] = -128 * sum;
-    }
-  });
+  // The s8·s8 compensation after the elements, per output channel (0 for padding).
+  write_s8s8_compensation(q, o_count, i_count * taps,
+                          reinterpret_cast<int32_t*>(data + op * ip * taps));
   return out;
 }
 
