@@ -32,6 +32,11 @@ void walk(int64_t q0, int64_t rows, int64_t block_rows, int64_t tile_keys, int64
   }
 }
 
+// The lanes [0, n) of a 16-lane vector (all 16 for n >= 16).
+inline __mmask16 first_lanes(int64_t n) {
+  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
+}
+
 // The online softmax's bookkeeping before one row's tile: the tile's maximum of scale · s[j] over
 // its first `valid` (>= 1) scores (scale >= 0, so the maximum of s scaled); when it is above the
 // running maximum m, the row's output o [dv_pad] and sum l are rescaled by e^(m − new) (0 before
@@ -41,7 +46,7 @@ __attribute__((target("avx512f"))) inline void raise_running_max(const float* s,
                                                                  float* o, int64_t dv_pad) {
   __m512 vmax = _mm512_set1_ps(-INFINITY);
   for (int64_t j = 0; j < valid; j += 16) {
-    const auto mk = static_cast<__mmask16>(valid - j >= 16 ? 0xFFFFu : (1u << (valid - j)) - 1u);
+    const __mmask16 mk = first_lanes(valid - j);
     vmax = _mm512_mask_max_ps(vmax, mk, vmax, _mm512_maskz_loadu_ps(mk, s + j));
   }
   const float tile_max = scale * _mm512_reduce_max_ps(vmax);

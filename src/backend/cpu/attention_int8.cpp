@@ -29,6 +29,8 @@
 namespace hyrt::backend::cpu {
 namespace {
 
+using fused_attention::first_lanes;
+
 // GCC 12's AVX-512 intrinsics warn about _mm512_undefined_*() once inlined (GCC bug 105593).
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic push
@@ -49,10 +51,6 @@ HYRT_VNNI_TARGET inline __m512i dpbusd(__m512i acc, __m512i a, __m512i b) {
 HYRT_VNNI_TARGET inline __m256i dpbusd(__m256i acc, __m256i a, __m256i b) {
   asm("vpdpbusd %2, %1, %0" : "+v"(acc) : "v"(a), "v"(b));
   return acc;
-}
-
-HYRT_VNNI_TARGET inline __mmask16 first_lanes(int64_t n) {
-  return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
 // A query row q [d] times `scale`, rounded to s8 with one scale per row (returned: absmax / 127)

@@ -74,10 +74,9 @@ class LinearKernel final : public Kernel {
       workspace_ = KernelWorkspace(static_cast<size_t>(key_.m * key_.k) * 2, "linear bf16 source");
     }
     matmul_ = chunked_matmul(ctx.cache, key_, epilogue_, ctx.node.name, plain);
-    program_ = matmul_.chunk;
     geglu_ = GegluStage(epilogue_, matmul_.rows, key_.n);
 
-    packed_desc_ = program_->pd.weights_desc();
+    packed_desc_ = matmul_.chunk->pd.weights_desc();
     if (plain) {
       // Read from the bound view ([N, K] = wᵀ in `ba` order, as the pd says; stored views stay
       // valid for the executable's life, weight_source.h): in place when f32, else widened to
@@ -135,7 +134,8 @@ class LinearKernel final : public Kernel {
       }
       return;
     }
-    execute_packed(program_->pd, program_->primitive, x, output.data, packed_desc_, w, bias);
+    execute_packed(matmul_.chunk->pd, matmul_.chunk->primitive, x, output.data, packed_desc_, w,
+                   bias);
     if (!epilogue_.empty()) {
       GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
       low_rank_.prepare_run(inputs, &epilogue);
@@ -163,8 +163,7 @@ class LinearKernel final : public Kernel {
   GemmKey key_;        // all M rows
   bool bf16_ = false;  // bf16 operands (x rounded into the workspace at each run)
   ir::GemmEpilogue epilogue_;
-  ChunkedMatmul matmul_;                    // one chunk of all M rows but under a GEGLU epilogue
-  std::shared_ptr<MatmulProgram> program_;  // matmul_.chunk
+  ChunkedMatmul matmul_;  // one chunk of all M rows but under a GEGLU epilogue
   memory::desc packed_desc_;
   PackedFloatWeight packed_weights_;  // in packed_desc_ (empty for a plain weight)
   // A plain weight (rank-sized side): its stored dtype, read from the bound view — in place

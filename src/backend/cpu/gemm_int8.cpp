@@ -70,11 +70,10 @@ class LinearInt8Kernel final : public Kernel {
     key_.w_transposed = true;
     // No bias in either mode (our epilogue adds it); W8 shares the f32 (bf16) linear's program.
     matmul_ = chunked_matmul(ctx.cache, key_, ctx.node.epilogue(), ctx.node.name);
-    program_ = matmul_.chunk;
     geglu_ = GegluStage(ctx.node.epilogue(), matmul_.rows, key_.n);
     col_scale_ = std::move(w.scale);
 
-    packed_desc_ = program_->pd.weights_desc();
+    packed_desc_ = matmul_.chunk->pd.weights_desc();
     // W8A8: the s8 layout (with compensation) the matmul reads; W8: the wide layout's twin.
     const memory::desc packed_s8 = w8a8_ ? packed_desc_ : s8_twin_of(packed_desc_);
     packed_s8_elems_ = static_cast<int64_t>(packed_s8.get_size());  // W8: no extras, 1 B each
@@ -151,7 +150,7 @@ class LinearInt8Kernel final : public Kernel {
     };
     if (!geglu_.active()) {
       // acc [M, N] (s32 or f32) lands in the output's bytes and is rewritten there as f32.
-      product(*program_, 0, key_.m, output.data, epilogue);
+      product(*matmul_.chunk, 0, key_.m, output.data, epilogue);
       return;
     }
     // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output.
@@ -185,10 +184,9 @@ class LinearInt8Kernel final : public Kernel {
   GegluStage geglu_;
   bool bf16_ = false;  // W8 on bf16 operands
   ir::GemmEpilogue epilogue_;
-  GemmKey key_;                             // all M rows
-  ChunkedMatmul matmul_;                    // one chunk of all M rows but under a GEGLU epilogue
-  std::shared_ptr<MatmulProgram> program_;  // matmul_.chunk
-  memory::desc packed_desc_;                // the weights layout the primitive reads (s8 or f32)
+  GemmKey key_;                  // all M rows
+  ChunkedMatmul matmul_;         // one chunk of all M rows but under a GEGLU epilogue
+  memory::desc packed_desc_;     // the weights layout the primitive reads (s8 or f32)
   int64_t packed_s8_elems_ = 0;  // W8: elements of the s8 twin = of the wide packed layout
   Int8RunScratch scratch_{0, 0, 0};
   SharedBuffer packed_;     // W8A8: in packed_desc_; W8: in its s8 twin
