@@ -1,5 +1,6 @@
-// bench_cuda_attention: the CUDA backend's fused attention kernel at SD 1.5 and SDXL shapes,
-// printing JSON that names the card.
+// bench_cuda_attention: the CUDA backend's attention programs — hyrt's fused kernel in its
+// forms and cuDNN's SDPA plan (cudnn_attention.h) — at SD 1.5 and SDXL shapes, printing JSON
+// that names the card and the cuDNN it found.
 //
 //   bench_cuda_attention [--reps N] [--out FILE]
 //
@@ -12,7 +13,9 @@
 //            so the host enqueues all calls before the GPU reaches them;
 //   tflops   4·B·H·Tq·Tk·D (halved for causal) / gpu_us — useful FLOPs, unpadded;
 //   est_us   estimate_attention_us (the placement cost model) for comparison;
-//   rel_l2   relative L2 distance of the output from the first form's.
+//   rel_l2   relative L2 distance of the output from the first form's;
+//   cuDNN's form also gives plan_ms, the time to build its plan (heuristics + finalisation), and
+//   the engine it chose; a shape cuDNN refuses gets its reason instead.
 #ifdef HYRT_HAVE_CUDA
 
 #include <algorithm>
@@ -28,6 +31,8 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cudnn_api.h"
+#include "backend/cuda/cudnn_attention.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "ir/graph.h"
@@ -65,18 +70,18 @@ const ShapeSpec kShapes[] = {
 // Forms of the kernel (FlashAttentionParams' rows_per_warp, rescale_slack, uncapped_registers);
 // the first is the kernel as it was before the register cap, and the reference the others'
 // outputs are compared with.
+// The last form is cuDNN's plan (non-causal shapes only).
 struct Form {
   const char* name;
   int rows_per_warp;
   float rescale_slack;
   bool uncapped_registers;
+  bool cudnn = false;
 };
 const Form kForms[] = {
-    {"before: uncapped, rescale at every growth", 0, 0.0f, true},
-    {"capped, rescale at every growth", 0, 0.0f, false},
-    {"capped, 16 rows/warp", 16, -1.0f, false},
-    {"capped, 32 rows/warp", 32, -1.0f, false},
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
+    {"capped, 32 rows/warp", 32, -1.0f, false},
+    {"cudnn", 0, 0.0f, false, true},
 };
 
 double median(std::vector<double> v) {
@@ -175,6 +180,28 @@ int run(int argc, char** argv) {
         4.0 * s.batch * s.heads * static_cast<double>(s.tq) * s.tk * s.d * (s.causal ? 0.5 : 1.0);
     std::vector<float> ref;
     for (const Form& f : kForms) {
+      std::unique_ptr<backend::cuda::CudnnAttentionPlan> plan;
+      std::string extra;
+      if (f.cudnn) {
+        if (s.causal) continue;
+        backend::cuda::CudnnAttentionShape cs;
+        cs.batch = s.batch, cs.heads = s.heads, cs.tq = s.tq, cs.tk = s.tk, cs.d = cs.dv = s.d;
+        cs.scale = 1.0f / std::sqrt(static_cast<float>(s.d));
+        try {
+          plan = std::make_unique<backend::cuda::CudnnAttentionPlan>(cs, ctx.stream());
+        } catch (const std::exception& e) {
+          std::fprintf(stderr, "%-28s cudnn refused: %s\n", s.what, e.what());
+          continue;
+        }
+        HYRT_CHECK(plan->workspace_bytes() == 0, kUnsupported, "cudnn plan wants ",
+                   plan->workspace_bytes(), " B of workspace: not handled here");
+        std::string engine = plan->engine();
+        for (char& c : engine)
+          if (c == '"' || c == '\\' || c == '\n') c = '\'';
+        extra = str_cat(", \"plan_ms\": ", num(plan->build_ms()), ", \"engine\": \"", engine, "\"");
+        std::fprintf(stderr, "%-28s cudnn plan %.1f ms: %s\n", s.what, plan->build_ms(),
+                     plan->engine().substr(0, 200).c_str());
+      }
       FlashAttentionParams p;
       p.q = q.as<uint16_t>(), p.k = k.as<uint16_t>(), p.v = v.as<uint16_t>();
       p.out = out.as<uint16_t>();
@@ -185,8 +212,13 @@ int run(int argc, char** argv) {
       p.rows_per_warp = f.rows_per_warp, p.rescale_slack = f.rescale_slack;
       p.uncapped_registers = f.uncapped_registers;
       p.multiprocessors = d.multiprocessors;
+      // Poisoned (f16 NaN) so that a form that writes nothing cannot pass for the last one.
+      HYRT_CUDA_CHECK(cudaMemsetAsync(out.data(), 0xff, nq * 2, ctx.stream()));
       const double us = gpu_us(ctx, reps, [&] {
-        HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
+        if (plan)
+          plan->run(q.data(), k.data(), v.data(), out.data(), nullptr);
+        else
+          HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
       });
       // The output against the first form's (the run above left it in `out`).
       std::vector<uint16_t> bits(nq);
@@ -208,12 +240,12 @@ int run(int argc, char** argv) {
       std::fprintf(stderr, "%-28s %5lld %5lld %5lld %3d %4d %9.1f %7.1f %7.1f %.1e  %s\n", s.what,
                    static_cast<long long>(s.batch), static_cast<long long>(s.tq),
                    static_cast<long long>(s.tk), s.heads, s.d, us, tflops, est, err, f.name);
-      json +=
-          str_cat(first ? "\n" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
-                  ", \"tq\": ", s.tq, ", \"tk\": ", s.tk, ", \"heads\": ", s.heads,
-                  ", \"d\": ", s.d, ", \"causal\": ", s.causal ? "true" : "false", ", \"form\": \"",
-                  f.name, "\", \"gpu_us\": ", num(us), ", \"tflops\": ", num(tflops),
-                  ", \"est_us\": ", num(est), ", \"rel_l2_vs_first_form\": ", num(err, 6), "}");
+      json += str_cat(first ? "\n" : ",\n", "    {\"what\": \"", s.what, "\", \"batch\": ", s.batch,
+                      ", \"tq\": ", s.tq, ", \"tk\": ", s.tk, ", \"heads\": ", s.heads,
+                      ", \"d\": ", s.d, ", \"causal\": ", s.causal ? "true" : "false",
+                      ", \"form\": \"", f.name, "\", \"gpu_us\": ", num(us),
+                      ", \"tflops\": ", num(tflops), ", \"est_us\": ", num(est),
+                      ", \"rel_l2_vs_first_form\": ", num(err, 6), extra, "}");
       first = false;
     }
   }

@@ -3,9 +3,9 @@
 # tests and bench_cuda_attention (Release); runs the attention kernel tests, the kernel
 # benchmark over its forms (bench_cuda_attention: SD 1.5 and SDXL shapes), golden parity in
 # device placement where .gl holds the folders, and the UNet step (random weights, int8,
-# device placement: SD 1.5 at 512² and 1024² in one process, SDXL at 1024²) with the kernel's
-# earlier form (HYRT_CUDA_ATTENTION_LEGACY=1: uncapped registers, rescale at every growth)
-# against the default, alternating, in the same call. With .whl holding a diffusers wheel,
+# device placement: SD 1.5 at 512² and 1024² in one process, SDXL at 1024²) with hyrt's own
+# kernel (HYRT_CUDA_ATTENTION=own) against the default (cuDNN's SDPA where cuDNN is found,
+# cudnn_attention.h), alternating, in the same call. The kernel tests run under both. With .whl holding a diffusers wheel,
 # also the PyTorch eager SDXL anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh, GoogleTest in .deps/cuda); optionally
 # .gl/golden/sd15-tiny (a copy of ../shared/golden/sd15-tiny without model-ldm.safetensors)
@@ -25,11 +25,18 @@ gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention
 echo "build: $(($(date +%s) - t0)) s"
 if [[ $what == *tests* ]]; then
-  build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' >$res/attention_tests.log 2>&1
-  echo "attention tests rc=$?"
-  grep -E "^\[ +(FAILED|PASSED) |Failure|Expected|Which is" $res/attention_tests.log | head -n 40
-  echo "largest rel L2 of the tests: $(grep -E "rel L2" $res/attention_tests.log |
-    awk '{print $NF}' | sort -g | tail -n 1)"
+  for form in default own; do
+    log=$res/attention_tests_$form.log
+    env_form=()
+    [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
+    env "${env_form[@]}" build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
+      >$log 2>&1
+    echo "attention tests ($form) rc=$?"
+    grep -E "^\[ +(FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|skip|no cuDNN" $log | head -n 30
+    echo "programs: $(grep -oE "runs (cudnn|own)" $log | sort | uniq -c | tr '\n' ' ')"
+    echo "largest rel L2 of the tests: $(grep -E "rel L2" $log | awk '{print $NF}' | sort -g |
+      tail -n 1)"
+  done
 fi
 if [[ $what == *kernel* ]]; then
   build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms_h200.json >/dev/null \
@@ -49,26 +56,26 @@ if [[ $what == *parity* ]]; then
     done
   done
 fi
-# form: legacy (HYRT_CUDA_ATTENTION_LEGACY=1) or default.
+# form: own (HYRT_CUDA_ATTENTION=own) or default (cuDNN where found).
 if [[ $what == *sd15* ]]; then
   for round in 1 2; do
-    for form in legacy default; do
+    for form in own default; do
       env_form=()
-      [ $form = legacy ] && env_form=(HYRT_CUDA_ATTENTION_LEGACY=1)
+      [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
       env "${env_form[@]}" timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
         --placement device --resize --sizes 512,1024 --runs 10 --warmup 2 \
         --json $res/sd15_unet_${form}_$round.json >/dev/null 2>$res/sd15_unet_${form}_$round.err
       python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
-[print('sd15 unet', sys.argv[2], r['size'], 'median', round(r['median_ms'], 2), 'ms') \
- for r in j['stages'].get('unet_step_resize', [])]" $res/sd15_unet_${form}_$round.json \
+[print('sd15 unet', sys.argv[2], r['size'], 'median', round(r['median_ms'], 2), 'ms, first', \
+ round(r['first_call_ms'], 1), 'ms') for r in j['stages'].get('unet_step_resize', [])]" $res/sd15_unet_${form}_$round.json \
         $form || tail -n 3 $res/sd15_unet_${form}_$round.err
     done
   done
 fi
 if [[ $what == *sdxl* ]]; then
-  for form in legacy default; do
+  for form in own default; do
     env_form=()
-    [ $form = legacy ] && env_form=(HYRT_CUDA_ATTENTION_LEGACY=1)
+    [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
     env "${env_form[@]}" timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \
       --placement device -W 1024 -H 1024 --runs 10 --warmup 2 \
       --json $res/sdxl_unet_$form.json >/dev/null 2>$res/sdxl_unet_$form.err

@@ -25,12 +25,29 @@ gpu_prefix() {
   export PKG_CONFIG_PATH="$prefix/usr/lib/x86_64-linux-gnu/pkgconfig"
 }
 
+# cuDNN on the GPU machine: its headers carried in .deps/cudnn/include (copied from a CUDA
+# toolkit's cudnn*.h: the machine's own toolkit may lack them), the library from the
+# nvidia-cudnn wheel PyTorch brought (HYRT_CUDNN_LIBRARY, cudnn_api.h). Sets $cudnn_flags.
+gpu_cudnn() {
+  cudnn_flags=()
+  [ -f .deps/cudnn/include/cudnn_graph.h ] &&
+    cudnn_flags=(-DHYRT_CUDNN_INCLUDE_DIR="$PWD/.deps/cudnn/include")
+  if [ -z "${HYRT_CUDNN_LIBRARY:-}" ]; then
+    local lib
+    lib=$(python3 -c "import nvidia.cudnn, os; print(os.path.join(list(nvidia.cudnn.__path__)[0], 'lib', 'libcudnn.so.9'))" 2>/dev/null)
+    [ -n "$lib" ] && [ -f "$lib" ] && export HYRT_CUDNN_LIBRARY="$lib"
+  fi
+  echo "cuDNN library: ${HYRT_CUDNN_LIBRARY:-none found}"
+}
+
 # gpu_configure [-DOPTION=VALUE ...]: a Release build-gpu/ against the prefix (benchmarks that
 # need Google Benchmark off), logged to $out/configure.log; exits on failure.
 gpu_configure() {
   gpu_prefix
+  gpu_cudnn
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
-    -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF "$@" \
+    -DCMAKE_BUILD_RPATH="$prefix/usr/lib/x86_64-linux-gnu" -DHYRT_BUILD_BENCH=OFF \
+    "${cudnn_flags[@]}" "$@" \
     >"$out/configure.log" 2>&1 || { tail -n 40 "$out/configure.log"; exit 1; }
 }
 

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -27,6 +28,7 @@
 #include "backend/cuda/cuda_attention.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cudnn_attention.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "cuda_test_gpu.h"
@@ -208,6 +210,8 @@ std::vector<float> run_kernel(const Spec& s, const Inputs& in) {
   EXPECT_TRUE(std::isfinite(est) && est > 0) << est;
   std::unique_ptr<backend::Kernel> kernel =
       backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node());
+  std::printf("[ cuda     ] attention %s runs %s\n", describe(s).c_str(),
+              backend::cuda::attention_program(*kernel));
   AttentionRun run(ag, in, *gpu().ctx);
   return run.run(*kernel);
 }
@@ -276,6 +280,33 @@ void check(const Spec& s, Path path = Path::kKernel) {
               10 * kTolerance);
   }
   std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
+}
+
+// Where cuDNN is found (and HYRT_CUDA_ATTENTION is not "own"), the shapes it can take run its
+// SDPA plan — checked, so that a silent fallback to hyrt's kernel is seen — and still meet the
+// tolerance; causal and unaligned-head nodes keep hyrt's kernel.
+TEST(CudaAttention, CudnnTakesTheShapesItCan) {
+  REQUIRE_GPU();
+  std::string why;
+  if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
+  if (const char* v = std::getenv("HYRT_CUDA_ATTENTION"); v && std::string(v) == "own")
+    GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
+  const auto program = [](const Spec& s) {
+    const AttentionGraph ag(s);
+    return std::string(backend::cuda::attention_program(
+        *backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node())));
+  };
+  for (const Spec& s : {Spec{.batch = 2, .tq = 1024, .tk = 1024, .heads = 8, .d = 40, .dv = 40},
+                        Spec{.batch = 2, .tq = 1024, .tk = 77, .heads = 8, .d = 80, .dv = 80},
+                        Spec{.batch = 1, .tq = 256, .tk = 256, .heads = 8, .d = 160, .dv = 160},
+                        Spec{.batch = 2, .tq = 1024, .tk = 1024, .heads = 20, .d = 64, .dv = 64}}) {
+    EXPECT_EQ(program(s), "cudnn") << describe(s);
+    check(s);
+  }
+  EXPECT_EQ(
+      program({.batch = 2, .tq = 77, .tk = 77, .heads = 12, .d = 64, .dv = 64, .causal = true}),
+      "own");
+  EXPECT_EQ(program({.batch = 1, .tq = 64, .tk = 64, .heads = 2, .d = 12, .dv = 12}), "own");
 }
 
 TEST(CudaAttention, SdSelfAttentionD40) {  // 64² self attention's head dim, 1024 tokens

@@ -5,6 +5,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -12,8 +14,10 @@
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cudnn_attention.h"
 #include "backend/cuda/op_kernels.h"
 #include "core/error.h"
+#include "core/log.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -84,6 +88,60 @@ bool legacy_attention_form() {
   return on;
 }
 
+// Which program runs a node cuDNN can take: HYRT_CUDA_ATTENTION=own keeps hyrt's kernel
+// everywhere (A/B runs, and the tests' reference); unset or "cudnn", cuDNN's where it builds.
+bool cudnn_attention_wanted() {
+  static const bool on = [] {
+    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
+    return !(v && std::string_view(v) == "own") && !legacy_attention_form();
+  }();
+  return on;
+}
+
+// Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.
+bool cudnn_shape(const AttentionShape& s) {
+  return !s.wide && !s.causal && s.storage == DType::kF16 && s.d % 8 == 0 && s.dv % 8 == 0 &&
+         s.d <= 256 && s.dv <= 256;
+}
+
+// One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
+// UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
+// Null where cuDNN is absent or refuses the shape; the first refusal per shape is logged.
+std::shared_ptr<const CudnnAttentionPlan> cudnn_plan_for(const AttentionShape& s,
+                                                         cudaStream_t stream) {
+  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const CudnnAttentionPlan>> plans;
+  static std::map<std::string, std::string> refused;
+  CudnnAttentionShape shape;
+  shape.batch = s.batch, shape.heads = s.heads, shape.tq = s.tq, shape.tk = s.tk;
+  shape.d = s.d, shape.dv = s.dv, shape.scale = s.scale;
+  const std::string key = str_cat(reinterpret_cast<uintptr_t>(stream), " ", shape.key());
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto plan = plans[key].lock()) return plan;
+  if (refused.count(shape.key())) return nullptr;
+  std::string why;
+  if (!cudnn_attention_available(&why)) {
+    if (refused.empty()) {
+      HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")";
+    }
+    refused.emplace(shape.key(), why);
+    return nullptr;
+  }
+  try {
+    auto plan = std::make_shared<const CudnnAttentionPlan>(shape, stream);
+    HYRT_LOG(kDebug) << "CUDA attention " << shape.key() << ": cuDNN plan in " << plan->build_ms()
+                     << " ms, workspace " << plan->workspace_bytes() << " B, engine "
+                     << plan->engine();
+    plans[key] = plan;
+    return plan;
+  } catch (const Error& e) {
+    HYRT_LOG(kInfo) << "CUDA attention " << shape.key() << ": hyrt's kernel (" << e.what() << ")";
+    refused.emplace(shape.key(), e.what());
+    return nullptr;
+  }
+}
+
 class AttentionKernel final : public Kernel {
  public:
   AttentionKernel(CudaContext& ctx, const ir::Graph& graph, const ir::Node& node)
@@ -99,7 +157,12 @@ class AttentionKernel final : public Kernel {
       // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
       layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * elem));
     }
+    cudnn_ = cudnn_plan_for(s_, ctx_.stream());
+    if (cudnn_) layout_.add(Scratch::kCudnnWork, cudnn_->workspace_bytes());
   }
+
+  // "cudnn" or "own": which program runs this node (tests and benchmarks report it).
+  const char* program() const { return cudnn_ ? "cudnn" : "own"; }
 
   // Wide heads: one chunk's scores (cuda_attention.h); the fused kernel needs none.
   size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
@@ -125,6 +188,13 @@ class AttentionKernel final : public Kernel {
                  dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
                  dtype_name(s_.storage), " with ", want[i], " elements");
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
+    if (cudnn_ && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
+        aligned16(inputs[2].data) && aligned16(output.data)) {
+      void* work = nullptr;
+      if (cudnn_->workspace_bytes() > 0)
+        work = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kCudnnWork];
+      return cudnn_->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
+    }
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
     p.k = inputs[1].as<const uint16_t>();
@@ -191,6 +261,7 @@ class AttentionKernel final : public Kernel {
   int64_t chunk_rows_ = 0;        // wide heads: query rows per chunk
   StagingLayout layout_;          // wide heads: the scores of one chunk; else empty
   std::optional<Staging> bound_;  // the scores in the bound workspace, if one is bound
+  std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
 };
 
 }  // namespace
@@ -203,6 +274,11 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node) {
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node) {
   return std::make_unique<AttentionKernel>(ctx, graph, node);
+}
+
+const char* attention_program(const Kernel& kernel) {
+  const auto* k = dynamic_cast<const AttentionKernel*>(&kernel);
+  return k ? k->program() : "";
 }
 
 double estimate_attention_us(const ir::Graph& graph, const ir::Node& node) {

@@ -42,6 +42,11 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node);
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node);
 
+// "cudnn" when the kernel runs cuDNN's SDPA plan (cudnn_attention.h: f16, non-causal, head
+// dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION not "own"), "own"
+// for hyrt's kernels; "" for a kernel that is not an attention kernel.
+const char* attention_program(const Kernel& kernel);
+
 // Predicted microseconds on an H100-class GPU: the larger of tensor-core time (padded head
 // dims, causal halving), exponentials on the SFUs and HBM traffic (q, k, v, out once each),
 // plus a launch overhead. +inf for an unsupported node.

@@ -61,6 +61,7 @@ enum class Scratch : uint8_t {
   kAccS32,      // the int8 GEMM's s32 result [M, N4] (W8A8)
   kIm2col,      // a convolution's im2col matrix [M, K], the operand type (float candidate)
   kAttnScores,  // a chunk of query rows' attention probabilities [rows, Tk] (GEMM attention)
+  kCudnnWork,   // a cuDNN execution plan's workspace (cudnn_attention.h), when it needs one
   kCount,
 };
 
