@@ -186,6 +186,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
                     {"threads", num_threads()},
                     {"isa", host.isa},
                     {"gemm_library", engine.host().library()}};
+  if (const backend::Backend* accel = engine.accelerator())
+    out["machine"]["accelerator_libraries"] = accel->library();
   out["config"] = {
       {"model", o.model},
       {"width", o.width},

@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_ops.h"
+#include "backend/cuda/cudnn_api.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "weights/lora.h"
@@ -146,6 +147,11 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   std::string_view name() const override { return "cuda"; }
+  // The libraries behind the kernels: the CUDA runtime, and cuDNN's attention where it is used.
+  std::string library() const override {
+    return str_cat("CUDA ", runtime_version_string(), ", cuBLASLt; attention: ",
+                   cudnn_description());
+  }
   DeviceType device_type() const override { return DeviceType::kCuda; }
 
   DType storage_dtype(const ir::Value& v) const override { return device_storage_dtype(v); }
