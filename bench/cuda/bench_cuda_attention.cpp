@@ -19,11 +19,13 @@
 #ifdef HYRT_HAVE_CUDA
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "backend/cuda/attention_kernels.h"
@@ -134,17 +136,77 @@ double estimate(const ShapeSpec& s) {
   return backend::cuda::estimate_attention_us(g, g.nodes().back());
 }
 
+// --plans: what building cuDNN's plans costs when a UNet meets a new resolution: SD 1.5's six
+// attention shapes (b2; self and cross at its three attention levels) per size, built one
+// after another, then the next size's built on one thread each at once. Printed, not JSON.
+void plan_costs(const backend::cuda::CudaContext& ctx) {
+  using backend::cuda::CudnnAttentionPlan;
+  using backend::cuda::CudnnAttentionShape;
+  const auto shapes_at = [](int64_t side) {
+    std::vector<CudnnAttentionShape> v;
+    for (int level = 0; level < 3; ++level) {
+      const int64_t t = (side / 8 >> level) * (side / 8 >> level), d = 40 << level;
+      for (int64_t tk : {t, int64_t{77}}) {
+        CudnnAttentionShape s;
+        s.batch = 2, s.heads = 8, s.tq = t, s.tk = tk, s.d = s.dv = d;
+        s.scale = 1.0f / std::sqrt(static_cast<float>(d));
+        v.push_back(s);
+      }
+    }
+    return v;
+  };
+  const auto ms_since = [](auto t0) {
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (int64_t side : {512, 1024, 768}) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (const auto& s : shapes_at(side)) {
+      CudnnAttentionPlan plan(s, ctx.stream());
+      std::fprintf(stderr, "plan %s: %.1f ms (handle %.1f, heuristics %.1f)\n", s.key().c_str(),
+                   plan.build_ms(), plan.handle_ms(), plan.heuristics_ms());
+    }
+    std::fprintf(stderr, "%lld²: six plans one after another: %.1f ms\n",
+                 static_cast<long long>(side), ms_since(t0));
+  }
+  for (int64_t side : {640, 896}) {
+    const auto shapes = shapes_at(side);
+    std::vector<double> each(shapes.size());
+    std::vector<std::string> errors(shapes.size());
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<std::thread> threads;
+    for (size_t i = 0; i < shapes.size(); ++i)
+      threads.emplace_back([&, i] {
+        try {
+          CudnnAttentionPlan plan(shapes[i], ctx.stream());
+          each[i] = plan.build_ms();
+        } catch (const std::exception& e) {
+          errors[i] = e.what();
+        }
+      });
+    for (auto& t : threads)
+      t.join();
+    std::fprintf(stderr, "%lld²: six plans on six threads at once: %.1f ms (each:",
+                 static_cast<long long>(side), ms_since(t0));
+    for (size_t i = 0; i < shapes.size(); ++i)
+      std::fprintf(stderr, " %.1f%s", each[i], errors[i].empty() ? "" : errors[i].c_str());
+    std::fprintf(stderr, ")\n");
+  }
+}
+
 int run(int argc, char** argv) {
   int reps = 50;
+  bool plans = false;
   std::string out_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--reps" && i + 1 < argc)
+    if (a == "--plans")
+      plans = true;
+    else if (a == "--reps" && i + 1 < argc)
       reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--out" && i + 1 < argc)
       out_path = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_cuda_attention [--reps N] [--out FILE]\n");
+      std::fprintf(stderr, "usage: bench_cuda_attention [--reps N] [--out FILE] [--plans]\n");
       return 2;
     }
   }
@@ -156,6 +218,10 @@ int run(int argc, char** argv) {
   }
   const auto& d = devices[0];
   CudaContext ctx(d, 0);
+  if (plans) {
+    plan_costs(ctx);
+    return 0;
+  }
   std::string json = str_cat("{\n  \"bench\": \"cuda_attention\",\n  \"card\": \"", d.name,
                              "\",\n  \"compute_capability\": \"", d.compute_major, ".",
                              d.compute_minor, "\",\n  \"multiprocessors\": ", d.multiprocessors,
@@ -181,6 +247,7 @@ int run(int argc, char** argv) {
     std::vector<float> ref;
     for (const Form& f : kForms) {
       std::unique_ptr<backend::cuda::CudnnAttentionPlan> plan;
+      DeviceBuffer work;
       std::string extra;
       if (f.cudnn) {
         if (s.causal) continue;
@@ -193,14 +260,14 @@ int run(int argc, char** argv) {
           std::fprintf(stderr, "%-28s cudnn refused: %s\n", s.what, e.what());
           continue;
         }
-        HYRT_CHECK(plan->workspace_bytes() == 0, kUnsupported, "cudnn plan wants ",
-                   plan->workspace_bytes(), " B of workspace: not handled here");
+        if (plan->workspace_bytes() > 0) work = DeviceBuffer(plan->workspace_bytes(), "work");
         std::string engine = plan->engine();
         for (char& c : engine)
           if (c == '"' || c == '\\' || c == '\n') c = '\'';
         extra = str_cat(", \"plan_ms\": ", num(plan->build_ms()), ", \"engine\": \"", engine, "\"");
-        std::fprintf(stderr, "%-28s cudnn plan %.1f ms: %s\n", s.what, plan->build_ms(),
-                     plan->engine().substr(0, 200).c_str());
+        std::fprintf(stderr, "%-28s cudnn plan %.1f ms (heuristics %.1f), workspace %zu: %s\n",
+                     s.what, plan->build_ms(), plan->heuristics_ms(), plan->workspace_bytes(),
+                     plan->engine().substr(0, 300).c_str());
       }
       FlashAttentionParams p;
       p.q = q.as<uint16_t>(), p.k = k.as<uint16_t>(), p.v = v.as<uint16_t>();
@@ -216,7 +283,7 @@ int run(int argc, char** argv) {
       HYRT_CUDA_CHECK(cudaMemsetAsync(out.data(), 0xff, nq * 2, ctx.stream()));
       const double us = gpu_us(ctx, reps, [&] {
         if (plan)
-          plan->run(q.data(), k.data(), v.data(), out.data(), nullptr);
+          plan->run(q.data(), k.data(), v.data(), out.data(), work.data());
         else
           HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
       });

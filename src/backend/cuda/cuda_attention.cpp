@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -104,42 +105,63 @@ bool cudnn_shape(const AttentionShape& s) {
          s.d <= 256 && s.dv <= 256;
 }
 
+// A cuDNN plan being built, or built: null when cuDNN refused the shape.
+using PlanFuture = std::shared_future<std::shared_ptr<const CudnnAttentionPlan>>;
+
+// Workspace laid out for a cuDNN plan before it exists (its size is known only once built, and
+// the executor plans memory at compile time). Plans measured on an H200 want 0-256 bytes; one
+// that wants more than this runs hyrt's kernel instead (the same choice every time: plans are
+// deterministic per shape and cuDNN version).
+constexpr size_t kCudnnWorkspaceReserve = size_t{64} << 10;
+
 // One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
 // UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
-// Null where cuDNN is absent or refuses the shape; the first refusal per shape is logged.
-std::shared_ptr<const CudnnAttentionPlan> cudnn_plan_for(const AttentionShape& s,
-                                                         cudaStream_t stream) {
-  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
-  static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<const CudnnAttentionPlan>> plans;
-  static std::map<std::string, std::string> refused;
-  CudnnAttentionShape shape;
-  shape.batch = s.batch, shape.heads = s.heads, shape.tq = s.tq, shape.tk = s.tk;
-  shape.d = s.d, shape.dv = s.dv, shape.scale = s.scale;
-  const std::string key = str_cat(reinterpret_cast<uintptr_t>(stream), " ", shape.key());
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto plan = plans[key].lock()) return plan;
-  if (refused.count(shape.key())) return nullptr;
-  std::string why;
-  if (!cudnn_attention_available(&why)) {
-    if (refused.empty()) {
-      HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")";
-    }
-    refused.emplace(shape.key(), why);
-    return nullptr;
-  }
+// Building takes tens of milliseconds (cuDNN's heuristics and its kernel's finalisation), so
+// each is built on a thread of its own, started when the kernel is made: a new resolution's
+// plans build at once, beside the rest of the compile, and a kernel waits for its plan at its
+// first run. Null where cuDNN is not wanted or absent or the shape is not one it takes.
+// The build of one plan, on its thread: null where cuDNN refuses it (logged).
+std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionShape& shape,
+                                                           cudaStream_t stream, int device) {
   try {
+    // A thread starts on device 0; cuDNN's handle belongs to the thread's current device.
+    HYRT_CUDA_CHECK(cudaSetDevice(device));
     auto plan = std::make_shared<const CudnnAttentionPlan>(shape, stream);
     HYRT_LOG(kDebug) << "CUDA attention " << shape.key() << ": cuDNN plan in " << plan->build_ms()
                      << " ms, workspace " << plan->workspace_bytes() << " B, engine "
                      << plan->engine();
-    plans[key] = plan;
-    return plan;
-  } catch (const Error& e) {
+    if (plan->workspace_bytes() <= kCudnnWorkspaceReserve) return plan;
+    HYRT_LOG(kInfo) << "CUDA attention " << shape.key() << ": hyrt's kernel (cuDNN's plan wants "
+                    << plan->workspace_bytes() << " B of workspace)";
+  } catch (const std::exception& e) {
     HYRT_LOG(kInfo) << "CUDA attention " << shape.key() << ": hyrt's kernel (" << e.what() << ")";
-    refused.emplace(shape.key(), e.what());
+  }
+  return nullptr;
+}
+
+std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
+                                                 int device) {
+  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
+  std::string why;
+  if (!cudnn_attention_available(&why)) {
+    static std::once_flag logged;
+    std::call_once(logged,
+                   [&] { HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")"; });
     return nullptr;
   }
+  static std::mutex mu;
+  static std::map<std::string, std::weak_ptr<const PlanFuture>> plans;
+  CudnnAttentionShape shape;
+  shape.batch = s.batch, shape.heads = s.heads, shape.tq = s.tq, shape.tk = s.tk;
+  shape.d = s.d, shape.dv = s.dv, shape.scale = s.scale;
+  const std::string key =
+      str_cat(device, " ", reinterpret_cast<uintptr_t>(stream), " ", shape.key());
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto plan = plans[key].lock()) return plan;
+  auto plan = std::make_shared<const PlanFuture>(
+      std::async(std::launch::async, build_cudnn_plan, shape, stream, device).share());
+  plans[key] = plan;
+  return plan;
 }
 
 class AttentionKernel final : public Kernel {
@@ -157,12 +179,13 @@ class AttentionKernel final : public Kernel {
       // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
       layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * elem));
     }
-    cudnn_ = cudnn_plan_for(s_, ctx_.stream());
-    if (cudnn_) layout_.add(Scratch::kCudnnWork, cudnn_->workspace_bytes());
+    pending_ = cudnn_plan_for(s_, ctx_.stream(), ctx_.device().index);
+    if (pending_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
   }
 
-  // "cudnn" or "own": which program runs this node (tests and benchmarks report it).
-  const char* program() const { return cudnn_ ? "cudnn" : "own"; }
+  // "cudnn" or "own": which program runs this node (tests and benchmarks report it). Waits
+  // for a plan still being built.
+  const char* program() { return cudnn() ? "cudnn" : "own"; }
 
   // Wide heads: one chunk's scores (cuda_attention.h); the fused kernel needs none.
   size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
@@ -188,12 +211,13 @@ class AttentionKernel final : public Kernel {
                  dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
                  dtype_name(s_.storage), " with ", want[i], " elements");
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
-    if (cudnn_ && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
+    if (const CudnnAttentionPlan* plan = cudnn();
+        plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
         aligned16(inputs[2].data) && aligned16(output.data)) {
       void* work = nullptr;
-      if (cudnn_->workspace_bytes() > 0)
+      if (plan->workspace_bytes() > 0)
         work = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kCudnnWork];
-      return cudnn_->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
+      return plan->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
     }
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
@@ -261,6 +285,16 @@ class AttentionKernel final : public Kernel {
   int64_t chunk_rows_ = 0;        // wide heads: query rows per chunk
   StagingLayout layout_;          // wide heads: the scores of one chunk; else empty
   std::optional<Staging> bound_;  // the scores in the bound workspace, if one is bound
+  // cuDNN's plan: null until the first run (or program()) has waited for the build.
+  const CudnnAttentionPlan* cudnn() {
+    if (pending_) {
+      cudnn_ = pending_->get();
+      pending_.reset();
+    }
+    return cudnn_.get();
+  }
+
+  std::shared_ptr<const PlanFuture> pending_;        // the plan being built, until waited for
   std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
 };
 
@@ -276,8 +310,8 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
   return std::make_unique<AttentionKernel>(ctx, graph, node);
 }
 
-const char* attention_program(const Kernel& kernel) {
-  const auto* k = dynamic_cast<const AttentionKernel*>(&kernel);
+const char* attention_program(Kernel& kernel) {
+  auto* k = dynamic_cast<AttentionKernel*>(&kernel);
   return k ? k->program() : "";
 }
 

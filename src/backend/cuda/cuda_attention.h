@@ -44,8 +44,9 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 
 // "cudnn" when the kernel runs cuDNN's SDPA plan (cudnn_attention.h: f16, non-causal, head
 // dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION not "own"), "own"
-// for hyrt's kernels; "" for a kernel that is not an attention kernel.
-const char* attention_program(const Kernel& kernel);
+// for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits for a cuDNN plan
+// still being built (plans build on threads of their own from the kernel's construction).
+const char* attention_program(Kernel& kernel);
 
 // Predicted microseconds on an H100-class GPU: the larger of tensor-core time (padded head
 // dims, causal halving), exponentials on the SFUs and HBM traffic (q, k, v, out once each),

@@ -149,8 +149,7 @@ class CudaBackendImpl final : public CudaBackend {
   std::string_view name() const override { return "cuda"; }
   // The libraries behind the kernels: the CUDA runtime, and cuDNN's attention where it is used.
   std::string library() const override {
-    return str_cat("CUDA ", runtime_version_string(), ", cuBLASLt; attention: ",
-                   cudnn_description());
+    return str_cat(runtime_version_string(), "; cuBLASLt; attention: ", cudnn_description());
   }
   DeviceType device_type() const override { return DeviceType::kCuda; }
 

@@ -64,24 +64,18 @@ class Descriptor {
   cudnnBackendDescriptor_t d_ = nullptr;
 };
 
-// One cuDNN handle per device for the whole process (cudnnCreate maps the library's kernels
-// and is not cheap); runs set their stream on it under this lock.
-struct SharedHandle {
+// A cuDNN handle of the plan's own: cuDNN lets threads use different handles at once but
+// not one handle, and plans are built on threads of their own (cudnn_plan_for in
+// cuda_attention.cpp builds a new resolution's plans at once). The first cudnnCreate of the
+// process also loads cuDNN's engine libraries.
+struct OwnedHandle {
+  const CudnnApi* api = nullptr;
   cudnnHandle_t handle = nullptr;
-  std::mutex run_mu;
+  std::mutex run_mu;  // one execution at a time on this handle
+  ~OwnedHandle() {
+    if (handle) api->destroy(handle);
+  }
 };
-
-SharedHandle& shared_handle(const CudnnApi& api) {
-  static std::mutex mu;
-  static std::map<int, SharedHandle> handles;  // never destroyed: lives as long as the process
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess)
-    throw Error(ErrorCode::kUnsupported, "cuDNN attention: no current CUDA device");
-  std::lock_guard<std::mutex> lock(mu);
-  SharedHandle& h = handles[device];
-  if (!h.handle) check(api, api.create(&h.handle), "cudnnCreate");
-  return h;
-}
 
 enum Uid : int64_t { kQ = 1, kK, kV, kO, kScale };
 
@@ -123,7 +117,7 @@ std::string plan_json(const CudnnApi& api, const Descriptor& plan) {
 
 struct CudnnAttentionPlan::State {
   const CudnnApi* api = nullptr;
-  SharedHandle* handle = nullptr;
+  OwnedHandle handle;  // declared before the descriptors: destroyed after them
   cudaStream_t stream = nullptr;
   float scale = 0.0f;            // read by cuDNN through the variant pack at every run (by value)
   std::vector<Descriptor> keep;  // tensors, operation, graph: alive as long as the plan
@@ -139,7 +133,10 @@ CudnnAttentionPlan::CudnnAttentionPlan(const CudnnAttentionShape& s, cudaStream_
   HYRT_CHECK(s.batch >= 1 && s.heads >= 1 && s.tq >= 1 && s.tk >= 1 && s.d >= 1 && s.dv >= 1,
              kInvalidArgument, "cuDNN attention: empty shape ", s.key());
   st_->api = api;
-  st_->handle = &shared_handle(*api);
+  st_->handle.api = api;
+  check(*api, api->create(&st_->handle.handle), "cudnnCreate");
+  handle_ms_ =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   st_->stream = stream;
   st_->scale = s.scale;
 
@@ -170,7 +167,7 @@ CudnnAttentionPlan::CudnnAttentionPlan(const CudnnAttentionShape& s, cudaStream_
   op.finalize("finalizing the SDPA operation");
   keep.push_back(std::move(op));
 
-  cudnnHandle_t handle = st_->handle->handle;
+  cudnnHandle_t handle = st_->handle.handle;
   Descriptor graph(*api, CUDNN_BACKEND_OPERATIONGRAPH_DESCRIPTOR);
   cudnnBackendDescriptor_t ops[1] = {keep.back().get()};
   graph.set(CUDNN_ATTR_OPERATIONGRAPH_OPS, CUDNN_TYPE_BACKEND_DESCRIPTOR, 1, ops, "graph ops");
@@ -201,6 +198,8 @@ CudnnAttentionPlan::CudnnAttentionPlan(const CudnnAttentionShape& s, cudaStream_
           api->get_attribute(heur.get(), CUDNN_ATTR_ENGINEHEUR_RESULTS,
                              CUDNN_TYPE_BACKEND_DESCRIPTOR, count, &got, raw.data()),
           "reading the heuristics' results");
+    heuristics_ms_ =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
     for (int64_t i = 0; i < got && !st_->plan; ++i) {
       auto plan = std::make_unique<Descriptor>(*api, CUDNN_BACKEND_EXECUTION_PLAN_DESCRIPTOR);
       plan->set(CUDNN_ATTR_EXECUTION_PLAN_HANDLE, CUDNN_TYPE_HANDLE, 1, &handle, "plan handle");
@@ -248,9 +247,9 @@ void CudnnAttentionPlan::run(const void* q, const void* k, const void* v, void* 
   pack.set(CUDNN_ATTR_VARIANT_PACK_WORKSPACE, CUDNN_TYPE_VOID_PTR, 1, &workspace,
            "variant workspace");
   pack.finalize("finalizing the variant pack");
-  std::lock_guard<std::mutex> lock(st_->handle->run_mu);
-  check(api, api.set_stream(st_->handle->handle, st_->stream), "cudnnSetStream");
-  check(api, api.execute(st_->handle->handle, st_->plan->get(), pack.get()), "executing");
+  std::lock_guard<std::mutex> lock(st_->handle.run_mu);
+  check(api, api.set_stream(st_->handle.handle, st_->stream), "cudnnSetStream");
+  check(api, api.execute(st_->handle.handle, st_->plan->get(), pack.get()), "executing");
 }
 
 bool cudnn_attention_available(std::string* why) {

@@ -30,7 +30,8 @@ struct CudnnAttentionShape {
 // from one thread at a time (the backend's kernels run one at a time).
 class CudnnAttentionPlan {
  public:
-  // Builds the plan on `stream` (a cuDNN handle of its own, bound to the stream). Throws
+  // Builds the plan for `stream` on a cuDNN handle of its own (so plans may be built on several
+  // threads at once). Throws
   // hyrt::Error(kUnsupported) with cuDNN's reason when cuDNN is absent or refuses the shape.
   CudnnAttentionPlan(const CudnnAttentionShape& shape, cudaStream_t stream);
   ~CudnnAttentionPlan();
@@ -41,8 +42,11 @@ class CudnnAttentionPlan {
   size_t workspace_bytes() const { return workspace_bytes_; }
   // The engine cuDNN chose, as its JSON names it (for logs).
   const std::string& engine() const { return engine_; }
-  // Milliseconds the build took (heuristics + plan finalisation, which may compile).
+  // Milliseconds the build took in all, and the heuristics' query within it (the rest is the
+  // plan's finalisation, which may compile a kernel).
   double build_ms() const { return build_ms_; }
+  double heuristics_ms() const { return heuristics_ms_; }
+  double handle_ms() const { return handle_ms_; }  // cudnnCreate, within build_ms
 
   // Enqueues the attention on the plan's stream: no synchronisation, no allocation
   // (capturable). `workspace` holds workspace_bytes() (may be null when that is 0).
@@ -53,7 +57,7 @@ class CudnnAttentionPlan {
   std::unique_ptr<State> st_;
   size_t workspace_bytes_ = 0;
   std::string engine_;
-  double build_ms_ = 0.0;
+  double build_ms_ = 0.0, heuristics_ms_ = 0.0, handle_ms_ = 0.0;
 };
 
 // True when cuDNN is present and new enough (cudnn_api.h); `why` says otherwise.
