@@ -174,7 +174,7 @@ if [[ $what == *profile* ]]; then
   [[ -f /tmp/sdxl-int8.safetensors ]] && cases+=("sdxl 1024 /tmp/sdxl-int8.safetensors")
   for c in "${cases[@]}"; do
     read -r fam size model extra <<<"$c"
-    for f in 0 1; do
+    for f in ${PROFILE_FUSED:-0 1}; do
       HYRT_CUDA_FUSED_S8=$f timeout 200 $hyrt bench -m "$model" $extra --only unet \
         --placement device -W "$size" -H "$size" --runs 5 --warmup 2 --profile \
         --json "$logs/profile_${fam}_${size}_f$f.json" >/dev/null 2>"$logs/profile_${fam}_${size}_f$f.err" ||
