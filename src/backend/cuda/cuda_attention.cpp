@@ -114,12 +114,6 @@ using PlanFuture = std::shared_future<std::shared_ptr<const CudnnAttentionPlan>>
 // deterministic per shape and cuDNN version).
 constexpr size_t kCudnnWorkspaceReserve = size_t{64} << 10;
 
-// One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
-// UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
-// Building takes tens of milliseconds (cuDNN's heuristics and its kernel's finalisation), so
-// each is built on a thread of its own, started when the kernel is made: a new resolution's
-// plans build at once, beside the rest of the compile, and a kernel waits for its plan at its
-// first run. Null where cuDNN is not wanted or absent or the shape is not one it takes.
 // The build of one plan, on its thread: null where cuDNN refuses it (logged).
 std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionShape& shape,
                                                            cudaStream_t stream, int device) {
@@ -139,6 +133,12 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
   return nullptr;
 }
 
+// One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
+// UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
+// Building takes tens of milliseconds (cuDNN's heuristics and its kernel's finalisation), so
+// each is built on a thread of its own, started when the kernel is made: a new resolution's
+// plans build at once, beside the rest of the compile, and a kernel waits for its plan at its
+// first run. Null where cuDNN is not wanted or absent or the shape is not one it takes.
 std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
                                                  int device) {
   if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;

@@ -1,5 +1,7 @@
-// Internal to the CUDA backend: kAttention nodes as one fused flash-attention kernel
-// (attention.cu, contract in attention_kernels.h).
+// Internal to the CUDA backend: kAttention nodes as cuDNN's fused SDPA plan where cuDNN is found
+// and takes the node (cudnn_attention.h: f16, non-causal, head dims multiples of 8 up to 256),
+// else as hyrt's own fused flash-attention kernel (attention.cu, contract in
+// attention_kernels.h).
 //
 // A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
@@ -12,7 +14,10 @@
 //
 // The fused kernel holds no device memory and no scratch: run() only enqueues one launch on the
 // context's stream (never synchronises, never allocates: capturable into a CUDA graph), and
-// workspace_bytes() is 0.
+// workspace_bytes() is 0. A node cuDNN takes lays out a fixed 64 KiB workspace for its plan
+// (which is built on a thread of its own from the kernel's construction; the first run waits
+// for it) and its runs are as capturable; a plan that cuDNN refuses, or that wants more
+// workspace, leaves the node to hyrt's kernel.
 // Heads wider than the fused kernel's (> kFlashAttentionMaxHeadDim, up to 4096, non-causal,
 // multiples of 8) run per (batch, head) in chunks of query rows through two cuBLAS GEMMs and
 // the softmax kernel, staging one chunk's probabilities [rows, Tk] in the storage dtype (rows =
