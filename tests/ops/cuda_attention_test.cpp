@@ -282,15 +282,15 @@ void check(const Spec& s, Path path = Path::kKernel) {
   std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
 }
 
-// Where cuDNN is found (and HYRT_CUDA_ATTENTION is not "own"), the shapes it can take run its
-// SDPA plan — checked, so that a silent fallback to hyrt's kernel is seen — and still meet the
-// tolerance; causal and unaligned-head nodes keep hyrt's kernel.
+// Where cuDNN is found and HYRT_CUDA_ATTENTION=cudnn (ctest: cuda_attention_cudnn), the shapes it
+// can take run its SDPA plan — checked, so that a silent fallback to hyrt's kernel is seen — and
+// still meet the tolerance; causal and unaligned-head nodes keep hyrt's kernel.
 TEST(CudaAttention, CudnnTakesTheShapesItCan) {
   REQUIRE_GPU();
   std::string why;
   if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
-  if (const char* v = std::getenv("HYRT_CUDA_ATTENTION"); v && std::string(v) == "own")
-    GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
+  if (const char* v = std::getenv("HYRT_CUDA_ATTENTION"); !v || std::string(v) != "cudnn")
+    GTEST_SKIP() << "cuDNN's attention is opt-in: HYRT_CUDA_ATTENTION=cudnn";
   const auto program = [](const Spec& s) {
     const AttentionGraph ag(s);
     return std::string(backend::cuda::attention_program(

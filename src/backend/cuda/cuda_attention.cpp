@@ -89,12 +89,16 @@ bool legacy_attention_form() {
   return on;
 }
 
-// Which program runs a node cuDNN can take: HYRT_CUDA_ATTENTION=own keeps hyrt's kernel
-// everywhere (A/B runs, and the tests' reference); unset or "cudnn", cuDNN's where it builds.
+// Which program runs a node cuDNN can take: hyrt's kernel unless HYRT_CUDA_ATTENTION=cudnn.
+// cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5 ms, SDXL 35.7 -> 32.3) but
+// cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5 resolution: +300 ms
+// before a new size's first step, where hyrt's kernel needs none), which a 20-step picture at a
+// new size does not win back (bench/results/cudnn_attention_h200.json). Opt-in until plans
+// are built off the first step's path.
 bool cudnn_attention_wanted() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    return !(v && std::string_view(v) == "own") && !legacy_attention_form();
+    return v && std::string_view(v) == "cudnn" && !legacy_attention_form();
   }();
   return on;
 }

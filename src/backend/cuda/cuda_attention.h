@@ -1,7 +1,7 @@
-// Internal to the CUDA backend: kAttention nodes as cuDNN's fused SDPA plan where cuDNN is found
-// and takes the node (cudnn_attention.h: f16, non-causal, head dims multiples of 8 up to 256),
-// else as hyrt's own fused flash-attention kernel (attention.cu, contract in
-// attention_kernels.h).
+// Internal to the CUDA backend: kAttention nodes as hyrt's own fused flash-attention kernel
+// (attention.cu, contract in attention_kernels.h), or, with HYRT_CUDA_ATTENTION=cudnn, as
+// cuDNN's fused SDPA plan where cuDNN is found and takes the node (cudnn_attention.h: f16,
+// non-causal, head dims multiples of 8 up to 256).
 //
 // A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
@@ -48,7 +48,7 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
                                               const ir::Node& node);
 
 // "cudnn" when the kernel runs cuDNN's SDPA plan (cudnn_attention.h: f16, non-causal, head
-// dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION not "own"), "own"
+// dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION=cudnn), "own"
 // for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits for a cuDNN plan
 // still being built (plans build on threads of their own from the kernel's construction).
 const char* attention_program(Kernel& kernel);
