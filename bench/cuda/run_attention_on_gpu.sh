@@ -4,7 +4,7 @@
 # benchmark over its forms (bench_cuda_attention: SD 1.5 and SDXL shapes), golden parity in
 # device placement where .gl holds the folders, and the UNet step (random weights, int8,
 # device placement: SD 1.5 at 512² and 1024² in one process, SDXL at 1024²) with hyrt's own
-# kernel (HYRT_CUDA_ATTENTION=own) against the default (cuDNN's SDPA where cuDNN is found,
+# kernel (HYRT_CUDA_ATTENTION=own, the default) against cuDNN's SDPA (HYRT_CUDA_ATTENTION=cudnn,
 # cudnn_attention.h), alternating, in the same call. The kernel tests run under both. With .whl holding a diffusers wheel,
 # also the PyTorch eager SDXL anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh, GoogleTest in .deps/cuda); optionally
@@ -25,10 +25,10 @@ gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention
 echo "build: $(($(date +%s) - t0)) s"
 if [[ $what == *tests* ]]; then
-  for form in default own; do
+  for form in cudnn own; do
     log=$res/attention_tests_$form.log
     env_form=()
-    [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
+    env_form=(HYRT_CUDA_ATTENTION=$form)
     env "${env_form[@]}" build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
       >$log 2>&1
     echo "attention tests ($form) rc=$?"
@@ -56,12 +56,12 @@ if [[ $what == *parity* ]]; then
     done
   done
 fi
-# form: own (HYRT_CUDA_ATTENTION=own) or default (cuDNN where found).
+# form: own or cudnn (HYRT_CUDA_ATTENTION).
 if [[ $what == *sd15* ]]; then
   for round in 1 2; do
-    for form in own default; do
+    for form in own cudnn; do
       env_form=()
-      [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
+      env_form=(HYRT_CUDA_ATTENTION=$form)
       env "${env_form[@]}" timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
         --placement device --resize --sizes 512,1024 --runs 10 --warmup 2 \
         --json $res/sd15_unet_${form}_$round.json >/dev/null 2>$res/sd15_unet_${form}_$round.err
@@ -73,9 +73,9 @@ if [[ $what == *sd15* ]]; then
   done
 fi
 if [[ $what == *sdxl* ]]; then
-  for form in own default; do
+  for form in own cudnn; do
     env_form=()
-    [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
+    env_form=(HYRT_CUDA_ATTENTION=$form)
     env "${env_form[@]}" timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \
       --placement device -W 1024 -H 1024 --runs 10 --warmup 2 \
       --json $res/sdxl_unet_$form.json >/dev/null 2>$res/sdxl_unet_$form.err

@@ -6,7 +6,7 @@
 # bench/cuda/run_sdxl_on_gpu.sh's SDXL set (issue 14's point 4: the real-size file, parity, the
 # step at three sizes, VAE, the PyTorch anchor, a whole txt2img, the per-op profile of SD 1.5
 # and SDXL); SD 1.5's UNet step (512², 1024², then 768² and 640²: each new size's first call)
-# with hyrt's own kernel (HYRT_CUDA_ATTENTION=own) and the default; what cuDNN's plans cost to
+# with hyrt's own kernel and cuDNN's (HYRT_CUDA_ATTENTION=own|cudnn); what cuDNN's plans cost to
 # build; and the kernel benchmark per shape if time is left.
 # Needs, carried: .deps (with cudnn/include), .gl/golden/sdxl-tiny, .whl (diffusers).
 # Usage there: bench/cuda/run_cudnn_on_gpu.sh OUT_DIR
@@ -19,18 +19,18 @@ t0=$(date +%s)
 gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention
 echo "build: $(($(date +%s) - t0)) s"
-timeout 120 build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' >"$out/attention_tests.log" 2>&1
+HYRT_CUDA_ATTENTION=cudnn timeout 120 build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' >"$out/attention_tests.log" 2>&1
 echo "attention tests rc=$?"
 grep -E "^\[ +(FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|bound workspace of" \
   "$out/attention_tests.log" | head -n 20
 echo "programs: $(grep -oE "runs (cudnn|own)" "$out/attention_tests.log" | sort | uniq -c | tr '\n' ' ')"
 echo "at $(($(date +%s) - t0)) s: the SDXL set"
-PROFILE_FUSED=1 LOG_DIR="$out/sdxl_logs" bash bench/cuda/run_sdxl_on_gpu.sh "$out" \
+HYRT_CUDA_ATTENTION=cudnn PROFILE_FUSED=1 LOG_DIR="$out/sdxl_logs" bash bench/cuda/run_sdxl_on_gpu.sh "$out" \
   ${SDXL_WHAT:-file parity bench torch generate profile}
 echo "at $(($(date +%s) - t0)) s: SD 1.5 across sizes"
-for form in own default; do
+for form in own cudnn; do
   env_form=()
-  [ $form = own ] && env_form=(HYRT_CUDA_ATTENTION=own)
+  env_form=(HYRT_CUDA_ATTENTION=$form)
   env "${env_form[@]}" timeout 150 build-gpu/tools/hyrt bench -m random:sd15 --int8 --only unet \
     --placement device --resize --sizes 512,1024,768,640 --runs 10 --warmup 2 \
     --json "$out/sd15_unet_resize_$form.json" >/dev/null 2>"$out/sd15_unet_resize_$form.err"
