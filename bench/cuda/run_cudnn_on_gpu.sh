@@ -12,7 +12,12 @@
 # Usage there: bench/cuda/run_cudnn_on_gpu.sh OUT_DIR
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-out="${1:-/tmp/hyrt-gpu-out}"
+# Everything is written under /tmp and packed into OUT_DIR/cudnn_run.tar.gz at the end: the
+# device tool returns only a limited number of files from OUT_DIR.
+dest="${1:-/tmp/hyrt-gpu-out}"
+out=/tmp/hyrt-cudnn-run
+mkdir -p "$dest" "$out"
+trap 'tar -C "$out" -czf "$dest/cudnn_run.tar.gz" .' EXIT
 source scripts/gpu/common.sh
 gpu_start "$out" >/dev/null
 t0=$(date +%s)
