@@ -139,10 +139,11 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
 
 // One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
 // UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
-// Building takes tens of milliseconds (cuDNN's heuristics and its kernel's finalisation), so
-// each is built on a thread of its own, started when the kernel is made: a new resolution's
-// plans build at once, beside the rest of the compile, and a kernel waits for its plan at its
-// first run. Null where cuDNN is not wanted or absent or the shape is not one it takes.
+// Building takes 43-73 ms (cuDNN's heuristics and its kernel's finalisation), so each is
+// started on a thread of its own when the kernel is made, to overlap the rest of the compile;
+// a kernel waits for its plan at its first run. cuDNN serialises the builds themselves (six on
+// six threads took as long as one after another on the H200), which is why this path is
+// opt-in. Null where cuDNN is not wanted or absent or the shape is not one it takes.
 std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
                                                  int device) {
   if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
