@@ -15,6 +15,7 @@
 #include "backend/cuda/attention_kernels.h"
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cudnn_api.h"
 #include "backend/cuda/cudnn_attention.h"
 #include "backend/cuda/op_kernels.h"
 #include "core/error.h"
@@ -313,6 +314,10 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node) {
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node) {
   return std::make_unique<AttentionKernel>(ctx, graph, node);
+}
+
+std::string attention_library() {
+  return cudnn_attention_wanted() ? cudnn_description() : "hyrt's kernel";
 }
 
 const char* attention_program(Kernel& kernel) {

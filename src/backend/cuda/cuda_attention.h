@@ -30,6 +30,7 @@
 #pragma once
 
 #include <memory>
+#include <string>
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_context.h"
@@ -52,6 +53,10 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 // for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits for a cuDNN plan
 // still being built (plans build on threads of their own from the kernel's construction).
 const char* attention_program(Kernel& kernel);
+
+// What runs the attention, for reports: "hyrt's kernel", or with HYRT_CUDA_ATTENTION=cudnn
+// cudnn_description() (which opens cuDNN; nothing else here does unless asked for).
+std::string attention_library();
 
 // Predicted microseconds on an H100-class GPU: the larger of tensor-core time (padded head
 // dims, causal halving), exponentials on the SFUs and HBM traffic (q, k, v, out once each),

@@ -14,7 +14,6 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_ops.h"
-#include "backend/cuda/cudnn_api.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "weights/lora.h"
@@ -147,9 +146,9 @@ class CudaBackendImpl final : public CudaBackend {
   }
 
   std::string_view name() const override { return "cuda"; }
-  // The libraries behind the kernels: the CUDA runtime, and cuDNN's attention where it is used.
+  // The libraries behind the kernels: the CUDA runtime, and cuDNN where the attention uses it.
   std::string library() const override {
-    return str_cat(runtime_version_string(), "; cuBLASLt; attention: ", cudnn_description());
+    return str_cat(runtime_version_string(), "; cuBLASLt; attention: ", attention_library());
   }
   DeviceType device_type() const override { return DeviceType::kCuda; }
 
