@@ -102,6 +102,7 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   eo.profile = options_.profile;
   eo.capture = options_.capture;
   eo.overlap = options_.overlap;
+  eo.reuse_invariant = options_.reuse_invariant;
   eo.shared_scratch = {scratch_.get(), accel_scratch_.get()};
   std::vector<backend::Backend*> backends = {host};
   if (accel_) backends.push_back(accel_.get());
@@ -126,6 +127,8 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
     const auto t2 = Clock::now();
     if (options_.overlap)
       placement = plan::overlap_schedule(*g, placement, const_backends, po.copy);
+    if (options_.reuse_invariant)
+      placement = plan::run_invariant_first(*g, placement, const_backends, po.copy);
     HYRT_LOG(kInfo) << "planned " << g->nodes().size() << " nodes in "
                     << ms_between(t0, Clock::now()) << " ms (placement " << ms_between(t0, t1)
                     << ", fusion " << ms_between(t1, t2) << ", order "

@@ -34,6 +34,10 @@ struct EngineOptions {
   // (ExecOptions::overlap), page-locked host arenas, and an execution order chosen for it
   // (plan::overlap_schedule) whenever a graph is placed across both.
   bool overlap = true;
+  // Compute what only run-invariant inputs feed (a UNet's text conditioning) once while they
+  // stay the same, not in every run: the order puts it first (plan::run_invariant_first) and
+  // executables skip it while its inputs are unchanged (ExecOptions::reuse_invariant).
+  bool reuse_invariant = true;
   // Fold the activation or residual add after a linear/conv2d into the GEMM where the
   // backend that runs both has a fused kernel (plan::fuse_epilogues); false runs them as
   // separate nodes, for comparison.

@@ -1,10 +1,12 @@
 #include "exec/executable.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include "core/clock.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "plan/schedule.h"
 #include "weights/lora.h"
 
 namespace hyrt::exec {
@@ -85,6 +87,13 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     e->step_class_.push_back(profile_class(g, g.node(n)));
   }
 
+  if (options.reuse_invariant) {
+    e->invariant_steps_ = plan::run_invariant_prefix(g, e->order_);
+    for (ir::ValueId in : g.inputs())
+      if (e->invariant_steps_ > 0 && g.value(in).run_invariant)
+        e->invariant_inputs_.push_back({in, {}});
+  }
+
   // Weights bind once to their stored views (kernels that uploaded or packed them ignore
   // these); activations bind into the arenas (bind()).
   e->views_.assign(nb, std::vector<TensorView>(g.values().size()));
@@ -135,6 +144,7 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   residency.backend_of = e->placement_.backend_of;
   residency.copies = e->placement_.copies;
   residency.windows = e->windows_;
+  residency.reusable_prefix = static_cast<int32_t>(e->invariant_steps_);
   // Kernels' scratch (GEMM staging and the like) is planned with the activations.
   std::vector<int64_t> step_workspace(e->order_.size());
   for (size_t s = 0; s < e->order_.size(); ++s)
@@ -206,6 +216,7 @@ void Executable::bind() const {
                            : static_cast<uint8_t*>(arenas_[b]->data());
     if (base == bound_base_[b]) continue;
     moved = true;
+    prefix_valid_ = false;  // the kept results stayed at the old address
     for (const ir::Value& v : g.values())
       if (v.kind != ir::ValueKind::kWeight && plans_[b].offset[v.id] >= 0)
         views_[b][v.id] = {base + plans_[b].offset[v.id], backends_[b]->storage_dtype(v), v.shape};
@@ -238,9 +249,16 @@ void Executable::plan_copy_windows() {
   std::stable_sort(issue_order_.begin(), issue_order_.end(), [&](size_t a, size_t b) {
     return windows_[a].issue_step < windows_[b].issue_step;
   });
+  const int prefix = static_cast<int>(invariant_steps_);
   for (size_t k = 0; k < copies.size(); ++k) {
     const plan::ValueCopy& c = copies[k];
     plan::CopyWindow& w = windows_[k];
+    if (w.issue_step < prefix && c.before_step >= prefix) {
+      // Due inside the prefix but needed after it: a run that skips the prefix issues it at
+      // the prefix's end instead, and then knows it is done only at the run's end.
+      w.source_until = steps;
+      continue;
+    }
     if (c.from != 0) {
       // A download reads device memory in queue order: later device work cannot overtake it.
       w.source_until = w.issue_step;
@@ -260,6 +278,7 @@ void Executable::plan_copy_windows() {
 void Executable::find_segments() {
   // Steps before which a copy is issued or awaited end a unit.
   std::vector<char> boundary(order_.size() + 1, 0);
+  boundary[invariant_steps_] = 1;  // a run may start after the run-invariant prefix
   for (size_t k = 0; k < placement_.copies.size(); ++k) {
     boundary[placement_.copies[k].before_step] = 1;
     if (async_) boundary[windows_[k].issue_step] = 1;
@@ -344,7 +363,8 @@ void Executable::run() {
       } catch (...) {
       }
     }
-    marks_.clear();  // a failed run's timings are not kept
+    prefix_valid_ = false;  // the prefix's kept results may be half-written
+    marks_.clear();         // a failed run's timings are not kept
     for (auto& t : timelines_)
       if (t) t->clear();
     throw;
@@ -360,25 +380,62 @@ size_t Executable::held_bytes() const {
   return total;
 }
 
+void Executable::claim_scratch() const {
+  for (SharedScratch* shared : options_.shared_scratch)
+    if (shared && !shared->claim(this)) prefix_valid_ = false;  // another executable used it
+}
+
+bool Executable::can_skip_prefix() const {
+  bool valid = prefix_valid_;
+  for (const auto& [id, bytes] : invariant_inputs_) {
+    const TensorView& v = views_[0][id];
+    if (valid && std::memcmp(v.data, bytes.data(), bytes.size()) != 0) valid = false;
+  }
+  return valid;
+}
+
 void Executable::run_once() {
   for (backend::Backend* b : backends_)
     b->attach_thread();
   bind();
+  claim_scratch();  // every run does, so that the others see the scratch was used
   const auto& copies = placement_.copies;
   const bool capture_now = runs_ >= 1 && !options_.profile;
+  // The first step this run: after the run-invariant prefix when its kept results hold.
+  size_t start = 0;
+  if (invariant_steps_ > 0) {
+    if (can_skip_prefix()) {
+      start = invariant_steps_;
+      ++reused_runs_;
+    } else {
+      prefix_valid_ = false;
+      for (auto& [id, bytes] : invariant_inputs_) {
+        const TensorView& v = views_[0][id];
+        const auto* p = static_cast<const uint8_t*>(v.data);
+        bytes.assign(p, p + v.bytes());
+      }
+    }
+  }
   auto issue_step = [&](size_t k) {
     return async_ ? windows_[k].issue_step : copies[k].before_step;
   };
+  // A copy the skipped prefix needed is not made (its destination, if read later, is kept).
+  auto wanted = [&](size_t k) { return copies[k].before_step >= static_cast<int>(start); };
   // Before step s: issue the copies due (in issue order), then wait for those step s needs
   // (`copies` is sorted by before_step).
   size_t issued = 0, awaited = 0, seg = 0;
   auto copies_before = [&](size_t s) {
-    while (issued < issue_order_.size() && issue_step(issue_order_[issued]) <= static_cast<int>(s))
-      issue_copy(issue_order_[issued++]);
-    while (awaited < copies.size() && copies[awaited].before_step <= static_cast<int>(s))
-      wait_copy(awaited++);
+    while (issued < issue_order_.size() &&
+           issue_step(issue_order_[issued]) <= static_cast<int>(s)) {
+      const size_t k = issue_order_[issued++];
+      if (wanted(k)) issue_copy(k);
+    }
+    while (awaited < copies.size() && copies[awaited].before_step <= static_cast<int>(s)) {
+      if (wanted(awaited)) wait_copy(awaited);
+      ++awaited;
+    }
   };
-  for (size_t s = 0; s < order_.size();) {
+  for (size_t s = start; s < order_.size();) {
     copies_before(s);
     while (seg < segments_.size() && segments_[seg].begin < s)
       ++seg;
@@ -417,17 +474,20 @@ void Executable::run_once() {
   marks_.clear();
   for (auto& t : timelines_)
     if (t) t->clear();
+  if (invariant_steps_ > 0) prefix_valid_ = true;
   ++runs_;
 }
 
 TensorView Executable::input(size_t i) const {
   bind();
+  claim_scratch();  // the caller writes into the scratch through the view
   HYRT_CHECK(i < graph_->inputs().size(), kNotFound, "no graph input #", i);
   return views_[0][graph_->inputs()[i]];
 }
 
 TensorView Executable::input(std::string_view name) const {
   bind();
+  claim_scratch();  // the caller writes into the scratch through the view
   for (ir::ValueId id : graph_->inputs())
     if (graph_->value(id).name == name) return views_[0][id];
   fail(ErrorCode::kNotFound, "graph has no input named '", name, "'");

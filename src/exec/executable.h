@@ -17,6 +17,17 @@
 // Consecutive steps on a backend that supports capture, with no copy issued or awaited
 // between them, are recorded on the second run and replayed as one unit (a CUDA graph).
 //
+// Run-invariant prefix (ExecOptions::reuse_invariant). The nodes that read only run-invariant
+// graph inputs (ir::Value::run_invariant: a UNet's text conditioning, the same for every step
+// of a picture) and weights compute the same thing in every run while those inputs keep their
+// contents: a UNet's cross-attention keys and values of the text. When the order puts them
+// first (plan::run_invariant_first; the executable takes the leading such steps as it finds
+// them, plan::run_invariant_prefix), their results are kept in the arenas for the whole run
+// (plan::Residency::reusable_prefix) and a run skips those steps — and the copies they need —
+// when every run-invariant input holds the same bytes as at the last run that computed them
+// and no other executable has used a shared scratch since (SharedScratch::claim). Otherwise,
+// and after a failed run, the prefix runs again. Results are bit-identical either way.
+//
 // Inputs and outputs live in the host's arena: write inputs through input() before every
 // run() (their contents may be consumed), read outputs through output() after it; output
 // views stay valid until the next run() or destruction — with a SharedScratch, until
@@ -26,10 +37,12 @@
 // may read stored weights at run time). Thread safety: one run() at a time.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.h"
@@ -52,13 +65,24 @@ class SharedScratch {
   // A buffer of at least `bytes` (64-byte aligned); may move when it has to grow.
   uint8_t* reserve(size_t bytes);
   // Frees the buffer (the next reserve allocates again; executables rebind then).
-  void release() { memory_.reset(); }
+  void release() {
+    memory_.reset();
+    user_ = nullptr;
+  }
   size_t bytes() const { return memory_ ? memory_->size() : 0; }
+  // Records `user` as the buffer's latest user. True when it already was, and the buffer has
+  // not been reallocated or released since: its contents are as `user` left them.
+  bool claim(const void* user) {
+    const bool same = memory_ && user_ == user;
+    user_ = user;
+    return same;
+  }
 
  private:
   backend::Backend* backend_;
   backend::Backend* host_memory_of_;
   std::unique_ptr<backend::DeviceMemory> memory_;
+  const void* user_ = nullptr;  // claim()
 };
 
 struct ExecOptions {
@@ -77,6 +101,9 @@ struct ExecOptions {
   // Asynchronous copies between backends (see the top of this file), and a host arena in
   // memory the accelerator copies directly (Backend::allocate_host) where one is offered.
   bool overlap = true;
+  // Skip the run-invariant prefix while its inputs are unchanged (see the top of this file);
+  // false computes every step in every run, for comparison.
+  bool reuse_invariant = true;
 };
 
 // Accumulated run time per op kind (when ExecOptions::profile is set); the GEMMs of a LoRA's
@@ -135,6 +162,10 @@ class Executable {
   std::vector<OpProfile> prepare_profile() const;
   // Where each node runs and what crosses between backends.
   const plan::Placement& placement() const { return placement_; }
+  // Leading steps kept from run to run (the run-invariant prefix; 0: none, or
+  // ExecOptions::reuse_invariant off), and how many runs skipped them.
+  size_t invariant_steps() const { return invariant_steps_; }
+  int reused_runs() const { return reused_runs_; }
 
  private:
   Executable() = default;
@@ -178,6 +209,17 @@ class Executable {
   std::vector<size_t> issue_order_;        // copy indices by issue step
   std::vector<std::unique_ptr<backend::Fence>> fences_;  // per copy (async downloads)
   int runs_ = 0;
+  size_t invariant_steps_ = 0;         // the run-invariant prefix's steps
+  mutable bool prefix_valid_ = false;  // the arenas hold the prefix's results for invariant_inputs_
+  int reused_runs_ = 0;
+  // Per run-invariant graph input: its id and its bytes at the last run that ran the prefix.
+  std::vector<std::pair<ir::ValueId, std::vector<uint8_t>>> invariant_inputs_;
+  // Claims every shared scratch for this executable (SharedScratch::claim); one that another
+  // executable used since drops the prefix's kept results.
+  void claim_scratch() const;
+  // True when the prefix's kept results are valid for this run: kept since the last run and
+  // every run-invariant input unchanged.
+  bool can_skip_prefix() const;
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
   // Profiling: per backend, its timestamps (null: time by the clock), and this run's marks.

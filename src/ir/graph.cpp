@@ -350,6 +350,13 @@ void Graph::set_wide_range(ValueId v, bool wide) {
   values_[static_cast<size_t>(v)].wide_range = wide;
 }
 
+void Graph::set_run_invariant(ValueId v, bool invariant) {
+  HYRT_CHECK(v >= 0 && static_cast<size_t>(v) < values_.size() &&
+                 values_[static_cast<size_t>(v)].kind == ValueKind::kInput,
+             kInvalidArgument, "set_run_invariant: value ", v, " is not a graph input");
+  values_[static_cast<size_t>(v)].run_invariant = invariant;
+}
+
 void Graph::mark_output(ValueId v) {
   HYRT_CHECK(v >= 0 && static_cast<size_t>(v) < values_.size(), kInvalidArgument,
              "mark_output: no value ", v);

@@ -43,6 +43,12 @@ struct Value {
   // backend that holds all of its wide-range activations so; weights are not affected (they
   // are stored as given). The real SDXL VAE decoder's activations are (VaeConfig::force_upcast).
   bool wide_range = false;
+  // Inputs only: the caller usually writes the same contents run after run (a sampler's text
+  // conditioning, the same for every step of a picture). An executable may then keep what it
+  // computed from such inputs alone (and weights) from one run to the next instead of
+  // computing it again — only after checking that their contents are unchanged, so this is
+  // a hint for speed and never changes results (exec/executable.h, ExecOptions::reuse_invariant).
+  bool run_invariant = false;
 
   size_t bytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
 };
@@ -94,6 +100,9 @@ class Graph {
   void mark_output(ValueId v);
   // Marks `v` as a wide-range value (Value::wide_range).
   void set_wide_range(ValueId v, bool wide = true);
+  // Marks graph input `v` as run-invariant (Value::run_invariant); throws kInvalidArgument for
+  // a value that is not a graph input.
+  void set_run_invariant(ValueId v, bool invariant = true);
 
   const Value& value(ValueId id) const { return values_.at(static_cast<size_t>(id)); }
   const Node& node(NodeId id) const { return nodes_.at(static_cast<size_t>(id)); }

@@ -194,7 +194,13 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
     added.text_embeds =
         graph->add_input("text_embeds", DType::kF32, {shape.batch, cfg.pooled_text_dim()});
     added.time_ids = graph->add_input("time_ids", DType::kF32, {shape.batch, kTimeIds});
+    graph->set_run_invariant(added.text_embeds);
+    graph->set_run_invariant(added.time_ids);
   }
+  // The text conditioning is the same for every step of a picture: what only it feeds (the
+  // cross-attention keys and values, SDXL's added embedding) an executable may keep across
+  // steps (exec/executable.h, "Run-invariant prefix").
+  graph->set_run_invariant(context);
   if (!shape.independent_samples || shape.batch == 1) {
     auto taps = b.finish(unet_forward(b, cfg, sample, timestep, context, added));
     return {graph, std::move(taps)};

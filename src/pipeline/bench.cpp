@@ -175,6 +175,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   eo.placement = o.placement;
   eo.autotune = o.autotune;
   eo.overlap = o.overlap;
+  eo.reuse_invariant = o.reuse_invariant;
   eo.fuse_epilogues = o.fuse_epilogues;
   eo.device_residual_fusion = o.device_residual_fusion;
   exec::Engine engine(eo);
@@ -198,6 +199,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
       {"placement", plan::placement_mode_name(o.placement)},
       {"autotune", o.autotune},
       {"overlap", o.overlap},
+      {"reuse_invariant", o.reuse_invariant},
       {"fuse_epilogues", o.fuse_epilogues},
       {"device_residual_fusion", o.device_residual_fusion},
       {"accelerator", engine.accelerator() ? engine.accelerator_status() : "none"},
@@ -360,6 +362,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
                       {"device_arena_bytes", m.device_arena_bytes},
                       {"copy_bytes_per_run", m.copy_bytes},
                       {"captured_steps", m.captured_steps},
+                      {"invariant_steps", m.invariant_steps},
+                      {"reused_runs", m.reused_runs},
                       {"prepare_ms", m.prepare_ms},
                       {"placement", m.placement}});
   }

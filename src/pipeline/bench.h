@@ -61,6 +61,9 @@ struct BenchOptions {
   // Host and accelerator work at once where the placement allows (exec::EngineOptions::
   // overlap); false = the serial executor, for comparison.
   bool overlap = true;
+  // Keep the UNet's run-invariant work (the text's cross-attention keys and values) across
+  // steps (exec::EngineOptions::reuse_invariant); false = computed in every step.
+  bool reuse_invariant = true;
   // Fused GEMM epilogues (exec::EngineOptions::fuse_epilogues); false = separate nodes.
   bool fuse_epilogues = true;
   // exec::EngineOptions::device_residual_fusion.

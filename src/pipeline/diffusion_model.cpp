@@ -614,6 +614,8 @@ std::vector<MemoryReport> DiffusionModel::memory_report() const {
   for (const auto& [key, c] : compiled_) {
     all[key] = c.report;
     all[key].captured_steps = c.exe->captured_steps();
+    all[key].invariant_steps = static_cast<int>(c.exe->invariant_steps());
+    all[key].reused_runs = c.exe->reused_runs();
   }
   std::vector<MemoryReport> r;
   for (const auto& [key, report] : all)

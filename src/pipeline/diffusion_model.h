@@ -100,6 +100,8 @@ struct MemoryReport {
   int64_t device_arena_bytes = 0;  // the accelerator's arena, if any node runs there
   int64_t copy_bytes = 0;          // bytes copied between host and accelerator per run
   int captured_steps = 0;          // steps replayed as a captured unit (after 2 runs)
+  int invariant_steps = 0;         // steps kept across runs (exec::Executable::invariant_steps)
+  int reused_runs = 0;             // runs that skipped them
   std::vector<exec::OpProfile> prepare_by_op;  // where prepare_ms went
 };
 

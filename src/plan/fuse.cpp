@@ -196,7 +196,10 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
   Graph& out = *r.graph;
   std::vector<ValueId> map(g.values().size(), ir::kNone);
   for (const ir::Value& v : g.values()) {
-    if (v.kind == ir::ValueKind::kInput) map[v.id] = out.add_input(v.name, v.dtype, v.shape);
+    if (v.kind == ir::ValueKind::kInput) {
+      map[v.id] = out.add_input(v.name, v.dtype, v.shape);
+      if (v.run_invariant) out.set_run_invariant(map[v.id]);
+    }
     if (v.kind == ir::ValueKind::kWeight) map[v.id] = out.add_weight(v.name, v.dtype, v.shape);
     if (map[v.id] != ir::kNone && v.wide_range) out.set_wide_range(map[v.id]);
   }

@@ -186,6 +186,22 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
     }
   }
 
+  // Holdings the reusable prefix writes and later steps read: kept for the whole run.
+  HYRT_CHECK(residency.reusable_prefix >= 0 && residency.reusable_prefix <= steps, kInvalidArgument,
+             "memory plan: reusable prefix of ", residency.reusable_prefix, " steps in a run of ",
+             steps);
+  if (residency.reusable_prefix > 0)
+    for (int b = 0; b < nb; ++b)
+      for (const ir::Value& v : graph.values()) {
+        const size_t i = at(b, v.id);
+        const bool caller_written = v.kind == ir::ValueKind::kInput && home(v) == b;
+        if (held[i] && !caller_written && first[i] < residency.reusable_prefix &&
+            last[i] >= residency.reusable_prefix) {
+          first[i] = 0;
+          last[i] = steps;
+        }
+      }
+
   std::vector<MemoryPlan> plans(static_cast<size_t>(nb));
   for (int b = 0; b < nb; ++b) {
     MemoryPlan& plan = plans[b];
@@ -224,6 +240,7 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
       if (traits.view && root != ir::kNone && bytes_on(out, b) == bytes_on(*in0, b)) {
         plan.storage_of[out.id] = root;
         BufferUse& u = plan.storage_use[root];
+        u.first = std::min(u.first, first[at(b, out.id)]);  // a kept view keeps its storage
         u.last = std::max(u.last, out_last);
         if (out.is_output && b == 0) root_pinned[root] = true;
         plan.naive_bytes += bytes_on(out, b);
@@ -236,6 +253,7 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
                             plan.storage_use[root].bytes == bytes_on(out, b);
       if (in_place) {
         plan.storage_of[out.id] = root;
+        plan.storage_use[root].first = std::min(plan.storage_use[root].first, first[at(b, out.id)]);
         plan.storage_use[root].last = std::max(s, out_last);
         plan.naive_bytes += bytes_on(out, b);
         ++plan.in_place_nodes;

@@ -91,6 +91,13 @@ struct Residency {
   // (backend::Kernel::workspace_bytes), on the step's backend; live during that step only.
   // Empty = none.
   std::span<const int64_t> step_workspace;
+  // Steps [0, reusable_prefix) may be skipped in a run, their results kept from an earlier
+  // run (the run-invariant prefix, exec/executable.h). Every holding written before step
+  // reusable_prefix (a value produced there, or a copy's destination issued there) and read
+  // at or after it is then kept for the whole run — steps [0, steps] — so that no other
+  // buffer of any step, and no graph input the caller writes before a run, ever overlaps it,
+  // and it is never written over in place. 0 = nothing is skipped.
+  int32_t reusable_prefix = 0;
 };
 
 // One arena per backend for a placed graph. A value is held on its home backend (where

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "plan/memory.h"
 
 namespace hyrt::plan {
 namespace {
@@ -200,6 +201,45 @@ Placement overlap_schedule(const ir::Graph& graph, const Placement& placement,
   p.reason = placement.reason;
   p.fallback_nodes = placement.fallback_nodes;
   p.overlapped_us = sim.makespan();
+  return p;
+}
+
+std::vector<bool> run_invariant_nodes(const ir::Graph& graph) {
+  std::vector<bool> invariant_value(graph.values().size(), false);
+  for (const ir::Value& v : graph.values())
+    invariant_value[v.id] =
+        v.kind == ir::ValueKind::kWeight || (v.kind == ir::ValueKind::kInput && v.run_invariant);
+  // Producers come before their readers in the graph's own order (Graph::add_node).
+  std::vector<bool> node(graph.nodes().size(), false);
+  for (const ir::Node& n : graph.nodes()) {
+    node[n.id] = std::all_of(n.inputs.begin(), n.inputs.end(),
+                             [&](ir::ValueId in) { return invariant_value[in]; });
+    invariant_value[n.output] = node[n.id];
+  }
+  return node;
+}
+
+size_t run_invariant_prefix(const ir::Graph& graph, std::span<const ir::NodeId> order) {
+  const std::vector<bool> invariant = run_invariant_nodes(graph);
+  size_t n = 0;
+  while (n < order.size() && invariant[order[n]])
+    ++n;
+  return n;
+}
+
+Placement run_invariant_first(const ir::Graph& graph, const Placement& placement,
+                              std::span<const backend::Backend* const> backends,
+                              const CopyCostModel& copy) {
+  const std::vector<bool> invariant = run_invariant_nodes(graph);
+  const std::vector<ir::NodeId> old =
+      placement.order.empty() ? default_order(graph) : placement.order;
+  std::vector<ir::NodeId> order = old;
+  std::stable_partition(order.begin(), order.end(), [&](ir::NodeId n) { return invariant[n]; });
+  if (order == old) return placement;
+  Placement p = evaluate_assignment(graph, order, backends, placement.backend_of, copy);
+  p.mode = placement.mode;
+  p.reason = placement.reason;
+  p.fallback_nodes = placement.fallback_nodes;
   return p;
 }
 

@@ -24,6 +24,7 @@
 #pragma once
 
 #include <span>
+#include <vector>
 
 #include "backend/backend.h"
 #include "ir/graph.h"
@@ -43,5 +44,22 @@ double simulate_overlapped_us(const ir::Graph& graph, const Placement& placement
 Placement overlap_schedule(const ir::Graph& graph, const Placement& placement,
                            std::span<const backend::Backend* const> backends,
                            const CopyCostModel& copy = {});
+
+// Run-invariant work (ir::Value::run_invariant): per NodeId, whether the node reads only
+// run-invariant graph inputs, weights and outputs of such nodes — what an executable may keep
+// from one run to the next while those inputs keep their contents (exec/executable.h).
+std::vector<bool> run_invariant_nodes(const ir::Graph& graph);
+
+// How many leading steps of `order` are run-invariant nodes (run_invariant_nodes).
+size_t run_invariant_prefix(const ir::Graph& graph, std::span<const ir::NodeId> order);
+
+// `placement` with its order changed so that every run-invariant node runs before the rest
+// (each group in its previous relative order: still a valid order, since a run-invariant
+// node reads no other node's output), its copies and costs re-evaluated for that order;
+// mode, reasons and assignment kept. Returned unchanged when the graph has no run-invariant
+// node or they already lead.
+Placement run_invariant_first(const ir::Graph& graph, const Placement& placement,
+                              std::span<const backend::Backend* const> backends,
+                              const CopyCostModel& copy = {});
 
 }  // namespace hyrt::plan

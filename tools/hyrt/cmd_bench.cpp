@@ -89,6 +89,10 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("!--no-overlap", o->overlap,
               "Run host and accelerator work one after another (no asynchronous copies, no "
               "per-sample UNet chains in hybrid placement): the baseline for what overlap gains");
+  c->add_flag("!--no-reuse", o->reuse_invariant,
+              "Compute the UNet's text-only work (cross-attention keys and values) in every "
+              "step instead of once while the prompt stays the same: the baseline for what "
+              "keeping it gains");
   c->add_flag("!--no-fusion", o->fuse_epilogues,
               "Run the activation and residual add after each linear/conv as separate nodes "
               "instead of fused into the GEMM: the baseline for what fusion gains");
