@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The run-invariant prefix (exec/executable.h: the UNet's text-only work — cross-attention keys
+# and values, SDXL's added embedding — computed once while the prompt stays the same) on the
+# lent GPU machine: golden parity in device placement with it on, then the UNet step (b2, int8,
+# device placement) with it on and off (`hyrt bench --no-reuse`), in alternating processes of
+# one call, and the PyTorch eager SDXL anchor in the same call.
+# Needs, carried: .deps (scripts/gpu/fetch_deps.sh); for `parity` .gl/golden/sd15-tiny and
+# .gl/golden/sdxl-tiny; for `torch` .whl with diffusers (the device README says how).
+# Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
+#   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
+#   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
+#   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor)
+# Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
+# returns a limited number of files); a summary goes to stdout.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+dest="${1:-/tmp/hyrt-gpu-out}"
+shift || true
+what="${*:-parity sd15 lora sdxl torch}"
+out=/tmp/hyrt-reuse-run
+mkdir -p "$dest" "$out"
+trap 'tar -C "$out" -czf "$dest/reuse_run.tar.gz" .' EXIT
+source scripts/gpu/common.sh
+gpu_start "$out" >/dev/null
+t0=$(date +%s)
+gpu_configure
+gpu_build build.log hyrt
+echo "build: $(($(date +%s) - t0)) s"
+hyrt=build-gpu/tools/hyrt
+# summary JSON NAME: the UNet step per size (median, first call) and the kept steps.
+summary() {
+  python3 - "$1" "$2" <<'PY'
+import json, sys
+j = json.load(open(sys.argv[1]))
+st = j["stages"]
+rows = st.get("unet_step_resize") or [dict(st["unet_step"], size="")]
+for r in rows:
+    print(sys.argv[2], r.get("size", ""), "median", round(r["median_ms"], 3), "ms, first",
+          round(r["first_call_ms"], 1), "ms")
+lo = st.get("unet_step_lora")
+if lo:
+    alt = lo["alternating"]
+    print(sys.argv[2], "lora alternating: plain", round(alt["plain"]["median_ms"], 3), "lora",
+          round(alt["lora"]["median_ms"], 3), "ratio", round(alt["ratio"]["median"], 4),
+          "| consecutive: lora", round(lo["step"]["median_ms"], 3), "ratio",
+          round(lo.get("ratio_to_plain_step", 0), 4), "| switch", round(lo["switch_ms"], 1), "ms")
+for a in j["scratch_arenas"]:
+    if a["component"] == "unet":
+        print("  ", a["shape"], "kept steps", a.get("invariant_steps"), "reused runs",
+              a.get("reused_runs"), "device arena", round(a["device_arena_bytes"] / 2**20, 1), "MiB")
+PY
+}
+# bench NAME ARGS...: one bench process (stderr to $out/NAME.err), then its summary.
+bench() {
+  local name=$1
+  shift
+  timeout 240 "$hyrt" bench "$@" --json "$out/$name.json" >/dev/null 2>"$out/$name.err" &&
+    summary "$out/$name.json" "$name" || { echo "$name failed:"; tail -n 3 "$out/$name.err"; }
+}
+if [[ $what == *parity* ]]; then
+  for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
+    "sdxl-tiny --placement device"; do
+    read -r -a a <<<"$args"
+    timeout 300 "$hyrt" parity ".gl/golden/${a[0]}" "${a[@]:1}" >"$out/parity.log" 2>&1
+    echo "parity $args rc=$?: $(tail -n 1 "$out/parity.log")"
+    grep -E "^FAIL" "$out/parity.log" | head -n 8
+  done
+fi
+if [[ $what == *sd15* ]]; then
+  for round in 1 2; do
+    for form in reuse every; do
+      flag=(); [[ $form == every ]] && flag=(--no-reuse)
+      bench "sd15_${form}_$round" -m random:sd15 --int8 --only unet --placement device --resize \
+        --sizes 512,1024,768,640 --runs 20 --warmup 3 "${flag[@]}"
+    done
+  done
+fi
+if [[ $what == *lora* ]]; then
+  for form in reuse every; do
+    flag=(); [[ $form == every ]] && flag=(--no-reuse)
+    bench "lora_$form" -m random:sd15 --int8 --only unet --placement device --lora-rank 32 \
+      --runs 20 --warmup 3 "${flag[@]}"
+  done
+fi
+if [[ $what == *sdxl* ]]; then
+  for att in ${ATTENTION_FORMS:-own}; do
+    for form in reuse every; do
+      flag=(); [[ $form == every ]] && flag=(--no-reuse)
+      HYRT_CUDA_ATTENTION=$att bench "sdxl_${att}_$form" -m random:sdxl --int8 --only unet \
+        --placement device --resize --sizes 1024,832x1216,768 --runs 10 --warmup 2 "${flag[@]}"
+    done
+  done
+fi
+if [[ $what == *torch* ]]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+    --target /tmp/site .whl/*.whl >"$out/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
+  timeout 200 python3 bench/cuda/torch_sdxl_eager.py 1024x1024,832x1216,768x768 \
+    >"$out/torch_sdxl.json" 2>"$out/torch.err"
+  echo "torch rc=$?"
+  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); [print('torch', u['size'], u['median_ms'], 'ms') for u in j['unet']]" \
+    "$out/torch_sdxl.json" || tail -n 5 "$out/torch.err"
+fi
+echo "total: $(($(date +%s) - t0)) s"
