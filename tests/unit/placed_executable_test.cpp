@@ -283,6 +283,13 @@ void FakeKernel::compute(std::vector<TensorView> in, TensorView out, void* works
   dev_.clock_ms += static_cast<double>(node_.id + 1);
 }
 
+// The host backend on one thread (the tests' graphs are small).
+std::unique_ptr<backend::Backend> one_thread_cpu() {
+  backend::CpuBackendOptions co;
+  co.num_threads = 1;
+  return backend::make_cpu_backend(co);
+}
+
 // Chains of silu/scale/add/reshape (the fake device runs them) mixed with gelu and concat
 // (host only), so every placement mode cuts the graph somewhere.
 std::shared_ptr<Graph> random_graph(uint64_t seed, int num_nodes) {
@@ -375,9 +382,7 @@ INSTANTIATE_TEST_SUITE_P(Copies, PlacedExecutable, testing::Values(false, true),
 
 TEST_P(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
   const bool async = GetParam();
-  backend::CpuBackendOptions co;
-  co.num_threads = 1;
-  auto cpu = backend::make_cpu_backend(co);
+  auto cpu = one_thread_cpu();
   FakeDevice dev;
   dev.lazy = async;
   exec::ExecOptions eo;
@@ -427,9 +432,7 @@ TEST_P(PlacedExecutable, EveryModeMatchesTheHostOnRandomGraphs) {
 // per run), and each op kind's time is exactly what the device spent (the fake clock); the
 // results are those of an unprofiled run.
 TEST(PlacedExecutable, ProfilesDeviceNodesByQueueTimestamps) {
-  backend::CpuBackendOptions co;
-  co.num_threads = 1;
-  auto cpu = backend::make_cpu_backend(co);
+  auto cpu = one_thread_cpu();
   FakeDevice dev;
   dev.lazy = true;
   dev.timeline = true;
@@ -499,9 +502,7 @@ std::vector<std::vector<float>> outputs(const exec::Executable& e) {
 // unchanged, and what it kept (on the NaN-poisoned fake device too) was never overwritten.
 TEST_P(PlacedExecutable, RunInvariantPrefixIsKeptOnlyWhileItsInputsAreUnchanged) {
   const bool async = GetParam();
-  backend::CpuBackendOptions co;
-  co.num_threads = 1;
-  auto cpu = backend::make_cpu_backend(co);
+  auto cpu = one_thread_cpu();
   FakeDevice dev;
   dev.lazy = async;
   backend::Backend* const backends[] = {cpu.get(), &dev};
@@ -557,9 +558,7 @@ TEST_P(PlacedExecutable, RunInvariantPrefixIsKeptOnlyWhileItsInputsAreUnchanged)
 // Two executables in one shared scratch: one that keeps a run-invariant prefix must compute
 // it again after the other ran (it wrote over the kept results), and still match.
 TEST(SharedScratch, AnotherExecutableDropsTheKeptPrefix) {
-  backend::CpuBackendOptions co;
-  co.num_threads = 1;
-  auto cpu = backend::make_cpu_backend(co);
+  auto cpu = one_thread_cpu();
   weights::MemoryWeights no_weights;
   backend::ProgramCache cache;
   auto g = random_graph(3, 30);
