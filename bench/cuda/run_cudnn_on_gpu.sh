@@ -14,12 +14,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 # Everything is written under /tmp and packed into OUT_DIR/cudnn_run.tar.gz at the end: the
 # device tool returns only a limited number of files from OUT_DIR.
-dest="${1:-/tmp/hyrt-gpu-out}"
-out=/tmp/hyrt-cudnn-run
-mkdir -p "$dest" "$out"
-trap 'tar -C "$out" -czf "$dest/cudnn_run.tar.gz" .' EXIT
 source scripts/gpu/common.sh
-gpu_start "$out" >/dev/null
+gpu_start_packed "${1:-/tmp/hyrt-gpu-out}" cudnn_run
 t0=$(date +%s)
 gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention

@@ -17,11 +17,8 @@ cd "$(dirname "$0")/../.."
 dest="${1:-/tmp/hyrt-gpu-out}"
 shift || true
 what="${*:-parity sd15 lora sdxl torch}"
-out=/tmp/hyrt-reuse-run
-mkdir -p "$dest" "$out"
-trap 'tar -C "$out" -czf "$dest/reuse_run.tar.gz" .' EXIT
 source scripts/gpu/common.sh
-gpu_start "$out" >/dev/null
+gpu_start_packed "$dest" reuse_run
 t0=$(date +%s)
 gpu_configure
 gpu_build build.log hyrt

@@ -5,6 +5,17 @@
 
 prefix=/tmp/hyrt-prefix
 
+# gpu_start_packed DEST NAME: like gpu_start, but $out is /tmp/hyrt-NAME, packed into
+# DEST/NAME.tar.gz when the script exits (the device tool returns a limited number of files).
+gpu_start_packed() {
+  gpu_dest="$1"
+  out="/tmp/hyrt-$2"
+  gpu_pack="$2.tar.gz"
+  mkdir -p "$gpu_dest" "$out"
+  trap 'tar -C "$out" -czf "$gpu_dest/$gpu_pack" .' EXIT
+  gpu_start "$out" >/dev/null
+}
+
 # gpu_start [OUT]: sets $out (default /tmp/hyrt-gpu-out), makes it, and records the card there.
 gpu_start() {
   out="${1:-/tmp/hyrt-gpu-out}"
