@@ -200,6 +200,7 @@ uint8_t* SharedScratch::reserve(size_t bytes) {
   bytes = std::max<size_t>(bytes, 64);
   if (!memory_ || memory_->size() < bytes) {
     memory_.reset();  // free first: the peak is the new size, not old + new
+    user_ = nullptr;  // a new buffer holds nobody's results (claim)
     if (host_memory_of_) memory_ = host_memory_of_->allocate_host(bytes, "shared activation arena");
     if (!memory_) memory_ = backend_->allocate(bytes, "shared activation arena");
   }
