@@ -283,7 +283,11 @@ DiffusionModel::Compiled& DiffusionModel::executable(
   c.held_bytes = static_cast<int64_t>(c.exe->held_bytes());
   HYRT_LOG(kInfo) << component << " " << shape << ": " << c.exe->graph().nodes().size()
                   << " nodes, scratch arena " << c.report.arena_bytes << " bytes, kernels hold "
-                  << (c.held_bytes >> 20) << " MiB, prepared in " << c.report.prepare_ms << " ms";
+                  << (c.held_bytes >> 20) << " MiB, prepared in " << c.report.prepare_ms << " ms"
+                  << (c.exe->invariant_steps()
+                          ? str_cat(", ", c.exe->invariant_steps(),
+                                    " text-only nodes run once per conditioning")
+                          : std::string());
   c.last_used = ++use_clock_;
   c.key = tagged;
   // The same shape compiled for an earlier LoRA set is not run again until that set comes
