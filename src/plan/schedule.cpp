@@ -240,6 +240,8 @@ Placement run_invariant_first(const ir::Graph& graph, const Placement& placement
   p.mode = placement.mode;
   p.reason = placement.reason;
   p.fallback_nodes = placement.fallback_nodes;
+  // An order chosen for overlap keeps its estimate, now for the new order.
+  if (placement.overlapped_us > 0) p.overlapped_us = simulate_overlapped_us(graph, p, backends, copy);
   return p;
 }
 

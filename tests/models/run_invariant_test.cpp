@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
+#include <iterator>
 #include <string>
+#include <vector>
 
 #include "exec/engine.h"
 #include "pipeline/diffusion_model.h"

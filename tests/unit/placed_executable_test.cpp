@@ -6,6 +6,7 @@
 // and in time, and the per-backend memory plans never let a live value be overwritten.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <functional>
