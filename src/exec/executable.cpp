@@ -87,12 +87,10 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     e->step_class_.push_back(profile_class(g, g.node(n)));
   }
 
-  if (options.reuse_invariant) {
-    e->invariant_steps_ = plan::run_invariant_prefix(g, e->order_);
+  if (options.reuse_invariant) e->invariant_steps_ = plan::run_invariant_prefix(g, e->order_);
+  if (e->invariant_steps_ > 0)
     for (ir::ValueId in : g.inputs())
-      if (e->invariant_steps_ > 0 && g.value(in).run_invariant)
-        e->invariant_inputs_.push_back({in, {}});
-  }
+      if (g.value(in).run_invariant) e->invariant_inputs_.push_back({in, {}});
 
   // Weights bind once to their stored views (kernels that uploaded or packed them ignore
   // these); activations bind into the arenas (bind()).
@@ -387,12 +385,11 @@ void Executable::claim_scratch() const {
 }
 
 bool Executable::can_skip_prefix() const {
-  bool valid = prefix_valid_;
-  for (const auto& [id, bytes] : invariant_inputs_) {
-    const TensorView& v = views_[0][id];
-    if (valid && std::memcmp(v.data, bytes.data(), bytes.size()) != 0) valid = false;
-  }
-  return valid;
+  return prefix_valid_ &&
+         std::all_of(invariant_inputs_.begin(), invariant_inputs_.end(), [&](const auto& input) {
+           return std::memcmp(views_[0][input.first].data, input.second.data(),
+                              input.second.size()) == 0;
+         });
 }
 
 void Executable::run_once() {
@@ -408,8 +405,7 @@ void Executable::run_once() {
     if (can_skip_prefix()) {
       start = invariant_steps_;
       ++reused_runs_;
-    } else {
-      prefix_valid_ = false;
+    } else {  // (a failed run leaves prefix_valid_ false: run())
       for (auto& [id, bytes] : invariant_inputs_) {
         const TensorView& v = views_[0][id];
         const auto* p = static_cast<const uint8_t*>(v.data);

@@ -11,6 +11,18 @@
 namespace hyrt::plan {
 namespace {
 
+// `placement` re-evaluated for another order of the same nodes (copies, costs, by-op tables),
+// keeping its mode, reasons and assignment.
+Placement reordered(const ir::Graph& graph, const Placement& placement,
+                    std::span<const ir::NodeId> order,
+                    std::span<const backend::Backend* const> backends, const CopyCostModel& copy) {
+  Placement p = evaluate_assignment(graph, order, backends, placement.backend_of, copy);
+  p.mode = placement.mode;
+  p.reason = placement.reason;
+  p.fallback_nodes = placement.fallback_nodes;
+  return p;
+}
+
 constexpr double kNever = std::numeric_limits<double>::infinity();
 
 // The executor's asynchronous execution (schedule.h, "Model") with estimated times, advanced
@@ -196,10 +208,7 @@ Placement overlap_schedule(const ir::Graph& graph, const Placement& placement,
 
   if (!(sim.makespan() < simulate(graph, placement, est, nb, copy) * (1.0 - 1e-9)))
     return placement;
-  Placement p = evaluate_assignment(graph, order, backends, placement.backend_of, copy);
-  p.mode = placement.mode;
-  p.reason = placement.reason;
-  p.fallback_nodes = placement.fallback_nodes;
+  Placement p = reordered(graph, placement, order, backends, copy);
   p.overlapped_us = sim.makespan();
   return p;
 }
@@ -236,12 +245,10 @@ Placement run_invariant_first(const ir::Graph& graph, const Placement& placement
   std::vector<ir::NodeId> order = old;
   std::stable_partition(order.begin(), order.end(), [&](ir::NodeId n) { return invariant[n]; });
   if (order == old) return placement;
-  Placement p = evaluate_assignment(graph, order, backends, placement.backend_of, copy);
-  p.mode = placement.mode;
-  p.reason = placement.reason;
-  p.fallback_nodes = placement.fallback_nodes;
+  Placement p = reordered(graph, placement, order, backends, copy);
   // An order chosen for overlap keeps its estimate, now for the new order.
-  if (placement.overlapped_us > 0) p.overlapped_us = simulate_overlapped_us(graph, p, backends, copy);
+  if (placement.overlapped_us > 0)
+    p.overlapped_us = simulate_overlapped_us(graph, p, backends, copy);
   return p;
 }
 

@@ -55,7 +55,8 @@ size_t run_invariant_prefix(const ir::Graph& graph, std::span<const ir::NodeId> 
 
 // `placement` with its order changed so that every run-invariant node runs before the rest
 // (each group in its previous relative order: still a valid order, since a run-invariant
-// node reads no other node's output), its copies and costs re-evaluated for that order;
+// node reads only inputs, weights and other run-invariant nodes' outputs), its copies and
+// costs re-evaluated for that order;
 // mode, reasons and assignment kept. Returned unchanged when the graph has no run-invariant
 // node or they already lead.
 Placement run_invariant_first(const ir::Graph& graph, const Placement& placement,
