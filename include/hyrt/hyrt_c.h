@@ -118,8 +118,10 @@ typedef struct hyrt_generate_options {
   int steps;                   /* default 20 */
   float cfg_scale;             /* default 7 */
   uint64_t seed;
-  const char* sampler; /* "euler_a" (default), "euler", "ddim", "dpmpp_2m", "dpmpp_2m_karras" */
-  int batch;           /* default 1 */
+  const char* sampler;      /* "euler_a" (default), "euler", "heun", "ddim", "dpmpp_2m",
+                              "lcm", "euler_a_karras", "euler_karras", "heun_karras",
+                              "dpmpp_2m_karras" */
+  int batch;                /* default 1 */
   hyrt_progress_fn on_step; /* may be NULL */
   void* user_data;          /* passed to on_step */
   hyrt_cancel* cancel;      /* may be NULL */

@@ -145,8 +145,8 @@ std::vector<float> golden_timesteps(const weights::SafetensorsFile& g, const std
 // x0 · init_noise_sigma, with the model input scaled as the sampler prescribes.
 void check_schedulers(const weights::SafetensorsFile& g, const SchedulerConfig& config,
                       Reporter& r) {
-  for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"}) {
-    const SamplerKind kind = parse_sampler_kind(id);
+  for (const SamplerKind kind : all_sampler_kinds()) {  // whichever the folder has
+    const std::string_view id = sampler_id(kind);
     for (int steps : indices(g, str_cat("sched.", id), "timesteps")) {
       const std::string p = str_cat("sched.", id, ".", steps, ".");
       auto sampler = make_sampler(kind, config);
@@ -193,8 +193,8 @@ void check_pipelines(DiffusionModel& model, const weights::SafetensorsFile& g,
     for (const auto& [name, overrides] : settings["pipelines"].items())
       runs.emplace_back(name, overrides);
   } else {
-    for (const char* id : {"ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras"})
-      runs.emplace_back(id, nlohmann::json::object());
+    for (const SamplerKind kind : all_sampler_kinds())  // whichever the folder has
+      runs.emplace_back(std::string(sampler_id(kind)), nlohmann::json::object());
   }
   auto size_pair = [](const nlohmann::json& j) {
     return std::array<int, 2>{j.at(0).get<int>(), j.at(1).get<int>()};

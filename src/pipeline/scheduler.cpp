@@ -1,5 +1,6 @@
 // Samplers mirroring diffusers' DDIMScheduler, EulerDiscreteScheduler,
-// EulerAncestralDiscreteScheduler and DPMSolverMultistepScheduler.
+// EulerAncestralDiscreteScheduler, HeunDiscreteScheduler, DPMSolverMultistepScheduler and
+// LCMScheduler.
 //
 // Numbers: diffusers builds betas and ᾱ with torch in float32, the timestep/sigma tables with
 // numpy in float64 (then stores them as float32), and runs each step as float32 tensor
@@ -9,6 +10,7 @@
 #include "pipeline/scheduler.h"
 
 #include <algorithm>
+#include <array>
 #include <cctype>
 #include <cmath>
 #include <fstream>
@@ -150,6 +152,20 @@ double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
   return (1.0 - w) * low + w * high;
 }
 
+// Karras et al. (2022): `steps` noise levels from sigma_max down to sigma_min, evenly spaced in
+// σ^(1/ρ) with ρ = 7 (diffusers' _convert_to_karras, float64).
+std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int steps) {
+  const double rho = 7.0;
+  const double min_inv_rho = std::pow(sigma_min, 1.0 / rho);
+  const double max_inv_rho = std::pow(sigma_max, 1.0 / rho);
+  const auto ramp = numpy_linspace(0.0, 1.0, steps);
+  std::vector<double> sigmas(static_cast<size_t>(steps));
+  for (int i = 0; i < steps; ++i)
+    sigmas[static_cast<size_t>(i)] =
+        std::pow(max_inv_rho + ramp[i] * (min_inv_rho - max_inv_rho), rho);
+  return sigmas;
+}
+
 void check_step_count(int num_steps, const SchedulerConfig& c) {
   HYRT_CHECK(num_steps >= 1 && num_steps <= c.num_train_timesteps, kInvalidArgument,
              "sampler steps must be in [1, ", c.num_train_timesteps, "], got ", num_steps);
@@ -239,8 +255,11 @@ class DdimSampler final : public Sampler {
 // EulerDiscreteScheduler (s_churn = 0) and EulerAncestralDiscreteScheduler share the schedule.
 class EulerFamilySampler : public Sampler {
  protected:
-  using Sampler::Sampler;
+  EulerFamilySampler(SamplerKind kind, const SchedulerConfig& c, bool karras)
+      : Sampler(kind, c), karras_(karras) {}
 
+  // timesteps_ [num_steps] and sigmas_ [num_steps + 1] as EulerDiscreteScheduler builds them
+  // (HeunDiscreteScheduler builds the same and then repeats the inner entries).
   void build_schedule(int num_steps) {
     check_step_count(num_steps, config_);
     const TimestepSpacing spacing = spacing_or(TimestepSpacing::kLinspace);
@@ -249,11 +268,25 @@ class EulerFamilySampler : public Sampler {
     const auto train_sigmas = make_train_sigmas(alphas_cumprod_);
     timesteps_.resize(num_steps);
     sigmas_.resize(num_steps + 1);
+    std::vector<double> spaced_sigmas(num_steps);
     for (int i = 0; i < num_steps; ++i) {
       // numpy holds these timesteps as float32 before interpolating.
       const float t32 = static_cast<float>(t[i]);
       timesteps_[i] = t32;
-      sigmas_[i] = static_cast<float>(interp_table(t32, train_sigmas));
+      spaced_sigmas[i] = interp_table(t32, train_sigmas);
+      sigmas_[i] = static_cast<float>(spaced_sigmas[i]);
+    }
+    if (karras_) {
+      // _convert_to_karras between the spaced schedule's own extremes (not the training
+      // range, as DPM++ uses), ρ = 7, in float64; each σ maps back to a fractional timestep.
+      std::vector<float> log_sigmas(train_sigmas.size());
+      for (size_t i = 0; i < log_sigmas.size(); ++i)
+        log_sigmas[i] = std::log(train_sigmas[i]);
+      const auto sigmas = karras_sigmas(spaced_sigmas.back(), spaced_sigmas.front(), num_steps);
+      for (int i = 0; i < num_steps; ++i) {
+        sigmas_[i] = static_cast<float>(sigmas[i]);
+        timesteps_[i] = static_cast<float>(sigma_to_t(sigmas[i], log_sigmas));
+      }
     }
     sigmas_[num_steps] = 0.0f;
     const float max_sigma = *std::max_element(sigmas_.begin(), sigmas_.end());
@@ -263,11 +296,14 @@ class EulerFamilySampler : public Sampler {
             : std::sqrt(max_sigma * max_sigma + 1.0f);
     scales_model_input_ = true;
   }
+
+  bool karras_;
 };
 
 class EulerSampler final : public EulerFamilySampler {
  public:
-  explicit EulerSampler(const SchedulerConfig& c) : EulerFamilySampler(SamplerKind::kEuler, c) {}
+  EulerSampler(const SchedulerConfig& c, bool karras)
+      : EulerFamilySampler(karras ? SamplerKind::kEulerKarras : SamplerKind::kEuler, c, karras) {}
 
   void set_timesteps(int num_steps) override {
     begin_index_ = 0;
@@ -291,8 +327,10 @@ class EulerSampler final : public EulerFamilySampler {
 
 class EulerAncestralSampler final : public EulerFamilySampler {
  public:
-  explicit EulerAncestralSampler(const SchedulerConfig& c)
-      : EulerFamilySampler(SamplerKind::kEulerAncestral, c) {}
+  EulerAncestralSampler(const SchedulerConfig& c, bool karras)
+      : EulerFamilySampler(
+            karras ? SamplerKind::kEulerAncestralKarras : SamplerKind::kEulerAncestral, c, karras) {
+  }
 
   void set_timesteps(int num_steps) override {
     begin_index_ = 0;
@@ -303,8 +341,8 @@ class EulerAncestralSampler final : public EulerFamilySampler {
   void step(std::span<const float> model_output, int step_index, std::span<float> sample,
             TorchCpuRng* rng) override {
     check_step_args(model_output, step_index, sample);
-    HYRT_CHECK(rng != nullptr, kInvalidArgument,
-               "the Euler ancestral sampler needs a random generator for its step noise");
+    HYRT_CHECK(rng != nullptr, kInvalidArgument, sampler_display_name(kind_),
+               " needs a random generator for its step noise");
     const float sigma_from = sigmas_[step_index];
     const float sigma_to = sigmas_[step_index + 1];
     const float from_sq = sigma_from * sigma_from;
@@ -321,6 +359,167 @@ class EulerAncestralSampler final : public EulerFamilySampler {
       const float derivative = (x - x0) / sigma_from;
       const float deterministic = x + derivative * dt;
       sample[i] = deterministic + noise_[i] * sigma_up;
+    }
+  }
+
+ private:
+  std::vector<float> noise_;
+};
+
+// HeunDiscreteScheduler: Euler's schedule with every inner entry repeated (timesteps
+// [t0, t1, t1, ..., tn-1, tn-1], sigmas [s0, s1, s1, ..., sn-1, sn-1, 0]); a first-order call
+// takes an Euler step and keeps its slope, the following call averages that slope with the
+// slope at the step's end and redoes the step from the kept sample. The last call (to σ = 0)
+// is a plain Euler step.
+class HeunSampler final : public EulerFamilySampler {
+ public:
+  HeunSampler(const SchedulerConfig& c, bool karras)
+      : EulerFamilySampler(karras ? SamplerKind::kHeunKarras : SamplerKind::kHeun, c, karras) {}
+
+  int order() const override { return 2; }
+
+  void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
+    build_schedule(num_steps);
+    std::vector<float> t = std::move(timesteps_), s = std::move(sigmas_);
+    timesteps_.assign(1, t[0]);
+    sigmas_.assign(1, s[0]);
+    for (int i = 1; i < num_steps; ++i) {
+      timesteps_.insert(timesteps_.end(), 2, t[static_cast<size_t>(i)]);
+      sigmas_.insert(sigmas_.end(), 2, s[static_cast<size_t>(i)]);
+    }
+    sigmas_.push_back(0.0f);
+    restart(0);
+  }
+
+  void step(std::span<const float> model_output, int step_index, std::span<float> sample,
+            TorchCpuRng* /*rng*/) override {
+    check_step_args(model_output, step_index, sample);
+    if (step_index == begin_index_) restart(begin_index_);
+    HYRT_CHECK(step_index == next_step_, kInvalidArgument, sampler_display_name(kind_),
+               " keeps state between its two half-steps: step ", step_index, " called after step ",
+               next_step_ - 1, " (steps must run in order)");
+    const size_t n = sample.size();
+    const bool first_order = !pending_;
+    // diffusers: sigma_hat = σ·(γ + 1) with γ = 0; the second call reads the step's ends.
+    const float sigma = first_order ? sigmas_[step_index] : sigmas_[step_index - 1];
+    const float sigma_next = first_order ? sigmas_[step_index + 1] : sigmas_[step_index];
+    const float sigma_input = first_order ? sigma : sigma_next;
+    const float clip = static_cast<float>(config_.clip_sample_range);
+    if (first_order) {
+      dt_ = sigma_next - sigma;
+      derivative_.resize(n);
+      kept_sample_.assign(sample.begin(), sample.end());
+    }
+    for (size_t i = 0; i < n; ++i) {
+      const float x = sample[i];
+      float x0 = predicted_x0_sigma(config_.prediction_type, x, model_output[i], sigma_input);
+      if (config_.clip_sample) x0 = std::clamp(x0, -clip, clip);
+      if (first_order) {
+        const float derivative = (x - x0) / sigma;
+        derivative_[i] = derivative;
+        sample[i] = x + derivative * dt_;
+      } else {
+        const float derivative = (derivative_[i] + (x - x0) / sigma_next) / 2.0f;
+        sample[i] = kept_sample_[i] + derivative * dt_;
+      }
+    }
+    pending_ = first_order;
+    next_step_ = step_index + 1;
+  }
+
+ private:
+  void restart(int step_index) {
+    pending_ = false;
+    next_step_ = step_index;
+  }
+
+  bool pending_ = false;  // a first-order call ran and its second call is due
+  float dt_ = 0.0f;
+  std::vector<float> derivative_;   // the first-order call's slope
+  std::vector<float> kept_sample_;  // the sample the first-order call started from
+  int next_step_ = 0;
+};
+
+// ---------------------------------------------------------------------------------------------
+// LCMScheduler: the consistency function's boundary-condition scalings c_skip, c_out on the
+// x0 prediction, then (but at the last step) x0 noised afresh to the next timestep. Timesteps
+// are `steps` evenly spaced indices into the distillation schedule of original_inference_steps
+// timesteps (train_steps / original_inference_steps apart, ending at train_steps − 1); the
+// spacing and offset settings do not apply, as in diffusers.
+class LcmSampler final : public Sampler {
+ public:
+  explicit LcmSampler(const SchedulerConfig& c) : Sampler(SamplerKind::kLcm, c) {}
+
+  bool needs_noise() const override { return true; }
+
+  void set_timesteps(int num_steps) override {
+    begin_index_ = 0;
+    check_step_count(num_steps, config_);
+    const int original = config_.original_inference_steps;
+    HYRT_CHECK(original >= 1 && original <= config_.num_train_timesteps, kInvalidArgument,
+               "LCM: original_inference_steps ", original, " must be in [1, ",
+               config_.num_train_timesteps, "]");
+    HYRT_CHECK(num_steps <= original, kInvalidArgument, "LCM takes at most ", original,
+               " steps (its distillation schedule's length, original_inference_steps), got ",
+               num_steps);
+    const int spacing = config_.num_train_timesteps / original;
+    // lcm_origin_timesteps, descending: original·k − 1, ..., k − 1.
+    timesteps_.resize(num_steps);
+    const double stride = static_cast<double>(original) / num_steps;  // np.linspace, no endpoint
+    for (int i = 0; i < num_steps; ++i) {
+      const int index = static_cast<int>(std::floor(static_cast<double>(i) * stride));
+      timesteps_[i] = static_cast<float>((original - index) * spacing - 1);
+    }
+    sigmas_.clear();
+    init_noise_sigma_ = 1.0f;
+  }
+
+  void step(std::span<const float> model_output, int step_index, std::span<float> sample,
+            TorchCpuRng* rng) override {
+    check_step_args(model_output, step_index, sample);
+    const bool last = step_index == num_steps() - 1;
+    HYRT_CHECK(last || rng != nullptr, kInvalidArgument,
+               "LCM needs a random generator for its step noise");
+    const int t = static_cast<int>(timesteps_[step_index]);
+    const int prev_t = last ? t : static_cast<int>(timesteps_[step_index + 1]);
+    const float alpha_prod_t = alphas_cumprod_[static_cast<size_t>(t)];
+    const float alpha_prod_prev = alphas_cumprod_[static_cast<size_t>(prev_t)];
+    const float sqrt_alpha_t = std::sqrt(alpha_prod_t);
+    const float sqrt_beta_t = std::sqrt(1.0f - alpha_prod_t);
+    // get_scalings_for_boundary_condition_discrete, as the float32 tensor arithmetic it is.
+    const float sigma_data_sq = 0.25f;  // σ_data = 0.5
+    const float scaled = static_cast<float>(t) * static_cast<float>(config_.timestep_scaling);
+    const float scaled_sq = scaled * scaled;
+    const float c_skip = sigma_data_sq / (scaled_sq + sigma_data_sq);
+    const float c_out = scaled / std::sqrt(scaled_sq + sigma_data_sq);
+    const float clip = static_cast<float>(config_.clip_sample_range);
+    const size_t n = sample.size();
+    if (!last) {
+      noise_.resize(n);
+      rng->randn(noise_);  // drawn after the model ran, one randn over the whole batch
+    }
+    const float sqrt_alpha_prev = std::sqrt(alpha_prod_prev);
+    const float sqrt_beta_prev = std::sqrt(1.0f - alpha_prod_prev);
+    for (size_t i = 0; i < n; ++i) {
+      const float x = sample[i];
+      const float out = model_output[i];
+      float x0;
+      switch (config_.prediction_type) {
+        case PredictionType::kEpsilon:
+          x0 = (x - sqrt_beta_t * out) / sqrt_alpha_t;
+          break;
+        case PredictionType::kVPrediction:
+          x0 = sqrt_alpha_t * x - sqrt_beta_t * out;
+          break;
+        case PredictionType::kSample:
+        default:
+          x0 = out;
+          break;
+      }
+      if (config_.clip_sample) x0 = std::clamp(x0, -clip, clip);
+      const float denoised = c_out * x0 + c_skip * x;
+      sample[i] = last ? denoised : sqrt_alpha_prev * denoised + sqrt_beta_prev * noise_[i];
     }
   }
 
@@ -369,19 +568,14 @@ class DpmppSampler final : public Sampler {
     timesteps_.resize(num_steps);
     sigmas_.resize(num_steps + 1);
     if (karras_) {
-      // Karras et al. (2022) ρ = 7 spacing between the extreme training sigmas, in float64;
-      // each σ maps back to a (rounded) training timestep for the UNet.
+      // Karras spacing between the extreme training sigmas; each σ maps back to a (rounded)
+      // training timestep for the UNet.
       std::vector<float> log_sigmas(train_sigmas.size());
       for (size_t i = 0; i < log_sigmas.size(); ++i)
         log_sigmas[i] = std::log(train_sigmas[i]);
-      const double sigma_min = train_sigmas.front();
-      const double sigma_max = train_sigmas.back();
-      const double rho = 7.0;
-      const double min_inv_rho = std::pow(sigma_min, 1.0 / rho);
-      const double max_inv_rho = std::pow(sigma_max, 1.0 / rho);
-      const auto ramp = numpy_linspace(0.0, 1.0, num_steps);
+      const auto sigmas = karras_sigmas(train_sigmas.front(), train_sigmas.back(), num_steps);
       for (int i = 0; i < num_steps; ++i) {
-        const double sigma = std::pow(max_inv_rho + ramp[i] * (min_inv_rho - max_inv_rho), rho);
+        const double sigma = sigmas[static_cast<size_t>(i)];
         sigmas_[i] = static_cast<float>(sigma);
         timesteps_[i] = static_cast<float>(std::nearbyint(sigma_to_t(sigma, log_sigmas)));
       }
@@ -526,12 +720,12 @@ void Sampler::add_noise(std::span<const float> original, std::span<const float> 
   HYRT_CHECK(step_index >= 0 && step_index < num_steps(), kInvalidArgument,
              "add_noise: step index ", step_index, " outside [0, ", num_steps(), ")");
   float a, b;
-  if (kind_ == SamplerKind::kDdim) {
+  if (kind_ == SamplerKind::kDdim || kind_ == SamplerKind::kLcm) {
     const float alpha_prod = alphas_cumprod_[static_cast<size_t>(timesteps_[step_index])];
     a = std::sqrt(alpha_prod);
     b = std::sqrt(1.0f - alpha_prod);
-  } else if (kind_ == SamplerKind::kEuler || kind_ == SamplerKind::kEulerAncestral) {
-    a = 1.0f;
+  } else if (kind_ != SamplerKind::kDpmpp2m && kind_ != SamplerKind::kDpmpp2mKarras) {
+    a = 1.0f;  // the Euler family and Heun: x + σ·n
     b = sigmas_[step_index];
   } else {  // DPM++: _sigma_to_alpha_sigma_t
     const float sigma = sigmas_[step_index];
@@ -581,9 +775,17 @@ std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const SchedulerConfig& c
     case SamplerKind::kDdim:
       return std::make_unique<DdimSampler>(config);
     case SamplerKind::kEuler:
-      return std::make_unique<EulerSampler>(config);
+    case SamplerKind::kEulerKarras:
+      return std::make_unique<EulerSampler>(config, kind == SamplerKind::kEulerKarras);
     case SamplerKind::kEulerAncestral:
-      return std::make_unique<EulerAncestralSampler>(config);
+    case SamplerKind::kEulerAncestralKarras:
+      return std::make_unique<EulerAncestralSampler>(config,
+                                                     kind == SamplerKind::kEulerAncestralKarras);
+    case SamplerKind::kHeun:
+    case SamplerKind::kHeunKarras:
+      return std::make_unique<HeunSampler>(config, kind == SamplerKind::kHeunKarras);
+    case SamplerKind::kLcm:
+      return std::make_unique<LcmSampler>(config);
     case SamplerKind::kDpmpp2m:
       return std::make_unique<DpmppSampler>(config, /*karras=*/false);
     case SamplerKind::kDpmpp2mKarras:
@@ -597,15 +799,39 @@ struct SamplerName {
   SamplerKind kind;
   std::string_view id;
   std::string_view display;
+  std::optional<SamplerKind> karras;  // the kind with the Karras schedule, where there is one
 };
 constexpr SamplerName kSamplerNames[] = {
-    {SamplerKind::kDdim, "ddim", "DDIM"},
-    {SamplerKind::kEuler, "euler", "Euler"},
-    {SamplerKind::kEulerAncestral, "euler_a", "Euler a"},
-    {SamplerKind::kDpmpp2m, "dpmpp_2m", "DPM++ 2M"},
-    {SamplerKind::kDpmpp2mKarras, "dpmpp_2m_karras", "DPM++ 2M Karras"},
+    {SamplerKind::kEulerAncestral, "euler_a", "Euler a", SamplerKind::kEulerAncestralKarras},
+    {SamplerKind::kEuler, "euler", "Euler", SamplerKind::kEulerKarras},
+    {SamplerKind::kHeun, "heun", "Heun", SamplerKind::kHeunKarras},
+    {SamplerKind::kDdim, "ddim", "DDIM", std::nullopt},
+    {SamplerKind::kDpmpp2m, "dpmpp_2m", "DPM++ 2M", SamplerKind::kDpmpp2mKarras},
+    {SamplerKind::kLcm, "lcm", "LCM", std::nullopt},
+    {SamplerKind::kEulerAncestralKarras, "euler_a_karras", "Euler a Karras",
+     SamplerKind::kEulerAncestralKarras},
+    {SamplerKind::kEulerKarras, "euler_karras", "Euler Karras", SamplerKind::kEulerKarras},
+    {SamplerKind::kHeunKarras, "heun_karras", "Heun Karras", SamplerKind::kHeunKarras},
+    {SamplerKind::kDpmpp2mKarras, "dpmpp_2m_karras", "DPM++ 2M Karras",
+     SamplerKind::kDpmpp2mKarras},
 };
+constexpr auto kAllSamplerKinds = [] {
+  std::array<SamplerKind, std::size(kSamplerNames)> kinds{};
+  for (size_t i = 0; i < kinds.size(); ++i)
+    kinds[i] = kSamplerNames[i].kind;
+  return kinds;
+}();
 }  // namespace
+
+std::span<const SamplerKind> all_sampler_kinds() {
+  return kAllSamplerKinds;
+}
+
+std::optional<SamplerKind> karras_variant(SamplerKind kind) {
+  for (const auto& entry : kSamplerNames)
+    if (entry.kind == kind) return entry.karras;
+  return std::nullopt;
+}
 
 SamplerKind parse_sampler_kind(std::string_view name) {
   const std::string wanted = lower_ascii(name);
@@ -680,6 +906,8 @@ SchedulerConfig SchedulerConfig::from_json(std::string_view json_text, std::stri
     flag("set_alpha_to_one", c.set_alpha_to_one);
     flag("clip_sample", c.clip_sample);
     real("clip_sample_range", c.clip_sample_range, 0, 1e6);
+    integer("original_inference_steps", c.original_inference_steps, 1, c.num_train_timesteps);
+    real("timestep_scaling", c.timestep_scaling, 0, 1e6);
     if (j.contains("beta_schedule")) {
       const auto s = j["beta_schedule"].get<std::string>();
       if (s == "scaled_linear") {

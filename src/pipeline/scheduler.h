@@ -1,5 +1,5 @@
-// Samplers (diffusers "schedulers") for the SD 1.5 text-to-image loop: DDIM, Euler, Euler
-// ancestral, DPM++ 2M and DPM++ 2M Karras.
+// Samplers (diffusers "schedulers") for the denoising loop: DDIM, Euler, Euler ancestral, Heun,
+// DPM++ 2M, LCM, and the Karras noise schedule for the σ-based ones.
 //
 // Each sampler mirrors one diffusers class and reproduces its numbers: the timestep and sigma
 // tables follow diffusers' float64 (numpy) / float32 (torch) split exactly, and `step` does the
@@ -12,6 +12,15 @@
 //   SamplerKind::kDpmpp2m         DPMSolverMultistepScheduler (solver_order 2, dpmsolver++,
 //                                 midpoint, lower_order_final, final_sigmas_type "zero")
 //   SamplerKind::kDpmpp2mKarras   the same with use_karras_sigmas=True
+//   SamplerKind::kEulerKarras     EulerDiscreteScheduler with use_karras_sigmas=True
+//   SamplerKind::kEulerAncestralKarras  Euler ancestral steps over that Karras schedule
+//                                 (A1111's "Euler a" + "Karras"; diffusers' class has no such
+//                                 option, so only the schedule is checked against diffusers)
+//   SamplerKind::kHeun            HeunDiscreteScheduler (2nd order: two UNet calls per step but
+//                                 the last, so num_steps() = 2·steps − 1 as diffusers lists them)
+//   SamplerKind::kHeunKarras      the same with use_karras_sigmas=True
+//   SamplerKind::kLcm             LCMScheduler (latent consistency: LCM-LoRA and LCM models, a
+//                                 few steps at guidance 1–2; draws fresh noise after each step)
 //
 // How the txt2img loop drives any sampler (x: the latents, NCHW or NHWC — samplers are
 // elementwise, so any layout works as long as model_output uses the same one):
@@ -25,11 +34,12 @@
 //   }
 //
 // Contract of `step`: call it with step_index = 0, 1, ..., num_steps() - 1 in order after one
-// set_timesteps (multistep samplers keep the previous model outputs; calling step 0 again
-// restarts). An out-of-order index throws kInvalidArgument. `model_output` is what the UNet
-// predicts (ε, v or x0 per SchedulerConfig::prediction_type) after guidance, with the same
-// element count as `sample`. `rng` is needed only where needs_noise() is true (Euler a) and
-// must be the generator the initial latents were drawn from to reproduce diffusers' images.
+// set_timesteps (multistep samplers keep the previous model outputs, Heun its first half-step;
+// calling the begin index again restarts). An out-of-order index throws kInvalidArgument.
+// `model_output` is what the UNet predicts (ε, v or x0 per SchedulerConfig::prediction_type) after
+// guidance, with the same element count as `sample`. `rng` is needed only where needs_noise() is
+// true (Euler a) and must be the generator the initial latents were drawn from to reproduce
+// diffusers' images (Euler a, Euler a Karras, LCM).
 //
 // Thread safety: a Sampler is mutable state for one generation; do not share one between
 // threads. Distinct Sampler objects are independent.
@@ -66,8 +76,12 @@ struct SchedulerConfig {
   std::optional<TimestepSpacing> timestep_spacing = TimestepSpacing::kLeading;
   PredictionType prediction_type = PredictionType::kEpsilon;
   bool set_alpha_to_one = false;  // DDIM only: alpha_prod at the final step is 1 (else ᾱ₀)
-  bool clip_sample = false;       // DDIM only: clamp the predicted x0 to ±clip_sample_range
+  bool clip_sample = false;       // DDIM, Heun, LCM: clamp the predicted x0 to ±clip_sample_range
   double clip_sample_range = 1.0;
+  // LCM only: the distillation schedule the steps are taken from (train_steps / this apart)
+  // and the boundary-condition scale of the consistency function (diffusers' defaults).
+  int original_inference_steps = 50;
+  double timestep_scaling = 10.0;
 
   // Stable Diffusion 1.5's values (scaled-linear betas 0.00085–0.012, 1000 steps, offset 1,
   // leading spacing, epsilon prediction).
@@ -77,22 +91,40 @@ struct SchedulerConfig {
   // Unknown values of known keys throw kInvalidModel (kUnsupported for e.g. a cosine schedule).
   // Ranges, checked with the field, value and range in the message: num_train_timesteps in
   // [2, kMaxTrainTimesteps], beta_start <= beta_end both in (0, 1), steps_offset in
-  // [0, num_train_timesteps), clip_sample_range in (0, 1e6).
+  // [0, num_train_timesteps), clip_sample_range in (0, 1e6), original_inference_steps in
+  // [1, num_train_timesteps], timestep_scaling in (0, 1e6).
   static SchedulerConfig from_json(std::string_view json_text, std::string_view origin = "json");
   // Reads `model_dir/scheduler/scheduler_config.json` if it exists, else sd15_defaults().
   static SchedulerConfig load_or_default(const std::filesystem::path& model_dir);
 };
 
-enum class SamplerKind { kDdim, kEuler, kEulerAncestral, kDpmpp2m, kDpmpp2mKarras };
+enum class SamplerKind {
+  kDdim,
+  kEuler,
+  kEulerAncestral,
+  kDpmpp2m,
+  kDpmpp2mKarras,
+  kEulerKarras,
+  kEulerAncestralKarras,
+  kHeun,
+  kHeunKarras,
+  kLcm,
+};
 
-// "ddim", "euler", "euler_a", "dpmpp_2m", "dpmpp_2m_karras" (also accepts A1111's display
-// names such as "Euler a" or "DPM++ 2M Karras", case-insensitively). Throws kInvalidArgument
-// listing the accepted names.
+// "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "lcm", and "euler_karras", "euler_a_karras",
+// "heun_karras", "dpmpp_2m_karras" (also accepts A1111's display names such as "Euler a" or
+// "DPM++ 2M Karras", case-insensitively). Throws kInvalidArgument listing the accepted names.
 SamplerKind parse_sampler_kind(std::string_view name);
 // The short name above ("euler_a").
 std::string_view sampler_id(SamplerKind kind);
-// The name AUTOMATIC1111's web UI shows (and writes into PNG parameters): "Euler a".
+// The name AUTOMATIC1111's web UI shows (and writes into PNG parameters): "Euler a"; a Karras
+// kind is the sampler's name + " Karras", which A1111 reads back as sampler + schedule type.
 std::string_view sampler_display_name(SamplerKind kind);
+// Every kind, in the order --help lists them.
+std::span<const SamplerKind> all_sampler_kinds();
+// The kind with the Karras schedule for `kind` (itself if it has it already), or nullopt when
+// the sampler has no such variant (DDIM, LCM).
+std::optional<SamplerKind> karras_variant(SamplerKind kind);
 
 class Sampler {
  public:
@@ -105,7 +137,12 @@ class Sampler {
   // and clears any multistep history. Throws kInvalidArgument for a bad count.
   virtual void set_timesteps(int num_steps) = 0;
 
+  // step() calls (= UNet evaluations) of the schedule: the step count asked for, except Heun's
+  // 2·steps − 1.
   int num_steps() const { return static_cast<int>(timesteps_.size()); }
+  // UNet evaluations per step of the schedule as the user counts steps (Heun 2, else 1):
+  // img2img starts at first_img2img_step(...) · order(), as diffusers does.
+  virtual int order() const { return 1; }
   // [num_steps]: the UNet's timestep input at each step, as diffusers' `scheduler.timesteps`
   // (integers for DDIM/DPM++, fractional values for Euler with linspace spacing).
   const std::vector<float>& timesteps() const { return timesteps_; }
@@ -127,7 +164,7 @@ class Sampler {
   virtual void step(std::span<const float> model_output, int step_index, std::span<float> sample,
                     TorchCpuRng* rng) = 0;
 
-  // True if step() draws noise (Euler ancestral).
+  // True if step() draws noise (Euler a, LCM).
   virtual bool needs_noise() const { return false; }
 
   // diffusers' set_begin_index: the first step() of this schedule will be `step_index`
@@ -138,7 +175,7 @@ class Sampler {
 
   // diffusers' add_noise: `original` noised to the level of step `step_index`'s timestep,
   // written to `out` (which may alias either input; sizes must match):
-  //   DDIM: sqrt(ᾱ_t)·x + sqrt(1 − ᾱ_t)·n;  Euler, Euler a: x + σ·n;
+  //   DDIM, LCM: sqrt(ᾱ_t)·x + sqrt(1 − ᾱ_t)·n;  Euler, Euler a, Heun: x + σ·n;
   //   DPM++: α_σ·x + σ_σ·n with α_σ = 1/sqrt(σ² + 1), σ_σ = σ·α_σ.
   void add_noise(std::span<const float> original, std::span<const float> noise, int step_index,
                  std::span<float> out) const;
@@ -163,9 +200,9 @@ class Sampler {
 };
 
 // diffusers' StableDiffusionImg2ImgPipeline.get_timesteps: with `steps` scheduled and
-// `strength` in (0, 1], the first step that runs, steps - min(int(steps · strength), steps)
-// (all four samplers here have order 1). Throws kInvalidArgument when no step would run or
-// strength is outside (0, 1].
+// `strength` in (0, 1], the first step that runs, steps - min(int(steps · strength), steps),
+// counted in steps as the user gives them: the first step() index is this · Sampler::order().
+// Throws kInvalidArgument when no step would run or strength is outside (0, 1].
 int first_img2img_step(int steps, double strength);
 
 // A sampler of `kind` for `config`; call set_timesteps before use.

@@ -228,7 +228,8 @@ void start_lane(DiffusionModel& model, const SchedulerConfig& scheduler_config, 
   Sampler& sampler = *lane.sampler;
   sampler.set_timesteps(p.steps);
   if (p.init) {
-    lane.first_step = first_img2img_step(p.steps, p.init->strength);
+    // diffusers' t_start · order: Heun's schedule lists two calls per step.
+    lane.first_step = first_img2img_step(p.steps, p.init->strength) * sampler.order();
     sampler.set_begin_index(lane.first_step);
     lane.init = prepare_image_latents(model, *p.init, b, uc, rng);
     if (p.release_stages) model.release("vae_encoder");

@@ -5,9 +5,11 @@
 #include <cmath>
 #include <ctime>
 #include <limits>
+#include <map>
 
 #include "core/build_info.h"
 #include "pipeline/image_io.h"
+#include "pipeline/scheduler.h"
 
 namespace hyrt::serve {
 
@@ -142,11 +144,12 @@ std::pair<std::string, std::string> resolve_sampler(const json& body) {
   }
   const std::string scheduler = lower(read_string(body, "scheduler", "automatic"));
   if (scheduler == "karras") {
-    if (std::string(found->hyrt) == "dpmpp_2m" || std::string(found->hyrt) == "dpmpp_2m_karras")
-      return {"DPM++ 2M Karras", "dpmpp_2m_karras"};
-    throw ApiError(422, "scheduler",
-                   std::string("the Karras schedule is available with \"DPM++ 2M\" only, not \"") +
-                       found->a1111 + "\"");
+    const auto karras = pipeline::karras_variant(pipeline::parse_sampler_kind(found->hyrt));
+    if (!karras)
+      throw ApiError(422, "scheduler",
+                     std::string("\"") + found->a1111 + "\" has no Karras schedule in hyrt");
+    return {std::string(pipeline::sampler_display_name(*karras)),
+            std::string(pipeline::sampler_id(*karras))};
   }
   if (scheduler != "automatic" && scheduler != "uniform" && scheduler != "normal")
     throw ApiError(422, "scheduler",
@@ -168,13 +171,26 @@ json error_json(int status, const std::string& field, const std::string& message
 }
 
 const std::vector<SamplerName>& samplers() {
-  static const std::vector<SamplerName> list = {
-      {"Euler a", "euler_a", {"k_euler_a", "k_euler_ancestral"}},
-      {"Euler", "euler", {"k_euler"}},
-      {"DDIM", "ddim", {}},
-      {"DPM++ 2M", "dpmpp_2m", {"k_dpmpp_2m"}},
-      {"DPM++ 2M Karras", "dpmpp_2m_karras", {"k_dpmpp_2m_ka"}},
-  };
+  // Every hyrt sampler under its A1111 display name (a Karras kind as A1111's older combined
+  // name, "DPM++ 2M Karras"), with the k-diffusion names old API clients send.
+  static const std::vector<SamplerName> list = [] {
+    const std::map<std::string_view, std::vector<std::string>> aliases = {
+        {"euler_a", {"k_euler_a", "k_euler_ancestral"}},
+        {"euler", {"k_euler"}},
+        {"heun", {"k_heun"}},
+        {"dpmpp_2m", {"k_dpmpp_2m"}},
+        {"dpmpp_2m_karras", {"k_dpmpp_2m_ka"}},
+        {"lcm", {"k_lcm"}},
+    };
+    std::vector<SamplerName> out;
+    for (pipeline::SamplerKind kind : pipeline::all_sampler_kinds()) {
+      const std::string_view id = pipeline::sampler_id(kind);
+      const auto a = aliases.find(id);
+      out.push_back({pipeline::sampler_display_name(kind).data(), id.data(),
+                     a == aliases.end() ? std::vector<std::string>{} : a->second});
+    }
+    return out;
+  }();
   return list;
 }
 
@@ -182,7 +198,9 @@ json samplers_json() {
   json out = json::array();
   for (const SamplerName& s : samplers()) {
     json options = json::object();
-    if (std::string(s.hyrt) == "dpmpp_2m_karras") options["scheduler"] = "karras";
+    if (pipeline::karras_variant(pipeline::parse_sampler_kind(s.hyrt)) ==
+        pipeline::parse_sampler_kind(s.hyrt))
+      options["scheduler"] = "karras";
     out.push_back({{"name", s.a1111}, {"aliases", s.aliases}, {"options", options}});
   }
   return out;

@@ -152,9 +152,12 @@ TEST_F(CliTest, BadSizesStepsAndSamplersAreClearErrors) {
   EXPECT_TRUE(contains(r.output, "steps must be")) << r.output;
   r = run_hyrt(m + " --steps -3");
   EXPECT_NE(r.exit_code, 0);
-  r = run_hyrt(m + " --sampler heun");
+  r = run_hyrt(m + " --sampler plms");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.output, "euler_a") && contains(r.output, "dpmpp_2m_karras")) << r.output;
+  r = run_hyrt(m + " --sampler lcm --steps 51");  // past its distillation schedule
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "LCM takes at most 50 steps")) << r.output;
   r = run_hyrt(m + " -W abc");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_FALSE(fs::exists(tmp_ / "o.png"));

@@ -235,8 +235,9 @@ TEST_F(ServeTest, ModelsSamplersOptionsAndOverride) {
   std::vector<std::string> names;
   for (const json& s : samplers)
     names.push_back(s["name"]);
-  EXPECT_EQ(names,
-            (std::vector<std::string>{"Euler a", "Euler", "DDIM", "DPM++ 2M", "DPM++ 2M Karras"}));
+  EXPECT_EQ(names, (std::vector<std::string>{"Euler a", "Euler", "Heun", "DDIM", "DPM++ 2M", "LCM",
+                                             "Euler a Karras", "Euler Karras", "Heun Karras",
+                                             "DPM++ 2M Karras"}));
 
   EXPECT_EQ(get_json("/sdapi/v1/options")["sd_model_checkpoint"], "shapes-int8.safetensors");
   auto r = post("/sdapi/v1/options",
@@ -730,10 +731,16 @@ TEST(ServeApi, ParsesA1111FieldsAsA1111Does) {
   r = hyrt::serve::parse_txt2img(R"({"sampler_name": "DPM++ 2M", "scheduler": "karras"})", limits,
                                  resolve);
   EXPECT_EQ(r.sampler, "dpmpp_2m_karras");
+  r = hyrt::serve::parse_txt2img(R"({"sampler_name": "Euler", "scheduler": "Karras"})", limits,
+                                 resolve);
+  EXPECT_EQ(r.sampler, "euler_karras");
+  EXPECT_EQ(r.sampler_a1111, "Euler Karras");
+  r = hyrt::serve::parse_txt2img(R"({"sampler_name": "k_heun"})", limits, resolve);
+  EXPECT_EQ(r.sampler, "heun");
   try {
-    hyrt::serve::parse_txt2img(R"({"sampler_name": "Euler", "scheduler": "Karras"})", limits,
+    hyrt::serve::parse_txt2img(R"({"sampler_name": "LCM", "scheduler": "Karras"})", limits,
                                resolve);
-    FAIL() << "Karras with Euler was accepted";
+    FAIL() << "Karras with LCM was accepted";
   } catch (const hyrt::serve::ApiError& e) {
     EXPECT_EQ(e.status(), 422);
     EXPECT_EQ(e.field(), "scheduler");

@@ -203,6 +203,158 @@ TEST(Scheduler, MatchesDiffusersBeyondGolden) {
   }
 }
 
+// LCM, Heun and the Karras schedules of Euler and Heun against diffusers' own schedulers on the
+// fake model (tests/data/sampler_cases.safetensors, made by tests/data/make_sampler_cases.py:
+// x = randn(16, seed) · init_noise_sigma, the generator passed on to step()).
+struct DataCase {
+  const char* name;
+  SamplerKind kind;
+  int steps;
+  uint64_t seed;
+  void (*configure)(SchedulerConfig&);
+};
+
+TEST(Scheduler, NewSamplersMatchDiffusers) {
+  const auto data = weights::SafetensorsFile::open(std::string(HYRT_SOURCE_DIR) +
+                                                   "/tests/data/sampler_cases.safetensors");
+  const DataCase cases[] = {
+      {"lcm_eps_4", SamplerKind::kLcm, 4, 7, [](SchedulerConfig&) {}},
+      {"lcm_v_6", SamplerKind::kLcm, 6, 3,
+       [](SchedulerConfig& c) { c.prediction_type = PredictionType::kVPrediction; }},
+      {"lcm_orig20_5", SamplerKind::kLcm, 5, 9,
+       [](SchedulerConfig& c) {
+         c.original_inference_steps = 20;
+         c.timestep_scaling = 5.0;
+       }},
+      {"heun_eps_linspace_6", SamplerKind::kHeun, 6, 7,
+       [](SchedulerConfig& c) { c.timestep_spacing = TimestepSpacing::kLinspace; }},
+      {"heun_v_leading_5", SamplerKind::kHeun, 5, 11,
+       [](SchedulerConfig& c) { c.prediction_type = PredictionType::kVPrediction; }},
+      {"heun_karras_leading_7", SamplerKind::kHeunKarras, 7, 5, [](SchedulerConfig&) {}},
+      {"euler_karras_linspace_8", SamplerKind::kEulerKarras, 8, 7,
+       [](SchedulerConfig& c) { c.timestep_spacing = TimestepSpacing::kLinspace; }},
+      {"euler_karras_leading_v_6", SamplerKind::kEulerKarras, 6, 13,
+       [](SchedulerConfig& c) { c.prediction_type = PredictionType::kVPrediction; }},
+      {"euler_karras_trailing_1", SamplerKind::kEulerKarras, 1, 2,
+       [](SchedulerConfig& c) { c.timestep_spacing = TimestepSpacing::kTrailing; }},
+  };
+  for (const DataCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string prefix = std::string("traj.") + c.name + ".";
+    SchedulerConfig config = SchedulerConfig::sd15_defaults();  // leading, offset 1
+    c.configure(config);
+    auto sampler = make_sampler(c.kind, config);
+    sampler->set_timesteps(c.steps);
+    const auto want_t = read_f32(*data, prefix + "timesteps");
+    ASSERT_EQ(sampler->timesteps().size(), want_t.size());
+    EXPECT_LE(max_relative_error(sampler->timesteps(), want_t), 1e-6);
+    if (data->find(prefix + "sigmas")) {
+      const auto want_s = read_f32(*data, prefix + "sigmas");
+      ASSERT_EQ(sampler->sigmas().size(), want_s.size());
+      EXPECT_LE(max_relative_error(sampler->sigmas(), want_s), 1e-6);
+    }
+    TorchCpuRng rng(c.seed);
+    std::vector<float> x = rng.randn(16), x_in(16), eps(16);
+    for (float& v : x)
+      v *= sampler->init_noise_sigma();
+    for (int i = 0; i < sampler->num_steps(); ++i) {
+      sampler->scale_model_input(x, x_in, i);
+      fake_eps(x_in, sampler->timesteps()[i], eps);
+      sampler->step(eps, i, x, &rng);
+    }
+    const auto want = read_f32(*data, prefix + "final");
+    const double err = test::relative_l2(x.data(), want.data(), x.size());
+    std::printf("  %s: relative L2 %.3g\n", c.name, err);
+    EXPECT_LE(err, 1e-5);
+  }
+}
+
+// Euler a Karras has no diffusers class: its schedule is Euler Karras's, its step Euler a's.
+TEST(Scheduler, EulerAncestralKarrasIsEulerAStepsOnTheKarrasSchedule) {
+  const SchedulerConfig config = SchedulerConfig::sd15_defaults();
+  auto karras = make_sampler(SamplerKind::kEulerAncestralKarras, config);
+  auto euler_karras = make_sampler(SamplerKind::kEulerKarras, config);
+  karras->set_timesteps(9);
+  euler_karras->set_timesteps(9);
+  EXPECT_EQ(karras->timesteps(), euler_karras->timesteps());
+  EXPECT_EQ(karras->sigmas(), euler_karras->sigmas());
+  EXPECT_TRUE(karras->needs_noise());
+  // One step by hand: σ_up, σ_down from (σ_i, σ_i+1), noise drawn after the update.
+  TorchCpuRng a(4), b(4);
+  std::vector<float> x = {0.5f, -1.0f, 2.0f}, eps = {0.1f, 0.2f, -0.3f};
+  std::vector<float> want = x;
+  karras->step(eps, 0, x, &a);
+  const float s0 = karras->sigmas()[0], s1 = karras->sigmas()[1];
+  const float up = std::sqrt(s1 * s1 * (s0 * s0 - s1 * s1) / (s0 * s0));
+  const float down = std::sqrt(s1 * s1 - up * up);
+  const std::vector<float> noise = b.randn(3);
+  for (size_t i = 0; i < want.size(); ++i)
+    want[i] = want[i] + eps[i] * (down - s0) + noise[i] * up;
+  for (size_t i = 0; i < want.size(); ++i)
+    EXPECT_NEAR(x[i], want[i], 1e-5f * std::max(1.0f, std::abs(want[i])));
+  EXPECT_THROW(karras->step(eps, 1, x, nullptr), Error);
+}
+
+// Heun: img2img starts at first_img2img_step · order (diffusers' t_start · order), its two
+// half-steps must run in order, and restarting at the begin index resets the kept half-step.
+TEST(Scheduler, HeunOrderAndState) {
+  auto heun = make_sampler(SamplerKind::kHeun, SchedulerConfig::sd15_defaults());
+  heun->set_timesteps(5);
+  EXPECT_EQ(heun->order(), 2);
+  EXPECT_EQ(heun->num_steps(), 9);
+  EXPECT_EQ(heun->sigmas().size(), 10u);
+  EXPECT_EQ(heun->timesteps()[1], heun->timesteps()[2]);
+  EXPECT_EQ(heun->sigmas().back(), 0.0f);
+  std::vector<float> x = {1.0f, 2.0f}, eps = {0.5f, -0.5f};
+  EXPECT_THROW(heun->step(eps, 1, x, nullptr), Error);  // not the begin index
+  heun->step(eps, 0, x, nullptr);
+  EXPECT_THROW(heun->step(eps, 2, x, nullptr), Error);  // the second half-step is due
+  // Running step 0 again restarts from scratch: the same result as a fresh sampler.
+  std::vector<float> again = {1.0f, 2.0f}, fresh = {1.0f, 2.0f};
+  heun->step(eps, 0, again, nullptr);
+  auto other = make_sampler(SamplerKind::kHeun, SchedulerConfig::sd15_defaults());
+  other->set_timesteps(5);
+  other->step(eps, 0, fresh, nullptr);
+  EXPECT_EQ(again, fresh);
+  // img2img at strength 0.6 of 5 steps: 3 steps run, from call index (5 − 3) · 2 = 4.
+  heun->set_begin_index(first_img2img_step(5, 0.6) * heun->order());
+  EXPECT_EQ(heun->begin_index(), 4);
+  std::vector<float> y = {1.0f, 2.0f};
+  for (int i = 4; i < heun->num_steps(); ++i)
+    heun->step(eps, i, y, nullptr);
+  EXPECT_TRUE(std::isfinite(y[0]) && std::isfinite(y[1]));
+  EXPECT_EQ(make_sampler(SamplerKind::kLcm, SchedulerConfig::sd15_defaults())->order(), 1);
+}
+
+TEST(Scheduler, LcmStepCountsAndConfig) {
+  SchedulerConfig config = SchedulerConfig::sd15_defaults();
+  auto lcm = make_sampler(SamplerKind::kLcm, config);
+  lcm->set_timesteps(4);
+  EXPECT_EQ(lcm->timesteps(), (std::vector<float>{999, 759, 499, 259}));
+  EXPECT_TRUE(lcm->sigmas().empty());
+  EXPECT_EQ(lcm->init_noise_sigma(), 1.0f);
+  lcm->set_timesteps(50);
+  EXPECT_EQ(lcm->timesteps().back(), 19.0f);
+  try {
+    lcm->set_timesteps(51);
+    ADD_FAILURE() << "51 LCM steps accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("at most 50"), std::string::npos) << e.what();
+  }
+  // The last step returns the denoised sample and needs no generator; the others do.
+  lcm->set_timesteps(2);
+  std::vector<float> x = {0.3f}, eps = {0.1f};
+  EXPECT_THROW(lcm->step(eps, 0, x, nullptr), Error);
+  lcm->step(eps, 1, x, nullptr);
+  const auto c =
+      SchedulerConfig::from_json(R"({"original_inference_steps": 25, "timestep_scaling": 2.5})");
+  EXPECT_EQ(c.original_inference_steps, 25);
+  EXPECT_EQ(c.timestep_scaling, 2.5);
+  EXPECT_THROW(SchedulerConfig::from_json(R"({"original_inference_steps": 0})"), Error);
+  EXPECT_THROW(SchedulerConfig::from_json(R"({"original_inference_steps": 1001})"), Error);
+  EXPECT_THROW(SchedulerConfig::from_json(R"({"timestep_scaling": -1})"), Error);
+}
+
 // SD 1.5 defaults (leading spacing, offset 1), e.g. what A1111-style runs use with DDIM.
 TEST(Scheduler, Sd15DefaultsLeadingSpacing) {
   auto ddim = make_sampler(SamplerKind::kDdim, SchedulerConfig::sd15_defaults());
@@ -273,12 +425,25 @@ TEST(Scheduler, Names) {
   EXPECT_EQ(parse_sampler_kind("DPM++ 2M Karras"), SamplerKind::kDpmpp2mKarras);
   EXPECT_EQ(sampler_display_name(SamplerKind::kDpmpp2m), "DPM++ 2M");
   EXPECT_EQ(sampler_id(SamplerKind::kDdim), "ddim");
+  EXPECT_EQ(parse_sampler_kind("heun"), SamplerKind::kHeun);
+  EXPECT_EQ(parse_sampler_kind("LCM"), SamplerKind::kLcm);
+  EXPECT_EQ(parse_sampler_kind("Euler a Karras"), SamplerKind::kEulerAncestralKarras);
+  EXPECT_EQ(sampler_display_name(SamplerKind::kHeunKarras), "Heun Karras");
+  EXPECT_EQ(karras_variant(SamplerKind::kEuler), SamplerKind::kEulerKarras);
+  EXPECT_EQ(karras_variant(SamplerKind::kDpmpp2mKarras), SamplerKind::kDpmpp2mKarras);
+  EXPECT_EQ(karras_variant(SamplerKind::kLcm), std::nullopt);
+  EXPECT_EQ(all_sampler_kinds().size(), 10u);
+  for (SamplerKind k : all_sampler_kinds()) {  // ids and display names parse back
+    EXPECT_EQ(parse_sampler_kind(sampler_id(k)), k);
+    EXPECT_EQ(parse_sampler_kind(sampler_display_name(k)), k);
+  }
   try {
-    parse_sampler_kind("heun");
+    parse_sampler_kind("plms");
     FAIL();
   } catch (const Error& e) {
     EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
     EXPECT_NE(std::string(e.what()).find("dpmpp_2m_karras"), std::string::npos);
+    EXPECT_NE(std::string(e.what()).find("lcm"), std::string::npos);
   }
 }
 
