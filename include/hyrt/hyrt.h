@@ -130,8 +130,8 @@ struct GenerateOptions {
   int steps = 20;
   float cfg_scale = 7.0f;
   uint64_t seed = 0;
-  // euler_a, euler, heun, ddim, dpmpp_2m, lcm, euler_a_karras, euler_karras,
-  // heun_karras, dpmpp_2m_karras (or A1111's names: "Euler a", ...)
+  // euler_a, euler, heun, ddim, dpmpp_2m, dpmpp_2m_sde, lcm, euler_a_karras,
+  // euler_karras, heun_karras, dpmpp_2m_karras, dpmpp_2m_sde_karras (or A1111's names: "Euler a", ...)
   std::string sampler = "euler_a";
   int batch = 1;
   // Called after each denoising step, on the calling thread (while the runtime's worker may

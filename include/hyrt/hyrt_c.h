@@ -119,8 +119,8 @@ typedef struct hyrt_generate_options {
   float cfg_scale;             /* default 7 */
   uint64_t seed;
   const char* sampler;      /* "euler_a" (default), "euler", "heun", "ddim", "dpmpp_2m",
-                              "lcm", "euler_a_karras", "euler_karras", "heun_karras",
-                              "dpmpp_2m_karras" */
+                              "dpmpp_2m_sde", "lcm", "euler_a_karras", "euler_karras",
+                              "heun_karras", "dpmpp_2m_karras", "dpmpp_2m_sde_karras" */
   int batch;                /* default 1 */
   hyrt_progress_fn on_step; /* may be NULL */
   void* user_data;          /* passed to on_step */

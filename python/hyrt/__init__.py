@@ -100,8 +100,8 @@ class Pipeline:
 
         negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
         diffusers does); "" is encoded like any prompt. width/height: multiples of 8, 0 for
-        the model's native size. sampler: euler_a, euler, heun, ddim, dpmpp_2m, lcm,
-        euler_a_karras, euler_karras, heun_karras, dpmpp_2m_karras
+        the model's native size. sampler: euler_a, euler, heun, ddim, dpmpp_2m, dpmpp_2m_sde, lcm,
+        euler_a_karras, euler_karras, heun_karras, dpmpp_2m_karras, dpmpp_2m_sde_karras
         (or A1111's names). seed: 0 <= seed < 2**64; None draws one (as the CLI without -s).
         callback(step, total) runs after each denoising step on the calling thread; an
         exception it raises ends the call and reaches the caller. cancel: a CancelToken.

@@ -533,8 +533,14 @@ class LcmSampler final : public Sampler {
 // VP form x = α·x0 + σ_vp·ε with α = 1/sqrt(σ²+1), σ_vp = σ·α; the UNet input is not scaled.
 class DpmppSampler final : public Sampler {
  public:
-  DpmppSampler(const SchedulerConfig& c, bool karras)
-      : Sampler(karras ? SamplerKind::kDpmpp2mKarras : SamplerKind::kDpmpp2m, c), karras_(karras) {}
+  // sde: algorithm_type "sde-dpmsolver++" (DPM++ 2M SDE): the update keeps exp(−h) of the
+  // sample and adds fresh noise σ_t·sqrt(1 − exp(−2h))·n, drawn at every step.
+  DpmppSampler(const SchedulerConfig& c, SamplerKind kind)
+      : Sampler(kind, c),
+        karras_(kind == SamplerKind::kDpmpp2mKarras || kind == SamplerKind::kDpmpp2mSdeKarras),
+        sde_(kind == SamplerKind::kDpmpp2mSde || kind == SamplerKind::kDpmpp2mSdeKarras) {}
+
+  bool needs_noise() const override { return sde_; }
 
   void set_timesteps(int num_steps) override {
     begin_index_ = 0;
@@ -592,8 +598,10 @@ class DpmppSampler final : public Sampler {
   }
 
   void step(std::span<const float> model_output, int step_index, std::span<float> sample,
-            TorchCpuRng* /*rng*/) override {
+            TorchCpuRng* rng) override {
     check_step_args(model_output, step_index, sample);
+    HYRT_CHECK(!sde_ || rng != nullptr, kInvalidArgument, sampler_display_name(kind_),
+               " needs a random generator for its step noise");
     if (step_index == begin_index_) {
       previous_x0_.clear();
       next_step_ = begin_index_;
@@ -624,6 +632,10 @@ class DpmppSampler final : public Sampler {
 
     const float sigma_next = sigmas_[step_index + 1];
     const bool first_order = previous_x0_.empty() || step_index == num_steps() - 1;
+    if (sde_) {
+      noise_.resize(n);
+      rng->randn(noise_);  // after convert_model_output, before the update, every step
+    }
     if (sigma_next == 0.0f) {
       // The final step to σ = 0: the update reduces to x0 exactly (diffusers gets the same
       // through exp(-inf) = 0; stating it keeps the result independent of inf arithmetic).
@@ -633,11 +645,23 @@ class DpmppSampler final : public Sampler {
       const float lambda_t = std::log(t.alpha) - std::log(t.sigma);
       const float lambda_s0 = std::log(s0.alpha) - std::log(s0.sigma);
       const float h = lambda_t - lambda_s0;
-      const float sample_coef = t.sigma / s0.sigma;
-      const float d0_coef = t.alpha * (std::exp(-h) - 1.0f);
+      // Coefficients of sample, D0 and (midpoint) D1 = (x0 − previous x0) / r0, and of the
+      // noise: dpmsolver++ x_t = (σ_t/σ_s)·x − α_t(e^−h − 1)·D0 − ½α_t(e^−h − 1)·D1;
+      // sde-dpmsolver++ x_t = (σ_t/σ_s·e^−h)·x + α_t(1 − e^−2h)·(D0 + ½D1) + σ_t·sqrt(1 − e^−2h)·n.
+      float sample_coef, d0_coef, noise_coef = 0.0f;
+      if (sde_) {
+        sample_coef = t.sigma / s0.sigma * std::exp(-h);
+        d0_coef = -(t.alpha * (1.0f - std::exp(-2.0f * h)));
+        noise_coef = t.sigma * std::sqrt(1.0f - std::exp(-2.0f * h));
+      } else {
+        sample_coef = t.sigma / s0.sigma;
+        d0_coef = t.alpha * (std::exp(-h) - 1.0f);
+      }
       if (first_order) {
-        for (size_t i = 0; i < n; ++i)
-          sample[i] = sample_coef * sample[i] - d0_coef * current_x0_[i];
+        for (size_t i = 0; i < n; ++i) {
+          const float x = sample_coef * sample[i] - d0_coef * current_x0_[i];
+          sample[i] = sde_ ? x + noise_coef * noise_[i] : x;
+        }
       } else {
         const Vp s1 = vp(sigmas_[step_index - 1]);
         const float lambda_s1 = std::log(s1.alpha) - std::log(s1.sigma);
@@ -647,7 +671,8 @@ class DpmppSampler final : public Sampler {
         const float d1_coef = 0.5f * d0_coef;
         for (size_t i = 0; i < n; ++i) {
           const float d1 = d1_scale * (current_x0_[i] - previous_x0_[i]);
-          sample[i] = sample_coef * sample[i] - d0_coef * current_x0_[i] - d1_coef * d1;
+          const float x = sample_coef * sample[i] - d0_coef * current_x0_[i] - d1_coef * d1;
+          sample[i] = sde_ ? x + noise_coef * noise_[i] : x;
         }
       }
     }
@@ -667,6 +692,8 @@ class DpmppSampler final : public Sampler {
   }
 
   bool karras_;
+  bool sde_;
+  std::vector<float> noise_;
   std::vector<float> previous_x0_;  // x0 prediction of the previous step (empty at the start)
   std::vector<float> current_x0_;
   int next_step_ = 0;
@@ -724,7 +751,8 @@ void Sampler::add_noise(std::span<const float> original, std::span<const float> 
     const float alpha_prod = alphas_cumprod_[static_cast<size_t>(timesteps_[step_index])];
     a = std::sqrt(alpha_prod);
     b = std::sqrt(1.0f - alpha_prod);
-  } else if (kind_ != SamplerKind::kDpmpp2m && kind_ != SamplerKind::kDpmpp2mKarras) {
+  } else if (kind_ != SamplerKind::kDpmpp2m && kind_ != SamplerKind::kDpmpp2mKarras &&
+             kind_ != SamplerKind::kDpmpp2mSde && kind_ != SamplerKind::kDpmpp2mSdeKarras) {
     a = 1.0f;  // the Euler family and Heun: x + σ·n
     b = sigmas_[step_index];
   } else {  // DPM++: _sigma_to_alpha_sigma_t
@@ -787,9 +815,10 @@ std::unique_ptr<Sampler> make_sampler(SamplerKind kind, const SchedulerConfig& c
     case SamplerKind::kLcm:
       return std::make_unique<LcmSampler>(config);
     case SamplerKind::kDpmpp2m:
-      return std::make_unique<DpmppSampler>(config, /*karras=*/false);
     case SamplerKind::kDpmpp2mKarras:
-      return std::make_unique<DpmppSampler>(config, /*karras=*/true);
+    case SamplerKind::kDpmpp2mSde:
+    case SamplerKind::kDpmpp2mSdeKarras:
+      return std::make_unique<DpmppSampler>(config, kind);
   }
   fail(ErrorCode::kInternal, "unknown sampler kind");
 }
@@ -807,6 +836,7 @@ constexpr SamplerName kSamplerNames[] = {
     {SamplerKind::kHeun, "heun", "Heun", SamplerKind::kHeunKarras},
     {SamplerKind::kDdim, "ddim", "DDIM", std::nullopt},
     {SamplerKind::kDpmpp2m, "dpmpp_2m", "DPM++ 2M", SamplerKind::kDpmpp2mKarras},
+    {SamplerKind::kDpmpp2mSde, "dpmpp_2m_sde", "DPM++ 2M SDE", SamplerKind::kDpmpp2mSdeKarras},
     {SamplerKind::kLcm, "lcm", "LCM", std::nullopt},
     {SamplerKind::kEulerAncestralKarras, "euler_a_karras", "Euler a Karras",
      SamplerKind::kEulerAncestralKarras},
@@ -814,6 +844,8 @@ constexpr SamplerName kSamplerNames[] = {
     {SamplerKind::kHeunKarras, "heun_karras", "Heun Karras", SamplerKind::kHeunKarras},
     {SamplerKind::kDpmpp2mKarras, "dpmpp_2m_karras", "DPM++ 2M Karras",
      SamplerKind::kDpmpp2mKarras},
+    {SamplerKind::kDpmpp2mSdeKarras, "dpmpp_2m_sde_karras", "DPM++ 2M SDE Karras",
+     SamplerKind::kDpmpp2mSdeKarras},
 };
 constexpr auto kAllSamplerKinds = [] {
   std::array<SamplerKind, std::size(kSamplerNames)> kinds{};

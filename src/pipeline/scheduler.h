@@ -12,6 +12,10 @@
 //   SamplerKind::kDpmpp2m         DPMSolverMultistepScheduler (solver_order 2, dpmsolver++,
 //                                 midpoint, lower_order_final, final_sigmas_type "zero")
 //   SamplerKind::kDpmpp2mKarras   the same with use_karras_sigmas=True
+//   SamplerKind::kDpmpp2mSde      the same with algorithm_type "sde-dpmsolver++" (draws noise
+//                                 every step; diffusers' per-step randn, not k-diffusion's
+//                                 Brownian tree, so seeds match diffusers rather than A1111)
+//   SamplerKind::kDpmpp2mSdeKarras  and with use_karras_sigmas=True
 //   SamplerKind::kEulerKarras     EulerDiscreteScheduler with use_karras_sigmas=True
 //   SamplerKind::kEulerAncestralKarras  Euler ancestral steps over that Karras schedule
 //                                 (A1111's "Euler a" + "Karras"; diffusers' class has no such
@@ -109,11 +113,14 @@ enum class SamplerKind {
   kHeun,
   kHeunKarras,
   kLcm,
+  kDpmpp2mSde,
+  kDpmpp2mSdeKarras,
 };
 
-// "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "lcm", and "euler_karras", "euler_a_karras",
-// "heun_karras", "dpmpp_2m_karras" (also accepts A1111's display names such as "Euler a" or
-// "DPM++ 2M Karras", case-insensitively). Throws kInvalidArgument listing the accepted names.
+// "ddim", "euler", "euler_a", "heun", "dpmpp_2m", "dpmpp_2m_sde", "lcm", and "euler_karras",
+// "euler_a_karras", "heun_karras", "dpmpp_2m_karras", "dpmpp_2m_sde_karras" (also accepts A1111's
+// display names such as "Euler a" or "DPM++ 2M Karras", case-insensitively). Throws
+// kInvalidArgument listing the accepted names.
 SamplerKind parse_sampler_kind(std::string_view name);
 // The short name above ("euler_a").
 std::string_view sampler_id(SamplerKind kind);
@@ -164,7 +171,7 @@ class Sampler {
   virtual void step(std::span<const float> model_output, int step_index, std::span<float> sample,
                     TorchCpuRng* rng) = 0;
 
-  // True if step() draws noise (Euler a, LCM).
+  // True if step() draws noise (Euler a, DPM++ 2M SDE, LCM).
   virtual bool needs_noise() const { return false; }
 
   // diffusers' set_begin_index: the first step() of this schedule will be `step_index`

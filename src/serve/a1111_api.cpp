@@ -180,6 +180,8 @@ const std::vector<SamplerName>& samplers() {
         {"heun", {"k_heun"}},
         {"dpmpp_2m", {"k_dpmpp_2m"}},
         {"dpmpp_2m_karras", {"k_dpmpp_2m_ka"}},
+        {"dpmpp_2m_sde", {"k_dpmpp_2m_sde"}},
+        {"dpmpp_2m_sde_karras", {"k_dpmpp_2m_sde_ka"}},
         {"lcm", {"k_lcm"}},
     };
     std::vector<SamplerName> out;

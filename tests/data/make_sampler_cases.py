@@ -17,7 +17,8 @@ import sys
 
 import numpy as np
 import torch
-from diffusers import (EulerDiscreteScheduler, HeunDiscreteScheduler, LCMScheduler,
+from diffusers import (DPMSolverMultistepScheduler, EulerDiscreteScheduler,
+                       HeunDiscreteScheduler, LCMScheduler,
                        StableDiffusionImg2ImgPipeline, StableDiffusionPipeline)
 from safetensors.torch import save_file
 
@@ -44,7 +45,13 @@ TRAJECTORIES = [
       "prediction_type": "v_prediction"}, 6, 13),
     ("euler_karras_trailing_1", EulerDiscreteScheduler,
      {"timestep_spacing": "trailing", "use_karras_sigmas": True}, 1, 2),
+    ("dpmpp_2m_sde_linspace_8", DPMSolverMultistepScheduler,
+     {"timestep_spacing": "linspace", "algorithm_type": "sde-dpmsolver++"}, 8, 17),
+    ("dpmpp_2m_sde_karras_v_6", DPMSolverMultistepScheduler,
+     {"algorithm_type": "sde-dpmsolver++", "use_karras_sigmas": True,
+      "prediction_type": "v_prediction"}, 6, 19),
 ]
+NOISY = (LCMScheduler, DPMSolverMultistepScheduler)
 for name, cls, extra, steps, seed in TRAJECTORIES:
     s = cls.from_config({**SD15, **extra})
     s.set_timesteps(steps)
@@ -53,7 +60,7 @@ for name, cls, extra, steps, seed in TRAJECTORIES:
     for t in s.timesteps:
         x_in = s.scale_model_input(x, t)
         eps = 0.3 * x_in * torch.cos(torch.tensor(float(t)) / 300) + 0.1 * torch.sin(x_in)
-        kw = {"generator": g} if cls is LCMScheduler else {}
+        kw = {"generator": g} if cls in NOISY else {}
         x = s.step(eps.to(torch.float32), t, x, **kw).prev_sample
     tensors[f"traj.{name}.timesteps"] = s.timesteps.to(torch.float32)
     if hasattr(s, "sigmas") and cls is not LCMScheduler:
@@ -78,6 +85,11 @@ PIPELINES = [
     ("heun", scheduler(HeunDiscreteScheduler), 5, 6.0, 3),
     ("heun_karras", scheduler(HeunDiscreteScheduler, use_karras_sigmas=True), 5, 6.0, 4),
     ("euler_karras", scheduler(EulerDiscreteScheduler, use_karras_sigmas=True), 6, 7.0, 6),
+    ("dpmpp_2m_sde", scheduler(DPMSolverMultistepScheduler, algorithm_type="sde-dpmsolver++"),
+     6, 7.0, 7),
+    ("dpmpp_2m_sde_karras", scheduler(DPMSolverMultistepScheduler,
+                                      algorithm_type="sde-dpmsolver++", use_karras_sigmas=True),
+     7, 6.0, 9),
 ]
 for name, sched, steps, guidance, seed in PIPELINES:
     pipe.scheduler = sched

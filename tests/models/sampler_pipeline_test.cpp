@@ -1,5 +1,5 @@
-// The samplers beyond golden.json's (LCM, Heun, the Karras schedules) driving the whole txt2img
-// and img2img pipelines of the tiny SD 1.5 golden model, against diffusers'
+// The samplers beyond golden.json's (LCM, Heun, DPM++ 2M SDE, the Karras schedules) driving the
+// whole txt2img and img2img pipelines of the tiny SD 1.5 golden model, against diffusers'
 // StableDiffusionPipeline / StableDiffusionImg2ImgPipeline with the same scheduler, seed and
 // prompt (tests/data/sampler_cases.safetensors, made by tests/data/make_sampler_cases.py):
 // the final latents before the VAE. This checks what the scheduler unit tests cannot: the loop's
@@ -47,6 +47,9 @@ INSTANTIATE_TEST_SUITE_P(
                     PipelineCase{"heun_karras", pipeline::SamplerKind::kHeunKarras, 5, 6.0f, 4, 0},
                     PipelineCase{"euler_karras", pipeline::SamplerKind::kEulerKarras, 6, 7.0f, 6,
                                  0},
+                    PipelineCase{"dpmpp_2m_sde", pipeline::SamplerKind::kDpmpp2mSde, 6, 7.0f, 7, 0},
+                    PipelineCase{"dpmpp_2m_sde_karras", pipeline::SamplerKind::kDpmpp2mSdeKarras, 7,
+                                 6.0f, 9, 0},
                     PipelineCase{"i2i_heun", pipeline::SamplerKind::kHeun, 6, 5.0f, 21, 0.6},
                     PipelineCase{"i2i_lcm", pipeline::SamplerKind::kLcm, 4, 1.0f, 22, 0.5}),
     [](const auto& info) { return std::string(info.param.name); });

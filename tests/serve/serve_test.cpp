@@ -235,9 +235,10 @@ TEST_F(ServeTest, ModelsSamplersOptionsAndOverride) {
   std::vector<std::string> names;
   for (const json& s : samplers)
     names.push_back(s["name"]);
-  EXPECT_EQ(names, (std::vector<std::string>{"Euler a", "Euler", "Heun", "DDIM", "DPM++ 2M", "LCM",
-                                             "Euler a Karras", "Euler Karras", "Heun Karras",
-                                             "DPM++ 2M Karras"}));
+  EXPECT_EQ(names,
+            (std::vector<std::string>{"Euler a", "Euler", "Heun", "DDIM", "DPM++ 2M",
+                                      "DPM++ 2M SDE", "LCM", "Euler a Karras", "Euler Karras",
+                                      "Heun Karras", "DPM++ 2M Karras", "DPM++ 2M SDE Karras"}));
 
   EXPECT_EQ(get_json("/sdapi/v1/options")["sd_model_checkpoint"], "shapes-int8.safetensors");
   auto r = post("/sdapi/v1/options",

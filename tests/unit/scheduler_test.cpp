@@ -237,6 +237,10 @@ TEST(Scheduler, NewSamplersMatchDiffusers) {
        [](SchedulerConfig& c) { c.prediction_type = PredictionType::kVPrediction; }},
       {"euler_karras_trailing_1", SamplerKind::kEulerKarras, 1, 2,
        [](SchedulerConfig& c) { c.timestep_spacing = TimestepSpacing::kTrailing; }},
+      {"dpmpp_2m_sde_linspace_8", SamplerKind::kDpmpp2mSde, 8, 17,
+       [](SchedulerConfig& c) { c.timestep_spacing = TimestepSpacing::kLinspace; }},
+      {"dpmpp_2m_sde_karras_v_6", SamplerKind::kDpmpp2mSdeKarras, 6, 19,
+       [](SchedulerConfig& c) { c.prediction_type = PredictionType::kVPrediction; }},
   };
   for (const DataCase& c : cases) {
     SCOPED_TRACE(c.name);
@@ -432,7 +436,11 @@ TEST(Scheduler, Names) {
   EXPECT_EQ(karras_variant(SamplerKind::kEuler), SamplerKind::kEulerKarras);
   EXPECT_EQ(karras_variant(SamplerKind::kDpmpp2mKarras), SamplerKind::kDpmpp2mKarras);
   EXPECT_EQ(karras_variant(SamplerKind::kLcm), std::nullopt);
-  EXPECT_EQ(all_sampler_kinds().size(), 10u);
+  EXPECT_EQ(karras_variant(SamplerKind::kDpmpp2mSde), SamplerKind::kDpmpp2mSdeKarras);
+  EXPECT_EQ(parse_sampler_kind("DPM++ 2M SDE Karras"), SamplerKind::kDpmpp2mSdeKarras);
+  EXPECT_TRUE(
+      make_sampler(SamplerKind::kDpmpp2mSde, SchedulerConfig::sd15_defaults())->needs_noise());
+  EXPECT_EQ(all_sampler_kinds().size(), 12u);
   for (SamplerKind k : all_sampler_kinds()) {  // ids and display names parse back
     EXPECT_EQ(parse_sampler_kind(sampler_id(k)), k);
     EXPECT_EQ(parse_sampler_kind(sampler_display_name(k)), k);

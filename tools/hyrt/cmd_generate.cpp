@@ -388,11 +388,13 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "Random seed, 0 to 2^63-1 (-1: pick one); the same seed gives the same image")
       ->check(int64_in_range(-1, std::numeric_limits<int64_t>::max()))
       ->capture_default_str();
-  c->add_option("--sampler", a->sampler,
-                "Sampler: euler_a, euler, heun (2 UNet calls per step), ddim, dpmpp_2m, lcm "
-                "(LCM-LoRA and LCM models: 2-8 steps, --cfg-scale 1-2), and the Karras noise "
-                "schedule as euler_a_karras, euler_karras, heun_karras, dpmpp_2m_karras "
-                "(A1111 names work too: \"DPM++ 2M Karras\")")
+  c->add_option(
+       "--sampler", a->sampler,
+       "Sampler: euler_a, euler, heun (2 UNet calls per step), ddim, dpmpp_2m, dpmpp_2m_sde, lcm "
+       "(LCM-LoRA and LCM models: 2-8 steps, --cfg-scale 1-2), and the Karras noise "
+       "schedule as euler_a_karras, euler_karras, heun_karras, dpmpp_2m_karras, "
+       "dpmpp_2m_sde_karras "
+       "(A1111 names work too: \"DPM++ 2M Karras\")")
       ->capture_default_str();
   c->add_option("-b,--batch-count", a->batch, "Images to generate in one batch, 1 to 64")
       ->check(CLI::Range(1, 64))
