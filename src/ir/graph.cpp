@@ -163,6 +163,8 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
     case OpKind::kGelu:
     case OpKind::kQuickGelu:
     case OpKind::kSilu:
+    case OpKind::kRelu:
+    case OpKind::kTanh:
       need_inputs(1, 1);
       need_float(0);
       return {in(0).dtype, in(0).shape};

@@ -44,6 +44,10 @@ std::string_view op_name(OpKind op) {
       return "permute";
     case OpKind::kSlice:
       return "slice";
+    case OpKind::kRelu:
+      return "relu";
+    case OpKind::kTanh:
+      return "tanh";
   }
   return "?";
 }
@@ -84,6 +88,8 @@ OpTraits op_traits(OpKind op) {
     case OpKind::kGelu:
     case OpKind::kQuickGelu:
     case OpKind::kSilu:
+    case OpKind::kRelu:
+    case OpKind::kTanh:
     case OpKind::kScale:
     case OpKind::kAdd:
     case OpKind::kMul:

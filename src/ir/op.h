@@ -40,9 +40,11 @@ enum class OpKind : uint8_t {
   kReshape,            // same elements, ReshapeAttrs::shape; a view: no data moves
   kPermute,            // axes permuted by PermuteAttrs::perm (output dim i = input dim perm[i])
   kSlice,              // x[..., start : start + length, ...] along SliceAttrs::axis (a copy)
+  kRelu,               // max(x, 0)
+  kTanh,               // tanh(x)
 };
 
-inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kSlice) + 1;  // the last kind
+inline constexpr int kNumOpKinds = static_cast<int>(OpKind::kTanh) + 1;  // the last kind
 
 std::string_view op_name(OpKind op);
 

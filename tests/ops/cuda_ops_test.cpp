@@ -335,7 +335,8 @@ TEST(CudaOpsUnary, MatchesCpu) {
   };
   for (const Op& op :
        {Op{OpKind::kGelu, "gelu", {}}, Op{OpKind::kQuickGelu, "quick_gelu", {}},
-        Op{OpKind::kSilu, "silu", {}}, Op{OpKind::kScale, "scale", ir::ScaleAttrs{0.18215f, 0.5f}}})
+        Op{OpKind::kSilu, "silu", {}}, Op{OpKind::kScale, "scale", ir::ScaleAttrs{0.18215f, 0.5f}},
+        Op{OpKind::kRelu, "relu", {}}, Op{OpKind::kTanh, "tanh", {}}})
     for (const Shape& s : {Shape{2, 4096, 320}, Shape{2, 77, 3072}, Shape{3, 7, 5}, Shape{1, 1, 9},
                            Shape{13}, Shape{2, 1280}}) {
       SCOPED_TRACE(str_cat(op.family, " ", s.to_string()));

@@ -33,6 +33,8 @@ TEST_P(UnaryTest, MatchesReference) {
     const double v = xs[i];
     want[i] = p.op == OpKind::kGelu   ? gelu(v)
               : p.op == OpKind::kSilu ? v * sigmoid(v)
+              : p.op == OpKind::kRelu ? std::max(v, 0.0)
+              : p.op == OpKind::kTanh ? std::tanh(v)
                                       : v * sigmoid(1.702 * v);
   }
   EXPECT_OP_CLOSE(p.family, c.run(p.in_place), want);
@@ -44,8 +46,33 @@ INSTANTIATE_TEST_SUITE_P(Ops, UnaryTest,
                                            UnaryParams{OpKind::kSilu, "silu", false},
                                            UnaryParams{OpKind::kSilu, "silu", true},
                                            UnaryParams{OpKind::kQuickGelu, "quick_gelu", false},
-                                           UnaryParams{OpKind::kQuickGelu, "quick_gelu", true}),
+                                           UnaryParams{OpKind::kQuickGelu, "quick_gelu", true},
+                                           UnaryParams{OpKind::kRelu, "relu", false},
+                                           UnaryParams{OpKind::kRelu, "relu", true},
+                                           UnaryParams{OpKind::kTanh, "tanh", false},
+                                           UnaryParams{OpKind::kTanh, "tanh", true}),
                          [](const auto& info) { return "case" + std::to_string(info.index); });
+
+// tanh elementwise against std::tanh to a few float ulps, across the polynomial/exp switch at
+// |x| = 0.3, tiny and saturating values and both signs (the vector path and the scalar tail).
+TEST(Tanh, EveryElementIsAccurate) {
+  OpCase c;
+  Tensor in(DType::kF32, {1, 1, 4099});
+  float* xs = in.as<float>();
+  for (int64_t i = 0; i < in.numel(); ++i) {
+    const double t = static_cast<double>(i) / 4098.0;  // 0..1
+    const double mag = i % 3 == 0 ? 1e-6 * (1 + i) : i % 3 == 1 ? 0.6 * t : 12.0 * t;
+    xs[i] = static_cast<float>(i % 2 ? -mag : mag);
+  }
+  const ir::ValueId x = c.input_tensor(std::move(in));
+  c.node(OpKind::kTanh, {x});
+  const auto want_x = c.values(x);
+  const auto got = c.run();
+  for (size_t i = 0; i < want_x.size(); ++i) {
+    const double want = std::tanh(static_cast<double>(want_x[i]));
+    ASSERT_NEAR(got[i], want, 4e-7 * std::abs(want) + 1e-30) << "x = " << want_x[i];
+  }
+}
 
 TEST(Geglu, MatchesReference) {
   OpCase c;

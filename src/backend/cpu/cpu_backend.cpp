@@ -351,6 +351,8 @@ class CpuBackend final : public Backend {
       case ir::OpKind::kGeglu:
       case ir::OpKind::kQuickGelu:
       case ir::OpKind::kSilu:
+      case ir::OpKind::kRelu:
+      case ir::OpKind::kTanh:
       case ir::OpKind::kAdd:
       case ir::OpKind::kMul:
       case ir::OpKind::kScale:

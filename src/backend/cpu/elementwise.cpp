@@ -40,6 +40,10 @@ class UnaryKernel final : public Kernel {
         return apply_unary<Silu>(x, y, n_);
       case ir::OpKind::kQuickGelu:
         return apply_unary<QuickGelu>(x, y, n_);
+      case ir::OpKind::kRelu:
+        return apply_unary<Relu>(x, y, n_);
+      case ir::OpKind::kTanh:
+        return apply_unary<Tanh>(x, y, n_);
       default:
         HYRT_ASSERT(false, "not a unary op: ", ir::op_name(op_));
     }
@@ -278,6 +282,8 @@ std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx) {
     case ir::OpKind::kGelu:
     case ir::OpKind::kSilu:
     case ir::OpKind::kQuickGelu:
+    case ir::OpKind::kRelu:
+    case ir::OpKind::kTanh:
       return std::make_unique<UnaryKernel>(ctx.node.op, n);
     case ir::OpKind::kGeglu: {
       const int64_t half = x.dim(-1) / 2;

@@ -147,6 +147,35 @@ struct SigmoidGate {
 using Silu = SigmoidGate<1, 1>;
 using QuickGelu = SigmoidGate<1702, 1000>;  // CLIP: x · sigmoid(1.702 x)
 
+struct Relu {
+  static __m256 vec(__m256 x) { return _mm256_max_ps(x, _mm256_setzero_ps()); }
+  static float one(float x) { return x > 0.0f ? x : 0.0f; }
+};
+
+// tanh(x) = 1 − 2 / (exp(2x) + 1), odd-symmetric: computed on −|x| (exp never overflows) and
+// the sign restored; relative error ~1e-7 away from 0. Near 0 (|x| < 0.3) the difference form
+// loses relative precision, so a Taylor polynomial takes over there.
+struct Tanh {
+  static __m256 vec(__m256 x) {
+    const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.0f));
+    const __m256 ax = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+    const __m256 e = exp_avx2(_mm256_mul_ps(_mm256_set1_ps(-2.0f), ax));  // in (0, 1]
+    const __m256 far = _mm256_div_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), e),
+                                     _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+    // x − x³/3 + 2x⁵/15 − 17x⁷/315 + 62x⁹/2835 (error < 2e-8 relative for |x| < 0.3)
+    const __m256 x2 = _mm256_mul_ps(ax, ax);
+    __m256 p = _mm256_set1_ps(62.0f / 2835.0f);
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-17.0f / 315.0f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(2.0f / 15.0f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(-1.0f / 3.0f));
+    p = _mm256_fmadd_ps(p, x2, _mm256_set1_ps(1.0f));
+    const __m256 near = _mm256_mul_ps(p, ax);
+    const __m256 small = _mm256_cmp_ps(ax, _mm256_set1_ps(0.3f), _CMP_LT_OQ);
+    return _mm256_or_ps(_mm256_blendv_ps(far, near, small), sign);
+  }
+  static float one(float x) { return std::tanh(x); }
+};
+
 struct Identity {
   static __m256 vec(__m256 x) { return x; }
   static float one(float x) { return x; }

@@ -341,6 +341,12 @@ class UnaryKernel final : public OpKernel {
       case OpKind::kSilu:
         op_kind_ = UnaryOp::kSilu;
         break;
+      case OpKind::kRelu:
+        op_kind_ = UnaryOp::kRelu;
+        break;
+      case OpKind::kTanh:
+        op_kind_ = UnaryOp::kTanh;
+        break;
       default: {
         op_kind_ = UnaryOp::kScale;
         const auto& a = node.attr<ir::ScaleAttrs>();
@@ -671,6 +677,8 @@ std::unique_ptr<Kernel> make_device_op_kernel(CudaContext& ctx, const ir::Graph&
     case OpKind::kGelu:
     case OpKind::kQuickGelu:
     case OpKind::kSilu:
+    case OpKind::kRelu:
+    case OpKind::kTanh:
     case OpKind::kScale:
       return std::make_unique<UnaryKernel>(ctx, graph, node, weights);
     case OpKind::kGeglu:

@@ -31,6 +31,8 @@ __device__ __forceinline__ float unary(float x, float alpha, float beta) {
   if constexpr (kOp == UnaryOp::kQuickGelu) return sigmoid_gate(x, 1.702f);
   if constexpr (kOp == UnaryOp::kSilu) return sigmoid_gate(x, 1.0f);
   if constexpr (kOp == UnaryOp::kScale) return x * alpha + beta;
+  if constexpr (kOp == UnaryOp::kRelu) return fmaxf(x, 0.0f);
+  if constexpr (kOp == UnaryOp::kTanh) return tanhf(x);
   return x;
 }
 
@@ -252,6 +254,12 @@ cudaError_t launch_unary(UnaryOp op, const void* x, void* y, FloatType type, int
       break;
     case UnaryOp::kScale:
       unary_typed<UnaryOp::kScale>(x, y, type, n, alpha, beta, stream);
+      break;
+    case UnaryOp::kRelu:
+      unary_typed<UnaryOp::kRelu>(x, y, type, n, alpha, beta, stream);
+      break;
+    case UnaryOp::kTanh:
+      unary_typed<UnaryOp::kTanh>(x, y, type, n, alpha, beta, stream);
       break;
     default:
       return cudaErrorInvalidValue;

@@ -75,6 +75,8 @@ enum class UnaryOp : uint8_t {
   kQuickGelu,  // x · sigmoid(1.702 x)
   kSilu,       // x · sigmoid(x)
   kScale,      // x · alpha + beta
+  kRelu,       // max(x, 0)
+  kTanh,       // tanh(x)
 };
 // y[i] = op(x[i]) for n elements; x and y of the same type.
 cudaError_t launch_unary(UnaryOp op, const void* x, void* y, FloatType type, int64_t n, float alpha,
