@@ -100,4 +100,24 @@ BuiltGraph build_vae_decoder(const VaeConfig& config, const weights::WeightSourc
 BuiltGraph build_vae_encoder(const VaeConfig& config, const weights::WeightSource& weights,
                              int batch, int height, int width, bool wide_range = false);
 
+// A TAESD decoder's layout (diffusers DecoderTiny), read off its weights
+// (`taesd.decoder.layers.<i>.*`, weights::TinyAutoencoderWeights): conv, ReLU, then stages of
+// AutoencoderTinyBlocks each followed by a 2x nearest upsample and a convolution, the last
+// stage's convolution giving the picture.
+struct TinyVaeDecoderLayout {
+  int latent_channels = 0;  // the first convolution's input channels
+  int out_channels = 0;     // the last convolution's output channels
+  int upscale = 1;          // 2^(upsamples): the pixel size of one latent
+  int layers = 0;           // diffusers' layer count (indices 0 … layers − 1)
+};
+// Throws kInvalidModel naming the layer when the weights do not form a DecoderTiny.
+TinyVaeDecoderLayout inspect_tiny_vae_decoder(const weights::WeightSource& weights);
+
+// diffusers AutoencoderTiny.decode (DecoderTiny.forward): tanh(x / 3) · 3, the layers, then
+// x · 2 − 1. Input: "latent" [B, h, w, latent_channels], the latents as the UNet makes them
+// (AutoencoderTiny's scaling factor is 1). Output 0: the image [B, up·h, up·w, out_channels]
+// in about [-1, 1], as build_vae_decoder's.
+BuiltGraph build_tiny_vae_decoder(const weights::WeightSource& weights, int batch,
+                                  int latent_height, int latent_width);
+
 }  // namespace hyrt::models

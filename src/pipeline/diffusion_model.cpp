@@ -109,6 +109,10 @@ void DiffusionModel::use_options(const ModelOptions& options) {
 }
 
 const weights::WeightSource& DiffusionModel::weights_for(std::string_view component) const {
+  if (component == "tiny_vae_decoder") {
+    HYRT_CHECK(tiny_vae_, kInvalidArgument, "this model has no TAESD decoder (set_tiny_vae)");
+    return *tiny_vae_;
+  }
   const bool adaptable = component.substr(0, 12) == "text_encoder" || component == "unet";
   return lora_ && adaptable ? *lora_ : *weights_;
 }
@@ -566,6 +570,38 @@ Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
                                          vae_wide_range());
       },
       "vae_decoder", dims, vae_int8_mode_);
+  exec::Executable& exe = *decoder.exe;
+  copy_into(exe.input("latent"), latent);
+  run(decoder);
+  return copy_out(exe.output(0));
+}
+
+void DiffusionModel::set_tiny_vae(std::shared_ptr<const weights::TinyAutoencoderWeights> tiny) {
+  if (tiny) {
+    const models::TinyVaeDecoderLayout l = models::inspect_tiny_vae_decoder(*tiny);
+    HYRT_CHECK(l.latent_channels == vae_config().latent_channels &&
+                   l.upscale == vae_scale_factor() && l.out_channels == vae_config().out_channels,
+               kInvalidArgument, "the TAESD decoder '", tiny->label(), "' takes ",
+               l.latent_channels, "-channel latents to ", l.out_channels, "-channel pictures ",
+               l.upscale, "x their size; this model's VAE takes ", vae_config().latent_channels,
+               " channels to ", vae_config().out_channels, " at ", vae_scale_factor(),
+               "x (taesd is for SD 1.x/2.x, taesdxl for SDXL)");
+  }
+  release("tiny_vae_decoder");  // executables of the previous one read its weights
+  tiny_vae_ = std::move(tiny);
+}
+
+Tensor DiffusionModel::decode_latents_tiny(const TensorView& latent) {
+  HYRT_CHECK(tiny_vae_, kInvalidArgument, "this model has no TAESD decoder (set_tiny_vae)");
+  HYRT_CHECK(latent.shape.rank() == 4, kInvalidArgument,
+             "decode: latent must be [B, h, w, C], got ", latent.shape.to_string());
+  const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
+            w = static_cast<int>(latent.shape[2]);
+  const std::string dims = str_cat("b", b, " ", h, "x", w);
+  Compiled& decoder = executable(
+      str_cat("tiny_vae ", dims),
+      [&] { return models::build_tiny_vae_decoder(*tiny_vae_, b, h, w); }, "tiny_vae_decoder",
+      dims);
   exec::Executable& exe = *decoder.exe;
   copy_into(exe.input("latent"), latent);
   run(decoder);

@@ -154,7 +154,8 @@ bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b) {
   };
   return a.width == b.width && a.height == b.height && a.steps == b.steps &&
          a.sampler == b.sampler && (a.cfg_scale > 1.0f) == (b.cfg_scale > 1.0f) && !a.init &&
-         !b.init && !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras);
+         !b.init && !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras) &&
+         a.tiny_vae == b.tiny_vae;
 }
 
 namespace {
@@ -429,7 +430,8 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
     at += l->latents.numel();
   }
   const Tensor lat_nhwc = nchw_to_nhwc(all.view());
-  Tensor image = model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
+  Tensor image = p0.tiny_vae ? model.decode_latents_tiny(lat_nhwc.view())
+                             : model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
   float* px = image.as<float>();
   for (int64_t i = 0; i < image.numel(); ++i)
     px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
@@ -465,6 +467,9 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
       // Any multiple of the VAE factor: the UNet upsamples to its skip connections' sizes, as
       // diffusers does for sizes that are not multiples of its total downsampling.
       validate_txt2img_params(p, vae_factor);
+      HYRT_CHECK(!p.tiny_vae || model.has_tiny_vae(), kInvalidArgument,
+                 "a TAESD decode was asked for but the model has no TAESD decoder "
+                 "(DiffusionModel::set_tiny_vae; the CLI's --taesd)");
       HYRT_CHECK(i == 0 || can_batch_together(*requests[0], p), kInvalidArgument,
                  "txt2img_batch: request ", i, " cannot share the first one's UNet batch");
       HYRT_CHECK(uc == lc || (p.init && p.init->mask && uc == 2 * lc + 1), kInvalidArgument,

@@ -86,6 +86,9 @@ struct Txt2ImgParams {
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).
   bool release_stages = false;
+  // Decode with the model's TAESD decoder (DiffusionModel::set_tiny_vae) instead of its VAE:
+  // much faster, a softer picture. kInvalidArgument when the model has none.
+  bool tiny_vae = false;
   // Called after each denoising step with (steps run so far, steps that will run). An
   // exception it throws propagates out of txt2img; the model stays usable.
   std::function<void(int, int)> on_step;

@@ -75,6 +75,32 @@ TEST_F(CliTest, GenerateWritesAPngWithItsParameters) {
   EXPECT_EQ(hyrt::pipeline::read_png(again).image.pixels, png.image.pixels);
 }
 
+// --taesd decodes with a TAESD decoder (recorded as the PNG's VAE), with LCM at guidance 1 (no
+// CFG); one made for another latent space (here the bundled model's 4x VAE) is refused, as is
+// a path that does not exist.
+TEST_F(CliTest, TaesdDecodesAndOneForAnotherModelIsRefused) {
+  REQUIRE_GOLDEN(golden);
+  const std::string taesd = std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny";
+  const fs::path out = tmp_ / "t.png";
+  RunResult r =
+      run_hyrt("generate -m " + (golden / "model").string() +
+               " -p \"a red circle\" -s 2 --steps 4 --sampler lcm --cfg-scale 1 --taesd " + taesd +
+               " -o " + out.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::string params;
+  for (const auto& [k, v] : hyrt::pipeline::read_png(out).text)
+    if (k == "parameters") params = v;
+  EXPECT_TRUE(contains(params, "Sampler: LCM, CFG scale: 1,")) << params;
+  EXPECT_TRUE(contains(params, "VAE: taesd-tiny")) << params;
+  r = run_hyrt("generate -p x --taesd " + taesd + " -o " + (tmp_ / "u.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "taesd is for SD 1.x/2.x, taesdxl for SDXL")) << r.output;
+  EXPECT_FALSE(fs::exists(tmp_ / "u.png"));
+  r = run_hyrt("generate -p x --taesd " + (tmp_ / "none").string() + " -o " +
+               (tmp_ / "v.png").string());
+  EXPECT_NE(r.exit_code, 0);
+}
+
 // --precision picks the host's arithmetic: bf16 (where the CPU multiplies bf16) draws nearly
 // the f32 picture but not bit for bit, -v says which ran, and an unknown name is refused.
 TEST_F(CliTest, PrecisionPicksTheArithmetic) {

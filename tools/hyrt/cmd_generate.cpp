@@ -26,6 +26,7 @@
 #include "pipeline/txt2img.h"
 #include "progress.h"
 #include "weights/lora.h"
+#include "weights/tiny_autoencoder.h"
 
 namespace hyrt::cli {
 namespace {
@@ -59,6 +60,7 @@ struct GenerateArgs {
   bool has_strength = false;
   std::vector<std::string> loras;  // --lora FILE[:MULT]
   std::string lora_dir;            // where <lora:NAME:MULT> prompt tags are looked up
+  std::string taesd;               // decode with this TAESD decoder instead of the VAE
 };
 
 // The LoRAs of --lora FILE[:MULT] and of the prompt's <lora:NAME:MULT> tags (looked up in
@@ -201,6 +203,8 @@ void run(const GenerateArgs& a_in) {
   // fails at once.
   std::vector<std::string> lora_labels;
   const std::vector<weights::LoraUse> loras = open_loras(a, p.prompt, lora_labels);
+  std::shared_ptr<const weights::TinyAutoencoderWeights> taesd;
+  if (!a.taesd.empty()) taesd = weights::TinyAutoencoderWeights::open(a.taesd);  // fail early
   if (a.has_negative) p.negative_prompt = a.negative;
   if (!a.original_size.empty()) p.original_size = {a.original_size[0], a.original_size[1]};
   if (!a.crop_top_left.empty()) p.crop_top_left = {a.crop_top_left[0], a.crop_top_left[1]};
@@ -262,6 +266,10 @@ void run(const GenerateArgs& a_in) {
   for (int i = 0; i < model->num_text_encoders(); ++i)
     model->tokenizer(i);    // fail before any work if a tokenizer is missing
   model->set_loras(loras);  // refuses a LoRA that does not fit the model
+  if (taesd) {
+    model->set_tiny_vae(taesd);  // refuses one made for another latent space
+    p.tiny_vae = true;
+  }
   const int native = model->default_image_size();
   const int f = model->vae_scale_factor();
   // img2img without -W/-H: the picture's size rounded down to the VAE factor (diffusers'
@@ -296,6 +304,7 @@ void run(const GenerateArgs& a_in) {
   gp.width = p.width;
   gp.height = p.height;
   gp.model = std::filesystem::path(a.model).filename().string();
+  if (taesd) gp.extra.emplace_back("VAE", std::filesystem::path(a.taesd).filename().string());
   if (model->family() == models::ModelFamily::kSdxl) {
     // What A1111 records for SDXL's size conditioning when it differs from the defaults.
     if (p.original_size)
@@ -442,6 +451,12 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "LoRA file (kohya/A1111 or diffusers/PEFT .safetensors) with an optional "
                 "multiplier, FILE or FILE:MULT (default 1); repeatable. Applied at run time "
                 "beside the model's weights, which stay as stored (int8 stays int8)");
+  c->add_option(
+       "--taesd", a->taesd,
+       "Decode with a TAESD decoder (a diffusers AutoencoderTiny folder or .safetensors, or "
+       "taesd_decoder.safetensors: taesd for SD 1.x, taesdxl for SDXL) instead of the "
+       "model's VAE: ~20x less work, a softer picture")
+      ->check(CLI::ExistingPath);
   c->add_option("--lora-dir", a->lora_dir,
                 "Folder where the prompt's <lora:NAME:MULT> tags find NAME.safetensors (default "
                 "$HYRT_LORA_DIR); --lora also looks there")
