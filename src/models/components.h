@@ -76,6 +76,8 @@ struct UNetShape {
 // UNetMidBlock2DCrossAttn, UpBlock2D, CrossAttnUpBlock2D; SDXL's "text_time" added embedding).
 // Inputs: "sample" [B, h, w, in_channels], "timestep" f32 [B],
 //         "encoder_hidden_states" [B, context_tokens, cross_attention_dim];
+//         with time_cond_proj_dim (LCM models) also "guidance_scale" f32 [B] (w = the
+//         guidance scale − 1, embedded as diffusers' get_guidance_scale_embedding);
 //         with the text_time embedding also "text_embeds" [B, pooled_text_dim()] and
 //         "time_ids" f32 [B, 6] (original h, w; crop top, left; target h, w).
 // Output 0: the predicted noise [B, h, w, out_channels].

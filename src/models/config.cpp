@@ -306,8 +306,12 @@ UNetConfig parse_unet_config(const json& j, std::string_view source) {
                " leaves no room for a pooled text embedding ",
                "beside 6 x `addition_time_embed_dim` ", c.addition_time_embed_dim);
   }
+  if (f.get("time_cond_proj_dim"))
+    c.time_cond_proj_dim = f.integer("time_cond_proj_dim", 0, 2, kMaxChannels);
+  HYRT_CHECK(c.time_cond_proj_dim % 2 == 0, kUnsupported, f.source(), ": `time_cond_proj_dim` ",
+             c.time_cond_proj_dim, " is odd (the guidance embedding's sines and cosines)");
   for (const char* unsupported_field :
-       {"class_embed_type", "encoder_hid_dim_type", "time_cond_proj_dim", "num_class_embeds"})
+       {"class_embed_type", "encoder_hid_dim_type", "num_class_embeds"})
     HYRT_CHECK(!f.get(unsupported_field), kUnsupported, f.source(), ": field `", unsupported_field,
                "` is not supported");
   const std::string mid = f.string("mid_block_type", "UNetMidBlock2DCrossAttn");
@@ -390,6 +394,7 @@ json unet_config_to_json(const UNetConfig& c) {
     j["addition_time_embed_dim"] = c.addition_time_embed_dim;
     j["projection_class_embeddings_input_dim"] = c.projection_class_embeddings_input_dim;
   }
+  if (c.time_cond_proj_dim > 0) j["time_cond_proj_dim"] = c.time_cond_proj_dim;
   j["sample_size"] = c.sample_size;
   return j;
 }

@@ -81,6 +81,10 @@ struct UNetConfig {
   int addition_time_embed_dim = 0;
   // add_embedding.linear_1's input width: pooled text width + 6 · addition_time_embed_dim.
   int projection_class_embeddings_input_dim = 0;
+  // LCM-distilled models (latent consistency, e.g. LCM_Dreamshaper): the width of the guidance
+  // embedding fed through time_embedding.cond_proj; guidance is embedded rather than applied as
+  // classifier-free guidance. 0: none.
+  int time_cond_proj_dim = 0;
   int sample_size = 64;
 
   bool text_time_embedding() const { return addition_embed_type == "text_time"; }

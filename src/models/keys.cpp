@@ -130,6 +130,8 @@ std::vector<ExpectedTensor> expected_unet_tensors(const UNetConfig& c) {
 
   e.linear(p + ".time_embedding.linear_1", ch[0], temb);
   e.linear(p + ".time_embedding.linear_2", temb, temb);
+  if (c.time_cond_proj_dim > 0)
+    e.linear(p + ".time_embedding.cond_proj", c.time_cond_proj_dim, ch[0], /*bias=*/false);
   if (c.text_time_embedding()) {
     e.linear(p + ".add_embedding.linear_1", c.projection_class_embeddings_input_dim, temb);
     e.linear(p + ".add_embedding.linear_2", temb, temb);

@@ -65,6 +65,7 @@ ValueId text_time_embedding(GraphBuilder& b, const UNetConfig& cfg, ValueId text
 struct AddedConditioning {
   ValueId text_embeds = ir::kNone;
   ValueId time_ids = ir::kNone;
+  ValueId guidance = ir::kNone;  // LCM models: w = guidance scale − 1, [B]
 };
 
 ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, ValueId timestep,
@@ -80,6 +81,17 @@ ValueId unet_forward(GraphBuilder& b, const UNetConfig& cfg, ValueId sample, Val
            ir::TimestepAttrs{cfg.block_out_channels[0], cfg.flip_sin_to_cos, cfg.freq_shift});
   {
     GraphBuilder::Scope s(b, "time_embedding");
+    if (cfg.time_cond_proj_dim > 0) {
+      // LCM models (diffusers' TimestepEmbedding with cond_proj): the pipeline's
+      // get_guidance_scale_embedding(w) — sin/cos of w · 1000 at the frequencies
+      // exp(−ln(10000) · i / (half − 1)), sines first: the timestep embedding with shift 1, no
+      // flip — through cond_proj (no bias), added before linear_1.
+      ValueId w = b.op(ir::OpKind::kScale, {added.guidance}, ir::ScaleAttrs{1000.0f, 0.0f});
+      w = b.op(ir::OpKind::kTimestepEmbedding, {w},
+               ir::TimestepAttrs{cfg.time_cond_proj_dim, /*flip_sin_to_cos=*/false,
+                                 /*freq_shift=*/1.0f});
+      temb = b.add(temb, b.linear(w, "cond_proj", /*bias=*/false));
+    }
     temb = b.linear(b.silu(b.linear(temb, "linear_1")), "linear_2");
   }
   b.tap(temb, "time_embedding");
@@ -197,6 +209,10 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
     graph->set_run_invariant(added.text_embeds);
     graph->set_run_invariant(added.time_ids);
   }
+  if (cfg.time_cond_proj_dim > 0) {
+    added.guidance = graph->add_input("guidance_scale", DType::kF32, {shape.batch});
+    graph->set_run_invariant(added.guidance);
+  }
   // The text conditioning is the same for every step of a picture: what only it feeds (the
   // cross-attention keys and values, SDXL's added embedding) an executable may keep across
   // steps (exec/executable.h, "Run-invariant prefix").
@@ -211,8 +227,9 @@ BuiltGraph build_unet(const UNetConfig& cfg, const weights::WeightSource& weight
     auto one = [&](ValueId v) {
       return v == ir::kNone ? v : b.op(ir::OpKind::kSlice, {v}, ir::SliceAttrs{0, i, 1});
     };
-    outs.push_back(unet_forward(b, cfg, one(sample), one(timestep), one(context),
-                                {one(added.text_embeds), one(added.time_ids)}));
+    outs.push_back(
+        unet_forward(b, cfg, one(sample), one(timestep), one(context),
+                     {one(added.text_embeds), one(added.time_ids), one(added.guidance)}));
   }
   auto taps = b.finish(b.op(ir::OpKind::kConcat, outs, ir::ConcatAttrs{0}));
   return {graph, std::move(taps)};

@@ -522,6 +522,14 @@ Tensor DiffusionModel::predict_noise(const TensorView& sample, std::span<const f
     HYRT_CHECK(!cond.text_embeds.data && cond.time_ids.empty(), kInvalidArgument,
                "predict_noise: this UNet takes no text_embeds or time_ids");
   }
+  if (ucfg.time_cond_proj_dim > 0) {
+    HYRT_CHECK(cond.guidance_scale.size() == static_cast<size_t>(batch), kInvalidArgument,
+               "predict_noise: this UNet (an LCM model) embeds the guidance scale: it needs ",
+               batch, " guidance values, got ", cond.guidance_scale.size());
+  } else {
+    HYRT_CHECK(cond.guidance_scale.empty(), kInvalidArgument,
+               "predict_noise: this UNet takes no guidance values (not an LCM model)");
+  }
   models::UNetShape shape;
   shape.batch = static_cast<int>(batch);
   shape.latent_height = static_cast<int>(sample.shape[1]);
@@ -543,6 +551,12 @@ Tensor DiffusionModel::predict_noise(const TensorView& sample, std::span<const f
   copy_into(exe.input("sample"), sample);
   std::memcpy(exe.input("timestep").data, timesteps.data(), timesteps.size() * sizeof(float));
   copy_into(exe.input("encoder_hidden_states"), context);
+  if (ucfg.time_cond_proj_dim > 0) {
+    // The embedding takes w = scale − 1, as LatentConsistencyModelPipeline passes it.
+    float* w = static_cast<float*>(exe.input("guidance_scale").data);
+    for (int64_t i = 0; i < batch; ++i)
+      w[i] = cond.guidance_scale[static_cast<size_t>(i)] - 1.0f;
+  }
   if (ucfg.text_time_embedding()) {
     copy_into(exe.input("text_embeds"), cond.text_embeds);
     std::memcpy(exe.input("time_ids").data, cond.time_ids.data(),

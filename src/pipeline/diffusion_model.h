@@ -74,6 +74,9 @@ struct UNetConditioning {
   TensorView text_embeds;  // SDXL: pooled text embedding [B, pooled_text_dim]; else empty
   // SDXL: B × 6 values (original h, w; crop top, left; target h, w); else empty.
   std::span<const float> time_ids;
+  // LCM models (UNetConfig::time_cond_proj_dim): each row's guidance scale, embedded by the UNet
+  // (no classifier-free guidance batch); else empty.
+  std::span<const float> guidance_scale;
 };
 
 // Prompts encoded for the UNet (host tensors).

@@ -939,6 +939,8 @@ SchedulerConfig SchedulerConfig::from_json(std::string_view json_text, std::stri
     flag("clip_sample", c.clip_sample);
     real("clip_sample_range", c.clip_sample_range, 0, 1e6);
     integer("original_inference_steps", c.original_inference_steps, 1, c.num_train_timesteps);
+    if (j.contains("_class_name") && j["_class_name"].is_string())
+      c.class_name = weights::excerpt(j["_class_name"].get<std::string>(), 64);
     real("timestep_scaling", c.timestep_scaling, 0, 1e6);
     if (j.contains("beta_schedule")) {
       const auto s = j["beta_schedule"].get<std::string>();

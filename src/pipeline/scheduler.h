@@ -86,6 +86,9 @@ struct SchedulerConfig {
   // and the boundary-condition scale of the consistency function (diffusers' defaults).
   int original_inference_steps = 50;
   double timestep_scaling = 10.0;
+  // The config's `_class_name` ("DDIMScheduler", "LCMScheduler", ...); "" when absent. The
+  // sampler is the caller's choice, as in A1111; a CLI may take its default from this.
+  std::string class_name;
 
   // Stable Diffusion 1.5's values (scaled-linear betas 0.00085–0.012, 1000 steps, offset 1,
   // leading spacing, epsilon prediction).

@@ -196,10 +196,10 @@ bool any_alive(const std::vector<Lane*>& lanes) {
 }
 
 // 1. Text for one lane: [negative, prompt] (diffusers' order; the negative left out when it
-// is zeros or guidance is off).
+// is zeros or guidance is off — also for LCM models, which embed the guidance scale instead).
 void encode_lane(DiffusionModel& model, Lane& lane) {
   const Txt2ImgParams& p = *lane.p;
-  const bool cfg = p.cfg_scale > 1.0f;
+  const bool cfg = p.cfg_scale > 1.0f && model.unet_config().time_cond_proj_dim == 0;
   const bool sdxl = model.family() == models::ModelFamily::kSdxl;
   lane.zero_negative =
       cfg && sdxl && !p.negative_prompt.has_value() && model.force_zeros_for_empty_prompt();
@@ -272,7 +272,10 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   const int lh = p0.height / vae_factor, lw = p0.width / vae_factor;
   const int lc = model.vae_config().latent_channels;
   const int uc = model.unet_config().in_channels;
-  const bool cfg = p0.cfg_scale > 1.0f;
+  // LCM models embed the guidance scale in the UNet instead (diffusers: no CFG when the UNet
+  // has time_cond_proj_dim).
+  const bool embedded_guidance = model.unet_config().time_cond_proj_dim > 0;
+  const bool cfg = p0.cfg_scale > 1.0f && !embedded_guidance;
   const bool sdxl = model.family() == models::ModelFamily::kSdxl;
   const bool lone = lanes.size() == 1;
   int64_t rows = 0;  // B: rows per half
@@ -316,10 +319,18 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
                       static_cast<size_t>(pool_row) * sizeof(float));
       }
   }
-  UNetConditioning conditioning{context.view(), {}, {}};
+  UNetConditioning conditioning{context.view(), {}, {}, {}};
   if (sdxl) {
     conditioning.text_embeds = pooled.view();
     conditioning.time_ids = time_ids;
+  }
+  std::vector<float> guidance;
+  if (embedded_guidance) {
+    guidance.resize(static_cast<size_t>(unet_batch));
+    for (Lane* l : lanes)
+      for (int i = 0; i < l->p->batch; ++i)
+        guidance[static_cast<size_t>(l->row + i)] = l->p->cfg_scale;
+    conditioning.guidance_scale = guidance;
   }
 
   // 3. Denoise. Rows of stopped lanes keep their last input (zeros before the first step).

@@ -101,6 +101,31 @@ TEST_F(CliTest, TaesdDecodesAndOneForAnotherModelIsRefused) {
   EXPECT_NE(r.exit_code, 0);
 }
 
+// A model whose scheduler config is LCMScheduler samples with lcm unless --sampler says otherwise.
+TEST_F(CliTest, AnLcmSchedulerConfigPicksTheLcmSampler) {
+  REQUIRE_GOLDEN(golden);
+  const fs::path model = tmp_ / "lcm-model";
+  fs::create_directories(model / "scheduler");
+  for (const char* part : {"text_encoder", "tokenizer", "unet", "vae"})
+    fs::create_directory_symlink(golden / "model" / part, model / part);
+  fs::copy_file(golden / "model" / "model_index.json", model / "model_index.json");
+  std::ofstream(model / "scheduler" / "scheduler_config.json")
+      << R"({"_class_name": "LCMScheduler", "beta_schedule": "scaled_linear",
+             "beta_start": 0.00085, "beta_end": 0.012, "original_inference_steps": 50})";
+  auto sampler_of = [&](const std::string& extra) {
+    const fs::path out = tmp_ / "l.png";
+    const RunResult r = run_hyrt("generate -m " + model.string() + " -p x -s 1 --steps 2 " + extra +
+                                 " -o " + out.string());
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::string params;
+    for (const auto& [k, v] : hyrt::pipeline::read_png(out).text)
+      if (k == "parameters") params = v;
+    return params;
+  };
+  EXPECT_TRUE(contains(sampler_of(""), "Sampler: LCM,"));
+  EXPECT_TRUE(contains(sampler_of("--sampler ddim"), "Sampler: DDIM,"));
+}
+
 // --precision picks the host's arithmetic: bf16 (where the CPU multiplies bf16) draws nearly
 // the f32 picture but not bit for bit, -v says which ran, and an unknown name is refused.
 TEST_F(CliTest, PrecisionPicksTheArithmetic) {

@@ -350,8 +350,10 @@ TEST(Scheduler, LcmStepCountsAndConfig) {
   std::vector<float> x = {0.3f}, eps = {0.1f};
   EXPECT_THROW(lcm->step(eps, 0, x, nullptr), Error);
   lcm->step(eps, 1, x, nullptr);
-  const auto c =
-      SchedulerConfig::from_json(R"({"original_inference_steps": 25, "timestep_scaling": 2.5})");
+  const auto c = SchedulerConfig::from_json(
+      R"({"_class_name": "LCMScheduler", "original_inference_steps": 25, "timestep_scaling": 2.5})");
+  EXPECT_EQ(c.class_name, "LCMScheduler");
+  EXPECT_EQ(SchedulerConfig::from_json("{}").class_name, "");
   EXPECT_EQ(c.original_inference_steps, 25);
   EXPECT_EQ(c.timestep_scaling, 2.5);
   EXPECT_THROW(SchedulerConfig::from_json(R"({"original_inference_steps": 0})"), Error);

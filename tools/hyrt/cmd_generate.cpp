@@ -43,6 +43,7 @@ struct GenerateArgs {
   int height = 0;
   int64_t seed = -1;
   std::string sampler = "euler_a";
+  bool has_sampler = false;  // --sampler given; else an LCM model's scheduler picks lcm
   int batch = 1;
   std::string output = "output.png";
   int threads = 0;
@@ -196,7 +197,7 @@ void run(const GenerateArgs& a_in) {
   GenerateArgs a = a_in;
   if (a.model.empty()) a.model = find_bundled_model();
   const auto t_start = std::chrono::steady_clock::now();
-  const SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
+  SamplerKind sampler = parse_sampler_kind(a.sampler);  // lists valid names on error
   Txt2ImgParams p;
   p.prompt = a.prompt;
   // LoRAs are opened (and the prompt's tags removed) before the model loads: a bad file or tag
@@ -266,6 +267,11 @@ void run(const GenerateArgs& a_in) {
   for (int i = 0; i < model->num_text_encoders(); ++i)
     model->tokenizer(i);    // fail before any work if a tokenizer is missing
   model->set_loras(loras);  // refuses a LoRA that does not fit the model
+  if (!a.has_sampler && model->scheduler_config().class_name == "LCMScheduler") {
+    sampler = SamplerKind::kLcm;  // an LCM model: its own few-step sampler
+    p.sampler = sampler;
+    std::fprintf(stderr, "hyrt: the model's scheduler is LCMScheduler: sampling with lcm\n");
+  }
   if (taesd) {
     model->set_tiny_vae(taesd);  // refuses one made for another latent space
     p.tiny_vae = true;
@@ -403,8 +409,10 @@ CommandRegistrar reg(10, [](CLI::App& app) {
        "(LCM-LoRA and LCM models: 2-8 steps, --cfg-scale 1-2), and the Karras noise "
        "schedule as euler_a_karras, euler_karras, heun_karras, dpmpp_2m_karras, "
        "dpmpp_2m_sde_karras "
-       "(A1111 names work too: \"DPM++ 2M Karras\")")
-      ->capture_default_str();
+       "(A1111 names work too: \"DPM++ 2M Karras\"). Default euler_a, or lcm for a model whose "
+       "scheduler config is LCMScheduler")
+      ->capture_default_str()
+      ->each([a](const std::string&) { a->has_sampler = true; });
   c->add_option("-b,--batch-count", a->batch, "Images to generate in one batch, 1 to 64")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();

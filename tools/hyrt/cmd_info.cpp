@@ -65,7 +65,10 @@ std::string config_summary(Component c, const ModelConfigs& cfg) {
           list(u.transformer_layers_per_block),
           u.text_time_embedding() ? str_cat(", text_time embedding (pooled ", u.pooled_text_dim(),
                                             ", time ids 6 x ", u.addition_time_embed_dim, ")")
-                                  : "");
+                                  : "",
+          u.time_cond_proj_dim > 0
+              ? str_cat(", LCM: guidance embedded (time_cond_proj_dim ", u.time_cond_proj_dim, ")")
+              : "");
     }
     case Component::kVae: {
       if (!cfg.vae) return "";
