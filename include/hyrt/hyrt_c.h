@@ -92,6 +92,10 @@ void hyrt_model_destroy(hyrt_model* model); /* NULL is ignored; returns its memo
 /* "sd15" or "sdxl" (static storage), and the default image side. */
 const char* hyrt_model_family(const hyrt_model* model);
 int hyrt_model_native_size(const hyrt_model* model);
+/* Loads a TAESD decoder (a diffusers AutoencoderTiny folder or file, or taesd_decoder.safetensors:
+ * taesd for SD 1.x, taesdxl for SDXL) for hyrt_generate_options.taesd; NULL or "" removes it.
+ * HYRT_INVALID_ARGUMENT for one made for another latent space. */
+hyrt_status hyrt_model_set_taesd(hyrt_model* model, const char* path);
 
 /* A cancel flag shared with the calls it is passed to. */
 hyrt_status hyrt_cancel_create(hyrt_cancel** out);
@@ -133,6 +137,9 @@ typedef struct hyrt_generate_options {
   const hyrt_image* init_image;
   const hyrt_image* mask; /* inpainting, white = repaint; NULL: none; needs init_image */
   double strength;        /* (0, 1]: the part of the steps run; default 0.8 */
+  /* Non-zero: decode with the model's TAESD decoder (hyrt_model_set_taesd) instead of its VAE.
+   * Default 0. */
+  int taesd;
 } hyrt_generate_options;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);

@@ -94,9 +94,10 @@ class PyModel {
                     int width, int height, int steps, float cfg_scale, uint64_t seed,
                     const std::string& sampler, int batch, nb::object callback,
                     std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
-                    double strength) {
+                    double strength, bool taesd) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
+    o.taesd = taesd;
     o.init_image = image_of(image);
     o.mask = image_of(mask);
     o.strength = strength;
@@ -170,7 +171,8 @@ NB_MODULE(_hyrt, m) {
           "__init__",
           [](PyModel* self, const std::string& path, const std::string& placement, int threads,
              int device, int64_t cache_bytes, const std::string& config_dir, bool quantize_int8,
-             int max_batch, int batch_wait_ms, const std::string& precision) {
+             int max_batch, int batch_wait_ms, const std::string& precision,
+             const std::string& taesd) {
             hyrt::RuntimeOptions ro;
             ro.precision = precision;
             ro.max_batch = max_batch;
@@ -182,16 +184,18 @@ NB_MODULE(_hyrt, m) {
             hyrt::LoadOptions lo;
             lo.config_dir = config_dir;
             lo.quantize_int8 = quantize_int8;
+            lo.taesd = taesd;
             new (self) PyModel(ro, path, lo);
           },
           nb::arg("path"), nb::arg("placement"), nb::arg("threads"), nb::arg("device"),
           nb::arg("cache_bytes"), nb::arg("config_dir"), nb::arg("quantize_int8"),
-          nb::arg("max_batch") = 1, nb::arg("batch_wait_ms") = 0, nb::arg("precision") = "auto")
+          nb::arg("max_batch") = 1, nb::arg("batch_wait_ms") = 0, nb::arg("precision") = "auto",
+          nb::arg("taesd") = "")
       .def("generate", &PyModel::generate, nb::arg("prompt"), nb::arg("negative_prompt").none(),
            nb::arg("width"), nb::arg("height"), nb::arg("steps"), nb::arg("cfg_scale"),
            nb::arg("seed"), nb::arg("sampler"), nb::arg("batch"), nb::arg("callback").none(),
            nb::arg("cancel").none(), nb::arg("image").none() = nb::none(),
-           nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8)
+           nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8, nb::arg("taesd") = false)
       .def("close", &PyModel::close)
       .def_prop_ro("family", [](PyModel& s) { return s.model().family(); })
       .def_prop_ro("native_size", [](PyModel& s) { return s.model().native_size(); })

@@ -319,3 +319,15 @@ def test_img2img_parity_with_cli(pipe, tmp_path, masked):
     image = pipe(PROMPT, **kwargs)[0]
     hyrt.save_png(image, tmp_path / "python.png")
     assert (tmp_path / "python.png").read_bytes() == (tmp_path / "cli.png").read_bytes()
+
+
+def test_taesd(pipe):
+    """A TAESD decoder given to the Pipeline decodes the calls with taesd=True."""
+    taesd = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "data", "taesd-tiny-4x")
+    with hyrt.Pipeline(taesd=taesd, precision="f32") as p:
+        plain = p(PROMPT, **FAST)[0]
+        tiny = p(PROMPT, **FAST, taesd=True)[0]
+    assert tiny.size == plain.size and tiny.tobytes() != plain.tobytes()
+    assert "VAE: taesd-tiny-4x" in tiny.info["parameters"]
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, **FAST, taesd=True)  # loaded without one

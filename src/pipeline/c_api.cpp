@@ -173,6 +173,11 @@ int hyrt_model_native_size(const hyrt_model* model) {
   return model ? model->model.native_size() : 0;
 }
 
+hyrt_status hyrt_model_set_taesd(hyrt_model* model, const char* path) {
+  if (!model) return fail(HYRT_INVALID_ARGUMENT, "hyrt_model_set_taesd: model is NULL");
+  return guarded([&] { model->model.set_taesd(path ? path : ""); });
+}
+
 hyrt_status hyrt_cancel_create(hyrt_cancel** out) {
   if (!out) return fail(HYRT_INVALID_ARGUMENT, "hyrt_cancel_create: out is NULL");
   return guarded([&] { *out = new hyrt_cancel{}; });
@@ -230,6 +235,7 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
       o.init_image = image_of(*options->init_image, "init_image");
     if (HYRT_HAS_FIELD(options, mask) && options->mask) o.mask = image_of(*options->mask, "mask");
     if (HYRT_HAS_FIELD(options, strength)) o.strength = options->strength;
+    if (HYRT_HAS_FIELD(options, taesd)) o.taesd = options->taesd != 0;
     if (options->on_step) {
       const hyrt_progress_fn fn = options->on_step;
       void* user = options->user_data;

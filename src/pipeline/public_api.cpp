@@ -200,6 +200,19 @@ struct Model::Impl {
   std::shared_ptr<Runtime::Impl> runtime;  // keeps the engine alive
   std::unique_ptr<pipeline::DiffusionModel> model;
   std::string name;
+  std::string taesd_name;  // the TAESD's file or folder name, for the PNG's "VAE"
+
+  // Caller holds the runtime's executor.
+  void set_taesd(const std::string& path) {
+    if (path.empty()) {
+      model->set_tiny_vae(nullptr);
+      taesd_name.clear();
+      return;
+    }
+    model->set_tiny_vae(weights::TinyAutoencoderWeights::open(path));
+    const std::filesystem::path t = std::filesystem::path(path).lexically_normal();
+    taesd_name = (t.has_filename() ? t : t.parent_path()).filename().string();
+  }
   ~Impl() {
     if (!model) return;
     // Freeing executables and resident weights touches the engine's backends.
@@ -310,6 +323,7 @@ Model Runtime::load(const std::string& path, const LoadOptions& options) {
   {
     std::lock_guard<FifoMutex> lock(impl_->executor);
     impl->model = pipeline::DiffusionModel::open(path, impl_->engine, mo);
+    if (!options.taesd.empty()) impl->set_taesd(options.taesd);
     impl_->note_accelerator_bytes();
   }
   impl->name = std::filesystem::path(path).filename().string();
@@ -327,6 +341,11 @@ std::string Model::family() const {
 
 int Model::native_size() const {
   return impl_->model->default_image_size();
+}
+
+void Model::set_taesd(const std::string& path) {
+  std::lock_guard<FifoMutex> lock(impl_->runtime->executor);
+  impl_->set_taesd(path);
 }
 
 int64_t Model::cached_bytes() const {
@@ -375,6 +394,10 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.seed = o.seed;
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
+  p.tiny_vae = o.taesd;
+  HYRT_CHECK(!o.taesd || m.has_tiny_vae(), kInvalidArgument,
+             "GenerateOptions::taesd: the model was loaded without a TAESD decoder "
+             "(LoadOptions::taesd)");
   const CancelToken cancel = o.cancel;
   pipeline::validate_txt2img_params(p, f);  // sizes first: the resize below allocates by them
   if (picture) {
@@ -446,6 +469,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   gp.height = q.height;
   gp.model = impl_->name;
   if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
+  if (q.tiny_vae) gp.extra.emplace_back("VAE", impl_->taesd_name);
   if (!call->lora_list.empty()) {
     std::string list;
     for (const std::string& l : call->lora_list)

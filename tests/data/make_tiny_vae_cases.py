@@ -8,6 +8,8 @@ Writes:
   taesd-tiny/                      the AutoencoderTiny as a diffusers folder (f16 weights):
                                    16 channels, one upsample (the golden model's VAE is 2x)
   taesd_tiny_decoder.safetensors   its decoder in taesd's own layout (`<i + 1>.…`, a Clamp at 0)
+  taesd-tiny-4x/                   another, with two upsamples (the bundled shapes model's VAE is
+                                   4x): for API tests that only need a decoder that fits
   tiny_vae_cases.safetensors       decode.z (NCHW) -> decode.image (NCHW, diffusers'
                                    AutoencoderTiny.decode), and pipe.image: StableDiffusionPipeline
                                    with vae=the tiny one, DDIM, 4 steps, guidance 5, seed 3, 64x64,
@@ -42,6 +44,15 @@ for k, v in sd.items():
         i, rest = k[len("decoder.layers."):].split(".", 1)
         own[f"{int(i) + 1}.{rest}"] = v
 save_file(own, os.path.join(out, "taesd_tiny_decoder.safetensors"))
+
+torch.manual_seed(1)
+tiny4 = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+                        num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), latent_channels=4)
+with torch.no_grad():
+    for name, p in tiny4.named_parameters():
+        p.copy_(torch.randn_like(p) * (0.05 if name.endswith("bias") else
+                                       (1.1 / max(1, p[0].numel())) ** 0.5))
+tiny4.half().save_pretrained(os.path.join(out, "taesd-tiny-4x"))
 
 tensors = {}
 g = torch.Generator().manual_seed(5)

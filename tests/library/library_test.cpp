@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "hyrt/hyrt.h"
+#include "hyrt/hyrt_c.h"
 #include "pipeline/image_io.h"
 #include "pipeline/precision.h"
 #include "pipeline/txt2img.h"
@@ -538,6 +539,66 @@ TEST_F(Library, LorasFromOptionsAndPromptTags) {
   }
   EXPECT_TRUE(shapes.generate(with).front().rgb == b.rgb) << "a refused LoRA disturbed the next";
   std::filesystem::remove_all(dir);
+}
+
+// A TAESD decoder loaded with a model (LoadOptions::taesd, Model::set_taesd, the C API's
+// hyrt_model_set_taesd) decodes the calls that ask for it; the others keep the VAE; asking
+// without one, or loading one for another latent space, is an InvalidArgument.
+TEST_F(Library, TaesdDecodesTheCallsThatAskForIt) {
+  const std::string taesd = std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny-4x";
+  hyrt::LoadOptions lo;
+  lo.taesd = taesd;
+  hyrt::Runtime rt(runtime_options());
+  hyrt::Model m = rt.load(bundled("shapes-int8.safetensors"), lo);
+  const hyrt::GenerateOptions plain = options_of({1, 32, 32, "ddim", 9, 3, "a red circle"});
+  hyrt::GenerateOptions fast = plain;
+  fast.taesd = true;
+  const hyrt::Image vae = m.generate(plain).front();
+  const hyrt::Image tiny = m.generate(fast).front();
+  EXPECT_FALSE(vae.rgb == tiny.rgb);
+  EXPECT_NE(tiny.parameters.find("VAE: taesd-tiny-4x"), std::string::npos) << tiny.parameters;
+  EXPECT_EQ(vae.parameters.find("VAE:"), std::string::npos) << vae.parameters;
+  EXPECT_TRUE(m.generate(plain).front().rgb == vae.rgb) << "the TAESD call changed the next";
+  m.set_taesd("");
+  EXPECT_THROW(m.generate(fast), hyrt::Error);
+  m.set_taesd(taesd);
+  EXPECT_TRUE(m.generate(fast).front().rgb == tiny.rgb);
+  // One for a 2x VAE does not fit this 4x model; the model keeps the one it has.
+  EXPECT_THROW(m.set_taesd(std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny"), hyrt::Error);
+  EXPECT_TRUE(m.generate(fast).front().rgb == tiny.rgb);
+
+  // The C API: hyrt_model_set_taesd and hyrt_generate_options.taesd.
+  hyrt_runtime_options cro;
+  hyrt_runtime_options_init(&cro);
+  cro.placement = "host";
+  cro.precision = "f32";
+  hyrt_runtime* crt = nullptr;
+  ASSERT_EQ(hyrt_runtime_create(&cro, &crt), HYRT_OK) << hyrt_last_error();
+  hyrt_model* cm = nullptr;
+  ASSERT_EQ(hyrt_model_load(crt, bundled("shapes-int8.safetensors").c_str(), nullptr, &cm), HYRT_OK)
+      << hyrt_last_error();
+  hyrt_generate_options co;
+  hyrt_generate_options_init(&co);
+  co.prompt = "a red circle";
+  co.width = co.height = 32;
+  co.steps = 3;
+  co.cfg_scale = 5;
+  co.seed = 9;
+  co.sampler = "ddim";
+  co.taesd = 1;
+  hyrt_image* images = nullptr;
+  int count = 0;
+  EXPECT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_INVALID_ARGUMENT);  // none loaded
+  ASSERT_EQ(hyrt_model_set_taesd(cm, taesd.c_str()), HYRT_OK) << hyrt_last_error();
+  ASSERT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_OK) << hyrt_last_error();
+  ASSERT_EQ(count, 1);
+  EXPECT_TRUE(std::vector<uint8_t>(images[0].rgb, images[0].rgb + 32 * 32 * 3) == tiny.rgb);
+  hyrt_images_free(images, count);
+  EXPECT_EQ(hyrt_model_set_taesd(cm, (std::string(HYRT_SOURCE_DIR) + "/tests/data/none").c_str()),
+            HYRT_IO);
+  EXPECT_EQ(hyrt_model_set_taesd(nullptr, taesd.c_str()), HYRT_INVALID_ARGUMENT);
+  hyrt_model_destroy(cm);
+  hyrt_runtime_destroy(crt);
 }
 
 TEST_F(Library, BadInitImagesAreRefused) {
