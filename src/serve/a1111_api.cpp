@@ -264,6 +264,9 @@ Txt2ImgRequest parse_common(const json& body, const Limits& limits,
                        "unknown model \"" + ckpt + "\" (GET /sdapi/v1/sd-models lists them)");
       r.model = *name;
     }
+    // A1111's VAE choice: "Automatic" and "None" mean the model's own.
+    const std::string vae = read_string(*o, "sd_vae", "");
+    if (vae != "Automatic" && vae != "None") r.sd_vae = vae;
   }
 
   // The echo: what was sent, with the values this request runs with filled in (A1111

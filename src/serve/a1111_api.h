@@ -82,6 +82,7 @@ struct Txt2ImgRequest {
   int batch_size = 1;
   int n_iter = 1;
   std::string model;                    // a name resolve_model returned; "" = the server's default
+  std::string sd_vae;                   // override_settings.sd_vae; "" = the model's VAE
   bool send_images = true;              // false: the response's `images` is empty
   nlohmann::json parameters;            // the request as sent, with defaults filled: echoed back
   std::optional<InitPictures> img2img;  // img2img: the pictures; absent for txt2img

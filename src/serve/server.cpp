@@ -116,7 +116,15 @@ struct Server::Impl {
 
   std::mutex models_mu;  // guards the fields below
   std::vector<ModelEntry> catalogue;
-  std::map<std::string, Model> loaded;  // by name; generate() is called by the worker only
+  std::map<std::string, Model> loaded;          // by name; generate() is called by the worker only
+  std::map<std::string, std::string> taesd_of;  // by model name: its TAESD's vae_name, or ""
+
+  // An A1111 VAE name for a TAESD path: its file or folder name without .safetensors.
+  static std::string vae_name(const std::string& path) {
+    std::filesystem::path p = std::filesystem::path(path).lexically_normal();
+    if (!p.has_filename()) p = p.parent_path();
+    return p.extension() == ".safetensors" ? p.stem().string() : p.filename().string();
+  }
   std::string default_model;
 
   std::mutex load_mu;  // one model load at a time: two workers never load the same model twice
@@ -211,11 +219,27 @@ struct Server::Impl {
     }
     if (path.empty()) throw ApiError(422, "sd_model_checkpoint", "unknown model \"" + name + "\"");
     const auto t0 = Clock::now();
-    Model m = runtime.load(path, opt.load);
+    LoadOptions lo = opt.load;
+    lo.taesd.clear();  // offered below: each model takes the first that fits
+    Model m = runtime.load(path, lo);
+    std::string taesd;
+    for (const std::string& t : opt.taesd) {
+      try {
+        m.set_taesd(t);
+        taesd = vae_name(t);
+        break;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kInvalidArgument) throw;  // an unreadable file: not silently
+      }
+    }
+    if (!opt.taesd.empty())
+      log_line("model " + name + ": " +
+               (taesd.empty() ? "no --taesd decoder fits its latent space" : "TAESD " + taesd));
     metrics.count("hyrt_model_loads_total");
     log_line("loaded model " + name + " (" + path + ") in " +
              std::to_string(static_cast<int>(seconds_since(t0) * 1000)) + " ms");
     std::lock_guard<std::mutex> lock(models_mu);
+    taesd_of[name] = taesd;
     return loaded.emplace(name, std::move(m)).first->second;
   }
 
@@ -240,6 +264,20 @@ struct Server::Impl {
     o.sampler = r.sampler;
     o.batch = r.batch_size;
     o.cancel = job.cancel;
+    if (!r.sd_vae.empty()) {
+      std::string has;
+      {
+        std::lock_guard<std::mutex> lock(models_mu);
+        has = taesd_of[job.model];
+      }
+      if (has != r.sd_vae)
+        throw ApiError(422, "override_settings.sd_vae",
+                       "model \"" + job.model + "\" " +
+                           (has.empty() ? std::string("has no TAESD decoder")
+                                        : "decodes with \"" + has + "\"") +
+                           ", not \"" + r.sd_vae + "\"");
+      o.taesd = true;
+    }
     if (r.img2img) {
       o.init_image = r.img2img->picture;
       o.mask = r.img2img->mask;
@@ -506,6 +544,13 @@ struct Server::Impl {
               }));
     http.Get("/sdapi/v1/sd-models",
              handler([this](const auto&, auto& res) { reply(res, 200, models_json()); }));
+    // A1111's VAE list: the --taesd decoders (override_settings.sd_vae picks one).
+    http.Get("/sdapi/v1/sd-vae", handler([this](const auto&, auto& res) {
+               json list = json::array();
+               for (const std::string& t : opt.taesd)
+                 list.push_back({{"model_name", vae_name(t)}, {"filename", t}});
+               reply(res, 200, list);
+             }));
     http.Post("/sdapi/v1/refresh-checkpoints", handler([this](const auto&, auto& res) {
                 refresh_catalogue();
                 reply(res, 200, json::object());
@@ -595,6 +640,7 @@ struct Server::Impl {
                                       "/sdapi/v1/progress",
                                       "/sdapi/v1/interrupt",
                                       "/sdapi/v1/sd-models",
+                                      "/sdapi/v1/sd-vae",
                                       "/sdapi/v1/samplers",
                                       "/sdapi/v1/schedulers",
                                       "/sdapi/v1/options",

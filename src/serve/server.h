@@ -34,6 +34,11 @@ struct ServerOptions {
   int port = 7860;  // 0: any free port (see port())
   RuntimeOptions runtime;
   LoadOptions load;
+  // TAESD decoders offered as A1111 VAEs (GET /sdapi/v1/sd-vae; a request picks one with
+  // override_settings.sd_vae, by its file or folder name without .safetensors). Each model
+  // gets the first that fits its latent space (taesd for SD 1.x, taesdxl for SDXL); a request
+  // naming one its model did not get is refused (422).
+  std::vector<std::string> taesd;
   size_t queue_capacity = 16;        // txt2img and img2img jobs that may wait; more get 503
   size_t max_body_bytes = 1u << 20;  // larger request bodies get 413
   Limits limits;

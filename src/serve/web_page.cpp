@@ -41,6 +41,7 @@ const char* web_page() {
     <div><label for="steps">Steps</label><input id="steps" type="number" min="1" value="20"></div>
     <div><label for="cfg_scale">CFG scale</label><input id="cfg_scale" type="number" min="0" step="0.5" value="7"></div>
     <div><label for="sampler">Sampler</label><select id="sampler"></select></div>
+    <div><label for="sd_vae">Decoder</label><select id="sd_vae"><option value="Automatic">the model's VAE</option></select></div>
     <div><label for="seed">Seed (-1: random)</label><input id="seed" type="number" value="-1"></div>
     <div><label for="batch_size">Images</label><input id="batch_size" type="number" min="1" max="8" value="1"></div>
   </div>
@@ -59,6 +60,8 @@ async function init() {
   try {
     const samplers = await (await fetch("/sdapi/v1/samplers")).json();
     for (const s of samplers) $("sampler").add(new Option(s.name, s.name));
+    const vaes = await (await fetch("/sdapi/v1/sd-vae")).json();
+    for (const v of vaes) $("sd_vae").add(new Option(v.model_name + " (TAESD, fast)", v.model_name));
     const options = await (await fetch("/sdapi/v1/options")).json();
     $("status").textContent = "model: " + options.sd_model_checkpoint +
         " (width and height 0: its native size)";
@@ -91,6 +94,7 @@ $("form").addEventListener("submit", async (event) => {
     seed: num("seed"),
     batch_size: num("batch_size"),
   };
+  if ($("sd_vae").value !== "Automatic") body.override_settings = {sd_vae: $("sd_vae").value};
   if (num("width") > 0) body.width = num("width");
   if (num("height") > 0) body.height = num("height");
   $("error").textContent = "";

@@ -59,7 +59,7 @@ def main():
         driver.get(url)
         wait = WebDriverWait(driver, 60)
         # The sampler list is filled from /sdapi/v1/samplers when the page loads.
-        wait.until(lambda d: len(Select(d.find_element(By.ID, "sampler")).options) == 5)
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "sampler")).options) == 12)
 
         prompt = driver.find_element(By.ID, "prompt")
         prompt.clear()

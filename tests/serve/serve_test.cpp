@@ -456,6 +456,55 @@ TEST_F(ServeTest, LorasInPromptsEqualTheCli) {
   EXPECT_NE(r->body.find("absent"), std::string::npos) << r->body;
 }
 
+// --taesd decoders are A1111 VAEs: listed by /sdapi/v1/sd-vae, picked per request with
+// override_settings.sd_vae (drawing what `hyrt generate --taesd` draws); one that does not fit
+// the model (here a 2x decoder for the 4x bundled model) is refused with a 422.
+TEST_F(ServeTest, TaesdDecodersAreOfferedAsVaes) {
+  const std::string data = std::string(HYRT_SOURCE_DIR) + "/tests/data/";
+  server_.reset();
+  hyrt::serve::ServerOptions o;
+  o.models = {kModelFile};
+  o.port = 0;
+  o.runtime.num_threads = 2;
+  o.taesd = {data + "taesd-tiny", data + "taesd-tiny-4x"};
+  o.queue_capacity = 4;
+  server_ = std::make_unique<hyrt::serve::Server>(o);
+  server_->start();
+
+  const json vaes = get_json("/sdapi/v1/sd-vae");
+  ASSERT_EQ(vaes.size(), 2u) << vaes.dump();
+  EXPECT_EQ(vaes[1]["model_name"], "taesd-tiny-4x");
+  json req = small_job();
+  req["sampler_name"] = "DDIM";
+  req["override_settings"] = {{"sd_vae", "taesd-tiny-4x"}};
+  auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const auto served = hyrt::pipeline::decode_png(
+      hyrt::serve::base64_decode(json::parse(r->body)["images"][0].get<std::string>()));
+  TempDir tmp;
+  const std::filesystem::path out = tmp.path / "cli.png";
+  const auto run =
+      hyrt::test::run_hyrt("generate -m " + kModelFile +
+                           " -p \"a red circle on a blue background\" -t 2 -s 7 --steps 3 "
+                           "-W 64 -H 64 --sampler ddim --taesd " +
+                           data + "taesd-tiny-4x -o " + out.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto wrote = hyrt::pipeline::read_png(out);
+  EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "the server's TAESD picture differs";
+  EXPECT_EQ(served.text, wrote.text);
+  req["override_settings"] = {{"sd_vae", "Automatic"}};
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_EQ(json::parse(r->body)["info"].get<std::string>().find("taesd"), std::string::npos);
+  req["override_settings"] = {{"sd_vae", "taesd-tiny"}};
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+  EXPECT_NE(r->body.find("override_settings.sd_vae"), std::string::npos) << r->body;
+}
+
 TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
   struct Case {
     std::string path;

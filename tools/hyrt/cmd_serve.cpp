@@ -30,6 +30,7 @@ struct ServeArgs {
   int max_batch = 1;
   int batch_wait_ms = 0;
   std::string lora_dir;
+  std::vector<std::string> taesd;
 };
 
 void run(const ServeArgs& a) {
@@ -46,6 +47,7 @@ void run(const ServeArgs& a) {
   o.runtime.max_batch = a.max_batch;
   o.runtime.batch_wait_ms = a.batch_wait_ms;
   o.runtime.lora_dir = a.lora_dir;
+  o.taesd = a.taesd;
   o.load.config_dir = a.config_dir;
   o.queue_capacity = a.queue;
   o.max_body_bytes = a.max_body_kib * 1024;
@@ -110,6 +112,12 @@ CommandRegistrar reg(15, [](CLI::App& app) {
                 "Folder of LoRA .safetensors files that prompts name as <lora:NAME:MULT> (A1111's "
                 "syntax); GET /sdapi/v1/loras lists them (default $HYRT_LORA_DIR)")
       ->envname("HYRT_LORA_DIR");
+  c->add_option("--taesd", a->taesd,
+                "TAESD decoder (diffusers AutoencoderTiny folder or file, or taesd_decoder."
+                "safetensors) offered as a VAE: requests pick it with override_settings.sd_vae = "
+                "its name (GET /sdapi/v1/sd-vae); repeatable (taesd for SD 1.x, taesdxl for SDXL: "
+                "each model takes the first that fits)")
+      ->check(CLI::ExistingPath);
   c->add_option("--max-batch", a->max_batch,
                 "Run up to this many txt2img jobs at once and let requests that wait together "
                 "(same model, size, steps, sampler, guidance on/off) share one UNet batch of up "
