@@ -106,4 +106,11 @@ void write_test_lora(const std::filesystem::path& model, const std::filesystem::
   weights::write_safetensors(out, views);
 }
 
+std::function<void(const Tensor&)> keep_last_latents(std::optional<Tensor>* last) {
+  return [last](const Tensor& latents) {
+    last->emplace(DType::kF32, latents.shape(), "the last step's latents");
+    std::memcpy((*last)->data(), latents.data(), latents.bytes());
+  };
+}
+
 }  // namespace hyrt::test

@@ -37,4 +37,7 @@ void write_test_lora(const std::filesystem::path& model, const std::filesystem::
 std::optional<std::filesystem::path> shared_dir();
 std::optional<std::filesystem::path> golden_dir(const char* model = "sd15-tiny");
 
+// A txt2img on_latents callback that keeps a copy of the latents of the last step in `*last`.
+std::function<void(const Tensor&)> keep_last_latents(std::optional<Tensor>* last);
+
 }  // namespace hyrt::test

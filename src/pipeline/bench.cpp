@@ -303,7 +303,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
         random_tensor({o.unet_batch, tc.max_position_embeddings, uc.cross_attention_dim}, 2);
     std::vector<float> t(static_cast<size_t>(o.unet_batch), 500.0f);
     // SDXL's added conditioning: a pooled embedding and the default size micro-conditioning.
-    UNetConditioning cond{ctx.view(), {}, {}};
+    UNetConditioning cond{.context = ctx.view()};
     Tensor pooled;
     std::vector<float> time_ids;
     if (uc.text_time_embedding()) {
@@ -347,6 +347,15 @@ static nlohmann::json run_single(const BenchOptions& o) {
     const Tensor z = random_tensor({1, lh, lw, model->vae_config().latent_channels}, 3);
     stages["vae_decode"] = time_stage(
         o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); }, profile_window);
+    if (!o.taesd.empty()) {
+      model->set_tiny_vae(weights::TinyAutoencoderWeights::open(o.taesd));
+      nlohmann::json tiny = time_stage(
+          o.warmup, o.runs, [&] { model->decode_latents_tiny(z.view()); }, profile_window);
+      tiny["taesd"] = o.taesd;
+      tiny["speedup_over_vae"] =
+          stages["vae_decode"]["median_ms"].get<double>() / tiny["median_ms"].get<double>();
+      stages["tiny_vae_decode"] = std::move(tiny);
+    }
   }
   out["stages"] = stages;
   nlohmann::json arenas = nlohmann::json::array();

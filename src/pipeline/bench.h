@@ -75,6 +75,10 @@ struct BenchOptions {
   // another multiplier, to another LoRA of that rank: setting the LoRAs + compiling the adapted
   // UNet, and the first step's extra), and the LoRA's bytes beside the resident-set growth.
   int lora_rank = 0;
+  // A TAESD decoder (weights::TinyAutoencoderWeights): with the VAE stage, also times its
+  // decode of the same latents ("tiny_vae_decode", beside "vae_decode" in the same run, and
+  // the ratio of the two medians).
+  std::string taesd;
 };
 
 nlohmann::json run_bench(const BenchOptions& options);

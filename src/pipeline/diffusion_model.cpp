@@ -571,23 +571,31 @@ Tensor DiffusionModel::predict_noise(const TensorView& sample, std::span<const f
   return copy_out(exe.output(0));
 }
 
-Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
+Tensor DiffusionModel::decode_with(const std::string& what, const std::string& component,
+                                   const TensorView& latent,
+                                   const std::function<models::BuiltGraph(int, int, int)>& build,
+                                   std::optional<backend::Int8Mode> int8_mode) {
   HYRT_CHECK(latent.shape.rank() == 4, kInvalidArgument,
              "decode: latent must be [B, h, w, C], got ", latent.shape.to_string());
   const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
             w = static_cast<int>(latent.shape[2]);
   const std::string dims = str_cat("b", b, " ", h, "x", w);
   Compiled& decoder = executable(
-      str_cat("vae ", dims, unscale ? " unscale" : ""),
-      [&] {
-        return models::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale,
-                                         vae_wide_range());
-      },
-      "vae_decoder", dims, vae_int8_mode_);
+      str_cat(what, " ", dims), [&] { return build(b, h, w); }, component, dims, int8_mode);
   exec::Executable& exe = *decoder.exe;
   copy_into(exe.input("latent"), latent);
   run(decoder);
   return copy_out(exe.output(0));
+}
+
+Tensor DiffusionModel::decode_latents(const TensorView& latent, bool unscale) {
+  return decode_with(
+      unscale ? "vae unscale" : "vae", "vae_decoder", latent,
+      [&](int b, int h, int w) {
+        return models::build_vae_decoder(vae_config(), *weights_, b, h, w, unscale,
+                                         vae_wide_range());
+      },
+      vae_int8_mode_);
 }
 
 void DiffusionModel::set_tiny_vae(std::shared_ptr<const weights::TinyAutoencoderWeights> tiny) {
@@ -607,19 +615,9 @@ void DiffusionModel::set_tiny_vae(std::shared_ptr<const weights::TinyAutoencoder
 
 Tensor DiffusionModel::decode_latents_tiny(const TensorView& latent) {
   HYRT_CHECK(tiny_vae_, kInvalidArgument, "this model has no TAESD decoder (set_tiny_vae)");
-  HYRT_CHECK(latent.shape.rank() == 4, kInvalidArgument,
-             "decode: latent must be [B, h, w, C], got ", latent.shape.to_string());
-  const int b = static_cast<int>(latent.shape[0]), h = static_cast<int>(latent.shape[1]),
-            w = static_cast<int>(latent.shape[2]);
-  const std::string dims = str_cat("b", b, " ", h, "x", w);
-  Compiled& decoder = executable(
-      str_cat("tiny_vae ", dims),
-      [&] { return models::build_tiny_vae_decoder(*tiny_vae_, b, h, w); }, "tiny_vae_decoder",
-      dims);
-  exec::Executable& exe = *decoder.exe;
-  copy_into(exe.input("latent"), latent);
-  run(decoder);
-  return copy_out(exe.output(0));
+  return decode_with("tiny_vae", "tiny_vae_decoder", latent, [&](int b, int h, int w) {
+    return models::build_tiny_vae_decoder(*tiny_vae_, b, h, w);
+  });
 }
 
 Tensor LatentDistribution::std() const {

@@ -70,13 +70,13 @@ struct ModelOptions {
 
 // What the UNet is conditioned on, for B rows (under CFG the negative rows come first).
 struct UNetConditioning {
-  TensorView context;      // [B, T, cross_attention_dim]
-  TensorView text_embeds;  // SDXL: pooled text embedding [B, pooled_text_dim]; else empty
+  TensorView context = {};      // [B, T, cross_attention_dim]
+  TensorView text_embeds = {};  // SDXL: pooled text embedding [B, pooled_text_dim]; else empty
   // SDXL: B × 6 values (original h, w; crop top, left; target h, w); else empty.
-  std::span<const float> time_ids;
+  std::span<const float> time_ids = {};
   // LCM models (UNetConfig::time_cond_proj_dim): each row's guidance scale, embedded by the UNet
   // (no classifier-free guidance batch); else empty.
-  std::span<const float> guidance_scale;
+  std::span<const float> guidance_scale = {};
 };
 
 // Prompts encoded for the UNet (host tensors).
@@ -199,7 +199,7 @@ class DiffusionModel {
   Tensor predict_noise(const TensorView& sample, std::span<const float> timesteps,
                        const TensorView& context,
                        std::vector<std::pair<std::string, Tensor>>* taps = nullptr) {
-    return predict_noise(sample, timesteps, UNetConditioning{context, {}, {}}, taps);
+    return predict_noise(sample, timesteps, UNetConditioning{.context = context}, taps);
   }
 
   // latent [B, h, w, 4] -> image [B, 8h, 8w, 3] in about [-1, 1]. `unscale` divides by the
@@ -276,6 +276,12 @@ class DiffusionModel {
   // while LoRAs are set, else weights_.
   const weights::WeightSource& weights_for(std::string_view component) const;
   const weights::LoraTargetIndex& lora_targets();
+  // A decoder's run on `latent` [B, h, w, C]: its executable per shape ("<what> b<B> <h>x<w>",
+  // built by build(B, h, w)), the latent copied in, the picture copied out.
+  Tensor decode_with(const std::string& what, const std::string& component,
+                     const TensorView& latent,
+                     const std::function<models::BuiltGraph(int, int, int)>& build,
+                     std::optional<backend::Int8Mode> int8_mode = std::nullopt);
   // Runs `c`, adding what its capture run adds to memory to its held_bytes.
   void run(Compiled& c);
   // Drops least recently used executables other than `keep` until the cache fits its budget.

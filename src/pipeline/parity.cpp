@@ -309,7 +309,7 @@ void check_model(DiffusionModel& model, const weights::SafetensorsFile& g, Repor
     std::vector<float> ts(static_cast<size_t>(x.shape()[0]));
     for (size_t k = 0; k < ts.size(); ++k)
       ts[k] = t.as<float>()[t.numel() == 1 ? 0 : k];
-    UNetConditioning cond{ctx.view(), {}, {}};
+    UNetConditioning cond{.context = ctx.view()};
     Tensor text_embeds, time_ids;
     if (g.find(p + "text_embeds") && g.find(p + "time_ids")) {
       text_embeds = to_f32(g.view(p + "text_embeds"));

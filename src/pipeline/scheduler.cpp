@@ -152,6 +152,14 @@ double sigma_to_t(double sigma, const std::vector<float>& log_sigmas) {
   return (1.0 - w) * low + w * high;
 }
 
+// log σ of each training sigma, in float32 (numpy's np.log of the float32 table).
+std::vector<float> logs_of(const std::vector<float>& sigmas) {
+  std::vector<float> logs(sigmas.size());
+  for (size_t i = 0; i < logs.size(); ++i)
+    logs[i] = std::log(sigmas[i]);
+  return logs;
+}
+
 // Karras et al. (2022): `steps` noise levels from sigma_max down to sigma_min, evenly spaced in
 // σ^(1/ρ) with ρ = 7 (diffusers' _convert_to_karras, float64).
 std::vector<double> karras_sigmas(double sigma_min, double sigma_max, int steps) {
@@ -279,9 +287,7 @@ class EulerFamilySampler : public Sampler {
     if (karras_) {
       // _convert_to_karras between the spaced schedule's own extremes (not the training
       // range, as DPM++ uses), ρ = 7, in float64; each σ maps back to a fractional timestep.
-      std::vector<float> log_sigmas(train_sigmas.size());
-      for (size_t i = 0; i < log_sigmas.size(); ++i)
-        log_sigmas[i] = std::log(train_sigmas[i]);
+      const std::vector<float> log_sigmas = logs_of(train_sigmas);
       const auto sigmas = karras_sigmas(spaced_sigmas.back(), spaced_sigmas.front(), num_steps);
       for (int i = 0; i < num_steps; ++i) {
         sigmas_[i] = static_cast<float>(sigmas[i]);
@@ -576,9 +582,7 @@ class DpmppSampler final : public Sampler {
     if (karras_) {
       // Karras spacing between the extreme training sigmas; each σ maps back to a (rounded)
       // training timestep for the UNet.
-      std::vector<float> log_sigmas(train_sigmas.size());
-      for (size_t i = 0; i < log_sigmas.size(); ++i)
-        log_sigmas[i] = std::log(train_sigmas[i]);
+      const std::vector<float> log_sigmas = logs_of(train_sigmas);
       const auto sigmas = karras_sigmas(train_sigmas.front(), train_sigmas.back(), num_steps);
       for (int i = 0; i < num_steps; ++i) {
         const double sigma = sigmas[static_cast<size_t>(i)];

@@ -319,7 +319,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
                       static_cast<size_t>(pool_row) * sizeof(float));
       }
   }
-  UNetConditioning conditioning{context.view(), {}, {}, {}};
+  UNetConditioning conditioning{.context = context.view()};
   if (sdxl) {
     conditioning.text_embeds = pooled.view();
     conditioning.time_ids = time_ids;

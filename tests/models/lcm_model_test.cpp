@@ -80,10 +80,7 @@ TEST_F(LcmModel, DrawsAsDiffusersWithTheGuidanceEmbedded) {
     p.seed = c.seed;
     p.sampler = pipeline::SamplerKind::kLcm;
     std::optional<Tensor> last;
-    p.on_latents = [&](const Tensor& latents) {
-      last.emplace(DType::kF32, latents.shape());
-      std::memcpy(last->data(), latents.data(), latents.bytes());
-    };
+    p.on_latents = test::keep_last_latents(&last);
     (void)pipeline::txt2img(*model, model->scheduler_config(), p);
     ASSERT_TRUE(last.has_value());
     const TensorView want = data->view(std::string(c.key) + ".latents");

@@ -98,7 +98,8 @@ TEST(LoraNaming, KohyaSdxlNamesAdaptTheLayersPeftNamesDo) {
   const Tensor pooled = test::random_tensor({1, uc.pooled_text_dim()}, 3);
   const std::vector<float> time_ids{64, 64, 0, 0, 64, 64};
   const std::vector<float> t{500.0f};
-  const pipeline::UNetConditioning cond{ctx.view(), pooled.view(), time_ids};
+  const pipeline::UNetConditioning cond{
+      .context = ctx.view(), .text_embeds = pooled.view(), .time_ids = time_ids};
   std::vector<int32_t> ids(77, 0);
   ids[0] = model->text_config(0).bos_token_id;
   ids[1] = 320;

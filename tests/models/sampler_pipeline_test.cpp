@@ -73,10 +73,7 @@ TEST_P(SamplerPipeline, FinalLatentsMatchDiffusers) {
   if (c.strength > 0) p.init = pipeline::InitImage{read_tensor(*data, "img.init"), c.strength, {}};
   std::optional<Tensor> last;
   int calls = 0, total = 0;
-  p.on_latents = [&](const Tensor& latents) {
-    last = Tensor(DType::kF32, latents.shape(), "the final latents");
-    std::memcpy(last->data(), latents.data(), latents.bytes());
-  };
+  p.on_latents = test::keep_last_latents(&last);
   p.on_step = [&](int done, int of) {
     ++calls;
     total = of;

@@ -32,7 +32,7 @@ TEST(SdxlConditioning, EveryInputMattersAndMissingOnesAreRefused) {
   const Tensor pooled = test::random_tensor({1, u.pooled_text_dim()}, 3);
   std::vector<float> ids{128, 128, 0, 0, 128, 128};
   const std::vector<float> t{500.0f};
-  UNetConditioning c{ctx.view(), pooled.view(), ids};
+  UNetConditioning c{.context = ctx.view(), .text_embeds = pooled.view(), .time_ids = ids};
   const Tensor base = model->predict_noise(x.view(), t, c);
 
   const Tensor pooled2 = test::random_tensor({1, u.pooled_text_dim()}, 4);

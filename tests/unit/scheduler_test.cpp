@@ -50,6 +50,21 @@ void fake_eps(std::span<const float> x, float t, std::span<float> eps) {
     eps[i] = 0.3f * x[i] * c + 0.1f * std::sin(x[i]);
 }
 
+// x = randn(16, seed) · init_noise_sigma, then every step on fake_eps of the scaled input, the
+// generator that drew x passed on to step() (as the beyond-golden cases were made).
+std::vector<float> fake_trajectory(Sampler& sampler, uint64_t seed) {
+  TorchCpuRng rng(seed);
+  std::vector<float> x = rng.randn(16), x_in(16), eps(16);
+  for (float& v : x)
+    v *= sampler.init_noise_sigma();
+  for (int i = 0; i < sampler.num_steps(); ++i) {
+    sampler.scale_model_input(x, x_in, i);
+    fake_eps(x_in, sampler.timesteps()[i], eps);
+    sampler.step(eps, i, x, &rng);
+  }
+  return x;
+}
+
 struct GoldenCase {
   const char* id;
   SamplerKind kind;
@@ -188,15 +203,7 @@ TEST(Scheduler, MatchesDiffusersBeyondGolden) {
     if (!c.timesteps.empty()) {
       EXPECT_EQ(sampler->timesteps(), c.timesteps);
     }
-    TorchCpuRng rng(c.seed);
-    std::vector<float> x = rng.randn(16), x_in(16), eps(16);
-    for (float& v : x)
-      v *= sampler->init_noise_sigma();
-    for (int i = 0; i < sampler->num_steps(); ++i) {
-      sampler->scale_model_input(x, x_in, i);
-      fake_eps(x_in, sampler->timesteps()[i], eps);
-      sampler->step(eps, i, x, &rng);
-    }
+    const std::vector<float> x = fake_trajectory(*sampler, c.seed);
     const double err = test::relative_l2(x.data(), c.final_sample.data(), x.size());
     std::printf("  %s: relative L2 %.3g\n", c.name, err);
     EXPECT_LE(err, 1e-5);
@@ -257,15 +264,7 @@ TEST(Scheduler, NewSamplersMatchDiffusers) {
       ASSERT_EQ(sampler->sigmas().size(), want_s.size());
       EXPECT_LE(max_relative_error(sampler->sigmas(), want_s), 1e-6);
     }
-    TorchCpuRng rng(c.seed);
-    std::vector<float> x = rng.randn(16), x_in(16), eps(16);
-    for (float& v : x)
-      v *= sampler->init_noise_sigma();
-    for (int i = 0; i < sampler->num_steps(); ++i) {
-      sampler->scale_model_input(x, x_in, i);
-      fake_eps(x_in, sampler->timesteps()[i], eps);
-      sampler->step(eps, i, x, &rng);
-    }
+    const std::vector<float> x = fake_trajectory(*sampler, c.seed);
     const auto want = read_f32(*data, prefix + "final");
     const double err = test::relative_l2(x.data(), want.data(), x.size());
     std::printf("  %s: relative L2 %.3g\n", c.name, err);

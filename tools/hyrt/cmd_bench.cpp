@@ -82,6 +82,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
                 "feed-forward layer (beside the plain step, in the same run), and what switching "
                 "to another multiplier or another LoRA costs before the next step")
       ->check(CLI::Range(0, 1024));
+  c->add_option("--taesd", o->taesd,
+                "Also time this TAESD decoder's decode beside the VAE's (the vae stage)")
+      ->check(CLI::ExistingPath);
   c->add_flag("--resize", o->resize,
               "With --sizes: one engine runs the UNet step at each size in turn and reports "
               "what each new shape cost before its first step (shape_change_ms)");
