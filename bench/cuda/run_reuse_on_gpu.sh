@@ -9,7 +9,9 @@
 # Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
 #   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
 #   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
-#   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor)
+#   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor),
+#   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
+#   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them)
 # Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
 # returns a limited number of files); a summary goes to stdout.
 set -uo pipefail
@@ -20,7 +22,8 @@ what="${*:-parity sd15 lora sdxl torch}"
 source scripts/gpu/common.sh
 gpu_start_packed "$dest" reuse_run
 t0=$(date +%s)
-gpu_configure
+# The model tests find the carried golden folders (.gl/golden) through HYRT_SHARED_DIR.
+gpu_configure -DHYRT_SHARED_DIR="$PWD/.gl"
 gpu_build build.log hyrt
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
@@ -54,6 +57,16 @@ bench() {
   timeout 240 "$hyrt" bench "$@" --json "$out/$name.json" >/dev/null 2>"$out/$name.err" &&
     summary "$out/$name.json" "$name" || { echo "$name failed:"; tail -n 3 "$out/$name.err"; }
 }
+if [[ $what == *ops* ]]; then
+  gpu_build ops_build.log hyrt_ops_tests hyrt_model_tests
+  timeout 400 build-gpu/tests/hyrt_ops_tests --gtest_filter='*Cuda*' >"$out/ops.log" 2>&1
+  echo "cuda op tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/ops.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]' "$out/ops.log" | head -n 8
+  timeout 300 build-gpu/tests/hyrt_model_tests \
+    --gtest_filter='*SamplerPipeline*:TinyVae*:LcmModel*' >"$out/model.log" 2>&1
+  echo "sampler/TAESD/LCM model tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/model.log" |
+    tr '\n' ' ')"
+fi
 if [[ $what == *parity* ]]; then
   for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
     "sdxl-tiny --placement device"; do
