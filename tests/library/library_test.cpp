@@ -570,8 +570,10 @@ TEST_F(Library, TaesdDecodesTheCallsThatAskForIt) {
   // The C API: hyrt_model_set_taesd and hyrt_generate_options.taesd.
   hyrt_runtime_options cro;
   hyrt_runtime_options_init(&cro);
-  cro.placement = "host";
-  cro.precision = "f32";
+  const hyrt::RuntimeOptions like = runtime_options();  // HYRT_TEST_THREADS (TSan runs use 1)
+  cro.num_threads = like.num_threads;
+  cro.placement = like.placement.c_str();
+  cro.precision = like.precision.c_str();
   hyrt_runtime* crt = nullptr;
   ASSERT_EQ(hyrt_runtime_create(&cro, &crt), HYRT_OK) << hyrt_last_error();
   hyrt_model* cm = nullptr;
