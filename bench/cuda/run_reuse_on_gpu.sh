@@ -11,7 +11,10 @@
 #   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor),
 #   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
-#   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them)
+#   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
+#   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes)
+# PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; MODEL_FILTER: the
+# model tests' GoogleTest filter (without models/ carried, leave out TinyVae.RefusesWhat*).
 # Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
 # returns a limited number of files); a summary goes to stdout.
 set -uo pipefail
@@ -63,7 +66,7 @@ if [[ $what == *ops* ]]; then
   echo "cuda op tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/ops.log" | tr '\n' ' ')"
   grep -E '^\[  FAILED  \]' "$out/ops.log" | head -n 8
   timeout 300 build-gpu/tests/hyrt_model_tests \
-    --gtest_filter='*SamplerPipeline*:TinyVae*:LcmModel*' >"$out/model.log" 2>&1
+    --gtest_filter="${MODEL_FILTER:-*SamplerPipeline*:TinyVae*:LcmModel*}" >"$out/model.log" 2>&1
   echo "sampler/TAESD/LCM model tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/model.log" |
     tr '\n' ' ')"
 fi
@@ -71,7 +74,7 @@ if [[ $what == *parity* ]]; then
   for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
     "sdxl-tiny --placement device"; do
     read -r -a a <<<"$args"
-    timeout 300 "$hyrt" parity ".gl/golden/${a[0]}" "${a[@]:1}" >"$out/parity.log" 2>&1
+    timeout 300 "$hyrt" parity ".gl/golden/${a[0]}" "${a[@]:1}" ${PARITY_ARGS:-} >"$out/parity.log" 2>&1
     echo "parity $args rc=$?: $(tail -n 1 "$out/parity.log")"
     grep -E "^FAIL" "$out/parity.log" | head -n 8
   done
@@ -84,6 +87,24 @@ if [[ $what == *sd15* ]]; then
         --sizes 512,1024,768,640 --runs 20 --warmup 3 "${flag[@]}"
     done
   done
+fi
+if [[ $what == *first* ]]; then
+  # Issue 16's point 3: the first step at a new resolution (768², 640² after 512²) in 20 fresh
+  # processes, each from a cold start of the sizes (the program cache on disk is warm).
+  for i in $(seq 1 "${FIRST_PROCESSES:-20}"); do
+    timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet --placement device --resize \
+      --sizes 512,768,640 --runs 2 --warmup 1 --json "$out/first_$i.json" >/dev/null \
+      2>"$out/first_$i.err" || { echo "first_$i failed:"; tail -n 3 "$out/first_$i.err"; }
+  done
+  python3 - "$out" <<'PY'
+import glob, json, sys
+firsts = {}
+for path in sorted(glob.glob(sys.argv[1] + "/first_*.json")):
+    for r in json.load(open(path))["stages"].get("unet_step_resize", []):
+        firsts.setdefault(r["size"], []).append(round(r["first_call_ms"], 1))
+for size, v in firsts.items():
+    print("first step", size, "processes", len(v), "<= 50 ms:", sum(x <= 50 for x in v), "ms:", v)
+PY
 fi
 if [[ $what == *lora* ]]; then
   for form in reuse every; do

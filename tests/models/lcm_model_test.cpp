@@ -17,6 +17,7 @@
 #include "exec/engine.h"
 #include "pipeline/diffusion_model.h"
 #include "pipeline/txt2img.h"
+#include "plan/placement.h"
 #include "temp_dir_test.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
@@ -60,7 +61,7 @@ TEST_F(LcmModel, DrawsAsDiffusersWithTheGuidanceEmbedded) {
   const auto model_dir = make_model();
   if (!model_dir) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped";
   const auto data = weights::SafetensorsFile::open(kData + "lcm_model_cases.safetensors");
-  exec::Engine engine;
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   auto model = pipeline::DiffusionModel::open(*model_dir, engine);
   ASSERT_EQ(model->unet_config().time_cond_proj_dim, 32);
   struct Case {
@@ -104,7 +105,7 @@ TEST_F(LcmModel, AConfigWithoutItsWeightIsRefused) {
   fs::remove(*model_dir / "unet" / "diffusion_pytorch_model-00002-of-00002.safetensors");
   std::ofstream(*model_dir / "unet" / "diffusion_pytorch_model.safetensors.index.json")
       << R"({"weight_map": {"conv_in.weight": "diffusion_pytorch_model-00001-of-00002.safetensors"}})";
-  exec::Engine engine;
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   try {
     auto model = pipeline::DiffusionModel::open(*model_dir, engine);
     pipeline::Txt2ImgParams p;

@@ -15,6 +15,7 @@
 #include "models/components.h"
 #include "pipeline/diffusion_model.h"
 #include "pipeline/txt2img.h"
+#include "plan/placement.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
 #include "weights/tiny_autoencoder.h"
@@ -65,7 +66,7 @@ TEST(TinyVae, DecodeMatchesDiffusersFromBothLayouts) {
   const auto data = weights::SafetensorsFile::open(kData + "tiny_vae_cases.safetensors");
   const Tensor z = to_nhwc(read_tensor(*data, "decode.z"));
   const Tensor want = to_nhwc(read_tensor(*data, "decode.image"));
-  exec::Engine engine;
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
   std::optional<Tensor> first;
   for (const char* path : {"taesd-tiny", "taesd_tiny_decoder.safetensors"}) {
@@ -94,7 +95,7 @@ TEST(TinyVae, Txt2ImgMatchesDiffusersWithTheTinyVae) {
   const auto golden = test::golden_dir("sd15-tiny");
   if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped";
   const auto data = weights::SafetensorsFile::open(kData + "tiny_vae_cases.safetensors");
-  exec::Engine engine;
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
   pipeline::Txt2ImgParams p;
   p.prompt = "a red circle on a blue square";
@@ -165,7 +166,7 @@ TEST(TinyVae, RefusesWhatIsNotAFittingDecoder) {
   // layout asks for a model with 8x (three upsamples) — simulated by a model whose VAE differs:
   // the SDXL golden model's latent size matches, so use the layout check on the bundled model.
   const auto shapes = std::string(HYRT_SOURCE_DIR) + "/models/shapes-int8.safetensors";
-  exec::Engine engine;
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   auto model = pipeline::DiffusionModel::open(shapes, engine);
   if (model->vae_scale_factor() != 2) {
     EXPECT_EQ(code_of([&] {
