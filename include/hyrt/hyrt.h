@@ -143,7 +143,16 @@ struct GenerateOptions {
   // already run the next step). An exception it throws ends the call at once and reaches the
   // caller unchanged.
   std::function<void(int step, int total)> on_step;
-  CancelToken cancel;  // a fresh token: never cancelled unless someone holds a copy
+  // Live previews: every `preview_every` steps and after the last, the picture the model
+  // predicts at that step (the clean image it aims at, not the noisy latents), for the first
+  // image of the call; Image::parameters is empty. Decoded with the TAESD decoder when the
+  // model has one (LoadOptions::taesd: milliseconds), else with its VAE (as long as the final
+  // decode: choose a larger preview_every). Called on the calling thread after that step's
+  // on_step; a preview the caller was too slow for is replaced by a later one. An exception it
+  // throws ends the call as on_step's does.
+  std::function<void(const Image& preview, int step, int total)> on_preview;
+  int preview_every = 1;  // >= 1
+  CancelToken cancel;     // a fresh token: never cancelled unless someone holds a copy
 
   // LoRAs for this call: .safetensors files in the kohya / A1111 or diffusers / PEFT format,
   // each with its multiplier, applied at run time beside the model's weights (which stay as
@@ -222,6 +231,9 @@ class Model {
   // Waits for the calls running on the model's runtime. InvalidArgument for one made for
   // another latent space (the model keeps the one it had), Io/InvalidModel for a bad file.
   void set_taesd(const std::string& path);
+  // The name a TAESD decoder goes by, as A1111 names VAEs: its file's name (extension kept) or
+  // its folder's. The PNG parameters' "VAE" and hyrt serve's VAE list both use it.
+  static std::string taesd_name(const std::string& path);
   // Writes `image` as a PNG with its parameters embedded.
   static void save_png(const Image& image, const std::string& path);
 

@@ -114,6 +114,12 @@ typedef struct hyrt_image {
   uint64_t seed;
 } hyrt_image;
 
+/* Live previews: called on the calling thread with the picture the model aims at so far (the
+ * first image of the call; its parameters are "" and it lives until the function returns),
+ * after that step's progress call. Return 0 to go on, non-zero to stop the call (it then
+ * returns HYRT_CANCELLED). */
+typedef int (*hyrt_preview_fn)(void* user_data, const hyrt_image* preview, int step, int total);
+
 typedef struct hyrt_generate_options {
   size_t struct_size;
   const char* prompt;          /* required */
@@ -140,6 +146,11 @@ typedef struct hyrt_generate_options {
   /* Non-zero: decode with the model's TAESD decoder (hyrt_model_set_taesd) instead of its VAE.
    * Default 0. */
   int taesd;
+  /* Live previews (GenerateOptions::on_preview in hyrt.h): every preview_every steps (default
+   * 1) and after the last; decoded with the model's TAESD decoder when it has one, else with its
+   * VAE. NULL: none. Gets user_data too. */
+  hyrt_preview_fn on_preview;
+  int preview_every;
 } hyrt_generate_options;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);

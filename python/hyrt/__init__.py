@@ -97,7 +97,8 @@ class Pipeline:
 
     def __call__(self, prompt, negative_prompt=None, width=0, height=0, num_inference_steps=20,
                  guidance_scale=7.0, seed=None, sampler="euler_a", batch_size=1, callback=None,
-                 cancel=None, *, image=None, mask_image=None, strength=0.8, taesd=False):
+                 cancel=None, *, image=None, mask_image=None, strength=0.8, taesd=False,
+                 preview=None, preview_every=1):
         """Generates ``batch_size`` images; returns a list of RGB ``PIL.Image``s.
 
         negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
@@ -123,6 +124,11 @@ class Pipeline:
         diffusers AutoencoderTiny folder or file, or taesd_decoder.safetensors) instead of the
         model's VAE: ~20x less work for a slightly softer picture.
 
+        ``preview(image, step, total)``: live previews, every ``preview_every`` steps and after
+        the last, on the calling thread — the picture the model aims at so far (the first
+        image, a ``PIL.Image``), decoded with the TAESD decoder when the Pipeline has one,
+        else with the VAE (as slow as the final decode). An exception it raises ends the call.
+
         Each image's ``info["parameters"]`` holds the AUTOMATIC1111 parameters text and
         ``info["seed"]`` the seed; ``hyrt.save_png`` writes both into the PNG.
         """
@@ -137,6 +143,15 @@ class Pipeline:
                                       f"native size; got {value}")
         if callback is not None and not callable(callback):
             raise InvalidArgument("callback must be callable as callback(step, total)")
+        if preview is not None and not callable(preview):
+            raise InvalidArgument("preview must be callable as preview(image, step, total)")
+        if isinstance(preview_every, bool) or not isinstance(preview_every, int) \
+                or preview_every < 1:
+            raise InvalidArgument(f"preview_every must be an integer >= 1, got {preview_every!r}")
+        on_preview = None
+        if preview is not None:
+            def on_preview(w, h, rgb, step, total):
+                preview(Image.frombytes("RGB", (w, h), rgb), step, total)
         if cancel is not None and not isinstance(cancel, CancelToken):
             raise InvalidArgument("cancel must be a hyrt.CancelToken")
         if mask_image is not None and image is None:
@@ -147,7 +162,8 @@ class Pipeline:
                                        num_inference_steps, guidance_scale, seed, sampler,
                                        batch_size, callback, cancel,
                                        _rgb8(image, "image"), _rgb8(mask_image, "mask_image"),
-                                       float(strength), bool(taesd))
+                                       float(strength), bool(taesd), on_preview,
+                                       preview_every)
         images = []
         for w, h, rgb, parameters, image_seed in results:
             image = Image.frombytes("RGB", (w, h), rgb)

@@ -94,7 +94,7 @@ class PyModel {
                     int width, int height, int steps, float cfg_scale, uint64_t seed,
                     const std::string& sampler, int batch, nb::object callback,
                     std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
-                    double strength, bool taesd) {
+                    double strength, bool taesd, nb::object preview, int preview_every) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
     o.taesd = taesd;
@@ -125,6 +125,21 @@ class PyModel {
         throw CallbackRaised();
       }
     };
+    if (!preview.is_none()) {
+      // preview(width, height, rgb bytes, step, total); the Python side makes a PIL image.
+      o.preview_every = preview_every;
+      o.on_preview = [&preview, &raised](const hyrt::Image& im, int step, int total) {
+        nb::gil_scoped_acquire acquire;
+        try {
+          preview(im.width, im.height,
+                  nb::bytes(reinterpret_cast<const char*>(im.rgb.data()), im.rgb.size()), step,
+                  total);
+        } catch (nb::python_error&) {
+          raised = std::current_exception();
+          throw CallbackRaised();
+        }
+      };
+    }
     std::vector<hyrt::Image> images;
     try {
       nb::gil_scoped_release release;
@@ -195,7 +210,8 @@ NB_MODULE(_hyrt, m) {
            nb::arg("width"), nb::arg("height"), nb::arg("steps"), nb::arg("cfg_scale"),
            nb::arg("seed"), nb::arg("sampler"), nb::arg("batch"), nb::arg("callback").none(),
            nb::arg("cancel").none(), nb::arg("image").none() = nb::none(),
-           nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8, nb::arg("taesd") = false)
+           nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8, nb::arg("taesd") = false,
+           nb::arg("preview").none() = nb::none(), nb::arg("preview_every") = 1)
       .def("close", &PyModel::close)
       .def_prop_ro("family", [](PyModel& s) { return s.model().family(); })
       .def_prop_ro("native_size", [](PyModel& s) { return s.model().native_size(); })

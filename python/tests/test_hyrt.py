@@ -331,3 +331,22 @@ def test_taesd(pipe):
     assert "VAE: taesd-tiny-4x" in tiny.info["parameters"]
     with pytest.raises(hyrt.InvalidArgument):
         pipe(PROMPT, **FAST, taesd=True)  # loaded without one
+
+
+def test_live_previews(pipe):
+    """preview(image, step, total) gets the predicted picture every preview_every steps and
+    after the last; with Euler the last one is the picture; a raising preview ends the call."""
+    seen = []
+    args = dict(FAST, sampler="euler")
+    plain = pipe(PROMPT, **args)[0]
+    image = pipe(PROMPT, **args, preview=lambda im, s, t: seen.append((im, s, t)),
+                 preview_every=2)[0]
+    assert image.tobytes() == plain.tobytes()
+    assert seen and seen[-1][1] == seen[-1][2] == args["num_inference_steps"]
+    last = seen[-1][0]
+    assert last.size == image.size
+    assert max(abs(a - b) for a, b in zip(last.tobytes(), image.tobytes())) <= 2
+    with pytest.raises(ZeroDivisionError):
+        pipe(PROMPT, **args, preview=lambda im, s, t: 1 / 0)
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, **args, preview=lambda im, s, t: None, preview_every=0)

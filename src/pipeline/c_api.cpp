@@ -204,6 +204,7 @@ void hyrt_generate_options_init(hyrt_generate_options* options) {
   options->sampler = "euler_a";
   options->batch = 1;
   options->strength = 0.8;
+  options->preview_every = 1;
 }
 
 hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* options,
@@ -241,6 +242,16 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
       void* user = options->user_data;
       o.on_step = [fn, user](int step, int total) {
         if (fn(user, step, total) != 0) throw StopRequested{};
+      };
+    }
+    if (HYRT_HAS_FIELD(options, preview_every) && options->on_preview) {
+      const hyrt_preview_fn fn = options->on_preview;
+      void* user = options->user_data;
+      o.preview_every = options->preview_every;
+      o.on_preview = [fn, user](const hyrt::Image& preview, int step, int total) {
+        hyrt_image c{preview.width, preview.height, const_cast<uint8_t*>(preview.rgb.data()),
+                     const_cast<char*>(""), 0};
+        if (fn(user, &c, step, total) != 0) throw StopRequested{};
       };
     }
     std::vector<hyrt::Image> made;

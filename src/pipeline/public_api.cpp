@@ -13,10 +13,12 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
 
 #include "core/error.h"
@@ -28,6 +30,7 @@
 #include "pipeline/precision.h"
 #include "pipeline/prompt_syntax.h"
 #include "pipeline/txt2img.h"
+#include "weights/tiny_autoencoder.h"
 
 namespace hyrt {
 
@@ -47,6 +50,8 @@ struct Call {
   std::condition_variable changed;
   int steps_done = 0;  // guarded by mutex
   int steps_total = 0;
+  std::optional<Image> preview;  // the latest live preview not yet handed over, and its step
+  int preview_step = 0;
   bool done = false;
   pipeline::Txt2ImgOutcome outcome;
 };
@@ -155,20 +160,7 @@ struct Runtime::Impl {
 
  private:
   // The oldest call and the queued calls that can join it (queue_mutex held), oldest first.
-  void take_compatible(std::vector<std::shared_ptr<Call>>& batch, int& images) {
-    const Call& head = *batch.front();
-    for (auto it = queue.begin(); it != queue.end();) {
-      Call& c = **it;
-      if (c.model == head.model && images + c.params.batch <= max_batch &&
-          pipeline::can_batch_together(head.params, c.params)) {
-        images += c.params.batch;
-        batch.push_back(*it);
-        it = queue.erase(it);
-      } else {
-        ++it;
-      }
-    }
-  }
+  void take_compatible(std::vector<std::shared_ptr<Call>>& batch, int& images);
 
   void work() {
     std::unique_lock<std::mutex> lock(queue_mutex);
@@ -210,8 +202,7 @@ struct Model::Impl {
       return;
     }
     model->set_tiny_vae(weights::TinyAutoencoderWeights::open(path));
-    const std::filesystem::path t = std::filesystem::path(path).lexically_normal();
-    taesd_name = (t.has_filename() ? t : t.parent_path()).filename().string();
+    taesd_name = Model::taesd_name(path);
   }
   ~Impl() {
     if (!model) return;
@@ -223,6 +214,22 @@ struct Model::Impl {
     return_free_heap_to_system();
   }
 };
+
+void Runtime::Impl::take_compatible(std::vector<std::shared_ptr<Call>>& batch, int& images) {
+  const Call& head = *batch.front();
+  for (auto it = queue.begin(); it != queue.end();) {
+    Call& c = **it;
+    // The model's configuration is fixed once loaded: reading it needs no executor.
+    if (c.model == head.model && images + c.params.batch <= max_batch &&
+        pipeline::can_batch_together(*head.model->model, head.params, c.params)) {
+      images += c.params.batch;
+      batch.push_back(*it);
+      it = queue.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
 
 void Runtime::Impl::run(const std::vector<std::shared_ptr<Call>>& batch) {
   std::vector<const pipeline::Txt2ImgParams*> params;
@@ -348,6 +355,10 @@ void Model::set_taesd(const std::string& path) {
   impl_->set_taesd(path);
 }
 
+std::string Model::taesd_name(const std::string& path) {
+  return weights::TinyAutoencoderWeights::display_name(path);
+}
+
 int64_t Model::cached_bytes() const {
   std::lock_guard<FifoMutex> lock(impl_->runtime->executor);
   return impl_->model->cached_bytes();
@@ -426,6 +437,28 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
     c->changed.notify_all();
   };
   p.cancelled = [c, cancel] { return cancel.cancelled() || c->abandoned.load(); };
+  if (o.on_preview) {
+    HYRT_CHECK(o.preview_every >= 1, kInvalidArgument,
+               "GenerateOptions::preview_every must be at least 1 (got ", o.preview_every, ")");
+    // On the worker, which holds the executor: decode the first image's prediction.
+    p.on_denoised = [c, every = o.preview_every, tiny = m.has_tiny_vae(), &m](int step, int total,
+                                                                              const Tensor& x0) {
+      if (step % every != 0 && step != total) return;
+      const Shape& s = x0.shape();
+      Tensor first(DType::kF32, {1, s[1], s[2], s[3]}, "the first image's predicted latents");
+      std::memcpy(first.data(), x0.data(), first.bytes());
+      const Tensor px = pipeline::decode_preview(m, first, tiny);
+      const int h = static_cast<int>(px.shape()[1]), w = static_cast<int>(px.shape()[2]);
+      const pipeline::Image8 img =
+          pipeline::float_to_image8({px.as<float>(), static_cast<size_t>(px.numel())}, h, w);
+      {
+        std::lock_guard<std::mutex> lock(c->mutex);
+        c->preview = Image{w, h, img.pixels, "", 0};
+        c->preview_step = step;
+      }
+      c->changed.notify_all();
+    };
+  }
   call->params = std::move(p);
   Runtime::Impl& runtime = *impl_->runtime;
   runtime.submit(call);
@@ -436,8 +469,9 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   int reported = 0;
   std::unique_lock<std::mutex> lock(call->mutex);
   for (;;) {
-    call->changed.wait_for(lock, std::chrono::milliseconds(20),
-                           [&] { return call->done || call->steps_done > reported; });
+    call->changed.wait_for(lock, std::chrono::milliseconds(20), [&] {
+      return call->done || call->steps_done > reported || call->preview.has_value();
+    });
     while (reported < call->steps_done && !(call->done && call->outcome.error)) {
       const int step = ++reported, total = call->steps_total;
       lock.unlock();
@@ -449,7 +483,21 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
       }
       lock.lock();
     }
-    if (call->done) break;
+    // A preview once its step has been reported (the worker decodes it after that step).
+    if (call->preview && call->preview_step <= reported && !(call->done && call->outcome.error)) {
+      const Image preview = std::move(*call->preview);
+      const int at = call->preview_step, total = call->steps_total;
+      call->preview.reset();
+      lock.unlock();
+      try {
+        o.on_preview(preview, at, total);
+      } catch (...) {
+        call->abandoned = true;
+        throw;
+      }
+      lock.lock();
+    }
+    if (call->done && (!call->preview || call->outcome.error)) break;
     if (cancel.cancelled() && runtime.withdraw(call))
       throw Cancelled("cancelled before it started (it was waiting for the executor)");
   }

@@ -768,6 +768,38 @@ void Sampler::add_noise(std::span<const float> original, std::span<const float> 
     out[i] = a * original[i] + b * noise[i];
 }
 
+void Sampler::predicted_original(std::span<const float> model_input,
+                                 std::span<const float> model_output, int step_index,
+                                 std::span<float> out) const {
+  HYRT_CHECK(model_input.size() == model_output.size() && model_input.size() == out.size(),
+             kInvalidArgument, "predicted_original: sizes differ (", model_input.size(), ", ",
+             model_output.size(), ", ", out.size(), ")");
+  HYRT_CHECK(step_index >= 0 && step_index < num_steps(), kInvalidArgument,
+             "predicted_original: step index ", step_index, " outside [0, ", num_steps(), ")");
+  float alpha_prod;
+  if (kind_ == SamplerKind::kDdim || kind_ == SamplerKind::kLcm) {
+    alpha_prod = alphas_cumprod_[static_cast<size_t>(timesteps_[step_index])];
+  } else {
+    const float sigma = sigmas_[step_index];
+    alpha_prod = 1.0f / (sigma * sigma + 1.0f);
+  }
+  const float a = std::sqrt(alpha_prod), b = std::sqrt(1.0f - alpha_prod);
+  switch (config_.prediction_type) {
+    case PredictionType::kEpsilon:
+      for (size_t i = 0; i < out.size(); ++i)
+        out[i] = (model_input[i] - b * model_output[i]) / a;
+      break;
+    case PredictionType::kVPrediction:
+      for (size_t i = 0; i < out.size(); ++i)
+        out[i] = a * model_input[i] - b * model_output[i];
+      break;
+    case PredictionType::kSample:
+      if (out.data() != model_output.data())
+        std::copy(model_output.begin(), model_output.end(), out.begin());
+      break;
+  }
+}
+
 int first_img2img_step(int steps, double strength) {
   HYRT_CHECK(strength > 0 && strength <= 1, kInvalidArgument, "strength must be in (0, 1] (got ",
              strength, ")");

@@ -174,6 +174,15 @@ class Sampler {
   virtual void step(std::span<const float> model_output, int step_index, std::span<float> sample,
                     TorchCpuRng* rng) = 0;
 
+  // The clean latents the model predicts at step `step_index` (diffusers' pred_original_sample,
+  // before any clipping), for live previews: from the UNet's input `model_input` (after
+  // scale_model_input) and its guided `model_output`,
+  //   ε: (x_in − sqrt(1 − ᾱ)·ε) / sqrt(ᾱ),  v: sqrt(ᾱ)·x_in − sqrt(1 − ᾱ)·v,  sample: as is,
+  // with ᾱ = ᾱ_t for DDIM and LCM and 1/(σᵢ² + 1) for the σ-based samplers (whose scaled input
+  // is sqrt(ᾱ)·x0 + sqrt(1 − ᾱ)·ε too). `out` may alias either input; sizes must match.
+  void predicted_original(std::span<const float> model_input, std::span<const float> model_output,
+                          int step_index, std::span<float> out) const;
+
   // True if step() draws noise (Euler a, DPM++ 2M SDE, LCM).
   virtual bool needs_noise() const { return false; }
 

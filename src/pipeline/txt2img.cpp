@@ -140,7 +140,12 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
   (void)first_img2img_step(p.steps, p.init->strength);  // at least one step runs
 }
 
-bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b) {
+bool uses_cfg(const DiffusionModel& model, const Txt2ImgParams& p) {
+  return p.cfg_scale > 1.0f && model.unet_config().time_cond_proj_dim == 0;
+}
+
+bool can_batch_together(const DiffusionModel& model, const Txt2ImgParams& a,
+                        const Txt2ImgParams& b) {
   // One loop runs every lane: the same latent shape, the same timesteps, guidance for all or
   // none. img2img / inpainting and release_stages stay lone calls.
   // The same LoRAs (the UNet's adapters are per model, not per row).
@@ -153,8 +158,8 @@ bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b) {
                       });
   };
   return a.width == b.width && a.height == b.height && a.steps == b.steps &&
-         a.sampler == b.sampler && (a.cfg_scale > 1.0f) == (b.cfg_scale > 1.0f) && !a.init &&
-         !b.init && !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras) &&
+         a.sampler == b.sampler && uses_cfg(model, a) == uses_cfg(model, b) && !a.init && !b.init &&
+         !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras) &&
          a.tiny_vae == b.tiny_vae;
 }
 
@@ -172,7 +177,8 @@ struct Lane {
   Tensor latents;     // NCHW [b, C, h, w]
   ImageLatents init;  // img2img / inpainting only
   int first_step = 0;
-  int64_t row = 0;  // its first row within each half of the UNet batch
+  int64_t row = 0;                 // its first row within each half of the UNet batch
+  std::optional<Tensor> denoised;  // on_denoised only: the last step's predicted clean latents
   bool alive() const { return !error; }
   void fail() { error = std::current_exception(); }
 };
@@ -199,7 +205,7 @@ bool any_alive(const std::vector<Lane*>& lanes) {
 // is zeros or guidance is off — also for LCM models, which embed the guidance scale instead).
 void encode_lane(DiffusionModel& model, Lane& lane) {
   const Txt2ImgParams& p = *lane.p;
-  const bool cfg = p.cfg_scale > 1.0f && model.unet_config().time_cond_proj_dim == 0;
+  const bool cfg = uses_cfg(model, p);
   const bool sdxl = model.family() == models::ModelFamily::kSdxl;
   lane.zero_negative =
       cfg && sdxl && !p.negative_prompt.has_value() && model.force_zeros_for_empty_prompt();
@@ -275,7 +281,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   // LCM models embed the guidance scale in the UNet instead (diffusers: no CFG when the UNet
   // has time_cond_proj_dim).
   const bool embedded_guidance = model.unet_config().time_cond_proj_dim > 0;
-  const bool cfg = p0.cfg_scale > 1.0f && !embedded_guidance;
+  const bool cfg = uses_cfg(model, p0);  // the same for every lane (can_batch_together)
   const bool sdxl = model.family() == models::ModelFamily::kSdxl;
   const bool lone = lanes.size() == 1;
   int64_t rows = 0;  // B: rows per half
@@ -393,6 +399,13 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
       } else {
         std::memcpy(g, uncond, n * sizeof(float));
       }
+      if (p.on_denoised) {
+        // The prediction from this step's input: scale the latents again before step() moves them.
+        l->denoised = Tensor(DType::kF32, l->latents.shape(), "the predicted clean latents");
+        const std::span<float> x0{l->denoised->as<float>(), n};
+        l->sampler->scale_model_input({l->latents.as<float>(), n}, x0, step);
+        l->sampler->predicted_original(x0, {g, n}, step, x0);
+      }
       l->sampler->step({g, n}, step, {l->latents.as<float>(), n}, l->rng.get());
       if (p.init && p.init->mask && uc == lc) {
         // StableDiffusionInpaintPipeline (4-channel UNet): the picture's latents noised to the
@@ -414,6 +427,7 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
       try {
         if (p.on_step) p.on_step(step - first_step + 1, steps_run);
         if (p.on_latents) p.on_latents(l->latents);
+        if (p.on_denoised) p.on_denoised(step - first_step + 1, steps_run, *l->denoised);
       } catch (...) {
         l->fail();
       }
@@ -440,12 +454,8 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
     std::memcpy(all.as<float>() + at, l->latents.data(), l->latents.bytes());
     at += l->latents.numel();
   }
-  const Tensor lat_nhwc = nchw_to_nhwc(all.view());
-  Tensor image = p0.tiny_vae ? model.decode_latents_tiny(lat_nhwc.view())
-                             : model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
-  float* px = image.as<float>();
-  for (int64_t i = 0; i < image.numel(); ++i)
-    px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
+  Tensor image = decode_preview(model, all, p0.tiny_vae);
+  const float* px = image.as<float>();
   const double decode_ms = ms_since(t0);
   log_resident_after("the VAE decode");
   const int64_t pixels = static_cast<int64_t>(p0.height) * p0.width * 3;
@@ -461,6 +471,29 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
 }
 
 }  // namespace
+
+Tensor decode_preview(DiffusionModel& model, const Tensor& latents, bool tiny_vae) {
+  HYRT_CHECK(latents.dtype() == DType::kF32 && latents.shape().rank() == 4, kInvalidArgument,
+             "decode_preview: latents must be f32 NCHW, got ", latents.shape().to_string());
+  const Tensor lat_nhwc = nchw_to_nhwc(latents.view());
+  Tensor image = tiny_vae ? model.decode_latents_tiny(lat_nhwc.view())
+                          : model.decode_latents(lat_nhwc.view(), /*unscale=*/true);
+  float* px = image.as<float>();
+  for (int64_t i = 0; i < image.numel(); ++i)
+    px[i] = std::clamp(px[i] * 0.5f + 0.5f, 0.0f, 1.0f);
+  return image;
+}
+
+Image8 preview_image8(DiffusionModel& model, const Tensor& latents, bool tiny_vae) {
+  const Shape& s = latents.shape();
+  HYRT_CHECK(latents.dtype() == DType::kF32 && s.rank() == 4 && s[0] >= 1, kInvalidArgument,
+             "preview_image8: latents must be f32 NCHW, got ", s.to_string());
+  Tensor first(DType::kF32, {1, s[1], s[2], s[3]}, "the first image's latents");
+  std::memcpy(first.data(), latents.data(), first.bytes());
+  const Tensor px = decode_preview(model, first, tiny_vae);
+  return float_to_image8({px.as<float>(), static_cast<size_t>(px.numel())},
+                         static_cast<int>(px.shape()[1]), static_cast<int>(px.shape()[2]));
+}
 
 std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
                                           const SchedulerConfig& scheduler_config,
@@ -481,7 +514,7 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
       HYRT_CHECK(!p.tiny_vae || model.has_tiny_vae(), kInvalidArgument,
                  "a TAESD decode was asked for but the model has no TAESD decoder "
                  "(DiffusionModel::set_tiny_vae; the CLI's --taesd)");
-      HYRT_CHECK(i == 0 || can_batch_together(*requests[0], p), kInvalidArgument,
+      HYRT_CHECK(i == 0 || can_batch_together(model, *requests[0], p), kInvalidArgument,
                  "txt2img_batch: request ", i, " cannot share the first one's UNet batch");
       HYRT_CHECK(uc == lc || (p.init && p.init->mask && uc == 2 * lc + 1), kInvalidArgument,
                  "the UNet takes ", uc, " input channels for ", lc,

@@ -33,6 +33,7 @@
 #include "core/tensor.h"
 #include "pipeline/clip_tokenizer.h"
 #include "pipeline/diffusion_model.h"
+#include "pipeline/image_io.h"
 #include "pipeline/scheduler.h"
 
 namespace hyrt::pipeline {
@@ -97,7 +98,22 @@ struct Txt2ImgParams {
   std::function<bool()> cancelled;
   // Called after each denoising step with the latents, NCHW [batch, C, h, w] (parity checks).
   std::function<void(const Tensor&)> on_latents;
+  // Live previews: called after each denoising step with (steps run so far, steps that will
+  // run, the clean latents the model predicts at that step: Sampler::predicted_original of the
+  // guided output, NCHW [batch, C, h, w], before 1/scaling_factor — decode_preview() makes
+  // pictures of them). Computed only when set. An exception it throws ends the call as
+  // on_step's does.
+  std::function<void(int, int, const Tensor&)> on_denoised;
 };
+
+// Latents NCHW [batch, C, h, w] (before 1/scaling_factor) to pictures NHWC [batch, H, W, 3] f32
+// in [0, 1]: with the model's TAESD decoder when `tiny_vae` (kInvalidArgument without one),
+// else with its VAE. What txt2img's last stage does, also for previews from on_denoised.
+Tensor decode_preview(DiffusionModel& model, const Tensor& latents, bool tiny_vae);
+
+// The first image of `latents` (NCHW, as on_denoised gives them) as an 8-bit RGB picture:
+// decode_preview of its first row. What live previews show.
+Image8 preview_image8(DiffusionModel& model, const Tensor& latents, bool tiny_vae);
 
 struct Txt2ImgTimings {
   double text_ms = 0;
@@ -135,9 +151,16 @@ struct Txt2ImgOutcome {
   std::exception_ptr error;  // what ended the request
 };
 
-// True when the two can share one denoising loop: the same size, steps, sampler, guidance on
-// or off; txt2img (no init image) and not release_stages.
-bool can_batch_together(const Txt2ImgParams& a, const Txt2ImgParams& b);
+// Whether `p` runs classifier-free guidance on `model` (a negative half in every UNet batch): a
+// scale above 1, on a model that does not embed the guidance scale in its UNet (LCM-distilled
+// models, UNetConfig::time_cond_proj_dim, take the scale as an input instead).
+bool uses_cfg(const DiffusionModel& model, const Txt2ImgParams& p);
+
+// True when the two can share one denoising loop on `model`: the same size, steps, sampler,
+// guidance on or off (uses_cfg), LoRAs and decoder; txt2img (no init image) and not
+// release_stages.
+bool can_batch_together(const DiffusionModel& model, const Txt2ImgParams& a,
+                        const Txt2ImgParams& b);
 
 // One outcome per request, in order. Throws only for an empty `requests`.
 std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model, const SchedulerConfig& scheduler,

@@ -509,6 +509,7 @@ std::string encode_png_base64(const Image& image) {
   // TODO(public API): hyrt.h has Model::save_png (a file) but no in-memory encoder; the
   // pipeline's encode_png is the same code save_png uses, without the file.
   const pipeline::Image8 img{image.width, image.height, 3, image.rgb};
+  if (image.parameters.empty()) return base64_encode(pipeline::encode_png(img, {}));  // previews
   return base64_encode(
       pipeline::encode_png(img, {{pipeline::kParametersKeyword, image.parameters}}));
 }

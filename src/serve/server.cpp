@@ -100,6 +100,7 @@ struct Progress {
   int iterations = 0;
   Clock::time_point started;
   const char* job = "txt2img";  // or "img2img", as A1111's state.job says
+  std::string current_image;    // the latest live preview, base64 PNG; "" for none yet
 };
 
 }  // namespace
@@ -116,15 +117,9 @@ struct Server::Impl {
 
   std::mutex models_mu;  // guards the fields below
   std::vector<ModelEntry> catalogue;
-  std::map<std::string, Model> loaded;          // by name; generate() is called by the worker only
-  std::map<std::string, std::string> taesd_of;  // by model name: its TAESD's vae_name, or ""
-
-  // An A1111 VAE name for a TAESD path: its file or folder name without .safetensors.
-  static std::string vae_name(const std::string& path) {
-    std::filesystem::path p = std::filesystem::path(path).lexically_normal();
-    if (!p.has_filename()) p = p.parent_path();
-    return p.extension() == ".safetensors" ? p.stem().string() : p.filename().string();
-  }
+  std::map<std::string, Model> loaded;  // by name; generate() is called by the worker only
+  // By model name: its TAESD's name (Model::taesd_name, as the PNG parameters write it), or "".
+  std::map<std::string, std::string> taesd_of;
   std::string default_model;
 
   std::mutex load_mu;  // one model load at a time: two workers never load the same model twice
@@ -226,7 +221,7 @@ struct Server::Impl {
     for (const std::string& t : opt.taesd) {
       try {
         m.set_taesd(t);
-        taesd = vae_name(t);
+        taesd = Model::taesd_name(t);
         break;
       } catch (const Error& e) {
         if (e.code() != ErrorCode::kInvalidArgument) throw;  // an unreadable file: not silently
@@ -270,7 +265,11 @@ struct Server::Impl {
         std::lock_guard<std::mutex> lock(models_mu);
         has = taesd_of[job.model];
       }
-      if (has != r.sd_vae)
+      // A1111's names keep the extension; clients that leave it off are understood too.
+      const auto stem = [](const std::string& n) {
+        return n.ends_with(".safetensors") ? n.substr(0, n.size() - 12) : n;
+      };
+      if (has.empty() || (has != r.sd_vae && stem(has) != r.sd_vae))
         throw ApiError(422, "override_settings.sd_vae",
                        "model \"" + job.model + "\" " +
                            (has.empty() ? std::string("has no TAESD decoder")
@@ -319,6 +318,20 @@ struct Server::Impl {
       p.step = step;
       p.steps = total;
     };
+    if (opt.preview_every > 0) {
+      o.preview_every = opt.preview_every;
+      o.on_preview = [&](const Image& preview, int, int) {
+        std::string png;
+        try {
+          png = encode_png_base64(preview);
+        } catch (const std::exception& e) {  // a preview is not worth the job
+          log_line(std::string("live preview not encoded: ") + e.what());
+          return;
+        }
+        std::lock_guard<std::mutex> lock(progress_mu);
+        running[id].current_image = std::move(png);
+      };
+    }
     for (int iter = 0; iter < r.n_iter; ++iter) {
       {
         std::lock_guard<std::mutex> lock(progress_mu);
@@ -340,7 +353,7 @@ struct Server::Impl {
   }
 
   // The oldest running job's progress; job_count counts the running and the waiting jobs.
-  json progress_json() {
+  json progress_json(bool skip_current_image) {
     std::lock_guard<std::mutex> lock(progress_mu);
     const bool active = !running.empty();
     const Progress p = active ? running.begin()->second : Progress{};
@@ -365,7 +378,9 @@ struct Server::Impl {
           {"sampling_step", active ? p.step : 0},
           {"sampling_steps", active ? p.steps : 0},
           {"queue_length", waiting}}},
-        {"current_image", nullptr},
+        {"current_image", active && !skip_current_image && !p.current_image.empty()
+                              ? json(p.current_image)
+                              : json(nullptr)},
         {"textinfo", nullptr},
         {"current_task", nullptr},
     };
@@ -533,8 +548,10 @@ struct Server::Impl {
               handler([this](const auto& req, auto& res) { generate(req, res, false); }));
     http.Post("/sdapi/v1/img2img",
               handler([this](const auto& req, auto& res) { generate(req, res, true); }));
-    http.Get("/sdapi/v1/progress",
-             handler([this](const auto&, auto& res) { reply(res, 200, progress_json()); }));
+    http.Get("/sdapi/v1/progress", handler([this](const auto& req, auto& res) {
+               const std::string skip = req.get_param_value("skip_current_image");
+               reply(res, 200, progress_json(skip == "true" || skip == "True" || skip == "1"));
+             }));
     http.Post("/sdapi/v1/interrupt", handler([this](const auto&, auto& res) {
                 if (queue->interrupt()) {  // every running job
                   std::lock_guard<std::mutex> lock(progress_mu);
@@ -548,7 +565,7 @@ struct Server::Impl {
     http.Get("/sdapi/v1/sd-vae", handler([this](const auto&, auto& res) {
                json list = json::array();
                for (const std::string& t : opt.taesd)
-                 list.push_back({{"model_name", vae_name(t)}, {"filename", t}});
+                 list.push_back({{"model_name", Model::taesd_name(t)}, {"filename", t}});
                reply(res, 200, list);
              }));
     http.Post("/sdapi/v1/refresh-checkpoints", handler([this](const auto&, auto& res) {

@@ -35,10 +35,15 @@ struct ServerOptions {
   RuntimeOptions runtime;
   LoadOptions load;
   // TAESD decoders offered as A1111 VAEs (GET /sdapi/v1/sd-vae; a request picks one with
-  // override_settings.sd_vae, by its file or folder name without .safetensors). Each model
-  // gets the first that fits its latent space (taesd for SD 1.x, taesdxl for SDXL); a request
+  // override_settings.sd_vae, by its name: Model::taesd_name, with or without .safetensors). Each
+  // model gets the first that fits its latent space (taesd for SD 1.x, taesdxl for SDXL); a request
   // naming one its model did not get is refused (422).
   std::vector<std::string> taesd;
+  // Live previews: every this many steps (and after the last) the running job's predicted
+  // picture becomes GET /sdapi/v1/progress's current_image (A1111's live previews; a base64
+  // PNG, left out with ?skip_current_image=true). Decoded with the model's TAESD decoder when it
+  // has one (milliseconds), else with its VAE (as long as the final decode). 0: none.
+  int preview_every = 0;
   size_t queue_capacity = 16;        // txt2img and img2img jobs that may wait; more get 503
   size_t max_body_bytes = 1u << 20;  // larger request bodies get 413
   Limits limits;

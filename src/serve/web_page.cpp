@@ -75,6 +75,17 @@ async function poll() {
   try {
     const p = await (await fetch("/sdapi/v1/progress")).json();
     $("progress").value = p.progress;
+    if (p.current_image) {  // hyrt serve --live-previews: the picture the model aims at so far
+      let img = $("preview");
+      if (!img) {
+        img = document.createElement("img");
+        img.id = "preview";
+        img.className = "result";
+        img.alt = "live preview";
+        $("images").replaceChildren(img);
+      }
+      img.src = "data:image/png;base64," + p.current_image;
+    }
     if (p.state.sampling_steps > 0)
       $("status").textContent = "step " + p.state.sampling_step + " / " + p.state.sampling_steps +
           (p.eta_relative > 0 ? ", about " + p.eta_relative.toFixed(1) + " s left" : "") +

@@ -103,4 +103,9 @@ bool TinyAutoencoderWeights::contains(std::string_view name) const {
   return tensors_.find(name) != tensors_.end();
 }
 
+std::string TinyAutoencoderWeights::display_name(const std::filesystem::path& path) {
+  const std::filesystem::path p = path.lexically_normal();
+  return (p.has_filename() ? p : p.parent_path()).filename().string();
+}
+
 }  // namespace hyrt::weights

@@ -36,6 +36,9 @@ class TinyAutoencoderWeights final : public WeightSource {
   // The same from a parsed file (tests); `label` names it in messages.
   static std::shared_ptr<const TinyAutoencoderWeights> from_file(
       std::unique_ptr<SafetensorsFile> file, std::string label);
+  // The name a decoder at `path` goes by, as A1111 names VAEs: its file's name, extension kept,
+  // or its folder's name (a trailing '/' or "." ignored). The PNG parameters' "VAE" field.
+  static std::string display_name(const std::filesystem::path& path);
 
   const std::string& label() const { return label_; }
   std::string_view format() const { return format_; }  // "diffusers" or "taesd"

@@ -4,8 +4,10 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -99,6 +101,35 @@ TEST_F(CliTest, TaesdDecodesAndOneForAnotherModelIsRefused) {
   r = run_hyrt("generate -p x --taesd " + (tmp_ / "none").string() + " -o " +
                (tmp_ / "v.png").string());
   EXPECT_NE(r.exit_code, 0);
+}
+
+// --preview vae / tae writes the predicted picture to --preview-path while sampling; Euler's last
+// prediction is its result, so with the VAE the last preview is the picture (to 8-bit
+// rounding). --taesd-preview-only keeps the VAE for the picture; tae without --taesd is refused.
+TEST_F(CliTest, PreviewsWriteThePredictedPicture) {
+  const fs::path out = tmp_ / "p.png", preview = tmp_ / "preview.png";
+  const std::string base =
+      "generate -p \"a red circle\" -s 4 --steps 5 -W 64 -H 64 --sampler "
+      "euler --preview-interval 2 --preview-path " +
+      preview.string() + " -o " + out.string();
+  RunResult r = run_hyrt(base + " --preview vae");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto picture = hyrt::pipeline::read_png(out), last = hyrt::pipeline::read_png(preview);
+  ASSERT_EQ(last.image.pixels.size(), picture.image.pixels.size());
+  int worst = 0;
+  for (size_t i = 0; i < last.image.pixels.size(); ++i)
+    worst = std::max(worst, std::abs(int{last.image.pixels[i]} - int{picture.image.pixels[i]}));
+  EXPECT_LE(worst, 2);
+  fs::remove(preview);
+  const std::string taesd = std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny-4x";
+  r = run_hyrt(base + " --preview tae --taesd-preview-only --taesd " + taesd);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_TRUE(fs::exists(preview));
+  EXPECT_EQ(hyrt::pipeline::read_png(out).image.pixels, picture.image.pixels)
+      << "--taesd-preview-only changed the picture";
+  r = run_hyrt(base + " --preview tae");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "--preview tae")) << r.output;
 }
 
 // A model whose scheduler config is LCMScheduler samples with lcm unless --sampler says otherwise.

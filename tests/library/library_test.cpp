@@ -25,6 +25,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -541,6 +542,66 @@ TEST_F(Library, LorasFromOptionsAndPromptTags) {
   std::filesystem::remove_all(dir);
 }
 
+// Live previews (GenerateOptions::on_preview): every preview_every steps and after the last, on
+// the calling thread after that step's on_step, with the TAESD decoder when the model has one
+// and the VAE otherwise. Euler's last prediction is its result, so the last preview is the
+// picture (to 8-bit rounding); previews leave the picture unchanged; a throwing on_preview ends
+// the call and leaves the model healthy.
+TEST_F(Library, LivePreviewsComeEveryNStepsAndEndWithThePicture) {
+  hyrt::LoadOptions lo;
+  lo.taesd = std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny-4x";
+  hyrt::Runtime rt(runtime_options());
+  hyrt::Model m = rt.load(bundled("shapes-int8.safetensors"), lo);
+  for (const bool taesd : {true, false}) {
+    SCOPED_TRACE(taesd ? "TAESD" : "VAE");
+    if (!taesd) m.set_taesd("");
+    hyrt::GenerateOptions o = options_of({1, 32, 32, "euler", 9, 5, "a red circle"});
+    o.taesd = taesd;
+    const hyrt::Image plain = m.generate(o).front();
+    std::vector<int> steps_seen, preview_steps;
+    std::optional<hyrt::Image> last;
+    o.preview_every = 2;
+    o.on_step = [&](int step, int) { steps_seen.push_back(step); };
+    o.on_preview = [&](const hyrt::Image& img, int step, int total) {
+      EXPECT_EQ(total, 5);
+      EXPECT_EQ(img.width, 32);
+      EXPECT_EQ(img.rgb.size(), size_t{32 * 32 * 3});
+      EXPECT_TRUE(img.parameters.empty());
+      ASSERT_FALSE(steps_seen.empty());
+      EXPECT_LE(step, steps_seen.back()) << "a preview before its step was reported";
+      EXPECT_TRUE(step == 2 || step == 4 || step == 5) << step;
+      preview_steps.push_back(step);
+      last = img;
+    };
+    const hyrt::Image with = m.generate(o).front();
+    EXPECT_TRUE(with.rgb == plain.rgb) << "previews changed the picture";
+    ASSERT_TRUE(last.has_value());
+    EXPECT_EQ(preview_steps.back(), 5);
+    EXPECT_TRUE(std::is_sorted(preview_steps.begin(), preview_steps.end()));
+    int worst = 0;
+    for (size_t i = 0; i < with.rgb.size(); ++i)
+      worst = std::max(worst, std::abs(int{with.rgb[i]} - int{last->rgb[i]}));
+    EXPECT_LE(worst, 2) << "the last preview is not the picture";
+    o.preview_every = 0;
+    EXPECT_THROW(m.generate(o), hyrt::Error);
+    o.preview_every = 1;
+    o.on_preview = [](const hyrt::Image&, int step, int) {
+      if (step == 2) throw std::runtime_error("preview refused");
+    };
+    EXPECT_THROW(m.generate(o), std::runtime_error);
+    o.on_preview = nullptr;
+    EXPECT_TRUE(m.generate(o).front().rgb == plain.rgb) << "a throwing on_preview left its mark";
+  }
+}
+
+// A TAESD's name as A1111 names VAEs: the file's name with its extension, or the folder's.
+TEST(LibraryNames, TaesdNamesAreA1111VaeNames) {
+  EXPECT_EQ(hyrt::Model::taesd_name("/m/vae/taesd_decoder.safetensors"),
+            "taesd_decoder.safetensors");
+  EXPECT_EQ(hyrt::Model::taesd_name("/m/taesdxl/"), "taesdxl");
+  EXPECT_EQ(hyrt::Model::taesd_name("../m/./taesd"), "taesd");
+}
+
 // A TAESD decoder loaded with a model (LoadOptions::taesd, Model::set_taesd, the C API's
 // hyrt_model_set_taesd) decodes the calls that ask for it; the others keep the VAE; asking
 // without one, or loading one for another latent space, is an InvalidArgument.
@@ -596,6 +657,27 @@ TEST_F(Library, TaesdDecodesTheCallsThatAskForIt) {
   ASSERT_EQ(count, 1);
   EXPECT_TRUE(std::vector<uint8_t>(images[0].rgb, images[0].rgb + 32 * 32 * 3) == tiny.rgb);
   hyrt_images_free(images, count);
+  // Live previews through the C API: after the last step at least; non-zero stops the call.
+  struct Seen {
+    std::vector<int> steps;
+    int stop_at = 0;
+  } seen;
+  co.user_data = &seen;
+  co.on_preview = [](void* user, const hyrt_image* preview, int step, int total) -> int {
+    auto* s = static_cast<Seen*>(user);
+    EXPECT_EQ(preview->width, 32);
+    EXPECT_EQ(total, 3);
+    EXPECT_STREQ(preview->parameters, "");
+    s->steps.push_back(step);
+    return step == s->stop_at ? 1 : 0;
+  };
+  ASSERT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_OK) << hyrt_last_error();
+  hyrt_images_free(images, count);
+  ASSERT_FALSE(seen.steps.empty());
+  EXPECT_EQ(seen.steps.back(), 3);
+  seen.stop_at = 3;
+  EXPECT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_CANCELLED);
+  co.on_preview = nullptr;
   EXPECT_EQ(hyrt_model_set_taesd(cm, (std::string(HYRT_SOURCE_DIR) + "/tests/data/none").c_str()),
             HYRT_IO);
   EXPECT_EQ(hyrt_model_set_taesd(nullptr, taesd.c_str()), HYRT_INVALID_ARGUMENT);

@@ -12,9 +12,11 @@
 #include <optional>
 #include <string>
 
+#include "core/error.h"
 #include "exec/engine.h"
 #include "pipeline/diffusion_model.h"
 #include "pipeline/txt2img.h"
+#include "plan/placement.h"
 #include "test_util.h"
 #include "weights/safetensors.h"
 
@@ -60,7 +62,8 @@ TEST_P(SamplerPipeline, FinalLatentsMatchDiffusers) {
   const auto data = weights::SafetensorsFile::open(std::string(HYRT_SOURCE_DIR) +
                                                    "/tests/data/sampler_cases.safetensors");
   const PipelineCase& c = GetParam();
-  exec::Engine engine;  // f32 on the host: the reference precision
+  // f32 on the host, the reference precision, also where a GPU is present.
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
   auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
   pipeline::Txt2ImgParams p;
   p.prompt = "a red circle on a blue square";
@@ -96,6 +99,52 @@ TEST_P(SamplerPipeline, FinalLatentsMatchDiffusers) {
       test::relative_l2(last->as<float>(), want.as<float>(), static_cast<size_t>(want.numel()));
   std::printf("  %s: final latents relative L2 %.3g\n", c.name, err);
   EXPECT_LE(err, 2e-3) << "the pipeline's tolerance (golden README)";
+}
+
+// Live previews (Txt2ImgParams::on_denoised): the predicted clean latents after every step;
+// Euler's last step lands on its prediction, so the last one is the result's latents, and the
+// picture is decode_preview of them. The first prediction is far from the last.
+TEST(LivePreview, TheLastPredictionIsTheResult) {
+  const auto golden = test::golden_dir("sd15-tiny");
+  if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped";
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
+  auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
+  pipeline::Txt2ImgParams p;
+  p.prompt = "a red circle on a blue square";
+  p.width = p.height = 64;
+  p.steps = 5;
+  p.cfg_scale = 6.0f;
+  p.seed = 7;
+  p.sampler = pipeline::SamplerKind::kEuler;
+  std::optional<Tensor> last, first_x0, last_x0;
+  int calls = 0;
+  p.on_latents = test::keep_last_latents(&last);
+  p.on_denoised = [&](int done, int of, const Tensor& x0) {
+    ++calls;
+    EXPECT_EQ(done, calls);
+    EXPECT_EQ(of, 5);
+    const int64_t side = 64 / model->vae_scale_factor();
+    ASSERT_EQ(x0.shape(), Shape({1, 4, side, side}));
+    if (!first_x0) test::keep_last_latents (&first_x0)(x0);
+    test::keep_last_latents (&last_x0)(x0);
+  };
+  const pipeline::Txt2ImgResult r = pipeline::txt2img(*model, model->scheduler_config(), p);
+  ASSERT_EQ(calls, 5);
+  ASSERT_TRUE(last && last_x0 && first_x0);
+  const size_t n = static_cast<size_t>(last->numel());
+  EXPECT_LT(test::relative_l2(last_x0->as<float>(), last->as<float>(), n), 1e-5);
+  EXPECT_GT(test::relative_l2(first_x0->as<float>(), last->as<float>(), n), 1e-2);
+  const Tensor picture = pipeline::decode_preview(*model, *last, /*tiny_vae=*/false);
+  ASSERT_EQ(picture.shape(), r.images.shape());
+  EXPECT_LT(test::relative_l2(picture.as<float>(), r.images.as<float>(),
+                              static_cast<size_t>(picture.numel())),
+            1e-6);
+  try {
+    (void)pipeline::decode_preview(*model, *last, /*tiny_vae=*/true);
+    ADD_FAILURE() << "decoded with a TAESD the model does not have";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+  }
 }
 
 }  // namespace

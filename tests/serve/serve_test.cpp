@@ -505,6 +505,44 @@ TEST_F(ServeTest, TaesdDecodersAreOfferedAsVaes) {
   EXPECT_NE(r->body.find("override_settings.sd_vae"), std::string::npos) << r->body;
 }
 
+// --live-previews: the running job's predicted picture is /sdapi/v1/progress's current_image
+// (a base64 PNG of the job's size, decoded by the model's TAESD here), absent with
+// ?skip_current_image=true and when idle.
+TEST_F(ServeTest, LivePreviewsAreTheProgressCurrentImage) {
+  server_.reset();
+  hyrt::serve::ServerOptions o;
+  o.models = {kModelFile};
+  o.port = 0;
+  o.runtime.num_threads = 2;
+  o.taesd = {std::string(HYRT_SOURCE_DIR) + "/tests/data/taesd-tiny-4x"};
+  o.preview_every = 1;
+  server_ = std::make_unique<hyrt::serve::Server>(o);
+  server_->start();
+  json job = long_job();
+  job["width"] = job["height"] = 128;
+  std::optional<Reply> result;
+  std::thread t([&] { result = post("/sdapi/v1/txt2img", job); });
+  wait_for_sampling();
+  json busy;
+  for (int i = 0; i < 3000; ++i) {  // the first preview follows the first step
+    busy = get_json("/sdapi/v1/progress");
+    if (!busy["current_image"].is_null()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  ASSERT_TRUE(busy["current_image"].is_string()) << busy.dump().substr(0, 300);
+  const auto png = hyrt::pipeline::decode_png(
+      hyrt::serve::base64_decode(busy["current_image"].get<std::string>()));
+  EXPECT_EQ(png.image.width, 128);
+  EXPECT_EQ(png.image.height, 128);
+  EXPECT_TRUE(get_json("/sdapi/v1/progress?skip_current_image=true")["current_image"].is_null());
+  auto r = keep(client().Post("/sdapi/v1/interrupt"));
+  ASSERT_TRUE(r);
+  t.join();
+  ASSERT_TRUE(result);
+  EXPECT_EQ(result->status, 200) << result->body.substr(0, 300);
+  EXPECT_TRUE(get_json("/sdapi/v1/progress")["current_image"].is_null());
+}
+
 TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
   struct Case {
     std::string path;

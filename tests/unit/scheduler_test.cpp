@@ -534,6 +534,48 @@ TEST(Scheduler, Img2ImgFirstStep) {
   EXPECT_THROW(first_img2img_step(10, 1.5), hyrt::Error);
 }
 
+// predicted_original inverts the noising every sampler's UNet input carries: latents x0 noised
+// to step i (add_noise) and scaled (scale_model_input) give back x0 from the noise (ε), from
+// v = a·n − b·x0, or as the prediction itself, with a and b read off add_noise and the input
+// scale rather than from the sampler's tables; for every kind, at the first, a middle and the
+// last step.
+TEST(Scheduler, PredictedOriginalInvertsTheNoising) {
+  using namespace hyrt::pipeline;
+  namespace test = hyrt::test;
+  const std::vector<float> x0 = test::random_floats(64, 3), n = test::random_floats(64, 4, 2.0f);
+  for (const PredictionType type :
+       {PredictionType::kEpsilon, PredictionType::kVPrediction, PredictionType::kSample}) {
+    SchedulerConfig c = SchedulerConfig::sd15_defaults();
+    c.prediction_type = type;
+    for (const SamplerKind kind : all_sampler_kinds()) {
+      auto s = make_sampler(kind, c);
+      s->set_timesteps(10);
+      for (const int i : {0, s->num_steps() / 2, s->num_steps() - 1}) {
+        SCOPED_TRACE(std::string(sampler_id(kind)) + " step " + std::to_string(i) + " type " +
+                     std::to_string(static_cast<int>(type)));
+        const std::vector<float> one{1.0f}, zero{0.0f};
+        std::vector<float> coef(1);
+        s->add_noise(one, zero, i, coef);
+        const float a = coef[0] * s->model_input_scale(i);
+        s->add_noise(zero, one, i, coef);
+        const float b = coef[0] * s->model_input_scale(i);
+        std::vector<float> x_in(64), out(64), got(64);
+        s->add_noise(x0, n, i, x_in);
+        s->scale_model_input(x_in, x_in, i);
+        for (size_t k = 0; k < out.size(); ++k)
+          out[k] = type == PredictionType::kEpsilon       ? n[k]
+                   : type == PredictionType::kVPrediction ? a * n[k] - b * x0[k]
+                                                          : x0[k];
+        s->predicted_original(x_in, out, i, got);
+        EXPECT_LT(test::relative_l2(got.data(), x0.data(), x0.size()), 1e-5);
+      }
+      std::vector<float> bad(3), ok(64);
+      EXPECT_THROW(s->predicted_original(x0, n, 0, bad), hyrt::Error);
+      EXPECT_THROW(s->predicted_original(x0, n, s->num_steps(), ok), hyrt::Error);
+    }
+  }
+}
+
 // add_noise: DDIM sqrt(ᾱ)x + sqrt(1-ᾱ)n at the step's timestep; Euler x + σn at the step's σ;
 // a multistep sampler may begin part-way after set_begin_index.
 TEST(Scheduler, AddNoiseAndBeginIndex) {

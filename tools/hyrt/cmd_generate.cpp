@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <limits>
 #include <optional>
@@ -59,9 +60,13 @@ struct GenerateArgs {
   std::string mask;                // inpainting mask (PNG, white = repaint)
   double strength = 0.8;           // diffusers' default
   bool has_strength = false;
-  std::vector<std::string> loras;  // --lora FILE[:MULT]
-  std::string lora_dir;            // where <lora:NAME:MULT> prompt tags are looked up
-  std::string taesd;               // decode with this TAESD decoder instead of the VAE
+  std::vector<std::string> loras;   // --lora FILE[:MULT]
+  std::string lora_dir;             // where <lora:NAME:MULT> prompt tags are looked up
+  std::string taesd;                // decode with this TAESD decoder instead of the VAE
+  bool taesd_preview_only = false;  // ... for --preview tae only, the picture with the VAE
+  std::string preview = "none";     // live previews: none, tae (--taesd) or vae
+  std::string preview_path = "preview.png";
+  int preview_interval = 1;  // steps between previews (the last step always writes one)
 };
 
 // The LoRAs of --lora FILE[:MULT] and of the prompt's <lora:NAME:MULT> tags (looked up in
@@ -205,6 +210,10 @@ void run(const GenerateArgs& a_in) {
   std::vector<std::string> lora_labels;
   const std::vector<weights::LoraUse> loras = open_loras(a, p.prompt, lora_labels);
   std::shared_ptr<const weights::TinyAutoencoderWeights> taesd;
+  HYRT_CHECK(a.preview != "tae" || !a.taesd.empty(), kInvalidArgument,
+             "--preview tae decodes the previews with the --taesd decoder: give one");
+  HYRT_CHECK(!a.taesd_preview_only || !a.taesd.empty(), kInvalidArgument,
+             "--taesd-preview-only needs --taesd");
   if (!a.taesd.empty()) taesd = weights::TinyAutoencoderWeights::open(a.taesd);  // fail early
   if (a.has_negative) p.negative_prompt = a.negative;
   if (!a.original_size.empty()) p.original_size = {a.original_size[0], a.original_size[1]};
@@ -274,7 +283,7 @@ void run(const GenerateArgs& a_in) {
   }
   if (taesd) {
     model->set_tiny_vae(taesd);  // refuses one made for another latent space
-    p.tiny_vae = true;
+    p.tiny_vae = !a.taesd_preview_only;
   }
   const int native = model->default_image_size();
   const int f = model->vae_scale_factor();
@@ -294,6 +303,13 @@ void run(const GenerateArgs& a_in) {
 
   ProgressBar bar("sampling");
   p.on_step = [&](int done, int total) { bar.update(done, total); };
+  if (a.preview != "none") {
+    // Live previews: the first image's predicted picture, rewritten every interval steps.
+    p.on_denoised = [&](int done, int total, const Tensor& x0) {
+      if (done % a.preview_interval != 0 && done != total) return;
+      write_png(a.preview_path, preview_image8(*model, x0, a.preview == "tae"));
+    };
+  }
   p.release_stages = true;  // one job per process: free each stage when it is done
   validate_txt2img_params(p, model->vae_scale_factor());
   const Txt2ImgResult r = txt2img(*model, model->scheduler_config(), p);
@@ -310,7 +326,8 @@ void run(const GenerateArgs& a_in) {
   gp.width = p.width;
   gp.height = p.height;
   gp.model = std::filesystem::path(a.model).filename().string();
-  if (taesd) gp.extra.emplace_back("VAE", std::filesystem::path(a.taesd).filename().string());
+  if (p.tiny_vae)
+    gp.extra.emplace_back("VAE", weights::TinyAutoencoderWeights::display_name(a.taesd));
   if (model->family() == models::ModelFamily::kSdxl) {
     // What A1111 records for SDXL's size conditioning when it differs from the defaults.
     if (p.original_size)
@@ -465,6 +482,20 @@ CommandRegistrar reg(10, [](CLI::App& app) {
        "taesd_decoder.safetensors: taesd for SD 1.x, taesdxl for SDXL) instead of the "
        "model's VAE: ~20x less work, a softer picture")
       ->check(CLI::ExistingPath);
+  c->add_flag("--taesd-preview-only", a->taesd_preview_only,
+              "Use the --taesd decoder for --preview tae only; the picture is decoded by the VAE");
+  c->add_option("--preview", a->preview,
+                "Live previews of the picture the model aims at, written to --preview-path "
+                "while sampling: none, tae (decoded by the --taesd decoder: milliseconds) or vae "
+                "(by the model's VAE: as long as the final decode each time)")
+      ->check(CLI::IsMember({"none", "tae", "vae"}))
+      ->capture_default_str();
+  c->add_option("--preview-path", a->preview_path, "Where --preview writes its PNG")
+      ->capture_default_str();
+  c->add_option("--preview-interval", a->preview_interval,
+                "Steps between --preview pictures (the last step always writes one)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   c->add_option("--lora-dir", a->lora_dir,
                 "Folder where the prompt's <lora:NAME:MULT> tags find NAME.safetensors (default "
                 "$HYRT_LORA_DIR); --lora also looks there")

@@ -31,6 +31,7 @@ struct ServeArgs {
   int batch_wait_ms = 0;
   std::string lora_dir;
   std::vector<std::string> taesd;
+  int live_previews = 0;
 };
 
 void run(const ServeArgs& a) {
@@ -48,6 +49,7 @@ void run(const ServeArgs& a) {
   o.runtime.batch_wait_ms = a.batch_wait_ms;
   o.runtime.lora_dir = a.lora_dir;
   o.taesd = a.taesd;
+  o.preview_every = a.live_previews;
   o.load.config_dir = a.config_dir;
   o.queue_capacity = a.queue;
   o.max_body_bytes = a.max_body_kib * 1024;
@@ -118,6 +120,12 @@ CommandRegistrar reg(15, [](CLI::App& app) {
                 "its name (GET /sdapi/v1/sd-vae); repeatable (taesd for SD 1.x, taesdxl for SDXL: "
                 "each model takes the first that fits)")
       ->check(CLI::ExistingPath);
+  c->add_option("--live-previews", a->live_previews,
+                "Every N steps (and after the last) the running job's predicted picture becomes "
+                "/sdapi/v1/progress's current_image, as A1111's live previews: decoded with the "
+                "model's --taesd decoder when it has one, else with its VAE (slow on a CPU); "
+                "0 = off")
+      ->check(CLI::NonNegativeNumber);
   c->add_option("--max-batch", a->max_batch,
                 "Run up to this many txt2img jobs at once and let requests that wait together "
                 "(same model, size, steps, sampler, guidance on/off) share one UNet batch of up "
