@@ -139,6 +139,10 @@ struct GenerateOptions {
   // ...)
   std::string sampler = "euler_a";
   int batch = 1;
+  // A1111's "Clip skip": 1 conditions on the text encoder's usual state; s > 1 on the state s − 1
+  // layers earlier (what many SD 1.5 fine-tunes were trained with, usually 2). Image::parameters
+  // records "Clip skip: s" when s > 1.
+  int clip_skip = 1;
   // Called after each denoising step, on the calling thread (while the runtime's worker may
   // already run the next step). An exception it throws ends the call at once and reaches the
   // caller unchanged.

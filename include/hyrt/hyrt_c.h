@@ -151,6 +151,7 @@ typedef struct hyrt_generate_options {
    * VAE. NULL: none. Gets user_data too. */
   hyrt_preview_fn on_preview;
   int preview_every;
+  int clip_skip; /* A1111's "Clip skip" (GenerateOptions::clip_skip); default 1 */
 } hyrt_generate_options;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);

@@ -98,7 +98,7 @@ class Pipeline:
     def __call__(self, prompt, negative_prompt=None, width=0, height=0, num_inference_steps=20,
                  guidance_scale=7.0, seed=None, sampler="euler_a", batch_size=1, callback=None,
                  cancel=None, *, image=None, mask_image=None, strength=0.8, taesd=False,
-                 preview=None, preview_every=1):
+                 preview=None, preview_every=1, clip_skip=1):
         """Generates ``batch_size`` images; returns a list of RGB ``PIL.Image``s.
 
         negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
@@ -123,6 +123,9 @@ class Pipeline:
         ``taesd=True`` decodes with the TAESD decoder given to the Pipeline (``taesd=PATH``: a
         diffusers AutoencoderTiny folder or file, or taesd_decoder.safetensors) instead of the
         model's VAE: ~20x less work for a slightly softer picture.
+
+        ``clip_skip``: A1111's "Clip skip" (diffusers' ``clip_skip`` + 1): 1 conditions on the
+        text encoder's usual state, 2 on the one a layer earlier (many SD 1.5 fine-tunes).
 
         ``preview(image, step, total)``: live previews, every ``preview_every`` steps and after
         the last, on the calling thread — the picture the model aims at so far (the first
@@ -163,7 +166,7 @@ class Pipeline:
                                        batch_size, callback, cancel,
                                        _rgb8(image, "image"), _rgb8(mask_image, "mask_image"),
                                        float(strength), bool(taesd), on_preview,
-                                       preview_every)
+                                       preview_every, clip_skip)
         images = []
         for w, h, rgb, parameters, image_seed in results:
             image = Image.frombytes("RGB", (w, h), rgb)

@@ -94,9 +94,11 @@ class PyModel {
                     int width, int height, int steps, float cfg_scale, uint64_t seed,
                     const std::string& sampler, int batch, nb::object callback,
                     std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
-                    double strength, bool taesd, nb::object preview, int preview_every) {
+                    double strength, bool taesd, nb::object preview, int preview_every,
+                    int clip_skip) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
+    o.clip_skip = clip_skip;
     o.taesd = taesd;
     o.init_image = image_of(image);
     o.mask = image_of(mask);
@@ -211,7 +213,8 @@ NB_MODULE(_hyrt, m) {
            nb::arg("seed"), nb::arg("sampler"), nb::arg("batch"), nb::arg("callback").none(),
            nb::arg("cancel").none(), nb::arg("image").none() = nb::none(),
            nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8, nb::arg("taesd") = false,
-           nb::arg("preview").none() = nb::none(), nb::arg("preview_every") = 1)
+           nb::arg("preview").none() = nb::none(), nb::arg("preview_every") = 1,
+           nb::arg("clip_skip") = 1)
       .def("close", &PyModel::close)
       .def_prop_ro("family", [](PyModel& s) { return s.model().family(); })
       .def_prop_ro("native_size", [](PyModel& s) { return s.model().native_size(); })

@@ -350,3 +350,14 @@ def test_live_previews(pipe):
         pipe(PROMPT, **args, preview=lambda im, s, t: 1 / 0)
     with pytest.raises(hyrt.InvalidArgument):
         pipe(PROMPT, **args, preview=lambda im, s, t: None, preview_every=0)
+
+
+def test_clip_skip(pipe):
+    """clip_skip=2 conditions on an earlier text-encoder state: another picture, recorded."""
+    plain = pipe(PROMPT, **FAST)[0]
+    skipped = pipe(PROMPT, **FAST, clip_skip=2)[0]
+    assert skipped.tobytes() != plain.tobytes()
+    assert "Clip skip: 2" in skipped.info["parameters"]
+    assert "Clip skip" not in plain.info["parameters"]
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, **FAST, clip_skip=0)

@@ -67,7 +67,8 @@ BuiltGraph build_clip_text_encoder(const ClipTextConfig& cfg, const weights::Wei
     h = b.add(h, x);
     if (i == returned_layer) returned = h;
   }
-  if (shape.skip_layers == 0) returned = b.layer_norm(h, "final_layer_norm", cfg.layer_norm_eps);
+  if (shape.skip_layers == 0 || shape.norm_skipped)
+    returned = b.layer_norm(returned, "final_layer_norm", cfg.layer_norm_eps);
   if (!shape.last_hidden) return {graph, b.finish(returned)};
   // Two outputs: the returned state first, then the last layer's.
   auto taps = b.finish(returned);

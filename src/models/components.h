@@ -34,6 +34,10 @@ struct TextEncoderShape {
   // norm (SDXL: k = 1, the penultimate state; A1111's "CLIP skip" s is k = s - 1). Layers
   // after the one returned are not built unless `last_hidden` asks for them.
   int skip_layers = 0;
+  // With skip_layers > 0, still apply final_layer_norm to the state returned: CLIP skip on SD 1.x
+  // (A1111's CLIP_stop_at_last_layers and diffusers' clip_skip normalise the earlier layer's
+  // output as if it were the last; SDXL's penultimate state is used as is).
+  bool norm_skipped = false;
   // Also return (as the next output) the last layer's output before final_layer_norm: the
   // states the pooled output is taken from (build_text_pooled_projection).
   bool last_hidden = false;

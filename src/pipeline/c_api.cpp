@@ -205,6 +205,7 @@ void hyrt_generate_options_init(hyrt_generate_options* options) {
   options->batch = 1;
   options->strength = 0.8;
   options->preview_every = 1;
+  options->clip_skip = 1;
 }
 
 hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* options,
@@ -237,6 +238,7 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
     if (HYRT_HAS_FIELD(options, mask) && options->mask) o.mask = image_of(*options->mask, "mask");
     if (HYRT_HAS_FIELD(options, strength)) o.strength = options->strength;
     if (HYRT_HAS_FIELD(options, taesd)) o.taesd = options->taesd != 0;
+    if (HYRT_HAS_FIELD(options, clip_skip)) o.clip_skip = options->clip_skip;
     if (options->on_step) {
       const hyrt_progress_fn fn = options->on_step;
       void* user = options->user_data;

@@ -352,9 +352,15 @@ int64_t DiffusionModel::cached_bytes() const {
   return total;
 }
 
-TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32_t> ids,
-                                                int batch) {
+TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32_t> ids, int batch,
+                                                int clip_skip) {
   const models::ClipTextConfig& cfg = text_config(index);
+  const bool sdxl = family_ == models::ModelFamily::kSdxl;
+  // SDXL conditions on hidden_states[-2] (diffusers' StableDiffusionXLPipeline.encode_prompt).
+  const int skip = (sdxl ? 1 : 0) + clip_skip - 1;
+  HYRT_CHECK(clip_skip >= 1 && skip < cfg.num_hidden_layers, kInvalidArgument, "clip skip ",
+             clip_skip, " is outside [1, ", cfg.num_hidden_layers - (sdxl ? 1 : 0),
+             "] for this text encoder (", cfg.num_hidden_layers, " layers)");
   HYRT_CHECK(batch >= 1 && ids.size() % static_cast<size_t>(batch) == 0, kInvalidArgument,
              "encode_text: ", ids.size(), " ids do not split into ", batch, " sequences");
   const int seq = static_cast<int>(ids.size()) / batch;
@@ -367,13 +373,14 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
   models::TextEncoderShape shape;
   shape.batch = batch;
   shape.seq = seq;
-  // SDXL conditions on hidden_states[-2] (diffusers' StableDiffusionXLPipeline.encode_prompt).
-  shape.skip_layers = family_ == models::ModelFamily::kSdxl ? 1 : 0;
+  shape.skip_layers = skip;
+  shape.norm_skipped = !sdxl;  // SD 1.x's CLIP skip: the earlier state through final_layer_norm
   shape.last_hidden = cfg.projection_dim > 0;
+  const std::string skip_key = clip_skip > 1 ? str_cat(" skip", clip_skip) : std::string();
   Compiled& encoder = executable(
-      str_cat(component, " b", batch, " t", seq),
+      str_cat(component, " b", batch, " t", seq, skip_key),
       [&] { return models::build_clip_text_encoder(cfg, weights_for(component), shape, which); },
-      component, str_cat("b", batch, " t", seq));
+      component, str_cat("b", batch, " t", seq, skip_key));
   exec::Executable& exe = *encoder.exe;
   std::memcpy(exe.input("input_ids").data, ids.data(), ids.size() * sizeof(int32_t));
   auto* pos = exe.input("position_ids").as<int32_t>();
@@ -415,7 +422,8 @@ TextEncoderOutput DiffusionModel::encode_tokens(int index, std::span<const int32
   return out;
 }
 
-PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> prompts) {
+PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> prompts,
+                                                  int clip_skip) {
   HYRT_CHECK(!prompts.empty(), kInvalidArgument, "encode_prompts: no prompts");
   const int n = static_cast<int>(prompts.size());
   const int encoders = num_text_encoders();
@@ -451,7 +459,7 @@ PromptConditioning DiffusionModel::encode_prompts(std::span<const std::string> p
       for (const PromptChunks& c : chunked[e])
         ids.insert(ids.end(), c.ids.begin() + static_cast<ptrdiff_t>(k) * length,
                    c.ids.begin() + static_cast<ptrdiff_t>(k + 1) * length);
-      TextEncoderOutput enc = encode_tokens(e, ids, n);
+      TextEncoderOutput enc = encode_tokens(e, ids, n, clip_skip);
       if (k == 0 && enc.pooled) out.pooled = std::move(enc.pooled);  // SDXL: the first chunk's
       const int64_t width = enc.hidden.shape()[2];
       if (num_chunks == 1 && std::none_of(chunked[e].begin(), chunked[e].end(),

@@ -176,8 +176,13 @@ class DiffusionModel {
   }
   // Text encoder `index` on batch × seq token ids: the conditioning state and, for an encoder
   // with a projection, the pooled output (taken at each sequence's first end-of-text token, as
-  // transformers does).
-  TextEncoderOutput encode_tokens(int index, std::span<const int32_t> ids, int batch);
+  // transformers does). `clip_skip` is A1111's "Clip skip" (CLIP_stop_at_last_layers): 1 the
+  // family's usual state; s > 1 the state s − 1 layers earlier — on SD 1.x still through
+  // final_layer_norm (diffusers' clip_skip = s − 1), on SDXL the hidden state s − 1 layers before
+  // the penultimate. The pooled output stays the last layer's. kInvalidArgument for s < 1 or
+  // s beyond the encoder's layers.
+  TextEncoderOutput encode_tokens(int index, std::span<const int32_t> ids, int batch,
+                                  int clip_skip = 1);
   // Tokenizes and encodes `prompts` (one row each) as the family conditions on them, reading
   // A1111's prompt syntax (pipeline/prompt_syntax.h): emphasis weights, applied to each
   // encoder's states with A1111's mean-restoring rescale, BREAK, and prompts of more than 75
@@ -187,7 +192,8 @@ class DiffusionModel {
   // 75 tokens without syntax is encoded exactly as before (T = 77). Throws kNotFound without a
   // tokenizer, kInvalidArgument for a syntax error (a malformed weight); text past
   // kMaxPromptChunks chunks is dropped with a warning.
-  PromptConditioning encode_prompts(std::span<const std::string> prompts);
+  // `clip_skip` as encode_tokens', for every encoder.
+  PromptConditioning encode_prompts(std::span<const std::string> prompts, int clip_skip = 1);
 
   // The UNet: sample [B, h, w, C], one timestep per batch item, conditioning for B rows ->
   // predicted noise [B, h, w, C]. With `taps`, also returns the named block outputs

@@ -405,6 +405,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.seed = o.seed;
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
+  p.clip_skip = o.clip_skip;
   p.tiny_vae = o.taesd;
   HYRT_CHECK(!o.taesd || m.has_tiny_vae(), kInvalidArgument,
              "GenerateOptions::taesd: the model was loaded without a TAESD decoder "
@@ -517,6 +518,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   gp.height = q.height;
   gp.model = impl_->name;
   if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
+  if (q.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(q.clip_skip));
   if (q.tiny_vae) gp.extra.emplace_back("VAE", impl_->taesd_name);
   if (!call->lora_list.empty()) {
     std::string list;

@@ -108,6 +108,8 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
              kMaxSteps, "] (got ", p.steps, ")");
   HYRT_CHECK(p.batch >= 1 && p.batch <= kMaxBatch, kInvalidArgument, "batch must be in [1, ",
              kMaxBatch, "] (got ", p.batch, ")");
+  HYRT_CHECK(p.clip_skip >= 1 && p.clip_skip <= 64, kInvalidArgument,
+             "clip skip must be in [1, 64] (1: no layer skipped; got ", p.clip_skip, ")");
   HYRT_CHECK(std::isfinite(p.cfg_scale) && p.cfg_scale >= 0 && p.cfg_scale <= 100, kInvalidArgument,
              "cfg scale must be in [0, 100] (got ", p.cfg_scale, ")");
   for (const auto* size : {&p.original_size, &p.target_size})
@@ -212,7 +214,7 @@ void encode_lane(DiffusionModel& model, Lane& lane) {
   std::vector<std::string> prompts;
   if (cfg && !lane.zero_negative) prompts.push_back(p.negative_prompt.value_or(""));
   prompts.push_back(p.prompt);
-  lane.enc = model.encode_prompts(prompts);
+  lane.enc = model.encode_prompts(prompts, p.clip_skip);
   HYRT_CHECK(!sdxl || lane.enc.pooled, kInvalidModel,
              "the SDXL model's second text encoder gave no pooled output");
   for (auto& w : lane.enc.warnings)

@@ -68,6 +68,8 @@ struct Txt2ImgParams {
   std::optional<std::array<int, 2>> target_size;
   int steps = 20;
   float cfg_scale = 7.5f;  // <= 1 disables guidance (one UNet batch per step)
+  // A1111's "Clip skip" (DiffusionModel::encode_tokens): 1 = the family's usual text state.
+  int clip_skip = 1;
   uint64_t seed = 0;
   SamplerKind sampler = SamplerKind::kEulerAncestral;
   int batch = 1;

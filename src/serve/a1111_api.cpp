@@ -267,6 +267,7 @@ Txt2ImgRequest parse_common(const json& body, const Limits& limits,
     // A1111's VAE choice: "Automatic" and "None" mean the model's own.
     const std::string vae = read_string(*o, "sd_vae", "");
     if (vae != "Automatic" && vae != "None") r.sd_vae = vae;
+    r.clip_skip = static_cast<int>(read_int(*o, "CLIP_stop_at_last_layers", 1, 1, 12));
   }
 
   // The echo: what was sent, with the values this request runs with filled in (A1111
@@ -565,7 +566,7 @@ json txt2img_response(const Txt2ImgRequest& r, uint64_t seed, const std::vector<
       {"infotexts", infotexts},
       {"styles", json::array()},
       {"job_timestamp", stamp},
-      {"clip_skip", 1},
+      {"clip_skip", r.clip_skip},
       {"is_using_inpainting_conditioning", false},
       {"version", "hyrt " HYRT_VERSION_STRING},
       {"interrupted", interrupted},  // hyrt's: the images before an interrupt

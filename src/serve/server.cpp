@@ -258,6 +258,7 @@ struct Server::Impl {
     o.cfg_scale = r.cfg_scale;
     o.sampler = r.sampler;
     o.batch = r.batch_size;
+    o.clip_skip = r.clip_skip;
     o.cancel = job.cancel;
     if (!r.sd_vae.empty()) {
       std::string has;
@@ -406,6 +407,7 @@ struct Server::Impl {
       if (e.name == default_model) title = e.title;
     return {{"sd_model_checkpoint", title},
             {"samples_format", "png"},
+            {"CLIP_stop_at_last_layers", 1},  // per request: override_settings
             {"sd_checkpoints_limit", catalogue.size()},
             {"enable_pnginfo", true}};
   }

@@ -132,6 +132,32 @@ TEST_F(CliTest, PreviewsWriteThePredictedPicture) {
   EXPECT_TRUE(contains(r.output, "--preview tae")) << r.output;
 }
 
+// --clip-skip N conditions on an earlier text-encoder state (checked against diffusers in
+// tests/models/clip_skip_test.cpp): another picture, "Clip skip: N" in the parameters, 1 and
+// stable-diffusion.cpp's unset -1 the default; more layers than the encoder has is refused.
+TEST_F(CliTest, ClipSkipIsRecordedAndChecked) {
+  const std::string base =
+      "generate -p \"a red circle\" -s 4 --steps 3 -W 64 -H 64 --sampler "
+      "ddim -o ";
+  auto picture = [&](const std::string& flags, const std::string& name) {
+    const fs::path out = tmp_ / name;
+    const RunResult r = run_hyrt(base + out.string() + " " + flags);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    return hyrt::pipeline::read_png(out);
+  };
+  const auto plain = picture("", "a.png"), one = picture("--clip-skip -1", "b.png"),
+             two = picture("--clip-skip 2", "c.png");
+  EXPECT_EQ(plain.image.pixels, one.image.pixels);
+  EXPECT_NE(plain.image.pixels, two.image.pixels);
+  std::string params;
+  for (const auto& [k, v] : two.text)
+    if (k == "parameters") params = v;
+  EXPECT_TRUE(contains(params, "Clip skip: 2")) << params;
+  const RunResult r = run_hyrt(base + (tmp_ / "d.png").string() + " --clip-skip 40");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "clip skip 40")) << r.output;
+}
+
 // A model whose scheduler config is LCMScheduler samples with lcm unless --sampler says otherwise.
 TEST_F(CliTest, AnLcmSchedulerConfigPicksTheLcmSampler) {
   REQUIRE_GOLDEN(golden);

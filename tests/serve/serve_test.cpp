@@ -505,6 +505,35 @@ TEST_F(ServeTest, TaesdDecodersAreOfferedAsVaes) {
   EXPECT_NE(r->body.find("override_settings.sd_vae"), std::string::npos) << r->body;
 }
 
+// override_settings.CLIP_stop_at_last_layers is A1111's Clip skip: the picture and parameters
+// `hyrt generate --clip-skip` gives; info.clip_skip says it; out of range is a 422.
+TEST_F(ServeTest, ClipSkipOverrideEqualsTheCli) {
+  json req = small_job();
+  req["sampler_name"] = "DDIM";
+  req["override_settings"] = {{"CLIP_stop_at_last_layers", 2}};
+  auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json out = json::parse(r->body);
+  EXPECT_EQ(json::parse(out["info"].get<std::string>())["clip_skip"], 2);
+  const auto served =
+      hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()));
+  TempDir tmp;
+  const std::filesystem::path png = tmp.path / "cli.png";
+  const auto run = hyrt::test::run_hyrt("generate -m " + kModelFile +
+                                        " -p \"a red circle on a blue background\" -t 2 -s 7 "
+                                        "--steps 3 -W 64 -H 64 --sampler ddim --clip-skip 2 -o " +
+                                        png.string());
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  const auto wrote = hyrt::pipeline::read_png(png);
+  EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "the server's picture differs";
+  EXPECT_EQ(served.text, wrote.text);
+  req["override_settings"] = {{"CLIP_stop_at_last_layers", 13}};
+  r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+}
+
 // --live-previews: the running job's predicted picture is /sdapi/v1/progress's current_image
 // (a base64 PNG of the job's size, decoded by the model's TAESD here), absent with
 // ?skip_current_image=true and when idle.

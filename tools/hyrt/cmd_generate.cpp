@@ -40,7 +40,8 @@ struct GenerateArgs {
   bool has_negative = false;  // -n given (even as ""): SDXL's zero negative needs none given
   int steps = 20;
   float cfg_scale = 7.0f;
-  int width = 0;  // 0: the model's native size (UNet sample_size x VAE factor; 512 for SD 1.5)
+  int clip_skip = -1;  // <= 0: unset (1), as stable-diffusion.cpp's flag
+  int width = 0;       // 0: the model's native size (UNet sample_size x VAE factor; 512 for SD 1.5)
   int height = 0;
   int64_t seed = -1;
   std::string sampler = "euler_a";
@@ -221,6 +222,7 @@ void run(const GenerateArgs& a_in) {
   if (!a.target_size.empty()) p.target_size = {a.target_size[0], a.target_size[1]};
   p.steps = a.steps;
   p.cfg_scale = a.cfg_scale;
+  p.clip_skip = a.clip_skip > 0 ? a.clip_skip : 1;
   p.width = a.width > 0 ? a.width : 512;  // checked again with the model's defaults below
   p.height = a.height > 0 ? a.height : 512;
   p.batch = a.batch;
@@ -339,6 +341,7 @@ void run(const GenerateArgs& a_in) {
       gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
   }
   if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
+  if (p.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(p.clip_skip));
   if (!lora_labels.empty()) {
     std::string list;
     for (const std::string& l : lora_labels)
@@ -407,6 +410,11 @@ CommandRegistrar reg(10, [](CLI::App& app) {
   c->add_option("--cfg-scale", a->cfg_scale,
                 "Classifier-free guidance scale, -100 to 100 (<= 1 disables guidance)")
       ->check(finite_range(-100.0, 100.0))
+      ->capture_default_str();
+  c->add_option("--clip-skip", a->clip_skip,
+                "A1111's Clip skip: condition on the text encoder's state N - 1 layers before its "
+                "usual one (2 for the many SD 1.5 fine-tunes trained so); 1, 0 or -1: none")
+      ->check(CLI::Range(-1, 64))
       ->capture_default_str();
   c->add_option(
        "-W,--width", a->width,
