@@ -188,6 +188,20 @@ struct GenerateOptions {
   // run (diffusers' `strength`, A1111's denoising_strength), so steps x strength must be at
   // least 1. 1 starts from noise. Only read with init_image.
   double strength = 0.8;
+  // A1111's hires fix (text to image only; such a call runs alone, not in a batch): the picture
+  // drawn at width x height, resized by Lanczos in 8 bits to the hires size and drawn again
+  // from it as img2img with the same seed: exactly what saving it and calling again with
+  // init_image gives. on_step counts on into the second pass (the total grows when it starts).
+  // Image::parameters records "Denoising strength", "Hires upscale" (or "Hires resize"),
+  // "Hires steps" and "Hires upscaler: Lanczos" as A1111 does; Size stays the first pass's.
+  struct Hires {
+    double scale = 2.0;     // the hires size: width x height times this (A1111's hr_scale), ...
+    int width = 0;          // ... unless given (hr_resize_x / hr_resize_y; one alone keeps the
+    int height = 0;         // aspect ratio); rounded down to the VAE factor
+    int steps = 0;          // the second pass's steps; 0: `steps`
+    double strength = 0.7;  // the second pass's denoising strength, (0, 1]
+  };
+  std::optional<Hires> hires;
   // Decode with the TAESD decoder loaded with the model (LoadOptions::taesd) instead of its
   // VAE: ~20x less work for a slightly softer picture (Image::parameters says "VAE: <file>").
   // InvalidArgument when the model was loaded without one.

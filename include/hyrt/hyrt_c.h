@@ -152,6 +152,13 @@ typedef struct hyrt_generate_options {
   hyrt_preview_fn on_preview;
   int preview_every;
   int clip_skip; /* A1111's "Clip skip" (GenerateOptions::clip_skip); default 1 */
+  /* A1111's hires fix (GenerateOptions::hires): off unless hires_scale > 0 or a hires size is
+   * given; then the picture is resized (Lanczos) to hires_width x hires_height, or its size x
+   * hires_scale, and drawn again as img2img over hires_steps (0: steps) at hires_strength. */
+  double hires_scale; /* default 0: off */
+  int hires_width, hires_height;
+  int hires_steps;
+  double hires_strength; /* default 0.7 */
 } hyrt_generate_options;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);

@@ -98,7 +98,7 @@ class Pipeline:
     def __call__(self, prompt, negative_prompt=None, width=0, height=0, num_inference_steps=20,
                  guidance_scale=7.0, seed=None, sampler="euler_a", batch_size=1, callback=None,
                  cancel=None, *, image=None, mask_image=None, strength=0.8, taesd=False,
-                 preview=None, preview_every=1, clip_skip=1):
+                 preview=None, preview_every=1, clip_skip=1, hires=None):
         """Generates ``batch_size`` images; returns a list of RGB ``PIL.Image``s.
 
         negative_prompt: None for no negative prompt (SDXL then uses zero conditioning, as
@@ -123,6 +123,10 @@ class Pipeline:
         ``taesd=True`` decodes with the TAESD decoder given to the Pipeline (``taesd=PATH``: a
         diffusers AutoencoderTiny folder or file, or taesd_decoder.safetensors) instead of the
         model's VAE: ~20x less work for a slightly softer picture.
+
+        ``hires``: A1111's hires fix, a dict with any of ``scale`` (default 2), ``width``,
+        ``height``, ``steps`` (0: num_inference_steps) and ``strength`` (default 0.7): the
+        picture is resized (Lanczos) and drawn again as img2img with the same seed.
 
         ``clip_skip``: A1111's "Clip skip" (diffusers' ``clip_skip`` + 1): 1 conditions on the
         text encoder's usual state, 2 on the one a layer earlier (many SD 1.5 fine-tunes).
@@ -151,6 +155,15 @@ class Pipeline:
         if isinstance(preview_every, bool) or not isinstance(preview_every, int) \
                 or preview_every < 1:
             raise InvalidArgument(f"preview_every must be an integer >= 1, got {preview_every!r}")
+        hires_args = None
+        if hires is not None:
+            unknown = set(hires) - {"scale", "width", "height", "steps", "strength"}
+            if not isinstance(hires, dict) or unknown:
+                raise InvalidArgument("hires must be a dict of scale, width, height, steps, "
+                                      f"strength; got {hires!r}")
+            hires_args = (float(hires.get("scale", 2.0)), int(hires.get("width", 0)),
+                          int(hires.get("height", 0)), int(hires.get("steps", 0)),
+                          float(hires.get("strength", 0.7)))
         on_preview = None
         if preview is not None:
             def on_preview(w, h, rgb, step, total):
@@ -166,7 +179,7 @@ class Pipeline:
                                        batch_size, callback, cancel,
                                        _rgb8(image, "image"), _rgb8(mask_image, "mask_image"),
                                        float(strength), bool(taesd), on_preview,
-                                       preview_every, clip_skip)
+                                       preview_every, clip_skip, hires_args)
         images = []
         for w, h, rgb, parameters, image_seed in results:
             image = Image.frombytes("RGB", (w, h), rgb)

@@ -15,12 +15,14 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 
 #include <cstdint>
 #include <exception>
 #include <memory>
 #include <optional>
 #include <string>
+#include <tuple>
 #include <utility>
 
 #include "hyrt/hyrt.h"
@@ -95,10 +97,15 @@ class PyModel {
                     const std::string& sampler, int batch, nb::object callback,
                     std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
                     double strength, bool taesd, nb::object preview, int preview_every,
-                    int clip_skip) {
+                    int clip_skip, std::optional<std::tuple<double, int, int, int, double>> hires) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
     o.clip_skip = clip_skip;
+    if (hires) {
+      hyrt::GenerateOptions::Hires h;
+      std::tie(h.scale, h.width, h.height, h.steps, h.strength) = *hires;
+      o.hires = h;
+    }
     o.taesd = taesd;
     o.init_image = image_of(image);
     o.mask = image_of(mask);
@@ -214,7 +221,7 @@ NB_MODULE(_hyrt, m) {
            nb::arg("cancel").none(), nb::arg("image").none() = nb::none(),
            nb::arg("mask").none() = nb::none(), nb::arg("strength") = 0.8, nb::arg("taesd") = false,
            nb::arg("preview").none() = nb::none(), nb::arg("preview_every") = 1,
-           nb::arg("clip_skip") = 1)
+           nb::arg("clip_skip") = 1, nb::arg("hires").none() = nb::none())
       .def("close", &PyModel::close)
       .def_prop_ro("family", [](PyModel& s) { return s.model().family(); })
       .def_prop_ro("native_size", [](PyModel& s) { return s.model().native_size(); })

@@ -361,3 +361,18 @@ def test_clip_skip(pipe):
     assert "Clip skip" not in plain.info["parameters"]
     with pytest.raises(hyrt.InvalidArgument):
         pipe(PROMPT, **FAST, clip_skip=0)
+
+
+def test_hires_fix(pipe):
+    """hires={...} draws, resizes by Lanczos and draws again as img2img: the same picture as the
+    two calls by hand, with A1111's hires parameters recorded."""
+    args = dict(FAST, width=64, height=64)
+    hires = pipe(PROMPT, **args, hires={"scale": 1.5, "strength": 0.5})[0]
+    assert hires.size == (96, 96)
+    assert "Size: 64x64" in hires.info["parameters"]
+    assert "Hires upscale: 1.5" in hires.info["parameters"]
+    first = pipe(PROMPT, **args)[0]
+    by_hand = pipe(PROMPT, **dict(args, width=96, height=96), image=first, strength=0.5)[0]
+    assert hires.tobytes() == by_hand.tobytes()
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, **args, hires={"scale": 1.5, "bogus": 1})

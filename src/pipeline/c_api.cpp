@@ -206,6 +206,7 @@ void hyrt_generate_options_init(hyrt_generate_options* options) {
   options->strength = 0.8;
   options->preview_every = 1;
   options->clip_skip = 1;
+  options->hires_strength = 0.7;
 }
 
 hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* options,
@@ -239,6 +240,16 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
     if (HYRT_HAS_FIELD(options, strength)) o.strength = options->strength;
     if (HYRT_HAS_FIELD(options, taesd)) o.taesd = options->taesd != 0;
     if (HYRT_HAS_FIELD(options, clip_skip)) o.clip_skip = options->clip_skip;
+    if (HYRT_HAS_FIELD(options, hires_strength) &&
+        (options->hires_scale > 0 || options->hires_width > 0 || options->hires_height > 0)) {
+      hyrt::GenerateOptions::Hires h;
+      h.scale = options->hires_scale > 0 ? options->hires_scale : 2.0;
+      h.width = options->hires_width;
+      h.height = options->hires_height;
+      h.steps = options->hires_steps;
+      h.strength = options->hires_strength;
+      o.hires = h;
+    }
     if (options->on_step) {
       const hyrt_progress_fn fn = options->on_step;
       void* user = options->user_data;

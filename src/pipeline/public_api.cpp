@@ -406,6 +406,12 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.sampler = pipeline::parse_sampler_kind(o.sampler);
   p.batch = o.batch;
   p.clip_skip = o.clip_skip;
+  if (o.hires)
+    p.hires = pipeline::HiresFix{.scale = o.hires->scale,
+                                 .width = o.hires->width,
+                                 .height = o.hires->height,
+                                 .steps = o.hires->steps,
+                                 .strength = o.hires->strength};
   p.tiny_vae = o.taesd;
   HYRT_CHECK(!o.taesd || m.has_tiny_vae(), kInvalidArgument,
              "GenerateOptions::taesd: the model was loaded without a TAESD decoder "
@@ -518,6 +524,7 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   gp.height = q.height;
   gp.model = impl_->name;
   if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
+  if (q.hires) pipeline::add_hires_parameters(*q.hires, gp);
   if (q.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(q.clip_skip));
   if (q.tiny_vae) gp.extra.emplace_back("VAE", impl_->taesd_name);
   if (!call->lora_list.empty()) {
@@ -527,14 +534,17 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
     gp.extra.emplace_back("LoRA", list);  // GenerateOptions::loras (tags stay in the prompt)
   }
   gp.extra.emplace_back("Version", "hyrt");
-  const size_t pixels = static_cast<size_t>(q.width) * q.height * 3;
+  // The pictures' size: the hires fix's second pass makes them larger than q.width x q.height.
+  const int out_h = static_cast<int>(r.images.shape()[1]),
+            out_w = static_cast<int>(r.images.shape()[2]);
+  const size_t pixels = static_cast<size_t>(out_w) * out_h * 3;
   std::vector<Image> out;
   for (int i = 0; i < q.batch; ++i) {
     // One seed per batch: the latents of item i follow item i-1's in the generator.
     if (q.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
     const pipeline::Image8 img =
-        pipeline::float_to_image8({r.images.as<float>() + i * pixels, pixels}, q.height, q.width);
-    out.push_back({q.width, q.height, img.pixels, pipeline::format_a1111_parameters(gp), q.seed});
+        pipeline::float_to_image8({r.images.as<float>() + i * pixels, pixels}, out_h, out_w);
+    out.push_back({out_w, out_h, img.pixels, pipeline::format_a1111_parameters(gp), q.seed});
     if (q.batch > 1) gp.extra.pop_back();
   }
   return out;

@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/log.h"
 #include "core/sysinfo.h"
+#include "pipeline/init_image.h"
 
 namespace hyrt::pipeline {
 
@@ -121,6 +122,23 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
                  p.crop_top_left[1] <= 16384,
              kInvalidArgument, "crop coordinates must be in [0, 16384] (got ", p.crop_top_left[0],
              ",", p.crop_top_left[1], ")");
+  if (p.hires) {
+    const HiresFix& h = *p.hires;
+    HYRT_CHECK(!p.init, kInvalidArgument, "the hires fix is for text to image, not img2img");
+    HYRT_CHECK(std::isfinite(h.scale) && h.scale >= 1 && h.scale <= 8, kInvalidArgument,
+               "hires scale must be in [1, 8] (got ", h.scale, ")");
+    HYRT_CHECK(h.width >= 0 && h.height >= 0 && h.width <= kMaxSide && h.height <= kMaxSide,
+               kInvalidArgument, "hires size must be in [0, ", kMaxSide, "] (got ", h.width, "x",
+               h.height, ")");
+    HYRT_CHECK(h.steps >= 0 && h.steps <= kMaxSteps, kInvalidArgument,
+               "hires steps must be in [0, ", kMaxSteps, "] (got ", h.steps, ")");
+    HYRT_CHECK(std::isfinite(h.strength) && h.strength > 0 && h.strength <= 1, kInvalidArgument,
+               "hires denoising strength must be in (0, 1] (got ", h.strength, ")");
+    const auto [w2, h2] = hires_size(h, p.width, p.height, m);
+    HYRT_CHECK(w2 <= kMaxSide && h2 <= kMaxSide, kInvalidArgument, "the hires size ", w2, "x", h2,
+               " is larger than the supported ", kMaxSide, "x", kMaxSide);
+    (void)first_img2img_step(h.steps > 0 ? h.steps : p.steps, h.strength);  // a step runs
+  }
   if (!p.init) return;
   HYRT_CHECK(!p.initial_latents, kInvalidArgument,
              "initial latents and an init image exclude each other");
@@ -142,6 +160,34 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
   (void)first_img2img_step(p.steps, p.init->strength);  // at least one step runs
 }
 
+std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int m) {
+  double w = width * hires.scale, h = height * hires.scale;
+  if (hires.width > 0 && hires.height > 0) {
+    w = hires.width;
+    h = hires.height;
+  } else if (hires.width > 0) {
+    w = hires.width;
+    h = static_cast<double>(hires.width) * height / width;
+  } else if (hires.height > 0) {
+    h = hires.height;
+    w = static_cast<double>(hires.height) * width / height;
+  }
+  const auto round_down = [m](double v) {
+    return std::max(m, static_cast<int>(std::min(v, 1e9)) / m * m);
+  };
+  return {round_down(w), round_down(h)};
+}
+
+void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp) {
+  gp.extra.emplace_back("Denoising strength", str_cat(hires.strength));
+  if (hires.width > 0 || hires.height > 0)
+    gp.extra.emplace_back("Hires resize", str_cat(hires.width, "x", hires.height));
+  else
+    gp.extra.emplace_back("Hires upscale", str_cat(hires.scale));
+  if (hires.steps > 0) gp.extra.emplace_back("Hires steps", str_cat(hires.steps));
+  gp.extra.emplace_back("Hires upscaler", "Lanczos");
+}
+
 bool uses_cfg(const DiffusionModel& model, const Txt2ImgParams& p) {
   return p.cfg_scale > 1.0f && model.unet_config().time_cond_proj_dim == 0;
 }
@@ -161,8 +207,8 @@ bool can_batch_together(const DiffusionModel& model, const Txt2ImgParams& a,
   };
   return a.width == b.width && a.height == b.height && a.steps == b.steps &&
          a.sampler == b.sampler && uses_cfg(model, a) == uses_cfg(model, b) && !a.init && !b.init &&
-         !a.release_stages && !b.release_stages && same_loras(a.loras, b.loras) &&
-         a.tiny_vae == b.tiny_vae;
+         !a.hires && !b.hires && !a.release_stages && !b.release_stages &&
+         same_loras(a.loras, b.loras) && a.tiny_vae == b.tiny_vae;
 }
 
 namespace {
@@ -472,6 +518,9 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   }
 }
 
+Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& scheduler_config,
+                            const Txt2ImgParams& p);
+
 }  // namespace
 
 Tensor decode_preview(DiffusionModel& model, const Tensor& latents, bool tiny_vae) {
@@ -501,6 +550,15 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
                                           const SchedulerConfig& scheduler_config,
                                           std::span<const Txt2ImgParams* const> requests) {
   HYRT_CHECK(!requests.empty(), kInvalidArgument, "txt2img_batch: no requests");
+  if (requests.size() == 1 && requests[0]->hires) {  // runs alone (can_batch_together)
+    std::vector<Txt2ImgOutcome> out(1);
+    try {
+      out[0].result = txt2img_hires(model, scheduler_config, *requests[0]);
+    } catch (...) {
+      out[0].error = std::current_exception();
+    }
+    return out;
+  }
   const int vae_factor = model.vae_scale_factor();
   const int lc = model.vae_config().latent_channels;  // the latents
   const int uc = model.unet_config().in_channels;     // the UNet's input (2·lc + 1 inpainting)
@@ -594,8 +652,98 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
   return out;
 }
 
+namespace {
+
+// Every field of `p` but its tensors (initial_latents, init), which a hires pass sets itself.
+// A field added to Txt2ImgParams is added here.
+Txt2ImgParams settings_of(const Txt2ImgParams& p) {
+  Txt2ImgParams q;
+  q.prompt = p.prompt;
+  q.negative_prompt = p.negative_prompt;
+  q.width = p.width;
+  q.height = p.height;
+  q.original_size = p.original_size;
+  q.crop_top_left = p.crop_top_left;
+  q.target_size = p.target_size;
+  q.steps = p.steps;
+  q.cfg_scale = p.cfg_scale;
+  q.clip_skip = p.clip_skip;
+  q.seed = p.seed;
+  q.sampler = p.sampler;
+  q.batch = p.batch;
+  q.loras = p.loras;
+  q.release_stages = p.release_stages;
+  q.hires = p.hires;
+  q.tiny_vae = p.tiny_vae;
+  q.on_step = p.on_step;
+  q.cancelled = p.cancelled;
+  q.on_latents = p.on_latents;
+  q.on_denoised = p.on_denoised;
+  return q;
+}
+
+// The hires fix (Txt2ImgParams::hires): txt2img at the params' size, its 8-bit pictures resized
+// by Lanczos to the hires size, then img2img from them with the same seed.
+Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& scheduler_config,
+                            const Txt2ImgParams& p) {
+  validate_txt2img_params(p, model.vae_scale_factor());
+  const HiresFix& hr = *p.hires;
+  int first_total = 0;
+  Txt2ImgParams first = settings_of(p);
+  if (p.initial_latents) {
+    first.initial_latents.emplace(DType::kF32, p.initial_latents->shape(), "the initial latents");
+    std::memcpy(first.initial_latents->data(), p.initial_latents->data(),
+                p.initial_latents->bytes());
+  }
+  first.hires.reset();
+  first.release_stages = false;  // the second pass needs them all again
+  first.on_step = [&](int done, int total) {
+    first_total = total;
+    if (p.on_step) p.on_step(done, total);
+  };
+  Txt2ImgResult r1 = txt2img(model, scheduler_config, first);
+
+  const auto [w2, h2] = hires_size(hr, p.width, p.height, model.vae_scale_factor());
+  const int64_t pixels = int64_t{p.height} * p.width * 3;
+  Tensor upscaled(DType::kF32, {p.batch, h2, w2, 3}, "the upscaled first-pass pictures");
+  for (int i = 0; i < p.batch; ++i) {
+    const Image8 img = float_to_image8(
+        {r1.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, p.height, p.width);
+    const Tensor t = picture_tensor(img, w2, h2);
+    std::memcpy(upscaled.as<float>() + i * t.numel(), t.data(), t.bytes());
+  }
+  r1.images = Tensor();  // the first pass's pictures are not kept
+  Txt2ImgParams second = settings_of(p);
+  second.hires.reset();
+  second.width = w2;
+  second.height = h2;
+  second.steps = hr.steps > 0 ? hr.steps : p.steps;
+  second.original_size.reset();  // SDXL: the micro-conditioning of the larger size
+  second.target_size.reset();
+  second.init = InitImage{std::move(upscaled), hr.strength, {}};
+  if (p.on_step)
+    second.on_step = [&](int done, int total) {
+      p.on_step(first_total + done, first_total + total);
+    };
+  if (p.on_denoised)
+    second.on_denoised = [&](int done, int total, const Tensor& x0) {
+      p.on_denoised(first_total + done, first_total + total, x0);
+    };
+  Txt2ImgResult r2 = txt2img(model, scheduler_config, second);
+  r2.timings.text_ms += r1.timings.text_ms;
+  r2.timings.denoise_ms += r1.timings.denoise_ms;
+  r2.timings.decode_ms += r1.timings.decode_ms;
+  r2.timings.first_step_ms = r1.timings.first_step_ms;
+  r1.warnings.insert(r1.warnings.end(), r2.warnings.begin(), r2.warnings.end());
+  r2.warnings = std::move(r1.warnings);
+  return r2;
+}
+
+}  // namespace
+
 Txt2ImgResult txt2img(DiffusionModel& model, const SchedulerConfig& scheduler_config,
                       const Txt2ImgParams& p) {
+  if (p.hires) return txt2img_hires(model, scheduler_config, p);
   const Txt2ImgParams* one[] = {&p};
   std::vector<Txt2ImgOutcome> out = txt2img_batch(model, scheduler_config, one);
   if (out[0].error) std::rethrow_exception(out[0].error);

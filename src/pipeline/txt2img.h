@@ -53,6 +53,28 @@ struct InitImage {
   std::optional<Tensor> mask;
 };
 
+// A1111's "hires fix": the picture drawn at the params' size, upscaled, and drawn again from it
+// as img2img at the larger size. The upscale is A1111's pixel one: the 8-bit picture resized by
+// Lanczos (Pillow's filter, as the init images of img2img are), so a hires call gives exactly
+// what saving the first picture and running img2img on it with the same seed gives.
+struct HiresFix {
+  double scale = 2.0;     // the larger size: the params' size × scale (A1111's hr_scale) ...
+  int width = 0;          // ... unless width / height are given (hr_resize_x / hr_resize_y; one
+  int height = 0;         // alone keeps the aspect ratio); rounded down to the VAE factor
+  int steps = 0;          // the second pass's steps (hr_second_pass_steps); 0: the params' steps
+  double strength = 0.7;  // its denoising strength, (0, 1] (A1111's denoising_strength)
+};
+
+// The second pass's size for a first pass of width x height (VAE factor m): hires.width/height
+// when given (one alone scales the other by the aspect ratio), else the size × scale; rounded
+// down to a multiple of m, at least m.
+std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int m);
+
+// The hires fix in A1111's parameters text: "Denoising strength", "Hires upscale" (or "Hires
+// resize: WxH"), "Hires steps" (when set), "Hires upscaler: Lanczos".
+void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp);
+
+// Move-only (tensors). A field added here is also copied by txt2img.cpp's settings_of().
 struct Txt2ImgParams {
   std::string prompt;
   // nullopt: no negative prompt. SD 1.5 then encodes "" (as diffusers does); SDXL models
@@ -89,6 +111,11 @@ struct Txt2ImgParams {
   // peak memory is the largest stage rather than all of them (for one-shot jobs such as
   // the CLI; a later call recompiles the stages, which costs seconds at real size).
   bool release_stages = false;
+  // The hires fix (txt2img only; such a call runs alone, never in a batch with others). Both
+  // passes report to on_step, on_latents and on_denoised: the second pass's steps count on
+  // from the first's, with the total growing by its steps when it starts. The result's images
+  // are the second pass's; its timings add both passes'.
+  std::optional<HiresFix> hires;
   // Decode with the model's TAESD decoder (DiffusionModel::set_tiny_vae) instead of its VAE:
   // much faster, a softer picture. kInvalidArgument when the model has none.
   bool tiny_vae = false;

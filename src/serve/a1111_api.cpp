@@ -108,7 +108,6 @@ bool read_bool(const json& body, const char* name, bool fallback) {
 // Fields of A1111's txt2img and img2img that ask for a feature hyrt does not have. A client
 // sending the default (false, "", [], {}, 0) is fine; anything else is refused by name.
 void refuse_unsupported(const json& body) {
-  if (read_bool(body, "enable_hr", false)) refuse("enable_hr", "hires fix");
   if (read_bool(body, "restore_faces", false)) refuse("restore_faces", "face restoration");
   if (read_bool(body, "tiling", false)) refuse("tiling", "tiling");
   if (!read_string(body, "script_name", "").empty()) refuse("script_name", "scripts");
@@ -377,13 +376,38 @@ Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
   if (const json* v = field(body, "init_images"); v && !v->empty())
     throw ApiError(422, "init_images",
                    "txt2img takes no init_images: POST them to /sdapi/v1/img2img");
-  return parse_common(body, limits, resolve_model);
+  Txt2ImgRequest r = parse_common(body, limits, resolve_model);
+  if (read_bool(body, "enable_hr", false)) {
+    // The hires fix with a pixel upscaler: Lanczos (also taken for A1111's default, "Latent",
+    // when the field is absent); the latent and model-based upscalers are refused by name.
+    const std::string upscaler = read_string(body, "hr_upscaler", "Lanczos");
+    if (upscaler != "Lanczos" && upscaler != "None")
+      throw ApiError(
+          422, "hr_upscaler",
+          "hyrt serve's hires fix upscales with \"Lanczos\" only, not \"" + upscaler + "\"");
+    GenerateOptions::Hires h;
+    h.scale = read_number(body, "hr_scale", 2.0, 1.0, 4.0);
+    h.width = static_cast<int>(read_int(body, "hr_resize_x", 0, 0, limits.max_side));
+    h.height = static_cast<int>(read_int(body, "hr_resize_y", 0, 0, limits.max_side));
+    h.steps = static_cast<int>(read_int(body, "hr_second_pass_steps", 0, 0, limits.max_steps));
+    h.strength = read_number(body, "denoising_strength", 0.75, 0.0, 1.0);
+    if (h.strength <= 0)
+      throw ApiError(422, "denoising_strength",
+                     "the hires fix needs denoising_strength in (0, 1], got 0");
+    if (static_cast<int>((h.steps > 0 ? h.steps : r.steps) * h.strength) < 1)
+      throw ApiError(422, "hr_second_pass_steps",
+                     "the hires pass's steps x denoising_strength must be >= 1");
+    r.hires = h;
+    r.parameters["enable_hr"] = true;
+  }
+  return r;
 }
 
 Txt2ImgRequest parse_img2img(std::string_view text, const Limits& limits,
                              const ResolveModel& resolve_model) {
   const json body = parse_object(text);
   refuse_unsupported(body);
+  if (read_bool(body, "enable_hr", false)) refuse("enable_hr", "the hires fix in img2img");
   if (read_int(body, "resize_mode", 0, 0, 3) != 0)
     refuse("resize_mode", "resize modes other than 0 (just resize)");
   if (read_number(body, "initial_noise_multiplier", 1.0, 0.0, 1e6) != 1.0)

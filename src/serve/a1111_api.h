@@ -81,10 +81,11 @@ struct Txt2ImgRequest {
   std::string sampler = "euler_a";        // hyrt's name
   int batch_size = 1;
   int n_iter = 1;
-  std::string model;                    // a name resolve_model returned; "" = the server's default
-  std::string sd_vae;                   // override_settings.sd_vae; "" = the model's VAE
-  int clip_skip = 1;                    // override_settings.CLIP_stop_at_last_layers
-  bool send_images = true;              // false: the response's `images` is empty
+  std::string model;   // a name resolve_model returned; "" = the server's default
+  std::string sd_vae;  // override_settings.sd_vae; "" = the model's VAE
+  int clip_skip = 1;   // override_settings.CLIP_stop_at_last_layers
+  std::optional<GenerateOptions::Hires> hires;  // txt2img's enable_hr (a Lanczos upscale)
+  bool send_images = true;                      // false: the response's `images` is empty
   nlohmann::json parameters;            // the request as sent, with defaults filled: echoed back
   std::optional<InitPictures> img2img;  // img2img: the pictures; absent for txt2img
 };

@@ -259,6 +259,16 @@ struct Server::Impl {
     o.sampler = r.sampler;
     o.batch = r.batch_size;
     o.clip_skip = r.clip_skip;
+    if (r.hires) {
+      // Bound the second pass's size as the first's (its rounding only makes it smaller).
+      const double w2 = r.hires->width > 0 ? r.hires->width : o.width * r.hires->scale;
+      const double h2 = r.hires->height > 0 ? r.hires->height : o.height * r.hires->scale;
+      if (w2 * h2 > static_cast<double>(opt.limits.max_pixels))
+        throw ApiError(
+            422, "hr_scale",
+            "the hires size must be at most " + std::to_string(opt.limits.max_pixels) + " pixels");
+      o.hires = r.hires;
+    }
     o.cancel = job.cancel;
     if (!r.sd_vae.empty()) {
       std::string has;

@@ -158,6 +158,36 @@ TEST_F(CliTest, ClipSkipIsRecordedAndChecked) {
   EXPECT_TRUE(contains(r.output, "clip skip 40")) << r.output;
 }
 
+// --hires-scale (A1111's hires fix): the picture is what generating and then running img2img on
+// the saved picture at the larger size gives, with the same seed; the PNG records the first
+// pass's size and the hires settings as A1111 does.
+TEST_F(CliTest, HiresFixIsGenerateThenImg2Img) {
+  const std::string base = "generate -p \"a red circle\" -s 3 --steps 4 --sampler ddim ";
+  const fs::path hires = tmp_ / "hires.png", first = tmp_ / "first.png",
+                 second = tmp_ / "second.png";
+  RunResult r =
+      run_hyrt(base + "-W 64 -H 64 --hires-scale 1.5 --hires-strength 0.5 -o " + hires.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  ASSERT_EQ(run_hyrt(base + "-W 64 -H 64 -o " + first.string()).exit_code, 0);
+  r = run_hyrt(base + "-W 96 -H 96 --strength 0.5 --init-image " + first.string() + " -o " +
+               second.string());
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const auto got = hyrt::pipeline::read_png(hires), want = hyrt::pipeline::read_png(second);
+  EXPECT_EQ(got.image.width, 96);
+  EXPECT_EQ(got.image.pixels, want.image.pixels);
+  std::string params;
+  for (const auto& [k, v] : got.text)
+    if (k == "parameters") params = v;
+  EXPECT_TRUE(contains(params, "Size: 64x64")) << params;
+  EXPECT_TRUE(contains(params,
+                       "Denoising strength: 0.5, Hires upscale: 1.5, Hires upscaler: "
+                       "Lanczos"))
+      << params;
+  r = run_hyrt(base + "-W 64 -H 64 --hires-strength 0.1 -o " + (tmp_ / "x.png").string());
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(contains(r.output, "no step to run")) << r.output;
+}
+
 // A model whose scheduler config is LCMScheduler samples with lcm unless --sampler says otherwise.
 TEST_F(CliTest, AnLcmSchedulerConfigPicksTheLcmSampler) {
   REQUIRE_GOLDEN(golden);

@@ -678,6 +678,15 @@ TEST_F(Library, TaesdDecodesTheCallsThatAskForIt) {
   seen.stop_at = 3;
   EXPECT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_CANCELLED);
   co.on_preview = nullptr;
+  // The hires fix through the C API: the second pass's size.
+  co.hires_scale = 2;
+  co.hires_strength = 0.7;
+  ASSERT_EQ(hyrt_generate(cm, &co, &images, &count), HYRT_OK) << hyrt_last_error();
+  EXPECT_EQ(images[0].width, 64);
+  EXPECT_NE(std::string(images[0].parameters).find("Hires upscale: 2"), std::string::npos)
+      << images[0].parameters;
+  hyrt_images_free(images, count);
+  co.hires_scale = 0;
   EXPECT_EQ(hyrt_model_set_taesd(cm, (std::string(HYRT_SOURCE_DIR) + "/tests/data/none").c_str()),
             HYRT_IO);
   EXPECT_EQ(hyrt_model_set_taesd(nullptr, taesd.c_str()), HYRT_INVALID_ARGUMENT);

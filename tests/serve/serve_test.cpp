@@ -47,6 +47,17 @@ std::optional<Reply> keep(const httplib::Result& r) {
   return Reply{r->status, r->body, r->headers};
 }
 
+// A folder of its own for one test, removed after it.
+struct TempDir {
+  std::filesystem::path path =
+      std::filesystem::temp_directory_path() / ("hyrt_serve_test_" + std::to_string(::getpid()));
+  TempDir() { std::filesystem::create_directories(path); }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+};
+
 class ServeTest : public ::testing::Test {
  protected:
   void SetUp() override { start({}); }
@@ -111,6 +122,32 @@ class ServeTest : public ::testing::Test {
             {"seed", 7}};
   }
 
+  // POSTs `req` (small_job() with DDIM and more) to txt2img and expects the first picture and
+  // its parameters to be what `hyrt generate` with the same settings plus `cli_flags` writes.
+  // Returns the response.
+  json expect_served_as_cli(const json& req, const std::string& cli_flags) {
+    const auto r = post("/sdapi/v1/txt2img", req);
+    EXPECT_TRUE(r);
+    if (!r) return json::object();
+    EXPECT_EQ(r->status, 200) << r->body.substr(0, 300);
+    const json out = json::parse(r->body);
+    const auto served =
+        hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()));
+    TempDir tmp;
+    const std::filesystem::path png = tmp.path / "cli.png";
+    const auto run = hyrt::test::run_hyrt(
+        "generate -m " + kModelFile +
+        " -p \"a red circle on a blue background\" -t 2 -s 7 --steps 3 -W 64 -H 64 --sampler "
+        "ddim " +
+        cli_flags + " -o " + png.string());
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    if (run.exit_code != 0) return out;
+    const auto wrote = hyrt::pipeline::read_png(png);
+    EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "the server's picture differs";
+    EXPECT_EQ(served.text, wrote.text);
+    return out;
+  }
+
   // A Prometheus sample's value ("name value" on a line of its own); -1 when absent.
   double metric(const std::string& name) {
     const std::string text = client().Get("/metrics")->body;
@@ -145,17 +182,6 @@ hyrt::pipeline::Image8 test_mask(int w, int h, bool invert = false) {
 std::string png_base64(const hyrt::pipeline::Image8& im) {
   return hyrt::serve::base64_encode(hyrt::pipeline::encode_png(im));
 }
-
-// A folder of its own for one test, removed after it.
-struct TempDir {
-  std::filesystem::path path =
-      std::filesystem::temp_directory_path() / ("hyrt_serve_test_" + std::to_string(::getpid()));
-  TempDir() { std::filesystem::create_directories(path); }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-};
 
 TEST_F(ServeTest, Txt2ImgReturnsPngsCarryingTheirParameters) {
   json req = {{"prompt", "a red circle on a blue background"},
@@ -511,27 +537,34 @@ TEST_F(ServeTest, ClipSkipOverrideEqualsTheCli) {
   json req = small_job();
   req["sampler_name"] = "DDIM";
   req["override_settings"] = {{"CLIP_stop_at_last_layers", 2}};
-  auto r = post("/sdapi/v1/txt2img", req);
-  ASSERT_TRUE(r);
-  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
-  const json out = json::parse(r->body);
+  const json out = expect_served_as_cli(req, "--clip-skip 2");
   EXPECT_EQ(json::parse(out["info"].get<std::string>())["clip_skip"], 2);
-  const auto served =
-      hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()));
-  TempDir tmp;
-  const std::filesystem::path png = tmp.path / "cli.png";
-  const auto run = hyrt::test::run_hyrt("generate -m " + kModelFile +
-                                        " -p \"a red circle on a blue background\" -t 2 -s 7 "
-                                        "--steps 3 -W 64 -H 64 --sampler ddim --clip-skip 2 -o " +
-                                        png.string());
-  ASSERT_EQ(run.exit_code, 0) << run.output;
-  const auto wrote = hyrt::pipeline::read_png(png);
-  EXPECT_TRUE(served.image.pixels == wrote.image.pixels) << "the server's picture differs";
-  EXPECT_EQ(served.text, wrote.text);
   req["override_settings"] = {{"CLIP_stop_at_last_layers", 13}};
-  r = post("/sdapi/v1/txt2img", req);
+  const auto r = post("/sdapi/v1/txt2img", req);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 422) << r->body;
+}
+
+// enable_hr (A1111's hires fix, Lanczos): the picture and parameters of `hyrt generate
+// --hires-*`; the latent and model upscalers are refused by name.
+TEST_F(ServeTest, HiresFixEqualsTheCli) {
+  json req = small_job();
+  req["sampler_name"] = "DDIM";
+  req["enable_hr"] = true;
+  req["hr_scale"] = 1.5;
+  req["hr_second_pass_steps"] = 4;
+  req["denoising_strength"] = 0.5;
+  const json out =
+      expect_served_as_cli(req, "--hires-scale 1.5 --hires-steps 4 --hires-strength 0.5");
+  EXPECT_EQ(
+      hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()))
+          .image.width,
+      96);
+  req["hr_upscaler"] = "Latent";
+  const auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+  EXPECT_NE(r->body.find("hr_upscaler"), std::string::npos) << r->body;
 }
 
 // --live-previews: the running job's predicted picture is /sdapi/v1/progress's current_image
@@ -609,7 +642,11 @@ TEST_F(ServeTest, BadInputGets4xxNamingTheField) {
       {"/sdapi/v1/txt2img", with(ok, "scheduler", "Exponential"), 422, "scheduler"},
       {"/sdapi/v1/txt2img", with(ok, "override_settings", {{"sd_model_checkpoint", "sdxl"}}), 422,
        "override_settings.sd_model_checkpoint"},
-      {"/sdapi/v1/txt2img", with(ok, "enable_hr", true), 422, "enable_hr"},
+      {"/sdapi/v1/txt2img",
+       with(json::parse(with(ok, "enable_hr", true)), "hr_upscaler", "R-ESRGAN 4x+"), 422,
+       "hr_upscaler"},
+      {"/sdapi/v1/txt2img", with(json::parse(with(ok, "enable_hr", true)), "hr_scale", 9), 422,
+       "hr_scale"},
       {"/sdapi/v1/txt2img", with(ok, "styles", {"cinematic"}), 422, "styles"},
       {"/sdapi/v1/txt2img", with(ok, "prompt", std::string(70 * 1024, 'a')), 413, "body"},
       {"/sdapi/v1/txt2img", with(ok, "init_images", {png_base64(test_picture(8, 8))}), 422,

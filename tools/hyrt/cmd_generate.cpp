@@ -68,6 +68,8 @@ struct GenerateArgs {
   std::string preview = "none";     // live previews: none, tae (--taesd) or vae
   std::string preview_path = "preview.png";
   int preview_interval = 1;  // steps between previews (the last step always writes one)
+  pipeline::HiresFix hires;  // A1111's hires fix, when any --hires-* flag is given
+  bool has_hires = false;
 };
 
 // The LoRAs of --lora FILE[:MULT] and of the prompt's <lora:NAME:MULT> tags (looked up in
@@ -223,6 +225,7 @@ void run(const GenerateArgs& a_in) {
   p.steps = a.steps;
   p.cfg_scale = a.cfg_scale;
   p.clip_skip = a.clip_skip > 0 ? a.clip_skip : 1;
+  if (a.has_hires) p.hires = a.hires;
   p.width = a.width > 0 ? a.width : 512;  // checked again with the model's defaults below
   p.height = a.height > 0 ? a.height : 512;
   p.batch = a.batch;
@@ -342,6 +345,7 @@ void run(const GenerateArgs& a_in) {
   }
   if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
   if (p.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(p.clip_skip));
+  if (p.hires) add_hires_parameters(*p.hires, gp);
   if (!lora_labels.empty()) {
     std::string list;
     for (const std::string& l : lora_labels)
@@ -349,16 +353,19 @@ void run(const GenerateArgs& a_in) {
     gp.extra.emplace_back("LoRA", list);  // the --lora flags (prompt tags stay in the prompt)
   }
   gp.extra.emplace_back("Version", "hyrt");
-  const int64_t pixels = static_cast<int64_t>(p.width) * p.height * 3;
+  // The pictures' size: the hires fix's second pass makes them larger than -W x -H.
+  const int out_h = static_cast<int>(r.images.shape()[1]),
+            out_w = static_cast<int>(r.images.shape()[2]);
+  const int64_t pixels = static_cast<int64_t>(out_w) * out_h * 3;
   for (int i = 0; i < p.batch; ++i) {
     gp.seed = p.seed;  // one seed per batch (the latents of item i follow item i-1's)
     if (p.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
     const Image8 img = float_to_image8(
-        {r.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, p.height, p.width);
+        {r.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, out_h, out_w);
     const auto path = output_path(out, i);
     write_png(path, img, {{kParametersKeyword, format_a1111_parameters(gp)}});
     if (p.batch > 1) gp.extra.pop_back();
-    std::printf("wrote %s (%dx%d, seed %llu)\n", path.c_str(), p.width, p.height,
+    std::printf("wrote %s (%dx%d, seed %llu)\n", path.c_str(), out_w, out_h,
                 static_cast<unsigned long long>(p.seed));
   }
   const double total_ms =
@@ -411,6 +418,27 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "Classifier-free guidance scale, -100 to 100 (<= 1 disables guidance)")
       ->check(finite_range(-100.0, 100.0))
       ->capture_default_str();
+  const auto hires_on = [a](const auto&) { a->has_hires = true; };
+  c->add_option("--hires-scale", a->hires.scale,
+                "Hires fix (A1111's): draw at -W x -H, resize the picture by this factor "
+                "(Lanczos) and draw it again as img2img (default 2 with any --hires-* flag)")
+      ->check(CLI::Range(1.0, 8.0))
+      ->each(hires_on);
+  c->add_option("--hires-width", a->hires.width,
+                "Hires fix: the second pass's width instead of the scale (alone: keeps the aspect)")
+      ->check(CLI::Range(8, 16384))
+      ->each(hires_on);
+  c->add_option("--hires-height", a->hires.height, "Hires fix: the second pass's height")
+      ->check(CLI::Range(8, 16384))
+      ->each(hires_on);
+  c->add_option("--hires-steps", a->hires.steps,
+                "Hires fix: the second pass's steps (default --steps); it runs steps x strength")
+      ->check(CLI::Range(1, 10000))
+      ->each(hires_on);
+  c->add_option("--hires-strength", a->hires.strength,
+                "Hires fix: the second pass's denoising strength in (0, 1] (default 0.7)")
+      ->check(finite_range(0.0, 1.0))
+      ->each(hires_on);
   c->add_option("--clip-skip", a->clip_skip,
                 "A1111's Clip skip: condition on the text encoder's state N - 1 layers before its "
                 "usual one (2 for the many SD 1.5 fine-tunes trained so); 1, 0 or -1: none")
