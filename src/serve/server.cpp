@@ -612,6 +612,19 @@ struct Server::Impl {
                 json::array({{{"name", "automatic"}, {"label", "Automatic"}, {"aliases", nullptr}},
                              {{"name", "karras"}, {"label", "Karras"}, {"aliases", nullptr}}}));
         }));
+    // The hires fix's upscalers (txt2img's hr_upscaler): the pixel resize only; no latent modes.
+    http.Get("/sdapi/v1/upscalers", handler([](const auto&, auto& res) {
+               json list = json::array();
+               for (const char* name : {"None", "Lanczos"})
+                 list.push_back({{"name", name},
+                                 {"model_name", nullptr},
+                                 {"model_path", nullptr},
+                                 {"model_url", nullptr},
+                                 {"scale", 4}});
+               reply(res, 200, list);
+             }));
+    http.Get("/sdapi/v1/latent-upscale-modes",
+             handler([](const auto&, auto& res) { reply(res, 200, json::array()); }));
     http.Get("/sdapi/v1/options",
              handler([this](const auto&, auto& res) { reply(res, 200, options_json()); }));
     http.Post(
@@ -672,6 +685,8 @@ struct Server::Impl {
                                       "/sdapi/v1/sd-vae",
                                       "/sdapi/v1/samplers",
                                       "/sdapi/v1/schedulers",
+                                      "/sdapi/v1/upscalers",
+                                      "/sdapi/v1/latent-upscale-modes",
                                       "/sdapi/v1/options",
                                       "/sdapi/v1/refresh-checkpoints"};
       for (const char* r : kRoutes)

@@ -560,6 +560,11 @@ TEST_F(ServeTest, HiresFixEqualsTheCli) {
       hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()))
           .image.width,
       96);
+  // GET /sdapi/v1/upscalers lists what hr_upscaler takes; there are no latent modes.
+  const json upscalers = get_json("/sdapi/v1/upscalers");
+  ASSERT_EQ(upscalers.size(), 2u) << upscalers.dump();
+  EXPECT_EQ(upscalers[1]["name"], "Lanczos");
+  EXPECT_TRUE(get_json("/sdapi/v1/latent-upscale-modes").empty());
   req["hr_upscaler"] = "Latent";
   const auto r = post("/sdapi/v1/txt2img", req);
   ASSERT_TRUE(r);
