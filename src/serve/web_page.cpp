@@ -44,6 +44,9 @@ const char* web_page() {
     <div><label for="sd_vae">Decoder</label><select id="sd_vae"><option value="Automatic">the model's VAE</option></select></div>
     <div><label for="seed">Seed (-1: random)</label><input id="seed" type="number" value="-1"></div>
     <div><label for="batch_size">Images</label><input id="batch_size" type="number" min="1" max="8" value="1"></div>
+    <div><label for="clip_skip">Clip skip</label><input id="clip_skip" type="number" min="1" max="12" value="1"></div>
+    <div><label for="hr_scale">Hires fix (x, 1: off)</label><input id="hr_scale" type="number" min="1" max="4" step="0.25" value="1"></div>
+    <div><label for="denoising_strength">Hires strength</label><input id="denoising_strength" type="number" min="0.05" max="1" step="0.05" value="0.5"></div>
   </div>
   <button id="generate" type="submit">Generate</button>
   <button id="interrupt" type="button" disabled>Interrupt</button>
@@ -105,7 +108,13 @@ $("form").addEventListener("submit", async (event) => {
     seed: num("seed"),
     batch_size: num("batch_size"),
   };
-  if ($("sd_vae").value !== "Automatic") body.override_settings = {sd_vae: $("sd_vae").value};
+  body.override_settings = {CLIP_stop_at_last_layers: num("clip_skip")};
+  if ($("sd_vae").value !== "Automatic") body.override_settings.sd_vae = $("sd_vae").value;
+  if (num("hr_scale") > 1) {
+    body.enable_hr = true;
+    body.hr_scale = num("hr_scale");
+    body.denoising_strength = num("denoising_strength");
+  }
   if (num("width") > 0) body.width = num("width");
   if (num("height") > 0) body.height = num("height");
   $("error").textContent = "";
