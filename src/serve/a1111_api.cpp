@@ -283,9 +283,9 @@ Txt2ImgRequest parse_common(const json& body, const Limits& limits,
   return r;
 }
 
-// A picture field of img2img (`name`: "init_images" or "mask"): base64 of a PNG, perhaps as a
-// data URL, decoded.
-pipeline::Image8 decode_picture(const json& v, const char* name) {
+}  // namespace
+
+pipeline::DecodedPng decode_png_field(const json& v, const char* name) {
   if (!v.is_string())
     throw ApiError(422, name, std::string(name) + " must hold base64-encoded PNG pictures");
   std::string_view text = v.get_ref<const std::string&>();
@@ -328,10 +328,17 @@ pipeline::Image8 decode_picture(const json& v, const char* name) {
                    std::string(name) + " is " + other +
                        " picture; hyrt reads PNG only: convert it to PNG first");
   try {
-    return pipeline::decode_png(bytes).image;
+    return pipeline::decode_png(bytes);
   } catch (const Error& e) {
     throw ApiError(422, name, std::string(name) + " is not a readable PNG: " + e.what());
   }
+}
+
+namespace {
+
+// A picture field of img2img (`name`: "init_images" or "mask"), decoded.
+pipeline::Image8 decode_picture(const json& v, const char* name) {
+  return decode_png_field(v, name).image;
 }
 
 // An RGB8 or RGBA8 picture as the public API's RGB8 Image (alpha dropped).
@@ -598,6 +605,87 @@ json txt2img_response(const Txt2ImgRequest& r, uint64_t seed, const std::vector<
   };
   out["info"] = info.dump();
   return out;
+}
+
+namespace {
+
+// A1111's parse_generation_parameters, the part a client reads back: the prompt lines, the
+// "Negative prompt: " lines, and the last line's "Key: value" pairs (a value may be quoted, with
+// backslash escapes, when it holds commas).
+json parse_parameters(const std::string& text) {
+  std::vector<std::string> lines;
+  size_t at = 0;
+  while (at <= text.size()) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    lines.push_back(text.substr(at, end - at));
+    at = end + 1;
+  }
+  json out = json::object();
+  std::string last;
+  if (lines.size() > 1 && lines.back().find("Steps: ") != std::string::npos) {
+    last = lines.back();
+    lines.pop_back();
+  }
+  std::string prompt, negative;
+  bool in_negative = false;
+  for (const std::string& l : lines) {
+    if (l.rfind("Negative prompt: ", 0) == 0) {
+      in_negative = true;
+      negative = l.substr(17);
+      continue;
+    }
+    std::string& to = in_negative ? negative : prompt;
+    to += (to.empty() ? "" : "\n") + l;
+  }
+  out["Prompt"] = prompt;
+  out["Negative prompt"] = negative;
+  size_t i = 0;
+  while (i < last.size()) {
+    while (i < last.size() && (last[i] == ' ' || last[i] == ','))
+      ++i;
+    const size_t colon = last.find(": ", i);
+    if (colon == std::string::npos) break;
+    const std::string key = last.substr(i, colon - i);
+    i = colon + 2;
+    std::string value;
+    if (i < last.size() && last[i] == '"') {  // a quoted value: up to the closing quote
+      for (++i; i < last.size() && last[i] != '"'; ++i) {
+        if (last[i] == '\\' && i + 1 < last.size()) ++i;
+        value += last[i];
+      }
+      ++i;
+    } else {
+      const size_t comma = std::min(last.find(", ", i), last.size());
+      value = last.substr(i, comma - i);
+      i = comma;
+    }
+    out[key] = value;
+  }
+  if (out.contains("Size")) {
+    const std::string size = out["Size"].get<std::string>();
+    if (const size_t x = size.find('x'); x != std::string::npos) {
+      out["Size-1"] = size.substr(0, x);
+      out["Size-2"] = size.substr(x + 1);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+json png_info(const json& body) {
+  const json* image = field(body, "image");
+  if (!image) throw ApiError(422, "image", "png-info needs image: a base64-encoded PNG");
+  const pipeline::DecodedPng png = decode_png_field(*image, "image");
+  std::string info;
+  json items = json::object();
+  for (const auto& [key, value] : png.text) {
+    if (key == pipeline::kParametersKeyword)
+      info = value;
+    else
+      items[key] = value;
+  }
+  return {{"info", info}, {"items", items}, {"parameters", parse_parameters(info)}};
 }
 
 }  // namespace hyrt::serve

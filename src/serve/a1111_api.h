@@ -20,6 +20,7 @@
 #include <nlohmann/json.hpp>
 
 #include "hyrt/hyrt.h"
+#include "pipeline/image_io.h"
 
 namespace hyrt::serve {
 
@@ -130,6 +131,17 @@ Txt2ImgRequest parse_img2img(std::string_view body, const Limits& limits,
 // The `seed` of iteration `iter` (0-based) of a request whose first seed is `seed`: A1111
 // advances by batch_size per iteration.
 uint64_t iteration_seed(uint64_t seed, int batch_size, int iter);
+
+// A picture field (`name`, for errors): base64 of a PNG, perhaps as a data URL, decoded with
+// its text chunks. ApiError 422 naming the field for anything else (a URL, a JPEG, bad base64,
+// an unreadable or oversized PNG).
+pipeline::DecodedPng decode_png_field(const nlohmann::json& value, const char* name);
+
+// POST /sdapi/v1/png-info's reply for {"image": base64 PNG}: {"info": the `parameters` text
+// ("" without one), "items": the other text chunks, "parameters": the text parsed as A1111's
+// parse_generation_parameters does — "Prompt", "Negative prompt", every "Key: value" of the
+// last line (quoted values unquoted), "Size-1"/"Size-2" from "Size"}.
+nlohmann::json png_info(const nlohmann::json& body);
 
 // One generated picture as the response carries it: a base64 PNG with the A1111
 // `parameters` text chunk (image.parameters).

@@ -625,6 +625,9 @@ struct Server::Impl {
              }));
     http.Get("/sdapi/v1/latent-upscale-modes",
              handler([](const auto&, auto& res) { reply(res, 200, json::array()); }));
+    http.Post("/sdapi/v1/png-info", handler([](const httplib::Request& req, auto& res) {
+                reply(res, 200, png_info(object_body(req)));
+              }));
     http.Get("/sdapi/v1/options",
              handler([this](const auto&, auto& res) { reply(res, 200, options_json()); }));
     http.Post(
@@ -686,6 +689,7 @@ struct Server::Impl {
                                       "/sdapi/v1/samplers",
                                       "/sdapi/v1/schedulers",
                                       "/sdapi/v1/upscalers",
+                                      "/sdapi/v1/png-info",
                                       "/sdapi/v1/latent-upscale-modes",
                                       "/sdapi/v1/options",
                                       "/sdapi/v1/refresh-checkpoints"};

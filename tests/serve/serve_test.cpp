@@ -572,6 +572,47 @@ TEST_F(ServeTest, HiresFixEqualsTheCli) {
   EXPECT_NE(r->body.find("hr_upscaler"), std::string::npos) << r->body;
 }
 
+// POST /sdapi/v1/png-info reads a picture's parameters back as A1111 does: the text, and its
+// fields parsed (a quoted value keeps its commas); a picture that is not a PNG is a 422.
+TEST_F(ServeTest, PngInfoReadsTheParametersBack) {
+  json req = small_job();
+  req["negative_prompt"] = "green, blurry";
+  auto r = post("/sdapi/v1/txt2img", req);
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json made = json::parse(r->body);
+  const std::string text = json::parse(made["info"].get<std::string>())["infotexts"][0];
+  r = post("/sdapi/v1/png-info", json{{"image", made["images"][0]}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json info = json::parse(r->body);
+  EXPECT_EQ(info["info"], text);
+  const json& p = info["parameters"];
+  EXPECT_EQ(p["Prompt"], "a red circle on a blue background");
+  EXPECT_EQ(p["Negative prompt"], "green, blurry");
+  EXPECT_EQ(p["Steps"], "3");
+  EXPECT_EQ(p["Seed"], "7");
+  EXPECT_EQ(p["Size-1"], "64");
+  EXPECT_EQ(p["Size-2"], "64");
+  // A quoted value (LoRA lists, A1111's "Lora hashes") keeps its commas.
+  hyrt::pipeline::Image8 pic = test_picture(8, 8);
+  const std::string quoted = "x\nSteps: 4, Lora hashes: \"a: 1, b: 2\", Version: v1";
+  r = post("/sdapi/v1/png-info",
+           json{{"image", hyrt::serve::base64_encode(hyrt::pipeline::encode_png(
+                              pic, {{hyrt::pipeline::kParametersKeyword, quoted}}))}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200) << r->body.substr(0, 300);
+  const json q = json::parse(r->body)["parameters"];
+  EXPECT_EQ(q["Lora hashes"], "a: 1, b: 2");
+  EXPECT_EQ(q["Version"], "v1");
+  r = post("/sdapi/v1/png-info", json{{"image", "/9j/4AAQSkZJRg=="}});  // a JPEG's start
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+  r = post("/sdapi/v1/png-info", json::object());
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 422) << r->body;
+}
+
 // --live-previews: the running job's predicted picture is /sdapi/v1/progress's current_image
 // (a base64 PNG of the job's size, decoded by the model's TAESD here), absent with
 // ?skip_current_image=true and when idle.
