@@ -5,7 +5,10 @@
 // layer before the penultimate, the pooled output unchanged) and whole pipelines' final latents.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
+#include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>

@@ -4,6 +4,7 @@
 // golden model; the steps count on across the passes; bad settings are refused.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cstring>
 #include <string>
 #include <utility>
