@@ -195,6 +195,10 @@ struct GenerateOptions {
   // Image::parameters records "Denoising strength", "Hires upscale" (or "Hires resize"),
   // "Hires steps" and "Hires upscaler: Lanczos" as A1111 does; Size stays the first pass's.
   struct Hires {
+    // "Lanczos" (the picture resized), "Latent" (the first pass's latents resized bilinearly
+    // and given to img2img as latents: no decode and encode between the passes) or "Latent
+    // (nearest)"; InvalidArgument for another.
+    std::string upscaler = "Lanczos";
     double scale = 2.0;     // the hires size: width x height times this (A1111's hr_scale), ...
     int width = 0;          // ... unless given (hr_resize_x / hr_resize_y; one alone keeps the
     int height = 0;         // aspect ratio); rounded down to the VAE factor

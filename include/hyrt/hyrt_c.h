@@ -159,6 +159,7 @@ typedef struct hyrt_generate_options {
   int hires_width, hires_height;
   int hires_steps;
   double hires_strength; /* default 0.7 */
+  const char* hires_upscaler; /* "Lanczos" (NULL, the default), "Latent", "Latent (nearest)" */
 } hyrt_generate_options;
 
 void hyrt_generate_options_init(hyrt_generate_options* options);

@@ -124,7 +124,8 @@ class Pipeline:
         diffusers AutoencoderTiny folder or file, or taesd_decoder.safetensors) instead of the
         model's VAE: ~20x less work for a slightly softer picture.
 
-        ``hires``: A1111's hires fix, a dict with any of ``scale`` (default 2), ``width``,
+        ``hires``: A1111's hires fix, a dict with any of ``upscaler`` ("Lanczos", the default,
+        "Latent" or "Latent (nearest)"), ``scale`` (default 2), ``width``,
         ``height``, ``steps`` (0: num_inference_steps) and ``strength`` (default 0.7): the
         picture is resized (Lanczos) and drawn again as img2img with the same seed.
 
@@ -157,11 +158,11 @@ class Pipeline:
             raise InvalidArgument(f"preview_every must be an integer >= 1, got {preview_every!r}")
         hires_args = None
         if hires is not None:
-            unknown = set(hires) - {"scale", "width", "height", "steps", "strength"}
+            unknown = set(hires) - {"upscaler", "scale", "width", "height", "steps", "strength"}
             if not isinstance(hires, dict) or unknown:
                 raise InvalidArgument("hires must be a dict of scale, width, height, steps, "
                                       f"strength; got {hires!r}")
-            hires_args = (float(hires.get("scale", 2.0)), int(hires.get("width", 0)),
+            hires_args = (str(hires.get("upscaler", "Lanczos")), float(hires.get("scale", 2.0)), int(hires.get("width", 0)),
                           int(hires.get("height", 0)), int(hires.get("steps", 0)),
                           float(hires.get("strength", 0.7)))
         on_preview = None

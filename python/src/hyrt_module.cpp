@@ -97,13 +97,14 @@ class PyModel {
                     const std::string& sampler, int batch, nb::object callback,
                     std::optional<hyrt::CancelToken> cancel, nb::object image, nb::object mask,
                     double strength, bool taesd, nb::object preview, int preview_every,
-                    int clip_skip, std::optional<std::tuple<double, int, int, int, double>> hires) {
+                    int clip_skip,
+                    std::optional<std::tuple<std::string, double, int, int, int, double>> hires) {
     hyrt::Model& m = model();
     hyrt::GenerateOptions o;
     o.clip_skip = clip_skip;
     if (hires) {
       hyrt::GenerateOptions::Hires h;
-      std::tie(h.scale, h.width, h.height, h.steps, h.strength) = *hires;
+      std::tie(h.upscaler, h.scale, h.width, h.height, h.steps, h.strength) = *hires;
       o.hires = h;
     }
     o.taesd = taesd;

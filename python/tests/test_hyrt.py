@@ -374,5 +374,9 @@ def test_hires_fix(pipe):
     first = pipe(PROMPT, **args)[0]
     by_hand = pipe(PROMPT, **dict(args, width=96, height=96), image=first, strength=0.5)[0]
     assert hires.tobytes() == by_hand.tobytes()
+    latent = pipe(PROMPT, **args, hires={"upscaler": "Latent", "scale": 1.5, "strength": 0.5})[0]
+    assert latent.size == (96, 96) and "Hires upscaler: Latent" in latent.info["parameters"]
     with pytest.raises(hyrt.InvalidArgument):
         pipe(PROMPT, **args, hires={"scale": 1.5, "bogus": 1})
+    with pytest.raises(hyrt.InvalidArgument):
+        pipe(PROMPT, **args, hires={"upscaler": "ESRGAN"})

@@ -248,6 +248,8 @@ hyrt_status hyrt_generate(hyrt_model* model, const hyrt_generate_options* option
       h.height = options->hires_height;
       h.steps = options->hires_steps;
       h.strength = options->hires_strength;
+      if (HYRT_HAS_FIELD(options, hires_upscaler) && options->hires_upscaler)
+        h.upscaler = options->hires_upscaler;
       o.hires = h;
     }
     if (options->on_step) {

@@ -407,7 +407,8 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   p.batch = o.batch;
   p.clip_skip = o.clip_skip;
   if (o.hires)
-    p.hires = pipeline::HiresFix{.scale = o.hires->scale,
+    p.hires = pipeline::HiresFix{.upscaler = pipeline::parse_hires_upscaler(o.hires->upscaler),
+                                 .scale = o.hires->scale,
                                  .width = o.hires->width,
                                  .height = o.hires->height,
                                  .steps = o.hires->steps,

@@ -1,10 +1,15 @@
 #include "pipeline/txt2img.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <exception>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -60,6 +65,22 @@ Tensor encode_sample(DiffusionModel& model, const Tensor& x, int b, TorchCpuRng&
 
 ImageLatents prepare_image_latents(DiffusionModel& model, const InitImage& init, int b, int uc,
                                    TorchCpuRng& rng) {
+  if (init.latents) {
+    // diffusers' prepare_latents for a 4-channel `image`: the latents as they are, repeated to
+    // the batch; the noise is the first draw.
+    const Shape& ls = init.latents->shape();
+    HYRT_CHECK(ls[1] == model.vae_config().latent_channels && uc == ls[1], kInvalidArgument,
+               "init latents have ", ls[1], " channels; the model's latents ",
+               model.vae_config().latent_channels, " (and its UNet takes ", uc, ")");
+    ImageLatents out;
+    out.image = Tensor(DType::kF32, {b, ls[1], ls[2], ls[3]}, "the init latents for the batch");
+    const int64_t rows_n = init.latents->numel();
+    for (int64_t i = 0; i < out.image.numel(); ++i)
+      out.image.as<float>()[i] = init.latents->as<float>()[i % rows_n];
+    out.noise = Tensor(DType::kF32, out.image.shape(), "the img2img noise");
+    rng.randn({out.noise.as<float>(), static_cast<size_t>(out.noise.numel())});
+    return out;
+  }
   const Shape& is = init.image.shape();
   const int f = model.vae_scale_factor();
   const int lc = model.vae_config().latent_channels;
@@ -144,6 +165,17 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
              "initial latents and an init image exclude each other");
   HYRT_CHECK(std::isfinite(p.init->strength) && p.init->strength > 0 && p.init->strength <= 1,
              kInvalidArgument, "strength must be in (0, 1] (got ", p.init->strength, ")");
+  if (p.init->latents) {
+    const Shape& ls = p.init->latents->shape();
+    HYRT_CHECK(p.init->latents->dtype() == DType::kF32 && ls.rank() == 4 &&
+                   (ls[0] == 1 || ls[0] == p.batch) && ls[2] == p.height / m &&
+                   ls[3] == p.width / m,
+               kInvalidArgument, "init latents must be f32 [1 or ", p.batch, ", C, ", p.height / m,
+               ", ", p.width / m, "], got ", ls.to_string());
+    HYRT_CHECK(!p.init->mask, kInvalidArgument, "init latents take no mask (inpainting)");
+    (void)first_img2img_step(p.steps, p.init->strength);
+    return;
+  }
   const Shape& is = p.init->image.shape();
   HYRT_CHECK(p.init->image.dtype() == DType::kF32 && is.rank() == 4 &&
                  (is[0] == 1 || is[0] == p.batch) && is[1] == p.height && is[2] == p.width &&
@@ -178,6 +210,32 @@ std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int 
   return {round_down(w), round_down(h)};
 }
 
+std::string_view hires_upscaler_name(HiresFix::Upscaler u) {
+  switch (u) {
+    case HiresFix::Upscaler::kLanczos:
+      return "Lanczos";
+    case HiresFix::Upscaler::kLatent:
+      return "Latent";
+    case HiresFix::Upscaler::kLatentNearest:
+      return "Latent (nearest)";
+  }
+  return "Lanczos";
+}
+
+HiresFix::Upscaler parse_hires_upscaler(std::string_view name) {
+  const auto lower = [](std::string_view s) {
+    std::string out(s);
+    for (char& c : out)
+      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  };
+  for (const auto u : {HiresFix::Upscaler::kLanczos, HiresFix::Upscaler::kLatent,
+                       HiresFix::Upscaler::kLatentNearest})
+    if (lower(name) == lower(hires_upscaler_name(u))) return u;
+  fail(ErrorCode::kInvalidArgument, "unknown hires upscaler \"", name,
+       "\" (hyrt has \"Lanczos\", \"Latent\" and \"Latent (nearest)\")");
+}
+
 void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp) {
   gp.extra.emplace_back("Denoising strength", str_cat(hires.strength));
   if (hires.width > 0 || hires.height > 0)
@@ -185,7 +243,7 @@ void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp) {
   else
     gp.extra.emplace_back("Hires upscale", str_cat(hires.scale));
   if (hires.steps > 0) gp.extra.emplace_back("Hires steps", str_cat(hires.steps));
-  gp.extra.emplace_back("Hires upscaler", "Lanczos");
+  gp.extra.emplace_back("Hires upscaler", std::string(hires_upscaler_name(hires.upscaler)));
 }
 
 bool uses_cfg(const DiffusionModel& model, const Txt2ImgParams& p) {
@@ -208,7 +266,7 @@ bool can_batch_together(const DiffusionModel& model, const Txt2ImgParams& a,
   return a.width == b.width && a.height == b.height && a.steps == b.steps &&
          a.sampler == b.sampler && uses_cfg(model, a) == uses_cfg(model, b) && !a.init && !b.init &&
          !a.hires && !b.hires && !a.release_stages && !b.release_stages &&
-         same_loras(a.loras, b.loras) && a.tiny_vae == b.tiny_vae;
+         same_loras(a.loras, b.loras) && a.tiny_vae == b.tiny_vae && a.decode == b.decode;
 }
 
 namespace {
@@ -484,6 +542,11 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   const double denoise_ms = ms_since(t0);
   if (lone && p0.release_stages) model.release("unet");
   log_resident_after("sampling");
+  if (!p0.decode) {  // the same for every lane (can_batch_together)
+    for (Lane* l : lanes)
+      l->result.timings.denoise_ms = denoise_ms;
+    return;
+  }
 
   // 4. Decode: latents / scaling_factor -> VAE -> (x / 2 + 0.5).clamp(0, 1), NHWC.
   for (Lane* l : lanes)
@@ -654,6 +717,53 @@ std::vector<Txt2ImgOutcome> txt2img_batch(DiffusionModel& model,
 
 namespace {
 
+// torch.nn.functional.interpolate(x, size=(h, w), mode="bilinear" or "nearest",
+// align_corners=False, antialias=False) of NCHW latents, as A1111's latent upscalers call it.
+Tensor resize_latents(const Tensor& x, int64_t h, int64_t w, bool bilinear) {
+  const Shape& s = x.shape();
+  const int64_t planes = s[0] * s[1], ih = s[2], iw = s[3];
+  Tensor out(DType::kF32, {s[0], s[1], h, w}, "the upscaled latents");
+  // Source coordinates (ATen's area_pixel_compute_source_index; nearest: floor(dst · in / out)).
+  struct Tap {
+    int64_t i0, i1;
+    float w0, w1;
+  };
+  const auto taps = [bilinear](int64_t in, int64_t out_n) {
+    std::vector<Tap> t(static_cast<size_t>(out_n));
+    const float scale = static_cast<float>(in) / static_cast<float>(out_n);
+    for (int64_t d = 0; d < out_n; ++d) {
+      if (!bilinear) {
+        const int64_t i =
+            std::min(static_cast<int64_t>(std::floor(static_cast<float>(d) * scale)), in - 1);
+        t[static_cast<size_t>(d)] = {i, i, 1.0f, 0.0f};
+        continue;
+      }
+      const float src = std::max(scale * (static_cast<float>(d) + 0.5f) - 0.5f, 0.0f);
+      const int64_t i0 = static_cast<int64_t>(src);
+      const int64_t step = i0 < in - 1 ? 1 : 0;
+      const float l1 = src - static_cast<float>(i0);
+      t[static_cast<size_t>(d)] = {i0, i0 + step, 1.0f - l1, l1};
+    }
+    return t;
+  };
+  const std::vector<Tap> ty = taps(ih, h), tx = taps(iw, w);
+  for (int64_t pl = 0; pl < planes; ++pl) {
+    const float* src = x.as<float>() + pl * ih * iw;
+    float* dst = out.as<float>() + pl * h * w;
+    for (int64_t y = 0; y < h; ++y) {
+      const Tap& a = ty[static_cast<size_t>(y)];
+      const float* r0 = src + a.i0 * iw;
+      const float* r1 = src + a.i1 * iw;
+      for (int64_t xx = 0; xx < w; ++xx) {
+        const Tap& b = tx[static_cast<size_t>(xx)];
+        dst[y * w + xx] =
+            a.w0 * (b.w0 * r0[b.i0] + b.w1 * r0[b.i1]) + a.w1 * (b.w0 * r1[b.i0] + b.w1 * r1[b.i1]);
+      }
+    }
+  }
+  return out;
+}
+
 // Every field of `p` but its tensors (initial_latents, init), which a hires pass sets itself.
 // A field added to Txt2ImgParams is added here.
 Txt2ImgParams settings_of(const Txt2ImgParams& p) {
@@ -679,6 +789,7 @@ Txt2ImgParams settings_of(const Txt2ImgParams& p) {
   q.cancelled = p.cancelled;
   q.on_latents = p.on_latents;
   q.on_denoised = p.on_denoised;
+  q.decode = p.decode;
   return q;
 }
 
@@ -697,20 +808,39 @@ Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& schedu
   }
   first.hires.reset();
   first.release_stages = false;  // the second pass needs them all again
+  const bool latent = hr.upscaler != HiresFix::Upscaler::kLanczos;
+  std::optional<Tensor> last;  // the latent upscalers: the first pass's final latents
+  if (latent) {
+    first.decode = false;
+    first.on_latents = [&](const Tensor& x) {
+      last.emplace(DType::kF32, x.shape(), "the first pass's latents");
+      std::memcpy(last->data(), x.data(), x.bytes());
+      if (p.on_latents) p.on_latents(x);
+    };
+  }
   first.on_step = [&](int done, int total) {
     first_total = total;
     if (p.on_step) p.on_step(done, total);
   };
   Txt2ImgResult r1 = txt2img(model, scheduler_config, first);
 
-  const auto [w2, h2] = hires_size(hr, p.width, p.height, model.vae_scale_factor());
-  const int64_t pixels = int64_t{p.height} * p.width * 3;
-  Tensor upscaled(DType::kF32, {p.batch, h2, w2, 3}, "the upscaled first-pass pictures");
-  for (int i = 0; i < p.batch; ++i) {
-    const Image8 img = float_to_image8(
-        {r1.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, p.height, p.width);
-    const Tensor t = picture_tensor(img, w2, h2);
-    std::memcpy(upscaled.as<float>() + i * t.numel(), t.data(), t.bytes());
+  const int f = model.vae_scale_factor();
+  const auto [w2, h2] = hires_size(hr, p.width, p.height, f);
+  InitImage init;
+  init.strength = hr.strength;
+  if (latent) {
+    HYRT_CHECK(last.has_value(), kInternal, "the hires fix's first pass gave no latents");
+    init.latents =
+        resize_latents(*last, h2 / f, w2 / f, hr.upscaler == HiresFix::Upscaler::kLatent);
+  } else {
+    const int64_t pixels = int64_t{p.height} * p.width * 3;
+    init.image = Tensor(DType::kF32, {p.batch, h2, w2, 3}, "the upscaled first-pass pictures");
+    for (int i = 0; i < p.batch; ++i) {
+      const Image8 img = float_to_image8(
+          {r1.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, p.height, p.width);
+      const Tensor t = picture_tensor(img, w2, h2);
+      std::memcpy(init.image.as<float>() + i * t.numel(), t.data(), t.bytes());
+    }
   }
   r1.images = Tensor();  // the first pass's pictures are not kept
   Txt2ImgParams second = settings_of(p);
@@ -720,7 +850,7 @@ Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& schedu
   second.steps = hr.steps > 0 ? hr.steps : p.steps;
   second.original_size.reset();  // SDXL: the micro-conditioning of the larger size
   second.target_size.reset();
-  second.init = InitImage{std::move(upscaled), hr.strength, {}};
+  second.init = std::move(init);
   if (p.on_step)
     second.on_step = [&](int done, int total) {
       p.on_step(first_total + done, first_total + total);

@@ -28,6 +28,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/tensor.h"
@@ -47,6 +48,10 @@ struct InitImage {
   // get_timesteps). 1 starts from pure noise (for a 4-channel model still anchored outside
   // the mask).
   double strength = 0.8;
+  // Instead of `image` (left empty): latents NCHW [1 or batch, C, height/f, width/f], already
+  // × scaling_factor — diffusers' img2img given a 4-channel `image`: no VAE encode and no draw
+  // for it, the noise is the generator's first draw. Not with a mask.
+  std::optional<Tensor> latents;
   // Inpainting: NHWC [1, height, width, 1] in [0, 1], 1 = repaint; binarised at 0.5 and
   // resized to the latent size by nearest neighbour (diffusers' mask processor and
   // prepare_mask_latents). Absent: img2img.
@@ -58,6 +63,11 @@ struct InitImage {
 // Lanczos (Pillow's filter, as the init images of img2img are), so a hires call gives exactly
 // what saving the first picture and running img2img on it with the same seed gives.
 struct HiresFix {
+  // How the first pass is made larger: kLanczos as above; A1111's "Latent" (kLatent: its final
+  // latents resized bilinearly, torch's interpolate without antialiasing, as diffusers' img2img
+  // takes latents: no decode of the first pass, no VAE encode) and "Latent (nearest)".
+  enum class Upscaler { kLanczos, kLatent, kLatentNearest };
+  Upscaler upscaler = Upscaler::kLanczos;
   double scale = 2.0;     // the larger size: the params' size × scale (A1111's hr_scale) ...
   int width = 0;          // ... unless width / height are given (hr_resize_x / hr_resize_y; one
   int height = 0;         // alone keeps the aspect ratio); rounded down to the VAE factor
@@ -71,7 +81,11 @@ struct HiresFix {
 std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int m);
 
 // The hires fix in A1111's parameters text: "Denoising strength", "Hires upscale" (or "Hires
-// resize: WxH"), "Hires steps" (when set), "Hires upscaler: Lanczos".
+// resize: WxH"), "Hires steps" (when set), "Hires upscaler" (Lanczos, Latent, Latent (nearest)).
+// hires_upscaler_name / parse_hires_upscaler: those names (parse: case-insensitive;
+// kInvalidArgument listing them for another).
+std::string_view hires_upscaler_name(HiresFix::Upscaler u);
+HiresFix::Upscaler parse_hires_upscaler(std::string_view name);
 void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp);
 
 // Move-only (tensors). A field added here is also copied by txt2img.cpp's settings_of().
@@ -127,6 +141,9 @@ struct Txt2ImgParams {
   std::function<bool()> cancelled;
   // Called after each denoising step with the latents, NCHW [batch, C, h, w] (parity checks).
   std::function<void(const Tensor&)> on_latents;
+  // false: stop after denoising, without the VAE decode (the result has no images; the caller
+  // takes the latents from on_latents) — the hires fix's latent first pass.
+  bool decode = true;
   // Live previews: called after each denoising step with (steps run so far, steps that will
   // run, the clean latents the model predicts at that step: Sampler::predicted_original of the
   // guided output, NCHW [batch, C, h, w], before 1/scaling_factor — decode_preview() makes

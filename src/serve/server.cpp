@@ -612,7 +612,7 @@ struct Server::Impl {
                 json::array({{{"name", "automatic"}, {"label", "Automatic"}, {"aliases", nullptr}},
                              {{"name", "karras"}, {"label", "Karras"}, {"aliases", nullptr}}}));
         }));
-    // The hires fix's upscalers (txt2img's hr_upscaler): the pixel resize only; no latent modes.
+    // The hires fix's upscalers (txt2img's hr_upscaler): the pixel resize and the latent modes.
     http.Get("/sdapi/v1/upscalers", handler([](const auto&, auto& res) {
                json list = json::array();
                for (const char* name : {"None", "Lanczos"})
@@ -623,8 +623,9 @@ struct Server::Impl {
                                  {"scale", 4}});
                reply(res, 200, list);
              }));
-    http.Get("/sdapi/v1/latent-upscale-modes",
-             handler([](const auto&, auto& res) { reply(res, 200, json::array()); }));
+    http.Get("/sdapi/v1/latent-upscale-modes", handler([](const auto&, auto& res) {
+               reply(res, 200, json::array({{{"name", "Latent"}}, {{"name", "Latent (nearest)"}}}));
+             }));
     http.Post("/sdapi/v1/png-info", handler([](const httplib::Request& req, auto& res) {
                 reply(res, 200, png_info(object_body(req)));
               }));

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <array>
+#include <cstdio>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -18,6 +19,7 @@
 #include "pipeline/txt2img.h"
 #include "plan/placement.h"
 #include "test_util.h"
+#include "weights/safetensors.h"
 
 namespace hyrt {
 namespace {
@@ -77,6 +79,54 @@ TEST(HiresFix, IsTxt2ImgThenImg2ImgFromTheEightBitPicture) {
   EXPECT_GT(test::relative_l2(by_hand.images.as<float>(), second.init->image.as<float>(),
                               static_cast<size_t>(hires.images.numel())),
             1e-2);
+}
+
+// The latent upscalers (A1111's "Latent", "Latent (nearest)"): the first pass's latents resized
+// as torch's interpolate does and given to img2img as latents, against diffusers
+// (tests/data/hires_latent_cases.safetensors, made by tests/data/make_hires_latent_cases.py).
+TEST(HiresFix, LatentUpscalersMatchDiffusers) {
+  const auto golden = test::golden_dir("sd15-tiny");
+  if (!golden) GTEST_SKIP() << "../shared/golden/sd15-tiny not found: skipped";
+  const auto data = weights::SafetensorsFile::open(std::string(HYRT_SOURCE_DIR) +
+                                                   "/tests/data/hires_latent_cases.safetensors");
+  const auto read = [&](const std::string& name) {
+    const TensorView v = data->view(name);
+    Tensor t(DType::kF32, v.shape, name.c_str());
+    std::memcpy(t.data(), v.data, t.bytes());
+    return t;
+  };
+  exec::Engine engine(exec::EngineOptions{.placement = plan::PlacementMode::kHost});
+  auto model = pipeline::DiffusionModel::open(*golden / "model", engine);
+  for (const auto& [upscaler, mode] :
+       {std::pair{pipeline::HiresFix::Upscaler::kLatent, "bilinear"},
+        std::pair{pipeline::HiresFix::Upscaler::kLatentNearest, "nearest"}}) {
+    SCOPED_TRACE(mode);
+    pipeline::Txt2ImgParams p = base_params();
+    p.batch = 1;
+    p.seed = 9;
+    p.cfg_scale = 5.0f;
+    p.hires = pipeline::HiresFix{.upscaler = upscaler, .scale = 2.0, .steps = 5, .strength = 0.6};
+    std::vector<Tensor> latents;  // after every step of both passes
+    p.on_latents = [&](const Tensor& x) {
+      latents.emplace_back(DType::kF32, x.shape(), "a step's latents");
+      std::memcpy(latents.back().data(), x.data(), x.bytes());
+    };
+    const pipeline::Txt2ImgResult r = pipeline::txt2img(*model, model->scheduler_config(), p);
+    ASSERT_EQ(latents.size(), 4u + 3u);  // int(5 · 0.6) = 3 second-pass steps
+    const Tensor want_first = read("first.latents"), want = read(std::string(mode) + ".latents");
+    const auto rel = [](const Tensor& a, const Tensor& b) {
+      EXPECT_EQ(a.shape(), b.shape());
+      return test::relative_l2(a.as<float>(), b.as<float>(), static_cast<size_t>(b.numel()));
+    };
+    EXPECT_LE(rel(latents[3], want_first), 2e-3);
+    const double err = rel(latents.back(), want);
+    std::printf("  hires %s: final latents relative L2 %.3g\n", mode, err);
+    EXPECT_LE(err, 2e-3);
+    EXPECT_EQ(r.images.shape(), Shape({1, 48, 64, 3}));
+  }
+  EXPECT_EQ(pipeline::parse_hires_upscaler("latent (Nearest)"),
+            pipeline::HiresFix::Upscaler::kLatentNearest);
+  EXPECT_THROW(pipeline::parse_hires_upscaler("R-ESRGAN 4x+"), Error);
 }
 
 TEST(HiresFix, SizesAndBadSettings) {

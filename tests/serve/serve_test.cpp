@@ -560,12 +560,16 @@ TEST_F(ServeTest, HiresFixEqualsTheCli) {
       hyrt::pipeline::decode_png(hyrt::serve::base64_decode(out["images"][0].get<std::string>()))
           .image.width,
       96);
-  // GET /sdapi/v1/upscalers lists what hr_upscaler takes; there are no latent modes.
+  // GET /sdapi/v1/upscalers and latent-upscale-modes list what hr_upscaler takes.
   const json upscalers = get_json("/sdapi/v1/upscalers");
   ASSERT_EQ(upscalers.size(), 2u) << upscalers.dump();
   EXPECT_EQ(upscalers[1]["name"], "Lanczos");
-  EXPECT_TRUE(get_json("/sdapi/v1/latent-upscale-modes").empty());
+  EXPECT_EQ(get_json("/sdapi/v1/latent-upscale-modes")[0]["name"], "Latent");
   req["hr_upscaler"] = "Latent";
+  expect_served_as_cli(req,
+                       "--hires-scale 1.5 --hires-steps 4 --hires-strength 0.5 "
+                       "--hires-upscaler Latent");
+  req["hr_upscaler"] = "SwinIR 4x";
   const auto r = post("/sdapi/v1/txt2img", req);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->status, 422) << r->body;

@@ -69,6 +69,7 @@ struct GenerateArgs {
   std::string preview_path = "preview.png";
   int preview_interval = 1;  // steps between previews (the last step always writes one)
   pipeline::HiresFix hires;  // A1111's hires fix, when any --hires-* flag is given
+  std::string hires_upscaler = "Lanczos";
   bool has_hires = false;
 };
 
@@ -225,7 +226,10 @@ void run(const GenerateArgs& a_in) {
   p.steps = a.steps;
   p.cfg_scale = a.cfg_scale;
   p.clip_skip = a.clip_skip > 0 ? a.clip_skip : 1;
-  if (a.has_hires) p.hires = a.hires;
+  if (a.has_hires) {
+    p.hires = a.hires;
+    p.hires->upscaler = parse_hires_upscaler(a.hires_upscaler);
+  }
   p.width = a.width > 0 ? a.width : 512;  // checked again with the model's defaults below
   p.height = a.height > 0 ? a.height : 512;
   p.batch = a.batch;
@@ -424,6 +428,11 @@ CommandRegistrar reg(10, [](CLI::App& app) {
                 "(Lanczos) and draw it again as img2img (default 2 with any --hires-* flag)")
       ->check(CLI::Range(1.0, 8.0))
       ->each(hires_on);
+  c->add_option("--hires-upscaler", a->hires_upscaler,
+                "Hires fix: Lanczos (the picture resized), Latent (the latents resized "
+                "bilinearly, as A1111's default) or \"Latent (nearest)\"")
+      ->each(hires_on)
+      ->capture_default_str();
   c->add_option("--hires-width", a->hires.width,
                 "Hires fix: the second pass's width instead of the scale (alone: keeps the aspect)")
       ->check(CLI::Range(8, 16384))
