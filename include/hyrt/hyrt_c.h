@@ -158,7 +158,7 @@ typedef struct hyrt_generate_options {
   double hires_scale; /* default 0: off */
   int hires_width, hires_height;
   int hires_steps;
-  double hires_strength; /* default 0.7 */
+  double hires_strength;      /* default 0.7 */
   const char* hires_upscaler; /* "Lanczos" (NULL, the default), "Latent", "Latent (nearest)" */
 } hyrt_generate_options;
 
