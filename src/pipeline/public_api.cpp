@@ -13,7 +13,6 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <cstring>
 #include <deque>
 #include <filesystem>
 #include <map>
@@ -452,16 +451,10 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
     p.on_denoised = [c, every = o.preview_every, tiny = m.has_tiny_vae(), &m](int step, int total,
                                                                               const Tensor& x0) {
       if (step % every != 0 && step != total) return;
-      const Shape& s = x0.shape();
-      Tensor first(DType::kF32, {1, s[1], s[2], s[3]}, "the first image's predicted latents");
-      std::memcpy(first.data(), x0.data(), first.bytes());
-      const Tensor px = pipeline::decode_preview(m, first, tiny);
-      const int h = static_cast<int>(px.shape()[1]), w = static_cast<int>(px.shape()[2]);
-      const pipeline::Image8 img =
-          pipeline::float_to_image8({px.as<float>(), static_cast<size_t>(px.numel())}, h, w);
+      pipeline::Image8 img = pipeline::preview_image8(m, x0, tiny);
       {
         std::lock_guard<std::mutex> lock(c->mutex);
-        c->preview = Image{w, h, img.pixels, "", 0};
+        c->preview = Image{img.width, img.height, std::move(img.pixels), "", 0};
         c->preview_step = step;
       }
       c->changed.notify_all();
@@ -514,20 +507,10 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
   const pipeline::Txt2ImgParams& q = call->params;
   const pipeline::Txt2ImgResult& r = call->outcome.result;
 
-  pipeline::GenerationParameters gp;
+  pipeline::GenerationParameters gp =
+      pipeline::generation_parameters(*impl_->model, q, impl_->taesd_name);
   gp.prompt = call->prompt;  // verbatim, LoRA tags included (as A1111 records it)
-  gp.negative_prompt = q.negative_prompt.value_or("");
-  gp.steps = q.steps;
-  gp.sampler = std::string(pipeline::sampler_display_name(q.sampler));
-  gp.cfg_scale = q.cfg_scale;
-  gp.seed = q.seed;
-  gp.width = q.width;
-  gp.height = q.height;
   gp.model = impl_->name;
-  if (q.init) gp.extra.emplace_back("Denoising strength", str_cat(q.init->strength));
-  if (q.hires) pipeline::add_hires_parameters(*q.hires, gp);
-  if (q.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(q.clip_skip));
-  if (q.tiny_vae) gp.extra.emplace_back("VAE", impl_->taesd_name);
   if (!call->lora_list.empty()) {
     std::string list;
     for (const std::string& l : call->lora_list)

@@ -210,6 +210,33 @@ std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int 
   return {round_down(w), round_down(h)};
 }
 
+GenerationParameters generation_parameters(const DiffusionModel& model, const Txt2ImgParams& p,
+                                           std::string_view vae_name) {
+  GenerationParameters gp;
+  gp.negative_prompt = p.negative_prompt.value_or("");
+  gp.steps = p.steps;
+  gp.sampler = std::string(sampler_display_name(p.sampler));
+  gp.cfg_scale = p.cfg_scale;
+  gp.seed = p.seed;
+  gp.width = p.width;
+  gp.height = p.height;
+  if (p.tiny_vae) gp.extra.emplace_back("VAE", std::string(vae_name));
+  if (model.family() == models::ModelFamily::kSdxl) {
+    // What A1111 records for SDXL's size conditioning when it differs from the defaults.
+    if (p.original_size)
+      gp.extra.emplace_back("Original size",
+                            str_cat((*p.original_size)[1], "x", (*p.original_size)[0]));
+    if (p.crop_top_left != std::array<int, 2>{0, 0})
+      gp.extra.emplace_back("Crop", str_cat(p.crop_top_left[0], ",", p.crop_top_left[1]));
+    if (p.target_size)
+      gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
+  }
+  if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
+  if (p.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(p.clip_skip));
+  if (p.hires) add_hires_parameters(*p.hires, gp);
+  return gp;
+}
+
 std::string_view hires_upscaler_name(HiresFix::Upscaler u) {
   switch (u) {
     case HiresFix::Upscaler::kLanczos:

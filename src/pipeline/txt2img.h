@@ -152,6 +152,14 @@ struct Txt2ImgParams {
   std::function<void(int, int, const Tensor&)> on_denoised;
 };
 
+// A call's A1111 parameters but the prompt and the model's name, which the caller sets (the
+// prompt verbatim, LoRA tags included): steps, sampler, CFG scale, seed, size (the first pass's
+// under the hires fix), then in A1111's order "VAE: <vae_name>" when the call decodes with the
+// TAESD, SDXL's size conditioning where set, "Denoising strength" (img2img), "Clip skip" (> 1)
+// and the hires fields. One definition for the CLI's PNGs and the library's Image::parameters.
+GenerationParameters generation_parameters(const DiffusionModel& model, const Txt2ImgParams& p,
+                                           std::string_view vae_name);
+
 // Latents NCHW [batch, C, h, w] (before 1/scaling_factor) to pictures NHWC [batch, H, W, 3] f32
 // in [0, 1]: with the model's TAESD decoder when `tiny_vae` (kInvalidArgument without one),
 // else with its VAE. What txt2img's last stage does, also for previews from on_denoised.

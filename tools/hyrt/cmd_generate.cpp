@@ -326,30 +326,10 @@ void run(const GenerateArgs& a_in) {
   for (const auto& w : r.warnings)
     std::fprintf(stderr, "hyrt: warning: %s\n", w.c_str());
 
-  GenerationParameters gp;
+  GenerationParameters gp = generation_parameters(
+      *model, p, a.taesd.empty() ? "" : weights::TinyAutoencoderWeights::display_name(a.taesd));
   gp.prompt = a.prompt;  // verbatim, <lora:...> tags included (as A1111 records it)
-  gp.negative_prompt = p.negative_prompt.value_or("");
-  gp.steps = p.steps;
-  gp.sampler = std::string(sampler_display_name(sampler));
-  gp.cfg_scale = p.cfg_scale;
-  gp.width = p.width;
-  gp.height = p.height;
   gp.model = std::filesystem::path(a.model).filename().string();
-  if (p.tiny_vae)
-    gp.extra.emplace_back("VAE", weights::TinyAutoencoderWeights::display_name(a.taesd));
-  if (model->family() == models::ModelFamily::kSdxl) {
-    // What A1111 records for SDXL's size conditioning when it differs from the defaults.
-    if (p.original_size)
-      gp.extra.emplace_back("Original size",
-                            str_cat((*p.original_size)[1], "x", (*p.original_size)[0]));
-    if (p.crop_top_left != std::array<int, 2>{0, 0})
-      gp.extra.emplace_back("Crop", str_cat(p.crop_top_left[0], ",", p.crop_top_left[1]));
-    if (p.target_size)
-      gp.extra.emplace_back("Target size", str_cat((*p.target_size)[1], "x", (*p.target_size)[0]));
-  }
-  if (p.init) gp.extra.emplace_back("Denoising strength", str_cat(p.init->strength));
-  if (p.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(p.clip_skip));
-  if (p.hires) add_hires_parameters(*p.hires, gp);
   if (!lora_labels.empty()) {
     std::string list;
     for (const std::string& l : lora_labels)
@@ -362,7 +342,7 @@ void run(const GenerateArgs& a_in) {
             out_w = static_cast<int>(r.images.shape()[2]);
   const int64_t pixels = static_cast<int64_t>(out_w) * out_h * 3;
   for (int i = 0; i < p.batch; ++i) {
-    gp.seed = p.seed;  // one seed per batch (the latents of item i follow item i-1's)
+    // One seed per batch (the latents of item i follow item i-1's): gp.seed is p.seed.
     if (p.batch > 1) gp.extra.emplace_back("Batch index", std::to_string(i));
     const Image8 img = float_to_image8(
         {r.images.as<float>() + i * pixels, static_cast<size_t>(pixels)}, out_h, out_w);
