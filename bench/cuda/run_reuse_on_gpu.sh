@@ -12,7 +12,11 @@
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor),
 #   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
 #   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
-#   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes)
+#   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes),
+#   attn_tests (the CUDA attention tests with cuDNN's plans, the default, and with
+#   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
+#   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
+#   1024² by NVML's counter, bench/cuda/nvml_energy.py)
 # PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; MODEL_FILTER: the
 # model tests' GoogleTest filter (without models/ carried, leave out TinyVae.RefusesWhat*).
 # Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
@@ -70,6 +74,17 @@ if [[ $what == *ops* ]]; then
   echo "sampler/TAESD/LCM model tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/model.log" |
     tr '\n' ' ')"
 fi
+if [[ $what == *attn_tests* ]]; then
+  gpu_build ops_build.log hyrt_ops_tests
+  for form in auto own; do
+    HYRT_CUDA_ATTENTION=$form timeout 200 build-gpu/tests/hyrt_ops_tests \
+      --gtest_filter='CudaAttention*' >"$out/attn_tests_$form.log" 2>&1
+    echo "attention tests $form rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/attn_tests_$form.log" |
+      tr '\n' ' ') programs: $(grep -oE "runs (cudnn|own)" "$out/attn_tests_$form.log" | sort |
+      uniq -c | tr '\n' ' ')"
+    grep -E '^\[  FAILED  \]|first run before the plan' "$out/attn_tests_$form.log" | head -n 8
+  done
+fi
 if [[ $what == *parity* ]]; then
   for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
     "sdxl-tiny --placement device"; do
@@ -86,6 +101,26 @@ if [[ $what == *sd15* ]]; then
       bench "sd15_${form}_$round" -m random:sd15 --int8 --only unet --placement device --resize \
         --sizes 512,1024,768,640 --runs 20 --warmup 3 "${flag[@]}"
     done
+  done
+fi
+if [[ $what == *attn\ * || $what == *attn ]]; then
+  for round in 1 2; do
+    for form in own auto; do
+      HYRT_CUDA_ATTENTION=$form bench "sd15_attn_${form}_$round" -m random:sd15 --int8 \
+        --only unet --placement device --resize --sizes 512,1024,768,640 --runs 20 --warmup 3
+    done
+  done
+fi
+if [[ $what == *energy* ]]; then
+  for size in 512 1024; do
+    long=220; [[ $size == 1024 ]] && long=120
+    timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds 2 -- \
+      "$hyrt" bench -m random:sd15 --int8 --only unet --placement device -W $size -H $size \
+      --runs '{runs}' --warmup 3 >"$out/energy_$size.json" 2>"$out/energy_$size.err"
+    echo "energy $size rc=$?: $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+print(round(j['joules_per_step_median'], 3), 'J/step', [round(r['joules_per_step'], 3) for r in j['rounds']], \
+[round(r['seconds_per_step_wall'] * 1000, 2) for r in j['rounds']], 'ms/step')" "$out/energy_$size.json" 2>&1 |
+      tail -n 1)"
   done
 fi
 if [[ $what == *first* ]]; then

@@ -52,6 +52,15 @@ class Kernel {
   // own scratch), for the per-shape cache budget. Memory shared between kernels (a
   // backend's resident weights, the arenas) is not counted here.
   virtual size_t held_bytes() const { return 0; }
+  // False while the kernel is still preparing a faster program off the calling thread (a
+  // library's plan being built): until then run() enqueues a fallback's work, and the first
+  // run() after the program is ready switches to it, so work captured into a Replay while a
+  // kernel is unsettled is provisional and must be captured again once it settles
+  // (exec::Executable does). Both results are the op's; they may differ in rounding.
+  // Thread safe (the executor polls it between runs).
+  virtual bool settled() const { return true; }
+  // Blocks until settled() (benchmarks of the steady state, tests).
+  virtual void settle() {}
 };
 
 // Memory owned by a backend (host RAM or device memory).

@@ -294,6 +294,21 @@ void Executable::find_segments() {
   }
 }
 
+bool Executable::steps_settled(size_t begin, size_t end) const {
+  for (size_t s = begin; s < end; ++s)
+    if (!kernels_[s]->settled()) return false;
+  return true;
+}
+
+bool Executable::settled() const {
+  return steps_settled(0, kernels_.size());
+}
+
+void Executable::settle() {
+  for (const auto& k : kernels_)
+    k->settle();
+}
+
 int Executable::captured_steps() const {
   int n = 0;
   for (const Segment& seg : segments_)
@@ -438,6 +453,13 @@ void Executable::run_once() {
       ++seg;
     if (seg < segments_.size() && segments_[seg].begin == s) {
       Segment& sg = segments_[seg];
+      // A unit recorded while one of its kernels was still preparing its program is
+      // recorded again once they all have it (the fallback's work stays in the replay
+      // otherwise).
+      if (sg.replay && sg.provisional && capture_now && steps_settled(sg.begin, sg.end)) {
+        sg.replay.reset();
+        ++recaptures_;
+      }
       if (sg.replay) {
         sg.replay->launch();
         s = sg.end;
@@ -445,6 +467,8 @@ void Executable::run_once() {
       }
       if (capture_now) {
         backend::Backend& b = *backends_[sg.backend];
+        // Checked before: a kernel settled now runs its final program in the capture.
+        sg.provisional = !steps_settled(sg.begin, sg.end);
         b.begin_capture();
         try {
           run_steps(sg.begin, sg.end);

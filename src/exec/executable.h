@@ -166,6 +166,14 @@ class Executable {
   // ExecOptions::reuse_invariant off), and how many runs skipped them.
   size_t invariant_steps() const { return invariant_steps_; }
   int reused_runs() const { return reused_runs_; }
+  // False while a kernel is still preparing a faster program off this thread
+  // (backend::Kernel::settled: a library's plan being built). Runs meanwhile use the kernels'
+  // fallbacks; a unit captured then is provisional and is captured again by the first run
+  // after its kernels settle. recaptures() counts those.
+  bool settled() const;
+  // Blocks until settled() (benchmarks of the steady state; the next run recaptures).
+  void settle();
+  int recaptures() const { return recaptures_; }
 
  private:
   Executable() = default;
@@ -189,7 +197,10 @@ class Executable {
     size_t begin = 0, end = 0;  // steps [begin, end)
     int backend = 0;
     std::unique_ptr<backend::Replay> replay;  // recorded on the second run
+    bool provisional = false;                 // recorded while a kernel of it was unsettled
   };
+  // Every kernel of steps [begin, end) settled (backend::Kernel::settled).
+  bool steps_settled(size_t begin, size_t end) const;
 
   std::shared_ptr<const ir::Graph> graph_;
   std::vector<backend::Backend*> backends_;
@@ -212,6 +223,7 @@ class Executable {
   size_t invariant_steps_ = 0;         // the run-invariant prefix's steps
   mutable bool prefix_valid_ = false;  // the arenas hold the prefix's results for invariant_inputs_
   int reused_runs_ = 0;
+  int recaptures_ = 0;
   // Per run-invariant graph input: its id and its bytes at the last run that ran the prefix.
   std::vector<std::pair<ir::ValueId, std::vector<uint8_t>>> invariant_inputs_;
   // Claims every shared scratch for this executable (SharedScratch::claim); one that another

@@ -32,15 +32,26 @@ nlohmann::json stats(std::vector<double> ms) {
 }
 
 // Times fn() `warmup` + `runs` times; the first call's time is reported separately (it
-// includes building and preparing the executable for this shape).
+// includes building and preparing the executable for this shape). `settle` (optional) is
+// called after the warmup runs: it waits until the kernels have their final programs
+// (DiffusionModel::settle; until then they may run fallbacks), and one more untimed run then
+// records the final programs' CUDA graphs, so that the timed runs measure the steady state.
 // `timed` (optional) is called with true before the timed runs and false after them.
 nlohmann::json time_stage(int warmup, int runs, const std::function<void()>& fn,
+                          const std::function<void()>& settle,
                           const std::function<void(bool)>& timed = nullptr) {
   auto t0 = Clock::now();
   fn();
   const double first = ms_since(t0);
   for (int i = 1; i < warmup; ++i)
     fn();
+  double settle_ms = 0.0;
+  if (settle) {
+    t0 = Clock::now();
+    settle();
+    settle_ms = ms_since(t0);
+    fn();
+  }
   if (timed) timed(true);
   std::vector<double> ms;
   for (int i = 0; i < runs; ++i) {
@@ -51,6 +62,7 @@ nlohmann::json time_stage(int warmup, int runs, const std::function<void()>& fn,
   if (timed) timed(false);
   nlohmann::json j = stats(ms);
   j["first_call_ms"] = first;
+  if (settle) j["settle_wait_ms"] = settle_ms;  // after the warmup runs
   return j;
 }
 
@@ -140,7 +152,7 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
   out["lora_file_bytes"] = a->bytes();
   out["adapter_bytes"] = model.lora_bytes();
   out["rss_growth_bytes"] = current_rss_bytes() - rss_before;
-  const nlohmann::json steady = time_stage(o.warmup, o.runs, step);
+  const nlohmann::json steady = time_stage(o.warmup, o.runs, step, [&] { model.settle(); });
   out["step"] = steady;
   if (plain.contains("median_ms"))
     out["ratio_to_plain_step"] =
@@ -260,6 +272,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   // warm-up's first call also times one-time work: first launches, lazily made programs).
   nlohmann::json per_run_profile = nlohmann::json::object();
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> before_timed;
+  const auto settle = [&] { model->settle(); };
   auto profile_window = [&](bool starting) {
     if (!o.profile) return;
     if (starting) {
@@ -295,7 +308,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
           for (int e = 0; e < model->num_text_encoders(); ++e)
             model->encode_tokens(e, ids, o.unet_batch);
         },
-        profile_window);
+        settle, profile_window);
   }
   if (o.unet) {
     const Tensor x = random_tensor({o.unet_batch, lh, lw, uc.in_channels}, 1);
@@ -316,7 +329,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
     }
     if (!o.resize || o.sizes.empty())
       stages["unet_step"] = time_stage(
-          o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); }, profile_window);
+          o.warmup, o.runs, [&] { model->predict_noise(x.view(), t, cond); }, settle,
+          profile_window);
     if (o.lora_rank > 0)
       stages["unet_step_lora"] = bench_lora(
           *model, o, [&] { model->predict_noise(x.view(), t, cond); }, stages["unet_step"]);
@@ -334,8 +348,8 @@ static nlohmann::json run_single(const BenchOptions& o) {
               size_ids.push_back(static_cast<float>(v));
           scond.time_ids = size_ids;
         }
-        nlohmann::json j =
-            time_stage(o.warmup, o.runs, [&] { model->predict_noise(xs.view(), t, scond); });
+        nlohmann::json j = time_stage(
+            o.warmup, o.runs, [&] { model->predict_noise(xs.view(), t, scond); }, settle);
         j["size"] = std::to_string(sw) + "x" + std::to_string(sh);
         j["shape_change_ms"] = j["first_call_ms"].get<double>() - j["median_ms"].get<double>();
         sizes.push_back(std::move(j));
@@ -346,11 +360,11 @@ static nlohmann::json run_single(const BenchOptions& o) {
   if (o.vae) {
     const Tensor z = random_tensor({1, lh, lw, model->vae_config().latent_channels}, 3);
     stages["vae_decode"] = time_stage(
-        o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); }, profile_window);
+        o.warmup, o.runs, [&] { model->decode_latents(z.view(), true); }, settle, profile_window);
     if (!o.taesd.empty()) {
       model->set_tiny_vae(weights::TinyAutoencoderWeights::open(o.taesd));
       nlohmann::json tiny = time_stage(
-          o.warmup, o.runs, [&] { model->decode_latents_tiny(z.view()); }, profile_window);
+          o.warmup, o.runs, [&] { model->decode_latents_tiny(z.view()); }, settle, profile_window);
       tiny["taesd"] = o.taesd;
       tiny["speedup_over_vae"] =
           stages["vae_decode"]["median_ms"].get<double>() / tiny["median_ms"].get<double>();

@@ -695,6 +695,11 @@ void DiffusionModel::release(std::string_view component) {
   return_free_heap_to_system();  // what the stage's kernels took from malloc (oneDNN's too)
 }
 
+void DiffusionModel::settle() {
+  for (auto& [key, c] : compiled_)
+    if (c.exe) c.exe->settle();
+}
+
 std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> DiffusionModel::op_profiles()
     const {
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> r;

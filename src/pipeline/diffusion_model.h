@@ -257,6 +257,10 @@ class DiffusionModel {
   // call recompiles (seconds at real size), so this is for one-shot jobs that are done with a
   // stage. Reports of released executables stay in memory_report().
   void release(std::string_view component);
+  // Waits until every compiled executable's kernels have their final programs
+  // (exec::Executable::settle: a library's plans built in the background; until then they run
+  // fallbacks). For benchmarks of the steady state; generation never waits for this.
+  void settle();
   // Per-op-kind run times of each compiled executable (EngineOptions::profile must be on).
   std::vector<std::pair<std::string, std::vector<exec::OpProfile>>> op_profiles() const;
   // Bytes of the stored weights of all three components (mapped files or memory).

@@ -15,6 +15,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -282,15 +283,20 @@ void check(const Spec& s, Path path = Path::kKernel) {
   std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
 }
 
-// Where cuDNN is found and HYRT_CUDA_ATTENTION=cudnn (ctest: cuda_attention_cudnn), the shapes it
-// can take run its SDPA plan — checked, so that a silent fallback to hyrt's kernel is seen — and
-// still meet the tolerance; causal and unaligned-head nodes keep hyrt's kernel.
+bool own_attention_asked() {
+  const char* v = std::getenv("HYRT_CUDA_ATTENTION");
+  return v && std::string(v) == "own";
+}
+
+// Where cuDNN is found (and HYRT_CUDA_ATTENTION=own does not keep hyrt's kernel: ctest
+// cuda_attention_own), the shapes it can take run its SDPA plan once settled — checked, so that
+// a silent fallback to hyrt's kernel is seen — and still meet the tolerance; causal and
+// unaligned-head nodes keep hyrt's kernel.
 TEST(CudaAttention, CudnnTakesTheShapesItCan) {
   REQUIRE_GPU();
   std::string why;
   if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
-  if (const char* v = std::getenv("HYRT_CUDA_ATTENTION"); !v || std::string(v) != "cudnn")
-    GTEST_SKIP() << "cuDNN's attention is opt-in: HYRT_CUDA_ATTENTION=cudnn";
+  if (own_attention_asked()) GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
   const auto program = [](const Spec& s) {
     const AttentionGraph ag(s);
     return std::string(backend::cuda::attention_program(
@@ -307,6 +313,36 @@ TEST(CudaAttention, CudnnTakesTheShapesItCan) {
       program({.batch = 2, .tq = 77, .tk = 77, .heads = 12, .d = 64, .dv = 64, .causal = true}),
       "own");
   EXPECT_EQ(program({.batch = 1, .tq = 64, .tk = 64, .heads = 2, .d = 12, .dv = 12}), "own");
+}
+
+// cuDNN's plan is built off the calling thread: a kernel runs hyrt's program at once (its
+// first run never waits for the build) and switches at the first run after the plan is ready
+// (Kernel::settled); both results meet the tolerance.
+TEST(CudaAttention, RunsHyrtsKernelUntilCudnnsPlanIsReady) {
+  REQUIRE_GPU();
+  std::string why;
+  if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
+  if (own_attention_asked()) GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
+  // A shape no other test builds (plans are shared per shape while a kernel holds one).
+  const Spec s{.batch = 2, .tq = 832, .tk = 832, .heads = 6, .d = 48, .dv = 48, .seed = 31};
+  const Inputs in(s);
+  const AttentionGraph ag(s);
+  const std::vector<float> want = reference(s, in.q.values, in.k.values, in.v.values, false);
+  std::unique_ptr<backend::Kernel> kernel =
+      backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node());
+  AttentionRun run(ag, in, *gpu().ctx);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool settled_at_start = kernel->settled();
+  EXPECT_LE(rel(run.run(*kernel), want), kTolerance);
+  const double first_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ cuda     ] first run before the plan: %.1f ms (settled at start: %d)\n", first_ms,
+              settled_at_start);
+  EXPECT_FALSE(settled_at_start) << "the plan was ready before its build could have run";
+  kernel->settle();
+  EXPECT_TRUE(kernel->settled());
+  EXPECT_STREQ(backend::cuda::attention_program(*kernel), "cudnn");
+  EXPECT_LE(rel(run.run(*kernel), want), kTolerance);
 }
 
 TEST(CudaAttention, SdSelfAttentionD40) {  // 64² self attention's head dim, 1024 tokens

@@ -53,6 +53,10 @@ class FakeKernel final : public backend::Kernel {
   // that overlapped a live value, or was not bound, would show.
   size_t workspace_bytes() const override;
   void bind_workspace(void* workspace) override { workspace_ = workspace; }
+  // Silu kernels stand for a kernel whose faster program is built in the background: unsettled
+  // until the device's programs are ready (FakeDevice::programs_ready).
+  bool settled() const override;
+  void settle() override;
 
  private:
   void* workspace_ = nullptr;
@@ -187,6 +191,10 @@ class FakeDevice final : public backend::Backend {
 
   bool capturing = false;
   std::vector<std::function<void()>> recorded;
+  // Kernel::settled: false keeps silu kernels on their fallback; how often each program of
+  // theirs ran (counted when the work runs, so replays count too).
+  bool programs_ready = true;
+  int silu_fallback_runs = 0, silu_final_runs = 0;
   int uploads = 0, downloads = 0;
 
   // Timestamps (Backend::make_timeline) on a fake clock: each kernel the device runs advances
@@ -236,18 +244,34 @@ size_t FakeKernel::workspace_bytes() const {
                                       : static_cast<size_t>(out_elems_ * 2 + (node_.id % 3) * 64);
 }
 
+bool FakeKernel::settled() const {
+  return node_.op != OpKind::kSilu || dev_.programs_ready;
+}
+
+void FakeKernel::settle() {
+  dev_.programs_ready = true;
+}
+
 void FakeKernel::run(std::span<const TensorView> in, const TensorView& out) {
   std::vector<TensorView> inputs(in.begin(), in.end());
   void* ws = workspace_;
   if (workspace_bytes() > 0) {
     ASSERT_NE(ws, nullptr) << node_.name << ": no workspace bound";
   }
-  if (dev_.capturing)
-    dev_.recorded.push_back([this, inputs, out, ws] { compute(inputs, out, ws); });
-  else if (dev_.lazy)
-    dev_.queue.push_back([this, inputs, out, ws] { compute(inputs, out, ws); });
-  else
+  // The program is chosen when the work is enqueued (or recorded), as a real kernel's is.
+  int* count = node_.op != OpKind::kSilu ? nullptr
+               : dev_.programs_ready     ? &dev_.silu_final_runs
+                                         : &dev_.silu_fallback_runs;
+  auto work = [this, inputs, out, ws, count] {
+    if (count) ++*count;
     compute(inputs, out, ws);
+  };
+  if (dev_.capturing)
+    dev_.recorded.push_back(work);
+  else if (dev_.lazy)
+    dev_.queue.push_back(work);
+  else
+    work();
 }
 
 void FakeKernel::compute(std::vector<TensorView> in, TensorView out, void* workspace) const {
@@ -472,6 +496,57 @@ TEST(PlacedExecutable, ProfilesDeviceNodesByQueueTimestamps) {
       }
   }
   EXPECT_TRUE(expected.empty()) << "a device op kind is missing from the profile";
+}
+
+// A kernel still building its program (Kernel::settled false) runs its fallback, and a unit
+// captured then is provisional: the first run after the kernel settles captures it again, so
+// the replay runs the final program from then on; settle() waits for it.
+TEST(PlacedExecutable, RecapturesUnitsOnceTheirKernelsSettle) {
+  auto cpu = one_thread_cpu();
+  FakeDevice dev;
+  backend::Backend* const backends[] = {cpu.get(), &dev};
+  const backend::Backend* const const_backends[] = {cpu.get(), &dev};
+  weights::MemoryWeights no_weights;
+  backend::ProgramCache cache;
+  auto g = std::make_shared<Graph>();
+  ValueId x = g->add_input("x", DType::kF32, {2, 24});
+  x = g->add_node(OpKind::kScale, {x}, ScaleAttrs{0.5f, 0.25f});
+  x = g->add_node(OpKind::kSilu, {x});
+  x = g->add_node(OpKind::kScale, {x}, ScaleAttrs{2.0f, 0.0f});
+  g->mark_output(x);
+  g->verify();
+  auto host = exec::Executable::create(g, *cpu, no_weights, cache);
+  const auto want = run_once(*host, 3);
+  plan::PlacementOptions po;
+  po.mode = plan::PlacementMode::kDevice;
+  auto e = exec::Executable::create(
+      g, backends, plan::place(*g, plan::default_order(*g), const_backends, po), no_weights, cache);
+  ASSERT_EQ(e->captured_units(), 1);
+  dev.programs_ready = false;
+  EXPECT_FALSE(e->settled());
+  for (int run = 0; run < 3; ++run)  // eager, captured (provisional), replayed
+    ASSERT_LT(max_rel_l2(run_once(*e, 3), want), 5e-3) << run;
+  EXPECT_EQ(e->captured_steps(), 3);
+  EXPECT_EQ(dev.silu_fallback_runs, 3);
+  EXPECT_EQ(dev.silu_final_runs, 0);
+  EXPECT_EQ(e->recaptures(), 0);
+  dev.programs_ready = true;  // the build finished
+  EXPECT_TRUE(e->settled());
+  for (int run = 0; run < 2; ++run)  // captured again, then replayed
+    ASSERT_LT(max_rel_l2(run_once(*e, 3), want), 5e-3) << run;
+  EXPECT_EQ(dev.silu_fallback_runs, 3);
+  EXPECT_EQ(dev.silu_final_runs, 2);
+  EXPECT_EQ(e->recaptures(), 1);
+
+  // settle() waits for the programs (here: makes them ready).
+  dev.programs_ready = false;
+  auto f = exec::Executable::create(
+      g, backends, plan::place(*g, plan::default_order(*g), const_backends, po), no_weights, cache);
+  EXPECT_FALSE(f->settled());
+  f->settle();
+  EXPECT_TRUE(f->settled());
+  ASSERT_LT(max_rel_l2(run_once(*f, 3), want), 5e-3);
+  EXPECT_EQ(dev.silu_final_runs, 3);
 }
 
 // Writes input i from seeds[i] (the same seed, the same bytes).

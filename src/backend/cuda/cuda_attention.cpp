@@ -2,6 +2,7 @@
 #include "backend/cuda/cuda_attention.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdlib>
 #include <future>
@@ -90,16 +91,16 @@ bool legacy_attention_form() {
   return on;
 }
 
-// Which program runs a node cuDNN can take: hyrt's kernel unless HYRT_CUDA_ATTENTION=cudnn.
-// cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5 ms, SDXL 35.7 -> 32.3) but
-// cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5 resolution: +300 ms
-// before a new size's first step, where hyrt's kernel needs none), which a 20-step picture at a
-// new size does not win back (bench/results/cudnn_attention_h200.json). Opt-in until plans
-// are built off the first step's path.
+// Which program runs a node cuDNN can take: cuDNN's plan where cuDNN is found, unless
+// HYRT_CUDA_ATTENTION=own. cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5
+// ms, SDXL 35.7 -> 32.3) but cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5
+// resolution: ~300 ms; bench/results/cudnn_attention_h200.json). So they are built off the
+// run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled), and a new
+// size's first step costs no more than with hyrt's kernel alone.
 bool cudnn_attention_wanted() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    return v && std::string_view(v) == "cudnn" && !legacy_attention_form();
+    return !(v && std::string_view(v) == "own") && !legacy_attention_form();
   }();
   return on;
 }
@@ -141,10 +142,10 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
 // One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
 // UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
 // Building takes 43-73 ms (cuDNN's heuristics and its kernel's finalisation), so each is
-// started on a thread of its own when the kernel is made, to overlap the rest of the compile;
-// a kernel waits for its plan at its first run. cuDNN serialises the builds themselves (six on
-// six threads took as long as one after another on the H200), which is why this path is
-// opt-in. Null where cuDNN is not wanted or absent or the shape is not one it takes.
+// started on a thread of its own when the kernel is made; the kernel runs hyrt's program
+// until the plan is ready. cuDNN serialises the builds themselves (six on six threads took as
+// long as one after another on the H200). Null where cuDNN is not wanted or absent or the
+// shape is not one it takes.
 std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
                                                  int device) {
   if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
@@ -189,9 +190,20 @@ class AttentionKernel final : public Kernel {
     if (pending_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
   }
 
-  // "cudnn" or "own": which program runs this node (tests and benchmarks report it). Waits
-  // for a plan still being built.
-  const char* program() { return cudnn() ? "cudnn" : "own"; }
+  // "cudnn" or "own": which program runs this node once settled (tests and benchmarks
+  // report it). Waits for a plan still being built.
+  const char* program() {
+    settle();
+    return cudnn() ? "cudnn" : "own";
+  }
+
+  // Unsettled while cuDNN's plan is being built (runs meanwhile take hyrt's kernel).
+  bool settled() const override {
+    return !pending_ || pending_->wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+  }
+  void settle() override {
+    if (pending_) pending_->wait();
+  }
 
   // Wide heads: one chunk's scores (cuda_attention.h); the fused kernel needs none.
   size_t workspace_bytes() const override { return layout_.workspace_bytes(); }
@@ -291,16 +303,17 @@ class AttentionKernel final : public Kernel {
   int64_t chunk_rows_ = 0;        // wide heads: query rows per chunk
   StagingLayout layout_;          // wide heads: the scores of one chunk; else empty
   std::optional<Staging> bound_;  // the scores in the bound workspace, if one is bound
-  // cuDNN's plan: null until the first run (or program()) has waited for the build.
+  // cuDNN's plan once its build has finished (adopted by the first call after that; never
+  // waits): null while it is being built, or where cuDNN refused the shape.
   const CudnnAttentionPlan* cudnn() {
-    if (pending_) {
+    if (pending_ && settled()) {
       cudnn_ = pending_->get();
       pending_.reset();
     }
     return cudnn_.get();
   }
 
-  std::shared_ptr<const PlanFuture> pending_;        // the plan being built, until waited for
+  std::shared_ptr<const PlanFuture> pending_;        // the plan being built, until adopted
   std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
 };
 
@@ -317,7 +330,11 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 }
 
 std::string attention_library() {
-  return cudnn_attention_wanted() ? cudnn_description() : "hyrt's kernel";
+  if (!cudnn_attention_wanted()) return "hyrt's kernel (HYRT_CUDA_ATTENTION=own)";
+  if (!cudnn_attention_available()) return "hyrt's kernel (" + cudnn_description() + ")";
+  return cudnn_description() +
+         ", hyrt's kernel while a shape's plan builds and where cuDNN "
+         "refuses it";
 }
 
 const char* attention_program(Kernel& kernel) {

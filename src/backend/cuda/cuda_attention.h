@@ -1,7 +1,7 @@
-// Internal to the CUDA backend: kAttention nodes as hyrt's own fused flash-attention kernel
-// (attention.cu, contract in attention_kernels.h), or, with HYRT_CUDA_ATTENTION=cudnn, as
-// cuDNN's fused SDPA plan where cuDNN is found and takes the node (cudnn_attention.h: f16,
-// non-causal, head dims multiples of 8 up to 256).
+// Internal to the CUDA backend: kAttention nodes as cuDNN's fused SDPA plan where cuDNN is
+// found and takes the node (cudnn_attention.h: f16, non-causal, head dims multiples of 8 up to
+// 256), else — and while that plan is being built, or with HYRT_CUDA_ATTENTION=own — as hyrt's
+// own fused flash-attention kernel (attention.cu, contract in attention_kernels.h).
 //
 // A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
@@ -14,10 +14,11 @@
 //
 // The fused kernel holds no device memory and no scratch: run() only enqueues one launch on the
 // context's stream (never synchronises, never allocates: capturable into a CUDA graph), and
-// workspace_bytes() is 0. A node cuDNN takes lays out a fixed 64 KiB workspace for its plan
-// (which is built on a thread of its own from the kernel's construction; the first run waits
-// for it) and its runs are as capturable; a plan that cuDNN refuses, or that wants more
-// workspace, leaves the node to hyrt's kernel.
+// workspace_bytes() is 0. A node cuDNN takes lays out a fixed 64 KiB workspace for its plan,
+// which is built on a thread of its own from the kernel's construction (~50 ms, serialised
+// inside cuDNN); until it is ready the kernel is unsettled (Kernel::settled) and runs hyrt's
+// kernel, and the first run after that runs cuDNN's plan (never waiting for it), as capturable;
+// a plan that cuDNN refuses, or that wants more workspace, leaves the node to hyrt's kernel.
 // Heads wider than the fused kernel's (> kFlashAttentionMaxHeadDim, up to 4096, non-causal,
 // multiples of 8) run per (batch, head) in chunks of query rows through two cuBLAS GEMMs and
 // the softmax kernel, staging one chunk's probabilities [rows, Tk] in the storage dtype (rows =
@@ -48,14 +49,14 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node);
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node);
 
-// "cudnn" when the kernel runs cuDNN's SDPA plan (cudnn_attention.h: f16, non-causal, head
-// dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION=cudnn), "own"
-// for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits for a cuDNN plan
-// still being built (plans build on threads of their own from the kernel's construction).
+// "cudnn" when the kernel runs cuDNN's SDPA plan once settled (cudnn_attention.h: f16,
+// non-causal, head dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION
+// not "own"), "own" for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits
+// for a cuDNN plan still being built (Kernel::settle).
 const char* attention_program(Kernel& kernel);
 
-// What runs the attention, for reports: "hyrt's kernel", or with HYRT_CUDA_ATTENTION=cudnn
-// cudnn_description() (which opens cuDNN; nothing else here does unless asked for).
+// What runs the attention, for reports: cuDNN's description (cudnn_description(), which
+// opens cuDNN) where it is used, else "hyrt's kernel" and why.
 std::string attention_library();
 
 // Predicted microseconds on an H100-class GPU: the larger of tensor-core time (padded head
