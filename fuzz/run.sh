@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (build-fuzz/) and runs them on scratch copies of their
 # seed corpora: the safetensors reader for N seconds (default 60), the key maps for N/2, the
-# config, PNG, tokenizer, prompt-syntax, LoRA and TAESD parsers for N/4 each. Exits non-zero on any finding.
+# config, PNG, tokenizer, prompt-syntax, LoRA, TAESD and serve-request parsers for N/4 each. Exits non-zero on any finding.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
@@ -12,7 +12,7 @@ fi
 CC=clang CXX=clang++ cmake -S . -B build-fuzz -G Ninja -DHYRT_FUZZ=ON -DHYRT_BUILD_TESTS=OFF \
   -DHYRT_BUILD_BENCH=OFF -DHYRT_WITH_CUDA=OFF >/dev/null
 ninja -C build-fuzz safetensors_fuzz ldm_names_fuzz config_json_fuzz png_fuzz tokenizer_fuzz \
-  prompt_syntax_fuzz lora_fuzz tiny_vae_fuzz >/dev/null
+  prompt_syntax_fuzz lora_fuzz tiny_vae_fuzz serve_request_fuzz >/dev/null
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 cp -r fuzz/corpus/safetensors "$work/st"
@@ -23,6 +23,7 @@ cp -r fuzz/corpus/tokenizer "$work/tok"
 cp -r fuzz/corpus/prompt_syntax "$work/prompt"
 cp -r fuzz/corpus/lora "$work/lora"
 cp -r fuzz/corpus/tiny_vae "$work/tiny_vae"
+cp -r fuzz/corpus/serve_request "$work/serve"
 short=$(( seconds / 4 > 1 ? seconds / 4 : 1 ))
 (cd "$work" && "$OLDPWD/build-fuzz/fuzz/safetensors_fuzz" -max_total_time="$seconds" -max_len=4096 \
   -dict="$OLDPWD/fuzz/safetensors.dict" -print_final_stats=1 st 2>&1 | tail -n 12)
@@ -41,4 +42,7 @@ short=$(( seconds / 4 > 1 ? seconds / 4 : 1 ))
   -dict="$OLDPWD/fuzz/safetensors.dict" -rss_limit_mb=2048 -print_final_stats=1 lora 2>&1 | tail -n 6)
 (cd "$work" && "$OLDPWD/build-fuzz/fuzz/tiny_vae_fuzz" -max_total_time="$short" -max_len=4096 \
   -dict="$OLDPWD/fuzz/safetensors.dict" -rss_limit_mb=2048 -print_final_stats=1 tiny_vae 2>&1 | tail -n 6)
-echo "fuzz/run.sh: no findings in ${seconds}s + $((seconds / 2))s + 6 x ${short}s"
+(cd "$work" && "$OLDPWD/build-fuzz/fuzz/serve_request_fuzz" -max_total_time="$short" -max_len=8192 \
+  -dict="$OLDPWD/fuzz/serve_request.dict" -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+  -print_final_stats=1 serve 2>&1 | tail -n 6)
+echo "fuzz/run.sh: no findings in ${seconds}s + $((seconds / 2))s + 7 x ${short}s"
