@@ -125,20 +125,26 @@ print(round(j['joules_per_step_median'], 3), 'J/step', [round(r['joules_per_step
 fi
 if [[ $what == *first* ]]; then
   # Issue 16's point 3: the first step at a new resolution (768², 640² after 512²) in 20 fresh
-  # processes, each from a cold start of the sizes (the program cache on disk is warm).
+  # processes, each from a cold start of the sizes (the program cache on disk is warm). With
+  # FIRST_FORMS="prepare second-run", alternating processes per HYRT_CUDNN_PLAN_START form.
   for i in $(seq 1 "${FIRST_PROCESSES:-20}"); do
-    timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet --placement device --resize \
-      --sizes 512,768,640 --runs 2 --warmup 1 --json "$out/first_$i.json" >/dev/null \
-      2>"$out/first_$i.err" || { echo "first_$i failed:"; tail -n 3 "$out/first_$i.err"; }
+    for form in ${FIRST_FORMS:-prepare}; do
+      HYRT_CUDNN_PLAN_START=$form timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet \
+        --placement device --resize --sizes 512,768,640 --runs 2 --warmup 1 \
+        --json "$out/first_${form}_$i.json" >/dev/null 2>"$out/first_${form}_$i.err" ||
+        { echo "first_${form}_$i failed:"; tail -n 3 "$out/first_${form}_$i.err"; }
+    done
   done
   python3 - "$out" <<'PY'
-import glob, json, sys
+import glob, json, re, sys
 firsts = {}
 for path in sorted(glob.glob(sys.argv[1] + "/first_*.json")):
+    form = re.match(r".*/first_(.*)_\d+\.json", path).group(1)
     for r in json.load(open(path))["stages"].get("unet_step_resize", []):
-        firsts.setdefault(r["size"], []).append(round(r["first_call_ms"], 1))
-for size, v in firsts.items():
-    print("first step", size, "processes", len(v), "<= 50 ms:", sum(x <= 50 for x in v), "ms:", v)
+        firsts.setdefault((form, r["size"]), []).append(round(r["first_call_ms"], 1))
+for (form, size), v in firsts.items():
+    print("first step", form, size, "processes", len(v), "<= 50 ms:", sum(x <= 50 for x in v),
+          "ms:", v)
 PY
 fi
 if [[ $what == *lora* ]]; then

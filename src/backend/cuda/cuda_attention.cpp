@@ -146,16 +146,32 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
 // until the plan is ready. cuDNN serialises the builds themselves (six on six threads took as
 // long as one after another on the H200). Null where cuDNN is not wanted or absent or the
 // shape is not one it takes.
-std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
-                                                 int device) {
-  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return nullptr;
+// Whether cuDNN is wanted, present and takes the node's shape (logs once when it is absent).
+bool cudnn_takes(const AttentionShape& s) {
+  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return false;
   std::string why;
   if (!cudnn_attention_available(&why)) {
     static std::once_flag logged;
     std::call_once(logged,
                    [&] { HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")"; });
-    return nullptr;
+    return false;
   }
+  return true;
+}
+
+// When a kernel starts its plan's build: at its construction (the default: the build overlaps
+// the rest of the compile), or with HYRT_CUDNN_PLAN_START=second-run at its second run, so that
+// nothing of the build competes with a new shape's first step.
+bool defer_cudnn_plans() {
+  static const bool defer = [] {
+    const char* v = std::getenv("HYRT_CUDNN_PLAN_START");
+    return v && std::string_view(v) == "second-run";
+  }();
+  return defer;
+}
+
+std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
+                                                 int device) {
   static std::mutex mu;
   static std::map<std::string, std::weak_ptr<const PlanFuture>> plans;
   CudnnAttentionShape shape;
@@ -186,8 +202,9 @@ class AttentionKernel final : public Kernel {
       // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
       layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * elem));
     }
-    pending_ = cudnn_plan_for(s_, ctx_.stream(), ctx_.device().index);
-    if (pending_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
+    candidate_ = cudnn_takes(s_);
+    if (candidate_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
+    if (!defer_cudnn_plans()) start_plan();
   }
 
   // "cudnn" or "own": which program runs this node once settled (tests and benchmarks
@@ -197,11 +214,13 @@ class AttentionKernel final : public Kernel {
     return cudnn() ? "cudnn" : "own";
   }
 
-  // Unsettled while cuDNN's plan is being built (runs meanwhile take hyrt's kernel).
+  // Unsettled until cuDNN's plan is built (runs meanwhile take hyrt's kernel).
   bool settled() const override {
-    return !pending_ || pending_->wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    return !candidate_ &&
+           (!pending_ || pending_->wait_for(std::chrono::seconds(0)) == std::future_status::ready);
   }
   void settle() override {
+    start_plan();
     if (pending_) pending_->wait();
   }
 
@@ -229,6 +248,8 @@ class AttentionKernel final : public Kernel {
                  dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
                  dtype_name(s_.storage), " with ", want[i], " elements");
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
+    if (candidate_ && ran_) start_plan();  // HYRT_CUDNN_PLAN_START=second-run
+    ran_ = true;
     if (const CudnnAttentionPlan* plan = cudnn();
         plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
         aligned16(inputs[2].data) && aligned16(output.data)) {
@@ -313,6 +334,15 @@ class AttentionKernel final : public Kernel {
     return cudnn_.get();
   }
 
+  // Starts the build of cuDNN's plan, once.
+  void start_plan() {
+    if (!candidate_) return;
+    candidate_ = false;
+    pending_ = cudnn_plan_for(s_, ctx_.stream(), ctx_.device().index);
+  }
+
+  bool candidate_ = false;  // cuDNN takes the node and its plan's build has not started
+  bool ran_ = false;        // run() was called before
   std::shared_ptr<const PlanFuture> pending_;        // the plan being built, until adopted
   std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
 };
