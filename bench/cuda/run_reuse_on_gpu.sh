@@ -16,7 +16,8 @@
 #   attn_tests (the CUDA attention tests with cuDNN's plans, the default, and with
 #   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
 #   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
-#   1024² by NVML's counter, bench/cuda/nvml_energy.py)
+#   1024² by NVML's counter, bench/cuda/nvml_energy.py), profile (issue 16's per-op profile by
+#   CUDA events, hyrt's attention kernel against cuDNN's plans)
 # PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; MODEL_FILTER: the
 # model tests' GoogleTest filter (without models/ carried, leave out TinyVae.RefusesWhat*).
 # Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
@@ -108,6 +109,27 @@ if [[ $what == *attn\ * || $what == *attn ]]; then
     for form in own auto; do
       HYRT_CUDA_ATTENTION=$form bench "sd15_attn_${form}_$round" -m random:sd15 --int8 \
         --only unet --placement device --resize --sizes 512,1024,768,640 --runs 20 --warmup 3
+    done
+  done
+fi
+if [[ $what == *profile* ]]; then
+  # Issue 16's point 4: the per-op profile (CUDA events, no sync per op) with hyrt's attention
+  # kernel and with cuDNN's plans, SD 1.5 1024² and 512².
+  for size in 1024 512; do
+    for form in own auto; do
+      HYRT_CUDA_ATTENTION=$form timeout 200 "$hyrt" bench -m random:sd15 --int8 --only unet \
+        --placement device -W $size -H $size --runs 5 --warmup 2 --profile \
+        --json "$out/profile_${form}_$size.json" >/dev/null 2>"$out/profile_${form}_$size.err"
+      python3 - "$out/profile_${form}_$size.json" "$form $size" <<'PY' || tail -n 3 "$out/profile_${form}_$size.err"
+import json, sys
+j = json.load(open(sys.argv[1]))
+prof = j.get("op_profile_per_timed_run") or {}
+for exe, ops in prof.items():
+    if "unet" in exe:
+        top = sorted(((v["ms"], k) for k, v in ops.items()), reverse=True)[:7]
+        print("profile", sys.argv[2], "step", round(j["stages"]["unet_step"]["median_ms"], 2),
+              "ms:", ", ".join(f"{k} {ms:.2f}" for ms, k in top))
+PY
     done
   done
 fi
