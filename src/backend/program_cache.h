@@ -57,6 +57,7 @@ enum class Epilogue : uint8_t {
   kGelu = 1 << 2,
   kResidualAdd = 1 << 3,
   kQuickGelu = 1 << 4,
+  kRelu = 1 << 5,
 };
 
 struct GemmKey {

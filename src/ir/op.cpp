@@ -62,6 +62,8 @@ std::string_view activation_name(Activation a) {
       return "gelu";
     case Activation::kQuickGelu:
       return "quick_gelu";
+    case Activation::kRelu:
+      return "relu";
   }
   return "?";
 }

@@ -56,9 +56,9 @@ std::string_view op_name(OpKind op);
 // ops (linear, then silu, then add); plan::fuse_epilogues folds them into the GEMM node
 // where the backend that runs both says it can (it saves the output's round trip through
 // memory).
-enum class Activation : uint8_t { kNone, kSilu, kGelu, kQuickGelu };
+enum class Activation : uint8_t { kNone, kSilu, kGelu, kQuickGelu, kRelu };
 
-// "none", "silu", "gelu", "quick_gelu".
+// "none", "silu", "gelu", "quick_gelu", "relu".
 std::string_view activation_name(Activation a);
 
 // Linear only, a low-rank term inside the activation (a LoRA's side path folded into the

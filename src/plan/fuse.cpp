@@ -24,6 +24,8 @@ std::optional<ir::Activation> activation_of(OpKind op) {
       return ir::Activation::kGelu;
     case OpKind::kQuickGelu:
       return ir::Activation::kQuickGelu;
+    case OpKind::kRelu:  // TAESD's convolutions
+      return ir::Activation::kRelu;
     default:
       return std::nullopt;
   }

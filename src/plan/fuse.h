@@ -5,7 +5,7 @@
 // the backends only through supports()/estimate_us(); unit-tested with fake backends.
 //
 // What is fused (each rule on the placed, unfused graph):
-//  - activation: g (linear or conv2d, no epilogue yet) → silu | gelu | quick_gelu, where g's
+//  - activation: g (linear or conv2d, no epilogue yet) → silu | gelu | quick_gelu | relu, where g's
 //    output has no other consumer and is not a graph output;
 //  - residual add: g [→ activation] [→ reshape] → add(a, b) with a and b of the same shape and
 //    dtype (no broadcasting), the chain's value one of them and the other the residual; every

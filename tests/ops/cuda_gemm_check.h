@@ -67,6 +67,8 @@ inline double activation_ref(double x, ir::Activation a) {
       return 0.5 * x * (1.0 + std::erf(x / std::sqrt(2.0)));
     case ir::Activation::kQuickGelu:
       return x / (1.0 + std::exp(-1.702 * x));
+    case ir::Activation::kRelu:
+      return x > 0 ? x : 0.0;
     case ir::Activation::kNone:
       break;
   }

@@ -797,6 +797,7 @@ constexpr ir::GemmEpilogue kResidual{.residual = true};
 constexpr ir::Activation kSilu = ir::Activation::kSilu;
 constexpr ir::Activation kGelu = ir::Activation::kGelu;
 constexpr ir::Activation kQuickGelu = ir::Activation::kQuickGelu;
+constexpr ir::Activation kRelu = ir::Activation::kRelu;
 
 // The SD attention out-projection (to_out.0: 320 -> 320 with bias) + the block's residual; a
 // residual without a bias at K = 77, N = 9 (W8A8's padded, unvectorised epilogue; cuBLASLt's
@@ -819,7 +820,7 @@ TEST(CudaGemm, FusedResidualAdd) {
 TEST(CudaGemm, FusedActivations) {
   REQUIRE_GPU();
   uint64_t seed = 100;
-  for (ir::Activation a : {kSilu, kGelu, kQuickGelu})
+  for (ir::Activation a : {kSilu, kGelu, kQuickGelu, kRelu})
     for (bool residual : {false, true})
       check_linear({.x_shape = Shape{2, 77, 320},
                     .n = 1280,

@@ -58,7 +58,8 @@ MapWeights make_weights(const GemmShape& s) {
 
 // y -> [activation] -> [+ r]: the epilogue `e` as separate nodes.
 ir::ValueId append_epilogue(ir::Graph& g, ir::ValueId y, const ir::GemmEpilogue& e, ir::ValueId r) {
-  const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu};
+  const OpKind act[] = {OpKind::kAdd, OpKind::kSilu, OpKind::kGelu, OpKind::kQuickGelu,
+                        OpKind::kRelu};
   if (e.activation != Activation::kNone)
     y = g.add_node(act[static_cast<int>(e.activation)], {y}, {}, "act");
   if (e.residual) y = g.add_node(OpKind::kAdd, {y, r}, {}, "add");
@@ -123,8 +124,8 @@ void check_fusion(const GemmShape& s) {
   for (backend::Int8Mode mode : {backend::Int8Mode::kW8A8, backend::Int8Mode::kW8}) {
     if (s.weight != DType::kS8 && mode == backend::Int8Mode::kW8) continue;
     backend::Backend& b = backend_for(mode);
-    for (Activation act :
-         {Activation::kNone, Activation::kSilu, Activation::kGelu, Activation::kQuickGelu})
+    for (Activation act : {Activation::kNone, Activation::kSilu, Activation::kGelu,
+                           Activation::kQuickGelu, Activation::kRelu})
       for (bool residual : {false, true}) {
         const ir::GemmEpilogue e{act, residual};
         if (e.empty()) continue;

@@ -107,6 +107,24 @@ TEST(EpilogueFusion, ActivationThenResidual) {
   EXPECT_NE(f.graph().dump().find("+silu +residual"), std::string::npos) << f.graph().dump();
 }
 
+// TAESD's conv -> relu: the ReLU folds into the convolution like the other activations.
+TEST(EpilogueFusion, ReluFoldsIntoTheConvolution) {
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {1, 8, 8, 4});
+  const ValueId c = g->add_node(
+      OpKind::kConv2d,
+      {x, g->add_weight("c.w", DType::kF32, {4, 4, 3, 3}), g->add_weight("c.b", DType::kF32, {4})},
+      ir::Conv2dAttrs{1, 1}, "c");
+  g->mark_output(g->add_node(OpKind::kRelu, {c}, {}, "relu"));
+  g->verify();
+  const auto h = host();
+  const Fused f = fuse(g, {&h}, PlacementMode::kHost);
+  EXPECT_EQ(f.result.activations, 1);
+  EXPECT_EQ(f.graph().nodes().size(), 1u);
+  EXPECT_EQ(f.node("c").epilogue().activation, Activation::kRelu);
+  EXPECT_NE(f.graph().dump().find("+relu"), std::string::npos) << f.graph().dump();
+}
+
 TEST(EpilogueFusion, OnTheHostToo) {  // fusion follows the backend, whichever it is
   const auto h = host();
   const Fused f = fuse(residual_block(true), {&h}, PlacementMode::kHost);

@@ -192,6 +192,8 @@ decltype(auto) with_activation(ir::Activation a, Fn&& f) {
       return f(Gelu{});
     case ir::Activation::kQuickGelu:
       return f(QuickGelu{});
+    case ir::Activation::kRelu:
+      return f(Relu{});
     case ir::Activation::kNone:
       break;
   }

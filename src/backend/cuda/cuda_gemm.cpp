@@ -126,7 +126,7 @@ constexpr uint8_t bit(Epilogue e) {
 // GemmKey epilogue bits of a fused activation, and of everything our own passes around the
 // matmul do (what gemm_program_key drops).
 constexpr uint8_t kActivationBits =
-    bit(Epilogue::kSilu) | bit(Epilogue::kGelu) | bit(Epilogue::kQuickGelu);
+    bit(Epilogue::kSilu) | bit(Epilogue::kGelu) | bit(Epilogue::kQuickGelu) | bit(Epilogue::kRelu);
 constexpr uint8_t kFusedEpilogueBits = kActivationBits | bit(Epilogue::kResidualAdd);
 
 // The GemmKey epilogue bits of a linear/conv2d node: bias, its fused activation and residual.
@@ -142,6 +142,9 @@ uint8_t epilogue_bits(const ir::Node& node) {
       break;
     case ir::Activation::kQuickGelu:
       bits |= bit(Epilogue::kQuickGelu);
+      break;
+    case ir::Activation::kRelu:
+      bits |= bit(Epilogue::kRelu);
       break;
     case ir::Activation::kNone:
       break;
@@ -590,7 +593,9 @@ class GemmKernel final : public CudaGemmKernel {
         has_bias_(spec.bias.has_value()),
         activation_(static_cast<EpilogueActivation>(spec.epilogue.activation)) {
     static_assert(static_cast<int>(EpilogueActivation::kQuickGelu) ==
-                  static_cast<int>(ir::Activation::kQuickGelu));
+                      static_cast<int>(ir::Activation::kQuickGelu) &&
+                  static_cast<int>(EpilogueActivation::kRelu) ==
+                      static_cast<int>(ir::Activation::kRelu));
     n_ = key_.n, k_ = key_.k;
     n4_ = round_up4(n_), k4_ = round_up4(k_);
     a_dtype_ = key_.a_type;

@@ -57,6 +57,8 @@ __device__ __forceinline__ float activate(float x, EpilogueActivation act) {
       return device::gelu(x);
     case EpilogueActivation::kQuickGelu:
       return device::sigmoid_gate(x, 1.702f);
+    case EpilogueActivation::kRelu:
+      return fmaxf(x, 0.0f);
     default:
       return x;
   }

@@ -32,7 +32,7 @@ cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t row
 
 // A GEMM node's fused activation (ir::Activation, same order): SiLU and QuickGELU with the
 // hardware exponential, GELU with erff — the device elementwise kernels' math (op_device.cuh).
-enum class EpilogueActivation : uint8_t { kNone, kSilu, kGelu, kQuickGelu };
+enum class EpilogueActivation : uint8_t { kNone, kSilu, kGelu, kQuickGelu, kRelu };
 
 // The W8A8 epilogue: acc s32 [rows, ld_acc] -> y [rows, cols] (ld = cols), f32 or f16:
 //   y[r, c] = act(float(acc[r, c]) · (row_scale[r] · col_scale[c]) + bias[c]) + residual[r, c]
