@@ -77,7 +77,7 @@ if [[ $what == *ops* ]]; then
 fi
 if [[ $what == *attn_tests* ]]; then
   gpu_build ops_build.log hyrt_ops_tests
-  for form in auto own; do
+  for form in ${ATTN_TEST_FORMS:-auto own}; do
     HYRT_CUDA_ATTENTION=$form timeout 200 build-gpu/tests/hyrt_ops_tests \
       --gtest_filter='CudaAttention*' >"$out/attn_tests_$form.log" 2>&1
     echo "attention tests $form rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/attn_tests_$form.log" |
@@ -90,6 +90,7 @@ if [[ $what == *parity* ]]; then
   for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
     "sdxl-tiny --placement device"; do
     read -r -a a <<<"$args"
+    [ -d ".gl/golden/${a[0]}" ] || { echo "parity $args: .gl/golden/${a[0]} not carried"; continue; }
     timeout 300 "$hyrt" parity ".gl/golden/${a[0]}" "${a[@]:1}" ${PARITY_ARGS:-} >"$out/parity.log" 2>&1
     echo "parity $args rc=$?: $(tail -n 1 "$out/parity.log")"
     grep -E "^FAIL" "$out/parity.log" | head -n 8
@@ -105,7 +106,7 @@ if [[ $what == *sd15* ]]; then
   done
 fi
 if [[ $what == *attn\ * || $what == *attn ]]; then
-  for round in 1 2; do
+  for round in $(seq 1 "${ATTN_ROUNDS:-2}"); do
     for form in own auto; do
       HYRT_CUDA_ATTENTION=$form bench "sd15_attn_${form}_$round" -m random:sd15 --int8 \
         --only unet --placement device --resize --sizes 512,1024,768,640 --runs 20 --warmup 3
@@ -136,7 +137,7 @@ fi
 if [[ $what == *energy* ]]; then
   for size in 512 1024; do
     long=220; [[ $size == 1024 ]] && long=120
-    timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds 2 -- \
+    timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds "${ENERGY_ROUNDS:-2}" -- \
       "$hyrt" bench -m random:sd15 --int8 --only unet --placement device -W $size -H $size \
       --runs '{runs}' --warmup 3 >"$out/energy_$size.json" 2>"$out/energy_$size.err"
     echo "energy $size rc=$?: $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
