@@ -77,7 +77,7 @@ if [[ $what == *ops* ]]; then
 fi
 if [[ $what == *attn_tests* ]]; then
   gpu_build ops_build.log hyrt_ops_tests
-  for form in ${ATTN_TEST_FORMS:-auto own}; do
+  for form in ${ATTN_TEST_FORMS:-cudnn own}; do
     HYRT_CUDA_ATTENTION=$form timeout 200 build-gpu/tests/hyrt_ops_tests \
       --gtest_filter='CudaAttention*' >"$out/attn_tests_$form.log" 2>&1
     echo "attention tests $form rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/attn_tests_$form.log" |
@@ -107,7 +107,7 @@ if [[ $what == *sd15* ]]; then
 fi
 if [[ $what == *attn\ * || $what == *attn ]]; then
   for round in $(seq 1 "${ATTN_ROUNDS:-2}"); do
-    for form in own auto; do
+    for form in own cudnn; do
       HYRT_CUDA_ATTENTION=$form bench "sd15_attn_${form}_$round" -m random:sd15 --int8 \
         --only unet --placement device --resize --sizes 512,1024,768,640 --runs 20 --warmup 3
     done
@@ -117,7 +117,7 @@ if [[ $what == *profile* ]]; then
   # Issue 16's point 4: the per-op profile (CUDA events, no sync per op) with hyrt's attention
   # kernel and with cuDNN's plans, SD 1.5 1024² and 512².
   for size in 1024 512; do
-    for form in own auto; do
+    for form in own cudnn; do
       HYRT_CUDA_ATTENTION=$form timeout 200 "$hyrt" bench -m random:sd15 --int8 --only unet \
         --placement device -W $size -H $size --runs 5 --warmup 2 --profile \
         --json "$out/profile_${form}_$size.json" >/dev/null 2>"$out/profile_${form}_$size.err"
@@ -137,7 +137,7 @@ fi
 if [[ $what == *energy* ]]; then
   for size in 512 1024; do
     long=220; [[ $size == 1024 ]] && long=120
-    timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds "${ENERGY_ROUNDS:-2}" -- \
+    HYRT_CUDA_ATTENTION=${ATTENTION:-cudnn} timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds "${ENERGY_ROUNDS:-2}" -- \
       "$hyrt" bench -m random:sd15 --int8 --only unet --placement device -W $size -H $size \
       --runs '{runs}' --warmup 3 >"$out/energy_$size.json" 2>"$out/energy_$size.err"
     echo "energy $size rc=$?: $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
@@ -152,7 +152,7 @@ if [[ $what == *first* ]]; then
   # FIRST_FORMS="prepare second-run", alternating processes per HYRT_CUDNN_PLAN_START form.
   for i in $(seq 1 "${FIRST_PROCESSES:-20}"); do
     for form in ${FIRST_FORMS:-prepare}; do
-      HYRT_CUDNN_PLAN_START=$form timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet \
+      HYRT_CUDA_ATTENTION=${ATTENTION:-cudnn} HYRT_CUDNN_PLAN_START=$form timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet \
         --placement device --resize --sizes 512,768,640 --runs 2 --warmup 1 \
         --json "$out/first_${form}_$i.json" >/dev/null 2>"$out/first_${form}_$i.err" ||
         { echo "first_${form}_$i failed:"; tail -n 3 "$out/first_${form}_$i.err"; }

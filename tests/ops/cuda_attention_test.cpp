@@ -283,20 +283,16 @@ void check(const Spec& s, Path path = Path::kKernel) {
   std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
 }
 
-bool own_attention_asked() {
-  const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-  return v && std::string(v) == "own";
-}
-
-// Where cuDNN is found (and HYRT_CUDA_ATTENTION=own does not keep hyrt's kernel: ctest
-// cuda_attention_own), the shapes it can take run its SDPA plan once settled — checked, so that
-// a silent fallback to hyrt's kernel is seen — and still meet the tolerance; causal and
-// unaligned-head nodes keep hyrt's kernel.
+// Where cuDNN is found and used (the default, or HYRT_CUDA_ATTENTION=cudnn: ctest
+// cuda_attention_cudnn; HYRT_CUDA_ATTENTION=own keeps hyrt's kernel: ctest cuda_attention_own), the
+// shapes it can take run its SDPA plan once settled — checked, so that a silent fallback to hyrt's
+// kernel is seen — and still meet the tolerance; causal and unaligned-head nodes keep hyrt's
+// kernel.
 TEST(CudaAttention, CudnnTakesTheShapesItCan) {
   REQUIRE_GPU();
   std::string why;
   if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
-  if (own_attention_asked()) GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
+  if (!backend::cuda::cudnn_attention_enabled()) GTEST_SKIP() << "cuDNN's attention not used";
   const auto program = [](const Spec& s) {
     const AttentionGraph ag(s);
     return std::string(backend::cuda::attention_program(
@@ -322,7 +318,7 @@ TEST(CudaAttention, RunsHyrtsKernelUntilCudnnsPlanIsReady) {
   REQUIRE_GPU();
   std::string why;
   if (!backend::cuda::cudnn_attention_available(&why)) GTEST_SKIP() << "no cuDNN: " << why;
-  if (own_attention_asked()) GTEST_SKIP() << "HYRT_CUDA_ATTENTION=own";
+  if (!backend::cuda::cudnn_attention_enabled()) GTEST_SKIP() << "cuDNN's attention not used";
   // A shape no other test builds (plans are shared per shape while a kernel holds one).
   const Spec s{.batch = 2, .tq = 832, .tk = 832, .heads = 6, .d = 48, .dv = 48, .seed = 31};
   const Inputs in(s);

@@ -97,13 +97,21 @@ bool legacy_attention_form() {
 // resolution: ~300 ms; bench/results/cudnn_attention_h200.json). So they are built off the
 // run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled), and a new
 // size's first step costs no more than with hyrt's kernel alone.
-bool cudnn_attention_wanted() {
+// HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, kCudnnAttentionByDefault does.
+constexpr bool kCudnnAttentionByDefault = true;
+
+}  // namespace
+
+bool cudnn_attention_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    return !(v && std::string_view(v) == "own") && !legacy_attention_form();
+    const bool asked = v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
+    return asked && !legacy_attention_form();
   }();
   return on;
 }
+
+namespace {
 
 // Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.
 bool cudnn_shape(const AttentionShape& s) {
@@ -148,7 +156,7 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
 // shape is not one it takes.
 // Whether cuDNN is wanted, present and takes the node's shape (logs once when it is absent).
 bool cudnn_takes(const AttentionShape& s) {
-  if (!cudnn_attention_wanted() || !cudnn_shape(s)) return false;
+  if (!cudnn_attention_enabled() || !cudnn_shape(s)) return false;
   std::string why;
   if (!cudnn_attention_available(&why)) {
     static std::once_flag logged;
@@ -360,7 +368,7 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 }
 
 std::string attention_library() {
-  if (!cudnn_attention_wanted()) return "hyrt's kernel (HYRT_CUDA_ATTENTION=own)";
+  if (!cudnn_attention_enabled()) return "hyrt's kernel";
   if (!cudnn_attention_available()) return "hyrt's kernel (" + cudnn_description() + ")";
   return cudnn_description() +
          ", hyrt's kernel while a shape's plan builds and where cuDNN "

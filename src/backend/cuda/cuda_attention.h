@@ -56,6 +56,10 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 // for a cuDNN plan still being built (Kernel::settle).
 const char* attention_program(Kernel& kernel);
 
+// Whether nodes cuDNN can take are to run its plans: HYRT_CUDA_ATTENTION=cudnn or =own, else
+// the default (cuDNN's). Whether cuDNN is found is cudnn_attention_available's question.
+bool cudnn_attention_enabled();
+
 // What runs the attention, for reports: cuDNN's description (cudnn_description(), which
 // opens cuDNN) where it is used, else "hyrt's kernel" and why.
 std::string attention_library();
