@@ -283,11 +283,10 @@ void check(const Spec& s, Path path = Path::kKernel) {
   std::printf("[ cuda     ] attention %s: rel L2 %.2e\n", describe(s).c_str(), err);
 }
 
-// Where cuDNN is found and used (the default, or HYRT_CUDA_ATTENTION=cudnn: ctest
-// cuda_attention_cudnn; HYRT_CUDA_ATTENTION=own keeps hyrt's kernel: ctest cuda_attention_own), the
-// shapes it can take run its SDPA plan once settled — checked, so that a silent fallback to hyrt's
-// kernel is seen — and still meet the tolerance; causal and unaligned-head nodes keep hyrt's
-// kernel.
+// Where cuDNN is found and used (HYRT_CUDA_ATTENTION=cudnn: ctest cuda_attention_cudnn;
+// HYRT_CUDA_ATTENTION=own keeps hyrt's kernel: ctest cuda_attention_own), the shapes it can take
+// run its SDPA plan once settled — checked, so that a silent fallback to hyrt's kernel is seen —
+// and still meet the tolerance; causal and unaligned-head nodes keep hyrt's kernel.
 TEST(CudaAttention, CudnnTakesTheShapesItCan) {
   REQUIRE_GPU();
   std::string why;

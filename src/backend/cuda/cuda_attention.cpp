@@ -91,14 +91,16 @@ bool legacy_attention_form() {
   return on;
 }
 
-// Which program runs a node cuDNN can take: cuDNN's plan where cuDNN is found, unless
-// HYRT_CUDA_ATTENTION=own. cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5
+// Which program runs a node cuDNN can take: cuDNN's plan where cuDNN is found and
+// HYRT_CUDA_ATTENTION=cudnn. cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5
 // ms, SDXL 35.7 -> 32.3) but cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5
 // resolution: ~300 ms; bench/results/cudnn_attention_h200.json). So they are built off the
 // run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled), and a new
-// size's first step costs no more than with hyrt's kernel alone.
+// size's first step costs no more than with hyrt's kernel alone. That path (plans built in the
+// background, the switch, the recapture) has not yet run on a GPU (written 2026-12-06 when no
+// device machine could be had), so cuDNN stays opt-in until it has: then flip the default.
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, kCudnnAttentionByDefault does.
-constexpr bool kCudnnAttentionByDefault = true;
+constexpr bool kCudnnAttentionByDefault = false;
 
 }  // namespace
 

@@ -1,7 +1,8 @@
-// Internal to the CUDA backend: kAttention nodes as cuDNN's fused SDPA plan where cuDNN is
-// found and takes the node (cudnn_attention.h: f16, non-causal, head dims multiples of 8 up to
-// 256), else — and while that plan is being built, or with HYRT_CUDA_ATTENTION=own — as hyrt's
-// own fused flash-attention kernel (attention.cu, contract in attention_kernels.h).
+// Internal to the CUDA backend: kAttention nodes as hyrt's own fused flash-attention kernel
+// (attention.cu, contract in attention_kernels.h), or, with HYRT_CUDA_ATTENTION=cudnn, as
+// cuDNN's fused SDPA plan where cuDNN is found and takes the node (cudnn_attention.h: f16,
+// non-causal, head dims multiples of 8 up to 256) — hyrt's kernel still running the node while
+// that plan is being built.
 //
 // A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
@@ -51,13 +52,14 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
                                               const ir::Node& node);
 
 // "cudnn" when the kernel runs cuDNN's SDPA plan once settled (cudnn_attention.h: f16,
-// non-causal, head dims multiples of 8 up to 256, cuDNN >= 9.13.1 found, HYRT_CUDA_ATTENTION
-// not "own"), "own" for hyrt's kernels; "" for a kernel that is not an attention kernel. Waits
-// for a cuDNN plan still being built (Kernel::settle).
+// non-causal, head dims multiples of 8 up to 256, cuDNN >= 9.13.1 found,
+// cudnn_attention_enabled()), "own" for hyrt's kernels; "" for a kernel that is not an attention
+// kernel. Waits for a cuDNN plan still being built (Kernel::settle).
 const char* attention_program(Kernel& kernel);
 
 // Whether nodes cuDNN can take are to run its plans: HYRT_CUDA_ATTENTION=cudnn or =own, else
-// the default (cuDNN's). Whether cuDNN is found is cudnn_attention_available's question.
+// the default (hyrt's kernel, until the background builds have run on a GPU). Whether cuDNN is
+// found is cudnn_attention_available's question.
 bool cudnn_attention_enabled();
 
 // What runs the attention, for reports: cuDNN's description (cudnn_description(), which
