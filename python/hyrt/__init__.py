@@ -160,11 +160,11 @@ class Pipeline:
         if hires is not None:
             unknown = set(hires) - {"upscaler", "scale", "width", "height", "steps", "strength"}
             if not isinstance(hires, dict) or unknown:
-                raise InvalidArgument("hires must be a dict of scale, width, height, steps, "
-                                      f"strength; got {hires!r}")
-            hires_args = (str(hires.get("upscaler", "Lanczos")), float(hires.get("scale", 2.0)), int(hires.get("width", 0)),
-                          int(hires.get("height", 0)), int(hires.get("steps", 0)),
-                          float(hires.get("strength", 0.7)))
+                raise InvalidArgument("hires must be a dict of upscaler, scale, width, height, "
+                                      f"steps, strength; got {hires!r}")
+            hires_args = (str(hires.get("upscaler", "Lanczos")), float(hires.get("scale", 2.0)),
+                          int(hires.get("width", 0)), int(hires.get("height", 0)),
+                          int(hires.get("steps", 0)), float(hires.get("strength", 0.7)))
         on_preview = None
         if preview is not None:
             def on_preview(w, h, rgb, step, total):

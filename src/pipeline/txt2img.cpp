@@ -1,7 +1,6 @@
 #include "pipeline/txt2img.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 #include <cstring>
 #include <exception>
@@ -192,24 +191,6 @@ void validate_txt2img_params(const Txt2ImgParams& p, int m) {
   (void)first_img2img_step(p.steps, p.init->strength);  // at least one step runs
 }
 
-std::array<int, 2> hires_size(const HiresFix& hires, int width, int height, int m) {
-  double w = width * hires.scale, h = height * hires.scale;
-  if (hires.width > 0 && hires.height > 0) {
-    w = hires.width;
-    h = hires.height;
-  } else if (hires.width > 0) {
-    w = hires.width;
-    h = static_cast<double>(hires.width) * height / width;
-  } else if (hires.height > 0) {
-    h = hires.height;
-    w = static_cast<double>(hires.height) * width / height;
-  }
-  const auto round_down = [m](double v) {
-    return std::max(m, static_cast<int>(std::min(v, 1e9)) / m * m);
-  };
-  return {round_down(w), round_down(h)};
-}
-
 GenerationParameters generation_parameters(const DiffusionModel& model, const Txt2ImgParams& p,
                                            std::string_view vae_name) {
   GenerationParameters gp;
@@ -235,42 +216,6 @@ GenerationParameters generation_parameters(const DiffusionModel& model, const Tx
   if (p.clip_skip > 1) gp.extra.emplace_back("Clip skip", str_cat(p.clip_skip));
   if (p.hires) add_hires_parameters(*p.hires, gp);
   return gp;
-}
-
-std::string_view hires_upscaler_name(HiresFix::Upscaler u) {
-  switch (u) {
-    case HiresFix::Upscaler::kLanczos:
-      return "Lanczos";
-    case HiresFix::Upscaler::kLatent:
-      return "Latent";
-    case HiresFix::Upscaler::kLatentNearest:
-      return "Latent (nearest)";
-  }
-  return "Lanczos";
-}
-
-HiresFix::Upscaler parse_hires_upscaler(std::string_view name) {
-  const auto lower = [](std::string_view s) {
-    std::string out(s);
-    for (char& c : out)
-      c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-    return out;
-  };
-  for (const auto u : {HiresFix::Upscaler::kLanczos, HiresFix::Upscaler::kLatent,
-                       HiresFix::Upscaler::kLatentNearest})
-    if (lower(name) == lower(hires_upscaler_name(u))) return u;
-  fail(ErrorCode::kInvalidArgument, "unknown hires upscaler \"", name,
-       "\" (hyrt has \"Lanczos\", \"Latent\" and \"Latent (nearest)\")");
-}
-
-void add_hires_parameters(const HiresFix& hires, GenerationParameters& gp) {
-  gp.extra.emplace_back("Denoising strength", str_cat(hires.strength));
-  if (hires.width > 0 || hires.height > 0)
-    gp.extra.emplace_back("Hires resize", str_cat(hires.width, "x", hires.height));
-  else
-    gp.extra.emplace_back("Hires upscale", str_cat(hires.scale));
-  if (hires.steps > 0) gp.extra.emplace_back("Hires steps", str_cat(hires.steps));
-  gp.extra.emplace_back("Hires upscaler", std::string(hires_upscaler_name(hires.upscaler)));
 }
 
 bool uses_cfg(const DiffusionModel& model, const Txt2ImgParams& p) {
@@ -570,8 +515,10 @@ void denoise_and_decode(DiffusionModel& model, const std::vector<Lane*>& lanes) 
   if (lone && p0.release_stages) model.release("unet");
   log_resident_after("sampling");
   if (!p0.decode) {  // the same for every lane (can_batch_together)
-    for (Lane* l : lanes)
+    for (Lane* l : lanes) {
       l->result.timings.denoise_ms = denoise_ms;
+      if (l->alive()) l->result.latents = std::move(l->latents);
+    }
     return;
   }
 
@@ -821,7 +768,8 @@ Txt2ImgParams settings_of(const Txt2ImgParams& p) {
 }
 
 // The hires fix (Txt2ImgParams::hires): txt2img at the params' size, its 8-bit pictures resized
-// by Lanczos to the hires size, then img2img from them with the same seed.
+// by Lanczos to the hires size (or, for the latent upscalers, its final latents resized without
+// a decode), then img2img from them with the same seed.
 Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& scheduler_config,
                             const Txt2ImgParams& p) {
   validate_txt2img_params(p, model.vae_scale_factor());
@@ -836,15 +784,7 @@ Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& schedu
   first.hires.reset();
   first.release_stages = false;  // the second pass needs them all again
   const bool latent = hr.upscaler != HiresFix::Upscaler::kLanczos;
-  std::optional<Tensor> last;  // the latent upscalers: the first pass's final latents
-  if (latent) {
-    first.decode = false;
-    first.on_latents = [&](const Tensor& x) {
-      last.emplace(DType::kF32, x.shape(), "the first pass's latents");
-      std::memcpy(last->data(), x.data(), x.bytes());
-      if (p.on_latents) p.on_latents(x);
-    };
-  }
+  first.decode = !latent;
   first.on_step = [&](int done, int total) {
     first_total = total;
     if (p.on_step) p.on_step(done, total);
@@ -856,9 +796,8 @@ Txt2ImgResult txt2img_hires(DiffusionModel& model, const SchedulerConfig& schedu
   InitImage init;
   init.strength = hr.strength;
   if (latent) {
-    HYRT_CHECK(last.has_value(), kInternal, "the hires fix's first pass gave no latents");
     init.latents =
-        resize_latents(*last, h2 / f, w2 / f, hr.upscaler == HiresFix::Upscaler::kLatent);
+        resize_latents(r1.latents, h2 / f, w2 / f, hr.upscaler == HiresFix::Upscaler::kLatent);
   } else {
     const int64_t pixels = int64_t{p.height} * p.width * 3;
     init.image = Tensor(DType::kF32, {p.batch, h2, w2, 3}, "the upscaled first-pass pictures");

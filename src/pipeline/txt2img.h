@@ -141,8 +141,8 @@ struct Txt2ImgParams {
   std::function<bool()> cancelled;
   // Called after each denoising step with the latents, NCHW [batch, C, h, w] (parity checks).
   std::function<void(const Tensor&)> on_latents;
-  // false: stop after denoising, without the VAE decode (the result has no images; the caller
-  // takes the latents from on_latents) — the hires fix's latent first pass.
+  // false: stop after denoising, without the VAE decode (the result holds the final latents
+  // instead of images) — the hires fix's latent first pass.
   bool decode = true;
   // Live previews: called after each denoising step with (steps run so far, steps that will
   // run, the clean latents the model predicts at that step: Sampler::predicted_original of the
@@ -178,6 +178,9 @@ struct Txt2ImgTimings {
 
 struct Txt2ImgResult {
   Tensor images;  // [batch, H, W, 3] f32 in [0, 1] (before rounding to 8 bits)
+  // Txt2ImgParams::decode false: the final latents NCHW [batch, C, h, w] (before
+  // 1/scaling_factor) instead of images; else empty.
+  Tensor latents;
   Txt2ImgTimings timings;
   std::vector<std::string> warnings;  // e.g. prompt truncation
 };

@@ -8,8 +8,10 @@
 #include <map>
 
 #include "core/build_info.h"
+#include "core/error.h"
 #include "pipeline/image_io.h"
 #include "pipeline/scheduler.h"
+#include "pipeline/txt2img.h"
 
 namespace hyrt::serve {
 
@@ -385,17 +387,19 @@ Txt2ImgRequest parse_txt2img(std::string_view text, const Limits& limits,
                    "txt2img takes no init_images: POST them to /sdapi/v1/img2img");
   Txt2ImgRequest r = parse_common(body, limits, resolve_model);
   if (read_bool(body, "enable_hr", false)) {
-    // The hires fix: "Lanczos" (also for "None" and an absent field), "Latent" or "Latent
-    // (nearest)"; the model-based upscalers (ESRGAN and kin) are refused by name.
+    // The hires fix: the library's upscalers (pipeline::parse_hires_upscaler: "Lanczos",
+    // "Latent", "Latent (nearest)"), "None" taken as Lanczos; the model-based upscalers (ESRGAN
+    // and kin) are refused by name.
     GenerateOptions::Hires h;
     const std::string upscaler = read_string(body, "hr_upscaler", "Lanczos");
-    if (upscaler == "Latent" || upscaler == "Latent (nearest)")
-      h.upscaler = upscaler;
-    else if (upscaler != "Lanczos" && upscaler != "None")
-      throw ApiError(422, "hr_upscaler",
-                     "hyrt serve's hires fix upscales with \"Lanczos\", \"Latent\" or \"Latent "
-                     "(nearest)\", not \"" +
-                         upscaler + "\"");
+    if (upscaler != "None") {
+      try {
+        h.upscaler =
+            std::string(pipeline::hires_upscaler_name(pipeline::parse_hires_upscaler(upscaler)));
+      } catch (const Error& e) {
+        throw ApiError(422, "hr_upscaler", e.what());
+      }
+    }
     h.scale = read_number(body, "hr_scale", 2.0, 1.0, 4.0);
     h.width = static_cast<int>(read_int(body, "hr_resize_x", 0, 0, limits.max_side));
     h.height = static_cast<int>(read_int(body, "hr_resize_y", 0, 0, limits.max_side));

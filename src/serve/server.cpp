@@ -23,6 +23,7 @@
 
 #include "core/build_info.h"
 #include "core/sysinfo.h"
+#include "pipeline/txt2img.h"
 #include "serve/job_queue.h"
 #include "serve/metrics.h"
 
@@ -624,7 +625,11 @@ struct Server::Impl {
                reply(res, 200, list);
              }));
     http.Get("/sdapi/v1/latent-upscale-modes", handler([](const auto&, auto& res) {
-               reply(res, 200, json::array({{{"name", "Latent"}}, {{"name", "Latent (nearest)"}}}));
+               json modes = json::array();
+               for (auto u : {pipeline::HiresFix::Upscaler::kLatent,
+                              pipeline::HiresFix::Upscaler::kLatentNearest})
+                 modes.push_back({{"name", pipeline::hires_upscaler_name(u)}});
+               reply(res, 200, modes);
              }));
     http.Post("/sdapi/v1/png-info", handler([](const httplib::Request& req, auto& res) {
                 reply(res, 200, png_info(object_body(req)));

@@ -99,21 +99,8 @@ bool legacy_attention_form() {
 // size's first step costs no more than with hyrt's kernel alone. That path (plans built in the
 // background, the switch, the recapture) has not yet run on a GPU (written 2026-12-06 when no
 // device machine could be had), so cuDNN stays opt-in until it has: then flip the default.
-// HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, kCudnnAttentionByDefault does.
+// HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
 constexpr bool kCudnnAttentionByDefault = false;
-
-}  // namespace
-
-bool cudnn_attention_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    const bool asked = v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
-    return asked && !legacy_attention_form();
-  }();
-  return on;
-}
-
-namespace {
 
 // Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.
 bool cudnn_shape(const AttentionShape& s) {
@@ -149,13 +136,6 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
   return nullptr;
 }
 
-// One plan per (stream, shape), shared by the kernels of every node of that shape (SD 1.5's
-// UNet has 5 self-attentions of one shape per level); it lives while a kernel holds it.
-// Building takes 43-73 ms (cuDNN's heuristics and its kernel's finalisation), so each is
-// started on a thread of its own when the kernel is made; the kernel runs hyrt's program
-// until the plan is ready. cuDNN serialises the builds themselves (six on six threads took as
-// long as one after another on the H200). Null where cuDNN is not wanted or absent or the
-// shape is not one it takes.
 // Whether cuDNN is wanted, present and takes the node's shape (logs once when it is absent).
 bool cudnn_takes(const AttentionShape& s) {
   if (!cudnn_attention_enabled() || !cudnn_shape(s)) return false;
@@ -180,6 +160,12 @@ bool defer_cudnn_plans() {
   return defer;
 }
 
+// The plan for a shape cuDNN takes (cudnn_takes): one per (stream, shape), shared by the
+// kernels of every node of that shape (SD 1.5's UNet has 5 self-attentions of one shape per
+// level); it lives while a kernel holds it. Building takes 43-73 ms (cuDNN's heuristics and its
+// kernel's finalisation), so each is started on a thread of its own and the kernel runs hyrt's
+// program until the plan is ready. cuDNN serialises the builds themselves (six on six threads
+// took as long as one after another on the H200).
 std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
                                                  int device) {
   static std::mutex mu;
@@ -367,6 +353,15 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node) {
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node) {
   return std::make_unique<AttentionKernel>(ctx, graph, node);
+}
+
+bool cudnn_attention_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
+    const bool asked = v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
+    return asked && !legacy_attention_form();
+  }();
+  return on;
 }
 
 std::string attention_library() {
