@@ -145,7 +145,8 @@ struct GenerateOptions {
   int clip_skip = 1;
   // Called after each denoising step, on the calling thread (while the runtime's worker may
   // already run the next step). An exception it throws ends the call at once and reaches the
-  // caller unchanged.
+  // caller unchanged. Once `cancel` is cancelled it is not called again (nor on_preview), even
+  // for steps the worker finished before it saw the cancel.
   std::function<void(int step, int total)> on_step;
   // Live previews: every `preview_every` steps and after the last, the picture the model
   // predicts at that step (the clean image it aims at, not the noisy latents), for the first
