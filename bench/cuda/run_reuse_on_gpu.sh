@@ -9,7 +9,8 @@
 # Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
 #   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
 #   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
-#   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the anchor),
+#   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the SDXL anchor),
+#   torch15 (SD 1.5's PyTorch eager anchor for issue 16: 512², 1024², 768²),
 #   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
 #   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
 #   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes),
@@ -186,13 +187,19 @@ if [[ $what == *sdxl* ]]; then
     done
   done
 fi
-if [[ $what == *torch* ]]; then
+# has ITEM: whether ITEM is one of the words asked for.
+has() { [[ " $what " == *" $1 "* ]]; }
+if has torch || has torch15; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >"$out/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
-  timeout 200 python3 bench/cuda/torch_sdxl_eager.py 1024x1024,832x1216,768x768 \
-    >"$out/torch_sdxl.json" 2>"$out/torch.err"
-  echo "torch rc=$?"
-  python3 -c "import json,sys; j=json.load(open(sys.argv[1])); [print('torch', u['size'], u['median_ms'], 'ms') for u in j['unet']]" \
-    "$out/torch_sdxl.json" || tail -n 5 "$out/torch.err"
+  for model in $(has torch && echo sdxl) $(has torch15 && echo sd15); do
+    sizes=1024x1024,832x1216,768x768
+    [[ $model == sd15 ]] && sizes=512x512,1024x1024,768x768
+    timeout 200 python3 bench/cuda/torch_sdxl_eager.py $sizes $model \
+      >"$out/torch_$model.json" 2>"$out/torch_$model.err"
+    echo "torch $model rc=$?"
+    python3 -c "import json,sys; j=json.load(open(sys.argv[1])); [print('torch', j['model'], u['size'], u['median_ms'], 'ms') for u in j['unet']]" \
+      "$out/torch_$model.json" || tail -n 5 "$out/torch_$model.err"
+  done
 fi
 echo "total: $(($(date +%s) - t0)) s"
