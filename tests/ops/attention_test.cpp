@@ -4,6 +4,8 @@
 #include "backend/cpu/cpu_kernels.h"
 #include "op_case.h"
 
+#include <tuple>
+
 namespace hyrt::test {
 namespace {
 
@@ -203,8 +205,8 @@ TEST(AttentionBf16, UnderBf16PrecisionOnFloatGraphs) {
 // outside a call stay poisoned). k_offset adds a constant
 // per channel to the keys (a biased K, as real layers' keys are: int8's smoothing must take it
 // out). Returns the worst relative L2 error over the cases.
-template <class Flash>
-double worst_fused_error(float k_offset) {
+template <class Flash, class... Form>
+double worst_fused_error(float k_offset, Form... form) {
   const AttentionParams cases[] = {
       {2, 300, 300, 3, 40, 40, false, 0, 2},    // SD 1.5's heads, tails of every tile
       {1, 77, 77, 2, 64, 64, true, 0, 1},       // causal inside one tile
@@ -233,7 +235,7 @@ double worst_fused_error(float k_offset) {
     const double scale = p.scale != 0 ? p.scale : 1.0 / std::sqrt(static_cast<double>(p.d));
     const auto want =
         attention_reference(q, k, v, p.batch, p.tq, p.tk, p.heads, p.d, p.dv, scale, p.causal);
-    const Flash kernel(p.tk, p.d, p.dv, static_cast<float>(scale), p.causal);
+    const Flash kernel(p.tk, p.d, p.dv, static_cast<float>(scale), p.causal, form...);
     AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
     std::vector<float> out(static_cast<size_t>(p.batch * p.tq * ld_v),
                            std::numeric_limits<float>::quiet_NaN());
@@ -271,12 +273,51 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
 TEST(FlashAttentionInt8, MatchesTheReference) {
   using backend::cpu::FlashAttentionInt8;
   if (!FlashAttentionInt8::supports(40, 40)) GTEST_SKIP() << "no AVX-512 VNNI here (or capped)";
-  for (const float offset : {0.0f, 4.0f}) {
-    SCOPED_TRACE(str_cat("k offset ", offset));
-    const double err = worst_fused_error<FlashAttentionInt8>(offset);
-    double& worst = worst_errors()["attention int8 fused"];
-    worst = std::max(worst, err);
-    EXPECT_LE(err, 3e-2) << "fused int8 attention rel L2 " << err;
+  // Both product forms where the CPU has AMX: tiles, and the VNNI loops the others run.
+  using Products = FlashAttentionInt8::Products;
+  std::vector<Products> forms{Products::kVnni};
+  if (FlashAttentionInt8::amx_available()) forms.push_back(Products::kAmx);
+  for (const Products form : forms)
+    for (const float offset : {0.0f, 4.0f}) {
+      const bool amx = form == Products::kAmx;
+      SCOPED_TRACE(str_cat(amx ? "AMX" : "AVX-512 VNNI", ", k offset ", offset));
+      const double err = worst_fused_error<FlashAttentionInt8>(offset, form);
+      double& worst = worst_errors()[amx ? "attention int8 fused (AMX)" : "attention int8 fused"];
+      worst = std::max(worst, err);
+      EXPECT_LE(err, 3e-2) << "fused int8 attention rel L2 " << err;
+    }
+}
+
+// The AMX and VNNI forms take the same operands, sum them exactly in int32 and apply the same
+// f32 operations after: their outputs are bitwise equal (padding keys beyond Tk are masked out
+// of both), so any layout slip in the tile form shows.
+TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
+  using backend::cpu::FlashAttentionInt8;
+  if (!FlashAttentionInt8::supports(40, 40) || !FlashAttentionInt8::amx_available())
+    GTEST_SKIP() << "no AMX here (or capped)";
+  for (const auto& [tk, d, dv] : {std::tuple<int64_t, int64_t, int64_t>{300, 40, 40},
+                                  {77, 80, 80},
+                                  {130, 160, 160},
+                                  {64, 64, 64},
+                                  {200, 7, 200}}) {
+    SCOPED_TRACE(str_cat("Tk=", tk, " D=", d, " Dv=", dv));
+    const int64_t tq = 37;
+    const std::vector<float> q = random_floats(static_cast<size_t>(tq * d), 31);
+    const std::vector<float> k = random_floats(static_cast<size_t>(tk * d), 32);
+    const std::vector<float> v = random_floats(static_cast<size_t>(tk * dv), 33);
+    std::vector<float> outs[2];
+    for (const bool amx : {false, true}) {
+      const FlashAttentionInt8 kernel(
+          tk, d, dv, 0.2f, false,
+          amx ? FlashAttentionInt8::Products::kAmx : FlashAttentionInt8::Products::kVnni);
+      ASSERT_EQ(kernel.uses_amx(), amx);
+      AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
+      std::vector<float>& out = outs[amx ? 1 : 0];
+      out.assign(static_cast<size_t>(tq * dv), std::numeric_limits<float>::quiet_NaN());
+      kernel.pack_head(k.data(), d, v.data(), dv, scratch.data());
+      kernel.run_rows(q.data(), d, 0, tq, out.data(), dv, scratch.data());
+    }
+    EXPECT_EQ(outs[1], outs[0]);
   }
 }
 

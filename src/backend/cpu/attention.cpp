@@ -42,7 +42,7 @@
 // On CPUs with AVX-512 BF16 but no AMX the bf16 tiles run hyrt's fused kernel instead
 // (attention_bf16.h, flash_bf16_wanted below): same tiles and threads, no oneDNN products.
 // AttentionPrecision::kInt8 (W8A8) runs the fused int8 kernel (attention_int8.h,
-// flash_int8_wanted) in the same tiles where the CPU has AVX-512 VNNI and no AMX, else as kBF16.
+// flash_int8_wanted) in the same tiles where the CPU has AVX-512 VNNI, else as kBF16.
 #include <dnnl.hpp>
 
 #include <algorithm>
@@ -234,13 +234,17 @@ bool flash_bf16_wanted(int64_t d, int64_t dv) {
   return forced == AttentionOverride::kFused || !cpu_has_amx();
 }
 
-// int8 attention through FlashAttentionInt8 where the CPU has AVX-512 VNNI but no AMX: on the
-// 2-core Zen 4 (bench_cpu_gemm, batch 1) SD 1.5's 4096 tokens of 8 x 40 take 65.8 ms in the fused
-// bf16 kernel and 43.0 ms in this one, SDXL's 4096 of 10 x 64 125 -> 74 ms. With AMX the bf16
-// tile path stays (not measured against it) unless $HYRT_CPU_ATTENTION=int8.
+// int8 attention through FlashAttentionInt8 wherever the CPU has AVX-512 VNNI: on the 2-core
+// Zen 4 (bench_cpu_gemm, batch 1) SD 1.5's 4096 tokens of 8 x 40 take 65.8 ms in the fused bf16
+// kernel and 43.0 ms in this one, SDXL's 4096 of 10 x 64 125 -> 74 ms; on the 2-core Xeon with
+// AMX, against oneDNN's bf16 tile kernels, 63.3 -> 35.4 ms, 90.3 -> 63.2 ms, SD 1.5's 1024 of
+// 8 x 80 5.55 -> 4.00 ms and its cross attention (4096 x 77) 3.11 -> 1.56 ms, and the W8A8 UNet
+// step at 512² 1.53-1.64 -> 1.22-1.27 s (2026-12-06). $HYRT_CPU_ATTENTION=onednn or fused keeps
+// the bf16 paths for A/B runs.
 bool flash_int8_wanted(int64_t d, int64_t dv) {
   if (!FlashAttentionInt8::supports(d, dv)) return false;
-  return attention_override() == AttentionOverride::kInt8 || !cpu_has_amx();
+  const AttentionOverride forced = attention_override();
+  return forced == AttentionOverride::kNone || forced == AttentionOverride::kInt8;
 }
 
 class AttentionKernel final : public Kernel {

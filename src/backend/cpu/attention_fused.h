@@ -37,10 +37,23 @@ inline __mmask16 first_lanes(int64_t n) {
   return n >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << n) - 1u);
 }
 
-// The online softmax's bookkeeping before one row's tile: the tile's maximum of scale · s[j] over
-// its first `valid` (>= 1) scores (scale >= 0, so the maximum of s scaled); when it is above the
-// running maximum m, the row's output o [dv_pad] and sum l are rescaled by e^(m − new) (0 before
-// the first tile) and m raised.
+// The online softmax's bookkeeping before one row's tile whose maximum (scaled) is tile_max: when
+// it is above the running maximum m, the row's output o [dv_pad] and sum l are rescaled by
+// e^(m − tile_max) (0 before the first tile) and m raised.
+__attribute__((target("avx512f"))) inline void raise_running_max_to(float tile_max, float& m,
+                                                                    float& l, float* o,
+                                                                    int64_t dv_pad) {
+  if (!(tile_max > m)) return;
+  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - tile_max);
+  const __m512 va = _mm512_set1_ps(alpha);
+  for (int64_t c = 0; c < dv_pad; c += 16)
+    _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), va));
+  l *= alpha;
+  m = tile_max;
+}
+
+// raise_running_max_to with the tile's maximum of scale · s[j] over its first `valid` (>= 1)
+// scores (scale >= 0, so the maximum of s scaled).
 __attribute__((target("avx512f"))) inline void raise_running_max(const float* s, int64_t valid,
                                                                  float scale, float& m, float& l,
                                                                  float* o, int64_t dv_pad) {
@@ -49,14 +62,7 @@ __attribute__((target("avx512f"))) inline void raise_running_max(const float* s,
     const __mmask16 mk = first_lanes(valid - j);
     vmax = _mm512_mask_max_ps(vmax, mk, vmax, _mm512_maskz_loadu_ps(mk, s + j));
   }
-  const float tile_max = scale * _mm512_reduce_max_ps(vmax);
-  if (!(tile_max > m)) return;
-  const float alpha = m == -INFINITY ? 0.0f : std::exp(m - tile_max);
-  const __m512 va = _mm512_set1_ps(alpha);
-  for (int64_t c = 0; c < dv_pad; c += 16)
-    _mm512_storeu_ps(o + c, _mm512_mul_ps(_mm512_loadu_ps(o + c), va));
-  l *= alpha;
-  m = tile_max;
+  raise_running_max_to(scale * _mm512_reduce_max_ps(vmax), m, l, o, dv_pad);
 }
 
 // out rows r < n_rows (ld apart) = o's rows [r][0, dv) (dv_pad apart) / l[r] (0 where l is 0).

@@ -20,6 +20,10 @@
 // ~1e-2 relative L2 against f64 at SD's shapes (attention_test.cpp), the size of W8A8's other
 // roundings.
 //
+// With AMX (Sapphire Rapids and later) the two products run on tiles instead: a 16-row query
+// block is one A tile, 16 keys of the packed K (or 16 key quads of the packed V) one B tile in
+// the very layouts the VNNI loops read, so the packing is shared; the softmax stays AVX-512.
+//
 // Layouts and threading as FlashAttentionBf16: inputs f32 with a row stride, per head
 //   q [Tq, D], k [Tk, D], v [Tk, Dv] -> out [Tq, Dv]; const methods, a scratch per thread.
 #pragma once
@@ -42,8 +46,21 @@ class FlashAttentionInt8 {
   // not capped below it by DNNL_MAX_CPU_ISA).
   static bool supports(int64_t d, int64_t dv);
 
+  // Whether the products can run on AMX tiles here (amx::tiles_usable: the CPU has them, the
+  // ISA is not capped below them, Linux granted them).
+  static bool amx_available();
+
+  // Where the two products run: kAmx on AMX tiles (tdpbusd, 16x16 int32 tiles; needs
+  // amx_available(), else VNNI), kVnni on AVX-512 VNNI, kAuto AMX where available unless the keys
+  // would be padded by more than an eighth (tiles take keys in 64s: the text's 77 keys would
+  // become 128, and VNNI's 80 are faster there). Bitwise the same results (tests run both).
+  enum class Products { kAuto, kVnni, kAmx };
+
   // As FlashAttentionBf16's: heads of tk keys, head dims d and dv, scale on q·k, causal mask.
-  FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal);
+  FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
+                     Products products = Products::kAuto);
+
+  bool uses_amx() const { return amx_; }
 
   size_t scratch_bytes() const { return scratch_bytes_; }
 
@@ -60,8 +77,9 @@ class FlashAttentionInt8 {
   int64_t tk_, d_, dv_;
   float scale_;
   bool causal_;
+  bool amx_;
   int64_t quads_d_;   // ceil(D / 4): depth of the score product in 4-byte words
-  int64_t keys_pad_;  // Tk rounded up to 16 (zero keys past Tk, masked)
+  int64_t keys_pad_;  // Tk rounded up to 16, 64 for AMX (zero keys past Tk, masked)
   int64_t dv_pad_;    // Dv rounded up to 16 (zero columns past Dv, never stored)
   // Scratch: packed K, per-key scale and correction, packed V, per-channel V scale, the packing
   // rows, then one query block's Q (and its row scales), S, P and O.

@@ -396,8 +396,8 @@ class CpuBackend final : public Backend {
   // bf16 dot products, for attention big enough to matter (Tq·Tk >= 256², not the text
   // encoders' 77 tokens). Otherwise f32. W8A8 asks for int8 products (attention_int8.h: every
   // other GEMM of that mode already rounds its activations to 8 bits), which the kernel takes
-  // where the CPU has AVX-512 VNNI without AMX. $HYRT_CPU_ATTENTION=f32 keeps f32 everywhere,
-  // onednn / fused keep int8 out (attention_override()).
+  // where the CPU has AVX-512 VNNI (with or without AMX). $HYRT_CPU_ATTENTION=f32 keeps f32
+  // everywhere, onednn / fused keep int8 out (attention_override()).
   AttentionPrecision attention_precision(const ir::Graph& graph, const ir::Node& node) const {
     const AttentionOverride forced = attention_override();
     if (forced == AttentionOverride::kF32) return AttentionPrecision::kF32;
