@@ -262,10 +262,18 @@ double worst_fused_error(float k_offset, Form... form) {
 TEST(FlashAttentionBf16, MatchesTheReference) {
   using backend::cpu::FlashAttentionBf16;
   if (!FlashAttentionBf16::supports(40, 40)) GTEST_SKIP() << "no AVX-512 BF16 here (or capped)";
-  const double err = worst_fused_error<FlashAttentionBf16>(0.0f);
-  double& worst = worst_errors()["attention bf16 fused"];
-  worst = std::max(worst, err);
-  EXPECT_LE(err, 1e-2) << "fused bf16 attention rel L2 " << err;
+  // Both product forms where the CPU has AMX: tiles, and the vdpbf16ps loops the others run.
+  using Products = FlashAttentionBf16::Products;
+  std::vector<Products> forms{Products::kVector};
+  if (FlashAttentionBf16::amx_available()) forms.push_back(Products::kAmx);
+  for (const Products form : forms) {
+    const bool amx = form == Products::kAmx;
+    SCOPED_TRACE(amx ? "AMX" : "AVX-512 BF16");
+    const double err = worst_fused_error<FlashAttentionBf16>(0.0f, form);
+    double& worst = worst_errors()[amx ? "attention bf16 fused (AMX)" : "attention bf16 fused"];
+    worst = std::max(worst, err);
+    EXPECT_LE(err, 1e-2) << "fused bf16 attention rel L2 " << err;
+  }
 }
 
 // int8 operands (u8 Q and P, s8 K and V): per-row, per-key and per-channel scales keep the error
@@ -275,7 +283,7 @@ TEST(FlashAttentionInt8, MatchesTheReference) {
   if (!FlashAttentionInt8::supports(40, 40)) GTEST_SKIP() << "no AVX-512 VNNI here (or capped)";
   // Both product forms where the CPU has AMX: tiles, and the VNNI loops the others run.
   using Products = FlashAttentionInt8::Products;
-  std::vector<Products> forms{Products::kVnni};
+  std::vector<Products> forms{Products::kVector};
   if (FlashAttentionInt8::amx_available()) forms.push_back(Products::kAmx);
   for (const Products form : forms)
     for (const float offset : {0.0f, 4.0f}) {
@@ -288,13 +296,14 @@ TEST(FlashAttentionInt8, MatchesTheReference) {
     }
 }
 
-// The AMX and VNNI forms take the same operands, sum them exactly in int32 and apply the same
-// f32 operations after: their outputs are bitwise equal (padding keys beyond Tk are masked out
-// of both), so any layout slip in the tile form shows.
-TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
-  using backend::cpu::FlashAttentionInt8;
-  if (!FlashAttentionInt8::supports(40, 40) || !FlashAttentionInt8::amx_available())
-    GTEST_SKIP() << "no AMX here (or capped)";
+// A fused kernel's outputs in its vector form and on AMX tiles for the same heads: every tile
+// group (head dims of one shorter group, of whole groups and of both; Dv of 1..4 accumulators and
+// more), keys off the 64-key tiles. Returns the relative L2 difference (the vector form as the
+// reference); fails if a form does not run as asked.
+template <class Flash>
+double amx_against_vector() {
+  using Products = typename Flash::Products;
+  double worst = 0;
   for (const auto& [tk, d, dv] : {std::tuple<int64_t, int64_t, int64_t>{300, 40, 40},
                                   {77, 80, 80},
                                   {130, 160, 160},
@@ -307,18 +316,35 @@ TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
     const std::vector<float> v = random_floats(static_cast<size_t>(tk * dv), 33);
     std::vector<float> outs[2];
     for (const bool amx : {false, true}) {
-      const FlashAttentionInt8 kernel(
-          tk, d, dv, 0.2f, false,
-          amx ? FlashAttentionInt8::Products::kAmx : FlashAttentionInt8::Products::kVnni);
-      ASSERT_EQ(kernel.uses_amx(), amx);
+      const Flash kernel(tk, d, dv, 0.2f, false, amx ? Products::kAmx : Products::kVector);
+      EXPECT_EQ(kernel.uses_amx(), amx);
       AlignedBuffer scratch(kernel.scratch_bytes(), "test scratch");
       std::vector<float>& out = outs[amx ? 1 : 0];
       out.assign(static_cast<size_t>(tq * dv), std::numeric_limits<float>::quiet_NaN());
       kernel.pack_head(k.data(), d, v.data(), dv, scratch.data());
       kernel.run_rows(q.data(), d, 0, tq, out.data(), dv, scratch.data());
     }
-    EXPECT_EQ(outs[1], outs[0]);
+    worst =
+        std::max(worst, rel_error(outs[1], std::vector<double>(outs[0].begin(), outs[0].end())));
   }
+  return worst;
+}
+
+// int8: the same operands summed exactly in int32 and the same f32 operations after, so the two
+// forms are bitwise equal (padding keys past Tk are masked out of both).
+TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
+  using backend::cpu::FlashAttentionInt8;
+  if (!FlashAttentionInt8::supports(40, 40) || !FlashAttentionInt8::amx_available())
+    GTEST_SKIP() << "no AMX here (or capped)";
+  EXPECT_EQ(amx_against_vector<FlashAttentionInt8>(), 0.0);
+}
+
+// bf16: the same bf16 operands, f32 sums in another order: equal to f32 rounding.
+TEST(FlashAttentionBf16, AmxAgreesWithAvx512) {
+  using backend::cpu::FlashAttentionBf16;
+  if (!FlashAttentionBf16::supports(40, 40) || !FlashAttentionBf16::amx_available())
+    GTEST_SKIP() << "no AMX here (or capped)";
+  EXPECT_LE(amx_against_vector<FlashAttentionBf16>(), 1e-5);
 }
 
 }  // namespace

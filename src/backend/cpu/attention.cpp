@@ -39,8 +39,9 @@
 // costs ~3e-3 relative error (attention_test.cpp); the W8A8 UNet step at 512² on the 2-core
 // Xeon went 1.99 -> 1.73 s.
 //
-// On CPUs with AVX-512 BF16 but no AMX the bf16 tiles run hyrt's fused kernel instead
-// (attention_bf16.h, flash_bf16_wanted below): same tiles and threads, no oneDNN products.
+// The bf16 tiles run hyrt's fused kernel instead (attention_bf16.h, flash_bf16_wanted below:
+// AVX-512 BF16 without AMX, or AMX tiles where they pay): same tiles and threads, no oneDNN
+// products.
 // AttentionPrecision::kInt8 (W8A8) runs the fused int8 kernel (attention_int8.h,
 // flash_int8_wanted) in the same tiles where the CPU has AVX-512 VNNI, else as kBF16.
 #include <dnnl.hpp>
@@ -51,6 +52,7 @@
 #include <optional>
 #include <string_view>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/attention_bf16.h"
 #include "backend/cpu/attention_int8.h"
 #include "backend/cpu/cpu_backend.h"
@@ -226,12 +228,16 @@ __attribute__((target("avx512f,avx512vl,avx512bw,avx512bf16"))) float softmax_nu
 
 // bf16 attention through FlashAttentionBf16 (attention_bf16.h) where the CPU has AVX-512 BF16
 // but no AMX: on a 2-core AMD EPYC (Zen 4; SD 1.5's 4096 tokens of 8 x 40, bench_cpu_gemm) it
-// takes 64 ms against oneDNN's 103 ms. With AMX, oneDNN's tile kernels stay (48 ms there; not
-// measured against the fused kernel). attention_override() forces either for A/B runs.
-bool flash_bf16_wanted(int64_t d, int64_t dv) {
+// takes 64 ms against oneDNN's 103 ms. With AMX, where its products run on tiles
+// (amx::pays_for_keys: not the text's 77 keys, where oneDNN's tile kernels stay): on the 2-core
+// Xeon, against oneDNN's bf16 AMX matmuls, SD 1.5's 4096 of 8 x 40 65.8 -> 38.4 ms, 1024 of
+// 8 x 80 5.69 -> 3.32 ms, SDXL's 4096 of 10 x 64 95.0 -> 55.7 ms (2026-12-06).
+// attention_override() forces either for A/B runs.
+bool flash_bf16_wanted(int64_t tk, int64_t d, int64_t dv) {
   const AttentionOverride forced = attention_override();
   if (forced == AttentionOverride::kOneDnn || !FlashAttentionBf16::supports(d, dv)) return false;
-  return forced == AttentionOverride::kFused || !cpu_has_amx();
+  return forced == AttentionOverride::kFused || !cpu_has_amx() ||
+         (FlashAttentionBf16::amx_available() && amx::pays_for_keys(tk));
 }
 
 // int8 attention through FlashAttentionInt8 wherever the CPU has AVX-512 VNNI: on the 2-core
@@ -271,9 +277,9 @@ class AttentionKernel final : public Kernel {
     block_rows_ = std::clamp<int64_t>(block_rows_ / kMinBlockRows * kMinBlockRows, kMinBlockRows,
                                       kMaxBlockRows);
     block_rows_ = std::min(block_rows_, tq_);
-    scratch_per_thread_ = int8                                  ? prepare_fused(flash_int8_)
-                          : bf16_ && flash_bf16_wanted(d_, dv_) ? prepare_fused(flash_)
-                                                                : prepare_products(ctx);
+    scratch_per_thread_ = int8                                       ? prepare_fused(flash_int8_)
+                          : bf16_ && flash_bf16_wanted(tk_, d_, dv_) ? prepare_fused(flash_)
+                                                                     : prepare_products(ctx);
     planned_threads_ = std::max(1, num_threads());
     workspace_ = KernelWorkspace(scratch_per_thread_ * planned_threads_, "attention scratch");
   }

@@ -12,6 +12,7 @@
 // accumulators (SD 1.5's Dv = 40 -> 48: 8 rows x 3 vectors).
 #include "backend/cpu/attention_bf16.h"
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/attention_fused.h"
 
 #include <immintrin.h>
@@ -212,6 +213,55 @@ HYRT_BF16_TARGET void softmax_tile_row(const float* s, int64_t keys, int64_t val
   l += _mm512_reduce_add_ps(vsum);
 }
 
+// AMX forms of the two products, on amx_tiles.h's product tiles (amx::configure_products with
+// the score product's depth in pairs): tdpbf16ps, bf16 pairs -> f32.
+HYRT_AMX_ACCUMULATE_FN(accumulate_full, DPBF16PS, 4, 5)
+HYRT_AMX_ACCUMULATE_FN(accumulate_rem, DPBF16PS, 6, 7)
+
+// scores_tile on tiles: kRows rows against keys [n0, n0 + keys) (a multiple of 64), 64 keys
+// (four accumulators) at a time, into s [kRows][kKeys].
+void scores_tile_amx(const uint32_t* q, int64_t pairs, const uint32_t* kp, int64_t n0, int64_t keys,
+                     float* s) {
+  constexpr int64_t kS = FlashAttentionBf16::kKeys;
+  const int64_t vec = 16 * pairs;  // words per 16-key vector: [pairs][16]
+  const int64_t full = pairs / 16, rem = pairs % 16;
+  for (int64_t j = 0; j < keys; j += 64) {
+    const uint32_t* kj = kp + (n0 + j) / 16 * vec;
+    amx::zero_accumulators(4);
+    for (int64_t c = 0; c < full; ++c) {
+      HYRT_AMX_LOAD(4, q + 16 * c, 4 * pairs);
+      for (int n = 0; n < 4; ++n)
+        accumulate_full(n, kj + n * vec + 256 * c, 64);
+    }
+    if (rem > 0) {
+      HYRT_AMX_LOAD(6, q + 16 * full, 4 * pairs);
+      for (int n = 0; n < 4; ++n)
+        accumulate_rem(n, kj + n * vec + 256 * full, 64);
+    }
+    amx::store_accumulators(4, s + j, 4 * kS);
+  }
+}
+
+// O [kRows][dv_pad] += P · V on tiles for keys [n0, n0 + keys) (a multiple of 32): P bf16
+// [kRows][kKeys] as A tiles of 32 keys, V's pair rows as B tiles of 16 channels, four channel
+// vectors of O at a time held in the accumulators.
+void output_tile_amx(const uint16_t* p, const uint32_t* vp, int64_t dv_pad, int64_t n0,
+                     int64_t keys, float* o) {
+  constexpr int64_t kS = FlashAttentionBf16::kKeys;
+  const int64_t nv = dv_pad / 16;
+  for (int64_t g = 0; g < nv; g += 4) {
+    const int ng = static_cast<int>(std::min<int64_t>(4, nv - g));
+    amx::load_accumulators(ng, o + 16 * g, 4 * dv_pad);
+    for (int64_t kc = 0; kc < keys; kc += 32) {
+      HYRT_AMX_LOAD(4, p + kc, 2 * kS);
+      const uint32_t* vb = vp + (n0 + kc) / 2 * dv_pad + 16 * g;
+      for (int n = 0; n < ng; ++n)
+        accumulate_full(n, vb + 16 * n, 4 * dv_pad);
+    }
+    amx::store_accumulators(ng, o + 16 * g, 4 * dv_pad);
+  }
+}
+
 }  // namespace
 
 bool FlashAttentionBf16::supports(int64_t d, int64_t dv) {
@@ -220,10 +270,18 @@ bool FlashAttentionBf16::supports(int64_t d, int64_t dv) {
   return isa && d >= 1 && dv >= 1 && dv <= kMaxDv;
 }
 
-FlashAttentionBf16::FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal)
+bool FlashAttentionBf16::amx_available() {
+  return amx::tiles_usable();
+}
+
+FlashAttentionBf16::FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
+                                       Products products)
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
+  amx_ = products != Products::kVector && amx_available() &&
+         (products == Products::kAmx || amx::pays_for_keys(tk));
   pairs_d_ = (d + 1) / 2;
-  keys_pad_ = (tk + 15) / 16 * 16;
+  // AMX takes keys in B tiles of 16 and P·V's A tiles of 32; 64 keeps the score tiles whole.
+  keys_pad_ = amx_ ? (tk + 63) / 64 * 64 : (tk + 15) / 16 * 16;
   dv_pad_ = (dv + 15) / 16 * 16;
   k_bytes_ = align_up(static_cast<size_t>(pairs_d_ * keys_pad_) * 4);
   v_bytes_ = align_up(static_cast<size_t>(keys_pad_ / 2 * dv_pad_) * 4);
@@ -283,6 +341,7 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
   const OutputRowsFn output = output_rows_for(static_cast<int>(dv_pad_ / 16), dv_pad_ - dv_ >= 8,
                                               std::make_integer_sequence<int, 16>());
   float m[kRows], l[kRows];
+  if (amx_) amx::configure_products(pairs_d_);
 
   fused_attention::walk(
       q0, rows, kRows, kKeys, tk_, keys_pad_, causal_,
@@ -300,16 +359,23 @@ HYRT_BF16_TARGET void FlashAttentionBf16::run_rows(const float* q_h, int64_t ld_
         std::fill(o, o + kRows * dv_pad_, 0.0f);
       },
       [&](int64_t n0, int64_t keys, const auto& valid) {
-        scores_tile(qb, pairs_d_, kp, n0, keys, s);
+        if (amx_)
+          scores_tile_amx(qb, pairs_d_, kp, n0, keys, s);
+        else
+          scores_tile(qb, pairs_d_, kp, n0, keys, s);
         for (int64_t r = 0; r < kRows; ++r)
           softmax_tile_row(s + r * kKeys, keys, valid(r), m[r], l[r], o + r * dv_pad_, dv_pad_,
                            p + r * kKeys);
-        output(reinterpret_cast<const uint32_t*>(p), kKeys / 2, vp + n0 / 2 * dv_pad_, keys / 2, o,
-               dv_pad_);
+        if (amx_)
+          output_tile_amx(p, vp, dv_pad_, n0, keys, o);
+        else
+          output(reinterpret_cast<const uint32_t*>(p), kKeys / 2, vp + n0 / 2 * dv_pad_, keys / 2,
+                 o, dv_pad_);
       },
       [&](int64_t r0, int64_t n_rows) {
         fused_attention::store_normalized(o, dv_pad_, l, n_rows, dv_, out_h + r0 * ld_out, ld_out);
       });
+  if (amx_) amx::release();
 }
 
 #if defined(__GNUC__) && !defined(__clang__)

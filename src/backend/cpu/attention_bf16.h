@@ -8,7 +8,9 @@
 // Why by hand: oneDNN 2.6's bf16 matmul pads the score product's depth to 32 (40 -> 64 for SD
 // 1.5's heads: 60 % more work) and needs the scores written out and read back around the
 // softmax; on CPUs without AMX (AMD Zen 4: one 512-bit vdpbf16ps per clock) that left the
-// attention at ~43 % of the bf16 peak. The AMX path stays with oneDNN (attention.cpp).
+// attention at ~43 % of the bf16 peak. With AMX the products run on tiles (tdpbf16ps): a 16-row
+// query block is one A tile, the packed K and V below are already the tiles' B layout, and the
+// output accumulates in tiles loaded from and stored back to O around each key tile.
 //
 // Numerics: q·scale, k and v rounded to bf16 (RNE); scores, softmax, sums and the output in
 // f32; probabilities rounded to bf16 for P·V. As attention.cpp's oneDNN bf16 path: ~3e-3
@@ -34,9 +36,21 @@ class FlashAttentionBf16 {
   // BF16, not capped below it by DNNL_MAX_CPU_ISA).
   static bool supports(int64_t d, int64_t dv);
 
+  // Whether the products can run on AMX tiles here (amx::tiles_usable).
+  static bool amx_available();
+
+  // Where the two products run: kAmx on AMX tiles (tdpbf16ps, 16x16 f32 tiles; needs
+  // amx_available(), else vdpbf16ps), kVector on AVX-512 BF16, kAuto on tiles where available
+  // and amx::pays_for_keys(tk). The same bf16 operands either way; the sums' order differs, so
+  // the results agree to f32 rounding (tests run both).
+  enum class Products { kAuto, kVector, kAmx };
+
   // Heads of tk keys, head dims d (q, k) and dv (v); scale: applied to q·k (any sign); causal:
   // query i sees keys 0..i only. Any number of queries (run_rows takes them in ranges).
-  FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal);
+  FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
+                     Products products = Products::kAuto);
+
+  bool uses_amx() const { return amx_; }
 
   // Scratch one thread needs (64-byte aligned): the packed K and V, and one block's buffers.
   size_t scratch_bytes() const { return scratch_bytes_; }
@@ -56,8 +70,9 @@ class FlashAttentionBf16 {
   int64_t tk_, d_, dv_;
   float scale_;
   bool causal_;
+  bool amx_;
   int64_t pairs_d_;   // ceil(D / 2): depth of the score product in bf16 pairs
-  int64_t keys_pad_;  // Tk rounded up to 16 (zero keys past Tk, masked)
+  int64_t keys_pad_;  // Tk rounded up to 16, 64 for AMX (zero keys past Tk, masked)
   int64_t dv_pad_;    // Dv rounded up to 16 (zero columns past Dv, never stored)
   size_t k_bytes_, v_bytes_, row_bytes_, q_bytes_, s_bytes_, p_bytes_, o_bytes_, scratch_bytes_;
 };

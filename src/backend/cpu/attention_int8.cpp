@@ -272,63 +272,12 @@ HYRT_VNNI_TARGET void softmax_tile_row(float* s, float qscale, int64_t keys, int
   l += static_cast<float>(_mm512_reduce_add_epi32(vsum));
 }
 
-// AMX forms of the two products (amx_tiles.h). Tiles, configured once per run_rows call:
-//   0..3  int32 accumulators, 16 rows x 16 columns (64 bytes)
-//   4, 5  A and B of a full 64-byte group: a query block's 16 quads of depth (or P's 64 keys),
-//         and 16 quad rows of 16 keys of K (or of 16 channels of V)
-//   6, 7  A and B of the score product's last, shorter group of quads (D not a multiple of 64)
-void configure_tiles(int64_t quads_d) {
-  amx::TileConfig cfg;
-  for (int t = 0; t < 4; ++t)
-    cfg.set(t, 16, 64);
-  cfg.set(4, 16, 64);
-  cfg.set(5, 16, 64);
-  const int rem = static_cast<int>(quads_d % 16);
-  if (rem > 0) {
-    cfg.set(6, 16, 4 * rem);
-    cfg.set(7, rem, 64);
-  }
-  amx::load_config(cfg);
-}
-
-// Accumulator n (0..3, chosen at run time: the instructions encode their tiles) += A · B, B
-// loaded from `b`: with A in tile 4 and B through tile 5 (a full group), or A in 6 and B
-// through 7 (the score product's last, shorter group).
-#define HYRT_AMX_ACCUMULATE_INTO(C, A, B) \
-  HYRT_AMX_LOAD(B, b, b_stride);          \
-  HYRT_AMX_DPBUSD(C, A, B);               \
-  break
-#define HYRT_AMX_ACCUMULATE_FN(NAME, A, B)                       \
-  inline void NAME(int n, const uint32_t* b, int64_t b_stride) { \
-    switch (n) {                                                 \
-      case 0:                                                    \
-        HYRT_AMX_ACCUMULATE_INTO(0, A, B);                       \
-      case 1:                                                    \
-        HYRT_AMX_ACCUMULATE_INTO(1, A, B);                       \
-      case 2:                                                    \
-        HYRT_AMX_ACCUMULATE_INTO(2, A, B);                       \
-      default:                                                   \
-        HYRT_AMX_ACCUMULATE_INTO(3, A, B);                       \
-    }                                                            \
-  }
-HYRT_AMX_ACCUMULATE_FN(accumulate_full, 4, 5)
-HYRT_AMX_ACCUMULATE_FN(accumulate_rem, 6, 7)
-#undef HYRT_AMX_ACCUMULATE_FN
-#undef HYRT_AMX_ACCUMULATE_INTO
-
-inline void zero_accumulators(int n) {
-  HYRT_AMX_ZERO(0);
-  if (n > 1) HYRT_AMX_ZERO(1);
-  if (n > 2) HYRT_AMX_ZERO(2);
-  if (n > 3) HYRT_AMX_ZERO(3);
-}
-
-inline void store_accumulators(int n, int32_t* dst, int64_t stride_bytes) {
-  HYRT_AMX_STORE(0, dst, stride_bytes);
-  if (n > 1) HYRT_AMX_STORE(1, dst + 16, stride_bytes);
-  if (n > 2) HYRT_AMX_STORE(2, dst + 32, stride_bytes);
-  if (n > 3) HYRT_AMX_STORE(3, dst + 48, stride_bytes);
-}
+// AMX forms of the two products, on amx_tiles.h's product tiles (amx::configure_products with
+// the score product's depth in quads): tdpbusd, u8 A · s8 B -> int32.
+HYRT_AMX_ACCUMULATE_FN(accumulate_full, DPBUSD, 4, 5)
+HYRT_AMX_ACCUMULATE_FN(accumulate_rem, DPBUSD, 6, 7)
+using amx::store_accumulators;
+using amx::zero_accumulators;
 
 // scores_tile on tiles, but s [kRows][kKeys] gets the int32 sums (softmax_tile_row converts
 // them): kRows rows against keys [n0, n0 + keys) (a multiple of 64), 64 keys (four
@@ -399,10 +348,10 @@ bool FlashAttentionInt8::amx_available() {
 FlashAttentionInt8::FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
                                        Products products)
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
-  // 2-core Xeon (bench_cpu_gemm, 8 heads): 4096 keys of 40 37.1 -> 30.2 ms on tiles, 1024 of 80
-  // 3.86 -> 2.88 ms, 256 of 160 0.65 -> 0.50 ms, but 77 keys of 40 1.54 -> 1.87 ms.
-  const bool pays = (tk + 63) / 64 * 64 * 8 <= (tk + 15) / 16 * 16 * 9;
-  amx_ = products != Products::kVnni && amx_available() && (products == Products::kAmx || pays);
+  // 2-core Xeon (bench_cpu_gemm, 8 heads): 4096 keys of 40 37.1 -> 28.6 ms on tiles, 1024 of 80
+  // 3.86 -> 2.63 ms, 256 of 160 0.65 -> 0.47 ms, but 77 keys of 40 1.54 -> 1.87 ms.
+  amx_ = products != Products::kVector && amx_available() &&
+         (products == Products::kAmx || amx::pays_for_keys(tk));
   quads_d_ = (d + 3) / 4;
   // AMX takes keys in A tiles of 64 (P·V's depth) and B tiles of 16: whole tiles only.
   keys_pad_ = amx_ ? (tk + 63) / 64 * 64 : (tk + 15) / 16 * 16;
@@ -530,7 +479,7 @@ HYRT_VNNI_TARGET void FlashAttentionInt8::run_rows(const float* q_h, int64_t ld_
   const OutputRowsFn output = output_rows_for(static_cast<int>(dv_pad_ / 16), dv_pad_ - dv_ >= 8,
                                               std::make_integer_sequence<int, 16>());
   float m[kRows], l[kRows];
-  if (amx_) configure_tiles(quads_d_);
+  if (amx_) amx::configure_products(quads_d_);
 
   fused_attention::walk(
       q0, rows, kRows, kKeys, tk_, keys_pad_, causal_,

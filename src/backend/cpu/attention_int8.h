@@ -51,10 +51,10 @@ class FlashAttentionInt8 {
   static bool amx_available();
 
   // Where the two products run: kAmx on AMX tiles (tdpbusd, 16x16 int32 tiles; needs
-  // amx_available(), else VNNI), kVnni on AVX-512 VNNI, kAuto AMX where available unless the keys
+  // amx_available(), else VNNI), kVector on AVX-512 VNNI, kAuto AMX where available unless the keys
   // would be padded by more than an eighth (tiles take keys in 64s: the text's 77 keys would
   // become 128, and VNNI's 80 are faster there). Bitwise the same results (tests run both).
-  enum class Products { kAuto, kVnni, kAmx };
+  enum class Products { kAuto, kVector, kAmx };
 
   // As FlashAttentionBf16's: heads of tk keys, head dims d and dv, scale on q·k, causal mask.
   FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
