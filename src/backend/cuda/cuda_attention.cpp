@@ -95,10 +95,14 @@ bool legacy_attention_form() {
 // HYRT_CUDA_ATTENTION=cudnn. cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5
 // ms, SDXL 35.7 -> 32.3) but cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5
 // resolution: ~300 ms; bench/results/cudnn_attention_h200.json). So they are built off the
-// run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled), and a new
-// size's first step costs no more than with hyrt's kernel alone. That path (plans built in the
-// background, the switch, the recapture) has not yet run on a GPU (written 2026-12-06 when no
-// device machine could be had), so cuDNN stays opt-in until it has: then flip the default.
+// run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled). Run on an
+// H100 (2026-12-06, bench/results/cudnn_background_plans_h100.json): tests, parity, the switch
+// and the recapture work and the steady step gains (1024² 37.3 -> 30.2 ms, 768² 17.8 -> 15.7),
+// but the builds still slow the foreground — a new size's first step 54-58 ms with hyrt's kernel
+// alone, 72-118 ms with the builds started at prepare, 60-84 ms started at the second run — and
+// loading cuDNN lengthens a process's first step (956 -> 1000-1675 ms). Both are what the
+// runtime promises (load in about a second, resize in tens of milliseconds), so cuDNN stays
+// opt-in until its library loads and its builds keep off the first steps.
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
 constexpr bool kCudnnAttentionByDefault = false;
 
