@@ -134,3 +134,34 @@ inline void store_accumulators(int n, T* rows, int64_t stride_bytes) {
         HYRT_AMX_ACCUMULATE_INTO(OP, 3, A_TILE, B_TILE);         \
     }                                                            \
   }
+
+namespace hyrt::backend::cpu::amx {
+
+// The score product of the fused attention kernels on the product tiles (configure_products with
+// depth_words): 16 query rows (A: depth_words four-byte words per row at q) against keys [n0, n0
+// + keys) (keys a multiple of 64) of K packed as [key / 16][depth_words][16] words, 64 keys (four
+// accumulators) at a time, stored to `out` (16 rows out_stride_bytes apart, 4-byte elements).
+// FULL and REM: the kernel's HYRT_AMX_ACCUMULATE_FN functions for tiles 4/5 and 6/7.
+template <auto FULL, auto REM, class T>
+inline void score_tiles(const uint32_t* q, int64_t depth_words, const uint32_t* kp, int64_t n0,
+                        int64_t keys, T* out, int64_t out_stride_bytes) {
+  const int64_t vec = 16 * depth_words;  // words per 16-key vector
+  const int64_t full = depth_words / 16, rem = depth_words % 16;
+  for (int64_t j = 0; j < keys; j += 64) {
+    const uint32_t* kj = kp + (n0 + j) / 16 * vec;
+    zero_accumulators(4);
+    for (int64_t c = 0; c < full; ++c) {
+      HYRT_AMX_LOAD(4, q + 16 * c, 4 * depth_words);
+      for (int n = 0; n < 4; ++n)
+        FULL(n, kj + n * vec + 256 * c, 64);
+    }
+    if (rem > 0) {
+      HYRT_AMX_LOAD(6, q + 16 * full, 4 * depth_words);
+      for (int n = 0; n < 4; ++n)
+        REM(n, kj + n * vec + 256 * full, 64);
+    }
+    store_accumulators(4, out + j, out_stride_bytes);
+  }
+}
+
+}  // namespace hyrt::backend::cpu::amx

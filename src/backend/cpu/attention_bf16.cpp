@@ -222,24 +222,8 @@ HYRT_AMX_ACCUMULATE_FN(accumulate_rem, DPBF16PS, 6, 7)
 // (four accumulators) at a time, into s [kRows][kKeys].
 void scores_tile_amx(const uint32_t* q, int64_t pairs, const uint32_t* kp, int64_t n0, int64_t keys,
                      float* s) {
-  constexpr int64_t kS = FlashAttentionBf16::kKeys;
-  const int64_t vec = 16 * pairs;  // words per 16-key vector: [pairs][16]
-  const int64_t full = pairs / 16, rem = pairs % 16;
-  for (int64_t j = 0; j < keys; j += 64) {
-    const uint32_t* kj = kp + (n0 + j) / 16 * vec;
-    amx::zero_accumulators(4);
-    for (int64_t c = 0; c < full; ++c) {
-      HYRT_AMX_LOAD(4, q + 16 * c, 4 * pairs);
-      for (int n = 0; n < 4; ++n)
-        accumulate_full(n, kj + n * vec + 256 * c, 64);
-    }
-    if (rem > 0) {
-      HYRT_AMX_LOAD(6, q + 16 * full, 4 * pairs);
-      for (int n = 0; n < 4; ++n)
-        accumulate_rem(n, kj + n * vec + 256 * full, 64);
-    }
-    amx::store_accumulators(4, s + j, 4 * kS);
-  }
+  amx::score_tiles<accumulate_full, accumulate_rem>(q, pairs, kp, n0, keys, s,
+                                                    4 * FlashAttentionBf16::kKeys);
 }
 
 // O [kRows][dv_pad] += P · V on tiles for keys [n0, n0 + keys) (a multiple of 32): P bf16

@@ -284,25 +284,8 @@ using amx::zero_accumulators;
 // accumulators) at a time.
 HYRT_VNNI_TARGET void scores_tile_amx(const uint32_t* q, int64_t quads, const uint32_t* kp,
                                       int64_t n0, int64_t keys, float* s) {
-  constexpr int64_t kS = FlashAttentionInt8::kKeys;
-  const int64_t vec = 16 * quads;  // words per 16-key vector: [quads][16]
-  const int64_t full = quads / 16, rem = quads % 16;
-  auto* sums = reinterpret_cast<int32_t*>(s);
-  for (int64_t j = 0; j < keys; j += 64) {
-    const uint32_t* kj = kp + (n0 + j) / 16 * vec;
-    zero_accumulators(4);
-    for (int64_t c = 0; c < full; ++c) {
-      HYRT_AMX_LOAD(4, q + 16 * c, 4 * quads);
-      for (int n = 0; n < 4; ++n)
-        accumulate_full(n, kj + n * vec + 256 * c, 64);
-    }
-    if (rem > 0) {
-      HYRT_AMX_LOAD(6, q + 16 * full, 4 * quads);
-      for (int n = 0; n < 4; ++n)
-        accumulate_rem(n, kj + n * vec + 256 * full, 64);
-    }
-    store_accumulators(4, sums + j, 4 * kS);
-  }
+  amx::score_tiles<accumulate_full, accumulate_rem>(
+      q, quads, kp, n0, keys, reinterpret_cast<int32_t*>(s), 4 * FlashAttentionInt8::kKeys);
 }
 
 // O += vscale · (P · V) on tiles for keys [n0, n0 + keys) (a multiple of 64): P u8 [kRows][kKeys]
