@@ -235,8 +235,9 @@ HYRT_VNNI_TARGET inline __m512i probabilities_u8(const float* s, __m512 vq, __m5
 // scores_block comment); m, l the row's running max and sum, o its output (dv_pad floats)
 // rescaled when the max grows; writes round(255 · exp(qscale · s − m)) as u8 to p (masked keys
 // 0) and adds those same integers to l.
-// With `sums` (the AMX form) s holds the row's int32 sums, converted here in place to scores
-// (kscale · sum − kcomp, as scores_block does) in the pass that finds their maximum.
+// With kscale and kcomp (the row's keys' scale and correction: the AMX form) s holds the row's
+// int32 sums, converted here in place to scores (kscale · sum − kcomp, as scores_block does) in
+// the pass that finds their maximum.
 HYRT_VNNI_TARGET void softmax_tile_row(float* s, float qscale, int64_t keys, int64_t valid,
                                        float& m, float& l, float* o, int64_t dv_pad, uint8_t* p,
                                        const float* kscale = nullptr,
