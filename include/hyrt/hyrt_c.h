@@ -104,7 +104,8 @@ int hyrt_cancel_is_set(const hyrt_cancel* cancel);
 void hyrt_cancel_destroy(hyrt_cancel* cancel); /* NULL is ignored; not while a call uses it */
 
 /* Progress: called after each step on the calling thread. Return 0 to go on, non-zero to
- * stop the call (it then returns HYRT_CANCELLED). */
+ * stop the call (it then returns HYRT_CANCELLED). Not called again once the call's cancel flag
+ * is set. */
 typedef int (*hyrt_progress_fn)(void* user_data, int step, int total);
 
 typedef struct hyrt_image {
