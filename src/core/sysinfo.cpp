@@ -5,6 +5,9 @@
 #include <malloc.h>
 #endif
 #include <unistd.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include <fstream>
 #include <utility>
@@ -37,6 +40,23 @@ void return_free_heap_to_system() {
 #endif
 }
 
+namespace {
+
+// CPUID leaf 7's EDX bit: AVX512-FP16 and the AMX tiles, asked directly because not every
+// compiler's __builtin_cpu_supports knows their names (clang 14 does not).
+bool leaf7_edx_bit(int bit) {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+  return ((edx >> bit) & 1u) != 0;
+#else
+  (void)bit;
+  return false;
+#endif
+}
+
+}  // namespace
+
 HostCpu host_cpu() {
   HostCpu h;
   std::ifstream f("/proc/cpuinfo");
@@ -56,6 +76,9 @@ HostCpu host_cpu() {
       {"avx512bw", __builtin_cpu_supports("avx512bw") != 0},
       {"avx512_vnni", __builtin_cpu_supports("avx512vnni") != 0},
       {"avx512_bf16", __builtin_cpu_supports("avx512bf16") != 0},
+      {"avx512_fp16", leaf7_edx_bit(23)},
+      {"amx_bf16", leaf7_edx_bit(22)},
+      {"amx_int8", leaf7_edx_bit(25)},
   };
   for (const auto& [name, on] : features)
     if (on) h.isa += (h.isa.empty() ? "" : " ") + std::string(name);

@@ -22,7 +22,7 @@ void return_free_heap_to_system();
 struct HostCpu {
   std::string model;      // /proc/cpuinfo "model name"
   int logical_cores = 0;  // usable by this process
-  std::string isa;        // "avx2 fma avx512f avx512bw avx512_vnni avx512_bf16"
+  std::string isa;        // e.g. "avx2 fma avx512f ... avx512_bf16 avx512_fp16 amx_bf16 amx_int8"
 };
 HostCpu host_cpu();
 
