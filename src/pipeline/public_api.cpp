@@ -473,13 +473,8 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
     call->changed.wait_for(lock, std::chrono::milliseconds(20), [&] {
       return call->done || call->steps_done > reported || call->preview.has_value();
     });
-    // Once cancelled, the steps the worker finished meanwhile are not reported: the caller
-    // asked for the call to end, and a callback after its cancel would only mislead it.
-    if (cancel.cancelled()) {
-      reported = std::max(reported, call->steps_done);
-      call->preview.reset();
-    }
-    while (reported < call->steps_done && !(call->done && call->outcome.error)) {
+    while (reported < call->steps_done && !(call->done && call->outcome.error) &&
+           !cancel.cancelled()) {
       const int step = ++reported, total = call->steps_total;
       lock.unlock();
       try {
@@ -489,10 +484,13 @@ std::vector<Image> Model::generate(const GenerateOptions& o) {
         throw;
       }
       lock.lock();
-      if (cancel.cancelled()) {
-        reported = std::max(reported, call->steps_done);
-        call->preview.reset();
-      }
+    }
+    // Once cancelled, the steps the worker finished meanwhile are not reported (nor their
+    // previews): the caller asked for the call to end, and a callback after its cancel would
+    // only mislead it.
+    if (cancel.cancelled()) {
+      reported = call->steps_done;
+      call->preview.reset();
     }
     // A preview once its step has been reported (the worker decodes it after that step).
     if (call->preview && call->preview_step <= reported && !(call->done && call->outcome.error)) {

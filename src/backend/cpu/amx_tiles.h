@@ -1,5 +1,6 @@
-// Intel AMX tiles for hyrt's own kernels (attention_int8.cpp): the tile configuration, the
-// instructions as inline asm, and the operating system's permission.
+// Intel AMX tiles for hyrt's own kernels (the fused attention kernels, attention_int8.cpp and
+// attention_bf16.cpp): the tile configuration, the instructions as inline asm, the operating
+// system's permission, and which form a kernel's products take.
 //
 // Why asm, not GCC's <amxtileintrin.h>: its _tile_loadd/_tile_stored are asm statements without
 // a memory operand or clobber, so the compiler may move the plain stores that fill a buffer
@@ -12,7 +13,6 @@
 #pragma once
 
 #include <cstdint>
-#include <cstring>
 
 namespace hyrt::backend::cpu::amx {
 
@@ -69,6 +69,21 @@ namespace hyrt::backend::cpu::amx {
 // vector loops' 80 measured faster: 1.54 against 1.87 ms for SD 1.5's cross attention).
 inline bool pays_for_keys(int64_t tk) {
   return (tk + 63) / 64 * 64 * 8 <= (tk + 15) / 16 * 16 * 9;
+}
+
+// Where a fused attention kernel's products run: kAmx on tiles (where tiles_usable(), else as
+// kVector), kVector in AVX-512 loops, kAuto on tiles where usable and pays_for_keys.
+enum class ProductForm { kAuto, kVector, kAmx };
+
+// Whether a kernel of tk keys asked for `form` runs its products on tiles.
+inline bool tiles_chosen(ProductForm form, int64_t tk) {
+  return form != ProductForm::kVector && tiles_usable() &&
+         (form == ProductForm::kAmx || pays_for_keys(tk));
+}
+
+// Keys padded for the chosen form: whole 64-key tiles, else the vector loops' 16s.
+inline int64_t padded_keys(int64_t tk, bool tiles) {
+  return tiles ? (tk + 63) / 64 * 64 : (tk + 15) / 16 * 16;
 }
 
 // The products' tiles (the fused attention kernels): 0..3 accumulators of 16 rows x 64 bytes

@@ -237,7 +237,7 @@ bool flash_bf16_wanted(int64_t tk, int64_t d, int64_t dv) {
   const AttentionOverride forced = attention_override();
   if (forced == AttentionOverride::kOneDnn || !FlashAttentionBf16::supports(d, dv)) return false;
   return forced == AttentionOverride::kFused || !cpu_has_amx() ||
-         (FlashAttentionBf16::amx_available() && amx::pays_for_keys(tk));
+         amx::tiles_chosen(amx::ProductForm::kAuto, tk);
 }
 
 // int8 attention through FlashAttentionInt8 wherever the CPU has AVX-512 VNNI: on the 2-core

@@ -261,11 +261,9 @@ bool FlashAttentionBf16::amx_available() {
 FlashAttentionBf16::FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
                                        Products products)
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
-  amx_ = products != Products::kVector && amx_available() &&
-         (products == Products::kAmx || amx::pays_for_keys(tk));
+  amx_ = amx::tiles_chosen(products, tk);
   pairs_d_ = (d + 1) / 2;
-  // AMX takes keys in B tiles of 16 and P·V's A tiles of 32; 64 keeps the score tiles whole.
-  keys_pad_ = amx_ ? (tk + 63) / 64 * 64 : (tk + 15) / 16 * 16;
+  keys_pad_ = amx::padded_keys(tk, amx_);
   dv_pad_ = (dv + 15) / 16 * 16;
   k_bytes_ = align_up(static_cast<size_t>(pairs_d_ * keys_pad_) * 4);
   v_bytes_ = align_up(static_cast<size_t>(keys_pad_ / 2 * dv_pad_) * 4);

@@ -24,6 +24,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/amx_tiles.h"
+
 namespace hyrt::backend::cpu {
 
 class FlashAttentionBf16 {
@@ -39,11 +41,10 @@ class FlashAttentionBf16 {
   // Whether the products can run on AMX tiles here (amx::tiles_usable).
   static bool amx_available();
 
-  // Where the two products run: kAmx on AMX tiles (tdpbf16ps, 16x16 f32 tiles; needs
-  // amx_available(), else vdpbf16ps), kVector on AVX-512 BF16, kAuto on tiles where available
-  // and amx::pays_for_keys(tk). The same bf16 operands either way; the sums' order differs, so
-  // the results agree to f32 rounding (tests run both).
-  enum class Products { kAuto, kVector, kAmx };
+  // Where the two products run (amx::ProductForm): kAmx on AMX tiles, kVector in the AVX-512
+  // loops, kAuto on tiles where they are usable and pay (amx::tiles_chosen). The same operands
+  // either way (tests run both and compare them).
+  using Products = amx::ProductForm;
 
   // Heads of tk keys, head dims d (q, k) and dv (v); scale: applied to q·k (any sign); causal:
   // query i sees keys 0..i only. Any number of queries (run_rows takes them in ranges).

@@ -277,8 +277,6 @@ HYRT_VNNI_TARGET void softmax_tile_row(float* s, float qscale, int64_t keys, int
 // the score product's depth in quads): tdpbusd, u8 A · s8 B -> int32.
 HYRT_AMX_ACCUMULATE_FN(accumulate_full, DPBUSD, 4, 5)
 HYRT_AMX_ACCUMULATE_FN(accumulate_rem, DPBUSD, 6, 7)
-using amx::store_accumulators;
-using amx::zero_accumulators;
 
 // scores_tile on tiles, but s [kRows][kKeys] gets the int32 sums (softmax_tile_row converts
 // them): kRows rows against keys [n0, n0 + keys) (a multiple of 64), 64 keys (four
@@ -299,14 +297,14 @@ HYRT_VNNI_TARGET void output_tile_amx(const uint8_t* p, const uint32_t* vp, int6
   const int64_t nv = dv_pad / 16;
   for (int64_t g = 0; g < nv; g += 4) {
     const int ng = static_cast<int>(std::min<int64_t>(4, nv - g));
-    zero_accumulators(ng);
+    amx::zero_accumulators(ng);
     for (int64_t kc = 0; kc < keys; kc += 64) {
       HYRT_AMX_LOAD(4, p + kc, kS);
       const uint32_t* vb = vp + (n0 + kc) / 4 * dv_pad + 16 * g;
       for (int n = 0; n < ng; ++n)
         accumulate_full(n, vb + 16 * n, 4 * dv_pad);
     }
-    store_accumulators(ng, sums + 16 * g, 4 * dv_pad);
+    amx::store_accumulators(ng, sums + 16 * g, 4 * dv_pad);
   }
   for (int64_t r = 0; r < FlashAttentionInt8::kRows; ++r)
     for (int64_t c = 0; c < dv_pad; c += 16) {
@@ -334,11 +332,9 @@ FlashAttentionInt8::FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float 
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {
   // 2-core Xeon (bench_cpu_gemm, 8 heads): 4096 keys of 40 37.1 -> 28.6 ms on tiles, 1024 of 80
   // 3.86 -> 2.63 ms, 256 of 160 0.65 -> 0.47 ms, but 77 keys of 40 1.54 -> 1.87 ms.
-  amx_ = products != Products::kVector && amx_available() &&
-         (products == Products::kAmx || amx::pays_for_keys(tk));
+  amx_ = amx::tiles_chosen(products, tk);
   quads_d_ = (d + 3) / 4;
-  // AMX takes keys in A tiles of 64 (P·V's depth) and B tiles of 16: whole tiles only.
-  keys_pad_ = amx_ ? (tk + 63) / 64 * 64 : (tk + 15) / 16 * 16;
+  keys_pad_ = amx::padded_keys(tk, amx_);
   dv_pad_ = (dv + 15) / 16 * 16;
   const auto d16 = static_cast<size_t>((d + 15) / 16 * 16);
   k_bytes_ = align_up(static_cast<size_t>(quads_d_ * keys_pad_) * 4);

@@ -31,6 +31,8 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "backend/cpu/amx_tiles.h"
+
 namespace hyrt::backend::cpu {
 
 class FlashAttentionInt8 {
@@ -50,11 +52,10 @@ class FlashAttentionInt8 {
   // ISA is not capped below them, Linux granted them).
   static bool amx_available();
 
-  // Where the two products run: kAmx on AMX tiles (tdpbusd, 16x16 int32 tiles; needs
-  // amx_available(), else VNNI), kVector on AVX-512 VNNI, kAuto AMX where available unless the keys
-  // would be padded by more than an eighth (tiles take keys in 64s: the text's 77 keys would
-  // become 128, and VNNI's 80 are faster there). Bitwise the same results (tests run both).
-  enum class Products { kAuto, kVector, kAmx };
+  // Where the two products run (amx::ProductForm): kAmx on AMX tiles, kVector in the AVX-512
+  // loops, kAuto on tiles where they are usable and pay (amx::tiles_chosen). The same operands
+  // either way (tests run both and compare them).
+  using Products = amx::ProductForm;
 
   // As FlashAttentionBf16's: heads of tk keys, head dims d and dv, scale on q·k, causal mask.
   FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,

@@ -58,8 +58,8 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 const char* attention_program(Kernel& kernel);
 
 // Whether nodes cuDNN can take are to run its plans: HYRT_CUDA_ATTENTION=cudnn or =own, else
-// the default (hyrt's kernel, until the background builds have run on a GPU). Whether cuDNN is
-// found is cudnn_attention_available's question.
+// the default (hyrt's kernel: kCudnnAttentionByDefault in cuda_attention.cpp says why). Whether
+// cuDNN is found is cudnn_attention_available's question.
 bool cudnn_attention_enabled();
 
 // What runs the attention, for reports: cuDNN's description (cudnn_description(), which
