@@ -148,27 +148,37 @@ print(round(j['joules_per_step_median'], 3), 'J/step', [round(r['joules_per_step
   done
 fi
 if [[ $what == *first* ]]; then
-  # Issue 16's point 3: the first step at a new resolution (768², 640² after 512²) in 20 fresh
-  # processes, each from a cold start of the sizes (the program cache on disk is warm). With
-  # FIRST_FORMS="prepare second-run", alternating processes per HYRT_CUDNN_PLAN_START form.
+  # Issue 16's point 3: the first step at a new resolution (768², 640² after 512²) in fresh
+  # processes (FIRST_PROCESSES, 20), each from a cold start of the sizes (the program cache on
+  # disk is warm). FIRST_FORMS (default "own cudnn") alternate per process: own = hyrt's attention
+  # kernel alone, cudnn = cuDNN's plans built on the quiet worker, cudnn-q0 = the same with the
+  # worker's gate off (HYRT_BACKGROUND_QUIET_MS=0: builds run beside the first steps).
+  # FIRST_IDLE_MS: idle before each size's first call (hyrt bench --idle-ms), as between pictures.
   for i in $(seq 1 "${FIRST_PROCESSES:-20}"); do
-    for form in ${FIRST_FORMS:-prepare}; do
-      HYRT_CUDA_ATTENTION=${ATTENTION:-cudnn} HYRT_CUDNN_PLAN_START=$form timeout 120 "$hyrt" bench -m random:sd15 --int8 --only unet \
-        --placement device --resize --sizes 512,768,640 --runs 2 --warmup 1 \
-        --json "$out/first_${form}_$i.json" >/dev/null 2>"$out/first_${form}_$i.err" ||
+    for form in ${FIRST_FORMS:-own cudnn}; do
+      quiet=""; [[ $form == *-q0 ]] && quiet=0
+      HYRT_CUDA_ATTENTION=${form%-q0} HYRT_BACKGROUND_QUIET_MS=$quiet timeout 120 "$hyrt" bench \
+        -m random:sd15 --int8 --only unet --placement device --resize --sizes 512,768,640 \
+        --runs 2 --warmup 1 --idle-ms "${FIRST_IDLE_MS:-0}" --json "$out/first_${form}_$i.json" >/dev/null 2>"$out/first_${form}_$i.err" ||
         { echo "first_${form}_$i failed:"; tail -n 3 "$out/first_${form}_$i.err"; }
     done
   done
   python3 - "$out" <<'PY'
 import glob, json, re, sys
-firsts = {}
+firsts, preps = {}, {}
 for path in sorted(glob.glob(sys.argv[1] + "/first_*.json")):
     form = re.match(r".*/first_(.*)_\d+\.json", path).group(1)
-    for r in json.load(open(path))["stages"].get("unet_step_resize", []):
+    j = json.load(open(path))
+    for r in j["stages"].get("unet_step_resize", []):
         firsts.setdefault((form, r["size"]), []).append(round(r["first_call_ms"], 1))
+    for a in j["scratch_arenas"]:
+        if a["component"] == "unet":
+            preps.setdefault((form, a["shape"]), []).append(round(a["prepare_ms"], 1))
 for (form, size), v in firsts.items():
     print("first step", form, size, "processes", len(v), "<= 50 ms:", sum(x <= 50 for x in v),
-          "ms:", v)
+          "median", sorted(v)[len(v) // 2], "ms:", v)
+for (form, shape), v in preps.items():
+    print("  prepare", form, shape, "median", sorted(v)[len(v) // 2], "ms:", v)
 PY
 fi
 if [[ $what == *lora* ]]; then
@@ -180,7 +190,7 @@ if [[ $what == *lora* ]]; then
 fi
 if [[ $what == *sdxl* ]]; then
   for att in ${ATTENTION_FORMS:-own}; do
-    for form in reuse every; do
+    for form in ${SDXL_REUSE_FORMS:-reuse every}; do
       flag=(); [[ $form == every ]] && flag=(--no-reuse)
       HYRT_CUDA_ATTENTION=$att bench "sdxl_${att}_$form" -m random:sdxl --int8 --only unet \
         --placement device --resize --sizes 1024,832x1216,768 --runs 10 --warmup 2 "${flag[@]}"

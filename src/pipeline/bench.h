@@ -56,6 +56,9 @@ struct BenchOptions {
   // shape_change_ms = first call - median step, the cost of the new shape (in place of the
   // single-size "unet_step" stage).
   bool resize = false;
+  // With resize: milliseconds the bench idles before each size's first call, as a user's pause
+  // between pictures would (an accelerator may lower its clocks meanwhile); 0: none.
+  int idle_ms = 0;
   // Time GEMM candidates on the accelerator on first use (exec::EngineOptions::autotune).
   bool autotune = false;
   // Host and accelerator work at once where the placement allows (exec::EngineOptions::

@@ -88,6 +88,10 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--resize", o->resize,
               "With --sizes: one engine runs the UNet step at each size in turn and reports "
               "what each new shape cost before its first step (shape_change_ms)");
+  c->add_option("--idle-ms", o->idle_ms,
+                "With --resize: idle this long before each size's first call, as a pause "
+                "between pictures would (the first call then starts from an idle accelerator)")
+      ->check(CLI::Range(0, 60000));
   add_autotune_option(c, &o->autotune);
   c->add_flag("!--no-overlap", o->overlap,
               "Run host and accelerator work one after another (no asynchronous copies, no "

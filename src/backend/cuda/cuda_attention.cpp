@@ -2,10 +2,11 @@
 #include "backend/cuda/cuda_attention.h"
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
-#include <future>
 #include <limits>
 #include <map>
 #include <mutex>
@@ -21,6 +22,7 @@
 #include "backend/cuda/op_kernels.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/quiet_worker.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -93,16 +95,16 @@ bool legacy_attention_form() {
 
 // Which program runs a node cuDNN can take: cuDNN's plan where cuDNN is found and
 // HYRT_CUDA_ATTENTION=cudnn. cuDNN's plans are faster per step (H200: SD 1.5 1024² 36.4 -> 29.5
-// ms, SDXL 35.7 -> 32.3) but cost ~50 ms each to build, serialised inside cuDNN (six per SD 1.5
-// resolution: ~300 ms; bench/results/cudnn_attention_h200.json). So they are built off the
-// run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled). Run on an
-// H100 (2026-12-06, bench/results/cudnn_background_plans_h100.json): tests, parity, the switch
-// and the recapture work and the steady step gains (1024² 37.3 -> 30.2 ms, 768² 17.8 -> 15.7),
-// but the builds still slow the foreground — a new size's first step 54-58 ms with hyrt's kernel
-// alone, 72-118 ms with the builds started at prepare, 60-84 ms started at the second run — and
-// loading cuDNN lengthens a process's first step (956 -> 1000-1675 ms). Both are what the
-// runtime promises (load in about a second, resize in tens of milliseconds), so cuDNN stays
-// opt-in until its library loads and its builds keep off the first steps.
+// ms, SDXL 35.7 -> 32.3) but cost 50-100 ms each to build, serialised inside cuDNN (six per SD
+// 1.5 resolution), and the first build loads cuDNN's engine libraries (0.1-0.7 s). So they are
+// built off the run's path: a node runs hyrt's kernel until its plan is ready (Kernel::settled).
+// Run on an H100 (2026-12-06, bench/results/cudnn_background_plans_h100.json) with each build on
+// a thread of its own from the kernel's construction: tests, parity, the switch and the recapture
+// work and the steady step gains (1024² 37.3 -> 30.2 ms, 768² 17.8 -> 15.7), but the builds
+// slowed the foreground — a new size's first step 54-58 ms with hyrt's kernel alone, 72-118 ms
+// with cuDNN — and a process's first step (956 -> 1000-1675 ms). So the builds now queue on the
+// process's quiet worker (core/quiet_worker.h), which runs them one at a time and only while the
+// foreground is not preparing, running kernels one by one or recording graphs.
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
 constexpr bool kCudnnAttentionByDefault = false;
 
@@ -112,8 +114,50 @@ bool cudnn_shape(const AttentionShape& s) {
          s.d <= 256 && s.dv <= 256;
 }
 
-// A cuDNN plan being built, or built: null when cuDNN refused the shape.
-using PlanFuture = std::shared_future<std::shared_ptr<const CudnnAttentionPlan>>;
+using PlanPtr = std::shared_ptr<const CudnnAttentionPlan>;
+
+// One plan's build, shared by its job on the quiet worker and the kernels waiting for it
+// (through a PlanTicket). Its states under `mu`: queued -> running -> done, or abandoned when
+// the last kernel lets go first (a queued job then does nothing). A running build is waited
+// for, never left behind: a build still inside cuDNN when the process exits would race the
+// teardown of cuDNN's own statics.
+struct PlanBuild {
+  enum class State { kQueued, kRunning, kDone, kAbandoned };
+  std::mutex mu;
+  std::condition_variable cv;
+  State state = State::kQueued;
+  std::atomic<bool> done{false};  // state == kDone, read without the lock
+  PlanPtr plan;                   // when done: null where cuDNN refused the shape
+};
+
+// What kernels hold of a build: its result once done; the last holder abandons it (waiting
+// for it first if it is running) and releases the plan on its own thread.
+class PlanTicket {
+ public:
+  explicit PlanTicket(std::shared_ptr<PlanBuild> build) : build_(std::move(build)) {}
+  ~PlanTicket() {
+    std::unique_lock<std::mutex> lock(build_->mu);
+    build_->cv.wait(lock, [&] { return build_->state != PlanBuild::State::kRunning; });
+    build_->state = PlanBuild::State::kAbandoned;
+    build_->plan.reset();
+  }
+  PlanTicket(const PlanTicket&) = delete;
+  PlanTicket& operator=(const PlanTicket&) = delete;
+
+  bool ready() const { return build_->done.load(std::memory_order_acquire); }
+  void wait() const {
+    std::unique_lock<std::mutex> lock(build_->mu);
+    build_->cv.wait(lock, [&] { return build_->state == PlanBuild::State::kDone; });
+  }
+  // The plan (null where refused); only once ready().
+  PlanPtr plan() const {
+    std::lock_guard<std::mutex> lock(build_->mu);
+    return build_->plan;
+  }
+
+ private:
+  std::shared_ptr<PlanBuild> build_;
+};
 
 // Workspace laid out for a cuDNN plan before it exists (its size is known only once built, and
 // the executor plans memory at compile time). Plans measured on an H200 want 0-256 bytes; one
@@ -124,6 +168,14 @@ constexpr size_t kCudnnWorkspaceReserve = size_t{64} << 10;
 // The build of one plan, on its thread: null where cuDNN refuses it (logged).
 std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionShape& shape,
                                                            cudaStream_t stream, int device) {
+  // Opening cuDNN is part of the first build (not of the foreground's compile).
+  std::string why;
+  if (!cudnn_attention_available(&why)) {
+    static std::once_flag logged;
+    std::call_once(logged,
+                   [&] { HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")"; });
+    return nullptr;
+  }
   try {
     // A thread starts on device 0; cuDNN's handle belongs to the thread's current device.
     HYRT_CUDA_CHECK(cudaSetDevice(device));
@@ -140,51 +192,50 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
   return nullptr;
 }
 
-// Whether cuDNN is wanted, present and takes the node's shape (logs once when it is absent).
+// Whether cuDNN is wanted and its SDPA operation takes the node's shape. Whether cuDNN is
+// present is the build's question (build_cudnn_plan): opening it here would load it on the
+// compile's path.
 bool cudnn_takes(const AttentionShape& s) {
-  if (!cudnn_attention_enabled() || !cudnn_shape(s)) return false;
-  std::string why;
-  if (!cudnn_attention_available(&why)) {
-    static std::once_flag logged;
-    std::call_once(logged,
-                   [&] { HYRT_LOG(kInfo) << "CUDA attention: hyrt's kernel (" << why << ")"; });
-    return false;
-  }
-  return true;
-}
-
-// When a kernel starts its plan's build: at its construction (the default: the build overlaps
-// the rest of the compile), or with HYRT_CUDNN_PLAN_START=second-run at its second run, so that
-// nothing of the build competes with a new shape's first step.
-bool defer_cudnn_plans() {
-  static const bool defer = [] {
-    const char* v = std::getenv("HYRT_CUDNN_PLAN_START");
-    return v && std::string_view(v) == "second-run";
-  }();
-  return defer;
+  return cudnn_attention_enabled() && cudnn_shape(s);
 }
 
 // The plan for a shape cuDNN takes (cudnn_takes): one per (stream, shape), shared by the
 // kernels of every node of that shape (SD 1.5's UNet has 5 self-attentions of one shape per
-// level); it lives while a kernel holds it. Building takes 43-73 ms (cuDNN's heuristics and its
-// kernel's finalisation), so each is started on a thread of its own and the kernel runs hyrt's
-// program until the plan is ready. cuDNN serialises the builds themselves (six on six threads
-// took as long as one after another on the H200).
-std::shared_ptr<const PlanFuture> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
+// level); it lives while a kernel holds it. Building takes 43-100 ms (cuDNN's heuristics and
+// its kernel's finalisation), so each is queued on the quiet worker (background_builds) and the
+// kernel runs hyrt's program until the plan is ready. One worker loses nothing: cuDNN
+// serialises the builds themselves (six on six threads took as long as one after another on
+// the H200).
+std::shared_ptr<const PlanTicket> cudnn_plan_for(const AttentionShape& s, cudaStream_t stream,
                                                  int device) {
   static std::mutex mu;
-  static std::map<std::string, std::weak_ptr<const PlanFuture>> plans;
+  static std::map<std::string, std::weak_ptr<const PlanTicket>> plans;
   CudnnAttentionShape shape;
   shape.batch = s.batch, shape.heads = s.heads, shape.tq = s.tq, shape.tk = s.tk;
   shape.d = s.d, shape.dv = s.dv, shape.scale = s.scale;
   const std::string key =
       str_cat(device, " ", reinterpret_cast<uintptr_t>(stream), " ", shape.key());
   std::lock_guard<std::mutex> lock(mu);
-  if (auto plan = plans[key].lock()) return plan;
-  auto plan = std::make_shared<const PlanFuture>(
-      std::async(std::launch::async, build_cudnn_plan, shape, stream, device).share());
-  plans[key] = plan;
-  return plan;
+  if (auto ticket = plans[key].lock()) return ticket;
+  auto build = std::make_shared<PlanBuild>();
+  auto ticket = std::make_shared<const PlanTicket>(build);
+  plans[key] = ticket;
+  background_builds().submit([build, shape, stream, device] {
+    {
+      std::lock_guard<std::mutex> lock(build->mu);
+      if (build->state == PlanBuild::State::kAbandoned) return;  // no kernel wants it now
+      build->state = PlanBuild::State::kRunning;
+    }
+    PlanPtr plan = build_cudnn_plan(shape, stream, device);
+    {
+      std::lock_guard<std::mutex> lock(build->mu);
+      build->plan = std::move(plan);
+      build->state = PlanBuild::State::kDone;
+      build->done.store(true, std::memory_order_release);
+    }
+    build->cv.notify_all();
+  });
+  return ticket;
 }
 
 class AttentionKernel final : public Kernel {
@@ -204,7 +255,7 @@ class AttentionKernel final : public Kernel {
     }
     candidate_ = cudnn_takes(s_);
     if (candidate_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
-    if (!defer_cudnn_plans()) start_plan();
+    start_plan();
   }
 
   // "cudnn" or "own": which program runs this node once settled (tests and benchmarks
@@ -215,13 +266,11 @@ class AttentionKernel final : public Kernel {
   }
 
   // Unsettled until cuDNN's plan is built (runs meanwhile take hyrt's kernel).
-  bool settled() const override {
-    return !candidate_ &&
-           (!pending_ || pending_->wait_for(std::chrono::seconds(0)) == std::future_status::ready);
-  }
+  bool settled() const override { return !candidate_ && (!pending_ || pending_->ready()); }
   void settle() override {
-    start_plan();
-    if (pending_) pending_->wait();
+    if (!pending_) return;
+    QuietWorker::Hurry hurry(background_builds());
+    pending_->wait();
   }
 
   // Wide heads: one chunk's scores (cuda_attention.h); the fused kernel needs none.
@@ -247,9 +296,9 @@ class AttentionKernel final : public Kernel {
                  i < 3 ? std::to_string(i) : std::string(), " bound as ",
                  dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
                  dtype_name(s_.storage), " with ", want[i], " elements");
+    // A run outside a replay: the foreground is busy (the plans' builds wait).
+    background_builds().note_busy();
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
-    if (candidate_ && ran_) start_plan();  // HYRT_CUDNN_PLAN_START=second-run
-    ran_ = true;
     if (const CudnnAttentionPlan* plan = cudnn();
         plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
         aligned16(inputs[2].data) && aligned16(output.data)) {
@@ -328,7 +377,7 @@ class AttentionKernel final : public Kernel {
   // waits): null while it is being built, or where cuDNN refused the shape.
   const CudnnAttentionPlan* cudnn() {
     if (pending_ && settled()) {
-      cudnn_ = pending_->get();
+      cudnn_ = pending_->plan();
       pending_.reset();
     }
     return cudnn_.get();
@@ -342,8 +391,7 @@ class AttentionKernel final : public Kernel {
   }
 
   bool candidate_ = false;  // cuDNN takes the node and its plan's build has not started
-  bool ran_ = false;        // run() was called before
-  std::shared_ptr<const PlanFuture> pending_;        // the plan being built, until adopted
+  std::shared_ptr<const PlanTicket> pending_;        // the plan being built, until adopted
   std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
 };
 

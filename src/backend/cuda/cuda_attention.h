@@ -16,9 +16,11 @@
 // The fused kernel holds no device memory and no scratch: run() only enqueues one launch on the
 // context's stream (never synchronises, never allocates: capturable into a CUDA graph), and
 // workspace_bytes() is 0. A node cuDNN takes lays out a fixed 64 KiB workspace for its plan,
-// which is built on a thread of its own from the kernel's construction (or, with
-// HYRT_CUDNN_PLAN_START=second-run, from its second run; ~50 ms, serialised inside cuDNN);
-// until it is ready the kernel is unsettled (Kernel::settled) and runs hyrt's
+// which is queued at the kernel's construction on the process's quiet worker
+// (core/quiet_worker.h: one build at a time, 50-100 ms each, only while the foreground is
+// quiet — every run() of this kernel notes it busy, as the backend's prepare and graph
+// recording do; settle() hurries the worker); until it is ready the kernel is unsettled
+// (Kernel::settled) and runs hyrt's
 // kernel, and the first run after that runs cuDNN's plan (never waiting for it), as capturable;
 // a plan that cuDNN refuses, or that wants more workspace, leaves the node to hyrt's kernel.
 // Heads wider than the fused kernel's (> kFlashAttentionMaxHeadDim, up to 4096, non-causal,

@@ -16,6 +16,7 @@
 #include "backend/cuda/cuda_ops.h"
 #include "core/error.h"
 #include "core/log.h"
+#include "core/quiet_worker.h"
 #include "weights/lora.h"
 
 namespace hyrt::backend::cuda {
@@ -207,6 +208,7 @@ class CudaBackendImpl final : public CudaBackend {
     HYRT_CHECK(supports(graph, node), kUnsupported, "cuda backend cannot run node '", node.name,
                "' (", ir::op_name(node.op), ") with these shapes and dtypes");
     ctx_.make_current();
+    background_builds().note_busy();  // a compile: background builds keep off it
     if (node.op == ir::OpKind::kAttention) return make_attention_kernel(ctx_, graph, node);
     if (!ir::op_traits(node.op).gemm_class)
       return make_device_op_kernel(ctx_, graph, node, weights);
@@ -300,13 +302,16 @@ class CudaBackendImpl final : public CudaBackend {
 
   void begin_capture() override {
     ctx_.make_current();
+    background_builds().note_busy();
     HYRT_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream(), cudaStreamCaptureModeThreadLocal));
   }
 
   std::unique_ptr<Replay> end_capture() override {
     cudaGraph_t graph = nullptr;
     HYRT_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream(), &graph));
-    return std::make_unique<CudaReplay>(graph, ctx_.stream());
+    auto replay = std::make_unique<CudaReplay>(graph, ctx_.stream());
+    background_builds().note_busy();  // after the graph's instantiation
+    return replay;
   }
 
   void attach_thread() override { ctx_.make_current(); }
