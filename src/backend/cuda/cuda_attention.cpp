@@ -104,9 +104,14 @@ bool legacy_attention_form() {
 // slowed the foreground — a new size's first step 54-58 ms with hyrt's kernel alone, 72-118 ms
 // with cuDNN — and a process's first step (956 -> 1000-1675 ms). So the builds now queue on the
 // process's quiet worker (core/quiet_worker.h), which runs them one at a time and only while the
-// foreground is not preparing, running kernels one by one or recording graphs.
+// foreground is not preparing, running kernels one by one or recording graphs. Measured so on
+// an H100 (2026-12-06, bench/results/cudnn_quiet_worker_h100.json): a process's first step and a
+// new size's first step within the noise of hyrt's kernel alone, the steady steps as before
+// (SD 1.5 1024² 30.0 ms against 37.2, SDXL 1024² 32.9 against 36.8) — so cuDNN is the default.
+// HYRT_CUDA_ATTENTION=own keeps hyrt's kernel (bit-reproducible pictures whatever the timing:
+// the two agree to ~4e-4, and the switch comes after however many steps the builds took).
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
-constexpr bool kCudnnAttentionByDefault = false;
+constexpr bool kCudnnAttentionByDefault = true;
 
 // Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.
 bool cudnn_shape(const AttentionShape& s) {
@@ -192,11 +197,11 @@ std::shared_ptr<const CudnnAttentionPlan> build_cudnn_plan(const CudnnAttentionS
   return nullptr;
 }
 
-// Whether cuDNN is wanted and its SDPA operation takes the node's shape. Whether cuDNN is
-// present is the build's question (build_cudnn_plan): opening it here would load it on the
-// compile's path.
+// Whether cuDNN is wanted, not known to be absent, and its SDPA operation takes the node's
+// shape. Whether cuDNN is present is otherwise the first build's question (build_cudnn_plan):
+// opening it here would load it on the compile's path.
 bool cudnn_takes(const AttentionShape& s) {
-  return cudnn_attention_enabled() && cudnn_shape(s);
+  return cudnn_attention_enabled() && cudnn_shape(s) && !cudnn_known_absent();
 }
 
 // The plan for a shape cuDNN takes (cudnn_takes): one per (stream, shape), shared by the
@@ -410,7 +415,7 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 bool cudnn_attention_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    const bool asked = v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
+    const bool asked = v && *v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
     return asked && !legacy_attention_form();
   }();
   return on;

@@ -1,8 +1,8 @@
 // Internal to the CUDA backend: kAttention nodes as hyrt's own fused flash-attention kernel
-// (attention.cu, contract in attention_kernels.h), or, with HYRT_CUDA_ATTENTION=cudnn, as
-// cuDNN's fused SDPA plan where cuDNN is found and takes the node (cudnn_attention.h: f16,
-// non-causal, head dims multiples of 8 up to 256) — hyrt's kernel still running the node while
-// that plan is being built.
+// (attention.cu, contract in attention_kernels.h), or, by default (HYRT_CUDA_ATTENTION=own
+// turns it off), as cuDNN's fused SDPA plan where cuDNN is found and takes the node
+// (cudnn_attention.h: f16, non-causal, head dims multiples of 8 up to 256) — hyrt's kernel still
+// running the node while that plan is being built.
 //
 // A node q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv] -> out [B, Tq, H·Dv]
 // (ir/op.h, AttentionAttrs) runs per (batch, head) as softmax(q·kᵀ·scale [+ causal mask])·v
@@ -60,7 +60,7 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 const char* attention_program(Kernel& kernel);
 
 // Whether nodes cuDNN can take are to run its plans: HYRT_CUDA_ATTENTION=cudnn or =own, else
-// the default (hyrt's kernel: kCudnnAttentionByDefault in cuda_attention.cpp says why). Whether
+// the default (cuDNN's: kCudnnAttentionByDefault in cuda_attention.cpp says why). Whether
 // cuDNN is found is cudnn_attention_available's question.
 bool cudnn_attention_enabled();
 

@@ -3,6 +3,7 @@
 
 #include <dlfcn.h>
 
+#include <atomic>
 #include <cstdlib>
 #include <string_view>
 #include <vector>
@@ -83,8 +84,14 @@ Opened open_cudnn() {
   return o;
 }
 
+std::atomic<bool> g_known_absent{false};
+
 const Opened& opened() {
-  static const Opened o = open_cudnn();  // thread-safe, once
+  static const Opened o = [] {
+    Opened tried = open_cudnn();
+    g_known_absent = !tried.ok;
+    return tried;
+  }();  // thread-safe, once
   return o;
 }
 
@@ -103,10 +110,19 @@ std::string cudnn_description() {
   return str_cat("cuDNN ", v / 10000, ".", v / 100 % 100, ".", v % 100, " (", o.path, ")");
 }
 
+bool cudnn_known_absent() {
+  if (const char* off = std::getenv("HYRT_CUDNN"); off && std::string_view(off) == "0") return true;
+  return g_known_absent.load();
+}
+
 #else
 
 std::string cudnn_description() {
   return "not used: hyrt was built without cuDNN's headers";
+}
+
+bool cudnn_known_absent() {
+  return true;
 }
 
 #endif

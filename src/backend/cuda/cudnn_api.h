@@ -50,4 +50,9 @@ const CudnnApi* cudnn_api(std::string* why = nullptr);
 // "cuDNN 9.19.0 (<path>)" or why it is not used, for logs and benchmark JSON.
 std::string cudnn_description();
 
+// True once an attempt to open cuDNN has finished and failed (or HYRT_CUDNN=0, or a build
+// without cuDNN's headers); false while it is usable or not yet tried. Never opens it: for
+// choices on the compile's path, which must not pay for loading cuDNN.
+bool cudnn_known_absent();
+
 }  // namespace hyrt::backend::cuda
