@@ -7,11 +7,14 @@
 // activation were dropped misses by orders of magnitude more, which the test also checks.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_backend.h"
+#include "backend/cpu/cpu_kernels.h"
+#include "core/half.h"
 #include "exec/executable.h"
 #include "op_case.h"
 #include "weights/quantize.h"
@@ -266,6 +269,61 @@ TEST(FusedEpilogue, LowRankLinearInt8) {  // W8A8 and W8: inside the dequantizin
 }
 TEST(FusedEpilogue, LowRankLinearInt8FewRows) {  // the GEMV kernel, then the epilogue pass
   check_low_rank({.x = {2, 320}, .n = 72, .weight = DType::kS8}, 8, /*bf16_term=*/false);
+}
+// Whole 16-row groups and 16-column tiles: the bf16 term on AMX tiles where the CPU has them
+// (ctest cpu_low_rank_vector runs these with HYRT_CPU_LOW_RANK=vector).
+TEST(FusedEpilogue, LowRankLinearTileShapes) {
+  check_low_rank({.x = {2, 37, 96}, .n = 80, .weight = DType::kS8}, 40);
+  check_low_rank({.x = {2, 24, 64}, .n = 64}, 33);
+}
+
+// The term's bf16 pass itself (finish_low_rank_rows / apply_gemm_epilogue_rows: AMX tiles, or
+// the AVX512_BF16 loops) against an f64 sum of the same bf16-rounded products: 53 rows (three
+// tile groups and 5 rows for the vector loops), 80 columns (a 64-column block and a 16), ranks
+// of one full group of 16 pairs plus 4, an odd rank, and one of 16 pairs exactly.
+TEST(FusedEpilogue, LowRankBf16TermAgainstF64) {
+  if (!backend::cpu_has_bf16_dot_product()) GTEST_SKIP() << "no bf16 dot products here";
+  const int64_t rows = 53, cols = 80;
+  for (int64_t rank : {40, 33, 32}) {
+    SCOPED_TRACE(str_cat("rank ", rank));
+    const int64_t pairs = (rank + 1) / 2;
+    const Tensor h = random_tensor(Shape{rows, rank}, 21, 1.0f);
+    const Tensor up = random_tensor(Shape{cols, rank}, 22, 0.5f);
+    const Tensor y0 = random_tensor(Shape{rows, cols}, 23, 1.0f);
+    const auto bf = [](float v) { return bf16_to_f32(f32_to_bf16(v)); };
+    std::vector<uint32_t> up_pairs(static_cast<size_t>(pairs * cols));
+    for (int64_t p = 0; p < pairs; ++p)
+      for (int64_t c = 0; c < cols; ++c) {
+        const float lo = up.as<float>()[c * rank + 2 * p];
+        const float hi = 2 * p + 1 < rank ? up.as<float>()[c * rank + 2 * p + 1] : 0.0f;
+        up_pairs[static_cast<size_t>(p * cols + c)] =
+            f32_to_bf16(lo) | static_cast<uint32_t>(f32_to_bf16(hi)) << 16;
+      }
+    std::vector<double> want(static_cast<size_t>(rows * cols));
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        double sum = y0.as<float>()[r * cols + c];
+        for (int64_t k = 0; k < rank; ++k)
+          sum += static_cast<double>(bf(h.as<float>()[r * rank + k])) *
+                 bf(up.as<float>()[c * rank + k]);
+        want[static_cast<size_t>(r * cols + c)] = sum;
+      }
+    backend::cpu::GemmEpilogueArgs args;
+    args.low_rank = {h.as<float>(), nullptr, up_pairs.data(), rank};
+    for (bool threaded : {false, true}) {
+      std::vector<float> y(y0.as<float>(), y0.as<float>() + rows * cols);
+      if (threaded)
+        backend::cpu::apply_gemm_epilogue_rows(y.data(), rows, cols, args);
+      else
+        backend::cpu::finish_low_rank_rows(y.data(), 0, rows, cols, args);
+      double err = 0.0, norm = 0.0;
+      for (size_t i = 0; i < y.size(); ++i) {
+        err += (y[i] - want[i]) * (y[i] - want[i]);
+        norm += want[i] * want[i];
+      }
+      EXPECT_LE(std::sqrt(err / norm), 1e-6) << (threaded ? "threaded" : "one thread");
+    }
+  }
 }
 
 TEST(FusedEpilogue, ResidualMustMatchTheOutput) {

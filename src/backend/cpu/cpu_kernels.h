@@ -309,8 +309,27 @@ void apply_gemm_epilogue_rows(float* y, int64_t rows, int64_t cols,
 // last steps), single-threaded — for passes that already split rows among threads.
 void finish_low_rank_rows(float* y, int64_t r0, int64_t r1, int64_t cols,
                           const GemmEpilogueArgs& epilogue);
-// Rows per group of the low-rank passes (a multiple of what finish_low_rank_rows does at once).
-inline constexpr int64_t kLowRankRowGroup = 8;
+// Rows per group of the low-rank passes: 16, the AMX tiles' rows (the vector loops do 8 at once).
+inline constexpr int64_t kLowRankRowGroup = 16;
+
+// finish_low_rank_rows for a pass that walks its rows in groups on one thread: the AMX tile
+// configuration (where the term's bf16 products take tiles) is loaded once here and released
+// by the destructor, not per group. One per thread and pass; nothing else may use the tiles
+// on this thread while it lives.
+class LowRankRows {
+ public:
+  LowRankRows(const GemmEpilogueArgs& epilogue, int64_t cols);
+  ~LowRankRows();
+  LowRankRows(const LowRankRows&) = delete;
+  LowRankRows& operator=(const LowRankRows&) = delete;
+  // finish_low_rank_rows(y, r0, r1, cols, epilogue).
+  void finish(float* y, int64_t r0, int64_t r1);
+
+ private:
+  const GemmEpilogueArgs& epilogue_;
+  int64_t cols_;
+  bool tiles_ = false;
+};
 
 // A linear kernel's side of a low-rank epilogue: h = x · downᵀ (a oneDNN f32 matmul reading
 // the down weight in its stored order, as the separate down linear did: the same numbers) and

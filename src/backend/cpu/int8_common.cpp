@@ -343,11 +343,12 @@ void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_sca
     const int64_t groups = (rows + kLowRankRowGroup - 1) / kLowRankRowGroup;
     parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
       const int64_t r0 = g0 * kLowRankRowGroup, r1 = std::min(rows, g1 * kLowRankRowGroup);
+      LowRankRows finisher(epilogue, cols);
       for (int64_t r = r0; r < r1; r += kLowRankRowGroup) {
         const int64_t re = std::min(r1, r + kLowRankRowGroup);
         dequant_epilogue_rows<Acc, Identity>(io, r, re, cols, row_scales, uniform_row_scale,
                                              col_scale, bias, nullptr);
-        finish_low_rank_rows(static_cast<float*>(io), r, re, cols, epilogue);
+        finisher.finish(static_cast<float*>(io), r, re);
       }
     });
     return;

@@ -9,11 +9,15 @@
 // and writes again — on 2 cores that memory traffic, not the products, was most of a rank-32
 // LoRA's cost (notes in bench/results/README.md, issue 17). Inside the epilogue the term costs
 // only its FMAs: 8 rows × 32 columns at a time, the accumulators in registers (AVX-512; 8 × 8
-// with AVX2).
+// with AVX2) — or, with bf16 products on a CPU with AMX, 16 rows at a time on tiles, y's rows
+// the accumulators (add_term_amx).
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <string_view>
 
+#include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/int8_common.h"
 #include "backend/cpu/vec_math.h"
@@ -23,7 +27,10 @@
 namespace hyrt::backend::cpu {
 namespace {
 
-constexpr int kRows = static_cast<int>(kLowRankRowGroup);
+// Rows the vector loops hold in registers at once (kLowRankRowGroup is two of these: the tiles'
+// 16).
+constexpr int kRows = 8;
+static_assert(kLowRankRowGroup % kRows == 0 && kLowRankRowGroup == 16);
 
 // y rows [r0, r0 + nr) (nr ≤ 8) += h · up_t, columns [0, cols): 32 columns at a time, so each
 // broadcast of h serves two FMAs (8 rows × 2 vectors = 16 accumulators; per k, 2 + 8 loads for
@@ -104,6 +111,46 @@ __attribute__((target("avx512f,avx512bf16"))) void add_term_bf16(float* y, int64
   }
 }
 
+// As add_term_bf16 on AMX tiles, 16 rows (all present) at a time: y's rows are the
+// accumulators themselves (loaded, tdpbf16ps'd, stored back), the h pairs the A tiles, and the up
+// pairs already the B tiles' layout ([pair][column] words, a row per pair). Tiles as
+// amx::configure_products(pairs): 0..3 accumulate 64 columns, 4/5 a full group of 16 pairs, 6/7
+// the last shorter one. cols a multiple of 16.
+HYRT_AMX_ACCUMULATE_FN(accumulate_full_pairs, DPBF16PS, 4, 5)
+HYRT_AMX_ACCUMULATE_FN(accumulate_last_pairs, DPBF16PS, 6, 7)
+
+void add_term_amx(float* y, int64_t r0, int64_t cols, const LowRankTerm& t) {
+  const int64_t pairs = (t.rank + 1) / 2, full = pairs / 16, rem = pairs % 16;
+  alignas(64) uint32_t hp[kLowRankRowGroup][kMaxBf16Pairs];
+  for (int64_t i = 0; i < kLowRankRowGroup; ++i) {
+    const float* h = t.h + (r0 + i) * t.rank;
+    for (int64_t p = 0; p < pairs; ++p) {
+      const uint32_t lo = f32_to_bf16(h[2 * p]);
+      const uint32_t hi = 2 * p + 1 < t.rank ? f32_to_bf16(h[2 * p + 1]) : 0;
+      hp[i][p] = lo | hi << 16;
+    }
+  }
+  const int64_t y_stride = cols * 4, up_stride = cols * 4, hp_stride = kMaxBf16Pairs * 4;
+  float* yr = y + r0 * cols;
+  for (int64_t c = 0; c < cols; c += 64) {
+    const int n = static_cast<int>(std::min<int64_t>(4, (cols - c) / 16));
+    amx::load_accumulators(n, yr + c, y_stride);
+    for (int64_t g = 0; g < full; ++g) {
+      HYRT_AMX_LOAD(4, &hp[0][16 * g], hp_stride);
+      const uint32_t* u = t.up_pairs + 16 * g * cols + c;
+      for (int a = 0; a < n; ++a)
+        accumulate_full_pairs(a, u + 16 * a, up_stride);
+    }
+    if (rem > 0) {
+      HYRT_AMX_LOAD(6, &hp[0][16 * full], hp_stride);
+      const uint32_t* u = t.up_pairs + 16 * full * cols + c;
+      for (int a = 0; a < n; ++a)
+        accumulate_last_pairs(a, u + 16 * a, up_stride);
+    }
+    amx::store_accumulators(n, yr + c, y_stride);
+  }
+}
+
 void add_term_avx2(float* y, int64_t r0, int nr, int64_t cols, const LowRankTerm& t) {
   const float* h[kRows];
   for (int i = 0; i < kRows; ++i)
@@ -134,23 +181,52 @@ void add_term_avx2(float* y, int64_t r0, int nr, int64_t cols, const LowRankTerm
 
 }  // namespace
 
-void finish_low_rank_rows(float* y, int64_t r0, int64_t r1, int64_t cols,
-                          const GemmEpilogueArgs& epilogue) {
+LowRankRows::LowRankRows(const GemmEpilogueArgs& epilogue, int64_t cols)
+    : epilogue_(epilogue), cols_(cols) {
+  const LowRankTerm& t = epilogue.low_rank;
+  // bf16 pairs on tiles where the CPU has them (HYRT_CPU_LOW_RANK=vector keeps the AVX-512
+  // loops, for comparison) and whole 16-column tiles cover the columns.
+  static const bool vector_only = [] {
+    const char* v = std::getenv("HYRT_CPU_LOW_RANK");
+    return v && std::string_view(v) == "vector";
+  }();
+  tiles_ = t.h && t.up_pairs && cols % 16 == 0 && !vector_only && amx::tiles_usable();
+  if (tiles_) amx::configure_products((t.rank + 1) / 2);
+}
+
+LowRankRows::~LowRankRows() {
+  if (tiles_) amx::release();
+}
+
+void LowRankRows::finish(float* y, int64_t r0, int64_t r1) {
+  const GemmEpilogueArgs& epilogue = epilogue_;
+  const int64_t cols = cols_;
   const bool avx512 = cpu_has_avx512();
-  for (int64_t r = r0; r < r1; r += kRows) {
-    const int nr = static_cast<int>(std::min<int64_t>(kRows, r1 - r));
+  for (int64_t r = r0; r < r1;) {
+    // A whole tile group of rows on tiles; otherwise (and the last rows) 8 at a time.
+    const bool on_tiles = tiles_ && r1 - r >= kLowRankRowGroup;
+    const int nr = on_tiles ? static_cast<int>(kLowRankRowGroup)
+                            : static_cast<int>(std::min<int64_t>(kRows, r1 - r));
     if (epilogue.low_rank.h) {
-      if (epilogue.low_rank.up_pairs)
+      if (on_tiles)
+        add_term_amx(y, r, cols, epilogue.low_rank);
+      else if (epilogue.low_rank.up_pairs)
         add_term_bf16(y, r, nr, cols, epilogue.low_rank);
       else if (avx512)
         add_term_avx512(y, r, nr, cols, epilogue.low_rank);
       else
         add_term_avx2(y, r, nr, cols, epilogue.low_rank);
     }
-    if (epilogue.activation == ir::Activation::kNone && !epilogue.residual) continue;
-    activate_and_add(y + r * cols, epilogue.residual ? epilogue.residual + r * cols : nullptr,
-                     nr * cols, epilogue.activation);
+    if (epilogue.activation != ir::Activation::kNone || epilogue.residual)
+      activate_and_add(y + r * cols, epilogue.residual ? epilogue.residual + r * cols : nullptr,
+                       nr * cols, epilogue.activation);
+    r += nr;
   }
+}
+
+void finish_low_rank_rows(float* y, int64_t r0, int64_t r1, int64_t cols,
+                          const GemmEpilogueArgs& epilogue) {
+  LowRankRows(epilogue, cols).finish(y, r0, r1);
 }
 
 void apply_gemm_epilogue_rows(float* y, int64_t rows, int64_t cols,
@@ -159,9 +235,10 @@ void apply_gemm_epilogue_rows(float* y, int64_t rows, int64_t cols,
     apply_gemm_epilogue(y, rows * cols, epilogue);
     return;
   }
-  const int64_t groups = (rows + kRows - 1) / kRows;
+  const int64_t groups = (rows + kLowRankRowGroup - 1) / kLowRankRowGroup;
   parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-    finish_low_rank_rows(y, g0 * kRows, std::min(rows, g1 * kRows), cols, epilogue);
+    finish_low_rank_rows(y, g0 * kLowRankRowGroup, std::min(rows, g1 * kLowRankRowGroup), cols,
+                         epilogue);
   });
 }
 
