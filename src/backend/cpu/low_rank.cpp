@@ -79,19 +79,22 @@ __attribute__((target("avx512f"))) void add_term_avx512(float* y, int64_t r0, in
 // instructions; h's pairs for the 8 rows are rounded once per row group.
 constexpr int64_t kMaxBf16Pairs = 128;  // ranks up to 256 (stacked LoRAs beyond: f32)
 
+// One row of h as bf16 pairs (element 2p in the low half, 2p + 1 in the high; 0 past the rank).
+void round_pairs(const float* h, int64_t rank, uint32_t* pairs_out) {
+  for (int64_t p = 0; p < (rank + 1) / 2; ++p) {
+    const uint32_t lo = f32_to_bf16(h[2 * p]);
+    const uint32_t hi = 2 * p + 1 < rank ? f32_to_bf16(h[2 * p + 1]) : 0;
+    pairs_out[p] = lo | hi << 16;
+  }
+}
+
 __attribute__((target("avx512f,avx512bf16"))) void add_term_bf16(float* y, int64_t r0, int nr,
                                                                  int64_t cols,
                                                                  const LowRankTerm& t) {
   const int64_t pairs = (t.rank + 1) / 2;
   uint32_t hp[kRows][kMaxBf16Pairs];
-  for (int i = 0; i < kRows; ++i) {
-    const float* h = t.h + (r0 + std::min(i, nr - 1)) * t.rank;
-    for (int64_t p = 0; p < pairs; ++p) {
-      const uint32_t lo = f32_to_bf16(h[2 * p]);
-      const uint32_t hi = 2 * p + 1 < t.rank ? f32_to_bf16(h[2 * p + 1]) : 0;
-      hp[i][p] = lo | hi << 16;
-    }
-  }
+  for (int i = 0; i < kRows; ++i)
+    round_pairs(t.h + (r0 + std::min(i, nr - 1)) * t.rank, t.rank, hp[i]);
   for (int64_t c = 0; c < cols; c += 32) {
     const __mmask16 m0 = tail_mask(cols - c), m1 = tail_mask(cols - c - 16);
     __m512 a0[kRows], a1[kRows];
@@ -122,14 +125,8 @@ HYRT_AMX_ACCUMULATE_FN(accumulate_last_pairs, DPBF16PS, 6, 7)
 void add_term_amx(float* y, int64_t r0, int64_t cols, const LowRankTerm& t) {
   const int64_t pairs = (t.rank + 1) / 2, full = pairs / 16, rem = pairs % 16;
   alignas(64) uint32_t hp[kLowRankRowGroup][kMaxBf16Pairs];
-  for (int64_t i = 0; i < kLowRankRowGroup; ++i) {
-    const float* h = t.h + (r0 + i) * t.rank;
-    for (int64_t p = 0; p < pairs; ++p) {
-      const uint32_t lo = f32_to_bf16(h[2 * p]);
-      const uint32_t hi = 2 * p + 1 < t.rank ? f32_to_bf16(h[2 * p + 1]) : 0;
-      hp[i][p] = lo | hi << 16;
-    }
-  }
+  for (int64_t i = 0; i < kLowRankRowGroup; ++i)
+    round_pairs(t.h + (r0 + i) * t.rank, t.rank, hp[i]);
   const int64_t y_stride = cols * 4, up_stride = cols * 4, hp_stride = kMaxBf16Pairs * 4;
   float* yr = y + r0 * cols;
   for (int64_t c = 0; c < cols; c += 64) {
