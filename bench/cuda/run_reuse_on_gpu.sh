@@ -114,6 +114,16 @@ if [[ $what == *attn\ * || $what == *attn ]]; then
     done
   done
 fi
+if [[ $what == *residual* ]]; then
+  # The residual adds in the fused W8A8 GEMM's epilogue (default) against their own kernels
+  # (HYRT_CUDA_FUSED_RESIDUAL=0), SD 1.5, alternating processes.
+  for round in $(seq 1 "${RESIDUAL_ROUNDS:-1}"); do
+    for res in 1 0; do
+      HYRT_CUDA_FUSED_RESIDUAL=$res bench "sd15_res${res}_$round" -m random:sd15 --int8 \
+        --only unet --placement device --resize --sizes 512,1024,768,640 --runs 20 --warmup 3
+    done
+  done
+fi
 if [[ $what == *profile* ]]; then
   # Issue 16's point 4: the per-op profile (CUDA events, no sync per op) with hyrt's attention
   # kernel and with cuDNN's plans, SD 1.5 1024² and 512².
@@ -189,11 +199,16 @@ if [[ $what == *lora* ]]; then
   done
 fi
 if [[ $what == *sdxl* ]]; then
-  for att in ${ATTENTION_FORMS:-own}; do
-    for form in ${SDXL_REUSE_FORMS:-reuse every}; do
-      flag=(); [[ $form == every ]] && flag=(--no-reuse)
-      HYRT_CUDA_ATTENTION=$att bench "sdxl_${att}_$form" -m random:sdxl --int8 --only unet \
-        --placement device --resize --sizes 1024,832x1216,768 --runs 10 --warmup 2 "${flag[@]}"
+  # RESIDUAL_FORMS: "1 0" also runs HYRT_CUDA_FUSED_RESIDUAL=0 (residual adds as their own kernels
+  # instead of in the fused W8A8 GEMM's epilogue).
+  for res in ${RESIDUAL_FORMS:-1}; do
+    for att in ${ATTENTION_FORMS:-own}; do
+      for form in ${SDXL_REUSE_FORMS:-reuse every}; do
+        flag=(); [[ $form == every ]] && flag=(--no-reuse)
+        HYRT_CUDA_FUSED_RESIDUAL=$res HYRT_CUDA_ATTENTION=$att bench "sdxl_${att}_${form}_res$res" \
+          -m random:sdxl --int8 --only unet --placement device --resize --sizes 1024,832x1216,768 \
+          --runs 10 --warmup 2 "${flag[@]}"
+      done
     done
   done
 fi

@@ -506,8 +506,9 @@ TEST(CudaGemm, FusedS8MatchesCublasltAndRescale) {
     GTEST_SKIP() << "the fused W8A8 kernel is not built or " << dev.name << " (sm_"
                  << dev.compute_major << dev.compute_minor << ") cannot run it";
   CudaBackend& fused = *gpu().backend;
-  std::unique_ptr<CudaBackend> plain =
-      backend::cuda::make_cuda_backend({.autotune = true, .fused_s8_gemm = false});
+  // The unfused path takes a fused residual too (in its rescale pass), as asked.
+  std::unique_ptr<CudaBackend> plain = backend::cuda::make_cuda_backend(
+      {.autotune = true, .fuse_residual = true, .fused_s8_gemm = false});
   auto compare = [&](const LinearSpec& spec, bool with_reference) {
     SCOPED_TRACE(describe(spec));
     const LinearCase c(spec);
@@ -533,6 +534,18 @@ TEST(CudaGemm, FusedS8MatchesCublasltAndRescale) {
   {
     const LinearSpec spec{.x_shape = Shape{333, 640}, .n = 320, .seed = 65};
     const ScopedGemmStagingBudget budget(1);  // 64-row chunks: 5 full ones and 13 rows
+    compare(spec, true);
+  }
+  // A fused residual, added in the kernel's epilogue (its C operand): both tiles, row chunks
+  // (the residual read at each chunk's row offset), and no bias.
+  const ir::GemmEpilogue residual{.residual = true};
+  compare({.x_shape = Shape{300, 1280}, .n = 1280, .epilogue = residual, .seed = 66}, true);
+  compare({.x_shape = Shape{2, 77, 640}, .n = 640, .bias = false, .epilogue = residual, .seed = 67},
+          true);
+  compare({.x_shape = Shape{1000, 640}, .n = 5120, .epilogue = residual, .seed = 68}, false);
+  {
+    const LinearSpec spec{.x_shape = Shape{333, 640}, .n = 320, .epilogue = residual, .seed = 69};
+    const ScopedGemmStagingBudget budget(1);
     compare(spec, true);
   }
 }
@@ -994,8 +1007,11 @@ TEST(CudaGemmFused, S8AppliesRule) {
   backend::GemmKey f16w = plain;
   f16w.w_type = DType::kF16;
   EXPECT_FALSE(backend::cuda::fused_s8_applies(f16w, hopper, true));
-  backend::GemmKey act = plain;
-  act.epilogue |= static_cast<uint8_t>(backend::Epilogue::kResidualAdd);
+  backend::GemmKey residual = plain;  // added in the kernel's epilogue
+  residual.epilogue |= static_cast<uint8_t>(backend::Epilogue::kResidualAdd);
+  EXPECT_EQ(backend::cuda::fused_s8_applies(residual, hopper, true), built);
+  backend::GemmKey act = residual;  // an activation keeps the separate pass
+  act.epilogue |= static_cast<uint8_t>(backend::Epilogue::kGelu);
   EXPECT_FALSE(backend::cuda::fused_s8_applies(act, hopper, true));
   if (built) {  // the measured tile rule (gemm_s8_fused.h)
     using backend::cuda::fused_s8_auto_tile;
@@ -1134,9 +1150,11 @@ TEST(CudaGemmFused, KeyCarriesEpilogueBits) {
   EXPECT_EQ(std::unique(texts.begin(), texts.end()), texts.end()) << "two epilogues, one entry";
 }
 
-// Residual fusion on the GPU is opt-in (CudaBackendOptions::fuse_residual): a default backend
-// refuses a linear with a fused residual (plan::fuse_epilogues then leaves the add alone) and
-// takes one with only an activation.
+// Residual fusion on the GPU is opt-in (CudaBackendOptions::fuse_residual) except where the
+// fused W8A8 kernel runs the GEMM and adds the residual in its epilogue: a default backend
+// refuses a linear with a fused residual that kernel cannot take (K = 8; or it is not built, or
+// no sm_90 device, or int8 weights run as f16) (plan::fuse_epilogues then leaves the add alone),
+// takes one the kernel runs, and takes one with only an activation.
 TEST(CudaGemm, ResidualFusionIsOptIn) {
   REQUIRE_GPU();
   std::string why;
@@ -1147,6 +1165,12 @@ TEST(CudaGemm, ResidualFusionIsOptIn) {
   EXPECT_FALSE(plain->supports(residual, residual.nodes().back()));
   EXPECT_TRUE(plain->supports(activation, activation.nodes().back()));
   EXPECT_TRUE(gpu().backend->supports(residual, residual.nodes().back()));
+  const LinearCase wide_k({.x_shape = Shape{64, 320}, .n = 640, .epilogue = kResidual});
+  const bool fused_kernel =
+      fused_s8_here(backend::cuda::linear_gemm_key(wide_k.graph, wide_k.node()));
+  EXPECT_EQ(plain->supports(wide_k.graph, wide_k.node()), fused_kernel);
+  plain->set_int8_mode(backend::Int8Mode::kW8);  // f16 operands: no fused kernel, no residual
+  EXPECT_FALSE(plain->supports(wide_k.graph, wide_k.node()));
 }
 
 // gemm_inputs_supported: a residual is an activation (a graph input or a node's output) of

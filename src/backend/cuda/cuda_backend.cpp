@@ -3,8 +3,10 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <mutex>
+#include <string_view>
 #include <unordered_map>
 
 #include "backend/cuda/convert_kernels.h"
@@ -146,6 +148,24 @@ class CudaBackendImpl final : public CudaBackend {
     options_.gemm = mode == Int8Mode::kW8 ? GemmPolicy::kF16 : policy_;
   }
 
+  // Whether a linear/conv2d node with a fused residual would run its W8A8 candidate as the
+  // fused Hopper kernel, which adds the residual in its epilogue for free (no activation; int8
+  // weights; W8A8 allowed). Should the roofline or autotuning pick the f16 candidate instead,
+  // a pass of ours adds the residual (cuda_gemm.cpp): as dear as the add node it replaced.
+  bool fused_residual_here(const ir::Graph& graph, const ir::Node& node) const {
+    // HYRT_CUDA_FUSED_RESIDUAL=0 leaves such adds to their own kernel (for comparison).
+    static const bool off = [] {
+      const char* v = std::getenv("HYRT_CUDA_FUSED_RESIDUAL");
+      return v && std::string_view(v) == "0";
+    }();
+    if (off || options_.gemm == GemmPolicy::kF16) return false;
+    if (node.op != ir::OpKind::kLinear && node.op != ir::OpKind::kConv2d) return false;
+    if (!gemm_inputs_supported(graph, node)) return false;
+    const GemmKey key = node.op == ir::OpKind::kLinear ? linear_gemm_key(graph, node)
+                                                       : conv2d_gemm_key(graph, node);
+    return fused_s8_applies(key, ctx_.device(), options_.fused_s8_gemm);
+  }
+
   std::string_view name() const override { return "cuda"; }
   // The libraries behind the kernels: the CUDA runtime, and cuDNN where the attention uses it.
   std::string library() const override {
@@ -164,8 +184,10 @@ class CudaBackendImpl final : public CudaBackend {
     // two GEMMs. Nor gates a GEGLU (ir::GemmEpilogue::geglu): that stays its own kernel here.
     if (node.epilogue().low_rank || node.epilogue().geglu) return false;
     // A LoRA's up projection (K = rank) always takes the residual: the add it saves would cost
-    // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs.
-    if (node.epilogue().residual && !options_.fuse_residual &&
+    // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs. So
+    // does a GEMM the fused W8A8 kernel runs, which adds it in its epilogue (fused_residual_here);
+    // others only where asked (fuse_residual: cuBLASLt's beta·C slowed new sizes' first steps).
+    if (node.epilogue().residual && !options_.fuse_residual && !fused_residual_here(graph, node) &&
         !(node.inputs.size() > 1 && weights::is_lora_up_name(graph.value(node.inputs[1]).name)))
       return false;
     switch (node.op) {

@@ -197,7 +197,7 @@ bool default_fused_s8_gemm() {
 bool fused_s8_applies(const GemmKey& key, const CudaDeviceInfo& device, bool enabled) {
   return enabled && fused_s8_gemm_available(device.compute_major, device.compute_minor) &&
          key.w_type == DType::kS8 && key.a_type == DType::kF16 && key.out_type == DType::kF16 &&
-         (key.epilogue & kFusedEpilogueBits) == 0 &&
+         (key.epilogue & kActivationBits) == 0 &&
          fused_s8_gemm_shape_ok(key.m, key.n, key.k, round_up4(key.k), round_up4(key.k));
 }
 
@@ -974,9 +974,13 @@ class GemmKernel final : public CudaGemmKernel {
                const RunEpilogue& e, bool fused) const {
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
-      // Without an activation the residual is cuBLASLt's beta·C; with one (applied before the
-      // residual) a pass of ours over the chunk's rows adds both.
-      const bool separate_pass = e.activation != EpilogueActivation::kNone;
+      // Without an activation the residual is cuBLASLt's beta·C where residual fusion was asked
+      // for (CudaBackendOptions::fuse_residual); with an activation (applied before the
+      // residual), or a residual taken for the fused W8A8 kernel's sake (a node that then runs
+      // this candidate), a pass of ours over the chunk's rows adds it: cuBLASLt's beta·C slowed
+      // each new resolution's first step (bench/results/README.md, sd15_unet_fusion_h100).
+      const bool separate_pass =
+          e.activation != EpilogueActivation::kNone || (e.residual && !options_.fuse_residual);
       for_each_chunk(
           f16_, p.f16_algo, p.f16_tail_algo,
           [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
@@ -993,19 +997,21 @@ class GemmKernel final : public CudaGemmKernel {
     } else {
       if (fused) {
         // The same chunks (staging) without the s32 result: quantize, then the fused GEMM
-        // writes the chunk's f16 rows (no activation, no residual: fused_s8_applies).
-        HYRT_ASSERT(e.activation == EpilogueActivation::kNone && e.residual == nullptr,
-                    "the fused W8A8 kernel has no activation or residual epilogue");
-        for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
-                       [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t&) {
-                         quantize(st, x, m0, rows);
-                         HYRT_CUDA_CHECK(launch_fused_s8_gemm(
-                             static_cast<const int8_t*>(st[Scratch::kActS8]), k4_, w_->as<int8_t>(),
-                             k4_, static_cast<const float*>(st[Scratch::kRowScales]),
-                             w_scale_->as<float>(), bias_f32_ ? bias_f32_->as<float>() : nullptr,
-                             static_cast<__half*>(act_row(y, m0, n_)), rows, n_, k_,
-                             FusedS8Tile::kAuto, ctx_.device().multiprocessors, ctx_.stream()));
-                       });
+        // writes the chunk's f16 rows, adding the residual's (no activation: fused_s8_applies).
+        HYRT_ASSERT(e.activation == EpilogueActivation::kNone,
+                    "the fused W8A8 kernel has no activation epilogue");
+        for_each_chunk(
+            s8_gemm_, p.s8_algo, p.s8_tail_algo,
+            [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t&) {
+              quantize(st, x, m0, rows);
+              HYRT_CUDA_CHECK(launch_fused_s8_gemm(
+                  static_cast<const int8_t*>(st[Scratch::kActS8]), k4_, w_->as<int8_t>(), k4_,
+                  static_cast<const float*>(st[Scratch::kRowScales]), w_scale_->as<float>(),
+                  bias_f32_ ? bias_f32_->as<float>() : nullptr,
+                  e.residual ? static_cast<const __half*>(act_row(e.residual, m0, n_)) : nullptr,
+                  static_cast<__half*>(act_row(y, m0, n_)), rows, n_, k_, FusedS8Tile::kAuto,
+                  ctx_.device().multiprocessors, ctx_.stream()));
+            });
         return;
       }
       for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,

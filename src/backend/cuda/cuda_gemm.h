@@ -122,8 +122,8 @@ GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget,
 // Whether the W8A8 candidate of `key` runs as the fused Hopper kernel (gemm_s8_fused.h) on
 // `device` — quantize, then one GEMM whose epilogue rescales to f16 — rather than cuBLASLt's
 // s8 GEMM and the rescale pass: `enabled` (CudaBackendOptions::fused_s8_gemm), a build with the
-// kernels on an sm_90 device, 8-bit S weights on f16 activations, no fused activation or
-// residual, and a shape the kernel takes (K a multiple of 16, N of 8).
+// kernels on an sm_90 device, 8-bit S weights on f16 activations, no fused activation (a fused
+// residual it adds in its epilogue), and a shape the kernel takes (K a multiple of 16, N of 8).
 bool fused_s8_applies(const GemmKey& key, const CudaDeviceInfo& device, bool enabled);
 
 // A GemmKey::epilogue bit beyond program_cache.h's Epilogue values: the program's activation

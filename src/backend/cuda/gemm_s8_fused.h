@@ -7,12 +7,15 @@
 // 8 bytes per output beyond the f16 result, and a launch, for each of the ~750 int8 linears of
 // an SDXL step. Here the accumulator is scaled, biased and rounded to f16 in the GEMM's own
 // epilogue, with the same arithmetic as launch_rescale_s32:
-//   y[m, n] = f16( float(Σ_k a[m, k] · w[n, k]) · (a_scale[m] · w_scale[n]) + bias[n] )
-// (round to nearest). No activation and no residual: nodes with those keep the separate pass.
+//   y[m, n] = f16( float(Σ_k a[m, k] · w[n, k]) · (a_scale[m] · w_scale[n]) + bias[n]
+//                  [+ float(residual[m, n])] )
+// (round to nearest, once). No activation: nodes with one keep the separate pass.
 //
 // Operands (all device memory): a s8 [M, lda] row-major (the first K of each row used),
 // w s8 [N, ldw] (PyTorch's [out, in]), a_scale f32 [M], w_scale f32 [N], bias f32 [N] or null,
-// y f16 [M, N] (ld = N). Pointers 16-byte aligned. Stateless; safe from any host thread.
+// residual f16 [M, N] (ld = N) or null, y f16 [M, N] (ld = N; not overlapping the residual).
+// Pointers 16-byte aligned.
+// Stateless; safe from any host thread.
 #pragma once
 
 #include <cuda_fp16.h>
@@ -48,8 +51,8 @@ FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocess
 // attribute (not a stream operation: prime it with fused_s8_gemm_prime before a graph capture).
 cudaError_t launch_fused_s8_gemm(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw,
                                  const float* a_scale, const float* w_scale, const float* bias,
-                                 __half* y, int64_t m, int64_t n, int64_t k, FusedS8Tile tile,
-                                 int multiprocessors, cudaStream_t stream);
+                                 const __half* residual, __half* y, int64_t m, int64_t n, int64_t k,
+                                 FusedS8Tile tile, int multiprocessors, cudaStream_t stream);
 
 // Sets the kernels' shared-memory attributes now (idempotent): cudaSuccess, or why not.
 cudaError_t fused_s8_gemm_prime();

@@ -20,8 +20,8 @@ FusedS8Tile fused_s8_auto_tile(int64_t, int64_t, int64_t, int) {
 }
 
 cudaError_t launch_fused_s8_gemm(const int8_t*, int64_t, const int8_t*, int64_t, const float*,
-                                 const float*, const float*, __half*, int64_t, int64_t, int64_t,
-                                 FusedS8Tile, int, cudaStream_t) {
+                                 const float*, const float*, const __half*, __half*, int64_t,
+                                 int64_t, int64_t, FusedS8Tile, int, cudaStream_t) {
   return cudaErrorInvalidValue;
 }
 

@@ -31,8 +31,10 @@ namespace fusion = cutlass::epilogue::fusion;
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 
 // One tile configuration of the fused GEMM: D[M, N] = epilogue(A[M, K] · B[K, N]) with A the
-// activations (row-major, K contiguous) and B the weights as stored [N, K] (column-major B).
-template <class TileShape, class MainSchedule, class EpiSchedule>
+// activations (row-major, K contiguous) and B the weights as stored [N, K] (column-major B);
+// with kResidual the epilogue also adds C [M, N] (f16, row-major, ld N: the residual stream),
+// read by the epilogue's own TMA loads, before the one rounding to f16.
+template <class TileShape, class MainSchedule, class EpiSchedule, bool kResidual>
 struct FusedS8Gemm {
   using ClusterShape = Shape<_1, _1, _1>;
   // Per-row (M) activation scale, per-column (N) weight scale and bias, read as f32 vectors.
@@ -43,13 +45,20 @@ struct FusedS8Gemm {
   // acc · (a_scale · w_scale): the scales' product first, as launch_rescale_s32 computes it.
   using Scaled =
       fusion::Sm90EVT<Mul, fusion::Sm90AccFetch, fusion::Sm90EVT<Mul, ActScale, WeightScale>>;
-  // + bias, rounded to f16 (a null bias reads as zeros: the broadcasts' null default).
-  using Out = fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, cutlass::half_t, float, kRound>,
-                              Scaled, Bias>;
+  // + bias, rounded to f16 (a null bias reads as zeros: the broadcasts' null default); with a
+  // residual, + bias in f32 and + C, then rounded: launch_rescale_s32's arithmetic.
+  using ToHalf = fusion::Sm90Compute<cutlass::plus, cutlass::half_t, float, kRound>;
+  using Biased =
+      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float, float, kRound>, Scaled, Bias>;
+  using Out =
+      std::conditional_t<kResidual,
+                         fusion::Sm90EVT<ToHalf, Biased, fusion::Sm90SrcFetch<cutlass::half_t>>,
+                         fusion::Sm90EVT<ToHalf, Scaled, Bias>>;
+  using ElementC = std::conditional_t<kResidual, cutlass::half_t, void>;
 
   using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float, void,
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float, ElementC,
       cutlass::layout::RowMajor, 8, cutlass::half_t, cutlass::layout::RowMajor, 8, EpiSchedule,
       Out>::CollectiveOp;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
@@ -74,8 +83,9 @@ struct FusedS8Gemm {
   }
 
   static cudaError_t run(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw,
-                         const float* a_scale, const float* w_scale, const float* bias, __half* y,
-                         int m, int n, int k, cudaStream_t stream) {
+                         const float* a_scale, const float* w_scale, const float* bias,
+                         const __half* residual, __half* y, int m, int n, int k,
+                         cudaStream_t stream) {
     if (const cudaError_t s = prime(); s != cudaSuccess) return s;
     typename Kernel::StrideA stride_a{};
     cute::get<0>(stride_a) = lda;
@@ -83,15 +93,20 @@ struct FusedS8Gemm {
     cute::get<0>(stride_b) = ldw;
     typename Kernel::StrideD stride_d{};
     cute::get<0>(stride_d) = n;
+    typename Kernel::StrideC stride_c{};
+    cute::get<0>(stride_c) = n;
+    const auto* c = kResidual ? reinterpret_cast<const cutlass::half_t*>(residual) : nullptr;
     typename Gemm::Arguments args{
         cutlass::gemm::GemmUniversalMode::kGemm,
         {m, n, k, 1},
         {a, stride_a, w, stride_b},
-        {{}, nullptr, {}, reinterpret_cast<cutlass::half_t*>(y), stride_d}};
+        {{}, c, stride_c, reinterpret_cast<cutlass::half_t*>(y), stride_d}};
     // The tree's arguments mirror its shape: {children..., op}.
-    args.epilogue.thread = {{{}, {{a_scale, 0.f, {}}, {w_scale, 0.f, {}}, {}}, {}},  // Scaled
-                            {bias, 0.f, {}},                                         // Bias
-                            {}};
+    const typename Scaled::Arguments scaled{{}, {{a_scale, 0.f, {}}, {w_scale, 0.f, {}}, {}}, {}};
+    if constexpr (kResidual)
+      args.epilogue.thread = {{scaled, {bias, 0.f, {}}, {}}, {}, {}};  // (Scaled + Bias) + C
+    else
+      args.epilogue.thread = {scaled, {bias, 0.f, {}}, {}};
     if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
     if (Gemm::get_workspace_size(args) != 0) return cudaErrorInvalidValue;  // none expected
     typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
@@ -103,12 +118,14 @@ struct FusedS8Gemm {
   }
 };
 
+template <bool kResidual>
 using LargeTile =
     FusedS8Gemm<Shape<_128, _128, _128>, cutlass::gemm::KernelTmaWarpSpecializedCooperative,
-                cutlass::epilogue::TmaWarpSpecializedCooperative>;
+                cutlass::epilogue::TmaWarpSpecializedCooperative, kResidual>;
+template <bool kResidual>
 using SmallTile =
     FusedS8Gemm<Shape<_64, _128, _128>, cutlass::gemm::KernelTmaWarpSpecializedPingpong,
-                cutlass::epilogue::TmaWarpSpecialized>;
+                cutlass::epilogue::TmaWarpSpecialized, kResidual>;
 
 }  // namespace
 
@@ -152,20 +169,29 @@ FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocess
 
 cudaError_t launch_fused_s8_gemm(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw,
                                  const float* a_scale, const float* w_scale, const float* bias,
-                                 __half* y, int64_t m, int64_t n, int64_t k, FusedS8Tile tile,
-                                 int multiprocessors, cudaStream_t stream) {
+                                 const __half* residual, __half* y, int64_t m, int64_t n, int64_t k,
+                                 FusedS8Tile tile, int multiprocessors, cudaStream_t stream) {
   if (!fused_s8_gemm_shape_ok(m, n, k, lda, ldw)) return cudaErrorInvalidValue;
   if (tile == FusedS8Tile::kAuto) tile = forced_tile();
   if (tile == FusedS8Tile::kAuto) tile = fused_s8_auto_tile(m, n, k, multiprocessors);
   const auto mi = static_cast<int>(m), ni = static_cast<int>(n), ki = static_cast<int>(k);
-  return tile == FusedS8Tile::kLarge
-             ? LargeTile::run(a, lda, w, ldw, a_scale, w_scale, bias, y, mi, ni, ki, stream)
-             : SmallTile::run(a, lda, w, ldw, a_scale, w_scale, bias, y, mi, ni, ki, stream);
+  const bool large = tile == FusedS8Tile::kLarge;
+  if (residual)
+    return large ? LargeTile<true>::run(a, lda, w, ldw, a_scale, w_scale, bias, residual, y, mi, ni,
+                                        ki, stream)
+                 : SmallTile<true>::run(a, lda, w, ldw, a_scale, w_scale, bias, residual, y, mi, ni,
+                                        ki, stream);
+  return large ? LargeTile<false>::run(a, lda, w, ldw, a_scale, w_scale, bias, nullptr, y, mi, ni,
+                                       ki, stream)
+               : SmallTile<false>::run(a, lda, w, ldw, a_scale, w_scale, bias, nullptr, y, mi, ni,
+                                       ki, stream);
 }
 
 cudaError_t fused_s8_gemm_prime() {
-  if (const cudaError_t s = LargeTile::prime(); s != cudaSuccess) return s;
-  return SmallTile::prime();
+  for (cudaError_t s : {LargeTile<false>::prime(), SmallTile<false>::prime(),
+                        LargeTile<true>::prime(), SmallTile<true>::prime()})
+    if (s != cudaSuccess) return s;
+  return cudaSuccess;
 }
 
 }  // namespace hyrt::backend::cuda
