@@ -13,8 +13,8 @@
 // whatever the foreground does (settle(): benchmarks of the steady state, tests).
 //
 // Thread safety: every member may be called from any thread. Jobs run on the worker's thread,
-// in submission order. The destructor drops the jobs not started (their owners see that as
-// they arranged: a std::promise broken) and waits for the one running.
+// in submission order. The destructor drops the jobs not started (destroying them, and so what
+// they captured) and waits for the one running.
 #pragma once
 
 #include <atomic>
@@ -55,7 +55,6 @@ class QuietWorker {
     QuietWorker& w_;
   };
 
-  std::chrono::milliseconds quiet() const { return quiet_; }
   // Jobs queued and not yet started (tests).
   size_t queued() const;
 

@@ -265,7 +265,7 @@ TEST(FlashAttentionBf16, MatchesTheReference) {
   // Both product forms where the CPU has AMX: tiles, and the vdpbf16ps loops the others run.
   using Products = FlashAttentionBf16::Products;
   std::vector<Products> forms{Products::kVector};
-  if (FlashAttentionBf16::amx_available()) forms.push_back(Products::kAmx);
+  if (backend::cpu::amx::tiles_usable()) forms.push_back(Products::kAmx);
   for (const Products form : forms) {
     const bool amx = form == Products::kAmx;
     SCOPED_TRACE(amx ? "AMX" : "AVX-512 BF16");
@@ -284,7 +284,7 @@ TEST(FlashAttentionInt8, MatchesTheReference) {
   // Both product forms where the CPU has AMX: tiles, and the VNNI loops the others run.
   using Products = FlashAttentionInt8::Products;
   std::vector<Products> forms{Products::kVector};
-  if (FlashAttentionInt8::amx_available()) forms.push_back(Products::kAmx);
+  if (backend::cpu::amx::tiles_usable()) forms.push_back(Products::kAmx);
   for (const Products form : forms)
     for (const float offset : {0.0f, 4.0f}) {
       const bool amx = form == Products::kAmx;
@@ -334,7 +334,7 @@ double amx_against_vector() {
 // forms are bitwise equal (padding keys past Tk are masked out of both).
 TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
   using backend::cpu::FlashAttentionInt8;
-  if (!FlashAttentionInt8::supports(40, 40) || !FlashAttentionInt8::amx_available())
+  if (!FlashAttentionInt8::supports(40, 40) || !backend::cpu::amx::tiles_usable())
     GTEST_SKIP() << "no AMX here (or capped)";
   EXPECT_EQ(amx_against_vector<FlashAttentionInt8>(), 0.0);
 }
@@ -342,7 +342,7 @@ TEST(FlashAttentionInt8, AmxAgreesWithVnni) {
 // bf16: the same bf16 operands, f32 sums in another order: equal to f32 rounding.
 TEST(FlashAttentionBf16, AmxAgreesWithAvx512) {
   using backend::cpu::FlashAttentionBf16;
-  if (!FlashAttentionBf16::supports(40, 40) || !FlashAttentionBf16::amx_available())
+  if (!FlashAttentionBf16::supports(40, 40) || !backend::cpu::amx::tiles_usable())
     GTEST_SKIP() << "no AMX here (or capped)";
   EXPECT_LE(amx_against_vector<FlashAttentionBf16>(), 1e-5);
 }

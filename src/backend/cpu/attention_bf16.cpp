@@ -254,10 +254,6 @@ bool FlashAttentionBf16::supports(int64_t d, int64_t dv) {
   return isa && d >= 1 && dv >= 1 && dv <= kMaxDv;
 }
 
-bool FlashAttentionBf16::amx_available() {
-  return amx::tiles_usable();
-}
-
 FlashAttentionBf16::FlashAttentionBf16(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
                                        Products products)
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {

@@ -38,9 +38,6 @@ class FlashAttentionBf16 {
   // BF16, not capped below it by DNNL_MAX_CPU_ISA).
   static bool supports(int64_t d, int64_t dv);
 
-  // Whether the products can run on AMX tiles here (amx::tiles_usable).
-  static bool amx_available();
-
   // Where the two products run (amx::ProductForm): kAmx on AMX tiles, kVector in the AVX-512
   // loops, kAuto on tiles where they are usable and pay (amx::tiles_chosen). The same operands
   // either way (tests run both and compare them).

@@ -323,10 +323,6 @@ bool FlashAttentionInt8::supports(int64_t d, int64_t dv) {
   return isa && d >= 1 && d <= kMaxD && dv >= 1 && dv <= kMaxDv;
 }
 
-bool FlashAttentionInt8::amx_available() {
-  return amx::tiles_usable();
-}
-
 FlashAttentionInt8::FlashAttentionInt8(int64_t tk, int64_t d, int64_t dv, float scale, bool causal,
                                        Products products)
     : tk_(tk), d_(d), dv_(dv), scale_(scale), causal_(causal) {

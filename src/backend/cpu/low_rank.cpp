@@ -197,7 +197,7 @@ LowRankRows::~LowRankRows() {
 
 void LowRankRows::finish(float* y, int64_t r0, int64_t r1) {
   const GemmEpilogueArgs& epilogue = epilogue_;
-  const int64_t cols = cols_;
+  const int64_t cols = cols_;  // (short names for the loop below)
   const bool avx512 = cpu_has_avx512();
   for (int64_t r = r0; r < r1;) {
     // A whole tile group of rows on tiles; otherwise (and the last rows) 8 at a time.

@@ -130,9 +130,8 @@ struct PlanBuild {
   enum class State { kQueued, kRunning, kDone, kAbandoned };
   std::mutex mu;
   std::condition_variable cv;
-  State state = State::kQueued;
-  std::atomic<bool> done{false};  // state == kDone, read without the lock
-  PlanPtr plan;                   // when done: null where cuDNN refused the shape
+  std::atomic<State> state{State::kQueued};  // changed under mu; ready() reads it without
+  PlanPtr plan;                              // when done: null where cuDNN refused the shape
 };
 
 // What kernels hold of a build: its result once done; the last holder abandons it (waiting
@@ -149,7 +148,7 @@ class PlanTicket {
   PlanTicket(const PlanTicket&) = delete;
   PlanTicket& operator=(const PlanTicket&) = delete;
 
-  bool ready() const { return build_->done.load(std::memory_order_acquire); }
+  bool ready() const { return build_->state.load() == PlanBuild::State::kDone; }
   void wait() const {
     std::unique_lock<std::mutex> lock(build_->mu);
     build_->cv.wait(lock, [&] { return build_->state == PlanBuild::State::kDone; });
@@ -236,7 +235,6 @@ std::shared_ptr<const PlanTicket> cudnn_plan_for(const AttentionShape& s, cudaSt
       std::lock_guard<std::mutex> lock(build->mu);
       build->plan = std::move(plan);
       build->state = PlanBuild::State::kDone;
-      build->done.store(true, std::memory_order_release);
     }
     build->cv.notify_all();
   });

@@ -49,9 +49,18 @@ bool resolve(void* lib, const char* name, F& fn, std::string& why) {
   return fn != nullptr;
 }
 
+// HYRT_CUDNN=0, read once.
+bool turned_off() {
+  static const bool off = [] {
+    const char* v = std::getenv("HYRT_CUDNN");
+    return v && std::string_view(v) == "0";
+  }();
+  return off;
+}
+
 Opened open_cudnn() {
   Opened o;
-  if (const char* off = std::getenv("HYRT_CUDNN"); off && std::string_view(off) == "0") {
+  if (turned_off()) {
     o.why = "turned off (HYRT_CUDNN=0)";
     return o;
   }
@@ -111,8 +120,7 @@ std::string cudnn_description() {
 }
 
 bool cudnn_known_absent() {
-  if (const char* off = std::getenv("HYRT_CUDNN"); off && std::string_view(off) == "0") return true;
-  return g_known_absent.load();
+  return turned_off() || g_known_absent.load();
 }
 
 #else
