@@ -100,6 +100,7 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
   backend::Backend* host = host_.get();
   ExecOptions eo;
   eo.profile = options_.profile;
+  eo.profile_shapes = options_.profile_shapes;
   eo.capture = options_.capture;
   eo.overlap = options_.overlap;
   eo.reuse_invariant = options_.reuse_invariant;

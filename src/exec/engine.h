@@ -26,6 +26,7 @@ namespace hyrt::exec {
 struct EngineOptions {
   int num_threads = 0;  // host threads; 0 = every core the process may use
   bool profile = false;
+  bool profile_shapes = false;  // ExecOptions::profile_shapes
   // Where nodes run (plan/placement.h).
   plan::PlacementMode placement = plan::PlacementMode::kAuto;
   int device = 0;       // CUDA device index

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
+#include <string>
 
 #include "core/clock.h"
 #include "core/error.h"
@@ -32,6 +34,34 @@ std::string_view profile_class_name(int c) {
   if (c == kLoraDownClass) return "lora_down";
   if (c == kLoraUpClass) return "lora_up";
   return ir::op_name(static_cast<ir::OpKind>(c));
+}
+
+void append_shape(std::string& s, const Shape& shape) {
+  s += '[';
+  for (int i = 0; i < shape.rank(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(shape[i]);
+  }
+  s += ']';
+}
+
+// ExecOptions::profile_shapes' class name: the kind, the output's shape and, for GEMM-class
+// nodes and attention, the operands that set the work (the weight with its dtype; q and k).
+std::string shape_class_name(const ir::Graph& g, const ir::Node& node, int kind_class) {
+  std::string s(profile_class_name(kind_class));
+  s += " out";
+  append_shape(s, g.value(node.output).shape);
+  if (node.op == ir::OpKind::kAttention && node.inputs.size() > 1) {
+    s += " k";
+    append_shape(s, g.value(node.inputs[1]).shape);
+  } else if (ir::op_traits(node.op).gemm_class && node.inputs.size() > 1) {
+    const ir::Value& w = g.value(node.inputs[1]);
+    s += " w";
+    append_shape(s, w.shape);
+    s += dtype_name(w.dtype);
+    if (node.epilogue().residual) s += " +res";
+  }
+  return s;
 }
 
 }  // namespace
@@ -84,7 +114,25 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     HYRT_CHECK(backends[b]->supports(g, g.node(n)), kUnsupported, "backend '", backends[b]->name(),
                "' cannot run node '", g.node(n).name, "' (", ir::op_name(g.node(n).op), ")");
     e->step_backend_.push_back(b);
-    e->step_class_.push_back(profile_class(g, g.node(n)));
+  }
+  // Profile classes: every op kind and a LoRA's side GEMMs (indices profile_class gives), then
+  // with profile_shapes one more per distinct name.
+  for (int c = 0; c < kNumProfileClasses; ++c)
+    e->class_names_.emplace_back(profile_class_name(c));
+  std::map<std::string, int> shape_classes;
+  for (ir::NodeId n : e->order_) {
+    const int kind_class = profile_class(g, g.node(n));
+    if (!(options.profile && options.profile_shapes)) {
+      e->step_class_.push_back(kind_class);
+      continue;
+    }
+    std::string name = shape_class_name(g, g.node(n), kind_class);
+    auto [it, fresh] = shape_classes.emplace(std::move(name), 0);
+    if (fresh) {
+      it->second = static_cast<int>(e->class_names_.size());
+      e->class_names_.push_back(it->first);
+    }
+    e->step_class_.push_back(it->second);
   }
 
   if (options.reuse_invariant) e->invariant_steps_ = plan::run_invariant_prefix(g, e->order_);
@@ -116,8 +164,8 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     }
   };
   e->kernels_.reserve(e->order_.size());
-  e->prepare_op_ms_.assign(kNumProfileClasses, 0.0);
-  e->prepare_op_count_.assign(kNumProfileClasses, 0);
+  e->prepare_op_ms_.assign(e->class_names_.size(), 0.0);
+  e->prepare_op_count_.assign(e->class_names_.size(), 0);
   {
     const EndPrepare end_prepare{backends};
     for (size_t s = 0; s < e->order_.size(); ++s) {
@@ -178,8 +226,8 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   e->bound_base_.assign(nb, nullptr);
   e->find_segments();
   e->bind();
-  e->op_ms_.assign(kNumProfileClasses, 0.0);
-  e->op_count_.assign(kNumProfileClasses, 0);
+  e->op_ms_.assign(e->class_names_.size(), 0.0);
+  e->op_count_.assign(e->class_names_.size(), 0);
   if (e->options_.profile) {
     e->timelines_.resize(nb);
     for (size_t b = 0; b < nb; ++b)
@@ -520,19 +568,21 @@ TensorView Executable::output(size_t i) const {
   return views_[0][graph_->outputs()[i]];
 }
 
-static std::vector<OpProfile> by_op(const std::vector<int>& count, const std::vector<double>& ms) {
+static std::vector<OpProfile> by_class(const std::vector<std::string>& names,
+                                       const std::vector<int>& count,
+                                       const std::vector<double>& ms) {
   std::vector<OpProfile> p;
-  for (int i = 0; i < kNumProfileClasses; ++i)
-    if (count[i]) p.push_back({std::string(profile_class_name(i)), count[i], ms[i]});
+  for (size_t i = 0; i < names.size(); ++i)
+    if (count[i]) p.push_back({names[i], count[i], ms[i]});
   return p;
 }
 
 std::vector<OpProfile> Executable::profile() const {
-  return by_op(op_count_, op_ms_);
+  return by_class(class_names_, op_count_, op_ms_);
 }
 
 std::vector<OpProfile> Executable::prepare_profile() const {
-  return by_op(prepare_op_count_, prepare_op_ms_);
+  return by_class(class_names_, prepare_op_count_, prepare_op_ms_);
 }
 
 }  // namespace hyrt::exec

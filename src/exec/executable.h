@@ -90,6 +90,10 @@ struct ExecOptions {
   // Timeline (CUDA) by timestamps in its queue, read at the end of the run — no wait per node,
   // so the device runs as it would unprofiled, less CUDA-graph replay.
   bool profile = false;
+  // With profile: time nodes per op kind and shapes (each distinct GEMM, convolution or
+  // attention shape apart, e.g. "linear out[2,1024,1280] w[1280,1280]s8") instead of per op
+  // kind alone, so a profile says which layers the time goes to.
+  bool profile_shapes = false;
   plan::MemoryPlanOptions memory;
   // Where each backend's arena lives, by backend index: null (or absent) = the executable
   // allocates its own; otherwise this shared buffer (which must outlive the executable,
@@ -107,7 +111,8 @@ struct ExecOptions {
 };
 
 // Accumulated run time per op kind (when ExecOptions::profile is set); the GEMMs of a LoRA's
-// side path are counted apart, as "lora_down" and "lora_up".
+// side path are counted apart, as "lora_down" and "lora_up". With ExecOptions::profile_shapes
+// `op` also names the node's shapes.
 struct OpProfile {
   std::string op;
   int count = 0;
@@ -232,6 +237,9 @@ class Executable {
   // True when the prefix's kept results are valid for this run: kept since the last run and
   // every run-invariant input unchanged.
   bool can_skip_prefix() const;
+  // Profile classes: their names (op kinds, or op kinds with shapes), and per class the
+  // accumulated run time and count; step_class_ indexes them.
+  std::vector<std::string> class_names_;
   std::vector<double> op_ms_;
   std::vector<int> op_count_;
   // Profiling: per backend, its timestamps (null: time by the clock), and this run's marks.

@@ -183,6 +183,7 @@ static nlohmann::json run_single(const BenchOptions& o) {
   exec::EngineOptions eo;
   eo.num_threads = o.threads;
   eo.profile = o.profile;
+  eo.profile_shapes = o.profile_shapes;
   eo.int8_mode = o.int8_mode;
   eo.float_precision = o.float_precision;
   eo.placement = o.placement;

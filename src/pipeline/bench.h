@@ -31,6 +31,8 @@ struct BenchOptions {
   // "op_profile_per_timed_run" (the timed runs of the text encoder, UNet and VAE stages only,
   // per run). Device steps are not replayed as CUDA graphs while profiling.
   bool profile = false;
+  // With profile: each op kind apart per shape (exec::ExecOptions::profile_shapes).
+  bool profile_shapes = false;
   int threads = 0;
   backend::Int8Mode int8_mode = backend::Int8Mode::kW8A8;  // how 8-bit S weights run
   // How the host multiplies float operands (exec::EngineOptions::float_precision).

@@ -498,6 +498,55 @@ TEST(PlacedExecutable, ProfilesDeviceNodesByQueueTimestamps) {
   EXPECT_TRUE(expected.empty()) << "a device op kind is missing from the profile";
 }
 
+// profile_shapes splits each op kind by shapes: every node is counted once per run under a
+// name that starts with its kind and says its output's shape, and the device's time is the
+// same in total as by kind alone.
+TEST(PlacedExecutable, ProfilesByShapeWhenAsked) {
+  auto cpu = one_thread_cpu();
+  FakeDevice dev;
+  dev.timeline = true;
+  backend::Backend* const backends[] = {cpu.get(), &dev};
+  const backend::Backend* const const_backends[] = {cpu.get(), &dev};
+  weights::MemoryWeights no_weights;
+  backend::ProgramCache cache;
+  auto g = random_graph(11, 24);
+  double device_ms = 0;
+  std::map<std::string, int> nodes_by_shape;
+  plan::PlacementOptions po;
+  po.mode = plan::PlacementMode::kDevice;
+  plan::Placement p = plan::place(*g, plan::default_order(*g), const_backends, po);
+  for (const Node& n : g->nodes()) {
+    if (p.backend_of[n.id] == 1 && n.op != OpKind::kReshape)
+      device_ms += static_cast<double>(n.id + 1);
+    std::string out = "out[";
+    for (int i = 0; i < g->value(n.output).shape.rank(); ++i)
+      out += (i ? "," : "") + std::to_string(g->value(n.output).shape[i]);
+    ++nodes_by_shape[std::string(ir::op_name(n.op)) + " " + out + "]"];
+  }
+  exec::ExecOptions eo;
+  eo.profile = true;
+  eo.profile_shapes = true;
+  auto e = exec::Executable::create(g, backends, std::move(p), no_weights, cache, eo);
+  constexpr int kRuns = 2;
+  for (int run = 0; run < kRuns; ++run)
+    run_once(*e, 3);
+  int counted = 0;
+  double profiled_ms = 0;
+  std::map<std::string, int> seen;
+  for (const exec::OpProfile& op : e->profile()) {
+    counted += op.count;
+    profiled_ms += op.total_ms;
+    // "<kind> out[...]" and, for GEMMs and attention, their operands after it
+    const size_t end = op.op.find(']');
+    ASSERT_NE(end, std::string::npos) << op.op;
+    seen[op.op.substr(0, end + 1)] += op.count / kRuns;
+  }
+  EXPECT_EQ(counted, kRuns * static_cast<int>(g->nodes().size()));
+  EXPECT_EQ(seen, nodes_by_shape);
+  // (host nodes add their clock-read microseconds)
+  EXPECT_NEAR(profiled_ms, kRuns * device_ms, 0.5 + 0.05 * kRuns * device_ms);
+}
+
 // A kernel still building its program (Kernel::settled false) runs its fallback, and a unit
 // captured then is provisional: the first run after the kernel settles captures it again, so
 // the replay runs the final program from then on; settle() waits for it.

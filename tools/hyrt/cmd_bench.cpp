@@ -42,6 +42,9 @@ CommandRegistrar reg(40, [](CLI::App& app) {
   c->add_flag("--profile", o->profile,
               "Add per-op-kind times (summed over all runs) to the JSON: host ops by the clock, "
               "GPU ops by CUDA events in the stream (no wait per op; CUDA graphs off)");
+  c->add_flag("--profile-shapes", o->profile_shapes,
+              "With --profile: each op kind apart per shape (GEMM, convolution and attention "
+              "shapes, weight dtypes), to see which layers the time goes to");
   c->add_option("-t,--threads", o->threads, "Host threads (default: all cores)")
       ->check(CLI::Range(0, 1 << 20));
   auto precision = std::make_shared<std::string>("auto");
