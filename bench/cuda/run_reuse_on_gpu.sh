@@ -11,6 +11,7 @@
 #   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the SDXL anchor),
 #   torch15 (SD 1.5's PyTorch eager anchor for issue 16: 512², 1024², 768²),
+#   shapes (the step profiled by layer shape, --profile-shapes: SHAPES_CASES, SHAPES_TOP),
 #   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
 #   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
 #   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes),
@@ -36,6 +37,8 @@ gpu_configure -DHYRT_SHARED_DIR="$PWD/.gl"
 gpu_build build.log hyrt
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
+# has_word ITEM: whether ITEM is one of the words asked for.
+has_word() { [[ " $what " == *" $1 "* ]]; }
 # summary JSON NAME: the UNet step per size (median, first call) and the kept steps.
 summary() {
   python3 - "$1" "$2" <<'PY'
@@ -143,6 +146,31 @@ for exe, ops in prof.items():
               "ms:", ", ".join(f"{k} {ms:.2f}" for ms, k in top))
 PY
     done
+  done
+fi
+if has_word shapes; then
+  # Where the step's time goes by layer shape (hyrt bench --profile --profile-shapes: CUDA events,
+  # no graph replay): SHAPES_CASES, each "NAME ARGS..." separated by ';'.
+  IFS=';' read -r -a cases <<<"${SHAPES_CASES:-sdxl1024 -m random:sdxl -W 1024 -H 1024;sd15_1024 -m random:sd15 -W 1024 -H 1024;lora512 -m random:sd15 -W 512 -H 512 --lora-rank 32}"
+  for c in "${cases[@]}"; do
+    read -r -a a <<<"$c"
+    timeout 240 "$hyrt" bench "${a[@]:1}" --int8 --only unet --placement device --runs 5 --warmup 2 \
+      --profile --profile-shapes --json "$out/shapes_${a[0]}.json" >/dev/null 2>"$out/shapes_${a[0]}.err"
+    python3 - "$out/shapes_${a[0]}.json" "${a[0]}" <<'PY' || tail -n 3 "$out/shapes_${a[0]}.err"
+import json, sys
+j = json.load(open(sys.argv[1]))
+for exe, ops in (j.get("op_profile_per_timed_run") or {}).items():
+    if "unet" not in exe:
+        continue
+    total = sum(v["ms"] for v in ops.values())
+    kinds = {}
+    for k, v in ops.items():
+        kinds[k.split(" ")[0]] = kinds.get(k.split(" ")[0], 0) + v["ms"]
+    print("shapes", sys.argv[2], exe, "sum", round(total, 2), "ms; by kind:",
+          ", ".join(f"{k} {ms:.2f}" for k, ms in sorted(kinds.items(), key=lambda x: -x[1])))
+    for k, v in sorted(ops.items(), key=lambda kv: -kv[1]["ms"])[:int(__import__("os").environ.get("SHAPES_TOP", "30"))]:
+        print(f"  {v['ms']:7.3f} ms {v['calls']:5.1f}x {1000 * v['ms'] / v['calls']:8.1f} us  {k}")
+PY
   done
 fi
 if [[ $what == *energy* ]]; then
