@@ -8,7 +8,7 @@
 # .gl/golden/sdxl-tiny; for `torch` .whl with diffusers (the device README says how).
 # Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
 #   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
-#   lora (issue 17's rank-32 LoRA step against the plain one), sdxl (1024², 832x1216, 768²; with
+#   lora (issue 17's rank-32 LoRA step against the plain one; LORA_FORMS, LORA_ROUNDS), sdxl (1024², 832x1216, 768²; with
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the SDXL anchor),
 #   torch15 (SD 1.5's PyTorch eager anchor for issue 16: 512², 1024², 768²),
 #   shapes (the step profiled by layer shape, --profile-shapes: SHAPES_CASES, SHAPES_TOP),
@@ -20,7 +20,9 @@
 #   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
 #   1024² by NVML's counter, bench/cuda/nvml_energy.py), profile (issue 16's per-op profile by
 #   CUDA events, hyrt's attention kernel against cuDNN's plans)
-# PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; MODEL_FILTER: the
+# PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; PARITY_CASES:
+# ';'-separated "FOLDER ARGS..." (default: sd15-tiny device, device --int8, sdxl-tiny device);
+# MODEL_FILTER: the
 # model tests' GoogleTest filter (without models/ carried, leave out TinyVae.RefusesWhat*).
 # Everything is written under /tmp and packed into OUT_DIR/reuse_run.tar.gz (the device tool
 # returns a limited number of files); a summary goes to stdout.
@@ -91,8 +93,8 @@ if [[ $what == *attn_tests* ]]; then
   done
 fi
 if [[ $what == *parity* ]]; then
-  for args in "sd15-tiny --placement device" "sd15-tiny --placement device --int8" \
-    "sdxl-tiny --placement device"; do
+  IFS=';' read -r -a parity_cases <<<"${PARITY_CASES:-sd15-tiny --placement device;sd15-tiny --placement device --int8;sdxl-tiny --placement device}"
+  for args in "${parity_cases[@]}"; do
     read -r -a a <<<"$args"
     [ -d ".gl/golden/${a[0]}" ] || { echo "parity $args: .gl/golden/${a[0]} not carried"; continue; }
     timeout 300 "$hyrt" parity ".gl/golden/${a[0]}" "${a[@]:1}" ${PARITY_ARGS:-} >"$out/parity.log" 2>&1
@@ -220,10 +222,17 @@ for (form, shape), v in preps.items():
 PY
 fi
 if [[ $what == *lora* ]]; then
-  for form in reuse every; do
-    flag=(); [[ $form == every ]] && flag=(--no-reuse)
-    bench "lora_$form" -m random:sd15 --int8 --only unet --placement device --lora-rank 32 \
-      --runs 20 --warmup 3 "${flag[@]}"
+  # LORA_FORMS: how the CUDA backend runs the adapters — merged (the default: the term merged into
+  # the layer's widened f16 weights) or side (HYRT_CUDA_LORA=side: the adapter's two GEMMs);
+  # LORA_ROUNDS alternating processes; LORA_REUSE "reuse every" also runs --no-reuse.
+  for round in $(seq 1 "${LORA_ROUNDS:-1}"); do
+    for lform in ${LORA_FORMS:-merged}; do
+      for form in ${LORA_REUSE:-reuse every}; do
+        flag=(); [[ $form == every ]] && flag=(--no-reuse)
+        HYRT_CUDA_LORA=$lform bench "lora_${lform}_${form}_$round" -m random:sd15 --int8 \
+          --only unet --placement device --lora-rank 32 --runs 20 --warmup 3 "${flag[@]}"
+      done
+    done
   done
 fi
 if [[ $what == *sdxl* ]]; then

@@ -121,9 +121,11 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
   const auto b = random_unet_lora(model.unet_config(), o.lora_rank, 200);
   const int64_t rss_before = current_rss_bytes();
   // A switch: set the LoRAs, run the first step (compiling the adapted UNet, base weights from
-  // the caches), the second (where an accelerator records its CUDA graphs), then a steady one.
-  // switch_ms = setting + the compile; first_step_extra_ms = first step - steady step (the
-  // compile and the first run's one-time work, e.g. uploads).
+  // the caches), the second (where an accelerator records its CUDA graphs), then — once the new
+  // kernels have settled (settle_ms: e.g. cuDNN's attention plans, built in the background,
+  // which the first steps run without; time_stage waits for them too) and one more step has
+  // recorded its graphs with them — a steady one. switch_ms = setting + the compile; first_step_extra_ms = first step - steady
+  // step (the compile and the first run's one-time work, e.g. uploads).
   auto timed = [&](const std::shared_ptr<const weights::LoraFile>& f, float mult) {
     const weights::LoraUse use{f, mult};
     nlohmann::json j;
@@ -138,6 +140,10 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
     t0 = Clock::now();
     step();
     j["second_step_ms"] = ms_since(t0);
+    t0 = Clock::now();
+    model.settle();
+    j["settle_ms"] = ms_since(t0);
+    step();  // (where kernels settled since the capture, this step records its graphs again)
     t0 = Clock::now();
     step();
     const double steady = ms_since(t0);

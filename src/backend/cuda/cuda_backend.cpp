@@ -40,6 +40,15 @@ bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
   return w.shape[0] > 0 && w.shape[1] > 0 && x.shape.numel() > 0;
 }
 
+// HYRT_CUDA_LORA=side: LoRA adapters run as their two GEMMs instead of merged into the layer.
+bool lora_as_side_gemms() {
+  static const bool side = [] {
+    const char* v = std::getenv("HYRT_CUDA_LORA");
+    return v && std::string_view(v) == "side";
+  }();
+  return side;
+}
+
 class CudaMemory final : public DeviceMemory {
  public:
   CudaMemory(size_t bytes, std::string_view what) : buf_(bytes, what) {}
@@ -178,16 +187,21 @@ class CudaBackendImpl final : public CudaBackend {
   // Linear and conv2d (GEMM programs), attention (one fused kernel), and every other op the
   // device kernels of cuda_ops.h run; reshape is a view.
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
-    // No GEMM program here adds a low-rank term: cuBLASLt and the fused W8A8 kernel have no
-    // place for it, and a kernel of its own after the layer's GEMM (down and up in one launch)
-    // measured far slower than the two side GEMMs (bench/results/README.md). A LoRA runs as its
-    // two GEMMs. Nor gates a GEGLU (ir::GemmEpilogue::geglu): that stays its own kernel here.
-    if (node.epilogue().low_rank || node.epilogue().geglu) return false;
+    // A linear's low-rank term (a LoRA adapter) merges into the layer's widened f16 weights
+    // (gemm_inputs_supported): one GEMM of N x K x rank per run instead of the adapter's two
+    // GEMMs over all M rows, which cost 1.19x the plain step at SD 1.5 512² (a kernel of our
+    // own after the layer's GEMM measured slower still: bench/results/README.md).
+    // HYRT_CUDA_LORA=side keeps the adapter's two GEMMs (for comparison). Nor gates a GEGLU
+    // (ir::GemmEpilogue::geglu): that stays its own kernel here.
+    if (node.epilogue().geglu) return false;
+    if (node.epilogue().low_rank && (node.op != ir::OpKind::kLinear || lora_as_side_gemms()))
+      return false;
     // A LoRA's up projection (K = rank) always takes the residual: the add it saves would cost
     // as much as the GEMM itself, and LoRA layers are few next to a new resolution's GEMMs. So
     // does a GEMM the fused W8A8 kernel runs, which adds it in its epilogue (fused_residual_here);
     // others only where asked (fuse_residual: cuBLASLt's beta·C slowed new sizes' first steps).
-    if (node.epilogue().residual && !options_.fuse_residual && !fused_residual_here(graph, node) &&
+    if (node.epilogue().residual && !node.epilogue().low_rank && !options_.fuse_residual &&
+        !fused_residual_here(graph, node) &&
         !(node.inputs.size() > 1 && weights::is_lora_up_name(graph.value(node.inputs[1]).name)))
       return false;
     switch (node.op) {
@@ -211,6 +225,8 @@ class CudaBackendImpl final : public CudaBackend {
     if (!ir::op_traits(node.op).gemm_class) return estimate_device_op_us(graph, node);
     const GemmKey key = node.op == ir::OpKind::kConv2d ? conv2d_gemm_key(graph, node)
                                                        : linear_gemm_key(graph, node);
+    // A low-rank node runs the float candidate on merged weights (gemm_inputs_supported).
+    if (node.epilogue().low_rank) return gemm_roofline_us(key, GemmCandidate::kF16);
     {
       std::lock_guard<std::mutex> lock(mu_);
       // Programs are shared across fused epilogues (gemm_program_key).
@@ -240,7 +256,8 @@ class CudaBackendImpl final : public CudaBackend {
             : make_linear_kernel(ctx_, options_, graph, node, weights, cache);
     const GemmTuning& t = kernel->tuning();
     std::lock_guard<std::mutex> lock(mu_);
-    measured_us_[t.key] = t.stats(kernel->candidate()).total_us;
+    // (A low-rank node's forced float candidate says nothing of its plain program's choice.)
+    if (!node.epilogue().low_rank) measured_us_[t.key] = t.stats(kernel->candidate()).total_us;
     return kernel;
   }
 

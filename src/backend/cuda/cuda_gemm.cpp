@@ -163,8 +163,27 @@ GemmKey gemm_program_key(const GemmKey& key) {
 
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node) {
   const ir::GemmEpilogue e = node.epilogue();
-  const size_t gemm_inputs = node.inputs.size() - (e.residual ? 1 : 0);
+  const size_t extra = (e.residual ? 1 : 0) + (e.low_rank ? 2 : 0);
+  if (node.inputs.size() < extra + 2) return false;
+  const size_t gemm_inputs = node.inputs.size() - extra;
   if (gemm_inputs < 2 || gemm_inputs > 3) return false;
+  if (e.low_rank) {
+    // A linear's low-rank term: float down [R, K] and up [N, R] weights, x and y f16 on the
+    // device (the term merges into f16 weights: GemmKernel::add_low_rank_term).
+    const ir::Value &x = graph.value(node.inputs[0]), &w = graph.value(node.inputs[1]),
+                    &y = graph.value(node.output);
+    const ir::Value &down = graph.value(node.gemm_low_rank_down()),
+                    &up = graph.value(node.gemm_low_rank_up());
+    if (node.op != ir::OpKind::kLinear || w.shape.rank() != 2 ||
+        device_storage_dtype(x) != DType::kF16 || device_storage_dtype(y) != DType::kF16)
+      return false;
+    for (const ir::Value* f : {&down, &up})
+      if (f->kind != ir::ValueKind::kWeight || !dtype_is_float(f->dtype) || f->shape.rank() != 2)
+        return false;
+    const int64_t r = down.shape[0];
+    if (r <= 0 || down.shape[1] != w.shape[1] || up.shape[0] != w.shape[0] || up.shape[1] != r)
+      return false;
+  }
   if (const ir::ValueId b = node.gemm_bias(); b != ir::kNone) {
     const ir::Value& bv = graph.value(b);
     if (bv.kind != ir::ValueKind::kWeight || !dtype_is_float(bv.dtype)) return false;
@@ -567,6 +586,11 @@ struct GemmSpec {
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
   ir::GemmEpilogue epilogue;       // fused activation / residual (the residual is the last input)
+  // A low-rank term (epilogue.low_rank, a LoRA adapter): down [R, K] and up [N, R] as stored
+  // (float), with their names and weight generations.
+  std::string down_name, up_name;
+  uint64_t down_source = 0, up_source = 0;
+  std::optional<TensorView> down, up;
 };
 
 GemmKey choice_key(GemmKey key, int64_t rows_per_sample) {
@@ -604,7 +628,9 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_ASSERT(a_dtype_ == DType::kF16 || a_dtype_ == DType::kF32,
                 "GEMM activations are f16 or f32 on the device");
     upload_weights(spec);
-    fused_s8_ = s8_ && fused_s8_applies(key_, ctx_.device(), options_.fused_s8_gemm);
+    if (spec.epilogue.low_rank) prepare_low_rank(spec, cache);
+    // A low-rank node runs the float candidate (its merged weights): never the fused kernel.
+    fused_s8_ = s8_ && !low_rank_ && fused_s8_applies(key_, ctx_.device(), options_.fused_s8_gemm);
     // The program's form: a node with a fused activation or residual shares the plain GEMM's
     // program (gemm_program_key), whose W8A8 timings are the fused kernel's where that applies
     // to the plain GEMM; the node itself then runs W8A8 unfused with the program's choice.
@@ -664,6 +690,8 @@ class GemmKernel final : public CudaGemmKernel {
         candidate_ = s8_ ? GemmCandidate::kW8A8 : GemmCandidate::kF16;
         break;
     }
+    // The term merges into the widened weights, which only the float candidate multiplies.
+    if (low_rank_) candidate_ = GemmCandidate::kF16;
     // Only the chosen candidate's buffers: nothing is reserved here (cuda_context.h, Scratch).
     layout_ = staging_layout(candidate_);
     HYRT_CHECK(program_->tuning.stats(candidate_).available, kUnsupported, "node '", name_,
@@ -697,7 +725,7 @@ class GemmKernel final : public CudaGemmKernel {
       // x, w, [bias], residual: exactly the node's inputs, so that a missing residual is never
       // taken from the bias's view. (Without a residual only x is read: the weights are the
       // kernel's own uploaded copies.)
-      const size_t want_inputs = 3 + (has_bias_ ? 1 : 0);
+      const size_t want_inputs = 3 + (has_bias_ ? 1 : 0) + (low_rank_ ? 2 : 0);
       HYRT_CHECK(inputs.size() == want_inputs, kInvalidArgument, "node '", name_,
                  "': ", inputs.size(), " inputs bound, the node has ", want_inputs,
                  " (its fused residual last)");
@@ -745,7 +773,7 @@ class GemmKernel final : public CudaGemmKernel {
     if (c == GemmCandidate::kF16) {
       const int64_t rows = f16_.chunking.rows;
       if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_) * op_size());
-      if (s8_) l.add(Scratch::kWeightWide, bytes(n_ * k_) * op_size());
+      if (s8_ || low_rank_) l.add(Scratch::kWeightWide, bytes(n_ * k_) * op_size());
     } else if (s8_) {
       const int64_t rows = s8_gemm_.chunking.rows;
       l.add(Scratch::kActS8, bytes(rows * k4_));
@@ -870,14 +898,89 @@ class GemmKernel final : public CudaGemmKernel {
   }
 
   // The float GEMM's weight operand: the widened layer in staging, or the resident weights.
-  const void* f16_a(const Staging& st) const { return s8_ ? st[Scratch::kWeightWide] : w_->data(); }
+  const void* f16_a(const Staging& st) const {
+    return s8_ || low_rank_ ? st[Scratch::kWeightWide] : w_->data();
+  }
 
   // 8-bit S weights -> the operand type in staging (once per run: they do not depend on M).
+  // A low-rank node's float weights are copied there too (the term is added to the copy).
   void stage_f16_weights(const Staging& st) const {
     if (s8_)
       HYRT_CUDA_CHECK(launch_dequantize_rows(w_->as<int8_t>(), n_, k_, k4_, w_scale_->as<float>(),
                                              st[Scratch::kWeightWide], float_type(op_dtype_),
                                              ctx_.stream()));
+    else if (low_rank_)
+      HYRT_CUDA_CHECK(cudaMemcpyAsync(st[Scratch::kWeightWide], w_->data(),
+                                      bytes(n_ * k_) * op_size(), cudaMemcpyDeviceToDevice,
+                                      ctx_.stream()));
+  }
+
+  // The low-rank term merged into the widened weights: W [N, K] += up [N, R] · down [R, K], one
+  // f16 GEMM with f32 accumulation (cuBLASLt, beta = 1, in place). Then x · Wᵀ is the layer's
+  // product plus (x · downᵀ) · upᵀ — the adapter's two products in the layer's one, exact up to
+  // W's rounding to f16; the stored int8 weights are only read.
+  void add_low_rank_term(const Staging& st) const {
+    const float alpha = 1.0f, beta = 1.0f;
+    void* wide = st[Scratch::kWeightWide];
+    const cublasStatus_t status =
+        cublasLtMatmul(ctx_.lt(), term_.op.get(), &alpha, down_t_->data(), term_.a.get(),
+                       up_->data(), term_.b.get(), &beta, wide, term_.d.get(), wide, term_.d.get(),
+                       &term_algo_, ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
+    if (status != CUBLAS_STATUS_SUCCESS)
+      throw_cublas_error(status, "cublasLtMatmul (low-rank term)", __FILE__, __LINE__);
+  }
+
+  // Uploads the term's factors as f16 — down transposed to [K, R], up [N, R] as stored — and
+  // sets up its GEMM: in cuBLASLt's column-major terms D (K x N, the widened W) = op(A) · B +
+  // D with A = downᵀ read transposed and B = up (make_lt_gemm's "TN" with m = K, n = N, k = R).
+  // The heuristic's algorithm is kept in the program cache per shape (asking cuBLASLt for each
+  // of a LoRA's ~160 layers at every switch cost ~15 ms of a compile).
+  void prepare_low_rank(const GemmSpec& spec, ProgramCache& cache) {
+    HYRT_CHECK(spec.down && spec.up && op_dtype_ == DType::kF16, kUnsupported, "node '", name_,
+               "': a low-rank term needs its down and up weights and f16 operands");
+    const TensorView &down = *spec.down, &up = *spec.up;
+    rank_ = down.shape[0];
+    HYRT_CHECK(down.shape.rank() == 2 && up.shape.rank() == 2 && down.shape[1] == k_ &&
+                   up.shape[0] == n_ && up.shape[1] == rank_ && rank_ > 0,
+               kInvalidModel, "node '", name_, "': low-rank weights down ", down.shape.to_string(),
+               " and up ", up.shape.to_string(), " do not fit the layer's [", n_, ", ", k_, "]");
+    low_rank_ = true;
+    auto upload = [&](const TensorView& t, const std::string& name, uint64_t source,
+                      bool transpose) {
+      const int64_t rows = t.shape[0], cols = t.shape[1];
+      const size_t count = bytes(rows * cols);
+      return ctx_.resident(source, name, transpose ? "f16 transposed" : "f16", [&] {
+        AlignedBuffer f32(count * 4, name + " staging"), f16(count * 2, name + " staging");
+        convert_to_f32(t.dtype, t.data, f32.as<float>(), count);
+        if (transpose) {
+          AlignedBuffer tr(count * 4, name + " staging");
+          for (int64_t r = 0; r < rows; ++r)
+            for (int64_t c = 0; c < cols; ++c)
+              tr.as<float>()[c * rows + r] = f32.as<float>()[r * cols + c];
+          convert_from_f32(tr.as<float>(), DType::kF16, f16.data(), count);
+        } else {
+          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
+        }
+        DeviceBuffer d(count * 2, name + " (f16 low-rank factor)");
+        ctx_.upload(d.data(), f16.data(), count * 2);
+        return d;
+      });
+    };
+    down_t_ = upload(down, spec.down_name, spec.down_source, true);
+    up_ = upload(up, spec.up_name, spec.up_source, false);
+    term_ = make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, CUDA_R_16F, k_, n_, rank_,
+                         nullptr);
+    const std::string key =
+        str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
+                ctx_.device().compute_minor, " low-rank term f16 ", n_, "x", k_, " rank ", rank_);
+    term_algo_ = *cache.get_or_create<cublasLtMatmulAlgo_t>(key, [&] {
+      const std::vector<cublasLtMatmulHeuristicResult_t> found =
+          heuristics(ctx_, term_, 1, kF16MinAlign);
+      HYRT_CHECK(!found.empty(), kUnsupported, "node '", name_,
+                 "': cuBLASLt has no algorithm for the low-rank term's GEMM (", n_, " x ", k_,
+                 ", rank ", rank_, ")");
+      return std::make_shared<cublasLtMatmulAlgo_t>(found[0].algo);
+    });
   }
 
   // The float GEMM's activation operand for GEMM rows [m0, m0 + rows) of input x, [rows, K] in
@@ -974,13 +1077,15 @@ class GemmKernel final : public CudaGemmKernel {
                const RunEpilogue& e, bool fused) const {
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
+      if (low_rank_) add_low_rank_term(st);
       // Without an activation the residual is cuBLASLt's beta·C where residual fusion was asked
       // for (CudaBackendOptions::fuse_residual); with an activation (applied before the
       // residual), or a residual taken for the fused W8A8 kernel's sake (a node that then runs
       // this candidate), a pass of ours over the chunk's rows adds it: cuBLASLt's beta·C slowed
       // each new resolution's first step (bench/results/README.md, sd15_unet_fusion_h100).
-      const bool separate_pass =
-          e.activation != EpilogueActivation::kNone || (e.residual && !options_.fuse_residual);
+      // A low-rank node (few: the adapted layers) takes the residual as beta·C too.
+      const bool separate_pass = e.activation != EpilogueActivation::kNone ||
+                                 (e.residual && !options_.fuse_residual && !low_rank_);
       for_each_chunk(
           f16_, p.f16_algo, p.f16_tail_algo,
           [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& algo) {
@@ -1262,6 +1367,12 @@ class GemmKernel final : public CudaGemmKernel {
   std::shared_ptr<const DeviceBuffer> bias_f32_, bias_f16_;
   const void* bias_out_ = nullptr;  // the bias in the output's dtype, for cuBLASLt's epilogue
   ChunkedGemm f16_, s8_gemm_;       // s8_gemm_: only with 8-bit S weights
+  // A low-rank term (prepare_low_rank): its f16 factors (resident), rank and merge GEMM.
+  bool low_rank_ = false;
+  int64_t rank_ = 0;
+  std::shared_ptr<const DeviceBuffer> down_t_, up_;  // f16 [K, R] (down transposed), [N, R]
+  LtGemm term_;
+  cublasLtMatmulAlgo_t term_algo_{};
   std::shared_ptr<CudaGemmProgram> program_;
   GemmCandidate candidate_ = GemmCandidate::kF16;
   StagingLayout layout_;          // candidate_'s staging (workspace_bytes)
@@ -1293,6 +1404,15 @@ void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
     spec.bias = weights.get(bv.name);
   }
   spec.epilogue = node.epilogue();
+  if (spec.epilogue.low_rank) {
+    const ir::Value &down = graph.value(node.gemm_low_rank_down()),
+                    &up = graph.value(node.gemm_low_rank_up());
+    spec.down_name = down.name, spec.up_name = up.name;
+    spec.down_source = weights.generation_of(down.name);
+    spec.up_source = weights.generation_of(up.name);
+    spec.down = weights.get(down.name);
+    spec.up = weights.get(up.name);
+  }
 }
 
 // True when the conv is exactly a linear over its pixels.

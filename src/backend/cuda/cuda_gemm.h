@@ -157,7 +157,10 @@ GemmKey gemm_program_key(const GemmKey& key);
 // output's shape and dtype (held like the output on the device, read as bound). Any activation
 // is supported: W8A8 applies it in its rescale pass; the f16 candidate in one pass after the
 // GEMM (cuBLASLt has no SiLU or QuickGELU epilogue), where a residual without an activation is
-// cuBLASLt's own beta·C.
+// cuBLASLt's own beta·C. A linear's low-rank term (ir::GemmEpilogue::low_rank, a LoRA adapter):
+// float down [R, K] and up [N, R] weights with x and y f16 on the device; such a node runs the
+// f16 candidate on its weights widened with up · down added (one small GEMM per run, whatever
+// M: cheaper than the adapter's two GEMMs over every row), the stored weights only read.
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node);
 
 // Conv2d nodes this backend runs: x a float activation of rank 4 (held as f16 on the device,
