@@ -8,7 +8,8 @@
 # .gl/golden/sdxl-tiny; for `torch` .whl with diffusers (the device README says how).
 # Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
 #   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
-#   lora (issue 17's rank-32 LoRA step against the plain one; LORA_FORMS, LORA_ROUNDS), sdxl (1024², 832x1216, 768²; with
+#   lora (issue 17's rank-32 LoRA step against the plain one; LORA_FORMS, LORA_ROUNDS), lora_sdxl
+#   (the same on SDXL 1024²), sdxl (1024², 832x1216, 768²; with
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the SDXL anchor),
 #   torch15 (SD 1.5's PyTorch eager anchor for issue 16: 512², 1024², 768²),
 #   shapes (the step profiled by layer shape, --profile-shapes: SHAPES_CASES, SHAPES_TOP),
@@ -221,7 +222,7 @@ for (form, shape), v in preps.items():
     print("  prepare", form, shape, "median", sorted(v)[len(v) // 2], "ms:", v)
 PY
 fi
-if [[ $what == *lora* ]]; then
+if has_word lora; then
   # LORA_FORMS: how the CUDA backend runs the adapters — merged (the default: the term merged into
   # the layer's widened f16 weights) or side (HYRT_CUDA_LORA=side: the adapter's two GEMMs);
   # LORA_ROUNDS alternating processes; LORA_REUSE "reuse every" also runs --no-reuse.
@@ -235,7 +236,14 @@ if [[ $what == *lora* ]]; then
     done
   done
 fi
-if [[ $what == *sdxl* ]]; then
+if has_word lora_sdxl; then
+  # The same LoRA measure on SDXL at 1024² (rank 32 on every attention and feed-forward layer).
+  for lform in ${LORA_FORMS:-merged}; do
+    HYRT_CUDA_LORA=$lform bench "lora_sdxl_${lform}" -m random:sdxl --int8 --only unet \
+      --placement device -W 1024 -H 1024 --lora-rank 32 --runs 10 --warmup 2
+  done
+fi
+if has_word sdxl; then
   # RESIDUAL_FORMS: "1 0" also runs HYRT_CUDA_FUSED_RESIDUAL=0 (residual adds as their own kernels
   # instead of in the fused W8A8 GEMM's epilogue).
   for res in ${RESIDUAL_FORMS:-1}; do
