@@ -923,18 +923,21 @@ class GemmKernel final : public CudaGemmKernel {
     const float alpha = 1.0f, beta = 1.0f;
     void* wide = st[Scratch::kWeightWide];
     const cublasStatus_t status =
-        cublasLtMatmul(ctx_.lt(), term_.op.get(), &alpha, down_t_->data(), term_.a.get(),
-                       up_->data(), term_.b.get(), &beta, wide, term_.d.get(), wide, term_.d.get(),
-                       &term_algo_, ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
+        cublasLtMatmul(ctx_.lt(), term_.op.get(), &alpha, down_->data(), term_.a.get(), up_->data(),
+                       term_.b.get(), &beta, wide, term_.d.get(), wide, term_.d.get(), &term_algo_,
+                       ctx_.workspace(), ctx_.workspace_bytes(), ctx_.stream());
     if (status != CUBLAS_STATUS_SUCCESS)
       throw_cublas_error(status, "cublasLtMatmul (low-rank term)", __FILE__, __LINE__);
   }
 
-  // Uploads the term's factors as f16 — down transposed to [K, R], up [N, R] as stored — and
-  // sets up its GEMM: in cuBLASLt's column-major terms D (K x N, the widened W) = op(A) · B +
-  // D with A = downᵀ read transposed and B = up (make_lt_gemm's "TN" with m = K, n = N, k = R).
-  // The heuristic's algorithm is kept in the program cache per shape (asking cuBLASLt for each
-  // of a LoRA's ~160 layers at every switch cost ~15 ms of a compile).
+  // Uploads the term's factors as f16, each as stored ([R, K] and [N, R]: f16 factors, what
+  // LoRA files hold, go up straight from the file; others are converted on the way), and sets
+  // up its GEMM. Column-major, as cuBLASLt reads: the widened W [N, K] row-major is D (K x N),
+  // down [R, K] row-major is A (K x R), up [N, R] row-major is B (R x N), and D = A · B + D, both
+  // operands untransposed. Switching LoRAs or multipliers re-runs this for each adapted layer:
+  // it must cost microseconds (a first version converting and transposing on the host spent
+  // ~28 ms of a 40 ms switch here).
+  // The heuristic's algorithm is kept in the program cache per shape.
   void prepare_low_rank(const GemmSpec& spec, ProgramCache& cache) {
     HYRT_CHECK(spec.down && spec.up && op_dtype_ == DType::kF16, kUnsupported, "node '", name_,
                "': a low-rank term needs its down and up weights and f16 operands");
@@ -945,31 +948,31 @@ class GemmKernel final : public CudaGemmKernel {
                kInvalidModel, "node '", name_, "': low-rank weights down ", down.shape.to_string(),
                " and up ", up.shape.to_string(), " do not fit the layer's [", n_, ", ", k_, "]");
     low_rank_ = true;
-    auto upload = [&](const TensorView& t, const std::string& name, uint64_t source,
-                      bool transpose) {
-      const int64_t rows = t.shape[0], cols = t.shape[1];
-      const size_t count = bytes(rows * cols);
-      return ctx_.resident(source, name, transpose ? "f16 transposed" : "f16", [&] {
-        AlignedBuffer f32(count * 4, name + " staging"), f16(count * 2, name + " staging");
-        convert_to_f32(t.dtype, t.data, f32.as<float>(), count);
-        if (transpose) {
-          AlignedBuffer tr(count * 4, name + " staging");
-          for (int64_t r = 0; r < rows; ++r)
-            for (int64_t c = 0; c < cols; ++c)
-              tr.as<float>()[c * rows + r] = f32.as<float>()[r * cols + c];
-          convert_from_f32(tr.as<float>(), DType::kF16, f16.data(), count);
-        } else {
-          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-        }
+    auto upload = [&](const TensorView& t, const std::string& name, uint64_t source) {
+      const size_t count = static_cast<size_t>(t.shape.numel());
+      return ctx_.resident(source, name, "f16", [&] {
         DeviceBuffer d(count * 2, name + " (f16 low-rank factor)");
-        ctx_.upload(d.data(), f16.data(), count * 2);
+        if (t.dtype == DType::kF16) {
+          ctx_.upload(d.data(), t.data, count * 2);
+        } else {
+          AlignedBuffer f32(count * 4, name + " staging"), f16(count * 2, name + " staging");
+          convert_to_f32(t.dtype, t.data, f32.as<float>(), count);
+          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
+          ctx_.upload(d.data(), f16.data(), count * 2);
+        }
         return d;
       });
     };
-    down_t_ = upload(down, spec.down_name, spec.down_source, true);
-    up_ = upload(up, spec.up_name, spec.up_source, false);
-    term_ = make_lt_gemm(CUBLAS_COMPUTE_32F, CUDA_R_32F, CUDA_R_16F, CUDA_R_16F, k_, n_, rank_,
-                         nullptr);
+    down_ = upload(down, spec.down_name, spec.down_source);
+    up_ = upload(up, spec.up_name, spec.up_source);
+    cublasLtMatmulDesc_t op = nullptr;
+    HYRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    term_.op.reset(op);
+    set_attr(op, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_N);
+    set_attr(op, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
+    term_.a = make_layout(CUDA_R_16F, k_, rank_);
+    term_.b = make_layout(CUDA_R_16F, rank_, n_);
+    term_.d = make_layout(CUDA_R_16F, k_, n_);
     const std::string key =
         str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
                 ctx_.device().compute_minor, " low-rank term f16 ", n_, "x", k_, " rank ", rank_);
@@ -1370,7 +1373,7 @@ class GemmKernel final : public CudaGemmKernel {
   // A low-rank term (prepare_low_rank): its f16 factors (resident), rank and merge GEMM.
   bool low_rank_ = false;
   int64_t rank_ = 0;
-  std::shared_ptr<const DeviceBuffer> down_t_, up_;  // f16 [K, R] (down transposed), [N, R]
+  std::shared_ptr<const DeviceBuffer> down_, up_;  // f16 [R, K] and [N, R]
   LtGemm term_;
   cublasLtMatmulAlgo_t term_algo_{};
   std::shared_ptr<CudaGemmProgram> program_;
