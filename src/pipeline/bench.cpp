@@ -124,8 +124,9 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
   // the caches), the second (where an accelerator records its CUDA graphs), then — once the new
   // kernels have settled (settle_ms: e.g. cuDNN's attention plans, built in the background,
   // which the first steps run without; time_stage waits for them too) and one more step has
-  // recorded its graphs with them — a steady one. switch_ms = setting + the compile; first_step_extra_ms = first step - steady
-  // step (the compile and the first run's one-time work, e.g. uploads).
+  // recorded its graphs with them — a steady one. switch_ms = setting + the compile;
+  // first_step_extra_ms = first step - steady step (the compile and the first run's one-time
+  // work, e.g. uploads).
   auto timed = [&](const std::shared_ptr<const weights::LoraFile>& f, float mult) {
     const weights::LoraUse use{f, mult};
     nlohmann::json j;
