@@ -21,6 +21,14 @@
 // A conv's whole-candidate timings include its im2col pass (or, W8A8, the fused
 // im2col + quantize pass): part of what the node costs.
 //
+// Low-rank terms (a LoRA adapter on a linear, ir::GemmEpilogue::low_rank). The node runs the
+// float candidate whatever the tuning chose: the weights it widens into staging at each run
+// get up · down added by one more GEMM (GemmKernel::add_low_rank_term), so the layer's single
+// product includes the adapter's. That GEMM is N x K x rank whatever M, where the adapter's own
+// two GEMMs read and write [M, ·] activations: on an H100 the SD 1.5 step with a rank-32 LoRA
+// on all 160 attention and feed-forward layers took x1.09-1.13 this way against x1.25-1.31
+// (bench/results/lora_merged_h100.json). Tuning times the plain program (shared by key).
+//
 // Row chunks (cuda_gemm.h, gemm_chunking). A candidate whose staging for all M rows exceeds
 // the budget runs chunk by chunk; chunk i covers GEMM rows [m0, m0 + rows), m0 = i · R (R the
 // rows of a full chunk, the last chunk's rows the remainder). In row-major terms:
