@@ -728,6 +728,9 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CHECK(program_->tuning.stats(c).available, kUnsupported, "node '", name_, "': the ",
                candidate_name(c), " candidate is not available (", program_->tuning.to_string(),
                ")");
+    // W8A8 has no place for the low-rank term: it would silently leave the adapter out.
+    HYRT_CHECK(!low_rank_ || c == GemmCandidate::kF16, kUnsupported, "node '", name_,
+               "': a low-rank node runs the f16 candidate only");
     const void* residual = nullptr;
     if (residual_) {
       // x, w, [bias], residual: exactly the node's inputs, so that a missing residual is never
