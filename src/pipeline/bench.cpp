@@ -169,10 +169,15 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
   out["lora_switch"] = timed(b, 1.0f);
   out["rss_growth_after_switches_bytes"] = current_rss_bytes() - rss_before;
   // Alternation: plain, LoRA, plain, LoRA... (each a steady step after its switch).
-  std::vector<double> with, without, ratios;
+  // Each switch back to the LoRA is one more sample of a switch's cost (set + compile; the
+  // adapted UNet is compiled anew each time), and of set_loras alone.
+  std::vector<double> with, without, ratios, switches, sets;
   for (int i = 0; i < std::max(3, o.runs); ++i) {
     without.push_back(timed(nullptr, 0.0f)["steady_step_ms"].get<double>());
-    with.push_back(timed(a, 1.0f)["steady_step_ms"].get<double>());
+    const nlohmann::json back = timed(a, 1.0f);
+    with.push_back(back["steady_step_ms"].get<double>());
+    switches.push_back(back["switch_ms"].get<double>());
+    sets.push_back(back["set_loras_ms"].get<double>());
     ratios.push_back(with.back() / without.back());
   }
   nlohmann::json ratio = stats(ratios);
@@ -180,7 +185,11 @@ nlohmann::json bench_lora(DiffusionModel& model, const BenchOptions& o,
     ratio[std::string(k).substr(0, std::string(k).size() - 3)] = ratio[k];
     ratio.erase(k);
   }
-  out["alternating"] = {{"plain", stats(without)}, {"lora", stats(with)}, {"ratio", ratio}};
+  out["alternating"] = {{"plain", stats(without)},
+                        {"lora", stats(with)},
+                        {"ratio", ratio},
+                        {"switch_to_lora", stats(switches)},
+                        {"set_loras", stats(sets)}};
   model.set_loras({});
   return out;
 }
