@@ -14,13 +14,12 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <cstdlib>
-#include <string_view>
 
 #include "backend/cpu/amx_tiles.h"
 #include "backend/cpu/cpu_kernels.h"
 #include "backend/cpu/int8_common.h"
 #include "backend/cpu/vec_math.h"
+#include "core/env.h"
 #include "core/half.h"
 #include "core/parallel.h"
 
@@ -183,10 +182,7 @@ LowRankRows::LowRankRows(const GemmEpilogueArgs& epilogue, int64_t cols)
   const LowRankTerm& t = epilogue.low_rank;
   // bf16 pairs on tiles where the CPU has them (HYRT_CPU_LOW_RANK=vector keeps the AVX-512
   // loops, for comparison) and whole 16-column tiles cover the columns.
-  static const bool vector_only = [] {
-    const char* v = std::getenv("HYRT_CPU_LOW_RANK");
-    return v && std::string_view(v) == "vector";
-  }();
+  static const bool vector_only = env_is("HYRT_CPU_LOW_RANK", "vector");
   tiles_ = t.h && t.up_pairs && cols % 16 == 0 && !vector_only && amx::tiles_usable();
   if (tiles_) amx::configure_products((t.rank + 1) / 2);
 }

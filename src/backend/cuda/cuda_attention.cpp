@@ -20,6 +20,7 @@
 #include "backend/cuda/cudnn_api.h"
 #include "backend/cuda/cudnn_attention.h"
 #include "backend/cuda/op_kernels.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/quiet_worker.h"
@@ -86,10 +87,7 @@ bool aligned16(const void* p) {
 // HYRT_CUDA_ATTENTION_LEGACY=1 runs the fused kernel in its earlier form (uncapped registers,
 // a rescale at every growth of a row's maximum) for A/B runs of whole models. Read once.
 bool legacy_attention_form() {
-  static const bool on = [] {
-    const char* v = std::getenv("HYRT_CUDA_ATTENTION_LEGACY");
-    return v && std::string_view(v) == "1";
-  }();
+  static const bool on = env_is("HYRT_CUDA_ATTENTION_LEGACY", "1");
   return on;
 }
 

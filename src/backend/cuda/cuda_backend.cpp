@@ -3,7 +3,6 @@
 #include "backend/cuda/cuda_backend.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <limits>
 #include <mutex>
 #include <string_view>
@@ -16,6 +15,7 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/cuda_ops.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "core/quiet_worker.h"
@@ -42,10 +42,7 @@ bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
 
 // HYRT_CUDA_LORA=side: LoRA adapters run as their two GEMMs instead of merged into the layer.
 bool lora_as_side_gemms() {
-  static const bool side = [] {
-    const char* v = std::getenv("HYRT_CUDA_LORA");
-    return v && std::string_view(v) == "side";
-  }();
+  static const bool side = env_is("HYRT_CUDA_LORA", "side");
   return side;
 }
 
@@ -163,10 +160,7 @@ class CudaBackendImpl final : public CudaBackend {
   // a pass of ours adds the residual (cuda_gemm.cpp): as dear as the add node it replaced.
   bool fused_residual_here(const ir::Graph& graph, const ir::Node& node) const {
     // HYRT_CUDA_FUSED_RESIDUAL=0 leaves such adds to their own kernel (for comparison).
-    static const bool off = [] {
-      const char* v = std::getenv("HYRT_CUDA_FUSED_RESIDUAL");
-      return v && std::string_view(v) == "0";
-    }();
+    static const bool off = env_is("HYRT_CUDA_FUSED_RESIDUAL", "0");
     if (off || options_.gemm == GemmPolicy::kF16) return false;
     if (node.op != ir::OpKind::kLinear && node.op != ir::OpKind::kConv2d) return false;
     if (!gemm_inputs_supported(graph, node)) return false;

@@ -60,6 +60,7 @@
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/gemm_s8_fused.h"
 #include "core/buffer.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "core/log.h"
@@ -214,10 +215,7 @@ size_t set_gemm_staging_budget(size_t bytes) {
 }
 
 bool default_fused_s8_gemm() {
-  static const bool on = [] {
-    const char* v = std::getenv("HYRT_CUDA_FUSED_S8");
-    return !(v && std::string_view(v) == "0");
-  }();
+  static const bool on = !env_is("HYRT_CUDA_FUSED_S8", "0");
   return on;
 }
 

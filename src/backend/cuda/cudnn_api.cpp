@@ -5,9 +5,9 @@
 
 #include <atomic>
 #include <cstdlib>
-#include <string_view>
 #include <vector>
 
+#include "core/env.h"
 #include "core/error.h"
 
 namespace hyrt::backend::cuda {
@@ -51,10 +51,7 @@ bool resolve(void* lib, const char* name, F& fn, std::string& why) {
 
 // HYRT_CUDNN=0, read once.
 bool turned_off() {
-  static const bool off = [] {
-    const char* v = std::getenv("HYRT_CUDNN");
-    return v && std::string_view(v) == "0";
-  }();
+  static const bool off = env_is("HYRT_CUDNN", "0");
   return off;
 }
 
