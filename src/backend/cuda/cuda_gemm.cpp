@@ -58,6 +58,7 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_ops.h"
 #include "backend/cuda/gemm_s8_fused.h"
 #include "core/buffer.h"
 #include "core/env.h"
@@ -592,11 +593,10 @@ struct GemmSpec {
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
   ir::GemmEpilogue epilogue;       // fused activation / residual (the residual is the last input)
-  // A low-rank term (epilogue.low_rank, a LoRA adapter): down [R, K] and up [N, R] as stored
-  // (float), with their names and weight generations.
-  std::string down_name, up_name;
-  uint64_t down_source = 0, up_source = 0;
-  std::optional<TensorView> down, up;
+  // A low-rank term (epilogue.low_rank, a LoRA adapter): its factors, resident in f16 —
+  // down [R, K] and up [N, R] (make_linear_kernel uploads them).
+  int64_t rank = 0;
+  std::shared_ptr<const DeviceBuffer> down, up;
 };
 
 GemmKey choice_key(GemmKey key, int64_t rows_per_sample) {
@@ -939,58 +939,37 @@ class GemmKernel final : public CudaGemmKernel {
       throw_cublas_error(status, "cublasLtMatmul (low-rank term)", __FILE__, __LINE__);
   }
 
-  // Uploads the term's factors as f16, each as stored ([R, K] and [N, R]: f16 factors, what
-  // LoRA files hold, go up straight from the file; others are converted on the way), and sets
-  // up its GEMM. Column-major, as cuBLASLt reads: the widened W [N, K] row-major is D (K x N),
-  // down [R, K] row-major is A (K x R), up [N, R] row-major is B (R x N), and D = A · B + D, both
-  // operands untransposed. Switching LoRAs or multipliers re-runs this for each adapted layer:
-  // it must cost microseconds (a first version converting and transposing on the host spent
-  // ~28 ms of a 40 ms switch here).
-  // The heuristic's algorithm is kept in the program cache per shape.
+  // Takes the term's resident f16 factors (make_linear_kernel) and sets up its GEMM.
+  // Column-major, as cuBLASLt reads: the widened W [N, K] row-major is D (K x N), down [R, K]
+  // row-major is A (K x R), up [N, R] row-major is B (R x N), and D = A · B + D, both operands
+  // untransposed (a first version transposing and converting the factors on the host spent
+  // ~28 ms of a 40 ms LoRA switch). The heuristic's algorithm is kept in the program cache per
+  // shape.
   void prepare_low_rank(const GemmSpec& spec, ProgramCache& cache) {
-    HYRT_CHECK(spec.down && spec.up && op_dtype_ == DType::kF16, kUnsupported, "node '", name_,
+    HYRT_CHECK(spec.down && spec.up && spec.rank > 0 && op_dtype_ == DType::kF16, kUnsupported,
+               "node '", name_,
                "': a low-rank term needs its down and up weights and f16 operands");
-    const TensorView &down = *spec.down, &up = *spec.up;
-    rank_ = down.shape[0];
-    HYRT_CHECK(down.shape.rank() == 2 && up.shape.rank() == 2 && down.shape[1] == k_ &&
-                   up.shape[0] == n_ && up.shape[1] == rank_ && rank_ > 0,
-               kInvalidModel, "node '", name_, "': low-rank weights down ", down.shape.to_string(),
-               " and up ", up.shape.to_string(), " do not fit the layer's [", n_, ", ", k_, "]");
     low_rank_ = true;
-    auto upload = [&](const TensorView& t, const std::string& name, uint64_t source) {
-      const size_t count = static_cast<size_t>(t.shape.numel());
-      return ctx_.resident(source, name, "f16", [&] {
-        DeviceBuffer d(count * 2, name + " (f16 low-rank factor)");
-        if (t.dtype == DType::kF16) {
-          ctx_.upload(d.data(), t.data, count * 2);
-        } else {
-          AlignedBuffer f32(count * 4, name + " staging"), f16(count * 2, name + " staging");
-          convert_to_f32(t.dtype, t.data, f32.as<float>(), count);
-          convert_from_f32(f32.as<float>(), DType::kF16, f16.data(), count);
-          ctx_.upload(d.data(), f16.data(), count * 2);
-        }
-        return d;
-      });
-    };
-    down_ = upload(down, spec.down_name, spec.down_source);
-    up_ = upload(up, spec.up_name, spec.up_source);
+    down_ = spec.down;
+    up_ = spec.up;
+    const int64_t rank = spec.rank;
     cublasLtMatmulDesc_t op = nullptr;
     HYRT_CUBLAS_CHECK(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
     term_.op.reset(op);
     set_attr(op, CUBLASLT_MATMUL_DESC_TRANSA, CUBLAS_OP_N);
     set_attr(op, CUBLASLT_MATMUL_DESC_TRANSB, CUBLAS_OP_N);
-    term_.a = make_layout(CUDA_R_16F, k_, rank_);
-    term_.b = make_layout(CUDA_R_16F, rank_, n_);
+    term_.a = make_layout(CUDA_R_16F, k_, rank);
+    term_.b = make_layout(CUDA_R_16F, rank, n_);
     term_.d = make_layout(CUDA_R_16F, k_, n_);
     const std::string key =
         str_cat("cuda ", ctx_.device().name, " sm", ctx_.device().compute_major,
-                ctx_.device().compute_minor, " low-rank term f16 ", n_, "x", k_, " rank ", rank_);
+                ctx_.device().compute_minor, " low-rank term f16 ", n_, "x", k_, " rank ", rank);
     term_algo_ = *cache.get_or_create<cublasLtMatmulAlgo_t>(key, [&] {
       const std::vector<cublasLtMatmulHeuristicResult_t> found =
           heuristics(ctx_, term_, 1, kF16MinAlign);
       HYRT_CHECK(!found.empty(), kUnsupported, "node '", name_,
                  "': cuBLASLt has no algorithm for the low-rank term's GEMM (", n_, " x ", k_,
-                 ", rank ", rank_, ")");
+                 ", rank ", rank, ")");
       return std::make_shared<cublasLtMatmulAlgo_t>(found[0].algo);
     });
   }
@@ -1379,9 +1358,8 @@ class GemmKernel final : public CudaGemmKernel {
   std::shared_ptr<const DeviceBuffer> bias_f32_, bias_f16_;
   const void* bias_out_ = nullptr;  // the bias in the output's dtype, for cuBLASLt's epilogue
   ChunkedGemm f16_, s8_gemm_;       // s8_gemm_: only with 8-bit S weights
-  // A low-rank term (prepare_low_rank): its f16 factors (resident), rank and merge GEMM.
+  // A low-rank term (prepare_low_rank): its f16 factors (resident) and merge GEMM.
   bool low_rank_ = false;
-  int64_t rank_ = 0;
   std::shared_ptr<const DeviceBuffer> down_, up_;  // f16 [R, K] and [N, R]
   LtGemm term_;
   cublasLtMatmulAlgo_t term_algo_{};
@@ -1416,15 +1394,6 @@ void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
     spec.bias = weights.get(bv.name);
   }
   spec.epilogue = node.epilogue();
-  if (spec.epilogue.low_rank) {
-    const ir::Value &down = graph.value(node.gemm_low_rank_down()),
-                    &up = graph.value(node.gemm_low_rank_up());
-    spec.down_name = down.name, spec.up_name = up.name;
-    spec.down_source = weights.generation_of(down.name);
-    spec.up_source = weights.generation_of(up.name);
-    spec.down = weights.get(down.name);
-    spec.up = weights.get(up.name);
-  }
 }
 
 // True when the conv is exactly a linear over its pixels.
@@ -1449,6 +1418,17 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
   const Shape& xs = graph.value(node.inputs[0]).shape;
   spec.rows_per_sample = xs.rank() >= 3 ? spec.key.m / std::max<int64_t>(xs[0], 1) : 1;
   fill_weights(spec, graph, node, weights);
+  if (spec.epilogue.low_rank) {
+    // The factors as every weight goes up (shared with any other kernel reading them).
+    auto factor = [&](ir::ValueId id) {
+      const ir::Value& v = graph.value(id);
+      return ctx.resident(weights.generation_of(v.name), v.name, "f16",
+                          [&] { return upload_weight(ctx, weights, v, DType::kF16, node.name); });
+    };
+    spec.rank = graph.value(node.gemm_low_rank_down()).shape[0];
+    spec.down = factor(node.gemm_low_rank_down());
+    spec.up = factor(node.gemm_low_rank_up());
+  }
   return std::make_unique<GemmKernel>(ctx, options, spec, cache);
 }
 

@@ -130,10 +130,6 @@ double estimate_device_op_us(const ir::Graph& graph, const ir::Node& node) {
   return 1e6 * bytes / kBytesPerSecond + kLaunchUs * launches;
 }
 
-namespace {
-
-// Reads weight `v` from the source and uploads it as `storage` (f16/f32 from any float dtype,
-// s32 as is).
 DeviceBuffer upload_weight(const CudaContext& ctx, const weights::WeightSource& weights,
                            const ir::Value& v, DType storage, const std::string& node_name) {
   const TensorView stored = weights.get(v.name);
@@ -164,6 +160,8 @@ DeviceBuffer upload_weight(const CudaContext& ctx, const weights::WeightSource& 
   }
   return buf;
 }
+
+namespace {
 
 // What every op kernel shares: the node's inputs as the kernel reads them (uploaded weights or
 // bound activations), and the checks of the bound views.

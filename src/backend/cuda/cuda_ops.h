@@ -41,6 +41,11 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
 std::unique_ptr<Kernel> make_device_op_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node,
                                               const weights::WeightSource& weights);
+// Reads weight `v` from `weights` and uploads it as `storage` (f16/f32 from any float dtype,
+// s32 as is) into a buffer of its own; kInvalidModel naming `node_name` when the stored tensor
+// differs from the graph's declaration. Callers share it through CudaContext::resident.
+DeviceBuffer upload_weight(const CudaContext& ctx, const weights::WeightSource& weights,
+                           const ir::Value& v, DType storage, const std::string& node_name);
 // A rough estimate in microseconds for placement: bytes moved (inputs, weights and output in
 // their storage dtypes; group norm reads x twice) / 2.5 TB/s + 3 µs per launch; 0 for a
 // reshape that aliases. Infinity when unsupported.
