@@ -89,8 +89,8 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       Shape out = x;
       out[out.rank() - 1] = w[0];
       if (e.geglu) {
-        if (e.activation != Activation::kNone || e.low_rank || e.residual)
-          bad(name, op, "a GEGLU epilogue takes no activation, low-rank term or residual");
+        if (e.activation != Activation::kNone || e.residual)
+          bad(name, op, "a GEGLU epilogue takes no activation or residual");
         if (w[0] % 2 != 0)
           bad(name, op, str_cat("a GEGLU epilogue needs an even output width, not ", w[0]));
         out[out.rank() - 1] = w[0] / 2;

@@ -70,8 +70,9 @@ std::string_view activation_name(Activation a);
 // Linear only, a gated output (diffusers' GEGLU folded into the projection before it): the GEMM
 // result r = x · wᵀ + bias [..., 2N] is split into halves and the node writes
 //   y = r[..., :N] · gelu(r[..., N:])   -> [..., N]
-// (kGeglu's formula), with no activation, low-rank term or residual beside it. It saves the
-// 2N-wide result's round trip through memory.
+// (kGeglu's formula), with no activation or residual beside it. A low-rank term may come with
+// it (a LoRA on the projection): it is added to r, before the gate. It saves the 2N-wide
+// result's round trip through memory.
 struct GemmEpilogue {
   Activation activation = Activation::kNone;
   bool residual = false;

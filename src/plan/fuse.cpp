@@ -59,7 +59,10 @@ class Fuser {
   // Chains for every GEMM not in `rejected`, by GEMM node id. Low-rank chains (a LoRA's side
   // path) are found first, since their up projection comes before the layer in the order. An
   // add of two GEMM outputs (a resnet's conv2 and conv_shortcut) goes to the first GEMM's chain.
-  std::vector<Chain> find_chains(const std::set<NodeId>& rejected) const {
+  // GEMMs in `ungated` do not take a GEGLU (their backend refused the gated node: the chain
+  // is looked for again without it).
+  std::vector<Chain> find_chains(const std::set<NodeId>& rejected,
+                                 const std::set<NodeId>& ungated) const {
     std::vector<Chain> chains;
     std::vector<bool> taken(g_.nodes().size(), false), has_chain = taken;
     auto keep = [&](Chain&& c) {
@@ -73,7 +76,8 @@ class Fuser {
         if (n.op != OpKind::kLinear && n.op != OpKind::kConv2d) continue;
         if (rejected.count(n.id) || p_.backend_of[n.id] < 0 || taken[n.id] || has_chain[n.id])
           continue;
-        if (std::optional<Chain> c = chain_from(n, taken, low_rank)) keep(std::move(*c));
+        if (std::optional<Chain> c = chain_from(n, taken, low_rank, !ungated.count(n.id)))
+          keep(std::move(*c));
       }
     return chains;
   }
@@ -109,8 +113,8 @@ class Fuser {
   // added to up(down(x)) — two plain linears on gemm's backend with graph weights, the down
   // reading gemm's own x (graph_builder's LoRA side path). The down, the up and the add are
   // absorbed; their weights become the term's.
-  std::optional<Chain> chain_from(const Node& gemm, const std::vector<bool>& taken,
-                                  bool low_rank) const {
+  std::optional<Chain> chain_from(const Node& gemm, const std::vector<bool>& taken, bool low_rank,
+                                  bool gate) const {
     const int backend = p_.backend_of[gemm.id];
     Chain c;
     c.gemm = gemm.id;
@@ -133,9 +137,13 @@ class Fuser {
       c.absorbed = {down->id, up->id, add->id};
       cur = add->output;
     }
-    // A GEGLU right after a plain linear gates its output (ir::GemmEpilogue::geglu); nothing
-    // else joins that chain.
-    if (gemm.op == OpKind::kLinear && c.epilogue.empty()) {
+    // A GEGLU right after a plain linear (or its low-rank term: a LoRA on a feed-forward's
+    // input projection) gates its output (ir::GemmEpilogue::geglu); nothing else joins that
+    // chain.
+    const bool only_low_rank = c.epilogue.low_rank &&
+                               c.epilogue.activation == ir::Activation::kNone &&
+                               !c.epilogue.residual && !c.epilogue.geglu;
+    if (gate && gemm.op == OpKind::kLinear && (c.epilogue.empty() || only_low_rank)) {
       const Node* a = sole_consumer(cur, backend, taken);
       if (a && a->op == OpKind::kGeglu) {
         c.epilogue.geglu = true;
@@ -275,21 +283,24 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
              "fuse_epilogues: the placement is not of this graph");
   EpilogueFusion result;
   const Fuser fuser(*graph, placement);
-  std::set<NodeId> rejected;
+  std::set<NodeId> rejected, ungated;
   for (;;) {
-    const std::vector<Chain> chains = fuser.find_chains(rejected);
+    const std::vector<Chain> chains = fuser.find_chains(rejected, ungated);
     if (chains.empty()) break;
     Rewrite rw = rewrite(*graph, placement, chains);
     // Every fused node must be one its backend runs; a refused chain is left unfused and the
     // rewrite redone (each round rejects at least one chain, so this ends).
-    size_t before = rejected.size();
+    // A refused gated chain is tried once more without its gate (a backend that runs the
+    // low-rank term but keeps its GEGLU apart).
+    const size_t before = rejected.size() + ungated.size();
     for (const auto& [node, gemm] : rw.fused_nodes) {
       const int b = rw.backend_of[node];
-      if (!backends[b]->supports(*rw.graph, rw.graph->node(node)) ||
-          !holds_wide_range(*rw.graph, rw.graph->node(node), *backends[b]))
-        rejected.insert(gemm);
+      const Node& fused = rw.graph->node(node);
+      if (!backends[b]->supports(*rw.graph, fused) ||
+          !holds_wide_range(*rw.graph, fused, *backends[b]))
+        (fused.epilogue().geglu && !ungated.count(gemm) ? ungated : rejected).insert(gemm);
     }
-    if (rejected.size() != before) continue;
+    if (rejected.size() + ungated.size() != before) continue;
     for (const Chain& c : chains) {
       if (c.epilogue.activation != graph->node(c.gemm).epilogue().activation) ++result.activations;
       if (c.residual != ir::kNone) ++result.residual_adds;

@@ -423,6 +423,93 @@ TEST(FusedEpilogue, GegluLinearInt8FewRows) {  // the GEMV kernel, then the gate
   check_geglu({.x = {2, 320}, .n = 64, .weight = DType::kS8});
 }
 
+// A LoRA on a feed-forward's input projection: the low-rank term and the GEGLU in one node
+// (linear(x, w, [b], down, up) +low_rank +geglu) against down, up, layer, add and kGeglu as
+// separate nodes, on every linear kernel; rows in chunks (a result over 8 MiB) read their own
+// rows of the term. The term is computed as the low-rank tests above say (exactly, or with
+// bf16 products or an s8 down), and leaving it out is far off.
+std::shared_ptr<ir::Graph> make_low_rank_geglu_graph(const GemmShape& s, int64_t rank, bool fused,
+                                                     bool term = true) {
+  auto g = std::make_shared<ir::Graph>();
+  const int64_t k = s.x.dim(-1);
+  const ir::ValueId x = g->add_input("x", DType::kF32, s.x);
+  std::vector<ir::ValueId> ins{x, g->add_weight("w", s.weight, {s.n, k})};
+  if (s.bias) ins.push_back(g->add_weight("b", DType::kF32, {s.n}));
+  const auto down = [&] { return g->add_weight("d", DType::kF32, {rank, k}); };
+  const auto up = [&] { return g->add_weight("u", DType::kF32, {s.n, rank}); };
+  ir::ValueId y;
+  if (fused) {
+    ir::GemmEpilogue e;
+    e.geglu = true;
+    e.low_rank = term;
+    if (term) {
+      ins.push_back(down());
+      ins.push_back(up());
+    }
+    y = g->add_node(OpKind::kLinear, ins, ir::LinearAttrs{e}, "gemm");
+  } else {
+    const ir::ValueId h = g->add_node(OpKind::kLinear, {x, down()}, {}, "down");
+    y = g->add_node(OpKind::kAdd,
+                    {g->add_node(OpKind::kLinear, ins, {}, "gemm"),
+                     g->add_node(OpKind::kLinear, {h, up()}, {}, "up")},
+                    {}, "sum");
+    y = g->add_node(OpKind::kGeglu, {y}, {}, "geglu");
+  }
+  g->mark_output(y);
+  g->verify();
+  return g;
+}
+
+void check_low_rank_geglu(const GemmShape& s, int64_t rank) {
+  SCOPED_TRACE(str_cat(describe(s), " rank ", rank));
+  MapWeights w = make_weights(s);
+  w.add("d", random_tensor(Shape{rank, s.x.dim(-1)}, 13, 0.3f));
+  w.add("u", random_tensor(Shape{s.n, rank}, 14, 0.5f));
+  // The few-row GEMV (8-bit S weights; gemm_int8.cpp) takes its term in f32 everywhere.
+  const int64_t rows = s.x.numel() / s.x.dim(-1);
+  const bool gemv = s.weight == DType::kS8 && (s.x.rank() <= 2 ? rows <= 256 : rows / s.x[0] <= 4);
+  struct Case {
+    std::string name;
+    backend::Backend* b;
+    bool exact;  // the term's products in f32, as the separate nodes compute them
+  };
+  const bool s8 = s.weight == DType::kS8;
+  std::vector<Case> cases{{"w8a8", &backend_for(backend::Int8Mode::kW8A8),
+                           !s8 || gemv || !backend::cpu_has_int8_dot_product()},
+                          {"bf16", &bf16_backend(), gemv || !backend::cpu_has_bf16_dot_product()}};
+  if (s8) {
+    cases.push_back({"w8", &backend_for(backend::Int8Mode::kW8), true});
+    cases.push_back({"w8 bf16", &bf16_backend(backend::Int8Mode::kW8),
+                     gemv || !backend::cpu_has_bf16_dot_product()});
+  }
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const auto fused_graph = make_low_rank_geglu_graph(s, rank, true);
+    ASSERT_TRUE(c.b->supports(*fused_graph, fused_graph->nodes().back()));
+    const std::vector<float> fused = run(fused_graph, w, *c.b);
+    const std::vector<float> separate = run(make_low_rank_geglu_graph(s, rank, false), w, *c.b);
+    ASSERT_EQ(fused.size(), static_cast<size_t>(s.x.numel() / s.x.dim(-1) * s.n / 2));
+    ASSERT_EQ(fused.size(), separate.size());
+    const double tolerance = c.exact ? 1e-6 : 3e-2;
+    const double err = relative_l2(fused.data(), separate.data(), fused.size());
+    EXPECT_LE(err, tolerance);
+    if (!c.exact) EXPECT_GT(err, 1e-7) << "the bf16 or s8 term did not run";
+    // The comparison can fail: the gated projection without its term is far off.
+    const std::vector<float> plain = run(make_low_rank_geglu_graph(s, rank, true, false), w, *c.b);
+    EXPECT_GT(relative_l2(fused.data(), plain.data(), fused.size()), 5 * tolerance);
+  }
+}
+
+TEST(FusedEpilogue, LowRankGegluLinear) {
+  check_low_rank_geglu({.x = {2, 13, 64}, .n = 96}, 8);                         // f32
+  check_low_rank_geglu({.x = {2, 21, 96}, .n = 80, .weight = DType::kS8}, 32);  // W8A8, W8
+  check_low_rank_geglu({.x = {2, 37, 64}, .n = 64, .weight = DType::kS8}, 7);   // tiles, odd
+  check_low_rank_geglu({.x = {2, 320}, .n = 64, .weight = DType::kS8}, 8);      // the GEMV
+  // A result over the 8 MiB chunk (gemm.cpp): three chunks of rows, each with its own h rows.
+  check_low_rank_geglu({.x = {2, 1100, 32}, .n = 2048, .weight = DType::kS8}, 16);
+  check_low_rank_geglu({.x = {2, 1100, 32}, .n = 2048}, 16);
+}
+
 // A GEGLU epilogue takes nothing beside it, and an even width; the output is half the GEMM's.
 TEST(FusedEpilogue, GegluShapesAndExclusions) {
   ir::Graph g;

@@ -305,6 +305,43 @@ TEST(EpilogueFusion, LowRankTermFoldsIntoTheLayer) {
   EXPECT_NE(f.graph().dump().find("+low_rank"), std::string::npos);
 }
 
+// A LoRA on a feed-forward's input projection: the term and the GEGLU after it fold into the
+// projection (one node: +low_rank +geglu); a backend that refuses gated linears (CUDA) still
+// gets the term folded, with the GEGLU its own node.
+TEST(EpilogueFusion, LowRankTermAndGegluFoldIntoTheProjection) {
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {2, 8, 16});
+  const ValueId h =
+      g->add_node(OpKind::kLinear, {x, g->add_weight("d", DType::kF32, {4, 16})}, {}, "down");
+  const ValueId side =
+      g->add_node(OpKind::kLinear, {h, g->add_weight("u", DType::kF32, {64, 4})}, {}, "up");
+  const ValueId y = g->add_node(OpKind::kLinear,
+                                {x, g->add_weight("proj.w", DType::kS8, {64, 16}),
+                                 g->add_weight("proj.b", DType::kF32, {64})},
+                                {}, "proj");
+  const ValueId sum = g->add_node(OpKind::kAdd, {y, side}, {}, "sum");
+  g->mark_output(g->add_node(OpKind::kGeglu, {sum}, {}, "geglu"));
+  g->verify();
+  const auto h_backend = host();
+  const Fused f = fuse(g, {&h_backend}, PlacementMode::kHost);
+  EXPECT_EQ(f.result.low_rank_terms, 1);
+  EXPECT_EQ(f.result.geglus, 1);
+  ASSERT_EQ(f.graph().nodes().size(), 1u);
+  const Node& proj = f.node("proj");
+  EXPECT_TRUE(proj.epilogue().low_rank);
+  EXPECT_TRUE(proj.epilogue().geglu);
+  EXPECT_EQ(f.graph().value(proj.gemm_low_rank_up()).name, "u");
+  EXPECT_EQ(f.graph().value(proj.output).shape, (Shape{2, 8, 32}));
+  const auto no_geglu = device([](const Graph&, const Node& n) { return !n.epilogue().geglu; });
+  const Fused d = fuse(g, {&h_backend, &no_geglu}, PlacementMode::kDevice);
+  EXPECT_EQ(d.result.low_rank_terms, 1);
+  EXPECT_EQ(d.result.geglus, 0);
+  EXPECT_EQ(d.count(OpKind::kGeglu), 1);
+  EXPECT_EQ(d.count(OpKind::kLinear), 1);
+  EXPECT_TRUE(d.node("proj").epilogue().low_rank);
+  EXPECT_FALSE(d.node("proj").epilogue().geglu);
+}
+
 TEST(EpilogueFusion, RefusedLowRankKeepsTheUpWithTheResidual) {
   // A backend without a low-rank epilogue (CUDA): the up projection takes the layer's output
   // as its residual, as before the rule existed.

@@ -251,8 +251,17 @@ struct GemmEpilogueArgs {
   const float* residual = nullptr;
   LowRankTerm low_rank;
   // A GEGLU epilogue (ir::GemmEpilogue::geglu): the gated rows [rows, cols / 2] go here (the
-  // node's output) instead of over the GEMM result; nothing else is set beside it.
+  // node's output) instead of over the GEMM result; only a low-rank term is set beside it
+  // (added before the gate).
   float* geglu_out = nullptr;
+  // These arguments for the rows [r0, ...) of a kernel that runs its rows in chunks: the
+  // low-rank term's h and the residual start at row r0 (geglu_out is the caller's to set).
+  GemmEpilogueArgs from_row(int64_t r0, int64_t cols) const {
+    GemmEpilogueArgs e = *this;
+    if (e.low_rank.h) e.low_rank.h += r0 * e.low_rank.rank;
+    if (e.residual) e.residual += r0 * cols;
+    return e;
+  }
   // The node's epilogue with the residual taken from the bound inputs (its last one); the
   // low-rank term is the kernel's to fill (LowRankStage), geglu_out GegluStage's.
   static GemmEpilogueArgs of(const ir::GemmEpilogue& e, std::span<const TensorView> inputs) {
@@ -263,6 +272,8 @@ struct GemmEpilogueArgs {
 // y [rows, n] = x[:, :n] · gelu(x[:, n:]) for x [rows, 2n] (kGeglu, and the GEGLU epilogue of
 // kernels whose GEMM ends in a oneDNN primitive), over the OpenMP team.
 void geglu_rows(const float* x, int64_t rows, int64_t n, float* y);
+// The same on the calling thread alone (for passes that already split rows among threads).
+void geglu_rows_serial(const float* x, int64_t rows, int64_t n, float* y);
 
 // A linear's matmul programs in chunks of rows: `rows` per chunk (all key.m but under a GEGLU
 // epilogue: gemm.cpp says why), `chunk` for them and `last` for the last chunk's rows when there

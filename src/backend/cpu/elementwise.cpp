@@ -251,21 +251,24 @@ void activate_and_add(float* y, const float* residual, int64_t n, ir::Activation
   });
 }
 
+void geglu_rows_serial(const float* x, int64_t rows, int64_t n, float* y) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* hidden = x + r * 2 * n;
+    const float* gate = hidden + n;
+    float* out = y + r * n;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+      _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(hidden + i),
+                                              Gelu::vec(_mm256_loadu_ps(gate + i))));
+    for (; i < n; ++i)
+      out[i] = hidden[i] * Gelu::one(gate[i]);
+  }
+}
+
 void geglu_rows(const float* x, int64_t rows, int64_t n, float* y) {
-  parallel_for(rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)),
-               [&](int64_t r0, int64_t r1) {
-                 for (int64_t r = r0; r < r1; ++r) {
-                   const float* hidden = x + r * 2 * n;
-                   const float* gate = hidden + n;
-                   float* out = y + r * n;
-                   int64_t i = 0;
-                   for (; i + 8 <= n; i += 8)
-                     _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(hidden + i),
-                                                             Gelu::vec(_mm256_loadu_ps(gate + i))));
-                   for (; i < n; ++i)
-                     out[i] = hidden[i] * Gelu::one(gate[i]);
-                 }
-               });
+  parallel_for(
+      rows, std::max<int64_t>(1, kGrain / std::max<int64_t>(n, 1)),
+      [&](int64_t r0, int64_t r1) { geglu_rows_serial(x + r0 * 2 * n, r1 - r0, n, y + r0 * n); });
 }
 
 void apply_gemm_epilogue(float* y, int64_t n, const GemmEpilogueArgs& epilogue) {

@@ -122,6 +122,8 @@ class LinearKernel final : public Kernel {
     }
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
     if (geglu_.active()) {  // chunk by chunk into the stage's buffer, each gated into the output
+      GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+      low_rank_.prepare_run(inputs, &epilogue);  // (a term is added to each chunk, then gated)
       const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
       auto* y = static_cast<float*>(geglu_.gemm_out(nullptr));
       for (int64_t r0 = 0; r0 < key_.m; r0 += matmul_.rows) {
@@ -130,6 +132,8 @@ class LinearKernel final : public Kernel {
         execute_packed(p.pd, p.primitive,
                        static_cast<char*>(x) + static_cast<size_t>(r0 * key_.k) * x_size, y,
                        packed_desc_, w, bias);
+        if (epilogue.low_rank.h)
+          apply_gemm_epilogue_rows(y, rows, key_.n, epilogue.from_row(r0, key_.n));
         geglu_rows(y, rows, key_.n / 2, output.as<float>() + r0 * (key_.n / 2));
       }
       return;

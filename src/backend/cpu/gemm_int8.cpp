@@ -153,11 +153,13 @@ class LinearInt8Kernel final : public Kernel {
       product(*matmul_.chunk, 0, key_.m, output.data, epilogue);
       return;
     }
-    // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output.
+    // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output
+    // (a low-rank term added before the gate).
     for (int64_t r0 = 0; r0 < key_.m; r0 += matmul_.rows) {
       const int64_t rows = std::min(matmul_.rows, key_.m - r0);
-      epilogue.geglu_out = output.as<float>() + r0 * (key_.n / 2);
-      product(matmul_.for_rows(rows), r0, rows, geglu_.gemm_out(nullptr), epilogue);
+      GemmEpilogueArgs chunk = epilogue.from_row(r0, key_.n);
+      chunk.geglu_out = output.as<float>() + r0 * (key_.n / 2);
+      product(matmul_.for_rows(rows), r0, rows, geglu_.gemm_out(nullptr), chunk);
     }
   }
 
@@ -242,14 +244,18 @@ class LinearInt8GemvKernel final : public Kernel {
     const auto* q = q_->as<int8_t>();
     const float* s = scale_->as<float>();
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
-    if (geglu_.active()) {  // the rows plain into the stage's buffer, then gated
+    GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
+    if (geglu_.active()) {  // the rows plain into the stage's buffer, [the term,] then gated
       auto* full = static_cast<float*>(geglu_.gemm_out(nullptr));
       run_rows<Identity>(x, full, q, s, bias, nullptr);
+      if (low_rank_.active()) {
+        low_rank_.prepare_run(inputs, &epilogue);
+        apply_gemm_epilogue_rows(full, m_, n_, epilogue);
+      }
       geglu_rows(full, m_, n_ / 2, output.as<float>());
       return;
     }
     auto* y = output.as<float>();
-    GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
     if (low_rank_.active()) {  // the rows plain, then the whole epilogue over them
       low_rank_.prepare_run(inputs, &epilogue);
       run_rows<Identity>(x, y, q, s, bias, nullptr);
