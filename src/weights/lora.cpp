@@ -326,50 +326,66 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     built.push_back(std::move(b));
   }
   const size_t elem = dtype_size(adapter_dtype);
+  const float limit = adapter_dtype == DType::kF16 ? 65504.0f : 3.4e38f;
   parallel_for(static_cast<int64_t>(built.size()), 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> f;
+    // Blocks of kBlock values are converted to f32, scaled, checked and stored while in L1:
+    // one pass over the file's values and one over the adapter's (a switch is a few MB of
+    // each: its cost should be the memory's, not four passes through f32 copies).
+    constexpr int64_t kBlock = 2048;
+    float buf[kBlock];
     for (int64_t i = begin; i < end; ++i) {
       Built& b = built[static_cast<size_t>(i)];
       const int64_t out = b.target->weight_shape[0];
       const int64_t per_rank = b.target->weight_shape[1] * b.kh * b.kw;  // down values per row
-      // Stores n f32 values at dst (adapter_dtype), noting any that is not finite there.
-      auto store = [&](const float* v, int64_t n, void* dst) {
-        const float limit = adapter_dtype == DType::kF16 ? 65504.0f : 3.4e38f;
-        for (int64_t k = 0; k < n; ++k)
-          b.finite &= std::abs(v[k]) <= limit;  // false for NaN too
-        convert_from_f32(v, adapter_dtype, dst, static_cast<size_t>(n));
+      // dst[0, n) (adapter_dtype) = scale · src's values [first, first + n), noting any that
+      // is not finite there (NaN fails the comparison too).
+      auto store_scaled = [&](const TensorView& src, int64_t first, int64_t n, float scale,
+                              uint8_t* dst) {
+        const auto* from = static_cast<const uint8_t*>(src.data) +
+                           static_cast<size_t>(first) * dtype_size(src.dtype);
+        int bad = 0;
+        for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
+          const int64_t nb = std::min(kBlock, n - k0);
+          convert_to_f32(src.dtype, from + static_cast<size_t>(k0) * dtype_size(src.dtype), buf,
+                         static_cast<size_t>(nb));
+          for (int64_t k = 0; k < nb; ++k) {
+            buf[k] *= scale;
+            bad |= !(std::abs(buf[k]) <= limit);
+          }
+          convert_from_f32(buf, adapter_dtype, dst + static_cast<size_t>(k0) * elem,
+                           static_cast<size_t>(nb));
+        }
+        b.finite &= bad == 0;
       };
       int64_t r0 = 0;
       for (const Piece& p : *b.pieces) {
         const int64_t r = p.m->rank(), n_down = r * per_rank;
         if (b.down_is_file) {
-          // The file's own down (f16: checked for inf/NaN bit patterns; f32 as floats).
+          // The file's own down, only checked (f16 and f32 by their exponent bits: all ones is
+          // inf or NaN).
+          int bad = 0;
           if (b.down_view.dtype == DType::kF16) {
             const auto* h = static_cast<const uint16_t*>(b.down_view.data);
             for (int64_t k = 0; k < n_down; ++k)
-              b.finite &= (h[k] & 0x7c00) != 0x7c00;
+              bad |= (h[k] & 0x7c00) == 0x7c00;
           } else {
-            const auto* v = static_cast<const float*>(b.down_view.data);
+            const auto* v = static_cast<const uint32_t*>(b.down_view.data);
             for (int64_t k = 0; k < n_down; ++k)
-              b.finite &= std::isfinite(v[k]);
+              bad |= (v[k] & 0x7f800000u) == 0x7f800000u;
           }
+          b.finite &= bad == 0;
         } else {
           // down rows r0..r0+r: the file's down, as stored (same element order).
-          f.resize(static_cast<size_t>(n_down));
-          convert_to_f32(p.m->down.dtype, p.m->down.data, f.data(), f.size());
-          store(f.data(), n_down, static_cast<uint8_t*>(b.down.data()) + r0 * per_rank * elem);
+          store_scaled(p.m->down, 0, n_down, 1.0f,
+                       static_cast<uint8_t*>(b.down.data()) + r0 * per_rank * elem);
         }
-        // up columns r0..r0+r, scaled, row by row.
-        f.resize(static_cast<size_t>(out * r));
-        convert_to_f32(p.m->up.dtype, p.m->up.data, f.data(), f.size());
-        for (float& v : f)
-          v *= p.scale;
+        // up columns r0..r0+r, scaled: all at once for a single LoRA, else row by row.
         auto* up = static_cast<uint8_t*>(b.up.data());
         if (r == b.rank) {
-          store(f.data(), out * r, up);
+          store_scaled(p.m->up, 0, out * r, p.scale, up);
         } else {
           for (int64_t o = 0; o < out; ++o)
-            store(f.data() + o * r, r, up + (o * b.rank + r0) * elem);
+            store_scaled(p.m->up, o * r, r, p.scale, up + (o * b.rank + r0) * elem);
         }
         r0 += r;
       }
