@@ -238,8 +238,9 @@ class DiffusionModel {
   // set compiles the adapted components again at their next use (programs and packed or
   // resident base weights come from the caches: only the adapters are new), and drops the
   // executables compiled for the set before (those without LoRAs stay). Throws
-  // kInvalidArgument for a LoRA that does not fit the model (weights::LoraWeights), leaving the
-  // LoRAs in use as they were.
+  // kInvalidArgument for a LoRA that does not fit the model or whose values would not be finite
+  // (weights::LoraWeights), leaving the LoRAs in use as they were; on any other failure (out of
+  // memory) no LoRAs are left in use.
   void set_loras(std::span<const weights::LoraUse> loras);
   // The LoRAs in use (as last set).
   const std::vector<weights::LoraUse>& loras() const { return lora_uses_; }
@@ -321,7 +322,10 @@ class DiffusionModel {
   SchedulerConfig scheduler_config_;
   std::map<std::string, Compiled> compiled_;
   std::vector<weights::LoraUse> lora_uses_;
-  std::shared_ptr<const weights::LoraWeights> lora_;                 // null without adapters
+  std::shared_ptr<const weights::LoraWeights> lora_;  // null without adapters
+  // The last overlay's adapter tensors, for the next set_loras to write into when the shapes
+  // agree (weights::LoraWeights: a switch then touches no fresh pages).
+  std::shared_ptr<weights::LoraStorage> lora_storage_;
   std::unique_ptr<weights::LoraTargetIndex> lora_targets_;           // built on first set_loras
   std::map<std::string, MemoryReport> released_reports_;             // by key, after release()
   std::shared_ptr<const weights::TinyAutoencoderWeights> tiny_vae_;  // set_tiny_vae

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <functional>
+#include <limits>
 #include <set>
 
 #include "core/error.h"
@@ -152,6 +153,34 @@ std::shared_ptr<const LoraFile> LoraFile::from_file(std::unique_ptr<SafetensorsF
                  "' has a non-finite alpha");
     lora->modules_.push_back(LoraModule{module, *p.down, *p.up, p.alpha});
   }
+  // Each module's largest magnitudes (LoraModule::down_max_abs), one module per task.
+  const auto max_abs = [](const TensorView& v) {
+    constexpr int64_t kBlock = 2048;
+    float buf[kBlock];
+    float m = 0.0f;
+    const int64_t n = v.numel();
+    for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
+      const int64_t nb = std::min(kBlock, n - k0);
+      convert_to_f32(
+          v.dtype,
+          static_cast<const uint8_t*>(v.data) + static_cast<size_t>(k0) * dtype_size(v.dtype), buf,
+          static_cast<size_t>(nb));
+      int bad = 0;
+      for (int64_t k = 0; k < nb; ++k) {
+        bad |= !(std::abs(buf[k]) <= std::numeric_limits<float>::max());  // inf and NaN
+        m = std::max(m, std::abs(buf[k]));
+      }
+      if (bad) return std::numeric_limits<float>::infinity();
+    }
+    return m;
+  };
+  parallel_for(static_cast<int64_t>(lora->modules_.size()), 1, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      LoraModule& m = lora->modules_[static_cast<size_t>(i)];
+      m.down_max_abs = max_abs(m.down);
+      m.up_max_abs = max_abs(m.up);
+    }
+  });
   lora->format_ = kohya ? "kohya" : (peft ? "peft" : "diffusers");
   lora->file_ = std::move(file);
   return lora;
@@ -224,7 +253,8 @@ bool is_lora_down_name(std::string_view weight_name) {
 }
 
 LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
-                         const LoraTargetIndex& targets, DType adapter_dtype)
+                         const LoraTargetIndex& targets, DType adapter_dtype,
+                         std::shared_ptr<LoraStorage> storage)
     : base_(base) {
   HYRT_CHECK(adapter_dtype == DType::kF32 || adapter_dtype == DType::kF16, kInvalidArgument,
              "LoRA adapters are kept in f32 or f16, not ", dtype_name(adapter_dtype));
@@ -285,11 +315,10 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     const std::string* module = nullptr;
     const std::vector<Piece>* pieces = nullptr;
     const LoraTarget* target = nullptr;
-    Tensor down, up;
-    TensorView down_view;  // what get() returns for the down (into `down` or the file)
+    TensorView down_view;  // what get() returns for the down (into storage_ or the file)
+    TensorView up_view;    // into storage_
     bool down_is_file = false;
     int64_t rank = 0, kh = 1, kw = 1;
-    bool finite = true;
   };
   std::vector<Built> built;
   for (auto& [module, entry] : by_module) {
@@ -318,69 +347,84 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
       b.down_view = TensorView{file_down.data, file_down.dtype, down_shape};  // same bytes
       b.down_is_file = true;
     } else {
-      b.down = Tensor(adapter_dtype, down_shape, "a LoRA down weight");
-      b.down_view = b.down.view();
+      b.down_view = TensorView{nullptr, adapter_dtype, down_shape};
     }
-    b.up = Tensor(adapter_dtype, conv ? Shape{out, b.rank, 1, 1} : Shape{out, b.rank},
-                  "a LoRA up weight");
+    b.up_view =
+        TensorView{nullptr, adapter_dtype, conv ? Shape{out, b.rank, 1, 1} : Shape{out, b.rank}};
     built.push_back(std::move(b));
   }
-  const size_t elem = dtype_size(adapter_dtype);
+  // Every value this overlay will hold is checked before any is written (from the maxima the
+  // file measured when opened): a set that fails leaves a reused storage untouched.
   const float limit = adapter_dtype == DType::kF16 ? 65504.0f : 3.4e38f;
+  for (const Built& b : built)
+    for (const Piece& p : *b.pieces) {
+      // The down is copied unscaled (into adapter_dtype's range) unless the file's own is
+      // used; the up is scaled (a NaN product fails the comparison too).
+      const bool fits = std::isfinite(p.m->down_max_abs) &&
+                        (b.down_is_file || p.m->down_max_abs <= limit) &&
+                        p.m->up_max_abs * std::abs(p.scale) <= limit;
+      HYRT_CHECK(fits, kInvalidArgument, "a LoRA on layer ", *b.module,
+                 " holds a non-finite value (NaN or infinity), or its multiplier makes one");
+    }
+  // The adapters' tensors, in order (each module's down when it is not the file's, then its
+  // up): the given storage's when it holds exactly these shapes (a multiplier changed, or
+  // another LoRA of the same layers and rank), else new ones.
+  std::vector<TensorView*> slots;
+  for (Built& b : built) {
+    if (!b.down_is_file) slots.push_back(&b.down_view);
+    slots.push_back(&b.up_view);
+  }
+  const bool reusable = storage && storage->tensors.size() == slots.size() &&
+                        std::equal(slots.begin(), slots.end(), storage->tensors.begin(),
+                                   [](const TensorView* v, const Tensor& t) {
+                                     return t.dtype() == v->dtype && t.shape() == v->shape;
+                                   });
+  if (!reusable) {
+    storage = std::make_shared<LoraStorage>();
+    for (const TensorView* v : slots)
+      storage->tensors.emplace_back(v->dtype, v->shape, "a LoRA adapter");
+  }
+  storage_ = std::move(storage);
+  for (size_t i = 0; i < slots.size(); ++i) {
+    slots[i]->data = storage_->tensors[i].data();
+    owned_bytes_ += storage_->tensors[i].bytes();
+  }
+  const size_t elem = dtype_size(adapter_dtype);
   parallel_for(static_cast<int64_t>(built.size()), 1, [&](int64_t begin, int64_t end) {
-    // Blocks of kBlock values are converted to f32, scaled, checked and stored while in L1:
-    // one pass over the file's values and one over the adapter's (a switch is a few MB of
-    // each: its cost should be the memory's, not four passes through f32 copies).
+    // Blocks of kBlock values are converted to f32, scaled and stored while in L1: one pass
+    // over the file's values and one over the adapter's (a switch is a few MB of each: its
+    // cost should be the memory's, not passes through f32 copies).
     constexpr int64_t kBlock = 2048;
     float buf[kBlock];
     for (int64_t i = begin; i < end; ++i) {
       Built& b = built[static_cast<size_t>(i)];
       const int64_t out = b.target->weight_shape[0];
       const int64_t per_rank = b.target->weight_shape[1] * b.kh * b.kw;  // down values per row
-      // dst[0, n) (adapter_dtype) = scale · src's values [first, first + n), noting any that
-      // is not finite there (NaN fails the comparison too).
+      // dst[0, n) (adapter_dtype) = scale · src's values [first, first + n).
       auto store_scaled = [&](const TensorView& src, int64_t first, int64_t n, float scale,
                               uint8_t* dst) {
         const auto* from = static_cast<const uint8_t*>(src.data) +
                            static_cast<size_t>(first) * dtype_size(src.dtype);
-        int bad = 0;
         for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
           const int64_t nb = std::min(kBlock, n - k0);
           convert_to_f32(src.dtype, from + static_cast<size_t>(k0) * dtype_size(src.dtype), buf,
                          static_cast<size_t>(nb));
-          for (int64_t k = 0; k < nb; ++k) {
-            buf[k] *= scale;
-            bad |= !(std::abs(buf[k]) <= limit);
-          }
+          if (scale != 1.0f)
+            for (int64_t k = 0; k < nb; ++k)
+              buf[k] *= scale;
           convert_from_f32(buf, adapter_dtype, dst + static_cast<size_t>(k0) * elem,
                            static_cast<size_t>(nb));
         }
-        b.finite &= bad == 0;
       };
       int64_t r0 = 0;
       for (const Piece& p : *b.pieces) {
-        const int64_t r = p.m->rank(), n_down = r * per_rank;
-        if (b.down_is_file) {
-          // The file's own down, only checked (f16 and f32 by their exponent bits: all ones is
-          // inf or NaN).
-          int bad = 0;
-          if (b.down_view.dtype == DType::kF16) {
-            const auto* h = static_cast<const uint16_t*>(b.down_view.data);
-            for (int64_t k = 0; k < n_down; ++k)
-              bad |= (h[k] & 0x7c00) == 0x7c00;
-          } else {
-            const auto* v = static_cast<const uint32_t*>(b.down_view.data);
-            for (int64_t k = 0; k < n_down; ++k)
-              bad |= (v[k] & 0x7f800000u) == 0x7f800000u;
-          }
-          b.finite &= bad == 0;
-        } else {
-          // down rows r0..r0+r: the file's down, as stored (same element order).
-          store_scaled(p.m->down, 0, n_down, 1.0f,
-                       static_cast<uint8_t*>(b.down.data()) + r0 * per_rank * elem);
-        }
+        const int64_t r = p.m->rank();
+        // down rows r0..r0+r: the file's down, as stored (same element order).
+        if (!b.down_is_file)
+          store_scaled(p.m->down, 0, r * per_rank, 1.0f,
+                       static_cast<uint8_t*>(b.down_view.data) + r0 * per_rank * elem);
         // up columns r0..r0+r, scaled: all at once for a single LoRA, else row by row.
-        auto* up = static_cast<uint8_t*>(b.up.data());
+        auto* up = static_cast<uint8_t*>(b.up_view.data);
         if (r == b.rank) {
           store_scaled(p.m->up, 0, out * r, p.scale, up);
         } else {
@@ -392,14 +436,9 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
     }
   });
   for (Built& b : built) {
-    HYRT_CHECK(b.finite, kInvalidArgument, "a LoRA on layer ", *b.module,
-               " holds a non-finite value (NaN or infinity), or its multiplier makes one");
     signature_ += str_cat(*b.module, ":", b.rank, "x", b.kh, "x", b.kw, ";");
-    owned_bytes_ += (b.down_is_file ? 0 : b.down.bytes()) + b.up.bytes();
     adapters_.emplace(lora_down_name(*b.module), b.down_view);
-    adapters_.emplace(lora_up_name(*b.module), b.up.view());
-    if (!b.down_is_file) owned_.push_back(std::move(b.down));
-    owned_.push_back(std::move(b.up));
+    adapters_.emplace(lora_up_name(*b.module), b.up_view);
   }
 }
 

@@ -4,7 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "core/error.h"
 #include "core/half.h"
@@ -66,6 +68,63 @@ TEST(Lora, NamesEveryFormatUses) {
   EXPECT_NE(m.index->find("lora_te_text_model_encoder_layers_0_self_attn_q_proj"), nullptr);
   EXPECT_EQ(m.index->find("lora_te1_text_model_encoder_layers_0_self_attn_q_proj"), nullptr);
   EXPECT_EQ(m.index->find("lora_unet_mid_block_attentions_0_proj_in"), nullptr);
+}
+
+// A switch writes into the last overlay's tensors when the shapes agree (no fresh pages), and
+// every value is checked before any is written: a multiplier that would overflow the adapters'
+// f16, or a NaN in the file, is refused with the reused tensors as they were.
+TEST(Lora, ReusesTheLastTensorsAndChecksBeforeWriting) {
+  Model m;
+  const Tensor kd = filled({2, 6}, 10), ku = filled({8, 2}, 11);
+  auto kohya = lora_of(
+      {{"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight", kd.view()},
+       {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight", ku.view()}});
+  const LoraUse one[] = {{kohya, 1.0f}};
+  LoraWeights first(m.w, one, *m.index, DType::kF16);
+  const TensorView up1 = first.get(lora_up_name(kToQ));
+  const std::vector<uint16_t> before(up1.as<uint16_t>(), up1.as<uint16_t>() + up1.numel());
+
+  const LoraUse half[] = {{kohya, 0.5f}};
+  LoraWeights second(m.w, half, *m.index, DType::kF16, first.storage());
+  EXPECT_EQ(second.storage(), first.storage());
+  const TensorView up2 = second.get(lora_up_name(kToQ));
+  EXPECT_EQ(up2.data, up1.data);
+  for (int64_t i = 0; i < up2.numel(); ++i)
+    EXPECT_EQ(f16_to_f32(up2.as<uint16_t>()[i]), 0.5f * f16_to_f32(before[static_cast<size_t>(i)]));
+  const std::vector<uint16_t> kept(up2.as<uint16_t>(), up2.as<uint16_t>() + up2.numel());
+
+  // Refused before writing: the tensors hold the second set's values still.
+  const LoraUse huge[] = {{kohya, 1e9f}};
+  EXPECT_THROW(
+      {
+        try {
+          LoraWeights(m.w, huge, *m.index, DType::kF16, second.storage());
+        } catch (const Error& e) {
+          EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument);
+          EXPECT_NE(std::string(e.what()).find("non-finite"), std::string::npos) << e.what();
+          throw;
+        }
+      },
+      Error);
+  Tensor nan_up = filled({8, 2}, 11);
+  nan_up.as<float>()[5] = std::nanf("");
+  auto nan_lora = lora_of(
+      {{"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_down.weight", kd.view()},
+       {"lora_unet_input_blocks_4_1_transformer_blocks_0_attn1_to_q.lora_up.weight",
+        nan_up.view()}});
+  const LoraUse with_nan[] = {{nan_lora, 1.0f}};
+  EXPECT_THROW(LoraWeights(m.w, with_nan, *m.index, DType::kF16, second.storage()), Error);
+  EXPECT_EQ(std::vector<uint16_t>(up2.as<uint16_t>(), up2.as<uint16_t>() + up2.numel()), kept);
+
+  // Other shapes (f32 adapters, another rank): tensors of their own.
+  EXPECT_NE(LoraWeights(m.w, one, *m.index, DType::kF32, second.storage()).storage(),
+            second.storage());
+  const Tensor pd = filled({1, 6}, 14), pu = filled({8, 1}, 15);
+  auto peft = lora_of({{std::string(kToQ) + ".lora_A.weight", pd.view()},
+                       {std::string(kToQ) + ".lora_B.weight", pu.view()}});
+  const LoraUse both[] = {{kohya, 1.0f}, {peft, 1.0f}};
+  EXPECT_NE(LoraWeights(m.w, both, *m.index, DType::kF16, second.storage()).storage(),
+            second.storage());
 }
 
 TEST(Lora, StacksAndScalesAsTheRuleSays) {
