@@ -158,29 +158,15 @@ void DiffusionModel::set_loras(std::span<const weights::LoraUse> loras) {
                                });
   if (same) return;
   std::shared_ptr<const weights::LoraWeights> overlay;
-  // After a failure while writing (out of memory) the LoRAs in use may have been overwritten.
-  const auto drop_loras = [this] {
-    lora_.reset();
-    lora_uses_.clear();
-  };
   if (!loras.empty()) {
     // Exact f32 adapters for a 16/32-bit model; f16 beside int8 weights, whose own rounding is
     // far larger (downs as the file stores them either way: about the file's size in all).
     const DType adapter_dtype = int8_weights() ? DType::kF16 : DType::kF32;
-    // Into the last overlay's tensors where the shapes agree (weights::LoraWeights checks every
-    // value before it writes one, so a set it refuses leaves them as they were). Executables
-    // are per overlay generation: none runs with the outgoing overlay's values again.
-    std::shared_ptr<weights::LoraWeights> w;
-    try {
-      w = std::make_shared<weights::LoraWeights>(*weights_, loras, lora_targets(), adapter_dtype,
-                                                 lora_storage_);
-    } catch (const Error& e) {
-      if (e.code() != ErrorCode::kInvalidArgument) drop_loras();  // refused before writing
-      throw;
-    } catch (...) {
-      drop_loras();
-      throw;
-    }
+    // Into the last overlay's tensors where the shapes agree (weights::LoraWeights writes only
+    // once nothing can fail, so a set that throws leaves them as they were). Executables are
+    // per overlay generation: none runs with the outgoing overlay's values again.
+    auto w = std::make_shared<weights::LoraWeights>(*weights_, loras, lora_targets(), adapter_dtype,
+                                                    lora_storage_);
     lora_storage_ = w->storage();
     if (w->adapted_modules() > 0) overlay = std::move(w);  // all multipliers 0: no adapters
   }

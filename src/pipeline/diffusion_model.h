@@ -239,8 +239,7 @@ class DiffusionModel {
   // resident base weights come from the caches: only the adapters are new), and drops the
   // executables compiled for the set before (those without LoRAs stay). Throws
   // kInvalidArgument for a LoRA that does not fit the model or whose values would not be finite
-  // (weights::LoraWeights), leaving the LoRAs in use as they were; on any other failure (out of
-  // memory) no LoRAs are left in use.
+  // (weights::LoraWeights), leaving the LoRAs in use as they were.
   void set_loras(std::span<const weights::LoraUse> loras);
   // The LoRAs in use (as last set).
   const std::vector<weights::LoraUse>& loras() const { return lora_uses_; }

@@ -140,10 +140,9 @@ class Fuser {
     // A GEGLU right after a plain linear (or its low-rank term: a LoRA on a feed-forward's
     // input projection) gates its output (ir::GemmEpilogue::geglu); nothing else joins that
     // chain.
-    const bool only_low_rank = c.epilogue.low_rank &&
-                               c.epilogue.activation == ir::Activation::kNone &&
-                               !c.epilogue.residual && !c.epilogue.geglu;
-    if (gate && gemm.op == OpKind::kLinear && (c.epilogue.empty() || only_low_rank)) {
+    ir::GemmEpilogue beside_gate = c.epilogue;  // what the chain holds but a low-rank term
+    beside_gate.low_rank = false;
+    if (gate && gemm.op == OpKind::kLinear && beside_gate.empty()) {
       const Node* a = sole_consumer(cur, backend, taken);
       if (a && a->op == OpKind::kGeglu) {
         c.epilogue.geglu = true;

@@ -11,6 +11,25 @@
 #include "core/parallel.h"
 
 namespace hyrt::weights {
+namespace {
+
+// Calls f(block, k0, nb) for values [first, first + n) of `v` converted to f32 in blocks of
+// kF32Block (block[i] is value first + k0 + i; f may change it): passes over a LoRA's values that
+// stay in L1 instead of going through whole f32 copies.
+constexpr int64_t kF32Block = 2048;
+template <class F>
+void in_f32_blocks(const TensorView& v, int64_t first, int64_t n, F&& f) {
+  float block[kF32Block];
+  const size_t elem = dtype_size(v.dtype);
+  const auto* from = static_cast<const uint8_t*>(v.data) + static_cast<size_t>(first) * elem;
+  for (int64_t k0 = 0; k0 < n; k0 += kF32Block) {
+    const int64_t nb = std::min(kF32Block, n - k0);
+    convert_to_f32(v.dtype, from + static_cast<size_t>(k0) * elem, block, static_cast<size_t>(nb));
+    f(block, k0, nb);
+  }
+}
+
+}  // namespace
 
 namespace {
 
@@ -155,24 +174,17 @@ std::shared_ptr<const LoraFile> LoraFile::from_file(std::unique_ptr<SafetensorsF
   }
   // Each module's largest magnitudes (LoraModule::down_max_abs), one module per task.
   const auto max_abs = [](const TensorView& v) {
-    constexpr int64_t kBlock = 2048;
-    float buf[kBlock];
     float m = 0.0f;
-    const int64_t n = v.numel();
-    for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
-      const int64_t nb = std::min(kBlock, n - k0);
-      convert_to_f32(
-          v.dtype,
-          static_cast<const uint8_t*>(v.data) + static_cast<size_t>(k0) * dtype_size(v.dtype), buf,
-          static_cast<size_t>(nb));
+    bool finite = true;
+    in_f32_blocks(v, 0, v.numel(), [&](const float* block, int64_t, int64_t nb) {
       int bad = 0;
       for (int64_t k = 0; k < nb; ++k) {
-        bad |= !(std::abs(buf[k]) <= std::numeric_limits<float>::max());  // inf and NaN
-        m = std::max(m, std::abs(buf[k]));
+        bad |= !(std::abs(block[k]) <= std::numeric_limits<float>::max());  // inf and NaN
+        m = std::max(m, std::abs(block[k]));
       }
-      if (bad) return std::numeric_limits<float>::infinity();
-    }
-    return m;
+      finite &= bad == 0;
+    });
+    return finite ? m : std::numeric_limits<float>::infinity();
   };
   parallel_for(static_cast<int64_t>(lora->modules_.size()), 1, [&](int64_t b, int64_t e) {
     for (int64_t i = b; i < e; ++i) {
@@ -385,36 +397,31 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
       storage->tensors.emplace_back(v->dtype, v->shape, "a LoRA adapter");
   }
   storage_ = std::move(storage);
-  for (size_t i = 0; i < slots.size(); ++i) {
+  for (size_t i = 0; i < slots.size(); ++i)
     slots[i]->data = storage_->tensors[i].data();
-    owned_bytes_ += storage_->tensors[i].bytes();
+  // Everything that allocates is done before the values are written: from here nothing throws,
+  // so reused tensors are only ever overwritten by a set that succeeds.
+  for (const Built& b : built) {
+    signature_ += str_cat(*b.module, ":", b.rank, "x", b.kh, "x", b.kw, ";");
+    adapters_.emplace(lora_down_name(*b.module), b.down_view);
+    adapters_.emplace(lora_up_name(*b.module), b.up_view);
   }
   const size_t elem = dtype_size(adapter_dtype);
   parallel_for(static_cast<int64_t>(built.size()), 1, [&](int64_t begin, int64_t end) {
-    // Blocks of kBlock values are converted to f32, scaled and stored while in L1: one pass
-    // over the file's values and one over the adapter's (a switch is a few MB of each: its
-    // cost should be the memory's, not passes through f32 copies).
-    constexpr int64_t kBlock = 2048;
-    float buf[kBlock];
     for (int64_t i = begin; i < end; ++i) {
-      Built& b = built[static_cast<size_t>(i)];
+      const Built& b = built[static_cast<size_t>(i)];
       const int64_t out = b.target->weight_shape[0];
       const int64_t per_rank = b.target->weight_shape[1] * b.kh * b.kw;  // down values per row
       // dst[0, n) (adapter_dtype) = scale · src's values [first, first + n).
       auto store_scaled = [&](const TensorView& src, int64_t first, int64_t n, float scale,
                               uint8_t* dst) {
-        const auto* from = static_cast<const uint8_t*>(src.data) +
-                           static_cast<size_t>(first) * dtype_size(src.dtype);
-        for (int64_t k0 = 0; k0 < n; k0 += kBlock) {
-          const int64_t nb = std::min(kBlock, n - k0);
-          convert_to_f32(src.dtype, from + static_cast<size_t>(k0) * dtype_size(src.dtype), buf,
-                         static_cast<size_t>(nb));
+        in_f32_blocks(src, first, n, [&](float* block, int64_t k0, int64_t nb) {
           if (scale != 1.0f)
             for (int64_t k = 0; k < nb; ++k)
-              buf[k] *= scale;
-          convert_from_f32(buf, adapter_dtype, dst + static_cast<size_t>(k0) * elem,
+              block[k] *= scale;
+          convert_from_f32(block, adapter_dtype, dst + static_cast<size_t>(k0) * elem,
                            static_cast<size_t>(nb));
-        }
+        });
       };
       int64_t r0 = 0;
       for (const Piece& p : *b.pieces) {
@@ -435,11 +442,6 @@ LoraWeights::LoraWeights(const WeightSource& base, std::span<const LoraUse> lora
       }
     }
   });
-  for (Built& b : built) {
-    signature_ += str_cat(*b.module, ":", b.rank, "x", b.kh, "x", b.kw, ";");
-    adapters_.emplace(lora_down_name(*b.module), b.down_view);
-    adapters_.emplace(lora_up_name(*b.module), b.up_view);
-  }
 }
 
 TensorView LoraWeights::get(std::string_view name) const {
@@ -452,7 +454,10 @@ bool LoraWeights::contains(std::string_view name) const {
 }
 
 size_t LoraWeights::bytes() const {
-  return owned_bytes_;
+  size_t n = 0;
+  for (const Tensor& t : storage_->tensors)
+    n += t.bytes();
+  return n;
 }
 
 }  // namespace hyrt::weights

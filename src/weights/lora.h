@@ -117,6 +117,12 @@ bool is_lora_up_name(std::string_view weight_name);
 // True for a weight name lora_down_name made.
 bool is_lora_down_name(std::string_view weight_name);
 
+// The memory of a LoraWeights' adapters: one tensor per down (unless the file's own is used)
+// and up, in the overlay's module order.
+struct LoraStorage {
+  std::vector<Tensor> tensors;
+};
+
 // The model's weights with the LoRAs in use laid over them: every name of `base` as it is
 // (same view, same scales, same generation_of — so packed and resident copies are shared
 // with the plain model), plus per adapted module an f32 down and up tensor: the LoRAs on that
@@ -130,12 +136,6 @@ bool is_lora_down_name(std::string_view weight_name);
 // module's shapes disagree with the layer (naming it and both shapes).
 //
 // Lifetime: `base` and the LoraFiles' mappings (kept alive by the shared_ptrs) must outlive it.
-// The memory of a LoraWeights' adapters: one tensor per down (unless the file's own is used)
-// and up, in the overlay's module order.
-struct LoraStorage {
-  std::vector<Tensor> tensors;
-};
-
 class LoraWeights final : public WeightSource {
  public:
   // `adapter_dtype` (f32 or f16) is what scaled ups and stacked or converted downs are kept in:
@@ -147,8 +147,9 @@ class LoraWeights final : public WeightSource {
   // needed — an earlier overlay's (storage()) that no executable will run with again: a switch
   // of multiplier, or to a LoRA of the same layers and ranks, then writes into pages already
   // touched instead of faulting in fresh ones (each a measurable cost on a VM: ~15 µs, and a
-  // rank-32 SD 1.5 set is ~3300 pages). Its contents are overwritten, also when this
-  // constructor throws. Null or other shapes: new tensors.
+  // rank-32 SD 1.5 set is ~3300 pages). Every value is checked and everything else allocated
+  // before any is written, so a constructor that throws leaves them as they were. Null or
+  // other shapes: new tensors.
   LoraWeights(const WeightSource& base, std::span<const LoraUse> loras,
               const LoraTargetIndex& targets, DType adapter_dtype = DType::kF32,
               std::shared_ptr<LoraStorage> storage = nullptr);
@@ -180,7 +181,6 @@ class LoraWeights final : public WeightSource {
   std::vector<std::shared_ptr<const LoraFile>> files_;       // kept alive (their views)
   std::map<std::string, TensorView, std::less<>> adapters_;  // into storage_ or a file
   std::shared_ptr<LoraStorage> storage_;                     // the adapters' values
-  size_t owned_bytes_ = 0;                                   // used of storage_
   std::string signature_;
 };
 

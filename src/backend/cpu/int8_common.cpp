@@ -328,47 +328,32 @@ void dequant_epilogue(void* io, int64_t rows, int64_t cols, const float* row_sca
                       const GemmEpilogueArgs& epilogue) {
   // io: [rows, cols] of Acc in, f32 out (same bytes); residual: [rows, cols] f32
   static_assert(sizeof(Acc) == sizeof(float));
-  if (epilogue.geglu_out) {  // out: [rows, cols / 2] elsewhere
-    const int64_t n = cols / 2;
-    if (epilogue.low_rank.h) {
-      // Row groups: dequantized plainly, the low-rank term added while they are in cache,
-      // then gated into the output.
-      const int64_t groups = (rows + kLowRankRowGroup - 1) / kLowRankRowGroup;
-      parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
-        const int64_t r0 = g0 * kLowRankRowGroup, r1 = std::min(rows, g1 * kLowRankRowGroup);
-        LowRankRows finisher(epilogue, cols);
-        auto* y = static_cast<float*>(io);
-        for (int64_t r = r0; r < r1; r += kLowRankRowGroup) {
-          const int64_t re = std::min(r1, r + kLowRankRowGroup);
-          dequant_epilogue_rows<Acc, Identity>(io, r, re, cols, row_scales, uniform_row_scale,
-                                               col_scale, bias, nullptr);
-          finisher.finish(y, r, re);
-          geglu_rows_serial(y + r * cols, re - r, n, epilogue.geglu_out + r * n);
-        }
-      });
-      return;
-    }
-    parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
-                 [&](int64_t b, int64_t e) {
-                   dequant_geglu_rows<Acc>(io, b, e, n, row_scales, uniform_row_scale, col_scale,
-                                           bias, epilogue.geglu_out);
-                 });
-    return;
-  }
   if (epilogue.low_rank.h) {
     // Row groups: each group's rows dequantized plainly, then the low-rank term, activation
-    // and residual while they are in cache (low_rank.cpp).
+    // and residual while they are in cache (low_rank.cpp) — or, under a GEGLU epilogue, the
+    // term and then the gate into the output [rows, cols / 2].
     const int64_t groups = (rows + kLowRankRowGroup - 1) / kLowRankRowGroup;
     parallel_for(groups, 1, [&](int64_t g0, int64_t g1) {
       const int64_t r0 = g0 * kLowRankRowGroup, r1 = std::min(rows, g1 * kLowRankRowGroup);
       LowRankRows finisher(epilogue, cols);
+      auto* y = static_cast<float*>(io);
       for (int64_t r = r0; r < r1; r += kLowRankRowGroup) {
         const int64_t re = std::min(r1, r + kLowRankRowGroup);
         dequant_epilogue_rows<Acc, Identity>(io, r, re, cols, row_scales, uniform_row_scale,
                                              col_scale, bias, nullptr);
-        finisher.finish(static_cast<float*>(io), r, re);
+        finisher.finish(y, r, re);
+        if (epilogue.geglu_out)
+          geglu_rows_serial(y + r * cols, re - r, cols / 2, epilogue.geglu_out + r * (cols / 2));
       }
     });
+    return;
+  }
+  if (epilogue.geglu_out) {  // out: [rows, cols / 2] elsewhere
+    parallel_for(rows, std::max<int64_t>(1, 8192 / std::max<int64_t>(cols, 1)),
+                 [&](int64_t b, int64_t e) {
+                   dequant_geglu_rows<Acc>(io, b, e, cols / 2, row_scales, uniform_row_scale,
+                                           col_scale, bias, epilogue.geglu_out);
+                 });
     return;
   }
   with_activation(epilogue.activation, [&]<class Act>(Act) {
