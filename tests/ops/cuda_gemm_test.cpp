@@ -32,8 +32,10 @@
 
 #include <unistd.h>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -1022,6 +1024,9 @@ TEST(CudaGemmFused, S8AppliesRule) {
     EXPECT_EQ(fused_s8_auto_tile(154, 640, 2048, 132), FusedS8Tile::kSmall);
     // Deep K but too few 128 x 128 tiles to fill the device (SD 1.5's 16x16 level at 512²).
     EXPECT_EQ(fused_s8_auto_tile(512, 1280, 11520, 132), FusedS8Tile::kSmall);
+    // Four tiles per SM and more: SD 1.5's 1024² top level (768 tiles); 320 tiles stay small.
+    EXPECT_EQ(fused_s8_auto_tile(32768, 320, 320, 132), FusedS8Tile::kLarge);
+    EXPECT_EQ(fused_s8_auto_tile(8192, 640, 2560, 132), FusedS8Tile::kSmall);
   }
   // Without the s32 result the W8A8 staging per row is K4 + 4, and the roofline drops its bytes.
   EXPECT_EQ(backend::cuda::gemm_staging_bytes_per_row(plain, GemmCandidate::kW8A8, true),
@@ -1071,6 +1076,29 @@ TEST(CudaGemmChunking, Rule) {
     EXPECT_GE(ch.tail_rows, 1) << m;
     EXPECT_LE(ch.tail_rows, ch.rows) << m;
   }
+}
+
+// The untimed choice at SD 1.5's 1024² shapes, as measured on an H100
+// (bench/results/gemm_breakdown_h100.json): a 3x3 conv's W8A8 (the im2col quantizer gathers
+// from an input ~9x smaller than the matrix and writes no f16 matrix) beats the f16 candidate
+// (which writes the f16 matrix and reads it back) — 202 against 222 µs at 32768·320·2880 — while
+// the dense 32768·320·320 projection stays f16 (44 against 26.5 µs). Under
+// $HYRT_CUDA_ROOFLINE=matrix (the estimate before) the conv would be f16 too; not tested here.
+TEST(CudaGemmChunking, RooflinePicksW8a8ForGatheredConvs) {
+  if (const char* v = std::getenv("HYRT_CUDA_ROOFLINE"); v && std::string(v) == "matrix")
+    GTEST_SKIP() << "HYRT_CUDA_ROOFLINE=matrix";
+  using backend::cuda::gemm_roofline_us;
+  for (const auto& [m, n, k] :
+       {std::array<int64_t, 3>{32768, 320, 2880}, std::array<int64_t, 3>{32768, 320, 5760},
+        std::array<int64_t, 3>{8192, 640, 5760}, std::array<int64_t, 3>{2048, 1280, 11520}}) {
+    const backend::GemmKey conv = gemm_key(m, n, k, true);
+    EXPECT_LT(gemm_roofline_us(conv, GemmCandidate::kW8A8, true),
+              gemm_roofline_us(conv, GemmCandidate::kF16))
+        << m << "x" << n << "x" << k;
+  }
+  const backend::GemmKey dense = gemm_key(32768, 320, 320, false);
+  EXPECT_LT(gemm_roofline_us(dense, GemmCandidate::kF16),
+            gemm_roofline_us(dense, GemmCandidate::kW8A8, true));
 }
 
 // A chunked run's estimate counts the launches its further chunks add.

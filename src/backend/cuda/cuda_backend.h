@@ -139,9 +139,12 @@ class CudaGemmKernel : public Kernel {
 // The roofline estimate of one candidate for `key` in microseconds (the backend's estimate_us
 // before measurements, and the untimed choice between candidates):
 //   t = max(flops / rate, bytes / 3.0 TB/s) + 6 µs, flops = 2·M·N·K, rate 700 TFLOP/s (f16)
-//   or 1200 TOPS (s8); bytes = activations in and out (+ a conv's im2col matrix written) +
-//   weights as stored, + for f16 with s8 weights the f16 copy written and read, + for W8A8
-//   the quantized activations and the s32 result written and read.
+//   or 1200 TOPS (s8); bytes = activations in and out (a conv through im2col reads its input,
+//   M·K/9 values: each pixel of a 3x3 conv feeds 9 rows, the repeats served by L2; its f16
+//   candidate writes the M·K matrix and reads it back) + weights as stored, + for f16 with s8
+//   weights the f16 copy written and read, + for W8A8 the quantized activations and the s32
+//   result written and read. ($HYRT_CUDA_ROOFLINE=matrix: a conv's input counted as the whole
+//   matrix read and no read-back, the estimate before 2026-12-06 — for measuring.)
 // W8A8 run by the fused kernel (fused_s8: cuda_gemm.h, fused_s8_applies) writes and reads no
 // s32 result and launches two kernels, not three.
 double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8 = false);

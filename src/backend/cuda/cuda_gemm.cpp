@@ -263,6 +263,16 @@ GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget, b
   return ch;
 }
 
+namespace {
+bool roofline_counts_matrix() {
+  static const bool matrix = [] {
+    const char* v = std::getenv("HYRT_CUDA_ROOFLINE");
+    return v && std::string_view(v) == "matrix";
+  }();
+  return matrix;
+}
+}  // namespace
+
 double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
                k = static_cast<double>(key.k);
@@ -270,10 +280,20 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   const double flops = 2.0 * m * n * k;
   // The float candidate's operands: f16, or f32 (TF32) on f32 activations.
   const double float_rate = key.a_type == DType::kF32 ? kTf32FlopsPerSecond : kF16FlopsPerSecond;
-  // Activations in and out, and for a conv through im2col its [M, K] matrix written too.
-  // A fused residual is read once more.
-  const double io = m * k * a + m * n * a + ((key.epilogue & kIm2colOperand) ? m * k * a : 0.0) +
-                    ((key.epilogue & bit(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
+  // Activations in and out (a fused residual read once more). A conv through im2col gathers
+  // its [M, K] operand from an input ~9 times smaller (3x3: each pixel feeds 9 rows; the
+  // repeats come from L2), and the f16 candidate writes that matrix and reads it back; W8A8
+  // never writes it (its quantizer gathers into the s8 operand, counted below).
+  // $HYRT_CUDA_ROOFLINE=matrix counts a conv's input as the whole matrix read, and no read-back
+  // for f16 (the estimate before 2026-12-06; a knob for measuring the choice).
+  const bool gathered = key.epilogue & kIm2colOperand;
+  const double x_read = gathered && !roofline_counts_matrix() ? m * k * a / 9.0 : m * k * a;
+  const double f16_matrix = !gathered                  ? 0.0
+                            : roofline_counts_matrix() ? m * k * a
+                                                       : 2.0 * m * k * a;
+  const double w8_matrix = gathered && roofline_counts_matrix() ? m * k * a : 0.0;
+  const double io =
+      x_read + m * n * a + ((key.epilogue & bit(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
   // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its
   // further chunks add: f16 — its staging pass, if any, and the matmul; W8A8 — quantize,
   // matmul, rescale.
@@ -290,15 +310,16 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   const double chunk_us =
       static_cast<double>((chunks.count - 1) * launches_per_chunk + (activation_pass ? 1 : 0)) *
       kChunkLaunchUs;
-  const double f16_io = io + (activation_pass ? 2.0 * m * n * a : 0.0);
+  const double f16_io = io + f16_matrix + (activation_pass ? 2.0 * m * n * a : 0.0);
   auto roofline = [&](double ops, double rate, double bytes) {
     return 1e6 * std::max(ops / rate, bytes / kBytesPerSecond) + kOverheadUs + chunk_us;
   };
   if (key.w_type != DType::kS8) return roofline(flops, float_rate, f16_io + n * k * a);
   if (c == GemmCandidate::kF16)
     return roofline(flops, float_rate, f16_io + n * k * (1.0 + 2.0 * a));
+  // W8A8: the s8 operand written by the quantizer and read by the GEMM, the s32 result (unfused).
   return roofline(flops, kS8OpsPerSecond,
-                  io + n * k + m * k * 2.0 + (fused_s8 ? 0.0 : m * n * 8.0));
+                  io + w8_matrix + n * k + m * k * 2.0 + (fused_s8 ? 0.0 : m * n * 8.0));
 }
 
 std::string GemmTuning::to_string() const {

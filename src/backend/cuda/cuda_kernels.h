@@ -87,7 +87,9 @@ cudaError_t launch_im2col(const void* x, FloatType type, int64_t batch, int64_t 
 // q s8 [rows, ld_q] (columns kh·kw·C..ld_q-1 set to 0) and scales f32 [rows], for the rows
 // [row_begin, row_begin + rows) of the matrix as launch_im2col takes them (q[r, :] and scales[r]
 // are matrix row row_begin + r); x of `type`. cudaErrorInvalidValue unless 0 <= row_begin and
-// row_begin + rows <= B·Ho·Wo.
+// row_begin + rows <= B·Ho·Wo. Rows of up to 16384 f16 (8192 f32) values with 16-byte channel
+// groups are gathered once and held in registers, wider ones twice (im2col.cu);
+// $HYRT_CUDA_QUANTIZE=twopass gathers every row twice (for measuring). The same bits either way.
 cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t batch, int64_t height,
                                       int64_t width, int64_t channels, int kernel_h, int kernel_w,
                                       int stride, int padding, int64_t out_h, int64_t out_w,

@@ -41,7 +41,7 @@ bool fused_s8_gemm_available(int cc_major, int cc_minor);
 bool fused_s8_gemm_shape_ok(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldw);
 
 // The tile kAuto picks for an M x N x K problem on a device with `multiprocessors` SMs: kLarge
-// when K >= 2880 and its tiles are at least one per SM, or when they fill the device 8 times
+// when K >= 2880 and its tiles are at least one per SM, or when they fill the device 4 times
 // over; else kSmall (a rule from measurements: gemm_s8_fused.cu).
 FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocessors);
 

@@ -14,10 +14,11 @@
 // and from the output's first row) reads as matrix row row_begin + r: only the source index
 // moves, the output is dense from its start.
 //
-// im2col + quantize (the W8A8 candidate's prologue): one block per row gathers the row twice
-// from the input — absmax, then quantize — instead of writing the f16 matrix and reading it
-// back twice; the input is a few MB, so the second gather hits L2. Same rule as
-// launch_quantize_rows_s8.
+// im2col + quantize (the W8A8 candidate's prologue), never writing the f16 matrix: rows whose
+// 16-byte groups a group of up to 256 threads holds in registers (K up to 16384 f16 channels
+// x taps) are gathered once (quantize_resident.cuh); wider or unaligned rows take one block per
+// row that gathers the row twice — absmax, then quantize — the second gather hitting L2. Same
+// rule as launch_quantize_rows_s8, the same bits either way.
 //
 // The weight reorder to the im2col column order (launch_reorder_weight_rows) runs here too, on
 // weights uploaded as stored: once per weight at prepare, a permutation the host would spend
@@ -27,6 +28,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <type_traits>
 
 #include "backend/cuda/cuda_kernels.h"
@@ -119,6 +122,34 @@ __device__ __forceinline__ uint32_t pack4(const int8_t* b) {
          static_cast<uint32_t>(static_cast<uint8_t>(b[3])) << 24;
 }
 
+// The row quantizer's two steps on V elements of T (the rule of launch_quantize_rows_s8):
+// |v| folded into the running absmax m, and v quantized by inv = 127 / absmax into dst.
+template <class T, int V>
+__device__ __forceinline__ float fold_absmax(float m, const Vec<T, V>& v) {
+  float f[V];
+  to_floats<T, V>(v, f);
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    m = fmaxf(m, fabsf(f[i]));
+  return m;
+}
+
+template <class T, int V>
+__device__ __forceinline__ void quantize_store(const Vec<T, V>& v, float inv, int8_t* dst) {
+  float f[V];
+  to_floats<T, V>(v, f);
+  int8_t b[V];
+#pragma unroll
+  for (int i = 0; i < V; ++i)
+    b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(f[i] * inv, -127.0f), 127.0f)));
+  if constexpr (V == 8)
+    *reinterpret_cast<uint2*>(dst) = make_uint2(pack4(b), pack4(b + 4));
+  else if constexpr (V == 4)
+    *reinterpret_cast<uint32_t*>(dst) = pack4(b);
+  else
+    *dst = b[0];
+}
+
 constexpr int kQuantThreads = 256;
 
 // Local row `row` of q and scales is matrix row row_begin + row.
@@ -132,12 +163,7 @@ __global__ void im2col_quantize_kernel(const T* __restrict__ x, int64_t row_begi
     float m = 0.0f;
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
       const int64_t src = source_offset<V>(g, matrix_row, v);
-      if (src < 0) continue;
-      float f[V];
-      to_floats<T, V>(*reinterpret_cast<const Vec<T, V>*>(x + src), f);
-#pragma unroll
-      for (int i = 0; i < V; ++i)
-        m = fmaxf(m, fabsf(f[i]));
+      if (src >= 0) m = fold_absmax<T, V>(m, *reinterpret_cast<const Vec<T, V>*>(x + src));
     }
 #pragma unroll
     for (int offset = kWarp / 2; offset > 0; offset /= 2)
@@ -154,24 +180,104 @@ __global__ void im2col_quantize_kernel(const T* __restrict__ x, int64_t row_begi
     int8_t* qr = q + row * ld_q;
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
       const int64_t src = source_offset<V>(g, matrix_row, v);
-      float f[V];
-      to_floats<T, V>(src >= 0 ? *reinterpret_cast<const Vec<T, V>*>(x + src) : zero_vec<T, V>(),
-                      f);
-      int8_t b[V];
-#pragma unroll
-      for (int i = 0; i < V; ++i)
-        b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(f[i] * inv, -127.0f), 127.0f)));
-      if constexpr (V == 8)
-        *reinterpret_cast<uint2*>(qr + static_cast<int64_t>(v) * V) =
-            make_uint2(pack4(b), pack4(b + 4));
-      else if constexpr (V == 4)
-        *reinterpret_cast<uint32_t*>(qr + static_cast<int64_t>(v) * V) = pack4(b);
-      else
-        qr[v] = b[0];
+      quantize_store<T, V>(
+          src >= 0 ? *reinterpret_cast<const Vec<T, V>*>(x + src) : zero_vec<T, V>(), inv,
+          qr + static_cast<int64_t>(v) * V);
     }
     for (int64_t k = static_cast<int64_t>(g.row_vecs) * V + threadIdx.x; k < ld_q; k += blockDim.x)
       qr[k] = 0;
   }
+}
+
+// im2col + quantize with each row gathered once: a group of `group` threads (32..256, a power
+// of two) owns a row and holds its 16-byte groups in registers, up to kResidentGroups a thread;
+// the group reduces |x| to the row's absmax (warp shuffles, then shared memory across its
+// warps) and each thread quantizes what it holds. The row's output pixel is decoded once per
+// thread (64-bit division), each group's tap with 32-bit arithmetic. The same bits as
+// im2col_quantize_kernel.
+constexpr int kResidentThreads = 256;
+constexpr int kResidentGroups = 8;
+
+// Threads per row for rows of row_vecs groups, or 0 when 256 threads cannot hold one.
+int resident_group(int64_t row_vecs) {
+  for (int g = kWarp; g <= kResidentThreads; g *= 2)
+    if (row_vecs <= static_cast<int64_t>(g) * kResidentGroups) return g;
+  return 0;
+}
+
+template <class T>
+__global__ void __launch_bounds__(kResidentThreads)
+    im2col_quantize_resident_kernel(const T* __restrict__ x, int64_t row_begin, int64_t rows,
+                                    Geometry g, int group, int64_t ld_q, int8_t* __restrict__ q,
+                                    float* __restrict__ scales) {
+  constexpr int V = kWide<T>;
+  __shared__ float warp_max[kResidentThreads / kWarp];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & (group - 1);  // the thread's place in its row's group
+  const int64_t row = static_cast<int64_t>(blockIdx.x) * (kResidentThreads / group) + tid / group;
+  const bool active = row < rows;
+  // The row's output pixel (b, oh, ow) -> its image's first element and the first tap's place.
+  int64_t image = 0;
+  int ih0 = 0, iw0 = 0;
+  if (active) {
+    const int64_t m = row_begin + row;
+    const int64_t t = m / g.out_w;
+    const int64_t b = t / g.out_h;
+    ih0 = static_cast<int>(t - b * g.out_h) * g.stride - g.padding;
+    iw0 = static_cast<int>(m - t * g.out_w) * g.stride - g.padding;
+    image = b * g.height * g.width * g.channels;
+  }
+
+  uint4 held[kResidentGroups];
+  float m = 0.0f;
+#pragma unroll
+  for (int r = 0; r < kResidentGroups; ++r) {
+    const int v = lane + r * group;
+    if (active && v < g.row_vecs) {
+      const int tap = v / g.vecs_per_tap;
+      const int c = (v - tap * g.vecs_per_tap) * V;
+      const int i = tap / g.kernel_w;
+      const int ih = ih0 + i, iw = iw0 + (tap - i * g.kernel_w);
+      held[r] = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width
+                    ? *reinterpret_cast<const uint4*>(
+                          x + image + (static_cast<int64_t>(ih) * g.width + iw) * g.channels + c)
+                    : make_uint4(0, 0, 0, 0);
+      m = fold_absmax<T, V>(m, held[r]);
+    }
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  if (group > kWarp) {  // the same for the whole block: every thread reaches the barrier
+    if (tid % kWarp == 0) warp_max[tid / kWarp] = m;
+    __syncthreads();
+    const int first = (tid / group) * (group / kWarp);
+    m = 0.0f;
+    for (int w = 0; w < group / kWarp; ++w)
+      m = fmaxf(m, warp_max[first + w]);
+  }
+  if (!active) return;
+  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+  if (lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+
+  int8_t* qr = q + row * ld_q;
+#pragma unroll
+  for (int r = 0; r < kResidentGroups; ++r) {
+    const int v = lane + r * group;
+    if (v < g.row_vecs) quantize_store<T, V>(held[r], inv, qr + static_cast<int64_t>(v) * V);
+  }
+  for (int64_t k = static_cast<int64_t>(g.row_vecs) * V + lane; k < ld_q; k += group)
+    qr[k] = 0;
+}
+
+// Whether the two-pass kernel was asked for everywhere ($HYRT_CUDA_QUANTIZE=twopass: a knob
+// for measuring the resident kernel against it in one build).
+bool two_pass_forced() {
+  static const bool forced = [] {
+    const char* v = std::getenv("HYRT_CUDA_QUANTIZE");
+    return v && std::string_view(v) == "twopass";
+  }();
+  return forced;
 }
 
 Geometry make_geometry(int64_t height, int64_t width, int64_t channels, int kernel_h, int kernel_w,
@@ -225,15 +331,30 @@ void im2col_typed(const void* x, int64_t height, int64_t width, int64_t channels
 }
 
 template <class T>
-void im2col_quantize_typed(const void* x, int64_t height, int64_t width, int64_t channels,
-                           int kernel_h, int kernel_w, int stride, int padding, int64_t out_h,
-                           int64_t out_w, int64_t row_begin, int64_t rows, int64_t ld_q, int8_t* q,
-                           float* scales, cudaStream_t stream) {
+cudaError_t im2col_quantize_typed(const void* x, int64_t height, int64_t width, int64_t channels,
+                                  int kernel_h, int kernel_w, int stride, int padding,
+                                  int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows,
+                                  int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream) {
   constexpr int kV = kWide<T>;
   const auto* xt = static_cast<const T*>(x);
   const auto blocks = static_cast<unsigned>(std::min<int64_t>(rows, 1 << 30));
-  if (channels % kV == 0 && aligned16(x) && reinterpret_cast<uintptr_t>(q) % kV == 0 &&
-      ld_q % kV == 0)
+  const bool wide = channels % kV == 0 && aligned16(x) &&
+                    reinterpret_cast<uintptr_t>(q) % kV == 0 && ld_q % kV == 0;
+  if (wide && !two_pass_forced()) {
+    const Geometry g = make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding,
+                                     out_h, out_w, kV);
+    if (const int group = resident_group(g.row_vecs)) {
+      const int64_t per_block = kResidentThreads / group;
+      const int64_t resident_blocks = (rows + per_block - 1) / per_block;
+      if (resident_blocks <= 0x7fffffff) {
+        im2col_quantize_resident_kernel<T>
+            <<<static_cast<unsigned>(resident_blocks), kResidentThreads, 0, stream>>>(
+                xt, row_begin, rows, g, group, ld_q, q, scales);
+        return cudaGetLastError();
+      }
+    }
+  }
+  if (wide)
     im2col_quantize_kernel<T, kV><<<blocks, kQuantThreads, 0, stream>>>(
         xt, row_begin, rows,
         make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
@@ -245,6 +366,7 @@ void im2col_quantize_typed(const void* x, int64_t height, int64_t width, int64_t
         make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w,
                       1),
         ld_q, q, scales);
+  return cudaGetLastError();
 }
 
 // One thread per element of dst (launch_reorder_weight_rows); T holds the element's bits.
@@ -294,12 +416,12 @@ cudaError_t launch_im2col_quantize_s8(const void* x, FloatType type, int64_t bat
   if (!valid_rows(batch, out_h, out_w, row_begin, rows)) return cudaErrorInvalidValue;
   if (rows <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0) return cudaSuccess;
   if (type == FloatType::kF16)
-    im2col_quantize_typed<__half>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
-                                  out_h, out_w, row_begin, rows, ld_q, q, scales, stream);
-  else
-    im2col_quantize_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
-                                 out_h, out_w, row_begin, rows, ld_q, q, scales, stream);
-  return cudaGetLastError();
+    return im2col_quantize_typed<__half>(x, height, width, channels, kernel_h, kernel_w, stride,
+                                         padding, out_h, out_w, row_begin, rows, ld_q, q, scales,
+                                         stream);
+  return im2col_quantize_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride,
+                                      padding, out_h, out_w, row_begin, rows, ld_q, q, scales,
+                                      stream);
 }
 
 cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t rows,

@@ -150,6 +150,17 @@ FusedS8Tile forced_tile() {
   }();
   return forced;
 }
+
+// Tiles per SM from which kAuto takes the 128 x 128 tile whatever K: 4, or
+// $HYRT_CUDA_FUSED_S8_FILL (a whole number 1..64).
+int64_t fill_tiles_per_sm() {
+  static const int64_t fill = [] {
+    const char* v = std::getenv("HYRT_CUDA_FUSED_S8_FILL");
+    const long n = v ? std::strtol(v, nullptr, 10) : 0;
+    return n >= 1 && n <= 64 ? static_cast<int64_t>(n) : int64_t{4};
+  }();
+  return fill;
+}
 }  // namespace
 
 FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocessors) {
@@ -161,10 +172,17 @@ FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocess
   // the small tile, which at least doubles the SMs at work: with the K rule alone SD 1.5's 512²
   // step took 8.31 ms (7.94 unfused, and 7.94 fused under an earlier rule that kept such shapes
   // on the small tile) — the likely cause, not yet measured apart.
+  // The fill threshold was 8 tiles per SM until SD 1.5's 1024² shapes were measured alone on an
+  // H100 (bench_cuda_gemm --breakdown, bench/results/gemm_breakdown_h100.json): with 768 tiles
+  // (5.8 per SM) 32768·320·320 took 24.4 µs on 128 x 128 against 31.4, and 32768·320·1280 38.7
+  // against 54.7; at 320 tiles (2.4 per SM) the two were within 6 % either way (8192·640·2560:
+  // 30.0 against 31.9 here, 56.8 against 52.1 on the H200). Now 4 per SM
+  // ($HYRT_CUDA_FUSED_S8_FILL=N sets another, for measuring).
   const int64_t large_tiles = ((m + 127) / 128) * ((n + 127) / 128);
   const int64_t sms = std::max(multiprocessors, 1);
   const bool deep_k_fills_device = k >= 2880 && large_tiles >= sms;
-  return deep_k_fills_device || large_tiles >= 8 * sms ? FusedS8Tile::kLarge : FusedS8Tile::kSmall;
+  return deep_k_fills_device || large_tiles >= fill_tiles_per_sm() * sms ? FusedS8Tile::kLarge
+                                                                         : FusedS8Tile::kSmall;
 }
 
 cudaError_t launch_fused_s8_gemm(const int8_t* a, int64_t lda, const int8_t* w, int64_t ldw,
