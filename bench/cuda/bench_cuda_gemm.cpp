@@ -1,7 +1,14 @@
 // bench_cuda_gemm: the CUDA backend's two GEMM candidates for linear layers at SD 1.5 UNet
 // shapes, printing JSON that names the card.
 //
-//   bench_cuda_gemm [--reps N] [--out FILE]
+//   bench_cuda_gemm [--reps N] [--out FILE] [--breakdown]
+//
+// --breakdown: instead, the W8A8 node's parts at SD 1.5's and SDXL's 1024² shapes (batch 2),
+// each timed alone as above (gpu_us): the activation quantizer (launch_quantize_rows_s8, or
+// launch_im2col_quantize_s8 for a 3x3 conv), the fused Hopper GEMM on the quantized operand
+// with each tile (gemm_s8_fused.h), the whole W8A8 candidate as the backend runs it, and the
+// f16 GEMM on f16-stored weights (cuBLASLt) for scale. Run once as is and once under
+// $HYRT_CUDA_QUANTIZE=twopass to put the quantizers side by side.
 //
 // Shapes are M·N·K for 512x512 images, batch 2 (CFG): M = latent tokens × 2, i.e. 8192 at
 // 64x64, 2048 at 32x32, 512 at 16x16, 128 at 8x8; convolutions appear as the GEMM of their
@@ -29,6 +36,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <random>
@@ -40,6 +48,7 @@
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/gemm_s8_fused.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "weights/memory_weights.h"
@@ -252,8 +261,168 @@ void build_conv(ConvLayer& l, backend::cuda::CudaContext& ctx,
   l.prepare_ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
 }
 
+// Prints the JSON and writes it to out_path when given: the exit status.
+int emit(const std::string& json, const std::string& out_path) {
+  std::fputs(json.c_str(), stdout);
+  if (out_path.empty()) return 0;
+  std::ofstream f(out_path);
+  f << json;
+  if (f) return 0;
+  std::fprintf(stderr, "bench_cuda_gemm: cannot write %s\n", out_path.c_str());
+  return 1;
+}
+
+struct BreakdownShape {
+  const char* model;
+  int64_t m, n, k;           // a linear; for a conv: batch·size², cout, 9·cin
+  int64_t batch, size, cin;  // a 3x3 conv (stride 1, padding 1) when cin > 0
+  const char* what;
+};
+
+// SD 1.5 and SDXL at 1024² (latent 128², batch 2): the GEMM shapes that carry most of the step
+// (bench/results/unet_shapes_profile_h100.json).
+const BreakdownShape kBreakdown[] = {
+    {"sdxl", 2048, 1280, 1280, 0, 0, 0, "attention q/k/v/out, 32x32"},
+    {"sdxl", 2048, 10240, 1280, 0, 0, 0, "GEGLU projection, 32x32"},
+    {"sdxl", 2048, 1280, 5120, 0, 0, 0, "feed-forward output, 32x32"},
+    {"sdxl", 8192, 640, 640, 0, 0, 0, "attention q/k/v/out, 64x64"},
+    {"sdxl", 8192, 5120, 640, 0, 0, 0, "GEGLU projection, 64x64"},
+    {"sdxl", 8192, 640, 2560, 0, 0, 0, "feed-forward output, 64x64"},
+    {"sd15", 32768, 320, 320, 0, 0, 0, "attention q/k/v/out, 128x128"},
+    {"sd15", 32768, 2560, 320, 0, 0, 0, "GEGLU projection, 128x128"},
+    {"sd15", 32768, 320, 1280, 0, 0, 0, "feed-forward output, 128x128"},
+    {"both", 32768, 320, 2880, 2, 128, 320, "resnet conv 3x3 320ch, 128x128"},
+    {"both", 32768, 320, 5760, 2, 128, 640, "up-block conv 3x3 640->320ch, 128x128"},
+    {"both", 8192, 640, 5760, 2, 64, 640, "resnet conv 3x3 640ch, 64x64"},
+    {"both", 2048, 1280, 11520, 2, 32, 1280, "resnet conv 3x3 1280ch, 32x32"},
+};
+
+int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
+  namespace cu = backend::cuda;
+  const auto& d = b.device_info();
+  const bool fused = cu::fused_s8_gemm_available(d.compute_major, d.compute_minor);
+  const char* forced = std::getenv("HYRT_CUDA_QUANTIZE");
+  backend::ProgramCache cache;
+  cudaStream_t st = b.stream();
+  std::string json = str_cat("{\n  \"bench\": \"cuda_gemm_breakdown\",\n  \"card\": \"", d.name,
+                             "\",\n  \"multiprocessors\": ", d.multiprocessors, ",\n  \"cuda\": \"",
+                             cu::runtime_version_string(), "\",\n  \"quantizer\": \"",
+                             forced && std::string(forced) == "twopass" ? "twopass" : "resident",
+                             "\",\n  \"reps\": ", reps, ",\n  \"shapes\": [\n");
+  std::fprintf(stderr, "%-5s %-6s %-6s %-6s | %8s %8s %8s %8s %8s | %8s %8s %5s | %s\n", "model",
+               "M", "N", "K", "quant", "gemm64", "gemm128", "w8a8", "f16", "f16w", "TOPS", "pick",
+               "what");
+  uint64_t seed = 7;
+  bool first = true;
+  for (const BreakdownShape& s : kBreakdown) {
+    const bool conv = s.cin > 0;
+    const int64_t x_elems = conv ? s.batch * s.size * s.size * s.cin : s.m * s.k;
+    cu::DeviceBuffer x(static_cast<size_t>(x_elems) * 2, "breakdown x");
+    cu::DeviceBuffer wx(static_cast<size_t>(s.n * s.k) * 2, "breakdown w f16");
+    cu::DeviceBuffer q(static_cast<size_t>(s.m * s.k), "breakdown a s8");
+    cu::DeviceBuffer a_scale(static_cast<size_t>(s.m) * 4, "breakdown a scales");
+    cu::DeviceBuffer w(static_cast<size_t>(s.n * s.k), "breakdown w s8");
+    cu::DeviceBuffer w_scale(static_cast<size_t>(s.n) * 4, "breakdown w scales");
+    cu::DeviceBuffer bias(static_cast<size_t>(s.n) * 4, "breakdown bias");
+    cu::DeviceBuffer y(static_cast<size_t>(s.m * s.n) * 2, "breakdown y");
+    HYRT_CUDA_CHECK(
+        cu::launch_fill_random(x.data(), cu::FloatType::kF16, x_elems, seed++, 1.0f, st));
+    HYRT_CUDA_CHECK(
+        cu::launch_fill_random(wx.data(), cu::FloatType::kF16, s.n * s.k, seed++, 0.05f, st));
+    HYRT_CUDA_CHECK(
+        cu::launch_fill_random(bias.data(), cu::FloatType::kF32, s.n, seed++, 1.0f, st));
+    HYRT_CUDA_CHECK(cu::launch_quantize_rows_s8(wx.data(), cu::FloatType::kF16, s.n, s.k, s.k,
+                                                w.as<int8_t>(), w_scale.as<float>(), st));
+    auto quantize = [&] {
+      if (conv)
+        HYRT_CUDA_CHECK(cu::launch_im2col_quantize_s8(
+            x.data(), cu::FloatType::kF16, s.batch, s.size, s.size, s.cin, 3, 3, 1, 1, s.size,
+            s.size, 0, s.m, s.k, q.as<int8_t>(), a_scale.as<float>(), st));
+      else
+        HYRT_CUDA_CHECK(cu::launch_quantize_rows_s8(x.data(), cu::FloatType::kF16, s.m, s.k, s.k,
+                                                    q.as<int8_t>(), a_scale.as<float>(), st));
+    };
+    const Timing tq = time_calls(st, reps, quantize);
+    auto gemm = [&](cu::FusedS8Tile tile) {
+      if (!fused) return Timing{};
+      return time_calls(st, reps, [&] {
+        HYRT_CUDA_CHECK(cu::launch_fused_s8_gemm(
+            q.as<int8_t>(), s.k, w.as<int8_t>(), s.k, a_scale.as<float>(), w_scale.as<float>(),
+            bias.as<float>(), nullptr, static_cast<__half*>(y.data()), s.m, s.n, s.k, tile,
+            d.multiprocessors, st));
+      });
+    };
+    const Timing t64 = gemm(cu::FusedS8Tile::kSmall), t128 = gemm(cu::FusedS8Tile::kLarge);
+    // The whole candidate as the backend runs it, and the f16 GEMM on f16-stored weights.
+    Timing tw8, tf16, tf16c;  // W8A8, f16-stored weights, the f16 candidate (weights widened)
+    backend::GemmKey key;     // the 8-bit S layer's (the untimed choice's input)
+    if (conv) {
+      backend::cuda::CudaBackendOptions options;
+      options.autotune = true;
+      backend::cuda::CudaContext ctx(d, options.workspace_bytes);
+      backend::ProgramCache conv_cache;
+      const ConvSpec cs{s.batch, s.size, s.cin, s.n, 3, 1, 1, s.what};
+      ConvLayer c8, c16;
+      build_conv(c8, ctx, options, conv_cache, cs, DType::kS8, seed++);
+      build_conv(c16, ctx, options, conv_cache, cs, DType::kF16, seed++);
+      const std::vector<TensorView> ins{
+          TensorView{x.data(), DType::kF16, Shape{s.batch, s.size, s.size, s.cin}}};
+      const TensorView yv{y.data(), DType::kF16, Shape{s.batch, s.size, s.size, s.n}};
+      tw8 = time_calls(ctx.stream(), reps,
+                       [&] { c8.kernel->run_candidate(GemmCandidate::kW8A8, ins, yv); });
+      tf16c = time_calls(ctx.stream(), reps,
+                         [&] { c8.kernel->run_candidate(GemmCandidate::kF16, ins, yv); });
+      key = c8.kernel->tuning().key;
+      tf16 = time_calls(ctx.stream(), reps, [&] { c16.kernel->run(ins, yv); });
+    } else {
+      const ShapeSpec ls{s.m, s.n, s.k, s.what};
+      Layer l8, l16;
+      build_layer(l8, b, cache, ls, DType::kS8, seed++);
+      build_layer(l16, b, cache, ls, DType::kF16, seed++);
+      const TensorView xv{x.data(), DType::kF16, Shape{s.m, s.k}};
+      const TensorView yv{y.data(), DType::kF16, Shape{s.m, s.n}};
+      const std::vector<TensorView> ins{xv, l8.weights.get("w"), l8.weights.get("b")};
+      const std::vector<TensorView> ins16{xv, l16.weights.get("w"), l16.weights.get("b")};
+      tw8 = time_calls(st, reps, [&] { l8.kernel->run_candidate(GemmCandidate::kW8A8, ins, yv); });
+      tf16c = time_calls(st, reps, [&] { l8.kernel->run_candidate(GemmCandidate::kF16, ins, yv); });
+      key = l8.kernel->tuning().key;
+      tf16 = time_calls(st, reps, [&] { l16.kernel->run(ins16, yv); });
+    }
+    const double ops = 2.0 * s.m * s.n * s.k;
+    const char* untimed = cu::gemm_roofline_us(key, GemmCandidate::kF16) <=
+                                  cu::gemm_roofline_us(key, GemmCandidate::kW8A8, fused)
+                              ? "f16"
+                              : "w8a8";
+    const double best = std::min(t64.gpu_us, t128.gpu_us);
+    // Bytes the quantizer must move at least: its input once (a conv's: the NHWC tensor) and
+    // the s8 matrix.
+    const double q_bytes = 2.0 * x_elems + static_cast<double>(s.m * s.k);
+    std::fprintf(
+        stderr,
+        "%-5s %-6lld %-6lld %-6lld | %8.1f %8.1f %8.1f %8.1f %8.1f | %8.1f %8.0f %5s | %s\n",
+        s.model, static_cast<long long>(s.m), static_cast<long long>(s.n),
+        static_cast<long long>(s.k), tq.gpu_us, t64.gpu_us, t128.gpu_us, tw8.gpu_us, tf16c.gpu_us,
+        tf16.gpu_us, ops / (best * 1e-6) / 1e12, untimed, s.what);
+    json += str_cat(
+        first ? "" : ",\n", "    {\"model\": \"", s.model, "\", \"what\": \"", s.what,
+        "\", \"m\": ", s.m, ", \"n\": ", s.n, ", \"k\": ", s.k,
+        ", \"conv3x3\": ", conv ? "true" : "false", ",\n     \"quantize_us\": ", num(tq.gpu_us),
+        ", \"quantize_gbytes_per_s\": ", num(q_bytes / (tq.gpu_us * 1e-6) / 1e9, 0),
+        ", \"gemm_64x128_us\": ", num(t64.gpu_us), ", \"gemm_128x128_us\": ", num(t128.gpu_us),
+        ", \"gemm_best_tops\": ", num(ops / (best * 1e-6) / 1e12, 0),
+        ",\n     \"w8a8_candidate_us\": ", num(tw8.gpu_us),
+        ", \"f16_candidate_us\": ", num(tf16c.gpu_us),
+        ", \"f16_weights_gemm_us\": ", num(tf16.gpu_us), ", \"untimed_choice\": \"", untimed,
+        "\"}");
+    first = false;
+  }
+  json += "\n  ]\n}\n";
+  return emit(json, out_path);
+}
+
 int run(int argc, char** argv) {
   int reps = 50;
+  bool breakdown = false;
   std::string out_path;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -261,8 +430,10 @@ int run(int argc, char** argv) {
       reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--out" && i + 1 < argc)
       out_path = argv[++i];
+    else if (a == "--breakdown")
+      breakdown = true;
     else {
-      std::fprintf(stderr, "usage: bench_cuda_gemm [--reps N] [--out FILE]\n");
+      std::fprintf(stderr, "usage: bench_cuda_gemm [--reps N] [--out FILE] [--breakdown]\n");
       return 2;
     }
   }
@@ -272,6 +443,7 @@ int run(int argc, char** argv) {
     std::fprintf(stderr, "bench_cuda_gemm: no usable CUDA device: %s\n", why.c_str());
     return 1;
   }
+  if (breakdown) return run_breakdown(*b, reps, out_path);
   const auto& d = b->device_info();
   backend::ProgramCache cache;
   std::string json = str_cat(
@@ -423,16 +595,7 @@ int run(int argc, char** argv) {
     first = false;
   }
   json += "\n  ]\n}\n";
-  std::fputs(json.c_str(), stdout);
-  if (!out_path.empty()) {
-    std::ofstream f(out_path);
-    f << json;
-    if (!f) {
-      std::fprintf(stderr, "bench_cuda_gemm: cannot write %s\n", out_path.c_str());
-      return 1;
-    }
-  }
-  return 0;
+  return emit(json, out_path);
 }
 
 }  // namespace

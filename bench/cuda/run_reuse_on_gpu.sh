@@ -16,6 +16,11 @@
 #   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
 #   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
 #   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes),
+#   quant (the W8A8 node's parts at 1024² shapes, bench_cuda_gemm --breakdown, with the
+#   register-resident im2col quantizer and with HYRT_CUDA_QUANTIZE=twopass —
+#   QUANT_BREAKDOWN_FORMS — and the quantizer, GEMM and conv tests with each — QUANT_TESTS), quant_ab (the UNet step, SD 1.5 512² and 1024², SDXL 1024², with
+#   QUANT_FORMS — new, old (quantizer, tile rule and conv estimate of before), autotune — in
+#   alternating processes; QUANT_ROUNDS),
 #   attn_tests (the CUDA attention tests with cuDNN's plans, the default, and with
 #   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
 #   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
@@ -36,7 +41,7 @@ source scripts/gpu/common.sh
 gpu_start_packed "$dest" reuse_run
 t0=$(date +%s)
 # The model tests find the carried golden folders (.gl/golden) through HYRT_SHARED_DIR.
-gpu_configure -DHYRT_SHARED_DIR="$PWD/.gl"
+gpu_configure -DHYRT_SHARED_DIR="$PWD/.gl" -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt
 echo "build: $(($(date +%s) - t0)) s"
 hyrt=build-gpu/tools/hyrt
@@ -157,7 +162,11 @@ if has_word shapes; then
   IFS=';' read -r -a cases <<<"${SHAPES_CASES:-sdxl1024 -m random:sdxl -W 1024 -H 1024;sd15_1024 -m random:sd15 -W 1024 -H 1024;lora512 -m random:sd15 -W 512 -H 512 --lora-rank 32}"
   for c in "${cases[@]}"; do
     read -r -a a <<<"$c"
-    timeout 240 "$hyrt" bench "${a[@]:1}" --int8 --only unet --placement device --runs 5 --warmup 2 \
+    # A case named *_old runs the quantizer and tile rule as before (quant_ab's old form).
+    q="" fill="" roof=""; [[ ${a[0]} == *_old ]] && q=twopass fill=8 roof=matrix
+    HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
+      timeout 240 "$hyrt" bench "${a[@]:1}" \
+      --int8 --only unet --placement device --runs 5 --warmup 2 \
       --profile --profile-shapes --json "$out/shapes_${a[0]}.json" >/dev/null 2>"$out/shapes_${a[0]}.err"
     python3 - "$out/shapes_${a[0]}.json" "${a[0]}" <<'PY' || tail -n 3 "$out/shapes_${a[0]}.err"
 import json, sys
@@ -254,6 +263,45 @@ if has_word sdxl; then
           -m random:sdxl --int8 --only unet --placement device --resize --sizes 1024,832x1216,768 \
           --runs 10 --warmup 2 "${flag[@]}"
       done
+    done
+  done
+fi
+if has_word quant; then
+  gpu_build bench_build.log bench_cuda_gemm hyrt_ops_tests
+  for form in ${QUANT_BREAKDOWN_FORMS:-resident twopass}; do
+    env=(); [[ $form == twopass ]] && env=(HYRT_CUDA_QUANTIZE=twopass)
+    env "${env[@]}" timeout 300 build-gpu/bench/bench_cuda_gemm --breakdown --reps 30 \
+      --out "$out/breakdown_$form.json" >/dev/null 2>"$out/breakdown_$form.txt"
+    echo "breakdown $form rc=$?"
+    cat "$out/breakdown_$form.txt"
+  done
+  # The quantizer, GEMM and conv tests with each quantizer (QUANT_TESTS: the forms to run).
+  for form in ${QUANT_TESTS-resident twopass}; do
+    q=""; [[ $form == twopass ]] && q=twopass
+    HYRT_CUDA_QUANTIZE=$q timeout 300 build-gpu/tests/hyrt_ops_tests \
+      --gtest_filter="${QUANT_TEST_FILTER:-CudaQuantize.*:CudaGemm*:CudaConv*}" \
+      >"$out/quant_tests_$form.log" 2>&1
+    echo "$form quantizer/GEMM/conv tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' \
+      "$out/quant_tests_$form.log" | tr '\n' ' ')"
+    grep -E '^\[  FAILED  \]' "$out/quant_tests_$form.log" | head -n 8
+  done
+fi
+if has_word quant_ab; then
+  # Forms: new (the defaults), old (HYRT_CUDA_QUANTIZE=twopass, HYRT_CUDA_FUSED_S8_FILL=8,
+  # HYRT_CUDA_ROOFLINE=matrix: the im2col quantizer, fused tile rule and conv estimate of before),
+  # autotune (the defaults with every GEMM's candidate measured: hyrt bench --autotune).
+  for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
+    for form in ${QUANT_FORMS:-new old autotune}; do
+      q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-}
+      [[ $form == old ]] && q=twopass fill=8 roof=matrix
+      # The measured choices go to a cache of their own (the others' untimed ones stay apart).
+      [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
+      HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
+        HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
+        --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
+      HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
+        HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
+        -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done
   done
 fi
