@@ -49,6 +49,7 @@
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/gemm_s8_fused.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "weights/memory_weights.h"
@@ -301,13 +302,12 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
   namespace cu = backend::cuda;
   const auto& d = b.device_info();
   const bool fused = cu::fused_s8_gemm_available(d.compute_major, d.compute_minor);
-  const char* forced = std::getenv("HYRT_CUDA_QUANTIZE");
   backend::ProgramCache cache;
   cudaStream_t st = b.stream();
   std::string json = str_cat("{\n  \"bench\": \"cuda_gemm_breakdown\",\n  \"card\": \"", d.name,
                              "\",\n  \"multiprocessors\": ", d.multiprocessors, ",\n  \"cuda\": \"",
                              cu::runtime_version_string(), "\",\n  \"quantizer\": \"",
-                             forced && std::string(forced) == "twopass" ? "twopass" : "resident",
+                             env_is("HYRT_CUDA_QUANTIZE", "twopass") ? "twopass" : "resident",
                              "\",\n  \"reps\": ", reps, ",\n  \"shapes\": [\n");
   std::fprintf(stderr, "%-5s %-6s %-6s %-6s | %8s %8s %8s %8s %8s | %8s %8s %5s | %s\n", "model",
                "M", "N", "K", "quant", "gemm64", "gemm128", "w8a8", "f16", "f16w", "TOPS", "pick",

@@ -29,10 +29,6 @@ void in_f32_blocks(const TensorView& v, int64_t first, int64_t n, F&& f) {
   }
 }
 
-}  // namespace
-
-namespace {
-
 bool ends_with(std::string_view s, std::string_view p) {
   return s.size() >= p.size() && s.substr(s.size() - p.size()) == p;
 }

@@ -35,7 +35,6 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <memory>
@@ -46,6 +45,7 @@
 #include "backend/cuda/cuda_backend.h"
 #include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/gemm_s8_fused.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "cuda_gemm_check.h"
@@ -1085,8 +1085,7 @@ TEST(CudaGemmChunking, Rule) {
 // the dense 32768·320·320 projection stays f16 (44 against 26.5 µs). Under
 // $HYRT_CUDA_ROOFLINE=matrix (the estimate before) the conv would be f16 too; not tested here.
 TEST(CudaGemmChunking, RooflinePicksW8a8ForGatheredConvs) {
-  if (const char* v = std::getenv("HYRT_CUDA_ROOFLINE"); v && std::string(v) == "matrix")
-    GTEST_SKIP() << "HYRT_CUDA_ROOFLINE=matrix";
+  if (env_is("HYRT_CUDA_ROOFLINE", "matrix")) GTEST_SKIP() << "HYRT_CUDA_ROOFLINE=matrix";
   using backend::cuda::gemm_roofline_us;
   for (const auto& [m, n, k] :
        {std::array<int64_t, 3>{32768, 320, 2880}, std::array<int64_t, 3>{32768, 320, 5760},

@@ -1,23 +1,23 @@
 // The W8A8 activation quantizers (src/backend/cuda/cuda_kernels.h: launch_quantize_rows_s8,
-// launch_im2col_quantize_s8) against a host implementation of their rule, bit for bit: every
-// s8 value (the K padding's zeros included) and every f32 row scale. Dense rows: vectorized and
-// scalar widths, zero rows, outliers, f16 and f32. im2col: each thread-group size of the
-// register-resident kernel (im2col.cu: 32..256 threads a row), the widest row it holds and wider
-// ones (the two-pass kernel), odd channel counts (the scalar kernel), padding, stride 2, 1x1,
-// and a row range that starts mid-image. Outputs are poisoned before each run. ctest runs these
-// again with $HYRT_CUDA_QUANTIZE=twopass (the two-pass kernel everywhere), which must give the
-// same bits. Skips without a usable GPU.
+// launch_im2col_quantize_s8) against the CPU backend's quantizer of the same rule
+// (cpu/int8_common.h), bit for bit: every s8 value (the K padding's zeros included) and every f32
+// row scale. Dense rows: vectorized and scalar widths, zero rows, outliers, f16 and f32. im2col:
+// each thread-group size of the register-resident kernel (im2col.cu: 32..256 threads a row), the
+// widest row it holds and wider ones (the two-pass kernel), odd channel counts (the scalar
+// kernel), padding, stride 2, 1x1, and a row range that starts mid-image. Outputs are poisoned
+// before each run. ctest runs these again with $HYRT_CUDA_QUANTIZE=twopass (the two-pass kernel
+// everywhere), which must give the same bits. Skips without a usable GPU.
 #ifdef HYRT_HAVE_CUDA
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <random>
 #include <vector>
 
+#include "backend/cpu/int8_common.h"
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_kernels.h"
@@ -30,16 +30,13 @@ namespace {
 using backend::cuda::DeviceBuffer;
 using backend::cuda::FloatType;
 
-// The rule of cuda_kernels.h on one row of floats: q [ld_q] (zeros after the row) and the scale.
+// The rule on one row of floats, as the CPU backend applies it (cuda_kernels.h promises the
+// CPU's bits): q [ld_q] (zeros after the row) and the row's scale.
 float quantize_row(const float* x, int64_t cols, int64_t ld_q, int8_t* q) {
-  float amax = 0.0f;
-  for (int64_t k = 0; k < cols; ++k)
-    amax = std::max(amax, std::fabs(x[k]));
-  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-  for (int64_t k = 0; k < ld_q; ++k)
-    q[k] = k < cols ? static_cast<int8_t>(std::nearbyint(std::clamp(x[k] * inv, -127.0f, 127.0f)))
-                    : int8_t{0};
-  return amax > 0.0f ? amax / 127.0f : 0.0f;
+  float scale = 0.0f;
+  backend::cpu::quantize_rows_s8(x, 1, cols, q, &scale);
+  std::fill(q + cols, q + ld_q, int8_t{0});
+  return scale;
 }
 
 // Random values with some structure: row r % 7 == 3 all zero, row r % 5 == 1 with one outlier.

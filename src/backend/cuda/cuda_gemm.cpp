@@ -263,16 +263,6 @@ GemmChunking gemm_chunking(const GemmKey& key, GemmCandidate c, size_t budget, b
   return ch;
 }
 
-namespace {
-bool roofline_counts_matrix() {
-  static const bool matrix = [] {
-    const char* v = std::getenv("HYRT_CUDA_ROOFLINE");
-    return v && std::string_view(v) == "matrix";
-  }();
-  return matrix;
-}
-}  // namespace
-
 double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   const double m = static_cast<double>(key.m), n = static_cast<double>(key.n),
                k = static_cast<double>(key.k);
@@ -284,14 +274,16 @@ double gemm_roofline_us(const GemmKey& key, GemmCandidate c, bool fused_s8) {
   // its [M, K] operand from an input ~9 times smaller (3x3: each pixel feeds 9 rows; the
   // repeats come from L2), and the f16 candidate writes that matrix and reads it back; W8A8
   // never writes it (its quantizer gathers into the s8 operand, counted below).
-  // $HYRT_CUDA_ROOFLINE=matrix counts a conv's input as the whole matrix read, and no read-back
-  // for f16 (the estimate before 2026-12-06; a knob for measuring the choice).
-  const bool gathered = key.epilogue & kIm2colOperand;
-  const double x_read = gathered && !roofline_counts_matrix() ? m * k * a / 9.0 : m * k * a;
-  const double f16_matrix = !gathered                  ? 0.0
-                            : roofline_counts_matrix() ? m * k * a
-                                                       : 2.0 * m * k * a;
-  const double w8_matrix = gathered && roofline_counts_matrix() ? m * k * a : 0.0;
+  // $HYRT_CUDA_ROOFLINE=matrix counts a conv's input as the whole matrix read, and the matrix
+  // once more for both candidates (the estimate before 2026-12-06; a knob for measuring).
+  static const bool matrix_estimate = env_is("HYRT_CUDA_ROOFLINE", "matrix");
+  double x_read = m * k * a, f16_matrix = 0.0, w8_matrix = 0.0;
+  if ((key.epilogue & kIm2colOperand) && matrix_estimate) {
+    f16_matrix = w8_matrix = m * k * a;
+  } else if (key.epilogue & kIm2colOperand) {
+    x_read = m * k * a / 9.0;
+    f16_matrix = 2.0 * m * k * a;
+  }
   const double io =
       x_read + m * n * a + ((key.epilogue & bit(Epilogue::kResidualAdd)) ? m * n * a : 0.0);
   // The candidate that runs (without 8-bit S weights, f16 whatever c says) and what its

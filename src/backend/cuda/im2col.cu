@@ -28,11 +28,10 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <string_view>
 #include <type_traits>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "core/env.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -273,10 +272,7 @@ __global__ void __launch_bounds__(kResidentThreads)
 // Whether the two-pass kernel was asked for everywhere ($HYRT_CUDA_QUANTIZE=twopass: a knob
 // for measuring the resident kernel against it in one build).
 bool two_pass_forced() {
-  static const bool forced = [] {
-    const char* v = std::getenv("HYRT_CUDA_QUANTIZE");
-    return v && std::string_view(v) == "twopass";
-  }();
+  static const bool forced = env_is("HYRT_CUDA_QUANTIZE", "twopass");
   return forced;
 }
 
