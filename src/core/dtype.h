@@ -7,6 +7,8 @@
 #include <optional>
 #include <string_view>
 
+#include "core/shape.h"
+
 namespace hyrt {
 
 enum class DType : uint8_t {
@@ -17,13 +19,27 @@ enum class DType : uint8_t {
   kU8,
   kS32,
   kS64,
+  // Activations only, never a weight file's: "8-bit S" activations, a linear's operand quantized
+  // once by the node before it (ir::NormAttrs::quantize_output) instead of by each consumer.
+  // A tensor of shape [..., K] holds rows = numel / K rows of K s8 values, dense (ld = K), then,
+  // at byte offset s8rows_scales_offset(numel), rows f32 scales: x[r, k] ≈ q[r, k] · scale[r].
+  // The rule is the W8A8 activation quantizer's (symmetric, one scale per row: absmax / 127;
+  // backend/cuda/cuda_kernels.h, launch_quantize_rows_s8).
+  kS8Rows,
 };
 
-// Bytes per element.
+// Bytes per element (kS8Rows: of its s8 values; storage_bytes counts its scales too).
 size_t dtype_size(DType t);
-// Short lower-case name: "f32", "f16", "bf16", "s8", "u8", "s32", "s64".
+// Bytes of a dense tensor of `t` and `shape`: numel · dtype_size(t), and for kS8Rows its row
+// scales after the values. Throws kInvalidArgument for a kS8Rows shape of rank 0.
+size_t storage_bytes(DType t, const Shape& shape);
+// kS8Rows: the byte offset of the row scales from the tensor's start (numel rounded up to 16,
+// so that the scales stay 16-byte aligned wherever the values are).
+int64_t s8rows_scales_offset(int64_t numel);
+// Short lower-case name: "f32", "f16", "bf16", "s8", "u8", "s32", "s64", "s8rows".
 std::string_view dtype_name(DType t);
-// Parses dtype_name() output; nullopt for anything else.
+// Parses dtype_name() output; nullopt for anything else (and for "s8rows", which no file or
+// flag may ask for).
 std::optional<DType> parse_dtype(std::string_view name);
 bool dtype_is_float(DType t);
 

@@ -19,6 +19,7 @@ size_t tensor_bytes(DType dtype, const Shape& shape, std::string_view what) {
     n = bytes_of(n, static_cast<uint64_t>(shape[i]));
   }
   n = bytes_of(n, dtype_size(dtype));
+  if (dtype == DType::kS8Rows) n = storage_bytes(dtype, shape);  // + its row scales; n fits
   if (n > static_cast<uint64_t>(INT64_MAX))
     fail(ErrorCode::kOutOfMemory, "cannot allocate ", what, " of shape ", shape.to_string(), " (",
          dtype_name(dtype), "): its size overflows 64 bits");

@@ -22,7 +22,7 @@ struct TensorView {
   Shape shape;
 
   int64_t numel() const { return shape.numel(); }
-  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype); }
+  size_t bytes() const { return storage_bytes(dtype, shape); }
   template <class T>
   T* as() const {
     return static_cast<T*>(data);
@@ -41,7 +41,7 @@ class Tensor {
   DType dtype() const { return dtype_; }
   const Shape& shape() const { return shape_; }
   int64_t numel() const { return shape_.numel(); }
-  size_t bytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  size_t bytes() const { return storage_bytes(dtype_, shape_); }
   void* data() { return buf_.data(); }
   const void* data() const { return buf_.data(); }
   template <class T>

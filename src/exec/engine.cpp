@@ -2,10 +2,12 @@
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/clock.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "plan/fuse.h"
 #include "plan/memory.h"
+#include "plan/quantize.h"
 #include "plan/schedule.h"
 
 #ifdef HYRT_HAVE_CUDA
@@ -124,6 +126,15 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
       }
       g = std::move(fused.graph);
       placement = std::move(fused.placement);
+      if (options_.quantize_activations && !env_is("HYRT_QUANTIZED_ACTIVATIONS", "0")) {
+        plan::ActivationQuantization q =
+            plan::quantize_activations(g, placement, const_backends, po.copy);
+        if (q.linears > 0)
+          HYRT_LOG(kInfo) << q.layer_norms << " layer norms and " << q.geglus
+                          << " GEGLUs write quantized activations for " << q.linears << " linears";
+        g = std::move(q.graph);
+        placement = std::move(q.placement);
+      }
     }
     const auto t2 = Clock::now();
     if (options_.overlap)

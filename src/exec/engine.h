@@ -43,6 +43,10 @@ struct EngineOptions {
   // backend that runs both has a fused kernel (plan::fuse_epilogues); false runs them as
   // separate nodes, for comparison.
   bool fuse_epilogues = true;
+  // Layer norms that only W8A8 linears read write their output quantized, once, instead of
+  // each linear quantizing it (plan::quantize_activations), where the backend runs both so;
+  // needs fuse_epilogues. $HYRT_QUANTIZED_ACTIVATIONS=0 turns it off (for comparison).
+  bool quantize_activations = true;
   // Also fold residual adds into the accelerator's GEMMs (CudaBackendOptions::fuse_residual:
   // off by default, it slows the first step at a new resolution); the host always folds them.
   bool device_residual_fusion = false;

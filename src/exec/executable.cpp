@@ -197,8 +197,7 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
     step_workspace[s] = static_cast<int64_t>(e->kernels_[s]->workspace_bytes());
   residency.step_workspace = step_workspace;
   residency.bytes = [&](const ir::Value& v, int b) {
-    return static_cast<int64_t>(v.shape.numel()) *
-           static_cast<int64_t>(dtype_size(backends[b]->storage_dtype(v)));
+    return static_cast<int64_t>(storage_bytes(backends[b]->storage_dtype(v), v.shape));
   };
   e->plans_ = plan::plan_placed_memory(g, e->order_, residency, options.memory);
   e->arenas_.resize(nb);
@@ -218,8 +217,7 @@ std::unique_ptr<Executable> Executable::create(std::shared_ptr<const ir::Graph> 
   // Copy staging is allocated now, not by the first run.
   for (const plan::ValueCopy& c : e->placement_.copies) {
     const ir::Value& v = g.value(c.value);
-    const size_t host_bytes =
-        static_cast<size_t>(v.shape.numel()) * dtype_size(backends[0]->storage_dtype(v));
+    const size_t host_bytes = storage_bytes(backends[0]->storage_dtype(v), v.shape);
     backends[c.from == 0 ? c.to : c.from]->reserve_copy_staging(host_bytes);
   }
 

@@ -67,6 +67,13 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
   for (ValueId v : inputs)
     if (v < 0 || static_cast<size_t>(v) >= g.values().size())
       bad(name, op, str_cat("input value id ", v, " does not exist"));
+  // A quantized activation (s8rows) is only ever a linear's x.
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (in(i).dtype == DType::kS8Rows && (op != OpKind::kLinear || i != 0))
+      bad(name, op,
+          str_cat("input ", i,
+                  " is s8rows (a quantized activation): only a linear's "
+                  "x may be"));
 
   switch (op) {
     case OpKind::kLinear: {
@@ -104,8 +111,12 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
               str_cat("low-rank term down ", down.shape.to_string(), ", up ", up.shape.to_string(),
                       " does not fit weight ", w.to_string()));
       }
-      need_residual(e, out, in(0).dtype);
-      return {in(0).dtype, out};
+      // On a quantized x the output is in the graph's float activation dtype.
+      const DType out_dtype = in(0).dtype == DType::kS8Rows ? g.activation_dtype() : in(0).dtype;
+      if (in(0).dtype == DType::kS8Rows && (e.low_rank || in(0).shape.rank() < 2))
+        bad(name, op, "an s8rows x needs rank >= 2 and no low-rank term (which reads x in float)");
+      need_residual(e, out, out_dtype);
+      return {out_dtype, out};
     }
     case OpKind::kConv2d: {
       const auto& a = need_attrs(static_cast<Conv2dAttrs*>(nullptr));
@@ -141,6 +152,11 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       need_vec(2, c, "beta");
       if (op == OpKind::kGroupNorm && (a.groups < 1 || c % a.groups != 0))
         bad(name, op, str_cat(c, " channels do not split into ", a.groups, " groups"));
+      if (a.quantize_output) {
+        if (op != OpKind::kLayerNorm) bad(name, op, "only a layer norm quantizes its output");
+        need_float(0);
+        return {DType::kS8Rows, in(0).shape};
+      }
       return {in(0).dtype, in(0).shape};
     }
     case OpKind::kAttention: {
@@ -179,6 +195,13 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       Shape out = in(0).shape;
       if (out.dim(-1) % 2 != 0) bad(name, op, "last dimension must be even");
       out[out.rank() - 1] /= 2;
+      if (!std::holds_alternative<std::monostate>(attrs) &&
+          !std::holds_alternative<GegluAttrs>(attrs))
+        bad(name, op, "wrong attributes");
+      if (quantizes_output(attrs)) {
+        need_float(0);
+        return {DType::kS8Rows, out};
+      }
       return {in(0).dtype, out};
     }
     case OpKind::kAdd:
@@ -439,8 +462,11 @@ std::string Graph::dump() const {
           } else if constexpr (std::is_same_v<A, LinearAttrs>) {
             epilogue(a.epilogue);
           }
-          if constexpr (std::is_same_v<A, NormAttrs>)
-            os << " groups=" << a.groups << " eps=" << a.eps << (a.fuse_silu ? " +silu" : "");
+          if constexpr (std::is_same_v<A, GegluAttrs>)
+            os << (a.quantize_output ? " ->s8rows" : "");
+          else if constexpr (std::is_same_v<A, NormAttrs>)
+            os << " groups=" << a.groups << " eps=" << a.eps << (a.fuse_silu ? " +silu" : "")
+               << (a.quantize_output ? " ->s8rows" : "");
           else if constexpr (std::is_same_v<A, AttentionAttrs>)
             os << " heads=" << a.heads << (a.causal ? " causal" : "");
           else if constexpr (std::is_same_v<A, ScaleAttrs>)

@@ -50,7 +50,7 @@ struct Value {
   // a hint for speed and never changes results (exec/executable.h, ExecOptions::reuse_invariant).
   bool run_invariant = false;
 
-  size_t bytes() const { return static_cast<size_t>(shape.numel()) * dtype_size(dtype); }
+  size_t bytes() const { return storage_bytes(dtype, shape); }
 };
 
 struct Node {

@@ -74,6 +74,12 @@ GemmEpilogue gemm_epilogue(const Attrs& attrs) {
   return {};
 }
 
+bool quantizes_output(const Attrs& attrs) {
+  if (const auto* n = std::get_if<NormAttrs>(&attrs)) return n->quantize_output;
+  if (const auto* g = std::get_if<GegluAttrs>(&attrs)) return g->quantize_output;
+  return false;
+}
+
 OpTraits op_traits(OpKind op) {
   //                  gemm   elementwise in_place view
   switch (op) {

@@ -15,18 +15,22 @@ namespace hyrt::ir {
 
 enum class OpKind : uint8_t {
   kLinear,           // x [..., K], w [N, K], optional bias [N], optional residual [..., N]
-                     //   -> [..., N]; optional LinearAttrs (a fused GemmEpilogue)
+                     //   -> [..., N]; optional LinearAttrs (a fused GemmEpilogue). x may be
+                     //   s8rows (quantized by its producer): the output is then of the graph's
+                     //   activation dtype
   kConv2d,           // x [B, H, W, Cin], w [Cout, Cin, kh, kw] (OIHW), optional bias [Cout],
                      //   optional residual [B, Ho, Wo, Cout] -> [B, Ho, Wo, Cout]; Conv2dAttrs
                      //   (square stride and padding, a fused GemmEpilogue)
   kGroupNorm,        // x [B, ..., C], gamma [C], beta [C] -> same; statistics over all non-batch
                      //   positions of each group of C/groups channels; NormAttrs (+ fused SiLU)
-  kLayerNorm,        // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused)
+  kLayerNorm,        // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused); with
+                     //   NormAttrs::quantize_output the output is s8rows (core/dtype.h)
   kAttention,        // q [B, Tq, heads*D], k [B, Tk, heads*D], v [B, Tk, heads*Dv]
                      //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head
   kSoftmax,          // over the last axis
   kGelu,             // x · Φ(x) (erf form, as torch.nn.functional.gelu)
-  kGeglu,            // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU)
+  kGeglu,            // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU);
+                     //   optional GegluAttrs (with quantize_output the output is s8rows)
   kQuickGelu,        // x · sigmoid(1.702 x) (CLIP)
   kSilu,             // x · sigmoid(x)
   kAdd,              // a + b, numpy broadcasting of b onto a's shape (output shape = a's)
@@ -95,6 +99,18 @@ struct NormAttrs {
   int groups = 1;  // group norm only
   float eps = 1e-5f;
   bool fuse_silu = false;  // group norm only: apply SiLU to the normalised output
+  // Layer norm only: the output is held quantized, DType::kS8Rows — the normalised row rounded
+  // to the float dtype of x (as a float output would hold it), then quantized by the W8A8 rule
+  // — for linears that would each quantize it again (plan::quantize_activations sets it). Only
+  // a linear may read such a value, as its x.
+  bool quantize_output = false;
+};
+
+// GEGLU's (optional): the output held quantized, DType::kS8Rows, exactly as NormAttrs::
+// quantize_output — each gated row rounded to the float dtype of x, then quantized by the W8A8
+// rule — for the linear after it (plan::quantize_activations sets it).
+struct GegluAttrs {
+  bool quantize_output = false;
 };
 
 struct AttentionAttrs {
@@ -138,13 +154,17 @@ struct PermuteAttrs {
   Shape perm;
 };
 
-using Attrs =
-    std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs, ConcatAttrs,
-                 TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs, SliceAttrs, LinearAttrs>;
+using Attrs = std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttrs, ScaleAttrs,
+                           ConcatAttrs, TimestepAttrs, UpsampleAttrs, ReshapeAttrs, PermuteAttrs,
+                           SliceAttrs, LinearAttrs, GegluAttrs>;
 
 // The fused epilogue of a linear or conv2d node's attributes (empty for any other attrs:
 // a linear without LinearAttrs has none).
 GemmEpilogue gemm_epilogue(const Attrs& attrs);
+
+// Whether a node with these attributes writes its output quantized (s8rows): a layer norm's
+// or GEGLU's quantize_output.
+bool quantizes_output(const Attrs& attrs);
 
 // Static properties of an op kind that the planner and backends rely on.
 struct OpTraits {

@@ -250,7 +250,8 @@ std::vector<MemoryPlan> plan_placed_memory(const ir::Graph& graph,
       const bool in_place = options.allow_in_place && traits.in_place_input0 && root != ir::kNone &&
                             !root_pinned[root] && !(out.is_output && b == 0) &&
                             plan.storage_use[root].last == s &&
-                            plan.storage_use[root].bytes == bytes_on(out, b);
+                            plan.storage_use[root].bytes == bytes_on(out, b) &&
+                            out.dtype == in0->dtype;  // not a layer norm writing s8rows
       if (in_place) {
         plan.storage_of[out.id] = root;
         plan.storage_use[root].first = std::min(plan.storage_use[root].first, first[at(b, out.id)]);

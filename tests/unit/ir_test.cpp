@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "core/tensor.h"
 #include "ir/graph.h"
 
 using namespace hyrt;
@@ -84,4 +85,58 @@ TEST(Graph, BroadcastsAndConcat) {
   ValueId emb = g.add_node(OpKind::kEmbedding, {ids, table});
   EXPECT_EQ(g.value(emb).shape, (Shape{1, 77, 16}));
   EXPECT_EQ(g.value(emb).dtype, DType::kF32);
+}
+
+// s8rows (a quantized activation, core/dtype.h): its bytes hold the row scales after the values;
+// a quantizing layer norm makes one, only a linear's x reads it, and that linear writes the
+// graph's float activation dtype.
+TEST(Graph, QuantizedActivationsFlowFromALayerNormIntoLinearsOnly) {
+  EXPECT_EQ(storage_bytes(DType::kS8Rows, Shape{2, 3, 20}), 128u + 6u * 4u);  // 120 -> 128
+  EXPECT_EQ(storage_bytes(DType::kS8Rows, Shape{4, 16}), 64u + 16u);
+  EXPECT_EQ(storage_bytes(DType::kF16, Shape{4, 16}), 128u);
+  EXPECT_EQ(s8rows_scales_offset(1), 16);
+  EXPECT_THROW(storage_bytes(DType::kS8Rows, Shape{}), Error);
+  EXPECT_EQ(dtype_name(DType::kS8Rows), "s8rows");
+  EXPECT_FALSE(parse_dtype("s8rows").has_value());  // no file or flag may ask for it
+  EXPECT_FALSE(dtype_is_float(DType::kS8Rows));
+  EXPECT_EQ(Tensor(DType::kS8Rows, Shape{4, 16}).bytes(), 80u);
+
+  Graph g(DType::kF32);
+  const ValueId x = g.add_input("x", DType::kF32, {2, 8, 32});
+  const ValueId gamma = g.add_weight("g", DType::kF32, {32});
+  const ValueId beta = g.add_weight("b", DType::kF32, {32});
+  NormAttrs quantize;
+  quantize.quantize_output = true;
+  const ValueId q = g.add_node(OpKind::kLayerNorm, {x, gamma, beta}, quantize, "ln");
+  EXPECT_EQ(g.value(q).dtype, DType::kS8Rows);
+  EXPECT_EQ(g.value(q).shape, (Shape{2, 8, 32}));
+  EXPECT_EQ(g.value(q).bytes(), 512u + 16u * 4u);
+  const ValueId w = g.add_weight("w", DType::kS8, {16, 32});
+  const ValueId y = g.add_node(OpKind::kLinear, {q, w}, {}, "o");
+  EXPECT_EQ(g.value(y).dtype, DType::kF32);
+  EXPECT_EQ(g.value(y).shape, (Shape{2, 8, 16}));
+  // A fused residual has the float output's dtype.
+  const ValueId r = g.add_input("r", DType::kF32, {2, 8, 16});
+  const ValueId yr = g.add_node(OpKind::kLinear, {q, w, r}, LinearAttrs{{.residual = true}}, "o2");
+  EXPECT_EQ(g.value(yr).dtype, DType::kF32);
+  EXPECT_NE(g.dump().find("->s8rows"), std::string::npos) << g.dump();
+  g.mark_output(y);
+  g.mark_output(yr);
+  EXPECT_NO_THROW(g.verify()) << g.dump();
+
+  // Nothing else reads it: not an elementwise op, a reshape (its rows would change), a
+  // linear's weight or residual; no low-rank term (which reads x in float).
+  EXPECT_THROW(g.add_node(OpKind::kSilu, {q}, {}, "silu"), Error);
+  EXPECT_THROW(g.add_node(OpKind::kReshape, {q}, ReshapeAttrs{Shape{16, 32}}, "view"), Error);
+  EXPECT_THROW(g.add_node(OpKind::kAttention, {q, q, q}, AttentionAttrs{2}, "attn"), Error);
+  const ValueId down = g.add_weight("down", DType::kF32, {4, 32});
+  const ValueId up = g.add_weight("up", DType::kF32, {16, 4});
+  EXPECT_THROW(
+      g.add_node(OpKind::kLinear, {q, w, down, up}, LinearAttrs{{.low_rank = true}}, "lora"),
+      Error);
+  // Only a layer norm quantizes, and only a float input.
+  NormAttrs gn = quantize;
+  gn.groups = 4;
+  EXPECT_THROW(g.add_node(OpKind::kGroupNorm, {x, gamma, beta}, gn, "gn"), Error);
+  EXPECT_THROW(g.add_node(OpKind::kLayerNorm, {q, gamma, beta}, quantize, "ln2"), Error);
 }

@@ -188,3 +188,25 @@ TEST(MemoryPlan, InPlaceNeverOverwritesAValueStillNeeded) {
   EXPECT_NE(p.storage_of[d], p.storage_of[c]);  // d is a graph output: gets its own storage
   EXPECT_EQ(p.in_place_nodes, 1);
 }
+
+// A layer norm that writes its output quantized (s8rows) never takes its input's storage, even
+// where the byte counts match (f16 [8, 4]: 64 bytes; s8rows [8, 4]: 32 values + 8 scales): its
+// rows are narrower than the rows they would overwrite.
+TEST(MemoryPlan, QuantizedOutputIsNeverInPlace) {
+  Graph g(DType::kF16);
+  ValueId x = g.add_input("x", DType::kF16, {8, 4});
+  ValueId a = g.add_node(OpKind::kGelu, {x}, {}, "a");
+  NormAttrs ln;
+  ln.quantize_output = true;
+  ValueId q = g.add_node(
+      OpKind::kLayerNorm,
+      {a, g.add_weight("g", DType::kF32, {4}), g.add_weight("b", DType::kF32, {4})}, ln, "ln");
+  ASSERT_EQ(g.value(q).dtype, DType::kS8Rows);
+  ASSERT_EQ(g.value(q).bytes(), g.value(a).bytes());
+  ValueId y = g.add_node(OpKind::kLinear, {q, g.add_weight("w", DType::kS8, {4, 4})}, {}, "o");
+  g.mark_output(y);
+  g.verify();
+  const auto p = plan::plan_memory(g, plan::default_order(g));
+  EXPECT_NE(p.storage_of[q], p.storage_of[a]);
+  EXPECT_EQ(p.in_place_nodes, 0);
+}

@@ -1,0 +1,115 @@
+#include "plan/quantize.h"
+
+#include <algorithm>
+#include <set>
+
+#include "core/error.h"
+#include "plan/memory.h"
+
+namespace hyrt::plan {
+namespace {
+
+using ir::Graph;
+using ir::Node;
+using ir::NodeId;
+using ir::OpKind;
+using ir::ValueId;
+
+// The graph again, with the layer norms and GEGLUs in `quantized` writing s8rows.
+std::shared_ptr<Graph> rewrite(const Graph& g, const std::set<NodeId>& quantized) {
+  auto out = std::make_shared<Graph>(g.activation_dtype());
+  std::vector<ValueId> map(g.values().size(), ir::kNone);
+  for (const ir::Value& v : g.values()) {
+    if (v.kind == ir::ValueKind::kInput) {
+      map[v.id] = out->add_input(v.name, v.dtype, v.shape);
+      if (v.run_invariant) out->set_run_invariant(map[v.id]);
+    }
+    if (v.kind == ir::ValueKind::kWeight) map[v.id] = out->add_weight(v.name, v.dtype, v.shape);
+    if (map[v.id] != ir::kNone && v.wide_range) out->set_wide_range(map[v.id]);
+  }
+  for (const Node& n : g.nodes()) {
+    std::vector<ValueId> inputs;
+    for (ValueId v : n.inputs)
+      inputs.push_back(map[v]);
+    ir::Attrs attrs = n.attrs;
+    if (quantized.count(n.id)) {
+      if (n.op == OpKind::kLayerNorm)
+        std::get<ir::NormAttrs>(attrs).quantize_output = true;
+      else
+        attrs = ir::GegluAttrs{true};
+    }
+    map[n.output] = out->add_node(n.op, std::move(inputs), std::move(attrs), n.name);
+    if (g.value(n.output).wide_range) out->set_wide_range(map[n.output]);
+  }
+  for (ValueId v : g.outputs())
+    out->mark_output(map[v]);
+  return out;
+}
+
+}  // namespace
+
+ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> graph,
+                                            const Placement& placement,
+                                            std::span<const backend::Backend* const> backends,
+                                            const CopyCostModel& copy) {
+  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
+             "quantize_activations: the placement is not of this graph");
+  const Graph& g = *graph;
+  std::vector<std::vector<NodeId>> readers(g.values().size());
+  for (const Node& n : g.nodes())
+    for (ValueId v : n.inputs)
+      readers[v].push_back(n.id);
+
+  // The candidates: layer norms and GEGLUs whose output only plain-input linears on their
+  // backend read.
+  std::set<NodeId> chosen;
+  for (const Node& n : g.nodes()) {
+    const int b = placement.backend_of[n.id];
+    if ((n.op != OpKind::kLayerNorm && n.op != OpKind::kGeglu) || b < 0 ||
+        ir::quantizes_output(n.attrs))
+      continue;
+    const ir::Value& y = g.value(n.output);
+    if (y.is_output || y.wide_range || readers[y.id].empty()) continue;
+    const bool only_linears =
+        std::all_of(readers[y.id].begin(), readers[y.id].end(), [&](NodeId r) {
+          const Node& l = g.node(r);
+          return l.op == OpKind::kLinear && placement.backend_of[r] == b && l.inputs[0] == y.id &&
+                 !l.epilogue().low_rank && std::count(l.inputs.begin(), l.inputs.end(), y.id) == 1;
+        });
+    if (only_linears) chosen.insert(n.id);
+  }
+
+  ActivationQuantization result;
+  while (!chosen.empty()) {
+    std::shared_ptr<Graph> rw = rewrite(g, chosen);
+    // Every rewritten node must be one its backend runs: a refused producer (or one of its
+    // readers) is left as it was and the rewrite redone (each round drops one, so this ends).
+    const size_t before = chosen.size();
+    for (auto it = chosen.begin(); it != chosen.end();) {
+      const NodeId n = *it;
+      const backend::Backend& b = *backends[placement.backend_of[n]];
+      bool ok = b.supports(*rw, rw->node(n));
+      for (NodeId r : readers[g.node(n).output])
+        ok = ok && b.supports(*rw, rw->node(r));
+      it = ok ? std::next(it) : chosen.erase(it);
+    }
+    if (chosen.size() != before) continue;
+    rw->verify();
+    for (NodeId n : chosen)
+      result.linears += static_cast<int>(readers[g.node(n).output].size());
+    for (NodeId n : chosen)
+      ++(g.node(n).op == OpKind::kLayerNorm ? result.layer_norms : result.geglus);
+    const std::vector<NodeId> order = default_order(*rw);
+    result.placement = evaluate_assignment(*rw, order, backends, placement.backend_of, copy);
+    result.placement.mode = placement.mode;
+    result.placement.reason = placement.reason;
+    result.placement.fallback_nodes = placement.fallback_nodes;
+    result.graph = std::move(rw);
+    return result;
+  }
+  result.graph = std::move(graph);
+  result.placement = placement;
+  return result;
+}
+
+}  // namespace hyrt::plan
