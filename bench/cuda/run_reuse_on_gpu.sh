@@ -19,7 +19,8 @@
 #   quant (the W8A8 node's parts at 1024² shapes, bench_cuda_gemm --breakdown, with the
 #   register-resident im2col quantizer and with HYRT_CUDA_QUANTIZE=twopass —
 #   QUANT_BREAKDOWN_FORMS — and the quantizer, GEMM and conv tests with each — QUANT_TESTS), quant_ab (the UNet step, SD 1.5 512² and 1024², SDXL 1024², with
-#   QUANT_FORMS — new, old (quantizer, tile rule and conv estimate of before), autotune — in
+#   QUANT_FORMS — new, old (quantizer, tile rule and conv estimate of before), autotune, noqa
+#   (layer norms not quantizing for their linears) — in
 #   alternating processes; QUANT_ROUNDS),
 #   attn_tests (the CUDA attention tests with cuDNN's plans, the default, and with
 #   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
@@ -269,6 +270,7 @@ fi
 if has_word quant; then
   gpu_build bench_build.log bench_cuda_gemm hyrt_ops_tests
   for form in ${QUANT_BREAKDOWN_FORMS:-resident twopass}; do
+    [[ $form == none ]] && continue  # the tests only
     env=(); [[ $form == twopass ]] && env=(HYRT_CUDA_QUANTIZE=twopass)
     env "${env[@]}" timeout 300 build-gpu/bench/bench_cuda_gemm --breakdown --reps 30 \
       --out "$out/breakdown_$form.json" >/dev/null 2>"$out/breakdown_$form.txt"
@@ -289,17 +291,21 @@ fi
 if has_word quant_ab; then
   # Forms: new (the defaults), old (HYRT_CUDA_QUANTIZE=twopass, HYRT_CUDA_FUSED_S8_FILL=8,
   # HYRT_CUDA_ROOFLINE=matrix: the im2col quantizer, fused tile rule and conv estimate of before),
-  # autotune (the defaults with every GEMM's candidate measured: hyrt bench --autotune).
+  # autotune (the defaults with every GEMM's candidate measured: hyrt bench --autotune), noqa
+  # (HYRT_QUANTIZED_ACTIVATIONS=0: layer norms write f16 and each linear quantizes it).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
-      q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-}
+      q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
       [[ $form == old ]] && q=twopass fill=8 roof=matrix
+      [[ $form == noqa ]] && qa=0
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
+        HYRT_QUANTIZED_ACTIVATIONS=$qa \
         HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
+        HYRT_QUANTIZED_ACTIVATIONS=$qa \
         HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done

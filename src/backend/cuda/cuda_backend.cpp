@@ -26,15 +26,23 @@ namespace {
 
 // Linear nodes whose input is an f16 or f32 activation, with a graph weight stored s8 (8-bit
 // S), f16, bf16 or f32, an optional float bias weight and any fused epilogue
-// (gemm_inputs_supported).
+// (gemm_inputs_supported); or whose input is quantized (s8rows), with 8-bit S weights and a
+// float output held as f16 (the backend also asks that the fused W8A8 kernel applies:
+// CudaBackend::supports).
 bool supports_linear(const ir::Graph& graph, const ir::Node& node) {
   if (node.op != ir::OpKind::kLinear || !gemm_inputs_supported(graph, node)) return false;
   const ir::Value& x = graph.value(node.inputs[0]);
   const ir::Value& w = graph.value(node.inputs[1]);
   const ir::Value& y = graph.value(node.output);
   if (x.kind == ir::ValueKind::kWeight) return false;
-  if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
-  if (y.dtype != x.dtype) return false;
+  if (x.dtype == DType::kS8Rows) {
+    if (w.dtype != DType::kS8 || !dtype_is_float(y.dtype) ||
+        device_storage_dtype(y) != DType::kF16 || node.epilogue().low_rank)
+      return false;
+  } else {
+    if (x.dtype != DType::kF16 && x.dtype != DType::kF32) return false;
+    if (y.dtype != x.dtype) return false;
+  }
   if (w.kind != ir::ValueKind::kWeight || w.shape.rank() != 2) return false;
   if (w.dtype != DType::kS8 && !dtype_is_float(w.dtype)) return false;
   return w.shape[0] > 0 && w.shape[1] > 0 && x.shape.numel() > 0;
@@ -200,7 +208,13 @@ class CudaBackendImpl final : public CudaBackend {
       return false;
     switch (node.op) {
       case ir::OpKind::kLinear:
-        return supports_linear(graph, node);
+        if (!supports_linear(graph, node)) return false;
+        // On a quantized x only the fused W8A8 kernel runs (GemmKernel::run_quantized_input).
+        if (graph.value(node.inputs[0]).dtype == DType::kS8Rows)
+          return options_.gemm != GemmPolicy::kF16 &&
+                 fused_s8_applies(linear_gemm_key(graph, node), ctx_.device(),
+                                  options_.fused_s8_gemm);
+        return true;
       case ir::OpKind::kConv2d:
         return supports_conv2d(graph, node);
       case ir::OpKind::kAttention:

@@ -333,7 +333,10 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.k = w.shape[1];
   key.m = key.k > 0 ? x.shape.numel() / key.k : 0;
   key.batch = 1;
-  key.a_type = device_storage_dtype(x);  // as the device holds it: f16, f32 for wide range
+  // As the device holds it: f16, f32 for wide range; a quantized x (s8rows) is the operand the
+  // W8A8 candidate would have made from the output's float type.
+  key.a_type = x.dtype == DType::kS8Rows ? device_storage_dtype(graph.value(node.output))
+                                         : device_storage_dtype(x);
   key.w_type = float_operand_type(w.dtype, key.a_type);
   key.out_type = key.a_type;
   key.w_transposed = true;
@@ -610,6 +613,9 @@ struct GemmSpec {
   // down [R, K] and up [N, R] (make_linear_kernel uploads them).
   int64_t rank = 0;
   std::shared_ptr<const DeviceBuffer> down, up;
+  // A linear whose x is already quantized (s8rows: quantized_input_supported): it runs the
+  // fused W8A8 kernel on x's values and row scales as bound, with no quantize pass or staging.
+  bool quantized_input = false;
 };
 
 GemmKey choice_key(GemmKey key, int64_t rows_per_sample) {
@@ -633,6 +639,7 @@ class GemmKernel final : public CudaGemmKernel {
         input_elems_(spec.input_elems),
         output_elems_(spec.output_elems),
         residual_(spec.epilogue.residual),
+        quantized_input_(spec.quantized_input),
         has_bias_(spec.bias.has_value()),
         activation_(static_cast<EpilogueActivation>(spec.epilogue.activation)) {
     static_assert(static_cast<int>(EpilogueActivation::kQuickGelu) ==
@@ -711,8 +718,17 @@ class GemmKernel final : public CudaGemmKernel {
     }
     // The term merges into the widened weights, which only the float candidate multiplies.
     if (low_rank_) candidate_ = GemmCandidate::kF16;
+    // A quantized x is W8A8's operand already: the fused kernel is the only form that reads it.
+    if (quantized_input_) {
+      HYRT_CHECK(fused_s8_ && !low_rank_ && activation_ == EpilogueActivation::kNone, kUnsupported,
+                 "node '", name_,
+                 "': a linear on a quantized (s8rows) input runs the fused W8A8 "
+                 "kernel only, which does not apply to ",
+                 key_.to_string());
+      candidate_ = GemmCandidate::kW8A8;
+    }
     // Only the chosen candidate's buffers: nothing is reserved here (cuda_context.h, Scratch).
-    layout_ = staging_layout(candidate_);
+    layout_ = quantized_input_ ? StagingLayout{} : staging_layout(candidate_);
     HYRT_CHECK(program_->tuning.stats(candidate_).available, kUnsupported, "node '", name_,
                "': the ", candidate_name(candidate_),
                " GEMM candidate that the CUDA backend's "
@@ -728,7 +744,10 @@ class GemmKernel final : public CudaGemmKernel {
                      const TensorView& output) override {
     HYRT_CHECK(!inputs.empty(), kInvalidArgument, "node '", name_, "': no input bound");
     const TensorView& x = inputs[0];
-    HYRT_CHECK(x.dtype == a_dtype_ && x.numel() == input_elems_ && output.dtype == a_dtype_ &&
+    const DType x_dtype = quantized_input_ ? DType::kS8Rows : a_dtype_;
+    HYRT_CHECK(!quantized_input_ || c == GemmCandidate::kW8A8, kUnsupported, "node '", name_,
+               "': a linear on a quantized input runs the W8A8 candidate only");
+    HYRT_CHECK(x.dtype == x_dtype && x.numel() == input_elems_ && output.dtype == a_dtype_ &&
                    output.numel() == output_elems_,
                kInvalidArgument, "node '", name_, "': bound ", dtype_name(x.dtype),
                x.shape.to_string(), " -> ", dtype_name(output.dtype), output.shape.to_string(),
@@ -757,6 +776,10 @@ class GemmKernel final : public CudaGemmKernel {
                  r.shape.to_string(), " does not match the output (", dtype_name(a_dtype_), ", ",
                  output_elems_, " elements, 16-byte aligned device memory)");
       residual = r.data;
+    }
+    if (quantized_input_) {
+      run_quantized_input(x.data, output.data, residual);
+      return;
     }
     enqueue(c, *program_, staging_for(c), x.data, output.data, {activation_, residual});
   }
@@ -1028,6 +1051,20 @@ class GemmKernel final : public CudaGemmKernel {
       HYRT_CUDA_CHECK(launch_quantize_rows_s8(act_row(x, m0, k_), float_type(a_dtype_), rows, k_,
                                               k4_, q, scales, ctx_.stream()));
     }
+  }
+
+  // y [M, N] (+ the residual's rows, in the epilogue) from a quantized x (s8rows: its M x K
+  // values, then its M row scales, core/dtype.h): one fused W8A8 GEMM over all rows — x is
+  // whole, nothing is staged, so there are no chunks.
+  void run_quantized_input(const void* x, void* y, const void* residual) const {
+    const int64_t m = key_.m;
+    const auto* q = static_cast<const int8_t*>(x);
+    const auto* scales = reinterpret_cast<const float*>(q + s8rows_scales_offset(m * k_));
+    HYRT_CUDA_CHECK(
+        launch_fused_s8_gemm(q, k_, w_->as<int8_t>(), k4_, scales, w_scale_->as<float>(),
+                             bias_f32_ ? bias_f32_->as<float>() : nullptr,
+                             static_cast<const __half*>(residual), static_cast<__half*>(y), m, n_,
+                             k_, FusedS8Tile::kAuto, ctx_.device().multiprocessors, ctx_.stream()));
   }
 
   // The quantized chunk of `rows` rows in staging -> its s32 result [rows, N4] in staging.
@@ -1357,6 +1394,7 @@ class GemmKernel final : public CudaGemmKernel {
   std::optional<Im2colGeometry> im2col_;
   int64_t input_elems_ = 0, output_elems_ = 0;
   bool residual_ = false;                    // a fused residual, the last bound input
+  bool quantized_input_ = false;             // x bound as s8rows (GemmSpec::quantized_input)
   bool has_bias_ = false;                    // the node has a bias input (input 2)
   EpilogueActivation activation_;            // a fused activation (before the residual)
   int64_t n_ = 0, k_ = 0, n4_ = 0, k4_ = 0;  // M: key_.m, covered in chunks (f16_, s8_gemm_)
@@ -1430,6 +1468,7 @@ std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
   spec.output_elems = spec.key.m * spec.key.n;
   const Shape& xs = graph.value(node.inputs[0]).shape;
   spec.rows_per_sample = xs.rank() >= 3 ? spec.key.m / std::max<int64_t>(xs[0], 1) : 1;
+  spec.quantized_input = graph.value(node.inputs[0]).dtype == DType::kS8Rows;
   fill_weights(spec, graph, node, weights);
   if (spec.epilogue.low_rank) {
     // The factors as every weight goes up (shared with any other kernel reading them).

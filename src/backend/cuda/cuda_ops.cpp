@@ -58,6 +58,29 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
       break;
   }
   const ir::Value& out = graph.value(node.output);
+  if (node.op == OpKind::kLayerNorm && ir::quantizes_output(node.attrs)) {
+    // launch_layer_norm_quantize: f16 rows of a multiple of 8 channels, up to 2048.
+    const ir::Value& x = graph.value(node.inputs[0]);
+    if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
+      return "a quantizing layer norm reads an f16 activation";
+    if (!layer_norm_quantize_supported(x.shape.dim(-1)))
+      return str_cat("a quantizing layer norm over ", x.shape.dim(-1),
+                     " channels (a multiple of 8, up to 2048)");
+    for (size_t i = 1; i < 3; ++i)
+      if (!dtype_is_float(graph.value(node.inputs[i]).dtype))
+        return "layer norm gamma and beta are float";
+    return {};
+  }
+  if (node.op == OpKind::kGeglu && ir::quantizes_output(node.attrs)) {
+    // launch_geglu_quantize: f16 rows of a multiple of 8 gated values, up to 8192.
+    const ir::Value& x = graph.value(node.inputs[0]);
+    if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
+      return "a quantizing GEGLU reads an f16 activation";
+    if (!geglu_quantize_supported(x.shape.dim(-1) / 2))
+      return str_cat("a quantizing GEGLU to ", x.shape.dim(-1) / 2,
+                     " values a row (a multiple of 8, up to 8192)");
+    return {};
+  }
   if (!dtype_is_float(out.dtype))
     return str_cat("output dtype ", dtype_name(out.dtype), " (float outputs only)");
   for (size_t i = 0; i < node.inputs.size(); ++i) {
@@ -288,10 +311,19 @@ class LayerNormKernel final : public OpKernel {
     channels_ = x.dim(-1);
     rows_ = channels_ > 0 ? x.numel() / channels_ : 0;
     eps_ = node.attr<ir::NormAttrs>().eps;
+    quantize_ = node.attr<ir::NormAttrs>().quantize_output;
   }
 
   void run(std::span<const TensorView> views, const TensorView& output) override {
     check(views, output);
+    if (quantize_) {  // s8rows: the values, then the row scales (core/dtype.h)
+      auto* q = static_cast<int8_t*>(output.data);
+      auto* scales = reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * channels_));
+      checked(launch_layer_norm_quantize(in(views, 0), in_type(0), rows_, channels_, eps_,
+                                         in_f32(views, 1), in_f32(views, 2), q, scales, stream()),
+              "launch_layer_norm_quantize");
+      return;
+    }
     checked(launch_layer_norm(in(views, 0), output.data, in_type(0), rows_, channels_, eps_,
                               in_f32(views, 1), in_f32(views, 2), stream()),
             "launch_layer_norm");
@@ -300,6 +332,7 @@ class LayerNormKernel final : public OpKernel {
  private:
   int64_t rows_ = 0, channels_ = 0;
   float eps_ = 1e-5f;
+  bool quantize_ = false;  // the output is s8rows (ir::NormAttrs::quantize_output)
 };
 
 // --- elementwise -------------------------------------------------------------------------------
@@ -374,16 +407,25 @@ class GegluKernel final : public OpKernel {
     const Shape& x = graph.value(node.inputs[0]).shape;
     half_ = x.dim(-1) / 2;
     rows_ = half_ > 0 ? x.numel() / (2 * half_) : 0;
+    quantize_ = ir::quantizes_output(node.attrs);
   }
 
   void run(std::span<const TensorView> views, const TensorView& output) override {
     check(views, output);
+    if (quantize_) {  // s8rows: the values, then the row scales (core/dtype.h)
+      auto* q = static_cast<int8_t*>(output.data);
+      auto* scales = reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * half_));
+      checked(launch_geglu_quantize(in(views, 0), in_type(0), rows_, half_, q, scales, stream()),
+              "launch_geglu_quantize");
+      return;
+    }
     checked(launch_geglu(in(views, 0), output.data, in_type(0), rows_, half_, stream()),
             "launch_geglu");
   }
 
  private:
   int64_t rows_ = 0, half_ = 0;
+  bool quantize_ = false;  // the output is s8rows (ir::GegluAttrs::quantize_output)
 };
 
 // b's shape right-aligned against a's; adjacent dims that are both broadcast or both not merge

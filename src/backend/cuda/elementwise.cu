@@ -117,6 +117,61 @@ void geglu_typed(const void* x, void* y, int64_t rows, int64_t n, cudaStream_t s
     geglu_launch<T, 1>(x, y, rows, n, stream);
 }
 
+// GEGLU with its output quantized: one block of kGegluQuantThreads per row, the row's n gated
+// values held in registers (NV vectors of 8 a thread), rounded to f16 as geglu_kernel stores
+// them, then quantized by the W8A8 rule (launch_quantize_rows_s8: absmax, inv = 127 / absmax).
+constexpr int kGegluQuantThreads = 128;
+constexpr int kGegluQuantMaxVectors = 8;  // per thread: rows up to 128 · 8 · 8 = 8192 wide
+
+template <int NV>
+__global__ void geglu_quantize_kernel(const __half* __restrict__ x, int n, int8_t* __restrict__ q,
+                                      float* __restrict__ scales) {
+  const int64_t row = blockIdx.x;
+  const __half* xr = x + row * 2 * n;
+  const int nv = n / 8;
+  float v[NV][8];
+  float m = 0.0f;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int k = threadIdx.x + j * kGegluQuantThreads;
+    if (k < nv) {
+      float g[8];
+      load_vec<__half, 8>(xr + k * 8, v[j]);
+      load_vec<__half, 8>(xr + n + k * 8, g);
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        v[j][i] = __half2float(__float2half_rn(v[j][i] * gelu(g[i])));  // as y would hold it
+        m = fmaxf(m, fabsf(v[j][i]));
+      }
+    }
+  }
+  __shared__ float warp_max[kGegluQuantThreads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
+  if (threadIdx.x % 32 == 0) warp_max[threadIdx.x / 32] = m;
+  __syncthreads();
+#pragma unroll
+  for (int w = 0; w < kGegluQuantThreads / 32; ++w)
+    m = fmaxf(m, warp_max[w]);
+  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+  if (threadIdx.x == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+  int8_t* qr = q + row * n;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const int k = threadIdx.x + j * kGegluQuantThreads;
+    if (k < nv) {
+      uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+      for (int i = 0; i < 8; ++i) {
+        const int b = __float2int_rn(fminf(fmaxf(v[j][i] * inv, -127.0f), 127.0f));
+        packed[i / 4] |= static_cast<uint32_t>(b & 0xff) << (8 * (i % 4));
+      }
+      *reinterpret_cast<uint2*>(qr + k * 8) = make_uint2(packed[0], packed[1]);
+    }
+  }
+}
+
 // --- add / mul with broadcasting -----------------------------------------------------------------
 
 template <class I>
@@ -274,6 +329,31 @@ cudaError_t launch_geglu(const void* x, void* y, FloatType type, int64_t rows, i
     geglu_typed<__half>(x, y, rows, n, stream);
   else
     geglu_typed<float>(x, y, rows, n, stream);
+  return cudaGetLastError();
+}
+
+bool geglu_quantize_supported(int64_t n) {
+  return n > 0 && n % 8 == 0 && n / 8 <= int64_t{kGegluQuantThreads} * kGegluQuantMaxVectors;
+}
+
+cudaError_t launch_geglu_quantize(const void* x, FloatType type, int64_t rows, int64_t n, int8_t* q,
+                                  float* scales, cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (type != FloatType::kF16 || !geglu_quantize_supported(n) || rows > (int64_t{1} << 31) - 1 ||
+      !aligned(x, 16))
+    return cudaErrorInvalidValue;
+  const auto* xh = static_cast<const __half*>(x);
+  const int per_thread = static_cast<int>((n / 8 + kGegluQuantThreads - 1) / kGegluQuantThreads);
+  const auto blocks = static_cast<unsigned>(rows);
+  const int ni = static_cast<int>(n);
+  if (per_thread <= 1)
+    geglu_quantize_kernel<1><<<blocks, kGegluQuantThreads, 0, stream>>>(xh, ni, q, scales);
+  else if (per_thread <= 2)
+    geglu_quantize_kernel<2><<<blocks, kGegluQuantThreads, 0, stream>>>(xh, ni, q, scales);
+  else if (per_thread <= 4)
+    geglu_quantize_kernel<4><<<blocks, kGegluQuantThreads, 0, stream>>>(xh, ni, q, scales);
+  else
+    geglu_quantize_kernel<8><<<blocks, kGegluQuantThreads, 0, stream>>>(xh, ni, q, scales);
   return cudaGetLastError();
 }
 

@@ -426,9 +426,18 @@ __device__ __forceinline__ float group_max(float v) {
   return v;
 }
 
-template <class T, int V, int NV, int LANES>
+// Quantize = false: y (T) is written. Quantize = true (NV > 0: the row held in registers): the
+// normalised row is rounded to T, as y would hold it, then quantized by the W8A8 rule
+// (launch_quantize_rows_s8: absmax over the row, inv = 127 / absmax) into q8 [rows, channels]
+// with scales[row] = absmax / 127 — the same bits as this kernel's T output quantized by that
+// kernel.
+template <class T, int V, int NV, int LANES, bool Quantize = false>
 __global__ void layer_norm_kernel(const T* x, T* y, int64_t rows, int channels, float eps,
-                                  const float* __restrict__ gamma, const float* __restrict__ beta) {
+                                  const float* __restrict__ gamma, const float* __restrict__ beta,
+                                  int8_t* __restrict__ q8 = nullptr,
+                                  float* __restrict__ scales = nullptr) {
+  static_assert(!Quantize || (NV > 0 && V == 8),
+                "the quantized form holds the row in registers, 8 f16 values a vector");
   const int lane = threadIdx.x % LANES;
   const int64_t row =
       static_cast<int64_t>(blockIdx.x) * (kRowThreads / LANES) + threadIdx.x / LANES;
@@ -489,7 +498,7 @@ __global__ void layer_norm_kernel(const T* x, T* y, int64_t rows, int channels, 
   }
   const float rstd = 1.0f / sqrtf(group_sum<LANES>(q) * inv_c + eps);
 
-  auto write = [&](int k, float(&v)[V]) {
+  auto normalise = [&](int k, float(&v)[V]) {
     float g[V], bt[V];
     load_vec<float, V>(gamma + k * V, g);
     load_vec<float, V>(beta + k * V, bt);
@@ -498,9 +507,44 @@ __global__ void layer_norm_kernel(const T* x, T* y, int64_t rows, int channels, 
       const float a = g[i] * rstd;
       v[i] = fmaf(v[i], a, bt[i] - mean * a);
     }
+  };
+  auto write = [&](int k, float(&v)[V]) {
+    normalise(k, v);
     if (valid) store_vec<T, V>(yr + k * V, v);
   };
-  if constexpr (NV > 0) {
+  if constexpr (Quantize) {
+    float m = 0.0f;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int k = lane + j * LANES;
+      if (k < cv) {
+        normalise(k, cache[j]);
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          cache[j][i] = static_cast<float>(static_cast<T>(cache[j][i]));  // as y would hold it
+          m = fmaxf(m, fabsf(cache[j][i]));
+        }
+      }
+    }
+    m = group_max<LANES>(m);
+    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
+    if (valid && lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+    int8_t* qr = q8 + row * channels;
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const int k = lane + j * LANES;
+      if (k < cv && valid) {
+        // V = 8 (f16 rows of a multiple of 8): one 8-byte store.
+        uint32_t packed[2] = {0u, 0u};
+#pragma unroll
+        for (int i = 0; i < V; ++i) {
+          const int b = __float2int_rn(fminf(fmaxf(cache[j][i] * inv, -127.0f), 127.0f));
+          packed[i / 4] |= static_cast<uint32_t>(b & 0xff) << (8 * (i % 4));
+        }
+        *reinterpret_cast<uint2*>(qr + k * V) = make_uint2(packed[0], packed[1]);
+      }
+    }
+  } else if constexpr (NV > 0) {
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int k = lane + j * LANES;
@@ -639,6 +683,27 @@ struct LayerNormLaunch {
   }
 };
 
+// The layer norm with its output quantized (layer_norm_kernel's Quantize form); only for rows
+// the register cache holds (row_dispatch's NV > 0 picks).
+struct LayerNormQuantizeLaunch {
+  const void* x;
+  int8_t* q;
+  float* scales;
+  int64_t rows;
+  int channels;
+  float eps;
+  const float* gamma;
+  const float* beta;
+  cudaStream_t stream;
+  template <class T, int V, int NV, int LANES>
+  void run() const {
+    if constexpr (NV > 0 && V == 8)
+      layer_norm_kernel<T, V, NV, LANES, true>
+          <<<blocks_for(rows, kRowThreads / LANES), kRowThreads, 0, stream>>>(
+              static_cast<const T*>(x), nullptr, rows, channels, eps, gamma, beta, q, scales);
+  }
+};
+
 struct SoftmaxLaunch {
   const void* x;
   void* y;
@@ -692,6 +757,23 @@ cudaError_t launch_layer_norm(const void* x, void* y, FloatType type, int64_t ro
     row_dispatch<__half>(channels, launch);
   else
     row_dispatch<float>(channels, launch);
+  return cudaGetLastError();
+}
+
+bool layer_norm_quantize_supported(int64_t channels) {
+  return channels > 0 && channels % 8 == 0 && channels / 8 <= int64_t{kWarp} * kMaxCached;
+}
+
+cudaError_t launch_layer_norm_quantize(const void* x, FloatType type, int64_t rows,
+                                       int64_t channels, float eps, const float* gamma,
+                                       const float* beta, int8_t* q, float* scales,
+                                       cudaStream_t stream) {
+  if (rows <= 0) return cudaSuccess;
+  if (type != FloatType::kF16 || !layer_norm_quantize_supported(channels) || !aligned(x, 16))
+    return cudaErrorInvalidValue;
+  const LayerNormQuantizeLaunch launch{x,   q,     scales, rows,  static_cast<int>(channels),
+                                       eps, gamma, beta,   stream};
+  row_dispatch<__half>(channels, launch);
   return cudaGetLastError();
 }
 

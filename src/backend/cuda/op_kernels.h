@@ -64,6 +64,17 @@ cudaError_t launch_layer_norm(const void* x, void* y, FloatType type, int64_t ro
                               int64_t channels, float eps, const float* gamma, const float* beta,
                               cudaStream_t stream);
 
+// The layer norm above with its output quantized (ir::NormAttrs::quantize_output): each row as
+// launch_layer_norm would write it in f16, quantized by launch_quantize_rows_s8's rule (the same
+// bits as those two launches) into q s8 [rows, channels] (ld = channels) and scales f32 [rows].
+// x f16, 16-byte aligned; channels as layer_norm_quantize_supported says (a multiple of 8, up
+// to 2048: the row is held in registers), else cudaErrorInvalidValue.
+bool layer_norm_quantize_supported(int64_t channels);
+cudaError_t launch_layer_norm_quantize(const void* x, FloatType type, int64_t rows,
+                                       int64_t channels, float eps, const float* gamma,
+                                       const float* beta, int8_t* q, float* scales,
+                                       cudaStream_t stream);
+
 // Softmax over the last axis: x [rows, cols] -> y = exp(x − max) / Σ exp(x − max).
 cudaError_t launch_softmax(const void* x, void* y, FloatType type, int64_t rows, int64_t cols,
                            cudaStream_t stream);
@@ -85,6 +96,14 @@ cudaError_t launch_unary(UnaryOp op, const void* x, void* y, FloatType type, int
 // x [rows, 2n] -> y [rows, n]: y = x[:, :n] · gelu(x[:, n:]) (diffusers GEGLU).
 cudaError_t launch_geglu(const void* x, void* y, FloatType type, int64_t rows, int64_t n,
                          cudaStream_t stream);
+// GEGLU with its output quantized (ir::GegluAttrs::quantize_output): each row as launch_geglu
+// would write it in f16, quantized by launch_quantize_rows_s8's rule (the same bits as those two
+// launches) into q s8 [rows, n] (ld = n) and scales f32 [rows]. x f16, 16-byte aligned; n as
+// geglu_quantize_supported says (a multiple of 8, up to 8192: the row is held in registers),
+// else cudaErrorInvalidValue.
+bool geglu_quantize_supported(int64_t n);
+cudaError_t launch_geglu_quantize(const void* x, FloatType type, int64_t rows, int64_t n, int8_t* q,
+                                  float* scales, cudaStream_t stream);
 
 enum class BinaryOp : uint8_t { kAdd, kMul };
 // b broadcast onto a, as merged dims (the CPU backend's plan_broadcast): a and y are dense with

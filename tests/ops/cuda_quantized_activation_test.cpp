@@ -1,0 +1,264 @@
+// Quantized activations on the CUDA backend (ir::NormAttrs::quantize_output, s8rows values,
+// plan::quantize_activations): the quantizing layer norm (op_kernels.h,
+// launch_layer_norm_quantize) against the layer norm's f16 output quantized by
+// launch_quantize_rows_s8, bit for bit (values and row scales, outputs poisoned first); and a
+// layer norm -> linears chain run node by node through the backend, once with the layer norm
+// writing s8rows and the linears reading it, once as plain f16 with the linears forced to W8A8:
+// the same bits in every output (a bias, a fused residual, two row counts, several widths).
+// Skips without a GPU that runs the fused W8A8 kernel (sm_90).
+#ifdef HYRT_HAVE_CUDA
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "backend/cuda/cuda_backend.h"
+#include "backend/cuda/cuda_check.h"
+#include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/gemm_s8_fused.h"
+#include "backend/cuda/op_kernels.h"
+#include "core/half.h"
+#include "cuda_test_gpu.h"
+#include "ir/graph.h"
+#include "test_util.h"
+#include "weights/memory_weights.h"
+#include "weights/quantize.h"
+
+namespace hyrt::test {
+namespace {
+
+using backend::cuda::DeviceBuffer;
+using backend::cuda::FloatType;
+
+std::vector<uint16_t> f16_values(const Tensor& f32) {
+  std::vector<uint16_t> h(static_cast<size_t>(f32.numel()));
+  for (size_t i = 0; i < h.size(); ++i)
+    h[i] = f32_to_f16(f32.as<float>()[i]);
+  return h;
+}
+
+DeviceBuffer upload_bytes(const void* data, size_t bytes, const char* what) {
+  DeviceBuffer d(std::max<size_t>(bytes, 16), what);
+  HYRT_CUDA_CHECK(cudaMemcpy(d.data(), data, bytes, cudaMemcpyHostToDevice));
+  return d;
+}
+
+std::vector<uint8_t> download(const DeviceBuffer& d, size_t bytes) {
+  std::vector<uint8_t> h(bytes);
+  HYRT_CUDA_CHECK(cudaDeviceSynchronize());
+  HYRT_CUDA_CHECK(cudaMemcpy(h.data(), d.data(), bytes, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+TEST(CudaQuantizedActivation, LayerNormQuantizeMatchesLayerNormThenQuantize) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t rows, channels;
+    bool zero = false;  // gamma = beta = 0: every row all zeros, every scale 0
+  };
+  // Every row-dispatch form: 4..16 lanes a row (8..128 channels), a warp with 1, 2, 4 and 8
+  // vectors a lane (up to 2048 channels); row counts that leave a block part-empty.
+  const Case cases[] = {{37, 8},    {5, 64},    {300, 128}, {37, 320}, {129, 640},
+                        {64, 1280}, {33, 1288}, {7, 2048},  {1, 1024}, {37, 320, true}};
+  uint64_t seed = 500;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(str_cat(c.rows, "x", c.channels, c.zero ? " zero" : ""));
+    Tensor x = random_tensor(Shape{c.rows, c.channels}, seed++, 3.0f);
+    // Row 2 constant: its normalised values are (nearly) beta's.
+    if (c.rows > 2)
+      for (int64_t k = 0; k < c.channels; ++k)
+        x.as<float>()[2 * c.channels + k] = 1.5f;
+    Tensor gamma = random_tensor(Shape{c.channels}, seed++, 1.0f);
+    Tensor beta = random_tensor(Shape{c.channels}, seed++, 0.5f);
+    if (c.zero) {
+      std::memset(gamma.data(), 0, gamma.bytes());
+      std::memset(beta.data(), 0, beta.bytes());
+    }
+    const std::vector<uint16_t> xh = f16_values(x);
+    DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
+    DeviceBuffer dg = upload_bytes(gamma.data(), gamma.bytes(), "gamma");
+    DeviceBuffer db = upload_bytes(beta.data(), beta.bytes(), "beta");
+    const int64_t n = c.rows * c.channels;
+    // Reference: the f16 layer norm, then the W8A8 quantizer.
+    DeviceBuffer y(static_cast<size_t>(n) * 2, "y"), q_ref(static_cast<size_t>(n), "q ref"),
+        s_ref(static_cast<size_t>(c.rows) * 4, "scales ref");
+    HYRT_CUDA_CHECK(backend::cuda::launch_layer_norm(dx.data(), y.data(), FloatType::kF16, c.rows,
+                                                     c.channels, 1e-5f, dg.as<float>(),
+                                                     db.as<float>(), nullptr));
+    HYRT_CUDA_CHECK(backend::cuda::launch_quantize_rows_s8(
+        y.data(), FloatType::kF16, c.rows, c.channels, c.channels, q_ref.as<int8_t>(),
+        s_ref.as<float>(), nullptr));
+    // The fused form, into poisoned outputs.
+    DeviceBuffer q(static_cast<size_t>(n), "q"), s(static_cast<size_t>(c.rows) * 4, "scales");
+    HYRT_CUDA_CHECK(cudaMemset(q.data(), 0x7f, q.size()));
+    HYRT_CUDA_CHECK(cudaMemset(s.data(), 0xff, s.size()));
+    HYRT_CUDA_CHECK(backend::cuda::launch_layer_norm_quantize(
+        dx.data(), FloatType::kF16, c.rows, c.channels, 1e-5f, dg.as<float>(), db.as<float>(),
+        q.as<int8_t>(), s.as<float>(), nullptr));
+    const auto want_q = download(q_ref, q.size()), got_q = download(q, q.size());
+    const auto want_s = download(s_ref, s.size()), got_s = download(s, s.size());
+    size_t bad_q = 0;
+    for (size_t i = 0; i < want_q.size(); ++i)
+      bad_q += want_q[i] != got_q[i];
+    EXPECT_EQ(bad_q, 0u) << "s8 values differ";
+    EXPECT_EQ(std::memcmp(want_s.data(), got_s.data(), want_s.size()), 0) << "row scales differ";
+    if (c.zero) {
+      EXPECT_TRUE(std::all_of(got_s.begin(), got_s.end(), [](uint8_t b) { return b == 0; }))
+          << "all-zero rows have scale 0";
+      EXPECT_TRUE(std::all_of(got_q.begin(), got_q.end(), [](uint8_t b) { return b == 0; }));
+    }
+  }
+  // Rows the register cache does not hold, or not of 8-wide vectors: refused, nothing written.
+  EXPECT_FALSE(backend::cuda::layer_norm_quantize_supported(2056));
+  EXPECT_FALSE(backend::cuda::layer_norm_quantize_supported(12));
+  DeviceBuffer dummy(4096, "dummy");
+  EXPECT_EQ(backend::cuda::launch_layer_norm_quantize(
+                dummy.data(), FloatType::kF16, 1, 2056, 1e-5f, dummy.as<float>(), dummy.as<float>(),
+                dummy.as<int8_t>(), dummy.as<float>(), nullptr),
+            cudaErrorInvalidValue);
+}
+
+TEST(CudaQuantizedActivation, GegluQuantizeMatchesGegluThenQuantize) {
+  REQUIRE_GPU();
+  struct Case {
+    int64_t rows, n;  // n gated values a row (x is [rows, 2n])
+  };
+  // 1, 2, 4 and 8 vectors a thread (128 threads a row); the widest row; part-empty threads.
+  const Case cases[] = {{37, 8}, {300, 1280}, {5, 2560}, {33, 5120}, {3, 8192}, {17, 1288}};
+  uint64_t seed = 600;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(str_cat(c.rows, "x", c.n));
+    const std::vector<uint16_t> xh =
+        f16_values(random_tensor(Shape{c.rows, 2 * c.n}, seed++, 3.0f));
+    DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
+    const int64_t n = c.rows * c.n;
+    DeviceBuffer y(static_cast<size_t>(n) * 2, "y"), q_ref(static_cast<size_t>(n), "q ref"),
+        s_ref(static_cast<size_t>(c.rows) * 4, "scales ref");
+    HYRT_CUDA_CHECK(
+        backend::cuda::launch_geglu(dx.data(), y.data(), FloatType::kF16, c.rows, c.n, nullptr));
+    HYRT_CUDA_CHECK(backend::cuda::launch_quantize_rows_s8(y.data(), FloatType::kF16, c.rows, c.n,
+                                                           c.n, q_ref.as<int8_t>(),
+                                                           s_ref.as<float>(), nullptr));
+    DeviceBuffer q(static_cast<size_t>(n), "q"), s(static_cast<size_t>(c.rows) * 4, "scales");
+    HYRT_CUDA_CHECK(cudaMemset(q.data(), 0x7f, q.size()));
+    HYRT_CUDA_CHECK(cudaMemset(s.data(), 0xff, s.size()));
+    HYRT_CUDA_CHECK(backend::cuda::launch_geglu_quantize(dx.data(), FloatType::kF16, c.rows, c.n,
+                                                         q.as<int8_t>(), s.as<float>(), nullptr));
+    EXPECT_EQ(download(q_ref, q.size()), download(q, q.size())) << "s8 values differ";
+    EXPECT_EQ(download(s_ref, s.size()), download(s, s.size())) << "row scales differ";
+  }
+  EXPECT_FALSE(backend::cuda::geglu_quantize_supported(8200));
+  EXPECT_FALSE(backend::cuda::geglu_quantize_supported(12));
+}
+
+// x [b, t, c] -> layer norm -> linear "a" (bias), linear "r" (+ residual input): as a graph,
+// with the layer norm quantizing or not.
+std::shared_ptr<ir::Graph> ln_linears(const Shape& x_shape, int64_t n, bool quantize) {
+  auto g = std::make_shared<ir::Graph>(DType::kF32);
+  const int64_t c = x_shape.dim(-1);
+  const ir::ValueId x = g->add_input("x", DType::kF32, x_shape);
+  ir::NormAttrs ln;
+  ln.quantize_output = quantize;
+  const ir::ValueId h = g->add_node(
+      ir::OpKind::kLayerNorm,
+      {x, g->add_weight("g", DType::kF32, {c}), g->add_weight("b", DType::kF32, {c})}, ln, "ln");
+  Shape out = x_shape;
+  out[out.rank() - 1] = n;
+  const ir::ValueId r = g->add_input("res", DType::kF32, out);
+  g->mark_output(g->add_node(
+      ir::OpKind::kLinear,
+      {h, g->add_weight("a.w", DType::kS8, {n, c}), g->add_weight("a.b", DType::kF32, {n})}, {},
+      "a"));
+  g->mark_output(g->add_node(ir::OpKind::kLinear, {h, g->add_weight("r.w", DType::kS8, {n, c}), r},
+                             ir::LinearAttrs{{.residual = true}}, "r"));
+  g->verify();
+  return g;
+}
+
+TEST(CudaQuantizedActivation, LinearsOnAQuantizedLayerNormGiveTheW8a8Bits) {
+  REQUIRE_GPU();
+  const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
+  if (!backend::cuda::fused_s8_gemm_available(dev.compute_major, dev.compute_minor))
+    GTEST_SKIP() << "the fused W8A8 kernel is not built for " << dev.name;
+  // W8A8 forced for the float-input form, so that both forms quantize.
+  std::unique_ptr<backend::cuda::CudaBackend> b = backend::cuda::make_cuda_backend(
+      {.gemm = backend::cuda::GemmPolicy::kW8A8, .fuse_residual = true});
+  struct Case {
+    Shape x;
+    int64_t n;
+  };
+  const Case cases[] = {{Shape{2, 37, 320}, 320},
+                        {Shape{2, 64, 640}, 1280},
+                        {Shape{1, 300, 1280}, 640},
+                        {Shape{2, 9, 2048}, 16}};
+  uint64_t seed = 700;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(str_cat(c.x.to_string(), " -> ", c.n));
+    const int64_t k = c.x.dim(-1);
+    weights::MemoryWeights w;
+    w.add("g", random_tensor(Shape{k}, seed++, 1.0f));
+    w.add("b", random_tensor(Shape{k}, seed++, 0.3f));
+    for (const char* name : {"a.w", "r.w"}) {
+      weights::QuantizedTensor qt =
+          weights::quantize_per_row(random_tensor(Shape{c.n, k}, seed++, 0.05f).view());
+      w.add_quantized(name, std::move(qt.q), std::move(qt.scale));
+    }
+    w.add("a.b", random_tensor(Shape{c.n}, seed++, 0.1f));
+    const std::vector<uint16_t> xh = f16_values(random_tensor(c.x, seed++, 2.0f));
+    Shape out = c.x;
+    out[out.rank() - 1] = c.n;
+    const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
+    DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
+    DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
+
+    std::vector<std::vector<uint8_t>> results[2];
+    for (bool quantize : {false, true}) {
+      const auto g = ln_linears(c.x, c.n, quantize);
+      for (const ir::Node& node : g->nodes())
+        ASSERT_TRUE(b->supports(*g, node)) << node.name << (quantize ? " (quantized)" : "");
+      backend::ProgramCache cache;
+      const ir::Node &ln = g->nodes()[0], &na = g->nodes()[1], &nr = g->nodes()[2];
+      auto kln = b->prepare(*g, ln, w, cache);
+      auto ka = b->prepare(*g, na, w, cache);
+      auto kr = b->prepare(*g, nr, w, cache);
+      const ir::Value& h = g->value(ln.output);
+      const DType h_dtype = quantize ? DType::kS8Rows : DType::kF16;
+      ASSERT_EQ(b->storage_dtype(h), h_dtype);
+      DeviceBuffer dh(storage_bytes(h_dtype, h.shape), "h");
+      HYRT_CUDA_CHECK(cudaMemset(dh.data(), 0x7f, dh.size()));  // poisoned
+      const size_t out_bytes = static_cast<size_t>(out.numel()) * 2;
+      DeviceBuffer da(out_bytes, "a"), dres(out_bytes, "r");
+      HYRT_CUDA_CHECK(cudaMemset(da.data(), 0xff, out_bytes));
+      HYRT_CUDA_CHECK(cudaMemset(dres.data(), 0xff, out_bytes));
+      const TensorView x_view{dx.data(), DType::kF16, c.x}, h_view{dh.data(), h_dtype, h.shape};
+      const TensorView none{};
+      kln->run(std::vector<TensorView>{x_view, none, none}, h_view);
+      ka->run(std::vector<TensorView>{h_view, none, none}, {da.data(), DType::kF16, out});
+      kr->run(std::vector<TensorView>{h_view, none, {dr.data(), DType::kF16, out}},
+              {dres.data(), DType::kF16, out});
+      results[quantize].push_back(download(da, out_bytes));
+      results[quantize].push_back(download(dres, out_bytes));
+      // Sanity: the outputs are finite and not the poison.
+      std::vector<float> af(static_cast<size_t>(out.numel()));
+      const auto& a_bytes = results[quantize][0];
+      for (size_t i = 0; i < af.size(); ++i) {
+        uint16_t v;
+        std::memcpy(&v, a_bytes.data() + 2 * i, 2);
+        af[i] = f16_to_f32(v);
+      }
+      EXPECT_TRUE(std::all_of(af.begin(), af.end(), [](float v) { return std::isfinite(v); }));
+    }
+    EXPECT_EQ(results[0][0], results[1][0]) << "linear a (bias) differs";
+    EXPECT_EQ(results[0][1], results[1][1]) << "linear r (residual) differs";
+  }
+}
+
+}  // namespace
+}  // namespace hyrt::test
+
+#endif  // HYRT_HAVE_CUDA
