@@ -128,8 +128,9 @@ TEST(CudaQuantizedActivation, GegluQuantizeMatchesGegluThenQuantize) {
   struct Case {
     int64_t rows, n;  // n gated values a row (x is [rows, 2n])
   };
-  // 1, 2, 4 and 8 vectors a thread (128 threads a row); the widest row; part-empty threads.
-  const Case cases[] = {{37, 8}, {300, 1280}, {5, 2560}, {33, 5120}, {3, 8192}, {17, 1288}};
+  // One warp to 32 warps a row, 1, 2 and 4 vectors a thread, the widest row; part-empty warps.
+  const Case cases[] = {{37, 8},   {300, 1280}, {5, 2560},  {33, 5120},
+                        {3, 8192}, {17, 1288},  {2, 16392}, {2, 32768}};
   uint64_t seed = 600;
   for (const Case& c : cases) {
     SCOPED_TRACE(str_cat(c.rows, "x", c.n));
@@ -152,7 +153,7 @@ TEST(CudaQuantizedActivation, GegluQuantizeMatchesGegluThenQuantize) {
     EXPECT_EQ(download(q_ref, q.size()), download(q, q.size())) << "s8 values differ";
     EXPECT_EQ(download(s_ref, s.size()), download(s, s.size())) << "row scales differ";
   }
-  EXPECT_FALSE(backend::cuda::geglu_quantize_supported(8200));
+  EXPECT_FALSE(backend::cuda::geglu_quantize_supported(32776));
   EXPECT_FALSE(backend::cuda::geglu_quantize_supported(12));
 }
 

@@ -24,15 +24,19 @@ using ir::OpKind;
 using ir::ValueId;
 using plan::PlacementMode;
 
+// A plain layer norm "ln" over x's 32 channels.
+ValueId add_layer_norm(Graph& g, ValueId x) {
+  return g.add_node(OpKind::kLayerNorm,
+                    {x, g.add_weight("g", DType::kF32, {32}), g.add_weight("b", DType::kF32, {32})},
+                    ir::NormAttrs{}, "ln");
+}
+
 // x [2, 16, 32] -> ln -> q, k, v linears (8-bit S weights, k with a bias) -> attention -> out
 // (+ residual x). `extra`: also read ln's output with a silu (a non-linear reader).
 std::shared_ptr<Graph> attention_block(bool extra = false, bool ln_output = false) {
   auto g = std::make_shared<Graph>();
   const ValueId x = g->add_input("x", DType::kF32, {2, 16, 32});
-  const ValueId h =
-      g->add_node(OpKind::kLayerNorm,
-                  {x, g->add_weight("g", DType::kF32, {32}), g->add_weight("b", DType::kF32, {32})},
-                  ir::NormAttrs{}, "ln");
+  const ValueId h = add_layer_norm(*g, x);
   auto linear = [&](const std::string& name, ValueId in, bool bias = false) {
     std::vector<ValueId> inputs{in, g->add_weight(name + ".w", DType::kS8, {32, 32})};
     if (bias) inputs.push_back(g->add_weight(name + ".b", DType::kF32, {32}));
@@ -158,10 +162,7 @@ TEST(QuantizeActivations, AsksTheBackendForTheLayerNormAndEveryReader) {
 TEST(QuantizeActivations, GegluQuantizesForTheOutputProjection) {
   auto g = std::make_shared<Graph>();
   const ValueId x = g->add_input("x", DType::kF32, {2, 16, 32});
-  const ValueId hn =
-      g->add_node(OpKind::kLayerNorm,
-                  {x, g->add_weight("g", DType::kF32, {32}), g->add_weight("b", DType::kF32, {32})},
-                  ir::NormAttrs{}, "ln");
+  const ValueId hn = add_layer_norm(*g, x);
   const ValueId p = g->add_node(OpKind::kLinear,
                                 {hn, g->add_weight("proj.w", DType::kS8, {128, 32})}, {}, "proj");
   const ValueId gated = g->add_node(OpKind::kGeglu, {p}, {}, "geglu");
@@ -191,10 +192,7 @@ TEST(QuantizeActivations, LeavesLayerNormsWithALowRankReader) {
   // ln -> linear with a LoRA side path (the fuser folds it into a low-rank term).
   auto g = std::make_shared<Graph>();
   const ValueId x = g->add_input("x", DType::kF32, {2, 16, 32});
-  const ValueId hn =
-      g->add_node(OpKind::kLayerNorm,
-                  {x, g->add_weight("g", DType::kF32, {32}), g->add_weight("b", DType::kF32, {32})},
-                  ir::NormAttrs{}, "ln");
+  const ValueId hn = add_layer_norm(*g, x);
   const ValueId base =
       g->add_node(OpKind::kLinear, {hn, g->add_weight("q.w", DType::kS8, {32, 32})}, {}, "q");
   const ValueId dn =

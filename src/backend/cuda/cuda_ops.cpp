@@ -72,13 +72,13 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
     return {};
   }
   if (node.op == OpKind::kGeglu && ir::quantizes_output(node.attrs)) {
-    // launch_geglu_quantize: f16 rows of a multiple of 8 gated values, up to 8192.
+    // launch_geglu_quantize: f16 rows of a multiple of 8 gated values, up to 32768.
     const ir::Value& x = graph.value(node.inputs[0]);
     if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
       return "a quantizing GEGLU reads an f16 activation";
     if (!geglu_quantize_supported(x.shape.dim(-1) / 2))
       return str_cat("a quantizing GEGLU to ", x.shape.dim(-1) / 2,
-                     " values a row (a multiple of 8, up to 8192)");
+                     " values a row (a multiple of 8, up to 32768)");
     return {};
   }
   if (!dtype_is_float(out.dtype))

@@ -666,6 +666,8 @@ void row_dispatch(int64_t cols, const Launch& launch) {
     row_dispatch_v<T, 1>(cols, launch);
 }
 
+// The layer norm; with q8 set, its quantized form (layer_norm_kernel's Quantize: only for rows
+// the register cache holds, which launch_layer_norm_quantize ensures).
 struct LayerNormLaunch {
   const void* x;
   void* y;
@@ -675,32 +677,18 @@ struct LayerNormLaunch {
   const float* gamma;
   const float* beta;
   cudaStream_t stream;
+  int8_t* q8 = nullptr;
+  float* scales = nullptr;
   template <class T, int V, int NV, int LANES>
   void run() const {
-    layer_norm_kernel<T, V, NV, LANES>
-        <<<blocks_for(rows, kRowThreads / LANES), kRowThreads, 0, stream>>>(
-            static_cast<const T*>(x), static_cast<T*>(y), rows, channels, eps, gamma, beta);
-  }
-};
-
-// The layer norm with its output quantized (layer_norm_kernel's Quantize form); only for rows
-// the register cache holds (row_dispatch's NV > 0 picks).
-struct LayerNormQuantizeLaunch {
-  const void* x;
-  int8_t* q;
-  float* scales;
-  int64_t rows;
-  int channels;
-  float eps;
-  const float* gamma;
-  const float* beta;
-  cudaStream_t stream;
-  template <class T, int V, int NV, int LANES>
-  void run() const {
-    if constexpr (NV > 0 && V == 8)
-      layer_norm_kernel<T, V, NV, LANES, true>
-          <<<blocks_for(rows, kRowThreads / LANES), kRowThreads, 0, stream>>>(
-              static_cast<const T*>(x), nullptr, rows, channels, eps, gamma, beta, q, scales);
+    const unsigned blocks = blocks_for(rows, kRowThreads / LANES);
+    const T* xt = static_cast<const T*>(x);
+    if (!q8)
+      layer_norm_kernel<T, V, NV, LANES><<<blocks, kRowThreads, 0, stream>>>(
+          xt, static_cast<T*>(y), rows, channels, eps, gamma, beta);
+    else if constexpr (NV > 0 && V == 8)
+      layer_norm_kernel<T, V, NV, LANES, true><<<blocks, kRowThreads, 0, stream>>>(
+          xt, nullptr, rows, channels, eps, gamma, beta, q8, scales);
   }
 };
 
@@ -771,8 +759,8 @@ cudaError_t launch_layer_norm_quantize(const void* x, FloatType type, int64_t ro
   if (rows <= 0) return cudaSuccess;
   if (type != FloatType::kF16 || !layer_norm_quantize_supported(channels) || !aligned(x, 16))
     return cudaErrorInvalidValue;
-  const LayerNormQuantizeLaunch launch{x,   q,     scales, rows,  static_cast<int>(channels),
-                                       eps, gamma, beta,   stream};
+  const LayerNormLaunch launch{x,      nullptr, rows,  static_cast<int>(channels), eps, gamma, beta,
+                               stream, q,       scales};
   row_dispatch<__half>(channels, launch);
   return cudaGetLastError();
 }

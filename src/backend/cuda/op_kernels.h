@@ -99,7 +99,7 @@ cudaError_t launch_geglu(const void* x, void* y, FloatType type, int64_t rows, i
 // GEGLU with its output quantized (ir::GegluAttrs::quantize_output): each row as launch_geglu
 // would write it in f16, quantized by launch_quantize_rows_s8's rule (the same bits as those two
 // launches) into q s8 [rows, n] (ld = n) and scales f32 [rows]. x f16, 16-byte aligned; n as
-// geglu_quantize_supported says (a multiple of 8, up to 8192: the row is held in registers),
+// geglu_quantize_supported says (a multiple of 8, up to 32768: the row is held in registers),
 // else cudaErrorInvalidValue.
 bool geglu_quantize_supported(int64_t n);
 cudaError_t launch_geglu_quantize(const void* x, FloatType type, int64_t rows, int64_t n, int8_t* q,
