@@ -613,8 +613,9 @@ struct GemmSpec {
   // down [R, K] and up [N, R] (make_linear_kernel uploads them).
   int64_t rank = 0;
   std::shared_ptr<const DeviceBuffer> down, up;
-  // A linear whose x is already quantized (s8rows: quantized_input_supported): it runs the
-  // fused W8A8 kernel on x's values and row scales as bound, with no quantize pass or staging.
+  // A linear whose x is already quantized (s8rows; CudaBackend::supports takes it only where
+  // fused_s8_applies): it runs the fused W8A8 kernel on x's values and row scales as bound, with
+  // no quantize pass or staging.
   bool quantized_input = false;
 };
 

@@ -139,6 +139,10 @@ inline constexpr uint8_t kIm2colOperand = 1u << 7;
 GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node);
 
 // Uploads the node's weights, fetches or tunes its program, lays out its staging (above).
+// A linear whose x is quantized (DType::kS8Rows, made by a layer norm or GEGLU:
+// plan::quantize_activations) always runs W8A8 as the fused kernel on x as bound — its values
+// [M, K] and row scales — with no quantize pass, no staging and no row chunks; its GemmKey is
+// the one a float x of the output's storage dtype would give (it shares that program).
 std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
                                                    const CudaBackendOptions& options,
                                                    const ir::Graph& graph, const ir::Node& node,
