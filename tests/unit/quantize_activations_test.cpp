@@ -147,7 +147,7 @@ TEST(QuantizeActivations, AsksTheBackendForTheLayerNormAndEveryReader) {
   const Quantized r = run(attention_block(), {&h, &no_k});
   EXPECT_FALSE(r.ln_quantized());
   EXPECT_EQ(r.graph().value(r.node("q").inputs[0]).dtype, DType::kF32);
-  // The host (a FakeBackend like the CPU's, which refuses s8rows) never gets one either.
+  // A host that refuses s8rows (as the CPU backend does outside W8A8) never gets one either.
   const auto host_no_s8rows = FakeBackend(
       "cpu", backend::DeviceType::kHost,
       [](const Graph& g, const Node& n) {

@@ -270,6 +270,9 @@ class CpuBackend final : public Backend {
 
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
     const ir::Value& out = graph.value(node.output);
+    if (out.dtype == DType::kS8Rows ||
+        (!node.inputs.empty() && graph.value(node.inputs[0]).dtype == DType::kS8Rows))
+      return supports_quantized_activation(graph, node);
     if (out.dtype != DType::kF32) return false;
     for (size_t i = 0; i < node.inputs.size(); ++i) {
       const ir::Value& in = graph.value(node.inputs[i]);
@@ -411,6 +414,35 @@ class CpuBackend final : public Backend {
     if (forced == AttentionOverride::kInt8 || (w8a8 && forced == AttentionOverride::kNone))
       return AttentionPrecision::kInt8;
     return cpu_has_bf16_dot_product() ? AttentionPrecision::kBF16 : AttentionPrecision::kF32;
+  }
+
+  // Quantized activations (s8rows: plan::quantize_activations), only under W8A8, where they are
+  // the int8 products' operand: a layer norm over an f32 activation writing them (gamma and beta
+  // as for the plain one), and a linear with 8-bit S weights reading them as x (any epilogue but
+  // a low-rank term, which the IR refuses; not the GEMV, which reads x in f32).
+  bool supports_quantized_activation(const ir::Graph& graph, const ir::Node& node) const {
+    if (int8_mode_ != Int8Mode::kW8A8) return false;
+    const ir::Value& x = graph.value(node.inputs[0]);
+    if (node.op == ir::OpKind::kLayerNorm) {
+      if (x.dtype != DType::kF32 || x.kind == ir::ValueKind::kWeight) return false;
+      for (size_t i = 1; i < node.inputs.size(); ++i)
+        if (!is_float_storage(graph.value(node.inputs[i]).dtype)) return false;
+      return true;
+    }
+    if (node.op != ir::OpKind::kLinear || x.dtype != DType::kS8Rows) return false;
+    const ir::Value& w = graph.value(node.inputs[1]);
+    if (w.kind != ir::ValueKind::kWeight || w.dtype != DType::kS8 ||
+        graph.value(node.output).dtype != DType::kF32 || runs_as_gemv(x.shape, w.shape[1]))
+      return false;
+    const ir::ValueId residual = node.gemm_residual();
+    for (size_t i = 2; i < node.inputs.size(); ++i) {
+      const ir::Value& v = graph.value(node.inputs[i]);
+      if (node.inputs[i] == residual
+              ? v.dtype != DType::kF32 || v.kind == ir::ValueKind::kWeight
+              : v.kind != ir::ValueKind::kWeight || !is_float_storage(v.dtype))
+        return false;
+    }
+    return true;
   }
 
   // W8A8 on a graph with 8-bit S weights (a quantized model's): its own error against f32

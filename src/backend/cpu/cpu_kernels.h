@@ -399,8 +399,14 @@ void round_to_bf16(const float* x, uint16_t* y, int64_t n);
 // Weight input 1 stored s8 with per-row scales. Throw kInvalidModel (naming the weight)
 // when the scale is missing or not f32[rows], kUnsupported when oneDNN has only `ref`.
 // `precision` applies to kW8 (its widened weights and float activations); kW8A8 ignores it.
+// A linear whose x is quantized (DType::kS8Rows, from a layer norm with quantize_output) runs
+// W8A8 on x's values and row scales as bound (no quantize pass); the backend admits it only
+// under kW8A8 and where the product is not the GEMV (runs_as_gemv).
 std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
                                               FloatPrecision precision);
+// Whether a linear over x of this shape with K inputs runs as the s8 GEMV kernel (few rows per
+// sample; gemm_int8.cpp says why).
+bool runs_as_gemv(const Shape& x, int64_t k);
 std::unique_ptr<Kernel> make_conv2d_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
                                               FloatPrecision precision);
 // The products' operands (attention.cpp): kF32; kBF16: Q, K, V and the probabilities rounded
@@ -419,6 +425,8 @@ AttentionPrecision attention_precision_run(AttentionPrecision requested, int64_t
 // has VNNI, AMX or not; attention.cpp); unset or anything else: the defaults.
 enum class AttentionOverride { kNone, kF32, kOneDnn, kFused, kInt8 };
 AttentionOverride attention_override();
+// Group and layer norm; a layer norm with ir::NormAttrs::quantize_output writes s8rows: each
+// f32 row quantized by quantize_rows_s8 (the W8A8 linear's own rule: the same bits).
 std::unique_ptr<Kernel> make_norm_kernel(const PrepareContext& ctx);           // group, layer
 std::unique_ptr<Kernel> make_elementwise_kernel(const PrepareContext& ctx);    // activations,
                                                                                // add/mul, scale,

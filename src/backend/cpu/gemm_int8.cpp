@@ -113,7 +113,13 @@ class LinearInt8Kernel final : public Kernel {
     size_t src_size = sizeof(float);
     const void* weights = packed_->data();
     const float* row_scale = nullptr;
-    if (w8a8_) {
+    if (w8a8_ && inputs[0].dtype == DType::kS8Rows) {
+      // Quantized by its producer (a layer norm): its values [M, K], then M row scales.
+      const auto* q = inputs[0].as<const int8_t>();
+      src = q;
+      src_size = 1;
+      row_scale = reinterpret_cast<const float*>(q + s8rows_scales_offset(key_.m * key_.k));
+    } else if (w8a8_) {
       auto* q = static_cast<int8_t*>(scratch_.activations());
       float* scales = scratch_.row_scales();
       quantize_rows_s8(x, key_.m, key_.k, q, scales);
@@ -196,26 +202,6 @@ class LinearInt8Kernel final : public Kernel {
   SharedBuffer bias_;       // f32 [N] or null
   size_t held_bytes_ = 0;
 };
-
-// A linear with at most kGemvMaxRowsPerSample activation rows per sample (SD's
-// time-embedding layers: one row per sample; the lowest UNet level at tiny sizes): weight-
-// bandwidth bound, so neither mode's machinery pays off — W8A8 would add activation rounding
-// for no speed, W8 would widen a whole layer to multiply two rows. Instead each output is
-// s[n] · Σₖ x[m, k] · q[n, k] in f32, read straight from the s8 rows (one pass over the
-// weights for all rows), i.e. weight-only accuracy in both modes.
-// The choice never depends on the batch (x's first dimension), so a sample computes the same
-// numbers alone or batched with others (request batching, pipeline/txt2img.h): x [samples, K]
-// (one row per sample) runs as the GEMV up to kGemvMaxVectorRows rows; x [B, ..., K] when it
-// has at most kGemvMaxRowsPerSample rows per sample (4: what 8 rows were for the usual batch of
-// 2 under guidance).
-constexpr int64_t kGemvMaxRowsPerSample = 4;
-constexpr int64_t kGemvMaxVectorRows = 256;
-
-bool runs_as_gemv(const Shape& x, int64_t k) {
-  const int64_t rows = x.numel() / k;
-  if (x.rank() <= 2) return rows <= kGemvMaxVectorRows;
-  return rows / std::max<int64_t>(x[0], 1) <= kGemvMaxRowsPerSample;
-}
 
 class LinearInt8GemvKernel final : public Kernel {
  public:
@@ -320,6 +306,26 @@ class LinearInt8GemvKernel final : public Kernel {
 };
 
 }  // namespace
+
+// A linear with at most kGemvMaxRowsPerSample activation rows per sample (SD's
+// time-embedding layers: one row per sample; the lowest UNet level at tiny sizes): weight-
+// bandwidth bound, so neither mode's machinery pays off — W8A8 would add activation rounding
+// for no speed, W8 would widen a whole layer to multiply two rows. Instead each output is
+// s[n] · Σₖ x[m, k] · q[n, k] in f32, read straight from the s8 rows (one pass over the
+// weights for all rows), i.e. weight-only accuracy in both modes.
+// The choice never depends on the batch (x's first dimension), so a sample computes the same
+// numbers alone or batched with others (request batching, pipeline/txt2img.h): x [samples, K]
+// (one row per sample) runs as the GEMV up to kGemvMaxVectorRows rows; x [B, ..., K] when it
+// has at most kGemvMaxRowsPerSample rows per sample (4: what 8 rows were for the usual batch of
+// 2 under guidance).
+constexpr int64_t kGemvMaxRowsPerSample = 4;
+constexpr int64_t kGemvMaxVectorRows = 256;
+
+bool runs_as_gemv(const Shape& x, int64_t k) {
+  const int64_t rows = x.numel() / k;
+  if (x.rank() <= 2) return rows <= kGemvMaxVectorRows;
+  return rows / std::max<int64_t>(x[0], 1) <= kGemvMaxRowsPerSample;
+}
 
 std::unique_ptr<Kernel> make_linear_s8_kernel(const PrepareContext& ctx, Int8Mode mode,
                                               FloatPrecision precision) {

@@ -21,6 +21,7 @@
 #include <mutex>
 
 #include "backend/cpu/cpu_kernels.h"
+#include "backend/cpu/int8_common.h"
 #include "backend/cpu/vec_math.h"
 #include "core/parallel.h"
 
@@ -203,16 +204,20 @@ class LayerNormKernel final : public Kernel {
     channels_ = x.dim(-1);
     rows_ = x.numel() / channels_;
     eps_ = ctx.node.attr<ir::NormAttrs>().eps;
+    quantize_ = ctx.node.attr<ir::NormAttrs>().quantize_output;
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
     const float* x = inputs[0].as<const float>();  // [R, C]
     const float* gamma = params_.get(inputs, 1);
     const float* beta = params_.get(inputs, 2);
-    float* y = output.as<float>();
     const int64_t c = channels_;
+    // s8rows (core/dtype.h): the values [R, C], then R row scales.
+    auto* q = static_cast<int8_t*>(output.data);
+    auto* scales =
+        quantize_ ? reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * c)) : nullptr;
     parallel_for(rows_, 4, [&](int64_t r0, int64_t r1) {
-      std::vector<float> a(c), b(c);
+      std::vector<float> a(c), b(c), normalised(quantize_ ? c : 0);
       for (int64_t r = r0; r < r1; ++r) {
         const float* row = x + r * c;
         // Shifted by the row's first value, so a large mean does not swamp the f32 lanes.
@@ -223,7 +228,12 @@ class LayerNormKernel final : public Kernel {
           a[i] = static_cast<float>(gamma[i] * rstd);
           b[i] = static_cast<float>(beta[i] - mean * gamma[i] * rstd);
         }
-        scale_shift_row(row, a.data(), b.data(), y + r * c, c, false);
+        if (!quantize_) {
+          scale_shift_row(row, a.data(), b.data(), output.as<float>() + r * c, c, false);
+          continue;
+        }
+        scale_shift_row(row, a.data(), b.data(), normalised.data(), c, false);
+        quantize_rows_s8(normalised.data(), 1, c, q + r * c, scales + r);
       }
     });
   }
@@ -232,6 +242,7 @@ class LayerNormKernel final : public Kernel {
   F32Inputs params_;
   int64_t channels_, rows_;
   float eps_;
+  bool quantize_ = false;  // the output is s8rows (ir::NormAttrs::quantize_output)
 };
 
 }  // namespace
