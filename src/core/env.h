@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdlib>
+#include <optional>
 #include <string_view>
 
 namespace hyrt {
@@ -12,6 +13,17 @@ namespace hyrt {
 inline bool env_is(const char* name, std::string_view value) {
   const char* v = std::getenv(name);
   return v && std::string_view(v) == value;
+}
+
+// The whole number environment variable `name` holds when it is one in [lo, hi]; nullopt when
+// it is unset or holds anything else.
+inline std::optional<long> env_int(const char* name, long lo, long hi) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return std::nullopt;
+  char* end = nullptr;
+  const long n = std::strtol(v, &end, 10);
+  if (*end != '\0' || n < lo || n > hi) return std::nullopt;
+  return n;
 }
 
 }  // namespace hyrt

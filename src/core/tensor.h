@@ -29,6 +29,12 @@ struct TensorView {
   }
 };
 
+// The row scales of an s8rows view (core/dtype.h: after its values, at
+// s8rows_scales_offset(numel)); its s8 values are the view's data.
+inline float* s8rows_scales(const TensorView& v) {
+  return reinterpret_cast<float*>(static_cast<char*>(v.data) + s8rows_scales_offset(v.numel()));
+}
+
 class Tensor {
  public:
   Tensor() = default;

@@ -24,6 +24,19 @@ bool broadcastable(const Shape& a, const Shape& b) {
 
 }  // namespace
 
+std::vector<ValueId> add_inputs_and_weights(const Graph& from, Graph& to) {
+  std::vector<ValueId> map(from.values().size(), kNone);
+  for (const Value& v : from.values()) {
+    if (v.kind == ValueKind::kInput) {
+      map[v.id] = to.add_input(v.name, v.dtype, v.shape);
+      if (v.run_invariant) to.set_run_invariant(map[v.id]);
+    }
+    if (v.kind == ValueKind::kWeight) map[v.id] = to.add_weight(v.name, v.dtype, v.shape);
+    if (map[v.id] != kNone && v.wide_range) to.set_wide_range(map[v.id]);
+  }
+  return map;
+}
+
 InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>& inputs,
                           const Attrs& attrs, std::string_view name) {
   auto in = [&](size_t i) -> const Value& { return g.value(inputs[i]); };

@@ -130,6 +130,12 @@ class Graph {
   std::vector<ValueId> outputs_;
 };
 
+// For rewrites that build a graph anew from another (plan::fuse_epilogues,
+// plan::quantize_activations): adds `from`'s inputs and weights to `to`, in `from`'s order, with
+// their names, dtypes, shapes and flags (run_invariant, wide_range). Returns the map from `from`'s
+// value ids to `to`'s, kNone for intermediates (the caller adds them with their nodes).
+std::vector<ValueId> add_inputs_and_weights(const Graph& from, Graph& to);
+
 // Infers the output (dtype, shape) of `op` on `inputs`; throws kInvalidArgument with a
 // message naming `node_name` when inputs or attributes are inconsistent.
 struct InferredType {

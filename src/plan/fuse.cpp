@@ -203,15 +203,7 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
   Rewrite r;
   r.graph = std::make_shared<Graph>(g.activation_dtype());
   Graph& out = *r.graph;
-  std::vector<ValueId> map(g.values().size(), ir::kNone);
-  for (const ir::Value& v : g.values()) {
-    if (v.kind == ir::ValueKind::kInput) {
-      map[v.id] = out.add_input(v.name, v.dtype, v.shape);
-      if (v.run_invariant) out.set_run_invariant(map[v.id]);
-    }
-    if (v.kind == ir::ValueKind::kWeight) map[v.id] = out.add_weight(v.name, v.dtype, v.shape);
-    if (map[v.id] != ir::kNone && v.wide_range) out.set_wide_range(map[v.id]);
-  }
+  std::vector<ValueId> map = ir::add_inputs_and_weights(g, out);
   // What each old node is to the rewrite: absorbed (skipped), a chain's GEMM (skipped, emitted
   // at the anchor), an anchor (emits the chain), or kept.
   std::vector<const Chain*> gemm_chain(g.nodes().size(), nullptr), anchor_chain = gemm_chain;

@@ -18,15 +18,7 @@ using ir::ValueId;
 // The graph again, with the layer norms and GEGLUs in `quantized` writing s8rows.
 std::shared_ptr<Graph> rewrite(const Graph& g, const std::set<NodeId>& quantized) {
   auto out = std::make_shared<Graph>(g.activation_dtype());
-  std::vector<ValueId> map(g.values().size(), ir::kNone);
-  for (const ir::Value& v : g.values()) {
-    if (v.kind == ir::ValueKind::kInput) {
-      map[v.id] = out->add_input(v.name, v.dtype, v.shape);
-      if (v.run_invariant) out->set_run_invariant(map[v.id]);
-    }
-    if (v.kind == ir::ValueKind::kWeight) map[v.id] = out->add_weight(v.name, v.dtype, v.shape);
-    if (map[v.id] != ir::kNone && v.wide_range) out->set_wide_range(map[v.id]);
-  }
+  std::vector<ValueId> map = ir::add_inputs_and_weights(g, *out);
   for (const Node& n : g.nodes()) {
     std::vector<ValueId> inputs;
     for (ValueId v : n.inputs)

@@ -115,10 +115,9 @@ class LinearInt8Kernel final : public Kernel {
     const float* row_scale = nullptr;
     if (w8a8_ && inputs[0].dtype == DType::kS8Rows) {
       // Quantized by its producer (a layer norm): its values [M, K], then M row scales.
-      const auto* q = inputs[0].as<const int8_t>();
-      src = q;
+      src = inputs[0].data;
       src_size = 1;
-      row_scale = reinterpret_cast<const float*>(q + s8rows_scales_offset(key_.m * key_.k));
+      row_scale = s8rows_scales(inputs[0]);
     } else if (w8a8_) {
       auto* q = static_cast<int8_t*>(scratch_.activations());
       float* scales = scratch_.row_scales();

@@ -213,9 +213,8 @@ class LayerNormKernel final : public Kernel {
     const float* beta = params_.get(inputs, 2);
     const int64_t c = channels_;
     // s8rows (core/dtype.h): the values [R, C], then R row scales.
-    auto* q = static_cast<int8_t*>(output.data);
-    auto* scales =
-        quantize_ ? reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * c)) : nullptr;
+    auto* q = output.as<int8_t>();
+    float* scales = quantize_ ? s8rows_scales(output) : nullptr;
     parallel_for(rows_, 4, [&](int64_t r0, int64_t r1) {
       std::vector<float> a(c), b(c), normalised(quantize_ ? c : 0);
       for (int64_t r = r0; r < r1; ++r) {

@@ -94,13 +94,11 @@ namespace {
 // The budget at start-up: kGemmStagingBudget, or $HYRT_CUDA_GEMM_STAGING_MB megabytes when set
 // to a whole number in 1..65535 (a knob for measuring what the chunk size costs).
 size_t initial_staging_budget() {
-  if (const char* v = std::getenv("HYRT_CUDA_GEMM_STAGING_MB")) {
-    char* end = nullptr;
-    const long mb = std::strtol(v, &end, 10);
-    if (end != v && *end == '\0' && mb >= 1 && mb <= 65535) return static_cast<size_t>(mb) << 20;
+  if (const auto mb = env_int("HYRT_CUDA_GEMM_STAGING_MB", 1, 65535))
+    return static_cast<size_t>(*mb) << 20;
+  if (const char* v = std::getenv("HYRT_CUDA_GEMM_STAGING_MB"))
     HYRT_LOG(kWarning) << "HYRT_CUDA_GEMM_STAGING_MB='" << v
                        << "' is not a whole number of megabytes in 1..65535; ignored";
-  }
   return kGemmStagingBudget;
 }
 
@@ -779,7 +777,7 @@ class GemmKernel final : public CudaGemmKernel {
       residual = r.data;
     }
     if (quantized_input_) {
-      run_quantized_input(x.data, output.data, residual);
+      run_quantized_input(x, output.data, residual);
       return;
     }
     enqueue(c, *program_, staging_for(c), x.data, output.data, {activation_, residual});
@@ -1054,18 +1052,22 @@ class GemmKernel final : public CudaGemmKernel {
     }
   }
 
-  // y [M, N] (+ the residual's rows, in the epilogue) from a quantized x (s8rows: its M x K
-  // values, then its M row scales, core/dtype.h): one fused W8A8 GEMM over all rows — x is
-  // whole, nothing is staged, so there are no chunks.
-  void run_quantized_input(const void* x, void* y, const void* residual) const {
-    const int64_t m = key_.m;
-    const auto* q = static_cast<const int8_t*>(x);
-    const auto* scales = reinterpret_cast<const float*>(q + s8rows_scales_offset(m * k_));
-    HYRT_CUDA_CHECK(
-        launch_fused_s8_gemm(q, k_, w_->as<int8_t>(), k4_, scales, w_scale_->as<float>(),
-                             bias_f32_ ? bias_f32_->as<float>() : nullptr,
-                             static_cast<const __half*>(residual), static_cast<__half*>(y), m, n_,
-                             k_, FusedS8Tile::kAuto, ctx_.device().multiprocessors, ctx_.stream()));
+  // The fused W8A8 GEMM over `rows` rows: the quantized operand a [rows, K4] with its row
+  // scales -> y_rows (f16), adding residual_rows (null: none) in its epilogue.
+  void fused_gemm(const int8_t* a, const float* a_scales, const void* residual_rows, void* y_rows,
+                  int64_t rows) const {
+    HYRT_CUDA_CHECK(launch_fused_s8_gemm(
+        a, k4_, w_->as<int8_t>(), k4_, a_scales, w_scale_->as<float>(),
+        bias_f32_ ? bias_f32_->as<float>() : nullptr, static_cast<const __half*>(residual_rows),
+        static_cast<__half*>(y_rows), rows, n_, k_, FusedS8Tile::kAuto,
+        ctx_.device().multiprocessors, ctx_.stream()));
+  }
+
+  // y [M, N] (+ the residual, in the epilogue) from a quantized x (s8rows, core/dtype.h; K is a
+  // multiple of 16 where the fused kernel applies, so its rows are K4 wide): one fused GEMM
+  // over all rows — x is whole, nothing is staged, so there are no chunks.
+  void run_quantized_input(const TensorView& x, void* y, const void* residual) const {
+    fused_gemm(x.as<const int8_t>(), s8rows_scales(x), residual, y, key_.m);
   }
 
   // The quantized chunk of `rows` rows in staging -> its s32 result [rows, N4] in staging.
@@ -1147,18 +1149,14 @@ class GemmKernel final : public CudaGemmKernel {
         // writes the chunk's f16 rows, adding the residual's (no activation: fused_s8_applies).
         HYRT_ASSERT(e.activation == EpilogueActivation::kNone,
                     "the fused W8A8 kernel has no activation epilogue");
-        for_each_chunk(
-            s8_gemm_, p.s8_algo, p.s8_tail_algo,
-            [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t&) {
-              quantize(st, x, m0, rows);
-              HYRT_CUDA_CHECK(launch_fused_s8_gemm(
-                  static_cast<const int8_t*>(st[Scratch::kActS8]), k4_, w_->as<int8_t>(), k4_,
-                  static_cast<const float*>(st[Scratch::kRowScales]), w_scale_->as<float>(),
-                  bias_f32_ ? bias_f32_->as<float>() : nullptr,
-                  e.residual ? static_cast<const __half*>(act_row(e.residual, m0, n_)) : nullptr,
-                  static_cast<__half*>(act_row(y, m0, n_)), rows, n_, k_, FusedS8Tile::kAuto,
-                  ctx_.device().multiprocessors, ctx_.stream()));
-            });
+        for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,
+                       [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t&) {
+                         quantize(st, x, m0, rows);
+                         fused_gemm(static_cast<const int8_t*>(st[Scratch::kActS8]),
+                                    static_cast<const float*>(st[Scratch::kRowScales]),
+                                    e.residual ? act_row(e.residual, m0, n_) : nullptr,
+                                    act_row(y, m0, n_), rows);
+                       });
         return;
       }
       for_each_chunk(s8_gemm_, p.s8_algo, p.s8_tail_algo,

@@ -88,13 +88,6 @@ __device__ __forceinline__ void store_from_f32(T* p, const float (&in)[V]) {
   }
 }
 
-__device__ __forceinline__ uint32_t pack4(const int8_t* b) {
-  return static_cast<uint32_t>(static_cast<uint8_t>(b[0])) |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[1])) << 8 |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[2])) << 16 |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[3])) << 24;
-}
-
 // --- activation quantizer: one warp per row -----------------------------------------------------
 
 template <class T, int V>
@@ -117,24 +110,15 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int6
 #pragma unroll
   for (int offset = kWarp / 2; offset > 0; offset /= 2)
     m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
-  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-  if (lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+  const float inv = device::s8_row_inv(m);
+  if (lane == 0) scales[row] = device::s8_row_scale(m);
 
   // Second pass over the row: it is at most a few tens of KB, still in L1/L2.
   int8_t* qr = q + row * ld_q;
   for (int64_t k = static_cast<int64_t>(lane) * V; k < cols; k += kWarp * V) {
     float v[V];
     load_f32<T, V>(xr + k, v);
-    int8_t b[V];
-#pragma unroll
-    for (int i = 0; i < V; ++i)
-      b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(v[i] * inv, -127.0f), 127.0f)));
-    if constexpr (V == 1)
-      qr[k] = b[0];
-    else if constexpr (V == 4)
-      *reinterpret_cast<uint32_t*>(qr + k) = pack4(b);
-    else
-      *reinterpret_cast<uint2*>(qr + k) = make_uint2(pack4(b), pack4(b + 4));
+    device::store_s8<V>(v, inv, qr + k);
   }
   for (int64_t k = cols + lane; k < ld_q; k += kWarp)
     qr[k] = 0;

@@ -317,10 +317,9 @@ class LayerNormKernel final : public OpKernel {
   void run(std::span<const TensorView> views, const TensorView& output) override {
     check(views, output);
     if (quantize_) {  // s8rows: the values, then the row scales (core/dtype.h)
-      auto* q = static_cast<int8_t*>(output.data);
-      auto* scales = reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * channels_));
       checked(launch_layer_norm_quantize(in(views, 0), in_type(0), rows_, channels_, eps_,
-                                         in_f32(views, 1), in_f32(views, 2), q, scales, stream()),
+                                         in_f32(views, 1), in_f32(views, 2), output.as<int8_t>(),
+                                         s8rows_scales(output), stream()),
               "launch_layer_norm_quantize");
       return;
     }
@@ -413,9 +412,8 @@ class GegluKernel final : public OpKernel {
   void run(std::span<const TensorView> views, const TensorView& output) override {
     check(views, output);
     if (quantize_) {  // s8rows: the values, then the row scales (core/dtype.h)
-      auto* q = static_cast<int8_t*>(output.data);
-      auto* scales = reinterpret_cast<float*>(q + s8rows_scales_offset(rows_ * half_));
-      checked(launch_geglu_quantize(in(views, 0), in_type(0), rows_, half_, q, scales, stream()),
+      checked(launch_geglu_quantize(in(views, 0), in_type(0), rows_, half_, output.as<int8_t>(),
+                                    s8rows_scales(output), stream()),
               "launch_geglu_quantize");
       return;
     }

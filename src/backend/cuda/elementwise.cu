@@ -122,7 +122,7 @@ void geglu_typed(const void* x, void* y, int64_t rows, int64_t n, cudaStream_t s
 // thread holds few registers and an SM many rows' loads at once (a fixed 128 threads holding
 // up to 8 vectors each ran SDXL's 5120-wide rows at 29 us against the plain GEGLU's 24) — the
 // values rounded to f16 as geglu_kernel stores them, then quantized by the W8A8 rule
-// (launch_quantize_rows_s8: absmax, inv = 127 / absmax).
+// (op_device.cuh, store_s8).
 constexpr int kGegluQuantMaxThreads = 1024;
 constexpr int kGegluQuantMaxVectors = 4;  // per thread: rows up to 1024 · 4 · 8 = 32768 wide
 
@@ -156,21 +156,13 @@ __global__ void geglu_quantize_kernel(const __half* __restrict__ x, int n, int8_
   __syncthreads();
   for (int w = 0; w < static_cast<int>(blockDim.x / 32); ++w)
     m = fmaxf(m, warp_max[w]);
-  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-  if (threadIdx.x == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+  const float inv = s8_row_inv(m);
+  if (threadIdx.x == 0) scales[row] = s8_row_scale(m);
   int8_t* qr = q + row * n;
 #pragma unroll
   for (int j = 0; j < NV; ++j) {
     const int k = threadIdx.x + j * blockDim.x;
-    if (k < nv) {
-      uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-      for (int i = 0; i < 8; ++i) {
-        const int b = __float2int_rn(fminf(fmaxf(v[j][i] * inv, -127.0f), 127.0f));
-        packed[i / 4] |= static_cast<uint32_t>(b & 0xff) << (8 * (i % 4));
-      }
-      *reinterpret_cast<uint2*>(qr + k * 8) = make_uint2(packed[0], packed[1]);
-    }
+    if (k < nv) store_s8<8>(v[j], inv, qr + k * 8);
   }
 }
 

@@ -16,9 +16,9 @@
 //
 // im2col + quantize (the W8A8 candidate's prologue), never writing the f16 matrix: rows whose
 // 16-byte groups a group of up to 256 threads holds in registers (K up to 16384 f16 channels
-// x taps) are gathered once (quantize_resident.cuh); wider or unaligned rows take one block per
-// row that gathers the row twice — absmax, then quantize — the second gather hitting L2. Same
-// rule as launch_quantize_rows_s8, the same bits either way.
+// x taps) are gathered once (im2col_quantize_resident_kernel); wider or unaligned rows take one
+// block per row that gathers the row twice — absmax, then quantize — the second gather hitting L2.
+// Same rule as launch_quantize_rows_s8, the same bits either way.
 //
 // The weight reorder to the im2col column order (launch_reorder_weight_rows) runs here too, on
 // weights uploaded as stored: once per weight at prepare, a permutation the host would spend
@@ -31,6 +31,7 @@
 #include <type_traits>
 
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/op_device.cuh"
 #include "core/env.h"
 
 namespace hyrt::backend::cuda {
@@ -114,14 +115,7 @@ __device__ __forceinline__ void to_floats(const Vec<T, V>& in, float (&out)[V]) 
   }
 }
 
-__device__ __forceinline__ uint32_t pack4(const int8_t* b) {
-  return static_cast<uint32_t>(static_cast<uint8_t>(b[0])) |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[1])) << 8 |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[2])) << 16 |
-         static_cast<uint32_t>(static_cast<uint8_t>(b[3])) << 24;
-}
-
-// The row quantizer's two steps on V elements of T (the rule of launch_quantize_rows_s8):
+// The row quantizer's two steps on V elements of T (op_device.cuh's W8A8 rule):
 // |v| folded into the running absmax m, and v quantized by inv = 127 / absmax into dst.
 template <class T, int V>
 __device__ __forceinline__ float fold_absmax(float m, const Vec<T, V>& v) {
@@ -137,16 +131,7 @@ template <class T, int V>
 __device__ __forceinline__ void quantize_store(const Vec<T, V>& v, float inv, int8_t* dst) {
   float f[V];
   to_floats<T, V>(v, f);
-  int8_t b[V];
-#pragma unroll
-  for (int i = 0; i < V; ++i)
-    b[i] = static_cast<int8_t>(__float2int_rn(fminf(fmaxf(f[i] * inv, -127.0f), 127.0f)));
-  if constexpr (V == 8)
-    *reinterpret_cast<uint2*>(dst) = make_uint2(pack4(b), pack4(b + 4));
-  else if constexpr (V == 4)
-    *reinterpret_cast<uint32_t*>(dst) = pack4(b);
-  else
-    *dst = b[0];
+  device::store_s8<V>(f, inv, dst);
 }
 
 constexpr int kQuantThreads = 256;
@@ -173,8 +158,8 @@ __global__ void im2col_quantize_kernel(const T* __restrict__ x, int64_t row_begi
     for (int w = 0; w < static_cast<int>(blockDim.x / kWarp); ++w)
       m = fmaxf(m, warp_max[w]);
     __syncthreads();  // warp_max is rewritten for the next row
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-    if (threadIdx.x == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+    const float inv = device::s8_row_inv(m);
+    if (threadIdx.x == 0) scales[row] = device::s8_row_scale(m);
 
     int8_t* qr = q + row * ld_q;
     for (int v = threadIdx.x; v < g.row_vecs; v += blockDim.x) {
@@ -256,8 +241,8 @@ __global__ void __launch_bounds__(kResidentThreads)
       m = fmaxf(m, warp_max[first + w]);
   }
   if (!active) return;
-  const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-  if (lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+  const float inv = device::s8_row_inv(m);
+  if (lane == 0) scales[row] = device::s8_row_scale(m);
 
   int8_t* qr = q + row * ld_q;
 #pragma unroll

@@ -428,9 +428,8 @@ __device__ __forceinline__ float group_max(float v) {
 
 // Quantize = false: y (T) is written. Quantize = true (NV > 0: the row held in registers): the
 // normalised row is rounded to T, as y would hold it, then quantized by the W8A8 rule
-// (launch_quantize_rows_s8: absmax over the row, inv = 127 / absmax) into q8 [rows, channels]
-// with scales[row] = absmax / 127 — the same bits as this kernel's T output quantized by that
-// kernel.
+// (op_device.cuh: s8_row_inv, store_s8) into q8 [rows, channels] with scales[row] — the same
+// bits as this kernel's T output quantized by launch_quantize_rows_s8.
 template <class T, int V, int NV, int LANES, bool Quantize = false>
 __global__ void layer_norm_kernel(const T* x, T* y, int64_t rows, int channels, float eps,
                                   const float* __restrict__ gamma, const float* __restrict__ beta,
@@ -527,22 +526,13 @@ __global__ void layer_norm_kernel(const T* x, T* y, int64_t rows, int channels, 
       }
     }
     m = group_max<LANES>(m);
-    const float inv = m > 0.0f ? 127.0f / m : 0.0f;
-    if (valid && lane == 0) scales[row] = m > 0.0f ? m / 127.0f : 0.0f;
+    const float inv = s8_row_inv(m);
+    if (valid && lane == 0) scales[row] = s8_row_scale(m);
     int8_t* qr = q8 + row * channels;
 #pragma unroll
     for (int j = 0; j < NV; ++j) {
       const int k = lane + j * LANES;
-      if (k < cv && valid) {
-        // V = 8 (f16 rows of a multiple of 8): one 8-byte store.
-        uint32_t packed[2] = {0u, 0u};
-#pragma unroll
-        for (int i = 0; i < V; ++i) {
-          const int b = __float2int_rn(fminf(fmaxf(cache[j][i] * inv, -127.0f), 127.0f));
-          packed[i / 4] |= static_cast<uint32_t>(b & 0xff) << (8 * (i % 4));
-        }
-        *reinterpret_cast<uint2*>(qr + k * V) = make_uint2(packed[0], packed[1]);
-      }
+      if (k < cv && valid) store_s8<V>(cache[j], inv, qr + k * V);  // V = 8: one 8-byte store
     }
   } else if constexpr (NV > 0) {
 #pragma unroll

@@ -1,5 +1,6 @@
-// Device-side helpers shared by the op kernels (norm.cu, elementwise.cu, data_movement.cu):
-// vector loads and stores that widen to f32, warp reductions, launch arithmetic. Included by
+// Device-side helpers shared by the op kernels (norm.cu, elementwise.cu, data_movement.cu) and
+// the GEMM programs' passes (cuda_kernels.cu, im2col.cu): vector loads and stores that widen to
+// f32, warp reductions, launch arithmetic, the W8A8 activation quantizer's rule. Included by
 // .cu files only.
 #pragma once
 
@@ -166,6 +167,38 @@ __device__ __forceinline__ float sigmoid_gate(float x, float k) {
 // Blocks for a 1-D pass of `items` items, `threads` per block (each thread one item).
 inline unsigned blocks_for(int64_t items, int threads) {
   return static_cast<unsigned>(ceil_div(items, threads));
+}
+
+// --- the W8A8 activation quantizer's rule (cuda_kernels.h, launch_quantize_rows_s8) -----------
+// Every kernel that quantizes a row (the row quantizer, im2col's, the quantizing layer norm and
+// GEGLU) takes it from here, so that they give the same bits: with absmax the row's max |x|,
+// q = clamp(round_half_even(x · inv), −127, 127), inv = 127 / absmax, scale = absmax / 127
+// (both 0 for an all-zero row).
+
+__device__ __forceinline__ float s8_row_inv(float absmax) {
+  return absmax > 0.0f ? 127.0f / absmax : 0.0f;
+}
+
+__device__ __forceinline__ float s8_row_scale(float absmax) {
+  return absmax > 0.0f ? absmax / 127.0f : 0.0f;
+}
+
+// V = 1, 4 or 8 values quantized by `inv` into dst, one store of V bytes (dst aligned to V).
+template <int V>
+__device__ __forceinline__ void store_s8(const float (&v)[V], float inv, int8_t* dst) {
+  static_assert(V == 1 || V == 4 || V == 8, "1, 4 or 8 values a store");
+  uint32_t word[(V + 3) / 4] = {};
+#pragma unroll
+  for (int i = 0; i < V; ++i) {
+    const int b = __float2int_rn(fminf(fmaxf(v[i] * inv, -127.0f), 127.0f));
+    word[i / 4] |= static_cast<uint32_t>(b & 0xff) << (8 * (i % 4));
+  }
+  if constexpr (V == 8)
+    *reinterpret_cast<uint2*>(dst) = make_uint2(word[0], word[1]);
+  else if constexpr (V == 4)
+    *reinterpret_cast<uint32_t*>(dst) = word[0];
+  else
+    *dst = static_cast<int8_t>(word[0]);
 }
 
 }  // namespace hyrt::backend::cuda::device

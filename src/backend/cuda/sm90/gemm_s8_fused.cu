@@ -9,6 +9,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "core/env.h"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
@@ -154,11 +155,7 @@ FusedS8Tile forced_tile() {
 // Tiles per SM from which kAuto takes the 128 x 128 tile whatever K: 4, or
 // $HYRT_CUDA_FUSED_S8_FILL (a whole number 1..64).
 int64_t fill_tiles_per_sm() {
-  static const int64_t fill = [] {
-    const char* v = std::getenv("HYRT_CUDA_FUSED_S8_FILL");
-    const long n = v ? std::strtol(v, nullptr, 10) : 0;
-    return n >= 1 && n <= 64 ? static_cast<int64_t>(n) : int64_t{4};
-  }();
+  static const int64_t fill = env_int("HYRT_CUDA_FUSED_S8_FILL", 1, 64).value_or(4);
   return fill;
 }
 }  // namespace
