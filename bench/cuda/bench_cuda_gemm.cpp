@@ -352,7 +352,18 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
             d.multiprocessors, st));
       });
     };
-    const Timing t64 = gemm(cu::FusedS8Tile::kSmall), t128 = gemm(cu::FusedS8Tile::kLarge);
+    // Every tile configuration, and the one kAuto takes.
+    std::vector<std::pair<cu::FusedS8Tile, Timing>> tiles;
+    for (cu::FusedS8Tile tile : cu::kFusedS8Tiles)
+      tiles.emplace_back(tile, gemm(tile));
+    const auto tile_us = [&](cu::FusedS8Tile want) {
+      for (const auto& [tile, t] : tiles)
+        if (tile == want) return t.gpu_us;
+      return 0.0;
+    };
+    const Timing t64{.gpu_us = tile_us(cu::FusedS8Tile::kSmall)},
+        t128{.gpu_us = tile_us(cu::FusedS8Tile::kLarge)};
+    const cu::FusedS8Tile auto_tile = cu::fused_s8_auto_tile(s.m, s.n, s.k, d.multiprocessors);
     // The whole candidate as the backend runs it, and the f16 GEMM on f16-stored weights.
     Timing tw8, tf16, tf16c;  // W8A8, f16-stored weights, the f16 candidate (weights widened)
     backend::GemmKey key;     // the 8-bit S layer's (the untimed choice's input)
@@ -393,7 +404,17 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
                                   cu::gemm_roofline_us(key, GemmCandidate::kW8A8, fused)
                               ? "f16"
                               : "w8a8";
-    const double best = std::min(t64.gpu_us, t128.gpu_us);
+    double best = 0.0;
+    std::string best_tile = "-", by_tile;
+    for (const auto& [tile, t] : tiles) {
+      if (t.gpu_us > 0.0 && (best == 0.0 || t.gpu_us < best)) {
+        best = t.gpu_us;
+        best_tile = cu::fused_s8_tile_name(tile);
+      }
+      by_tile += str_cat(by_tile.empty() ? "" : ", ", "\"", cu::fused_s8_tile_name(tile),
+                         "\": ", num(t.gpu_us));
+      std::fprintf(stderr, "        %-14s %8.1f us\n", cu::fused_s8_tile_name(tile), t.gpu_us);
+    }
     // Bytes the quantizer must move at least: its input once (a conv's: the NHWC tensor) and
     // the s8 matrix.
     const double q_bytes = 2.0 * x_elems + static_cast<double>(s.m * s.k);
@@ -410,6 +431,8 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
         ", \"quantize_gbytes_per_s\": ", num(q_bytes / (tq.gpu_us * 1e-6) / 1e9, 0),
         ", \"gemm_64x128_us\": ", num(t64.gpu_us), ", \"gemm_128x128_us\": ", num(t128.gpu_us),
         ", \"gemm_best_tops\": ", num(ops / (best * 1e-6) / 1e12, 0),
+        ",\n     \"gemm_us_by_tile\": {", by_tile, "}, \"best_tile\": \"", best_tile,
+        "\", \"auto_tile\": \"", cu::fused_s8_tile_name(auto_tile), "\"",
         ",\n     \"w8a8_candidate_us\": ", num(tw8.gpu_us),
         ", \"f16_candidate_us\": ", num(tf16c.gpu_us),
         ", \"f16_weights_gemm_us\": ", num(tf16.gpu_us), ", \"untimed_choice\": \"", untimed,

@@ -21,7 +21,7 @@
 #   QUANT_BREAKDOWN_FORMS — and the quantizer, GEMM and conv tests with each — QUANT_TESTS), quant_ab (the UNet step, SD 1.5 512² and 1024², SDXL 1024², with
 #   QUANT_FORMS — new, old (quantizer, tile rule and conv estimate of before), autotune, noqa
 #   (layer norms not quantizing for their linears) — in
-#   alternating processes; QUANT_ROUNDS),
+#   alternating processes; QUANT_ROUNDS; tile_NAME forces a fused W8A8 tile configuration),
 #   attn_tests (the CUDA attention tests with cuDNN's plans, the default, and with
 #   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
 #   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
@@ -164,9 +164,11 @@ if has_word shapes; then
   for c in "${cases[@]}"; do
     read -r -a a <<<"$c"
     # A case named *_old runs the quantizer and tile rule as before (quant_ab's old form).
-    q="" fill="" roof=""; [[ ${a[0]} == *_old ]] && q=twopass fill=8 roof=matrix
+    # One named *_nopp runs the tile rule without the ping-pong tile (quant_ab's nopp form).
+    q="" fill="" roof="" pp=""; [[ ${a[0]} == *_old ]] && q=twopass fill=8 roof=matrix
+    [[ ${a[0]} == *_nopp ]] && pp=0
     HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
-      timeout 240 "$hyrt" bench "${a[@]:1}" \
+      HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp timeout 240 "$hyrt" bench "${a[@]:1}" \
       --int8 --only unet --placement device --runs 5 --warmup 2 \
       --profile --profile-shapes --json "$out/shapes_${a[0]}.json" >/dev/null 2>"$out/shapes_${a[0]}.err"
     python3 - "$out/shapes_${a[0]}.json" "${a[0]}" <<'PY' || tail -n 3 "$out/shapes_${a[0]}.err"
@@ -292,20 +294,24 @@ if has_word quant_ab; then
   # Forms: new (the defaults), old (HYRT_CUDA_QUANTIZE=twopass, HYRT_CUDA_FUSED_S8_FILL=8,
   # HYRT_CUDA_ROOFLINE=matrix: the im2col quantizer, fused tile rule and conv estimate of before),
   # autotune (the defaults with every GEMM's candidate measured: hyrt bench --autotune), noqa
-  # (HYRT_QUANTIZED_ACTIVATIONS=0: layer norms write f16 and each linear quantizes it).
+  # (HYRT_QUANTIZED_ACTIVATIONS=0: layer norms write f16 and each linear quantizes it),
+  # tile_NAME (HYRT_CUDA_FUSED_S8_TILE=NAME: every fused W8A8 GEMM on that tile configuration),
+  # nopp (HYRT_CUDA_FUSED_S8_PINGPONG_K=0: the tile rule without the ping-pong tile, as before).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
       q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
       [[ $form == old ]] && q=twopass fill=8 roof=matrix
       [[ $form == noqa ]] && qa=0
+      tile=""; [[ $form == tile_* ]] && tile=${form#tile_}
+      pp=""; [[ $form == nopp ]] && pp=0
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
-        HYRT_QUANTIZED_ACTIVATIONS=$qa \
+        HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
         HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
-        HYRT_QUANTIZED_ACTIVATIONS=$qa \
+        HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
         HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done

@@ -1019,13 +1019,16 @@ TEST(CudaGemmFused, S8AppliesRule) {
     using backend::cuda::fused_s8_auto_tile;
     using backend::cuda::FusedS8Tile;
     EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 17280, 132), FusedS8Tile::kLarge);  // 3x3 conv
-    EXPECT_EQ(fused_s8_auto_tile(8192, 5120, 640, 132), FusedS8Tile::kLarge);    // many tiles
-    EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 1280, 132), FusedS8Tile::kSmall);
+    // Shallow K with a tile per SM and more: the ping-pong tile (GEGLU, q/k/v projections).
+    EXPECT_EQ(fused_s8_auto_tile(8192, 5120, 640, 132), FusedS8Tile::kPingpong);
+    EXPECT_EQ(fused_s8_auto_tile(2048, 1280, 1280, 132), FusedS8Tile::kPingpong);
+    EXPECT_EQ(fused_s8_auto_tile(32768, 320, 320, 132), FusedS8Tile::kPingpong);
+    EXPECT_EQ(fused_s8_auto_tile(512, 1280, 1280, 132), FusedS8Tile::kSmall);  // 40 tiles
     EXPECT_EQ(fused_s8_auto_tile(154, 640, 2048, 132), FusedS8Tile::kSmall);
     // Deep K but too few 128 x 128 tiles to fill the device (SD 1.5's 16x16 level at 512²).
     EXPECT_EQ(fused_s8_auto_tile(512, 1280, 11520, 132), FusedS8Tile::kSmall);
-    // Four tiles per SM and more: SD 1.5's 1024² top level (768 tiles); 320 tiles stay small.
-    EXPECT_EQ(fused_s8_auto_tile(32768, 320, 320, 132), FusedS8Tile::kLarge);
+    // Deeper K: four tiles per SM and more take 128 x 128 (768 tiles); 320 tiles stay small.
+    EXPECT_EQ(fused_s8_auto_tile(32768, 320, 2560, 132), FusedS8Tile::kLarge);
     EXPECT_EQ(fused_s8_auto_tile(8192, 640, 2560, 132), FusedS8Tile::kSmall);
   }
   // Without the s32 result the W8A8 staging per row is K4 + 4, and the roofline drops its bytes.

@@ -22,15 +22,52 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <optional>
+#include <string_view>
 
 namespace hyrt::backend::cuda {
 
-// The tile shape a launch runs (M x N per thread-block tile; K steps of 128).
+// The tile configuration a launch runs (M x N per thread-block tile; K steps of 128; each a
+// persistent, warp-specialized kernel: one producer warp group loading by TMA, two consumer warp
+// groups on wgmma). "Cooperative": the two consumers share one tile; "ping-pong": they work on
+// alternate tiles, so one's epilogue (the rescale and the f16 store) runs under the other's
+// mainloop. A cluster of two along M loads each weight tile once and multicasts it to both
+// thread blocks. (Also measured and not kept, bench/results/README.md "fused W8A8 tile
+// configurations": 128 x 128 cooperative and 64 x 128 ping-pong in clusters of two, 128 x 256
+// cooperative.)
 enum class FusedS8Tile : uint8_t {
-  kAuto,   // by the shape (fused_s8_auto_tile)
-  kLarge,  // 128 x 128, two consumer warp groups cooperating on one tile
-  kSmall,  // 64 x 128, two consumer warp groups on alternate tiles ("ping-pong")
+  kAuto,      // by the shape (fused_s8_auto_tile)
+  kLarge,     // 128 x 128, cooperative
+  kSmall,     // 64 x 128, ping-pong
+  kPingpong,  // 128 x 128, ping-pong, clusters of 2 x 1
 };
+
+// Every configuration but kAuto, for benchmarks and tests.
+inline constexpr FusedS8Tile kFusedS8Tiles[] = {FusedS8Tile::kLarge, FusedS8Tile::kSmall,
+                                                FusedS8Tile::kPingpong};
+
+// "auto", "large", "small", "pingpong".
+inline const char* fused_s8_tile_name(FusedS8Tile t) {
+  switch (t) {
+    case FusedS8Tile::kAuto:
+      return "auto";
+    case FusedS8Tile::kLarge:
+      return "large";
+    case FusedS8Tile::kSmall:
+      return "small";
+    case FusedS8Tile::kPingpong:
+      return "pingpong";
+  }
+  return "?";
+}
+
+// The configuration of a name fused_s8_tile_name gives; nullopt for any other text.
+inline std::optional<FusedS8Tile> parse_fused_s8_tile(std::string_view name) {
+  for (FusedS8Tile t : kFusedS8Tiles)
+    if (name == fused_s8_tile_name(t)) return t;
+  if (name == "auto") return FusedS8Tile::kAuto;
+  return std::nullopt;
+}
 
 // Whether this build holds the kernels and a device of compute capability major.minor can run
 // them (sm_90 exactly: wgmma is not in later architectures' instruction sets under sm_90a).
@@ -40,9 +77,10 @@ bool fused_s8_gemm_available(int cc_major, int cc_minor);
 // alignment for s8), N a multiple of 8 (f16 rows), and every extent below 2^31.
 bool fused_s8_gemm_shape_ok(int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldw);
 
-// The tile kAuto picks for an M x N x K problem on a device with `multiprocessors` SMs: kLarge
-// when K >= 2880 and its tiles are at least one per SM, or when they fill the device 4 times
-// over; else kSmall (a rule from measurements: gemm_s8_fused.cu).
+// The tile kAuto picks for an M x N x K problem on a device with `multiprocessors` SMs (a rule
+// from measurements: gemm_s8_fused.cu): kPingpong where K <= 1280 and its 128 x 128 tiles are
+// at least one per SM; else kLarge when K >= 2880 and its tiles are at least one per SM, or
+// when they fill the device 4 times over; else kSmall.
 FusedS8Tile fused_s8_auto_tile(int64_t m, int64_t n, int64_t k, int multiprocessors);
 
 // Enqueues y = the fused GEMM above on `stream`. cudaErrorInvalidValue for a shape

@@ -1,0 +1,159 @@
+// Internal to sm90/: the fused W8A8 GEMM's kernel template (gemm_s8_fused.h), from CUTLASS 3's
+// sm90 collectives: the mainloop is CUTLASS's TMA + wgmma pipeline for s8 x s8 -> s32; the
+// epilogue is an epilogue visitor tree (EVT) that computes hyrt's rescale per fragment before
+// the f16 store. Each tile configuration is instantiated in a file of its own
+// (gemm_s8_fused_tile_*.cu) so that a parallel build compiles them side by side; compiled for
+// sm_90a only (CMakeLists.txt).
+#pragma once
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <type_traits>
+
+#include "backend/cuda/gemm_s8_fused.h"
+#include "cute/tensor.hpp"
+#include "cutlass/cutlass.h"
+#include "cutlass/epilogue/collective/collective_builder.hpp"
+#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
+#include "cutlass/gemm/collective/collective_builder.hpp"
+#include "cutlass/gemm/device/gemm_universal_adapter.h"
+#include "cutlass/gemm/kernel/gemm_universal.hpp"
+
+namespace hyrt::backend::cuda::sm90 {
+
+// One launch's operands, as launch_fused_s8_gemm documents them (m, n, k checked below 2^31).
+struct FusedS8Args {
+  const int8_t* a;
+  int64_t lda;
+  const int8_t* w;
+  int64_t ldw;
+  const float* a_scale;
+  const float* w_scale;
+  const float* bias;
+  const __half* residual;
+  __half* y;
+  int m, n, k;
+  cudaStream_t stream;
+};
+
+// Runs one tile configuration (either epilogue: residual or not), and sets its kernels'
+// shared-memory attributes; each defined by the tile's own file.
+template <FusedS8Tile kTile>
+cudaError_t run_fused_s8_tile(const FusedS8Args& args);
+template <FusedS8Tile kTile>
+cudaError_t prime_fused_s8_tile();
+
+namespace detail {
+
+using cute::_0;
+using cute::_1;
+using cute::Shape;
+using cute::Stride;
+namespace fusion = cutlass::epilogue::fusion;
+
+constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+// One tile configuration of the fused GEMM: D[M, N] = epilogue(A[M, K] · B[K, N]) with A the
+// activations (row-major, K contiguous) and B the weights as stored [N, K] (column-major B);
+// with kResidual the epilogue also adds C [M, N] (f16, row-major, ld N: the residual stream),
+// read by the epilogue's own TMA loads, before the one rounding to f16.
+template <class TileShape, class ClusterShape, class MainSchedule, class EpiSchedule,
+          bool kResidual>
+struct FusedS8Gemm {
+  // Per-row (M) activation scale, per-column (N) weight scale and bias, read as f32 vectors.
+  using ActScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, Stride<_1, _0, int64_t>>;
+  using WeightScale = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
+  using Bias = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
+  using Mul = fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>;
+  // acc · (a_scale · w_scale): the scales' product first, as launch_rescale_s32 computes it.
+  using Scaled =
+      fusion::Sm90EVT<Mul, fusion::Sm90AccFetch, fusion::Sm90EVT<Mul, ActScale, WeightScale>>;
+  // + bias, rounded to f16 (a null bias reads as zeros: the broadcasts' null default); with a
+  // residual, + bias in f32 and + C, then rounded: launch_rescale_s32's arithmetic.
+  using ToHalf = fusion::Sm90Compute<cutlass::plus, cutlass::half_t, float, kRound>;
+  using Biased =
+      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float, float, kRound>, Scaled, Bias>;
+  using Out =
+      std::conditional_t<kResidual,
+                         fusion::Sm90EVT<ToHalf, Biased, fusion::Sm90SrcFetch<cutlass::half_t>>,
+                         fusion::Sm90EVT<ToHalf, Scaled, Bias>>;
+  using ElementC = std::conditional_t<kResidual, cutlass::half_t, void>;
+
+  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
+      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float, ElementC,
+      cutlass::layout::RowMajor, 8, cutlass::half_t, cutlass::layout::RowMajor, 8, EpiSchedule,
+      Out>::CollectiveOp;
+  using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16,
+      int8_t, cutlass::layout::ColumnMajor, 16, int32_t, TileShape, ClusterShape,
+      cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename Epilogue::SharedStorage))>,
+      MainSchedule>::CollectiveOp;
+  using Kernel =
+      cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
+  using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
+
+  static cudaError_t prime() {
+    // Once per process (a function-local static is initialized exactly once, thread-safely).
+    static const cudaError_t status = [] {
+      const int smem = Kernel::SharedStorageSize;
+      if (smem < (48 << 10)) return cudaSuccess;
+      return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>,
+                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+    }();
+    return status;
+  }
+
+  static cudaError_t run(const FusedS8Args& g) {
+    if (const cudaError_t s = prime(); s != cudaSuccess) return s;
+    typename Kernel::StrideA stride_a{};
+    cute::get<0>(stride_a) = g.lda;
+    typename Kernel::StrideB stride_b{};
+    cute::get<0>(stride_b) = g.ldw;
+    typename Kernel::StrideD stride_d{};
+    cute::get<0>(stride_d) = g.n;
+    typename Kernel::StrideC stride_c{};
+    cute::get<0>(stride_c) = g.n;
+    const auto* c = kResidual ? reinterpret_cast<const cutlass::half_t*>(g.residual) : nullptr;
+    typename Gemm::Arguments args{
+        cutlass::gemm::GemmUniversalMode::kGemm,
+        {g.m, g.n, g.k, 1},
+        {g.a, stride_a, g.w, stride_b},
+        {{}, c, stride_c, reinterpret_cast<cutlass::half_t*>(g.y), stride_d}};
+    // The tree's arguments mirror its shape: {children..., op}.
+    const typename Scaled::Arguments scaled{
+        {}, {{g.a_scale, 0.f, {}}, {g.w_scale, 0.f, {}}, {}}, {}};
+    if constexpr (kResidual)
+      args.epilogue.thread = {{scaled, {g.bias, 0.f, {}}, {}}, {}, {}};  // (Scaled + Bias) + C
+    else
+      args.epilogue.thread = {scaled, {g.bias, 0.f, {}}, {}};
+    if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
+    if (Gemm::get_workspace_size(args) != 0) return cudaErrorInvalidValue;  // none expected
+    typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
+    if (Gemm::run(params, g.stream) != cutlass::Status::kSuccess) {
+      const cudaError_t e = cudaGetLastError();
+      return e != cudaSuccess ? e : cudaErrorLaunchFailure;
+    }
+    return cudaGetLastError();
+  }
+};
+
+// The two epilogues of one tile configuration: run_fused_s8_tile and prime_fused_s8_tile in a
+// tile's file are these.
+template <class TileShape, class ClusterShape, class MainSchedule, class EpiSchedule>
+struct FusedS8TileConfig {
+  using Plain = FusedS8Gemm<TileShape, ClusterShape, MainSchedule, EpiSchedule, false>;
+  using WithResidual = FusedS8Gemm<TileShape, ClusterShape, MainSchedule, EpiSchedule, true>;
+  static cudaError_t run(const FusedS8Args& args) {
+    return args.residual ? WithResidual::run(args) : Plain::run(args);
+  }
+  static cudaError_t prime() {
+    const cudaError_t s = Plain::prime();
+    return s != cudaSuccess ? s : WithResidual::prime();
+  }
+};
+
+}  // namespace detail
+}  // namespace hyrt::backend::cuda::sm90
