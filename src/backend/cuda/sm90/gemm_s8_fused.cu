@@ -6,7 +6,6 @@
 
 #include <algorithm>
 #include <cstdlib>
-#include <string_view>
 
 #include "backend/cuda/sm90/gemm_s8_fused_kernel.cuh"
 #include "core/env.h"

@@ -1,9 +1,9 @@
 // Internal to sm90/: the fused W8A8 GEMM's kernel template (gemm_s8_fused.h), from CUTLASS 3's
 // sm90 collectives: the mainloop is CUTLASS's TMA + wgmma pipeline for s8 x s8 -> s32; the
 // epilogue is an epilogue visitor tree (EVT) that computes hyrt's rescale per fragment before
-// the f16 store. Each tile configuration is instantiated in a file of its own
-// (gemm_s8_fused_tile_*.cu) so that a parallel build compiles them side by side; compiled for
-// sm_90a only (CMakeLists.txt).
+// the f16 store. The tile configurations are listed here (TileConfig); each is instantiated in
+// a file of its own (gemm_s8_fused_tile_*.cu) so that a parallel build compiles them side by
+// side; compiled for sm_90a only (CMakeLists.txt).
 #pragma once
 
 #include <cuda_fp16.h>
@@ -36,13 +36,6 @@ struct FusedS8Args {
   int m, n, k;
   cudaStream_t stream;
 };
-
-// Runs one tile configuration (either epilogue: residual or not), and sets its kernels'
-// shared-memory attributes; each defined by the tile's own file.
-template <FusedS8Tile kTile>
-cudaError_t run_fused_s8_tile(const FusedS8Args& args);
-template <FusedS8Tile kTile>
-cudaError_t prime_fused_s8_tile();
 
 namespace detail {
 
@@ -140,8 +133,7 @@ struct FusedS8Gemm {
   }
 };
 
-// The two epilogues of one tile configuration: run_fused_s8_tile and prime_fused_s8_tile in a
-// tile's file are these.
+// The two epilogues of one tile configuration.
 template <class TileShape, class ClusterShape, class MainSchedule, class EpiSchedule>
 struct FusedS8TileConfig {
   using Plain = FusedS8Gemm<TileShape, ClusterShape, MainSchedule, EpiSchedule, false>;
@@ -155,5 +147,54 @@ struct FusedS8TileConfig {
   }
 };
 
+using cute::_128;
+using cute::_2;
+using cute::_64;
+using cutlass::epilogue::TmaWarpSpecialized;
+using cutlass::epilogue::TmaWarpSpecializedCooperative;
+using cutlass::gemm::KernelTmaWarpSpecializedCooperative;
+using cutlass::gemm::KernelTmaWarpSpecializedPingpong;
+
+// Each FusedS8Tile's configuration (gemm_s8_fused.h says what they are).
+template <FusedS8Tile kTile>
+struct TileConfig;
+template <>
+struct TileConfig<FusedS8Tile::kLarge> {
+  using type =
+      FusedS8TileConfig<Shape<_128, _128, _128>, Shape<_1, _1, _1>,
+                        KernelTmaWarpSpecializedCooperative, TmaWarpSpecializedCooperative>;
+};
+template <>
+struct TileConfig<FusedS8Tile::kSmall> {
+  using type = FusedS8TileConfig<Shape<_64, _128, _128>, Shape<_1, _1, _1>,
+                                 KernelTmaWarpSpecializedPingpong, TmaWarpSpecialized>;
+};
+template <>
+struct TileConfig<FusedS8Tile::kPingpong> {
+  using type = FusedS8TileConfig<Shape<_128, _128, _128>, Shape<_2, _1, _1>,
+                                 KernelTmaWarpSpecializedPingpong, TmaWarpSpecialized>;
+};
+
 }  // namespace detail
+
+// Runs one tile configuration (either epilogue: residual or not), and sets its kernels'
+// shared-memory attributes. Instantiated once each, in the tile's own file
+// (gemm_s8_fused_tile_*.cu); everywhere else only declared (the extern templates below).
+template <FusedS8Tile kTile>
+cudaError_t run_fused_s8_tile(const FusedS8Args& args) {
+  return detail::TileConfig<kTile>::type::run(args);
+}
+template <FusedS8Tile kTile>
+cudaError_t prime_fused_s8_tile() {
+  return detail::TileConfig<kTile>::type::prime();
+}
+
+#define HYRT_FUSED_S8_TILE_EXTERN(tile)                                                 \
+  extern template cudaError_t run_fused_s8_tile<FusedS8Tile::tile>(const FusedS8Args&); \
+  extern template cudaError_t prime_fused_s8_tile<FusedS8Tile::tile>();
+HYRT_FUSED_S8_TILE_EXTERN(kLarge)
+HYRT_FUSED_S8_TILE_EXTERN(kSmall)
+HYRT_FUSED_S8_TILE_EXTERN(kPingpong)
+#undef HYRT_FUSED_S8_TILE_EXTERN
+
 }  // namespace hyrt::backend::cuda::sm90
