@@ -79,11 +79,17 @@ struct Form {
   float rescale_slack;
   bool uncapped_registers;
   bool cudnn = false;
+  int sm90_groups = 0;  // Hopper's kernel (launch_flash_attention_sm90) with this many groups
+  bool sm90_half_exp = false;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
     {"capped, 32 rows/warp", 32, -1.0f, false},
     {"cudnn", 0, 0.0f, false, true},
+    {"hopper, 3 warp groups", 0, 0.0f, false, false, 3},
+    {"hopper, 2 warp groups", 0, 0.0f, false, false, 2},
+    {"hopper, 3 warp groups, f16x2 exp", 0, 0.0f, false, false, 3, true},
+    {"hopper, 2 warp groups, f16x2 exp", 0, 0.0f, false, false, 2, true},
 };
 
 double median(std::vector<double> v) {
@@ -279,11 +285,19 @@ int run(int argc, char** argv) {
       p.rows_per_warp = f.rows_per_warp, p.rescale_slack = f.rescale_slack;
       p.uncapped_registers = f.uncapped_registers;
       p.multiprocessors = d.multiprocessors;
+      p.sm90_warp_groups = f.sm90_groups;
+      p.sm90_half_exp = f.sm90_half_exp;
+      if (f.sm90_groups &&
+          (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
+           !backend::cuda::flash_attention_sm90_takes(p)))
+        continue;
       // Poisoned (f16 NaN) so that a form that writes nothing cannot pass for the last one.
       HYRT_CUDA_CHECK(cudaMemsetAsync(out.data(), 0xff, nq * 2, ctx.stream()));
       const double us = gpu_us(ctx, reps, [&] {
         if (plan)
           plan->run(q.data(), k.data(), v.data(), out.data(), work.data());
+        else if (f.sm90_groups)
+          HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, ctx.stream()));
         else
           HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, ctx.stream()));
       });

@@ -24,22 +24,23 @@ t0=$(date +%s)
 gpu_configure -DHYRT_BUILD_TESTS=ON -DHYRT_BUILD_CUDA_BENCH=ON
 gpu_build build.log hyrt hyrt_ops_tests bench_cuda_attention
 echo "build: $(($(date +%s) - t0)) s"
+forms="${ATTENTION_FORMS:-own cudnn hopper}"
 if [[ $what == *tests* ]]; then
-  for form in cudnn own; do
+  for form in $forms; do
     log=$res/attention_tests_$form.log
     env_form=()
     env_form=(HYRT_CUDA_ATTENTION=$form)
-    env "${env_form[@]}" build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
+    env "${env_form[@]}" timeout 150 build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
       >$log 2>&1
     echo "attention tests ($form) rc=$?"
     grep -E "^\[ +(FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|skip|no cuDNN" $log | head -n 30
-    echo "programs: $(grep -oE "runs (cudnn|own)" $log | sort | uniq -c | tr '\n' ' ')"
+    echo "programs: $(grep -oE "runs (cudnn|own|hopper)" $log | sort | uniq -c | tr '\n' ' ')"
     echo "largest rel L2 of the tests: $(grep -E "rel L2" $log | awk '{print $NF}' | sort -g |
       tail -n 1)"
   done
 fi
 if [[ $what == *kernel* ]]; then
-  build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms_h200.json >/dev/null \
+  timeout 150 build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms_h200.json >/dev/null \
     2>$res/attention_forms.txt
   echo "attention bench rc=$?"
   cat $res/attention_forms.txt
@@ -59,7 +60,7 @@ fi
 # form: own or cudnn (HYRT_CUDA_ATTENTION).
 if [[ $what == *sd15* ]]; then
   for round in 1 2; do
-    for form in own cudnn; do
+    for form in $forms; do
       env_form=()
       env_form=(HYRT_CUDA_ATTENTION=$form)
       env "${env_form[@]}" timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
@@ -73,7 +74,7 @@ if [[ $what == *sd15* ]]; then
   done
 fi
 if [[ $what == *sdxl* ]]; then
-  for form in own cudnn; do
+  for form in $forms; do
     env_form=()
     env_form=(HYRT_CUDA_ATTENTION=$form)
     env "${env_form[@]}" timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \

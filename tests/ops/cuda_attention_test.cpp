@@ -61,6 +61,10 @@ struct Spec {
   // Key j's values grow by 1 + key_ramp·j/tk: each row's maximum keeps rising across the key
   // tiles, so the running softmax must rescale again and again.
   float key_ramp = 0.0f;
+  // Direct launches only: 2 or 3 runs Hopper's kernel (launch_flash_attention_sm90) with that
+  // many consumer warp groups per block.
+  int sm90_groups = 0;
+  bool sm90_half_exp = false;  // ... with FlashAttentionParams::sm90_half_exp
 };
 
 std::string describe(const Spec& s) {
@@ -68,7 +72,9 @@ std::string describe(const Spec& s) {
                  " Dv=", s.dv, s.causal ? " causal" : "", s.packed ? " packed" : "",
                  s.rows_per_warp ? str_cat(" rows/warp=", s.rows_per_warp) : std::string(),
                  " slack=", s.rescale_slack, s.uncapped_registers ? " uncapped" : "",
-                 s.key_ramp != 0 ? str_cat(" ramp=", s.key_ramp) : "");
+                 s.key_ramp != 0 ? str_cat(" ramp=", s.key_ramp) : "",
+                 s.sm90_groups ? str_cat(" sm90 groups=", s.sm90_groups) : std::string(),
+                 s.sm90_half_exp ? " f16x2 exp" : "");
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -258,7 +264,14 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
   }
   p.out = dout.as<uint16_t>();
   HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));
-  HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()));
+  if (s.sm90_groups) {
+    p.sm90_warp_groups = s.sm90_groups;
+    p.sm90_half_exp = s.sm90_half_exp;
+    EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
+    HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
+  } else {
+    HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention(p, gpu().ctx->stream()));
+  }
   return f16_from_device(dout.data(), static_cast<size_t>(out_n));
 }
 
@@ -297,11 +310,16 @@ TEST(CudaAttention, CudnnTakesTheShapesItCan) {
     return std::string(backend::cuda::attention_program(
         *backend::cuda::make_attention_kernel(*gpu().ctx, ag.g, ag.node())));
   };
+  // Hopper's kernel takes head dims 40, 64 and 80 ahead of cuDNN where it is on and built.
+  const auto& dev = gpu().ctx->device();
+  const bool hopper =
+      backend::cuda::hopper_attention_enabled() &&
+      backend::cuda::flash_attention_sm90_available(dev.compute_major, dev.compute_minor);
   for (const Spec& s : {Spec{.batch = 2, .tq = 1024, .tk = 1024, .heads = 8, .d = 40, .dv = 40},
                         Spec{.batch = 2, .tq = 1024, .tk = 77, .heads = 8, .d = 80, .dv = 80},
                         Spec{.batch = 1, .tq = 256, .tk = 256, .heads = 8, .d = 160, .dv = 160},
                         Spec{.batch = 2, .tq = 1024, .tk = 1024, .heads = 20, .d = 64, .dv = 64}}) {
-    EXPECT_EQ(program(s), "cudnn") << describe(s);
+    EXPECT_EQ(program(s), hopper && s.d != 160 ? "hopper" : "cudnn") << describe(s);
     check(s);
   }
   EXPECT_EQ(
@@ -700,6 +718,169 @@ TEST(CudaAttention, KernelForms) {
 }
 
 // Runs everywhere: what the backend claims, without touching a device.
+// Hopper's kernel (launch_flash_attention_sm90) against the reference at each head dim it
+// takes, with query and key counts off its 64-row and 64-key tiles, one key tile and many,
+// maxima that keep rising across tiles, peaky softmaxes, a negative scale, packed q/k/v views
+// and both block sizes; and what it refuses.
+bool sm90_attention_here() {
+  const auto& dev = gpu().ctx->device();
+  return backend::cuda::flash_attention_sm90_available(dev.compute_major, dev.compute_minor);
+}
+
+TEST(CudaAttentionSm90, MatchesTheReference) {
+  REQUIRE_GPU();
+  if (!sm90_attention_here()) GTEST_SKIP() << "not an sm_90 device, or built without CUTLASS";
+  for (int groups : {2, 3}) {
+    for (int d : {40, 64, 80}) {
+      check({.batch = 2,
+             .tq = 333,
+             .tk = 257,
+             .heads = 3,
+             .d = d,
+             .dv = d,
+             .seed = 41,
+             .sm90_groups = groups},
+            Path::kDirect);
+      check({.batch = 1,
+             .tq = 64,
+             .tk = 64,
+             .heads = 2,
+             .d = d,
+             .dv = d,
+             .seed = 42,
+             .sm90_groups = groups},
+            Path::kDirect);
+      check({.batch = 1,
+             .tq = 1,
+             .tk = 1,
+             .heads = 1,
+             .d = d,
+             .dv = d,
+             .seed = 43,
+             .sm90_groups = groups},
+            Path::kDirect);
+      check({.batch = 2,
+             .tq = 200,
+             .tk = 77,
+             .heads = 4,
+             .d = d,
+             .dv = d,
+             .seed = 44,
+             .sm90_groups = groups},
+            Path::kDirect);  // cross attention's 77 keys
+      check({.batch = 1,
+             .tq = 130,
+             .tk = 700,
+             .heads = 3,
+             .d = d,
+             .dv = d,
+             .input_scale = 2.0f,
+             .seed = 45,
+             .key_ramp = 6.0f,
+             .sm90_groups = groups},
+            Path::kDirect);
+      check({.batch = 1,
+             .tq = 150,
+             .tk = 190,
+             .heads = 2,
+             .d = d,
+             .dv = d,
+             .scale = -0.2f,
+             .input_scale = 2.0f,
+             .seed = 46,
+             .sm90_groups = groups},
+            Path::kDirect);
+    }
+    check({.batch = 2,
+           .tq = 300,
+           .tk = 300,
+           .heads = 8,
+           .d = 40,
+           .dv = 40,
+           .seed = 47,
+           .packed = true,
+           .sm90_groups = groups},
+          Path::kDirect);
+  }
+  // A long key sequence (SD 1.5's 64² self attention): 64 tiles through the 4-stage ring.
+  check({.batch = 1,
+         .tq = 4096,
+         .tk = 4096,
+         .heads = 1,
+         .d = 40,
+         .dv = 40,
+         .seed = 48,
+         .sm90_groups = 3},
+        Path::kDirect);
+  // The f16x2 exponentials.
+  for (int groups : {2, 3}) {
+    check({.batch = 2,
+           .tq = 333,
+           .tk = 257,
+           .heads = 3,
+           .d = 40,
+           .dv = 40,
+           .seed = 49,
+           .sm90_groups = groups,
+           .sm90_half_exp = true},
+          Path::kDirect);
+    check({.batch = 1,
+           .tq = 130,
+           .tk = 700,
+           .heads = 3,
+           .d = 40,
+           .dv = 40,
+           .input_scale = 2.0f,
+           .seed = 50,
+           .key_ramp = 6.0f,
+           .sm90_groups = groups,
+           .sm90_half_exp = true},
+          Path::kDirect);
+  }
+  check({.batch = 1,
+         .tq = 1024,
+         .tk = 1024,
+         .heads = 2,
+         .d = 64,
+         .dv = 64,
+         .input_scale = 2.0f,
+         .seed = 51,
+         .sm90_groups = 3,
+         .sm90_half_exp = true},
+        Path::kDirect);
+}
+
+TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
+  REQUIRE_GPU();
+  DeviceBuffer buf(4096, "buf");
+  FlashAttentionParams p;
+  p.q = p.k = p.v = buf.as<uint16_t>();
+  p.out = buf.as<uint16_t>();
+  p.batch = 1, p.tq = 16, p.tk = 16, p.heads = 1, p.d = 40, p.dv = 40;
+  p.ld_q = p.ld_k = p.ld_v = p.ld_out = 40;
+  p.scale = 0.1f;
+  const bool built = sm90_attention_here();
+  EXPECT_EQ(backend::cuda::flash_attention_sm90_takes(p), built);
+  auto refused = [&](FlashAttentionParams bad) {
+    EXPECT_FALSE(backend::cuda::flash_attention_sm90_takes(bad));
+    EXPECT_EQ(backend::cuda::launch_flash_attention_sm90(bad, gpu().ctx->stream()),
+              cudaErrorInvalidValue);
+  };
+  FlashAttentionParams bad = p;
+  bad.causal = true;
+  refused(bad);
+  bad = p, bad.d = bad.dv = 48;
+  refused(bad);
+  bad = p, bad.dv = 64;
+  refused(bad);
+  bad = p, bad.q = p.q + 1;  // not 16-byte aligned
+  refused(bad);
+  bad = p, bad.ld_k = 44;
+  refused(bad);
+  bad = p, bad.tk = 0;
+  refused(bad);
+}
+
 TEST(CudaAttentionSupport, HeadDimLimitsAndEstimates) {
   auto make = [](int64_t width, int heads, int64_t t) {
     auto g = std::make_unique<ir::Graph>(DType::kF32);

@@ -46,6 +46,12 @@ struct FlashAttentionParams {
   // fit on an SM, and pick the rows per warp by waves (attention.cu); true runs the kernel as
   // it was before that: uncapped, 2 blocks. For benchmarks.
   bool uncapped_registers = false;
+  // launch_flash_attention_sm90 only: consumer warp groups per block (64 query rows each), 2
+  // or 3; 0 picks by head dim. For benchmarks.
+  int sm90_warp_groups = 0;
+  // launch_flash_attention_sm90 only, head dims 40 and 64: the exponentials as
+  // ex2.approx.f16x2 (two per SFU instruction) on arguments rounded to f16. For benchmarks.
+  bool sm90_half_exp = false;
 };
 
 constexpr int kFlashAttentionMaxHeadDim = 256;
@@ -55,5 +61,19 @@ constexpr int kFlashAttentionMaxHeadDim = 256;
 // cp.async); anything else runs the same kernel with element-wise tile loads. Zero-sized
 // work launches nothing; invalid parameters return cudaErrorInvalidValue.
 cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t stream);
+
+// Hopper's form of the same contract (sm90/attention_sm90.cu: wgmma, a producer warp streaming
+// K/V tiles, the next tile's q·kᵀ under this tile's softmax), built with CUTLASS's headers (for
+// their wgmma wrappers) for sm_90a only. Same results as launch_flash_attention up to f32
+// summation order (P is rounded to f16 the same way).
+// True when this build has it and a device of compute capability cc_major.cc_minor runs it.
+bool flash_attention_sm90_available(int cc_major, int cc_minor);
+// Whether it takes p: non-causal, (d, dv) one of (40, 40), (64, 64), (80, 80),
+// q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8 and ld_out of 2, batch·heads
+// <= 65535.
+bool flash_attention_sm90_takes(const FlashAttentionParams& p);
+// Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
+// does not take p or is not built. Call only where flash_attention_sm90_available.
+cudaError_t launch_flash_attention_sm90(const FlashAttentionParams& p, cudaStream_t stream);
 
 }  // namespace hyrt::backend::cuda

@@ -111,6 +111,25 @@ bool legacy_attention_form() {
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
 constexpr bool kCudnnAttentionByDefault = true;
 
+// Whether nodes Hopper's kernel takes (hopper_takes) run it, ahead of cuDNN's plans: see
+// hopper_attention_enabled.
+constexpr bool kHopperAttentionByDefault = false;
+
+// Nodes Hopper's kernel (attention_kernels.h, launch_flash_attention_sm90) takes on `device`:
+// f16, non-causal, its head dims, an sm_90 device, this build having it and it enabled.
+bool hopper_takes(const AttentionShape& s, const CudaDeviceInfo& device) {
+  if (s.wide || s.causal || s.storage != DType::kF16 || !hopper_attention_enabled() ||
+      !flash_attention_sm90_available(device.compute_major, device.compute_minor))
+    return false;
+  FlashAttentionParams p;  // the shape's own checks; alignment is each run's
+  alignas(16) static const uint16_t probe[8] = {};
+  p.q = p.k = p.v = probe;
+  p.out = const_cast<uint16_t*>(probe);
+  p.batch = s.batch, p.tq = s.tq, p.tk = s.tk, p.heads = s.heads, p.d = s.d, p.dv = s.dv;
+  p.ld_q = p.ld_k = int64_t{s.heads} * s.d, p.ld_v = p.ld_out = int64_t{s.heads} * s.dv;
+  return flash_attention_sm90_takes(p);
+}
+
 // Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.
 bool cudnn_shape(const AttentionShape& s) {
   return !s.wide && !s.causal && s.storage == DType::kF16 && s.d % 8 == 0 && s.dv % 8 == 0 &&
@@ -254,7 +273,8 @@ class AttentionKernel final : public Kernel {
       // Laid out only: nothing is reserved here (cuda_context.h, Scratch).
       layout_.add(Scratch::kAttnScores, static_cast<size_t>(chunk_rows_ * s_.tk * elem));
     }
-    candidate_ = cudnn_takes(s_);
+    hopper_ = hopper_takes(s_, ctx_.device());
+    candidate_ = !hopper_ && cudnn_takes(s_);
     if (candidate_) layout_.add(Scratch::kCudnnWork, kCudnnWorkspaceReserve);
     start_plan();
   }
@@ -262,6 +282,7 @@ class AttentionKernel final : public Kernel {
   // "cudnn" or "own": which program runs this node once settled (tests and benchmarks
   // report it). Waits for a plan still being built.
   const char* program() {
+    if (hopper_) return "hopper";
     settle();
     return cudnn() ? "cudnn" : "own";
   }
@@ -300,14 +321,6 @@ class AttentionKernel final : public Kernel {
     // A run outside a replay: the foreground is busy (the plans' builds wait).
     background_builds().note_busy();
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
-    if (const CudnnAttentionPlan* plan = cudnn();
-        plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
-        aligned16(inputs[2].data) && aligned16(output.data)) {
-      void* work = nullptr;
-      if (plan->workspace_bytes() > 0)
-        work = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kCudnnWork];
-      return plan->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
-    }
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
     p.k = inputs[1].as<const uint16_t>();
@@ -320,6 +333,18 @@ class AttentionKernel final : public Kernel {
     p.scale = s_.scale;
     p.causal = s_.causal;
     p.multiprocessors = ctx_.device().multiprocessors;
+    if (hopper_ && flash_attention_sm90_takes(p)) {
+      HYRT_CUDA_CHECK(launch_flash_attention_sm90(p, ctx_.stream()));
+      return;
+    }
+    if (const CudnnAttentionPlan* plan = cudnn();
+        plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
+        aligned16(inputs[2].data) && aligned16(output.data)) {
+      void* work = nullptr;
+      if (plan->workspace_bytes() > 0)
+        work = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kCudnnWork];
+      return plan->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
+    }
     if (legacy_attention_form()) p.uncapped_registers = true, p.rescale_slack = 0.0f;
     HYRT_CUDA_CHECK(launch_flash_attention(p, ctx_.stream()));
   }
@@ -391,6 +416,7 @@ class AttentionKernel final : public Kernel {
     pending_ = cudnn_plan_for(s_, ctx_.stream(), ctx_.device().index);
   }
 
+  bool hopper_ = false;     // Hopper's kernel runs the node (where its views are aligned)
   bool candidate_ = false;  // cuDNN takes the node and its plan's build has not started
   std::shared_ptr<const PlanTicket> pending_;        // the plan being built, until adopted
   std::shared_ptr<const CudnnAttentionPlan> cudnn_;  // cuDNN's program, else null: hyrt's
@@ -411,16 +437,28 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 bool cudnn_attention_enabled() {
   static const bool on = [] {
     const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    const bool asked = v && *v ? std::string_view(v) == "cudnn" : kCudnnAttentionByDefault;
+    const bool asked = v && *v ? std::string_view(v) == "cudnn" || std::string_view(v) == "hopper"
+                               : kCudnnAttentionByDefault;
+    return asked && !legacy_attention_form();
+  }();
+  return on;
+}
+
+bool hopper_attention_enabled() {
+  static const bool on = [] {
+    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
+    const bool asked = v && *v ? std::string_view(v) == "hopper" : kHopperAttentionByDefault;
     return asked && !legacy_attention_form();
   }();
   return on;
 }
 
 std::string attention_library() {
-  if (!cudnn_attention_enabled()) return "hyrt's kernel";
-  if (!cudnn_attention_available()) return "hyrt's kernel (" + cudnn_description() + ")";
-  return cudnn_description() +
+  const std::string hopper =
+      hopper_attention_enabled() ? "hyrt's Hopper kernel (sm_90, head dims 40, 64, 80), " : "";
+  if (!cudnn_attention_enabled()) return hopper + "hyrt's kernel";
+  if (!cudnn_attention_available()) return hopper + "hyrt's kernel (" + cudnn_description() + ")";
+  return hopper + cudnn_description() +
          ", hyrt's kernel while a shape's plan builds and where cuDNN "
          "refuses it";
 }

@@ -53,7 +53,8 @@ bool supports_attention(const ir::Graph& graph, const ir::Node& node);
 std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph& graph,
                                               const ir::Node& node);
 
-// "cudnn" when the kernel runs cuDNN's SDPA plan once settled (cudnn_attention.h: f16,
+// "hopper" when the kernel runs Hopper's (attention_kernels.h, launch_flash_attention_sm90),
+// "cudnn" when it runs cuDNN's SDPA plan once settled (cudnn_attention.h: f16,
 // non-causal, head dims multiples of 8 up to 256, cuDNN >= 9.13.1 found,
 // cudnn_attention_enabled()), "own" for hyrt's kernels; "" for a kernel that is not an attention
 // kernel. Waits for a cuDNN plan still being built (Kernel::settle).
@@ -63,6 +64,12 @@ const char* attention_program(Kernel& kernel);
 // the default (cuDNN's: kCudnnAttentionByDefault in cuda_attention.cpp says why). Whether
 // cuDNN is found is cudnn_attention_available's question.
 bool cudnn_attention_enabled();
+
+// Whether nodes Hopper's kernel takes (attention_kernels.h, flash_attention_sm90_takes; sm_90
+// devices, a build with CUTLASS's headers) run it ahead of cuDNN's plans:
+// HYRT_CUDA_ATTENTION=hopper (cuDNN's plans still run the nodes it does not take), else the default
+// (kHopperAttentionByDefault in cuda_attention.cpp says why).
+bool hopper_attention_enabled();
 
 // What runs the attention, for reports: cuDNN's description (cudnn_description(), which
 // opens cuDNN) where it is used, else "hyrt's kernel" and why.
