@@ -59,7 +59,7 @@ if [[ $what == *parity* ]]; then
 fi
 # form: own or cudnn (HYRT_CUDA_ATTENTION).
 if [[ $what == *sd15* ]]; then
-  for round in 1 2; do
+  for round in $(seq 1 "${SD15_ROUNDS:-2}"); do
     for form in $forms; do
       env_form=()
       env_form=(HYRT_CUDA_ATTENTION=$form)

@@ -68,9 +68,12 @@ cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s
 // summation order (P is rounded to f16 the same way).
 // True when this build has it and a device of compute capability cc_major.cc_minor runs it.
 bool flash_attention_sm90_available(int cc_major, int cc_minor);
-// Whether it takes p: non-causal, (d, dv) one of (40, 40), (64, 64), (80, 80),
-// q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8 and ld_out of 2, batch·heads
-// <= 65535.
+// Whether it takes a call of this shape: non-causal, (d, dv) one of (40, 40), (64, 64), (80, 80),
+// batch·heads <= 65535, tq and tk >= 1 and below 2^31.
+bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
+                                      int dv, bool causal);
+// ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
+// and ld_out of 2.
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

@@ -11,6 +11,10 @@ bool flash_attention_sm90_available(int, int) {
   return false;
 }
 
+bool flash_attention_sm90_takes_shape(int64_t, int, int64_t, int64_t, int, int, bool) {
+  return false;
+}
+
 bool flash_attention_sm90_takes(const FlashAttentionParams&) {
   return false;
 }

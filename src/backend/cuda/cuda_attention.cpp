@@ -116,18 +116,13 @@ constexpr bool kCudnnAttentionByDefault = true;
 constexpr bool kHopperAttentionByDefault = false;
 
 // Nodes Hopper's kernel (attention_kernels.h, launch_flash_attention_sm90) takes on `device`:
-// f16, non-causal, its head dims, an sm_90 device, this build having it and it enabled.
+// f16, non-causal, its head dims, an sm_90 device, this build having it and it enabled (each
+// run checks its views' alignment).
 bool hopper_takes(const AttentionShape& s, const CudaDeviceInfo& device) {
   if (s.wide || s.causal || s.storage != DType::kF16 || !hopper_attention_enabled() ||
       !flash_attention_sm90_available(device.compute_major, device.compute_minor))
     return false;
-  FlashAttentionParams p;  // the shape's own checks; alignment is each run's
-  alignas(16) static const uint16_t probe[8] = {};
-  p.q = p.k = p.v = probe;
-  p.out = const_cast<uint16_t*>(probe);
-  p.batch = s.batch, p.tq = s.tq, p.tk = s.tk, p.heads = s.heads, p.d = s.d, p.dv = s.dv;
-  p.ld_q = p.ld_k = int64_t{s.heads} * s.d, p.ld_v = p.ld_out = int64_t{s.heads} * s.dv;
-  return flash_attention_sm90_takes(p);
+  return flash_attention_sm90_takes_shape(s.batch, s.heads, s.tq, s.tk, s.d, s.dv, s.causal);
 }
 
 // Nodes cuDNN's SDPA operation takes: f16, non-causal, head dims multiples of 8 up to 256.

@@ -458,14 +458,18 @@ bool flash_attention_sm90_available(int cc_major, int cc_minor) {
   return cc_major == 9 && cc_minor == 0;
 }
 
+bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
+                                      int dv, bool causal) {
+  const bool dims = (d == 40 && dv == 40) || (d == 64 && dv == 64) || (d == 80 && dv == 80);
+  constexpr int64_t kMaxRows = (int64_t{1} << 31) - 1;
+  return dims && !causal && batch >= 1 && heads >= 1 && tq >= 1 && tk >= 1 &&
+         batch * heads <= 65535 && tq <= kMaxRows && tk <= kMaxRows;
+}
+
 bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
-  const bool dims =
-      (p.d == 40 && p.dv == 40) || (p.d == 64 && p.dv == 64) || (p.d == 80 && p.dv == 80);
-  return dims && !p.causal && p.batch >= 1 && p.tq >= 1 && p.tk >= 1 && p.heads >= 1 &&
-         p.batch * p.heads <= 65535 && p.tq <= (int64_t{1} << 31) - 1 &&
-         p.tk <= (int64_t{1} << 31) - 1 && p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 &&
-         p.ld_out % 2 == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) &&
-         aligned16(p.out);
+  return flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
+         p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_out % 2 == 0 &&
+         aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out);
 }
 
 cudaError_t launch_flash_attention_sm90(const FlashAttentionParams& p, cudaStream_t stream) {
