@@ -27,7 +27,9 @@
 // matrices along N (8 keys) are 128 bytes apart (SBO) and along K (8 head columns) 16·kBc
 // (LBO). For V (B operand of P·v, MN-major: head dim contiguous, keys the reduction) the same
 // bytes read as 8 keys x 8 head columns per core matrix: along N (head) 16·kBc apart (SBO),
-// along K (keys) 128 (LBO). Head columns past d and keys past tk are zero-filled (cp.async's
+// along K (keys) 128 (LBO). These are the offsets CuTe's make_gmma_desc derives for the same
+// layouts ((64,(8,2)):(8,(1,512)) K-major and ((8,5),16):((1,512),8) MN-major, in halves),
+// checked on the host. Head columns past d and keys past tk are zero-filled (cp.async's
 // src-size 0), so they add nothing to q·k and keep 0·garbage out of P·v; padded keys' scores are
 // masked to -inf.
 #include <cuda_fp16.h>
