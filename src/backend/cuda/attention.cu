@@ -19,6 +19,7 @@
 
 #include <cstdint>
 
+#include "backend/cuda/attention_device.cuh"
 #include "backend/cuda/attention_kernels.h"
 
 namespace hyrt::backend::cuda {
@@ -31,9 +32,9 @@ constexpr int kThreads = kWarps * 32;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using attention_device::ex2;
+using attention_device::pack_half2;
+using attention_device::smem_addr;
 
 // 16 bytes global -> shared, asynchronously; valid == false writes 16 zero bytes instead.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
@@ -67,18 +68,6 @@ __device__ __forceinline__ void mma_16816(float (&c)[4], const uint32_t (&a)[4],
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// 2^x on the SFU; 2^-inf = +0.
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // --- tile loads ------------------------------------------------------------------------------

@@ -41,6 +41,7 @@
 #include <cute/arch/mma_sm90_gmma.hpp>
 #include <cute/arch/mma_sm90_gmma_ext.hpp>
 
+#include "backend/cuda/attention_device.cuh"
 #include "backend/cuda/attention_kernels.h"
 
 namespace hyrt::backend::cuda {
@@ -53,9 +54,9 @@ constexpr int kRowsPerGroup = 64;  // query rows per consumer warp group (wgmma'
 
 // --- PTX wrappers ----------------------------------------------------------------------------
 
-__device__ __forceinline__ uint32_t smem_addr(const void* p) {
-  return static_cast<uint32_t>(__cvta_generic_to_shared(p));
-}
+using attention_device::ex2;
+using attention_device::pack_half2;
+using attention_device::smem_addr;
 
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
@@ -93,17 +94,6 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
         : "r"(addr), "r"(parity)
         : "memory");
   } while (!done);
-}
-
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-
-__device__ __forceinline__ uint32_t pack_half2(float lo, float hi) {
-  const __half2 h = __floats2half2_rn(lo, hi);
-  return *reinterpret_cast<const uint32_t*>(&h);
 }
 
 // A wgmma shared-memory descriptor for the no-swizzle layout (byte offsets in 16-byte units).
