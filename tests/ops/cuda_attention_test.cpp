@@ -47,7 +47,7 @@ constexpr double kTolerance = 2e-3;
 
 struct Spec {
   int64_t batch, tq, tk;
-  int heads, d, dv;
+  int heads = 0, d = 0, dv = 0;
   bool causal = false;
   float scale = 0.0f;        // 0: 1/sqrt(D)
   float input_scale = 1.0f;  // of q and k: larger makes the softmax peakier
@@ -730,77 +730,37 @@ bool sm90_attention_here() {
 TEST(CudaAttentionSm90, MatchesTheReference) {
   REQUIRE_GPU();
   if (!sm90_attention_here()) GTEST_SKIP() << "not an sm_90 device, or built without CUTLASS";
+  // Each case at every head dim it takes, with 2 and 3 consumer warp groups (d, dv and
+  // sm90_groups are set below).
+  const Spec cases[] = {
+      {.batch = 2, .tq = 333, .tk = 257, .heads = 3, .seed = 41},
+      {.batch = 1, .tq = 64, .tk = 64, .heads = 2, .seed = 42},  // one tile each way
+      {.batch = 1, .tq = 1, .tk = 1, .heads = 1, .seed = 43},
+      {.batch = 2, .tq = 200, .tk = 77, .heads = 4, .seed = 44},  // cross attention's 77 keys
+      {.batch = 1,
+       .tq = 130,
+       .tk = 700,
+       .heads = 3,
+       .input_scale = 2.0f,
+       .seed = 45,
+       .key_ramp = 6.0f},  // maxima that keep growing across the key tiles
+      {.batch = 1,
+       .tq = 150,
+       .tk = 190,
+       .heads = 2,
+       .scale = -0.2f,
+       .input_scale = 2.0f,
+       .seed = 46},
+      {.batch = 2, .tq = 300, .tk = 300, .heads = 8, .seed = 47, .packed = true},
+  };
   for (int groups : {2, 3}) {
     for (int d : {40, 64, 80}) {
-      check({.batch = 2,
-             .tq = 333,
-             .tk = 257,
-             .heads = 3,
-             .d = d,
-             .dv = d,
-             .seed = 41,
-             .sm90_groups = groups},
-            Path::kDirect);
-      check({.batch = 1,
-             .tq = 64,
-             .tk = 64,
-             .heads = 2,
-             .d = d,
-             .dv = d,
-             .seed = 42,
-             .sm90_groups = groups},
-            Path::kDirect);
-      check({.batch = 1,
-             .tq = 1,
-             .tk = 1,
-             .heads = 1,
-             .d = d,
-             .dv = d,
-             .seed = 43,
-             .sm90_groups = groups},
-            Path::kDirect);
-      check({.batch = 2,
-             .tq = 200,
-             .tk = 77,
-             .heads = 4,
-             .d = d,
-             .dv = d,
-             .seed = 44,
-             .sm90_groups = groups},
-            Path::kDirect);  // cross attention's 77 keys
-      check({.batch = 1,
-             .tq = 130,
-             .tk = 700,
-             .heads = 3,
-             .d = d,
-             .dv = d,
-             .input_scale = 2.0f,
-             .seed = 45,
-             .key_ramp = 6.0f,
-             .sm90_groups = groups},
-            Path::kDirect);
-      check({.batch = 1,
-             .tq = 150,
-             .tk = 190,
-             .heads = 2,
-             .d = d,
-             .dv = d,
-             .scale = -0.2f,
-             .input_scale = 2.0f,
-             .seed = 46,
-             .sm90_groups = groups},
-            Path::kDirect);
+      for (Spec s : cases) {
+        s.d = s.dv = d;
+        s.sm90_groups = groups;
+        check(s, Path::kDirect);
+      }
     }
-    check({.batch = 2,
-           .tq = 300,
-           .tk = 300,
-           .heads = 8,
-           .d = 40,
-           .dv = 40,
-           .seed = 47,
-           .packed = true,
-           .sm90_groups = groups},
-          Path::kDirect);
   }
   // A long key sequence (SD 1.5's 64² self attention): 64 tiles through the 4-stage ring.
   check({.batch = 1,
@@ -812,30 +772,14 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
          .seed = 48,
          .sm90_groups = 3},
         Path::kDirect);
-  // The f16x2 exponentials.
+  // The f16x2 exponentials (head dims 40 and 64).
   for (int groups : {2, 3}) {
-    check({.batch = 2,
-           .tq = 333,
-           .tk = 257,
-           .heads = 3,
-           .d = 40,
-           .dv = 40,
-           .seed = 49,
-           .sm90_groups = groups,
-           .sm90_half_exp = true},
-          Path::kDirect);
-    check({.batch = 1,
-           .tq = 130,
-           .tk = 700,
-           .heads = 3,
-           .d = 40,
-           .dv = 40,
-           .input_scale = 2.0f,
-           .seed = 50,
-           .key_ramp = 6.0f,
-           .sm90_groups = groups,
-           .sm90_half_exp = true},
-          Path::kDirect);
+    for (Spec s : {cases[0], cases[4]}) {
+      s.d = s.dv = 40;
+      s.sm90_groups = groups;
+      s.sm90_half_exp = true;
+      check(s, Path::kDirect);
+    }
   }
   check({.batch = 1,
          .tq = 1024,
