@@ -4,8 +4,9 @@
 # benchmark over its forms (bench_cuda_attention: SD 1.5 and SDXL shapes), golden parity in
 # device placement where .gl holds the folders, and the UNet step (random weights, int8,
 # device placement: SD 1.5 at 512² and 1024² in one process, SDXL at 1024²) with hyrt's own
-# kernel (HYRT_CUDA_ATTENTION=own, the default) against cuDNN's SDPA (HYRT_CUDA_ATTENTION=cudnn,
-# cudnn_attention.h), alternating, in the same call. The kernel tests run under both. With .whl holding a diffusers wheel,
+# kernel (HYRT_CUDA_ATTENTION=own) against cuDNN's SDPA (=cudnn, cudnn_attention.h) and Hopper's
+# kernel (=hopper, attention_kernels.h), alternating, in the same call: the forms in
+# $ATTENTION_FORMS (default "own cudnn hopper"). The kernel tests run under each. With .whl holding a diffusers wheel,
 # also the PyTorch eager SDXL anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh, GoogleTest in .deps/cuda); optionally
 # .gl/golden/sd15-tiny (a copy of ../shared/golden/sd15-tiny without model-ldm.safetensors)
@@ -57,7 +58,7 @@ if [[ $what == *parity* ]]; then
     done
   done
 fi
-# form: own or cudnn (HYRT_CUDA_ATTENTION).
+# form: own, cudnn or hopper (HYRT_CUDA_ATTENTION), from $forms.
 if [[ $what == *sd15* ]]; then
   for round in $(seq 1 "${SD15_ROUNDS:-2}"); do
     for form in $forms; do

@@ -47,10 +47,10 @@ struct FlashAttentionParams {
   // it was before that: uncapped, 2 blocks. For benchmarks.
   bool uncapped_registers = false;
   // launch_flash_attention_sm90 only: consumer warp groups per block (64 query rows each), 2
-  // or 3; 0 picks by head dim. For benchmarks.
+  // or 3 (head dim 80: always 2); 0 picks 3. For benchmarks.
   int sm90_warp_groups = 0;
-  // launch_flash_attention_sm90 only, head dims 40 and 64: the exponentials as
-  // ex2.approx.f16x2 (two per SFU instruction) on arguments rounded to f16. For benchmarks.
+  // launch_flash_attention_sm90 only: the exponentials as ex2.approx.f16x2 (two per SFU
+  // instruction) on arguments rounded to f16. For benchmarks.
   bool sm90_half_exp = false;
 };
 

@@ -111,6 +111,23 @@ bool legacy_attention_form() {
 // HYRT_CUDA_ATTENTION=cudnn or =own choose; unset, this does (cudnn_attention_enabled).
 constexpr bool kCudnnAttentionByDefault = true;
 
+// What HYRT_CUDA_ATTENTION asks for, read once: "cudnn", "hopper" (Hopper's kernel where it
+// takes the node, cuDNN's plans elsewhere), any other value hyrt's own kernel, unset the
+// defaults below; HYRT_CUDA_ATTENTION_LEGACY=1 means hyrt's own kernel whatever it says.
+enum class AttentionAsked { kDefault, kOwn, kCudnn, kHopper };
+AttentionAsked attention_asked() {
+  static const AttentionAsked asked = [] {
+    if (legacy_attention_form()) return AttentionAsked::kOwn;
+    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
+    if (!v || !*v) return AttentionAsked::kDefault;
+    const std::string_view name(v);
+    return name == "cudnn"    ? AttentionAsked::kCudnn
+           : name == "hopper" ? AttentionAsked::kHopper
+                              : AttentionAsked::kOwn;
+  }();
+  return asked;
+}
+
 // Whether nodes Hopper's kernel takes (hopper_takes) run it, ahead of cuDNN's plans, unless
 // HYRT_CUDA_ATTENTION says otherwise (hopper_attention_enabled). Off: the kernel has not yet run
 // on a GPU (written 2026-12-07 in a session that got no device time; its tests,
@@ -124,7 +141,7 @@ constexpr bool kHopperAttentionByDefault = false;
 // f16, non-causal, its head dims, an sm_90 device, this build having it and it enabled (each
 // run checks its views' alignment).
 bool hopper_takes(const AttentionShape& s, const CudaDeviceInfo& device) {
-  if (s.wide || s.causal || s.storage != DType::kF16 || !hopper_attention_enabled() ||
+  if (s.wide || s.storage != DType::kF16 || !hopper_attention_enabled() ||
       !flash_attention_sm90_available(device.compute_major, device.compute_minor))
     return false;
   return flash_attention_sm90_takes_shape(s.batch, s.heads, s.tq, s.tk, s.d, s.dv, s.causal);
@@ -435,22 +452,15 @@ std::unique_ptr<Kernel> make_attention_kernel(CudaContext& ctx, const ir::Graph&
 }
 
 bool cudnn_attention_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    const bool asked = v && *v ? std::string_view(v) == "cudnn" || std::string_view(v) == "hopper"
-                               : kCudnnAttentionByDefault;
-    return asked && !legacy_attention_form();
-  }();
-  return on;
+  const AttentionAsked a = attention_asked();
+  return a == AttentionAsked::kDefault
+             ? kCudnnAttentionByDefault
+             : a == AttentionAsked::kCudnn || a == AttentionAsked::kHopper;
 }
 
 bool hopper_attention_enabled() {
-  static const bool on = [] {
-    const char* v = std::getenv("HYRT_CUDA_ATTENTION");
-    const bool asked = v && *v ? std::string_view(v) == "hopper" : kHopperAttentionByDefault;
-    return asked && !legacy_attention_form();
-  }();
-  return on;
+  const AttentionAsked a = attention_asked();
+  return a == AttentionAsked::kDefault ? kHopperAttentionByDefault : a == AttentionAsked::kHopper;
 }
 
 std::string attention_library() {

@@ -110,10 +110,6 @@ struct RsMma<40, B> {
   using Op = gmma::MMA_64x40x16_F32F16F16_RS<gmma::Major::K, B>;
 };
 template <gmma::Major B>
-struct RsMma<48, B> {
-  using Op = gmma::MMA_64x48x16_F32F16F16_RS<gmma::Major::K, B>;
-};
-template <gmma::Major B>
 struct RsMma<64, B> {
   using Op = gmma::MMA_64x64x16_F32F16F16_RS<gmma::Major::K, B>;
 };
@@ -278,7 +274,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
 #pragma unroll
   for (int i = 0; i < kORegs; ++i)
     o[i] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY;  // running maxima of raw scores (rows row0, row1)
+  float m0 = -INFINITY, m1 = -INFINITY;  // running maxima of q·k (rows row0, row1; q as loaded)
   float l0 = 0.0f, l1 = 0.0f;            // this thread's part of the running sums
 
   // S = q·kᵀ of tile t (async; committed as one group).
@@ -426,7 +422,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
   }
 }
 
-template <int kDqk, int kDv, int kGroups, int kStages, bool kHalfExp = false>
+template <int kDqk, int kDv, int kGroups, int kStages, bool kHalfExp>
 cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   using C = Sm90Attention<kDqk, kDv, kGroups, kStages>;
   auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kGroups, kStages, kHalfExp>;
@@ -438,6 +434,13 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   constexpr float kLog2e = 1.4426950408889634f;
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e);
   return cudaGetLastError();
+}
+
+// launch with the exponentials p asks for (FlashAttentionParams::sm90_half_exp).
+template <int kDqk, int kDv, int kGroups>
+cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
+  return p.sm90_half_exp ? launch<kDqk, kDv, kGroups, 4, true>(p, stream)
+                         : launch<kDqk, kDv, kGroups, 4, false>(p, stream);
 }
 
 bool aligned16(const void* ptr) {
@@ -466,19 +469,14 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
 
 cudaError_t launch_flash_attention_sm90(const FlashAttentionParams& p, cudaStream_t stream) {
   if (!flash_attention_sm90_takes(p)) return cudaErrorInvalidValue;
-  const int groups = p.sm90_warp_groups == 2 ? 2 : 3;
-  const bool half_exp = p.sm90_half_exp;
+  const bool two_groups = p.sm90_warp_groups == 2;
   switch (p.d) {
     case 40:
-      if (half_exp)
-        return groups == 2 ? launch<48, 40, 2, 4, true>(p, stream)
-                           : launch<48, 40, 3, 4, true>(p, stream);
-      return groups == 2 ? launch<48, 40, 2, 4>(p, stream) : launch<48, 40, 3, 4>(p, stream);
+      return two_groups ? launch_exp<48, 40, 2>(p, stream) : launch_exp<48, 40, 3>(p, stream);
     case 64:
-      if (half_exp) return launch<64, 64, 3, 4, true>(p, stream);
-      return groups == 2 ? launch<64, 64, 2, 4>(p, stream) : launch<64, 64, 3, 4>(p, stream);
-    case 80:
-      return launch<80, 80, 2, 4>(p, stream);
+      return two_groups ? launch_exp<64, 64, 2>(p, stream) : launch_exp<64, 64, 3>(p, stream);
+    case 80:  // two warp groups always: three would not hold its 40 output registers as well
+      return launch_exp<80, 80, 2>(p, stream);
   }
   return cudaErrorInvalidValue;
 }
