@@ -81,6 +81,7 @@ struct Form {
   bool cudnn = false;
   int sm90_groups = 0;  // Hopper's kernel (launch_flash_attention_sm90) with this many groups
   bool sm90_half_exp = false;
+  int sm90_key_tile = 0;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
@@ -90,6 +91,8 @@ const Form kForms[] = {
     {"hopper, 2 warp groups", 0, 0.0f, false, false, 2},
     {"hopper, 3 warp groups, f16x2 exp", 0, 0.0f, false, false, 3, true},
     {"hopper, 2 warp groups, f16x2 exp", 0, 0.0f, false, false, 2, true},
+    {"hopper, 2 warp groups, 128 keys", 0, 0.0f, false, false, 2, false, 128},
+    {"hopper, 2 warp groups, 128 keys, f16x2 exp", 0, 0.0f, false, false, 2, true, 128},
 };
 
 double median(std::vector<double> v) {
@@ -287,6 +290,7 @@ int run(int argc, char** argv) {
       p.multiprocessors = d.multiprocessors;
       p.sm90_warp_groups = f.sm90_groups;
       p.sm90_half_exp = f.sm90_half_exp;
+      p.sm90_key_tile = f.sm90_key_tile;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
            !backend::cuda::flash_attention_sm90_takes(p)))

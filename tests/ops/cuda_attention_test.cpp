@@ -65,6 +65,7 @@ struct Spec {
   // many consumer warp groups per block.
   int sm90_groups = 0;
   bool sm90_half_exp = false;  // ... with FlashAttentionParams::sm90_half_exp
+  int sm90_key_tile = 0;       // ... and ::sm90_key_tile
 };
 
 std::string describe(const Spec& s) {
@@ -74,7 +75,8 @@ std::string describe(const Spec& s) {
                  " slack=", s.rescale_slack, s.uncapped_registers ? " uncapped" : "",
                  s.key_ramp != 0 ? str_cat(" ramp=", s.key_ramp) : "",
                  s.sm90_groups ? str_cat(" sm90 groups=", s.sm90_groups) : std::string(),
-                 s.sm90_half_exp ? " f16x2 exp" : "");
+                 s.sm90_half_exp ? " f16x2 exp" : "",
+                 s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string());
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -267,6 +269,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
   if (s.sm90_groups) {
     p.sm90_warp_groups = s.sm90_groups;
     p.sm90_half_exp = s.sm90_half_exp;
+    p.sm90_key_tile = s.sm90_key_tile;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
   } else {
@@ -753,30 +756,36 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
        .seed = 46},
       {.batch = 2, .tq = 300, .tk = 300, .heads = 8, .seed = 47, .packed = true},
   };
-  for (int groups : {2, 3}) {
+  // Block forms: 64-key tiles with 2 and 3 warp groups, 128-key tiles with 2.
+  const std::pair<int, int> forms[] = {{2, 64}, {3, 64}, {2, 128}};
+  for (auto [groups, keys] : forms) {
     for (int d : {40, 64, 80}) {
       for (Spec s : cases) {
         s.d = s.dv = d;
         s.sm90_groups = groups;
+        s.sm90_key_tile = keys;
         check(s, Path::kDirect);
       }
     }
   }
-  // A long key sequence (SD 1.5's 64² self attention): 64 tiles through the 4-stage ring.
-  check({.batch = 1,
-         .tq = 4096,
-         .tk = 4096,
-         .heads = 1,
-         .d = 40,
-         .dv = 40,
-         .seed = 48,
-         .sm90_groups = 3},
-        Path::kDirect);
+  // A long key sequence (SD 1.5's 64² self attention): 64 or 32 tiles round the stage ring.
+  for (auto [groups, keys] : forms)
+    check({.batch = 1,
+           .tq = 4096,
+           .tk = 4096,
+           .heads = 1,
+           .d = 40,
+           .dv = 40,
+           .seed = 48,
+           .sm90_groups = groups,
+           .sm90_key_tile = keys},
+          Path::kDirect);
   // The f16x2 exponentials (head dims 40 and 64).
-  for (int groups : {2, 3}) {
+  for (auto [groups, keys] : forms) {
     for (Spec s : {cases[0], cases[4]}) {
       s.d = s.dv = 40;
       s.sm90_groups = groups;
+      s.sm90_key_tile = keys;
       s.sm90_half_exp = true;
       check(s, Path::kDirect);
     }

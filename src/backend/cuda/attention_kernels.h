@@ -52,6 +52,9 @@ struct FlashAttentionParams {
   // launch_flash_attention_sm90 only: the exponentials as ex2.approx.f16x2 (two per SFU
   // instruction) on arguments rounded to f16. For benchmarks.
   bool sm90_half_exp = false;
+  // launch_flash_attention_sm90 only: keys per tile, 64 or 128 (128 with two warp groups
+  // only); 0 picks 64. For benchmarks.
+  int sm90_key_tile = 0;
 };
 
 constexpr int kFlashAttentionMaxHeadDim = 256;

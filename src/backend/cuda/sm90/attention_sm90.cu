@@ -9,10 +9,12 @@
 // multiple of 8), and there is nothing to plan.
 //
 // Schedule. A block owns kGroups·64 query rows of one (batch, head): kGroups consumer warp
-// groups of 64 rows each, and one producer warp. The producer streams key tiles of kBc keys
-// (K and V, kStages deep) into shared memory with cp.async and signals each stage's `full`
-// mbarrier once its bytes have landed (after a proxy fence: wgmma reads shared memory through
-// the async proxy); consumers release a stage through its `empty` mbarrier. Each consumer warp
+// groups of 64 rows each, and one producer warp group (its registers handed to the consumers by
+// setmaxnreg). The producer streams key tiles of kBc (64 or 128) keys (K and V, kStages deep)
+// into shared memory with cp.async, each thread's copies arriving on the
+// stage's `full` mbarrier as they land (cp.async.mbarrier.arrive), so that the producer never
+// waits on its own loads; consumers fence the async proxy (wgmma reads shared memory through
+// it) and release a stage through its `empty` mbarrier. Each consumer warp
 // group keeps its 64 rows of q in registers as wgmma's A operand (loaded once), and per tile:
 //   issue S' = q·kᵀ for the next tile (async), run the online softmax of this tile's S in f32
 //   (exp2 on the SFU, row maxima and sums in registers), rescale the output, issue O += P·v
@@ -49,7 +51,6 @@ namespace {
 
 namespace gmma = cute::SM90::GMMA;
 
-constexpr int kBc = 64;            // keys per tile
 constexpr int kRowsPerGroup = 64;  // query rows per consumer warp group (wgmma's M)
 
 // --- PTX wrappers ----------------------------------------------------------------------------
@@ -63,14 +64,16 @@ __device__ __forceinline__ void cp_async16(uint32_t dst, const void* src, bool v
                "r"(valid ? 16 : 0)
                : "memory");
 }
-__device__ __forceinline__ void cp_async_commit() {
-  asm volatile("cp.async.commit_group;\n" ::: "memory");
+__device__ __forceinline__ void cp_async_wait_all() {
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 }
-template <int N>
-__device__ __forceinline__ void cp_async_wait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+// Arrives on `bar` once every cp.async this thread has issued so far has landed, without
+// raising the barrier's expected count.
+__device__ __forceinline__ void cp_async_mbar_arrive(uint64_t* bar) {
+  asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(smem_addr(bar))
+               : "memory");
 }
-// Orders this thread's generic-proxy shared-memory writes before later async-proxy reads.
+// Orders generic-proxy shared-memory accesses before this thread's later async-proxy ones.
 __device__ __forceinline__ void fence_proxy_async() {
   asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
 }
@@ -96,6 +99,16 @@ __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   } while (!done);
 }
 
+// Raises (kInc) or lowers this warp group's registers per thread to kRegs; every thread of the
+// warp group executes it.
+template <bool kInc, int kRegs>
+__device__ __forceinline__ void set_max_registers() {
+  if constexpr (kInc)
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+  else
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
+}
+
 // A wgmma shared-memory descriptor for the no-swizzle layout (byte offsets in 16-byte units).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 |
@@ -116,6 +129,10 @@ struct RsMma<64, B> {
 template <gmma::Major B>
 struct RsMma<80, B> {
   using Op = gmma::MMA_64x80x16_F32F16F16_RS<gmma::Major::K, B>;
+};
+template <gmma::Major B>
+struct RsMma<128, B> {
+  using Op = gmma::MMA_64x128x16_F32F16F16_RS<gmma::Major::K, B>;
 };
 
 template <int N, gmma::Major kMajorB, size_t... I>
@@ -153,31 +170,35 @@ __device__ __forceinline__ void wgmma_wait() {
 
 // kDqk: the q/k head dim padded to a multiple of 16 (wgmma's k); kDv: the v head dim (a
 // multiple of 8, wgmma's N for P·v).
-template <int kDqk, int kDv, int kGroups, int kStages>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages>
 struct Sm90Attention {
-  static_assert(kDqk % 16 == 0 && kDv % 8 == 0 && kStages >= 3);
+  static_assert(kDqk % 16 == 0 && kDv % 8 == 0 && (kBc == 64 || kBc == 128) && kStages >= 2);
   static constexpr int kQkChunks = kDqk / 8;
   static constexpr int kVChunks = kDv / 8;
   static constexpr int kKTileBytes = kQkChunks * kBc * 16;
   static constexpr int kVTileBytes = kVChunks * kBc * 16;
   static constexpr int kStageBytes = kKTileBytes + kVTileBytes;
   static constexpr int kConsumerThreads = kGroups * 128;
-  static constexpr int kThreads = kConsumerThreads + 32;
+  static constexpr int kThreads = kConsumerThreads + 128;  // + the producer warp group
+  // Registers per thread after the producer hands its share to the consumers (setmaxnreg): the
+  // launch gives each of the kGroups + 1 warp groups 65536 / kThreads (rounded down to 8); the
+  // producer keeps 40 (its address arithmetic spills at 24) and the consumers split the rest, which
+  // lets 64-row groups hold the scores, two sets of P and the output without spilling.
+  static constexpr int kProducerRegs = 40;
+  static constexpr int kConsumerRegs = kGroups == 2 ? 232 : 152;
+  static_assert(kProducerRegs + kGroups * kConsumerRegs <= 65536 / 128);
   static constexpr int kBarrierOffset = kStages * kStageBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8;
   static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
-  // Tiles the producer keeps in flight before signalling the oldest: kStages - 2, so that a
-  // consumer waiting for tile t+1 (its look-ahead) never waits on a stage the producer holds.
-  static constexpr int kInFlight = kStages - 2;
 };
 
 // kHalfExp: the exponentials as ex2.approx.f16x2, two per SFU instruction, on arguments rounded
 // to f16 (P is rounded to f16 anyway; the argument's rounding costs up to 2^-11 of |x| in
 // relative error, x <= 0 the scaled score minus the row maximum).
-template <int kDqk, int kDv, int kGroups, int kStages, bool kHalfExp>
-__global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kThreads, 1)
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, bool kHalfExp>
+__global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
     flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2) {
-  using C = Sm90Attention<kDqk, kDv, kGroups, kStages>;
+  using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
   extern __shared__ __align__(128) unsigned char smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBarrierOffset);
   uint64_t* empty = full + kStages;
@@ -190,7 +211,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < kStages; ++s) {
-      mbar_init(&full[s], 32);                         // every producer lane arrives
+      mbar_init(&full[s], 128);                        // every producer thread arrives
       mbar_init(&empty[s], C::kConsumerThreads / 32);  // every consumer warp arrives
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
@@ -199,11 +220,12 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
 
   const uint32_t smem_base = smem_addr(smem);
 
-  if (warp == kGroups * 4) {
-    // Producer warp: key tile t into stage t % kStages.
+  if (warp >= kGroups * 4) {
+    // Producer warp group: key tile t into stage t % kStages.
+    set_max_registers<false, C::kProducerRegs>();
+    const int pt = threadIdx.x - C::kConsumerThreads;
     const uint16_t* k_head = p.k + int64_t{b} * p.tk * p.ld_k + int64_t{h} * p.d;
     const uint16_t* v_head = p.v + int64_t{b} * p.tk * p.ld_v + int64_t{h} * p.dv;
-    int signalled = 0;
     for (int t = 0; t < tiles; ++t) {
       const int s = t % kStages;
       if (t >= kStages) mbar_wait(&empty[s], ((t / kStages) - 1) & 1);
@@ -211,36 +233,34 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
       const uint32_t v_dst = k_dst + C::kKTileBytes;
       const int64_t key0 = int64_t{t} * kBc;
       // Chunk-fastest over a row, so that a warp reads whole rows (coalesced in L2).
-#pragma unroll 4
-      for (int i = lane; i < kBc * C::kQkChunks; i += 32) {
+#pragma unroll 2
+      for (int i = pt; i < kBc * C::kQkChunks; i += 128) {
         const int r = i / C::kQkChunks, c = i % C::kQkChunks;
         const int64_t key = key0 + r;
         const bool ok = key < p.tk && c * 8 < p.d;
         const uint16_t* src = ok ? k_head + key * p.ld_k + c * 8 : p.k;
         cp_async16(k_dst + (c * kBc + r) * 16, src, ok);
       }
-#pragma unroll 4
-      for (int i = lane; i < kBc * C::kVChunks; i += 32) {
+#pragma unroll 2
+      for (int i = pt; i < kBc * C::kVChunks; i += 128) {
         const int r = i / C::kVChunks, c = i % C::kVChunks;
         const int64_t key = key0 + r;
         const bool ok = key < p.tk;
         const uint16_t* src = ok ? v_head + key * p.ld_v + c * 8 : p.v;
         cp_async16(v_dst + (c * kBc + r) * 16, src, ok);
       }
-      cp_async_commit();
-      cp_async_wait<C::kInFlight>();
-      fence_proxy_async();
-      for (; signalled <= t - C::kInFlight; ++signalled)
-        mbar_arrive(&full[signalled % kStages]);
+      // This thread's share of the tile arrives on `full` once its copies have landed (.noinc:
+      // the barrier expects the 128 threads' arrivals and no more), so the producer never waits
+      // for a tile's bytes itself and runs up to kStages tiles ahead of the slowest consumer.
+      cp_async_mbar_arrive(&full[s]);
     }
-    cp_async_wait<0>();
-    fence_proxy_async();
-    for (; signalled < tiles; ++signalled)
-      mbar_arrive(&full[signalled % kStages]);
+    // A thread must not retire with copies in flight.
+    cp_async_wait_all();
     return;
   }
 
   // Consumer warp group `group`: query rows row_base + 64·group + [0, 64).
+  set_max_registers<true, C::kConsumerRegs>();
   const int group = warp / 4, warp_in_group = warp % 4;
   const int g = lane / 4, q4 = lane % 4;
   const int64_t row0 = row_base + group * kRowsPerGroup + warp_in_group * 16 + g;
@@ -268,7 +288,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
     }
   }
 
-  constexpr int kSRegs = kBc / 2;  // m64n64 f32 accumulator: 32 per thread
+  constexpr int kSRegs = kBc / 2;  // the m64n(kBc) f32 accumulator: kBc / 2 per thread
   constexpr int kORegs = kDv / 2;
   float o[kORegs];
 #pragma unroll
@@ -282,6 +302,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
   auto issue_scores = [&](int t) {
     const int st = t % kStages;
     mbar_wait(&full[st], (t / kStages) & 1);
+    fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
     const uint32_t k_tile = smem_base + st * C::kStageBytes;
     fence_operands(s);
     wgmma_fence();
@@ -422,10 +443,10 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kGroups, kStages>::kT
   }
 }
 
-template <int kDqk, int kDv, int kGroups, int kStages, bool kHalfExp>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, bool kHalfExp>
 cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
-  using C = Sm90Attention<kDqk, kDv, kGroups, kStages>;
-  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kGroups, kStages, kHalfExp>;
+  using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
+  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kHalfExp>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return attr;
@@ -437,10 +458,25 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
 }
 
 // launch with the exponentials p asks for (FlashAttentionParams::sm90_half_exp).
-template <int kDqk, int kDv, int kGroups>
+template <int kDqk, int kDv, int kBc, int kGroups>
 cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
-  return p.sm90_half_exp ? launch<kDqk, kDv, kGroups, 4, true>(p, stream)
-                         : launch<kDqk, kDv, kGroups, 4, false>(p, stream);
+  // Stages: 4 of 64 keys, 3 of 128 (the largest, d = 80 at 128 keys, is 120 KiB).
+  constexpr int kStages = kBc == 64 ? 4 : 3;
+  return p.sm90_half_exp ? launch<kDqk, kDv, kBc, kGroups, kStages, true>(p, stream)
+                         : launch<kDqk, kDv, kBc, kGroups, kStages, false>(p, stream);
+}
+
+// launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (three
+// would not hold the scores' 64 registers and two sets of P's 32 under the register cap).
+template <int kDqk, int kDv>
+cudaError_t launch_tile(const FlashAttentionParams& p, cudaStream_t stream) {
+  if (p.sm90_key_tile == 128) return launch_exp<kDqk, kDv, 128, 2>(p, stream);
+  if constexpr (kDv == 80) {
+    return launch_exp<kDqk, kDv, 64, 2>(p, stream);
+  } else {
+    if (p.sm90_warp_groups == 2) return launch_exp<kDqk, kDv, 64, 2>(p, stream);
+    return launch_exp<kDqk, kDv, 64, 3>(p, stream);
+  }
 }
 
 bool aligned16(const void* ptr) {
@@ -469,14 +505,13 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
 
 cudaError_t launch_flash_attention_sm90(const FlashAttentionParams& p, cudaStream_t stream) {
   if (!flash_attention_sm90_takes(p)) return cudaErrorInvalidValue;
-  const bool two_groups = p.sm90_warp_groups == 2;
   switch (p.d) {
     case 40:
-      return two_groups ? launch_exp<48, 40, 2>(p, stream) : launch_exp<48, 40, 3>(p, stream);
+      return launch_tile<48, 40>(p, stream);
     case 64:
-      return two_groups ? launch_exp<64, 64, 2>(p, stream) : launch_exp<64, 64, 3>(p, stream);
-    case 80:  // two warp groups always: three would not hold its 40 output registers as well
-      return launch_exp<80, 80, 2>(p, stream);
+      return launch_tile<64, 64>(p, stream);
+    case 80:  // 64-key tiles with two warp groups: three would not hold 40 output registers
+      return launch_tile<80, 80>(p, stream);
   }
   return cudaErrorInvalidValue;
 }
