@@ -186,7 +186,9 @@ struct Sm90Attention {
   // lets 64-row groups hold the scores, two sets of P and the output without spilling.
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = kGroups == 2 ? 232 : 152;
-  static_assert(kProducerRegs + kGroups * kConsumerRegs <= 65536 / 128);
+  // setmaxnreg.inc waits until the block's pool has the registers: more than it holds would hang.
+  static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
+  static_assert(kProducerRegs + kGroups * kConsumerRegs <= (kGroups + 1) * kLaunchRegs);
   static constexpr int kBarrierOffset = kStages * kStageBytes;
   static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8;
   static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
