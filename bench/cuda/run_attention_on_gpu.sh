@@ -11,7 +11,8 @@
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh, GoogleTest in .deps/cuda); optionally
 # .gl/golden/sd15-tiny (a copy of ../shared/golden/sd15-tiny without model-ldm.safetensors)
 # and .whl. Usage there: bench/cuda/run_attention_on_gpu.sh OUT_DIR [what...]
-#   what: tests, kernel, parity, sd15, sdxl, torch (default: all but torch). Everything lands
+#   what: tests, kernel, parity, sd15, sdxl, energy (issue 16's J/step at 512² and 1024² per
+#   form, bench/cuda/nvml_energy.py), torch (default: tests kernel parity sd15 sdxl). Everything lands
 #   in OUT_DIR/attention_run.tar.gz plus a summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -84,6 +85,14 @@ if [[ $what == *sdxl* ]]; then
     python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \
 print('sdxl unet 1024', sys.argv[2], 'median', round(s['median_ms'], 2), 'ms')" \
       $res/sdxl_unet_$form.json $form || tail -n 3 $res/sdxl_unet_$form.err
+  done
+fi
+if [[ $what == *energy* ]]; then
+  # Issue 16's energy per step under each form, alternating.
+  for size in 512 1024; do
+    for form in $forms; do
+      out=$res gpu_energy "$hyrt" "${form}_$size" "$size" "$form"
+    done
   done
 fi
 if [[ $what == *torch* ]]; then

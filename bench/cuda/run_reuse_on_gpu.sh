@@ -190,14 +190,7 @@ PY
 fi
 if [[ $what == *energy* ]]; then
   for size in 512 1024; do
-    long=220; [[ $size == 1024 ]] && long=120
-    HYRT_CUDA_ATTENTION=${ATTENTION:-cudnn} timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long --rounds "${ENERGY_ROUNDS:-2}" -- \
-      "$hyrt" bench -m random:sd15 --int8 --only unet --placement device -W $size -H $size \
-      --runs '{runs}' --warmup 3 >"$out/energy_$size.json" 2>"$out/energy_$size.err"
-    echo "energy $size rc=$?: $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
-print(round(j['joules_per_step_median'], 3), 'J/step', [round(r['joules_per_step'], 3) for r in j['rounds']], \
-[round(r['seconds_per_step_wall'] * 1000, 2) for r in j['rounds']], 'ms/step')" "$out/energy_$size.json" 2>&1 |
-      tail -n 1)"
+    gpu_energy "$hyrt" "$size" "$size" "${ATTENTION:-cudnn}"
   done
 fi
 if [[ $what == *first* ]]; then

@@ -69,3 +69,20 @@ gpu_build() {
   cmake --build build-gpu -j"$(nproc)" --target "$@" >"$log" 2>&1 ||
     { grep -B2 -A10 -m3 "error" "$log"; exit 1; }
 }
+
+# gpu_energy HYRT NAME SIZE ATTENTION: issue 16's energy per step, SD 1.5's UNet (b2, int8,
+# device placement) at SIZE², by NVML's counter around processes of 20 and of more timed steps
+# (bench/cuda/nvml_energy.py; ENERGY_ROUNDS rounds, default 2), HYRT_CUDA_ATTENTION=ATTENTION.
+# The JSON goes to $out/energy_NAME.json, one line to stdout.
+gpu_energy() {
+  local hyrt="$1" name="$2" size="$3" long=220
+  [[ $size == 1024 ]] && long=120
+  HYRT_CUDA_ATTENTION=$4 timeout 250 python3 bench/cuda/nvml_energy.py --short 20 --long $long \
+    --rounds "${ENERGY_ROUNDS:-2}" -- "$hyrt" bench -m random:sd15 --int8 --only unet \
+    --placement device -W "$size" -H "$size" --runs '{runs}' --warmup 3 \
+    >"$out/energy_$name.json" 2>"$out/energy_$name.err"
+  echo "energy $name rc=$?: $(python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
+print(round(j['joules_per_step_median'], 3), 'J/step', [round(r['joules_per_step'], 3) for r in j['rounds']], \
+[round(r['seconds_per_step_wall'] * 1000, 2) for r in j['rounds']], 'ms/step')" "$out/energy_$name.json" 2>&1 |
+    tail -n 1)"
+}
