@@ -38,6 +38,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 #include <cute/arch/mma_sm90_gmma.hpp>
@@ -85,11 +86,18 @@ __device__ __forceinline__ void mbar_init(uint64_t* bar, uint32_t count) {
 __device__ __forceinline__ void mbar_arrive(uint64_t* bar) {
   asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smem_addr(bar)) : "memory");
 }
-// Waits until the phase of parity `parity` has completed.
+// Waits until the phase of parity `parity` has completed. kBounded: a wait that never ends (a
+// pipeline bug, not a slow GPU: a tile's wait is microseconds) traps after 2^26 polls, each of
+// which may suspend the thread a while, so that the launch fails with an error instead of
+// hanging the process. Only where registers allow: the producer's waits and the consumers' first
+// (a barrier that never completes stops there; a ring that deadlocks later stops the producer).
+template <bool kBounded>
 __device__ __forceinline__ void mbar_wait(uint64_t* bar, uint32_t parity) {
   const uint32_t addr = smem_addr(bar);
-  uint32_t done = 0;
+  uint32_t done = 0, polls = 0;
   do {
+    if constexpr (kBounded)
+      if (++polls == (1u << 26)) __trap();
     asm volatile(
         "{\n.reg .pred p;\nmbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
         "selp.u32 %0, 1, 0, p;\n}\n"
@@ -230,7 +238,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     const uint16_t* v_head = p.v + int64_t{b} * p.tk * p.ld_v + int64_t{h} * p.dv;
     for (int t = 0; t < tiles; ++t) {
       const int s = t % kStages;
-      if (t >= kStages) mbar_wait(&empty[s], ((t / kStages) - 1) & 1);
+      if (t >= kStages) mbar_wait<true>(&empty[s], ((t / kStages) - 1) & 1);
       const uint32_t k_dst = smem_base + s * C::kStageBytes;
       const uint32_t v_dst = k_dst + C::kKTileBytes;
       const int64_t key0 = int64_t{t} * kBc;
@@ -301,9 +309,9 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
 
   // S = q·kᵀ of tile t (async; committed as one group).
   float s[kSRegs];
-  auto issue_scores = [&](int t) {
+  auto issue_scores = [&](int t, auto bounded) {
     const int st = t % kStages;
-    mbar_wait(&full[st], (t / kStages) & 1);
+    mbar_wait<decltype(bounded)::value>(&full[st], (t / kStages) & 1);
     fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
     const uint32_t k_tile = smem_base + st * C::kStageBytes;
     fence_operands(s);
@@ -384,7 +392,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // that is done (FlashAttention-3's intra-warp-group overlap). Branch-free between the issues
   // and the waits, so that ptxas sees which group each wait retires.
   auto step = [&](int t, const uint32_t(&pa)[kBc / 16][4], uint32_t(&pa_next)[kBc / 16][4]) {
-    issue_scores(t + 1);
+    issue_scores(t + 1, std::false_type{});
     issue_pv(t, pa);
     wgmma_wait<1>();
     fence_operands(s);
@@ -407,7 +415,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
 
   uint32_t pa0[kBc / 16][4], pa1[kBc / 16][4];
   {
-    issue_scores(0);
+    issue_scores(0, std::true_type{});
     wgmma_wait<0>();
     fence_operands(s);
     float alpha0, alpha1;  // of no use: o is zero
