@@ -30,9 +30,7 @@ forms="${ATTENTION_FORMS:-own cudnn hopper}"
 if [[ $what == *tests* ]]; then
   for form in $forms; do
     log=$res/attention_tests_$form.log
-    env_form=()
-    env_form=(HYRT_CUDA_ATTENTION=$form)
-    env "${env_form[@]}" timeout 150 build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
+    HYRT_CUDA_ATTENTION=$form timeout 150 build-gpu/tests/hyrt_ops_tests --gtest_filter='CudaAttention*' \
       >$log 2>&1
     echo "attention tests ($form) rc=$?"
     grep -E "^\[ +(FAILED|PASSED|SKIPPED) |Failure|Expected|Which is|skip|no cuDNN" $log | head -n 30
@@ -63,9 +61,7 @@ fi
 if [[ $what == *sd15* ]]; then
   for round in $(seq 1 "${SD15_ROUNDS:-2}"); do
     for form in $forms; do
-      env_form=()
-      env_form=(HYRT_CUDA_ATTENTION=$form)
-      env "${env_form[@]}" timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
+      HYRT_CUDA_ATTENTION=$form timeout 150 $hyrt bench -m random:sd15 --int8 --only unet \
         --placement device --resize --sizes 512,1024 --runs 10 --warmup 2 \
         --json $res/sd15_unet_${form}_$round.json >/dev/null 2>$res/sd15_unet_${form}_$round.err
       python3 -c "import json,sys; j=json.load(open(sys.argv[1])); \
@@ -77,9 +73,7 @@ if [[ $what == *sd15* ]]; then
 fi
 if [[ $what == *sdxl* ]]; then
   for form in $forms; do
-    env_form=()
-    env_form=(HYRT_CUDA_ATTENTION=$form)
-    env "${env_form[@]}" timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \
+    HYRT_CUDA_ATTENTION=$form timeout 200 $hyrt bench -m random:sdxl --int8 --only unet \
       --placement device -W 1024 -H 1024 --runs 10 --warmup 2 \
       --json $res/sdxl_unet_$form.json >/dev/null 2>$res/sdxl_unet_$form.err
     python3 -c "import json,sys; s=json.load(open(sys.argv[1]))['stages']['unet_step']; \

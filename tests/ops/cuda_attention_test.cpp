@@ -830,6 +830,10 @@ TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
   refused(bad);
   bad = p, bad.ld_k = 44;
   refused(bad);
+  bad = p, bad.sm90_warp_groups = 4;
+  refused(bad);
+  bad = p, bad.sm90_key_tile = 96;
+  refused(bad);
   bad = p, bad.tk = 0;
   refused(bad);
 }

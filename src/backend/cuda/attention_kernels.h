@@ -76,7 +76,7 @@ bool flash_attention_sm90_available(int cc_major, int cc_minor);
 bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
                                       int dv, bool causal);
 // ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
-// and ld_out of 2.
+// and ld_out of 2, sm90_warp_groups 0, 2 or 3 and sm90_key_tile 0, 64 or 128.
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

@@ -129,12 +129,11 @@ AttentionAsked attention_asked() {
 }
 
 // Whether nodes Hopper's kernel takes (hopper_takes) run it, ahead of cuDNN's plans, unless
-// HYRT_CUDA_ATTENTION says otherwise (hopper_attention_enabled). Off: the kernel has not yet run
-// on a GPU (written 2026-12-07 in a session that got no device time; its tests,
-// CudaAttentionSm90.* and ctest cuda_attention_hopper, and bench_cuda_attention's "hopper"
-// forms are the first things to run on one). It becomes the default where it is measured
-// faster than cuDNN's plans at SD 1.5's and SDXL's shapes (cuDNN: 2.3 ms per SD 1.5 1024²
-// self attention on an H100, 11.5 of the step's 29 ms), with no plan to build at a new size.
+// HYRT_CUDA_ATTENTION says otherwise (hopper_attention_enabled). Off: its first run (H100,
+// 2026-12-07, bench/results/attention_sm90_first_h100.json) was correct but 2.1x slower than
+// cuDNN's plans (4.9 against 2.3 ms per SD 1.5 1024² self attention), and the pipeline fix that
+// followed is not yet measured. It becomes the default where it is measured faster than cuDNN's
+// plans at SD 1.5's and SDXL's shapes, with no plan to build at a new size.
 constexpr bool kHopperAttentionByDefault = false;
 
 // Nodes Hopper's kernel (attention_kernels.h, launch_flash_attention_sm90) takes on `device`:

@@ -508,7 +508,13 @@ bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int6
 }
 
 bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
-  return flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
+  // The benchmark knobs name a form the launch runs, not a hint: an unknown value is refused
+  // rather than run as some other form under its name.
+  const bool knobs =
+      (p.sm90_warp_groups == 0 || p.sm90_warp_groups == 2 || p.sm90_warp_groups == 3) &&
+      (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128);
+  return knobs &&
+         flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
          p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_out % 2 == 0 &&
          aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out);
 }
