@@ -80,19 +80,21 @@ struct Form {
   bool uncapped_registers;
   bool cudnn = false;
   int sm90_groups = 0;  // Hopper's kernel (launch_flash_attention_sm90) with this many groups
-  bool sm90_half_exp = false;
   int sm90_key_tile = 0;
+  int sm90_poly_exp_every = 0;
+  bool sm90_unordered = false;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
     {"capped, 32 rows/warp", 32, -1.0f, false},
     {"cudnn", 0, 0.0f, false, true},
-    {"hopper, 3 warp groups", 0, 0.0f, false, false, 3},
-    {"hopper, 2 warp groups", 0, 0.0f, false, false, 2},
-    {"hopper, 3 warp groups, f16x2 exp", 0, 0.0f, false, false, 3, true},
-    {"hopper, 2 warp groups, f16x2 exp", 0, 0.0f, false, false, 2, true},
-    {"hopper, 2 warp groups, 128 keys", 0, 0.0f, false, false, 2, false, 128},
-    {"hopper, 2 warp groups, 128 keys, f16x2 exp", 0, 0.0f, false, false, 2, true, 128},
+    {"hopper, 3 warp groups, unordered", 0, 0.0f, false, false, 3, 64, 0, true},
+    {"hopper, 3 warp groups", 0, 0.0f, false, false, 3, 64},
+    {"hopper, 2 warp groups", 0, 0.0f, false, false, 2, 64},
+    {"hopper, 2 warp groups, 128 keys", 0, 0.0f, false, false, 2, 128},
+    {"hopper, 3 warp groups, poly exp 1/4", 0, 0.0f, false, false, 3, 64, 4},
+    {"hopper, 2 warp groups, poly exp 1/4", 0, 0.0f, false, false, 2, 64, 4},
+    {"hopper, 2 warp groups, 128 keys, poly exp 1/4", 0, 0.0f, false, false, 2, 128, 4},
 };
 
 double median(std::vector<double> v) {
@@ -289,8 +291,9 @@ int run(int argc, char** argv) {
       p.uncapped_registers = f.uncapped_registers;
       p.multiprocessors = d.multiprocessors;
       p.sm90_warp_groups = f.sm90_groups;
-      p.sm90_half_exp = f.sm90_half_exp;
       p.sm90_key_tile = f.sm90_key_tile;
+      p.sm90_poly_exp_every = f.sm90_poly_exp_every;
+      p.sm90_unordered = f.sm90_unordered;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
            !backend::cuda::flash_attention_sm90_takes(p)))

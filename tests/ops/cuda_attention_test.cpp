@@ -64,8 +64,9 @@ struct Spec {
   // Direct launches only: 2 or 3 runs Hopper's kernel (launch_flash_attention_sm90) with that
   // many consumer warp groups per block.
   int sm90_groups = 0;
-  bool sm90_half_exp = false;  // ... with FlashAttentionParams::sm90_half_exp
-  int sm90_key_tile = 0;       // ... and ::sm90_key_tile
+  int sm90_key_tile = 0;        // ... with FlashAttentionParams::sm90_key_tile,
+  int sm90_poly_exp_every = 0;  // ::sm90_poly_exp_every
+  bool sm90_unordered = false;  // and ::sm90_unordered
 };
 
 std::string describe(const Spec& s) {
@@ -75,8 +76,9 @@ std::string describe(const Spec& s) {
                  " slack=", s.rescale_slack, s.uncapped_registers ? " uncapped" : "",
                  s.key_ramp != 0 ? str_cat(" ramp=", s.key_ramp) : "",
                  s.sm90_groups ? str_cat(" sm90 groups=", s.sm90_groups) : std::string(),
-                 s.sm90_half_exp ? " f16x2 exp" : "",
-                 s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string());
+                 s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string(),
+                 s.sm90_poly_exp_every ? str_cat(" poly exp 1/", s.sm90_poly_exp_every) : "",
+                 s.sm90_unordered ? " unordered" : "");
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -268,8 +270,9 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
   HYRT_CUDA_CHECK(cudaMemsetAsync(dout.data(), 0xff, dout.size(), gpu().ctx->stream()));
   if (s.sm90_groups) {
     p.sm90_warp_groups = s.sm90_groups;
-    p.sm90_half_exp = s.sm90_half_exp;
     p.sm90_key_tile = s.sm90_key_tile;
+    p.sm90_poly_exp_every = s.sm90_poly_exp_every;
+    p.sm90_unordered = s.sm90_unordered;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
   } else {
@@ -780,14 +783,20 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
            .sm90_groups = groups,
            .sm90_key_tile = keys},
           Path::kDirect);
-  // The f16x2 exponentials (head dims 40 and 64).
+  // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
+  // scale, a masked last tile), and the warp groups unordered.
   for (auto [groups, keys] : forms) {
-    for (Spec s : {cases[0], cases[4]}) {
-      s.d = s.dv = 40;
-      s.sm90_groups = groups;
-      s.sm90_key_tile = keys;
-      s.sm90_half_exp = true;
-      check(s, Path::kDirect);
+    for (int d : {40, 64, 80}) {
+      for (Spec s : {cases[0], cases[3], cases[4]}) {
+        s.d = s.dv = d;
+        s.sm90_groups = groups;
+        s.sm90_key_tile = keys;
+        s.sm90_poly_exp_every = 4;
+        check(s, Path::kDirect);
+        s.sm90_poly_exp_every = 0;
+        s.sm90_unordered = true;
+        check(s, Path::kDirect);
+      }
     }
   }
   check({.batch = 1,
@@ -799,7 +808,7 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
          .input_scale = 2.0f,
          .seed = 51,
          .sm90_groups = 3,
-         .sm90_half_exp = true},
+         .sm90_poly_exp_every = 4},
         Path::kDirect);
 }
 
@@ -833,6 +842,8 @@ TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
   bad = p, bad.sm90_warp_groups = 4;
   refused(bad);
   bad = p, bad.sm90_key_tile = 96;
+  refused(bad);
+  bad = p, bad.sm90_poly_exp_every = 2;
   refused(bad);
   bad = p, bad.tk = 0;
   refused(bad);

@@ -49,9 +49,12 @@ struct FlashAttentionParams {
   // launch_flash_attention_sm90 only: consumer warp groups per block (64 query rows each), 2
   // or 3 (head dim 80: always 2); 0 picks 3. For benchmarks.
   int sm90_warp_groups = 0;
-  // launch_flash_attention_sm90 only: the exponentials as ex2.approx.f16x2 (two per SFU
-  // instruction) on arguments rounded to f16. For benchmarks.
-  bool sm90_half_exp = false;
+  // launch_flash_attention_sm90 only: 0, or 4 to take the exponentials of every fourth group of
+  // 8 keys off the SFU (a cubic on the FMA pipes). For benchmarks.
+  int sm90_poly_exp_every = 0;
+  // launch_flash_attention_sm90 only: the consumer warp groups issue their products whenever
+  // they are ready instead of in turn. For benchmarks (the schedule before turns).
+  bool sm90_unordered = false;
   // launch_flash_attention_sm90 only: keys per tile, 64 or 128 (128 with two warp groups
   // only); 0 picks 64. For benchmarks.
   int sm90_key_tile = 0;
@@ -76,7 +79,8 @@ bool flash_attention_sm90_available(int cc_major, int cc_minor);
 bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
                                       int dv, bool causal);
 // ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
-// and ld_out of 2, sm90_warp_groups 0, 2 or 3 and sm90_key_tile 0, 64 or 128.
+// and ld_out of 2, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or 128 and
+// sm90_poly_exp_every 0 or 4.
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

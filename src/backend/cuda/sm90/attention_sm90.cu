@@ -117,6 +117,30 @@ __device__ __forceinline__ void set_max_registers() {
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(kRegs));
 }
 
+// Named barrier `id` (1..15; 0 is __syncthreads') over `threads` threads: wait for all, or
+// count this warp's arrival and go on.
+__device__ __forceinline__ void named_barrier_sync(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+__device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
+  asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// 2^x for x <= 0 (or NaN) on the FMA and integer pipes instead of the SFU, whose 16 results per
+// clock per SM are the floor of a head-40 attention: 2^round(x) goes into the exponent field and
+// 2^f, f = x - round(x) in [-0.5, 0.5], is a cubic (relative error 7.5e-5, a third of f16's half
+// ulp: P is rounded to f16). x is clamped to -125 so that the exponent stays a normal one: below
+// 2^-125 the result is that instead of 0 (0 in f16 all the same; 2^-125 per key in the f32 sums).
+// NaN stays NaN (max.NaN), as the SFU's does.
+__device__ __forceinline__ float exp2_poly(float x) {
+  asm("max.NaN.f32 %0, %0, 0fC2FA0000;\n" : "+f"(x));  // -125
+  constexpr float kRound = 12582912.0f;                // 1.5·2^23: x + it holds round(x)
+  const float shifted = x + kRound;
+  const float f = x - (shifted - kRound);
+  float y = fmaf(fmaf(fmaf(0.05517104f, f, 0.24260958f), f, 0.69326097f), f, 0.99992818f);
+  return __uint_as_float(__float_as_uint(y) + (__float_as_uint(shifted) << 23));
+}
+
 // A wgmma shared-memory descriptor for the no-swizzle layout (byte offsets in 16-byte units).
 __device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 |
@@ -156,11 +180,24 @@ __device__ __forceinline__ void mma_rs(const uint32_t (&a)[4], uint64_t desc, fl
   mma_rs_impl<N, kMajorB>(a, desc, d, accumulate, std::make_index_sequence<N / 2>{});
 }
 
+// Orders the computation of these registers before whatever volatile asm follows (wgmma's
+// issues and waits): the compiler may otherwise sink arithmetic below a wait it does not feed.
 template <int N>
 __device__ __forceinline__ void fence_operands(float (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i)
     asm volatile("" : "+f"(d[i])::"memory");
+}
+template <int N, int M>
+__device__ __forceinline__ void fence_operands(uint32_t (&d)[N][M]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i)
+#pragma unroll
+    for (int j = 0; j < M; ++j)
+      asm volatile("" : "+r"(d[i][j])::"memory");
+}
+__device__ __forceinline__ void fence_operand(float& d) {
+  asm volatile("" : "+f"(d)::"memory");
 }
 
 __device__ __forceinline__ void wgmma_fence() {
@@ -202,12 +239,13 @@ struct Sm90Attention {
   static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
 };
 
-// kHalfExp: the exponentials as ex2.approx.f16x2, two per SFU instruction, on arguments rounded
-// to f16 (P is rounded to f16 anyway; the argument's rounding costs up to 2^-11 of |x| in
-// relative error, x <= 0 the scaled score minus the row maximum).
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, bool kHalfExp>
+// kPolyEvery: 0, or the exponentials of every kPolyEvery-th group of 8 key columns on the FMA
+// pipes (exp2_poly) instead of the SFU. ordered: the consumer warp groups issue their wgmmas in
+// turn (named barriers 1..kGroups), so that one's products run under the others' softmax instead
+// of all of them multiplying, then all of them exponentiating, in lockstep.
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
-    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2) {
+    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, bool ordered) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
   extern __shared__ __align__(128) unsigned char smem[];
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBarrierOffset);
@@ -307,13 +345,29 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   float m0 = -INFINITY, m1 = -INFINITY;  // running maxima of q·k (rows row0, row1; q as loaded)
   float l0 = 0.0f, l1 = 0.0f;            // this thread's part of the running sums
 
+  // The warp groups' turns at the tensor cores (when ordered): group g issues after group g-1,
+  // group 0 after the last one's previous issue (the last group opens the first round). Every
+  // group has the same issues (tiles + 1), so each barrier's arrivals and waits pair up; the last
+  // group's last arrival, which no one would wait for, is left out.
+  constexpr int kPair = 256;  // threads per turn barrier: the waiting group and the arriving one
+  auto turn_begin = [&] {
+    if (ordered) named_barrier_sync(1 + group, kPair);
+  };
+  auto turn_end = [&](bool last) {
+    if (ordered && !(last && group == kGroups - 1))
+      named_barrier_arrive(1 + (group + 1) % kGroups, kPair);
+  };
+  if (ordered && group == kGroups - 1) named_barrier_arrive(1, kPair);
+
+  // Waits for tile t's K and V to land.
+  auto wait_tile = [&](int t, auto bounded) {
+    mbar_wait<decltype(bounded)::value>(&full[t % kStages], (t / kStages) & 1);
+    fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
+  };
   // S = q·kᵀ of tile t (async; committed as one group).
   float s[kSRegs];
-  auto issue_scores = [&](int t, auto bounded) {
-    const int st = t % kStages;
-    mbar_wait<decltype(bounded)::value>(&full[st], (t / kStages) & 1);
-    fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
-    const uint32_t k_tile = smem_base + st * C::kStageBytes;
+  auto issue_scores = [&](int t) {
+    const uint32_t k_tile = smem_base + (t % kStages) * C::kStageBytes;
     fence_operands(s);
     wgmma_fence();
 #pragma unroll
@@ -323,22 +377,23 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     wgmma_commit();
   };
 
-  // The online softmax of tile t's scores (s, complete): new maxima, P rounded to f16 in
-  // wgmma's A layout (columns 8j.. of the accumulator are k-step j/2's A registers 0,1 for even
-  // j, 2,3 for odd), the running sums; returns the factors the output must be rescaled by. s is
-  // only read: no instruction but wgmma defines an accumulator register while one is in flight
-  // (ptxas serialises the wgmmas otherwise).
-  auto softmax = [&](int t, uint32_t(&pa)[kBc / 16][4], float& alpha0, float& alpha1) {
-    const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
-    auto score = [&](int i) {
-      const int col = (i / 4) * 8 + 2 * q4 + (i % 2);
-      return valid >= kBc || col < valid ? s[i] : -INFINITY;
-    };
+  // The online softmax of tile t's scores (s, complete): new maxima, s overwritten by the
+  // exponentials, the running sums; returns the factors the output must be rescaled by. It runs
+  // while the previous tile's P·v is in flight, which reads pa and o only: s's own product has
+  // retired. masked: the last tile, whose keys past tk score -inf (every other tile is whole,
+  // and skips the compare and select per score).
+  auto softmax = [&](int t, auto masked, float& alpha0, float& alpha1) {
+    if constexpr (decltype(masked)::value) {
+      const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
+#pragma unroll
+      for (int i = 0; i < kSRegs; ++i)
+        if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
+    }
     float mx0 = m0, mx1 = m1;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
-      mx0 = fmaxf(mx0, fmaxf(score(4 * j), score(4 * j + 1)));
-      mx1 = fmaxf(mx1, fmaxf(score(4 * j + 2), score(4 * j + 3)));
+      mx0 = fmaxf(mx0, fmaxf(s[4 * j], s[4 * j + 1]));
+      mx1 = fmaxf(mx1, fmaxf(s[4 * j + 2], s[4 * j + 3]));
     }
 #pragma unroll
     for (int off = 1; off <= 2; off <<= 1) {
@@ -351,32 +406,38 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
-      const float x0 = fmaf(score(4 * j), scale_log2, -mc0);
-      const float x1 = fmaf(score(4 * j + 1), scale_log2, -mc0);
-      const float x2 = fmaf(score(4 * j + 2), scale_log2, -mc1);
-      const float x3 = fmaf(score(4 * j + 3), scale_log2, -mc1);
-      if constexpr (kHalfExp) {
-        const __half2 e01 = h2exp2(__floats2half2_rn(x0, x1));
-        const __half2 e23 = h2exp2(__floats2half2_rn(x2, x3));
-        const float2 f01 = __half22float2(e01), f23 = __half22float2(e23);
-        sum0 += f01.x + f01.y;
-        sum1 += f23.x + f23.y;
-        pa[j / 2][(j % 2) * 2 + 0] = *reinterpret_cast<const uint32_t*>(&e01);
-        pa[j / 2][(j % 2) * 2 + 1] = *reinterpret_cast<const uint32_t*>(&e23);
-      } else {
-        const float p0 = ex2(x0), p1 = ex2(x1), p2 = ex2(x2), p3 = ex2(x3);
-        sum0 += p0 + p1;
-        sum1 += p2 + p3;
-        pa[j / 2][(j % 2) * 2 + 0] = pack_half2(p0, p1);
-        pa[j / 2][(j % 2) * 2 + 1] = pack_half2(p2, p3);
+      // j is a constant once unrolled: the choice of pipe costs nothing at run time.
+      const bool poly = kPolyEvery > 0 && j % (kPolyEvery > 0 ? kPolyEvery : 1) == kPolyEvery - 1;
+#pragma unroll
+      for (int i = 4 * j; i < 4 * j + 4; ++i) {
+        const float x = fmaf(s[i], scale_log2, i % 4 < 2 ? -mc0 : -mc1);
+        s[i] = poly ? exp2_poly(x) : ex2(x);
       }
+      sum0 += s[4 * j] + s[4 * j + 1];
+      sum1 += s[4 * j + 2] + s[4 * j + 3];
     }
     l0 = l0 * alpha0 + sum0;
     l1 = l1 * alpha1 + sum1;
+    // Keep the softmax where it is written, under the P·v in flight: the compiler may
+    // otherwise sink it below the wait for that product.
+    fence_operands(s);
+    fence_operand(l0), fence_operand(l1), fence_operand(alpha0), fence_operand(alpha1);
+  };
+
+  // P, the exponentials in s, rounded to f16 into wgmma's A layout: columns 8j.. of the
+  // accumulator are k-step j/2's A registers 0,1 for even j, 2,3 for odd. Only once the P·v
+  // that reads pa has retired.
+  uint32_t pa[kBc / 16][4];
+  auto pack_p = [&] {
+#pragma unroll
+    for (int j = 0; j < kBc / 8; ++j) {
+      pa[j / 2][(j % 2) * 2 + 0] = pack_half2(s[4 * j], s[4 * j + 1]);
+      pa[j / 2][(j % 2) * 2 + 1] = pack_half2(s[4 * j + 2], s[4 * j + 3]);
+    }
   };
 
   // O += P·v of tile t (async; committed as one group).
-  auto issue_pv = [&](int t, const uint32_t(&pa)[kBc / 16][4]) {
+  auto issue_pv = [&](int t) {
     const uint32_t v_tile = smem_base + (t % kStages) * C::kStageBytes + C::kKTileBytes;
     fence_operands(o);
     wgmma_fence();
@@ -387,51 +448,79 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     wgmma_commit();
   };
 
-  // Tile t (not the last) with P_t in `pa`: issue S_{t+1} and O += P_t·v_t back to back,
-  // then the softmax of S_{t+1} (into pa_next) under P_t·v_t, then the output's rescale once
-  // that is done (FlashAttention-3's intra-warp-group overlap). Branch-free between the issues
-  // and the waits, so that ptxas sees which group each wait retires.
-  auto step = [&](int t, const uint32_t(&pa)[kBc / 16][4], uint32_t(&pa_next)[kBc / 16][4]) {
-    issue_scores(t + 1, std::false_type{});
-    issue_pv(t, pa);
-    wgmma_wait<1>();
-    fence_operands(s);
-    float alpha0, alpha1;
-    softmax(t + 1, pa_next, alpha0, alpha1);
-    wgmma_wait<0>();
-    fence_operands(o);
-    if (lane == 0) mbar_arrive(&empty[t % kStages]);
+  // The output's rescale by the last softmax's factors, once the P·v before has retired.
+  auto rescale = [&](float alpha0, float alpha1) {
 #pragma unroll
     for (int j = 0; j < kDv / 8; ++j) {
       o[4 * j] *= alpha0, o[4 * j + 1] *= alpha0;
       o[4 * j + 2] *= alpha1, o[4 * j + 3] *= alpha1;
     }
   };
-  auto last_step = [&](int t, const uint32_t(&pa)[kBc / 16][4]) {
-    issue_pv(t, pa);
-    wgmma_wait<0>();
+
+  // FlashAttention-3's intra-warp-group overlap: S_{t+1} = q·k_{t+1}ᵀ and O += P_t·v_t are
+  // issued back to back, S_{t+1}'s softmax runs under P_t·v_t, and only then does the group wait
+  // for P_t·v_t to rescale O and pack P_{t+1}. The order matters to ptxas: it hoists a
+  // wgmma.wait_group within a basic block (above a softmax that does not depend on it, so that
+  // the softmax would run after the product instead of under it), so each wait for P·v sits
+  // after the next tile's mbarrier wait, whose retry branch ends the block. Branch-free between
+  // the issues and the waits otherwise, so that ptxas sees which group each wait retires.
+  //
+  // Iteration t (1 <= t < tiles - 1) enters with P_{t-1}·v_{t-1} in flight and S_t's softmax
+  // done (its factors in alpha); masked: t + 1 is the last tile.
+  float alpha0 = 1.0f, alpha1 = 1.0f;
+  auto iteration = [&](int t, auto masked) {
+    wait_tile(t + 1, std::false_type{});
+    wgmma_wait<0>();  // P_{t-1}·v_{t-1}
     fence_operands(o);
+    if (lane == 0) mbar_arrive(&empty[(t - 1) % kStages]);
+    rescale(alpha0, alpha1);
+    pack_p();
+    turn_begin();
+    issue_scores(t + 1);
+    issue_pv(t);
+    turn_end(false);
+    wgmma_wait<1>();  // S_{t+1}
+    fence_operands(s);
+    softmax(t + 1, masked, alpha0, alpha1);
   };
 
-  uint32_t pa0[kBc / 16][4], pa1[kBc / 16][4];
-  {
-    issue_scores(0, std::true_type{});
-    wgmma_wait<0>();
+  constexpr std::false_type kWhole;
+  constexpr std::true_type kMasked;
+  wait_tile(0, std::true_type{});
+  turn_begin();
+  issue_scores(0);
+  turn_end(false);
+  wgmma_wait<0>();
+  fence_operands(s);
+  softmax(0, kMasked, alpha0, alpha1);  // the factors are of no use: O is zero
+  pack_p();
+  if (tiles > 1) {
+    wait_tile(1, std::false_type{});
+    turn_begin();
+    issue_scores(1);
+    issue_pv(0);
+    turn_end(false);
+    wgmma_wait<1>();
     fence_operands(s);
-    float alpha0, alpha1;  // of no use: o is zero
-    softmax(0, pa0, alpha0, alpha1);
+    if (tiles > 2) {
+      softmax(1, kWhole, alpha0, alpha1);
+      for (int t = 1; t + 2 < tiles; ++t)
+        iteration(t, kWhole);
+      iteration(tiles - 2, kMasked);
+    } else {
+      softmax(1, kMasked, alpha0, alpha1);
+    }
+    wgmma_wait<0>();  // P·v of the tile before the last
+    fence_operands(o);
+    rescale(alpha0, alpha1);
+    pack_p();
   }
-  int t = 0;
-  for (; t + 2 < tiles; t += 2) {
-    step(t, pa0, pa1);
-    step(t + 1, pa1, pa0);
-  }
-  if (t + 1 < tiles) {  // two tiles left
-    step(t, pa0, pa1);
-    last_step(t + 1, pa1);
-  } else {
-    last_step(t, pa0);
-  }
+  // The last tile's P·v.
+  turn_begin();
+  issue_pv(tiles - 1);
+  turn_end(true);
+  wgmma_wait<0>();
+  fence_operands(o);
 
   // Row sums across the quad, then out = O / l.
 #pragma unroll
@@ -453,27 +542,28 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   }
 }
 
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, bool kHalfExp>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
 cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
-  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kHalfExp>;
+  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kPolyEvery>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((p.tq + C::kRowsPerBlock - 1) / C::kRowsPerBlock),
                   static_cast<unsigned>(p.batch * p.heads));
   constexpr float kLog2e = 1.4426950408889634f;
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e);
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e,
+                                                       !p.sm90_unordered);
   return cudaGetLastError();
 }
 
-// launch with the exponentials p asks for (FlashAttentionParams::sm90_half_exp).
+// launch with the exponentials p asks for (FlashAttentionParams::sm90_poly_exp_every).
 template <int kDqk, int kDv, int kBc, int kGroups>
 cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
   // Stages: 4 of 64 keys, 3 of 128 (the largest, d = 80 at 128 keys, is 120 KiB).
   constexpr int kStages = kBc == 64 ? 4 : 3;
-  return p.sm90_half_exp ? launch<kDqk, kDv, kBc, kGroups, kStages, true>(p, stream)
-                         : launch<kDqk, kDv, kBc, kGroups, kStages, false>(p, stream);
+  return p.sm90_poly_exp_every == 4 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4>(p, stream)
+                                    : launch<kDqk, kDv, kBc, kGroups, kStages, 0>(p, stream);
 }
 
 // launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (three
@@ -512,7 +602,8 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
   // rather than run as some other form under its name.
   const bool knobs =
       (p.sm90_warp_groups == 0 || p.sm90_warp_groups == 2 || p.sm90_warp_groups == 3) &&
-      (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128);
+      (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128) &&
+      (p.sm90_poly_exp_every == 0 || p.sm90_poly_exp_every == 4);
   return knobs &&
          flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
          p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_out % 2 == 0 &&
