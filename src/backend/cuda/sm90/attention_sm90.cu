@@ -6,7 +6,8 @@
 // to 64 (its engines' smallest), so 37 % of its tensor-core work multiplies zeros, and it
 // costs 50-100 ms to plan per shape. Here the q·kᵀ product runs k-steps of 16 over the head
 // padded only to 48 and the p·v product has N = dv exactly (wgmma takes any N that is a
-// multiple of 8), and there is nothing to plan.
+// multiple of 8; at head dim 40 it is 48, the eighth column the row sums, below), and there is
+// nothing to plan.
 //
 // Schedule. A block owns kGroups·64 query rows of one (batch, head): kGroups consumer warp
 // groups of 64 rows each, and one producer warp group (its registers handed to the consumers by
@@ -17,23 +18,26 @@
 // it) and release a stage through its `empty` mbarrier. Each consumer warp
 // group keeps its 64 rows of q in registers as wgmma's A operand (loaded once), and per tile:
 //   issue S' = q·kᵀ for the next tile (async), run the online softmax of this tile's S in f32
-//   (exp2 on the SFU, row maxima and sums in registers), rescale the output, issue O += P·v
+//   (exp2 on the SFU, row maxima in registers), rescale the output, issue O += P·v
 //   with P straight from the score registers rounded to f16 (the m64nN f32 accumulator layout
 //   of two adjacent 8-column groups is the k16 A-operand layout), wait for both.
 // So the SFU's exponentials of one tile overlap the tensor cores' q·kᵀ of the next; the warp
 // groups drift apart on their own barriers and overlap each other too.
 //
-// Shared layout: wgmma's no-swizzle ("interleave") canonical form, 8x16-byte core matrices.
-// A tile of kBc rows by C chunks of 16 bytes (8 halves) is stored chunk-major: chunk c of row
-// r at 16·(c·kBc + r). For K (B operand of q·kᵀ, K-major: head dim contiguous) the core
-// matrices along N (8 keys) are 128 bytes apart (SBO) and along K (8 head columns) 16·kBc
-// (LBO). For V (B operand of P·v, MN-major: head dim contiguous, keys the reduction) the same
-// bytes read as 8 keys x 8 head columns per core matrix: along N (head) 16·kBc apart (SBO),
-// along K (keys) 128 (LBO). These are the offsets CuTe's make_gmma_desc derives for the same
-// layouts ((64,(8,2)):(8,(1,512)) K-major and ((8,5),16):((1,512),8) MN-major, in halves),
-// checked on the host. Head columns past d and keys past tk are zero-filled (cp.async's
-// src-size 0), so they add nothing to q·k and keep 0·garbage out of P·v; padded keys' scores are
-// masked to -inf.
+// Shared layout: wgmma's 32-byte-swizzled canonical form (attention_sm90_layout.h, checked
+// against CuTe's on the host). The no-swizzle ("interleave") form ran first: Nsight Compute
+// found 62 % of the kernel's shared-memory wavefronts excessive, the tensor pipe 25 % busy and
+// half the issue slots idle (bench/results/attention_sm90_h100.json). The likely cause, which
+// the next measurement tests: wgmma reads a k-step's 32 bytes of 8 rows together, and without
+// the swizzle the two 16-byte halves of every row share banks. Head columns past d and keys
+// past tk are zero-filled (cp.async's src-size 0), so they add nothing to q·k and keep
+// 0·garbage out of P·v; padded keys' scores are masked to -inf.
+//
+// Row sums on the tensor cores: V's columns are padded to a multiple of 16 (SW32's atom); where
+// that adds columns (head dim 40 -> 48), column dv holds 1.0 in every row, written once per
+// stage before the pipeline starts, so P·v's column dv is the row's sum of P — the f16 P the
+// output is made of, summed in f32 — and the softmax drops its 32 additions per tile. Elsewhere
+// (64, 80) the sums stay additions in registers.
 #include <cuda_fp16.h>
 
 #include <cmath>
@@ -46,6 +50,7 @@
 
 #include "backend/cuda/attention_device.cuh"
 #include "backend/cuda/attention_kernels.h"
+#include "backend/cuda/sm90/attention_sm90_layout.h"
 
 namespace hyrt::backend::cuda {
 namespace {
@@ -141,18 +146,15 @@ __device__ __forceinline__ float exp2_poly(float x) {
   return __uint_as_float(__float_as_uint(y) + (__float_as_uint(shifted) << 23));
 }
 
-// A wgmma shared-memory descriptor for the no-swizzle layout (byte offsets in 16-byte units).
-__device__ __forceinline__ uint64_t smem_desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr >> 4) & 0x3FFF) | uint64_t((lbo >> 4) & 0x3FFF) << 16 |
-         uint64_t((sbo >> 4) & 0x3FFF) << 32;
-}
+using sm90_layout::sw32_desc;
+using sm90_layout::sw32_offset;
 
 // wgmma m64nNk16, f32 += f16 · f16, A from registers, B from shared memory.
 template <int N, gmma::Major kMajorB>
 struct RsMma;
 template <gmma::Major B>
-struct RsMma<40, B> {
-  using Op = gmma::MMA_64x40x16_F32F16F16_RS<gmma::Major::K, B>;
+struct RsMma<48, B> {
+  using Op = gmma::MMA_64x48x16_F32F16F16_RS<gmma::Major::K, B>;
 };
 template <gmma::Major B>
 struct RsMma<64, B> {
@@ -214,14 +216,18 @@ __device__ __forceinline__ void wgmma_wait() {
 // --- The kernel ------------------------------------------------------------------------------
 
 // kDqk: the q/k head dim padded to a multiple of 16 (wgmma's k); kDv: the v head dim (a
-// multiple of 8, wgmma's N for P·v).
+// multiple of 8).
 template <int kDqk, int kDv, int kBc, int kGroups, int kStages>
 struct Sm90Attention {
   static_assert(kDqk % 16 == 0 && kDv % 8 == 0 && (kBc == 64 || kBc == 128) && kStages >= 2);
   static constexpr int kQkChunks = kDqk / 8;
-  static constexpr int kVChunks = kDv / 8;
+  static constexpr int kVChunks = kDv / 8;  // the chunks of v the producer copies
+  // V's columns in shared memory and P·v's N: kDv padded to SW32's 16; the first padding column
+  // is the ones column (row sums), where there is one.
+  static constexpr int kPvN = (kDv + 15) / 16 * 16;
+  static constexpr bool kOnesColumn = kPvN > kDv;
   static constexpr int kKTileBytes = kQkChunks * kBc * 16;
-  static constexpr int kVTileBytes = kVChunks * kBc * 16;
+  static constexpr int kVTileBytes = kPvN / 8 * kBc * 16;
   static constexpr int kStageBytes = kKTileBytes + kVTileBytes;
   static constexpr int kConsumerThreads = kGroups * 128;
   static constexpr int kThreads = kConsumerThreads + 128;  // + the producer warp group
@@ -235,7 +241,8 @@ struct Sm90Attention {
   static constexpr int kLaunchRegs = 65536 / kThreads / 8 * 8;
   static_assert(kProducerRegs + kGroups * kConsumerRegs <= (kGroups + 1) * kLaunchRegs);
   static constexpr int kBarrierOffset = kStages * kStageBytes;
-  static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8;
+  // + 256: the tiles start at the first 256-byte boundary of the dynamic shared memory.
+  static constexpr int kSmemBytes = kBarrierOffset + 2 * kStages * 8 + 256;
   static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
 };
 
@@ -247,7 +254,8 @@ template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
     flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, bool ordered) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
-  extern __shared__ __align__(128) unsigned char smem[];
+  extern __shared__ __align__(128) unsigned char smem_raw[];
+  unsigned char* smem = smem_raw + ((256 - smem_addr(smem_raw) % 256) % 256);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBarrierOffset);
   uint64_t* empty = full + kStages;
 
@@ -263,6 +271,16 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       mbar_init(&empty[s], C::kConsumerThreads / 32);  // every consumer warp arrives
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  if constexpr (C::kOnesColumn) {
+    // Chunk kVChunks of every V row in every stage: 1.0, then zeros. The producer never writes
+    // it; wgmma reads it through the async proxy, hence the fence before the block's barrier.
+    for (int i = threadIdx.x; i < kStages * kBc; i += C::kThreads) {
+      const int st = i / kBc, r = i % kBc;
+      *reinterpret_cast<uint4*>(smem + st * C::kStageBytes + C::kKTileBytes +
+                                sw32_offset(r, C::kVChunks, kBc)) = make_uint4(0x3C00u, 0, 0, 0);
+    }
+    fence_proxy_async();
   }
   __syncthreads();
 
@@ -287,7 +305,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
         const int64_t key = key0 + r;
         const bool ok = key < p.tk && c * 8 < p.d;
         const uint16_t* src = ok ? k_head + key * p.ld_k + c * 8 : p.k;
-        cp_async16(k_dst + (c * kBc + r) * 16, src, ok);
+        cp_async16(k_dst + sw32_offset(r, c, kBc), src, ok);
       }
 #pragma unroll 2
       for (int i = pt; i < kBc * C::kVChunks; i += 128) {
@@ -295,7 +313,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
         const int64_t key = key0 + r;
         const bool ok = key < p.tk;
         const uint16_t* src = ok ? v_head + key * p.ld_v + c * 8 : p.v;
-        cp_async16(v_dst + (c * kBc + r) * 16, src, ok);
+        cp_async16(v_dst + sw32_offset(r, c, kBc), src, ok);
       }
       // This thread's share of the tile arrives on `full` once its copies have landed (.noinc:
       // the barrier expects the 128 threads' arrivals and no more), so the producer never waits
@@ -336,14 +354,14 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     }
   }
 
-  constexpr int kSRegs = kBc / 2;  // the m64n(kBc) f32 accumulator: kBc / 2 per thread
-  constexpr int kORegs = kDv / 2;
+  constexpr int kSRegs = kBc / 2;      // the m64n(kBc) f32 accumulator: kBc / 2 per thread
+  constexpr int kORegs = C::kPvN / 2;  // the m64n(kPvN) accumulator, ones column included
   float o[kORegs];
 #pragma unroll
   for (int i = 0; i < kORegs; ++i)
     o[i] = 0.0f;
   float m0 = -INFINITY, m1 = -INFINITY;  // running maxima of q·k (rows row0, row1; q as loaded)
-  float l0 = 0.0f, l1 = 0.0f;            // this thread's part of the running sums
+  float l0 = 0.0f, l1 = 0.0f;            // this thread's part of the running sums (no ones column)
 
   // The warp groups' turns at the tensor cores (when ordered): group g issues after group g-1,
   // group 0 after the last one's previous issue (the last group opens the first round). Every
@@ -364,16 +382,23 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     mbar_wait<decltype(bounded)::value>(&full[t % kStages], (t / kStages) & 1);
     fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
   };
-  // S = q·kᵀ of tile t (async; committed as one group).
+  // The descriptors of stage 0's K and V tiles; a stage's and a k-step's are these plus their
+  // byte offset >> 4 (sw32_desc), one addition instead of building each from its address.
+  constexpr sm90_layout::DescOffsets kK = sm90_layout::k_desc_offsets(kBc);
+  constexpr sm90_layout::DescOffsets kV = sm90_layout::v_desc_offsets(kBc);
+  const uint64_t k_desc0 = sw32_desc(smem_base, kK.lbo, kK.sbo);
+  const uint64_t v_desc0 = sw32_desc(smem_base + C::kKTileBytes, kV.lbo, kV.sbo);
+
+  // S = q·kᵀ of tile t (async; committed as one group). K-major: a k-step is a column block.
   float s[kSRegs];
   auto issue_scores = [&](int t) {
-    const uint32_t k_tile = smem_base + (t % kStages) * C::kStageBytes;
+    const uint64_t desc = k_desc0 + uint64_t((t % kStages) * C::kStageBytes >> 4);
     fence_operands(s);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kSteps; ++kk)
-      mma_rs<kBc, gmma::Major::K>(qa[kk], smem_desc(k_tile + kk * 2 * kBc * 16, kBc * 16, 128), s,
-                                  kk > 0);
+      mma_rs<kBc, gmma::Major::K>(qa[kk], desc + uint64_t(kk * sm90_layout::k_step_bytes(kBc) >> 4),
+                                  s, kk > 0);
     wgmma_commit();
   };
 
@@ -403,7 +428,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     alpha0 = ex2((m0 - mx0) * scale_log2), alpha1 = ex2((m1 - mx1) * scale_log2);
     m0 = mx0, m1 = mx1;
     const float mc0 = mx0 * scale_log2, mc1 = mx1 * scale_log2;
-    float sum0 = 0.0f, sum1 = 0.0f;
+    [[maybe_unused]] float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
       // j is a constant once unrolled: the choice of pipe costs nothing at run time.
@@ -413,11 +438,15 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
         const float x = fmaf(s[i], scale_log2, i % 4 < 2 ? -mc0 : -mc1);
         s[i] = poly ? exp2_poly(x) : ex2(x);
       }
-      sum0 += s[4 * j] + s[4 * j + 1];
-      sum1 += s[4 * j + 2] + s[4 * j + 3];
+      if constexpr (!C::kOnesColumn) {
+        sum0 += s[4 * j] + s[4 * j + 1];
+        sum1 += s[4 * j + 2] + s[4 * j + 3];
+      }
     }
-    l0 = l0 * alpha0 + sum0;
-    l1 = l1 * alpha1 + sum1;
+    if constexpr (!C::kOnesColumn) {
+      l0 = l0 * alpha0 + sum0;
+      l1 = l1 * alpha1 + sum1;
+    }
     // Keep the softmax where it is written, under the P·v in flight: the compiler may
     // otherwise sink it below the wait for that product.
     fence_operands(s);
@@ -436,22 +465,24 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     }
   };
 
-  // O += P·v of tile t (async; committed as one group).
+  // O += P·v of tile t (async; committed as one group). MN-major: a k-step of 16 keys is two
+  // 8-key swizzle atoms, 512 bytes.
   auto issue_pv = [&](int t) {
-    const uint32_t v_tile = smem_base + (t % kStages) * C::kStageBytes + C::kKTileBytes;
+    const uint64_t desc = v_desc0 + uint64_t((t % kStages) * C::kStageBytes >> 4);
     fence_operands(o);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kBc / 16; ++kk)
-      mma_rs<kDv, gmma::Major::MN>(pa[kk], smem_desc(v_tile + kk * 16 * 16, 128, kBc * 16), o,
-                                   true);
+      mma_rs<C::kPvN, gmma::Major::MN>(pa[kk], desc + uint64_t(kk * sm90_layout::kVStepBytes >> 4),
+                                       o, true);
     wgmma_commit();
   };
 
-  // The output's rescale by the last softmax's factors, once the P·v before has retired.
+  // The output's rescale by the last softmax's factors, once the P·v before has retired (the
+  // ones column's sums with it).
   auto rescale = [&](float alpha0, float alpha1) {
 #pragma unroll
-    for (int j = 0; j < kDv / 8; ++j) {
+    for (int j = 0; j < C::kPvN / 8; ++j) {
       o[4 * j] *= alpha0, o[4 * j + 1] *= alpha0;
       o[4 * j + 2] *= alpha1, o[4 * j + 3] *= alpha1;
     }
@@ -522,11 +553,17 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   wgmma_wait<0>();
   fence_operands(o);
 
-  // Row sums across the quad, then out = O / l.
+  // Row sums: the ones column's (column kDv, held by the quad's first lane) or the quad's
+  // partial sums added; then out = O / l.
+  if constexpr (C::kOnesColumn) {
+    l0 = __shfl_sync(0xffffffffu, o[4 * (kDv / 8)], lane & ~3);
+    l1 = __shfl_sync(0xffffffffu, o[4 * (kDv / 8) + 2], lane & ~3);
+  } else {
 #pragma unroll
-  for (int off = 1; off <= 2; off <<= 1) {
-    l0 += __shfl_xor_sync(0xffffffffu, l0, off);
-    l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    for (int off = 1; off <= 2; off <<= 1) {
+      l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+      l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    }
   }
   const float inv0 = 1.0f / l0, inv1 = 1.0f / l1;
   uint16_t* out_head = p.out + int64_t{b} * p.tq * p.ld_out + int64_t{h} * p.dv;
