@@ -58,6 +58,9 @@ namespace {
 namespace gmma = cute::SM90::GMMA;
 
 constexpr int kRowsPerGroup = 64;  // query rows per consumer warp group (wgmma's M)
+// How far (log2 units) a row's maximum may rise before the output is rescaled (the same slack as
+// attention.cu's kernel: probabilities up to 2^8 before normalisation).
+constexpr float kRescaleSlack = 8.0f;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
 
@@ -407,6 +410,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // while the previous tile's P·v is in flight, which reads pa and o only: s's own product has
   // retired. masked: the last tile, whose keys past tk score -inf (every other tile is whole,
   // and skips the compare and select per score).
+  bool rescale_due = false;  // whether the last softmax moved a maximum in this warp
   auto softmax = [&](int t, auto masked, float& alpha0, float& alpha1) {
     if constexpr (decltype(masked)::value) {
       const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
@@ -425,9 +429,18 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
     }
-    alpha0 = ex2((m0 - mx0) * scale_log2), alpha1 = ex2((m1 - mx1) * scale_log2);
-    m0 = mx0, m1 = mx1;
-    const float mc0 = mx0 * scale_log2, mc1 = mx1 * scale_log2;
+    // The running maxima move only when a row's grows by more than kRescaleSlack (log2 units)
+    // somewhere in the warp: until then the old ones stay subtracted, P reaches at most
+    // 2^kRescaleSlack (f16 and the f32 sums hold that), and the output's rescale — a
+    // multiplication per output register — is skipped (rescale_due, read once P·v has retired).
+    // Selects, not a branch: P·v is in flight.
+    const bool grow =
+        (mx0 - m0) * scale_log2 > kRescaleSlack || (mx1 - m1) * scale_log2 > kRescaleSlack;
+    rescale_due = __any_sync(0xffffffffu, grow);
+    alpha0 = rescale_due ? ex2((m0 - mx0) * scale_log2) : 1.0f;
+    alpha1 = rescale_due ? ex2((m1 - mx1) * scale_log2) : 1.0f;
+    m0 = rescale_due ? mx0 : m0, m1 = rescale_due ? mx1 : m1;
+    const float mc0 = m0 * scale_log2, mc1 = m1 * scale_log2;
     [[maybe_unused]] float sum0 = 0.0f, sum1 = 0.0f;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
@@ -504,7 +517,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     wgmma_wait<0>();  // P_{t-1}·v_{t-1}
     fence_operands(o);
     if (lane == 0) mbar_arrive(&empty[(t - 1) % kStages]);
-    rescale(alpha0, alpha1);
+    if (rescale_due) rescale(alpha0, alpha1);
     pack_p();
     turn_begin();
     issue_scores(t + 1);
@@ -543,7 +556,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     }
     wgmma_wait<0>();  // P·v of the tile before the last
     fence_operands(o);
-    rescale(alpha0, alpha1);
+    if (rescale_due) rescale(alpha0, alpha1);
     pack_p();
   }
   // The last tile's P·v.
