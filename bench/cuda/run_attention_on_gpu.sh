@@ -12,7 +12,8 @@
 # .gl/golden/sd15-tiny (a copy of ../shared/golden/sd15-tiny without model-ldm.safetensors)
 # and .whl. Usage there: bench/cuda/run_attention_on_gpu.sh OUT_DIR [what...]
 #   what: tests, kernel, parity, sd15, sdxl, energy (issue 16's J/step at 512² and 1024² per
-#   form, bench/cuda/nvml_energy.py), torch (default: tests kernel parity sd15 sdxl). Everything lands
+#   form, bench/cuda/nvml_energy.py), profile (Nsight Compute on Hopper's kernel), torch
+#   (default: tests kernel parity sd15 sdxl). Everything lands
 #   in OUT_DIR/attention_run.tar.gz plus a summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -88,6 +89,22 @@ if [[ $what == *energy* ]]; then
       out=$res gpu_energy "$hyrt" "${form}_$size" "$size" "$form"
     done
   done
+fi
+if [[ $what == *profile* ]]; then
+  # Nsight Compute on the first launch of Hopper's kernel in bench_cuda_attention (its first
+  # form at the first shape: 2 x 4096² x 8 heads x d40): throughput, pipes, stalls, the shared
+  # wavefronts (the layout's bank conflicts). Where ncu is installed with the toolkit.
+  ncu=$(command -v ncu || ls -d /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
+  if [ -n "$ncu" ]; then
+    timeout 240 "$ncu" --set full --kernel-name regex:flash_attention_sm90 --launch-count 1 \
+      -o $res/attention_profile build-gpu/bench/bench_cuda_attention --reps 3 >$res/ncu_run.log 2>&1
+    echo "ncu rc=$?"
+    "$ncu" -i $res/attention_profile.ncu-rep --page details >$res/ncu_details.txt 2>&1
+    grep -E "Duration|Issue Slots Busy|Eligible Warps|highest-utilized|excessive|Tensor" \
+      $res/ncu_details.txt | head -n 12
+  else
+    echo "profile: no ncu here"
+  fi
 fi
 if [[ $what == *torch* ]]; then
   pip install --no-deps --target /tmp/pydeps .whl/*.whl >$res/pip.log 2>&1 || tail -n 3 $res/pip.log
