@@ -47,7 +47,7 @@ struct FlashAttentionParams {
   // it was before that: uncapped, 2 blocks. For benchmarks.
   bool uncapped_registers = false;
   // launch_flash_attention_sm90 only: consumer warp groups per block (64 query rows each), 2
-  // or 3 (head dim 80: always 2); 0 picks 3. For benchmarks.
+  // or 3; 0 picks 3. For benchmarks.
   int sm90_warp_groups = 0;
   // launch_flash_attention_sm90 only: 0, or 4 to take the exponentials of every fourth group of
   // 8 keys off the SFU (a cubic on the FMA pipes). For benchmarks.

@@ -237,7 +237,7 @@ struct Sm90Attention {
   // Registers per thread after the producer hands its share to the consumers (setmaxnreg): the
   // launch gives each of the kGroups + 1 warp groups 65536 / kThreads (rounded down to 8); the
   // producer keeps 40 (its address arithmetic spills at 24) and the consumers split the rest, which
-  // lets 64-row groups hold the scores, two sets of P and the output without spilling.
+  // lets 64-row groups hold the scores, P and the output without spilling.
   static constexpr int kProducerRegs = 40;
   static constexpr int kConsumerRegs = kGroups == 2 ? 232 : 152;
   // setmaxnreg.inc waits until the block's pool has the registers: more than it holds would hang.
@@ -616,17 +616,14 @@ cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
                                     : launch<kDqk, kDv, kBc, kGroups, kStages, 0>(p, stream);
 }
 
-// launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (three
-// would not hold the scores' 64 registers and two sets of P's 32 under the register cap).
+// launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (with
+// three, 152 registers per consumer thread spill 112-492 bytes: the scores' 64, P's 32, the
+// output's 24-40 and q's 12-20).
 template <int kDqk, int kDv>
 cudaError_t launch_tile(const FlashAttentionParams& p, cudaStream_t stream) {
   if (p.sm90_key_tile == 128) return launch_exp<kDqk, kDv, 128, 2>(p, stream);
-  if constexpr (kDv == 80) {
-    return launch_exp<kDqk, kDv, 64, 2>(p, stream);
-  } else {
-    if (p.sm90_warp_groups == 2) return launch_exp<kDqk, kDv, 64, 2>(p, stream);
-    return launch_exp<kDqk, kDv, 64, 3>(p, stream);
-  }
+  if (p.sm90_warp_groups == 2) return launch_exp<kDqk, kDv, 64, 2>(p, stream);
+  return launch_exp<kDqk, kDv, 64, 3>(p, stream);
 }
 
 bool aligned16(const void* ptr) {
@@ -667,7 +664,7 @@ cudaError_t launch_flash_attention_sm90(const FlashAttentionParams& p, cudaStrea
       return launch_tile<48, 40>(p, stream);
     case 64:
       return launch_tile<64, 64>(p, stream);
-    case 80:  // 64-key tiles with two warp groups: three would not hold 40 output registers
+    case 80:
       return launch_tile<80, 80>(p, stream);
   }
   return cudaErrorInvalidValue;
