@@ -83,12 +83,14 @@ struct Form {
   int sm90_key_tile = 0;
   int sm90_poly_exp_every = 0;
   bool sm90_unordered = false;
+  bool sm90_no_proxy_fence = false;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
     {"capped, 32 rows/warp", 32, -1.0f, false},
     {"cudnn", 0, 0.0f, false, true},
     {"hopper, 3 warp groups, unordered", 0, 0.0f, false, false, 3, 64, 0, true},
+    {"hopper, 3 warp groups, no proxy fence", 0, 0.0f, false, false, 3, 64, 0, false, true},
     {"hopper, 3 warp groups", 0, 0.0f, false, false, 3, 64},
     {"hopper, 2 warp groups", 0, 0.0f, false, false, 2, 64},
     {"hopper, 2 warp groups, 128 keys", 0, 0.0f, false, false, 2, 128},
@@ -294,6 +296,7 @@ int run(int argc, char** argv) {
       p.sm90_key_tile = f.sm90_key_tile;
       p.sm90_poly_exp_every = f.sm90_poly_exp_every;
       p.sm90_unordered = f.sm90_unordered;
+      p.sm90_no_proxy_fence = f.sm90_no_proxy_fence;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
            !backend::cuda::flash_attention_sm90_takes(p)))

@@ -64,9 +64,10 @@ struct Spec {
   // Direct launches only: 2 or 3 runs Hopper's kernel (launch_flash_attention_sm90) with that
   // many consumer warp groups per block.
   int sm90_groups = 0;
-  int sm90_key_tile = 0;        // ... with FlashAttentionParams::sm90_key_tile,
-  int sm90_poly_exp_every = 0;  // ::sm90_poly_exp_every
-  bool sm90_unordered = false;  // and ::sm90_unordered
+  int sm90_key_tile = 0;             // ... with FlashAttentionParams::sm90_key_tile,
+  int sm90_poly_exp_every = 0;       // ::sm90_poly_exp_every
+  bool sm90_unordered = false;       // ::sm90_unordered
+  bool sm90_no_proxy_fence = false;  // and ::sm90_no_proxy_fence
 };
 
 std::string describe(const Spec& s) {
@@ -78,7 +79,8 @@ std::string describe(const Spec& s) {
                  s.sm90_groups ? str_cat(" sm90 groups=", s.sm90_groups) : std::string(),
                  s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string(),
                  s.sm90_poly_exp_every ? str_cat(" poly exp 1/", s.sm90_poly_exp_every) : "",
-                 s.sm90_unordered ? " unordered" : "");
+                 s.sm90_unordered ? " unordered" : "",
+                 s.sm90_no_proxy_fence ? " no proxy fence" : "");
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -273,6 +275,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
     p.sm90_key_tile = s.sm90_key_tile;
     p.sm90_poly_exp_every = s.sm90_poly_exp_every;
     p.sm90_unordered = s.sm90_unordered;
+    p.sm90_no_proxy_fence = s.sm90_no_proxy_fence;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
   } else {
@@ -784,7 +787,7 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
            .sm90_key_tile = keys},
           Path::kDirect);
   // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
-  // scale, a masked last tile), and the warp groups unordered.
+  // scale, a masked last tile), the warp groups unordered, and no proxy fence.
   for (auto [groups, keys] : forms) {
     for (int d : {40, 64, 80}) {
       for (Spec s : {cases[0], cases[3], cases[4]}) {
@@ -795,6 +798,9 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
         check(s, Path::kDirect);
         s.sm90_poly_exp_every = 0;
         s.sm90_unordered = true;
+        check(s, Path::kDirect);
+        s.sm90_unordered = false;
+        s.sm90_no_proxy_fence = true;
         check(s, Path::kDirect);
       }
     }

@@ -55,6 +55,9 @@ struct FlashAttentionParams {
   // launch_flash_attention_sm90 only: the consumer warp groups issue their products whenever
   // they are ready instead of in turn. For benchmarks (the schedule before turns).
   bool sm90_unordered = false;
+  // launch_flash_attention_sm90 only: no fence.proxy.async between a tile's arrival and its
+  // wgmma reads (as CUTLASS's cp.async mainloop). For benchmarks: what the fence costs.
+  bool sm90_no_proxy_fence = false;
   // launch_flash_attention_sm90 only: keys per tile, 64 or 128 (128 with two warp groups
   // only); 0 picks 64. For benchmarks.
   int sm90_key_tile = 0;

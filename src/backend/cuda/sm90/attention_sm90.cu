@@ -255,7 +255,8 @@ struct Sm90Attention {
 // of all of them multiplying, then all of them exponentiating, in lockstep.
 template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
-    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, bool ordered) {
+    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, bool ordered,
+                                bool proxy_fence) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((256 - smem_addr(smem_raw) % 256) % 256);
@@ -383,7 +384,11 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // Waits for tile t's K and V to land.
   auto wait_tile = [&](int t, auto bounded) {
     mbar_wait<decltype(bounded)::value>(&full[t % kStages], (t / kStages) & 1);
-    fence_proxy_async();  // the tile's bytes, landed by cp.async, are read by wgmma
+    // The tile's bytes, written by cp.async (the generic proxy), are read by wgmma (the async
+    // proxy): the memory model asks for this fence. CUTLASS's cp.async-fed wgmma mainloop
+    // (sm90_mma_multistage_gmma_ss_warpspecialized) goes without; proxy_fence false does too,
+    // to measure what it costs (a MEMBAR.ALL.CTA per tile and warp).
+    if (proxy_fence) fence_proxy_async();
   };
   // The descriptors of stage 0's K and V tiles; a stage's and a k-step's are these plus their
   // byte offset >> 4 (sw32_desc), one addition instead of building each from its address.
@@ -603,7 +608,7 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
                   static_cast<unsigned>(p.batch * p.heads));
   constexpr float kLog2e = 1.4426950408889634f;
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e,
-                                                       !p.sm90_unordered);
+                                                       !p.sm90_unordered, !p.sm90_no_proxy_fence);
   return cudaGetLastError();
 }
 
