@@ -5,24 +5,23 @@
 // Why a kernel of hyrt's own beside cuDNN's SDPA: at SD 1.5's head dim 40 cuDNN pads the head
 // to 64 (its engines' smallest), so 37 % of its tensor-core work multiplies zeros, and it
 // costs 50-100 ms to plan per shape. Here the q·kᵀ product runs k-steps of 16 over the head
-// padded only to 48 and the p·v product has N = dv exactly (wgmma takes any N that is a
-// multiple of 8; at head dim 40 it is 48, the eighth column the row sums, below), and there is
-// nothing to plan.
+// padded only to 48 and the p·v product has N = dv rounded up to 16 (head dim 40: 48, whose
+// first extra column yields the row sums, below), and there is nothing to plan.
 //
 // Schedule. A block owns kGroups·64 query rows of one (batch, head): kGroups consumer warp
 // groups of 64 rows each, and one producer warp group (its registers handed to the consumers by
 // setmaxnreg). The producer streams key tiles of kBc (64 or 128) keys (K and V, kStages deep)
-// into shared memory with cp.async, each thread's copies arriving on the
-// stage's `full` mbarrier as they land (cp.async.mbarrier.arrive), so that the producer never
-// waits on its own loads; consumers fence the async proxy (wgmma reads shared memory through
-// it) and release a stage through its `empty` mbarrier. Each consumer warp
-// group keeps its 64 rows of q in registers as wgmma's A operand (loaded once), and per tile:
-//   issue S' = q·kᵀ for the next tile (async), run the online softmax of this tile's S in f32
-//   (exp2 on the SFU, row maxima in registers), rescale the output, issue O += P·v
-//   with P straight from the score registers rounded to f16 (the m64nN f32 accumulator layout
-//   of two adjacent 8-column groups is the k16 A-operand layout), wait for both.
-// So the SFU's exponentials of one tile overlap the tensor cores' q·kᵀ of the next; the warp
-// groups drift apart on their own barriers and overlap each other too.
+// into shared memory with cp.async, each thread's copies arriving on the stage's `full`
+// mbarrier as they land (cp.async.mbarrier.arrive), so that the producer never waits on its own
+// loads; consumers fence the async proxy (wgmma reads shared memory through it) and release a
+// stage through its `empty` mbarrier. Each consumer warp group keeps its 64 rows of q in
+// registers as wgmma's A operand (loaded once), and per tile t (FlashAttention-3's order):
+// issue S_{t+1} = q·k_{t+1}ᵀ and O += P_t·v_t, run S_{t+1}'s online softmax in f32 under P_t·v_t
+// (exp2 on the SFU, the exponentials in place in the score registers), then wait for P_t·v_t,
+// rescale O where a maximum moved, and round P_{t+1} to f16 into wgmma's A registers (the
+// m64nN f32 accumulator layout of two adjacent 8-column groups is the k16 A-operand layout).
+// The groups take turns issuing (named barriers), so that one's products run under another's
+// softmax.
 //
 // Shared layout: wgmma's 32-byte-swizzled canonical form (attention_sm90_layout.h, checked
 // against CuTe's on the host). The no-swizzle ("interleave") form ran first: Nsight Compute
