@@ -82,7 +82,7 @@ struct Form {
   int sm90_groups = 0;  // Hopper's kernel (launch_flash_attention_sm90) with this many groups
   int sm90_key_tile = 0;
   int sm90_poly_exp_every = 0;
-  bool sm90_unordered = false;
+  int sm90_turns = 0;
   bool sm90_no_proxy_fence = false;
 };
 const Form kForms[] = {
@@ -91,8 +91,9 @@ const Form kForms[] = {
     {"cudnn", 0, 0.0f, false, true},
     // The kernel's default form first: run_attention_on_gpu.sh's `profile` takes the first launch.
     {"hopper, 3 warp groups", 0, 0.0f, false, false, 3, 64},
-    {"hopper, 3 warp groups, unordered", 0, 0.0f, false, false, 3, 64, 0, true},
-    {"hopper, 3 warp groups, no proxy fence", 0, 0.0f, false, false, 3, 64, 0, false, true},
+    {"hopper, 3 warp groups, turns", 0, 0.0f, false, false, 3, 64, 0, 1},
+    {"hopper, 3 warp groups, no turns", 0, 0.0f, false, false, 3, 64, 0, 2},
+    {"hopper, 3 warp groups, no proxy fence", 0, 0.0f, false, false, 3, 64, 0, 0, true},
     {"hopper, 2 warp groups", 0, 0.0f, false, false, 2, 64},
     {"hopper, 2 warp groups, 128 keys", 0, 0.0f, false, false, 2, 128},
     {"hopper, 3 warp groups, poly exp 1/4", 0, 0.0f, false, false, 3, 64, 4},
@@ -296,7 +297,7 @@ int run(int argc, char** argv) {
       p.sm90_warp_groups = f.sm90_groups;
       p.sm90_key_tile = f.sm90_key_tile;
       p.sm90_poly_exp_every = f.sm90_poly_exp_every;
-      p.sm90_unordered = f.sm90_unordered;
+      p.sm90_turns = f.sm90_turns;
       p.sm90_no_proxy_fence = f.sm90_no_proxy_fence;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||

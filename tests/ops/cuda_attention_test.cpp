@@ -66,7 +66,7 @@ struct Spec {
   int sm90_groups = 0;
   int sm90_key_tile = 0;             // ... with FlashAttentionParams::sm90_key_tile,
   int sm90_poly_exp_every = 0;       // ::sm90_poly_exp_every
-  bool sm90_unordered = false;       // ::sm90_unordered
+  int sm90_turns = 0;                // ::sm90_turns
   bool sm90_no_proxy_fence = false;  // and ::sm90_no_proxy_fence
 };
 
@@ -79,7 +79,7 @@ std::string describe(const Spec& s) {
                  s.sm90_groups ? str_cat(" sm90 groups=", s.sm90_groups) : std::string(),
                  s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string(),
                  s.sm90_poly_exp_every ? str_cat(" poly exp 1/", s.sm90_poly_exp_every) : "",
-                 s.sm90_unordered ? " unordered" : "",
+                 s.sm90_turns ? str_cat(" turns ", s.sm90_turns) : "",
                  s.sm90_no_proxy_fence ? " no proxy fence" : "");
 }
 
@@ -274,7 +274,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
     p.sm90_warp_groups = s.sm90_groups;
     p.sm90_key_tile = s.sm90_key_tile;
     p.sm90_poly_exp_every = s.sm90_poly_exp_every;
-    p.sm90_unordered = s.sm90_unordered;
+    p.sm90_turns = s.sm90_turns;
     p.sm90_no_proxy_fence = s.sm90_no_proxy_fence;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
@@ -787,7 +787,8 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
            .sm90_key_tile = keys},
           Path::kDirect);
   // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
-  // scale, a masked last tile), the warp groups unordered, and no proxy fence.
+  // scale, a masked last tile), the warp groups with turns and without (both ways at every head
+  // dim, whatever the default), and no proxy fence.
   for (auto [groups, keys] : forms) {
     for (int d : {40, 64, 80}) {
       for (Spec s : {cases[0], cases[3], cases[4]}) {
@@ -797,9 +798,11 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
         s.sm90_poly_exp_every = 4;
         check(s, Path::kDirect);
         s.sm90_poly_exp_every = 0;
-        s.sm90_unordered = true;
-        check(s, Path::kDirect);
-        s.sm90_unordered = false;
+        for (int turns : {1, 2}) {
+          s.sm90_turns = turns;
+          check(s, Path::kDirect);
+        }
+        s.sm90_turns = 0;
         s.sm90_no_proxy_fence = true;
         check(s, Path::kDirect);
       }
@@ -850,6 +853,8 @@ TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
   bad = p, bad.sm90_key_tile = 96;
   refused(bad);
   bad = p, bad.sm90_poly_exp_every = 2;
+  refused(bad);
+  bad = p, bad.sm90_turns = 3;
   refused(bad);
   bad = p, bad.tk = 0;
   refused(bad);

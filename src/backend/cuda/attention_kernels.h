@@ -52,9 +52,11 @@ struct FlashAttentionParams {
   // launch_flash_attention_sm90 only: 0, or 4 to take the exponentials of every fourth group of
   // 8 keys off the SFU (a cubic on the FMA pipes). For benchmarks.
   int sm90_poly_exp_every = 0;
-  // launch_flash_attention_sm90 only: the consumer warp groups issue their products whenever
-  // they are ready instead of in turn. For benchmarks (the schedule before turns).
-  bool sm90_unordered = false;
+  // launch_flash_attention_sm90 only: whether the consumer warp groups take turns issuing their
+  // products (named barriers) or issue whenever they are ready. 0: turns at head dim 40 only
+  // (measured on an H100: 2779 against 2831 µs at 16384² d40, but 420 against 342 at SDXL's
+  // 4096² d64 and level at d80); 1: turns; 2: none. For benchmarks.
+  int sm90_turns = 0;
   // launch_flash_attention_sm90 only: no fence.proxy.async between a tile's arrival and its
   // wgmma reads (as CUTLASS's cp.async mainloop). For benchmarks: what the fence costs.
   bool sm90_no_proxy_fence = false;
@@ -82,8 +84,8 @@ bool flash_attention_sm90_available(int cc_major, int cc_minor);
 bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
                                       int dv, bool causal);
 // ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
-// and ld_out of 2, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or 128 and
-// sm90_poly_exp_every 0 or 4.
+// and ld_out of 2, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or 128,
+// sm90_poly_exp_every 0 or 4 and sm90_turns 0, 1 or 2.
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

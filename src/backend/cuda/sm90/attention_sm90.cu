@@ -606,8 +606,9 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>((p.tq + C::kRowsPerBlock - 1) / C::kRowsPerBlock),
                   static_cast<unsigned>(p.batch * p.heads));
   constexpr float kLog2e = 1.4426950408889634f;
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e,
-                                                       !p.sm90_unordered, !p.sm90_no_proxy_fence);
+  const bool turns = p.sm90_turns == 1 || (p.sm90_turns == 0 && kDv == 40);
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e, turns,
+                                                       !p.sm90_no_proxy_fence);
   return cudaGetLastError();
 }
 
@@ -654,7 +655,8 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
   const bool knobs =
       (p.sm90_warp_groups == 0 || p.sm90_warp_groups == 2 || p.sm90_warp_groups == 3) &&
       (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128) &&
-      (p.sm90_poly_exp_every == 0 || p.sm90_poly_exp_every == 4);
+      (p.sm90_poly_exp_every == 0 || p.sm90_poly_exp_every == 4) &&
+      (p.sm90_turns >= 0 && p.sm90_turns <= 2);
   return knobs &&
          flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
          p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_out % 2 == 0 &&
