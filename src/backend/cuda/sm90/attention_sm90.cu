@@ -20,8 +20,8 @@
 // (exp2 on the SFU, the exponentials in place in the score registers), then wait for P_t·v_t,
 // rescale O where a maximum moved, and round P_{t+1} to f16 into wgmma's A registers (the
 // m64nN f32 accumulator layout of two adjacent 8-column groups is the k16 A-operand layout).
-// The groups take turns issuing (named barriers), so that one's products run under another's
-// softmax.
+// At head dim 40 the groups take turns issuing (named barriers), so that one's products run
+// under another's softmax (FlashAttentionParams::sm90_turns says where it was measured to help).
 //
 // Shared layout: wgmma's 32-byte-swizzled canonical form (attention_sm90_layout.h, checked
 // against CuTe's on the host). The no-swizzle ("interleave") form ran first: Nsight Compute
