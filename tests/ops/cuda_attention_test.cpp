@@ -788,7 +788,7 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
           Path::kDirect);
   // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
   // scale, a masked last tile), the warp groups with turns and without (both ways at every head
-  // dim, whatever the default), and no proxy fence.
+  // dim, whatever the default), no proxy fence, and no rescale slack.
   for (auto [groups, keys] : forms) {
     for (int d : {40, 64, 80}) {
       for (Spec s : {cases[0], cases[3], cases[4]}) {
@@ -804,6 +804,9 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
         }
         s.sm90_turns = 0;
         s.sm90_no_proxy_fence = true;
+        check(s, Path::kDirect);
+        s.sm90_no_proxy_fence = false;
+        s.rescale_slack = 0.0f;  // a rescale at every growth of a maximum
         check(s, Path::kDirect);
       }
     }
@@ -855,6 +858,8 @@ TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
   bad = p, bad.sm90_poly_exp_every = 2;
   refused(bad);
   bad = p, bad.sm90_turns = 3;
+  refused(bad);
+  bad = p, bad.rescale_slack = 12.5f;
   refused(bad);
   bad = p, bad.tk = 0;
   refused(bad);

@@ -26,8 +26,6 @@ namespace hyrt::backend::cuda {
 namespace {
 
 constexpr int kWarps = 4;
-// FlashAttentionParams::rescale_slack's default (log2 units: probabilities up to 256).
-constexpr float kDefaultRescaleSlack = 8.0f;
 constexpr int kThreads = kWarps * 32;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
@@ -415,10 +413,8 @@ cudaError_t launch_flash_attention(const FlashAttentionParams& p, cudaStream_t s
     return cudaErrorInvalidValue;
   if (p.rows_per_warp != 0 && p.rows_per_warp != 16 && p.rows_per_warp != 32)
     return cudaErrorInvalidValue;
-  if (!(p.rescale_slack == -1.0f || (p.rescale_slack >= 0.0f && p.rescale_slack <= 12.0f)) ||
-      p.multiprocessors < 0)
-    return cudaErrorInvalidValue;
-  const float slack = p.rescale_slack == -1.0f ? kDefaultRescaleSlack : p.rescale_slack;
+  const float slack = flash_attention_rescale_slack(p.rescale_slack);
+  if (slack < 0.0f || p.multiprocessors < 0) return cudaErrorInvalidValue;
   const bool vec = p.d % 8 == 0 && p.dv % 8 == 0 && p.ld_q % 8 == 0 && p.ld_k % 8 == 0 &&
                    p.ld_v % 8 == 0 && aligned16(p.q) && aligned16(p.k) && aligned16(p.v);
   const float scale_log2 = p.scale * 1.4426950408889634f;

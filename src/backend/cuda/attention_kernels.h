@@ -67,6 +67,13 @@ struct FlashAttentionParams {
 
 constexpr int kFlashAttentionMaxHeadDim = 256;
 
+// FlashAttentionParams::rescale_slack as both kernels use it: 8 for -1 (probabilities up to 256),
+// the value itself in [0, 12]; -1 for anything else (NaN included), which they refuse.
+inline float flash_attention_rescale_slack(float asked) {
+  if (asked == -1.0f) return 8.0f;
+  return asked >= 0.0f && asked <= 12.0f ? asked : -1.0f;
+}
+
 // Any d, dv in 1..256, any tq, tk >= 1, batch·heads >= 1. Fast path: d and dv multiples of
 // 8, every ld a multiple of 8 and q, k, v 16-byte aligned (then K/V tiles stream in with
 // cp.async); anything else runs the same kernel with element-wise tile loads. Zero-sized
@@ -84,8 +91,8 @@ bool flash_attention_sm90_available(int cc_major, int cc_minor);
 bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int64_t tk, int d,
                                       int dv, bool causal);
 // ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
-// and ld_out of 2, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or 128,
-// sm90_poly_exp_every 0 or 4 and sm90_turns 0, 1 or 2.
+// and ld_out of 2, a valid rescale_slack, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or
+// 128, sm90_poly_exp_every 0 or 4 and sm90_turns 0, 1 or 2.
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

@@ -57,9 +57,6 @@ namespace {
 namespace gmma = cute::SM90::GMMA;
 
 constexpr int kRowsPerGroup = 64;  // query rows per consumer warp group (wgmma's M)
-// How far (log2 units) a row's maximum may rise before the output is rescaled (the same slack as
-// attention.cu's kernel: probabilities up to 2^8 before normalisation).
-constexpr float kRescaleSlack = 8.0f;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
 
@@ -254,8 +251,8 @@ struct Sm90Attention {
 // of all of them multiplying, then all of them exponentiating, in lockstep.
 template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
-    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, bool ordered,
-                                bool proxy_fence) {
+    flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, float slack,
+                                bool ordered, bool proxy_fence) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((256 - smem_addr(smem_raw) % 256) % 256);
@@ -433,13 +430,13 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
       mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
     }
-    // The running maxima move only when a row's grows by more than kRescaleSlack (log2 units)
-    // somewhere in the warp: until then the old ones stay subtracted, P reaches at most
-    // 2^kRescaleSlack (f16 and the f32 sums hold that), and the output's rescale — a
+    // The running maxima move only when a row's grows by more than `slack` (log2 units,
+    // FlashAttentionParams::rescale_slack) somewhere in the warp: until then the old ones stay
+    // subtracted, P reaches at most 2^slack (f16 and the f32 sums hold that), and the output's
+    // rescale — a
     // multiplication per output register — is skipped (rescale_due, read once P·v has retired).
     // Selects, not a branch: P·v is in flight.
-    const bool grow =
-        (mx0 - m0) * scale_log2 > kRescaleSlack || (mx1 - m1) * scale_log2 > kRescaleSlack;
+    const bool grow = (mx0 - m0) * scale_log2 > slack || (mx1 - m1) * scale_log2 > slack;
     rescale_due = __any_sync(0xffffffffu, grow);
     alpha0 = rescale_due ? ex2((m0 - mx0) * scale_log2) : 1.0f;
     alpha1 = rescale_due ? ex2((m1 - mx1) * scale_log2) : 1.0f;
@@ -607,8 +604,9 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
                   static_cast<unsigned>(p.batch * p.heads));
   constexpr float kLog2e = 1.4426950408889634f;
   const bool turns = p.sm90_turns == 1 || (p.sm90_turns == 0 && kDv == 40);
-  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(p, std::fabs(p.scale) * kLog2e, turns,
-                                                       !p.sm90_no_proxy_fence);
+  kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(
+      p, std::fabs(p.scale) * kLog2e, flash_attention_rescale_slack(p.rescale_slack), turns,
+      !p.sm90_no_proxy_fence);
   return cudaGetLastError();
 }
 
@@ -656,7 +654,8 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
       (p.sm90_warp_groups == 0 || p.sm90_warp_groups == 2 || p.sm90_warp_groups == 3) &&
       (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128) &&
       (p.sm90_poly_exp_every == 0 || p.sm90_poly_exp_every == 4) &&
-      (p.sm90_turns >= 0 && p.sm90_turns <= 2);
+      (p.sm90_turns >= 0 && p.sm90_turns <= 2) &&
+      flash_attention_rescale_slack(p.rescale_slack) >= 0.0f;
   return knobs &&
          flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
          p.ld_q % 8 == 0 && p.ld_k % 8 == 0 && p.ld_v % 8 == 0 && p.ld_out % 2 == 0 &&
