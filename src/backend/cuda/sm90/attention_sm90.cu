@@ -509,24 +509,25 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // the softmax would run after the product instead of under it), so each wait for P·v sits
   // after the next tile's mbarrier wait, whose retry branch ends the block. Branch-free between
   // the issues and the waits otherwise, so that ptxas sees which group each wait retires.
-  //
-  // Iteration t (1 <= t < tiles - 1) enters with P_{t-1}·v_{t-1} in flight and S_t's softmax
-  // done (its factors in alpha); masked: t + 1 is the last tile.
-  float alpha0 = 1.0f, alpha1 = 1.0f;
-  auto iteration = [&](int t, auto masked) {
-    wait_tile(t + 1, std::false_type{});
-    wgmma_wait<0>();  // P_{t-1}·v_{t-1}
-    fence_operands(o);
-    if (lane == 0) mbar_arrive(&empty[(t - 1) % kStages]);
-    if (rescale_due) rescale(alpha0, alpha1);
-    pack_p();
+  float alpha0 = 1.0f, alpha1 = 1.0f;  // the last softmax's factors
+  // Tile t + 1 landed, P_t packed: issues S_{t+1} and P_t·v_t and waits for S_{t+1} (whose
+  // softmax then runs under P_t·v_t).
+  auto issue_pair = [&](int t) {
     turn_begin();
     issue_scores(t + 1);
     issue_pv(t);
     turn_end(false);
     wgmma_wait<1>();  // S_{t+1}
     fence_operands(s);
-    softmax(t + 1, masked, alpha0, alpha1);
+  };
+  // Retires P_t·v_t: releases its stage (not the last one's: the producer is done), rescales
+  // O by the softmax's factors where due, packs the next P.
+  auto retire_pv = [&](int t, bool release) {
+    wgmma_wait<0>();
+    fence_operands(o);
+    if (release && lane == 0) mbar_arrive(&empty[t % kStages]);
+    if (rescale_due) rescale(alpha0, alpha1);
+    pack_p();
   };
 
   constexpr std::false_type kWhole;
@@ -539,14 +540,17 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   fence_operands(s);
   softmax(0, kMasked, alpha0, alpha1);  // the factors are of no use: O is zero
   pack_p();
+  // Tile t (1 <= t < tiles - 1) with P_{t-1}·v_{t-1} in flight and S_t's softmax done; masked:
+  // t + 1 is the last tile.
+  auto iteration = [&](int t, auto masked) {
+    wait_tile(t + 1, std::false_type{});
+    retire_pv(t - 1, true);
+    issue_pair(t);
+    softmax(t + 1, masked, alpha0, alpha1);
+  };
   if (tiles > 1) {
     wait_tile(1, std::false_type{});
-    turn_begin();
-    issue_scores(1);
-    issue_pv(0);
-    turn_end(false);
-    wgmma_wait<1>();
-    fence_operands(s);
+    issue_pair(0);
     if (tiles > 2) {
       softmax(1, kWhole, alpha0, alpha1);
       for (int t = 1; t + 2 < tiles; ++t)
@@ -555,10 +559,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     } else {
       softmax(1, kMasked, alpha0, alpha1);
     }
-    wgmma_wait<0>();  // P·v of the tile before the last
-    fence_operands(o);
-    if (rescale_due) rescale(alpha0, alpha1);
-    pack_p();
+    retire_pv(tiles - 2, false);
   }
   // The last tile's P·v.
   turn_begin();
