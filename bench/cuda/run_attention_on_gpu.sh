@@ -93,8 +93,8 @@ fi
 if [[ $what == *profile* ]]; then
   # Nsight Compute on the first launch of Hopper's kernel in bench_cuda_attention (its default
   # form, "hopper, 3 warp groups", at the first shape: 2 x 4096² x 8 heads x d40): throughput,
-  # pipes, stalls, the shared
-  # wavefronts (the layout's bank conflicts). Where ncu is installed with the toolkit.
+  # pipes, stalls, the shared wavefronts (the layout's bank conflicts). Where ncu is installed
+  # with the toolkit.
   ncu=$(command -v ncu || ls -d /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
   if [ -n "$ncu" ]; then
     timeout 240 "$ncu" --set full --kernel-name regex:flash_attention_sm90 --launch-count 1 \
