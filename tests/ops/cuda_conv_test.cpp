@@ -31,6 +31,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -40,6 +42,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
 #include "backend/cuda/cuda_gemm.h"
+#include "backend/cuda/gemm_s8_fused.h"
 #include "core/error.h"
 #include "core/half.h"
 #include "cuda_gemm_check.h"
@@ -452,6 +455,55 @@ TEST(CudaConv,
               .padding = 0,
               .weight = DType::kBF16,
               .seed = 21});
+}
+
+// The implicit-GEMM W8A8 conv (gemm_s8_fused.h, launch_implicit_s8_conv), which a kernel made
+// under $HYRT_CUDA_CONV_IMPLICIT=1 runs where the kernel takes the shape: it quantizes the
+// input per image (coarser than the im2col form's per-row scales), so it is held to W8A8's
+// tolerance against the double reference, with its fused residual and bias each showing (the
+// references without them missed by 10x). That the implicit form ran, not the im2col one: the
+// W8A8 staging is the documented implicit layout — the quantized input and the row scales plus
+// one absmax per image — rather than im2col rows.
+TEST(CudaConv, ImplicitW8A8UnderTheKnob) {
+  REQUIRE_GPU();
+  const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
+  if (!backend::cuda::fused_s8_gemm_available(dev.compute_major, dev.compute_minor))
+    GTEST_SKIP() << "the fused W8A8 kernels are not built or " << dev.name << " cannot run them";
+  struct Knob {
+    Knob() { setenv("HYRT_CUDA_CONV_IMPLICIT", "1", 1); }
+    ~Knob() { unsetenv("HYRT_CUDA_CONV_IMPLICIT"); }
+  } knob;
+  const backend::cuda::CudaBackendOptions options{
+      .gemm = GemmPolicy::kW8A8, .tune_algos = 4, .tune_reps = 3, .autotune = true};
+  ir::GemmEpilogue residual;
+  residual.residual = true;
+  const ConvSpec specs[] = {
+      {.height = 16, .width = 16, .cin = 320, .cout = 320, .epilogue = residual, .seed = 31},
+      {.height = 13, .width = 11, .cin = 128, .cout = 136, .bias = false, .seed = 32},
+      {.batch = 3, .height = 17, .width = 17, .cin = 64, .cout = 64, .stride = 2, .seed = 33},
+  };
+  const auto a256 = [](int64_t bytes) { return (static_cast<size_t>(bytes) + 255) / 256 * 256; };
+  for (const ConvSpec& spec : specs) {
+    SCOPED_TRACE(describe(spec));
+    const ConvCase c(spec);
+    backend::ProgramCache cache;
+    std::unique_ptr<CudaGemmKernel> kernel = make(c, cache, *gpu().ctx, options);
+    ASSERT_NE(kernel, nullptr);
+    ASSERT_EQ(kernel->candidate(), GemmCandidate::kW8A8);
+    const int64_t rows = spec.batch * c.out_h * c.out_w;
+    EXPECT_EQ(kernel->workspace_bytes(), a256(spec.batch * spec.height * spec.width * spec.cin) +
+                                             a256((rows + spec.batch) * 4) + 192)
+        << "not the implicit form's staging";
+    DeviceRun run(c);
+    const std::vector<float> y = run.run(*kernel);
+    const double err = rel(y, c.reference());
+    EXPECT_LE(err, kW8A8Tolerance);
+    if (spec.bias) EXPECT_GT(rel(y, c.reference(Omit::kBias)), 10 * err) << "bias left out";
+    if (spec.epilogue.residual)
+      EXPECT_GT(rel(y, c.reference(Omit::kResidual)), 10 * err) << "residual left out";
+    std::printf("[ cuda     ] implicit conv %s: rel L2 %.2e (per-row form's bound %.0e)\n",
+                describe(spec).c_str(), err, kW8A8Tolerance);
+  }
 }
 
 TEST(CudaConv, ProgramsSharedPerKeyAndGeometry) {

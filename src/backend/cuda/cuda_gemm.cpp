@@ -72,6 +72,15 @@ const char* candidate_name(GemmCandidate c) {
   return c == GemmCandidate::kF16 ? "f16" : "w8a8";
 }
 
+// Whether W8A8 convolutions run as implicit GEMMs where the kernel takes them
+// (gemm_s8_fused.h, launch_implicit_s8_conv): $HYRT_CUDA_CONV_IMPLICIT=1, read as each kernel
+// is made. Off by default until measured: the implicit form quantizes per image where the
+// im2col form quantizes per im2col row (coarser scales), so both its speed and its parity are
+// to be shown first.
+bool implicit_conv_enabled() {
+  return env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 1).value_or(0) == 1;
+}
+
 // --- Roofline constants (gemm_roofline_us) ------------------------------------------------------
 // Rates a UNet-sized GEMM can reach on an H100 SXM: cuBLASLt f16 ran at 862 TFLOP/s and s8 at
 // 1455 TOPS on 8192³ (../shared/notes/cublaslt-h100.md); smaller shapes fall well short,
@@ -663,6 +672,16 @@ class GemmKernel final : public CudaGemmKernel {
         s8_ && fused_s8_applies(program_key_, ctx_.device(), options_.fused_s8_gemm);
     // The kernels' shared-memory attributes, set here rather than inside a graph capture.
     if (program_fused_s8_) HYRT_CUDA_CHECK(fused_s8_gemm_prime());
+    // A W8A8 conv the implicit-GEMM kernel takes runs as one, reading its input quantized per
+    // image in place (no im2col rows, no chunks).
+    if (fused_s8_ && im2col_ && implicit_conv_enabled()) {
+      const Im2colGeometry& g = *im2col_;
+      implicit_ =
+          ImplicitConvS8Shape{g.batch,    g.height, g.width,   g.channels, n_,     g.kernel_h,
+                              g.kernel_w, g.stride, g.padding, g.out_h,    g.out_w};
+      if (!implicit_s8_conv_shape_ok(*implicit_, k4_)) implicit_.reset();
+    }
+    if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());
 
     // Row chunks under the budget as it is now (cuda_gemm.h), and each chunk size's layouts.
     const size_t budget = gemm_staging_budget();
@@ -691,6 +710,7 @@ class GemmKernel final : public CudaGemmKernel {
     cache_key += chunks_note();
     // Its W8A8 timings are the fused kernel's (records of the two forms must not mix).
     if (program_fused_s8_) cache_key += " fused-s8";
+    if (implicit_) cache_key += " implicit";
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
@@ -818,6 +838,11 @@ class GemmKernel final : public CudaGemmKernel {
       const int64_t rows = f16_.chunking.rows;
       if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_) * op_size());
       if (s8_ || low_rank_) l.add(Scratch::kWeightWide, bytes(n_ * k_) * op_size());
+    } else if (s8_ && implicit_) {
+      // The input quantized whole (s8, its own shape), the per-row scales [M] and each image's
+      // absmax [batch] after them.
+      l.add(Scratch::kActS8, bytes(input_elems_));
+      l.add(Scratch::kRowScales, bytes((key_.m + implicit_->batch) * 4));
     } else if (s8_) {
       const int64_t rows = s8_gemm_.chunking.rows;
       l.add(Scratch::kActS8, bytes(rows * k4_));
@@ -1063,6 +1088,22 @@ class GemmKernel final : public CudaGemmKernel {
         ctx_.device().multiprocessors, ctx_.stream()));
   }
 
+  // The conv as one implicit GEMM: x quantized per image into staging (with the per-row scale
+  // vector the epilogue reads), then the kernel reads it in place — no im2col rows.
+  void run_implicit(const Staging& st, const void* x, void* y, const void* residual) const {
+    const ImplicitConvS8Shape& s = *implicit_;
+    auto* q = static_cast<int8_t*>(st[Scratch::kActS8]);
+    auto* row_scales = static_cast<float*>(st[Scratch::kRowScales]);
+    float* image_absmax = row_scales + key_.m;
+    HYRT_CUDA_CHECK(launch_quantize_images_s8(
+        x, float_type(a_dtype_), s.batch, s.height * s.width * s.channels, q, image_absmax,
+        s.out_h * s.out_w, row_scales, ctx_.device().multiprocessors, ctx_.stream()));
+    HYRT_CUDA_CHECK(launch_implicit_s8_conv(
+        q, w_->as<int8_t>(), k4_, row_scales, w_scale_->as<float>(),
+        bias_f32_ ? bias_f32_->as<float>() : nullptr, static_cast<const __half*>(residual),
+        static_cast<__half*>(y), s, ctx_.stream()));
+  }
+
   // y [M, N] (+ the residual, in the epilogue) from a quantized x (s8rows, core/dtype.h; K is a
   // multiple of 16 where the fused kernel applies, so its rows are K4 wide): one fused GEMM
   // over all rows — x is whole, nothing is staged, so there are no chunks.
@@ -1144,6 +1185,10 @@ class GemmKernel final : public CudaGemmKernel {
                                                          float_type(a_dtype_), ctx_.stream()));
           });
     } else {
+      if (fused && implicit_) {
+        run_implicit(st, x, y, e.residual);
+        return;
+      }
       if (fused) {
         // The same chunks (staging) without the s32 result: quantize, then the fused GEMM
         // writes the chunk's f16 rows, adding the residual's (no activation: fused_s8_applies).
@@ -1402,6 +1447,8 @@ class GemmKernel final : public CudaGemmKernel {
   bool s8_ = false;
   bool fused_s8_ = false;  // this node's W8A8 runs as the fused Hopper kernel (fused_s8_applies)
   bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
+  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_enabled).
+  std::optional<ImplicitConvS8Shape> implicit_;
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
   std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or [N, K] in op_dtype_
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)

@@ -300,6 +300,111 @@ cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t row
 
 namespace {
 
+// --- per-image quantizer (launch_quantize_images_s8) ---------------------------------------
+// Pass 1: each block reduces a stretch of one image to its max |x| and folds it into
+// image_absmax[image] by an integer atomicMax on the float's bits (non-negative floats order as
+// their bits do). Pass 2: every element quantized by its image's absmax; the first threads also
+// write the per-row scales.
+
+constexpr int kImageThreads = 256;
+
+template <class T, int V>
+__global__ void image_absmax_kernel(const T* __restrict__ x, int64_t groups_per_image,
+                                    unsigned* __restrict__ image_absmax) {
+  const int64_t image = blockIdx.y;
+  const T* xi = x + image * groups_per_image * V;
+  float m = 0.0f;
+  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+       g < groups_per_image; g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float v[V];
+    load_f32<T, V>(xi + g * V, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      m = fmaxf(m, fabsf(v[i]));
+  }
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2)
+    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  __shared__ float warp_max[kImageThreads / kWarp];
+  if (threadIdx.x % kWarp == 0) warp_max[threadIdx.x / kWarp] = m;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    for (int w = 1; w < static_cast<int>(blockDim.x) / kWarp; ++w)
+      m = fmaxf(m, warp_max[w]);
+    atomicMax(image_absmax + image, __float_as_uint(m));
+  }
+}
+
+template <class T, int V>
+__global__ void quantize_images_kernel(const T* __restrict__ x, int64_t groups_per_image,
+                                       int64_t images, const float* __restrict__ image_absmax,
+                                       int8_t* __restrict__ q, int64_t rows_per_image,
+                                       float* __restrict__ row_scales) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  for (int64_t g = first; g < groups_per_image * images; g += stride) {
+    float v[V];
+    load_f32<T, V>(x + g * V, v);
+    device::store_s8<V>(v, device::s8_row_inv(image_absmax[g / groups_per_image]), q + g * V);
+  }
+  for (int64_t r = first; r < rows_per_image * images; r += stride)
+    row_scales[r] = device::s8_row_scale(image_absmax[r / rows_per_image]);
+}
+
+template <class T, int V>
+void quantize_images_launch(const T* x, int64_t images, int64_t elems, int8_t* q,
+                            float* image_absmax, int64_t rows_per_image, float* row_scales,
+                            int multiprocessors, cudaStream_t stream) {
+  const int64_t groups = elems / V;
+  // Pass 1 in about two waves of blocks over all images together.
+  const int64_t want = std::max<int64_t>(1, 2 * multiprocessors / std::max<int64_t>(images, 1));
+  const auto per_image =
+      static_cast<unsigned>(std::min<int64_t>(want, device::ceil_div(groups, kImageThreads)));
+  image_absmax_kernel<T, V>
+      <<<dim3(per_image, static_cast<unsigned>(images)), kImageThreads, 0, stream>>>(
+          x, groups, reinterpret_cast<unsigned*>(image_absmax));
+  const int64_t items = std::max(groups * images, rows_per_image * images);
+  const auto blocks = static_cast<unsigned>(
+      std::min<int64_t>(device::ceil_div(items, kImageThreads), int64_t{16} * multiprocessors));
+  quantize_images_kernel<T, V><<<blocks, kImageThreads, 0, stream>>>(
+      x, groups, images, image_absmax, q, rows_per_image, row_scales);
+}
+
+}  // namespace
+
+cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t images,
+                                      int64_t elems, int8_t* q, float* image_absmax,
+                                      int64_t rows_per_image, float* row_scales,
+                                      int multiprocessors, cudaStream_t stream) {
+  if (images <= 0 || elems <= 0) return cudaSuccess;
+  if (images > 65535) return cudaErrorInvalidValue;  // one grid row per image in pass 1
+  if (const cudaError_t e =
+          cudaMemsetAsync(image_absmax, 0, static_cast<size_t>(images) * 4, stream);
+      e != cudaSuccess)
+    return e;
+  const int sms = std::max(multiprocessors, 1);
+  if (x_type == FloatType::kF16) {
+    const auto* xh = static_cast<const __half*>(x);
+    if (elems % 8 == 0 && aligned(x, 16) && aligned(q, 8))
+      quantize_images_launch<__half, 8>(xh, images, elems, q, image_absmax, rows_per_image,
+                                        row_scales, sms, stream);
+    else
+      quantize_images_launch<__half, 1>(xh, images, elems, q, image_absmax, rows_per_image,
+                                        row_scales, sms, stream);
+  } else {
+    const auto* xf = static_cast<const float*>(x);
+    if (elems % 4 == 0 && aligned(x, 16) && aligned(q, 4))
+      quantize_images_launch<float, 4>(xf, images, elems, q, image_absmax, rows_per_image,
+                                       row_scales, sms, stream);
+    else
+      quantize_images_launch<float, 1>(xf, images, elems, q, image_absmax, rows_per_image,
+                                       row_scales, sms, stream);
+  }
+  return cudaGetLastError();
+}
+
+namespace {
+
 template <class T>
 void rescale_launch(const int32_t* acc, int64_t rows, int64_t cols, int64_t ld_acc,
                     const float* row_scale, const float* col_scale, const float* bias,

@@ -30,6 +30,18 @@ enum class FloatType : uint8_t { kF32, kF16 };
 cudaError_t launch_quantize_rows_s8(const void* x, FloatType x_type, int64_t rows, int64_t cols,
                                     int64_t ld_q, int8_t* q, float* scales, cudaStream_t stream);
 
+// Per-image symmetric int8 quantization (the implicit-GEMM convolution's operand,
+// gemm_s8_fused.h): the rule above with one absmax per image instead of per row.
+// x [images, elems] (f32 or f16, dense) -> q s8 [images, elems]; image_absmax f32 [images]
+// (written: each image's max |x|, the scale's source); row_scales f32 [images · rows_per_image]
+// = each image's scale (absmax / 127) repeated over its rows (the GEMM's per-row scale vector;
+// rows_per_image may be 0). Two kernels after a memset of image_absmax; `multiprocessors` sizes
+// their grids. cudaErrorInvalidValue above 65535 images.
+cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t images,
+                                      int64_t elems, int8_t* q, float* image_absmax,
+                                      int64_t rows_per_image, float* row_scales,
+                                      int multiprocessors, cudaStream_t stream);
+
 // A GEMM node's fused activation (ir::Activation, same order): SiLU and QuickGELU with the
 // hardware exponential, GELU with erff — the device elementwise kernels' math (op_device.cuh).
 enum class EpilogueActivation : uint8_t { kNone, kSilu, kGelu, kQuickGelu, kRelu };

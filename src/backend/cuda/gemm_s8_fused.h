@@ -95,4 +95,39 @@ cudaError_t launch_fused_s8_gemm(const int8_t* a, int64_t lda, const int8_t* w, 
 // Sets the kernels' shared-memory attributes now (idempotent): cudaSuccess, or why not.
 cudaError_t fused_s8_gemm_prime();
 
+// --- the W8A8 convolution as an implicit GEMM (sm90/conv_s8_implicit.cu) --------------------
+// A convolution whose quantized input is read in place by the GEMM's TMA loads (im2col mode):
+// no im2col matrix is gathered or written. The GEMM's rows are the output pixels, so its
+// per-row activation scale must hold for every input pixel a row reads — one scale per image
+// (launch_quantize_images_s8, cuda_kernels.h), where the im2col path quantizes each im2col row
+// on its own. Same epilogue arithmetic as launch_fused_s8_gemm:
+//   y[b, oh, ow, n] = f16( float(Σ_{i,j,c} x[b, oh·s − p + i, ow·s − p + j, c] · w[n, i, j, c])
+//                          · (row_scale[r] · w_scale[n]) + bias[n] [+ residual[b, oh, ow, n]] )
+// with r = (b·OH + oh)·OW + ow (taps in the padding read 0).
+// Operands (device memory, 16-byte aligned): x s8 NHWC [B, H, W, C] (dense), w s8 [N, ldw]
+// holding [N, kh, kw, C] (the im2col column order: launch_reorder_weight_rows), row_scale f32
+// [B·OH·OW], w_scale f32 [N], bias f32 [N] or null, residual f16 [B, OH, OW, N] or null, y f16
+// [B, OH, OW, N] (not overlapping the residual).
+struct ImplicitConvS8Shape {
+  int64_t batch = 0, height = 0, width = 0, channels = 0, out_channels = 0;
+  int kernel_h = 0, kernel_w = 0, stride = 1, padding = 0;
+  int64_t out_h = 0, out_w = 0;
+};
+
+// Whether the kernel takes this convolution: C a multiple of 64 (its K step), N of 8, ldw of
+// 16 and at least kh·kw·C, square strides 1 or 2, padding below the filter, the output extents
+// the geometry implies, every extent below 2^31.
+bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw);
+
+// Enqueues the convolution above on `stream`: cudaErrorInvalidValue for a shape
+// implicit_s8_conv_shape_ok refuses or a build without the kernel, else the launch's status.
+// Needs no workspace; prime (implicit_s8_conv_prime) before a graph capture.
+cudaError_t launch_implicit_s8_conv(const int8_t* x, const int8_t* w, int64_t ldw,
+                                    const float* row_scale, const float* w_scale, const float* bias,
+                                    const __half* residual, __half* y, const ImplicitConvS8Shape& s,
+                                    cudaStream_t stream);
+
+// Sets the kernel's shared-memory attributes now (idempotent): cudaSuccess, or why not.
+cudaError_t implicit_s8_conv_prime();
+
 }  // namespace hyrt::backend::cuda

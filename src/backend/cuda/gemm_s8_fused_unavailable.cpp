@@ -29,6 +29,20 @@ cudaError_t fused_s8_gemm_prime() {
   return cudaSuccess;
 }
 
+bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape&, int64_t) {
+  return false;
+}
+
+cudaError_t launch_implicit_s8_conv(const int8_t*, const int8_t*, int64_t, const float*,
+                                    const float*, const float*, const __half*, __half*,
+                                    const ImplicitConvS8Shape&, cudaStream_t) {
+  return cudaErrorInvalidValue;
+}
+
+cudaError_t implicit_s8_conv_prime() {
+  return cudaSuccess;
+}
+
 }  // namespace hyrt::backend::cuda
 
 #endif  // HYRT_HAVE_CUTLASS

@@ -12,10 +12,9 @@
 #include <type_traits>
 
 #include "backend/cuda/gemm_s8_fused.h"
+#include "backend/cuda/sm90/fused_s8_epilogue.cuh"
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
-#include "cutlass/epilogue/collective/collective_builder.hpp"
-#include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
 #include "cutlass/gemm/collective/collective_builder.hpp"
 #include "cutlass/gemm/device/gemm_universal_adapter.h"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
@@ -39,14 +38,6 @@ struct FusedS8Args {
 
 namespace detail {
 
-using cute::_0;
-using cute::_1;
-using cute::Shape;
-using cute::Stride;
-namespace fusion = cutlass::epilogue::fusion;
-
-constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
-
 // One tile configuration of the fused GEMM: D[M, N] = epilogue(A[M, K] · B[K, N]) with A the
 // activations (row-major, K contiguous) and B the weights as stored [N, K] (column-major B);
 // with kResidual the epilogue also adds C [M, N] (f16, row-major, ld N: the residual stream),
@@ -54,30 +45,8 @@ constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
 template <class TileShape, class ClusterShape, class MainSchedule, class EpiSchedule,
           bool kResidual>
 struct FusedS8Gemm {
-  // Per-row (M) activation scale, per-column (N) weight scale and bias, read as f32 vectors.
-  using ActScale = fusion::Sm90ColBroadcast<0, TileShape, float, float, Stride<_1, _0, int64_t>>;
-  using WeightScale = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
-  using Bias = fusion::Sm90RowBroadcast<0, TileShape, float, float, Stride<_0, _1, int64_t>>;
-  using Mul = fusion::Sm90Compute<cutlass::multiplies, float, float, kRound>;
-  // acc · (a_scale · w_scale): the scales' product first, as launch_rescale_s32 computes it.
-  using Scaled =
-      fusion::Sm90EVT<Mul, fusion::Sm90AccFetch, fusion::Sm90EVT<Mul, ActScale, WeightScale>>;
-  // + bias, rounded to f16 (a null bias reads as zeros: the broadcasts' null default); with a
-  // residual, + bias in f32 and + C, then rounded: launch_rescale_s32's arithmetic.
-  using ToHalf = fusion::Sm90Compute<cutlass::plus, cutlass::half_t, float, kRound>;
-  using Biased =
-      fusion::Sm90EVT<fusion::Sm90Compute<cutlass::plus, float, float, kRound>, Scaled, Bias>;
-  using Out =
-      std::conditional_t<kResidual,
-                         fusion::Sm90EVT<ToHalf, Biased, fusion::Sm90SrcFetch<cutlass::half_t>>,
-                         fusion::Sm90EVT<ToHalf, Scaled, Bias>>;
-  using ElementC = std::conditional_t<kResidual, cutlass::half_t, void>;
-
-  using Epilogue = typename cutlass::epilogue::collective::CollectiveBuilder<
-      cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
-      cutlass::epilogue::collective::EpilogueTileAuto, int32_t, float, ElementC,
-      cutlass::layout::RowMajor, 8, cutlass::half_t, cutlass::layout::RowMajor, 8, EpiSchedule,
-      Out>::CollectiveOp;
+  using Epi = FusedS8Epilogue<TileShape, ClusterShape, EpiSchedule, kResidual>;
+  using Epilogue = typename Epi::Collective;
   using Mainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, int8_t, cutlass::layout::RowMajor, 16,
       int8_t, cutlass::layout::ColumnMajor, 16, int32_t, TileShape, ClusterShape,
@@ -115,13 +84,7 @@ struct FusedS8Gemm {
         {g.m, g.n, g.k, 1},
         {g.a, stride_a, g.w, stride_b},
         {{}, c, stride_c, reinterpret_cast<cutlass::half_t*>(g.y), stride_d}};
-    // The tree's arguments mirror its shape: {children..., op}.
-    const typename Scaled::Arguments scaled{
-        {}, {{g.a_scale, 0.f, {}}, {g.w_scale, 0.f, {}}, {}}, {}};
-    if constexpr (kResidual)
-      args.epilogue.thread = {{scaled, {g.bias, 0.f, {}}, {}}, {}, {}};  // (Scaled + Bias) + C
-    else
-      args.epilogue.thread = {scaled, {g.bias, 0.f, {}}, {}};
+    Epi::set(args.epilogue.thread, g.a_scale, g.w_scale, g.bias);
     if (Gemm::can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
     if (Gemm::get_workspace_size(args) != 0) return cudaErrorInvalidValue;  // none expected
     typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
