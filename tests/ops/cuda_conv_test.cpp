@@ -458,7 +458,8 @@ TEST(CudaConv,
 }
 
 // The implicit-GEMM W8A8 conv (gemm_s8_fused.h, launch_implicit_s8_conv), which a kernel made
-// under $HYRT_CUDA_CONV_IMPLICIT=1 runs where the kernel takes the shape: it quantizes the
+// under $HYRT_CUDA_CONV_IMPLICIT=2 runs wherever the kernel takes the shape (=1 only after a
+// group norm; these convs read a graph input): it quantizes the
 // input per image (coarser than the im2col form's per-row scales), so it is held to W8A8's
 // tolerance against the double reference, with its fused residual and bias each showing (the
 // references without them missed by 10x). That the implicit form ran, not the im2col one: the
@@ -470,7 +471,7 @@ TEST(CudaConv, ImplicitW8A8UnderTheKnob) {
   if (!backend::cuda::fused_s8_gemm_available(dev.compute_major, dev.compute_minor))
     GTEST_SKIP() << "the fused W8A8 kernels are not built or " << dev.name << " cannot run them";
   struct Knob {
-    Knob() { setenv("HYRT_CUDA_CONV_IMPLICIT", "1", 1); }
+    Knob() { setenv("HYRT_CUDA_CONV_IMPLICIT", "2", 1); }
     ~Knob() { unsetenv("HYRT_CUDA_CONV_IMPLICIT"); }
   } knob;
   const backend::cuda::CudaBackendOptions options{

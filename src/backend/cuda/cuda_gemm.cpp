@@ -72,13 +72,14 @@ const char* candidate_name(GemmCandidate c) {
   return c == GemmCandidate::kF16 ? "f16" : "w8a8";
 }
 
-// Whether W8A8 convolutions run as implicit GEMMs where the kernel takes them
-// (gemm_s8_fused.h, launch_implicit_s8_conv): $HYRT_CUDA_CONV_IMPLICIT=1, read as each kernel
-// is made. Off by default until measured: the implicit form quantizes per image where the
-// im2col form quantizes per im2col row (coarser scales), so both its speed and its parity are
-// to be shown first.
-bool implicit_conv_enabled() {
-  return env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 1).value_or(0) == 1;
+// Which W8A8 convolutions run as implicit GEMMs where the kernel takes them (gemm_s8_fused.h,
+// launch_implicit_s8_conv), by $HYRT_CUDA_CONV_IMPLICIT, read as each kernel is made: 0 (the
+// default) none; 1 those whose input a group norm has just normalized (a resnet's two convs),
+// where one scale per image loses little against the im2col form's per-row scales; 2 every one
+// (tests, measurements). Off by default until measured: both its speed and its parity are to
+// be shown first.
+int implicit_conv_mode() {
+  return static_cast<int>(env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 2).value_or(0));
 }
 
 // --- Roofline constants (gemm_roofline_us) ------------------------------------------------------
@@ -624,6 +625,8 @@ struct GemmSpec {
   // fused_s8_applies): it runs the fused W8A8 kernel on x's values and row scales as bound, with
   // no quantize pass or staging.
   bool quantized_input = false;
+  // A conv whose input is a group norm's output (implicit_conv_mode).
+  bool input_group_normed = false;
 };
 
 GemmKey choice_key(GemmKey key, int64_t rows_per_sample) {
@@ -674,7 +677,9 @@ class GemmKernel final : public CudaGemmKernel {
     if (program_fused_s8_) HYRT_CUDA_CHECK(fused_s8_gemm_prime());
     // A W8A8 conv the implicit-GEMM kernel takes runs as one, reading its input quantized per
     // image in place (no im2col rows, no chunks).
-    if (fused_s8_ && im2col_ && implicit_conv_enabled()) {
+    const int implicit_mode = implicit_conv_mode();
+    if (fused_s8_ && im2col_ &&
+        (implicit_mode == 2 || (implicit_mode == 1 && spec.input_group_normed))) {
       const Im2colGeometry& g = *im2col_;
       implicit_ =
           ImplicitConvS8Shape{g.batch,    g.height, g.width,   g.channels, n_,     g.kernel_h,
@@ -1610,6 +1615,9 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
     g.out_h = ys[1], g.out_w = ys[2];
     spec.im2col = g;
   }
+  const ir::NodeId producer = graph.value(node.inputs[0]).producer;
+  spec.input_group_normed =
+      producer != ir::kNone && graph.node(producer).op == ir::OpKind::kGroupNorm;
   return std::make_unique<GemmKernel>(ctx, options, spec, cache);
 }
 
