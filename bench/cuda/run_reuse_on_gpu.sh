@@ -291,7 +291,8 @@ if has_word quant_ab; then
   # tile_NAME (HYRT_CUDA_FUSED_S8_TILE=NAME: every fused W8A8 GEMM on that tile configuration),
   # nopp (HYRT_CUDA_FUSED_S8_PINGPONG_K=0: the tile rule without the ping-pong tile, as before),
   # implicit (HYRT_CUDA_CONV_IMPLICIT=1: W8A8 convs after a group norm as implicit GEMMs on
-  # per-image scales), implicit_all (=2: every W8A8 conv the implicit kernel takes).
+  # per-image scales), implicit_all (=2: every W8A8 conv the implicit kernel takes), implicit160
+  # (=1 on 128 x 160 tiles: HYRT_CUDA_CONV_IMPLICIT_TILE_N=160).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
       q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
@@ -299,16 +300,17 @@ if has_word quant_ab; then
       [[ $form == noqa ]] && qa=0
       tile=""; [[ $form == tile_* ]] && tile=${form#tile_}
       pp=""; [[ $form == nopp ]] && pp=0
-      imp=""; [[ $form == implicit ]] && imp=1; [[ $form == implicit_all ]] && imp=2
+      imp=""; [[ $form == implicit* ]] && imp=1; [[ $form == implicit_all ]] && imp=2
+      itn=""; [[ $form == implicit160 ]] && itn=160
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done
   done

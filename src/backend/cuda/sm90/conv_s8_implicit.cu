@@ -9,11 +9,14 @@
 //
 // The tile: 128 x 128 outputs, K steps of 64 channels (one tap at a time: C is a multiple of
 // 64), one consumer warp group — CUTLASS's conv mainloop has no persistent (cooperative or
-// ping-pong) schedule. Four pipeline stages (64 KiB) rather than all the shared memory there
-// is, so that two thread blocks fit on an SM and one's epilogue runs under the other's mainloop.
+// ping-pong) schedule, so a tile's epilogue does not overlap the next tile's loads (one thread
+// block an SM: its ~170-200 registers a thread leave no room for a second). As many pipeline
+// stages as shared memory holds beside the epilogue's: a 64-channel step is ~0.15 µs of wgmma,
+// well under a TMA load's latency.
 // Compiled for sm_90a only (CMakeLists.txt); fused_s8_gemm_available gates the launches.
 #include "backend/cuda/gemm_s8_fused.h"
 #include "backend/cuda/sm90/fused_s8_epilogue.cuh"
+#include "core/env.h"
 #include "cutlass/conv/collective/collective_builder.hpp"
 #include "cutlass/conv/convnd_problem_shape.hpp"
 #include "cutlass/conv/device/conv_universal_adapter.hpp"
@@ -25,18 +28,19 @@ namespace {
 
 using cute::_128;
 using cute::_64;
-using TileShape = Shape<_128, _128, Shape<_64>>;
 using ClusterShape = Shape<_1, _1, _1>;
-constexpr int kStages = 4;
 
-template <bool kResidual>
+template <int kTileN, bool kResidual>
 struct ImplicitConvS8 {
+  using TileShape = Shape<_128, cute::Int<kTileN>, Shape<_64>>;
   using Epi = FusedS8Epilogue<TileShape, ClusterShape, cutlass::epilogue::TmaWarpSpecialized,
                               kResidual, cutlass::layout::TensorNHWC>;
   using Mainloop = typename cutlass::conv::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, cutlass::conv::Operator::kFprop, int8_t,
       cutlass::layout::TensorNHWC, 16, int8_t, cutlass::layout::TensorNHWC, 16, int32_t, TileShape,
-      ClusterShape, cutlass::conv::collective::StageCount<kStages>,
+      ClusterShape,
+      cutlass::conv::collective::StageCountAutoCarveout<static_cast<int>(
+          sizeof(typename Epi::Collective::SharedStorage))>,
       cutlass::conv::KernelImplicitTmaWarpSpecializedSm90>::CollectiveOp;
   using Problem = cutlass::conv::ConvProblemShape<cutlass::conv::Operator::kFprop, 2>;
   using Kernel = cutlass::conv::kernel::ConvUniversal<Problem, Mainloop, typename Epi::Collective>;
@@ -93,6 +97,16 @@ struct ImplicitConvS8 {
 }  // namespace
 }  // namespace sm90::detail
 
+namespace {
+// The tile's N: 128, or 160 with $HYRT_CUDA_CONV_IMPLICIT_TILE_N=160 (every SD 1.5 and SDXL
+// conv has 320, 640 or 1280 output channels: whole 160-wide tiles, where 128 computes 384 for
+// 320).
+int implicit_tile_n() {
+  static const int n = env_int("HYRT_CUDA_CONV_IMPLICIT_TILE_N", 128, 160).value_or(128);
+  return n == 160 ? 160 : 128;
+}
+}  // namespace
+
 bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw) {
   constexpr int64_t kMax = (int64_t{1} << 31) - 1;
   if (s.batch <= 0 || s.height <= 0 || s.width <= 0 || s.channels <= 0 || s.out_channels <= 0 ||
@@ -118,16 +132,27 @@ cudaError_t launch_implicit_s8_conv(const int8_t* x, const int8_t* w, int64_t ld
                                     const __half* residual, __half* y, const ImplicitConvS8Shape& s,
                                     cudaStream_t stream) {
   if (!implicit_s8_conv_shape_ok(s, ldw)) return cudaErrorInvalidValue;
+  using sm90::detail::ImplicitConvS8;
+  if (implicit_tile_n() == 160) {
+    if (residual)
+      return ImplicitConvS8<160, true>::run(x, w, ldw, row_scale, w_scale, bias, residual, y, s,
+                                            stream);
+    return ImplicitConvS8<160, false>::run(x, w, ldw, row_scale, w_scale, bias, nullptr, y, s,
+                                           stream);
+  }
   if (residual)
-    return sm90::detail::ImplicitConvS8<true>::run(x, w, ldw, row_scale, w_scale, bias, residual, y,
-                                                   s, stream);
-  return sm90::detail::ImplicitConvS8<false>::run(x, w, ldw, row_scale, w_scale, bias, nullptr, y,
-                                                  s, stream);
+    return ImplicitConvS8<128, true>::run(x, w, ldw, row_scale, w_scale, bias, residual, y, s,
+                                          stream);
+  return ImplicitConvS8<128, false>::run(x, w, ldw, row_scale, w_scale, bias, nullptr, y, s,
+                                         stream);
 }
 
 cudaError_t implicit_s8_conv_prime() {
-  const cudaError_t s = sm90::detail::ImplicitConvS8<false>::prime();
-  return s != cudaSuccess ? s : sm90::detail::ImplicitConvS8<true>::prime();
+  using sm90::detail::ImplicitConvS8;
+  for (cudaError_t s : {ImplicitConvS8<128, false>::prime(), ImplicitConvS8<128, true>::prime(),
+                        ImplicitConvS8<160, false>::prime(), ImplicitConvS8<160, true>::prime()})
+    if (s != cudaSuccess) return s;
+  return cudaSuccess;
 }
 
 }  // namespace hyrt::backend::cuda
