@@ -290,9 +290,9 @@ if has_word quant_ab; then
   # (HYRT_QUANTIZED_ACTIVATIONS=0: layer norms write f16 and each linear quantizes it),
   # tile_NAME (HYRT_CUDA_FUSED_S8_TILE=NAME: every fused W8A8 GEMM on that tile configuration),
   # nopp (HYRT_CUDA_FUSED_S8_PINGPONG_K=0: the tile rule without the ping-pong tile, as before),
-  # implicit (HYRT_CUDA_CONV_IMPLICIT=1: W8A8 convs after a group norm as implicit GEMMs on
-  # per-image scales), implicit_all (=2: every W8A8 conv the implicit kernel takes), implicit160
-  # (=1 on 128 x 160 tiles: HYRT_CUDA_CONV_IMPLICIT_TILE_N=160).
+  # im2col (HYRT_CUDA_CONV_IMPLICIT=0: every W8A8 conv through im2col, as before 2026-12-07),
+  # implicit_all (=2: every W8A8 conv the implicit kernel takes, whatever its input and size),
+  # implicit128 / implicit160 (the default convs on that tile width: ..._TILE_N).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
       q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
@@ -300,8 +300,8 @@ if has_word quant_ab; then
       [[ $form == noqa ]] && qa=0
       tile=""; [[ $form == tile_* ]] && tile=${form#tile_}
       pp=""; [[ $form == nopp ]] && pp=0
-      imp=""; [[ $form == implicit* ]] && imp=1; [[ $form == implicit_all ]] && imp=2
-      itn=""; [[ $form == implicit160 ]] && itn=160
+      imp=""; [[ $form == im2col ]] && imp=0; [[ $form == implicit_all ]] && imp=2
+      itn=""; [[ $form == implicit1[26]0 ]] && itn=${form#implicit}
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \

@@ -3,11 +3,12 @@
 //   launch_quantize_images_s8 — q bit for bit and the scales exactly as the host computes the
 //     rule (one absmax per image; f16 and f32 input, vector and scalar paths, an all-zero
 //     image), every row scale its image's;
-//   launch_implicit_s8_conv — the s32 accumulation exact in int64 over the taps inside the
-//     image (padding reads 0), then the epilogue's arithmetic in double, within one f16
-//     rounding: 3x3 stride 1 and 2, a 1x1, odd spatial sizes, N not a multiple of the tile, a
-//     padded weight row (ldw > K), with and without bias and residual. Output poisoned (NaN)
-//     before each launch; shapes the kernel refuses return cudaErrorInvalidValue.
+//   launch_implicit_s8_conv — on each tile width, the s32 accumulation exact in int64 over the
+//     taps inside the image (padding reads 0), then the epilogue's arithmetic in double, within
+//     one f16 rounding: 3x3 stride 1 and 2, a 1x1, odd spatial sizes, N not a multiple of the tile,
+//     a padded weight row (ldw > K), with and without bias and residual. Output poisoned (NaN)
+//     before each launch; shapes and tile widths the kernel refuses return
+//     cudaErrorInvalidValue; implicit_s8_conv_auto_tile's rule on the shapes it was measured at.
 // Skips without a GPU that runs the kernels.
 #ifdef HYRT_HAVE_CUDA
 
@@ -197,28 +198,53 @@ TEST(CudaConvImplicit, MatchesTheIntegerReference) {
                            dws = to_device(w_scale, "w scales"), db = to_device(bias, "bias"),
                            dr = to_device(residual, "residual");
     cu::DeviceBuffer dy(static_cast<size_t>(m * n) * 2, "y");
-    HYRT_CUDA_CHECK(cudaMemset(dy.data(), 0xff, dy.size()));  // f16 NaN
-    HYRT_CUDA_CHECK(
-        cu::launch_implicit_s8_conv(dx.as<int8_t>(), dw.as<int8_t>(), ldw, drs.as<float>(),
-                                    dws.as<float>(), c.bias ? db.as<float>() : nullptr,
-                                    c.residual ? static_cast<const __half*>(dr.data()) : nullptr,
-                                    static_cast<__half*>(dy.data()), s, nullptr));
-    HYRT_CUDA_CHECK(cudaDeviceSynchronize());
-    const auto got = from_device<uint16_t>(dy, static_cast<size_t>(m * n));
-    size_t bad = 0;
-    double worst = 0.0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      const double g = f16_to_f32(got[i]);
-      const double err = std::abs(g - want[i]);
-      if (!std::isfinite(g) || err > std::abs(want[i]) * (1.0 / 1024.0) + 1e-6) ++bad;
-      if (std::isfinite(g)) worst = std::max(worst, err / (std::abs(want[i]) + 1e-6));
+    for (int tile : cu::kImplicitConvTileN) {
+      SCOPED_TRACE(testing::Message() << "tile 128 x " << tile);
+      HYRT_CUDA_CHECK(cudaMemset(dy.data(), 0xff, dy.size()));  // f16 NaN
+      HYRT_CUDA_CHECK(
+          cu::launch_implicit_s8_conv(dx.as<int8_t>(), dw.as<int8_t>(), ldw, drs.as<float>(),
+                                      dws.as<float>(), c.bias ? db.as<float>() : nullptr,
+                                      c.residual ? static_cast<const __half*>(dr.data()) : nullptr,
+                                      static_cast<__half*>(dy.data()), s, tile, nullptr));
+      HYRT_CUDA_CHECK(cudaDeviceSynchronize());
+      const auto got = from_device<uint16_t>(dy, static_cast<size_t>(m * n));
+      size_t bad = 0;
+      double worst = 0.0;
+      for (size_t i = 0; i < got.size(); ++i) {
+        const double g = f16_to_f32(got[i]);
+        const double err = std::abs(g - want[i]);
+        if (!std::isfinite(g) || err > std::abs(want[i]) * (1.0 / 1024.0) + 1e-6) ++bad;
+        if (std::isfinite(g)) worst = std::max(worst, err / (std::abs(want[i]) + 1e-6));
+      }
+      EXPECT_EQ(bad, 0u) << "values off the reference (worst relative error " << worst << ")";
+      std::printf(
+          "[ cuda     ] implicit conv %lldx%lldx%lld -> %lld, %dx%d s%d, tile %d: worst rel "
+          "%.2e\n",
+          static_cast<long long>(c.height), static_cast<long long>(c.width),
+          static_cast<long long>(c.channels), static_cast<long long>(n), c.kernel, c.kernel,
+          c.stride, tile, worst);
     }
-    EXPECT_EQ(bad, 0u) << "values off the reference (worst relative error " << worst << ")";
-    std::printf("[ cuda     ] implicit conv %lldx%lldx%lld -> %lld, %dx%d s%d: worst rel %.2e\n",
-                static_cast<long long>(c.height), static_cast<long long>(c.width),
-                static_cast<long long>(c.channels), static_cast<long long>(n), c.kernel, c.kernel,
-                c.stride, worst);
   }
+}
+
+// The tile rule (implicit_s8_conv_auto_tile) on the shapes it was measured at, 132 SMs (b2):
+// 160 wide from about a wave of tiles, 128 where 160 does not divide N, none below a wave.
+TEST(CudaConvImplicit, TileRule) {
+  auto conv = [](int64_t hw, int64_t c, int64_t n) {
+    cu::ImplicitConvS8Shape s;
+    s.batch = 2, s.height = s.width = s.out_h = s.out_w = hw, s.channels = c;
+    s.out_channels = n, s.kernel_h = s.kernel_w = 3, s.stride = 1, s.padding = 1;
+    return s;
+  };
+  if (cu::implicit_s8_conv_auto_tile(conv(128, 320, 320), 132) == 0)
+    GTEST_SKIP() << "a build without the kernel";
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(128, 320, 320), 132), 160);   // 512 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(64, 320, 320), 132), 160);    // 128 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(32, 1280, 1280), 132), 160);  // 128 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(32, 640, 640), 132), 0);      // 64 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(16, 1280, 1280), 132), 0);    // 32 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(64, 256, 256), 132), 128);    // 128 tiles
+  EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(64, 320, 320), 264), 0);      // half a wave
 }
 
 // Shapes outside the kernel's reach are refused up front (not launched).
@@ -231,7 +257,7 @@ TEST(CudaConvImplicit, RefusesShapesItCannotRun) {
   auto refused = [&](cu::ImplicitConvS8Shape bad, int64_t ldw) {
     EXPECT_FALSE(cu::implicit_s8_conv_shape_ok(bad, ldw));
     EXPECT_EQ(cu::launch_implicit_s8_conv(nullptr, nullptr, ldw, nullptr, nullptr, nullptr, nullptr,
-                                          nullptr, bad, nullptr),
+                                          nullptr, bad, 128, nullptr),
               cudaErrorInvalidValue);
   };
   cu::ImplicitConvS8Shape bad = s;
@@ -244,6 +270,10 @@ TEST(CudaConvImplicit, RefusesShapesItCannotRun) {
   refused(bad, k);
   bad = s, bad.out_h = 7;  // not what the geometry gives
   refused(bad, k);
+  // A tile width the kernel is not built for.
+  EXPECT_EQ(cu::launch_implicit_s8_conv(nullptr, nullptr, k, nullptr, nullptr, nullptr, nullptr,
+                                        nullptr, s, 96, nullptr),
+            cudaErrorInvalidValue);
 }
 
 }  // namespace

@@ -458,10 +458,10 @@ TEST(CudaConv,
 }
 
 // The implicit-GEMM W8A8 conv (gemm_s8_fused.h, launch_implicit_s8_conv), which a kernel made
-// under $HYRT_CUDA_CONV_IMPLICIT=2 runs wherever the kernel takes the shape (=1 only after a
-// group norm; these convs read a graph input): it quantizes the
-// input per image (coarser than the im2col form's per-row scales), so it is held to W8A8's
-// tolerance against the double reference, with its fused residual and bias each showing (the
+// under $HYRT_CUDA_CONV_IMPLICIT=2 runs wherever the kernel takes the shape (the default, 1,
+// only after a group norm and from about a wave of tiles; these convs read a graph input): it
+// quantizes the input per image (coarser than the im2col form's per-row scales), so it is held to
+// W8A8's tolerance against the double reference, with its fused residual and bias each showing (the
 // references without them missed by 10x). That the implicit form ran, not the im2col one: the
 // W8A8 staging is the documented implicit layout — the quantized input and the row scales plus
 // one absmax per image — rather than im2col rows.

@@ -72,14 +72,20 @@ const char* candidate_name(GemmCandidate c) {
   return c == GemmCandidate::kF16 ? "f16" : "w8a8";
 }
 
-// Which W8A8 convolutions run as implicit GEMMs where the kernel takes them (gemm_s8_fused.h,
-// launch_implicit_s8_conv), by $HYRT_CUDA_CONV_IMPLICIT, read as each kernel is made: 0 (the
-// default) none; 1 those whose input a group norm has just normalized (a resnet's two convs),
-// where one scale per image loses little against the im2col form's per-row scales; 2 every one
-// (tests, measurements). Off by default until measured: both its speed and its parity are to
-// be shown first.
+// Which W8A8 convolutions run as implicit GEMMs (gemm_s8_fused.h, launch_implicit_s8_conv), by
+// $HYRT_CUDA_CONV_IMPLICIT, read as each kernel is made: 1 (the default) those whose input a
+// group norm has just normalized (a resnet's two convs: one scale per image loses little
+// against the im2col form's per-row scales there, where the upsamplers' and downsamplers' raw
+// hidden states keep theirs) and whose shape the rule gives a tile (implicit_s8_conv_auto_tile:
+// about a wave of tiles); 0 none; 2 every conv the kernel takes, whatever its input and size
+// (tests, measurements). $HYRT_CUDA_CONV_IMPLICIT_TILE_N=128|160 forces the tile width.
 int implicit_conv_mode() {
-  return static_cast<int>(env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 2).value_or(0));
+  return static_cast<int>(env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 2).value_or(1));
+}
+
+int implicit_conv_forced_tile() {
+  const long n = env_int("HYRT_CUDA_CONV_IMPLICIT_TILE_N", 128, 160).value_or(0);
+  return n == 128 || n == 160 ? static_cast<int>(n) : 0;
 }
 
 // --- Roofline constants (gemm_roofline_us) ------------------------------------------------------
@@ -684,7 +690,13 @@ class GemmKernel final : public CudaGemmKernel {
       implicit_ =
           ImplicitConvS8Shape{g.batch,    g.height, g.width,   g.channels, n_,     g.kernel_h,
                               g.kernel_w, g.stride, g.padding, g.out_h,    g.out_w};
-      if (!implicit_s8_conv_shape_ok(*implicit_, k4_)) implicit_.reset();
+      const int rule = implicit_s8_conv_auto_tile(*implicit_, ctx_.device().multiprocessors);
+      const int forced = implicit_conv_forced_tile();
+      implicit_tile_ = forced && (rule || implicit_mode == 2) ? forced
+                       : rule                                 ? rule
+                       : implicit_mode == 2                   ? 128
+                                                              : 0;
+      if (!implicit_tile_ || !implicit_s8_conv_shape_ok(*implicit_, k4_)) implicit_.reset();
     }
     if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());
 
@@ -715,7 +727,7 @@ class GemmKernel final : public CudaGemmKernel {
     cache_key += chunks_note();
     // Its W8A8 timings are the fused kernel's (records of the two forms must not mix).
     if (program_fused_s8_) cache_key += " fused-s8";
-    if (implicit_) cache_key += " implicit";
+    if (implicit_) cache_key += str_cat(" implicit", implicit_tile_);
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
@@ -1106,7 +1118,7 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CUDA_CHECK(launch_implicit_s8_conv(
         q, w_->as<int8_t>(), k4_, row_scales, w_scale_->as<float>(),
         bias_f32_ ? bias_f32_->as<float>() : nullptr, static_cast<const __half*>(residual),
-        static_cast<__half*>(y), s, ctx_.stream()));
+        static_cast<__half*>(y), s, implicit_tile_, ctx_.stream()));
   }
 
   // y [M, N] (+ the residual, in the epilogue) from a quantized x (s8rows, core/dtype.h; K is a
@@ -1454,6 +1466,7 @@ class GemmKernel final : public CudaGemmKernel {
   bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
   // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_enabled).
   std::optional<ImplicitConvS8Shape> implicit_;
+  int implicit_tile_ = 0;  // its tile width (kImplicitConvTileN)
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
   std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or [N, K] in op_dtype_
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)

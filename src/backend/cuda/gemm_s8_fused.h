@@ -119,13 +119,23 @@ struct ImplicitConvS8Shape {
 // the geometry implies, every extent below 2^31.
 bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw);
 
-// Enqueues the convolution above on `stream`: cudaErrorInvalidValue for a shape
-// implicit_s8_conv_shape_ok refuses or a build without the kernel, else the launch's status.
-// Needs no workspace; prime (implicit_s8_conv_prime) before a graph capture.
+// The kernel's tiles: 128 output pixels x `n` output channels, n one of these.
+inline constexpr int kImplicitConvTileN[] = {128, 160};
+
+// The tile width a convolution runs best on, or 0 where the im2col path is faster (a rule from
+// measurements, conv_s8_implicit.cu): the kernel is not persistent, so it needs about a wave of
+// tiles to fill `multiprocessors` SMs — 160 where N is a multiple of 160 (SD's 320, 640, 1280:
+// whole tiles), else 128.
+int implicit_s8_conv_auto_tile(const ImplicitConvS8Shape& s, int multiprocessors);
+
+// Enqueues the convolution above on `stream` on tiles `tile_n` wide (one of kImplicitConvTileN):
+// cudaErrorInvalidValue for a shape implicit_s8_conv_shape_ok refuses, another tile width or a
+// build without the kernel, else the launch's status. Needs no workspace; prime
+// (implicit_s8_conv_prime) before a graph capture.
 cudaError_t launch_implicit_s8_conv(const int8_t* x, const int8_t* w, int64_t ldw,
                                     const float* row_scale, const float* w_scale, const float* bias,
                                     const __half* residual, __half* y, const ImplicitConvS8Shape& s,
-                                    cudaStream_t stream);
+                                    int tile_n, cudaStream_t stream);
 
 // Sets the kernel's shared-memory attributes now (idempotent): cudaSuccess, or why not.
 cudaError_t implicit_s8_conv_prime();

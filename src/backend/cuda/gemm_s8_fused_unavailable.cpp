@@ -33,9 +33,13 @@ bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape&, int64_t) {
   return false;
 }
 
+int implicit_s8_conv_auto_tile(const ImplicitConvS8Shape&, int) {
+  return 0;
+}
+
 cudaError_t launch_implicit_s8_conv(const int8_t*, const int8_t*, int64_t, const float*,
                                     const float*, const float*, const __half*, __half*,
-                                    const ImplicitConvS8Shape&, cudaStream_t) {
+                                    const ImplicitConvS8Shape&, int, cudaStream_t) {
   return cudaErrorInvalidValue;
 }
 

@@ -7,16 +7,18 @@
 // output pixel's 3x3xC patch wrote 94 MB for a 320-channel conv and took longer than the GEMM
 // that read it back (bench/results/README.md, gemm_breakdown_h100).
 //
-// The tile: 128 x 128 outputs, K steps of 64 channels (one tap at a time: C is a multiple of
-// 64), one consumer warp group — CUTLASS's conv mainloop has no persistent (cooperative or
+// The tiles: 128 output pixels x 128 or 160 output channels (implicit_s8_conv_auto_tile says
+// which), K steps of 64 channels (one tap at a time: C is a multiple of 64), one consumer warp
+// group — CUTLASS's conv mainloop has no persistent (cooperative or
 // ping-pong) schedule, so a tile's epilogue does not overlap the next tile's loads (one thread
 // block an SM: its ~170-200 registers a thread leave no room for a second). As many pipeline
 // stages as shared memory holds beside the epilogue's: a 64-channel step is ~0.15 µs of wgmma,
 // well under a TMA load's latency.
 // Compiled for sm_90a only (CMakeLists.txt); fused_s8_gemm_available gates the launches.
+#include <algorithm>
+
 #include "backend/cuda/gemm_s8_fused.h"
 #include "backend/cuda/sm90/fused_s8_epilogue.cuh"
-#include "core/env.h"
 #include "cutlass/conv/collective/collective_builder.hpp"
 #include "cutlass/conv/convnd_problem_shape.hpp"
 #include "cutlass/conv/device/conv_universal_adapter.hpp"
@@ -97,16 +99,6 @@ struct ImplicitConvS8 {
 }  // namespace
 }  // namespace sm90::detail
 
-namespace {
-// The tile's N: 128, or 160 with $HYRT_CUDA_CONV_IMPLICIT_TILE_N=160 (every SD 1.5 and SDXL
-// conv has 320, 640 or 1280 output channels: whole 160-wide tiles, where 128 computes 384 for
-// 320).
-int implicit_tile_n() {
-  static const int n = env_int("HYRT_CUDA_CONV_IMPLICIT_TILE_N", 128, 160).value_or(128);
-  return n == 160 ? 160 : 128;
-}
-}  // namespace
-
 bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw) {
   constexpr int64_t kMax = (int64_t{1} << 31) - 1;
   if (s.batch <= 0 || s.height <= 0 || s.width <= 0 || s.channels <= 0 || s.out_channels <= 0 ||
@@ -127,19 +119,35 @@ bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw) {
   return in <= kMax && out <= kMax && s.out_channels * ldw <= kMax;
 }
 
+int implicit_s8_conv_auto_tile(const ImplicitConvS8Shape& s, int multiprocessors) {
+  // Measured on an H100 (132 SMs) at SDXL's 1024² and SD 1.5's 512² convolutions, b2, by CUDA
+  // events in the UNet step (bench/results/README.md, implicit_conv_h100): the 128 x 160 tile
+  // beat the im2col path from 128 tiles up — 2048·1280 outputs (K 11520) 71.8 µs against 98.5,
+  // 8192·320 33.9 against 61.6, 8192·640 87.2 against 114.9, 32768·320 109.0 against 206.4 —
+  // and lost below: 2048·640 (64 tiles) 43.2 against 39.3, 512·1280 (32) 68.2 against 33.9,
+  // 128·1280 (8) 66.1 against 28.6; the 128 x 128 tile was behind the 160 one wherever N was a
+  // multiple of 160 (320 computes 384 on it) and also lost below a wave (2048·640: 35.2 / 39.3).
+  // So: a tile where the tiles make about a wave (7/8 of the SMs), 160 wide where it divides N.
+  const int64_t m = s.batch * s.out_h * s.out_w, n = s.out_channels;
+  const int tile = n % 160 == 0 ? 160 : 128;
+  const int64_t tiles = ((m + 127) / 128) * ((n + tile - 1) / tile);
+  return 8 * tiles >= 7 * int64_t{std::max(multiprocessors, 1)} ? tile : 0;
+}
+
 cudaError_t launch_implicit_s8_conv(const int8_t* x, const int8_t* w, int64_t ldw,
                                     const float* row_scale, const float* w_scale, const float* bias,
                                     const __half* residual, __half* y, const ImplicitConvS8Shape& s,
-                                    cudaStream_t stream) {
+                                    int tile_n, cudaStream_t stream) {
   if (!implicit_s8_conv_shape_ok(s, ldw)) return cudaErrorInvalidValue;
   using sm90::detail::ImplicitConvS8;
-  if (implicit_tile_n() == 160) {
+  if (tile_n == 160) {
     if (residual)
       return ImplicitConvS8<160, true>::run(x, w, ldw, row_scale, w_scale, bias, residual, y, s,
                                             stream);
     return ImplicitConvS8<160, false>::run(x, w, ldw, row_scale, w_scale, bias, nullptr, y, s,
                                            stream);
   }
+  if (tile_n != 128) return cudaErrorInvalidValue;
   if (residual)
     return ImplicitConvS8<128, true>::run(x, w, ldw, row_scale, w_scale, bias, residual, y, s,
                                           stream);
