@@ -268,6 +268,8 @@ TEST(CudaConvImplicit, RefusesShapesItCannotRun) {
   refused(s, k - 16);  // a weight row shorter than K
   bad = s, bad.stride = 3;
   refused(bad, k);
+  bad = s, bad.batch = 65536;  // more images than the per-image quantizer takes
+  refused(bad, k);
   bad = s, bad.out_h = 7;  // not what the geometry gives
   refused(bad, k);
   // A tile width the kernel is not built for.

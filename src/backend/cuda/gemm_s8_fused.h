@@ -116,7 +116,8 @@ struct ImplicitConvS8Shape {
 
 // Whether the kernel takes this convolution: C a multiple of 64 (its K step), N of 8, ldw of
 // 16 and at least kh·kw·C, square strides 1 or 2, padding below the filter, the output extents
-// the geometry implies, every extent below 2^31.
+// the geometry implies, at most 65535 images (launch_quantize_images_s8's limit), every extent
+// below 2^31.
 bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw);
 
 // The kernel's tiles: 128 output pixels x `n` output channels, n one of these.

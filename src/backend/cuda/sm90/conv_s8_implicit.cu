@@ -101,8 +101,10 @@ struct ImplicitConvS8 {
 
 bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw) {
   constexpr int64_t kMax = (int64_t{1} << 31) - 1;
-  if (s.batch <= 0 || s.height <= 0 || s.width <= 0 || s.channels <= 0 || s.out_channels <= 0 ||
-      s.kernel_h <= 0 || s.kernel_w <= 0 || s.kernel_h > 16 || s.kernel_w > 16)
+  // At most 65535 images: launch_quantize_images_s8's limit (its operand's quantizer).
+  if (s.batch <= 0 || s.batch > 65535 || s.height <= 0 || s.width <= 0 || s.channels <= 0 ||
+      s.out_channels <= 0 || s.kernel_h <= 0 || s.kernel_w <= 0 || s.kernel_h > 16 ||
+      s.kernel_w > 16)
     return false;
   if (s.channels % 64 != 0 || s.out_channels % 8 != 0 || ldw % 16 != 0 ||
       ldw < int64_t{s.kernel_h} * s.kernel_w * s.channels)
