@@ -799,6 +799,69 @@ TEST(CudaConv, WideRangeRunsInF32) {
               .scale = kBeyondF16});
 }
 
+// Convs with few output channels computed directly (launch_conv_narrow: conv_out, 320 -> 4),
+// which a kernel made under $HYRT_CUDA_CONV_NARROW=1 runs for its float candidate: held to the
+// f16 candidate's tolerance against the double reference, with bias, a fused residual and an
+// activation each showing where present (references without them missed by 10x), on the vector
+// path (C a multiple of 8 f16 / 4 f32) and the scalar one, f16 and wide-range f32 activations,
+// stride 2 and odd sizes; that the narrow form ran: nothing staged (no im2col rows).
+TEST(CudaConv, NarrowConvUnderTheKnob) {
+  REQUIRE_GPU();
+  struct Knob {
+    Knob() { setenv("HYRT_CUDA_CONV_NARROW", "1", 1); }
+    ~Knob() { unsetenv("HYRT_CUDA_CONV_NARROW"); }
+  } knob;
+  ir::GemmEpilogue residual;
+  residual.residual = true;
+  const ConvSpec specs[] = {
+      {.height = 16, .width = 16, .cin = 320, .cout = 4, .weight = DType::kF16, .seed = 101},
+      {.batch = 1,
+       .height = 13,
+       .width = 11,
+       .cin = 64,
+       .cout = 3,
+       .stride = 2,
+       .weight = DType::kF16,
+       .epilogue = residual,
+       .seed = 102},
+      {.height = 9,
+       .width = 7,
+       .cin = 12,
+       .cout = 8,
+       .bias = false,
+       .weight = DType::kF16,
+       .epilogue = {ir::Activation::kSilu, true},
+       .seed = 103},
+      {.batch = 1,
+       .height = 8,
+       .width = 8,
+       .cin = 32,
+       .cout = 3,
+       .weight = DType::kF32,
+       .seed = 104,
+       .wide = true,
+       .scale = kBeyondF16},
+  };
+  for (const ConvSpec& spec : specs) {
+    SCOPED_TRACE(describe(spec));
+    const ConvCase c(spec);
+    backend::ProgramCache cache;
+    std::unique_ptr<CudaGemmKernel> kernel = make(c, cache);
+    ASSERT_NE(kernel, nullptr);
+    ASSERT_EQ(kernel->candidate(), GemmCandidate::kF16);
+    EXPECT_EQ(kernel->workspace_bytes(), 0u) << "staged: not the narrow form";
+    DeviceRun run(c);
+    const std::vector<float> y = run.run(*kernel);
+    const double err = rel(y, c.reference());
+    EXPECT_LE(err, kF16Tolerance);
+    const double floor = std::max(err, 1e-4);
+    if (spec.bias) EXPECT_GT(rel(y, c.reference(Omit::kBias)), 10 * floor) << "bias left out";
+    for (Omit part : epilogue_parts(spec.epilogue))
+      EXPECT_GT(rel(y, c.reference(part)), 10 * floor) << omit_name(part) << " left out";
+    std::printf("[ cuda     ] narrow conv %s: rel L2 %.2e\n", describe(spec).c_str(), err);
+  }
+}
+
 TEST(CudaConv, WideRangeInRowChunksAndBoundWorkspace) {
   REQUIRE_GPU();
   const ConvSpec spec{.height = 15,

@@ -83,6 +83,13 @@ int implicit_conv_mode() {
   return static_cast<int>(env_int("HYRT_CUDA_CONV_IMPLICIT", 0, 2).value_or(1));
 }
 
+// Whether float convs with few output channels (conv_narrow_applies: the UNet's conv_out) run as
+// launch_conv_narrow instead of im2col + GEMM: $HYRT_CUDA_CONV_NARROW=1, read as each kernel is
+// made. Off by default until it has run on a GPU (written 2026-12-07 without one).
+bool conv_narrow_enabled() {
+  return env_int("HYRT_CUDA_CONV_NARROW", 0, 1).value_or(0) == 1;
+}
+
 int implicit_conv_forced_tile() {
   const long n = env_int("HYRT_CUDA_CONV_IMPLICIT_TILE_N", 128, 160).value_or(0);
   return n == 128 || n == 160 ? static_cast<int>(n) : 0;
@@ -699,6 +706,8 @@ class GemmKernel final : public CudaGemmKernel {
       if (!implicit_tile_ || !implicit_s8_conv_shape_ok(*implicit_, k4_)) implicit_.reset();
     }
     if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());
+    narrow_ = im2col_ && !s8_ && !low_rank_ && conv_narrow_enabled() &&
+              conv_narrow_applies(n_, k_, float_type(op_dtype_));
 
     // Row chunks under the budget as it is now (cuda_gemm.h), and each chunk size's layouts.
     const size_t budget = gemm_staging_budget();
@@ -728,6 +737,7 @@ class GemmKernel final : public CudaGemmKernel {
     // Its W8A8 timings are the fused kernel's (records of the two forms must not mix).
     if (program_fused_s8_) cache_key += " fused-s8";
     if (implicit_) cache_key += str_cat(" implicit", implicit_tile_);
+    if (narrow_) cache_key += " narrow";
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
       // check out on this cuBLASLt; then tuning, or the untimed choice.
@@ -851,7 +861,9 @@ class GemmKernel final : public CudaGemmKernel {
   // their scales f32 [rows] and the s32 result [rows, N4].
   StagingLayout staging_layout(GemmCandidate c) const {
     StagingLayout l;
-    if (c == GemmCandidate::kF16) {
+    if (c == GemmCandidate::kF16 && narrow_) {
+      // Nothing: the narrow conv reads the input and the resident weights as they are.
+    } else if (c == GemmCandidate::kF16) {
       const int64_t rows = f16_.chunking.rows;
       if (im2col_) l.add(Scratch::kIm2col, bytes(rows * k_) * op_size());
       if (s8_ || low_rank_) l.add(Scratch::kWeightWide, bytes(n_ * k_) * op_size());
@@ -1105,6 +1117,22 @@ class GemmKernel final : public CudaGemmKernel {
         ctx_.device().multiprocessors, ctx_.stream()));
   }
 
+  // The conv computed directly (launch_conv_narrow), its bias and residual in the kernel; a
+  // fused activation (applied before the residual) in a pass of its own, which then adds the
+  // residual.
+  void run_narrow(const void* x, void* y, EpilogueActivation act, const void* residual) const {
+    const Im2colGeometry& g = *im2col_;
+    const bool activation = act != EpilogueActivation::kNone;
+    HYRT_CUDA_CHECK(launch_conv_narrow(
+        x, float_type(a_dtype_), g.batch, g.height, g.width, g.channels, g.kernel_h, g.kernel_w,
+        g.stride, g.padding, g.out_h, g.out_w, w_->data(), n_,
+        bias_f32_ ? bias_f32_->as<float>() : nullptr, activation ? nullptr : residual, y,
+        ctx_.device().multiprocessors, ctx_.stream()));
+    if (activation)
+      HYRT_CUDA_CHECK(launch_activation_epilogue(y, residual, output_elems_, act,
+                                                 float_type(a_dtype_), ctx_.stream()));
+  }
+
   // The conv as one implicit GEMM: x quantized per image into staging (with the per-row scale
   // vector the epilogue reads), then the kernel reads it in place — no im2col rows.
   void run_implicit(const Staging& st, const void* x, void* y, const void* residual) const {
@@ -1177,6 +1205,10 @@ class GemmKernel final : public CudaGemmKernel {
   }
   void enqueue(GemmCandidate c, const CudaGemmProgram& p, const Staging& st, const void* x, void* y,
                const RunEpilogue& e, bool fused) const {
+    if (c == GemmCandidate::kF16 && narrow_) {
+      run_narrow(x, y, e.activation, e.residual);
+      return;
+    }
     if (c == GemmCandidate::kF16) {
       stage_f16_weights(st);
       if (low_rank_) add_low_rank_term(st);
@@ -1376,29 +1408,43 @@ class GemmKernel final : public CudaGemmKernel {
 
     // Algorithms are picked on a full chunk (all of M when unchunked): its f16 operand (a
     // conv's im2col rows) stays in staging for the GEMM-alone timings.
-    const int64_t f16_rows = f16_.chunking.rows;
-    const void* a = f16_operand(f16_st, x.data(), 0, f16_rows);
-    stage_f16_weights(f16_st);
-    if (auto algo = pick_algo(
-            heuristics(ctx_, f16_.full, n_algos, kF16MinAlign),
-            [&](const cublasLtMatmulAlgo_t& al) {
-              return gemm_f16(f16_st, a, y.data(), f16_rows, al);
-            },
-            t.f16))
-      if (auto tail = tail_algo(f16_, *algo, kF16MinAlign)) {
-        p->f16_algo = *algo;
-        p->f16_tail_algo = *tail;
-        t.f16.available = true;
-        t.f16.measured = true;
-        if (f16_.chunking.chunked())
-          t.f16.gemm_us = all_chunks_gemm_us(
-              f16_, *algo, *tail, [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
-                return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
-              });
-        t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
-          enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
-        });
-      }
+    if (narrow_) {
+      // No GEMM to pick an algorithm for: the heuristic's first stays in the record (so that it
+      // checks out like any other) and the direct conv is timed whole.
+      if (auto f = heuristics(ctx_, f16_.full, 1, kF16MinAlign); !f.empty())
+        if (auto tail = tail_algo(f16_, f[0].algo, kF16MinAlign)) {
+          p->f16_algo = f[0].algo;
+          p->f16_tail_algo = *tail;
+          t.f16.available = t.f16.measured = true;
+          t.f16.total_us = t.f16.gemm_us = median_us(ctx_, options_.tune_reps, [&] {
+            enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
+          });
+        }
+    } else {
+      const int64_t f16_rows = f16_.chunking.rows;
+      const void* a = f16_operand(f16_st, x.data(), 0, f16_rows);
+      stage_f16_weights(f16_st);
+      if (auto algo = pick_algo(
+              heuristics(ctx_, f16_.full, n_algos, kF16MinAlign),
+              [&](const cublasLtMatmulAlgo_t& al) {
+                return gemm_f16(f16_st, a, y.data(), f16_rows, al);
+              },
+              t.f16))
+        if (auto tail = tail_algo(f16_, *algo, kF16MinAlign)) {
+          p->f16_algo = *algo;
+          p->f16_tail_algo = *tail;
+          t.f16.available = true;
+          t.f16.measured = true;
+          if (f16_.chunking.chunked())
+            t.f16.gemm_us = all_chunks_gemm_us(
+                f16_, *algo, *tail, [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
+                  return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
+                });
+          t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
+            enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
+          });
+        }
+    }
     if (s8_ && program_fused_s8_) {
       // The fused kernel has no cuBLASLt algorithm to pick: the heuristic's first stays in the
       // record (so that it checks out like any other), and the candidate is timed whole.
@@ -1467,6 +1513,8 @@ class GemmKernel final : public CudaGemmKernel {
   // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_enabled).
   std::optional<ImplicitConvS8Shape> implicit_;
   int implicit_tile_ = 0;  // its tile width (kImplicitConvTileN)
+  // This conv's float candidate runs as launch_conv_narrow (conv_narrow_enabled): no staging.
+  bool narrow_ = false;
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
   std::shared_ptr<const DeviceBuffer> w_;        // s8 [N4, K4] zero-padded, or [N, K] in op_dtype_
   std::shared_ptr<const DeviceBuffer> w_scale_;  // f32 [N4] (s8 only; padded rows 0)

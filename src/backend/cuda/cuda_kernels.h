@@ -42,6 +42,21 @@ cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t i
                                       int64_t rows_per_image, float* row_scales,
                                       int multiprocessors, cudaStream_t stream);
 
+// A convolution with few output channels computed directly, without an im2col matrix
+// (conv_narrow.cu says why): y [B, Ho, Wo, N] = conv(x [B, H, W, C], w) (+ bias[n]) (+ residual),
+// f32 sums over the kh·kw·C inputs (padding reads 0), one rounding to the output type. x, y and
+// the residual (null: none; [B, Ho, Wo, N], may not be y) of `type`; w [N, kh·kw·C] in the im2col
+// column order (launch_reorder_weight_rows), of `type`, staged whole in shared memory; bias f32
+// [N] or null. conv_narrow_applies says which N and K it takes; cudaErrorInvalidValue for others
+// or a bad geometry. `multiprocessors` sizes the grid.
+inline constexpr int64_t kConvNarrowMaxWeightBytes = 48 << 10;
+bool conv_narrow_applies(int64_t out_channels, int64_t k, FloatType type);
+cudaError_t launch_conv_narrow(const void* x, FloatType type, int64_t batch, int64_t height,
+                               int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                               int stride, int padding, int64_t out_h, int64_t out_w, const void* w,
+                               int64_t out_channels, const float* bias, const void* residual,
+                               void* y, int multiprocessors, cudaStream_t stream);
+
 // A GEMM node's fused activation (ir::Activation, same order): SiLU and QuickGELU with the
 // hardware exponential, GELU with erff — the device elementwise kernels' math (op_device.cuh).
 enum class EpilogueActivation : uint8_t { kNone, kSilu, kGelu, kQuickGelu, kRelu };
