@@ -58,10 +58,11 @@ struct ImplicitConvS8 {
     return status;
   }
 
-  static cudaError_t run(const int8_t* x, const int8_t* w, int64_t ldw, const float* row_scale,
-                         const float* w_scale, const float* bias, const __half* residual, __half* y,
-                         const ImplicitConvS8Shape& s, cudaStream_t stream) {
-    if (const cudaError_t e = prime(); e != cudaSuccess) return e;
+  // The launch's arguments (pointers may be null where only can_implement looks at them).
+  static typename Conv::Arguments arguments(const int8_t* x, const int8_t* w, int64_t ldw,
+                                            const float* row_scale, const float* w_scale,
+                                            const float* bias, const __half* residual, __half* y,
+                                            const ImplicitConvS8Shape& s) {
     const int b = static_cast<int>(s.batch), h = static_cast<int>(s.height),
               wd = static_cast<int>(s.width), c = static_cast<int>(s.channels),
               n = static_cast<int>(s.out_channels);
@@ -85,6 +86,21 @@ struct ImplicitConvS8 {
     typename Conv::Arguments args{
         problem, {x, w}, {{}, cptr, stride_c, reinterpret_cast<cutlass::half_t*>(y), stride_d}};
     Epi::set(args.epilogue.thread, row_scale, w_scale, bias);
+    return args;
+  }
+
+  // CUTLASS's own checks of the shape (TMA's im2col limits, alignment), on the host.
+  static bool implementable(const ImplicitConvS8Shape& s, int64_t ldw) {
+    return Conv::can_implement(arguments(nullptr, nullptr, ldw, nullptr, nullptr, nullptr, nullptr,
+                                         nullptr, s)) == cutlass::Status::kSuccess;
+  }
+
+  static cudaError_t run(const int8_t* x, const int8_t* w, int64_t ldw, const float* row_scale,
+                         const float* w_scale, const float* bias, const __half* residual, __half* y,
+                         const ImplicitConvS8Shape& s, cudaStream_t stream) {
+    if (const cudaError_t e = prime(); e != cudaSuccess) return e;
+    const typename Conv::Arguments args =
+        arguments(x, w, ldw, row_scale, w_scale, bias, residual, y, s);
     if (Conv::can_implement(args) != cutlass::Status::kSuccess) return cudaErrorInvalidValue;
     if (Conv::get_workspace_size(args) != 0) return cudaErrorInvalidValue;  // none expected
     typename Kernel::Params params = Kernel::to_underlying_arguments(args, nullptr);
@@ -118,7 +134,14 @@ bool implicit_s8_conv_shape_ok(const ImplicitConvS8Shape& s, int64_t ldw) {
     return false;
   const int64_t in = s.batch * s.height * s.width * s.channels;
   const int64_t out = s.batch * s.out_h * s.out_w * s.out_channels;
-  return in <= kMax && out <= kMax && s.out_channels * ldw <= kMax;
+  if (in > kMax || out > kMax || s.out_channels * ldw > kMax) return false;
+  // And what CUTLASS checks itself (the same for both epilogues and tile widths but for the
+  // tile, so both tiles are asked): a shape taken here never fails at launch.
+  using sm90::detail::ImplicitConvS8;
+  return ImplicitConvS8<128, false>::implementable(s, ldw) &&
+         ImplicitConvS8<160, false>::implementable(s, ldw) &&
+         ImplicitConvS8<128, true>::implementable(s, ldw) &&
+         ImplicitConvS8<160, true>::implementable(s, ldw);
 }
 
 int implicit_s8_conv_auto_tile(const ImplicitConvS8Shape& s, int multiprocessors) {
