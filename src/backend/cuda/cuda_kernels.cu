@@ -90,6 +90,22 @@ __device__ __forceinline__ void store_from_f32(T* p, const float (&in)[V]) {
 
 // --- activation quantizer: one warp per row -----------------------------------------------------
 
+// max |x| over groups [first, end) of V elements of p, stepping by `step` groups: a thread's
+// share of a quantizer's absmax pass.
+template <class T, int V>
+__device__ __forceinline__ float strided_absmax(const T* p, int64_t first, int64_t end,
+                                                int64_t step) {
+  float m = 0.0f;
+  for (int64_t g = first; g < end; g += step) {
+    float v[V];
+    load_f32<T, V>(p + g * V, v);
+#pragma unroll
+    for (int i = 0; i < V; ++i)
+      m = fmaxf(m, fabsf(v[i]));
+  }
+  return m;
+}
+
 template <class T, int V>
 __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int64_t cols,
                                      int64_t ld_q, int8_t* __restrict__ q,
@@ -99,17 +115,8 @@ __global__ void quantize_rows_kernel(const T* __restrict__ x, int64_t rows, int6
   if (row >= rows) return;  // the whole warp leaves together
   const T* xr = x + row * cols;
 
-  float m = 0.0f;
-  for (int64_t k = static_cast<int64_t>(lane) * V; k < cols; k += kWarp * V) {
-    float v[V];
-    load_f32<T, V>(xr + k, v);
-#pragma unroll
-    for (int i = 0; i < V; ++i)
-      m = fmaxf(m, fabsf(v[i]));
-  }
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  // Groups of V from the lane's; cols is a multiple of V (the launch picks V so).
+  const float m = device::warp_max(strided_absmax<T, V>(xr, lane, cols / V, kWarp));
   const float inv = device::s8_row_inv(m);
   if (lane == 0) scales[row] = device::s8_row_scale(m);
 
@@ -313,18 +320,9 @@ __global__ void image_absmax_kernel(const T* __restrict__ x, int64_t groups_per_
                                     unsigned* __restrict__ image_absmax) {
   const int64_t image = blockIdx.y;
   const T* xi = x + image * groups_per_image * V;
-  float m = 0.0f;
-  for (int64_t g = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-       g < groups_per_image; g += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    float v[V];
-    load_f32<T, V>(xi + g * V, v);
-#pragma unroll
-    for (int i = 0; i < V; ++i)
-      m = fmaxf(m, fabsf(v[i]));
-  }
-#pragma unroll
-  for (int offset = kWarp / 2; offset > 0; offset /= 2)
-    m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, offset));
+  float m = device::warp_max(
+      strided_absmax<T, V>(xi, static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x,
+                           groups_per_image, static_cast<int64_t>(gridDim.x) * blockDim.x));
   __shared__ float warp_max[kImageThreads / kWarp];
   if (threadIdx.x % kWarp == 0) warp_max[threadIdx.x / kWarp] = m;
   __syncthreads();
@@ -370,6 +368,22 @@ void quantize_images_launch(const T* x, int64_t images, int64_t elems, int8_t* q
       x, groups, images, image_absmax, q, rows_per_image, row_scales);
 }
 
+// One 16-byte access a thread (8 f16 or 4 f32) where the sizes and pointers allow, else one
+// element.
+template <class T>
+void quantize_images_typed(const void* x, int64_t images, int64_t elems, int8_t* q,
+                           float* image_absmax, int64_t rows_per_image, float* row_scales,
+                           int multiprocessors, cudaStream_t stream) {
+  constexpr int kVec = 16 / sizeof(T);
+  const T* xt = static_cast<const T*>(x);
+  if (elems % kVec == 0 && aligned(x, 16) && aligned(q, kVec))
+    quantize_images_launch<T, kVec>(xt, images, elems, q, image_absmax, rows_per_image, row_scales,
+                                    multiprocessors, stream);
+  else
+    quantize_images_launch<T, 1>(xt, images, elems, q, image_absmax, rows_per_image, row_scales,
+                                 multiprocessors, stream);
+}
+
 }  // namespace
 
 cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t images,
@@ -383,23 +397,12 @@ cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t i
       e != cudaSuccess)
     return e;
   const int sms = std::max(multiprocessors, 1);
-  if (x_type == FloatType::kF16) {
-    const auto* xh = static_cast<const __half*>(x);
-    if (elems % 8 == 0 && aligned(x, 16) && aligned(q, 8))
-      quantize_images_launch<__half, 8>(xh, images, elems, q, image_absmax, rows_per_image,
-                                        row_scales, sms, stream);
-    else
-      quantize_images_launch<__half, 1>(xh, images, elems, q, image_absmax, rows_per_image,
-                                        row_scales, sms, stream);
-  } else {
-    const auto* xf = static_cast<const float*>(x);
-    if (elems % 4 == 0 && aligned(x, 16) && aligned(q, 4))
-      quantize_images_launch<float, 4>(xf, images, elems, q, image_absmax, rows_per_image,
-                                       row_scales, sms, stream);
-    else
-      quantize_images_launch<float, 1>(xf, images, elems, q, image_absmax, rows_per_image,
-                                       row_scales, sms, stream);
-  }
+  if (x_type == FloatType::kF16)
+    quantize_images_typed<__half>(x, images, elems, q, image_absmax, rows_per_image, row_scales,
+                                  sms, stream);
+  else
+    quantize_images_typed<float>(x, images, elems, q, image_absmax, rows_per_image, row_scales, sms,
+                                 stream);
   return cudaGetLastError();
 }
 

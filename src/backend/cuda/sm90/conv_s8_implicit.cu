@@ -48,15 +48,7 @@ struct ImplicitConvS8 {
   using Kernel = cutlass::conv::kernel::ConvUniversal<Problem, Mainloop, typename Epi::Collective>;
   using Conv = cutlass::conv::device::ConvUniversalAdapter<Kernel>;
 
-  static cudaError_t prime() {
-    static const cudaError_t status = [] {
-      const int smem = Kernel::SharedStorageSize;
-      if (smem < (48 << 10)) return cudaSuccess;
-      return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    }();
-    return status;
-  }
+  static cudaError_t prime() { return prime_kernel_smem<Kernel>(); }
 
   // The launch's arguments (pointers may be null where only can_implement looks at them).
   static typename Conv::Arguments arguments(const int8_t* x, const int8_t* w, int64_t ldw,

@@ -1,15 +1,18 @@
 // Internal to sm90/: the fused W8A8 epilogue (gemm_s8_fused.h's arithmetic) as a CUTLASS 3
-// epilogue visitor tree, shared by the fused GEMM (gemm_s8_fused_kernel.cuh) and the implicit-GEMM
-// convolution (conv_s8_implicit.cu). Kept apart from the GEMM's kernel header because that one
-// pulls in CUTLASS's device-level GEMM adapter, whose CUTLASS 2 kernel templates make the conv
-// kernel's GemmUniversal specialization ambiguous.
+// epilogue visitor tree, and the kernels' shared-memory priming, shared by the fused GEMM
+// (gemm_s8_fused_kernel.cuh) and the implicit-GEMM convolution (conv_s8_implicit.cu). Kept apart
+// from the GEMM's kernel header because that one pulls in CUTLASS's device-level GEMM adapter,
+// whose CUTLASS 2 kernel templates make the conv kernel's GemmUniversal specialization ambiguous.
 #pragma once
+
+#include <cuda_runtime.h>
 
 #include <cstdint>
 #include <type_traits>
 
 #include "cute/tensor.hpp"
 #include "cutlass/cutlass.h"
+#include "cutlass/device_kernel.h"
 #include "cutlass/epilogue/collective/collective_builder.hpp"
 #include "cutlass/epilogue/fusion/sm90_callbacks_tma_warpspecialized.hpp"
 
@@ -22,6 +25,20 @@ using cute::Stride;
 namespace fusion = cutlass::epilogue::fusion;
 
 constexpr auto kRound = cutlass::FloatRoundStyle::round_to_nearest;
+
+// Lets CUTLASS kernel `Kernel` use the dynamic shared memory it needs beyond the default 48 KiB,
+// once per process (a function-local static is initialized exactly once, thread-safely); a
+// host-side attribute, not a stream operation, so it runs before any graph capture.
+template <class Kernel>
+cudaError_t prime_kernel_smem() {
+  static const cudaError_t status = [] {
+    const int smem = Kernel::SharedStorageSize;
+    if (smem < (48 << 10)) return cudaSuccess;
+    return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
+  }();
+  return status;
+}
 
 // The fused GEMM's epilogue for one tile shape: D = f16(acc · (a_scale[m] · w_scale[n]) + bias[n]
 // [+ C]) (gemm_s8_fused.h), an epilogue visitor tree over CUTLASS's sm90 TMA epilogue. `Layout`

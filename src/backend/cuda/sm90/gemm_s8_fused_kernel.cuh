@@ -57,16 +57,7 @@ struct FusedS8Gemm {
       cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, Mainloop, Epilogue>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
 
-  static cudaError_t prime() {
-    // Once per process (a function-local static is initialized exactly once, thread-safely).
-    static const cudaError_t status = [] {
-      const int smem = Kernel::SharedStorageSize;
-      if (smem < (48 << 10)) return cudaSuccess;
-      return cudaFuncSetAttribute(cutlass::device_kernel<Kernel>,
-                                  cudaFuncAttributeMaxDynamicSharedMemorySize, smem);
-    }();
-    return status;
-  }
+  static cudaError_t prime() { return prime_kernel_smem<Kernel>(); }
 
   static cudaError_t run(const FusedS8Args& g) {
     if (const cudaError_t s = prime(); s != cudaSuccess) return s;
