@@ -464,7 +464,8 @@ TEST(CudaConv,
 // W8A8's tolerance against the double reference, with its fused residual and bias each showing (the
 // references without them missed by 10x). That the implicit form ran, not the im2col one: the
 // W8A8 staging is the documented implicit layout — the quantized input and the row scales plus
-// one absmax per image — rather than im2col rows.
+// one absmax per image — rather than im2col rows; bound to a workspace it gives the same bits
+// and writes nothing outside it.
 TEST(CudaConv, ImplicitW8A8UnderTheKnob) {
   REQUIRE_GPU();
   const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
@@ -502,6 +503,16 @@ TEST(CudaConv, ImplicitW8A8UnderTheKnob) {
     if (spec.bias) EXPECT_GT(rel(y, c.reference(Omit::kBias)), 10 * err) << "bias left out";
     if (spec.epilogue.residual)
       EXPECT_GT(rel(y, c.reference(Omit::kResidual)), 10 * err) << "residual left out";
+    // In a workspace bound the executor's way (64-byte aligned, poisoned, guarded): the same
+    // bits, nothing written outside it.
+    ContextMemory mem(*gpu().ctx);
+    const size_t ws = kernel->workspace_bytes(), total = 64 + ws + 256;
+    auto* base = static_cast<uint8_t*>(mem.allocate(total));
+    mem.fill(base, 0xff, total);
+    kernel->bind_workspace(base + 64);
+    EXPECT_EQ(run.run(*kernel), y) << "a bound workspace changed the result";
+    kernel->bind_workspace(nullptr);
+    expect_only_range_written(mem.download(base, total), 64, ws);
     std::printf("[ cuda     ] implicit conv %s: rel L2 %.2e (per-row form's bound %.0e)\n",
                 describe(spec).c_str(), err, kW8A8Tolerance);
   }

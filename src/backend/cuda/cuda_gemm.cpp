@@ -1510,7 +1510,7 @@ class GemmKernel final : public CudaGemmKernel {
   bool s8_ = false;
   bool fused_s8_ = false;  // this node's W8A8 runs as the fused Hopper kernel (fused_s8_applies)
   bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
-  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_enabled).
+  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_mode).
   std::optional<ImplicitConvS8Shape> implicit_;
   int implicit_tile_ = 0;  // its tile width (kImplicitConvTileN)
   // This conv's float candidate runs as launch_conv_narrow (conv_narrow_enabled): no staging.

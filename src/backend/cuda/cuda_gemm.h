@@ -19,7 +19,12 @@
 //     [Cout, kh, kw, Cin] (8-bit S weights stay s8 with their per-output-channel scales). The
 //     f16 candidate writes the im2col matrix into its staging (launch_im2col); W8A8
 //     quantizes its rows as it gathers them (launch_im2col_quantize_s8). The program's timings
-//     include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
+// include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
+//     Two forms skip the im2col matrix (cuda_gemm.cpp says when): a W8A8 conv whose input a
+//     group norm wrote and whose tiles fill the GPU runs as an implicit GEMM on its input
+//     quantized per image (gemm_s8_fused.h, launch_implicit_s8_conv; $HYRT_CUDA_CONV_IMPLICIT),
+//     and, under $HYRT_CUDA_CONV_NARROW=1, a float conv to a few channels is computed directly
+//     (launch_conv_narrow). Their cache entries say so (" implicit128|160", " narrow").
 // Padding is symmetric (the same on every side), the CPU backend's (oneDNN's) and PyTorch's
 // semantics: Ho = (H + 2·padding − kh) / stride + 1.
 // Activations are as the device holds them (device_storage_dtype): f16 whatever the graph's
@@ -44,7 +49,9 @@
 // each buffer at a 256-byte-aligned offset, in Scratch order):
 //   f16:  kWeightWide [N, K] for 8-bit S weights, then kIm2col [rows, K] for a conv that
 //         gathers its operand, both in the operand type (f16, or f32 on f32 activations);
-//   W8A8: kActS8 s8 [rows, K4], kRowScales f32 [rows], kAccS32 s32 [rows, N4];
+//   W8A8: kActS8 s8 [rows, K4], kRowScales f32 [rows], kAccS32 s32 [rows, N4]; the implicit
+//         conv (never chunked): kActS8 s8 [B, H, W, Cin] (its input quantized), kRowScales
+//         f32 [M + B] (the per-row scales, then each image's absmax); the narrow conv: none;
 // workspace_bytes() = their sizes, each rounded up to 256, + 192 bytes of slack for the
 // alignment (kWorkspaceSlack); 0 when the candidate stages nothing (f16 on f16 activations of a
 // linear with float weights). With a workspace bound, run() stages there; without one (tests,
