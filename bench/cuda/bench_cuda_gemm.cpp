@@ -3,12 +3,14 @@
 //
 //   bench_cuda_gemm [--reps N] [--out FILE] [--breakdown]
 //
-// --breakdown: instead, the W8A8 node's parts at SD 1.5's and SDXL's 1024² shapes (batch 2),
+// --breakdown: instead, the W8A8 node's parts at SD 1.5's and SDXL's 1024² shapes (and SD 1.5's
+// 512² convs; batch 2),
 // each timed alone as above (gpu_us): the activation quantizer (launch_quantize_rows_s8, or
 // launch_im2col_quantize_s8 for a 3x3 conv), the fused Hopper GEMM on the quantized operand
 // with each tile (gemm_s8_fused.h), the whole W8A8 candidate as the backend runs it, and the
-// f16 GEMM on f16-stored weights (cuBLASLt) for scale. Run once as is and once under
-// $HYRT_CUDA_QUANTIZE=twopass to put the quantizers side by side.
+// f16 GEMM on f16-stored weights (cuBLASLt) for scale; for a 3x3 conv also the implicit GEMM
+// (its per-image quantizer, the kernel on each tile width, the tile rule's pick). Run once as is
+// and once under $HYRT_CUDA_QUANTIZE=twopass to put the quantizers side by side.
 //
 // Shapes are M·N·K for 512x512 images, batch 2 (CFG): M = latent tokens × 2, i.e. 8192 at
 // 64x64, 2048 at 32x32, 512 at 16x16, 128 at 8x8; convolutions appear as the GEMM of their
@@ -296,6 +298,11 @@ const BreakdownShape kBreakdown[] = {
     {"both", 32768, 320, 5760, 2, 128, 640, "up-block conv 3x3 640->320ch, 128x128"},
     {"both", 8192, 640, 5760, 2, 64, 640, "resnet conv 3x3 640ch, 64x64"},
     {"both", 2048, 1280, 11520, 2, 32, 1280, "resnet conv 3x3 1280ch, 32x32"},
+    // SD 1.5 at 512² (latent 64²): where the implicit conv's tile rule draws its line.
+    {"sd15", 8192, 320, 2880, 2, 64, 320, "resnet conv 3x3 320ch, 64x64 (512²)"},
+    {"sd15", 2048, 640, 5760, 2, 32, 640, "resnet conv 3x3 640ch, 32x32 (512²)"},
+    {"sd15", 512, 1280, 11520, 2, 16, 1280, "resnet conv 3x3 1280ch, 16x16 (512²)"},
+    {"sd15", 128, 1280, 11520, 2, 8, 1280, "resnet conv 3x3 1280ch, 8x8 (512²)"},
 };
 
 int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
@@ -367,6 +374,37 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
     // The whole candidate as the backend runs it, and the f16 GEMM on f16-stored weights.
     Timing tw8, tf16, tf16c;  // W8A8, f16-stored weights, the f16 candidate (weights widened)
     backend::GemmKey key;     // the 8-bit S layer's (the untimed choice's input)
+    // A conv as the implicit GEMM (gemm_s8_fused.h): the per-image quantizer, then the kernel on
+    // each tile width; the rule's pick (0: the im2col path).
+    Timing timg;
+    std::string implicit_by_tile;
+    int implicit_rule = 0;
+    if (conv && fused) {
+      cu::ImplicitConvS8Shape cs;
+      cs.batch = s.batch, cs.height = cs.width = cs.out_h = cs.out_w = s.size;
+      cs.channels = s.cin, cs.out_channels = s.n, cs.kernel_h = cs.kernel_w = 3;
+      cs.stride = 1, cs.padding = 1;
+      implicit_rule = cu::implicit_s8_conv_auto_tile(cs, d.multiprocessors);
+      cu::DeviceBuffer qi(static_cast<size_t>(x_elems) + 16, "breakdown x s8 per image");
+      cu::DeviceBuffer rows(static_cast<size_t>(s.m + s.batch) * 4, "breakdown row scales");
+      auto* row_scales = rows.as<float>();
+      timg = time_calls(st, reps, [&] {
+        HYRT_CUDA_CHECK(cu::launch_quantize_images_s8(
+            x.data(), cu::FloatType::kF16, s.batch, s.size * s.size * s.cin, qi.as<int8_t>(),
+            row_scales + s.m, s.size * s.size, row_scales, d.multiprocessors, st));
+      });
+      for (int tile : cu::kImplicitConvTileN) {
+        const Timing t = time_calls(st, reps, [&] {
+          HYRT_CUDA_CHECK(cu::launch_implicit_s8_conv(
+              qi.as<int8_t>(), w.as<int8_t>(), s.k, row_scales, w_scale.as<float>(),
+              bias.as<float>(), nullptr, static_cast<__half*>(y.data()), cs, tile, st));
+        });
+        implicit_by_tile +=
+            str_cat(implicit_by_tile.empty() ? "" : ", ", "\"", tile, "\": ", num(t.gpu_us));
+        std::fprintf(stderr, "        implicit %-5d %8.1f us (+ quantize %.1f us)\n", tile,
+                     t.gpu_us, timg.gpu_us);
+      }
+    }
     if (conv) {
       backend::cuda::CudaBackendOptions options;
       options.autotune = true;
@@ -435,8 +473,12 @@ int run_breakdown(CudaBackend& b, int reps, const std::string& out_path) {
         "\", \"auto_tile\": \"", cu::fused_s8_tile_name(auto_tile), "\"",
         ",\n     \"w8a8_candidate_us\": ", num(tw8.gpu_us),
         ", \"f16_candidate_us\": ", num(tf16c.gpu_us),
-        ", \"f16_weights_gemm_us\": ", num(tf16.gpu_us), ", \"untimed_choice\": \"", untimed,
-        "\"}");
+        ", \"f16_weights_gemm_us\": ", num(tf16.gpu_us), ", \"untimed_choice\": \"", untimed, "\"",
+        conv ? str_cat(",\n     \"implicit_quantize_us\": ", num(timg.gpu_us),
+                       ", \"implicit_us_by_tile\": {", implicit_by_tile,
+                       "}, \"implicit_rule_tile\": ", implicit_rule)
+             : std::string(),
+        "}");
     first = false;
   }
   json += "\n  ]\n}\n";
