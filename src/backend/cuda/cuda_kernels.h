@@ -43,7 +43,7 @@ cudaError_t launch_quantize_images_s8(const void* x, FloatType x_type, int64_t i
                                       int multiprocessors, cudaStream_t stream);
 
 // A convolution with few output channels computed directly, without an im2col matrix
-// (conv_narrow.cu says why): y [B, Ho, Wo, N] = conv(x [B, H, W, C], w) (+ bias[n]) (+ residual),
+// (im2col.cu says why): y [B, Ho, Wo, N] = conv(x [B, H, W, C], w) (+ bias[n]) (+ residual),
 // f32 sums over the kh·kw·C inputs (padding reads 0), one rounding to the output type. x, y and
 // the residual (null: none; [B, Ho, Wo, N], may not be y) of `type`; w [N, kh·kw·C] in the im2col
 // column order (launch_reorder_weight_rows), of `type`, staged whole in shared memory; bias f32

@@ -1,6 +1,7 @@
-// im2col for convolutions run as GEMMs; contracts in cuda_kernels.h (launch_im2col,
-// launch_im2col_quantize_s8). Every kernel is templated on the element type T, __half or float
-// (the f32 activations of wide-range values): a 16-byte group is 8 halves or 4 floats.
+// im2col for convolutions run as GEMMs, and the narrow conv that skips it; contracts in
+// cuda_kernels.h (launch_im2col, launch_im2col_quantize_s8, launch_conv_narrow). Every kernel is
+// templated on the element type T, __half or float (the f32 activations of wide-range values): a
+// 16-byte group is 8 halves or 4 floats.
 //
 // im2col: one thread per 16 bytes (8 f16 or 4 f32 channels) of the output matrix, or per
 // element where Cin is not a multiple of that, over the whole [M, K] matrix: consecutive threads
@@ -19,6 +20,14 @@
 // x taps) are gathered once (im2col_quantize_resident_kernel); wider or unaligned rows take one
 // block per row that gathers the row twice — absmax, then quantize — the second gather hitting L2.
 // Same rule as launch_quantize_rows_s8, the same bits either way.
+//
+// Narrow convolutions (launch_conv_narrow): a conv to a few output channels — the UNet's
+// conv_out, 320 -> 4, 3x3, f16 weights — gathers each output pixel's patch as im2col would but
+// multiplies it at once by every output channel's weights, never writing the matrix: through
+// im2col + GEMM, at 1024² that matrix is 32768 x 2880 f16, 189 MB written and read back for 4
+// outputs a pixel (226 µs a step on an H100, bench/results/implicit_conv_h100.json), a GEMM with
+// N = 4 that no tensor-core tile suits. Read directly, the input is 21 MB (its nine re-reads per
+// pixel from L1/L2) and the arithmetic 0.75 GFLOP.
 //
 // The weight reorder to the im2col column order (launch_reorder_weight_rows) runs here too, on
 // weights uploaded as stored: once per weight at prepare, a permutation the host would spend
@@ -59,6 +68,33 @@ __device__ __forceinline__ int64_t source_offset(const Geometry& g, Index row, i
   const int iw = ow * g.stride - g.padding + (tap - i * g.kernel_w);
   if (ih < 0 || ih >= g.height || iw < 0 || iw >= g.width) return -1;
   return ((b * g.height + ih) * g.width + iw) * g.channels + c;
+}
+
+// Where output pixel m's patch lies in the input: its image's first element and the first
+// tap's row and column (negative in the padding). Decoded once per pixel by the kernels that
+// walk a whole patch (the resident quantizer, the narrow conv).
+struct PatchOrigin {
+  int64_t image = 0;
+  int ih0 = 0, iw0 = 0;
+};
+
+__device__ __forceinline__ PatchOrigin patch_origin(const Geometry& g, int64_t m) {
+  const int64_t t = m / g.out_w;
+  const int64_t b = t / g.out_h;
+  return {b * g.height * g.width * g.channels,
+          static_cast<int>(t - b * g.out_h) * g.stride - g.padding,
+          static_cast<int>(m - t * g.out_w) * g.stride - g.padding};
+}
+
+// The input element offset of group v (V channels) of the patch at `o`, or -1 in the padding.
+template <int V>
+__device__ __forceinline__ int64_t patch_offset(const Geometry& g, const PatchOrigin& o, int v) {
+  const int tap = v / g.vecs_per_tap;
+  const int c = (v - tap * g.vecs_per_tap) * V;
+  const int i = tap / g.kernel_w;
+  const int ih = o.ih0 + i, iw = o.iw0 + (tap - i * g.kernel_w);
+  if (ih < 0 || ih >= g.height || iw < 0 || iw >= g.width) return -1;
+  return o.image + (static_cast<int64_t>(ih) * g.width + iw) * g.channels + c;
 }
 
 // V elements of T: one 16-byte word, or a single element (V == 1).
@@ -200,17 +236,7 @@ __global__ void __launch_bounds__(kResidentThreads)
   const int lane = tid & (group - 1);  // the thread's place in its row's group
   const int64_t row = static_cast<int64_t>(blockIdx.x) * (kResidentThreads / group) + tid / group;
   const bool active = row < rows;
-  // The row's output pixel (b, oh, ow) -> its image's first element and the first tap's place.
-  int64_t image = 0;
-  int ih0 = 0, iw0 = 0;
-  if (active) {
-    const int64_t m = row_begin + row;
-    const int64_t t = m / g.out_w;
-    const int64_t b = t / g.out_h;
-    ih0 = static_cast<int>(t - b * g.out_h) * g.stride - g.padding;
-    iw0 = static_cast<int>(m - t * g.out_w) * g.stride - g.padding;
-    image = b * g.height * g.width * g.channels;
-  }
+  const PatchOrigin origin = active ? patch_origin(g, row_begin + row) : PatchOrigin{};
 
   uint4 held[kResidentGroups];
   float m = 0.0f;
@@ -218,14 +244,8 @@ __global__ void __launch_bounds__(kResidentThreads)
   for (int r = 0; r < kResidentGroups; ++r) {
     const int v = lane + r * group;
     if (active && v < g.row_vecs) {
-      const int tap = v / g.vecs_per_tap;
-      const int c = (v - tap * g.vecs_per_tap) * V;
-      const int i = tap / g.kernel_w;
-      const int ih = ih0 + i, iw = iw0 + (tap - i * g.kernel_w);
-      held[r] = ih >= 0 && ih < g.height && iw >= 0 && iw < g.width
-                    ? *reinterpret_cast<const uint4*>(
-                          x + image + (static_cast<int64_t>(ih) * g.width + iw) * g.channels + c)
-                    : make_uint4(0, 0, 0, 0);
+      const int64_t src = patch_offset<V>(g, origin, v);
+      held[r] = src >= 0 ? *reinterpret_cast<const uint4*>(x + src) : make_uint4(0, 0, 0, 0);
       m = fold_absmax<T, V>(m, held[r]);
     }
   }
@@ -368,6 +388,110 @@ __global__ void reorder_weight_rows_kernel(const T* __restrict__ src, int64_t ro
   }
 }
 
+// --- narrow convolutions (launch_conv_narrow) ---------------------------------------------------
+
+constexpr int kNarrowThreads = 256;
+
+// One warp per output pixel: its lanes stride over the pixel's patch in groups of V channels,
+// each multiplying its group by every output channel's weights (all N rows staged in shared
+// memory once per block; blocks stride over the pixels), f32 sums reduced across the warp; lane
+// n writes output channel n.
+template <class T, int V, int N>
+__global__ void __launch_bounds__(kNarrowThreads)
+    conv_narrow_kernel(const T* __restrict__ x, Geometry g, const T* __restrict__ w,
+                       const float* __restrict__ bias, const T* __restrict__ residual,
+                       T* __restrict__ y, int64_t pixels) {
+  extern __shared__ __align__(16) unsigned char narrow_smem[];
+  T* sw = reinterpret_cast<T*>(narrow_smem);
+  const int64_t k = static_cast<int64_t>(g.row_vecs) * V;
+  for (int64_t i = threadIdx.x; i < N * k; i += blockDim.x)
+    sw[i] = w[i];
+  __syncthreads();
+  const int lane = threadIdx.x % kWarp;
+  const int64_t warps = blockDim.x / kWarp;
+  for (int64_t p = blockIdx.x * warps + threadIdx.x / kWarp; p < pixels;
+       p += static_cast<int64_t>(gridDim.x) * warps) {
+    const PatchOrigin origin = patch_origin(g, p);
+    float acc[N] = {};
+    for (int v = lane; v < g.row_vecs; v += kWarp) {
+      const int64_t src = patch_offset<V>(g, origin, v);
+      if (src < 0) continue;  // padding: zeros
+      float xv[V];
+      to_floats<T, V>(*reinterpret_cast<const Vec<T, V>*>(x + src), xv);
+#pragma unroll
+      for (int n = 0; n < N; ++n) {
+        float wv[V];
+        to_floats<T, V>(*reinterpret_cast<const Vec<T, V>*>(sw + n * k + int64_t{v} * V), wv);
+#pragma unroll
+        for (int e = 0; e < V; ++e)
+          acc[n] = fmaf(xv[e], wv[e], acc[n]);
+      }
+    }
+    float mine = 0.0f;
+#pragma unroll
+    for (int n = 0; n < N; ++n) {
+      const float s = device::warp_sum(acc[n]);
+      if (lane == n) mine = s;
+    }
+    if (lane < N) {
+      if (bias) mine += bias[lane];
+      if (residual) mine += device::to_float(residual[p * N + lane]);
+      y[p * N + lane] = device::from_float<T>(mine);
+    }
+  }
+}
+
+template <class T, int V>
+cudaError_t conv_narrow_n(const T* x, const Geometry& g, const T* w, int64_t n, const float* bias,
+                          const T* residual, T* y, int64_t pixels, int multiprocessors,
+                          cudaStream_t stream) {
+  const size_t smem = static_cast<size_t>(n * g.row_vecs * V) * sizeof(T);
+  const int64_t warps = kNarrowThreads / kWarp;
+  const auto blocks = static_cast<unsigned>(
+      std::min<int64_t>((pixels + warps - 1) / warps, int64_t{8} * std::max(multiprocessors, 1)));
+  const auto go = [&](auto kernel) {
+    kernel<<<blocks, kNarrowThreads, smem, stream>>>(x, g, w, bias, residual, y, pixels);
+    return cudaGetLastError();
+  };
+  switch (n) {
+    case 1:
+      return go(conv_narrow_kernel<T, V, 1>);
+    case 2:
+      return go(conv_narrow_kernel<T, V, 2>);
+    case 3:
+      return go(conv_narrow_kernel<T, V, 3>);
+    case 4:
+      return go(conv_narrow_kernel<T, V, 4>);
+    case 8:
+      return go(conv_narrow_kernel<T, V, 8>);
+    default:
+      return cudaErrorInvalidValue;
+  }
+}
+
+// 16-byte groups where the channels and pointers allow, else one element.
+template <class T>
+cudaError_t conv_narrow_typed(const void* x, int64_t height, int64_t width, int64_t channels,
+                              int kernel_h, int kernel_w, int stride, int padding, int64_t out_h,
+                              int64_t out_w, const void* w, int64_t n, const float* bias,
+                              const void* residual, void* y, int64_t pixels, int multiprocessors,
+                              cudaStream_t stream) {
+  constexpr int kV = kWide<T>;
+  const auto* xt = static_cast<const T*>(x);
+  const auto* wt = static_cast<const T*>(w);
+  const auto* rt = static_cast<const T*>(residual);
+  auto* yt = static_cast<T*>(y);
+  if (channels % kV == 0 && aligned16(x) && aligned16(w))
+    return conv_narrow_n<T, kV>(xt,
+                                make_geometry(height, width, channels, kernel_h, kernel_w, stride,
+                                              padding, out_h, out_w, kV),
+                                wt, n, bias, rt, yt, pixels, multiprocessors, stream);
+  return conv_narrow_n<T, 1>(
+      xt,
+      make_geometry(height, width, channels, kernel_h, kernel_w, stride, padding, out_h, out_w, 1),
+      wt, n, bias, rt, yt, pixels, multiprocessors, stream);
+}
+
 bool valid_rows(int64_t batch, int64_t out_h, int64_t out_w, int64_t row_begin, int64_t rows) {
   return row_begin >= 0 && rows >= 0 && row_begin + rows <= batch * out_h * out_w;
 }
@@ -429,6 +553,34 @@ cudaError_t launch_reorder_weight_rows(const void* src, int elem_bytes, int64_t 
         <<<blocks, kThreads, 0, stream>>>(static_cast<const uint32_t*>(src), rows, groups, taps,
                                           dst_rows, ld_dst, static_cast<uint32_t*>(dst));
   return cudaGetLastError();
+}
+
+bool conv_narrow_applies(int64_t out_channels, int64_t k, FloatType type) {
+  const int64_t elem = type == FloatType::kF16 ? 2 : 4;
+  const bool n_ok = (out_channels >= 1 && out_channels <= 4) || out_channels == 8;
+  return n_ok && k > 0 && out_channels * k * elem <= kConvNarrowMaxWeightBytes;
+}
+
+cudaError_t launch_conv_narrow(const void* x, FloatType type, int64_t batch, int64_t height,
+                               int64_t width, int64_t channels, int kernel_h, int kernel_w,
+                               int stride, int padding, int64_t out_h, int64_t out_w, const void* w,
+                               int64_t out_channels, const float* bias, const void* residual,
+                               void* y, int multiprocessors, cudaStream_t stream) {
+  constexpr int64_t kMax = (int64_t{1} << 31) - 1;
+  if (batch < 0 || height <= 0 || width <= 0 || channels <= 0 || kernel_h <= 0 || kernel_w <= 0 ||
+      stride <= 0 || padding < 0 || out_h <= 0 || out_w <= 0 || height > kMax || width > kMax ||
+      channels > kMax || out_h > kMax || out_w > kMax ||
+      !conv_narrow_applies(out_channels, int64_t{kernel_h} * kernel_w * channels, type))
+    return cudaErrorInvalidValue;
+  const int64_t pixels = batch * out_h * out_w;
+  if (pixels == 0) return cudaSuccess;
+  if (type == FloatType::kF16)
+    return conv_narrow_typed<__half>(x, height, width, channels, kernel_h, kernel_w, stride,
+                                     padding, out_h, out_w, w, out_channels, bias, residual, y,
+                                     pixels, multiprocessors, stream);
+  return conv_narrow_typed<float>(x, height, width, channels, kernel_h, kernel_w, stride, padding,
+                                  out_h, out_w, w, out_channels, bias, residual, y, pixels,
+                                  multiprocessors, stream);
 }
 
 }  // namespace hyrt::backend::cuda
