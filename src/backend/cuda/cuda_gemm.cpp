@@ -694,16 +694,14 @@ class GemmKernel final : public CudaGemmKernel {
     if (fused_s8_ && im2col_ &&
         (implicit_mode == 2 || (implicit_mode == 1 && spec.input_group_normed))) {
       const Im2colGeometry& g = *im2col_;
-      implicit_ =
-          ImplicitConvS8Shape{g.batch,    g.height, g.width,   g.channels, n_,     g.kernel_h,
-                              g.kernel_w, g.stride, g.padding, g.out_h,    g.out_w};
-      const int rule = implicit_s8_conv_auto_tile(*implicit_, ctx_.device().multiprocessors);
-      const int forced = implicit_conv_forced_tile();
-      implicit_tile_ = forced && (rule || implicit_mode == 2) ? forced
-                       : rule                                 ? rule
-                       : implicit_mode == 2                   ? 128
-                                                              : 0;
-      if (!implicit_tile_ || !implicit_s8_conv_shape_ok(*implicit_, k4_)) implicit_.reset();
+      const ImplicitConvS8Shape shape{g.batch,   g.height,   g.width,    g.channels,
+                                      n_,        g.kernel_h, g.kernel_w, g.stride,
+                                      g.padding, g.out_h,    g.out_w};
+      // The rule's tile (0 below about a wave of tiles: im2col there), any tile under mode 2.
+      int tile = implicit_s8_conv_auto_tile(shape, ctx_.device().multiprocessors);
+      if (!tile && implicit_mode == 2) tile = 128;
+      if (tile && implicit_conv_forced_tile()) tile = implicit_conv_forced_tile();
+      if (tile && implicit_s8_conv_shape_ok(shape, k4_)) implicit_ = ImplicitConv{shape, tile};
     }
     if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());
     narrow_ = im2col_ && !s8_ && !low_rank_ && conv_narrow_enabled() &&
@@ -736,7 +734,7 @@ class GemmKernel final : public CudaGemmKernel {
     cache_key += chunks_note();
     // Its W8A8 timings are the fused kernel's (records of the two forms must not mix).
     if (program_fused_s8_) cache_key += " fused-s8";
-    if (implicit_) cache_key += str_cat(" implicit", implicit_tile_);
+    if (implicit_) cache_key += str_cat(" implicit", implicit_->tile);
     if (narrow_) cache_key += " narrow";
     program_ = cache.get_or_create<CudaGemmProgram>(cache_key, [&] {
       // A tuned record (this process's or the disk store's) wins if its algorithms still
@@ -871,7 +869,7 @@ class GemmKernel final : public CudaGemmKernel {
       // The input quantized whole (s8, its own shape), the per-row scales [M] and each image's
       // absmax [batch] after them.
       l.add(Scratch::kActS8, bytes(input_elems_));
-      l.add(Scratch::kRowScales, bytes((key_.m + implicit_->batch) * 4));
+      l.add(Scratch::kRowScales, bytes((key_.m + implicit_->shape.batch) * 4));
     } else if (s8_) {
       const int64_t rows = s8_gemm_.chunking.rows;
       l.add(Scratch::kActS8, bytes(rows * k4_));
@@ -1136,7 +1134,7 @@ class GemmKernel final : public CudaGemmKernel {
   // The conv as one implicit GEMM: x quantized per image into staging (with the per-row scale
   // vector the epilogue reads), then the kernel reads it in place — no im2col rows.
   void run_implicit(const Staging& st, const void* x, void* y, const void* residual) const {
-    const ImplicitConvS8Shape& s = *implicit_;
+    const ImplicitConvS8Shape& s = implicit_->shape;
     auto* q = static_cast<int8_t*>(st[Scratch::kActS8]);
     auto* row_scales = static_cast<float*>(st[Scratch::kRowScales]);
     float* image_absmax = row_scales + key_.m;
@@ -1146,7 +1144,7 @@ class GemmKernel final : public CudaGemmKernel {
     HYRT_CUDA_CHECK(launch_implicit_s8_conv(
         q, w_->as<int8_t>(), k4_, row_scales, w_scale_->as<float>(),
         bias_f32_ ? bias_f32_->as<float>() : nullptr, static_cast<const __half*>(residual),
-        static_cast<__half*>(y), s, implicit_tile_, ctx_.stream()));
+        static_cast<__half*>(y), s, implicit_->tile, ctx_.stream()));
   }
 
   // y [M, N] (+ the residual, in the epilogue) from a quantized x (s8rows, core/dtype.h; K is a
@@ -1386,6 +1384,23 @@ class GemmKernel final : public CudaGemmKernel {
     });
   }
 
+  // A candidate with no cuBLASLt algorithm to pick (the fused W8A8 kernel, the narrow conv):
+  // the heuristic's first for `g` stays in the record (so that it checks out like any other) and
+  // the candidate, `run`, is timed whole — its gemm_us is that total too.
+  template <class Run>
+  void time_whole(const ChunkedGemm& g, uint32_t min_align, cublasLtMatmulAlgo_t& algo,
+                  cublasLtMatmulAlgo_t& tail_out, GemmCandidateStats& stats, Run&& run) const {
+    const std::vector<cublasLtMatmulHeuristicResult_t> found =
+        heuristics(ctx_, g.full, 1, min_align);
+    if (found.empty()) return;
+    const std::optional<cublasLtMatmulAlgo_t> tail = tail_algo(g, found[0].algo, min_align);
+    if (!tail) return;
+    algo = found[0].algo;
+    tail_out = *tail;
+    stats.available = stats.measured = true;
+    stats.total_us = stats.gemm_us = median_us(ctx_, options_.tune_reps, run);
+  }
+
   std::shared_ptr<CudaGemmProgram> tune() const {
     // Both candidates run while timing, one after the other on the stream, so their staging
     // shares one buffer of this call's own (freed on return, like the autotuning input and
@@ -1409,17 +1424,8 @@ class GemmKernel final : public CudaGemmKernel {
     // Algorithms are picked on a full chunk (all of M when unchunked): its f16 operand (a
     // conv's im2col rows) stays in staging for the GEMM-alone timings.
     if (narrow_) {
-      // No GEMM to pick an algorithm for: the heuristic's first stays in the record (so that it
-      // checks out like any other) and the direct conv is timed whole.
-      if (auto f = heuristics(ctx_, f16_.full, 1, kF16MinAlign); !f.empty())
-        if (auto tail = tail_algo(f16_, f[0].algo, kF16MinAlign)) {
-          p->f16_algo = f[0].algo;
-          p->f16_tail_algo = *tail;
-          t.f16.available = t.f16.measured = true;
-          t.f16.total_us = t.f16.gemm_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
-          });
-        }
+      time_whole(f16_, kF16MinAlign, p->f16_algo, p->f16_tail_algo, t.f16,
+                 [&] { enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {}); });
     } else {
       const int64_t f16_rows = f16_.chunking.rows;
       const void* a = f16_operand(f16_st, x.data(), 0, f16_rows);
@@ -1446,19 +1452,8 @@ class GemmKernel final : public CudaGemmKernel {
         }
     }
     if (s8_ && program_fused_s8_) {
-      // The fused kernel has no cuBLASLt algorithm to pick: the heuristic's first stays in the
-      // record (so that it checks out like any other), and the candidate is timed whole.
-      if (auto q = heuristics(ctx_, s8_gemm_.full, 1, kS8MinAlign); !q.empty())
-        if (auto tail = tail_algo(s8_gemm_, q[0].algo, kS8MinAlign)) {
-          p->s8_algo = q[0].algo;
-          p->s8_tail_algo = *tail;
-          t.w8a8.available = true;
-          t.w8a8.measured = true;
-          t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {}, true);
-          });
-          t.w8a8.gemm_us = t.w8a8.total_us;  // quantize + the fused GEMM: no separate matmul
-        }
+      time_whole(s8_gemm_, kS8MinAlign, p->s8_algo, p->s8_tail_algo, t.w8a8,
+                 [&] { enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {}, true); });
     } else if (s8_) {
       const int64_t s8_rows = s8_gemm_.chunking.rows;
       quantize(s8_st, x.data(), 0, s8_rows);
@@ -1510,9 +1505,13 @@ class GemmKernel final : public CudaGemmKernel {
   bool s8_ = false;
   bool fused_s8_ = false;  // this node's W8A8 runs as the fused Hopper kernel (fused_s8_applies)
   bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
-  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_mode).
-  std::optional<ImplicitConvS8Shape> implicit_;
-  int implicit_tile_ = 0;  // its tile width (kImplicitConvTileN)
+  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_mode): its shape
+  // and tile width (kImplicitConvTileN).
+  struct ImplicitConv {
+    ImplicitConvS8Shape shape;
+    int tile = 0;
+  };
+  std::optional<ImplicitConv> implicit_;
   // This conv's float candidate runs as launch_conv_narrow (conv_narrow_enabled): no staging.
   bool narrow_ = false;
   // Resident weights (CudaContext::resident), shared with every kernel of the same weight.
