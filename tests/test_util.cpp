@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -111,6 +112,18 @@ std::function<void(const Tensor&)> keep_last_latents(std::optional<Tensor>* last
     last->emplace(DType::kF32, latents.shape(), "the last step's latents");
     std::memcpy((*last)->data(), latents.data(), latents.bytes());
   };
+}
+
+ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
+  if (const char* v = std::getenv(name)) before_ = v;
+  ::setenv(name, value, 1);
+}
+
+ScopedEnv::~ScopedEnv() {
+  if (before_)
+    ::setenv(name_.c_str(), before_->c_str(), 1);
+  else
+    ::unsetenv(name_.c_str());
 }
 
 }  // namespace hyrt::test

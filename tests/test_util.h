@@ -6,6 +6,7 @@
 #include <functional>
 #include <limits>
 #include <optional>
+#include <string>
 #include <vector>
 
 #include "core/tensor.h"
@@ -36,6 +37,20 @@ void write_test_lora(const std::filesystem::path& model, const std::filesystem::
 // ../shared (HYRT_SHARED_DIR) if it exists; tests that need it GTEST_SKIP() otherwise.
 std::optional<std::filesystem::path> shared_dir();
 std::optional<std::filesystem::path> golden_dir(const char* model = "sd15-tiny");
+
+// Sets environment variable `name` to `value` while in scope, then restores what it was (or
+// unsets it). Not thread-safe (setenv): for tests of knobs read as objects are made.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value);
+  ~ScopedEnv();
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  std::string name_;
+  std::optional<std::string> before_;
+};
 
 // A txt2img on_latents callback that keeps a copy of the latents of the last step in `*last`.
 std::function<void(const Tensor&)> keep_last_latents(std::optional<Tensor>* last);

@@ -32,7 +32,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -471,10 +470,7 @@ TEST(CudaConv, ImplicitW8A8UnderTheKnob) {
   const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
   if (!backend::cuda::fused_s8_gemm_available(dev.compute_major, dev.compute_minor))
     GTEST_SKIP() << "the fused W8A8 kernels are not built or " << dev.name << " cannot run them";
-  struct Knob {
-    Knob() { setenv("HYRT_CUDA_CONV_IMPLICIT", "2", 1); }
-    ~Knob() { unsetenv("HYRT_CUDA_CONV_IMPLICIT"); }
-  } knob;
+  const ScopedEnv knob("HYRT_CUDA_CONV_IMPLICIT", "2");
   const backend::cuda::CudaBackendOptions options{
       .gemm = GemmPolicy::kW8A8, .tune_algos = 4, .tune_reps = 3, .autotune = true};
   ir::GemmEpilogue residual;
@@ -818,10 +814,7 @@ TEST(CudaConv, WideRangeRunsInF32) {
 // stride 2 and odd sizes; that the narrow form ran: nothing staged (no im2col rows).
 TEST(CudaConv, NarrowConvUnderTheKnob) {
   REQUIRE_GPU();
-  struct Knob {
-    Knob() { setenv("HYRT_CUDA_CONV_NARROW", "1", 1); }
-    ~Knob() { unsetenv("HYRT_CUDA_CONV_NARROW"); }
-  } knob;
+  const ScopedEnv knob("HYRT_CUDA_CONV_NARROW", "1");
   ir::GemmEpilogue residual;
   residual.residual = true;
   const ConvSpec specs[] = {

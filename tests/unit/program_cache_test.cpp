@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "backend/program_cache.h"
+#include "test_util.h"
 
 using namespace hyrt;
 using backend::DiskStoreOptions;
@@ -224,13 +225,10 @@ TEST_F(ProgramCacheDisk, UnwritableDirectoryWarnsOnceAndKeepsRecordsInMemory) {
 }
 
 TEST_F(ProgramCacheDisk, DefaultDirectoryFollowsTheEnvironment) {
-  const char* saved[3] = {std::getenv("HYRT_CACHE_DIR"), std::getenv("XDG_CACHE_HOME"),
-                          std::getenv("HOME")};
-  const std::string keep[3] = {saved[0] ? saved[0] : "", saved[1] ? saved[1] : "",
-                               saved[2] ? saved[2] : ""};
+  // Each restored as it was when the test ends.
+  const test::ScopedEnv cache_dir("HYRT_CACHE_DIR", ""), xdg("XDG_CACHE_HOME", "/x/cache"),
+      home("HOME", "/home/u");
   ::unsetenv("HYRT_CACHE_DIR");
-  ::setenv("XDG_CACHE_HOME", "/x/cache", 1);
-  ::setenv("HOME", "/home/u", 1);
   EXPECT_EQ(backend::default_cache_dir(), fs::path("/x/cache/hyrt"));
   ::unsetenv("XDG_CACHE_HOME");
   EXPECT_EQ(backend::default_cache_dir(), fs::path("/home/u/.cache/hyrt"));
@@ -241,13 +239,6 @@ TEST_F(ProgramCacheDisk, DefaultDirectoryFollowsTheEnvironment) {
   c.put_record("a", "b");
   EXPECT_TRUE(c.flush());
   EXPECT_EQ(c.disk_store_path().parent_path(), dir_);
-  const char* names[3] = {"HYRT_CACHE_DIR", "XDG_CACHE_HOME", "HOME"};
-  for (int i = 0; i < 3; ++i) {
-    if (saved[i])
-      ::setenv(names[i], keep[i].c_str(), 1);
-    else
-      ::unsetenv(names[i]);
-  }
 }
 
 TEST_F(ProgramCacheDisk, TwoProcessesFlushingAtOnceKeepEveryRecord) {

@@ -130,11 +130,10 @@ AttentionAsked attention_asked() {
 
 // Whether nodes Hopper's kernel takes (hopper_takes) run it, ahead of cuDNN's plans, unless
 // HYRT_CUDA_ATTENTION says otherwise (hopper_attention_enabled). Off: correct, but slower than
-// cuDNN's plans in every run so far (bench/results/attention_sm90_h100.json: 2.78 against 2.34
-// ms per SD 1.5 1024² self attention, 0.35 against 0.18 at SDXL's 4096-token head-64 one), with
-// its shared-memory layout changed since (32-byte swizzle, row sums on the tensor cores) and not
-// yet measured. It becomes the default where it is measured faster than cuDNN's plans at SD
-// 1.5's and SDXL's shapes, with no plan to build at a new size.
+// cuDNN's plans in every run so far (bench/results/attention_sm90_h100.json, the latest with the
+// 32-byte-swizzled layout: 3.07 against 2.30 ms per SD 1.5 1024² self attention, 0.35 against
+// 0.18 at SDXL's 4096-token head-64 one). It becomes the default where it is measured faster
+// than cuDNN's plans at SD 1.5's and SDXL's shapes, with no plan to build at a new size.
 constexpr bool kHopperAttentionByDefault = false;
 
 // Nodes Hopper's kernel (attention_kernels.h, launch_flash_attention_sm90) takes on `device`:
