@@ -1384,6 +1384,27 @@ class GemmKernel final : public CudaGemmKernel {
     });
   }
 
+  // A candidate run through cuBLASLt: the fastest of the heuristic's `n_algos` algorithms for
+  // `g`'s full chunk (gemm(m0, rows, algo): the chunk's matmul, its operands staged), with its
+  // last chunk's, kept in the record; then the candidate, `run`, timed whole (and its matmuls
+  // over all chunks where there are several).
+  template <class Gemm, class Run>
+  void pick_and_time(const ChunkedGemm& g, uint32_t min_align, int n_algos, Gemm&& gemm,
+                     cublasLtMatmulAlgo_t& algo_out, cublasLtMatmulAlgo_t& tail_out,
+                     GemmCandidateStats& stats, Run&& run) const {
+    const std::optional<cublasLtMatmulAlgo_t> algo = pick_algo(
+        heuristics(ctx_, g.full, n_algos, min_align),
+        [&](const cublasLtMatmulAlgo_t& al) { return gemm(0, g.chunking.rows, al); }, stats);
+    if (!algo) return;
+    const std::optional<cublasLtMatmulAlgo_t> tail = tail_algo(g, *algo, min_align);
+    if (!tail) return;
+    algo_out = *algo;
+    tail_out = *tail;
+    stats.available = stats.measured = true;
+    if (g.chunking.chunked()) stats.gemm_us = all_chunks_gemm_us(g, *algo, *tail, gemm);
+    stats.total_us = median_us(ctx_, options_.tune_reps, run);
+  }
+
   // A candidate with no cuBLASLt algorithm to pick (the fused W8A8 kernel, the narrow conv):
   // the heuristic's first for `g` stays in the record (so that it checks out like any other) and
   // the candidate, `run`, is timed whole — its gemm_us is that total too.
@@ -1430,26 +1451,13 @@ class GemmKernel final : public CudaGemmKernel {
       const int64_t f16_rows = f16_.chunking.rows;
       const void* a = f16_operand(f16_st, x.data(), 0, f16_rows);
       stage_f16_weights(f16_st);
-      if (auto algo = pick_algo(
-              heuristics(ctx_, f16_.full, n_algos, kF16MinAlign),
-              [&](const cublasLtMatmulAlgo_t& al) {
-                return gemm_f16(f16_st, a, y.data(), f16_rows, al);
-              },
-              t.f16))
-        if (auto tail = tail_algo(f16_, *algo, kF16MinAlign)) {
-          p->f16_algo = *algo;
-          p->f16_tail_algo = *tail;
-          t.f16.available = true;
-          t.f16.measured = true;
-          if (f16_.chunking.chunked())
-            t.f16.gemm_us = all_chunks_gemm_us(
-                f16_, *algo, *tail, [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
-                  return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
-                });
-          t.f16.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {});
-          });
-        }
+      pick_and_time(
+          f16_, kF16MinAlign, n_algos,
+          [&](int64_t m0, int64_t rows, const cublasLtMatmulAlgo_t& al) {
+            return gemm_f16(f16_st, a, act_row(y.data(), m0, n_), rows, al);
+          },
+          p->f16_algo, p->f16_tail_algo, t.f16,
+          [&] { enqueue(GemmCandidate::kF16, *p, f16_st, x.data(), y.data(), {}); });
     }
     if (s8_ && program_fused_s8_) {
       time_whole(s8_gemm_, kS8MinAlign, p->s8_algo, p->s8_tail_algo, t.w8a8,
@@ -1457,23 +1465,13 @@ class GemmKernel final : public CudaGemmKernel {
     } else if (s8_) {
       const int64_t s8_rows = s8_gemm_.chunking.rows;
       quantize(s8_st, x.data(), 0, s8_rows);
-      if (auto algo = pick_algo(
-              heuristics(ctx_, s8_gemm_.full, n_algos, kS8MinAlign),
-              [&](const cublasLtMatmulAlgo_t& al) { return gemm_s8(s8_st, s8_rows, al); }, t.w8a8))
-        if (auto tail = tail_algo(s8_gemm_, *algo, kS8MinAlign)) {
-          p->s8_algo = *algo;
-          p->s8_tail_algo = *tail;
-          t.w8a8.available = true;
-          t.w8a8.measured = true;
-          if (s8_gemm_.chunking.chunked())
-            t.w8a8.gemm_us = all_chunks_gemm_us(
-                s8_gemm_, *algo, *tail, [&](int64_t, int64_t rows, const cublasLtMatmulAlgo_t& al) {
-                  return gemm_s8(s8_st, rows, al);
-                });
-          t.w8a8.total_us = median_us(ctx_, options_.tune_reps, [&] {
-            enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {});
-          });
-        }
+      pick_and_time(
+          s8_gemm_, kS8MinAlign, n_algos,
+          [&](int64_t, int64_t rows, const cublasLtMatmulAlgo_t& al) {
+            return gemm_s8(s8_st, rows, al);
+          },
+          p->s8_algo, p->s8_tail_algo, t.w8a8,
+          [&] { enqueue(GemmCandidate::kW8A8, *p, s8_st, x.data(), y.data(), {}); });
     }
     choose(t);
     // The buffers above are freed on return: let the timing runs finish first.
