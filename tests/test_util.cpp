@@ -116,7 +116,10 @@ std::function<void(const Tensor&)> keep_last_latents(std::optional<Tensor>* last
 
 ScopedEnv::ScopedEnv(const char* name, const char* value) : name_(name) {
   if (const char* v = std::getenv(name)) before_ = v;
-  ::setenv(name, value, 1);
+  if (value)
+    ::setenv(name, value, 1);
+  else
+    ::unsetenv(name);
 }
 
 ScopedEnv::~ScopedEnv() {

@@ -38,8 +38,9 @@ void write_test_lora(const std::filesystem::path& model, const std::filesystem::
 std::optional<std::filesystem::path> shared_dir();
 std::optional<std::filesystem::path> golden_dir(const char* model = "sd15-tiny");
 
-// Sets environment variable `name` to `value` while in scope, then restores what it was (or
-// unsets it). Not thread-safe (setenv): for tests of knobs read as objects are made.
+// Sets environment variable `name` to `value` (null: unsets it) while in scope, then restores
+// what it was (or unsets it). Not thread-safe (setenv): for tests of knobs read as objects are
+// made.
 class ScopedEnv {
  public:
   ScopedEnv(const char* name, const char* value);

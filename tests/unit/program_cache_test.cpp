@@ -226,9 +226,8 @@ TEST_F(ProgramCacheDisk, UnwritableDirectoryWarnsOnceAndKeepsRecordsInMemory) {
 
 TEST_F(ProgramCacheDisk, DefaultDirectoryFollowsTheEnvironment) {
   // Each restored as it was when the test ends.
-  const test::ScopedEnv cache_dir("HYRT_CACHE_DIR", ""), xdg("XDG_CACHE_HOME", "/x/cache"),
+  const test::ScopedEnv cache_dir("HYRT_CACHE_DIR", nullptr), xdg("XDG_CACHE_HOME", "/x/cache"),
       home("HOME", "/home/u");
-  ::unsetenv("HYRT_CACHE_DIR");
   EXPECT_EQ(backend::default_cache_dir(), fs::path("/x/cache/hyrt"));
   ::unsetenv("XDG_CACHE_HOME");
   EXPECT_EQ(backend::default_cache_dir(), fs::path("/home/u/.cache/hyrt"));
