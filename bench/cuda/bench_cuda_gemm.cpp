@@ -3,14 +3,14 @@
 //
 //   bench_cuda_gemm [--reps N] [--out FILE] [--breakdown]
 //
-// --breakdown: instead, the W8A8 node's parts at SD 1.5's and SDXL's 1024² shapes (and SD 1.5's
-// 512² convs; batch 2),
-// each timed alone as above (gpu_us): the activation quantizer (launch_quantize_rows_s8, or
-// launch_im2col_quantize_s8 for a 3x3 conv), the fused Hopper GEMM on the quantized operand
-// with each tile (gemm_s8_fused.h), the whole W8A8 candidate as the backend runs it, and the
-// f16 GEMM on f16-stored weights (cuBLASLt) for scale; for a 3x3 conv also the implicit GEMM
-// (its per-image quantizer, the kernel on each tile width, the tile rule's pick). Run once as is
-// and once under $HYRT_CUDA_QUANTIZE=twopass to put the quantizers side by side.
+// --breakdown: instead, the W8A8 node's parts at SD 1.5's and SDXL's 1024² shapes and SD 1.5's
+// 512² convs (batch 2), each timed alone as above (gpu_us): the activation quantizer
+// (launch_quantize_rows_s8, or launch_im2col_quantize_s8 for a 3x3 conv), the fused Hopper GEMM
+// on the quantized operand with each tile (gemm_s8_fused.h), the whole W8A8 candidate as the
+// backend runs it, and the f16 GEMM on f16-stored weights (cuBLASLt) for scale; for a 3x3 conv
+// also the implicit GEMM (its per-image quantizer, the kernel on each tile width, the tile
+// rule's pick). Run once as is and once under $HYRT_CUDA_QUANTIZE=twopass to put the quantizers
+// side by side.
 //
 // Shapes are M·N·K for 512x512 images, batch 2 (CFG): M = latent tokens × 2, i.e. 8192 at
 // 64x64, 2048 at 32x32, 512 at 16x16, 128 at 8x8; convolutions appear as the GEMM of their

@@ -700,7 +700,7 @@ class GemmKernel final : public CudaGemmKernel {
       // The rule's tile (0 below about a wave of tiles: im2col there), any tile under mode 2.
       int tile = implicit_s8_conv_auto_tile(shape, ctx_.device().multiprocessors);
       if (!tile && implicit_mode == 2) tile = 128;
-      if (tile && implicit_conv_forced_tile()) tile = implicit_conv_forced_tile();
+      if (const int forced = implicit_conv_forced_tile(); tile && forced) tile = forced;
       if (tile && implicit_s8_conv_shape_ok(shape, k4_)) implicit_ = ImplicitConv{shape, tile};
     }
     if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());

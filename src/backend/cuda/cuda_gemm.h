@@ -19,7 +19,7 @@
 //     [Cout, kh, kw, Cin] (8-bit S weights stay s8 with their per-output-channel scales). The
 //     f16 candidate writes the im2col matrix into its staging (launch_im2col); W8A8
 //     quantizes its rows as it gathers them (launch_im2col_quantize_s8). The program's timings
-// include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
+//     include that pass, so its key carries kIm2colOperand and its cache entry the geometry.
 //     Two forms skip the im2col matrix (cuda_gemm.cpp says when): a W8A8 conv whose input a
 //     group norm wrote and whose tiles fill the GPU runs as an implicit GEMM on its input
 //     quantized per image (gemm_s8_fused.h, launch_implicit_s8_conv; $HYRT_CUDA_CONV_IMPLICIT),
