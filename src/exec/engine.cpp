@@ -9,6 +9,7 @@
 #include "plan/memory.h"
 #include "plan/quantize.h"
 #include "plan/schedule.h"
+#include "plan/stack.h"
 
 #ifdef HYRT_HAVE_CUDA
 #include "backend/cuda/cuda_backend.h"
@@ -126,6 +127,15 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
       }
       g = std::move(fused.graph);
       placement = std::move(fused.placement);
+      const bool stack = env_is("HYRT_STACKED_PROJECTIONS", "1") ||
+                         (options_.stack_projections && !env_is("HYRT_STACKED_PROJECTIONS", "0"));
+      if (stack) {
+        plan::StackedProjections s = plan::stack_projections(g, placement, const_backends, po.copy);
+        if (s.attentions > 0)
+          HYRT_LOG(kInfo) << s.attentions << " attentions read q, k and v from one stacked linear";
+        g = std::move(s.graph);
+        placement = std::move(s.placement);
+      }
       if (options_.quantize_activations && !env_is("HYRT_QUANTIZED_ACTIVATIONS", "0")) {
         plan::ActivationQuantization q =
             plan::quantize_activations(g, placement, const_backends, po.copy);

@@ -47,6 +47,12 @@ struct EngineOptions {
   // each linear quantizing it (plan::quantize_activations), where the backend runs both so;
   // needs fuse_epilogues. $HYRT_QUANTIZED_ACTIVATIONS=0 turns it off (for comparison).
   bool quantize_activations = true;
+  // A self-attention's q, k and v projections as one linear over their stacked weights, read
+  // packed by the attention (plan::stack_projections), where the backend that runs them takes
+  // those forms (CUDA; the host does not); needs fuse_epilogues. $HYRT_STACKED_PROJECTIONS=1 or
+  // =0 overrides it. Off by default until its GPU tests, golden parity and step times have run
+  // on a GPU (written 2026-12-07 without one).
+  bool stack_projections = false;
   // Also fold residual adds into the accelerator's GEMMs (CudaBackendOptions::fuse_residual:
   // off by default, it slows the first step at a new resolution); the host always folds them.
   bool device_residual_fusion = false;

@@ -51,7 +51,9 @@ std::string shape_class_name(const ir::Graph& g, const ir::Node& node, int kind_
   std::string s(profile_class_name(kind_class));
   s += " out";
   append_shape(s, g.value(node.output).shape);
-  if (node.op == ir::OpKind::kAttention && node.inputs.size() > 1) {
+  if (node.op == ir::OpKind::kAttention && ir::packed_qkv(node.attrs)) {
+    s += " packed";
+  } else if (node.op == ir::OpKind::kAttention && node.inputs.size() > 1) {
     s += " k";
     append_shape(s, g.value(node.inputs[1]).shape);
   } else if (ir::op_traits(node.op).gemm_class && node.inputs.size() > 1) {
@@ -59,6 +61,7 @@ std::string shape_class_name(const ir::Graph& g, const ir::Node& node, int kind_
     s += " w";
     append_shape(s, w.shape);
     s += dtype_name(w.dtype);
+    if (node.gemm_weights() > 1) s += " x" + std::to_string(node.gemm_weights());  // stacked
     if (node.epilogue().residual) s += " +res";
   }
   return s;

@@ -94,6 +94,27 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
           !std::holds_alternative<LinearAttrs>(attrs))
         bad(name, op, "wrong attributes");
       const GemmEpilogue e = gemm_epilogue(attrs);
+      const int stacked = gemm_weights(attrs);
+      if (stacked > 1) {  // x, w_1, ..., w_stacked: no bias, no epilogue
+        if (!e.empty()) bad(name, op, "stacked weights take no fused epilogue");
+        need_inputs(1 + static_cast<size_t>(stacked), 1 + static_cast<size_t>(stacked));
+        need_rank(0, 1, Shape::kMaxRank);
+        const Shape& x = in(0).shape;
+        int64_t n = 0;
+        for (size_t i = 1; i <= static_cast<size_t>(stacked); ++i) {
+          need_rank(i, 2, 2);
+          const Value& w = in(i);
+          if (w.kind != ValueKind::kWeight || w.dtype != in(1).dtype || w.shape[1] != x.dim(-1))
+            bad(name, op,
+                str_cat("stacked weight ", i, " (", dtype_name(w.dtype), w.shape.to_string(),
+                        ") is not a graph weight [out, ", x.dim(-1), "] of the first one's dtype"));
+          n += w.shape[0];
+        }
+        Shape out = x;
+        out[out.rank() - 1] = n;
+        return {in(0).dtype == DType::kS8Rows ? g.activation_dtype() : in(0).dtype, out};
+      }
+      if (stacked < 1) bad(name, op, str_cat("a linear takes 1 or more weights, not ", stacked));
       const size_t extra = (e.residual ? 1 : 0) + (e.low_rank ? 2 : 0);
       const size_t gemm_inputs = inputs.size() - extra;
       need_inputs(2 + extra, 3 + extra);
@@ -173,6 +194,18 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       return {in(0).dtype, in(0).shape};
     }
     case OpKind::kAttention: {
+      if (packed_qkv(attrs)) {  // qkv [B, T, 3·heads·D] -> [B, T, heads·D]
+        need_inputs(1, 1);
+        need_rank(0, 3, 3);
+        const auto& a = need_attrs(static_cast<AttentionAttrs*>(nullptr));
+        const Shape& qkv = in(0).shape;
+        if (a.heads < 1 || qkv[2] % (3 * static_cast<int64_t>(a.heads)) != 0)
+          bad(name, op,
+              str_cat("packed width ", qkv[2], " does not split into q, k, v of ", a.heads,
+                      " heads"));
+        if (a.causal) bad(name, op, "a packed qkv attention takes no causal mask");
+        return {in(0).dtype, Shape{qkv[0], qkv[1], qkv[2] / 3}};
+      }
       need_inputs(3, 3);
       for (size_t i = 0; i < 3; ++i)
         need_rank(i, 3, 3);
@@ -474,6 +507,7 @@ std::string Graph::dump() const {
             epilogue(a.epilogue);
           } else if constexpr (std::is_same_v<A, LinearAttrs>) {
             epilogue(a.epilogue);
+            if (a.weights != 1) os << " stacked=" << a.weights;
           }
           if constexpr (std::is_same_v<A, GegluAttrs>)
             os << (a.quantize_output ? " ->s8rows" : "");
@@ -481,7 +515,8 @@ std::string Graph::dump() const {
             os << " groups=" << a.groups << " eps=" << a.eps << (a.fuse_silu ? " +silu" : "")
                << (a.quantize_output ? " ->s8rows" : "");
           else if constexpr (std::is_same_v<A, AttentionAttrs>)
-            os << " heads=" << a.heads << (a.causal ? " causal" : "");
+            os << " heads=" << a.heads << (a.causal ? " causal" : "")
+               << (a.packed_qkv ? " packed_qkv" : "");
           else if constexpr (std::is_same_v<A, ScaleAttrs>)
             os << " alpha=" << a.alpha << " beta=" << a.beta;
           else if constexpr (std::is_same_v<A, ConcatAttrs>)

@@ -66,12 +66,16 @@ struct Node {
     return std::get<A>(attrs);
   }
 
-  // Linear and conv2d (see ir::GemmEpilogue): the fused epilogue, the bias input (kNone
-  // without one), the low-rank term's down and up weights (kNone without one) and the residual
-  // input (kNone without one). Inputs: x, w, [bias], [down, up], [residual].
+  // Linear and conv2d (see ir::GemmEpilogue): the fused epilogue, the number of weight inputs
+  // (LinearAttrs::weights: more than one for stacked projections, which take no bias or
+  // epilogue), the bias input (kNone without one), the low-rank term's down and up weights (kNone
+  // without one) and the residual input (kNone without one). Inputs: x, w, [bias], [down, up],
+  // [residual]; a stacked linear's: x, w_1, ..., w_weights.
   GemmEpilogue epilogue() const { return gemm_epilogue(attrs); }
+  int gemm_weights() const { return ir::gemm_weights(attrs); }
   ValueId gemm_bias() const {
     const GemmEpilogue e = epilogue();
+    if (gemm_weights() != 1) return kNone;
     return inputs.size() - (e.residual ? 1 : 0) - (e.low_rank ? 2 : 0) == 3 ? inputs[2] : kNone;
   }
   ValueId gemm_low_rank_down() const { return low_rank_input(0); }

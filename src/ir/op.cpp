@@ -74,6 +74,16 @@ GemmEpilogue gemm_epilogue(const Attrs& attrs) {
   return {};
 }
 
+int gemm_weights(const Attrs& attrs) {
+  if (const auto* l = std::get_if<LinearAttrs>(&attrs)) return l->weights;
+  return 1;
+}
+
+bool packed_qkv(const Attrs& attrs) {
+  if (const auto* a = std::get_if<AttentionAttrs>(&attrs)) return a->packed_qkv;
+  return false;
+}
+
 bool quantizes_output(const Attrs& attrs) {
   if (const auto* n = std::get_if<NormAttrs>(&attrs)) return n->quantize_output;
   if (const auto* g = std::get_if<GegluAttrs>(&attrs)) return g->quantize_output;

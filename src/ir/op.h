@@ -26,7 +26,8 @@ enum class OpKind : uint8_t {
   kLayerNorm,        // x [..., C], gamma [C], beta [C] -> same; NormAttrs (groups unused); with
                      //   NormAttrs::quantize_output the output is s8rows (core/dtype.h)
   kAttention,        // q [B, Tq, heads*D], k [B, Tk, heads*D], v [B, Tk, heads*Dv]
-                     //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head
+                     //   -> [B, Tq, heads*Dv]; softmax(q kᵀ · scale [+ causal mask]) v per head;
+                     //   with AttentionAttrs::packed_qkv one input qkv [B, T, 3*heads*D] instead
   kSoftmax,          // over the last axis
   kGelu,             // x · Φ(x) (erf form, as torch.nn.functional.gelu)
   kGeglu,            // x [..., 2N] -> [..., N]: x[..., :N] · gelu(x[..., N:]) (diffusers GEGLU);
@@ -87,6 +88,13 @@ struct GemmEpilogue {
 
 struct LinearAttrs {
   GemmEpilogue epilogue{};
+  // Stacked projections: the node's weights are inputs 1..weights, each [N_i, K] of one dtype,
+  // and its output is their products side by side, [..., N_1 + ... + N_weights] in input order —
+  // one GEMM over the weights' rows as if concatenated (plan::stack_projections: a self-
+  // attention's q, k and v from one x, one launch that fills the machine instead of three that
+  // each leave most of a wave idle). A stacked linear (weights > 1) has no bias and an empty
+  // epilogue; the weights stay separate graph values (each stored, counted and named as it was).
+  int weights = 1;
 };
 
 struct Conv2dAttrs {
@@ -117,6 +125,10 @@ struct AttentionAttrs {
   int heads = 1;
   float scale = 0.0f;   // 0 means 1/sqrt(D)
   bool causal = false;  // mask key j > query i (CLIP's text encoder)
+  // One input qkv [B, T, 3·heads·D] holding q, k and v side by side along its last axis (columns
+  // [0, W), [W, 2W), [2W, 3W) with W = heads·D: a stacked linear's output,
+  // plan::stack_projections) instead of three; self-attention only (Tq = Tk, Dv = D).
+  bool packed_qkv = false;
 };
 
 struct ScaleAttrs {
@@ -161,6 +173,12 @@ using Attrs = std::variant<std::monostate, Conv2dAttrs, NormAttrs, AttentionAttr
 // The fused epilogue of a linear or conv2d node's attributes (empty for any other attrs:
 // a linear without LinearAttrs has none).
 GemmEpilogue gemm_epilogue(const Attrs& attrs);
+// The number of weight inputs of a linear node with these attributes (LinearAttrs::weights; 1
+// for any other attrs).
+int gemm_weights(const Attrs& attrs);
+// Whether an attention node with these attributes reads one packed qkv input
+// (AttentionAttrs::packed_qkv).
+bool packed_qkv(const Attrs& attrs);
 
 // Whether a node with these attributes writes its output quantized (s8rows): a layer norm's
 // or GEGLU's quantize_output.

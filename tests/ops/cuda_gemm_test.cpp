@@ -379,6 +379,79 @@ TEST(CudaGemm, SdxlWidths) {
   check_linear({.x_shape = Shape{2, 2816}, .n = 1280, .seed = 25});
 }
 
+// `c` rewritten as one stacked linear (ir::LinearAttrs::weights: plan::stack_projections' q, k
+// and v) over its weight rows split into graph weights "w0", "w1", ... of `rows` each (as stored:
+// the 8-bit S rows with their scales), x and the references unchanged. No bias or epilogue.
+void make_stacked(LinearCase& c, const std::vector<int64_t>& rows) {
+  ASSERT_TRUE(c.bias.empty() && c.epilogue.empty());
+  const ir::Value x = c.graph.value(c.node().inputs[0]);
+  const ir::Value w = c.graph.value(c.node().inputs[1]);
+  ir::Graph g(c.graph.activation_dtype());
+  std::vector<ir::ValueId> ins{g.add_input("x", x.dtype, x.shape)};
+  const TensorView whole = c.weights.get("w");
+  const std::optional<TensorView> scale = c.weights.scale("w");
+  const size_t row_bytes = static_cast<size_t>(c.k) * dtype_size(w.dtype);
+  int64_t row0 = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const std::string name = str_cat("w", i);
+    Tensor part(w.dtype, Shape{rows[i], c.k});
+    std::memcpy(part.data(), static_cast<const uint8_t*>(whole.data) + row0 * row_bytes,
+                rows[i] * row_bytes);
+    if (scale) {
+      Tensor sc(DType::kF32, Shape{rows[i]});
+      std::memcpy(sc.data(), scale->as<const float>() + row0, rows[i] * 4);
+      c.weights.add_quantized(name, std::move(part), std::move(sc));
+    } else {
+      c.weights.add(name, std::move(part));
+    }
+    ins.push_back(g.add_weight(name, w.dtype, Shape{rows[i], c.k}));
+    row0 += rows[i];
+  }
+  ASSERT_EQ(row0, c.n);
+  ir::LinearAttrs stacked;
+  stacked.weights = static_cast<int>(rows.size());
+  g.mark_output(g.add_node(ir::OpKind::kLinear, ins, stacked, "qkv"));
+  g.verify();
+  c.graph = std::move(g);
+}
+
+// A stacked linear is one GEMM over its weights' rows in order: every candidate meets the
+// whole matrix's references, and W8A8 gives the unstacked node's bits (SDXL's 1280-wide q, k, v
+// at 256 rows; odd parts that pad; f16 weights; an f32 graph).
+TEST(CudaGemm, StackedWeightsAreOneGemm) {
+  REQUIRE_GPU();
+  CudaBackend& b = *gpu().backend;
+  struct Case {
+    LinearSpec spec;
+    std::vector<int64_t> rows;
+  };
+  for (const Case& t :
+       {Case{{.x_shape = Shape{2, 128, 1280}, .n = 3840, .bias = false, .seed = 61},
+             {1280, 1280, 1280}},
+        Case{{.x_shape = Shape{2, 33, 320}, .n = 963, .bias = false, .seed = 62}, {320, 321, 322}},
+        Case{
+            {.x_shape = Shape{64, 320}, .n = 960, .bias = false, .weight = DType::kF16, .seed = 63},
+            {320, 320, 320}},
+        Case{
+            {.x_shape = Shape{2, 40, 160}, .n = 480, .bias = false, .act = DType::kF32, .seed = 64},
+            {160, 160, 160}}}) {
+    SCOPED_TRACE(describe(t.spec));
+    backend::ProgramCache cache;
+    const LinearCase whole(t.spec);
+    LinearCase stacked(t.spec);
+    make_stacked(stacked, t.rows);
+    std::unique_ptr<CudaGemmKernel> kernel = prepare(b, stacked, cache);
+    ASSERT_NE(kernel, nullptr);
+    DeviceRun run(b, stacked);
+    check_gemm_candidates(*kernel, run, stacked, t.spec.weight == DType::kS8);
+    if (t.spec.weight == DType::kS8) {
+      std::unique_ptr<CudaGemmKernel> one = prepare(b, whole, cache);
+      DeviceRun run_one(b, whole);
+      EXPECT_EQ(run.run(*kernel, GemmCandidate::kW8A8), run_one.run(*one, GemmCandidate::kW8A8));
+    }
+  }
+}
+
 TEST(CudaGemm, SingleRowOddN) {  // M=1, N=333
   REQUIRE_GPU();
   check_linear({.x_shape = Shape{1, 320}, .n = 333, .seed = 13});

@@ -269,6 +269,9 @@ class CpuBackend final : public Backend {
   DeviceType device_type() const override { return DeviceType::kHost; }
 
   bool supports(const ir::Graph& graph, const ir::Node& node) const override {
+    // Stacked projections and packed attention inputs (plan::stack_projections) are for
+    // backends whose separate GEMMs leave the machine idle; the host runs them apart.
+    if (node.gemm_weights() != 1 || ir::packed_qkv(node.attrs)) return false;
     const ir::Value& out = graph.value(node.output);
     if (out.dtype == DType::kS8Rows ||
         (!node.inputs.empty() && graph.value(node.inputs[0]).dtype == DType::kS8Rows))

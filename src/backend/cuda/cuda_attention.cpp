@@ -39,16 +39,48 @@ struct AttentionShape {
   // cuBLAS GEMMs and the softmax kernel instead (no causal mask there).
   bool wide = false;
   DType storage = DType::kF16;  // q, k, v and out as the device holds them: f16 or f32
+  // q, k and v side by side in one input [B, T, 3·heads·d] (ir::AttentionAttrs::packed_qkv):
+  // each read by its row stride (the fused kernels' ld_q/ld_k/ld_v, cuDNN's strides). Fused
+  // kernels only (not wide).
+  bool packed = false;
+  // Elements between token rows of q, k and v as bound: heads·d (and heads·dv) for separate
+  // inputs, 3·heads·d packed.
+  int64_t ld_q() const { return packed ? 3 * int64_t{heads} * d : int64_t{heads} * d; }
+  int64_t ld_v() const { return packed ? 3 * int64_t{heads} * d : int64_t{heads} * dv; }
 };
 
 // Wide heads: up to this head dim, and scores of at most this many bytes per chunk.
 constexpr int64_t kWideMaxHeadDim = 4096;
 constexpr int64_t kWideScoreBytes = int64_t{16} << 20;
 
+// A packed qkv node (ir::AttentionAttrs::packed_qkv): qkv [B, T, 3·heads·D] -> [B, T, heads·D],
+// f16 and a head the fused kernels take.
+bool read_packed_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s) {
+  const auto& a = node.attr<ir::AttentionAttrs>();
+  const ir::Value &qkv = graph.value(node.inputs[0]), &out = graph.value(node.output);
+  if (qkv.shape.rank() != 3 || !dtype_is_float(qkv.dtype) || a.causal || a.heads < 1) return false;
+  s.storage = device_storage_dtype(out);
+  if (s.storage != DType::kF16 || device_storage_dtype(qkv) != DType::kF16) return false;
+  const int64_t width = qkv.shape[2] / 3;
+  if (qkv.shape[2] % 3 != 0 || width % a.heads != 0) return false;
+  const int64_t d = width / a.heads;
+  if (d < 1 || d > kFlashAttentionMaxHeadDim) return false;
+  s.packed = true;
+  s.batch = qkv.shape[0];
+  s.tq = s.tk = qkv.shape[1];
+  s.heads = a.heads;
+  s.d = s.dv = static_cast<int>(d);
+  s.scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
+  return s.batch >= 1 && s.batch <= 65535 && s.heads <= 65535 && s.tq >= 1 &&
+         out.shape == Shape{s.batch, s.tq, width};
+}
+
 bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s) {
-  if (node.op != ir::OpKind::kAttention || node.inputs.size() != 3) return false;
+  if (node.op != ir::OpKind::kAttention) return false;
   if (!std::holds_alternative<ir::AttentionAttrs>(node.attrs)) return false;
   const auto& a = node.attr<ir::AttentionAttrs>();
+  if (a.packed_qkv) return node.inputs.size() == 1 && read_packed_shape(graph, node, s);
+  if (node.inputs.size() != 3) return false;
   const ir::Value &q = graph.value(node.inputs[0]), &k = graph.value(node.inputs[1]),
                   &v = graph.value(node.inputs[2]), &out = graph.value(node.output);
   for (const ir::Value* x : {&q, &k, &v, &out})
@@ -250,6 +282,7 @@ std::shared_ptr<const PlanTicket> cudnn_plan_for(const AttentionShape& s, cudaSt
   CudnnAttentionShape shape;
   shape.batch = s.batch, shape.heads = s.heads, shape.tq = s.tq, shape.tk = s.tk;
   shape.d = s.d, shape.dv = s.dv, shape.scale = s.scale;
+  if (s.packed) shape.ld_q = shape.ld_k = shape.ld_v = s.ld_q();
   const std::string key =
       str_cat(device, " ", reinterpret_cast<uintptr_t>(stream), " ", shape.key());
   std::lock_guard<std::mutex> lock(mu);
@@ -321,31 +354,42 @@ class AttentionKernel final : public Kernel {
   }
 
   void run(std::span<const TensorView> inputs, const TensorView& output) override {
-    HYRT_CHECK(inputs.size() == 3, kInvalidArgument, "node '", name_, "': ", inputs.size(),
-               " inputs bound, attention takes q, k, v");
+    const size_t arity = s_.packed ? 1 : 3;
+    HYRT_CHECK(inputs.size() == arity, kInvalidArgument, "node '", name_, "': ", inputs.size(),
+               " inputs bound, attention takes ", s_.packed ? "qkv packed" : "q, k, v");
     const int64_t qk_width = int64_t{s_.heads} * s_.d, v_width = int64_t{s_.heads} * s_.dv;
-    const int64_t want[4] = {s_.batch * s_.tq * qk_width, s_.batch * s_.tk * qk_width,
-                             s_.batch * s_.tk * v_width, s_.batch * s_.tq * v_width};
-    const TensorView* views[4] = {&inputs[0], &inputs[1], &inputs[2], &output};
-    for (int i = 0; i < 4; ++i)
-      HYRT_CHECK(views[i]->dtype == s_.storage && views[i]->numel() == want[i] &&
-                     views[i]->data != nullptr,
-                 kInvalidArgument, "node '", name_, "': ", i < 3 ? "input " : "output ",
-                 i < 3 ? std::to_string(i) : std::string(), " bound as ",
-                 dtype_name(views[i]->dtype), views[i]->shape.to_string(), ", expected ",
-                 dtype_name(s_.storage), " with ", want[i], " elements");
+    auto check = [&](const TensorView& t, const char* what, int64_t elems) {
+      HYRT_CHECK(t.dtype == s_.storage && t.numel() == elems && t.data != nullptr, kInvalidArgument,
+                 "node '", name_, "': ", what, " bound as ", dtype_name(t.dtype),
+                 t.shape.to_string(), ", expected ", dtype_name(s_.storage), " with ", elems,
+                 " elements");
+    };
+    if (s_.packed) {
+      check(inputs[0], "qkv", s_.batch * s_.tq * s_.ld_q());
+    } else {
+      check(inputs[0], "q", s_.batch * s_.tq * qk_width);
+      check(inputs[1], "k", s_.batch * s_.tk * qk_width);
+      check(inputs[2], "v", s_.batch * s_.tk * v_width);
+    }
+    check(output, "the output", s_.batch * s_.tq * v_width);
     // A run outside a replay: the foreground is busy (the plans' builds wait).
     background_builds().note_busy();
     if (s_.wide) return run_wide(inputs, output, qk_width, v_width);
     FlashAttentionParams p;
     p.q = inputs[0].as<const uint16_t>();
-    p.k = inputs[1].as<const uint16_t>();
-    p.v = inputs[2].as<const uint16_t>();
+    if (s_.packed) {  // k and v: the next column blocks of the same rows
+      p.k = p.q + qk_width;
+      p.v = p.q + 2 * qk_width;
+    } else {
+      p.k = inputs[1].as<const uint16_t>();
+      p.v = inputs[2].as<const uint16_t>();
+    }
     p.out = output.as<uint16_t>();
     p.batch = s_.batch, p.tq = s_.tq, p.tk = s_.tk;
     p.heads = s_.heads, p.d = s_.d, p.dv = s_.dv;
-    p.ld_q = p.ld_k = qk_width;
-    p.ld_v = p.ld_out = v_width;
+    p.ld_q = p.ld_k = s_.ld_q();
+    p.ld_v = s_.ld_v();
+    p.ld_out = v_width;
     p.scale = s_.scale;
     p.causal = s_.causal;
     p.multiprocessors = ctx_.device().multiprocessors;
@@ -354,12 +398,11 @@ class AttentionKernel final : public Kernel {
       return;
     }
     if (const CudnnAttentionPlan* plan = cudnn();
-        plan && aligned16(inputs[0].data) && aligned16(inputs[1].data) &&
-        aligned16(inputs[2].data) && aligned16(output.data)) {
+        plan && aligned16(p.q) && aligned16(p.k) && aligned16(p.v) && aligned16(p.out)) {
       void* work = nullptr;
       if (plan->workspace_bytes() > 0)
         work = (bound_ ? *bound_ : layout_.reserve_in(ctx_))[Scratch::kCudnnWork];
-      return plan->run(inputs[0].data, inputs[1].data, inputs[2].data, output.data, work);
+      return plan->run(p.q, p.k, p.v, p.out, work);
     }
     if (legacy_attention_form()) p.uncapped_registers = true, p.rescale_slack = 0.0f;
     HYRT_CUDA_CHECK(launch_flash_attention(p, ctx_.stream()));

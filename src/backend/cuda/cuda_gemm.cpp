@@ -194,6 +194,21 @@ GemmKey gemm_program_key(const GemmKey& key) {
 
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node) {
   const ir::GemmEpilogue e = node.epilogue();
+  if (const int stacked = node.gemm_weights(); stacked != 1) {
+    // Stacked projections: x, then graph weights [N_i, K] of one dtype, no bias or epilogue —
+    // one GEMM over their rows (GemmSpec::w).
+    if (node.op != ir::OpKind::kLinear || !e.empty() || stacked < 1 ||
+        node.inputs.size() != static_cast<size_t>(stacked) + 1)
+      return false;
+    const ir::Value& first = graph.value(node.inputs[1]);
+    for (size_t i = 1; i < node.inputs.size(); ++i) {
+      const ir::Value& w = graph.value(node.inputs[i]);
+      if (w.kind != ir::ValueKind::kWeight || w.dtype != first.dtype || w.shape.rank() != 2 ||
+          w.shape[1] != first.shape[1] || w.shape[0] <= 0)
+        return false;
+    }
+    return true;
+  }
   const size_t extra = (e.residual ? 1 : 0) + (e.low_rank ? 2 : 0);
   if (node.inputs.size() < extra + 2) return false;
   const size_t gemm_inputs = node.inputs.size() - extra;
@@ -350,7 +365,9 @@ GemmKey linear_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   const ir::Value& x = graph.value(node.inputs.at(0));
   const ir::Value& w = graph.value(node.inputs.at(1));
   GemmKey key;
-  key.n = w.shape[0];
+  key.n = 0;  // a stacked linear's weights side by side (ir::LinearAttrs::weights)
+  for (int i = 1; i <= node.gemm_weights(); ++i)
+    key.n += graph.value(node.inputs.at(static_cast<size_t>(i))).shape[0];
   key.k = w.shape[1];
   key.m = key.k > 0 ? x.shape.numel() / key.k : 0;
   key.batch = 1;
@@ -622,11 +639,19 @@ struct GemmSpec {
   // The untimed candidate choice depends on it, never on the batch (GemmKernel::choice_key).
   int64_t rows_per_sample = 1;
   uint64_t source = 0;  // WeightSource::generation() (identity of the resident weights)
-  std::string w_name;
-  TensorView w;  // [N, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1
+  std::string w_name;   // the weight's name; a stacked linear's names joined by '+'
+  // One stored weight: [N_i, K], or a conv's OIHW [N, Cin, taps] when conv_taps > 1, with its
+  // f32 [N_i] row scales for s8.
+  struct WeightPart {
+    std::string name;
+    TensorView w;
+    std::optional<TensorView> scale;
+  };
+  // The GEMM's weight rows: one part, or a stacked linear's (ir::LinearAttrs::weights), whose
+  // rows follow each other in N (uploaded into one device matrix: one GEMM).
+  std::vector<WeightPart> w;
   // kh·kw and Cin of a conv whose weight needs reordering (on the device, at upload).
   int64_t conv_taps = 0, conv_cin = 0;
-  std::optional<TensorView> w_scale;  // f32 [N] for s8
   std::string bias_name;
   std::optional<TensorView> bias;  // float [N]
   ir::GemmEpilogue epilogue;       // fused activation / residual (the residual is the last input)
@@ -889,23 +914,49 @@ class GemmKernel final : public CudaGemmKernel {
 
   void upload_weights(const GemmSpec& spec) {
     const std::string& wname = spec.w_name;
+    int64_t parts_rows = 0;
+    for (const GemmSpec::WeightPart& part : spec.w)
+      parts_rows += part.w.shape[0];
+    HYRT_ASSERT(!spec.w.empty() && parts_rows == n_, "node '", name_, "': weight rows ", parts_rows,
+                " for N = ", n_);
+    // Each part's rows into `d` [rows, ld] after the parts before it; the last part's call
+    // zero-pads the rows after N (launch_reorder_weight_rows).
+    auto upload_parts = [&](int elem, int64_t dst_rows, int64_t ld, DeviceBuffer& d,
+                            auto&& rows_of) {
+      int64_t row0 = 0;
+      for (size_t i = 0; i < spec.w.size(); ++i) {
+        const int64_t n = spec.w[i].w.shape[0];
+        const int64_t pad = i + 1 == spec.w.size() ? dst_rows - n_ : 0;
+        upload_weight_rows(spec, rows_of(i), elem, n, n + pad, ld,
+                           static_cast<uint8_t*>(d.data()) + bytes(row0 * ld) * elem);
+        row0 += n;
+      }
+    };
     if (s8_) {
-      HYRT_CHECK(spec.w_scale.has_value(), kInvalidModel, "8-bit S weight '", wname, "' of node '",
-                 name_, "' has no per-row scale");
-      const TensorView& scale = *spec.w_scale;
-      HYRT_CHECK(scale.dtype == DType::kF32 && scale.shape.rank() == 1 && scale.shape[0] == n_,
-                 kInvalidModel, "8-bit S weight '", wname, "' has scale ", dtype_name(scale.dtype),
-                 scale.shape.to_string(), ", expected f32[", n_, "] (one per output row)");
+      for (const GemmSpec::WeightPart& part : spec.w) {
+        HYRT_CHECK(part.scale.has_value(), kInvalidModel, "8-bit S weight '", part.name,
+                   "' of node '", name_, "' has no per-row scale");
+        const TensorView& scale = *part.scale;
+        const int64_t n = part.w.shape[0];
+        HYRT_CHECK(scale.dtype == DType::kF32 && scale.shape.rank() == 1 && scale.shape[0] == n,
+                   kInvalidModel, "8-bit S weight '", part.name, "' has scale ",
+                   dtype_name(scale.dtype), scale.shape.to_string(), ", expected f32[", n,
+                   "] (one per output row)");
+      }
       // Zero-padded to [N4, K4].
       w_ = ctx_.resident(spec.source, wname, str_cat("s8 ", n4_, "x", k4_), [&] {
         DeviceBuffer d(bytes(n4_ * k4_), wname + " (s8 weights)");
-        upload_weight_rows(spec, spec.w.data, 1, n4_, k4_, d);
+        upload_parts(1, n4_, k4_, d, [&](size_t i) { return spec.w[i].w.data; });
         return d;
       });
       w_scale_ = ctx_.resident(spec.source, wname, str_cat("scale ", n4_), [&] {
         AlignedBuffer sc(bytes(n4_ * 4), wname + " scale");
         std::memset(sc.data(), 0, sc.size());
-        std::memcpy(sc.data(), scale.data, bytes(n_ * 4));
+        int64_t row0 = 0;
+        for (const GemmSpec::WeightPart& part : spec.w) {
+          std::memcpy(sc.as<float>() + row0, part.scale->data, bytes(part.w.shape[0] * 4));
+          row0 += part.w.shape[0];
+        }
         DeviceBuffer d(sc.size(), wname + " (scales)");
         ctx_.upload(d.data(), sc.data(), sc.size());
         return d;
@@ -917,16 +968,22 @@ class GemmKernel final : public CudaGemmKernel {
       const std::string_view type = dtype_name(op_dtype_);
       w_ = ctx_.resident(spec.source, wname, str_cat(type, " ", n_, "x", k_), [&] {
         DeviceBuffer d(count * op_size(), str_cat(wname, " (", type, " weights)"));
-        if (spec.w.dtype == op_dtype_) {
-          upload_weight_rows(spec, spec.w.data, elem, n_, k_, d);
-        } else {
+        std::vector<AlignedBuffer> converted;  // per part, where the stored dtype differs
+        for (const GemmSpec::WeightPart& part : spec.w) {
+          if (part.w.dtype == op_dtype_) continue;
           // Element by element, so in the stored order as well as in any other.
-          AlignedBuffer f32(count * 4, wname + " staging"),
-              out(count * op_size(), wname + " staging");
-          convert_to_f32(spec.w.dtype, spec.w.data, f32.as<float>(), count);
-          convert_from_f32(f32.as<float>(), op_dtype_, out.data(), count);
-          upload_weight_rows(spec, out.data(), elem, n_, k_, d);
+          const size_t c = static_cast<size_t>(part.w.numel());
+          AlignedBuffer f32(c * 4, part.name + " staging"),
+              out(c * op_size(), part.name + " staging");
+          convert_to_f32(part.w.dtype, part.w.data, f32.as<float>(), c);
+          convert_from_f32(f32.as<float>(), op_dtype_, out.data(), c);
+          converted.push_back(std::move(out));
         }
+        size_t next = 0;
+        std::vector<const void*> rows;
+        for (const GemmSpec::WeightPart& part : spec.w)
+          rows.push_back(part.w.dtype == op_dtype_ ? part.w.data : converted[next++].data());
+        upload_parts(elem, n_, k_, d, [&](size_t i) { return rows[i]; });
         return d;
       });
     }
@@ -957,24 +1014,24 @@ class GemmKernel final : public CudaGemmKernel {
     }
   }
 
-  // Weight rows as stored (`rows`: N·K elements of elem_bytes, [N, K] or a conv's OIHW
-  // [N, Cin, taps]; may be an unaligned file mapping) -> `dst` as [dst_rows, ld] in the im2col
-  // column order [N, taps, Cin], zero-padded (launch_reorder_weight_rows): uploaded straight
+  // `n` weight rows as stored (`rows`: n·K elements of elem_bytes, [n, K] or a conv's OIHW
+  // [n, Cin, taps]; may be an unaligned file mapping) -> `dst` as [dst_rows, ld] in the im2col
+  // column order [n, taps, Cin], zero-padded (launch_reorder_weight_rows): uploaded straight
   // into `dst` when there is nothing to reorder or pad, else as stored into a device copy
   // that the reorder reads.
-  void upload_weight_rows(const GemmSpec& spec, const void* rows, int elem_bytes, int64_t dst_rows,
-                          int64_t ld, DeviceBuffer& dst) const {
-    const size_t stored = bytes(n_ * k_) * static_cast<size_t>(elem_bytes);
+  void upload_weight_rows(const GemmSpec& spec, const void* rows, int elem_bytes, int64_t n,
+                          int64_t dst_rows, int64_t ld, void* dst) const {
+    const size_t stored = bytes(n * k_) * static_cast<size_t>(elem_bytes);
     const bool reorder = spec.conv_taps > 1;
-    if (!reorder && dst_rows == n_ && ld == k_) {
-      ctx_.upload(dst.data(), rows, stored);
+    if (!reorder && dst_rows == n && ld == k_) {
+      ctx_.upload(dst, rows, stored);
       return;
     }
     DeviceBuffer as_stored(stored, spec.w_name + " (as stored)");
     ctx_.upload(as_stored.data(), rows, stored);
-    HYRT_CUDA_CHECK(launch_reorder_weight_rows(
-        as_stored.data(), elem_bytes, n_, reorder ? spec.conv_cin : k_,
-        reorder ? spec.conv_taps : 1, dst_rows, ld, dst.data(), ctx_.stream()));
+    HYRT_CUDA_CHECK(
+        launch_reorder_weight_rows(as_stored.data(), elem_bytes, n, reorder ? spec.conv_cin : k_,
+                                   reorder ? spec.conv_taps : 1, dst_rows, ld, dst, ctx_.stream()));
     // `as_stored` is freed on return: let the reorder finish reading it.
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream()));
   }
@@ -1529,10 +1586,9 @@ class GemmKernel final : public CudaGemmKernel {
   std::optional<Staging> bound_;  // its buffers in the bound workspace, if one is bound
 };
 
-// The stored weight of a GEMM-class node, checked against the graph's declaration.
-TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
+// A stored weight of a GEMM-class node, checked against the graph's declaration.
+TensorView stored_weight(const ir::Graph&, const ir::Node& node, const ir::Value& wv,
                          const weights::WeightSource& weights) {
-  const ir::Value& wv = graph.value(node.inputs[1]);
   const TensorView stored = weights.get(wv.name);
   HYRT_CHECK(stored.shape == wv.shape && stored.dtype == wv.dtype, kInvalidModel, "weight '",
              wv.name, "' is stored as ", dtype_name(stored.dtype), stored.shape.to_string(),
@@ -1543,11 +1599,20 @@ TensorView stored_weight(const ir::Graph& graph, const ir::Node& node,
 // The weight-related fields of a GemmSpec (w as stored; a conv's is reordered at upload).
 void fill_weights(GemmSpec& spec, const ir::Graph& graph, const ir::Node& node,
                   const weights::WeightSource& weights) {
-  const ir::Value& wv = graph.value(node.inputs[1]);
-  spec.source = weights.generation_of(wv.name);
-  spec.w_name = wv.name;
-  spec.w = stored_weight(graph, node, weights);
-  if (wv.dtype == DType::kS8) spec.w_scale = weights.scale(wv.name);
+  for (int i = 1; i <= node.gemm_weights(); ++i) {
+    const ir::Value& wv = graph.value(node.inputs[static_cast<size_t>(i)]);
+    GemmSpec::WeightPart part;
+    part.name = wv.name;
+    part.w = stored_weight(graph, node, wv, weights);
+    if (wv.dtype == DType::kS8) part.scale = weights.scale(wv.name);
+    // The resident matrix's identity (CudaContext::resident): the first part's generation and
+    // every part's name, with the generation of any part stored elsewhere (an overlay's).
+    const uint64_t generation = weights.generation_of(wv.name);
+    if (i == 1) spec.source = generation;
+    spec.w_name += i == 1 ? wv.name : "+" + wv.name;
+    if (generation != spec.source) spec.w_name += str_cat("@", generation);
+    spec.w.push_back(std::move(part));
+  }
   if (const ir::ValueId b = node.gemm_bias(); b != ir::kNone) {
     const ir::Value& bv = graph.value(b);
     spec.bias_name = bv.name;

@@ -15,7 +15,10 @@ namespace hyrt::backend::cuda {
 std::string CudnnAttentionShape::key() const {
   char scale_text[32];
   std::snprintf(scale_text, sizeof scale_text, "%.9g", static_cast<double>(scale));
-  return str_cat("b", batch, " h", heads, " q", tq, " k", tk, " d", d, " v", dv, " s", scale_text);
+  std::string key =
+      str_cat("b", batch, " h", heads, " q", tq, " k", tk, " d", d, " v", dv, " s", scale_text);
+  if (ld_q || ld_k || ld_v) key += str_cat(" ld", row_q(), ",", row_k(), ",", row_v());
+  return key;
 }
 
 #if defined(HYRT_HAVE_CUDNN)
@@ -142,11 +145,11 @@ CudnnAttentionPlan::CudnnAttentionPlan(const CudnnAttentionShape& s, cudaStream_
 
   // Logical [B, H, S, D] over the BSHD memory the graph holds.
   const int64_t q_dims[4] = {s.batch, s.heads, s.tq, s.d};
-  const int64_t q_strides[4] = {s.tq * s.heads * s.d, s.d, s.heads * s.d, 1};
+  const int64_t q_strides[4] = {s.tq * s.row_q(), s.d, s.row_q(), 1};
   const int64_t k_dims[4] = {s.batch, s.heads, s.tk, s.d};
-  const int64_t k_strides[4] = {s.tk * s.heads * s.d, s.d, s.heads * s.d, 1};
+  const int64_t k_strides[4] = {s.tk * s.row_k(), s.d, s.row_k(), 1};
   const int64_t v_dims[4] = {s.batch, s.heads, s.tk, s.dv};
-  const int64_t v_strides[4] = {s.tk * s.heads * s.dv, s.dv, s.heads * s.dv, 1};
+  const int64_t v_strides[4] = {s.tk * s.row_v(), s.dv, s.row_v(), 1};
   const int64_t o_dims[4] = {s.batch, s.heads, s.tq, s.dv};
   const int64_t o_strides[4] = {s.tq * s.heads * s.dv, s.dv, s.heads * s.dv, 1};
   const int64_t one[4] = {1, 1, 1, 1};

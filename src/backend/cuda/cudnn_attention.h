@@ -6,8 +6,9 @@
 // mma.sync flash kernel (attention.cu) does not; it stays the fallback (no cuDNN, causal
 // masks, head dims cuDNN refuses) and the reference the tests hold cuDNN's results to.
 //
-// Layout: q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv], out [B, Tq, H·Dv] in f16, dense
-// row-major in device memory (cuDNN's BSHD strides over them), 16-byte aligned. Scores and
+// Layout: q [B, Tq, H·D], k [B, Tk, H·D], v [B, Tk, H·Dv], out [B, Tq, H·Dv] in f16, row-major
+// in device memory (cuDNN's BSHD strides over them; q, k and v rows may be further apart:
+// CudnnAttentionShape::ld_q), 16-byte aligned. Scores and
 // softmax in f32, P rounded to f16 for P·V (as hyrt's kernel). Non-causal only.
 #pragma once
 
@@ -23,7 +24,13 @@ namespace hyrt::backend::cuda {
 struct CudnnAttentionShape {
   int64_t batch = 0, heads = 0, tq = 0, tk = 0, d = 0, dv = 0;
   float scale = 0.0f;
-  std::string key() const;  // "b2 h8 q4096 k4096 d40 v40 s0.158114"
+  // Elements between token rows of q, k and v; 0: dense (H·D, H·Dv). A packed qkv tensor
+  // [B, T, 3·H·D] gives each 3·H·D (ir::AttentionAttrs::packed_qkv).
+  int64_t ld_q = 0, ld_k = 0, ld_v = 0;
+  int64_t row_q() const { return ld_q ? ld_q : heads * d; }
+  int64_t row_k() const { return ld_k ? ld_k : heads * d; }
+  int64_t row_v() const { return ld_v ? ld_v : heads * dv; }
+  std::string key() const;  // "b2 h8 q4096 k4096 d40 v40 s0.158114" (+ " ld1920,1920,1920")
 };
 
 // One finalized execution plan, with the handle it was built on. Immutable after build; run()
