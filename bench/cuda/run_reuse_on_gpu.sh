@@ -292,10 +292,8 @@ if has_word quant_ab; then
   # nopp (HYRT_CUDA_FUSED_S8_PINGPONG_K=0: the tile rule without the ping-pong tile, as before),
   # im2col (HYRT_CUDA_CONV_IMPLICIT=0: every W8A8 conv through im2col, as before 2026-12-07),
   # implicit_all (=2: every W8A8 conv the implicit kernel takes, whatever its input and size),
-  # implicit128 / implicit160 (the default convs on that tile width: ..._TILE_N), narrow
-  # (HYRT_CUDA_CONV_NARROW=1: conv_out and other convs to <= 4 or 8 channels computed directly),
-  # nosplitk (HYRT_CUDA_FUSED_S8_SPLITK=0, with bench/results/cuda_splitk_untested.patch applied:
-  # the fused W8A8 tile rule without the split-K tile),
+  # implicit128 / implicit160 (the default convs on that tile width: ..._TILE_N), nonarrow
+  # (HYRT_CUDA_CONV_NARROW=0: conv_out and other convs to <= 4 or 8 channels through im2col),
   # nostack / stack (HYRT_STACKED_PROJECTIONS=0 / =1: q, k and v as three linears, or as one
   # stacked linear read packed by the attention).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
@@ -307,18 +305,17 @@ if has_word quant_ab; then
       pp=""; [[ $form == nopp ]] && pp=0
       imp=""; [[ $form == im2col ]] && imp=0; [[ $form == implicit_all ]] && imp=2
       itn=""; [[ $form == implicit1[26]0 ]] && itn=${form#implicit}
-      nar=""; [[ $form == narrow ]] && nar=1
-      spk=""; [[ $form == nosplitk ]] && spk=0
+      nar=""; [[ $form == nonarrow ]] && nar=0
       stk=""; [[ $form == nostack ]] && stk=0; [[ $form == stack ]] && stk=1
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_CUDA_FUSED_S8_SPLITK=$spk HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_CUDA_FUSED_S8_SPLITK=$spk HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done
   done

@@ -807,14 +807,23 @@ TEST(CudaConv, WideRangeRunsInF32) {
 }
 
 // Convs with few output channels computed directly (launch_conv_narrow: conv_out, 320 -> 4),
-// which a kernel made under $HYRT_CUDA_CONV_NARROW=1 runs for its float candidate: held to the
+// which a kernel runs for its float candidate by default: held to the
 // f16 candidate's tolerance against the double reference, with bias, a fused residual and an
 // activation each showing where present (references without them missed by 10x), on the vector
 // path (C a multiple of 8 f16 / 4 f32) and the scalar one, f16 and wide-range f32 activations,
-// stride 2 and odd sizes; that the narrow form ran: nothing staged (no im2col rows).
-TEST(CudaConv, NarrowConvUnderTheKnob) {
+// stride 2 and odd sizes; that the narrow form ran: nothing staged (no im2col rows), and that
+// $HYRT_CUDA_CONV_NARROW=0 stages them again.
+TEST(CudaConv, NarrowConvByDefault) {
   REQUIRE_GPU();
-  const ScopedEnv knob("HYRT_CUDA_CONV_NARROW", "1");
+  {
+    const ScopedEnv off("HYRT_CUDA_CONV_NARROW", "0");
+    const ConvCase c({.height = 16, .width = 16, .cin = 320, .cout = 4, .weight = DType::kF16});
+    backend::ProgramCache cache;
+    std::unique_ptr<CudaGemmKernel> kernel = make(c, cache);
+    ASSERT_NE(kernel, nullptr);
+    EXPECT_GT(kernel->workspace_bytes(), 0u) << "HYRT_CUDA_CONV_NARROW=0: im2col rows staged";
+  }
+  const ScopedEnv knob("HYRT_CUDA_CONV_NARROW", nullptr);
   ir::GemmEpilogue residual;
   residual.residual = true;
   const ConvSpec specs[] = {

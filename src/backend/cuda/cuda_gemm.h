@@ -23,8 +23,9 @@
 //     Two forms skip the im2col matrix (cuda_gemm.cpp says when): a W8A8 conv whose input a
 //     group norm wrote and whose tiles fill the GPU runs as an implicit GEMM on its input
 //     quantized per image (gemm_s8_fused.h, launch_implicit_s8_conv; $HYRT_CUDA_CONV_IMPLICIT),
-//     and, under $HYRT_CUDA_CONV_NARROW=1, a float conv to a few channels is computed directly
-//     (launch_conv_narrow). Their cache entries say so (" implicit128|160", " narrow").
+//     and a float conv to a few channels is computed directly (launch_conv_narrow;
+//     $HYRT_CUDA_CONV_NARROW=0 turns it off). Their cache entries say so (" implicit128|160",
+//     " narrow").
 // Padding is symmetric (the same on every side), the CPU backend's (oneDNN's) and PyTorch's
 // semantics: Ho = (H + 2·padding − kh) / stride + 1.
 // Activations are as the device holds them (device_storage_dtype): f16 whatever the graph's
