@@ -5,7 +5,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "plan/memory.h"
+#include "plan/rewrite.h"
 
 namespace hyrt::plan {
 namespace {
@@ -192,18 +192,10 @@ class Fuser {
   std::vector<NodeId> producer_;  // per value: the node writing it (kNone: input or weight)
 };
 
-struct Rewrite {
-  std::shared_ptr<Graph> graph;
-  std::vector<int> backend_of;  // per new node
-  std::vector<std::string> reason;
-  std::vector<std::pair<NodeId, NodeId>> fused_nodes;  // (new node, old GEMM)
-};
-
-Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& chains) {
-  Rewrite r;
-  r.graph = std::make_shared<Graph>(g.activation_dtype());
-  Graph& out = *r.graph;
-  std::vector<ValueId> map = ir::add_inputs_and_weights(g, out);
+// The graph with every chain fused; `fused` gets (new fused node, old GEMM) per chain.
+PlacedRewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& chains,
+                      std::vector<std::pair<NodeId, NodeId>>& fused) {
+  PlacedRewrite r(g, p);
   // What each old node is to the rewrite: absorbed (skipped), a chain's GEMM (skipped, emitted
   // at the anchor), an anchor (emits the chain), or kept.
   std::vector<const Chain*> gemm_chain(g.nodes().size(), nullptr), anchor_chain = gemm_chain;
@@ -214,34 +206,20 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
     for (NodeId n : c.absorbed)
       absorbed[n] = true;
   }
-  auto emit = [&](OpKind op, std::vector<ValueId> inputs, ir::Attrs attrs, std::string name,
-                  NodeId from) {
-    const ValueId v = out.add_node(op, std::move(inputs), std::move(attrs), std::move(name));
-    if (g.value(g.node(from).output).wide_range) out.set_wide_range(v);  // the range policy stays
-    r.backend_of.push_back(p.backend_of[from]);
-    r.reason.push_back(p.reason.empty() ? std::string() : p.reason[from]);
-    return v;
-  };
-  auto mapped = [&](const std::vector<ValueId>& in) {
-    std::vector<ValueId> m;
-    for (ValueId v : in)
-      m.push_back(map[v]);
-    return m;
-  };
   for (const Node& n : g.nodes()) {
     if (const Chain* c = anchor_chain[n.id]) {
       const Node& gemm = g.node(c->gemm);
-      std::vector<ValueId> inputs = mapped(gemm.inputs);
+      std::vector<ValueId> inputs = r.mapped(gemm.inputs);
       if (c->low_rank_down != ir::kNone) {
-        inputs.push_back(map[c->low_rank_down]);
-        inputs.push_back(map[c->low_rank_up]);
+        inputs.push_back(r.map(c->low_rank_down));
+        inputs.push_back(r.map(c->low_rank_up));
       }
       const ir::Value& gemm_out = g.value(gemm.output);
       if (c->residual != ir::kNone) {
-        ValueId residual = map[c->residual];
+        ValueId residual = r.map(c->residual);
         if (c->reshape)  // view the residual in the GEMM's output shape
-          residual = emit(OpKind::kReshape, {residual}, ir::ReshapeAttrs{gemm_out.shape},
-                          gemm.name + ".residual", c->gemm);
+          residual = r.emit(OpKind::kReshape, {residual}, ir::ReshapeAttrs{gemm_out.shape},
+                            gemm.name + ".residual", c->gemm);
         inputs.push_back(residual);
       }
       ir::Attrs attrs = gemm.attrs;
@@ -249,19 +227,17 @@ Rewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chain>& ch
         std::get<ir::Conv2dAttrs>(attrs).epilogue = c->epilogue;
       else
         attrs = ir::LinearAttrs{c->epilogue};
-      ValueId v = emit(gemm.op, std::move(inputs), std::move(attrs), gemm.name, c->gemm);
-      r.fused_nodes.emplace_back(out.nodes().back().id, c->gemm);
+      ValueId v = r.emit(gemm.op, std::move(inputs), std::move(attrs), gemm.name, c->gemm);
+      fused.emplace_back(r.last_node(), c->gemm);
       if (c->reshape)  // the fused result in the add's shape
-        v = emit(OpKind::kReshape, {v}, ir::ReshapeAttrs{g.value(c->final_value).shape},
-                 g.node(c->anchor()).name, c->gemm);
-      map[c->final_value] = v;
+        v = r.emit(OpKind::kReshape, {v}, ir::ReshapeAttrs{g.value(c->final_value).shape},
+                   g.node(c->anchor()).name, c->gemm);
+      r.set_map(c->final_value, v);
       continue;
     }
     if (absorbed[n.id] || gemm_chain[n.id]) continue;
-    map[n.output] = emit(n.op, mapped(n.inputs), n.attrs, n.name, n.id);
+    r.keep(n);
   }
-  for (ValueId v : g.outputs())
-    out.mark_output(map[v]);
   return r;
 }
 
@@ -278,17 +254,17 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
   for (;;) {
     const std::vector<Chain> chains = fuser.find_chains(rejected, ungated);
     if (chains.empty()) break;
-    Rewrite rw = rewrite(*graph, placement, chains);
+    std::vector<std::pair<NodeId, NodeId>> fused_nodes;
+    PlacedRewrite rw = rewrite(*graph, placement, chains, fused_nodes);
     // Every fused node must be one its backend runs; a refused chain is left unfused and the
     // rewrite redone (each round rejects at least one chain, so this ends).
     // A refused gated chain is tried once more without its gate (a backend that runs the
     // low-rank term but keeps its GEGLU apart).
     const size_t before = rejected.size() + ungated.size();
-    for (const auto& [node, gemm] : rw.fused_nodes) {
-      const int b = rw.backend_of[node];
-      const Node& fused = rw.graph->node(node);
-      if (!backends[b]->supports(*rw.graph, fused) ||
-          !holds_wide_range(*rw.graph, fused, *backends[b]))
+    for (const auto& [node, gemm] : fused_nodes) {
+      const backend::Backend& b = *backends[rw.backend_of(node)];
+      const Node& fused = rw.graph().node(node);
+      if (!b.supports(rw.graph(), fused) || !holds_wide_range(rw.graph(), fused, b))
         (fused.epilogue().geglu && !ungated.count(gemm) ? ungated : rejected).insert(gemm);
     }
     if (rejected.size() + ungated.size() != before) continue;
@@ -298,16 +274,9 @@ EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Plac
       if (c.low_rank_down != ir::kNone) ++result.low_rank_terms;
       if (c.epilogue.geglu) ++result.geglus;
     }
-    rw.graph->verify();
-    const std::vector<ir::NodeId> order = default_order(*rw.graph);
-    result.placement =
-        evaluate_assignment(*rw.graph, order, backends, std::move(rw.backend_of), copy);
-    result.placement.mode = placement.mode;
-    result.placement.reason = std::move(rw.reason);
-    result.placement.fallback_nodes = static_cast<int>(
-        std::count_if(result.placement.reason.begin(), result.placement.reason.end(),
-                      [](const std::string& s) { return !s.empty(); }));
-    result.graph = std::move(rw.graph);
+    PlacedRewrite::Result done = rw.finish(backends, copy);
+    result.graph = std::move(done.graph);
+    result.placement = std::move(done.placement);
     return result;
   }
   result.graph = std::move(graph);

@@ -4,7 +4,7 @@
 #include <set>
 
 #include "core/error.h"
-#include "plan/memory.h"
+#include "plan/rewrite.h"
 
 namespace hyrt::plan {
 namespace {
@@ -47,10 +47,7 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
   HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
              "quantize_activations: the placement is not of this graph");
   const Graph& g = *graph;
-  std::vector<std::vector<NodeId>> readers(g.values().size());
-  for (const Node& n : g.nodes())
-    for (ValueId v : n.inputs)
-      readers[v].push_back(n.id);
+  const std::vector<std::vector<NodeId>> readers = ValueUses(g).readers;
 
   // The candidates: layer norms and GEGLUs whose output only plain-input linears on their
   // backend read.
@@ -91,11 +88,7 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
       result.linears += static_cast<int>(readers[g.node(n).output].size());
     for (NodeId n : chosen)
       ++(g.node(n).op == OpKind::kLayerNorm ? result.layer_norms : result.geglus);
-    const std::vector<NodeId> order = default_order(*rw);
-    result.placement = evaluate_assignment(*rw, order, backends, placement.backend_of, copy);
-    result.placement.mode = placement.mode;
-    result.placement.reason = placement.reason;
-    result.placement.fallback_nodes = placement.fallback_nodes;
+    result.placement = placement_of_rewrite(*rw, placement, backends, copy);
     result.graph = std::move(rw);
     return result;
   }
