@@ -7,6 +7,7 @@
 
 #include <string>
 
+#include "backend/cpu/cpu_backend.h"
 #include "fake_backend.h"
 #include "ir/graph.h"
 #include "plan/fuse.h"
@@ -176,6 +177,26 @@ TEST(StackProjections, AsksTheBackendAndStaysOnOne) {
   const auto no_v =
       device_refusing([](const Graph&, const Node& n) { return n.name == "blk.attn1.to_v"; });
   EXPECT_EQ(run(attention_block(), {&h, &no_v}, PlacementMode::kAuto).result.attentions, 0);
+}
+
+// The real host backend refuses both forms, so a host-only plan keeps its graph as it was.
+TEST(StackProjections, TheCpuBackendKeepsItsGraph) {
+  const std::unique_ptr<backend::Backend> cpu = backend::make_cpu_backend();
+  const std::vector<const backend::Backend*> backends{cpu.get()};
+  const auto g = attention_block();
+  const plan::Placement p = plan::place(*g, plan::default_order(*g), backends,
+                                        {PlacementMode::kHost, plan::CopyCostModel{}});
+  const plan::StackedProjections r = plan::stack_projections(g, p, backends);
+  EXPECT_EQ(r.attentions, 0);
+  EXPECT_EQ(r.graph.get(), g.get());
+  // Asked directly: the stacked linear and the packed attention of a device's rewrite.
+  const auto d = device();
+  const std::vector<const backend::Backend*> with_device{cpu.get(), &d};
+  const Stacked on_device = run(attention_block(), with_device);
+  ASSERT_EQ(on_device.result.attentions, 1);
+  const Graph& sg = on_device.graph();
+  EXPECT_FALSE(cpu->supports(sg, *on_device.find("blk.attn1.to_qkv")));
+  EXPECT_FALSE(cpu->supports(sg, *on_device.find("blk.attn1.attn")));
 }
 
 TEST(StackProjections, LayerNormThenQuantizesForTheOneStackedReader) {
