@@ -127,9 +127,7 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
       }
       g = std::move(fused.graph);
       placement = std::move(fused.placement);
-      const bool stack = env_is("HYRT_STACKED_PROJECTIONS", "1") ||
-                         (options_.stack_projections && !env_is("HYRT_STACKED_PROJECTIONS", "0"));
-      if (stack) {
+      if (options_.stack_projections && !env_is("HYRT_STACKED_PROJECTIONS", "0")) {
         plan::StackedProjections s = plan::stack_projections(g, placement, const_backends, po.copy);
         if (s.attentions > 0)
           HYRT_LOG(kInfo) << s.attentions << " attentions read q, k and v from one stacked linear";

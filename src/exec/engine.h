@@ -49,8 +49,8 @@ struct EngineOptions {
   bool quantize_activations = true;
   // A self-attention's q, k and v projections as one linear over their stacked weights, read
   // packed by the attention (plan::stack_projections), where the backend that runs them takes
-  // those forms (CUDA; the host does not); needs fuse_epilogues. $HYRT_STACKED_PROJECTIONS=1 or
-  // =0 overrides it (for comparison). H100, 2026-12-07: SDXL 1024² 26.1 -> 25.1 ms a step, SD 1.5
+  // those forms (CUDA; the host does not); needs fuse_epilogues. $HYRT_STACKED_PROJECTIONS=0
+  // turns it off (for comparison). H100, 2026-12-07: SDXL 1024² 26.1 -> 25.1 ms a step, SD 1.5
   // 512² 6.55 -> 6.40 (bench/results/stacked_projections_h100.json).
   bool stack_projections = true;
   // Also fold residual adds into the accelerator's GEMMs (CudaBackendOptions::fuse_residual:

@@ -246,8 +246,7 @@ PlacedRewrite rewrite(const Graph& g, const Placement& p, const std::vector<Chai
 EpilogueFusion fuse_epilogues(std::shared_ptr<const ir::Graph> graph, const Placement& placement,
                               std::span<const backend::Backend* const> backends,
                               const CopyCostModel& copy) {
-  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
-             "fuse_epilogues: the placement is not of this graph");
+  check_placement_of(graph.get(), placement, "fuse_epilogues");
   EpilogueFusion result;
   const Fuser fuser(*graph, placement);
   std::set<NodeId> rejected, ungated;

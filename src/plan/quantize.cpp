@@ -44,8 +44,7 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
                                             const Placement& placement,
                                             std::span<const backend::Backend* const> backends,
                                             const CopyCostModel& copy) {
-  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
-             "quantize_activations: the placement is not of this graph");
+  check_placement_of(graph.get(), placement, "quantize_activations");
   const Graph& g = *graph;
   const std::vector<std::vector<NodeId>> readers = ValueUses(g).readers;
 

@@ -2,9 +2,15 @@
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "plan/memory.h"
 
 namespace hyrt::plan {
+
+void check_placement_of(const ir::Graph* graph, const Placement& placement, const char* pass) {
+  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument, pass,
+             ": the placement is not of this graph");
+}
 
 ValueUses::ValueUses(const ir::Graph& g)
     : readers(g.values().size()), producer(g.values().size(), ir::kNone) {

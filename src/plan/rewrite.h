@@ -17,6 +17,9 @@
 
 namespace hyrt::plan {
 
+// Throws kInvalidArgument, naming `pass`, unless `placement` places every node of `graph`.
+void check_placement_of(const ir::Graph* graph, const Placement& placement, const char* pass);
+
 // Per value of a graph: the nodes reading it, once per read, in node order (a node reading a
 // value twice is listed twice), and the node writing it (kNone for inputs and weights).
 struct ValueUses {

@@ -43,7 +43,7 @@ std::vector<Group> find_groups(const Graph& g, const Placement& p, const ValueUs
     if (a.op != OpKind::kAttention || a.inputs.size() != 3 || rejected.count(a.id)) continue;
     const auto* attrs = std::get_if<ir::AttentionAttrs>(&a.attrs);
     const int b = p.backend_of[a.id];
-    if (!attrs || attrs->causal || attrs->packed_qkv || b < 0) continue;
+    if (!attrs || attrs->causal || b < 0) continue;  // (three inputs: not packed)
     Group grp;
     grp.attention = a.id;
     bool ok = true;
@@ -127,8 +127,7 @@ StackedProjections stack_projections(std::shared_ptr<const ir::Graph> graph,
                                      const Placement& placement,
                                      std::span<const backend::Backend* const> backends,
                                      const CopyCostModel& copy) {
-  HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument,
-             "stack_projections: the placement is not of this graph");
+  check_placement_of(graph.get(), placement, "stack_projections");
   const ValueUses uses(*graph);
   StackedProjections result;
   std::set<NodeId> rejected;  // attentions whose backend refused the stacked forms

@@ -75,4 +75,9 @@ inline FakeBackend device(FakeBackend::Supports s = all_ops,
   return FakeBackend("gpu", backend::DeviceType::kCuda, std::move(s), std::move(e));
 }
 
+// A device that runs every node but those `refuse` names.
+inline FakeBackend device_refusing(std::function<bool(const ir::Graph&, const ir::Node&)> refuse) {
+  return device([refuse](const ir::Graph& g, const ir::Node& n) { return !refuse(g, n); });
+}
+
 }  // namespace hyrt::test

@@ -71,11 +71,6 @@ Quantized run(std::shared_ptr<const Graph> g, std::vector<const backend::Backend
   return {plan::quantize_activations(f.graph, f.placement, backends)};
 }
 
-// A device that runs everything (quantized forms included), or refuses what `refuse` says.
-FakeBackend device_refusing(std::function<bool(const Graph&, const Node&)> refuse) {
-  return device([refuse](const Graph& g, const Node& n) { return !refuse(g, n); });
-}
-
 bool reads_s8rows(const Graph& g, const Node& n) {
   return !n.inputs.empty() && g.value(n.inputs[0]).dtype == DType::kS8Rows;
 }

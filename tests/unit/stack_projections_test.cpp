@@ -91,10 +91,6 @@ Stacked run(std::shared_ptr<const Graph> g, std::vector<const backend::Backend*>
   return {plan::stack_projections(f.graph, f.placement, backends)};
 }
 
-FakeBackend device_refusing(std::function<bool(const Graph&, const Node&)> refuse) {
-  return device([refuse](const Graph& g, const Node& n) { return !refuse(g, n); });
-}
-
 TEST(StackProjections, SelfAttentionReadsOneStackedLinear) {
   const auto h = host();
   const auto d = device();

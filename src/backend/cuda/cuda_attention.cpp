@@ -53,36 +53,24 @@ struct AttentionShape {
 constexpr int64_t kWideMaxHeadDim = 4096;
 constexpr int64_t kWideScoreBytes = int64_t{16} << 20;
 
-// A packed qkv node (ir::AttentionAttrs::packed_qkv): qkv [B, T, 3·heads·D] -> [B, T, heads·D],
-// f16 and a head the fused kernels take.
-bool read_packed_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s) {
-  const auto& a = node.attr<ir::AttentionAttrs>();
-  const ir::Value &qkv = graph.value(node.inputs[0]), &out = graph.value(node.output);
-  if (qkv.shape.rank() != 3 || !dtype_is_float(qkv.dtype) || a.causal || a.heads < 1) return false;
-  s.storage = device_storage_dtype(out);
-  if (s.storage != DType::kF16 || device_storage_dtype(qkv) != DType::kF16) return false;
-  const int64_t width = qkv.shape[2] / 3;
-  if (qkv.shape[2] % 3 != 0 || width % a.heads != 0) return false;
-  const int64_t d = width / a.heads;
-  if (d < 1 || d > kFlashAttentionMaxHeadDim) return false;
-  s.packed = true;
-  s.batch = qkv.shape[0];
-  s.tq = s.tk = qkv.shape[1];
-  s.heads = a.heads;
-  s.d = s.dv = static_cast<int>(d);
-  s.scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
-  return s.batch >= 1 && s.batch <= 65535 && s.heads <= 65535 && s.tq >= 1 &&
-         out.shape == Shape{s.batch, s.tq, width};
-}
-
 bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s) {
   if (node.op != ir::OpKind::kAttention) return false;
   if (!std::holds_alternative<ir::AttentionAttrs>(node.attrs)) return false;
   const auto& a = node.attr<ir::AttentionAttrs>();
-  if (a.packed_qkv) return node.inputs.size() == 1 && read_packed_shape(graph, node, s);
-  if (node.inputs.size() != 3) return false;
-  const ir::Value &q = graph.value(node.inputs[0]), &k = graph.value(node.inputs[1]),
-                  &v = graph.value(node.inputs[2]), &out = graph.value(node.output);
+  // A packed node's q, k and v: the three column blocks [B, T, W] of its one input.
+  ir::Value block;
+  if (a.packed_qkv) {
+    if (node.inputs.size() != 1) return false;
+    block = graph.value(node.inputs[0]);
+    if (block.shape.rank() != 3 || block.shape[2] % 3 != 0) return false;
+    block.shape[2] /= 3;
+  } else if (node.inputs.size() != 3) {
+    return false;
+  }
+  const auto input = [&](size_t i) -> const ir::Value& {
+    return a.packed_qkv ? block : graph.value(node.inputs[i]);
+  };
+  const ir::Value &q = input(0), &k = input(1), &v = input(2), &out = graph.value(node.output);
   for (const ir::Value* x : {&q, &k, &v, &out})
     if (x->shape.rank() != 3 || !dtype_is_float(x->dtype)) return false;
   // One storage dtype for all four: f16, or f32 where the graph asks for wide range.
@@ -107,6 +95,9 @@ bool read_shape(const ir::Graph& graph, const ir::Node& node, AttentionShape& s)
   s.dv = static_cast<int>(dv);
   s.scale = a.scale != 0.0f ? a.scale : 1.0f / std::sqrt(static_cast<float>(d));
   s.causal = a.causal;
+  // Packed rows are read by stride: the fused kernels do, the chunked wide path does not.
+  s.packed = a.packed_qkv;
+  if (s.packed && s.wide) return false;
   // Grid limits (y = heads, z = batch) and the shapes the output must have.
   return s.batch >= 1 && s.batch <= 65535 && s.heads <= 65535 && s.tq >= 1 && s.tk >= 1 &&
          out.shape == Shape{s.batch, s.tq, v.shape[2]};

@@ -195,21 +195,9 @@ GemmKey gemm_program_key(const GemmKey& key) {
 
 bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node) {
   const ir::GemmEpilogue e = node.epilogue();
-  if (const int stacked = node.gemm_weights(); stacked != 1) {
-    // Stacked projections: x, then graph weights [N_i, K] of one dtype, no bias or epilogue —
-    // one GEMM over their rows (GemmSpec::w).
-    if (node.op != ir::OpKind::kLinear || !e.empty() || stacked < 1 ||
-        node.inputs.size() != static_cast<size_t>(stacked) + 1)
-      return false;
-    const ir::Value& first = graph.value(node.inputs[1]);
-    for (size_t i = 1; i < node.inputs.size(); ++i) {
-      const ir::Value& w = graph.value(node.inputs[i]);
-      if (w.kind != ir::ValueKind::kWeight || w.dtype != first.dtype || w.shape.rank() != 2 ||
-          w.shape[1] != first.shape[1] || w.shape[0] <= 0)
-        return false;
-    }
-    return true;
-  }
+  // Stacked projections: x, then graph weights [N_i, K] of one dtype and no bias or epilogue
+  // (ir::Graph checked the parts as the node was added) — one GEMM over their rows (GemmSpec::w).
+  if (node.gemm_weights() != 1) return node.op == ir::OpKind::kLinear;
   const size_t extra = (e.residual ? 1 : 0) + (e.low_rank ? 2 : 0);
   if (node.inputs.size() < extra + 2) return false;
   const size_t gemm_inputs = node.inputs.size() - extra;
@@ -969,21 +957,22 @@ class GemmKernel final : public CudaGemmKernel {
       const std::string_view type = dtype_name(op_dtype_);
       w_ = ctx_.resident(spec.source, wname, str_cat(type, " ", n_, "x", k_), [&] {
         DeviceBuffer d(count * op_size(), str_cat(wname, " (", type, " weights)"));
-        std::vector<AlignedBuffer> converted;  // per part, where the stored dtype differs
-        for (const GemmSpec::WeightPart& part : spec.w) {
-          if (part.w.dtype == op_dtype_) continue;
-          // Element by element, so in the stored order as well as in any other.
-          const size_t c = static_cast<size_t>(part.w.numel());
-          AlignedBuffer f32(c * 4, part.name + " staging"),
-              out(c * op_size(), part.name + " staging");
-          convert_to_f32(part.w.dtype, part.w.data, f32.as<float>(), c);
-          convert_from_f32(f32.as<float>(), op_dtype_, out.data(), c);
-          converted.push_back(std::move(out));
-        }
-        size_t next = 0;
+        // Each part as stored, or converted where its stored dtype differs (element by element,
+        // so in the stored order as well as in any other).
+        std::vector<AlignedBuffer> converted;
         std::vector<const void*> rows;
-        for (const GemmSpec::WeightPart& part : spec.w)
-          rows.push_back(part.w.dtype == op_dtype_ ? part.w.data : converted[next++].data());
+        for (const GemmSpec::WeightPart& part : spec.w) {
+          if (part.w.dtype == op_dtype_) {
+            rows.push_back(part.w.data);
+            continue;
+          }
+          const size_t c = static_cast<size_t>(part.w.numel());
+          AlignedBuffer f32(c * 4, part.name + " staging");
+          converted.emplace_back(c * op_size(), part.name + " staging");
+          convert_to_f32(part.w.dtype, part.w.data, f32.as<float>(), c);
+          convert_from_f32(f32.as<float>(), op_dtype_, converted.back().data(), c);
+          rows.push_back(converted.back().data());
+        }
         upload_parts(elem, n_, k_, d, [&](size_t i) { return rows[i]; });
         return d;
       });
