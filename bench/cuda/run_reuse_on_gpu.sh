@@ -294,8 +294,8 @@ if has_word quant_ab; then
   # implicit_all (=2: every W8A8 conv the implicit kernel takes, whatever its input and size),
   # implicit128 / implicit160 (the default convs on that tile width: ..._TILE_N), nonarrow
   # (HYRT_CUDA_CONV_NARROW=0: conv_out and other convs to <= 4 or 8 channels through im2col),
-  # nostack / stack (HYRT_STACKED_PROJECTIONS=0 / =1: q, k and v as three linears, or as one
-  # stacked linear read packed by the attention).
+  # nostack (HYRT_STACKED_PROJECTIONS=0: q, k and v as three linears, not one stacked linear read
+  # packed by the attention).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
       q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
@@ -306,7 +306,7 @@ if has_word quant_ab; then
       imp=""; [[ $form == im2col ]] && imp=0; [[ $form == implicit_all ]] && imp=2
       itn=""; [[ $form == implicit1[26]0 ]] && itn=${form#implicit}
       nar=""; [[ $form == nonarrow ]] && nar=0
-      stk=""; [[ $form == nostack ]] && stk=0; [[ $form == stack ]] && stk=1
+      stk=""; [[ $form == nostack ]] && stk=0
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
