@@ -65,9 +65,9 @@ if [[ $what == *bench* ]]; then
   # The UNet at each of --sizes in turn; the VAE decodes at -W/-H (1024², the model's size).
   timeout 300 $hyrt bench -m /tmp/sdxl-int8.safetensors --only unet,vae --placement device \
     --resize --sizes ${BENCH_SIZES:-1024,832x1216,768} -W 1024 -H 1024 --runs 10 --warmup 2 \
-    --json "$out/sdxl_unet_device_h200.json" >/dev/null 2>"$logs/bench.err"
+    --json "$out/sdxl_unet_device.json" >/dev/null 2>"$logs/bench.err"
   echo "bench rc=$? in $(($(date +%s) - t1)) s"; tail -n 3 "$logs/bench.err"
-  python3 - "$out/sdxl_unet_device_h200.json" <<'PY'
+  python3 - "$out/sdxl_unet_device.json" <<'PY'
 import json, sys
 j = json.load(open(sys.argv[1]))
 for r in j["stages"].get("unet_step_resize", []):
@@ -168,7 +168,7 @@ fi
 if [[ $what == *profile* ]]; then
   # Per op kind, timed by CUDA events in the stream (no sync per op), before and after the fused
   # W8A8 GEMM ($HYRT_CUDA_FUSED_S8=0 / 1): SD 1.5 at 512² and 1024², and SDXL at 1024² when
-  # `file` made its int8 file. One JSON with every case: $out/unet_profile_events_h200.json.
+  # `file` made its int8 file. One JSON with every case: $out/unet_profile_events.json.
   [[ -n "${file_job:-}" ]] && wait "$file_job"
   cases=("sd15 512 random:sd15 --int8" "sd15 1024 random:sd15 --int8")
   [[ -f /tmp/sdxl-int8.safetensors ]] && cases+=("sdxl 1024 /tmp/sdxl-int8.safetensors")
@@ -181,7 +181,7 @@ if [[ $what == *profile* ]]; then
         tail -n 3 "$logs/profile_${fam}_${size}_f$f.err"
     done
   done
-  python3 - "$logs" "$out/unet_profile_events_h200.json" <<'PY'
+  python3 - "$logs" "$out/unet_profile_events.json" <<'PY'
 import glob, json, os, sys
 logs, dest = sys.argv[1:3]
 out = {}
@@ -240,8 +240,8 @@ if [[ $what == *torch* ]]; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
   timeout 300 python3 bench/cuda/torch_sdxl_eager.py 1024x1024,768x768,832x1216 \
-    >"$out/torch_sdxl_eager_h200.json" 2>"$logs/torch.err"
-  echo "torch rc=$?"; tail -n 3 "$logs/torch.err"; cat "$out/torch_sdxl_eager_h200.json"
+    >"$out/torch_sdxl_eager.json" 2>"$logs/torch.err"
+  echo "torch rc=$?"; tail -n 3 "$logs/torch.err"; cat "$out/torch_sdxl_eager.json"
 fi
 if [[ -n "${file_job:-}" ]]; then
   wait "$file_job"; cat "$logs/file.done"; tail -n 3 "$logs/make.log" "$logs/quantize.log"
