@@ -13,7 +13,7 @@
 #   ATTENTION_FORMS="own cudnn" also under HYRT_CUDA_ATTENTION=cudnn), torch (the SDXL anchor),
 #   torch15 (SD 1.5's PyTorch eager anchor for issue 16: 512², 1024², 768²),
 #   shapes (the step profiled by layer shape, --profile-shapes: SHAPES_CASES, SHAPES_TOP),
-#   ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
+#   optests (the CUDA op tests alone, OPS_FILTER), ops (the CUDA op tests, the relu/tanh unary kernels among them, and the sampler, TAESD and
 #   LCM-model tests with the GPU present: added 2026-12-05 without a GPU to run them),
 #   first (issue 16's first step at 768² and 640² in FIRST_PROCESSES=20 processes),
 #   quant (the W8A8 node's parts at 1024² shapes, bench_cuda_gemm --breakdown, with the
@@ -87,6 +87,13 @@ if [[ $what == *ops* ]]; then
     --gtest_filter="${MODEL_FILTER:-*SamplerPipeline*:TinyVae*:LcmModel*}" >"$out/model.log" 2>&1
   echo "sampler/TAESD/LCM model tests rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/model.log" |
     tr '\n' ' ')"
+fi
+if has_word optests; then
+  # The CUDA op tests alone: OPS_FILTER (default every CUDA op test).
+  gpu_build ops_build.log hyrt_ops_tests
+  timeout 400 build-gpu/tests/hyrt_ops_tests --gtest_filter="${OPS_FILTER:-*Cuda*}" >"$out/optests.log" 2>&1
+  echo "op tests ${OPS_FILTER:-*Cuda*} rc=$?: $(grep -E '^\[  (PASSED|FAILED) ' "$out/optests.log" | tr '\n' ' ')"
+  grep -E '^\[  FAILED  \]|Failure|Expected|Which is|rel L2' "$out/optests.log" | head -n 12
 fi
 if [[ $what == *attn_tests* ]]; then
   gpu_build ops_build.log hyrt_ops_tests
@@ -295,7 +302,8 @@ if has_word quant_ab; then
   # implicit128 / implicit160 (the default convs on that tile width: ..._TILE_N), nonarrow
   # (HYRT_CUDA_CONV_NARROW=0: conv_out and other convs to <= 4 or 8 channels through im2col),
   # nostack (HYRT_STACKED_PROJECTIONS=0: q, k and v as three linears, not one stacked linear read
-  # packed by the attention).
+  # packed by the attention), nogncluster (HYRT_CUDA_GN_CLUSTER=0: with
+# bench/results/gn_cluster_experiment.patch applied, every group norm in the two-kernel form).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
       q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
@@ -307,15 +315,16 @@ if has_word quant_ab; then
       itn=""; [[ $form == implicit1[26]0 ]] && itn=${form#implicit}
       nar=""; [[ $form == nonarrow ]] && nar=0
       stk=""; [[ $form == nostack ]] && stk=0
+      gnc=""; [[ $form == nogncluster ]] && gnc=0
       # The measured choices go to a cache of their own (the others' untimed ones stay apart).
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done
   done
