@@ -5,7 +5,8 @@
 # device placement) with it on and off (`hyrt bench --no-reuse`), in alternating processes of
 # one call, and the PyTorch eager SDXL anchor in the same call.
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh); for `parity` .gl/golden/sd15-tiny and
-# .gl/golden/sdxl-tiny; for `torch` .whl with diffusers (the device README says how).
+# .gl/golden/sdxl-tiny, or their archives from scripts/gpu/pack_golden.sh (the carry limit counts
+# the tracked tree too); for `torch` .whl with diffusers (the device README says how).
 # Usage there: bench/cuda/run_reuse_on_gpu.sh OUT_DIR [what...]
 #   what: parity, sd15 (512², 1024², 768², 640² in one process each: steps and first calls),
 #   lora (issue 17's rank-32 LoRA step against the plain one; LORA_FORMS, LORA_ROUNDS), lora_sdxl

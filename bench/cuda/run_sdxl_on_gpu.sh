@@ -4,8 +4,9 @@
 # placement) at 1024² then 768² and 832x1216 in one process (each new shape's first-call cost),
 # the VAE decode, and the PyTorch eager anchor (bench/cuda/torch_sdxl_eager.py) in the same call.
 # Needs, carried: .deps (scripts/gpu/fetch_deps.sh), .gl/golden/sdxl-tiny (a copy of
-# ../shared/golden/sdxl-tiny: at least model/ and golden.*), and .whl with diffusers for the
-# anchor (the device README says how).
+# ../shared/golden/sdxl-tiny: at least model/ and golden.*, or .gl/sdxl-tiny.tar.xz from
+# scripts/gpu/pack_golden.sh; `file` alone needs only model/tokenizer and model/tokenizer_2), and
+# .whl with diffusers for the anchor (the device README says how).
 # Usage there: bench/cuda/run_sdxl_on_gpu.sh OUT_DIR [what...]
 #   what: tests (the CUDA kernel tests, GoogleTest carried in .deps/cuda), parity (hybrid and
 #   device), torch (the anchor), file (a real-size random SDXL file and

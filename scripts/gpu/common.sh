@@ -51,9 +51,22 @@ gpu_cudnn() {
   echo "cuDNN library: ${HYRT_CUDNN_LIBRARY:-none found}"
 }
 
+# Golden folders carried compressed (.gl/NAME.tar.xz, scripts/gpu/pack_golden.sh) unpacked into
+# .gl/golden/, where the scripts look for them.
+gpu_unpack_golden() {
+  local f
+  for f in .gl/*.tar.xz; do
+    [ -e "$f" ] || continue
+    mkdir -p .gl/golden
+    tar -C .gl/golden -xJf "$f" || { echo "could not unpack $f"; exit 1; }
+  done
+}
+
 # gpu_configure [-DOPTION=VALUE ...]: a Release build-gpu/ against the prefix (benchmarks that
-# need Google Benchmark off), logged to $out/configure.log; exits on failure.
+# need Google Benchmark off), logged to $out/configure.log; exits on failure. Unpacks the
+# carried golden archives first.
 gpu_configure() {
+  gpu_unpack_golden
   gpu_prefix
   gpu_cudnn
   cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$prefix/usr" \
