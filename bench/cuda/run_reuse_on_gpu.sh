@@ -330,12 +330,10 @@ if has_word quant_ab; then
     done
   done
 fi
-# has ITEM: whether ITEM is one of the words asked for.
-has() { [[ " $what " == *" $1 "* ]]; }
-if has torch || has torch15; then
+if has_word torch || has_word torch15; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl >"$out/pip.log" 2>&1 && export PYTHONPATH=/tmp/site
-  for model in $(has torch && echo sdxl) $(has torch15 && echo sd15); do
+  for model in $(has_word torch && echo sdxl) $(has_word torch15 && echo sd15); do
     sizes=1024x1024,832x1216,768x768
     [[ $model == sd15 ]] && sizes=512x512,1024x1024,768x768
     timeout 200 python3 bench/cuda/torch_sdxl_eager.py $sizes $model \

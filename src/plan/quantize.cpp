@@ -46,7 +46,8 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
                                             const CopyCostModel& copy) {
   check_placement_of(graph.get(), placement, "quantize_activations");
   const Graph& g = *graph;
-  const std::vector<std::vector<NodeId>> readers = ValueUses(g).readers;
+  const ValueUses uses(g);
+  const std::vector<std::vector<NodeId>>& readers = uses.readers;
 
   // The candidates: layer norms and GEGLUs whose output only plain-input linears on their
   // backend read.

@@ -6,6 +6,22 @@
 #include "plan/memory.h"
 
 namespace hyrt::plan {
+namespace {
+
+// `graph` placed node by node as `backend_of` says, its copies and estimates evaluated in its
+// insertion order, with the given mode, reasons and fallback count.
+Placement evaluated(const ir::Graph& graph, std::vector<int> backend_of, PlacementMode mode,
+                    std::vector<std::string> reason, int fallback_nodes,
+                    std::span<const backend::Backend* const> backends, const CopyCostModel& copy) {
+  Placement p =
+      evaluate_assignment(graph, default_order(graph), backends, std::move(backend_of), copy);
+  p.mode = mode;
+  p.reason = std::move(reason);
+  p.fallback_nodes = fallback_nodes;
+  return p;
+}
+
+}  // namespace
 
 void check_placement_of(const ir::Graph* graph, const Placement& placement, const char* pass) {
   HYRT_CHECK(graph && placement.backend_of.size() == graph->nodes().size(), kInvalidArgument, pass,
@@ -57,13 +73,10 @@ PlacedRewrite::Result PlacedRewrite::finish(std::span<const backend::Backend* co
     graph_->mark_output(map(v));
   graph_->verify();
   Result r;
-  const std::vector<ir::NodeId> order = default_order(*graph_);
-  r.placement = evaluate_assignment(*graph_, order, backends, std::move(backend_of_), copy);
-  r.placement.mode = placement_.mode;
-  r.placement.reason = std::move(reason_);
-  r.placement.fallback_nodes =
-      static_cast<int>(std::count_if(r.placement.reason.begin(), r.placement.reason.end(),
-                                     [](const std::string& s) { return !s.empty(); }));
+  const int fallback = static_cast<int>(std::count_if(
+      reason_.begin(), reason_.end(), [](const std::string& s) { return !s.empty(); }));
+  r.placement = evaluated(*graph_, std::move(backend_of_), placement_.mode, std::move(reason_),
+                          fallback, backends, copy);
   r.graph = std::move(graph_);
   return r;
 }
@@ -71,12 +84,8 @@ PlacedRewrite::Result PlacedRewrite::finish(std::span<const backend::Backend* co
 Placement placement_of_rewrite(const ir::Graph& graph, const Placement& before,
                                std::span<const backend::Backend* const> backends,
                                const CopyCostModel& copy) {
-  const std::vector<ir::NodeId> order = default_order(graph);
-  Placement p = evaluate_assignment(graph, order, backends, before.backend_of, copy);
-  p.mode = before.mode;
-  p.reason = before.reason;
-  p.fallback_nodes = before.fallback_nodes;
-  return p;
+  return evaluated(graph, before.backend_of, before.mode, before.reason, before.fallback_nodes,
+                   backends, copy);
 }
 
 }  // namespace hyrt::plan
