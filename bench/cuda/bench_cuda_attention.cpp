@@ -84,6 +84,7 @@ struct Form {
   int sm90_poly_exp_every = 0;
   int sm90_turns = 0;
   bool sm90_no_proxy_fence = false;
+  bool sm90_no_fold = false;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
@@ -99,6 +100,9 @@ const Form kForms[] = {
     {"hopper, 3 warp groups, poly exp 1/4", 0, -1.0f, false, false, 3, 64, 4},
     {"hopper, 2 warp groups, poly exp 1/4", 0, -1.0f, false, false, 2, 64, 4},
     {"hopper, 2 warp groups, 128 keys, poly exp 1/4", 0, -1.0f, false, false, 2, 128, 4},
+    {"hopper, 3 warp groups, no fold", 0, -1.0f, false, false, 3, 64, 0, 0, false, true},
+    {"hopper, 3 warp groups, poly exp 1/4, no fold", 0, -1.0f, false, false, 3, 64, 4, 0, false,
+     true},
 };
 
 double median(std::vector<double> v) {
@@ -299,6 +303,7 @@ int run(int argc, char** argv) {
       p.sm90_poly_exp_every = f.sm90_poly_exp_every;
       p.sm90_turns = f.sm90_turns;
       p.sm90_no_proxy_fence = f.sm90_no_proxy_fence;
+      p.sm90_no_fold = f.sm90_no_fold;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
            !backend::cuda::flash_attention_sm90_takes(p)))

@@ -67,7 +67,8 @@ struct Spec {
   int sm90_key_tile = 0;             // ... with FlashAttentionParams::sm90_key_tile,
   int sm90_poly_exp_every = 0;       // ::sm90_poly_exp_every
   int sm90_turns = 0;                // ::sm90_turns
-  bool sm90_no_proxy_fence = false;  // and ::sm90_no_proxy_fence
+  bool sm90_no_proxy_fence = false;  // ::sm90_no_proxy_fence
+  bool sm90_no_fold = false;         // and ::sm90_no_fold
 };
 
 std::string describe(const Spec& s) {
@@ -80,7 +81,7 @@ std::string describe(const Spec& s) {
                  s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string(),
                  s.sm90_poly_exp_every ? str_cat(" poly exp 1/", s.sm90_poly_exp_every) : "",
                  s.sm90_turns ? str_cat(" turns ", s.sm90_turns) : "",
-                 s.sm90_no_proxy_fence ? " no proxy fence" : "");
+                 s.sm90_no_proxy_fence ? " no proxy fence" : "", s.sm90_no_fold ? " no fold" : "");
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -316,6 +317,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
     p.sm90_poly_exp_every = s.sm90_poly_exp_every;
     p.sm90_turns = s.sm90_turns;
     p.sm90_no_proxy_fence = s.sm90_no_proxy_fence;
+    p.sm90_no_fold = s.sm90_no_fold;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
   } else {
@@ -859,7 +861,8 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
           Path::kDirect);
   // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
   // scale, a masked last tile), the warp groups with turns and without (both ways at every head
-  // dim, whatever the default), no proxy fence, and no rescale slack.
+  // dim, whatever the default), no proxy fence, no rescale slack, and head 40 unfolded (with and
+  // without the cubic).
   for (auto [groups, keys] : forms) {
     for (int d : {40, 64, 80}) {
       for (Spec s : {cases[0], cases[3], cases[4]}) {
@@ -879,6 +882,13 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
         s.sm90_no_proxy_fence = false;
         s.rescale_slack = 0.0f;  // a rescale at every growth of a maximum
         check(s, Path::kDirect);
+        s.rescale_slack = -1.0f;
+        if (d == 40) {  // head 40 folds its softmax into the product by default: also unfolded
+          s.sm90_no_fold = true;
+          check(s, Path::kDirect);
+          s.sm90_poly_exp_every = 4;
+          check(s, Path::kDirect);
+        }
       }
     }
   }

@@ -63,6 +63,10 @@ struct FlashAttentionParams {
   // launch_flash_attention_sm90 only: keys per tile, 64 or 128 (128 with two warp groups
   // only); 0 picks 64. For benchmarks.
   int sm90_key_tile = 0;
+  // launch_flash_attention_sm90 only: the softmax's scale and maximum not folded into the
+  // product (attention_sm90.cu, kFold; folded at head dim 40 where |scale|·log2(e) <= 1). For
+  // benchmarks.
+  bool sm90_no_fold = false;
 };
 
 constexpr int kFlashAttentionMaxHeadDim = 256;

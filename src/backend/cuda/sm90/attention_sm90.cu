@@ -201,6 +201,28 @@ __device__ __forceinline__ void fence_operand(float& d) {
   asm volatile("" : "+f"(d)::"memory");
 }
 
+// Halves v[0, 2W) into v[0, W) by pairwise maxima, then on to W = 1: a tree log2 deep (written
+// as recursion: nvcc left a loop over the levels rolled, and v in local memory).
+template <int W, int N>
+__device__ __forceinline__ void max_tree(float (&v)[N]) {
+#pragma unroll
+  for (int i = 0; i < W; ++i)
+    v[i] = fmaxf(v[i], v[i + W]);
+  if constexpr (W > 1) max_tree<W / 2>(v);
+}
+
+// The maximum of this thread's scores of row kRow (0: row0, 1: row1) in an m64nN f32
+// accumulator (registers 4j + 2·kRow and 4j + 2·kRow + 1).
+template <int kRow, int N>
+__device__ __forceinline__ float row_max(const float (&s)[N]) {
+  float v[N / 2];
+#pragma unroll
+  for (int j = 0; j < N / 4; ++j)
+    v[2 * j] = s[4 * j + 2 * kRow], v[2 * j + 1] = s[4 * j + 2 * kRow + 1];
+  max_tree<N / 4>(v);
+  return v[0];
+}
+
 __device__ __forceinline__ void wgmma_fence() {
   asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
 }
@@ -225,6 +247,9 @@ struct Sm90Attention {
   // is the ones column (row sums), where there is one.
   static constexpr int kPvN = (kDv + 15) / 16 * 16;
   static constexpr bool kOnesColumn = kPvN > kDv;
+  // Where q·kᵀ's k is padded past the head (head dim 40: 48), the row's maximum can ride in the
+  // product (kFold, below): column kDv of q holds -m, column kDv of K holds 1.0.
+  static constexpr bool kCanFold = kDqk > kDv&& kDv % 8 == 0;
   static constexpr int kKTileBytes = kQkChunks * kBc * 16;
   static constexpr int kVTileBytes = kPvN / 8 * kBc * 16;
   static constexpr int kStageBytes = kKTileBytes + kVTileBytes;
@@ -245,15 +270,29 @@ struct Sm90Attention {
   static constexpr int kRowsPerBlock = kGroups * kRowsPerGroup;
 };
 
+// kFold (C::kCanFold only): the softmax's scale and running maximum folded into the product,
+// so that q·kᵀ yields the exponent itself. q is loaded scaled by scale·log2(e) (rounded to f16:
+// relative 2^-12 more on each q value, which is f16 already), and the first padding column of the
+// head (dv, = d) holds -m in q's registers against 1.0 in every K row (written once per stage, like
+// V's ones column): S' = scale·log2(e)·q·k - m straight from the tensor cores, f32 accumulated,
+// and each score's exponent costs nothing before ex2 (the unfolded softmax spends an FFMA a score,
+// 32 of ~220 instructions a tile and warp). m only moves in a rescale, which is rare (slack), so
+// the common path is: each thread's maximum of its own scores (no shuffles), a compare with the
+// slack, a vote. A rescale finds the rows' maxima (shuffles), moves m (rounded to f16: it is an
+// offset, and the f16 value is the one subtracted everywhere), subtracts the move from the
+// scores and writes -m into q's registers — S has retired, and P·v in flight reads P and O only.
+// m must stay within f16's range (|scale·q·k| < 65504 in log2 units; it is clamped there, and
+// beyond it the row's output is as wrong as an f16 product's).
 // kPolyEvery: 0, or the exponentials of every kPolyEvery-th group of 8 key columns on the FMA
 // pipes (exp2_poly) instead of the SFU. ordered: the consumer warp groups issue their wgmmas in
 // turn (named barriers 1..kGroups), so that one's products run under the others' softmax instead
 // of all of them multiplying, then all of them exponentiating, in lockstep.
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
     flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, float slack,
                                 bool ordered, bool proxy_fence) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
+  static_assert(!kFold || (C::kCanFold && C::kOnesColumn));
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((256 - smem_addr(smem_raw) % 256) % 256);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBarrierOffset);
@@ -273,12 +312,17 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   if constexpr (C::kOnesColumn) {
-    // Chunk kVChunks of every V row in every stage: 1.0, then zeros. The producer never writes
-    // it; wgmma reads it through the async proxy, hence the fence before the block's barrier.
+    // Chunk kVChunks of every V row in every stage: 1.0, then zeros; with kFold, K's chunk
+    // kDv / 8 too. The producer never writes them; wgmma reads them through the async proxy,
+    // hence the fence before the block's barrier.
     for (int i = threadIdx.x; i < kStages * kBc; i += C::kThreads) {
       const int st = i / kBc, r = i % kBc;
-      *reinterpret_cast<uint4*>(smem + st * C::kStageBytes + C::kKTileBytes +
-                                sw32_offset(r, C::kVChunks, kBc)) = make_uint4(0x3C00u, 0, 0, 0);
+      unsigned char* stage = smem + st * C::kStageBytes;
+      *reinterpret_cast<uint4*>(stage + C::kKTileBytes + sw32_offset(r, C::kVChunks, kBc)) =
+          make_uint4(0x3C00u, 0, 0, 0);
+      if constexpr (kFold)
+        *reinterpret_cast<uint4*>(stage + sw32_offset(r, kDv / 8, kBc)) =
+            make_uint4(0x3C00u, 0, 0, 0);
     }
     fence_proxy_async();
   }
@@ -299,9 +343,11 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       const uint32_t v_dst = k_dst + C::kKTileBytes;
       const int64_t key0 = int64_t{t} * kBc;
       // Chunk-fastest over a row, so that a warp reads whole rows (coalesced in L2).
+      // K's chunks: with kFold the last is the ones column, written above.
+      constexpr int kKChunks = kFold ? kDv / 8 : C::kQkChunks;
 #pragma unroll 2
-      for (int i = pt; i < kBc * C::kQkChunks; i += 128) {
-        const int r = i / C::kQkChunks, c = i % C::kQkChunks;
+      for (int i = pt; i < kBc * kKChunks; i += 128) {
+        const int r = i / kKChunks, c = i % kKChunks;
         const int64_t key = key0 + r;
         const bool ok = key < p.tk && c * 8 < p.d;
         const uint16_t* src = ok ? k_head + key * p.ld_k + c * 8 : p.k;
@@ -344,13 +390,24 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     // A negative scale is applied as -q with |scale| (f16 negation is exact), so that the row
     // maxima below are those of the scaled scores.
     const uint32_t sign = p.scale < 0.0f ? 0x80008000u : 0u;
+    // kFold: q·scale·log2(e) instead (the launch folds only where that factor is at most 1, so
+    // that no f16 q overflows); its column dv, -m, starts at 0 and is set by the first tile.
+    auto scaled = [&](uint32_t v) -> uint32_t {
+      if constexpr (!kFold) {
+        return v ^ sign;
+      } else {
+        const float2 f = __half22float2(*reinterpret_cast<const __half2*>(&v));
+        const float c = p.scale < 0.0f ? -scale_log2 : scale_log2;
+        return pack_half2(f.x * c, f.y * c);
+      }
+    };
 #pragma unroll
     for (int kk = 0; kk < kSteps; ++kk) {
       const int c0 = kk * 16 + 2 * q4;
-      qa[kk][0] = load(row0, c0) ^ sign;
-      qa[kk][1] = load(row1, c0) ^ sign;
-      qa[kk][2] = load(row0, c0 + 8) ^ sign;
-      qa[kk][3] = load(row1, c0 + 8) ^ sign;
+      qa[kk][0] = scaled(load(row0, c0));
+      qa[kk][1] = scaled(load(row1, c0));
+      qa[kk][2] = scaled(load(row0, c0 + 8));
+      qa[kk][3] = scaled(load(row1, c0 + 8));
     }
   }
 
@@ -360,8 +417,10 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
 #pragma unroll
   for (int i = 0; i < kORegs; ++i)
     o[i] = 0.0f;
-  float m0 = -INFINITY, m1 = -INFINITY;  // running maxima of q·k (rows row0, row1; q as loaded)
-  float l0 = 0.0f, l1 = 0.0f;            // this thread's part of the running sums (no ones column)
+  // Running maxima of q·k (rows row0, row1; q as loaded); with kFold, of the folded scores in
+  // log2 units (0 until the first tile sets them, as q's column dv does).
+  float m0 = kFold ? 0.0f : -INFINITY, m1 = kFold ? 0.0f : -INFINITY;
+  float l0 = 0.0f, l1 = 0.0f;  // this thread's part of the running sums (no ones column)
 
   // The warp groups' turns at the tensor cores (when ordered): group g issues after group g-1,
   // group 0 after the last one's previous issue (the last group opens the first round). Every
@@ -467,6 +526,74 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     fence_operand(l0), fence_operand(l1), fence_operand(alpha0), fence_operand(alpha1);
   };
 
+  // -m into q's column (kFold), after a softmax moved m: S has retired, and the P·v in flight
+  // reads P and O only.
+  auto write_q_column = [&] {
+    // -m into q's column dv: k-step dv / 16, registers 0/1 (column 16k) or 2/3 (16k + 8) of
+    // the quad's first lane, low half; the high half (column dv + 1) stays 0.
+    constexpr int kStep = kDv / 16, kReg = (kDv % 16) / 8 * 2;
+    if (q4 == 0) {
+      qa[kStep][kReg] = __half_as_ushort(__float2half_rn(-m0));
+      qa[kStep][kReg + 1] = __half_as_ushort(__float2half_rn(-m1));
+    }
+    fence_operands(qa);
+  };
+  // kFold's softmax (see the kernel's comment): s holds S' = scale·log2(e)·q·k - m. first: the
+  // first tile, which sets m whatever the slack (m = 0 until then stands for no maximum yet).
+  auto softmax_folded = [&](int t, auto masked, auto first, float& alpha0, float& alpha1) {
+    if constexpr (decltype(masked)::value) {
+      const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);
+#pragma unroll
+      for (int i = 0; i < kSRegs; ++i)
+        if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
+    }
+    float mx0 = row_max<0>(s), mx1 = row_max<1>(s);  // this thread's keys only
+    if constexpr (decltype(first)::value)
+      rescale_due = true;
+    else
+      rescale_due = __any_sync(0xffffffffu, mx0 > slack || mx1 > slack);
+    alpha0 = 1.0f, alpha1 = 1.0f;
+    if (rescale_due) {  // uniform across the warp
+#pragma unroll
+      for (int off = 1; off <= 2; off <<= 1) {
+        mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+        mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+      }
+      // The move of each row's m: to its maximum (never down after the first tile), as the
+      // f16 value q's column holds.
+      auto move = [&](float& m, float mx) {
+        const float want = decltype(first)::value ? mx : m + fmaxf(mx, 0.0f);
+        const float held = __half2float(__float2half_rn(fminf(fmaxf(want, -65504.0f), 65504.0f)));
+        const float delta = held - m;
+        m = held;
+        return delta;
+      };
+      const float d0 = move(m0, mx0), d1 = move(m1, mx1);
+      alpha0 = ex2(-d0), alpha1 = ex2(-d1);
+#pragma unroll
+      for (int i = 0; i < kSRegs; ++i)
+        s[i] -= i % 4 < 2 ? d0 : d1;
+      write_q_column();
+    }
+#pragma unroll
+    for (int j = 0; j < kBc / 8; ++j) {
+      const bool poly = kPolyEvery > 0 && j % (kPolyEvery > 0 ? kPolyEvery : 1) == kPolyEvery - 1;
+#pragma unroll
+      for (int i = 4 * j; i < 4 * j + 4; ++i)
+        s[i] = poly ? exp2_poly(s[i]) : ex2(s[i]);
+    }
+    fence_operands(s);
+    fence_operands(qa);
+    fence_operand(alpha0), fence_operand(alpha1);
+  };
+  // The softmax of tile t in this kernel's form.
+  auto softmax_tile = [&](int t, auto masked, auto first, float& alpha0, float& alpha1) {
+    if constexpr (kFold)
+      softmax_folded(t, masked, first, alpha0, alpha1);
+    else
+      softmax(t, masked, alpha0, alpha1);
+  };
+
   // P, the exponentials in s, rounded to f16 into wgmma's A layout: columns 8j.. of the
   // accumulator are k-step j/2's A registers 0,1 for even j, 2,3 for odd. Only once the P·v
   // that reads pa has retired.
@@ -530,15 +657,15 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     pack_p();
   };
 
-  constexpr std::false_type kWhole;
-  constexpr std::true_type kMasked;
+  constexpr std::false_type kWhole, kLater;
+  constexpr std::true_type kMasked, kFirst;
   wait_tile(0, std::true_type{});
   turn_begin();
   issue_scores(0);
   turn_end(false);
   wgmma_wait<0>();
   fence_operands(s);
-  softmax(0, kMasked, alpha0, alpha1);  // the factors are of no use: O is zero
+  softmax_tile(0, kMasked, kFirst, alpha0, alpha1);  // the factors are of no use: O is zero
   pack_p();
   // Tile t (1 <= t < tiles - 1) with P_{t-1}·v_{t-1} in flight and S_t's softmax done; masked:
   // t + 1 is the last tile.
@@ -546,18 +673,18 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     wait_tile(t + 1, std::false_type{});
     retire_pv(t - 1, true);
     issue_pair(t);
-    softmax(t + 1, masked, alpha0, alpha1);
+    softmax_tile(t + 1, masked, kLater, alpha0, alpha1);
   };
   if (tiles > 1) {
     wait_tile(1, std::false_type{});
     issue_pair(0);
     if (tiles > 2) {
-      softmax(1, kWhole, alpha0, alpha1);
+      softmax_tile(1, kWhole, kLater, alpha0, alpha1);
       for (int t = 1; t + 2 < tiles; ++t)
         iteration(t, kWhole);
       iteration(tiles - 2, kMasked);
     } else {
-      softmax(1, kMasked, alpha0, alpha1);
+      softmax_tile(1, kMasked, kLater, alpha0, alpha1);
     }
     retire_pv(tiles - 2, false);
   }
@@ -594,10 +721,10 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   }
 }
 
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold>
 cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
-  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kPolyEvery>;
+  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kPolyEvery, kFold>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return attr;
@@ -611,13 +738,29 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// launch with the exponentials p asks for (FlashAttentionParams::sm90_poly_exp_every).
+// Whether a launch folds the softmax into the product (the kernel's kFold): where the head has
+// a padding column, unless p asks not to, and where scale·log2(e) is at most 1 (q scaled by it
+// stays within f16; SD's 1/sqrt(40) gives 0.23).
+template <int kDqk, int kDv>
+bool folds(const FlashAttentionParams& p) {
+  constexpr float kLog2e = 1.4426950408889634f;
+  return kDqk > kDv && !p.sm90_no_fold && std::fabs(p.scale) * kLog2e <= 1.0f;
+}
+
+// launch with the exponentials p asks for (FlashAttentionParams::sm90_poly_exp_every), folded
+// where folds() says.
 template <int kDqk, int kDv, int kBc, int kGroups>
 cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
   // Stages: 4 of 64 keys, 3 of 128 (the largest, d = 80 at 128 keys, is 120 KiB).
   constexpr int kStages = kBc == 64 ? 4 : 3;
-  return p.sm90_poly_exp_every == 4 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4>(p, stream)
-                                    : launch<kDqk, kDv, kBc, kGroups, kStages, 0>(p, stream);
+  if constexpr (Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kCanFold) {
+    if (folds<kDqk, kDv>(p))
+      return p.sm90_poly_exp_every == 4
+                 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, true>(p, stream)
+                 : launch<kDqk, kDv, kBc, kGroups, kStages, 0, true>(p, stream);
+  }
+  return p.sm90_poly_exp_every == 4 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, false>(p, stream)
+                                    : launch<kDqk, kDv, kBc, kGroups, kStages, 0, false>(p, stream);
 }
 
 // launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (with
