@@ -834,6 +834,14 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
        .input_scale = 2.0f,
        .seed = 46},
       {.batch = 2, .tq = 300, .tk = 300, .heads = 8, .seed = 47, .packed = true},
+      // |scale|·log2(e) > 1: head 40 runs unfolded (q scaled by it could overflow f16).
+      {.batch = 1,
+       .tq = 100,
+       .tk = 150,
+       .heads = 2,
+       .scale = 0.9f,
+       .input_scale = 0.5f,
+       .seed = 49},
   };
   // Block forms: 64-key tiles with 2 and 3 warp groups, 128-key tiles with 2.
   const std::pair<int, int> forms[] = {{2, 64}, {3, 64}, {2, 128}};

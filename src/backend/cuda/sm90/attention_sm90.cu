@@ -471,13 +471,15 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // retired. masked: the last tile, whose keys past tk score -inf (every other tile is whole,
   // and skips the compare and select per score).
   bool rescale_due = false;  // whether the last softmax moved a maximum in this warp
-  auto softmax = [&](int t, auto masked, float& alpha0, float& alpha1) {
-    if constexpr (decltype(masked)::value) {
-      const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
+  // The last tile's keys past tk score -inf.
+  auto mask_past_tk = [&](int t) {
+    const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
 #pragma unroll
-      for (int i = 0; i < kSRegs; ++i)
-        if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
-    }
+    for (int i = 0; i < kSRegs; ++i)
+      if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
+  };
+  auto softmax = [&](int t, auto masked, float& alpha0, float& alpha1) {
+    if constexpr (decltype(masked)::value) mask_past_tk(t);
     float mx0 = m0, mx1 = m1;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
@@ -541,12 +543,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // kFold's softmax (see the kernel's comment): s holds S' = scale·log2(e)·q·k - m. first: the
   // first tile, which sets m whatever the slack (m = 0 until then stands for no maximum yet).
   auto softmax_folded = [&](int t, auto masked, auto first, float& alpha0, float& alpha1) {
-    if constexpr (decltype(masked)::value) {
-      const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);
-#pragma unroll
-      for (int i = 0; i < kSRegs; ++i)
-        if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
-    }
+    if constexpr (decltype(masked)::value) mask_past_tk(t);
     float mx0 = row_max<0>(s), mx1 = row_max<1>(s);  // this thread's keys only
     if constexpr (decltype(first)::value)
       rescale_due = true;
