@@ -100,9 +100,13 @@ if [[ $what == *profile* ]]; then
     timeout 240 "$ncu" --set full --kernel-name regex:flash_attention_sm90 --launch-count 1 \
       -o $res/attention_profile build-gpu/bench/bench_cuda_attention --reps 3 >$res/ncu_run.log 2>&1
     echo "ncu rc=$?"
-    "$ncu" -i $res/attention_profile.ncu-rep --page details >$res/ncu_details.txt 2>&1
-    grep -E "Duration|Issue Slots Busy|Eligible Warps|highest-utilized|excessive|Tensor" \
-      $res/ncu_details.txt | head -n 12
+    "$ncu" -i $res/attention_profile.ncu-rep --page details --print-details all \
+      >$res/ncu_details.txt 2>&1
+    # Per SASS instruction: executions and stall samples by reason (where the warps wait).
+    "$ncu" -i $res/attention_profile.ncu-rep --page source --print-source sass --csv \
+      >$res/ncu_source_sass.csv 2>&1 || echo "ncu source page rc=$?"
+    grep -E "Duration|Issue Slots Busy|Eligible Warps|highest-utilized|excessive|Tensor|Stall" \
+      $res/ncu_details.txt | head -n 30
   else
     echo "profile: no ncu here"
   fi
