@@ -2,9 +2,10 @@
 // on: how many results per clock and SM the SFU's exp2 (MUFU.EX2), the f32 -> f16x2 packing of
 // P (F2FP.PACK_AB) and the FMA pipe (FFMA, HFMA2, and 2^x as a cubic on it) give, alone and
 // mixed in the softmax's ratios — so that a kernel's design rests on measured rates, not on
-// a table that does not list F2FP. Standalone (no hyrt library):
+// a table that does not list F2FP. The exponentials and the packing are the attention kernels'
+// own (backend/cuda/attention_device.cuh); no hyrt library is linked:
 //   build/bench/pipe_rates (HYRT_BUILD_CUDA_BENCH), or
-//   nvcc -O3 -std=c++20 -arch=sm_90a -o pipe_rates bench/cuda/pipe_rates.cu && ./pipe_rates
+//   nvcc -O3 -std=c++20 -arch=sm_90a -Isrc -o pipe_rates bench/cuda/pipe_rates.cu && ./pipe_rates
 // Prints one JSON object: per case, results per clock per SM (clock64 around the loop in every
 // block, one block of 1024 threads per SM, 8 independent chains per thread).
 #include <cuda_runtime.h>
@@ -14,36 +15,25 @@
 #include <cstdlib>
 #include <vector>
 
+#include "backend/cuda/attention_device.cuh"
+
+namespace hyrt {
 namespace {
 
 constexpr int kChains = 8;
 constexpr int kIters = 4096;
 constexpr int kThreads = 1024;
 
-__device__ __forceinline__ float ex2(float x) {
-  float y;
-  asm volatile("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-  return y;
-}
+using backend::cuda::attention_device::ex2;
+using backend::cuda::attention_device::exp2_poly;
+// The kernels' f16x2 packing (attention_device::pack_half2: F2FP.PACK_AB), a in the low half.
 __device__ __forceinline__ uint32_t pack(float a, float b) {
-  uint32_t h;
-  asm volatile("cvt.rn.f16x2.f32 %0, %2, %1;" : "=r"(h) : "f"(a), "f"(b));
-  return h;
+  return backend::cuda::attention_device::pack_half2(a, b);
 }
 __device__ __forceinline__ uint32_t hfma2(uint32_t a, uint32_t b, uint32_t c) {
   uint32_t d;
   asm volatile("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
   return d;
-}
-
-// 2^x on the FMA pipe, f32 (attention_sm90.cu's exp2_poly).
-__device__ __forceinline__ float exp2_poly(float x) {
-  asm volatile("max.NaN.f32 %0, %0, 0fC2FA0000;\n" : "+f"(x));
-  constexpr float kRound = 12582912.0f;
-  const float shifted = x + kRound;
-  const float f = x - (shifted - kRound);
-  float y = fmaf(fmaf(fmaf(0.05517104f, f, 0.24260958f), f, 0.69326097f), f, 0.99992818f);
-  return __uint_as_float(__float_as_uint(y) + (__float_as_uint(shifted) << 23));
 }
 
 // 2^x of two f32 x <= 0 into one f16x2 on the f16 FMA pipe: packed once, rounded to an integer
@@ -191,8 +181,10 @@ void run_all(int sms, long long* cycles, float* sink, std::integer_sequence<int,
 }
 
 }  // namespace
+}  // namespace hyrt
 
 int main() {
+  using namespace hyrt;
   cudaDeviceProp prop{};
   check(cudaGetDeviceProperties(&prop, 0), "properties");
   const int sms = prop.multiProcessorCount;

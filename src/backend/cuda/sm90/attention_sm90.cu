@@ -57,10 +57,12 @@ namespace {
 namespace gmma = cute::SM90::GMMA;
 
 constexpr int kRowsPerGroup = 64;  // query rows per consumer warp group (wgmma's M)
+constexpr float kLog2e = 1.4426950408889634f;
 
 // --- PTX wrappers ----------------------------------------------------------------------------
 
 using attention_device::ex2;
+using attention_device::exp2_poly;
 using attention_device::pack_half2;
 using attention_device::smem_addr;
 
@@ -128,21 +130,6 @@ __device__ __forceinline__ void named_barrier_sync(int id, int threads) {
 }
 __device__ __forceinline__ void named_barrier_arrive(int id, int threads) {
   asm volatile("bar.arrive %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
-}
-
-// 2^x for x <= 0 (or NaN) on the FMA and integer pipes instead of the SFU, whose 16 results per
-// clock per SM are the floor of a head-40 attention: 2^round(x) goes into the exponent field and
-// 2^f, f = x - round(x) in [-0.5, 0.5], is a cubic (relative error 7.5e-5, a third of f16's half
-// ulp: P is rounded to f16). x is clamped to -125 so that the exponent stays a normal one: below
-// 2^-125 the result is that instead of 0 (0 in f16 all the same; 2^-125 per key in the f32 sums).
-// NaN stays NaN (max.NaN), as the SFU's does.
-__device__ __forceinline__ float exp2_poly(float x) {
-  asm("max.NaN.f32 %0, %0, 0fC2FA0000;\n" : "+f"(x));  // -125
-  constexpr float kRound = 12582912.0f;                // 1.5·2^23: x + it holds round(x)
-  const float shifted = x + kRound;
-  const float f = x - (shifted - kRound);
-  float y = fmaf(fmaf(fmaf(0.05517104f, f, 0.24260958f), f, 0.69326097f), f, 0.99992818f);
-  return __uint_as_float(__float_as_uint(y) + (__float_as_uint(shifted) << 23));
 }
 
 using sm90_layout::sw32_desc;
@@ -249,7 +236,7 @@ struct Sm90Attention {
   static constexpr bool kOnesColumn = kPvN > kDv;
   // Where q·kᵀ's k is padded past the head (head dim 40: 48), the row's maximum can ride in the
   // product (kFold, below): column kDv of q holds -m, column kDv of K holds 1.0.
-  static constexpr bool kCanFold = kDqk > kDv&& kDv % 8 == 0;
+  static constexpr bool kCanFold = (kDqk > kDv) && (kDv % 8 == 0);
   static constexpr int kKTileBytes = kQkChunks * kBc * 16;
   static constexpr int kVTileBytes = kPvN / 8 * kBc * 16;
   static constexpr int kStageBytes = kKTileBytes + kVTileBytes;
@@ -580,7 +567,6 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
         s[i] = poly ? exp2_poly(s[i]) : ex2(s[i]);
     }
     fence_operands(s);
-    fence_operands(qa);
     fence_operand(alpha0), fence_operand(alpha1);
   };
   // The softmax of tile t in this kernel's form.
@@ -727,7 +713,6 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((p.tq + C::kRowsPerBlock - 1) / C::kRowsPerBlock),
                   static_cast<unsigned>(p.batch * p.heads));
-  constexpr float kLog2e = 1.4426950408889634f;
   const bool turns = p.sm90_turns == 1 || (p.sm90_turns == 0 && kDv == 40);
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(
       p, std::fabs(p.scale) * kLog2e, flash_attention_rescale_slack(p.rescale_slack), turns,
@@ -735,23 +720,21 @@ cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   return cudaGetLastError();
 }
 
-// Whether a launch folds the softmax into the product (the kernel's kFold): where the head has
-// a padding column, unless p asks not to, and where scale·log2(e) is at most 1 (q scaled by it
-// stays within f16; SD's 1/sqrt(40) gives 0.23).
-template <int kDqk, int kDv>
+// Whether a launch of a kernel that can fold (Sm90Attention::kCanFold) folds the softmax into the
+// product: unless p asks not to, where scale·log2(e) is at most 1 (q scaled by it stays within
+// f16; SD's 1/sqrt(40) gives 0.23).
 bool folds(const FlashAttentionParams& p) {
-  constexpr float kLog2e = 1.4426950408889634f;
-  return kDqk > kDv && !p.sm90_no_fold && std::fabs(p.scale) * kLog2e <= 1.0f;
+  return !p.sm90_no_fold && std::fabs(p.scale) * kLog2e <= 1.0f;
 }
 
 // launch with the exponentials p asks for (FlashAttentionParams::sm90_poly_exp_every), folded
-// where folds() says.
+// where the head can and folds() says.
 template <int kDqk, int kDv, int kBc, int kGroups>
 cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
   // Stages: 4 of 64 keys, 3 of 128 (the largest, d = 80 at 128 keys, is 120 KiB).
   constexpr int kStages = kBc == 64 ? 4 : 3;
   if constexpr (Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kCanFold) {
-    if (folds<kDqk, kDv>(p))
+    if (folds(p))
       return p.sm90_poly_exp_every == 4
                  ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, true>(p, stream)
                  : launch<kDqk, kDv, kBc, kGroups, kStages, 0, true>(p, stream);
