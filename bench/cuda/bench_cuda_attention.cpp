@@ -25,6 +25,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -85,24 +86,27 @@ struct Form {
   int sm90_turns = 0;
   bool sm90_no_proxy_fence = false;
   bool sm90_no_fold = false;
+  int sm90_deep = 0;
 };
 const Form kForms[] = {
     {"default (capped, rows by waves, slack 8)", 0, -1.0f, false},
     {"capped, 32 rows/warp", 32, -1.0f, false},
     {"cudnn", 0, 0.0f, false, true},
     // The kernel's default form first: run_attention_on_gpu.sh's `profile` takes the first launch.
+    // Its default is the deep schedule at head 40 beyond two key tiles; "shallow" forms ask for
+    // the one-tile schedule (sm90_deep -1), whose warp groups take turns at head 40.
     {"hopper, 3 warp groups", 0, -1.0f, false, false, 3, 64},
-    {"hopper, 3 warp groups, turns", 0, -1.0f, false, false, 3, 64, 0, 1},
-    {"hopper, 3 warp groups, no turns", 0, -1.0f, false, false, 3, 64, 0, 2},
+    {"hopper, 3 warp groups, shallow", 0, -1.0f, false, false, 3, 64, 0, 0, false, false, -1},
+    {"hopper, 3 warp groups, shallow, turns", 0, -1.0f, false, false, 3, 64, 0, 1, false, false,
+     -1},
+    {"hopper, 3 warp groups, shallow, no turns", 0, -1.0f, false, false, 3, 64, 0, 2, false, false,
+     -1},
     {"hopper, 3 warp groups, no proxy fence", 0, -1.0f, false, false, 3, 64, 0, 0, true},
     {"hopper, 2 warp groups", 0, -1.0f, false, false, 2, 64},
     {"hopper, 2 warp groups, 128 keys", 0, -1.0f, false, false, 2, 128},
     {"hopper, 3 warp groups, poly exp 1/4", 0, -1.0f, false, false, 3, 64, 4},
-    {"hopper, 2 warp groups, poly exp 1/4", 0, -1.0f, false, false, 2, 64, 4},
-    {"hopper, 2 warp groups, 128 keys, poly exp 1/4", 0, -1.0f, false, false, 2, 128, 4},
     {"hopper, 3 warp groups, no fold", 0, -1.0f, false, false, 3, 64, 0, 0, false, true},
-    {"hopper, 3 warp groups, poly exp 1/4, no fold", 0, -1.0f, false, false, 3, 64, 4, 0, false,
-     true},
+    {"hopper, 3 warp groups, deep 4", 0, -1.0f, false, false, 3, 64, 0, 0, false, false, 4},
 };
 
 double median(std::vector<double> v) {
@@ -212,10 +216,21 @@ void plan_costs(const backend::cuda::CudaContext& ctx) {
   }
 }
 
+// Whether `name` holds one of the '|'-separated parts of `only` (bench --only).
+bool names_match(std::string_view name, std::string_view only) {
+  for (size_t start = 0; start <= only.size();) {
+    const size_t end = std::min(only.find('|', start), only.size());
+    if (name.find(only.substr(start, end - start)) != std::string_view::npos) return true;
+    start = end + 1;
+  }
+  return false;
+}
+
 int run(int argc, char** argv) {
   int reps = 50;
   bool plans = false;
   std::string out_path;
+  std::string only;  // --only A|B: the forms whose name holds A or B (and the reference form)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--plans")
@@ -224,8 +239,11 @@ int run(int argc, char** argv) {
       reps = std::max(1, std::atoi(argv[++i]));
     else if (a == "--out" && i + 1 < argc)
       out_path = argv[++i];
+    else if (a == "--only" && i + 1 < argc)
+      only = argv[++i];
     else {
-      std::fprintf(stderr, "usage: bench_cuda_attention [--reps N] [--out FILE] [--plans]\n");
+      std::fprintf(stderr,
+                   "usage: bench_cuda_attention [--reps N] [--out FILE] [--only TEXT] [--plans]\n");
       return 2;
     }
   }
@@ -265,6 +283,7 @@ int run(int argc, char** argv) {
         4.0 * s.batch * s.heads * static_cast<double>(s.tq) * s.tk * s.d * (s.causal ? 0.5 : 1.0);
     std::vector<float> ref;
     for (const Form& f : kForms) {
+      if (!only.empty() && &f != &kForms[0] && !names_match(f.name, only)) continue;
       std::unique_ptr<backend::cuda::CudnnAttentionPlan> plan;
       DeviceBuffer work;
       std::string extra;
@@ -304,6 +323,7 @@ int run(int argc, char** argv) {
       p.sm90_turns = f.sm90_turns;
       p.sm90_no_proxy_fence = f.sm90_no_proxy_fence;
       p.sm90_no_fold = f.sm90_no_fold;
+      p.sm90_deep = f.sm90_deep;
       if (f.sm90_groups &&
           (!backend::cuda::flash_attention_sm90_available(d.compute_major, d.compute_minor) ||
            !backend::cuda::flash_attention_sm90_takes(p)))

@@ -13,7 +13,9 @@
 # and .whl. Usage there: bench/cuda/run_attention_on_gpu.sh OUT_DIR [what...]
 #   what: tests, kernel, parity, sd15, sdxl, energy (issue 16's J/step at 512² and 1024² per
 #   form, bench/cuda/nvml_energy.py), profile (Nsight Compute on Hopper's kernel), torch
-#   (default: tests kernel parity sd15 sdxl). Everything lands
+#   (default: tests kernel parity sd15 sdxl). KERNEL_FORMS / PROFILE_FORM narrow `kernel` /
+#   `profile` to the benchmark's forms whose names hold them (bench_cuda_attention --only: parts
+#   separated by '|'). Everything lands
 #   in OUT_DIR/attention_run.tar.gz plus a summary on stdout.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -41,8 +43,9 @@ if [[ $what == *tests* ]]; then
   done
 fi
 if [[ $what == *kernel* ]]; then
-  timeout 150 build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms_h200.json >/dev/null \
-    2>$res/attention_forms.txt
+  # KERNEL_FORMS: only the forms whose names hold one of its '|'-separated parts.
+  timeout 150 build-gpu/bench/bench_cuda_attention --reps 20 --out $res/attention_forms.json \
+    ${KERNEL_FORMS:+--only "$KERNEL_FORMS"} >/dev/null 2>$res/attention_forms.txt
   echo "attention bench rc=$?"
   cat $res/attention_forms.txt
 fi
@@ -97,8 +100,10 @@ if [[ $what == *profile* ]]; then
   # with the toolkit.
   ncu=$(command -v ncu || ls -d /usr/local/cuda*/bin/ncu 2>/dev/null | head -n 1)
   if [ -n "$ncu" ]; then
+    # PROFILE_FORM: profile the first of the forms whose name holds this text instead.
     timeout 240 "$ncu" --set full --kernel-name regex:flash_attention_sm90 --launch-count 1 \
-      -o $res/attention_profile build-gpu/bench/bench_cuda_attention --reps 3 >$res/ncu_run.log 2>&1
+      -o $res/attention_profile build-gpu/bench/bench_cuda_attention --reps 3 \
+      ${PROFILE_FORM:+--only "$PROFILE_FORM"} >$res/ncu_run.log 2>&1
     echo "ncu rc=$?"
     "$ncu" -i $res/attention_profile.ncu-rep --page details --print-details all \
       >$res/ncu_details.txt 2>&1

@@ -68,7 +68,8 @@ struct Spec {
   int sm90_poly_exp_every = 0;       // ::sm90_poly_exp_every
   int sm90_turns = 0;                // ::sm90_turns
   bool sm90_no_proxy_fence = false;  // ::sm90_no_proxy_fence
-  bool sm90_no_fold = false;         // and ::sm90_no_fold
+  bool sm90_no_fold = false;         // ::sm90_no_fold
+  int sm90_deep = 0;                 // and ::sm90_deep
 };
 
 std::string describe(const Spec& s) {
@@ -81,7 +82,8 @@ std::string describe(const Spec& s) {
                  s.sm90_key_tile ? str_cat(" key tile ", s.sm90_key_tile) : std::string(),
                  s.sm90_poly_exp_every ? str_cat(" poly exp 1/", s.sm90_poly_exp_every) : "",
                  s.sm90_turns ? str_cat(" turns ", s.sm90_turns) : "",
-                 s.sm90_no_proxy_fence ? " no proxy fence" : "", s.sm90_no_fold ? " no fold" : "");
+                 s.sm90_no_proxy_fence ? " no proxy fence" : "", s.sm90_no_fold ? " no fold" : "",
+                 s.sm90_deep ? str_cat(" deep ", s.sm90_deep) : std::string());
 }
 
 // Random floats rounded to f16: the f16 bits and the values they hold.
@@ -318,6 +320,7 @@ std::vector<float> run_direct(const Spec& s, const Inputs& in) {
     p.sm90_turns = s.sm90_turns;
     p.sm90_no_proxy_fence = s.sm90_no_proxy_fence;
     p.sm90_no_fold = s.sm90_no_fold;
+    p.sm90_deep = s.sm90_deep;
     EXPECT_TRUE(backend::cuda::flash_attention_sm90_takes(p));
     HYRT_CUDA_CHECK(backend::cuda::launch_flash_attention_sm90(p, gpu().ctx->stream()));
   } else {
@@ -855,18 +858,40 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
       }
     }
   }
-  // A long key sequence (SD 1.5's 64² self attention): 64 or 32 tiles round the stage ring.
-  for (auto [groups, keys] : forms)
-    check({.batch = 1,
-           .tq = 4096,
-           .tk = 4096,
-           .heads = 1,
-           .d = 40,
-           .dv = 40,
-           .seed = 48,
-           .sm90_groups = groups,
-           .sm90_key_tile = keys},
-          Path::kDirect);
+  // A long key sequence (SD 1.5's 64² self attention): 64 or 32 tiles round the stage ring, in
+  // the default schedule (deep at head 40), the shallow one and the deep ones; and those over
+  // every tile count from 1 to 10 (their loops take 2 or 4 tiles a step, the rest run after it).
+  for (int deep : {-1, 0, 2, 4})
+    for (auto [groups, keys] : forms) {
+      if (deep > 0 && keys != 64) continue;
+      check({.batch = 1,
+             .tq = 4096,
+             .tk = 4096,
+             .heads = 1,
+             .d = 40,
+             .dv = 40,
+             .seed = 48,
+             .sm90_groups = groups,
+             .sm90_key_tile = keys,
+             .sm90_deep = deep},
+            Path::kDirect);
+    }
+  for (int deep : {0, 2, 4})
+    for (int64_t tk : {1, 64, 65, 128, 129, 200, 256, 300, 384, 420, 512, 550, 640}) {
+      check({.batch = 1,
+             .tq = 130,
+             .tk = tk,
+             .heads = 2,
+             .d = 40,
+             .dv = 40,
+             .input_scale = 2.0f,
+             .seed = 52,
+             .key_ramp = 6.0f,
+             .sm90_groups = 3,
+             .sm90_key_tile = 64,
+             .sm90_deep = deep},
+            Path::kDirect);
+    }
   // A quarter of the exponentials on the FMA pipes (every head dim; rising maxima, a negative
   // scale, a masked last tile), the warp groups with turns and without (both ways at every head
   // dim, whatever the default), no proxy fence, no rescale slack, and head 40 unfolded (with and
@@ -880,11 +905,14 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
         s.sm90_poly_exp_every = 4;
         check(s, Path::kDirect);
         s.sm90_poly_exp_every = 0;
+        s.sm90_deep = -1;  // turns are the shallow schedule's (the deep one at head 40 has none)
         for (int turns : {1, 2}) {
           s.sm90_turns = turns;
           check(s, Path::kDirect);
         }
         s.sm90_turns = 0;
+        check(s, Path::kDirect);
+        s.sm90_deep = 0;
         s.sm90_no_proxy_fence = true;
         check(s, Path::kDirect);
         s.sm90_no_proxy_fence = false;
@@ -896,6 +924,19 @@ TEST(CudaAttentionSm90, MatchesTheReference) {
           check(s, Path::kDirect);
           s.sm90_poly_exp_every = 4;
           check(s, Path::kDirect);
+          s.sm90_no_fold = false, s.sm90_poly_exp_every = 0;
+          if (keys == 64) {  // and the deep schedules, with slack and without (2: with the cubic)
+            for (int deep : {2, 4}) {
+              s.sm90_deep = deep;
+              check(s, Path::kDirect);
+              s.rescale_slack = 0.0f;
+              check(s, Path::kDirect);
+              s.rescale_slack = -1.0f;
+            }
+            s.sm90_deep = 2, s.sm90_poly_exp_every = 4;
+            check(s, Path::kDirect);
+            s.sm90_deep = 0, s.sm90_poly_exp_every = 0;
+          }
         }
       }
     }
@@ -951,6 +992,12 @@ TEST(CudaAttentionSm90, RefusesWhatItDoesNotTake) {
   bad = p, bad.rescale_slack = 12.5f;
   refused(bad);
   bad = p, bad.tk = 0;
+  refused(bad);
+  bad = p, bad.sm90_deep = 3;
+  refused(bad);
+  bad = p, bad.sm90_deep = 2, bad.sm90_key_tile = 128;
+  refused(bad);
+  bad = p, bad.sm90_deep = 2, bad.d = bad.dv = 64, bad.ld_q = bad.ld_k = bad.ld_v = 64;
   refused(bad);
 }
 

@@ -67,6 +67,12 @@ struct FlashAttentionParams {
   // product (attention_sm90.cu, kFold; folded at head dim 40 where |scale|·log2(e) <= 1). For
   // benchmarks.
   bool sm90_no_fold = false;
+  // launch_flash_attention_sm90 only: the schedule one tile deeper (a second score buffer, the
+  // next tile's q·kᵀ under this one's softmax; attention_sm90.cu, kDeepStep), drained every 2 or
+  // 4 tiles (4: without the cubic); head 40 folded, 64-key tiles. 0 picks 2 where the launch can
+  // and there are more than two key tiles (measured on an H100: 2564 against 2782 µs at 16384²
+  // d40, 187 against 200 at 4096², 19.9 against 18.6 at 77 keys), -1 none. For benchmarks.
+  int sm90_deep = 0;
 };
 
 constexpr int kFlashAttentionMaxHeadDim = 256;
@@ -96,7 +102,8 @@ bool flash_attention_sm90_takes_shape(int64_t batch, int heads, int64_t tq, int6
                                       int dv, bool causal);
 // ... and p itself: its shape, q, k, v, out 16-byte aligned, ld_q, ld_k, ld_v multiples of 8
 // and ld_out of 2, a valid rescale_slack, sm90_warp_groups 0, 2 or 3, sm90_key_tile 0, 64 or
-// 128, sm90_poly_exp_every 0 or 4 and sm90_turns 0, 1 or 2.
+// 128, sm90_poly_exp_every 0 or 4, sm90_turns 0, 1 or 2, and sm90_deep 0 or -1, or 2 or 4
+// where the launch folds head 40 at 64-key tiles (4 without the cubic).
 bool flash_attention_sm90_takes(const FlashAttentionParams& p);
 // Enqueues it (no allocation, no synchronisation: capturable); cudaErrorInvalidValue where it
 // does not take p or is not built. Call only where flash_attention_sm90_available.

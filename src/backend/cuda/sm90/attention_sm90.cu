@@ -22,6 +22,10 @@
 // m64nN f32 accumulator layout of two adjacent 8-column groups is the k16 A-operand layout).
 // At head dim 40 the groups take turns issuing (named barriers), so that one's products run
 // under another's softmax (FlashAttentionParams::sm90_turns says where it was measured to help).
+// kDeepStep (FlashAttentionParams::sm90_deep, folded head 40 at 64 keys): one tile deeper —
+// S_{t+1} into a second score buffer, issued before S_t's softmax and run under it, so that no
+// warp waits for its own q·kᵀ; drained every 2 or 4 tiles (kDeepStep), because ptxas serializes
+// every wgmma of a loop that carries groups in flight across its back edge into a partial wait.
 //
 // Shared layout: wgmma's 32-byte-swizzled canonical form (attention_sm90_layout.h, checked
 // against CuTe's on the host). The no-swizzle ("interleave") form ran first: Nsight Compute
@@ -274,12 +278,15 @@ struct Sm90Attention {
 // pipes (exp2_poly) instead of the SFU. ordered: the consumer warp groups issue their wgmmas in
 // turn (named barriers 1..kGroups), so that one's products run under the others' softmax instead
 // of all of them multiplying, then all of them exponentiating, in lockstep.
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold,
+          int kDeepStep>
 __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kThreads, 1)
     flash_attention_sm90_kernel(const FlashAttentionParams p, float scale_log2, float slack,
                                 bool ordered, bool proxy_fence) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
   static_assert(!kFold || (C::kCanFold && C::kOnesColumn));
+  static_assert(kDeepStep == 0 || ((kDeepStep == 2 || kDeepStep == 4) && kFold && kBc == 64));
+  constexpr bool kDeep = kDeepStep > 0;
   extern __shared__ __align__(128) unsigned char smem_raw[];
   unsigned char* smem = smem_raw + ((256 - smem_addr(smem_raw) % 256) % 256);
   uint64_t* full = reinterpret_cast<uint64_t*>(smem + C::kBarrierOffset);
@@ -404,6 +411,8 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
 #pragma unroll
   for (int i = 0; i < kORegs; ++i)
     o[i] = 0.0f;
+  // Deep: the zeros written here, not sunk between two wgmma issues (ptxas would serialize).
+  if constexpr (kDeep) fence_operands(o);
   // Running maxima of q·k (rows row0, row1; q as loaded); with kFold, of the folded scores in
   // log2 units (0 until the first tile sets them, as q's column dv does).
   float m0 = kFold ? 0.0f : -INFINITY, m1 = kFold ? 0.0f : -INFINITY;
@@ -441,14 +450,14 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
 
   // S = q·kᵀ of tile t (async; committed as one group). K-major: a k-step is a column block.
   float s[kSRegs];
-  auto issue_scores = [&](int t) {
+  auto issue_scores = [&](int t, auto& sb) {
     const uint64_t desc = k_desc0 + uint64_t((t % kStages) * C::kStageBytes >> 4);
-    fence_operands(s);
+    fence_operands(sb);
     wgmma_fence();
 #pragma unroll
     for (int kk = 0; kk < kSteps; ++kk)
       mma_rs<kBc, gmma::Major::K>(qa[kk], desc + uint64_t(kk * sm90_layout::k_step_bytes(kBc) >> 4),
-                                  s, kk > 0);
+                                  sb, kk > 0);
     wgmma_commit();
   };
 
@@ -459,14 +468,14 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // and skips the compare and select per score).
   bool rescale_due = false;  // whether the last softmax moved a maximum in this warp
   // The last tile's keys past tk score -inf.
-  auto mask_past_tk = [&](int t) {
+  auto mask_past_tk = [&](auto& sb, int t) {
     const int valid = static_cast<int>(p.tk - int64_t{t} * kBc);  // keys in this tile
 #pragma unroll
     for (int i = 0; i < kSRegs; ++i)
-      if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) s[i] = -INFINITY;
+      if ((i / 4) * 8 + 2 * q4 + (i % 2) >= valid) sb[i] = -INFINITY;
   };
   auto softmax = [&](int t, auto masked, float& alpha0, float& alpha1) {
-    if constexpr (decltype(masked)::value) mask_past_tk(t);
+    if constexpr (decltype(masked)::value) mask_past_tk(s, t);
     float mx0 = m0, mx1 = m1;
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
@@ -515,8 +524,13 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     fence_operand(l0), fence_operand(l1), fence_operand(alpha0), fence_operand(alpha1);
   };
 
-  // -m into q's column (kFold), after a softmax moved m: S has retired, and the P·v in flight
-  // reads P and O only.
+  // m's moves since q's column was last written (rows row0, row1), and whether there are any:
+  // in the deep schedule the next tile's S is in flight under a softmax, made with the old
+  // column, so the column is written (and that S shifted) once it has retired (fold_catch_up).
+  float q_behind0 = 0.0f, q_behind1 = 0.0f;
+  bool q_stale = false;
+  // -m into q's column (kFold), after a softmax moved m, where no S in flight reads q (the P·v in
+  // flight reads P and O only).
   auto write_q_column = [&] {
     // -m into q's column dv: k-step dv / 16, registers 0/1 (column 16k) or 2/3 (16k + 8) of
     // the quad's first lane, low half; the high half (column dv + 1) stays 0.
@@ -525,13 +539,26 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       qa[kStep][kReg] = __half_as_ushort(__float2half_rn(-m0));
       qa[kStep][kReg + 1] = __half_as_ushort(__float2half_rn(-m1));
     }
+    q_behind0 = q_behind1 = 0.0f;
+    q_stale = false;
     fence_operands(qa);
+  };
+  // Scores made with a stale column (complete, not yet softmaxed): shifted by the moves they
+  // missed, and the column brought up to date before the next S is issued.
+  auto fold_catch_up = [&](auto& sb) {
+    if (q_stale) {  // uniform across the warp
+#pragma unroll
+      for (int i = 0; i < kSRegs; ++i)
+        sb[i] -= i % 4 < 2 ? q_behind0 : q_behind1;
+      write_q_column();
+    }
   };
   // kFold's softmax (see the kernel's comment): s holds S' = scale·log2(e)·q·k - m. first: the
   // first tile, which sets m whatever the slack (m = 0 until then stands for no maximum yet).
-  auto softmax_folded = [&](int t, auto masked, auto first, float& alpha0, float& alpha1) {
-    if constexpr (decltype(masked)::value) mask_past_tk(t);
-    float mx0 = row_max<0>(s), mx1 = row_max<1>(s);  // this thread's keys only
+  auto softmax_folded = [&](auto& sb, int t, auto masked, auto first, float& alpha0,
+                            float& alpha1) {
+    if constexpr (decltype(masked)::value) mask_past_tk(sb, t);
+    float mx0 = row_max<0>(sb), mx1 = row_max<1>(sb);  // this thread's keys only
     if constexpr (decltype(first)::value)
       rescale_due = true;
     else
@@ -556,23 +583,26 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
       alpha0 = ex2(-d0), alpha1 = ex2(-d1);
 #pragma unroll
       for (int i = 0; i < kSRegs; ++i)
-        s[i] -= i % 4 < 2 ? d0 : d1;
-      write_q_column();
+        sb[i] -= i % 4 < 2 ? d0 : d1;
+      q_behind0 += d0, q_behind1 += d1;
+      q_stale = true;
+      if constexpr (!kDeep) write_q_column();  // nothing in flight reads q
     }
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
       const bool poly = kPolyEvery > 0 && j % (kPolyEvery > 0 ? kPolyEvery : 1) == kPolyEvery - 1;
 #pragma unroll
       for (int i = 4 * j; i < 4 * j + 4; ++i)
-        s[i] = poly ? exp2_poly(s[i]) : ex2(s[i]);
+        sb[i] = poly ? exp2_poly(sb[i]) : ex2(sb[i]);
     }
-    fence_operands(s);
+    fence_operands(sb);
     fence_operand(alpha0), fence_operand(alpha1);
   };
-  // The softmax of tile t in this kernel's form.
-  auto softmax_tile = [&](int t, auto masked, auto first, float& alpha0, float& alpha1) {
+  // The softmax of tile t in this kernel's form, on the scores in sb (unfolded: `s` itself; the
+  // deep schedule folds).
+  auto softmax_tile = [&](auto& sb, int t, auto masked, auto first, float& alpha0, float& alpha1) {
     if constexpr (kFold)
-      softmax_folded(t, masked, first, alpha0, alpha1);
+      softmax_folded(sb, t, masked, first, alpha0, alpha1);
     else
       softmax(t, masked, alpha0, alpha1);
   };
@@ -581,11 +611,11 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // accumulator are k-step j/2's A registers 0,1 for even j, 2,3 for odd. Only once the P·v
   // that reads pa has retired.
   uint32_t pa[kBc / 16][4];
-  auto pack_p = [&] {
+  auto pack_p = [&](auto& sb) {
 #pragma unroll
     for (int j = 0; j < kBc / 8; ++j) {
-      pa[j / 2][(j % 2) * 2 + 0] = pack_half2(s[4 * j], s[4 * j + 1]);
-      pa[j / 2][(j % 2) * 2 + 1] = pack_half2(s[4 * j + 2], s[4 * j + 3]);
+      pa[j / 2][(j % 2) * 2 + 0] = pack_half2(sb[4 * j], sb[4 * j + 1]);
+      pa[j / 2][(j % 2) * 2 + 1] = pack_half2(sb[4 * j + 2], sb[4 * j + 3]);
     }
   };
 
@@ -624,7 +654,7 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   // softmax then runs under P_t·v_t).
   auto issue_pair = [&](int t) {
     turn_begin();
-    issue_scores(t + 1);
+    issue_scores(t + 1, s);
     issue_pv(t);
     turn_end(false);
     wgmma_wait<1>();  // S_{t+1}
@@ -637,46 +667,142 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
     fence_operands(o);
     if (release && lane == 0) mbar_arrive(&empty[t % kStages]);
     if (rescale_due) rescale(alpha0, alpha1);
-    pack_p();
+    pack_p(s);
   };
 
   constexpr std::false_type kWhole, kLater;
   constexpr std::true_type kMasked, kFirst;
-  wait_tile(0, std::true_type{});
-  turn_begin();
-  issue_scores(0);
-  turn_end(false);
-  wgmma_wait<0>();
-  fence_operands(s);
-  softmax_tile(0, kMasked, kFirst, alpha0, alpha1);  // the factors are of no use: O is zero
-  pack_p();
-  // Tile t (1 <= t < tiles - 1) with P_{t-1}·v_{t-1} in flight and S_t's softmax done; masked:
-  // t + 1 is the last tile.
-  auto iteration = [&](int t, auto masked) {
-    wait_tile(t + 1, std::false_type{});
-    retire_pv(t - 1, true);
-    issue_pair(t);
-    softmax_tile(t + 1, masked, kLater, alpha0, alpha1);
-  };
-  if (tiles > 1) {
-    wait_tile(1, std::false_type{});
-    issue_pair(0);
-    if (tiles > 2) {
-      softmax_tile(1, kWhole, kLater, alpha0, alpha1);
-      for (int t = 1; t + 2 < tiles; ++t)
-        iteration(t, kWhole);
-      iteration(tiles - 2, kMasked);
-    } else {
-      softmax_tile(1, kMasked, kLater, alpha0, alpha1);
+  if constexpr (kDeep) {
+    // One tile deeper, two tiles a loop step: S_{t+1} is issued before S_t's softmax and runs
+    // under it, into a second score buffer, so that a warp does not wait for its own q·kᵀ. A loop
+    // step starts with S_t complete in `s2` and nothing in flight: its first tile issues S_{t+1},
+    // runs S_t's softmax, then P_t·v_t; its second waits for S_{t+1}, issues S_{t+2}, runs
+    // S_{t+1}'s softmax under S_{t+2} and P_t·v_t, issues P_{t+1}·v_{t+1}, and the step drains
+    // (wait_group 0). ptxas serializes every wgmma of a loop that carries groups in flight across
+    // its back edge into a partial wait (C7514/C7515), hence the drain every two tiles.
+    float s2[kSRegs];
+    wait_tile(0, std::true_type{});
+    issue_scores(0, s);
+    wgmma_wait<0>();
+    fence_operands(s);
+    softmax_tile(s, 0, kMasked, kFirst, alpha0, alpha1);  // the factors are of no use: O is zero
+    if constexpr (kFold) write_q_column();                // nothing in flight yet
+    pack_p(s);
+    if (tiles > 1) {
+      wait_tile(1, std::false_type{});
+      issue_scores(1, s2);
     }
-    retire_pv(tiles - 2, false);
+    issue_pv(0);
+    wgmma_wait<0>();
+    fence_operands(s2);
+    fence_operands(o);
+    if (lane == 0 && tiles > 1) mbar_arrive(&empty[0]);
+    // Tile t's softmax and P·v, S_t complete in cur; first: P_{t-1}·v_{t-1} has retired (the step
+    // drained), else it is in flight and S_t is the older of the two groups.
+    auto body = [&](int t, auto& cur, auto& nxt, auto masked, auto first, bool has_next) {
+      if constexpr (!decltype(first)::value) {
+        wgmma_wait<1>();  // S_t
+        fence_operands(cur);
+      }
+      if constexpr (kFold) fold_catch_up(cur);
+      if (has_next) {
+        wait_tile(t + 1, std::false_type{});
+        issue_scores(t + 1, nxt);
+      }
+      softmax_tile(cur, t, masked, kLater, alpha0, alpha1);
+      if constexpr (!decltype(first)::value) {
+        if (has_next)
+          wgmma_wait<1>();  // P_{t-1}·v_{t-1}; S_{t+1} may still run
+        else
+          wgmma_wait<0>();
+        fence_operands(o);
+        if (lane == 0) mbar_arrive(&empty[(t - 1) % kStages]);
+      }
+      if (rescale_due) rescale(alpha0, alpha1);
+      pack_p(cur);
+      issue_pv(t);
+    };
+    // Drains the step: S_{t+1} (if issued) and P_t·v_t retire; tile t's stage is released.
+    auto drain = [&](int t, bool release) {
+      wgmma_wait<0>();
+      fence_operands(o);
+      fence_operands(s2);
+      if (release && lane == 0) mbar_arrive(&empty[t % kStages]);
+    };
+    // The last r (1..kDeepStep) tiles from t: the same bodies, the last one masked.
+    auto rest = [&](int t, int r) {
+      if (r == 1) {
+        body(t, s2, s, kMasked, kFirst, false);
+        drain(t, false);
+        return;
+      }
+      body(t, s2, s, kWhole, kFirst, true);
+      if (kDeepStep == 2 || r == 2) {  // (every path ends drained: ptxas checks them all)
+        body(t + 1, s, s2, kMasked, kLater, false);
+        drain(t + 1, false);
+        return;
+      }
+      if constexpr (kDeepStep == 4) {
+        body(t + 1, s, s2, kWhole, kLater, true);
+        if (r == 3) {
+          body(t + 2, s2, s, kMasked, kLater, false);
+          drain(t + 2, false);
+          return;
+        }
+        body(t + 2, s2, s, kWhole, kLater, true);
+        body(t + 3, s, s2, kMasked, kLater, false);
+        drain(t + 3, false);
+      }
+    };
+    int t = 1;
+    for (; t + kDeepStep < tiles; t += kDeepStep) {
+      body(t, s2, s, kWhole, kFirst, true);
+      body(t + 1, s, s2, kWhole, kLater, true);
+      if constexpr (kDeepStep == 4) {
+        body(t + 2, s2, s, kWhole, kLater, true);
+        body(t + 3, s, s2, kWhole, kLater, true);
+      }
+      drain(t + kDeepStep - 1, true);
+    }
+    if (t < tiles) rest(t, tiles - t);
+    fence_operands(o);
+  } else {
+    wait_tile(0, std::true_type{});
+    turn_begin();
+    issue_scores(0, s);
+    turn_end(false);
+    wgmma_wait<0>();
+    fence_operands(s);
+    softmax_tile(s, 0, kMasked, kFirst, alpha0, alpha1);  // the factors are of no use: O is zero
+    pack_p(s);
+    // Tile t (1 <= t < tiles - 1) with P_{t-1}·v_{t-1} in flight and S_t's softmax done; masked:
+    // t + 1 is the last tile.
+    auto iteration = [&](int t, auto masked) {
+      wait_tile(t + 1, std::false_type{});
+      retire_pv(t - 1, true);
+      issue_pair(t);
+      softmax_tile(s, t + 1, masked, kLater, alpha0, alpha1);
+    };
+    if (tiles > 1) {
+      wait_tile(1, std::false_type{});
+      issue_pair(0);
+      if (tiles > 2) {
+        softmax_tile(s, 1, kWhole, kLater, alpha0, alpha1);
+        for (int t = 1; t + 2 < tiles; ++t)
+          iteration(t, kWhole);
+        iteration(tiles - 2, kMasked);
+      } else {
+        softmax_tile(s, 1, kMasked, kLater, alpha0, alpha1);
+      }
+      retire_pv(tiles - 2, false);
+    }
+    // The last tile's P·v.
+    turn_begin();
+    issue_pv(tiles - 1);
+    turn_end(true);
+    wgmma_wait<0>();
+    fence_operands(o);
   }
-  // The last tile's P·v.
-  turn_begin();
-  issue_pv(tiles - 1);
-  turn_end(true);
-  wgmma_wait<0>();
-  fence_operands(o);
 
   // Row sums: the ones column's (column kDv, held by the quad's first lane) or the quad's
   // partial sums added; then out = O / l.
@@ -704,16 +830,18 @@ __global__ void __launch_bounds__(Sm90Attention<kDqk, kDv, kBc, kGroups, kStages
   }
 }
 
-template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold>
+template <int kDqk, int kDv, int kBc, int kGroups, int kStages, int kPolyEvery, bool kFold,
+          int kDeepStep = 0>
 cudaError_t launch(const FlashAttentionParams& p, cudaStream_t stream) {
   using C = Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>;
-  auto* kernel = flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kPolyEvery, kFold>;
+  auto* kernel =
+      flash_attention_sm90_kernel<kDqk, kDv, kBc, kGroups, kStages, kPolyEvery, kFold, kDeepStep>;
   static const cudaError_t attr =
       cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, C::kSmemBytes);
   if (attr != cudaSuccess) return attr;
   const dim3 grid(static_cast<unsigned>((p.tq + C::kRowsPerBlock - 1) / C::kRowsPerBlock),
                   static_cast<unsigned>(p.batch * p.heads));
-  const bool turns = p.sm90_turns == 1 || (p.sm90_turns == 0 && kDv == 40);
+  const bool turns = kDeepStep == 0 && (p.sm90_turns == 1 || (p.sm90_turns == 0 && kDv == 40));
   kernel<<<grid, C::kThreads, C::kSmemBytes, stream>>>(
       p, std::fabs(p.scale) * kLog2e, flash_attention_rescale_slack(p.rescale_slack), turns,
       !p.sm90_no_proxy_fence);
@@ -727,20 +855,36 @@ bool folds(const FlashAttentionParams& p) {
   return !p.sm90_no_fold && std::fabs(p.scale) * kLog2e <= 1.0f;
 }
 
-// launch with the exponentials p asks for (FlashAttentionParams::sm90_poly_exp_every), folded
-// where the head can and folds() says.
+// The deep schedule's drain step (kDeepStep) for p: 0, 2 or 4. Only where the launch folds head
+// 40 at 64-key tiles (flash_attention_sm90_takes checks an explicit ask); by default (0) where
+// there are more than two key tiles: at one or two the deeper schedule only adds its drain.
+int deep_step(const FlashAttentionParams& p) {
+  if (p.sm90_deep == 2 || p.sm90_deep == 4) return p.sm90_deep;
+  const bool can = p.sm90_deep == 0 && p.d == 40 && p.sm90_key_tile != 128 && folds(p);
+  return can && p.tk > 2 * 64 ? 2 : 0;
+}
+
+// launch with the exponentials and schedule p asks for (FlashAttentionParams::
+// sm90_poly_exp_every, ::sm90_deep), folded where the head can and folds() says.
 template <int kDqk, int kDv, int kBc, int kGroups>
 cudaError_t launch_exp(const FlashAttentionParams& p, cudaStream_t stream) {
   // Stages: 4 of 64 keys, 3 of 128 (the largest, d = 80 at 128 keys, is 120 KiB).
   constexpr int kStages = kBc == 64 ? 4 : 3;
+  const bool poly = p.sm90_poly_exp_every == 4;
   if constexpr (Sm90Attention<kDqk, kDv, kBc, kGroups, kStages>::kCanFold) {
+    if constexpr (kBc == 64) {
+      const int deep = deep_step(p);
+      if (deep == 2)
+        return poly ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, true, 2>(p, stream)
+                    : launch<kDqk, kDv, kBc, kGroups, kStages, 0, true, 2>(p, stream);
+      if (deep == 4) return launch<kDqk, kDv, kBc, kGroups, kStages, 0, true, 4>(p, stream);
+    }
     if (folds(p))
-      return p.sm90_poly_exp_every == 4
-                 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, true>(p, stream)
-                 : launch<kDqk, kDv, kBc, kGroups, kStages, 0, true>(p, stream);
+      return poly ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, true>(p, stream)
+                  : launch<kDqk, kDv, kBc, kGroups, kStages, 0, true>(p, stream);
   }
-  return p.sm90_poly_exp_every == 4 ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, false>(p, stream)
-                                    : launch<kDqk, kDv, kBc, kGroups, kStages, 0, false>(p, stream);
+  return poly ? launch<kDqk, kDv, kBc, kGroups, kStages, 4, false>(p, stream)
+              : launch<kDqk, kDv, kBc, kGroups, kStages, 0, false>(p, stream);
 }
 
 // launch with the key tile and warp groups p asks for: 128-key tiles with two groups only (with
@@ -779,6 +923,9 @@ bool flash_attention_sm90_takes(const FlashAttentionParams& p) {
       (p.sm90_key_tile == 0 || p.sm90_key_tile == 64 || p.sm90_key_tile == 128) &&
       (p.sm90_poly_exp_every == 0 || p.sm90_poly_exp_every == 4) &&
       (p.sm90_turns >= 0 && p.sm90_turns <= 2) &&
+      (p.sm90_deep == 0 || p.sm90_deep == -1 ||
+       ((p.sm90_deep == 2 || p.sm90_deep == 4) && p.d == 40 && p.sm90_key_tile != 128 && folds(p) &&
+        (p.sm90_deep == 2 || p.sm90_poly_exp_every == 0))) &&
       flash_attention_rescale_slack(p.rescale_slack) >= 0.0f;
   return knobs &&
          flash_attention_sm90_takes_shape(p.batch, p.heads, p.tq, p.tk, p.d, p.dv, p.causal) &&
