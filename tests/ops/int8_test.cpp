@@ -188,6 +188,49 @@ INSTANTIATE_TEST_SUITE_P(
                       LinearParams{{1, 600, 96}, 72, true}, LinearParams{{2, 512, 40}, 24, false}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// Request batching's promise at the GEMM: a sample's rows give the same bits alone (with its
+// guidance twin: 2 samples) or beside others (6), in f32 and both int8 modes, for token inputs
+// [samples, T, K] and [samples, K] ones (the time embedding). oneDNN's AVX2 GEMMs would not
+// keep it on their own (chunked_matmul, gemm.cpp); its AVX-512 ones do.
+TEST(LinearBatchInvariance, ASampleGivesTheSameBitsAloneOrBesideOthers) {
+  struct Shapes {
+    Shape x;  // the batched input
+    int64_t n;
+  };
+  for (const Shapes& sh : {Shapes{{6, 16, 64}, 128}, Shapes{{6, 7, 320}, 256},
+                           Shapes{{6, 768}, 320}, Shapes{{6, 77, 768}, 32}}) {
+    const int64_t k = sh.x.dim(-1);
+    const Tensor all = random_tensor(sh.x, 5);
+    Shape two = sh.x;
+    two[0] = 2;
+    Tensor first(DType::kF32, two);
+    std::memcpy(first.data(), all.data(), first.bytes());
+    struct Mode {
+      const char* name;
+      backend::Backend* backend;
+      bool s8;
+    };
+    for (const Mode& mode : {Mode{"f32", &cpu_backend(), false}, Mode{"W8", &w8_backend(), true},
+                             Mode{"W8A8", &w8a8_backend(), true}}) {
+      const auto run = [&](const Tensor& x) {
+        OpCase c;
+        Tensor copy(DType::kF32, x.shape());
+        std::memcpy(copy.data(), x.data(), x.bytes());
+        const ir::ValueId in = c.input_tensor(std::move(copy));
+        const ir::ValueId w = mode.s8 ? add_s8_weight(c, "w", {sh.n, k}, 6).id
+                                      : c.weight({sh.n, k}, DType::kF32, 6, 0.2f);
+        c.node(OpKind::kLinear, {in, w, c.weight({sh.n}, DType::kF32, 7)});
+        return c.run_on(*mode.backend);
+      };
+      const std::vector<float> batched = run(all), alone = run(first);
+      ASSERT_EQ(alone.size() * 3, batched.size());
+      EXPECT_EQ(0, std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)))
+          << mode.name << " x " << sh.x.to_string() << " -> " << sh.n
+          << ": the first two samples differ batched";
+    }
+  }
+}
+
 struct ConvParams {
   Shape x;
   int64_t out_channels, kernel;

@@ -276,16 +276,34 @@ void geglu_rows(const float* x, int64_t rows, int64_t n, float* y);
 void geglu_rows_serial(const float* x, int64_t rows, int64_t n, float* y);
 
 // A linear's matmul programs in chunks of rows: `rows` per chunk (all key.m but under a GEGLU
-// epilogue: gemm.cpp says why), `chunk` for them and `last` for the last chunk's rows when there
-// are fewer (null otherwise). Both read one weights layout (chunk->pd.weights_desc()); where
-// oneDNN would want two, one chunk of all rows.
+// epilogue: gemm.cpp says why), `chunk` for them and `last` for a run's last chunk when it has
+// fewer (null otherwise). The chunks restart every `period` rows: key.m, or a sample's rows
+// where oneDNN's program for them would make a sample's numbers depend on the samples beside it
+// (gemm.cpp, chunked_matmul). Both read one weights layout (chunk->pd.weights_desc()); where
+// oneDNN would want two, one chunk of all of a period's rows.
 struct ChunkedMatmul {
   int64_t rows = 0;
+  int64_t period = 0;
   std::shared_ptr<MatmulProgram> chunk, last;
   const MatmulProgram& for_rows(int64_t n) const { return n == rows ? *chunk : *last; }
+  // f(r0, rows, program) for each chunk of the m rows, in order.
+  template <class F>
+  void for_each_chunk(int64_t m, F&& f) const {
+    for (int64_t p0 = 0; p0 < m; p0 += period) {
+      const int64_t end = std::min(p0 + period, m);
+      for (int64_t r0 = p0; r0 < end; r0 += rows) {
+        const int64_t n = std::min(rows, end - r0);
+        f(r0, n, for_rows(n));
+      }
+    }
+  }
 };
+// sample_rows: the GEMM rows of one sample (gemm_rows_per_sample), which divides key.m.
 ChunkedMatmul chunked_matmul(ProgramCache& cache, const GemmKey& key, const ir::GemmEpilogue& e,
-                             const std::string& what, bool plain_weights = false);
+                             const std::string& what, int64_t sample_rows,
+                             bool plain_weights = false);
+// A linear's GEMM rows per sample for its input x [samples, ..., k]: 1 for x [samples, k].
+int64_t gemm_rows_per_sample(const Shape& x, int64_t k);
 
 // A linear kernel's side of a GEGLU epilogue (ir::GemmEpilogue::geglu): its GEMM writes the
 // full result of a chunk of rows [rows, cols] into this workspace, and the epilogue gates it

@@ -73,7 +73,8 @@ class LinearKernel final : public Kernel {
       key_.a_type = key_.w_type = DType::kBF16;
       workspace_ = KernelWorkspace(static_cast<size_t>(key_.m * key_.k) * 2, "linear bf16 source");
     }
-    matmul_ = chunked_matmul(ctx.cache, key_, epilogue_, ctx.node.name, plain);
+    matmul_ = chunked_matmul(ctx.cache, key_, epilogue_, ctx.node.name,
+                             gemm_rows_per_sample(x, key_.k), plain);
     geglu_ = GegluStage(epilogue_, matmul_.rows, key_.n);
 
     packed_desc_ = matmul_.chunk->pd.weights_desc();
@@ -126,20 +127,22 @@ class LinearKernel final : public Kernel {
       low_rank_.prepare_run(inputs, &epilogue);  // (a term is added to each chunk, then gated)
       const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
       auto* y = static_cast<float*>(geglu_.gemm_out(nullptr));
-      for (int64_t r0 = 0; r0 < key_.m; r0 += matmul_.rows) {
-        const int64_t rows = std::min(matmul_.rows, key_.m - r0);
-        const MatmulProgram& p = matmul_.for_rows(rows);
+      matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t rows, const MatmulProgram& p) {
         execute_packed(p.pd, p.primitive,
                        static_cast<char*>(x) + static_cast<size_t>(r0 * key_.k) * x_size, y,
                        packed_desc_, w, bias);
         if (epilogue.low_rank.h)
           apply_gemm_epilogue_rows(y, rows, key_.n, epilogue.from_row(r0, key_.n));
         geglu_rows(y, rows, key_.n / 2, output.as<float>() + r0 * (key_.n / 2));
-      }
+      });
       return;
     }
-    execute_packed(matmul_.chunk->pd, matmul_.chunk->primitive, x, output.data, packed_desc_, w,
-                   bias);
+    const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
+    matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t, const MatmulProgram& p) {
+      execute_packed(p.pd, p.primitive,
+                     static_cast<char*>(x) + static_cast<size_t>(r0 * key_.k) * x_size,
+                     output.as<float>() + r0 * key_.n, packed_desc_, w, bias);
+    });
     if (!epilogue_.empty()) {
       GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
       low_rank_.prepare_run(inputs, &epilogue);
@@ -195,28 +198,54 @@ class LinearKernel final : public Kernel {
 constexpr int64_t kGegluChunkBytes = 8 << 20;
 constexpr int64_t kGegluMinChunkRows = 256;
 
+//
+// Request batching promises a sample the same bits alone or beside others, so a sample's rows
+// must not see how many rows the GEMM has. oneDNN's brgemm matmuls (AVX-512 and up) compute each
+// row the same whatever M; its gemm:jit ones (the f32 and int8 GEMMs of AVX2 machines, which 2.6
+// has no brgemm for) do not: on an AVX2-only EPYC, the rows of a 2-row and a 6-row f32 GEMM
+// differed in their last bits at every K from 32 to 768 (one thread or two). Where the program
+// is not brgemm, the chunks restart at each sample's first row (period = sample_rows), so that a
+// sample's GEMMs are the same calls alone or batched; that costs AVX2 machines more, smaller
+// GEMMs (the time embedding's run a row each), and AVX-512 ones nothing.
 ChunkedMatmul chunked_matmul(ProgramCache& cache, const GemmKey& key, const ir::GemmEpilogue& e,
-                             const std::string& what, bool plain_weights) {
-  ChunkedMatmul c;
-  c.rows = key.m;
-  if (e.geglu) {
-    const int64_t bytes = key.m * key.n * static_cast<int64_t>(sizeof(float));
-    const int64_t chunks = std::max<int64_t>(1, (bytes + kGegluChunkBytes - 1) / kGegluChunkBytes);
-    c.rows = std::min(key.m, std::max(kGegluMinChunkRows, (key.m + chunks - 1) / chunks));
-  }
-  GemmKey chunk = key;
-  chunk.m = c.rows;
-  c.chunk = matmul_program(cache, chunk, what, plain_weights);
-  if (const int64_t last = key.m % c.rows; last != 0) {
-    chunk.m = last;
-    c.last = matmul_program(cache, chunk, what, plain_weights);
-    if (c.last->pd.weights_desc() != c.chunk->pd.weights_desc()) {
-      c.rows = key.m;
-      c.chunk = matmul_program(cache, key, what, plain_weights);
-      c.last.reset();
+                             const std::string& what, int64_t sample_rows, bool plain_weights) {
+  HYRT_ASSERT(sample_rows >= 1 && key.m % sample_rows == 0);
+  const auto chunks_of = [&](int64_t period) {
+    ChunkedMatmul c;
+    c.period = period;
+    c.rows = period;
+    if (e.geglu) {
+      const int64_t bytes = period * key.n * static_cast<int64_t>(sizeof(float));
+      const int64_t chunks =
+          std::max<int64_t>(1, (bytes + kGegluChunkBytes - 1) / kGegluChunkBytes);
+      c.rows = std::min(period, std::max(kGegluMinChunkRows, (period + chunks - 1) / chunks));
     }
-  }
-  return c;
+    GemmKey chunk = key;
+    chunk.m = c.rows;
+    c.chunk = matmul_program(cache, chunk, what, plain_weights);
+    if (const int64_t last = period % c.rows; last != 0) {
+      chunk.m = last;
+      c.last = matmul_program(cache, chunk, what, plain_weights);
+      if (c.last->pd.weights_desc() != c.chunk->pd.weights_desc()) {
+        c.rows = period;
+        chunk.m = period;
+        c.chunk = matmul_program(cache, chunk, what, plain_weights);
+        c.last.reset();
+      }
+    }
+    return c;
+  };
+  ChunkedMatmul c = chunks_of(key.m);
+  const auto brgemm = [](const MatmulProgram& p) {
+    return std::string_view(p.pd.impl_info_str()).starts_with("brg");
+  };
+  const bool row_invariant = brgemm(*c.chunk) && (!c.last || brgemm(*c.last));
+  if (row_invariant || sample_rows == key.m) return c;
+  return chunks_of(sample_rows);
+}
+
+int64_t gemm_rows_per_sample(const Shape& x, int64_t k) {
+  return x.rank() <= 2 ? 1 : x.numel() / k / std::max<int64_t>(x[0], 1);
 }
 
 std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey& key,
@@ -249,8 +278,8 @@ std::shared_ptr<MatmulProgram> matmul_program(ProgramCache& cache, const GemmKey
 // must compute the same numbers alone or batched with others (request batching).
 bool linear_runs_bf16(const Shape& x, int64_t n, int64_t k) {
   constexpr int64_t kBf16MinRowsPerSample = 16;
-  const int64_t rows_per_sample = x.rank() <= 2 ? 1 : x.numel() / k / std::max<int64_t>(x[0], 1);
-  return rows_per_sample >= kBf16MinRowsPerSample && std::min(n, k) > kPlainWeightMaxSide;
+  return gemm_rows_per_sample(x, k) >= kBf16MinRowsPerSample &&
+         std::min(n, k) > kPlainWeightMaxSide;
 }
 
 std::unique_ptr<Kernel> make_linear_kernel(const PrepareContext& ctx, FloatPrecision precision) {

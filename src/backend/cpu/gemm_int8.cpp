@@ -69,7 +69,8 @@ class LinearInt8Kernel final : public Kernel {
     key_.out_type = w8a8_ ? DType::kS32 : DType::kF32;
     key_.w_transposed = true;
     // No bias in either mode (our epilogue adds it); W8 shares the f32 (bf16) linear's program.
-    matmul_ = chunked_matmul(ctx.cache, key_, ctx.node.epilogue(), ctx.node.name);
+    matmul_ = chunked_matmul(ctx.cache, key_, ctx.node.epilogue(), ctx.node.name,
+                             gemm_rows_per_sample(x, key_.k));
     geglu_ = GegluStage(ctx.node.epilogue(), matmul_.rows, key_.n);
     col_scale_ = std::move(w.scale);
 
@@ -155,17 +156,18 @@ class LinearInt8Kernel final : public Kernel {
     };
     if (!geglu_.active()) {
       // acc [M, N] (s32 or f32) lands in the output's bytes and is rewritten there as f32.
-      product(*matmul_.chunk, 0, key_.m, output.data, epilogue);
+      matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t rows, const MatmulProgram& p) {
+        product(p, r0, rows, output.as<float>() + r0 * key_.n, epilogue.from_row(r0, key_.n));
+      });
       return;
     }
     // GEGLU: chunk by chunk into the stage's buffer, each gated into its rows of the output
     // (a low-rank term added before the gate).
-    for (int64_t r0 = 0; r0 < key_.m; r0 += matmul_.rows) {
-      const int64_t rows = std::min(matmul_.rows, key_.m - r0);
+    matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t rows, const MatmulProgram& p) {
       GemmEpilogueArgs chunk = epilogue.from_row(r0, key_.n);
       chunk.geglu_out = output.as<float>() + r0 * (key_.n / 2);
-      product(matmul_.for_rows(rows), r0, rows, geglu_.gemm_out(nullptr), chunk);
-    }
+      product(p, r0, rows, geglu_.gemm_out(nullptr), chunk);
+    });
   }
 
   // The weights are the backend's WeightCache's (shared); this kernel's own are only a pack
