@@ -270,6 +270,35 @@ TEST(FusedEpilogue, LowRankLinearInt8) {  // W8A8 and W8: inside the dequantizin
 TEST(FusedEpilogue, LowRankLinearInt8FewRows) {  // the GEMV kernel, then the epilogue pass
   check_low_rank({.x = {2, 320}, .n = 72, .weight = DType::kS8}, 8, /*bf16_term=*/false);
 }
+// Request batching: a sample's rows through a LoRA-carrying linear give the same bits alone (2
+// samples: guidance) or beside others (6) — the term's down GEMM as well as the layer's
+// (chunked_matmul: AVX2's GEMMs would not keep it on their own).
+TEST(FusedEpilogue, LowRankSampleSameBitsAloneOrBatched) {
+  for (const DType weight : {DType::kF32, DType::kS8}) {
+    for (backend::Int8Mode mode : {backend::Int8Mode::kW8A8, backend::Int8Mode::kW8}) {
+      const auto run_samples = [&](int64_t samples, const Tensor& x) {
+        const GemmShape s{.x = {samples, 16, 64}, .n = 48, .weight = weight};
+        MapWeights w = make_weights(s);
+        w.add("d", random_tensor(Shape{8, 64}, 13, 0.3f));
+        w.add("u", random_tensor(Shape{48, 8}, 14, 0.5f));
+        backend::ProgramCache cache;
+        auto exe = exec::Executable::create(make_low_rank_graph(s, 8, ir::GemmEpilogue{}, true),
+                                            backend_for(mode), w, cache);
+        const TensorView in = exe->input(0);
+        std::memcpy(in.data, x.data(), in.bytes());
+        exe->run();
+        const TensorView y = exe->output(0);
+        return std::vector<float>(y.as<const float>(), y.as<const float>() + y.numel());
+      };
+      const Tensor x = random_tensor(Shape{6, 16, 64}, 15);
+      const std::vector<float> batched = run_samples(6, x), alone = run_samples(2, x);
+      ASSERT_EQ(alone.size() * 3, batched.size());
+      EXPECT_EQ(0, std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)))
+          << dtype_name(weight) << " " << backend::int8_mode_name(mode)
+          << ": the first two samples differ batched";
+    }
+  }
+}
 // Whole 16-row groups and 16-column tiles: the bf16 term on AMX tiles where the CPU has them
 // (ctest cpu_low_rank_vector runs these with HYRT_CPU_LOW_RANK=vector).
 TEST(FusedEpilogue, LowRankLinearTileShapes) {

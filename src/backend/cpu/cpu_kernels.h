@@ -391,7 +391,7 @@ class LowRankStage {
   int down_index_ = -1, up_index_ = -1;
   int64_t m_ = 0, k_ = 0, rank_ = 0, cols_ = 0;
   bool bf16_ = false, s8_down_ = false;
-  std::shared_ptr<MatmulProgram> down_program_;
+  ChunkedMatmul down_;       // per sample where the GEMM is not row-invariant (chunked_matmul)
   dnnl::reorder pack_down_;  // s8_down: the quantized down [R, K] into the program's layout
   // h f32 [M, R]; up laid out (f32 [R, cols] or bf16 pairs); the down widened to f32 [R, K]
   // when stored 16-bit; s8_down: the down quantized s8 [R, K], its scales f32 [R] and packed.

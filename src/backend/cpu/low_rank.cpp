@@ -260,7 +260,8 @@ LowRankStage::LowRankStage(const PrepareContext& ctx, FloatPrecision precision, 
   key.w_transposed = true;
   // f32: the down read in its stored order; s8: packed at each run (oneDNN's s8 layouts carry
   // the compensation VNNI needs, which its reorder computes).
-  down_program_ = matmul_program(ctx.cache, key, node.name + " low-rank down", !s8_down_);
+  down_ = chunked_matmul(ctx.cache, key, ir::GemmEpilogue{}, node.name + " low-rank down",
+                         gemm_rows_per_sample(ctx.input(0).shape, k_), !s8_down_);
   // h, then up (f32: rank × cols floats; bf16: ceil(rank / 2) × cols pairs), then a 16-bit
   // down widened, then (s8) the quantized down, its scales and its packed form.
   up_at_ = align_up(static_cast<size_t>(m_ * rank_) * 4);
@@ -269,7 +270,7 @@ LowRankStage::LowRankStage(const PrepareContext& ctx, FloatPrecision precision, 
   const bool widen_down = ctx.input(static_cast<size_t>(down_index_)).dtype != DType::kF32;
   size_t end = down_at_ + (widen_down ? align_up(static_cast<size_t>(rank_ * k_) * 4) : 0);
   if (s8_down_) {
-    const dnnl::memory::desc packed = down_program_->pd.weights_desc();
+    const dnnl::memory::desc packed = down_.chunk->pd.weights_desc();
     const dnnl::memory::desc stored({k_, rank_}, dnnl::memory::data_type::s8,
                                     dnnl::memory::format_tag::ba);
     pack_down_ =
@@ -311,7 +312,7 @@ void LowRankStage::prepare_run(std::span<const TensorView> inputs, GemmEpilogueA
     auto* d_scale = reinterpret_cast<float*>(base + down_scale_at_);
     void* packed = base + down_packed_at_;
     quantize_rows_s8(d, rank_, k_, dq, d_scale);
-    const dnnl::memory::desc packed_desc = down_program_->pd.weights_desc();
+    const dnnl::memory::desc packed_desc = down_.chunk->pd.weights_desc();
     dnnl::memory stored_mem(
         dnnl::memory::desc({k_, rank_}, dnnl::memory::data_type::s8, dnnl::memory::format_tag::ba),
         dnnl_engine(), dq);
@@ -319,12 +320,17 @@ void LowRankStage::prepare_run(std::span<const TensorView> inputs, GemmEpilogueA
     pack_down_.execute(dnnl_stream(), stored_mem, packed_mem);
     dnnl_stream().wait();
     // acc s32 [M, R] in h's bytes, rewritten there as f32: acc · (x scale · down scale).
-    execute_packed(down_program_->pd, down_program_->primitive, const_cast<int8_t*>(xq), h,
-                   packed_desc, packed, nullptr);
+    down_.for_each_chunk(m_, [&](int64_t r0, int64_t, const MatmulProgram& p) {
+      execute_packed(p.pd, p.primitive, const_cast<int8_t*>(xq) + r0 * k_, h + r0 * rank_,
+                     packed_desc, packed, nullptr);
+    });
     dequant_epilogue<int32_t>(h, m_, rank_, x_row_scales, 0.0f, d_scale, nullptr);
   } else {
-    execute_packed(down_program_->pd, down_program_->primitive, inputs[0].data, h,
-                   down_program_->pd.weights_desc(), d, nullptr);
+    const dnnl::memory::desc layout = down_.chunk->pd.weights_desc();
+    down_.for_each_chunk(m_, [&](int64_t r0, int64_t, const MatmulProgram& p) {
+      execute_packed(p.pd, p.primitive, static_cast<float*>(inputs[0].data) + r0 * k_,
+                     h + r0 * rank_, layout, d, nullptr);
+    });
   }
   // up [cols, rank] -> [rank, cols] (f32) or [rank / 2, cols] bf16 pairs; blocks of columns
   // per thread.
