@@ -118,10 +118,15 @@ TEST(Linear, SameShapeNodesShareOneProgram) {
   const ir::ValueId y = c.graph.add_node(OpKind::kLinear, {x, c.weight({35, 77}, DType::kF16, 3)});
   const ir::ValueId s = c.graph.add_node(OpKind::kAdd, {h, y});
   c.graph.mark_output(s);
-  for (int i = 0; i < 2; ++i)
-    cpu_backend().prepare(c.graph, c.graph.nodes()[i], c.weights, c.cache);
-  EXPECT_EQ(c.cache.size(), 1u);
-  EXPECT_EQ(c.cache.hits(), 1u);
+  // The first node makes its programs (one; on CPUs whose GEMMs are not brgemm also the
+  // per-sample one, chunked_matmul), the second finds every one of them.
+  cpu_backend().prepare(c.graph, c.graph.nodes()[0], c.weights, c.cache);
+  const size_t made = c.cache.size();
+  EXPECT_GE(made, 1u);
+  EXPECT_EQ(c.cache.hits(), 0u);
+  cpu_backend().prepare(c.graph, c.graph.nodes()[1], c.weights, c.cache);
+  EXPECT_EQ(c.cache.size(), made);
+  EXPECT_EQ(c.cache.hits(), made);
 }
 
 // FloatPrecision::kBF16 (gemm.cpp): layers with 16 rows per sample or more whose weights have
