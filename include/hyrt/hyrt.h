@@ -65,8 +65,8 @@ struct RuntimeOptions {
   // batched call returns exactly what it returns alone: every kernel computes a sample
   // independently of the others, and the GEMM choices follow the rows per sample, not the batch
   // (tests/library, on the host and in CUDA device and hybrid placement; on hosts without
-  // AVX-512, whose oneDNN GEMMs depend on their row count, the host's GEMMs run per sample for
-  // it, yet a pixel's last bit can still differ there: open). One exception on CUDA:
+  // AVX-512, whose oneDNN GEMMs depend on their row count and threads, the host's GEMMs run per
+  // sample and attention's products on one thread each for it). One exception on CUDA:
   // cuBLASLt picks its f16 algorithm per GEMM size, so a 16-bit (not 8-bit S) model could differ in
   // the last bits batched — not seen in our tests, not excluded. Gains:
   // bench/results/library_throughput_h200.json.

@@ -126,14 +126,6 @@ std::vector<hyrt::Model>* Library::models_ = nullptr;
 std::vector<std::vector<uint8_t>>* Library::serial_ = nullptr;
 
 TEST_F(Library, ConcurrentCallsEqualSerialCalls) {
-  // Open (found 2026-12-07 on an AVX2-only EPYC, 2 threads): there, a concurrent call (this
-  // fixture batches them) can still differ from its serial picture in the last bit of a pixel
-  // or two; with one thread they are equal, so something's result depends on how a batch's work
-  // is split among threads. Not the GEMMs (per sample there: LinearBatchInvariance), nor
-  // oneDNN's convolutions or matmuls at the shapes these models run (checked standalone, batch 2
-  // against 4). Where AVX-512 is, it holds (CI's and the project's machines so far).
-  if (!__builtin_cpu_supports("avx512f"))
-    GTEST_SKIP() << "open on CPUs without AVX-512: a batched call can differ in a pixel's last bit";
   constexpr int kThreads = 8;
   const auto& jobs = mixed_jobs();
   std::vector<std::thread> threads;

@@ -82,6 +82,35 @@ INSTANTIATE_TEST_SUITE_P(
                       AttentionParams{1, 600, 600, 1, 16, 16, true, 0, 1}),
     [](const auto& info) { return "case" + std::to_string(info.index); });
 
+// Request batching: a sample's attention gives the same bits alone (a lone VAE's one head, one
+// query block: a single tile, run outside the tiles' parallel region) or beside another sample
+// (two tiles, each on a thread of the region): oneDNN's products run on one thread either way.
+TEST(Attention, ASampleGivesTheSameBitsAloneOrBatched) {
+  struct Shapes {
+    int64_t t, d;
+  };
+  for (const Shapes& sh : {Shapes{64, 512}, Shapes{16, 128}, Shapes{256, 64}}) {
+    const Tensor q = random_tensor(Shape{2, sh.t, sh.d}, 1),
+                 k = random_tensor(Shape{2, sh.t, sh.d}, 2),
+                 v = random_tensor(Shape{2, sh.t, sh.d}, 3);
+    const auto run = [&](int64_t samples) {
+      OpCase c;
+      std::vector<ir::ValueId> ins;
+      for (const Tensor* t : {&q, &k, &v}) {
+        Tensor part(DType::kF32, Shape{samples, sh.t, sh.d});
+        std::memcpy(part.data(), t->data(), part.bytes());
+        ins.push_back(c.input_tensor(std::move(part)));
+      }
+      c.node(OpKind::kAttention, ins, ir::AttentionAttrs{1, 0.0f, false});
+      return c.run();
+    };
+    const std::vector<float> alone = run(1), batched = run(2);
+    ASSERT_EQ(alone.size() * 2, batched.size());
+    EXPECT_EQ(0, std::memcmp(alone.data(), batched.data(), alone.size() * sizeof(float)))
+        << "t " << sh.t << " d " << sh.d << ": the first sample differs batched";
+  }
+}
+
 // The tiles' scratch is a workspace the executor plans into the arena (attention.cpp): the kernel
 // asks for one, computes in the one bound (poisoned here first) exactly what it computes in scratch
 // of its own when nothing is bound, and holds nothing of its own while bound.

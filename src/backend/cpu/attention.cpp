@@ -105,9 +105,14 @@ std::shared_ptr<StridedMatmul> strided_matmul(ProgramCache& cache, int64_t m, in
   });
 }
 
-// Runs one strided matmul with user scratchpad `scratch` (a, b of the program's operand type).
+// Runs one strided matmul with user scratchpad `scratch` (a, b of the program's operand type),
+// on the calling thread alone, as the program was made: its scratchpad is sized for one thread,
+// and a tile's numbers must not depend on whether it ran inside the tiles' parallel region or
+// alone outside it (a lone call's single VAE tile against a batch's two: oneDNN's AVX2 GEMM
+// splits K between threads, so its sums would differ in the last bits).
 void run_matmul(const StridedMatmul& mm, dnnl::stream& stream, const void* a, const void* b,
                 float* c, void* scratch) {
+  ScopedOmpThreads one_thread(1);
   const dnnl::engine& eng = dnnl_engine();
   memory a_mem(mm.pd.src_desc(), eng, const_cast<void*>(a));
   memory b_mem(mm.pd.weights_desc(), eng, const_cast<void*>(b));
