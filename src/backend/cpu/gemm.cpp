@@ -122,10 +122,10 @@ class LinearKernel final : public Kernel {
       }
     }
     const float* bias = bias_ ? bias_->as<float>() : nullptr;
+    const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
     if (geglu_.active()) {  // chunk by chunk into the stage's buffer, each gated into the output
       GemmEpilogueArgs epilogue = GemmEpilogueArgs::of(epilogue_, inputs);
       low_rank_.prepare_run(inputs, &epilogue);  // (a term is added to each chunk, then gated)
-      const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
       auto* y = static_cast<float*>(geglu_.gemm_out(nullptr));
       matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t rows, const MatmulProgram& p) {
         execute_packed(p.pd, p.primitive,
@@ -137,7 +137,6 @@ class LinearKernel final : public Kernel {
       });
       return;
     }
-    const size_t x_size = bf16_ ? sizeof(uint16_t) : sizeof(float);
     matmul_.for_each_chunk(key_.m, [&](int64_t r0, int64_t, const MatmulProgram& p) {
       execute_packed(p.pd, p.primitive,
                      static_cast<char*>(x) + static_cast<size_t>(r0 * key_.k) * x_size,
@@ -198,7 +197,6 @@ class LinearKernel final : public Kernel {
 constexpr int64_t kGegluChunkBytes = 8 << 20;
 constexpr int64_t kGegluMinChunkRows = 256;
 
-//
 // Request batching promises a sample the same bits alone or beside others, so a sample's rows
 // must not see how many rows the GEMM has. oneDNN's brgemm matmuls (AVX-512 and up) compute each
 // row the same whatever M; its gemm:jit ones (the f32 and int8 GEMMs of AVX2 machines, which 2.6
