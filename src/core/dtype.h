@@ -19,12 +19,14 @@ enum class DType : uint8_t {
   kU8,
   kS32,
   kS64,
-  // Activations only, never a weight file's: "8-bit S" activations, a linear's operand quantized
-  // once by the node before it (ir::NormAttrs::quantize_output) instead of by each consumer.
-  // A tensor of shape [..., K] holds rows = numel / K rows of K s8 values, dense (ld = K), then,
-  // at byte offset s8rows_scales_offset(numel), rows f32 scales: x[r, k] ≈ q[r, k] · scale[r].
-  // The rule is the W8A8 activation quantizer's (symmetric, one scale per row: absmax / 127;
-  // backend/cuda/cuda_kernels.h, launch_quantize_rows_s8).
+  // Activations only, never a weight file's: "8-bit S" activations, a linear's or conv's operand
+  // quantized once by the node before it (ir::NormAttrs::quantize_output) instead of by each
+  // consumer. A tensor of shape [..., K] holds rows = numel / K rows of K s8 values, dense
+  // (ld = K), then, at byte offset s8rows_scales_offset(numel), rows f32 scales:
+  // x[r, k] ≈ q[r, k] · scale[r]. The rule is the W8A8 activation quantizer's (symmetric:
+  // scale = bound / 127, backend/cuda/cuda_kernels.h, launch_quantize_rows_s8), the bound being
+  // each row's absmax — or, from a group norm, its sample's (every row of a sample then carries
+  // the same scale: ir::NormAttrs::quantize_output).
   kS8Rows,
 };
 

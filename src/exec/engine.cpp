@@ -140,6 +140,9 @@ std::unique_ptr<Executable> Engine::compile(std::shared_ptr<const ir::Graph> gra
         if (q.linears > 0)
           HYRT_LOG(kInfo) << q.layer_norms << " layer norms and " << q.geglus
                           << " GEGLUs write quantized activations for " << q.linears << " linears";
+        if (q.convs > 0)
+          HYRT_LOG(kInfo) << q.group_norms << " group norms write quantized activations for "
+                          << q.convs << " convolutions";
         g = std::move(q.graph);
         placement = std::move(q.placement);
       }

@@ -80,13 +80,14 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
   for (ValueId v : inputs)
     if (v < 0 || static_cast<size_t>(v) >= g.values().size())
       bad(name, op, str_cat("input value id ", v, " does not exist"));
-  // A quantized activation (s8rows) is only ever a linear's x.
+  // A quantized activation (s8rows) is only ever a linear's or a conv's x.
   for (size_t i = 0; i < inputs.size(); ++i)
-    if (in(i).dtype == DType::kS8Rows && (op != OpKind::kLinear || i != 0))
+    if (in(i).dtype == DType::kS8Rows &&
+        ((op != OpKind::kLinear && op != OpKind::kConv2d) || i != 0))
       bad(name, op,
           str_cat("input ", i,
                   " is s8rows (a quantized activation): only a linear's "
-                  "x may be"));
+                  "or a conv's x may be"));
 
   switch (op) {
     case OpKind::kLinear: {
@@ -173,8 +174,10 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
         bad(name, op, str_cat("input ", x.to_string(), " too small for kernel"));
       if (gemm_inputs == 3) need_vec(2, w[0], "bias");
       const Shape out{x[0], ho, wo, w[0]};
-      need_residual(a.epilogue, out, in(0).dtype);
-      return {in(0).dtype, out};
+      // On a quantized x the output is in the graph's float activation dtype.
+      const DType out_dtype = in(0).dtype == DType::kS8Rows ? g.activation_dtype() : in(0).dtype;
+      need_residual(a.epilogue, out, out_dtype);
+      return {out_dtype, out};
     }
     case OpKind::kGroupNorm:
     case OpKind::kLayerNorm: {
@@ -187,7 +190,6 @@ InferredType infer_output(const Graph& g, OpKind op, const std::vector<ValueId>&
       if (op == OpKind::kGroupNorm && (a.groups < 1 || c % a.groups != 0))
         bad(name, op, str_cat(c, " channels do not split into ", a.groups, " groups"));
       if (a.quantize_output) {
-        if (op != OpKind::kLayerNorm) bad(name, op, "only a layer norm quantizes its output");
         need_float(0);
         return {DType::kS8Rows, in(0).shape};
       }

@@ -107,10 +107,19 @@ struct NormAttrs {
   int groups = 1;  // group norm only
   float eps = 1e-5f;
   bool fuse_silu = false;  // group norm only: apply SiLU to the normalised output
-  // Layer norm only: the output is held quantized, DType::kS8Rows — the normalised row rounded
-  // to the float dtype of x (as a float output would hold it), then quantized by the W8A8 rule
-  // — for linears that would each quantize it again (plan::quantize_activations sets it). Only
-  // a linear may read such a value, as its x.
+  // The output is held quantized, DType::kS8Rows (plan::quantize_activations sets it); only a
+  // linear or conv2d may read such a value, as its x. Each value is the normalised (and, with
+  // fuse_silu, activated) value rounded to the float dtype of x, as a float output would hold
+  // it, then quantized by the W8A8 rule against a scale:
+  //  - layer norm: one per row, from the row's largest magnitude — for linears that would each
+  //    quantize the row again;
+  //  - group norm: one per sample (image), written as the scale of each of its rows — for
+  //    convolutions that quantize their whole input per image (the CUDA backend's implicit-GEMM
+  //    conv). The scale is a bound on the sample's largest magnitude taken from each channel's
+  //    smallest and largest input (the output is monotone in x on each side of SiLU's minimum):
+  //    the exact largest magnitude wherever it lies at a channel's extreme, as it always does
+  //    without SiLU; where SiLU's minimum falls inside a channel's range the bound counts that
+  //    minimum's magnitude (~0.278) — never below the true largest magnitude, so nothing clips.
   bool quantize_output = false;
 };
 

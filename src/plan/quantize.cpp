@@ -15,7 +15,7 @@ using ir::NodeId;
 using ir::OpKind;
 using ir::ValueId;
 
-// The graph again, with the layer norms and GEGLUs in `quantized` writing s8rows.
+// The graph again, with the norms and GEGLUs in `quantized` writing s8rows.
 std::shared_ptr<Graph> rewrite(const Graph& g, const std::set<NodeId>& quantized) {
   auto out = std::make_shared<Graph>(g.activation_dtype());
   std::vector<ValueId> map = ir::add_inputs_and_weights(g, *out);
@@ -25,7 +25,7 @@ std::shared_ptr<Graph> rewrite(const Graph& g, const std::set<NodeId>& quantized
       inputs.push_back(map[v]);
     ir::Attrs attrs = n.attrs;
     if (quantized.count(n.id)) {
-      if (n.op == OpKind::kLayerNorm)
+      if (n.op == OpKind::kLayerNorm || n.op == OpKind::kGroupNorm)
         std::get<ir::NormAttrs>(attrs).quantize_output = true;
       else
         attrs = ir::GegluAttrs{true};
@@ -50,22 +50,22 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
   const std::vector<std::vector<NodeId>>& readers = uses.readers;
 
   // The candidates: layer norms and GEGLUs whose output only plain-input linears on their
-  // backend read.
+  // backend read, group norms whose output only convolutions on theirs read.
   std::set<NodeId> chosen;
   for (const Node& n : g.nodes()) {
     const int b = placement.backend_of[n.id];
-    if ((n.op != OpKind::kLayerNorm && n.op != OpKind::kGeglu) || b < 0 ||
-        ir::quantizes_output(n.attrs))
+    if ((n.op != OpKind::kLayerNorm && n.op != OpKind::kGeglu && n.op != OpKind::kGroupNorm) ||
+        b < 0 || ir::quantizes_output(n.attrs))
       continue;
+    const OpKind reader_op = n.op == OpKind::kGroupNorm ? OpKind::kConv2d : OpKind::kLinear;
     const ir::Value& y = g.value(n.output);
     if (y.is_output || y.wide_range || readers[y.id].empty()) continue;
-    const bool only_linears =
-        std::all_of(readers[y.id].begin(), readers[y.id].end(), [&](NodeId r) {
-          const Node& l = g.node(r);
-          return l.op == OpKind::kLinear && placement.backend_of[r] == b && l.inputs[0] == y.id &&
-                 !l.epilogue().low_rank && std::count(l.inputs.begin(), l.inputs.end(), y.id) == 1;
-        });
-    if (only_linears) chosen.insert(n.id);
+    const bool only_gemms = std::all_of(readers[y.id].begin(), readers[y.id].end(), [&](NodeId r) {
+      const Node& l = g.node(r);
+      return l.op == reader_op && placement.backend_of[r] == b && l.inputs[0] == y.id &&
+             !l.epilogue().low_rank && std::count(l.inputs.begin(), l.inputs.end(), y.id) == 1;
+    });
+    if (only_gemms) chosen.insert(n.id);
   }
 
   ActivationQuantization result;
@@ -84,10 +84,19 @@ ActivationQuantization quantize_activations(std::shared_ptr<const ir::Graph> gra
     }
     if (chosen.size() != before) continue;
     rw->verify();
-    for (NodeId n : chosen)
-      result.linears += static_cast<int>(readers[g.node(n).output].size());
-    for (NodeId n : chosen)
-      ++(g.node(n).op == OpKind::kLayerNorm ? result.layer_norms : result.geglus);
+    for (NodeId n : chosen) {
+      const int reads = static_cast<int>(readers[g.node(n).output].size());
+      switch (g.node(n).op) {
+        case OpKind::kLayerNorm:
+          ++result.layer_norms, result.linears += reads;
+          break;
+        case OpKind::kGroupNorm:
+          ++result.group_norms, result.convs += reads;
+          break;
+        default:
+          ++result.geglus, result.linears += reads;
+      }
+    }
     result.placement = placement_of_rewrite(*rw, placement, backends, copy);
     result.graph = std::move(rw);
     return result;

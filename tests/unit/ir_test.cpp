@@ -134,9 +134,40 @@ TEST(Graph, QuantizedActivationsFlowFromALayerNormIntoLinearsOnly) {
   EXPECT_THROW(
       g.add_node(OpKind::kLinear, {q, w, down, up}, LinearAttrs{{.low_rank = true}}, "lora"),
       Error);
-  // Only a layer norm quantizes, and only a float input.
-  NormAttrs gn = quantize;
-  gn.groups = 4;
-  EXPECT_THROW(g.add_node(OpKind::kGroupNorm, {x, gamma, beta}, gn, "gn"), Error);
+  // Only a float input quantizes.
   EXPECT_THROW(g.add_node(OpKind::kLayerNorm, {q, gamma, beta}, quantize, "ln2"), Error);
+}
+
+// A group norm writes s8rows too (one scale per sample, on each of its rows), and a conv reads
+// it as x: the conv writes the graph's float activation dtype, its residual included; nothing
+// reads it as a conv's weight, bias or residual.
+TEST(Graph, QuantizedGroupNormFeedsConvolutions) {
+  Graph g(DType::kF16);
+  const ValueId x = g.add_input("x", DType::kF16, {2, 8, 8, 32});
+  const ValueId gamma = g.add_weight("g", DType::kF32, {32});
+  const ValueId beta = g.add_weight("b", DType::kF32, {32});
+  NormAttrs gn;
+  gn.groups = 4;
+  gn.fuse_silu = true;
+  gn.quantize_output = true;
+  const ValueId q = g.add_node(OpKind::kGroupNorm, {x, gamma, beta}, gn, "gn");
+  EXPECT_EQ(g.value(q).dtype, DType::kS8Rows);
+  EXPECT_EQ(g.value(q).shape, (Shape{2, 8, 8, 32}));
+  EXPECT_EQ(g.value(q).bytes(), 2u * 8 * 8 * 32 + 2u * 8 * 8 * 4);
+  const ValueId w = g.add_weight("w", DType::kS8, {16, 32, 3, 3});
+  const ValueId bias = g.add_weight("bias", DType::kF32, {16});
+  const ValueId r = g.add_input("r", DType::kF16, {2, 8, 8, 16});
+  ir::Conv2dAttrs c{1, 1, {.residual = true}};
+  const ValueId y = g.add_node(OpKind::kConv2d, {q, w, bias, r}, c, "conv");
+  EXPECT_EQ(g.value(y).dtype, DType::kF16);
+  EXPECT_EQ(g.value(y).shape, (Shape{2, 8, 8, 16}));
+  g.mark_output(y);
+  EXPECT_NO_THROW(g.verify()) << g.dump();
+  // A residual must be float; an s8rows value is not a residual.
+  const ValueId q16 =
+      g.add_node(OpKind::kGroupNorm,
+                 {r, g.add_weight("g2", DType::kF32, {16}), g.add_weight("b2", DType::kF32, {16})},
+                 NormAttrs{4, 1e-5f, false, true}, "gn2");
+  EXPECT_THROW(g.add_node(OpKind::kConv2d, {q, w, bias, q16}, c, "conv2"), Error);
+  EXPECT_THROW(g.add_node(OpKind::kGroupNorm, {q, gamma, beta}, gn, "gn3"), Error);
 }

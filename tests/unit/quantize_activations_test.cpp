@@ -5,6 +5,7 @@
 // its nodes, names, inputs and outputs and verifies; the placement keeps every backend.
 #include <gtest/gtest.h>
 
+#include <optional>
 #include <string>
 
 #include "fake_backend.h"
@@ -201,6 +202,82 @@ TEST(QuantizeActivations, LeavesLayerNormsWithALowRankReader) {
   const Quantized r = run(g, {&h, &d});
   EXPECT_TRUE(r.node("q").epilogue().low_rank);
   EXPECT_FALSE(r.ln_quantized());
+}
+
+// A resnet block: x -> gn1 (SiLU) -> conv1 -> gn2 (SiLU) -> conv2 (+ x). Its group norms write
+// their outputs quantized (one scale per sample) for the convolutions; `linear_reader`: gn2's
+// output also goes through a linear (as a transformer's proj_in would), `output`: gn1's output
+// is a graph output.
+std::shared_ptr<Graph> resnet_block(bool linear_reader = false, bool output = false) {
+  auto g = std::make_shared<Graph>();
+  const ValueId x = g->add_input("x", DType::kF32, {2, 8, 8, 32});
+  auto norm = [&](const std::string& name, ValueId in) {
+    return g->add_node(OpKind::kGroupNorm,
+                       {in, g->add_weight(name + ".g", DType::kF32, {32}),
+                        g->add_weight(name + ".b", DType::kF32, {32})},
+                       ir::NormAttrs{8, 1e-5f, true}, name);
+  };
+  auto conv = [&](const std::string& name, ValueId in, std::optional<ValueId> residual) {
+    std::vector<ValueId> inputs{in, g->add_weight(name + ".w", DType::kS8, {32, 32, 3, 3}),
+                                g->add_weight(name + ".bias", DType::kF32, {32})};
+    ir::Conv2dAttrs a{1, 1};
+    if (residual) inputs.push_back(*residual), a.epilogue.residual = true;
+    return g->add_node(OpKind::kConv2d, inputs, a, name);
+  };
+  const ValueId h1 = norm("gn1", x);
+  const ValueId c1 = conv("conv1", h1, std::nullopt);
+  const ValueId h2 = norm("gn2", c1);
+  g->mark_output(conv("conv2", h2, x));
+  if (linear_reader)
+    g->mark_output(
+        g->add_node(OpKind::kLinear, {h2, g->add_weight("proj.w", DType::kS8, {32, 32})}, {}, "p"));
+  if (output) g->mark_output(h1);
+  g->verify();
+  return g;
+}
+
+TEST(QuantizeActivations, GroupNormsQuantizeForTheirConvolutions) {
+  const auto h = host();
+  const auto d = device();
+  const Quantized r = run(resnet_block(), {&h, &d});
+  EXPECT_EQ(r.result.group_norms, 2);
+  EXPECT_EQ(r.result.convs, 2);
+  EXPECT_EQ(r.result.layer_norms + r.result.geglus + r.result.linears, 0);
+  const Graph& g = r.graph();
+  for (const char* name : {"gn1", "gn2"}) {
+    const Node& n = r.node(name);
+    EXPECT_TRUE(n.attr<ir::NormAttrs>().quantize_output) << name;
+    EXPECT_TRUE(n.attr<ir::NormAttrs>().fuse_silu) << name;
+    EXPECT_EQ(g.value(n.output).dtype, DType::kS8Rows) << name;
+  }
+  for (const char* name : {"conv1", "conv2"}) {
+    EXPECT_TRUE(reads_s8rows(g, r.node(name))) << name;
+    EXPECT_EQ(g.value(r.node(name).output).dtype, DType::kF32) << name;
+  }
+  EXPECT_TRUE(r.node("conv2").epilogue().residual);
+  EXPECT_NO_THROW(g.verify());
+
+  // A linear reads gn2's output too, or gn1's is a graph output: those stay float.
+  const Quantized mixed = run(resnet_block(true), {&h, &d});
+  EXPECT_TRUE(mixed.node("gn1").attr<ir::NormAttrs>().quantize_output);
+  EXPECT_FALSE(mixed.node("gn2").attr<ir::NormAttrs>().quantize_output);
+  EXPECT_EQ(mixed.result.group_norms, 1);
+  const Quantized shown = run(resnet_block(false, true), {&h, &d});
+  EXPECT_FALSE(shown.node("gn1").attr<ir::NormAttrs>().quantize_output);
+  EXPECT_TRUE(shown.node("gn2").attr<ir::NormAttrs>().quantize_output);
+
+  // The backend is asked for the quantizing group norm and for each conv on s8rows: a conv it
+  // would not run on a quantized input (say, its shape is below the implicit conv's wave)
+  // keeps its producer float.
+  const auto no_conv1 = device_refusing(
+      [](const Graph& g, const Node& n) { return n.name == "conv1" && reads_s8rows(g, n); });
+  const Quantized refused = run(resnet_block(), {&h, &no_conv1});
+  EXPECT_FALSE(refused.node("gn1").attr<ir::NormAttrs>().quantize_output);
+  EXPECT_TRUE(refused.node("gn2").attr<ir::NormAttrs>().quantize_output);
+  const auto no_gn = device_refusing([](const Graph&, const Node& n) {
+    return n.op == OpKind::kGroupNorm && n.attr<ir::NormAttrs>().quantize_output;
+  });
+  EXPECT_EQ(run(resnet_block(), {&h, &no_gn}).result.group_norms, 0);
 }
 
 }  // namespace
