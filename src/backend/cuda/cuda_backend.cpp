@@ -216,7 +216,12 @@ class CudaBackendImpl final : public CudaBackend {
                                   options_.fused_s8_gemm);
         return true;
       case ir::OpKind::kConv2d:
-        return supports_conv2d(graph, node);
+        if (!supports_conv2d(graph, node)) return false;
+        // On a quantized x only the implicit-GEMM W8A8 kernel runs (run_quantized_input).
+        if (graph.value(node.inputs[0]).dtype == DType::kS8Rows)
+          return options_.gemm != GemmPolicy::kF16 &&
+                 conv2d_reads_quantized_input(graph, node, ctx_.device(), options_.fused_s8_gemm);
+        return true;
       case ir::OpKind::kAttention:
         return supports_attention(graph, node);
       default:

@@ -616,6 +616,38 @@ struct Im2colGeometry {
   }
 };
 
+// Whether a conv's GEMM rows (output pixels) are its input's positions one to one (stride 1,
+// the same height and width): then an s8rows input's row scales are the rows' scales.
+bool quantized_rows_match(const Im2colGeometry& g) {
+  return g.stride == 1 && g.out_h == g.height && g.out_w == g.width;
+}
+
+// A conv's implicit-GEMM form: its shape and tile width (kImplicitConvTileN).
+struct ImplicitConv {
+  ImplicitConvS8Shape shape;
+  int tile = 0;
+};
+
+// The implicit-GEMM form a W8A8 conv over geometry g runs as, when its W8A8 is the fused kernel
+// (`fused_s8`): by implicit_conv_mode, the tile rule (about a wave of tiles) and what the
+// kernel takes; nullopt where it runs through im2col. One rule for the kernel and for
+// CudaBackend::supports (which takes a quantized input only where this form reads it).
+std::optional<ImplicitConv> implicit_conv_form(bool fused_s8, const Im2colGeometry& g, int64_t n,
+                                               int64_t k4, bool input_group_normed,
+                                               int multiprocessors) {
+  const int implicit_mode = implicit_conv_mode();
+  if (!fused_s8 || !(implicit_mode == 2 || (implicit_mode == 1 && input_group_normed)))
+    return std::nullopt;
+  const ImplicitConvS8Shape shape{g.batch,    g.height, g.width,   g.channels, n,      g.kernel_h,
+                                  g.kernel_w, g.stride, g.padding, g.out_h,    g.out_w};
+  // The rule's tile (0 below about a wave of tiles: im2col there), any tile under mode 2.
+  int tile = implicit_s8_conv_auto_tile(shape, multiprocessors);
+  if (!tile && implicit_mode == 2) tile = 128;
+  if (const int forced = implicit_conv_forced_tile(); tile && forced) tile = forced;
+  if (!tile || !implicit_s8_conv_shape_ok(shape, k4)) return std::nullopt;
+  return ImplicitConv{shape, tile};
+}
+
 // Everything a GemmKernel is made from, in GEMM terms. The weights are [N, K] row-major in
 // their stored dtype (s8 with per-row scales, or a float type); views may be unaligned.
 struct GemmSpec {
@@ -648,9 +680,10 @@ struct GemmSpec {
   // down [R, K] and up [N, R] (make_linear_kernel uploads them).
   int64_t rank = 0;
   std::shared_ptr<const DeviceBuffer> down, up;
-  // A linear whose x is already quantized (s8rows; CudaBackend::supports takes it only where
-  // fused_s8_applies): it runs the fused W8A8 kernel on x's values and row scales as bound, with
-  // no quantize pass or staging.
+  // A linear or conv whose x is already quantized (s8rows; CudaBackend::supports takes it only
+  // where fused_s8_applies — for a conv, where conv2d_reads_quantized_input): it runs the fused
+  // W8A8 kernel (the implicit-GEMM conv) on x's values and row scales as bound, with no
+  // quantize pass or staging.
   bool quantized_input = false;
   // A conv whose input is a group norm's output (implicit_conv_mode).
   bool input_group_normed = false;
@@ -704,19 +737,9 @@ class GemmKernel final : public CudaGemmKernel {
     if (program_fused_s8_) HYRT_CUDA_CHECK(fused_s8_gemm_prime());
     // A W8A8 conv the implicit-GEMM kernel takes runs as one, reading its input quantized per
     // image in place (no im2col rows, no chunks).
-    const int implicit_mode = implicit_conv_mode();
-    if (fused_s8_ && im2col_ &&
-        (implicit_mode == 2 || (implicit_mode == 1 && spec.input_group_normed))) {
-      const Im2colGeometry& g = *im2col_;
-      const ImplicitConvS8Shape shape{g.batch,   g.height,   g.width,    g.channels,
-                                      n_,        g.kernel_h, g.kernel_w, g.stride,
-                                      g.padding, g.out_h,    g.out_w};
-      // The rule's tile (0 below about a wave of tiles: im2col there), any tile under mode 2.
-      int tile = implicit_s8_conv_auto_tile(shape, ctx_.device().multiprocessors);
-      if (!tile && implicit_mode == 2) tile = 128;
-      if (const int forced = implicit_conv_forced_tile(); tile && forced) tile = forced;
-      if (tile && implicit_s8_conv_shape_ok(shape, k4_)) implicit_ = ImplicitConv{shape, tile};
-    }
+    if (im2col_)
+      implicit_ = implicit_conv_form(fused_s8_, *im2col_, n_, k4_, spec.input_group_normed,
+                                     ctx_.device().multiprocessors);
     if (implicit_) HYRT_CUDA_CHECK(implicit_s8_conv_prime());
     narrow_ = im2col_ && !s8_ && !low_rank_ && conv_narrow_enabled() &&
               conv_narrow_applies(n_, k_, float_type(op_dtype_));
@@ -776,13 +799,19 @@ class GemmKernel final : public CudaGemmKernel {
     }
     // The term merges into the widened weights, which only the float candidate multiplies.
     if (low_rank_) candidate_ = GemmCandidate::kF16;
-    // A quantized x is W8A8's operand already: the fused kernel is the only form that reads it.
+    // A quantized x is W8A8's operand already: the fused kernel is the only form that reads it
+    // (for a conv, the implicit-GEMM one, whose rows are the input's: stride 1, same size).
     if (quantized_input_) {
       HYRT_CHECK(fused_s8_ && !low_rank_ && activation_ == EpilogueActivation::kNone, kUnsupported,
                  "node '", name_,
-                 "': a linear on a quantized (s8rows) input runs the fused W8A8 "
+                 "': a GEMM on a quantized (s8rows) input runs the fused W8A8 "
                  "kernel only, which does not apply to ",
                  key_.to_string());
+      HYRT_CHECK(!im2col_ || (implicit_ && quantized_rows_match(*im2col_)), kUnsupported, "node '",
+                 name_,
+                 "': a conv on a quantized (s8rows) input runs as the implicit-GEMM kernel "
+                 "only, with as many output pixels as input ones; not ",
+                 im2col_->to_string());
       candidate_ = GemmCandidate::kW8A8;
     }
     // Only the chosen candidate's buffers: nothing is reserved here (cuda_context.h, Scratch).
@@ -1196,8 +1225,18 @@ class GemmKernel final : public CudaGemmKernel {
 
   // y [M, N] (+ the residual, in the epilogue) from a quantized x (s8rows, core/dtype.h; K is a
   // multiple of 16 where the fused kernel applies, so its rows are K4 wide): one fused GEMM
-  // over all rows — x is whole, nothing is staged, so there are no chunks.
+  // over all rows — x is whole, nothing is staged, so there are no chunks. A conv's x (from a
+  // group norm: one scale per image, on each row) is the implicit kernel's operand as it is:
+  // its rows are the output pixels' (quantized_rows_match), so the row scales are the
+  // epilogue's.
   void run_quantized_input(const TensorView& x, void* y, const void* residual) const {
+    if (implicit_) {
+      HYRT_CUDA_CHECK(launch_implicit_s8_conv(
+          x.as<const int8_t>(), w_->as<int8_t>(), k4_, s8rows_scales(x), w_scale_->as<float>(),
+          bias_f32_ ? bias_f32_->as<float>() : nullptr, static_cast<const __half*>(residual),
+          static_cast<__half*>(y), implicit_->shape, implicit_->tile, ctx_.stream()));
+      return;
+    }
     fused_gemm(x.as<const int8_t>(), s8rows_scales(x), residual, y, key_.m);
   }
 
@@ -1550,12 +1589,7 @@ class GemmKernel final : public CudaGemmKernel {
   bool s8_ = false;
   bool fused_s8_ = false;  // this node's W8A8 runs as the fused Hopper kernel (fused_s8_applies)
   bool program_fused_s8_ = false;  // the plain GEMM's does: what the program is timed as
-  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_mode): its shape
-  // and tile width (kImplicitConvTileN).
-  struct ImplicitConv {
-    ImplicitConvS8Shape shape;
-    int tile = 0;
-  };
+  // Set where this conv's W8A8 runs as the implicit-GEMM kernel (implicit_conv_form).
   std::optional<ImplicitConv> implicit_;
   // This conv's float candidate runs as launch_conv_narrow (conv_narrow_enabled): no staging.
   bool narrow_ = false;
@@ -1656,10 +1690,15 @@ bool supports_conv2d(const ir::Graph& graph, const ir::Node& node) {
   const ir::Value& x = graph.value(node.inputs[0]);
   const ir::Value& w = graph.value(node.inputs[1]);
   const ir::Value& y = graph.value(node.output);
-  if (x.kind == ir::ValueKind::kWeight || !dtype_is_float(x.dtype) || y.dtype != x.dtype)
+  if (x.kind == ir::ValueKind::kWeight) return false;
+  // A quantized x (s8rows, from a group norm) writes the graph's float dtype, held as f16
+  // (whether the implicit-GEMM kernel reads it: conv2d_reads_quantized_input).
+  const bool quantized = x.dtype == DType::kS8Rows;
+  if (quantized ? !dtype_is_float(y.dtype) || device_storage_dtype(y) != DType::kF16
+                : !dtype_is_float(x.dtype) || y.dtype != x.dtype)
     return false;
   // Held as f16, or f32 for wide-range values (device_storage_dtype); y as x.
-  const DType held = device_storage_dtype(x);
+  const DType held = quantized ? DType::kF16 : device_storage_dtype(x);
   if (x.shape.rank() != 4 || y.shape.rank() != 4 || (held != DType::kF16 && held != DType::kF32) ||
       device_storage_dtype(y) != held)
     return false;
@@ -1685,7 +1724,9 @@ GemmKey conv2d_gemm_key(const ir::Graph& graph, const ir::Node& node) {
   key.n = w.shape[0];
   key.k = w.shape[1] * w.shape[2] * w.shape[3];
   key.batch = 1;
-  key.a_type = device_storage_dtype(graph.value(node.inputs.at(0)));  // f16, f32 for wide range
+  // f16, f32 for wide range; on a quantized x, the output's (as a float x would give).
+  const ir::Value& x = graph.value(node.inputs.at(0));
+  key.a_type = device_storage_dtype(x.dtype == DType::kS8Rows ? y : x);
   key.w_type = float_operand_type(w.dtype, key.a_type);
   key.out_type = key.a_type;
   key.w_transposed = true;
@@ -1731,7 +1772,31 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
   const ir::NodeId producer = graph.value(node.inputs[0]).producer;
   spec.input_group_normed =
       producer != ir::kNone && graph.node(producer).op == ir::OpKind::kGroupNorm;
+  spec.quantized_input = graph.value(node.inputs[0]).dtype == DType::kS8Rows;
   return std::make_unique<GemmKernel>(ctx, options, spec, cache);
+}
+
+bool conv2d_reads_quantized_input(const ir::Graph& graph, const ir::Node& node,
+                                  const CudaDeviceInfo& device, bool fused_s8_enabled) {
+  if (!supports_conv2d(graph, node) || conv_is_pointwise(graph, node)) return false;
+  const ir::Value& w = graph.value(node.inputs[1]);
+  const ir::Value& y = graph.value(node.output);
+  if (w.dtype != DType::kS8 || device_storage_dtype(y) != DType::kF16 ||
+      node.epilogue().activation != ir::Activation::kNone)
+    return false;
+  const GemmKey key = conv2d_gemm_key(graph, node);
+  const Shape& xs = graph.value(node.inputs[0]).shape;
+  const Shape& ws = w.shape;
+  const auto& a = node.attr<ir::Conv2dAttrs>();
+  Im2colGeometry g;
+  g.batch = xs[0], g.height = xs[1], g.width = xs[2], g.channels = xs[3];
+  g.kernel_h = static_cast<int>(ws[2]), g.kernel_w = static_cast<int>(ws[3]);
+  g.stride = a.stride, g.padding = a.padding;
+  g.out_h = y.shape[1], g.out_w = y.shape[2];
+  if (!quantized_rows_match(g)) return false;
+  return implicit_conv_form(fused_s8_applies(key, device, fused_s8_enabled), g, key.n,
+                            round_up4(key.k), /*input_group_normed=*/true, device.multiprocessors)
+      .has_value();
 }
 
 }  // namespace hyrt::backend::cuda

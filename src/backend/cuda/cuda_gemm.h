@@ -178,8 +178,18 @@ bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node);
 // Conv2d nodes this backend runs: x a float activation of rank 4 (held as f16 on the device,
 // or f32 when wide-range), y of x's dtype and storage, w a graph weight [Cout, Cin, kh, kw] stored
 // s8 (8-bit S), f32, f16 or bf16, an optional float bias weight [Cout], Conv2dAttrs with stride >=
-// 1 and padding >= 0.
+// 1 and padding >= 0. Or x quantized (s8rows, a group norm's: plan::quantize_activations) with y
+// float held as f16 — which the backend runs only where conv2d_reads_quantized_input says.
 bool supports_conv2d(const ir::Graph& graph, const ir::Node& node);
+
+// Whether a conv2d node can read its x quantized (s8rows with one scale per image on each row:
+// a quantizing group norm's output): only as the implicit-GEMM W8A8 kernel (8-bit S weights,
+// the fused kernel on this device, the tile rule giving it a tile — about a wave — under
+// $HYRT_CUDA_CONV_IMPLICIT), with its GEMM rows the input's positions (stride 1, same size: the
+// row scales are then the epilogue's), no fused activation, an f16 output. The node's kernel
+// then runs that form on x as bound, with no quantize pass (make_conv2d_kernel).
+bool conv2d_reads_quantized_input(const ir::Graph& graph, const ir::Node& node,
+                                  const CudaDeviceInfo& device, bool fused_s8_enabled);
 
 // The GemmKey of a supported conv2d node: M = B·Ho·Wo, N = Cout, K = kh·kw·Cin, a_type =
 // out_type = x's storage (f16, f32 when wide-range), w_type = s8 (8-bit S) or the operand type

@@ -12,6 +12,7 @@
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/op_kernels.h"
 #include "core/buffer.h"
+#include "core/env.h"
 #include "core/error.h"
 #include "core/half.h"
 
@@ -42,6 +43,14 @@ DType input_storage(const ir::Graph& graph, const ir::Node& node, size_t i) {
   return device_storage_dtype(graph.value(node.inputs[i]));
 }
 
+// Whether group norms may write their output quantized for the implicit-GEMM convolutions
+// (ir::NormAttrs::quantize_output, launch_group_norm_quantize): $HYRT_CUDA_GN_QUANTIZE=1.
+// Off by default until it has run on a GPU (written 2026-12-08 without one): its tests are
+// CudaGroupNormQuantize.* and CudaConv.QuantizedGroupNormInput.
+bool group_norm_quantize_enabled() {
+  return env_int("HYRT_CUDA_GN_QUANTIZE", 0, 1).value_or(0) == 1;
+}
+
 int normalized_axis(int axis, int rank) {
   return axis < 0 ? axis + rank : axis;
 }
@@ -69,6 +78,23 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
     for (size_t i = 1; i < 3; ++i)
       if (!dtype_is_float(graph.value(node.inputs[i]).dtype))
         return "layer norm gamma and beta are float";
+    return {};
+  }
+  if (node.op == OpKind::kGroupNorm && ir::quantizes_output(node.attrs)) {
+    // launch_group_norm_quantize: f16, channels a multiple of 8 the group norm takes.
+    if (!group_norm_quantize_enabled())
+      return "quantizing group norms are off (HYRT_CUDA_GN_QUANTIZE=1 turns them on)";
+    const ir::Value& x = graph.value(node.inputs[0]);
+    const int groups = node.attr<ir::NormAttrs>().groups;
+    if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
+      return "a quantizing group norm reads an f16 activation";
+    if (!group_norm_quantize_supported(x.shape.dim(-1), groups))
+      return str_cat("a quantizing group norm over ", x.shape.dim(-1), " channels in ", groups,
+                     " groups (a multiple of 8 channels the group norm takes)");
+    if (x.shape[0] > 65535) return str_cat("group norm batch ", x.shape[0], " (up to 65535)");
+    for (size_t i = 1; i < 3; ++i)
+      if (!dtype_is_float(graph.value(node.inputs[i]).dtype))
+        return "group norm gamma and beta are float";
     return {};
   }
   if (node.op == OpKind::kGeglu && ir::quantizes_output(node.attrs)) {
@@ -282,8 +308,10 @@ class GroupNormKernel final : public OpKernel {
     shape_.groups = attrs.groups;
     shape_.eps = attrs.eps;
     shape_.silu = attrs.fuse_silu;
+    quantize_ = attrs.quantize_output;
     sms_ = std::max(1, ctx.device().multiprocessors);
-    const size_t bytes = group_norm_workspace_bytes(shape_, sms_);
+    const size_t bytes = quantize_ ? group_norm_quantize_workspace_bytes(shape_, sms_)
+                                   : group_norm_workspace_bytes(shape_, sms_);
     workspace_ = DeviceBuffer(bytes, str_cat(name_, " (group norm workspace)"));
     HYRT_CUDA_CHECK(cudaMemsetAsync(workspace_.data(), 0, bytes, ctx.stream()));
     HYRT_CUDA_CHECK(cudaStreamSynchronize(ctx.stream()));
@@ -291,6 +319,13 @@ class GroupNormKernel final : public OpKernel {
 
   void run(std::span<const TensorView> views, const TensorView& output) override {
     check(views, output);
+    if (quantize_) {  // s8rows: the values, then each row's scale (its sample's)
+      checked(launch_group_norm_quantize(in(views, 0), shape_, in_f32(views, 1), in_f32(views, 2),
+                                         output.as<int8_t>(), s8rows_scales(output),
+                                         workspace_.data(), sms_, stream()),
+              "launch_group_norm_quantize");
+      return;
+    }
     checked(launch_group_norm(in(views, 0), output.data, in_type(0), shape_, in_f32(views, 1),
                               in_f32(views, 2), workspace_.data(), sms_, stream()),
             "launch_group_norm");
@@ -298,6 +333,7 @@ class GroupNormKernel final : public OpKernel {
 
  private:
   GroupNormShape shape_;
+  bool quantize_ = false;  // the output is s8rows, one scale per sample (ir::NormAttrs)
   int sms_ = 1;
   DeviceBuffer workspace_;
 };

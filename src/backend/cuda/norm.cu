@@ -96,15 +96,23 @@ size_t align256(size_t n) {
 }
 
 struct GnWorkspace {
-  size_t partials = 0, coef = 0, counters = 0, total = 0;  // byte offsets, total size
+  // Byte offsets, total size. The quantizing form (launch_group_norm_quantize) also has
+  // extremes [B][C][2] (each channel's largest and its smallest input, as gn_order_bits and its
+  // complement, both folded by atomicMax over zero) and absmax [B] (each sample's bound).
+  size_t partials = 0, coef = 0, counters = 0, extremes = 0, absmax = 0, total = 0;
 };
 
-GnWorkspace gn_workspace(const GroupNormShape& s, int64_t chunks) {
+GnWorkspace gn_workspace(const GroupNormShape& s, int64_t chunks, bool quantize) {
   GnWorkspace w;
   w.partials = 0;
   w.coef = align256(static_cast<size_t>(s.batch * s.groups * chunks) * sizeof(float2));
   w.counters = w.coef + align256(static_cast<size_t>(s.batch * s.channels) * 2 * sizeof(float));
   w.total = w.counters + align256(static_cast<size_t>(s.batch) * sizeof(unsigned));
+  if (quantize) {
+    w.extremes = w.total;
+    w.absmax = w.extremes + align256(static_cast<size_t>(s.batch * s.channels) * 2 * 4);
+    w.total = w.absmax + align256(static_cast<size_t>(s.batch) * sizeof(float));
+  }
   return w;
 }
 
@@ -117,7 +125,39 @@ struct GnArgs {
   int group_size;
   int rpb;
   float eps;
+  bool silu;
+  // The quantizing form's (null otherwise): GnWorkspace::extremes and ::absmax.
+  unsigned* extremes;
+  float* absmax;
 };
+
+// A float's bits as an unsigned that orders as the floats do (negative ones complemented, the
+// sign bit set on the others), so atomicMax folds maxima; every non-NaN float maps above zero.
+__device__ __forceinline__ unsigned gn_order_bits(float f) {
+  const unsigned u = __float_as_uint(f);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+__device__ __forceinline__ float gn_from_order_bits(unsigned o) {
+  return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
+}
+
+// What the group norm writes for input x of a channel with coefficients (scale, shift), as the
+// float the quantizer reads: x·scale + shift (+ SiLU), rounded to T. One definition for the
+// apply pass and for the quantizing form's bound, which must agree bit for bit.
+template <class T>
+__device__ __forceinline__ float gn_value(float x, float scale, float shift, bool silu) {
+  float t = fmaf(x, scale, shift);
+  if (silu) t = sigmoid_gate(t, 1.0f);
+  if constexpr (sizeof(T) == 2)
+    return __half2float(__float2half_rn(t));
+  else
+    return t;
+}
+
+// SiLU's output never goes below −0.278465 (at x ≈ −1.278465); rounded up, so that it bounds
+// every computed value near there.
+constexpr float kSiluMinMagnitude = 0.2785f;
+constexpr float kSiluArgMin = -1.2784645f;
 
 // (mean, rstd) of every group of sample b from its `chunks` partials (Σ(x − K_g), Σ(x − K_g)²),
 // into stats[G]; K_g from shift(g). Sums in double, in a fixed order. L lanes of a warp per
@@ -177,7 +217,11 @@ __device__ void gn_fold_groups(const float2* partials_b, int chunks, int groups,
 // atomicAdd per block) folds them into coef [B][scale, shift][V][C / V] and resets the ticket.
 // kWide: blocks of more than kGnThreads threads (rows of more than 2048 channels), which must
 // fit the register file at up to 1024 threads: fewer rows in flight per thread.
-template <class T, int V, bool kWide>
+// kQuant (launch_group_norm_quantize): each block also folds every channel's smallest and
+// largest input into a.extremes, and the last block turns them into the sample's bound
+// a.absmax[b] (largest |gn_value| at any channel's extremes, and SiLU's minimum where a
+// channel's range spans it), resetting a.extremes.
+template <class T, int V, bool kWide, bool kQuant>
 __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
     gn_stats_kernel(const T* __restrict__ x, GnArgs a, const float* __restrict__ gamma,
                     const float* __restrict__ beta, float2* __restrict__ partials,
@@ -208,10 +252,12 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
     pb[j] = c < C ? beta[c] : 0.0f;
   }
   float shift[V], s[V], q[V];
+  float lo[V], hi[V];  // kQuant: the smallest and largest input of each channel
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     shift[i] = to_float(xb[(c0 + i) / cg * cg]);
     s[i] = 0.0f, q[i] = 0.0f;
+    lo[i] = INFINITY, hi[i] = -INFINITY;
   }
   // All of a thread's rows (up to kRows) are loaded before any is added: one memory round
   // trip for the usual few rows per thread.
@@ -231,6 +277,7 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
           const float d = v[i] - shift[i];
           s[i] += d;
           q[i] = fmaf(d, d, q[i]);
+          if constexpr (kQuant) lo[i] = fminf(lo[i], v[i]), hi[i] = fmaxf(hi[i], v[i]);
         }
       }
     }
@@ -267,21 +314,48 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
     }
     partials[(static_cast<int64_t>(b) * a.groups + g) * a.chunks + chunk] = make_float2(ts, tq);
   }
+  if constexpr (kQuant) {
+    // The block's extremes per channel over its row slots (the sums' buffers again), then one
+    // atomicMax each into the sample's: the largest as ordered bits, the smallest as their
+    // complement (so that zero is the identity of both).
+    __syncthreads();
+#pragma unroll
+    for (int i = 0; i < V; ++i) {
+      ss[tid * V + i] = lo[i];
+      sq[tid * V + i] = hi[i];
+    }
+    __syncthreads();
+    unsigned* ext = a.extremes + static_cast<int64_t>(b) * 2 * C;
+    for (int c = tid; c < C; c += threads) {
+      float l = INFINITY, h = -INFINITY;
+      for (int k = 0; k < a.rpb; ++k) {
+        l = fminf(l, ss[k * C + c]);
+        h = fmaxf(h, sq[k * C + c]);
+      }
+      if (l <= h) {  // a slot without rows leaves ±inf: a block has at least one row
+        atomicMax(ext + 2 * c, ~gn_order_bits(l));
+        atomicMax(ext + 2 * c + 1, gn_order_bits(h));
+      }
+    }
+  }
 
   // The last block of sample b to get here folds every chunk's partials.
-  if (tid < a.groups) __threadfence();  // the threads that wrote partials
+  if (kQuant || tid < a.groups) __threadfence();  // the threads that wrote partials / extremes
   __syncthreads();
   if (tid == 0) ticket = atomicAdd(&counters[b], 1u);
   __syncthreads();
   if (ticket != static_cast<unsigned>(a.chunks - 1)) return;
   __threadfence();
-  if (tid == 0) counters[b] = 0;  // ready for the next launch
+  if (tid == 0) counters[b] = 0;    // ready for the next launch
+  __shared__ unsigned block_bound;  // kQuant
+  if (kQuant && tid == 0) block_bound = 0;
 
   float2* stats = reinterpret_cast<float2*>(smem);  // [G] (G ≤ C ≤ threads · V)
   gn_fold_groups(
       partials + static_cast<int64_t>(b) * a.groups * a.chunks, a.chunks, a.groups,
       static_cast<double>(a.positions) * cg, a.eps, [&](int g) { return ks[g]; }, stats);
   __syncthreads();
+  float bound = 0.0f;  // kQuant: the largest magnitude bound of this thread's channels
 #pragma unroll
   for (int j = 0; j < V; ++j) {
     const int c = tid + j * threads;
@@ -291,19 +365,44 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
       // [B][scale, shift][V][C / V]: the V values a thread of the apply pass needs are cv
       // apart, so each of its loads is one contiguous line per warp.
       float* cb = coef + static_cast<int64_t>(b) * 2 * C + (c % V) * cv + c / V;
+      const float sh = fmaf(-st.x, sc, pb[j]);
       cb[0] = sc;
-      cb[C] = fmaf(-st.x, sc, pb[j]);
+      cb[C] = sh;
+      if constexpr (kQuant) {
+        // The channel's extremes, read and reset in one exchange (atomics: past L1).
+        unsigned* ext = a.extremes + static_cast<int64_t>(b) * 2 * C + 2 * c;
+        const float l = gn_from_order_bits(~atomicExch(ext, 0u));
+        const float h = gn_from_order_bits(atomicExch(ext + 1, 0u));
+        float m =
+            fmaxf(fabsf(gn_value<T>(l, sc, sh, a.silu)), fabsf(gn_value<T>(h, sc, sh, a.silu)));
+        // x·sc + sh is monotone in x, SiLU only on either side of its minimum: a range that
+        // spans the minimum may hold a value of about its magnitude inside.
+        const float t0 = fmaf(l, sc, sh), t1 = fmaf(h, sc, sh);
+        if (a.silu && fminf(t0, t1) <= kSiluArgMin && fmaxf(t0, t1) >= kSiluArgMin)
+          m = fmaxf(m, kSiluMinMagnitude);
+        bound = fmaxf(bound, m);
+      }
     }
+  }
+  if constexpr (kQuant) {
+    // Non-negative floats order as their bits (a block may end in a partial warp: no shuffles).
+    atomicMax(&block_bound, __float_as_uint(bound));
+    __syncthreads();
+    if (tid == 0) a.absmax[b] = __uint_as_float(block_bound);
   }
 }
 
 // Apply pass: y = x·scale + shift (+ SiLU), grid (positions / rows_per_block, B), the
 // statistics pass's thread layout, kGnApplyRows rows per thread loaded together with the
 // coefficients. kWide: more than kGnThreads threads.
-template <class T, int V, bool kSilu, bool kWide>
+// kQuant (launch_group_norm_quantize): the values quantized by the sample's bound into q
+// (s8, x's layout) instead of y, and each row's scale (the sample's) into row_scales.
+template <class T, int V, bool kSilu, bool kWide, bool kQuant = false>
 __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads, kWide ? 1 : 4)  // 4: 64 registers
     gn_apply_kernel(const T* x, T* y, int64_t positions, int channels, int64_t rows_per_block,
-                    int rpb, const float* __restrict__ coef) {
+                    int rpb, const float* __restrict__ coef, int8_t* __restrict__ q = nullptr,
+                    float* __restrict__ row_scales = nullptr,
+                    const float* __restrict__ absmax = nullptr) {
   const int tid = threadIdx.x;
   const int cv = channels / V;
   const int c0 = (tid % cv) * V;
@@ -319,6 +418,7 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads, kWide ? 1 : 4)  // 
     if (r < row1) raw[k] = load_raw<T, V>(x + base + r * channels + c0);
   }
   float sc[V], sh[V];
+  const float image_bound = kQuant ? absmax[b] : 0.0f;
   const float* cb = coef + static_cast<int64_t>(b) * 2 * channels + tid % cv;
 #pragma unroll
   for (int i = 0; i < V; ++i) {
@@ -331,19 +431,30 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads, kWide ? 1 : 4)  // 
     if (r >= row1) break;
     float v[V];
     unpack<T, V>(raw[k], v);
+    if constexpr (kQuant) {
 #pragma unroll
-    for (int i = 0; i < V; ++i) {
-      float t = fmaf(v[i], sc[i], sh[i]);
-      if constexpr (kSilu) t = sigmoid_gate(t, 1.0f);
-      v[i] = t;
+      for (int i = 0; i < V; ++i)
+        v[i] = gn_value<T>(v[i], sc[i], sh[i], kSilu);
+      store_s8<V>(v, s8_row_inv(image_bound), q + base + r * channels + c0);
+      if (c0 == 0) row_scales[static_cast<int64_t>(b) * positions + r] = s8_row_scale(image_bound);
+    } else {
+#pragma unroll
+      for (int i = 0; i < V; ++i) {
+        float t = fmaf(v[i], sc[i], sh[i]);
+        if constexpr (kSilu) t = sigmoid_gate(t, 1.0f);
+        v[i] = t;
+      }
+      store_vec<T, V>(y + base + r * channels + c0, v);
     }
-    store_vec<T, V>(y + base + r * channels + c0, v);
   }
 }
 
+// The two launches; with q (launch_group_norm_quantize) the quantizing forms, writing q and
+// row_scales instead of y.
 template <class T, int V>
 void gn_launch(const T* x, T* y, const GroupNormShape& s, const GnPlan& p, const float* gamma,
-               const float* beta, char* ws, const GnWorkspace& w, cudaStream_t stream) {
+               const float* beta, char* ws, const GnWorkspace& w, int8_t* q, float* row_scales,
+               cudaStream_t stream) {
   auto* partials = reinterpret_cast<float2*>(ws + w.partials);
   auto* coef = reinterpret_cast<float*>(ws + w.coef);
   auto* counters = reinterpret_cast<unsigned*>(ws + w.counters);
@@ -356,50 +467,64 @@ void gn_launch(const T* x, T* y, const GroupNormShape& s, const GnPlan& p, const
   a.group_size = static_cast<int>(s.channels / s.groups);
   a.rpb = p.stats.rpb;
   a.eps = s.eps;
+  a.silu = s.silu;
+  a.extremes = q ? reinterpret_cast<unsigned*>(ws + w.extremes) : nullptr;
+  a.absmax = q ? reinterpret_cast<float*>(ws + w.absmax) : nullptr;
   const bool wide = p.stats.threads > kGnThreads;
   const dim3 stats_grid(static_cast<unsigned>(p.chunks), static_cast<unsigned>(s.batch));
   const size_t smem = gn_stats_smem(p.stats, s.groups);
-  if (wide)
-    gn_stats_kernel<T, V, true><<<stats_grid, p.stats.threads, smem, stream>>>(
-        x, a, gamma, beta, partials, coef, counters);
-  else
-    gn_stats_kernel<T, V, false><<<stats_grid, p.stats.threads, smem, stream>>>(
-        x, a, gamma, beta, partials, coef, counters);
+  auto stats = [&](auto wide_tag, auto quant) {
+    gn_stats_kernel<T, V, decltype(wide_tag)::value, decltype(quant)::value>
+        <<<stats_grid, p.stats.threads, smem, stream>>>(x, a, gamma, beta, partials, coef,
+                                                        counters);
+  };
   const dim3 grid(static_cast<unsigned>(ceil_div(s.positions, p.apply_rows)),
                   static_cast<unsigned>(s.batch));
-  auto apply = [&](auto silu, auto wide_tag) {
-    gn_apply_kernel<T, V, decltype(silu)::value, decltype(wide_tag)::value>
+  auto apply = [&](auto silu, auto wide_tag, auto quant) {
+    gn_apply_kernel<T, V, decltype(silu)::value, decltype(wide_tag)::value, decltype(quant)::value>
         <<<grid, p.apply.threads, 0, stream>>>(x, y, s.positions, a.channels, p.apply_rows,
-                                               p.apply.rpb, coef);
+                                               p.apply.rpb, coef, q, row_scales, a.absmax);
   };
-  if (s.silu) {
-    if (wide)
-      apply(std::true_type{}, std::true_type{});
+  auto both = [&](auto wide_tag, auto quant) {
+    stats(wide_tag, quant);
+    if (s.silu)
+      apply(std::true_type{}, wide_tag, quant);
     else
-      apply(std::true_type{}, std::false_type{});
-  } else {
-    if (wide)
-      apply(std::false_type{}, std::true_type{});
-    else
-      apply(std::false_type{}, std::false_type{});
+      apply(std::false_type{}, wide_tag, quant);
+  };
+  // Only f16 rows of 8-wide vectors quantize (launch_group_norm_quantize): no other form is
+  // compiled.
+  constexpr bool kCanQuantize = std::is_same_v<T, __half> && V == 8;
+  if constexpr (kCanQuantize) {
+    if (q) {
+      if (wide)
+        both(std::true_type{}, std::true_type{});
+      else
+        both(std::false_type{}, std::true_type{});
+      return;
+    }
   }
+  if (wide)
+    both(std::true_type{}, std::false_type{});
+  else
+    both(std::false_type{}, std::false_type{});
 }
 
 template <class T>
 void gn_dispatch(const void* x, void* y, const GroupNormShape& s, const GnPlan& p,
-                 const float* gamma, const float* beta, char* ws, const GnWorkspace& w,
-                 cudaStream_t stream) {
+                 const float* gamma, const float* beta, char* ws, const GnWorkspace& w, int8_t* q,
+                 float* row_scales, cudaStream_t stream) {
   const T* xt = static_cast<const T*>(x);
   T* yt = static_cast<T*>(y);
   switch (p.apply.v) {
     case 8:
-      return gn_launch<T, 8>(xt, yt, s, p, gamma, beta, ws, w, stream);
+      return gn_launch<T, 8>(xt, yt, s, p, gamma, beta, ws, w, q, row_scales, stream);
     case 4:
-      return gn_launch<T, 4>(xt, yt, s, p, gamma, beta, ws, w, stream);
+      return gn_launch<T, 4>(xt, yt, s, p, gamma, beta, ws, w, q, row_scales, stream);
     case 2:
-      return gn_launch<T, 2>(xt, yt, s, p, gamma, beta, ws, w, stream);
+      return gn_launch<T, 2>(xt, yt, s, p, gamma, beta, ws, w, q, row_scales, stream);
     default:
-      return gn_launch<T, 1>(xt, yt, s, p, gamma, beta, ws, w, stream);
+      return gn_launch<T, 1>(xt, yt, s, p, gamma, beta, ws, w, q, row_scales, stream);
   }
 }
 
@@ -706,7 +831,7 @@ bool group_norm_supported(int64_t channels, int64_t groups) {
 }
 
 size_t group_norm_workspace_bytes(const GroupNormShape& s, int multiprocessors) {
-  return gn_workspace(s, gn_plan(s, multiprocessors).chunks).total;
+  return gn_workspace(s, gn_plan(s, multiprocessors).chunks, false).total;
 }
 
 cudaError_t launch_group_norm(const void* x, void* y, FloatType type, const GroupNormShape& s,
@@ -716,12 +841,35 @@ cudaError_t launch_group_norm(const void* x, void* y, FloatType type, const Grou
   if (!group_norm_supported(s.channels, s.groups) || s.batch > 65535 || !workspace)
     return cudaErrorInvalidValue;
   const GnPlan p = gn_plan(s, multiprocessors);
-  const GnWorkspace w = gn_workspace(s, p.chunks);
+  const GnWorkspace w = gn_workspace(s, p.chunks, false);
   char* ws = static_cast<char*>(workspace);
   if (type == FloatType::kF16)
-    gn_dispatch<__half>(x, y, s, p, gamma, beta, ws, w, stream);
+    gn_dispatch<__half>(x, y, s, p, gamma, beta, ws, w, nullptr, nullptr, stream);
   else
-    gn_dispatch<float>(x, y, s, p, gamma, beta, ws, w, stream);
+    gn_dispatch<float>(x, y, s, p, gamma, beta, ws, w, nullptr, nullptr, stream);
+  return cudaGetLastError();
+}
+
+bool group_norm_quantize_supported(int64_t channels, int64_t groups) {
+  return channels % 8 == 0 && group_norm_supported(channels, groups) &&
+         gn_layout(channels, kGnThreads).v == 8;
+}
+
+size_t group_norm_quantize_workspace_bytes(const GroupNormShape& s, int multiprocessors) {
+  return gn_workspace(s, gn_plan(s, multiprocessors).chunks, true).total;
+}
+
+cudaError_t launch_group_norm_quantize(const void* x, const GroupNormShape& s, const float* gamma,
+                                       const float* beta, int8_t* q, float* row_scales,
+                                       void* workspace, int multiprocessors, cudaStream_t stream) {
+  if (s.batch <= 0 || s.positions <= 0 || s.channels <= 0) return cudaSuccess;
+  if (!group_norm_quantize_supported(s.channels, s.groups) || s.batch > 65535 || !workspace || !q ||
+      !row_scales || !aligned(x, 16) || !aligned(q, 8))
+    return cudaErrorInvalidValue;
+  const GnPlan p = gn_plan(s, multiprocessors);
+  const GnWorkspace w = gn_workspace(s, p.chunks, true);
+  gn_dispatch<__half>(x, nullptr, s, p, gamma, beta, static_cast<char*>(workspace), w, q,
+                      row_scales, stream);
   return cudaGetLastError();
 }
 

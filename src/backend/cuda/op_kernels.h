@@ -58,6 +58,26 @@ cudaError_t launch_group_norm(const void* x, void* y, FloatType type, const Grou
                               const float* gamma, const float* beta, void* workspace,
                               int multiprocessors, cudaStream_t stream);
 
+// The group norm above with its output quantized per sample (ir::NormAttrs::quantize_output on
+// a group norm): every value as launch_group_norm would write it in f16, quantized by the W8A8
+// rule (launch_quantize_rows_s8's: scale = bound / 127) against one bound per sample, into q s8
+// [batch, positions, channels] (x's layout); the sample's scale is written for each of its
+// rows into row_scales f32 [batch · positions]. The bound is the largest |value| at any
+// channel's smallest or largest input, raised to SiLU's minimum magnitude (0.2785) where a
+// channel's normalised range spans SiLU's minimum: so it equals what launch_quantize_images_s8
+// finds over launch_group_norm's output — the same bits — unless SiLU's minimum lies inside a
+// channel's range and no value reaches 0.2785 (then the scale is a little coarser, and still
+// nothing clips). The statistics pass also folds each channel's extremes (atomics into the
+// workspace, which its last block reads and resets): no pass beyond launch_group_norm's two,
+// and q has half the f16 output's bytes. x f16, 16-byte aligned, q 8-byte
+// aligned; channels as group_norm_quantize_supported says. Workspace: zeroed once before its
+// first use, group_norm_quantize_workspace_bytes, one launch at a time.
+bool group_norm_quantize_supported(int64_t channels, int64_t groups);
+size_t group_norm_quantize_workspace_bytes(const GroupNormShape& s, int multiprocessors);
+cudaError_t launch_group_norm_quantize(const void* x, const GroupNormShape& s, const float* gamma,
+                                       const float* beta, int8_t* q, float* row_scales,
+                                       void* workspace, int multiprocessors, cudaStream_t stream);
+
 // Layer norm over the last axis: x [rows, channels] -> y, mean and Σ(x − mean)² over the row
 // (two passes in f32), y = (x − mean)·rstd·γ + β with γ, β f32 [channels].
 cudaError_t launch_layer_norm(const void* x, void* y, FloatType type, int64_t rows,
