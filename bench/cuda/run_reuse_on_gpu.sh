@@ -27,7 +27,10 @@
 #   HYRT_CUDA_ATTENTION=own), attn (SD 1.5's step per size, cuDNN's plans built in the background
 #   against hyrt's kernel alone, alternating processes), energy (issue 16's J/step at 512² and
 #   1024² by NVML's counter, bench/cuda/nvml_energy.py), profile (issue 16's per-op profile by
-#   CUDA events, hyrt's attention kernel against cuDNN's plans)
+#   CUDA events, hyrt's attention kernel against cuDNN's plans), gnq_check (the bundled model's
+#   picture in device placement, --int8, every conv the implicit kernel takes as one —
+#   HYRT_CUDA_CONV_IMPLICIT=2 — with and without HYRT_CUDA_GN_QUANTIZE=1: the same PNG bytes
+#   expected, and the log saying the group norms quantized)
 # PARITY_ARGS: e.g. "--layouts folder" when .gl holds the model folders only; PARITY_CASES:
 # ';'-separated "FOLDER ARGS..." (default: sd15-tiny device, device --int8, sdxl-tiny device);
 # MODEL_FILTER: the
@@ -304,12 +307,14 @@ if has_word quant_ab; then
   # (HYRT_CUDA_CONV_NARROW=0: conv_out and other convs to <= 4 or 8 channels through im2col),
   # nostack (HYRT_STACKED_PROJECTIONS=0: q, k and v as three linears, not one stacked linear read
   # packed by the attention), nogncluster (HYRT_CUDA_GN_CLUSTER=0: with
-# bench/results/gn_cluster_experiment.patch applied, every group norm in the two-kernel form).
+# bench/results/gn_cluster_experiment.patch applied, every group norm in the two-kernel form),
+  # gnq (HYRT_CUDA_GN_QUANTIZE=1: group norms read only by implicit convs write s8 for them).
   for round in $(seq 1 "${QUANT_ROUNDS:-2}"); do
     for form in ${QUANT_FORMS:-new old autotune}; do
-      q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa=""
+      q="" fill="" roof="" tune=() cache=${HYRT_CACHE_DIR:-} qa="" gnq=""
       [[ $form == old ]] && q=twopass fill=8 roof=matrix
       [[ $form == noqa ]] && qa=0
+      [[ $form == gnq ]] && gnq=1
       tile=""; [[ $form == tile_* ]] && tile=${form#tile_}
       pp=""; [[ $form == nopp ]] && pp=0
       imp=""; [[ $form == im2col ]] && imp=0; [[ $form == implicit_all ]] && imp=2
@@ -321,14 +326,26 @@ if has_word quant_ab; then
       [[ $form == autotune ]] && tune=(--autotune) cache=/tmp/hyrt-autotune-cache
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CUDA_GN_QUANTIZE=$gnq HYRT_CACHE_DIR=$cache bench "sd15_q${form}_$round" -m random:sd15 --int8 --only unet --placement device \
         --resize --sizes 512,1024 --runs 20 --warmup 3 "${tune[@]}"
       HYRT_CUDA_QUANTIZE=$q HYRT_CUDA_FUSED_S8_FILL=$fill HYRT_CUDA_ROOFLINE=$roof \
         HYRT_QUANTIZED_ACTIVATIONS=$qa HYRT_CUDA_FUSED_S8_TILE=$tile HYRT_CUDA_FUSED_S8_PINGPONG_K=$pp \
-        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
+        HYRT_CUDA_CONV_IMPLICIT=$imp HYRT_CUDA_CONV_IMPLICIT_TILE_N=$itn HYRT_CUDA_CONV_NARROW=$nar HYRT_STACKED_PROJECTIONS=$stk HYRT_CUDA_GN_CLUSTER=$gnc HYRT_CUDA_GN_QUANTIZE=$gnq HYRT_CACHE_DIR=$cache bench "sdxl_q${form}_$round" -m random:sdxl --int8 --only unet --placement device \
         -W 1024 -H 1024 --runs 10 --warmup 2 "${tune[@]}"
     done
   done
+fi
+if has_word gnq_check; then
+  # The quantizing group norm end to end: the same picture bits with it (implicit convs read
+  # the group norms' s8 output) and without (they quantize the f16 output themselves).
+  for gnq in 0 1; do
+    HYRT_CUDA_CONV_IMPLICIT=2 HYRT_CUDA_GN_QUANTIZE=$gnq timeout 200 "$hyrt" generate \
+      -p "a red circle on a blue background" --sampler ddim --steps 12 --cfg-scale 5 -s 1 \
+      --precision int8 --placement device --verbose -o "$out/gnq_$gnq.png" >"$out/gnq_$gnq.log" 2>&1
+    echo "gnq_check HYRT_CUDA_GN_QUANTIZE=$gnq rc=$?: $(grep -o '[0-9]* group norms write quantized activations for [0-9]* convolutions' "$out/gnq_$gnq.log" | head -n 2 | tr '\n' ' ')"
+  done
+  cmp -s "$out/gnq_0.png" "$out/gnq_1.png" && echo "gnq_check: the same PNG bytes" ||
+    echo "gnq_check: the PNGs DIFFER"
 fi
 if has_word torch || has_word torch15; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \

@@ -252,12 +252,18 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
     pb[j] = c < C ? beta[c] : 0.0f;
   }
   float shift[V], s[V], q[V];
-  float lo[V], hi[V];  // kQuant: the smallest and largest input of each channel
 #pragma unroll
   for (int i = 0; i < V; ++i) {
     shift[i] = to_float(xb[(c0 + i) / cg * cg]);
     s[i] = 0.0f, q[i] = 0.0f;
-    lo[i] = INFINITY, hi[i] = -INFINITY;
+  }
+  // kQuant (f16 only): the smallest and largest input of each channel, in pairs as loaded
+  // (exact, and half the registers of floats).
+  __half2 lo[(V + 1) / 2], hi[(V + 1) / 2];
+  if constexpr (kQuant) {
+#pragma unroll
+    for (int i = 0; i < V / 2; ++i)
+      lo[i] = __float2half2_rn(INFINITY), hi[i] = __float2half2_rn(-INFINITY);
   }
   // All of a thread's rows (up to kRows) are loaded before any is added: one memory round
   // trip for the usual few rows per thread.
@@ -277,7 +283,12 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
           const float d = v[i] - shift[i];
           s[i] += d;
           q[i] = fmaf(d, d, q[i]);
-          if constexpr (kQuant) lo[i] = fminf(lo[i], v[i]), hi[i] = fmaxf(hi[i], v[i]);
+        }
+        if constexpr (kQuant) {
+          const auto* pair = reinterpret_cast<const __half2*>(&raw[k]);
+#pragma unroll
+          for (int i = 0; i < V / 2; ++i)
+            lo[i] = __hmin2(lo[i], pair[i]), hi[i] = __hmax2(hi[i], pair[i]);
         }
       }
     }
@@ -320,9 +331,11 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads)
     // complement (so that zero is the identity of both).
     __syncthreads();
 #pragma unroll
-    for (int i = 0; i < V; ++i) {
-      ss[tid * V + i] = lo[i];
-      sq[tid * V + i] = hi[i];
+    for (int i = 0; i < V / 2; ++i) {
+      ss[tid * V + 2 * i] = __low2float(lo[i]);
+      ss[tid * V + 2 * i + 1] = __high2float(lo[i]);
+      sq[tid * V + 2 * i] = __low2float(hi[i]);
+      sq[tid * V + 2 * i + 1] = __high2float(hi[i]);
     }
     __syncthreads();
     unsigned* ext = a.extremes + static_cast<int64_t>(b) * 2 * C;
