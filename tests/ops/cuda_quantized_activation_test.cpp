@@ -182,6 +182,67 @@ std::shared_ptr<ir::Graph> ln_linears(const Shape& x_shape, int64_t n, bool quan
   return g;
 }
 
+// Weights for a norm over k channels ("g", "b") and two GEMM readers "a.w" (with bias "a.b")
+// and "r.w" of 8-bit S weights [n, w_tail...] (a linear's [n, k], a 3x3 conv's [n, k, 3, 3]).
+weights::MemoryWeights chain_weights(int64_t k, int64_t n, const std::vector<int64_t>& w_tail,
+                                     uint64_t& seed) {
+  weights::MemoryWeights w;
+  w.add("g", random_tensor(Shape{k}, seed++, 1.0f));
+  w.add("b", random_tensor(Shape{k}, seed++, 0.3f));
+  std::vector<int64_t> dims{n};
+  dims.insert(dims.end(), w_tail.begin(), w_tail.end());
+  for (const char* name : {"a.w", "r.w"}) {
+    weights::QuantizedTensor qt =
+        weights::quantize_per_row(random_tensor(Shape(dims), seed++, 0.05f).view());
+    w.add_quantized(name, std::move(qt.q), std::move(qt.scale));
+  }
+  w.add("a.b", random_tensor(Shape{n}, seed++, 0.1f));
+  return w;
+}
+
+// Runs g — a norm (node 0) read by "a" (node 1, bias) and "r" (node 2, + the residual input) —
+// node by node through b on x (f16 [x_shape]) and res (f16 [out]), the norm's output poisoned
+// first; returns a's and r's output bytes (checked finite). `quantize`: the norm writes s8rows.
+std::vector<std::vector<uint8_t>> run_chain(backend::Backend& b, const ir::Graph& g,
+                                            const weights::WeightSource& w, const DeviceBuffer& dx,
+                                            const Shape& x_shape, const DeviceBuffer& dr,
+                                            const Shape& out, bool quantize) {
+  for (const ir::Node& node : g.nodes())
+    EXPECT_TRUE(b.supports(g, node)) << node.name << (quantize ? " (quantized)" : "");
+  backend::ProgramCache cache;
+  const ir::Node &norm = g.nodes()[0], &na = g.nodes()[1], &nr = g.nodes()[2];
+  auto kn = b.prepare(g, norm, w, cache);
+  auto ka = b.prepare(g, na, w, cache);
+  auto kr = b.prepare(g, nr, w, cache);
+  const ir::Value& h = g.value(norm.output);
+  const DType h_dtype = quantize ? DType::kS8Rows : DType::kF16;
+  EXPECT_EQ(b.storage_dtype(h), h_dtype);
+  DeviceBuffer dh(storage_bytes(h_dtype, h.shape), "h");
+  HYRT_CUDA_CHECK(cudaMemset(dh.data(), 0x7f, dh.size()));  // poisoned
+  const size_t out_bytes = static_cast<size_t>(out.numel()) * 2;
+  DeviceBuffer da(out_bytes, "a"), dres(out_bytes, "r");
+  HYRT_CUDA_CHECK(cudaMemset(da.data(), 0xff, out_bytes));
+  HYRT_CUDA_CHECK(cudaMemset(dres.data(), 0xff, out_bytes));
+  const TensorView x_view{dx.data(), DType::kF16, x_shape}, h_view{dh.data(), h_dtype, h.shape};
+  const TensorView none{};
+  kn->run(std::vector<TensorView>{x_view, none, none}, h_view);
+  ka->run(std::vector<TensorView>{h_view, none, none}, {da.data(), DType::kF16, out});
+  kr->run(std::vector<TensorView>{h_view, none, {dr.data(), DType::kF16, out}},
+          {dres.data(), DType::kF16, out});
+  std::vector<std::vector<uint8_t>> results{download(da, out_bytes), download(dres, out_bytes)};
+  // Sanity: the outputs are finite and not the poison.
+  for (const auto& bytes : results)
+    for (size_t i = 0; i < bytes.size() / 2; ++i) {
+      uint16_t v;
+      std::memcpy(&v, bytes.data() + 2 * i, 2);
+      if (!std::isfinite(f16_to_f32(v))) {
+        ADD_FAILURE() << "output element " << i << " is not finite";
+        break;
+      }
+    }
+  return results;
+}
+
 TEST(CudaQuantizedActivation, LinearsOnAQuantizedLayerNormGiveTheW8a8Bits) {
   REQUIRE_GPU();
   const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
@@ -202,59 +263,17 @@ TEST(CudaQuantizedActivation, LinearsOnAQuantizedLayerNormGiveTheW8a8Bits) {
   for (const Case& c : cases) {
     SCOPED_TRACE(str_cat(c.x.to_string(), " -> ", c.n));
     const int64_t k = c.x.dim(-1);
-    weights::MemoryWeights w;
-    w.add("g", random_tensor(Shape{k}, seed++, 1.0f));
-    w.add("b", random_tensor(Shape{k}, seed++, 0.3f));
-    for (const char* name : {"a.w", "r.w"}) {
-      weights::QuantizedTensor qt =
-          weights::quantize_per_row(random_tensor(Shape{c.n, k}, seed++, 0.05f).view());
-      w.add_quantized(name, std::move(qt.q), std::move(qt.scale));
-    }
-    w.add("a.b", random_tensor(Shape{c.n}, seed++, 0.1f));
+    const weights::MemoryWeights w = chain_weights(k, c.n, {k}, seed);
     const std::vector<uint16_t> xh = f16_values(random_tensor(c.x, seed++, 2.0f));
     Shape out = c.x;
     out[out.rank() - 1] = c.n;
     const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
     DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
     DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
-
     std::vector<std::vector<uint8_t>> results[2];
-    for (bool quantize : {false, true}) {
-      const auto g = ln_linears(c.x, c.n, quantize);
-      for (const ir::Node& node : g->nodes())
-        ASSERT_TRUE(b->supports(*g, node)) << node.name << (quantize ? " (quantized)" : "");
-      backend::ProgramCache cache;
-      const ir::Node &ln = g->nodes()[0], &na = g->nodes()[1], &nr = g->nodes()[2];
-      auto kln = b->prepare(*g, ln, w, cache);
-      auto ka = b->prepare(*g, na, w, cache);
-      auto kr = b->prepare(*g, nr, w, cache);
-      const ir::Value& h = g->value(ln.output);
-      const DType h_dtype = quantize ? DType::kS8Rows : DType::kF16;
-      ASSERT_EQ(b->storage_dtype(h), h_dtype);
-      DeviceBuffer dh(storage_bytes(h_dtype, h.shape), "h");
-      HYRT_CUDA_CHECK(cudaMemset(dh.data(), 0x7f, dh.size()));  // poisoned
-      const size_t out_bytes = static_cast<size_t>(out.numel()) * 2;
-      DeviceBuffer da(out_bytes, "a"), dres(out_bytes, "r");
-      HYRT_CUDA_CHECK(cudaMemset(da.data(), 0xff, out_bytes));
-      HYRT_CUDA_CHECK(cudaMemset(dres.data(), 0xff, out_bytes));
-      const TensorView x_view{dx.data(), DType::kF16, c.x}, h_view{dh.data(), h_dtype, h.shape};
-      const TensorView none{};
-      kln->run(std::vector<TensorView>{x_view, none, none}, h_view);
-      ka->run(std::vector<TensorView>{h_view, none, none}, {da.data(), DType::kF16, out});
-      kr->run(std::vector<TensorView>{h_view, none, {dr.data(), DType::kF16, out}},
-              {dres.data(), DType::kF16, out});
-      results[quantize].push_back(download(da, out_bytes));
-      results[quantize].push_back(download(dres, out_bytes));
-      // Sanity: the outputs are finite and not the poison.
-      std::vector<float> af(static_cast<size_t>(out.numel()));
-      const auto& a_bytes = results[quantize][0];
-      for (size_t i = 0; i < af.size(); ++i) {
-        uint16_t v;
-        std::memcpy(&v, a_bytes.data() + 2 * i, 2);
-        af[i] = f16_to_f32(v);
-      }
-      EXPECT_TRUE(std::all_of(af.begin(), af.end(), [](float v) { return std::isfinite(v); }));
-    }
+    for (bool quantize : {false, true})
+      results[quantize] =
+          run_chain(*b, *ln_linears(c.x, c.n, quantize), w, dx, c.x, dr, out, quantize);
     EXPECT_EQ(results[0][0], results[1][0]) << "linear a (bias) differs";
     EXPECT_EQ(results[0][1], results[1][1]) << "linear r (residual) differs";
   }
@@ -436,58 +455,18 @@ TEST(CudaQuantizedActivation, ConvsOnAQuantizedGroupNormGiveTheImplicitBits) {
   for (const auto& c : cases) {
     SCOPED_TRACE(str_cat(c.x.to_string(), " -> ", c.n));
     const int64_t k = c.x.dim(-1);
-    weights::MemoryWeights w;
-    w.add("g", random_tensor(Shape{k}, seed++, 1.0f));
-    w.add("b", random_tensor(Shape{k}, seed++, 0.3f));
-    for (const char* name : {"a.w", "r.w"}) {
-      weights::QuantizedTensor qt =
-          weights::quantize_per_row(random_tensor(Shape{c.n, k, 3, 3}, seed++, 0.05f).view());
-      w.add_quantized(name, std::move(qt.q), std::move(qt.scale));
-    }
-    w.add("a.b", random_tensor(Shape{c.n}, seed++, 0.1f));
+    const weights::MemoryWeights w = chain_weights(k, c.n, {k, 3, 3}, seed);
     const std::vector<uint16_t> xh = f16_values(random_tensor(c.x, seed++, 2.0f));
     Shape out = c.x;
     out[out.rank() - 1] = c.n;
     const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
     DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
     DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
-
+    // The float form's convs quantize in their own staging (the context's slots).
     std::vector<std::vector<uint8_t>> results[2];
-    for (bool quantize : {false, true}) {
-      const auto g = gn_convs(c.x, c.n, quantize);
-      for (const ir::Node& node : g->nodes())
-        ASSERT_TRUE(b->supports(*g, node)) << node.name << (quantize ? " (quantized)" : "");
-      backend::ProgramCache cache;
-      const ir::Node &gn = g->nodes()[0], &na = g->nodes()[1], &nr = g->nodes()[2];
-      auto kgn = b->prepare(*g, gn, w, cache);
-      auto ka = b->prepare(*g, na, w, cache);
-      auto kr = b->prepare(*g, nr, w, cache);
-      const ir::Value& h = g->value(gn.output);
-      const DType h_dtype = quantize ? DType::kS8Rows : DType::kF16;
-      ASSERT_EQ(b->storage_dtype(h), h_dtype);
-      DeviceBuffer dh(storage_bytes(h_dtype, h.shape), "h");
-      HYRT_CUDA_CHECK(cudaMemset(dh.data(), 0x7f, dh.size()));  // poisoned
-      const size_t out_bytes = static_cast<size_t>(out.numel()) * 2;
-      DeviceBuffer da(out_bytes, "a"), dres(out_bytes, "r");
-      HYRT_CUDA_CHECK(cudaMemset(da.data(), 0xff, out_bytes));
-      HYRT_CUDA_CHECK(cudaMemset(dres.data(), 0xff, out_bytes));
-      // The float form's convs quantize in their own staging (the context's slots).
-      const TensorView x_view{dx.data(), DType::kF16, c.x}, h_view{dh.data(), h_dtype, h.shape};
-      const TensorView none{};
-      kgn->run(std::vector<TensorView>{x_view, none, none}, h_view);
-      ka->run(std::vector<TensorView>{h_view, none, none}, {da.data(), DType::kF16, out});
-      kr->run(std::vector<TensorView>{h_view, none, {dr.data(), DType::kF16, out}},
-              {dres.data(), DType::kF16, out});
-      results[quantize].push_back(download(da, out_bytes));
-      results[quantize].push_back(download(dres, out_bytes));
-      std::vector<float> af(static_cast<size_t>(out.numel()));
-      for (size_t i = 0; i < af.size(); ++i) {
-        uint16_t v;
-        std::memcpy(&v, results[quantize][0].data() + 2 * i, 2);
-        af[i] = f16_to_f32(v);
-      }
-      EXPECT_TRUE(std::all_of(af.begin(), af.end(), [](float v) { return std::isfinite(v); }));
-    }
+    for (bool quantize : {false, true})
+      results[quantize] =
+          run_chain(*b, *gn_convs(c.x, c.n, quantize), w, dx, c.x, dr, out, quantize);
     EXPECT_EQ(results[0][0], results[1][0]) << "conv a (bias) differs";
     EXPECT_EQ(results[0][1], results[1][1]) << "conv r (residual) differs";
   }
