@@ -23,10 +23,13 @@
 
 #include "backend/cuda/cuda_check.h"
 #include "backend/cuda/cuda_context.h"
+#include "backend/cuda/cuda_gemm.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/cuda/gemm_s8_fused.h"
 #include "core/half.h"
 #include "cuda_test_gpu.h"
+#include "ir/graph.h"
+#include "test_util.h"
 
 namespace hyrt::test {
 namespace {
@@ -244,6 +247,67 @@ TEST(CudaConvImplicit, TileRule) {
   EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(16, 1280, 1280), 132), 0);    // 32 tiles
   EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(64, 256, 256), 132), 128);    // 128 tiles
   EXPECT_EQ(cu::implicit_s8_conv_auto_tile(conv(64, 320, 320), 264), 0);      // half a wave
+}
+
+// Which convs read a quantizing group norm's output (s8rows, one scale per image) as it is —
+// conv2d_reads_quantized_input, a host-side rule (no GPU needed): only the implicit-GEMM W8A8
+// form the tile rule gives a tile (about a wave on 132 SMs), rows = input positions (stride 1,
+// same size), 8-bit S weights, no fused activation; HYRT_CUDA_CONV_IMPLICIT decides as for the
+// float input.
+TEST(CudaConvImplicit, WhichConvsReadAQuantizedGroupNorm) {
+  if (!cu::fused_s8_gemm_available(9, 0)) GTEST_SKIP() << "a build without the kernels";
+  cu::CudaDeviceInfo h100;
+  h100.name = "H100 (as described)", h100.compute_major = 9, h100.multiprocessors = 132;
+  struct Conv {
+    int64_t hw, c, n;
+    int kernel = 3, stride = 1, padding = 1;
+    DType w = DType::kS8;
+    ir::Activation act = ir::Activation::kNone;
+  };
+  auto reads_on = [&](const Conv& cv, const cu::CudaDeviceInfo& dev) {
+    ir::Graph g(DType::kF16);
+    const ir::ValueId x = g.add_input("x", DType::kF16, {2, cv.hw, cv.hw, cv.c});
+    const ir::ValueId h = g.add_node(
+        ir::OpKind::kGroupNorm,
+        {x, g.add_weight("g", DType::kF32, {cv.c}), g.add_weight("b", DType::kF32, {cv.c})},
+        ir::NormAttrs{32, 1e-5f, true, true}, "gn");
+    ir::Conv2dAttrs a{cv.stride, cv.padding};
+    a.epilogue.activation = cv.act;
+    const ir::ValueId y =
+        g.add_node(ir::OpKind::kConv2d,
+                   {h, g.add_weight("w", cv.w, {cv.n, cv.c, cv.kernel, cv.kernel})}, a, "conv");
+    EXPECT_EQ(g.value(y).dtype, DType::kF16);
+    return cu::conv2d_reads_quantized_input(g, g.nodes()[1], dev, true);
+  };
+  auto reads = [&](const Conv& cv) { return reads_on(cv, h100); };
+  // SD 1.5's resnet convs at 1024² (128², 64², 32² latents) and 512²'s level 0: a wave or more.
+  EXPECT_TRUE(reads({128, 320, 320}));
+  EXPECT_TRUE(reads({128, 960, 320}));
+  EXPECT_TRUE(reads({64, 640, 640}));
+  EXPECT_TRUE(reads({32, 1280, 1280}));
+  // Below a wave (512²'s 32² and 16² convs): they run through im2col, which quantizes per row.
+  EXPECT_FALSE(reads({32, 640, 640}));
+  EXPECT_FALSE(reads({16, 1280, 1280}));
+  // Rows that are not the input's positions, a 1x1 conv (a linear: per-row scales), weights
+  // that are not 8-bit S, a fused activation, channels the kernel does not take.
+  EXPECT_FALSE(reads({128, 320, 320, 3, 2, 1}));
+  EXPECT_FALSE(reads({128, 320, 320, 1, 1, 0}));
+  EXPECT_FALSE(reads({128, 320, 320, 3, 1, 1, DType::kF16}));
+  EXPECT_FALSE(reads({128, 320, 320, 3, 1, 1, DType::kS8, ir::Activation::kSilu}));
+  EXPECT_FALSE(reads({128, 96, 320}));
+  // No fused W8A8 kernel on the device (not Hopper), or turned off.
+  cu::CudaDeviceInfo ampere = h100;
+  ampere.compute_major = 8;
+  EXPECT_FALSE(reads_on({128, 320, 320}, ampere));
+  {
+    const ScopedEnv off("HYRT_CUDA_CONV_IMPLICIT", "0");
+    EXPECT_FALSE(reads({128, 320, 320}));
+  }
+  {
+    const ScopedEnv every("HYRT_CUDA_CONV_IMPLICIT", "2");
+    EXPECT_TRUE(reads({16, 1280, 1280}));  // any size under =2
+    EXPECT_FALSE(reads({16, 1280, 1280, 3, 2, 1}));
+  }
 }
 
 // Shapes outside the kernel's reach are refused up front (not launched).
