@@ -1652,6 +1652,20 @@ bool conv_is_pointwise(const ir::Graph& graph, const ir::Node& node) {
   return w[2] == 1 && w[3] == 1 && a.stride == 1 && a.padding == 0;
 }
 
+// The conv's input, kernel and output geometry (x NHWC, w OIHW, y NHWC).
+Im2colGeometry conv_geometry(const ir::Graph& graph, const ir::Node& node) {
+  const Shape& xs = graph.value(node.inputs[0]).shape;
+  const Shape& ws = graph.value(node.inputs[1]).shape;
+  const Shape& ys = graph.value(node.output).shape;
+  const auto& a = node.attr<ir::Conv2dAttrs>();
+  Im2colGeometry g;
+  g.batch = xs[0], g.height = xs[1], g.width = xs[2], g.channels = xs[3];
+  g.kernel_h = static_cast<int>(ws[2]), g.kernel_w = static_cast<int>(ws[3]);
+  g.stride = a.stride, g.padding = a.padding;
+  g.out_h = ys[1], g.out_w = ys[2];
+  return g;
+}
+
 }  // namespace
 
 std::unique_ptr<CudaGemmKernel> make_linear_kernel(CudaContext& ctx,
@@ -1745,7 +1759,6 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
   const Shape& xs = graph.value(node.inputs[0]).shape;  // [B, H, W, Cin]
   const Shape& ws = graph.value(node.inputs[1]).shape;  // [Cout, Cin, kh, kw]
   const Shape& ys = graph.value(node.output).shape;     // [B, Ho, Wo, Cout]
-  const auto& attrs = node.attr<ir::Conv2dAttrs>();
   GemmSpec spec;
   spec.name = node.name;
   spec.key = conv2d_gemm_key(graph, node);
@@ -1761,14 +1774,7 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
     spec.conv_taps = kh * kw;
     spec.conv_cin = ws[1];
   }
-  if (!conv_is_pointwise(graph, node)) {
-    Im2colGeometry g;
-    g.batch = xs[0], g.height = xs[1], g.width = xs[2], g.channels = xs[3];
-    g.kernel_h = static_cast<int>(kh), g.kernel_w = static_cast<int>(kw);
-    g.stride = attrs.stride, g.padding = attrs.padding;
-    g.out_h = ys[1], g.out_w = ys[2];
-    spec.im2col = g;
-  }
+  if (!conv_is_pointwise(graph, node)) spec.im2col = conv_geometry(graph, node);
   const ir::NodeId producer = graph.value(node.inputs[0]).producer;
   spec.input_group_normed =
       producer != ir::kNone && graph.node(producer).op == ir::OpKind::kGroupNorm;
@@ -1778,22 +1784,15 @@ std::unique_ptr<CudaGemmKernel> make_conv2d_kernel(CudaContext& ctx,
 
 bool conv2d_reads_quantized_input(const ir::Graph& graph, const ir::Node& node,
                                   const CudaDeviceInfo& device, bool fused_s8_enabled) {
-  if (!supports_conv2d(graph, node) || conv_is_pointwise(graph, node)) return false;
+  if (conv_is_pointwise(graph, node)) return false;
   const ir::Value& w = graph.value(node.inputs[1]);
   const ir::Value& y = graph.value(node.output);
   if (w.dtype != DType::kS8 || device_storage_dtype(y) != DType::kF16 ||
       node.epilogue().activation != ir::Activation::kNone)
     return false;
-  const GemmKey key = conv2d_gemm_key(graph, node);
-  const Shape& xs = graph.value(node.inputs[0]).shape;
-  const Shape& ws = w.shape;
-  const auto& a = node.attr<ir::Conv2dAttrs>();
-  Im2colGeometry g;
-  g.batch = xs[0], g.height = xs[1], g.width = xs[2], g.channels = xs[3];
-  g.kernel_h = static_cast<int>(ws[2]), g.kernel_w = static_cast<int>(ws[3]);
-  g.stride = a.stride, g.padding = a.padding;
-  g.out_h = y.shape[1], g.out_w = y.shape[2];
+  const Im2colGeometry g = conv_geometry(graph, node);
   if (!quantized_rows_match(g)) return false;
+  const GemmKey key = conv2d_gemm_key(graph, node);
   return implicit_conv_form(fused_s8_applies(key, device, fused_s8_enabled), g, key.n,
                             round_up4(key.k), /*input_group_normed=*/true, device.multiprocessors)
       .has_value();

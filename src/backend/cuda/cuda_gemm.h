@@ -182,11 +182,11 @@ bool gemm_inputs_supported(const ir::Graph& graph, const ir::Node& node);
 // float held as f16 — which the backend runs only where conv2d_reads_quantized_input says.
 bool supports_conv2d(const ir::Graph& graph, const ir::Node& node);
 
-// Whether a conv2d node can read its x quantized (s8rows with one scale per image on each row:
-// a quantizing group norm's output): only as the implicit-GEMM W8A8 kernel (8-bit S weights,
-// the fused kernel on this device, the tile rule giving it a tile — about a wave — under
-// $HYRT_CUDA_CONV_IMPLICIT), with its GEMM rows the input's positions (stride 1, same size: the
-// row scales are then the epilogue's), no fused activation, an f16 output. The node's kernel
+// Whether a conv2d node supports_conv2d takes can read its x quantized (s8rows with one scale per
+// image on each row: a quantizing group norm's output): only as the implicit-GEMM W8A8 kernel
+// (8-bit S weights, the fused kernel on this device, the tile rule giving it a tile — about a wave
+// — under $HYRT_CUDA_CONV_IMPLICIT), with its GEMM rows the input's positions (stride 1, same size:
+// the row scales are then the epilogue's), no fused activation, an f16 output. The node's kernel
 // then runs that form on x as bound, with no quantize pass (make_conv2d_kernel).
 bool conv2d_reads_quantized_input(const ir::Graph& graph, const ir::Node& node,
                                   const CudaDeviceInfo& device, bool fused_s8_enabled);

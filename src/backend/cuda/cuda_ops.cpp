@@ -46,7 +46,7 @@ DType input_storage(const ir::Graph& graph, const ir::Node& node, size_t i) {
 // Whether group norms may write their output quantized for the implicit-GEMM convolutions
 // (ir::NormAttrs::quantize_output, launch_group_norm_quantize): $HYRT_CUDA_GN_QUANTIZE=1.
 // Off by default until it has run on a GPU (written 2026-12-08 without one): its tests are
-// CudaGroupNormQuantize.* and CudaConv.QuantizedGroupNormInput.
+// CudaQuantizedActivation.GroupNormQuantize* and .ConvsOnAQuantizedGroupNorm*.
 bool group_norm_quantize_enabled() {
   return env_int("HYRT_CUDA_GN_QUANTIZE", 0, 1).value_or(0) == 1;
 }
@@ -67,48 +67,38 @@ std::string device_op_unsupported_reason(const ir::Graph& graph, const ir::Node&
       break;
   }
   const ir::Value& out = graph.value(node.output);
-  if (node.op == OpKind::kLayerNorm && ir::quantizes_output(node.attrs)) {
-    // launch_layer_norm_quantize: f16 rows of a multiple of 8 channels, up to 2048.
+  if (ir::quantizes_output(node.attrs)) {
+    // The quantizing forms (launch_layer_norm_quantize, launch_group_norm_quantize,
+    // launch_geglu_quantize) read an f16 activation in rows of 8-wide vectors; the inputs and the
+    // op's own limits are then checked as for the float form, below.
     const ir::Value& x = graph.value(node.inputs[0]);
     if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
-      return "a quantizing layer norm reads an f16 activation";
-    if (!layer_norm_quantize_supported(x.shape.dim(-1)))
-      return str_cat("a quantizing layer norm over ", x.shape.dim(-1),
-                     " channels (a multiple of 8, up to 2048)");
-    for (size_t i = 1; i < 3; ++i)
-      if (!dtype_is_float(graph.value(node.inputs[i]).dtype))
-        return "layer norm gamma and beta are float";
-    return {};
-  }
-  if (node.op == OpKind::kGroupNorm && ir::quantizes_output(node.attrs)) {
-    // launch_group_norm_quantize: f16, channels a multiple of 8 the group norm takes.
-    if (!group_norm_quantize_enabled())
-      return "quantizing group norms are off (HYRT_CUDA_GN_QUANTIZE=1 turns them on)";
-    const ir::Value& x = graph.value(node.inputs[0]);
-    const int groups = node.attr<ir::NormAttrs>().groups;
-    if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
-      return "a quantizing group norm reads an f16 activation";
-    if (!group_norm_quantize_supported(x.shape.dim(-1), groups))
-      return str_cat("a quantizing group norm over ", x.shape.dim(-1), " channels in ", groups,
-                     " groups (a multiple of 8 channels the group norm takes)");
-    if (x.shape[0] > 65535) return str_cat("group norm batch ", x.shape[0], " (up to 65535)");
-    for (size_t i = 1; i < 3; ++i)
-      if (!dtype_is_float(graph.value(node.inputs[i]).dtype))
-        return "group norm gamma and beta are float";
-    return {};
-  }
-  if (node.op == OpKind::kGeglu && ir::quantizes_output(node.attrs)) {
-    // launch_geglu_quantize: f16 rows of a multiple of 8 gated values, up to 32768.
-    const ir::Value& x = graph.value(node.inputs[0]);
-    if (x.kind == ir::ValueKind::kWeight || device_storage_dtype(x) != DType::kF16)
-      return "a quantizing GEGLU reads an f16 activation";
-    if (!geglu_quantize_supported(x.shape.dim(-1) / 2))
-      return str_cat("a quantizing GEGLU to ", x.shape.dim(-1) / 2,
-                     " values a row (a multiple of 8, up to 32768)");
-    return {};
-  }
-  if (!dtype_is_float(out.dtype))
+      return str_cat("a quantizing ", ir::op_name(node.op), " reads an f16 activation");
+    const int64_t c = x.shape.dim(-1);
+    switch (node.op) {
+      case OpKind::kLayerNorm:
+        if (!layer_norm_quantize_supported(c))
+          return str_cat("a quantizing layer norm over ", c,
+                         " channels (a multiple of 8, up to 2048)");
+        break;
+      case OpKind::kGroupNorm:
+        if (!group_norm_quantize_enabled())
+          return "quantizing group norms are off (HYRT_CUDA_GN_QUANTIZE=1 turns them on)";
+        if (!group_norm_quantize_supported(c, node.attr<ir::NormAttrs>().groups))
+          return str_cat("a quantizing group norm over ", c,
+                         " channels (a multiple of 8 the group norm takes)");
+        break;
+      case OpKind::kGeglu:
+        if (!geglu_quantize_supported(c / 2))
+          return str_cat("a quantizing GEGLU to ", c / 2,
+                         " values a row (a multiple of 8, up to 32768)");
+        break;
+      default:
+        return str_cat("no quantizing form of ", ir::op_name(node.op));
+    }
+  } else if (!dtype_is_float(out.dtype)) {
     return str_cat("output dtype ", dtype_name(out.dtype), " (float outputs only)");
+  }
   for (size_t i = 0; i < node.inputs.size(); ++i) {
     const ir::Value& v = graph.value(node.inputs[i]);
     const bool ids = node.op == OpKind::kEmbedding && i == 0;

@@ -141,13 +141,18 @@ __device__ __forceinline__ float gn_from_order_bits(unsigned o) {
   return __uint_as_float((o & 0x80000000u) ? (o & 0x7fffffffu) : ~o);
 }
 
-// What the group norm writes for input x of a channel with coefficients (scale, shift), as the
-// float the quantizer reads: x·scale + shift (+ SiLU), rounded to T. One definition for the
-// apply pass and for the quantizing form's bound, which must agree bit for bit.
+// The group norm's output for input x of a channel with coefficients (scale, shift):
+// x·scale + shift (+ SiLU), before rounding to the output's type. One definition for the apply
+// pass and the quantizing form's bound, which must agree bit for bit.
+__device__ __forceinline__ float gn_activate(float x, float scale, float shift, bool silu) {
+  const float t = fmaf(x, scale, shift);
+  return silu ? sigmoid_gate(t, 1.0f) : t;
+}
+
+// gn_activate's value as the quantizer reads it back: rounded to T, as the output holds it.
 template <class T>
 __device__ __forceinline__ float gn_value(float x, float scale, float shift, bool silu) {
-  float t = fmaf(x, scale, shift);
-  if (silu) t = sigmoid_gate(t, 1.0f);
+  const float t = gn_activate(x, scale, shift, silu);
   if constexpr (sizeof(T) == 2)
     return __half2float(__float2half_rn(t));
   else
@@ -452,11 +457,8 @@ __global__ void __launch_bounds__(kWide ? 1024 : kGnThreads, kWide ? 1 : 4)  // 
       if (c0 == 0) row_scales[static_cast<int64_t>(b) * positions + r] = s8_row_scale(image_bound);
     } else {
 #pragma unroll
-      for (int i = 0; i < V; ++i) {
-        float t = fmaf(v[i], sc[i], sh[i]);
-        if constexpr (kSilu) t = sigmoid_gate(t, 1.0f);
-        v[i] = t;
-      }
+      for (int i = 0; i < V; ++i)
+        v[i] = gn_activate(v[i], sc[i], sh[i], kSilu);
       store_vec<T, V>(y + base + r * channels + c0, v);
     }
   }
@@ -864,8 +866,7 @@ cudaError_t launch_group_norm(const void* x, void* y, FloatType type, const Grou
 }
 
 bool group_norm_quantize_supported(int64_t channels, int64_t groups) {
-  return channels % 8 == 0 && group_norm_supported(channels, groups) &&
-         gn_layout(channels, kGnThreads).v == 8;
+  return group_norm_supported(channels, groups) && gn_layout(channels, kGnThreads).v == 8;
 }
 
 size_t group_norm_quantize_workspace_bytes(const GroupNormShape& s, int multiprocessors) {
