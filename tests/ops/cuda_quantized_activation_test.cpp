@@ -56,6 +56,24 @@ std::vector<uint8_t> download(const DeviceBuffer& d, size_t bytes) {
   return h;
 }
 
+// q and s (s8 values and f32 scales written by a quantizing kernel) against the reference's
+// q_ref and s_ref, byte for byte (s_ref may be longer: its first s.size() bytes are compared);
+// returns what q and s hold.
+struct QuantizedBytes {
+  std::vector<uint8_t> q, s;
+};
+QuantizedBytes expect_equal_quantized(const DeviceBuffer& q_ref, const DeviceBuffer& s_ref,
+                                      const DeviceBuffer& q, const DeviceBuffer& s) {
+  QuantizedBytes got{download(q, q.size()), download(s, s.size())};
+  const auto want_q = download(q_ref, q.size()), want_s = download(s_ref, s.size());
+  size_t bad_q = 0;
+  for (size_t i = 0; i < want_q.size(); ++i)
+    bad_q += want_q[i] != got.q[i];
+  EXPECT_EQ(bad_q, 0u) << "s8 values differ";
+  EXPECT_EQ(std::memcmp(want_s.data(), got.s.data(), want_s.size()), 0) << "row scales differ";
+  return got;
+}
+
 TEST(CudaQuantizedActivation, LayerNormQuantizeMatchesLayerNormThenQuantize) {
   REQUIRE_GPU();
   struct Case {
@@ -101,13 +119,7 @@ TEST(CudaQuantizedActivation, LayerNormQuantizeMatchesLayerNormThenQuantize) {
     HYRT_CUDA_CHECK(backend::cuda::launch_layer_norm_quantize(
         dx.data(), FloatType::kF16, c.rows, c.channels, 1e-5f, dg.as<float>(), db.as<float>(),
         q.as<int8_t>(), s.as<float>(), nullptr));
-    const auto want_q = download(q_ref, q.size()), got_q = download(q, q.size());
-    const auto want_s = download(s_ref, s.size()), got_s = download(s, s.size());
-    size_t bad_q = 0;
-    for (size_t i = 0; i < want_q.size(); ++i)
-      bad_q += want_q[i] != got_q[i];
-    EXPECT_EQ(bad_q, 0u) << "s8 values differ";
-    EXPECT_EQ(std::memcmp(want_s.data(), got_s.data(), want_s.size()), 0) << "row scales differ";
+    const auto [got_q, got_s] = expect_equal_quantized(q_ref, s_ref, q, s);
     if (c.zero) {
       EXPECT_TRUE(std::all_of(got_s.begin(), got_s.end(), [](uint8_t b) { return b == 0; }))
           << "all-zero rows have scale 0";
@@ -158,26 +170,33 @@ TEST(CudaQuantizedActivation, GegluQuantizeMatchesGegluThenQuantize) {
   EXPECT_FALSE(backend::cuda::geglu_quantize_supported(12));
 }
 
-// x [b, t, c] -> layer norm -> linear "a" (bias), linear "r" (+ residual input): as a graph,
-// with the layer norm quantizing or not.
-std::shared_ptr<ir::Graph> ln_linears(const Shape& x_shape, int64_t n, bool quantize) {
+// x [b, t, c] -> layer norm -> linear "a" (bias), linear "r" (+ residual input); with `convs`
+// x [b, h, w, c] -> group norm (SiLU) -> 3x3 convs "a" and "r" the same way. As a graph, with the
+// norm quantizing or not.
+std::shared_ptr<ir::Graph> norm_gemms(const Shape& x_shape, int64_t n, bool convs, bool quantize) {
   auto g = std::make_shared<ir::Graph>(DType::kF32);
   const int64_t c = x_shape.dim(-1);
   const ir::ValueId x = g->add_input("x", DType::kF32, x_shape);
-  ir::NormAttrs ln;
-  ln.quantize_output = quantize;
-  const ir::ValueId h = g->add_node(
-      ir::OpKind::kLayerNorm,
-      {x, g->add_weight("g", DType::kF32, {c}), g->add_weight("b", DType::kF32, {c})}, ln, "ln");
+  const ir::NormAttrs norm =
+      convs ? ir::NormAttrs{32, 1e-5f, true, quantize} : ir::NormAttrs{1, 1e-5f, false, quantize};
+  const ir::ValueId h =
+      g->add_node(convs ? ir::OpKind::kGroupNorm : ir::OpKind::kLayerNorm,
+                  {x, g->add_weight("g", DType::kF32, {c}), g->add_weight("b", DType::kF32, {c})},
+                  norm, "norm");
   Shape out = x_shape;
   out[out.rank() - 1] = n;
   const ir::ValueId r = g->add_input("res", DType::kF32, out);
+  const Shape w = convs ? Shape{n, c, 3, 3} : Shape{n, c};
+  const ir::OpKind op = convs ? ir::OpKind::kConv2d : ir::OpKind::kLinear;
+  auto attrs = [&](bool residual) -> ir::Attrs {
+    const ir::GemmEpilogue e{.residual = residual};
+    if (convs) return ir::Conv2dAttrs{1, 1, e};
+    return ir::LinearAttrs{e};
+  };
   g->mark_output(g->add_node(
-      ir::OpKind::kLinear,
-      {h, g->add_weight("a.w", DType::kS8, {n, c}), g->add_weight("a.b", DType::kF32, {n})}, {},
-      "a"));
-  g->mark_output(g->add_node(ir::OpKind::kLinear, {h, g->add_weight("r.w", DType::kS8, {n, c}), r},
-                             ir::LinearAttrs{{.residual = true}}, "r"));
+      op, {h, g->add_weight("a.w", DType::kS8, w), g->add_weight("a.b", DType::kF32, {n})},
+      attrs(false), "a"));
+  g->mark_output(g->add_node(op, {h, g->add_weight("r.w", DType::kS8, w), r}, attrs(true), "r"));
   g->verify();
   return g;
 }
@@ -243,6 +262,28 @@ std::vector<std::vector<uint8_t>> run_chain(backend::Backend& b, const ir::Graph
   return results;
 }
 
+// Random weights (chain_weights), x [x_shape] and a residual for the chain graph_of(quantize)
+// makes (a norm over x's last axis, then "a" and "r" with n outputs), run with the norm writing
+// float and writing s8rows: every output the same bits.
+template <class GraphOf>
+void expect_the_same_bits_either_way(backend::Backend& b, const GraphOf& graph_of,
+                                     const Shape& x_shape, int64_t n,
+                                     const std::vector<int64_t>& w_tail, uint64_t& seed) {
+  SCOPED_TRACE(str_cat(x_shape.to_string(), " -> ", n));
+  const weights::MemoryWeights w = chain_weights(x_shape.dim(-1), n, w_tail, seed);
+  const std::vector<uint16_t> xh = f16_values(random_tensor(x_shape, seed++, 2.0f));
+  Shape out = x_shape;
+  out[out.rank() - 1] = n;
+  const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
+  DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
+  DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
+  std::vector<std::vector<uint8_t>> results[2];
+  for (bool quantize : {false, true})
+    results[quantize] = run_chain(b, *graph_of(quantize), w, dx, x_shape, dr, out, quantize);
+  EXPECT_EQ(results[0][0], results[1][0]) << "a (bias) differs";
+  EXPECT_EQ(results[0][1], results[1][1]) << "r (residual) differs";
+}
+
 TEST(CudaQuantizedActivation, LinearsOnAQuantizedLayerNormGiveTheW8a8Bits) {
   REQUIRE_GPU();
   const backend::cuda::CudaDeviceInfo& dev = gpu().ctx->device();
@@ -260,23 +301,10 @@ TEST(CudaQuantizedActivation, LinearsOnAQuantizedLayerNormGiveTheW8a8Bits) {
                         {Shape{1, 300, 1280}, 640},
                         {Shape{2, 9, 2048}, 16}};
   uint64_t seed = 700;
-  for (const Case& c : cases) {
-    SCOPED_TRACE(str_cat(c.x.to_string(), " -> ", c.n));
-    const int64_t k = c.x.dim(-1);
-    const weights::MemoryWeights w = chain_weights(k, c.n, {k}, seed);
-    const std::vector<uint16_t> xh = f16_values(random_tensor(c.x, seed++, 2.0f));
-    Shape out = c.x;
-    out[out.rank() - 1] = c.n;
-    const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
-    DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
-    DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
-    std::vector<std::vector<uint8_t>> results[2];
-    for (bool quantize : {false, true})
-      results[quantize] =
-          run_chain(*b, *ln_linears(c.x, c.n, quantize), w, dx, c.x, dr, out, quantize);
-    EXPECT_EQ(results[0][0], results[1][0]) << "linear a (bias) differs";
-    EXPECT_EQ(results[0][1], results[1][1]) << "linear r (residual) differs";
-  }
+  for (const Case& c : cases)
+    expect_the_same_bits_either_way(
+        *b, [&](bool quantize) { return norm_gemms(c.x, c.n, false, quantize); }, c.x, c.n,
+        {c.x.dim(-1)}, seed);
 }
 
 // The quantizing group norm (launch_group_norm_quantize) against launch_group_norm's f16
@@ -345,13 +373,7 @@ TEST(CudaQuantizedActivation, GroupNormQuantizeMatchesGroupNormThenImageQuantize
       HYRT_CUDA_CHECK(backend::cuda::launch_group_norm_quantize(
           dx.data(), shape, dg.as<float>(), db.as<float>(), q.as<int8_t>(), s.as<float>(),
           ws.data(), sms, nullptr));
-      const auto want_q = download(q_ref, q.size()), got_q = download(q, q.size());
-      const auto want_s = download(s_ref, s.size()), got_s = download(s, s.size());
-      size_t bad_q = 0;
-      for (size_t i = 0; i < want_q.size(); ++i)
-        bad_q += want_q[i] != got_q[i];
-      EXPECT_EQ(bad_q, 0u) << "s8 values differ";
-      EXPECT_EQ(std::memcmp(want_s.data(), got_s.data(), want_s.size()), 0) << "row scales differ";
+      const auto [got_q, got_s] = expect_equal_quantized(q_ref, s_ref, q, s);
       if (c.zero)
         EXPECT_TRUE(std::all_of(got_s.begin(), got_s.end(), [](uint8_t b) { return b == 0; }));
       else
@@ -408,30 +430,6 @@ TEST(CudaQuantizedActivation, GroupNormQuantizeMatchesGroupNormThenImageQuantize
             cudaErrorInvalidValue);
 }
 
-// x [b, h, w, c] -> group norm (SiLU) -> 3x3 conv "a" (bias), 3x3 conv "r" (+ residual input):
-// as a graph, with the group norm quantizing or not.
-std::shared_ptr<ir::Graph> gn_convs(const Shape& x_shape, int64_t n, bool quantize) {
-  auto g = std::make_shared<ir::Graph>(DType::kF32);
-  const int64_t c = x_shape.dim(-1);
-  const ir::ValueId x = g->add_input("x", DType::kF32, x_shape);
-  ir::NormAttrs gn{32, 1e-5f, true, quantize};
-  const ir::ValueId h = g->add_node(
-      ir::OpKind::kGroupNorm,
-      {x, g->add_weight("g", DType::kF32, {c}), g->add_weight("b", DType::kF32, {c})}, gn, "gn");
-  Shape out = x_shape;
-  out[out.rank() - 1] = n;
-  const ir::ValueId r = g->add_input("res", DType::kF32, out);
-  g->mark_output(g->add_node(
-      ir::OpKind::kConv2d,
-      {h, g->add_weight("a.w", DType::kS8, {n, c, 3, 3}), g->add_weight("a.b", DType::kF32, {n})},
-      ir::Conv2dAttrs{1, 1}, "a"));
-  g->mark_output(g->add_node(ir::OpKind::kConv2d,
-                             {h, g->add_weight("r.w", DType::kS8, {n, c, 3, 3}), r},
-                             ir::Conv2dAttrs{1, 1, {.residual = true}}, "r"));
-  g->verify();
-  return g;
-}
-
 // A group norm -> convs chain through the backend (HYRT_CUDA_GN_QUANTIZE=1, every conv the
 // implicit kernel takes as implicit: HYRT_CUDA_CONV_IMPLICIT=2): once with the group norm
 // writing s8rows (one scale per image) and the convs reading it, once as plain f16 with the
@@ -452,24 +450,11 @@ TEST(CudaQuantizedActivation, ConvsOnAQuantizedGroupNormGiveTheImplicitBits) {
   } cases[] = {
       {Shape{2, 16, 16, 320}, 320}, {Shape{1, 9, 13, 128}, 64}, {Shape{2, 8, 8, 640}, 1280}};
   uint64_t seed = 900;
-  for (const auto& c : cases) {
-    SCOPED_TRACE(str_cat(c.x.to_string(), " -> ", c.n));
-    const int64_t k = c.x.dim(-1);
-    const weights::MemoryWeights w = chain_weights(k, c.n, {k, 3, 3}, seed);
-    const std::vector<uint16_t> xh = f16_values(random_tensor(c.x, seed++, 2.0f));
-    Shape out = c.x;
-    out[out.rank() - 1] = c.n;
-    const std::vector<uint16_t> rh = f16_values(random_tensor(out, seed++, 1.0f));
-    DeviceBuffer dx = upload_bytes(xh.data(), xh.size() * 2, "x");
-    DeviceBuffer dr = upload_bytes(rh.data(), rh.size() * 2, "res");
-    // The float form's convs quantize in their own staging (the context's slots).
-    std::vector<std::vector<uint8_t>> results[2];
-    for (bool quantize : {false, true})
-      results[quantize] =
-          run_chain(*b, *gn_convs(c.x, c.n, quantize), w, dx, c.x, dr, out, quantize);
-    EXPECT_EQ(results[0][0], results[1][0]) << "conv a (bias) differs";
-    EXPECT_EQ(results[0][1], results[1][1]) << "conv r (residual) differs";
-  }
+  // The float form's convs quantize in their own staging (the context's slots).
+  for (const auto& c : cases)
+    expect_the_same_bits_either_way(
+        *b, [&](bool quantize) { return norm_gemms(c.x, c.n, true, quantize); }, c.x, c.n,
+        {c.x.dim(-1), 3, 3}, seed);
   // A stride-2 conv's rows are not its input's: not on s8rows.
   auto g = std::make_shared<ir::Graph>(DType::kF32);
   const ir::ValueId x = g->add_input("x", DType::kF32, {2, 16, 16, 320});
